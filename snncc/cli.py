@@ -1,0 +1,187 @@
+"""The `snncc` command line: compile, inspect, verify, targets.
+
+Every user-facing failure is one line on stderr (what, where, what to do) and exit code 2
+(1 for a verification mismatch); `--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+import snncc
+from snncc import artifact
+from snncc.errors import LoadError, SnnccError, TargetError
+
+
+def _add_load_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model-def", help="file.py:factory or package.module:factory building the model (state_dict checkpoints)")
+    p.add_argument("--factory-kwargs", help="JSON object of keyword arguments for the factory")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow loading a pickled whole module (runs code from the file: only for files you trust)")
+    p.add_argument("--input-shape", help="per-sample input shape, e.g. 1,8,8")
+    p.add_argument("--input-kind", choices=["current", "spike"], default="current",
+                   help="real-valued input (the first layer is the off-chip encoding layer) or spike/event input")
+    p.add_argument("--frontend", choices=["auto", "export", "fx"], default="auto",
+                   help="torch.export first (auto), or force one front end")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="snncc", description="Compile SFA-trained spiking networks to neuromorphic targets.")
+    ap.add_argument("--version", action="version", version=f"snncc {snncc.__version__}")
+    ap.add_argument("--debug", action="store_true", help="show tracebacks")
+    ap.add_argument("-v", "--verbose", action="store_true", help="log what every pass changes")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    c = sub.add_parser("compile", help="compile a model into an artefact folder")
+    c.add_argument("model", help=".pt2 torch.export program, state_dict checkpoint, or (with --trust-pickle) pickled module")
+    _add_load_args(c)
+    c.add_argument("--target", default="sim", help="target name (see `snncc targets`)")
+    c.add_argument("-o", "--out", required=True, help="artefact folder to write")
+    c.add_argument("--dump-after", action="append", default=[], metavar="PASS",
+                   help="print the graph listing after PASS (repeatable)")
+    c.add_argument("--allow-macs", action="store_true",
+                   help="deploy non-spike-driven layers beyond the encoding layer")
+    c.add_argument("--explain", action="store_true", help="print the target's full compatibility report")
+
+    i = sub.add_parser("inspect", help="list a model's or an artefact's graph, one row per node")
+    i.add_argument("path", help="model file or artefact folder")
+    _add_load_args(i)
+    i.add_argument("--level", choices=["traced", "deployed"], default=None,
+                   help="which graph of an artefact (default deployed) or of a model (default traced)")
+
+    v = sub.add_parser("verify", help="compare PyTorch model, traced IR, folded IR and normal form")
+    v.add_argument("model")
+    v.add_argument("out", help="artefact folder compiled from MODEL")
+    _add_load_args(v)
+    v.add_argument("--samples", type=int, default=16)
+    v.add_argument("--data", help=".npz with an array x of inputs (default: seeded random inputs)")
+    v.add_argument("--seed", type=int, default=0)
+
+    sub.add_parser("targets", help="list installed targets")
+    return ap
+
+
+def _load(args):
+    from snncc.frontend import load
+    from snncc.frontend.loader import parse_kwargs, parse_shape
+
+    return load(args.model if hasattr(args, "model") else args.path, model_def=args.model_def,
+                factory_kwargs=parse_kwargs(args.factory_kwargs), trust_pickle=args.trust_pickle,
+                input_shape=parse_shape(args.input_shape))
+
+
+def cmd_compile(args) -> int:
+    from snncc.compiler import compile_model
+
+    loaded = _load(args)
+    res = compile_model(loaded, target=args.target, input_kind=args.input_kind, frontend=args.frontend,
+                        dump_after=tuple(args.dump_after), allow_macs=args.allow_macs, progress=_progress)
+    for name, text in res.dumps.items():
+        print(f"--- after {name} ---")
+        print(text, end="")
+    if args.explain:
+        print(res.explain)
+    res.write(args.out)
+    print(res.summary())
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _progress(msg: str) -> None:
+    print(f"[snncc] {msg}", file=sys.stderr, flush=True)
+
+
+def cmd_inspect(args) -> int:
+    from snncc.frontend import trace
+    from snncc.ir.printer import listing
+
+    if os.path.isdir(args.path):
+        stem = "traced" if args.level == "traced" else "ir"
+        g = artifact.read_graph(args.path, stem)
+        m = artifact.read_manifest(args.path)
+        print(f"# artefact {args.path}: target {m.get('target')}, level {stem}")
+    else:
+        loaded = _load(args)
+        g = trace(loaded, frontend=args.frontend, input_kind=args.input_kind)
+        if args.level == "deployed":
+            from snncc.passes.manager import run_pipeline
+
+            g = run_pipeline(g, "deploy", options={"check_spike_driven": {"allow_macs": True}}).graph
+    print(listing(g), end="")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from snncc.passes.manager import run_pipeline
+    from snncc.verify import compare
+
+    loaded = _load(args)
+    traced = artifact.read_graph(args.out, "traced")
+    deployed = artifact.read_graph(args.out, "ir")
+    folded = run_pipeline(traced, "fold").graph
+    shape = traced.inputs[0].shape
+    if args.data:
+        try:
+            with np.load(args.data, allow_pickle=False) as d:
+                x = torch.as_tensor(d["x"][: args.samples], dtype=torch.float64)
+        except (OSError, KeyError, ValueError) as e:
+            raise LoadError(f"cannot read inputs ({e.__class__.__name__}: {e})", where=args.data,
+                            hint="pass an .npz holding an array named x") from None
+    else:
+        gen = torch.Generator().manual_seed(args.seed)
+        if traced.inputs[0].kind == "spike":
+            x = torch.randint(0, 3, (args.samples,) + shape, generator=gen).double()
+        else:
+            x = torch.randn((args.samples,) + shape, generator=gen, dtype=torch.float64) * 2
+    rep = compare(loaded.eager, {"traced": traced, "folded": folded, "deployed": deployed}, x)
+    print(rep.table())
+    if not rep.ok:
+        print("snncc: verification failed: levels disagree beyond float tolerance", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_targets(args) -> int:
+    from snncc.targets import available, get
+
+    eps = available()
+    names = sorted(set(eps) | {"sim"})
+    for name in names:
+        try:
+            t = get(name)
+            print(f"{name:<8} {t.description}")
+        except TargetError as e:
+            print(f"{name:<8} (unavailable: {e.what})")
+    return 0
+
+
+COMMANDS = {"compile": cmd_compile, "inspect": cmd_inspect, "verify": cmd_verify, "targets": cmd_targets}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+    try:
+        return COMMANDS[args.cmd](args)
+    except SnnccError as e:
+        if args.debug:
+            raise
+        print(f"snncc: error: {e.one_line()}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("snncc: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

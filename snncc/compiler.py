@@ -1,0 +1,120 @@
+"""The compile driver: trace -> deploy pipeline -> target check -> artefact files.
+
+Everything a target rejects is reported before anything is written.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from snncc import artifact
+from snncc.errors import TargetError
+from snncc.frontend.loader import LoadedModel, trace
+from snncc.ir import serialize
+from snncc.ir.graph import Graph
+from snncc.ir.printer import listing
+from snncc.passes.manager import PipelineRun, run_pipeline
+from snncc.targets import get as get_target
+
+
+@dataclass
+class CompileResult:
+    target: str
+    traced: Graph
+    deployed: Graph
+    pipeline: PipelineRun
+    files: dict[str, bytes]
+    manifest: dict
+    timings: dict[str, float] = field(default_factory=dict)
+    explain: str = ""
+
+    @property
+    def dumps(self) -> dict[str, str]:
+        return self.pipeline.dumps
+
+    def write(self, out: str) -> None:
+        artifact.write(out, self.files, self.manifest)
+
+    def summary(self) -> str:
+        st = static_stats(self.deployed)
+        sd = self.pipeline.reports.get("check_spike_driven", {})
+        nf = self.pipeline.reports.get("normal_form", {})
+        return (f"compiled for {self.target}: {st['populations']} neuron populations, {st['neurons']} neurons, "
+                f"{st['parameters']} parameters; encoding layer: {', '.join(sd.get('encoding', [])) or 'none'}; "
+                f"shortcut fan-in added {nf.get('added_synapses', 0)} synapses "
+                f"({self.timings.get('total', 0):.2f} s)")
+
+
+def static_stats(g: Graph) -> dict:
+    neurons = sum(int(_prod(n.shape)) for n in g.neurons())
+    params = sum(int(v.size) for n in g.nodes for v in n.params.values())
+    return {"populations": len(g.neurons()), "neurons": neurons, "parameters": params, "nodes": len(g)}
+
+
+def _prod(s):
+    out = 1
+    for x in s:
+        out *= x
+    return out
+
+
+def compile_model(loaded: LoadedModel, target: str = "sim", input_kind: str = "current", frontend: str = "auto",
+                  dump_after: tuple[str, ...] = (), allow_macs: bool = False,
+                  progress: Callable[[str], None] | None = None, target_options: dict | None = None) -> CompileResult:
+    say = progress or (lambda m: None)
+    tgt = get_target(target)
+    t0 = time.perf_counter()
+    say(f"tracing {loaded.source or 'model'}")
+    traced = trace(loaded, frontend=frontend, input_kind=input_kind)
+    t1 = time.perf_counter()
+    say(f"running passes ({len(traced)} nodes)")
+    run = run_pipeline(traced, "deploy", dump_after=dump_after,
+                       options={"check_spike_driven": {"allow_macs": allow_macs}})
+    deployed = run.graph
+    t2 = time.perf_counter()
+    problems = tgt.check(deployed)
+    explain = getattr(tgt, "explain", lambda g: "")(deployed) if hasattr(tgt, "explain") else ""
+    if problems:
+        raise TargetError(f"model does not fit: {'; '.join(problems)}", where=f"target {target}",
+                          hint="see `snncc compile --explain` for the full report")
+    say(f"emitting {target} artefact")
+    files = dict(tgt.emit(deployed, target_options or {}))
+    ir_json, ir_npz = serialize.dumps(deployed)
+    tr_json, tr_npz = serialize.dumps(traced)
+    files.update({"ir.json": ir_json, "ir.npz": ir_npz, "traced.json": tr_json, "traced.npz": tr_npz})
+    t3 = time.perf_counter()
+    manifest = {
+        "target": target,
+        "input_shape": list(traced.inputs[0].shape),
+        "input_kind": traced.inputs[0].kind,
+        "T": traced.T,
+        "source": traced.meta.get("source", ""),
+        "versions": artifact.versions(getattr(tgt, "versions", lambda: {})()),
+    }
+    res = CompileResult(target, traced, deployed, run, files, manifest,
+                        {"trace": t1 - t0, "passes": t2 - t1, "emit": t3 - t2, "total": t3 - t0}, explain)
+    files["report.md"] = report_markdown(res).encode()
+    return res
+
+
+def report_markdown(res: CompileResult) -> str:
+    st = static_stats(res.deployed)
+    sd = res.pipeline.reports.get("check_spike_driven", {})
+    nf = res.pipeline.reports.get("normal_form", {})
+    lines = [f"# snncc compile report: {res.manifest['source'] or 'model'} -> {res.target}", "",
+             f"- input: {res.manifest['input_kind']} of shape {tuple(res.manifest['input_shape'])}, T = {res.traced.T}",
+             f"- neuron populations: {st['populations']}, neurons: {st['neurons']}, parameters: {st['parameters']}",
+             f"- encoding layer (host MACs): {', '.join(sd.get('encoding', [])) or 'none'}",
+             f"- whole model spike-driven beyond the encoding layer: {'yes' if sd.get('model_spike_driven', True) else 'no'}",
+             f"- membrane-shortcut fan-in: {nf.get('copied_nodes', 0)} copied nodes, "
+             f"{nf.get('added_synapses', 0)} added synapses", "", "## Passes", ""]
+    for name, changes in res.pipeline.log:
+        lines.append(f"- `{name}`: {len(changes)} change(s)")
+        for c in changes[:20]:
+            lines.append(f"  - {c}")
+        if len(changes) > 20:
+            lines.append(f"  - ... {len(changes) - 20} more")
+    lines += ["", "## Deployed graph (synaptic normal form)", "", "```", listing(res.deployed).rstrip(), "```", ""]
+    return "\n".join(lines)

@@ -1,0 +1,54 @@
+"""The one error family of snncc: what failed, where, and what to do about it.
+
+The CLI prints a `SnnccError` as a single line and exits with its `exit_code`; anything
+else escaping is a bug and gets a traceback.
+"""
+
+from __future__ import annotations
+
+
+class SnnccError(Exception):
+    """A user-facing failure. `where` names the node, module path, file or field."""
+
+    exit_code = 2
+
+    def __init__(self, what: str, where: str | None = None, hint: str | None = None):
+        self.what = what
+        self.where = where
+        self.hint = hint
+        super().__init__(self.one_line())
+
+    def one_line(self) -> str:
+        parts = []
+        if self.where:
+            parts.append(f"{self.where}: ")
+        parts.append(self.what)
+        if self.hint:
+            parts.append(f" ({self.hint})")
+        return "".join(parts)
+
+
+class IRError(SnnccError):
+    """An ill-formed or ill-typed graph."""
+
+
+class FrontendError(SnnccError):
+    """A model that cannot be traced or mapped to the spiking IR."""
+
+
+class LoadError(SnnccError):
+    """A model or artefact file that cannot be read."""
+
+
+class PassError(SnnccError):
+    """A pass whose precondition does not hold."""
+
+
+class TargetError(SnnccError):
+    """A model that the chosen target cannot hold, or a missing backend."""
+
+
+class VerificationError(SnnccError):
+    """Two levels of the compiled model disagree."""
+
+    exit_code = 1

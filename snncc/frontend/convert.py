@@ -1,0 +1,365 @@
+"""Maps a torch.fx graph (ATen-level from `torch.export`, or module-level from `symbolic_trace`)
+onto the spiking IR.
+
+Both front ends reduce each fx node to a canonical call (`conv`, `linear`, `batchnorm`, `add`,
+`mul`, `div`, `matmul`, `mean`, `pool`, `reshape`, `permute`, `identity`, `clamp`, `round`,
+`floor`, `neuron`) and this module turns those into IR nodes. SFA neurons are recognised by
+pattern (`clamp(x, 0, D) -> round -> div Norm`, `clamp -> add 0.5 -> floor -> div`, with or
+without the div) or, when the module is at hand, by class.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.fx as fx
+
+from snncc.errors import FrontendError
+from snncc.ir.graph import Graph, Node
+from snncc.ir.ops import CURRENT, SPIKE
+
+
+@dataclass
+class Call:
+    """One fx node reduced to a canonical operation with plain arguments."""
+
+    op: str
+    args: tuple
+    kwargs: dict
+
+
+def where(n: fx.Node) -> str:
+    """Module path and source line of an fx node, as fx recorded them."""
+    parts = [f"fx node {n.name!r}"]
+    stack = n.meta.get("nn_module_stack")
+    if stack:
+        path, cls = list(stack.values())[-1]
+        cls = cls if isinstance(cls, str) else getattr(cls, "__qualname__", str(cls))
+        parts.append(f"module {path or '<root>'} ({cls.rsplit('.', 1)[-1]})")
+    trace = n.meta.get("stack_trace")
+    if trace:
+        files = re.findall(r'File "([^"]+)", line (\d+)', trace)
+        if files:
+            f, line = files[-1]
+            parts.append(f"{f}:{line}")
+    return ", ".join(parts)
+
+
+_LEAF_MODULES = ("Conv1d", "Conv2d", "Linear", "BatchNorm1d", "BatchNorm2d", "AvgPool2d", "AdaptiveAvgPool2d",
+                 "Flatten", "SumPool2d")
+
+
+def node_base_name(fxn: fx.Node | None, op: str) -> str:
+    """Name IR nodes after the module that produced them: `stage1.0.conv` -> `stage1_0_conv`."""
+    if fxn is None:
+        return op
+    stack = fxn.meta.get("nn_module_stack")
+    if fxn.op == "call_module":
+        return str(fxn.target)
+    if stack:
+        path, cls = list(stack.values())[-1]
+        cls = cls if isinstance(cls, str) else getattr(cls, "__qualname__", str(cls))
+        cls = cls.rsplit(".", 1)[-1]
+        if path and (cls in _LEAF_MODULES or cls in neuron_module_classes()):
+            return path
+        if path:
+            return f"{path}.{fxn.name}"
+    return fxn.name
+
+
+def neuron_module_classes() -> tuple[str, ...]:
+    return ("SFANeuron",)
+
+
+class Converter:
+    """Builds a Graph from canonical calls. `values` maps fx node -> IR node name or constant."""
+
+    def __init__(self, input_kind: str = CURRENT, root: torch.nn.Module | None = None):
+        self.graph = Graph()
+        self.values: dict[fx.Node, Any] = {}
+        self.input_kind = input_kind
+        self.root = root
+        self.batch: int | None = None
+        self._consumed: set[fx.Node] = set()
+        self._counter: dict[str, int] = {}
+
+    # ---- helpers ------------------------------------------------------------------------
+    def name(self, base: str) -> str:
+        base = re.sub(r"[^A-Za-z0-9_]", "_", base).strip("_") or "n"
+        return self.graph.fresh_name(base)
+
+    def add(self, fxn: fx.Node | None, op: str, inputs, attrs=None, params=None, base: str | None = None) -> str:
+        nm = self.name(base or node_base_name(fxn, op))
+        node = Node(nm, op, list(inputs), attrs or {}, params or {})
+        self.graph.append(node)
+        try:
+            self.graph.infer()
+        except FrontendError:
+            raise
+        except Exception as e:  # IRError from inference: re-raise pointing at the model code
+            raise FrontendError(f"{getattr(e, 'what', e)}", where=where(fxn) if fxn is not None else nm) from None
+        return nm
+
+    def is_tensor(self, v) -> bool:
+        return isinstance(v, str)
+
+    def const(self, v, fxn: fx.Node, what: str) -> np.ndarray:
+        if isinstance(v, torch.Tensor):
+            return v.detach().double().cpu().numpy()
+        if isinstance(v, (int, float)):
+            return np.asarray(float(v))
+        raise FrontendError(f"expected a constant {what}, got an activation tensor", where=where(fxn),
+                            hint="only parameters and numbers may be used here")
+
+    def per_sample_shape(self, fxn: fx.Node) -> tuple[int, ...]:
+        val = fxn.meta.get("val", fxn.meta.get("tensor_meta"))
+        shape = tuple(int(s) for s in val.shape)
+        if self.batch is not None and (not shape or shape[0] != self.batch):
+            raise FrontendError(f"op changes the batch axis (shape {shape}, batch {self.batch})", where=where(fxn),
+                                hint="keep the batch as the leading axis; fold time/batch reshapes into the model")
+        return shape[1:]
+
+    def axis(self, d: int, rank: int, fxn: fx.Node) -> int:
+        """Turn a batched axis into a per-sample axis."""
+        d = d + rank + 1 if d < 0 else d
+        if d == 0:
+            raise FrontendError("op acts on the batch axis", where=where(fxn))
+        return d - 1
+
+    # ---- the conversion -------------------------------------------------------------------
+    def input(self, fxn: fx.Node, shape: tuple[int, ...]):
+        if self.batch is None:
+            self.batch = shape[0]
+        nm = self.add(fxn, "input", [], {"kind": self.input_kind, "shape": tuple(shape[1:])}, base="input")
+        self.values[fxn] = nm
+
+    def output(self, fxn: fx.Node, v):
+        if not self.is_tensor(v):
+            raise FrontendError("model output is not a tensor computed from the input", where=where(fxn))
+        self.add(fxn, "output", [v], base="output")
+
+    def emit(self, fxn: fx.Node, call: Call):
+        if fxn in self._consumed:
+            return
+        handler = getattr(self, f"c_{call.op}", None)
+        if handler is None:
+            raise FrontendError(f"unsupported operation {call.op}", where=where(fxn),
+                                hint="snncc maps conv/linear/batchnorm/SFA neurons/add/scale/pooling/mean/"
+                                     "reshape/permute/matmul of spikes; rewrite the model or file an issue")
+        self.values[fxn] = handler(fxn, *call.args, **call.kwargs)
+
+    # canonical calls -------------------------------------------------------------------------
+    def c_identity(self, fxn, x, *rest, **kw):
+        return x
+
+    def c_conv(self, fxn, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+        w = self.const(weight, fxn, "conv weight")
+        nd = w.ndim - 2
+        if isinstance(padding, str):
+            raise FrontendError(f"padding={padding!r} is not supported", where=where(fxn), hint="use integer padding")
+        attrs = {"stride": _tuple(stride, nd), "padding": _tuple(padding, nd), "dilation": _tuple(dilation, nd),
+                 "groups": int(groups)}
+        params = {"weight": w}
+        if bias is not None:
+            params["bias"] = self.const(bias, fxn, "conv bias")
+        return self.add(fxn, "conv", [self.tensor(x, fxn)], attrs, params)
+
+    def c_linear(self, fxn, x, weight, bias=None):
+        params = {"weight": self.const(weight, fxn, "linear weight")}
+        if bias is not None:
+            params["bias"] = self.const(bias, fxn, "linear bias")
+        return self.add(fxn, "linear", [self.tensor(x, fxn)], {}, params)
+
+    def c_batchnorm(self, fxn, x, weight, bias, mean, var, eps, channel_axis=1):
+        xs = self.graph[self.tensor(x, fxn)]
+        c = self.const(mean, fxn, "running mean").shape[0]
+        w = self.const(weight, fxn, "weight") if weight is not None else np.ones(c)
+        b = self.const(bias, fxn, "bias") if bias is not None else np.zeros(c)
+        axis = channel_axis - 1
+        if len(xs.shape) == 1:
+            axis = 0
+        return self.add(fxn, "batchnorm", [xs.name], {"axis": axis, "eps": float(eps)},
+                        {"mean": self.const(mean, fxn, "running mean"), "var": self.const(var, fxn, "running var"),
+                         "weight": w, "bias": b})
+
+    def c_add(self, fxn, a, b, alpha=1):
+        if self.is_tensor(a) and self.is_tensor(b):
+            if alpha != 1:
+                b = self.add(fxn, "scale", [b], {}, {"factor": np.asarray(float(alpha))}, base=f"{fxn.name}_alpha")
+            return self.add(fxn, "add", [a, b])
+        raise FrontendError("adding a constant to an activation is not supported outside an SFA neuron pattern",
+                            where=where(fxn), hint="express constants as a layer bias")
+
+    def c_mul(self, fxn, a, b):
+        if self.is_tensor(a) and self.is_tensor(b):
+            raise FrontendError("elementwise product of two activations is not supported", where=where(fxn),
+                                hint="only spike products through matmul are deployable")
+        x, c = (a, b) if self.is_tensor(a) else (b, a)
+        return self.scale(fxn, x, self.const(c, fxn, "factor"))
+
+    def c_div(self, fxn, a, b):
+        if not self.is_tensor(a) or self.is_tensor(b):
+            raise FrontendError("only division of an activation by a constant is supported", where=where(fxn))
+        return self.scale(fxn, a, 1.0 / self.const(b, fxn, "divisor"))
+
+    def scale(self, fxn, x, factor: np.ndarray):
+        xs = self.graph[self.tensor(x, fxn)].shape
+        f = np.asarray(factor, dtype=np.float64)
+        if f.ndim == len(xs) + 1:
+            if f.shape[0] != 1:
+                raise FrontendError(f"factor of shape {f.shape} varies over the batch", where=where(fxn))
+            f = f[0]
+        return self.add(fxn, "scale", [x], {}, {"factor": f})
+
+    def c_matmul(self, fxn, a, b):
+        if self.is_tensor(a) and self.is_tensor(b):
+            # Fuse (a b) c and a (b c) into one three-operand spike product when the inner
+            # product has no other user (its integer result is never materialised on chip).
+            fa, fb = fxn.args[0], fxn.args[1]
+            for inner, inner_fx, other, order in ((a, fa, b, "left"), (b, fb, a, "right")):
+                node = self.graph[inner]
+                if (node.op == "spike_product" and len(node.inputs) == 2 and node.attrs["scale"] == 1.0
+                        and isinstance(inner_fx, fx.Node) and len(inner_fx.users) == 1):
+                    ins = node.inputs + [other] if order == "left" else [other] + node.inputs
+                    self.graph.remove(inner)
+                    return self.add(fxn, "spike_product", ins, {"order": order})
+            return self.add(fxn, "spike_product", [a, b], {"order": "left"})
+        if self.is_tensor(a):
+            w = self.const(b, fxn, "matrix")
+            if w.ndim != 2:
+                raise FrontendError(f"matmul with a constant of rank {w.ndim}", where=where(fxn))
+            return self.add(fxn, "linear", [a], {}, {"weight": w.T.copy()})
+        raise FrontendError("matmul of a constant by an activation is not supported", where=where(fxn),
+                            hint="write it as activation @ weight")
+
+    def c_mean(self, fxn, x, dims, keepdim=False):
+        xs = self.graph[self.tensor(x, fxn)].shape
+        if dims is None:
+            raise FrontendError("mean over all axes includes the batch axis", where=where(fxn))
+        dims = [dims] if isinstance(dims, int) else list(dims)
+        ds = tuple(sorted(self.axis(d, len(xs), fxn) for d in dims))
+        return self.add(fxn, "mean", [x], {"dims": ds, "keepdim": bool(keepdim)})
+
+    def c_sum(self, fxn, x, dims, keepdim=False):
+        xs = self.graph[self.tensor(x, fxn)].shape
+        m = self.c_mean(fxn, x, dims, keepdim)
+        dims = [dims] if isinstance(dims, int) else list(dims)
+        n = int(np.prod([xs[self.axis(d, len(xs), fxn)] for d in dims]))
+        return self.add(fxn, "scale", [m], {}, {"factor": np.asarray(float(n))}, base=f"{fxn.name}_sum")
+
+    def c_pool(self, fxn, x, kernel, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
+        k = _tuple(kernel, 2)
+        s = _tuple(stride, 2) if stride not in (None, [], ()) else k
+        p = _tuple(padding, 2)
+        if ceil_mode:
+            raise FrontendError("avg_pool2d with ceil_mode=True is not supported", where=where(fxn))
+        if any(p) and not count_include_pad:
+            raise FrontendError("avg_pool2d with count_include_pad=False and padding is not supported",
+                                where=where(fxn))
+        if divisor_override not in (None, 1, k[0] * k[1]):
+            raise FrontendError(f"avg_pool2d divisor_override={divisor_override}", where=where(fxn))
+        mode = "sum" if divisor_override == 1 else "avg"
+        return self.add(fxn, "pool", [self.tensor(x, fxn)], {"mode": mode, "kernel": k, "stride": s, "padding": p})
+
+    def c_adaptive_pool(self, fxn, x, size):
+        xs = self.graph[self.tensor(x, fxn)].shape
+        size = _tuple(size, 2)
+        if size != (1, 1):
+            h, w = xs[1], xs[2]
+            if h % size[0] or w % size[1]:
+                raise FrontendError(f"adaptive pooling {xs} -> {size} with uneven windows", where=where(fxn))
+            k = (h // size[0], w // size[1])
+            return self.add(fxn, "pool", [x], {"mode": "avg", "kernel": k, "stride": k, "padding": (0, 0)})
+        return self.add(fxn, "mean", [x], {"dims": (1, 2), "keepdim": True})
+
+    def c_reshape(self, fxn, x, *_):
+        return self.add(fxn, "reshape", [self.tensor(x, fxn)], {"shape": self.per_sample_shape(fxn)})
+
+    def c_permute(self, fxn, x, dims):
+        xs = self.graph[self.tensor(x, fxn)].shape
+        dims = [d + len(xs) + 1 if d < 0 else d for d in dims]
+        if dims[0] != 0:
+            raise FrontendError("permutation moves the batch axis", where=where(fxn))
+        return self.add(fxn, "permute", [x], {"dims": tuple(d - 1 for d in dims[1:])})
+
+    def c_transpose(self, fxn, x, d0, d1):
+        rank = len(self.graph[self.tensor(x, fxn)].shape) + 1
+        dims = list(range(rank))
+        d0, d1 = d0 % rank, d1 % rank
+        dims[d0], dims[d1] = dims[d1], dims[d0]
+        return self.c_permute(fxn, x, dims)
+
+    def c_neuron(self, fxn, x, D, norm, rounding, stateful=False):
+        stack = fxn.meta.get("nn_module_stack")
+        path = list(stack.values())[-1][0] if stack else (fxn.target if fxn.op == "call_module" else "")
+        return self.add(fxn, "fire", [self.tensor(x, fxn)],
+                        {"D": int(D), "norm": float(norm), "rounding": rounding, "stateful": bool(stateful)},
+                        base=str(path) or None)
+
+    def tensor(self, v, fxn) -> str:
+        if not self.is_tensor(v):
+            raise FrontendError("expected an activation tensor, got a constant", where=where(fxn))
+        return v
+
+    # ---- neuron patterns -----------------------------------------------------------------
+    def c_clamp(self, fxn, x, lo=None, hi=None):
+        """clamp(x, 0, D) must open an SFA neuron pattern; match it and consume the chain."""
+        if not (lo == 0 and isinstance(hi, (int, float)) and float(hi).is_integer() and hi >= 1):
+            raise FrontendError(f"clamp({lo}, {hi}) is not an SFA neuron (expected clamp(x, 0, D) with integer D)",
+                                where=where(fxn), hint="SFA neurons are round(clamp(x, 0, D)) / Norm")
+        chain = []
+        nxt = _only_user(fxn)
+        rounding = None
+        if nxt is not None and self.canon(nxt).op == "round":
+            rounding, chain = "half_even", [nxt]
+        elif nxt is not None and self.canon(nxt).op == "add":
+            c = self.canon(nxt)
+            other = [a for a in c.args if not isinstance(a, fx.Node)]
+            fl = _only_user(nxt)
+            if other == [0.5] and fl is not None and self.canon(fl).op == "floor":
+                rounding, chain = "half_up", [nxt, fl]
+        if rounding is None:
+            raise FrontendError("clamp(x, 0, D) is not followed by round() or (+0.5, floor())",
+                                where=where(fxn), hint="SFA neurons are round(clamp(x, 0, D)) / Norm")
+        norm = 1.0
+        last = chain[-1]
+        nd = _only_user(last)
+        if nd is not None:
+            c = self.canon(nd)
+            if c.op == "div" and c.args[0] is last and isinstance(c.args[1], (int, float)):
+                norm, chain = float(c.args[1]), chain + [nd]
+            elif c.op == "mul" and isinstance(c.args[1], (int, float)) and c.args[0] is last and c.args[1] > 0:
+                norm, chain = 1.0 / float(c.args[1]), chain + [nd]
+        for n in chain:
+            self._consumed.add(n)
+        out = self.c_neuron(fxn, x, int(hi), norm, rounding)
+        self.values[chain[-1]] = out
+        return out
+
+    def c_round(self, fxn, *a, **k):
+        raise FrontendError("round() outside an SFA neuron pattern", where=where(fxn),
+                            hint="SFA neurons are round(clamp(x, 0, D)) / Norm")
+
+    def c_floor(self, fxn, *a, **k):
+        raise FrontendError("floor() outside an SFA neuron pattern", where=where(fxn),
+                            hint="SFA neurons are floor(clamp(x, 0, D) + 0.5) / Norm")
+
+    def canon(self, fxn: fx.Node) -> Call:  # provided by the front end
+        raise NotImplementedError
+
+
+def _only_user(n: fx.Node) -> fx.Node | None:
+    users = list(n.users)
+    return users[0] if len(users) == 1 else None
+
+
+def _tuple(v, n):
+    if isinstance(v, (list, tuple)):
+        v = tuple(int(x) for x in v)
+        return v * n if len(v) == 1 else v
+    return (int(v),) * n

@@ -1,0 +1,179 @@
+"""Fallback front end: `torch.fx.symbolic_trace` with SFA neurons as leaf modules.
+
+Used for models `torch.export` cannot take, and for stateful (multi-timestep) neurons, whose
+membrane lives across calls and is recognised by module class rather than by pattern.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.fx.passes.shape_prop import ShapeProp
+
+from snncc.errors import FrontendError
+from snncc.frontend.convert import Call, Converter, neuron_module_classes, where
+from snncc.ir.graph import Graph
+from snncc.ir.ops import CURRENT
+
+
+def is_neuron_module(m: nn.Module) -> bool:
+    return type(m).__name__ in neuron_module_classes() and hasattr(m, "D")
+
+
+class _LeafTracer(fx.Tracer):
+    def is_leaf_module(self, m, qualname):
+        return is_neuron_module(m) or super().is_leaf_module(m, qualname)
+
+
+def _module_call(m: nn.Module, args: tuple) -> Call:
+    x = args[0]
+    if is_neuron_module(m):
+        norm = m.norm if getattr(m, "norm", None) is not None else m.D
+        return Call("neuron", (x, m.D, norm, getattr(m, "rounding", "half_even"), getattr(m, "stateful", False)), {})
+    if isinstance(m, (nn.Conv1d, nn.Conv2d)):
+        return Call("conv", (x, m.weight, m.bias, m.stride, m.padding, m.dilation, m.groups), {})
+    if isinstance(m, nn.Linear):
+        return Call("linear", (x, m.weight, m.bias), {})
+    if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        return Call("batchnorm", (x, m.weight, m.bias, m.running_mean, m.running_var, m.eps), {})
+    if isinstance(m, nn.AvgPool2d):
+        return Call("pool", (x, m.kernel_size, m.stride, m.padding, m.ceil_mode, m.count_include_pad,
+                             m.divisor_override), {})
+    if isinstance(m, nn.AdaptiveAvgPool2d):
+        return Call("adaptive_pool", (x, m.output_size), {})
+    if isinstance(m, nn.Flatten):
+        return Call("reshape", (x,), {})
+    if isinstance(m, (nn.Dropout, nn.Identity)):
+        return Call("identity", (x,), {})
+    return Call(f"module {type(m).__name__}", (), {})
+
+
+_FUNCTIONS = {
+    operator.add: lambda a, b: Call("add", (a, b), {}),
+    torch.add: lambda a, b, alpha=1: Call("add", (a, b), {"alpha": alpha}),
+    operator.mul: lambda a, b: Call("mul", (a, b), {}),
+    torch.mul: lambda a, b: Call("mul", (a, b), {}),
+    operator.truediv: lambda a, b: Call("div", (a, b), {}),
+    operator.matmul: lambda a, b: Call("matmul", (a, b), {}),
+    torch.matmul: lambda a, b: Call("matmul", (a, b), {}),
+    torch.flatten: lambda x, *a, **k: Call("reshape", (x,), {}),
+    torch.reshape: lambda x, *a, **k: Call("reshape", (x,), {}),
+    torch.mean: lambda x, dim=None, keepdim=False: Call("mean", (x, dim, keepdim), {}),
+    torch.transpose: lambda x, d0, d1: Call("transpose", (x, d0, d1), {}),
+    torch.permute: lambda x, dims: Call("permute", (x, dims), {}),
+    torch.clamp: lambda x, min=None, max=None: Call("clamp", (x, min, max), {}),
+    torch.round: lambda x: Call("round", (x,), {}),
+    torch.floor: lambda x: Call("floor", (x,), {}),
+    F.avg_pool2d: lambda x, *a, **k: Call("pool", (x, *a), k),
+    F.adaptive_avg_pool2d: lambda x, size: Call("adaptive_pool", (x, size), {}),
+}
+
+_METHODS = {
+    "flatten": lambda x, *a, **k: Call("reshape", (x,), {}),
+    "reshape": lambda x, *a, **k: Call("reshape", (x,), {}),
+    "view": lambda x, *a, **k: Call("reshape", (x,), {}),
+    "unsqueeze": lambda x, *a, **k: Call("reshape", (x,), {}),
+    "squeeze": lambda x, *a, **k: Call("reshape", (x,), {}),
+    "contiguous": lambda x: Call("identity", (x,), {}),
+    "transpose": lambda x, d0, d1: Call("transpose", (x, d0, d1), {}),
+    "permute": lambda x, *dims: Call("permute", (x, list(dims[0]) if len(dims) == 1 and isinstance(dims[0], (list, tuple)) else list(dims)), {}),
+    "mean": lambda x, dim=None, keepdim=False: Call("mean", (x, dim, keepdim), {}),
+    "sum": lambda x, dim=None, keepdim=False: Call("sum", (x, dim, keepdim), {}),
+    "clamp": lambda x, min=None, max=None: Call("clamp", (x, min, max), {}),
+    "round": lambda x: Call("round", (x,), {}),
+    "floor": lambda x: Call("floor", (x,), {}),
+    "__add__": lambda a, b: Call("add", (a, b), {}),
+    "add": lambda a, b: Call("add", (a, b), {}),
+    "mul": lambda a, b: Call("mul", (a, b), {}),
+    "div": lambda a, b: Call("div", (a, b), {}),
+    "matmul": lambda a, b: Call("matmul", (a, b), {}),
+}
+
+
+class FxConverter(Converter):
+    def __init__(self, gm: fx.GraphModule, **kw):
+        super().__init__(**kw)
+        self.gm = gm
+
+    def canon(self, n: fx.Node) -> Call:
+        if n.op == "call_module":
+            return _module_call(self.gm.get_submodule(n.target), n.args)
+        if n.op == "call_function":
+            fn = _FUNCTIONS.get(n.target)
+            if fn is None:
+                return Call(getattr(n.target, "__name__", str(n.target)), (), {})
+            return fn(*n.args, **n.kwargs)
+        if n.op == "call_method":
+            fn = _METHODS.get(n.target)
+            if fn is None:
+                return Call(f"method {n.target}", (), {})
+            return fn(*n.args, **n.kwargs)
+        if n.op == "get_attr":
+            return Call("get_attr", (), {})
+        raise FrontendError(f"unsupported fx node kind {n.op}", where=where(n))
+
+    def resolve(self, call: Call) -> Call:
+        def r(a):
+            if isinstance(a, fx.Node):
+                return self.values[a]
+            if isinstance(a, (list, tuple)):
+                return type(a)(r(x) for x in a)
+            return a
+
+        return Call(call.op, tuple(r(a) for a in call.args), {k: r(v) for k, v in call.kwargs.items()})
+
+
+def from_module_fx(model: nn.Module, example: torch.Tensor, input_kind: str = CURRENT, T: int = 1) -> Graph:
+    model = model.eval()
+    try:
+        graph = _LeafTracer().trace(model)
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+        raise FrontendError(f"torch.fx.symbolic_trace failed: {msg}", where=type(model).__name__,
+                            hint="try the default torch.export front end") from None
+    gm = fx.GraphModule(model, graph)
+    with torch.no_grad():
+        ShapeProp(gm).propagate(example)
+    _reset_neurons(model)
+    conv = FxConverter(gm, input_kind=input_kind, root=model)
+    for n in gm.graph.nodes:
+        if n.op == "placeholder":
+            if conv.batch is not None:
+                raise FrontendError("model takes more than one input", where=where(n))
+            conv.input(n, tuple(int(s) for s in n.meta["tensor_meta"].shape))
+        elif n.op == "get_attr":
+            conv.values[n] = _get_attr(gm, n.target)
+        elif n.op == "output":
+            out = n.args[0]
+            if isinstance(out, (list, tuple)):
+                if len(out) != 1:
+                    raise FrontendError(f"model returns {len(out)} outputs; snncc compiles single-output models",
+                                        where=where(n))
+                out = out[0]
+            conv.output(n, conv.values[out])
+        else:
+            if n in conv._consumed:
+                continue
+            conv.emit(n, conv.resolve(conv.canon(n)))
+    g = conv.graph
+    g.T = T
+    g.meta["frontend"] = "torch.fx"
+    return g
+
+
+def _get_attr(gm, target: str):
+    obj = gm
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _reset_neurons(model: nn.Module) -> None:
+    """Shape propagation ran the model once; clear any membrane a stateful neuron kept."""
+    for m in model.modules():
+        if is_neuron_module(m) and hasattr(m, "reset_state"):
+            m.reset_state()

@@ -1,0 +1,206 @@
+"""Loading user models from disk and tracing them to the IR.
+
+Accepted inputs (DESIGN, issue 2):
+- a `torch.export` program file (`.pt2`),
+- a `state_dict` checkpoint plus `--model-def path/to/file.py:factory` or `package.module:factory`
+  (with `--factory-kwargs` JSON),
+- a pickled whole module, only with `--trust-pickle` (default loads use `weights_only=True`).
+A factory may return a `MultiStep`-style wrapper (attributes `model` and `T`): the single-step
+model is compiled with `T` timesteps.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from snncc.errors import FrontendError, LoadError
+from snncc.ir.graph import Graph
+from snncc.ir.ops import CURRENT
+
+
+@dataclass
+class LoadedModel:
+    module: nn.Module | None  # the eager model (None for a bare .pt2 program)
+    program: "torch.export.ExportedProgram | None"
+    input_shape: tuple[int, ...]  # per sample
+    T: int = 1
+    source: str = ""
+
+    def eager(self, x: torch.Tensor) -> torch.Tensor:
+        """Run the original model on (B, *shape) or (T, B, *shape) input, averaging over T."""
+        with torch.no_grad():
+            if self.module is None:
+                return self.program.module()(x)
+            if self.T > 1:
+                from snncc.frontend.fx_trace import _reset_neurons
+
+                _reset_neurons(self.module)
+                xs = list(x) if x.dim() == len(self.input_shape) + 2 else [x] * self.T
+                out = sum(self.module(xt) for xt in xs) / len(xs)
+                _reset_neurons(self.module)
+                return out
+            return self.module(x)
+
+
+def parse_shape(text: str | None, what: str = "--input-shape") -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        shape = tuple(int(s) for s in text.replace("x", ",").split(",") if s.strip())
+    except ValueError:
+        raise LoadError(f"{what} must be comma-separated integers like 1,8,8, got {text!r}") from None
+    if not shape or any(s <= 0 for s in shape):
+        raise LoadError(f"{what} must be positive integers, got {text!r}")
+    return shape
+
+
+def load_factory(spec: str, kwargs: dict | None = None) -> nn.Module:
+    """`path/to/file.py:factory` or `package.module:factory` -> factory(**kwargs)."""
+    if ":" not in spec:
+        raise LoadError(f"--model-def {spec!r} must look like file.py:factory or package.module:factory")
+    mod_part, fn_name = spec.rsplit(":", 1)
+    try:
+        if mod_part.endswith(".py") or os.sep in mod_part:
+            if not os.path.exists(mod_part):
+                raise LoadError("file not found", where=mod_part)
+            ms = importlib.util.spec_from_file_location(f"_snncc_model_def_{abs(hash(mod_part))}", mod_part)
+            module = importlib.util.module_from_spec(ms)
+            ms.loader.exec_module(module)
+        else:
+            module = importlib.import_module(mod_part)
+    except LoadError:
+        raise
+    except Exception as e:
+        raise LoadError(f"cannot import model definition ({e.__class__.__name__}: {e})", where=mod_part) from None
+    fn = getattr(module, fn_name, None)
+    if fn is None:
+        raise LoadError(f"no factory named {fn_name!r}", where=mod_part)
+    try:
+        return fn(**(kwargs or {}))
+    except TypeError as e:
+        raise LoadError(f"factory call failed: {e}", where=spec, hint="check --factory-kwargs") from None
+
+
+def parse_kwargs(text: str | None) -> dict:
+    if not text:
+        return {}
+    try:
+        kw = json.loads(text)
+    except ValueError as e:
+        raise LoadError(f"--factory-kwargs is not JSON: {e}") from None
+    if not isinstance(kw, dict):
+        raise LoadError("--factory-kwargs must be a JSON object like '{\"D\": 4}'")
+    return kw
+
+
+def _unwrap(model: nn.Module) -> tuple[nn.Module, int]:
+    if hasattr(model, "model") and hasattr(model, "T") and isinstance(getattr(model, "model"), nn.Module):
+        return model.model, int(model.T)
+    return model, 1
+
+
+def load(path: str, model_def: str | None = None, factory_kwargs: dict | None = None, trust_pickle: bool = False,
+         input_shape: tuple[int, ...] | None = None) -> LoadedModel:
+    if not os.path.exists(path):
+        raise LoadError("file not found", where=path)
+    if os.path.isdir(path):
+        raise LoadError("is a folder, expected a model file (.pt2 program, state_dict .pt, or pickled module)",
+                        where=path, hint="to inspect a compiled artefact use `snncc inspect OUT`")
+    if path.endswith(".pt2") and model_def is None:
+        try:
+            ep = torch.export.load(path)
+        except Exception as e:
+            raise LoadError(f"not a readable torch.export program ({e.__class__.__name__}: {_first_line(e)})",
+                            where=path) from None
+        shape = _program_input_shape(ep, path)
+        if input_shape is not None and tuple(input_shape) != shape:
+            raise LoadError(f"--input-shape {input_shape} differs from the program's input {shape}", where=path)
+        return LoadedModel(None, ep, shape, 1, path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+    except pickle.UnpicklingError as e:
+        msg = _first_line(e)
+        if "weights_only" in str(e) or "Unsupported global" in str(e):
+            raise LoadError("file holds pickled objects, not just tensors", where=path,
+                            hint="if it is a whole pickled module you trust, pass --trust-pickle; "
+                                 "better: save a state_dict and pass --model-def") from None
+        raise LoadError(f"corrupt or truncated checkpoint ({msg})", where=path) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        raise LoadError(f"corrupt or truncated checkpoint ({e.__class__.__name__}: {_first_line(e)})",
+                        where=path) from None
+    if isinstance(obj, nn.Module):
+        model, T = _unwrap(obj)
+    elif isinstance(obj, dict):
+        if model_def is None:
+            raise LoadError("checkpoint is a state_dict; snncc needs the model definition", where=path,
+                            hint="pass --model-def file.py:factory (and --factory-kwargs)")
+        model, T = _unwrap(load_factory(model_def, factory_kwargs))
+        sd = obj["state_dict"] if isinstance(obj.get("state_dict"), dict) else obj
+        try:
+            model.load_state_dict(sd)
+        except RuntimeError as e:
+            raise LoadError(f"state_dict does not fit the model: {_first_line(e)}", where=path,
+                            hint="check --model-def and --factory-kwargs") from None
+    else:
+        raise LoadError(f"checkpoint holds a {type(obj).__name__}, expected a state_dict or a module", where=path)
+    if input_shape is None:
+        shape = getattr(model, "input_shape", None)
+        if shape is None:
+            raise LoadError("the input shape is unknown", where=path, hint="pass --input-shape C,H,W")
+        input_shape = tuple(shape)
+    return LoadedModel(model.eval(), None, tuple(input_shape), T, path)
+
+
+def _first_line(e: Exception) -> str:
+    s = str(e).strip()
+    return s.splitlines()[0][:200] if s else e.__class__.__name__
+
+
+def _program_input_shape(ep, path) -> tuple[int, ...]:
+    users = list(ep.graph_signature.user_inputs)
+    if len(users) != 1:
+        raise LoadError(f"program takes {len(users)} inputs; snncc compiles single-input models", where=path)
+    for n in ep.graph.nodes:
+        if n.op == "placeholder" and n.name == users[0]:
+            return tuple(int(s) for s in n.meta["val"].shape[1:])
+    raise LoadError("program input not found", where=path)
+
+
+def trace(loaded: LoadedModel, frontend: str = "auto", input_kind: str = CURRENT, batch: int = 2) -> Graph:
+    """Trace a loaded model to the IR: torch.export first, fx symbolic_trace as the fallback."""
+    from snncc.frontend.fx_trace import from_module_fx
+    from snncc.frontend.torch_export import export_module, from_exported
+
+    if loaded.program is not None:
+        g = from_exported(loaded.program, input_kind=input_kind, source=loaded.source)
+        g.T = loaded.T
+    else:
+        example = torch.zeros((batch,) + tuple(loaded.input_shape))
+        stateful = any(getattr(m, "stateful", False) for m in loaded.module.modules())
+        if frontend == "export" or (frontend == "auto" and not stateful):
+            try:
+                ep = export_module(loaded.module, example)
+            except FrontendError:
+                if frontend == "export":
+                    raise
+                ep = None  # torch.export could not trace it: fall back to symbolic_trace
+            if ep is not None:
+                g = from_exported(ep, input_kind=input_kind, source=loaded.source)
+            else:
+                g = from_module_fx(loaded.module, example, input_kind=input_kind)
+        elif frontend in ("fx", "auto"):
+            g = from_module_fx(loaded.module, example, input_kind=input_kind)
+        else:
+            raise FrontendError(f"unknown front end {frontend!r}", hint="use auto, export or fx")
+        g.T = loaded.T
+    g.meta["source"] = os.path.basename(loaded.source) if loaded.source else ""
+    return g.verify()

@@ -1,0 +1,168 @@
+"""Front end for `torch.export`: an `ExportedProgram` (ATen-level fx graph) to the spiking IR.
+
+`torch.export` is tried first because research code calls `int()` on shapes, which breaks
+`torch.fx.symbolic_trace`. Parameters and buffers come from the program's state dict and
+constants; the single user input becomes the IR input node.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+import torch.fx as fx
+
+from snncc.errors import FrontendError
+from snncc.frontend.convert import Call, Converter, where
+from snncc.ir.graph import Graph
+from snncc.ir.ops import CURRENT
+
+aten = torch.ops.aten
+
+
+def _conv(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
+    return Call("conv", (x, w, b, stride, padding, dilation, groups), {})
+
+
+def _convolution(x, w, b, stride, padding, dilation, transposed, output_padding, groups):
+    if transposed:
+        return Call("transposed_conv", (), {})
+    return _conv(x, w, b, stride, padding, dilation, groups)
+
+
+def _bn(x, w, b, mean, var, training=False, momentum=0.1, eps=1e-5, *rest):
+    if training:
+        return Call("batchnorm_training", (), {})
+    return Call("batchnorm", (x, w, b, mean, var, eps), {})
+
+
+def _bn_legit(x, w, b, mean, var, momentum, eps):
+    return Call("batchnorm", (x, w, b, mean, var, eps), {})
+
+
+def _getitem(x, i):
+    return Call("identity", (x,), {}) if i == 0 else Call("batchnorm_stat", (), {})
+
+
+# ATen overload packet -> function building the canonical call from the node's args.
+ATEN_MAP = {
+    aten.conv1d: _conv,
+    aten.conv2d: _conv,
+    aten.convolution: _convolution,
+    aten.linear: lambda x, w, b=None: Call("linear", (x, w, b), {}),
+    aten.batch_norm: _bn,
+    aten._native_batch_norm_legit_no_training: _bn_legit,
+    aten.add: lambda a, b, alpha=1: Call("add", (a, b), {"alpha": alpha}),
+    aten.mul: lambda a, b: Call("mul", (a, b), {}),
+    aten.div: lambda a, b, rounding_mode=None: Call("div" if rounding_mode is None else "int_div", (a, b), {}),
+    aten.matmul: lambda a, b: Call("matmul", (a, b), {}),
+    aten.bmm: lambda a, b: Call("matmul", (a, b), {}),
+    aten.mm: lambda a, b: Call("matmul", (a, b), {}),
+    aten.mean: lambda x, dims=None, keepdim=False, dtype=None: Call("mean", (x, dims, keepdim), {}),
+    aten.sum: lambda x, dims=None, keepdim=False, dtype=None: Call("sum", (x, dims, keepdim), {}),
+    aten.avg_pool2d: lambda x, *a: Call("pool", (x, *a), {}),
+    aten.adaptive_avg_pool2d: lambda x, size: Call("adaptive_pool", (x, size), {}),
+    aten.flatten: lambda x, *a: Call("reshape", (x,), {}),
+    aten.view: lambda x, *a: Call("reshape", (x,), {}),
+    aten.reshape: lambda x, *a: Call("reshape", (x,), {}),
+    aten.unsqueeze: lambda x, *a: Call("reshape", (x,), {}),
+    aten.squeeze: lambda x, *a: Call("reshape", (x,), {}),
+    aten.unflatten: lambda x, *a: Call("reshape", (x,), {}),
+    aten.permute: lambda x, dims: Call("permute", (x, dims), {}),
+    aten.transpose: lambda x, d0, d1: Call("transpose", (x, d0, d1), {}),
+    aten.t: lambda x: Call("transpose", (x, -1, -2), {}),
+    aten.contiguous: lambda x, *a, **k: Call("identity", (x,), {}),
+    aten.clone: lambda x, *a, **k: Call("identity", (x,), {}),
+    aten.alias: lambda x, *a, **k: Call("identity", (x,), {}),
+    aten.detach: lambda x, *a, **k: Call("identity", (x,), {}),
+    aten.dropout: lambda x, *a, **k: Call("identity", (x,), {}),
+    aten.clamp: lambda x, lo=None, hi=None: Call("clamp", (x, lo, hi), {}),
+    aten.round: lambda x, **k: Call("round", (x,), {}),
+    aten.floor: lambda x: Call("floor", (x,), {}),
+}
+
+
+class ExportConverter(Converter):
+    def canon(self, n: fx.Node) -> Call:
+        if n.target is operator.getitem:
+            return _getitem(*n.args)
+        packet = getattr(n.target, "overloadpacket", None)
+        fn = ATEN_MAP.get(packet)
+        if fn is None:
+            name = getattr(n.target, "__name__", str(n.target))
+            return Call(f"aten.{name}", (), {})
+        return fn(*[self._arg(a) for a in n.args], **{k: self._arg(v) for k, v in n.kwargs.items()})
+
+    def _arg(self, a):
+        if isinstance(a, fx.Node):
+            return a
+        if isinstance(a, (list, tuple)):
+            return type(a)(self._arg(x) for x in a)
+        return a
+
+    def resolve(self, call: Call) -> Call:
+        def r(a):
+            if isinstance(a, fx.Node):
+                if a not in self.values:
+                    raise FrontendError(f"value of {a.name} is not available")
+                return self.values[a]
+            if isinstance(a, (list, tuple)):
+                return type(a)(r(x) for x in a)
+            return a
+
+        return Call(call.op, tuple(r(a) for a in call.args), {k: r(v) for k, v in call.kwargs.items()})
+
+
+def from_exported(ep: torch.export.ExportedProgram, input_kind: str = CURRENT, source: str = "") -> Graph:
+    """Convert an exported program with one tensor input and one tensor output."""
+    conv = ExportConverter(input_kind=input_kind)
+    sig = ep.graph_signature
+    state = dict(ep.state_dict)
+    consts = dict(getattr(ep, "constants", {}) or {})
+    p2 = dict(sig.inputs_to_parameters)
+    b2 = dict(sig.inputs_to_buffers)
+    c2 = dict(getattr(sig, "inputs_to_lifted_tensor_constants", {}) or {})
+    user_inputs = list(sig.user_inputs)
+    if len(user_inputs) != 1:
+        raise FrontendError(f"model takes {len(user_inputs)} tensor inputs; snncc compiles single-input models",
+                            where=source or "exported program")
+    for n in ep.graph.nodes:
+        if n.op == "placeholder":
+            if n.name in p2:
+                conv.values[n] = state[p2[n.name]]
+            elif n.name in b2:
+                key = b2[n.name]
+                conv.values[n] = state[key] if key in state else consts[key]
+            elif n.name in c2:
+                conv.values[n] = consts[c2[n.name]]
+            elif n.name in user_inputs:
+                val = n.meta.get("val")
+                conv.input(n, tuple(int(s) for s in val.shape))
+            else:
+                raise FrontendError(f"unexpected graph input {n.name}", where=source)
+        elif n.op == "call_function":
+            if n in conv._consumed:
+                continue
+            call = conv.canon(n)
+            conv.emit(n, conv.resolve(call))
+        elif n.op == "output":
+            outs = n.args[0]
+            outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
+            if len(outs) != 1:
+                raise FrontendError(f"model returns {len(outs)} outputs; snncc compiles single-output models",
+                                    where=source or "exported program")
+            conv.output(n, conv.values[outs[0]])
+        else:
+            raise FrontendError(f"unsupported fx node kind {n.op}", where=where(n))
+    g = conv.graph
+    g.meta["frontend"] = "torch.export"
+    return g
+
+
+def export_module(model: torch.nn.Module, example: torch.Tensor) -> torch.export.ExportedProgram:
+    try:
+        return torch.export.export(model.eval(), (example,), strict=False)
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+        raise FrontendError(f"torch.export failed: {msg}", where=type(model).__name__,
+                            hint="retry with --frontend fx (symbolic_trace with SFA neurons as leaves)") from None

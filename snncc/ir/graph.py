@@ -1,0 +1,230 @@
+"""`Node` and `Graph`: the spiking IR as plain data, with shape/kind inference and a verifier.
+
+A graph is a list of nodes in topological order; node names are unique. Parameters are float64
+numpy arrays (folding passes compute in float64; executors cast). Graph-level attributes:
+`T` (training timesteps; stateful neurons carry membrane across them, the output is the mean
+over them) and `meta` (free-form provenance: source file, front end, encoding layer).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from snncc.errors import IRError
+from snncc.ir.ops import OPS, REQUIRED, RuleError, normalize_attr
+
+
+@dataclass
+class Node:
+    name: str
+    op: str
+    inputs: list[str] = field(default_factory=list)
+    attrs: dict = field(default_factory=dict)
+    params: dict[str, np.ndarray] = field(default_factory=dict)
+    shape: tuple = ()
+    kind: str = ""
+
+    def __post_init__(self):
+        if self.op not in OPS:
+            raise IRError(f"unknown op {self.op!r}", where=f"node {self.name}",
+                          hint=f"known ops: {', '.join(sorted(OPS))}")
+        spec = OPS[self.op]
+        attrs = {}
+        for k, v in self.attrs.items():
+            if k not in spec.attrs:
+                raise IRError(f"op {self.op} has no attribute {k!r}", where=f"node {self.name}",
+                              hint=f"attributes: {', '.join(spec.attrs) or 'none'}")
+            attrs[k] = normalize_attr(v)
+        for k, default in spec.attrs.items():
+            if k not in attrs:
+                if default is REQUIRED:
+                    raise IRError(f"op {self.op} needs attribute {k!r}", where=f"node {self.name}")
+                attrs[k] = default
+        self.attrs = attrs
+        params = {}
+        for k, v in self.params.items():
+            if k not in spec.params:
+                raise IRError(f"op {self.op} has no parameter {k!r}", where=f"node {self.name}")
+            params[k] = np.asarray(v, dtype=np.float64)
+        for k in spec.required_params:
+            if k not in params:
+                raise IRError(f"op {self.op} needs parameter {k!r}", where=f"node {self.name}")
+        self.params = params
+        self.inputs = list(self.inputs)
+        self.shape = tuple(self.shape)
+
+    @property
+    def spec(self):
+        return OPS[self.op]
+
+    def clone(self) -> "Node":
+        return Node(self.name, self.op, list(self.inputs), copy.deepcopy(self.attrs),
+                    {k: v.copy() for k, v in self.params.items()}, self.shape, self.kind)
+
+
+class Graph:
+    """An ordered collection of nodes. Mutate through the methods so the name index stays right."""
+
+    def __init__(self, nodes: Iterable[Node] = (), T: int = 1, meta: dict | None = None):
+        self.nodes: list[Node] = []
+        self._by_name: dict[str, Node] = {}
+        self.T = int(T)
+        self.meta = dict(meta or {})
+        for n in nodes:
+            self.append(n)
+
+    # ---- access -------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self.nodes)
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def __getitem__(self, name: str) -> Node:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise IRError(f"no node named {name!r}") from None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._by_name
+
+    @property
+    def inputs(self) -> list[Node]:
+        return [n for n in self.nodes if n.op == "input"]
+
+    @property
+    def output(self) -> Node:
+        outs = [n for n in self.nodes if n.op == "output"]
+        if len(outs) != 1:
+            raise IRError(f"graph has {len(outs)} output nodes, expected exactly one")
+        return outs[0]
+
+    def users(self) -> dict[str, list[Node]]:
+        """Map node name -> the nodes that consume it (in graph order, once per use)."""
+        out: dict[str, list[Node]] = {n.name: [] for n in self.nodes}
+        for n in self.nodes:
+            for i in n.inputs:
+                out[i].append(n)
+        return out
+
+    def fresh_name(self, base: str) -> str:
+        if base not in self._by_name:
+            return base
+        i = 1
+        while f"{base}_{i}" in self._by_name:
+            i += 1
+        return f"{base}_{i}"
+
+    # ---- mutation -----------------------------------------------------------------------
+    def append(self, node: Node) -> Node:
+        if node.name in self._by_name:
+            raise IRError(f"duplicate node name {node.name!r}")
+        self.nodes.append(node)
+        self._by_name[node.name] = node
+        return node
+
+    def insert_before(self, anchor: str, node: Node) -> Node:
+        if node.name in self._by_name:
+            raise IRError(f"duplicate node name {node.name!r}")
+        idx = self.nodes.index(self[anchor])
+        self.nodes.insert(idx, node)
+        self._by_name[node.name] = node
+        return node
+
+    def insert_after(self, anchor: str, node: Node) -> Node:
+        if node.name in self._by_name:
+            raise IRError(f"duplicate node name {node.name!r}")
+        idx = self.nodes.index(self[anchor])
+        self.nodes.insert(idx + 1, node)
+        self._by_name[node.name] = node
+        return node
+
+    def remove(self, name: str) -> None:
+        node = self[name]
+        self.nodes.remove(node)
+        del self._by_name[name]
+
+    def replace_uses(self, old: str, new: str) -> int:
+        count = 0
+        for n in self.nodes:
+            if old in n.inputs and n.name != new:
+                n.inputs = [new if i == old else i for i in n.inputs]
+                count += 1
+        return count
+
+    def clone(self) -> "Graph":
+        return Graph([n.clone() for n in self.nodes], T=self.T, meta=copy.deepcopy(self.meta))
+
+    def toposort(self) -> None:
+        """Reorder nodes so every input precedes its user (stable for already-ordered graphs)."""
+        done: set[str] = set()
+        order: list[Node] = []
+        visiting: set[str] = set()
+
+        def visit(n: Node):
+            if n.name in done:
+                return
+            if n.name in visiting:
+                raise IRError("graph has a cycle", where=f"node {n.name}")
+            visiting.add(n.name)
+            for i in n.inputs:
+                visit(self[i])
+            visiting.discard(n.name)
+            done.add(n.name)
+            order.append(n)
+
+        for n in list(self.nodes):
+            visit(n)
+        self.nodes = order
+
+    # ---- inference and verification ------------------------------------------------------
+    def infer(self) -> "Graph":
+        """Recompute every node's shape and kind from the op table; raise IRError naming the node."""
+        seen: dict[str, Node] = {}
+        for n in self.nodes:
+            spec = n.spec
+            nin = len(n.inputs)
+            if nin < spec.min_inputs or (spec.max_inputs is not None and nin > spec.max_inputs):
+                want = (f"{spec.min_inputs}" if spec.max_inputs == spec.min_inputs
+                        else f"{spec.min_inputs}..{spec.max_inputs if spec.max_inputs is not None else 'n'}")
+                raise IRError(f"op {n.op} takes {want} inputs, got {nin}", where=f"node {n.name}")
+            ins = []
+            for i in n.inputs:
+                if i not in seen:
+                    raise IRError(f"input {i!r} is not defined before this node", where=f"node {n.name}")
+                ins.append(seen[i])
+            try:
+                n.kind = spec.kind_rule([m.kind for m in ins], n.attrs)
+                n.shape = tuple(int(s) for s in spec.shape_rule([m.shape for m in ins], n.attrs, n.params))
+            except RuleError as e:
+                raise IRError(f"{n.op}: {e}", where=f"node {n.name}") from None
+            seen[n.name] = n
+        return self
+
+    def verify(self) -> "Graph":
+        """Check the whole graph: well-formed, well-typed, one output, finite parameters, stored
+        shapes/kinds equal to inferred ones."""
+        stored = {n.name: (n.shape, n.kind) for n in self.nodes}
+        self.infer()
+        for n in self.nodes:
+            if stored[n.name][0] and stored[n.name] != (n.shape, n.kind):
+                raise IRError(f"stored shape/kind {stored[n.name]} disagree with inferred {(n.shape, n.kind)}",
+                              where=f"node {n.name}")
+            for k, v in n.params.items():
+                if not np.all(np.isfinite(v)):
+                    raise IRError(f"parameter {k} has non-finite values", where=f"node {n.name}",
+                                  hint="check the checkpoint for NaN/Inf")
+        _ = self.output
+        if not self.inputs:
+            raise IRError("graph has no input node")
+        if self.T < 1:
+            raise IRError(f"T must be >= 1, got {self.T}", where="graph")
+        return self
+
+    def neurons(self) -> list[Node]:
+        return [n for n in self.nodes if n.op == "fire"]

@@ -1,0 +1,352 @@
+"""The op table of the spiking IR: every op declared once, with its attributes, parameters,
+tensor-kind rule and shape rule.
+
+Shapes are per sample (no batch axis, no time axis). Kinds follow DESIGN 2: a `spike` tensor
+holds non-negative integer counts (at most D per window), a `current` tensor holds real-valued
+synaptic input. Printing, serialisation, verification and the executors all read this table.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+SPIKE = "spike"
+CURRENT = "current"
+KINDS = (SPIKE, CURRENT)
+
+Shape = tuple  # tuple[int, ...]
+
+
+class RuleError(Exception):
+    """Raised by a shape or kind rule; the graph layer turns it into an IRError naming the node."""
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    name: str
+    min_inputs: int
+    max_inputs: int | None  # None: variadic
+    attrs: dict[str, Any]  # attribute name -> default (REQUIRED for required ones)
+    params: tuple[str, ...] = ()  # parameter names this op may carry
+    required_params: tuple[str, ...] = ()
+    kind_rule: Callable[[list[str], dict], str] = None  # type: ignore[assignment]
+    shape_rule: Callable[[list[Shape], dict, dict], Shape] = None  # type: ignore[assignment]
+    synaptic: bool = False  # carries synapses: costs SOPs on spikes, MACs on currents
+    linear: bool = False  # output is linear in each input (affine with bias)
+    layout: bool = False  # pure data movement (reshape/permute)
+    summary: Callable[[dict, dict], str] = field(default=lambda a, p: "")
+
+
+REQUIRED = object()
+
+
+def _current(kinds, attrs):
+    return CURRENT
+
+
+def _same_kind(kinds, attrs):
+    return kinds[0]
+
+
+def _all_current(kinds, attrs):
+    for k in kinds:
+        if k != CURRENT:
+            raise RuleError(f"expects current inputs, got {k}; a sum of spike tensors has no deployed meaning")
+    return CURRENT
+
+
+def _fire_kind(kinds, attrs):
+    if kinds[0] != CURRENT:
+        raise RuleError("a neuron consumes a current; its input is a spike tensor")
+    return SPIKE
+
+
+def _spikes_in(kinds, attrs):
+    for k in kinds:
+        if k != SPIKE:
+            raise RuleError(f"a spike product multiplies spike tensors; got a {k} input")
+    return CURRENT
+
+
+def _input_kind(kinds, attrs):
+    if attrs["kind"] not in KINDS:
+        raise RuleError(f"input kind must be one of {KINDS}, got {attrs['kind']!r}")
+    return attrs["kind"]
+
+
+def _conv_out(n, k, s, p, d):
+    return (n + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def conv_shape(shapes, attrs, params):
+    (x,) = shapes
+    w = params["weight"].shape
+    nd = len(w) - 2
+    if len(x) != nd + 1:
+        raise RuleError(f"conv{nd}d expects a (C, {'H, W' if nd == 2 else 'L'}) input, got shape {x}")
+    groups = attrs["groups"]
+    if x[0] != w[1] * groups:
+        raise RuleError(f"input has {x[0]} channels but weight expects {w[1]} x groups {groups}")
+    if w[0] % groups:
+        raise RuleError(f"{w[0]} output channels not divisible by groups {groups}")
+    out = [w[0]]
+    for i in range(nd):
+        o = _conv_out(x[1 + i], w[2 + i], attrs["stride"][i], attrs["padding"][i], attrs["dilation"][i])
+        if o <= 0:
+            raise RuleError(f"output size {o} along spatial axis {i} (input {x}, kernel {tuple(w[2:])})")
+        out.append(o)
+    if "bias" in params and params["bias"].shape != (w[0],):
+        raise RuleError(f"bias shape {params['bias'].shape} != ({w[0]},)")
+    return tuple(out)
+
+
+def linear_shape(shapes, attrs, params):
+    (x,) = shapes
+    w = params["weight"].shape
+    if len(w) != 2 or x[-1] != w[1]:
+        raise RuleError(f"linear weight {tuple(w)} does not fit input {x} (last axis must be {w[1] if len(w) == 2 else '?'})")
+    if "bias" in params and params["bias"].shape != (w[0],):
+        raise RuleError(f"bias shape {params['bias'].shape} != ({w[0]},)")
+    return tuple(x[:-1]) + (w[0],)
+
+
+def per_channel_shape(shapes, attrs, params):
+    (x,) = shapes
+    axis = attrs["axis"]
+    if not -len(x) <= axis < len(x):
+        raise RuleError(f"channel axis {axis} out of range for shape {x}")
+    c = x[axis]
+    for k, v in params.items():
+        if v.shape != (c,):
+            raise RuleError(f"parameter {k} has shape {v.shape}, expected ({c},)")
+    return x
+
+
+def scale_shape(shapes, attrs, params):
+    (x,) = shapes
+    f = params["factor"].shape
+    try:
+        out = _broadcast(x, f)
+    except RuleError:
+        raise RuleError(f"scale factor of shape {f} does not broadcast to {x}")
+    if out != x:
+        raise RuleError(f"scale factor of shape {f} would change shape {x}")
+    return x
+
+
+def _broadcast(a, b):
+    n = max(len(a), len(b))
+    a = (1,) * (n - len(a)) + tuple(a)
+    b = (1,) * (n - len(b)) + tuple(b)
+    out = []
+    for i, j in zip(a, b):
+        if i != j and 1 not in (i, j):
+            raise RuleError(f"shapes {a} and {b} do not broadcast")
+        out.append(max(i, j))
+    return tuple(out)
+
+
+def add_shape(shapes, attrs, params):
+    out = shapes[0]
+    for s in shapes[1:]:
+        if s != out:
+            raise RuleError(f"add of shapes {shapes}: operands must have equal shapes")
+    return out
+
+
+def pool_shape(shapes, attrs, params):
+    (x,) = shapes
+    if len(x) != 3:
+        raise RuleError(f"pool2d expects a (C, H, W) input, got {x}")
+    k, s, p = attrs["kernel"], attrs["stride"], attrs["padding"]
+    h = _conv_out(x[1], k[0], s[0], p[0], 1)
+    w = _conv_out(x[2], k[1], s[1], p[1], 1)
+    if h <= 0 or w <= 0:
+        raise RuleError(f"pool kernel {k} larger than input {x}")
+    if attrs["mode"] not in ("avg", "sum"):
+        raise RuleError(f"pool mode must be 'avg' or 'sum', got {attrs['mode']!r}")
+    return (x[0], h, w)
+
+
+def mean_shape(shapes, attrs, params):
+    (x,) = shapes
+    dims = attrs["dims"]
+    for d in dims:
+        if not 0 <= d < len(x):
+            raise RuleError(f"mean over axis {d} of shape {x}")
+    if attrs["keepdim"]:
+        return tuple(1 if i in dims else n for i, n in enumerate(x))
+    return tuple(n for i, n in enumerate(x) if i not in dims)
+
+
+def reshape_shape(shapes, attrs, params):
+    (x,) = shapes
+    new = tuple(attrs["shape"])
+    if math.prod(new) != math.prod(x) or any(n <= 0 for n in new):
+        raise RuleError(f"cannot reshape {x} ({math.prod(x)} elements) to {new}")
+    return new
+
+
+def permute_shape(shapes, attrs, params):
+    (x,) = shapes
+    dims = tuple(attrs["dims"])
+    if sorted(dims) != list(range(len(x))):
+        raise RuleError(f"permutation {dims} does not fit rank {len(x)}")
+    return tuple(x[d] for d in dims)
+
+
+def spike_product_shape(shapes, attrs, params):
+    if attrs["order"] not in ("left", "right"):
+        raise RuleError(f"association order must be 'left' ((a b) c) or 'right' (a (b c)), got {attrs['order']!r}")
+    out = shapes[0]
+    for s in shapes[1:]:
+        if len(s) < 2 or len(out) < 2 or s[:-2] != out[:-2]:
+            raise RuleError(f"spike product operands {shapes} must share leading (head) axes")
+        if out[-1] != s[-2]:
+            raise RuleError(f"spike product operands {shapes}: inner sizes {out[-1]} and {s[-2]} differ")
+        out = out[:-1] + (s[-1],)
+    return out
+
+
+def fire_shape(shapes, attrs, params):
+    (x,) = shapes
+    if not (isinstance(attrs["D"], int) and attrs["D"] > 0):
+        raise RuleError(f"D must be a positive integer, got {attrs['D']!r}")
+    if not attrs["theta"] > 0:
+        raise RuleError(f"threshold theta must be > 0, got {attrs['theta']!r}")
+    if not attrs["norm"] > 0:
+        raise RuleError(f"Norm must be > 0, got {attrs['norm']!r}")
+    if attrs["rounding"] not in ROUNDING_MODES:
+        raise RuleError(f"rounding must be one of {ROUNDING_MODES}, got {attrs['rounding']!r}")
+    if "bias" in params:
+        try:
+            b = _broadcast(x, params["bias"].shape)
+        except RuleError:
+            b = None
+        if b != x:
+            raise RuleError(f"constant current of shape {params['bias'].shape} does not broadcast to {x}")
+    return x
+
+
+def input_shape(shapes, attrs, params):
+    s = tuple(attrs["shape"])
+    if not s or any((not isinstance(n, int)) or n <= 0 for n in s):
+        raise RuleError(f"input shape must be positive integers, got {s}")
+    return s
+
+
+def output_shape(shapes, attrs, params):
+    return shapes[0]
+
+
+ROUNDING_MODES = ("half_even", "half_up", "floor")
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if isinstance(v, (tuple, list)) and len(set(v)) == 1 and len(v) > 1:
+        return _fmt(v[0])
+    if isinstance(v, (tuple, list)):
+        return "(" + ",".join(_fmt(x) for x in v) + ")"
+    return str(v)
+
+
+def _conv_summary(a, p):
+    w = p["weight"].shape
+    s = f"k={_fmt(tuple(w[2:]))} s={_fmt(a['stride'])} p={_fmt(a['padding'])}"
+    if a["groups"] != 1:
+        s += f" g={a['groups']}"
+    if any(d != 1 for d in a["dilation"]):
+        s += f" d={_fmt(a['dilation'])}"
+    if "bias" in p:
+        s += " +bias"
+    return s
+
+
+def _fire_summary(a, p):
+    s = f"D={a['D']} theta={_fmt(a['theta'])} beta={_fmt(a['beta'])} norm={_fmt(a['norm'])} {a['rounding']}"
+    if a["stateful"]:
+        s += " stateful"
+    if "bias" in p:
+        s += " +const"
+    return s
+
+
+OPS: dict[str, OpSpec] = {}
+
+
+def _op(spec: OpSpec) -> None:
+    OPS[spec.name] = spec
+
+
+_op(OpSpec("input", 0, 0, {"kind": CURRENT, "shape": REQUIRED}, kind_rule=_input_kind, shape_rule=input_shape,
+           summary=lambda a, p: ""))
+_op(OpSpec("conv", 1, 1, {"stride": REQUIRED, "padding": REQUIRED, "dilation": REQUIRED, "groups": 1},
+           params=("weight", "bias"), required_params=("weight",), kind_rule=_current, shape_rule=conv_shape,
+           synaptic=True, linear=True, summary=_conv_summary))
+_op(OpSpec("linear", 1, 1, {}, params=("weight", "bias"), required_params=("weight",), kind_rule=_current,
+           shape_rule=linear_shape, synaptic=True, linear=True,
+           summary=lambda a, p: f"{p['weight'].shape[1]}->{p['weight'].shape[0]}" + (" +bias" if "bias" in p else "")))
+_op(OpSpec("batchnorm", 1, 1, {"axis": 0, "eps": 1e-5}, params=("mean", "var", "weight", "bias"),
+           required_params=("mean", "var", "weight", "bias"), kind_rule=_all_current, shape_rule=per_channel_shape,
+           linear=True, summary=lambda a, p: f"axis={a['axis']} eps={_fmt(a['eps'])}"))
+_op(OpSpec("fire", 1, 1, {"D": REQUIRED, "theta": 1.0, "beta": 0.0, "norm": 1.0, "rounding": "half_even",
+                          "stateful": False},
+           params=("bias",), kind_rule=_fire_kind, shape_rule=fire_shape, summary=_fire_summary))
+_op(OpSpec("add", 2, None, {}, kind_rule=_all_current, shape_rule=add_shape, linear=True,
+           summary=lambda a, p: ""))
+_op(OpSpec("scale", 1, 1, {}, params=("factor",), required_params=("factor",), kind_rule=_current,
+           shape_rule=scale_shape, synaptic=True, linear=True,
+           summary=lambda a, p: (f"x{_fmt(float(p['factor'].reshape(-1)[0]))}" if p["factor"].size == 1
+                                 else f"x{tuple(p['factor'].shape)}")))
+_op(OpSpec("pool", 1, 1, {"mode": "avg", "kernel": REQUIRED, "stride": REQUIRED, "padding": (0, 0)},
+           kind_rule=_current, shape_rule=pool_shape, synaptic=True, linear=True,
+           summary=lambda a, p: f"{a['mode']} k={_fmt(a['kernel'])} s={_fmt(a['stride'])}"))
+_op(OpSpec("mean", 1, 1, {"dims": REQUIRED, "keepdim": False}, kind_rule=_current, shape_rule=mean_shape,
+           synaptic=True, linear=True, summary=lambda a, p: f"dims={_fmt(a['dims'])}"))
+_op(OpSpec("reshape", 1, 1, {"shape": REQUIRED}, kind_rule=_same_kind, shape_rule=reshape_shape, linear=True,
+           layout=True))
+_op(OpSpec("permute", 1, 1, {"dims": REQUIRED}, kind_rule=_same_kind, shape_rule=permute_shape, linear=True,
+           layout=True, summary=lambda a, p: f"dims={_fmt(a['dims'])}"))
+_op(OpSpec("spike_product", 2, 3, {"order": "left", "scale": 1.0}, kind_rule=_spikes_in,
+           shape_rule=spike_product_shape, synaptic=True,
+           summary=lambda a, p: f"order={a['order']} scale={_fmt(a['scale'])}"))
+_op(OpSpec("output", 1, 1, {}, kind_rule=_same_kind, shape_rule=output_shape))
+
+
+def spec(op: str) -> OpSpec:
+    return OPS[op]
+
+
+def normalize_attr(v):
+    """Attributes are immutable plain data: lists become tuples, numpy scalars become Python scalars."""
+    if isinstance(v, (list, tuple)):
+        return tuple(normalize_attr(x) for x in v)
+    if hasattr(v, "item") and getattr(v, "shape", None) == ():
+        return v.item()
+    return v
+
+
+def tuple_n(v, n: int) -> tuple:
+    if isinstance(v, (list, tuple)):
+        v = tuple(int(x) for x in v)
+        if len(v) == 1:
+            return v * n
+        return v
+    return (int(v),) * n
+
+
+def summarize(op: str, attrs: dict, params: dict) -> str:
+    return OPS[op].summary(attrs, params)
+
+
+def fmt_value(v) -> str:
+    return _fmt(v)
+
+
+__all__ = ["OPS", "OpSpec", "SPIKE", "CURRENT", "KINDS", "REQUIRED", "RuleError", "ROUNDING_MODES", "spec",
+           "normalize_attr", "tuple_n", "summarize", "fmt_value"]
+

@@ -1,0 +1,21 @@
+"""The human-readable listing of a graph (`snncc inspect`): one row per node."""
+
+from __future__ import annotations
+
+from snncc.ir.analysis import spike_driven
+from snncc.ir.graph import Graph
+from snncc.ir.ops import summarize
+
+
+def listing(graph: Graph) -> str:
+    sd = spike_driven(graph)
+    rows = [("node", "op", "kind", "shape", "inputs", "spike-driven", "details")]
+    for n in graph.nodes:
+        flag = "" if n.name not in sd else ("yes" if sd[n.name] else "NO (MACs)")
+        rows.append((n.name, n.op, n.kind, "x".join(map(str, n.shape)), ",".join(n.inputs), flag,
+                     summarize(n.op, n.attrs, n.params)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    lines = [f"# graph: {len(graph)} nodes, T={graph.T}"]
+    for r in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1])
+    return "\n".join(line.rstrip() for line in lines) + "\n"

@@ -1,0 +1,79 @@
+"""bias_to_current: turn the biases feeding a neuron into its constant current.
+
+Requires: the neuron's input current tree is private (every node in it has that neuron as its
+only eventual user) and holds no batchnorm. Because the tree is affine in its sources,
+U(s) = L(s) + U(0): the pass evaluates U(0) (all sources zero), stores it on the fire as the
+`bias` parameter (per channel when it is constant over space, full-size otherwise, e.g. near
+zero-padded borders) and deletes the biases inside the tree.
+Preserves: the reference executor's output (up to float rounding).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from snncc.ir.graph import Graph, Node
+from snncc.passes.base import PassResult, channel_factor
+from snncc.sim.reference import Interpreter
+
+
+def private_tree(g: Graph, fire: Node, users: dict) -> list[Node] | None:
+    """The current nodes only `fire` consumes (a DAG), in graph order; None if one is shared."""
+    names: set[str] = set()
+    stack = [fire.inputs[0]]
+    while stack:
+        name = stack.pop()
+        n = g[name]
+        if name in names or n.kind != "current" or n.op == "input":
+            continue
+        names.add(name)
+        stack.extend(n.inputs)
+    for name in names:
+        if any(u.name not in names and u is not fire for u in users[name]):
+            return None
+    return [n for n in g.nodes if n.name in names]
+
+
+def constant_current(g: Graph, tree: list[Node]) -> np.ndarray:
+    interp = Interpreter(Graph(), torch.float64)
+    interp._params = {n.name: {k: torch.as_tensor(v) for k, v in n.params.items()} for n in tree}
+    env: dict = {}
+    names = {n.name for n in tree}
+    for n in tree:
+        args = [env[i] if i in names else torch.zeros((1,) + g[i].shape, dtype=torch.float64) for i in n.inputs]
+        env[n.name] = getattr(interp, f"op_{n.op}")(n, *args)
+    return env[tree[-1].name][0].numpy()
+
+
+def compact(const: np.ndarray) -> np.ndarray:
+    """Per-channel vector (broadcast-ready) when the constant only varies by channel."""
+    if const.ndim >= 1:
+        vec = channel_factor(const, const.shape, 0)
+        if vec is not None:
+            return vec.reshape((-1,) + (1,) * (const.ndim - 1))
+        vec = channel_factor(const, const.shape, const.ndim - 1)
+        if vec is not None:
+            return vec
+    return const
+
+
+def bias_to_current(graph: Graph) -> PassResult:
+    g = graph.clone()
+    changes = []
+    users = g.users()
+    for fire in g.neurons():
+        tree = private_tree(g, fire, users)
+        if not tree or any(n.op == "batchnorm" for n in tree):
+            continue
+        if not any("bias" in n.params for n in tree):
+            continue
+        const = constant_current(g, tree)
+        for n in tree:
+            n.params.pop("bias", None)
+        c = compact(const)
+        if "bias" in fire.params:
+            c = fire.params["bias"] + c
+        fire.params["bias"] = np.asarray(c, dtype=np.float64)
+        changes.append(f"{fire.name}: constant current of shape {tuple(fire.params['bias'].shape)}")
+    return PassResult(g.verify(), changes)

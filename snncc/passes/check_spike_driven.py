@@ -1,0 +1,29 @@
+"""check_spike_driven: per synaptic node, whether it is spike-driven (DESIGN 2).
+
+Requires: a typed graph. Changes: nothing; reports the encoding layer (synaptic ops reading
+the real-valued input, which stay off-chip as host MACs) and fails on any other synaptic op
+fed by a real-valued current unless `allow_macs` is set. Preserves: the graph.
+"""
+
+from __future__ import annotations
+
+from snncc.errors import PassError
+from snncc.ir.analysis import encoding_nodes, spike_driven
+from snncc.ir.graph import Graph
+from snncc.passes.base import PassResult
+
+
+def check_spike_driven(graph: Graph, allow_macs: bool = False) -> PassResult:
+    sd = spike_driven(graph)
+    enc = set(encoding_nodes(graph))
+    bad = [n for n, ok in sd.items() if not ok and n not in enc]
+    if bad and not allow_macs:
+        raise PassError(f"not spike-driven (fed by a real-valued current, would cost MACs on chip): {', '.join(bad)}",
+                        where="check_spike_driven",
+                        hint="put a neuron before these layers, or pass --allow-macs to deploy them anyway")
+    report = {"spike_driven": sd, "encoding": sorted(enc), "mac_layers": bad,
+              "model_spike_driven": not bad}
+    changes = [f"encoding layer (host MACs): {', '.join(sorted(enc)) or 'none'}"]
+    if bad:
+        changes.append(f"non-spike-driven layers allowed by --allow-macs: {', '.join(bad)}")
+    return PassResult(graph, changes, report)

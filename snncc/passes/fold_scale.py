@@ -1,0 +1,59 @@
+"""fold_scale: fold per-channel or scalar `scale` nodes into an adjacent conv/linear.
+
+Requires: (after) the scale's input is a conv/linear used only by the scale, and the factor
+varies only along the output-channel axis; or (before) the scale is scalar and its only user
+is a conv/linear. Changes: weights (and bias, for the after case) are multiplied, the scale node
+disappears; adjacent scalar scales merge. Preserves: the reference executor's output.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from snncc.ir.graph import Graph
+from snncc.passes.base import PassResult, bypass, channel_factor, out_channel_axis, single_user
+
+
+def fold_scale(graph: Graph) -> PassResult:
+    g = graph.clone()
+    changes = []
+    changed = True
+    while changed:
+        changed = False
+        users = g.users()
+        for s in [n for n in g.nodes if n.op == "scale"]:
+            f = s.params["factor"]
+            prod = g[s.inputs[0]]
+            if prod.op in ("conv", "linear") and single_user(g, prod.name, users) is s:
+                vec = channel_factor(f, s.shape, out_channel_axis(prod))
+                if vec is not None:
+                    w = prod.params["weight"]
+                    prod.params["weight"] = w * vec.reshape((-1,) + (1,) * (w.ndim - 1))
+                    if "bias" in prod.params:
+                        prod.params["bias"] = prod.params["bias"] * vec
+                    bypass(g, s)
+                    changes.append(f"folded {s.name} into {prod.name} (after)")
+                    changed = True
+                    break
+            if f.size == 1:
+                nxt = single_user(g, s.name, users)
+                if prod.op == "scale" and prod.params["factor"].size == 1 and single_user(g, prod.name, users) is s:
+                    prod.params["factor"] = prod.params["factor"] * f
+                    bypass(g, s)
+                    changes.append(f"merged {s.name} into {prod.name}")
+                    changed = True
+                    break
+                if nxt is not None and nxt.op in ("conv", "linear"):
+                    nxt.params["weight"] = nxt.params["weight"] * float(f.reshape(-1)[0])
+                    bypass(g, s)
+                    changes.append(f"folded {s.name} into {nxt.name} (before)")
+                    changed = True
+                    break
+                if nxt is not None and nxt.op == "spike_product":
+                    continue
+                if float(f.reshape(-1)[0]) == 1.0:
+                    bypass(g, s)
+                    changes.append(f"removed identity {s.name}")
+                    changed = True
+                    break
+    return PassResult(g.verify(), changes)

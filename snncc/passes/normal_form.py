@@ -1,0 +1,127 @@
+"""normal_form: lower to synaptic normal form (DESIGN 2), what simulators and backends consume.
+
+Requires: batchnorms folded (fold_batchnorm). Changes: every neuron population (and the
+output) gets a private current tree: a current node shared by several consumers — the
+membrane-shortcut residual stream `U_k = U_0 + sum_{j<k} branch_j` — is copied per consumer,
+so each later neuron takes fan-in from every earlier branch's spiking source; nested adds
+are flattened; biases become constant currents (bias_to_current); dead nodes go. Reports
+each population's projections (source -> ops) and the synapse memory the copies add.
+Preserves: the reference executor's output.
+"""
+
+from __future__ import annotations
+
+from snncc.errors import PassError
+from snncc.ir.graph import Graph, Node
+from snncc.passes.base import PassResult
+from snncc.passes.bias_to_current import bias_to_current, private_tree
+from snncc.passes.dead_code import dead_code
+
+
+def _weights(n: Node) -> int:
+    return int(n.params["weight"].size) if "weight" in n.params else 0
+
+
+def normal_form(graph: Graph) -> PassResult:
+    g = graph.clone()
+    changes: list[str] = []
+    added = {"synapses": 0, "copies": 0}
+    for bn in (n for n in g.nodes if n.op == "batchnorm"):
+        raise PassError("batchnorm not folded into a conv/linear; normal form needs affine projections",
+                        where=f"node {bn.name}", hint="put BatchNorm directly after a conv or linear layer")
+    consumers = [n for n in g.nodes if n.op in ("fire", "output")]
+    trees = {c.name: current_tree(g, c) for c in consumers}
+    owners: dict[str, list[str]] = {}
+    for c in consumers:
+        for n in trees[c.name]:
+            owners.setdefault(n, []).append(c.name)
+    for c in consumers:
+        shared = [n for n in g.nodes if n.name in trees[c.name] and len(owners[n.name]) > 1]
+        if not shared:
+            continue
+        rename = {}
+        for n in shared:  # graph order: inputs are cloned before their users
+            clone = n.clone()
+            clone.name = g.fresh_name(f"{n.name}@{c.name}")
+            clone.inputs = [rename.get(i, i) for i in n.inputs]
+            g.insert_before(c.name, clone)
+            rename[n.name] = clone.name
+        for n in [g[m] for m in trees[c.name] if m not in rename] + [c]:
+            n.inputs = [rename.get(i, i) for i in n.inputs]
+    for n, rs in owners.items():
+        if len(rs) > 1:
+            added["copies"] += len(rs) - 1
+            added["synapses"] += (len(rs) - 1) * _weights(g[n])
+    g.toposort()
+    for c in consumers:
+        _flatten_adds(g, c)
+    if added["copies"]:
+        changes.append(f"expanded shared currents: {added['copies']} node copies, "
+                       f"{added['synapses']} added synapses")
+    r = dead_code(g)
+    g = r.graph
+    r2 = bias_to_current(g)
+    g = r2.graph
+    changes += r.changes + r2.changes
+    users = g.users()
+    populations = []
+    for c in (n for n in g.nodes if n.op in ("fire", "output")):
+        tree = private_tree(g, c, users) if c.op == "fire" else None
+        if c.op == "fire" and tree is None:
+            raise PassError("input current is still shared after expansion", where=f"node {c.name}")
+        populations.append({"population": c.name, "projections": projections(g, c)})
+    report = {"added_synapses": added["synapses"], "copied_nodes": added["copies"], "populations": populations}
+    return PassResult(g.verify(), changes, report)
+
+
+def current_tree(g: Graph, root: Node) -> set[str]:
+    """Current nodes (not inputs) reachable backward from `root` without crossing a spike tensor."""
+    out: set[str] = set()
+    stack = list(root.inputs)
+    while stack:
+        name = stack.pop()
+        n = g[name]
+        if name in out or n.kind != "current" or n.op == "input":
+            continue
+        out.add(name)
+        stack.extend(n.inputs)
+    return out
+
+
+def _flatten_adds(g: Graph, consumer: Node) -> None:
+    src = g[consumer.inputs[0]]
+    if src.op != "add":
+        return
+    users = g.users()
+    changed = True
+    while changed:
+        changed = False
+        for i in list(src.inputs):
+            m = g[i]
+            if m.op == "add" and len(users[i]) == 1:
+                k = src.inputs.index(i)
+                src.inputs = src.inputs[:k] + m.inputs + src.inputs[k + 1:]
+                users = g.users()
+                changed = True
+                break
+
+
+def projections(g: Graph, consumer: Node) -> list[dict]:
+    """The consumer's input as a list of (source, op chain) terms."""
+    root = g[consumer.inputs[0]]
+    terms = root.inputs if root.op == "add" else [root.name]
+    out = []
+    for t in terms:
+        chain = []
+        cur = g[t]
+        srcs = []
+        stack = [cur]
+        while stack:
+            m = stack.pop()
+            if m.kind == "spike" or m.op == "input":
+                srcs.append(m.name)
+                continue
+            chain.append(f"{m.op}:{m.name}")
+            stack.extend(g[i] for i in m.inputs)
+        out.append({"sources": sorted(set(srcs)), "ops": list(reversed(chain))})
+    return out

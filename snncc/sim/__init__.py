@@ -1,0 +1,1 @@
+"""Executors of the IR: the reference interpreter and the deployed-graph simulators."""

@@ -1,0 +1,180 @@
+"""The reference executor: runs any level of the IR (traced, folded, normal form) batch-wise in
+float32 or float64 and returns the output plus the spike count of every neuron population.
+
+It is the semantic ground truth the simulators and targets are checked against (DESIGN 7). Fire
+semantics (DESIGN 2): with input current U, constant current b, threshold theta, initial
+membrane beta and rounding q, a neuron emits n = clip(q((v) / theta), 0, D) with v = beta + U + b;
+a stateful neuron keeps v - n * theta for the next timestep. The op emits n / norm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from snncc.errors import SnnccError
+from snncc.ir.graph import Graph, Node
+
+
+@dataclass
+class Result:
+    output: torch.Tensor  # (B, *out_shape), mean over T for multi-timestep graphs
+    counts: dict[str, torch.Tensor] = field(default_factory=dict)  # fire node -> (B, *shape) spikes summed over T
+    values: dict[str, torch.Tensor] = field(default_factory=dict)  # every node's last value, when kept
+    ties: dict[str, int] = field(default_factory=dict)  # half_even fire -> inputs at k + 1/2, k even
+
+
+def quantize(x: torch.Tensor, rounding: str) -> torch.Tensor:
+    if rounding == "half_even":
+        return torch.round(x)
+    if rounding == "half_up":
+        return torch.floor(x + 0.5)
+    if rounding == "floor":
+        return torch.floor(x)
+    raise SnnccError(f"unknown rounding mode {rounding!r}")
+
+
+def fire_count(v: torch.Tensor, attrs: dict) -> torch.Tensor:
+    """Spikes a neuron with membrane v (beta and constant current included) emits in one window."""
+    theta = attrs["theta"]
+    u = v / theta if theta != 1.0 else v
+    return torch.clamp(quantize(u, attrs["rounding"]), 0, attrs["D"])
+
+
+class Interpreter:
+    """Walks the graph once per timestep. Subclass and override `op_<name>` to change one op."""
+
+    def __init__(self, graph: Graph, dtype: torch.dtype = torch.float64):
+        self.graph = graph
+        self.dtype = dtype
+        self._params = {n.name: {k: torch.tensor(v, dtype=dtype) for k, v in n.params.items()}
+                        for n in graph.nodes}
+        self.state: dict[str, torch.Tensor] = {}
+        self.ties: dict[str, int] = {}
+
+    def run(self, x, keep_values: bool = False) -> Result:
+        g = self.graph
+        x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).to(self.dtype)
+        inputs = g.inputs
+        if len(inputs) != 1:
+            raise SnnccError(f"graph has {len(inputs)} inputs; the reference executor runs single-input graphs")
+        in_shape = inputs[0].shape
+        if tuple(x.shape[-len(in_shape):]) != in_shape:
+            raise SnnccError(f"input of shape {tuple(x.shape)} does not end in the graph's input shape {in_shape}",
+                             hint="pass (B, *shape) or (T, B, *shape)")
+        if x.dim() == len(in_shape) + 1:
+            xs = [x] * g.T
+        elif x.dim() == len(in_shape) + 2:
+            if x.shape[0] != g.T:
+                raise SnnccError(f"input has {x.shape[0]} timesteps, graph expects T={g.T}")
+            xs = list(x)
+        else:
+            raise SnnccError(f"input of rank {x.dim()} for per-sample shape {in_shape}")
+        self.state = {}
+        counts: dict[str, torch.Tensor] = {}
+        out_sum = None
+        values: dict[str, torch.Tensor] = {}
+        for xt in xs:
+            env: dict[str, torch.Tensor] = {}
+            for n in g.nodes:
+                if n.op == "input":
+                    env[n.name] = xt
+                    continue
+                args = [env[i] for i in n.inputs]
+                if n.op == "fire":
+                    cnt, y = self.op_fire(n, args[0])
+                    counts[n.name] = cnt if n.name not in counts else counts[n.name] + cnt
+                    env[n.name] = y
+                else:
+                    env[n.name] = getattr(self, f"op_{n.op}")(n, *args)
+            out = env[g.output.name]
+            out_sum = out if out_sum is None else out_sum + out
+            if keep_values:
+                values = env
+        return Result(out_sum / len(xs) if len(xs) > 1 else out_sum, counts, values, dict(self.ties))
+
+    # ---- ops ------------------------------------------------------------------------------
+    def p(self, n: Node, k: str):
+        return self._params[n.name].get(k)
+
+    def op_fire(self, n: Node, u: torch.Tensor):
+        a = n.attrs
+        v = u + a["beta"] if a["beta"] != 0.0 else u
+        b = self.p(n, "bias")
+        if b is not None:
+            v = v + b
+        if a["stateful"]:
+            v = v + self.state.get(n.name, 0.0)
+        cnt = fire_count(v, a)
+        if a["rounding"] == "half_even":
+            u = v / a["theta"]
+            fl = torch.floor(u)
+            tie = (u - fl == 0.5) & (torch.remainder(fl, 2) == 0) & (fl >= 0) & (fl < a["D"])
+            self.ties[n.name] = self.ties.get(n.name, 0) + int(tie.sum())
+        if a["stateful"]:
+            self.state[n.name] = v - cnt * a["theta"] - a["beta"]
+        return cnt, (cnt / a["norm"] if a["norm"] != 1.0 else cnt)
+
+    def op_conv(self, n: Node, x):
+        a = n.attrs
+        w = self.p(n, "weight")
+        fn = F.conv2d if w.dim() == 4 else F.conv1d
+        return fn(x, w, self.p(n, "bias"), a["stride"], a["padding"], a["dilation"], a["groups"])
+
+    def op_linear(self, n: Node, x):
+        return F.linear(x, self.p(n, "weight"), self.p(n, "bias"))
+
+    def op_batchnorm(self, n: Node, x):
+        axis = n.attrs["axis"]
+        axis = axis + 1 if axis >= 0 else x.dim() + axis
+        shape = [1] * x.dim()
+        shape[axis] = -1
+        m, var, w, b = (self.p(n, k).reshape(shape) for k in ("mean", "var", "weight", "bias"))
+        return (x - m) / torch.sqrt(var + n.attrs["eps"]) * w + b
+
+    def op_add(self, n: Node, *xs):
+        out = xs[0]
+        for x in xs[1:]:
+            out = out + x
+        return out
+
+    def op_scale(self, n: Node, x):
+        return x * self.p(n, "factor")
+
+    def op_pool(self, n: Node, x):
+        a = n.attrs
+        y = F.avg_pool2d(x, a["kernel"], a["stride"], a["padding"])
+        if a["mode"] == "sum":
+            y = y * (a["kernel"][0] * a["kernel"][1])
+        return y
+
+    def op_mean(self, n: Node, x):
+        return x.mean(dim=tuple(d + 1 for d in n.attrs["dims"]), keepdim=n.attrs["keepdim"])
+
+    def op_reshape(self, n: Node, x):
+        return x.reshape(x.shape[0], *n.attrs["shape"])
+
+    def op_permute(self, n: Node, x):
+        return x.permute(0, *(d + 1 for d in n.attrs["dims"]))
+
+    def op_spike_product(self, n: Node, *xs):
+        if len(xs) == 2:
+            y = xs[0] @ xs[1]
+        elif n.attrs["order"] == "left":
+            y = (xs[0] @ xs[1]) @ xs[2]
+        else:
+            y = xs[0] @ (xs[1] @ xs[2])
+        s = n.attrs["scale"]
+        return y * s if s != 1.0 else y
+
+    def op_output(self, n: Node, x):
+        return x
+
+
+def run(graph: Graph, x, dtype: torch.dtype = torch.float64, keep_values: bool = False) -> Result:
+    """Run `graph` on a batch `x` of shape (B, *input_shape) or (T, B, *input_shape)."""
+    with torch.no_grad():
+        return Interpreter(graph, dtype).run(x, keep_values=keep_values)

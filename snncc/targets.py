@@ -1,0 +1,48 @@
+"""Compilation targets, found through the `snncc.targets` entry-point group.
+
+A target object has `name`, `description`, `check(graph) -> list[str]` (every rule the deployed
+graph violates; empty when it fits) and `emit(graph, options) -> dict[str, bytes]` (extra
+artefact files). The core ships `sim` (snncc's own simulators); chip targets are separate
+packages under `backends/`, so the core never imports a chip SDK.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+
+from snncc.errors import TargetError
+from snncc.ir.graph import Graph
+
+GROUP = "snncc.targets"
+
+
+class SimTarget:
+    name = "sim"
+    description = "snncc reference simulators (no chip limits)"
+
+    def check(self, graph: Graph) -> list[str]:
+        return []
+
+    def emit(self, graph: Graph, options: dict) -> dict[str, bytes]:
+        return {}
+
+
+def available() -> dict[str, object]:
+    """name -> entry point (not loaded), including ones whose package fails to import."""
+    return {ep.name: ep for ep in entry_points(group=GROUP)}
+
+
+def get(name: str):
+    eps = available()
+    if name not in eps:
+        if name == "sim":
+            return SimTarget()
+        raise TargetError(f"unknown target {name!r}", where="--target",
+                          hint=f"installed targets: {', '.join(sorted(eps) or ['sim'])}; "
+                               f"chip targets install from backends/ (pip install -e backends/{name})")
+    try:
+        obj = eps[name].load()
+    except Exception as e:
+        raise TargetError(f"target {name!r} is installed but fails to load ({e.__class__.__name__}: {e})",
+                          where=eps[name].value) from None
+    return obj() if isinstance(obj, type) else obj
