@@ -18,7 +18,7 @@ import torch
 
 import snncc
 from snncc import artifact
-from snncc.errors import LoadError, SnnccError, TargetError
+from snncc.errors import LoadError, PassError, SnnccError, TargetError
 
 
 def _add_load_args(p: argparse.ArgumentParser) -> None:
@@ -80,7 +80,13 @@ def _load(args):
 
 def cmd_compile(args) -> int:
     from snncc.compiler import compile_model
+    from snncc.passes.manager import DEPLOY
+    from snncc.targets import get as get_target
 
+    for name in args.dump_after:  # fail fast, before loading anything
+        if name not in DEPLOY:
+            raise PassError(f"--dump-after {name}: no such pass in this pipeline", hint=f"passes: {', '.join(DEPLOY)}")
+    get_target(args.target)
     loaded = _load(args)
     res = compile_model(loaded, target=args.target, input_kind=args.input_kind, frontend=args.frontend,
                         dump_after=tuple(args.dump_after), allow_macs=args.allow_macs, progress=_progress)

@@ -156,6 +156,12 @@ class Converter:
     def c_identity(self, fxn, x, *rest, **kw):
         return x
 
+    def c_python(self, fxn, fn, *args):
+        """Python arithmetic on shapes and numbers (never on activations)."""
+        if any(self.is_tensor(a) for a in args):
+            raise FrontendError(f"{getattr(fn, '__name__', fn)} on an activation is not supported", where=where(fxn))
+        return fn(*args)
+
     def c_conv(self, fxn, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         w = self.const(weight, fxn, "conv weight")
         nd = w.ndim - 2
@@ -354,8 +360,9 @@ class Converter:
 
 
 def _only_user(n: fx.Node) -> fx.Node | None:
+    """The single computing user of n (None for several users, or for the graph output)."""
     users = list(n.users)
-    return users[0] if len(users) == 1 else None
+    return users[0] if len(users) == 1 and users[0].op.startswith("call") else None
 
 
 def _tuple(v, n):

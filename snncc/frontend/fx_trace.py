@@ -94,7 +94,23 @@ _METHODS = {
 }
 
 
+_PYTHON_OPS = {operator.getitem, operator.floordiv, operator.sub, int}
+
+
 class FxConverter(Converter):
+    def c_shape(self, fxn, x, dim=None):
+        """x.shape / x.size(): the concrete batched shape recorded by shape propagation."""
+        shape = tuple(int(s) for s in fxn.args[0].meta["tensor_meta"].shape)
+        return shape if dim is None else shape[dim]
+
+    def emit(self, fxn, call):
+        # Python arithmetic on shape numbers first: operator.mul/add on ints is not a tensor op.
+        if call.op in ("mul", "add") and not any(self.is_tensor(a) for a in call.args):
+            fn = operator.mul if call.op == "mul" else operator.add
+            self.values[fxn] = fn(*call.args)
+            return
+        super().emit(fxn, call)
+
     def __init__(self, gm: fx.GraphModule, **kw):
         super().__init__(**kw)
         self.gm = gm
@@ -103,11 +119,17 @@ class FxConverter(Converter):
         if n.op == "call_module":
             return _module_call(self.gm.get_submodule(n.target), n.args)
         if n.op == "call_function":
+            if n.target in _PYTHON_OPS:
+                return Call("python", (n.target, *n.args), {})
+            if n.target is getattr and n.args[1] == "shape":
+                return Call("shape", (n.args[0],), {})
             fn = _FUNCTIONS.get(n.target)
             if fn is None:
                 return Call(getattr(n.target, "__name__", str(n.target)), (), {})
             return fn(*n.args, **n.kwargs)
         if n.op == "call_method":
+            if n.target == "size":
+                return Call("shape", (n.args[0], *n.args[1:]), {})
             fn = _METHODS.get(n.target)
             if fn is None:
                 return Call(f"method {n.target}", (), {})

@@ -39,7 +39,7 @@ class LoadedModel:
         """Run the original model on (B, *shape) or (T, B, *shape) input, averaging over T."""
         with torch.no_grad():
             if self.module is None:
-                return self.program.module()(x)
+                return _run_program(self.program, x)
             if self.T > 1:
                 from snncc.frontend.fx_trace import _reset_neurons
 
@@ -49,6 +49,23 @@ class LoadedModel:
                 _reset_neurons(self.module)
                 return out
             return self.module(x)
+
+
+def _run_program(ep, x: torch.Tensor) -> torch.Tensor:
+    """Run an exported program on any batch size: programs are often exported with a static batch."""
+    fn = ep.module()
+    users = list(ep.graph_signature.user_inputs)
+    node = next(n for n in ep.graph.nodes if n.op == "placeholder" and n.name == users[0])
+    b0 = int(node.meta["val"].shape[0])
+    dtype = node.meta["val"].dtype
+    outs = []
+    for i in range(0, x.shape[0], b0):
+        chunk = x[i:i + b0].to(dtype)
+        n = chunk.shape[0]
+        if n < b0:
+            chunk = torch.cat([chunk, chunk.new_zeros((b0 - n,) + tuple(chunk.shape[1:]))])
+        outs.append(fn(chunk)[:n])
+    return torch.cat(outs)
 
 
 def parse_shape(text: str | None, what: str = "--input-shape") -> tuple[int, ...] | None:

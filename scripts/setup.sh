@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Create .venv and install snncc, its chip backends and the pinned dev/test dependencies.
+# Idempotent: re-running only checks what is already installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv with $($PY --version)"
+  "$PY" -m venv .venv
+fi
+PIP=".venv/bin/pip --disable-pip-version-check -q"
+# torch first, pinned: a bare 'torch' requirement can pull a multi-GB CUDA build.
+$PIP install torch==2.13.0
+$PIP install -r requirements-dev.txt
+$PIP install --no-deps -e .
+for b in backends/speck backends/lava; do
+  if [ -f "$b/install.sh" ]; then bash "$b/install.sh" .venv; fi
+  if [ -f "$b/pyproject.toml" ]; then $PIP install --no-deps -e "$b"; fi
+done
+echo "[setup] ready: $(.venv/bin/python -c 'import torch, snncc; print("snncc", snncc.__version__, "torch", torch.__version__)')"

@@ -1,0 +1,396 @@
+"""The static half of the estimator: populations, projections and their real fan-out, host MACs
+and latency, read once from a deployed graph (synaptic normal form).
+
+A *population* is a spike source (a fire node, or an input of kind spike) and/or a consumer of
+currents (a fire node, or the graph output read out as accumulators). Every consumer's input
+current is a sum of *terms* (the flattened root add); a term reads one or more sources:
+- a **synaptic** projection: a source population through a chain of linear ops (spike layout
+  ops, conv, linear, pool, mean, scale, add). Its fan-out map gives, per source neuron, the number
+  of target neurons one spike updates, counted from the real address maps: the chain is run with
+  every weight, factor and pooling/mean weight set to one and no bias, and the fan-out is the
+  vector-Jacobian product with an all-ones output (a conv_transpose of ones). Border neurons of a
+  padded conv get their smaller fan-out, strides and groups are honoured, pooling/mean/linear
+  compose. That path count equals the number of distinct targets whenever no target is reached
+  twice (any single op; any chain in which no op merging inputs follows the first op spreading
+  them); otherwise the distinct count is taken by probing one-hot inputs when the dense map has at
+  most PROBE_LIMIT entries, and the path count is kept and flagged as an upper bound beyond that.
+- a **product** projection: a spike product (attention) of 2-3 spike operands; its cost is the
+  number of multiply-free coincidence operations, counted from the operand spikes (see
+  `coincidences`).
+- a **host** term: the real-valued input current, reaching the neuron through ops that cost dense
+  MACs on the host (the encoding layer). Identical copies that the normal form made of one host op
+  (a stem conv feeding several residual consumers) are computed once and counted once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from snncc.errors import SnnccError
+from snncc.ir.graph import Graph, Node
+from snncc.ir.ops import SPIKE
+from snncc.sim.reference import Interpreter
+
+PROBE_LIMIT = 1 << 24  # source neurons x target neurons of a dense one-hot probe
+MAC_OPS = ("conv", "linear", "pool", "mean", "scale")
+
+
+@dataclass
+class Population:
+    name: str
+    role: str  # 'fire' | 'spike_input' | 'output'
+    shape: tuple
+    D: int  # 0 for spike inputs and the output readout
+    destinations: list[str] = field(default_factory=list)  # consumers this source's spikes are routed to
+
+    @property
+    def neurons(self) -> int:
+        return int(math.prod(self.shape))
+
+
+@dataclass
+class Projection:
+    source: str  # population (or the real-valued input for a host term)
+    target: str  # consumer population
+    kind: str  # 'synaptic' | 'product' | 'host'
+    term: str  # the term node of the target's input sum
+    ops: list[str] = field(default_factory=list)  # nodes between source and target, graph order
+    fanout: np.ndarray | None = None  # synaptic: per source neuron, source shape
+    exact: bool = True  # fan-out is the distinct-target count (False: path count, an upper bound)
+    macs: int = 0  # host: dense MACs per timestep (after de-duplicating copies)
+
+    @property
+    def synapses(self) -> int:
+        return int(self.fanout.sum()) if self.fanout is not None else 0
+
+
+@dataclass
+class ProductNode:
+    node: str
+    target: str
+    operands: list[str]  # operand node names (spike kind)
+    sources: list[str]  # populations behind the operands
+    order: str
+
+
+@dataclass
+class Plan:
+    graph: Graph
+    T: int
+    populations: dict[str, Population]
+    projections: list[Projection]
+    products: list[ProductNode]
+    mac_nodes: dict[str, int]  # host op -> dense MACs per timestep (0 for de-duplicated copies)
+    latency_substeps: int  # sum of D along the longest population path (one window)
+    critical_path: list[str]
+    notes: list[str] = field(default_factory=list)
+
+    def projections_into(self, target: str) -> list[Projection]:
+        return [p for p in self.projections if p.target == target]
+
+    def links(self) -> list[tuple[str, str]]:
+        seen: dict[tuple[str, str], None] = {}
+        for p in self.projections:
+            if p.kind != "host":
+                seen[(p.source, p.target)] = None
+        for pr in self.products:
+            for s in pr.sources:
+                seen[(s, pr.target)] = None
+        return list(seen)
+
+    @property
+    def sample_substeps(self) -> int:
+        """Sub-steps for one sample of T windows, pipelined: a new window every max-D sub-steps."""
+        dmax = max((p.D for p in self.populations.values()), default=0)
+        return self.latency_substeps + (self.T - 1) * dmax
+
+
+# ---- structural evaluation ---------------------------------------------------------------------
+class _Structural(Interpreter):
+    """Runs a current tree with every weight one and no bias: entries count synaptic paths."""
+
+    def __init__(self, graph: Graph):
+        super().__init__(graph, torch.float64)
+
+    def p(self, n: Node, k: str):
+        if k == "bias":
+            return None
+        v = self._params[n.name].get(k)
+        return None if v is None else torch.ones_like(v)
+
+    def op_pool(self, n: Node, x):
+        a = n.attrs
+        return F.avg_pool2d(x, a["kernel"], a["stride"], a["padding"]) * (a["kernel"][0] * a["kernel"][1])
+
+    def op_mean(self, n: Node, x):
+        return x.sum(dim=tuple(d + 1 for d in n.attrs["dims"]), keepdim=n.attrs["keepdim"])
+
+    def op_spike_product(self, n: Node, *xs):  # products are their own projections: no linear path
+        return torch.zeros((xs[0].shape[0],) + tuple(n.shape), dtype=torch.float64)
+
+
+def _closure(g: Graph, term: str) -> list[Node]:
+    """Nodes between the term and its sources (populations, inputs), term included, graph order."""
+    names: set[str] = set()
+    stack = [term]
+    while stack:
+        name = stack.pop()
+        n = g[name]
+        if name in names or n.op in ("fire", "input"):
+            continue
+        names.add(name)
+        stack.extend(n.inputs)
+    return [n for n in g.nodes if n.name in names]
+
+
+def _leaves(g: Graph, nodes: list[Node], term: str) -> list[str]:
+    names = {n.name for n in nodes}
+    out: dict[str, None] = {}
+    for n in nodes:
+        for i in n.inputs:
+            if i not in names:
+                out[i] = None
+    if term not in names:  # the term is itself a source (an input current straight into a neuron)
+        out[term] = None
+    return list(out)
+
+
+def _evaluate(interp: Interpreter, nodes: list[Node], env: dict) -> dict:
+    for n in nodes:
+        env[n.name] = getattr(interp, f"op_{n.op}")(n, *[env[i] for i in n.inputs])
+    return env
+
+
+def _path_nodes(g: Graph, nodes: list[Node], leaf: str) -> list[Node]:
+    """Nodes of the closure that depend on `leaf`, graph order."""
+    dep: set[str] = {leaf}
+    out = []
+    for n in nodes:
+        if any(i in dep for i in n.inputs):
+            dep.add(n.name)
+            out.append(n)
+    return out
+
+
+def _spreads_merges(g: Graph, n: Node) -> tuple[bool, bool]:
+    if n.op in ("conv",):
+        return True, True
+    if n.op == "linear":
+        w = n.params["weight"].shape
+        return w[0] > 1, w[1] > 1
+    if n.op == "pool":
+        k, s = n.attrs["kernel"], n.attrs["stride"]
+        return any(si < ki for si, ki in zip(s, k)), math.prod(k) > 1
+    if n.op == "mean":
+        src = g[n.inputs[0]].shape
+        return False, math.prod(src[d] for d in n.attrs["dims"]) > 1
+    return False, False  # scale, add, reshape, permute
+
+
+def _provably_exact(g: Graph, path: list[Node], leaf: str) -> bool:
+    dep = {leaf}
+    spread = False
+    for n in path:
+        if sum(i in dep for i in n.inputs) > 1:  # two paths from the leaf meet
+            return False
+        s, m = _spreads_merges(g, n)
+        if spread and m:
+            return False
+        spread = spread or s
+        dep.add(n.name)
+    return True
+
+
+def fanout_map(g: Graph, nodes: list[Node], term: str, leaf: str) -> tuple[np.ndarray, bool]:
+    """Per source neuron, the number of term outputs one spike of `leaf` reaches; and exactness."""
+    path = _path_nodes(g, nodes, leaf)
+    interp = _Structural(g)
+    shape = g[leaf].shape
+    leaves = _leaves(g, nodes, term)
+
+    def run(x):
+        env = {l: torch.zeros((x.shape[0],) + g[l].shape, dtype=torch.float64) for l in leaves}
+        env[leaf] = x
+        return _evaluate(interp, nodes, env)[term]
+
+    x = torch.zeros((1,) + shape, dtype=torch.float64, requires_grad=True)
+    y = run(x)
+    if not y.requires_grad:
+        return np.zeros(shape), True
+    (grad,) = torch.autograd.grad(y.sum(), x)
+    paths = np.rint(grad[0].numpy())
+    if _provably_exact(g, path, leaf):
+        return paths, True
+    n_in, n_out = math.prod(shape), math.prod(g[term].shape)
+    if n_in * n_out > PROBE_LIMIT:
+        return paths, False
+    out = np.zeros(n_in)
+    chunk = max(1, (1 << 22) // max(n_out, 1))
+    with torch.no_grad():
+        for s in range(0, n_in, chunk):
+            idx = torch.arange(s, min(n_in, s + chunk))
+            eye = torch.zeros((len(idx), n_in), dtype=torch.float64)
+            eye[torch.arange(len(idx)), idx] = 1.0
+            r = run(eye.reshape((len(idx),) + shape))
+            out[s:s + len(idx)] = (r.reshape(len(idx), -1) > 0).sum(1).numpy()
+    return out.reshape(shape), True
+
+
+# ---- host MACs -------------------------------------------------------------------------------
+def dense_macs(g: Graph, n: Node) -> int:
+    """Multiply-accumulates of one op on a real-valued (current) input, per sample and timestep."""
+    out = math.prod(n.shape)
+    if n.op == "conv":
+        return out * math.prod(n.params["weight"].shape[1:])
+    if n.op == "linear":
+        return out * n.params["weight"].shape[1]
+    if n.op == "pool":
+        return out * math.prod(n.attrs["kernel"])
+    if n.op == "mean":
+        return math.prod(g[n.inputs[0]].shape)
+    if n.op == "scale":
+        return out
+    return 0
+
+
+def _host_key(n: Node, canon: dict[str, str]):
+    params = tuple((k, v.shape, v.tobytes()) for k, v in sorted(n.params.items()))
+    return (n.op, tuple(canon.get(i, i) for i in n.inputs), repr(sorted(n.attrs.items())), params)
+
+
+def _host_fed(g: Graph) -> set[str]:
+    """Current nodes whose value depends on a real-valued input or on a spike product's output."""
+    fed: set[str] = set()
+    for n in g.nodes:
+        if n.kind != "current" or n.op in ("input", "fire"):
+            continue
+        for i in n.inputs:
+            m = g[i]
+            if (m.op == "input" and m.kind != SPIKE) or m.op == "spike_product" or i in fed:
+                fed.add(n.name)
+                break
+    return fed
+
+
+# ---- the plan --------------------------------------------------------------------------------
+def _population_of(g: Graph, name: str) -> str:
+    """The fire node or input behind a spike tensor (through spike layout ops)."""
+    n = g[name]
+    while n.op not in ("fire", "input"):
+        if not (n.spec.layout and n.kind == SPIKE):
+            raise SnnccError(f"spike tensor {name!r} is not a population or a layout of one",
+                             where=f"node {n.name}", hint="run the deploy pipeline (normal form) first")
+        n = g[n.inputs[0]]
+    return n.name
+
+
+def analyze(graph: Graph) -> Plan:
+    """Read populations, projections (with fan-out maps), host MACs and latency from `graph`."""
+    g = graph
+    pops: dict[str, Population] = {}
+    for n in g.nodes:
+        if n.op == "input" and n.kind == SPIKE:
+            pops[n.name] = Population(n.name, "spike_input", n.shape, 0)
+        elif n.op == "fire":
+            pops[n.name] = Population(n.name, "fire", n.shape, int(n.attrs["D"]))
+    out_node = g.output
+    pops[out_node.name] = Population(out_node.name, "output", out_node.shape, 0)
+
+    fed = _host_fed(g)
+    canon: dict[str, str] = {}
+    seen: dict = {}
+    mac_nodes: dict[str, int] = {}
+    for n in g.nodes:
+        if n.name in fed and n.op in MAC_OPS:
+            key = _host_key(n, canon)
+            if key in seen:
+                canon[n.name] = seen[key]
+                mac_nodes[n.name] = 0
+            else:
+                seen[key] = n.name
+                mac_nodes[n.name] = dense_macs(g, n)
+
+    projections: list[Projection] = []
+    products: list[ProductNode] = []
+    notes: list[str] = []
+    for c in [n for n in g.nodes if n.op == "fire"] + [out_node]:
+        root = g[c.inputs[0]]
+        terms = list(root.inputs) if root.op == "add" else [root.name]
+        for t in terms:
+            nodes = _closure(g, t)
+            for n in nodes:
+                if n.op == "spike_product":
+                    srcs = [_population_of(g, i) for i in n.inputs]
+                    products.append(ProductNode(n.name, c.name, list(n.inputs), srcs, n.attrs["order"]))
+            host_ops = [n.name for n in nodes if n.name in mac_nodes]
+            host_macs = sum(mac_nodes[m] for m in host_ops)
+            host_leaf = None
+            for leaf in _leaves(g, nodes, t):
+                if g[leaf].kind == SPIKE:
+                    fan, exact = fanout_map(g, nodes, t, leaf)
+                    if not fan.any():
+                        continue  # reached only through a spike product
+                    if not exact:
+                        notes.append(f"fan-out {leaf} -> {c.name} is a path count (upper bound): the dense "
+                                     f"map is too large to probe")
+                    ops = [n.name for n in _path_nodes(g, nodes, leaf)]
+                    projections.append(Projection(leaf, c.name, "synaptic", t, ops, fan, exact))
+                elif host_leaf is None:
+                    host_leaf = leaf
+            if host_leaf is not None or host_macs:
+                # the real-valued input (or a spike product's integer output) through dense ops
+                projections.append(Projection(host_leaf or t, c.name, "host", t, host_ops, None, True, host_macs))
+
+    for p in projections:
+        if p.kind == "synaptic" and p.target not in pops[p.source].destinations:
+            pops[p.source].destinations.append(p.target)
+    for pr in products:
+        for s in pr.sources:
+            if pr.target not in pops[s].destinations:
+                pops[s].destinations.append(pr.target)
+
+    lat, crit = _latency(g, pops, projections, products)
+    return Plan(g, g.T, pops, projections, products, mac_nodes, lat, crit, notes)
+
+
+def _latency(g: Graph, pops: dict[str, Population], projections, products) -> tuple[int, list[str]]:
+    preds: dict[str, set[str]] = {p: set() for p in pops}
+    for p in projections:
+        if p.kind == "synaptic":
+            preds[p.target].add(p.source)
+    for pr in products:
+        preds[pr.target].update(pr.sources)
+    best: dict[str, tuple[int, list[str]]] = {}
+    for n in g.nodes:  # graph order is topological
+        if n.name not in pops:
+            continue
+        prev = max((best[s] for s in preds[n.name] if s in best), key=lambda b: b[0], default=(0, []))
+        best[n.name] = (prev[0] + pops[n.name].D, prev[1] + [n.name])
+    out = best[g.output.name]
+    return out[0], out[1]
+
+
+# ---- spike products ----------------------------------------------------------------------------
+def coincidences(xs: list[torch.Tensor], order: str = "left") -> torch.Tensor:
+    """Multiply-free operations of a spike product, per sample (batch axis first).
+
+    One integer n counts as n spikes. The first stage multiplies two spike tensors: every pair of
+    spikes meeting on the shared axis is one coincidence (one accumulate of 1), so its cost is
+    sum(A @ B) = sum_k colsum(A)[k] * rowsum(B)[k]. A second stage multiplies the integer
+    intermediate P by a spike tensor C: each spike of C adds the nonzero entries of the column of P
+    it meets, so its cost is sum((P != 0) @ C) for (A B) C, and sum(A @ (P != 0)) for A (B C).
+    """
+    B = xs[0].shape[0]
+    if len(xs) == 2:
+        return (xs[0] @ xs[1]).reshape(B, -1).sum(1)
+    a, b, c = xs
+    if order == "left":
+        p = a @ b
+        return p.reshape(B, -1).sum(1) + ((p != 0).to(c.dtype) @ c).reshape(B, -1).sum(1)
+    p = b @ c
+    return p.reshape(B, -1).sum(1) + (a @ (p != 0).to(a.dtype)).reshape(B, -1).sum(1)

@@ -1,0 +1,398 @@
+"""Synchronous (T x D) simulation of the deployed graph (synaptic normal form, DESIGN 2-3).
+
+Owns `simulate` (time-stepped run with binary spike trains, exact or streaming schedule),
+`compare_streaming` (where the streaming schedule departs from the integer model) and the
+result types `SyncResult` / `StreamingReport`.
+
+Model. Every training timestep becomes a window of D sub-steps. Each neuron is integrate-and-fire
+with subtractive reset, threshold theta, initial membrane beta and at most D spikes per window; at
+each sub-step it emits 0 or 1 spike. A population's input current at a sub-step is its current
+tree (conv/linear/pool/mean/scale/add/layout) evaluated on its sources' binary spikes of that
+sub-step -- the tree is linear in its sources, so the affine constant (the fire's `bias` plus any
+bias left inside the tree) is handled separately as a constant current.
+
+Timeline. The *level* of a population is 1 + the largest level among its sources (input = 0),
+so the deepest population's level is the number of populations on the longest path.
+- exact: population p integrates timestep t's input during window t + level(p) - 1 and emits its
+  burst n = clip(floor(v / theta), 0, D) in the first n sub-steps of window t + level(p).
+  Projections that skip levels (membrane shortcuts) go through delay lines so every input of
+  timestep t lands in the same integration window. Total sub-steps S = D * (T + depth); latency
+  for one timestep = D * (depth + 1): one input window plus D per population on the longest path.
+  Two ways to integrate (same spikes up to float rounding):
+    accumulate="window" (default): v is formed from the window's spike counts (the sum of the
+      sub-step trains) with the reference executor's ops in the reference order, then
+      `reference.fire_count` -- bit-exact with `snncc.sim.reference.run` by construction;
+    accumulate="substep": v = beta + constant + sum_j I_j, adding the sub-step currents one by
+      one as hardware would (float association differs from the reference at the ulp level).
+- streaming: every hop costs one sub-step; population p's window for timestep t is sub-steps
+  [t*D + level(p), (t+1)*D + level(p)), with delay lines on level-skipping projections so each
+  timestep's input lands in that window. Each sub-step: v += I_j (+ bias/D); if v >= theta and
+  fewer than D spikes so far in this window: spike, v -= theta. S = D * T + depth (latency
+  D + depth for T = 1). Early spikes cannot be taken back, so counts can differ from the integer
+  model (see `compare_streaming`).
+
+Currents (documented choices):
+- beta is added once at the window start (a non-stateful neuron resets to beta at every window
+  start; a stateful one starts from beta at t = 0 and then carries its membrane, as in the
+  reference: v_t = v_{t-1} - n_{t-1} * theta + U_t + bias).
+- the constant current `bias` (per timestep): bias_mode="spread" (default) adds bias / D at each
+  sub-step of the window, "start" adds it all at the window start.
+- the real-valued encoding input x_t: input_mode="spread" (default) delivers x_t / D at each
+  sub-step, "start" delivers x_t at the first sub-step. A spike input (kind 'spike') of count c
+  emits its c spikes in the first c sub-steps of its window (c must be an integer in [0, D]).
+  With accumulate="window" neither choice matters: the whole window is integrated first.
+- spike products (attention) are not linear in per-sub-step spikes. exact/window computes the
+  product on the window counts; otherwise the product increment is delivered: with c_j the
+  in-window count so far of each operand, the current at sub-step j is P(c_j) - P(c_{j-1}), so
+  the window total is exactly P(counts) (integers in float).
+- the output node value is the sum over sub-steps of its (linear) tree on the spikes plus its
+  constant, i.e. the tree on the window counts; the mean over T for T > 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from snncc.errors import SnnccError
+from snncc.ir.graph import Graph, Node
+from snncc.sim import reference
+from snncc.sim.reference import Interpreter, fire_count
+
+SCHEDULES = ("exact", "streaming")
+
+# ops allowed in a deployed current tree (all linear except spike_product)
+_TREE_OPS = ("conv", "linear", "pool", "mean", "scale", "add", "reshape", "permute", "spike_product")
+
+
+@dataclass
+class SyncResult:
+    output: torch.Tensor  # (B, *out_shape), mean over T
+    counts: dict[str, torch.Tensor]  # fire -> (B, *shape) spikes summed over T
+    nsfr: torch.Tensor  # (S,) fraction of all neurons spiking at each sub-step (mean over the batch)
+    latency_substeps: int  # sub-steps until the output is final (= S)
+    trains: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (S, B, *shape) of 0/1
+    schedule: str = "exact"
+    D: int = 0
+    T: int = 1
+    levels: dict[str, int] = field(default_factory=dict)  # population -> level (input = 0)
+    window_start: dict[str, int] = field(default_factory=dict)  # population -> first emission sub-step (t = 0)
+
+    @property
+    def substeps(self) -> int:
+        return int(self.nsfr.shape[0])
+
+
+def levels(graph: Graph) -> dict[str, int]:
+    """Level of every node: inputs 0, a fire 1 + max level of the spike sources in its current
+    tree, a spike layout node the level of its input, a current node the max of its inputs."""
+    lv: dict[str, int] = {}
+    for n in graph.nodes:
+        if n.op == "input":
+            lv[n.name] = 0
+        elif n.op == "fire":
+            lv[n.name] = 1 + lv[n.inputs[0]]
+        else:
+            lv[n.name] = max(lv[i] for i in n.inputs)
+    return lv
+
+
+def _check(graph: Graph) -> int:
+    fires = graph.neurons()
+    if not fires:
+        raise SnnccError("graph has no neurons to simulate", where="graph")
+    Ds = {n.attrs["D"] for n in fires}
+    if len(Ds) != 1:
+        raise SnnccError(f"neurons use different window lengths D {sorted(Ds)}; the synchronous schedule "
+                         "needs one D", where="graph")
+    if len(graph.inputs) != 1:
+        raise SnnccError(f"graph has {len(graph.inputs)} inputs; the simulator runs single-input graphs")
+    for n in graph.nodes:
+        where = f"node {n.name}"
+        if n.op == "fire":
+            if n.attrs["norm"] != 1.0 or n.attrs["rounding"] != "floor":
+                raise SnnccError(f"neuron has norm={n.attrs['norm']} rounding={n.attrs['rounding']}; the deployed "
+                                 "neuron has norm 1 and floor rounding", where=where,
+                                 hint="simulate run_pipeline(graph, 'deploy').graph")
+        elif n.kind == "current" and n.op not in _TREE_OPS + ("input", "output"):
+            raise SnnccError(f"op {n.op} in a current tree is not in synaptic normal form", where=where,
+                             hint="simulate run_pipeline(graph, 'deploy').graph")
+    return Ds.pop()
+
+
+class _Sim:
+    def __init__(self, graph: Graph, dtype: torch.dtype):
+        self.g = graph
+        self.D = _check(graph)
+        self.dtype = dtype
+        self.lv = levels(graph)
+        self.aff = Interpreter(graph, dtype)  # affine ops: the reference's own
+        self.lin = Interpreter(graph, dtype)  # linear part: biases of conv/linear dropped
+        for n in graph.nodes:
+            if n.op in ("conv", "linear"):
+                self.lin._params[n.name].pop("bias", None)
+        self.const = self._constants()
+
+    def _constants(self) -> dict[str, torch.Tensor | None]:
+        """Affine constant of every fire's / the output's input tree: the tree on all-zero sources."""
+        env = {}
+        for n in self.g.nodes:
+            if n.op == "input" or n.op == "fire":
+                env[n.name] = torch.zeros((1,) + n.shape, dtype=self.dtype)
+            else:
+                env[n.name] = getattr(self.aff, f"op_{n.op}")(n, *[env[i] for i in n.inputs])
+        out = {}
+        for n in self.g.nodes:
+            if n.op in ("fire", "output"):
+                c = env[n.inputs[0]][0]
+                out[n.name] = c if bool(torch.any(c != 0)) else None
+        return out
+
+    # ---- one timestep ---------------------------------------------------------------------
+    def step_window(self, xt: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """exact/window: the reference's ops on window counts. Returns fire counts and output."""
+        env: dict[str, torch.Tensor] = {}
+        counts = {}
+        for n in self.g.nodes:
+            if n.op == "input":
+                env[n.name] = self._spike_input_counts(n, xt) if n.kind == "spike" else xt
+            elif n.op == "fire":
+                cnt, y = self.aff.op_fire(n, env[n.inputs[0]])
+                counts[n.name] = env[n.name] = y
+            else:
+                env[n.name] = getattr(self.aff, f"op_{n.op}")(n, *[env[i] for i in n.inputs])
+        return counts, env[self.g.output.name]
+
+    def step_substeps(self, xt: torch.Tensor, t: int, schedule: str, input_mode: str, bias_mode: str):
+        """Sub-step-resolved timestep: every tensor carries a leading D axis folded into the batch.
+        Returns fire trains (D, B, *shape) and the output."""
+        D = self.D
+        B = xt.shape[0]
+        env: dict[str, torch.Tensor] = {}  # (D*B, *shape): spike trains / sub-step currents
+        trains = {}
+        for n in self.g.nodes:
+            if n.op == "input":
+                if n.kind == "spike":
+                    c = self._spike_input_counts(n, xt)
+                    tr = self._train(c)
+                elif input_mode == "spread":
+                    tr = (xt / D).unsqueeze(0).expand(D, *xt.shape)
+                else:
+                    tr = torch.cat([xt.unsqueeze(0), torch.zeros((D - 1,) + tuple(xt.shape), dtype=self.dtype)])
+                env[n.name] = tr.reshape((D * B,) + tuple(xt.shape[1:]))
+            elif n.op == "fire":
+                I = env[n.inputs[0]].reshape((D, B) + n.shape)
+                tr = self._fire(n, I, t, schedule, bias_mode)
+                trains[n.name] = tr
+                env[n.name] = tr.reshape((D * B,) + n.shape)
+            elif n.op == "spike_product":
+                cums = [env[i].reshape((D, B) + self.g[i].shape).cumsum(0).reshape((D * B,) + self.g[i].shape)
+                        for i in n.inputs]
+                P = self.lin.op_spike_product(n, *cums).reshape((D, B) + n.shape)
+                env[n.name] = torch.diff(P, dim=0, prepend=torch.zeros_like(P[:1])).reshape((D * B,) + n.shape)
+            elif n.op == "output":
+                y = env[n.inputs[0]].reshape((D, B) + n.shape).sum(0)
+                c = self.const.get(n.name)
+                env[n.name] = y + c if c is not None else y
+            else:
+                env[n.name] = getattr(self.lin, f"op_{n.op}")(n, *[env[i] for i in n.inputs])
+        return trains, env[self.g.output.name]
+
+    def _fire(self, n: Node, I: torch.Tensor, t: int, schedule: str, bias_mode: str) -> torch.Tensor:
+        a = n.attrs
+        D, theta = self.D, a["theta"]
+        b = self.aff.p(n, "bias")
+        c0 = self.const[n.name]
+        if c0 is not None:
+            b = c0 if b is None else b + c0
+        if a["stateful"] and t > 0:
+            v = self.state[n.name]
+        else:
+            v = torch.full(I.shape[1:], float(a["beta"]), dtype=self.dtype)
+        if schedule == "exact":
+            if b is not None:
+                v = v + b
+            for j in range(D):
+                v = v + I[j]
+            cnt = fire_count(v, a)
+            if a["stateful"]:
+                self.state[n.name] = v - cnt * theta
+            return self._train(cnt)
+        # streaming
+        bj = None
+        if b is not None:
+            if bias_mode == "start":
+                v = v + b
+            else:
+                bj = b / D
+        k = torch.zeros_like(v)
+        out = torch.empty((D,) + tuple(v.shape), dtype=self.dtype)
+        for j in range(D):
+            v = v + I[j]
+            if bj is not None:
+                v = v + bj
+            s = ((v >= theta) & (k < D)).to(self.dtype)
+            v = v - s * theta
+            k = k + s
+            out[j] = s
+        if a["stateful"]:
+            self.state[n.name] = v
+        return out
+
+    def _train(self, cnt: torch.Tensor) -> torch.Tensor:
+        """(D, B, *shape) binary train with spikes in the first cnt sub-steps."""
+        j = torch.arange(self.D, dtype=self.dtype).reshape((self.D,) + (1,) * cnt.dim())
+        return (j < cnt.unsqueeze(0)).to(self.dtype)
+
+    def _spike_input_counts(self, n: Node, xt: torch.Tensor) -> torch.Tensor:
+        if bool(torch.any((xt != torch.floor(xt)) | (xt < 0) | (xt > self.D))):
+            raise SnnccError(f"spike input holds values that are not integer counts in [0, {self.D}]",
+                             where=f"node {n.name}")
+        return xt
+
+
+def _inputs(graph: Graph, x, dtype) -> list[torch.Tensor]:
+    x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).to(dtype)
+    in_shape = graph.inputs[0].shape
+    if tuple(x.shape[-len(in_shape):]) != in_shape:
+        raise SnnccError(f"input of shape {tuple(x.shape)} does not end in the graph's input shape {in_shape}",
+                         hint="pass (B, *shape) or (T, B, *shape)")
+    if x.dim() == len(in_shape) + 1:
+        return [x] * graph.T
+    if x.dim() == len(in_shape) + 2:
+        if x.shape[0] != graph.T:
+            raise SnnccError(f"input has {x.shape[0]} timesteps, graph expects T={graph.T}")
+        return list(x)
+    raise SnnccError(f"input of rank {x.dim()} for per-sample shape {in_shape}")
+
+
+def simulate(graph: Graph, x, schedule: str = "exact", dtype: torch.dtype = torch.float64,
+             record: tuple[str, ...] | list[str] = (), accumulate: str = "window",
+             input_mode: str = "spread", bias_mode: str = "spread") -> SyncResult:
+    """Run the deployed `graph` on a batch `x` ((B, *shape) or (T, B, *shape)) sub-step by sub-step.
+
+    `record` names populations (fires, or a spike input) whose spike trains to return as
+    (S, B, *shape) 0/1 tensors on the global sub-step axis. See the module docstring for the
+    schedules and the `accumulate`, `input_mode` and `bias_mode` choices.
+    """
+    if schedule not in SCHEDULES:
+        raise SnnccError(f"unknown schedule {schedule!r}", hint=f"one of {', '.join(SCHEDULES)}")
+    if accumulate not in ("window", "substep"):
+        raise SnnccError(f"unknown accumulate mode {accumulate!r}", hint="'window' or 'substep'")
+    if input_mode not in ("spread", "start") or bias_mode not in ("spread", "start"):
+        raise SnnccError(f"input_mode/bias_mode must be 'spread' or 'start', got {input_mode!r}/{bias_mode!r}")
+    sim = _Sim(graph, dtype)
+    for r in record:
+        if r not in graph or not (graph[r].op == "fire" or (graph[r].op == "input" and graph[r].kind == "spike")):
+            raise SnnccError(f"cannot record {r!r}: not a neuron population or spike input",
+                             hint=f"populations: {', '.join(n.name for n in graph.neurons())}")
+    xs = _inputs(graph, x, dtype)
+    D, T = sim.D, len(xs)
+    B = xs[0].shape[0]
+    fires = graph.neurons()
+    lv = sim.lv
+    depth = max(lv[n.name] for n in fires)
+    scale = D if schedule == "exact" else 1  # sub-steps per level
+    start = {n.name: lv[n.name] * scale for n in graph.nodes if n.op == "fire" or n.op == "input"}
+    S = D * T + depth * scale
+    n_neurons = sum(int(np.prod(n.shape)) for n in fires)
+    spikes_per_step = torch.zeros(S, dtype=torch.float64)
+    rec = {r: torch.zeros((S, B) + graph[r].shape, dtype=dtype) for r in record}
+    counts: dict[str, torch.Tensor] = {}
+    out_sum = None
+    sim.state = {}
+    with torch.no_grad():
+        for t, xt in enumerate(xs):
+            if schedule == "exact" and accumulate == "window":
+                cnts, out = sim.step_window(xt)
+                trains = None
+            else:
+                trains, out = sim.step_substeps(xt, t, schedule, input_mode, bias_mode)
+                cnts = {k: v.sum(0) for k, v in trains.items()}
+            out_sum = out if out_sum is None else out_sum + out
+            for n in fires:
+                c = cnts[n.name]
+                counts[n.name] = c if n.name not in counts else counts[n.name] + c
+                s0 = t * D + start[n.name]
+                if trains is None:  # histogram of counts: neurons with n > j spike at sub-step j
+                    flat = c.reshape(-1)
+                    per = torch.stack([(flat > j).sum() for j in range(D)]).to(torch.float64)
+                else:
+                    per = trains[n.name].reshape(D, -1).sum(1).to(torch.float64)
+                spikes_per_step[s0:s0 + D] += per
+            for r in record:
+                s0 = t * D + start[r]
+                if graph[r].op == "input":
+                    rec[r][s0:s0 + D] = sim._train(sim._spike_input_counts(graph[r], xt))
+                else:
+                    rec[r][s0:s0 + D] = trains[r] if trains is not None else sim._train(cnts[r])
+    output = out_sum / T if T > 1 else out_sum
+    return SyncResult(output=output, counts=counts, nsfr=spikes_per_step / (B * n_neurons),
+                      latency_substeps=S, trains=rec, schedule=schedule, D=D, T=T,
+                      levels={n.name: lv[n.name] for n in fires},
+                      window_start={n.name: start[n.name] for n in fires})
+
+
+# ---- streaming vs the integer model --------------------------------------------------------------
+@dataclass
+class PopulationDiff:
+    population: str
+    neurons: int  # per sample
+    differing: int  # (sample, neuron) pairs whose count differs, over the batch
+    mean_abs_error: float  # mean |streaming - integer| count over all (sample, neuron) pairs
+    integer_spikes: int  # total over batch and T
+    streaming_spikes: int
+
+
+@dataclass
+class StreamingReport:
+    populations: list[PopulationDiff]
+    batch: int
+    prediction_agreement: float  # fraction of samples with equal argmax of the output
+    output_max_abs_diff: float
+    latency_exact: int
+    latency_streaming: int
+    D: int
+
+    @property
+    def total_differing(self) -> int:
+        return sum(p.differing for p in self.populations)
+
+    def table(self) -> str:
+        rows = [("population", "neurons", "differing", "mean |err|", "int spikes", "stream spikes")]
+        for p in self.populations:
+            rows.append((p.population, str(p.neurons * self.batch), str(p.differing), f"{p.mean_abs_error:.4f}",
+                         str(p.integer_spikes), str(p.streaming_spikes)))
+        w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines = ["  ".join(c.rjust(w[i]) if i else c.ljust(w[i]) for i, c in enumerate(r)).rstrip() for r in rows]
+        lines.append(f"prediction agreement {self.prediction_agreement:.4f} over {self.batch} samples; "
+                     f"output max |diff| {self.output_max_abs_diff:.4g}; latency (sub-steps, D={self.D}) "
+                     f"exact {self.latency_exact}, streaming {self.latency_streaming}")
+        return "\n".join(lines)
+
+
+def compare_streaming(graph: Graph, x, dtype: torch.dtype = torch.float64, **kw) -> StreamingReport:
+    """Run the integer model (reference executor) and the streaming schedule on `x`; report per
+    population how many neuron counts differ, the mean absolute count error, and how often the
+    argmax of the output agrees. `kw` goes to `simulate` (input_mode, bias_mode)."""
+    ref = reference.run(graph, x, dtype)
+    st = simulate(graph, x, schedule="streaming", dtype=dtype, **kw)
+    D = st.D
+    depth = max(st.levels.values())
+    pops = []
+    for n in graph.neurons():
+        a, b = ref.counts[n.name], st.counts[n.name]
+        d = (a - b).abs()
+        pops.append(PopulationDiff(n.name, int(np.prod(n.shape)), int((d != 0).sum()), float(d.mean()),
+                                   int(a.sum()), int(b.sum())))
+    ro, so = ref.output, st.output
+    agree = float((ro.reshape(ro.shape[0], -1).argmax(-1) == so.reshape(so.shape[0], -1).argmax(-1))
+                  .to(torch.float64).mean()) if ro.dim() >= 2 else float(bool(torch.equal(ro, so)))
+    return StreamingReport(pops, int(ro.shape[0]), agree, float((ro - so).abs().max()),
+                           D * (st.T + depth), st.latency_substeps, D)
+
+
+__all__ = ["simulate", "compare_streaming", "levels", "SyncResult", "StreamingReport", "PopulationDiff",
+           "SCHEDULES"]

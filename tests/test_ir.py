@@ -1,0 +1,124 @@
+"""IR: op table rules, inference errors, verifier, serialisation round trip, listing."""
+
+import numpy as np
+import pytest
+
+from snncc.errors import IRError, LoadError
+from snncc.ir import Graph, Node
+from snncc.ir import serialize
+from snncc.ir.printer import listing
+
+
+def small_graph():
+    w = np.arange(2 * 1 * 3 * 3, dtype=float).reshape(2, 1, 3, 3) / 10
+    return Graph([
+        Node("x", "input", [], {"kind": "current", "shape": (1, 5, 5)}),
+        Node("c", "conv", ["x"], {"stride": (2, 2), "padding": (1, 1), "dilation": (1, 1)},
+             {"weight": w, "bias": np.array([0.1, -0.2])}),
+        Node("f", "fire", ["c"], {"D": 4, "norm": 4.0}),
+        Node("p", "pool", ["f"], {"mode": "sum", "kernel": (3, 3), "stride": (3, 3)}),
+        Node("r", "reshape", ["p"], {"shape": (2,)}),
+        Node("l", "linear", ["r"], {}, {"weight": np.ones((3, 2))}),
+        Node("out", "output", ["l"]),
+    ]).infer()
+
+
+def test_shapes_and_kinds_inferred():
+    g = small_graph()
+    assert g["c"].shape == (2, 3, 3) and g["c"].kind == "current"
+    assert g["f"].kind == "spike"
+    assert g["p"].shape == (2, 1, 1) and g["p"].kind == "current"
+    assert g["r"].kind == "current" and g["out"].shape == (3,)
+
+
+def test_neuron_on_spikes_is_rejected_naming_the_node():
+    g = small_graph()
+    g.append(Node("f2", "fire", ["f"], {"D": 4}))
+    with pytest.raises(IRError, match=r"node f2: .*neuron consumes a current"):
+        g.infer()
+
+
+def test_add_of_spike_tensors_rejected():
+    g = Graph([Node("x", "input", [], {"kind": "spike", "shape": (3,)}),
+               Node("a", "add", ["x", "x"]), Node("o", "output", ["a"])])
+    with pytest.raises(IRError, match="node a: add: expects current inputs"):
+        g.infer()
+
+
+def test_conv_channel_mismatch_message():
+    g = Graph([Node("x", "input", [], {"shape": (3, 4, 4)}),
+               Node("c", "conv", ["x"], {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1)},
+                    {"weight": np.ones((2, 2, 1, 1))})])
+    with pytest.raises(IRError, match="node c: conv: input has 3 channels but weight expects 2"):
+        g.infer()
+
+
+def test_unknown_attribute_and_missing_param():
+    with pytest.raises(IRError, match="node f: op fire has no attribute 'Dmax'"):
+        Node("f", "fire", ["x"], {"Dmax": 3})
+    with pytest.raises(IRError, match="node l: op linear needs parameter 'weight'"):
+        Node("l", "linear", ["x"])
+
+
+def test_bad_fire_attributes():
+    for attrs, msg in [({"D": 0}, "D must be a positive integer"), ({"D": 2, "theta": 0.0}, "theta must be > 0"),
+                       ({"D": 2, "rounding": "up"}, "rounding must be one of")]:
+        g = Graph([Node("x", "input", [], {"shape": (2,)}), Node("f", "fire", ["x"], attrs), Node("o", "output", ["f"])])
+        with pytest.raises(IRError, match=msg):
+            g.infer()
+
+
+def test_verify_rejects_nonfinite_and_undefined_inputs():
+    g = small_graph()
+    g["l"].params["weight"][0, 0] = np.nan
+    with pytest.raises(IRError, match="node l: parameter weight has non-finite values"):
+        g.verify()
+    g2 = Graph([Node("x", "input", [], {"shape": (2,)}), Node("o", "output", ["y"])])
+    with pytest.raises(IRError, match="node o: input 'y' is not defined"):
+        g2.infer()
+
+
+def test_spike_product_shapes_and_order():
+    g = Graph([Node("q", "input", [], {"kind": "spike", "shape": (2, 5, 3)}),
+               Node("kt", "permute", ["q"], {"dims": (0, 2, 1)}),
+               Node("sp", "spike_product", ["q", "kt", "q"], {"order": "right"}),
+               Node("o", "output", ["sp"])]).infer()
+    assert g["sp"].shape == (2, 5, 3) and g["sp"].kind == "current"
+
+
+def test_serialisation_round_trip_is_exact_and_deterministic():
+    g = small_graph()
+    g.T = 3
+    g.meta["source"] = "m.pt2"
+    doc, npz = serialize.dumps(g)
+    g2 = serialize.loads(doc, npz)
+    assert [(n.name, n.op, n.inputs, n.attrs, n.shape, n.kind) for n in g2] == \
+        [(n.name, n.op, n.inputs, n.attrs, n.shape, n.kind) for n in g]
+    for n in g:
+        assert set(n.params) == set(g2[n.name].params)
+        for k in n.params:
+            assert np.array_equal(n.params[k], g2[n.name].params[k])
+    assert g2.T == 3 and g2.meta == {"source": "m.pt2"}
+    assert serialize.dumps(g2) == (doc, npz)
+
+
+def test_load_rejects_wrong_version_and_garbage():
+    g = small_graph()
+    doc, npz = serialize.dumps(g)
+    with pytest.raises(LoadError, match="graph schema version 99"):
+        serialize.loads(doc.replace(b'"version": 1', b'"version": 99'), npz)
+    with pytest.raises(LoadError, match="not a JSON document"):
+        serialize.loads(doc[:50], npz)
+    with pytest.raises(LoadError, match="parameter archive unreadable"):
+        serialize.loads(doc, npz[:100])
+
+
+def test_listing_rows():
+    text = listing(small_graph())
+    lines = text.splitlines()
+    assert lines[0] == "# graph: 7 nodes, T=1"
+    row = {l.split()[0]: l for l in lines[2:]}
+    assert "NO (MACs)" in row["c"] and "k=3 s=2 p=1 +bias" in row["c"]
+    assert "D=4 theta=1 beta=0 norm=4 half_even" in row["f"]
+    assert "yes" in row["p"] and "sum k=3 s=3" in row["p"]
+    assert "yes" in row["l"]
