@@ -11,6 +11,15 @@ from snncc.nn import ESDSA, LayerScale, MultiStep, SFANeuron, SumPool2d, reset_s
 
 aten = torch.ops.aten
 
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest (and most predictably on a busy machine) single-threaded."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 # size -> (target parameters, relative tolerance)
 PAPER_SIZES = {"5.1M": (5.1e6, 0.01), "10M": (10.0e6, 0.01), "19M": (19.0e6, 0.01),
                "83M": (83e6, 0.03), "173M": (173e6, 0.03)}
@@ -86,17 +95,17 @@ def test_tiny_8x8_config_and_half_up():
 def test_training_steps_reduce_loss_e_spikeformer():
     torch.manual_seed(0)
     m = e_spikeformer("tiny-test-8x8").train()
-    x = torch.rand(32, 1, 8, 8)
-    y = torch.arange(32) % 10
+    y = torch.arange(16) % 4
+    x = torch.rand(16, 1, 8, 8) + 0.5 * y.view(-1, 1, 1, 1).float()
     opt = torch.optim.Adam(m.parameters(), lr=1e-2)
     losses = []
-    for _ in range(15):
+    for _ in range(12):
         loss = F.cross_entropy(m(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    assert sum(losses[-3:]) / 3 < 0.8 * losses[0]
+    assert sum(losses[-3:]) / 3 < 0.5 * losses[0]
 
 
 def test_speck_cnn_respects_limits_and_exports():

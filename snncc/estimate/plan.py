@@ -17,6 +17,8 @@ current is a sum of *terms* (the flattened root add); a term reads one or more s
 - a **product** projection: a spike product (attention) of 2-3 spike operands; its cost is the
   number of multiply-free coincidence operations, counted from the operand spikes (see
   `coincidences`).
+- a **readout**: the graph output reading a population's spikes as they are (through layout ops
+  only): messages routed off chip, no synapses.
 - a **host** term: the real-valued input current, reaching the neuron through ops that cost dense
   MACs on the host (the encoding layer). Identical copies that the normal form made of one host op
   (a stem conv feeding several residual consumers) are computed once and counted once.
@@ -57,7 +59,7 @@ class Population:
 class Projection:
     source: str  # population (or the real-valued input for a host term)
     target: str  # consumer population
-    kind: str  # 'synaptic' | 'product' | 'host'
+    kind: str  # 'synaptic' | 'readout' (the output reading spikes directly) | 'host'
     term: str  # the term node of the target's input sum
     ops: list[str] = field(default_factory=list)  # nodes between source and target, graph order
     fanout: np.ndarray | None = None  # synaptic: per source neuron, source shape
@@ -96,7 +98,7 @@ class Plan:
     def links(self) -> list[tuple[str, str]]:
         seen: dict[tuple[str, str], None] = {}
         for p in self.projections:
-            if p.kind != "host":
+            if p.kind in ("synaptic", "readout"):
                 seen[(p.source, p.target)] = None
         for pr in self.products:
             for s in pr.sources:
@@ -206,10 +208,11 @@ def _provably_exact(g: Graph, path: list[Node], leaf: str) -> bool:
     return True
 
 
-def fanout_map(g: Graph, nodes: list[Node], term: str, leaf: str) -> tuple[np.ndarray, bool]:
+def fanout_map(g: Graph, nodes: list[Node], term: str, leaf: str,
+               interp: Interpreter | None = None) -> tuple[np.ndarray, bool]:
     """Per source neuron, the number of term outputs one spike of `leaf` reaches; and exactness."""
     path = _path_nodes(g, nodes, leaf)
-    interp = _Structural(g)
+    interp = interp or _Structural(g)
     shape = g[leaf].shape
     leaves = _leaves(g, nodes, term)
 
@@ -318,6 +321,7 @@ def analyze(graph: Graph) -> Plan:
     projections: list[Projection] = []
     products: list[ProductNode] = []
     notes: list[str] = []
+    structural = _Structural(g)
     for c in [n for n in g.nodes if n.op == "fire"] + [out_node]:
         root = g[c.inputs[0]]
         terms = list(root.inputs) if root.op == "add" else [root.name]
@@ -331,15 +335,18 @@ def analyze(graph: Graph) -> Plan:
             host_macs = sum(mac_nodes[m] for m in host_ops)
             host_leaf = None
             for leaf in _leaves(g, nodes, t):
-                if g[leaf].kind == SPIKE:
-                    fan, exact = fanout_map(g, nodes, t, leaf)
+                path = _path_nodes(g, nodes, leaf)
+                if g[leaf].kind == SPIKE and all(n.spec.layout for n in path):
+                    # the output reads spikes as they are (maybe reshaped): routed off chip, no synapses
+                    projections.append(Projection(leaf, c.name, "readout", t, [n.name for n in path]))
+                elif g[leaf].kind == SPIKE:
+                    fan, exact = fanout_map(g, nodes, t, leaf, structural)
                     if not fan.any():
                         continue  # reached only through a spike product
                     if not exact:
                         notes.append(f"fan-out {leaf} -> {c.name} is a path count (upper bound): the dense "
                                      f"map is too large to probe")
-                    ops = [n.name for n in _path_nodes(g, nodes, leaf)]
-                    projections.append(Projection(leaf, c.name, "synaptic", t, ops, fan, exact))
+                    projections.append(Projection(leaf, c.name, "synaptic", t, [n.name for n in path], fan, exact))
                 elif host_leaf is None:
                     host_leaf = leaf
             if host_leaf is not None or host_macs:
@@ -347,7 +354,7 @@ def analyze(graph: Graph) -> Plan:
                 projections.append(Projection(host_leaf or t, c.name, "host", t, host_ops, None, True, host_macs))
 
     for p in projections:
-        if p.kind == "synaptic" and p.target not in pops[p.source].destinations:
+        if p.kind in ("synaptic", "readout") and p.target not in pops[p.source].destinations:
             pops[p.source].destinations.append(p.target)
     for pr in products:
         for s in pr.sources:
@@ -361,7 +368,7 @@ def analyze(graph: Graph) -> Plan:
 def _latency(g: Graph, pops: dict[str, Population], projections, products) -> tuple[int, list[str]]:
     preds: dict[str, set[str]] = {p: set() for p in pops}
     for p in projections:
-        if p.kind == "synaptic":
+        if p.kind in ("synaptic", "readout"):
             preds[p.target].add(p.source)
     for pr in products:
         preds[pr.target].update(pr.sources)

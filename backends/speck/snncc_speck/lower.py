@@ -1,0 +1,313 @@
+"""lower: a deployed snncc graph (synaptic normal form) -> a list of Speck layers.
+
+A Speck layer is one core: `[sum pool on the source side] -> conv -> IAF population`. Each
+fire population of the deployed graph becomes one layer; its private current tree must be a
+single chain from one spike source (a population or the event input) through
+
+    [pool (sum or avg, kernel = stride, no padding)]* [flatten | global mean] (conv | linear) [scale | layout]*
+
+An avg pool is a sum pool whose 1/k^2 folds into the weights; a Linear becomes a conv whose
+kernel covers its input (after a flatten or a global mean, which folds 1/(H*W) into the weights);
+a grouped conv is expanded to a dense kernel (Speck cores have no groups); per-channel scales
+fold into the weights. A current-valued graph output (classifier logits) becomes a *readout*
+layer: an IAF population with threshold `readout_threshold` whose spike count is the chip's
+output (`with_readout` adds the same population to the IR so the reference executor can check it).
+
+Everything else is reported as a problem naming the node and the numbers; `lower` never raises
+for an unsupported model (the target's `check` lists every problem at once).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from snncc.ir.graph import Graph, Node
+
+READOUT_D = 2 ** 15  # readout layers fire without a per-step cap (sinabs MultiSpike); 16-bit membrane bounds it
+
+
+@dataclass
+class SpeckLayer:
+    name: str  # the fire population this core holds
+    source: str  # spike node feeding it: a population or the graph input
+    pool: int  # sum pooling applied to the source's spikes on the way here (a destination setting)
+    in_shape: tuple  # (C, H, W) at the core input, after pooling
+    out_shape: tuple  # (C, H, W) of the neuron array
+    weight: np.ndarray  # (c_out, c_in, kh, kw), float64, weights of the deployed graph
+    stride: tuple
+    padding: tuple
+    bias: np.ndarray | None  # (c_out,) constant current per timestep, or None
+    theta: float
+    beta: float  # initial membrane (half a threshold after round_to_floor)
+    D: int | None  # spike cap per timestep; None: unbounded (readout)
+    readout: bool = False
+    nodes: list[str] = field(default_factory=list)  # IR nodes this core absorbs
+
+    @property
+    def kernel(self) -> tuple:
+        return tuple(self.weight.shape[2:])
+
+    @property
+    def c_in(self) -> int:
+        return int(self.weight.shape[1])
+
+    @property
+    def c_out(self) -> int:
+        return int(self.weight.shape[0])
+
+
+@dataclass
+class Lowered:
+    layers: list[SpeckLayer]
+    problems: list[str]
+    input_name: str
+    input_shape: tuple  # (C, H, W)
+    output_layer: str | None  # the layer whose spikes leave the chip
+
+
+def _as_chw(shape: tuple) -> tuple | None:
+    if len(shape) == 3:
+        return tuple(shape)
+    if len(shape) == 1:
+        return (shape[0], 1, 1)
+    return None
+
+
+def with_readout(graph: Graph, threshold: float = 1.0) -> Graph:
+    """The deployed graph with a readout population on a current-valued output: a stateful
+    integrate-and-fire node (floor, threshold `threshold`, no cap) whose counts are what the chip
+    reports. Returns the graph unchanged (a clone) when the output already carries spikes."""
+    g = graph.clone()
+    out = g.output
+    src = g[out.inputs[0]]
+    if src.kind == "spike":
+        return g
+    node = Node(g.fresh_name("readout"), "fire", [src.name],
+                {"D": READOUT_D, "theta": float(threshold), "beta": 0.0, "norm": 1.0, "rounding": "floor",
+                 "stateful": True})
+    g.insert_before(out.name, node)
+    out.inputs = [node.name]
+    return g.infer()
+
+
+def _chain(g: Graph, consumer: Node, problems: list[str]) -> tuple[Node | None, list[Node]]:
+    """Walk back from `consumer` to its spike source; None when the tree is not a single chain."""
+    chain: list[Node] = []
+    cur = g[consumer.inputs[0]]
+    while cur.op not in ("fire", "input"):
+        if cur.op == "spike_product":
+            problems.append(f"node {cur.name}: spike product (attention) of {len(cur.inputs)} spike tensors "
+                            f"{cur.inputs} feeding {consumer.name}: Speck cores only convolve, they cannot "
+                            f"multiply spike tensors")
+            return None, chain
+        if len(cur.inputs) != 1:
+            problems.append(f"node {cur.name}: {consumer.name} takes fan-in from {len(cur.inputs)} projections "
+                            f"({', '.join(cur.inputs)}); a Speck core has one kernel per layer, residual merges "
+                            f"are not lowered")
+            return None, chain
+        chain.append(cur)
+        cur = g[cur.inputs[0]]
+    chain.reverse()
+    return cur, chain
+
+
+def _channel_vector(v: np.ndarray, shape: tuple) -> np.ndarray | None:
+    """`v` broadcast to `shape` ((C,H,W) or (C,)) as a per-channel vector, or None if it varies over space."""
+    full = np.broadcast_to(v, shape).reshape(shape[0], -1)
+    if np.all(full == full[:, :1]):
+        return full[:, 0].copy()
+    return None
+
+
+def lower_population(g: Graph, consumer: Node, problems: list[str], readout_threshold: float = 1.0
+                     ) -> SpeckLayer | None:
+    """One Speck layer for `consumer` (a fire node, or the output node for a readout)."""
+    n_before = len(problems)
+    source, chain = _chain(g, consumer, problems)
+    if source is None:
+        return None
+    readout = consumer.op == "output"
+    where = f"layer {consumer.name if not readout else 'readout'}"
+    shape = _as_chw(source.shape)
+    if shape is None:
+        problems.append(f"{where}: source {source.name} has shape {source.shape}; Speck layers take (C, H, W) maps")
+        return None
+    pool, wscale = 1, 1.0
+    weight = bias = None
+    stride, padding = (1, 1), (0, 0)
+    cover, covered_by = None, ""  # (C, H, W) the next linear's kernel covers, after a flatten or global mean
+    for n in chain:
+        if weight is None:
+            if n.op == "pool":
+                k, s, p = n.attrs["kernel"], n.attrs["stride"], n.attrs["padding"]
+                if k[0] != k[1] or tuple(s) != tuple(k) or any(p):
+                    problems.append(f"node {n.name}: pooling kernel {k} stride {s} padding {p} feeding {where}; "
+                                    f"Speck pools are square sum pools with stride = kernel and no padding")
+                pool *= k[0]
+                if n.attrs["mode"] == "avg":
+                    wscale /= k[0] * k[1]
+                elif n.attrs["mode"] != "sum":
+                    problems.append(f"node {n.name}: {n.attrs['mode']} pooling; Speck pools by summing")
+                shape = (shape[0],) + tuple(n.shape[1:])
+            elif n.op == "reshape" and len(n.shape) == 1 and len(shape) == 3 and cover is None:
+                cover, covered_by = shape, "flatten"  # (C, H, W) -> C*H*W, consumed by a linear
+            elif n.op in ("reshape", "permute") and _as_chw(n.shape) == shape:
+                pass  # (C,) <-> (C, 1, 1): no data movement
+            elif n.op == "mean" and tuple(n.attrs["dims"]) == (1, 2) and len(g[n.inputs[0]].shape) == 3:
+                cover, covered_by = shape, "mean"
+                wscale /= shape[1] * shape[2]
+            elif n.op == "conv":
+                w = n.params["weight"]
+                if w.ndim != 4:
+                    problems.append(f"node {n.name}: {w.ndim - 2}-d convolution; Speck cores convolve 2-d maps")
+                    return None
+                if any(d != 1 for d in n.attrs["dilation"]):
+                    problems.append(f"node {n.name}: dilation {n.attrs['dilation']}; Speck kernels are dense")
+                groups = n.attrs["groups"]
+                if groups != 1:  # dense equivalent: zero blocks off the diagonal
+                    co, cig = w.shape[:2]
+                    dense = np.zeros((co, cig * groups) + w.shape[2:])
+                    per = co // groups
+                    for gi in range(groups):
+                        dense[gi * per:(gi + 1) * per, gi * cig:(gi + 1) * cig] = w[gi * per:(gi + 1) * per]
+                    w = dense
+                weight = w * wscale
+                stride, padding = tuple(n.attrs["stride"]), tuple(n.attrs["padding"])
+                bias = n.params.get("bias")
+                shape = tuple(n.shape)
+            elif n.op == "linear":
+                w = n.params["weight"]
+                if cover is not None:
+                    c, h, wd = cover
+                    if covered_by == "mean":
+                        weight = np.broadcast_to(w[:, :, None, None], (w.shape[0], c, h, wd)) * wscale
+                    else:
+                        weight = w.reshape(w.shape[0], c, h, wd) * wscale
+                elif shape[1:] == (1, 1):
+                    weight = w[:, :, None, None] * wscale
+                else:
+                    problems.append(f"node {n.name}: linear on the last axis of a {shape} map feeding {where}; "
+                                    f"flatten or globally pool it first (a Speck Linear is a conv covering its input)")
+                    return None
+                bias = n.params.get("bias")
+                shape = (w.shape[0], 1, 1)
+            else:
+                problems.append(f"node {n.name}: {n.op} {tuple(n.shape)} on spikes before the synaptic op of "
+                                f"{where} has no Speck equivalent")
+                return None
+        else:
+            if n.op == "scale":
+                f = _channel_vector(n.params["factor"], tuple(n.shape))
+                if f is None:
+                    problems.append(f"node {n.name}: scale of shape {n.params['factor'].shape} varies over space; "
+                                    f"only per-channel scales fold into Speck weights")
+                    return None
+                weight = weight * f[:, None, None, None]
+                bias = None if bias is None else bias * f
+            elif n.op in ("reshape", "permute") and int(np.prod(n.shape)) == int(np.prod(shape)) and (
+                    n.op == "reshape" or shape[1:] == (1, 1)):
+                pass  # output layout only: element order is unchanged
+            else:
+                problems.append(f"node {n.name}: {n.op} on the current after the synaptic op of {where}; "
+                                f"a Speck core applies one convolution (pool spikes, not currents)")
+                return None
+    if weight is None:
+        problems.append(f"{where}: no conv or linear between source {source.name} and the neurons")
+        return None
+    if len(problems) > n_before:
+        return None
+    if readout:
+        theta, beta, D, const = float(readout_threshold), 0.0, None, None
+    else:
+        a = consumer.attrs
+        if a["rounding"] != "floor" or a["norm"] != 1.0:
+            problems.append(f"layer {consumer.name}: neuron rounding {a['rounding']} norm {a['norm']}; "
+                            f"lower the deployed graph (pipeline 'deploy': floor, norm 1)")
+        if not a["stateful"] and g.T > 1:
+            problems.append(f"layer {consumer.name}: stateless neuron over T={g.T} timesteps; Speck membranes "
+                            f"carry over (stateful integrate-and-fire)")
+        theta, beta, D = float(a["theta"]), float(a["beta"]), int(a["D"])
+        const = consumer.params.get("bias")
+    if const is not None:
+        vec = _channel_vector(const, consumer.shape if len(consumer.shape) != 1 else (consumer.shape[0],))
+        if vec is None:
+            problems.append(f"layer {consumer.name}: constant current varies over space "
+                            f"(shape {const.shape}); Speck biases are one value per channel")
+            return None
+        bias = vec if bias is None else bias + vec
+    if bias is not None and not np.any(bias):
+        bias = None
+    c, hi, wi = _as_chw(source.shape)
+    in_shape = (c, hi // pool, wi // pool)
+    out_shape = (int(weight.shape[0]),) + _conv_out(in_shape, weight, stride, padding)
+    return SpeckLayer(consumer.name if not readout else "readout", source.name, pool, in_shape, out_shape,
+                      np.ascontiguousarray(weight, dtype=np.float64), stride, padding,
+                      None if bias is None else np.asarray(bias, dtype=np.float64), theta, beta, D, readout,
+                      [n.name for n in chain])
+
+
+def _conv_out(in_shape: tuple, weight: np.ndarray, stride: tuple, padding: tuple) -> tuple:
+    _, h, w = in_shape
+    kh, kw = weight.shape[2:]
+    return ((h + 2 * padding[0] - kh) // stride[0] + 1, (w + 2 * padding[1] - kw) // stride[1] + 1)
+
+
+def lower(graph: Graph, readout_threshold: float = 1.0) -> Lowered:
+    """All Speck layers of a deployed graph, in graph order, and every structural problem."""
+    g = graph
+    problems: list[str] = []
+    inputs = g.inputs
+    inp = inputs[0]
+    if len(inputs) != 1:
+        problems.append(f"graph has {len(inputs)} inputs; Speck takes one event stream")
+    if inp.kind != "spike":
+        problems.append(f"input {inp.name}: real-valued input (kind '{inp.kind}') of shape {inp.shape}; Speck "
+                        f"takes events: encode the input as spikes (compile with --input-kind spike)")
+    in_shape = _as_chw(inp.shape) or tuple(inp.shape)
+    layers: list[SpeckLayer] = []
+    for n in g.nodes:
+        if n.op == "fire":
+            lay = lower_population(g, n, problems, readout_threshold)
+            if lay is not None:
+                layers.append(lay)
+    out = g.output
+    src = g[out.inputs[0]]
+    output_layer = None
+    if src.kind == "current":
+        lay = lower_population(g, out, problems, readout_threshold)
+        if lay is not None:
+            layers.append(lay)
+            output_layer = lay.name
+    else:
+        while src.op not in ("fire", "input") and len(src.inputs) == 1:
+            src = g[src.inputs[0]]
+        output_layer = src.name if src.op == "fire" else None
+    return Lowered(layers, problems, inp.name, in_shape, output_layer)
+
+
+def layers_to_graph(low: Lowered, T: int, params: dict[str, dict] | None = None) -> Graph:
+    """The lowered network as an snncc graph (pool -> conv -> stateful floor fire per layer), so the
+    reference executor can run exactly what the chip is configured with. `params` overrides, per
+    layer, `weight`, `bias`, `theta`, `beta` (the quantised integers)."""
+    params = params or {}
+    nodes = [Node(low.input_name, "input", [], {"kind": "spike", "shape": tuple(low.input_shape)})]
+    for lay in low.layers:
+        p = params.get(lay.name, {})
+        src = lay.source
+        if lay.pool > 1:
+            nodes.append(Node(f"{lay.name}.pool", "pool", [src], {"mode": "sum", "kernel": (lay.pool, lay.pool),
+                                                                 "stride": (lay.pool, lay.pool)}))
+            src = f"{lay.name}.pool"
+        nodes.append(Node(f"{lay.name}.conv", "conv", [src], {"stride": lay.stride, "padding": lay.padding,
+                                                             "dilation": (1, 1)},
+                          {"weight": p.get("weight", lay.weight)}))
+        bias = p.get("bias", lay.bias)
+        fparams = {} if bias is None else {"bias": np.asarray(bias, dtype=np.float64).reshape(-1, 1, 1)}
+        nodes.append(Node(lay.name, "fire", [f"{lay.name}.conv"],
+                          {"D": lay.D if lay.D is not None else READOUT_D, "theta": float(p.get("theta", lay.theta)),
+                           "beta": float(p.get("beta", lay.beta)), "norm": 1.0, "rounding": "floor",
+                           "stateful": True}, fparams))
+    nodes.append(Node("output", "output", [low.output_layer or low.layers[-1].name]))
+    return Graph(nodes, T=T).infer()

@@ -1,0 +1,180 @@
+"""target: `SpeckTarget`, the snncc plugin object (entry point `snncc.targets: speck`).
+
+`check` lists every Speck rule a deployed graph breaks (structure, per-layer limits, routing,
+memory placement, quantisation); `explain` prints the full compatibility report with the memory
+and placement tables; `emit` writes `speck_config.json` (documented per-core chip configuration)
+and `sinabs_model.json` + `sinabs_model.npz` (the quantised sinabs network, rebuilt with
+`snncc_speck.sinabs_net.loads`). Options (`target_options`): `readout_threshold` (float, 1.0:
+threshold of the readout layer added for a current-valued output, in the output's units),
+`scale_policy` ('max' | 'pow2'), `chip` (data file name, 'speck'), `samna` (bool: also write
+`samna_config.txt` through sinabs when a real samna is importable; untested here).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from snncc.errors import TargetError
+from snncc.ir.graph import Graph
+
+from snncc_speck import config as chip_config_mod
+from snncc_speck import sinabs_net
+from snncc_speck.chip import Chip, load_chip
+from snncc_speck.lower import Lowered, SpeckLayer, lower
+from snncc_speck.mapping import Placement, core_table, memory_problems, memory_table, place
+from snncc_speck.quantize import LayerQuant, quantization_problems, quantization_table, quantize
+
+
+@dataclass
+class Analysis:
+    chip: Chip
+    lowered: Lowered
+    placement: Placement
+    quant: dict[str, LayerQuant]
+    problems: list[str]
+
+
+def layer_problems(lay: SpeckLayer, chip: Chip) -> list[str]:
+    L = chip.limits
+    out = []
+    kh, kw = lay.kernel
+    w = f"layer {lay.name}"
+    if kh != kw:
+        out.append(f"{w}: kernel {kh}x{kw} is not square")
+    if max(kh, kw) > L["max_kernel"]:
+        out.append(f"{w}: kernel {kh}x{kw} > {L['max_kernel']}x{L['max_kernel']}")
+    if any(s not in L["strides"] for s in lay.stride):
+        out.append(f"{w}: stride {lay.stride[0]}x{lay.stride[1]} not in {'/'.join(map(str, L['strides']))}")
+    if max(lay.padding) > L["max_padding"]:
+        out.append(f"{w}: padding {lay.padding[0]}x{lay.padding[1]} > {L['max_padding']}")
+    for what, c in (("input", lay.c_in), ("output", lay.c_out)):
+        if c > L["max_channels"]:
+            out.append(f"{w}: {c} {what} channels > {L['max_channels']}")
+    mh, mw = L["max_output_map"]
+    if lay.out_shape[1] > mh or lay.out_shape[2] > mw:
+        out.append(f"{w}: output map {lay.out_shape[1]}x{lay.out_shape[2]} > {mh}x{mw}")
+    if lay.pool not in L["pooling"]:
+        out.append(f"{w}: sum pooling {lay.pool} on the way from {lay.source} not in "
+                   f"{'/'.join(map(str, L['pooling']))}")
+    return out
+
+
+def analyse(graph: Graph, options: dict | None = None) -> Analysis:
+    options = options or {}
+    chip = load_chip(options.get("chip", "speck"))
+    L = chip.limits
+    low = lower(graph, float(options.get("readout_threshold", 1.0)))
+    problems = list(low.problems)
+    inp = graph.inputs[0]
+    mh, mw = L["max_input"]
+    if len(low.input_shape) == 3 and (low.input_shape[1] > mh or low.input_shape[2] > mw):
+        problems.append(f"input {inp.name}: {low.input_shape[1]}x{low.input_shape[2]} > {mh}x{mw}")
+    if len(low.layers) > L["max_layers"]:
+        problems.append(f"model has {len(low.layers)} conv layers ({', '.join(l.name for l in low.layers)}) "
+                        f"> {L['max_layers']} cores")
+    for lay in low.layers:
+        problems += layer_problems(lay, chip)
+    dests: dict[str, list[str]] = {}
+    for lay in low.layers:
+        dests.setdefault(lay.source, []).append(lay.name)
+    for src, ds in dests.items():
+        if len(ds) > L["max_destinations"]:
+            problems.append(f"{'input' if src == low.input_name else 'layer'} {src}: {len(ds)} destinations "
+                            f"({', '.join(ds)}) > {L['max_destinations']} per core")
+    placement = place(low.layers, chip)
+    mem = memory_problems(low.layers, placement, chip)
+    if len(low.layers) > L["max_layers"]:  # the layer count already says it; keep per-layer misfits only
+        mem = [m for m in mem if not m.startswith("placement:")]
+    problems += mem
+    quant = quantize(low.layers, chip, options.get("scale_policy", "max"))
+    problems += quantization_problems(quant)
+    return Analysis(chip, low, placement, quant, problems)
+
+
+def _fmt_shape(s) -> str:
+    return "x".join(map(str, s))
+
+
+def layer_table(low: Lowered) -> str:
+    from snncc_speck.mapping import _table
+
+    rows = [("layer", "source", "pool", "input", "kernel", "stride", "pad", "output", "theta", "beta", "D", "bias",
+             "absorbs")]
+    for l in low.layers:
+        rows.append((l.name + (" (readout)" if l.readout else ""), l.source, str(l.pool), _fmt_shape(l.in_shape),
+                     _fmt_shape(l.kernel), _fmt_shape(l.stride), _fmt_shape(l.padding), _fmt_shape(l.out_shape),
+                     f"{l.theta:.6g}", f"{l.beta:.6g}", "-" if l.D is None else str(l.D),
+                     "yes" if l.bias is not None else "no", ",".join(l.nodes)))
+    return _table(rows)
+
+
+class SpeckTarget:
+    name = "speck"
+    description = "SynSense Speck through sinabs 3.1.3 (9 conv cores, 8-bit weights, 16-bit membranes)"
+
+    def check(self, graph: Graph) -> list[str]:
+        return analyse(graph).problems
+
+    def explain(self, graph: Graph, options: dict | None = None) -> str:
+        a = analyse(graph, options)
+        low = a.lowered
+        lines = [f"# Speck compatibility report (chip '{a.chip.name}', sinabs {self.versions()['sinabs']})", ""]
+        if a.problems:
+            lines.append(f"does NOT fit: {len(a.problems)} problem(s)")
+            lines += [f"  - {p}" for p in a.problems]
+        else:
+            lines.append(f"fits: {len(low.layers)} layer(s) on {len(a.placement.cores)} of "
+                         f"{len(a.chip.cores)} cores")
+        lines += ["", f"input {low.input_name}: {_fmt_shape(low.input_shape)} events ({graph.inputs[0].kind}); "
+                      f"output from layer {low.output_layer}; T={graph.T}", ""]
+        if low.layers:
+            lines += ["## layers (one core each)", layer_table(low), "",
+                      "## memory per layer (entries)",
+                      f"kernel = {a.chip.memory_formulas['kernel']}; neuron = {a.chip.memory_formulas['neuron']}; "
+                      f"bias = {a.chip.memory_formulas['bias']}",
+                      memory_table(low.layers, a.placement), "",
+                      "## placement" if a.placement.fits else "## memory per core (placement failed)",
+                      core_table(low.layers, a.placement, a.chip), "",
+                      "## quantisation (8-bit weights, 16-bit threshold/membrane, one scale per layer)",
+                      quantization_table(a.quant), ""]
+        biased = [l.name for l in low.layers if l.bias is not None]
+        if biased:
+            lines.append(f"constant currents on {', '.join(biased)}: the sinabs network adds them every timestep; "
+                         f"Speck applies biases as a leak on its own slow clock (leak_enable), so on-chip "
+                         f"timing differs and biases cost power.")
+        lines.append("neuron policy: the sinabs network fires floor(v/theta) spikes per step (at most D) with "
+                     "subtractive reset, the deployed graph's integer model; Speck hardware emits one spike per "
+                     "input event, so on-chip counts can be lower (DESIGN 3).")
+        return "\n".join(lines) + "\n"
+
+    def emit(self, graph: Graph, options: dict) -> dict[str, bytes]:
+        options = dict(options or {})
+        a = analyse(graph, options)
+        if a.problems:
+            raise TargetError(
+                f"model does not fit Speck ({len(a.problems)} problem(s)):\n"
+                + "\n".join(f"  - {p}" for p in a.problems)
+                + "\nmemory per core:\n" + core_table(a.lowered.layers, a.placement, a.chip)
+                + "\nmemory per layer:\n" + memory_table(a.lowered.layers, a.placement),
+                where="target speck", hint="see `snncc compile --target speck --explain`")
+        import json
+
+        cfg = chip_config_mod.chip_config(a.lowered, a.placement, a.quant, graph.T, a.chip.name, self.versions())
+        spec, arrays = sinabs_net.network_spec(a.lowered, graph.T, a.quant)
+        doc, npz = sinabs_net.dumps(spec, arrays)
+        files = {"speck_config.json": json.dumps(cfg, indent=1, sort_keys=True).encode(),
+                 "sinabs_model.json": doc, "sinabs_model.npz": npz}
+        if options.get("samna") and chip_config_mod.samna_available():  # pragma: no cover - no real samna here
+            files["samna_config.txt"] = str(chip_config_mod.samna_configuration(cfg)).encode()
+        return files
+
+    def versions(self) -> dict:
+        from importlib.metadata import PackageNotFoundError, version
+
+        out = {}
+        for pkg in ("sinabs", "networkx", "samna"):
+            try:
+                out[pkg] = version(pkg)
+            except PackageNotFoundError:
+                out[pkg] = "not installed"
+        return out

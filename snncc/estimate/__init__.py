@@ -1,0 +1,13 @@
+"""Operation, bandwidth, latency and energy estimates of a deployed graph (DESIGN 6).
+
+`analyze(graph)` reads populations, projections and real fan-out maps once (plan.py);
+`Estimator` accumulates spike statistics over a dataset (estimator.py); chip figures come from
+data files with sources (profile.py, profiles/*.json); `Report.table()` / `to_markdown()` print.
+"""
+
+from snncc.estimate.estimator import Estimator, LinkStats, PopulationStats, Report, estimate
+from snncc.estimate.plan import Plan, Population, ProductNode, Projection, analyze, coincidences
+from snncc.estimate.profile import Figure, Profile, available_profiles, load_profile
+
+__all__ = ["Estimator", "Report", "PopulationStats", "LinkStats", "estimate", "analyze", "Plan", "Population",
+           "Projection", "ProductNode", "coincidences", "load_profile", "Profile", "Figure", "available_profiles"]

@@ -1,0 +1,459 @@
+"""The dynamic half of the estimator: accumulate spike counts over a dataset, then turn them into
+operation counts, bandwidth, latency, energy and power for a chip profile.
+
+`Estimator` keeps running sums and maxima only (per population, per projection, per spike
+product), so its memory does not grow with the number of batches. Feed it either the `counts`
+of `snncc.sim.reference.run` (`update`) or raw inputs (`observe`, which runs the reference
+executor itself and also sees each of the T windows separately). `report()` returns a `Report`
+of per-sample means.
+
+Definitions (per sample; a window is one training timestep = D sub-steps):
+- spikes: sum of integer spike counts (n counts as n spikes); firing rate = spikes / (neurons*D*T).
+- SOPs into a population: sum over its synaptic projections of sum_j spikes_j * fanout_j.
+- spike products: multiply-free coincidence operations (`plan.coincidences`).
+- MACs: dense host multiply-accumulates of ops on the real-valued input, per timestep x T.
+- neuron updates: neurons * D * T; active updates = sub-steps in which a neuron spikes (= spikes).
+- routed messages: spikes * number of destination populations (the output readout included).
+- latency: sum of D along the longest population path (sub-steps), x the profile's sub-step time.
+Energy (per sample) by profile formula:
+- mac_ac: E_MAC * MACs + E_AC * (SOPs + spike products)
+- loihi: E_SOP * (SOPs + spike products) + E_active * active updates + E_inactive * inactive updates
+  + (E_spike_tile + E_hop * hops_per_message) * messages   (host MACs are off-chip, not included)
+- speck: P_static * t_sample (+ E_SOP * SOPs if the profile gives E_SOP), t_sample = 1/rate when a
+  rate is given, else the latency in seconds.
+Average power at `rate` samples/s = dynamic energy per sample * rate + static power.
+Bandwidth: events per window per population and per link; the peak event rate is the largest
+number of events one population emits in one window divided by the window's duration (D x sub-step
+time); SynOps/s per population = SOPs in one window / window duration (peak) and SOPs per sample
+x rate (average), per core against `synops_per_s_per_core`; a population that exceeds it is
+listed in `warnings` (the core would stall).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import numpy as np
+import torch
+
+from snncc.errors import SnnccError
+from snncc.estimate.plan import Plan, analyze, coincidences
+from snncc.estimate.profile import Profile, load_profile
+from snncc.ir.graph import Graph, Node
+from snncc.sim.reference import Interpreter
+
+
+def _np(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().to(torch.float64).cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+class _Recorder(Interpreter):
+    """The reference executor, also keeping each window's spike counts and spike-product costs."""
+
+    def __init__(self, graph: Graph, products: set[str], dtype=torch.float64):
+        super().__init__(graph, dtype)
+        self.products = products
+        self.windows: dict[str, list[torch.Tensor]] = {}
+        self.coinc: dict[str, torch.Tensor] = {}
+
+    def run(self, x, keep_values: bool = False):
+        self.windows, self.coinc, self.ties = {}, {}, {}
+        return super().run(x, keep_values)
+
+    def op_fire(self, n: Node, u):
+        cnt, y = super().op_fire(n, u)
+        self.windows.setdefault(n.name, []).append(cnt)
+        return cnt, y
+
+    def op_spike_product(self, n: Node, *xs):
+        if n.name in self.products:
+            c = coincidences(list(xs), n.attrs["order"])
+            self.coinc[n.name] = c if n.name not in self.coinc else self.coinc[n.name] + c
+        return super().op_spike_product(n, *xs)
+
+
+class Estimator:
+    """Streaming operation counts over a dataset for one deployed graph (synaptic normal form)."""
+
+    def __init__(self, graph: Graph | Plan, profile: str | Profile | None = None):
+        self.plan = graph if isinstance(graph, Plan) else analyze(graph)
+        self.profile = load_profile(profile) if profile is not None else None
+        g = self.plan.graph
+        self.T = self.plan.T
+        self._fanout = {i: torch.as_tensor(p.fanout) for i, p in enumerate(self.plan.projections)
+                        if p.kind == "synaptic"}
+        self._spike_inputs = [p for p in self.plan.populations.values() if p.role == "spike_input"]
+        self._layout = {pr.node: [self._layout_chain(g, o) for o in pr.operands] for pr in self.plan.products}
+        self._interp: dict[torch.dtype, _Recorder] = {}  # parameters converted once, not per batch
+        self.reset()
+
+    def _recorder(self, dtype: torch.dtype) -> _Recorder:
+        if dtype not in self._interp:
+            self._interp[dtype] = _Recorder(self.plan.graph, {pr.node for pr in self.plan.products}, dtype)
+        return self._interp[dtype]
+
+    @staticmethod
+    def _layout_chain(g: Graph, name: str) -> list[Node]:
+        chain = []
+        n = g[name]
+        while n.op not in ("fire", "input"):
+            chain.append(n)
+            n = g[n.inputs[0]]
+        return list(reversed(chain))
+
+    def reset(self) -> None:
+        self.samples = 0
+        self.spikes: dict[str, float] = {p: 0.0 for p in self.plan.populations}
+        self.peak_window_events: dict[str, float] = {p: 0.0 for p in self.plan.populations}
+        self.sops: dict[int, float] = {i: 0.0 for i in self._fanout}
+        self.peak_window_sops: dict[int, float] = {i: 0.0 for i in self._fanout}
+        self.products: dict[str, float] = {pr.node: 0.0 for pr in self.plan.products}
+        self.windows_exact = self.T == 1
+
+    # ---- feeding ---------------------------------------------------------------------------
+    def update(self, counts: dict, inputs=None, *, _windows: dict | None = None,
+               _products: dict | None = None) -> None:
+        """Add one batch: `counts` as returned by `reference.run` (fire -> (B, *shape), summed over
+        T). A graph with a spike input also needs `inputs` ((B, *shape) repeated over T, or
+        (T, B, *shape)). For T > 1 with spike products use `observe`: counts summed over T cannot
+        give per-window coincidences."""
+        plan = self.plan
+        per_window: dict[str, list[np.ndarray]] = {}
+        for name, pop in plan.populations.items():
+            if pop.role == "fire":
+                if _windows is not None:
+                    per_window[name] = [_np(w) for w in _windows[name]]
+                else:
+                    if name not in counts:
+                        raise SnnccError(f"no spike counts for population {name!r}", where="estimate",
+                                         hint="pass the counts of snncc.sim.reference.run on the deployed graph")
+                    per_window[name] = [_np(counts[name])]
+        for pop in self._spike_inputs:
+            if inputs is None:
+                raise SnnccError(f"graph has a spike input {pop.name!r}; pass its spikes as `inputs`",
+                                 where="estimate")
+            x = _np(inputs)
+            if x.ndim == len(pop.shape) + 2:
+                per_window[pop.name] = list(x) if _windows is not None else [x.sum(0)]
+            else:
+                per_window[pop.name] = [x] * self.T if _windows is not None else [x * self.T]
+        batch = None
+        for name, ws in per_window.items():
+            expect = tuple(plan.populations[name].shape)
+            for w in ws:
+                if tuple(w.shape[1:]) != expect:
+                    raise SnnccError(f"spike counts of shape {tuple(w.shape)} for a population of shape {expect}",
+                                     where=f"population {name}", hint="counts are (B, *shape)")
+            b = ws[0].shape[0]
+            if batch is not None and b != batch:
+                raise SnnccError(f"batch sizes differ ({b} vs {batch})", where=f"population {name}")
+            batch = b
+        if batch is None:
+            return
+        exact_windows = _windows is not None or self.T == 1
+        for name, ws in per_window.items():
+            tot = np.stack([w.reshape(batch, -1).sum(1) for w in ws])  # (W, B)
+            self.spikes[name] += float(tot.sum())
+            self.peak_window_events[name] = max(self.peak_window_events[name], float(tot.max()))
+        for i, proj in enumerate(plan.projections):
+            if i not in self._fanout:
+                continue
+            fan = self._fanout[i].numpy()
+            per = np.stack([(w * fan).reshape(batch, -1).sum(1) for w in per_window[proj.source]])
+            self.sops[i] += float(per.sum())
+            self.peak_window_sops[i] = max(self.peak_window_sops[i], float(per.max()))
+        if plan.products:
+            if _products is None:
+                if self.T > 1:
+                    raise SnnccError("spike-product costs need each window's spikes; counts are summed over T",
+                                     where="estimate", hint="use Estimator.observe(x) for T > 1")
+                _products = self._products_from_counts(per_window)
+            for k, v in _products.items():
+                self.products[k] += float(_np(v).sum())
+        self.windows_exact = self.windows_exact and exact_windows if self.samples else exact_windows
+        self.samples += batch
+
+    def _products_from_counts(self, per_window: dict) -> dict:
+        interp = self._recorder(torch.float64)
+        out = {}
+        for pr in self.plan.products:
+            xs = []
+            for chain, src in zip(self._layout[pr.node], pr.sources):
+                x = torch.as_tensor(per_window[src][0])
+                for n in chain:
+                    x = getattr(interp, f"op_{n.op}")(n, x)
+                xs.append(x)
+            out[pr.node] = coincidences(xs, pr.order)
+        return out
+
+    def observe(self, x, dtype: torch.dtype = torch.float64):
+        """Run the reference executor on a batch and add its statistics (exact per window)."""
+        rec = self._recorder(dtype)
+        with torch.no_grad():
+            res = rec.run(x)
+        self.update(res.counts, inputs=x if self._spike_inputs else None, _windows=rec.windows,
+                    _products=rec.coinc)
+        return res
+
+    def run(self, batches: Iterable, progress: bool = False, total: int | None = None) -> "Estimator":
+        """Observe every batch of an iterable (x, or (x, label, ...) tuples), optionally with tqdm."""
+        it = batches
+        if progress:
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                raise SnnccError("progress bar needs tqdm", where="estimate", hint="pip install tqdm") from None
+            it = tqdm(batches, total=total, desc="estimate", unit="batch")
+        for b in it:
+            x = b[0] if isinstance(b, (tuple, list)) else b
+            self.observe(x)
+        return self
+
+    # ---- results ---------------------------------------------------------------------------
+    def report(self, rate: float | None = None, substep_time: float | None = None) -> "Report":
+        """Per-sample means. `rate`: input samples/s for average power and SynOps/s; `substep_time`
+        (s) overrides the profile's sub-step duration."""
+        if self.samples == 0:
+            raise SnnccError("no samples observed", where="estimate", hint="call update/observe/run first")
+        return build_report(self, rate, substep_time)
+
+
+# ---- report --------------------------------------------------------------------------------
+@dataclass
+class PopulationStats:
+    name: str
+    role: str
+    neurons: int
+    D: int
+    spikes: float = 0.0
+    firing_rate: float = 0.0
+    sops_in: float = 0.0
+    spike_products_in: float = 0.0
+    macs_in: float = 0.0
+    neuron_updates: float = 0.0
+    destinations: int = 0
+    messages: float = 0.0
+    events_per_window: float = 0.0
+    peak_window_events: float = 0.0
+    peak_event_rate: float | None = None  # events/s
+    synops_per_s: float | None = None  # average at the input rate
+    peak_synops_per_s: float | None = None  # one window's SOPs / window duration
+    cores: int = 1
+
+
+@dataclass
+class LinkStats:
+    source: str
+    target: str
+    kind: str  # synaptic | product | readout
+    events_per_window: float
+    sops: float  # per sample (synaptic only)
+    synapses: int
+    exact: bool = True
+
+
+@dataclass
+class Report:
+    samples: int
+    T: int
+    profile: Profile | None
+    rate: float | None
+    substep_time: float | None
+    populations: list[PopulationStats]
+    links: list[LinkStats]
+    totals: dict[str, float]
+    latency_substeps: int
+    sample_substeps: int
+    critical_path: list[str]
+    energy: dict[str, float] = field(default_factory=dict)  # J per sample, by term; 'total'
+    power: float | None = None  # W at `rate`
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    windows_exact: bool = True
+
+    @property
+    def latency_s(self) -> float | None:
+        return None if self.substep_time is None else self.latency_substeps * self.substep_time
+
+    def population(self, name: str) -> PopulationStats:
+        for p in self.populations:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def link(self, source: str, target: str) -> LinkStats:
+        for l in self.links:
+            if (l.source, l.target) == (source, target):
+                return l
+        raise KeyError((source, target))
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+        return {
+            "samples": self.samples, "T": self.T, "rate": self.rate, "substep_time": self.substep_time,
+            "profile": None if self.profile is None else {"name": self.profile.name, "formula": self.profile.formula,
+                                                           "figures": self.profile.sources()},
+            "populations": [asdict(p) for p in self.populations], "links": [asdict(l) for l in self.links],
+            "totals": dict(self.totals), "latency_substeps": self.latency_substeps,
+            "sample_substeps": self.sample_substeps, "latency_s": self.latency_s,
+            "critical_path": list(self.critical_path), "energy": dict(self.energy), "power": self.power,
+            "warnings": list(self.warnings), "notes": list(self.notes), "windows_exact": self.windows_exact,
+        }
+
+    def table(self) -> str:
+        from snncc.estimate.table import render
+        return render(self, markdown=False)
+
+    def to_markdown(self) -> str:
+        from snncc.estimate.table import render
+        return render(self, markdown=True)
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+def build_report(est: Estimator, rate: float | None, substep_time: float | None) -> Report:
+    plan, prof, n = est.plan, est.profile, est.samples
+    T = plan.T
+    tau = substep_time if substep_time is not None else (prof.si("substep_time") if prof else None)
+    warnings: list[str] = []
+    notes = list(plan.notes)
+    pops: dict[str, PopulationStats] = {}
+    for name, p in plan.populations.items():
+        s = est.spikes[name] / n
+        st = PopulationStats(name, p.role, p.neurons, p.D, spikes=s)
+        if p.role == "fire":
+            st.firing_rate = s / (p.neurons * p.D * T)
+            st.neuron_updates = float(p.neurons * p.D * T)
+        st.destinations = len(p.destinations)
+        st.messages = s * len(p.destinations)
+        st.events_per_window = s / T
+        st.peak_window_events = est.peak_window_events[name]
+        if prof is not None and prof.has("neurons_per_core") and p.role == "fire":
+            st.cores = max(1, math.ceil(p.neurons / prof.si("neurons_per_core")))
+        pops[name] = st
+    peak_sops_rate: dict[str, float] = {}
+    for i, proj in enumerate(plan.projections):
+        tgt = pops[proj.target]
+        if proj.kind == "host":
+            tgt.macs_in += proj.macs * T
+            continue
+        if proj.kind == "readout":
+            continue
+        tgt.sops_in += est.sops[i] / n
+        if tau:
+            d = plan.populations[proj.source].D or plan.populations[proj.target].D or 1
+            peak_sops_rate[proj.target] = peak_sops_rate.get(proj.target, 0.0) + est.peak_window_sops[i] / (d * tau)
+    for pr in plan.products:
+        pops[pr.target].spike_products_in += est.products[pr.node] / n
+    for name, st in pops.items():
+        p = plan.populations[name]
+        # a spike input has no D of its own: its events arrive within its destinations' window
+        d = st.D or max((plan.populations[t].D for t in p.destinations), default=0) or 1
+        if tau:
+            st.peak_event_rate = st.peak_window_events / (d * tau)
+            st.peak_synops_per_s = peak_sops_rate.get(name, 0.0)
+        if rate is not None:
+            st.synops_per_s = st.sops_in * rate
+    links: list[LinkStats] = []
+    for i, proj in enumerate(plan.projections):
+        if proj.kind == "synaptic":
+            links.append(LinkStats(proj.source, proj.target, "synaptic", pops[proj.source].events_per_window,
+                                   est.sops[i] / n, proj.synapses, proj.exact))
+        elif proj.kind == "readout":
+            links.append(LinkStats(proj.source, proj.target, "readout", pops[proj.source].events_per_window, 0.0, 0))
+    for pr in plan.products:
+        for s in pr.sources:
+            if not any(l.source == s and l.target == pr.target for l in links):
+                links.append(LinkStats(s, pr.target, "product", pops[s].events_per_window, 0.0, 0))
+
+    fires = [p for p in pops.values() if p.role == "fire"]
+    totals = {
+        "spikes": sum(p.spikes for p in pops.values() if p.role != "output"),
+        "sops": sum(p.sops_in for p in pops.values()),
+        "spike_products": sum(p.spike_products_in for p in pops.values()),
+        "macs": sum(p.macs_in for p in pops.values()),
+        "neuron_updates": sum(p.neuron_updates for p in fires),
+        "active_updates": sum(p.spikes for p in fires),
+        "messages": sum(p.messages for p in pops.values()),
+        "neurons": sum(p.neurons for p in fires),
+        "synapses": sum(pr.synapses for pr in plan.projections),
+    }
+    latency_s = None if tau is None else plan.latency_substeps * tau
+    sample_s = None if tau is None else plan.sample_substeps * tau
+
+    energy: dict[str, float] = {}
+    power = None
+    if prof is not None:
+        energy, static_w = _energy(prof, totals, rate, sample_s, notes)
+        if rate is not None:
+            power = energy["dynamic"] * rate + static_w
+        if prof.has("synops_per_s_per_core"):
+            limit = prof.si("synops_per_s_per_core")
+            assumed = lambda k: prof.has(k) and prof.figures[k].source.lower().startswith("assumed")
+            for st in pops.values():
+                for label, v, basis in (("peak (one window)", st.peak_synops_per_s, ("synops_per_s_per_core",)
+                                         + (() if substep_time is not None else ("substep_time",))),
+                                        ("average at the input rate", st.synops_per_s, ("synops_per_s_per_core",))):
+                    if v is not None and v / st.cores > limit:
+                        guess = [k for k in basis if assumed(k)]
+                        warnings.append(f"{st.name}: {v / st.cores:.3g} SynOps/s per core {label} exceeds the "
+                                        f"{prof.name} limit {limit:.3g} SynOps/s; the core would stall"
+                                        + (f" (assumed figures: {', '.join(guess)})" if guess else ""))
+        if prof.has("cores") and prof.formula == "speck":
+            layers = len(fires)
+            if layers > prof.si("cores"):
+                warnings.append(f"{layers} populations for {int(prof.si('cores'))} cores (one layer per core)")
+        elif prof.has("cores"):
+            used = sum(p.cores for p in fires)
+            if used > prof.si("cores"):
+                warnings.append(f"{used} cores needed at {int(prof.si('neurons_per_core'))} neurons per core, "
+                                f"the chip has {int(prof.si('cores'))}")
+    if rate is not None and sample_s is not None and sample_s * rate > 1.0:
+        warnings.append(f"input rate {rate:g}/s exceeds the throughput of one sample every {sample_s:.3g} s")
+    if not est.windows_exact and T > 1:
+        notes.append("peak per-window figures are upper bounds: counts were summed over T (use observe)")
+    return Report(n, T, prof, rate, tau, list(pops.values()), links, totals, plan.latency_substeps,
+                  plan.sample_substeps, list(plan.critical_path), energy, power, warnings, notes, est.windows_exact)
+
+
+def _energy(prof: Profile, t: dict, rate, sample_s, notes: list[str]) -> tuple[dict, float]:
+    e: dict[str, float] = {}
+    static_w = prof.si("p_static", 0.0)
+    if prof.formula == "mac_ac":
+        e["mac"] = prof.si("e_mac") * t["macs"]
+        e["sop"] = prof.si("e_ac") * (t["sops"] + t["spike_products"])
+    elif prof.formula == "loihi":
+        e["sop"] = prof.si("e_sop") * (t["sops"] + t["spike_products"])
+        e["neuron_active"] = prof.si("e_neuron_update_active") * t["active_updates"]
+        e["neuron_inactive"] = prof.si("e_neuron_update_inactive") * (t["neuron_updates"] - t["active_updates"])
+        e["routing"] = (prof.si("e_spike_tile") + prof.si("e_hop") * prof.si("hops_per_message")) * t["messages"]
+        if t["macs"]:
+            notes.append(f"{t['macs']:.0f} host MACs per sample (encoding layer) are off-chip and not in the energy")
+    elif prof.formula == "speck":
+        if prof.has("e_sop"):
+            e["sop"] = prof.si("e_sop") * t["sops"]
+        else:
+            notes.append(f"profile {prof.name} gives no energy per SynOp: energy is static power x time only")
+    e["dynamic"] = sum(e.values())
+    if static_w:
+        dt = (1.0 / rate) if rate else sample_s
+        if dt is None:
+            notes.append("static power needs a time per sample: pass rate or a sub-step time")
+            e["static"] = 0.0
+        else:
+            e["static"] = static_w * dt
+    e["total"] = e["dynamic"] + e.get("static", 0.0)
+    return e, static_w
+
+
+def estimate(graph: Graph, x, profile: str | Profile | None = "45nm", rate: float | None = None,
+             substep_time: float | None = None) -> Report:
+    """One-shot: observe one batch `x` on the deployed `graph` and report."""
+    est = Estimator(graph, profile)
+    est.observe(x)
+    return est.report(rate, substep_time)
