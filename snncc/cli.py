@@ -1,4 +1,4 @@
-"""The `snncc` command line: compile, inspect, verify, targets.
+"""The `snncc` command line: compile, inspect, verify, simulate, estimate, targets.
 
 Every user-facing failure is one line on stderr (what, where, what to do) and exit code 2
 (1 for a verification mismatch); `--debug` shows the traceback instead.
@@ -65,6 +65,22 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--data", help=".npz with an array x of inputs (default: seeded random inputs)")
     v.add_argument("--seed", type=int, default=0)
 
+    sm = sub.add_parser("simulate", help="simulate a compiled artefact with the T x D synchronous simulator")
+    sm.add_argument("out", help="artefact folder")
+    sm.add_argument("--schedule", choices=["exact", "streaming", "both"], default="both")
+    sm.add_argument("--samples", type=int, default=16)
+    sm.add_argument("--data", help=".npz with an array x of inputs (default: seeded random inputs)")
+    sm.add_argument("--seed", type=int, default=0)
+
+    es = sub.add_parser("estimate", help="energy, latency and bandwidth of a compiled artefact")
+    es.add_argument("out", help="artefact folder")
+    es.add_argument("--profile", default="45nm", help="45nm, loihi, speck, or a profile JSON file")
+    es.add_argument("--samples", type=int, default=16)
+    es.add_argument("--data", help=".npz with an array x of inputs (default: seeded random inputs)")
+    es.add_argument("--seed", type=int, default=0)
+    es.add_argument("--rate", type=float, help="input samples per second, for average power")
+    es.add_argument("--markdown", help="also write the report as Markdown to this file")
+
     sub.add_parser("targets", help="list installed targets")
     return ap
 
@@ -125,6 +141,56 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def _inputs(args, graph) -> torch.Tensor:
+    shape = graph.inputs[0].shape
+    if args.data:
+        try:
+            with np.load(args.data, allow_pickle=False) as d:
+                return torch.as_tensor(d["x"][: args.samples], dtype=torch.float64)
+        except (OSError, KeyError, ValueError) as e:
+            raise LoadError(f"cannot read inputs ({e.__class__.__name__}: {e})", where=args.data,
+                            hint="pass an .npz holding an array named x") from None
+    gen = torch.Generator().manual_seed(args.seed)
+    if graph.inputs[0].kind == "spike":
+        return torch.randint(0, 3, (args.samples,) + shape, generator=gen).double()
+    return torch.randn((args.samples,) + shape, generator=gen, dtype=torch.float64) * 2
+
+
+def cmd_simulate(args) -> int:
+    from snncc.sim.reference import run
+    from snncc.sim.sync import compare_streaming, simulate
+
+    g = artifact.read_graph(args.out, "ir")
+    x = _inputs(args, g)
+    ref = run(g, x)
+    if args.schedule in ("exact", "both"):
+        r = simulate(g, x, "exact")
+        same = all(torch.equal(r.counts[k], ref.counts[k]) for k in ref.counts)
+        print(f"exact schedule: {len(x)} samples, latency {r.latency_substeps} sub-steps, "
+              f"spike counts {'==' if same else '!='} reference, max |output diff| "
+              f"{float((r.output - ref.output).abs().max()):.3g}")
+        if not same:
+            return 1
+    if args.schedule in ("streaming", "both"):
+        print(compare_streaming(g, x).table())
+    return 0
+
+
+def cmd_estimate(args) -> int:
+    from snncc.estimate import Estimator
+
+    g = artifact.read_graph(args.out, "ir")
+    x = _inputs(args, g)
+    est = Estimator(g, profile=args.profile)
+    est.observe(x)
+    rep = est.report(rate=args.rate)
+    print(rep.table())
+    if args.markdown:
+        artifact.write_text(args.markdown, rep.to_markdown())
+        print(f"wrote {args.markdown}")
+    return 0
+
+
 def cmd_verify(args) -> int:
     from snncc.passes.manager import run_pipeline
     from snncc.verify import compare
@@ -169,7 +235,8 @@ def cmd_targets(args) -> int:
     return 0
 
 
-COMMANDS = {"compile": cmd_compile, "inspect": cmd_inspect, "verify": cmd_verify, "targets": cmd_targets}
+COMMANDS = {"compile": cmd_compile, "inspect": cmd_inspect, "verify": cmd_verify, "simulate": cmd_simulate,
+            "estimate": cmd_estimate, "targets": cmd_targets}
 
 
 def main(argv: list[str] | None = None) -> int:

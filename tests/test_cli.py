@@ -131,3 +131,17 @@ def test_console_script_and_targets():
     assert p.returncode == 0 and p.stdout.startswith("") and "sim" in p.stdout
     p = subprocess.run([exe, "compile", "nope.pt2", "-o", "x"], capture_output=True, text=True)
     assert p.returncode == 2 and p.stderr.strip() == "snncc: error: nope.pt2: file not found"
+
+
+def test_simulate_and_estimate_artefact(files, capsys):
+    out = str(files["tmp"] / "s")
+    assert run_cli(capsys, "compile", files["pt2"], "-o", out)[0] == 0
+    code, o, e = run_cli(capsys, "simulate", out, "--samples", "4")
+    assert code == 0, e
+    assert "spike counts == reference" in o and "latency 12 sub-steps" in o
+    md = str(files["tmp"] / "est.md")
+    code, o, e = run_cli(capsys, "estimate", out, "--profile", "45nm", "--samples", "4", "--markdown", md)
+    assert code == 0, e
+    assert os.path.exists(md)
+    code, _, e = run_cli(capsys, "estimate", out, "--profile", "nope")
+    assert code == 2 and e.count("snncc: error") == 1
