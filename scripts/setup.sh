@@ -9,12 +9,18 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 PIP=".venv/bin/pip --disable-pip-version-check -q"
+# This machine's pip config names optional local indexes; hide pip's notes about the missing ones.
+exec 2> >(grep -v "^WARNING: Location 'file://" >&2)
 # torch first, pinned: a bare 'torch' requirement can pull a multi-GB CUDA build.
 $PIP install torch==2.13.0
 $PIP install -r requirements-dev.txt
 $PIP install --no-deps -e .
+# Chip backends are separate packages; one with an install.sh needs more than pip (lava-nc).
 for b in backends/speck backends/lava; do
-  if [ -f "$b/install.sh" ]; then bash "$b/install.sh" .venv; fi
-  if [ -f "$b/pyproject.toml" ]; then $PIP install --no-deps -e "$b"; fi
+  if [ -f "$b/install.sh" ]; then
+    bash "$b/install.sh" "$PWD/.venv/bin/pip"
+  elif [ -f "$b/pyproject.toml" ]; then
+    $PIP install --no-deps -e "$b"
+  fi
 done
 echo "[setup] ready: $(.venv/bin/python -c 'import torch, snncc; print("snncc", snncc.__version__, "torch", torch.__version__)')"

@@ -30,16 +30,19 @@ def sources(graph: Graph, name: str, _memo: dict | None = None) -> set[str]:
     return out
 
 
-def spike_driven(graph: Graph) -> dict[str, bool]:
-    """For every synaptic node: True when all its sources are spike tensors."""
+def spike_driven(graph: Graph) -> dict[str, bool | None]:
+    """For every synaptic node: True when all its sources are spike tensors, False for a weighted
+    op (conv, linear, spike product) fed by a real-valued current (it costs MACs), None for a
+    weightless op (pooling, mean, scale) on currents: normal form absorbs it into the projection."""
     memo: dict = {}
-    out = {}
+    out: dict[str, bool | None] = {}
     for n in graph.nodes:
         if n.spec.synaptic:
             srcs = set()
             for i in n.inputs:
                 srcs |= sources(graph, i, memo)
-            out[n.name] = all(graph[s].kind == SPIKE for s in srcs)
+            ok = all(graph[s].kind == SPIKE for s in srcs)
+            out[n.name] = ok if ok or n.op in WEIGHTED else None
     return out
 
 

@@ -11,7 +11,7 @@ def listing(graph: Graph) -> str:
     sd = spike_driven(graph)
     rows = [("node", "op", "kind", "shape", "inputs", "spike-driven", "details")]
     for n in graph.nodes:
-        flag = "" if n.name not in sd else ("yes" if sd[n.name] else "NO (MACs)")
+        flag = {True: "yes", False: "NO (MACs)", None: "absorbed"}[sd[n.name]] if n.name in sd else ""
         rows.append((n.name, n.op, n.kind, "x".join(map(str, n.shape)), ",".join(n.inputs), flag,
                      summarize(n.op, n.attrs, n.params)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]

@@ -1,7 +1,8 @@
 """attention_threshold: rewrite the constant scale around a spike product into the consuming
 neuron's threshold, so no multiplier is left on chip (DESIGN 2).
 
-Requires: a fire whose input is a chain of scalar `scale` nodes ending at a spike product,
+Requires: a fire whose input is a chain of scalar `scale` and layout (reshape/permute, as in
+multi-head attention) nodes ending at a spike product,
 every node in the chain used only by the next, total factor c > 0 (the product's own `scale`,
 which holds the folded 1/D factors of Q, K, V, times the chain's scalars).
 Changes: the fire sees the integer product directly; theta' = theta / c, beta' = beta / c and
@@ -23,9 +24,11 @@ def attention_threshold(graph: Graph) -> PassResult:
         chain = []
         c = 1.0
         cur = g[fire.inputs[0]]
-        while cur.op == "scale" and cur.params["factor"].size == 1 and single_user(g, cur.name, users) is not None:
-            c *= float(cur.params["factor"].reshape(-1)[0])
-            chain.append(cur)
+        while single_user(g, cur.name, users) is not None and (
+                cur.spec.layout or (cur.op == "scale" and cur.params["factor"].size == 1)):
+            if cur.op == "scale":
+                c *= float(cur.params["factor"].reshape(-1)[0])
+                chain.append(cur)
             cur = g[cur.inputs[0]]
         if cur.op != "spike_product" or single_user(g, cur.name, users) is None:
             continue

@@ -16,7 +16,7 @@ from snncc.passes.base import PassResult
 def check_spike_driven(graph: Graph, allow_macs: bool = False) -> PassResult:
     sd = spike_driven(graph)
     enc = set(encoding_nodes(graph))
-    bad = [n for n, ok in sd.items() if not ok and n not in enc]
+    bad = [n for n, ok in sd.items() if ok is False and n not in enc]
     if bad and not allow_macs:
         raise PassError(f"not spike-driven (fed by a real-valued current, would cost MACs on chip): {', '.join(bad)}",
                         where="check_spike_driven",

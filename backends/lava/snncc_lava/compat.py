@@ -1,0 +1,116 @@
+"""Checked compatibility shim that lets lava-nc 0.10.0 import on Python 3.11 (DESIGN 5).
+
+lava-nc 0.10.0 (the last release) declares Python < 3.11. On 3.11 importing it fails in
+`lava/magma/compiler/var_model.py`, whose dataclasses default fields to a shared `ByteEncoder()`
+instance; 3.11 rejects such mutable defaults. Instead of editing site-packages, `install()` puts a
+finder on `sys.meta_path` that, for that one module only, reads the installed source, checks that
+the distribution is exactly lava-nc 0.10.0 and that the file's sha256 is the one this shim was
+written against, rewrites the defaults to `field(default_factory=ByteEncoder)` in memory and
+executes the rewritten source as the module. Anything unexpected (another version, a modified
+file, a rewrite that does not apply) is a `TargetError`, never a silent change. On Python < 3.11
+nothing is patched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import re
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+from snncc.errors import TargetError
+
+LAVA_DIST = "lava-nc"
+LAVA_VERSION = "0.10.0"
+MODULE = "lava.magma.compiler.var_model"
+# sha256 of lava/magma/compiler/var_model.py as shipped in the lava-nc 0.10.0 wheel.
+EXPECTED_SHA256 = "3b8acb73dc3ff38d159065aa0339b90f371f99f162e68d10a3117afbd916afa8"
+# the three encoder dataclasses hold 8 such fields
+EXPECTED_FIELDS = 8
+
+_IMPORT_OLD = "from dataclasses import dataclass, InitVar\n"
+_IMPORT_NEW = "from dataclasses import dataclass, InitVar, field\n"
+_FIELD = re.compile(r"^(\s+\w+: ByteEncoder) = ByteEncoder\(\)$", re.M)
+
+HINT = f"run backends/lava/install.sh (installs {LAVA_DIST}=={LAVA_VERSION} unmodified)"
+
+
+def lava_version() -> str:
+    try:
+        return version(LAVA_DIST)
+    except PackageNotFoundError:
+        raise TargetError(f"{LAVA_DIST} is not installed; the Loihi target runs its networks in Lava",
+                          where="snncc_lava", hint=HINT) from None
+
+
+def patch_source(source: bytes, path: str, dist_version: str | None = None) -> str:
+    """Check `source` (the bytes of var_model.py at `path`) and return the rewritten text.
+
+    Raises TargetError naming the file when the version or the hash is not the expected one."""
+    dist_version = lava_version() if dist_version is None else dist_version
+    if dist_version != LAVA_VERSION:
+        raise TargetError(f"{LAVA_DIST} {dist_version} is installed; the Python 3.11 compatibility patch "
+                          f"is only verified for {LAVA_VERSION}", where=path, hint=HINT)
+    digest = hashlib.sha256(source).hexdigest()
+    if digest != EXPECTED_SHA256:
+        raise TargetError(f"unexpected content (sha256 {digest[:16]}..., expected {EXPECTED_SHA256[:16]}...); "
+                          f"refusing to patch a modified {MODULE}", where=path,
+                          hint=f"reinstall {LAVA_DIST}=={LAVA_VERSION} without local edits: " + HINT)
+    text = source.decode("utf-8")
+    if text.count(_IMPORT_OLD) != 1:
+        raise TargetError("dataclasses import line not found; cannot apply the patch", where=path, hint=HINT)
+    text = text.replace(_IMPORT_OLD, _IMPORT_NEW)
+    text, n = _FIELD.subn(r"\1 = field(default_factory=ByteEncoder)", text)
+    if n != EXPECTED_FIELDS:
+        raise TargetError(f"rewrote {n} ByteEncoder defaults, expected {EXPECTED_FIELDS}", where=path, hint=HINT)
+    return text
+
+
+class _PatchedLoader(importlib.abc.Loader):
+    def __init__(self, path: str):
+        self.path = path
+
+    def create_module(self, spec):
+        return None  # default module creation
+
+    def exec_module(self, module):
+        with open(self.path, "rb") as f:
+            source = f.read()
+        text = patch_source(source, self.path)
+        module.__file__ = self.path
+        exec(compile(text, self.path, "exec", dont_inherit=True), module.__dict__)
+
+
+class VarModelFinder(importlib.abc.MetaPathFinder):
+    """Finds the one lava module that needs the rewrite; every other import passes through."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != MODULE:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
+            raise TargetError(f"cannot locate the source of {MODULE}", where="sys.path", hint=HINT)
+        return importlib.util.spec_from_file_location(fullname, spec.origin, loader=_PatchedLoader(spec.origin))
+
+
+def needed() -> bool:
+    return sys.version_info >= (3, 11)
+
+
+def install() -> None:
+    """Make `import lava...` work; call before the first lava import. Idempotent."""
+    if not needed():
+        return
+    mod = sys.modules.get(MODULE)
+    if mod is not None:
+        if not isinstance(getattr(mod, "__loader__", None), _PatchedLoader):
+            raise TargetError(f"{MODULE} was imported before snncc_lava.compat.install()", where=MODULE,
+                              hint="import snncc_lava before any lava module")
+        return
+    lava_version()
+    if not any(isinstance(f, VarModelFinder) for f in sys.meta_path):
+        sys.meta_path.insert(0, VarModelFinder())
+    importlib.import_module(MODULE)  # fail here, with the checked message, rather than deep inside lava

@@ -1,0 +1,48 @@
+"""Process interfaces: `WindowBurstIF`, the deployed SFA neuron (DESIGN 2) as a Lava process.
+
+Integrate-and-fire with subtractive reset that integrates one window of D sub-steps, then emits
+its count n = clip(floor(v / theta), 0, D) during the next window: as n unary spikes in the
+first n sub-steps ("burst"), or as one graded message of payload n in the first sub-step
+("graded"). Windows of this population start at time step `start + 1`; `windows` windows are
+integrated (samples are streamed one after another, `period` windows (= T) each; a stateful
+neuron's carried membrane is reset at every sample boundary).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from snncc_lava import compat
+
+compat.install()
+
+from lava.magma.core.process.ports.ports import InPort, OutPort  # noqa: E402
+from lava.magma.core.process.process import AbstractProcess  # noqa: E402
+from lava.magma.core.process.variable import Var  # noqa: E402
+
+EMIT_MODES = ("burst", "graded")
+
+
+class WindowBurstIF(AbstractProcess):
+    def __init__(self, *, shape: tuple, D: int, theta: float, beta: float, bias: np.ndarray,
+                 const: np.ndarray, start: int, windows: int, period: int, stateful: bool,
+                 emit: str = "burst", name: str | None = None) -> None:
+        if emit not in EMIT_MODES:
+            raise ValueError(f"emit must be one of {EMIT_MODES}, got {emit!r}")
+        super().__init__(shape=shape, name=name)
+        self.a_in = InPort(shape=shape)
+        self.s_out = OutPort(shape=shape)
+        self.D = Var(shape=(1,), init=int(D))
+        self.theta = Var(shape=(1,), init=float(theta))
+        self.beta = Var(shape=(1,), init=float(beta))
+        self.bias = Var(shape=shape, init=np.broadcast_to(np.asarray(bias, float), shape).copy())
+        self.const = Var(shape=shape, init=np.broadcast_to(np.asarray(const, float), shape).copy())
+        # not `start`: that name is a method of every process model
+        self.offset = Var(shape=(1,), init=int(start))
+        self.windows = Var(shape=(1,), init=int(windows))
+        self.period = Var(shape=(1,), init=int(period))
+        self.stateful = Var(shape=(1,), init=int(bool(stateful)))
+        self.graded = Var(shape=(1,), init=int(emit == "graded"))
+        self.u = Var(shape=shape, init=0.0)  # input integrated in the current window
+        self.carry = Var(shape=shape, init=0.0)  # membrane kept across windows (stateful)
+        self.n = Var(shape=shape, init=0.0)  # count being emitted in this window
