@@ -77,8 +77,10 @@ def compile_model(loaded: LoadedModel, target: str = "sim", input_kind: str = "c
     problems = tgt.check(deployed)
     explain = getattr(tgt, "explain", lambda g: "")(deployed) if hasattr(tgt, "explain") else ""
     if problems:
-        raise TargetError(f"model does not fit: {'; '.join(problems)}", where=f"target {target}",
+        err = TargetError(f"model does not fit: {'; '.join(problems)}", where=f"target {target}",
                           hint="see `snncc compile --explain` for the full report")
+        err.explain = explain
+        raise err
     say(f"emitting {target} artefact")
     files = dict(tgt.emit(deployed, target_options or {}))
     ir_json, ir_npz = serialize.dumps(deployed)

@@ -114,3 +114,34 @@ def install() -> None:
     if not any(isinstance(f, VarModelFinder) for f in sys.meta_path):
         sys.meta_path.insert(0, VarModelFinder())
     importlib.import_module(MODULE)  # fail here, with the checked message, rather than deep inside lava
+    _import_lava_runtime()
+
+
+def _import_lava_runtime() -> None:
+    """Lava's message infrastructure calls `multiprocessing.set_start_method('fork')` at import,
+    which raises once anything in the process (tqdm's lock, a DataLoader) has fixed the start
+    method. Fork is what Lava needs and Linux's default: accept an already-chosen 'fork', and
+    refuse any other method with a clear message."""
+    import multiprocessing as mp
+
+    name = "lava.magma.runtime.message_infrastructure.multiprocessing"
+    if name in sys.modules:
+        return
+    chosen = mp.get_start_method(allow_none=True)
+    if chosen is None:
+        importlib.import_module(name)
+        return
+    if chosen != "fork":
+        raise TargetError(f"multiprocessing start method is {chosen!r}; Lava needs 'fork'",
+                          where="multiprocessing", hint="do not set another start method before running Lava")
+    original = mp.set_start_method
+
+    def keep_fork(method, force=False):
+        if method != "fork":
+            original(method, force)
+
+    mp.set_start_method = keep_fork
+    try:
+        importlib.import_module(name)
+    finally:
+        mp.set_start_method = original
