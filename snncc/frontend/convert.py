@@ -97,7 +97,7 @@ class Converter:
         node = Node(nm, op, list(inputs), attrs or {}, params or {})
         self.graph.append(node)
         try:
-            self.graph.infer()
+            self.graph.infer_last()
         except FrontendError:
             raise
         except Exception as e:  # IRError from inference: re-raise pointing at the model code

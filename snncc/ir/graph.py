@@ -187,24 +187,34 @@ class Graph:
         """Recompute every node's shape and kind from the op table; raise IRError naming the node."""
         seen: dict[str, Node] = {}
         for n in self.nodes:
-            spec = n.spec
-            nin = len(n.inputs)
-            if nin < spec.min_inputs or (spec.max_inputs is not None and nin > spec.max_inputs):
-                want = (f"{spec.min_inputs}" if spec.max_inputs == spec.min_inputs
-                        else f"{spec.min_inputs}..{spec.max_inputs if spec.max_inputs is not None else 'n'}")
-                raise IRError(f"op {n.op} takes {want} inputs, got {nin}", where=f"node {n.name}")
-            ins = []
-            for i in n.inputs:
-                if i not in seen:
-                    raise IRError(f"input {i!r} is not defined before this node", where=f"node {n.name}")
-                ins.append(seen[i])
-            try:
-                n.kind = spec.kind_rule([m.kind for m in ins], n.attrs)
-                n.shape = tuple(int(s) for s in spec.shape_rule([m.shape for m in ins], n.attrs, n.params))
-            except RuleError as e:
-                raise IRError(f"{n.op}: {e}", where=f"node {n.name}") from None
+            self._infer_one(n, seen)
             seen[n.name] = n
         return self
+
+    def infer_last(self) -> Node:
+        """Infer only the last node (its inputs are already typed): linear-time graph building."""
+        n = self.nodes[-1]
+        self._infer_one(n, {i: self[i] for i in n.inputs if i in self._by_name and self[i] is not n})
+        return n
+
+    @staticmethod
+    def _infer_one(n: Node, seen: dict[str, Node]) -> None:
+        spec = n.spec
+        nin = len(n.inputs)
+        if nin < spec.min_inputs or (spec.max_inputs is not None and nin > spec.max_inputs):
+            want = (f"{spec.min_inputs}" if spec.max_inputs == spec.min_inputs
+                    else f"{spec.min_inputs}..{spec.max_inputs if spec.max_inputs is not None else 'n'}")
+            raise IRError(f"op {n.op} takes {want} inputs, got {nin}", where=f"node {n.name}")
+        ins = []
+        for i in n.inputs:
+            if i not in seen:
+                raise IRError(f"input {i!r} is not defined before this node", where=f"node {n.name}")
+            ins.append(seen[i])
+        try:
+            n.kind = spec.kind_rule([m.kind for m in ins], n.attrs)
+            n.shape = tuple(int(s) for s in spec.shape_rule([m.shape for m in ins], n.attrs, n.params))
+        except RuleError as e:
+            raise IRError(f"{n.op}: {e}", where=f"node {n.name}") from None
 
     def verify(self) -> "Graph":
         """Check the whole graph: well-formed, well-typed, one output, finite parameters, stored
