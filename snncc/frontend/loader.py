@@ -4,7 +4,8 @@ Accepted inputs (DESIGN, issue 2):
 - a `torch.export` program file (`.pt2`),
 - a `state_dict` checkpoint plus `--model-def path/to/file.py:factory` or `package.module:factory`
   (with `--factory-kwargs` JSON),
-- a pickled whole module, only with `--trust-pickle` (default loads use `weights_only=True`).
+- a pickled whole module, only with `--trust-pickle` (default loads use `weights_only=True`),
+- an ONNX model (`.onnx`, see `onnx_frontend`), a NIR graph (`.nir`, see `snncc.interop.nir_io`).
 A factory may return a `MultiStep`-style wrapper (attributes `model` and `T`): the single-step
 model is compiled with `T` timesteps.
 """
@@ -34,10 +35,22 @@ class LoadedModel:
     input_shape: tuple[int, ...]  # per sample
     T: int = 1
     source: str = ""
+    onnx: object = None  # an onnx.ModelProto (.onnx files; module and program are None)
+    nir: object = None  # an imported NIR graph as snncc IR (.nir files)
 
     def eager(self, x: torch.Tensor) -> torch.Tensor:
         """Run the original model on (B, *shape) or (T, B, *shape) input, averaging over T."""
         with torch.no_grad():
+            if self.onnx is not None:
+                if getattr(self, "_onnx_runner", None) is None:
+                    from snncc.frontend.onnx_frontend import OnnxRunner
+
+                    self._onnx_runner = OnnxRunner(self.onnx)
+                return self._onnx_runner(x)
+            if self.nir is not None:  # a NIR file has no other executable form than its IR
+                from snncc.sim.reference import run
+
+                return run(self.nir, x.double()).output
             if self.module is None:
                 return _run_program(self.program, x)
             if self.T > 1:
@@ -132,6 +145,21 @@ def load(path: str, model_def: str | None = None, factory_kwargs: dict | None = 
     if os.path.isdir(path):
         raise LoadError("is a folder, expected a model file (.pt2 program, state_dict .pt, or pickled module)",
                         where=path, hint="to inspect a compiled artefact use `snncc inspect OUT`")
+    if path.endswith(".onnx"):
+        from snncc.frontend.onnx_frontend import load_onnx
+
+        model, shape = load_onnx(path)
+        if input_shape is not None and tuple(input_shape) != shape[1:]:
+            raise LoadError(f"--input-shape {input_shape} differs from the model's input {shape[1:]}", where=path)
+        return LoadedModel(None, None, shape[1:], 1, path, onnx=model)
+    if path.endswith(".nir"):
+        from snncc.interop.nir_io import load_nir
+
+        g = load_nir(path)
+        if input_shape is not None and tuple(input_shape) != g.inputs[0].shape:
+            raise LoadError(f"--input-shape {input_shape} differs from the graph's input {g.inputs[0].shape}",
+                            where=path)
+        return LoadedModel(None, None, g.inputs[0].shape, g.T, path, nir=g)
     if path.endswith(".pt2") and model_def is None:
         try:
             ep = torch.export.load(path)
@@ -151,7 +179,7 @@ def load(path: str, model_def: str | None = None, factory_kwargs: dict | None = 
                             hint="if it is a whole pickled module you trust, pass --trust-pickle; "
                                  "better: save a state_dict and pass --model-def") from None
         raise LoadError(f"corrupt or truncated checkpoint ({msg})", where=path) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+    except Exception as e:  # a corrupt pickle stream can raise almost anything (TypeError, KeyError, ...)
         raise LoadError(f"corrupt or truncated checkpoint ({e.__class__.__name__}: {_first_line(e)})",
                         where=path) from None
     if isinstance(obj, nn.Module):
@@ -197,7 +225,15 @@ def trace(loaded: LoadedModel, frontend: str = "auto", input_kind: str = CURRENT
     from snncc.frontend.fx_trace import from_module_fx
     from snncc.frontend.torch_export import export_module, from_exported
 
-    if loaded.program is not None:
+    if loaded.onnx is not None:
+        from snncc.frontend.onnx_frontend import from_onnx
+
+        g = from_onnx(loaded.onnx, input_kind=input_kind, source=loaded.source)
+    elif loaded.nir is not None:
+        g = loaded.nir.clone()
+        g.inputs[0].attrs["kind"] = input_kind
+        g.infer()
+    elif loaded.program is not None:
         g = from_exported(loaded.program, input_kind=input_kind, source=loaded.source)
         g.T = loaded.T
     else:

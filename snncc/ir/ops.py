@@ -80,6 +80,16 @@ def _conv_out(n, k, s, p, d):
     return (n + 2 * p - d * (k - 1) - 1) // s + 1
 
 
+def _check_window(stride, padding, nd, dilation=None, kernel=None):
+    """Stride, dilation and kernel are positive integers, padding non-negative, one per spatial axis."""
+    for what, v, lo in (("stride", stride, 1), ("padding", padding, 0), ("dilation", dilation, 1),
+                        ("kernel", kernel, 1)):
+        if v is None:
+            continue
+        if not (isinstance(v, tuple) and len(v) == nd and all(isinstance(i, int) and i >= lo for i in v)):
+            raise RuleError(f"{what} must be {nd} integers >= {lo}, got {v!r}")
+
+
 def conv_shape(shapes, attrs, params):
     (x,) = shapes
     w = params["weight"].shape
@@ -87,6 +97,9 @@ def conv_shape(shapes, attrs, params):
     if len(x) != nd + 1:
         raise RuleError(f"conv{nd}d expects a (C, {'H, W' if nd == 2 else 'L'}) input, got shape {x}")
     groups = attrs["groups"]
+    _check_window(attrs["stride"], attrs["padding"], nd, attrs["dilation"])
+    if not (isinstance(groups, int) and groups >= 1):
+        raise RuleError(f"groups must be a positive integer, got {groups!r}")
     if x[0] != w[1] * groups:
         raise RuleError(f"input has {x[0]} channels but weight expects {w[1]} x groups {groups}")
     if w[0] % groups:
@@ -161,6 +174,7 @@ def pool_shape(shapes, attrs, params):
     if len(x) != 3:
         raise RuleError(f"pool2d expects a (C, H, W) input, got {x}")
     k, s, p = attrs["kernel"], attrs["stride"], attrs["padding"]
+    _check_window(s, p, 2, kernel=k)
     h = _conv_out(x[1], k[0], s[0], p[0], 1)
     w = _conv_out(x[2], k[1], s[1], p[1], 1)
     if h <= 0 or w <= 0:
@@ -214,10 +228,12 @@ def fire_shape(shapes, attrs, params):
     (x,) = shapes
     if not (isinstance(attrs["D"], int) and attrs["D"] > 0):
         raise RuleError(f"D must be a positive integer, got {attrs['D']!r}")
-    if not attrs["theta"] > 0:
+    if not 0 < attrs["theta"] < math.inf:
         raise RuleError(f"threshold theta must be > 0, got {attrs['theta']!r}")
-    if not attrs["norm"] > 0:
+    if not 0 < attrs["norm"] < math.inf:
         raise RuleError(f"Norm must be > 0, got {attrs['norm']!r}")
+    if not math.isfinite(attrs["beta"]):
+        raise RuleError(f"beta must be finite, got {attrs['beta']!r}")
     if attrs["rounding"] not in ROUNDING_MODES:
         raise RuleError(f"rounding must be one of {ROUNDING_MODES}, got {attrs['rounding']!r}")
     if "bias" in params:

@@ -1,0 +1,442 @@
+"""NIR (Neuromorphic Intermediate Representation, package `nir` <= 1.0.4) export and import.
+
+Export (`to_nir`) writes a deployed graph (synaptic normal form) with the NIR primitives it can be
+expressed in: Input, Output, Affine/Linear, Conv1d/Conv2d, SumPool2d/AvgPool2d, Scale, Flatten and
+IF (`v' = R I`, spike when `v > v_threshold`, reset by subtraction `v -= v_threshold`). Current sums
+are NIR's summed fan-in (several edges into one node). What NIR cannot say is listed in
+`NirExport.lost`; ops it cannot express at all (spike products, permutes, a linear map over tokens)
+are refused, naming the nodes. The exact snncc semantics (D spikes per window, theta, beta, the
+constant current, statefulness) travel in node metadata (`snncc_*` keys), so snncc reads its own
+files back exactly; other tools see the IF approximation.
+
+Import (`from_nir`) maps IF (and, on request, LIF without its leak) onto `fire` with theta =
+v_threshold / R, so graphs written by other tools run on the reference executor. Per-neuron
+thresholds become a per-neuron input `scale` and theta = 1.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from snncc.errors import FrontendError, LoadError, TargetError
+from snncc.ir.graph import Graph, Node
+from snncc.ir.ops import CURRENT, KINDS
+
+META = "snncc_"  # metadata key prefix
+
+
+@dataclass
+class NirExport:
+    graph: object  # nir.NIRGraph
+    lost: list[str] = field(default_factory=list)  # semantics a foreign NIR reader does not get
+
+
+def _nir():
+    try:
+        import nir
+    except ImportError:
+        raise TargetError("the nir package is not installed", hint="pip install 'nir<=1.0.4'") from None
+    return nir
+
+
+# ---- export ---------------------------------------------------------------------------------------
+def _global_mean(g: Graph, n: Node) -> bool:
+    return len(g[n.inputs[0]].shape) == 3 and n.attrs["dims"] == (1, 2)
+
+
+def _numel(n: Node) -> int:
+    return math.prod(n.shape)
+
+
+def _flatten_dims(src: tuple, dst: tuple) -> tuple[int, int] | None:
+    """(start, end) if dst is src with the axes start..end merged into one."""
+    for s in range(len(src)):
+        for e in range(s, len(src)):
+            if tuple(src[:s]) + (math.prod(src[s:e + 1]),) + tuple(src[e + 1:]) == tuple(dst):
+                return s, e
+    return None
+
+
+def _channel_vector(c: np.ndarray, shape: tuple, axis: int) -> np.ndarray | None:
+    full = np.broadcast_to(np.asarray(c, dtype=np.float64), shape)
+    moved = np.moveaxis(full, axis, 0).reshape(shape[axis], -1)
+    return moved[:, 0].copy() if np.all(moved == moved[:, :1]) else None
+
+
+def to_nir(graph: Graph) -> NirExport:
+    """Express a deployed graph in NIR. Raises TargetError naming every node NIR cannot express."""
+    nir = _nir()
+    g = graph
+    refused: dict[str, list[str]] = {}
+    for n in g.nodes:
+        why = None
+        if n.op == "spike_product":
+            why = "spike product (multiplicative synapse)"
+        elif n.op == "permute":
+            why = "permute (NIR has no transpose)"
+        elif n.op == "batchnorm":
+            why = "batchnorm (run the deploy pipeline first)"
+        elif n.op == "linear" and len(g[n.inputs[0]].shape) != 1:
+            why = "linear over a token axis (NIR Affine maps vectors)"
+        elif n.op == "mean" and not _global_mean(g, n) and (len(n.shape) != 1 or _numel(g[n.inputs[0]]) > 1 << 20):
+            why = "mean that is neither a global spatial average nor a vector (dense Linear) reduction"
+        elif n.op == "reshape" and _flatten_dims(g[n.inputs[0]].shape, n.shape) is None:
+            why = "reshape that is not a flatten"
+        elif n.op == "conv" and n.params["weight"].ndim not in (3, 4):
+            why = "conv of rank other than 1d/2d"
+        elif n.op == "fire" and (n.attrs["norm"] != 1.0 or n.attrs["rounding"] != "floor"):
+            why = "fire not in deployed form (norm 1, floor)"
+        if why:
+            refused.setdefault(why, []).append(n.name)
+    if refused:
+        parts = [f"{why}: {', '.join(names)}" for why, names in refused.items()]
+        raise TargetError(f"NIR cannot express {'; '.join(parts)}", where="export-nir",
+                          hint="NIR holds feed-forward conv/linear/pool networks of IF neurons")
+
+    users = g.users()
+    nodes: dict = {}
+    edges: list[tuple[str, str]] = []
+    sources: dict[str, list[str]] = {}  # IR value -> NIR node ids whose (summed) outputs form it
+    weights_bias: dict[str, np.ndarray] = {}  # projection -> bias moved there from its neuron
+    bias_owner: dict[str, str] = {}  # projection -> that neuron
+    lost: list[str] = []
+    graded, stateless, moved, kept = [], [], [], []
+
+    # Constant currents (bias + beta of a window-reset neuron) go into a projection's bias where
+    # one per-channel vector expresses them, so foreign readers see them too.
+    for f in g.neurons():
+        c = np.asarray(f.params.get("bias", np.zeros(())), dtype=np.float64)
+        if not f.attrs["stateful"]:
+            c = c + f.attrs["beta"]
+        if not np.any(c):
+            continue
+        root = g[f.inputs[0]]
+        cands = root.inputs if root.op == "add" else [root.name]
+        done = False
+        for cand in cands:
+            p = g[cand]
+            if p.op not in ("conv", "linear") or len(users[p.name]) != 1 or "bias" in p.params \
+                    or p.name in weights_bias:
+                continue
+            vec = _channel_vector(c, f.shape, 0 if p.op == "conv" else len(f.shape) - 1)
+            if vec is not None:
+                weights_bias[p.name] = vec
+                bias_owner[p.name] = f.name
+                moved.append(f.name)
+                done = True
+                break
+        if not done:
+            kept.append(f.name)
+
+    def link(name: str, dst: str) -> None:
+        for s in sources[name]:
+            edges.append((s, dst))
+
+    for n in g.nodes:
+        a = n.attrs
+        if n.op == "input":
+            nodes[n.name] = nir.Input(input_type={"input": np.array(n.shape)})
+        elif n.op == "output":
+            nodes[n.name] = nir.Output(output_type={"output": np.array(n.shape)})
+            link(n.inputs[0], n.name)
+        elif n.op == "add":
+            sources[n.name] = [s for i in n.inputs for s in sources[i]]
+            continue
+        elif n.op == "conv":
+            w = n.params["weight"]
+            bias = weights_bias.get(n.name, n.params.get("bias"))
+            bias = np.zeros(w.shape[0]) if bias is None else bias
+            in_shape = g[n.inputs[0]].shape
+            if w.ndim == 4:
+                nodes[n.name] = nir.Conv2d(input_shape=tuple(in_shape[1:]), weight=w, stride=a["stride"],
+                                           padding=a["padding"], dilation=a["dilation"], groups=a["groups"],
+                                           bias=bias)
+            else:
+                nodes[n.name] = nir.Conv1d(input_shape=int(in_shape[1]), weight=w, stride=a["stride"][0],
+                                           padding=a["padding"][0], dilation=a["dilation"][0],
+                                           groups=a["groups"], bias=bias)
+            link(n.inputs[0], n.name)
+        elif n.op == "linear":
+            w = n.params["weight"]
+            if n.name in weights_bias:
+                nodes[n.name] = nir.Affine(weight=w, bias=weights_bias[n.name])
+            elif "bias" in n.params:
+                nodes[n.name] = nir.Affine(weight=w, bias=n.params["bias"])
+            else:
+                nodes[n.name] = nir.Linear(weight=w)
+            link(n.inputs[0], n.name)
+        elif n.op == "pool":
+            cls = nir.SumPool2d if a["mode"] == "sum" else nir.AvgPool2d
+            nodes[n.name] = cls(kernel_size=np.array(a["kernel"]), stride=np.array(a["stride"]),
+                                padding=np.array(a["padding"]))
+            link(n.inputs[0], n.name)
+        elif n.op == "mean" and not _global_mean(g, n):  # a vector reduction: Flatten + dense Linear
+            src = g[n.inputs[0]].shape
+            x_id = n.inputs[0]
+            if len(src) > 1:
+                fl = f"{n.name}.flatten"
+                nodes[fl] = nir.Flatten(input_type={"input": np.array(src)}, start_dim=0, end_dim=-1)
+                link(n.inputs[0], fl)
+                sources[fl] = [fl]
+                x_id = fl
+            eye = np.eye(math.prod(src)).reshape((-1,) + tuple(src))
+            w = eye.mean(axis=tuple(d + 1 for d in a["dims"])).reshape(math.prod(src), -1).T
+            nodes[n.name] = nir.Linear(weight=np.ascontiguousarray(w))
+            link(x_id, n.name)
+        elif n.op == "mean":  # global spatial average: AvgPool2d over the whole map (+ Flatten)
+            c, h, w_ = g[n.inputs[0]].shape
+            nodes[n.name] = nir.AvgPool2d(kernel_size=np.array([h, w_]), stride=np.array([h, w_]),
+                                          padding=np.array([0, 0]))
+            link(n.inputs[0], n.name)
+            if not a["keepdim"]:
+                fl = f"{n.name}.flatten"
+                nodes[fl] = nir.Flatten(input_type={"input": np.array([c, 1, 1])}, start_dim=0, end_dim=-1)
+                edges.append((n.name, fl))
+                sources[n.name] = [fl]
+                continue
+        elif n.op == "reshape":
+            s, e = _flatten_dims(g[n.inputs[0]].shape, n.shape)
+            nodes[n.name] = nir.Flatten(input_type={"input": np.array(g[n.inputs[0]].shape)}, start_dim=s, end_dim=e)
+            link(n.inputs[0], n.name)
+        elif n.op == "scale":
+            nodes[n.name] = nir.Scale(scale=np.broadcast_to(n.params["factor"], n.shape).astype(np.float64).copy())
+            link(n.inputs[0], n.name)
+        elif n.op == "fire":
+            shape = n.shape
+            meta = {f"{META}D": int(a["D"]), f"{META}theta": float(a["theta"]), f"{META}beta": float(a["beta"]),
+                    f"{META}stateful": int(bool(a["stateful"]))}
+            if "bias" in n.params:
+                meta[f"{META}bias"] = np.asarray(n.params["bias"], dtype=np.float64)
+            for proj, f_name in bias_owner.items():
+                if f_name == n.name:
+                    meta[f"{META}bias_in"] = proj  # written there for foreign readers; snncc takes it back out
+            nodes[n.name] = nir.IF(r=np.ones(shape), v_threshold=np.full(shape, float(a["theta"])), metadata=meta)
+            link(n.inputs[0], n.name)
+            if a["D"] > 1:
+                graded.append(f"{n.name} (D={a['D']})")
+            if not a["stateful"]:
+                stateless.append(n.name)
+        else:  # pragma: no cover - every op of the table is handled or refused above
+            raise TargetError(f"op {n.op} has no NIR mapping", where=f"node {n.name}")
+        sources[n.name] = [n.name]
+
+    if graded:
+        lost.append("graded spikes: " + ", ".join(graded) + " emit up to D spikes per window; a NIR IF emits at "
+                    "most one spike per step (snncc keeps D in metadata)")
+    if stateless:
+        lost.append("window reset: " + ", ".join(stateless) + " clear their membrane after each window; a NIR IF "
+                    "keeps it across steps (run one step per sample and reset between samples)")
+    lost.append("firing condition: NIR IF fires when v > v_threshold, snncc when v >= theta (they differ only "
+                "where the membrane lands exactly on the threshold); both reset by subtraction")
+    if moved:
+        lost.append("constant current and initial membrane (beta) of " + ", ".join(moved) + " are written as the "
+                    "preceding projection's bias (exact for one step per window)")
+    if kept:
+        lost.append("constant current / initial membrane of " + ", ".join(kept) + " has no NIR form (kept only "
+                    "in snncc metadata)")
+    stateful_beta = [f.name for f in g.neurons() if f.attrs["stateful"] and f.attrs["beta"] != 0.0]
+    if stateful_beta:
+        lost.append("per-step membrane offset beta of stateful " + ", ".join(stateful_beta) + " (metadata only)")
+    if g.inputs[0].kind == CURRENT:
+        lost.append("the input is a real-valued current (encoding layer); NIR Input carries no kind")
+    meta = {f"{META}T": int(g.T), f"{META}input_kind": g.inputs[0].kind, f"{META}format": "snncc-nir-1"}
+    return NirExport(nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta), lost)
+
+
+def write_nir(graph: Graph, path: str) -> NirExport:
+    """Export and write atomically (temporary file, then rename)."""
+    nir = _nir()
+    ex = to_nir(graph)
+    path = os.path.abspath(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".snncc-tmp-", suffix=".nir", dir=os.path.dirname(path))
+    os.close(fd)
+    try:
+        nir.write(tmp, ex.graph)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return ex
+
+
+# ---- import ---------------------------------------------------------------------------------------
+def _meta(node) -> dict:
+    m = getattr(node, "metadata", None) or {}
+    return {k[len(META):]: v for k, v in m.items() if isinstance(k, str) and k.startswith(META)}
+
+
+def _name(key: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.@]", "_", str(key)) or "n"
+
+
+def _ints(v, n: int) -> tuple:
+    v = np.asarray(v).reshape(-1)
+    return tuple(int(x) for x in (np.repeat(v, n) if v.size == 1 else v))
+
+
+def from_nir(ng, T: int | None = None, input_kind: str | None = None, approximate_lif: bool = False,
+             source: str = "NIR graph") -> Graph:
+    """Build an IR graph from a `nir.NIRGraph`. IF -> fire (stateful, one spike per step, floor,
+    theta = v_threshold / R) unless snncc metadata restores the exact neuron."""
+    nir = _nir()
+    gm = _meta(ng)
+    kind = input_kind or str(gm.get("input_kind", CURRENT))
+    if kind not in KINDS:
+        kind = CURRENT
+    steps = int(T if T is not None else gm.get("T", 1))
+    where = lambda k, nd: f"{source}: NIR node {k!r} ({type(nd).__name__})"  # noqa: E731
+
+    preds: dict[str, list[str]] = {k: [] for k in ng.nodes}
+    for a, b in ng.edges:
+        if a not in ng.nodes or b not in ng.nodes:
+            raise FrontendError(f"edge ({a!r}, {b!r}) names a node that does not exist", where=source)
+        preds[b].append(a)
+    order, done, state = [], set(), {}
+
+    def visit(k):
+        if k in done:
+            return
+        if state.get(k) == "visiting":
+            raise FrontendError("graph has a recurrent edge (cycle)", where=where(k, ng.nodes[k]),
+                                hint="snncc compiles feed-forward networks")
+        state[k] = "visiting"
+        for p in preds[k]:
+            visit(p)
+        state[k] = "done"
+        done.add(k)
+        order.append(k)
+
+    for k in ng.nodes:
+        visit(k)
+
+    g = Graph(T=steps, meta={"frontend": "nir", "nir_approximations": []})
+    approx: list[str] = g.meta["nir_approximations"]
+    names: dict[str, str] = {}
+
+    def add(node: Node, key, nd) -> str:
+        g.append(node)
+        try:
+            g.infer()
+        except Exception as e:
+            raise FrontendError(getattr(e, "what", str(e)), where=where(key, nd)) from None
+        return node.name
+
+    def input_of(k, nd) -> str:
+        ps = preds[k]
+        if not ps:
+            raise FrontendError("node has no input edge", where=where(k, nd))
+        if len(ps) == 1:
+            return names[ps[0]]
+        return add(Node(g.fresh_name(f"{_name(k)}.sum"), "add", [names[p] for p in ps]), k, nd)
+
+    inputs = [k for k, nd in ng.nodes.items() if isinstance(nd, nir.Input)]
+    outputs = [k for k, nd in ng.nodes.items() if isinstance(nd, nir.Output)]
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise FrontendError(f"graph has {len(inputs)} Input and {len(outputs)} Output nodes; snncc compiles "
+                            "single-input single-output graphs", where=source)
+    for k in order:
+        nd = ng.nodes[k]
+        nm = g.fresh_name(_name(k))
+        m = _meta(nd)
+        t = type(nd).__name__
+        if isinstance(nd, nir.Input):
+            shape = tuple(int(s) for s in np.asarray(nd.input_type["input"]).reshape(-1))
+            names[k] = add(Node(nm, "input", [], {"kind": kind, "shape": shape}), k, nd)
+        elif isinstance(nd, nir.Output):
+            names[k] = add(Node(nm, "output", [input_of(k, nd)]), k, nd)
+        elif isinstance(nd, (nir.Affine, nir.Linear)):
+            params = {"weight": np.asarray(nd.weight, dtype=np.float64)}
+            if isinstance(nd, nir.Affine):
+                params["bias"] = np.asarray(nd.bias, dtype=np.float64).reshape(-1)
+            names[k] = add(Node(nm, "linear", [input_of(k, nd)], {}, params), k, nd)
+        elif isinstance(nd, (nir.Conv2d, nir.Conv1d)):
+            w = np.asarray(nd.weight, dtype=np.float64)
+            nd_ = w.ndim - 2
+            pad = nd.padding
+            if isinstance(pad, str):
+                if pad == "valid":
+                    pad = 0
+                elif pad == "same" and all(s % 2 == 1 for s in w.shape[2:]):
+                    pad = tuple((s - 1) // 2 * d for s, d in zip(w.shape[2:], _ints(nd.dilation, nd_)))
+                else:
+                    raise FrontendError(f"padding {pad!r} with an even kernel", where=where(k, nd))
+            params = {"weight": w}
+            b = np.asarray(nd.bias, dtype=np.float64).reshape(-1)
+            if np.any(b):
+                params["bias"] = b
+            attrs = {"stride": _ints(nd.stride, nd_), "padding": _ints(pad, nd_), "dilation": _ints(nd.dilation, nd_),
+                     "groups": int(nd.groups)}
+            names[k] = add(Node(nm, "conv", [input_of(k, nd)], attrs, params), k, nd)
+        elif isinstance(nd, (nir.SumPool2d, nir.AvgPool2d)):
+            attrs = {"mode": "sum" if isinstance(nd, nir.SumPool2d) else "avg", "kernel": _ints(nd.kernel_size, 2),
+                     "stride": _ints(nd.stride, 2), "padding": _ints(nd.padding, 2)}
+            names[k] = add(Node(nm, "pool", [input_of(k, nd)], attrs), k, nd)
+        elif isinstance(nd, nir.Flatten):
+            x = input_of(k, nd)
+            src = g[x].shape
+            s, e = int(nd.start_dim), int(nd.end_dim)
+            s, e = s % len(src), e % len(src)
+            shape = tuple(src[:s]) + (math.prod(src[s:e + 1]),) + tuple(src[e + 1:])
+            names[k] = add(Node(nm, "reshape", [x], {"shape": shape}), k, nd)
+        elif isinstance(nd, nir.Scale):
+            names[k] = add(Node(nm, "scale", [input_of(k, nd)], {}, {"factor": np.asarray(nd.scale, np.float64)}),
+                           k, nd)
+        elif isinstance(nd, (nir.IF, nir.LIF)):
+            if isinstance(nd, nir.LIF):
+                if not approximate_lif:
+                    raise FrontendError("LIF leak has no counterpart in the deployed IF neuron", where=where(k, nd),
+                                        hint="retrain without leak, or import with approximate_lif=True "
+                                             "(drops tau and v_leak)")
+                approx.append(f"{nm}: LIF imported as IF, leak dropped (tau, v_leak ignored)")
+            x = input_of(k, nd)
+            r = np.asarray(nd.r, dtype=np.float64)
+            vth = np.asarray(nd.v_threshold, dtype=np.float64)
+            if np.any(r <= 0) or np.any(vth <= 0):
+                raise FrontendError("IF with non-positive r or v_threshold", where=where(k, nd))
+            if "D" in m:  # written by snncc: the exact neuron
+                attrs = {"D": int(m["D"]), "theta": float(m["theta"]), "beta": float(m["beta"]),
+                         "stateful": bool(m["stateful"]), "rounding": "floor", "norm": 1.0}
+                params = {"bias": np.asarray(m["bias"], dtype=np.float64)} if "bias" in m else {}
+                if "bias_in" in m and str(m["bias_in"]) in names:
+                    g[names[str(m["bias_in"])]].params.pop("bias", None)
+            else:
+                ratio = vth / r
+                if np.all(ratio == ratio.reshape(-1)[0]):
+                    theta = float(ratio.reshape(-1)[0])
+                else:  # per-neuron thresholds: scale each neuron's input instead
+                    x = add(Node(g.fresh_name(f"{nm}.r"), "scale", [x], {}, {"factor": 1.0 / ratio}), k, nd)
+                    theta = 1.0
+                attrs = {"D": 1, "theta": theta, "stateful": True, "rounding": "floor"}
+                params = {}
+                if not any("v >= theta" in s for s in approx):
+                    approx.append("IF fires at v >= theta in snncc, v > v_threshold in NIR (differs only on "
+                                  "exact threshold hits)")
+            names[k] = add(Node(nm, "fire", [x], attrs, params), k, nd)
+        else:
+            raise FrontendError(f"NIR node type {t} is not supported", where=where(k, nd),
+                                hint="snncc imports Input, Output, Affine, Linear, Conv1d/2d, SumPool2d, "
+                                     "AvgPool2d, Flatten, Scale, IF (and LIF with approximate_lif)")
+    return g.verify()
+
+
+def load_nir(path: str, approximate_lif: bool = False) -> Graph:
+    """Read a `.nir` (HDF5) file into the IR; LoadError for an unreadable file."""
+    nir = _nir()
+    try:
+        ng = nir.read(path)
+    except Exception as e:  # h5py/OSError/KeyError/ValueError for corrupt or foreign files
+        msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else e.__class__.__name__
+        raise LoadError(f"not a readable NIR file ({e.__class__.__name__}: {msg})", where=path) from None
+    if not isinstance(ng, nir.NIRGraph):
+        raise LoadError(f"file holds a {type(ng).__name__}, expected a NIRGraph", where=path)
+    g = from_nir(ng, approximate_lif=approximate_lif, source=path)
+    g.meta["source"] = os.path.basename(path)
+    return g

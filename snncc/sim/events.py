@@ -1,0 +1,864 @@
+"""Event-driven (asynchronous, burst-of-D) simulation of the deployed graph (synaptic normal form,
+DESIGN 2-3), over compact address-mapping tables.
+
+Owns `build_network` (address tables), `simulate` (the event loop), `compare` (agreement with
+the integer model) and the types `AddressTable`, `EventNetwork`, `EventResult`.
+
+Address tables. Every consumer (a fire population, or the graph output read as accumulators)
+owns a contiguous range of *slots*. Every spike source (a fire, or an input of kind spike) owns
+one table in CSR form: for source address a, `indptr[a]:indptr[a+1]` indexes `(slots, weights)`,
+the target neurons (over all its consumers) and synaptic weights one spike at `a` updates. A
+table is built by composing the projection chain from the source to the consumer's current
+tree root as sparse matrices (conv with stride/padding/dilation/groups, linear on the last axis,
+avg/sum pooling, mean, scale, reshape, permute, n-ary add); merges (several projections into one
+population, membrane shortcuts) sum. Synapses whose composed weight is exactly 0 are dropped (they
+change no membrane). Biases inside a tree and the fire's constant current are a per-timestep
+constant current; the real-valued encoding input (host layer) is evaluated densely and delivered
+once per timestep as an input current, not as events. Spike products (attention) are refused.
+
+Event loop (per timestep; B samples are simulated together, vectorised). A neuron starts a
+sample at its initial membrane beta (a non-stateful one again at every timestep) and receives
+its constant + host current as its first update. Events are processed in *steps* (vectorised
+batches, never a Python loop per event); within a step the events have a sequential order and
+each neuron sees its contributions in that order (sorted by target, then processed rank by rank).
+Order policies:
+- "layer": a step is all pending events of the earliest source population (graph order);
+- "interleaved": a step is all pending events (a wave), the sources' events round-robin;
+- "random": a step is `chunk` events drawn at random (seeded) from the pending pool, in random
+  order; events emitted by a step join the pool.
+Firing policies:
+- "ideal": a population fires once its input is complete (all its sources complete and all
+  their events delivered): n = clip(floor(V/theta), 0, D), emitted as a burst (spike j of every
+  neuron with n > j, j = 0..D-1); V -= n*theta (kept across timesteps when stateful). Bursts
+  travel as one event with multiplicity n (order-independent). Equals the reference executor's
+  counts (tested bit-exact on random nets; both sum the same float64 terms in a different
+  association, so a membrane within an ulp of a threshold multiple could in principle differ).
+- "greedy": after every update a neuron fires floor(V/theta) spikes, up to the D left in its
+  window; subtractive reset.
+- "speck" (SynSense documentation, DESIGN 3): at most one spike per update (input event), if
+  V >= theta; subtractive reset; membrane clipped below at `v_min` (default per population:
+  -2^15 in chip units, chip unit = 1/scale with scale = min(127/max|w|, 32767/max(theta, |beta|,
+  |bias|)), the per-layer quantisation scale of the Speck backend). No per-window cap unless
+  `speck_cap_D=True` (the chip knows no windows).
+Results: counts per population (summed over T), output (accumulated output currents, mean over
+T), total events (emitted spikes, plus input spike events), synaptic operations (contributions
+delivered, multiplicity included), and the peak burst per population: the largest number of
+events one population emitted for one sample within one burst window, a burst window being one
+step of the loop (a population's whole completion burst under "ideal"/"layer").
+
+SSC (`snncc.passes.ssc`) plugs in through `build_network(graph, masks=...)`: masked conv rows
+are dropped from the composed tables and masked neurons are disabled (no state, no spikes).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from snncc.errors import SnnccError
+from snncc.ir.graph import Graph, Node
+from snncc.ir.ops import SPIKE
+from snncc.sim.reference import Interpreter
+
+POLICIES = ("ideal", "greedy", "speck")
+ORDERS = ("layer", "interleaved", "random")
+_TREE_OPS = ("conv", "linear", "pool", "mean", "scale", "add", "reshape", "permute")
+
+
+# ---- per-op sparse matrices (n_out x n_in, flattened C order, per sample) -----------------------
+def _conv_matrix(n: Node, in_shape: tuple) -> sp.csr_matrix:
+    w = n.params["weight"]
+    nd = w.ndim - 2
+    if nd == 1:
+        w = w[:, :, None, :]
+        H, W = 1, in_shape[1]
+        Ho, Wo = 1, n.shape[1]
+        (sy, sx), (py, px), (dy, dx) = (1, n.attrs["stride"][0]), (0, n.attrs["padding"][0]), (1, n.attrs["dilation"][0])
+    else:
+        H, W = in_shape[1], in_shape[2]
+        Ho, Wo = n.shape[1], n.shape[2]
+        (sy, sx), (py, px), (dy, dx) = n.attrs["stride"], n.attrs["padding"], n.attrs["dilation"]
+    Co, Cig, kh, kw = w.shape
+    G = n.attrs["groups"]
+    Cog = Co // G
+    co = np.repeat(np.arange(Co), Cig)
+    cil = np.tile(np.arange(Cig), Co)
+    ci = (co // Cog) * Cig + cil
+    rows, cols, vals = [], [], []
+    for ky in range(kh):
+        oy = np.arange(Ho)
+        iy = oy * sy - py + ky * dy
+        vy = (iy >= 0) & (iy < H)
+        for kx in range(kw):
+            ox = np.arange(Wo)
+            ix = ox * sx - px + kx * dx
+            vx = (ix >= 0) & (ix < W)
+            if not vy.any() or not vx.any():
+                continue
+            opos = (oy[vy][:, None] * Wo + ox[vx][None, :]).ravel()
+            ipos = (iy[vy][:, None] * W + ix[vx][None, :]).ravel()
+            wv = w[co, cil, ky, kx]
+            rows.append((co[:, None] * (Ho * Wo) + opos[None, :]).ravel())
+            cols.append((ci[:, None] * (H * W) + ipos[None, :]).ravel())
+            vals.append(np.repeat(wv, len(opos)))
+    n_out, n_in = Co * Ho * Wo, in_shape[0] * H * W
+    return _coo(rows, cols, vals, n_out, n_in)
+
+
+def _coo(rows, cols, vals, n_out, n_in) -> sp.csr_matrix:
+    if not rows:
+        return sp.csr_matrix((n_out, n_in))
+    m = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n_out, n_in))
+    m.sum_duplicates()
+    return m
+
+
+def _pool_matrix(n: Node, in_shape: tuple) -> sp.csr_matrix:
+    C, H, W = in_shape
+    _, Ho, Wo = n.shape
+    (kh, kw), (sy, sx), (py, px) = n.attrs["kernel"], n.attrs["stride"], n.attrs["padding"]
+    wv = 1.0 if n.attrs["mode"] == "sum" else 1.0 / (kh * kw)  # avg_pool2d counts padding in the divisor
+    c = np.arange(C)
+    rows, cols, vals = [], [], []
+    for ky in range(kh):
+        oy = np.arange(Ho)
+        iy = oy * sy - py + ky
+        vy = (iy >= 0) & (iy < H)
+        for kx in range(kw):
+            ox = np.arange(Wo)
+            ix = ox * sx - px + kx
+            vx = (ix >= 0) & (ix < W)
+            opos = (oy[vy][:, None] * Wo + ox[vx][None, :]).ravel()
+            ipos = (iy[vy][:, None] * W + ix[vx][None, :]).ravel()
+            rows.append((c[:, None] * (Ho * Wo) + opos[None, :]).ravel())
+            cols.append((c[:, None] * (H * W) + ipos[None, :]).ravel())
+            vals.append(np.full(C * len(opos), wv))
+    return _coo(rows, cols, vals, C * Ho * Wo, C * H * W)
+
+
+def _op_matrix(g: Graph, n: Node) -> sp.csr_matrix:
+    in_shape = g[n.inputs[0]].shape
+    n_in, n_out = math.prod(in_shape), math.prod(n.shape)
+    if n.op == "conv":
+        return _conv_matrix(n, in_shape)
+    if n.op == "pool":
+        return _pool_matrix(n, in_shape)
+    if n.op == "linear":
+        P = n_in // in_shape[-1]
+        return sp.kron(sp.identity(P, format="csr"), sp.csr_matrix(n.params["weight"]), format="csr")
+    if n.op == "mean":
+        dims = n.attrs["dims"]
+        idx = np.unravel_index(np.arange(n_in), in_shape)
+        keep = [i for i in range(len(in_shape)) if i not in dims]
+        oshape = tuple(in_shape[i] for i in keep)
+        out = np.ravel_multi_index(tuple(idx[i] for i in keep), oshape) if keep else np.zeros(n_in, dtype=np.int64)
+        k = math.prod(in_shape[d] for d in dims)
+        return sp.csr_matrix((np.full(n_in, 1.0 / k), (out, np.arange(n_in))), shape=(n_out, n_in))
+    if n.op == "reshape":
+        return sp.identity(n_in, format="csr")
+    if n.op == "permute":
+        perm = np.arange(n_in).reshape(in_shape).transpose(n.attrs["dims"]).ravel()
+        return sp.csr_matrix((np.ones(n_in), (np.arange(n_in), perm)), shape=(n_out, n_in))
+    if n.op == "scale":
+        f = np.broadcast_to(n.params["factor"], n.shape).ravel()
+        return sp.diags(f, format="csr")
+    raise SnnccError(f"op {n.op} has no address map", where=f"node {n.name}")
+
+
+def _spatial_rows(mask: np.ndarray, shape: tuple) -> np.ndarray:
+    """A site mask (spatial shape) broadcast over channels, flattened: 1.0 active, 0.0 masked."""
+    return np.broadcast_to(np.asarray(mask, dtype=bool), shape).ravel().astype(np.float64)
+
+
+# ---- the network --------------------------------------------------------------------------------
+@dataclass
+class AddressTable:
+    """CSR address map of one spike source: address a -> (slots, weights)[indptr[a]:indptr[a+1]]."""
+    source: str
+    shape: tuple
+    indptr: np.ndarray  # int64 (n + 1,)
+    slots: np.ndarray  # int64, target slot (consumer offset + neuron index)
+    weights: np.ndarray  # float64
+    targets: list[str] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return int(math.prod(self.shape))
+
+    @property
+    def synapses(self) -> int:
+        return int(self.slots.size)
+
+    def fanout(self) -> np.ndarray:
+        return np.diff(self.indptr).reshape(self.shape)
+
+    def lookup(self, addr: int) -> tuple[np.ndarray, np.ndarray]:
+        s, e = self.indptr[addr], self.indptr[addr + 1]
+        return self.slots[s:e], self.weights[s:e]
+
+
+@dataclass
+class EventNetwork:
+    graph: Graph
+    consumers: list[str]  # fires + output, graph order
+    offsets: dict[str, tuple[int, int]]  # consumer -> slot range
+    n_slots: int
+    tables: dict[str, AddressTable]  # spike source -> table (graph order)
+    sources_of: dict[str, list[str]]  # consumer -> spike sources in its tree
+    host_fed: list[str]  # consumers whose tree reads the real-valued input
+    const: np.ndarray  # (n_slots,) per-timestep constant current (fire bias + tree biases)
+    beta: np.ndarray  # (n_slots,)
+    theta: np.ndarray  # (n_slots,), 1 for output slots
+    D: np.ndarray  # (n_slots,) int, 0 for output slots
+    fires: np.ndarray  # (n_slots,) bool: slot belongs to a fire population
+    stateful: np.ndarray  # (n_slots,) bool
+    enabled: np.ndarray  # (n_slots,) bool: False for SSC-masked neurons
+    v_min: np.ndarray  # (n_slots,) Speck lower membrane bound (float units)
+    masks: object = None  # the SSC masks the tables were built with
+
+    def slot_of(self, consumer: str) -> slice:
+        a, b = self.offsets[consumer]
+        return slice(a, b)
+
+    @property
+    def synapses(self) -> int:
+        return sum(t.synapses for t in self.tables.values())
+
+
+def _check(graph: Graph) -> None:
+    if len(graph.inputs) != 1:
+        raise SnnccError(f"graph has {len(graph.inputs)} inputs; the event simulator runs single-input graphs")
+    for n in graph.nodes:
+        where = f"node {n.name}"
+        if n.op == "spike_product":
+            raise SnnccError("spike products (attention) are not simulated event by event", where=where,
+                             hint="use snncc.sim.sync (Speck cannot run them either)")
+        if n.op == "fire":
+            if n.attrs["norm"] != 1.0 or n.attrs["rounding"] != "floor":
+                raise SnnccError(f"neuron has norm={n.attrs['norm']} rounding={n.attrs['rounding']}; the deployed "
+                                 "neuron has norm 1 and floor rounding", where=where,
+                                 hint="simulate run_pipeline(graph, 'deploy').graph")
+        elif n.kind == "current" and n.op not in _TREE_OPS + ("input", "output"):
+            raise SnnccError(f"op {n.op} in a current tree is not in synaptic normal form", where=where,
+                             hint="simulate run_pipeline(graph, 'deploy').graph")
+
+
+def _leaf(n: Node) -> bool:
+    return n.op in ("fire", "input")
+
+
+def build_network(graph: Graph, masks=None) -> EventNetwork:
+    """Compose every projection chain into per-source CSR address tables.
+
+    `masks` (optional, from `snncc.passes.ssc.site_masks`): `masks.conv[name]` is a spatial bool
+    mask of a conv's output sites (rows of masked sites are dropped from the map: SSC);
+    `masks.neurons[name]` disables a fire population's masked neurons.
+    """
+    g = graph
+    _check(g)
+    conv_masks = getattr(masks, "conv", {}) or {}
+    neuron_masks = getattr(masks, "neurons", {}) or {}
+    consumers = [n for n in g.nodes if n.op == "fire"] + [g.output]
+    offsets, off = {}, 0
+    for c in consumers:
+        k = int(math.prod(c.shape))
+        offsets[c.name] = (off, off + k)
+        off += k
+    n_slots = off
+    host = g.inputs[0] if g.inputs[0].kind != SPIKE else None
+
+    # value of each non-leaf node: {spike leaf: sparse (n_node x n_leaf)}; None = identity
+    vals: dict[str, dict] = {}
+    users = g.users()
+    remaining = {n.name: len(users[n.name]) for n in g.nodes}
+    blocks: dict[str, list] = {}  # source -> [(consumer, matrix)]
+    sources_of: dict[str, list[str]] = {}
+    host_fed: list[str] = []
+    host_dep: set[str] = set()
+    for n in g.nodes:
+        if _leaf(n):
+            if n.op == "input" and n.kind != SPIKE:
+                host_dep.add(n.name)
+                vals[n.name] = {}
+            else:
+                vals[n.name] = {n.name: None}
+        elif n.op in ("fire", "output"):
+            pass
+        elif n.op == "add":
+            acc: dict = {}
+            for i in n.inputs:
+                for leaf, m in vals[i].items():
+                    m = m if m is not None else sp.identity(math.prod(g[leaf].shape), format="csr")
+                    acc[leaf] = acc[leaf] + m if leaf in acc else m
+            vals[n.name] = acc
+        else:
+            A = _op_matrix(g, n)
+            if n.op == "conv" and n.name in conv_masks:
+                A = (sp.diags(_spatial_rows(conv_masks[n.name], n.shape)) @ A).tocsr()
+            vals[n.name] = {leaf: (A @ m).tocsr() if m is not None else A for leaf, m in vals[n.inputs[0]].items()}
+        if n.op != "input" and any(i in host_dep for i in n.inputs) and n.op != "fire":
+            host_dep.add(n.name)
+        if n.op in ("fire", "output"):
+            root = n.inputs[0]
+            sources_of[n.name] = []
+            for leaf, m in vals[root].items():
+                m = m if m is not None else sp.identity(math.prod(g[leaf].shape), format="csr")
+                blocks.setdefault(leaf, []).append((n.name, m))
+                sources_of[n.name].append(leaf)
+            if root in host_dep:
+                host_fed.append(n.name)
+        for i in n.inputs:  # free values nobody needs any more
+            remaining[i] -= 1
+            if remaining[i] == 0 and not _leaf(g[i]):
+                vals.pop(i, None)
+
+    tables: dict[str, AddressTable] = {}
+    wmax = np.zeros(n_slots)
+    for n in g.nodes:
+        if n.name not in blocks and not (_leaf(n) and (n.op == "fire" or n.kind == SPIKE)):
+            continue
+        if not (n.op == "fire" or (n.op == "input" and n.kind == SPIKE)):
+            continue
+        rows, cols, data, targets = [], [], [], []
+        for cname, m in blocks.get(n.name, []):
+            m = m.tocoo()
+            m.eliminate_zeros()
+            rows.append(m.row.astype(np.int64) + offsets[cname][0])
+            cols.append(m.col.astype(np.int64))
+            data.append(m.data)
+            targets.append(cname)
+        N = int(math.prod(n.shape))
+        if rows:
+            r, c, d = np.concatenate(rows), np.concatenate(cols), np.concatenate(data)
+            T = sp.csr_matrix((d, (c, r)), shape=(N, n_slots))  # source-major
+            T.sum_duplicates()
+            T.eliminate_zeros()
+            np.maximum.at(wmax, T.indices, np.abs(T.data))
+            tables[n.name] = AddressTable(n.name, n.shape, T.indptr.astype(np.int64), T.indices.astype(np.int64),
+                                          T.data.astype(np.float64), targets)
+        else:
+            tables[n.name] = AddressTable(n.name, n.shape, np.zeros(N + 1, dtype=np.int64),
+                                          np.zeros(0, dtype=np.int64), np.zeros(0), [])
+
+    # per-slot neuron parameters and constants
+    const = _constants(g, consumers, offsets, n_slots, masks)
+    beta = np.zeros(n_slots)
+    theta = np.ones(n_slots)
+    Dv = np.zeros(n_slots, dtype=np.int64)
+    fires = np.zeros(n_slots, dtype=bool)
+    stateful = np.zeros(n_slots, dtype=bool)
+    enabled = np.ones(n_slots, dtype=bool)
+    v_min = np.full(n_slots, -np.inf)
+    for c in consumers:
+        s = slice(*offsets[c.name])
+        if c.op != "fire":
+            continue
+        a = c.attrs
+        beta[s], theta[s], Dv[s], fires[s], stateful[s] = a["beta"], a["theta"], a["D"], True, a["stateful"]
+        if c.name in neuron_masks:
+            enabled[s] = _spatial_rows(neuron_masks[c.name], c.shape) > 0
+        b = np.abs(c.params["bias"]).max() if "bias" in c.params else 0.0
+        wm = wmax[s].max() if (s.stop > s.start) else 0.0
+        scales = [32767.0 / max(a["theta"], abs(a["beta"]), b)]
+        if wm > 0:
+            scales.append(127.0 / wm)
+        v_min[s] = -(2.0 ** 15) / min(scales)
+    return EventNetwork(g, [c.name for c in consumers], offsets, n_slots, tables, sources_of, host_fed,
+                        const, beta, theta, Dv, fires, stateful, enabled, v_min, masks)
+
+
+def _interp(g: Graph, masks, biases: bool) -> Interpreter:
+    if masks is not None:
+        from snncc.passes.ssc import MaskedInterpreter
+
+        it = MaskedInterpreter(g, masks)
+    else:
+        it = Interpreter(g, torch.float64)
+    if not biases:
+        for n in g.nodes:
+            if n.op in ("conv", "linear"):
+                it._params[n.name].pop("bias", None)
+    return it
+
+
+def _constants(g: Graph, consumers, offsets, n_slots, masks) -> np.ndarray:
+    """Fire bias + the affine constant of every consumer's tree (the tree on all-zero leaves).
+    Zero values are tracked as None, so only ops with a bias (and their users) are evaluated."""
+    aff = _interp(g, masks, True)
+    env: dict = {}
+    const = np.zeros(n_slots)
+    for n in g.nodes:
+        if n.op in ("fire", "output"):
+            env[n.name] = None
+            v = env[n.inputs[0]]
+            c = np.zeros(int(math.prod(n.shape))) if v is None else v[0].numpy().ravel()
+            if n.op == "fire" and "bias" in n.params:
+                c = c + np.broadcast_to(n.params["bias"], n.shape).ravel()
+            const[slice(*offsets[n.name])] = c
+        elif n.op == "input":
+            env[n.name] = None
+        else:
+            args = [env[i] for i in n.inputs]
+            if all(a is None for a in args) and "bias" not in n.params:
+                env[n.name] = None
+                continue
+            args = [torch.zeros((1,) + g[i].shape, dtype=torch.float64) if a is None else a
+                    for a, i in zip(args, n.inputs)]
+            env[n.name] = getattr(aff, f"op_{n.op}")(n, *args)
+    return const
+
+
+def _host_currents(net: EventNetwork, xt: torch.Tensor) -> dict[str, np.ndarray]:
+    """Linear part of every host-fed consumer's tree on the real-valued input (B, n)."""
+    g = net.graph
+    if not net.host_fed:
+        return {}
+    lin = _interp(g, net.masks, False)
+    env: dict[str, torch.Tensor | None] = {}
+    out = {}
+    for n in g.nodes:
+        if n.op == "input":
+            env[n.name] = xt
+        elif n.op == "fire":
+            env[n.name] = None
+        elif n.op == "output":
+            env[n.name] = None
+        else:
+            args = [env[i] for i in n.inputs]
+            if n.op == "add":
+                live = [a for a in args if a is not None]
+                env[n.name] = None if not live else (live[0] if len(live) == 1 else lin.op_add(n, *live))
+            elif args[0] is None:
+                env[n.name] = None
+            else:
+                env[n.name] = getattr(lin, f"op_{n.op}")(n, *args)
+    for c in net.host_fed:
+        v = env[g[c].inputs[0]]
+        if v is not None:
+            out[c] = v.reshape(v.shape[0], -1).numpy()
+    return out
+
+
+# ---- results --------------------------------------------------------------------------------------
+@dataclass
+class EventResult:
+    output: torch.Tensor  # (B, *out_shape), mean over T
+    counts: dict[str, torch.Tensor]  # fire -> (B, *shape) spikes summed over T
+    events: dict[str, int]  # population (and spike input) -> emitted events, whole batch and T
+    synops: int  # synaptic operations (contributions delivered, multiplicity included)
+    peak_burst: dict[str, int]  # population -> most events one sample emitted in one burst window
+    steps: int  # vectorised steps of the event loop
+    policy: str = "ideal"
+    order: str = "layer"
+    agreement: "Agreement | None" = None
+
+    @property
+    def total_events(self) -> int:
+        return sum(self.events.values())
+
+
+@dataclass
+class Agreement:
+    per_population: dict[str, float]  # fraction of (sample, neuron) counts equal to the integer model
+    differing: dict[str, int]
+    neuron_agreement: float  # over all neurons
+    prediction_agreement: float  # fraction of samples with the same argmax output
+    output_max_abs_diff: float
+
+    def table(self) -> str:
+        rows = [("population", "equal", "differing")]
+        for k, v in self.per_population.items():
+            rows.append((k, f"{v:.4f}", str(self.differing[k])))
+        w = [max(len(r[i]) for r in rows) for i in range(3)]
+        lines = ["  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip() for r in rows]
+        lines.append(f"all neurons {self.neuron_agreement:.4f}; prediction agreement {self.prediction_agreement:.4f}; "
+                     f"output max |diff| {self.output_max_abs_diff:.4g}")
+        return "\n".join(lines)
+
+
+def compare(result: EventResult, ref_counts: dict, ref_output: torch.Tensor) -> Agreement:
+    per, diff = {}, {}
+    eq = tot = 0
+    for k, a in ref_counts.items():
+        b = result.counts[k]
+        d = int((a != b).sum())
+        per[k] = 1.0 - d / max(a.numel(), 1)
+        diff[k] = d
+        eq += a.numel() - d
+        tot += a.numel()
+    ro, so = ref_output, result.output
+    if ro.dim() >= 2:
+        pa = float((ro.reshape(ro.shape[0], -1).argmax(-1) == so.reshape(so.shape[0], -1).argmax(-1)).double().mean())
+    else:
+        pa = float(torch.equal(ro, so))
+    return Agreement(per, diff, eq / max(tot, 1), pa, float((ro - so).abs().max()) if ro.numel() else 0.0)
+
+
+# ---- the event loop -------------------------------------------------------------------------------
+class _Batch:
+    """Pending events of one source: global ids (sample * n + address), multiplicities, keys."""
+    __slots__ = ("src", "gid", "mult", "key")
+
+    def __init__(self, src, gid, mult, key):
+        self.src, self.gid, self.mult, self.key = src, gid, mult, key
+
+
+class _Run:
+    def __init__(self, net: EventNetwork, B: int, policy: str, order: str, seed: int, chunk: int,
+                 speck_cap_D: bool, v_min):
+        self.net, self.B, self.policy, self.order, self.chunk = net, B, policy, order, chunk
+        self.rng = np.random.default_rng(seed)
+        S = net.n_slots
+        self.V = np.zeros(B * S)
+        self.k = np.zeros(B * S)
+        self.counts = np.zeros(B * S)
+        tile = lambda a: np.tile(a, B)  # noqa: E731
+        self.theta, self.Dcap = tile(net.theta), tile(net.D).astype(np.float64)
+        if policy == "speck" and not speck_cap_D:
+            self.Dcap = np.where(tile(net.fires), np.inf, 0.0)
+        self.firing = tile(net.fires & net.enabled)
+        self.enabled = tile(net.enabled)
+        vm = net.v_min if v_min is None else np.broadcast_to(np.asarray(v_min, dtype=np.float64), (S,))
+        self.v_min = tile(vm)
+        self.src_index = {s: i for i, s in enumerate(net.tables)}
+        self.slot_pop = np.empty(S, dtype=np.int64)  # slot -> consumer index
+        for i, c in enumerate(net.consumers):
+            self.slot_pop[slice(*net.offsets[c])] = i
+        self.events = {s: 0 for s in net.tables}
+        self.peak = {c: 0 for c in net.consumers if net.graph[c].op == "fire"}
+        self.synops = 0
+        self.steps = 0
+        self.clock = 0
+
+    # -- emission bookkeeping --
+    def _emit(self, gslots: np.ndarray, n: np.ndarray, key: np.ndarray) -> list[_Batch]:
+        """Spikes n > 0 of global slots -> per-source batches (ideal: one burst event with mult n)."""
+        net, S = self.net, self.net.n_slots
+        keep = n > 0
+        gslots, n, key = gslots[keep], n[keep], key[keep]
+        if gslots.size == 0:
+            return []
+        np.add.at(self.counts, gslots, n)  # a neuron may fire at several updates of one step
+        b, slot = gslots // S, gslots % S
+        pop = self.slot_pop[slot]
+        out = []
+        for pi in np.unique(pop):
+            sel = pop == pi
+            cname = net.consumers[pi]
+            lo = net.offsets[cname][0]
+            Np = net.offsets[cname][1] - lo
+            gid = b[sel] * Np + (slot[sel] - lo)
+            m = n[sel]
+            self.events[cname] += int(m.sum())
+            per_sample = np.bincount(b[sel], weights=m, minlength=self.B)
+            self.peak[cname] = max(self.peak[cname], int(per_sample.max()))
+            if self.policy == "ideal":
+                out.append(_Batch(cname, gid, m.astype(np.float64), key[sel]))
+            else:  # one event per spike
+                mi = m.astype(np.int64)
+                out.append(_Batch(cname, np.repeat(gid, mi), None, np.repeat(key[sel], mi)))
+        return out
+
+    # -- delivery --
+    def _expand(self, batch: _Batch):
+        t = self.net.tables[batch.src]
+        N = t.n
+        b, a = np.divmod(batch.gid, N)
+        starts = t.indptr[a]
+        cnt = t.indptr[a + 1] - starts
+        tot = int(cnt.sum())
+        ev = np.repeat(np.arange(batch.gid.size), cnt)
+        off = np.arange(tot) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+        pos = starts[ev] + off
+        tgt = t.slots[pos] + b[ev] * self.net.n_slots
+        return ev, tgt, t.weights[pos]
+
+    def deliver_ideal(self, batches: list[_Batch]) -> None:
+        for bt in batches:
+            ev, tgt, w = self._expand(bt)
+            if tgt.size == 0:
+                continue
+            mult = bt.mult[ev]
+            self.synops += int(mult.sum())
+            self.V += np.bincount(tgt, weights=w * mult, minlength=self.V.size)
+
+    def deliver_sequential(self, ordered: list[tuple[_Batch, np.ndarray]]) -> list[_Batch]:
+        """Events in a given sequential order (per batch, positions in the step); every neuron
+        processes its contributions in that order, with the policy's firing after each one."""
+        evs, tgts, ws = [], [], []
+        for bt, posn in ordered:
+            ev, tgt, w = self._expand(bt)
+            evs.append(posn[ev])
+            tgts.append(tgt)
+            ws.append(w)
+        if not evs:
+            return []
+        ev, tgt, w = np.concatenate(evs), np.concatenate(tgts), np.concatenate(ws)
+        self.synops += int(tgt.size)
+        if tgt.size == 0:
+            return []
+        E = int(ev.max()) + 1
+        o = np.argsort(tgt * E + ev)
+        ev, tgt, w = ev[o], tgt[o], w[o]
+        first = np.r_[True, tgt[1:] != tgt[:-1]]
+        seg = np.flatnonzero(first)
+        rank = np.arange(tgt.size) - np.repeat(seg, np.diff(np.r_[seg, tgt.size]))
+        o = np.argsort(rank, kind="stable")
+        ev, tgt, w = ev[o], tgt[o], w[o]
+        bounds = np.r_[0, np.cumsum(np.bincount(rank))]
+        em_slots, em_n, em_key = [], [], []
+        V, k, theta, Dcap, firing = self.V, self.k, self.theta, self.Dcap, self.firing
+        speck = self.policy == "speck"
+        for r in range(len(bounds) - 1):
+            s, e = bounds[r], bounds[r + 1]
+            tg = tgt[s:e]
+            V[tg] += w[s:e]
+            f = firing[tg]
+            if not f.any():
+                continue
+            tf = tg[f]
+            v = V[tf]
+            if speck:
+                n = ((v >= theta[tf]) & (k[tf] < Dcap[tf])).astype(np.float64)
+                v = np.maximum(v - n * theta[tf], self.v_min[tf])
+            else:
+                n = np.clip(np.floor(v / theta[tf]), 0, Dcap[tf] - k[tf])
+                v = v - n * theta[tf]
+            V[tf] = v
+            k[tf] += n
+            if n.any():
+                em_slots.append(tf)
+                em_n.append(n)
+                em_key.append(ev[s:e][f] + self.clock)
+        if not em_slots:
+            return []
+        return self._emit(np.concatenate(em_slots), np.concatenate(em_n), np.concatenate(em_key))
+
+    def initial_update(self) -> list[_Batch]:
+        """greedy/speck: constant + host current is every neuron's first update."""
+        idx = np.flatnonzero(self.firing)
+        v = self.V[idx]
+        th = self.theta[idx]
+        if self.policy == "speck":
+            n = ((v >= th) & (self.Dcap[idx] > 0)).astype(np.float64)
+            v = np.maximum(v - n * th, self.v_min[idx])
+        else:
+            n = np.clip(np.floor(v / th), 0, self.Dcap[idx])
+            v = v - n * th
+        self.V[idx] = v
+        self.k[idx] += n
+        return self._emit(idx, n, np.full(idx.size, self.clock - 1, dtype=np.int64))
+
+    def fire_complete(self, cname: str) -> list[_Batch]:
+        """ideal: the population's input is complete: n = clip(floor(V/theta), 0, D)."""
+        net, S = self.net, self.net.n_slots
+        lo, hi = net.offsets[cname]
+        idx = (np.arange(self.B)[:, None] * S + np.arange(lo, hi)[None, :]).ravel()
+        v = self.V[idx]
+        th = self.theta[idx]
+        u = v / th if net.graph[cname].attrs["theta"] != 1.0 else v
+        n = np.clip(np.floor(u), 0, self.Dcap[idx])
+        n[~self.firing[idx]] = 0.0
+        self.V[idx] = v - n * th
+        return self._emit(idx, n, np.zeros(idx.size, dtype=np.int64))
+
+    # -- one timestep --
+    def timestep(self, t: int, spikes_in: np.ndarray | None, host: dict[str, np.ndarray]) -> np.ndarray:
+        net, B, S = self.net, self.B, self.net.n_slots
+        V = self.V.reshape(B, S)
+        reset = ~np.tile(net.stateful, 1) if t > 0 else np.ones(S, dtype=bool)
+        V[:, reset] = net.beta[reset]
+        V += net.const
+        for c, h in host.items():
+            V[:, slice(*net.offsets[c])] += h
+        V[:, ~net.enabled] = 0.0
+        self.k[:] = 0.0
+        pool: list[_Batch] = []
+        inp = net.graph.inputs[0]
+        if spikes_in is not None and inp.name in net.tables:
+            c = spikes_in.reshape(B, -1)
+            gid = np.flatnonzero(c.ravel() > 0)
+            m = c.ravel()[gid]
+            self.events[inp.name] += int(m.sum())
+            if self.policy == "ideal":
+                pool.append(_Batch(inp.name, gid, m.astype(np.float64), np.zeros(gid.size, dtype=np.int64)))
+            elif gid.size:  # burst order: spike j of every address, j = 0, 1, ...
+                mi = m.astype(np.int64)
+                j = np.arange(int(mi.sum())) - np.repeat(np.cumsum(mi) - mi, mi)
+                g2 = np.repeat(gid, mi)
+                o = np.lexsort((g2, j))
+                pool.append(_Batch(inp.name, g2[o], None, np.arange(g2.size, dtype=np.int64) + self.clock))
+                self.clock += g2.size
+        complete = {inp.name}
+        if self.policy == "ideal":
+            pool += self._completions(complete, pool)
+        else:
+            pool += self.initial_update()
+        while pool:
+            step, pool = self._select(pool)
+            self.steps += 1
+            if self.policy == "ideal":
+                self.deliver_ideal([bt for bt, _ in step])
+                pool += self._completions(complete, pool)
+            else:
+                new = self.deliver_sequential(step)
+                self.clock += sum(int(bt.gid.size) for bt, _ in step)
+                pool += new
+        if self.policy == "ideal":
+            missing = [c for c in net.consumers if net.graph[c].op == "fire" and c not in complete]
+            if missing:
+                raise SnnccError(f"populations never completed: {missing}", where="event loop")
+        o = net.offsets[net.graph.output.name]
+        return V[:, o[0]:o[1]].copy()
+
+    def _completions(self, complete: set, pool: list[_Batch]) -> list[_Batch]:
+        net = self.net
+        out: list[_Batch] = []
+        changed = True
+        while changed:
+            changed = False
+            pending = {bt.src for bt in pool + out if bt.gid.size}
+            for c in net.consumers:
+                if c in complete or net.graph[c].op != "fire":
+                    continue
+                srcs = net.sources_of[c]
+                if all(s in complete for s in srcs) and not any(s in pending for s in srcs):
+                    complete.add(c)
+                    out += self.fire_complete(c)
+                    changed = True
+                    break  # its events are pending now: recompute
+        return out
+
+    def _select(self, pool: list[_Batch]):
+        """One step's events in sequential order: [(batch, positions)] and the remaining pool."""
+        pool = [bt for bt in pool if bt.gid.size]
+        if not pool:
+            return [], []
+        if self.order == "layer":
+            first = min(self.src_index[bt.src] for bt in pool)
+            take = [bt for bt in pool if self.src_index[bt.src] == first]
+            rest = [bt for bt in pool if self.src_index[bt.src] != first]
+            merged = _merge(take)
+            o = np.argsort(merged.key, kind="stable")
+            merged = _Batch(merged.src, merged.gid[o], None if merged.mult is None else merged.mult[o], merged.key[o])
+            return [(merged, np.arange(merged.gid.size))], rest
+        if self.order == "interleaved":
+            by_src: dict[str, list[_Batch]] = {}
+            for bt in pool:
+                by_src.setdefault(bt.src, []).append(bt)
+            out, ranks, srcs = [], [], []
+            for s, bts in by_src.items():
+                m = _merge(bts)
+                o = np.argsort(m.key, kind="stable")
+                m = _Batch(s, m.gid[o], None if m.mult is None else m.mult[o], m.key[o])
+                out.append(m)
+                ranks.append(np.arange(m.gid.size))
+                srcs.append(np.full(m.gid.size, self.src_index[s]))
+            r, si = np.concatenate(ranks), np.concatenate(srcs)
+            order = np.lexsort((si, r))  # round-robin: rank-major, then source
+            posn = np.empty(order.size, dtype=np.int64)
+            posn[order] = np.arange(order.size)
+            res, a = [], 0
+            for m in out:
+                res.append((m, posn[a:a + m.gid.size]))
+                a += m.gid.size
+            return res, []
+        # random: `chunk` events drawn from the pool, in random order
+        sizes = np.array([bt.gid.size for bt in pool])
+        total = int(sizes.sum())
+        pick = self.rng.permutation(total)[:min(self.chunk, total)]
+        chosen = np.zeros(total, dtype=bool)
+        chosen[pick] = True
+        posn_all = np.empty(total, dtype=np.int64)
+        posn_all[pick] = np.arange(pick.size)
+        res, rest, a = [], [], 0
+        for bt in pool:
+            sl = slice(a, a + bt.gid.size)
+            c = chosen[sl]
+            if c.any():
+                res.append((_Batch(bt.src, bt.gid[c], None if bt.mult is None else bt.mult[c], bt.key[c]),
+                            posn_all[sl][c]))
+            if (~c).any():
+                rest.append(_Batch(bt.src, bt.gid[~c], None if bt.mult is None else bt.mult[~c], bt.key[~c]))
+            a += bt.gid.size
+        return res, rest
+
+
+def _merge(bts: list[_Batch]) -> _Batch:
+    if len(bts) == 1:
+        return bts[0]
+    mult = None if bts[0].mult is None else np.concatenate([b.mult for b in bts])
+    return _Batch(bts[0].src, np.concatenate([b.gid for b in bts]), mult, np.concatenate([b.key for b in bts]))
+
+
+def _inputs(graph: Graph, x) -> list[torch.Tensor]:
+    x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).to(torch.float64)
+    in_shape = graph.inputs[0].shape
+    if tuple(x.shape[-len(in_shape):]) != in_shape:
+        raise SnnccError(f"input of shape {tuple(x.shape)} does not end in the graph's input shape {in_shape}",
+                         hint="pass (B, *shape) or (T, B, *shape)")
+    if x.dim() == len(in_shape) + 1:
+        return [x] * graph.T
+    if x.dim() == len(in_shape) + 2:
+        if x.shape[0] != graph.T:
+            raise SnnccError(f"input has {x.shape[0]} timesteps, graph expects T={graph.T}")
+        return list(x)
+    raise SnnccError(f"input of rank {x.dim()} for per-sample shape {in_shape}")
+
+
+def simulate(graph_or_net: Graph | EventNetwork, x, policy: str = "ideal", order: str = "layer",
+             seed: int = 0, chunk: int = 4096, speck_cap_D: bool = False, v_min=None,
+             reference: bool = False) -> EventResult:
+    """Run the deployed graph (or a prebuilt `EventNetwork`) event by event on `x` ((B, *shape) or
+    (T, B, *shape)). `reference=True` also runs the integer model (`snncc.sim.reference`) and
+    fills `result.agreement`. See the module docstring for policies and orders."""
+    if policy not in POLICIES:
+        raise SnnccError(f"unknown firing policy {policy!r}", hint=f"one of {', '.join(POLICIES)}")
+    if order not in ORDERS:
+        raise SnnccError(f"unknown event order {order!r}", hint=f"one of {', '.join(ORDERS)}")
+    if chunk < 1:
+        raise SnnccError(f"chunk must be >= 1, got {chunk}")
+    net = graph_or_net if isinstance(graph_or_net, EventNetwork) else build_network(graph_or_net)
+    g = net.graph
+    xs = _inputs(g, x)
+    B = int(xs[0].shape[0])
+    inp = g.inputs[0]
+    run = _Run(net, B, policy, order, seed, chunk, speck_cap_D, v_min)
+    out_sum = None
+    for t, xt in enumerate(xs):
+        if inp.kind == SPIKE:
+            if bool(torch.any((xt != torch.floor(xt)) | (xt < 0))):
+                raise SnnccError("spike input holds values that are not non-negative integer counts",
+                                 where=f"node {inp.name}")
+            spikes, host = xt.numpy(), {}
+        else:
+            spikes, host = None, _host_currents(net, xt)
+        out = run.timestep(t, spikes, host)
+        out_sum = out if out_sum is None else out_sum + out
+    T = len(xs)
+    out = torch.from_numpy(out_sum / T if T > 1 else out_sum).reshape((B,) + g.output.shape)
+    counts = {}
+    C = run.counts.reshape(B, net.n_slots)
+    for c in net.consumers:
+        if g[c].op == "fire":
+            counts[c] = torch.from_numpy(C[:, slice(*net.offsets[c])].copy()).reshape((B,) + g[c].shape)
+    res = EventResult(out, counts, dict(run.events), run.synops, dict(run.peak), run.steps, policy, order)
+    if reference:
+        from snncc.sim import reference as ref_mod
+
+        if net.masks is not None:
+            from snncc.passes.ssc import dense_ssc
+
+            r = dense_ssc(g, x, net.masks)
+        else:
+            r = ref_mod.run(g, x)
+        res.agreement = compare(res, r.counts, r.output)
+    return res
+
+
+__all__ = ["build_network", "simulate", "compare", "AddressTable", "EventNetwork", "EventResult", "Agreement",
+           "POLICIES", "ORDERS"]

@@ -1,0 +1,199 @@
+"""Event-driven simulator (snncc.sim.events): address tables against the reference currents and the
+estimator's fan-out maps, the ideal policy bit-exact against the integer model (host input,
+merges, stateful multi-timestep spike input, every event order), greedy/speck by hand."""
+
+import functools
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from nets import Attention, ConvChain, ResidualSepConv, randomize_bn
+from snncc.errors import SnnccError
+from snncc.estimate.plan import analyze
+from snncc.frontend.loader import LoadedModel, trace
+from snncc.ir import Graph, Node
+from snncc.models.speck import speck_cnn
+from snncc.passes.manager import run_pipeline
+from snncc.sim.events import ORDERS, _host_currents, build_network, simulate
+from snncc.sim.reference import run
+
+F64 = torch.float64
+
+
+@functools.lru_cache(maxsize=None)
+def _cached(name):
+    torch.manual_seed(0)
+    if name == "convchain":
+        return deployed(randomize_bn(ConvChain()))
+    if name == "residual":
+        return deployed(randomize_bn(ResidualSepConv()))
+    return deployed(speck_cnn("tiny"), (2, 16, 16), T=3, kind="spike")
+
+
+def deployed(model, shape=None, T=1, kind="current"):
+    shape = tuple(shape or model.input_shape)
+    return run_pipeline(trace(LoadedModel(model.eval(), None, shape, T), input_kind=kind), "deploy").graph
+
+
+def _residual():
+    return _cached("residual")
+
+
+def _speck_T3():
+    return _cached("speck_T3")
+
+
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("name", ["convchain", "residual", "speck_T3"])
+def test_ideal_equals_reference_exactly(name, order):
+    torch.manual_seed(1)
+    if name == "convchain":
+        g = _cached("convchain")
+        x = torch.randn(8, 2, 8, 8, dtype=F64) * 2
+    elif name == "residual":
+        g = _residual()
+        x = torch.randn(8, 3, 8, 8, dtype=F64) * 2
+    else:
+        g = _speck_T3()
+        x = torch.randint(0, 3, (3, 4, 2, 16, 16)).to(F64)  # (T, B, ...) spike counts
+    ref = run(g, x)
+    r = simulate(g, x, "ideal", order, seed=3, chunk=300, reference=True)
+    assert set(r.counts) == set(ref.counts)
+    for k in ref.counts:
+        assert torch.equal(r.counts[k], ref.counts[k]), k
+        assert int(ref.counts[k].sum()) > 0, k
+    torch.testing.assert_close(r.output, ref.output, rtol=0, atol=1e-12)
+    assert r.agreement.neuron_agreement == 1.0 and r.agreement.prediction_agreement == 1.0
+    # synaptic ops = sum over sources of spikes x real fan-out of the address tables
+    net = build_network(g)
+    expect = 0
+    for s, t in net.tables.items():
+        c = ref.counts[s] if s in ref.counts else (x if x.dim() == 5 else x.unsqueeze(0)).sum(0)
+        if g[s].op == "input":
+            c = x.sum(0) if x.dim() == 5 else x
+        expect += int((c.reshape(c.shape[0], -1).numpy() * np.diff(t.indptr)[None, :]).sum())
+    assert r.synops == expect
+    assert r.events == {s: int((ref.counts[s] if s in ref.counts else (x.sum(0) if x.dim() == 5 else x)).sum())
+                        for s in net.tables}
+
+
+def test_tables_compose_chains_and_match_plan_fanout():
+    g = _residual()
+    net = build_network(g)
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 8, 8, dtype=F64) * 2
+    ref = run(g, x, keep_values=True)
+    # every consumer's current = its host current + sum of its sources' tables on their counts
+    cur = np.zeros((4, net.n_slots))
+    for s, t in net.tables.items():
+        M = sp.csr_matrix((t.weights, t.slots, t.indptr), shape=(t.n, net.n_slots))
+        cur += ref.counts[s].reshape(4, -1).numpy() @ M
+    for c in ("f1_3", "f1_6", "f2_0", "out_fire"):  # f2_0 and out_fire merge 2 and 3 projections
+        root = g[c].inputs[0]
+        got = cur[:, net.slot_of(c)] + net.const[net.slot_of(c)]
+        if c in net.host_fed:
+            got = got + _host_currents(net, x)[c]
+        want = ref.values[root].reshape(4, -1).numpy() + np.broadcast_to(g[c].params["bias"], g[c].shape).ravel()
+        np.testing.assert_allclose(got, want, atol=1e-12)
+    assert sorted(net.sources_of["out_fire"]) == ["f1_6", "f2_0"]
+    assert net.host_fed == ["f1_0", "f2_0", "out_fire"]
+    # per-source fan-out equals the estimator's real fan-out maps summed over its projections
+    plan = analyze(g)
+    for s, t in net.tables.items():
+        fan = sum(p.fanout for p in plan.projections if p.source == s and p.kind == "synaptic")
+        assert np.array_equal(t.fanout(), fan), s
+
+
+def _hand_graph(W, D=4, stateful=False):
+    g = Graph([Node("x", "input", attrs={"kind": "spike", "shape": (len(W[0]),)}),
+               Node("lin", "linear", ["x"], params={"weight": np.array(W, dtype=np.float64)}),
+               Node("n", "fire", ["lin"], attrs={"D": D, "theta": 1.0, "beta": 0.0, "norm": 1.0,
+                                                 "rounding": "floor", "stateful": stateful}),
+               Node("out", "output", ["n"])])
+    return g.infer()
+
+
+@pytest.mark.parametrize("W,x,ideal,greedy,speck", [
+    # events in burst order: a0, a1 (, a0 again for count 2)
+    ([[2.5, 0.6]], [1, 1], 3, 3, 2),  # greedy 2 then 1; speck one per event: 2.5->1 (1.5), 2.1->1
+    ([[0.6, 0.6, -0.9]], [2, 1, 1], 0, 1, 1),  # 0.6, 1.2 fires (0.2), -0.7, -0.1: early spike kept
+    ([[9.0, 0.0]], [1, 0], 4, 4, 1),  # D caps ideal and greedy; speck emits one spike per event
+    ([[-5.0, 2.5]], [1, 1], 0, 0, 1),  # speck with v_min=-1 clips -5 to -1, then 1.5 fires
+])
+def test_policies_by_hand(W, x, ideal, greedy, speck):
+    g = _hand_graph(W)
+    xx = torch.tensor([x], dtype=F64)
+    for pol, want in (("ideal", ideal), ("greedy", greedy), ("speck", speck)):
+        r = simulate(g, xx, pol, v_min=-1.0 if pol == "speck" else None)
+        assert int(r.counts["n"].sum()) == want, pol
+        assert r.events["x"] == sum(x) and r.events["n"] == want
+        assert r.synops == sum(x) + want  # one synapse per input address, the readout one per spike
+        assert torch.equal(r.output, r.counts["n"])
+    # without the lower bound the Speck neuron stays at -2.5: silent
+    assert int(simulate(g, xx, "speck").counts["n"].sum()) == (0 if W[0][0] == -5.0 else speck)
+
+
+def test_speck_default_lower_bound_and_cap():
+    net = build_network(_hand_graph([[2.5, 0.6]]))
+    # chip units: scale = min(127 / 2.5, 32767 / 1) -> v_min = -2^15 * 2.5 / 127
+    assert net.v_min[0] == pytest.approx(-(2 ** 15) * 2.5 / 127)
+    g = _hand_graph([[9.0, 0.0]], D=2)
+    assert int(simulate(g, torch.tensor([[3.0, 0.0]], dtype=F64), "speck").counts["n"].sum()) == 3
+    assert int(simulate(g, torch.tensor([[3.0, 0.0]], dtype=F64), "speck", speck_cap_D=True).counts["n"].sum()) == 2
+
+
+def test_stateful_multistep_by_hand():
+    g = _hand_graph([[0.7]], D=4, stateful=True)
+    g.T = 3
+    x = torch.tensor([[[1.0]], [[1.0]], [[1.0]]], dtype=F64)  # (T, B, 1)
+    # membrane 0.7, 1.4 -> 1 spike (0.4), 1.1 -> 1 spike (0.1): counts 0 + 1 + 1
+    for pol in ("ideal", "greedy", "speck"):
+        r = simulate(g, x, pol)
+        assert int(r.counts["n"].sum()) == 2, pol
+        assert torch.allclose(r.output, torch.tensor([[2.0 / 3]], dtype=F64))
+    assert torch.equal(simulate(g, x).counts["n"], run(g, x).counts["n"])
+
+
+def test_greedy_speck_orders_and_agreement():
+    g = _residual()
+    torch.manual_seed(2)
+    x = torch.randn(3, 3, 8, 8, dtype=F64) * 2
+    a = simulate(g, x, "speck", "random", seed=5, chunk=200, reference=True)
+    b = simulate(g, x, "speck", "random", seed=5, chunk=200)
+    assert all(torch.equal(a.counts[k], b.counts[k]) for k in a.counts)  # seeded: reproducible
+    assert a.steps > simulate(g, x, "speck", "layer").steps
+    ag = a.agreement
+    assert 0.5 < ag.neuron_agreement < 1.0  # Speck emits at most one spike per event: departs
+    assert set(ag.per_population) == {n.name for n in g.neurons()}
+    assert "prediction agreement" in ag.table()
+    for pol in ("greedy", "speck"):
+        for order in ORDERS:
+            r = simulate(g, x[:1], pol, order, seed=1, chunk=500)
+            for k, c in r.counts.items():
+                assert float(c.min()) >= 0
+                if pol == "greedy":  # D = 4 per window; Speck has no window cap
+                    assert float(c.max()) <= 4
+
+
+def test_peak_burst_ideal_layer_is_per_sample_population_count():
+    g = _cached("convchain")
+    torch.manual_seed(4)
+    x = torch.randn(5, 2, 8, 8, dtype=F64) * 2
+    r = simulate(g, x)
+    for n in g.neurons():
+        assert r.peak_burst[n.name] == int(r.counts[n.name].reshape(5, -1).sum(1).max())
+
+
+def test_refuses_spike_products_and_undeployed_graphs():
+    g = deployed(randomize_bn(Attention(scale=1.0)))
+    with pytest.raises(SnnccError, match="spike products"):
+        build_network(g)
+    traced = trace(LoadedModel(randomize_bn(ConvChain()).eval(), None, (2, 8, 8)))
+    with pytest.raises(SnnccError, match="norm"):
+        simulate(traced, torch.zeros(1, 2, 8, 8))
+    with pytest.raises(SnnccError, match="policy"):
+        simulate(_hand_graph([[1.0]]), torch.ones(1, 1), policy="lazy")
+    with pytest.raises(SnnccError, match="integer counts"):
+        simulate(_hand_graph([[1.0]]), torch.full((1, 1), 0.5))
