@@ -3,7 +3,9 @@
 `network.json` lists every process (neuron populations, synapses, host input sources, sinks)
 with shapes, parameters and how they connect; every array (weights, constant currents) lives in
 `weights.npz` under the key the JSON names. Both are byte-for-byte reproducible: keys sorted,
-arrays written with a fixed zip timestamp.
+arrays written with a fixed zip timestamp. With a `fixed.QNetwork` the description is the fixed_pt
+network (integer mantissas and exponents, run with select_tag='fixed_pt') and
+`quantisation.json` carries the quantisation report.
 """
 
 from __future__ import annotations
@@ -33,16 +35,25 @@ def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     return buf.getvalue()
 
 
-def describe(net: Network, emit: str = "burst", versions: dict | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+def describe(net: Network, emit: str = "burst", versions: dict | None = None, qnet=None) -> tuple[dict, dict[str, np.ndarray]]:
     arrays: dict[str, np.ndarray] = {}
     procs = []
     for p in net.populations.values():
-        arrays[f"{p.name}.bias"] = p.bias
-        arrays[f"{p.name}.const"] = p.const
-        procs.append({"name": p.name, "process": "snncc_lava.procs.process.WindowBurstIF",
-                      "model": "PyWindowBurstIFModelFloat", "shape": [p.size], "ir_shape": list(p.shape),
-                      "D": p.D, "theta": p.theta, "beta": p.beta, "stateful": p.stateful, "emit": emit,
-                      "level": p.level, "start": p.start, "bias": f"{p.name}.bias", "const": f"{p.name}.const"})
+        entry = {"name": p.name, "process": "snncc_lava.procs.process.WindowBurstIF",
+                 "model": "PyWindowBurstIFModelFloat", "shape": [p.size], "ir_shape": list(p.shape),
+                 "D": p.D, "theta": p.theta, "beta": p.beta, "stateful": p.stateful, "emit": emit,
+                 "level": p.level, "start": p.start, "bias": f"{p.name}.bias", "const": f"{p.name}.const"}
+        if qnet is None:
+            arrays[f"{p.name}.bias"] = p.bias
+            arrays[f"{p.name}.const"] = p.const
+        else:
+            q = qnet.populations[p.name]
+            arrays[f"{p.name}.bias_mant"] = q.bias_mant
+            for k in ("theta", "beta", "bias", "const"):
+                del entry[k]
+            entry.update(model="PyWindowBurstIFModelFixed", vth=q.vth, bias_mant=f"{p.name}.bias_mant",
+                         bias_exp=q.bias_exp, v_init=q.v_init, scale=q.scale)
+        procs.append(entry)
         if p.host_input:
             procs.append({"name": f"{p.name}.source", "process": "lava.proc.io.source.RingBuffer",
                           "shape": [p.size], "feeds": f"{p.name}.a_in",
@@ -50,25 +61,38 @@ def describe(net: Network, emit: str = "burst", versions: dict | None = None) ->
     bits = 8 if emit == "graded" else 0
     for i, pr in enumerate(net.projections):
         key = f"proj{i}.{pr.source}->{pr.target}.weight"
-        arrays[key] = pr.weight
-        nnz = int(np.count_nonzero(pr.weight))
-        procs.append({"name": f"proj{i}", "process": "lava.proc.dense.process." + ("DelayDense" if pr.delay else "Dense"),
-                      "shape": list(pr.weight.shape), "source": f"{pr.source}.s_out",
-                      "target": f"{pr.target}.a_in" if pr.target != "output" else "output.sink.a_in",
-                      "num_message_bits": bits, "delay": pr.delay, "weight": key, "nonzero": nnz,
-                      "ir_nodes": pr.nodes})
+        w = pr.weight if qnet is None else qnet.projections[i].weight
+        arrays[key] = w
+        nnz = int(np.count_nonzero(w))
+        entry = {"name": f"proj{i}", "process": "lava.proc.dense.process." + ("DelayDense" if pr.delay else "Dense"),
+                 "shape": list(w.shape), "source": f"{pr.source}.s_out",
+                 "target": f"{pr.target}.a_in" if pr.target != "output" else "output.sink.a_in",
+                 "num_message_bits": bits, "delay": pr.delay, "weight": key, "nonzero": nnz,
+                 "ir_nodes": pr.nodes}
+        if qnet is not None:
+            entry.update(weight_exp=qnet.projections[i].exp, num_weight_bits=8, sign_mode="MIXED")
+        procs.append(entry)
     arrays["output.const"] = net.output_const
     procs.append({"name": "output.sink", "process": "lava.proc.io.sink.RingBuffer",
                   "shape": [int(np.prod(net.output_shape))], "ir_shape": list(net.output_shape),
                   "start": net.output_start, "const": "output.const", "host_input": net.output_host})
-    doc = {"format": FORMAT, "versions": versions or {}, "run_config": "Loihi2SimCfg(select_tag='floating_pt')",
+    if qnet is not None:
+        procs[-1]["scale"] = qnet.output_scale
+        procs[-1]["dequantise"] = "window sum / scale + const (+ host current)"
+    tag = "fixed_pt" if qnet is not None else "floating_pt"
+    doc = {"format": FORMAT, "versions": versions or {}, "run_config": f"Loihi2SimCfg(select_tag='{tag}')",
+           "precision": "fixed" if qnet is not None else "float",
            "D": net.D, "T": net.T, "schedule": "exact: window of D sub-steps per timestep, level l starts at l*(D+1)",
            "steps_per_sample": f"{net.output_start} + T*D*B (+1)", "processes": procs,
            "synapses": int(sum(np.count_nonzero(p.weight) for p in net.projections))}
     return doc, arrays
 
 
-def files(net: Network, emit: str = "burst", versions: dict | None = None) -> dict[str, bytes]:
-    doc, arrays = describe(net, emit, versions)
+def files(net: Network, emit: str = "burst", versions: dict | None = None, qnet=None) -> dict[str, bytes]:
+    doc, arrays = describe(net, emit, versions, qnet)
     text = json.dumps(doc, indent=1, sort_keys=True) + "\n"
-    return {"lava/network.json": text.encode(), "lava/weights.npz": npz_bytes(arrays)}
+    out = {"lava/network.json": text.encode(), "lava/weights.npz": npz_bytes(arrays)}
+    if qnet is not None:
+        from snncc_lava.fixed import report_json
+        out["lava/quantisation.json"] = (json.dumps(report_json(qnet), indent=1, sort_keys=True) + "\n").encode()
+    return out

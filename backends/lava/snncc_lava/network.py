@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from snncc.errors import TargetError
+from snncc.errors import SnnccError, TargetError
 from snncc.ir.graph import Graph, Node
 from snncc.sim.reference import Interpreter
 
@@ -204,3 +204,20 @@ def host_currents(net: Network, consumer: str, x: torch.Tensor) -> torch.Tensor:
     every spiking source at zero (the constant included)."""
     g = net.graph
     return TreeEvaluator(g)(g[consumer], {g.inputs[0].name: x}, x.shape[0])
+
+
+def batch_stream(g: Graph, x) -> tuple[torch.Tensor, int]:
+    """x as (B * T, *in_shape) in stream order (sample-major), and B."""
+    x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).to(torch.float64)
+    in_shape = g.inputs[0].shape
+    if tuple(x.shape[-len(in_shape):]) != in_shape:
+        raise SnnccError(f"input of shape {tuple(x.shape)} does not end in the graph's input shape {in_shape}")
+    if x.dim() == len(in_shape) + 1:
+        B = x.shape[0]
+        return x.repeat_interleave(g.T, dim=0), B
+    if x.dim() == len(in_shape) + 2:
+        if x.shape[0] != g.T:
+            raise SnnccError(f"input has {x.shape[0]} timesteps, graph expects T={g.T}")
+        B = x.shape[1]
+        return x.transpose(0, 1).reshape((B * g.T,) + in_shape), B
+    raise SnnccError(f"input of rank {x.dim()} for per-sample shape {in_shape}")

@@ -1,8 +1,18 @@
 """`LoihiTarget`: the snncc target plugin for Loihi 2 through Lava (entry point `loihi`).
 
 check -> rules the deployed graph breaks for the Lava lowering; emit -> the network description
-(`describe`); simulate -> run the network in Lava floating_pt (`lower`). Lava is imported lazily,
-on the first simulate, so listing targets or emitting never starts the Lava runtime.
+(`describe`); simulate -> run the network in Lava floating_pt or fixed_pt (`lower`). Lava is
+imported lazily, on the first simulate, so listing targets or emitting never starts the Lava
+runtime.
+
+Options (emit and simulate; `--target-option key=value` on the CLI):
+- emit: "burst" (default) | "graded" -- unary spikes or one graded message per window;
+- precision: "float" (default) | "fixed" -- fixed writes the quantised network (integer weight
+  mantissas, weight exponents, vth, bias mantissa/exponent, v_init; `fixed.quantize`) and
+  `lava/quantisation.json`, the per-population quantisation report;
+- netx: false (default) | true -- also write `lava/network.net`, the lava-dl netx HDF5 file
+  (`netx`; always integer, quantised with the netx policy), or fail naming what netx cannot express.
+Every file is deterministic bytes.
 """
 
 from __future__ import annotations
@@ -15,6 +25,22 @@ from snncc.ir.graph import Graph
 from snncc_lava import compat, describe, network
 
 EMIT_MODES = ("burst", "graded")
+PRECISIONS = ("float", "fixed")
+OPTIONS = ("emit", "precision", "netx")
+
+
+def _check_options(options: dict | None) -> dict:
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise TargetError(f"unknown option(s) {', '.join(unknown)}", where="loihi options",
+                          hint=f"known: {', '.join(OPTIONS)}")
+    if options.get("precision", "float") not in PRECISIONS:
+        raise TargetError(f"unknown precision {options['precision']!r}", where="loihi option precision",
+                          hint=f"one of {', '.join(PRECISIONS)}")
+    if not isinstance(options.get("netx", False), bool):
+        raise TargetError(f"netx must be true or false, got {options['netx']!r}", where="loihi option netx")
+    return options
 
 
 def _emit_mode(options: dict | None) -> str:
@@ -27,14 +53,24 @@ def _emit_mode(options: dict | None) -> str:
 
 class LoihiTarget:
     name = "loihi"
-    description = ("Loihi 2 through Lava 0.10.0 (floating_pt simulation): WindowBurstIF neurons, "
-                   "Dense/DelayDense synapses, host encoding currents")
+    description = ("Loihi 2 through Lava 0.10.0 (floating_pt / fixed_pt simulation): WindowBurstIF neurons, "
+                   "Dense/DelayDense synapses, host encoding currents; netx HDF5 export")
 
     def check(self, graph: Graph) -> list[str]:
         return network.unsupported(graph)
 
     def emit(self, graph: Graph, options: dict | None = None) -> dict[str, bytes]:
-        return describe.files(network.build(graph), _emit_mode(options), self.versions())
+        options = _check_options(options)
+        net = network.build(graph)
+        qnet = None
+        if options.get("precision", "float") == "fixed":
+            from snncc_lava import fixed
+            qnet = fixed.quantize(net)
+        files = describe.files(net, _emit_mode(options), self.versions(), qnet)
+        if options.get("netx", False):
+            from snncc_lava import netx
+            files["lava/network.net"] = netx.export(graph, net)
+        return files
 
     def versions(self) -> dict[str, str]:
         try:
@@ -44,5 +80,6 @@ class LoihiTarget:
 
     def simulate(self, graph: Graph, x, options: dict | None = None):
         """Run `graph` on x ((B, *in) or (T, B, *in)); returns a LavaResult (output, counts, steps)."""
+        options = _check_options(options)
         from snncc_lava.lower import simulate
-        return simulate(graph, x, _emit_mode(options))
+        return simulate(graph, x, _emit_mode(options), options.get("precision", "float"))

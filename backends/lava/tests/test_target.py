@@ -62,3 +62,51 @@ def test_simulate_through_the_target(conv_chain):
     res = LoihiTarget().simulate(conv_chain, x)
     ref = reference.run(conv_chain, x, torch.float64)
     assert all(torch.equal(res.counts[k], ref.counts[k]) for k in ref.counts)
+
+
+def test_emit_fixed_and_netx(conv_chain):
+    from snncc_lava import fixed, netx
+    from snncc_lava.network import build
+    t = LoihiTarget()
+    opts = {"precision": "fixed", "netx": True}
+    a, b = t.emit(conv_chain, opts), t.emit(conv_chain, dict(opts))
+    assert a == b and sorted(a) == ["lava/network.json", "lava/network.net", "lava/quantisation.json", "lava/weights.npz"]
+    doc = json.loads(a["lava/network.json"])
+    assert doc["precision"] == "fixed" and doc["run_config"] == "Loihi2SimCfg(select_tag='fixed_pt')"
+    q = fixed.quantize(build(conv_chain))
+    procs = {p["name"]: p for p in doc["processes"]}
+    n2 = procs["n2"]
+    assert (n2["model"], n2["vth"], n2["bias_exp"], n2["v_init"]) == (
+        "PyWindowBurstIFModelFixed", q.populations["n2"].vth, q.populations["n2"].bias_exp, q.populations["n2"].v_init)
+    assert (procs["proj0"]["weight_exp"], procs["proj0"]["num_weight_bits"], procs["proj0"]["sign_mode"]) == (0, 8, "MIXED")
+    w = np.load(io.BytesIO(a["lava/weights.npz"]))[procs["proj0"]["weight"]]
+    assert w.dtype == np.int32 and np.array_equal(w, q.projections[0].weight)
+    rep = json.loads(a["lava/quantisation.json"])
+    assert rep["policy"] == "precision" and rep["populations"]["n2"]["vth"] == q.populations["n2"].vth
+    assert rep["totals"] == json.loads(json.dumps(q.report["totals"]))
+    assert a["lava/network.net"] == netx.export(conv_chain)
+    # float precision: no report; netx alone adds only the HDF5 file
+    f = t.emit(conv_chain, {"netx": True})
+    assert sorted(f) == ["lava/network.json", "lava/network.net", "lava/weights.npz"]
+    assert f["lava/network.net"] == a["lava/network.net"]
+
+
+def test_emit_option_errors(conv_chain, residual):
+    t = LoihiTarget()
+    with pytest.raises(TargetError, match="unknown option"):
+        t.emit(conv_chain, {"precison": "fixed"})
+    with pytest.raises(TargetError, match="unknown precision 'int8'"):
+        t.emit(conv_chain, {"precision": "int8"})
+    with pytest.raises(TargetError, match="node f2_0: fan-in from input, f1_6"):
+        t.emit(residual, {"netx": True})
+    assert sorted(t.emit(residual, {"precision": "fixed"})) == [
+        "lava/network.json", "lava/quantisation.json", "lava/weights.npz"]
+
+
+def test_simulate_fixed_through_the_target(conv_chain):
+    from snncc_lava import fixed
+    from snncc_lava.network import build
+    x = torch.rand((2, 2, 8, 8), generator=torch.Generator().manual_seed(5), dtype=torch.float64) * 2
+    res = LoihiTarget().simulate(conv_chain, x, {"precision": "fixed"})
+    ref = fixed.simulate_fixed(fixed.quantize(build(conv_chain)), x)
+    assert all(torch.equal(res.counts[k], ref.counts[k]) for k in ref.counts)

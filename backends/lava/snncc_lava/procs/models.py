@@ -1,7 +1,12 @@
-"""Process models: the floating-point implementation of `WindowBurstIF` (tag floating_pt).
+"""Process models of `WindowBurstIF`: floating_pt and fixed_pt.
 
-Arithmetic follows snncc.sim.reference operation by operation (v = u + beta + bias + carry,
-floor(v / theta), clip to [0, D], carry = v - n * theta - beta) so float64 counts match it.
+floating_pt: arithmetic follows snncc.sim.reference operation by operation (v = u + beta + bias +
+carry, floor(v / theta), clip to [0, D], carry = v - n * theta - beta) so float64 counts match it.
+
+fixed_pt: integer arithmetic with Lava's fixed_pt LIF conventions (see snncc_lava.fixed, whose
+`simulate_fixed` it must equal bit for bit): u <- wrap24(u + (a_in << 6)) every sub-step of a
+window; at the window's end v = sat24(u + m + bias_mant << bias_exp), n = clip(floor(v / (vth << 6)),
+0, D), m <- v - n * (vth << 6) when stateful (m = v_init at a sample start / every window otherwise).
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from snncc_lava import compat
+from snncc_lava.fixed import ACT_SHIFT, VTH_SHIFT, saturate_v, shift, wrap_u
 
 compat.install()
 
@@ -38,6 +44,10 @@ class PyWindowBurstIFModelFloat(PyLoihiProcessModel):
     period: int = LavaPyType(int, int)
     stateful: int = LavaPyType(int, int)
     graded: int = LavaPyType(int, int)
+    vth: int = LavaPyType(int, int)
+    bias_mant: np.ndarray = LavaPyType(np.ndarray, np.int32)
+    bias_exp: int = LavaPyType(int, int)
+    v_init: int = LavaPyType(int, int)
     u: np.ndarray = LavaPyType(np.ndarray, float)
     carry: np.ndarray = LavaPyType(np.ndarray, float)
     n: np.ndarray = LavaPyType(np.ndarray, float)
@@ -72,5 +82,61 @@ class PyWindowBurstIFModelFloat(PyLoihiProcessModel):
         n = np.clip(np.floor(v / theta if theta != 1.0 else v), 0, int(self.D))
         if self.stateful:
             self.carry = v - n * theta - beta
+        self.n = n
+        self.u = np.zeros_like(self.u)
+
+
+@implements(proc=WindowBurstIF, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyWindowBurstIFModelFixed(PyLoihiProcessModel):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+    D: int = LavaPyType(int, int)
+    theta: float = LavaPyType(float, float)
+    beta: float = LavaPyType(float, float)
+    bias: np.ndarray = LavaPyType(np.ndarray, float)
+    const: np.ndarray = LavaPyType(np.ndarray, float)
+    offset: int = LavaPyType(int, int)
+    windows: int = LavaPyType(int, int)
+    period: int = LavaPyType(int, int)
+    stateful: int = LavaPyType(int, int)
+    graded: int = LavaPyType(int, int)
+    vth: int = LavaPyType(int, np.int32, precision=17)
+    bias_mant: np.ndarray = LavaPyType(np.ndarray, np.int16, precision=13)
+    bias_exp: int = LavaPyType(int, np.int16, precision=3)
+    v_init: int = LavaPyType(int, np.int32, precision=24)
+    u: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+    carry: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+    n: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+
+    def run_spk(self) -> None:
+        a = self.a_in.recv().astype(np.int64)
+        D, K = int(self.D), int(self.windows)
+        r = self.time_step - int(self.offset) - 1
+        out = np.zeros(self.u.shape, np.int32)
+        if r >= 0:
+            k, j = divmod(r, D)
+            if 1 <= k <= K:  # emit the count of window k - 1
+                if self.graded:
+                    out = self.n.astype(np.int32) if j == 0 else out
+                else:
+                    out = (j < self.n).astype(np.int32)
+            if k < K:
+                self.u = wrap_u(self.u.astype(np.int64) + np.left_shift(a, ACT_SHIFT))
+                if j == D - 1:
+                    self._fire(k)
+        self.s_out.send(out)
+
+    def _fire(self, k: int) -> None:
+        theta_eff = int(self.vth) << VTH_SHIFT
+        if k % int(self.period) == 0 or not self.stateful:  # sample start: membrane from beta
+            m = np.full(self.u.shape, int(self.v_init), np.int64)
+        else:
+            m = self.carry.astype(np.int64)
+        bias = shift(self.bias_mant.astype(np.int64), int(self.bias_exp))
+        v = saturate_v(self.u.astype(np.int64) + m + bias)
+        n = np.clip(np.floor_divide(v, theta_eff), 0, int(self.D))
+        self.carry = v - n * theta_eff
         self.n = n
         self.u = np.zeros_like(self.u)

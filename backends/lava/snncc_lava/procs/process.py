@@ -6,6 +6,10 @@ first n sub-steps ("burst"), or as one graded message of payload n in the first 
 ("graded"). Windows of this population start at time step `start + 1`; `windows` windows are
 integrated (samples are streamed one after another, `period` windows (= T) each; a stateful
 neuron's carried membrane is reset at every sample boundary).
+
+Parameters of both precisions live on the one process (Lava requires every Var to exist in every
+model): theta/beta/bias/const are read by the floating_pt model, vth/bias_mant/bias_exp/v_init (the
+integers of `snncc_lava.fixed.QPopulation`) by the fixed_pt model; pass `fixed=` to set them.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ EMIT_MODES = ("burst", "graded")
 class WindowBurstIF(AbstractProcess):
     def __init__(self, *, shape: tuple, D: int, theta: float, beta: float, bias: np.ndarray,
                  const: np.ndarray, start: int, windows: int, period: int, stateful: bool,
-                 emit: str = "burst", name: str | None = None) -> None:
+                 emit: str = "burst", fixed: dict | None = None, name: str | None = None) -> None:
         if emit not in EMIT_MODES:
             raise ValueError(f"emit must be one of {EMIT_MODES}, got {emit!r}")
         super().__init__(shape=shape, name=name)
@@ -43,6 +47,11 @@ class WindowBurstIF(AbstractProcess):
         self.period = Var(shape=(1,), init=int(period))
         self.stateful = Var(shape=(1,), init=int(bool(stateful)))
         self.graded = Var(shape=(1,), init=int(emit == "graded"))
+        fx = fixed or {}
+        self.vth = Var(shape=(1,), init=int(fx.get("vth", 1)))  # effective threshold vth << 6
+        self.bias_mant = Var(shape=shape, init=np.broadcast_to(np.asarray(fx.get("bias_mant", 0), np.int32), shape).copy())
+        self.bias_exp = Var(shape=(1,), init=int(fx.get("bias_exp", 0)))
+        self.v_init = Var(shape=(1,), init=int(fx.get("v_init", 0)))  # beta in membrane units
         self.u = Var(shape=shape, init=0.0)  # input integrated in the current window
         self.carry = Var(shape=shape, init=0.0)  # membrane kept across windows (stateful)
         self.n = Var(shape=shape, init=0.0)  # count being emitted in this window

@@ -1,0 +1,392 @@
+"""Fixed-point lowering of a Loihi `Network` to Loihi 2 ranges, its quantisation report, and the
+integer reference `simulate_fixed` that the Lava fixed_pt run must equal bit for bit (DESIGN 7.3).
+
+Conventions mirrored from lava-nc 0.10.0's fixed_pt process models (read in site-packages):
+- Dense (lava/proc/dense/models.py, PyDenseModelBitAcc): weights are clipped and truncated to an
+  8-bit mixed-sign mantissa, i.e. even integers in [-256, 254]; each time step the model sends
+  `a = (W @ s) << weight_exp` (or `>> -weight_exp`, an arithmetic shift that floors, applied to
+  the summed product, not per weight); binary spikes use `W[:, s].sum(1)`, graded ones `W @ s`.
+- LIF (lava/proc/lif/models.py, AbstractPyLifModelFixed / PyLifModelBitAcc): the synaptic input is
+  MSB-aligned by `a << 6` (act_shift) before it is added to the 24-bit current register u, which
+  wraps (`> 2**23` -> `- 2**24`, `<= -2**23` -> `+ 2**24`, once); the membrane v saturates to
+  [-(2**23 - 1), 2**23 - 1]; the bias is `bias_mant << bias_exp` (13-bit signed mantissa, 3-bit
+  exponent) in membrane units; the threshold is `vth << 6` (vth unsigned 17 bit) and LIF fires on
+  `v > vth << 6`.
+
+The fixed-point WindowBurstIF (procs/models.py, tag fixed_pt) does exactly this, per window:
+  u <- wrap24(u + (a << 6)) every sub-step of the window (a: the summed Dense outputs, or the
+       host's encoding activation at the window's first sub-step);
+  v  = sat24(u + m + bias_mant << bias_exp), m = v_init (beta) at a sample start (every window when
+       not stateful), else the carried membrane;
+  n  = clip(floor(v / (vth << 6)), 0, D);  m <- v - n * (vth << 6) (stateful);  u <- 0.
+Count rule: the deployed neuron fires floor(v / theta) spikes, so n >= 1 when v >= vth << 6; this
+is LIF's `v > vth << 6` test moved by one membrane unit (the IR's floor semantics; a LIF-style
+strict test would lose every exact tie, and integer membranes tie often).
+
+Scales (documented choice, "no weight vanishes as a whole"). A population's membrane unit is
+fixed by s = activation units (a_in units, 1/64 of a membrane unit) per unit of float current:
+- fed by on-chip projections: s = 2**j * 254 / max|w| over all its incoming projections, j the
+  smallest integer >= 0 with vth = round(theta * s) >= VTH_MIN (2048), lowered (down to -8) only
+  while (D + 1) * (vth << 6) would not fit the 24-bit membrane: the largest weight of the
+  population maps exactly to mantissa 254 with exponent j, and theta keeps >= 11 bits;
+- fed only by the host (the encoding layer): s = VTH_MIN / theta (vth exact).
+Each projection then takes the smallest exponent e in [-8, 7] that keeps its largest weight within
+254, so a projection with small weights gets a small exponent instead of vanishing; within a
+projection weights below 2**e (half a mantissa step) still round to 0 and are counted (`vanished`).
+Biases (fire bias + constant current of the tree) take the smallest exponent in [0, 7] keeping the
+mantissa within 13 bits (`saturated` counts clipped ones); beta becomes the 24-bit initial membrane.
+The read-out (graph output, a current) gets s = 254 / max|w| with exponent 0 and is dequantised by
+1/s on the host. `policy="netx"` forces exponent 0 everywhere and bias_exp 6 (the exponent lava-dl
+netx hard-codes), as the netx export needs: s = min(254 / max|w|, 4094 / max|bias + beta|).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from snncc.errors import SnnccError, TargetError
+from snncc_lava.network import Network, Population, Projection, batch_stream, host_currents
+
+# Loihi 2 / Lava fixed_pt ranges (lava/proc/lif/models.py, lava/proc/dense/models.py)
+W_MIN, W_MAX = -256, 254  # 8-bit mixed-sign mantissa after clip_weights + truncate_weights: even values
+WEXP_MIN, WEXP_MAX = -8, 7
+ACT_SHIFT = 6
+VTH_SHIFT = 6
+VTH_MAX = 2**17 - 1
+UV_BITS = 24
+MAX_UV = 2 ** (UV_BITS - 1)
+V_LIMIT = MAX_UV - 1
+BIAS_MANT_MIN, BIAS_MANT_MAX = -4096, 4095
+BIAS_EXP_MIN, BIAS_EXP_MAX = 0, 7
+NETX_BIAS_EXP = 6  # lava-dl netx passes bias_exp=6 for CUBA/LOIHI neurons
+VTH_MIN = 2048
+HOST_LIMIT = MAX_UV - 1  # host activations are sent as 24-bit messages
+POLICIES = ("precision", "netx")
+
+
+@dataclass
+class QProjection:
+    source: str
+    target: str
+    weight: np.ndarray  # (N_target, N_source) int32 mantissas, even, in [-256, 254]
+    exp: int  # weight_exp of the Dense process
+    delay: int
+    nodes: list[str] = field(default_factory=list)
+
+    def effective(self) -> np.ndarray:
+        """Per-spike contribution in activation units (exact: a float64 holds these integers)."""
+        return self.weight.astype(np.float64) * 2.0 ** self.exp
+
+
+@dataclass
+class QPopulation:
+    name: str
+    shape: tuple
+    D: int
+    scale: float  # activation units per unit of float current
+    vth: int  # threshold mantissa; effective threshold vth << 6 membrane units
+    bias_mant: np.ndarray  # (N,) int32
+    bias_exp: int
+    v_init: int  # beta in membrane units
+    stateful: bool
+    level: int
+    start: int
+    host_input: bool
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def theta_eff(self) -> int:
+        return int(self.vth) << VTH_SHIFT
+
+    @property
+    def bias_eff(self) -> np.ndarray:
+        return shift(self.bias_mant.astype(np.int64), self.bias_exp)
+
+
+@dataclass
+class QNetwork:
+    net: Network
+    policy: str
+    populations: dict[str, QPopulation]
+    projections: list[QProjection]
+    output_scale: float
+    report: dict
+
+    @property
+    def D(self) -> int:
+        return self.net.D
+
+    @property
+    def T(self) -> int:
+        return self.net.T
+
+
+def shift(x: np.ndarray, e: int) -> np.ndarray:
+    """`x << e` for e > 0 else `x >> -e` (arithmetic, floors), as Lava's Dense and LIF bias do."""
+    return np.left_shift(x, e) if e > 0 else np.right_shift(x, -e)
+
+
+def wrap_u(x: np.ndarray) -> np.ndarray:
+    """Lava's 24-bit wrap of the current register u (AbstractPyLifModelFixed.subthr_dynamics)."""
+    w = np.where(x > MAX_UV, x - 2 * MAX_UV, x)
+    return np.where(w <= -MAX_UV, x + 2 * MAX_UV, w)
+
+
+def saturate_v(x: np.ndarray) -> np.ndarray:
+    """Lava's saturation of the membrane v to [-(2**23 - 1), 2**23 - 1]."""
+    return np.clip(x, -V_LIMIT, V_LIMIT)
+
+
+def round_even_mantissa(x: np.ndarray) -> np.ndarray:
+    """Nearest even integer (ties to the nearest multiple of 4), as int64, unclipped."""
+    return (2 * np.rint(np.asarray(x, np.float64) / 2)).astype(np.int64)
+
+
+def _exp_for(max_abs: float, scale: float, lo: int = WEXP_MIN, hi: int = WEXP_MAX) -> int:
+    """Smallest exponent e in [lo, hi] with round_even(max_abs * scale / 2**e) <= W_MAX."""
+    if max_abs == 0.0:
+        return 0
+    for e in range(lo, hi + 1):
+        if round_even_mantissa(max_abs * scale / 2.0**e) <= W_MAX:
+            return e
+    return hi
+
+
+def quantize_weight(w: np.ndarray, scale: float, e: int) -> tuple[np.ndarray, dict]:
+    m = round_even_mantissa(w * scale / 2.0**e)
+    sat = int(np.count_nonzero((m > W_MAX) | (m < W_MIN)))
+    m = np.clip(m, W_MIN, W_MAX).astype(np.int32)
+    back = m.astype(np.float64) * 2.0**e / scale
+    nz = w != 0
+    err = np.abs(back - w)
+    stats = {"nonzero": int(np.count_nonzero(nz)), "vanished": int(np.count_nonzero(nz & (m == 0))),
+             "saturated": sat, "exp": int(e),
+             "max_abs_weight": float(np.abs(w).max()) if w.size else 0.0,
+             "max_abs_error": float(err.max()) if w.size else 0.0,
+             "rel_rms_error": float(np.sqrt((err[nz] ** 2).mean()) / np.sqrt((w[nz] ** 2).mean())) if nz.any() else 0.0}
+    return m, stats
+
+
+def vth_cap(D: int) -> int:
+    """Largest threshold mantissa with (D + 1) * (vth << 6) inside the 24-bit membrane."""
+    return min(VTH_MAX, V_LIMIT // ((D + 1) << VTH_SHIFT))
+
+
+def _population_scale(p: Population, incoming: list[Projection], policy: str) -> float:
+    m = max((float(np.abs(pr.weight).max()) for pr in incoming if pr.weight.size), default=0.0)
+    if m == 0.0:
+        s = VTH_MIN / p.theta
+    elif policy == "netx":
+        s = W_MAX / m
+    else:
+        base = W_MAX / m
+        j = 0  # prefer j >= 0: a negative weight_exp floors every sub-step's sum
+        while j < WEXP_MAX and round(p.theta * base * 2.0**j) < VTH_MIN:
+            j += 1
+        while j > WEXP_MIN and round(p.theta * base * 2.0**j) > vth_cap(p.D):
+            j -= 1
+        s = base * 2.0**j
+    if policy == "netx":  # exponent 0; the bias (beta folded in) is a 13-bit mantissa << 6
+        b = float(np.abs(p.bias + p.const + p.beta).max()) if p.size else 0.0
+        if b > 0:
+            s = min(s, (BIAS_MANT_MAX - 1) / b)
+    return s
+
+
+def _quantize_bias(b_mem: np.ndarray, policy: str) -> tuple[np.ndarray, int, int]:
+    """(mantissa int32, exponent, saturated count) for biases given in membrane units."""
+    if policy == "netx":
+        e = NETX_BIAS_EXP
+    else:
+        top = float(np.abs(b_mem).max()) if b_mem.size else 0.0
+        e = BIAS_EXP_MIN
+        while e < BIAS_EXP_MAX and np.rint(top / 2.0**e) > BIAS_MANT_MAX:
+            e += 1
+    m = np.rint(b_mem / 2.0**e).astype(np.int64)
+    sat = int(np.count_nonzero((m > BIAS_MANT_MAX) | (m < BIAS_MANT_MIN)))
+    return np.clip(m, BIAS_MANT_MIN, BIAS_MANT_MAX).astype(np.int32), e, sat
+
+
+def quantize(net: Network, policy: str = "precision") -> QNetwork:
+    """Quantise every population and projection of `net` to Loihi 2 fixed-point ranges."""
+    if policy not in POLICIES:
+        raise TargetError(f"unknown quantisation policy {policy!r}", where="snncc_lava.fixed",
+                          hint=f"one of {', '.join(POLICIES)}")
+    pops: dict[str, QPopulation] = {}
+    scales: dict[str, float] = {}
+    report: dict = {"policy": policy, "populations": {}, "output": {}}
+    for p in net.populations.values():
+        incoming = [pr for pr in net.projections if pr.target == p.name]
+        s = _population_scale(p, incoming, policy)
+        vth = int(round(p.theta * s))
+        if not 1 <= vth <= VTH_MAX:
+            raise TargetError(f"threshold mantissa {vth} of population {p.name} is outside [1, {VTH_MAX}]",
+                              where=f"population {p.name}", hint="weights and threshold are too far apart for 8-bit weights")
+        theta_eff = vth << VTH_SHIFT
+        if vth > vth_cap(p.D):
+            raise TargetError(f"D * threshold of population {p.name} exceeds the 24-bit membrane",
+                              where=f"population {p.name}")
+        mem = s * 2**ACT_SHIFT  # membrane units per unit of current
+        b_float = p.bias + p.const
+        bias_mant, bias_exp, bias_sat = _quantize_bias(b_float * mem, policy)
+        v_init = int(round(p.beta * mem))
+        if abs(v_init) > V_LIMIT:
+            raise TargetError(f"initial membrane (beta) of population {p.name} exceeds 24 bits", where=f"population {p.name}")
+        q = QPopulation(p.name, p.shape, p.D, s, vth, bias_mant, bias_exp, v_init, p.stateful, p.level, p.start,
+                        p.host_input)
+        pops[p.name] = q
+        scales[p.name] = s
+        theta_q = vth / s
+        bias_back = q.bias_eff.astype(np.float64) / mem
+        report["populations"][p.name] = {
+            "scale": s, "theta": p.theta, "vth": vth, "theta_eff": theta_eff, "theta_quantised": theta_q,
+            "threshold_rel_error": abs(theta_q - p.theta) / p.theta,
+            "beta": p.beta, "v_init": v_init, "beta_abs_error": abs(v_init / mem - p.beta),
+            "bias_exp": bias_exp, "bias_saturated": bias_sat,
+            "bias_max_abs_error": float(np.abs(bias_back - b_float).max()) if b_float.size else 0.0,
+            "host_input": p.host_input, "projections": []}
+    out_in = [pr for pr in net.projections if pr.target == "output"]
+    m_out = max((float(np.abs(pr.weight).max()) for pr in out_in if pr.weight.size), default=0.0)
+    out_scale = W_MAX / m_out if m_out > 0 else 1.0
+    scales["output"] = out_scale
+    report["output"] = {"scale": out_scale, "projections": []}
+    projs = []
+    for pr in net.projections:
+        s = scales[pr.target]
+        e = 0 if policy == "netx" or pr.target == "output" else _exp_for(float(np.abs(pr.weight).max()), s)
+        w, stats = quantize_weight(pr.weight, s, e)
+        if pr.delay > 63:
+            raise TargetError(f"synaptic delay {pr.delay} of {pr.source}->{pr.target} exceeds Loihi 2's 6-bit delay",
+                              where=f"projection {pr.source}->{pr.target}")
+        projs.append(QProjection(pr.source, pr.target, w, e, pr.delay, list(pr.nodes)))
+        entry = {"source": pr.source, **stats}
+        (report["output"] if pr.target == "output" else report["populations"][pr.target])["projections"].append(entry)
+    allp = [e for r in report["populations"].values() for e in r["projections"]] + report["output"]["projections"]
+    report["totals"] = {"weights_nonzero": sum(e["nonzero"] for e in allp),
+                        "weights_vanished": sum(e["vanished"] for e in allp),
+                        "weights_saturated": sum(e["saturated"] for e in allp),
+                        "bias_saturated": sum(r["bias_saturated"] for r in report["populations"].values()),
+                        "max_threshold_rel_error": max((r["threshold_rel_error"] for r in report["populations"].values()),
+                                                       default=0.0)}
+    return QNetwork(net, policy, pops, projs, out_scale, report)
+
+
+# --------------------------------------------------------------------------------------------
+# host side
+
+
+def host_activation(q: QPopulation, cur: np.ndarray) -> tuple[np.ndarray, int]:
+    """Encoding current (float, (..., N)) -> the integer activation the host sends ((..., N) int32,
+    round to nearest even, saturated to 24 bits) and the number of saturated entries."""
+    a = np.rint(np.asarray(cur, np.float64) * q.scale)
+    sat = int(np.count_nonzero(np.abs(a) > HOST_LIMIT))
+    return np.clip(a, -HOST_LIMIT, HOST_LIMIT).astype(np.int32), sat
+
+
+def stream(qnet: QNetwork, x) -> tuple[torch.Tensor, int]:
+    """x as (B * T, *in_shape) float64 in stream order, and B (same layout as the float lowering)."""
+    return batch_stream(qnet.net.graph, x)
+
+
+# --------------------------------------------------------------------------------------------
+# integer reference
+
+
+@dataclass
+class FixedResult:
+    output: torch.Tensor  # (B, *out_shape) dequantised read-out, mean over T
+    counts: dict[str, torch.Tensor]  # population -> (B, *shape) int64 spike counts summed over T
+    readout: np.ndarray  # (B, T, N_out) int64 read-out activations summed over each window
+    events: dict = field(default_factory=dict)  # wraps / saturations seen
+
+
+def _dense(w: np.ndarray, s: np.ndarray, e: int) -> np.ndarray:
+    """Lava fixed_pt Dense output for per-sample spike vectors s (B, N_src) int64 -> (B, N_tgt)."""
+    return shift(s @ w.T.astype(np.int64), e)
+
+
+def simulate_fixed(qnet: QNetwork, x, emit: str = "burst") -> FixedResult:
+    """Integer simulation of `qnet` on x ((B, *in) or (T, B, *in)), sub-step by sub-step as the
+    Lava fixed_pt models compute it (Dense shift per sub-step, u wrap per sub-step, v saturation,
+    floor count, subtractive reset)."""
+    if emit not in ("burst", "graded"):
+        raise SnnccError(f"unknown emission mode {emit!r}")
+    net = qnet.net
+    xs, B = stream(qnet, x)
+    T, D = net.T, net.D
+    xs_bt = xs.reshape((B, T) + tuple(xs.shape[1:]))
+    counts = {p: np.zeros((B, T, q.size), np.int64) for p, q in qnet.populations.items()}
+    n_out = int(np.prod(net.output_shape))
+    readout = np.zeros((B, T, n_out), np.int64)
+    host = {}
+    events = {"u_wraps": 0, "v_saturations": 0, "host_saturations": 0}
+    for p, q in qnet.populations.items():
+        if q.host_input:
+            cur = host_currents(net, p, xs).numpy().reshape(B, T, q.size)
+            host[p], sat = host_activation(q, cur)
+            events["host_saturations"] += sat
+    by_target: dict[str, list[QProjection]] = {}
+    for pr in qnet.projections:
+        by_target.setdefault(pr.target, []).append(pr)
+    carry = {p: np.full((B, q.size), q.v_init, np.int64) for p, q in qnet.populations.items()}
+
+    def trains(src: str, t: int, j: int) -> np.ndarray:
+        n = counts[src][:, t]
+        if emit == "graded":
+            return n if j == 0 else np.zeros_like(n)
+        return (j < n).astype(np.int64)
+
+    for t in range(T):
+        for p, q in qnet.populations.items():
+            u = np.zeros((B, q.size), np.int64)
+            for j in range(D):
+                a = np.zeros((B, q.size), np.int64)
+                for pr in by_target.get(p, []):
+                    a = a + _dense(pr.weight, trains(pr.source, t, j), pr.exp)
+                if q.host_input and j == 0:
+                    a = a + host[p][:, t].astype(np.int64)
+                raw = u + np.left_shift(a, ACT_SHIFT)
+                u = wrap_u(raw)
+                events["u_wraps"] += int(np.count_nonzero(u != raw))
+            m = carry[p] if (q.stateful and t > 0) else np.full((B, q.size), q.v_init, np.int64)
+            raw = u + m + q.bias_eff
+            v = saturate_v(raw)
+            events["v_saturations"] += int(np.count_nonzero(v != raw))
+            n = np.clip(np.floor_divide(v, q.theta_eff), 0, D)
+            counts[p][:, t] = n
+            carry[p] = v - n * q.theta_eff
+        for j in range(D):
+            for pr in by_target.get("output", []):
+                readout[:, t] += _dense(pr.weight, trains(pr.source, t, j), pr.exp)
+    out = dequantize_output(qnet, readout.reshape(B * T, n_out), xs).reshape((B, T) + tuple(net.output_shape))
+    res_counts = {p: torch.as_tensor(c.sum(1).reshape((B,) + qnet.populations[p].shape)) for p, c in counts.items()}
+    return FixedResult(torch.as_tensor(out.mean(1)), res_counts, readout, events)
+
+
+def dequantize_output(qnet: QNetwork, readout: np.ndarray, xs: torch.Tensor) -> np.ndarray:
+    """(K, N_out) integer read-out per window -> float output per window (host side)."""
+    net = qnet.net
+    out = readout.astype(np.float64) / qnet.output_scale + net.output_const
+    if net.output_host:
+        out = out + host_currents(net, net.graph.output.name, xs).numpy()
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# artefact
+
+
+def report_json(qnet: QNetwork) -> dict:
+    return {"format": "snncc-lava-quantisation/1", **qnet.report,
+            "conventions": {"weights": "8-bit mixed-sign mantissa (even, [-256, 254]) << weight_exp",
+                            "activation": "a_in << 6 into the 24-bit current register (wraps)",
+                            "threshold": "vth << 6; n = clip(floor(v / (vth << 6)), 0, D)",
+                            "bias": "bias_mant (13-bit signed) << bias_exp (0..7), membrane units, once per window",
+                            "membrane": "24-bit, saturating", "v_init": "beta in membrane units"}}
