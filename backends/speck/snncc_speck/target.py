@@ -14,15 +14,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from snncc.errors import TargetError
 from snncc.ir.graph import Graph
 
 from snncc_speck import config as chip_config_mod
 from snncc_speck import sinabs_net
 from snncc_speck.chip import Chip, load_chip
-from snncc_speck.lower import Lowered, SpeckLayer, lower
+from snncc_speck.lower import Lowered, SpeckLayer, lower, with_readout
 from snncc_speck.mapping import Placement, core_table, memory_problems, memory_table, place
 from snncc_speck.quantize import LayerQuant, quantization_problems, quantization_table, quantize
+
+
+@dataclass
+class SpeckResult:
+    output: torch.Tensor  # (B, *out) readout spike counts averaged over T
+    counts: dict  # layer name -> (B, *shape) spike counts summed over T
 
 
 @dataclass
@@ -167,6 +175,33 @@ class SpeckTarget:
         if options.get("samna") and chip_config_mod.samna_available():  # pragma: no cover - no real samna here
             files["samna_config.txt"] = str(chip_config_mod.samna_configuration(cfg)).encode()
         return files
+
+    def simulate(self, graph: Graph, x, options: dict | None = None):
+        """Run the lowered sinabs network on spike input x ((T, B, ...) or (B, ...) repeated T
+        times). options["precision"]: "float" (deployed values) or "chip" (8-bit weights, 16-bit
+        thresholds, integer membranes). Returns SpeckResult(output, counts) with the reference
+        executor's conventions: counts summed over T per population; output = the readout
+        layer's spikes (counts) averaged over T."""
+        options = dict(options or {})
+        precision = options.pop("precision", "float")
+        if precision not in ("float", "chip"):
+            raise TargetError(f"precision must be 'float' or 'chip', got {precision!r}", where="speck.simulate")
+        a = analyse(graph, options)
+        if a.problems:
+            raise TargetError(f"model does not fit Speck: {'; '.join(a.problems)}", where="target speck")
+        dtype = torch.float64 if precision == "float" else torch.float32
+        spec, arrays = sinabs_net.network_spec(a.lowered, graph.T, a.quant if precision == "chip" else None)
+        net = sinabs_net.SpeckNetwork(spec, arrays, dtype=dtype)
+        x = torch.as_tensor(x, dtype=dtype)
+        if x.dim() == len(graph.inputs[0].shape) + 1:
+            x = x.unsqueeze(0).expand((graph.T,) + tuple(x.shape))
+        with torch.no_grad():
+            counts = net.counts(sinabs_net.to_batch_major(x))
+        ir = with_readout(graph)  # the IR populations, readout included, give the shapes
+        counts = {k: (v.reshape((v.shape[0],) + ir[k].shape) if k in ir else v).to(torch.float64)
+                  for k, v in counts.items()}
+        out_name = spec["output"] or spec["layers"][-1]["name"]
+        return SpeckResult(counts[out_name] / graph.T, counts)
 
     def versions(self) -> dict:
         from importlib.metadata import PackageNotFoundError, version

@@ -154,3 +154,19 @@ def test_grouped_conv_global_mean_and_scale_lower_exactly():
     ref = run(g, x).counts
     assert_counts_equal(sinabs_counts(low, 3, x), ref)
     assert ref["f0"].sum() > 20 and ref["f1"].sum() > 0
+
+
+def test_target_simulate_float_equals_reference_and_chip_precision_runs():
+    from snncc_speck.target import SpeckTarget
+
+    d = tiny_deployed(T=3)
+    x = events((2, 16, 16), T=3, B=4, seed=2)
+    tgt = SpeckTarget()
+    r = tgt.simulate(d, x, {"readout_threshold": 0.25})
+    ref = run(with_readout(d, threshold=0.25), x)
+    assert set(r.counts) == set(ref.counts)
+    for k in ref.counts:
+        assert torch.equal(r.counts[k], ref.counts[k]), k
+    assert torch.equal(r.output, ref.counts["readout"] / 3)
+    q = tgt.simulate(d, x, {"readout_threshold": 0.25, "precision": "chip"})
+    assert set(q.counts) == set(ref.counts) and q.output.shape == r.output.shape
