@@ -1,11 +1,7 @@
-"""fold_layout and dead_code (constant folding of reshapes, unreachable nodes)."""
+"""dead_code: unreachable nodes are removed."""
 
-import torch
-
-from passcheck import assert_preserves
 from snncc.ir import Graph, Node
 from snncc.passes.dead_code import dead_code
-from snncc.passes.fold_layout import fold_layout
 
 
 def graph():
@@ -19,14 +15,6 @@ def graph():
         Node("dead", "mean", ["p2"], {"dims": (0,)}),
         Node("o", "output", ["same"]),
     ]).infer()
-
-
-def test_fold_layout_merges_and_removes():
-    r = fold_layout(graph())
-    names = [n.name for n in r.graph]
-    assert "r1" not in names and "same" not in names and "p1" not in names and "p2" not in names
-    assert r.graph["r2"].inputs == ["x"]
-    assert_preserves(graph(), r.graph, torch.randn(3, 2, 3, 4))
 
 
 def test_dead_code_removes_unreachable():
