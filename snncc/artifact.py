@@ -124,3 +124,18 @@ def read_graph(out: str, stem: str = "ir") -> Graph:
     m = read_manifest(out)
     return serialize.loads(read_file(out, f"{stem}.json", m), read_file(out, f"{stem}.npz", m),
                            source=os.path.join(out, f"{stem}.json"))
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    """Write one binary file atomically (temporary file in the same folder, then rename)."""
+    path = os.path.abspath(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".snncc-tmp-", dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     c = sub.add_parser("compile", help="compile a model into an artefact folder")
-    c.add_argument("model", help=".pt2 torch.export program, state_dict checkpoint, or (with --trust-pickle) pickled module")
+    c.add_argument("model", help=".pt2 torch.export program, state_dict checkpoint, .onnx model, .nir graph, or "
+                                 "(with --trust-pickle) pickled module")
     _add_load_args(c)
     c.add_argument("--target", default="sim", help="target name (see `snncc targets`)")
     c.add_argument("-o", "--out", required=True, help="artefact folder to write")
@@ -50,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--allow-macs", action="store_true",
                    help="deploy non-spike-driven layers beyond the encoding layer")
     c.add_argument("--explain", action="store_true", help="print the target's full compatibility report")
+    c.add_argument("--target-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="target-specific option (repeatable), e.g. scale_policy=pow2 for speck, emit=graded for loihi")
 
     i = sub.add_parser("inspect", help="list a model's or an artefact's graph, one row per node")
     i.add_argument("path", help="model file or artefact folder")
@@ -68,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     sm = sub.add_parser("simulate", help="simulate a compiled artefact with the T x D synchronous simulator")
     sm.add_argument("out", help="artefact folder")
     sm.add_argument("--schedule", choices=["exact", "streaming", "both"], default="both")
+    sm.add_argument("--backend", default="snncc",
+                    help="snncc (our simulators) or a target with its own simulator, e.g. lava (Loihi in Lava)")
     sm.add_argument("--samples", type=int, default=16)
     sm.add_argument("--data", help=".npz with an array x of inputs (default: seeded random inputs)")
     sm.add_argument("--seed", type=int, default=0)
@@ -80,8 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--seed", type=int, default=0)
     es.add_argument("--rate", type=float, help="input samples per second, for average power")
     es.add_argument("--markdown", help="also write the report as Markdown to this file")
+    es.add_argument("--batch-size", type=int, help="samples per executor batch (default: all at once)")
+    es.add_argument("--progress", action="store_true", help="show a progress bar over the batches")
+    es.add_argument("--report", metavar="DIR", help="write DIR/report.md + report.html with plots")
+    es.add_argument("--layer", help="population whose spike maps the report shows (default: first conv map)")
 
     sub.add_parser("targets", help="list installed targets")
+
+    xn = sub.add_parser("export-nir", help="write a compiled artefact's deployed graph as a NIR file (HDF5)")
+    xn.add_argument("out", help="artefact folder")
+    xn.add_argument("file", help=".nir file to write")
     return ap
 
 
@@ -104,8 +117,14 @@ def cmd_compile(args) -> int:
             raise PassError(f"--dump-after {name}: no such pass in this pipeline", hint=f"passes: {', '.join(DEPLOY)}")
     get_target(args.target)
     loaded = _load(args)
-    res = compile_model(loaded, target=args.target, input_kind=args.input_kind, frontend=args.frontend,
-                        dump_after=tuple(args.dump_after), allow_macs=args.allow_macs, progress=_progress)
+    try:
+        res = compile_model(loaded, target=args.target, input_kind=args.input_kind, frontend=args.frontend,
+                            dump_after=tuple(args.dump_after), allow_macs=args.allow_macs, progress=_progress,
+                            target_options=_target_options(args.target_option))
+    except TargetError as e:
+        if args.explain and getattr(e, "explain", ""):
+            print(e.explain)
+        raise
     for name, text in res.dumps.items():
         print(f"--- after {name} ---")
         print(text, end="")
@@ -115,6 +134,19 @@ def cmd_compile(args) -> int:
     print(res.summary())
     print(f"wrote {args.out}")
     return 0
+
+
+def _target_options(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise TargetError(f"--target-option {item!r} must look like key=value")
+        k, v = item.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except ValueError:
+            out[k] = v
+    return out
 
 
 def _progress(msg: str) -> None:
@@ -163,6 +195,17 @@ def cmd_simulate(args) -> int:
     g = artifact.read_graph(args.out, "ir")
     x = _inputs(args, g)
     ref = run(g, x)
+    if args.backend != "snncc":
+        from snncc.targets import get as get_target
+
+        tgt = get_target({"lava": "loihi"}.get(args.backend, args.backend))
+        if not hasattr(tgt, "simulate"):
+            raise TargetError(f"target {tgt.name} has no simulator", where="--backend", hint="use --backend snncc")
+        r = tgt.simulate(g, x)
+        same = all(torch.equal(r.counts[k], ref.counts[k]) for k in ref.counts)
+        print(f"{args.backend}: {len(x)} samples, spike counts {'==' if same else '!='} reference, "
+              f"max |output diff| {float((r.output - ref.output).abs().max()):.3g}")
+        return 0 if same else 1
     if args.schedule in ("exact", "both"):
         r = simulate(g, x, "exact")
         same = all(torch.equal(r.counts[k], ref.counts[k]) for k in ref.counts)
@@ -179,15 +222,22 @@ def cmd_simulate(args) -> int:
 def cmd_estimate(args) -> int:
     from snncc.estimate import Estimator
 
+    from snncc.estimate.data import InputBatches
+
     g = artifact.read_graph(args.out, "ir")
-    x = _inputs(args, g)
+    batches = InputBatches(g, args.data, args.samples, args.batch_size, args.seed)
     est = Estimator(g, profile=args.profile)
-    est.observe(x)
+    est.run(batches, progress=args.progress, total=len(batches))
     rep = est.report(rate=args.rate)
     print(rep.table())
     if args.markdown:
         artifact.write_text(args.markdown, rep.to_markdown())
         print(f"wrote {args.markdown}")
+    if args.report:
+        from snncc.estimate.report import write_estimate_report
+
+        files = write_estimate_report(g, rep, batches.batch(0), args.report, args.layer)
+        print(f"wrote {files.markdown} and {files.html}")
     return 0
 
 
@@ -235,8 +285,19 @@ def cmd_targets(args) -> int:
     return 0
 
 
+def cmd_export_nir(args) -> int:
+    from snncc.interop.nir_io import write_nir
+
+    ex = write_nir(artifact.read_graph(args.out, "ir"), args.file)
+    print(f"wrote {args.file} ({len(ex.graph.nodes)} NIR nodes); what NIR readers other than snncc lose:")
+    for item in ex.lost:
+        print(f"- {item}")
+    return 0
+
+
 COMMANDS = {"compile": cmd_compile, "inspect": cmd_inspect, "verify": cmd_verify, "simulate": cmd_simulate,
             "estimate": cmd_estimate, "targets": cmd_targets}
+COMMANDS["export-nir"] = cmd_export_nir
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -118,5 +118,8 @@ def report_markdown(res: CompileResult) -> str:
             lines.append(f"  - {c}")
         if len(changes) > 20:
             lines.append(f"  - ... {len(changes) - 20} more")
+    from snncc.estimate.report import static_markdown
+
+    lines += ["", static_markdown(res.deployed, get_target(res.target)).rstrip()]
     lines += ["", "## Deployed graph (synaptic normal form)", "", "```", listing(res.deployed).rstrip(), "```", ""]
     return "\n".join(lines)

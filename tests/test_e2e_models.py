@@ -33,3 +33,15 @@ def test_e_spikeformer_tiny_all_levels_agree(order):
     ex = simulate(run.graph, x, "exact")
     for k, c in ref.counts.items():
         assert torch.equal(ex.counts[k], c), k
+
+
+@pytest.mark.parametrize("frontend", ["export", "fx"])
+def test_layer_scale_on_a_reshaped_parameter_is_folded_as_a_constant(frontend):
+    """`x * gamma.view(1, -1, 1, 1)` (snncc.nn.LayerScale, used by the 83M/173M models)."""
+    m = randomize_bn(e_spikeformer("tiny-test", layer_scale=0.5), seed=2)
+    lm = LoadedModel(m, None, (3, 32, 32))
+    traced = trace(lm, frontend=frontend)
+    deployed = run_pipeline(traced, "deploy").graph
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    rep = compare(lm.eager, {"traced": traced, "deployed": deployed}, x)
+    assert rep.ok and rep.levels[0].max_logit_diff < 1e-4, rep.table()

@@ -209,7 +209,7 @@ def _provably_exact(g: Graph, path: list[Node], leaf: str) -> bool:
 
 
 def fanout_map(g: Graph, nodes: list[Node], term: str, leaf: str,
-               interp: Interpreter | None = None) -> tuple[np.ndarray, bool]:
+               interp: Interpreter | None = None, probe_limit: int | None = None) -> tuple[np.ndarray, bool]:
     """Per source neuron, the number of term outputs one spike of `leaf` reaches; and exactness."""
     path = _path_nodes(g, nodes, leaf)
     interp = interp or _Structural(g)
@@ -230,10 +230,12 @@ def fanout_map(g: Graph, nodes: list[Node], term: str, leaf: str,
     if _provably_exact(g, path, leaf):
         return paths, True
     n_in, n_out = math.prod(shape), math.prod(g[term].shape)
-    if n_in * n_out > PROBE_LIMIT:
+    if n_in * n_out > (PROBE_LIMIT if probe_limit is None else probe_limit):
         return paths, False
     out = np.zeros(n_in)
-    chunk = max(1, (1 << 22) // max(n_out, 1))
+    # every probe row carries all leaves and intermediate tensors of the tree, not just the term
+    widest = max([n_out] + [math.prod(g[l].shape) for l in leaves] + [math.prod(n.shape) for n in nodes])
+    chunk = max(1, (1 << 22) // max(widest, 1))
     with torch.no_grad():
         for s in range(0, n_in, chunk):
             idx = torch.arange(s, min(n_in, s + chunk))
@@ -292,8 +294,10 @@ def _population_of(g: Graph, name: str) -> str:
     return n.name
 
 
-def analyze(graph: Graph) -> Plan:
-    """Read populations, projections (with fan-out maps), host MACs and latency from `graph`."""
+def analyze(graph: Graph, probe_limit: int | None = None) -> Plan:
+    """Read populations, projections (with fan-out maps), host MACs and latency from `graph`.
+    `probe_limit` overrides PROBE_LIMIT (0: never probe; fan-outs not provably exact stay path
+    counts, flagged as upper bounds)."""
     g = graph
     pops: dict[str, Population] = {}
     for n in g.nodes:
@@ -340,7 +344,7 @@ def analyze(graph: Graph) -> Plan:
                     # the output reads spikes as they are (maybe reshaped): routed off chip, no synapses
                     projections.append(Projection(leaf, c.name, "readout", t, [n.name for n in path]))
                 elif g[leaf].kind == SPIKE:
-                    fan, exact = fanout_map(g, nodes, t, leaf, structural)
+                    fan, exact = fanout_map(g, nodes, t, leaf, structural, probe_limit)
                     if not fan.any():
                         continue  # reached only through a spike product
                     if not exact:

@@ -152,6 +152,23 @@ class Converter:
                                      "reshape/permute/matmul of spikes; rewrite the model or file an issue")
         self.values[fxn] = handler(fxn, *call.args, **call.kwargs)
 
+    def fold_constant(self, fxn: fx.Node) -> bool:
+        """Evaluate an op whose inputs are all constants (e.g. `gamma.view(1, -1, 1, 1)` on a
+        parameter) and keep the result as a constant. Returns False when it reads an activation."""
+        args = [self.values.get(a, a) if isinstance(a, fx.Node) else a for a in fxn.args]
+        kwargs = {k: self.values.get(v, v) if isinstance(v, fx.Node) else v for k, v in fxn.kwargs.items()}
+        flat = list(args) + list(kwargs.values())
+        if any(isinstance(a, fx.Node) or self.is_tensor(a) for a in flat):
+            return False
+        if not any(isinstance(a, torch.Tensor) for a in flat):
+            return False
+        with torch.no_grad():
+            if fxn.op == "call_method":
+                self.values[fxn] = getattr(args[0], fxn.target)(*args[1:], **kwargs)
+            else:
+                self.values[fxn] = fxn.target(*args, **kwargs)
+        return True
+
     # canonical calls -------------------------------------------------------------------------
     def c_identity(self, fxn, x, *rest, **kw):
         return x

@@ -180,6 +180,8 @@ def from_module_fx(model: nn.Module, example: torch.Tensor, input_kind: str = CU
         else:
             if n in conv._consumed:
                 continue
+            if n.op in ("call_function", "call_method") and conv.fold_constant(n):
+                continue
             conv.emit(n, conv.resolve(conv.canon(n)))
     g = conv.graph
     g.T = T

@@ -141,7 +141,7 @@ def from_exported(ep: torch.export.ExportedProgram, input_kind: str = CURRENT, s
             else:
                 raise FrontendError(f"unexpected graph input {n.name}", where=source)
         elif n.op == "call_function":
-            if n in conv._consumed:
+            if n in conv._consumed or conv.fold_constant(n):
                 continue
             call = conv.canon(n)
             conv.emit(n, conv.resolve(call))

@@ -176,6 +176,12 @@ class SpeckTarget:
             files["samna_config.txt"] = str(chip_config_mod.samna_configuration(cfg)).encode()
         return files
 
+    def memory_table(self, graph: Graph) -> str:
+        """Kernel/neuron/bias memory per core and per layer (for the compile report)."""
+        a = analyse(graph)
+        return ("memory per core:\n" + core_table(a.lowered.layers, a.placement, a.chip)
+                + "\nmemory per layer:\n" + memory_table(a.lowered.layers, a.placement))
+
     def simulate(self, graph: Graph, x, options: dict | None = None):
         """Run the lowered sinabs network on spike input x ((T, B, ...) or (B, ...) repeated T
         times). options["precision"]: "float" (deployed values) or "chip" (8-bit weights, 16-bit

@@ -1,0 +1,56 @@
+"""Issue 4's acceptance check on the shipped digits CNN: Lava floating_pt spike counts ==
+snncc exact-schedule counts == IR reference counts on 20 test digits; fixed_pt == snncc's
+fixed-point reference bit for bit."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from snncc.frontend.loader import LoadedModel, trace
+from snncc.passes.manager import run_pipeline
+from snncc.sim.reference import run
+from snncc.sim.sync import simulate
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    from examples.digits.train import load_model
+
+    art = ROOT / "examples" / "digits" / "artifacts"
+    model = load_model(art, "digits_cnn")
+    x = torch.as_tensor(np.load(art / "digits_test.npz")["x_test"][:20], dtype=torch.float64)
+    g = run_pipeline(trace(LoadedModel(model, None, (1, 8, 8))), "deploy").graph
+    return g, x
+
+
+@pytest.mark.slow
+def test_lava_float_equals_exact_schedule_equals_reference_on_20_digits(digits):
+    from snncc_lava.target import LoihiTarget
+
+    g, x = digits
+    ref = run(g, x)
+    exact = simulate(g, x, "exact")
+    lava = LoihiTarget().simulate(g, x)
+    for k, c in ref.counts.items():
+        assert torch.equal(exact.counts[k], c), k
+        assert torch.equal(lava.counts[k].double(), c), k
+    assert sum(int(c.sum()) for c in ref.counts.values()) > 1000
+
+
+@pytest.mark.slow
+def test_lava_fixed_equals_fixed_point_reference_on_20_digits(digits):
+    from snncc_lava.target import LoihiTarget
+
+    g, x = digits
+    t = LoihiTarget()
+    lava = t.simulate(g, x, {"precision": "fixed"})
+    ours = t.reference(g, x, {"precision": "fixed"})
+    for k, c in ours.counts.items():
+        assert torch.equal(lava.counts[k], c), k
