@@ -83,3 +83,16 @@ class LoihiTarget:
         options = _check_options(options)
         from snncc_lava.lower import simulate
         return simulate(graph, x, _emit_mode(options), options.get("precision", "float"))
+
+    def reference(self, graph: Graph, x, options: dict | None = None):
+        """snncc's own model of what this target computes, without Lava: the fixed-point integer
+        reference (precision "fixed", bit-exact with Lava fixed_pt) or the exact T x D schedule
+        (precision "float"). Same result fields as `simulate` (output, counts)."""
+        options = _check_options(options)
+        if options.get("precision", "float") == "fixed":
+            from snncc_lava import fixed
+
+            return fixed.simulate_fixed(fixed.quantize(network.build(graph)), x, _emit_mode(options))
+        from snncc.sim.sync import simulate as sync_simulate
+
+        return sync_simulate(graph, x, "exact")
