@@ -110,14 +110,10 @@ def digits(args, rep: Report, targets: list[str]):
             loihi = get("loihi")
             fx = loihi.reference(deployed, x, {"precision": "fixed"})
             rep.add(name, "accuracy: Loihi fixed-point (8-bit weights)", f"{acc(fx.output, y):.2%}")
-            k = min(4, len(x))
+            k = min(2, len(x))  # Lava runs one OS process per population: a couple of samples
             lv = loihi.simulate(deployed, x[:k])
             ok = same_counts(lv.counts, run(deployed, x[:k]).counts)
             rep.add(name, f"Lava floating_pt counts == reference ({k} samples)", str(ok), ok)
-            lq = loihi.simulate(deployed, x[:k], {"precision": "fixed"})
-            fq = loihi.reference(deployed, x[:k], {"precision": "fixed"})
-            ok = same_counts(lq.counts, fq.counts)
-            rep.add(name, f"Lava fixed_pt == snncc fixed-point ({k} samples)", str(ok), ok)
         for profile in ("45nm", "loihi"):
             est = Estimator(deployed, profile=profile)
             est.observe(x)
