@@ -16,6 +16,7 @@ there is printed (and written with --markdown). Not a test: the large sizes take
 
 from __future__ import annotations
 
+
 import argparse
 import json
 import math
@@ -25,6 +26,9 @@ import time
 
 import torch
 import torch.nn as nn
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+from nets import randomize_bn  # noqa: E402  (BN statistics chosen so neurons fire)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "energy")
@@ -46,20 +50,6 @@ def group_of(name: str) -> str:
             if (name == p or name.startswith(p + "_") or name.startswith(p + ".")) and len(p) > blen:
                 best, blen = label, len(p)
     return best
-
-
-def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """BatchNorm statistics and affine drawn so pre-activations sit around +0.5 (neurons fire)."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            c = m.num_features
-            with torch.no_grad():
-                m.running_mean.copy_(torch.randn(c, generator=g) * 0.3)
-                m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(c, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(c, generator=g) * 0.3 + 0.5)
-    return model.eval()
 
 
 class _ShapedLayerScale(nn.Module):

@@ -74,18 +74,8 @@ def write(out: str, files: dict[str, bytes], manifest: dict) -> None:
 
 
 def write_text(path: str, text: str) -> None:
-    """Write one file atomically (temporary file in the same folder, then rename)."""
-    path = os.path.abspath(path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".snncc-tmp-", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Write one text file atomically."""
+    write_bytes(path, text.encode())
 
 
 def read_manifest(out: str) -> dict:

@@ -2,22 +2,8 @@
 
 import torch
 
-from passcheck import assert_preserves
-from snncc.ir import Graph, Node
+from passcheck import assert_preserves, layout_graph as graph
 from snncc.passes.fold_layout import fold_layout
-
-
-def graph():
-    return Graph([
-        Node("x", "input", [], {"shape": (2, 3, 4)}),
-        Node("r1", "reshape", ["x"], {"shape": (6, 4)}),
-        Node("r2", "reshape", ["r1"], {"shape": (24,)}),
-        Node("p1", "permute", ["x"], {"dims": (1, 0, 2)}),
-        Node("p2", "permute", ["p1"], {"dims": (1, 0, 2)}),
-        Node("same", "reshape", ["r2"], {"shape": (24,)}),
-        Node("dead", "mean", ["p2"], {"dims": (0,)}),
-        Node("o", "output", ["same"]),
-    ]).infer()
 
 
 def test_fold_layout_merges_and_removes():

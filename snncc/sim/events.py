@@ -62,7 +62,7 @@ import torch
 from snncc.errors import SnnccError
 from snncc.ir.graph import Graph, Node
 from snncc.ir.ops import SPIKE
-from snncc.sim.reference import Interpreter
+from snncc.sim.reference import Interpreter, timestep_inputs
 
 POLICIES = ("ideal", "greedy", "speck")
 ORDERS = ("layer", "interleaved", "random")
@@ -796,18 +796,7 @@ def _merge(bts: list[_Batch]) -> _Batch:
 
 
 def _inputs(graph: Graph, x) -> list[torch.Tensor]:
-    x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).to(torch.float64)
-    in_shape = graph.inputs[0].shape
-    if tuple(x.shape[-len(in_shape):]) != in_shape:
-        raise SnnccError(f"input of shape {tuple(x.shape)} does not end in the graph's input shape {in_shape}",
-                         hint="pass (B, *shape) or (T, B, *shape)")
-    if x.dim() == len(in_shape) + 1:
-        return [x] * graph.T
-    if x.dim() == len(in_shape) + 2:
-        if x.shape[0] != graph.T:
-            raise SnnccError(f"input has {x.shape[0]} timesteps, graph expects T={graph.T}")
-        return list(x)
-    raise SnnccError(f"input of rank {x.dim()} for per-sample shape {in_shape}")
+    return timestep_inputs(graph, x, torch.float64)
 
 
 def simulate(graph_or_net: Graph | EventNetwork, x, policy: str = "ideal", order: str = "layer",

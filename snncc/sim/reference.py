@@ -44,6 +44,23 @@ def fire_count(v: torch.Tensor, attrs: dict) -> torch.Tensor:
     return torch.clamp(quantize(u, attrs["rounding"]), 0, attrs["D"])
 
 
+def timestep_inputs(graph: Graph, x, dtype: torch.dtype) -> list[torch.Tensor]:
+    """Split an input batch into one (B, *shape) tensor per timestep: x is (B, *shape) (repeated
+    over the graph's T timesteps) or (T, B, *shape). Shared by every executor of the IR."""
+    x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).to(dtype)
+    in_shape = graph.inputs[0].shape
+    if tuple(x.shape[-len(in_shape):]) != in_shape:
+        raise SnnccError(f"input of shape {tuple(x.shape)} does not end in the graph's input shape {in_shape}",
+                         hint="pass (B, *shape) or (T, B, *shape)")
+    if x.dim() == len(in_shape) + 1:
+        return [x] * graph.T
+    if x.dim() == len(in_shape) + 2:
+        if x.shape[0] != graph.T:
+            raise SnnccError(f"input has {x.shape[0]} timesteps, graph expects T={graph.T}")
+        return list(x)
+    raise SnnccError(f"input of rank {x.dim()} for per-sample shape {in_shape}")
+
+
 class Interpreter:
     """Walks the graph once per timestep. Subclass and override `op_<name>` to change one op."""
 
@@ -57,22 +74,10 @@ class Interpreter:
 
     def run(self, x, keep_values: bool = False) -> Result:
         g = self.graph
-        x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).to(self.dtype)
         inputs = g.inputs
         if len(inputs) != 1:
             raise SnnccError(f"graph has {len(inputs)} inputs; the reference executor runs single-input graphs")
-        in_shape = inputs[0].shape
-        if tuple(x.shape[-len(in_shape):]) != in_shape:
-            raise SnnccError(f"input of shape {tuple(x.shape)} does not end in the graph's input shape {in_shape}",
-                             hint="pass (B, *shape) or (T, B, *shape)")
-        if x.dim() == len(in_shape) + 1:
-            xs = [x] * g.T
-        elif x.dim() == len(in_shape) + 2:
-            if x.shape[0] != g.T:
-                raise SnnccError(f"input has {x.shape[0]} timesteps, graph expects T={g.T}")
-            xs = list(x)
-        else:
-            raise SnnccError(f"input of rank {x.dim()} for per-sample shape {in_shape}")
+        xs = timestep_inputs(g, x, self.dtype)
         self.state = {}
         counts: dict[str, torch.Tensor] = {}
         out_sum = None

@@ -59,7 +59,7 @@ import torch
 from snncc.errors import SnnccError
 from snncc.ir.graph import Graph, Node
 from snncc.sim import reference
-from snncc.sim.reference import Interpreter, fire_count
+from snncc.sim.reference import Interpreter, fire_count, timestep_inputs
 
 SCHEDULES = ("exact", "streaming")
 
@@ -254,18 +254,7 @@ class _Sim:
 
 
 def _inputs(graph: Graph, x, dtype) -> list[torch.Tensor]:
-    x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).to(dtype)
-    in_shape = graph.inputs[0].shape
-    if tuple(x.shape[-len(in_shape):]) != in_shape:
-        raise SnnccError(f"input of shape {tuple(x.shape)} does not end in the graph's input shape {in_shape}",
-                         hint="pass (B, *shape) or (T, B, *shape)")
-    if x.dim() == len(in_shape) + 1:
-        return [x] * graph.T
-    if x.dim() == len(in_shape) + 2:
-        if x.shape[0] != graph.T:
-            raise SnnccError(f"input has {x.shape[0]} timesteps, graph expects T={graph.T}")
-        return list(x)
-    raise SnnccError(f"input of rank {x.dim()} for per-sample shape {in_shape}")
+    return timestep_inputs(graph, x, dtype)
 
 
 def simulate(graph: Graph, x, schedule: str = "exact", dtype: torch.dtype = torch.float64,
