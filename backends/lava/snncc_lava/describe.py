@@ -1,8 +1,8 @@
 """The Loihi artefact: a deterministic JSON description of the Lava network plus its arrays.
 
-`network.json` lists every process (neuron populations, synapses, host input sources, sinks)
-with shapes, parameters and how they connect; every array (weights, constant currents) lives in
-`weights.npz` under the key the JSON names. Both are byte-for-byte reproducible: keys sorted,
+`network.json` lists every process (neuron populations, spike products, synapses, host input
+sources, sinks) with shapes, parameters and how they connect; every array (weights, constant
+currents, operand index maps) lives in `weights.npz` under the key the JSON names. Both are byte-for-byte reproducible: keys sorted,
 arrays written with a fixed zip timestamp. With a `fixed.QNetwork` the description is the fixed_pt
 network (integer mantissas and exponents, run with select_tag='fixed_pt') and
 `quantisation.json` carries the quantisation report.
@@ -58,6 +58,16 @@ def describe(net: Network, emit: str = "burst", versions: dict | None = None, qn
             procs.append({"name": f"{p.name}.source", "process": "lava.proc.io.source.RingBuffer",
                           "shape": [p.size], "feeds": f"{p.name}.a_in",
                           "data": "host encoding current, one column per window at step start + w*D + 1"})
+    for pp in net.products.values():
+        ops = []
+        for i, o in enumerate(pp.operands):
+            key = f"{pp.name}.index{i}"
+            arrays[key] = o.index
+            ops.append({"source": f"{o.source}.s_out", "port": f"a_in{i}", "shape": list(o.shape), "index": key})
+        procs.append({"name": pp.name, "process": "snncc_lava.procs.process.SpikeProduct",
+                      "model": "PySpikeProductModelFloat", "shape": [pp.size], "ir_shape": list(pp.shape),
+                      "order": pp.order, "scale": pp.scale, "level": pp.level, "start": pp.start,
+                      "operands": ops, "emit": "graded, one message at step start + (w+2)*D"})
     bits = 8 if emit == "graded" else 0
     for i, pr in enumerate(net.projections):
         key = f"proj{i}.{pr.source}->{pr.target}.weight"
@@ -67,7 +77,7 @@ def describe(net: Network, emit: str = "burst", versions: dict | None = None, qn
         entry = {"name": f"proj{i}", "process": "lava.proc.dense.process." + ("DelayDense" if pr.delay else "Dense"),
                  "shape": list(w.shape), "source": f"{pr.source}.s_out",
                  "target": f"{pr.target}.a_in" if pr.target != "output" else "output.sink.a_in",
-                 "num_message_bits": bits, "delay": pr.delay, "weight": key, "nonzero": nnz,
+                 "num_message_bits": 8 if pr.source in net.products else bits, "delay": pr.delay, "weight": key, "nonzero": nnz,
                  "ir_nodes": pr.nodes}
         if qnet is not None:
             entry.update(weight_exp=qnet.projections[i].exp, num_weight_bits=8, sign_mode="MIXED")

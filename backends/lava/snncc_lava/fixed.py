@@ -219,6 +219,10 @@ def quantize(net: Network, policy: str = "precision") -> QNetwork:
     if policy not in POLICIES:
         raise TargetError(f"unknown quantisation policy {policy!r}", where="snncc_lava.fixed",
                           hint=f"one of {', '.join(POLICIES)}")
+    if net.products:
+        raise TargetError(f"node {next(iter(net.products))}: spike_product (attention) has no fixed-point "
+                          f"lowering yet", where="loihi precision=fixed",
+                          hint="use precision=float (the SpikeProduct process has a floating_pt model only)")
     pops: dict[str, QPopulation] = {}
     scales: dict[str, float] = {}
     report: dict = {"policy": policy, "populations": {}, "output": {}}

@@ -3,7 +3,9 @@
 Processes: one `WindowBurstIF` per population; `Dense` per projection (`DelayDense` when the
 projection needs a synaptic delay), with `num_message_bits=8` when neurons emit graded counts and
 0 (binary spikes) in burst mode; a `RingBuffer` source (lava.proc.io.source) per population fed
-by the host's encoding current; a `RingBuffer` sink (lava.proc.io.sink) on every population and
+by the host's encoding current; a `SpikeProduct` per spike product (attention; floating_pt only),
+its operand populations wired straight into it, its graded output through a Dense (8 message bits)
+like any population; a `RingBuffer` sink (lava.proc.io.sink) on every population and
 on the read-out projection. A batch is streamed through the pipeline one sample after another
 (B * T windows in one run), so one compile serves the whole batch.
 
@@ -37,7 +39,7 @@ from lava.proc.io.sink import RingBuffer as Sink  # noqa: E402
 from lava.proc.io.source import RingBuffer as Source  # noqa: E402
 from lava.utils.weightutils import SignMode  # noqa: E402
 
-from snncc_lava.procs.process import WindowBurstIF  # noqa: E402
+from snncc_lava.procs.process import SpikeProduct, WindowBurstIF  # noqa: E402
 
 GRADED_BITS = 8  # enough for counts up to D = 255
 
@@ -80,11 +82,21 @@ def run_network(net: Network, x, emit: str = "burst", qnet: QNetwork | None = No
             sources[p.name].s_out.connect(procs[p.name].a_in)
         sinks[p.name] = Sink(shape=(p.size,), buffer=steps)
         procs[p.name].s_out.connect(sinks[p.name].a_in)
+    if fixed and net.products:
+        raise TargetError(f"node {next(iter(net.products))}: spike_product has no fixed_pt model yet",
+                          where="loihi precision=fixed", hint="use precision='float'")
+    for pp in net.products.values():  # operands arrive unsynapsed; the product is a graded source
+        ops = [(o.index, o.shape, net.populations[o.source].start, net.populations[o.source].size)
+               for o in pp.operands]
+        procs[pp.name] = SpikeProduct(shape=(pp.size,), operands=ops, order=pp.order, scale=pp.scale,
+                                      D=D, windows=K, name=pp.name)
+        for i, o in enumerate(pp.operands):
+            procs[o.source].s_out.connect(getattr(procs[pp.name], f"a_in{i}"))
     n_out = int(np.prod(net.output_shape))
     out_sink = Sink(shape=(n_out,), buffer=steps)
     bits = GRADED_BITS if emit == "graded" else 0
     for i, pr in enumerate(net.projections):
-        kw = {"num_message_bits": bits}
+        kw = {"num_message_bits": GRADED_BITS if pr.source in net.products else bits}
         w = pr.weight
         if fixed:
             qp = qnet.projections[i]

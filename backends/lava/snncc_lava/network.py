@@ -16,6 +16,17 @@ only, else 1 + the deepest spiking source) integrates window w during time steps
 synapse process adds one step, so the next level starts D + 1 steps later; a projection from a
 shallower source gets a synaptic delay of (l - l_src - 1)(D + 1) steps to land in the same window.
 The graph output is read through a final projection into a sink, summed per window.
+
+Spike products (attention, DESIGN 6). A `spike_product` node is a graded source of its own: a
+`SpikeProduct` process receives the spike trains of its 2-3 operand populations directly (no
+synapse), accumulates each operand's window counts, gathers them into the operand tensors with
+index maps (the reshape/permute layout ops between the population and the product, evaluated on
+an arange in numpy at build time) and, on the last sub-step of the operands' emission window,
+sends the integer product (a @ b, (a @ b) @ c or a @ (b @ c) per head, times the node's scale) as
+one graded message. It sits at the level of its deepest operand (operands from shallower levels
+are buffered by window inside the process), so the projection from the product to its consumer is
+an ordinary Dense (the tree applied to the product's identity basis: layouts, scales, linears)
+whose one-step delay lands the message on the consumer's last integration sub-step.
 """
 
 from __future__ import annotations
@@ -40,6 +51,28 @@ class Projection:
     weight: np.ndarray  # (N_target, N_source) float64
     delay: int = 0  # extra synaptic delay in time steps (0: the synapse's own one step)
     nodes: list[str] = field(default_factory=list)  # IR nodes folded into this matrix
+
+
+@dataclass
+class Operand:
+    source: str  # a population name
+    index: np.ndarray  # (size,) int64: element of the operand tensor -> flat neuron of `source`
+    shape: tuple  # operand tensor shape (heads..., rows, cols)
+
+
+@dataclass
+class ProductSource:
+    name: str  # the spike_product node
+    shape: tuple  # product shape (per sample)
+    operands: list[Operand]
+    order: str  # 'left' (ab)c | 'right' a(bc)
+    scale: float
+    level: int  # deepest operand level: the product of window w is sent at step start + (w + 2) D
+    start: int
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
 
 
 @dataclass
@@ -72,22 +105,24 @@ class Network:
     output_const: np.ndarray  # (N_out,)
     output_host: bool  # the output tree reads the real-valued input directly
     output_start: int
+    products: dict[str, ProductSource] = field(default_factory=dict)
 
     def steps(self, windows: int) -> int:
         """Time steps that run `windows` windows through every level and the read-out."""
         return self.output_start + windows * self.D + 1
 
 
-def tree_nodes(g: Graph, consumer: Node) -> tuple[list[Node], list[str]]:
+def tree_nodes(g: Graph, consumer: Node, products: bool = False) -> tuple[list[Node], list[str]]:
     """The consumer's input tree (current ops and spike layout ops, graph order) and its leaves
-    (fire or input nodes)."""
+    (fire or input nodes; with `products`, spike_product nodes are leaves too: graded sources
+    computed by their own process, their operand paths are not part of the tree)."""
     names: set[str] = set()
     leaves: list[str] = []
     stack = [consumer.inputs[0]]
     while stack:
         name = stack.pop()
         n = g[name]
-        if n.op in ("fire", "input"):
+        if n.op in ("fire", "input") or (products and n.op == "spike_product"):
             if name not in leaves:
                 leaves.append(name)
             continue
@@ -109,7 +144,7 @@ class TreeEvaluator:
         self.interp = Interpreter(g, torch.float64)
 
     def __call__(self, consumer: Node, values: dict[str, torch.Tensor], batch: int) -> torch.Tensor:
-        tree, leaves = tree_nodes(self.g, consumer)
+        tree, leaves = tree_nodes(self.g, consumer, products=True)
         env = {}
         for leaf in leaves:
             v = values.get(leaf)
@@ -132,6 +167,28 @@ class TreeEvaluator:
         return self(consumer, {}, 1)[0].numpy()
 
 
+def operand_path(g: Graph, name: str) -> tuple[str, list[Node]]:
+    """The population (fire) an operand of a spike product reads and the layout ops in between
+    (graph order); ('', ops) when the path reaches anything else."""
+    path = []
+    n = g[name]
+    while n.op in LAYOUT_OPS:
+        path.append(n)
+        n = g[n.inputs[0]]
+    return (n.name if n.op == "fire" else ""), path[::-1]
+
+
+def operand_index(g: Graph, name: str) -> Operand:
+    """Index map of one operand: the layout ops applied to arange over the source population."""
+    src, path = operand_path(g, name)
+    interp = Interpreter(g, torch.float64)
+    size = math.prod(g[src].shape)
+    v = torch.arange(size, dtype=torch.float64).reshape((1,) + g[src].shape)
+    for n in path:
+        v = getattr(interp, f"op_{n.op}")(n, v)
+    return Operand(src, v.reshape(-1).numpy().astype(np.int64), tuple(g[name].shape))
+
+
 def unsupported(g: Graph) -> list[str]:
     """Rules the deployed graph breaks for this lowering, one line each, naming the node."""
     out = []
@@ -139,8 +196,10 @@ def unsupported(g: Graph) -> list[str]:
         out.append(f"graph has {len(g.inputs)} inputs; the Lava lowering takes exactly one")
     for n in g.nodes:
         if n.op == "spike_product":
-            out.append(f"node {n.name}: spike_product (attention) has no Lava lowering yet "
-                       f"(needs a custom coincidence-count process)")
+            for i in n.inputs:
+                if not operand_path(g, i)[0]:
+                    out.append(f"node {n.name}: spike_product operand {i} is not a neuron population "
+                               f"(through reshape/permute only); the SpikeProduct process reads populations")
         elif n.op == "batchnorm":
             out.append(f"node {n.name}: batchnorm is not folded; run the deploy pipeline first")
         elif n.op == "fire":
@@ -169,15 +228,28 @@ def build(g: Graph) -> Network:
     projs: list[Projection] = []
     in_name = g.inputs[0].name
 
+    prods: dict[str, ProductSource] = {}
+
+    def source_level(s: str) -> int:
+        if s in pops:
+            return pops[s].level
+        n = g[s]  # a spike product: a graded source at the level of its deepest operand
+        ops = [operand_index(g, i) for i in n.inputs]
+        lv = max(pops[o.source].level for o in ops)
+        prods[s] = ProductSource(s, tuple(n.shape), ops, n.attrs["order"], float(n.attrs["scale"]),
+                                 lv, lv * (D + 1))
+        return lv
+
     def wire(consumer: Node):
-        tree, leaves = tree_nodes(g, consumer)
+        tree, leaves = tree_nodes(g, consumer, products=True)
         host = in_name in leaves
         spikes = [s for s in leaves if s != in_name]
-        level = 1 + max((pops[s].level for s in spikes), default=-1)
+        levels = {s: source_level(s) for s in spikes}
+        level = 1 + max(levels.values(), default=-1)
         out = []
         for s in spikes:
             out.append(Projection(s, consumer.name if consumer.op == "fire" else "output",
-                                  ev.matrix(consumer, s), (level - pops[s].level - 1) * (D + 1),
+                                  ev.matrix(consumer, s), (level - levels[s] - 1) * (D + 1),
                                   [n.name for n in tree]))
         return host, level, out
 
@@ -196,7 +268,7 @@ def build(g: Graph) -> Network:
     host, level, p = wire(out)
     projs += p
     return Network(g, D, g.T, pops, projs, out.shape, np.zeros(math.prod(out.shape)) if host else ev.constant(out),
-                   host, level * (D + 1))
+                   host, level * (D + 1), prods)
 
 
 def host_currents(net: Network, consumer: str, x: torch.Tensor) -> torch.Tensor:

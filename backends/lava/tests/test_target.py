@@ -26,10 +26,19 @@ def test_check(conv_chain, residual, attention):
     t = LoihiTarget()
     assert t.check(conv_chain) == []
     assert t.check(residual) == []
-    assert t.check(attention) == ["node matmul_1: spike_product (attention) has no Lava lowering yet "
-                                  "(needs a custom coincidence-count process)"]
+    assert t.check(attention) == []  # spike products lower to the SpikeProduct process (floating_pt)
     with pytest.raises(TargetError, match="matmul_1: spike_product"):
-        t.emit(attention, {})
+        t.emit(attention, {"precision": "fixed"})
+
+
+def test_emit_describes_the_spike_product(attention):
+    doc = json.loads(LoihiTarget().emit(attention, {})["lava/network.json"])
+    (p,) = [e for e in doc["processes"] if e["name"] == "matmul_1"]
+    assert p["process"] == "snncc_lava.procs.process.SpikeProduct" and p["order"] == "left"
+    assert [o["source"] for o in p["operands"]] == ["nq.s_out", "nk.s_out", "nv.s_out"]
+    assert [o["shape"] for o in p["operands"]] == [[2, 16, 4], [2, 4, 16], [2, 16, 4]]
+    (syn,) = [e for e in doc["processes"] if e.get("source") == "matmul_1.s_out"]
+    assert syn["target"] == "n_attn.a_in" and syn["num_message_bits"] == 8 and syn["delay"] == 0
 
 
 def test_emit_is_deterministic_and_holds_the_weights(conv_chain):
@@ -110,3 +119,22 @@ def test_simulate_fixed_through_the_target(conv_chain):
     res = LoihiTarget().simulate(conv_chain, x, {"precision": "fixed"})
     ref = fixed.simulate_fixed(fixed.quantize(build(conv_chain)), x)
     assert all(torch.equal(res.counts[k], ref.counts[k]) for k in ref.counts)
+
+
+def test_reference_float_is_the_exact_schedule_and_fixed_is_the_integer_reference(conv_chain):
+    import torch as _torch
+
+    from snncc.sim.reference import run
+    from snncc_lava import fixed, network
+    from snncc_lava.target import LoihiTarget
+
+    x = _torch.randn(3, 2, 8, 8, dtype=_torch.float64) * 2
+    t = LoihiTarget()
+    fl = t.reference(conv_chain, x)
+    ref = run(conv_chain, x)
+    for k in ref.counts:
+        assert _torch.equal(fl.counts[k], ref.counts[k]), k
+    fx = t.reference(conv_chain, x, {"precision": "fixed"})
+    direct = fixed.simulate_fixed(fixed.quantize(network.build(conv_chain)), x)
+    for k in direct.counts:
+        assert _torch.equal(fx.counts[k], direct.counts[k]), k

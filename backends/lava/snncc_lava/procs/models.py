@@ -1,4 +1,4 @@
-"""Process models of `WindowBurstIF`: floating_pt and fixed_pt.
+"""Process models of `WindowBurstIF` (floating_pt and fixed_pt) and `SpikeProduct` (floating_pt).
 
 floating_pt: arithmetic follows snncc.sim.reference operation by operation (v = u + beta + bias +
 carry, floor(v / theta), clip to [0, D], carry = v - n * theta - beta) so float64 counts match it.
@@ -25,7 +25,7 @@ from lava.magma.core.model.py.type import LavaPyType  # noqa: E402
 from lava.magma.core.resources import CPU  # noqa: E402
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol  # noqa: E402
 
-from snncc_lava.procs.process import WindowBurstIF  # noqa: E402
+from snncc_lava.procs.process import SpikeProduct, WindowBurstIF  # noqa: E402
 
 
 @implements(proc=WindowBurstIF, protocol=LoihiProtocol)
@@ -140,3 +140,56 @@ class PyWindowBurstIFModelFixed(PyLoihiProcessModel):
         self.carry = v - n * theta_eff
         self.n = n
         self.u = np.zeros_like(self.u)
+
+
+@implements(proc=SpikeProduct, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PySpikeProductModelFloat(PyLoihiProcessModel):
+    """float64 window counts and products, the reference executor's operation order (exact for
+    integer counts: every partial sum is an integer below 2**53)."""
+
+    a_in0: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    a_in1: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    a_in2: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    index0: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    index1: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    index2: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    shape0: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    shape1: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    shape2: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    acc0: np.ndarray = LavaPyType(np.ndarray, float)
+    acc1: np.ndarray = LavaPyType(np.ndarray, float)
+    acc2: np.ndarray = LavaPyType(np.ndarray, float)
+    starts: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    nops: int = LavaPyType(int, int)
+    right: int = LavaPyType(int, int)
+    scale: float = LavaPyType(float, float)
+    D: int = LavaPyType(int, int)
+    windows: int = LavaPyType(int, int)
+
+    def run_spk(self) -> None:
+        D, K, m = int(self.D), int(self.windows), int(self.nops)
+        ins = [self.a_in0.recv(), self.a_in1.recv(), self.a_in2.recv()]
+        accs = [self.acc0, self.acc1, self.acc2]
+        for i in range(m):
+            r = self.time_step - int(self.starts[i]) - D - 1
+            if 0 <= r < K * D:
+                accs[i][r // D] += ins[i]
+        out = np.zeros(self.s_out.shape, float)
+        r = self.time_step - int(np.max(self.starts[:m])) - D - 1
+        if 0 <= r < K * D and r % D == D - 1:
+            w = r // D
+            idx = [self.index0, self.index1, self.index2]
+            shp = [self.shape0, self.shape1, self.shape2]
+            x = [accs[i][w][idx[i]].reshape(tuple(int(s) for s in shp[i])) for i in range(m)]
+            if m == 2:
+                y = x[0] @ x[1]
+            elif self.right:
+                y = x[0] @ (x[1] @ x[2])
+            else:
+                y = (x[0] @ x[1]) @ x[2]
+            s = float(self.scale)
+            out = (y * s if s != 1.0 else y).reshape(-1)
+        self.s_out.send(out)

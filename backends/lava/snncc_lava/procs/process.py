@@ -1,4 +1,5 @@
-"""Process interfaces: `WindowBurstIF`, the deployed SFA neuron (DESIGN 2) as a Lava process.
+"""Process interfaces: `WindowBurstIF`, the deployed SFA neuron (DESIGN 2) as a Lava process, and
+`SpikeProduct`, the window-count product of attention (below).
 
 Integrate-and-fire with subtractive reset that integrates one window of D sub-steps, then emits
 its count n = clip(floor(v / theta), 0, D) during the next window: as n unary spikes in the
@@ -55,3 +56,41 @@ class WindowBurstIF(AbstractProcess):
         self.u = Var(shape=shape, init=0.0)  # input integrated in the current window
         self.carry = Var(shape=shape, init=0.0)  # membrane kept across windows (stateful)
         self.n = Var(shape=shape, init=0.0)  # count being emitted in this window
+
+
+class SpikeProduct(AbstractProcess):
+    """The window-count product of 2-3 spiking populations (attention), a graded source.
+
+    Operand i arrives unsynapsed on `a_in{i}` (the flat spike train of its population, emitting
+    window w during steps starts[i] + (w+1) D + 1 .. starts[i] + (w+2) D, burst or graded) and is
+    summed per window; `index{i}` gathers the population's counts into the operand tensor of shape
+    `shape{i}` (the reshape/permute layout ops between them). On step start + (w+2) D, with start =
+    max(starts), the process sends scale * (a @ b) (2 operands), (a @ b) @ c (order 'left') or
+    a @ (b @ c) ('right') of window w, flattened, as one graded message; zero on other steps.
+    `operands`: (index, shape, start, population size) each. Unused third operand: a port of
+    shape (1,) left unconnected (it receives zeros).
+    """
+
+    def __init__(self, *, shape: tuple, operands: list[tuple[np.ndarray, tuple, int, int]], order: str,
+                 scale: float, D: int, windows: int, name: str | None = None) -> None:
+        if not 2 <= len(operands) <= 3:
+            raise ValueError(f"a spike product takes 2 or 3 operands, got {len(operands)}")
+        if order not in ("left", "right"):
+            raise ValueError(f"order must be 'left' or 'right', got {order!r}")
+        super().__init__(shape=shape, name=name)
+        self.s_out = OutPort(shape=shape)
+        ops = list(operands) + [(np.zeros(1, np.int64), (1, 1), 0, 1)] * (3 - len(operands))
+        sizes = [int(n) for _, _, _, n in ops]
+        self.a_in0 = InPort(shape=(sizes[0],))
+        self.a_in1 = InPort(shape=(sizes[1],))
+        self.a_in2 = InPort(shape=(sizes[2],))
+        for i, (idx, shp, _, _) in enumerate(ops):
+            setattr(self, f"index{i}", Var(shape=(len(idx),), init=np.asarray(idx, np.int64)))
+            setattr(self, f"shape{i}", Var(shape=(len(shp),), init=np.asarray(shp, np.int64)))
+            setattr(self, f"acc{i}", Var(shape=(int(windows), sizes[i]), init=0.0))  # counts per window
+        self.starts = Var(shape=(3,), init=np.array([s for _, _, s, _ in ops], np.int64))
+        self.nops = Var(shape=(1,), init=len(operands))
+        self.right = Var(shape=(1,), init=int(order == "right"))
+        self.scale = Var(shape=(1,), init=float(scale))
+        self.D = Var(shape=(1,), init=int(D))
+        self.windows = Var(shape=(1,), init=int(windows))
