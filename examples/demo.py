@@ -114,7 +114,7 @@ def digits(args, rep: Report, targets: list[str]):
             except SnnccError as e:
                 rep.add(name, "Loihi fixed-point", f"refused: {e.what[:100]}")
             pops = len(deployed.neurons())
-            if pops <= 12:
+            if pops <= 16:
                 k = min(2, len(x))  # Lava runs one OS process per population and synapse
                 lv = loihi.simulate(deployed, x[:k])
                 ok = same_counts(lv.counts, run(deployed, x[:k]).counts)
