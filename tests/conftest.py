@@ -12,6 +12,15 @@ torch.set_num_threads(2)
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny models run fastest (and most predictably on a busy machine) single-threaded."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
 def trace_model():
     from snncc.frontend.loader import LoadedModel, trace
 

@@ -17,13 +17,7 @@ from examples.events.data import digits_to_events
 from snncc.nn import MultiStep, SFANeuron, reset_state
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small models train fastest (and most predictably on a busy machine) single-threaded."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

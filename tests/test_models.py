@@ -12,13 +12,7 @@ from snncc.nn import ESDSA, LayerScale, MultiStep, SFANeuron, SumPool2d, reset_s
 aten = torch.ops.aten
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest (and most predictably on a busy machine) single-threaded."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # size -> (target parameters, relative tolerance)
 PAPER_SIZES = {"5.1M": (5.1e6, 0.01), "10M": (10.0e6, 0.01), "19M": (19.0e6, 0.01),

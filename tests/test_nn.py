@@ -10,13 +10,7 @@ from snncc.nn import (ESDSA, ChannelConv, ConvBlock, LayerScale, MultiStep, SFAN
 aten = torch.ops.aten
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest (and most predictably on a busy machine) single-threaded."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 X_TIES = torch.tensor([-1.0, 0.0, 0.4, 0.5, 1.0, 1.5, 2.5, 3.5, 4.0, 4.5, 9.0])
 EXPECT = {

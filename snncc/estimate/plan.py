@@ -136,7 +136,7 @@ class _Structural(Interpreter):
         return torch.zeros((xs[0].shape[0],) + tuple(n.shape), dtype=torch.float64)
 
 
-def _closure(g: Graph, term: str) -> list[Node]:
+def closure(g: Graph, term: str) -> list[Node]:
     """Nodes between the term and its sources (populations, inputs), term included, graph order."""
     names: set[str] = set()
     stack = [term]
@@ -330,7 +330,7 @@ def analyze(graph: Graph, probe_limit: int | None = None) -> Plan:
         root = g[c.inputs[0]]
         terms = list(root.inputs) if root.op == "add" else [root.name]
         for t in terms:
-            nodes = _closure(g, t)
+            nodes = closure(g, t)
             for n in nodes:
                 if n.op == "spike_product":
                     srcs = [_population_of(g, i) for i in n.inputs]

@@ -28,6 +28,7 @@ import torch
 from snncc import artifact
 from snncc.errors import SnnccError
 from snncc.ir.graph import Graph
+from snncc.estimate.plan import closure
 
 # ---- per-layer energy -------------------------------------------------------------------------
 TERM_LABELS = {"mac": "MAC (host, dense)", "sop": "AC (synaptic ops + spike products)",
@@ -605,16 +606,8 @@ def write_estimate_report(graph: Graph, report, x, out_dir: str, layer: str | No
 # ---- static part of the compile report --------------------------------------------------------
 def _tree(g: Graph, fire: str) -> list:
     """Current nodes of a population's input tree (up to spike sources and inputs)."""
-    seen: set[str] = set()
-    stack = list(g[fire].inputs)
-    while stack:
-        name = stack.pop()
-        n = g[name]
-        if name in seen or n.op in ("fire", "input"):
-            continue
-        seen.add(name)
-        stack.extend(n.inputs)
-    return [n for n in g.nodes if n.name in seen]
+    names = {n.name for i in g[fire].inputs for n in closure(g, i)}
+    return [n for n in g.nodes if n.name in names]
 
 
 def static_stats_per_population(graph: Graph, probe_limit: int | None = 0) -> list[dict]:

@@ -11,7 +11,7 @@ Preserves: the reference executor's output.
 
 from __future__ import annotations
 
-from snncc.errors import PassError
+from snncc.errors import PassError, SnnccError
 from snncc.ir.graph import Graph, Node
 from snncc.passes.base import PassResult
 from snncc.passes.bias_to_current import bias_to_current, private_tree
@@ -125,3 +125,23 @@ def projections(g: Graph, consumer: Node) -> list[dict]:
             stack.extend(g[i] for i in m.inputs)
         out.append({"sources": sorted(set(srcs)), "ops": list(reversed(chain))})
     return out
+
+
+# Ops a population's current tree may hold in synaptic normal form.
+TREE_OPS = ("conv", "linear", "pool", "mean", "scale", "add", "reshape", "permute", "spike_product")
+
+
+def check_deployed(graph: Graph, what: str = "the simulator") -> None:
+    """Raise unless `graph` is in synaptic normal form as `normal_form` leaves it: every neuron
+    with norm 1 and floor rounding, every current made only of TREE_OPS. Simulators of the
+    deployed graph call this instead of each restating the rule."""
+    for n in graph.nodes:
+        where = f"node {n.name}"
+        if n.op == "fire":
+            if n.attrs["norm"] != 1.0 or n.attrs["rounding"] != "floor":
+                raise SnnccError(f"neuron has norm={n.attrs['norm']} rounding={n.attrs['rounding']}; the deployed "
+                                 f"neuron has norm 1 and floor rounding ({what} runs deployed graphs)", where=where,
+                                 hint="simulate run_pipeline(graph, 'deploy').graph")
+        elif n.kind == "current" and n.op not in TREE_OPS + ("input", "output"):
+            raise SnnccError(f"op {n.op} in a current tree is not in synaptic normal form", where=where,
+                             hint="simulate run_pipeline(graph, 'deploy').graph")

@@ -62,11 +62,11 @@ import torch
 from snncc.errors import SnnccError
 from snncc.ir.graph import Graph, Node
 from snncc.ir.ops import SPIKE
+from snncc.passes.normal_form import check_deployed
 from snncc.sim.reference import Interpreter, timestep_inputs
 
 POLICIES = ("ideal", "greedy", "speck")
 ORDERS = ("layer", "interleaved", "random")
-_TREE_OPS = ("conv", "linear", "pool", "mean", "scale", "add", "reshape", "permute")
 
 
 # ---- per-op sparse matrices (n_out x n_in, flattened C order, per sample) -----------------------
@@ -233,18 +233,10 @@ def _check(graph: Graph) -> None:
     if len(graph.inputs) != 1:
         raise SnnccError(f"graph has {len(graph.inputs)} inputs; the event simulator runs single-input graphs")
     for n in graph.nodes:
-        where = f"node {n.name}"
         if n.op == "spike_product":
-            raise SnnccError("spike products (attention) are not simulated event by event", where=where,
+            raise SnnccError("spike products (attention) are not simulated event by event", where=f"node {n.name}",
                              hint="use snncc.sim.sync (Speck cannot run them either)")
-        if n.op == "fire":
-            if n.attrs["norm"] != 1.0 or n.attrs["rounding"] != "floor":
-                raise SnnccError(f"neuron has norm={n.attrs['norm']} rounding={n.attrs['rounding']}; the deployed "
-                                 "neuron has norm 1 and floor rounding", where=where,
-                                 hint="simulate run_pipeline(graph, 'deploy').graph")
-        elif n.kind == "current" and n.op not in _TREE_OPS + ("input", "output"):
-            raise SnnccError(f"op {n.op} in a current tree is not in synaptic normal form", where=where,
-                             hint="simulate run_pipeline(graph, 'deploy').graph")
+    check_deployed(graph, "the event simulator")
 
 
 def _leaf(n: Node) -> bool:

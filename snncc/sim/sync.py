@@ -58,13 +58,13 @@ import torch
 
 from snncc.errors import SnnccError
 from snncc.ir.graph import Graph, Node
+from snncc.passes.normal_form import check_deployed
 from snncc.sim import reference
 from snncc.sim.reference import Interpreter, fire_count, timestep_inputs
 
 SCHEDULES = ("exact", "streaming")
 
 # ops allowed in a deployed current tree (all linear except spike_product)
-_TREE_OPS = ("conv", "linear", "pool", "mean", "scale", "add", "reshape", "permute", "spike_product")
 
 
 @dataclass
@@ -109,16 +109,7 @@ def _check(graph: Graph) -> int:
                          "needs one D", where="graph")
     if len(graph.inputs) != 1:
         raise SnnccError(f"graph has {len(graph.inputs)} inputs; the simulator runs single-input graphs")
-    for n in graph.nodes:
-        where = f"node {n.name}"
-        if n.op == "fire":
-            if n.attrs["norm"] != 1.0 or n.attrs["rounding"] != "floor":
-                raise SnnccError(f"neuron has norm={n.attrs['norm']} rounding={n.attrs['rounding']}; the deployed "
-                                 "neuron has norm 1 and floor rounding", where=where,
-                                 hint="simulate run_pipeline(graph, 'deploy').graph")
-        elif n.kind == "current" and n.op not in _TREE_OPS + ("input", "output"):
-            raise SnnccError(f"op {n.op} in a current tree is not in synaptic normal form", where=where,
-                             hint="simulate run_pipeline(graph, 'deploy').graph")
+    check_deployed(graph, "the synchronous simulator")
     return Ds.pop()
 
 
