@@ -122,3 +122,19 @@ def test_listing_rows():
     assert "D=4 theta=1 beta=0 norm=4 half_even" in row["f"]
     assert "yes" in row["p"] and "sum k=3 s=3" in row["p"]
     assert "yes" in row["l"]
+
+
+def test_value_numbers_share_identical_private_copies_only():
+    from snncc.ir.analysis import value_numbers
+
+    w = np.arange(4.0).reshape(2, 2)
+    g = Graph([Node("x", "input", [], {"shape": (2,)}),
+               Node("a", "linear", ["x"], {}, {"weight": w}),
+               Node("b", "linear", ["x"], {}, {"weight": w.copy()}),  # same value as a
+               Node("c", "linear", ["x"], {}, {"weight": w + 1e-12}),  # one ulp-ish off: its own
+               Node("fa", "fire", ["a"], {"D": 4}), Node("fb", "fire", ["b"], {"D": 4}),  # fires never merge
+               Node("sa", "scale", ["fa"], {}, {"factor": np.array(2.0)}),
+               Node("sb", "scale", ["fb"], {}, {"factor": np.array(2.0)}),  # different input: its own
+               Node("s", "add", ["sa", "sb", "c"]), Node("o", "output", ["s"])]).infer()
+    vn = value_numbers(g)
+    assert {k for k, v in vn.items() if k != v} == {"b"} and vn["b"] == "a"

@@ -222,3 +222,30 @@ def test_rejects_undeployed_graph_and_bad_inputs():
         simulate(one_neuron(), torch.ones(1, 1), schedule="async")
     with pytest.raises(SnnccError, match="record"):
         simulate(one_neuron(), torch.ones(1, 1), record=("o",))
+
+
+def test_simulator_reused_over_batches_carries_nothing_over():
+    """A `Simulator` built once runs batch after batch exactly like fresh one-shot runs (stateful
+    neurons must start every batch from beta, not from the previous batch's membrane)."""
+    from snncc.sim.sync import Simulator
+
+    g = stateful_graph()
+    gen = torch.Generator().manual_seed(1)
+    xa, xb = (torch.randint(0, 5, (3, 4, 2, 5, 5), generator=gen).to(F64) for _ in range(2))
+    sim = Simulator(g)
+    for acc in ("window", "substep"):
+        for x in (xa, xb, xa):
+            r, fresh, ref = sim.run(x, accumulate=acc), simulate(g, x, accumulate=acc), run(g, x)
+            assert torch.equal(r.counts["f"], fresh.counts["f"]) and torch.equal(r.counts["f"], ref.counts["f"])
+            assert torch.equal(r.output, fresh.output) and torch.equal(r.nsfr, fresh.nsfr)
+
+
+def test_nsfr_histogram_counts_spikes_per_substep_by_hand():
+    """Exact schedule: a neuron with count n spikes in the first n sub-steps of its window, so the
+    spikes at sub-step j of the window are the neurons with n > j."""
+    g = one_neuron(D=4)
+    x = torch.tensor([[0.0], [1.0], [4.0], [2.0], [3.0], [0.0]], dtype=F64)  # six samples, one neuron
+    r = simulate(g, x)
+    assert r.counts["f"].reshape(-1).tolist() == [0, 1, 4, 2, 3, 0]
+    window = r.nsfr[r.window_start["f"]: r.window_start["f"] + 4] * 6
+    assert window.tolist() == [4.0, 3.0, 2.0, 1.0]

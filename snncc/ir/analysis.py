@@ -1,4 +1,6 @@
-"""Facts derived from a graph without changing it: spike-drivenness and where currents come from.
+"""Facts derived from a graph without changing it: spike-drivenness, where currents come from, and
+which nodes compute the same value (`value_numbers`, used by the executors to evaluate each
+distinct value once).
 
 A synaptic op is *spike-driven* when every source it reads through weightless linear ops
 (add, scale, pooling, mean, layout, batchnorm) is a spike tensor: then each input spike
@@ -7,6 +9,10 @@ weighted synaptic op (conv, linear, spike product), whose real-valued result cos
 """
 
 from __future__ import annotations
+
+import hashlib
+
+import numpy as np
 
 from snncc.ir.graph import Graph
 from snncc.ir.ops import SPIKE
@@ -58,3 +64,27 @@ def encoding_nodes(graph: Graph) -> list[str]:
             if any(graph[s].op == "input" and graph[s].kind != SPIKE for s in srcs):
                 out.append(n.name)
     return out
+
+
+def value_numbers(graph: Graph) -> dict[str, str]:
+    """For every node, the first node (graph order) that computes the same value: same op, attrs,
+    kind, shape, parameters (bit for bit) and inputs (by value number). Inputs and fires are their
+    own value (a fire owns its state and its counts). The synaptic normal form gives each
+    population a private copy of a shared current tree (a residual's stem conv once per
+    consumer); executors use this map to evaluate such copies once, with bit-identical results."""
+    rep: dict[str, str] = {}
+    seen: dict[tuple, str] = {}
+    for n in graph.nodes:
+        if n.op in ("input", "fire", "output"):
+            rep[n.name] = n.name
+            continue
+        key = (n.op, n.kind, tuple(n.shape), tuple(rep[i] for i in n.inputs), repr(sorted(n.attrs.items())),
+               tuple((k, v.dtype.str, v.shape, _digest(v)) for k, v in sorted(n.params.items())))
+        first = seen.setdefault(key, n.name)
+        same = first == n.name or all(np.array_equal(v, graph[first].params[k]) for k, v in n.params.items())
+        rep[n.name] = first if same else n.name  # a digest collision keeps its own value
+    return rep
+
+
+def _digest(a: np.ndarray) -> bytes:
+    return hashlib.blake2b(memoryview(np.ascontiguousarray(a)).cast("B"), digest_size=16).digest()

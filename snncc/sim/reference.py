@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from snncc.errors import SnnccError
+from snncc.ir.analysis import value_numbers
 from snncc.ir.graph import Graph, Node
 
 
@@ -27,21 +28,26 @@ class Result:
     ties: dict[str, int] = field(default_factory=dict)  # half_even fire -> inputs at k + 1/2, k even
 
 
-def quantize(x: torch.Tensor, rounding: str) -> torch.Tensor:
+def quantize(x: torch.Tensor, rounding: str, inplace: bool = False) -> torch.Tensor:
+    """x rounded by the neuron's rounding mode; `inplace` overwrites x (the caller owns it)."""
     if rounding == "half_even":
-        return torch.round(x)
+        return x.round_() if inplace else torch.round(x)
     if rounding == "half_up":
-        return torch.floor(x + 0.5)
+        return (x.add_(0.5) if inplace else x + 0.5).floor_()
     if rounding == "floor":
-        return torch.floor(x)
+        return x.floor_() if inplace else torch.floor(x)
     raise SnnccError(f"unknown rounding mode {rounding!r}")
 
 
-def fire_count(v: torch.Tensor, attrs: dict) -> torch.Tensor:
-    """Spikes a neuron with membrane v (beta and constant current included) emits in one window."""
+def fire_count(v: torch.Tensor, attrs: dict, consume: bool = False) -> torch.Tensor:
+    """Spikes a neuron with membrane v (beta and constant current included) emits in one window.
+    With `consume` the caller gives up v and its storage is reused for the result."""
     theta = attrs["theta"]
-    u = v / theta if theta != 1.0 else v
-    return torch.clamp(quantize(u, attrs["rounding"]), 0, attrs["D"])
+    if theta != 1.0:
+        u, consume = v / theta, True
+    else:
+        u = v
+    return quantize(u, attrs["rounding"], inplace=consume).clamp_(0, attrs["D"])
 
 
 def timestep_inputs(graph: Graph, x, dtype: torch.dtype) -> list[torch.Tensor]:
@@ -71,6 +77,8 @@ class Interpreter:
                         for n in graph.nodes}
         self.state: dict[str, torch.Tensor] = {}
         self.ties: dict[str, int] = {}
+        self.same = value_numbers(graph)  # copies of one value (private trees) are evaluated once
+        self.last_step = False  # set by the executor on its last timestep: no state to carry on
 
     def run(self, x, keep_values: bool = False) -> Result:
         g = self.graph
@@ -82,11 +90,15 @@ class Interpreter:
         counts: dict[str, torch.Tensor] = {}
         out_sum = None
         values: dict[str, torch.Tensor] = {}
-        for xt in xs:
+        for t, xt in enumerate(xs):
+            self.last_step = t == len(xs) - 1
             env: dict[str, torch.Tensor] = {}
             for n in g.nodes:
                 if n.op == "input":
                     env[n.name] = xt
+                    continue
+                if self.same[n.name] != n.name:
+                    env[n.name] = env[self.same[n.name]]
                     continue
                 args = [env[i] for i in n.inputs]
                 if n.op == "fire":
@@ -111,15 +123,17 @@ class Interpreter:
         b = self.p(n, "bias")
         if b is not None:
             v = v + b
-        if a["stateful"]:
-            v = v + self.state.get(n.name, 0.0)
-        cnt = fire_count(v, a)
+        keep = a["stateful"] and not self.last_step  # the carried membrane is read next timestep
+        if a["stateful"] and n.name in self.state:
+            v = v + self.state[n.name]
+        # v is ours to overwrite unless it is still u (the caller's) or needed below (state, ties)
+        cnt = fire_count(v, a, consume=v is not u and not keep and a["rounding"] != "half_even")
         if a["rounding"] == "half_even":
             u = v / a["theta"]
             fl = torch.floor(u)
             tie = (u - fl == 0.5) & (torch.remainder(fl, 2) == 0) & (fl >= 0) & (fl < a["D"])
             self.ties[n.name] = self.ties.get(n.name, 0) + int(tie.sum())
-        if a["stateful"]:
+        if keep:
             self.state[n.name] = v - cnt * a["theta"] - a["beta"]
         return cnt, (cnt / a["norm"] if a["norm"] != 1.0 else cnt)
 

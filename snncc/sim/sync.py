@@ -1,6 +1,8 @@
 """Synchronous (T x D) simulation of the deployed graph (synaptic normal form, DESIGN 2-3).
 
-Owns `simulate` (time-stepped run with binary spike trains, exact or streaming schedule),
+Owns `Simulator` (built once per graph and dtype: parameters converted, affine constants
+evaluated; `run` then takes any number of batches), `simulate` (a one-shot `Simulator(graph).run`,
+time-stepped run with binary spike trains, exact or streaming schedule),
 `compare_streaming` (where the streaming schedule departs from the integer model) and the
 result types `SyncResult` / `StreamingReport`.
 
@@ -57,6 +59,7 @@ import numpy as np
 import torch
 
 from snncc.errors import SnnccError
+from snncc.ir.analysis import value_numbers
 from snncc.ir.graph import Graph, Node
 from snncc.passes.normal_form import check_deployed
 from snncc.sim import reference
@@ -113,8 +116,12 @@ def _check(graph: Graph) -> int:
     return Ds.pop()
 
 
-class _Sim:
-    def __init__(self, graph: Graph, dtype: torch.dtype):
+class Simulator:
+    """The synchronous simulator of one deployed graph at one dtype. Construction does the per-graph
+    work once (checks, levels, parameter tensors, the affine constant of every tree); `run` is the
+    per-batch work. `simulate(graph, x, ...)` is `Simulator(graph, dtype).run(x, ...)`."""
+
+    def __init__(self, graph: Graph, dtype: torch.dtype = torch.float64):
         self.g = graph
         self.D = _check(graph)
         self.dtype = dtype
@@ -125,6 +132,7 @@ class _Sim:
             if n.op in ("conv", "linear"):
                 self.lin._params[n.name].pop("bias", None)
         self.const = self._constants()
+        self.same = value_numbers(graph)
 
     def _constants(self) -> dict[str, torch.Tensor | None]:
         """Affine constant of every fire's / the output's input tree: the tree on all-zero sources."""
@@ -141,6 +149,69 @@ class _Sim:
                 out[n.name] = c if bool(torch.any(c != 0)) else None
         return out
 
+    def run(self, x, schedule: str = "exact", record: tuple[str, ...] | list[str] = (),
+            accumulate: str = "window", input_mode: str = "spread", bias_mode: str = "spread") -> SyncResult:
+        """`simulate` on this simulator's graph: see there."""
+        graph, dtype, sim = self.g, self.dtype, self
+        if schedule not in SCHEDULES:
+            raise SnnccError(f"unknown schedule {schedule!r}", hint=f"one of {', '.join(SCHEDULES)}")
+        if accumulate not in ("window", "substep"):
+            raise SnnccError(f"unknown accumulate mode {accumulate!r}", hint="'window' or 'substep'")
+        if input_mode not in ("spread", "start") or bias_mode not in ("spread", "start"):
+            raise SnnccError(f"input_mode/bias_mode must be 'spread' or 'start', got {input_mode!r}/{bias_mode!r}")
+        for r in record:
+            if r not in graph or not (graph[r].op == "fire" or (graph[r].op == "input" and graph[r].kind == "spike")):
+                raise SnnccError(f"cannot record {r!r}: not a neuron population or spike input",
+                                 hint=f"populations: {', '.join(n.name for n in graph.neurons())}")
+        xs = _inputs(graph, x, dtype)
+        D, T = sim.D, len(xs)
+        B = xs[0].shape[0]
+        fires = graph.neurons()
+        lv = sim.lv
+        depth = max(lv[n.name] for n in fires)
+        scale = D if schedule == "exact" else 1  # sub-steps per level
+        start = {n.name: lv[n.name] * scale for n in graph.nodes if n.op == "fire" or n.op == "input"}
+        S = D * T + depth * scale
+        n_neurons = sum(int(np.prod(n.shape)) for n in fires)
+        spikes_per_step = torch.zeros(S, dtype=torch.float64)
+        rec = {r: torch.zeros((S, B) + graph[r].shape, dtype=dtype) for r in record}
+        counts: dict[str, torch.Tensor] = {}
+        out_sum = None
+        sim.state = {}
+        sim.aff.state, sim.aff.ties = {}, {}  # a Simulator runs many batches: nothing carries over
+        with torch.no_grad():
+            for t, xt in enumerate(xs):
+                self.aff.last_step = t == T - 1
+                if schedule == "exact" and accumulate == "window":
+                    cnts, out = sim.step_window(xt)
+                    trains = None
+                else:
+                    trains, out = sim.step_substeps(xt, t, schedule, input_mode, bias_mode)
+                    cnts = {k: v.sum(0) for k, v in trains.items()}
+                out_sum = out if out_sum is None else out_sum + out
+                for n in fires:
+                    c = cnts[n.name]
+                    counts[n.name] = c if n.name not in counts else counts[n.name] + c
+                    s0 = t * D + start[n.name]
+                    if trains is None:  # histogram of counts: neurons with n > j spike at sub-step j
+                        hist = torch.bincount(cnts[n.name].reshape(-1).to(torch.uint8 if D < 256 else torch.int64),
+                                              minlength=D + 1)
+                        per = hist.flip(0).cumsum(0).flip(0)[1:].to(torch.float64)
+                    else:
+                        per = trains[n.name].reshape(D, -1).sum(1).to(torch.float64)
+                    spikes_per_step[s0:s0 + D] += per
+                for r in record:
+                    s0 = t * D + start[r]
+                    if graph[r].op == "input":
+                        rec[r][s0:s0 + D] = sim._train(sim._spike_input_counts(graph[r], xt))
+                    else:
+                        rec[r][s0:s0 + D] = trains[r] if trains is not None else sim._train(cnts[r])
+        output = out_sum / T if T > 1 else out_sum
+        return SyncResult(output=output, counts=counts, nsfr=spikes_per_step / (B * n_neurons),
+                          latency_substeps=S, trains=rec, schedule=schedule, D=D, T=T,
+                          levels={n.name: lv[n.name] for n in fires},
+                          window_start={n.name: start[n.name] for n in fires})
+
     # ---- one timestep ---------------------------------------------------------------------
     def step_window(self, xt: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """exact/window: the reference's ops on window counts. Returns fire counts and output."""
@@ -152,43 +223,67 @@ class _Sim:
             elif n.op == "fire":
                 cnt, y = self.aff.op_fire(n, env[n.inputs[0]])
                 counts[n.name] = env[n.name] = y
+            elif self.same[n.name] != n.name:
+                env[n.name] = env[self.same[n.name]]
             else:
                 env[n.name] = getattr(self.aff, f"op_{n.op}")(n, *[env[i] for i in n.inputs])
         return counts, env[self.g.output.name]
 
     def step_substeps(self, xt: torch.Tensor, t: int, schedule: str, input_mode: str, bias_mode: str):
         """Sub-step-resolved timestep: every tensor carries a leading D axis folded into the batch.
-        Returns fire trains (D, B, *shape) and the output."""
+        Returns fire trains (D, B, *shape) and the output.
+
+        Values equal at every sub-step (the real-valued input under input_mode="spread", and any
+        current computed from such values only, e.g. the encoding layer's conv) are computed once
+        at batch B and broadcast where they meet sub-step-resolved values: same numbers, D times
+        less work for the encoding layer."""
         D = self.D
         B = xt.shape[0]
         env: dict[str, torch.Tensor] = {}  # (D*B, *shape): spike trains / sub-step currents
+        uniform: set[str] = set()  # nodes whose env value is (B, *shape), the same at every sub-step
         trains = {}
+
+        def per_substep(name: str) -> torch.Tensor:  # (D, B, *shape), a view for uniform values
+            v = env[name]
+            if name in uniform:
+                return v.unsqueeze(0).expand((D,) + tuple(v.shape))
+            return v.reshape((D, B) + self.g[name].shape)
+
+        def folded(name: str) -> torch.Tensor:  # (D*B, *shape)
+            return per_substep(name).reshape((D * B,) + self.g[name].shape) if name in uniform else env[name]
+
         for n in self.g.nodes:
             if n.op == "input":
                 if n.kind == "spike":
                     c = self._spike_input_counts(n, xt)
-                    tr = self._train(c)
+                    env[n.name] = self._train(c).reshape((D * B,) + tuple(xt.shape[1:]))
                 elif input_mode == "spread":
-                    tr = (xt / D).unsqueeze(0).expand(D, *xt.shape)
+                    env[n.name] = xt / D
+                    uniform.add(n.name)
                 else:
                     tr = torch.cat([xt.unsqueeze(0), torch.zeros((D - 1,) + tuple(xt.shape), dtype=self.dtype)])
-                env[n.name] = tr.reshape((D * B,) + tuple(xt.shape[1:]))
+                    env[n.name] = tr.reshape((D * B,) + tuple(xt.shape[1:]))
             elif n.op == "fire":
-                I = env[n.inputs[0]].reshape((D, B) + n.shape)
-                tr = self._fire(n, I, t, schedule, bias_mode)
+                tr = self._fire(n, per_substep(n.inputs[0]), t, schedule, bias_mode)
                 trains[n.name] = tr
                 env[n.name] = tr.reshape((D * B,) + n.shape)
             elif n.op == "spike_product":
-                cums = [env[i].reshape((D, B) + self.g[i].shape).cumsum(0).reshape((D * B,) + self.g[i].shape)
-                        for i in n.inputs]
+                cums = [per_substep(i).cumsum(0).reshape((D * B,) + self.g[i].shape) for i in n.inputs]
                 P = self.lin.op_spike_product(n, *cums).reshape((D, B) + n.shape)
                 env[n.name] = torch.diff(P, dim=0, prepend=torch.zeros_like(P[:1])).reshape((D * B,) + n.shape)
             elif n.op == "output":
-                y = env[n.inputs[0]].reshape((D, B) + n.shape).sum(0)
+                y = per_substep(n.inputs[0]).sum(0)
                 c = self.const.get(n.name)
                 env[n.name] = y + c if c is not None else y
-            else:
+            elif self.same[n.name] != n.name:
+                env[n.name] = env[self.same[n.name]]
+                if self.same[n.name] in uniform:
+                    uniform.add(n.name)
+            elif all(i in uniform for i in n.inputs):
                 env[n.name] = getattr(self.lin, f"op_{n.op}")(n, *[env[i] for i in n.inputs])
+                uniform.add(n.name)
+            else:
+                env[n.name] = getattr(self.lin, f"op_{n.op}")(n, *[folded(i) for i in n.inputs])
         return trains, env[self.g.output.name]
 
     def _fire(self, n: Node, I: torch.Tensor, t: int, schedule: str, bias_mode: str) -> torch.Tensor:
@@ -211,23 +306,23 @@ class _Sim:
             if a["stateful"]:
                 self.state[n.name] = v - cnt * theta
             return self._train(cnt)
-        # streaming
+        # streaming: one spike at most per sub-step, so at most D in a window of D sub-steps (the
+        # cap never binds here); in-place updates, one bool buffer, no per-sub-step allocation
         bj = None
         if b is not None:
             if bias_mode == "start":
                 v = v + b
             else:
                 bj = b / D
-        k = torch.zeros_like(v)
         out = torch.empty((D,) + tuple(v.shape), dtype=self.dtype)
+        s = torch.empty(v.shape, dtype=torch.bool)
         for j in range(D):
-            v = v + I[j]
+            v.add_(I[j])
             if bj is not None:
-                v = v + bj
-            s = ((v >= theta) & (k < D)).to(self.dtype)
-            v = v - s * theta
-            k = k + s
-            out[j] = s
+                v.add_(bj)
+            torch.ge(v, theta, out=s)
+            out[j].copy_(s)
+            v.sub_(out[j], alpha=theta)
         if a["stateful"]:
             self.state[n.name] = v
         return out
@@ -255,64 +350,10 @@ def simulate(graph: Graph, x, schedule: str = "exact", dtype: torch.dtype = torc
 
     `record` names populations (fires, or a spike input) whose spike trains to return as
     (S, B, *shape) 0/1 tensors on the global sub-step axis. See the module docstring for the
-    schedules and the `accumulate`, `input_mode` and `bias_mode` choices.
+    schedules and the `accumulate`, `input_mode` and `bias_mode` choices. To run many batches
+    through one graph, build a `Simulator` once and call its `run`.
     """
-    if schedule not in SCHEDULES:
-        raise SnnccError(f"unknown schedule {schedule!r}", hint=f"one of {', '.join(SCHEDULES)}")
-    if accumulate not in ("window", "substep"):
-        raise SnnccError(f"unknown accumulate mode {accumulate!r}", hint="'window' or 'substep'")
-    if input_mode not in ("spread", "start") or bias_mode not in ("spread", "start"):
-        raise SnnccError(f"input_mode/bias_mode must be 'spread' or 'start', got {input_mode!r}/{bias_mode!r}")
-    sim = _Sim(graph, dtype)
-    for r in record:
-        if r not in graph or not (graph[r].op == "fire" or (graph[r].op == "input" and graph[r].kind == "spike")):
-            raise SnnccError(f"cannot record {r!r}: not a neuron population or spike input",
-                             hint=f"populations: {', '.join(n.name for n in graph.neurons())}")
-    xs = _inputs(graph, x, dtype)
-    D, T = sim.D, len(xs)
-    B = xs[0].shape[0]
-    fires = graph.neurons()
-    lv = sim.lv
-    depth = max(lv[n.name] for n in fires)
-    scale = D if schedule == "exact" else 1  # sub-steps per level
-    start = {n.name: lv[n.name] * scale for n in graph.nodes if n.op == "fire" or n.op == "input"}
-    S = D * T + depth * scale
-    n_neurons = sum(int(np.prod(n.shape)) for n in fires)
-    spikes_per_step = torch.zeros(S, dtype=torch.float64)
-    rec = {r: torch.zeros((S, B) + graph[r].shape, dtype=dtype) for r in record}
-    counts: dict[str, torch.Tensor] = {}
-    out_sum = None
-    sim.state = {}
-    with torch.no_grad():
-        for t, xt in enumerate(xs):
-            if schedule == "exact" and accumulate == "window":
-                cnts, out = sim.step_window(xt)
-                trains = None
-            else:
-                trains, out = sim.step_substeps(xt, t, schedule, input_mode, bias_mode)
-                cnts = {k: v.sum(0) for k, v in trains.items()}
-            out_sum = out if out_sum is None else out_sum + out
-            for n in fires:
-                c = cnts[n.name]
-                counts[n.name] = c if n.name not in counts else counts[n.name] + c
-                s0 = t * D + start[n.name]
-                if trains is None:  # histogram of counts: neurons with n > j spike at sub-step j
-                    flat = c.reshape(-1)
-                    per = torch.stack([(flat > j).sum() for j in range(D)]).to(torch.float64)
-                else:
-                    per = trains[n.name].reshape(D, -1).sum(1).to(torch.float64)
-                spikes_per_step[s0:s0 + D] += per
-            for r in record:
-                s0 = t * D + start[r]
-                if graph[r].op == "input":
-                    rec[r][s0:s0 + D] = sim._train(sim._spike_input_counts(graph[r], xt))
-                else:
-                    rec[r][s0:s0 + D] = trains[r] if trains is not None else sim._train(cnts[r])
-    output = out_sum / T if T > 1 else out_sum
-    return SyncResult(output=output, counts=counts, nsfr=spikes_per_step / (B * n_neurons),
-                      latency_substeps=S, trains=rec, schedule=schedule, D=D, T=T,
-                      levels={n.name: lv[n.name] for n in fires},
-                      window_start={n.name: start[n.name] for n in fires})
+    return Simulator(graph, dtype).run(x, schedule, record, accumulate, input_mode, bias_mode)
 
 
 # ---- streaming vs the integer model --------------------------------------------------------------
@@ -374,5 +415,5 @@ def compare_streaming(graph: Graph, x, dtype: torch.dtype = torch.float64, **kw)
                            D * (st.T + depth), st.latency_substeps, D)
 
 
-__all__ = ["simulate", "compare_streaming", "levels", "SyncResult", "StreamingReport", "PopulationDiff",
+__all__ = ["simulate", "Simulator", "compare_streaming", "levels", "SyncResult", "StreamingReport", "PopulationDiff",
            "SCHEDULES"]
