@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--progress", action="store_true", help="show a progress bar over the batches")
     es.add_argument("--report", metavar="DIR", help="write DIR/report.md + report.html with plots")
     es.add_argument("--layer", help="population whose spike maps the report shows (default: first conv map)")
+    es.add_argument("--sweep-D", metavar="D1,D2,...",
+                    help="also re-deploy the artefact's traced graph at these window lengths and compare energy, "
+                         "spikes, latency and agreement with the compiled D (accuracy when --data has labels y)")
 
     sub.add_parser("targets", help="list installed targets")
 
@@ -230,15 +233,50 @@ def cmd_estimate(args) -> int:
     est.run(batches, progress=args.progress, total=len(batches))
     rep = est.report(rate=args.rate)
     print(rep.table())
+    sweep = _sweep_D(args, g, batches) if args.sweep_D else None
     if args.markdown:
-        artifact.write_text(args.markdown, rep.to_markdown())
+        artifact.write_text(args.markdown, rep.to_markdown() + ("\n## comparison of D\n\n" + sweep.to_markdown() if sweep else ""))
         print(f"wrote {args.markdown}")
     if args.report:
         from snncc.estimate.report import write_estimate_report
 
-        files = write_estimate_report(g, rep, batches.batch(0), args.report, args.layer)
+        files = write_estimate_report(g, rep, batches.batch(0), args.report, args.layer, d_sweep=sweep)
         print(f"wrote {files.markdown} and {files.html}")
     return 0
+
+
+def _parse_Ds(text: str) -> list[int]:
+    try:
+        Ds = sorted({int(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        raise SnnccError(f"cannot read window lengths {text!r}", where="--sweep-D",
+                         hint="comma-separated positive integers, e.g. 1,2,4,8") from None
+    if not Ds or Ds[0] < 1:
+        raise SnnccError(f"window lengths must be positive integers, got {text!r}", where="--sweep-D",
+                         hint="e.g. --sweep-D 1,2,4,8")
+    return Ds
+
+
+def _sweep_D(args, deployed, batches):
+    """`estimate --sweep-D`: the traced graph at each D (passes.set_window), deployed (MACs allowed:
+    this is analysis, the artefact itself was already checked), on the same inputs."""
+    from snncc.estimate.report import sweep_D
+    from snncc.passes.manager import run_pipeline
+    from snncc.passes.set_window import set_window
+
+    Ds = _parse_Ds(args.sweep_D)
+    D0 = deployed.neurons()[0].attrs["D"]
+    traced = artifact.read_graph(args.out, "traced")
+    graphs = {}
+    for D in sorted(set(Ds) | {D0}):
+        print(f"deploying at D={D}", file=sys.stderr)
+        graphs[D] = deployed if D == D0 else run_pipeline(
+            set_window(traced, D).graph, "deploy", options={"check_spike_driven": {"allow_macs": True}}).graph
+    x = torch.cat(list(batches))
+    sw = sweep_D(graphs, x, args.profile, labels=batches.labels, reference_D=D0, batch_size=batches.batch_size)
+    print(f"\nD sweep ({sw.samples} samples, agreement with the compiled D={D0}):")
+    print(sw.to_markdown())
+    return sw
 
 
 def cmd_verify(args) -> int:
