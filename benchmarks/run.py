@@ -77,6 +77,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", default="5.1M,10M,19M", help="E-SpikeFormer sizes for compile scaling (83M,173M too)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="fewer repeats everywhere")
+    ap.add_argument("--memory-size", default="10M", help="E-SpikeFormer size of the memory benchmark")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"))
     args = ap.parse_args(argv)
@@ -135,6 +136,10 @@ def main(argv=None) -> int:
          "benchmarks/bench_lava.py", ["--repeats", str(reps)]),
         ("Event-driven simulator, synaptic events per second (target >= 5e6 per core)",
          "benchmarks/bench_events.py", ["--repeats", str(reps)]),
+        ("snncc event-driven vs sinabs time-stepped simulation of the same Speck network",
+         "benchmarks/bench_sinabs.py", ["--repeats", "3" if args.quick else "5"]),
+        ("Memory: simulating E-SpikeFormer-10M at 224x224, batch 32",
+         "benchmarks/bench_memory.py", ["--size", args.memory_size, "--batch", "32"]),
     ]:
         print(f"== {script} ==", flush=True)
         out, dt, peak = child([script] + extra, timeout=3600)
