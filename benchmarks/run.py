@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -50,26 +49,17 @@ def compile_one(size: str, repeats: int) -> dict:
     """Time torch.export alone and snncc (trace + deploy) for one E-SpikeFormer size (in-process)."""
     import torch
 
-    from snncc.frontend.torch_export import export_module, from_exported
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from bench_compile import time_compile
+
     from snncc.models import count_parameters, e_spikeformer
-    from snncc.passes.manager import run_pipeline
 
     torch.set_num_threads(1)
     img = 32 if size.startswith("tiny") else 224
     m = e_spikeformer(size).eval()
-    x = torch.zeros(2, 3, img, img)
-    te, tc = [], []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        ep = export_module(m, x)
-        t1 = time.perf_counter()
-        run_pipeline(from_exported(ep), "deploy")
-        t2 = time.perf_counter()
-        te.append(t1 - t0)
-        tc.append(t2 - t1)
+    e, c = time_compile(m, torch.zeros(2, 3, img, img), repeats)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"size": size, "params": count_parameters(m), "export_s": statistics.median(te),
-            "snncc_s": statistics.median(tc), "peak_mib": peak}
+    return {"size": size, "params": count_parameters(m), "export_s": e, "snncc_s": c, "peak_mib": peak}
 
 
 def main(argv=None) -> int:
@@ -138,7 +128,7 @@ def main(argv=None) -> int:
          "benchmarks/bench_events.py", ["--repeats", str(reps)]),
         ("snncc event-driven vs sinabs time-stepped simulation of the same Speck network",
          "benchmarks/bench_sinabs.py", ["--repeats", "3" if args.quick else "5"]),
-        ("Memory: simulating E-SpikeFormer-10M at 224x224, batch 32",
+        (f"Memory: simulating E-SpikeFormer-{args.memory_size} at 224x224, batch 32",
          "benchmarks/bench_memory.py", ["--size", args.memory_size, "--batch", "32"]),
     ]:
         print(f"== {script} ==", flush=True)
