@@ -1,8 +1,9 @@
 """The Loihi artefact: a deterministic JSON description of the Lava network plus its arrays.
 
-`network.json` lists every process (neuron populations, spike products, synapses, host input
-sources, sinks) with shapes, parameters and how they connect; every array (weights, constant
-currents, operand index maps) lives in `weights.npz` under the key the JSON names. Both are byte-for-byte reproducible: keys sorted,
+`network.json` lists every process (neuron populations, spike products, Sparse/DelaySparse
+synapses with their relays, host input sources, the read-out) with shapes, parameters and how they
+connect; every array (weights as CSR triplets data/indices/indptr, constant currents, operand index
+maps) lives in `weights.npz` under the keys the JSON names (`load_weight` rebuilds a matrix). Both are byte-for-byte reproducible: keys sorted,
 arrays written with a fixed zip timestamp. With a `fixed.QNetwork` the description is the fixed_pt
 network (integer mantissas and exponents, run with select_tag='fixed_pt') and
 `quantisation.json` carries the quantisation report.
@@ -15,10 +16,11 @@ import json
 import zipfile
 
 import numpy as np
+import scipy.sparse as sp
 
-from snncc_lava.network import Network
+from snncc_lava.network import Network, relay_delays
 
-FORMAT = "snncc-lava-network/1"
+FORMAT = "snncc-lava-network/2"  # /2: CSR weights, Sparse synapses, Recorder read-out
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
@@ -65,27 +67,43 @@ def describe(net: Network, emit: str = "burst", versions: dict | None = None, qn
             arrays[key] = o.index
             ops.append({"source": f"{o.source}.s_out", "port": f"a_in{i}", "shape": list(o.shape), "index": key})
         procs.append({"name": pp.name, "process": "snncc_lava.procs.process.SpikeProduct",
-                      "model": "PySpikeProductModelFloat", "shape": [pp.size], "ir_shape": list(pp.shape),
+                      "model": "PySpikeProductModelFloat" if qnet is None else "PySpikeProductModelFixed",
+                      "shape": [pp.size], "ir_shape": list(pp.shape),
                       "order": pp.order, "scale": pp.scale, "level": pp.level, "start": pp.start,
-                      "operands": ops, "emit": "graded, one message at step start + (w+2)*D"})
+                      "operands": ops, "emit": "graded, one message at step start + (w+2)*D" +
+                      ("" if qnet is None else "; fixed_pt sends the raw integer product, scale folded into its projections")})
     bits = 8 if emit == "graded" else 0
+    if net.spike_input is not None:
+        si = net.spike_input
+        procs.append({"name": f"{si.name}.source", "process": "lava.proc.io.source.RingBuffer", "shape": [si.size],
+                      "ir_shape": list(si.shape), "level": si.level, "start": si.start, "emit": emit,
+                      "data": "host spike input: count c of window w as spikes in the first c sub-steps of steps "
+                              "start + (w+1)*D + 1 .. start + (w+2)*D (graded: one message of payload c)"})
     for i, pr in enumerate(net.projections):
         key = f"proj{i}.{pr.source}->{pr.target}.weight"
-        w = pr.weight if qnet is None else qnet.projections[i].weight
-        arrays[key] = w
-        nnz = int(np.count_nonzero(w))
-        entry = {"name": f"proj{i}", "process": "lava.proc.dense.process." + ("DelayDense" if pr.delay else "Dense"),
-                 "shape": list(w.shape), "source": f"{pr.source}.s_out",
-                 "target": f"{pr.target}.a_in" if pr.target != "output" else "output.sink.a_in",
-                 "num_message_bits": 8 if pr.source in net.products else bits, "delay": pr.delay, "weight": key, "nonzero": nnz,
-                 "ir_nodes": pr.nodes}
+        w = (pr.weight if qnet is None else qnet.projections[i].weight).tocsr()
+        arrays[key + ".data"], arrays[key + ".indices"], arrays[key + ".indptr"] = w.data, w.indices, w.indptr
+        hops, own = relay_delays(pr.delay)
+        src = f"{pr.source}.source.s_out" if net.spike_input is not None and pr.source == net.spike_input.name \
+            else f"{pr.source}.s_out"
+        entry = {"name": f"proj{i}", "process": "lava.proc.sparse.process." + ("DelaySparse" if own else "Sparse"),
+                 "shape": list(w.shape), "source": src,
+                 "target": f"{pr.target}.a_in" if pr.target != "output" else "recorder (read-out)",
+                 "num_message_bits": 8 if pr.source in net.products or hops else bits, "delay": pr.delay,
+                 "weight": {"format": "csr", "data": key + ".data", "indices": key + ".indices", "indptr": key + ".indptr"},
+                 "nonzero": int(w.nnz), "ir_nodes": pr.nodes}
+        if hops:
+            entry["relays"] = [{"process": "lava.proc.sparse.process.DelaySparse", "weights": "identity",
+                                "delay": d} for d in hops]
+            entry["delay_own"] = own
         if qnet is not None:
             entry.update(weight_exp=qnet.projections[i].exp, num_weight_bits=8, sign_mode="MIXED")
         procs.append(entry)
     arrays["output.const"] = net.output_const
-    procs.append({"name": "output.sink", "process": "lava.proc.io.sink.RingBuffer",
+    procs.append({"name": "output", "process": "snncc_lava.procs.process.Recorder (read-out input)",
                   "shape": [int(np.prod(net.output_shape))], "ir_shape": list(net.output_shape),
-                  "start": net.output_start, "const": "output.const", "host_input": net.output_host})
+                  "start": net.output_start, "const": "output.const", "host_input": net.output_host,
+                  "readout": "read-out synapses' a_out summed per window"})
     if qnet is not None:
         procs[-1]["scale"] = qnet.output_scale
         procs[-1]["dequantise"] = "window sum / scale + const (+ host current)"
@@ -94,8 +112,16 @@ def describe(net: Network, emit: str = "burst", versions: dict | None = None, qn
            "precision": "fixed" if qnet is not None else "float",
            "D": net.D, "T": net.T, "schedule": "exact: window of D sub-steps per timestep, level l starts at l*(D+1)",
            "steps_per_sample": f"{net.output_start} + T*D*B (+1)", "processes": procs,
-           "synapses": int(sum(np.count_nonzero(p.weight) for p in net.projections))}
+           "synapses": int(sum(p.weight.nnz for p in net.projections)),
+           "recorder": "snncc_lava.procs.process.Recorder: every population's s_out and the read-out synapses, "
+                       "counts summed per sample, read-out per window, handed over in one message"}
     return doc, arrays
+
+
+def load_weight(npz, entry: dict) -> sp.csr_matrix:
+    """The weight matrix of a synapse entry of network.json, from the opened weights.npz."""
+    w = entry["weight"]
+    return sp.csr_matrix((npz[w["data"]], npz[w["indices"]], npz[w["indptr"]]), shape=tuple(entry["shape"]))
 
 
 def files(net: Network, emit: str = "burst", versions: dict | None = None, qnet=None) -> dict[str, bytes]:

@@ -2,10 +2,13 @@
 integer reference `simulate_fixed` that the Lava fixed_pt run must equal bit for bit (DESIGN 7.3).
 
 Conventions mirrored from lava-nc 0.10.0's fixed_pt process models (read in site-packages):
-- Dense (lava/proc/dense/models.py, PyDenseModelBitAcc): weights are clipped and truncated to an
-  8-bit mixed-sign mantissa, i.e. even integers in [-256, 254]; each time step the model sends
-  `a = (W @ s) << weight_exp` (or `>> -weight_exp`, an arithmetic shift that floors, applied to
-  the summed product, not per weight); binary spikes use `W[:, s].sum(1)`, graded ones `W @ s`.
+- Sparse / DelaySparse (lava/proc/sparse/models.py, PySparseModelBitAcc, PyDelaySparseModelBitAcc;
+  the same conventions as Dense's PyDenseModelBitAcc): weights are clipped and truncated to an
+  8-bit mixed-sign mantissa, i.e. even integers in [-256, 254] (sign_mode MIXED is passed, never
+  derived from the values); each time step the model sends `a = (W @ s) << weight_exp` (or
+  `>> -weight_exp`, an arithmetic shift that floors, applied to the summed product, not per
+  weight); binary spikes use `W[:, s].sum(1)`, graded ones `W @ s`. Weights are CSR matrices;
+  mantissas that round to 0 are dropped (as truncate_weights' eliminate_zeros does).
 - LIF (lava/proc/lif/models.py, AbstractPyLifModelFixed / PyLifModelBitAcc): the synaptic input is
   MSB-aligned by `a << 6` (act_shift) before it is added to the 24-bit current register u, which
   wraps (`> 2**23` -> `- 2**24`, `<= -2**23` -> `+ 2**24`, once); the membrane v saturates to
@@ -14,7 +17,7 @@ Conventions mirrored from lava-nc 0.10.0's fixed_pt process models (read in site
   `v > vth << 6`.
 
 The fixed-point WindowBurstIF (procs/models.py, tag fixed_pt) does exactly this, per window:
-  u <- wrap24(u + (a << 6)) every sub-step of the window (a: the summed Dense outputs, or the
+  u <- wrap24(u + (a << 6)) every sub-step of the window (a: the summed synapse outputs, or the
        host's encoding activation at the window's first sub-step);
   v  = sat24(u + m + bias_mant << bias_exp), m = v_init (beta) at a sample start (every window when
        not stateful), else the carried membrane;
@@ -36,7 +39,11 @@ projection weights below 2**e (half a mantissa step) still round to 0 and are co
 Biases (fire bias + constant current of the tree) take the smallest exponent in [0, 7] keeping the
 mantissa within 13 bits (`saturated` counts clipped ones); beta becomes the 24-bit initial membrane.
 The read-out (graph output, a current) gets s = 254 / max|w| with exponent 0 and is dequantised by
-1/s on the host. `policy="netx"` forces exponent 0 everywhere and bias_exp 6 (the exponent lava-dl
+1/s on the host. Spike products (attention) send their raw integer product as a graded message
+(the SpikeProduct fixed_pt model, exact int64, at most int32); the node's scale is folded into
+the float weights of the product's projections before quantisation. A spike-kind input is
+streamed as in float (integer counts are exact). Delays beyond 63 steps become identity relays
+in the lowering (mantissa 2, weight_exp -1: exact), invisible to this integer model. `policy="netx"` forces exponent 0 everywhere and bias_exp 6 (the exponent lava-dl
 netx hard-codes), as the netx export needs: s = min(254 / max|w|, 4094 / max|bias + beta|).
 """
 
@@ -46,10 +53,11 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from snncc.errors import SnnccError, TargetError
-from snncc_lava.network import Network, Population, Projection, batch_stream, host_currents
+from snncc_lava.network import Network, Population, batch_stream, host_currents, product, spike_input_counts
 
 # Loihi 2 / Lava fixed_pt ranges (lava/proc/lif/models.py, lava/proc/dense/models.py)
 W_MIN, W_MAX = -256, 254  # 8-bit mixed-sign mantissa after clip_weights + truncate_weights: even values
@@ -72,12 +80,12 @@ POLICIES = ("precision", "netx")
 class QProjection:
     source: str
     target: str
-    weight: np.ndarray  # (N_target, N_source) int32 mantissas, even, in [-256, 254]
-    exp: int  # weight_exp of the Dense process
+    weight: sp.csr_matrix  # (N_target, N_source) int32 mantissas, even, in [-256, 254], no stored zeros
+    exp: int  # weight_exp of the Sparse process
     delay: int
     nodes: list[str] = field(default_factory=list)
 
-    def effective(self) -> np.ndarray:
+    def effective(self) -> sp.csr_matrix:
         """Per-spike contribution in activation units (exact: a float64 holds these integers)."""
         return self.weight.astype(np.float64) * 2.0 ** self.exp
 
@@ -159,19 +167,28 @@ def _exp_for(max_abs: float, scale: float, lo: int = WEXP_MIN, hi: int = WEXP_MA
     return hi
 
 
-def quantize_weight(w: np.ndarray, scale: float, e: int) -> tuple[np.ndarray, dict]:
-    m = round_even_mantissa(w * scale / 2.0**e)
+def quantize_weight(w: sp.csr_matrix, scale: float, e: int) -> tuple[sp.csr_matrix, dict]:
+    """Mantissas of the stored (nonzero) weights of `w`; weights that round to 0 are dropped from
+    the matrix (as Lava's truncate_weights does) and counted as vanished."""
+    w = sp.csr_matrix(w, dtype=np.float64)
+    w.eliminate_zeros()
+    d = w.data
+    m = round_even_mantissa(d * scale / 2.0**e)
     sat = int(np.count_nonzero((m > W_MAX) | (m < W_MIN)))
     m = np.clip(m, W_MIN, W_MAX).astype(np.int32)
-    back = m.astype(np.float64) * 2.0**e / scale
-    nz = w != 0
-    err = np.abs(back - w)
-    stats = {"nonzero": int(np.count_nonzero(nz)), "vanished": int(np.count_nonzero(nz & (m == 0))),
+    err = np.abs(m.astype(np.float64) * 2.0**e / scale - d)
+    stats = {"nonzero": int(d.size), "vanished": int(np.count_nonzero(m == 0)),
              "saturated": sat, "exp": int(e),
-             "max_abs_weight": float(np.abs(w).max()) if w.size else 0.0,
-             "max_abs_error": float(err.max()) if w.size else 0.0,
-             "rel_rms_error": float(np.sqrt((err[nz] ** 2).mean()) / np.sqrt((w[nz] ** 2).mean())) if nz.any() else 0.0}
-    return m, stats
+             "max_abs_weight": float(np.abs(d).max()) if d.size else 0.0,
+             "max_abs_error": float(err.max()) if d.size else 0.0,
+             "rel_rms_error": float(np.sqrt((err ** 2).mean()) / np.sqrt((d ** 2).mean())) if d.size else 0.0}
+    q = sp.csr_matrix((m, w.indices.copy(), w.indptr.copy()), shape=w.shape)
+    q.eliminate_zeros()
+    return q, stats
+
+
+def max_abs(w: sp.spmatrix) -> float:
+    return float(np.abs(w.data).max()) if w.nnz else 0.0
 
 
 def vth_cap(D: int) -> int:
@@ -179,8 +196,8 @@ def vth_cap(D: int) -> int:
     return min(VTH_MAX, V_LIMIT // ((D + 1) << VTH_SHIFT))
 
 
-def _population_scale(p: Population, incoming: list[Projection], policy: str) -> float:
-    m = max((float(np.abs(pr.weight).max()) for pr in incoming if pr.weight.size), default=0.0)
+def _population_scale(p: Population, incoming: list[sp.csr_matrix], policy: str) -> float:
+    m = max((max_abs(w) for w in incoming), default=0.0)
     if m == 0.0:
         s = VTH_MIN / p.theta
     elif policy == "netx":
@@ -219,15 +236,15 @@ def quantize(net: Network, policy: str = "precision") -> QNetwork:
     if policy not in POLICIES:
         raise TargetError(f"unknown quantisation policy {policy!r}", where="snncc_lava.fixed",
                           hint=f"one of {', '.join(POLICIES)}")
-    if net.products:
-        raise TargetError(f"node {next(iter(net.products))}: spike_product (attention) has no fixed-point "
-                          f"lowering yet", where="loihi precision=fixed",
-                          hint="use precision=float (the SpikeProduct process has a floating_pt model only)")
+    # the float weight each projection quantises: a spike product sends its raw integer product in
+    # fixed point, so the product's scale is folded into the weights of its projections
+    weights = [pr.weight * net.products[pr.source].scale if pr.source in net.products else pr.weight
+               for pr in net.projections]
     pops: dict[str, QPopulation] = {}
     scales: dict[str, float] = {}
     report: dict = {"policy": policy, "populations": {}, "output": {}}
     for p in net.populations.values():
-        incoming = [pr for pr in net.projections if pr.target == p.name]
+        incoming = [w for w, pr in zip(weights, net.projections) if pr.target == p.name]
         s = _population_scale(p, incoming, policy)
         vth = int(round(p.theta * s))
         if not 1 <= vth <= VTH_MAX:
@@ -256,19 +273,16 @@ def quantize(net: Network, policy: str = "precision") -> QNetwork:
             "bias_exp": bias_exp, "bias_saturated": bias_sat,
             "bias_max_abs_error": float(np.abs(bias_back - b_float).max()) if b_float.size else 0.0,
             "host_input": p.host_input, "projections": []}
-    out_in = [pr for pr in net.projections if pr.target == "output"]
-    m_out = max((float(np.abs(pr.weight).max()) for pr in out_in if pr.weight.size), default=0.0)
+    out_in = [i for i, pr in enumerate(net.projections) if pr.target == "output"]
+    m_out = max((max_abs(weights[i]) for i in out_in), default=0.0)
     out_scale = W_MAX / m_out if m_out > 0 else 1.0
     scales["output"] = out_scale
     report["output"] = {"scale": out_scale, "projections": []}
     projs = []
-    for pr in net.projections:
+    for pr, wf in zip(net.projections, weights):
         s = scales[pr.target]
-        e = 0 if policy == "netx" or pr.target == "output" else _exp_for(float(np.abs(pr.weight).max()), s)
-        w, stats = quantize_weight(pr.weight, s, e)
-        if pr.delay > 63:
-            raise TargetError(f"synaptic delay {pr.delay} of {pr.source}->{pr.target} exceeds Loihi 2's 6-bit delay",
-                              where=f"projection {pr.source}->{pr.target}")
+        e = 0 if policy == "netx" or pr.target == "output" else _exp_for(max_abs(wf), s)
+        w, stats = quantize_weight(wf, s, e)
         projs.append(QProjection(pr.source, pr.target, w, e, pr.delay, list(pr.nodes)))
         entry = {"source": pr.source, **stats}
         (report["output"] if pr.target == "output" else report["populations"][pr.target])["projections"].append(entry)
@@ -311,15 +325,17 @@ class FixedResult:
     events: dict = field(default_factory=dict)  # wraps / saturations seen
 
 
-def _dense(w: np.ndarray, s: np.ndarray, e: int) -> np.ndarray:
-    """Lava fixed_pt Dense output for per-sample spike vectors s (B, N_src) int64 -> (B, N_tgt)."""
-    return shift(s @ w.T.astype(np.int64), e)
+def _dense(w: sp.csr_matrix, s: np.ndarray, e: int) -> np.ndarray:
+    """Lava fixed_pt Sparse output for per-sample spike vectors s (B, N_src) int64 -> (B, N_tgt):
+    the integer sum of the weights of the spiking inputs (times the payload when graded), shifted
+    by the weight exponent once (Lava shifts the summed product, not each weight)."""
+    return shift(np.asarray(w.astype(np.int64) @ s.T).T, e)
 
 
 def simulate_fixed(qnet: QNetwork, x, emit: str = "burst") -> FixedResult:
     """Integer simulation of `qnet` on x ((B, *in) or (T, B, *in)), sub-step by sub-step as the
-    Lava fixed_pt models compute it (Dense shift per sub-step, u wrap per sub-step, v saturation,
-    floor count, subtractive reset)."""
+    Lava fixed_pt models compute it (synapse shift per sub-step, u wrap per sub-step, v saturation,
+    floor count, subtractive reset; spike products land on the consumer's last sub-step)."""
     if emit not in ("burst", "graded"):
         raise SnnccError(f"unknown emission mode {emit!r}")
     net = qnet.net
@@ -340,9 +356,23 @@ def simulate_fixed(qnet: QNetwork, x, emit: str = "burst") -> FixedResult:
     for pr in qnet.projections:
         by_target.setdefault(pr.target, []).append(pr)
     carry = {p: np.full((B, q.size), q.v_init, np.int64) for p, q in qnet.populations.items()}
+    sources = dict(counts)
+    if net.spike_input is not None:  # the host's bursts, emitted like a level-0 population
+        sources[net.spike_input.name] = spike_input_counts(net, xs, emit).reshape(B, T, -1)
+    products: dict[tuple[str, int], np.ndarray] = {}
+
+    def product_of(name: str, t: int) -> np.ndarray:
+        """Raw integer product of window t (B, size): the scale lives in the projection's weights."""
+        if (name, t) not in products:
+            pp = net.products[name]
+            xs_ = [counts[o.source][:, t][:, o.index].reshape((B,) + o.shape) for o in pp.operands]
+            products[(name, t)] = product(xs_, pp.order).reshape(B, -1)
+        return products[(name, t)]
 
     def trains(src: str, t: int, j: int) -> np.ndarray:
-        n = counts[src][:, t]
+        if src in net.products:  # one graded message, landing on the consumer's last sub-step
+            return product_of(src, t) if j == D - 1 else np.zeros((B, net.products[src].size), np.int64)
+        n = sources[src][:, t]
         if emit == "graded":
             return n if j == 0 else np.zeros_like(n)
         return (j < n).astype(np.int64)

@@ -1,19 +1,38 @@
 """Lower a `Network` to Lava processes and run it in Loihi2SimCfg (floating_pt or fixed_pt).
 
-Processes: one `WindowBurstIF` per population; `Dense` per projection (`DelayDense` when the
-projection needs a synaptic delay), with `num_message_bits=8` when neurons emit graded counts and
-0 (binary spikes) in burst mode; a `RingBuffer` source (lava.proc.io.source) per population fed
-by the host's encoding current; a `SpikeProduct` per spike product (attention; floating_pt only),
-its operand populations wired straight into it, its graded output through a Dense (8 message bits)
-like any population; a `RingBuffer` sink (lava.proc.io.sink) on every population and
-on the read-out projection. A batch is streamed through the pipeline one sample after another
-(B * T windows in one run), so one compile serves the whole batch.
+Processes: one `WindowBurstIF` per population; one Lava `Sparse` per projection (`DelaySparse`
+when it needs a synaptic delay; a delay beyond 63 steps first passes identity DelaySparse relays),
+CSR weights with `num_message_bits=8` when the source emits graded counts (graded mode, spike
+products, relays) and 0 (binary spikes) in burst mode; a `RingBuffer` source (lava.proc.io.source)
+per population fed by the host's encoding current, or one for a spike-kind input (count c of a
+window -> spikes in its first c emission sub-steps; graded: one message); a `SpikeProduct` per
+spike product (attention), its operand populations wired straight into it, its graded output
+through a Sparse (8 message bits) like any population; `Recorder`s (procs/process.py, up to 64
+inputs each) observing every population's s_out and the read-out synapses' a_out. A batch is
+streamed through the pipeline one sample after another (B * T windows in one run), so one
+compile serves the whole batch.
+
+Why Sparse and not Dense or Conv: the projection of a population is its whole current tree
+composed into one matrix (conv + pool + mean + scale + shortcut adds, several convs summed),
+which is rarely exactly one Lava Conv; the matrices are 0.2%-12% dense, and Lava's Dense model
+computes `weights[:, s].sum` over a dense (N_tgt, N_src) float64 array per step (the digits CNN
+took 390 s for 20 digits with Dense, 6 s with Sparse). Lava 0.10's DelaySparse model rebuilds
+its delay-split weight matrix every step; `procs.models` selects Lava's model with that matrix
+cached (exception_proc_model_map). One synapse process per projection rather than one per target
+population: Lava 0.10 refuses concatenated ports at compile time ("ConcatPorts are not yet
+supported"), so projections from different sources cannot share one synapse's input port.
+
+Read-out: the Recorders sum what the populations actually sent (counts per sample) and what the
+read-out synapses delivered (per window) and hand everything over in one message through an
+external pipe at the last step; RingBuffer sinks read with Var.get() cost one channel message
+per element in Lava 0.10 (~80 us each; 70 s for 2 digits of the digits CNN).
 
 fixed_pt: the same processes with the integers of a `fixed.QNetwork`, selected with
-`Loihi2SimCfg(select_tag="fixed_pt")`: Dense/DelayDense take the 8-bit mantissas with
+`Loihi2SimCfg(select_tag="fixed_pt")`: Sparse/DelaySparse take the 8-bit mantissas with
 `weight_exp`, `num_weight_bits=8`, `sign_mode=MIXED` (so lava never re-derives the sign mode from
-the values), the host RingBuffers carry int32 activations and WindowBurstIF runs its fixed_pt
-model. Counts must equal `fixed.simulate_fixed` exactly.
+the values; clip_weights/truncate_weights leave even mantissas in [-256, 254] unchanged), the host
+RingBuffers carry int32 activations (spike inputs: int32 spikes), WindowBurstIF and SpikeProduct
+run their fixed_pt models. Counts must equal `fixed.simulate_fixed` exactly.
 """
 
 from __future__ import annotations
@@ -21,25 +40,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
-from snncc.errors import SnnccError, TargetError
+from snncc.errors import SnnccError
 from snncc.ir.graph import Graph
 
 from snncc_lava import compat
 from snncc_lava.fixed import QNetwork, dequantize_output, host_activation, quantize
-from snncc_lava.network import Network, batch_stream, build, host_currents
+from snncc_lava.network import Network, batch_stream, build, host_currents, relay_delays, spike_input_counts
 
 compat.install()
 
 from lava.magma.core.run_conditions import RunSteps  # noqa: E402
 from lava.magma.core.run_configs import Loihi2SimCfg  # noqa: E402
-from lava.proc.dense.process import DelayDense, Dense  # noqa: E402
-from lava.proc.io.sink import RingBuffer as Sink  # noqa: E402
 from lava.proc.io.source import RingBuffer as Source  # noqa: E402
+from lava.proc.sparse.process import DelaySparse, Sparse  # noqa: E402
 from lava.utils.weightutils import SignMode  # noqa: E402
 
-from snncc_lava.procs.process import SpikeProduct, WindowBurstIF  # noqa: E402
+from snncc_lava.procs.models import PyDelaySparseModelBitAccCached, PyDelaySparseModelFloatCached  # noqa: E402
+from snncc_lava.procs.process import MAX_RECORDER_INPUTS, Recorder, SpikeProduct, WindowBurstIF  # noqa: E402
 
 GRADED_BITS = 8  # enough for counts up to D = 255
 
@@ -50,20 +70,53 @@ class LavaResult:
     counts: dict[str, torch.Tensor]  # population -> (B, *shape) spikes summed over T
     steps: int  # Lava time steps run
     readout: np.ndarray | None = None  # fixed_pt: (B, T, N_out) integer read-out per window
+    processes: int = 0  # Lava processes in the run
+
+
+def _sparse(w, delay: int, bits: int, fixed: dict | None):
+    kw = {"num_message_bits": bits, **(fixed or {})}
+    if delay:
+        d = w.copy().astype(np.int64)
+        d.data[:] = delay
+        return DelaySparse(weights=w, delays=d, **kw)
+    return Sparse(weights=w, **kw)
+
+
+def synapse(w, delay: int, bits: int, fixed: dict | None = None) -> list:
+    """One projection as Lava processes, source side first: Sparse (DelaySparse when it needs a
+    synaptic delay); a delay beyond MAX_DELAY first passes identity DelaySparse relays (weight 1;
+    fixed_pt: mantissa 2 with weight_exp -1, exact), whose graded output the next hop reads with
+    8 message bits."""
+    hops, last = relay_delays(delay)
+    chain = []
+    for d in hops:
+        n = w.shape[1]
+        eye = sp.identity(n, format="csr", dtype=np.int32 if fixed else np.float64)
+        fx = None
+        if fixed:
+            eye = eye * 2
+            fx = {"weight_exp": -1, "num_weight_bits": 8, "sign_mode": SignMode.MIXED}
+        chain.append(_sparse(eye, d, bits, fx))
+        bits = GRADED_BITS
+    chain.append(_sparse(w, last, bits, fixed))
+    for a, b in zip(chain, chain[1:]):
+        a.a_out.connect(b.s_in)
+    return chain
 
 
 def run_network(net: Network, x, emit: str = "burst", qnet: QNetwork | None = None) -> LavaResult:
     """Run `net` on x in Lava: floating_pt, or fixed_pt with the integers of `qnet` (a quantisation
-    of the same `net`): Dense with int8 mantissas + weight_exp (sign_mode MIXED), WindowBurstIF
-    fixed_pt, int32 RingBuffers, the host activation of `fixed.host_activation`."""
+    of the same `net`): Sparse with int8 mantissas + weight_exp (sign_mode MIXED), WindowBurstIF and
+    SpikeProduct fixed_pt, int32 RingBuffers, the host activation of `fixed.host_activation`."""
     g = net.graph
     xs, B = batch_stream(g, x)
     K = xs.shape[0]  # windows streamed
     D = net.D
     steps = net.steps(K)
     fixed = qnet is not None
-    procs: dict[str, WindowBurstIF] = {}
-    sources, sinks = {}, {}
+    dtype = np.int32 if fixed else np.float64
+    procs: dict = {}
+    n_procs = 0
     for p in net.populations.values():
         fx = None
         if fixed:
@@ -72,57 +125,85 @@ def run_network(net: Network, x, emit: str = "burst", qnet: QNetwork | None = No
         procs[p.name] = WindowBurstIF(shape=(p.size,), D=D, theta=p.theta, beta=p.beta, bias=p.bias,
                                       const=p.const, start=p.start, windows=K, period=net.T,
                                       stateful=p.stateful, emit=emit, fixed=fx, name=p.name)
+        n_procs += 1
         if p.host_input:
             cur = host_currents(net, p.name, xs).numpy()  # (K, N)
             if fixed:
                 cur = host_activation(qnet.populations[p.name], cur)[0]
-            data = np.zeros((p.size, steps), np.int32 if fixed else np.float64)
+            data = np.zeros((p.size, steps), dtype)
             data[:, p.start + np.arange(K) * D] = cur.T  # first sub-step of each window
-            sources[p.name] = Source(data=data)
-            sources[p.name].s_out.connect(procs[p.name].a_in)
-        sinks[p.name] = Sink(shape=(p.size,), buffer=steps)
-        procs[p.name].s_out.connect(sinks[p.name].a_in)
-    if fixed and net.products:
-        raise TargetError(f"node {next(iter(net.products))}: spike_product has no fixed_pt model yet",
-                          where="loihi precision=fixed", hint="use precision='float'")
+            src = Source(data=data)
+            src.s_out.connect(procs[p.name].a_in)
+            n_procs += 1
+    si = net.spike_input
+    if si is not None:  # the host's bursts, scheduled like a level-0 population's emission
+        c = spike_input_counts(net, xs, emit)  # (K, N_in)
+        data = np.zeros((si.size, steps), dtype)
+        base = si.start + (np.arange(K) + 1) * D  # column of the first emission sub-step of window w
+        if emit == "graded":
+            data[:, base] = c.T
+        else:
+            for j in range(D):
+                data[:, base + j] = (c > j).T
+        procs[si.name] = Source(data=data)
+        n_procs += 1
     for pp in net.products.values():  # operands arrive unsynapsed; the product is a graded source
         ops = [(o.index, o.shape, net.populations[o.source].start, net.populations[o.source].size)
                for o in pp.operands]
         procs[pp.name] = SpikeProduct(shape=(pp.size,), operands=ops, order=pp.order, scale=pp.scale,
                                       D=D, windows=K, name=pp.name)
+        n_procs += 1
         for i, o in enumerate(pp.operands):
             procs[o.source].s_out.connect(getattr(procs[pp.name], f"a_in{i}"))
-    n_out = int(np.prod(net.output_shape))
-    out_sink = Sink(shape=(n_out,), buffer=steps)
     bits = GRADED_BITS if emit == "graded" else 0
+    out_syn = []
     for i, pr in enumerate(net.projections):
-        kw = {"num_message_bits": GRADED_BITS if pr.source in net.products else bits}
-        w = pr.weight
+        w, fx = pr.weight, None
         if fixed:
             qp = qnet.projections[i]
             w = qp.weight
-            kw.update(weight_exp=int(qp.exp), num_weight_bits=8, sign_mode=SignMode.MIXED)
-        if pr.delay:
-            syn = DelayDense(weights=w, delays=pr.delay * np.ones(w.shape, dtype=int), **kw)
+            fx = {"weight_exp": int(qp.exp), "num_weight_bits": 8, "sign_mode": SignMode.MIXED}
+        chain = synapse(w, pr.delay, GRADED_BITS if pr.source in net.products else bits, fx)
+        n_procs += len(chain)
+        procs[pr.source].s_out.connect(chain[0].s_in)
+        syn = chain[-1]
+        if pr.target == "output":
+            out_syn.append(syn)
         else:
-            syn = Dense(weights=w, **kw)
-        procs[pr.source].s_out.connect(syn.s_in)
-        syn.a_out.connect(out_sink.a_in if pr.target == "output" else procs[pr.target].a_in)
+            syn.a_out.connect(procs[pr.target].a_in)
+    # read-out: Recorders observe every population's s_out (counts summed per sample) and the
+    # read-out synapses' a_out (summed per window), MAX_RECORDER_INPUTS inputs each
+    inputs = [(p.name, procs[p.name].s_out, p.size, p.start + D + 1, net.T) for p in net.populations.values()]
+    n_out = int(np.prod(net.output_shape))
+    if out_syn:
+        inputs.append(("output", [s.a_out for s in out_syn], n_out, net.output_start + 1, 1))
+    recorders = []
+    for k in range(0, len(inputs), MAX_RECORDER_INPUTS):
+        chunk = inputs[k: k + MAX_RECORDER_INPUTS]
+        rec = Recorder(sizes=[c[2] for c in chunk], firsts=[c[3] for c in chunk], bins=[c[4] for c in chunk],
+                       windows=K, D=D, last=steps, name=f"recorder{len(recorders)}")
+        n_procs += 1
+        for i, (_, ports, *_rest) in enumerate(chunk):
+            for port in ports if isinstance(ports, list) else [ports]:
+                port.connect(getattr(rec, f"in{i}"))
+        recorders.append((rec, chunk))
     anchor = next(iter(procs.values()))
+    rows = {}
     try:
+        delay_model = PyDelaySparseModelBitAccCached if fixed else PyDelaySparseModelFloatCached
         anchor.run(condition=RunSteps(num_steps=steps),
-                   run_cfg=Loihi2SimCfg(select_tag="fixed_pt" if fixed else "floating_pt"))
-        spikes = {name: s.data.get() for name, s in sinks.items()}
-        readout = out_sink.data.get()
+                   run_cfg=Loihi2SimCfg(select_tag="fixed_pt" if fixed else "floating_pt",
+                                        exception_proc_model_map={DelaySparse: delay_model}))
+        for rec, chunk in recorders:
+            for (name, *_), arr in zip(chunk, rec.split(rec.receive())):
+                rows[name] = arr
     finally:
         anchor.stop()
     counts = {}
     for p in net.populations.values():
-        # window w is emitted in steps start + (w+1)D + 1 .. start + (w+2)D (columns one less)
-        per_window = spikes[p.name][:, p.start + D: p.start + D + K * D].reshape(p.size, K, D).sum(-1)  # (N, K)
-        c = per_window.T.reshape((B, net.T) + p.shape).sum(1)
+        c = rows[p.name].reshape((B,) + p.shape)
         counts[p.name] = torch.as_tensor(np.rint(c).astype(np.int64) if fixed else c)
-    out_w = readout[:, net.output_start: net.output_start + K * D].reshape(n_out, K, D).sum(-1).T  # (K, N_out)
+    out_w = rows.get("output", np.zeros((K, n_out)))  # (K, N_out)
     if fixed:
         out_int = np.rint(out_w).astype(np.int64)
         out_w = dequantize_output(qnet, out_int, xs)
@@ -131,7 +212,7 @@ def run_network(net: Network, x, emit: str = "burst", qnet: QNetwork | None = No
         if net.output_host:
             out_w = out_w + host_currents(net, g.output.name, xs).numpy()
     out = torch.as_tensor(out_w.reshape((B, net.T) + tuple(net.output_shape)).mean(1))
-    res = LavaResult(out, counts, steps)
+    res = LavaResult(out, counts, steps, processes=n_procs)
     if fixed:
         res.readout = out_int.reshape(B, net.T, n_out)
     return res

@@ -1,31 +1,37 @@
-"""The Lava network of a deployed graph, as plain numpy data (no Lava import): populations,
-projections (dense weight matrices with delays), host-side encoding currents and the read-out.
+"""The Lava network of a deployed graph, as plain numpy/scipy data (no Lava import): populations,
+projections (sparse weight matrices with delays), host-side encoding currents or a spike input,
+spike products and the read-out.
 
 Lowering rule (DESIGN 2, 3, 5). Every neuron population is one `WindowBurstIF` process on a flat
 (N,) shape. Its input current tree (synaptic normal form) is affine in each leaf source, so the
-projection from a spiking source is the matrix obtained by applying the tree to the identity
-basis of that source (convs, pools, means, layer scales and layouts all flattened into one dense
-matrix), and the constant is the tree applied to zeros. A leaf that is the real-valued input
-(the encoding layer) stays on the host: its current is computed there and streamed in through a
-RingBuffer (no synapse, no delay).
+projection from a spiking source is a matrix: `tree_matrices` composes the tree's ops as scipy
+sparse matrices (the per-op address maps of `snncc.sim.events._op_matrix`: convs, pools, means,
+linears, layer scales and layouts; adds summed) into one CSR (N_consumer, N_source) matrix per
+source, and the constant is the tree applied to zeros. A leaf that is the real-valued input (the
+encoding layer) stays on the host: its current is computed there and streamed in through a
+RingBuffer (no synapse, no delay). A spike-kind input is a `SpikeInput` source instead: the host
+streams its per-window counts as bursts, scheduled like a level-0 population, so its consumers
+read it through ordinary synapses.
 
 Schedule (the exact T x D schedule, one window of D sub-steps per training timestep, samples of
 a batch streamed one after another): a population of level l (0 when it is fed by the host
-only, else 1 + the deepest spiking source) integrates window w during time steps
-[start + w D + 1, start + (w + 1) D] with start = l (D + 1), and emits during window w + 1. A
-synapse process adds one step, so the next level starts D + 1 steps later; a projection from a
-shallower source gets a synaptic delay of (l - l_src - 1)(D + 1) steps to land in the same window.
-The graph output is read through a final projection into a sink, summed per window.
+only, else 1 + the deepest spiking source; a spike input is level 0) integrates window w during
+time steps [start + w D + 1, start + (w + 1) D] with start = l (D + 1), and emits during window
+w + 1. A synapse process adds one step, so the next level starts D + 1 steps later; a projection
+from a shallower source gets a synaptic delay of (l - l_src - 1)(D + 1) steps to land in the same
+window (`relay_delays` splits delays beyond Loihi 2's 63 into identity relay hops). The graph
+output is read through a final projection into the read-out, summed per window.
 
 Spike products (attention, DESIGN 6). A `spike_product` node is a graded source of its own: a
 `SpikeProduct` process receives the spike trains of its 2-3 operand populations directly (no
 synapse), accumulates each operand's window counts, gathers them into the operand tensors with
 index maps (the reshape/permute layout ops between the population and the product, evaluated on
 an arange in numpy at build time) and, on the last sub-step of the operands' emission window,
-sends the integer product (a @ b, (a @ b) @ c or a @ (b @ c) per head, times the node's scale) as
-one graded message. It sits at the level of its deepest operand (operands from shallower levels
+sends the integer product (a @ b, (a @ b) @ c or a @ (b @ c) per head, `product`; times the
+node's scale in floating_pt, raw in fixed_pt where the scale is folded into the weights) as one
+graded message. It sits at the level of its deepest operand (operands from shallower levels
 are buffered by window inside the process), so the projection from the product to its consumer is
-an ordinary Dense (the tree applied to the product's identity basis: layouts, scales, linears)
+an ordinary synapse (the tree's matrix with respect to the product: layouts, scales, linears)
 whose one-step delay lands the message on the consumer's last integration sub-step.
 """
 
@@ -35,20 +41,23 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from snncc.errors import SnnccError, TargetError
 from snncc.ir.graph import Graph, Node
+from snncc.sim.events import _op_matrix  # per-op sparse address maps, shared with the event simulator
 from snncc.sim.reference import Interpreter
 
 LAYOUT_OPS = ("reshape", "permute")
+MAX_DELAY = 63  # Loihi 2's 6-bit synaptic delay (lava's DelaySparse fixed_pt model checks it)
 
 
 @dataclass
 class Projection:
     source: str  # a population name
     target: str  # a population name or "output"
-    weight: np.ndarray  # (N_target, N_source) float64
+    weight: sp.csr_matrix  # (N_target, N_source) float64, explicit zeros removed
     delay: int = 0  # extra synaptic delay in time steps (0: the synapse's own one step)
     nodes: list[str] = field(default_factory=list)  # IR nodes folded into this matrix
 
@@ -95,6 +104,22 @@ class Population:
 
 
 @dataclass
+class SpikeInput:
+    """A graph input of kind spike: per window, the host streams the count c of every input neuron
+    as a binary burst (spikes in the first c sub-steps; one graded message of payload c in graded
+    mode) from a RingBuffer, scheduled as a level-0 population (start 0: window w is sent during
+    steps (w + 1) D + 1 .. (w + 2) D) so it reaches its consumers through ordinary synapses."""
+    name: str
+    shape: tuple
+    level: int = 0
+    start: int = 0
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass
 class Network:
     graph: Graph
     D: int
@@ -106,6 +131,7 @@ class Network:
     output_host: bool  # the output tree reads the real-valued input directly
     output_start: int
     products: dict[str, ProductSource] = field(default_factory=dict)
+    spike_input: SpikeInput | None = None
 
     def steps(self, windows: int) -> int:
         """Time steps that run `windows` windows through every level and the read-out."""
@@ -167,6 +193,41 @@ class TreeEvaluator:
         return self(consumer, {}, 1)[0].numpy()
 
 
+def tree_matrices(g: Graph, consumer: Node) -> dict[str, sp.csr_matrix]:
+    """The linear part of the consumer's tree with respect to each spiking leaf (fire, spike input,
+    spike product), as sparse (N_consumer, N_leaf) float64 matrices: the tree's ops composed as
+    sparse matrices with the per-op address maps of `snncc.sim.events` (`_op_matrix`: conv, pool,
+    linear, mean, scale, reshape, permute), adds summed. The real-valued input leaf is left out (its
+    current is computed on the host). Entries that compose to exactly 0 are dropped."""
+    tree, leaves = tree_nodes(g, consumer, products=True)
+    host = {n.name for n in g.inputs if n.kind != "spike"}
+    vals: dict[str, dict[str, sp.csr_matrix | None]] = {}
+    for leaf in leaves:
+        vals[leaf] = {} if leaf in host else {leaf: None}  # None: identity
+
+    def eye(leaf):
+        return sp.identity(math.prod(g[leaf].shape), format="csr")
+
+    for n in tree:
+        if n.op == "add":
+            acc: dict = {}
+            for i in n.inputs:
+                for leaf, m in vals[i].items():
+                    m = eye(leaf) if m is None else m
+                    acc[leaf] = acc[leaf] + m if leaf in acc else m
+            vals[n.name] = acc
+        else:
+            A = _op_matrix(g, n)
+            vals[n.name] = {leaf: A if m is None else (A @ m).tocsr() for leaf, m in vals[n.inputs[0]].items()}
+    out = {}
+    for leaf, m in vals[consumer.inputs[0]].items():
+        m = (eye(leaf) if m is None else m).tocsr().astype(np.float64)
+        m.sum_duplicates()
+        m.eliminate_zeros()
+        out[leaf] = m
+    return out
+
+
 def operand_path(g: Graph, name: str) -> tuple[str, list[Node]]:
     """The population (fire) an operand of a spike product reads and the layout ops in between
     (graph order); ('', ops) when the path reaches anything else."""
@@ -207,8 +268,6 @@ def unsupported(g: Graph) -> list[str]:
             if a["norm"] != 1.0 or a["rounding"] != "floor":
                 out.append(f"node {n.name}: fire with norm={a['norm']} rounding={a['rounding']}; "
                            f"the graph is not in synaptic normal form (run the deploy pipeline)")
-        elif n.op == "input" and n.attrs["kind"] != "current":
-            out.append(f"node {n.name}: spike-kind graph input is not supported yet (only encoding currents)")
     Ds = {n.attrs["D"] for n in g.neurons()}
     if len(Ds) > 1:
         out.append(f"populations use different window lengths D {sorted(Ds)}; one D per network is supported")
@@ -226,13 +285,17 @@ def build(g: Graph) -> Network:
     ev = TreeEvaluator(g)
     pops: dict[str, Population] = {}
     projs: list[Projection] = []
-    in_name = g.inputs[0].name
+    in_node = g.inputs[0]
+    spike_in = SpikeInput(in_node.name, tuple(in_node.shape)) if in_node.kind == "spike" else None
+    host_name = None if spike_in else in_node.name
 
     prods: dict[str, ProductSource] = {}
 
     def source_level(s: str) -> int:
         if s in pops:
             return pops[s].level
+        if spike_in is not None and s == spike_in.name:
+            return spike_in.level
         n = g[s]  # a spike product: a graded source at the level of its deepest operand
         ops = [operand_index(g, i) for i in n.inputs]
         lv = max(pops[o.source].level for o in ops)
@@ -242,15 +305,15 @@ def build(g: Graph) -> Network:
 
     def wire(consumer: Node):
         tree, leaves = tree_nodes(g, consumer, products=True)
-        host = in_name in leaves
-        spikes = [s for s in leaves if s != in_name]
+        host = host_name in leaves
+        spikes = [s for s in leaves if s != host_name]
         levels = {s: source_level(s) for s in spikes}
         level = 1 + max(levels.values(), default=-1)
+        mats = tree_matrices(g, consumer)
         out = []
         for s in spikes:
             out.append(Projection(s, consumer.name if consumer.op == "fire" else "output",
-                                  ev.matrix(consumer, s), (level - levels[s] - 1) * (D + 1),
-                                  [n.name for n in tree]))
+                                  mats[s], (level - levels[s] - 1) * (D + 1), [n.name for n in tree]))
         return host, level, out
 
     for n in g.nodes:
@@ -268,7 +331,7 @@ def build(g: Graph) -> Network:
     host, level, p = wire(out)
     projs += p
     return Network(g, D, g.T, pops, projs, out.shape, np.zeros(math.prod(out.shape)) if host else ev.constant(out),
-                   host, level * (D + 1), prods)
+                   host, level * (D + 1), prods, spike_in)
 
 
 def host_currents(net: Network, consumer: str, x: torch.Tensor) -> torch.Tensor:
@@ -293,3 +356,36 @@ def batch_stream(g: Graph, x) -> tuple[torch.Tensor, int]:
         B = x.shape[1]
         return x.transpose(0, 1).reshape((B * g.T,) + in_shape), B
     raise SnnccError(f"input of rank {x.dim()} for per-sample shape {in_shape}")
+
+
+def product(xs: list[np.ndarray], order: str) -> np.ndarray:
+    """a @ b, (a @ b) @ c ('left') or a @ (b @ c) ('right'): the spike product of operand tensors
+    (any leading batch dimensions), as the SpikeProduct models and `fixed.simulate_fixed` compute it."""
+    if len(xs) == 2:
+        return xs[0] @ xs[1]
+    if order == "right":
+        return xs[0] @ (xs[1] @ xs[2])
+    return (xs[0] @ xs[1]) @ xs[2]
+
+
+def spike_input_counts(net: Network, xs: torch.Tensor, emit: str) -> np.ndarray:
+    """The per-window counts (K, N_in) int64 the host streams for a spike-kind input: x must hold
+    non-negative integers, at most D in burst mode (a burst fits one window) and 255 graded."""
+    c = xs.reshape(xs.shape[0], -1).numpy()
+    top = net.D if emit == "burst" else 255
+    bad = (c < 0) | (c > top) | (c != np.floor(c))
+    if bad.any():
+        raise SnnccError(f"spike input {net.spike_input.name} holds {c[bad][0]!r}; a spike input carries "
+                         f"integer counts in [0, {top}] per timestep ({emit} emission)",
+                         where=f"input {net.spike_input.name}")
+    return c.astype(np.int64)
+
+
+def relay_delays(delay: int) -> tuple[list[int], int]:
+    """Split a synaptic delay into identity relay hops of MAX_DELAY (Loihi 2's 6-bit delay) and
+    the projection's own delay: every hop adds its one step, so r relays take 64 r of the delay."""
+    hops = []
+    while delay > MAX_DELAY:
+        hops.append(MAX_DELAY)
+        delay -= MAX_DELAY + 1
+    return hops, delay

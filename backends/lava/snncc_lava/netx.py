@@ -147,7 +147,7 @@ def layers(g: Graph, net: Network | None = None, qnet: QNetwork | None = None) -
             meta["inputExp"] = e_in
         else:
             key = (src, c.name if fire else "output")
-            w_int = projs[key].weight
+            w_int = projs[key].weight.toarray()
             if conv is not None:
                 w_int = _conv_from_matrix(conv, w_int, g[src].shape, c.shape)
         if conv is None and len(prev_shape) > 1:

@@ -54,7 +54,8 @@ def _emit_mode(options: dict | None) -> str:
 class LoihiTarget:
     name = "loihi"
     description = ("Loihi 2 through Lava 0.10.0 (floating_pt / fixed_pt simulation): WindowBurstIF neurons, "
-                   "Dense/DelayDense synapses, host encoding currents; netx HDF5 export")
+                   "Sparse/DelaySparse synapses, SpikeProduct (attention), host encoding currents or spike "
+                   "input; netx HDF5 export")
 
     def check(self, graph: Graph) -> list[str]:
         return network.unsupported(graph)

@@ -1,7 +1,9 @@
-"""Spike products (attention) in Lava floating_pt: the SpikeProduct process's counts, products and
-timing against hand-computed numbers (operands from different levels, a 3-operand product with
-an unfolded scale and layouts after it) and against the reference executor on the deployed
-`Attention` model of tests/nets.py (both association orders); fixed_pt refuses them by name."""
+"""Spike products (attention) in Lava: the SpikeProduct process's counts, products and timing
+against hand-computed numbers (operands from different levels, a 3-operand product with an
+unfolded scale and layouts after it) and against the reference executor on the deployed
+`Attention` model of tests/nets.py (both association orders) in floating_pt; in fixed_pt the raw
+integer product with the scale folded into its projection, hand-computed, and Lava fixed_pt equal
+to `fixed.simulate_fixed` bit for bit."""
 
 from __future__ import annotations
 
@@ -11,12 +13,11 @@ import torch
 from conftest import deployed
 from nets import Attention
 
-from snncc.errors import TargetError
 from snncc.ir.graph import Graph, Node
 from snncc.sim import reference
-from snncc_lava.lower import simulate
+from snncc_lava.fixed import quantize, simulate_fixed
+from snncc_lava.lower import run_network, simulate
 from snncc_lava.network import build, unsupported
-from snncc_lava.target import LoihiTarget
 
 FIRE = {"D": 4, "theta": 1.0, "beta": 0.5, "norm": 1.0, "rounding": "floor"}
 
@@ -58,7 +59,7 @@ def test_product_network_structure():
     # the product is a graded source at level 1; its projection is the tree (reshape, identity linear)
     assert [(p.source, p.target, p.delay) for p in net.projections] == [
         ("a", "b", 0), ("p", "c", 0), ("c", "output", 0)]
-    assert np.array_equal(net.projections[1].weight, np.eye(6))
+    assert np.array_equal(net.projections[1].weight.toarray(), np.eye(6))
 
 
 @pytest.mark.parametrize("emit", ["burst", "graded"])
@@ -96,11 +97,52 @@ def test_attention_model_counts_equal_reference(order):
     assert torch.allclose(res.output, ref.output, rtol=0, atol=1e-12)
 
 
-def test_fixed_precision_refuses_products_by_name(attention):
-    with pytest.raises(TargetError, match="node matmul_1: spike_product"):
-        simulate(attention, torch.zeros((1, 16, 8), dtype=torch.float64), precision="fixed")
-    with pytest.raises(TargetError, match="node matmul_1: spike_product"):
-        LoihiTarget().emit(attention, {"precision": "fixed"})
+@pytest.mark.parametrize("emit", ["burst", "graded"])
+def test_fixed_product_hand_computed_and_lava_bit_exact(emit):
+    g = product_graph("right")
+    q = quantize(build(g))
+    # the product travels as its raw integer P = A (Bt A); its scale 0.5 is folded into the
+    # projection p -> c: float weight 0.5 I, c's scale 254 / 0.5 = 508 (vth = 8 * 508 = 4064),
+    # mantissas 254 with exponent 0
+    pr = q.projections[1]
+    assert (pr.source, pr.exp) == ("p", 0) and np.array_equal(pr.weight.toarray(), 254 * np.eye(6))
+    assert (q.populations["c"].scale, q.populations["c"].vth, q.populations["c"].v_init) == (508.0, 4064, 16256)
+    # c: v = 254 * 64 * P + 16256 against 4064 << 6 = 260096 -> floor((P + 1) / 16), the float count
+    ref = simulate_fixed(q, X, emit)
+    assert ref.counts["a"].tolist() == [[[1, 0], [2, 4], [0, 1]], [[1, 1], [0, 0], [1, 0]]]
+    assert ref.counts["b"].tolist() == [[[1, 1], [2, 4], [0, 1]], [[1, 2], [0, 0], [1, 1]]]
+    assert ref.counts["c"].tolist() == [[[0, 0], [2, 4], [0, 1]], [[0, 0], [0, 0], [0, 0]]]
+    res = run_network(build(g), X, emit, q)
+    for k in ref.counts:
+        assert torch.equal(res.counts[k], ref.counts[k]), k
+    assert np.array_equal(res.readout, ref.readout)
+
+
+@pytest.mark.parametrize("order,emit", [("left", "burst"), ("right", "graded")])
+def test_attention_model_fixed_lava_equals_simulate_fixed(order, emit):
+    g = deployed(Attention, order=order, scale=1.0)
+    net = build(g)
+    q = quantize(net)
+    x = torch.rand((3, 16, 8), generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2
+    ref = simulate_fixed(q, x, emit)
+    res = run_network(net, x, emit, q)
+    for k in ref.counts:
+        assert res.counts[k].dtype == torch.int64 and torch.equal(res.counts[k], ref.counts[k]), k
+    assert np.array_equal(res.readout, ref.readout) and torch.equal(res.output, ref.output)
+    assert int(ref.counts["n_attn"].sum()) == 68  # the attention population spikes (as in float)
+    assert ref.events["u_wraps"] == 0 and ref.events["v_saturations"] == 0
+
+
+def test_attention_fixture_fixed_lava_equals_simulate_fixed(attention):
+    net = build(attention)  # the default scale 0.125 (folded into the product's projection)
+    q = quantize(net)
+    x = torch.rand((2, 16, 8), generator=torch.Generator().manual_seed(4), dtype=torch.float64) * 3
+    ref = simulate_fixed(q, x)
+    res = run_network(net, x, "burst", q)
+    for k in ref.counts:
+        assert torch.equal(res.counts[k], ref.counts[k]), k
+    assert np.array_equal(res.readout, ref.readout)
+    assert int(ref.counts["nq"].sum()) > 100
 
 
 def test_operand_that_is_not_a_population_is_refused():

@@ -43,7 +43,7 @@ def test_quantise_one_layer_by_hand():
     # 21.17 -> 22
     (p,) = q.projections
     assert p.exp == 0 and p.weight.dtype == np.int32
-    assert p.weight.tolist() == [[84, 170, 254], [42, -84, 22]]
+    assert p.weight.toarray().tolist() == [[84, 170, 254], [42, -84, 22]]
     assert q.output_scale == 254 / 3
     r = q.report["output"]["projections"][0]
     assert (r["nonzero"], r["vanished"], r["saturated"], r["exp"]) == (6, 0, 0, 0)
@@ -77,7 +77,7 @@ def test_quantiser_ranges_and_report(conv_chain):
     net = build(conv_chain)
     q = quantize(net)
     for p in q.projections:
-        w = p.weight
+        w = p.weight.toarray()
         assert w.dtype == np.int32 and w.min() >= -256 and w.max() <= 254 and not (w % 2).any()
         assert fixed.WEXP_MIN <= p.exp <= fixed.WEXP_MAX
     for p in q.populations.values():
@@ -87,8 +87,8 @@ def test_quantiser_ranges_and_report(conv_chain):
     n2 = rep["populations"]["n2"]
     (proj,) = n2["projections"]
     # the population's largest weight maps to mantissa 254 with exponent 0, theta keeps >= 11 bits
-    w = net.projections[0].weight
-    assert proj["exp"] == 0 and np.abs(q.projections[0].weight).max() == 254
+    w = net.projections[0].weight.toarray()
+    assert proj["exp"] == 0 and np.abs(q.projections[0].weight.data).max() == 254
     assert n2["scale"] == 254 / np.abs(w).max() and n2["vth"] == round(n2["scale"]) >= 2048
     # vanished = nonzero weights under half a mantissa step (|w| * s < 1); no projection vanishes whole
     assert proj["vanished"] == int(np.count_nonzero((w != 0) & (np.abs(w) * n2["scale"] <= 1)))
@@ -139,7 +139,7 @@ def test_conv_chain_stateful_fixed(conv_chain):
 
 
 @pytest.mark.slow
-def test_residual_fixed_delay_dense(residual):
+def test_residual_fixed_delay_sparse(residual):
     net = build(residual)
     q = quantize(net)
     assert [(p.source, p.target, p.delay) for p in q.projections if p.delay] == [("f1_6", "out_fire", 5)]

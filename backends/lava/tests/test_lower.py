@@ -105,3 +105,18 @@ def test_residual_counts_equal_reference(residual):
     res = simulate(residual, x, "graded")
     ref = assert_counts_equal(residual, x, res)
     assert torch.allclose(res.output, ref.output, rtol=0, atol=1e-12)
+
+
+def test_sparse_matrices_equal_the_tree_on_identity_bases(conv_chain, residual, attention):
+    """The composed sparse projection matrices (events' per-op address maps) equal the tree applied
+    to the identity basis of each source with the reference executor's own ops."""
+    from snncc_lava.network import TreeEvaluator
+
+    for g in (conv_chain, residual, attention):
+        net = build(g)
+        ev = TreeEvaluator(g)
+        for p in net.projections:
+            dense = ev.matrix(g.output if p.target == "output" else g[p.target], p.source)
+            assert p.weight.format == "csr" and np.allclose(p.weight.toarray(), dense, rtol=1e-12, atol=1e-15), \
+                (p.source, p.target)
+            assert p.weight.nnz == np.count_nonzero(dense)

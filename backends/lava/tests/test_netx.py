@@ -39,7 +39,7 @@ def test_conv_chain_round_trip(conv_chain):
     # spiking conv: the same mantissas as the fixed-point Dense matrix (exponent 0)
     n2, c2 = q.populations["n2"], conv_chain["c2"].params["weight"]
     assert np.array_equal(ls[2]["weight"], fixed.round_even_mantissa(c2 * n2.scale))
-    m = q.projections[0].weight
+    m = q.projections[0].weight.toarray()
     assert m[0, 0] == ls[2]["weight"][0, 0, 1, 1] and m[0, 64] == ls[2]["weight"][0, 1, 1, 1]
     assert ls[2]["stride"].tolist() == [2, 2] and ls[2]["padding"].tolist() == [1, 1] and int(ls[2]["groups"]) == 1
     for layer, pop in ((ls[1], n1), (ls[2], n2)):
@@ -50,7 +50,7 @@ def test_conv_chain_round_trip(conv_chain):
         assert np.array_equal(layer["bias"], per_channel)
     assert n2.vth == round(n2.scale) and n2.bias_exp == 6
     # read-out: netx's neuron-less dense (non-leaky integrator) over the flattened n2
-    assert "neuron" not in ls[4] and np.array_equal(ls[4]["weight"], q.projections[1].weight)
+    assert "neuron" not in ls[4] and np.array_equal(ls[4]["weight"], q.projections[1].weight.toarray())
 
 
 def test_export_is_deterministic(conv_chain):

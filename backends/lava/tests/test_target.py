@@ -12,6 +12,7 @@ import torch
 
 from snncc import targets
 from snncc.errors import TargetError
+from snncc_lava.describe import load_weight
 from snncc_lava.target import LoihiTarget
 
 
@@ -26,9 +27,10 @@ def test_check(conv_chain, residual, attention):
     t = LoihiTarget()
     assert t.check(conv_chain) == []
     assert t.check(residual) == []
-    assert t.check(attention) == []  # spike products lower to the SpikeProduct process (floating_pt)
-    with pytest.raises(TargetError, match="matmul_1: spike_product"):
-        t.emit(attention, {"precision": "fixed"})
+    assert t.check(attention) == []  # spike products lower to the SpikeProduct process
+    doc = json.loads(t.emit(attention, {"precision": "fixed"})["lava/network.json"])
+    (p,) = [e for e in doc["processes"] if e["name"] == "matmul_1"]
+    assert p["model"] == "PySpikeProductModelFixed"
 
 
 def test_emit_describes_the_spike_product(attention):
@@ -48,13 +50,13 @@ def test_emit_is_deterministic_and_holds_the_weights(conv_chain):
     doc = json.loads(a["lava/network.json"])
     assert doc["versions"] == {"lava-nc": "0.10.0"} and doc["D"] == 4 and doc["T"] == 1
     procs = {p["name"]: p for p in doc["processes"]}
-    assert sorted(procs) == ["n1", "n1.source", "n2", "output.sink", "proj0", "proj1"]
+    assert sorted(procs) == ["n1", "n1.source", "n2", "output", "proj0", "proj1"]
     assert procs["n1"]["shape"] == [384] and procs["n1"]["ir_shape"] == [6, 8, 8] and procs["n1"]["start"] == 0
-    assert procs["n2"]["start"] == 5 and procs["output.sink"]["start"] == 10
+    assert procs["n2"]["start"] == 5 and procs["output"]["start"] == 10
     p0 = procs["proj0"]
     assert (p0["process"], p0["shape"], p0["source"], p0["target"], p0["num_message_bits"]) == (
-        "lava.proc.dense.process.Dense", [128, 384], "n1.s_out", "n2.a_in", 0)
-    w = np.load(io.BytesIO(a["lava/weights.npz"]))[p0["weight"]]
+        "lava.proc.sparse.process.Sparse", [128, 384], "n1.s_out", "n2.a_in", 0)
+    w = load_weight(np.load(io.BytesIO(a["lava/weights.npz"])), p0).toarray()
     c2 = conv_chain["c2"].params["weight"]  # (8, 6, 3, 3), stride 2, padding 1
     # output (o=0, y=0, x=0) reads input (c, 0, 0) through kernel tap (1, 1)
     assert w[0, 0] == c2[0, 0, 1, 1] and w[0, 64] == c2[0, 1, 1, 1] and w[0, 2] == 0.0
@@ -88,8 +90,8 @@ def test_emit_fixed_and_netx(conv_chain):
     assert (n2["model"], n2["vth"], n2["bias_exp"], n2["v_init"]) == (
         "PyWindowBurstIFModelFixed", q.populations["n2"].vth, q.populations["n2"].bias_exp, q.populations["n2"].v_init)
     assert (procs["proj0"]["weight_exp"], procs["proj0"]["num_weight_bits"], procs["proj0"]["sign_mode"]) == (0, 8, "MIXED")
-    w = np.load(io.BytesIO(a["lava/weights.npz"]))[procs["proj0"]["weight"]]
-    assert w.dtype == np.int32 and np.array_equal(w, q.projections[0].weight)
+    w = load_weight(np.load(io.BytesIO(a["lava/weights.npz"])), procs["proj0"])
+    assert w.dtype == np.int32 and np.array_equal(w.toarray(), q.projections[0].weight.toarray())
     rep = json.loads(a["lava/quantisation.json"])
     assert rep["policy"] == "precision" and rep["populations"]["n2"]["vth"] == q.populations["n2"].vth
     assert rep["totals"] == json.loads(json.dumps(q.report["totals"]))

@@ -1,4 +1,13 @@
-"""Process models of `WindowBurstIF` (floating_pt and fixed_pt) and `SpikeProduct` (floating_pt).
+"""Process models of `WindowBurstIF` and `SpikeProduct` (floating_pt and fixed_pt each), of
+`Recorder` (one model, tagged for both), and Lava's own DelaySparse models with one cache.
+
+DelaySparse: lava 0.10's AbstractPyDelaySparseModel.calc_act rebuilds the delay-split weight
+matrix (one vstack of `weights.multiply(delays == k)` for every k <= max_delay) on every time
+step: ~100 ms per step for a 250k-synapse projection with delay 15. `PyDelaySparseModelFloatCached`
+and `PyDelaySparseModelBitAccCached` are Lava's models unchanged except that this matrix is built
+once, on the first step (after the fixed_pt model has clipped and truncated the weights); weights
+and delays are static in an inference network. `lower.py` selects them through
+Loihi2SimCfg(exception_proc_model_map=...).
 
 floating_pt: arithmetic follows snncc.sim.reference operation by operation (v = u + beta + bias +
 carry, floor(v / theta), clip to [0, D], carry = v - n * theta - beta) so float64 counts match it.
@@ -15,6 +24,7 @@ import numpy as np
 
 from snncc_lava import compat
 from snncc_lava.fixed import ACT_SHIFT, VTH_SHIFT, saturate_v, shift, wrap_u
+from snncc_lava.network import product
 
 compat.install()
 
@@ -25,7 +35,10 @@ from lava.magma.core.model.py.type import LavaPyType  # noqa: E402
 from lava.magma.core.resources import CPU  # noqa: E402
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol  # noqa: E402
 
-from snncc_lava.procs.process import SpikeProduct, WindowBurstIF  # noqa: E402
+from lava.proc.sparse.models import PyDelaySparseModelBitAcc, PyDelaySparseModelFloat  # noqa: E402
+from lava.proc.sparse.process import DelaySparse  # noqa: E402
+
+from snncc_lava.procs.process import MAX_RECORDER_INPUTS, Recorder, SpikeProduct, WindowBurstIF  # noqa: E402
 
 
 @implements(proc=WindowBurstIF, protocol=LoihiProtocol)
@@ -184,12 +197,114 @@ class PySpikeProductModelFloat(PyLoihiProcessModel):
             idx = [self.index0, self.index1, self.index2]
             shp = [self.shape0, self.shape1, self.shape2]
             x = [accs[i][w][idx[i]].reshape(tuple(int(s) for s in shp[i])) for i in range(m)]
-            if m == 2:
-                y = x[0] @ x[1]
-            elif self.right:
-                y = x[0] @ (x[1] @ x[2])
-            else:
-                y = (x[0] @ x[1]) @ x[2]
+            y = product(x, "right" if self.right else "left")
             s = float(self.scale)
             out = (y * s if s != 1.0 else y).reshape(-1)
         self.s_out.send(out)
+
+
+@implements(proc=SpikeProduct, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PySpikeProductModelFixed(PyLoihiProcessModel):
+    """int64 window counts and the raw integer product (no scale: `fixed.quantize` folds it into
+    the weights of the product's projections), sent as an int32 graded message; equals the
+    product path of `fixed.simulate_fixed` bit for bit."""
+
+    a_in0: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    a_in1: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    a_in2: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+    index0: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    index1: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    index2: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    shape0: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    shape1: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    shape2: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    acc0: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    acc1: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    acc2: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    starts: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    nops: int = LavaPyType(int, int)
+    right: int = LavaPyType(int, int)
+    scale: float = LavaPyType(float, float)
+    D: int = LavaPyType(int, int)
+    windows: int = LavaPyType(int, int)
+
+    def run_spk(self) -> None:
+        D, K, m = int(self.D), int(self.windows), int(self.nops)
+        ins = [self.a_in0.recv(), self.a_in1.recv(), self.a_in2.recv()]
+        accs = [self.acc0, self.acc1, self.acc2]
+        for i in range(m):
+            r = self.time_step - int(self.starts[i]) - D - 1
+            if 0 <= r < K * D:
+                accs[i][r // D] += ins[i].astype(np.int64)
+        out = np.zeros(self.s_out.shape, np.int32)
+        r = self.time_step - int(np.max(self.starts[:m])) - D - 1
+        if 0 <= r < K * D and r % D == D - 1:
+            w = r // D
+            idx = [self.index0, self.index1, self.index2]
+            shp = [self.shape0, self.shape1, self.shape2]
+            x = [accs[i][w][idx[i]].astype(np.int64).reshape(tuple(int(s) for s in shp[i])) for i in range(m)]
+            y = product(x, "right" if self.right else "left").reshape(-1)
+            if np.abs(y).max(initial=0) >= 2**31:
+                raise OverflowError(f"spike product {y.max()} does not fit an int32 graded message")
+            out = y.astype(np.int32)
+        self.s_out.send(out)
+
+
+@implements(proc=Recorder, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt", "fixed_pt")
+class PyRecorderModel(PyLoihiProcessModel):
+    for _i in range(MAX_RECORDER_INPUTS):
+        locals()[f"in{_i}"] = LavaPyType(PyInPort.VEC_DENSE, float)
+    del _i
+    out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    sizes: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    firsts: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    bins: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    nin: int = LavaPyType(int, int)
+    windows: int = LavaPyType(int, int)
+    D: int = LavaPyType(int, int)
+    last: int = LavaPyType(int, int)
+    acc: np.ndarray = LavaPyType(np.ndarray, float)
+
+    def run_spk(self) -> None:
+        t, D, K = self.time_step, int(self.D), int(self.windows)
+        off = 0
+        for i in range(int(self.nin)):
+            a = getattr(self, f"in{i}").recv()
+            n, b = int(self.sizes[i]), int(self.bins[i])
+            r = t - int(self.firsts[i])
+            if 0 <= r < K * D:
+                row = (r // D) // b
+                self.acc[off + row * n: off + (row + 1) * n] += a
+            off += -(-K // b) * n
+        if t == int(self.last):
+            self.out.send(self.acc)
+
+
+class _CachedDelayWeights:
+    """calc_act of AbstractPyDelaySparseModel with the delay-split weight matrix built once."""
+
+    _delay_wgts = None
+
+    def calc_act(self, s_in) -> np.ndarray:
+        if self._delay_wgts is None:
+            self._delay_wgts = self.get_delay_wgts_mat(self.weights, self.delays, self.a_buff.shape[-1] - 1)
+        return np.reshape(self._delay_wgts.dot(s_in), (self.a_buff.shape[-1], self.weights.shape[0])).T
+
+
+@implements(proc=DelaySparse, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyDelaySparseModelFloatCached(_CachedDelayWeights, PyDelaySparseModelFloat):
+    pass
+
+
+@implements(proc=DelaySparse, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyDelaySparseModelBitAccCached(_CachedDelayWeights, PyDelaySparseModelBitAcc):
+    pass

@@ -1,5 +1,5 @@
-"""Process interfaces: `WindowBurstIF`, the deployed SFA neuron (DESIGN 2) as a Lava process, and
-`SpikeProduct`, the window-count product of attention (below).
+"""Process interfaces: `WindowBurstIF`, the deployed SFA neuron (DESIGN 2) as a Lava process,
+`SpikeProduct`, the window-count product of attention, and `Recorder`, the read-out (both below).
 
 Integrate-and-fire with subtractive reset that integrates one window of D sub-steps, then emits
 its count n = clip(floor(v / theta), 0, D) during the next window: as n unary spikes in the
@@ -68,7 +68,8 @@ class SpikeProduct(AbstractProcess):
     max(starts), the process sends scale * (a @ b) (2 operands), (a @ b) @ c (order 'left') or
     a @ (b @ c) ('right') of window w, flattened, as one graded message; zero on other steps.
     `operands`: (index, shape, start, population size) each. Unused third operand: a port of
-    shape (1,) left unconnected (it receives zeros).
+    shape (1,) left unconnected (it receives zeros). floating_pt multiplies by `scale`; fixed_pt
+    sends the raw integer product (the scale is folded into the weights of its projections).
     """
 
     def __init__(self, *, shape: tuple, operands: list[tuple[np.ndarray, tuple, int, int]], order: str,
@@ -94,3 +95,59 @@ class SpikeProduct(AbstractProcess):
         self.scale = Var(shape=(1,), init=float(scale))
         self.D = Var(shape=(1,), init=int(D))
         self.windows = Var(shape=(1,), init=int(windows))
+
+
+MAX_RECORDER_INPUTS = 64
+
+
+class Recorder(AbstractProcess):
+    """The read-out: observes up to 64 spike trains (or synaptic outputs) on the wire and sums them
+    per window, then hands the sums to the host in ONE message at its last time step.
+
+    Input i (port `in{i}`, shape (sizes[i],)) is connected to a population's `s_out` (the very
+    messages its synapses receive) or to the read-out synapse's `a_out`. Window w of input i is
+    what arrives during steps firsts[i] + w D .. firsts[i] + (w + 1) D - 1 (w < windows), summed
+    into row w // bins[i] (bins = T sums a sample's windows, 1 keeps every window). At step
+    `last` the process sends all rows, input after input ((rows_i, sizes[i]) each, C order,
+    float64: exact for integer counts and fixed-point activations) on `out`, an OutPort flagged as
+    an external pipe (Lava's mechanism for handing data to the host, as lava.proc.io.extractor).
+
+    Why not RingBuffer sinks read with `Var.get()`: Lava 0.10's runtime.get_var sends one channel
+    message per element (~80 us each), so reading (N, steps) buffers of every population cost
+    more than the run itself (70 s of 181 s for 2 digits of the digits CNN).
+    """
+
+    def __init__(self, *, sizes: list[int], firsts: list[int], bins: list[int], windows: int, D: int, last: int,
+                 name: str | None = None) -> None:
+        if not 1 <= len(sizes) <= MAX_RECORDER_INPUTS:
+            raise ValueError(f"a Recorder takes 1..{MAX_RECORDER_INPUTS} inputs, got {len(sizes)}")
+        super().__init__(name=name)
+        sizes = [int(n) for n in sizes] + [1] * (MAX_RECORDER_INPUTS - len(sizes))
+        rows = [-(-int(windows) // int(b)) for b in bins]
+        total = sum(r * n for r, n in zip(rows, sizes))
+        for i, n in enumerate(sizes):
+            setattr(self, f"in{i}", InPort(shape=(n,)))
+        self.out = OutPort(shape=(total,))
+        self.out.flag_external_pipe(buffer_size=1)
+        pad = MAX_RECORDER_INPUTS - len(bins)
+        self.sizes = Var(shape=(MAX_RECORDER_INPUTS,), init=np.array(sizes, np.int64))
+        self.firsts = Var(shape=(MAX_RECORDER_INPUTS,), init=np.array(list(firsts) + [0] * pad, np.int64))
+        self.bins = Var(shape=(MAX_RECORDER_INPUTS,), init=np.array(list(bins) + [1] * pad, np.int64))
+        self.nin = Var(shape=(1,), init=len(bins))
+        self.windows = Var(shape=(1,), init=int(windows))
+        self.D = Var(shape=(1,), init=int(D))
+        self.last = Var(shape=(1,), init=int(last))
+        self.acc = Var(shape=(total,), init=0.0)
+        self.layout = [(r, n) for r, n in zip(rows[:len(bins)], sizes[:len(bins)])]  # host side: how to split
+
+    def split(self, data: np.ndarray) -> list[np.ndarray]:
+        """The message sent at `last`, as one (rows_i, sizes[i]) array per input."""
+        out, off = [], 0
+        for r, n in self.layout:
+            out.append(np.asarray(data[off: off + r * n]).reshape(r, n))
+            off += r * n
+        return out
+
+    def receive(self) -> np.ndarray:
+        """Call after the run: the message of step `last` (blocks until it was sent)."""
+        return self.out.external_pipe_csp_recv_port.recv()
