@@ -138,3 +138,31 @@ def test_value_numbers_share_identical_private_copies_only():
                Node("s", "add", ["sa", "sb", "c"]), Node("o", "output", ["s"])]).infer()
     vn = value_numbers(g)
     assert {k for k, v in vn.items() if k != v} == {"b"} and vn["b"] == "a"
+
+
+def test_shared_parameter_arrays_stay_shared_through_clone_and_files():
+    """The normal form's private copies share their weights: one array in memory (read-only) and
+    one entry in the archive, and loading gives one array again."""
+    import io
+    import zipfile
+
+    w = np.arange(6.0).reshape(3, 2)
+    g = Graph([Node("x", "input", [], {"shape": (2,)}),
+               Node("a", "linear", ["x"], {}, {"weight": w}),
+               Node("o", "output", ["a"])]).infer()
+    b = g["a"].clone(share_params=True)
+    b.name = "b"
+    g.insert_before("o", b)
+    g["o"].inputs = ["b"]
+    assert g["b"].params["weight"] is g["a"].params["weight"] and not w.flags.writeable
+    c = g.clone()
+    assert c["a"].params["weight"] is c["b"].params["weight"] is not w
+    assert not c["a"].params["weight"].flags.writeable
+    with pytest.raises(ValueError):
+        c["b"].params["weight"][0, 0] = 1.0  # in place would change both nodes: refused
+    doc, npz = serialize.dumps(c)
+    assert sorted(zipfile.ZipFile(io.BytesIO(npz)).namelist()) == ["a/weight.npy"]
+    back = serialize.loads(doc, npz)
+    assert back["a"].params["weight"] is back["b"].params["weight"]
+    assert np.array_equal(back["b"].params["weight"], w)
+    assert serialize.dumps(back) == (doc, npz)

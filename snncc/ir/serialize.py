@@ -1,8 +1,10 @@
 """Versioned, deterministic serialisation of a `Graph`: a JSON document plus one `.npz` of parameters.
 
-The JSON names each parameter by its key in the `.npz` (`<node>/<param>`). Writing is
-deterministic (sorted keys, fixed zip timestamps), so compiling the same model twice gives
-byte-identical files.
+The JSON names each parameter by its key in the `.npz` (`<node>/<param>`). An array shared by
+several nodes (the normal form's private copies of one projection share their weights) is stored
+once, under its first node's key, and every node that shares it names that key; loading gives
+them one array again. Writing is deterministic (sorted keys, fixed zip timestamps), so compiling
+the same model twice gives byte-identical files.
 """
 
 from __future__ import annotations
@@ -21,7 +23,18 @@ VERSION = 1
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
+def _param_keys(graph: Graph) -> dict[tuple[str, str], str]:
+    """(node, param) -> archive key: the first (graph order) node/param holding that same array."""
+    first: dict[int, str] = {}
+    out = {}
+    for n in graph.nodes:
+        for k in sorted(n.params):
+            out[(n.name, k)] = first.setdefault(id(n.params[k]), f"{n.name}/{k}")
+    return out
+
+
 def graph_to_json(graph: Graph) -> dict:
+    keys = _param_keys(graph)
     nodes = []
     for n in graph.nodes:
         nodes.append({
@@ -29,7 +42,7 @@ def graph_to_json(graph: Graph) -> dict:
             "op": n.op,
             "inputs": list(n.inputs),
             "attrs": _jsonable(n.attrs),
-            "params": {k: f"{n.name}/{k}" for k in sorted(n.params)},
+            "params": {k: keys[(n.name, k)] for k in sorted(n.params)},
             "shape": list(n.shape),
             "kind": n.kind,
         })
@@ -50,9 +63,12 @@ def dumps(graph: Graph) -> tuple[bytes, bytes]:
     """Return (json bytes, npz bytes)."""
     doc = json.dumps(graph_to_json(graph), indent=1, sort_keys=True).encode() + b"\n"
     buf = io.BytesIO()
+    keys = _param_keys(graph)
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
         for n in graph.nodes:
             for k in sorted(n.params):
+                if keys[(n.name, k)] != f"{n.name}/{k}":
+                    continue  # stored under the node that holds it first
                 info = zipfile.ZipInfo(f"{n.name}/{k}.npy", date_time=_ZIP_DATE)
                 arr = io.BytesIO()
                 np.lib.format.write_array(arr, np.ascontiguousarray(n.params[k], dtype=np.float64),

@@ -73,8 +73,14 @@ class Interpreter:
     def __init__(self, graph: Graph, dtype: torch.dtype = torch.float64):
         self.graph = graph
         self.dtype = dtype
-        self._params = {n.name: {k: torch.tensor(v, dtype=dtype) for k, v in n.params.items()}
-                        for n in graph.nodes}
+        tensors: dict[int, torch.Tensor] = {}  # one tensor per distinct array (shared private copies)
+
+        def tensor(v):
+            if id(v) not in tensors:
+                tensors[id(v)] = torch.tensor(v, dtype=dtype)
+            return tensors[id(v)]
+
+        self._params = {n.name: {k: tensor(v) for k, v in n.params.items()} for n in graph.nodes}
         self.state: dict[str, torch.Tensor] = {}
         self.ties: dict[str, int] = {}
         self.same = value_numbers(graph)  # copies of one value (private trees) are evaluated once
