@@ -10,6 +10,8 @@ Preserves: the reference executor's output (up to float rounding).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -37,7 +39,9 @@ def private_tree(g: Graph, fire: Node, users: dict) -> list[Node] | None:
 
 def constant_current(g: Graph, tree: list[Node]) -> np.ndarray:
     interp = Interpreter(Graph(), torch.float64)
-    interp._params = {n.name: {k: torch.as_tensor(v) for k, v in n.params.items()} for n in tree}
+    with warnings.catch_warnings():  # shared weights are read-only arrays; this only reads them
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        interp._params = {n.name: {k: torch.as_tensor(v) for k, v in n.params.items()} for n in tree}
     env: dict = {}
     names = {n.name for n in tree}
     for n in tree:
