@@ -3,6 +3,7 @@ estimator's fan-out maps, the ideal policy bit-exact against the integer model (
 merges, stateful multi-timestep spike input, every event order), greedy/speck by hand."""
 
 import functools
+import math
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from snncc.frontend.loader import LoadedModel, trace
 from snncc.ir import Graph, Node
 from snncc.models.speck import speck_cnn
 from snncc.passes.manager import run_pipeline
+import snncc.sim.events as events_mod
 from snncc.sim.events import ORDERS, _host_currents, build_network, simulate
 from snncc.sim.reference import run
 
@@ -29,6 +31,8 @@ def _cached(name):
         return deployed(randomize_bn(ConvChain()))
     if name == "residual":
         return deployed(randomize_bn(ResidualSepConv()))
+    if name == "residual_spike":
+        return deployed(randomize_bn(ResidualSepConv()), kind="spike")
     return deployed(speck_cnn("tiny"), (2, 16, 16), T=3, kind="spike")
 
 
@@ -197,3 +201,108 @@ def test_refuses_spike_products_and_undeployed_graphs():
         simulate(_hand_graph([[1.0]]), torch.ones(1, 1), policy="lazy")
     with pytest.raises(SnnccError, match="integer counts"):
         simulate(_hand_graph([[1.0]]), torch.full((1, 1), 0.5))
+
+
+# ---- the vectorised sequential delivery against a per-event loop ---------------------------------
+class _PerEventRun(events_mod._Run):
+    """Oracle: greedy/speck delivery as a plain loop over events (in step order) and their synapses.
+    The spikes a step emits join the pool ordered by (rank of the contribution at its neuron,
+    sample-major slot), the documented order of the vectorised path (the event loop sorts them by
+    key for 'layer'/'interleaved'; 'random' draws from the pool by position)."""
+
+    def deliver_sequential(self, ordered):
+        evs = sorted((int(p), bt.src, int(g)) for bt, posn in ordered for p, g in zip(posn, bt.gid))
+        S, seen, em = self.net.n_slots, {}, []
+        V, k = self.V.tolist(), self.k.tolist()  # Python floats: the same IEEE arithmetic, faster
+        theta, cap, vmin, firing = self.theta.tolist(), self.Dcap.tolist(), self.v_min.tolist(), self.firing.tolist()
+        speck = self.policy == "speck"
+        for p, src, gid in evs:
+            t = self.net.tables[src]
+            b, a = divmod(gid, t.n)
+            slots, ws = t.lookup(a)
+            for slot, w in zip(slots.tolist(), ws.tolist()):
+                g = b * S + slot
+                self.synops += 1
+                V[g] += w
+                r = seen.get(g, 0)
+                seen[g] = r + 1
+                if not firing[g]:
+                    continue
+                v, th = V[g], theta[g]
+                if speck:
+                    n = 1.0 if (v >= th and k[g] < cap[g]) else 0.0
+                    V[g] = max(v - n * th, vmin[g])
+                else:
+                    n = min(max(float(math.floor(v / th)), 0.0), cap[g] - k[g])
+                    V[g] = v - n * th
+                k[g] += n
+                if n:
+                    em.append((r, g, p + self.clock, n))
+        self.V[:], self.k[:] = V, k
+        if not em:
+            return []
+        em.sort()
+        _, g, key, n = (np.array(c) for c in zip(*em))
+        return self._emit(g.astype(np.int64), n.astype(np.float64), key.astype(np.int64))
+
+
+def _random_net(seed):
+    """Spike input (2, 6, 6) -> conv -> A; pool(A) -> conv, + conv(pool(input)) -> B (a merge);
+    A and B -> linear -> C; output = linear(C). Random weights, T = 2, stateful neurons."""
+    rng = np.random.default_rng(seed)
+    fire = lambda D, st: {"D": D, "theta": float(rng.uniform(0.5, 1.5)), "beta": float(rng.uniform(0, 0.5)),  # noqa
+                          "norm": 1.0, "rounding": "floor", "stateful": st}
+    conv = lambda co, ci, k, p: ({"stride": (1, 1), "padding": (p, p), "dilation": (1, 1), "groups": 1},  # noqa
+                                 {"weight": rng.normal(0.3, 0.6, (co, ci, k, k))})
+    sumpool = {"mode": "sum", "kernel": (2, 2), "stride": (2, 2), "padding": (0, 0)}
+    nodes = [Node("x", "input", attrs={"kind": "spike", "shape": (2, 6, 6)}),
+             Node("ca", "conv", ["x"], *conv(3, 2, 3, 1)), Node("A", "fire", ["ca"], attrs=fire(3, True)),
+             Node("pa", "pool", ["A"], attrs=sumpool), Node("cb", "conv", ["pa"], *conv(4, 3, 3, 1)),
+             Node("px", "pool", ["x"], attrs=sumpool), Node("cx", "conv", ["px"], *conv(4, 2, 1, 0)),
+             Node("sb", "add", ["cb", "cx"]),
+             Node("B", "fire", ["sb"], attrs=fire(4, True), params={"bias": rng.normal(0, 0.3, (4, 1, 1))}),
+             Node("fa", "reshape", ["pa"], attrs={"shape": (27,)}),
+             Node("fb", "reshape", ["B"], attrs={"shape": (36,)}),
+             Node("la", "linear", ["fa"], params={"weight": rng.normal(0.1, 0.4, (5, 27))}),
+             Node("lb", "linear", ["fb"], params={"weight": rng.normal(0.1, 0.4, (5, 36))}),
+             Node("sc", "add", ["la", "lb"]), Node("C", "fire", ["sc"], attrs=fire(2, seed % 2 == 0)),
+             Node("head", "linear", ["C"], params={"weight": rng.normal(0, 1, (3, 5))}),
+             Node("out", "output", ["head"])]
+    g = Graph(nodes, T=2)
+    return g.infer()
+
+
+@pytest.mark.parametrize("net,seed", [("random", 0), ("random", 1),
+                                      pytest.param("residual", 3, marks=pytest.mark.slow)])
+def test_vectorised_delivery_equals_per_event_loop(net, seed, monkeypatch):
+    g = _random_net(seed) if net == "random" else _cached("residual_spike")
+    gen = torch.Generator().manual_seed(seed)
+    shape = g.inputs[0].shape
+    x = torch.poisson(torch.full((2, 2) + tuple(shape), 0.6), generator=gen).clamp(max=3).to(F64)  # (T, B, ...)
+    x = x if g.T == 2 else x[0, :1]
+    for pol, kw in (("greedy", {}), ("speck", {}), ("speck", {"speck_cap_D": True})):
+        for order in ORDERS:
+            fast = simulate(g, x, pol, order, seed=seed, chunk=37, **kw)
+            with monkeypatch.context() as m:
+                m.setattr(events_mod, "_Run", _PerEventRun)
+                slow = simulate(g, x, pol, order, seed=seed, chunk=37, **kw)
+            what = (g.inputs[0].name, pol, order, kw)
+            for k in slow.counts:
+                assert torch.equal(fast.counts[k], slow.counts[k]), (k, what)
+            assert fast.events == slow.events and fast.synops == slow.synops, what
+            assert fast.peak_burst == slow.peak_burst and fast.steps == slow.steps, what
+            assert torch.equal(fast.output, slow.output), what
+            assert sum(int(c.sum()) for c in slow.counts.values()) > 20, what
+
+
+def test_projection_matrix_is_the_composed_block_of_the_tables():
+    g = _residual()
+    net = build_network(g)
+    for src, t in net.tables.items():
+        M = sp.csr_matrix((t.weights, t.slots, t.indptr), shape=(t.n, net.n_slots))
+        for c in net.consumers:
+            P = events_mod.projection_matrix(g, c, src)
+            assert P.shape == (int(np.prod(g[c].shape)), t.n)
+            np.testing.assert_array_equal(P.toarray().T, M[:, net.slot_of(c)].toarray())
+    # out_fire merges a 1x1 conv of f1_6 (f1_7) into its tree: 8 x 16 per site, 64 sites
+    assert events_mod.projection_matrix(g, "out_fire", "f1_6").nnz == 8 * 16 * 64

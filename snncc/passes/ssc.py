@@ -14,7 +14,9 @@ What this module owns:
   site is; sum/avg pooling keeps a site active iff any site of its window is; add is the union;
   layout ops that keep (C, *spatial) pass it on; a fire population's mask is its input's mask.
   Returns `SiteMasks(conv={conv: output mask}, neurons={fire: mask})`.
-- `ssc(graph, mask)`: the pass. The graph is unchanged (SSC changes address maps, not weights):
+- `ssc(graph, mask, mode="mask")`: the pass (mode "centre": no static mask, `report['masks']` is
+  the string "centre", which `build_network` takes as the centre-spiked rule). The graph is
+  unchanged (SSC changes address maps, not weights):
   the result's `report` holds the masks and per-conv active fractions; feed
   `report['masks']` to `snncc.sim.events.build_network(graph, masks=...)`, which drops the rows
   of masked output sites from every composed conv table and disables masked neurons
@@ -24,8 +26,10 @@ What this module owns:
   mode "mask" uses static masks; mode "centre" is the paper's "centre spiked" rule: a conv output
   site is active iff its centre input site holds a spike (any channel; for the real-valued input,
   a nonzero value), computed per sample and timestep from the actual conv input, and a fire
-  neuron is active iff any conv term feeding it is active at its site. (The event simulator runs
-  static masks; the centre-spiked rule is dynamic and is not in the event tables yet.)
+  neuron is active iff any conv term feeding it is active at its site. The event simulator runs
+  both: `build_network(graph, masks=SiteMasks)` (static) and `build_network(graph,
+  masks="centre")` (gates evaluated from the events emitted so far; see snncc.sim.events for what
+  order and completion mean for it; under the ideal policy it equals this reference exactly).
 - `leakage(counts, masks)`: per population, the fraction of masked sites (static mask) that fire.
 
 From MIM pre-training to deployment (VSC). SSC changes only *which* address-map entries are
@@ -144,8 +148,15 @@ def site_masks(graph: Graph, mask) -> SiteMasks:
     return sm
 
 
-def ssc(graph: Graph, mask) -> PassResult:
-    """The SSC pass: site masks for every conv's address map (graph unchanged, masks in the report)."""
+def ssc(graph: Graph, mask=None, mode: str = "mask") -> PassResult:
+    """The SSC pass: site masks for every conv's address map (graph unchanged, masks in the report).
+    mode "centre": the centre-spiked rule, decided per sample at run time (report['masks'] = 'centre')."""
+    if mode not in MODES:
+        raise SnnccError(f"unknown SSC mode {mode!r}", hint=f"one of {', '.join(MODES)}")
+    if mode == "centre":
+        convs = [n.name for n in graph.nodes if n.op == "conv"]
+        return PassResult(graph, [f"SSC (centre spiked) on {len(convs)} convs: output p updated only where its "
+                                  f"centre site spiked in this sample and timestep"], {"masks": "centre"})
     sm = site_masks(graph, mask)
     active = {k: float(v.mean()) for k, v in sm.conv.items()}
     changes = [f"SSC on {len(sm.conv)} convs: output p updated only where its centre site is active"]
@@ -191,8 +202,9 @@ class MaskedInterpreter(Interpreter):
                 continue
             seen.add(name)
             m = self.graph[name]
-            if m.op == "conv" and name in self._live and tuple(m.shape[1:]) == tuple(n.shape[1:]):
-                ms.append(self._live[name])
+            key = self.same.get(name, name)  # private copies of a conv are evaluated once
+            if m.op == "conv" and key in self._live and tuple(m.shape[1:]) == tuple(n.shape[1:]):
+                ms.append(self._live[key])
             elif m.op in ("add", "scale") or (m.op in ("reshape", "permute") and m.kind == "current"):
                 stack.extend(m.inputs)
         if not ms:
@@ -208,7 +220,7 @@ class MaskedInterpreter(Interpreter):
         if m is None:
             return cnt, y
         mk = self._bcast(m, cnt)
-        if n.attrs["stateful"]:
+        if n.attrs["stateful"] and n.name in self.state:  # no state is kept after the last step
             self.state[n.name] = self.state[n.name] * mk
         return cnt * mk, y * mk
 

@@ -2,7 +2,9 @@
 DESIGN 2-3), over compact address-mapping tables.
 
 Owns `build_network` (address tables), `simulate` (the event loop), `compare` (agreement with
-the integer model) and the types `AddressTable`, `EventNetwork`, `EventResult`.
+the integer model), `projection_matrix` (stable API: the composed (N_consumer, N_source) scipy
+csr matrix of one consumer with respect to one spike leaf, for other backends) and the types
+`AddressTable`, `EventNetwork`, `EventResult`.
 
 Address tables. Every consumer (a fire population, or the graph output read as accumulators)
 owns a contiguous range of *slots*. Every spike source (a fire, or an input of kind spike) owns
@@ -20,7 +22,11 @@ Event loop (per timestep; B samples are simulated together, vectorised). A neuro
 sample at its initial membrane beta (a non-stateful one again at every timestep) and receives
 its constant + host current as its first update. Events are processed in *steps* (vectorised
 batches, never a Python loop per event); within a step the events have a sequential order and
-each neuron sees its contributions in that order (sorted by target, then processed rank by rank).
+each neuron sees its contributions in that order. greedy/speck: the step's contributions are
+grouped by target with one stable sort, targets laid out by decreasing contribution count, and
+processed rank by rank on contiguous slices (rank r = every neuron's r-th contribution); the
+spikes a step emits join the pool ordered by (rank of the contribution at its neuron, sample,
+address). Tested equal to a per-event Python loop (tests/test_sim_events.py).
 Order policies:
 - "layer": a step is all pending events of the earliest source population (graph order);
 - "interleaved": a step is all pending events (a wave), the sources' events round-robin;
@@ -46,8 +52,26 @@ delivered, multiplicity included), and the peak burst per population: the larges
 events one population emitted for one sample within one burst window, a burst window being one
 step of the loop (a population's whole completion burst under "ideal"/"layer").
 
-SSC (`snncc.passes.ssc`) plugs in through `build_network(graph, masks=...)`: masked conv rows
-are dropped from the composed tables and masked neurons are disabled (no state, no spikes).
+SSC (`snncc.passes.ssc`) plugs in through `build_network(graph, masks=...)`:
+- static masks (`SiteMasks`): masked conv rows are dropped from the composed tables and masked
+  neurons are disabled (no state, no spikes);
+- `masks="centre"` (centre spiked, per sample, data dependent): every conv whose input is a spike
+  leaf, possibly sum/avg pooled, is a *gate*; its table entries carry the gate site of their
+  target, and output site p is open in a sample once the centre site of p (any channel; for a
+  pooled input, any site of the pooling window) has *emitted* an event this timestep. Gates are
+  evaluated between steps from all events emitted so far (delivered or still pending); a
+  contribution through a closed gate is dropped, not buffered; a slot's open entries of one event
+  are summed into one update. A neuron whose tree has gates may fire only while one of them is
+  open at its site, and a neuron whose gates stayed closed ends the timestep without state
+  (membrane beta, the reference's carried state 0). Order/completion: under "ideal" a
+  population's events all exist before any is delivered (bursts at completion), so the gates are
+  final and the counts equal `dense_ssc(..., mode="centre")` in every order (tested); under
+  greedy/speck with "layer" order the same holds for the gate state (a layer's events are all
+  emitted before its step), and the result equals a static-mask run with the sites that run made
+  active; with "interleaved"/"random" order early contributions to a site whose centre has not
+  spiked yet are lost (what an asynchronous chip without buffers would do). Refused: a gated conv
+  on a current that is not a pooled spike map (conv after conv), ops other than scale/add/identity
+  layouts after a gated conv, gated conv biases, a real-valued input (use `dense_ssc`).
 """
 
 from __future__ import annotations
@@ -184,6 +208,8 @@ class AddressTable:
     slots: np.ndarray  # int64, target slot (consumer offset + neuron index)
     weights: np.ndarray  # float64
     targets: list[str] = field(default_factory=list)
+    gate: np.ndarray | None = None  # centre SSC: per entry, its gate site (-1: ungated); else None
+    group: np.ndarray | None = None  # centre SSC: per entry, id of its (address, slot) group
 
     @property
     def n(self) -> int:
@@ -218,7 +244,9 @@ class EventNetwork:
     stateful: np.ndarray  # (n_slots,) bool
     enabled: np.ndarray  # (n_slots,) bool: False for SSC-masked neurons
     v_min: np.ndarray  # (n_slots,) Speck lower membrane bound (float units)
-    masks: object = None  # the SSC masks the tables were built with
+    masks: object = None  # the SSC masks the tables were built with ('centre': centre spiked)
+    gates: list | None = None  # centre SSC: the gated convs (_Gate), None otherwise
+    consumer_gates: dict = field(default_factory=dict)  # consumer -> ids of the gates feeding it
 
     def slot_of(self, consumer: str) -> slice:
         a, b = self.offsets[consumer]
@@ -243,6 +271,144 @@ def _leaf(n: Node) -> bool:
     return n.op in ("fire", "input")
 
 
+@dataclass
+class _Gate:
+    """Centre-spiked SSC gate of one conv on spikes: output site p of `conv` is open in a sample
+    once the centre site of p (in the conv input: the leaf's sites after `chain`'s pools) has
+    emitted an event this timestep."""
+    conv: str
+    leaf: str
+    chain: list  # nodes from the leaf to the conv (pools, identity layouts), the conv last
+    sites: int  # output sites of the conv (spatial size)
+    base: int = 0  # offset of this gate's sites in the run's gate-state array
+
+
+_SITE_OPS = ("pool", "reshape", "permute")  # ops that keep a leaf's site structure before a gate
+
+
+def _identity_layout(g: Graph, n: Node) -> bool:
+    src = g[n.inputs[0]].shape
+    return (n.op == "reshape" and tuple(n.shape) == tuple(src)) or \
+        (n.op == "permute" and tuple(n.attrs["dims"]) == tuple(range(len(src))))
+
+
+def _compose(g: Graph, conv_masks: dict | None = None, centre: bool = False):
+    """Compose every consumer's current tree into sparse matrices per spike leaf.
+
+    Returns (blocks, sources_of, host_fed, gates): blocks[source] = [(consumer, gate, (N_consumer
+    x N_source) csr)], gate None for an ungated path (always None unless `centre`); merges of
+    several paths from one source into one consumer are summed (per gate)."""
+    conv_masks = conv_masks or {}
+    # value of a non-leaf node: {(leaf, gate, path): sparse (n_node x n_leaf)}; None = identity.
+    # path: 'site' (leaf sites kept: pools/identity layouts only), 'lin' (other ops), 'gated'
+    vals: dict[str, dict] = {}
+    users = g.users()
+    remaining = {n.name: len(users[n.name]) for n in g.nodes}
+    blocks: dict[str, list] = {}
+    sources_of: dict[str, list[str]] = {}
+    host_fed: list[str] = []
+    host_dep: set[str] = set()
+    gates: dict[str, _Gate] = {}
+    chains: dict[str, list] = {}  # node -> site-preserving chain from its leaf (centre mode)
+
+    def eye(leaf):
+        return sp.identity(math.prod(g[leaf].shape), format="csr")
+
+    for n in g.nodes:
+        if _leaf(n):
+            if n.op == "input" and n.kind != SPIKE:
+                host_dep.add(n.name)
+                vals[n.name] = {}
+            else:
+                vals[n.name] = {(n.name, None, "site"): None}
+                chains[n.name] = []
+        elif n.op in ("fire", "output"):
+            pass
+        elif n.op == "add":
+            acc: dict = {}
+            for i in n.inputs:
+                for key, m in vals[i].items():
+                    m = m if m is not None else eye(key[0])
+                    if centre and key[2] == "site":
+                        key = (key[0], None, "lin")
+                    acc[key] = acc[key] + m if key in acc else m
+            vals[n.name] = acc
+        else:
+            A = _op_matrix(g, n)
+            if n.op == "conv" and n.name in conv_masks:
+                A = (sp.diags(_spatial_rows(conv_masks[n.name], n.shape)) @ A).tocsr()
+            out = {}
+            for (leaf, gate, path), m in vals[n.inputs[0]].items():
+                m2 = (A @ m).tocsr() if m is not None else A
+                if centre:
+                    if gate is not None and not (n.op == "scale" or (n.op in ("reshape", "permute")
+                                                                     and _identity_layout(g, n))):
+                        raise SnnccError(f"{n.op} after the centre-gated conv {gate}: the event simulator gates "
+                                         f"a conv's output per site, so only scales, adds and identity layouts "
+                                         f"may follow it", where=f"node {n.name}",
+                                         hint="use dense_ssc(..., mode='centre') for this graph")
+                    if n.op == "conv":
+                        if gate is not None or path != "site":
+                            raise SnnccError("centre-spiked SSC of a conv whose input is not a (pooled) spike "
+                                             "map: its centre site has no events", where=f"node {n.name}",
+                                             hint="use dense_ssc(..., mode='centre') for this graph")
+                        if "bias" in n.params and np.any(n.params["bias"]):
+                            raise SnnccError("centre-spiked SSC gates this conv's bias per site; the event "
+                                             "simulator does not model gated constant currents",
+                                             where=f"node {n.name}", hint="fold the bias into the neuron")
+                        gates[n.name] = _Gate(n.name, leaf, chains[n.inputs[0]] + [n], int(math.prod(n.shape[1:])))
+                        key = (leaf, n.name, "gated")
+                    elif gate is not None:
+                        key = (leaf, gate, "gated")
+                    elif path == "site" and (n.op == "pool" or (n.op in _SITE_OPS and _identity_layout(g, n))):
+                        key = (leaf, None, "site")
+                        chains[n.name] = chains[n.inputs[0]] + [n]
+                    else:
+                        key = (leaf, None, "lin")
+                else:
+                    key = (leaf, None, "site")  # one value per leaf: merges sum in graph order
+                out[key] = out[key] + m2 if key in out else m2
+            vals[n.name] = out
+        if n.op != "input" and any(i in host_dep for i in n.inputs) and n.op != "fire":
+            host_dep.add(n.name)
+        if n.op in ("fire", "output"):
+            root = n.inputs[0]
+            sources_of[n.name] = []
+            merged: dict = {}
+            for (leaf, gate, _), m in vals[root].items():
+                m = m if m is not None else eye(leaf)
+                k = (leaf, gate)
+                merged[k] = merged[k] + m if k in merged else m
+                if leaf not in sources_of[n.name]:
+                    sources_of[n.name].append(leaf)
+            for (leaf, gate), m in merged.items():
+                blocks.setdefault(leaf, []).append((n.name, gate, m))
+            if root in host_dep:
+                host_fed.append(n.name)
+        for i in n.inputs:  # free values nobody needs any more
+            remaining[i] -= 1
+            if remaining[i] == 0 and not _leaf(g[i]):
+                vals.pop(i, None)
+    return blocks, sources_of, host_fed, gates
+
+
+def projection_matrix(graph: Graph, consumer: str, source: str, masks=None) -> sp.csr_matrix:
+    """The composed synaptic map of one consumer (a fire population or the output node) with
+    respect to one spike leaf (a fire population or a spike input): a (N_consumer, N_source)
+    scipy csr matrix, all paths from the source through the consumer's current tree summed
+    (merges included; zero entries kept as scipy leaves them). `masks`: static SSC `SiteMasks`
+    (rows of masked conv sites dropped). Stable API, shared with other backends."""
+    _check(graph)
+    conv_masks = getattr(masks, "conv", {}) or {}
+    blocks, sources_of, _, _ = _compose(graph, conv_masks)
+    if consumer not in sources_of:
+        raise SnnccError(f"{consumer} is not a consumer (fire population or output)", where=f"node {consumer}")
+    ms = [m for c, _, m in blocks.get(source, []) if c == consumer]
+    if not ms:
+        return sp.csr_matrix((int(math.prod(graph[consumer].shape)), int(math.prod(graph[source].shape))))
+    return ms[0].tocsr()
+
+
 def build_network(graph: Graph, masks=None) -> EventNetwork:
     """Compose every projection chain into per-source CSR address tables.
 
@@ -252,6 +418,13 @@ def build_network(graph: Graph, masks=None) -> EventNetwork:
     """
     g = graph
     _check(g)
+    centre = isinstance(masks, str)
+    if centre:
+        if masks != "centre":
+            raise SnnccError(f"unknown SSC masks {masks!r}", hint="a SiteMasks (static) or 'centre' (centre spiked)")
+        if g.inputs[0].kind != SPIKE:
+            raise SnnccError("centre-spiked SSC in the event simulator needs a spike input (events at sites)",
+                             where=f"node {g.inputs[0].name}", hint="use dense_ssc(..., mode='centre')")
     conv_masks = getattr(masks, "conv", {}) or {}
     neuron_masks = getattr(masks, "neurons", {}) or {}
     consumers = [n for n in g.nodes if n.op == "fire"] + [g.output]
@@ -263,68 +436,51 @@ def build_network(graph: Graph, masks=None) -> EventNetwork:
     n_slots = off
     host = g.inputs[0] if g.inputs[0].kind != SPIKE else None
 
-    # value of each non-leaf node: {spike leaf: sparse (n_node x n_leaf)}; None = identity
-    vals: dict[str, dict] = {}
-    users = g.users()
-    remaining = {n.name: len(users[n.name]) for n in g.nodes}
-    blocks: dict[str, list] = {}  # source -> [(consumer, matrix)]
-    sources_of: dict[str, list[str]] = {}
-    host_fed: list[str] = []
-    host_dep: set[str] = set()
-    for n in g.nodes:
-        if _leaf(n):
-            if n.op == "input" and n.kind != SPIKE:
-                host_dep.add(n.name)
-                vals[n.name] = {}
-            else:
-                vals[n.name] = {n.name: None}
-        elif n.op in ("fire", "output"):
-            pass
-        elif n.op == "add":
-            acc: dict = {}
-            for i in n.inputs:
-                for leaf, m in vals[i].items():
-                    m = m if m is not None else sp.identity(math.prod(g[leaf].shape), format="csr")
-                    acc[leaf] = acc[leaf] + m if leaf in acc else m
-            vals[n.name] = acc
-        else:
-            A = _op_matrix(g, n)
-            if n.op == "conv" and n.name in conv_masks:
-                A = (sp.diags(_spatial_rows(conv_masks[n.name], n.shape)) @ A).tocsr()
-            vals[n.name] = {leaf: (A @ m).tocsr() if m is not None else A for leaf, m in vals[n.inputs[0]].items()}
-        if n.op != "input" and any(i in host_dep for i in n.inputs) and n.op != "fire":
-            host_dep.add(n.name)
-        if n.op in ("fire", "output"):
-            root = n.inputs[0]
-            sources_of[n.name] = []
-            for leaf, m in vals[root].items():
-                m = m if m is not None else sp.identity(math.prod(g[leaf].shape), format="csr")
-                blocks.setdefault(leaf, []).append((n.name, m))
-                sources_of[n.name].append(leaf)
-            if root in host_dep:
-                host_fed.append(n.name)
-        for i in n.inputs:  # free values nobody needs any more
-            remaining[i] -= 1
-            if remaining[i] == 0 and not _leaf(g[i]):
-                vals.pop(i, None)
+    blocks, sources_of, host_fed, gate_map = _compose(g, conv_masks, centre)
+    gates = list(gate_map.values())
+    gate_id = {gt.conv: i for i, gt in enumerate(gates)}
+    base = 0
+    for gt in gates:
+        gt.base = base
+        base += gt.sites
 
     tables: dict[str, AddressTable] = {}
+    consumer_gates: dict[str, list[int]] = {}
     wmax = np.zeros(n_slots)
     for n in g.nodes:
         if n.name not in blocks and not (_leaf(n) and (n.op == "fire" or n.kind == SPIKE)):
             continue
         if not (n.op == "fire" or (n.op == "input" and n.kind == SPIKE)):
             continue
-        rows, cols, data, targets = [], [], [], []
-        for cname, m in blocks.get(n.name, []):
+        rows, cols, data, targets, gsite = [], [], [], [], []
+        for cname, gate, m in blocks.get(n.name, []):
             m = m.tocoo()
             m.eliminate_zeros()
             rows.append(m.row.astype(np.int64) + offsets[cname][0])
             cols.append(m.col.astype(np.int64))
             data.append(m.data)
-            targets.append(cname)
+            if cname not in targets:
+                targets.append(cname)
+            if gate is None:
+                gsite.append(np.full(m.nnz, -1, dtype=np.int64))
+            else:
+                gt = gates[gate_id[gate]]
+                gsite.append(gt.base + m.row.astype(np.int64) % gt.sites)
+                consumer_gates.setdefault(cname, [])
+                if gate_id[gate] not in consumer_gates[cname]:
+                    consumer_gates[cname].append(gate_id[gate])
         N = int(math.prod(n.shape))
-        if rows:
+        if rows and centre and any((x >= 0).any() for x in gsite):
+            # entries (address, slot, gate), one per gate on a path; a slot's entries are adjacent
+            r, c, d, gs = np.concatenate(rows), np.concatenate(cols), np.concatenate(data), np.concatenate(gsite)
+            o = np.lexsort((gs, r, c))
+            r, c, d, gs = r[o], c[o], d[o], gs[o]
+            first = np.r_[True, (c[1:] != c[:-1]) | (r[1:] != r[:-1])]
+            indptr = np.r_[0, np.cumsum(np.bincount(c, minlength=N))].astype(np.int64)
+            np.maximum.at(wmax, r, np.abs(d))
+            tables[n.name] = AddressTable(n.name, n.shape, indptr, r, d.astype(np.float64), targets,
+                                          gate=gs, group=np.cumsum(first) - 1)
+        elif rows:
             r, c, d = np.concatenate(rows), np.concatenate(cols), np.concatenate(data)
             T = sp.csr_matrix((d, (c, r)), shape=(N, n_slots))  # source-major
             T.sum_duplicates()
@@ -360,7 +516,8 @@ def build_network(graph: Graph, masks=None) -> EventNetwork:
             scales.append(127.0 / wm)
         v_min[s] = -(2.0 ** 15) / min(scales)
     return EventNetwork(g, [c.name for c in consumers], offsets, n_slots, tables, sources_of, host_fed,
-                        const, beta, theta, Dv, fires, stateful, enabled, v_min, masks)
+                        const, beta, theta, Dv, fires, stateful, enabled, v_min, masks,
+                        gates if centre else None, consumer_gates)
 
 
 def _interp(g: Graph, masks, biases: bool) -> Interpreter:
@@ -492,11 +649,12 @@ def compare(result: EventResult, ref_counts: dict, ref_output: torch.Tensor) -> 
 
 # ---- the event loop -------------------------------------------------------------------------------
 class _Batch:
-    """Pending events of one source: global ids (sample * n + address), multiplicities, keys."""
-    __slots__ = ("src", "gid", "mult", "key")
+    """Pending events of one source: global ids (sample * n + address), multiplicities, keys.
+    A mixed batch (src None, `sidx` = source index per event) holds the random order's pool."""
+    __slots__ = ("src", "gid", "mult", "key", "sidx")
 
-    def __init__(self, src, gid, mult, key):
-        self.src, self.gid, self.mult, self.key = src, gid, mult, key
+    def __init__(self, src, gid, mult, key, sidx=None):
+        self.src, self.gid, self.mult, self.key, self.sidx = src, gid, mult, key, sidx
 
 
 class _Run:
@@ -525,6 +683,70 @@ class _Run:
         self.synops = 0
         self.steps = 0
         self.clock = 0
+        self.gates = net.gates or []
+        if self.gates:  # centre-spiked SSC: live sites per leaf, open gate sites, enabled neurons
+            self.leaf_sites = {gt.leaf: int(math.prod(net.graph[gt.leaf].shape[1:])) for gt in self.gates}
+            self.live = {l: np.zeros((B, k), dtype=bool) for l, k in self.leaf_sites.items()}
+            self.gopen = np.zeros((B, sum(gt.sites for gt in self.gates)), dtype=bool)
+            self.en = np.ones(B * S, dtype=bool)
+            self.gated = np.zeros(B * S, dtype=bool)
+            for c in net.consumer_gates:
+                self.gated.reshape(B, S)[:, slice(*net.offsets[c])] = True
+            self.dirty = set(self.live)
+
+    # -- centre-spiked SSC gates --
+    def _mark_live(self, src: str, gid: np.ndarray) -> None:
+        if self.gates and src in self.live and gid.size:
+            t = self.net.tables[src]
+            b, a = np.divmod(gid, t.n)
+            self.live[src][b, a % self.leaf_sites[src]] = True
+            self.dirty.add(src)
+
+    def _refresh_gates(self) -> None:
+        """Gate state from the events emitted so far this timestep (evaluated between steps)."""
+        if not self.gates or not self.dirty:
+            return
+        from snncc.passes.ssc import _pool_any, centre_gather
+
+        g, B, S = self.net.graph, self.B, self.net.n_slots
+        for gt in self.gates:
+            if gt.leaf not in self.dirty:
+                continue
+            m = torch.from_numpy(self.live[gt.leaf].reshape((B,) + tuple(g[gt.leaf].shape[1:])))
+            for n in gt.chain:
+                if n.op == "pool":
+                    m = _pool_any(m, n)
+                elif n.op == "conv":
+                    m = centre_gather(m, n)
+            self.gopen[:, gt.base:gt.base + gt.sites] = m.reshape(B, -1).numpy()
+        self.dirty = set()
+        en = self.en.reshape(B, S)
+        for c, ids in self.net.consumer_gates.items():
+            lo, hi = self.net.offsets[c]
+            j = np.arange(hi - lo)
+            acc = np.zeros((B, hi - lo), dtype=bool)
+            for i in ids:
+                gt = self.gates[i]
+                acc |= self.gopen[:, gt.base + j % gt.sites]
+            en[:, lo:hi] = acc
+
+    def _gate_filter(self, t: "AddressTable", b: np.ndarray, pos: np.ndarray, cnt: np.ndarray, nev: int):
+        """Entries of closed gates dropped, a slot's open entries of one event summed. Returns
+        (entry positions kept (first of group), summed weights, event index per contribution,
+        contributions per event)."""
+        ev = np.repeat(np.arange(nev), cnt)
+        gs = t.gate[pos]
+        bb = np.repeat(b, cnt)
+        keep = gs < 0
+        gi = np.flatnonzero(~keep)
+        keep[gi] = self.gopen[bb[gi], gs[gi]]
+        pos, ev, bb = pos[keep], ev[keep], bb[keep]
+        w = t.weights[pos]
+        grp = t.group[pos]
+        first = np.flatnonzero(np.r_[True, (grp[1:] != grp[:-1]) | (ev[1:] != ev[:-1])])
+        w = np.add.reduceat(w, first) if w.size else w
+        pos, ev, bb = pos[first], ev[first], bb[first]
+        return pos, w, ev, bb, np.bincount(ev, minlength=nev)
 
     # -- emission bookkeeping --
     def _emit(self, gslots: np.ndarray, n: np.ndarray, key: np.ndarray) -> list[_Batch]:
@@ -545,6 +767,7 @@ class _Run:
             Np = net.offsets[cname][1] - lo
             gid = b[sel] * Np + (slot[sel] - lo)
             m = n[sel]
+            self._mark_live(cname, gid)
             self.events[cname] += int(m.sum())
             per_sample = np.bincount(b[sel], weights=m, minlength=self.B)
             self.peak[cname] = max(self.peak[cname], int(per_sample.max()))
@@ -556,22 +779,26 @@ class _Run:
         return out
 
     # -- delivery --
-    def _expand(self, batch: _Batch):
+    def _expand(self, batch: _Batch, with_ev: bool = True):
+        """Contributions of a batch's events, grouped by event in batch order: (event index per
+        contribution (None unless `with_ev`), global target, weight, contributions per event)."""
         t = self.net.tables[batch.src]
-        N = t.n
-        b, a = np.divmod(batch.gid, N)
+        b, a = np.divmod(batch.gid, t.n)
         starts = t.indptr[a]
         cnt = t.indptr[a + 1] - starts
         tot = int(cnt.sum())
-        ev = np.repeat(np.arange(batch.gid.size), cnt)
-        off = np.arange(tot) - np.repeat(np.cumsum(cnt) - cnt, cnt)
-        pos = starts[ev] + off
-        tgt = t.slots[pos] + b[ev] * self.net.n_slots
-        return ev, tgt, t.weights[pos]
+        pos = np.repeat(starts - (np.cumsum(cnt) - cnt), cnt) + np.arange(tot)
+        if t.gate is not None:
+            pos, w, ev, bb, cnt = self._gate_filter(t, b, pos, cnt, batch.gid.size)
+            return ev, t.slots[pos] + bb * self.net.n_slots, w, cnt
+        ev = np.repeat(np.arange(batch.gid.size), cnt) if with_ev else None
+        tgt = t.slots[pos] + np.repeat(b * self.net.n_slots, cnt)
+        return ev, tgt, t.weights[pos], cnt
 
     def deliver_ideal(self, batches: list[_Batch]) -> None:
+        self._refresh_gates()
         for bt in batches:
-            ev, tgt, w = self._expand(bt)
+            ev, tgt, w, _ = self._expand(bt)
             if tgt.size == 0:
                 continue
             mult = bt.mult[ev]
@@ -580,59 +807,91 @@ class _Run:
 
     def deliver_sequential(self, ordered: list[tuple[_Batch, np.ndarray]]) -> list[_Batch]:
         """Events in a given sequential order (per batch, positions in the step); every neuron
-        processes its contributions in that order, with the policy's firing after each one."""
-        evs, tgts, ws = [], [], []
-        for bt, posn in ordered:
-            ev, tgt, w = self._expand(bt)
-            evs.append(posn[ev])
-            tgts.append(tgt)
-            ws.append(w)
-        if not evs:
+        processes its contributions in that order, with the policy's firing after each one.
+
+        Vectorised: the step's contributions (in event order) are grouped by target with one
+        stable sort; the targets are laid out by decreasing number of contributions, so the
+        neurons receiving their r-th contribution are a prefix of that layout and every rank r is
+        processed with contiguous slices of the neuron state. Spikes emitted in a step join the
+        pool ordered by (rank of the contribution at its neuron, sample, address)."""
+        self._refresh_gates()
+        epos, ecum, tgt, w = self._expand_step(ordered)
+        N = int(tgt.size)
+        self.synops += N
+        if N == 0:
             return []
-        ev, tgt, w = np.concatenate(evs), np.concatenate(tgts), np.concatenate(ws)
-        self.synops += int(tgt.size)
-        if tgt.size == 0:
-            return []
-        E = int(ev.max()) + 1
-        o = np.argsort(tgt * E + ev)
-        ev, tgt, w = ev[o], tgt[o], w[o]
-        first = np.r_[True, tgt[1:] != tgt[:-1]]
-        seg = np.flatnonzero(first)
-        rank = np.arange(tgt.size) - np.repeat(seg, np.diff(np.r_[seg, tgt.size]))
-        o = np.argsort(rank, kind="stable")
-        ev, tgt, w = ev[o], tgt[o], w[o]
-        bounds = np.r_[0, np.cumsum(np.bincount(rank))]
-        em_slots, em_n, em_key = [], [], []
-        V, k, theta, Dcap, firing = self.V, self.k, self.theta, self.Dcap, self.firing
+        o = np.argsort(tgt, kind="stable")  # contributions of one target stay in event order
+        bc = np.bincount(tgt, minlength=self.V.size)
+        uniq = np.flatnonzero(bc)  # targets, ascending = their order in o
+        cnt = bc[uniq]
+        tord = np.argsort(-cnt, kind="stable")  # layout: targets by decreasing count
+        st = (np.cumsum(cnt) - cnt)[tord]  # first contribution (in o) of each target, layout order
+        sl = uniq[tord]  # global slots in layout order
+        m = uniq.size - np.cumsum(np.bincount(cnt))[:-1]  # m[r]: targets with more than r contributions
+        V, k, th = self.V[sl], self.k[sl], self.theta[sl]
+        fire = self._may_fire(sl)
+        cap = np.where(fire, self.Dcap[sl], 0.0)  # a neuron that may not fire never reaches its cap
         speck = self.policy == "speck"
-        for r in range(len(bounds) - 1):
-            s, e = bounds[r], bounds[r + 1]
-            tg = tgt[s:e]
-            V[tg] += w[s:e]
-            f = firing[tg]
-            if not f.any():
-                continue
-            tf = tg[f]
-            v = V[tf]
+        if speck:
+            vmin = np.where(fire, self.v_min[sl], -np.inf)
+        em_c, em_t, em_n, em_r = [], [], [], []
+        for r in range(len(m)):
+            q = int(m[r])
+            idx = o[st[:q] + r]  # the r-th contribution of each of the first q targets
+            v = V[:q]
+            v += w[idx]
+            t = th[:q]
+            kq = k[:q]
             if speck:
-                n = ((v >= theta[tf]) & (k[tf] < Dcap[tf])).astype(np.float64)
-                v = np.maximum(v - n * theta[tf], self.v_min[tf])
+                n = ((v >= t) & (kq < cap[:q])).astype(np.float64)
+                np.maximum(v - n * t, vmin[:q], out=v)
             else:
-                n = np.clip(np.floor(v / theta[tf]), 0, Dcap[tf] - k[tf])
-                v = v - n * theta[tf]
-            V[tf] = v
-            k[tf] += n
-            if n.any():
-                em_slots.append(tf)
-                em_n.append(n)
-                em_key.append(ev[s:e][f] + self.clock)
-        if not em_slots:
+                n = np.clip(np.floor(v / t), 0, cap[:q] - kq)
+                v -= n * t
+            kq += n
+            nz = np.flatnonzero(n)
+            if nz.size:
+                em_c.append(idx[nz])
+                em_t.append(nz)
+                em_n.append(n[nz])
+                em_r.append(np.full(nz.size, r, dtype=np.int64))
+        self.V[sl] = V
+        self.k[sl] = k
+        if not em_c:
             return []
-        return self._emit(np.concatenate(em_slots), np.concatenate(em_n), np.concatenate(em_key))
+        c, n, rk = np.concatenate(em_c), np.concatenate(em_n), np.concatenate(em_r)
+        gsl = sl[np.concatenate(em_t)]
+        key = epos[np.searchsorted(ecum, c, side="right")] + self.clock
+        o = np.lexsort((gsl, rk))
+        return self._emit(gsl[o], n[o], key[o])
+
+    def _may_fire(self, gslots: np.ndarray) -> np.ndarray:
+        return self.firing[gslots] & self.en[gslots] if self.gates else self.firing[gslots]
+
+    def _expand_step(self, ordered: list[tuple[_Batch, np.ndarray]]):
+        """All contributions of one step in event order: (event positions in order, cumulative
+        contribution counts per event, global targets, weights); contribution i belongs to the
+        event at `positions[searchsorted(cum, i, 'right')]`."""
+        parts = [(self._expand(bt, with_ev=False), posn) for bt, posn in ordered]
+        if not parts:
+            z = np.zeros(0, dtype=np.int64)
+            return z, z, z, np.zeros(0)
+        posn = np.concatenate([p for _, p in parts])
+        cnt = np.concatenate([c for (_, _, _, c), _ in parts])
+        tgt = np.concatenate([t for (_, t, _, _), _ in parts]) if len(parts) > 1 else parts[0][0][1]
+        w = np.concatenate([x for (_, _, x, _), _ in parts]) if len(parts) > 1 else parts[0][0][2]
+        if posn.size < 2 or bool(np.all(posn[1:] > posn[:-1])):
+            return posn, np.cumsum(cnt), tgt, w
+        eo = np.argsort(posn)  # reorder whole per-event segments: no sort of the contributions
+        c2 = cnt[eo]
+        cum = np.cumsum(c2)
+        idx = np.repeat((np.cumsum(cnt) - cnt)[eo] - (cum - c2), c2) + np.arange(tgt.size)
+        return posn[eo], cum, tgt[idx], w[idx]
 
     def initial_update(self) -> list[_Batch]:
         """greedy/speck: constant + host current is every neuron's first update."""
-        idx = np.flatnonzero(self.firing)
+        self._refresh_gates()
+        idx = np.flatnonzero(self.firing & self.en if self.gates else self.firing)
         v = self.V[idx]
         th = self.theta[idx]
         if self.policy == "speck":
@@ -655,7 +914,13 @@ class _Run:
         u = v / th if net.graph[cname].attrs["theta"] != 1.0 else v
         n = np.clip(np.floor(u), 0, self.Dcap[idx])
         n[~self.firing[idx]] = 0.0
-        self.V[idx] = v - n * th
+        v = v - n * th
+        if self.gates:  # centre SSC: a neuron without an open gate at its site is silent, stateless
+            self._refresh_gates()
+            off = ~self.en[idx]
+            n[off] = 0.0
+            v[off] = np.tile(self.net.beta, self.B)[idx[off]]  # the reference's carried state 0
+        self.V[idx] = v
         return self._emit(idx, n, np.zeros(idx.size, dtype=np.int64))
 
     # -- one timestep --
@@ -669,12 +934,18 @@ class _Run:
             V[:, slice(*net.offsets[c])] += h
         V[:, ~net.enabled] = 0.0
         self.k[:] = 0.0
+        if self.gates:
+            for lv in self.live.values():
+                lv[:] = False
+            self.gopen[:] = False
+            self.dirty = set(self.live)
         pool: list[_Batch] = []
         inp = net.graph.inputs[0]
         if spikes_in is not None and inp.name in net.tables:
             c = spikes_in.reshape(B, -1)
             gid = np.flatnonzero(c.ravel() > 0)
             m = c.ravel()[gid]
+            self._mark_live(inp.name, gid)
             self.events[inp.name] += int(m.sum())
             if self.policy == "ideal":
                 pool.append(_Batch(inp.name, gid, m.astype(np.float64), np.zeros(gid.size, dtype=np.int64)))
@@ -704,6 +975,10 @@ class _Run:
             missing = [c for c in net.consumers if net.graph[c].op == "fire" and c not in complete]
             if missing:
                 raise SnnccError(f"populations never completed: {missing}", where="event loop")
+        if self.gates:  # centre SSC: neurons whose gates stayed closed keep no state (membrane beta)
+            self._refresh_gates()
+            off = np.flatnonzero(self.gated & ~self.en & np.tile(net.fires, B))
+            self.V[off] = net.beta[off % S]
         o = net.offsets[net.graph.output.name]
         return V[:, o[0]:o[1]].copy()
 
@@ -760,6 +1035,8 @@ class _Run:
                 a += m.gid.size
             return res, []
         # random: `chunk` events drawn from the pool, in random order
+        if self.policy != "ideal":
+            return self._select_random_flat(pool)
         sizes = np.array([bt.gid.size for bt in pool])
         total = int(sizes.sum())
         pick = self.rng.permutation(total)[:min(self.chunk, total)]
@@ -777,6 +1054,30 @@ class _Run:
             if (~c).any():
                 rest.append(_Batch(bt.src, bt.gid[~c], None if bt.mult is None else bt.mult[~c], bt.key[~c]))
             a += bt.gid.size
+        return res, rest
+
+    def _select_random_flat(self, pool: list[_Batch]):
+        """The random draw of `_select` on the pool kept as one mixed batch (same draws, same
+        positions: the pool's concatenation order is preserved); one delivery part per source."""
+        names = list(self.net.tables)
+        sidx = np.concatenate([bt.sidx if bt.src is None else np.full(bt.gid.size, self.src_index[bt.src])
+                               for bt in pool])
+        gid = np.concatenate([bt.gid for bt in pool])
+        key = np.concatenate([bt.key for bt in pool])
+        total = gid.size
+        pick = self.rng.permutation(total)[:min(self.chunk, total)]
+        chosen = np.zeros(total, dtype=bool)
+        chosen[pick] = True
+        posn_all = np.empty(total, dtype=np.int64)
+        posn_all[pick] = np.arange(pick.size)
+        res = []
+        cs = sidx[chosen]
+        cg, ck, cp = gid[chosen], key[chosen], posn_all[chosen]
+        for si in np.unique(cs):
+            sel = cs == si
+            res.append((_Batch(names[si], cg[sel], None, ck[sel]), cp[sel]))
+        keep = ~chosen
+        rest = [_Batch(None, gid[keep], None, key[keep], sidx[keep])] if keep.any() else []
         return res, rest
 
 
@@ -834,7 +1135,7 @@ def simulate(graph_or_net: Graph | EventNetwork, x, policy: str = "ideal", order
         if net.masks is not None:
             from snncc.passes.ssc import dense_ssc
 
-            r = dense_ssc(g, x, net.masks)
+            r = dense_ssc(g, x, mode="centre") if net.masks == "centre" else dense_ssc(g, x, net.masks)
         else:
             r = ref_mod.run(g, x)
         res.agreement = compare(res, r.counts, r.output)

@@ -33,6 +33,7 @@ FIELDS = {
     "return_to_zero": "false: subtractive reset (v -= threshold per spike), as the deployed neuron",
     "neurons_initial_value": "initial membrane of every neuron (beta * scale; half a threshold after round_to_floor)",
     "destinations": "up to 2 target cores, each with its own sum pooling (1, 2 or 4)",
+    "sources": "cores (or the input) sending events here; several = a merge: their pooled spike maps add up",
     "scale": "the layer's quantisation scale: chip integer = round(deployed value * scale)",
     "max_spikes_per_step": "ideal-policy cap D per timestep (null: none); Speck emits one spike per input event",
 }
@@ -47,8 +48,9 @@ def chip_config(low: Lowered, placement: Placement, quant: dict, T: int, chip_na
     core_of = placement.cores
     dests: dict[str, list[dict]] = {}
     for lay in low.layers:
-        dests.setdefault(lay.source, []).append({"layer": core_of.get(lay.name), "enable": True,
-                                                 "pooling": lay.pool, "target": lay.name})
+        for src, pool in lay.sources:  # a merge layer is a destination of each of its sources
+            dests.setdefault(src, []).append({"layer": core_of.get(lay.name), "enable": True,
+                                              "pooling": pool, "target": lay.name})
     cores = []
     for lay in low.layers:
         q = quant[lay.name]
@@ -59,6 +61,7 @@ def chip_config(low: Lowered, placement: Placement, quant: dict, T: int, chip_na
             "core": core_of.get(lay.name),
             "layer": lay.name,
             "source": lay.source,
+            "sources": [s for s, _ in lay.sources],
             "dimensions": {
                 "input_shape": {"size": {"x": w, "y": h}, "feature_count": c},
                 "output_shape": {"size": {"x": wo, "y": ho}, "feature_count": f},

@@ -6,6 +6,13 @@ single chain from one spike source (a population or the event input) through
 
     [pool (sum or avg, kernel = stride, no padding)]* [flatten | global mean] (conv | linear) [scale | layout]*
 
+or a residual *merge*: an add (possibly nested, followed by scales/layouts) of such chains from
+several sources that all lower to the same kernel (same weights, stride, padding) and the same
+pooled input shape. Speck (and sinabs' `DynapcnnNetworkModule`) merges by routing several
+sources to one destination core: their pooled spike maps are added (`sinabs.layers.Merge`) and
+convolved with the core's one kernel, so conv(a) + conv(b) with one kernel lowers exactly
+(`SpeckLayer.merge`); branches with different kernels cannot share a core and are reported.
+
 An avg pool is a sum pool whose 1/k^2 folds into the weights; a Linear becomes a conv whose
 kernel covers its input (after a flatten or a global mean, which folds 1/(H*W) into the weights);
 a grouped conv is expanded to a dense kernel (Speck cores have no groups); per-channel scales
@@ -44,6 +51,13 @@ class SpeckLayer:
     D: int | None  # spike cap per timestep; None: unbounded (readout)
     readout: bool = False
     nodes: list[str] = field(default_factory=list)  # IR nodes this core absorbs
+    merge: list[tuple[str, int]] = field(default_factory=list)  # further (source, pool): spike maps summed in
+
+    @property
+    def sources(self) -> list[tuple[str, int]]:
+        """Every (source, pooling) feeding this core; several = a merge (sinabs `Merge`: the pooled
+        spike maps are added, then convolved with the core's one kernel)."""
+        return [(self.source, self.pool)] + list(self.merge)
 
     @property
     def kernel(self) -> tuple:
@@ -92,10 +106,10 @@ def with_readout(graph: Graph, threshold: float = 1.0) -> Graph:
     return g.infer()
 
 
-def _chain(g: Graph, consumer: Node, problems: list[str]) -> tuple[Node | None, list[Node]]:
-    """Walk back from `consumer` to its spike source; None when the tree is not a single chain."""
+def _walk(g: Graph, start: str, consumer: Node, problems: list[str]) -> tuple[Node | None, list[Node]]:
+    """Single-input chain from `start` back to its spike source; None when it forks or multiplies."""
     chain: list[Node] = []
-    cur = g[consumer.inputs[0]]
+    cur = g[start]
     while cur.op not in ("fire", "input"):
         if cur.op == "spike_product":
             problems.append(f"node {cur.name}: spike product (attention) of {len(cur.inputs)} spike tensors "
@@ -103,14 +117,46 @@ def _chain(g: Graph, consumer: Node, problems: list[str]) -> tuple[Node | None, 
                             f"multiply spike tensors")
             return None, chain
         if len(cur.inputs) != 1:
-            problems.append(f"node {cur.name}: {consumer.name} takes fan-in from {len(cur.inputs)} projections "
-                            f"({', '.join(cur.inputs)}); a Speck core has one kernel per layer, residual merges "
-                            f"are not lowered")
             return None, chain
         chain.append(cur)
         cur = g[cur.inputs[0]]
     chain.reverse()
     return cur, chain
+
+
+def _branches(g: Graph, consumer: Node, problems: list[str]) -> list[tuple[Node, list[Node]]] | None:
+    """The projections feeding `consumer`: [(spike source, chain source -> root)], one per branch of
+    the (possibly nested) add at the top of its tree; None after reporting a problem."""
+    post: list[Node] = []  # single-input ops between the add and the consumer
+    cur = g[consumer.inputs[0]]
+    while cur.op not in ("fire", "input", "add") and len(cur.inputs) == 1:
+        post.append(cur)
+        cur = g[cur.inputs[0]]
+    if cur.op != "add":
+        src, chain = _walk(g, consumer.inputs[0], consumer, problems)
+        if src is None and not any("spike product" in p and consumer.name in p for p in problems):
+            problems.append(f"node {chain[0].name if chain else consumer.inputs[0]}: {consumer.name} has a current "
+                            f"tree Speck cannot lower (a fork below the synaptic op)")
+        return None if src is None else [(src, chain)]
+    post.reverse()
+    add = cur
+    tops, stack = [], list(reversed(add.inputs))
+    while stack:  # nested adds flatten into one merge
+        n = stack.pop()
+        if g[n].op == "add":
+            stack.extend(reversed(g[n].inputs))
+        else:
+            tops.append(n)
+    out = []
+    for t in tops:
+        src, chain = _walk(g, t, consumer, problems)
+        if src is None:
+            if not any("spike product" in p and consumer.name in p for p in problems):
+                problems.append(f"node {add.name}: {consumer.name} takes fan-in from {len(tops)} projections "
+                                f"({', '.join(tops)}); branch {t} is not a single chain from one spike source")
+            return None
+        out.append((src, chain + post))
+    return out
 
 
 def _channel_vector(v: np.ndarray, shape: tuple) -> np.ndarray | None:
@@ -121,15 +167,8 @@ def _channel_vector(v: np.ndarray, shape: tuple) -> np.ndarray | None:
     return None
 
 
-def lower_population(g: Graph, consumer: Node, problems: list[str], readout_threshold: float = 1.0
-                     ) -> SpeckLayer | None:
-    """One Speck layer for `consumer` (a fire node, or the output node for a readout)."""
-    n_before = len(problems)
-    source, chain = _chain(g, consumer, problems)
-    if source is None:
-        return None
-    readout = consumer.op == "output"
-    where = f"layer {consumer.name if not readout else 'readout'}"
+def _lower_branch(g: Graph, source: Node, chain: list[Node], where: str, problems: list[str]) -> dict | None:
+    """One projection (source -> [pool]* conv|linear [scale|layout]*) as a Speck kernel."""
     shape = _as_chw(source.shape)
     if shape is None:
         problems.append(f"{where}: source {source.name} has shape {source.shape}; Speck layers take (C, H, W) maps")
@@ -216,6 +255,43 @@ def lower_population(g: Graph, consumer: Node, problems: list[str], readout_thre
     if weight is None:
         problems.append(f"{where}: no conv or linear between source {source.name} and the neurons")
         return None
+    c, hi, wi = _as_chw(source.shape)
+    return {"source": source.name, "pool": pool, "in_shape": (c, hi // pool, wi // pool), "weight": weight,
+            "stride": stride, "padding": padding, "bias": bias, "nodes": [n.name for n in chain]}
+
+
+def lower_population(g: Graph, consumer: Node, problems: list[str], readout_threshold: float = 1.0
+                     ) -> SpeckLayer | None:
+    """One Speck layer for `consumer` (a fire node, or the output node for a readout)."""
+    n_before = len(problems)
+    branches = _branches(g, consumer, problems)
+    if branches is None:
+        return None
+    readout = consumer.op == "output"
+    where = f"layer {consumer.name if not readout else 'readout'}"
+    low = [_lower_branch(g, src, chain, where, problems) for src, chain in branches]
+    if any(b is None for b in low):
+        return None
+    first = low[0]
+    weight, bias, stride, padding = first["weight"], first["bias"], first["stride"], first["padding"]
+    for b in low[1:]:  # a merge: Speck adds the sources' pooled spike maps into the one kernel
+        why = []
+        if b["weight"].shape != weight.shape:
+            why.append(f"kernel {tuple(weight.shape)} vs {tuple(b['weight'].shape)}")
+        elif not np.array_equal(b["weight"], weight):
+            why.append(f"different weights ({int((b['weight'] != weight).sum())} of {weight.size} differ)")
+        if b["stride"] != stride or b["padding"] != padding:
+            why.append(f"stride/padding {stride}/{padding} vs {b['stride']}/{b['padding']}")
+        if b["in_shape"] != first["in_shape"]:
+            why.append(f"pooled input {first['in_shape']} vs {b['in_shape']}")
+        if why:
+            add = [n for n in g.nodes if n.op == "add" and any(x in b["nodes"] for x in n.inputs)]
+            problems.append(f"node {add[0].name if add else consumer.inputs[0]}: {where} merges {first['source']} "
+                            f"and {b['source']} with {', '.join(why)}; a Speck core has one kernel: merged "
+                            f"sources' spike maps are added (sinabs Merge) and share it")
+            return None
+        if b["bias"] is not None and np.any(b["bias"]):
+            bias = b["bias"] if bias is None else bias + b["bias"]
     if len(problems) > n_before:
         return None
     if readout:
@@ -239,13 +315,13 @@ def lower_population(g: Graph, consumer: Node, problems: list[str], readout_thre
         bias = vec if bias is None else bias + vec
     if bias is not None and not np.any(bias):
         bias = None
-    c, hi, wi = _as_chw(source.shape)
-    in_shape = (c, hi // pool, wi // pool)
+    in_shape = first["in_shape"]
     out_shape = (int(weight.shape[0]),) + _conv_out(in_shape, weight, stride, padding)
-    return SpeckLayer(consumer.name if not readout else "readout", source.name, pool, in_shape, out_shape,
+    nodes = list(dict.fromkeys(n for b in low for n in b["nodes"]))
+    return SpeckLayer(consumer.name if not readout else "readout", first["source"], first["pool"], in_shape, out_shape,
                       np.ascontiguousarray(weight, dtype=np.float64), stride, padding,
                       None if bias is None else np.asarray(bias, dtype=np.float64), theta, beta, D, readout,
-                      [n.name for n in chain])
+                      nodes, [(b["source"], b["pool"]) for b in low[1:]])
 
 
 def _conv_out(in_shape: tuple, weight: np.ndarray, stride: tuple, padding: tuple) -> tuple:
@@ -295,17 +371,23 @@ def layers_to_graph(low: Lowered, T: int, params: dict[str, dict] | None = None)
     nodes = [Node(low.input_name, "input", [], {"kind": "spike", "shape": tuple(low.input_shape)})]
     for lay in low.layers:
         p = params.get(lay.name, {})
-        src = lay.source
-        if lay.pool > 1:
-            nodes.append(Node(f"{lay.name}.pool", "pool", [src], {"mode": "sum", "kernel": (lay.pool, lay.pool),
-                                                                 "stride": (lay.pool, lay.pool)}))
-            src = f"{lay.name}.pool"
-        nodes.append(Node(f"{lay.name}.conv", "conv", [src], {"stride": lay.stride, "padding": lay.padding,
-                                                             "dilation": (1, 1)},
-                          {"weight": p.get("weight", lay.weight)}))
+        convs = []
+        for i, (src, pool) in enumerate(lay.sources):  # a merge: one conv per source, same kernel, summed
+            sfx = "" if i == 0 else f".{i}"
+            if pool > 1:
+                nodes.append(Node(f"{lay.name}.pool{sfx}", "pool", [src], {"mode": "sum", "kernel": (pool, pool),
+                                                                          "stride": (pool, pool)}))
+                src = f"{lay.name}.pool{sfx}"
+            nodes.append(Node(f"{lay.name}.conv{sfx}", "conv", [src], {"stride": lay.stride, "padding": lay.padding,
+                                                                      "dilation": (1, 1)},
+                              {"weight": p.get("weight", lay.weight)}))
+            convs.append(f"{lay.name}.conv{sfx}")
+        if len(convs) > 1:
+            nodes.append(Node(f"{lay.name}.merge", "add", convs))
+            convs = [f"{lay.name}.merge"]
         bias = p.get("bias", lay.bias)
         fparams = {} if bias is None else {"bias": np.asarray(bias, dtype=np.float64).reshape(-1, 1, 1)}
-        nodes.append(Node(lay.name, "fire", [f"{lay.name}.conv"],
+        nodes.append(Node(lay.name, "fire", [convs[0]],
                           {"D": lay.D if lay.D is not None else READOUT_D, "theta": float(p.get("theta", lay.theta)),
                            "beta": float(p.get("beta", lay.beta)), "norm": 1.0, "rounding": "floor",
                            "stateful": True}, fparams))

@@ -2,7 +2,10 @@
 
 Memory per layer (entries, formulas from the chip file, after sinabs' `memory_summary`):
 kernel = c_in * 2^(ceil(log2(kh*kw)) + ceil(log2(c_out))), neuron = c_out *
-2^(ceil(log2(h_out)) + ceil(log2(w_out))), bias = c_out when the layer has a bias. Placement is
+2^(ceil(log2(h_out)) + ceil(log2(w_out))), bias = c_out when the layer has a bias. Destinations: every
+source (a core, or the event input) sends its spikes to at most `max_destinations` (2) cores,
+each with its own pooling; a merge layer is one destination of each of its sources
+(`destinations`, `destination_problems`). Placement is
 a maximum bipartite matching (networkx Hopcroft-Karp) between layers and cores, with an edge
 wherever all three memories fit; every layer must be matched.
 """
@@ -46,6 +49,24 @@ def layer_memory(layer: SpeckLayer) -> Memory:
     _, h, w = layer.out_shape
     return Memory(kernel_memory(layer.c_in, kh, kw, layer.c_out), neuron_memory(layer.c_out, h, w),
                   layer.c_out if layer.bias is not None else 0)
+
+
+def destinations(layers: list[SpeckLayer]) -> dict[str, list[tuple[str, int]]]:
+    """source (layer or input) -> [(destination layer, pooling)], merges included."""
+    out: dict[str, list[tuple[str, int]]] = {}
+    for lay in layers:
+        for src, pool in lay.sources:
+            out.setdefault(src, []).append((lay.name, pool))
+    return out
+
+
+def destination_problems(layers: list[SpeckLayer], input_name: str, max_destinations: int) -> list[str]:
+    out = []
+    for src, ds in destinations(layers).items():
+        if len(ds) > max_destinations:
+            out.append(f"{'input' if src == input_name else 'layer'} {src}: {len(ds)} destinations "
+                       f"({', '.join(d for d, _ in ds)}) > {max_destinations} per core")
+    return out
 
 
 @dataclass

@@ -8,6 +8,10 @@ value (beta: half a threshold after round_to_floor), which is what samna's
 `neurons_initial_value` holds. This is the *ideal* policy of DESIGN 3 (fire floor(V/theta), at
 most D, once the step's input is in); Speck itself emits one spike per input event.
 
+A merge layer (several sources, `SpeckLayer.merge`) pools each source's spikes with its own
+`SumPool2d` and adds them with `sinabs.layers.Merge` before its one conv, as sinabs'
+`DynapcnnNetworkModule` does for a layer with several inputs.
+
 The network takes (B*T, C, H, W), batch-major (row b*T + t), like sinabs' squeezed layers, and
 every forward call runs one complete sequence from the initial membranes. `sinabs.backend.dynapcnn`
 is never imported here (it imports samna at import time).
@@ -23,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 from sinabs.activation import MaxSpike, MembraneSubtract, MultiSpike
-from sinabs.layers import IAFSqueeze, SumPool2d
+from sinabs.layers import IAFSqueeze, Merge, SumPool2d
 
 from snncc_speck.lower import Lowered
 
@@ -46,6 +50,7 @@ def network_spec(low: Lowered, T: int, quant: dict | None = None) -> tuple[dict,
             arrays[f"{key}.bias"] = np.ascontiguousarray(b)
         layers.append({
             "name": lay.name, "key": key, "source": lay.source, "pool": lay.pool,
+            "merge": [{"source": s, "pool": p} for s, p in lay.merge],
             "in_shape": list(lay.in_shape), "out_shape": list(lay.out_shape),
             "kernel_size": list(lay.kernel), "stride": list(lay.stride), "padding": list(lay.padding),
             "bias": b is not None,
@@ -74,11 +79,19 @@ class SpeckNetwork(nn.Module):
         self.spec = spec
         self.T = int(spec["T"])
         self.cores = nn.ModuleDict()
+        self.merge_pools = nn.ModuleDict()  # merge layers: one pooling per source
+        self.merge = Merge()
         self.order: list[tuple[str, str, str]] = []  # (name, key, source)
+        self.sources: dict[str, list[str]] = {}  # merge layers: every source, first = `source`
         self.initial: dict[str, torch.Tensor] = {}
         for L in spec["layers"]:
             mods: list[nn.Module] = []
-            if L["pool"] > 1:
+            merge = L.get("merge") or []
+            if merge:
+                pools = [L["pool"]] + [m["pool"] for m in merge]
+                self.merge_pools[L["key"]] = nn.ModuleList(SumPool2d(p) if p > 1 else nn.Identity() for p in pools)
+                self.sources[L["key"]] = [L["source"]] + [m["source"] for m in merge]
+            elif L["pool"] > 1:
                 mods.append(SumPool2d(L["pool"]))
             conv = nn.Conv2d(L["in_shape"][0], L["out_shape"][0], tuple(L["kernel_size"]), tuple(L["stride"]),
                              tuple(L["padding"]), bias=L["bias"])
@@ -112,7 +125,14 @@ class SpeckNetwork(nn.Module):
         env = {self.spec["input"]["name"]: x}
         for name, key, source in self.order:
             # sinabs spike functions return float32 counts (exact small integers): cast back
-            env[name] = self.cores[key](env[source].to(x.dtype))
+            if key in self.sources:  # merge: pool every source, add the spike maps, one kernel
+                maps = [p(env[s].to(x.dtype)) for p, s in zip(self.merge_pools[key], self.sources[key])]
+                inp = maps[0]
+                for m in maps[1:]:
+                    inp = self.merge(inp, m)
+                env[name] = self.cores[key](inp)
+            else:
+                env[name] = self.cores[key](env[source].to(x.dtype))
         self.spikes = {name: env[name] for name, _, _ in self.order}
         return env[self.spec["output"] or self.order[-1][0]]
 

@@ -23,7 +23,7 @@ from snncc_speck import config as chip_config_mod
 from snncc_speck import sinabs_net
 from snncc_speck.chip import Chip, load_chip
 from snncc_speck.lower import Lowered, SpeckLayer, lower, with_readout
-from snncc_speck.mapping import Placement, core_table, memory_problems, memory_table, place
+from snncc_speck.mapping import Placement, core_table, destination_problems, memory_problems, memory_table, place
 from snncc_speck.quantize import LayerQuant, quantization_problems, quantization_table, quantize
 
 
@@ -61,9 +61,10 @@ def layer_problems(lay: SpeckLayer, chip: Chip) -> list[str]:
     mh, mw = L["max_output_map"]
     if lay.out_shape[1] > mh or lay.out_shape[2] > mw:
         out.append(f"{w}: output map {lay.out_shape[1]}x{lay.out_shape[2]} > {mh}x{mw}")
-    if lay.pool not in L["pooling"]:
-        out.append(f"{w}: sum pooling {lay.pool} on the way from {lay.source} not in "
-                   f"{'/'.join(map(str, L['pooling']))}")
+    for src, pool in lay.sources:
+        if pool not in L["pooling"]:
+            out.append(f"{w}: sum pooling {pool} on the way from {src} not in "
+                       f"{'/'.join(map(str, L['pooling']))}")
     return out
 
 
@@ -82,13 +83,7 @@ def analyse(graph: Graph, options: dict | None = None) -> Analysis:
                         f"> {L['max_layers']} cores")
     for lay in low.layers:
         problems += layer_problems(lay, chip)
-    dests: dict[str, list[str]] = {}
-    for lay in low.layers:
-        dests.setdefault(lay.source, []).append(lay.name)
-    for src, ds in dests.items():
-        if len(ds) > L["max_destinations"]:
-            problems.append(f"{'input' if src == low.input_name else 'layer'} {src}: {len(ds)} destinations "
-                            f"({', '.join(ds)}) > {L['max_destinations']} per core")
+    problems += destination_problems(low.layers, low.input_name, L["max_destinations"])
     placement = place(low.layers, chip)
     mem = memory_problems(low.layers, placement, chip)
     if len(low.layers) > L["max_layers"]:  # the layer count already says it; keep per-layer misfits only
@@ -109,7 +104,8 @@ def layer_table(low: Lowered) -> str:
     rows = [("layer", "source", "pool", "input", "kernel", "stride", "pad", "output", "theta", "beta", "D", "bias",
              "absorbs")]
     for l in low.layers:
-        rows.append((l.name + (" (readout)" if l.readout else ""), l.source, str(l.pool), _fmt_shape(l.in_shape),
+        rows.append((l.name + (" (readout)" if l.readout else ""), "+".join(s for s, _ in l.sources),
+                     "+".join(str(p) for _, p in l.sources), _fmt_shape(l.in_shape),
                      _fmt_shape(l.kernel), _fmt_shape(l.stride), _fmt_shape(l.padding), _fmt_shape(l.out_shape),
                      f"{l.theta:.6g}", f"{l.beta:.6g}", "-" if l.D is None else str(l.D),
                      "yes" if l.bias is not None else "no", ",".join(l.nodes)))

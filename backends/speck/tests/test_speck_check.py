@@ -109,11 +109,15 @@ def test_memory_rule():
 def test_fan_in_and_stateless_rules():
     b = Builder((2, 4, 4), T=2)
     f0 = b.fire("f0", b.conv("c0", "input", np.ones((2, 2, 1, 1))))
-    a = b.add("sum", "add", [b.conv("c1", f0, np.ones((2, 2, 1, 1))), b.conv("c2", "input", np.ones((2, 2, 1, 1)))])
+    a = b.add("sum", "add", [b.conv("c1", f0, np.ones((2, 2, 1, 1))), b.conv("c2", "input", 2 * np.ones((2, 2, 1, 1)))])
     g = b.build(b.fire("f1", a, stateful=False))
     probs = SpeckTarget().check(g)
-    assert probs == ["node sum: f1 takes fan-in from 2 projections (c1, c2); a Speck core has one kernel per "
-                     "layer, residual merges are not lowered"]
+    assert probs == ["node sum: layer f1 merges f0 and input with different weights (4 of 4 differ); a Speck core "
+                     "has one kernel: merged sources' spike maps are added (sinabs Merge) and share it"]
+    b = Builder((2, 4, 4), T=2)  # the same kernel on both branches: a merge, lowered
+    f0 = b.fire("f0", b.conv("c0", "input", np.ones((2, 2, 1, 1))))
+    a = b.add("sum", "add", [b.conv("c1", f0, np.ones((2, 2, 1, 1))), b.conv("c2", "input", np.ones((2, 2, 1, 1)))])
+    assert SpeckTarget().check(b.build(b.fire("f1", a))) == []
     assert SpeckTarget().check(one_layer(stateful=False)) == []  # T = 1: no state to carry
     g2 = one_layer(stateful=False)
     g2.T = 3
