@@ -164,7 +164,10 @@ def _pool_matrix(n: Node, in_shape: tuple) -> sp.csr_matrix:
     return _coo(rows, cols, vals, C * Ho * Wo, C * H * W)
 
 
-def _op_matrix(g: Graph, n: Node) -> sp.csr_matrix:
+def op_matrix(g: Graph, n: Node) -> sp.csr_matrix:
+    """The (N_out, N_in) sparse map of one linear op on its first input (conv with stride/padding/
+    dilation/groups, linear, pool, mean, scale, reshape, permute): the per-op address map every
+    composed projection is made of (here and in the Lava backend)."""
     in_shape = g[n.inputs[0]].shape
     n_in, n_out = math.prod(in_shape), math.prod(n.shape)
     if n.op == "conv":
@@ -334,7 +337,7 @@ def _compose(g: Graph, conv_masks: dict | None = None, centre: bool = False):
                     acc[key] = acc[key] + m if key in acc else m
             vals[n.name] = acc
         else:
-            A = _op_matrix(g, n)
+            A = op_matrix(g, n)
             if n.op == "conv" and n.name in conv_masks:
                 A = (sp.diags(_spatial_rows(conv_masks[n.name], n.shape)) @ A).tocsr()
             out = {}
@@ -1142,5 +1145,5 @@ def simulate(graph_or_net: Graph | EventNetwork, x, policy: str = "ideal", order
     return res
 
 
-__all__ = ["build_network", "simulate", "compare", "AddressTable", "EventNetwork", "EventResult", "Agreement",
+__all__ = ["build_network", "op_matrix", "projection_matrix", "simulate", "compare", "AddressTable", "EventNetwork", "EventResult", "Agreement",
            "POLICIES", "ORDERS"]

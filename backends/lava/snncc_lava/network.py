@@ -5,7 +5,7 @@ spike products and the read-out.
 Lowering rule (DESIGN 2, 3, 5). Every neuron population is one `WindowBurstIF` process on a flat
 (N,) shape. Its input current tree (synaptic normal form) is affine in each leaf source, so the
 projection from a spiking source is a matrix: `tree_matrices` composes the tree's ops as scipy
-sparse matrices (the per-op address maps of `snncc.sim.events._op_matrix`: convs, pools, means,
+sparse matrices (the per-op address maps of `snncc.sim.events.op_matrix`: convs, pools, means,
 linears, layer scales and layouts; adds summed) into one CSR (N_consumer, N_source) matrix per
 source, and the constant is the tree applied to zeros. A leaf that is the real-valued input (the
 encoding layer) stays on the host: its current is computed there and streamed in through a
@@ -46,7 +46,7 @@ import torch
 
 from snncc.errors import SnnccError, TargetError
 from snncc.ir.graph import Graph, Node
-from snncc.sim.events import _op_matrix  # per-op sparse address maps, shared with the event simulator
+from snncc.sim.events import op_matrix  # per-op sparse address maps, shared with the event simulator
 from snncc.sim.reference import Interpreter
 
 LAYOUT_OPS = ("reshape", "permute")
@@ -196,7 +196,7 @@ class TreeEvaluator:
 def tree_matrices(g: Graph, consumer: Node) -> dict[str, sp.csr_matrix]:
     """The linear part of the consumer's tree with respect to each spiking leaf (fire, spike input,
     spike product), as sparse (N_consumer, N_leaf) float64 matrices: the tree's ops composed as
-    sparse matrices with the per-op address maps of `snncc.sim.events` (`_op_matrix`: conv, pool,
+    sparse matrices with the per-op address maps of `snncc.sim.events` (`op_matrix`: conv, pool,
     linear, mean, scale, reshape, permute), adds summed. The real-valued input leaf is left out (its
     current is computed on the host). Entries that compose to exactly 0 are dropped."""
     tree, leaves = tree_nodes(g, consumer, products=True)
@@ -217,7 +217,7 @@ def tree_matrices(g: Graph, consumer: Node) -> dict[str, sp.csr_matrix]:
                     acc[leaf] = acc[leaf] + m if leaf in acc else m
             vals[n.name] = acc
         else:
-            A = _op_matrix(g, n)
+            A = op_matrix(g, n)
             vals[n.name] = {leaf: A if m is None else (A @ m).tocsr() for leaf, m in vals[n.inputs[0]].items()}
     out = {}
     for leaf, m in vals[consumer.inputs[0]].items():
