@@ -150,19 +150,33 @@ def test_shared_parameter_arrays_stay_shared_through_clone_and_files():
     g = Graph([Node("x", "input", [], {"shape": (2,)}),
                Node("a", "linear", ["x"], {}, {"weight": w}),
                Node("o", "output", ["a"])]).infer()
-    b = g["a"].clone(share_params=True)
+    b = g["a"].clone()
     b.name = "b"
     g.insert_before("o", b)
     g["o"].inputs = ["b"]
     assert g["b"].params["weight"] is g["a"].params["weight"] and not w.flags.writeable
     c = g.clone()
-    assert c["a"].params["weight"] is c["b"].params["weight"] is not w
-    assert not c["a"].params["weight"].flags.writeable
+    assert c["a"].params["weight"] is c["b"].params["weight"] is w  # clones share (immutable) arrays
     with pytest.raises(ValueError):
-        c["b"].params["weight"][0, 0] = 1.0  # in place would change both nodes: refused
+        c["b"].params["weight"][0, 0] = 1.0  # in place would change every sharer: refused
     doc, npz = serialize.dumps(c)
     assert sorted(zipfile.ZipFile(io.BytesIO(npz)).namelist()) == ["a/weight.npy"]
     back = serialize.loads(doc, npz)
     assert back["a"].params["weight"] is back["b"].params["weight"]
     assert np.array_equal(back["b"].params["weight"], w)
     assert serialize.dumps(back) == (doc, npz)
+
+
+def test_dead_after_frees_each_value_after_its_last_reader():
+    from snncc.ir.analysis import dead_after, value_numbers
+
+    g = small_graph()  # x -> c -> f -> p -> r -> l -> out
+    assert dead_after(g) == {"c": ["x"], "f": ["c"], "p": ["f"], "r": ["p"], "l": ["r"], "out": ["l"]}
+    w = np.ones((2, 2))
+    h = Graph([Node("x", "input", [], {"shape": (2,)}),
+               Node("a", "linear", ["x"], {}, {"weight": w}),
+               Node("b", "linear", ["x"], {}, {"weight": w.copy()}),  # a copy of a: reads a's value
+               Node("s", "add", ["a", "b"]), Node("o", "output", ["s"])]).infer()
+    same = value_numbers(h)
+    # b reuses a's value instead of reading x, so x dies right after a
+    assert dead_after(h, same) == {"a": ["x"], "s": ["a", "b"], "o": ["s"]}

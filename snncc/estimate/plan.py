@@ -209,29 +209,27 @@ def _provably_exact(g: Graph, path: list[Node], leaf: str) -> bool:
 
 
 def fanout_map(g: Graph, nodes: list[Node], term: str, leaf: str,
-               interp: Interpreter | None = None, probe_limit: int | None = None) -> tuple[np.ndarray, bool]:
-    """Per source neuron, the number of term outputs one spike of `leaf` reaches; and exactness."""
+               interp: Interpreter | None = None, probe_limit: int | None = None,
+               paths: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
+    """Per source neuron, the number of term outputs one spike of `leaf` reaches; and exactness.
+    `paths`: the leaf's path counts when already computed (`path_counts`)."""
     path = _path_nodes(g, nodes, leaf)
     interp = interp or _Structural(g)
     shape = g[leaf].shape
     leaves = _leaves(g, nodes, term)
+    if paths is None:
+        paths = path_counts(g, nodes, term, [leaf], interp)[leaf]
+    if not paths.any() or _provably_exact(g, path, leaf):
+        return paths, True
+    n_in, n_out = math.prod(shape), math.prod(g[term].shape)
+    if n_in * n_out > (PROBE_LIMIT if probe_limit is None else probe_limit):
+        return paths, False
 
     def run(x):
         env = {l: torch.zeros((x.shape[0],) + g[l].shape, dtype=torch.float64) for l in leaves}
         env[leaf] = x
         return _evaluate(interp, nodes, env)[term]
 
-    x = torch.zeros((1,) + shape, dtype=torch.float64, requires_grad=True)
-    y = run(x)
-    if not y.requires_grad:
-        return np.zeros(shape), True
-    (grad,) = torch.autograd.grad(y.sum(), x)
-    paths = np.rint(grad[0].numpy())
-    if _provably_exact(g, path, leaf):
-        return paths, True
-    n_in, n_out = math.prod(shape), math.prod(g[term].shape)
-    if n_in * n_out > (PROBE_LIMIT if probe_limit is None else probe_limit):
-        return paths, False
     out = np.zeros(n_in)
     # every probe row carries all leaves and intermediate tensors of the tree, not just the term
     widest = max([n_out] + [math.prod(g[l].shape) for l in leaves] + [math.prod(n.shape) for n in nodes])
@@ -244,6 +242,23 @@ def fanout_map(g: Graph, nodes: list[Node], term: str, leaf: str,
             r = run(eye.reshape((len(idx),) + shape))
             out[s:s + len(idx)] = (r.reshape(len(idx), -1) > 0).sum(1).numpy()
     return out.reshape(shape), True
+
+
+def path_counts(g: Graph, nodes: list[Node], term: str, leaves: list[str],
+                interp: Interpreter | None = None) -> dict[str, np.ndarray]:
+    """Per leaf, per source neuron: the number of synaptic paths to the term's outputs (weights one).
+    The structural tree is linear in each leaf, so one forward and one backward pass give every
+    leaf's counts at once (the gradient of the summed output)."""
+    interp = interp or _Structural(g)
+    env = {l: torch.zeros((1,) + g[l].shape, dtype=torch.float64) for l in _leaves(g, nodes, term)}
+    for l in leaves:
+        env[l] = torch.zeros((1,) + g[l].shape, dtype=torch.float64, requires_grad=True)
+    y = _evaluate(interp, nodes, env)[term]
+    xs = [env[l] for l in leaves]
+    if not y.requires_grad:
+        return {l: np.zeros(g[l].shape) for l in leaves}
+    grads = torch.autograd.grad(y.sum(), xs, allow_unused=True)
+    return {l: (np.zeros(g[l].shape) if gr is None else np.rint(gr[0].numpy())) for l, gr in zip(leaves, grads)}
 
 
 # ---- host MACs -------------------------------------------------------------------------------
@@ -338,13 +353,16 @@ def analyze(graph: Graph, probe_limit: int | None = None) -> Plan:
             host_ops = [n.name for n in nodes if n.name in mac_nodes]
             host_macs = sum(mac_nodes[m] for m in host_ops)
             host_leaf = None
+            spiking = [l for l in _leaves(g, nodes, t) if g[l].kind == SPIKE
+                       and not all(n.spec.layout for n in _path_nodes(g, nodes, l))]
+            paths = path_counts(g, nodes, t, spiking, structural) if spiking else {}
             for leaf in _leaves(g, nodes, t):
                 path = _path_nodes(g, nodes, leaf)
                 if g[leaf].kind == SPIKE and all(n.spec.layout for n in path):
                     # the output reads spikes as they are (maybe reshaped): routed off chip, no synapses
                     projections.append(Projection(leaf, c.name, "readout", t, [n.name for n in path]))
                 elif g[leaf].kind == SPIKE:
-                    fan, exact = fanout_map(g, nodes, t, leaf, structural, probe_limit)
+                    fan, exact = fanout_map(g, nodes, t, leaf, structural, probe_limit, paths[leaf])
                     if not fan.any():
                         continue  # reached only through a spike product
                     if not exact:

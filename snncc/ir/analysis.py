@@ -1,6 +1,6 @@
 """Facts derived from a graph without changing it: spike-drivenness, where currents come from, and
 which nodes compute the same value (`value_numbers`, used by the executors to evaluate each
-distinct value once).
+distinct value once) and when a value is last read (`dead_after`, so executors free it).
 
 A synaptic op is *spike-driven* when every source it reads through weightless linear ops
 (add, scale, pooling, mean, layout, batchnorm) is a spike tensor: then each input spike
@@ -84,6 +84,22 @@ def value_numbers(graph: Graph) -> dict[str, str]:
         same = first == n.name or all(np.array_equal(v, graph[first].params[k]) for k, v in n.params.items())
         rep[n.name] = first if same else n.name  # a digest collision keeps its own value
     return rep
+
+
+def dead_after(graph: Graph, same: dict[str, str] | None = None) -> dict[str, list[str]]:
+    """Liveness for executors that walk the graph once: node -> the values no later node reads,
+    so they can be dropped once that node has run (peak memory then follows the widest cut of
+    the graph, like eager PyTorch, not the sum of all its tensors). With a `value_numbers` map,
+    a copy reads its representative's value instead of its inputs. The output is never dropped."""
+    last: dict[str, str] = {}
+    for n in graph.nodes:
+        rep = same.get(n.name, n.name) if same else n.name
+        for s in ([rep] if rep != n.name else n.inputs):
+            last[s] = n.name
+    out: dict[str, list[str]] = {}
+    for name, at in last.items():
+        out.setdefault(at, []).append(name)
+    return out
 
 
 def _digest(a: np.ndarray) -> bytes:

@@ -61,24 +61,14 @@ class Node:
     def spec(self):
         return OPS[self.op]
 
-    def clone(self, memo: dict | None = None, share_params: bool = False) -> "Node":
-        """A copy of the node. Parameter arrays are copied, once per distinct array across one
-        `memo` (so arrays shared between nodes stay shared in the copy, see `Graph.clone`), or,
-        with `share_params`, not copied at all: the copy reads the same (read-only) arrays."""
-        if share_params:
-            for v in self.params.values():
-                v.flags.writeable = False  # shared: any in-place update would change both nodes
-            params = dict(self.params)
-        else:
-            memo = {} if memo is None else memo
-            params = {}
-            for k, v in self.params.items():
-                if id(v) not in memo:
-                    c = v.copy()
-                    c.flags.writeable = v.flags.writeable  # a shared (read-only) array stays read-only
-                    memo[id(v)] = (v, c)  # keep v alive so its id is not reused
-                params[k] = memo[id(v)][1]
-        return Node(self.name, self.op, list(self.inputs), copy.deepcopy(self.attrs), params, self.shape, self.kind)
+    def clone(self) -> "Node":
+        """A copy of the node that shares its parameter arrays. Parameter arrays are immutable
+        (made read-only here): passes replace an array, never write into one, so a clone costs no
+        weight copies and copies of one projection (the normal form's private trees) share memory."""
+        for v in self.params.values():
+            v.flags.writeable = False
+        return Node(self.name, self.op, list(self.inputs), copy.deepcopy(self.attrs), dict(self.params),
+                    self.shape, self.kind)
 
 
 class Graph:
@@ -173,8 +163,7 @@ class Graph:
         return count
 
     def clone(self) -> "Graph":
-        memo: dict = {}  # arrays shared between nodes (the normal form's private copies) stay shared
-        return Graph([n.clone(memo) for n in self.nodes], T=self.T, meta=copy.deepcopy(self.meta))
+        return Graph([n.clone() for n in self.nodes], T=self.T, meta=copy.deepcopy(self.meta))
 
     def toposort(self) -> None:
         """Reorder nodes so every input precedes its user (stable for already-ordered graphs)."""

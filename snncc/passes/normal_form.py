@@ -41,7 +41,7 @@ def normal_form(graph: Graph) -> PassResult:
             continue
         rename = {}
         for n in shared:  # graph order: inputs are cloned before their users
-            clone = n.clone(share_params=True)  # same weights: one array in memory and on disk
+            clone = n.clone()  # same weights: one array in memory and on disk
             clone.name = g.fresh_name(f"{n.name}@{c.name}")
             clone.inputs = [rename.get(i, i) for i in n.inputs]
             g.insert_before(c.name, clone)

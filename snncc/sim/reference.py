@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from snncc.errors import SnnccError
-from snncc.ir.analysis import value_numbers
+from snncc.ir.analysis import dead_after, value_numbers
 from snncc.ir.graph import Graph, Node
 
 
@@ -85,6 +85,7 @@ class Interpreter:
         self.ties: dict[str, int] = {}
         self.same = value_numbers(graph)  # copies of one value (private trees) are evaluated once
         self.last_step = False  # set by the executor on its last timestep: no state to carry on
+        self.dead = dead_after(graph, self.same)  # values to drop once a node has run
 
     def run(self, x, keep_values: bool = False) -> Result:
         g = self.graph
@@ -102,17 +103,17 @@ class Interpreter:
             for n in g.nodes:
                 if n.op == "input":
                     env[n.name] = xt
-                    continue
-                if self.same[n.name] != n.name:
+                elif self.same[n.name] != n.name:
                     env[n.name] = env[self.same[n.name]]
-                    continue
-                args = [env[i] for i in n.inputs]
-                if n.op == "fire":
-                    cnt, y = self.op_fire(n, args[0])
+                elif n.op == "fire":
+                    cnt, y = self.op_fire(n, env[n.inputs[0]])
                     counts[n.name] = cnt if n.name not in counts else counts[n.name] + cnt
                     env[n.name] = y
                 else:
-                    env[n.name] = getattr(self, f"op_{n.op}")(n, *args)
+                    env[n.name] = getattr(self, f"op_{n.op}")(n, *[env[i] for i in n.inputs])
+                if not keep_values:
+                    for d in self.dead.get(n.name, ()):
+                        del env[d]
             out = env[g.output.name]
             out_sum = out if out_sum is None else out_sum + out
             if keep_values:

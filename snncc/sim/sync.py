@@ -227,6 +227,8 @@ class Simulator:
                 env[n.name] = env[self.same[n.name]]
             else:
                 env[n.name] = getattr(self.aff, f"op_{n.op}")(n, *[env[i] for i in n.inputs])
+            for d in self.aff.dead.get(n.name, ()):
+                del env[d]
         return counts, env[self.g.output.name]
 
     def step_substeps(self, xt: torch.Tensor, t: int, schedule: str, input_mode: str, bias_mode: str):
@@ -284,6 +286,9 @@ class Simulator:
                 uniform.add(n.name)
             else:
                 env[n.name] = getattr(self.lin, f"op_{n.op}")(n, *[folded(i) for i in n.inputs])
+            for d in self.aff.dead.get(n.name, ()):
+                del env[d]
+                uniform.discard(d)
         return trains, env[self.g.output.name]
 
     def _fire(self, n: Node, I: torch.Tensor, t: int, schedule: str, bias_mode: str) -> torch.Tensor:
