@@ -25,7 +25,6 @@ import sys
 import time
 
 import torch
-import torch.nn as nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 from nets import randomize_bn  # noqa: E402  (BN statistics chosen so neurons fire)
@@ -50,31 +49,6 @@ def group_of(name: str) -> str:
             if (name == p or name.startswith(p + "_") or name.startswith(p + ".")) and len(p) > blen:
                 best, blen = label, len(p)
     return best
-
-
-class _ShapedLayerScale(nn.Module):
-    """LayerScale with gamma stored as (1, C, 1, 1): the same x * gamma without the constant
-    `gamma.view(...)` that snncc's front ends reject ("expected an activation tensor, got a constant")."""
-
-    def __init__(self, ls: nn.Module):
-        super().__init__()
-        self.gamma = nn.Parameter(ls.gamma.detach().reshape(1, -1, 1, 1).clone())
-
-    def forward(self, x):
-        return x * self.gamma
-
-
-def reshape_layer_scales(model: nn.Module) -> int:
-    """Swap every snncc.nn LayerScale (83M, 173M) for `_ShapedLayerScale`; returns how many."""
-    from snncc.nn.blocks import LayerScale
-
-    n = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, LayerScale):
-                setattr(parent, name, _ShapedLayerScale(child))
-                n += 1
-    return n
 
 
 def dense_equivalent_macs(g) -> dict[str, int]:
@@ -112,7 +86,6 @@ def run_size(size: str, img: int = 224, seed: int = 0, probe_limit: int | None =
     torch.manual_seed(seed)
     m = randomize_bn(e_spikeformer(size, img_size=img), seed)
     params = count_parameters(m)
-    swapped = reshape_layer_scales(m)
     g = trace(LoadedModel(m, None, (3, img, img)), frontend=frontend)
     t["trace"] = time.perf_counter() - t0
     dense = dense_equivalent_macs(g)
@@ -145,7 +118,7 @@ def run_size(size: str, img: int = 224, seed: int = 0, probe_limit: int | None =
     t["total"] = time.perf_counter() - t0
     return {"size": size, "img": img, "seed": seed, "frontend": frontend, "parameters": params, "T": d.T,
             "D": sorted({n.attrs["D"] for n in d.neurons()}), "populations": len(d.neurons()),
-            "probe_limit": probe_limit, "layer_scales_reshaped": swapped, "upper_bound_projections": inexact,
+            "probe_limit": probe_limit, "upper_bound_projections": inexact,
             "synaptic_projections": sum(1 for p in plan.projections if p.kind == "synaptic"),
             "groups": groups, "totals": dict(rep.totals), "energy": dict(rep.energy),
             "notes": list(rep.notes), "seconds": t, "torch_threads": torch.get_num_threads()}

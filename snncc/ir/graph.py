@@ -9,6 +9,7 @@ over them) and `meta` (free-form provenance: source file, front end, encoding la
 from __future__ import annotations
 
 import copy
+import weakref
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
@@ -18,7 +19,23 @@ from snncc.errors import IRError
 from snncc.ir.ops import OPS, REQUIRED, RuleError, normalize_attr
 
 
-@dataclass
+_FINITE: set[int] = set()  # ids of immutable parameter arrays already checked finite
+
+
+def _all_finite(v: np.ndarray) -> bool:
+    """np.isfinite over the array, once per immutable array: parameter arrays are read-only and
+    shared by every clone of a graph, so each pass's verify would otherwise rescan every weight."""
+    cacheable = not v.flags.writeable and v.base is None  # owns its data and cannot change
+    if cacheable and id(v) in _FINITE:
+        return True
+    ok = bool(np.all(np.isfinite(v)))
+    if ok and cacheable:
+        _FINITE.add(id(v))
+        weakref.finalize(v, _FINITE.discard, id(v))
+    return ok
+
+
+@dataclass(eq=False)  # nodes compare by identity (graph surgery looks them up in lists)
 class Node:
     name: str
     op: str
@@ -117,11 +134,15 @@ class Graph:
                 out[i].append(n)
         return out
 
-    def fresh_name(self, base: str) -> str:
-        if base not in self._by_name:
+    def fresh_name(self, base: str, taken: set | None = None) -> str:
+        """`base`, or `base_<i>`, not used by a node of the graph (nor in `taken`)."""
+        def used(name):
+            return name in self._by_name or (taken is not None and name in taken)
+
+        if not used(base):
             return base
         i = 1
-        while f"{base}_{i}" in self._by_name:
+        while used(f"{base}_{i}"):
             i += 1
         return f"{base}_{i}"
 
@@ -133,12 +154,16 @@ class Graph:
         self._by_name[node.name] = node
         return node
 
-    def insert_before(self, anchor: str, node: Node) -> Node:
-        if node.name in self._by_name:
-            raise IRError(f"duplicate node name {node.name!r}")
+    def insert_before(self, anchor: str, node: Node, *more: Node) -> Node:
+        """Insert `node` (and then `more`, in order) right before `anchor`; returns `node`."""
+        new = (node,) + more
+        for n in new:
+            if n.name in self._by_name:
+                raise IRError(f"duplicate node name {n.name!r}")
         idx = self.nodes.index(self[anchor])
-        self.nodes.insert(idx, node)
-        self._by_name[node.name] = node
+        self.nodes[idx:idx] = new
+        for n in new:
+            self._by_name[n.name] = n
         return node
 
     def insert_after(self, anchor: str, node: Node) -> Node:
@@ -231,7 +256,7 @@ class Graph:
                 raise IRError(f"stored shape/kind {stored[n.name]} disagree with inferred {(n.shape, n.kind)}",
                               where=f"node {n.name}")
             for k, v in n.params.items():
-                if not np.all(np.isfinite(v)):
+                if not _all_finite(v):
                     raise IRError(f"parameter {k} has non-finite values", where=f"node {n.name}",
                                   hint="check the checkpoint for NaN/Inf")
         _ = self.output

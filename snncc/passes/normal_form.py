@@ -40,12 +40,14 @@ def normal_form(graph: Graph) -> PassResult:
         if not shared:
             continue
         rename = {}
+        clones = []
         for n in shared:  # graph order: inputs are cloned before their users
             clone = n.clone()  # same weights: one array in memory and on disk
-            clone.name = g.fresh_name(f"{n.name}@{c.name}")
+            clone.name = g.fresh_name(f"{n.name}@{c.name}", taken=set(rename.values()))
             clone.inputs = [rename.get(i, i) for i in n.inputs]
-            g.insert_before(c.name, clone)
+            clones.append(clone)
             rename[n.name] = clone.name
+        g.insert_before(c.name, *clones)
         for n in [g[m] for m in trees[c.name] if m not in rename] + [c]:
             n.inputs = [rename.get(i, i) for i in n.inputs]
     for n, rs in owners.items():
