@@ -88,7 +88,9 @@ def main(argv=None):
     lava_f, lava_x = rows[3][1], rows[4][1]
     print()
     for name, t, _ in rows[:3]:
-        print(f"Lava floating_pt / {name}: {lava_f / t:8.0f}x   Lava fixed_pt / {name}: {lava_x / t:8.0f}x")
+        verdict = "met" if min(lava_f, lava_x) / t >= 100 else "MISSED"
+        print(f"Lava floating_pt / {name}: {lava_f / t:8.0f}x   Lava fixed_pt / {name}: {lava_x / t:8.0f}x"
+              f"   target >= 100x: {verdict}")
     return 0
 
 

@@ -312,7 +312,7 @@ class Simulator:
                 self.state[n.name] = v - cnt * theta
             return self._train(cnt)
         # streaming: one spike at most per sub-step, so at most D in a window of D sub-steps (the
-        # cap never binds here); in-place updates, one bool buffer, no per-sub-step allocation
+        # cap never binds here); in-place updates, no per-sub-step allocation
         bj = None
         if b is not None:
             if bias_mode == "start":
@@ -320,13 +320,11 @@ class Simulator:
             else:
                 bj = b / D
         out = torch.empty((D,) + tuple(v.shape), dtype=self.dtype)
-        s = torch.empty(v.shape, dtype=torch.bool)
         for j in range(D):
             v.add_(I[j])
             if bj is not None:
                 v.add_(bj)
-            torch.ge(v, theta, out=s)
-            out[j].copy_(s)
+            torch.ge(v, theta, out=out[j])  # the 0/1 spike, written as a float straight into the train
             v.sub_(out[j], alpha=theta)
         if a["stateful"]:
             self.state[n.name] = v
