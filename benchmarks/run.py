@@ -1,6 +1,6 @@
 """Run every benchmark with one command and write `docs/benchmarks.md` (+ the compile-scaling plot).
 
-    .venv/bin/python benchmarks/run.py [--sizes 5.1M,10M,19M] [--quick]
+    .venv/bin/python benchmarks/run.py [--sizes 5.1M,10M,19M,83M,173M] [--quick]
 
 Each benchmark runs in its own process (so peak memory is per benchmark: ru_maxrss of the
 child) and prints its own table of medians and ratios measured in the same run; this driver
@@ -65,7 +65,7 @@ def compile_one(size: str, repeats: int) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="5.1M,10M,19M", help="E-SpikeFormer sizes for compile scaling (83M,173M too)")
+    ap.add_argument("--sizes", default="5.1M,10M,19M,83M,173M", help="E-SpikeFormer sizes for compile scaling")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="fewer repeats everywhere")
     ap.add_argument("--memory-size", default="10M", help="E-SpikeFormer size of the memory benchmark")
