@@ -26,6 +26,9 @@ from snncc.frontend.loader import LoadedModel, trace
 from snncc.passes.manager import run_pipeline
 from snncc.sim.events import build_network, simulate
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import print_table  # noqa: E402
+
 
 def models():
     from snncc.models.speck import speck_cnn
@@ -72,12 +75,8 @@ def main(argv=None):
             t = statistics.median(ts)
             rows.append((name, f"{policy}/{order}", f"{t_build:.2f}", f"{net.synapses:,}", f"{int(x.sum()):,}",
                          f"{r.synops:,}", f"{t:.3f}", f"{r.synops / t:,.0f}", "met" if r.synops / t >= 5e6 else "MISSED"))
-    w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"# snncc.sim.events throughput, float64, 1 thread, batch {a.batch}, median of {a.repeats} repeats, "
-          f"load average {load:.1f} on {os.cpu_count()} cores; target >= 5e6 SynOps/s per core")
-    for r in rows:
-        print("  ".join(c.ljust(w[i]) if i < 2 else c.rjust(w[i]) for i, c in enumerate(r)))
+    print_table(f"snncc.sim.events throughput (target >= 5e6 SynOps/s per core), float64, 1 thread, batch "
+                f"{a.batch}, median of {a.repeats} repeats", rows, left=2)
 
 
 if __name__ == "__main__":

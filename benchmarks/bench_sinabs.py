@@ -28,7 +28,7 @@ from snncc.passes.manager import run_pipeline
 from snncc.sim.events import build_network, simulate
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_sync import median_times  # noqa: E402
+from common import median_times, print_table  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -74,12 +74,8 @@ def main(argv=None) -> int:
         rows.append((f"speck_cnn-{size}", f"{rate:g}", str(a.T), str(a.batch), f"{t_s:.4f}", f"{t_e:.4f}", f"{t_k:.4f}",
                      f"{a.batch / t_s:,.0f}", f"{a.batch / t_e:,.0f}", f"{ev.synops:,}", f"{t_s / t_e:.2f}x",
                      f"{'equal' if same else 'DIFFER'} ({common} populations)"))
-    w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"# sinabs time-stepped vs snncc event-driven simulation, float64, 1 thread, median of {a.repeats} "
-          f"(round-robin), load average {load:.1f} on {os.cpu_count()} cores")
-    for r in rows:
-        print("  ".join(c.ljust(w[i]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(r)))
+    print_table(f"sinabs time-stepped vs snncc event-driven simulation, float64, 1 thread, median of "
+                f"{a.repeats} (round-robin)", rows)
     return 0
 
 

@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
 from nets import Attention, ConvChain, ResidualSepConv, randomize_bn  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import median_times, print_table  # noqa: E402
 
 from snncc.frontend.loader import LoadedModel, trace  # noqa: E402
 from snncc.nn import reset_state  # noqa: E402
@@ -42,20 +43,6 @@ def models():
         "Attention": (lambda: randomize_bn(Attention(scale=1.0)), (16, 8), 256),
         "speck_cnn-small": (lambda: speck_cnn("small").eval(), (2, 32, 32), 64),
     }
-
-
-def median_times(fns, repeats: int) -> list[float]:
-    """Median wall time of each function; the functions are timed round-robin, so background load
-    on a shared machine hits all of them alike and the ratios stay meaningful."""
-    for fn in fns:
-        fn()  # warm-up
-    ts = [[] for _ in fns]
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            t0 = time.perf_counter()
-            fn()
-            ts[i].append(time.perf_counter() - t0)
-    return [statistics.median(t) for t in ts]
 
 
 def main(argv=None):
@@ -99,12 +86,8 @@ def main(argv=None):
         rows.append((name, str(B), str(D), f"{S_ex}/{S_st}", *(f"{v:,.0f}" for v in ips),
                      f"{ips[1] / ips[0]:.3f}", f"{ips[2] / ips[0]:.3f}", f"{ips[3] / ips[0]:.3f}",
                      "met" if ex_ok else "MISSED", "met" if st_ok else "MISSED"))
-    w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"# snncc.sim.sync throughput, {a.dtype}, {a.threads} threads, median of {a.repeats} repeats "
-          f"(round-robin), load average {load:.1f} on {os.cpu_count()} cores")
-    for r in rows:
-        print("  ".join(c.ljust(w[i]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(r)))
+    print_table(f"snncc.sim.sync throughput, {a.dtype}, {a.threads} threads, median of {a.repeats} repeats "
+                f"(round-robin)", rows)
 
 
 if __name__ == "__main__":

@@ -1091,10 +1091,6 @@ def _merge(bts: list[_Batch]) -> _Batch:
     return _Batch(bts[0].src, np.concatenate([b.gid for b in bts]), mult, np.concatenate([b.key for b in bts]))
 
 
-def _inputs(graph: Graph, x) -> list[torch.Tensor]:
-    return timestep_inputs(graph, x, torch.float64)
-
-
 def simulate(graph_or_net: Graph | EventNetwork, x, policy: str = "ideal", order: str = "layer",
              seed: int = 0, chunk: int = 4096, speck_cap_D: bool = False, v_min=None,
              reference: bool = False) -> EventResult:
@@ -1109,7 +1105,7 @@ def simulate(graph_or_net: Graph | EventNetwork, x, policy: str = "ideal", order
         raise SnnccError(f"chunk must be >= 1, got {chunk}")
     net = graph_or_net if isinstance(graph_or_net, EventNetwork) else build_network(graph_or_net)
     g = net.graph
-    xs = _inputs(g, x)
+    xs = timestep_inputs(g, x, torch.float64)
     B = int(xs[0].shape[0])
     inp = g.inputs[0]
     run = _Run(net, B, policy, order, seed, chunk, speck_cap_D, v_min)

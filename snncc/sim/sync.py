@@ -152,7 +152,7 @@ class Simulator:
     def run(self, x, schedule: str = "exact", record: tuple[str, ...] | list[str] = (),
             accumulate: str = "window", input_mode: str = "spread", bias_mode: str = "spread") -> SyncResult:
         """`simulate` on this simulator's graph: see there."""
-        graph, dtype, sim = self.g, self.dtype, self
+        graph, dtype = self.g, self.dtype
         if schedule not in SCHEDULES:
             raise SnnccError(f"unknown schedule {schedule!r}", hint=f"one of {', '.join(SCHEDULES)}")
         if accumulate not in ("window", "substep"):
@@ -163,11 +163,11 @@ class Simulator:
             if r not in graph or not (graph[r].op == "fire" or (graph[r].op == "input" and graph[r].kind == "spike")):
                 raise SnnccError(f"cannot record {r!r}: not a neuron population or spike input",
                                  hint=f"populations: {', '.join(n.name for n in graph.neurons())}")
-        xs = _inputs(graph, x, dtype)
-        D, T = sim.D, len(xs)
+        xs = timestep_inputs(graph, x, dtype)
+        D, T = self.D, len(xs)
         B = xs[0].shape[0]
         fires = graph.neurons()
-        lv = sim.lv
+        lv = self.lv
         depth = max(lv[n.name] for n in fires)
         scale = D if schedule == "exact" else 1  # sub-steps per level
         start = {n.name: lv[n.name] * scale for n in graph.nodes if n.op == "fire" or n.op == "input"}
@@ -177,16 +177,16 @@ class Simulator:
         rec = {r: torch.zeros((S, B) + graph[r].shape, dtype=dtype) for r in record}
         counts: dict[str, torch.Tensor] = {}
         out_sum = None
-        sim.state = {}
-        sim.aff.state, sim.aff.ties = {}, {}  # a Simulator runs many batches: nothing carries over
+        self.state = {}
+        self.aff.state, self.aff.ties = {}, {}  # a Simulator runs many batches: nothing carries over
         with torch.no_grad():
             for t, xt in enumerate(xs):
                 self.aff.last_step = t == T - 1
                 if schedule == "exact" and accumulate == "window":
-                    cnts, out = sim.step_window(xt)
+                    cnts, out = self.step_window(xt)
                     trains = None
                 else:
-                    trains, out = sim.step_substeps(xt, t, schedule, input_mode, bias_mode)
+                    trains, out = self.step_substeps(xt, t, schedule, input_mode, bias_mode)
                     cnts = {k: v.sum(0) for k, v in trains.items()}
                 out_sum = out if out_sum is None else out_sum + out
                 for n in fires:
@@ -203,9 +203,9 @@ class Simulator:
                 for r in record:
                     s0 = t * D + start[r]
                     if graph[r].op == "input":
-                        rec[r][s0:s0 + D] = sim._train(sim._spike_input_counts(graph[r], xt))
+                        rec[r][s0:s0 + D] = self._train(self._spike_input_counts(graph[r], xt))
                     else:
-                        rec[r][s0:s0 + D] = trains[r] if trains is not None else sim._train(cnts[r])
+                        rec[r][s0:s0 + D] = trains[r] if trains is not None else self._train(cnts[r])
         output = out_sum / T if T > 1 else out_sum
         return SyncResult(output=output, counts=counts, nsfr=spikes_per_step / (B * n_neurons),
                           latency_substeps=S, trains=rec, schedule=schedule, D=D, T=T,
@@ -340,10 +340,6 @@ class Simulator:
             raise SnnccError(f"spike input holds values that are not integer counts in [0, {self.D}]",
                              where=f"node {n.name}")
         return xt
-
-
-def _inputs(graph: Graph, x, dtype) -> list[torch.Tensor]:
-    return timestep_inputs(graph, x, dtype)
 
 
 def simulate(graph: Graph, x, schedule: str = "exact", dtype: torch.dtype = torch.float64,

@@ -14,6 +14,17 @@ from nets import Attention, ConvChain, ResidualSepConv, randomize_bn  # noqa: E4
 
 from snncc.frontend.loader import LoadedModel, trace  # noqa: E402
 from snncc.passes.manager import run_pipeline  # noqa: E402
+from snncc.sim import reference  # noqa: E402
+
+
+def assert_counts_equal(g, x, res):
+    """A Lava (or fixed-point) result's spike counts equal the reference executor's, population
+    by population; returns the reference result."""
+    ref = reference.run(g, x, torch.float64)
+    assert set(res.counts) == set(ref.counts)
+    for k in ref.counts:
+        assert torch.equal(res.counts[k], ref.counts[k]), k
+    return ref
 
 
 def deployed(cls, seed=0, **kw):

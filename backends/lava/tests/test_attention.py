@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import deployed
+from conftest import assert_counts_equal, deployed
 from nets import Attention
 
 from snncc.ir.graph import Graph, Node
@@ -39,14 +39,6 @@ def product_graph(order="right"):
 
 X = torch.tensor([[[1.2, 0.4], [2.0, 3.6], [0.0, 1.0]],
                   [[0.6, 0.6], [0.0, 0.0], [1.4, 0.2]]], dtype=torch.float64)
-
-
-def assert_counts_equal(g, x, res):
-    ref = reference.run(g, x, torch.float64)
-    assert set(res.counts) == set(ref.counts)
-    for k in ref.counts:
-        assert torch.equal(res.counts[k], ref.counts[k]), k
-    return ref
 
 
 def test_product_network_structure():

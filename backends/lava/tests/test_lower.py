@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import assert_counts_equal
 
 from snncc.ir.graph import Graph, Node
 from snncc.sim import reference
@@ -35,14 +36,6 @@ def shortcut():
                   lin("wa", "a", [[1, 0.5]]), Node("b", "fire", ["wa"], FIRE),
                   lin("wb", "b", [[0.25]]), lin("wc", "a", [[0.5, 0.5]]), Node("sum", "add", ["wb", "wc"]),
                   Node("c", "fire", ["sum"], FIRE), Node("out", "output", ["c"])]).infer()
-
-
-def assert_counts_equal(g, x, res):
-    ref = reference.run(g, x, torch.float64)
-    assert set(res.counts) == set(ref.counts)
-    for k in ref.counts:
-        assert torch.equal(res.counts[k], ref.counts[k]), k
-    return ref
 
 
 def test_one_layer_hand_computed():

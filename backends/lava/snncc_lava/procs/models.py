@@ -155,10 +155,34 @@ class PyWindowBurstIFModelFixed(PyLoihiProcessModel):
         self.u = np.zeros_like(self.u)
 
 
+class _WindowProduct:
+    """The timing both SpikeProduct models share: every operand's spikes are summed per window
+    (operand i emits window w during steps starts[i] + (w + 1) D + 1 .. + D), and on the last
+    emission sub-step of the deepest operand the window's product is formed."""
+
+    def _window_product(self, dtype) -> np.ndarray | None:
+        """Receive this step's operand spikes; the product of the window just completed, or None."""
+        D, K, m = int(self.D), int(self.windows), int(self.nops)
+        ins = [self.a_in0.recv(), self.a_in1.recv(), self.a_in2.recv()]
+        accs = [self.acc0, self.acc1, self.acc2]
+        for i in range(m):
+            r = self.time_step - int(self.starts[i]) - D - 1
+            if 0 <= r < K * D:
+                accs[i][r // D] += ins[i].astype(dtype)
+        r = self.time_step - int(np.max(self.starts[:m])) - D - 1
+        if not (0 <= r < K * D and r % D == D - 1):
+            return None
+        w = r // D
+        idx = [self.index0, self.index1, self.index2]
+        shp = [self.shape0, self.shape1, self.shape2]
+        x = [accs[i][w][idx[i]].astype(dtype).reshape(tuple(int(s) for s in shp[i])) for i in range(m)]
+        return product(x, "right" if self.right else "left")
+
+
 @implements(proc=SpikeProduct, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("floating_pt")
-class PySpikeProductModelFloat(PyLoihiProcessModel):
+class PySpikeProductModelFloat(_WindowProduct, PyLoihiProcessModel):
     """float64 window counts and products, the reference executor's operation order (exact for
     integer counts: every partial sum is an integer below 2**53)."""
 
@@ -183,21 +207,9 @@ class PySpikeProductModelFloat(PyLoihiProcessModel):
     windows: int = LavaPyType(int, int)
 
     def run_spk(self) -> None:
-        D, K, m = int(self.D), int(self.windows), int(self.nops)
-        ins = [self.a_in0.recv(), self.a_in1.recv(), self.a_in2.recv()]
-        accs = [self.acc0, self.acc1, self.acc2]
-        for i in range(m):
-            r = self.time_step - int(self.starts[i]) - D - 1
-            if 0 <= r < K * D:
-                accs[i][r // D] += ins[i]
+        y = self._window_product(float)
         out = np.zeros(self.s_out.shape, float)
-        r = self.time_step - int(np.max(self.starts[:m])) - D - 1
-        if 0 <= r < K * D and r % D == D - 1:
-            w = r // D
-            idx = [self.index0, self.index1, self.index2]
-            shp = [self.shape0, self.shape1, self.shape2]
-            x = [accs[i][w][idx[i]].reshape(tuple(int(s) for s in shp[i])) for i in range(m)]
-            y = product(x, "right" if self.right else "left")
+        if y is not None:
             s = float(self.scale)
             out = (y * s if s != 1.0 else y).reshape(-1)
         self.s_out.send(out)
@@ -206,7 +218,7 @@ class PySpikeProductModelFloat(PyLoihiProcessModel):
 @implements(proc=SpikeProduct, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("fixed_pt")
-class PySpikeProductModelFixed(PyLoihiProcessModel):
+class PySpikeProductModelFixed(_WindowProduct, PyLoihiProcessModel):
     """int64 window counts and the raw integer product (no scale: `fixed.quantize` folds it into
     the weights of the product's projections), sent as an int32 graded message; equals the
     product path of `fixed.simulate_fixed` bit for bit."""
@@ -232,21 +244,10 @@ class PySpikeProductModelFixed(PyLoihiProcessModel):
     windows: int = LavaPyType(int, int)
 
     def run_spk(self) -> None:
-        D, K, m = int(self.D), int(self.windows), int(self.nops)
-        ins = [self.a_in0.recv(), self.a_in1.recv(), self.a_in2.recv()]
-        accs = [self.acc0, self.acc1, self.acc2]
-        for i in range(m):
-            r = self.time_step - int(self.starts[i]) - D - 1
-            if 0 <= r < K * D:
-                accs[i][r // D] += ins[i].astype(np.int64)
+        y = self._window_product(np.int64)
         out = np.zeros(self.s_out.shape, np.int32)
-        r = self.time_step - int(np.max(self.starts[:m])) - D - 1
-        if 0 <= r < K * D and r % D == D - 1:
-            w = r // D
-            idx = [self.index0, self.index1, self.index2]
-            shp = [self.shape0, self.shape1, self.shape2]
-            x = [accs[i][w][idx[i]].astype(np.int64).reshape(tuple(int(s) for s in shp[i])) for i in range(m)]
-            y = product(x, "right" if self.right else "left").reshape(-1)
+        if y is not None:
+            y = y.reshape(-1)
             if np.abs(y).max(initial=0) >= 2**31:
                 raise OverflowError(f"spike product {y.max()} does not fit an int32 graded message")
             out = y.astype(np.int32)

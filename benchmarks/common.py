@@ -1,0 +1,31 @@
+"""What the benchmark scripts share: round-robin median timing and the aligned text table they print."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+
+def median_times(fns, repeats: int) -> list[float]:
+    """Median wall time of each function; the functions are timed round-robin, so background load
+    on a shared machine hits all of them alike and the ratios stay meaningful."""
+    for fn in fns:
+        fn()  # warm-up
+    ts = [[] for _ in fns]
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            ts[i].append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in ts]
+
+
+def print_table(title: str, rows: list[tuple[str, ...]], left: int = 1) -> None:
+    """`# title, load average L on N cores`, then the rows (first one the header) in columns: the
+    first `left` columns left-aligned, the rest right-aligned."""
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"# {title}, load average {load:.1f} on {os.cpu_count()} cores")
+    w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w[i]) if i < left else c.rjust(w[i]) for i, c in enumerate(r)))
