@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import operator
 
+import contextlib
+import io
+import logging
+
 import torch
 import torch.fx as fx
 import torch.nn as nn
@@ -158,8 +162,16 @@ def from_module_fx(model: nn.Module, example: torch.Tensor, input_kind: str = CU
         raise FrontendError(f"torch.fx.symbolic_trace failed: {msg}", where=type(model).__name__,
                             hint="try the default torch.export front end") from None
     gm = fx.GraphModule(model, graph)
-    with torch.no_grad():
-        ShapeProp(gm).propagate(example)
+    try:  # ShapeProp prints the traceback of a failing node itself: keep it for --debug only
+        with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()) as printed:
+            ShapeProp(gm).propagate(example)
+    except Exception as e:
+        logging.getLogger(__name__).debug("%s", printed.getvalue())
+        cause = e.__cause__ or e
+        msg = str(cause).strip().splitlines()[0][:200] if str(cause).strip() else cause.__class__.__name__
+        raise FrontendError(f"the model does not run on a per-sample input of shape {tuple(example.shape[1:])} "
+                            f"({cause.__class__.__name__}: {msg})", where=type(model).__name__,
+                            hint="check --input-shape (per sample, without the batch axis)") from None
     _reset_neurons(model)
     conv = FxConverter(gm, input_kind=input_kind, root=model)
     for n in gm.graph.nodes:

@@ -16,7 +16,6 @@ import importlib
 import importlib.util
 import json
 import os
-import pickle
 import zipfile
 from dataclasses import dataclass
 
@@ -24,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from snncc.errors import FrontendError, LoadError
+from snncc.frontend.safe_load import load_checkpoint, load_program
 from snncc.ir.graph import Graph
 from snncc.ir.ops import CURRENT
 
@@ -109,15 +109,28 @@ def load_factory(spec: str, kwargs: dict | None = None) -> nn.Module:
             module = importlib.import_module(mod_part)
     except LoadError:
         raise
+    except SystemExit as e:
+        raise LoadError(f"importing the model definition called sys.exit({e.code!r})", where=mod_part) from None
     except Exception as e:
-        raise LoadError(f"cannot import model definition ({e.__class__.__name__}: {e})", where=mod_part) from None
+        raise LoadError(f"cannot import model definition ({e.__class__.__name__}: {_first_line(e)})",
+                        where=mod_part) from None
     fn = getattr(module, fn_name, None)
     if fn is None:
         raise LoadError(f"no factory named {fn_name!r}", where=mod_part)
+    if not callable(fn):
+        raise LoadError(f"{fn_name} is a {type(fn).__name__}, not a factory", where=mod_part)
     try:
-        return fn(**(kwargs or {}))
-    except TypeError as e:
-        raise LoadError(f"factory call failed: {e}", where=spec, hint="check --factory-kwargs") from None
+        model = fn(**(kwargs or {}))
+    except SystemExit as e:
+        raise LoadError(f"factory called sys.exit({e.code!r})", where=spec,
+                        hint="a factory must return an nn.Module") from None
+    except Exception as e:  # the user's own code: report what it raised, in one line
+        raise LoadError(f"factory raised {e.__class__.__name__}: {_first_line(e)}", where=spec,
+                        hint="check --factory-kwargs") from None
+    if not isinstance(model, nn.Module):
+        raise LoadError(f"factory returned a {type(model).__name__}, not a torch.nn.Module", where=spec,
+                        hint="the factory must build and return the model")
+    return model
 
 
 def parse_kwargs(text: str | None) -> dict:
@@ -161,27 +174,12 @@ def load(path: str, model_def: str | None = None, factory_kwargs: dict | None = 
                             where=path)
         return LoadedModel(None, None, g.inputs[0].shape, g.T, path, nir=g)
     if path.endswith(".pt2") and model_def is None:
-        try:
-            ep = torch.export.load(path)
-        except Exception as e:
-            raise LoadError(f"not a readable torch.export program ({e.__class__.__name__}: {_first_line(e)})",
-                            where=path) from None
+        ep = load_program(path, trust_pickle)
         shape = _program_input_shape(ep, path)
         if input_shape is not None and tuple(input_shape) != shape:
             raise LoadError(f"--input-shape {input_shape} differs from the program's input {shape}", where=path)
         return LoadedModel(None, ep, shape, 1, path)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
-    except pickle.UnpicklingError as e:
-        msg = _first_line(e)
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
-            raise LoadError("file holds pickled objects, not just tensors", where=path,
-                            hint="if it is a whole pickled module you trust, pass --trust-pickle; "
-                                 "better: save a state_dict and pass --model-def") from None
-        raise LoadError(f"corrupt or truncated checkpoint ({msg})", where=path) from None
-    except Exception as e:  # a corrupt pickle stream can raise almost anything (TypeError, KeyError, ...)
-        raise LoadError(f"corrupt or truncated checkpoint ({e.__class__.__name__}: {_first_line(e)})",
-                        where=path) from None
+    obj = load_checkpoint(path, trust_pickle)
     if isinstance(obj, nn.Module):
         model, T = _unwrap(obj)
     elif isinstance(obj, dict):
@@ -237,6 +235,11 @@ def trace(loaded: LoadedModel, frontend: str = "auto", input_kind: str = CURRENT
         g = from_exported(loaded.program, input_kind=input_kind, source=loaded.source)
         g.T = loaded.T
     else:
+        from snncc.resources import require, tensor_bytes
+
+        require(tensor_bytes((batch,) + tuple(loaded.input_shape), 4) * 4,
+                f"tracing on an example input of shape {tuple(loaded.input_shape)}", where="--input-shape",
+                hint="check the per-sample input shape")
         example = torch.zeros((batch,) + tuple(loaded.input_shape))
         stateful = any(getattr(m, "stateful", False) for m in loaded.module.modules())
         if frontend == "export" or (frontend == "auto" and not stateful):

@@ -1,0 +1,139 @@
+"""Reading model files that may come from anyone, without running code from them.
+
+Owns `load_program` (a `torch.export` `.pt2` archive) and `load_checkpoint` (a `torch.save`
+file). Without `--trust-pickle` no pickle is ever unpickled except by torch's weights-only
+unpickler, which rebuilds tensors and plain containers and refuses every other global:
+
+- a checkpoint is read with `torch.load(weights_only=True)`;
+- a `.pt2` archive holds pickles of its own (sample inputs, pickled weights or constants, custom
+  and opaque objects). `torch.export.load` retries a failed weights-only load with
+  `weights_only=False` (`torch/_export/serde/serialize.py`, `deserialize_torch_artifact`) and
+  unpickles custom/opaque constants with the full unpickler (`torch/export/pt2_archive/_package.py`).
+  While snncc loads an archive, those entry points are replaced by weights-only ones that refuse
+  anything else, and the refusal names the archive member that held the pickle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import pickle
+import zipfile
+import zlib
+
+import torch
+
+from snncc.errors import LoadError
+
+_PICKLE_HINT = ("if it is a whole pickled module you trust, pass --trust-pickle; "
+                "better: save a state_dict and pass --model-def")
+
+
+class _Refused(Exception):
+    """A pickle inside an archive that the weights-only unpickler rejects."""
+
+    def __init__(self, data: bytes, why: str):
+        super().__init__(why)
+        self.data = data
+        self.why = why
+
+
+def _as_bytes(f) -> bytes:
+    if isinstance(f, (bytes, bytearray)):
+        return bytes(f)
+    if isinstance(f, io.BytesIO):
+        return f.getvalue()
+    pos = f.tell()
+    f.seek(0)
+    data = f.read()
+    f.seek(pos)
+    return data
+
+
+def _why(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    for ln in lines:
+        if "Unsupported global" in ln or "GLOBAL" in ln or "not an allowed global" in ln:
+            return ln[:160]
+    for i, ln in enumerate(lines):  # torch's weights-only failure: the reason follows this marker
+        if "WeightsUnpickler error:" in ln:
+            rest = ln.split("WeightsUnpickler error:", 1)[1].strip() or (lines[i + 1] if i + 1 < len(lines) else "")
+            return rest[:160]
+    return f"{e.__class__.__name__}: {lines[0][:160]}" if lines else e.__class__.__name__
+
+
+@contextlib.contextmanager
+def _weights_only_pickles():
+    """Within this block every pickle torch.export touches goes through the weights-only unpickler."""
+    real_load = torch.load
+
+    def load(f, *args, **kwargs):
+        kwargs["weights_only"] = True
+        try:
+            return real_load(f, *args, **kwargs)
+        except Exception as e:
+            raise _Refused(_as_bytes(f), _why(e)) from None
+
+    def refuse_raw(data, *args, **kwargs):
+        raise _Refused(bytes(data), "custom or opaque Python object (needs the full unpickler)")
+
+    saved = [(torch, "load", torch.load), (torch.serialization, "load", torch.serialization.load),
+             (pickle, "loads", pickle.loads), (torch._C, "_pickle_load_obj", getattr(torch._C, "_pickle_load_obj", None))]
+    torch.load = load
+    torch.serialization.load = load
+    pickle.loads = refuse_raw
+    torch._C._pickle_load_obj = refuse_raw
+    try:
+        yield
+    finally:
+        for mod, name, value in saved:
+            if value is None:
+                with contextlib.suppress(AttributeError):
+                    delattr(mod, name)
+            else:
+                setattr(mod, name, value)
+
+
+def _member_holding(path: str, data: bytes) -> str:
+    """The archive member whose bytes are `data` (found by size and CRC), for the error line."""
+    crc = zlib.crc32(data)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if info.file_size == len(data) and info.CRC == crc:
+                    return info.filename
+    except (OSError, zipfile.BadZipFile):
+        pass
+    return "an inner pickle"
+
+
+def load_program(path: str, trust_pickle: bool = False):
+    """`torch.export.load(path)` with no code run from the archive's pickles (unless trusted)."""
+    try:
+        with contextlib.nullcontext() if trust_pickle else _weights_only_pickles():
+            return torch.export.load(path)
+    except _Refused as r:
+        member = _member_holding(path, r.data)
+        raise LoadError(f"archive member {member} holds a pickle that is not plain tensors ({r.why}); "
+                        f"snncc never unpickles it", where=path,
+                        hint="re-export the program with torch.export.save from trusted code") from None
+    except Exception as e:
+        raise LoadError(f"not a readable torch.export program ({e.__class__.__name__}: {_first_line(e)})",
+                        where=path) from None
+
+
+def load_checkpoint(path: str, trust_pickle: bool = False):
+    """`torch.load` of a checkpoint: weights-only unless the user trusts the file."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+    except Exception as e:  # a corrupt stream raises almost anything (UnpicklingError, EOFError, KeyError, ...)
+        why = _why(e)
+        if not trust_pickle and ("Unsupported global" in why or "GLOBAL" in why or "allowed global" in why):
+            raise LoadError("file holds pickled objects, not just tensors", where=path, hint=_PICKLE_HINT) from None
+        raise LoadError(f"not a readable checkpoint (corrupt, truncated or not a torch.save file: {why})",
+                        where=path, hint="pass a state_dict saved with torch.save, a .pt2, .onnx or .nir file") from None
+
+
+def _first_line(e: BaseException) -> str:
+    s = str(e).strip()
+    return s.splitlines()[0][:200] if s else e.__class__.__name__
