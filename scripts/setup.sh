@@ -14,6 +14,14 @@ exec 2> >(grep -v "^WARNING: Location 'file://" >&2)
 # torch first, pinned: a bare 'torch' requirement can pull a multi-GB CUDA build.
 $PIP install torch==2.13.0
 $PIP install -r requirements-dev.txt
+# sinabs without its declared `samna` (a placeholder on PyPI that downloads code from elsewhere when
+# imported); its real dependencies are pinned in requirements-dev.txt. A samna left by an older
+# set-up is removed, so the real-samna code path stays behind its import check.
+$PIP install --no-deps sinabs==3.1.3
+if .venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('samna') is None)"; then
+  echo "[setup] removing the samna placeholder (never imported here)"
+  $PIP uninstall -y samna
+fi
 $PIP install --no-deps -e .
 # Chip backends are separate packages; one with an install.sh needs more than pip (lava-nc).
 for b in backends/speck backends/lava; do
