@@ -8,6 +8,9 @@ Layout: `manifest.json`, `ir.json` + `ir.npz` (deployed normal form), `traced.js
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import fcntl
 import hashlib
 import json
 import os
@@ -19,7 +22,7 @@ import numpy as np
 import torch
 
 import snncc
-from snncc.errors import LoadError
+from snncc.errors import ArtefactError, LoadError, SnnccError
 from snncc.ir import serialize
 from snncc.ir.graph import Graph
 
@@ -38,39 +41,172 @@ def versions(extra: dict | None = None) -> dict:
     return v
 
 
-def write(out: str, files: dict[str, bytes], manifest: dict) -> None:
-    """Write `files` (relative name -> bytes) plus a manifest into folder `out`, atomically."""
+def write(out: str, files: dict[str, bytes], manifest: dict, protect: tuple[str, ...] = ()) -> None:
+    """Write `files` (relative name -> bytes) plus a manifest into folder `out`, atomically.
+
+    `out` may not exist yet, be an empty folder, or be an earlier snncc artefact (a manifest that
+    lists every file in it): only then is it replaced. Anything else is refused, so snncc never
+    deletes what it did not write; nor does it replace a folder holding one of `protect` (the input
+    model). Concurrent writers of one `out` take turns (a lock on the parent folder): the result is
+    one complete artefact. A killed writer leaves a hidden `.snncc-tmp-<pid>-*` folder, never a
+    partial `out`; the next write into the same parent removes it once that process is gone.
+    """
     out = os.path.abspath(out)
     parent = os.path.dirname(out)
-    os.makedirs(parent, exist_ok=True)
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise LoadError("exists and is not a folder", where=out, hint="choose another -o")
-    tmp = tempfile.mkdtemp(prefix=".snncc-tmp-", dir=parent)
+    check_writable(out, protect)
     try:
-        entries = {}
-        for name in sorted(files):
-            path = os.path.join(tmp, name)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "wb") as f:
-                f.write(files[name])
-            entries[name] = {"sha256": sha256(files[name]), "bytes": len(files[name])}
-        doc = dict(manifest)
-        doc["schema"] = SCHEMA
-        doc["files"] = entries
-        with open(os.path.join(tmp, MANIFEST), "w") as f:
-            json.dump(doc, f, indent=1, sort_keys=True)
-            f.write("\n")
-        if os.path.exists(out):
-            old = tempfile.mkdtemp(prefix=".snncc-old-", dir=parent)
-            os.rmdir(old)
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
+        os.makedirs(parent, exist_ok=True)
+        with _locked(parent):
+            _refuse_unless_replaceable(out)
+            _remove_stale_tmp(parent)
+            tmp = tempfile.mkdtemp(prefix=f"{_TMP}{os.getpid()}-", dir=parent)
+            try:
+                _fill(tmp, files, manifest)
+                if os.path.isdir(out):
+                    _swap(tmp, out)  # tmp now holds the old artefact
+                    shutil.rmtree(tmp)
+                else:
+                    os.replace(tmp, out)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+    except OSError as e:
+        raise ArtefactError(f"cannot write the artefact ({e.strerror or e.__class__.__name__}"
+                            f"{': ' + e.filename if isinstance(e.filename, str) and e.filename != out else ''})",
+                            where=out, hint="choose a writable -o") from None
+
+
+_TMP = ".snncc-tmp-"
+
+
+def check_writable(out: str, protect: tuple[str, ...] = ()) -> None:
+    """Refuse now (before any work) an `out` that `write` would refuse: one holding a `protect`
+    path, an existing file, or a folder that is not a replaceable snncc artefact."""
+    out = os.path.abspath(out)
+    for p in protect:
+        if p and _inside(os.path.abspath(p), out):
+            raise ArtefactError("this folder holds the input model; snncc would replace it", where=out,
+                                hint="choose an -o that does not contain the model file")
+    _refuse_unless_replaceable(out)
+
+
+def _inside(path: str, folder: str) -> bool:
+    try:
+        return os.path.commonpath([path, folder]) == folder
+    except ValueError:
+        return False
+
+
+def _refuse_unless_replaceable(out: str) -> None:
+    if not os.path.lexists(out):
+        return
+    if os.path.islink(out) or not os.path.isdir(out):
+        raise ArtefactError("exists and is not a folder", where=out, hint="choose another -o")
+    entries = _tree(out)
+    if not entries:
+        return
+    try:
+        listed = set(read_manifest(out).get("files") or {}) | {MANIFEST}
+    except SnnccError:
+        raise ArtefactError("folder exists and is not an snncc artefact; snncc never deletes files it did not "
+                            "write", where=out, hint="choose a new -o, or empty the folder yourself") from None
+    extra = sorted(e for e in entries if e not in listed)
+    if extra:
+        raise ArtefactError(f"artefact folder holds files snncc did not write ({', '.join(extra[:3])}"
+                            f"{', ...' if len(extra) > 3 else ''}); it is not replaced", where=out,
+                            hint="move those files out, or choose a new -o")
+
+
+def _tree(folder: str) -> list[str]:
+    """Every file and empty folder below `folder`, as relative paths (links count as files)."""
+    out = []
+    for root, dirs, names in os.walk(folder):
+        rel = os.path.relpath(root, folder)
+        for d in list(dirs):
+            if os.path.islink(os.path.join(root, d)):
+                dirs.remove(d)
+                names.append(d)
+        for n in names:
+            out.append(os.path.normpath(os.path.join(rel, n)))
+        if not names and not dirs and rel != ".":
+            out.append(rel + os.sep)
+    return out
+
+
+def _fill(tmp: str, files: dict[str, bytes], manifest: dict) -> None:
+    entries = {}
+    for name in sorted(files):
+        path = os.path.join(tmp, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(files[name])
+        entries[name] = {"sha256": sha256(files[name]), "bytes": len(files[name])}
+    doc = dict(manifest)
+    doc["schema"] = SCHEMA
+    doc["files"] = entries
+    with open(os.path.join(tmp, MANIFEST), "w") as f:
+        json.dump(doc, f, indent=1, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
+def _locked(folder: str):
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _swap(a: str, b: str) -> None:
+    """Exchange two folders atomically (Linux renameat2 RENAME_EXCHANGE); two renames elsewhere."""
+    libc = _libc()
+    if libc is not None:
+        AT_FDCWD, RENAME_EXCHANGE = -100, 2
+        if libc.renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0:
+            return
+    side = a + ".old"
+    os.replace(b, side)
+    os.replace(a, b)
+    os.replace(side, a)
+
+
+def _libc():
+    try:
+        lib = ctypes.CDLL(None, use_errno=True)
+        lib.renameat2  # glibc >= 2.28
+        return lib
+    except (OSError, AttributeError):
+        return None
+
+
+def _remove_stale_tmp(parent: str) -> None:
+    """Remove `.snncc-tmp-<pid>-*` folders of writers that no longer run (killed mid-write)."""
+    for name in os.listdir(parent):
+        if not name.startswith(_TMP):
+            continue
+        pid = name[len(_TMP):].split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        stale = os.path.join(parent, name)
+        if os.path.isdir(stale) and not os.path.islink(stale):
+            shutil.rmtree(stale, ignore_errors=True)
         else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            with contextlib.suppress(OSError):
+                os.remove(stale)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def write_text(path: str, text: str) -> None:
@@ -80,26 +216,63 @@ def write_text(path: str, text: str) -> None:
 
 def read_manifest(out: str) -> dict:
     path = os.path.join(out, MANIFEST)
+    if not os.path.isdir(out):
+        raise LoadError("not an snncc artefact folder" if os.path.exists(out) else "folder not found", where=out,
+                        hint="pass the folder written by snncc compile -o")
     if not os.path.isfile(path):
         raise LoadError("not an snncc artefact (no manifest.json)", where=out, hint="compile a model with snncc compile")
     try:
-        with open(path) as f:
-            doc = json.load(f)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise LoadError(f"manifest is not valid JSON ({e})", where=path) from None
+        with open(path, "rb") as f:
+            doc = json.loads(f.read())
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise LoadError(f"manifest is not valid JSON ({e.__class__.__name__})", where=path,
+                        hint="recompile the model") from None
+    except OSError as e:
+        raise LoadError(f"cannot read ({e.strerror})", where=path) from None
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
         raise LoadError(f"artefact schema {doc.get('schema') if isinstance(doc, dict) else '?'}, this snncc reads {SCHEMA}",
                         where=path, hint="recompile with this snncc")
+    _check_manifest(doc, path)
     return doc
+
+
+def _check_manifest(doc: dict, path: str) -> None:
+    """The manifest's own schema: every field snncc reads has the type it expects."""
+    def bad(field, what):
+        raise LoadError(f"field {field!r} {what}", where=path, hint="recompile the model")
+
+    files = doc.get("files")
+    if not isinstance(files, dict):
+        bad("files", "must be an object of file name -> {sha256, bytes}")
+    for name, e in files.items():
+        if (not isinstance(e, dict) or not isinstance(e.get("sha256"), str) or len(e["sha256"]) != 64
+                or not isinstance(e.get("bytes"), int) or isinstance(e.get("bytes"), bool) or e["bytes"] < 0):
+            bad(f"files.{name}", "must be an object {sha256: 64 hex digits, bytes: integer}")
+        if os.path.isabs(name) or ".." in name.split("/") or name == MANIFEST or "\\" in name:
+            bad(f"files.{name}", "must be a relative path inside the artefact")
+    for field, kind in (("target", str), ("input_kind", str)):
+        if field in doc and not isinstance(doc[field], kind):
+            bad(field, f"must be a {kind.__name__}")
+    if "input_shape" in doc:
+        shp = doc["input_shape"]
+        if not (isinstance(shp, list) and shp and all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                                                      for v in shp)):
+            bad("input_shape", "must be a list of positive integers")
+    if "T" in doc and not (isinstance(doc["T"], int) and not isinstance(doc["T"], bool) and doc["T"] >= 1):
+        bad("T", "must be a positive integer")
 
 
 def read_file(out: str, name: str, manifest: dict | None = None) -> bytes:
     manifest = manifest or read_manifest(out)
     entry = manifest.get("files", {}).get(name)
     if entry is None:
-        raise LoadError(f"artefact has no {name}", where=out)
+        raise LoadError(f"artefact has no {name}", where=out, hint="recompile the model")
     path = os.path.join(out, name)
     try:
+        size = os.path.getsize(path)
+        if size != entry["bytes"]:
+            raise LoadError(f"size {size} differs from the manifest's {entry['bytes']} (file changed or corrupt)",
+                            where=path, hint="recompile the model")
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
@@ -112,20 +285,33 @@ def read_file(out: str, name: str, manifest: dict | None = None) -> bytes:
 
 def read_graph(out: str, stem: str = "ir") -> Graph:
     m = read_manifest(out)
-    return serialize.loads(read_file(out, f"{stem}.json", m), read_file(out, f"{stem}.npz", m),
-                           source=os.path.join(out, f"{stem}.json"))
+    source = os.path.join(out, f"{stem}.json")
+    g = serialize.loads(read_file(out, f"{stem}.json", m), read_file(out, f"{stem}.npz", m), source=source)
+    if "input_shape" in m and list(g.inputs[0].shape) != m["input_shape"]:
+        raise LoadError(f"graph input shape {g.inputs[0].shape} disagrees with the manifest's input_shape "
+                        f"{tuple(m['input_shape'])}", where=source, hint="recompile the model")
+    if "T" in m and g.T != m["T"]:
+        raise LoadError(f"graph T = {g.T} disagrees with the manifest's T = {m['T']}", where=source,
+                        hint="recompile the model")
+    return g
 
 
 def write_bytes(path: str, data: bytes) -> None:
     """Write one binary file atomically (temporary file in the same folder, then rename)."""
     path = os.path.abspath(path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".snncc-tmp-", dir=os.path.dirname(path))
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+        if os.path.isdir(path):
+            raise ArtefactError("is a folder, expected a file name", where=path, hint="name a file to write")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f"{_TMP}{os.getpid()}-", dir=os.path.dirname(path))
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+    except OSError as e:
+        raise ArtefactError(f"cannot write ({e.strerror or e.__class__.__name__})", where=path,
+                            hint="choose a writable path") from None

@@ -29,13 +29,16 @@ class CompileResult:
     manifest: dict
     timings: dict[str, float] = field(default_factory=dict)
     explain: str = ""
+    source: str = ""  # the model file compiled (an artefact folder may not replace it)
 
     @property
     def dumps(self) -> dict[str, str]:
         return self.pipeline.dumps
 
-    def write(self, out: str) -> None:
-        artifact.write(out, self.files, self.manifest)
+    def write(self, out: str, protect: tuple[str, ...] = ()) -> None:
+        """Write the artefact folder (see `artifact.write`: never replaces a folder that is not an
+        snncc artefact, nor one holding a `protect` path such as the input model)."""
+        artifact.write(out, self.files, self.manifest, protect=protect or (self.source,))
 
     def summary(self) -> str:
         st = static_stats(self.deployed)
@@ -96,7 +99,8 @@ def compile_model(loaded: LoadedModel, target: str = "sim", input_kind: str = "c
         "versions": artifact.versions(getattr(tgt, "versions", lambda: {})()),
     }
     res = CompileResult(target, traced, deployed, run, files, manifest,
-                        {"trace": t1 - t0, "passes": t2 - t1, "emit": t3 - t2, "total": t3 - t0}, explain)
+                        {"trace": t1 - t0, "passes": t2 - t1, "emit": t3 - t2, "total": t3 - t0}, explain,
+                        loaded.source)
     files["report.md"] = report_markdown(res).encode()
     return res
 

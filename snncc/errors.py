@@ -40,6 +40,10 @@ class LoadError(SnnccError):
     """A model or artefact file that cannot be read."""
 
 
+class ArtefactError(SnnccError):
+    """An artefact folder or output file that cannot be written (or may not be replaced)."""
+
+
 class PassError(SnnccError):
     """A pass whose precondition does not hold."""
 
