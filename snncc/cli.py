@@ -1,7 +1,8 @@
 """The `snncc` command line: compile, inspect, verify, simulate, estimate, targets.
 
 Every user-facing failure is one line on stderr (what, where, what to do) and exit code 2
-(1 for a verification mismatch); `--debug` shows the traceback instead.
+(1 for a verification mismatch, 3 for an internal error, i.e. a bug); `--debug` also prints the
+traceback and keeps the exit code.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import logging
 import os
 import sys
 import time
+import traceback
+import warnings
 
 import numpy as np
 import torch
@@ -21,8 +24,37 @@ from snncc import artifact
 from snncc.errors import LoadError, PassError, SnnccError, TargetError
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with snncc's one-line errors (exit 2) instead of a usage block."""
+
+    def error(self, message: str):  # type: ignore[override]
+        print(f"snncc: error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        sys.exit(2)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _add_global_args(p: argparse.ArgumentParser, top: bool) -> None:
+    """-v and --debug, accepted before and after the subcommand."""
+    default = False if top else argparse.SUPPRESS
+    p.add_argument("--debug", action="store_true", default=default,
+                   help="show the traceback of an error (the exit code stays the same)")
+    p.add_argument("-v", "--verbose", action="store_true", default=default,
+                   help="log what every pass changes, and progress")
+
+
 def _add_load_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model-def", help="file.py:factory or package.module:factory building the model (state_dict checkpoints)")
+    p.add_argument("--model-def", help="file.py:factory or package.module:factory building the model (state_dict "
+                                       "checkpoints). This imports and runs that Python file or module: use only "
+                                       "code you trust")
     p.add_argument("--factory-kwargs", help="JSON object of keyword arguments for the factory")
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow loading a pickled whole module (runs code from the file: only for files you trust)")
@@ -34,18 +66,28 @@ def _add_load_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="snncc", description="Compile SFA-trained spiking networks to neuromorphic targets.")
+    ap = _Parser(prog="snncc", description="Compile SFA-trained spiking networks to neuromorphic targets.")
     ap.add_argument("--version", action="version", version=f"snncc {snncc.__version__}")
-    ap.add_argument("--debug", action="store_true", help="show tracebacks")
-    ap.add_argument("-v", "--verbose", action="store_true", help="log what every pass changes")
-    sub = ap.add_subparsers(dest="cmd", required=True)
+    _add_global_args(ap, top=True)
+    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    _sub_add = sub.add_parser
+
+    def add_parser(name, **kw):
+        p = _sub_add(name, **kw)
+        _add_global_args(p, top=False)
+        return p
+
+    sub.add_parser = add_parser  # type: ignore[method-assign]
 
     c = sub.add_parser("compile", help="compile a model into an artefact folder")
     c.add_argument("model", help=".pt2 torch.export program, state_dict checkpoint, .onnx model, .nir graph, or "
                                  "(with --trust-pickle) pickled module")
     _add_load_args(c)
     c.add_argument("--target", default="sim", help="target name (see `snncc targets`)")
-    c.add_argument("-o", "--out", required=True, help="artefact folder to write")
+    c.add_argument("-o", "--out", required=True,
+                   help="artefact folder to write: a new or empty folder, or an earlier snncc artefact (replaced "
+                        "only if it holds nothing but the files its manifest lists); any other existing folder, "
+                        "or one that contains the model file, is refused, never deleted")
     c.add_argument("--dump-after", action="append", default=[], metavar="PASS",
                    help="print the graph listing after PASS (repeatable)")
     c.add_argument("--allow-macs", action="store_true",
@@ -64,28 +106,31 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("model")
     v.add_argument("out", help="artefact folder compiled from MODEL")
     _add_load_args(v)
-    v.add_argument("--samples", type=int, default=16)
-    v.add_argument("--data", help=".npz with an array x of inputs (default: seeded random inputs)")
-    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--samples", type=_positive_int, default=16, help="number of input samples (default 16)")
+    v.add_argument("--data", help=".npz with an array x (or x_test) of inputs and optional labels y (or y_test), "
+                                     "or an .npy array (default: seeded random inputs)")
+    v.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
 
     sm = sub.add_parser("simulate", help="simulate a compiled artefact with the T x D synchronous simulator")
     sm.add_argument("out", help="artefact folder")
     sm.add_argument("--schedule", choices=["exact", "streaming", "both"], default="both")
     sm.add_argument("--backend", default="snncc",
                     help="snncc (our simulators) or a target with its own simulator, e.g. lava (Loihi in Lava)")
-    sm.add_argument("--samples", type=int, default=16)
-    sm.add_argument("--data", help=".npz with an array x of inputs (default: seeded random inputs)")
-    sm.add_argument("--seed", type=int, default=0)
+    sm.add_argument("--samples", type=_positive_int, default=16, help="number of input samples (default 16)")
+    sm.add_argument("--data", help=".npz with an array x (or x_test) of inputs and optional labels y (or y_test), "
+                                     "or an .npy array (default: seeded random inputs)")
+    sm.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
 
     es = sub.add_parser("estimate", help="energy, latency and bandwidth of a compiled artefact")
     es.add_argument("out", help="artefact folder")
     es.add_argument("--profile", default="45nm", help="45nm, loihi, speck, or a profile JSON file")
-    es.add_argument("--samples", type=int, default=16)
-    es.add_argument("--data", help=".npz with an array x of inputs (default: seeded random inputs)")
-    es.add_argument("--seed", type=int, default=0)
+    es.add_argument("--samples", type=_positive_int, default=16, help="number of input samples (default 16)")
+    es.add_argument("--data", help=".npz with an array x (or x_test) of inputs and optional labels y (or y_test), "
+                                     "or an .npy array (default: seeded random inputs)")
+    es.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
     es.add_argument("--rate", type=float, help="input samples per second, for average power")
     es.add_argument("--markdown", help="also write the report as Markdown to this file")
-    es.add_argument("--batch-size", type=int, help="samples per executor batch (default: all at once)")
+    es.add_argument("--batch-size", type=_positive_int, help="samples per executor batch (default: all at once)")
     es.add_argument("--progress", action="store_true", help="show a progress bar over the batches")
     es.add_argument("--report", metavar="DIR", help="write DIR/report.md + report.html with plots")
     es.add_argument("--layer", help="population whose spike maps the report shows (default: first conv map)")
@@ -118,12 +163,16 @@ def cmd_compile(args) -> int:
     for name in args.dump_after:  # fail fast, before loading anything
         if name not in DEPLOY:
             raise PassError(f"--dump-after {name}: no such pass in this pipeline", hint=f"passes: {', '.join(DEPLOY)}")
-    get_target(args.target)
+    from snncc.targets import check_options
+
+    tgt = get_target(args.target)
+    options = check_options(tgt, _target_options(args.target_option))
+    artifact.check_writable(args.out, protect=(args.model,))
     loaded = _load(args)
     try:
         res = compile_model(loaded, target=args.target, input_kind=args.input_kind, frontend=args.frontend,
-                            dump_after=tuple(args.dump_after), allow_macs=args.allow_macs, progress=_progress,
-                            target_options=_target_options(args.target_option))
+                            dump_after=tuple(args.dump_after), allow_macs=args.allow_macs,
+                            progress=_progress if _show_progress(args) else None, target_options=options)
     except TargetError as e:
         if args.explain and getattr(e, "explain", ""):
             print(e.explain)
@@ -133,7 +182,7 @@ def cmd_compile(args) -> int:
         print(text, end="")
     if args.explain:
         print(res.explain)
-    res.write(args.out)
+    res.write(args.out, protect=(args.model,))
     print(res.summary())
     print(f"wrote {args.out}")
     return 0
@@ -154,6 +203,11 @@ def _target_options(items: list[str]) -> dict:
 
 def _progress(msg: str) -> None:
     print(f"[snncc] {msg}", file=sys.stderr, flush=True)
+
+
+def _show_progress(args) -> bool:
+    """Progress lines go to a terminal, or anywhere with -v; a script sees only results and errors."""
+    return bool(getattr(args, "verbose", False)) or sys.stderr.isatty()
 
 
 def cmd_inspect(args) -> int:
@@ -177,18 +231,13 @@ def cmd_inspect(args) -> int:
 
 
 def _inputs(args, graph) -> torch.Tensor:
-    shape = graph.inputs[0].shape
-    if args.data:
-        try:
-            with np.load(args.data, allow_pickle=False) as d:
-                return torch.as_tensor(d["x"][: args.samples], dtype=torch.float64)
-        except (OSError, KeyError, ValueError) as e:
-            raise LoadError(f"cannot read inputs ({e.__class__.__name__}: {e})", where=args.data,
-                            hint="pass an .npz holding an array named x") from None
-    gen = torch.Generator().manual_seed(args.seed)
-    if graph.inputs[0].kind == "spike":
-        return torch.randint(0, 3, (args.samples,) + shape, generator=gen).double()
-    return torch.randn((args.samples,) + shape, generator=gen, dtype=torch.float64) * 2
+    """--data, or seeded random inputs (the seed is printed, so a run can be repeated)."""
+    from snncc.estimate.data import inputs
+
+    x, _ = inputs(graph, args.data, args.samples, args.seed)
+    if not args.data:
+        print(f"inputs: {len(x)} random samples, seed {args.seed}")
+    return x
 
 
 def cmd_simulate(args) -> int:
@@ -227,13 +276,18 @@ def cmd_estimate(args) -> int:
 
     from snncc.estimate.data import InputBatches
 
+    Ds = _parse_Ds(args.sweep_D) if args.sweep_D is not None else None  # every problem before the run
     g = artifact.read_graph(args.out, "ir")
+    if Ds:
+        artifact.read_graph(args.out, "traced")
     batches = InputBatches(g, args.data, args.samples, args.batch_size, args.seed)
+    if not args.data:
+        print(f"inputs: {batches.samples} random samples, seed {args.seed}")
     est = Estimator(g, profile=args.profile)
     est.run(batches, progress=args.progress, total=len(batches))
     rep = est.report(rate=args.rate)
     print(rep.table())
-    sweep = _sweep_D(args, g, batches) if args.sweep_D else None
+    sweep = _sweep_D(args, g, batches, Ds) if Ds else None
     if args.markdown:
         artifact.write_text(args.markdown, rep.to_markdown() + ("\n## comparison of D\n\n" + sweep.to_markdown() if sweep else ""))
         print(f"wrote {args.markdown}")
@@ -246,6 +300,8 @@ def cmd_estimate(args) -> int:
 
 
 def _parse_Ds(text: str) -> list[int]:
+    from snncc.ir.ops import MAX_D
+
     try:
         Ds = sorted({int(v) for v in text.split(",") if v.strip()})
     except ValueError:
@@ -254,22 +310,25 @@ def _parse_Ds(text: str) -> list[int]:
     if not Ds or Ds[0] < 1:
         raise SnnccError(f"window lengths must be positive integers, got {text!r}", where="--sweep-D",
                          hint="e.g. --sweep-D 1,2,4,8")
+    if Ds[-1] > MAX_D:
+        raise SnnccError(f"window length {Ds[-1]} is above snncc's bound D <= {MAX_D}", where="--sweep-D",
+                         hint="e.g. --sweep-D 1,2,4,8")
     return Ds
 
 
-def _sweep_D(args, deployed, batches):
+def _sweep_D(args, deployed, batches, Ds):
     """`estimate --sweep-D`: the traced graph at each D (passes.set_window), deployed (MACs allowed:
     this is analysis, the artefact itself was already checked), on the same inputs."""
     from snncc.estimate.report import sweep_D
     from snncc.passes.manager import run_pipeline
     from snncc.passes.set_window import set_window
 
-    Ds = _parse_Ds(args.sweep_D)
     D0 = deployed.neurons()[0].attrs["D"]
     traced = artifact.read_graph(args.out, "traced")
     graphs = {}
     for D in sorted(set(Ds) | {D0}):
-        print(f"deploying at D={D}", file=sys.stderr)
+        if _show_progress(args):
+            print(f"deploying at D={D}", file=sys.stderr)
         graphs[D] = deployed if D == D0 else run_pipeline(
             set_window(traced, D).graph, "deploy", options={"check_spike_driven": {"allow_macs": True}}).graph
     x = torch.cat(list(batches))
@@ -287,20 +346,7 @@ def cmd_verify(args) -> int:
     traced = artifact.read_graph(args.out, "traced")
     deployed = artifact.read_graph(args.out, "ir")
     folded = run_pipeline(traced, "fold").graph
-    shape = traced.inputs[0].shape
-    if args.data:
-        try:
-            with np.load(args.data, allow_pickle=False) as d:
-                x = torch.as_tensor(d["x"][: args.samples], dtype=torch.float64)
-        except (OSError, KeyError, ValueError) as e:
-            raise LoadError(f"cannot read inputs ({e.__class__.__name__}: {e})", where=args.data,
-                            hint="pass an .npz holding an array named x") from None
-    else:
-        gen = torch.Generator().manual_seed(args.seed)
-        if traced.inputs[0].kind == "spike":
-            x = torch.randint(0, 3, (args.samples,) + shape, generator=gen).double()
-        else:
-            x = torch.randn((args.samples,) + shape, generator=gen, dtype=torch.float64) * 2
+    x = _inputs(args, traced)
     rep = compare(loaded.eager, {"traced": traced, "folded": folded, "deployed": deployed}, x)
     print(rep.table())
     if not rep.ok:
@@ -338,21 +384,47 @@ COMMANDS = {"compile": cmd_compile, "inspect": cmd_inspect, "verify": cmd_verify
 COMMANDS["export-nir"] = cmd_export_nir
 
 
+def _quiet_libraries() -> None:
+    """Without --debug, torch's own logging and warnings (export retries, deprecations) stay out
+    of the way: a failure is reported once, in snncc's line."""
+    for name in ("torch", "torch._dynamo", "torch.export", "torch._export", "torch.fx", "onnx", "onnxruntime"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    warnings.filterwarnings("ignore", module=r"(torch|onnx|onnxruntime|nir|nirtorch|sinabs|lava)(\.|$)")
+
+
+INTERNAL_ERROR = 3
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
+    if not args.debug:
+        _quiet_libraries()
     torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
     try:
         return COMMANDS[args.cmd](args)
     except SnnccError as e:
         if args.debug:
-            raise
+            traceback.print_exc()
         print(f"snncc: error: {e.one_line()}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("snncc: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        if args.debug:
+            traceback.print_exc()
+        print("snncc: error: out of memory (use fewer --samples or a smaller input; see `snncc estimate "
+              "--batch-size`)", file=sys.stderr)
+        return 2
+    except Exception as e:  # a bug in snncc: one line for the user, the traceback with --debug
+        if args.debug:
+            traceback.print_exc()
+        msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        print(f"snncc: internal error: {e.__class__.__name__}: {msg} (a bug in snncc: rerun with --debug for "
+              f"the traceback and report it)", file=sys.stderr)
+        return INTERNAL_ERROR
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Compilation targets, found through the `snncc.targets` entry-point group.
 
-A target object has `name`, `description`, `check(graph) -> list[str]` (every rule the deployed
-graph violates; empty when it fits) and `emit(graph, options) -> dict[str, bytes]` (extra
-artefact files). The core ships `sim` (snncc's own simulators); chip targets are separate
+A target object has `name`, `description`, `options` (option name -> meaning; `check_options`
+refuses any other key), optionally `validate_options(options) -> options`, `check(graph) ->
+list[str]` (every rule the deployed graph violates; empty when it fits) and `emit(graph,
+options) -> dict[str, bytes]` (extra artefact files). The core ships `sim` (snncc's own simulators); chip targets are separate
 packages under `backends/`, so the core never imports a chip SDK.
 """
 
@@ -19,12 +20,27 @@ GROUP = "snncc.targets"
 class SimTarget:
     name = "sim"
     description = "snncc reference simulators (no chip limits)"
+    options: dict[str, str] = {}
 
     def check(self, graph: Graph) -> list[str]:
         return []
 
     def emit(self, graph: Graph, options: dict) -> dict[str, bytes]:
         return {}
+
+
+def check_options(target, options: dict) -> dict:
+    """Refuse option keys the target does not declare (`target.options`: name -> meaning), so a
+    mistyped `--target-option` is an error, not silently ignored."""
+    known = dict(getattr(target, "options", None) or {})
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise TargetError(f"unknown option(s) {', '.join(unknown)} for target {target.name}",
+                          where="--target-option",
+                          hint=f"known: {', '.join(f'{k} ({v})' for k, v in known.items())}" if known
+                          else f"target {target.name} takes no options")
+    validate = getattr(target, "validate_options", None)
+    return validate(dict(options)) if validate else dict(options)
 
 
 def available() -> dict[str, object]:

@@ -16,7 +16,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from snncc.errors import IRError
-from snncc.ir.ops import OPS, REQUIRED, RuleError, normalize_attr
+from snncc.ir.ops import MAX_T, OPS, REQUIRED, RuleError, normalize_attr
 
 
 _FINITE: set[int] = set()  # ids of immutable parameter arrays already checked finite
@@ -245,6 +245,10 @@ class Graph:
             n.shape = tuple(int(s) for s in spec.shape_rule([m.shape for m in ins], n.attrs, n.params))
         except RuleError as e:
             raise IRError(f"{n.op}: {e}", where=f"node {n.name}") from None
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError, ZeroDivisionError) as e:
+            # attribute values of the wrong type (a corrupt artefact, a hand-built node)
+            raise IRError(f"{n.op}: malformed attributes or parameters ({e.__class__.__name__}: {e})",
+                          where=f"node {n.name}") from None
 
     def verify(self) -> "Graph":
         """Check the whole graph: well-formed, well-typed, one output, finite parameters, stored
@@ -262,8 +266,8 @@ class Graph:
         _ = self.output
         if not self.inputs:
             raise IRError("graph has no input node")
-        if self.T < 1:
-            raise IRError(f"T must be >= 1, got {self.T}", where="graph")
+        if not 1 <= self.T <= MAX_T:
+            raise IRError(f"T must be in 1..{MAX_T}, got {self.T}", where="graph")
         return self
 
     def neurons(self) -> list[Node]:

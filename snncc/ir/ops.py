@@ -224,10 +224,21 @@ def spike_product_shape(shapes, attrs, params):
     return out
 
 
+# Sane bounds that keep a corrupt or hostile artefact from hanging a simulator (T x D sub-steps):
+# SFA uses D = 4 or 8 and T up to a few tens; Speck's membranes are 16-bit.
+MAX_D = 256
+MAX_T = 4096
+
+
 def fire_shape(shapes, attrs, params):
     (x,) = shapes
-    if not (isinstance(attrs["D"], int) and attrs["D"] > 0):
-        raise RuleError(f"D must be a positive integer, got {attrs['D']!r}")
+    if not (isinstance(attrs["D"], int) and not isinstance(attrs["D"], bool) and 0 < attrs["D"] <= MAX_D):
+        raise RuleError(f"D must be an integer in 1..{MAX_D}, got {attrs['D']!r}")
+    for k in ("theta", "beta", "norm"):
+        if isinstance(attrs[k], bool) or not isinstance(attrs[k], (int, float)):
+            raise RuleError(f"{k} must be a number, got {attrs[k]!r}")
+    if not isinstance(attrs["stateful"], bool):
+        raise RuleError(f"stateful must be true or false, got {attrs['stateful']!r}")
     if not 0 < attrs["theta"] < math.inf:
         raise RuleError(f"threshold theta must be > 0, got {attrs['theta']!r}")
     if not 0 < attrs["norm"] < math.inf:
@@ -363,6 +374,6 @@ def fmt_value(v) -> str:
     return _fmt(v)
 
 
-__all__ = ["OPS", "OpSpec", "SPIKE", "CURRENT", "KINDS", "REQUIRED", "RuleError", "ROUNDING_MODES", "spec",
+__all__ = ["OPS", "OpSpec", "SPIKE", "CURRENT", "KINDS", "REQUIRED", "RuleError", "ROUNDING_MODES", "MAX_D", "MAX_T", "spec",
            "normalize_attr", "tuple_n", "summarize", "fmt_value"]
 

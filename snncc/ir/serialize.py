@@ -15,7 +15,7 @@ import zipfile
 
 import numpy as np
 
-from snncc.errors import LoadError
+from snncc.errors import IRError, LoadError
 from snncc.ir.graph import Graph, Node
 
 FORMAT = "snncc-ir"
@@ -80,18 +80,22 @@ def dumps(graph: Graph) -> tuple[bytes, bytes]:
 def loads(doc: bytes, npz: bytes, source: str = "<memory>") -> Graph:
     try:
         data = json.loads(doc)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise LoadError(f"not a JSON document ({e.__class__.__name__}: {e})", where=source) from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise LoadError(f"not a JSON document ({e.__class__.__name__})", where=source) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise LoadError(f"not an {FORMAT} graph (field 'format')", where=source)
     if data.get("version") != VERSION:
         raise LoadError(f"graph schema version {data.get('version')!r}, this snncc reads version {VERSION}",
                         where=source, hint="recompile the model with this snncc")
+    _check_schema(data, source)
     try:
         arrays = np.load(io.BytesIO(npz), allow_pickle=False)
         params_of = {k: arrays[k] for k in arrays.files}
     except Exception as e:  # zipfile/numpy raise many types for corrupt files
         raise LoadError(f"parameter archive unreadable ({e.__class__.__name__}: {e})", where=source) from None
+    for key, arr in params_of.items():
+        if arr.dtype.kind not in "biuf":
+            raise LoadError(f"parameter {key!r} holds {arr.dtype} values, expected numbers", where=source)
     try:
         nodes = []
         for nd in data["nodes"]:
@@ -103,7 +107,42 @@ def loads(doc: bytes, npz: bytes, source: str = "<memory>") -> Graph:
             nodes.append(Node(nd["name"], nd["op"], nd["inputs"], nd["attrs"], params, tuple(nd["shape"]),
                               nd["kind"]))
         g = Graph(nodes, T=data.get("T", 1), meta=data.get("meta", {}))
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
         raise LoadError(f"malformed graph document ({e.__class__.__name__}: {e})", where=source) from None
-    g.verify()
+    except IRError as e:
+        raise LoadError(f"invalid graph ({e.one_line()})", where=source, hint="recompile the model") from None
+    try:
+        g.verify()
+    except IRError as e:
+        raise LoadError(f"invalid graph ({e.one_line()})", where=source, hint="recompile the model") from None
     return g
+
+
+_NODE_FIELDS = {"name": str, "op": str, "inputs": list, "attrs": dict, "params": dict, "shape": list, "kind": str}
+
+
+def _check_schema(data: dict, source: str) -> None:
+    """Field types of the graph document, checked before anything is built from it."""
+    def bad(field, what):
+        raise LoadError(f"field {field} {what}", where=source, hint="recompile the model")
+
+    T = data.get("T", 1)
+    if isinstance(T, bool) or not isinstance(T, int):
+        bad("T", f"must be an integer, got {type(T).__name__}")
+    if not isinstance(data.get("meta", {}), dict):
+        bad("meta", "must be an object")
+    nodes = data.get("nodes")
+    if not isinstance(nodes, list) or not nodes:
+        bad("nodes", "must be a non-empty list")
+    for i, nd in enumerate(nodes):
+        if not isinstance(nd, dict):
+            bad(f"nodes[{i}]", "must be an object")
+        for k, kind in _NODE_FIELDS.items():
+            if not isinstance(nd.get(k), kind):
+                bad(f"nodes[{i}].{k}", f"must be a {'JSON ' + kind.__name__ if kind is not str else 'string'}")
+        if not all(isinstance(v, str) for v in nd["inputs"]):
+            bad(f"nodes[{i}].inputs", "must list node names")
+        if not all(isinstance(v, str) for v in nd["params"].values()):
+            bad(f"nodes[{i}].params", "must map parameter names to archive keys")
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in nd["shape"]):
+            bad(f"nodes[{i}].shape", "must list non-negative integers")

@@ -26,7 +26,7 @@ from snncc_lava import compat, describe, network
 
 EMIT_MODES = ("burst", "graded")
 PRECISIONS = ("float", "fixed")
-OPTIONS = ("emit", "precision", "netx")
+OPTIONS = {"emit": "burst | graded", "precision": "float | fixed", "netx": "true | false: also write lava/network.net"}
 
 
 def _check_options(options: dict | None) -> dict:
@@ -56,6 +56,13 @@ class LoihiTarget:
     description = ("Loihi 2 through Lava 0.10.0 (floating_pt / fixed_pt simulation): WindowBurstIF neurons, "
                    "Sparse/DelaySparse synapses, SpikeProduct (attention), host encoding currents or spike "
                    "input; netx HDF5 export")
+
+    options = OPTIONS
+
+    def validate_options(self, options: dict) -> dict:
+        options = _check_options(options)
+        _emit_mode(options)
+        return options
 
     def check(self, graph: Graph) -> list[str]:
         return network.unsupported(graph)

@@ -40,7 +40,16 @@ class Chip:
 
 
 @lru_cache(maxsize=None)
+def chip_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("snncc_speck").joinpath("chips").iterdir()
+                  if p.name.endswith(".json"))
+
+
 def load_chip(name: str = "speck") -> Chip:
+    if name not in chip_names():
+        from snncc.errors import TargetError
+
+        raise TargetError(f"unknown chip {name!r}", where="speck option chip", hint=f"one of {', '.join(chip_names())}")
     text = resources.files("snncc_speck").joinpath("chips", f"{name}.json").read_text()
     d = json.loads(text)
     cores = tuple(Core(**c) for c in d["cores"])

@@ -112,9 +112,29 @@ def layer_table(low: Lowered) -> str:
     return _table(rows)
 
 
+OPTIONS = {"readout_threshold": "float > 0, threshold of the readout layer (default 1.0)",
+           "scale_policy": "max | pow2", "chip": "chip data file name (default speck)",
+           "samna": "true | false: also write samna_config.txt (needs a real samna)"}
+
+
 class SpeckTarget:
     name = "speck"
     description = "SynSense Speck through sinabs 3.1.3 (9 conv cores, 8-bit weights, 16-bit membranes)"
+    options = OPTIONS
+
+    def validate_options(self, options: dict) -> dict:
+        t = options.get("readout_threshold", 1.0)
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < float("inf"):
+            raise TargetError(f"readout_threshold must be a number > 0, got {t!r}",
+                              where="speck option readout_threshold")
+        if options.get("scale_policy", "max") not in ("max", "pow2"):
+            raise TargetError(f"unknown scale_policy {options['scale_policy']!r}", where="speck option scale_policy",
+                              hint="one of max, pow2")
+        if not isinstance(options.get("samna", False), bool):
+            raise TargetError(f"samna must be true or false, got {options['samna']!r}", where="speck option samna")
+        if "chip" in options:
+            load_chip(str(options["chip"]))
+        return options
 
     def check(self, graph: Graph) -> list[str]:
         return analyse(graph).problems
