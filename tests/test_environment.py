@@ -1,0 +1,24 @@
+"""The environment the README's set-up builds (issue 12): SynSense's `samna` is not installed (the
+PyPI package is a placeholder that pip-installs code from a third-party index when imported), while
+sinabs and the pinned NIR packages it really needs are; the real-samna code path of the Speck
+backend stays behind its import check."""
+
+import importlib.util
+from importlib.metadata import version
+
+
+def test_samna_placeholder_is_not_installed():
+    assert importlib.util.find_spec("samna") is None
+
+
+def test_sinabs_and_its_real_dependencies_are_pinned_versions():
+    import sinabs  # noqa: F401  (imports without samna)
+
+    assert version("sinabs") == "3.1.3"
+    assert version("nir") == "1.0.4" and version("nirtorch") == "2.0.2"
+
+
+def test_speck_backend_guards_the_real_samna_path():
+    from snncc_speck.config import samna_available
+
+    assert samna_available() is False

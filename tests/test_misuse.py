@@ -1,0 +1,340 @@
+"""Misuse suite (issue 12): every case runs through the installed `snncc` console script, the way a
+user runs it, and must end with exit code 2 (or the stated code) and exactly one stderr line
+`snncc: error: ...` naming what, where and what to do: no traceback, no torch log noise, no
+'internal error', no marker file from a malicious pickle, no partial output folder."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+
+from nets import ConvChain, randomize_bn
+
+EXE = os.path.join(os.path.dirname(sys.executable), "snncc")
+NETS = os.path.join(os.path.dirname(__file__), "nets.py")
+
+
+class Evil:
+    """Unpickling this runs `touch MARKER`: the payload of a malicious checkpoint."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _evil_bytes(marker) -> bytes:
+    buf = io.BytesIO()
+    torch.save((Evil(marker),), buf)
+    return buf.getvalue()
+
+
+def _rewrite_zip(src, dst, replace: dict):
+    with zipfile.ZipFile(src) as zi, zipfile.ZipFile(dst, "w") as zo:
+        for info in zi.infolist():
+            data = zi.read(info.filename)
+            for suffix, new in replace.items():
+                if info.filename.endswith(suffix):
+                    data = new(data) if callable(new) else new
+            zo.writestr(info, data)
+
+
+def _rehash(art):
+    man = json.load(open(os.path.join(art, "manifest.json")))
+    for name in man["files"]:
+        blob = open(os.path.join(art, name), "rb").read()
+        man["files"][name] = {"sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}
+    json.dump(man, open(os.path.join(art, "manifest.json"), "w"))
+
+
+def _mutated_artefact(base, dst, edit):
+    shutil.copytree(base, dst)
+    edit(dst)
+    return dst
+
+
+DEFS = '''
+import sys
+import torch.nn as nn
+sys.path.insert(0, {tests!r})
+from nets import ConvChain
+from snncc.nn import SFANeuron
+
+def raises(**kw):
+    raise ValueError("boom")
+
+def nonmodule(**kw):
+    return 3
+
+def exits(**kw):
+    sys.exit(3)
+
+def chain(**kw):
+    return ConvChain(**kw)
+
+def sfa(D=4, width=4, rounding="half_even"):
+    return nn.Sequential(nn.Conv2d(2, width, 3, padding=1), SFANeuron(D, rounding=rounding), nn.Flatten(),
+                         nn.Linear(width * 64, 3))
+'''
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    t = tmp_path_factory.mktemp("misuse")
+    torch.manual_seed(0)
+    m = randomize_bn(ConvChain())
+    torch.save(m.state_dict(), t / "conv.pt")
+    torch.export.save(torch.export.export(m, (torch.zeros(2, 2, 8, 8),)), t / "conv.pt2")
+    (t / "defs.py").write_text(DEFS.format(tests=os.path.dirname(__file__)))
+    (t / "random.pt").write_bytes(bytes(range(256)) * 8)
+    marker = t / "MARKER"
+    # a .pt2 whose inner sample-input pickle runs code (torch.export.load falls back to weights_only=False)
+    _rewrite_zip(t / "conv.pt2", t / "evil_inputs.pt2", {"data/sample_inputs/model.pt": _evil_bytes(marker)})
+
+    def pickled_weight(cfg):  # and one whose weight config says "pickled" and whose weight runs code
+        doc = json.loads(cfg)
+        doc["config"][next(iter(doc["config"]))]["use_pickle"] = True
+        return json.dumps(doc).encode()
+    first = json.loads(zipfile.ZipFile(t / "conv.pt2").read("conv/data/weights/model_weights_config.json"))
+    path = next(iter(first["config"].values()))["path_name"]
+    _rewrite_zip(t / "conv.pt2", t / "evil_weight.pt2", {"model_weights_config.json": pickled_weight,
+                                                           f"data/weights/{path}": _evil_bytes(marker)})
+    with open(t / "evil_module.pt", "wb") as f:  # a pickled whole "module" that runs code
+        f.write(_evil_bytes(marker))
+    assert subprocess.run([EXE, "compile", str(t / "conv.pt2"), "-o", str(t / "art")],
+                          capture_output=True).returncode == 0
+    np.savez(t / "empty.npz", x=np.zeros((0, 2, 8, 8)))
+    nan = np.zeros((3, 2, 8, 8))
+    nan[1, 0, 2, 2] = np.nan
+    np.savez(t / "nan.npz", x=nan)
+    np.savez(t / "nox.npz", inputs=np.zeros((3, 2, 8, 8)))
+    np.savez(t / "wrong.npz", x=np.zeros((3, 3, 8, 8)))
+    np.save(t / "strings.npy", np.array(["a", "b"]))
+    (t / "user").mkdir()
+    (t / "user" / "notes.txt").write_text("mine")
+    shutil.copytree(t / "art", t / "art_plus")
+    (t / "art_plus" / "mine.txt").write_text("mine")
+    (t / "afile").write_text("a file")
+    (t / "model_dir").mkdir()
+    shutil.copy(t / "conv.pt2", t / "model_dir" / "conv.pt2")
+
+    def set_graph(art, fn):
+        doc = json.load(open(os.path.join(art, "ir.json")))
+        fn(doc)
+        json.dump(doc, open(os.path.join(art, "ir.json"), "w"))
+        _rehash(art)
+
+    def fire_node(doc):
+        return next(n for n in doc["nodes"] if n["op"] == "fire")
+
+    arts = {
+        "attrs_list": lambda a: set_graph(a, lambda d: fire_node(d).__setitem__("attrs", [1, 2])),
+        "huge_D": lambda a: set_graph(a, lambda d: fire_node(d)["attrs"].__setitem__("D", 10 ** 9)),
+        "huge_T": lambda a: set_graph(a, lambda d: d.__setitem__("T", 10 ** 9)),
+        "str_T": lambda a: set_graph(a, lambda d: d.__setitem__("T", "many")),
+        "deep_json": lambda a: (open(os.path.join(a, "ir.json"), "w").write("[" * 100000 + "]" * 100000),
+                                _rehash(a)),
+    }
+
+    def manifest(fn):
+        def edit(a):
+            man = json.load(open(os.path.join(a, "manifest.json")))
+            fn(man)
+            json.dump(man, open(os.path.join(a, "manifest.json"), "w"))
+        return edit
+
+    arts.update({
+        "files_list": manifest(lambda m: m.__setitem__("files", list(m["files"]))),
+        "entry_str": manifest(lambda m: m["files"].__setitem__("ir.json", "abc")),
+        "shape_disagrees": manifest(lambda m: m.__setitem__("input_shape", [3, 8, 8])),
+        "escape_path": manifest(lambda m: m["files"].__setitem__("../../etc/passwd", m["files"]["ir.json"])),
+    })
+    for name, edit in arts.items():
+        _mutated_artefact(t / "art", t / f"bad_{name}", edit)
+    return t
+
+
+# (argv, exit code, text the one error line must contain). {t} is the fixture folder.
+CASES = {
+    # code execution from model files
+    "pt2_evil_sample_inputs": (["compile", "{t}/evil_inputs.pt2", "-o", "{t}/o"], 2,
+                               "archive member conv/data/sample_inputs/model.pt holds a pickle"),
+    "pt2_evil_weight": (["compile", "{t}/evil_weight.pt2", "-o", "{t}/o"], 2, "holds a pickle that is not plain tensors"),
+    "inspect_evil": (["inspect", "{t}/evil_inputs.pt2"], 2, "snncc never unpickles it"),
+    "verify_evil": (["verify", "{t}/evil_inputs.pt2", "{t}/art"], 2, "snncc never unpickles it"),
+    "pickled_module": (["compile", "{t}/evil_module.pt", "--input-shape", "2,8,8", "-o", "{t}/o"], 2,
+                       "holds pickled objects, not just tensors"),
+    "random_bytes_pt": (["compile", "{t}/random.pt", "--model-def", "{t}/defs.py:chain", "--input-shape", "2,8,8",
+                         "-o", "{t}/o"], 2, "not a readable checkpoint"),
+    # factories
+    "factory_raises": (["compile", "{t}/conv.pt", "--model-def", "{t}/defs.py:raises", "--input-shape", "2,8,8",
+                        "-o", "{t}/o"], 2, "factory raised ValueError: boom"),
+    "factory_nonmodule": (["compile", "{t}/conv.pt", "--model-def", "{t}/defs.py:nonmodule", "--input-shape",
+                           "2,8,8", "-o", "{t}/o"], 2, "factory returned a int, not a torch.nn.Module"),
+    "factory_exits": (["compile", "{t}/conv.pt", "--model-def", "{t}/defs.py:exits", "--input-shape", "2,8,8",
+                       "-o", "{t}/o"], 2, "factory called sys.exit(3)"),
+    "factory_D0": (["compile", "{t}/conv.pt", "--model-def", "{t}/defs.py:sfa", "--factory-kwargs", '{{"D": 0}}',
+                    "--input-shape", "2,8,8", "-o", "{t}/o"], 2, "factory raised ValueError: D must be positive"),
+    "factory_negative_width": (["compile", "{t}/conv.pt", "--model-def", "{t}/defs.py:sfa", "--factory-kwargs",
+                                '{{"width": -3}}', "--input-shape", "2,8,8", "-o", "{t}/o"], 2, "factory raised"),
+    "factory_rounding": (["compile", "{t}/conv.pt", "--model-def", "{t}/defs.py:sfa", "--factory-kwargs",
+                          '{{"rounding": "sideways"}}', "--input-shape", "2,8,8", "-o", "{t}/o"], 2,
+                         "rounding must be one of"),
+    "factory_kwargs_not_json": (["compile", "{t}/conv.pt", "--model-def", "{t}/defs.py:chain", "--factory-kwargs",
+                                 "{{D: 4", "--input-shape", "2,8,8", "-o", "{t}/o"], 2, "--factory-kwargs is not JSON"),
+    # input shapes
+    "input_shape_wrong": (["compile", "{t}/conv.pt", "--model-def", "{t}/defs.py:chain", "--input-shape", "3,8,8",
+                           "-o", "{t}/o"], 2, "does not run on a per-sample input of shape (3, 8, 8)"),
+    "input_shape_huge": (["compile", "{t}/conv.pt", "--model-def", "{t}/defs.py:chain", "--input-shape",
+                          "1x100000x100000", "-o", "{t}/o"], 2, "needs at least"),
+    "input_shape_text": (["compile", "{t}/conv.pt", "--model-def", "{t}/defs.py:chain", "--input-shape", "two",
+                          "-o", "{t}/o"], 2, "--input-shape must be comma-separated integers"),
+    "input_shape_pt2": (["compile", "{t}/conv.pt2", "--input-shape", "3,8,8", "-o", "{t}/o"], 2,
+                        "differs from the program's input"),
+    # output folders: never delete what snncc did not write
+    "out_user_folder": (["compile", "{t}/conv.pt2", "-o", "{t}/user"], 2, "is not an snncc artefact"),
+    "out_artefact_plus_user_file": (["compile", "{t}/conv.pt2", "-o", "{t}/art_plus"], 2,
+                                    "holds files snncc did not write (mine.txt)"),
+    "out_holds_model": (["compile", "{t}/model_dir/conv.pt2", "-o", "{t}/model_dir"], 2,
+                        "this folder holds the input model"),
+    "out_cwd": (["compile", "conv.pt2", "-o", "."], 2, "this folder holds the input model"),
+    "out_is_file": (["compile", "{t}/conv.pt2", "-o", "{t}/afile"], 2, "exists and is not a folder"),
+    "out_read_only": (["compile", "{t}/conv.pt2", "-o", "/proc/snncc-out"], 2, "cannot write the artefact"),
+    # samples and data
+    "samples_zero": (["verify", "{t}/conv.pt2", "{t}/art", "--samples", "0"], 2, "--samples: expected a positive integer"),
+    "samples_negative": (["simulate", "{t}/art", "--samples", "-4"], 2, "--samples: expected a positive integer"),
+    "samples_huge": (["simulate", "{t}/art", "--samples", "1000000000"], 2, "needs at least"),
+    "estimate_samples_zero": (["estimate", "{t}/art", "--samples", "0"], 2, "expected a positive integer"),
+    "data_empty": (["simulate", "{t}/art", "--data", "{t}/empty.npz"], 2, "holds no samples"),
+    "data_nan": (["verify", "{t}/conv.pt2", "{t}/art", "--data", "{t}/nan.npz"], 2, "sample 1 holds NaN or Inf"),
+    "data_nan_estimate": (["estimate", "{t}/art", "--data", "{t}/nan.npz"], 2, "sample 1 holds NaN or Inf"),
+    "data_no_x": (["simulate", "{t}/art", "--data", "{t}/nox.npz"], 2, "no input array (fields: inputs)"),
+    "data_wrong_shape": (["simulate", "{t}/art", "--data", "{t}/wrong.npz"], 2, "do not match the model's per-sample"),
+    "data_strings": (["simulate", "{t}/art", "--data", "{t}/strings.npy"], 2, "expected numbers"),
+    "data_missing": (["estimate", "{t}/art", "--data", "{t}/none.npz"], 2, "file not found"),
+    # sweep-D, checked before the estimate runs
+    "sweep_empty": (["estimate", "{t}/art", "--sweep-D", ""], 2, "--sweep-D: window lengths must be positive"),
+    "sweep_zero": (["estimate", "{t}/art", "--sweep-D", "0,2"], 2, "window lengths must be positive"),
+    "sweep_text": (["estimate", "{t}/art", "--sweep-D", "four"], 2, "cannot read window lengths"),
+    "sweep_huge": (["estimate", "{t}/art", "--sweep-D", "2,100000"], 2, "above snncc's bound"),
+    # target options, for every target
+    "option_sim": (["compile", "{t}/conv.pt2", "-o", "{t}/o", "--target-option", "precison=fixed"], 2,
+                   "unknown option(s) precison for target sim"),
+    "option_loihi": (["compile", "{t}/conv.pt2", "--target", "loihi", "-o", "{t}/o", "--target-option", "bogus=1"], 2,
+                     "unknown option(s) bogus for target loihi"),
+    "option_speck": (["compile", "{t}/conv.pt2", "--target", "speck", "-o", "{t}/o", "--target-option", "bogus=1"], 2,
+                     "unknown option(s) bogus for target speck"),
+    "option_value": (["compile", "{t}/conv.pt2", "--target", "loihi", "-o", "{t}/o", "--target-option",
+                      "precision=double"], 2, "unknown precision 'double'"),
+    "option_chip_path": (["compile", "{t}/conv.pt2", "--target", "speck", "-o", "{t}/o", "--target-option",
+                          "chip=../../etc/passwd"], 2, "unknown chip"),
+    "option_no_equals": (["compile", "{t}/conv.pt2", "-o", "{t}/o", "--target-option", "fixed"], 2,
+                         "must look like key=value"),
+    # malformed artefacts (re-hashed, so the parser itself must cope)
+    "art_attrs_list": (["simulate", "{t}/bad_attrs_list"], 2, "must be a JSON dict"),
+    "art_huge_D": (["simulate", "{t}/bad_huge_D"], 2, "D must be an integer in 1..256"),
+    "art_huge_T": (["simulate", "{t}/bad_huge_T"], 2, "T must be in 1..4096"),
+    "art_str_T": (["inspect", "{t}/bad_str_T"], 2, "field T must be an integer"),
+    "art_deep_json": (["inspect", "{t}/bad_deep_json"], 2, "not a JSON document (RecursionError)"),
+    "art_files_list": (["simulate", "{t}/bad_files_list"], 2, "field 'files' must be an object"),
+    "art_entry_str": (["inspect", "{t}/bad_entry_str"], 2, "field 'files.ir.json' must be an object"),
+    "art_shape_disagrees": (["simulate", "{t}/bad_shape_disagrees"], 2, "disagrees with the manifest's input_shape"),
+    "art_escape_path": (["inspect", "{t}/bad_escape_path"], 2, "must be a relative path inside the artefact"),
+    "art_missing": (["simulate", "{t}/nothing"], 2, "folder not found"),
+    "art_not_folder": (["estimate", "{t}/conv.pt2"], 2, "not an snncc artefact folder"),
+    # other misuse
+    "unknown_target": (["compile", "{t}/conv.pt2", "--target", "tpu", "-o", "{t}/o"], 2, "unknown target 'tpu'"),
+    "unknown_flag": (["compile", "{t}/conv.pt2", "-o", "{t}/o", "--fast"], 2, "unrecognized arguments: --fast"),
+    "missing_model": (["compile", "{t}/nope.pt2", "-o", "{t}/o"], 2, "file not found"),
+}
+
+
+def _run(argv, cwd):
+    return subprocess.run([EXE] + argv, capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def results(env):
+    """All cases at once, two at a time (each is a fresh process importing torch)."""
+    def one(item):
+        name, (argv, _, _) = item
+        return name, _run([a.format(t=env) for a in argv], cwd=env)
+    with ThreadPoolExecutor(2) as pool:
+        return dict(pool.map(one, CASES.items()))
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_misuse_is_one_line(env, results, name):
+    _, code, text = CASES[name]
+    p = results[name]
+    err = p.stderr.strip().splitlines()
+    assert p.returncode == code, (name, p.stderr)
+    assert len(err) == 1 and err[0].startswith("snncc: error: "), (name, p.stderr)
+    assert text in err[0], (name, err[0])
+    assert "Traceback" not in p.stderr and "internal error" not in p.stderr
+    assert not (env / "MARKER").exists(), "a pickle ran code"
+    assert not (env / "o").exists(), "a failed compile left an output folder"
+    assert not [f for f in os.listdir(env) if f.startswith(".snncc-tmp-")], "temporary files left behind"
+
+
+def test_folders_that_were_refused_are_untouched(env, results):
+    assert (env / "user" / "notes.txt").read_text() == "mine"
+    assert (env / "art_plus" / "mine.txt").read_text() == "mine"
+    assert os.path.isfile(env / "model_dir" / "conv.pt2") and os.path.isfile(env / "conv.pt2")
+    assert (env / "afile").read_text() == "a file"
+
+
+def test_trusted_pickle_does_run(env, tmp_path):
+    """--trust-pickle really is the switch: the same file runs its code when trusted."""
+    marker = tmp_path / "TRUSTED"
+    with open(tmp_path / "evil.pt", "wb") as f:
+        f.write(_evil_bytes(marker))
+    p = _run(["compile", str(tmp_path / "evil.pt"), "--trust-pickle", "--input-shape", "2,8,8", "-o",
+              str(tmp_path / "o")], cwd=tmp_path)
+    assert marker.exists() and p.returncode == 2 and "holds a tuple" in p.stderr
+
+
+def test_flags_after_the_subcommand_and_debug_exit_code(env, tmp_path):
+    out = tmp_path / "a"
+    p = _run(["compile", str(env / "conv.pt2"), "-o", str(out), "-v"], cwd=tmp_path)
+    assert p.returncode == 0 and "[snncc] tracing" in p.stderr and "fold_batchnorm" in p.stderr
+    p = _run(["compile", str(env / "nope.pt2"), "-o", str(out), "--debug"], cwd=tmp_path)
+    assert p.returncode == 2 and "Traceback" in p.stderr and p.stderr.strip().endswith("file not found")
+
+
+def test_replacing_an_artefact_and_an_empty_folder(env, tmp_path):
+    out = tmp_path / "a"
+    out.mkdir()  # an empty folder is fine
+    assert _run(["compile", str(env / "conv.pt2"), "-o", str(out)], cwd=tmp_path).returncode == 0
+    first = sorted(os.listdir(out))
+    p = _run(["compile", str(env / "conv.pt2"), "-o", str(out)], cwd=tmp_path)  # an snncc artefact: replaced
+    assert p.returncode == 0 and sorted(os.listdir(out)) == first
+    assert sorted(os.listdir(tmp_path)) == ["a"]
+
+
+def test_data_as_npy_and_shipped_test_split(env, tmp_path):
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(3, 2, 8, 8)))
+    p = _run(["simulate", str(env / "art"), "--data", str(tmp_path / "x.npy"), "--schedule", "exact"], cwd=tmp_path)
+    assert p.returncode == 0 and "exact schedule: 3 samples" in p.stdout, p.stderr
+    np.savez(tmp_path / "split.npz", x_test=np.zeros((2, 2, 8, 8)), y_test=np.array([1, 2]))
+    p = _run(["estimate", str(env / "art"), "--data", str(tmp_path / "split.npz")], cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+
+
+def test_help_says_model_def_runs_code_and_how_o_is_replaced():
+    p = subprocess.run([EXE, "compile", "--help"], capture_output=True, text=True)
+    text = " ".join(p.stdout.split())
+    assert "imports and runs that Python file" in text
+    assert "never deleted" in text and "earlier snncc artefact" in text
