@@ -21,7 +21,8 @@ import torch
 
 import snncc
 from snncc import artifact
-from snncc.errors import LoadError, PassError, SnnccError, TargetError
+from snncc.errors import PassError, SnnccError, TargetError
+from snncc.frontend.loader import parse_kwargs, parse_shape
 
 
 class _Parser(argparse.ArgumentParser):
@@ -93,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--allow-macs", action="store_true",
                    help="deploy non-spike-driven layers beyond the encoding layer")
     c.add_argument("--explain", action="store_true", help="print the target's full compatibility report")
+    c.add_argument("--timesteps", type=_positive_int,
+                   help="training timesteps T of a single-step event model (warns when it replaces the model's own T)")
     c.add_argument("--target-option", action="append", default=[], metavar="KEY=VALUE",
                    help="target-specific option (repeatable), e.g. scale_policy=pow2 for speck, emit=graded for loihi")
 
@@ -148,7 +151,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load(args):
     from snncc.frontend import load
-    from snncc.frontend.loader import parse_kwargs, parse_shape
 
     return load(args.model if hasattr(args, "model") else args.path, model_def=args.model_def,
                 factory_kwargs=parse_kwargs(args.factory_kwargs), trust_pickle=args.trust_pickle,
@@ -156,34 +158,32 @@ def _load(args):
 
 
 def cmd_compile(args) -> int:
-    from snncc.compiler import compile_model
+    from snncc.api import compile as compile_api
     from snncc.passes.manager import DEPLOY
-    from snncc.targets import get as get_target
+    from snncc.targets import check_options, get as get_target
 
     for name in args.dump_after:  # fail fast, before loading anything
         if name not in DEPLOY:
             raise PassError(f"--dump-after {name}: no such pass in this pipeline", hint=f"passes: {', '.join(DEPLOY)}")
-    from snncc.targets import check_options
-
-    tgt = get_target(args.target)
-    options = check_options(tgt, _target_options(args.target_option))
+    check_options(get_target(args.target), _target_options(args.target_option))
     artifact.check_writable(args.out, protect=(args.model,))
-    loaded = _load(args)
     try:
-        res = compile_model(loaded, target=args.target, input_kind=args.input_kind, frontend=args.frontend,
-                            dump_after=tuple(args.dump_after), allow_macs=args.allow_macs,
-                            progress=_progress if _show_progress(args) else None, target_options=options)
+        dep = compile_api(args.model, target=args.target, input_kind=args.input_kind, input_shape=parse_shape(args.input_shape),
+                          model_def=args.model_def, factory_kwargs=parse_kwargs(args.factory_kwargs),
+                          trust_pickle=args.trust_pickle, frontend=args.frontend, allow_macs=args.allow_macs,
+                          target_options=_target_options(args.target_option), dump_after=tuple(args.dump_after),
+                          timesteps=args.timesteps, progress=_progress if _show_progress(args) else None)
     except TargetError as e:
         if args.explain and getattr(e, "explain", ""):
             print(e.explain)
         raise
-    for name, text in res.dumps.items():
+    for name, text in dep.dumps.items():
         print(f"--- after {name} ---")
         print(text, end="")
     if args.explain:
-        print(res.explain)
-    res.write(args.out, protect=(args.model,))
-    print(res.summary())
+        print(dep.explain)
+    dep.save(args.out, protect=(args.model,))
+    print(dep.summary)
     print(f"wrote {args.out}")
     return 0
 
@@ -241,25 +241,19 @@ def _inputs(args, graph) -> torch.Tensor:
 
 
 def cmd_simulate(args) -> int:
-    from snncc.sim.reference import run
-    from snncc.sim.sync import compare_streaming, simulate
+    from snncc.api import load
 
-    g = artifact.read_graph(args.out, "ir")
-    x = _inputs(args, g)
-    ref = run(g, x)
+    dep = load(args.out)
+    x = _inputs(args, dep.deployed)
+    ref = dep.reference(x)
     if args.backend != "snncc":
-        from snncc.targets import get as get_target
-
-        tgt = get_target({"lava": "loihi"}.get(args.backend, args.backend))
-        if not hasattr(tgt, "simulate"):
-            raise TargetError(f"target {tgt.name} has no simulator", where="--backend", hint="use --backend snncc")
-        r = tgt.simulate(g, x)
+        r = dep.simulate(x, backend=args.backend)
         same = all(torch.equal(r.counts[k], ref.counts[k]) for k in ref.counts)
         print(f"{args.backend}: {len(x)} samples, spike counts {'==' if same else '!='} reference, "
               f"max |output diff| {float((r.output - ref.output).abs().max()):.3g}")
         return 0 if same else 1
     if args.schedule in ("exact", "both"):
-        r = simulate(g, x, "exact")
+        r = dep.simulate(x, "exact")
         same = all(torch.equal(r.counts[k], ref.counts[k]) for k in ref.counts)
         print(f"exact schedule: {len(x)} samples, latency {r.latency_substeps} sub-steps, "
               f"spike counts {'==' if same else '!='} reference, max |output diff| "
@@ -267,7 +261,7 @@ def cmd_simulate(args) -> int:
         if not same:
             return 1
     if args.schedule in ("streaming", "both"):
-        print(compare_streaming(g, x).table())
+        print(dep.simulate(x, "streaming").table())
     return 0
 
 
@@ -339,38 +333,18 @@ def _sweep_D(args, deployed, batches, Ds):
 
 
 def cmd_verify(args) -> int:
-    from snncc.passes.manager import run_pipeline
-    from snncc.verify import compare
+    from snncc.api import load
 
     loaded = _load(args)
-    traced = artifact.read_graph(args.out, "traced")
-    deployed = artifact.read_graph(args.out, "ir")
-    folded = run_pipeline(traced, "fold").graph
-    x = _inputs(args, traced)
-    eager, precision = _eager64(loaded)
-    rep = compare(eager, {"traced": traced, "folded": folded, "deployed": deployed}, x, eager_precision=precision)
+    dep = load(args.out)
+    x = _inputs(args, dep.traced)
+    rep = dep.verify(x, model=loaded)
     print(rep.table())
     if not rep.ok:
         print(f"snncc: verification failed: {rep.first_divergence} differs from the traced model beyond rounding "
               f"ties", file=sys.stderr)
         return 1
     return 0
-
-
-def _eager64(loaded):
-    """The PyTorch model in float64 when it is a module (a copy; the user's stays float32), else as is."""
-    import copy
-
-    if loaded.module is None:
-        return loaded.eager, "float32"
-    try:
-        m64 = copy.deepcopy(loaded.module).double()
-    except Exception:  # a module that cannot be copied or cast: compare in its own precision
-        return loaded.eager, "float32"
-    from snncc.frontend.loader import LoadedModel
-
-    lm = LoadedModel(m64, None, loaded.input_shape, loaded.T, loaded.source)
-    return lm.eager, "float64"
 
 
 def cmd_targets(args) -> int:
@@ -419,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
     if not args.debug:
         _quiet_libraries()
+    warnings.formatwarning = lambda msg, cat, *a, **k: f"snncc: warning: {msg}\n"
     torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
     try:
         return COMMANDS[args.cmd](args)

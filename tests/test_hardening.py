@@ -210,9 +210,9 @@ def test_nan_checkpoint_is_one_clear_line(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("attrs,msg", [
-    ({"D": 0}, "D must be an integer in 1..256, got 0"),
-    ({"D": 100000}, "D must be an integer in 1..256, got 100000"),
-    ({"D": 2.5}, "D must be an integer in 1..256, got 2.5"),
+    ({"D": 0}, "D must be an integer in 1..32768, got 0"),
+    ({"D": 100000}, "D must be an integer in 1..32768, got 100000"),
+    ({"D": 2.5}, "D must be an integer in 1..32768, got 2.5"),
     ({"D": 4, "theta": 0.0}, "threshold theta must be > 0, got 0.0"),
     ({"D": 4, "theta": float("nan")}, "threshold theta must be > 0, got nan"),
     ({"D": 4, "norm": -1.0}, "Norm must be > 0, got -1.0"),

@@ -61,7 +61,7 @@ def test_unknown_attribute_and_missing_param():
 
 
 def test_bad_fire_attributes():
-    for attrs, msg in [({"D": 0}, r"D must be an integer in 1\.\.256"), ({"D": 2, "theta": 0.0}, "theta must be > 0"),
+    for attrs, msg in [({"D": 0}, r"D must be an integer in 1\.\.32768"), ({"D": 2, "theta": 0.0}, "theta must be > 0"),
                        ({"D": 2, "rounding": "up"}, "rounding must be one of")]:
         g = Graph([Node("x", "input", [], {"shape": (2,)}), Node("f", "fire", ["x"], attrs), Node("o", "output", ["f"])])
         with pytest.raises(IRError, match=msg):

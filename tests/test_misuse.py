@@ -143,6 +143,7 @@ def env(tmp_path_factory):
         "attrs_list": lambda a: set_graph(a, lambda d: fire_node(d).__setitem__("attrs", [1, 2])),
         "huge_D": lambda a: set_graph(a, lambda d: fire_node(d)["attrs"].__setitem__("D", 10 ** 9)),
         "huge_T": lambda a: set_graph(a, lambda d: d.__setitem__("T", 10 ** 9)),
+        "TxD": lambda a: set_graph(a, lambda d: (d.__setitem__("T", 4000), fire_node(d)["attrs"].__setitem__("D", 4000))),
         "str_T": lambda a: set_graph(a, lambda d: d.__setitem__("T", "many")),
         "deep_json": lambda a: (open(os.path.join(a, "ir.json"), "w").write("[" * 100000 + "]" * 100000),
                                 _rehash(a)),
@@ -244,8 +245,9 @@ CASES = {
                          "must look like key=value"),
     # malformed artefacts (re-hashed, so the parser itself must cope)
     "art_attrs_list": (["simulate", "{t}/bad_attrs_list"], 2, "must be a JSON dict"),
-    "art_huge_D": (["simulate", "{t}/bad_huge_D"], 2, "D must be an integer in 1..256"),
+    "art_huge_D": (["simulate", "{t}/bad_huge_D"], 2, "D must be an integer in 1..32768"),
     "art_huge_T": (["simulate", "{t}/bad_huge_T"], 2, "T must be in 1..4096"),
+    "art_TxD": (["simulate", "{t}/bad_TxD"], 2, "T x D = 4000 x 4000 sub-steps is above snncc's bound"),
     "art_str_T": (["inspect", "{t}/bad_str_T"], 2, "field T must be an integer"),
     "art_deep_json": (["inspect", "{t}/bad_deep_json"], 2, "not a JSON document (RecursionError)"),
     "art_files_list": (["simulate", "{t}/bad_files_list"], 2, "field 'files' must be an object"),

@@ -16,7 +16,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from snncc.errors import IRError
-from snncc.ir.ops import MAX_T, OPS, REQUIRED, RuleError, normalize_attr
+from snncc.ir.ops import MAX_SUBSTEPS, MAX_T, OPS, REQUIRED, RuleError, normalize_attr
 
 
 _FINITE: set[int] = set()  # ids of immutable parameter arrays already checked finite
@@ -268,6 +268,10 @@ class Graph:
             raise IRError("graph has no input node")
         if not 1 <= self.T <= MAX_T:
             raise IRError(f"T must be in 1..{MAX_T}, got {self.T}", where="graph")
+        for n in self.neurons():
+            if self.T * n.attrs["D"] > MAX_SUBSTEPS:
+                raise IRError(f"T x D = {self.T} x {n.attrs['D']} sub-steps is above snncc's bound {MAX_SUBSTEPS}",
+                              where=f"node {n.name}", hint="check T and D of the model")
         return self
 
     def neurons(self) -> list[Node]:

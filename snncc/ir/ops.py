@@ -224,10 +224,12 @@ def spike_product_shape(shapes, attrs, params):
     return out
 
 
-# Sane bounds that keep a corrupt or hostile artefact from hanging a simulator (T x D sub-steps):
-# SFA uses D = 4 or 8 and T up to a few tens; Speck's membranes are 16-bit.
-MAX_D = 256
+# Sane bounds that keep a corrupt or hostile artefact from hanging a simulator: SFA uses D = 4 or 8
+# and T up to a few tens; a Speck readout is uncapped up to its 16-bit membrane (D = 2^15); a graph
+# may hold at most MAX_SUBSTEPS = T x D sub-steps per neuron (Graph.verify).
+MAX_D = 2 ** 15
 MAX_T = 4096
+MAX_SUBSTEPS = 2 ** 20
 
 
 def fire_shape(shapes, attrs, params):
@@ -374,6 +376,6 @@ def fmt_value(v) -> str:
     return _fmt(v)
 
 
-__all__ = ["OPS", "OpSpec", "SPIKE", "CURRENT", "KINDS", "REQUIRED", "RuleError", "ROUNDING_MODES", "MAX_D", "MAX_T", "spec",
+__all__ = ["OPS", "OpSpec", "SPIKE", "CURRENT", "KINDS", "REQUIRED", "RuleError", "ROUNDING_MODES", "MAX_D", "MAX_T", "MAX_SUBSTEPS", "spec",
            "normalize_attr", "tuple_n", "summarize", "fmt_value"]
 

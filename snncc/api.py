@@ -1,0 +1,214 @@
+"""The public Python API: `compile` a model into a `Deployment`, `load` one from an artefact folder.
+
+One implementation: the `snncc` command line is a thin layer over these functions (docs/api.md).
+
+    import snncc
+    dep = snncc.compile(model, torch.zeros(1, 2, 8, 8), target="sim")
+    dep.verify(x)                  # PyTorch vs traced vs folded vs deployed (VerifyReport)
+    dep.simulate(x, "exact")       # the T x D synchronous simulation (SyncResult)
+    dep.estimate(x, "45nm")        # SOPs, MACs, energy, bandwidth (estimate.Report)
+    dep.save("out/")               # an artefact folder, as `snncc compile -o out/` writes
+    dep2 = snncc.load("out/")
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from snncc import artifact
+from snncc.errors import SnnccError, TargetError
+from snncc.ir.graph import Graph
+
+
+@dataclass
+class Deployment:
+    """A compiled model: the traced and deployed graphs, the target and its artefact files.
+
+    `model` is the loaded PyTorch model when the deployment was compiled in this process (it is
+    what `verify` compares against); a deployment read with `load` has none unless given one."""
+
+    target: str
+    traced: Graph
+    deployed: Graph
+    manifest: dict
+    files: dict[str, bytes] = field(repr=False, default_factory=dict)
+    model: object = field(repr=False, default=None)  # frontend.loader.LoadedModel
+    summary: str = ""
+    explain: str = field(repr=False, default="")
+    dumps: dict[str, str] = field(repr=False, default_factory=dict)
+
+    # ---- inputs ---------------------------------------------------------------------------
+    def inputs(self, data=None, samples: int = 16, seed: int = 0) -> torch.Tensor:
+        """`data` as float64 (a tensor/array, or a path to an .npz/.npy data set), or `samples` seeded
+        random inputs when `data` is None."""
+        from snncc.estimate.data import inputs
+
+        if data is None or isinstance(data, (str, os.PathLike)):
+            return inputs(self.deployed, None if data is None else os.fspath(data), samples, seed)[0]
+        x = torch.as_tensor(np.asarray(data) if not isinstance(data, torch.Tensor) else data).double()
+        if not bool(torch.isfinite(x).all()):
+            raise SnnccError("inputs hold NaN or Inf values", where="inputs", hint="clean the data")
+        return x
+
+    # ---- checks and runs ------------------------------------------------------------------
+    def verify(self, data=None, samples: int = 16, seed: int = 0, model=None):
+        """Compare the PyTorch model (if known), traced, folded and deployed levels on the same
+        inputs (snncc.verify.compare: forced runs, ties explained, nothing else)."""
+        from snncc.passes.manager import run_pipeline
+        from snncc.verify import compare
+
+        x = self.inputs(data, samples, seed)
+        eager, precision = _eager64(model if model is not None else self.model)
+        folded = run_pipeline(self.traced, "fold").graph
+        return compare(eager, {"traced": self.traced, "folded": folded, "deployed": self.deployed}, x,
+                       eager_precision=precision)
+
+    def reference(self, data=None, samples: int = 16, seed: int = 0):
+        """The reference executor on the deployed graph (sim.reference.Result)."""
+        from snncc.sim.reference import run
+
+        return run(self.deployed, self.inputs(data, samples, seed))
+
+    def simulate(self, data=None, schedule: str = "exact", backend: str = "snncc", samples: int = 16, seed: int = 0,
+                 options: dict | None = None):
+        """snncc's synchronous simulation (`schedule` "exact" -> SyncResult, "streaming" ->
+        StreamingReport against the reference), or the target's own simulator (`backend`, e.g.
+        "lava": the Lava processes of the loihi target)."""
+        x = self.inputs(data, samples, seed)
+        if backend != "snncc":
+            from snncc.targets import get as get_target
+
+            tgt = get_target({"lava": "loihi"}.get(backend, backend))
+            if not hasattr(tgt, "simulate"):
+                raise TargetError(f"target {tgt.name} has no simulator", where="backend", hint="use backend='snncc'")
+            return tgt.simulate(self.deployed, x, options) if options else tgt.simulate(self.deployed, x)
+        from snncc.sim.sync import compare_streaming, simulate
+
+        if schedule == "exact":
+            return simulate(self.deployed, x, "exact")
+        if schedule == "streaming":
+            return compare_streaming(self.deployed, x)
+        raise SnnccError(f"unknown schedule {schedule!r}", where="schedule", hint="exact or streaming")
+
+    def estimate(self, data=None, profile: str = "45nm", samples: int = 16, seed: int = 0,
+                 batch_size: int | None = None, rate: float | None = None, progress: bool = False):
+        """Energy, latency and bandwidth over a data set (estimate.Report)."""
+        from snncc.estimate import Estimator
+        from snncc.estimate.data import InputBatches
+
+        est = Estimator(self.deployed, profile=profile)
+        if data is None or isinstance(data, (str, os.PathLike)):
+            batches = InputBatches(self.deployed, None if data is None else os.fspath(data), samples, batch_size, seed)
+            est.run(batches, progress=progress, total=len(batches))
+        else:
+            est.run([self.inputs(data)])
+        return est.report(rate=rate)
+
+    def report(self, directory: str, data=None, profile: str = "45nm", samples: int = 16, seed: int = 0,
+               layer: str | None = None):
+        """Write `directory`/report.md and report.html with plots (energy per layer, NSFR, spike maps)."""
+        from snncc.estimate.report import write_estimate_report
+
+        x = self.inputs(data, samples, seed)
+        rep = self.estimate(x, profile)
+        return write_estimate_report(self.deployed, rep, x, directory, layer)
+
+    def listing(self, level: str = "deployed") -> str:
+        """The graph listing of `snncc inspect` (level "deployed" or "traced")."""
+        from snncc.ir.printer import listing
+
+        return listing(self.deployed if level == "deployed" else self.traced)
+
+    def save(self, path: str, protect: tuple[str, ...] = ()) -> None:
+        """Write the artefact folder (atomically; refuses to replace anything but an snncc artefact)."""
+        if not self.files:
+            raise SnnccError("this deployment has no artefact files", where="save")
+        src = getattr(self.model, "source", "") if self.model is not None else ""
+        artifact.write(path, self.files, self.manifest, protect=tuple(protect) + ((src,) if src else ()))
+
+
+def compile(model, example_input: torch.Tensor | None = None, *, target: str = "sim", input_kind: str = "current",
+            input_shape: tuple[int, ...] | None = None, model_def: str | None = None,
+            factory_kwargs: dict | None = None, trust_pickle: bool = False, frontend: str = "auto",
+            allow_macs: bool = False, target_options: dict | None = None, dump_after: tuple[str, ...] = (),
+            timesteps: int | None = None, progress: Callable[[str], None] | None = None) -> Deployment:
+    """Compile `model` for `target`.
+
+    `model`: an `nn.Module` (with `example_input` of shape (B, *shape), or `input_shape`), a
+    `torch.export.ExportedProgram`, or a path (.pt2, state_dict + `model_def`, .onnx, .nir, or a
+    pickled module with `trust_pickle`). `timesteps` sets T for a single-step module of an
+    event model. Raises `snncc.errors.SnnccError` subclasses with what/where/hint."""
+    from snncc.compiler import compile_model
+    from snncc.frontend.loader import LoadedModel, load
+    from snncc.ir.ops import MAX_T
+    from snncc.targets import check_options, get as get_target
+
+    tgt = get_target(target)
+    options = check_options(tgt, dict(target_options or {}))
+    if isinstance(model, (str, os.PathLike)):
+        loaded = load(os.fspath(model), model_def=model_def, factory_kwargs=factory_kwargs,
+                      trust_pickle=trust_pickle, input_shape=tuple(input_shape) if input_shape else None)
+    elif isinstance(model, torch.export.ExportedProgram):
+        from snncc.frontend.loader import _program_input_shape
+
+        loaded = LoadedModel(None, model, _program_input_shape(model, "program"), 1, "")
+    elif isinstance(model, nn.Module):
+        from snncc.frontend.loader import _unwrap
+
+        module, T = _unwrap(model)
+        shape = (tuple(example_input.shape[1:]) if example_input is not None
+                 else tuple(input_shape or getattr(module, "input_shape", ()) or ()))
+        if not shape:
+            raise SnnccError("the input shape is unknown", where="compile",
+                             hint="pass example_input (B, *shape) or input_shape")
+        loaded = LoadedModel(module.eval(), None, shape, T, type(module).__name__)
+    else:
+        raise SnnccError(f"cannot compile a {type(model).__name__}", where="compile",
+                         hint="pass an nn.Module, an ExportedProgram or a model file path")
+    if timesteps is not None:
+        if not (isinstance(timesteps, int) and 1 <= timesteps <= MAX_T):
+            raise SnnccError(f"timesteps must be an integer in 1..{MAX_T}, got {timesteps!r}", where="--timesteps")
+        if loaded.T not in (1, timesteps):
+            import warnings
+
+            warnings.warn(f"the model's own T = {loaded.T} is replaced by --timesteps {timesteps}", stacklevel=2)
+        loaded.T = timesteps
+    res = compile_model(loaded, target=target, input_kind=input_kind, frontend=frontend, dump_after=tuple(dump_after),
+                        allow_macs=allow_macs, progress=progress, target_options=options)
+    return Deployment(target, res.traced, res.deployed, res.manifest, res.files, loaded, res.summary(), res.explain,
+                      dict(res.dumps))
+
+
+def load(path: str) -> Deployment:
+    """Read an artefact folder written by `Deployment.save` / `snncc compile -o` (hashes and schema
+    checked)."""
+    path = os.fspath(path)
+    manifest = artifact.read_manifest(path)
+    files = {name: artifact.read_file(path, name, manifest) for name in manifest["files"]}
+    body = {k: v for k, v in manifest.items() if k not in ("schema", "files")}
+    return Deployment(manifest.get("target", "sim"), artifact.read_graph(path, "traced"),
+                      artifact.read_graph(path, "ir"), body, files)
+
+
+def _eager64(loaded):
+    """The PyTorch model in float64 when it is a module (a copy; the user's stays float32), else as
+    it is; (None, "") when there is no model."""
+    import copy
+
+    if loaded is None:
+        return None, ""
+    if loaded.module is None:
+        return loaded.eager, "float32"
+    try:
+        m64 = copy.deepcopy(loaded.module).double()
+    except Exception:  # a module that cannot be copied or cast: compare in its own precision
+        return loaded.eager, "float32"
+    from snncc.frontend.loader import LoadedModel
+
+    return LoadedModel(m64, None, loaded.input_shape, loaded.T, loaded.source).eager, "float64"
