@@ -55,7 +55,8 @@ def get(name: str):
             return SimTarget()
         raise TargetError(f"unknown target {name!r}", where="--target",
                           hint=f"installed targets: {', '.join(sorted(eps) or ['sim'])}; "
-                               f"chip targets install from backends/ (pip install -e backends/{name})")
+                               "chip targets are separate packages: this repository ships loihi (backends/lava) and "
+                               "speck (backends/speck), installed by scripts/setup.sh")
     try:
         obj = eps[name].load()
     except Exception as e:

@@ -340,3 +340,18 @@ def test_help_says_model_def_runs_code_and_how_o_is_replaced():
     text = " ".join(p.stdout.split())
     assert "imports and runs that Python file" in text
     assert "never deleted" in text and "earlier snncc artefact" in text
+
+
+def test_trusted_pickled_module_finds_its_classes_in_the_current_folder(tmp_path):
+    """A whole module pickled from the repository root (classes in examples/) loads from there
+    with --trust-pickle, and elsewhere fails in one line naming the module."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ("import sys, torch; sys.path.insert(0, '.'); from examples.digits.models import digits_cnn; "
+            f"torch.save(digits_cnn(), {str(tmp_path / 'cnn.pt')!r})")
+    assert subprocess.run([sys.executable, "-c", code], cwd=root).returncode == 0
+    args = ["compile", str(tmp_path / "cnn.pt"), "--trust-pickle", "--input-shape", "1,8,8"]
+    p = _run(args + ["-o", str(tmp_path / "a")], cwd=root)
+    assert p.returncode == 0, p.stderr
+    p = _run(args + ["-o", str(tmp_path / "b")], cwd=tmp_path)
+    assert p.returncode == 2 and p.stderr.strip().endswith("or add it to PYTHONPATH)")
+    assert "classes live in module 'examples'" in p.stderr and not (tmp_path / "b").exists()

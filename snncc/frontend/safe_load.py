@@ -123,15 +123,40 @@ def load_program(path: str, trust_pickle: bool = False):
 
 
 def load_checkpoint(path: str, trust_pickle: bool = False):
-    """`torch.load` of a checkpoint: weights-only unless the user trusts the file."""
+    """`torch.load` of a checkpoint: weights-only unless the user trusts the file. A trusted pickled
+    module finds its classes the way `python` run in the current folder would (the folder is on
+    the import path while it loads)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+        if trust_pickle:
+            with _cwd_importable():
+                return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except ModuleNotFoundError as e:
+        raise LoadError(f"the pickled module's classes live in module {e.name!r}, which cannot be imported",
+                        where=path, hint="run snncc from the folder that holds that module, or add it to "
+                                         "PYTHONPATH") from None
     except Exception as e:  # a corrupt stream raises almost anything (UnpicklingError, EOFError, KeyError, ...)
         why = _why(e)
         if not trust_pickle and ("Unsupported global" in why or "GLOBAL" in why or "allowed global" in why):
             raise LoadError("file holds pickled objects, not just tensors", where=path, hint=_PICKLE_HINT) from None
         raise LoadError(f"not a readable checkpoint (corrupt, truncated or not a torch.save file: {why})",
                         where=path, hint="pass a state_dict saved with torch.save, a .pt2, .onnx or .nir file") from None
+
+
+@contextlib.contextmanager
+def _cwd_importable():
+    import os
+    import sys
+
+    cwd = os.getcwd()
+    added = cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        yield
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
 
 
 def _first_line(e: BaseException) -> str:
