@@ -106,7 +106,8 @@ def to_nir(graph: Graph) -> NirExport:
     weights_bias: dict[str, np.ndarray] = {}  # projection -> bias moved there from its neuron
     bias_owner: dict[str, str] = {}  # projection -> that neuron
     lost: list[str] = []
-    graded, stateless, moved, kept = [], [], [], []
+    graded, stateless, moved, kept, grouped = [], [], [], [], []
+    group_meta: dict[str, int] = {}
 
     # Constant currents (bias + beta of a window-reset neuron) go into a projection's bias where
     # one per-channel vector expresses them, so foreign readers see them too.
@@ -134,6 +135,17 @@ def to_nir(graph: Graph) -> NirExport:
         if not done:
             kept.append(f.name)
 
+    # A global spatial mean feeding a linear layer is written as a SumPool2d over the whole map and
+    # the 1/(H W) goes into that layer's weights: sinabs 3.1.3 maps SumPool2d but not AvgPool2d.
+    mean_into: dict[str, float] = {}
+    summed_means: set[str] = set()
+    for n in g.nodes:
+        if n.op == "mean" and _global_mean(g, n) and not n.attrs["keepdim"] and len(users[n.name]) == 1 \
+                and users[n.name][0].op == "linear":
+            c, h, w_ = g[n.inputs[0]].shape
+            mean_into[users[n.name][0].name] = 1.0 / (h * w_)
+            summed_means.add(n.name)
+
     def link(name: str, dst: str) -> None:
         for s in sources[name]:
             edges.append((s, dst))
@@ -149,27 +161,25 @@ def to_nir(graph: Graph) -> NirExport:
             sources[n.name] = [s for i in n.inputs for s in sources[i]]
             continue
         elif n.op == "conv":
-            w = n.params["weight"]
+            w = _ungrouped(n.params["weight"], a["groups"])
+            if a["groups"] != 1:
+                grouped.append(f"{n.name} (groups={a['groups']})")
             bias = weights_bias.get(n.name, n.params.get("bias"))
             bias = np.zeros(w.shape[0]) if bias is None else bias
             in_shape = g[n.inputs[0]].shape
             if w.ndim == 4:
                 nodes[n.name] = nir.Conv2d(input_shape=tuple(in_shape[1:]), weight=w, stride=a["stride"],
-                                           padding=a["padding"], dilation=a["dilation"], groups=a["groups"],
-                                           bias=bias)
+                                           padding=a["padding"], dilation=a["dilation"], groups=1, bias=bias)
             else:
                 nodes[n.name] = nir.Conv1d(input_shape=int(in_shape[1]), weight=w, stride=a["stride"][0],
-                                           padding=a["padding"][0], dilation=a["dilation"][0],
-                                           groups=a["groups"], bias=bias)
+                                           padding=a["padding"][0], dilation=a["dilation"][0], groups=1, bias=bias)
+            if a["groups"] != 1:  # nir 1.0.4's Conv2d keeps no metadata: the graph's does
+                group_meta[f"{META}groups:{n.name}"] = int(a["groups"])
             link(n.inputs[0], n.name)
-        elif n.op == "linear":
-            w = n.params["weight"]
-            if n.name in weights_bias:
-                nodes[n.name] = nir.Affine(weight=w, bias=weights_bias[n.name])
-            elif "bias" in n.params:
-                nodes[n.name] = nir.Affine(weight=w, bias=n.params["bias"])
-            else:
-                nodes[n.name] = nir.Linear(weight=w)
+        elif n.op == "linear":  # always Affine: sinabs 3.1.3 has no mapping for nir.Linear
+            w = n.params["weight"] * mean_into.get(n.name, 1.0)
+            bias = weights_bias.get(n.name, n.params.get("bias"))
+            nodes[n.name] = nir.Affine(weight=w, bias=np.zeros(w.shape[0]) if bias is None else bias)
             link(n.inputs[0], n.name)
         elif n.op == "pool":
             cls = nir.SumPool2d if a["mode"] == "sum" else nir.AvgPool2d
@@ -189,10 +199,10 @@ def to_nir(graph: Graph) -> NirExport:
             w = eye.mean(axis=tuple(d + 1 for d in a["dims"])).reshape(math.prod(src), -1).T
             nodes[n.name] = nir.Linear(weight=np.ascontiguousarray(w))
             link(x_id, n.name)
-        elif n.op == "mean":  # global spatial average: AvgPool2d over the whole map (+ Flatten)
+        elif n.op == "mean":  # global spatial average: Sum/AvgPool2d over the whole map (+ Flatten)
             c, h, w_ = g[n.inputs[0]].shape
-            nodes[n.name] = nir.AvgPool2d(kernel_size=np.array([h, w_]), stride=np.array([h, w_]),
-                                          padding=np.array([0, 0]))
+            cls = nir.SumPool2d if n.name in summed_means else nir.AvgPool2d
+            nodes[n.name] = cls(kernel_size=np.array([h, w_]), stride=np.array([h, w_]), padding=np.array([0, 0]))
             link(n.inputs[0], n.name)
             if not a["keepdim"]:
                 fl = f"{n.name}.flatten"
@@ -226,12 +236,22 @@ def to_nir(graph: Graph) -> NirExport:
             raise TargetError(f"op {n.op} has no NIR mapping", where=f"node {n.name}")
         sources[n.name] = [n.name]
 
+    if summed_means:
+        lost.append("global averages " + ", ".join(sorted(summed_means)) + " are written as SumPool2d with the "
+                    "1/(H W) in the next Affine's weights (sinabs maps SumPool2d, not AvgPool2d)")
+    if grouped:
+        lost.append("grouped convolutions " + ", ".join(grouped) + " are written as groups=1 kernels (block-diagonal, "
+                    "zeros elsewhere), because nir 1.0.4 and its readers take the input channels from weight.shape[1]; "
+                    "the same function, more stored synapses (snncc restores the groups from metadata)")
     if graded:
         lost.append("graded spikes: " + ", ".join(graded) + " emit up to D spikes per window; a NIR IF emits at "
                     "most one spike per step (snncc keeps D in metadata)")
     if stateless:
         lost.append("window reset: " + ", ".join(stateless) + " clear their membrane after each window; a NIR IF "
                     "keeps it across steps (run one step per sample and reset between samples)")
+    lost.append("peers read a NIR IF differently: sinabs 3.1.3 builds a multi-spike IAF (floor(v / v_threshold) "
+                "spikes per step, no cap at D, membrane clipped at -v_threshold), i.e. snncc's neuron without the "
+                "cap (tested equal on conv chains at one step per sample)")
     lost.append("firing condition: NIR IF fires when v > v_threshold, snncc when v >= theta (they differ only "
                 "where the membrane lands exactly on the threshold); both reset by subtraction")
     if moved:
@@ -245,8 +265,48 @@ def to_nir(graph: Graph) -> NirExport:
         lost.append("per-step membrane offset beta of stateful " + ", ".join(stateful_beta) + " (metadata only)")
     if g.inputs[0].kind == CURRENT:
         lost.append("the input is a real-valued current (encoding layer); NIR Input carries no kind")
-    meta = {f"{META}T": int(g.T), f"{META}input_kind": g.inputs[0].kind, f"{META}format": "snncc-nir-1"}
-    return NirExport(nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta), lost)
+    meta = {f"{META}T": int(g.T), f"{META}input_kind": g.inputs[0].kind, f"{META}format": "snncc-nir-1",
+            **group_meta}
+    ng = nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
+    _declare_types(ng)
+    return NirExport(ng, lost)
+
+
+def _declare_types(ng) -> None:
+    """Fill every node's input/output type by NIR's own inference and require that its type check
+    passes, so readers that check types (and those that build layers from them) accept the file."""
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        ng.infer_types()
+    try:
+        ok = ng._check_types()
+    except ValueError as e:  # pragma: no cover - a bug in the export above
+        raise TargetError(f"NIR type check failed on the export ({e})", where="export-nir") from None
+    if ok is False:  # pragma: no cover
+        raise TargetError("NIR type check failed on the export", where="export-nir")
+
+
+def _ungrouped(w: np.ndarray, groups: int) -> np.ndarray:
+    """A grouped conv kernel (C_out, C_in/groups, k...) as the equivalent groups=1 kernel (C_out, C_in, k...)."""
+    if groups == 1:
+        return w
+    co, cig = w.shape[:2]
+    full = np.zeros((co, cig * groups) + w.shape[2:], dtype=w.dtype)
+    per = co // groups
+    for gi in range(groups):
+        full[gi * per:(gi + 1) * per, gi * cig:(gi + 1) * cig] = w[gi * per:(gi + 1) * per]
+    return full
+
+
+def _regrouped(w: np.ndarray, groups: int) -> np.ndarray:
+    """Inverse of `_ungrouped` (snncc's own files name the groups in metadata)."""
+    if groups == 1:
+        return w
+    co, ci = w.shape[:2]
+    per, cig = co // groups, ci // groups
+    return np.concatenate([w[gi * per:(gi + 1) * per, gi * cig:(gi + 1) * cig] for gi in range(groups)])
 
 
 def write_nir(graph: Graph, path: str) -> NirExport:
@@ -368,12 +428,16 @@ def from_nir(ng, T: int | None = None, input_kind: str | None = None, approximat
                     pad = tuple((s - 1) // 2 * d for s, d in zip(w.shape[2:], _ints(nd.dilation, nd_)))
                 else:
                     raise FrontendError(f"padding {pad!r} with an even kernel", where=where(k, nd))
+            groups = int(nd.groups)
+            written = int(gm.get(f"groups:{k}", 1))  # snncc wrote a grouped conv as its groups=1 kernel
+            if groups == 1 and written > 1 and w.shape[0] % written == 0 and w.shape[1] % written == 0:
+                w, groups = _regrouped(w, written), written
             params = {"weight": w}
             b = np.asarray(nd.bias, dtype=np.float64).reshape(-1)
             if np.any(b):
                 params["bias"] = b
             attrs = {"stride": _ints(nd.stride, nd_), "padding": _ints(pad, nd_), "dilation": _ints(nd.dilation, nd_),
-                     "groups": int(nd.groups)}
+                     "groups": groups}
             names[k] = add(Node(nm, "conv", [input_of(k, nd)], attrs, params), k, nd)
         elif isinstance(nd, (nir.SumPool2d, nir.AvgPool2d)):
             attrs = {"mode": "sum" if isinstance(nd, nir.SumPool2d) else "avg", "kernel": _ints(nd.kernel_size, 2),

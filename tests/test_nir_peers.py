@@ -1,0 +1,70 @@
+"""snncc's NIR exports in a peer's own reader (issue 16): sinabs 3.1.3 `from_nir` loads the export
+of a conv chain with a depthwise conv's groups written the way nir 1.0.4 and its readers need, the
+NIR type check passes, and sinabs' network computes exactly snncc's deployed graph with the spike
+cap lifted (sinabs reads a NIR IF as a multi-spike IAF: floor(v / theta) spikes per step)."""
+
+import nir
+import numpy as np
+import torch
+
+from nets import ConvChain, ResidualSepConv, randomize_bn
+from snncc.frontend.loader import LoadedModel, trace
+from snncc.interop.nir_io import from_nir, to_nir, write_nir
+from snncc.ir.ops import MAX_D
+from snncc.passes.manager import run_pipeline
+from snncc.sim.reference import run
+
+
+def deployed(model):
+    torch.manual_seed(0)
+    m = randomize_bn(model)
+    return m, run_pipeline(trace(LoadedModel(m, None, tuple(m.input_shape))), "deploy").graph
+
+
+def test_grouped_conv_is_written_as_an_equivalent_groups1_kernel_and_types_check(tmp_path):
+    m, g = deployed(ResidualSepConv())
+    dw = next(n for n in g.nodes if n.op == "conv" and n.attrs["groups"] > 1)
+    ex = to_nir(g)
+    node = ex.graph.nodes[dw.name]
+    C = dw.attrs["groups"]
+    assert node.groups == 1 and node.weight.shape == (dw.params["weight"].shape[0], C) + dw.params["weight"].shape[2:]
+    blocks = dw.params["weight"].shape[0] // C
+    for o in range(node.weight.shape[0]):  # block diagonal: output o reads only its own group's inputs
+        gi = o // blocks
+        off = np.delete(node.weight[o], gi, axis=0)
+        assert not np.any(off) and np.array_equal(node.weight[o, gi], dw.params["weight"][o, 0])
+    assert ex.graph._check_types()
+    assert any(s.startswith(f"grouped convolutions {dw.name} (groups={C})") for s in ex.lost)
+    path = tmp_path / "r.nir"
+    write_nir(g, str(path))
+    back = from_nir(nir.read(str(path)))  # snncc restores the groups
+    assert back[dw.name].attrs["groups"] == C and np.array_equal(back[dw.name].params["weight"], dw.params["weight"])
+
+
+def test_sinabs_runs_the_export_as_snncc_with_the_cap_lifted(tmp_path):
+    import sinabs.layers as sl
+    import sinabs.nir as sinabs_nir
+
+    m, g = deployed(ConvChain())
+    path = tmp_path / "c.nir"
+    write_nir(g, str(path))
+    net = sinabs_nir.from_nir(nir.read(str(path)), batch_size=8, num_timesteps=1)
+    seen = {}
+    for name, mod in net.named_modules():
+        if isinstance(mod, (sl.IAF, sl.IAFSqueeze)):
+            mod.register_forward_hook(lambda mod, i, o, name=name: seen.__setitem__(name, o.detach().double()))
+    x = torch.randn((8,) + tuple(m.input_shape), generator=torch.Generator().manual_seed(1)) * 2
+    with torch.no_grad():
+        out = net(x)
+    out = out[0] if isinstance(out, tuple) else out
+    uncapped = g.clone()
+    for n in uncapped.neurons():
+        n.attrs["D"] = MAX_D
+    ref = run(uncapped, x.double())
+    assert sorted(seen) == sorted(ref.counts)
+    for k, c in ref.counts.items():
+        assert torch.equal(seen[k].reshape(c.shape), c), k
+    assert float((out.double() - ref.output).abs().max()) < 1e-5
+    capped = run(g, x.double())
+    assert any(not torch.equal(capped.counts[k], c) for k, c in ref.counts.items()), \
+        "inputs never exceed D: the cap difference is untested"
