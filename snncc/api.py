@@ -137,12 +137,14 @@ def compile(model, example_input: torch.Tensor | None = None, *, target: str = "
             input_shape: tuple[int, ...] | None = None, model_def: str | None = None,
             factory_kwargs: dict | None = None, trust_pickle: bool = False, frontend: str = "auto",
             allow_macs: bool = False, target_options: dict | None = None, dump_after: tuple[str, ...] = (),
-            timesteps: int | None = None, progress: Callable[[str], None] | None = None) -> Deployment:
+            timesteps: int | None = None, approximate_lif: bool = False,
+            progress: Callable[[str], None] | None = None) -> Deployment:
     """Compile `model` for `target`.
 
     `model`: an `nn.Module` (with `example_input` of shape (B, *shape), or `input_shape`), a
     `torch.export.ExportedProgram`, or a path (.pt2, state_dict + `model_def`, .onnx, .nir, or a
-    pickled module with `trust_pickle`). `timesteps` sets T for a single-step module of an
+    pickled module with `trust_pickle`). `approximate_lif` imports a NIR file's LIF neurons as IF
+    (recorded in `deployed.meta["nir_approximations"]`). `timesteps` sets T for a single-step module of an
     event model. Raises `snncc.errors.SnnccError` subclasses with what/where/hint."""
     from snncc.compiler import compile_model
     from snncc.frontend.loader import LoadedModel, load
@@ -153,7 +155,8 @@ def compile(model, example_input: torch.Tensor | None = None, *, target: str = "
     options = check_options(tgt, dict(target_options or {}))
     if isinstance(model, (str, os.PathLike)):
         loaded = load(os.fspath(model), model_def=model_def, factory_kwargs=factory_kwargs,
-                      trust_pickle=trust_pickle, input_shape=tuple(input_shape) if input_shape else None)
+                      trust_pickle=trust_pickle, input_shape=tuple(input_shape) if input_shape else None,
+                      approximate_lif=approximate_lif)
     elif isinstance(model, torch.export.ExportedProgram):
         from snncc.frontend.loader import _program_input_shape
 

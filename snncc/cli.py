@@ -62,6 +62,8 @@ def _add_load_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-shape", help="per-sample input shape, e.g. 1,8,8")
     p.add_argument("--input-kind", choices=["current", "spike"], default="current",
                    help="real-valued input (the first layer is the off-chip encoding layer) or spike/event input")
+    p.add_argument("--approximate-lif", action="store_true",
+                   help="NIR files: import LIF neurons as IF, dropping their leak (listed as an approximation)")
     p.add_argument("--frontend", choices=["auto", "export", "fx"], default="auto",
                    help="torch.export first (auto), or force one front end")
 
@@ -154,7 +156,7 @@ def _load(args):
 
     return load(args.model if hasattr(args, "model") else args.path, model_def=args.model_def,
                 factory_kwargs=parse_kwargs(args.factory_kwargs), trust_pickle=args.trust_pickle,
-                input_shape=parse_shape(args.input_shape))
+                input_shape=parse_shape(args.input_shape), approximate_lif=args.approximate_lif)
 
 
 def cmd_compile(args) -> int:
@@ -172,7 +174,8 @@ def cmd_compile(args) -> int:
                           model_def=args.model_def, factory_kwargs=parse_kwargs(args.factory_kwargs),
                           trust_pickle=args.trust_pickle, frontend=args.frontend, allow_macs=args.allow_macs,
                           target_options=_target_options(args.target_option), dump_after=tuple(args.dump_after),
-                          timesteps=args.timesteps, progress=_progress if _show_progress(args) else None)
+                          timesteps=args.timesteps, approximate_lif=args.approximate_lif,
+                          progress=_progress if _show_progress(args) else None)
     except TargetError as e:
         if args.explain and getattr(e, "explain", ""):
             print(e.explain)
@@ -184,6 +187,8 @@ def cmd_compile(args) -> int:
         print(dep.explain)
     dep.save(args.out, protect=(args.model,))
     print(dep.summary)
+    for item in dep.traced.meta.get("nir_approximations", []):
+        print(f"approximation: {item}")
     print(f"wrote {args.out}")
     return 0
 

@@ -68,3 +68,48 @@ def test_sinabs_runs_the_export_as_snncc_with_the_cap_lifted(tmp_path):
     capped = run(g, x.double())
     assert any(not torch.equal(capped.counts[k], c) for k, c in ref.counts.items()), \
         "inputs never exceed D: the cap difference is untested"
+
+
+def _block(W, b, th):
+    return nir.NIRGraph(nodes={"i": nir.Input(input_type={"input": np.array([W.shape[1]])}),
+                               "fc": nir.Affine(weight=W, bias=b), "lif": nir.LIF(
+                                   tau=np.full(W.shape[0], 0.02), r=np.ones(W.shape[0]),
+                                   v_leak=np.zeros(W.shape[0]), v_threshold=th),
+                               "o": nir.Output(output_type={"output": np.array([W.shape[0]])})},
+                        edges=[("i", "fc"), ("fc", "lif"), ("lif", "o")])
+
+
+def test_nested_graphs_are_inlined_and_lif_approximation_is_reported(tmp_path):
+    """A NIR file with sub-graphs (blocks, as other tools write them) imports like its flat form;
+    its LIF neurons need --approximate-lif, and the CLI prints what the approximation changes."""
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(0)
+    W1, b1, W2 = rng.normal(size=(6, 4)), rng.normal(size=6) * 0.2, rng.normal(size=(3, 6))
+    th = np.full(6, 0.7)
+    nested = nir.NIRGraph(nodes={"in": nir.Input(input_type={"input": np.array([4])}), "blk": _block(W1, b1, th),
+                                 "head": nir.Affine(weight=W2, bias=np.zeros(3)),
+                                 "out": nir.Output(output_type={"output": np.array([3])})},
+                          edges=[("in", "blk"), ("blk", "head"), ("head", "out")])
+    flat = nir.NIRGraph(nodes={"in": nir.Input(input_type={"input": np.array([4])}),
+                               "blk.fc": nir.Affine(weight=W1, bias=b1),
+                               "blk.lif": nir.IF(r=np.ones(6), v_threshold=th),
+                               "head": nir.Affine(weight=W2, bias=np.zeros(3)),
+                               "out": nir.Output(output_type={"output": np.array([3])})},
+                        edges=[("in", "blk.fc"), ("blk.fc", "blk.lif"), ("blk.lif", "head"), ("head", "out")])
+    a, b = from_nir(nested, T=3, approximate_lif=True), from_nir(flat, T=3)
+    x = torch.as_tensor(rng.normal(size=(3, 5, 4)) * 2)
+    ra, rb = run(a, x), run(b, x)
+    assert sorted(ra.counts) == ["blk.lif"] and torch.equal(ra.counts["blk.lif"], rb.counts["blk.lif"])
+    assert torch.equal(ra.output, rb.output)
+    assert any("LIF imported as IF, leak dropped" in s for s in a.meta["nir_approximations"])
+    path = tmp_path / "nested.nir"
+    nir.write(str(path), nested)
+    exe = [sys.executable, "-m", "snncc.cli"]
+    p = subprocess.run(exe + ["compile", str(path), "-o", str(tmp_path / "a")], capture_output=True, text=True)
+    assert p.returncode == 2 and "--approximate-lif" in p.stderr
+    p = subprocess.run(exe + ["compile", str(path), "--approximate-lif", "-o", str(tmp_path / "a")],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert "approximation: blk.lif: LIF imported as IF, leak dropped" in p.stdout

@@ -342,11 +342,44 @@ def _ints(v, n: int) -> tuple:
     return tuple(int(x) for x in (np.repeat(v, n) if v.size == 1 else v))
 
 
+def flatten_nested(ng, source: str = "NIR graph"):
+    """A NIRGraph whose nodes include NIRGraphs (sub-graphs, as other tools write blocks), with
+    every sub-graph inlined: its nodes become `outer.inner`, edges into it go to its input's
+    successors, edges out of it leave from its output's predecessors."""
+    nir = _nir()
+    if not any(isinstance(nd, nir.NIRGraph) for nd in ng.nodes.values()):
+        return ng
+    nodes, edges, entry, exit_ = {}, [], {}, {}
+    for k, nd in ng.nodes.items():
+        if not isinstance(nd, nir.NIRGraph):
+            nodes[k] = nd
+            continue
+        sub = flatten_nested(nd, source)
+        ins = [i for i, n in sub.nodes.items() if isinstance(n, nir.Input)]
+        outs = [o for o, n in sub.nodes.items() if isinstance(n, nir.Output)]
+        if len(ins) != 1 or len(outs) != 1:
+            raise FrontendError(f"sub-graph has {len(ins)} inputs and {len(outs)} outputs", where=f"{source}: NIR node "
+                                f"{k!r} (NIRGraph)", hint="snncc inlines sub-graphs with one input and one output")
+        if (ins[0], outs[0]) in [tuple(e) for e in sub.edges]:
+            raise FrontendError("sub-graph passes its input straight to its output", where=f"{source}: NIR node {k!r}")
+        for ik, inner in sub.nodes.items():
+            if ik not in (ins[0], outs[0]):
+                nodes[f"{k}.{ik}"] = inner
+        entry[k] = [f"{k}.{b}" for a, b in sub.edges if a == ins[0]]
+        exit_[k] = [f"{k}.{a}" for a, b in sub.edges if b == outs[0]]
+        edges += [(f"{k}.{a}", f"{k}.{b}") for a, b in sub.edges if a != ins[0] and b != outs[0]]
+    for a, b in ng.edges:
+        edges += [(s, d) for s in exit_.get(a, [a]) for d in entry.get(b, [b])]
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=dict(getattr(ng, "metadata", None) or {}))
+
+
 def from_nir(ng, T: int | None = None, input_kind: str | None = None, approximate_lif: bool = False,
              source: str = "NIR graph") -> Graph:
-    """Build an IR graph from a `nir.NIRGraph`. IF -> fire (stateful, one spike per step, floor,
-    theta = v_threshold / R) unless snncc metadata restores the exact neuron."""
+    """Build an IR graph from a `nir.NIRGraph` (nested sub-graphs are inlined). IF -> fire
+    (stateful, one spike per step, floor, theta = v_threshold / R) unless snncc metadata restores
+    the exact neuron."""
     nir = _nir()
+    ng = flatten_nested(ng, source)
     gm = _meta(ng)
     kind = input_kind or str(gm.get("input_kind", CURRENT))
     if kind not in KINDS:
@@ -457,8 +490,8 @@ def from_nir(ng, T: int | None = None, input_kind: str | None = None, approximat
             if isinstance(nd, nir.LIF):
                 if not approximate_lif:
                     raise FrontendError("LIF leak has no counterpart in the deployed IF neuron", where=where(k, nd),
-                                        hint="retrain without leak, or import with approximate_lif=True "
-                                             "(drops tau and v_leak)")
+                                        hint="retrain without leak, or pass --approximate-lif "
+                                             "(approximate_lif=True in Python: drops tau and v_leak)")
                 approx.append(f"{nm}: LIF imported as IF, leak dropped (tau, v_leak ignored)")
             x = input_of(k, nd)
             r = np.asarray(nd.r, dtype=np.float64)
