@@ -10,6 +10,7 @@ without the div) or, when the module is at hand, by class.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -84,6 +85,14 @@ class Converter:
         self.input_kind = input_kind
         self.root = root
         self.batch: int | None = None
+        # Leading (non-sample) axes of each value, research-code style: ("B",) by default; a model
+        # that adds a time axis itself (`x.unsqueeze(0).repeat(T, 1, ...)`) has values laid out
+        # ("1", "B"), ("T", "B"), ("B", "T") or merged ("TB",) for its convs; every timestep holds the
+        # same per-sample content until the mean over T, so the graph runs T identical windows.
+        self.lead: dict[fx.Node, tuple[str, ...]] = {}
+        self.T: int | None = None
+        self.time_reduced: set[fx.Node] = set()  # values past a mean over T (only affine ops may follow)
+        self._out_lead: tuple[str, ...] | None = None
         self._consumed: set[fx.Node] = set()
         self._counter: dict[str, int] = {}
 
@@ -115,31 +124,82 @@ class Converter:
         raise FrontendError(f"expected a constant {what}, got an activation tensor", where=where(fxn),
                             hint="only parameters and numbers may be used here")
 
-    def per_sample_shape(self, fxn: fx.Node) -> tuple[int, ...]:
+    def lead_sizes(self, lead: tuple[str, ...]) -> tuple[int, ...]:
+        size = {"B": self.batch, "T": self.T, "1": 1, "TB": (self.T or 1) * (self.batch or 1)}
+        return tuple(size[a] for a in lead)
+
+    def lead_in(self, fxn: fx.Node) -> tuple[str, ...]:
+        """The leading axes of `fxn`'s first activation input (through nodes a pattern consumed,
+        e.g. the clamp and round of a neuron, which have no layout of their own)."""
+        seen = set()
+        stack = [a for a in list(fxn.args) + list(fxn.kwargs.values()) if isinstance(a, fx.Node)]
+        while stack:
+            a = stack.pop(0)
+            if a in seen:
+                continue
+            seen.add(a)
+            if a in self.lead:
+                return self.lead[a]
+            if a in self._consumed or a not in self.values:
+                stack.extend(x for x in a.args if isinstance(x, fx.Node))
+        return ("B",)
+
+    def _shape(self, fxn: fx.Node) -> tuple[int, ...]:
         val = fxn.meta.get("val", fxn.meta.get("tensor_meta"))
-        shape = tuple(int(s) for s in val.shape)
-        if self.batch is not None and (not shape or shape[0] != self.batch):
-            raise FrontendError(f"op changes the batch axis (shape {shape}, batch {self.batch})", where=where(fxn),
-                                hint="keep the batch as the leading axis; fold time/batch reshapes into the model")
-        return shape[1:]
+        return tuple(int(s) for s in val.shape)
+
+    def per_sample_shape(self, fxn: fx.Node) -> tuple[int, ...]:
+        """The per-sample shape of `fxn`'s value; a reshape may also move between time/batch
+        layouts ((T, B, ...) <-> (T*B, ...)), which sets the layout of its result."""
+        shape = self._shape(fxn)
+        src = self.lead_in(fxn)
+        numel = math.prod(self._shape_of_input(fxn)[len(src):]) if fxn.args else None
+        cands = [src] + ([("T", "B"), ("TB",), ("B", "T"), ("B",)] if self.T else [("1", "B"), ("B",)])
+        for lead in cands:
+            sizes = self.lead_sizes(lead)
+            if None in sizes or tuple(shape[:len(lead)]) != sizes:
+                continue
+            if numel is not None and math.prod(shape[len(lead):]) != numel:
+                continue
+            if lead != src and "T" in "".join(src + lead) and {"TB"} & set(src + lead) and \
+                    not ({src, lead} <= {("T", "B"), ("TB",)}):
+                continue  # (B, T) and (T*B) do not merge in that order
+            self._out_lead = lead
+            return shape[len(lead):]
+        raise FrontendError(f"op changes the batch axis (shape {shape}, batch {self.batch}"
+                            f"{', T ' + str(self.T) if self.T else ''})", where=where(fxn),
+                            hint="keep the batch (and a time axis) leading; reshapes may only merge or split "
+                                 "(T, B) and T*B")
+
+    def _shape_of_input(self, fxn: fx.Node) -> tuple[int, ...]:
+        for a in fxn.args:
+            if isinstance(a, fx.Node):
+                return self._shape(a)
+        return ()
 
     def axis(self, d: int, rank: int, fxn: fx.Node) -> int:
-        """Turn a batched axis into a per-sample axis."""
-        d = d + rank + 1 if d < 0 else d
-        if d == 0:
+        """Turn a batched axis into a per-sample axis (rank: the per-sample rank)."""
+        nl = len(self.lead_in(fxn))
+        d = d + rank + nl if d < 0 else d
+        if d < nl:
             raise FrontendError("op acts on the batch axis", where=where(fxn))
-        return d - 1
+        return d - nl
 
     # ---- the conversion -------------------------------------------------------------------
     def input(self, fxn: fx.Node, shape: tuple[int, ...]):
         if self.batch is None:
             self.batch = shape[0]
+        self.lead[fxn] = ("B",)
         nm = self.add(fxn, "input", [], {"kind": self.input_kind, "shape": tuple(shape[1:])}, base="input")
         self.values[fxn] = nm
 
-    def output(self, fxn: fx.Node, v):
+    def output(self, fxn: fx.Node, v, src: fx.Node | None = None):
         if not self.is_tensor(v):
             raise FrontendError("model output is not a tensor computed from the input", where=where(fxn))
+        lead = self.lead.get(src, ("B",)) if src is not None else ("B",)
+        if lead != ("B",):
+            raise FrontendError(f"model output keeps the time axis (layout {', '.join(lead)})", where=where(fxn),
+                                hint="average it over time (e.g. x.mean(0)) as the model's prediction")
         self.add(fxn, "output", [v], base="output")
 
     def emit(self, fxn: fx.Node, call: Call):
@@ -150,7 +210,16 @@ class Converter:
             raise FrontendError(f"unsupported operation {call.op}", where=where(fxn),
                                 hint="snncc maps conv/linear/batchnorm/SFA neurons/add/scale/pooling/mean/"
                                      "reshape/permute/matmul of spikes; rewrite the model or file an issue")
+        self._out_lead = None
+        lead = self.lead_in(fxn)
+        reduced = any(isinstance(a, fx.Node) and a in self.time_reduced for a in fxn.args)
+        if reduced and call.op in ("neuron", "clamp", "round", "floor", "matmul"):
+            raise FrontendError(f"{call.op} after the mean over time", where=where(fxn),
+                                hint="only affine layers may follow the average over T")
         self.values[fxn] = handler(fxn, *call.args, **call.kwargs)
+        self.lead[fxn] = self._out_lead or lead
+        if reduced:
+            self.time_reduced.add(fxn)
 
     def fold_constant(self, fxn: fx.Node) -> bool:
         """Evaluate an op whose inputs are all constants (e.g. `gamma.view(1, -1, 1, 1)` on a
@@ -232,10 +301,12 @@ class Converter:
     def scale(self, fxn, x, factor: np.ndarray):
         xs = self.graph[self.tensor(x, fxn)].shape
         f = np.asarray(factor, dtype=np.float64)
-        if f.ndim == len(xs) + 1:
+        nl = len(self.lead_in(fxn))
+        while f.ndim > len(xs) and nl > 0:
             if f.shape[0] != 1:
                 raise FrontendError(f"factor of shape {f.shape} varies over the batch", where=where(fxn))
             f = f[0]
+            nl -= 1
         return self.add(fxn, "scale", [x], {}, {"factor": f})
 
     def c_matmul(self, fxn, a, b):
@@ -259,15 +330,91 @@ class Converter:
         raise FrontendError("matmul of a constant by an activation is not supported", where=where(fxn),
                             hint="write it as activation @ weight")
 
+    def _time_reduce(self, fxn, x, dims, keepdim, factor):
+        """Split the mean (or sum) over dims into its part over the time axis (replicated values:
+        the mean is the value itself, the sum T times it) and the rest."""
+        lead = self.lead_in(fxn)
+        rank = len(self.graph[self.tensor(x, fxn)].shape) + len(lead)
+        dims = [dims] if isinstance(dims, int) else list(dims)
+        dims = [d % rank for d in dims]
+        t_axes = [i for i, a in enumerate(lead) if a == "T"]
+        if not t_axes or t_axes[0] not in dims or keepdim:
+            return None
+        t = t_axes[0]
+        rest = [d - 1 if d > t else d for d in dims if d != t]
+        self._out_lead = tuple(a for i, a in enumerate(lead) if i != t)
+        self.time_reduced.add(fxn)
+        y = x if factor == 1 else self.add(fxn, "scale", [x], {}, {"factor": np.asarray(float(self.T))},
+                                          base=f"{fxn.name}_sumT")
+        return y, rest
+
     def c_mean(self, fxn, x, dims, keepdim=False):
         xs = self.graph[self.tensor(x, fxn)].shape
         if dims is None:
             raise FrontendError("mean over all axes includes the batch axis", where=where(fxn))
+        tr = self._time_reduce(fxn, x, dims, keepdim, 1)
+        if tr is not None:
+            x, rest = tr
+            return self.c_mean_rest(fxn, x, rest, keepdim, len(self._out_lead)) if rest else x
         dims = [dims] if isinstance(dims, int) else list(dims)
         ds = tuple(sorted(self.axis(d, len(xs), fxn) for d in dims))
         return self.add(fxn, "mean", [x], {"dims": ds, "keepdim": bool(keepdim)})
 
+    def c_mean_rest(self, fxn, x, dims, keepdim, nl):
+        xs = self.graph[self.tensor(x, fxn)].shape
+        ds = tuple(sorted(d - nl for d in dims))
+        if any(d < 0 for d in ds):
+            raise FrontendError("op acts on the batch axis", where=where(fxn))
+        return self.add(fxn, "mean", [x], {"dims": ds, "keepdim": bool(keepdim)})
+
+    def c_repeat(self, fxn, x, repeats):
+        """`x.unsqueeze(0).repeat(T, 1, ...)` (or expand): the model's own time axis."""
+        lead = self.lead_in(fxn)
+        reps = [int(r) for r in repeats]
+        full = self._shape_of_input(fxn)
+        out = self._shape(fxn)
+        if lead == ("1", "B") and len(reps) == len(full) and all(r == 1 for r in reps[1:]):
+            T = out[0]
+        elif lead == ("B",) and len(reps) == len(full) + 1 and all(r == 1 for r in reps[1:]):
+            T = out[0]  # repeat adds the leading axis itself
+        else:
+            raise FrontendError(f"repeat {tuple(reps)} of a value laid out ({', '.join(lead)}, ...)", where=where(fxn),
+                                hint="snncc takes a time axis added as x.unsqueeze(0).repeat(T, 1, ...)")
+        if self.T not in (None, T):
+            raise FrontendError(f"a second time axis of length {T} (the model already repeats T = {self.T})",
+                                where=where(fxn))
+        self.T = T
+        self._out_lead = ("T", "B")
+        return self.tensor(x, fxn)
+
+    def c_max_pool(self, fxn, x):
+        raise FrontendError("max pooling is not deployable: a max of spike counts is no synaptic sum, and SFA's "
+                            "integer neurons do not commute with it; snncc refuses it rather than approximate",
+                            where=where(fxn), hint="train with avg/sum pooling or a strided conv instead (SPPF "
+                                                   "blocks: use avg pooling)")
+
+    def c_expand(self, fxn, x, size):
+        lead = self.lead_in(fxn)
+        out = self._shape(fxn)
+        if lead == ("1", "B") and tuple(out[1:]) == tuple(self._shape_of_input(fxn)[1:]):
+            if self.T not in (None, out[0]):
+                raise FrontendError(f"a second time axis of length {out[0]}", where=where(fxn))
+            self.T = out[0]
+            self._out_lead = ("T", "B")
+            return self.tensor(x, fxn)
+        raise FrontendError("expand of an activation other than a leading time axis", where=where(fxn))
+
     def c_sum(self, fxn, x, dims, keepdim=False):
+        tr = self._time_reduce(fxn, x, dims, keepdim, self.T)
+        if tr is not None:
+            x, rest = tr
+            if not rest:
+                return x
+            nl = len(self._out_lead)
+            xs = self.graph[self.tensor(x, fxn)].shape
+            m = self.c_mean_rest(fxn, x, rest, keepdim, nl)
+            n = int(np.prod([xs[d - nl] for d in rest]))
+            return self.add(fxn, "scale", [m], {}, {"factor": np.asarray(float(n))}, base=f"{fxn.name}_sum")
         xs = self.graph[self.tensor(x, fxn)].shape
         m = self.c_mean(fxn, x, dims, keepdim)
         dims = [dims] if isinstance(dims, int) else list(dims)
@@ -301,17 +448,26 @@ class Converter:
         return self.add(fxn, "mean", [x], {"dims": (1, 2), "keepdim": True})
 
     def c_reshape(self, fxn, x, *_):
-        return self.add(fxn, "reshape", [self.tensor(x, fxn)], {"shape": self.per_sample_shape(fxn)})
+        shape = self.per_sample_shape(fxn)
+        if shape == self.graph[self.tensor(x, fxn)].shape:
+            return x  # only the time/batch layout changed
+        return self.add(fxn, "reshape", [self.tensor(x, fxn)], {"shape": shape})
 
     def c_permute(self, fxn, x, dims):
         xs = self.graph[self.tensor(x, fxn)].shape
-        dims = [d + len(xs) + 1 if d < 0 else d for d in dims]
-        if dims[0] != 0:
+        lead = self.lead_in(fxn)
+        nl = len(lead)
+        dims = [d + len(xs) + nl if d < 0 else d for d in dims]
+        if sorted(dims[:nl]) != list(range(nl)):
             raise FrontendError("permutation moves the batch axis", where=where(fxn))
-        return self.add(fxn, "permute", [x], {"dims": tuple(d - 1 for d in dims[1:])})
+        self._out_lead = tuple(lead[d] for d in dims[:nl])  # (T, B) <-> (B, T) is a layout change only
+        rest = tuple(d - nl for d in dims[nl:])
+        if rest == tuple(range(len(xs))):
+            return x
+        return self.add(fxn, "permute", [x], {"dims": rest})
 
     def c_transpose(self, fxn, x, d0, d1):
-        rank = len(self.graph[self.tensor(x, fxn)].shape) + 1
+        rank = len(self.graph[self.tensor(x, fxn)].shape) + len(self.lead_in(fxn))
         dims = list(range(rank))
         d0, d1 = d0 % rank, d1 % rank
         dims[d0], dims[d1] = dims[d1], dims[d0]

@@ -203,6 +203,16 @@ def load(path: str, model_def: str | None = None, factory_kwargs: dict | None = 
     return LoadedModel(model.eval(), None, tuple(input_shape), T, path)
 
 
+def _timesteps(g: Graph, loaded: LoadedModel) -> int:
+    """T of the traced graph: the model's own time axis (it repeats its input over T) or the
+    wrapper's / checkpoint's T; both at once must agree."""
+    own = g.meta.get("model_T")
+    if own and loaded.T > 1 and own != loaded.T:
+        raise FrontendError(f"the model repeats its input over T = {own} but is compiled with T = {loaded.T}",
+                            where=loaded.source or "model", hint="drop --timesteps or the MultiStep wrapper")
+    return int(own or loaded.T)
+
+
 def _first_line(e: Exception) -> str:
     s = str(e).strip()
     return s.splitlines()[0][:200] if s else e.__class__.__name__
@@ -233,7 +243,7 @@ def trace(loaded: LoadedModel, frontend: str = "auto", input_kind: str = CURRENT
         g.infer()
     elif loaded.program is not None:
         g = from_exported(loaded.program, input_kind=input_kind, source=loaded.source)
-        g.T = loaded.T
+        g.T = _timesteps(g, loaded)
     else:
         from snncc.resources import require, tensor_bytes
 
@@ -257,6 +267,6 @@ def trace(loaded: LoadedModel, frontend: str = "auto", input_kind: str = CURRENT
             g = from_module_fx(loaded.module, example, input_kind=input_kind)
         else:
             raise FrontendError(f"unknown front end {frontend!r}", hint="use auto, export or fx")
-        g.T = loaded.T
+        g.T = _timesteps(g, loaded)
     g.meta["source"] = os.path.basename(loaded.source) if loaded.source else ""
     return g.verify()

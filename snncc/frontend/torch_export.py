@@ -69,6 +69,10 @@ ATEN_MAP = {
     aten.squeeze: lambda x, *a: Call("reshape", (x,), {}),
     aten.unflatten: lambda x, *a: Call("reshape", (x,), {}),
     aten.permute: lambda x, dims: Call("permute", (x, dims), {}),
+    aten.repeat: lambda x, repeats: Call("repeat", (x, repeats), {}),
+    aten.max_pool2d: lambda x, *a, **k: Call("max_pool", (x,), {}),
+    aten.max_pool2d_with_indices: lambda x, *a, **k: Call("max_pool", (x,), {}),
+    aten.expand: lambda x, size, implicit=False: Call("expand", (x, size), {}),
     aten.transpose: lambda x, d0, d1: Call("transpose", (x, d0, d1), {}),
     aten.t: lambda x: Call("transpose", (x, -1, -2), {}),
     aten.contiguous: lambda x, *a, **k: Call("identity", (x,), {}),
@@ -151,11 +155,14 @@ def from_exported(ep: torch.export.ExportedProgram, input_kind: str = CURRENT, s
             if len(outs) != 1:
                 raise FrontendError(f"model returns {len(outs)} outputs; snncc compiles single-output models",
                                     where=source or "exported program")
-            conv.output(n, conv.values[outs[0]])
+            conv.output(n, conv.values[outs[0]], outs[0])
         else:
             raise FrontendError(f"unsupported fx node kind {n.op}", where=where(n))
     g = conv.graph
     g.meta["frontend"] = "torch.export"
+    if conv.T:
+        g.T = conv.T
+        g.meta["model_T"] = conv.T  # the model adds its own time axis (repeat over T)
     return g
 
 

@@ -1,0 +1,97 @@
+"""Research-code idioms of official SFA models (issue 15), written the way their repositories
+write them (not with snncc classes): the model adds its own time axis with
+`x.unsqueeze(0).repeat(T, 1, 1, 1, 1)`, runs its convs on `x.flatten(0, 1)` and reshapes back,
+and averages over time after the head (`head(x).mean(0)`); integer neurons without the 1/D; max
+pooling refused in one line."""
+
+import pytest
+import torch
+import torch.nn as nn
+
+import snncc
+from nets import Fire, randomize_bn
+from snncc.errors import FrontendError
+
+
+class RepeatT(nn.Module):
+    def __init__(self, T=4, D=4, norm=None, head_after_mean=False):
+        super().__init__()
+        self.T, self.head_after_mean = T, head_after_mean
+        self.c1, self.b1, self.n1 = nn.Conv2d(2, 6, 3, padding=1), nn.BatchNorm2d(6), Fire(D, norm=norm)
+        self.c2, self.b2, self.n2 = nn.Conv2d(6, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), Fire(D, norm=norm)
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x):
+        x = x.unsqueeze(0).repeat(self.T, 1, 1, 1, 1)  # (T, B, C, H, W)
+        T, B = x.shape[0], x.shape[1]
+        x = self.b1(self.c1(x.flatten(0, 1)))
+        x = self.n1(x.reshape(T, B, *x.shape[1:]))
+        x = self.b2(self.c2(x.flatten(0, 1)))
+        x = self.n2(x.view(T, B, -1, 4, 4))
+        x = x.flatten(3).mean(3)  # (T, B, C)
+        if self.head_after_mean:
+            return self.head(x.mean(0))
+        return self.head(x).mean(0)
+
+
+def _check(model, T):
+    torch.manual_seed(0)
+    m = randomize_bn(model)
+    dep = snncc.compile(m, torch.zeros(2, 2, 8, 8))
+    assert dep.deployed.T == dep.traced.T == T
+    x = torch.randn(6, 2, 8, 8, generator=torch.Generator().manual_seed(1)) * 2
+    rep = dep.verify(x)
+    assert rep.ok and rep.levels[0].max_logit_diff < 1e-9, rep.table()  # float64 eager vs the IR
+    sim = dep.simulate(x, "exact")
+    ref = dep.reference(x)
+    assert all(torch.equal(sim.counts[k], c) for k, c in ref.counts.items())
+    single = type(model)(T=1, **_kw(model))  # the same weights, one timestep
+    single.load_state_dict(m.state_dict())
+    one = snncc.compile(single.eval(), torch.zeros(2, 2, 8, 8)).reference(x)  # T identical windows
+    for k, c in ref.counts.items():
+        assert torch.equal(c, T * one.counts[k])
+    return dep
+
+
+def _kw(model):
+    return {"head_after_mean": model.head_after_mean, "D": model.n1.D,
+            "norm": None if model.n1.norm == model.n1.D else model.n1.norm}
+
+
+@pytest.mark.parametrize("T", [1, 4])
+def test_model_that_repeats_its_input_over_time(T):
+    _check(RepeatT(T=T), T)
+
+
+def test_head_after_the_time_mean_and_neurons_without_1_over_D():
+    _check(RepeatT(T=2, head_after_mean=True), 2)
+    _check(RepeatT(T=3, norm=1), 3)  # round(clamp(x, 0, 4)) feeds the next conv directly
+
+
+class MaxPool(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c, self.n, self.p = nn.Conv2d(2, 4, 3, padding=1), Fire(4), nn.MaxPool2d(2)
+
+    def forward(self, x):
+        return self.p(self.n(self.c(x))).flatten(1)
+
+
+def test_max_pooling_is_refused_in_one_line():
+    with pytest.raises(FrontendError) as e:
+        snncc.compile(MaxPool(), torch.zeros(2, 2, 8, 8))
+    assert "max pooling is not deployable" in e.value.one_line() and "\n" not in e.value.one_line()
+
+
+class KeepsTime(RepeatT):
+    def forward(self, x):
+        x = x.unsqueeze(0).repeat(self.T, 1, 1, 1, 1)
+        T, B = x.shape[0], x.shape[1]
+        x = self.n1(self.b1(self.c1(x.flatten(0, 1))).reshape(T, B, 6, 8, 8))
+        return x.flatten(2)
+
+
+def test_output_that_keeps_the_time_axis_is_refused():
+    with pytest.raises(FrontendError) as e:
+        snncc.compile(KeepsTime(), torch.zeros(2, 2, 8, 8))
+    assert "model output keeps the time axis" in e.value.one_line()
