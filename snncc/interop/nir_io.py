@@ -197,7 +197,7 @@ def to_nir(graph: Graph) -> NirExport:
                 x_id = fl
             eye = np.eye(math.prod(src)).reshape((-1,) + tuple(src))
             w = eye.mean(axis=tuple(d + 1 for d in a["dims"])).reshape(math.prod(src), -1).T
-            nodes[n.name] = nir.Linear(weight=np.ascontiguousarray(w))
+            nodes[n.name] = nir.Affine(weight=np.ascontiguousarray(w), bias=np.zeros(w.shape[0]))  # sinabs: no Linear
             link(x_id, n.name)
         elif n.op == "mean":  # global spatial average: Sum/AvgPool2d over the whole map (+ Flatten)
             c, h, w_ = g[n.inputs[0]].shape
