@@ -236,6 +236,10 @@ def to_nir(graph: Graph) -> NirExport:
             raise TargetError(f"op {n.op} has no NIR mapping", where=f"node {n.name}")
         sources[n.name] = [n.name]
 
+    fan_in = sorted({b for _, b in edges if sum(1 for _, d in edges if d == b) > 1})
+    if fan_in:
+        lost.append("summed fan-in (several edges into " + ", ".join(fan_in) + "): NIR sums them, but sinabs 3.1.3's "
+                    "reader (nirtorch 2.0.2 graph executor) does not; use snncc's Speck backend for such networks")
     if summed_means:
         lost.append("global averages " + ", ".join(sorted(summed_means)) + " are written as SumPool2d with the "
                     "1/(H W) in the next Affine's weights (sinabs maps SumPool2d, not AvgPool2d)")
