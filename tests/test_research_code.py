@@ -7,6 +7,7 @@ pooling refused in one line."""
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 import snncc
 from nets import Fire, randomize_bn
@@ -95,3 +96,69 @@ def test_output_that_keeps_the_time_axis_is_refused():
     with pytest.raises(FrontendError) as e:
         snncc.compile(KeepsTime(), torch.zeros(2, 2, 8, 8))
     assert "model output keeps the time axis" in e.value.one_line()
+
+
+class BNAndPadLayer(nn.Module):
+    """As in the official re-parameterisable conv blocks: BN on spikes, padding filled with BN(0)."""
+
+    def __init__(self, pad_pixels, num_features, fill=True):
+        super().__init__()
+        self.bn, self.pad_pixels, self.fill = nn.BatchNorm2d(num_features), pad_pixels, fill
+
+    def forward(self, input):
+        output = self.bn(input)
+        if self.pad_pixels > 0:
+            pad_values = self.bn.bias.detach() - self.bn.running_mean * self.bn.weight.detach() / torch.sqrt(
+                self.bn.running_var + self.bn.eps)
+            output = F.pad(output, [self.pad_pixels] * 4)
+            if self.fill:
+                pad_values = pad_values.view(1, -1, 1, 1)
+                output[:, :, 0:self.pad_pixels, :] = pad_values
+                output[:, :, -self.pad_pixels:, :] = pad_values
+                output[:, :, :, 0:self.pad_pixels] = pad_values
+                output[:, :, :, -self.pad_pixels:] = pad_values
+        return output
+
+
+class RepConv(nn.Module):
+    def __init__(self, fill=True, conv_padding=0, pad=1):
+        super().__init__()
+        self.c0, self.b0, self.n0 = nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), Fire(4)
+        self.bnpad = BNAndPadLayer(pad, 4, fill)
+        self.c1 = nn.Conv2d(4, 6, 3, padding=conv_padding, bias=False)
+        self.b1, self.n1 = nn.BatchNorm2d(6), Fire(4)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):
+        y = self.n1(self.b1(self.c1(self.bnpad(self.n0(self.b0(self.c0(x)))))))
+        return self.head(y.mean((2, 3)))
+
+
+def test_batchnorm_on_spikes_folds_into_the_next_conv_border_exact():
+    torch.manual_seed(0)
+    m = randomize_bn(RepConv())
+    dep = snncc.compile(m, torch.zeros(2, 2, 8, 8))
+    ops = [n.op for n in dep.traced.nodes]
+    assert ops.count("batchnorm") == 2  # the two BNs on currents; the one on spikes became scale + conv bias
+    c1 = dep.traced["c1"]
+    bn = m.bnpad.bn
+    g_, b_, mu, var = (t.detach().double().numpy() for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var))
+    a = g_ / (var + bn.eps) ** 0.5  # the fold, by hand in float64
+    shift = b_ - mu * a
+    w = m.c1.weight.detach().double().numpy()
+    assert c1.attrs["padding"] == (1, 1)
+    assert (abs(c1.params["bias"] - (w * shift[None, :, None, None]).sum((1, 2, 3)))).max() < 1e-12
+    assert (abs(dep.traced[c1.inputs[0]].params["factor"].reshape(-1) - a)).max() < 1e-12
+    x = torch.randn(8, 2, 8, 8, generator=torch.Generator().manual_seed(2)) * 2
+    rep = dep.verify(x)
+    assert rep.ok and rep.levels[0].max_logit_diff < 1e-9, rep.table()
+
+
+@pytest.mark.parametrize("kw,msg", [
+    ({"fill": False}, "not filled with the BatchNorm's shift"),
+    ({"pad": 0, "conv_padding": 1}, "before a zero-padded conv does not fold exactly"),
+])
+def test_batchnorm_on_spikes_that_cannot_fold_exactly_is_refused(kw, msg):
+    with pytest.raises(FrontendError) as e:
+        snncc.compile(randomize_bn(RepConv(**kw)), torch.zeros(2, 2, 8, 8))
+    assert msg in e.value.one_line()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -76,6 +76,24 @@ def neuron_module_classes() -> tuple[str, ...]:
     return ("SFANeuron",)
 
 
+@dataclass
+class SpikeBN:
+    """BatchNorm applied directly to spikes, `a * s + b` per channel, waiting for the conv that
+    consumes it (research code's BNAndPadLayer: the next conv's padding is filled with b, so the
+    BN folds into that conv exactly, border included)."""
+    src: str  # the spike tensor (IR node name)
+    scale: np.ndarray  # a (C,)
+    shift: np.ndarray  # b (C,)
+    where: str
+    pad: tuple[int, int, int, int] = (0, 0, 0, 0)  # (left, right, top, bottom) filled with ...
+    filled: set = field(default_factory=set)  # ... b on these borders ("left", "right", "top", "bottom")
+
+
+def _pending(v) -> bool:
+    """A value the converter holds back for a later op (a spike BatchNorm, a slice of it)."""
+    return isinstance(v, SpikeBN) or (isinstance(v, tuple) and bool(v) and v[0] == "slice")
+
+
 class Converter:
     """Builds a Graph from canonical calls. `values` maps fx node -> IR node name or constant."""
 
@@ -93,6 +111,7 @@ class Converter:
         self.T: int | None = None
         self.time_reduced: set[fx.Node] = set()  # values past a mean over T (only affine ops may follow)
         self._out_lead: tuple[str, ...] | None = None
+        self._padded: dict[fx.Node, SpikeBN] = {}
         self._consumed: set[fx.Node] = set()
         self._counter: dict[str, int] = {}
 
@@ -227,7 +246,7 @@ class Converter:
         args = [self.values.get(a, a) if isinstance(a, fx.Node) else a for a in fxn.args]
         kwargs = {k: self.values.get(v, v) if isinstance(v, fx.Node) else v for k, v in fxn.kwargs.items()}
         flat = list(args) + list(kwargs.values())
-        if any(isinstance(a, fx.Node) or self.is_tensor(a) for a in flat):
+        if any(isinstance(a, fx.Node) or self.is_tensor(a) or _pending(a) for a in flat):
             return False
         if not any(isinstance(a, torch.Tensor) for a in flat):
             return False
@@ -251,6 +270,8 @@ class Converter:
     def c_conv(self, fxn, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         w = self.const(weight, fxn, "conv weight")
         nd = w.ndim - 2
+        if isinstance(x, SpikeBN):
+            return self._conv_of_spike_bn(fxn, x, w, bias, stride, padding, dilation, groups)
         if isinstance(padding, str):
             raise FrontendError(f"padding={padding!r} is not supported", where=where(fxn), hint="use integer padding")
         attrs = {"stride": _tuple(stride, nd), "padding": _tuple(padding, nd), "dilation": _tuple(dilation, nd),
@@ -260,6 +281,75 @@ class Converter:
             params["bias"] = self.const(bias, fxn, "conv bias")
         return self.add(fxn, "conv", [self.tensor(x, fxn)], attrs, params)
 
+    def _conv_of_spike_bn(self, fxn, bn: SpikeBN, w, bias, stride, padding, dilation, groups):
+        """conv(pad_b(a s + b)) = conv_p(a s) + sum_k w b: the BN's scale goes onto the spikes' channels
+        (a scale node the fold passes move into the weights), its shift into the conv bias; exact
+        only when every padded site holds b, which the model's own border fill guarantees."""
+        if w.ndim != 4 or groups != 1:
+            raise FrontendError("BatchNorm on spikes folds into an ungrouped conv2d only", where=where(fxn))
+        conv_pad = _tuple(padding, 2)
+        l, r, t, btm = bn.pad
+        if any(conv_pad) and np.any(bn.shift):
+            raise FrontendError("BatchNorm on spikes before a zero-padded conv does not fold exactly: the border "
+                                "sees 0 where the BN gives its shift", where=where(fxn),
+                                hint="fill the padding with the BN's shift (BNAndPadLayer) and use padding=0")
+        need = {k for k, p in (("left", l), ("right", r), ("top", t), ("bottom", btm)) if p}
+        if np.any(bn.shift) and not need <= bn.filled:
+            raise FrontendError(f"the padding before this conv is not filled with the BatchNorm's shift on "
+                                f"{', '.join(sorted(need - bn.filled))}", where=where(fxn),
+                                hint="fill every padded border with the shift (BNAndPadLayer) so the BN folds exactly")
+        if not (l == r and t == btm):
+            raise FrontendError(f"asymmetric padding {bn.pad} before a conv", where=where(fxn))
+        scaled = self.add(fxn, "scale", [bn.src], {}, {"factor": bn.scale.reshape(-1, 1, 1)}, base=f"{fxn.name}_bn")
+        const = np.einsum("ockl,c->o", w, bn.shift)
+        b0 = self.const(bias, fxn, "conv bias") if bias is not None else np.zeros(w.shape[0])
+        attrs = {"stride": _tuple(stride, 2), "padding": (t + conv_pad[0], l + conv_pad[1]),
+                 "dilation": _tuple(dilation, 2), "groups": 1}
+        return self.add(fxn, "conv", [scaled], attrs, {"weight": w, "bias": b0 + const})
+
+    def c_pad(self, fxn, x, pad, mode="constant", value=None):
+        if not isinstance(x, SpikeBN):
+            raise FrontendError("padding an activation outside a conv is not supported", where=where(fxn),
+                                hint="use the conv's own padding")
+        p = list(pad) + [0] * (4 - len(pad))
+        if mode != "constant" or (value not in (None, 0, 0.0)) or len(pad) > 4 or any(v < 0 for v in p):
+            raise FrontendError(f"pad {tuple(pad)} mode {mode!r} value {value!r}", where=where(fxn))
+        bn = SpikeBN(x.src, x.scale, x.shift, x.where, tuple(int(v) for v in p), set())
+        self._padded[fxn] = bn
+        return bn
+
+    def c_slice(self, fxn, x, dim=0, start=None, end=None, step=1):
+        """A view of a padded spike BN (its borders are about to be filled)."""
+        if not isinstance(x, SpikeBN):
+            raise FrontendError("slicing an activation is not supported", where=where(fxn))
+        return ("slice", x, int(dim), start, end, int(step or 1))
+
+    def c_copy_(self, fxn, dst, src):
+        """`padded[:, :, 0:p, :] = shift`: record which border of a padded spike BN holds the shift."""
+        if not (isinstance(dst, tuple) and dst and dst[0] == "slice"):
+            raise FrontendError("in-place copy into an activation is not supported", where=where(fxn))
+        _, bn, dim, start, end, step = dst
+        vals = self.const(src, fxn, "fill value")
+        shift = None
+        if vals.ndim in (3, 4) and vals.shape[vals.ndim - 3] == bn.shift.size:
+            shift = np.broadcast_to(bn.shift.reshape((1,) * (vals.ndim - 3) + (-1, 1, 1)), vals.shape)
+        if shift is None or not np.allclose(vals, shift, rtol=1e-6, atol=1e-7):
+            raise FrontendError("the padding is filled with values other than the BatchNorm's shift", where=where(fxn),
+                                hint="fill it with bias - mean * weight / sqrt(var + eps) (BNAndPadLayer)")
+        l, r, t, b = bn.pad
+        p = {2: (t, b), 3: (l, r)}.get(dim)
+        if p is None or step != 1:
+            raise FrontendError(f"copy into axis {dim} of a padded BatchNorm", where=where(fxn))
+        lo, hi = p
+        big = 1 << 62
+        if (start in (0, None)) and end == lo:
+            bn.filled.add("top" if dim == 2 else "left")
+        elif start == -hi and (end is None or end >= big):
+            bn.filled.add("bottom" if dim == 2 else "right")
+        else:
+            raise FrontendError(f"copy into rows {start}:{end} of axis {dim} is not a padded border", where=where(fxn))
+        return dst
+
     def c_linear(self, fxn, x, weight, bias=None):
         params = {"weight": self.const(weight, fxn, "linear weight")}
         if bias is not None:
@@ -268,6 +358,12 @@ class Converter:
 
     def c_batchnorm(self, fxn, x, weight, bias, mean, var, eps, channel_axis=1):
         xs = self.graph[self.tensor(x, fxn)]
+        if xs.kind == "spike" and len(xs.shape) == 3 and channel_axis == 1:
+            m, v = self.const(mean, fxn, "running mean"), self.const(var, fxn, "running var")
+            w = self.const(weight, fxn, "weight") if weight is not None else np.ones_like(m)
+            b = self.const(bias, fxn, "bias") if bias is not None else np.zeros_like(m)
+            a = w / np.sqrt(v + float(eps))
+            return SpikeBN(xs.name, a, b - m * a, where(fxn))
         c = self.const(mean, fxn, "running mean").shape[0]
         w = self.const(weight, fxn, "weight") if weight is not None else np.ones(c)
         b = self.const(bias, fxn, "bias") if bias is not None else np.zeros(c)
@@ -481,6 +577,10 @@ class Converter:
                         base=str(path) or None)
 
     def tensor(self, v, fxn) -> str:
+        if isinstance(v, SpikeBN):
+            raise FrontendError("BatchNorm on spikes is only deployable when a conv consumes it (it folds into that "
+                                "conv's weights and constant current)", where=v.where,
+                                hint="put the BatchNorm after the conv, or feed it to a conv (BNAndPadLayer style)")
         if not self.is_tensor(v):
             raise FrontendError("expected an activation tensor, got a constant", where=where(fxn))
         return v
