@@ -2,7 +2,8 @@
 
 A target object has `name`, `description`, `check(graph) -> list[str]` (every rule the deployed
 graph violates; empty when it fits) and `emit(graph, options) -> dict[str, bytes]` (extra
-artefact files). The core ships `sim` (snncc's own simulators); chip targets are separate
+artefact files); optionally `profile` (a chip profile name: `residual_lowering` prices fan-in vs
+relays with it) or `lowering_options(options) -> dict` (that pass's options for a target mode). The core ships `sim` (snncc's own simulators); chip targets are separate
 packages under `backends/`, so the core never imports a chip SDK.
 """
 
@@ -19,6 +20,7 @@ GROUP = "snncc.targets"
 class SimTarget:
     name = "sim"
     description = "snncc reference simulators (no chip limits)"
+    profile = "45nm"  # residual_lowering prices fan-in vs relay with it (relays: graded messages)
 
     def check(self, graph: Graph) -> list[str]:
         return []

@@ -236,6 +236,12 @@ def quantize(net: Network, policy: str = "precision") -> QNetwork:
     if policy not in POLICIES:
         raise TargetError(f"unknown quantisation policy {policy!r}", where="snncc_lava.fixed",
                           hint=f"one of {', '.join(POLICIES)}")
+    for p in net.populations.values():
+        if p.relay:
+            raise TargetError("fixed_pt has no relay quantisation yet (graded 24-bit signed payloads with range "
+                              "checks are a proposal)", where=f"node {p.name}",
+                              hint="deploy with fan-in streams (LoihiTarget.lowering_options with precision=fixed "
+                                   "does), or simulate floating_pt")
     # the float weight each projection quantises: a spike product sends its raw integer product in
     # fixed point, so the product's scale is folded into the weights of its projections
     weights = [pr.weight * net.products[pr.source].scale if pr.source in net.products else pr.weight

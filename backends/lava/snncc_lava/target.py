@@ -57,6 +57,16 @@ class LoihiTarget:
                    "Sparse/DelaySparse synapses, SpikeProduct (attention), host encoding currents or spike "
                    "input; netx HDF5 export")
 
+    profile = "loihi"
+
+    def lowering_options(self, options: dict | None = None) -> dict:
+        """residual_lowering options: priced with the loihi profile (graded messages: relays);
+        fixed_pt has no relay quantisation yet, so its streams stay fan-in."""
+        options = _check_options(options)
+        if options.get("precision", "float") == "fixed":
+            return {"profile": self.profile, "graded": False}
+        return {"profile": self.profile}
+
     def check(self, graph: Graph) -> list[str]:
         return network.unsupported(graph)
 

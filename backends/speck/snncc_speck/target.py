@@ -114,6 +114,7 @@ def layer_table(low: Lowered) -> str:
 
 class SpeckTarget:
     name = "speck"
+    profile = "speck"  # binary events only (graded_messages 0): residual_lowering keeps fan-in
     description = "SynSense Speck through sinabs 3.1.3 (9 conv cores, 8-bit weights, 16-bit membranes)"
 
     def check(self, graph: Graph) -> list[str]:

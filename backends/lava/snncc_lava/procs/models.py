@@ -57,6 +57,7 @@ class PyWindowBurstIFModelFloat(PyLoihiProcessModel):
     period: int = LavaPyType(int, int)
     stateful: int = LavaPyType(int, int)
     graded: int = LavaPyType(int, int)
+    relay: int = LavaPyType(int, int)
     vth: int = LavaPyType(int, int)
     bias_mant: np.ndarray = LavaPyType(np.ndarray, np.int32)
     bias_exp: int = LavaPyType(int, int)
@@ -90,6 +91,10 @@ class PyWindowBurstIFModelFloat(PyLoihiProcessModel):
         v = self.u + self.const if np.any(self.const) else self.u
         v = v + beta if beta != 0.0 else v
         v = v + self.bias if np.any(self.bias) else v
+        if self.relay:  # a relay forwards its window value: the reference's op_relay
+            self.n = v
+            self.u = np.zeros_like(self.u)
+            return
         if self.stateful:
             v = v + self.carry
         n = np.clip(np.floor(v / theta if theta != 1.0 else v), 0, int(self.D))
@@ -115,6 +120,7 @@ class PyWindowBurstIFModelFixed(PyLoihiProcessModel):
     period: int = LavaPyType(int, int)
     stateful: int = LavaPyType(int, int)
     graded: int = LavaPyType(int, int)
+    relay: int = LavaPyType(int, int)
     vth: int = LavaPyType(int, np.int32, precision=17)
     bias_mant: np.ndarray = LavaPyType(np.ndarray, np.int16, precision=13)
     bias_exp: int = LavaPyType(int, np.int16, precision=3)
@@ -142,6 +148,8 @@ class PyWindowBurstIFModelFixed(PyLoihiProcessModel):
         self.s_out.send(out)
 
     def _fire(self, k: int) -> None:
+        if self.relay:
+            raise NotImplementedError("fixed_pt relays are not implemented (snncc_lava.fixed refuses them)")
         theta_eff = int(self.vth) << VTH_SHIFT
         if k % int(self.period) == 0 or not self.stateful:  # sample start: membrane from beta
             m = np.full(self.u.shape, int(self.v_init), np.int64)
