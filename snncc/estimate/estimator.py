@@ -462,7 +462,7 @@ def paper_energy(t: dict, profile: str | Profile = "45nm") -> dict[str, float]:
     arch = e_mac * t["macs"] + e_ac * (t["architecture_sops"] + t["spike_products"])
     dep = e_mac * t["macs"] + e_ac * (t["sops"] + t["spike_products"])
     return {"architecture": arch, "deployed": dep,
-            "sops_ratio": t["sops"] / t["architecture_sops"] if t["architecture_sops"] else float("nan")}
+            "sops_ratio": t["sops"] / t["architecture_sops"] if t["architecture_sops"] else None}
 
 
 def _energy(prof: Profile, t: dict, rate, sample_s, notes: list[str]) -> tuple[dict, float]:

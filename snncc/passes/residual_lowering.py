@@ -139,14 +139,15 @@ def _choose(costs: dict, caps: dict, force: str | None) -> tuple[str, str]:
                      f"synapses {fan.synapses} vs {rel.synapses}")
 
 
-def _window(g: Graph, stream: list[str], owners: dict[str, list[str]]) -> int:
-    Ds = {g[c].attrs["D"] for s in stream for c in owners[s] if g[c].op == "fire"}
+def _window(g: Graph, stream: list[str], owners: dict[str, list[str]]) -> tuple[int, str | None]:
+    """The stream's window length D, and why a relay cannot serve it (None when it can): a relay
+    integrates one window, so its consumers must share one D."""
+    Ds = {g[c].attrs["D"] for s in stream for c in owners[s] if g[c].op in ("fire", "relay")}
     if not Ds:
-        Ds = {n.attrs["D"] for n in g.neurons()}
+        Ds = {n.attrs["D"] for n in g.neurons()} or {1}
     if len(Ds) != 1:
-        raise PassError(f"stream consumers use different window lengths D {sorted(Ds)}", where=f"node {stream[0]}",
-                        hint="a relay integrates one window; give the stream's neurons one D")
-    return Ds.pop()
+        return max(Ds), f"stream consumers use different window lengths D {sorted(Ds)}; a relay integrates one window"
+    return Ds.pop(), None
 
 
 def residual_lowering(graph: Graph, profile=None, residual: str | None = None, graded: bool | None = None,
@@ -170,9 +171,15 @@ def residual_lowering(graph: Graph, profile=None, residual: str | None = None, g
     users = g.users()
     report_streams = []
     for k, stream in enumerate(streams(g, owners)):
-        D = _window(g, stream, owners)
+        D, no_relay = _window(g, stream, owners)
         costs = stream_costs(g, stream, owners, users, prof, D)
-        form, why = _choose(costs, caps, residual)
+        if no_relay is not None:
+            if residual == "relay":
+                raise PassError(f"cannot relay: {no_relay}", where=f"node {stream[0]}",
+                                hint="give the stream's neurons one D, or deploy it with residual=fanin")
+            form, why = "fanin", no_relay
+        else:
+            form, why = _choose(costs, caps, residual)
         relays = []
         if form == "relay":
             for s in costs["branch_points"]:
