@@ -245,3 +245,23 @@ def test_event_simulator_refuses_relays_naming_the_node():
     with pytest.raises(SnnccError, match="node u0@relay: op relay has no address map"):
         events.simulate(g, X)
     events.simulate(deploy(None).graph, X)  # the fan-in form still runs event by event
+
+
+def test_compile_for_sim_relays_and_reports_the_choice():
+    """`compile_model` hands residual_lowering the target's profile (sim: 45nm, graded)."""
+    from nets import ResidualSepConv
+    from snncc.compiler import compile_model
+    from snncc.frontend.loader import LoadedModel
+
+    torch.manual_seed(0)
+    m = randomize_bn(ResidualSepConv(), 0)
+    r = compile_model(LoadedModel(m, None, ResidualSepConv.input_shape), "sim")
+    (st,) = r.pipeline.reports["residual_lowering"]["streams"]
+    # the stream: stem conv (host, no synapses), branch conv f1_7 (1x1, 16 -> 8 on 8x8: 8 * 8 * 8 * 16
+    # = 8192 synapses) and their add; fan-in puts f1_7 in 2 trees, relays add 2 x 512 neurons x 2 readers
+    assert st["nodes"] == ["stem", "f1_7", "add"] and st["choice"] == "relay"
+    assert st["fanin"]["synapses"] == 2 * 8192 and st["relay"]["synapses"] == 8192 + 2 * 512 * 2
+    assert [n.name for n in r.deployed if n.op == "relay"] == ["stem@relay", "add@relay"]
+    assert "residual streams: 1 relayed, 0 fan-in" in r.summary()
+    md = r.files["report.md"].decode()
+    assert "| 0 | stem .. add (3) | relay | relay energy 9.216e-09 J/window < fan-in 1.475e-08 J/window" in md

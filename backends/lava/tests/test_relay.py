@@ -87,3 +87,20 @@ def test_target_prices_streams_with_the_loihi_profile():
     assert t.lowering_options({"precision": "fixed"}) == {"profile": "loihi", "graded": False}
     with pytest.raises(TargetError, match="unknown option"):
         t.lowering_options({"precison": "fixed"})
+
+
+def test_compile_for_loihi_prices_with_the_loihi_profile():
+    from snncc.compiler import compile_model
+
+    torch.manual_seed(0)
+    m = randomize_bn(ResidualSepConv(), 0)
+    lm = LoadedModel(m, None, ResidualSepConv.input_shape)
+    r = compile_model(lm, "loihi")
+    rep = r.pipeline.reports["residual_lowering"]
+    assert rep["profile"] == "loihi" and rep["capabilities"]["graded_messages"]
+    (st,) = rep["streams"]
+    # one shallow stream: the relays' neuron updates (52 pJ x D per neuron) cost more than the copies
+    assert st["choice"] == "fanin" and st["why"].startswith("fan-in energy 3.973e-07 J/window <= relay 4.653e-07")
+    fx = compile_model(lm, "loihi", target_options={"precision": "fixed"})
+    assert fx.pipeline.reports["residual_lowering"]["streams"][0]["why"] == (
+        "binary messages only (the target cannot lower relays in this mode)")
