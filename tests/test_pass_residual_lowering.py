@@ -265,3 +265,16 @@ def test_compile_for_sim_relays_and_reports_the_choice():
     assert "residual streams: 1 relayed, 0 fan-in" in r.summary()
     md = r.files["report.md"].decode()
     assert "| 0 | stem .. add (3) | relay | relay energy 9.216e-09 J/window < fan-in 1.475e-08 J/window" in md
+
+
+def test_relay_graph_serialises_and_nir_refuses_it():
+    from snncc.errors import TargetError
+    from snncc.interop import nir_io
+    from snncc.ir import serialize
+
+    g = deploy("45nm").graph
+    h = serialize.loads(*serialize.dumps(g))  # op table driven: the relay needs no code of its own
+    assert [n.op for n in h].count("relay") == 3 and listing(h) == listing(g)
+    assert torch.equal(run(h, X).output, run(g, X).output)
+    with pytest.raises(TargetError, match="node u0@relay: op relay has no NIR mapping"):
+        nir_io.to_nir(g)
