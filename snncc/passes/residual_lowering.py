@@ -151,10 +151,11 @@ def _window(g: Graph, stream: list[str], owners: dict[str, list[str]]) -> tuple[
 
 
 def residual_lowering(graph: Graph, profile=None, residual: str | None = None, graded: bool | None = None,
-                      product_order: bool = True) -> PassResult:
+                      product_order: bool = True, reason: str | None = None) -> PassResult:
     """`profile`: a chip profile (name, path or Profile) or None (every stream fan-in);
     `residual`: force "fanin" or "relay" for every stream; `graded`: override the profile's
-    graded_messages capability (a target that cannot lower relays in some mode says False);
+    graded_messages capability (a target that cannot lower relays in some mode says False, and
+    why in `reason`);
     `product_order`: choose spike-product association orders by cost."""
     if residual is not None and residual not in FORMS:
         raise PassError(f"unknown residual form {residual!r}", where="residual_lowering", hint=f"one of {FORMS}")
@@ -164,7 +165,7 @@ def residual_lowering(graph: Graph, profile=None, residual: str | None = None, g
     prof = lc.resolve(profile)
     caps = lc.capabilities(prof)
     if graded is not None and not graded:
-        caps = dict(caps, graded_messages=False, source="the target cannot lower relays in this mode")
+        caps = dict(caps, graded_messages=False, source=reason or "the target cannot lower relays in this mode")
     g = graph.clone()
     changes: list[str] = []
     _, owners = shared_currents(g)

@@ -207,8 +207,8 @@ def run_network(net: Network, x, emit: str = "burst", qnet: QNetwork | None = No
     relays = {}
     for p in net.populations.values():
         c = rows[p.name].reshape((B,) + p.shape)
-        if p.relay:  # the sum of its graded messages, not spikes
-            relays[p.name] = torch.as_tensor(c)
+        if p.relay:  # the sum of its graded messages, not spikes (fixed_pt: payloads in activation units)
+            relays[p.name] = torch.as_tensor(np.rint(c).astype(np.int64) if fixed else c)
             continue
         counts[p.name] = torch.as_tensor(np.rint(c).astype(np.int64) if fixed else c)
     out_w = rows.get("output", np.zeros((K, n_out)))  # (K, N_out)

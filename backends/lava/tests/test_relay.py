@@ -1,8 +1,10 @@
-"""Residual-stream relays on Lava (floating_pt): a relay is a WindowBurstIF in relay mode sending
-its window value as one graded message (24-bit graded projections). Lava's counts, output and relay
+"""Residual-stream relays on Lava: a relay is a WindowBurstIF in relay mode sending its window value
+as one graded message (24-bit graded projections). floating_pt: Lava's counts, output and relay
 values equal the IR reference on the 3-block stage of tests/nets.py (spike input, hand-computed
-counts) and on ResidualSepConv (a relay fed by the host's encoding current); fixed_pt refuses
-relays; the Loihi target prices streams with the loihi profile and keeps fan-in for fixed_pt."""
+counts) and on ResidualSepConv (a relay fed by the host's encoding current). fixed_pt: a relay
+sends v >> 6 in its own activation units; Lava equals `simulate_fixed` bit for bit (counts,
+payloads, read-out). The Loihi target prices streams with the loihi profile (floating_pt) and
+keeps fan-in for fixed_pt and netx unless told otherwise."""
 
 import pytest
 import torch
@@ -13,8 +15,8 @@ from snncc.errors import TargetError
 from snncc.frontend.loader import LoadedModel, trace
 from snncc.passes.manager import run_pipeline
 from snncc.sim.reference import run
-from snncc_lava.fixed import quantize
-from snncc_lava.lower import RELAY_BITS, simulate
+from snncc_lava.fixed import quantize, simulate_fixed
+from snncc_lava.lower import RELAY_BITS, run_network, simulate
 from snncc_lava.network import build
 from snncc_lava.target import LoihiTarget
 
@@ -75,16 +77,52 @@ def test_host_fed_relay_lava_float_equals_reference(residual_relay):
     assert sum(int(c.sum()) for c in ref.counts.values()) > 100
 
 
-def test_fixed_pt_refuses_relays(stage):
-    with pytest.raises(TargetError) as e:
-        quantize(build(stage))
-    assert e.value.where == "node u0@relay" and "fixed_pt has no relay quantisation" in e.value.what
+@pytest.mark.parametrize("emit", ["burst", "graded"])
+def test_stage_lava_fixed_equals_simulate_fixed(stage, emit):
+    net = build(stage)
+    q = quantize(net)
+    # R0's scale: its largest incoming weight (0.5) maps to mantissa 254, so one unit of current is
+    # 508 activation units; U0 = (2, 1) is sent as payloads (1016, 508)
+    assert q.populations["u0@relay"].scale == 508.0 and q.populations["u0@relay"].relay
+    x = torch.cat([torch.tensor(RESIDUAL_STAGE_X, dtype=torch.float64),
+                   torch.randint(0, 5, (3, 2, 1, 2), generator=torch.Generator().manual_seed(1)).double()])
+    ref = simulate_fixed(q, x, emit)
+    assert ref.relays["u0@relay"][0].tolist() == [[[1016, 508]], [[1016, 508]]]
+    res = run_network(net, x, emit, q)
+    assert set(res.counts) == set(ref.counts) == {"s0", "s1", "s2", "s3"}
+    for k in ref.counts:
+        assert torch.equal(res.counts[k], ref.counts[k]), k
+    for k in ref.relays:
+        assert torch.equal(res.relays[k], ref.relays[k]), k
+    assert (res.readout == ref.readout).all()
+    assert res.counts["s2"][0].tolist() == [[[4, 2]], [[4, 2]]]  # the float counts, hand-computed
+
+
+def test_host_fed_relay_lava_fixed_equals_simulate_fixed(residual_relay):
+    net = build(residual_relay)
+    q = quantize(net)
+    x = torch.randn((2,) + tuple(ResidualSepConv.input_shape), generator=torch.Generator().manual_seed(2),
+                    dtype=torch.float64) * 2
+    ref = simulate_fixed(q, x)
+    res = run_network(net, x, "burst", q)
+    for k in ref.counts:
+        assert torch.equal(res.counts[k], ref.counts[k]), k
+    for k in ref.relays:
+        assert torch.equal(res.relays[k], ref.relays[k]), k
+    assert q.report["populations"]["stem@relay"]["relay"] and "vth" not in q.report["populations"]["stem@relay"]
 
 
 def test_target_prices_streams_with_the_loihi_profile():
     t = LoihiTarget()
     assert t.lowering_options({}) == {"profile": "loihi"}
-    assert t.lowering_options({"precision": "fixed"}) == {"profile": "loihi", "graded": False}
+    fixed = t.lowering_options({"precision": "fixed"})
+    assert fixed["graded"] is False and fixed["reason"].startswith("fixed_pt relays cost precision")
+    assert t.lowering_options({"precision": "fixed", "residual": "relay"}) == {"profile": "loihi", "residual": "relay"}
+    assert t.lowering_options({"netx": True})["graded"] is False
+    with pytest.raises(TargetError, match="netx has no relay layer"):
+        t.lowering_options({"netx": True, "residual": "relay"})
+    with pytest.raises(TargetError, match="unknown residual form 'copy'"):
+        t.lowering_options({"residual": "copy"})
     with pytest.raises(TargetError, match="unknown option"):
         t.lowering_options({"precison": "fixed"})
 
@@ -102,5 +140,8 @@ def test_compile_for_loihi_prices_with_the_loihi_profile():
     # one shallow stream: the relays' neuron updates (52 pJ x D per neuron) cost more than the copies
     assert st["choice"] == "fanin" and st["why"].startswith("fan-in energy 3.973e-07 J/window <= relay 4.653e-07")
     fx = compile_model(lm, "loihi", target_options={"precision": "fixed"})
-    assert fx.pipeline.reports["residual_lowering"]["streams"][0]["why"] == (
-        "binary messages only (the target cannot lower relays in this mode)")
+    assert fx.pipeline.reports["residual_lowering"]["streams"][0]["why"].startswith(
+        "binary messages only (fixed_pt relays cost precision")
+    forced = compile_model(lm, "loihi", target_options={"precision": "fixed", "residual": "relay"})
+    assert forced.pipeline.reports["residual_lowering"]["streams"][0]["choice"] == "relay"
+    assert "lava/quantisation.json" in forced.files

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from snncc_lava import compat
-from snncc_lava.fixed import ACT_SHIFT, VTH_SHIFT, saturate_v, shift, wrap_u
+from snncc_lava.fixed import ACT_SHIFT, VTH_SHIFT, relay_payload, saturate_v, shift, wrap_u
 from snncc_lava.network import product
 
 compat.install()
@@ -148,8 +148,11 @@ class PyWindowBurstIFModelFixed(PyLoihiProcessModel):
         self.s_out.send(out)
 
     def _fire(self, k: int) -> None:
-        if self.relay:
-            raise NotImplementedError("fixed_pt relays are not implemented (snncc_lava.fixed refuses them)")
+        if self.relay:  # v = sat24(u + bias); send v >> 6 (snncc_lava.fixed.relay_payload)
+            bias = shift(self.bias_mant.astype(np.int64), int(self.bias_exp))
+            self.n = relay_payload(saturate_v(self.u.astype(np.int64) + bias))
+            self.u = np.zeros_like(self.u)
+            return
         theta_eff = int(self.vth) << VTH_SHIFT
         if k % int(self.period) == 0 or not self.stateful:  # sample start: membrane from beta
             m = np.full(self.u.shape, int(self.v_init), np.int64)
