@@ -278,3 +278,31 @@ def test_relay_graph_serialises_and_nir_refuses_it():
     assert torch.equal(run(h, X).output, run(g, X).output)
     with pytest.raises(TargetError, match="node u0@relay: op relay has no NIR mapping"):
         nir_io.to_nir(g)
+
+
+def test_e_spikeformer_tiny_architecture_is_invariant_and_relays_meet_the_goal():
+    """Architecture SOPs are the trained network's: the same on the fan-in and the relayed
+    deployment; relays bring the deployed SOPs and synapses within 1.15x of them, fan-in does not."""
+    from snncc.estimate import analyze
+    from snncc.frontend.loader import LoadedModel, trace
+    from snncc.models import e_spikeformer
+
+    torch.manual_seed(0)
+    m = randomize_bn(e_spikeformer("tiny-test"), 0)
+    g = trace(LoadedModel(m, None, (3, 32, 32)))
+    x = torch.randn((1, 3, 32, 32), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    tot = {}
+    for prof in (None, "45nm"):
+        d = run_pipeline(g, "deploy", options={"residual_lowering": {"profile": prof}}).graph
+        e = Estimator(analyze(d, probe_limit=0), "45nm")
+        e.observe(x)
+        tot[prof] = e.report().totals
+    fan, rel = tot[None], tot["45nm"]
+    assert fan["architecture_sops"] == rel["architecture_sops"] > 0
+    assert fan["architecture_synapses"] == rel["architecture_synapses"] > 0
+    assert fan["sops"] > 1.15 * fan["architecture_sops"] and fan["synapses"] > 1.15 * fan["architecture_synapses"]
+    assert rel["sops"] <= 1.15 * rel["architecture_sops"] and rel["synapses"] <= 1.15 * rel["architecture_synapses"]
+    # what the relays cost is counted: the SOPs beyond the architecture's are exactly the relays'
+    # forwards, one accumulate per message into each of a relay's two readers (its branch's neuron
+    # and the next relay or the next stage's neuron)
+    assert rel["relay_messages"] > 0 and rel["sops"] == rel["architecture_sops"] + 2 * rel["relay_messages"]
