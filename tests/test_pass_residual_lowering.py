@@ -306,3 +306,26 @@ def test_e_spikeformer_tiny_architecture_is_invariant_and_relays_meet_the_goal()
     # forwards, one accumulate per message into each of a relay's two readers (its branch's neuron
     # and the next relay or the next stage's neuron)
     assert rel["relay_messages"] > 0 and rel["sops"] == rel["architecture_sops"] + 2 * rel["relay_messages"]
+
+
+def test_sync_with_a_host_fed_relay():
+    """ResidualSepConv's stream starts at the encoding conv: relay R0 integrates the host current.
+    Exact schedule (window and sub-step accumulation, both input modes) == reference; latency
+    D x (T + 7) exact (R0, f1_0, f1_3, f1_6, R1, f2_0, out_fire), D + 7 streaming."""
+    from nets import ResidualSepConv
+    from snncc.frontend.loader import LoadedModel, trace
+    from snncc.sim.sync import compare_streaming
+
+    torch.manual_seed(0)
+    m = randomize_bn(ResidualSepConv(), 0)
+    t = trace(LoadedModel(m, None, ResidualSepConv.input_shape))
+    d = run_pipeline(t, "deploy", options={"residual_lowering": {"profile": "45nm", "residual": "relay"}}).graph
+    assert d["stem@relay"].op == "relay" and d["stem@relay"].inputs == ["stem"]
+    x = torch.randn((16,) + tuple(ResidualSepConv.input_shape), dtype=torch.float64,
+                    generator=torch.Generator().manual_seed(3)) * 2
+    ref = run(d, x)
+    for acc, mode in (("window", "spread"), ("substep", "spread"), ("substep", "start")):
+        s = simulate(d, x, "exact", accumulate=acc, input_mode=mode)
+        assert torch.equal(s.output, ref.output) and all(torch.equal(s.counts[k], ref.counts[k]) for k in ref.counts)
+    rep = compare_streaming(d, x)
+    assert (rep.latency_exact, rep.latency_streaming) == (4 * (1 + 7), 4 + 7)

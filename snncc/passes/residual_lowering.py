@@ -82,10 +82,10 @@ def streams(g: Graph, owners: dict[str, list[str]]) -> list[list[str]]:
             if i in shared:
                 parent[find(i)] = find(name)
     groups: dict[str, list[str]] = {}
-    for n in g.nodes:
+    for n in g.nodes:  # graph order: streams come out ordered by their first node
         if n.name in shared:
             groups.setdefault(find(n.name), []).append(n.name)
-    return sorted(groups.values(), key=lambda s: [m.name for m in g.nodes].index(s[0]))
+    return list(groups.values())
 
 
 def stream_costs(g: Graph, stream: list[str], owners: dict[str, list[str]], users: dict, prof, D: int) -> dict:
@@ -208,4 +208,4 @@ def residual_lowering(graph: Graph, profile=None, residual: str | None = None, g
                     n.attrs["order"] = best
     report = {"profile": None if prof is None else prof.name, "capabilities": caps, "streams": report_streams,
               "products": products}
-    return PassResult(g.infer().verify(), changes, report)
+    return PassResult(g.verify(), changes, report)
