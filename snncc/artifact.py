@@ -250,6 +250,8 @@ def _check_manifest(doc: dict, path: str) -> None:
             bad(f"files.{name}", "must be an object {sha256: 64 hex digits, bytes: integer}")
         if os.path.isabs(name) or ".." in name.split("/") or name == MANIFEST or "\\" in name:
             bad(f"files.{name}", "must be a relative path inside the artefact")
+    if "target_options" in doc and not isinstance(doc["target_options"], dict):
+        bad("target_options", "must be an object")
     for field, kind in (("target", str), ("input_kind", str)):
         if field in doc and not isinstance(doc[field], kind):
             bad(field, f"must be a {kind.__name__}")

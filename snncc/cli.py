@@ -135,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
     es.add_argument("--rate", type=float, help="input samples per second, for average power")
     es.add_argument("--markdown", help="also write the report as Markdown to this file")
+    es.add_argument("--json", metavar="PATH", help="also write the whole report as JSON (totals incl. sops, "
+                                                    "architecture_sops, synapses; per population and link)")
     es.add_argument("--batch-size", type=_positive_int, help="samples per executor batch (default: all at once)")
     es.add_argument("--progress", action="store_true", help="show a progress bar over the batches")
     es.add_argument("--report", metavar="DIR", help="write DIR/report.md + report.html with plots")
@@ -230,7 +232,11 @@ def cmd_inspect(args) -> int:
         if args.level == "deployed":
             from snncc.passes.manager import run_pipeline
 
-            g = run_pipeline(g, "deploy", options={"check_spike_driven": {"allow_macs": True}}).graph
+            from snncc.compiler import lowering_options
+            from snncc.targets import get as get_target
+
+            g = run_pipeline(g, "deploy", options={"check_spike_driven": {"allow_macs": True},
+                                                   "residual_lowering": lowering_options(get_target("sim"), {})}).graph
     print(listing(g), end="")
     return 0
 
@@ -290,6 +296,11 @@ def cmd_estimate(args) -> int:
     if args.markdown:
         artifact.write_text(args.markdown, rep.to_markdown() + ("\n## comparison of D\n\n" + sweep.to_markdown() if sweep else ""))
         print(f"wrote {args.markdown}")
+    if args.json:
+        from snncc.estimate.estimator import write_json
+
+        write_json(rep, args.json)
+        print(f"wrote {args.json}")
     if args.report:
         from snncc.estimate.report import write_estimate_report
 
@@ -322,14 +333,20 @@ def _sweep_D(args, deployed, batches, Ds):
     from snncc.passes.manager import run_pipeline
     from snncc.passes.set_window import set_window
 
+    from snncc.compiler import lowering_options
+    from snncc.targets import get as get_target
+
     D0 = deployed.neurons()[0].attrs["D"]
     traced = artifact.read_graph(args.out, "traced")
+    m = artifact.read_manifest(args.out)
+    lowering = lowering_options(get_target(m.get("target", "sim")), m.get("target_options", {}))
     graphs = {}
     for D in sorted(set(Ds) | {D0}):
         if _show_progress(args):
             print(f"deploying at D={D}", file=sys.stderr)
         graphs[D] = deployed if D == D0 else run_pipeline(
-            set_window(traced, D).graph, "deploy", options={"check_spike_driven": {"allow_macs": True}}).graph
+            set_window(traced, D).graph, "deploy", options={"check_spike_driven": {"allow_macs": True},
+                                                            "residual_lowering": lowering}).graph
     x = torch.cat(list(batches))
     sw = sweep_D(graphs, x, args.profile, labels=batches.labels, reference_D=D0, batch_size=batches.batch_size)
     print(f"\nD sweep ({sw.samples} samples, agreement with the compiled D={D0}):")

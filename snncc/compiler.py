@@ -44,10 +44,22 @@ class CompileResult:
         st = static_stats(self.deployed)
         sd = self.pipeline.reports.get("check_spike_driven", {})
         nf = self.pipeline.reports.get("normal_form", {})
+        rl = self.pipeline.reports.get("residual_lowering", {}).get("streams", [])
+        relayed = sum(1 for st in rl if st["choice"] == "relay")
         return (f"compiled for {self.target}: {st['populations']} neuron populations, {st['neurons']} neurons, "
                 f"{st['parameters']} parameters; encoding layer: {', '.join(sd.get('encoding', [])) or 'none'}; "
+                f"residual streams: {relayed} relayed, {len(rl) - relayed} fan-in; "
                 f"shortcut fan-in added {nf.get('added_synapses', 0)} synapses "
                 f"({self.timings.get('total', 0):.2f} s)")
+
+
+def lowering_options(tgt, target_options: dict) -> dict:
+    """What the target tells `residual_lowering`: its chip profile (fan-in vs relay is priced with
+    it) and, through `lowering_options(options)`, anything a target mode cannot lower."""
+    fn = getattr(tgt, "lowering_options", None)
+    if fn is not None:
+        return dict(fn(target_options))
+    return {"profile": getattr(tgt, "profile", None)}
 
 
 def static_stats(g: Graph) -> dict:
@@ -74,7 +86,8 @@ def compile_model(loaded: LoadedModel, target: str = "sim", input_kind: str = "c
     t1 = time.perf_counter()
     say(f"running passes ({len(traced)} nodes)")
     run = run_pipeline(traced, "deploy", dump_after=dump_after,
-                       options={"check_spike_driven": {"allow_macs": allow_macs}})
+                       options={"check_spike_driven": {"allow_macs": allow_macs},
+                                "residual_lowering": lowering_options(tgt, target_options or {})})
     deployed = run.graph
     t2 = time.perf_counter()
     problems = tgt.check(deployed)
@@ -96,6 +109,7 @@ def compile_model(loaded: LoadedModel, target: str = "sim", input_kind: str = "c
         "input_kind": traced.inputs[0].kind,
         "T": traced.T,
         "source": traced.meta.get("source", ""),
+        "target_options": dict(target_options or {}),  # re-deployments (estimate --sweep-D) lower the same way
         "versions": artifact.versions(getattr(tgt, "versions", lambda: {})()),
     }
     res = CompileResult(target, traced, deployed, run, files, manifest,
@@ -115,7 +129,21 @@ def report_markdown(res: CompileResult) -> str:
              f"- encoding layer (host MACs): {', '.join(sd.get('encoding', [])) or 'none'}",
              f"- whole model spike-driven beyond the encoding layer: {'yes' if sd.get('model_spike_driven', True) else 'no'}",
              f"- membrane-shortcut fan-in: {nf.get('copied_nodes', 0)} copied nodes, "
-             f"{nf.get('added_synapses', 0)} added synapses", "", "## Passes", ""]
+             f"{nf.get('added_synapses', 0)} added synapses", ""]
+    rl = res.pipeline.reports.get("residual_lowering", {})
+    if rl.get("streams"):
+        lines += ["## Residual streams (residual_lowering)", "",
+                  f"profile: {rl['profile']}; graded messages: {rl['capabilities']['graded_messages']} "
+                  f"({rl['capabilities']['source']})", "",
+                  "| stream | nodes | choice | why | fan-in synapses / SOPs per window | relay synapses / SOPs per window "
+                  "| relay latency (sub-steps) |", "|---|---|---|---|---|---|---|"]
+        for st in rl["streams"]:
+            f, r = st["fanin"], st["relay"]
+            lines.append(f"| {st['stream']} | {st['nodes'][0]} .. {st['nodes'][-1]} ({len(st['nodes'])}) | {st['choice']} "
+                         f"| {st['why']} | {f['synapses']} / {f['sops']:.4g} | {r['synapses']} / {r['sops']:.4g} "
+                         f"| +{r['latency_substeps']} |")
+        lines.append("")
+    lines += ["## Passes", ""]
     for name, changes in res.pipeline.log:
         lines.append(f"- `{name}`: {len(changes)} change(s)")
         for c in changes[:20]:

@@ -3,7 +3,9 @@
 A target object has `name`, `description`, `options` (option name -> meaning; `check_options`
 refuses any other key), optionally `validate_options(options) -> options`, `check(graph) ->
 list[str]` (every rule the deployed graph violates; empty when it fits) and `emit(graph,
-options) -> dict[str, bytes]` (extra artefact files). The core ships `sim` (snncc's own simulators); chip targets are separate
+options) -> dict[str, bytes]` (extra artefact files); optionally `profile` (a chip profile name:
+`residual_lowering` prices fan-in vs relays with it) or `lowering_options(options) -> dict` (that
+pass's options for a target mode). The core ships `sim` (snncc's own simulators); chip targets are separate
 packages under `backends/`, so the core never imports a chip SDK.
 """
 
@@ -21,6 +23,7 @@ class SimTarget:
     name = "sim"
     description = "snncc reference simulators (no chip limits)"
     options: dict[str, str] = {}
+    profile = "45nm"  # residual_lowering prices fan-in vs relay with it (relays: graded messages)
 
     def check(self, graph: Graph) -> list[str]:
         return []

@@ -115,3 +115,36 @@ class Attention(nn.Module):
         a = a.permute(0, 2, 1, 3).reshape(B, N, C)
         y = x + self.proj(a)
         return self.head(self.n_in(y).mean(1))
+
+
+def residual_stage():
+    """A 3-block membrane-shortcut stage as a folded IR graph (tests of residual_lowering, the
+    estimator and the Lava relay): spike input x (2x1x2), U0 = conv(x), s_k = fire(U_k),
+    U_{k+1} = U_k + conv(s_k) for k = 0, 1, 2, and s3 = fire(U3) (the next stage's neuron). Every
+    conv is 1x1, 2 -> 2 channels with one weight everywhere (0.5, 0.25, 0.25, -0.125); the counts
+    on RESIDUAL_STAGE_X are worked out in tests/test_pass_residual_lowering.py."""
+    import numpy as np
+
+    from snncc.ir import Graph, Node
+
+    conv = {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1)}
+    w = lambda v: {"weight": np.full((2, 2, 1, 1), v)}
+    fire = {"D": 4, "rounding": "floor"}
+    return Graph([
+        Node("x", "input", [], {"kind": "spike", "shape": (2, 1, 2)}),
+        Node("u0", "conv", ["x"], conv, w(0.5)),
+        Node("s0", "fire", ["u0"], fire),
+        Node("b0", "conv", ["s0"], conv, w(0.25)),
+        Node("u1", "add", ["u0", "b0"]),
+        Node("s1", "fire", ["u1"], fire),
+        Node("b1", "conv", ["s1"], conv, w(0.25)),
+        Node("u2", "add", ["u1", "b1"]),
+        Node("s2", "fire", ["u2"], fire),
+        Node("b2", "conv", ["s2"], conv, w(-0.125)),
+        Node("u3", "add", ["u2", "b2"]),
+        Node("s3", "fire", ["u3"], fire),
+        Node("o", "output", ["s3"]),
+    ]).infer()
+
+
+RESIDUAL_STAGE_X = [[[[1.0, 2.0]], [[3.0, 0.0]]]]  # one sample of residual_stage's input (B, 2, 1, 2)

@@ -2,7 +2,9 @@
 
 `analyze(graph)` reads populations, projections and real fan-out maps once (plan.py);
 `Estimator` accumulates spike statistics over a dataset (estimator.py); chip figures come from
-data files with sources (profile.py, profiles/*.json); `Report.table()` / `to_markdown()` print.
+data files with sources (profile.py, profiles/*.json); `Report.table()` / `to_markdown()` print,
+`estimator.write_json` writes the whole report; `lowering_cost.py` prices fan-in vs relay and
+spike-product orders for `snncc.passes.residual_lowering`.
 """
 
 from snncc.estimate.estimator import Estimator, LinkStats, PopulationStats, Report, estimate

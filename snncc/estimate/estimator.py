@@ -9,6 +9,15 @@ of per-sample means.
 
 Definitions (per sample; a window is one training timestep = D sub-steps):
 - spikes: sum of integer spike counts (n counts as n spikes); firing rate = spikes / (neurons*D*T).
+- relay messages: a relay (residual-stream accumulator) sends one graded message per neuron with a
+  nonzero value per window; its projections cost messages x fan-out SOPs like spikes do, and its
+  neurons integrate every sub-step (neurons x D x T updates, active = messages).
+- architecture SOPs: the trained network's own synaptic ops (`plan.architecture_ops`: every
+  distinct synaptic op on spikes, spikes x fan-out, residual additions free, no fan-in copies, no
+  relays), the limit a deployment is measured against (DESIGN 2). Reported next to the deployed
+  SOPs per population (charged to the op's first consumer) and in total, with the paper's energy
+  (45nm figures: E_MAC x host MACs + E_AC x (architecture SOPs + spike products)) next to the
+  same formula on the deployed SOPs (`Report.paper`).
 - SOPs into a population: sum over its synaptic projections of sum_j spikes_j * fanout_j.
 - spike products: multiply-free coincidence operations (`plan.coincidences`).
 - MACs: dense host multiply-accumulates of ops on the real-valued input, per timestep x T.
@@ -69,6 +78,11 @@ class _Recorder(Interpreter):
         self.windows.setdefault(n.name, []).append(cnt)
         return cnt, y
 
+    def op_relay(self, n: Node, u):
+        y = super().op_relay(n, u)
+        self.windows.setdefault(n.name, []).append((y != 0).to(y.dtype))  # graded messages sent
+        return y
+
     def op_spike_product(self, n: Node, *xs):
         if n.name in self.products:
             c = coincidences(list(xs), n.attrs["order"])
@@ -112,25 +126,27 @@ class Estimator:
         self.sops: dict[int, float] = {i: 0.0 for i in self._fanout}
         self.peak_window_sops: dict[int, float] = {i: 0.0 for i in self._fanout}
         self.products: dict[str, float] = {pr.node: 0.0 for pr in self.plan.products}
+        self.architecture: dict[str, float] = {a.node: 0.0 for a in self.plan.architecture}
         self.windows_exact = self.T == 1
 
     # ---- feeding ---------------------------------------------------------------------------
     def update(self, counts: dict, inputs=None, *, _windows: dict | None = None,
                _products: dict | None = None) -> None:
         """Add one batch: `counts` as returned by `reference.run` (fire -> (B, *shape), summed over
-        T). A graph with a spike input also needs `inputs` ((B, *shape) repeated over T, or
+        T; relays -> their `messages`, e.g. `{**res.counts, **res.messages}`). A graph with a spike input also needs `inputs` ((B, *shape) repeated over T, or
         (T, B, *shape)). For T > 1 with spike products use `observe`: counts summed over T cannot
         give per-window coincidences."""
         plan = self.plan
         per_window: dict[str, list[np.ndarray]] = {}
         for name, pop in plan.populations.items():
-            if pop.role == "fire":
+            if pop.role in ("fire", "relay"):
                 if _windows is not None:
                     per_window[name] = [_np(w) for w in _windows[name]]
                 else:
                     if name not in counts:
                         raise SnnccError(f"no spike counts for population {name!r}", where="estimate",
-                                         hint="pass the counts of snncc.sim.reference.run on the deployed graph")
+                                         hint="pass the counts (and relay messages) of snncc.sim.reference.run "
+                                              "on the deployed graph")
                     per_window[name] = [_np(counts[name])]
         for pop in self._spike_inputs:
             if inputs is None:
@@ -166,6 +182,11 @@ class Estimator:
             per = np.stack([(w * fan).reshape(batch, -1).sum(1) for w in per_window[proj.source]])
             self.sops[i] += float(per.sum())
             self.peak_window_sops[i] = max(self.peak_window_sops[i], float(per.max()))
+        for a in plan.architecture:
+            tot = 0.0
+            for src, fan in a.fanout.items():
+                tot += float(sum((w * fan).sum() for w in per_window[src]))
+            self.architecture[a.node] += tot
         if plan.products:
             if _products is None:
                 if self.T > 1:
@@ -233,6 +254,7 @@ class PopulationStats:
     firing_rate: float = 0.0
     sops_in: float = 0.0
     spike_products_in: float = 0.0
+    architecture_sops_in: float = 0.0  # the trained network's SOPs of the ops charged to this population
     macs_in: float = 0.0
     neuron_updates: float = 0.0
     destinations: int = 0
@@ -274,6 +296,7 @@ class Report:
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     windows_exact: bool = True
+    paper: dict[str, float] = field(default_factory=dict)  # the paper's 45nm method: architecture vs deployed
 
     @property
     def latency_s(self) -> float | None:
@@ -302,6 +325,7 @@ class Report:
             "sample_substeps": self.sample_substeps, "latency_s": self.latency_s,
             "critical_path": list(self.critical_path), "energy": dict(self.energy), "power": self.power,
             "warnings": list(self.warnings), "notes": list(self.notes), "windows_exact": self.windows_exact,
+            "paper": dict(self.paper),
         }
 
     def table(self) -> str:
@@ -326,7 +350,7 @@ def build_report(est: Estimator, rate: float | None, substep_time: float | None)
     for name, p in plan.populations.items():
         s = est.spikes[name] / n
         st = PopulationStats(name, p.role, p.neurons, p.D, spikes=s)
-        if p.role == "fire":
+        if p.role in ("fire", "relay"):
             st.firing_rate = s / (p.neurons * p.D * T)
             st.neuron_updates = float(p.neurons * p.D * T)
         st.destinations = len(p.destinations)
@@ -350,6 +374,8 @@ def build_report(est: Estimator, rate: float | None, substep_time: float | None)
             peak_sops_rate[proj.target] = peak_sops_rate.get(proj.target, 0.0) + est.peak_window_sops[i] / (d * tau)
     for pr in plan.products:
         pops[pr.target].spike_products_in += est.products[pr.node] / n
+    for a in plan.architecture:
+        pops[a.consumer].architecture_sops_in += est.architecture[a.node] / n
     for name, st in pops.items():
         p = plan.populations[name]
         # a spike input has no D of its own: its events arrive within its destinations' window
@@ -372,17 +398,23 @@ def build_report(est: Estimator, rate: float | None, substep_time: float | None)
                 links.append(LinkStats(s, pr.target, "product", pops[s].events_per_window, 0.0, 0))
 
     fires = [p for p in pops.values() if p.role == "fire"]
+    relays = [p for p in pops.values() if p.role == "relay"]
     totals = {
-        "spikes": sum(p.spikes for p in pops.values() if p.role != "output"),
+        "spikes": sum(p.spikes for p in pops.values() if p.role not in ("output", "relay")),
         "sops": sum(p.sops_in for p in pops.values()),
+        "architecture_sops": sum(p.architecture_sops_in for p in pops.values()),
         "spike_products": sum(p.spike_products_in for p in pops.values()),
         "macs": sum(p.macs_in for p in pops.values()),
-        "neuron_updates": sum(p.neuron_updates for p in fires),
-        "active_updates": sum(p.spikes for p in fires),
+        "neuron_updates": sum(p.neuron_updates for p in fires + relays),
+        "active_updates": sum(p.spikes for p in fires + relays),
         "messages": sum(p.messages for p in pops.values()),
         "neurons": sum(p.neurons for p in fires),
         "synapses": sum(pr.synapses for pr in plan.projections),
+        "architecture_synapses": sum(int(f.sum()) for a in plan.architecture for f in a.fanout.values()),
+        "relay_neurons": sum(p.neurons for p in relays),
+        "relay_messages": sum(p.spikes for p in relays),
     }
+    paper = paper_energy(totals)
     latency_s = None if tau is None else plan.latency_substeps * tau
     sample_s = None if tau is None else plan.sample_substeps * tau
 
@@ -418,7 +450,19 @@ def build_report(est: Estimator, rate: float | None, substep_time: float | None)
     if not est.windows_exact and T > 1:
         notes.append("peak per-window figures are upper bounds: counts were summed over T (use observe)")
     return Report(n, T, prof, rate, tau, list(pops.values()), links, totals, plan.latency_substeps,
-                  plan.sample_substeps, list(plan.critical_path), energy, power, warnings, notes, est.windows_exact)
+                  plan.sample_substeps, list(plan.critical_path), energy, power, warnings, notes, est.windows_exact,
+                  paper)
+
+
+def paper_energy(t: dict, profile: str | Profile = "45nm") -> dict[str, float]:
+    """The paper's method (Table 1): E_MAC x host MACs + E_AC x (SOPs + spike products), on the
+    architecture's SOPs and on the deployed ones, with the 45nm profile's figures (J per sample)."""
+    prof = load_profile(profile)
+    e_mac, e_ac = prof.si("e_mac"), prof.si("e_ac")
+    arch = e_mac * t["macs"] + e_ac * (t["architecture_sops"] + t["spike_products"])
+    dep = e_mac * t["macs"] + e_ac * (t["sops"] + t["spike_products"])
+    return {"architecture": arch, "deployed": dep,
+            "sops_ratio": t["sops"] / t["architecture_sops"] if t["architecture_sops"] else None}
 
 
 def _energy(prof: Profile, t: dict, rate, sample_s, notes: list[str]) -> tuple[dict, float]:
@@ -457,3 +501,24 @@ def estimate(graph: Graph, x, profile: str | Profile | None = "45nm", rate: floa
     est = Estimator(graph, profile)
     est.observe(x)
     return est.report(rate, substep_time)
+
+
+def write_json(report: "Report", path: str) -> None:
+    """The whole report as deterministic JSON (sorted keys): totals (sops, architecture_sops,
+    synapses, relay messages, ...), the paper's 45nm energy on both, per population and per link;
+    what `snncc estimate --json PATH` writes."""
+    import json
+
+    from snncc import artifact
+
+    artifact.write_text(path, json.dumps(report_json(report), indent=1, sort_keys=True, default=float) + "\n")
+
+
+def report_json(report: "Report") -> dict:
+    d = report.to_dict()
+    for p in d["populations"]:
+        for k, v in list(p.items()):
+            if isinstance(v, float) and not math.isfinite(v):
+                p[k] = None
+    d["paper"] = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d["paper"].items()}
+    return d

@@ -19,9 +19,19 @@ current is a sum of *terms* (the flattened root add); a term reads one or more s
   `coincidences`).
 - a **readout**: the graph output reading a population's spikes as they are (through layout ops
   only): messages routed off chip, no synapses.
+- a **relay** (residual-stream accumulator, `relay` op) is a population too: a consumer of its
+  input tree and a source of graded messages; a projection from a relay is synaptic like one
+  from spikes (one message of a nonzero value triggers its fan-out's accumulates).
 - a **host** term: the real-valued input current, reaching the neuron through ops that cost dense
   MACs on the host (the encoding layer). Identical copies that the normal form made of one host op
   (a stem conv feeding several residual consumers) are computed once and counted once.
+
+*Architecture* ops (`architecture_ops`): the trained network's own synaptic work, counted on the
+same deployed graph without the normal form's copies: every distinct (value-numbered) synaptic op
+other than a spike product whose sources (through weightless ops) are all spiking populations,
+with the fan-out of its chain from each source (`path_counts`). Copies made for fan-in are one
+value, relays are not ops of the trained network, residual additions and ops on currents made by
+weighted ops are free, ops on the real-valued input are the host's MACs (DESIGN 2).
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from snncc.errors import SnnccError
+from snncc.ir.analysis import sources as weightless_sources, value_numbers
 from snncc.ir.graph import Graph, Node
 from snncc.ir.ops import SPIKE
 from snncc.sim.reference import Interpreter
@@ -45,7 +56,7 @@ MAC_OPS = ("conv", "linear", "pool", "mean", "scale")
 @dataclass
 class Population:
     name: str
-    role: str  # 'fire' | 'spike_input' | 'output'
+    role: str  # 'fire' | 'relay' | 'spike_input' | 'output'
     shape: tuple
     D: int  # 0 for spike inputs and the output readout
     destinations: list[str] = field(default_factory=list)  # consumers this source's spikes are routed to
@@ -81,6 +92,14 @@ class ProductNode:
 
 
 @dataclass
+class ArchOp:
+    """One synaptic op of the trained network: its spiking sources and per-source fan-out maps."""
+    node: str
+    consumer: str  # the first population (graph order) whose input reads the op
+    fanout: dict[str, np.ndarray]  # source population -> (source shape) synaptic paths into the op's output
+
+
+@dataclass
 class Plan:
     graph: Graph
     T: int
@@ -91,6 +110,7 @@ class Plan:
     latency_substeps: int  # sum of D along the longest population path (one window)
     critical_path: list[str]
     notes: list[str] = field(default_factory=list)
+    architecture: list[ArchOp] = field(default_factory=list)
 
     def projections_into(self, target: str) -> list[Projection]:
         return [p for p in self.projections if p.target == target]
@@ -143,7 +163,7 @@ def closure(g: Graph, term: str) -> list[Node]:
     while stack:
         name = stack.pop()
         n = g[name]
-        if name in names or n.op in ("fire", "input"):
+        if name in names or n.op in ("fire", "relay", "input"):
             continue
         names.add(name)
         stack.extend(n.inputs)
@@ -287,7 +307,7 @@ def _host_fed(g: Graph) -> set[str]:
     """Current nodes whose value depends on a real-valued input or on a spike product's output."""
     fed: set[str] = set()
     for n in g.nodes:
-        if n.kind != "current" or n.op in ("input", "fire"):
+        if n.kind != "current" or n.op in ("input", "fire", "relay"):  # a relay is a population
             continue
         for i in n.inputs:
             m = g[i]
@@ -318,8 +338,8 @@ def analyze(graph: Graph, probe_limit: int | None = None) -> Plan:
     for n in g.nodes:
         if n.op == "input" and n.kind == SPIKE:
             pops[n.name] = Population(n.name, "spike_input", n.shape, 0)
-        elif n.op == "fire":
-            pops[n.name] = Population(n.name, "fire", n.shape, int(n.attrs["D"]))
+        elif n.op in ("fire", "relay"):
+            pops[n.name] = Population(n.name, n.op, n.shape, int(n.attrs["D"]))
     out_node = g.output
     pops[out_node.name] = Population(out_node.name, "output", out_node.shape, 0)
 
@@ -341,7 +361,7 @@ def analyze(graph: Graph, probe_limit: int | None = None) -> Plan:
     products: list[ProductNode] = []
     notes: list[str] = []
     structural = _Structural(g)
-    for c in [n for n in g.nodes if n.op == "fire"] + [out_node]:
+    for c in [n for n in g.nodes if n.op in ("fire", "relay")] + [out_node]:
         root = g[c.inputs[0]]
         terms = list(root.inputs) if root.op == "add" else [root.name]
         for t in terms:
@@ -353,15 +373,15 @@ def analyze(graph: Graph, probe_limit: int | None = None) -> Plan:
             host_ops = [n.name for n in nodes if n.name in mac_nodes]
             host_macs = sum(mac_nodes[m] for m in host_ops)
             host_leaf = None
-            spiking = [l for l in _leaves(g, nodes, t) if g[l].kind == SPIKE
-                       and not all(n.spec.layout for n in _path_nodes(g, nodes, l))]
+            spiking = [l for l in _leaves(g, nodes, t) if _is_source(g, l)
+                       and not (g[l].kind == SPIKE and all(n.spec.layout for n in _path_nodes(g, nodes, l)))]
             paths = path_counts(g, nodes, t, spiking, structural) if spiking else {}
             for leaf in _leaves(g, nodes, t):
                 path = _path_nodes(g, nodes, leaf)
                 if g[leaf].kind == SPIKE and all(n.spec.layout for n in path):
                     # the output reads spikes as they are (maybe reshaped): routed off chip, no synapses
                     projections.append(Projection(leaf, c.name, "readout", t, [n.name for n in path]))
-                elif g[leaf].kind == SPIKE:
+                elif _is_source(g, leaf):
                     fan, exact = fanout_map(g, nodes, t, leaf, structural, probe_limit, paths[leaf])
                     if not fan.any():
                         continue  # reached only through a spike product
@@ -384,7 +404,59 @@ def analyze(graph: Graph, probe_limit: int | None = None) -> Plan:
                 pops[s].destinations.append(pr.target)
 
     lat, crit = _latency(g, pops, projections, products)
-    return Plan(g, g.T, pops, projections, products, mac_nodes, lat, crit, notes)
+    return Plan(g, g.T, pops, projections, products, mac_nodes, lat, crit, notes,
+                architecture_ops(g, structural))
+
+
+def _is_source(g: Graph, name: str) -> bool:
+    """A population's output read by a current tree: spikes (of a neuron or a spike input) or a relay's value."""
+    return g[name].kind == SPIKE or g[name].op == "relay"
+
+
+def architecture_ops(g: Graph, structural: Interpreter | None = None) -> list[ArchOp]:
+    """The trained network's synaptic ops on spikes (module docstring), once per distinct value."""
+    structural = structural or _Structural(g)
+    same = value_numbers(g)
+    memo: dict = {}
+    users = g.users()
+    out = []
+    for n in g.nodes:
+        if not n.spec.synaptic or n.op == "spike_product" or same[n.name] != n.name:
+            continue
+        srcs = set()
+        for i in n.inputs:
+            srcs |= weightless_sources(g, i, memo)
+        if not srcs or not all(g[s].kind == SPIKE for s in srcs):
+            continue  # host MACs (encoding), a relay's value, or a weighted op's current: not spike-driven SOPs
+        # the chain from the sources to n: weightless ops only (closure stops at populations, and
+        # `srcs` guarantees no weighted op below n)
+        nodes = closure(g, n.name)
+        leaves = _leaves(g, nodes, n.name)
+        counts = path_counts(g, nodes, n.name, leaves, structural)
+        fan: dict[str, np.ndarray] = {}
+        for l in leaves:
+            p = _population_of(g, l)
+            fan[p] = fan[p] + counts[l] if p in fan else counts[l]
+        out.append(ArchOp(n.name, _first_consumer(g, n.name, users), fan))
+    return out
+
+
+def _first_consumer(g: Graph, name: str, users: dict) -> str:
+    order = {m.name: i for i, m in enumerate(g.nodes)}
+    best = None
+    stack, seen = [name], set()
+    while stack:
+        m = stack.pop()
+        for u in users[m]:
+            if u.name in seen:
+                continue
+            seen.add(u.name)
+            if u.op in ("fire", "relay", "output"):
+                if best is None or order[u.name] < order[best]:
+                    best = u.name
+            else:
+                stack.append(u.name)
+    return best or g.output.name
 
 
 def _latency(g: Graph, pops: dict[str, Population], projections, products) -> tuple[int, list[str]]:

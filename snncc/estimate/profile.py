@@ -26,6 +26,8 @@ UNITS: dict[str, tuple[str, float]] = {
     "s": ("time", 1.0), "ms": ("time", 1e-3), "us": ("time", 1e-6), "ns": ("time", 1e-9),
     "SynOps/s": ("rate", 1.0),
     "count": ("count", 1.0), "neurons": ("count", 1.0), "hops": ("count", 1.0), "entries": ("count", 1.0),
+    "bits": ("count", 1.0), "spikes": ("count", 1.0), "fraction": ("count", 1.0),
+    "flag": ("flag", 1.0),  # 1 = the chip has the capability, 0 = it has not
 }
 
 # figure -> dimension (every figure a profile may carry)
@@ -37,6 +39,9 @@ FIGURES: dict[str, str] = {
     "cores": "count", "neurons_per_core": "count", "synops_per_s_per_core": "rate",
     "kernel_memory": "count", "neuron_memory": "count", "bias_memory": "count",
     "substep_time": "time",
+    # lowering capabilities and the cost model's assumed activity (snncc.estimate.lowering_cost)
+    "graded_messages": "flag", "graded_message_bits": "count",
+    "spikes_per_neuron_window": "count", "relay_message_fraction": "count",
 }
 
 # formula -> figures it needs

@@ -73,6 +73,17 @@ def render(r, markdown: bool = False) -> str:
         lines.append(("- " if markdown else "") + f"energy per sample: {_energy(r.energy['total'])} ({parts})")
     if r.power is not None:
         lines.append(("- " if markdown else "") + f"average power at {r.rate:g} samples/s: {r.power * 1e3:.4g} mW")
+    t = r.totals
+    if t.get("architecture_sops"):
+        lines.append(("- " if markdown else "") + f"architecture SOPs {_num(t['architecture_sops'])} vs deployed "
+                     f"{_num(t['sops'])} ({t['sops'] / t['architecture_sops']:.3f}x); synapses: architecture "
+                     f"{_num(t['architecture_synapses'])}, deployed {_num(t['synapses'])}"
+                     + (f"; relays: {_num(t['relay_neurons'])} neurons, {_num(t['relay_messages'])} messages"
+                        if t.get("relay_neurons") else ""))
+    if r.paper:
+        lines.append(("- " if markdown else "") + "paper method (45nm: E_MAC x host MACs + E_AC x (SOPs + spike "
+                     f"products)): architecture {_energy(r.paper['architecture'])}, deployed "
+                     f"{_energy(r.paper['deployed'])}")
     if r.profile is not None:
         lines.append("")
         lines.append(f"{h}figures ({r.profile.name})")

@@ -26,7 +26,7 @@ def sources(graph: Graph, name: str, _memo: dict | None = None) -> set[str]:
     if name in memo:
         return memo[name]
     n = graph[name]
-    if n.kind == SPIKE or n.op == "input" or n.op in WEIGHTED:
+    if n.kind == SPIKE or n.op in ("input", "relay") or n.op in WEIGHTED:
         out = {name}
     else:
         out = set()
@@ -68,14 +68,14 @@ def encoding_nodes(graph: Graph) -> list[str]:
 
 def value_numbers(graph: Graph) -> dict[str, str]:
     """For every node, the first node (graph order) that computes the same value: same op, attrs,
-    kind, shape, parameters (bit for bit) and inputs (by value number). Inputs and fires are their
-    own value (a fire owns its state and its counts). The synaptic normal form gives each
+    kind, shape, parameters (bit for bit) and inputs (by value number). Inputs, fires and relays
+    are their own value (a population owns its state and its counts). The synaptic normal form gives each
     population a private copy of a shared current tree (a residual's stem conv once per
     consumer); executors use this map to evaluate such copies once, with bit-identical results."""
     rep: dict[str, str] = {}
     seen: dict[tuple, str] = {}
     for n in graph.nodes:
-        if n.op in ("input", "fire", "output"):
+        if n.op in ("input", "fire", "relay", "output"):  # populations own their value
             rep[n.name] = n.name
             continue
         key = (n.op, n.kind, tuple(n.shape), tuple(rep[i] for i in n.inputs), repr(sorted(n.attrs.items())),

@@ -232,6 +232,26 @@ MAX_T = 4096
 MAX_SUBSTEPS = 2 ** 20
 
 
+def _relay_kind(kinds, attrs):
+    if kinds[0] != CURRENT:
+        raise RuleError("a relay integrates a residual stream's current; its input is a spike tensor")
+    return CURRENT
+
+
+def relay_shape(shapes, attrs, params):
+    (x,) = shapes
+    if not (isinstance(attrs["D"], int) and not isinstance(attrs["D"], bool) and 0 < attrs["D"] <= MAX_D):
+        raise RuleError(f"D must be an integer in 1..{MAX_D}, got {attrs['D']!r}")
+    if "bias" in params:
+        try:
+            b = _broadcast(x, params["bias"].shape)
+        except RuleError:
+            b = None
+        if b != x:
+            raise RuleError(f"constant current of shape {params['bias'].shape} does not broadcast to {x}")
+    return x
+
+
 def fire_shape(shapes, attrs, params):
     (x,) = shapes
     if not (isinstance(attrs["D"], int) and not isinstance(attrs["D"], bool) and 0 < attrs["D"] <= MAX_D):
@@ -343,7 +363,19 @@ _op(OpSpec("permute", 1, 1, {"dims": REQUIRED}, kind_rule=_same_kind, shape_rule
 _op(OpSpec("spike_product", 2, 3, {"order": "left", "scale": 1.0}, kind_rule=_spikes_in,
            shape_rule=spike_product_shape, synaptic=True,
            summary=lambda a, p: f"order={a['order']} scale={_fmt(a['scale'])}"))
+# A relay (DESIGN 2, synaptic normal form): an accumulator population of a membrane-shortcut
+# stream. It integrates its input current over a window (plus its constant current `bias`) and
+# forwards the value unchanged, as one graded message per neuron, to the stream's consumers: a
+# current-kind value, not spikes. Chained relays R_k = R_{k-1} + B_{k-1} keep synapses linear in
+# the stream's depth. In a current tree it is a source (like a neuron), never walked through.
+_op(OpSpec("relay", 1, 1, {"D": REQUIRED}, params=("bias",), kind_rule=_relay_kind, shape_rule=relay_shape,
+           linear=False,  # a population: passes never fold through it
+           summary=lambda a, p: f"D={a['D']}" + (" +const" if "bias" in p else "")))
 _op(OpSpec("output", 1, 1, {}, kind_rule=_same_kind, shape_rule=output_shape))
+
+
+# Ops whose output is a population's value: sources of current trees, never walked through.
+POPULATION_OPS = ("fire", "relay")
 
 
 def spec(op: str) -> OpSpec:
@@ -376,6 +408,7 @@ def fmt_value(v) -> str:
     return _fmt(v)
 
 
-__all__ = ["OPS", "OpSpec", "SPIKE", "CURRENT", "KINDS", "REQUIRED", "RuleError", "ROUNDING_MODES", "MAX_D", "MAX_T", "MAX_SUBSTEPS", "spec",
+__all__ = ["OPS", "OpSpec", "SPIKE", "CURRENT", "KINDS", "REQUIRED", "RuleError", "ROUNDING_MODES", "MAX_D", "MAX_T",
+           "MAX_SUBSTEPS", "POPULATION_OPS", "spec",
            "normalize_attr", "tuple_n", "summarize", "fmt_value"]
 

@@ -1,5 +1,6 @@
 """bias_to_current: turn the biases feeding a neuron into its constant current.
 
+The same holds for a relay (residual-stream accumulator): its constant current is its `bias`.
 Requires: the neuron's input current tree is private (every node in it has that neuron as its
 only eventual user) and holds no batchnorm. Because the tree is affine in its sources,
 U(s) = L(s) + U(0): the pass evaluates U(0) (all sources zero), stores it on the fire as the
@@ -21,13 +22,14 @@ from snncc.sim.reference import Interpreter
 
 
 def private_tree(g: Graph, fire: Node, users: dict) -> list[Node] | None:
-    """The current nodes only `fire` consumes (a DAG), in graph order; None if one is shared."""
+    """The current nodes only `fire` (a neuron or a relay) consumes (a DAG), in graph order; None
+    if one is shared. The tree stops at spike tensors, inputs and relays (sources)."""
     names: set[str] = set()
     stack = [fire.inputs[0]]
     while stack:
         name = stack.pop()
         n = g[name]
-        if name in names or n.kind != "current" or n.op == "input":
+        if name in names or n.kind != "current" or n.op in ("input", "relay"):
             continue
         names.add(name)
         stack.extend(n.inputs)
@@ -77,7 +79,7 @@ def bias_to_current(graph: Graph) -> PassResult:
     g = graph.clone()
     changes = []
     users = g.users()
-    for fire in g.neurons():
+    for fire in [n for n in g.nodes if n.op in ("fire", "relay")]:  # relays take constants like neurons
         tree = private_tree(g, fire, users)
         if not tree or any(n.op == "batchnorm" for n in tree):
             continue

@@ -20,6 +20,7 @@ from snncc.passes.fold_layout import fold_layout
 from snncc.passes.fold_norm import fold_norm
 from snncc.passes.fold_scale import fold_scale
 from snncc.passes.normal_form import normal_form
+from snncc.passes.residual_lowering import residual_lowering
 from snncc.passes.round_to_floor import round_to_floor
 
 log = logging.getLogger("snncc.passes")
@@ -34,6 +35,7 @@ PASSES: dict[str, Callable[..., PassResult]] = {
     "attention_threshold": attention_threshold,
     "bias_to_current": bias_to_current,
     "check_spike_driven": check_spike_driven,
+    "residual_lowering": residual_lowering,
     "normal_form": normal_form,
 }
 
@@ -41,7 +43,9 @@ PASSES: dict[str, Callable[..., PassResult]] = {
 FOLD = ["dead_code", "fold_layout", "fold_batchnorm", "fold_scale", "fold_norm", "fold_scale",
         "round_to_floor", "attention_threshold", "bias_to_current"]
 # The deployed level: folded, checked, in synaptic normal form.
-DEPLOY = FOLD + ["check_spike_driven", "normal_form", "fold_layout"]
+# residual_lowering picks fan-in or relays per stream from the target's profile (option `profile`;
+# without one every stream is fan-in).
+DEPLOY = FOLD + ["check_spike_driven", "residual_lowering", "normal_form", "fold_layout"]
 PIPELINES = {"fold": FOLD, "deploy": DEPLOY}
 
 

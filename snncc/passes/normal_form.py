@@ -6,6 +6,9 @@ membrane-shortcut residual stream `U_k = U_0 + sum_{j<k} branch_j` — is copied
 so each later neuron takes fan-in from every earlier branch's spiking source; nested adds
 are flattened; biases become constant currents (bias_to_current); dead nodes go. Reports
 each population's projections (source -> ops) and the synapse memory the copies add.
+A relay (inserted by `residual_lowering` on a stream it chose to relay) is a population: its
+input tree is private like a neuron's, and the trees that read it stop at it (a source), so a
+relayed stream gets no per-consumer copies and the pass stays linear in the stream's depth.
 Preserves: the reference executor's output.
 """
 
@@ -29,7 +32,7 @@ def normal_form(graph: Graph) -> PassResult:
     for bn in (n for n in g.nodes if n.op == "batchnorm"):
         raise PassError("batchnorm not folded into a conv/linear; normal form needs affine projections",
                         where=f"node {bn.name}", hint="put BatchNorm directly after a conv or linear layer")
-    consumers = [n for n in g.nodes if n.op in ("fire", "output")]
+    consumers = [n for n in g.nodes if n.op in CONSUMERS]
     trees = {c.name: current_tree(g, c) for c in consumers}
     owners: dict[str, list[str]] = {}
     for c in consumers:
@@ -67,23 +70,27 @@ def normal_form(graph: Graph) -> PassResult:
     changes += r.changes + r2.changes
     users = g.users()
     populations = []
-    for c in (n for n in g.nodes if n.op in ("fire", "output")):
-        tree = private_tree(g, c, users) if c.op == "fire" else None
-        if c.op == "fire" and tree is None:
+    for c in (n for n in g.nodes if n.op in CONSUMERS):
+        tree = private_tree(g, c, users) if c.op != "output" else None
+        if c.op != "output" and tree is None:
             raise PassError("input current is still shared after expansion", where=f"node {c.name}")
         populations.append({"population": c.name, "projections": projections(g, c)})
     report = {"added_synapses": added["synapses"], "copied_nodes": added["copies"], "populations": populations}
     return PassResult(g.verify(), changes, report)
 
 
+CONSUMERS = ("fire", "relay", "output")  # nodes whose input current tree is their own
+
+
 def current_tree(g: Graph, root: Node) -> set[str]:
-    """Current nodes (not inputs) reachable backward from `root` without crossing a spike tensor."""
+    """Current nodes (not inputs, not relays) reachable backward from `root` without crossing a
+    spike tensor or a relay (a relay's value is a source, like a neuron's spikes)."""
     out: set[str] = set()
     stack = list(root.inputs)
     while stack:
         name = stack.pop()
         n = g[name]
-        if name in out or n.kind != "current" or n.op == "input":
+        if name in out or n.kind != "current" or n.op in ("input", "relay"):
             continue
         out.add(name)
         stack.extend(n.inputs)
@@ -120,7 +127,7 @@ def projections(g: Graph, consumer: Node) -> list[dict]:
         stack = [cur]
         while stack:
             m = stack.pop()
-            if m.kind == "spike" or m.op == "input":
+            if m.kind == "spike" or m.op in ("input", "relay"):
                 srcs.append(m.name)
                 continue
             chain.append(f"{m.op}:{m.name}")
@@ -144,6 +151,6 @@ def check_deployed(graph: Graph, what: str = "the simulator") -> None:
                 raise SnnccError(f"neuron has norm={n.attrs['norm']} rounding={n.attrs['rounding']}; the deployed "
                                  f"neuron has norm 1 and floor rounding ({what} runs deployed graphs)", where=where,
                                  hint="simulate run_pipeline(graph, 'deploy').graph")
-        elif n.kind == "current" and n.op not in TREE_OPS + ("input", "output"):
+        elif n.kind == "current" and n.op not in TREE_OPS + ("input", "relay", "output"):
             raise SnnccError(f"op {n.op} in a current tree is not in synaptic normal form", where=where,
                              hint="simulate run_pipeline(graph, 'deploy').graph")

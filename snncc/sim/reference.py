@@ -5,6 +5,8 @@ It is the semantic ground truth the simulators and targets are checked against (
 semantics (DESIGN 2): with input current U, constant current b, threshold theta, initial
 membrane beta and rounding q, a neuron emits n = clip(q((v) / theta), 0, D) with v = beta + U + b;
 a stateful neuron keeps v - n * theta for the next timestep. The op emits n / norm.
+A relay (residual-stream accumulator) emits its window's input current plus its constant current,
+unchanged; `Result.messages` counts its graded messages (neurons whose value is nonzero).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class Result:
     counts: dict[str, torch.Tensor] = field(default_factory=dict)  # fire node -> (B, *shape) spikes summed over T
     values: dict[str, torch.Tensor] = field(default_factory=dict)  # every node's last value, when kept
     ties: dict[str, int] = field(default_factory=dict)  # half_even fire -> inputs at k + 1/2, k even
+    messages: dict[str, torch.Tensor] = field(default_factory=dict)  # relay -> (B, *shape) nonzero values, over T
 
 
 def quantize(x: torch.Tensor, rounding: str, inplace: bool = False) -> torch.Tensor:
@@ -95,6 +98,7 @@ class Interpreter:
         xs = timestep_inputs(g, x, self.dtype)
         self.state = {}
         counts: dict[str, torch.Tensor] = {}
+        messages: dict[str, torch.Tensor] = {}
         out_sum = None
         values: dict[str, torch.Tensor] = {}
         for t, xt in enumerate(xs):
@@ -109,6 +113,10 @@ class Interpreter:
                     cnt, y = self.op_fire(n, env[n.inputs[0]])
                     counts[n.name] = cnt if n.name not in counts else counts[n.name] + cnt
                     env[n.name] = y
+                elif n.op == "relay":
+                    y = env[n.name] = self.op_relay(n, env[n.inputs[0]])
+                    m = (y != 0).to(y.dtype)
+                    messages[n.name] = m if n.name not in messages else messages[n.name] + m
                 else:
                     env[n.name] = getattr(self, f"op_{n.op}")(n, *[env[i] for i in n.inputs])
                 if not keep_values:
@@ -118,7 +126,7 @@ class Interpreter:
             out_sum = out if out_sum is None else out_sum + out
             if keep_values:
                 values = env
-        return Result(out_sum / len(xs) if len(xs) > 1 else out_sum, counts, values, dict(self.ties))
+        return Result(out_sum / len(xs) if len(xs) > 1 else out_sum, counts, values, dict(self.ties), messages)
 
     # ---- ops ------------------------------------------------------------------------------
     def p(self, n: Node, k: str):
@@ -143,6 +151,10 @@ class Interpreter:
         if keep:
             self.state[n.name] = v - cnt * a["theta"] - a["beta"]
         return cnt, (cnt / a["norm"] if a["norm"] != 1.0 else cnt)
+
+    def op_relay(self, n: Node, u: torch.Tensor):
+        b = self.p(n, "bias")
+        return u + b if b is not None else u
 
     def op_conv(self, n: Node, x):
         a = n.attrs

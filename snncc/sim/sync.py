@@ -33,6 +33,15 @@ so the deepest population's level is the number of populations on the longest pa
   D + depth for T = 1). Early spikes cannot be taken back, so counts can differ from the integer
   model (see `compare_streaming`).
 
+Relays (residual-stream accumulators, `relay` op): a relay is a population of the timeline like a
+neuron (level 1 + its sources' level) that sends graded messages instead of spikes. exact: it
+integrates its window's input (plus its constant) and sends the value as one message per neuron
+at the first sub-step of its emission window: a relay costs one level, D sub-steps of latency,
+like a neuron, and its consumers see exactly the reference's value (window accumulation is the
+reference's own op). streaming: it forwards each sub-step's input current (plus constant / D)
+at the next sub-step: one sub-step of latency. Relays are not neurons: they are not in `counts`,
+the NSFR or the neuron total.
+
 Currents (documented choices):
 - beta is added once at the window start (a non-stateful neuron resets to beta at every window
   start; a stateful one starts from beta at t = 0 and then carries its membrane, as in the
@@ -95,7 +104,7 @@ def levels(graph: Graph) -> dict[str, int]:
     for n in graph.nodes:
         if n.op == "input":
             lv[n.name] = 0
-        elif n.op == "fire":
+        elif n.op in ("fire", "relay"):
             lv[n.name] = 1 + lv[n.inputs[0]]
         else:
             lv[n.name] = max(lv[i] for i in n.inputs)
@@ -138,13 +147,13 @@ class Simulator:
         """Affine constant of every fire's / the output's input tree: the tree on all-zero sources."""
         env = {}
         for n in self.g.nodes:
-            if n.op == "input" or n.op == "fire":
+            if n.op in ("input", "fire", "relay"):
                 env[n.name] = torch.zeros((1,) + n.shape, dtype=self.dtype)
             else:
                 env[n.name] = getattr(self.aff, f"op_{n.op}")(n, *[env[i] for i in n.inputs])
         out = {}
         for n in self.g.nodes:
-            if n.op in ("fire", "output"):
+            if n.op in ("fire", "relay", "output"):
                 c = env[n.inputs[0]][0]
                 out[n.name] = c if bool(torch.any(c != 0)) else None
         return out
@@ -168,7 +177,7 @@ class Simulator:
         B = xs[0].shape[0]
         fires = graph.neurons()
         lv = self.lv
-        depth = max(lv[n.name] for n in fires)
+        depth = max(lv[n.name] for n in graph.nodes if n.op in ("fire", "relay"))
         scale = D if schedule == "exact" else 1  # sub-steps per level
         start = {n.name: lv[n.name] * scale for n in graph.nodes if n.op == "fire" or n.op == "input"}
         S = D * T + depth * scale
@@ -265,6 +274,8 @@ class Simulator:
                 else:
                     tr = torch.cat([xt.unsqueeze(0), torch.zeros((D - 1,) + tuple(xt.shape), dtype=self.dtype)])
                     env[n.name] = tr.reshape((D * B,) + tuple(xt.shape[1:]))
+            elif n.op == "relay":
+                env[n.name] = self._relay(n, per_substep(n.inputs[0]), schedule, bias_mode).reshape((D * B,) + n.shape)
             elif n.op == "fire":
                 tr = self._fire(n, per_substep(n.inputs[0]), t, schedule, bias_mode)
                 trains[n.name] = tr
@@ -328,6 +339,26 @@ class Simulator:
             v.sub_(out[j], alpha=theta)
         if a["stateful"]:
             self.state[n.name] = v
+        return out
+
+    def _relay(self, n: Node, I: torch.Tensor, schedule: str, bias_mode: str) -> torch.Tensor:
+        """(D, B, *shape) graded messages of a relay for sub-step currents I (D, B, *shape)."""
+        D = self.D
+        b = self.aff.p(n, "bias")
+        c0 = self.const[n.name]
+        if c0 is not None:
+            b = c0 if b is None else b + c0
+        out = torch.zeros_like(I)
+        if schedule == "exact":  # the window's value, one message at the first emission sub-step
+            v = I.sum(0)
+            out[0] = v + b if b is not None else v
+            return out
+        out.copy_(I)  # streaming: forward each sub-step's current
+        if b is not None:
+            if bias_mode == "start":
+                out[0] += b
+            else:
+                out += b / D
         return out
 
     def _train(self, cnt: torch.Tensor) -> torch.Tensor:

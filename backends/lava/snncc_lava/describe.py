@@ -45,6 +45,8 @@ def describe(net: Network, emit: str = "burst", versions: dict | None = None, qn
                  "model": "PyWindowBurstIFModelFloat", "shape": [p.size], "ir_shape": list(p.shape),
                  "D": p.D, "theta": p.theta, "beta": p.beta, "stateful": p.stateful, "emit": emit,
                  "level": p.level, "start": p.start, "bias": f"{p.name}.bias", "const": f"{p.name}.const"}
+        if p.relay:  # a residual-stream relay: one graded message of its window value
+            entry.update(relay=True, emit="graded")
         if qnet is None:
             arrays[f"{p.name}.bias"] = p.bias
             arrays[f"{p.name}.const"] = p.const

@@ -39,7 +39,12 @@ projection weights below 2**e (half a mantissa step) still round to 0 and are co
 Biases (fire bias + constant current of the tree) take the smallest exponent in [0, 7] keeping the
 mantissa within 13 bits (`saturated` counts clipped ones); beta becomes the 24-bit initial membrane.
 The read-out (graph output, a current) gets s = 254 / max|w| with exponent 0 and is dequantised by
-1/s on the host. Spike products (attention) send their raw integer product as a graded message
+1/s on the host. A relay (residual-stream accumulator) integrates like a neuron (u wraps at 24 bits, v = sat24(u +
+bias)) and sends v >> 6, its value in its own activation units (scale `relay_scale`: the largest
+incoming weight at mantissa 254), as a 24-bit signed graded message (`relay_payload` checks the
+range); the weights of its projections are divided by its scale before they are quantised for
+their target. `counts` of a relay hold its payloads summed over T.
+Spike products (attention) send their raw integer product as a graded message
 (the SpikeProduct fixed_pt model, exact int64, at most int32); the node's scale is folded into
 the float weights of the product's projections before quantisation. A spike-kind input is
 streamed as in float (integer counts are exact). Delays beyond 63 steps become identity relays
@@ -73,6 +78,7 @@ BIAS_EXP_MIN, BIAS_EXP_MAX = 0, 7
 NETX_BIAS_EXP = 6  # lava-dl netx passes bias_exp=6 for CUBA/LOIHI neurons
 VTH_MIN = 2048
 HOST_LIMIT = MAX_UV - 1  # host activations are sent as 24-bit messages
+MAX_GRADED = MAX_UV - 1  # Loihi 2 graded spike payload: 24 bits signed (assumed; Lava 0.10 does not check it)
 POLICIES = ("precision", "netx")
 
 
@@ -104,6 +110,7 @@ class QPopulation:
     level: int
     start: int
     host_input: bool
+    relay: bool = False  # a residual-stream relay: sends its value v >> 6 (activation units) graded
 
     @property
     def size(self) -> int:
@@ -217,6 +224,30 @@ def _population_scale(p: Population, incoming: list[sp.csr_matrix], policy: str)
     return s
 
 
+def relay_scale(p: Population, incoming: list[sp.csr_matrix]) -> float:
+    """Activation units per unit of current of a relay: the largest incoming weight maps to mantissa
+    254 (exponent 0); fed only by the host, one unit of current is VTH_MIN activation units. Its
+    24-bit membrane holds the value x 64 (wrapping like any u); the payload it sends, v >> 6, is
+    at most 2**17 in magnitude: inside Loihi 2's 24-bit signed graded payload by construction."""
+    m = max((max_abs(w) for w in incoming), default=0.0)
+    return W_MAX / m if m > 0 else float(VTH_MIN)
+
+
+def _relay_population(p: Population, s: float) -> tuple["QPopulation", int]:
+    bias_mant, bias_exp, sat = _quantize_bias((p.bias + p.const) * s * 2**ACT_SHIFT, "precision")
+    return QPopulation(p.name, p.shape, p.D, s, 1, bias_mant, bias_exp, 0, False, p.level, p.start, p.host_input,
+                       relay=True), sat
+
+
+def relay_payload(v: np.ndarray) -> np.ndarray:
+    """What a fixed_pt relay sends for membrane v (int64): v >> 6 (floor), range-checked against the
+    24-bit signed graded payload of Loihi 2."""
+    n = np.right_shift(v, ACT_SHIFT)
+    if n.size and int(np.abs(n).max()) > MAX_GRADED:
+        raise OverflowError(f"relay payload {int(np.abs(n).max())} does not fit a 24-bit signed graded message")
+    return n
+
+
 def _quantize_bias(b_mem: np.ndarray, policy: str) -> tuple[np.ndarray, int, int]:
     """(mantissa int32, exponent, saturated count) for biases given in membrane units."""
     if policy == "netx":
@@ -236,15 +267,41 @@ def quantize(net: Network, policy: str = "precision") -> QNetwork:
     if policy not in POLICIES:
         raise TargetError(f"unknown quantisation policy {policy!r}", where="snncc_lava.fixed",
                           hint=f"one of {', '.join(POLICIES)}")
-    # the float weight each projection quantises: a spike product sends its raw integer product in
-    # fixed point, so the product's scale is folded into the weights of its projections
-    weights = [pr.weight * net.products[pr.source].scale if pr.source in net.products else pr.weight
-               for pr in net.projections]
+    if policy == "netx" and any(p.relay for p in net.populations.values()):
+        raise TargetError("netx has no relay layer", where="snncc_lava.fixed", hint="deploy with fan-in streams")
+    # the float weight each projection quantises, per unit of what its source sends: a spike product
+    # sends its raw integer product in fixed point, so the product's scale is folded into the weights
+    # of its projections; a relay sends its value in its own activation units (payload = value x
+    # scale), so its projections' weights are divided by the relay's scale (known once the relay,
+    # earlier in topological order, is quantised)
+    weights: list = [pr.weight * net.products[pr.source].scale if pr.source in net.products else pr.weight
+                     for pr in net.projections]
     pops: dict[str, QPopulation] = {}
     scales: dict[str, float] = {}
     report: dict = {"policy": policy, "populations": {}, "output": {}}
+
+    def per_unit(i: int):
+        pr = net.projections[i]
+        if pr.source in net.populations and net.populations[pr.source].relay:
+            return net.projections[i].weight / scales[pr.source]
+        return weights[i]
+
     for p in net.populations.values():
+        for i, pr in enumerate(net.projections):
+            if pr.target == p.name:
+                weights[i] = per_unit(i)
         incoming = [w for w, pr in zip(weights, net.projections) if pr.target == p.name]
+        if p.relay:
+            s = relay_scale(p, incoming)
+            q, bias_sat = _relay_population(p, s)
+            pops[p.name] = q
+            scales[p.name] = s
+            report["populations"][p.name] = {
+                "scale": s, "relay": True, "bias_exp": q.bias_exp, "bias_saturated": bias_sat,
+                "host_input": p.host_input, "projections": [],
+                "bias_max_abs_error": float(np.abs(q.bias_eff / (s * 2**ACT_SHIFT) - (p.bias + p.const)).max())
+                if p.size else 0.0}
+            continue
         s = _population_scale(p, incoming, policy)
         vth = int(round(p.theta * s))
         if not 1 <= vth <= VTH_MAX:
@@ -273,6 +330,9 @@ def quantize(net: Network, policy: str = "precision") -> QNetwork:
             "bias_exp": bias_exp, "bias_saturated": bias_sat,
             "bias_max_abs_error": float(np.abs(bias_back - b_float).max()) if b_float.size else 0.0,
             "host_input": p.host_input, "projections": []}
+    for i, pr in enumerate(net.projections):
+        if pr.target == "output":
+            weights[i] = per_unit(i)
     out_in = [i for i, pr in enumerate(net.projections) if pr.target == "output"]
     m_out = max((max_abs(weights[i]) for i in out_in), default=0.0)
     out_scale = W_MAX / m_out if m_out > 0 else 1.0
@@ -291,8 +351,8 @@ def quantize(net: Network, policy: str = "precision") -> QNetwork:
                         "weights_vanished": sum(e["vanished"] for e in allp),
                         "weights_saturated": sum(e["saturated"] for e in allp),
                         "bias_saturated": sum(r["bias_saturated"] for r in report["populations"].values()),
-                        "max_threshold_rel_error": max((r["threshold_rel_error"] for r in report["populations"].values()),
-                                                       default=0.0)}
+                        "max_threshold_rel_error": max((r["threshold_rel_error"] for r in report["populations"].values()
+                                                        if "threshold_rel_error" in r), default=0.0)}
     return QNetwork(net, policy, pops, projs, out_scale, report)
 
 
@@ -323,6 +383,7 @@ class FixedResult:
     counts: dict[str, torch.Tensor]  # population -> (B, *shape) int64 spike counts summed over T
     readout: np.ndarray  # (B, T, N_out) int64 read-out activations summed over each window
     events: dict = field(default_factory=dict)  # wraps / saturations seen
+    relays: dict = field(default_factory=dict)  # relay -> (B, *shape) int64 payloads summed over T
 
 
 def _dense(w: sp.csr_matrix, s: np.ndarray, e: int) -> np.ndarray:
@@ -373,7 +434,7 @@ def simulate_fixed(qnet: QNetwork, x, emit: str = "burst") -> FixedResult:
         if src in net.products:  # one graded message, landing on the consumer's last sub-step
             return product_of(src, t) if j == D - 1 else np.zeros((B, net.products[src].size), np.int64)
         n = sources[src][:, t]
-        if emit == "graded":
+        if emit == "graded" or (src in qnet.populations and qnet.populations[src].relay):
             return n if j == 0 else np.zeros_like(n)
         return (j < n).astype(np.int64)
 
@@ -393,6 +454,9 @@ def simulate_fixed(qnet: QNetwork, x, emit: str = "burst") -> FixedResult:
             raw = u + m + q.bias_eff
             v = saturate_v(raw)
             events["v_saturations"] += int(np.count_nonzero(v != raw))
+            if q.relay:  # the value itself, in activation units: the graded payload
+                counts[p][:, t] = relay_payload(v)
+                continue
             n = np.clip(np.floor_divide(v, q.theta_eff), 0, D)
             counts[p][:, t] = n
             carry[p] = v - n * q.theta_eff
@@ -400,8 +464,10 @@ def simulate_fixed(qnet: QNetwork, x, emit: str = "burst") -> FixedResult:
             for pr in by_target.get("output", []):
                 readout[:, t] += _dense(pr.weight, trains(pr.source, t, j), pr.exp)
     out = dequantize_output(qnet, readout.reshape(B * T, n_out), xs).reshape((B, T) + tuple(net.output_shape))
-    res_counts = {p: torch.as_tensor(c.sum(1).reshape((B,) + qnet.populations[p].shape)) for p, c in counts.items()}
-    return FixedResult(torch.as_tensor(out.mean(1)), res_counts, readout, events)
+    summed = {p: torch.as_tensor(c.sum(1).reshape((B,) + qnet.populations[p].shape)) for p, c in counts.items()}
+    relays = {p: c for p, c in summed.items() if qnet.populations[p].relay}
+    res_counts = {p: c for p, c in summed.items() if p not in relays}
+    return FixedResult(torch.as_tensor(out.mean(1)), res_counts, readout, events, relays)
 
 
 def dequantize_output(qnet: QNetwork, readout: np.ndarray, xs: torch.Tensor) -> np.ndarray:
@@ -423,4 +489,6 @@ def report_json(qnet: QNetwork) -> dict:
                             "activation": "a_in << 6 into the 24-bit current register (wraps)",
                             "threshold": "vth << 6; n = clip(floor(v / (vth << 6)), 0, D)",
                             "bias": "bias_mant (13-bit signed) << bias_exp (0..7), membrane units, once per window",
-                            "membrane": "24-bit, saturating", "v_init": "beta in membrane units"}}
+                            "membrane": "24-bit, saturating", "v_init": "beta in membrane units",
+                            "relay": "v = sat24(u + bias); sends v >> 6 (its activation units, scale per "
+                                     "population) as a 24-bit signed graded message"}}

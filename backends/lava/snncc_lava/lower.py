@@ -62,6 +62,7 @@ from snncc_lava.procs.models import PyDelaySparseModelBitAccCached, PyDelaySpars
 from snncc_lava.procs.process import MAX_RECORDER_INPUTS, Recorder, SpikeProduct, WindowBurstIF  # noqa: E402
 
 GRADED_BITS = 8  # enough for counts up to D = 255
+RELAY_BITS = 24  # a relay's graded payload: Loihi 2's widest graded spike (floating_pt: any nonzero value)
 
 
 @dataclass
@@ -71,6 +72,7 @@ class LavaResult:
     steps: int  # Lava time steps run
     readout: np.ndarray | None = None  # fixed_pt: (B, T, N_out) integer read-out per window
     processes: int = 0  # Lava processes in the run
+    relays: dict = None  # relay -> (B, *shape) sum over T of the values it sent (floating_pt)
 
 
 def _sparse(w, delay: int, bits: int, fixed: dict | None):
@@ -124,7 +126,7 @@ def run_network(net: Network, x, emit: str = "burst", qnet: QNetwork | None = No
             fx = {"vth": q.vth, "bias_mant": q.bias_mant, "bias_exp": q.bias_exp, "v_init": q.v_init}
         procs[p.name] = WindowBurstIF(shape=(p.size,), D=D, theta=p.theta, beta=p.beta, bias=p.bias,
                                       const=p.const, start=p.start, windows=K, period=net.T,
-                                      stateful=p.stateful, emit=emit, fixed=fx, name=p.name)
+                                      stateful=p.stateful, emit=emit, fixed=fx, relay=p.relay, name=p.name)
         n_procs += 1
         if p.host_input:
             cur = host_currents(net, p.name, xs).numpy()  # (K, N)
@@ -163,7 +165,9 @@ def run_network(net: Network, x, emit: str = "burst", qnet: QNetwork | None = No
             qp = qnet.projections[i]
             w = qp.weight
             fx = {"weight_exp": int(qp.exp), "num_weight_bits": 8, "sign_mode": SignMode.MIXED}
-        chain = synapse(w, pr.delay, GRADED_BITS if pr.source in net.products else bits, fx)
+        src_bits = (GRADED_BITS if pr.source in net.products
+                    else RELAY_BITS if pr.source in net.populations and net.populations[pr.source].relay else bits)
+        chain = synapse(w, pr.delay, src_bits, fx)
         n_procs += len(chain)
         procs[pr.source].s_out.connect(chain[0].s_in)
         syn = chain[-1]
@@ -200,8 +204,12 @@ def run_network(net: Network, x, emit: str = "burst", qnet: QNetwork | None = No
     finally:
         anchor.stop()
     counts = {}
+    relays = {}
     for p in net.populations.values():
         c = rows[p.name].reshape((B,) + p.shape)
+        if p.relay:  # the sum of its graded messages, not spikes (fixed_pt: payloads in activation units)
+            relays[p.name] = torch.as_tensor(np.rint(c).astype(np.int64) if fixed else c)
+            continue
         counts[p.name] = torch.as_tensor(np.rint(c).astype(np.int64) if fixed else c)
     out_w = rows.get("output", np.zeros((K, n_out)))  # (K, N_out)
     if fixed:
@@ -212,7 +220,7 @@ def run_network(net: Network, x, emit: str = "burst", qnet: QNetwork | None = No
         if net.output_host:
             out_w = out_w + host_currents(net, g.output.name, xs).numpy()
     out = torch.as_tensor(out_w.reshape((B, net.T) + tuple(net.output_shape)).mean(1))
-    res = LavaResult(out, counts, steps, processes=n_procs)
+    res = LavaResult(out, counts, steps, processes=n_procs, relays=relays)
     if fixed:
         res.readout = out_int.reshape(B, net.T, n_out)
     return res

@@ -22,6 +22,11 @@ from a shallower source gets a synaptic delay of (l - l_src - 1)(D + 1) steps to
 window (`relay_delays` splits delays beyond Loihi 2's 63 into identity relay hops). The graph
 output is read through a final projection into the read-out, summed per window.
 
+Relays (residual-stream accumulators, the `relay` op): a `WindowBurstIF` in relay mode, at its
+level like a neuron: it integrates its window (host current, graded relay input, branch spikes,
+its constant) and sends the value unchanged as one graded message (no threshold, no clip) in the
+first sub-step of its emission window; its projections carry graded payloads (RELAY_BITS).
+
 Spike products (attention, DESIGN 6). A `spike_product` node is a graded source of its own: a
 `SpikeProduct` process receives the spike trains of its 2-3 operand populations directly (no
 synapse), accumulates each operand's window counts, gathers them into the operand tensors with
@@ -97,6 +102,7 @@ class Population:
     level: int
     start: int
     host_input: bool  # fed by an encoding current from the host
+    relay: bool = False  # a residual-stream relay: sends its window value as one graded message
 
     @property
     def size(self) -> int:
@@ -148,7 +154,7 @@ def tree_nodes(g: Graph, consumer: Node, products: bool = False) -> tuple[list[N
     while stack:
         name = stack.pop()
         n = g[name]
-        if n.op in ("fire", "input") or (products and n.op == "spike_product"):
+        if n.op in ("fire", "relay", "input") or (products and n.op == "spike_product"):
             if name not in leaves:
                 leaves.append(name)
             continue
@@ -312,20 +318,27 @@ def build(g: Graph) -> Network:
         mats = tree_matrices(g, consumer)
         out = []
         for s in spikes:
-            out.append(Projection(s, consumer.name if consumer.op == "fire" else "output",
+            out.append(Projection(s, consumer.name if consumer.op != "output" else "output",
                                   mats[s], (level - levels[s] - 1) * (D + 1), [n.name for n in tree]))
         return host, level, out
 
     for n in g.nodes:
-        if n.op != "fire":
+        if n.op not in ("fire", "relay"):
             continue
         host, level, p = wire(n)
         size = math.prod(n.shape)
         bias = n.params.get("bias")
         bias = np.zeros(size) if bias is None else np.broadcast_to(bias, n.shape).reshape(-1).astype(np.float64)
         const = np.zeros(size) if host else ev.constant(n)  # host currents carry the constant
-        pops[n.name] = Population(n.name, n.shape, D, float(n.attrs["theta"]), float(n.attrs["beta"]), bias,
-                                  const, bool(n.attrs["stateful"]), level, level * (D + 1), host)
+        if n.op == "relay":
+            if n.attrs["D"] != D:
+                raise TargetError(f"relay window D={n.attrs['D']} differs from the network's D={D}",
+                                  where=f"node {n.name}", hint="one D per network")
+            pops[n.name] = Population(n.name, n.shape, D, 1.0, 0.0, bias, const, False, level, level * (D + 1),
+                                      host, relay=True)
+        else:
+            pops[n.name] = Population(n.name, n.shape, D, float(n.attrs["theta"]), float(n.attrs["beta"]), bias,
+                                      const, bool(n.attrs["stateful"]), level, level * (D + 1), host)
         projs += p
     out = g.output
     host, level, p = wire(out)

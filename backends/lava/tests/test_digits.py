@@ -60,3 +60,56 @@ def test_lava_fixed_equals_fixed_point_reference_on_20_digits(digits):
     assert np.array_equal(lava.readout, ours.readout)
     if name == "digits_former":  # attention spikes in fixed point
         assert int(ours.counts["stage3_0_attn_attn_spike"].sum()) > 100
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_lava_float_with_relays_equals_reference_on_20_digits(name):
+    """The digits models deployed for the loihi target (residual_lowering priced with the loihi
+    profile: the CNN's 2 streams and 3 of the transformer's 4 are relayed): Lava floating_pt ==
+    exact schedule == reference, with relays sending graded 24-bit messages."""
+    sys.path.insert(0, str(ROOT))
+    from examples.digits.train import load_model
+    from snncc_lava.target import LoihiTarget
+
+    art = ROOT / "examples" / "digits" / "artifacts"
+    x = torch.as_tensor(np.load(art / "digits_test.npz")["x_test"][:20], dtype=torch.float64)
+    t = LoihiTarget()
+    r = run_pipeline(trace(LoadedModel(load_model(art, name), None, (1, 8, 8))), "deploy",
+                     options={"residual_lowering": t.lowering_options({})})
+    g = r.graph
+    choices = [s["choice"] for s in r.reports["residual_lowering"]["streams"]]
+    assert choices == {"digits_cnn": ["relay", "relay"], "digits_former": ["fanin", "relay", "relay", "relay"]}[name]
+    ref = run(g, x)
+    exact = simulate(g, x, "exact")
+    lava = t.simulate(g, x)
+    for k, c in ref.counts.items():
+        assert torch.equal(exact.counts[k], c), k
+        assert torch.equal(lava.counts[k].double(), c), k
+    assert torch.equal(lava.output, ref.output)
+    assert sum(int(c.sum()) for c in ref.counts.values()) > MODELS[name]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_lava_fixed_with_relays_equals_fixed_point_reference_on_20_digits(name):
+    """Every stream relayed (target option residual=relay), fixed_pt: Lava == simulate_fixed bit for
+    bit, relay payloads included."""
+    sys.path.insert(0, str(ROOT))
+    from examples.digits.train import load_model
+    from snncc_lava.target import LoihiTarget
+
+    art = ROOT / "examples" / "digits" / "artifacts"
+    x = torch.as_tensor(np.load(art / "digits_test.npz")["x_test"][:20], dtype=torch.float64)
+    t = LoihiTarget()
+    opts = {"precision": "fixed", "residual": "relay"}
+    g = run_pipeline(trace(LoadedModel(load_model(art, name), None, (1, 8, 8))), "deploy",
+                     options={"residual_lowering": t.lowering_options(opts)}).graph
+    assert sum(n.op == "relay" for n in g) == {"digits_cnn": 4, "digits_former": 12}[name]
+    lava = t.simulate(g, x, opts)
+    ours = t.reference(g, x, opts)
+    for k, c in ours.counts.items():
+        assert torch.equal(lava.counts[k], c), k
+    for k, c in ours.relays.items():
+        assert torch.equal(lava.relays[k], c), k
+    assert np.array_equal(lava.readout, ours.readout)

@@ -119,6 +119,7 @@ OPTIONS = {"readout_threshold": "float > 0, threshold of the readout layer (defa
 
 class SpeckTarget:
     name = "speck"
+    profile = "speck"  # binary events only (graded_messages 0): residual_lowering keeps fan-in
     description = "SynSense Speck through sinabs 3.1.3 (9 conv cores, 8-bit weights, 16-bit membranes)"
     options = OPTIONS
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from snncc_lava import compat
-from snncc_lava.fixed import ACT_SHIFT, VTH_SHIFT, saturate_v, shift, wrap_u
+from snncc_lava.fixed import ACT_SHIFT, VTH_SHIFT, relay_payload, saturate_v, shift, wrap_u
 from snncc_lava.network import product
 
 compat.install()
@@ -57,6 +57,7 @@ class PyWindowBurstIFModelFloat(PyLoihiProcessModel):
     period: int = LavaPyType(int, int)
     stateful: int = LavaPyType(int, int)
     graded: int = LavaPyType(int, int)
+    relay: int = LavaPyType(int, int)
     vth: int = LavaPyType(int, int)
     bias_mant: np.ndarray = LavaPyType(np.ndarray, np.int32)
     bias_exp: int = LavaPyType(int, int)
@@ -90,6 +91,10 @@ class PyWindowBurstIFModelFloat(PyLoihiProcessModel):
         v = self.u + self.const if np.any(self.const) else self.u
         v = v + beta if beta != 0.0 else v
         v = v + self.bias if np.any(self.bias) else v
+        if self.relay:  # a relay forwards its window value: the reference's op_relay
+            self.n = v
+            self.u = np.zeros_like(self.u)
+            return
         if self.stateful:
             v = v + self.carry
         n = np.clip(np.floor(v / theta if theta != 1.0 else v), 0, int(self.D))
@@ -115,6 +120,7 @@ class PyWindowBurstIFModelFixed(PyLoihiProcessModel):
     period: int = LavaPyType(int, int)
     stateful: int = LavaPyType(int, int)
     graded: int = LavaPyType(int, int)
+    relay: int = LavaPyType(int, int)
     vth: int = LavaPyType(int, np.int32, precision=17)
     bias_mant: np.ndarray = LavaPyType(np.ndarray, np.int16, precision=13)
     bias_exp: int = LavaPyType(int, np.int16, precision=3)
@@ -142,6 +148,11 @@ class PyWindowBurstIFModelFixed(PyLoihiProcessModel):
         self.s_out.send(out)
 
     def _fire(self, k: int) -> None:
+        if self.relay:  # v = sat24(u + bias); send v >> 6 (snncc_lava.fixed.relay_payload)
+            bias = shift(self.bias_mant.astype(np.int64), int(self.bias_exp))
+            self.n = relay_payload(saturate_v(self.u.astype(np.int64) + bias))
+            self.u = np.zeros_like(self.u)
+            return
         theta_eff = int(self.vth) << VTH_SHIFT
         if k % int(self.period) == 0 or not self.stateful:  # sample start: membrane from beta
             m = np.full(self.u.shape, int(self.v_init), np.int64)

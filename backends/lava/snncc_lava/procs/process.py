@@ -4,7 +4,8 @@
 Integrate-and-fire with subtractive reset that integrates one window of D sub-steps, then emits
 its count n = clip(floor(v / theta), 0, D) during the next window: as n unary spikes in the
 first n sub-steps ("burst"), or as one graded message of payload n in the first sub-step
-("graded"). Windows of this population start at time step `start + 1`; `windows` windows are
+("graded"). With `relay=True` it is a residual-stream relay: it sends the window's value
+itself (input + const + bias, no threshold, no clip) as one graded message. Windows of this population start at time step `start + 1`; `windows` windows are
 integrated (samples are streamed one after another, `period` windows (= T) each; a stateful
 neuron's carried membrane is reset at every sample boundary).
 
@@ -31,7 +32,8 @@ EMIT_MODES = ("burst", "graded")
 class WindowBurstIF(AbstractProcess):
     def __init__(self, *, shape: tuple, D: int, theta: float, beta: float, bias: np.ndarray,
                  const: np.ndarray, start: int, windows: int, period: int, stateful: bool,
-                 emit: str = "burst", fixed: dict | None = None, name: str | None = None) -> None:
+                 emit: str = "burst", fixed: dict | None = None, relay: bool = False,
+                 name: str | None = None) -> None:
         if emit not in EMIT_MODES:
             raise ValueError(f"emit must be one of {EMIT_MODES}, got {emit!r}")
         super().__init__(shape=shape, name=name)
@@ -47,7 +49,8 @@ class WindowBurstIF(AbstractProcess):
         self.windows = Var(shape=(1,), init=int(windows))
         self.period = Var(shape=(1,), init=int(period))
         self.stateful = Var(shape=(1,), init=int(bool(stateful)))
-        self.graded = Var(shape=(1,), init=int(emit == "graded"))
+        self.graded = Var(shape=(1,), init=int(emit == "graded" or relay))
+        self.relay = Var(shape=(1,), init=int(bool(relay)))  # send the window value itself (no fire)
         fx = fixed or {}
         self.vth = Var(shape=(1,), init=int(fx.get("vth", 1)))  # effective threshold vth << 6
         self.bias_mant = Var(shape=shape, init=np.broadcast_to(np.asarray(fx.get("bias_mant", 0), np.int32), shape).copy())

@@ -1,0 +1,147 @@
+"""Residual-stream relays on Lava: a relay is a WindowBurstIF in relay mode sending its window value
+as one graded message (24-bit graded projections). floating_pt: Lava's counts, output and relay
+values equal the IR reference on the 3-block stage of tests/nets.py (spike input, hand-computed
+counts) and on ResidualSepConv (a relay fed by the host's encoding current). fixed_pt: a relay
+sends v >> 6 in its own activation units; Lava equals `simulate_fixed` bit for bit (counts,
+payloads, read-out). The Loihi target prices streams with the loihi profile (floating_pt) and
+keeps fan-in for fixed_pt and netx unless told otherwise."""
+
+import pytest
+import torch
+
+from conftest import assert_counts_equal
+from nets import RESIDUAL_STAGE_X, ResidualSepConv, randomize_bn, residual_stage
+from snncc.errors import TargetError
+from snncc.frontend.loader import LoadedModel, trace
+from snncc.passes.manager import run_pipeline
+from snncc.sim.reference import run
+from snncc_lava.fixed import quantize, simulate_fixed
+from snncc_lava.lower import RELAY_BITS, run_network, simulate
+from snncc_lava.network import build
+from snncc_lava.target import LoihiTarget
+
+
+def relayed(g):
+    r = run_pipeline(g, "deploy", options={"residual_lowering": {"profile": "loihi", "residual": "relay"}})
+    assert any(n.op == "relay" for n in r.graph)
+    return r.graph
+
+
+@pytest.fixture(scope="module")
+def stage():
+    return relayed(residual_stage())
+
+
+@pytest.fixture(scope="module")
+def residual_relay():
+    torch.manual_seed(0)
+    m = randomize_bn(ResidualSepConv(), 0)
+    return relayed(trace(LoadedModel(m, None, ResidualSepConv.input_shape)))
+
+
+def test_network_of_a_relayed_stage(stage):
+    net = build(stage)
+    relays = [p for p in net.populations.values() if p.relay]
+    assert [p.name for p in relays] == ["u0@relay", "u1@relay", "u2@relay"]
+    # levels: R0 1, s0 2, R1 3, s1 4, R2 5, s2 6, s3 7 (a relay is one level, like a neuron)
+    assert {p.name: p.level for p in net.populations.values()} == {
+        "u0@relay": 1, "s0": 2, "u1@relay": 3, "s1": 4, "u2@relay": 5, "s2": 6, "s3": 7}
+    # identity projections out of every relay, unit weights
+    for pr in net.projections:
+        if pr.source.endswith("@relay"):
+            assert pr.weight.nnz == 4 and set(pr.weight.data) == {1.0}
+    assert RELAY_BITS == 24
+
+
+@pytest.mark.parametrize("emit", ["burst", "graded"])
+def test_stage_lava_float_equals_reference(stage, emit):
+    x = torch.cat([torch.tensor(RESIDUAL_STAGE_X, dtype=torch.float64),
+                   torch.randint(0, 5, (3, 2, 1, 2), generator=torch.Generator().manual_seed(1)).double()])
+    res = simulate(stage, x, emit)
+    ref = assert_counts_equal(stage, x, res)
+    assert torch.equal(res.output, ref.output)
+    assert res.counts["s2"][0].tolist() == [[[4.0, 2.0]], [[4.0, 2.0]]]  # hand-computed (tests/nets.py)
+    vals = run(stage, x, keep_values=True).values
+    for name, v in res.relays.items():  # the values the relays sent (T = 1: one window per sample)
+        assert torch.equal(v, vals[name]), name
+    assert res.relays["u2@relay"][0].tolist() == [[[4.5, 2.0]], [[4.5, 2.0]]]  # U2
+
+
+def test_host_fed_relay_lava_float_equals_reference(residual_relay):
+    assert residual_relay["stem@relay"].op == "relay"  # U0 = the encoding conv, integrated by a relay
+    x = torch.randn((3,) + tuple(ResidualSepConv.input_shape), generator=torch.Generator().manual_seed(2),
+                    dtype=torch.float64) * 2
+    res = simulate(residual_relay, x)
+    ref = assert_counts_equal(residual_relay, x, res)
+    assert torch.allclose(res.output, ref.output, atol=1e-12)
+    assert sum(int(c.sum()) for c in ref.counts.values()) > 100
+
+
+@pytest.mark.parametrize("emit", ["burst", "graded"])
+def test_stage_lava_fixed_equals_simulate_fixed(stage, emit):
+    net = build(stage)
+    q = quantize(net)
+    # R0's scale: its largest incoming weight (0.5) maps to mantissa 254, so one unit of current is
+    # 508 activation units; U0 = (2, 1) is sent as payloads (1016, 508)
+    assert q.populations["u0@relay"].scale == 508.0 and q.populations["u0@relay"].relay
+    x = torch.cat([torch.tensor(RESIDUAL_STAGE_X, dtype=torch.float64),
+                   torch.randint(0, 5, (3, 2, 1, 2), generator=torch.Generator().manual_seed(1)).double()])
+    ref = simulate_fixed(q, x, emit)
+    assert ref.relays["u0@relay"][0].tolist() == [[[1016, 508]], [[1016, 508]]]
+    res = run_network(net, x, emit, q)
+    assert set(res.counts) == set(ref.counts) == {"s0", "s1", "s2", "s3"}
+    for k in ref.counts:
+        assert torch.equal(res.counts[k], ref.counts[k]), k
+    for k in ref.relays:
+        assert torch.equal(res.relays[k], ref.relays[k]), k
+    assert (res.readout == ref.readout).all()
+    assert res.counts["s2"][0].tolist() == [[[4, 2]], [[4, 2]]]  # the float counts, hand-computed
+
+
+def test_host_fed_relay_lava_fixed_equals_simulate_fixed(residual_relay):
+    net = build(residual_relay)
+    q = quantize(net)
+    x = torch.randn((2,) + tuple(ResidualSepConv.input_shape), generator=torch.Generator().manual_seed(2),
+                    dtype=torch.float64) * 2
+    ref = simulate_fixed(q, x)
+    res = run_network(net, x, "burst", q)
+    for k in ref.counts:
+        assert torch.equal(res.counts[k], ref.counts[k]), k
+    for k in ref.relays:
+        assert torch.equal(res.relays[k], ref.relays[k]), k
+    assert q.report["populations"]["stem@relay"]["relay"] and "vth" not in q.report["populations"]["stem@relay"]
+
+
+def test_target_prices_streams_with_the_loihi_profile():
+    t = LoihiTarget()
+    assert t.lowering_options({}) == {"profile": "loihi"}
+    fixed = t.lowering_options({"precision": "fixed"})
+    assert fixed["graded"] is False and fixed["reason"].startswith("fixed_pt relays cost precision")
+    assert t.lowering_options({"precision": "fixed", "residual": "relay"}) == {"profile": "loihi", "residual": "relay"}
+    assert t.lowering_options({"netx": True})["graded"] is False
+    with pytest.raises(TargetError, match="netx has no relay layer"):
+        t.lowering_options({"netx": True, "residual": "relay"})
+    with pytest.raises(TargetError, match="unknown residual form 'copy'"):
+        t.lowering_options({"residual": "copy"})
+    with pytest.raises(TargetError, match="unknown option"):
+        t.lowering_options({"precison": "fixed"})
+
+
+def test_compile_for_loihi_prices_with_the_loihi_profile():
+    from snncc.compiler import compile_model
+
+    torch.manual_seed(0)
+    m = randomize_bn(ResidualSepConv(), 0)
+    lm = LoadedModel(m, None, ResidualSepConv.input_shape)
+    r = compile_model(lm, "loihi")
+    rep = r.pipeline.reports["residual_lowering"]
+    assert rep["profile"] == "loihi" and rep["capabilities"]["graded_messages"]
+    (st,) = rep["streams"]
+    # one shallow stream: the relays' neuron updates (52 pJ x D per neuron) cost more than the copies
+    assert st["choice"] == "fanin" and st["why"].startswith("fan-in energy 3.973e-07 J/window <= relay 4.653e-07")
+    fx = compile_model(lm, "loihi", target_options={"precision": "fixed"})
+    assert fx.pipeline.reports["residual_lowering"]["streams"][0]["why"].startswith(
+        "binary messages only (fixed_pt relays cost precision")
+    forced = compile_model(lm, "loihi", target_options={"precision": "fixed", "residual": "relay"})
+    assert forced.pipeline.reports["residual_lowering"]["streams"][0]["choice"] == "relay"
+    assert "lava/quantisation.json" in forced.files
