@@ -151,7 +151,8 @@ class Converter:
         """The leading axes of `fxn`'s first activation input (through nodes a pattern consumed,
         e.g. the clamp and round of a neuron, which have no layout of their own)."""
         seen = set()
-        stack = [a for a in list(fxn.args) + list(fxn.kwargs.values()) if isinstance(a, fx.Node)]
+        args = list(getattr(fxn, "args", ())) + list(getattr(fxn, "kwargs", {}).values())  # ONNX refs have none
+        stack = [a for a in args if isinstance(a, fx.Node)]
         while stack:
             a = stack.pop(0)
             if a in seen:
@@ -172,7 +173,7 @@ class Converter:
         layouts ((T, B, ...) <-> (T*B, ...)), which sets the layout of its result."""
         shape = self._shape(fxn)
         src = self.lead_in(fxn)
-        numel = math.prod(self._shape_of_input(fxn)[len(src):]) if fxn.args else None
+        numel = math.prod(self._shape_of_input(fxn)[len(src):]) if getattr(fxn, "args", ()) else None
         cands = [src] + ([("T", "B"), ("TB",), ("B", "T"), ("B",)] if self.T else [("1", "B"), ("B",)])
         for lead in cands:
             sizes = self.lead_sizes(lead)
@@ -191,7 +192,7 @@ class Converter:
                                  "(T, B) and T*B")
 
     def _shape_of_input(self, fxn: fx.Node) -> tuple[int, ...]:
-        for a in fxn.args:
+        for a in getattr(fxn, "args", ()):
             if isinstance(a, fx.Node):
                 return self._shape(a)
         return ()
