@@ -6,6 +6,7 @@ executors escape with anything but a one-line snncc error."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -146,6 +147,7 @@ def _paths(doc, prefix=()):
 
 
 def _set(doc, path, value):
+    value = copy.deepcopy(value)  # st.just() hands out one shared object: never mutate it later
     if not path:
         return value
     cur = doc
