@@ -18,7 +18,9 @@ from snncc.ir import Graph, Node
 from snncc.models.speck import speck_cnn
 from snncc.passes.manager import run_pipeline
 import snncc.sim.events as events_mod
-from snncc.sim.events import ORDERS, _host_currents, build_network, simulate
+import snncc.sim.events.runner as runner_mod
+from snncc.sim.events import ORDERS, build_network, simulate
+from snncc.sim.events.address import _host_currents
 from snncc.sim.reference import run
 
 F64 = torch.float64
@@ -204,7 +206,7 @@ def test_refuses_spike_products_and_undeployed_graphs():
 
 
 # ---- the vectorised sequential delivery against a per-event loop ---------------------------------
-class _PerEventRun(events_mod._Run):
+class _PerEventRun(runner_mod._Run):
     """Oracle: greedy/speck delivery as a plain loop over events (in step order) and their synapses.
     The spikes a step emits join the pool ordered by (rank of the contribution at its neuron,
     sample-major slot), the documented order of the vectorised path (the event loop sorts them by
@@ -284,7 +286,7 @@ def test_vectorised_delivery_equals_per_event_loop(net, seed, monkeypatch):
         for order in ORDERS:
             fast = simulate(g, x, pol, order, seed=seed, chunk=37, **kw)
             with monkeypatch.context() as m:
-                m.setattr(events_mod, "_Run", _PerEventRun)
+                m.setattr(runner_mod, "_Run", _PerEventRun)
                 slow = simulate(g, x, pol, order, seed=seed, chunk=37, **kw)
             what = (g.inputs[0].name, pol, order, kw)
             for k in slow.counts:
