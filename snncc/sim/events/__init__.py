@@ -9,6 +9,7 @@ Modules:
 - `address`: the address maps (per-op sparse maps, composed per-source CSR tables, SSC masks and
   gates in the tables, per-slot neuron parameters and constants);
 - `runner`: the event loop (event orders, firing policies, emission, centre-SSC gate state);
+- `kernels`: the compiled (numba) delivery kernels the runner calls for every step;
 - `result`: `EventResult` and the agreement with the integer model.
 """
 

@@ -5,15 +5,14 @@ pending-event pool (`_Batch`) and the per-run state (`_Run`): step selection per
 per firing policy, emission bookkeeping and the centre-SSC gate state. The address tables come
 from `snncc.sim.events.address`; results from `snncc.sim.events.result`.
 
-Event loop (per timestep; B samples are simulated together, vectorised). A neuron starts a
-sample at its initial membrane beta (a non-stateful one again at every timestep) and receives
-its constant + host current as its first update. Events are processed in *steps* (vectorised
-batches, never a Python loop per event); within a step the events have a sequential order and
-each neuron sees its contributions in that order. greedy/speck: the step's contributions are
-grouped by target with one stable sort, targets laid out by decreasing contribution count, and
-processed rank by rank on contiguous slices (rank r = every neuron's r-th contribution); the
-spikes a step emits join the pool ordered by (rank of the contribution at its neuron, sample,
-address). Tested equal to a per-event Python loop (tests/test_sim_events.py).
+Event loop (per timestep; B samples are simulated together). A neuron starts a sample at its
+initial membrane beta (a non-stateful one again at every timestep) and receives its constant +
+host current as its first update. Events are processed in *steps* (one compiled kernel call per
+step, `snncc.sim.events.kernels`); within a step the events have a sequential order and each
+neuron sees its contributions in that order. greedy/speck: the kernel walks the step's events in
+order and each event's synapses, firing a neuron by the policy's rule right after each update;
+the spikes a step emits join the pool ordered by (rank of the contribution at its neuron, sample,
+address). Tested bit-exact against a per-event Python loop (tests/test_sim_events.py).
 Order policies:
 - "layer": a step is all pending events of the earliest source population (graph order);
 - "interleaved": a step is all pending events (a wave), the sources' events round-robin;
@@ -72,12 +71,21 @@ import torch
 from snncc.errors import SnnccError
 from snncc.ir.graph import Graph
 from snncc.ir.ops import SPIKE
-from snncc.sim.events.address import AddressTable, EventNetwork, _host_currents, build_network
+from snncc.sim.events import kernels
+from snncc.sim.events.address import EventNetwork, _host_currents, build_network
 from snncc.sim.events.result import EventResult, compare
 from snncc.sim.reference import timestep_inputs
 
 POLICIES = ("ideal", "greedy", "speck")
 ORDERS = ("layer", "interleaved", "random")
+
+
+def _flat_tables(net: EventNetwork) -> kernels.FlatTables:
+    """The network's tables concatenated for the kernels, built once per network."""
+    flat = net.__dict__.get("_flat")
+    if flat is None:
+        flat = net.__dict__["_flat"] = kernels.FlatTables(net)
+    return flat
 
 
 # ---- the event loop -------------------------------------------------------------------------------
@@ -96,17 +104,23 @@ class _Run:
         self.net, self.B, self.policy, self.order, self.chunk = net, B, policy, order, chunk
         self.rng = np.random.default_rng(seed)
         S = net.n_slots
-        self.V = np.zeros(B * S)
-        self.k = np.zeros(B * S)
+        # per-neuron state, one row (cache line) per (sample, slot): see kernels.V_ .. VMIN_
+        self.state = np.zeros((B * S, kernels.N_STATE))
+        cols = lambda c: self.state[:, c]  # noqa: E731  (strided views: numpy code reads them too)
+        self.V, self.k, self.theta, self.Dcap, self.v_min = (cols(kernels.V_), cols(kernels.K_), cols(kernels.THETA_),
+                                                            cols(kernels.CAP_), cols(kernels.VMIN_))
         self.counts = np.zeros(B * S)
         tile = lambda a: np.tile(a, B)  # noqa: E731
-        self.theta, self.Dcap = tile(net.theta), tile(net.D).astype(np.float64)
+        self.theta[:] = tile(net.theta)
+        self.Dcap[:] = tile(net.D)
         if policy == "speck" and not speck_cap_D:
-            self.Dcap = np.where(tile(net.fires), np.inf, 0.0)
+            self.Dcap[:] = np.where(tile(net.fires), np.inf, 0.0)
         self.firing = tile(net.fires & net.enabled)
         self.enabled = tile(net.enabled)
         vm = net.v_min if v_min is None else np.broadcast_to(np.asarray(v_min, dtype=np.float64), (S,))
-        self.v_min = tile(vm)
+        self.v_min[:] = tile(vm)
+        self._cap_all, self._vmin_all = self.Dcap.copy(), self.v_min.copy()
+        self._set_fireable(self.firing)
         self.src_index = {s: i for i, s in enumerate(net.tables)}
         self.slot_pop = np.empty(S, dtype=np.int64)  # slot -> consumer index
         for i, c in enumerate(net.consumers):
@@ -116,6 +130,10 @@ class _Run:
         self.synops = 0
         self.steps = 0
         self.clock = 0
+        self.flat = _flat_tables(net)
+        self.row_base = dict(zip(self.flat.names, self.flat.base.tolist()))
+        self.scratch = kernels.Scratch(B * S)
+        self._no_gates = np.zeros((1, 1), dtype=bool)
         self.gates = net.gates or []
         if self.gates:  # centre-spiked SSC: live sites per leaf, open gate sites, enabled neurons
             self.leaf_sites = {gt.leaf: int(math.prod(net.graph[gt.leaf].shape[1:])) for gt in self.gates}
@@ -126,6 +144,12 @@ class _Run:
             for c in net.consumer_gates:
                 self.gated.reshape(B, S)[:, slice(*net.offsets[c])] = True
             self.dirty = set(self.live)
+
+    def _set_fireable(self, fireable: np.ndarray) -> None:
+        """The kernels read a neuron that may not fire as cap 0 and lower bound -inf (it then
+        integrates and never fires), so their inner loop has no extra branch."""
+        self.Dcap[:] = np.where(fireable, self._cap_all, 0.0)
+        self.v_min[:] = np.where(fireable, self._vmin_all, -np.inf)
 
     # -- centre-spiked SSC gates --
     def _mark_live(self, src: str, gid: np.ndarray) -> None:
@@ -163,24 +187,6 @@ class _Run:
                 acc |= self.gopen[:, gt.base + j % gt.sites]
             en[:, lo:hi] = acc
 
-    def _gate_filter(self, t: "AddressTable", b: np.ndarray, pos: np.ndarray, cnt: np.ndarray, nev: int):
-        """Entries of closed gates dropped, a slot's open entries of one event summed. Returns
-        (entry positions kept (first of group), summed weights, event index per contribution,
-        contributions per event)."""
-        ev = np.repeat(np.arange(nev), cnt)
-        gs = t.gate[pos]
-        bb = np.repeat(b, cnt)
-        keep = gs < 0
-        gi = np.flatnonzero(~keep)
-        keep[gi] = self.gopen[bb[gi], gs[gi]]
-        pos, ev, bb = pos[keep], ev[keep], bb[keep]
-        w = t.weights[pos]
-        grp = t.group[pos]
-        first = np.flatnonzero(np.r_[True, (grp[1:] != grp[:-1]) | (ev[1:] != ev[:-1])])
-        w = np.add.reduceat(w, first) if w.size else w
-        pos, ev, bb = pos[first], ev[first], bb[first]
-        return pos, w, ev, bb, np.bincount(ev, minlength=nev)
-
     # -- emission bookkeeping --
     def _emit(self, gslots: np.ndarray, n: np.ndarray, key: np.ndarray) -> list[_Batch]:
         """Spikes n > 0 of global slots -> per-source batches (ideal: one burst event with mult n)."""
@@ -211,115 +217,41 @@ class _Run:
                 out.append(_Batch(cname, np.repeat(gid, mi), None, np.repeat(key[sel], mi)))
         return out
 
-    # -- delivery --
-    def _expand(self, batch: _Batch, with_ev: bool = True):
-        """Contributions of a batch's events, grouped by event in batch order: (event index per
-        contribution (None unless `with_ev`), global target, weight, contributions per event)."""
-        t = self.net.tables[batch.src]
-        b, a = np.divmod(batch.gid, t.n)
-        starts = t.indptr[a]
-        cnt = t.indptr[a + 1] - starts
-        tot = int(cnt.sum())
-        pos = np.repeat(starts - (np.cumsum(cnt) - cnt), cnt) + np.arange(tot)
-        if t.gate is not None:
-            pos, w, ev, bb, cnt = self._gate_filter(t, b, pos, cnt, batch.gid.size)
-            return ev, t.slots[pos] + bb * self.net.n_slots, w, cnt
-        ev = np.repeat(np.arange(batch.gid.size), cnt) if with_ev else None
-        tgt = t.slots[pos] + np.repeat(b * self.net.n_slots, cnt)
-        return ev, tgt, t.weights[pos], cnt
+    # -- delivery (compiled kernels, snncc.sim.events.kernels) --
+    def _rows(self, bt: _Batch) -> tuple[np.ndarray, np.ndarray]:
+        """(row in the flat tables, sample) of every event of a batch."""
+        b, a = np.divmod(bt.gid, self.net.tables[bt.src].n)
+        return self.row_base[bt.src] + a, b
 
     def deliver_ideal(self, batches: list[_Batch]) -> None:
+        """Burst events: V += sum of weight x multiplicity per target, batch by batch."""
         self._refresh_gates()
+        gopen = self.gopen if self.gates else self._no_gates
         for bt in batches:
-            ev, tgt, w, _ = self._expand(bt)
-            if tgt.size == 0:
-                continue
-            mult = bt.mult[ev]
-            self.synops += int(mult.sum())
-            self.V += np.bincount(tgt, weights=w * mult, minlength=self.V.size)
+            rows, b = self._rows(bt)
+            self.synops += kernels.deliver_ideal(self.flat, gopen, rows, b, bt.mult, self.net.n_slots, self.state,
+                                                 self.scratch)
 
     def deliver_sequential(self, ordered: list[tuple[_Batch, np.ndarray]]) -> list[_Batch]:
         """Events in a given sequential order (per batch, positions in the step); every neuron
-        processes its contributions in that order, with the policy's firing after each one.
-
-        Vectorised: the step's contributions (in event order) are grouped by target with one
-        stable sort; the targets are laid out by decreasing number of contributions, so the
-        neurons receiving their r-th contribution are a prefix of that layout and every rank r is
-        processed with contiguous slices of the neuron state. Spikes emitted in a step join the
-        pool ordered by (rank of the contribution at its neuron, sample, address)."""
+        processes its contributions in that order, with the policy's firing after each one (one
+        compiled loop over events and synapses). Spikes emitted in a step join the pool ordered
+        by (rank of the contribution at its neuron, sample, address)."""
         self._refresh_gates()
-        epos, ecum, tgt, w = self._expand_step(ordered)
-        N = int(tgt.size)
-        self.synops += N
-        if N == 0:
-            return []
-        o = np.argsort(tgt, kind="stable")  # contributions of one target stay in event order
-        bc = np.bincount(tgt, minlength=self.V.size)
-        uniq = np.flatnonzero(bc)  # targets, ascending = their order in o
-        cnt = bc[uniq]
-        tord = np.argsort(-cnt, kind="stable")  # layout: targets by decreasing count
-        st = (np.cumsum(cnt) - cnt)[tord]  # first contribution (in o) of each target, layout order
-        sl = uniq[tord]  # global slots in layout order
-        m = uniq.size - np.cumsum(np.bincount(cnt))[:-1]  # m[r]: targets with more than r contributions
-        V, k, th = self.V[sl], self.k[sl], self.theta[sl]
-        fire = self._may_fire(sl)
-        cap = np.where(fire, self.Dcap[sl], 0.0)  # a neuron that may not fire never reaches its cap
-        speck = self.policy == "speck"
-        if speck:
-            vmin = np.where(fire, self.v_min[sl], -np.inf)
-        em_c, em_t, em_n, em_r = [], [], [], []
-        for r in range(len(m)):
-            q = int(m[r])
-            idx = o[st[:q] + r]  # the r-th contribution of each of the first q targets
-            v = V[:q]
-            v += w[idx]
-            t = th[:q]
-            kq = k[:q]
-            if speck:
-                n = ((v >= t) & (kq < cap[:q])).astype(np.float64)
-                np.maximum(v - n * t, vmin[:q], out=v)
-            else:
-                n = np.clip(np.floor(v / t), 0, cap[:q] - kq)
-                v -= n * t
-            kq += n
-            nz = np.flatnonzero(n)
-            if nz.size:
-                em_c.append(idx[nz])
-                em_t.append(nz)
-                em_n.append(n[nz])
-                em_r.append(np.full(nz.size, r, dtype=np.int64))
-        self.V[sl] = V
-        self.k[sl] = k
-        if not em_c:
-            return []
-        c, n, rk = np.concatenate(em_c), np.concatenate(em_n), np.concatenate(em_r)
-        gsl = sl[np.concatenate(em_t)]
-        key = epos[np.searchsorted(ecum, c, side="right")] + self.clock
-        o = np.lexsort((gsl, rk))
-        return self._emit(gsl[o], n[o], key[o])
-
-    def _may_fire(self, gslots: np.ndarray) -> np.ndarray:
-        return self.firing[gslots] & self.en[gslots] if self.gates else self.firing[gslots]
-
-    def _expand_step(self, ordered: list[tuple[_Batch, np.ndarray]]):
-        """All contributions of one step in event order: (event positions in order, cumulative
-        contribution counts per event, global targets, weights); contribution i belongs to the
-        event at `positions[searchsorted(cum, i, 'right')]`."""
-        parts = [(self._expand(bt, with_ev=False), posn) for bt, posn in ordered]
-        if not parts:
-            z = np.zeros(0, dtype=np.int64)
-            return z, z, z, np.zeros(0)
-        posn = np.concatenate([p for _, p in parts])
-        cnt = np.concatenate([c for (_, _, _, c), _ in parts])
-        tgt = np.concatenate([t for (_, t, _, _), _ in parts]) if len(parts) > 1 else parts[0][0][1]
-        w = np.concatenate([x for (_, _, x, _), _ in parts]) if len(parts) > 1 else parts[0][0][2]
-        if posn.size < 2 or bool(np.all(posn[1:] > posn[:-1])):
-            return posn, np.cumsum(cnt), tgt, w
-        eo = np.argsort(posn)  # reorder whole per-event segments: no sort of the contributions
-        c2 = cnt[eo]
-        cum = np.cumsum(c2)
-        idx = np.repeat((np.cumsum(cnt) - cnt)[eo] - (cum - c2), c2) + np.arange(tgt.size)
-        return posn[eo], cum, tgt[idx], w[idx]
+        n_ev = sum(int(bt.gid.size) for bt, _ in ordered)
+        rows = np.empty(n_ev, dtype=np.int64)
+        samples = np.empty(n_ev, dtype=np.int64)
+        for bt, posn in ordered:
+            r, b = self._rows(bt)
+            rows[posn] = r
+            samples[posn] = b
+        if self.gates:
+            self._set_fireable(self.firing & self.en)
+        syn, gsl, n, key = kernels.deliver_sequential(
+            self.flat, self.gopen if self.gates else self._no_gates, rows, samples, self.net.n_slots, self.clock,
+            self.state, self.policy == "speck", self.scratch)
+        self.synops += syn
+        return self._emit(gsl, n, key)
 
     def initial_update(self) -> list[_Batch]:
         """greedy/speck: constant + host current is every neuron's first update."""
@@ -328,10 +260,10 @@ class _Run:
         v = self.V[idx]
         th = self.theta[idx]
         if self.policy == "speck":
-            n = ((v >= th) & (self.Dcap[idx] > 0)).astype(np.float64)
-            v = np.maximum(v - n * th, self.v_min[idx])
+            n = ((v >= th) & (self._cap_all[idx] > 0)).astype(np.float64)
+            v = np.maximum(v - n * th, self._vmin_all[idx])
         else:
-            n = np.clip(np.floor(v / th), 0, self.Dcap[idx])
+            n = np.clip(np.floor(v / th), 0, self._cap_all[idx])
             v = v - n * th
         self.V[idx] = v
         self.k[idx] += n
@@ -345,7 +277,7 @@ class _Run:
         v = self.V[idx]
         th = self.theta[idx]
         u = v / th if net.graph[cname].attrs["theta"] != 1.0 else v
-        n = np.clip(np.floor(u), 0, self.Dcap[idx])
+        n = np.clip(np.floor(u), 0, self._cap_all[idx])
         n[~self.firing[idx]] = 0.0
         v = v - n * th
         if self.gates:  # centre SSC: a neuron without an open gate at its site is silent, stateless
@@ -359,7 +291,7 @@ class _Run:
     # -- one timestep --
     def timestep(self, t: int, spikes_in: np.ndarray | None, host: dict[str, np.ndarray]) -> np.ndarray:
         net, B, S = self.net, self.B, self.net.n_slots
-        V = self.V.reshape(B, S)
+        V = self.state.reshape(B, S, kernels.N_STATE)[:, :, kernels.V_]  # a view
         reset = ~np.tile(net.stateful, 1) if t > 0 else np.ones(S, dtype=bool)
         V[:, reset] = net.beta[reset]
         V += net.const

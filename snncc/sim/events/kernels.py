@@ -1,0 +1,269 @@
+"""Compiled (numba) delivery kernels of the event-driven simulator: the per-synapse hot loops.
+
+Owns `FlatTables` (every source's CSR address table concatenated into one, so one kernel call
+serves a whole step whatever its sources), `deliver_ideal` (burst events with multiplicity into an
+order-independent sum), `deliver_sequential` (greedy/speck: events one after another, every
+synapse updating its neuron and firing it by the policy's rule at once) and `compile_seconds`
+(JIT time, reported by the benchmarks and never counted as throughput).
+
+The kernels *are* the per-event semantics the runner documents (`snncc.sim.events.runner`): a
+plain loop over the step's events in order and over each event's synapses, in float64 with the
+same IEEE operations as the per-event Python oracle of tests/test_sim_events.py (numba does not
+contract `v - n*theta` into a fused multiply-add unless fastmath is on; it is off). Each event's
+synapses are one contiguous slice of the tables (`indptr[a]:indptr[a+1]`), read front to back.
+
+Centre-spiked SSC: a gated table's entries carry their gate site (`gate >= 0`); entries of
+closed gates are dropped and a slot's open entries of one event (adjacent, `first` marks the
+start of each (address, slot) group) are summed, in table order, into one update.
+
+Compiled with `cache=True` (the machine code is kept in `__pycache__` next to this file); the
+first call in a fresh process loads it or, without a cache, compiles it (a few seconds).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numba
+import numpy as np
+
+class FlatTables:
+    """Every source table of an `EventNetwork` in one CSR: source i's address a is row
+    `base[i] + a`. `gate` is -1 for ungated entries; `first[j]` is True where entry j starts a
+    new (address, slot) group (always True in ungated tables)."""
+
+    def __init__(self, net):
+        tabs = list(net.tables.values())
+        self.names = list(net.tables)
+        sizes = np.array([t.n for t in tabs], dtype=np.int64)
+        self.base = np.r_[0, np.cumsum(sizes)[:-1]].astype(np.int64) if tabs else np.zeros(0, np.int64)
+        nnz = np.array([t.indptr[-1] for t in tabs], dtype=np.int64)
+        eoff = np.r_[0, np.cumsum(nnz)[:-1]].astype(np.int64)
+        self.indptr = np.concatenate([t.indptr[:-1] + o for t, o in zip(tabs, eoff)] +
+                                     [np.array([int(nnz.sum())], dtype=np.int64)]).astype(np.int64)
+        self.slots = np.concatenate([t.slots for t in tabs] + [np.zeros(0, np.int64)]).astype(np.int64)
+        self.weights = np.concatenate([t.weights for t in tabs] + [np.zeros(0)]).astype(np.float64)
+        gate, first = [], []
+        for t in tabs:
+            if t.gate is None:
+                gate.append(np.full(t.slots.size, -1, dtype=np.int64))
+                first.append(np.ones(t.slots.size, dtype=np.bool_))
+            else:
+                gate.append(t.gate.astype(np.int64))
+                grp = t.group
+                first.append(np.r_[True, grp[1:] != grp[:-1]] if grp.size else np.zeros(0, np.bool_))
+        self.gate = np.concatenate(gate + [np.zeros(0, np.int64)])
+        self.first = np.concatenate(first + [np.zeros(0, np.bool_)])
+        self.gated = bool((self.gate >= 0).any())
+
+    def rows(self, src: str, a: np.ndarray) -> np.ndarray:
+        return self.base[self.names.index(src)] + a
+
+
+# columns of the per-neuron state row (one 64-byte cache line per neuron: a synapse touches one line)
+V_, K_, STAMP_, RANK_, THETA_, CAP_, VMIN_ = range(7)
+N_STATE = 8  # one spare column: rows stay 64 bytes
+
+
+@numba.njit(cache=True, nogil=True)
+def _ideal(indptr, slots, weights, gate, first, gated, gopen, rows, samples, mult, S, acc, stamp, touched):
+    """acc[g, 0] += (sum of an event's open group weights) * mult, in event then table order, into
+    a zero scratch (acc[g, 1] marks g touched in this call). Returns (synops, touched count)."""
+    synops = 0
+    nt = 0
+    for e in range(rows.size):
+        a = rows[e]
+        b = samples[e]
+        off = b * S
+        m = mult[e]
+        mi = int(m)
+        j = indptr[a]
+        end = indptr[a + 1]
+        while j < end:
+            g = off + slots[j]
+            if not gated:
+                w = weights[j]
+                j += 1
+            else:  # one (address, slot) group: its open entries summed into one update
+                w = 0.0
+                any_open = False
+                while True:
+                    gs = gate[j]
+                    if gs < 0 or gopen[b, gs]:
+                        w = weights[j] if not any_open else w + weights[j]
+                        any_open = True
+                    j += 1
+                    if j >= end or first[j]:
+                        break
+                if not any_open:
+                    continue
+            if acc[g, 1] != stamp:
+                acc[g, 1] = stamp
+                touched[nt] = g
+                nt += 1
+            acc[g, 0] += w * m
+            synops += mi
+    return synops, nt
+
+
+@numba.njit(cache=True, nogil=True)
+def _flush(state, acc, touched, nt):
+    for i in range(nt):
+        g = touched[i]
+        state[g, V_] += acc[g, 0]
+        acc[g, 0] = 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def _sequential(indptr, slots, weights, gate, first, gated, gopen, rows, samples, S, clock, state, speck, step,
+                em_rank, em_slot, em_key, em_n):
+    """Events in order (row, sample), each synapse in table order: V[g] += w, then the firing
+    rule (greedy: floor(V / theta) spikes up to the cap; speck: one if V >= theta, then the lower
+    bound). Emitted spikes are recorded as (rank of the contribution at g in this step, g, key =
+    clock + event position, n). Returns (synops, records)."""
+    synops = 0
+    ne = 0
+    fstep = float(step)
+    for e in range(rows.size):
+        a = rows[e]
+        b = samples[e]
+        off = b * S
+        j = indptr[a]
+        end = indptr[a + 1]
+        while j < end:
+            g = off + slots[j]
+            if not gated:
+                w = weights[j]
+                j += 1
+            else:
+                w = 0.0
+                any_open = False
+                while True:
+                    gs = gate[j]
+                    if gs < 0 or gopen[b, gs]:
+                        w = weights[j] if not any_open else w + weights[j]
+                        any_open = True
+                    j += 1
+                    if j >= end or first[j]:
+                        break
+                if not any_open:
+                    continue
+            synops += 1
+            v = state[g, V_] + w
+            same = state[g, STAMP_] == fstep  # branch-free rank bookkeeping
+            r = state[g, RANK_] if same else 0.0
+            state[g, STAMP_] = fstep
+            state[g, RANK_] = r + 1.0
+            # a neuron that may not fire has cap 0 and vmin -inf in its row: n = 0, V = v
+            th = state[g, THETA_]
+            if speck:
+                vm = state[g, VMIN_]
+                if v < th:  # the common case: no spike, one predictable branch
+                    state[g, V_] = v if v > vm else vm
+                    continue
+                n = 1.0 if state[g, K_] < state[g, CAP_] else 0.0
+                v = v - n * th
+                state[g, V_] = v if v > vm else vm
+            else:
+                # n = floor(v / theta) without the division where its floor is sure: below
+                # theta(1 - 1e-7) it is <= 0, in theta[1 + 1e-7, 2 - 2e-7) it is 1 (the products'
+                # rounding is far inside those margins)
+                if v < th * 0.9999999 and th > 0.0:  # the common case: no spike
+                    state[g, V_] = v
+                    continue
+                if th > 0.0 and v >= th * 1.0000001 and v < th * 1.9999998:
+                    n = 1.0
+                else:
+                    f = np.floor(v / th)
+                    n = f if f > 0.0 else 0.0
+                room = state[g, CAP_] - state[g, K_]
+                n = room if room < n else n
+                state[g, V_] = v - n * th
+            if n != 0.0:
+                state[g, K_] += n
+                em_rank[ne] = int(r)
+                em_slot[ne] = g
+                em_key[ne] = clock + e
+                em_n[ne] = n
+                ne += 1
+    return synops, ne
+
+
+def _bound(flat: FlatTables, rows: np.ndarray) -> int:
+    return int(flat.indptr[rows + 1].sum() - flat.indptr[rows].sum()) if rows.size else 0
+
+
+class Scratch:
+    """Work arrays kept across the steps of one run (grown when a step needs more)."""
+
+    def __init__(self, n_global: int):
+        self.acc = np.zeros((n_global, 2))
+        self.stamp = 0
+        self.cap = 0
+        self.touched = np.empty(0, dtype=np.int64)
+        self.em_rank = self.em_slot = self.em_key = self.em_n = None
+
+    def next_stamp(self) -> int:
+        self.stamp += 1
+        return self.stamp
+
+    def touched_for(self, bound: int) -> np.ndarray:
+        bound = min(bound, self.acc.shape[0])
+        if self.touched.size < bound:
+            self.touched = np.empty(max(bound, 1024), dtype=np.int64)
+        return self.touched
+
+    def records(self, bound: int):
+        if bound > self.cap:
+            self.cap = max(bound, 2 * self.cap, 1024)
+            self.em_rank = np.empty(self.cap, dtype=np.int64)
+            self.em_slot = np.empty(self.cap, dtype=np.int64)
+            self.em_key = np.empty(self.cap, dtype=np.int64)
+            self.em_n = np.empty(self.cap, dtype=np.float64)
+        return self.em_rank, self.em_slot, self.em_key, self.em_n
+
+
+def deliver_ideal(flat: FlatTables, gopen, rows, samples, mult, S, state, scratch: Scratch) -> int:
+    """Burst events (rows, samples, multiplicities) of one batch into the membranes (state[:, V_])
+    as one sum per neuron; returns synaptic ops (contributions times multiplicity)."""
+    if rows.size == 0:
+        return 0
+    touched = scratch.touched_for(_bound(flat, rows))
+    syn, nt = _ideal(flat.indptr, flat.slots, flat.weights, flat.gate, flat.first, flat.gated, gopen,
+                     rows, samples, mult, S, scratch.acc, float(scratch.next_stamp()), touched)
+    _flush(state, scratch.acc, touched, nt)
+    return syn
+
+
+def deliver_sequential(flat: FlatTables, gopen, rows, samples, S, clock, state, speck: bool, scratch: Scratch):
+    """Events in step order (rows, samples). Returns (synops, slots, n, keys) of the spikes fired,
+    ordered by (rank of the contribution at its neuron, global slot)."""
+    er, es, ek, en = scratch.records(_bound(flat, rows))
+    syn, ne = _sequential(flat.indptr, flat.slots, flat.weights, flat.gate, flat.first, flat.gated, gopen,
+                          rows, samples, S, clock, state, speck, scratch.next_stamp(), er, es, ek, en)
+    if ne == 0:
+        z = np.zeros(0, dtype=np.int64)
+        return syn, z, np.zeros(0), z
+    o = np.lexsort((es[:ne], er[:ne]))
+    return syn, es[:ne][o], en[:ne][o], ek[:ne][o]
+
+
+def compile_seconds() -> float:
+    """Wall time of the first call of every kernel in this process (JIT compile, or loading the
+    cached machine code) on a one-synapse network."""
+    t0 = time.perf_counter()
+    i1 = np.array([0, 1], dtype=np.int64)
+    z = np.zeros(1, dtype=np.int64)
+    f = np.ones(1)
+    gate, first = np.full(1, -1, dtype=np.int64), np.ones(1, dtype=np.bool_)
+    gopen = np.zeros((1, 1), dtype=np.bool_)
+    for gated in (False, True):
+        _ideal(i1, z, f, gate, first, gated, gopen, z, z, f, 1, np.zeros((1, 2)), 1.0, np.zeros(1, np.int64))
+        _flush(np.zeros((1, N_STATE)), np.zeros((1, 2)), z, 0)
+        for speck in (False, True):
+            _sequential(i1, z, f, gate, first, gated, gopen, z, z, 1, 0, np.zeros((1, N_STATE)), speck, 1,
+                        np.zeros(2, np.int64), np.zeros(2, np.int64), np.zeros(2, np.int64), np.zeros(2))
+    return time.perf_counter() - t0
+
+
+__all__ = ["FlatTables", "Scratch", "deliver_ideal", "deliver_sequential", "compile_seconds"]
