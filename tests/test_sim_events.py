@@ -253,7 +253,8 @@ class _PerEventRun(runner_mod._Run):
         evs = sorted((int(p), bt.src, int(g)) for bt, posn in ordered for p, g in zip(posn, bt.gid))
         seen, em = {}, []
         V, k = self.V.tolist(), self.k.tolist()  # Python floats: the same IEEE arithmetic
-        theta, cap, vmin = self.theta.tolist(), self._cap_all.tolist(), self._vmin_all.tolist()
+        S = self.net.n_slots
+        theta, cap, vmin = self.theta.tolist(), self._cap_all.tolist(), self._vmin_all.tolist()  # cap, vmin per slot
         firing = (self.firing & self.en if self.gates else self.firing).tolist()
         speck = self.policy == "speck"
         for p, src, gid in evs:
@@ -266,10 +267,10 @@ class _PerEventRun(runner_mod._Run):
                     continue
                 v, th = V[g], theta[g]
                 if speck:
-                    n = 1.0 if (v >= th and k[g] < cap[g]) else 0.0
-                    V[g] = max(v - n * th, vmin[g])
+                    n = 1.0 if (v >= th and k[g] < cap[g % S]) else 0.0
+                    V[g] = max(v - n * th, vmin[g % S])
                 else:
-                    n = min(max(float(math.floor(v / th)), 0.0), cap[g] - k[g])
+                    n = min(max(float(math.floor(v / th)), 0.0), cap[g % S] - k[g])
                     V[g] = v - n * th
                 k[g] += n
                 if n:

@@ -27,6 +27,8 @@ import time
 import numba
 import numpy as np
 
+from snncc.errors import SnnccError
+
 class FlatTables:
     """Every source table of an `EventNetwork` in one CSR: source i's address a is row
     `base[i] + a`. `gate` is -1 for ungated entries; `first[j]` is True where entry j starts a
@@ -42,6 +44,7 @@ class FlatTables:
         self.indptr = np.concatenate([t.indptr[:-1] + o for t, o in zip(tabs, eoff)] +
                                      [np.array([int(nnz.sum())], dtype=np.int64)]).astype(np.int64)
         self.slots = np.concatenate([t.slots for t in tabs] + [np.zeros(0, np.int64)]).astype(np.int64)
+        self.slots32 = self.slots.astype(np.int32)  # half the bytes streamed per synapse
         self.weights = np.concatenate([t.weights for t in tabs] + [np.zeros(0)]).astype(np.float64)
         gate, first = [], []
         for t in tabs:
@@ -60,9 +63,12 @@ class FlatTables:
         return self.base[self.names.index(src)] + a
 
 
-# columns of the per-neuron state row (one 64-byte cache line per neuron: a synapse touches one line)
-V_, K_, STAMP_, RANK_, THETA_, CAP_, VMIN_ = range(7)
-N_STATE = 8  # one spare column: rows stay 64 bytes
+# columns of the per-neuron state row: everything a synapse's update reads or writes in one
+# 32-byte row (two neurons per cache line); theta is per slot (small, stays in cache), the cap per
+# neuron is read only when a neuron reaches its threshold
+V_, RS_, VMIN_, K_ = range(4)
+N_STATE = 4
+RANK_LIMIT = float(2 ** 26)  # RS_ = step * RANK_LIMIT + contributions so far: exact below 2^52
 
 
 @numba.njit(cache=True, nogil=True)
@@ -115,15 +121,15 @@ def _flush(state, acc, touched, nt):
 
 
 @numba.njit(cache=True, nogil=True)
-def _sequential(indptr, slots, weights, gate, first, gated, gopen, rows, samples, S, clock, state, speck, step,
-                em_rank, em_slot, em_key, em_n):
+def _sequential(indptr, slots, weights, gate, first, gated, gopen, rows, samples, S, clock, state, theta, cap,
+                speck, step, em_rank, em_slot, em_key, em_n):
     """Events in order (row, sample), each synapse in table order: V[g] += w, then the firing
-    rule (greedy: floor(V / theta) spikes up to the cap; speck: one if V >= theta, then the lower
-    bound). Emitted spikes are recorded as (rank of the contribution at g in this step, g, key =
-    clock + event position, n). Returns (synops, records)."""
+    rule (greedy: floor(V / theta) spikes up to the cap; speck: one if V >= theta and below the
+    cap, then the lower bound). Emitted spikes are recorded as (rank of the contribution at g in
+    this step, g, key = clock + event position, n). Returns (synops, records)."""
     synops = 0
     ne = 0
-    fstep = float(step)
+    base = float(step) * RANK_LIMIT
     for e in range(rows.size):
         a = rows[e]
         b = samples[e]
@@ -131,7 +137,8 @@ def _sequential(indptr, slots, weights, gate, first, gated, gopen, rows, samples
         j = indptr[a]
         end = indptr[a + 1]
         while j < end:
-            g = off + slots[j]
+            s = slots[j]
+            g = off + s
             if not gated:
                 w = weights[j]
                 j += 1
@@ -150,18 +157,17 @@ def _sequential(indptr, slots, weights, gate, first, gated, gopen, rows, samples
                     continue
             synops += 1
             v = state[g, V_] + w
-            same = state[g, STAMP_] == fstep  # branch-free rank bookkeeping
-            r = state[g, RANK_] if same else 0.0
-            state[g, STAMP_] = fstep
-            state[g, RANK_] = r + 1.0
-            # a neuron that may not fire has cap 0 and vmin -inf in its row: n = 0, V = v
-            th = state[g, THETA_]
+            rs = state[g, RS_]
+            r = rs - base if rs >= base else 0.0  # contributions to g earlier in this step
+            state[g, RS_] = base + r + 1.0
+            # a neuron that may not fire has cap 0 and vmin -inf: n = 0, V = v
+            th = theta[s]
             if speck:
                 vm = state[g, VMIN_]
                 if v < th:  # the common case: no spike, one predictable branch
                     state[g, V_] = v if v > vm else vm
                     continue
-                n = 1.0 if state[g, K_] < state[g, CAP_] else 0.0
+                n = 1.0 if state[g, K_] < cap[g] else 0.0
                 v = v - n * th
                 state[g, V_] = v if v > vm else vm
             else:
@@ -176,7 +182,7 @@ def _sequential(indptr, slots, weights, gate, first, gated, gopen, rows, samples
                 else:
                     f = np.floor(v / th)
                     n = f if f > 0.0 else 0.0
-                room = state[g, CAP_] - state[g, K_]
+                room = cap[g] - state[g, K_]
                 n = room if room < n else n
                 state[g, V_] = v - n * th
             if n != 0.0:
@@ -187,6 +193,83 @@ def _sequential(indptr, slots, weights, gate, first, gated, gopen, rows, samples
                 em_n[ne] = n
                 ne += 1
     return synops, ne
+
+
+@numba.njit(cache=True, nogil=True)
+def init_state(state, cap_g, cap, vmin, fireable, B, S):
+    """Every (sample, slot) row: membrane and counters 0, cap / lower bound of its slot (0 / -inf
+    for a neuron that may not fire, so the sequential kernel never fires it)."""
+    for b in range(B):
+        for s in range(S):
+            g = b * S + s
+            state[g, V_] = 0.0
+            state[g, RS_] = 0.0
+            state[g, K_] = 0.0
+            state[g, VMIN_] = vmin[s] if fireable[s] else -np.inf
+            cap_g[g] = cap[s] if fireable[s] else 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def start_timestep(state, beta, const, reset, B, S):
+    """A timestep's start: membranes of non-stateful (or all, at t = 0) neurons back to beta, then
+    the constant current; spike counters k to 0."""
+    for b in range(B):
+        for s in range(S):
+            g = b * S + s
+            v = beta[s] if reset[s] else state[g, V_]
+            state[g, V_] = v + const[s]
+            state[g, K_] = 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def first_update(state, theta, fireable, cap, vmin, speck, B, S, out_g, out_n):
+    """greedy/speck: the constant (+ host) current as every neuron's first update; fired
+    (slot, n) written to out_g/out_n in slot order. Returns how many."""
+    ne = 0
+    for b in range(B):
+        for s in range(S):
+            g = b * S + s
+            if not fireable[g]:
+                continue
+            v = state[g, V_]
+            th = theta[s]
+            if speck:
+                n = 1.0 if (v >= th and cap[s] > 0.0) else 0.0
+                v = v - n * th
+                state[g, V_] = v if v > vmin[s] else vmin[s]
+            else:
+                f = np.floor(v / th)
+                n = min(max(f, 0.0), cap[s])
+                state[g, V_] = v - n * th
+            state[g, K_] += n
+            if n > 0.0:
+                out_g[ne] = g
+                out_n[ne] = n
+                ne += 1
+    return ne
+
+
+@numba.njit(cache=True, nogil=True)
+def complete_burst(state, theta, firing, cap, lo, hi, divide, B, S, out_g, out_n):
+    """ideal: a population's input is complete: n = clip(floor(V / theta), 0, D) for its slots
+    [lo, hi) of every sample (V itself when theta is 1: no division), V -= n theta. Returns the
+    number of (slot, n) fired, in slot order."""
+    ne = 0
+    for b in range(B):
+        for s in range(lo, hi):
+            g = b * S + s
+            v = state[g, V_]
+            th = theta[s]
+            u = v / th if divide else v
+            n = min(max(np.floor(u), 0.0), cap[s])
+            if not firing[s]:
+                n = 0.0
+            state[g, V_] = v - n * th
+            if n > 0.0:
+                out_g[ne] = g
+                out_n[ne] = n
+                ne += 1
+    return ne
 
 
 def _bound(flat: FlatTables, rows: np.ndarray) -> int:
@@ -202,6 +285,7 @@ class Scratch:
         self.cap = 0
         self.touched = np.empty(0, dtype=np.int64)
         self.em_rank = self.em_slot = self.em_key = self.em_n = None
+        self.out_g = self.out_n = None  # per-neuron outputs of first_update / complete_burst
 
     def next_stamp(self) -> int:
         self.stamp += 1
@@ -235,12 +319,17 @@ def deliver_ideal(flat: FlatTables, gopen, rows, samples, mult, S, state, scratc
     return syn
 
 
-def deliver_sequential(flat: FlatTables, gopen, rows, samples, S, clock, state, speck: bool, scratch: Scratch):
+def deliver_sequential(flat: FlatTables, gopen, rows, samples, S, clock, state, theta, cap, speck: bool,
+                       scratch: Scratch):
     """Events in step order (rows, samples). Returns (synops, slots, n, keys) of the spikes fired,
     ordered by (rank of the contribution at its neuron, global slot)."""
     er, es, ek, en = scratch.records(_bound(flat, rows))
-    syn, ne = _sequential(flat.indptr, flat.slots, flat.weights, flat.gate, flat.first, flat.gated, gopen,
-                          rows, samples, S, clock, state, speck, scratch.next_stamp(), er, es, ek, en)
+    step = scratch.next_stamp()
+    if rows.size >= RANK_LIMIT or step >= RANK_LIMIT:
+        raise SnnccError(f"event step too large for the rank bookkeeping ({rows.size} events, step {step})",
+                         where="snncc.sim.events.kernels", hint="use a smaller chunk or fewer samples per run")
+    syn, ne = _sequential(flat.indptr, flat.slots32, flat.weights, flat.gate, flat.first, flat.gated, gopen,
+                          rows, samples, S, clock, state, theta, cap, speck, step, er, es, ek, en)
     if ne == 0:
         z = np.zeros(0, dtype=np.int64)
         return syn, z, np.zeros(0), z
@@ -261,8 +350,13 @@ def compile_seconds() -> float:
         _ideal(i1, z, f, gate, first, gated, gopen, z, z, f, 1, np.zeros((1, 2)), 1.0, np.zeros(1, np.int64))
         _flush(np.zeros((1, N_STATE)), np.zeros((1, 2)), z, 0)
         for speck in (False, True):
-            _sequential(i1, z, f, gate, first, gated, gopen, z, z, 1, 0, np.zeros((1, N_STATE)), speck, 1,
-                        np.zeros(2, np.int64), np.zeros(2, np.int64), np.zeros(2, np.int64), np.zeros(2))
+            _sequential(i1, z.astype(np.int32), f, gate, first, gated, gopen, z, z, 1, 0, np.zeros((1, N_STATE)), f,
+                        f, speck, 1, np.zeros(2, np.int64), np.zeros(2, np.int64), np.zeros(2, np.int64), np.zeros(2))
+    st, b1 = np.zeros((1, N_STATE)), np.ones(1, dtype=np.bool_)
+    init_state(st, np.zeros(1), f, f, b1, 1, 1)
+    start_timestep(st, f, f, b1, 1, 1)
+    first_update(st, f, b1, f, f, True, 1, 1, z.copy(), np.zeros(1))
+    complete_burst(st, f, b1, f, 0, 1, True, 1, 1, z.copy(), np.zeros(1))
     return time.perf_counter() - t0
 
 

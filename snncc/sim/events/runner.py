@@ -104,23 +104,23 @@ class _Run:
         self.net, self.B, self.policy, self.order, self.chunk = net, B, policy, order, chunk
         self.rng = np.random.default_rng(seed)
         S = net.n_slots
-        # per-neuron state, one row (cache line) per (sample, slot): see kernels.V_ .. VMIN_
-        self.state = np.zeros((B * S, kernels.N_STATE))
+        # per-neuron state, one row per (sample, slot): see kernels.V_ .. K_
+        self.state = np.empty((B * S, kernels.N_STATE))
         cols = lambda c: self.state[:, c]  # noqa: E731  (strided views: numpy code reads them too)
-        self.V, self.k, self.theta, self.Dcap, self.v_min = (cols(kernels.V_), cols(kernels.K_), cols(kernels.THETA_),
-                                                            cols(kernels.CAP_), cols(kernels.VMIN_))
+        self.V, self.k, self.v_min = cols(kernels.V_), cols(kernels.K_), cols(kernels.VMIN_)
         self.counts = np.zeros(B * S)
-        tile = lambda a: np.tile(a, B)  # noqa: E731
-        self.theta[:] = tile(net.theta)
-        self.Dcap[:] = tile(net.D)
+        cap = net.D.astype(np.float64)
         if policy == "speck" and not speck_cap_D:
-            self.Dcap[:] = np.where(tile(net.fires), np.inf, 0.0)
-        self.firing = tile(net.fires & net.enabled)
-        self.enabled = tile(net.enabled)
+            cap = np.where(net.fires, np.inf, 0.0)
         vm = net.v_min if v_min is None else np.broadcast_to(np.asarray(v_min, dtype=np.float64), (S,))
-        self.v_min[:] = tile(vm)
-        self._cap_all, self._vmin_all = self.Dcap.copy(), self.v_min.copy()
-        self._set_fireable(self.firing)
+        self._fire_slot = net.fires & net.enabled  # per slot
+        self._theta_slot = np.ascontiguousarray(net.theta, dtype=np.float64)
+        self._cap_all, self._vmin_all = np.ascontiguousarray(cap), np.ascontiguousarray(vm, dtype=np.float64)
+        self.Dcap = np.empty(B * S)  # the kernels' cap per neuron (0 where it may not fire)
+        kernels.init_state(self.state, self.Dcap, self._cap_all, self._vmin_all, self._fire_slot, B, S)
+        self.theta = np.tile(self._theta_slot, B)
+        self.firing = np.tile(self._fire_slot, B)
+        self.enabled = np.tile(net.enabled, B)
         self.src_index = {s: i for i, s in enumerate(net.tables)}
         self.slot_pop = np.empty(S, dtype=np.int64)  # slot -> consumer index
         for i, c in enumerate(net.consumers):
@@ -148,8 +148,8 @@ class _Run:
     def _set_fireable(self, fireable: np.ndarray) -> None:
         """The kernels read a neuron that may not fire as cap 0 and lower bound -inf (it then
         integrates and never fires), so their inner loop has no extra branch."""
-        self.Dcap[:] = np.where(fireable, self._cap_all, 0.0)
-        self.v_min[:] = np.where(fireable, self._vmin_all, -np.inf)
+        self.Dcap[:] = np.where(fireable, np.tile(self._cap_all, self.B), 0.0)
+        self.v_min[:] = np.where(fireable, np.tile(self._vmin_all, self.B), -np.inf)
 
     # -- centre-spiked SSC gates --
     def _mark_live(self, src: str, gid: np.ndarray) -> None:
@@ -249,42 +249,47 @@ class _Run:
             self._set_fireable(self.firing & self.en)
         syn, gsl, n, key = kernels.deliver_sequential(
             self.flat, self.gopen if self.gates else self._no_gates, rows, samples, self.net.n_slots, self.clock,
-            self.state, self.policy == "speck", self.scratch)
+            self.state, self._theta_slot, self.Dcap, self.policy == "speck", self.scratch)
         self.synops += syn
         return self._emit(gsl, n, key)
+
+    def _out(self) -> tuple[np.ndarray, np.ndarray]:
+        n = self.B * self.net.n_slots
+        if self.scratch.out_g is None:
+            self.scratch.out_g, self.scratch.out_n = np.empty(n, dtype=np.int64), np.empty(n)
+        return self.scratch.out_g, self.scratch.out_n
 
     def initial_update(self) -> list[_Batch]:
         """greedy/speck: constant + host current is every neuron's first update."""
         self._refresh_gates()
-        idx = np.flatnonzero(self.firing & self.en if self.gates else self.firing)
-        v = self.V[idx]
-        th = self.theta[idx]
-        if self.policy == "speck":
-            n = ((v >= th) & (self._cap_all[idx] > 0)).astype(np.float64)
-            v = np.maximum(v - n * th, self._vmin_all[idx])
-        else:
-            n = np.clip(np.floor(v / th), 0, self._cap_all[idx])
-            v = v - n * th
-        self.V[idx] = v
-        self.k[idx] += n
-        return self._emit(idx, n, np.full(idx.size, self.clock - 1, dtype=np.int64))
+        og, on = self._out()
+        fireable = self.firing & self.en if self.gates else self.firing
+        ne = kernels.first_update(self.state, self._theta_slot, fireable, self._cap_all, self._vmin_all,
+                                  self.policy == "speck", self.B, self.net.n_slots, og, on)
+        return self._emit(og[:ne].copy(), on[:ne].copy(), np.full(ne, self.clock - 1, dtype=np.int64))
 
     def fire_complete(self, cname: str) -> list[_Batch]:
         """ideal: the population's input is complete: n = clip(floor(V/theta), 0, D)."""
         net, S = self.net, self.net.n_slots
         lo, hi = net.offsets[cname]
+        divide = net.graph[cname].attrs["theta"] != 1.0
+        if not self.gates:
+            og, on = self._out()
+            ne = kernels.complete_burst(self.state, self._theta_slot, self._fire_slot, self._cap_all, lo, hi, divide,
+                                        self.B, S, og, on)
+            return self._emit(og[:ne].copy(), on[:ne].copy(), np.zeros(ne, dtype=np.int64))
         idx = (np.arange(self.B)[:, None] * S + np.arange(lo, hi)[None, :]).ravel()
         v = self.V[idx]
         th = self.theta[idx]
-        u = v / th if net.graph[cname].attrs["theta"] != 1.0 else v
-        n = np.clip(np.floor(u), 0, self._cap_all[idx])
+        u = v / th if divide else v
+        n = np.clip(np.floor(u), 0, self._cap_all[idx % S])
         n[~self.firing[idx]] = 0.0
         v = v - n * th
-        if self.gates:  # centre SSC: a neuron without an open gate at its site is silent, stateless
-            self._refresh_gates()
-            off = ~self.en[idx]
-            n[off] = 0.0
-            v[off] = np.tile(self.net.beta, self.B)[idx[off]]  # the reference's carried state 0
+        # centre SSC: a neuron without an open gate at its site is silent, stateless
+        self._refresh_gates()
+        off = ~self.en[idx]
+        n[off] = 0.0
+        v[off] = np.tile(self.net.beta, self.B)[idx[off]]  # the reference's carried state 0
         self.V[idx] = v
         return self._emit(idx, n, np.zeros(idx.size, dtype=np.int64))
 
@@ -292,13 +297,12 @@ class _Run:
     def timestep(self, t: int, spikes_in: np.ndarray | None, host: dict[str, np.ndarray]) -> np.ndarray:
         net, B, S = self.net, self.B, self.net.n_slots
         V = self.state.reshape(B, S, kernels.N_STATE)[:, :, kernels.V_]  # a view
-        reset = ~np.tile(net.stateful, 1) if t > 0 else np.ones(S, dtype=bool)
-        V[:, reset] = net.beta[reset]
-        V += net.const
+        reset = ~net.stateful if t > 0 else np.ones(S, dtype=bool)
+        kernels.start_timestep(self.state, net.beta, net.const, reset, B, S)
         for c, h in host.items():
             V[:, slice(*net.offsets[c])] += h
-        V[:, ~net.enabled] = 0.0
-        self.k[:] = 0.0
+        if not net.enabled.all():
+            V[:, ~net.enabled] = 0.0
         if self.gates:
             for lv in self.live.values():
                 lv[:] = False
