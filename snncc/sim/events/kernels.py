@@ -58,6 +58,9 @@ class FlatTables:
         self.gate = np.concatenate(gate + [np.zeros(0, np.int64)])
         self.first = np.concatenate(first + [np.zeros(0, np.bool_)])
         self.gated = bool((self.gate >= 0).any())
+        # per source, the slot range its synapses reach (the ideal kernel flushes that range)
+        self.lo = np.array([int(t.slots.min()) if t.slots.size else 0 for t in tabs], dtype=np.int64)
+        self.hi = np.array([int(t.slots.max()) + 1 if t.slots.size else 0 for t in tabs], dtype=np.int64)
 
     def rows(self, src: str, a: np.ndarray) -> np.ndarray:
         return self.base[self.names.index(src)] + a
@@ -72,11 +75,10 @@ RANK_LIMIT = float(2 ** 26)  # RS_ = step * RANK_LIMIT + contributions so far: e
 
 
 @numba.njit(cache=True, nogil=True)
-def _ideal(indptr, slots, weights, gate, first, gated, gopen, rows, samples, mult, S, acc, stamp, touched):
-    """acc[g, 0] += (sum of an event's open group weights) * mult, in event then table order, into
-    a zero scratch (acc[g, 1] marks g touched in this call). Returns (synops, touched count)."""
+def _ideal(indptr, slots, weights, gate, first, gated, gopen, rows, samples, mult, S, acc):
+    """acc[g] += (sum of an event's open group weights) * mult, in event then table order, into a
+    zero scratch. Returns synops (contributions times multiplicity)."""
     synops = 0
-    nt = 0
     for e in range(rows.size):
         a = rows[e]
         b = samples[e]
@@ -85,39 +87,42 @@ def _ideal(indptr, slots, weights, gate, first, gated, gopen, rows, samples, mul
         mi = int(m)
         j = indptr[a]
         end = indptr[a + 1]
-        while j < end:
-            g = off + slots[j]
-            if not gated:
-                w = weights[j]
+        if not gated:
+            synops += mi * (end - j)
+            while j < end:
+                acc[off + slots[j]] += weights[j] * m
                 j += 1
-            else:  # one (address, slot) group: its open entries summed into one update
-                w = 0.0
-                any_open = False
-                while True:
-                    gs = gate[j]
-                    if gs < 0 or gopen[b, gs]:
-                        w = weights[j] if not any_open else w + weights[j]
-                        any_open = True
-                    j += 1
-                    if j >= end or first[j]:
-                        break
-                if not any_open:
-                    continue
-            if acc[g, 1] != stamp:
-                acc[g, 1] = stamp
-                touched[nt] = g
-                nt += 1
-            acc[g, 0] += w * m
-            synops += mi
-    return synops, nt
+            continue
+        while j < end:  # one (address, slot) group: its open entries summed into one update
+            g = off + slots[j]
+            w = 0.0
+            any_open = False
+            while True:
+                gs = gate[j]
+                if gs < 0 or gopen[b, gs]:
+                    w = weights[j] if not any_open else w + weights[j]
+                    any_open = True
+                j += 1
+                if j >= end or first[j]:
+                    break
+            if any_open:
+                acc[g] += w * m
+                synops += mi
+    return synops
 
 
 @numba.njit(cache=True, nogil=True)
-def _flush(state, acc, touched, nt):
-    for i in range(nt):
-        g = touched[i]
-        state[g, V_] += acc[g, 0]
-        acc[g, 0] = 0.0
+def _flush(state, acc, lo, hi, B, S):
+    """V[g] += acc[g] over the slots [lo, hi) of every sample, scratch back to 0. A target that
+    got no contribution has acc 0 and V + 0 = V, so every slot of the range is flushed in one
+    sequential sweep (the same sums as adding only the touched targets)."""
+    for b in range(B):
+        for s in range(lo, hi):
+            g = b * S + s
+            a = acc[g]
+            if a != 0.0:
+                state[g, V_] += a
+                acc[g] = 0.0
 
 
 @numba.njit(cache=True, nogil=True)
@@ -280,22 +285,15 @@ class Scratch:
     """Work arrays kept across the steps of one run (grown when a step needs more)."""
 
     def __init__(self, n_global: int):
-        self.acc = np.zeros((n_global, 2))
+        self.acc = np.zeros(n_global)
         self.stamp = 0
         self.cap = 0
-        self.touched = np.empty(0, dtype=np.int64)
         self.em_rank = self.em_slot = self.em_key = self.em_n = None
         self.out_g = self.out_n = None  # per-neuron outputs of first_update / complete_burst
 
     def next_stamp(self) -> int:
         self.stamp += 1
         return self.stamp
-
-    def touched_for(self, bound: int) -> np.ndarray:
-        bound = min(bound, self.acc.shape[0])
-        if self.touched.size < bound:
-            self.touched = np.empty(max(bound, 1024), dtype=np.int64)
-        return self.touched
 
     def records(self, bound: int):
         if bound > self.cap:
@@ -307,15 +305,15 @@ class Scratch:
         return self.em_rank, self.em_slot, self.em_key, self.em_n
 
 
-def deliver_ideal(flat: FlatTables, gopen, rows, samples, mult, S, state, scratch: Scratch) -> int:
-    """Burst events (rows, samples, multiplicities) of one batch into the membranes (state[:, V_])
-    as one sum per neuron; returns synaptic ops (contributions times multiplicity)."""
+def deliver_ideal(flat: FlatTables, gopen, src: int, rows, samples, mult, B, S, state, scratch: Scratch) -> int:
+    """Burst events (rows, samples, multiplicities) of one batch from source `src` into the
+    membranes (state[:, V_]) as one sum per neuron; returns synaptic ops (contributions times
+    multiplicity)."""
     if rows.size == 0:
         return 0
-    touched = scratch.touched_for(_bound(flat, rows))
-    syn, nt = _ideal(flat.indptr, flat.slots, flat.weights, flat.gate, flat.first, flat.gated, gopen,
-                     rows, samples, mult, S, scratch.acc, float(scratch.next_stamp()), touched)
-    _flush(state, scratch.acc, touched, nt)
+    syn = _ideal(flat.indptr, flat.slots32, flat.weights, flat.gate, flat.first, flat.gated, gopen,
+                 rows, samples, mult, S, scratch.acc)
+    _flush(state, scratch.acc, int(flat.lo[src]), int(flat.hi[src]), B, S)
     return syn
 
 
@@ -347,8 +345,8 @@ def compile_seconds() -> float:
     gate, first = np.full(1, -1, dtype=np.int64), np.ones(1, dtype=np.bool_)
     gopen = np.zeros((1, 1), dtype=np.bool_)
     for gated in (False, True):
-        _ideal(i1, z, f, gate, first, gated, gopen, z, z, f, 1, np.zeros((1, 2)), 1.0, np.zeros(1, np.int64))
-        _flush(np.zeros((1, N_STATE)), np.zeros((1, 2)), z, 0)
+        _ideal(i1, z.astype(np.int32), f, gate, first, gated, gopen, z, z, f, 1, np.zeros(1))
+        _flush(np.zeros((1, N_STATE)), np.zeros(1), 0, 1, 1, 1)
         for speck in (False, True):
             _sequential(i1, z.astype(np.int32), f, gate, first, gated, gopen, z, z, 1, 0, np.zeros((1, N_STATE)), f,
                         f, speck, 1, np.zeros(2, np.int64), np.zeros(2, np.int64), np.zeros(2, np.int64), np.zeros(2))

@@ -229,8 +229,8 @@ class _Run:
         gopen = self.gopen if self.gates else self._no_gates
         for bt in batches:
             rows, b = self._rows(bt)
-            self.synops += kernels.deliver_ideal(self.flat, gopen, rows, b, bt.mult, self.net.n_slots, self.state,
-                                                 self.scratch)
+            self.synops += kernels.deliver_ideal(self.flat, gopen, self.src_index[bt.src], rows, b, bt.mult, self.B,
+                                                 self.net.n_slots, self.state, self.scratch)
 
     def deliver_sequential(self, ordered: list[tuple[_Batch, np.ndarray]]) -> list[_Batch]:
         """Events in a given sequential order (per batch, positions in the step); every neuron
