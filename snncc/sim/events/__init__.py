@@ -11,6 +11,8 @@ Modules:
 - `runner`: the event loop (event orders, firing policies, emission, centre-SSC gate state);
 - `kernels`: the compiled (numba) delivery kernels the runner calls for every step;
 - `result`: `EventResult` and the agreement with the integer model.
+Real event recordings (tonic-style `x, y, t, p` arrays) are read, binned and run in real time by
+`snncc.sim.event_streams`.
 """
 
 from snncc.sim.events.address import AddressTable, EventNetwork, build_network, op_matrix, projection_matrix

@@ -98,6 +98,17 @@ class _Batch:
         self.src, self.gid, self.mult, self.key, self.sidx = src, gid, mult, key, sidx
 
 
+class _Trace:
+    """Every delivered event of a greedy/speck run, step by step: event j of a step has the id
+    `clock + j` and its key is the id of the event whose delivery made it (input events: their
+    own key; spikes of a timestep's first update: key clock - 1 at that moment)."""
+
+    def __init__(self):
+        self.steps: list[tuple] = []  # (timestep, clock, source index, sample, flat-table row, key) per step
+        self.inputs: list[tuple] = []  # (timestep, keys of its input events in given order)
+        self.t = 0  # the timestep being run
+
+
 class _Run:
     def __init__(self, net: EventNetwork, B: int, policy: str, order: str, seed: int, chunk: int,
                  speck_cap_D: bool, v_min):
@@ -131,6 +142,8 @@ class _Run:
         self.steps = 0
         self.clock = 0
         self.flat = _flat_tables(net)
+        self.input_order = None  # per timestep, input addresses in a given order (a recording's time order)
+        self.trace = None  # a _Trace to record every step's events (real-time analysis of a recording)
         self.row_base = dict(zip(self.flat.names, self.flat.base.tolist()))
         self.scratch = kernels.Scratch(B * S)
         self._no_gates = np.zeros((1, 1), dtype=bool)
@@ -251,6 +264,13 @@ class _Run:
             self.flat, self.gopen if self.gates else self._no_gates, rows, samples, self.net.n_slots, self.clock,
             self.state, self._theta_slot, self.Dcap, self.policy == "speck", self.scratch)
         self.synops += syn
+        if self.trace is not None:
+            keys = np.empty(n_ev, dtype=np.int64)
+            src = np.empty(n_ev, dtype=np.int64)
+            for bt, posn in ordered:
+                keys[posn] = bt.key
+                src[posn] = self.src_index[bt.src]
+            self.trace.steps.append((self.trace.t, self.clock, src, samples, rows, keys))
         return self._emit(gsl, n, key)
 
     def _out(self) -> tuple[np.ndarray, np.ndarray]:
@@ -318,6 +338,13 @@ class _Run:
             self.events[inp.name] += int(m.sum())
             if self.policy == "ideal":
                 pool.append(_Batch(inp.name, gid, m.astype(np.float64), np.zeros(gid.size, dtype=np.int64)))
+            elif self.input_order is not None:  # a recording's events, in time order
+                g2 = np.asarray(self.input_order[t], dtype=np.int64)
+                keys = np.arange(g2.size, dtype=np.int64) + self.clock
+                if self.trace is not None:
+                    self.trace.inputs.append((t, keys))
+                pool.append(_Batch(inp.name, g2, None, keys))
+                self.clock += g2.size
             elif gid.size:  # burst order: spike j of every address, j = 0, 1, ...
                 mi = m.astype(np.int64)
                 j = np.arange(int(mi.sum())) - np.repeat(np.cumsum(mi) - mi, mi)
@@ -326,6 +353,8 @@ class _Run:
                 pool.append(_Batch(inp.name, g2[o], None, np.arange(g2.size, dtype=np.int64) + self.clock))
                 self.clock += g2.size
         complete = {inp.name}
+        if self.trace is not None:
+            self.trace.t = t
         if self.policy == "ideal":
             pool += self._completions(complete, pool)
         else:
@@ -463,6 +492,13 @@ def simulate(graph_or_net: Graph | EventNetwork, x, policy: str = "ideal", order
     """Run the deployed graph (or a prebuilt `EventNetwork`) event by event on `x` ((B, *shape) or
     (T, B, *shape)). `reference=True` also runs the integer model (`snncc.sim.reference`) and
     fills `result.agreement`. See the module docstring for policies and orders."""
+    return _simulate(graph_or_net, x, policy, order, seed, chunk, speck_cap_D, v_min, reference)[0]
+
+
+def _simulate(graph_or_net, x, policy="ideal", order="layer", seed=0, chunk=4096, speck_cap_D=False, v_min=None,
+              reference=False, input_order=None, trace=False):
+    """`simulate`, plus: `input_order` (per timestep, the input addresses in the order to deliver
+    them; greedy/speck, one sample) and `trace` (record every step's events). Returns (result, run)."""
     if policy not in POLICIES:
         raise SnnccError(f"unknown firing policy {policy!r}", hint=f"one of {', '.join(POLICIES)}")
     if order not in ORDERS:
@@ -475,6 +511,8 @@ def simulate(graph_or_net: Graph | EventNetwork, x, policy: str = "ideal", order
     B = int(xs[0].shape[0])
     inp = g.inputs[0]
     run = _Run(net, B, policy, order, seed, chunk, speck_cap_D, v_min)
+    run.input_order = input_order
+    run.trace = _Trace() if trace else None
     out_sum = None
     for t, xt in enumerate(xs):
         if inp.kind == SPIKE:
@@ -504,7 +542,9 @@ def simulate(graph_or_net: Graph | EventNetwork, x, policy: str = "ideal", order
         else:
             r = ref_mod.run(g, x)
         res.agreement = compare(res, r.counts, r.output)
-    return res
+    return res, run
+
+
 
 
 __all__ = ["simulate", "POLICIES", "ORDERS"]
