@@ -116,9 +116,13 @@ class _Run:
         self.rng = np.random.default_rng(seed)
         S = net.n_slots
         # per-neuron state, one row per (sample, slot): see kernels.V_ .. K_
-        self.state = np.empty((B * S, kernels.N_STATE))
+        self.state = np.empty((B * S, 1 if policy == "ideal" else kernels.N_STATE))
         cols = lambda c: self.state[:, c]  # noqa: E731  (strided views: numpy code reads them too)
-        self.V, self.k, self.v_min = cols(kernels.V_), cols(kernels.K_), cols(kernels.VMIN_)
+        self.V = cols(kernels.V_)
+        if policy == "ideal":  # membranes only; k and the lower bound are not used
+            self.k, self.v_min = np.zeros(B * S), np.full(B * S, -np.inf)
+        else:
+            self.k, self.v_min = cols(kernels.K_), cols(kernels.VMIN_)
         self.counts = np.zeros(B * S)
         cap = net.D.astype(np.float64)
         if policy == "speck" and not speck_cap_D:
@@ -316,7 +320,7 @@ class _Run:
     # -- one timestep --
     def timestep(self, t: int, spikes_in: np.ndarray | None, host: dict[str, np.ndarray]) -> np.ndarray:
         net, B, S = self.net, self.B, self.net.n_slots
-        V = self.state.reshape(B, S, kernels.N_STATE)[:, :, kernels.V_]  # a view
+        V = self.state.reshape(B, S, self.state.shape[1])[:, :, kernels.V_]  # a view
         reset = ~net.stateful if t > 0 else np.ones(S, dtype=bool)
         kernels.start_timestep(self.state, net.beta, net.const, reset, B, S)
         for c, h in host.items():
