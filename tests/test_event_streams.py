@@ -127,3 +127,15 @@ def test_stream_timing_by_hand():
     # n: e1 [0, 3], e2 [3, 6] A, e3 [6, 9] B, e4 [10, 13] A; readout: [6, 9], [9, 12], [13, 16]
     assert r3.latency_us.tolist() == [3.0, 8.0, 10.0, 6.0] and r3.done_us == 16.0 and r3.settle_us == 16.0
     assert "ON" not in r.table() and "latency" in r.table()
+
+
+def test_run_recordings_summary(tmp_path):
+    """Two copies of the hand stream, labelled 0 and 1: the summary over all 8 input events."""
+    from snncc.sim.event_streams import run_recordings
+
+    path = write_events(tmp_path / "two.npz", [_arr(HAND), _arr(HAND)], labels=[0, 1])
+    res, text = run_recordings(_two_neuron_graph(), path, T=1)
+    assert [r.latency_us.tolist() for r in res] == [[1.0, 2.0, 2.0, 2.0]] * 2
+    assert text == ("2 recordings, 8 input events; latency median 2 us, p95 2 us, max 2 us; decision settled at "
+                    "median 12 us; 0 recording(s) with a core above 1e+08 SynOps/s (stall); average power "
+                    f"{(0.42e-3 + 23.6e-12 * 11 / 10e-6) * 1e3:.3f} mW; accuracy 50.00%")

@@ -461,5 +461,48 @@ def simulate_stream(graph_or_net, stream: EventStream, T: int | None = None, bin
     return StreamResult(res, lat, decision, settle, done_us, duration, loads, power, sps, tau, sources)
 
 
-__all__ = ["EventStream", "FIELDS", "EVENT_DTYPE", "validate", "read_events", "write_events", "to_structured",
+def summary(results: list[StreamResult], labels=None) -> str:
+    """One line over several recordings: latency percentiles (all input events), settle times,
+    peak SynOps/s per core against the limit, average power, and accuracy against `labels`."""
+    if not results:
+        return "no recordings"
+    lat = np.concatenate([r.latency_us for r in results])
+    settle = [r.settle_us for r in results if r.settle_us is not None]
+    stall = sum(1 for r in results if any(c.stalls for c in r.cores))
+    parts = [f"{len(results)} recordings, {lat.size} input events",
+             f"latency median {np.median(lat):.0f} us, p95 {np.percentile(lat, 95):.0f} us, max {lat.max():.0f} us"
+             if lat.size else "no input events",
+             f"decision settled at median {np.median(settle):.0f} us" if settle else "no strict decision",
+             f"{stall} recording(s) with a core above {results[0].cores[0].limit:.3g} SynOps/s (stall)"
+             if results[0].cores else "",
+             f"average power {np.mean([r.power_w for r in results]) * 1e3:.3f} mW"]
+    if labels is not None:
+        y = np.asarray(labels)[:len(results)]
+        parts.append(f"accuracy {np.mean([r.decision == int(t) for r, t in zip(results, y)]):.2%}")
+    return "; ".join(p for p in parts if p)
+
+
+def run_recordings(graph_or_net, path, sensor_size=None, T: int | None = None, bin_us: float | None = None,
+                   policy: str = "speck", samples: int | None = None, **kw) -> tuple[list[StreamResult], str]:
+    """Read a recordings file and run each (up to `samples`) with `simulate_stream`; returns the
+    results and their `summary`. `sensor_size` defaults to the graph input's (W, H)."""
+    from snncc.sim.events.address import EventNetwork
+
+    g = graph_or_net.graph if isinstance(graph_or_net, EventNetwork) else graph_or_net
+    if sensor_size is None:
+        shape = tuple(g.inputs[0].shape)
+        if len(shape) != 3 or shape[0] != 2:
+            raise SnnccError(f"input {shape} is not (2, H, W): give the sensor size", where=f"node {g.inputs[0].name}")
+        sensor_size = (shape[2], shape[1])
+    streams, labels = read_events(path, sensor_size)
+    if samples is not None:
+        streams = streams[:samples]
+    from snncc.sim.events import build_network
+
+    net = graph_or_net if isinstance(graph_or_net, EventNetwork) else build_network(graph_or_net)
+    res = [simulate_stream(net, s, T=T, bin_us=bin_us, policy=policy, **kw) for s in streams]
+    return res, summary(res, labels)
+
+
+__all__ = ["summary", "run_recordings", "EventStream", "FIELDS", "EVENT_DTYPE", "validate", "read_events", "write_events", "to_structured",
            "time_bins", "bin_counts", "dense_to_stream", "simulate_stream", "StreamResult", "CoreLoad"]
