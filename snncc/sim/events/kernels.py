@@ -4,7 +4,11 @@ Owns `FlatTables` (every source's CSR address table concatenated into one, so on
 serves a whole step whatever its sources), `deliver_ideal` (burst events with multiplicity into an
 order-independent sum), `deliver_sequential` (greedy/speck: events one after another, every
 synapse updating its neuron and firing it by the policy's rule at once) and `compile_seconds`
-(JIT time, reported by the benchmarks and never counted as throughput).
+(JIT time, reported by the benchmarks and never counted as throughput), plus the dense sweeps of
+a timestep (`init_state`, `start_timestep`, `first_update`, `complete_burst`).
+
+Kernels per case: `_sequential_speck` / `_sequential_greedy` (no SSC gates: the policy fixed at
+compile time, unsigned flat indexing), `_sequential` (gated tables, either policy), `_ideal`.
 
 The kernels *are* the per-event semantics the runner documents (`snncc.sim.events.runner`): a
 plain loop over the step's events in order and over each event's synapses, in float64 with the
