@@ -435,8 +435,9 @@ def deliver_sequential(flat: FlatTables, gopen, rows, samples, S, clock, state, 
     if ne == 0:
         z = np.zeros(0, dtype=np.int64)
         return syn, z, np.zeros(0), z
-    o = np.lexsort((es[:ne], er[:ne]))
-    return syn, es[:ne][o], en[:ne][o], ek[:ne][o]
+    slots_, rank = es[:ne], er[:ne]
+    o = np.argsort(rank * state.shape[0] + slots_, kind="stable")  # by (rank, slot): one int64 key
+    return syn, slots_[o], en[:ne][o], ek[:ne][o]
 
 
 def compile_seconds() -> float:
