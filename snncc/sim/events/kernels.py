@@ -70,12 +70,12 @@ class FlatTables:
         return self.base[self.names.index(src)] + a
 
 
-# columns of the per-neuron state row: everything a synapse's update reads or writes in one
-# 32-byte row (two neurons per cache line); theta is per slot (small, stays in cache), the cap per
-# neuron is read only when a neuron reaches its threshold. The ideal policy keeps membranes only
-# (a one-column state: a quarter of the memory traffic for its dense sweeps)
-V_, RS_, VMIN_, K_ = range(4)
-N_STATE = 4
+# columns of the per-neuron state row: what a synapse's update reads or writes, in one row; the
+# spike count k (read only when a neuron reaches its threshold) is a separate array, theta per
+# slot (small, stays in cache). Widths: ideal 1 (membranes), greedy/speck without SSC gates 2
+# (membrane, rank stamp; cap and lower bound per slot), with gates 3 (+ lower bound per neuron).
+V_, RS_, VMIN_ = range(3)
+N_STATE = 3
 RANK_LIMIT = float(2 ** 26)  # RS_ = step * RANK_LIMIT + contributions so far: exact below 2^52
 
 
@@ -131,7 +131,7 @@ def _flush(state, acc, lo, hi, B, S):
 
 
 @numba.njit(cache=True, nogil=True)
-def _sequential(indptr, slots, weights, gate, first, gated, gopen, rows, samples, S, clock, state, theta, cap,
+def _sequential(indptr, slots, weights, gate, first, gated, gopen, rows, samples, S, clock, state, k, theta, cap,
                 speck, step, em_rank, em_slot, em_key, em_n):
     """Events in order (row, sample), each synapse in table order: V[g] += w, then the firing
     rule (greedy: floor(V / theta) spikes up to the cap; speck: one if V >= theta and below the
@@ -177,7 +177,7 @@ def _sequential(indptr, slots, weights, gate, first, gated, gopen, rows, samples
                 if v < th:  # the common case: no spike, one predictable branch
                     state[g, V_] = v if v > vm else vm
                     continue
-                n = 1.0 if state[g, K_] < cap[g] else 0.0
+                n = 1.0 if k[g] < cap[g] else 0.0
                 v = v - n * th
                 state[g, V_] = v if v > vm else vm
             else:
@@ -192,11 +192,11 @@ def _sequential(indptr, slots, weights, gate, first, gated, gopen, rows, samples
                 else:
                     f = np.floor(v / th)
                     n = f if f > 0.0 else 0.0
-                room = cap[g] - state[g, K_]
+                room = cap[g] - k[g]
                 n = room if room < n else n
                 state[g, V_] = v - n * th
             if n != 0.0:
-                state[g, K_] += n
+                k[g] += n
                 em_rank[ne] = int(r)
                 em_slot[ne] = g
                 em_key[ne] = clock + e
@@ -206,16 +206,17 @@ def _sequential(indptr, slots, weights, gate, first, gated, gopen, rows, samples
 
 
 # The two plain kernels (no SSC gates): the same rules as `_sequential` with the policy fixed at
-# compile time and unsigned flat indexing (numba then emits no negative-index fix-ups), which
-# about halves the time per synapse. Rows are N_STATE = 4 wide: V at 4g, RS 4g+1, VMIN 4g+2, K 4g+3.
+# compile time, unsigned flat indexing (numba then emits no negative-index fix-ups) and 16-byte rows
+# (membrane at 2g, rank stamp at 2g+1; cap and lower bound per slot), which about halves the time
+# per synapse.
 @numba.njit(cache=True, nogil=True)
-def _sequential_speck(indptr, slots, weights, rows, samples, S, clock, state, theta, cap, step,
+def _sequential_speck(indptr, slots, weights, rows, samples, S, clock, state, k, theta, cap, vmin, step,
                       em_rank, em_slot, em_key, em_n):
     synops = 0
     ne = 0
     base = float(step) * RANK_LIMIT
     st = state.ravel()
-    one, two, three, four = np.uint64(1), np.uint64(2), np.uint64(3), np.uint64(4)
+    one, two = np.uint64(1), np.uint64(2)
     for e in range(rows.size):
         a = rows[e]
         off = np.uint64(samples[e] * S)
@@ -224,22 +225,22 @@ def _sequential_speck(indptr, slots, weights, rows, samples, S, clock, state, th
         synops += end - j0
         for j in range(j0, end):
             s = np.uint64(slots[j])
-            g4 = (off + s) * four
-            v = st[g4] + weights[j]
-            rs = st[g4 + one]
+            g2 = (off + s) * two
+            v = st[g2] + weights[j]
+            rs = st[g2 + one]
             r = rs - base if rs >= base else 0.0
-            st[g4 + one] = base + r + 1.0
+            st[g2 + one] = base + r + 1.0
             th = theta[s]
-            vm = st[g4 + two]
+            vm = vmin[s]
             if v < th:
-                st[g4] = v if v > vm else vm
+                st[g2] = v if v > vm else vm
                 continue
             g = off + s
-            n = 1.0 if st[g4 + three] < cap[g] else 0.0
+            n = 1.0 if k[g] < cap[s] else 0.0
             v = v - n * th
-            st[g4] = v if v > vm else vm
+            st[g2] = v if v > vm else vm
             if n != 0.0:
-                st[g4 + three] += n
+                k[g] += n
                 em_rank[ne] = int(r)
                 em_slot[ne] = g
                 em_key[ne] = clock + e
@@ -249,13 +250,13 @@ def _sequential_speck(indptr, slots, weights, rows, samples, S, clock, state, th
 
 
 @numba.njit(cache=True, nogil=True)
-def _sequential_greedy(indptr, slots, weights, rows, samples, S, clock, state, theta, cap, step,
+def _sequential_greedy(indptr, slots, weights, rows, samples, S, clock, state, k, theta, cap, step,
                        em_rank, em_slot, em_key, em_n):
     synops = 0
     ne = 0
     base = float(step) * RANK_LIMIT
     st = state.ravel()
-    one, three, four = np.uint64(1), np.uint64(3), np.uint64(4)
+    one, two = np.uint64(1), np.uint64(2)
     for e in range(rows.size):
         a = rows[e]
         off = np.uint64(samples[e] * S)
@@ -264,14 +265,14 @@ def _sequential_greedy(indptr, slots, weights, rows, samples, S, clock, state, t
         synops += end - j0
         for j in range(j0, end):
             s = np.uint64(slots[j])
-            g4 = (off + s) * four
-            v = st[g4] + weights[j]
-            rs = st[g4 + one]
+            g2 = (off + s) * two
+            v = st[g2] + weights[j]
+            rs = st[g2 + one]
             r = rs - base if rs >= base else 0.0
-            st[g4 + one] = base + r + 1.0
+            st[g2 + one] = base + r + 1.0
             th = theta[s]
             if v < th * 0.9999999 and th > 0.0:  # floor(v / theta) <= 0: no spike, no division
-                st[g4] = v
+                st[g2] = v
                 continue
             if th > 0.0 and v >= th * 1.0000001 and v < th * 1.9999998:
                 n = 1.0
@@ -279,11 +280,11 @@ def _sequential_greedy(indptr, slots, weights, rows, samples, S, clock, state, t
                 f = np.floor(v / th)
                 n = f if f > 0.0 else 0.0
             g = off + s
-            room = cap[g] - st[g4 + three]
+            room = cap[s] - k[g]
             n = room if room < n else n
-            st[g4] = v - n * th
+            st[g2] = v - n * th
             if n != 0.0:
-                st[g4 + three] += n
+                k[g] += n
                 em_rank[ne] = int(r)
                 em_slot[ne] = g
                 em_key[ne] = clock + e
@@ -297,34 +298,32 @@ def init_state(state, cap_g, cap, vmin, fireable, B, S):
     """Every (sample, slot) row: membrane and counters 0, cap / lower bound of its slot (0 / -inf
     for a neuron that may not fire, so the sequential kernel never fires it). A one-column state
     (the ideal policy: membranes only) gets the membranes."""
-    full = state.shape[1] > 1
+    w = state.shape[1]
     for b in range(B):
         for s in range(S):
             g = b * S + s
             state[g, V_] = 0.0
-            if full:
+            if w > RS_:
                 state[g, RS_] = 0.0
-                state[g, K_] = 0.0
+            if w > VMIN_:
                 state[g, VMIN_] = vmin[s] if fireable[s] else -np.inf
             cap_g[g] = cap[s] if fireable[s] else 0.0
 
 
 @numba.njit(cache=True, nogil=True)
-def start_timestep(state, beta, const, reset, B, S):
+def start_timestep(state, k, beta, const, reset, B, S):
     """A timestep's start: membranes of non-stateful (or all, at t = 0) neurons back to beta, then
-    the constant current; spike counters k to 0 (a one-column state has none)."""
-    full = state.shape[1] > 1
+    the constant current; spike counters k to 0."""
     for b in range(B):
         for s in range(S):
             g = b * S + s
             v = beta[s] if reset[s] else state[g, V_]
             state[g, V_] = v + const[s]
-            if full:
-                state[g, K_] = 0.0
+            k[g] = 0.0
 
 
 @numba.njit(cache=True, nogil=True)
-def first_update(state, theta, fireable, cap, vmin, speck, B, S, out_g, out_n):
+def first_update(state, k, theta, fireable, cap, vmin, speck, B, S, out_g, out_n):
     """greedy/speck: the constant (+ host) current as every neuron's first update; fired
     (slot, n) written to out_g/out_n in slot order. Returns how many."""
     ne = 0
@@ -343,7 +342,7 @@ def first_update(state, theta, fireable, cap, vmin, speck, B, S, out_g, out_n):
                 f = np.floor(v / th)
                 n = min(max(f, 0.0), cap[s])
                 state[g, V_] = v - n * th
-            state[g, K_] += n
+            k[g] += n
             if n > 0.0:
                 out_g[ne] = g
                 out_n[ne] = n
@@ -416,22 +415,26 @@ def deliver_ideal(flat: FlatTables, gopen, src: int, rows, samples, mult, B, S, 
     return syn
 
 
-def deliver_sequential(flat: FlatTables, gopen, rows, samples, S, clock, state, theta, cap, speck: bool,
-                       scratch: Scratch):
+def deliver_sequential(flat: FlatTables, gopen, rows, samples, S, clock, state, k, theta, cap, speck: bool,
+                       scratch: Scratch, cap_slot=None, vmin_slot=None):
     """Events in step order (rows, samples). Returns (synops, slots, n, keys) of the spikes fired,
-    ordered by (rank of the contribution at its neuron, global slot)."""
+    ordered by (rank of the contribution at its neuron, global slot). A 2-column `state` (no SSC
+    gates) takes the plain kernels with the cap and lower bound per slot (`cap_slot`, `vmin_slot`);
+    a 3-column one the general kernel (per neuron `cap`, lower bound in the row)."""
     er, es, ek, en = scratch.records(_bound(flat, rows))
     step = scratch.next_stamp()
     if rows.size >= RANK_LIMIT or step >= RANK_LIMIT:
         raise SnnccError(f"event step too large for the rank bookkeeping ({rows.size} events, step {step})",
                          where="snncc.sim.events.kernels", hint="use a smaller chunk or fewer samples per run")
-    if flat.gated:
+    if state.shape[1] > VMIN_:
         syn, ne = _sequential(flat.indptr, flat.slots32, flat.weights, flat.gate, flat.first, flat.gated, gopen,
-                              rows, samples, S, clock, state, theta, cap, speck, step, er, es, ek, en)
+                              rows, samples, S, clock, state, k, theta, cap, speck, step, er, es, ek, en)
+    elif speck:
+        syn, ne = _sequential_speck(flat.indptr, flat.slots32, flat.weights, rows, samples, S, clock, state, k,
+                                    theta, cap_slot, vmin_slot, step, er, es, ek, en)
     else:
-        kern = _sequential_speck if speck else _sequential_greedy
-        syn, ne = kern(flat.indptr, flat.slots32, flat.weights, rows, samples, S, clock, state, theta, cap, step,
-                       er, es, ek, en)
+        syn, ne = _sequential_greedy(flat.indptr, flat.slots32, flat.weights, rows, samples, S, clock, state, k,
+                                     theta, cap_slot, step, er, es, ek, en)
     if ne == 0:
         z = np.zeros(0, dtype=np.int64)
         return syn, z, np.zeros(0), z
@@ -446,23 +449,26 @@ def compile_seconds() -> float:
     t0 = time.perf_counter()
     i1 = np.array([0, 1], dtype=np.int64)
     z = np.zeros(1, dtype=np.int64)
+    z32 = z.astype(np.int32)
     f = np.ones(1)
     gate, first = np.full(1, -1, dtype=np.int64), np.ones(1, dtype=np.bool_)
     gopen = np.zeros((1, 1), dtype=np.bool_)
+    rec = lambda: (np.zeros(2, np.int64), np.zeros(2, np.int64), np.zeros(2, np.int64), np.zeros(2))  # noqa: E731
     for gated in (False, True):
-        _ideal(i1, z.astype(np.int32), f, gate, first, gated, gopen, z, z, f, 1, np.zeros(1))
-        _flush(np.zeros((1, N_STATE)), np.zeros(1), 0, 1, 1, 1)
+        _ideal(i1, z32, f, gate, first, gated, gopen, z, z, f, 1, np.zeros(1))
         for speck in (False, True):
-            _sequential(i1, z.astype(np.int32), f, gate, first, gated, gopen, z, z, 1, 0, np.zeros((1, N_STATE)), f,
-                        f, speck, 1, np.zeros(2, np.int64), np.zeros(2, np.int64), np.zeros(2, np.int64), np.zeros(2))
-    for kern in (_sequential_speck, _sequential_greedy):
-        kern(i1, z.astype(np.int32), f, z, z, 1, 0, np.zeros((1, N_STATE)), f, f, 1,
-             np.zeros(2, np.int64), np.zeros(2, np.int64), np.zeros(2, np.int64), np.zeros(2))
-    st, b1 = np.zeros((1, N_STATE)), np.ones(1, dtype=np.bool_)
-    init_state(st, np.zeros(1), f, f, b1, 1, 1)
-    start_timestep(st, f, f, b1, 1, 1)
-    first_update(st, f, b1, f, f, True, 1, 1, z.copy(), np.zeros(1))
-    complete_burst(st, f, b1, f, 0, 1, True, 1, 1, z.copy(), np.zeros(1))
+            _sequential(i1, z32, f, gate, first, gated, gopen, z, z, 1, 0, np.zeros((1, N_STATE)), np.zeros(1), f,
+                        f, speck, 1, *rec())
+    _flush(np.zeros((1, 1)), np.zeros(1), 0, 1, 1, 1)
+    _sequential_speck(i1, z32, f, z, z, 1, 0, np.zeros((1, 2)), np.zeros(1), f, f, f, 1, *rec())
+    _sequential_greedy(i1, z32, f, z, z, 1, 0, np.zeros((1, 2)), np.zeros(1), f, f, 1, *rec())
+    b1 = np.ones(1, dtype=np.bool_)
+    for w in (1, 2, N_STATE):
+        st = np.zeros((1, w))
+        init_state(st, np.zeros(1), f, f, b1, 1, 1)
+        start_timestep(st, np.zeros(1), f, f, b1, 1, 1)
+        first_update(st, np.zeros(1), f, b1, f, f, True, 1, 1, z.copy(), np.zeros(1))
+        complete_burst(st, f, b1, f, 0, 1, True, 1, 1, z.copy(), np.zeros(1))
     return time.perf_counter() - t0
 
 

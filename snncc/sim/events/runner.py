@@ -115,14 +115,14 @@ class _Run:
         self.net, self.B, self.policy, self.order, self.chunk = net, B, policy, order, chunk
         self.rng = np.random.default_rng(seed)
         S = net.n_slots
-        # per-neuron state, one row per (sample, slot): see kernels.V_ .. K_
-        self.state = np.empty((B * S, 1 if policy == "ideal" else kernels.N_STATE))
-        cols = lambda c: self.state[:, c]  # noqa: E731  (strided views: numpy code reads them too)
-        self.V = cols(kernels.V_)
-        if policy == "ideal":  # membranes only; k and the lower bound are not used
-            self.k, self.v_min = np.zeros(B * S), np.full(B * S, -np.inf)
-        else:
-            self.k, self.v_min = cols(kernels.K_), cols(kernels.VMIN_)
+        self.flat = _flat_tables(net)
+        gated = bool(net.gates) or self.flat.gated
+        # per-neuron state, one row per (sample, slot): see kernels.V_ .. VMIN_ for the widths
+        width = 1 if policy == "ideal" else (kernels.N_STATE if gated else 2)
+        self.state = np.empty((B * S, width))
+        self.V = self.state[:, kernels.V_]  # a strided view: numpy code reads it too
+        self.k = np.zeros(B * S)  # spikes fired in the current window
+        self.v_min = self.state[:, kernels.VMIN_] if width > kernels.VMIN_ else np.empty(B * S)
         self.counts = np.zeros(B * S)
         cap = net.D.astype(np.float64)
         if policy == "speck" and not speck_cap_D:
@@ -133,6 +133,11 @@ class _Run:
         self._cap_all, self._vmin_all = np.ascontiguousarray(cap), np.ascontiguousarray(vm, dtype=np.float64)
         self.Dcap = np.empty(B * S)  # the kernels' cap per neuron (0 where it may not fire)
         kernels.init_state(self.state, self.Dcap, self._cap_all, self._vmin_all, self._fire_slot, B, S)
+        if width <= kernels.VMIN_:
+            self.v_min[:] = np.tile(np.where(self._fire_slot, self._vmin_all, -np.inf), B)
+        # the plain kernels' cap and lower bound per slot (0 / -inf where a neuron may not fire)
+        self._cap_fire = np.where(self._fire_slot, self._cap_all, 0.0)
+        self._vmin_fire = np.where(self._fire_slot, self._vmin_all, -np.inf)
         self.theta = np.tile(self._theta_slot, B)
         self.firing = np.tile(self._fire_slot, B)
         self.enabled = np.tile(net.enabled, B)
@@ -145,7 +150,6 @@ class _Run:
         self.synops = 0
         self.steps = 0
         self.clock = 0
-        self.flat = _flat_tables(net)
         self.input_order = None  # per timestep, input addresses in a given order (a recording's time order)
         self.trace = None  # a _Trace to record every step's events (real-time analysis of a recording)
         self.row_base = dict(zip(self.flat.names, self.flat.base.tolist()))
@@ -266,7 +270,8 @@ class _Run:
             self._set_fireable(self.firing & self.en)
         syn, gsl, n, key = kernels.deliver_sequential(
             self.flat, self.gopen if self.gates else self._no_gates, rows, samples, self.net.n_slots, self.clock,
-            self.state, self._theta_slot, self.Dcap, self.policy == "speck", self.scratch)
+            self.state, self.k, self._theta_slot, self.Dcap, self.policy == "speck", self.scratch,
+            self._cap_fire, self._vmin_fire)
         self.synops += syn
         if self.trace is not None:
             keys = np.empty(n_ev, dtype=np.int64)
@@ -288,7 +293,7 @@ class _Run:
         self._refresh_gates()
         og, on = self._out()
         fireable = self.firing & self.en if self.gates else self.firing
-        ne = kernels.first_update(self.state, self._theta_slot, fireable, self._cap_all, self._vmin_all,
+        ne = kernels.first_update(self.state, self.k, self._theta_slot, fireable, self._cap_all, self._vmin_all,
                                   self.policy == "speck", self.B, self.net.n_slots, og, on)
         return self._emit(og[:ne].copy(), on[:ne].copy(), np.full(ne, self.clock - 1, dtype=np.int64))
 
@@ -322,7 +327,7 @@ class _Run:
         net, B, S = self.net, self.B, self.net.n_slots
         V = self.state.reshape(B, S, self.state.shape[1])[:, :, kernels.V_]  # a view
         reset = ~net.stateful if t > 0 else np.ones(S, dtype=bool)
-        kernels.start_timestep(self.state, net.beta, net.const, reset, B, S)
+        kernels.start_timestep(self.state, self.k, net.beta, net.const, reset, B, S)
         for c, h in host.items():
             V[:, slice(*net.offsets[c])] += h
         if not net.enabled.all():
