@@ -250,8 +250,10 @@ def _sequential_speck(indptr, slots, weights, rows, samples, S, clock, state, k,
 
 
 @numba.njit(cache=True, nogil=True)
-def _sequential_greedy(indptr, slots, weights, rows, samples, S, clock, state, k, theta, cap, step,
+def _sequential_greedy(indptr, slots, weights, rows, samples, S, clock, state, k, theta, cap, lo, mid, hi, step,
                        em_rank, em_slot, em_key, em_n):
+    """lo / mid / hi per slot: `greedy_bounds(theta)` (where floor(v / theta) is sure without a
+    division: <= 0 below lo, 1 in [mid, hi))."""
     synops = 0
     ne = 0
     base = float(step) * RANK_LIMIT
@@ -270,11 +272,11 @@ def _sequential_greedy(indptr, slots, weights, rows, samples, S, clock, state, k
             rs = st[g2 + one]
             r = rs - base if rs >= base else 0.0
             st[g2 + one] = base + r + 1.0
-            th = theta[s]
-            if v < th * 0.9999999 and th > 0.0:  # floor(v / theta) <= 0: no spike, no division
+            if v < lo[s]:  # floor(v / theta) <= 0: no spike, no division
                 st[g2] = v
                 continue
-            if th > 0.0 and v >= th * 1.0000001 and v < th * 1.9999998:
+            th = theta[s]
+            if v >= mid[s] and v < hi[s]:
                 n = 1.0
             else:
                 f = np.floor(v / th)
@@ -375,6 +377,14 @@ def complete_burst(state, theta, firing, cap, lo, hi, divide, B, S, out_g, out_n
     return ne
 
 
+def greedy_bounds(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per slot (lo, mid, hi) = theta x (1 - 1e-7, 1 + 1e-7, 2 - 2e-7) for theta > 0 (the same
+    products `_sequential` computes inline); (-inf, inf, inf) otherwise: always divide."""
+    pos = theta > 0
+    return (np.where(pos, theta * 0.9999999, -np.inf), np.where(pos, theta * 1.0000001, np.inf),
+            np.where(pos, theta * 1.9999998, np.inf))
+
+
 def _bound(flat: FlatTables, rows: np.ndarray) -> int:
     return int(flat.indptr[rows + 1].sum() - flat.indptr[rows].sum()) if rows.size else 0
 
@@ -416,7 +426,7 @@ def deliver_ideal(flat: FlatTables, gopen, src: int, rows, samples, mult, B, S, 
 
 
 def deliver_sequential(flat: FlatTables, gopen, rows, samples, S, clock, state, k, theta, cap, speck: bool,
-                       scratch: Scratch, cap_slot=None, vmin_slot=None):
+                       scratch: Scratch, cap_slot=None, vmin_slot=None, bounds=None):
     """Events in step order (rows, samples). Returns (synops, slots, n, keys) of the spikes fired,
     ordered by (rank of the contribution at its neuron, global slot). A 2-column `state` (no SSC
     gates) takes the plain kernels with the cap and lower bound per slot (`cap_slot`, `vmin_slot`);
@@ -434,7 +444,7 @@ def deliver_sequential(flat: FlatTables, gopen, rows, samples, S, clock, state, 
                                     theta, cap_slot, vmin_slot, step, er, es, ek, en)
     else:
         syn, ne = _sequential_greedy(flat.indptr, flat.slots32, flat.weights, rows, samples, S, clock, state, k,
-                                     theta, cap_slot, step, er, es, ek, en)
+                                     theta, cap_slot, *bounds, step, er, es, ek, en)
     if ne == 0:
         z = np.zeros(0, dtype=np.int64)
         return syn, z, np.zeros(0), z
@@ -461,7 +471,7 @@ def compile_seconds() -> float:
                         f, speck, 1, *rec())
     _flush(np.zeros((1, 1)), np.zeros(1), 0, 1, 1, 1)
     _sequential_speck(i1, z32, f, z, z, 1, 0, np.zeros((1, 2)), np.zeros(1), f, f, f, 1, *rec())
-    _sequential_greedy(i1, z32, f, z, z, 1, 0, np.zeros((1, 2)), np.zeros(1), f, f, 1, *rec())
+    _sequential_greedy(i1, z32, f, z, z, 1, 0, np.zeros((1, 2)), np.zeros(1), f, f, *greedy_bounds(f), 1, *rec())
     b1 = np.ones(1, dtype=np.bool_)
     for w in (1, 2, N_STATE):
         st = np.zeros((1, w))

@@ -138,6 +138,7 @@ class _Run:
         # the plain kernels' cap and lower bound per slot (0 / -inf where a neuron may not fire)
         self._cap_fire = np.where(self._fire_slot, self._cap_all, 0.0)
         self._vmin_fire = np.where(self._fire_slot, self._vmin_all, -np.inf)
+        self._bounds = kernels.greedy_bounds(self._theta_slot)
         self.theta = np.tile(self._theta_slot, B)
         self.firing = np.tile(self._fire_slot, B)
         self.enabled = np.tile(net.enabled, B)
@@ -271,7 +272,7 @@ class _Run:
         syn, gsl, n, key = kernels.deliver_sequential(
             self.flat, self.gopen if self.gates else self._no_gates, rows, samples, self.net.n_slots, self.clock,
             self.state, self.k, self._theta_slot, self.Dcap, self.policy == "speck", self.scratch,
-            self._cap_fire, self._vmin_fire)
+            self._cap_fire, self._vmin_fire, self._bounds)
         self.synops += syn
         if self.trace is not None:
             keys = np.empty(n_ev, dtype=np.int64)
