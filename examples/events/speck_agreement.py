@@ -12,7 +12,11 @@ simulator under each firing rule and input order, one change at a time:
 - speck without the lower membrane bound (v_min = -inf) and with the default chip bound;
 - a compiler choice against the early spikes: every population's threshold scaled so that its
   spike count under the speck rule matches the integer model's on calibration data (64 training
-  samples, bisection layer by layer; the test samples are not used).
+  samples, bisection layer by layer; the test samples are not used);
+- the Speck readout (`snncc_speck.lower.with_readout`: an IF population on the output currents
+  whose spike counts the chip reports), at the backend's threshold 1 and at the threshold that
+  agrees best on 512 training samples (reference runs; needs the Speck backend, rows left out
+  without it).
 
 Run ``python -m examples.events.speck_agreement [--samples N]``; prints one table. Not a test.
 """
@@ -82,7 +86,26 @@ def measure(n: int = 64) -> list[tuple[str, str, str, str]]:
     cal = build_network(_scaled(g, scale))
     add("speck, uncapped, count-matched thresholds " + ", ".join(f"{k} x{v:.3f}" for k, v in scale.items()),
         lambda: simulate(cal, x, "speck").output)
+    try:
+        from snncc_speck.lower import with_readout
+    except ImportError:
+        return rows
+    for th in (1.0, calibrate_readout(g, with_readout)):
+        add(f"integer model + Speck readout, threshold {th:g}", lambda th=th: run(with_readout(g, th), x).output)
     return rows
+
+
+READOUT_THRESHOLDS = (1.0, 0.5, 0.25, 0.1, 0.05)
+
+
+def calibrate_readout(g, with_readout, n_calib: int = 512) -> float:
+    """The readout threshold (of READOUT_THRESHOLDS) whose argmax agrees best with the integer
+    model on the first `n_calib` training samples (the largest on a tie)."""
+    xtr, _, _, _ = etrain.load_event_split(4)
+    xc = torch.from_numpy(xtr[:n_calib]).double().transpose(0, 1)
+    ref = run(g, xc).output
+    best = max(READOUT_THRESHOLDS, key=lambda th: (_agree(run(with_readout(g, th), xc).output, ref), th))
+    return best
 
 
 def _scaled(g, scale: dict):
