@@ -1,6 +1,7 @@
 """Run every benchmark with one command and write `docs/benchmarks.md` (+ the compile-scaling plot).
 
     .venv/bin/python benchmarks/run.py [--sizes 5.1M,10M,19M,83M,173M] [--quick]
+    .venv/bin/python benchmarks/run.py --only bench_events,bench_sinabs   # re-run some, splice their sections
 
 Each benchmark runs in its own process (so peak memory is per benchmark: ru_maxrss of the
 child) and prints its own table of medians and ratios measured in the same run; this driver
@@ -63,6 +64,73 @@ def compile_one(size: str, repeats: int) -> dict:
             "peak_mib": peak}
 
 
+EVENTS_NOTE = (
+    "The event simulator does work per synaptic event (compiled kernels, one table slice per event), sinabs "
+    "a dense convolution per timestep whatever the activity: below the crossover rate printed under the "
+    "table the event simulation is faster, above it the dense kernel wins. Counts are equal, as they must be.\n")
+MEMORY_NOTE = (
+    "The schedules free every value after its last reader (like eager), but the deployed graph keeps "
+    "more alive: in the synaptic normal form each population of a residual stream reads the spike "
+    "tensors of all earlier blocks directly, so those stay live to the end of the stage, and counts "
+    "are float tensors. The streaming schedule carries a D-fold batch (every sub-step's spike train) "
+    "through every projection. No target was set for memory.\n")
+
+
+def benchmarks(args, reps) -> list[tuple[str, str, list[str], str]]:
+    """(section title, script, arguments, note after the table) of every child benchmark."""
+    return [
+        ("Synchronous simulator vs PyTorch eager (targets: exact <= 1.5x eager time, streaming <= 1.5 x D x)",
+         "benchmarks/bench_sync.py", ["--repeats", "3" if args.quick else "7"], ""),
+        ("snncc vs Lava CPU simulation on the same graph (target >= 100x)",
+         "benchmarks/bench_lava.py", ["--repeats", str(reps)], ""),
+        ("Event-driven simulator, synaptic events per second (target >= 2e8 per core on speck_cnn-small)",
+         "benchmarks/bench_events.py", ["--repeats", "3" if args.quick else "7"], ""),
+        ("snncc event-driven vs sinabs time-stepped simulation of the same Speck network (target: faster at "
+         "input rate 0.02; crossover rate measured)",
+         "benchmarks/bench_sinabs.py", ["--repeats", "3" if args.quick else "5"], EVENTS_NOTE),
+        (f"Memory: simulating E-SpikeFormer-{args.memory_size} at 224x224, batch 32",
+         "benchmarks/bench_memory.py", ["--size", args.memory_size, "--batch", "32"], MEMORY_NOTE),
+    ]
+
+
+def run_scripts(args, reps, only=None):
+    """Run the child benchmarks (those named in `only`, else all); yield (script, section text)."""
+    for title, script, extra, note in benchmarks(args, reps):
+        if only is not None and os.path.splitext(os.path.basename(script))[0] not in only:
+            continue
+        print(f"== {script} ==", flush=True)
+        out, dt, peak = child([script] + extra, timeout=3600)
+        print(out, flush=True)
+        body = f"## {title}\n\n`python {script}`: {dt:.0f} s, peak memory {peak:.0f} MiB\n\n```\n{out.strip()}\n```\n"
+        yield script, body + ("\n" + note if note else "")
+
+
+def splice(args, reps) -> int:
+    """Re-run the benchmarks in `--only` and replace their sections (found by their `python script`
+    line) in the existing page; the rest of the page is kept as it was."""
+    only = {o.strip().removesuffix(".py") for o in args.only.split(",") if o.strip()}
+    known = {os.path.splitext(os.path.basename(b[1]))[0] for b in benchmarks(args, reps)}
+    if only - known:
+        print(f"unknown benchmarks {sorted(only - known)}; known: {sorted(known)}", file=sys.stderr)
+        return 2
+    with open(args.out) as f:
+        parts = f.read().split("\n## ")
+    head, secs = parts[0], ["## " + p for p in parts[1:]]
+    for script, body in run_scripts(args, reps, only):
+        mark = f"`python {script}`"
+        hit = [i for i, sec in enumerate(secs) if mark in sec]
+        if hit:
+            secs[hit[0]] = body
+        else:
+            secs.append(body)
+    text = "\n".join([head.rstrip("\n") + "\n"] + [sec.rstrip("\n") + "\n" for sec in secs])
+    from snncc.artifact import write_text
+
+    write_text(args.out, text)
+    print(f"updated {', '.join(sorted(only))} in {args.out}")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="5.1M,10M,19M,83M,173M", help="E-SpikeFormer sizes for compile scaling")
@@ -70,12 +138,17 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer repeats everywhere")
     ap.add_argument("--memory-size", default="10M", help="E-SpikeFormer size of the memory benchmark")
     ap.add_argument("--one", help=argparse.SUPPRESS)
+    ap.add_argument("--only", default=None,
+                    help="comma-separated benchmark scripts (e.g. bench_events,bench_sinabs): run just those and "
+                         "replace their sections in the existing page")
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"))
     args = ap.parse_args(argv)
     if args.one:
         print(json.dumps(compile_one(args.one, args.repeats)))
         return 0
     reps = 1 if args.quick else args.repeats
+    if args.only:
+        return splice(args, reps)
     sections = [f"# Benchmarks\n\nMachine: {machine()}.  \nGenerated by `python benchmarks/run.py "
                 f"{' '.join(argv or sys.argv[1:])}`; medians over repeats; every ratio is measured in the same run.\n"]
 
@@ -130,34 +203,8 @@ def main(argv=None) -> int:
         fig.savefig(os.path.join(ROOT, "docs", "benchmarks_compile.png"), dpi=110)
         sections.append("![compile time vs parameters](benchmarks_compile.png)\n")
 
-    for title, script, extra in [
-        ("Synchronous simulator vs PyTorch eager (targets: exact <= 1.5x eager time, streaming <= 1.5 x D x)",
-         "benchmarks/bench_sync.py", ["--repeats", "3" if args.quick else "7"]),
-        ("snncc vs Lava CPU simulation on the same graph (target >= 100x)",
-         "benchmarks/bench_lava.py", ["--repeats", str(reps)]),
-        ("Event-driven simulator, synaptic events per second (target >= 5e6 per core)",
-         "benchmarks/bench_events.py", ["--repeats", str(reps)]),
-        ("snncc event-driven vs sinabs time-stepped simulation of the same Speck network",
-         "benchmarks/bench_sinabs.py", ["--repeats", "3" if args.quick else "5"]),
-        (f"Memory: simulating E-SpikeFormer-{args.memory_size} at 224x224, batch 32",
-         "benchmarks/bench_memory.py", ["--size", args.memory_size, "--batch", "32"]),
-    ]:
-        print(f"== {script} ==", flush=True)
-        out, dt, peak = child([script] + extra, timeout=3600)
-        print(out, flush=True)
-        sections.append(f"## {title}\n\n`python {script}`: {dt:.0f} s, peak memory {peak:.0f} MiB\n\n```\n{out.strip()}\n```\n")
-        if script.endswith("bench_memory.py"):
-            sections.append(
-                "The schedules free every value after its last reader (like eager), but the deployed graph keeps "
-                "more alive: in the synaptic normal form each population of a residual stream reads the spike "
-                "tensors of all earlier blocks directly, so those stay live to the end of the stage, and counts "
-                "are float tensors. The streaming schedule carries a D-fold batch (every sub-step's spike train) "
-                "through every projection. No target was set for memory.\n")
-        if script.endswith("bench_sinabs.py"):
-            sections.append(
-                "The event simulator does work per synaptic event, sinabs a dense convolution per timestep; on "
-                "a CPU the dense kernel wins at these activity levels, and the gap narrows as input activity "
-                "falls (rate column). Counts are equal, as they must be.\n")
+    for script, body in run_scripts(args, reps):
+        sections.append(body)
     text = "\n".join(sections)
     from snncc.artifact import write_text
 

@@ -14,7 +14,8 @@ from snncc.errors import SnnccError
 from snncc.frontend.loader import LoadedModel, trace
 from snncc.ir import Graph, Node
 from snncc.passes.manager import run_pipeline
-from snncc.passes.ssc import dense_ssc, leakage, site_masks, ssc
+from snncc.passes.ssc import leakage, site_masks, ssc
+from snncc.sim.masked import dense_ssc
 from snncc.sim.events import build_network, simulate
 from snncc.sim.reference import run
 
@@ -208,7 +209,7 @@ def test_centre_spiked_sequential_policies_layer_order_equal_realised_static_mas
     """Under 'layer' order a population's events are all emitted before they are delivered, so
     every gate is final: the run equals a static-mask run whose masks are the centre sites this
     very run made active (per sample)."""
-    from snncc.passes.ssc import SiteMasks, centre_gather
+    from snncc.sim.masked import SiteMasks, centre_gather
 
     g = _stack("random")
     x = _sparse_events((2, H, W), B=2, p=0.3, seed=5)

@@ -18,7 +18,9 @@ from snncc.ir import Graph, Node
 from snncc.models.speck import speck_cnn
 from snncc.passes.manager import run_pipeline
 import snncc.sim.events as events_mod
-from snncc.sim.events import ORDERS, _host_currents, build_network, simulate
+import snncc.sim.events.runner as runner_mod
+from snncc.sim.events import ORDERS, build_network, simulate
+from snncc.sim.events.address import _host_currents
 from snncc.sim.reference import run
 
 F64 = torch.float64
@@ -203,25 +205,60 @@ def test_refuses_spike_products_and_undeployed_graphs():
         simulate(_hand_graph([[1.0]]), torch.full((1, 1), 0.5))
 
 
-# ---- the vectorised sequential delivery against a per-event loop ---------------------------------
-class _PerEventRun(events_mod._Run):
-    """Oracle: greedy/speck delivery as a plain loop over events (in step order) and their synapses.
-    The spikes a step emits join the pool ordered by (rank of the contribution at its neuron,
-    sample-major slot), the documented order of the vectorised path (the event loop sorts them by
-    key for 'layer'/'interleaved'; 'random' draws from the pool by position)."""
+# ---- the compiled delivery kernels against a per-event Python loop ------------------------------
+class _PerEventRun(runner_mod._Run):
+    """Oracle: delivery as a plain Python loop over events (in step order) and their synapses.
+    greedy/speck: after every synapse the neuron fires by the policy's rule; the spikes a step
+    emits join the pool ordered by (rank of the contribution at its neuron, sample-major slot), the
+    documented order of the compiled path (the event loop sorts them by key for 'layer'/
+    'interleaved'; 'random' draws from the pool by position). ideal: per batch, every target's
+    contributions (weight x multiplicity) summed in event order, then added to its membrane.
+    Centre SSC: entries of closed gates dropped, a slot's open entries of one event summed."""
+
+    def _synapses(self, src, gid):
+        """(global slot, weight) of one event's updates, gates applied."""
+        t = self.net.tables[src]
+        b, a = divmod(gid, t.n)
+        s, e = int(t.indptr[a]), int(t.indptr[a + 1])
+        S = self.net.n_slots
+        if t.gate is None:
+            return [(b * S + int(sl), float(w)) for sl, w in zip(t.slots[s:e], t.weights[s:e])]
+        out, last = [], None
+        for j in range(s, e):
+            gs = int(t.gate[j])
+            if gs >= 0 and not self.gopen[b, gs]:
+                continue
+            if last is not None and t.group[j] == last:
+                out[-1] = (out[-1][0], out[-1][1] + float(t.weights[j]))
+            else:
+                out.append((b * S + int(t.slots[j]), float(t.weights[j])))
+            last = t.group[j]
+        return out
+
+    def deliver_ideal(self, batches):
+        self._refresh_gates()
+        V = self.V.tolist()
+        for bt in batches:
+            acc = {}
+            for gid, m in zip(bt.gid.tolist(), bt.mult.tolist()):
+                for g, w in self._synapses(bt.src, gid):
+                    acc[g] = acc.get(g, 0.0) + w * m
+                    self.synops += int(m)
+            for g, a in acc.items():
+                V[g] += a
+        self.V[:] = V
 
     def deliver_sequential(self, ordered):
+        self._refresh_gates()
         evs = sorted((int(p), bt.src, int(g)) for bt, posn in ordered for p, g in zip(posn, bt.gid))
-        S, seen, em = self.net.n_slots, {}, []
-        V, k = self.V.tolist(), self.k.tolist()  # Python floats: the same IEEE arithmetic, faster
-        theta, cap, vmin, firing = self.theta.tolist(), self.Dcap.tolist(), self.v_min.tolist(), self.firing.tolist()
+        seen, em = {}, []
+        V, k = self.V.tolist(), self.k.tolist()  # Python floats: the same IEEE arithmetic
+        S = self.net.n_slots
+        theta, cap, vmin = self.theta.tolist(), self._cap_all.tolist(), self._vmin_all.tolist()  # cap, vmin per slot
+        firing = (self.firing & self.en if self.gates else self.firing).tolist()
         speck = self.policy == "speck"
         for p, src, gid in evs:
-            t = self.net.tables[src]
-            b, a = divmod(gid, t.n)
-            slots, ws = t.lookup(a)
-            for slot, w in zip(slots.tolist(), ws.tolist()):
-                g = b * S + slot
+            for g, w in self._synapses(src, gid):
                 self.synops += 1
                 V[g] += w
                 r = seen.get(g, 0)
@@ -230,10 +267,10 @@ class _PerEventRun(events_mod._Run):
                     continue
                 v, th = V[g], theta[g]
                 if speck:
-                    n = 1.0 if (v >= th and k[g] < cap[g]) else 0.0
-                    V[g] = max(v - n * th, vmin[g])
+                    n = 1.0 if (v >= th and k[g] < cap[g % S]) else 0.0
+                    V[g] = max(v - n * th, vmin[g % S])
                 else:
-                    n = min(max(float(math.floor(v / th)), 0.0), cap[g] - k[g])
+                    n = min(max(float(math.floor(v / th)), 0.0), cap[g % S] - k[g])
                     V[g] = v - n * th
                 k[g] += n
                 if n:
@@ -246,9 +283,25 @@ class _PerEventRun(events_mod._Run):
         return self._emit(g.astype(np.int64), n.astype(np.float64), key.astype(np.int64))
 
 
-def _random_net(seed):
+def _oracle_equal(g, x, pol, order, seed, masks=None, monkeypatch=None, **kw):
+    """One run with the compiled kernels, one with the per-event oracle: everything bit-exact."""
+    fast = simulate(build_network(g, masks=masks), x, pol, order, seed=seed, chunk=37, **kw)
+    with monkeypatch.context() as m:
+        m.setattr(runner_mod, "_Run", _PerEventRun)
+        slow = simulate(build_network(g, masks=masks), x, pol, order, seed=seed, chunk=37, **kw)
+    what = (g.inputs[0].name, pol, order, masks if isinstance(masks, str) else type(masks).__name__, kw)
+    for k in slow.counts:
+        assert torch.equal(fast.counts[k], slow.counts[k]), (k, what)
+    assert fast.events == slow.events and fast.synops == slow.synops, what
+    assert fast.peak_burst == slow.peak_burst and fast.steps == slow.steps, what
+    assert torch.equal(fast.output, slow.output), what
+    return slow
+
+
+def _random_net(seed, merge3=False):
     """Spike input (2, 6, 6) -> conv -> A; pool(A) -> conv, + conv(pool(input)) -> B (a merge);
-    A and B -> linear -> C; output = linear(C). Random weights, T = 2, stateful neurons."""
+    A and B -> linear -> C; output = linear(C). Random weights, T = 2, stateful neurons.
+    `merge3`: B also adds a 1x1 conv of pool(A) (two paths, two SSC gates, from A into B)."""
     rng = np.random.default_rng(seed)
     fire = lambda D, st: {"D": D, "theta": float(rng.uniform(0.5, 1.5)), "beta": float(rng.uniform(0, 0.5)),  # noqa
                           "norm": 1.0, "rounding": "floor", "stateful": st}
@@ -259,7 +312,8 @@ def _random_net(seed):
              Node("ca", "conv", ["x"], *conv(3, 2, 3, 1)), Node("A", "fire", ["ca"], attrs=fire(3, True)),
              Node("pa", "pool", ["A"], attrs=sumpool), Node("cb", "conv", ["pa"], *conv(4, 3, 3, 1)),
              Node("px", "pool", ["x"], attrs=sumpool), Node("cx", "conv", ["px"], *conv(4, 2, 1, 0)),
-             Node("sb", "add", ["cb", "cx"]),
+             *([Node("cc", "conv", ["pa"], *conv(4, 3, 1, 0))] if merge3 else []),
+             Node("sb", "add", ["cb", "cx"] + (["cc"] if merge3 else [])),
              Node("B", "fire", ["sb"], attrs=fire(4, True), params={"bias": rng.normal(0, 0.3, (4, 1, 1))}),
              Node("fa", "reshape", ["pa"], attrs={"shape": (27,)}),
              Node("fb", "reshape", ["B"], attrs={"shape": (36,)}),
@@ -282,17 +336,39 @@ def test_vectorised_delivery_equals_per_event_loop(net, seed, monkeypatch):
     x = x if g.T == 2 else x[0, :1]
     for pol, kw in (("greedy", {}), ("speck", {}), ("speck", {"speck_cap_D": True})):
         for order in ORDERS:
-            fast = simulate(g, x, pol, order, seed=seed, chunk=37, **kw)
-            with monkeypatch.context() as m:
-                m.setattr(events_mod, "_Run", _PerEventRun)
-                slow = simulate(g, x, pol, order, seed=seed, chunk=37, **kw)
-            what = (g.inputs[0].name, pol, order, kw)
-            for k in slow.counts:
-                assert torch.equal(fast.counts[k], slow.counts[k]), (k, what)
-            assert fast.events == slow.events and fast.synops == slow.synops, what
-            assert fast.peak_burst == slow.peak_burst and fast.steps == slow.steps, what
-            assert torch.equal(fast.output, slow.output), what
-            assert sum(int(c.sum()) for c in slow.counts.values()) > 20, what
+            slow = _oracle_equal(g, x, pol, order, seed, monkeypatch=monkeypatch, **kw)
+            assert sum(int(c.sum()) for c in slow.counts.values()) > 20, (pol, order)
+
+
+_SITES = np.ones((6, 6), dtype=bool)
+_SITES[:, 4:] = False  # two masked columns
+_SITES[0, 0] = False
+
+
+@pytest.mark.parametrize("masks", [None, "static", "centre"])
+@pytest.mark.parametrize("pol", ["ideal", "greedy", "speck"])
+def test_kernels_equal_per_event_oracle_every_policy_and_ssc(pol, masks, monkeypatch):
+    """The compiled kernels against the per-event Python oracle, bit-exact, for every policy and
+    order, without SSC, with static masks and with centre-spiked gates."""
+    from snncc.passes.ssc import site_masks
+
+    g = _random_net(2, merge3=True)
+    m = site_masks(g, _SITES) if masks == "static" else masks
+    gen = torch.Generator().manual_seed(7)
+    x = torch.poisson(torch.full((2, 3, 2, 6, 6), 0.7), generator=gen).clamp(max=3).to(F64)  # (T, B, ...)
+    spikes = 0
+    for order in ORDERS:
+        slow = _oracle_equal(g, x, pol, order, 4, masks=m, monkeypatch=monkeypatch)
+        spikes += sum(int(c.sum()) for c in slow.counts.values())
+    assert spikes > 60
+    if masks == "static":  # masked neurons stayed silent
+        assert int(slow.counts["A"][:, :, :, 4:].sum()) == 0
+    if masks == "centre":  # the A -> B entries come in (address, slot) groups of two gates
+        t = build_network(g, masks=m).tables["A"]
+        assert np.bincount(t.group).max() == 2
+    if pol == "ideal" and masks is None:
+        ref = run(g, x)
+        assert all(torch.equal(slow.counts[k], ref.counts[k]) for k in ref.counts)
 
 
 def test_projection_matrix_is_the_composed_block_of_the_tables():

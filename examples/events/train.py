@@ -8,7 +8,9 @@ The model is :func:`snncc.models.speck_cnn` (single step, stateful neurons) wrap
 ``examples/events/artifacts/``): ``speck_cnn.pt`` (state_dict of the single-step model),
 ``speck_cnn.json`` (factory, kwargs, ``T``, input shape per step, accuracy),
 ``speck_cnn.pt2`` (``torch.export`` of the single-step model, batch 1, membrane at 0) and
-``events_test.npz`` with ``x_test`` (N, T, 2, 32, 32) uint8 events and ``y_test`` (N,) int64.
+``events_test.npz`` with ``x_test`` (N, T, 2, 32, 32) uint8 events and ``y_test`` (N,) int64, and
+the same test set as recordings, ``events_test_stream.npz`` (tonic-style ``x, y, t, p`` arrays, t in
+microseconds, 1 ms per timestep, plus ``labels``; :func:`write_test_stream`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import numpy as np
 import torch
 
 from examples.digits.train import SEED, evaluate, load_model, load_split, random_shift, save_artifacts, train_model
-from examples.events.data import T_DEFAULT, digits_to_events
+from examples.events.data import BIN_US, T_DEFAULT, digits_to_events, write_recordings
 from snncc.nn import MultiStep
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "artifacts"
@@ -60,6 +62,7 @@ def train_events(outdir: Path = DEFAULT_OUT, log=print) -> dict[str, Any]:
     T = SPEC["T"]
     xtr, xte, ytr, yte = load_event_split(T)
     np.savez_compressed(outdir / "events_test.npz", x_test=xte, y_test=yte)
+    write_test_stream(outdir)
     xtr_t, ytr_t = torch.from_numpy(xtr), torch.from_numpy(ytr)
     xte_t, yte_t = torch.from_numpy(xte), torch.from_numpy(yte)
     from examples.digits.train import build
@@ -81,6 +84,13 @@ def train_events(outdir: Path = DEFAULT_OUT, log=print) -> dict[str, Any]:
                               test_split="events_test.npz",
                               test_input_layout="x_test: (N, T, 2, H, W) uint8, channel 0 ON, 1 OFF"))
     return dict(accuracy=acc, seconds=dt)
+
+
+def write_test_stream(outdir: Path = DEFAULT_OUT, bin_us: float = BIN_US) -> Path:
+    """The test split (``events_test.npz``) as event recordings, ``events_test_stream.npz``, next to it."""
+    outdir = Path(outdir)
+    data = np.load(outdir / "events_test.npz")
+    return write_recordings(data["x_test"], data["y_test"], outdir / "events_test_stream.npz", bin_us)
 
 
 def load_or_train(outdir: Path = DEFAULT_OUT, force: bool = False, log=print) -> dict[str, Any]:

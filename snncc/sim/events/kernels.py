@@ -1,0 +1,485 @@
+"""Compiled (numba) delivery kernels of the event-driven simulator: the per-synapse hot loops.
+
+Owns `FlatTables` (every source's CSR address table concatenated into one, so one kernel call
+serves a whole step whatever its sources), `deliver_ideal` (burst events with multiplicity into an
+order-independent sum), `deliver_sequential` (greedy/speck: events one after another, every
+synapse updating its neuron and firing it by the policy's rule at once) and `compile_seconds`
+(JIT time, reported by the benchmarks and never counted as throughput), plus the dense sweeps of
+a timestep (`init_state`, `start_timestep`, `first_update`, `complete_burst`).
+
+Kernels per case: `_sequential_speck` / `_sequential_greedy` (no SSC gates: the policy fixed at
+compile time, unsigned flat indexing), `_sequential` (gated tables, either policy), `_ideal`.
+
+The kernels *are* the per-event semantics the runner documents (`snncc.sim.events.runner`): a
+plain loop over the step's events in order and over each event's synapses, in float64 with the
+same IEEE operations as the per-event Python oracle of tests/test_sim_events.py (numba does not
+contract `v - n*theta` into a fused multiply-add unless fastmath is on; it is off). Each event's
+synapses are one contiguous slice of the tables (`indptr[a]:indptr[a+1]`), read front to back.
+
+Centre-spiked SSC: a gated table's entries carry their gate site (`gate >= 0`); entries of
+closed gates are dropped and a slot's open entries of one event (adjacent, `first` marks the
+start of each (address, slot) group) are summed, in table order, into one update.
+
+Compiled with `cache=True` (the machine code is kept in `__pycache__` next to this file); the
+first call in a fresh process loads it or, without a cache, compiles it (a few seconds).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numba
+import numpy as np
+
+from snncc.errors import SnnccError
+
+class FlatTables:
+    """Every source table of an `EventNetwork` in one CSR: source i's address a is row
+    `base[i] + a`. `gate` is -1 for ungated entries; `first[j]` is True where entry j starts a
+    new (address, slot) group (always True in ungated tables)."""
+
+    def __init__(self, net):
+        tabs = list(net.tables.values())
+        self.names = list(net.tables)
+        sizes = np.array([t.n for t in tabs], dtype=np.int64)
+        self.base = np.r_[0, np.cumsum(sizes)[:-1]].astype(np.int64) if tabs else np.zeros(0, np.int64)
+        nnz = np.array([t.indptr[-1] for t in tabs], dtype=np.int64)
+        eoff = np.r_[0, np.cumsum(nnz)[:-1]].astype(np.int64)
+        self.indptr = np.concatenate([t.indptr[:-1] + o for t, o in zip(tabs, eoff)] +
+                                     [np.array([int(nnz.sum())], dtype=np.int64)]).astype(np.int64)
+        self.slots = np.concatenate([t.slots for t in tabs] + [np.zeros(0, np.int64)]).astype(np.int64)
+        self.slots32 = self.slots.astype(np.int32)  # half the bytes streamed per synapse
+        self.weights = np.concatenate([t.weights for t in tabs] + [np.zeros(0)]).astype(np.float64)
+        gate, first = [], []
+        for t in tabs:
+            if t.gate is None:
+                gate.append(np.full(t.slots.size, -1, dtype=np.int64))
+                first.append(np.ones(t.slots.size, dtype=np.bool_))
+            else:
+                gate.append(t.gate.astype(np.int64))
+                grp = t.group
+                first.append(np.r_[True, grp[1:] != grp[:-1]] if grp.size else np.zeros(0, np.bool_))
+        self.gate = np.concatenate(gate + [np.zeros(0, np.int64)])
+        self.first = np.concatenate(first + [np.zeros(0, np.bool_)])
+        self.gated = bool((self.gate >= 0).any())
+        # per source, the slot range its synapses reach (the ideal kernel flushes that range)
+        self.lo = np.array([int(t.slots.min()) if t.slots.size else 0 for t in tabs], dtype=np.int64)
+        self.hi = np.array([int(t.slots.max()) + 1 if t.slots.size else 0 for t in tabs], dtype=np.int64)
+
+    def rows(self, src: str, a: np.ndarray) -> np.ndarray:
+        return self.base[self.names.index(src)] + a
+
+
+# columns of the per-neuron state row: what a synapse's update reads or writes, in one row; the
+# spike count k (read only when a neuron reaches its threshold) is a separate array, theta per
+# slot (small, stays in cache). Widths: ideal 1 (membranes), greedy/speck without SSC gates 2
+# (membrane, rank stamp; cap and lower bound per slot), with gates 3 (+ lower bound per neuron).
+V_, RS_, VMIN_ = range(3)
+N_STATE = 3
+RANK_LIMIT = float(2 ** 26)  # RS_ = step * RANK_LIMIT + contributions so far: exact below 2^52
+
+
+@numba.njit(cache=True, nogil=True)
+def _ideal(indptr, slots, weights, gate, first, gated, gopen, rows, samples, mult, S, acc):
+    """acc[g] += (sum of an event's open group weights) * mult, in event then table order, into a
+    zero scratch. Returns synops (contributions times multiplicity)."""
+    synops = 0
+    for e in range(rows.size):
+        a = rows[e]
+        b = samples[e]
+        off = b * S
+        m = mult[e]
+        mi = int(m)
+        j = indptr[a]
+        end = indptr[a + 1]
+        if not gated:
+            synops += mi * (end - j)
+            uoff = np.uint64(off)  # unsigned index: no negative-index fix-up per synapse
+            for jj in range(j, end):
+                acc[uoff + np.uint64(slots[jj])] += weights[jj] * m
+            continue
+        while j < end:  # one (address, slot) group: its open entries summed into one update
+            g = off + slots[j]
+            w = 0.0
+            any_open = False
+            while True:
+                gs = gate[j]
+                if gs < 0 or gopen[b, gs]:
+                    w = weights[j] if not any_open else w + weights[j]
+                    any_open = True
+                j += 1
+                if j >= end or first[j]:
+                    break
+            if any_open:
+                acc[g] += w * m
+                synops += mi
+    return synops
+
+
+@numba.njit(cache=True, nogil=True)
+def _flush(state, acc, lo, hi, B, S):
+    """V[g] += acc[g] over the slots [lo, hi) of every sample, scratch back to 0. A target that
+    got no contribution has acc 0 and V + 0 = V, so every slot of the range is flushed in one
+    sequential sweep (the same sums as adding only the touched targets)."""
+    for b in range(B):
+        for s in range(lo, hi):
+            g = b * S + s
+            a = acc[g]
+            if a != 0.0:
+                state[g, V_] += a
+                acc[g] = 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def _sequential(indptr, slots, weights, gate, first, gated, gopen, rows, samples, S, clock, state, k, theta, cap,
+                speck, step, em_rank, em_slot, em_key, em_n):
+    """Events in order (row, sample), each synapse in table order: V[g] += w, then the firing
+    rule (greedy: floor(V / theta) spikes up to the cap; speck: one if V >= theta and below the
+    cap, then the lower bound). Emitted spikes are recorded as (rank of the contribution at g in
+    this step, g, key = clock + event position, n). Returns (synops, records)."""
+    synops = 0
+    ne = 0
+    base = float(step) * RANK_LIMIT
+    for e in range(rows.size):
+        a = rows[e]
+        b = samples[e]
+        off = b * S
+        j = indptr[a]
+        end = indptr[a + 1]
+        while j < end:
+            s = slots[j]
+            g = off + s
+            if not gated:
+                w = weights[j]
+                j += 1
+            else:
+                w = 0.0
+                any_open = False
+                while True:
+                    gs = gate[j]
+                    if gs < 0 or gopen[b, gs]:
+                        w = weights[j] if not any_open else w + weights[j]
+                        any_open = True
+                    j += 1
+                    if j >= end or first[j]:
+                        break
+                if not any_open:
+                    continue
+            synops += 1
+            v = state[g, V_] + w
+            rs = state[g, RS_]
+            r = rs - base if rs >= base else 0.0  # contributions to g earlier in this step
+            state[g, RS_] = base + r + 1.0
+            # a neuron that may not fire has cap 0 and vmin -inf: n = 0, V = v
+            th = theta[s]
+            if speck:
+                vm = state[g, VMIN_]
+                if v < th:  # the common case: no spike, one predictable branch
+                    state[g, V_] = v if v > vm else vm
+                    continue
+                n = 1.0 if k[g] < cap[g] else 0.0
+                v = v - n * th
+                state[g, V_] = v if v > vm else vm
+            else:
+                # n = floor(v / theta) without the division where its floor is sure: below
+                # theta(1 - 1e-7) it is <= 0, in theta[1 + 1e-7, 2 - 2e-7) it is 1 (the products'
+                # rounding is far inside those margins)
+                if v < th * 0.9999999 and th > 0.0:  # the common case: no spike
+                    state[g, V_] = v
+                    continue
+                if th > 0.0 and v >= th * 1.0000001 and v < th * 1.9999998:
+                    n = 1.0
+                else:
+                    f = np.floor(v / th)
+                    n = f if f > 0.0 else 0.0
+                room = cap[g] - k[g]
+                n = room if room < n else n
+                state[g, V_] = v - n * th
+            if n != 0.0:
+                k[g] += n
+                em_rank[ne] = int(r)
+                em_slot[ne] = g
+                em_key[ne] = clock + e
+                em_n[ne] = n
+                ne += 1
+    return synops, ne
+
+
+# The two plain kernels (no SSC gates): the same rules as `_sequential` with the policy fixed at
+# compile time, unsigned flat indexing (numba then emits no negative-index fix-ups) and 16-byte rows
+# (membrane at 2g, rank stamp at 2g+1; cap and lower bound per slot), which about halves the time
+# per synapse.
+@numba.njit(cache=True, nogil=True)
+def _sequential_speck(indptr, slots, weights, rows, samples, S, clock, state, k, theta, cap, vmin, step,
+                      em_rank, em_slot, em_key, em_n):
+    synops = 0
+    ne = 0
+    base = float(step) * RANK_LIMIT
+    st = state.ravel()
+    one, two = np.uint64(1), np.uint64(2)
+    for e in range(rows.size):
+        a = rows[e]
+        off = np.uint64(samples[e] * S)
+        j0 = indptr[a]
+        end = indptr[a + 1]
+        synops += end - j0
+        for j in range(j0, end):
+            s = np.uint64(slots[j])
+            g2 = (off + s) * two
+            v = st[g2] + weights[j]
+            rs = st[g2 + one]
+            r = rs - base if rs >= base else 0.0
+            st[g2 + one] = base + r + 1.0
+            th = theta[s]
+            vm = vmin[s]
+            if v < th:
+                st[g2] = v if v > vm else vm
+                continue
+            g = off + s
+            n = 1.0 if k[g] < cap[s] else 0.0
+            v = v - n * th
+            st[g2] = v if v > vm else vm
+            if n != 0.0:
+                k[g] += n
+                em_rank[ne] = int(r)
+                em_slot[ne] = g
+                em_key[ne] = clock + e
+                em_n[ne] = n
+                ne += 1
+    return synops, ne
+
+
+@numba.njit(cache=True, nogil=True)
+def _sequential_greedy(indptr, slots, weights, rows, samples, S, clock, state, k, theta, cap, lo, mid, hi, step,
+                       em_rank, em_slot, em_key, em_n):
+    """lo / mid / hi per slot: `greedy_bounds(theta)` (where floor(v / theta) is sure without a
+    division: <= 0 below lo, 1 in [mid, hi))."""
+    synops = 0
+    ne = 0
+    base = float(step) * RANK_LIMIT
+    st = state.ravel()
+    one, two = np.uint64(1), np.uint64(2)
+    for e in range(rows.size):
+        a = rows[e]
+        off = np.uint64(samples[e] * S)
+        j0 = indptr[a]
+        end = indptr[a + 1]
+        synops += end - j0
+        for j in range(j0, end):
+            s = np.uint64(slots[j])
+            g2 = (off + s) * two
+            v = st[g2] + weights[j]
+            rs = st[g2 + one]
+            r = rs - base if rs >= base else 0.0
+            st[g2 + one] = base + r + 1.0
+            if v < lo[s]:  # floor(v / theta) <= 0: no spike, no division
+                st[g2] = v
+                continue
+            th = theta[s]
+            if v >= mid[s] and v < hi[s]:
+                n = 1.0
+            else:
+                f = np.floor(v / th)
+                n = f if f > 0.0 else 0.0
+            g = off + s
+            room = cap[s] - k[g]
+            n = room if room < n else n
+            st[g2] = v - n * th
+            if n != 0.0:
+                k[g] += n
+                em_rank[ne] = int(r)
+                em_slot[ne] = g
+                em_key[ne] = clock + e
+                em_n[ne] = n
+                ne += 1
+    return synops, ne
+
+
+@numba.njit(cache=True, nogil=True)
+def init_state(state, cap_g, cap, vmin, fireable, B, S):
+    """Every (sample, slot) row: membrane and counters 0, cap / lower bound of its slot (0 / -inf
+    for a neuron that may not fire, so the sequential kernel never fires it). A one-column state
+    (the ideal policy: membranes only) gets the membranes."""
+    w = state.shape[1]
+    for b in range(B):
+        for s in range(S):
+            g = b * S + s
+            state[g, V_] = 0.0
+            if w > RS_:
+                state[g, RS_] = 0.0
+            if w > VMIN_:
+                state[g, VMIN_] = vmin[s] if fireable[s] else -np.inf
+            cap_g[g] = cap[s] if fireable[s] else 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def start_timestep(state, k, beta, const, reset, B, S):
+    """A timestep's start: membranes of non-stateful (or all, at t = 0) neurons back to beta, then
+    the constant current; spike counters k to 0."""
+    for b in range(B):
+        for s in range(S):
+            g = b * S + s
+            v = beta[s] if reset[s] else state[g, V_]
+            state[g, V_] = v + const[s]
+            k[g] = 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def first_update(state, k, theta, fireable, cap, vmin, speck, B, S, out_g, out_n):
+    """greedy/speck: the constant (+ host) current as every neuron's first update; fired
+    (slot, n) written to out_g/out_n in slot order. Returns how many."""
+    ne = 0
+    for b in range(B):
+        for s in range(S):
+            g = b * S + s
+            if not fireable[g]:
+                continue
+            v = state[g, V_]
+            th = theta[s]
+            if speck:
+                n = 1.0 if (v >= th and cap[s] > 0.0) else 0.0
+                v = v - n * th
+                state[g, V_] = v if v > vmin[s] else vmin[s]
+            else:
+                f = np.floor(v / th)
+                n = min(max(f, 0.0), cap[s])
+                state[g, V_] = v - n * th
+            k[g] += n
+            if n > 0.0:
+                out_g[ne] = g
+                out_n[ne] = n
+                ne += 1
+    return ne
+
+
+@numba.njit(cache=True, nogil=True)
+def complete_burst(state, theta, firing, cap, lo, hi, divide, B, S, out_g, out_n):
+    """ideal: a population's input is complete: n = clip(floor(V / theta), 0, D) for its slots
+    [lo, hi) of every sample (V itself when theta is 1: no division), V -= n theta. Returns the
+    number of (slot, n) fired, in slot order."""
+    ne = 0
+    for b in range(B):
+        for s in range(lo, hi):
+            g = b * S + s
+            v = state[g, V_]
+            th = theta[s]
+            if v < th * 0.9999999 and th > 0.0:  # floor(v / theta) <= 0: silent, V unchanged
+                continue
+            u = v / th if divide else v
+            n = min(max(np.floor(u), 0.0), cap[s])
+            if not firing[s]:
+                n = 0.0
+            state[g, V_] = v - n * th
+            if n > 0.0:
+                out_g[ne] = g
+                out_n[ne] = n
+                ne += 1
+    return ne
+
+
+def greedy_bounds(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per slot (lo, mid, hi) = theta x (1 - 1e-7, 1 + 1e-7, 2 - 2e-7) for theta > 0 (the same
+    products `_sequential` computes inline); (-inf, inf, inf) otherwise: always divide."""
+    pos = theta > 0
+    return (np.where(pos, theta * 0.9999999, -np.inf), np.where(pos, theta * 1.0000001, np.inf),
+            np.where(pos, theta * 1.9999998, np.inf))
+
+
+def _bound(flat: FlatTables, rows: np.ndarray) -> int:
+    return int(flat.indptr[rows + 1].sum() - flat.indptr[rows].sum()) if rows.size else 0
+
+
+class Scratch:
+    """Work arrays kept across the steps of one run (grown when a step needs more)."""
+
+    def __init__(self, n_global: int):
+        self.acc = np.zeros(n_global)
+        self.stamp = 0
+        self.cap = 0
+        self.em_rank = self.em_slot = self.em_key = self.em_n = None
+        self.out_g = self.out_n = None  # per-neuron outputs of first_update / complete_burst
+
+    def next_stamp(self) -> int:
+        self.stamp += 1
+        return self.stamp
+
+    def records(self, bound: int):
+        if bound > self.cap:
+            self.cap = max(bound, 2 * self.cap, 1024)
+            self.em_rank = np.empty(self.cap, dtype=np.int64)
+            self.em_slot = np.empty(self.cap, dtype=np.int64)
+            self.em_key = np.empty(self.cap, dtype=np.int64)
+            self.em_n = np.empty(self.cap, dtype=np.float64)
+        return self.em_rank, self.em_slot, self.em_key, self.em_n
+
+
+def deliver_ideal(flat: FlatTables, gopen, src: int, rows, samples, mult, B, S, state, scratch: Scratch) -> int:
+    """Burst events (rows, samples, multiplicities) of one batch from source `src` into the
+    membranes (state[:, V_]) as one sum per neuron; returns synaptic ops (contributions times
+    multiplicity)."""
+    if rows.size == 0:
+        return 0
+    syn = _ideal(flat.indptr, flat.slots32, flat.weights, flat.gate, flat.first, flat.gated, gopen,
+                 rows, samples, mult, S, scratch.acc)
+    _flush(state, scratch.acc, int(flat.lo[src]), int(flat.hi[src]), B, S)
+    return syn
+
+
+def deliver_sequential(flat: FlatTables, gopen, rows, samples, S, clock, state, k, theta, cap, speck: bool,
+                       scratch: Scratch, cap_slot=None, vmin_slot=None, bounds=None):
+    """Events in step order (rows, samples). Returns (synops, slots, n, keys) of the spikes fired,
+    ordered by (rank of the contribution at its neuron, global slot). A 2-column `state` (no SSC
+    gates) takes the plain kernels with the cap and lower bound per slot (`cap_slot`, `vmin_slot`);
+    a 3-column one the general kernel (per neuron `cap`, lower bound in the row)."""
+    er, es, ek, en = scratch.records(_bound(flat, rows))
+    step = scratch.next_stamp()
+    if rows.size >= RANK_LIMIT or step >= RANK_LIMIT:
+        raise SnnccError(f"event step too large for the rank bookkeeping ({rows.size} events, step {step})",
+                         where="snncc.sim.events.kernels", hint="use a smaller chunk or fewer samples per run")
+    if state.shape[1] > VMIN_:
+        syn, ne = _sequential(flat.indptr, flat.slots32, flat.weights, flat.gate, flat.first, flat.gated, gopen,
+                              rows, samples, S, clock, state, k, theta, cap, speck, step, er, es, ek, en)
+    elif speck:
+        syn, ne = _sequential_speck(flat.indptr, flat.slots32, flat.weights, rows, samples, S, clock, state, k,
+                                    theta, cap_slot, vmin_slot, step, er, es, ek, en)
+    else:
+        syn, ne = _sequential_greedy(flat.indptr, flat.slots32, flat.weights, rows, samples, S, clock, state, k,
+                                     theta, cap_slot, *bounds, step, er, es, ek, en)
+    if ne == 0:
+        z = np.zeros(0, dtype=np.int64)
+        return syn, z, np.zeros(0), z
+    slots_, rank = es[:ne], er[:ne]
+    o = np.argsort(rank * state.shape[0] + slots_, kind="stable")  # by (rank, slot): one int64 key
+    return syn, slots_[o], en[:ne][o], ek[:ne][o]
+
+
+def compile_seconds() -> float:
+    """Wall time of the first call of every kernel in this process (JIT compile, or loading the
+    cached machine code) on a one-synapse network."""
+    t0 = time.perf_counter()
+    i1 = np.array([0, 1], dtype=np.int64)
+    z = np.zeros(1, dtype=np.int64)
+    z32 = z.astype(np.int32)
+    f = np.ones(1)
+    gate, first = np.full(1, -1, dtype=np.int64), np.ones(1, dtype=np.bool_)
+    gopen = np.zeros((1, 1), dtype=np.bool_)
+    rec = lambda: (np.zeros(2, np.int64), np.zeros(2, np.int64), np.zeros(2, np.int64), np.zeros(2))  # noqa: E731
+    for gated in (False, True):
+        _ideal(i1, z32, f, gate, first, gated, gopen, z, z, f, 1, np.zeros(1))
+        for speck in (False, True):
+            _sequential(i1, z32, f, gate, first, gated, gopen, z, z, 1, 0, np.zeros((1, N_STATE)), np.zeros(1), f,
+                        f, speck, 1, *rec())
+    _flush(np.zeros((1, 1)), np.zeros(1), 0, 1, 1, 1)
+    _sequential_speck(i1, z32, f, z, z, 1, 0, np.zeros((1, 2)), np.zeros(1), f, f, f, 1, *rec())
+    _sequential_greedy(i1, z32, f, z, z, 1, 0, np.zeros((1, 2)), np.zeros(1), f, f, *greedy_bounds(f), 1, *rec())
+    b1 = np.ones(1, dtype=np.bool_)
+    for w in (1, 2, N_STATE):
+        st = np.zeros((1, w))
+        init_state(st, np.zeros(1), f, f, b1, 1, 1)
+        start_timestep(st, np.zeros(1), f, f, b1, 1, 1)
+        first_update(st, np.zeros(1), f, b1, f, f, True, 1, 1, z.copy(), np.zeros(1))
+        complete_burst(st, f, b1, f, 0, 1, True, 1, 1, z.copy(), np.zeros(1))
+    return time.perf_counter() - t0
+
+
+__all__ = ["FlatTables", "Scratch", "deliver_ideal", "deliver_sequential", "compile_seconds"]

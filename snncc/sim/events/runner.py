@@ -1,0 +1,560 @@
+"""The event loop of the event-driven simulator: event orders, firing policies and `simulate`.
+
+Owns `simulate` (one run of a prebuilt `EventNetwork` or a deployed graph on a batch), the
+pending-event pool (`_Batch`) and the per-run state (`_Run`): step selection per order, delivery
+per firing policy, emission bookkeeping and the centre-SSC gate state. The address tables come
+from `snncc.sim.events.address`; results from `snncc.sim.events.result`.
+
+Event loop (per timestep; B samples are simulated together). A neuron starts a sample at its
+initial membrane beta (a non-stateful one again at every timestep) and receives its constant +
+host current as its first update. Events are processed in *steps* (one compiled kernel call per
+step, `snncc.sim.events.kernels`); within a step the events have a sequential order and each
+neuron sees its contributions in that order. greedy/speck: the kernel walks the step's events in
+order and each event's synapses, firing a neuron by the policy's rule right after each update;
+the spikes a step emits join the pool ordered by (rank of the contribution at its neuron, sample,
+address). Tested bit-exact against a per-event Python loop (tests/test_sim_events.py).
+Order policies:
+- "layer": a step is all pending events of the earliest source population (graph order);
+- "interleaved": a step is all pending events (a wave), the sources' events round-robin;
+- "random": a step is `chunk` events drawn at random (seeded) from the pending pool, in random
+  order; events emitted by a step join the pool.
+Firing policies:
+- "ideal": a population fires once its input is complete (all its sources complete and all
+  their events delivered): n = clip(floor(V/theta), 0, D), emitted as a burst (spike j of every
+  neuron with n > j, j = 0..D-1); V -= n*theta (kept across timesteps when stateful). Bursts
+  travel as one event with multiplicity n (order-independent). Equals the reference executor's
+  counts (tested bit-exact on random nets; both sum the same float64 terms in a different
+  association, so a membrane within an ulp of a threshold multiple could in principle differ).
+- "greedy": after every update a neuron fires floor(V/theta) spikes, up to the D left in its
+  window; subtractive reset.
+- "speck" (SynSense documentation, DESIGN 3): at most one spike per update (input event), if
+  V >= theta; subtractive reset; membrane clipped below at `v_min` (default per population:
+  -2^15 in chip units, chip unit = 1/scale with scale = min(127/max|w|, 32767/max(theta, |beta|,
+  |bias|)), the per-layer quantisation scale of the Speck backend). No per-window cap unless
+  `speck_cap_D=True` (the chip knows no windows).
+Results: counts per population (summed over T), output (accumulated output currents, mean over
+T), total events (emitted spikes, plus input spike events), synaptic operations (contributions
+delivered, multiplicity included), and the peak burst per population: the largest number of
+events one population emitted for one sample within one burst window, a burst window being one
+step of the loop (a population's whole completion burst under "ideal"/"layer").
+
+SSC at run time (tables built by `build_network(graph, masks=...)`):
+- static masks (`SiteMasks`): masked conv rows are dropped from the composed tables and masked
+  neurons are disabled (no state, no spikes);
+- `masks="centre"` (centre spiked, per sample, data dependent): every conv whose input is a spike
+  leaf, possibly sum/avg pooled, is a *gate*; its table entries carry the gate site of their
+  target, and output site p is open in a sample once the centre site of p (any channel; for a
+  pooled input, any site of the pooling window) has *emitted* an event this timestep. Gates are
+  evaluated between steps from all events emitted so far (delivered or still pending); a
+  contribution through a closed gate is dropped, not buffered; a slot's open entries of one event
+  are summed into one update. A neuron whose tree has gates may fire only while one of them is
+  open at its site, and a neuron whose gates stayed closed ends the timestep without state
+  (membrane beta, the reference's carried state 0). Order/completion: under "ideal" a
+  population's events all exist before any is delivered (bursts at completion), so the gates are
+  final and the counts equal `dense_ssc(..., mode="centre")` in every order (tested); under
+  greedy/speck with "layer" order the same holds for the gate state (a layer's events are all
+  emitted before its step), and the result equals a static-mask run with the sites that run made
+  active; with "interleaved"/"random" order early contributions to a site whose centre has not
+  spiked yet are lost (what an asynchronous chip without buffers would do). Refused: a gated conv
+  on a current that is not a pooled spike map (conv after conv), ops other than scale/add/identity
+  layouts after a gated conv, gated conv biases, a real-valued input (use `dense_ssc`).
+"""
+
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from snncc.errors import SnnccError
+from snncc.ir.graph import Graph
+from snncc.ir.ops import SPIKE
+from snncc.sim.events import kernels
+from snncc.sim.events.address import EventNetwork, _host_currents, build_network
+from snncc.sim.events.result import EventResult, compare
+from snncc.sim.reference import timestep_inputs
+
+POLICIES = ("ideal", "greedy", "speck")
+ORDERS = ("layer", "interleaved", "random")
+
+
+def _flat_tables(net: EventNetwork) -> kernels.FlatTables:
+    """The network's tables concatenated for the kernels, built once per network."""
+    flat = net.__dict__.get("_flat")
+    if flat is None:
+        flat = net.__dict__["_flat"] = kernels.FlatTables(net)
+    return flat
+
+
+# ---- the event loop -------------------------------------------------------------------------------
+class _Batch:
+    """Pending events of one source: global ids (sample * n + address), multiplicities, keys.
+    A mixed batch (src None, `sidx` = source index per event) holds the random order's pool."""
+    __slots__ = ("src", "gid", "mult", "key", "sidx")
+
+    def __init__(self, src, gid, mult, key, sidx=None):
+        self.src, self.gid, self.mult, self.key, self.sidx = src, gid, mult, key, sidx
+
+
+class _Trace:
+    """Every delivered event of a greedy/speck run, step by step: event j of a step has the id
+    `clock + j` and its key is the id of the event whose delivery made it (input events: their
+    own key; spikes of a timestep's first update: key clock - 1 at that moment)."""
+
+    def __init__(self):
+        self.steps: list[tuple] = []  # (timestep, clock, source index, sample, flat-table row, key) per step
+        self.inputs: list[tuple] = []  # (timestep, keys of its input events in given order)
+        self.t = 0  # the timestep being run
+
+
+class _Run:
+    def __init__(self, net: EventNetwork, B: int, policy: str, order: str, seed: int, chunk: int,
+                 speck_cap_D: bool, v_min):
+        self.net, self.B, self.policy, self.order, self.chunk = net, B, policy, order, chunk
+        self.rng = np.random.default_rng(seed)
+        S = net.n_slots
+        self.flat = _flat_tables(net)
+        gated = bool(net.gates) or self.flat.gated
+        # per-neuron state, one row per (sample, slot): see kernels.V_ .. VMIN_ for the widths
+        width = 1 if policy == "ideal" else (kernels.N_STATE if gated else 2)
+        self.state = np.empty((B * S, width))
+        self.V = self.state[:, kernels.V_]  # a strided view: numpy code reads it too
+        self.k = np.zeros(B * S)  # spikes fired in the current window
+        self.v_min = self.state[:, kernels.VMIN_] if width > kernels.VMIN_ else np.empty(B * S)
+        self.counts = np.zeros(B * S)
+        cap = net.D.astype(np.float64)
+        if policy == "speck" and not speck_cap_D:
+            cap = np.where(net.fires, np.inf, 0.0)
+        vm = net.v_min if v_min is None else np.broadcast_to(np.asarray(v_min, dtype=np.float64), (S,))
+        self._fire_slot = net.fires & net.enabled  # per slot
+        self._theta_slot = np.ascontiguousarray(net.theta, dtype=np.float64)
+        self._cap_all, self._vmin_all = np.ascontiguousarray(cap), np.ascontiguousarray(vm, dtype=np.float64)
+        self.Dcap = np.empty(B * S)  # the kernels' cap per neuron (0 where it may not fire)
+        kernels.init_state(self.state, self.Dcap, self._cap_all, self._vmin_all, self._fire_slot, B, S)
+        if width <= kernels.VMIN_:
+            self.v_min[:] = np.tile(np.where(self._fire_slot, self._vmin_all, -np.inf), B)
+        # the plain kernels' cap and lower bound per slot (0 / -inf where a neuron may not fire)
+        self._cap_fire = np.where(self._fire_slot, self._cap_all, 0.0)
+        self._vmin_fire = np.where(self._fire_slot, self._vmin_all, -np.inf)
+        self._bounds = kernels.greedy_bounds(self._theta_slot)
+        self.theta = np.tile(self._theta_slot, B)
+        self.firing = np.tile(self._fire_slot, B)
+        self.enabled = np.tile(net.enabled, B)
+        self.src_index = {s: i for i, s in enumerate(net.tables)}
+        self.slot_pop = np.empty(S, dtype=np.int64)  # slot -> consumer index
+        for i, c in enumerate(net.consumers):
+            self.slot_pop[slice(*net.offsets[c])] = i
+        self.events = {s: 0 for s in net.tables}
+        self.peak = {c: 0 for c in net.consumers if net.graph[c].op == "fire"}
+        self.synops = 0
+        self.steps = 0
+        self.clock = 0
+        self.input_order = None  # per timestep, input addresses in a given order (a recording's time order)
+        self.trace = None  # a _Trace to record every step's events (real-time analysis of a recording)
+        self.row_base = dict(zip(self.flat.names, self.flat.base.tolist()))
+        self.scratch = kernels.Scratch(B * S)
+        self._no_gates = np.zeros((1, 1), dtype=bool)
+        self.gates = net.gates or []
+        if self.gates:  # centre-spiked SSC: live sites per leaf, open gate sites, enabled neurons
+            self.leaf_sites = {gt.leaf: int(math.prod(net.graph[gt.leaf].shape[1:])) for gt in self.gates}
+            self.live = {l: np.zeros((B, k), dtype=bool) for l, k in self.leaf_sites.items()}
+            self.gopen = np.zeros((B, sum(gt.sites for gt in self.gates)), dtype=bool)
+            self.en = np.ones(B * S, dtype=bool)
+            self.gated = np.zeros(B * S, dtype=bool)
+            for c in net.consumer_gates:
+                self.gated.reshape(B, S)[:, slice(*net.offsets[c])] = True
+            self.dirty = set(self.live)
+
+    def _set_fireable(self, fireable: np.ndarray) -> None:
+        """The kernels read a neuron that may not fire as cap 0 and lower bound -inf (it then
+        integrates and never fires), so their inner loop has no extra branch."""
+        self.Dcap[:] = np.where(fireable, np.tile(self._cap_all, self.B), 0.0)
+        self.v_min[:] = np.where(fireable, np.tile(self._vmin_all, self.B), -np.inf)
+
+    # -- centre-spiked SSC gates --
+    def _mark_live(self, src: str, gid: np.ndarray) -> None:
+        if self.gates and src in self.live and gid.size:
+            t = self.net.tables[src]
+            b, a = np.divmod(gid, t.n)
+            self.live[src][b, a % self.leaf_sites[src]] = True
+            self.dirty.add(src)
+
+    def _refresh_gates(self) -> None:
+        """Gate state from the events emitted so far this timestep (evaluated between steps)."""
+        if not self.gates or not self.dirty:
+            return
+        from snncc.sim.masked import _pool_any, centre_gather
+
+        g, B, S = self.net.graph, self.B, self.net.n_slots
+        for gt in self.gates:
+            if gt.leaf not in self.dirty:
+                continue
+            m = torch.from_numpy(self.live[gt.leaf].reshape((B,) + tuple(g[gt.leaf].shape[1:])))
+            for n in gt.chain:
+                if n.op == "pool":
+                    m = _pool_any(m, n)
+                elif n.op == "conv":
+                    m = centre_gather(m, n)
+            self.gopen[:, gt.base:gt.base + gt.sites] = m.reshape(B, -1).numpy()
+        self.dirty = set()
+        en = self.en.reshape(B, S)
+        for c, ids in self.net.consumer_gates.items():
+            lo, hi = self.net.offsets[c]
+            j = np.arange(hi - lo)
+            acc = np.zeros((B, hi - lo), dtype=bool)
+            for i in ids:
+                gt = self.gates[i]
+                acc |= self.gopen[:, gt.base + j % gt.sites]
+            en[:, lo:hi] = acc
+
+    # -- emission bookkeeping --
+    def _emit(self, gslots: np.ndarray, n: np.ndarray, key: np.ndarray) -> list[_Batch]:
+        """Spikes n > 0 of global slots -> per-source batches (ideal: one burst event with mult n)."""
+        net, S = self.net, self.net.n_slots
+        keep = n > 0
+        gslots, n, key = gslots[keep], n[keep], key[keep]
+        if gslots.size == 0:
+            return []
+        np.add.at(self.counts, gslots, n)  # a neuron may fire at several updates of one step
+        b, slot = gslots // S, gslots % S
+        pop = self.slot_pop[slot]
+        out = []
+        for pi in np.unique(pop):
+            sel = pop == pi
+            cname = net.consumers[pi]
+            lo = net.offsets[cname][0]
+            Np = net.offsets[cname][1] - lo
+            gid = b[sel] * Np + (slot[sel] - lo)
+            m = n[sel]
+            self._mark_live(cname, gid)
+            self.events[cname] += int(m.sum())
+            per_sample = np.bincount(b[sel], weights=m, minlength=self.B)
+            self.peak[cname] = max(self.peak[cname], int(per_sample.max()))
+            if self.policy == "ideal":
+                out.append(_Batch(cname, gid, m.astype(np.float64), key[sel]))
+            else:  # one event per spike
+                mi = m.astype(np.int64)
+                out.append(_Batch(cname, np.repeat(gid, mi), None, np.repeat(key[sel], mi)))
+        return out
+
+    # -- delivery (compiled kernels, snncc.sim.events.kernels) --
+    def _rows(self, bt: _Batch) -> tuple[np.ndarray, np.ndarray]:
+        """(row in the flat tables, sample) of every event of a batch."""
+        b, a = np.divmod(bt.gid, self.net.tables[bt.src].n)
+        return self.row_base[bt.src] + a, b
+
+    def deliver_ideal(self, batches: list[_Batch]) -> None:
+        """Burst events: V += sum of weight x multiplicity per target, batch by batch."""
+        self._refresh_gates()
+        gopen = self.gopen if self.gates else self._no_gates
+        for bt in batches:
+            rows, b = self._rows(bt)
+            self.synops += kernels.deliver_ideal(self.flat, gopen, self.src_index[bt.src], rows, b, bt.mult, self.B,
+                                                 self.net.n_slots, self.state, self.scratch)
+
+    def deliver_sequential(self, ordered: list[tuple[_Batch, np.ndarray]]) -> list[_Batch]:
+        """Events in a given sequential order (per batch, positions in the step); every neuron
+        processes its contributions in that order, with the policy's firing after each one (one
+        compiled loop over events and synapses). Spikes emitted in a step join the pool ordered
+        by (rank of the contribution at its neuron, sample, address)."""
+        self._refresh_gates()
+        n_ev = sum(int(bt.gid.size) for bt, _ in ordered)
+        rows = np.empty(n_ev, dtype=np.int64)
+        samples = np.empty(n_ev, dtype=np.int64)
+        for bt, posn in ordered:
+            r, b = self._rows(bt)
+            rows[posn] = r
+            samples[posn] = b
+        if self.gates:
+            self._set_fireable(self.firing & self.en)
+        syn, gsl, n, key = kernels.deliver_sequential(
+            self.flat, self.gopen if self.gates else self._no_gates, rows, samples, self.net.n_slots, self.clock,
+            self.state, self.k, self._theta_slot, self.Dcap, self.policy == "speck", self.scratch,
+            self._cap_fire, self._vmin_fire, self._bounds)
+        self.synops += syn
+        if self.trace is not None:
+            keys = np.empty(n_ev, dtype=np.int64)
+            src = np.empty(n_ev, dtype=np.int64)
+            for bt, posn in ordered:
+                keys[posn] = bt.key
+                src[posn] = self.src_index[bt.src]
+            self.trace.steps.append((self.trace.t, self.clock, src, samples, rows, keys))
+        return self._emit(gsl, n, key)
+
+    def _out(self) -> tuple[np.ndarray, np.ndarray]:
+        n = self.B * self.net.n_slots
+        if self.scratch.out_g is None:
+            self.scratch.out_g, self.scratch.out_n = np.empty(n, dtype=np.int64), np.empty(n)
+        return self.scratch.out_g, self.scratch.out_n
+
+    def initial_update(self) -> list[_Batch]:
+        """greedy/speck: constant + host current is every neuron's first update."""
+        self._refresh_gates()
+        og, on = self._out()
+        fireable = self.firing & self.en if self.gates else self.firing
+        ne = kernels.first_update(self.state, self.k, self._theta_slot, fireable, self._cap_all, self._vmin_all,
+                                  self.policy == "speck", self.B, self.net.n_slots, og, on)
+        return self._emit(og[:ne].copy(), on[:ne].copy(), np.full(ne, self.clock - 1, dtype=np.int64))
+
+    def fire_complete(self, cname: str) -> list[_Batch]:
+        """ideal: the population's input is complete: n = clip(floor(V/theta), 0, D)."""
+        net, S = self.net, self.net.n_slots
+        lo, hi = net.offsets[cname]
+        divide = net.graph[cname].attrs["theta"] != 1.0
+        if not self.gates:
+            og, on = self._out()
+            ne = kernels.complete_burst(self.state, self._theta_slot, self._fire_slot, self._cap_all, lo, hi, divide,
+                                        self.B, S, og, on)
+            return self._emit(og[:ne].copy(), on[:ne].copy(), np.zeros(ne, dtype=np.int64))
+        idx = (np.arange(self.B)[:, None] * S + np.arange(lo, hi)[None, :]).ravel()
+        v = self.V[idx]
+        th = self.theta[idx]
+        u = v / th if divide else v
+        n = np.clip(np.floor(u), 0, self._cap_all[idx % S])
+        n[~self.firing[idx]] = 0.0
+        v = v - n * th
+        # centre SSC: a neuron without an open gate at its site is silent, stateless
+        self._refresh_gates()
+        off = ~self.en[idx]
+        n[off] = 0.0
+        v[off] = np.tile(self.net.beta, self.B)[idx[off]]  # the reference's carried state 0
+        self.V[idx] = v
+        return self._emit(idx, n, np.zeros(idx.size, dtype=np.int64))
+
+    # -- one timestep --
+    def timestep(self, t: int, spikes_in: np.ndarray | None, host: dict[str, np.ndarray]) -> np.ndarray:
+        net, B, S = self.net, self.B, self.net.n_slots
+        V = self.state.reshape(B, S, self.state.shape[1])[:, :, kernels.V_]  # a view
+        reset = ~net.stateful if t > 0 else np.ones(S, dtype=bool)
+        kernels.start_timestep(self.state, self.k, net.beta, net.const, reset, B, S)
+        for c, h in host.items():
+            V[:, slice(*net.offsets[c])] += h
+        if not net.enabled.all():
+            V[:, ~net.enabled] = 0.0
+        if self.gates:
+            for lv in self.live.values():
+                lv[:] = False
+            self.gopen[:] = False
+            self.dirty = set(self.live)
+        pool: list[_Batch] = []
+        inp = net.graph.inputs[0]
+        if spikes_in is not None and inp.name in net.tables:
+            c = spikes_in.reshape(B, -1)
+            gid = np.flatnonzero(c.ravel() > 0)
+            m = c.ravel()[gid]
+            self._mark_live(inp.name, gid)
+            self.events[inp.name] += int(m.sum())
+            if self.policy == "ideal":
+                pool.append(_Batch(inp.name, gid, m.astype(np.float64), np.zeros(gid.size, dtype=np.int64)))
+            elif self.input_order is not None:  # a recording's events, in time order
+                g2 = np.asarray(self.input_order[t], dtype=np.int64)
+                keys = np.arange(g2.size, dtype=np.int64) + self.clock
+                if self.trace is not None:
+                    self.trace.inputs.append((t, keys))
+                pool.append(_Batch(inp.name, g2, None, keys))
+                self.clock += g2.size
+            elif gid.size:  # burst order: spike j of every address, j = 0, 1, ...
+                mi = m.astype(np.int64)
+                j = np.arange(int(mi.sum())) - np.repeat(np.cumsum(mi) - mi, mi)
+                g2 = np.repeat(gid, mi)
+                o = np.lexsort((g2, j))
+                pool.append(_Batch(inp.name, g2[o], None, np.arange(g2.size, dtype=np.int64) + self.clock))
+                self.clock += g2.size
+        complete = {inp.name}
+        if self.trace is not None:
+            self.trace.t = t
+        if self.policy == "ideal":
+            pool += self._completions(complete, pool)
+        else:
+            pool += self.initial_update()
+        while pool:
+            step, pool = self._select(pool)
+            self.steps += 1
+            if self.policy == "ideal":
+                self.deliver_ideal([bt for bt, _ in step])
+                pool += self._completions(complete, pool)
+            else:
+                new = self.deliver_sequential(step)
+                self.clock += sum(int(bt.gid.size) for bt, _ in step)
+                pool += new
+        if self.policy == "ideal":
+            missing = [c for c in net.consumers if net.graph[c].op == "fire" and c not in complete]
+            if missing:
+                raise SnnccError(f"populations never completed: {missing}", where="event loop")
+        if self.gates:  # centre SSC: neurons whose gates stayed closed keep no state (membrane beta)
+            self._refresh_gates()
+            off = np.flatnonzero(self.gated & ~self.en & np.tile(net.fires, B))
+            self.V[off] = net.beta[off % S]
+        o = net.offsets[net.graph.output.name]
+        return V[:, o[0]:o[1]].copy()
+
+    def _completions(self, complete: set, pool: list[_Batch]) -> list[_Batch]:
+        net = self.net
+        out: list[_Batch] = []
+        changed = True
+        while changed:
+            changed = False
+            pending = {bt.src for bt in pool + out if bt.gid.size}
+            for c in net.consumers:
+                if c in complete or net.graph[c].op != "fire":
+                    continue
+                srcs = net.sources_of[c]
+                if all(s in complete for s in srcs) and not any(s in pending for s in srcs):
+                    complete.add(c)
+                    out += self.fire_complete(c)
+                    changed = True
+                    break  # its events are pending now: recompute
+        return out
+
+    def _select(self, pool: list[_Batch]):
+        """One step's events in sequential order: [(batch, positions)] and the remaining pool."""
+        pool = [bt for bt in pool if bt.gid.size]
+        if not pool:
+            return [], []
+        if self.order == "layer":
+            first = min(self.src_index[bt.src] for bt in pool)
+            take = [bt for bt in pool if self.src_index[bt.src] == first]
+            rest = [bt for bt in pool if self.src_index[bt.src] != first]
+            merged = _merge(take)
+            o = np.argsort(merged.key, kind="stable")
+            merged = _Batch(merged.src, merged.gid[o], None if merged.mult is None else merged.mult[o], merged.key[o])
+            return [(merged, np.arange(merged.gid.size))], rest
+        if self.order == "interleaved":
+            by_src: dict[str, list[_Batch]] = {}
+            for bt in pool:
+                by_src.setdefault(bt.src, []).append(bt)
+            out, ranks, srcs = [], [], []
+            for s, bts in by_src.items():
+                m = _merge(bts)
+                o = np.argsort(m.key, kind="stable")
+                m = _Batch(s, m.gid[o], None if m.mult is None else m.mult[o], m.key[o])
+                out.append(m)
+                ranks.append(np.arange(m.gid.size))
+                srcs.append(np.full(m.gid.size, self.src_index[s]))
+            r, si = np.concatenate(ranks), np.concatenate(srcs)
+            order = np.lexsort((si, r))  # round-robin: rank-major, then source
+            posn = np.empty(order.size, dtype=np.int64)
+            posn[order] = np.arange(order.size)
+            res, a = [], 0
+            for m in out:
+                res.append((m, posn[a:a + m.gid.size]))
+                a += m.gid.size
+            return res, []
+        # random: `chunk` events drawn from the pool, in random order
+        if self.policy != "ideal":
+            return self._select_random_flat(pool)
+        sizes = np.array([bt.gid.size for bt in pool])
+        total = int(sizes.sum())
+        pick = self.rng.permutation(total)[:min(self.chunk, total)]
+        chosen = np.zeros(total, dtype=bool)
+        chosen[pick] = True
+        posn_all = np.empty(total, dtype=np.int64)
+        posn_all[pick] = np.arange(pick.size)
+        res, rest, a = [], [], 0
+        for bt in pool:
+            sl = slice(a, a + bt.gid.size)
+            c = chosen[sl]
+            if c.any():
+                res.append((_Batch(bt.src, bt.gid[c], None if bt.mult is None else bt.mult[c], bt.key[c]),
+                            posn_all[sl][c]))
+            if (~c).any():
+                rest.append(_Batch(bt.src, bt.gid[~c], None if bt.mult is None else bt.mult[~c], bt.key[~c]))
+            a += bt.gid.size
+        return res, rest
+
+    def _select_random_flat(self, pool: list[_Batch]):
+        """The random draw of `_select` on the pool kept as one mixed batch (same draws, same
+        positions: the pool's concatenation order is preserved); one delivery part per source."""
+        names = list(self.net.tables)
+        sidx = np.concatenate([bt.sidx if bt.src is None else np.full(bt.gid.size, self.src_index[bt.src])
+                               for bt in pool])
+        gid = np.concatenate([bt.gid for bt in pool])
+        key = np.concatenate([bt.key for bt in pool])
+        total = gid.size
+        pick = self.rng.permutation(total)[:min(self.chunk, total)]
+        chosen = np.zeros(total, dtype=bool)
+        chosen[pick] = True
+        posn_all = np.empty(total, dtype=np.int64)
+        posn_all[pick] = np.arange(pick.size)
+        res = []
+        cs = sidx[chosen]
+        cg, ck, cp = gid[chosen], key[chosen], posn_all[chosen]
+        for si in np.unique(cs):
+            sel = cs == si
+            res.append((_Batch(names[si], cg[sel], None, ck[sel]), cp[sel]))
+        keep = ~chosen
+        rest = [_Batch(None, gid[keep], None, key[keep], sidx[keep])] if keep.any() else []
+        return res, rest
+
+
+def _merge(bts: list[_Batch]) -> _Batch:
+    if len(bts) == 1:
+        return bts[0]
+    mult = None if bts[0].mult is None else np.concatenate([b.mult for b in bts])
+    return _Batch(bts[0].src, np.concatenate([b.gid for b in bts]), mult, np.concatenate([b.key for b in bts]))
+
+
+def simulate(graph_or_net: Graph | EventNetwork, x, policy: str = "ideal", order: str = "layer",
+             seed: int = 0, chunk: int = 4096, speck_cap_D: bool = False, v_min=None,
+             reference: bool = False) -> EventResult:
+    """Run the deployed graph (or a prebuilt `EventNetwork`) event by event on `x` ((B, *shape) or
+    (T, B, *shape)). `reference=True` also runs the integer model (`snncc.sim.reference`) and
+    fills `result.agreement`. See the module docstring for policies and orders."""
+    return _simulate(graph_or_net, x, policy, order, seed, chunk, speck_cap_D, v_min, reference)[0]
+
+
+def _simulate(graph_or_net, x, policy="ideal", order="layer", seed=0, chunk=4096, speck_cap_D=False, v_min=None,
+              reference=False, input_order=None, trace=False):
+    """`simulate`, plus: `input_order` (per timestep, the input addresses in the order to deliver
+    them; greedy/speck, one sample) and `trace` (record every step's events). Returns (result, run)."""
+    if policy not in POLICIES:
+        raise SnnccError(f"unknown firing policy {policy!r}", hint=f"one of {', '.join(POLICIES)}")
+    if order not in ORDERS:
+        raise SnnccError(f"unknown event order {order!r}", hint=f"one of {', '.join(ORDERS)}")
+    if chunk < 1:
+        raise SnnccError(f"chunk must be >= 1, got {chunk}")
+    net = graph_or_net if isinstance(graph_or_net, EventNetwork) else build_network(graph_or_net)
+    g = net.graph
+    xs = timestep_inputs(g, x, torch.float64)
+    B = int(xs[0].shape[0])
+    inp = g.inputs[0]
+    run = _Run(net, B, policy, order, seed, chunk, speck_cap_D, v_min)
+    run.input_order = input_order
+    run.trace = _Trace() if trace else None
+    out_sum = None
+    for t, xt in enumerate(xs):
+        if inp.kind == SPIKE:
+            if bool(torch.any((xt != torch.floor(xt)) | (xt < 0))):
+                raise SnnccError("spike input holds values that are not non-negative integer counts",
+                                 where=f"node {inp.name}")
+            spikes, host = xt.numpy(), {}
+        else:
+            spikes, host = None, _host_currents(net, xt)
+        out = run.timestep(t, spikes, host)
+        out_sum = out if out_sum is None else out_sum + out
+    T = len(xs)
+    out = torch.from_numpy(out_sum / T if T > 1 else out_sum).reshape((B,) + g.output.shape)
+    counts = {}
+    C = run.counts.reshape(B, net.n_slots)
+    for c in net.consumers:
+        if g[c].op == "fire":
+            counts[c] = torch.from_numpy(C[:, slice(*net.offsets[c])].copy()).reshape((B,) + g[c].shape)
+    res = EventResult(out, counts, dict(run.events), run.synops, dict(run.peak), run.steps, policy, order)
+    if reference:
+        from snncc.sim import reference as ref_mod
+
+        if net.masks is not None:
+            from snncc.sim.masked import dense_ssc
+
+            r = dense_ssc(g, x, mode="centre") if net.masks == "centre" else dense_ssc(g, x, net.masks)
+        else:
+            r = ref_mod.run(g, x)
+        res.agreement = compare(res, r.counts, r.output)
+    return res, run
+
+
+
+
+__all__ = ["simulate", "POLICIES", "ORDERS"]

@@ -1,0 +1,186 @@
+"""Executors with spike sparse convolution (SSC, DESIGN 4): the reference interpreter with masked
+convolutions (`MaskedInterpreter`), the dense SSC reference run (`dense_ssc`), and the site-mask
+geometry both they and the SSC pass use (`SiteMasks`, `centre_gather`, `propagate`).
+
+The pass (`snncc.passes.ssc`) only computes masks (graph -> graph); running a graph under them
+happens here, and in the event simulator (`snncc.sim.events`, gated address tables).
+- `MaskedInterpreter(graph, masks)`: conv outputs times their active-site mask, masked fire
+  neurons silent and stateless; `masks` a `SiteMasks` (static) or "centre" (centre spiked: a conv
+  output site is active iff its centre input site holds a spike in this sample and timestep, any
+  channel; a fire neuron is active iff a conv term feeding it is active at its site).
+- `dense_ssc(graph, x, masks | mask, mode)`: run the graph that way (mode "mask": static masks or
+  an input-site mask to propagate with `snncc.passes.ssc.site_masks`; mode "centre").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from snncc.errors import SnnccError
+from snncc.ir.graph import Graph, Node
+from snncc.sim.reference import Interpreter, Result
+
+MODES = ("mask", "centre")
+
+
+@dataclass
+class SiteMasks:
+    """Static SSC masks: bool arrays over spatial sites (no channel axis, no batch axis)."""
+    conv: dict[str, np.ndarray] = field(default_factory=dict)  # conv -> active output sites
+    neurons: dict[str, np.ndarray] = field(default_factory=dict)  # fire -> active sites
+    nodes: dict[str, np.ndarray] = field(default_factory=dict)  # every node with a spatial mask
+
+
+def _spatial_nd(shape: tuple) -> int:
+    return len(shape) - 1
+
+
+def centre_gather(m: torch.Tensor, n: Node) -> torch.Tensor:
+    """Conv output-site mask from an input-site mask m (B, *spatial): the centre site of each output."""
+    w = n.params["weight"]
+    nd = w.ndim - 2
+    out = m
+    for i in range(nd):
+        k, s, p, d = w.shape[2 + i], n.attrs["stride"][i], n.attrs["padding"][i], n.attrs["dilation"][i]
+        L = m.shape[1 + i]
+        Lo = n.shape[1 + i]
+        q = torch.arange(Lo) * s - p + (k // 2) * d
+        valid = (q >= 0) & (q < L)
+        qc = q.clamp(0, L - 1)
+        out = out.index_select(1 + i, qc)
+        shape = [1] * out.dim()
+        shape[1 + i] = Lo
+        out = out & valid.reshape(shape)
+    return out
+
+
+def _pool_any(m: torch.Tensor, n: Node) -> torch.Tensor:
+    (kh, kw), (sy, sx), (py, px) = n.attrs["kernel"], n.attrs["stride"], n.attrs["padding"]
+    f = F.pad(m.to(torch.float64).unsqueeze(1), (px, px, py, py))
+    return F.max_pool2d(f, (kh, kw), (sy, sx)).squeeze(1) > 0
+
+
+def propagate(graph: Graph, leaf: dict[str, torch.Tensor], fixed_fires: bool = False) -> dict[str, torch.Tensor]:
+    """Masks (B, *spatial) bool of every node reachable from the leaves' masks; nodes without a
+    spatial (C, *spatial) layout get none. A fire's mask is its input's, unless `fixed_fires`
+    and the fire has a leaf mask."""
+    out: dict[str, torch.Tensor] = {}
+    for n in graph.nodes:
+        if n.name in leaf and (n.op == "input" or fixed_fires):
+            out[n.name] = leaf[n.name]
+            continue
+        ins = [out.get(i) for i in n.inputs]
+        if n.op == "conv":
+            if ins[0] is not None:
+                out[n.name] = centre_gather(ins[0], n)
+        elif n.op == "pool":
+            if ins[0] is not None:
+                out[n.name] = _pool_any(ins[0], n)
+        elif n.op == "add":
+            live = [m for m in ins if m is not None]
+            if live and len(live) == len(ins):
+                m = live[0]
+                for x in live[1:]:
+                    m = m | x
+                out[n.name] = m
+        elif n.op in ("fire", "scale", "output"):
+            if ins[0] is not None:
+                out[n.name] = ins[0]
+        elif n.op in ("reshape", "permute"):
+            src = graph[n.inputs[0]].shape
+            keeps = (n.op == "reshape" and tuple(n.shape) == tuple(src)) or \
+                    (n.op == "permute" and tuple(n.attrs["dims"]) == tuple(range(len(src))))
+            if ins[0] is not None and keeps:
+                out[n.name] = ins[0]
+    return out
+
+
+class MaskedInterpreter(Interpreter):
+    """The reference executor with SSC: conv outputs times their active-site mask, masked fire
+    neurons silent and stateless. `masks` is a SiteMasks (static) or the string 'centre'."""
+
+    def __init__(self, graph: Graph, masks, dtype: torch.dtype = torch.float64):
+        super().__init__(graph, dtype)
+        self.masks = masks
+        self._live: dict[str, torch.Tensor] = {}  # centre mode: node -> (B, *spatial) this timestep
+        self._env_inputs: dict[str, torch.Tensor] = {}
+
+    def _bcast(self, m, x):
+        m = torch.as_tensor(np.asarray(m)) if not isinstance(m, torch.Tensor) else m
+        if m.dim() == x.dim() - 2:  # shared (spatial) mask
+            return m.to(x.dtype).reshape((1, 1) + tuple(m.shape))
+        return m.to(x.dtype).unsqueeze(1)  # (B, *spatial)
+
+    def op_conv(self, n: Node, x):
+        y = super().op_conv(n, x)
+        if self.masks == "centre":
+            live = (x != 0).any(1)  # (B, *spatial): a spike (or nonzero input) at the site
+            m = centre_gather(live, n)
+            self._live[n.name] = m
+            return y * self._bcast(m, y)
+        m = self.masks.conv.get(n.name)
+        return y if m is None else y * self._bcast(m, y)
+
+    def _fire_mask(self, n: Node):
+        if self.masks != "centre":
+            return self.masks.neurons.get(n.name)
+        # centre mode: a neuron is active iff a conv term feeding it is active at its site
+        ms = []
+        stack = [n.inputs[0]]
+        seen = set()
+        while stack:
+            name = stack.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            m = self.graph[name]
+            key = self.same.get(name, name)  # private copies of a conv are evaluated once
+            if m.op == "conv" and key in self._live and tuple(m.shape[1:]) == tuple(n.shape[1:]):
+                ms.append(self._live[key])
+            elif m.op in ("add", "scale") or (m.op in ("reshape", "permute") and m.kind == "current"):
+                stack.extend(m.inputs)
+        if not ms:
+            return None
+        out = ms[0]
+        for x in ms[1:]:
+            out = out | x
+        return out
+
+    def op_fire(self, n: Node, u):
+        m = self._fire_mask(n)
+        cnt, y = super().op_fire(n, u)
+        if m is None:
+            return cnt, y
+        mk = self._bcast(m, cnt)
+        if n.attrs["stateful"] and n.name in self.state:  # no state is kept after the last step
+            self.state[n.name] = self.state[n.name] * mk
+        return cnt * mk, y * mk
+
+
+def dense_ssc(graph: Graph, x, masks=None, mode: str = "mask", mask=None) -> Result:
+    """Dense SSC reference: run `graph` on `x` with masked convolutions.
+
+    mode 'mask': static masks (a `SiteMasks`, or `mask` = an input-site mask to propagate);
+    mode 'centre': the centre-spiked rule (per sample, per timestep)."""
+    if mode not in MODES:
+        raise SnnccError(f"unknown SSC mode {mode!r}", hint=f"one of {', '.join(MODES)}")
+    if mode == "mask":
+        if masks is None:
+            if mask is None:
+                raise SnnccError("SSC mode 'mask' needs `masks` (SiteMasks) or an input-site `mask`")
+            from snncc.passes.ssc import site_masks  # the mask propagation is the pass's
+
+            masks = site_masks(graph, mask)
+        it = MaskedInterpreter(graph, masks)
+    else:
+        it = MaskedInterpreter(graph, "centre")
+    with torch.no_grad():
+        return it.run(x)
+
+
+
+__all__ = ["SiteMasks", "propagate", "centre_gather", "MaskedInterpreter", "dense_ssc", "MODES"]
