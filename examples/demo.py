@@ -155,6 +155,13 @@ def events_part(args, rep: Report, targets: list[str]):
     sp = events.simulate(deployed, x[:, :k], policy="speck", speck_cap_D=True, reference=True)
     rep.add(name, f"event sim, speck policy ({k} samples)", f"{sp.agreement.neuron_agreement:.2%} of neurons, "
             f"{sp.agreement.prediction_agreement:.2%} of predictions agree with the integer model")
+    from examples.events.data import BIN_US
+    from examples.events.train import write_test_stream
+    from snncc.sim.event_streams import run_recordings
+
+    path = write_test_stream()  # events_test_stream.npz next to the artefacts: tonic-style x, y, t, p
+    _, text = run_recordings(deployed, path, T=d["T"], bin_us=BIN_US, policy="speck", samples=k)
+    rep.add(name, f"recordings in real time ({k}, speck policy)", text)
     if "speck" in compiled:
         speck = get("speck")
         from snncc_speck.lower import with_readout

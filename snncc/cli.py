@@ -125,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--data", help=".npz with an array x (or x_test) of inputs and optional labels y (or y_test), "
                                      "or an .npy array (default: seeded random inputs)")
     sm.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    sm.add_argument("--events", metavar="FILE",
+                    help="event recordings (.npy/.npz, tonic-style x, y, t, p; t in us): run them in time order "
+                         "through the asynchronous simulator; report latency, SynOps/s per core, power")
+    sm.add_argument("--policy", choices=["greedy", "speck"], default="speck", help="firing rule for --events")
+    sm.add_argument("--bin-us", type=float, help="microseconds per timestep for --events (default: span / T)")
+    sm.add_argument("--sensor-size", help="W,H of the recordings (default: the graph input's)")
 
     es = sub.add_parser("estimate", help="energy, latency and bandwidth of a compiled artefact")
     es.add_argument("out", help="artefact folder")
@@ -255,6 +261,16 @@ def cmd_simulate(args) -> int:
     from snncc.api import load
 
     dep = load(args.out)
+    if args.events:
+        from snncc.sim.event_streams import run_recordings
+
+        sensor = parse_shape(args.sensor_size, "--sensor-size") if args.sensor_size else None
+        if args.bin_us is not None and not (0 < args.bin_us < float("inf")):
+            raise SnnccError(f"--bin-us must be a positive number of microseconds, got {args.bin_us}", where="--bin-us")
+        _, text = run_recordings(dep.deployed, args.events, sensor, bin_us=args.bin_us, policy=args.policy,
+                                 samples=args.samples)
+        print(text)
+        return 0
     x = _inputs(args, dep.deployed)
     ref = dep.reference(x)
     if args.backend != "snncc":
