@@ -3,7 +3,8 @@
 The JSON names each parameter by its key in the `.npz` (`<node>/<param>`). An array shared by
 several nodes (the normal form's private copies of one projection share their weights) is stored
 once, under its first node's key, and every node that shares it names that key; loading gives
-them one array again. Writing is deterministic (sorted keys, fixed zip timestamps), so compiling
+them one array again. Arrays that float32 holds exactly are stored as float32 (loaded back as
+the same float64 values). Writing is deterministic (sorted keys, fixed zip timestamps), so compiling
 the same model twice gives byte-identical files.
 """
 
@@ -59,6 +60,17 @@ def _jsonable(v):
     return v
 
 
+def _storage(v: np.ndarray) -> np.ndarray:
+    """The array as stored: float32 when that holds every value exactly (a float32 model's own
+    weights: half the bytes), float64 otherwise (folded weights). Loading gives float64 back, bit
+    for bit the same values."""
+    a = np.ascontiguousarray(v, dtype=np.float64)
+    f = a.astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        exact = bool(np.array_equal(f.astype(np.float64), a))
+    return f if exact else a
+
+
 def dumps(graph: Graph) -> tuple[bytes, bytes]:
     """Return (json bytes, npz bytes)."""
     doc = json.dumps(graph_to_json(graph), indent=1, sort_keys=True).encode() + b"\n"
@@ -71,8 +83,7 @@ def dumps(graph: Graph) -> tuple[bytes, bytes]:
                     continue  # stored under the node that holds it first
                 info = zipfile.ZipInfo(f"{n.name}/{k}.npy", date_time=_ZIP_DATE)
                 arr = io.BytesIO()
-                np.lib.format.write_array(arr, np.ascontiguousarray(n.params[k], dtype=np.float64),
-                                          allow_pickle=False)
+                np.lib.format.write_array(arr, _storage(n.params[k]), allow_pickle=False)
                 zf.writestr(info, arr.getvalue())
     return doc, buf.getvalue()
 
@@ -96,6 +107,7 @@ def loads(doc: bytes, npz: bytes, source: str = "<memory>") -> Graph:
     for key, arr in params_of.items():
         if arr.dtype.kind not in "biuf":
             raise LoadError(f"parameter {key!r} holds {arr.dtype} values, expected numbers", where=source)
+    params_of = {k: np.asarray(a, dtype=np.float64) for k, a in params_of.items()}  # once: shared stays shared
     try:
         nodes = []
         for nd in data["nodes"]:
