@@ -24,6 +24,8 @@ import torch.nn as nn
 from snncc import artifact
 from snncc.errors import SnnccError, TargetError
 from snncc.ir.graph import Graph
+from snncc.sim.device import to_cpu
+from snncc.sim.device import use as use_device
 
 
 @dataclass
@@ -57,26 +59,30 @@ class Deployment:
         return x
 
     # ---- checks and runs ------------------------------------------------------------------
-    def verify(self, data=None, samples: int = 16, seed: int = 0, model=None):
+    def verify(self, data=None, samples: int = 16, seed: int = 0, model=None, device: str | None = None):
         """Compare the PyTorch model (if known), traced, folded and deployed levels on the same
-        inputs (snncc.verify.compare: forced runs, ties explained, nothing else)."""
+        inputs (snncc.verify.compare: forced runs, ties explained, nothing else). `device`: where
+        the IR executors run (the PyTorch model runs on the CPU)."""
         from snncc.passes.manager import run_pipeline
         from snncc.verify import compare
 
         x = self.inputs(data, samples, seed)
         eager, precision = _eager64(model if model is not None else self.model)
         folded = run_pipeline(self.traced, "fold").graph
-        return compare(eager, {"traced": self.traced, "folded": folded, "deployed": self.deployed}, x,
-                       eager_precision=precision)
+        with use_device(device):
+            return compare(eager, {"traced": self.traced, "folded": folded, "deployed": self.deployed}, x,
+                           eager_precision=precision)
 
-    def reference(self, data=None, samples: int = 16, seed: int = 0):
-        """The reference executor on the deployed graph (sim.reference.Result)."""
+    def reference(self, data=None, samples: int = 16, seed: int = 0, device: str | None = None):
+        """The reference executor on the deployed graph (sim.reference.Result, on the CPU)."""
         from snncc.sim.reference import run
 
-        return run(self.deployed, self.inputs(data, samples, seed))
+        x = self.inputs(data, samples, seed)
+        with use_device(device):
+            return to_cpu(run(self.deployed, x))
 
     def simulate(self, data=None, schedule: str = "exact", backend: str = "snncc", samples: int = 16, seed: int = 0,
-                 options: dict | None = None):
+                 options: dict | None = None, device: str | None = None):
         """snncc's synchronous simulation (`schedule` "exact" -> SyncResult, "streaming" ->
         StreamingReport against the reference), or the target's own simulator (`backend`, e.g.
         "lava": the Lava processes of the loihi target)."""
@@ -90,25 +96,28 @@ class Deployment:
             return tgt.simulate(self.deployed, x, options) if options else tgt.simulate(self.deployed, x)
         from snncc.sim.sync import compare_streaming, simulate
 
-        if schedule == "exact":
-            return simulate(self.deployed, x, "exact")
-        if schedule == "streaming":
-            return compare_streaming(self.deployed, x)
-        raise SnnccError(f"unknown schedule {schedule!r}", where="schedule", hint="exact or streaming")
+        if schedule not in ("exact", "streaming"):
+            raise SnnccError(f"unknown schedule {schedule!r}", where="schedule", hint="exact or streaming")
+        with use_device(device):
+            if schedule == "exact":
+                return to_cpu(simulate(self.deployed, x, "exact"))
+            return to_cpu(compare_streaming(self.deployed, x))
 
     def estimate(self, data=None, profile: str = "45nm", samples: int = 16, seed: int = 0,
-                 batch_size: int | None = None, rate: float | None = None, progress: bool = False):
+                 batch_size: int | None = None, rate: float | None = None, progress: bool = False,
+                 device: str | None = None):
         """Energy, latency and bandwidth over a data set (estimate.Report)."""
         from snncc.estimate import Estimator
         from snncc.estimate.data import InputBatches
 
-        est = Estimator(self.deployed, profile=profile)
         if data is None or isinstance(data, (str, os.PathLike)):
             batches = InputBatches(self.deployed, None if data is None else os.fspath(data), samples, batch_size, seed)
-            est.run(batches, progress=progress, total=len(batches))
         else:
-            est.run([self.inputs(data)])
-        return est.report(rate=rate)
+            batches = [self.inputs(data)]
+        with use_device(device):
+            est = Estimator(self.deployed, profile=profile)
+            est.run(batches, progress=progress, total=len(batches))
+            return est.report(rate=rate)
 
     def report(self, directory: str, data=None, profile: str = "45nm", samples: int = 16, seed: int = 0,
                layer: str | None = None):

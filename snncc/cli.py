@@ -115,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--data", help=".npz with an array x (or x_test) of inputs and optional labels y (or y_test), "
                                      "or an .npy array (default: seeded random inputs)")
     v.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    v.add_argument("--device", default="cpu", help="where the executors run: cpu (default), cuda or cuda:N")
 
     sm = sub.add_parser("simulate", help="simulate a compiled artefact with the T x D synchronous simulator")
     sm.add_argument("out", help="artefact folder")
@@ -125,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--data", help=".npz with an array x (or x_test) of inputs and optional labels y (or y_test), "
                                      "or an .npy array (default: seeded random inputs)")
     sm.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    sm.add_argument("--device", default="cpu", help="where the executors run: cpu (default), cuda or cuda:N")
     sm.add_argument("--events", metavar="FILE",
                     help="event recordings (.npy/.npz, tonic-style x, y, t, p; t in us): run them in time order "
                          "through the asynchronous simulator; report latency, SynOps/s per core, power")
@@ -139,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--data", help=".npz with an array x (or x_test) of inputs and optional labels y (or y_test), "
                                      "or an .npy array (default: seeded random inputs)")
     es.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    es.add_argument("--device", default="cpu", help="where the executors run: cpu (default), cuda or cuda:N")
     es.add_argument("--rate", type=float, help="input samples per second, for average power")
     es.add_argument("--markdown", help="also write the report as Markdown to this file")
     es.add_argument("--json", metavar="PATH", help="also write the whole report as JSON (totals incl. sops, "
@@ -260,6 +263,9 @@ def _inputs(args, graph) -> torch.Tensor:
 def cmd_simulate(args) -> int:
     from snncc.api import load
 
+    from snncc.sim.device import resolve
+
+    resolve(args.device)
     dep = load(args.out)
     if args.events:
         from snncc.sim.event_streams import run_recordings
@@ -272,7 +278,7 @@ def cmd_simulate(args) -> int:
         print(text)
         return 0
     x = _inputs(args, dep.deployed)
-    ref = dep.reference(x)
+    ref = dep.reference(x, device=args.device)
     if args.backend != "snncc":
         r = dep.simulate(x, backend=args.backend)
         same = all(torch.equal(r.counts[k], ref.counts[k]) for k in ref.counts)
@@ -280,7 +286,7 @@ def cmd_simulate(args) -> int:
               f"max |output diff| {float((r.output - ref.output).abs().max()):.3g}")
         return 0 if same else 1
     if args.schedule in ("exact", "both"):
-        r = dep.simulate(x, "exact")
+        r = dep.simulate(x, "exact", device=args.device)
         same = all(torch.equal(r.counts[k], ref.counts[k]) for k in ref.counts)
         print(f"exact schedule: {len(x)} samples, latency {r.latency_substeps} sub-steps, "
               f"spike counts {'==' if same else '!='} reference, max |output diff| "
@@ -288,25 +294,24 @@ def cmd_simulate(args) -> int:
         if not same:
             return 1
     if args.schedule in ("streaming", "both"):
-        print(dep.simulate(x, "streaming").table())
+        print(dep.simulate(x, "streaming", device=args.device).table())
     return 0
 
 
 def cmd_estimate(args) -> int:
-    from snncc.estimate import Estimator
-
+    from snncc.api import load
     from snncc.estimate.data import InputBatches
+    from snncc.sim.device import resolve
 
     Ds = _parse_Ds(args.sweep_D) if args.sweep_D is not None else None  # every problem before the run
-    g = artifact.read_graph(args.out, "ir")
-    if Ds:
-        artifact.read_graph(args.out, "traced")
+    resolve(args.device)
+    dep = load(args.out)
+    g = dep.deployed
     batches = InputBatches(g, args.data, args.samples, args.batch_size, args.seed)
     if not args.data:
         print(f"inputs: {batches.samples} random samples, seed {args.seed}")
-    est = Estimator(g, profile=args.profile)
-    est.run(batches, progress=args.progress, total=len(batches))
-    rep = est.report(rate=args.rate)
+    rep = dep.estimate(args.data, args.profile, args.samples, args.seed, args.batch_size, args.rate,
+                       args.progress, device=args.device)
     print(rep.table())
     sweep = _sweep_D(args, g, batches, Ds) if Ds else None
     if args.markdown:
@@ -373,10 +378,13 @@ def _sweep_D(args, deployed, batches, Ds):
 def cmd_verify(args) -> int:
     from snncc.api import load
 
+    from snncc.sim.device import resolve
+
+    resolve(args.device)
     loaded = _load(args)
     dep = load(args.out)
     x = _inputs(args, dep.traced)
-    rep = dep.verify(x, model=loaded)
+    rep = dep.verify(x, model=loaded, device=args.device)
     print(rep.table())
     if not rep.ok:
         print(f"snncc: verification failed: {rep.first_divergence} differs from the traced model beyond rounding "

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import torch
 
 from snncc.ir.graph import Graph, Node
+from snncc.sim.device import to_cpu
 from snncc.sim.reference import Interpreter, fire_count, run
 
 TIE_EPS = 1e-9  # |u - (k + 1/2)| within this (relative to max(1, |u|)) counts as a tie
@@ -168,7 +169,7 @@ def compare(eager, levels: dict[str, Graph], x: torch.Tensor, tol: float = 1e-4,
     g0 = levels[names[0]]
     with torch.no_grad():
         rec = _Recorder(g0)
-        ref = rec.run(x)
+        ref = to_cpu(rec.run(x))  # results on the CPU whatever device the executors use
     scale = float(ref.output.abs().max()) if ref.output.numel() else 1.0
     rep = VerifyReport(samples=int(x.shape[-len(g0.inputs[0].shape) - 1]), ties=sum(ref.ties.values()),
                        tol=tol if eager_precision == "float64" else max(tol, rtol_float32),
@@ -180,7 +181,7 @@ def compare(eager, levels: dict[str, Graph], x: torch.Tensor, tol: float = 1e-4,
         rep.levels.append(LevelDiff("pytorch", float((y - ref.output).abs().max()), -1, 0,
                                     float((y.reshape(y.shape[0], -1).argmax(1) == pred).float().mean())))
     for name in names:
-        r = ref if name == names[0] else run(levels[name], x)
+        r = ref if name == names[0] else to_cpu(run(levels[name], x))
         mism = 0
         total = 0
         for pop, c in ref.counts.items():
@@ -191,7 +192,7 @@ def compare(eager, levels: dict[str, Graph], x: torch.Tensor, tol: float = 1e-4,
         if name != names[0]:
             with torch.no_grad():
                 forced = _Forced(levels[name], rec.steps)
-                fr = forced.run(x)
+                fr = to_cpu(forced.run(x))
             lv.forced_mismatches = sum(m for m, _ in forced.diffs.values())
             lv.explained = sum(e for _, e in forced.diffs.values())
             lv.forced_logit_diff = float((fr.output - ref.output).abs().max())

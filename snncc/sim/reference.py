@@ -56,7 +56,8 @@ def fire_count(v: torch.Tensor, attrs: dict, consume: bool = False) -> torch.Ten
 def timestep_inputs(graph: Graph, x, dtype: torch.dtype) -> list[torch.Tensor]:
     """Split an input batch into one (B, *shape) tensor per timestep: x is (B, *shape) (repeated
     over the graph's T timesteps) or (T, B, *shape). Shared by every executor of the IR."""
-    x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).to(dtype)
+    x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).to(
+        device=torch.get_default_device(), dtype=dtype)  # the executor's device (snncc.sim.device.use)
     in_shape = graph.inputs[0].shape
     if tuple(x.shape[-len(in_shape):]) != in_shape:
         raise SnnccError(f"input of shape {tuple(x.shape)} does not end in the graph's input shape {in_shape}",
