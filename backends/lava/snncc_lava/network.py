@@ -282,6 +282,41 @@ def unsupported(g: Graph) -> list[str]:
     return out
 
 
+BYTES_PER_SYNAPSE = 24  # building a scipy sparse matrix: COO int64 row + col + float64 value per entry
+
+
+def materialised_synapses(g: Graph) -> int:
+    """Synapses this lowering stores explicitly (sparse matrices, one entry per connection): every
+    conv, linear and pooling op of the current trees by its fan-in, an upper bound of the
+    composed matrices' entries. Convolutions are not kept as shared kernels (issue 14), so this
+    grows with the maps' size: 224x224 E-SpikeFormer needs tens of GB."""
+    total = 0
+    for n in g.nodes:
+        if n.op == "conv":
+            w = n.params["weight"]
+            total += int(np.prod(n.shape)) * int(np.prod(w.shape[1:]))
+        elif n.op == "linear":
+            total += int(np.prod(n.shape)) * int(n.params["weight"].shape[1])
+        elif n.op == "pool":
+            total += int(np.prod(n.shape)) * int(np.prod(n.attrs["kernel"]))
+        elif n.op == "mean":
+            total += int(np.prod(g[n.inputs[0]].shape))
+    return total
+
+
+def memory_problems(g: Graph) -> list[str]:
+    """Refuse before allocating: the explicit synapse matrices must fit in the memory available."""
+    from snncc.resources import available_bytes, fmt_bytes
+
+    syn = materialised_synapses(g)
+    need, have = syn * BYTES_PER_SYNAPSE, available_bytes()
+    if need > have:
+        return [f"the Lava lowering stores {syn:,} synapses as explicit sparse matrices (about {fmt_bytes(need)} "
+                f"while building); this machine has {fmt_bytes(have)} available. Convolutions are not yet "
+                f"lowered as shared-weight kernels (issue 14): compile for --target sim to estimate this model"]
+    return []
+
+
 def build(g: Graph) -> Network:
     problems = unsupported(g)
     if problems:

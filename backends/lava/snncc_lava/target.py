@@ -96,7 +96,7 @@ class LoihiTarget:
         return {"profile": self.profile}
 
     def check(self, graph: Graph) -> list[str]:
-        return network.unsupported(graph)
+        return network.unsupported(graph) + network.memory_problems(graph)
 
     def emit(self, graph: Graph, options: dict | None = None) -> dict[str, bytes]:
         options = _check_options(options)
