@@ -454,8 +454,8 @@ def main(argv: list[str] | None = None) -> int:
     except MemoryError:
         if args.debug:
             traceback.print_exc()
-        print("snncc: error: out of memory (use fewer --samples or a smaller input; see `snncc estimate "
-              "--batch-size`)", file=sys.stderr)
+        print(f"snncc: error: {args.cmd}: out of memory: this run needs more memory than the machine has (a smaller "
+              f"model or input, fewer --samples, or `estimate --batch-size`)", file=sys.stderr)
         return 2
     except Exception as e:  # a bug in snncc: one line for the user, the traceback with --debug
         if args.debug:
