@@ -238,8 +238,8 @@ def _relay_kind(kinds, attrs):
     return CURRENT
 
 
-def relay_shape(shapes, attrs, params):
-    (x,) = shapes
+def _window_and_constant(x, attrs, params):
+    """The rules a fire and a relay share: D within bounds, a constant current that broadcasts."""
     if not (isinstance(attrs["D"], int) and not isinstance(attrs["D"], bool) and 0 < attrs["D"] <= MAX_D):
         raise RuleError(f"D must be an integer in 1..{MAX_D}, got {attrs['D']!r}")
     if "bias" in params:
@@ -249,13 +249,17 @@ def relay_shape(shapes, attrs, params):
             b = None
         if b != x:
             raise RuleError(f"constant current of shape {params['bias'].shape} does not broadcast to {x}")
+
+
+def relay_shape(shapes, attrs, params):
+    (x,) = shapes
+    _window_and_constant(x, attrs, params)
     return x
 
 
 def fire_shape(shapes, attrs, params):
     (x,) = shapes
-    if not (isinstance(attrs["D"], int) and not isinstance(attrs["D"], bool) and 0 < attrs["D"] <= MAX_D):
-        raise RuleError(f"D must be an integer in 1..{MAX_D}, got {attrs['D']!r}")
+    _window_and_constant(x, attrs, params)
     for k in ("theta", "beta", "norm"):
         if isinstance(attrs[k], bool) or not isinstance(attrs[k], (int, float)):
             raise RuleError(f"{k} must be a number, got {attrs[k]!r}")
@@ -269,13 +273,6 @@ def fire_shape(shapes, attrs, params):
         raise RuleError(f"beta must be finite, got {attrs['beta']!r}")
     if attrs["rounding"] not in ROUNDING_MODES:
         raise RuleError(f"rounding must be one of {ROUNDING_MODES}, got {attrs['rounding']!r}")
-    if "bias" in params:
-        try:
-            b = _broadcast(x, params["bias"].shape)
-        except RuleError:
-            b = None
-        if b != x:
-            raise RuleError(f"constant current of shape {params['bias'].shape} does not broadcast to {x}")
     return x
 
 
