@@ -73,7 +73,7 @@ def test_conv_stride1_sops_and_energy():
     assert r.population("s").neuron_updates == 16 * 4 and r.totals["neuron_updates"] == 16 * 4 + 32 * 4
     assert r.totals["macs"] == 0  # the input current reaches `s` directly: no host op
     assert r.totals["messages"] == 6 + 4  # s -> t, and t read out by the output
-    assert r.latency_substeps == 8 and r.critical_path == ["s", "t", "out"]
+    assert r.latency_substeps == 4 + 4 + 4 and r.critical_path == ["s", "t", "out"]  # + t's firing window
     assert r.energy["total"] == pytest.approx(E_AC * 82, rel=1e-12)
     # the same SOPs from an independent formula: conv with all-ones weights, summed
     ones = torch.nn.functional.conv2d(t(s), torch.ones(2, 1, 3, 3, dtype=torch.float64), padding=1)
@@ -165,8 +165,8 @@ def test_residual_fan_in_two_projections():
     assert r.population("b").macs_in == 9  # the host scale on the real input: one multiply per element
     assert r.totals["macs"] == 9
     assert r.link("a", "t").events_per_window == 3
-    # latency: the longest D path is b (8) -> t (4) -> output, not a (2) -> t
-    assert r.latency_substeps == 12 and r.critical_path == ["b", "t", "out"]
+    # latency: the longest D path is b (8) -> t (4) -> output, not a (2) -> t; plus t's firing window
+    assert r.latency_substeps == 8 + 4 + 4 and r.critical_path == ["b", "t", "out"]
     assert r.energy["total"] == pytest.approx(E_MAC * 9 + E_AC * (26 + 6), rel=1e-12)
 
 
@@ -184,7 +184,7 @@ def test_residual_loihi_energy_is_exact_arithmetic():
     messages = 1 + 9 + 2  # each population has one destination
     e = (23.6 * sops + 81 * spikes + 52 * (updates - spikes) + (1.7 + 3.5 * 1) * messages) * 1e-12
     assert r.energy["total"] == pytest.approx(e, rel=1e-12)
-    assert r.latency_s == pytest.approx(12 * 10e-6)
+    assert r.latency_s == pytest.approx((8 + 4 + 4) * 10e-6)  # b (8) -> t (4), plus t's firing window
 
 
 # ---- attention spike product ---------------------------------------------------------------------
@@ -441,3 +441,14 @@ def test_fanout_falls_back_to_path_count_when_too_large(monkeypatch):
     paths = (per_axis @ per_axis).sum(0)
     np.testing.assert_array_equal(proj.fanout[0], np.outer(paths, paths))
     assert any("upper bound" in n for n in plan.notes)
+
+
+def test_estimate_and_simulate_report_one_latency():
+    """Issue 15: `snncc estimate` and `snncc simulate` used to say 52 and 56 sub-steps for one artefact."""
+    import snncc
+    from nets import ResidualSepConv, randomize_bn
+
+    torch.manual_seed(0)
+    dep = snncc.compile(randomize_bn(ResidualSepConv()), torch.zeros(2, 3, 8, 8))
+    x = torch.randn(3, 3, 8, 8, dtype=torch.float64)
+    assert dep.estimate(x).latency_substeps == dep.simulate(x, "exact").latency_substeps

@@ -107,7 +107,7 @@ class Plan:
     projections: list[Projection]
     products: list[ProductNode]
     mac_nodes: dict[str, int]  # host op -> dense MACs per timestep (0 for de-duplicated copies)
-    latency_substeps: int  # sum of D along the longest population path (one window)
+    latency_substeps: int  # sum of D along the longest population path + the last one's firing window
     critical_path: list[str]
     notes: list[str] = field(default_factory=list)
     architecture: list[ArchOp] = field(default_factory=list)
@@ -473,7 +473,11 @@ def _latency(g: Graph, pops: dict[str, Population], projections, products) -> tu
         prev = max((best[s] for s in preds[n.name] if s in best), key=lambda b: b[0], default=(0, []))
         best[n.name] = (prev[0] + pops[n.name].D, prev[1] + [n.name])
     out = best[g.output.name]
-    return out[0], out[1]
+    # The last population's burst takes one more window to arrive (the synchronous exact schedule:
+    # level k integrates during window k and fires during window k + 1), so the latency is the
+    # simulator's: D * (depth + 1) sub-steps for one D (snncc.sim.sync, one definition for both).
+    last = next((pops[p].D for p in reversed(out[1]) if pops[p].D), 0)
+    return out[0] + last, out[1]
 
 
 # ---- spike products ----------------------------------------------------------------------------
