@@ -154,7 +154,9 @@ def compile(model, example_input: torch.Tensor | None = None, *, target: str = "
     `torch.export.ExportedProgram`, or a path (.pt2, state_dict + `model_def`, .onnx, .nir, or a
     pickled module with `trust_pickle`). `approximate_lif` imports a NIR file's LIF neurons as IF
     (recorded in `deployed.meta["nir_approximations"]`). `timesteps` sets T for a single-step module of an
-    event model. Raises `snncc.errors.SnnccError` subclasses with what/where/hint."""
+    event model; without it, an integer "T" in a JSON file beside a checkpoint (`model.json` next to
+`model.pt`) is used, and a `timesteps` that disagrees with it is warned about. Raises
+`snncc.errors.SnnccError` subclasses with what/where/hint."""
     from snncc.compiler import compile_model
     from snncc.frontend.loader import LoadedModel, load
     from snncc.ir.ops import MAX_T
@@ -183,6 +185,14 @@ def compile(model, example_input: torch.Tensor | None = None, *, target: str = "
     else:
         raise SnnccError(f"cannot compile a {type(model).__name__}", where="compile",
                          hint="pass an nn.Module, an ExportedProgram or a model file path")
+    recorded = _recorded_T(model) if isinstance(model, (str, os.PathLike)) else None
+    if recorded is not None and timesteps is None and loaded.T == 1:
+        loaded.T = recorded  # the checkpoint's sidecar JSON records how it was trained
+    elif recorded is not None and timesteps is not None and timesteps != recorded:
+        import warnings
+
+        warnings.warn(f"--timesteps {timesteps} differs from the T = {recorded} recorded with the checkpoint",
+                      stacklevel=2)
     if timesteps is not None:
         if not (isinstance(timesteps, int) and 1 <= timesteps <= MAX_T):
             raise SnnccError(f"timesteps must be an integer in 1..{MAX_T}, got {timesteps!r}", where="--timesteps")
@@ -195,6 +205,20 @@ def compile(model, example_input: torch.Tensor | None = None, *, target: str = "
                         allow_macs=allow_macs, progress=progress, target_options=options)
     return Deployment(target, res.traced, res.deployed, res.manifest, res.files, loaded, res.summary(), res.explain,
                       dict(res.dumps))
+
+
+def _recorded_T(path) -> int | None:
+    """T recorded next to a checkpoint: `model.json` beside `model.pt` with an integer "T" (the
+    shipped examples write one), or None."""
+    import json
+
+    side = os.path.splitext(os.fspath(path))[0] + ".json"
+    try:
+        with open(side) as f:
+            T = json.load(f).get("T")
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return None
+    return T if isinstance(T, int) and not isinstance(T, bool) and T >= 1 else None
 
 
 def load(path: str) -> Deployment:

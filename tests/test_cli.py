@@ -161,3 +161,18 @@ def test_readme_speck_commands_on_the_shipped_event_model(tmp_path, capsys):
                          "--bin-us", "1000", "--samples", "3")
     assert code == 0, e
     assert o.startswith("3 recordings,") and "latency median" in o and "average power" in o
+
+
+def test_T_recorded_with_the_checkpoint_is_used_and_a_disagreeing_timesteps_warned(tmp_path, capsys):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    art = os.path.join(root, "examples", "events", "artifacts")
+    args = ["compile", os.path.join(art, "speck_cnn.pt"), "--model-def", "snncc.models.speck:speck_cnn",
+            "--factory-kwargs", '{"size": "small"}', "--input-shape", "2,32,32", "--input-kind", "spike"]
+    code, o, e = run_cli(capsys, *args, "-o", str(tmp_path / "a"))  # speck_cnn.json beside it says T = 4
+    assert code == 0, e
+    assert json.load(open(tmp_path / "a" / "manifest.json"))["T"] == 4
+    exe = os.path.join(os.path.dirname(sys.executable), "snncc")  # warnings as a user sees them
+    p = subprocess.run([exe, *args, "--timesteps", "2", "-o", str(tmp_path / "b")], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert "snncc: warning: --timesteps 2 differs from the T = 4 recorded with the checkpoint" in p.stderr
+    assert json.load(open(tmp_path / "b" / "manifest.json"))["T"] == 2
