@@ -208,15 +208,24 @@ def compile(model, example_input: torch.Tensor | None = None, *, target: str = "
 
 
 def _recorded_T(path) -> int | None:
-    """T recorded next to a checkpoint: `model.json` beside `model.pt` with an integer "T" (the
-    shipped examples write one), or None."""
+    """T recorded next to a state_dict checkpoint: `model.json` beside `model.pt` with an integer
+    "T" (the shipped examples write one, naming the checkpoint in "state_dict"), or None. An
+    exported program is what it was traced as: a sidecar T does not apply to a `.pt2`."""
     import json
 
-    side = os.path.splitext(os.fspath(path))[0] + ".json"
+    path = os.fspath(path)
+    side = os.path.splitext(path)[0] + ".json"
     try:
         with open(side) as f:
-            T = json.load(f).get("T")
+            doc = json.load(f)
+        T = doc.get("T")
+        named = doc.get("state_dict")
     except (OSError, ValueError, AttributeError, RecursionError):
+        return None
+    # it describes this checkpoint: it names it as its state_dict, or names no file and this is one
+    if named is not None and named != os.path.basename(path):
+        return None
+    if named is None and os.path.splitext(path)[1] in (".pt2", ".onnx", ".nir"):
         return None
     return T if isinstance(T, int) and not isinstance(T, bool) and T >= 1 else None
 
