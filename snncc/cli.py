@@ -68,17 +68,26 @@ def _add_load_args(p: argparse.ArgumentParser) -> None:
                    help="torch.export first (auto), or force one front end")
 
 
+def _add_input_args(p: argparse.ArgumentParser) -> None:
+    """The inputs of verify, simulate and estimate: a data set or seeded random samples, and a device."""
+    p.add_argument("--samples", type=_positive_int, default=16, help="number of input samples (default 16)")
+    p.add_argument("--data", help=".npz with an array x (or x_test) of inputs and optional labels y (or y_test), "
+                                  "or an .npy array (default: seeded random inputs)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    p.add_argument("--device", default="cpu", help="where the executors run: cpu (default), cuda or cuda:N")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="snncc", description="Compile SFA-trained spiking networks to neuromorphic targets.")
     ap.add_argument("--version", action="version", version=f"snncc {snncc.__version__}")
     _add_global_args(ap, top=True)
     sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
-    _sub_add = sub.add_parser
+    common = argparse.ArgumentParser(add_help=False)  # -v/--debug after the subcommand too
+    _add_global_args(common, top=False)
+    _add = sub.add_parser
 
     def add_parser(name, **kw):
-        p = _sub_add(name, **kw)
-        _add_global_args(p, top=False)
-        return p
+        return _add(name, parents=[common], **kw)
 
     sub.add_parser = add_parser  # type: ignore[method-assign]
 
@@ -111,22 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("model")
     v.add_argument("out", help="artefact folder compiled from MODEL")
     _add_load_args(v)
-    v.add_argument("--samples", type=_positive_int, default=16, help="number of input samples (default 16)")
-    v.add_argument("--data", help=".npz with an array x (or x_test) of inputs and optional labels y (or y_test), "
-                                     "or an .npy array (default: seeded random inputs)")
-    v.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
-    v.add_argument("--device", default="cpu", help="where the executors run: cpu (default), cuda or cuda:N")
+    _add_input_args(v)
 
     sm = sub.add_parser("simulate", help="simulate a compiled artefact with the T x D synchronous simulator")
     sm.add_argument("out", help="artefact folder")
     sm.add_argument("--schedule", choices=["exact", "streaming", "both"], default="both")
     sm.add_argument("--backend", default="snncc",
                     help="snncc (our simulators) or a target with its own simulator, e.g. lava (Loihi in Lava)")
-    sm.add_argument("--samples", type=_positive_int, default=16, help="number of input samples (default 16)")
-    sm.add_argument("--data", help=".npz with an array x (or x_test) of inputs and optional labels y (or y_test), "
-                                     "or an .npy array (default: seeded random inputs)")
-    sm.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
-    sm.add_argument("--device", default="cpu", help="where the executors run: cpu (default), cuda or cuda:N")
+    _add_input_args(sm)
     sm.add_argument("--events", metavar="FILE",
                     help="event recordings (.npy/.npz, tonic-style x, y, t, p; t in us): run them in time order "
                          "through the asynchronous simulator; report latency, SynOps/s per core, power")
@@ -137,11 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     es = sub.add_parser("estimate", help="energy, latency and bandwidth of a compiled artefact")
     es.add_argument("out", help="artefact folder")
     es.add_argument("--profile", default="45nm", help="45nm, loihi, speck, or a profile JSON file")
-    es.add_argument("--samples", type=_positive_int, default=16, help="number of input samples (default 16)")
-    es.add_argument("--data", help=".npz with an array x (or x_test) of inputs and optional labels y (or y_test), "
-                                     "or an .npy array (default: seeded random inputs)")
-    es.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
-    es.add_argument("--device", default="cpu", help="where the executors run: cpu (default), cuda or cuda:N")
+    _add_input_args(es)
     es.add_argument("--rate", type=float, help="input samples per second, for average power")
     es.add_argument("--markdown", help="also write the report as Markdown to this file")
     es.add_argument("--json", metavar="PATH", help="also write the whole report as JSON (totals incl. sops, "
