@@ -185,7 +185,8 @@ def main(argv=None) -> int:
         "1/D normalisation: each a full pass over the weights, 1.4 GB at 173M), and the synaptic normal "
         "form gives every population of a residual stream its own copy of the earlier branches (shared "
         "arrays, but nodes: 796 for 19M, 2241 for 83M), so graph work grows with the square of a "
-        "stage's depth." + (f" Missed here: {', '.join(missed)}." if missed else "") + "\n")
+        "stage's depth. This benchmark deploys with fan-in (the `run_pipeline` default); `snncc compile` "
+        "for sim or loihi relays the streams instead (414 nodes at 5.1M and 19M, 596 at 83M; docs/energy.md)." + (f" Missed here: {', '.join(missed)}." if missed else "") + "\n")
     if len(ok) >= 2:
         import matplotlib
 
