@@ -29,3 +29,17 @@ def print_table(title: str, rows: list[tuple[str, ...]], left: int = 1) -> None:
     w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w[i]) if i < left else c.rjust(w[i]) for i, c in enumerate(r)))
+
+
+def load_results(folder: str, prefix: str, sizes) -> list[dict]:
+    """Every `<prefix>*.json` result in `folder`, ordered by `sizes` (the per-size benchmark tables)."""
+    import json
+
+    out = []
+    if os.path.isdir(folder):
+        for f in sorted(os.listdir(folder)):
+            if f.startswith(prefix) and f.endswith(".json"):
+                with open(os.path.join(folder, f)) as fh:
+                    out.append(json.load(fh))
+    order = {s: i for i, s in enumerate(sizes)}
+    return sorted(out, key=lambda r: order.get(r["size"], 99))

@@ -27,6 +27,8 @@ import time
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import load_results  # noqa: E402
 from nets import randomize_bn  # noqa: E402  (BN statistics chosen so neurons fire)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -162,17 +164,6 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines + runs) + "\n"
 
 
-def load_results(folder: str = RESULTS) -> list[dict]:
-    out = []
-    if os.path.isdir(folder):
-        for f in os.listdir(folder):
-            if f.startswith("energy_") and f.endswith(".json"):
-                with open(os.path.join(folder, f)) as fh:
-                    out.append(json.load(fh))
-    order = {s: i for i, s in enumerate(SIZES)}
-    return sorted(out, key=lambda r: order.get(r["size"], 99))
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("sizes", nargs="*", help=f"sizes to run ({', '.join(SIZES)})")
@@ -195,7 +186,7 @@ def main(argv=None) -> int:
             r = run_size(size, a.img, a.seed, None if a.probe_limit < 0 else a.probe_limit, a.frontend)
             print(f"[energy_table] {size}: {json.dumps(r['seconds'])}", file=sys.stderr, flush=True)
             artifact.write_text(os.path.join(a.results, f"energy_{size}.json"), json.dumps(r, indent=1) + "\n")
-    text = table(load_results(a.results))
+    text = table(load_results(a.results, "energy_", SIZES))
     print(text)
     if a.markdown:
         from snncc import artifact

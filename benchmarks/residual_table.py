@@ -33,7 +33,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
-from common import print_table  # noqa: E402
+from common import load_results, print_table  # noqa: E402
 from energy_table import GROUPS, SIZES, _mj, _si, group_of  # noqa: E402
 from nets import randomize_bn  # noqa: E402  (BN statistics chosen so neurons fire)
 
@@ -142,17 +142,6 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines + groups + runs) + "\n"
 
 
-def load_results(folder: str = RESULTS) -> list[dict]:
-    out = []
-    if os.path.isdir(folder):
-        for f in sorted(os.listdir(folder)):
-            if f.startswith("residual_") and f.endswith(".json"):
-                with open(os.path.join(folder, f)) as fh:
-                    out.append(json.load(fh))
-    order = {s: i for i, s in enumerate(SIZES)}
-    return sorted(out, key=lambda r: order.get(r["size"], 99))
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("sizes", nargs="*", help=f"sizes to run ({', '.join(SIZES)})")
@@ -177,7 +166,7 @@ def main(argv=None) -> int:
                          "met" if _met(t["sops"], t["architecture_sops"]) == "met"
                          and _met(t["synapses"], t["architecture_synapses"]) == "met" else "MISSED"))
         print_table(f"E-SpikeFormer {size}: deployed / architecture", rows)
-    text = table(load_results(a.results))
+    text = table(load_results(a.results, "residual_", SIZES))
     print(text)
     if a.markdown:
         artifact.write_text(a.markdown, text)

@@ -33,11 +33,7 @@ def normal_form(graph: Graph) -> PassResult:
         raise PassError("batchnorm not folded into a conv/linear; normal form needs affine projections",
                         where=f"node {bn.name}", hint="put BatchNorm directly after a conv or linear layer")
     consumers = [n for n in g.nodes if n.op in CONSUMERS]
-    trees = {c.name: current_tree(g, c) for c in consumers}
-    owners: dict[str, list[str]] = {}
-    for c in consumers:
-        for n in trees[c.name]:
-            owners.setdefault(n, []).append(c.name)
+    trees, owners = shared_currents(g)
     for c in consumers:
         shared = [n for n in g.nodes if n.name in trees[c.name] and len(owners[n.name]) > 1]
         if not shared:
@@ -80,6 +76,17 @@ def normal_form(graph: Graph) -> PassResult:
 
 
 CONSUMERS = ("fire", "relay", "output")  # nodes whose input current tree is their own
+
+
+def shared_currents(g: Graph) -> tuple[dict[str, set[str]], dict[str, list[str]]]:
+    """Each consumer's current tree, and for every current node the consumers owning it."""
+    consumers = [n for n in g.nodes if n.op in CONSUMERS]
+    trees = {c.name: current_tree(g, c) for c in consumers}
+    owners: dict[str, list[str]] = {}
+    for c in consumers:
+        for n in trees[c.name]:
+            owners.setdefault(n, []).append(c.name)
+    return trees, owners
 
 
 def current_tree(g: Graph, root: Node) -> set[str]:

@@ -35,7 +35,7 @@ from snncc.estimate.plan import dense_macs
 from snncc.ir.graph import Graph, Node
 from snncc.ir.ops import SPIKE
 from snncc.passes.base import PassResult
-from snncc.passes.normal_form import CONSUMERS, current_tree
+from snncc.passes.normal_form import CONSUMERS, current_tree, shared_currents
 
 FORMS = ("fanin", "relay")
 
@@ -53,17 +53,6 @@ def _synapses(g: Graph, n: Node) -> int:
 
 def _source_neurons(g: Graph, n: Node) -> int:
     return sum(math.prod(g[i].shape) for i in n.inputs) if _spike_fed(g, n) else 0
-
-
-def shared_currents(g: Graph) -> tuple[dict[str, set[str]], dict[str, list[str]]]:
-    """Each consumer's current tree, and for every current node the consumers owning it."""
-    consumers = [n for n in g.nodes if n.op in CONSUMERS]
-    trees = {c.name: current_tree(g, c) for c in consumers}
-    owners: dict[str, list[str]] = {}
-    for c in consumers:
-        for n in trees[c.name]:
-            owners.setdefault(n, []).append(c.name)
-    return trees, owners
 
 
 def streams(g: Graph, owners: dict[str, list[str]]) -> list[list[str]]:
