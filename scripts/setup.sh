@@ -22,6 +22,9 @@ if .venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find
   echo "[setup] removing the samna placeholder (never imported here)"
   $PIP uninstall -y samna
 fi
+# SpikingJelly without its declared torchvision/torchaudio (CUDA builds on PyPI; unused by the
+# activation_based layers snncc reads): a peer whose models snncc compiles (tests/test_peer_models.py).
+$PIP install --no-deps spikingjelly==2.0.0
 $PIP install --no-deps -e .
 # Chip backends are separate packages; one with an install.sh needs more than pip (lava-nc).
 for b in backends/speck backends/lava; do

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch.fx.passes.shape_prop import ShapeProp
 
 from snncc.errors import FrontendError
+from snncc.frontend import peers
 from snncc.frontend.convert import Call, Converter, neuron_module_classes, where
 from snncc.ir.graph import Graph
 from snncc.ir.ops import CURRENT
@@ -30,11 +31,14 @@ def is_neuron_module(m: nn.Module) -> bool:
 
 class _LeafTracer(fx.Tracer):
     def is_leaf_module(self, m, qualname):
-        return is_neuron_module(m) or super().is_leaf_module(m, qualname)
+        return is_neuron_module(m) or peers.is_peer_module(m) or super().is_leaf_module(m, qualname)
 
 
-def _module_call(m: nn.Module, args: tuple) -> Call:
+def _module_call(m: nn.Module, args: tuple, name: str = "") -> Call:
     x = args[0]
+    peer = peers.module_call(m, x, name)
+    if peer is not None:
+        return peer
     if is_neuron_module(m):
         norm = m.norm if getattr(m, "norm", None) is not None else m.D
         return Call("neuron", (x, m.D, norm, getattr(m, "rounding", "half_even"), getattr(m, "stateful", False)), {})
@@ -101,7 +105,7 @@ _METHODS = {
 _PYTHON_OPS = {operator.getitem, operator.floordiv, operator.sub, int}
 
 
-class FxConverter(Converter):
+class FxConverter(peers.PeerOps, Converter):
     def c_shape(self, fxn, x, dim=None):
         """x.shape / x.size(): the concrete batched shape recorded by shape propagation."""
         shape = tuple(int(s) for s in fxn.args[0].meta["tensor_meta"].shape)
@@ -121,7 +125,7 @@ class FxConverter(Converter):
 
     def canon(self, n: fx.Node) -> Call:
         if n.op == "call_module":
-            return _module_call(self.gm.get_submodule(n.target), n.args)
+            return _module_call(self.gm.get_submodule(n.target), n.args, f"module {n.target}")
         if n.op == "call_function":
             if n.target in _PYTHON_OPS:
                 return Call("python", (n.target, *n.args), {})
@@ -213,3 +217,7 @@ def _reset_neurons(model: nn.Module) -> None:
     for m in model.modules():
         if is_neuron_module(m) and hasattr(m, "reset_state"):
             m.reset_state()
+        elif peers.is_peer_module(m) and hasattr(m, "reset_states"):  # sinabs
+            m.reset_states()
+        elif peers.is_peer_module(m) and hasattr(m, "reset"):  # SpikingJelly
+            m.reset()

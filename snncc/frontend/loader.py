@@ -250,8 +250,13 @@ def trace(loaded: LoadedModel, frontend: str = "auto", input_kind: str = CURRENT
         require(tensor_bytes((batch,) + tuple(loaded.input_shape), 4) * 4,
                 f"tracing on an example input of shape {tuple(loaded.input_shape)}", where="--input-shape",
                 hint="check the per-sample input shape")
-        example = torch.zeros((batch,) + tuple(loaded.input_shape))
+        from snncc.frontend.peers import trace_batch
+
+        example = torch.zeros((trace_batch(loaded.module, batch),) + tuple(loaded.input_shape))
         stateful = any(getattr(m, "stateful", False) for m in loaded.module.modules())
+        from snncc.frontend.peers import has_peer_neurons
+
+        stateful = stateful or has_peer_neurons(loaded.module)  # peers' neurons: the fx front end
         if frontend == "export" or (frontend == "auto" and not stateful):
             try:
                 ep = export_module(loaded.module, example)

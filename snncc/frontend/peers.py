@@ -1,0 +1,152 @@
+"""Neuron and pooling modules of peer SNN libraries, read by the fx front end (issue 16).
+
+Owns the mapping of a peer's module to a canonical call (`peer_neuron`, `pool`) and the
+converter mixin (`PeerOps`) that turns a `peer_neuron` call into an IR `fire` node. No peer
+library is imported: modules are recognised by their class's module path and read through their
+public attributes, so snncc runs without sinabs or SpikingJelly installed.
+
+- **sinabs** (3.1.3) `IAFSqueeze`: integrate-and-fire, v += x each time step, threshold
+  `spike_threshold`. `spike_fn` `MultiSpike` fires floor(v / theta) spikes per step (it
+  *truncates*, where SFA rounds: the IR neuron gets rounding `floor` directly, and
+  `round_to_floor` leaves it alone); `MaxSpike(k)` caps that at k; `SingleSpike` at 1.
+  `MultiSpike` has no cap: it becomes D = 2**15, the IR's largest window (the bound snncc's Speck
+  backend also uses for an uncapped read-out; a 16-bit chip membrane cannot exceed it).
+  `reset_fn` must be `MembraneSubtract()` (subtract theta per spike, the deployed neuron's
+  reset); `MembraneReset` (to zero), `min_v_mem`, `tau_syn` and a per-neuron threshold are refused
+  in one line. The membrane carries across time steps (a stateful IR neuron), starting at 0.
+  `SumPool2d` is a sum pool. Plain `IAF` takes (B, T, ...) tensors, which nn.Conv2d cannot
+  follow; it is refused with a pointer to `IAFSqueeze` (the same neuron on (B*T, ...)).
+- **SpikingJelly** (2.0.0) `activation_based.neuron.IFNode` with `v_reset=None` (soft reset),
+  `v_threshold` theta: one spike per step when v >= theta, v -= theta (D = 1, floor, stateful).
+  A hard reset (`v_reset` a number) and the other node types (LIF, ...) are refused. Note the
+  firing test: SpikingJelly's Heaviside fires on v - theta >= 0, as the IR does.
+
+Time: each call of the network is one time step for every neuron (sinabs' squeezed layers
+flatten (B, T) into the batch axis; the front end traces one step per sample and the compiled
+graph runs T of them with the membranes carried).
+"""
+
+from __future__ import annotations
+
+import torch.nn as nn
+
+from snncc.errors import FrontendError
+from snncc.frontend.convert import Call, where
+
+MULTISPIKE_D = 2 ** 15  # the IR's largest D (snncc.ir.ops fire bounds)
+
+SINABS_NEURONS = ("IAF", "IAFSqueeze", "LIF", "LIFSqueeze", "ExpLeak", "ExpLeakSqueeze")
+JELLY_NEURONS = ("IFNode",)
+
+
+def _library(m: nn.Module) -> str:
+    mod = type(m).__module__ or ""
+    if mod.startswith("sinabs."):
+        return "sinabs"
+    if mod.startswith("spikingjelly."):
+        return "spikingjelly"
+    return ""
+
+
+def is_peer_module(m: nn.Module) -> bool:
+    """A peer module the fx tracer keeps as a leaf (its forward loops over time / holds state)."""
+    lib = _library(m)
+    return bool(lib) and (type(m).__name__ in SINABS_NEURONS + JELLY_NEURONS + ("SumPool2d",)
+                          or lib == "spikingjelly" and "Node" in type(m).__name__)
+
+
+def has_peer_neurons(model: nn.Module) -> bool:
+    return any(is_peer_module(m) and type(m).__name__ != "SumPool2d" for m in model.modules())
+
+
+def _scalar(v, what: str, name: str) -> float:
+    try:
+        t = v.detach() if hasattr(v, "detach") else v
+        if hasattr(t, "numel") and t.numel() != 1:
+            raise FrontendError(f"{what} has {t.numel()} values; snncc takes one threshold per layer",
+                                where=name, hint="use a scalar threshold")
+        return float(t)
+    except (TypeError, ValueError):
+        raise FrontendError(f"{what} {v!r} is not a number", where=name) from None
+
+
+def _sinabs_neuron(m: nn.Module, name: str) -> tuple[int, float]:
+    """(D, theta) of a sinabs IAF layer, or FrontendError naming what differs."""
+    if type(m).__name__ != "IAFSqueeze":
+        raise FrontendError(f"sinabs {type(m).__name__}: snncc reads IAFSqueeze (integrate-and-fire on (B*T, ...) "
+                            "tensors)", where=name, hint="use sinabs.layers.IAFSqueeze(num_timesteps=T)")
+    reset = getattr(m, "reset_fn", None)
+    if type(reset).__name__ != "MembraneSubtract" or getattr(reset, "subtract_value", None) is not None:
+        raise FrontendError(f"reset_fn {reset!r}: snncc's neuron subtracts one threshold per spike",
+                            where=name, hint="use sinabs.activation.MembraneSubtract()")
+    if getattr(m, "min_v_mem", None) is not None:
+        raise FrontendError(f"min_v_mem={_scalar(m.min_v_mem, 'min_v_mem', name)}: a lower membrane bound is not modelled", where=name,
+                            hint="train without min_v_mem (snncc's Speck backend sets the chip's bound itself)")
+    if getattr(m, "tau_syn", None) is not None:
+        raise FrontendError("tau_syn: a synaptic current filter is not an integrate-and-fire neuron", where=name)
+    fn = getattr(m, "spike_fn", None)
+    kind = fn.__name__ if isinstance(fn, type) else type(fn).__name__
+    if kind == "MultiSpike":
+        D = MULTISPIKE_D
+    elif kind == "MaxSpike":
+        D = int(fn.max_num_spikes_per_bin)
+    elif kind == "SingleSpike":
+        D = 1
+    else:
+        raise FrontendError(f"spike_fn {kind}: snncc reads MultiSpike, MaxSpike and SingleSpike", where=name)
+    if not 1 <= D <= MULTISPIKE_D:
+        raise FrontendError(f"MaxSpike({D}): the cap must be in 1..{MULTISPIKE_D}", where=name)
+    theta = _scalar(m.spike_threshold, "spike_threshold", name)
+    return D, theta
+
+
+def _jelly_neuron(m: nn.Module, name: str) -> tuple[int, float]:
+    cls = type(m).__name__
+    if cls != "IFNode":
+        raise FrontendError(f"SpikingJelly {cls}: only IFNode (integrate-and-fire) has a deployed counterpart",
+                            where=name, hint="use neuron.IFNode(v_reset=None)")
+    if m.v_reset is not None:
+        raise FrontendError(f"IFNode(v_reset={m.v_reset}) resets to a value; snncc's neuron subtracts the threshold",
+                            where=name, hint="use neuron.IFNode(v_reset=None) (soft reset)")
+    return 1, _scalar(m.v_threshold, "v_threshold", name)
+
+
+def module_call(m: nn.Module, x, name: str) -> Call | None:
+    """The canonical call of a peer module, None when `m` is not one."""
+    lib = _library(m)
+    if not lib or not is_peer_module(m):
+        return None
+    cls = type(m).__name__
+    if cls == "SumPool2d":
+        if getattr(m, "ceil_mode", False):
+            raise FrontendError("SumPool2d with ceil_mode=True is not supported", where=name)
+        return Call("pool", (x, m.kernel_size, m.stride, 0, False, True, 1), {})
+    D, theta = _sinabs_neuron(m, name) if lib == "sinabs" else _jelly_neuron(m, name)
+    if not theta > 0:
+        raise FrontendError(f"threshold {theta} must be positive", where=name)
+    return Call("peer_neuron", (x, D, theta, f"{lib} {cls}"), {})
+
+
+class PeerOps:
+    """Converter mixin: `peer_neuron` -> a stateful `fire` node with floor counting."""
+
+    def c_peer_neuron(self, fxn, x, D, theta, what):
+        name = self.c_neuron(fxn, x, D, 1.0, "floor", True)
+        self.graph[name].attrs["theta"] = float(theta)
+        self.graph.meta.setdefault("peer_neurons", {})[name] = what
+        return name
+
+
+
+def trace_batch(model: nn.Module, batch: int) -> int:
+    """The example batch for tracing: sinabs' squeezed layers reshape (B*T, ...) to (B, T, ...), so
+    the batch must be a multiple of every `num_timesteps` / `batch_size` they were built with."""
+    import math
+
+    for m in model.modules():
+        if _library(m) == "sinabs":
+            for k in ("num_timesteps", "batch_size"):
+                v = getattr(m, k, None)
+                if isinstance(v, int) and v > 0:
+                    batch = math.lcm(batch, v)
+    return batch

@@ -1,0 +1,131 @@
+"""Models written with peers' layers compile directly (snncc/frontend/peers.py): a sinabs network
+(nn.Conv2d / nn.Linear + IAFSqueeze with MaxSpike or MultiSpike, MembraneSubtract, SumPool2d) and a
+SpikingJelly one (IFNode, soft reset) give, population by population, the same spike counts in
+snncc's deployed graph (for every target) as in the peer's own forward pass."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+import snncc
+from snncc.errors import FrontendError
+from snncc.sim import reference
+
+sl = pytest.importorskip("sinabs.layers")  # installed by scripts/setup.sh; a missing one fails test_environment
+from sinabs.activation import MaxSpike, MembraneReset, MembraneSubtract, MultiSpike  # noqa: E402
+
+T, B = 3, 4
+
+
+def sinabs_net(first=None, last=None, T=T):
+    iaf = lambda fn, th=1.0: sl.IAFSqueeze(num_timesteps=T, spike_fn=fn, reset_fn=MembraneSubtract(),  # noqa: E731
+                                            spike_threshold=torch.tensor(th))
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1, bias=False), iaf(first or MaxSpike(4), 0.75), sl.SumPool2d(2),
+                      nn.Conv2d(4, 6, 3, padding=1), iaf(MaxSpike(4)),
+                      nn.Flatten(), nn.Linear(6 * 4 * 4, 5, bias=False), iaf(last or MaxSpike(4), 0.5))
+    with torch.no_grad():
+        for mod in m:
+            if isinstance(mod, (nn.Conv2d, nn.Linear)):
+                mod.weight.mul_(3.0)
+    return m
+
+
+def peer_counts(m, x, neuron_cls, reset):
+    """Spike counts of every neuron module in the peer's own forward over (B, T, ...) input, summed over T."""
+    counts = {}
+    hooks = [mod.register_forward_hook(lambda mod, i, o, k=k: counts.__setitem__(k, o.detach()))
+             for k, mod in m.named_modules() if isinstance(mod, neuron_cls)]
+    reset(m)
+    with torch.no_grad():
+        outs = [m(x[:, t]) for t in range(x.shape[1])] if reset is not _sinabs_reset else [m(x.flatten(0, 1))]
+    for h in hooks:
+        h.remove()
+    if reset is _sinabs_reset:
+        return {k: v.reshape(B, T, *v.shape[1:]).sum(1).double() for k, v in counts.items()}
+    return counts, outs
+
+
+def _sinabs_reset(m):
+    for mod in m.modules():
+        if hasattr(mod, "reset_states"):
+            mod.reset_states()
+
+
+def assert_counts(dep, x, peer):
+    ref = reference.run(dep.deployed, x.transpose(0, 1), torch.float64)
+    assert set(ref.counts) == set(peer)
+    for k, v in peer.items():
+        assert torch.equal(ref.counts[k].double(), v), k
+    assert all(v.sum() > 0 for v in peer.values())  # every layer fires: the comparison is not vacuous
+    return ref
+
+
+@pytest.mark.parametrize("first,last", [(None, None), (MultiSpike, MultiSpike)], ids=["MaxSpike", "MultiSpike"])
+def test_sinabs_network_counts_equal_sinabs_forward(first, last):
+    m = sinabs_net(first, last)
+    x = torch.randint(0, 3, (B, T, 2, 8, 8)).float()
+    peer = peer_counts(m, x, sl.IAFSqueeze, _sinabs_reset)
+    dep = snncc.compile(m, torch.zeros(1, 2, 8, 8), target="sim", input_kind="spike", timesteps=T)
+    fires = {n.name: n for n in dep.traced.nodes if n.op == "fire"}
+    # the peer's neurons enter the IR as stateful floor neurons: sinabs' MultiSpike truncates
+    assert {k: (n.attrs["D"], n.attrs["rounding"], n.attrs["stateful"]) for k, n in fires.items()} == {
+        "1": (32768 if first else 4, "floor", True), "4": (4, "floor", True), "7": (32768 if last else 4, "floor", True)}
+    assert [fires[k].attrs["theta"] for k in ("1", "4", "7")] == [0.75, 1.0, 0.5]
+    assert_counts(dep, x, peer)
+
+
+@pytest.mark.parametrize("target", ["speck", "loihi"])
+def test_sinabs_network_compiles_for_chip_targets(target):
+    m = sinabs_net()
+    x = torch.randint(0, 3, (B, T, 2, 8, 8)).float()
+    peer = peer_counts(m, x, sl.IAFSqueeze, _sinabs_reset)
+    dep = snncc.compile(m, torch.zeros(1, 2, 8, 8), target=target, input_kind="spike", timesteps=T)
+    assert dep.manifest["target"] == target
+    assert_counts(dep, x, peer)
+
+
+def test_sinabs_refusals():
+    bad = nn.Sequential(nn.Conv2d(1, 2, 3), sl.IAFSqueeze(num_timesteps=1, reset_fn=MembraneReset()))
+    with pytest.raises(FrontendError, match=r"module 1: reset_fn MembraneReset\(reset_value=0.0\): snncc's neuron subtracts"):
+        snncc.compile(bad, torch.zeros(1, 1, 5, 5), input_kind="spike")
+    bad = nn.Sequential(nn.Conv2d(1, 2, 3), sl.IAFSqueeze(num_timesteps=1, min_v_mem=-1.0))
+    with pytest.raises(FrontendError, match="module 1: min_v_mem=-1.0: a lower membrane bound is not modelled"):
+        snncc.compile(bad, torch.zeros(1, 1, 5, 5), input_kind="spike")
+    bad = nn.Sequential(nn.Linear(4, 2), sl.IAF())
+    with pytest.raises(FrontendError, match="module 1: sinabs IAF: snncc reads IAFSqueeze"):
+        snncc.compile(bad, torch.zeros(1, 4), input_kind="spike")
+
+
+def test_spikingjelly_network_counts_equal_its_forward():
+    pytest.importorskip("spikingjelly")  # installed by scripts/setup.sh (--no-deps, + loguru)
+    from spikingjelly.activation_based import functional, neuron
+
+    torch.manual_seed(1)
+    m = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), neuron.IFNode(v_threshold=0.5, v_reset=None),
+                      nn.Flatten(), nn.Linear(4 * 6 * 6, 5), neuron.IFNode(v_reset=None))
+    with torch.no_grad():
+        m[0].weight.mul_(2.0)
+        m[3].weight.mul_(4.0)
+    x = torch.randint(0, 2, (B, T, 2, 6, 6)).float()
+    counts = {"1": 0, "4": 0}
+    hooks = [m[int(k)].register_forward_hook(lambda mod, i, o, k=k: counts.__setitem__(k, counts[k] + o.double()))
+             for k in counts]
+    functional.reset_net(m)
+    with torch.no_grad():
+        for t in range(T):
+            m(x[:, t])
+    for h in hooks:
+        h.remove()
+    dep = snncc.compile(m, torch.zeros(1, 2, 6, 6), target="sim", input_kind="spike", timesteps=T)
+    fires = {n.name: n.attrs for n in dep.traced.nodes if n.op == "fire"}
+    assert {k: (a["D"], a["theta"], a["rounding"], a["stateful"]) for k, a in fires.items()} == {
+        "1": (1, 0.5, "floor", True), "4": (1, 1.0, "floor", True)}
+    assert_counts(dep, x, counts)
+    hard = nn.Sequential(nn.Linear(4, 2), neuron.IFNode())
+    with pytest.raises(FrontendError, match=r"module 1: IFNode\(v_reset=0.0\) resets to a value"):
+        snncc.compile(hard, torch.zeros(1, 4), input_kind="spike")
+    with pytest.raises(FrontendError, match="module 1: SpikingJelly LIFNode: only IFNode"):
+        snncc.compile(nn.Sequential(nn.Linear(4, 2), neuron.LIFNode(v_reset=None)), torch.zeros(1, 4), input_kind="spike")
