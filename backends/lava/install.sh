@@ -28,6 +28,14 @@ if have lava-nc 0.10.0 && have asteval 0.9; then
 else
     "$PIP" install --no-deps --ignore-requires-python lava-nc==0.10.0 "asteval>=0.9.31,<0.10"
 fi
+# lava-dl 0.6.0 (netx's reader, used by the tests that run snncc's netx files in Lava) declares
+# Python < 3.11 and torch < 2.4, and pulls opencv and a CUDA torchvision; netx needs none of them
+# beyond what snncc has (snncc_lava.compat.install_lava_dl stubs the unused object-detection import).
+if have lava-dl 0.6.0; then
+    echo "lava-dl 0.6.0 already installed"
+else
+    "$PIP" install --no-deps --ignore-requires-python lava-dl==0.6.0
+fi
 if have snncc-lava 0.1.0; then
     echo "snncc-lava already installed"
 else

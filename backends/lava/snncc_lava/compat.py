@@ -9,6 +9,12 @@ written against, rewrites the defaults to `field(default_factory=ByteEncoder)` i
 executes the rewritten source as the module. Anything unexpected (another version, a modified
 file, a rewrite that does not apply) is a `TargetError`, never a silent change. On Python < 3.11
 nothing is patched.
+
+`install_lava_dl()` does the same for lava-dl 0.6.0 (netx's reader, which the tests use to run
+snncc's netx files): its `slayer` package imports an object-detection package that needs OpenCV
+and torchvision (unused by netx; PyPI's torchvision does not load beside CPU torch), so that one
+package is replaced by a module that refuses any use, after checking the version and the hash of
+the importing file.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import importlib.machinery
 import importlib.util
 import re
 import sys
+import types
 from importlib.metadata import PackageNotFoundError, version
 
 from snncc.errors import TargetError
@@ -145,3 +152,63 @@ def _import_lava_runtime() -> None:
         importlib.import_module(name)
     finally:
         mp.set_start_method = original
+
+
+# --------------------------------------------------------------------------------------------
+# lava-dl (netx reader), used by the tests that load snncc's netx files with netx's own reader
+
+LAVA_DL_DIST = "lava-dl"
+LAVA_DL_VERSION = "0.6.0"
+OBD_MODULE = "lava.lib.dl.slayer.object_detection"
+# sha256 of lava/lib/dl/slayer/__init__.py in the lava-dl 0.6.0 wheel: the one file that imports
+# object_detection (as `obd`); nothing else in slayer or netx does (checked in the wheel).
+SLAYER_INIT_SHA256 = "24e528906eaff4e5af61b73e291b59e3d7fb6bad49b28841d247ad7318d953fd"
+LAVA_DL_HINT = (f"pip install --no-deps --ignore-requires-python {LAVA_DL_DIST}=={LAVA_DL_VERSION} "
+                "(scripts/setup.sh does)")
+
+
+class _Unavailable(types.ModuleType):
+    """Stands in for lava-dl's YOLO object-detection package (slayer.obd), which imports cv2 and
+    torchvision at import time; snncc never uses it. Any attribute access says so."""
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise TargetError(f"{OBD_MODULE}.{name} is not available: snncc_lava.compat replaced the "
+                          "object-detection package (it needs cv2 and a torchvision build matching CPU torch)",
+                          where=OBD_MODULE)
+
+
+def install_lava_dl() -> None:
+    """Make `import lava.lib.dl.netx` work on Python 3.11 with CPU torch. Idempotent.
+
+    lava-dl 0.6.0 declares Python < 3.11 and torch < 2.4 (installed with --no-deps; netx and
+    slayer's neuron modules run on torch 2.13). `lava.lib.dl.slayer` imports its object-detection
+    package at import time, which needs OpenCV and torchvision: PyPI's torchvision wheels are CUDA
+    builds that do not load beside CPU torch. This puts an empty module (`_Unavailable`) in
+    `sys.modules` for that one package after checking that lava-dl is exactly 0.6.0 and that the
+    importing file is the one this shim was written against; anything else is a TargetError."""
+    install()
+    if isinstance(sys.modules.get(OBD_MODULE), _Unavailable):
+        return
+    try:
+        v = version(LAVA_DL_DIST)
+    except PackageNotFoundError:
+        raise TargetError(f"{LAVA_DL_DIST} is not installed", where="snncc_lava.compat", hint=LAVA_DL_HINT) from None
+    if v != LAVA_DL_VERSION:
+        raise TargetError(f"{LAVA_DL_DIST} {v} is installed; the compatibility step is only verified for "
+                          f"{LAVA_DL_VERSION}", where="snncc_lava.compat", hint=LAVA_DL_HINT)
+    if OBD_MODULE in sys.modules or "lava.lib.dl.slayer" in sys.modules:
+        raise TargetError("lava.lib.dl.slayer was imported before snncc_lava.compat.install_lava_dl()",
+                          where=OBD_MODULE, hint="call install_lava_dl() before importing lava.lib.dl")
+    spec = importlib.util.find_spec("lava.lib.dl.slayer")
+    if spec is None or spec.origin is None:
+        raise TargetError("cannot locate lava.lib.dl.slayer", where="sys.path", hint=LAVA_DL_HINT)
+    with open(spec.origin, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    if digest != SLAYER_INIT_SHA256:
+        raise TargetError(f"unexpected content (sha256 {digest[:16]}...); refusing to stub its imports",
+                          where=spec.origin, hint=LAVA_DL_HINT)
+    stub = _Unavailable(OBD_MODULE)
+    stub.__file__ = None
+    sys.modules[OBD_MODULE] = stub
