@@ -49,7 +49,9 @@ Spike products (attention) send their raw integer product as a graded message
 the float weights of the product's projections before quantisation. A spike-kind input is
 streamed as in float (integer counts are exact). Delays beyond 63 steps become identity relays
 in the lowering (mantissa 2, weight_exp -1: exact), invisible to this integer model. `policy="netx"` forces exponent 0 everywhere and bias_exp 6 (the exponent lava-dl
-netx hard-codes), as the netx export needs: s = min(254 / max|w|, 4094 / max|bias + beta|).
+netx hard-codes), as the netx export needs: s = min(254 / max|w|, (4094 - 2D) / (max|bias + beta| +
+(D - 1) theta)) (room for the export's D threshold copies), and beta a whole number of bias units
+(v_init = round(beta * s) << 6).
 """
 
 from __future__ import annotations
@@ -217,10 +219,11 @@ def _population_scale(p: Population, incoming: list[sp.csr_matrix], policy: str)
         while j > WEXP_MIN and round(p.theta * base * 2.0**j) > vth_cap(p.D):
             j -= 1
         s = base * 2.0**j
-    if policy == "netx":  # exponent 0; the bias (beta folded in) is a 13-bit mantissa << 6
-        b = float(np.abs(p.bias + p.const + p.beta).max()) if p.size else 0.0
+    if policy == "netx":  # exponent 0; the bias (beta folded in) is a 13-bit mantissa << 6, and the
+        # export's D threshold copies shift it by up to (D - 1) thresholds (snncc_lava.netx)
+        b = (float(np.abs(p.bias + p.const + p.beta).max()) if p.size else 0.0) + (p.D - 1) * p.theta
         if b > 0:
-            s = min(s, (BIAS_MANT_MAX - 1) / b)
+            s = min(s, (BIAS_MANT_MAX - 1 - 2 * p.D) / b)
     return s
 
 
@@ -314,7 +317,8 @@ def quantize(net: Network, policy: str = "precision") -> QNetwork:
         mem = s * 2**ACT_SHIFT  # membrane units per unit of current
         b_float = p.bias + p.const
         bias_mant, bias_exp, bias_sat = _quantize_bias(b_float * mem, policy)
-        v_init = int(round(p.beta * mem))
+        # netx adds beta as part of its bias (bias_exp 6): a whole number of 64 membrane units
+        v_init = int(round(p.beta * s)) << ACT_SHIFT if policy == "netx" else int(round(p.beta * mem))
         if abs(v_init) > V_LIMIT:
             raise TargetError(f"initial membrane (beta) of population {p.name} exceeds 24 bits", where=f"population {p.name}")
         q = QPopulation(p.name, p.shape, p.D, s, vth, bias_mant, bias_exp, v_init, p.stateful, p.level, p.start,

@@ -1,41 +1,51 @@
-"""netx HDF5 export of a deployed graph (DESIGN 5): the sequential subset lava-dl's
-`lava.lib.dl.netx.hdf5.Network` reads (input, conv, flatten, dense), written with h5py, plus a
-validator that re-reads a file and checks it against that schema.
+"""netx HDF5 export of a deployed graph (DESIGN 5): a file that lava-dl 0.6.0's own reader
+(`lava.lib.dl.netx.hdf5.Network`) builds and Lava runs with the same spike counts as snncc's
+fixed-point simulation (`fixed.simulate_fixed` of the 'netx' quantisation), or a refusal naming
+the gap. Written with h5py; `validate` re-reads a file against the schema netx reads.
 
-Schema (field names and types as lava-dl netx's reader, `netx/hdf5.py` + `netx/utils.py` NetDict,
-and slayer's `export_hdf5` use them):
-- `layer/<i>` for i = 0..n-1; `type`: (1,) 'S10' ASCII ('input', 'conv', 'flatten', 'dense');
-  `shape`: int array (C, H, W) (netx reverses it to its (x, y, f) order); for dense (N,).
-- conv: `weight` int (C_out, C_in/groups, kh, kw) in PyTorch layout (netx flips the kernel and
-  transposes to Lava's (out, x, y, in), and Lava's Conv flips it back: a correlation, like torch),
-  `stride`, `padding`, `dilation` int (2,) in (y, x) order, `groups` int, `inChannels`,
-  `outChannels`, `kernelSize`; optional `bias` int (C_out,).
-- dense: `weight` int (N_out, N_in) over the C-order flattened input; optional `bias` (N_out,);
-  `inFeatures`, `outFeatures`. A dense without `neuron` is netx's non-leaky integrator (our
-  read-out).
-- `neuron/{type, iDecay, vDecay, vThMant, refDelay, gradedSpike}`: 'CUBA' with iDecay = 4096
-  (netx passes du = iDecay - 1 = 4095: the current register keeps only this step's input) and
-  vDecay = 0 (no leak): an integrate-and-fire neuron.
-Integers come from `fixed.quantize(net, policy="netx")`: weight mantissas with weight exponent 0
-(netx reads weights as plain integers and derives its own exponent), vThMant = vth (same units as
-the weights: netx, like Lava's LIF, compares v with vThMant << 6 and shifts activations by 6), and
-`bias` = bias mantissa for netx's bias_exp = 6 (one unit = one weight unit), with the neuron's
-initial membrane beta folded in (bias + round(v_init / 64)).
+What netx offers (read in lava-dl 0.6.0's netx/hdf5.py and lava-nc 0.10.0's LIF models): layers
+'input', 'conv', 'flatten', 'dense' in sequence ('pool', 'average', 'concat', 'convT', 'unpool'
+raise NotImplementedError); neurons 'CUBA' (Lava LIF: u = u * (1 - du/4096) + (a << 6),
+v = v * (1 - dv/4096) + u + (bias << 6), one binary spike when v > vThMant << 6, then v = 0), SDNN
+(sigma-delta, ReLU: no floor/cap) and resonate-and-fire; graded spikes only from sigma-delta
+neurons and the network input (`input_message_bits`); an optional pipelined reset of every
+neuron (`Network(..., reset_interval=R)`: u = v = 0 at the start of the step). snncc's window
+neuron (n = clip(floor(v / theta), 0, D) spikes per window) maps onto this exactly as follows.
 
-The encoding layer. The deployed graph's first population integrates a conv (or any linear map)
-of the real-valued input, which snncc keeps on the host. In the netx file it is the first
-conv/dense layer with graded (integer) input: the host sends x_int = round(x * 2**inputExp) and the
-layer's 8-bit weights are round_even(w * scale / 2**inputExp), with inputExp the smallest exponent
-that keeps the largest weight within 254 (`snncc/inputExp`). `layer/0` is an 'input' layer with
-only a `shape`, so netx takes it as the network's input shape and adds no input neuron.
+Layout (one netx step = one snncc window, i.e. one training timestep; load with
+`Network(path, reset_interval=1, input_message_bits=snncc/inputMessageBits)`):
+- Every step starts from u = v = 0 (reset_interval=1), so a layer's membrane holds one window:
+  v = (a << 6) + (bias << 6) with a the window's summed synaptic input; a bias added "every step"
+  is then added once per window, which is snncc's constant current plus beta.
+- Threshold copies. A population of D-spike neurons becomes D binary CUBA neurons per neuron,
+  copy k with bias (bias + beta - k * vth) and vThMant = vth - 1: copy k fires iff
+  v >= (k + 1) (vth << 6) (membranes are whole multiples of 64, so `>` one unit lower is `>=`),
+  and the copies' spikes add up to clip(floor(v / (vth << 6)), 0, D), the deployed count. Copies
+  are channel-major (neuron (c, pos) -> channels c * D + k); the next layer repeats its weights
+  over the D copies of each input, so it receives exactly W @ n. Reset-to-zero and one spike per
+  step no longer matter: each copy fires at most once per window.
+- Pipelining: layer i answers window k at step k + i + 1 (each block adds one step); steps that
+  carry no window of a layer see only its bias (they compute the answer to an all-zero window).
+- Input. A real-valued input's encoding layer stays on the host, as in every snncc deployment:
+  the netx input is that population's integer activation (`fixed.host_activation`, 24-bit graded,
+  `snncc/input` names it), entering through identity synapses (a 1x1 depthwise conv with weight 1,
+  or an identity dense). A spike input enters as graded counts (8 bits).
+- `layer/<i>`: `type` (1,) 'S10' ASCII; `shape` (C, H, W) (netx reverses it to (x, y, f)) or (N,);
+  conv `weight` (C_out, C_in/groups, kh, kw) PyTorch layout (netx flips and transposes it, Lava's
+  Conv flips it back: a correlation), `stride`/`padding`/`dilation` (y, x), `groups`; dense
+  `weight` (N_out, N_in) over the C-order flattened input; `bias` per channel (conv) or neuron;
+  `neuron/{type CUBA, iDecay 4096, vDecay 0, vThMant, refDelay, gradedSpike}`. The read-out is a
+  dense layer without `neuron` (netx's non-leaky integrator: with the reset its membrane is the
+  window's a << 6, dequantised with `snncc/outputScale` and `snncc/outputBias`).
+Integers come from `fixed.quantize(net, policy="netx")`: weight mantissas at exponent 0 (netx's
+`optimize_weight_bits` re-derives an exponent, exactly), bias_exp 6, beta a whole bias unit, and a
+scale that keeps bias + beta - (D - 1) vth inside the 13-bit mantissa.
 
-What netx cannot express is refused with one TargetError that names every such node: fan-in from
-more than one source (residual / membrane shortcuts, a host current mixed with spikes), a source
-that is not the previous layer (non-sequential), spike products (attention) and pooling that does
-not fold into a following dense layer (netx has no pool layer; global average pooling before a
-linear head folds into that head's dense weights). Semantics that netx's LIF does not share (it
-resets to zero, fires one spike per step, adds the bias every step) are recorded under `snncc/`
-(D, window, subtractive reset) for a reader that knows them; netx itself ignores that group.
+Refused with one TargetError naming every such node (what netx cannot express): stateful neurons
+(the membrane must carry v - n * theta across timesteps; netx resets to zero on a spike and the
+per-step reset clears it), fan-in from more than one source (residual / membrane shortcuts: netx
+has no add or merge layer), a source that is not the previous layer, spike products (attention),
+pooling that does not fold into a following dense layer (netx has no pool layer), relays.
 Files are deterministic bytes: every dataset is written with track_times=False.
 """
 
@@ -50,12 +60,15 @@ import numpy as np
 
 from snncc.errors import TargetError
 from snncc.ir.graph import Graph
-from snncc_lava.fixed import W_MAX, W_MIN, QNetwork, quantize, round_even_mantissa
+from snncc_lava.fixed import W_MIN, QNetwork, quantize
 from snncc_lava.network import Network, TreeEvaluator, build, tree_nodes
 
 FORMAT = "snncc-netx/1"
 TYPES = ("input", "conv", "flatten", "dense")
 NEURON = {"type": "CUBA", "iDecay": 4096, "vDecay": 0, "refDelay": 1, "gradedSpike": 0}
+HOST_MESSAGE_BITS = 24  # graded input: the host's 24-bit encoding activations
+SPIKE_MESSAGE_BITS = 8  # graded input: spike counts per timestep
+BIAS_MIN, BIAS_MAX = -4096, 4095  # Lava LIF bias_mant: 13-bit signed
 POOL_OPS = ("pool", "mean")
 
 
@@ -76,6 +89,9 @@ def problems(g: Graph) -> list[str]:
     if in_name is None:
         out.append(f"graph has {len(g.inputs)} inputs; netx takes one")
     for n in g.nodes:
+        if n.op == "fire" and n.attrs["stateful"]:
+            out.append(f"node {n.name}: stateful neuron (membrane carried across timesteps) -- netx's CUBA "
+                       f"resets to zero on a spike, snncc keeps v - n * theta")
         if n.op == "spike_product":
             out.append(f"node {n.name}: spike_product (attention) -- netx has no multiplicative layer")
         elif n.op == "relay":
@@ -118,82 +134,104 @@ def _conv_node(g: Graph, consumer):
 
 def layers(g: Graph, net: Network | None = None, qnet: QNetwork | None = None) -> tuple[list[Layer], dict]:
     """The netx layer list of the deployed graph `g` and the snncc metadata; TargetError when netx
-    cannot express it."""
+    cannot express it (see the module docstring for the layout)."""
     bad = problems(g)
     if bad:
         raise TargetError(f"netx cannot express {len(bad)} node(s): " + "; ".join(bad), where="netx export",
-                          hint="netx reads input/conv/flatten/dense chains only; emit without netx=true")
+                          hint="netx reads input/conv/flatten/dense chains of non-stateful neurons; "
+                               "emit without netx=true")
     net = net or build(g)
     qnet = qnet or quantize(net, "netx")
     if qnet.policy != "netx":
         raise TargetError("netx export needs the quantisation policy 'netx' (weight exponent 0, bias_exp 6)",
                           where="netx export")
-    ev = TreeEvaluator(g)
+    D = net.D
     in_node = g.inputs[0]
-    out = [Layer("input", tuple(in_node.shape))]
-    meta = {"format": FORMAT, "D": net.D, "T": net.T, "reset": "subtract", "count": "floor(v / (vThMant << 6)), at most D",
-            "window": "integrate D sub-steps, then emit the count", "inputExp": 0,
+    fires = [n for n in g.nodes if n.op == "fire"]
+    host = [c for c in fires if qnet.populations[c.name].host_input]
+    if not fires or net.output_host:
+        raise TargetError("the output reads the host input directly; netx has no neuron to run", where="netx export")
+    in_shape = tuple(host[0].shape) if host else tuple(in_node.shape)
+    meta = {"format": FORMAT, "D": D, "T": net.T, "copies": D, "resetInterval": 1,
+            "inputMessageBits": HOST_MESSAGE_BITS if host else SPIKE_MESSAGE_BITS,
+            "input": (f"host activation of {host[0].name} (snncc_lava.fixed.host_activation)" if host
+                      else f"spike counts of {in_node.name} per timestep"),
             "outputScale": qnet.output_scale, "outputBias": np.asarray(net.output_const, np.float64)}
+    out = [Layer("input", in_shape)]
     projs = {(p.source, p.target): p for p in qnet.projections}
-    prev_shape = tuple(in_node.shape)
-    for c in [n for n in g.nodes if n.op == "fire"] + [g.output]:
+    prev_shape, prev_copies = in_shape, 1
+    for c in fires + [g.output]:
         fire = c.op == "fire"
         q = qnet.populations.get(c.name)
-        _, leaves = tree_nodes(g, c)
-        src = leaves[0]
-        host = src == in_node.name
+        copies = D if fire else 1
         conv = _conv_node(g, c)
-        if host:
-            w = conv.params["weight"] if conv is not None else ev.matrix(c, src)
-            w_int, e_in = _encoding_weights(w, q.scale)
-            meta["inputExp"] = e_in
+        if fire and q.host_input:  # identity synapses: the host sends the activation itself
+            n_ch = c.shape[0]
+            if len(c.shape) == 3:
+                conv_w = np.ones((n_ch * D, 1, 1, 1), np.int64)
+                geom = {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1), "groups": n_ch}
+            else:
+                conv_w, geom = None, None
+                w = np.repeat(np.eye(math.prod(c.shape), dtype=np.int64), D, axis=0)
         else:
-            key = (src, c.name if fire else "output")
-            w_int = projs[key].weight.toarray()
-            if conv is not None:
-                w_int = _conv_from_matrix(conv, w_int, g[src].shape, c.shape)
-        if conv is None and len(prev_shape) > 1:
-            out.append(Layer("flatten", (math.prod(prev_shape), 1, 1)))
-        arrays = {"weight": np.asarray(w_int, np.int64)}
-        if fire:
-            bias = q.bias_mant.astype(np.int64) + int(round(q.v_init / 64))
-            if host:  # the host current carried the tree's constant; the netx layer must hold it
-                bias = bias + np.rint(ev.constant(c) * q.scale).astype(np.int64)
-            if conv is not None:
-                per_ch = bias.reshape(c.shape[0], -1)
-                if not (per_ch == per_ch[:, :1]).all():
-                    raise TargetError(f"node {c.name}: bias varies inside a channel; netx conv bias is per channel",
-                                      where="netx export")
-                bias = per_ch[:, 0]
-            arrays["bias"] = bias
-        if conv is not None:
-            a = conv.attrs
-            arrays.update(stride=np.array(a["stride"], np.int64), padding=np.array(a["padding"], np.int64),
-                          dilation=np.array(a["dilation"], np.int64), groups=np.int64(a["groups"]),
-                          inChannels=np.int64(conv.params["weight"].shape[1] * a["groups"]),
-                          outChannels=np.int64(conv.params["weight"].shape[0]),
-                          kernelSize=np.array(conv.params["weight"].shape[2:], np.int64))
-            layer = Layer("conv", tuple(c.shape), arrays)
+            _, leaves = tree_nodes(g, c)
+            w = projs[(leaves[0], c.name if fire else "output")].weight.toarray().astype(np.int64)
+            if fire and conv is not None:
+                k = _conv_from_matrix(conv, w, g[leaves[0]].shape, c.shape)
+                conv_w = np.repeat(np.repeat(k, prev_copies, axis=1), copies, axis=0)
+                a = conv.attrs
+                geom = {k_: a[k_] for k_ in ("stride", "padding", "dilation", "groups")}
+            else:
+                conv_w = None
+                w = np.repeat(w[:, _expanded_columns(prev_shape, prev_copies)], copies, axis=0)
+        if conv_w is None and len(prev_shape) > 1:
+            out.append(Layer("flatten", (math.prod(prev_shape) * prev_copies, 1, 1)))
+        if conv_w is not None:
+            arrays = {"weight": conv_w, "stride": np.array(geom["stride"], np.int64),
+                      "padding": np.array(geom["padding"], np.int64), "dilation": np.array(geom["dilation"], np.int64),
+                      "groups": np.int64(geom["groups"]), "inChannels": np.int64(prev_shape[0] * prev_copies),
+                      "outChannels": np.int64(conv_w.shape[0]), "kernelSize": np.array(conv_w.shape[2:], np.int64)}
+            shape = (c.shape[0] * copies,) + tuple(c.shape[1:])
+            layer = Layer("conv", shape, arrays)
         else:
-            n_out = math.prod(c.shape)
-            arrays.update(inFeatures=np.int64(arrays["weight"].shape[1]), outFeatures=np.int64(n_out))
-            layer = Layer("dense", (n_out,), arrays)
+            arrays = {"weight": w, "inFeatures": np.int64(w.shape[1]), "outFeatures": np.int64(w.shape[0])}
+            layer = Layer("dense", (w.shape[0],), arrays)
         if fire:
-            layer.neuron = {**NEURON, "vThMant": int(q.vth)}
+            layer.arrays["bias"] = _copy_biases(c, q, D, per_channel=conv_w is not None)
+            layer.neuron = {**NEURON, "vThMant": int(q.vth) - 1}
         layer.node = c.name
         out.append(layer)
-        prev_shape = tuple(c.shape)
+        prev_shape, prev_copies = tuple(c.shape), copies
     return out, meta
 
 
-def _encoding_weights(w: np.ndarray, scale: float) -> tuple[np.ndarray, int]:
-    top = float(np.abs(w).max())
-    e = 0
-    if top > 0:
-        e = -16
-        while round_even_mantissa(top * scale / 2.0**e) > W_MAX:
-            e += 1
-    return np.clip(round_even_mantissa(w * scale / 2.0**e), W_MIN, W_MAX), e
+def _expanded_columns(shape: tuple, copies: int) -> np.ndarray:
+    """For each input of a layer fed by `copies` threshold copies per neuron (channel-major: neuron
+    (c, pos) is inputs (c * copies + k, pos)), the flat index of the neuron it copies."""
+    C = shape[0]
+    R = math.prod(shape[1:]) if len(shape) > 1 else 1
+    orig = np.arange(C)[:, None, None] * R + np.arange(R)[None, None, :]
+    return np.broadcast_to(orig, (C, copies, R)).reshape(-1)
+
+
+def _copy_biases(c, q, D: int, per_channel: bool) -> np.ndarray:
+    """netx bias mantissas (bias_exp 6) of the D copies of population `c`: the bias with beta
+    folded in, minus k thresholds for copy k, so copy k fires iff v >= (k + 1) theta."""
+    if q.v_init % 64:
+        raise TargetError(f"node {c.name}: initial membrane {q.v_init} is not a whole bias unit (64)",
+                          where="netx export", hint="quantise with policy 'netx'")
+    bias = q.bias_mant.astype(np.int64) + q.v_init // 64
+    if per_channel:
+        per_ch = bias.reshape(c.shape[0], -1)
+        if not (per_ch == per_ch[:, :1]).all():
+            raise TargetError(f"node {c.name}: bias varies inside a channel; netx conv bias is per channel",
+                              where="netx export")
+        bias = per_ch[:, 0]
+    out = (bias[:, None] - np.arange(D)[None, :] * int(q.vth)).reshape(-1)
+    if out.size and (out.min() < BIAS_MIN or out.max() > BIAS_MAX):
+        raise TargetError(f"node {c.name}: threshold copies need bias mantissas {out.min()}..{out.max()}, "
+                          f"outside netx's 13 bits", where="netx export")
+    return out
 
 
 def _conv_from_matrix(conv, m: np.ndarray, in_shape: tuple, out_shape: tuple) -> np.ndarray:
@@ -372,7 +410,7 @@ def validate(data: bytes) -> list[dict]:
                         fail(i, f"neuron lacks '{k}'")
                 if nr["type"] not in ("CUBA", "LOIHI"):
                     fail(i, f"neuron type {nr['type']!r} is not CUBA/LOIHI")
-                if not 0 < int(nr["vThMant"]) < 2**17:
+                if not 0 <= int(nr["vThMant"]) < 2**17:
                     fail(i, f"vThMant {nr['vThMant']} is not a 17-bit unsigned integer")
         prev = shape if t != "flatten" else (math.prod(shape),)
     return ls

@@ -78,3 +78,22 @@ def test_refuses_file_the_rewrite_does_not_fit(monkeypatch):
     monkeypatch.setattr(compat, "EXPECTED_FIELDS", 9)
     with pytest.raises(TargetError, match="rewrote 8 ByteEncoder defaults, expected 9"):
         compat.patch_source(source, path, "0.10.0")
+
+
+def test_lava_dl_imports_with_only_object_detection_stubbed():
+    compat.install_lava_dl()
+    from lava.lib.dl import netx, slayer
+
+    assert netx.hdf5.Network.__module__ == "lava.lib.dl.netx.hdf5"  # the real reader
+    assert isinstance(slayer.obd, compat._Unavailable) and "cv2" not in sys.modules
+    assert slayer.neuron.cuba.Neuron.__module__ == "lava.lib.dl.slayer.neuron.cuba"  # the rest is real
+    with pytest.raises(TargetError, match="YOLOBase is not available: snncc_lava.compat replaced"):
+        slayer.obd.YOLOBase
+    compat.install_lava_dl()  # idempotent
+
+
+def test_lava_dl_refuses_other_version(monkeypatch):
+    monkeypatch.delitem(sys.modules, compat.OBD_MODULE, raising=False)
+    monkeypatch.setattr(compat, "version", lambda dist: "0.5.0" if dist == compat.LAVA_DL_DIST else "0.10.0")
+    with pytest.raises(TargetError, match="lava-dl 0.5.0 is installed; the compatibility step is only verified for 0.6.0"):
+        compat.install_lava_dl()

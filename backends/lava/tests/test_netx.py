@@ -10,6 +10,7 @@ import time
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from snncc.errors import TargetError
 from snncc.ir.graph import Graph, Node
@@ -19,38 +20,88 @@ from snncc_lava.network import build
 FIRE = {"D": 4, "theta": 1.0, "beta": 0.5, "norm": 1.0, "rounding": "floor"}
 
 
-def test_conv_chain_round_trip(conv_chain):
+def test_conv_chain_layout(conv_chain):
+    """input = the host's encoding activation of n1; n1 behind identity synapses; every neuron as D
+    threshold copies (channel-major), the next layer's weights repeated over the copies."""
     data = netx.export(conv_chain)
     ls = netx.validate(data)
+    D = 4
     assert [(d["type"], d["shape"]) for d in ls] == [
-        ("input", (2, 8, 8)), ("conv", (6, 8, 8)), ("conv", (8, 4, 4)), ("flatten", (128, 1, 1)), ("dense", (5,))]
+        ("input", (6, 8, 8)), ("conv", (6 * D, 8, 8)), ("conv", (8 * D, 4, 4)), ("flatten", (8 * D * 16, 1, 1)),
+        ("dense", (5,))]
     q = fixed.quantize(build(conv_chain), "netx")
-    with h5py.File(io.BytesIO(data), "r") as f:  # the raw encoding, as netx's NetDict sees it
-        assert f["layer/1/type"].dtype == np.dtype("S10") and f["layer/1/type"].shape == (1,)
-        assert f["layer/1/type"][0].decode("ascii") == "conv"
-        e_in = int(f["snncc/inputExp"][()])
+    with h5py.File(io.BytesIO(data), "r") as f:
+        assert f["layer/1/type"].dtype == np.dtype("S10") and f["layer/1/type"][0].decode("ascii") == "conv"
         assert f["snncc/nodes"][()].tolist() == [b"", b"n1", b"n2", b"", b"output"]
+        assert int(f["snncc/resetInterval"][()]) == 1 and int(f["snncc/inputMessageBits"][()]) == 24
         assert np.array_equal(f["snncc/outputBias"][()], conv_chain["head"].params["bias"])
-    # encoding layer: the host's graded input is round(x * 2**inputExp); weights round_even(w * s / 2**e)
-    n1, c1 = q.populations["n1"], conv_chain["c1"].params["weight"]
-    assert ls[1]["weight"].shape == (6, 2, 3, 3)
-    assert np.array_equal(ls[1]["weight"], fixed.round_even_mantissa(c1 * n1.scale / 2.0**e_in))
-    assert np.abs(ls[1]["weight"]).max() > 127  # the largest weight uses the 8-bit range
-    # spiking conv: the same mantissas as the fixed-point Dense matrix (exponent 0)
-    n2, c2 = q.populations["n2"], conv_chain["c2"].params["weight"]
-    assert np.array_equal(ls[2]["weight"], fixed.round_even_mantissa(c2 * n2.scale))
-    m = q.projections[0].weight.toarray()
-    assert m[0, 0] == ls[2]["weight"][0, 0, 1, 1] and m[0, 64] == ls[2]["weight"][0, 1, 1, 1]
-    assert ls[2]["stride"].tolist() == [2, 2] and ls[2]["padding"].tolist() == [1, 1] and int(ls[2]["groups"]) == 1
+    assert np.array_equal(ls[1]["weight"], np.ones((6 * D, 1, 1, 1))) and int(ls[1]["groups"]) == 6
+    n1, n2 = q.populations["n1"], q.populations["n2"]
+    k2 = ls[2]["weight"]
+    assert k2.shape == (8 * D, 6 * D, 3, 3)
+    m = q.projections[0].weight.toarray()  # n1 -> n2 in the fixed-point network
+    assert k2[0, 0, 1, 1] == m[0, 0] and k2[D - 1, D + 1, 1, 1] == m[0, 64]  # (o, k) rows, (c, k) columns
+    assert np.array_equal(k2[::D, ::D], k2[D - 1::D, D - 1::D])
     for layer, pop in ((ls[1], n1), (ls[2], n2)):
         nr = layer["neuron"]
-        assert (nr["type"], int(nr["iDecay"]), int(nr["vDecay"]), int(nr["vThMant"])) == ("CUBA", 4096, 0, pop.vth)
-        # bias per channel in weight units (netx bias_exp 6), beta folded in
-        per_channel = pop.bias_mant.reshape(pop.shape[0], -1)[:, 0].astype(int) + round(pop.v_init / 64)
-        assert np.array_equal(layer["bias"], per_channel)
-    assert n2.vth == round(n2.scale) and n2.bias_exp == 6
-    # read-out: netx's neuron-less dense (non-leaky integrator) over the flattened n2
-    assert "neuron" not in ls[4] and np.array_equal(ls[4]["weight"], q.projections[1].weight.toarray())
+        assert (nr["type"], int(nr["iDecay"]), int(nr["vDecay"]), int(nr["vThMant"])) == ("CUBA", 4096, 0, pop.vth - 1)
+        base = pop.bias_mant.reshape(pop.shape[0], -1)[:, 0].astype(int) + pop.v_init // 64
+        assert np.array_equal(layer["bias"].reshape(-1, D), base[:, None] - np.arange(D) * pop.vth)
+    assert "neuron" not in ls[4]
+    assert np.array_equal(ls[4]["weight"][:, :16 * D:16], np.repeat(q.projections[1].weight.toarray()[:, :1], D, 1))
+
+
+def test_netx_reader_runs_it_exactly(conv_chain, tmp_path):
+    """lava-dl 0.6.0's own reader builds the file and runs it in Lava (fixed_pt): every
+    population's spike counts and the read-out equal snncc's fixed-point simulation."""
+    from snncc_lava import compat
+
+    compat.install_lava_dl()
+    from lava.lib.dl.netx.hdf5 import Network
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc.io.sink import RingBuffer as Sink
+    from lava.proc.io.source import RingBuffer as Source
+    from lava.proc.monitor.process import Monitor
+
+    from snncc_lava.network import batch_stream, host_currents
+
+    net = build(conv_chain)
+    q = fixed.quantize(net, "netx")
+    path = tmp_path / "chain.net"
+    path.write_bytes(netx.export(conv_chain, net, q))
+    torch.manual_seed(0)
+    x = torch.rand(3, *conv_chain.inputs[0].shape) * 2
+    ref = fixed.simulate_fixed(q, x)
+    assert ref.events == {"u_wraps": 0, "v_saturations": 0, "host_saturations": 0}
+    xs, _ = batch_stream(conv_chain, x)
+    act, _ = fixed.host_activation(q.populations["n1"], host_currents(net, "n1", xs).numpy())
+    lnet = Network(str(path), reset_interval=1, input_message_bits=24)
+    K, L, D = act.shape[0], len(lnet.layers), net.D
+    steps = K + L
+    frames = np.zeros(lnet.inp.shape + (steps,), np.int32)  # netx's (x, y, f) order
+    for k in range(K):
+        frames[..., k] = act[k].reshape(6, 8, 8).transpose(2, 1, 0)
+    src = Source(data=frames)
+    src.s_out.connect(lnet.inp)
+    sinks = []
+    for lay in lnet.layers[:-1]:
+        sinks.append(Sink(shape=lay.out.shape, buffer=steps))
+        lay.out.connect(sinks[-1].a_in)
+    mon = Monitor()
+    mon.probe(lnet.layers[-1].neuron.v, steps)
+    try:
+        lnet.run(condition=RunSteps(num_steps=steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+        spikes = [s.data.get() for s in sinks]
+        v = next(iter(mon.get_data().values()))["v"]
+    finally:
+        lnet.stop()
+    for i, name in enumerate(("n1", "n2")):  # layer i answers window k at step k + i + 1
+        c, h, w = conv_chain[name].shape
+        got = spikes[i][..., i + 1: i + 1 + K].transpose(3, 2, 1, 0).reshape(K, c, D, h, w).sum(2)
+        assert np.array_equal(got, ref.counts[name].numpy()), name
+        assert got.sum() > 0
+    assert np.array_equal(v[L: L + K], ref.readout.reshape(K, -1) << 6)  # the read-out's membrane, a << 6
 
 
 def test_export_is_deterministic(conv_chain):
@@ -67,6 +118,15 @@ def test_refuses_residual(residual):
         "netx cannot express 2 node(s): node f2_0: fan-in from input, f1_6 (residual / shortcut) -- netx layers "
         "are sequential, one input each; node out_fire: fan-in from input, f1_6, f2_0 (residual / shortcut) -- "
         "netx layers are sequential, one input each")
+
+
+def test_refuses_stateful_neurons():
+    g = Graph([Node("x", "input", [], {"shape": (1, 4, 4), "kind": "spike"}),
+               Node("c", "conv", ["x"], {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1)},
+                    {"weight": np.ones((2, 1, 3, 3))}),
+               Node("a", "fire", ["c"], {**FIRE, "stateful": True}), Node("out", "output", ["a"])]).infer()
+    assert netx.problems(g) == ["node a: stateful neuron (membrane carried across timesteps) -- netx's CUBA "
+                                "resets to zero on a spike, snncc keeps v - n * theta"]
 
 
 def test_refuses_attention(attention):
@@ -98,8 +158,8 @@ def test_validator_rejects_what_netx_cannot_read(conv_chain):
     no_flatten = [ls[0], ls[1], ls[2], ls[4]]
     with pytest.raises(TargetError, match="needs a 'flatten' layer before it"):
         netx.validate(netx.write(no_flatten, meta))
-    wrong = netx.Layer("conv", (6, 8, 8), {**ls[1].arrays, "weight": ls[1].arrays["weight"][:, :1]}, ls[1].neuron)
-    with pytest.raises(TargetError, match=r"conv input channels 1 x groups 1 do not match the previous shape \(2, 8, 8\)"):
-        netx.validate(netx.write([ls[0], wrong], meta))
+    wrong = netx.Layer("conv", (32, 4, 4), {**ls[2].arrays, "weight": ls[2].arrays["weight"][:, :1]}, ls[2].neuron)
+    with pytest.raises(TargetError, match=r"conv input channels 1 x groups 1 do not match the previous shape \(24, 8, 8\)"):
+        netx.validate(netx.write([ls[0], ls[1], wrong], meta))
     with pytest.raises(TargetError, match="not an HDF5 file"):
         netx.validate(b"not hdf5")
