@@ -25,6 +25,9 @@ fi
 # SpikingJelly without its declared torchvision/torchaudio (CUDA builds on PyPI; unused by the
 # activation_based layers snncc reads): a peer whose models snncc compiles (tests/test_peer_models.py).
 $PIP install --no-deps spikingjelly==2.0.0
+# norse 1.1.0 (pure Python sdist; its C++ extension is optional): reads snncc's NIR exports in
+# tests/test_nir_peers.py. --no-deps for the same torchvision reason.
+$PIP install --no-deps norse==1.1.0
 $PIP install --no-deps -e .
 # Chip backends are separate packages; one with an install.sh needs more than pip (lava-nc).
 for b in backends/speck backends/lava; do

@@ -113,3 +113,33 @@ def test_nested_graphs_are_inlined_and_lif_approximation_is_reported(tmp_path):
                        capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     assert "approximation: blk.lif: LIF imported as IF, leak dropped" in p.stdout
+
+
+def test_norse_runs_the_export_as_snncc_with_one_spike_per_step(tmp_path):
+    """norse 1.1.0 `from_nir` reads a NIR IF as its IAFCell (one spike per step, fires on v > v_th,
+    resets to 0): one step per sample from a fresh state is snncc's deployed graph with D = 1.
+    Its Flatten keeps NIR's start_dim without skipping the batch axis, so samples run one by one."""
+    import pytest
+
+    nt = pytest.importorskip("norse.torch")  # installed by scripts/setup.sh (--no-deps)
+    m, g = deployed(ConvChain())
+    path = tmp_path / "c.nir"
+    write_nir(g, str(path))
+    net = nt.from_nir(nir.read(str(path)))
+    seen = {}
+    for name, mod in net.named_modules():
+        if type(mod).__name__ == "IAFCell":
+            mod.register_forward_hook(lambda mod, i, o, name=name: seen.setdefault(name, []).append(o[0].detach()))
+    x = torch.randn((8,) + tuple(m.input_shape), generator=torch.Generator().manual_seed(1)) * 2
+    with torch.no_grad():
+        outs = [net(x[i:i + 1].float())[0] for i in range(8)]
+    one = g.clone()
+    for n in one.neurons():
+        n.attrs["D"] = 1
+    ref = run(one, x.double())
+    assert sorted(seen) == sorted(ref.counts)
+    for k, c in ref.counts.items():
+        assert torch.equal(torch.cat(seen[k]).double().reshape(c.shape), c), k
+    assert float((torch.stack(outs).double().reshape(ref.output.shape) - ref.output).abs().max()) < 1e-5
+    assert any(not torch.equal(run(g, x.double()).counts[k], c) for k, c in ref.counts.items()), \
+        "no neuron fires twice: the D = 1 difference is untested"
