@@ -129,3 +129,33 @@ def test_spikingjelly_network_counts_equal_its_forward():
         snncc.compile(hard, torch.zeros(1, 4), input_kind="spike")
     with pytest.raises(FrontendError, match="module 1: SpikingJelly LIFNode: only IFNode"):
         snncc.compile(nn.Sequential(nn.Linear(4, 2), neuron.LIFNode(v_reset=None)), torch.zeros(1, 4), input_kind="spike")
+
+
+def test_sinabs_model_compiles_from_the_command_line(tmp_path):
+    """A sinabs factory + state_dict through the CLI, for Speck, like any torch model."""
+    import subprocess
+    import sys
+
+    (tmp_path / "peer_net.py").write_text(
+        "import torch, torch.nn as nn\n"
+        "from sinabs.layers import IAFSqueeze, SumPool2d\n"
+        "from sinabs.activation import MaxSpike, MembraneSubtract\n"
+        "def make(T=3):\n"
+        "    iaf = lambda: IAFSqueeze(num_timesteps=T, spike_fn=MaxSpike(4), reset_fn=MembraneSubtract())\n"
+        "    return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1, bias=False), iaf(), SumPool2d(2),\n"
+        "                         nn.Conv2d(4, 5, 4, bias=False), iaf())\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import peer_net
+        torch.manual_seed(0)
+        m = peer_net.make()
+    finally:
+        sys.path.remove(str(tmp_path))
+    torch.save(m.state_dict(), tmp_path / "w.pt")
+    out = tmp_path / "out"
+    p = subprocess.run([sys.executable, "-m", "snncc.cli", "compile", str(tmp_path / "w.pt"), "--model-def",
+                        f"{tmp_path / 'peer_net.py'}:make", "--input-shape", "2,8,8", "--input-kind", "spike",
+                        "--timesteps", "3", "--target", "speck", "-o", str(out)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    g = snncc.load(str(out)).deployed
+    assert [(n.name, n.attrs["D"], n.attrs["stateful"]) for n in g.nodes if n.op == "fire"] == [("1", 4, True), ("4", 4, True)]
