@@ -119,9 +119,8 @@ def test_norse_runs_the_export_as_snncc_with_one_spike_per_step(tmp_path):
     """norse 1.1.0 `from_nir` reads a NIR IF as its IAFCell (one spike per step, fires on v > v_th,
     resets to 0): one step per sample from a fresh state is snncc's deployed graph with D = 1.
     Its Flatten keeps NIR's start_dim without skipping the batch axis, so samples run one by one."""
-    import pytest
+    import norse.torch as nt  # installed by scripts/setup.sh (--no-deps)
 
-    nt = pytest.importorskip("norse.torch")  # installed by scripts/setup.sh (--no-deps)
     m, g = deployed(ConvChain())
     path = tmp_path / "c.nir"
     write_nir(g, str(path))
