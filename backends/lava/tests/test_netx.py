@@ -1,6 +1,7 @@
-"""netx HDF5 export: ConvChain's deployed graph as input/conv/conv/flatten/dense, validated against
-the netx schema, its integers read back exactly; deterministic bytes; every node netx cannot
-express named (residual fan-in, attention, pooling)."""
+"""netx HDF5 export: lava-dl 0.6.0's own reader runs it in Lava with snncc's fixed-point counts (ConvChain
+with host input, a spike-input MLP over T = 2); the layout (identity input, D threshold copies)
+validated against the netx schema; deterministic bytes; every node netx cannot express named
+(stateful neurons, residual fan-in, attention, pooling)."""
 
 from __future__ import annotations
 
@@ -51,9 +52,10 @@ def test_conv_chain_layout(conv_chain):
     assert np.array_equal(ls[4]["weight"][:, :16 * D:16], np.repeat(q.projections[1].weight.toarray()[:, :1], D, 1))
 
 
-def test_netx_reader_runs_it_exactly(conv_chain, tmp_path):
-    """lava-dl 0.6.0's own reader builds the file and runs it in Lava (fixed_pt): every
-    population's spike counts and the read-out equal snncc's fixed-point simulation."""
+def run_netx_reader(path, frames, message_bits):
+    """Load `path` with lava-dl 0.6.0's own reader and run it in Lava fixed_pt on `frames`
+    ((x, y, f)-ordered input per step, last axis = steps); returns every neuron layer's spikes
+    (..., steps) and the read-out layer's membrane (steps, N)."""
     from snncc_lava import compat
 
     compat.install_lava_dl()
@@ -64,24 +66,8 @@ def test_netx_reader_runs_it_exactly(conv_chain, tmp_path):
     from lava.proc.io.source import RingBuffer as Source
     from lava.proc.monitor.process import Monitor
 
-    from snncc_lava.network import batch_stream, host_currents
-
-    net = build(conv_chain)
-    q = fixed.quantize(net, "netx")
-    path = tmp_path / "chain.net"
-    path.write_bytes(netx.export(conv_chain, net, q))
-    torch.manual_seed(0)
-    x = torch.rand(3, *conv_chain.inputs[0].shape) * 2
-    ref = fixed.simulate_fixed(q, x)
-    assert ref.events == {"u_wraps": 0, "v_saturations": 0, "host_saturations": 0}
-    xs, _ = batch_stream(conv_chain, x)
-    act, _ = fixed.host_activation(q.populations["n1"], host_currents(net, "n1", xs).numpy())
-    lnet = Network(str(path), reset_interval=1, input_message_bits=24)
-    K, L, D = act.shape[0], len(lnet.layers), net.D
-    steps = K + L
-    frames = np.zeros(lnet.inp.shape + (steps,), np.int32)  # netx's (x, y, f) order
-    for k in range(K):
-        frames[..., k] = act[k].reshape(6, 8, 8).transpose(2, 1, 0)
+    lnet = Network(str(path), reset_interval=1, input_message_bits=message_bits)
+    steps = frames.shape[-1]
     src = Source(data=frames)
     src.s_out.connect(lnet.inp)
     sinks = []
@@ -96,12 +82,84 @@ def test_netx_reader_runs_it_exactly(conv_chain, tmp_path):
         v = next(iter(mon.get_data().values()))["v"]
     finally:
         lnet.stop()
-    for i, name in enumerate(("n1", "n2")):  # layer i answers window k at step k + i + 1
-        c, h, w = conv_chain[name].shape
-        got = spikes[i][..., i + 1: i + 1 + K].transpose(3, 2, 1, 0).reshape(K, c, D, h, w).sum(2)
-        assert np.array_equal(got, ref.counts[name].numpy()), name
+    return spikes, v
+
+
+def assert_netx_equals_fixed(g, names, spikes, v, ref, K):
+    """Layer i answers window k at step k + i + 1: its D copies' spikes summed per neuron equal the
+    fixed-point counts, and the read-out's membrane is the fixed-point read-out << 6."""
+    D = fixed.quantize(build(g), "netx").D
+    top = 0
+    for i, name in enumerate(names):
+        shape = g[name].shape
+        got = spikes[i][..., i + 1: i + 1 + K]
+        got = got.transpose(*range(got.ndim)[::-1])  # (steps, f, y, x)
+        got = got.reshape((K, shape[0], D) + tuple(shape[1:])).sum(2)
+        assert np.array_equal(got, ref.counts[name].numpy()), name  # T = 1: one window per sample
         assert got.sum() > 0
-    assert np.array_equal(v[L: L + K], ref.readout.reshape(K, -1) << 6)  # the read-out's membrane, a << 6
+        top = max(top, got.max())
+    assert top > 1  # some neuron fires more than once in a window: the threshold copies are exercised
+    L = len(names) + 1
+    assert np.array_equal(v[L: L + K], ref.readout.reshape(K, -1) << 6)
+
+
+def test_netx_reader_runs_it_exactly(conv_chain, tmp_path):
+    """lava-dl 0.6.0's own reader builds the file and runs it in Lava (fixed_pt): every
+    population's spike counts and the read-out equal snncc's fixed-point simulation."""
+    from snncc_lava.network import batch_stream, host_currents
+
+    net = build(conv_chain)
+    q = fixed.quantize(net, "netx")
+    path = tmp_path / "chain.net"
+    path.write_bytes(netx.export(conv_chain, net, q))
+    torch.manual_seed(0)
+    x = torch.rand(3, *conv_chain.inputs[0].shape) * 2
+    ref = fixed.simulate_fixed(q, x)
+    assert ref.events == {"u_wraps": 0, "v_saturations": 0, "host_saturations": 0}
+    xs, _ = batch_stream(conv_chain, x)
+    act, _ = fixed.host_activation(q.populations["n1"], host_currents(net, "n1", xs).numpy())
+    K = act.shape[0]
+    frames = np.zeros((8, 8, 6, K + 3), np.int32)  # netx's (x, y, f) order
+    for k in range(K):
+        frames[..., k] = act[k].reshape(6, 8, 8).transpose(2, 1, 0)
+    spikes, v = run_netx_reader(path, frames, 24)
+    assert_netx_equals_fixed(conv_chain, ["n1", "n2"], spikes, v, ref, K)
+
+
+def test_netx_reader_runs_a_spike_input_mlp_over_timesteps(tmp_path):
+    """Spike input (graded counts), dense layers fed by D threshold copies, T = 2 windows per
+    sample pipelined through the network (the per-step reset separates them)."""
+    from snncc.frontend.loader import LoadedModel, trace
+    from snncc.nn import SFANeuron
+    from snncc.passes.manager import run_pipeline
+
+    torch.manual_seed(3)
+    m = torch.nn.Sequential(torch.nn.Linear(12, 10), SFANeuron(D=3), torch.nn.Linear(10, 7), SFANeuron(D=3),
+                            torch.nn.Linear(7, 4))
+    with torch.no_grad():
+        m[0].weight.mul_(2.0)
+        m[2].weight.mul_(3.0)
+    g = run_pipeline(trace(LoadedModel(m, None, (12,), 2), input_kind="spike"), "deploy").graph
+    net = build(g)
+    q = fixed.quantize(net, "netx")
+    path = tmp_path / "mlp.net"
+    path.write_bytes(netx.export(g, net, q))
+    x = torch.randint(0, 4, (2, 3, 12)).double()  # (T, B, N): counts up to D per window
+    ref = fixed.simulate_fixed(q, x)
+    B, T = 3, 2
+    K = B * T
+    frames = np.zeros((12, K + 3), np.int32)
+    frames[:, :K] = x.transpose(0, 1).reshape(K, 12).numpy().T  # sample-major windows
+    spikes, v = run_netx_reader(path, frames, 8)
+    D = net.D
+    for i, name in enumerate(g.neurons()):  # (N * D, steps) -> per neuron and window -> summed over T
+        n = g[name.name].shape[0]
+        copies = spikes[i][:, i + 1: i + 1 + K].reshape(n, D, K)
+        got = copies.sum(1).T.reshape(B, T, n).sum(1)
+        assert np.array_equal(got, ref.counts[name.name].numpy()), name.name
+        assert copies[:, 1:].sum() > 0  # second and third copies fire: counts above 1 in a window
+    L = 3
+    assert np.array_equal(v[L: L + K], ref.readout.reshape(K, -1) << 6)
 
 
 def test_export_is_deterministic(conv_chain):
