@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--explain", action="store_true", help="print the target's full compatibility report")
     c.add_argument("--timesteps", type=_positive_int,
                    help="training timesteps T of a single-step event model (warns when it replaces the model's own T)")
+    c.add_argument("--input-layout", choices=("BT", "TB"), default="",
+                   help="the model takes the whole sequence, (B, T, *shape) or (T, B, *shape) (multi-step code; "
+                        "with --timesteps and the per-step --input-shape)")
     c.add_argument("--target-option", action="append", default=[], metavar="KEY=VALUE",
                    help="target-specific option (repeatable), e.g. scale_policy=pow2 for speck, emit=graded for loihi")
 
@@ -183,7 +186,7 @@ def cmd_compile(args) -> int:
                           trust_pickle=args.trust_pickle, frontend=args.frontend, allow_macs=args.allow_macs,
                           target_options=_target_options(args.target_option), dump_after=tuple(args.dump_after),
                           timesteps=args.timesteps, approximate_lif=args.approximate_lif,
-                          progress=_progress if _show_progress(args) else None)
+                          input_layout=args.input_layout, progress=_progress if _show_progress(args) else None)
     except TargetError as e:
         if args.explain and getattr(e, "explain", ""):
             print(e.explain)
@@ -249,12 +252,12 @@ def cmd_inspect(args) -> int:
 
 def _inputs(args, graph) -> torch.Tensor:
     """--data, or seeded random inputs (the seed is printed, so a run can be repeated)."""
-    from snncc.estimate.data import inputs
+    from snncc.estimate.data import inputs, time_major
 
     x, _ = inputs(graph, args.data, args.samples, args.seed)
     if not args.data:
         print(f"inputs: {len(x)} random samples, seed {args.seed}")
-    return x
+    return time_major(graph, x)  # back in the model's own layout, as the API takes inputs (the swap is its inverse)
 
 
 def cmd_simulate(args) -> int:
@@ -380,6 +383,8 @@ def cmd_verify(args) -> int:
     resolve(args.device)
     loaded = _load(args)
     dep = load(args.out)
+    if dep.traced.meta.get("input_layout"):  # the model takes the whole sequence, as it was compiled
+        loaded.layout, loaded.T = dep.traced.meta["input_layout"], dep.traced.T
     x = _inputs(args, dep.traced)
     rep = dep.verify(x, model=loaded, device=args.device)
     print(rep.table())

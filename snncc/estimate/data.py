@@ -5,7 +5,8 @@ executor's memory does not grow with the data set.
 Data files (one format, used by the shipped examples): an `.npz` holding the inputs as `x`
 (or `x_test`) and optional integer labels as `y` (or `y_test`), or an `.npy` array of inputs
 (memory-mapped). Inputs are (N, *shape) or (N, T, *shape) ... as the graph takes them:
-(N, *shape), or (T, N, *shape) for a T-step model. Empty arrays, non-numeric arrays, NaN or Inf
+(N, *shape), or (T, N, *shape) for a T-step model ((N, T, *shape) for a model that takes its
+input as (B, T, ...) itself, compiled with `input_layout="BT"`). Empty arrays, non-numeric arrays, NaN or Inf
 values and shapes that do not fit the graph are refused in one line naming the file and field.
 """
 
@@ -53,6 +54,7 @@ def read_data(path: str, graph: Graph, samples: int | None = None) -> tuple[np.n
                         where=path, hint="pass an .npz with an array x (and labels y), or an .npy array") from None
     where = f"{path}: {field}"
     shape = tuple(graph.inputs[0].shape)
+    x = time_major(graph, x)
     if x.dtype.kind not in "biuf":
         raise LoadError(f"holds {x.dtype} values, expected numbers", where=where)
     t_major = graph.T > 1 and x.ndim == len(shape) + 2
@@ -80,6 +82,14 @@ def read_data(path: str, graph: Graph, samples: int | None = None) -> tuple[np.n
                             where=f"{path}: y", hint="labels are one integer class per sample")
         labels = labels[:n]
     return x, labels, t_major
+
+
+def time_major(graph: Graph, x):
+    """Inputs of a model that takes (B, T, *shape) (`input_layout` "BT") as the executors take
+    them, (T, B, *shape); any other input unchanged (a view, no copy)."""
+    if graph.meta.get("input_layout") == "BT" and x.ndim == len(graph.inputs[0].shape) + 2:
+        return x.transpose(0, 1) if isinstance(x, torch.Tensor) else x.swapaxes(0, 1)
+    return x
 
 
 def random_inputs(graph: Graph, samples: int, seed: int) -> torch.Tensor:
