@@ -22,6 +22,10 @@ if .venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find
   echo "[setup] removing the samna placeholder (never imported here)"
   $PIP uninstall -y samna
 fi
+# SpikingJelly (multi-step research models in the tests) without its declared torchvision/torchaudio
+# (they would replace torch 2.13); what its neuron and functional modules import is pinned in
+# requirements-dev.txt (loguru, tqdm).
+$PIP install --no-deps spikingjelly==2.0.0
 $PIP install --no-deps -e .
 # Chip backends are separate packages; one with an install.sh needs more than pip (lava-nc).
 for b in backends/speck backends/lava; do
