@@ -108,10 +108,20 @@ class Deployment:
 
     def estimate(self, data=None, profile: str = "45nm", samples: int = 16, seed: int = 0,
                  batch_size: int | None = None, rate: float | None = None, progress: bool = False,
-                 device: str | None = None):
-        """Energy, latency and bandwidth over a data set (estimate.Report)."""
+                 device: str | None = None, workers: int = 1, ray_address: str | None = None):
+        """Energy, latency and bandwidth over a data set (estimate.Report): a file, a folder of
+        .npz/.npy shards (streamed), or seeded random inputs. `workers` > 1 shards the batches over
+        local processes, `ray_address` over Ray ("local" or a cluster address); the merged
+        statistics equal one process's (estimate/workers.py)."""
         from snncc.estimate import Estimator
         from snncc.estimate.data import InputBatches
+
+        if (workers > 1 or ray_address) and (data is None or isinstance(data, (str, os.PathLike))):
+            from snncc.estimate.workers import run_sharded
+
+            est = run_sharded(self.deployed, profile, None if data is None else os.fspath(data), samples, batch_size,
+                              seed, max(1, workers), ray_address, progress, device)
+            return est.report(rate=rate)
 
         if data is None or isinstance(data, (str, os.PathLike)):
             batches = InputBatches(self.deployed, None if data is None else os.fspath(data), samples, batch_size, seed)

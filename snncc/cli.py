@@ -148,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "architecture_sops, synapses; per population and link)")
     es.add_argument("--batch-size", type=_positive_int, help="samples per executor batch (default: all at once)")
     es.add_argument("--progress", action="store_true", help="show a progress bar over the batches")
+    es.add_argument("--workers", type=_positive_int, default=1,
+                    help="shard the batches over N local worker processes (statistics merged exactly)")
+    es.add_argument("--ray-address", metavar="ADDR",
+                    help="run the workers as Ray tasks: 'local' or a cluster address (needs the ray extra)")
     es.add_argument("--report", metavar="DIR", help="write DIR/report.md + report.html with plots")
     es.add_argument("--layer", help="population whose spike maps the report shows (default: first conv map)")
     es.add_argument("--sweep-D", metavar="D1,D2,...",
@@ -311,7 +315,7 @@ def cmd_estimate(args) -> int:
     if not args.data:
         print(f"inputs: {batches.samples} random samples, seed {args.seed}")
     rep = dep.estimate(args.data, args.profile, args.samples, args.seed, args.batch_size, args.rate,
-                       args.progress, device=args.device)
+                       args.progress, device=args.device, workers=args.workers, ray_address=args.ray_address)
     print(rep.table())
     sweep = _sweep_D(args, g, batches, Ds) if Ds else None
     if args.markdown:
