@@ -287,3 +287,19 @@ def test_cli_compiles_a_bt_model_and_verifies_and_simulates_an_nt_data_file(tmp_
         snncc.compile(str(tmp_path / "net.pt"), model_def=f"{tmp_path / 'net.py'}:make", input_shape=(2, 8, 8),
                       input_layout="BT")
     assert "needs the number of timesteps" in e.value.one_line()
+
+
+def test_fx_front_end_also_compiles_the_first_of_a_tuple_output():
+    from nets import ConvChain
+
+    class WithExtras(ConvChain):
+        def forward(self, x):
+            y = super().forward(x)
+            return y, {"mean_rate": x.mean()}  # an extra the compiler never sees
+
+    torch.manual_seed(0)
+    m = randomize_bn(WithExtras())
+    dep = snncc.compile(m, torch.zeros(2, 2, 8, 8), frontend="fx")
+    x = torch.randn(4, 2, 8, 8, generator=torch.Generator().manual_seed(0)) * 2
+    rep = dep.verify(x)
+    assert rep.ok and rep.levels[0].max_logit_diff < 1e-9, rep.table()

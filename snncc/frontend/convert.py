@@ -11,6 +11,7 @@ without the div) or, when the module is at hand, by class.
 from __future__ import annotations
 
 import math
+import operator
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -110,8 +111,9 @@ def needed_nodes(nodes, out: fx.Node) -> set:
 
     keep: set = set()
     ancestors([out], keep)
-    inplace = [n for n in nodes if n.op == "call_function" and str(getattr(n.target, "__name__", "")).split(".")[0]
-               .endswith("_") and n.args and isinstance(n.args[0], fx.Node)]
+    inplace = [n for n in nodes if n.args and isinstance(n.args[0], fx.Node) and (
+        n.target is operator.setitem or (n.op in ("call_function", "call_method") and str(
+            n.target if n.op == "call_method" else getattr(n.target, "__name__", "")).split(".")[0].endswith("_")))]
     changed = True
     while changed:
         changed = False
