@@ -138,7 +138,7 @@ class Deployment:
         from snncc.estimate.report import write_estimate_report
 
         x = self.inputs(data, samples, seed)
-        rep = self.estimate(x, profile)
+        rep = self.estimate(x if data is None else data, profile, samples, seed)  # data as given: the model's layout
         return write_estimate_report(self.deployed, rep, x, directory, layer)
 
     def listing(self, level: str = "deployed") -> str:

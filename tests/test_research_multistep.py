@@ -303,3 +303,17 @@ def test_fx_front_end_also_compiles_the_first_of_a_tuple_output():
     x = torch.randn(4, 2, 8, 8, generator=torch.Generator().manual_seed(0)) * 2
     rep = dep.verify(x)
     assert rep.ok and rep.levels[0].max_logit_diff < 1e-9, rep.table()
+
+
+def test_bt_model_report_and_estimate_take_inputs_in_the_models_layout(tmp_path):
+    torch.manual_seed(0)
+    m = randomize_bn(EventNet(lambda: MultiStepIFNode(0.5)))
+    dep = snncc.compile(m, torch.zeros(2, 3, 2, 8, 8), input_layout="BT")
+    x = torch.rand(4, 3, 2, 8, 8, generator=torch.Generator().manual_seed(5)) * 3  # (N, T, ...)
+    ref = dep.reference(x)
+    est = dep.estimate(x)
+    assert est.samples == 4
+    for name, c in ref.counts.items():  # spikes per sample, from the same (N, T, ...) inputs
+        assert est.population(name).spikes == pytest.approx(float(c.sum()) / 4, rel=1e-12) and c.sum() > 0
+    dep.report(str(tmp_path / "rep"), x)
+    assert (tmp_path / "rep" / "report.md").is_file()
