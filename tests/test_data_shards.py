@@ -82,3 +82,15 @@ def test_ray_workers_merge_to_exactly_one_process(dep, shards):
     one = Estimator(dep.deployed, profile="45nm").run(InputBatches(dep.deployed, str(d), 0, 4))
     two = run_sharded(dep.deployed, "45nm", str(d), 0, 4, 0, workers=2, address="local")
     assert one.state() == two.state()
+
+
+def test_cli_simulate_streams_a_folder_and_checks_every_batch(dep, shards, tmp_path, capsys):
+    d, x = shards
+    out = str(tmp_path / "art")
+    dep.save(out)
+    assert main(["simulate", out, "--data", str(d), "--samples", "100", "--schedule", "exact"]) == 0
+    o = capsys.readouterr().out
+    assert "exact schedule: 23 samples from 3 shards" in o and "spike counts == reference" in o
+    assert main(["simulate", out, "--data", str(d), "--samples", "12"]) == 0  # the first 12 only; no streaming
+    o = capsys.readouterr().out
+    assert "12 samples from 2 shards" in o and "streaming schedule: not run on a folder" in o
