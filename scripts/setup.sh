@@ -22,8 +22,10 @@ if .venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find
   echo "[setup] removing the samna placeholder (never imported here)"
   $PIP uninstall -y samna
 fi
-# SpikingJelly without its declared torchvision/torchaudio (CUDA builds on PyPI; unused by the
-# activation_based layers snncc reads): a peer whose models snncc compiles (tests/test_peer_models.py).
+# SpikingJelly without its declared torchvision/torchaudio (CUDA builds on PyPI that would replace
+# torch 2.13; unused by the activation_based layers snncc reads): a peer whose models snncc compiles
+# (tests/test_peer_models.py, tests/test_research_multistep.py); what its neuron and functional
+# modules import is pinned in requirements-dev.txt (loguru, tqdm).
 $PIP install --no-deps spikingjelly==2.0.0
 # norse 1.1.0 (pure Python sdist; its C++ extension is optional): reads snncc's NIR exports in
 # tests/test_nir_peers.py. --no-deps for the same torchvision reason.

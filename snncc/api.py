@@ -53,7 +53,10 @@ class Deployment:
 
         if data is None or isinstance(data, (str, os.PathLike)):
             return inputs(self.deployed, None if data is None else os.fspath(data), samples, seed)[0]
-        x = torch.as_tensor(np.asarray(data) if not isinstance(data, torch.Tensor) else data).double()
+        from snncc.estimate.data import time_major
+
+        x = time_major(self.deployed, torch.as_tensor(np.asarray(data) if not isinstance(data, torch.Tensor)
+                                                      else data).double())
         if not bool(torch.isfinite(x).all()):
             raise SnnccError("inputs hold NaN or Inf values", where="inputs", hint="clean the data")
         return x
@@ -105,10 +108,20 @@ class Deployment:
 
     def estimate(self, data=None, profile: str = "45nm", samples: int = 16, seed: int = 0,
                  batch_size: int | None = None, rate: float | None = None, progress: bool = False,
-                 device: str | None = None):
-        """Energy, latency and bandwidth over a data set (estimate.Report)."""
+                 device: str | None = None, workers: int = 1, ray_address: str | None = None):
+        """Energy, latency and bandwidth over a data set (estimate.Report): a file, a folder of
+        .npz/.npy shards (streamed), or seeded random inputs. `workers` > 1 shards the batches over
+        local processes, `ray_address` over Ray ("local" or a cluster address); the merged
+        statistics equal one process's (estimate/workers.py)."""
         from snncc.estimate import Estimator
         from snncc.estimate.data import InputBatches
+
+        if (workers > 1 or ray_address) and (data is None or isinstance(data, (str, os.PathLike))):
+            from snncc.estimate.workers import run_sharded
+
+            est = run_sharded(self.deployed, profile, None if data is None else os.fspath(data), samples, batch_size,
+                              seed, max(1, workers), ray_address, progress, device)
+            return est.report(rate=rate)
 
         if data is None or isinstance(data, (str, os.PathLike)):
             batches = InputBatches(self.deployed, None if data is None else os.fspath(data), samples, batch_size, seed)
@@ -125,7 +138,7 @@ class Deployment:
         from snncc.estimate.report import write_estimate_report
 
         x = self.inputs(data, samples, seed)
-        rep = self.estimate(x, profile)
+        rep = self.estimate(x if data is None else data, profile, samples, seed)  # data as given: the model's layout
         return write_estimate_report(self.deployed, rep, x, directory, layer)
 
     def listing(self, level: str = "deployed") -> str:
@@ -147,7 +160,7 @@ def compile(model, example_input: torch.Tensor | None = None, *, target: str = "
             factory_kwargs: dict | None = None, trust_pickle: bool = False, frontend: str = "auto",
             allow_macs: bool = False, target_options: dict | None = None, dump_after: tuple[str, ...] = (),
             timesteps: int | None = None, approximate_lif: bool = False,
-            progress: Callable[[str], None] | None = None) -> Deployment:
+            progress: Callable[[str], None] | None = None, input_layout: str = "") -> Deployment:
     """Compile `model` for `target`.
 
     `model`: an `nn.Module` (with `example_input` of shape (B, *shape), or `input_shape`), a
@@ -155,7 +168,10 @@ def compile(model, example_input: torch.Tensor | None = None, *, target: str = "
     pickled module with `trust_pickle`). `approximate_lif` imports a NIR file's LIF neurons as IF
     (recorded in `deployed.meta["nir_approximations"]`). `timesteps` sets T for a single-step module of an
     event model; without it, an integer "T" in a JSON file beside a checkpoint (`model.json` next to
-`model.pt`) is used, and a `timesteps` that disagrees with it is warned about. Raises
+`model.pt`) is used, and a `timesteps` that disagrees with it is warned about. `input_layout`
+"BT" / "TB": the module itself takes the whole sequence, (B, T, *shape) / (T, B, *shape)
+(multi-step research code; `example_input` is laid out so, or give `timesteps` and the
+per-step `input_shape`); its inputs are then passed to `verify`/`simulate` in that layout. Raises
 `snncc.errors.SnnccError` subclasses with what/where/hint."""
     from snncc.compiler import compile_model
     from snncc.frontend.loader import LoadedModel, load
@@ -176,8 +192,11 @@ def compile(model, example_input: torch.Tensor | None = None, *, target: str = "
         from snncc.frontend.loader import _unwrap
 
         module, T = _unwrap(model)
-        shape = (tuple(example_input.shape[1:]) if example_input is not None
+        skip = 2 if input_layout else 1
+        shape = (tuple(example_input.shape[skip:]) if example_input is not None
                  else tuple(input_shape or getattr(module, "input_shape", ()) or ()))
+        if input_layout and example_input is not None:
+            T = int(example_input.shape["TB".index("T") if input_layout == "TB" else 1])
         if not shape:
             raise SnnccError("the input shape is unknown", where="compile",
                              hint="pass example_input (B, *shape) or input_shape")
@@ -185,6 +204,9 @@ def compile(model, example_input: torch.Tensor | None = None, *, target: str = "
     else:
         raise SnnccError(f"cannot compile a {type(model).__name__}", where="compile",
                          hint="pass an nn.Module, an ExportedProgram or a model file path")
+    if input_layout not in ("", "TB", "BT"):
+        raise SnnccError(f"unknown input layout {input_layout!r}", where="--input-layout", hint="BT or TB")
+    loaded.layout = input_layout
     recorded = _recorded_T(model) if isinstance(model, (str, os.PathLike)) else None
     if recorded is not None and timesteps is None and loaded.T == 1:
         loaded.T = recorded  # the checkpoint's sidecar JSON records how it was trained
@@ -201,6 +223,9 @@ def compile(model, example_input: torch.Tensor | None = None, *, target: str = "
 
             warnings.warn(f"the model's own T = {loaded.T} is replaced by --timesteps {timesteps}", stacklevel=2)
         loaded.T = timesteps
+    if input_layout and loaded.T == 1 and timesteps is None and recorded is None and example_input is None:
+        raise SnnccError(f"input layout {input_layout} needs the number of timesteps", where="--input-layout",
+                         hint="pass --timesteps T with the per-step --input-shape")
     res = compile_model(loaded, target=target, input_kind=input_kind, frontend=frontend, dump_after=tuple(dump_after),
                         allow_macs=allow_macs, progress=progress, target_options=options)
     return Deployment(target, res.traced, res.deployed, res.manifest, res.files, loaded, res.summary(), res.explain,
@@ -256,4 +281,4 @@ def _eager64(loaded):
         return loaded.eager, "float32"
     from snncc.frontend.loader import LoadedModel
 
-    return LoadedModel(m64, None, loaded.input_shape, loaded.T, loaded.source).eager, "float64"
+    return LoadedModel(m64, None, loaded.input_shape, loaded.T, loaded.source, layout=loaded.layout).eager, "float64"

@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--explain", action="store_true", help="print the target's full compatibility report")
     c.add_argument("--timesteps", type=_positive_int,
                    help="training timesteps T of a single-step event model (warns when it replaces the model's own T)")
+    c.add_argument("--input-layout", choices=("BT", "TB"), default="",
+                   help="the model takes the whole sequence, (B, T, *shape) or (T, B, *shape) (multi-step code; "
+                        "with --timesteps and the per-step --input-shape)")
     c.add_argument("--target-option", action="append", default=[], metavar="KEY=VALUE",
                    help="target-specific option (repeatable), e.g. scale_policy=pow2 for speck, emit=graded for loihi")
 
@@ -145,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "architecture_sops, synapses; per population and link)")
     es.add_argument("--batch-size", type=_positive_int, help="samples per executor batch (default: all at once)")
     es.add_argument("--progress", action="store_true", help="show a progress bar over the batches")
+    es.add_argument("--workers", type=_positive_int, default=1,
+                    help="shard the batches over N local worker processes (statistics merged exactly)")
+    es.add_argument("--ray-address", metavar="ADDR",
+                    help="run the workers as Ray tasks: 'local' or a cluster address (needs the ray extra)")
     es.add_argument("--report", metavar="DIR", help="write DIR/report.md + report.html with plots")
     es.add_argument("--layer", help="population whose spike maps the report shows (default: first conv map)")
     es.add_argument("--sweep-D", metavar="D1,D2,...",
@@ -183,7 +190,7 @@ def cmd_compile(args) -> int:
                           trust_pickle=args.trust_pickle, frontend=args.frontend, allow_macs=args.allow_macs,
                           target_options=_target_options(args.target_option), dump_after=tuple(args.dump_after),
                           timesteps=args.timesteps, approximate_lif=args.approximate_lif,
-                          progress=_progress if _show_progress(args) else None)
+                          input_layout=args.input_layout, progress=_progress if _show_progress(args) else None)
     except TargetError as e:
         if args.explain and getattr(e, "explain", ""):
             print(e.explain)
@@ -249,12 +256,42 @@ def cmd_inspect(args) -> int:
 
 def _inputs(args, graph) -> torch.Tensor:
     """--data, or seeded random inputs (the seed is printed, so a run can be repeated)."""
-    from snncc.estimate.data import inputs
+    from snncc.estimate.data import inputs, time_major
 
     x, _ = inputs(graph, args.data, args.samples, args.seed)
     if not args.data:
         print(f"inputs: {len(x)} random samples, seed {args.seed}")
-    return x
+    return time_major(graph, x)  # back in the model's own layout, as the API takes inputs (the swap is its inverse)
+
+
+def _simulate_shards(args, dep) -> int:
+    """simulate --data FOLDER: the exact schedule streamed over the shards, batch by batch, each
+    batch's spike counts checked against the reference (a progress bar on a terminal or with -v)."""
+    from snncc.estimate.data import InputBatches
+    from snncc.sim.reference import run
+    from snncc.sim.sync import Simulator
+
+    from snncc.sim.device import to_cpu, use as use_device
+
+    batches = InputBatches(dep.deployed, args.data, args.samples)
+    it = batches
+    if _show_progress(args):
+        from tqdm import tqdm
+
+        it = tqdm(batches, total=len(batches), desc="simulate", unit="batch")
+    same, n, latency, worst = True, 0, 0, 0.0
+    with use_device(args.device):
+        sim = Simulator(dep.deployed)
+        for x in it:
+            ref, r = to_cpu(run(dep.deployed, x)), to_cpu(sim.run(x, "exact"))
+            same = same and all(torch.equal(r.counts[k], ref.counts[k]) for k in ref.counts)
+            worst = max(worst, float((r.output - ref.output).abs().max()))
+            n, latency = n + int(ref.output.shape[0]), r.latency_substeps
+    print(f"exact schedule: {n} samples from {len(batches.shards)} shards, latency {latency} sub-steps, spike counts "
+          f"{'==' if same else '!='} reference, max |output diff| {worst:.3g}")
+    if args.schedule != "exact":
+        print("streaming schedule: not run on a folder of shards (run it on one shard's file)")
+    return 0 if same else 1
 
 
 def cmd_simulate(args) -> int:
@@ -274,6 +311,8 @@ def cmd_simulate(args) -> int:
                                  samples=args.samples)
         print(text)
         return 0
+    if args.data and os.path.isdir(args.data) and args.backend == "snncc":
+        return _simulate_shards(args, dep)
     x = _inputs(args, dep.deployed)
     ref = dep.reference(x, device=args.device)
     if args.backend != "snncc":
@@ -308,7 +347,7 @@ def cmd_estimate(args) -> int:
     if not args.data:
         print(f"inputs: {batches.samples} random samples, seed {args.seed}")
     rep = dep.estimate(args.data, args.profile, args.samples, args.seed, args.batch_size, args.rate,
-                       args.progress, device=args.device)
+                       args.progress, device=args.device, workers=args.workers, ray_address=args.ray_address)
     print(rep.table())
     sweep = _sweep_D(args, g, batches, Ds) if Ds else None
     if args.markdown:
@@ -380,6 +419,8 @@ def cmd_verify(args) -> int:
     resolve(args.device)
     loaded = _load(args)
     dep = load(args.out)
+    if dep.traced.meta.get("input_layout"):  # the model takes the whole sequence, as it was compiled
+        loaded.layout, loaded.T = dep.traced.meta["input_layout"], dep.traced.T
     x = _inputs(args, dep.traced)
     rep = dep.verify(x, model=loaded, device=args.device)
     print(rep.table())

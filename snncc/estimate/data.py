@@ -2,10 +2,12 @@
 inputs, checked before use, cut into batches converted to float64 one at a time so the
 executor's memory does not grow with the data set.
 
-Data files (one format, used by the shipped examples): an `.npz` holding the inputs as `x`
+Data files (one format, used by the shipped examples; `--data` may also name a folder of such
+`.npz`/`.npy` shards, read in name order and streamed shard by shard): an `.npz` holding the inputs as `x`
 (or `x_test`) and optional integer labels as `y` (or `y_test`), or an `.npy` array of inputs
 (memory-mapped). Inputs are (N, *shape) or (N, T, *shape) ... as the graph takes them:
-(N, *shape), or (T, N, *shape) for a T-step model. Empty arrays, non-numeric arrays, NaN or Inf
+(N, *shape), or (T, N, *shape) for a T-step model ((N, T, *shape) for a model that takes its
+input as (B, T, ...) itself, compiled with `input_layout="BT"`). Empty arrays, non-numeric arrays, NaN or Inf
 values and shapes that do not fit the graph are refused in one line naming the file and field.
 """
 
@@ -25,8 +27,29 @@ X_KEYS = ("x", "x_test")
 Y_KEYS = ("y", "y_test")
 
 
+def shard_files(path: str) -> list[str]:
+    """The `.npz`/`.npy` shards of a data-set folder, in name order."""
+    files = sorted(os.path.join(path, f) for f in os.listdir(path) if f.endswith((".npz", ".npy")))
+    if not files:
+        raise LoadError("folder holds no .npz or .npy shards", where=path,
+                        hint="save the data set as shards, e.g. np.savez(f'{path}/part-000.npz', x=x, y=y)")
+    return files
+
+
 def read_data(path: str, graph: Graph, samples: int | None = None) -> tuple[np.ndarray, np.ndarray | None, bool]:
-    """(inputs, labels or None, whether inputs are (T, N, ...)) from a data file, at most `samples`."""
+    """(inputs, labels or None, whether inputs are (T, N, ...)) from a data file, at most `samples`
+    (a folder of shards: all of them, concatenated in name order)."""
+    if os.path.isdir(path):
+        parts, labels = [], []
+        for f in shard_files(path):
+            x, y, t_major = read_data(f, graph, samples - sum(p.shape[1 if t_major else 0] for p in parts)
+                                      if samples else None)
+            parts.append(np.asarray(x))
+            labels.append(y)
+            if samples and sum(p.shape[1 if t_major else 0] for p in parts) >= samples:
+                break
+        y = None if any(v is None for v in labels) else np.concatenate(labels)
+        return np.concatenate(parts, axis=1 if t_major else 0), y, t_major
     if not os.path.isfile(path):
         raise LoadError("file not found" if not os.path.exists(path) else "is not a file", where=path,
                         hint="pass an .npz with an array x (and labels y), or an .npy array")
@@ -53,6 +76,7 @@ def read_data(path: str, graph: Graph, samples: int | None = None) -> tuple[np.n
                         where=path, hint="pass an .npz with an array x (and labels y), or an .npy array") from None
     where = f"{path}: {field}"
     shape = tuple(graph.inputs[0].shape)
+    x = time_major(graph, x)
     if x.dtype.kind not in "biuf":
         raise LoadError(f"holds {x.dtype} values, expected numbers", where=where)
     t_major = graph.T > 1 and x.ndim == len(shape) + 2
@@ -82,6 +106,14 @@ def read_data(path: str, graph: Graph, samples: int | None = None) -> tuple[np.n
     return x, labels, t_major
 
 
+def time_major(graph: Graph, x):
+    """Inputs of a model that takes (B, T, *shape) (`input_layout` "BT") as the executors take
+    them, (T, B, *shape); any other input unchanged (a view, no copy)."""
+    if graph.meta.get("input_layout") == "BT" and x.ndim == len(graph.inputs[0].shape) + 2:
+        return x.transpose(0, 1) if isinstance(x, torch.Tensor) else x.swapaxes(0, 1)
+    return x
+
+
 def random_inputs(graph: Graph, samples: int, seed: int) -> torch.Tensor:
     """The seeded random inputs `verify`, `simulate` and `estimate` draw without --data: spike
     counts in {0, 1, 2} for spike input, N(0, 2^2) for a real-valued image."""
@@ -102,12 +134,29 @@ def inputs(graph: Graph, data: str | None, samples: int, seed: int) -> tuple[tor
 
 
 class InputBatches:
-    """Iterable of (B, *shape) float64 tensors; `len()` is the number of batches."""
+    """Iterable of (B, *shape) float64 tensors; `len()` is the number of batches. A folder of
+    shards is streamed: one shard is in memory at a time and a batch never spans two shards
+    (`shards` lists (file, samples) when `data` is a folder)."""
 
     def __init__(self, graph: Graph, data: str | None = None, samples: int = 16, batch_size: int | None = None,
                  seed: int = 0):
         self.labels = None
         self.t_major = False  # (T, N, ...) inputs are batched along their second axis
+        self.shards: list[tuple[str, int]] = []
+        self._graph, self._cached = graph, (None, None)
+        if data and os.path.isdir(data):
+            left = samples
+            for f in shard_files(data):
+                x, _, self.t_major = read_data(f, graph, left)
+                n = int(x.shape[1 if self.t_major else 0])
+                self.shards.append((f, n))
+                left = left - n if left else left
+                if samples and left <= 0:
+                    break
+            self.samples = sum(n for _, n in self.shards)
+            self.batch_size = max(1, int(batch_size or max(n for _, n in self.shards)))
+            self._index = [(k, s) for k, (_, n) in enumerate(self.shards) for s in range(0, n, self.batch_size)]
+            return
         if data:
             self.x, self.labels, self.t_major = read_data(data, graph, samples)
         else:
@@ -118,9 +167,19 @@ class InputBatches:
         self.batch_size = max(1, int(batch_size or self.samples))
 
     def __len__(self) -> int:
+        if self.shards:
+            return len(self._index)
         return math.ceil(self.samples / self.batch_size)
 
     def batch(self, i: int) -> torch.Tensor:
+        if self.shards:
+            k, s = self._index[i]
+            if self._cached[0] != k:
+                f, n = self.shards[k]
+                self._cached = (k, read_data(f, self._graph, n)[0])
+            x = self._cached[1]
+            b = x[:, s:s + self.batch_size] if self.t_major else x[s:s + self.batch_size]
+            return torch.as_tensor(np.array(b, dtype=np.float64))
         s = i * self.batch_size
         b = self.x[:, s:s + self.batch_size] if self.t_major else self.x[s:s + self.batch_size]
         return b if isinstance(b, torch.Tensor) else torch.as_tensor(np.array(b, dtype=np.float64))

@@ -129,6 +129,30 @@ class Estimator:
         self.architecture: dict[str, float] = {a.node: 0.0 for a in self.plan.architecture}
         self.windows_exact = self.T == 1
 
+    _SUMS = ("spikes", "sops", "products", "architecture")
+    _PEAKS = ("peak_window_events", "peak_window_sops")
+
+    def state(self) -> dict:
+        """The accumulated statistics, as plain data (what a worker process sends back)."""
+        st = {k: dict(getattr(self, k)) for k in self._SUMS + self._PEAKS}
+        st.update(samples=self.samples, windows_exact=self.windows_exact)
+        return st
+
+    def merge(self, st: dict) -> None:
+        """Add another estimator's `state()` (estimate/workers.py): sums add, peaks take the max."""
+        if not st["samples"]:
+            return
+        for k in self._SUMS:
+            acc = getattr(self, k)
+            for name, v in st[k].items():
+                acc[name] += v
+        for k in self._PEAKS:
+            acc = getattr(self, k)
+            for name, v in st[k].items():
+                acc[name] = max(acc[name], v)
+        self.windows_exact = (self.windows_exact and st["windows_exact"]) if self.samples else st["windows_exact"]
+        self.samples += st["samples"]
+
     # ---- feeding ---------------------------------------------------------------------------
     def update(self, counts: dict, inputs=None, *, _windows: dict | None = None,
                _products: dict | None = None) -> None:

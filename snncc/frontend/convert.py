@@ -11,6 +11,7 @@ without the div) or, when the module is at hand, by class.
 from __future__ import annotations
 
 import math
+import operator
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,7 @@ import torch
 import torch.fx as fx
 
 from snncc.errors import FrontendError
+from snncc.frontend.time_loop import Lin, StepBuffer, TimeLoop, is_step_value
 from snncc.ir.graph import Graph, Node
 from snncc.ir.ops import CURRENT, SPIKE
 
@@ -91,7 +93,40 @@ class SpikeBN:
 
 def _pending(v) -> bool:
     """A value the converter holds back for a later op (a spike BatchNorm, a slice of it)."""
-    return isinstance(v, SpikeBN) or (isinstance(v, tuple) and bool(v) and v[0] == "slice")
+    return isinstance(v, SpikeBN) or is_step_value(v) or (
+        isinstance(v, tuple) and bool(v) and (isinstance(v[0], str) and v[0] == "slice" or is_step_value(v[0])))
+
+
+def needed_nodes(nodes, out: fx.Node) -> set:
+    """The fx nodes the (first) output depends on, with the in-place copies into them: what a
+    model computes only for its other outputs (extras, statistics) is never converted."""
+    def ancestors(start, keep):
+        stack = list(start)
+        while stack:
+            n = stack.pop()
+            if n in keep:
+                continue
+            keep.add(n)
+            stack.extend(a for a in n.all_input_nodes)
+
+    keep: set = set()
+    ancestors([out], keep)
+    inplace = [n for n in nodes if n.args and isinstance(n.args[0], fx.Node) and (
+        n.target is operator.setitem or (n.op in ("call_function", "call_method") and str(
+            n.target if n.op == "call_method" else getattr(n.target, "__name__", "")).split(".")[0].endswith("_")))]
+    changed = True
+    while changed:
+        changed = False
+        for n in inplace:
+            if n in keep:
+                continue
+            dst = n.args[0]
+            while dst not in keep and dst.args and isinstance(dst.args[0], fx.Node):
+                dst = dst.args[0]  # through the views (select, slice) to the written tensor
+            if dst in keep:
+                ancestors([n], keep)
+                changed = True
+    return keep
 
 
 class Converter:
@@ -109,11 +144,13 @@ class Converter:
         # same per-sample content until the mean over T, so the graph runs T identical windows.
         self.lead: dict[fx.Node, tuple[str, ...]] = {}
         self.T: int | None = None
+        self.layout = ""  # "TB" / "BT" when the model's input carries the time axis itself
         self.time_reduced: set[fx.Node] = set()  # values past a mean over T (only affine ops may follow)
         self._out_lead: tuple[str, ...] | None = None
         self._padded: dict[fx.Node, SpikeBN] = {}
         self._consumed: set[fx.Node] = set()
         self._counter: dict[str, int] = {}
+        self.loop = TimeLoop(self)  # neurons written as a Python loop over T (time_loop.py)
 
     # ---- helpers ------------------------------------------------------------------------
     def name(self, base: str) -> str:
@@ -207,10 +244,14 @@ class Converter:
 
     # ---- the conversion -------------------------------------------------------------------
     def input(self, fxn: fx.Node, shape: tuple[int, ...]):
+        lead = ("B",) if not self.layout else tuple(self.layout)  # "TB" / "BT": the model's own time axis
         if self.batch is None:
-            self.batch = shape[0]
-        self.lead[fxn] = ("B",)
-        nm = self.add(fxn, "input", [], {"kind": self.input_kind, "shape": tuple(shape[1:])}, base="input")
+            self.batch = shape[lead.index("B")]
+        if self.T and "T" in lead and shape[lead.index("T")] != self.T:
+            raise FrontendError(f"input of shape {shape} has no time axis of length T = {self.T} ({self.layout})",
+                                where=where(fxn))
+        self.lead[fxn] = lead
+        nm = self.add(fxn, "input", [], {"kind": self.input_kind, "shape": tuple(shape[len(lead):])}, base="input")
         self.values[fxn] = nm
 
     def output(self, fxn: fx.Node, v, src: fx.Node | None = None):
@@ -224,6 +265,9 @@ class Converter:
 
     def emit(self, fxn: fx.Node, call: Call):
         if fxn in self._consumed:
+            return
+        if self._loop_call(fxn, call):
+            self.lead.setdefault(fxn, self.lead_in(fxn))  # a buffer of T steps keeps its value's layout
             return
         handler = getattr(self, f"c_{call.op}", None)
         if handler is None:
@@ -240,6 +284,55 @@ class Converter:
         self.lead[fxn] = self._out_lead or lead
         if reduced:
             self.time_reduced.add(fxn)
+
+    def _loop_call(self, fxn: fx.Node, call: Call) -> bool:
+        """Ops of an unrolled loop over timesteps (x[t], per-step arithmetic, stack, out[t] = s);
+        False for ordinary ops, after turning a filled per-step buffer into its IR value."""
+        op, args = call.op, call.args
+        w = where(fxn)
+        if op == "item" and isinstance(args[0], (tuple, list)):
+            self.values[fxn] = args[0][int(args[1])]
+            return True
+        if op == "select":
+            x, dim, idx = args
+            self.values[fxn] = self.loop.slot(x, idx) if isinstance(x, StepBuffer) else \
+                self.loop.select(fxn, self.tensor(x, fxn), int(dim), int(idx), w)
+            return True
+        if op == "unbind":
+            self.values[fxn] = self.loop.unbind(fxn, self.tensor(args[0], fxn), int(args[1]), w)
+            return True
+        if op == "like":
+            self.values[fxn] = self.loop.like(fxn, args[0], float(args[1]))
+            return True
+        if op == "stack":
+            if int(args[1]) != 0:
+                raise FrontendError(f"stack on axis {args[1]}", where=w, hint="stack timesteps on axis 0")
+            self.values[fxn] = self.loop.gather(fxn, list(args[0]), w)
+            self.lead[fxn] = ("T", "B")
+            return True
+        flat = list(args) + list(call.kwargs.values())
+        if not any(is_step_value(a) for a in flat):
+            return False
+        if any(isinstance(a, StepBuffer) for a in flat) and op != "copy_":
+            def done(a):
+                return self.loop.gather(fxn, [a.slots.get(t) for t in range(a.T)], w) \
+                    if isinstance(a, StepBuffer) else a
+            call.args = tuple(done(a) for a in args)
+            call.kwargs = {k: done(v) for k, v in call.kwargs.items()}
+            return False
+        if op in ("add", "sub", "rsub", "mul", "div"):
+            self.values[fxn] = self.loop.arith(op, fxn, *args, **call.kwargs)
+        elif op == "identity":
+            self.values[fxn] = args[0]
+        elif op == "copy_":
+            self.values[fxn] = self.loop.copy_(fxn, *args)
+        elif op == "clamp":
+            return False  # the neuron pattern (c_clamp -> c_neuron -> TimeLoop.fire)
+        else:
+            raise FrontendError(f"{op} on one timestep's value inside a loop over T is not supported", where=w,
+                                hint="keep only the neuron inside the loop; run layers on the whole (T, B, ...) "
+                                     "tensor or on x.flatten(0, 1)")
+        return True
 
     def fold_constant(self, fxn: fx.Node) -> bool:
         """Evaluate an op whose inputs are all constants (e.g. `gamma.view(1, -1, 1, 1)` on a
@@ -382,6 +475,9 @@ class Converter:
             return self.add(fxn, "add", [a, b])
         raise FrontendError("adding a constant to an activation is not supported outside an SFA neuron pattern",
                             where=where(fxn), hint="express constants as a layer bias")
+
+    def c_sub(self, fxn, a, b, alpha=1):
+        return self.c_add(fxn, a, b, -alpha)
 
     def c_mul(self, fxn, a, b):
         if self.is_tensor(a) and self.is_tensor(b):
@@ -573,6 +669,8 @@ class Converter:
     def c_neuron(self, fxn, x, D, norm, rounding, stateful=False):
         stack = fxn.meta.get("nn_module_stack")
         path = list(stack.values())[-1][0] if stack else (fxn.target if fxn.op == "call_module" else "")
+        if isinstance(x, Lin):
+            return self.loop.fire(fxn, x, D, norm, rounding, where(fxn), str(path) or fxn.name)
         return self.add(fxn, "fire", [self.tensor(x, fxn)],
                         {"D": int(D), "norm": float(norm), "rounding": rounding, "stateful": bool(stateful)},
                         base=str(path) or None)

@@ -20,7 +20,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from snncc.errors import FrontendError
 from snncc.frontend import peers
-from snncc.frontend.convert import Call, Converter, neuron_module_classes, where
+from snncc.frontend.convert import Call, Converter, needed_nodes, neuron_module_classes, where
 from snncc.ir.graph import Graph
 from snncc.ir.ops import CURRENT
 
@@ -178,7 +178,13 @@ def from_module_fx(model: nn.Module, example: torch.Tensor, input_kind: str = CU
                             hint="check --input-shape (per sample, without the batch axis)") from None
     _reset_neurons(model)
     conv = FxConverter(gm, input_kind=input_kind, root=model)
+    first = next(n for n in gm.graph.nodes if n.op == "output").args[0]
+    while isinstance(first, (list, tuple)) and first:
+        first = first[0]
+    keep = needed_nodes(gm.graph.nodes, first) if isinstance(first, fx.Node) else None
     for n in gm.graph.nodes:
+        if keep is not None and n.op.startswith("call") and n not in keep:
+            continue  # computed only for the model's other outputs
         if n.op == "placeholder":
             if conv.batch is not None:
                 raise FrontendError("model takes more than one input", where=where(n))
@@ -187,11 +193,8 @@ def from_module_fx(model: nn.Module, example: torch.Tensor, input_kind: str = CU
             conv.values[n] = _get_attr(gm, n.target)
         elif n.op == "output":
             out = n.args[0]
-            if isinstance(out, (list, tuple)):
-                if len(out) != 1:
-                    raise FrontendError(f"model returns {len(out)} outputs; snncc compiles single-output models",
-                                        where=where(n))
-                out = out[0]
+            while isinstance(out, (list, tuple)) and out:
+                out = out[0]  # (logits, extras...): the first output is the prediction, as with torch.export
             conv.output(n, conv.values[out])
         else:
             if n in conv._consumed:

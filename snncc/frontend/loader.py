@@ -37,6 +37,7 @@ class LoadedModel:
     source: str = ""
     onnx: object = None  # an onnx.ModelProto (.onnx files; module and program are None)
     nir: object = None  # an imported NIR graph as snncc IR (.nir files)
+    layout: str = ""  # "TB" / "BT": the module takes (T, B, *shape) / (B, T, *shape) at once (multi-step code)
 
     def eager(self, x: torch.Tensor) -> torch.Tensor:
         """Run the original model on (B, *shape) or (T, B, *shape) input, averaging over T."""
@@ -53,15 +54,21 @@ class LoadedModel:
                 return run(self.nir, x.double()).output
             if self.module is None:
                 return _run_program(self.program, x)
+            if self.layout:  # the module takes the whole sequence; x is (B, ...) repeated, or (T, B, ...)
+                xs = x if x.dim() == len(self.input_shape) + 2 else x.unsqueeze(0).expand(self.T, *x.shape)
+                reset_memory(self.module)
+                out = first_output(self.module(xs.transpose(0, 1) if self.layout == "BT" else xs))
+                reset_memory(self.module)
+                return out
             if self.T > 1:
                 from snncc.frontend.fx_trace import _reset_neurons
 
                 _reset_neurons(self.module)
                 xs = list(x) if x.dim() == len(self.input_shape) + 2 else [x] * self.T
-                out = sum(self.module(xt) for xt in xs) / len(xs)
+                out = sum(first_output(self.module(xt)) for xt in xs) / len(xs)
                 _reset_neurons(self.module)
                 return out
-            return self.module(x)
+            return first_output(self.module(x))
 
 
 def _run_program(ep, x: torch.Tensor) -> torch.Tensor:
@@ -77,8 +84,36 @@ def _run_program(ep, x: torch.Tensor) -> torch.Tensor:
         n = chunk.shape[0]
         if n < b0:
             chunk = torch.cat([chunk, chunk.new_zeros((b0 - n,) + tuple(chunk.shape[1:]))])
-        outs.append(fn(chunk)[:n])
+        outs.append(first_output(fn(chunk))[:n])
     return torch.cat(outs)
+
+
+def first_output(out):
+    """The prediction of a model that returns (logits, extras...): its first output."""
+    while isinstance(out, (tuple, list)) and out:
+        out = out[0]
+    return out
+
+
+def reset_memory(model: nn.Module) -> None:
+    """Clear the membranes a multi-step model keeps between calls, as SpikingJelly's
+    `functional.reset_net` does: every submodule with a `reset()` method and state (`v`,
+    `_memories`, or snncc's own neurons)."""
+    for m in model.modules():
+        if callable(getattr(m, "reset", None)) and (hasattr(m, "v") or hasattr(m, "_memories")):
+            m.reset()
+
+
+def _refuse_leaky(model: nn.Module) -> None:
+    """SpikingJelly's leaky neurons (LIFNode, ILIFNode: membrane decay 1 - 1/tau between steps)
+    trace to fused kernels; say what they are instead of naming the kernel."""
+    for path, m in model.named_modules():
+        tau = getattr(m, "tau", None)
+        if type(m).__module__.startswith("spikingjelly") and isinstance(tau, (int, float)):
+            raise FrontendError(f"{type(m).__name__} is a leaky neuron (membrane decay 1 - 1/tau = {1 - 1 / tau:.4g} "
+                                "between timesteps); SFA deploys integrate-and-fire with soft reset (no decay)",
+                                where=path or type(m).__name__,
+                                hint="train with IFNode(v_reset=None, surrogate_function=MultiLevelSpikeCount(D))")
 
 
 def parse_shape(text: str | None, what: str = "--input-shape") -> tuple[int, ...] | None:
@@ -252,7 +287,10 @@ def trace(loaded: LoadedModel, frontend: str = "auto", input_kind: str = CURRENT
                 hint="check the per-sample input shape")
         from snncc.frontend.peers import trace_batch
 
-        example = torch.zeros((trace_batch(loaded.module, batch),) + tuple(loaded.input_shape))
+        _refuse_leaky(loaded.module)
+        b = trace_batch(loaded.module, batch)
+        lead = {"": (b,), "TB": (loaded.T, b), "BT": (b, loaded.T)}[loaded.layout]
+        example = torch.zeros(lead + tuple(loaded.input_shape))
         stateful = any(getattr(m, "stateful", False) for m in loaded.module.modules())
         from snncc.frontend.peers import has_peer_neurons
 
@@ -261,11 +299,14 @@ def trace(loaded: LoadedModel, frontend: str = "auto", input_kind: str = CURRENT
             try:
                 ep = export_module(loaded.module, example)
             except FrontendError:
-                if frontend == "export":
+                if frontend == "export" or loaded.layout:
                     raise
                 ep = None  # torch.export could not trace it: fall back to symbolic_trace
+            finally:
+                reset_memory(loaded.module)  # tracing ran the model once: no membrane may survive it
             if ep is not None:
-                g = from_exported(ep, input_kind=input_kind, source=loaded.source)
+                g = from_exported(ep, input_kind=input_kind, source=loaded.source, layout=loaded.layout,
+                                  T=loaded.T)
             else:
                 g = from_module_fx(loaded.module, example, input_kind=input_kind)
         elif frontend in ("fx", "auto"):

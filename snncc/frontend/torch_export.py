@@ -13,7 +13,7 @@ import torch
 import torch.fx as fx
 
 from snncc.errors import FrontendError
-from snncc.frontend.convert import Call, Converter, where
+from snncc.frontend.convert import Call, Converter, needed_nodes, where
 from snncc.ir.graph import Graph
 from snncc.ir.ops import CURRENT
 
@@ -87,12 +87,22 @@ ATEN_MAP = {
     aten.clamp: lambda x, lo=None, hi=None: Call("clamp", (x, lo, hi), {}),
     aten.round: lambda x, **k: Call("round", (x,), {}),
     aten.floor: lambda x: Call("floor", (x,), {}),
+    # an unrolled loop over timesteps (frontend/time_loop.py)
+    aten.select: lambda x, dim, index: Call("select", (x, dim, index), {}),
+    aten.unbind: lambda x, dim=0: Call("unbind", (x, dim), {}),
+    aten.stack: lambda xs, dim=0: Call("stack", (xs, dim), {}),
+    aten.zeros_like: lambda x, *a, **k: Call("like", (x, 0.0), {}),
+    aten.full_like: lambda x, v, *a, **k: Call("like", (x, v), {}),
+    aten.sub: lambda a, b, alpha=1: Call("sub", (a, b), {"alpha": alpha}),
+    aten.rsub: lambda a, b, alpha=1: Call("rsub", (a, b), {"alpha": alpha}),
 }
 
 
 class ExportConverter(Converter):
     def canon(self, n: fx.Node) -> Call:
         if n.target is operator.getitem:
+            if isinstance(self.values.get(n.args[0]), (tuple, list)):
+                return Call("item", n.args, {})  # one timestep of an unbind
             return _getitem(*n.args)
         packet = getattr(n.target, "overloadpacket", None)
         fn = ATEN_MAP.get(packet)
@@ -121,8 +131,11 @@ class ExportConverter(Converter):
         return Call(call.op, tuple(r(a) for a in call.args), {k: r(v) for k, v in call.kwargs.items()})
 
 
-def from_exported(ep: torch.export.ExportedProgram, input_kind: str = CURRENT, source: str = "") -> Graph:
-    """Convert an exported program with one tensor input and one tensor output."""
+def from_exported(ep: torch.export.ExportedProgram, input_kind: str = CURRENT, source: str = "",
+                  layout: str = "", T: int = 1) -> Graph:
+    """Convert an exported program with one tensor input. A model returning a tuple (logits,
+    extras...) is compiled for its first output. `layout` "TB" / "BT": the model takes its
+    input with a time axis of length T first / second (multi-step research code)."""
     conv = ExportConverter(input_kind=input_kind)
     sig = ep.graph_signature
     state = dict(ep.state_dict)
@@ -134,7 +147,18 @@ def from_exported(ep: torch.export.ExportedProgram, input_kind: str = CURRENT, s
     if len(user_inputs) != 1:
         raise FrontendError(f"model takes {len(user_inputs)} tensor inputs; snncc compiles single-input models",
                             where=source or "exported program")
+    if layout:
+        conv.layout, conv.T = layout, int(T)
+    out_node = next(n for n in ep.graph.nodes if n.op == "output")
+    outs = out_node.args[0]
+    outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
+    first = outs[0] if outs else None
+    if not isinstance(first, fx.Node):
+        raise FrontendError("the model's (first) output is not a tensor", where=source or "exported program")
+    keep = needed_nodes(ep.graph.nodes, first)
     for n in ep.graph.nodes:
+        if n.op == "call_function" and n not in keep:
+            continue  # computed only for the model's other outputs (or not at all)
         if n.op == "placeholder":
             if n.name in p2:
                 conv.values[n] = state[p2[n.name]]
@@ -154,16 +178,15 @@ def from_exported(ep: torch.export.ExportedProgram, input_kind: str = CURRENT, s
             call = conv.canon(n)
             conv.emit(n, conv.resolve(call))
         elif n.op == "output":
-            outs = n.args[0]
-            outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
-            if len(outs) != 1:
-                raise FrontendError(f"model returns {len(outs)} outputs; snncc compiles single-output models",
-                                    where=source or "exported program")
-            conv.output(n, conv.values[outs[0]], outs[0])
+            conv.output(n, conv.values[first], first)
         else:
             raise FrontendError(f"unsupported fx node kind {n.op}", where=where(n))
     g = conv.graph
     g.meta["frontend"] = "torch.export"
+    if len(outs) > 1:
+        g.meta["outputs_ignored"] = len(outs) - 1  # the model's extras: its first output is the prediction
+    if layout:
+        g.meta["input_layout"] = layout
     if conv.T:
         g.T = conv.T
         g.meta["model_T"] = conv.T  # the model adds its own time axis (repeat over T)

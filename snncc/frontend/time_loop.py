@@ -1,0 +1,260 @@
+"""Re-rolling a stateful neuron written as a Python loop over T (research code's multi-step IF
+neurons: SpikingJelly's `IFNode(step_mode='m')`, `MultiStepIFNode`-like classes, loops such as
+`for t in range(T): mem = (mem_old - spike) * decay + x[t]; out[t] = spike`).
+
+`torch.export` unrolls such a loop: `x[t]` becomes `select`/`unbind`, the membrane a chain of
+adds, and the per-step spikes are `stack`ed or copied into a pre-allocated output. The
+converter hands every value of one timestep to this module as a `Lin`: an exact linear form
+over *atoms*, (IR node, t) for the step-t value of a (T, B, ...) tensor and (chain, t) for the
+spikes a neuron fired at step t. At every fire the membrane's form must be that of SFA's IF
+neuron with soft reset,
+
+    u_t = a * sum_{t' <= t} X_{t'} - sum_{t' < t} S_{t'} + c
+
+(one input X, the same factor a at every step: no leak; each spike removes one threshold; c a
+constant offset that is not integrated, e.g. SpikingJelly's `v - v_threshold`), which is one IR
+`fire` with `stateful=True` on `a * X` and `beta = c`. Anything else (a leaky membrane, a hard
+reset, a reset by another amount, a layer applied inside the loop) is refused in one line
+saying what to write instead. The IR node is built when the T per-step spikes are gathered
+again (stack, or the filled output buffer).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from snncc.errors import FrontendError
+
+REL = 1e-12  # coefficients compared relative to the largest one
+
+
+@dataclass
+class Lin:
+    """sum(coef * atom) + const; atoms are ("x", ir_node, t) or ("s", chain, t)."""
+
+    terms: dict = field(default_factory=dict)
+    const: float = 0.0
+
+    def __add__(self, o: "Lin") -> "Lin":
+        t = dict(self.terms)
+        for k, v in o.terms.items():
+            t[k] = t.get(k, 0.0) + v
+        return Lin({k: v for k, v in t.items() if v != 0.0}, self.const + o.const)
+
+    def scaled(self, f: float) -> "Lin":
+        if f == 0.0:
+            return Lin({}, 0.0)
+        return Lin({k: v * f for k, v in self.terms.items()}, self.const * f)
+
+
+@dataclass
+class Chain:
+    """One stateful neuron found in the loop: its input, factor, offset and fires so far."""
+
+    key: int
+    x: str  # IR node of the input current
+    a: float
+    c: float
+    D: int
+    rounding: str
+    where: str
+    base: str
+    steps: int = 0
+    node: str | None = None  # the IR fire node, once gathered
+
+
+@dataclass
+class StepBuffer:
+    """`out = torch.zeros_like(x)` of a (T, B, ...) value, filled one timestep at a time."""
+
+    T: int
+    slots: dict = field(default_factory=dict)
+
+
+@dataclass
+class Slot:
+    buf: StepBuffer
+    t: int
+
+
+def is_step_value(v) -> bool:
+    return isinstance(v, (Lin, StepBuffer, Slot))
+
+
+def _num(v) -> float | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)):
+        return float(v)
+    if hasattr(v, "numel") and v.numel() == 1 and not hasattr(v, "graph"):
+        return float(v)
+    return None
+
+
+class TimeLoop:
+    """Per-converter state of the unrolled loops (chains of one neuron over t = 0..T-1)."""
+
+    def __init__(self, conv):
+        self.conv = conv
+        self.chains: dict[int, Chain] = {}
+
+    # ---- entry points from the converter ----------------------------------------------------
+    def select(self, fxn, x, dim: int, index: int, where: str) -> Lin:
+        lead = self.conv.lead_in(fxn)
+        t_pos = lead.index("T") if "T" in lead else None
+        if t_pos is None or dim % (len(lead) + len(self.conv.graph[x].shape)) != t_pos:
+            raise FrontendError(f"x[{index}] on axis {dim} of a value laid out ({', '.join(lead)}, ...) is not a "
+                                "timestep", where=where, hint="index only the time axis of a (T, B, ...) tensor")
+        return Lin({("x", x, int(index) % self.conv.T): 1.0})
+
+    def unbind(self, fxn, x, dim: int, where: str) -> tuple:
+        return tuple(self.select(fxn, x, dim, t, where) for t in range(self.conv.T))
+
+    def like(self, fxn, x, value: float):
+        """zeros_like / full_like: a constant of one timestep, or a (T, B, ...) buffer."""
+        if isinstance(x, Lin):
+            return Lin({}, float(value))
+        if self.conv.is_tensor(x) and "T" in self.conv.lead_in(fxn) and value == 0.0:
+            return StepBuffer(self.conv.T)
+        raise FrontendError("zeros_like/full_like of an activation outside a loop over timesteps",
+                            where=self.conv_where(fxn))
+
+    def arith(self, op: str, fxn, a, b, alpha=1) -> Lin:
+        la, lb = self._lin(a, fxn), self._lin(b, fxn)
+        if op in ("add", "sub"):
+            lb = lb.scaled(float(alpha) * (-1.0 if op == "sub" else 1.0))
+            return la + lb
+        if op == "rsub":
+            return lb + la.scaled(-float(alpha))
+        fa, fb = self._const_of(la), self._const_of(lb)
+        if op == "mul":
+            if fa is None and fb is None:
+                raise FrontendError("a product of two values of the loop (e.g. a hard reset v * (1 - spike)) is not "
+                                    "SFA's IF neuron", where=self.conv_where(fxn),
+                                    hint="use a soft reset, v = v - spike * v_threshold (SpikingJelly: v_reset=None)")
+            return la.scaled(fb) if fb is not None else lb.scaled(fa)
+        if op == "div":
+            if fb is None or fb == 0.0:
+                raise FrontendError("division by a value of the loop", where=self.conv_where(fxn))
+            return la.scaled(1.0 / fb)
+        raise FrontendError(f"{op} inside a loop over timesteps", where=self.conv_where(fxn))
+
+    def fire(self, fxn, u, D: int, norm: float, rounding: str, where: str, base: str) -> Lin:
+        u = self._lin(u, fxn)
+        xs = {k: v for k, v in u.terms.items() if k[0] == "x"}
+        ss = {k: v for k, v in u.terms.items() if k[0] == "s"}
+        keys = {k[1] for k in ss}
+        if not ss:  # first fire of a new neuron: u_0 = a X_0 + c
+            if len(xs) != 1:
+                raise FrontendError("the membrane at the first timestep is not one layer's output (it sums "
+                                    f"{len(xs)} inputs)", where=where, hint="add the inputs before the loop")
+            (_, x, t), a = next(iter(xs.items()))
+            if t != 0:
+                raise FrontendError(f"the neuron's first step reads timestep {t}", where=where,
+                                    hint="loop over t = 0..T-1 in order")
+            ch = Chain(len(self.chains), x, a, u.const, int(D), rounding, where, base)
+            self.chains[ch.key] = ch
+        else:
+            if len(keys) != 1:
+                raise FrontendError("the membrane mixes the spikes of two neurons", where=where)
+            ch = self.chains[keys.pop()]
+            t = ch.steps
+            want = Lin({("x", ch.x, s): ch.a for s in range(t + 1)}, ch.c) + \
+                Lin({("s", ch.key, s): -1.0 for s in range(t)})
+            if not _same(u, want):
+                raise FrontendError(_explain(u, want, ch, t), where=where,
+                                    hint="snncc deploys integrate-and-fire with soft reset: v = v + x[t]; "
+                                         "spike = round(clamp(v / th, 0, D)); v = v - spike * th (no decay)")
+            if (int(D), rounding) != (ch.D, ch.rounding):
+                raise FrontendError("the neuron changes D or its rounding between timesteps", where=where)
+        atom = ("s", ch.key, ch.steps)
+        ch.steps += 1
+        return Lin({atom: 1.0 / norm})
+
+    def copy_(self, fxn, dst, src):
+        if not isinstance(dst, Slot):
+            raise FrontendError("in-place copy into an activation is not supported", where=self.conv_where(fxn))
+        dst.buf.slots[dst.t] = self._lin(src, fxn)
+        return dst.buf
+
+    def slot(self, buf: StepBuffer, index: int) -> Slot:
+        return Slot(buf, int(index) % buf.T)
+
+    def gather(self, fxn, items, where: str) -> str:
+        """T per-step values (stack, or a filled buffer) -> one IR node laid out (T, B, ...)."""
+        T = self.conv.T
+        if len(items) != T:
+            raise FrontendError(f"{len(items)} timesteps gathered where the model has T = {T}", where=where)
+        atoms = [self._lin(v, fxn) for v in items]
+        if any(len(v.terms) != 1 or v.const != 0.0 for v in atoms):
+            raise FrontendError("the values gathered over time are not one layer's or one neuron's output per "
+                                "timestep", where=where, hint="stack the spikes of one neuron, in time order")
+        (kind, key, _), coef = next(iter(atoms[0].terms.items()))
+        expect = [{(kind, key, t): coef} for t in range(T)]
+        if any(not _same(Lin(e), v) for e, v in zip(expect, atoms)):
+            raise FrontendError("the values gathered over time are not one value per timestep in time order",
+                                where=where)
+        if kind == "x":
+            node = key
+        else:
+            node = self._build(self.chains[key])
+        if abs(coef - 1.0) > REL:
+            node = self.conv.add(fxn, "scale", [node], {}, {"factor": np.asarray(coef)}, base=f"{fxn.name}_scale")
+        return node
+
+    # ---- helpers -------------------------------------------------------------------------------
+    def _build(self, ch: Chain) -> str:
+        if ch.node is None:
+            if ch.steps != self.conv.T:
+                raise FrontendError(f"the neuron fired on {ch.steps} of T = {self.conv.T} timesteps", where=ch.where)
+            x = ch.x
+            if abs(ch.a - 1.0) > REL:
+                x = self.conv.add(None, "scale", [x], {}, {"factor": np.asarray(ch.a)}, base=f"{ch.base}_in")
+            ch.node = self.conv.add(None, "fire", [x], {"D": ch.D, "norm": 1.0, "rounding": ch.rounding,
+                                                        "stateful": True, "beta": float(ch.c)}, base=ch.base)
+        return ch.node
+
+    def _lin(self, v, fxn) -> Lin:
+        if isinstance(v, Lin):
+            return v
+        n = _num(v)
+        if n is not None:
+            return Lin({}, n)
+        if isinstance(v, StepBuffer):
+            raise FrontendError("the output buffer is read inside the loop", where=self.conv_where(fxn))
+        raise FrontendError("a whole tensor meets one timestep's value inside a loop over T", where=self.conv_where(fxn),
+                            hint="keep only the neuron inside the loop; run layers on the whole (T, B, ...) "
+                                 "tensor or on x.flatten(0, 1)")
+
+    @staticmethod
+    def _const_of(lin: Lin) -> float | None:
+        return lin.const if not lin.terms else None
+
+    def conv_where(self, fxn) -> str:
+        from snncc.frontend.convert import where
+
+        return where(fxn) if fxn is not None else "loop over timesteps"
+
+
+def _same(u: Lin, w: Lin) -> bool:
+    scale = max([1.0] + [abs(v) for v in list(u.terms.values()) + list(w.terms.values())])
+    keys = set(u.terms) | set(w.terms)
+    return all(abs(u.terms.get(k, 0.0) - w.terms.get(k, 0.0)) <= REL * scale for k in keys) and \
+        abs(u.const - w.const) <= REL * max(1.0, abs(w.const))
+
+
+def _explain(u: Lin, w: Lin, ch: Chain, t: int) -> str:
+    if t >= 1:
+        prev = u.terms.get(("x", ch.x, t - 1), 0.0)
+        if abs(prev - ch.a) > REL * max(1.0, abs(ch.a)):
+            return (f"leaky membrane: at timestep {t} the input of step {t - 1} weighs {prev / ch.a:.4g} of a fresh "
+                    f"input; SFA's IF neuron has no decay (decay 1)")
+        s = u.terms.get(("s", ch.key, t - 1), 0.0)
+        if abs(s + 1.0) > REL:
+            return (f"the reset removes {-s:.4g} x the spike count from the membrane where a soft reset by one "
+                    "threshold removes 1 (divide the membrane by the threshold that it subtracts)")
+    if abs(u.const - w.const) > REL * max(1.0, abs(w.const)):
+        return f"a constant {u.const - w.const:.4g} builds up in the membrane over time (put it in the layer bias)"
+    return "the membrane update over time is not SFA's integrate-and-fire with soft reset"

@@ -1,0 +1,319 @@
+"""Multi-step research code (issue 15), written as its repositories write it (plain torch, not
+snncc classes): input (B, T, C, H, W) transposed to (T, B, ...) inside `forward`, convs on
+`x.flatten(0, 1)`, stateful IF neurons as Python loops over T (a `MultiStepIFNode` with `v`,
+`v_threshold`, soft reset, a SpikeYOLO-style `round(clamp(v, 0, D))` with a straight-through
+custom autograd Function, reset by a `reset_net`-like helper; an older-style `mem_update` loop
+writing `output[i] = spike`), outputs averaged over T, and a tuple (logits, extras) returned.
+SpikingJelly's own IFNode(step_mode="m") is tested with the real package."""
+
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+import snncc
+from nets import randomize_bn
+from snncc.errors import FrontendError
+
+
+class Quant(torch.autograd.Function):
+    """SpikeYOLO-style multi-bit spike: integer forward, straight-through backward in [0, D]."""
+
+    @staticmethod
+    def forward(ctx, i, lo, hi):
+        ctx.save_for_backward(i)
+        ctx.lo, ctx.hi = lo, hi
+        return torch.round(torch.clamp(i, min=lo, max=hi))
+
+    @staticmethod
+    def backward(ctx, g):
+        i, = ctx.saved_tensors
+        g = g.clone()
+        g[i < ctx.lo] = 0
+        g[i > ctx.hi] = 0
+        return g, None, None
+
+
+class MultiStepIFNode(nn.Module):
+    def __init__(self, v_threshold=1.0, D=4):
+        super().__init__()
+        self.v_threshold, self.D, self.v = v_threshold, D, 0.
+
+    def forward(self, x_seq):
+        out = []
+        for t in range(x_seq.shape[0]):
+            self.v = self.v + x_seq[t]
+            spike = Quant.apply(self.v / self.v_threshold, 0, self.D)
+            self.v = self.v - spike * self.v_threshold
+            out.append(spike)
+        return torch.stack(out)
+
+    def reset(self):
+        self.v = 0.
+
+
+def reset_net(net):
+    for m in net.modules():
+        if hasattr(m, "reset"):
+            m.reset()
+
+
+class MemUpdate(nn.Module):
+    """The older loop idiom: mem = (mem_old - spike) * decay + x[i]; output[i] = spike."""
+
+    def __init__(self, decay=1.0, D=4):
+        super().__init__()
+        self.decay, self.D = decay, D
+
+    def forward(self, x):
+        spike = torch.zeros_like(x[0])
+        output = torch.zeros_like(x)
+        mem_old = 0
+        for i in range(x.shape[0]):
+            mem = (mem_old - spike.detach()) * self.decay + x[i] if i >= 1 else x[i]
+            spike = Quant.apply(mem, 0, self.D)
+            mem_old = mem.clone()
+            output[i] = spike
+        return output
+
+
+class EventNet(nn.Module):
+    def __init__(self, neuron):
+        super().__init__()
+        self.c1, self.b1, self.n1 = nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), neuron()
+        self.c2, self.n2 = nn.Conv2d(4, 6, 3, stride=2, padding=1), neuron()
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):  # (B, T, C, H, W)
+        x = x.transpose(0, 1).contiguous()
+        T, B = x.shape[:2]
+        x = self.b1(self.c1(x.flatten(0, 1))).reshape(T, B, 4, 8, 8)
+        s1 = self.n1(x) / 4
+        x = self.c2(s1.flatten(0, 1))
+        x = self.n2(x.view(T, B, 6, 4, 4))
+        feat = x.flatten(3).mean(3)
+        return self.head(feat).mean(0), {"rate": s1.mean(), "feat": feat}
+
+
+def _counts_by_hand(model, x):
+    """Spike counts of n1 and n2 summed over T, from the eager model itself (hooks)."""
+    got = {}
+    hooks = [getattr(model, k).register_forward_hook(lambda m, i, o, k=k: got.__setitem__(k, o.sum(0)))
+             for k in ("n1", "n2")]
+    reset_net(model)
+    with torch.no_grad():
+        model(x.float())
+    reset_net(model)
+    for h in hooks:
+        h.remove()
+    return got
+
+
+@pytest.mark.parametrize("neuron", [lambda: MultiStepIFNode(0.5), lambda: MemUpdate(1.0)], ids=["MultiStepIF", "mem_update"])
+def test_bt_input_loop_neurons_tuple_output_compile_verify_simulate(neuron):
+    torch.manual_seed(0)
+    m = randomize_bn(EventNet(neuron))
+    T = 4
+    dep = snncc.compile(m, torch.zeros(2, T, 2, 8, 8), input_layout="BT")
+    fires = [n for n in dep.traced.nodes if n.op == "fire"]
+    assert dep.traced.T == T and [n.attrs["stateful"] for n in fires] == [True, True]
+    assert dep.traced.meta["outputs_ignored"] == 2 and dep.traced.meta["input_layout"] == "BT"
+    x = torch.rand(6, T, 2, 8, 8, generator=torch.Generator().manual_seed(1)) * 3  # (N, T, ...): real steps
+    rep = dep.verify(x)
+    assert rep.ok and rep.levels[0].max_logit_diff < 1e-9, rep.table()
+    ref = dep.reference(x)
+    hand = _counts_by_hand(m, x)
+    assert torch.equal(ref.counts["n1"].float(), hand["n1"]) and torch.equal(ref.counts["n2"].float(), hand["n2"])
+    assert ref.counts["n1"].sum() > 0 and ref.counts["n2"].sum() > 0
+    sim = dep.simulate(x, "exact")
+    assert all(torch.equal(sim.counts[k], c) for k, c in ref.counts.items())
+    # the time steps differ: the same input repeated gives other counts
+    rep_x = x[:, :1].expand(-1, T, -1, -1, -1)
+    assert not torch.equal(dep.reference(rep_x).counts["n1"], ref.counts["n1"])
+
+
+def test_spikeyolo_ste_neuron_trains_and_traces():
+    m = EventNet(lambda: MultiStepIFNode(1.0)).train()
+    x = torch.rand(2, 3, 2, 8, 8, requires_grad=True)
+    m(x)[0].sum().backward()
+    reset_net(m)
+    assert m.c1.weight.grad is not None and m.c1.weight.grad.abs().sum() > 0
+    dep = snncc.compile(m.eval(), torch.zeros(2, 3, 2, 8, 8), input_layout="BT")
+    assert dep.traced.T == 3 and isinstance(m.n1.v, float)  # tracing left no membrane behind
+
+
+@pytest.mark.parametrize("neuron,msg", [
+    (lambda: MemUpdate(0.25), "leaky membrane: at timestep 1 the input of step 0 weighs 0.25"),
+])
+def test_loops_that_are_not_sfa_if_are_refused_in_one_line(neuron, msg):
+    with pytest.raises(FrontendError) as e:
+        snncc.compile(EventNet(neuron).eval(), torch.zeros(2, 4, 2, 8, 8), input_layout="BT")
+    line = e.value.one_line()
+    assert msg in line and "\n" not in line
+
+
+class LayerInLoop(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(2, 4, 3, padding=1)
+
+    def forward(self, x):  # (T, B, C, H, W), a layer applied per step inside the loop
+        return torch.stack([self.c(x[t]) for t in range(x.shape[0])]).mean(0).flatten(1)
+
+
+def test_layer_inside_the_loop_is_refused_with_what_to_write():
+    with pytest.raises(FrontendError) as e:
+        snncc.compile(LayerInLoop().eval(), torch.zeros(4, 2, 2, 8, 8), input_layout="TB")
+    line = e.value.one_line()
+    assert "conv on one timestep's value inside a loop over T" in line and "x.flatten(0, 1)" in line
+
+
+sj = pytest.importorskip("spikingjelly.activation_based.neuron", reason="spikingjelly (requirements-dev.txt)")
+
+
+class SJNet(nn.Module):
+    def __init__(self, node):
+        super().__init__()
+        self.c1, self.n1, self.head = nn.Conv2d(2, 4, 3, padding=1), node, nn.Linear(4, 3)
+
+    def forward(self, x):  # SpikingJelly's own layout, (T, B, C, H, W)
+        T, B = x.shape[:2]
+        x = self.n1(self.c1(x.flatten(0, 1)).reshape(T, B, 4, 8, 8))
+        return self.head(x.flatten(3).mean(3)).mean(0)
+
+
+def test_spikingjelly_multistep_ifnode_with_multilevel_spikes():
+    from spikingjelly.activation_based import functional, neuron, surrogate
+
+    torch.manual_seed(0)
+    node = neuron.IFNode(v_reset=None, surrogate_function=surrogate.MultiLevelSpikeCount(4), step_mode="m")
+    m = SJNet(node).eval()
+    dep = snncc.compile(m, torch.zeros(4, 2, 2, 8, 8), input_layout="TB")
+    (fire,) = [n for n in dep.traced.nodes if n.op == "fire"]
+    assert fire.attrs["stateful"] and fire.attrs["beta"] == -1.0  # round(clamp(v - v_threshold, 0, D))
+    x = torch.rand(4, 5, 2, 8, 8, generator=torch.Generator().manual_seed(3)) * 3
+    rep = dep.verify(x)
+    assert rep.ok and rep.levels[0].max_logit_diff < 1e-9, rep.table()
+    functional.reset_net(m)
+    with torch.no_grad():  # the node itself on the conv's currents, counts summed over T
+        hand = m.n1(m.c1(x.float().flatten(0, 1)).reshape(4, 5, 4, 8, 8)).sum(0)
+    functional.reset_net(m)
+    assert torch.equal(dep.reference(x).counts[fire.name].float(), hand) and hand.sum() > 0
+
+
+@pytest.mark.parametrize("make,msg", [
+    (lambda n, s: n.ILIFNode(step_mode="m"), "ILIFNode is a leaky neuron (membrane decay 1 - 1/tau = 0.25"),
+    (lambda n, s: n.IFNode(surrogate_function=s.MultiLevelSpikeCount(4), step_mode="m"), "hard reset"),
+])
+def test_spikingjelly_neurons_that_are_not_sfa_if_are_refused(make, msg):
+    from spikingjelly.activation_based import neuron, surrogate
+
+    with pytest.raises(FrontendError) as e:
+        snncc.compile(SJNet(make(neuron, surrogate)).eval(), torch.zeros(4, 2, 2, 8, 8), input_layout="TB")
+    assert msg in e.value.one_line()
+
+
+MODEL_DEF = '''
+import torch, torch.nn as nn
+
+class Quant(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, i, lo, hi):
+        return torch.round(torch.clamp(i, lo, hi))
+
+    @staticmethod
+    def backward(ctx, g):
+        return g, None, None
+
+class Node(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.v = 0.
+
+    def forward(self, x_seq):
+        out = []
+        for t in range(x_seq.shape[0]):
+            self.v = self.v + x_seq[t]
+            s = Quant.apply(self.v, 0, 4)
+            self.v = self.v - s
+            out.append(s)
+        return torch.stack(out)
+
+    def reset(self):
+        self.v = 0.
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c, self.n, self.head = nn.Conv2d(2, 4, 3, padding=1), Node(), nn.Linear(4, 3)
+
+    def forward(self, x):
+        x = x.permute(1, 0, 2, 3, 4)
+        T, B = x.shape[:2]
+        x = self.n(self.c(x.flatten(0, 1)).view(T, B, 4, 8, 8)) / 4
+        return self.head(x.mean((3, 4))).mean(0), x
+
+def make():
+    return Net()
+'''
+
+
+def test_cli_compiles_a_bt_model_and_verifies_and_simulates_an_nt_data_file(tmp_path, capsys):
+    import numpy as np
+
+    from snncc.cli import main
+
+    (tmp_path / "net.py").write_text(MODEL_DEF)
+    torch.manual_seed(0)
+    ns = {}
+    exec(MODEL_DEF, ns)
+    torch.save(ns["make"]().state_dict(), tmp_path / "net.pt")
+    x = np.random.default_rng(0).uniform(0, 3, (5, 3, 2, 8, 8))  # (N, T, C, H, W), as the model takes it
+    np.savez(tmp_path / "data.npz", x=x, y=np.arange(5) % 3)
+    out = str(tmp_path / "art")
+    assert main(["compile", str(tmp_path / "net.pt"), "--model-def", f"{tmp_path / 'net.py'}:make",
+                 "--input-shape", "2,8,8", "--timesteps", "3", "--input-layout", "BT", "-o", out]) == 0
+    assert main(["verify", str(tmp_path / "net.pt"), out, "--model-def", f"{tmp_path / 'net.py'}:make",
+                 "--input-shape", "2,8,8", "--data", str(tmp_path / "data.npz")]) == 0  # layout, T: the artefact's
+    o = capsys.readouterr().out
+    assert "verdict: OK" in o and "samples: 5" in o
+    assert main(["simulate", out, "--data", str(tmp_path / "data.npz")]) == 0
+    dep = snncc.load(out)
+    assert dep.deployed.meta["input_layout"] == "BT" and dep.deployed.T == 3
+    ref = dep.reference(str(tmp_path / "data.npz"))
+    assert torch.equal(ref.counts["n"], dep.reference(torch.as_tensor(x)).counts["n"])
+    with pytest.raises(Exception) as e:  # no T, no layout: said in one line
+        snncc.compile(str(tmp_path / "net.pt"), model_def=f"{tmp_path / 'net.py'}:make", input_shape=(2, 8, 8),
+                      input_layout="BT")
+    assert "needs the number of timesteps" in e.value.one_line()
+
+
+def test_fx_front_end_also_compiles_the_first_of_a_tuple_output():
+    from nets import ConvChain
+
+    class WithExtras(ConvChain):
+        def forward(self, x):
+            y = super().forward(x)
+            return y, {"mean_rate": x.mean()}  # an extra the compiler never sees
+
+    torch.manual_seed(0)
+    m = randomize_bn(WithExtras())
+    dep = snncc.compile(m, torch.zeros(2, 2, 8, 8), frontend="fx")
+    x = torch.randn(4, 2, 8, 8, generator=torch.Generator().manual_seed(0)) * 2
+    rep = dep.verify(x)
+    assert rep.ok and rep.levels[0].max_logit_diff < 1e-9, rep.table()
+
+
+def test_bt_model_report_and_estimate_take_inputs_in_the_models_layout(tmp_path):
+    torch.manual_seed(0)
+    m = randomize_bn(EventNet(lambda: MultiStepIFNode(0.5)))
+    dep = snncc.compile(m, torch.zeros(2, 3, 2, 8, 8), input_layout="BT")
+    x = torch.rand(4, 3, 2, 8, 8, generator=torch.Generator().manual_seed(5)) * 3  # (N, T, ...)
+    ref = dep.reference(x)
+    est = dep.estimate(x)
+    assert est.samples == 4
+    for name, c in ref.counts.items():  # spikes per sample, from the same (N, T, ...) inputs
+        assert est.population(name).spikes == pytest.approx(float(c.sum()) / 4, rel=1e-12) and c.sum() > 0
+    dep.report(str(tmp_path / "rep"), x)
+    assert (tmp_path / "rep" / "report.md").is_file()
