@@ -121,7 +121,12 @@ def test_spikingjelly_network_counts_equal_its_forward():
     hard = nn.Sequential(nn.Linear(4, 2), neuron.IFNode())
     with pytest.raises(FrontendError, match=r"module 1: IFNode\(v_reset=0.0\) resets to a value"):
         snncc.compile(hard, torch.zeros(1, 4), input_kind="spike")
-    with pytest.raises(FrontendError, match="module 1: SpikingJelly LIFNode: only IFNode"):
+    from spikingjelly.activation_based import surrogate
+
+    multi = nn.Sequential(nn.Linear(4, 2), neuron.IFNode(v_reset=None, surrogate_function=surrogate.MultiLevelSpikeCount(4)))
+    with pytest.raises(FrontendError, match=r"module 1: IFNode with MultiLevelSpikeCount in single-step mode"):
+        snncc.compile(multi, torch.zeros(1, 4), input_kind="spike")
+    with pytest.raises(FrontendError, match="1: LIFNode is a leaky neuron"):
         snncc.compile(nn.Sequential(nn.Linear(4, 2), neuron.LIFNode(v_reset=None)), torch.zeros(1, 4), input_kind="spike")
 
 

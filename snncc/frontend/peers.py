@@ -51,6 +51,8 @@ def _library(m: nn.Module) -> str:
 def is_peer_module(m: nn.Module) -> bool:
     """A peer module the fx tracer keeps as a leaf (its forward loops over time / holds state)."""
     lib = _library(m)
+    if lib == "spikingjelly" and getattr(m, "step_mode", "s") == "m":
+        return False  # multi-step nodes run over (T, B, ...) tensors: snncc.frontend.time_loop reads them
     return bool(lib) and (type(m).__name__ in SINABS_NEURONS + JELLY_NEURONS + ("SumPool2d",)
                           or lib == "spikingjelly" and "Node" in type(m).__name__)
 
@@ -105,6 +107,10 @@ def _jelly_neuron(m: nn.Module, name: str) -> tuple[int, float]:
     if cls != "IFNode":
         raise FrontendError(f"SpikingJelly {cls}: only IFNode (integrate-and-fire) has a deployed counterpart",
                             where=name, hint="use neuron.IFNode(v_reset=None)")
+    if type(getattr(m, "surrogate_function", None)).__name__ == "MultiLevelSpikeCount":
+        raise FrontendError("IFNode with MultiLevelSpikeCount in single-step mode: snncc reads multi-level "
+                            "SpikingJelly neurons over the whole time axis", where=name,
+                            hint="use IFNode(step_mode='m') on (T, B, ...) tensors (see --input-layout)")
     if m.v_reset is not None:
         raise FrontendError(f"IFNode(v_reset={m.v_reset}) resets to a value; snncc's neuron subtracts the threshold",
                             where=name, hint="use neuron.IFNode(v_reset=None) (soft reset)")
