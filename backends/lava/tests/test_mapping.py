@@ -169,3 +169,35 @@ def test_cli_refuses_in_one_line_explains_and_maps_onto_more_chips(tmp_path, cap
     assert json.loads((out / "manifest.json").read_text())["files"].get("lava/mapping.json") is not None
     assert sum(c["cores"] for c in doc["chips"]) == doc["totals"]["cores"] == len(doc["pieces"])
     assert "## Loihi 2 mapping (kapoho: 8 chip(s) of 128 cores)" in (out / "report.md").read_text()
+
+
+def test_estimator_takes_hops_and_chip_crossings_from_the_mapping():
+    from snncc.estimate import Estimator
+    from snncc.estimate.profile import load_profile
+
+    g = _graph()
+    m = mapping.build(g, 3, _small(cores=2))
+    doc = json.loads(json.dumps(m.to_json()))  # as read back from lava/mapping.json
+    x = torch.randint(0, 5, (2, 2, 6, 6), generator=torch.Generator().manual_seed(0)).double()
+    est = Estimator(g, "loihi", placement=doc)
+    est.observe(x)
+    rep = est.report(rate=100.0)
+    (t,) = doc["traffic"]
+    spikes = rep.population("f").spikes
+    assert spikes > 0
+    assert rep.totals["hops"] == pytest.approx(spikes * t["hops_per_spike"])
+    assert rep.totals["chip_crossings"] == pytest.approx(spikes * t["crossings_per_spike"]) and t["crossings_per_spike"] > 0
+    prof = load_profile("loihi")
+    want = (prof.si("e_spike_tile") * spikes * t["messages_per_spike"] + prof.si("e_hop") * rep.totals["hops"]
+            + prof.si("e_chip_crossing") * rep.totals["chip_crossings"])
+    assert rep.energy["routing"] == pytest.approx(want)
+    pl = rep.placement
+    assert [c["chip"] for c in pl["chips"]] == ["0", "1", "2"]
+    assert sum(c["dynamic_J"] for c in pl["chips"]) == pytest.approx(rep.energy["dynamic"])
+    assert pl["static_w"] == 3 * prof.si("p_static_chip")
+    assert rep.power == pytest.approx(rep.energy["dynamic"] * 100.0 + pl["static_w"])
+    # every link's messages per second at 100 samples/s against the limit the mapping gives
+    assert pl["links"] and all(l["messages_per_s"] == pytest.approx(l["messages_per_sample"] * 100.0) for l in pl["links"])
+    assert sum(l["messages_per_sample"] for l in pl["links"]) == pytest.approx(
+        sum(spikes * v for v in t["links_per_spike"].values()))
+    assert "placement (3 chips" in rep.table()
