@@ -12,32 +12,17 @@ import numpy as np
 import pytest
 import torch
 
-from snncc.ir.graph import Graph, Node
 from snncc_lava import describe, mapping, network
 
 ROOT = Path(__file__).resolve().parents[3]
-
-
-def _graph():
-    # x (spike 2x6x6) -> conv 3x3 pad 1 -> f (3x6x6) -> sum pool 2x2 -> linear 3x3 -> g (3x3x3)
-    return Graph([
-        Node("x", "input", [], {"kind": "spike", "shape": (2, 6, 6)}),
-        Node("c", "conv", ["x"], {"stride": (1, 1), "padding": (1, 1), "dilation": (1, 1)},
-             {"weight": np.ones((3, 2, 3, 3))}),
-        Node("f", "fire", ["c"], {"D": 4, "rounding": "floor"}),
-        Node("p", "pool", ["f"], {"mode": "sum", "kernel": (2, 2), "stride": (2, 2)}),
-        Node("l", "linear", ["p"], {}, {"weight": np.ones((3, 3))}),
-        Node("g", "fire", ["l"], {"D": 4, "rounding": "floor"}),
-        Node("o", "output", ["g"]),
-    ]).verify()
 
 
 def _small(**kw):
     return dataclasses.replace(mapping.load_resources(), **{"neurons": 40, "memory_bytes": 400, **kw})
 
 
-def test_split_utilisation_traffic_and_hops_by_hand():
-    m = mapping.build(_graph(), "chip", _small())
+def test_split_utilisation_traffic_and_hops_by_hand(conv_pool_linear):
+    m = mapping.build(conv_pool_linear, "chip", _small())
     assert m.problems == []
     # f: 108 neurons, 40 per core -> 3 pieces; rows are split first: 3 x 2 rows x 6 = 36 neurons,
     # 36 x 8 bytes of state (its input is the host's spike stream: no on-chip synapses)
@@ -65,12 +50,12 @@ def test_split_utilisation_traffic_and_hops_by_hand():
     assert chip["core_utilisation"] == 5 / 128
 
 
-def test_too_small_a_system_is_one_line_naming_the_resource():
+def test_too_small_a_system_is_one_line_naming_the_resource(conv_pool_linear):
     res = _small(cores=2)
-    m = mapping.build(_graph(), "chip", res)
+    m = mapping.build(conv_pool_linear, "chip", res)
     assert m.problems == ["cores: the model needs 5 Loihi 2 cores (3 chips of 2); system chip has 1 chip(s), "
                           "2 cores (--target-option system=kapoho|hala|N)"]
-    m = mapping.build(_graph(), 3, res)
+    m = mapping.build(conv_pool_linear, 3, res)
     assert m.problems == [] and m.chips_used == 3
     assert {p.chip for p in m.pieces} == {0, 1, 2}
     assert m.interchip_messages() == sum(v for (a, b), v in m.edges.items() if m.pieces[a].chip != m.pieces[b].chip)
@@ -79,10 +64,10 @@ def test_too_small_a_system_is_one_line_naming_the_resource():
     assert sum(l["messages_per_window"] for l in doc["links"]) >= doc["totals"]["interchip_messages_per_window"]
 
 
-def test_a_piece_that_cannot_fit_any_core_is_named():
+def test_a_piece_that_cannot_fit_any_core_is_named(conv_pool_linear):
     # blocks cut channels and rows, never the last axis: f's smallest block is one 6-neuron row
     # (48 bytes of state, fits 50), g's is one 3-neuron row needing 3 x (8 + 12 dense weights) = 60
-    m = mapping.build(_graph(), "chip", _small(memory_bytes=50))
+    m = mapping.build(conv_pool_linear, "chip", _small(memory_bytes=50))
     assert m.problems == ["unit g: even a block of 3 neuron(s) needs 60 bytes of core memory and 12 input axons; "
                           "a Loihi 2 core has 50 bytes and 32,768 axons"]
 
@@ -108,8 +93,8 @@ def test_metis_finds_the_known_optimum_and_beats_the_sequential_baseline():
     assert mapping.cut(edges, seq) == 2 * 4 * 10.0
 
 
-def test_metis_is_no_worse_than_sequential_on_a_mapped_graph():
-    m = mapping.build(_graph(), 3, _small(cores=2))
+def test_metis_is_no_worse_than_sequential_on_a_mapped_graph(conv_pool_linear):
+    m = mapping.build(conv_pool_linear, 3, _small(cores=2))
     seq = mapping.sequential_partition(len(m.pieces), m.edges, 3, 2)
     assert mapping.cut(m.edges, [p.chip for p in m.pieces]) <= mapping.cut(m.edges, seq)
 
@@ -171,11 +156,11 @@ def test_cli_refuses_in_one_line_explains_and_maps_onto_more_chips(tmp_path, cap
     assert "## Loihi 2 mapping (kapoho: 8 chip(s) of 128 cores)" in (out / "report.md").read_text()
 
 
-def test_estimator_takes_hops_and_chip_crossings_from_the_mapping():
+def test_estimator_takes_hops_and_chip_crossings_from_the_mapping(conv_pool_linear):
     from snncc.estimate import Estimator
     from snncc.estimate.profile import load_profile
 
-    g = _graph()
+    g = conv_pool_linear
     m = mapping.build(g, 3, _small(cores=2))
     doc = json.loads(json.dumps(m.to_json()))  # as read back from lava/mapping.json
     x = torch.randint(0, 5, (2, 2, 6, 6), generator=torch.Generator().manual_seed(0)).double()
