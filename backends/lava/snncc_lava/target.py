@@ -68,6 +68,16 @@ def _needs_matrices(options: dict) -> bool:
     return options.get("precision", "float") == "fixed" or bool(options.get("netx", False))
 
 
+def _refuse_unbuildable(graph: Graph) -> None:
+    """Lava's CPU simulation needs the explicit synapse matrices: refuse in one line, before
+    allocating, when they would not fit this machine (a model mapped onto many chips)."""
+    problems = network.memory_problems(graph)
+    if problems:
+        raise TargetError(problems[0], where="loihi simulate",
+                          hint="Lava's CPU simulation of a sub-graph is not implemented yet; "
+                               "use snncc simulate --backend snncc or snncc estimate")
+
+
 def _emit_mode(options: dict | None) -> str:
     mode = (options or {}).get("emit", "burst")
     if mode not in EMIT_MODES:
@@ -165,6 +175,7 @@ class LoihiTarget:
     def simulate(self, graph: Graph, x, options: dict | None = None):
         """Run `graph` on x ((B, *in) or (T, B, *in)); returns a LavaResult (output, counts, steps)."""
         options = _check_options(options)
+        _refuse_unbuildable(graph)
         from snncc_lava.lower import simulate
         return simulate(graph, x, _emit_mode(options), options.get("precision", "float"))
 
@@ -176,6 +187,7 @@ class LoihiTarget:
         if options.get("precision", "float") == "fixed":
             from snncc_lava import fixed
 
+            _refuse_unbuildable(graph)
             return fixed.simulate_fixed(fixed.quantize(network.build(graph)), x, _emit_mode(options))
         from snncc.sim.sync import simulate as sync_simulate
 

@@ -20,3 +20,19 @@ def test_refused_before_allocating_when_it_cannot_fit(conv_pool_linear, monkeypa
     (msg,) = network.memory_problems(g)
     assert msg.startswith("the Lava lowering stores 2,133 synapses as explicit sparse matrices (about 50.0 kB")
     assert "this machine has 1000 B available" in msg
+
+
+def test_lava_simulation_refuses_before_building_when_matrices_do_not_fit(conv_pool_linear, monkeypatch):
+    import pytest
+    import torch
+
+    import snncc.resources as res
+    from snncc.errors import TargetError
+    from snncc_lava.target import LoihiTarget
+
+    monkeypatch.setattr(res, "available_bytes", lambda: 1000)
+    x = torch.ones((1, 2, 6, 6))
+    for run in (lambda: LoihiTarget().simulate(conv_pool_linear, x),
+                lambda: LoihiTarget().reference(conv_pool_linear, x, {"precision": "fixed"})):
+        with pytest.raises(TargetError, match="stores 2,133 synapses as explicit sparse matrices"):
+            run()
