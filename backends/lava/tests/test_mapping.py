@@ -186,3 +186,17 @@ def test_estimator_takes_hops_and_chip_crossings_from_the_mapping(conv_pool_line
     assert sum(l["messages_per_sample"] for l in pl["links"]) == pytest.approx(
         sum(spikes * v for v in t["links_per_spike"].values()))
     assert "placement (3 chips" in rep.table()
+
+
+def test_system_option_is_checked_in_one_line():
+    from snncc.errors import TargetError
+    from snncc_lava.target import LoihiTarget
+
+    with pytest.raises(TargetError, match=r"unknown system 'foo'"):
+        LoihiTarget().validate_options({"system": "foo"})
+    with pytest.raises(TargetError, match="system of 0 chips"):
+        LoihiTarget().validate_options({"system": 0})
+    res = mapping.load_resources()
+    assert res.system("hala") == ("hala", 1152, (8, 12, 12))
+    assert res.system("kapoho") == ("kapoho", 8, (2, 4))
+    assert res.system(6) == ("6 chips", 6, (2, 3))
