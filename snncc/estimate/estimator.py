@@ -455,7 +455,7 @@ def build_report(est: Estimator, rate: float | None, substep_time: float | None)
             layers = len(fires)
             if layers > prof.si("cores"):
                 warnings.append(f"{layers} populations for {int(prof.si('cores'))} cores (one layer per core)")
-        elif prof.has("cores"):
+        elif prof.has("cores") and not placed:  # with a mapping, the mapping decides what fits where
             used = sum(p.cores for p in fires)
             if used > prof.si("cores"):
                 warnings.append(f"{used} cores needed at {int(prof.si('neurons_per_core'))} neurons per core, "

@@ -200,3 +200,22 @@ def test_system_option_is_checked_in_one_line():
     assert res.system("hala") == ("hala", 1152, (8, 12, 12))
     assert res.system("kapoho") == ("kapoho", 8, (2, 4))
     assert res.system(6) == ("6 chips", 6, (2, 3))
+
+
+def test_with_a_mapping_the_one_chip_core_warning_gives_way_to_the_placement(conv_pool_linear):
+    import dataclasses as dc
+
+    from snncc.estimate import Estimator
+    from snncc.estimate.profile import load_profile
+
+    prof = load_profile("loihi")
+    # a profile whose chip holds 1 core of 8 neurons: without a mapping the estimator warns
+    tiny = dc.replace(prof, figures={**prof.figures, "cores": dc.replace(prof.figures["cores"], value=1),
+                                     "neurons_per_core": dc.replace(prof.figures["neurons_per_core"], value=8)})
+    x = torch.ones((1, 2, 6, 6))
+    plain = Estimator(conv_pool_linear, tiny)
+    plain.observe(x)
+    assert any("cores needed" in w for w in plain.report().warnings)
+    placed = Estimator(conv_pool_linear, tiny, placement=mapping.build(conv_pool_linear, 3, _small(cores=2)).to_json())
+    placed.observe(x)
+    assert not any("cores needed" in w for w in placed.report().warnings)
