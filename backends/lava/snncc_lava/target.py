@@ -124,12 +124,11 @@ class LoihiTarget:
 
     def map_onto(self, graph: Graph, options: dict | None = None) -> mapping.Mapping:
         """The core/chip mapping of `graph` on the option's system (computed once per graph)."""
-        system = _check_options(options).get("system", "chip")
-        key = (id(graph), str(system))
-        cached = getattr(self, "_mapped", None)
-        if cached is None or cached[0] != key:
-            self._mapped = (key, mapping.build(graph, system))
-        return self._mapped[1]
+        system = str(_check_options(options).get("system", "chip"))
+        cached = getattr(self, "_mapped", None)  # holds the graph itself, so its id is never reused
+        if cached is None or cached[0] is not graph or cached[1] != system:
+            self._mapped = (graph, system, mapping.build(graph, system))
+        return self._mapped[2]
 
     def check(self, graph: Graph, options: dict | None = None) -> list[str]:
         options = _check_options(options)
