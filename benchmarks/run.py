@@ -78,7 +78,8 @@ MAPPING_NOTE = (
     "Cores and chips come from the resource model (backends/lava/snncc_lava/data/loihi2_resources.json, "
     "docs/loihi_mapping.md); inter-chip messages per window are estimated at the loihi profile's assumed "
     "activity (one spike per neuron and window), for METIS and for filling chips in graph order on the "
-    "same piece graph. Compile time is the whole compile (trace, deploy passes, mapping, artefact written).\n")
+    "same piece graph. Compile time is the whole compile (trace, deploy passes, mapping, artefact written); "
+    "on a shared machine it grows with the load average in the table's header.\n")
 
 
 def benchmarks(args, reps) -> list[tuple[str, str, list[str], str]]:
