@@ -127,8 +127,13 @@ class Deployment:
             batches = InputBatches(self.deployed, None if data is None else os.fspath(data), samples, batch_size, seed)
         else:
             batches = [self.inputs(data)]
+        placement = None
+        if profile == "loihi" and "lava/mapping.json" in self.files:  # the loihi target's placement
+            import json
+
+            placement = json.loads(self.files["lava/mapping.json"])
         with use_device(device):
-            est = Estimator(self.deployed, profile=profile)
+            est = Estimator(self.deployed, profile=profile, placement=placement)
             est.run(batches, progress=progress, total=len(batches))
             return est.report(rate=rate)
 

@@ -62,6 +62,16 @@ def lowering_options(tgt, target_options: dict) -> dict:
     return {"profile": getattr(tgt, "profile", None)}
 
 
+def _with_options(fn, graph: Graph, target_options: dict | None):
+    """Call a target's check/explain with the target options when it takes them (system=... of
+    the loihi target changes what fits), else with the graph alone."""
+    import inspect
+
+    if len(inspect.signature(fn).parameters) >= 2:
+        return fn(graph, dict(target_options or {}))
+    return fn(graph)
+
+
 def static_stats(g: Graph) -> dict:
     neurons = sum(int(_prod(n.shape)) for n in g.neurons())
     params = sum(int(v.size) for n in g.nodes for v in n.params.values())
@@ -90,8 +100,8 @@ def compile_model(loaded: LoadedModel, target: str = "sim", input_kind: str = "c
                                 "residual_lowering": lowering_options(tgt, target_options or {})})
     deployed = run.graph
     t2 = time.perf_counter()
-    problems = tgt.check(deployed)
-    explain = getattr(tgt, "explain", lambda g: "")(deployed) if hasattr(tgt, "explain") else ""
+    problems = _with_options(tgt.check, deployed, target_options)
+    explain = _with_options(tgt.explain, deployed, target_options) if hasattr(tgt, "explain") else ""
     if problems:
         err = TargetError(f"model does not fit: {'; '.join(problems)}", where=f"target {target}",
                           hint="see `snncc compile --explain` for the full report")
@@ -153,5 +163,7 @@ def report_markdown(res: CompileResult) -> str:
     from snncc.estimate.report import static_markdown
 
     lines += ["", static_markdown(res.deployed, get_target(res.target)).rstrip()]
+    if "lava/mapping.json" in res.files:  # the loihi target's core/chip mapping (resource report)
+        lines += ["", res.explain.rstrip()]
     lines += ["", "## Deployed graph (synaptic normal form)", "", "```", listing(res.deployed).rstrip(), "```", ""]
     return "\n".join(lines)

@@ -27,7 +27,14 @@ Definitions (per sample; a window is one training timestep = D sub-steps):
 Energy (per sample) by profile formula:
 - mac_ac: E_MAC * MACs + E_AC * (SOPs + spike products)
 - loihi: E_SOP * (SOPs + spike products) + E_active * active updates + E_inactive * inactive updates
-  + (E_spike_tile + E_hop * hops_per_message) * messages   (host MACs are off-chip, not included)
+  + (E_spike_tile + E_hop * hops_per_message) * messages   (host MACs are off-chip, not included).
+  With a placement (`placement=`, the loihi target's lava/mapping.json) the routing term is
+  E_spike_tile * messages + E_hop * hops + E_chip_crossing * chip crossings, each projection's
+  per-spike messages (destination cores), hops and crossings taken from the mapping and multiplied
+  by its source's measured spikes (activity uniform within a population); the report adds, per
+  chip, the dynamic energy (each population's SOPs and updates split by its neurons' chip
+  fractions, routing charged to the source's chips) and power (+ p_static_chip), and per
+  inter-chip link its messages per second against the mapping's link limit (warnings beyond it).
 - speck: P_static * t_sample (+ E_SOP * SOPs if the profile gives E_SOP), t_sample = 1/rate when a
   rate is given, else the latency in seconds.
 Average power at `rate` samples/s = dynamic energy per sample * rate + static power.
@@ -93,7 +100,8 @@ class _Recorder(Interpreter):
 class Estimator:
     """Streaming operation counts over a dataset for one deployed graph (synaptic normal form)."""
 
-    def __init__(self, graph: Graph | Plan, profile: str | Profile | None = None):
+    def __init__(self, graph: Graph | Plan, profile: str | Profile | None = None, placement: dict | None = None):
+        self.placement = placement  # a loihi mapping.json document, or None
         self.plan = graph if isinstance(graph, Plan) else analyze(graph)
         self.profile = load_profile(profile) if profile is not None else None
         g = self.plan.graph
@@ -321,6 +329,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     windows_exact: bool = True
     paper: dict[str, float] = field(default_factory=dict)  # the paper's 45nm method: architecture vs deployed
+    placement: dict = field(default_factory=dict)  # with a loihi mapping: per-chip energy/power, per-link bandwidth
 
     @property
     def latency_s(self) -> float | None:
@@ -349,7 +358,7 @@ class Report:
             "sample_substeps": self.sample_substeps, "latency_s": self.latency_s,
             "critical_path": list(self.critical_path), "energy": dict(self.energy), "power": self.power,
             "warnings": list(self.warnings), "notes": list(self.notes), "windows_exact": self.windows_exact,
-            "paper": dict(self.paper),
+            "paper": dict(self.paper), "placement": dict(self.placement),
         }
 
     def table(self) -> str:
@@ -444,8 +453,14 @@ def build_report(est: Estimator, rate: float | None, substep_time: float | None)
 
     energy: dict[str, float] = {}
     power = None
+    placed: dict = {}
     if prof is not None:
+        if est.placement is not None and prof.formula == "loihi":
+            placed = _placement_totals(est.placement, pops, totals)
         energy, static_w = _energy(prof, totals, rate, sample_s, notes)
+        if placed:
+            placed = _placement_report(prof, est.placement, placed, pops, energy, totals, rate, sample_s, warnings)
+            static_w = placed["static_w"]
         if rate is not None:
             power = energy["dynamic"] * rate + static_w
         if prof.has("synops_per_s_per_core"):
@@ -464,7 +479,7 @@ def build_report(est: Estimator, rate: float | None, substep_time: float | None)
             layers = len(fires)
             if layers > prof.si("cores"):
                 warnings.append(f"{layers} populations for {int(prof.si('cores'))} cores (one layer per core)")
-        elif prof.has("cores"):
+        elif prof.has("cores") and not placed:  # with a mapping, the mapping decides what fits where
             used = sum(p.cores for p in fires)
             if used > prof.si("cores"):
                 warnings.append(f"{used} cores needed at {int(prof.si('neurons_per_core'))} neurons per core, "
@@ -475,7 +490,72 @@ def build_report(est: Estimator, rate: float | None, substep_time: float | None)
         notes.append("peak per-window figures are upper bounds: counts were summed over T (use observe)")
     return Report(n, T, prof, rate, tau, list(pops.values()), links, totals, plan.latency_substeps,
                   plan.sample_substeps, list(plan.critical_path), energy, power, warnings, notes, est.windows_exact,
-                  paper)
+                  paper, placed)
+
+
+def _placement_totals(doc: dict, pops: dict, totals: dict) -> dict:
+    """Messages, hops and chip crossings per sample from a mapping's per-spike traffic."""
+    out = {"messages": 0.0, "hops": 0.0, "crossings": 0.0, "links": {}, "by_source": {}, "unplaced": []}
+    for t in doc.get("traffic", []):
+        src = pops.get(t["source"])
+        if src is None:  # a spike product: its graded messages are not counted as spikes here
+            out["unplaced"].append(t["source"])
+            continue
+        s = src.spikes
+        m, h, x = s * t["messages_per_spike"], s * t["hops_per_spike"], s * t["crossings_per_spike"]
+        out["messages"] += m
+        out["hops"] += h
+        out["crossings"] += x
+        acc = out["by_source"].setdefault(t["source"], [0.0, 0.0, 0.0])
+        acc[0], acc[1], acc[2] = acc[0] + m, acc[1] + h, acc[2] + x
+        for k, v in t["links_per_spike"].items():
+            out["links"][k] = out["links"].get(k, 0.0) + s * v
+    totals["placed_messages"], totals["hops"], totals["chip_crossings"] = out["messages"], out["hops"], out["crossings"]
+    return out
+
+
+def _placement_report(prof: Profile, doc: dict, placed: dict, pops: dict, energy: dict, totals: dict,
+                      rate, sample_s, warnings: list[str]) -> dict:
+    """Per chip dynamic energy and power, per inter-chip link bandwidth against its limit."""
+    frac = doc.get("populations", {})
+    e_sop, e_act, e_inact = prof.si("e_sop"), prof.si("e_neuron_update_active"), prof.si("e_neuron_update_inactive")
+    e_tile, e_hop, e_x = prof.si("e_spike_tile"), prof.si("e_hop"), prof.si("e_chip_crossing", 0.0)
+    chips: dict[str, float] = {}
+    for name, st in pops.items():
+        share = frac.get(name)
+        if not share:
+            continue
+        e = e_sop * (st.sops_in + st.spike_products_in) + e_act * st.spikes * (st.role in ("fire", "relay")) \
+            + e_inact * max(0.0, st.neuron_updates - (st.spikes if st.role in ("fire", "relay") else 0.0))
+        m, h, x = placed["by_source"].get(name, (0.0, 0.0, 0.0))
+        e += e_tile * m + e_hop * h + e_x * x  # routing charged to the source's chips
+        for chip, f in share.items():
+            chips[chip] = chips.get(chip, 0.0) + e * f
+    routing = e_tile * placed["messages"] + e_hop * placed["hops"] + e_x * placed["crossings"]
+    energy["dynamic"] += routing - energy.get("routing", 0.0)
+    energy["routing"] = routing
+    energy["total"] = energy["dynamic"] + energy.get("static", 0.0)
+    n_chips = int(doc.get("totals", {}).get("chips", 0)) or 1
+    static_w = prof.si("p_static_chip", 0.0) * n_chips
+    if "static" in energy or static_w:
+        dt = (1.0 / rate) if rate else sample_s
+        energy["static"] = static_w * dt if dt is not None else 0.0
+        energy["total"] = energy["dynamic"] + energy["static"]
+    per_s = rate if rate else (1.0 / sample_s if sample_s else None)
+    limit = doc.get("link_limit_messages_per_s")
+    links = []
+    for k, v in sorted(placed["links"].items()):
+        mps = v * per_s if per_s else None
+        links.append({"link": k, "messages_per_sample": v, "messages_per_s": mps, "limit_messages_per_s": limit,
+                      "utilisation": (mps / limit) if (mps is not None and limit) else None})
+        if mps is not None and limit and mps > limit:
+            warnings.append(f"inter-chip link {k}: {mps:.3g} messages/s exceeds its {limit:.3g} messages/s")
+    chip_rows = [{"chip": c, "dynamic_J": e, "power_W": (e * per_s if per_s else 0.0) + prof.si("p_static_chip", 0.0)}
+                 for c, e in sorted(chips.items(), key=lambda kv: int(kv[0]))]
+    return {"system": doc.get("system"), "chips": chip_rows, "links": links, "static_w": static_w,
+            "messages": placed["messages"], "hops": placed["hops"], "chip_crossings": placed["crossings"],
+            "per_second_basis": "rate" if rate else "sample time" if sample_s else None,
+            "unplaced_sources": sorted(set(placed["unplaced"]))}
 
 
 def paper_energy(t: dict, profile: str | Profile = "45nm") -> dict[str, float]:

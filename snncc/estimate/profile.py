@@ -35,6 +35,7 @@ FIGURES: dict[str, str] = {
     "e_mac": "energy", "e_ac": "energy", "e_sop": "energy",
     "e_neuron_update_active": "energy", "e_neuron_update_inactive": "energy",
     "e_spike_tile": "energy", "e_hop": "energy", "hops_per_message": "count",
+    "e_chip_crossing": "energy", "p_static_chip": "power",  # placement-based loihi energy (a mapping.json)
     "p_static": "power", "p_typical_min": "power", "p_typical_max": "power",
     "cores": "count", "neurons_per_core": "count", "synops_per_s_per_core": "rate",
     "kernel_memory": "count", "neuron_memory": "count", "bias_memory": "count",

@@ -84,6 +84,19 @@ def render(r, markdown: bool = False) -> str:
         lines.append(("- " if markdown else "") + "paper method (45nm: E_MAC x host MACs + E_AC x (SOPs + spike "
                      f"products)): architecture {_energy(r.paper['architecture'])}, deployed "
                      f"{_energy(r.paper['deployed'])}")
+    if r.placement:
+        pl = r.placement
+        lines += ["", f"{h}placement ({pl['system']}: {len(pl['chips'])} chip(s); {_num(pl['messages'])} messages, "
+                      f"{_num(pl['hops'])} hops, {_num(pl['chip_crossings'])} chip crossings per sample)", ""]
+        lines += _grid(("chip", "dynamic energy", "power (W)"),
+                       [[c["chip"], _energy(c["dynamic_J"]), f"{c['power_W']:.4g}"] for c in pl["chips"]], markdown)
+        if pl["links"]:
+            lines.append("")
+            lines += _grid(("inter-chip link", "messages/sample", "messages/s", "limit/s", "utilisation"),
+                           [[l["link"], _num(l["messages_per_sample"]), _num(l["messages_per_s"] or 0.0),
+                             _num(l["limit_messages_per_s"] or 0.0),
+                             "-" if l["utilisation"] is None else f"{l['utilisation']:.2%}"] for l in pl["links"]],
+                           markdown)
     if r.profile is not None:
         lines.append("")
         lines.append(f"{h}figures ({r.profile.name})")

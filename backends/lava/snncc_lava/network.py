@@ -288,8 +288,9 @@ BYTES_PER_SYNAPSE = 24  # building a scipy sparse matrix: COO int64 row + col + 
 def materialised_synapses(g: Graph) -> int:
     """Synapses this lowering stores explicitly (sparse matrices, one entry per connection): every
     conv, linear and pooling op of the current trees by its fan-in, an upper bound of the
-    composed matrices' entries. Convolutions are not kept as shared kernels (issue 14), so this
-    grows with the maps' size: 224x224 E-SpikeFormer needs tens of GB."""
+    composed matrices' entries. Lava's CPU processes hold them as CSR, so this grows with the
+    maps' size: 224x224 E-SpikeFormer needs tens of GB (the chip mapping, `mapping`, costs
+    convolutions as shared kernels instead and never builds these matrices)."""
     total = 0
     for n in g.nodes:
         if n.op == "conv":
@@ -312,8 +313,7 @@ def memory_problems(g: Graph) -> list[str]:
     need, have = syn * BYTES_PER_SYNAPSE, available_bytes()
     if need > have:
         return [f"the Lava lowering stores {syn:,} synapses as explicit sparse matrices (about {fmt_bytes(need)} "
-                f"while building); this machine has {fmt_bytes(have)} available. Convolutions are not yet "
-                f"lowered as shared-weight kernels (issue 14): compile for --target sim to estimate this model"]
+                f"while building); this machine has {fmt_bytes(have)} available"]
     return []
 
 

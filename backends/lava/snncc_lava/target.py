@@ -14,24 +14,36 @@ Options (emit and simulate; `--target-option key=value` on the CLI):
   (`netx`; always integer, quantised with the netx policy), or fail naming what netx cannot express;
 - residual: "auto" (default) | "fanin" | "relay" -- how membrane-shortcut streams are deployed
   (`lowering_options`: auto prices them with the loihi profile in floating_pt, keeps fan-in in
-  fixed_pt and with netx).
+  fixed_pt and with netx);
+- system: "chip" (default) | "kapoho" | "hala" | N -- the Loihi 2 system the model is mapped onto
+  (`mapping`): check refuses, in one line per resource, a model that does not fit it; emit writes
+  `lava/mapping.json` (piece -> chip, core; utilisation; inter-chip links and traffic) and the
+  compile report carries the resource report (`explain`, printed by --explain even on failure).
+The explicit network description (`lava/network.json` + `weights.npz`, CSR synapse matrices) is
+written only when it has at most DESCRIBE_LIMIT materialised synapses: above that (E-SpikeFormer
+at 224x224) the artefact keeps the kernels in ir.npz and the mapping, and the Lava network is
+built from the IR when simulating. precision=fixed and netx need the matrices and are refused
+beyond the memory this machine has (`network.memory_problems`).
 Every file is deterministic bytes.
 """
 
 from __future__ import annotations
 
+import json
 from importlib.metadata import PackageNotFoundError, version
 
 from snncc.errors import TargetError
 from snncc.ir.graph import Graph
 
-from snncc_lava import compat, describe, network
+from snncc_lava import compat, describe, mapping, network
 
 EMIT_MODES = ("burst", "graded")
 PRECISIONS = ("float", "fixed")
 OPTIONS = {"emit": "burst | graded", "precision": "float | fixed", "netx": "true | false: also write lava/network.net",
-           "residual": "auto | fanin | relay: membrane-shortcut lowering (auto: cost model)"}
+           "residual": "auto | fanin | relay: membrane-shortcut lowering (auto: cost model)",
+           "system": "chip | kapoho | hala | N: Loihi 2 system to map onto (default chip)"}
 RESIDUAL_FORMS = ("auto", "fanin", "relay")
+DESCRIBE_LIMIT = 20_000_000  # materialised synapses up to which lava/network.json + weights.npz are written
 
 
 def _check_options(options: dict | None) -> dict:
@@ -48,7 +60,22 @@ def _check_options(options: dict | None) -> dict:
                           hint=f"one of {', '.join(RESIDUAL_FORMS)}")
     if not isinstance(options.get("netx", False), bool):
         raise TargetError(f"netx must be true or false, got {options['netx']!r}", where="loihi option netx")
+    mapping.load_resources().system(options.get("system", "chip"))  # names a bad system in one line
     return options
+
+
+def _needs_matrices(options: dict) -> bool:
+    return options.get("precision", "float") == "fixed" or bool(options.get("netx", False))
+
+
+def _refuse_unbuildable(graph: Graph) -> None:
+    """Lava's CPU simulation needs the explicit synapse matrices: refuse in one line, before
+    allocating, when they would not fit this machine (a model mapped onto many chips)."""
+    problems = network.memory_problems(graph)
+    if problems:
+        raise TargetError(problems[0], where="loihi simulate",
+                          hint="Lava's CPU simulation of a sub-graph is not implemented yet; "
+                               "use snncc simulate --backend snncc or snncc estimate")
 
 
 def _emit_mode(options: dict | None) -> str:
@@ -95,11 +122,37 @@ class LoihiTarget:
                               "target option residual=relay forces them"}
         return {"profile": self.profile}
 
-    def check(self, graph: Graph) -> list[str]:
-        return network.unsupported(graph) + network.memory_problems(graph)
+    def map_onto(self, graph: Graph, options: dict | None = None) -> mapping.Mapping:
+        """The core/chip mapping of `graph` on the option's system (computed once per graph)."""
+        system = str(_check_options(options).get("system", "chip"))
+        cached = getattr(self, "_mapped", None)  # holds the graph itself, so its id is never reused
+        if cached is None or cached[0] is not graph or cached[1] != system:
+            self._mapped = (graph, system, mapping.build(graph, system))
+        return self._mapped[2]
+
+    def check(self, graph: Graph, options: dict | None = None) -> list[str]:
+        options = _check_options(options)
+        problems = network.unsupported(graph)
+        if problems:
+            return problems
+        problems = list(self.map_onto(graph, options).problems)
+        if _needs_matrices(options):
+            problems += network.memory_problems(graph)
+        return problems
+
+    def explain(self, graph: Graph, options: dict | None = None) -> str:
+        """The resource report: pieces, per-chip utilisation, inter-chip traffic, and what does not fit."""
+        if network.unsupported(graph):
+            return ""
+        return self.map_onto(graph, options).report()
 
     def emit(self, graph: Graph, options: dict | None = None) -> dict[str, bytes]:
         options = _check_options(options)
+        m = self.map_onto(graph, options)
+        mapped = {"lava/mapping.json": (json.dumps(m.to_json(), indent=1, sort_keys=True) + "\n").encode()}
+        synapses = network.materialised_synapses(graph)
+        if not _needs_matrices(options) and synapses > DESCRIBE_LIMIT:
+            return mapped  # kernels stay in ir.npz; simulate builds the Lava network from the IR
         net = network.build(graph)
         qnet = None
         if options.get("precision", "float") == "fixed":
@@ -109,6 +162,7 @@ class LoihiTarget:
         if options.get("netx", False):
             from snncc_lava import netx
             files["lava/network.net"] = netx.export(graph, net)
+        files.update(mapped)
         return files
 
     def versions(self) -> dict[str, str]:
@@ -120,6 +174,7 @@ class LoihiTarget:
     def simulate(self, graph: Graph, x, options: dict | None = None):
         """Run `graph` on x ((B, *in) or (T, B, *in)); returns a LavaResult (output, counts, steps)."""
         options = _check_options(options)
+        _refuse_unbuildable(graph)
         from snncc_lava.lower import simulate
         return simulate(graph, x, _emit_mode(options), options.get("precision", "float"))
 
@@ -131,6 +186,7 @@ class LoihiTarget:
         if options.get("precision", "float") == "fixed":
             from snncc_lava import fixed
 
+            _refuse_unbuildable(graph)
             return fixed.simulate_fixed(fixed.quantize(network.build(graph)), x, _emit_mode(options))
         from snncc.sim.sync import simulate as sync_simulate
 

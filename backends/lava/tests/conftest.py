@@ -33,6 +33,26 @@ def deployed(cls, seed=0, **kw):
     return run_pipeline(trace(LoadedModel(m, None, cls.input_shape)), "deploy").graph
 
 
+@pytest.fixture
+def conv_pool_linear():
+    """x (spike 2x6x6) -> conv 3x3 pad 1 (ones) -> f (3x6x6) -> sum pool 2x2 -> linear 3x3 (ones) -> g
+    (3x3x3) -> output: small enough to count synapses, pieces and routes by hand."""
+    import numpy as np
+
+    from snncc.ir.graph import Graph, Node
+
+    return Graph([
+        Node("x", "input", [], {"kind": "spike", "shape": (2, 6, 6)}),
+        Node("c", "conv", ["x"], {"stride": (1, 1), "padding": (1, 1), "dilation": (1, 1)},
+             {"weight": np.ones((3, 2, 3, 3))}),
+        Node("f", "fire", ["c"], {"D": 4, "rounding": "floor"}),
+        Node("p", "pool", ["f"], {"mode": "sum", "kernel": (2, 2), "stride": (2, 2)}),
+        Node("l", "linear", ["p"], {}, {"weight": np.ones((3, 3))}),
+        Node("g", "fire", ["l"], {"D": 4, "rounding": "floor"}),
+        Node("o", "output", ["g"]),
+    ]).verify()
+
+
 @pytest.fixture(scope="session")
 def conv_chain():
     return deployed(ConvChain)

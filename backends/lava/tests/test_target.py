@@ -46,7 +46,7 @@ def test_emit_describes_the_spike_product(attention):
 def test_emit_is_deterministic_and_holds_the_weights(conv_chain):
     t = LoihiTarget()
     a, b = t.emit(conv_chain, {}), t.emit(conv_chain, {})
-    assert a == b and sorted(a) == ["lava/network.json", "lava/weights.npz"]
+    assert a == b and sorted(a) == ["lava/mapping.json", "lava/network.json", "lava/weights.npz"]
     doc = json.loads(a["lava/network.json"])
     assert doc["versions"] == {"lava-nc": "0.10.0"} and doc["D"] == 4 and doc["T"] == 1
     procs = {p["name"]: p for p in doc["processes"]}
@@ -81,7 +81,7 @@ def test_emit_fixed_and_netx(conv_chain):
     t = LoihiTarget()
     opts = {"precision": "fixed", "netx": True}
     a, b = t.emit(conv_chain, opts), t.emit(conv_chain, dict(opts))
-    assert a == b and sorted(a) == ["lava/network.json", "lava/network.net", "lava/quantisation.json", "lava/weights.npz"]
+    assert a == b and sorted(a) == ["lava/mapping.json", "lava/network.json", "lava/network.net", "lava/quantisation.json", "lava/weights.npz"]
     doc = json.loads(a["lava/network.json"])
     assert doc["precision"] == "fixed" and doc["run_config"] == "Loihi2SimCfg(select_tag='fixed_pt')"
     q = fixed.quantize(build(conv_chain))
@@ -98,7 +98,7 @@ def test_emit_fixed_and_netx(conv_chain):
     assert a["lava/network.net"] == netx.export(conv_chain)
     # float precision: no report; netx alone adds only the HDF5 file
     f = t.emit(conv_chain, {"netx": True})
-    assert sorted(f) == ["lava/network.json", "lava/network.net", "lava/weights.npz"]
+    assert sorted(f) == ["lava/mapping.json", "lava/network.json", "lava/network.net", "lava/weights.npz"]
     assert f["lava/network.net"] == a["lava/network.net"]
 
 
@@ -111,7 +111,7 @@ def test_emit_option_errors(conv_chain, residual):
     with pytest.raises(TargetError, match="node f2_0: fan-in from input, f1_6"):
         t.emit(residual, {"netx": True})
     assert sorted(t.emit(residual, {"precision": "fixed"})) == [
-        "lava/network.json", "lava/quantisation.json", "lava/weights.npz"]
+        "lava/mapping.json", "lava/network.json", "lava/quantisation.json", "lava/weights.npz"]
 
 
 def test_simulate_fixed_through_the_target(conv_chain):

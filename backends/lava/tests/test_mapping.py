@@ -1,0 +1,221 @@
+"""Core/chip mapping (issue 14): hand-computed splits, utilisation, traffic and hops on a small
+graph under small per-core limits; the one-line refusal when a system is too small; METIS against
+the sequential baseline on a graph whose optimum is known; the shipped digits models map onto one
+chip and their Lava network description is unchanged."""
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from snncc_lava import describe, mapping, network
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _small(**kw):
+    return dataclasses.replace(mapping.load_resources(), **{"neurons": 40, "memory_bytes": 400, **kw})
+
+
+def test_split_utilisation_traffic_and_hops_by_hand(conv_pool_linear):
+    m = mapping.build(conv_pool_linear, "chip", _small())
+    assert m.problems == []
+    # f: 108 neurons, 40 per core -> 3 pieces; rows are split first: 3 x 2 rows x 6 = 36 neurons,
+    # 36 x 8 bytes of state (its input is the host's spike stream: no on-chip synapses)
+    f = [p for p in m.pieces if p.unit == "f"]
+    assert [p.box for p in f] == [((0, 3), (0, 2), (0, 6)), ((0, 3), (2, 4), (0, 6)), ((0, 3), (4, 6), (0, 6))]
+    assert [(p.neurons, p.memory) for p in f] == [(36, 288)] * 3
+    # g: 27 neurons; the linear path is dense: one neuron reads 3 pooled columns x 2x2 = 12 f neurons,
+    # 27 x (8 + 12) = 540 > 400 bytes -> 2 row blocks: 18 x 20 = 360 and 9 x 20 = 180 bytes
+    g = [p for p in m.pieces if p.unit == "g"]
+    assert [p.box for p in g] == [((0, 3), (0, 2), (0, 3)), ((0, 3), (2, 3), (0, 3))]
+    assert [(p.neurons, p.memory) for p in g] == [(18, 360), (9, 180)]
+    # input axons: g rows 0-1 read f rows 0-3 (3 x 4 x 6 = 72), g row 2 reads f rows 4-5 (36)
+    assert [p.input_axons for p in g] == [72, 36]
+    assert [p.output_routes for p in f] == [36, 36, 36]
+    # traffic: every f neuron reaches exactly one g core; 1 spike per neuron and window (profile)
+    assert m.edges == {(0, 3): 36.0, (1, 3): 36.0, (2, 4): 36.0}
+    assert [(p.chip, p.core) for p in m.pieces] == [(0, 0), (0, 1), (0, 2), (0, 3), (0, 4)]
+    (t,) = m.traffic()
+    # cores 0..4 along the first mesh row: hops 3, 2, 2 for 36 neurons each
+    assert (t["source"], t["target"], t["messages_per_spike"]) == ("f", "g", 1.0)
+    assert t["hops_per_spike"] == pytest.approx((36 * 3 + 36 * 2 + 36 * 2) / 108)
+    assert t["crossings_per_spike"] == 0.0
+    (chip,) = m.chip_table()
+    assert (chip["cores"], chip["neurons"], chip["memory_bytes"]) == (5, 135, 3 * 288 + 360 + 180)
+    assert chip["core_utilisation"] == 5 / 128
+
+
+def test_too_small_a_system_is_one_line_naming_the_resource(conv_pool_linear):
+    res = _small(cores=2)
+    m = mapping.build(conv_pool_linear, "chip", res)
+    assert m.problems == ["cores: the model needs 5 Loihi 2 cores (3 chips of 2); system chip has 1 chip(s), "
+                          "2 cores (--target-option system=kapoho|hala|N)"]
+    m = mapping.build(conv_pool_linear, 3, res)
+    assert m.problems == [] and m.chips_used == 3
+    assert {p.chip for p in m.pieces} == {0, 1, 2}
+    assert m.interchip_messages() == sum(v for (a, b), v in m.edges.items() if m.pieces[a].chip != m.pieces[b].chip)
+    doc = m.to_json()
+    assert doc["totals"]["chips"] == 3 and len(doc["pieces"]) == 5
+    assert sum(l["messages_per_window"] for l in doc["links"]) >= doc["totals"]["interchip_messages_per_window"]
+
+
+def test_a_piece_that_cannot_fit_any_core_is_named(conv_pool_linear):
+    # blocks cut channels and rows, never the last axis: f's smallest block is one 6-neuron row
+    # (48 bytes of state, fits 50), g's is one 3-neuron row needing 3 x (8 + 12 dense weights) = 60
+    m = mapping.build(conv_pool_linear, "chip", _small(memory_bytes=50))
+    assert m.problems == ["unit g: even a block of 3 neuron(s) needs 60 bytes of core memory and 12 input axons; "
+                          "a Loihi 2 core has 50 bytes and 32,768 axons"]
+
+
+def test_metis_finds_the_known_optimum_and_beats_the_sequential_baseline():
+    # 8 pieces, 2 chips of 4: even pieces talk heavily to each other, odd ones too, and each even
+    # piece i sends 1 message to i + 1. Optimum: {0,2,4,6} | {1,3,5,7}, cut 4 x 1 = 4 messages;
+    # the sequential fill {0..3} | {4..7} cuts heavy pairs
+    edges = {}
+    for grp in ((0, 2, 4, 6), (1, 3, 5, 7)):
+        for a in grp:
+            for b in grp:
+                if a < b:
+                    edges[(a, b)] = 10.0
+    for i in (0, 2, 4, 6):
+        edges[(i, i + 1)] = 1.0
+    part = mapping.metis_partition(8, edges, 2, 4)
+    assert mapping.cut(edges, part) == 4.0
+    assert sorted(part.count(c) for c in (0, 1)) == [4, 4]
+    seq = mapping.sequential_partition(8, edges, 2, 4)
+    # sequential: 4 heavy pairs of each group cross ((0,4), (0,6), (2,4), (2,6) and the odd ones),
+    # every light edge (i, i + 1) stays on its chip
+    assert mapping.cut(edges, seq) == 2 * 4 * 10.0
+
+
+def test_metis_is_no_worse_than_sequential_on_a_mapped_graph(conv_pool_linear):
+    m = mapping.build(conv_pool_linear, 3, _small(cores=2))
+    seq = mapping.sequential_partition(len(m.pieces), m.edges, 3, 2)
+    assert mapping.cut(m.edges, [p.chip for p in m.pieces]) <= mapping.cut(m.edges, seq)
+
+
+def test_receptive_box_through_reshape_groups_axes():
+    # (768, 196) <-> (768, 14, 14): one pixel of all channels stays one token column of all channels
+    assert mapping._reshape_box(((0, 768), (7, 8), (7, 8)), (768, 14, 14), (768, 196)) == ((0, 768), (105, 106))
+    assert mapping._reshape_box(((2, 3), (0, 196)), (768, 196), (768, 14, 14)) == ((2, 3), (0, 14), (0, 14))
+
+
+@pytest.mark.parametrize("name", ["digits_cnn", "digits_former"])
+def test_shipped_digits_models_map_onto_one_chip_and_keep_their_network(name):
+    from snncc.frontend.loader import LoadedModel, trace
+    from snncc.passes.manager import run_pipeline
+    from snncc_lava.target import LoihiTarget
+
+    sys.path.insert(0, str(ROOT))
+    from examples.digits.train import load_model
+
+    model = load_model(ROOT / "examples" / "digits" / "artifacts", name)
+    g = run_pipeline(trace(LoadedModel(model, None, (1, 8, 8))), "deploy").graph
+    tgt = LoihiTarget()
+    assert tgt.check(g, {}) == []
+    files = tgt.emit(g, {})
+    doc = json.loads(files["lava/mapping.json"])
+    assert doc["problems"] == [] and doc["totals"]["chips"] == 1
+    assert doc["totals"]["neurons"] == sum(int(np.prod(n.shape)) for n in g.nodes if n.op in ("fire", "relay", "spike_product"))
+    assert doc["totals"]["interchip_messages_per_window"] == 0
+    # the Lava network description (what simulate builds) is the same as without the mapping
+    want = describe.files(network.build(g), "burst", tgt.versions())
+    assert files["lava/network.json"] == want["lava/network.json"]
+    assert files["lava/weights.npz"] == want["lava/weights.npz"]
+
+
+def test_cli_refuses_in_one_line_explains_and_maps_onto_more_chips(tmp_path, capsys):
+    from snncc.cli import main
+    from snncc.models import e_spikeformer
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "tiny.pt"
+    torch.save(e_spikeformer("tiny-test", img_size=224).state_dict(), ckpt)
+    common = ["compile", str(ckpt), "--model-def", "snncc.models.e_spikeformer:e_spikeformer",
+              "--factory-kwargs", '{"size": "tiny-test", "img_size": 224}', "--input-shape", "3,224,224",
+              "--target", "loihi"]
+    out = tmp_path / "one"
+    assert main(common + ["--explain", "-o", str(out)]) == 2
+    o, e = capsys.readouterr()
+    last = e.strip().splitlines()[-1]
+    assert last.startswith("snncc: error: target loihi: model does not fit: cores: the model needs ")
+    assert "system chip has 1 chip(s), 128 cores" in last and not out.exists()
+    assert "## Loihi 2 mapping (chip: 1 chip(s) of 128 cores)" in o and "- problem: cores:" in o  # --explain
+    out = tmp_path / "kapoho"
+    assert main(common + ["--target-option", "system=kapoho", "-o", str(out)]) == 0
+    capsys.readouterr()
+    doc = json.loads((out / "lava" / "mapping.json").read_text())
+    assert doc["system"] == "kapoho" and doc["problems"] == [] and doc["totals"]["chips"] >= 2
+    assert json.loads((out / "manifest.json").read_text())["files"].get("lava/mapping.json") is not None
+    assert sum(c["cores"] for c in doc["chips"]) == doc["totals"]["cores"] == len(doc["pieces"])
+    assert "## Loihi 2 mapping (kapoho: 8 chip(s) of 128 cores)" in (out / "report.md").read_text()
+
+
+def test_estimator_takes_hops_and_chip_crossings_from_the_mapping(conv_pool_linear):
+    from snncc.estimate import Estimator
+    from snncc.estimate.profile import load_profile
+
+    g = conv_pool_linear
+    m = mapping.build(g, 3, _small(cores=2))
+    doc = json.loads(json.dumps(m.to_json()))  # as read back from lava/mapping.json
+    x = torch.randint(0, 5, (2, 2, 6, 6), generator=torch.Generator().manual_seed(0)).double()
+    est = Estimator(g, "loihi", placement=doc)
+    est.observe(x)
+    rep = est.report(rate=100.0)
+    (t,) = doc["traffic"]
+    spikes = rep.population("f").spikes
+    assert spikes > 0
+    assert rep.totals["hops"] == pytest.approx(spikes * t["hops_per_spike"])
+    assert rep.totals["chip_crossings"] == pytest.approx(spikes * t["crossings_per_spike"]) and t["crossings_per_spike"] > 0
+    prof = load_profile("loihi")
+    want = (prof.si("e_spike_tile") * spikes * t["messages_per_spike"] + prof.si("e_hop") * rep.totals["hops"]
+            + prof.si("e_chip_crossing") * rep.totals["chip_crossings"])
+    assert rep.energy["routing"] == pytest.approx(want)
+    pl = rep.placement
+    assert [c["chip"] for c in pl["chips"]] == ["0", "1", "2"]
+    assert sum(c["dynamic_J"] for c in pl["chips"]) == pytest.approx(rep.energy["dynamic"])
+    assert pl["static_w"] == 3 * prof.si("p_static_chip")
+    assert rep.power == pytest.approx(rep.energy["dynamic"] * 100.0 + pl["static_w"])
+    # every link's messages per second at 100 samples/s against the limit the mapping gives
+    assert pl["links"] and all(l["messages_per_s"] == pytest.approx(l["messages_per_sample"] * 100.0) for l in pl["links"])
+    assert sum(l["messages_per_sample"] for l in pl["links"]) == pytest.approx(
+        sum(spikes * v for v in t["links_per_spike"].values()))
+    assert "placement (3 chips" in rep.table()
+
+
+def test_system_option_is_checked_in_one_line():
+    from snncc.errors import TargetError
+    from snncc_lava.target import LoihiTarget
+
+    with pytest.raises(TargetError, match=r"unknown system 'foo'"):
+        LoihiTarget().validate_options({"system": "foo"})
+    with pytest.raises(TargetError, match="system of 0 chips"):
+        LoihiTarget().validate_options({"system": 0})
+    res = mapping.load_resources()
+    assert res.system("hala") == ("hala", 1152, (8, 12, 12))
+    assert res.system("kapoho") == ("kapoho", 8, (2, 4))
+    assert res.system(6) == ("6 chips", 6, (2, 3))
+
+
+def test_with_a_mapping_the_one_chip_core_warning_gives_way_to_the_placement(conv_pool_linear):
+    import dataclasses as dc
+
+    from snncc.estimate import Estimator
+    from snncc.estimate.profile import load_profile
+
+    prof = load_profile("loihi")
+    # a profile whose chip holds 1 core of 8 neurons: without a mapping the estimator warns
+    tiny = dc.replace(prof, figures={**prof.figures, "cores": dc.replace(prof.figures["cores"], value=1),
+                                     "neurons_per_core": dc.replace(prof.figures["neurons_per_core"], value=8)})
+    x = torch.ones((1, 2, 6, 6))
+    plain = Estimator(conv_pool_linear, tiny)
+    plain.observe(x)
+    assert any("cores needed" in w for w in plain.report().warnings)
+    placed = Estimator(conv_pool_linear, tiny, placement=mapping.build(conv_pool_linear, 3, _small(cores=2)).to_json())
+    placed.observe(x)
+    assert not any("cores needed" in w for w in placed.report().warnings)
