@@ -51,7 +51,8 @@ def calibration_file(path: str, n: int = CALIBRATION_SAMPLES) -> str:
 def measure(n: int = 450) -> tuple[list[tuple], dict]:
     torch.set_num_threads(1)
     from snncc_speck.calibrate import chip_graph
-    from snncc_speck.target import analyse, resolve_calibration
+    from snncc_speck.chip import load_chip
+    from snncc_speck.target import resolve_calibration
 
     art = etrain.DEFAULT_OUT
     d = np.load(art / "events_test.npz")
@@ -96,8 +97,7 @@ def measure(n: int = 450) -> tuple[list[tuple], dict]:
             ro = opts.get("readout", "spikes")
             rt = (c or {}).get("readout_threshold") or opts.get("readout_threshold", 1.0)
             add(f"chip, speck rule, {name}", lambda: simulate(chip_graph(g, fac, ro, rt), x, "speck").output)
-            quant = analyse(g, opts, c).quant
-            qg = chip_graph(g, fac, ro, rt, quant)
+            qg = chip_graph(g, fac, ro, rt, load_chip("speck"))
             add(f"chip integers, speck rule, {name}", lambda: simulate(qg, x, "speck").output)
             if ro == "membrane" and not fac:
                 add("chip integers, ideal rule, readout=membrane (quantisation alone)", lambda: run(qg, x).output)

@@ -42,16 +42,20 @@ def scale_thresholds(low: Lowered, factors: dict[str, float] | None) -> Lowered:
 
 
 def chip_graph(graph: Graph, factors: dict[str, float] | None = None, readout: str = "spikes",
-               readout_threshold: float = 1.0, quant: dict | None = None) -> Graph:
+               readout_threshold: float = 1.0, chip=None, scale_policy: str = "max") -> Graph:
     """The Speck network of the deployed `graph` as an snncc graph: one pool -> conv -> stateful
     floor fire per core, thresholds times `factors`; a current-valued output read by `readout`
     ("membrane": the output node reads the readout core's current, summed over T by the executors'
-    mean). `quant` (layer -> LayerQuant from `snncc_speck.quantize`, of the same factors) puts the
-    chip integers in."""
+    mean). `chip` (a `snncc_speck.chip.Chip`) puts the chip integers in (`snncc_speck.quantize`
+    with `scale_policy`, as the target emits them)."""
     if readout not in READOUTS:
         raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
     low = scale_thresholds(lower(graph, readout_threshold), factors)
-    params = {k: q.as_params() for k, q in quant.items()} if quant else None
+    params = None
+    if chip is not None:
+        from snncc_speck.quantize import quantize
+
+        params = {k: q.as_params() for k, q in quantize(low.layers, chip, scale_policy).items()}
     g = layers_to_graph(low, graph.T, params)
     if readout == "spikes" or not any(lay.readout for lay in low.layers):
         return g
@@ -79,11 +83,12 @@ def speck_run(g: Graph, x: torch.Tensor):
 
 
 def calibrate_thresholds(graph: Graph, x: torch.Tensor, steps: int = 6, hi: float = 1.6,
-                         reference=None) -> dict[str, float]:
+                         reference=None, **chip) -> dict[str, float]:
     """Per population in graph order, the threshold factor in [1, hi] (bisection, `steps` halvings)
     at which its total spike count under the Speck rule equals the integer model's on `x`,
     earlier populations already scaled. Firing on arrival emits spikes on partial sums; a higher
-    threshold takes the surplus back on average."""
+    threshold takes the surplus back on average. `chip`, `scale_policy`: calibrate the chip
+    integers (see `chip_graph`)."""
     from snncc.sim.reference import run
 
     ref = reference if reference is not None else run(graph, x)
@@ -92,43 +97,47 @@ def calibrate_thresholds(graph: Graph, x: torch.Tensor, steps: int = 6, hi: floa
         lo, up = 1.0, hi
         for _ in range(steps):
             mid = (lo + up) / 2
-            r = speck_run(chip_graph(graph, {**factors, p: mid}, "membrane"), x)
+            r = speck_run(chip_graph(graph, {**factors, p: mid}, "membrane", **chip), x)
             lo, up = (mid, up) if float(r.counts[p].sum()) > float(ref.counts[p].sum()) else (lo, mid)
         factors[p] = (lo + up) / 2
     return factors
 
 
 def calibrate_readout_threshold(graph: Graph, x: torch.Tensor, factors: dict[str, float] | None = None,
-                                candidates=READOUT_CANDIDATES, reference=None) -> tuple[float, dict[float, float]]:
+                                candidates=READOUT_CANDIDATES, reference=None, **chip
+                                ) -> tuple[float, dict[float, float]]:
     """The spike readout threshold (of `candidates`) whose Speck-rule argmax agrees best with the
     integer model on `x` (the largest on a tie), and the agreement of every candidate."""
     from snncc.sim.reference import run
 
     ref = reference if reference is not None else run(graph, x)
-    scores = {float(t): agreement(speck_run(chip_graph(graph, factors, "spikes", t), x).output, ref.output)
+    scores = {float(t): agreement(speck_run(chip_graph(graph, factors, "spikes", t, **chip), x).output, ref.output)
               for t in candidates}
     best = max(scores, key=lambda t: (scores[t], t))
     return best, scores
 
 
 def calibrate(graph: Graph, x: torch.Tensor, thresholds: str = "deployed", readout: str = "spikes",
-              readout_threshold=1.0) -> dict:
+              readout_threshold=1.0, **chip) -> dict:
     """The choices for the options, made on calibration inputs `x`, with their effect: prediction
     agreement with the integer model under the Speck rule before (deployed thresholds, readout
-    threshold 1 spikes readout) and after. JSON-able (recorded in `speck_config.json`)."""
+    threshold 1 spikes readout) and after. `chip`, `scale_policy`: choose for the chip integers
+    (the target does). JSON-able (recorded in `speck_config.json`)."""
     from snncc.sim.reference import run
 
     ref = run(graph, x)
-    factors = calibrate_thresholds(graph, x, reference=ref) if thresholds == "calibrated" else None
+    factors = calibrate_thresholds(graph, x, reference=ref, **chip) if thresholds == "calibrated" else None
     out = {"samples": int(x.shape[1] if x.dim() == len(graph.inputs[0].shape) + 2 else x.shape[0]),
-           "thresholds": thresholds, "threshold_factors": factors, "readout": readout}
+           "thresholds": thresholds, "threshold_factors": factors, "readout": readout,
+           "on": "chip integers" if chip.get("chip") is not None else "float"}
     rt = readout_threshold
     if readout == "spikes" and rt == "calibrated":
-        rt, scores = calibrate_readout_threshold(graph, x, factors, reference=ref)
+        rt, scores = calibrate_readout_threshold(graph, x, factors, reference=ref, **chip)
         out["readout_threshold_scores"] = {f"{k:g}": v for k, v in scores.items()}
     out["readout_threshold"] = float(rt) if readout == "spikes" else None
-    base = speck_run(chip_graph(graph, None, "spikes", 1.0), x).output
-    chosen = speck_run(chip_graph(graph, factors, readout, float(rt) if readout == "spikes" else 1.0), x).output
+    base = speck_run(chip_graph(graph, None, "spikes", 1.0, **chip), x).output
+    chosen = speck_run(chip_graph(graph, factors, readout, float(rt) if readout == "spikes" else 1.0, **chip),
+                       x).output
     out["agreement_default"] = agreement(base, ref.output)
     out["agreement_chosen"] = agreement(chosen, ref.output)
     return out

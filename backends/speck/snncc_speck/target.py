@@ -120,7 +120,8 @@ def resolve_calibration(graph: Graph, options: dict) -> dict | None:
     path = os.fspath(options["calibration_data"])
     x, _ = inputs(graph, path, int(options.get("calibration_samples", 64)), 0)  # (N, ...) or (T, N, ...) as --data
     out = calibrate(graph, x, options.get("thresholds", "deployed"), options.get("readout", "spikes"),
-                    options.get("readout_threshold", 1.0))
+                    options.get("readout_threshold", 1.0), chip=load_chip(options.get("chip", "speck")),
+                    scale_policy=options.get("scale_policy", "max"))  # for the integers it emits
     out["data"] = os.path.basename(path)
     return out
 

@@ -50,6 +50,14 @@ def test_spike_readout_fires_on_partial_sums_membrane_readout_is_exact():
     assert [n.op for n in chip_graph(g, readout="membrane").nodes] == ["input", "conv", "output"]
 
 
+def test_chip_integers():
+    from snncc_speck.chip import load_chip
+
+    g = readout_only()  # scale 127 / max|w| = 127: weights 127, -127, 63.5 -> 64 (half to even), 50.8 -> 51
+    mem = speck_run(chip_graph(g, readout="membrane", chip=load_chip("speck")), X)
+    assert mem.output.flatten().tolist() == [0.0, 115.0]
+
+
 def test_threshold_calibration_takes_the_early_spike_back():
     g = hidden()
     ref = run(g, X)
@@ -83,7 +91,7 @@ def test_emit_records_the_calibrated_choices(tmp_path):
     fac = 1 + 0.6 / 2 ** 7
     cal = cfg["calibration"]
     assert cal["threshold_factors"] == {"f": fac} and cal["samples"] == 1 and cal["data"] == "cal.npz"
-    assert cal["readout"] == "membrane" and cal["readout_threshold"] is None
+    assert cal["readout"] == "membrane" and cal["readout_threshold"] is None and cal["on"] == "chip integers"
     # logits (0, 0): class 0. Default: f fires on the partial sum, logits (-1, 1), the spike readout says class 1
     assert cal["agreement_default"] == 0.0 and cal["agreement_chosen"] == 1.0
     f = next(c for c in cfg["cores"] if c["layer"] == "f")
