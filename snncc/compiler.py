@@ -153,5 +153,8 @@ def report_markdown(res: CompileResult) -> str:
     from snncc.estimate.report import static_markdown
 
     lines += ["", static_markdown(res.deployed, get_target(res.target)).rstrip()]
+    section = getattr(get_target(res.target), "report_section", None)  # the target's own choices, if any
+    if section is not None and section(res.files):
+        lines += ["", section(res.files).rstrip()]
     lines += ["", "## Deployed graph (synaptic normal form)", "", "```", listing(res.deployed).rstrip(), "```", ""]
     return "\n".join(lines)

@@ -252,6 +252,23 @@ class SpeckTarget:
             files["samna_config.txt"] = str(chip_config_mod.samna_configuration(cfg)).encode()
         return files
 
+    def report_section(self, files: dict[str, bytes]) -> str:
+        """The Speck-path choices for the compile report: readout, threshold factors and their
+        agreement with the integer model on the calibration data (empty without calibration)."""
+        import json
+
+        cfg = json.loads(files["speck_config.json"])
+        c = cfg.get("calibration")
+        if not c:
+            return ""
+        fac = ", ".join(f"{k} x{v:.4g}" for k, v in (c["threshold_factors"] or {}).items()) or "none"
+        rt = "" if c["readout_threshold"] is None else f", readout threshold {c['readout_threshold']:g}"
+        return (f"## Speck path choices (calibrated on {c['samples']} samples of {c['data']}, {c['on']})\n\n"
+                f"readout {cfg['readout']}{rt}; threshold factors: {fac}; prediction agreement with the "
+                f"integer model under the Speck rule (one spike per input event): default "
+                f"{c['agreement_default']:.2%} -> chosen {c['agreement_chosen']:.2%}. The integer model "
+                f"(ir.json) is unchanged and stays the reference.\n")
+
     def memory_table(self, graph: Graph) -> str:
         """Kernel/neuron/bias memory per core and per layer (for the compile report)."""
         a = analyse(graph)

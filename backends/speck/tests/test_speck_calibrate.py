@@ -98,7 +98,12 @@ def test_emit_records_the_calibrated_choices(tmp_path):
     assert f["threshold_high"] == round(fac * f["scale"])
     ro = next(c for c in cfg["cores"] if c["layer"] == "readout")
     assert ro["threshold_high"] == 2 ** 15 - 1 and cfg["readout"] == "membrane"
-    plain = json.loads(tgt.emit(g, {})["speck_config.json"])
+    assert ("readout membrane; threshold factors: f x1.005; prediction agreement with the integer model under the "
+            "Speck rule (one spike per input event): default 0.00% -> chosen 100.00%") in tgt.report_section(
+        tgt.emit(g, opts))
+    plain_files = tgt.emit(g, {})
+    assert tgt.report_section(plain_files) == ""
+    plain = json.loads(plain_files["speck_config.json"])
     assert plain["calibration"] is None and plain["readout"] == "spikes"
     assert next(c for c in plain["cores"] if c["layer"] == "f")["threshold_high"] == round(f["scale"])
 
@@ -124,3 +129,25 @@ def test_cli_refuses_in_one_line(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "thresholds=calibrated needs calibration data" in r.stderr
+
+
+def test_compile_records_choices_in_manifest_and_report(tmp_path):
+    import snncc
+    from snncc.models.speck import speck_cnn
+    from snncc.nn import MultiStep
+
+    torch.manual_seed(0)
+    model = MultiStep(speck_cnn(channels=(4,), input_size=8, pools=(2,), kernel_sizes=3, D=2), 2)
+    x = (torch.rand(2, 3, 2, 8, 8) < 0.3).double()  # (T, N, 2, 8, 8) events
+    opts = {"readout": "membrane", "thresholds": "calibrated", "calibration_data": _npz(tmp_path, x)}
+    dep = snncc.compile(model, input_shape=(2, 8, 8), target="speck", input_kind="spike", target_options=opts)
+    dep.save(str(tmp_path / "out"))
+    m = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert m["target_options"] == opts
+    cfg = json.loads((tmp_path / "out" / "speck_config.json").read_text())
+    assert cfg["calibration"]["samples"] == 3 and set(cfg["calibration"]["threshold_factors"]) == {"features_1"}
+    assert "## Speck path choices (calibrated on 3 samples of cal.npz, chip integers)" in (
+        tmp_path / "out" / "report.md").read_text()
+    plain = snncc.compile(model, input_shape=(2, 8, 8), target="speck", input_kind="spike")
+    assert dep.files["ir.npz"] == plain.files["ir.npz"]  # the integer model is unchanged: only the chip config is
+    assert dep.files["speck_config.json"] != plain.files["speck_config.json"]
