@@ -165,5 +165,8 @@ def report_markdown(res: CompileResult) -> str:
     lines += ["", static_markdown(res.deployed, get_target(res.target)).rstrip()]
     if "lava/mapping.json" in res.files:  # the loihi target's core/chip mapping (resource report)
         lines += ["", res.explain.rstrip()]
+    section = getattr(get_target(res.target), "report_section", None)  # the target's own choices, if any
+    if section is not None and section(res.files):
+        lines += ["", section(res.files).rstrip()]
     lines += ["", "## Deployed graph (synaptic normal form)", "", "```", listing(res.deployed).rstrip(), "```", ""]
     return "\n".join(lines)

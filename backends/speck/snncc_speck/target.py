@@ -5,7 +5,10 @@ memory placement, quantisation); `explain` prints the full compatibility report 
 and placement tables; `emit` writes `speck_config.json` (documented per-core chip configuration)
 and `sinabs_model.json` + `sinabs_model.npz` (the quantised sinabs network, rebuilt with
 `snncc_speck.sinabs_net.loads`). Options (`target_options`): `readout_threshold` (float, 1.0:
-threshold of the readout layer added for a current-valued output, in the output's units),
+threshold of the readout layer added for a current-valued output, in the output's units, or
+'calibrated'), `readout` ('spikes' | 'membrane'), `thresholds` ('deployed' | 'calibrated'),
+`calibration_data` / `calibration_samples` (the data the calibrated choices are made on;
+`snncc_speck.calibrate`; the choices and their agreement are recorded in `speck_config.json`),
 `scale_policy` ('max' | 'pow2'), `chip` (data file name, 'speck'), `samna` (bool: also write
 `samna_config.txt` through sinabs when a real samna is importable; untested here).
 """
@@ -21,6 +24,7 @@ from snncc.ir.graph import Graph
 
 from snncc_speck import config as chip_config_mod
 from snncc_speck import sinabs_net
+from snncc_speck.calibrate import READOUTS, THRESHOLDS, calibrate, scale_thresholds
 from snncc_speck.chip import Chip, load_chip
 from snncc_speck.lower import Lowered, SpeckLayer, lower, with_readout
 from snncc_speck.mapping import Placement, core_table, destination_problems, memory_problems, memory_table, place
@@ -68,11 +72,17 @@ def layer_problems(lay: SpeckLayer, chip: Chip) -> list[str]:
     return out
 
 
-def analyse(graph: Graph, options: dict | None = None) -> Analysis:
+def analyse(graph: Graph, options: dict | None = None, calibration: dict | None = None) -> Analysis:
+    """Lower, map and quantise; `calibration` (from `resolve_calibration`) gives the threshold
+    factors and the readout threshold chosen on calibration data."""
     options = options or {}
     chip = load_chip(options.get("chip", "speck"))
     L = chip.limits
-    low = lower(graph, float(options.get("readout_threshold", 1.0)))
+    rt = options.get("readout_threshold", 1.0)
+    if calibration and calibration.get("readout_threshold") is not None:
+        rt = calibration["readout_threshold"]
+    low = lower(graph, float(rt) if rt != "calibrated" else 1.0)
+    scale_thresholds(low, (calibration or {}).get("threshold_factors"))
     problems = list(low.problems)
     inp = graph.inputs[0]
     mh, mw = L["max_input"]
@@ -90,8 +100,30 @@ def analyse(graph: Graph, options: dict | None = None) -> Analysis:
         mem = [m for m in mem if not m.startswith("placement:")]
     problems += mem
     quant = quantize(low.layers, chip, options.get("scale_policy", "max"))
+    if options.get("readout", "spikes") == "membrane":  # the output layer never fires; the host reads it
+        for lay in low.layers:
+            if lay.readout:
+                quant[lay.name].threshold = chip.state_range[1]
     problems += quantization_problems(quant)
     return Analysis(chip, low, placement, quant, problems)
+
+
+def resolve_calibration(graph: Graph, options: dict) -> dict | None:
+    """The calibrated choices (`snncc_speck.calibrate.calibrate` on `calibration_data`), or None
+    when no option asks for one."""
+    if "calibrated" not in (options.get("thresholds"), options.get("readout_threshold")):
+        return None
+    import os
+
+    from snncc.estimate.data import inputs
+
+    path = os.fspath(options["calibration_data"])
+    x, _ = inputs(graph, path, int(options.get("calibration_samples", 64)), 0)  # (N, ...) or (T, N, ...) as --data
+    out = calibrate(graph, x, options.get("thresholds", "deployed"), options.get("readout", "spikes"),
+                    options.get("readout_threshold", 1.0), chip=load_chip(options.get("chip", "speck")),
+                    scale_policy=options.get("scale_policy", "max"))  # for the integers it emits
+    out["data"] = os.path.basename(path)
+    return out
 
 
 def _fmt_shape(s) -> str:
@@ -112,7 +144,12 @@ def layer_table(low: Lowered) -> str:
     return _table(rows)
 
 
-OPTIONS = {"readout_threshold": "float > 0, threshold of the readout layer (default 1.0)",
+OPTIONS = {"readout_threshold": "float > 0 | calibrated: threshold of the spike readout layer (default 1.0)",
+           "readout": "spikes | membrane: the host reads the readout layer's spike counts or its final membranes",
+           "thresholds": "deployed | calibrated: hidden thresholds scaled to match spike counts under the "
+                         "one-spike-per-event rule on calibration data",
+           "calibration_data": "an .npz/.npy data set (as --data) for the calibrated choices",
+           "calibration_samples": "integer >= 1, samples of calibration_data used (default 64)",
            "scale_policy": "max | pow2", "chip": "chip data file name (default speck)",
            "samna": "true | false: also write samna_config.txt (needs a real samna)"}
 
@@ -125,9 +162,28 @@ class SpeckTarget:
 
     def validate_options(self, options: dict) -> dict:
         t = options.get("readout_threshold", 1.0)
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < float("inf"):
-            raise TargetError(f"readout_threshold must be a number > 0, got {t!r}",
+        if t != "calibrated" and (isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < float("inf")):
+            raise TargetError(f"readout_threshold must be a number > 0 or calibrated, got {t!r}",
                               where="speck option readout_threshold")
+        for key, allowed in (("readout", READOUTS), ("thresholds", THRESHOLDS)):
+            if key in options and options[key] not in allowed:
+                raise TargetError(f"unknown {key} {options[key]!r}", where=f"speck option {key}",
+                                  hint=f"one of {', '.join(allowed)}")
+        n = options.get("calibration_samples", 64)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise TargetError(f"calibration_samples must be an integer >= 1, got {n!r}",
+                              where="speck option calibration_samples")
+        if options.get("readout") == "membrane" and t == "calibrated":
+            raise TargetError("readout_threshold=calibrated needs readout=spikes (a membrane readout never fires)",
+                              where="speck option readout_threshold")
+        wants = [k for k in ("thresholds", "readout_threshold") if options.get(k) == "calibrated"]
+        if wants and not options.get("calibration_data"):
+            raise TargetError(f"{'/'.join(wants)}=calibrated needs calibration data",
+                              where=f"speck option {wants[0]}",
+                              hint="add --target-option calibration_data=FILE.npz (inputs as for --data)")
+        if "calibration_data" in options and not wants:
+            raise TargetError("calibration_data is given but nothing is calibrated", where="speck option calibration_data",
+                              hint="add thresholds=calibrated and/or readout_threshold=calibrated")
         if options.get("scale_policy", "max") not in ("max", "pow2"):
             raise TargetError(f"unknown scale_policy {options['scale_policy']!r}", where="speck option scale_policy",
                               hint="one of max, pow2")
@@ -174,7 +230,8 @@ class SpeckTarget:
 
     def emit(self, graph: Graph, options: dict) -> dict[str, bytes]:
         options = dict(options or {})
-        a = analyse(graph, options)
+        calibration = resolve_calibration(graph, options)
+        a = analyse(graph, options, calibration)
         if a.problems:
             raise TargetError(
                 f"model does not fit Speck ({len(a.problems)} problem(s)):\n"
@@ -185,6 +242,8 @@ class SpeckTarget:
         import json
 
         cfg = chip_config_mod.chip_config(a.lowered, a.placement, a.quant, graph.T, a.chip.name, self.versions())
+        cfg["readout"] = options.get("readout", "spikes")
+        cfg["calibration"] = calibration  # None: nothing chosen on data
         spec, arrays = sinabs_net.network_spec(a.lowered, graph.T, a.quant)
         doc, npz = sinabs_net.dumps(spec, arrays)
         files = {"speck_config.json": json.dumps(cfg, indent=1, sort_keys=True).encode(),
@@ -192,6 +251,23 @@ class SpeckTarget:
         if options.get("samna") and chip_config_mod.samna_available():  # pragma: no cover - no real samna here
             files["samna_config.txt"] = str(chip_config_mod.samna_configuration(cfg)).encode()
         return files
+
+    def report_section(self, files: dict[str, bytes]) -> str:
+        """The Speck-path choices for the compile report: readout, threshold factors and their
+        agreement with the integer model on the calibration data (empty without calibration)."""
+        import json
+
+        cfg = json.loads(files["speck_config.json"])
+        c = cfg.get("calibration")
+        if not c:
+            return ""
+        fac = ", ".join(f"{k} x{v:.4g}" for k, v in (c["threshold_factors"] or {}).items()) or "none"
+        rt = "" if c["readout_threshold"] is None else f", readout threshold {c['readout_threshold']:g}"
+        return (f"## Speck path choices (calibrated on {c['samples']} samples of {c['data']}, {c['on']})\n\n"
+                f"readout {cfg['readout']}{rt}; threshold factors: {fac}; prediction agreement with the "
+                f"integer model under the Speck rule (one spike per input event): default "
+                f"{c['agreement_default']:.2%} -> chosen {c['agreement_chosen']:.2%}. The integer model "
+                f"(ir.json) is unchanged and stays the reference.\n")
 
     def memory_table(self, graph: Graph) -> str:
         """Kernel/neuron/bias memory per core and per layer (for the compile report)."""
