@@ -98,7 +98,7 @@ def benchmarks(args, reps) -> list[tuple[str, str, list[str], str]]:
          "benchmarks/bench_sinabs.py", ["--repeats", "3" if args.quick else "5"], EVENTS_NOTE),
         ("The whole `snncc compile X.pt2 --target sim -o out` vs torch.export.export + save (targets: <= 2x time, "
          "artefact <= 1.25x the .pt2, trace + passes per parameter within 1.5x across sizes)",
-         "benchmarks/bench_command.py", ["--sizes", args.command_sizes], COMMAND_NOTE),
+         "benchmarks/bench_command.py", ["--sizes", args.command_sizes, "--repeats", str(reps)], COMMAND_NOTE),
         (f"Memory: simulating E-SpikeFormer-{args.memory_size} at 224x224, batch 32",
          "benchmarks/bench_memory.py", ["--size", args.memory_size, "--batch", "32"], MEMORY_NOTE),
     ]
