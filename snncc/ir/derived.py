@@ -29,7 +29,7 @@ def _forget(key: int, ref: weakref.ref, table=_ORIGIN) -> None:
 def record(result: np.ndarray, root: np.ndarray, factors: tuple[np.ndarray, ...]) -> np.ndarray:
     """Remember that `result` == root * factors[0] * factors[1] ... (left to right, float64)."""
     key = id(result)
-    ref = weakref.ref(result, lambda r, key=key: _forget(key, r))
+    ref = weakref.ref(result, lambda r, key=key, forget=_forget: forget(key, r))  # bound: safe at shutdown
     _ORIGIN[key] = (ref, root, tuple(factors))
     return result
 
