@@ -8,7 +8,8 @@ The model is deployed once in a first child (`--mode deploy`, which writes the d
 IR JSON + npz to a temporary folder); then every mode runs in a fresh child process (`--mode
 eager|exact|streaming`), so its peak resident set (ru_maxrss) is its own and excludes tracing:
 `build` is the resident set after loading (the torch module for eager; the deployed graph and the
-`Simulator` for the schedules), `peak` the maximum during the run, `run` = peak - build (what
+`Simulator` for the schedules), `peak` the maximum during the run (`exact` returns the output
+like eager; `exact+counts` also keeps every population's counts, batch x neurons values), `run` = peak - build (what
 simulating the batch itself costs). Random seeded weights with BatchNorm statistics randomised
 so neurons fire (tests/nets.py `randomize_bn`); one thread.
 """
@@ -24,7 +25,7 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-MODES = ("eager", "exact", "streaming")
+MODES = ("eager", "exact", "exact+counts", "streaming")
 
 
 def rss_mib() -> float:
@@ -70,7 +71,10 @@ def one(mode: str, size: str, batch: int, img: int, dtype: str, folder: str) -> 
             g = serialize.loads(f.read(), h.read(), stem)
         sim = Simulator(g, dt)
         xd = x.to(dt)
-        run = lambda: sim.run(xd, mode)  # noqa: E731
+        # exact: what eager gives (the output; counts freed after their last reader); exact+counts
+        # also returns every population's spike counts (what verify and estimate read)
+        schedule = mode.split("+")[0]
+        run = lambda: sim.run(xd, schedule, keep_counts=mode in ("exact+counts", "streaming"))  # noqa: E731
     import gc
 
     gc.collect()

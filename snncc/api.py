@@ -267,8 +267,8 @@ def load(path: str) -> Deployment:
     manifest = artifact.read_manifest(path)
     files = {name: artifact.read_file(path, name, manifest) for name in manifest["files"]}
     body = {k: v for k, v in manifest.items() if k not in ("schema", "files")}
-    return Deployment(manifest.get("target", "sim"), artifact.read_graph(path, "traced"),
-                      artifact.read_graph(path, "ir"), body, files)
+    traced, deployed = artifact.read_graphs(path, ("traced", "ir"))  # one copy of the shared weights
+    return Deployment(manifest.get("target", "sim"), traced, deployed, body, files)
 
 
 def _eager64(loaded):

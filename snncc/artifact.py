@@ -286,16 +286,28 @@ def read_file(out: str, name: str, manifest: dict | None = None) -> bytes:
 
 
 def read_graph(out: str, stem: str = "ir") -> Graph:
+    return read_graphs(out, (stem,))[0]
+
+
+def read_graphs(out: str, stems: tuple[str, ...]) -> list[Graph]:
+    """Graphs of one artefact (e.g. ("traced", "ir")), every file hash-checked against the manifest;
+    arrays the graphs share (the deployed graph reads the traced model's weights) are read and
+    decoded once and shared in memory."""
     m = read_manifest(out)
-    source = os.path.join(out, f"{stem}.json")
-    g = serialize.loads(read_file(out, f"{stem}.json", m), read_file(out, f"{stem}.npz", m), source=source)
-    if "input_shape" in m and list(g.inputs[0].shape) != m["input_shape"]:
-        raise LoadError(f"graph input shape {g.inputs[0].shape} disagrees with the manifest's input_shape "
-                        f"{tuple(m['input_shape'])}", where=source, hint="recompile the model")
-    if "T" in m and g.T != m["T"]:
-        raise LoadError(f"graph T = {g.T} disagrees with the manifest's T = {m['T']}", where=source,
-                        hint="recompile the model")
-    return g
+    archives: dict = {}
+    graphs = []
+    for stem in stems:
+        source = os.path.join(out, f"{stem}.json")
+        g = serialize.loads(read_file(out, f"{stem}.json", m), read_file(out, f"{stem}.npz", m), source=source,
+                            other=lambda name: read_file(out, name, m), archives=archives, file=f"{stem}.npz")
+        if "input_shape" in m and list(g.inputs[0].shape) != m["input_shape"]:
+            raise LoadError(f"graph input shape {g.inputs[0].shape} disagrees with the manifest's input_shape "
+                            f"{tuple(m['input_shape'])}", where=source, hint="recompile the model")
+        if "T" in m and g.T != m["T"]:
+            raise LoadError(f"graph T = {g.T} disagrees with the manifest's T = {m['T']}", where=source,
+                            hint="recompile the model")
+        graphs.append(g)
+    return graphs
 
 
 def write_bytes(path: str, data: bytes) -> None:

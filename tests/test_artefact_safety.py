@@ -180,8 +180,8 @@ def mutated(draw, base):
     blob = files[name]
     if how == "tweak" and name.endswith(".json"):  # plausible values: numbers nudged, lists resized
         doc = json.loads(blob)
-        leaves = [p for p in _paths(doc) if p and isinstance(_get(doc, p), (int, float, list))]
-        for _ in range(draw(st.integers(1, 2))):
+        for _ in range(draw(st.integers(1, 2))):  # leaves of the document as the last tweak left it
+            leaves = [p for p in _paths(doc) if p and isinstance(_get(doc, p), (int, float, list))]
             path = draw(st.sampled_from(leaves))
             v = _get(doc, path)
             if isinstance(v, list):

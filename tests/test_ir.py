@@ -1,5 +1,7 @@
 """IR: op table rules, inference errors, verifier, serialisation round trip, listing."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -106,7 +108,7 @@ def test_load_rejects_wrong_version_and_garbage():
     g = small_graph()
     doc, npz = serialize.dumps(g)
     with pytest.raises(LoadError, match="graph schema version 99"):
-        serialize.loads(doc.replace(b'"version": 1', b'"version": 99'), npz)
+        serialize.loads(doc.replace(b'"version": 2', b'"version": 99'), npz)
     with pytest.raises(LoadError, match="not a JSON document"):
         serialize.loads(doc[:50], npz)
     with pytest.raises(LoadError, match="parameter archive unreadable"):
@@ -180,3 +182,46 @@ def test_dead_after_frees_each_value_after_its_last_reader():
     same = value_numbers(h)
     # b reuses a's value instead of reading x, so x dies right after a
     assert dead_after(h, same) == {"a": ["x"], "s": ["a", "b"], "o": ["s"]}
+
+
+def test_folded_weights_are_stored_as_the_models_weights_times_their_factors():
+    """A weight the passes folded (w * k per channel, then * 1/D) is stored as the model's float32
+    array (once, in the traced archive) plus the float64 factors; loading recomputes the same bits."""
+    import io
+    import zipfile
+
+    from snncc.ir import derived
+
+    w = np.array([[0.1, -0.7], [0.3, 0.25], [1.5, 2.0]], dtype=np.float32).astype(np.float64)
+    k = np.array([1 / 3, 0.7, 1.1])[:, None]  # not float32-exact: the product is float64 only
+    folded = derived.scaled(derived.scaled(w, k), 1 / 7)
+    assert np.array_equal(folded, (w * k) * (1 / 7))
+
+    def graph(weight):
+        return Graph([Node("x", "input", [], {"shape": (2,)}), Node("a", "linear", ["x"], {}, {"weight": weight}),
+                      Node("o", "output", ["a"])]).infer()
+
+    files = serialize.dumps_set([("traced", graph(w)), ("ir", graph(folded))])
+    assert serialize.dumps_set([("traced", graph(w)), ("ir", graph(folded))]) == files  # deterministic
+    doc = json.loads(files["ir.json"])
+    assert doc["nodes"][1]["params"]["weight"] == {"file": "traced.npz", "key": "a/weight",
+                                                   "times": ["a/weight.x0", "a/weight.x1"]}
+    tr = zipfile.ZipFile(io.BytesIO(files["traced.npz"]))
+    assert tr.namelist() == ["a/weight.npy"] and tr.getinfo("a/weight.npy").file_size == 128 + 6 * 4  # float32
+    ir = np.load(io.BytesIO(files["ir.npz"]))
+    assert sorted(ir.files) == ["a/weight.x0", "a/weight.x1"] and ir["a/weight.x0"].shape == (3, 1)
+    archives = {}
+    traced = serialize.loads(files["traced.json"], files["traced.npz"], archives=archives, file="traced.npz")
+    back = serialize.loads(files["ir.json"], files["ir.npz"], other=files.__getitem__, archives=archives)
+    got = back["a"].params["weight"]
+    assert got.dtype == np.float64 and np.array_equal(got.view(np.uint64), folded.view(np.uint64))
+    assert archives["traced.npz"]["a/weight"] is traced["a"].params["weight"]  # one copy of the model's weights
+    assert serialize.dumps_set([("traced", traced), ("ir", back)]) == files  # reloaded: the same bytes
+    with pytest.raises(LoadError, match="names another archive"):
+        serialize.loads(files["ir.json"], files["ir.npz"])  # alone, it cannot find the model's weights
+    # an array that is not the recorded product (changed after the fact) is stored itself, never a wrong chain
+    rogue = derived.scaled(w, k)
+    derived.record(rogue, w, (np.array(2.0),))
+    d2, n2 = serialize.dumps(graph(rogue))
+    assert json.loads(d2)["nodes"][1]["params"]["weight"] == "a/weight"
+    assert np.array_equal(serialize.loads(d2, n2)["a"].params["weight"], rogue)

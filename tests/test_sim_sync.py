@@ -249,3 +249,21 @@ def test_nsfr_histogram_counts_spikes_per_substep_by_hand():
     assert r.counts["f"].reshape(-1).tolist() == [0, 1, 4, 2, 3, 0]
     window = r.nsfr[r.window_start["f"]: r.window_start["f"] + 4] * 6
     assert window.tolist() == [4.0, 3.0, 2.0, 1.0]
+
+
+@pytest.mark.parametrize("name,make", NETS[1:3], ids=[n for n, _ in NETS[1:3]])
+def test_keep_counts_false_gives_the_same_output_nsfr_and_trains(name, make):
+    """Without per-population counts (what eager returns: the output) the exact schedule frees each
+    population's counts after its last reader; output, NSFR and recorded trains stay bit for bit."""
+    torch.manual_seed(0)
+    m = make()
+    g = deployed(m)
+    x = torch.randn(8, *m.input_shape, dtype=F64) * 2
+    keep = g.neurons()[0].name
+    full = simulate(g, x)
+    lean = simulate(g, x, record=(keep,), keep_counts=False)
+    assert lean.counts == {}
+    assert torch.equal(lean.output, full.output) and torch.equal(lean.output, run(g, x).output)
+    assert torch.equal(lean.nsfr, full.nsfr) and float(full.nsfr.sum()) > 0
+    assert torch.equal(lean.trains[keep].sum(0), full.counts[keep])
+    assert torch.equal(simulate(g, x, keep_counts=False).output, full.output)

@@ -270,7 +270,14 @@ def path_counts(g: Graph, nodes: list[Node], term: str, leaves: list[str],
     The structural tree is linear in each leaf, so one forward and one backward pass give every
     leaf's counts at once (the gradient of the summed output)."""
     interp = interp or _Structural(g)
-    env = {l: torch.zeros((1,) + g[l].shape, dtype=torch.float64) for l in _leaves(g, nodes, term)}
+    all_leaves = _leaves(g, nodes, term)
+    key = None
+    if type(interp) is _Structural:  # every weight one: the counts depend on the tree's structure only
+        key = _structure_key(g, nodes, term, all_leaves, leaves)
+        memo = interp.__dict__.setdefault("_path_memo", {})
+        if key in memo:  # the same tree elsewhere (the blocks of a stage): same counts
+            return dict(zip(leaves, memo[key]))
+    env = {l: torch.zeros((1,) + g[l].shape, dtype=torch.float64) for l in all_leaves}
     for l in leaves:
         env[l] = torch.zeros((1,) + g[l].shape, dtype=torch.float64, requires_grad=True)
     y = _evaluate(interp, nodes, env)[term]
@@ -278,7 +285,24 @@ def path_counts(g: Graph, nodes: list[Node], term: str, leaves: list[str],
     if not y.requires_grad:
         return {l: np.zeros(g[l].shape) for l in leaves}
     grads = torch.autograd.grad(y.sum(), xs, allow_unused=True)
-    return {l: (np.zeros(g[l].shape) if gr is None else np.rint(gr[0].numpy())) for l, gr in zip(leaves, grads)}
+    out = {l: (np.zeros(g[l].shape) if gr is None else np.rint(gr[0].numpy())) for l, gr in zip(leaves, grads)}
+    if key is not None:
+        for v in out.values():
+            v.flags.writeable = False  # shared by every tree of this structure
+        memo[key] = tuple(out[l] for l in leaves)
+    return out
+
+
+def _structure_key(g: Graph, nodes: list[Node], term: str, all_leaves: list[str], leaves: list[str]):
+    """What a structural evaluation of a tree depends on: ops, wiring, attributes, shapes and
+    parameter shapes (never values), leaf shapes, and which leaves are asked for."""
+    at = {l: ("leaf", j) for j, l in enumerate(all_leaves)}
+    rows = []
+    for i, n in enumerate(nodes):
+        rows.append((n.op, tuple(at[x] for x in n.inputs), repr(sorted(n.attrs.items())), n.shape,
+                     tuple((k, v.shape) for k, v in sorted(n.params.items()))))
+        at[n.name] = ("node", i)
+    return (tuple(rows), tuple(g[l].shape for l in all_leaves), at[term], tuple(at[l] for l in leaves))
 
 
 # ---- host MACs -------------------------------------------------------------------------------
@@ -329,10 +353,11 @@ def _population_of(g: Graph, name: str) -> str:
     return n.name
 
 
-def analyze(graph: Graph, probe_limit: int | None = None) -> Plan:
+def analyze(graph: Graph, probe_limit: int | None = None, architecture: bool = True) -> Plan:
     """Read populations, projections (with fan-out maps), host MACs and latency from `graph`.
     `probe_limit` overrides PROBE_LIMIT (0: never probe; fan-outs not provably exact stay path
-    counts, flagged as upper bounds)."""
+    counts, flagged as upper bounds). `architecture=False` leaves `Plan.architecture` empty (the
+    compile report's static tables do not use it: a third of their time at 19M)."""
     g = graph
     pops: dict[str, Population] = {}
     for n in g.nodes:
@@ -405,7 +430,7 @@ def analyze(graph: Graph, probe_limit: int | None = None) -> Plan:
 
     lat, crit = _latency(g, pops, projections, products)
     return Plan(g, g.T, pops, projections, products, mac_nodes, lat, crit, notes,
-                architecture_ops(g, structural))
+                architecture_ops(g, structural) if architecture else [])
 
 
 def _is_source(g: Graph, name: str) -> bool:

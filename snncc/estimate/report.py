@@ -620,7 +620,7 @@ def static_stats_per_population(graph: Graph, probe_limit: int | None = 0) -> li
     estimator does (can take minutes on 224x224 models)."""
     from snncc.estimate.plan import analyze
 
-    plan = analyze(graph, probe_limit=probe_limit)
+    plan = analyze(graph, probe_limit=probe_limit, architecture=False)
     rows = []
     for name, pop in plan.populations.items():
         if pop.role == "spike_input":

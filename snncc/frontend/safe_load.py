@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import io
 import pickle
+import typing
 import zipfile
 import zlib
 
@@ -107,10 +108,36 @@ def _member_holding(path: str, data: bytes) -> str:
     return "an inner pickle"
 
 
+@contextlib.contextmanager
+def _type_hints_once():
+    """torch's program deserialiser calls `typing.get_type_hints` on the schema dataclass of every
+    node, argument and tensor it decodes (tens of thousands of calls; a third of `torch.export.load`
+    in the profile of an E-SpikeFormer .pt2). The hints of a class never change while it loads:
+    answer each (class, namespace) once."""
+    real = typing.get_type_hints
+    memo: dict = {}
+
+    def hints(obj, globalns=None, localns=None, include_extras=False):
+        key = (obj, id(globalns), id(localns), include_extras)
+        try:
+            return memo[key]
+        except KeyError:
+            memo[key] = out = real(obj, globalns, localns, include_extras)
+            return out
+        except TypeError:  # unhashable object: not a schema class
+            return real(obj, globalns, localns, include_extras)
+
+    typing.get_type_hints = hints
+    try:
+        yield
+    finally:
+        typing.get_type_hints = real
+
+
 def load_program(path: str, trust_pickle: bool = False):
     """`torch.export.load(path)` with no code run from the archive's pickles (unless trusted)."""
     try:
-        with contextlib.nullcontext() if trust_pickle else _weights_only_pickles():
+        with contextlib.nullcontext() if trust_pickle else _weights_only_pickles(), _type_hints_once():
             return torch.export.load(path)
     except _Refused as r:
         member = _member_holding(path, r.data)

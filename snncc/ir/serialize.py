@@ -1,11 +1,18 @@
-"""Versioned, deterministic serialisation of a `Graph`: a JSON document plus one `.npz` of parameters.
+"""Versioned, deterministic serialisation of graphs: per graph a JSON document plus one `.npz` of
+parameters; several graphs of one artefact (the traced model and its deployed form) share arrays.
 
-The JSON names each parameter by its key in the `.npz` (`<node>/<param>`). An array shared by
-several nodes (the normal form's private copies of one projection share their weights) is stored
-once, under its first node's key, and every node that shares it names that key; loading gives
-them one array again. Arrays that float32 holds exactly are stored as float32 (loaded back as
-the same float64 values). Writing is deterministic (sorted keys, fixed zip timestamps), so compiling
-the same model twice gives byte-identical files.
+The JSON names each parameter by a reference into an archive:
+- `"<key>"`: the array stored under `<key>` in the graph's own `.npz`;
+- `{"file": "traced.npz", "key": K}`: an array another graph of the artefact already stored;
+- either of them plus `"times": [k1, k2, ...]`: a folded weight, the referenced array (the
+  model's own, usually float32) times the factors stored under k1, k2 in the graph's own archive,
+  multiplied left to right in float64 (`snncc.ir.derived`): the same operands in the same order, so
+  the loaded array is bit for bit the one the passes computed. A chain is written only after
+  recomputing it from the stored values and comparing bits; otherwise the array itself is stored.
+An array shared by several nodes (the normal form's private copies of one projection) is stored
+once, under its first node's key. Arrays that float32 holds exactly are stored as float32 (loaded
+back as the same float64 values). Writing is deterministic (sorted keys, fixed zip timestamps), so
+compiling the same model twice gives byte-identical files.
 """
 
 from __future__ import annotations
@@ -13,29 +20,87 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from typing import Callable
 
 import numpy as np
 
 from snncc.errors import IRError, LoadError
+from snncc.ir import derived
 from snncc.ir.graph import Graph, Node
 
 FORMAT = "snncc-ir"
-VERSION = 1
+VERSION = 2  # 2: parameter references into other archives and factor chains (version 1 still reads)
+READS = (1, 2)
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
-
-def _param_keys(graph: Graph) -> dict[tuple[str, str], str]:
-    """(node, param) -> archive key: the first (graph order) node/param holding that same array."""
-    first: dict[int, str] = {}
-    out = {}
-    for n in graph.nodes:
-        for k in sorted(n.params):
-            out[(n.name, k)] = first.setdefault(id(n.params[k]), f"{n.name}/{k}")
-    return out
+Stored = dict[int, tuple[str, str, np.ndarray]]  # id(array) -> (archive file, key, the array: keeps the id alive)
 
 
-def graph_to_json(graph: Graph) -> dict:
-    keys = _param_keys(graph)
+def _storage(v: np.ndarray) -> np.ndarray:
+    """The array as stored: float32 when that holds every value exactly (a float32 model's own
+    weights: half the bytes), float64 otherwise. Loading gives float64 back, bit for bit the same
+    values."""
+    a = np.ascontiguousarray(v, dtype=np.float64)
+    f = a.astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        exact = bool(np.array_equal(f.astype(np.float64), a))
+    return f if exact else a
+
+
+def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    a, b = np.ascontiguousarray(a, dtype=np.float64), np.ascontiguousarray(b, dtype=np.float64)
+    return a.shape == b.shape and bool(np.array_equal(a.view(np.uint64), b.view(np.uint64)))
+
+
+class _Archive:
+    """One `.npz` being written. `stored` (shared by the archives of one artefact) maps id(array)
+    to where it was stored; chains (folded weights) are local to the archive that wrote them."""
+
+    def __init__(self, file: str, stored: Stored):
+        self.file, self.stored = file, stored
+        self.arrays: dict[str, np.ndarray] = {}
+        self.chains: dict[int, tuple[dict, np.ndarray]] = {}
+
+    def ref(self, a: np.ndarray, key: str):
+        """A reference to `a`, storing it under `key` unless some archive of the artefact holds it."""
+        hit = self.stored.get(id(a))
+        if hit is None:
+            self.arrays[key] = _storage(a)
+            self.stored[id(a)] = hit = (self.file, key, a)
+        return hit[1] if hit[0] == self.file else {"file": hit[0], "key": hit[1]}
+
+    def param(self, a: np.ndarray, key: str):
+        """The reference for a node's parameter: stored already, a checked chain, or stored now."""
+        if id(a) in self.chains:
+            return self.chains[id(a)][0]
+        chain = None if id(a) in self.stored else derived.origin(a)
+        if chain is not None:
+            root, factors = chain
+            base = self.stored[id(root)][2] if id(root) in self.stored else _storage(root)
+            if _same_bits(derived.product(base, factors), a):
+                r = self.ref(root, key + ".root")
+                r = dict(r) if isinstance(r, dict) else {"key": r}
+                r["times"] = []
+                for i, f in enumerate(factors):
+                    self.arrays[f"{key}.x{i}"] = np.ascontiguousarray(f, dtype=np.float64)
+                    r["times"].append(f"{key}.x{i}")
+                self.chains[id(a)] = (r, a)  # later sharers name the same chain
+                return r
+        return self.ref(a, key)
+
+    def npz(self) -> bytes:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+            for key, v in self.arrays.items():
+                info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_DATE)
+                arr = io.BytesIO()
+                np.lib.format.write_array(arr, v, allow_pickle=False)
+                zf.writestr(info, arr.getvalue())
+        return buf.getvalue()
+
+
+def _dump(graph: Graph, file: str, stored: Stored) -> tuple[bytes, bytes]:
+    ar = _Archive(file, stored)
     nodes = []
     for n in graph.nodes:
         nodes.append({
@@ -43,11 +108,17 @@ def graph_to_json(graph: Graph) -> dict:
             "op": n.op,
             "inputs": list(n.inputs),
             "attrs": _jsonable(n.attrs),
-            "params": {k: keys[(n.name, k)] for k in sorted(n.params)},
+            "params": {k: ar.param(n.params[k], f"{n.name}/{k}") for k in sorted(n.params)},
             "shape": list(n.shape),
             "kind": n.kind,
         })
-    return {"format": FORMAT, "version": VERSION, "T": graph.T, "meta": _jsonable(graph.meta), "nodes": nodes}
+    data = {"format": FORMAT, "version": VERSION, "T": graph.T, "meta": _jsonable(graph.meta), "nodes": nodes}
+    doc = json.dumps(data, indent=1, sort_keys=True).encode() + b"\n"
+    return doc, ar.npz()
+
+
+def graph_to_json(graph: Graph) -> dict:
+    return json.loads(dumps(graph)[0])
 
 
 def _jsonable(v):
@@ -60,45 +131,24 @@ def _jsonable(v):
     return v
 
 
-def _storage(v: np.ndarray) -> np.ndarray:
-    """The array as stored: float32 when that holds every value exactly (a float32 model's own
-    weights: half the bytes), float64 otherwise (folded weights). Loading gives float64 back, bit
-    for bit the same values."""
-    a = np.ascontiguousarray(v, dtype=np.float64)
-    f = a.astype(np.float32)
-    with np.errstate(over="ignore", invalid="ignore"):
-        exact = bool(np.array_equal(f.astype(np.float64), a))
-    return f if exact else a
-
-
 def dumps(graph: Graph) -> tuple[bytes, bytes]:
-    """Return (json bytes, npz bytes)."""
-    doc = json.dumps(graph_to_json(graph), indent=1, sort_keys=True).encode() + b"\n"
-    buf = io.BytesIO()
-    keys = _param_keys(graph)
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
-        for n in graph.nodes:
-            for k in sorted(n.params):
-                if keys[(n.name, k)] != f"{n.name}/{k}":
-                    continue  # stored under the node that holds it first
-                info = zipfile.ZipInfo(f"{n.name}/{k}.npy", date_time=_ZIP_DATE)
-                arr = io.BytesIO()
-                np.lib.format.write_array(arr, _storage(n.params[k]), allow_pickle=False)
-                zf.writestr(info, arr.getvalue())
-    return doc, buf.getvalue()
+    """Return (json bytes, npz bytes) of one self-contained graph."""
+    return _dump(graph, "", {})
 
 
-def loads(doc: bytes, npz: bytes, source: str = "<memory>") -> Graph:
-    try:
-        data = json.loads(doc)
-    except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        raise LoadError(f"not a JSON document ({e.__class__.__name__})", where=source) from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise LoadError(f"not an {FORMAT} graph (field 'format')", where=source)
-    if data.get("version") != VERSION:
-        raise LoadError(f"graph schema version {data.get('version')!r}, this snncc reads version {VERSION}",
-                        where=source, hint="recompile the model with this snncc")
-    _check_schema(data, source)
+def dumps_set(graphs: list[tuple[str, Graph]]) -> dict[str, bytes]:
+    """Serialise graphs of one artefact, in order, as `<stem>.json` + `<stem>.npz` each: a later graph
+    names arrays an earlier one stored (the deployed graph reads the traced model's weights) instead
+    of storing them again."""
+    stored: Stored = {}
+    files = {}
+    for stem, g in graphs:
+        files[f"{stem}.json"], files[f"{stem}.npz"] = _dump(g, f"{stem}.npz", stored)
+    return files
+
+
+def _archive(npz: bytes, source: str) -> dict[str, np.ndarray]:
+    """Every array of one `.npz`, as float64 (decoded once: arrays shared by nodes stay shared)."""
     try:
         arrays = np.load(io.BytesIO(npz), allow_pickle=False)
         params_of = {k: arrays[k] for k in arrays.files}
@@ -107,15 +157,74 @@ def loads(doc: bytes, npz: bytes, source: str = "<memory>") -> Graph:
     for key, arr in params_of.items():
         if arr.dtype.kind not in "biuf":
             raise LoadError(f"parameter {key!r} holds {arr.dtype} values, expected numbers", where=source)
-    params_of = {k: np.asarray(a, dtype=np.float64) for k, a in params_of.items()}  # once: shared stays shared
+    return {k: np.asarray(a, dtype=np.float64) for k, a in params_of.items()}
+
+
+def loads(doc: bytes, npz: bytes, source: str = "<memory>", other: Callable[[str], bytes] | None = None,
+          archives: dict | None = None, file: str | None = None) -> Graph:
+    """A graph from its JSON and `.npz`. `other(file)` gives the bytes of another archive of the
+    artefact that the graph references (read through the manifest's hash check); `archives` (file ->
+    decoded arrays) is a cache shared by the graphs of one artefact, so they share arrays in memory;
+    `file` is this graph's own archive name in it."""
+    try:
+        data = json.loads(doc)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise LoadError(f"not a JSON document ({e.__class__.__name__})", where=source) from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise LoadError(f"not an {FORMAT} graph (field 'format')", where=source)
+    if data.get("version") not in READS:
+        raise LoadError(f"graph schema version {data.get('version')!r}, this snncc reads versions "
+                        f"{', '.join(map(str, READS))}", where=source, hint="recompile the model with this snncc")
+    _check_schema(data, source)
+    archives = {} if archives is None else archives
+    own = archives[file] if file in archives else _archive(npz, source)
+    if file is not None:
+        archives[file] = own
+    chains: dict[str, np.ndarray] = {}
+
+    def array(file: str | None, key, what: str) -> np.ndarray:
+        if not isinstance(key, str):
+            raise LoadError(f"{what} must name an archive key", where=source, hint="recompile the model")
+        if file is None:
+            arrays = own
+        else:
+            if not isinstance(file, str) or other is None:
+                raise LoadError(f"{what} names another archive ({file!r}), which is not available here",
+                                where=source, hint="load the graph from its artefact folder")
+            if file not in archives:
+                archives[file] = _archive(other(file), file)
+            arrays = archives[file]
+        if key not in arrays:
+            raise LoadError(f"parameter {key!r} missing from the archive{' ' + file if file else ''}", where=source)
+        return arrays[key]
+
+    def param(ref, what: str) -> np.ndarray:
+        if isinstance(ref, str):
+            return array(None, ref, what)
+        if not isinstance(ref, dict) or not set(ref) <= {"file", "key", "times"}:
+            raise LoadError(f"{what} must be an archive key or an object {{file, key, times}}", where=source,
+                            hint="recompile the model")
+        base = array(ref.get("file"), ref.get("key"), what)
+        if "times" not in ref:
+            return base
+        times = ref["times"]
+        if not isinstance(times, list):
+            raise LoadError(f"{what}.times must list archive keys", where=source, hint="recompile the model")
+        memo = json.dumps(ref, sort_keys=True)  # sharers of one folded weight get one array again
+        if memo not in chains:
+            factors = tuple(array(None, k, what) for k in times)
+            try:
+                out = derived.product(base, factors)
+            except ValueError as e:
+                raise LoadError(f"{what}: factors do not broadcast against the weight ({e})", where=source,
+                                hint="recompile the model") from None
+            chains[memo] = derived.record(out, base, factors)  # re-serialises to the same chain
+        return chains[memo]
+
     try:
         nodes = []
         for nd in data["nodes"]:
-            params = {}
-            for k, key in nd["params"].items():
-                if key not in params_of:
-                    raise LoadError(f"parameter {key!r} missing from the archive", where=source)
-                params[k] = params_of[key]
+            params = {k: param(ref, f"node {nd['name']}: parameter {k}") for k, ref in nd["params"].items()}
             nodes.append(Node(nd["name"], nd["op"], nd["inputs"], nd["attrs"], params, tuple(nd["shape"]),
                               nd["kind"]))
         g = Graph(nodes, T=data.get("T", 1), meta=data.get("meta", {}))
@@ -154,7 +263,7 @@ def _check_schema(data: dict, source: str) -> None:
                 bad(f"nodes[{i}].{k}", f"must be a {'JSON ' + kind.__name__ if kind is not str else 'string'}")
         if not all(isinstance(v, str) for v in nd["inputs"]):
             bad(f"nodes[{i}].inputs", "must list node names")
-        if not all(isinstance(v, str) for v in nd["params"].values()):
-            bad(f"nodes[{i}].params", "must map parameter names to archive keys")
+        if not all(isinstance(v, (str, dict)) for v in nd["params"].values()):
+            bad(f"nodes[{i}].params", "must map parameter names to archive references")
         if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in nd["shape"]):
             bad(f"nodes[{i}].shape", "must list non-negative integers")

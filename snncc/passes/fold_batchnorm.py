@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from snncc.ir.derived import scaled
 from snncc.ir.graph import Graph
 from snncc.passes.base import PassResult, bypass, out_channel_axis, single_user
 
@@ -34,7 +35,7 @@ def fold_batchnorm(graph: Graph) -> PassResult:
         p = bn.params
         k = p["weight"] / np.sqrt(p["var"] + bn.attrs["eps"])
         w = prod.params["weight"]
-        prod.params["weight"] = w * k.reshape((-1,) + (1,) * (w.ndim - 1))
+        prod.params["weight"] = scaled(w, k.reshape((-1,) + (1,) * (w.ndim - 1)))
         b = prod.params.get("bias", np.zeros(w.shape[0]))
         prod.params["bias"] = (b - p["mean"]) * k + p["bias"]
         bypass(g, bn)

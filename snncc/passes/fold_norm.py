@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from snncc.ir.derived import scaled
 from snncc.ir.graph import Graph, Node
 from snncc.passes.base import PassResult
 
@@ -23,7 +24,7 @@ def fold_norm(graph: Graph) -> PassResult:
         fire.attrs["norm"] = 1.0
         for value, user in _frontier(g, fire.name):
             if user.op in ("conv", "linear"):
-                user.params["weight"] = user.params["weight"] * f
+                user.params["weight"] = scaled(user.params["weight"], f)
             elif user.op == "spike_product":
                 user.attrs["scale"] = user.attrs["scale"] * f ** user.inputs.count(value)
             elif user.op == "scale":

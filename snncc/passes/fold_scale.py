@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from snncc.ir.derived import scaled
 from snncc.ir.graph import Graph
 from snncc.passes.base import PassResult, bypass, channel_factor, out_channel_axis, single_user
 
@@ -28,7 +29,7 @@ def fold_scale(graph: Graph) -> PassResult:
                 vec = channel_factor(f, s.shape, out_channel_axis(prod))
                 if vec is not None:
                     w = prod.params["weight"]
-                    prod.params["weight"] = w * vec.reshape((-1,) + (1,) * (w.ndim - 1))
+                    prod.params["weight"] = scaled(w, vec.reshape((-1,) + (1,) * (w.ndim - 1)))
                     if "bias" in prod.params:
                         prod.params["bias"] = prod.params["bias"] * vec
                     bypass(g, s)
@@ -44,7 +45,7 @@ def fold_scale(graph: Graph) -> PassResult:
                     changed = True
                     break
                 if nxt is not None and nxt.op in ("conv", "linear"):
-                    nxt.params["weight"] = nxt.params["weight"] * float(f.reshape(-1)[0])
+                    nxt.params["weight"] = scaled(nxt.params["weight"], float(f.reshape(-1)[0]))
                     bypass(g, s)
                     changes.append(f"folded {s.name} into {nxt.name} (before)")
                     changed = True

@@ -82,7 +82,7 @@ SCHEDULES = ("exact", "streaming")
 @dataclass
 class SyncResult:
     output: torch.Tensor  # (B, *out_shape), mean over T
-    counts: dict[str, torch.Tensor]  # fire -> (B, *shape) spikes summed over T
+    counts: dict[str, torch.Tensor]  # fire -> (B, *shape) spikes summed over T (empty if not kept)
     nsfr: torch.Tensor  # (S,) fraction of all neurons spiking at each sub-step (mean over the batch)
     latency_substeps: int  # sub-steps until the output is final (= S)
     trains: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (S, B, *shape) of 0/1
@@ -159,8 +159,11 @@ class Simulator:
         return out
 
     def run(self, x, schedule: str = "exact", record: tuple[str, ...] | list[str] = (),
-            accumulate: str = "window", input_mode: str = "spread", bias_mode: str = "spread") -> SyncResult:
-        """`simulate` on this simulator's graph: see there."""
+            accumulate: str = "window", input_mode: str = "spread", bias_mode: str = "spread",
+            keep_counts: bool = True) -> SyncResult:
+        """`simulate` on this simulator's graph: see there. `keep_counts=False` returns no per-population
+        counts (output, nsfr and recorded trains are the same): with the exact/window schedule each
+        population's counts are then freed after their last reader, as eager frees activations."""
         graph, dtype = self.g, self.dtype
         if schedule not in SCHEDULES:
             raise SnnccError(f"unknown schedule {schedule!r}", hint=f"one of {', '.join(SCHEDULES)}")
@@ -188,27 +191,29 @@ class Simulator:
         out_sum = None
         self.state = {}
         self.aff.state, self.aff.ties = {}, {}  # a Simulator runs many batches: nothing carries over
+
+        def tally(n: Node, c: torch.Tensor, per: torch.Tensor | None = None) -> None:
+            if keep_counts:
+                counts[n.name] = c if n.name not in counts else counts[n.name] + c
+            if per is None:  # histogram of counts: neurons with n > j spike at sub-step j
+                hist = torch.bincount(c.reshape(-1).to(torch.uint8 if D < 256 else torch.int64),
+                                      minlength=D + 1)
+                per = hist.flip(0).cumsum(0).flip(0)[1:].to(torch.float64)
+            s0 = t * D + start[n.name]
+            spikes_per_step[s0:s0 + D] += per
+
         with torch.no_grad():
             for t, xt in enumerate(xs):
                 self.aff.last_step = t == T - 1
                 if schedule == "exact" and accumulate == "window":
-                    cnts, out = self.step_window(xt)
+                    cnts, out = self.step_window(xt, tally, keep=set(record))
                     trains = None
                 else:
                     trains, out = self.step_substeps(xt, t, schedule, input_mode, bias_mode)
                     cnts = {k: v.sum(0) for k, v in trains.items()}
+                    for n in fires:
+                        tally(n, cnts[n.name], trains[n.name].reshape(D, -1).sum(1).to(torch.float64))
                 out_sum = out if out_sum is None else out_sum + out
-                for n in fires:
-                    c = cnts[n.name]
-                    counts[n.name] = c if n.name not in counts else counts[n.name] + c
-                    s0 = t * D + start[n.name]
-                    if trains is None:  # histogram of counts: neurons with n > j spike at sub-step j
-                        hist = torch.bincount(cnts[n.name].reshape(-1).to(torch.uint8 if D < 256 else torch.int64),
-                                              minlength=D + 1)
-                        per = hist.flip(0).cumsum(0).flip(0)[1:].to(torch.float64)
-                    else:
-                        per = trains[n.name].reshape(D, -1).sum(1).to(torch.float64)
-                    spikes_per_step[s0:s0 + D] += per
                 for r in record:
                     s0 = t * D + start[r]
                     if graph[r].op == "input":
@@ -222,8 +227,11 @@ class Simulator:
                           window_start={n.name: start[n.name] for n in fires})
 
     # ---- one timestep ---------------------------------------------------------------------
-    def step_window(self, xt: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """exact/window: the reference's ops on window counts. Returns fire counts and output."""
+    def step_window(self, xt: torch.Tensor, on_fire=None, keep: set[str] | None = None
+                    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """exact/window: the reference's ops on window counts. Returns fire counts and output; with
+        `on_fire(node, counts)` (called as each population fires) only the counts of `keep` are
+        returned, the others live only until their last reader."""
         env: dict[str, torch.Tensor] = {}
         counts = {}
         for n in self.g.nodes:
@@ -231,7 +239,11 @@ class Simulator:
                 env[n.name] = self._spike_input_counts(n, xt) if n.kind == "spike" else xt
             elif n.op == "fire":
                 cnt, y = self.aff.op_fire(n, env[n.inputs[0]])
-                counts[n.name] = env[n.name] = y
+                env[n.name] = y
+                if on_fire is not None:
+                    on_fire(n, y)
+                if on_fire is None or n.name in keep:
+                    counts[n.name] = y
             elif self.same[n.name] != n.name:
                 env[n.name] = env[self.same[n.name]]
             else:
@@ -375,7 +387,7 @@ class Simulator:
 
 def simulate(graph: Graph, x, schedule: str = "exact", dtype: torch.dtype = torch.float64,
              record: tuple[str, ...] | list[str] = (), accumulate: str = "window",
-             input_mode: str = "spread", bias_mode: str = "spread") -> SyncResult:
+             input_mode: str = "spread", bias_mode: str = "spread", keep_counts: bool = True) -> SyncResult:
     """Run the deployed `graph` on a batch `x` ((B, *shape) or (T, B, *shape)) sub-step by sub-step.
 
     `record` names populations (fires, or a spike input) whose spike trains to return as
@@ -383,7 +395,7 @@ def simulate(graph: Graph, x, schedule: str = "exact", dtype: torch.dtype = torc
     schedules and the `accumulate`, `input_mode` and `bias_mode` choices. To run many batches
     through one graph, build a `Simulator` once and call its `run`.
     """
-    return Simulator(graph, dtype).run(x, schedule, record, accumulate, input_mode, bias_mode)
+    return Simulator(graph, dtype).run(x, schedule, record, accumulate, input_mode, bias_mode, keep_counts)
 
 
 # ---- streaming vs the integer model --------------------------------------------------------------
