@@ -30,6 +30,9 @@ $PIP install --no-deps spikingjelly==2.0.0
 # norse 1.1.0 (pure Python sdist; its C++ extension is optional): reads snncc's NIR exports in
 # tests/test_nir_peers.py. --no-deps for the same torchvision reason.
 $PIP install --no-deps norse==1.1.0
+# snntorch 1.0.0 (pure Python): tests/test_nir_peers.py holds docs/formats.md's account of why its NIR
+# reader cannot run snncc's exports (IF read as a leaky snn.Leaky; no SumPool2d mapping).
+$PIP install --no-deps snntorch==1.0.0
 $PIP install --no-deps -e .
 # Chip backends are separate packages; one with an install.sh needs more than pip (lava-nc).
 for b in backends/speck backends/lava; do

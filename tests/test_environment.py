@@ -28,5 +28,5 @@ def test_peer_libraries_of_the_interop_tests_are_the_pinned_versions():
     """scripts/setup.sh installs them (--no-deps): tests/test_peer_models.py, tests/test_nir_peers.py
     and the netx reader test in backends/lava/tests/test_netx.py use their real code."""
     assert version("spikingjelly") == "2.0.0" and version("loguru") == "0.7.3"
-    assert version("norse") == "1.1.0"
+    assert version("norse") == "1.1.0" and version("snntorch") == "1.0.0"
     assert version("lava-dl") == "0.6.0"

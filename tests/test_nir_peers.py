@@ -4,6 +4,7 @@ NIR type check passes, and sinabs' network computes exactly snncc's deployed gra
 cap lifted (sinabs reads a NIR IF as a multi-spike IAF: floor(v / theta) spikes per step)."""
 
 import nir
+import pytest
 import numpy as np
 import torch
 
@@ -142,3 +143,40 @@ def test_norse_runs_the_export_as_snncc_with_one_spike_per_step(tmp_path):
     assert float((torch.stack(outs).double().reshape(ref.output.shape) - ref.output).abs().max()) < 1e-5
     assert any(not torch.equal(run(g, x.double()).counts[k], c) for k, c in ref.counts.items()), \
         "no neuron fires twice: the D = 1 difference is untested"
+
+
+class _MLP(torch.nn.Module):
+    input_shape = (6,)
+
+    def __init__(self):
+        super().__init__()
+        from nets import Fire
+
+        self.l1, self.b1, self.n1, self.head = torch.nn.Linear(6, 8), torch.nn.BatchNorm1d(8), Fire(4), torch.nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(self.n1(self.b1(self.l1(x))))
+
+
+def test_snntorch_reads_an_if_as_a_leaky_neuron_and_cannot_run_the_export(tmp_path):
+    """snntorch 1.0.0 (installed --no-deps by scripts/setup.sh): docs/formats.md says its reader cannot
+    run snncc's exports, and why; this holds it to that with the real reader. A NIR IF becomes
+    `snn.Leaky` (a leaky neuron, not NIR's IF), whose (spikes, membrane) tuple its own graph feeds to
+    the next Linear; SumPool2d has no mapping. When snntorch changes, this test says so."""
+    import snntorch
+    import snntorch.import_nir as snt_nir
+
+    assert snntorch.__version__ == "1.0.0"
+    m, g = deployed(_MLP())
+    path = tmp_path / "mlp.nir"
+    write_nir(g, str(path))
+    net = snt_nir.import_from_nir(nir.read(str(path)))
+    kinds = {n: type(mod).__name__ for n, mod in net.named_modules() if n}
+    (neuron,) = [n.name for n in g.neurons()]
+    assert kinds[neuron] == "Leaky" and float(getattr(net, neuron).beta) < 1.0  # leaks: not an IF
+    with pytest.raises(TypeError, match="must be Tensor, not tuple"):
+        net(torch.randn(2, 6))
+    m, g = deployed(ConvChain())
+    write_nir(g, str(tmp_path / "c.nir"))
+    with pytest.raises(ValueError, match="SumPool2d"):
+        snt_nir.import_from_nir(nir.read(str(tmp_path / "c.nir")))
