@@ -202,6 +202,39 @@ def test_spikingjelly_multistep_ifnode_with_multilevel_spikes():
     assert torch.equal(dep.reference(x).counts[fire.name].float(), hand) and hand.sum() > 0
 
 
+@pytest.mark.parametrize("th", [1.0, 0.7])
+def test_spikingjelly_default_binary_multistep_ifnode(th):
+    """IFNode(step_mode='m', v_reset=None) with its default heaviside surrogate runs as the fused
+    op sj_if::forward; it is D = 1: spike when v >= v_threshold, subtract v_threshold."""
+    from spikingjelly.activation_based import functional, neuron
+
+    torch.manual_seed(0)
+    m = SJNet(neuron.IFNode(v_threshold=th, v_reset=None, step_mode="m")).eval()
+    dep = snncc.compile(m, torch.zeros(4, 2, 2, 8, 8), input_layout="TB")
+    (fire,) = [n for n in dep.traced.nodes if n.op == "fire"]
+    assert (fire.attrs["D"], fire.attrs["rounding"], fire.attrs["stateful"], fire.attrs["theta"]) == (1, "floor", True, th)
+    x = torch.rand(4, 5, 2, 8, 8, generator=torch.Generator().manual_seed(3)) * 3
+    assert dep.verify(x).ok
+    functional.reset_net(m)
+    with torch.no_grad():  # the real node on the conv's currents, spikes summed over T
+        hand = m.n1(m.c1(x.float().flatten(0, 1)).reshape(4, 5, 4, 8, 8)).sum(0)
+    functional.reset_net(m)
+    counts = dep.reference(x).counts[fire.name]
+    assert torch.equal(counts.float(), hand) and 0 < hand.sum() < 4 * hand.numel()  # some neurons fire twice+
+    assert int(counts.max()) > 1 and torch.equal(dep.simulate(x, "exact").counts[fire.name], counts)
+
+
+@pytest.mark.parametrize("kw,reset", [({}, "0.0"), ({"v_reset": 0.0}, "0.0"), ({"v_reset": -0.5}, "-0.5")])
+def test_spikingjelly_hard_reset_multistep_ifnode_is_one_line(kw, reset):
+    from spikingjelly.activation_based import neuron
+
+    with pytest.raises(FrontendError) as e:
+        snncc.compile(SJNet(neuron.IFNode(step_mode="m", **kw)).eval(), torch.zeros(4, 2, 2, 8, 8), input_layout="TB")
+    line = e.value.one_line()
+    assert f"IFNode(v_reset={reset}) resets to a value" in line and "IFNode(v_reset=None)" in line
+    assert "module n1" in line and "\n" not in line
+
+
 @pytest.mark.parametrize("make,msg", [
     (lambda n, s: n.ILIFNode(step_mode="m"), "ILIFNode is a leaky neuron (membrane decay 1 - 1/tau = 0.25"),
     (lambda n, s: n.IFNode(surrogate_function=s.MultiLevelSpikeCount(4), step_mode="m"), "hard reset"),

@@ -304,6 +304,10 @@ class Converter:
         if op == "like":
             self.values[fxn] = self.loop.like(fxn, args[0], float(args[1]))
             return True
+        if op == "jelly_if":
+            self.values[fxn] = self.loop.jelly_if(fxn, *args, where=w)
+            self.lead[fxn] = self.lead_in(fxn)
+            return True
         if op == "stack":
             if int(args[1]) != 0:
                 raise FrontendError(f"stack on axis {args[1]}", where=w, hint="stack timesteps on axis 0")

@@ -20,6 +20,8 @@ public attributes, so snncc runs without sinabs or SpikingJelly installed.
   `v_threshold` theta: one spike per step when v >= theta, v -= theta (D = 1, floor, stateful).
   A hard reset (`v_reset` a number) and the other node types (LIF, ...) are refused. Note the
   firing test: SpikingJelly's Heaviside fires on v - theta >= 0, as the IR does.
+  The multi-step node (`step_mode='m'`, the fused op `sj_if::forward`) is the same neuron over
+  the whole time axis; time_loop.TimeLoop.jelly_if reads it.
 
 Time: each call of the network is one time step for every neuron (sinabs' squeezed layers
 flatten (B, T) into the batch axis; the front end traces one step per sample and the compiled
@@ -112,9 +114,14 @@ def _jelly_neuron(m: nn.Module, name: str) -> tuple[int, float]:
                             "SpikingJelly neurons over the whole time axis", where=name,
                             hint="use IFNode(step_mode='m') on (T, B, ...) tensors (see --input-layout)")
     if m.v_reset is not None:
-        raise FrontendError(f"IFNode(v_reset={m.v_reset}) resets to a value; snncc's neuron subtracts the threshold",
-                            where=name, hint="use neuron.IFNode(v_reset=None) (soft reset)")
+        raise jelly_hard_reset(m.v_reset, name)
     return 1, _scalar(m.v_threshold, "v_threshold", name)
+
+
+def jelly_hard_reset(v_reset, name: str) -> FrontendError:
+    """The refusal of a SpikingJelly IFNode with a hard reset (single- or multi-step)."""
+    return FrontendError(f"IFNode(v_reset={v_reset}) resets to a value; snncc's neuron subtracts the threshold",
+                         where=name, hint="use neuron.IFNode(v_reset=None) (soft reset)")
 
 
 def module_call(m: nn.Module, x, name: str) -> Call | None:

@@ -173,6 +173,28 @@ class TimeLoop:
         ch.steps += 1
         return Lin({atom: 1.0 / norm})
 
+    def jelly_if(self, fxn, x, v, threshold, reset, where: str) -> tuple:
+        """SpikingJelly 2.0's multi-step `IFNode` with a spiking (heaviside) surrogate, which runs as
+        the fused op `sj_if::forward(x_seq, v, threshold, reset, ...)`: per step h = v + x[t],
+        spike = (h - threshold >= 0), v = h - spike * threshold (v_reset=None). That is the peer
+        neuron of peers.py at D = 1: floor(clamp(u / threshold, 0, 1)) with soft reset, u starting
+        at 0. Returns (spikes, None, None) for the op's (spikes, v, h)."""
+        from snncc.frontend.peers import jelly_hard_reset
+
+        if reset is not None:
+            raise jelly_hard_reset(reset, where)
+        v0 = self._lin(v, fxn) if is_step_value(v) or _num(v) is not None else None
+        if v0 is None or v0.terms or v0.const != 0.0:
+            raise FrontendError("the IFNode's membrane does not start at 0", where=where,
+                                hint="call spikingjelly's functional.reset_net(model) before compiling")
+        if "T" not in self.conv.lead_in(fxn):
+            raise FrontendError("a multi-step IFNode on a value without a time axis", where=where,
+                                hint="give it (T, B, ...) tensors (see --input-layout)")
+        th = float(threshold)
+        if not th > 0:
+            raise FrontendError(f"threshold {th} must be positive", where=where)
+        return self.conv.c_peer_neuron(fxn, self.conv.tensor(x, fxn), 1, th, "spikingjelly IFNode"), None, None
+
     def copy_(self, fxn, dst, src):
         if not isinstance(dst, Slot):
             raise FrontendError("in-place copy into an activation is not supported", where=self.conv_where(fxn))

@@ -13,6 +13,7 @@ import torch
 import torch.fx as fx
 
 from snncc.errors import FrontendError
+from snncc.frontend import peers
 from snncc.frontend.convert import Call, Converter, needed_nodes, where
 from snncc.ir.graph import Graph
 from snncc.ir.ops import CURRENT
@@ -98,13 +99,16 @@ ATEN_MAP = {
 }
 
 
-class ExportConverter(Converter):
+class ExportConverter(peers.PeerOps, Converter):
     def canon(self, n: fx.Node) -> Call:
         if n.target is operator.getitem:
             if isinstance(self.values.get(n.args[0]), (tuple, list)):
                 return Call("item", n.args, {})  # one timestep of an unbind
             return _getitem(*n.args)
         packet = getattr(n.target, "overloadpacket", None)
+        if getattr(n.target, "namespace", None) == "sj_if" and getattr(packet, "_qualified_op_name", "") == \
+                "sj_if::forward":  # SpikingJelly 2's fused multi-step IFNode (time_loop.TimeLoop.jelly_if)
+            return Call("jelly_if", tuple(self._arg(a) for a in n.args[:4]), {})
         fn = ATEN_MAP.get(packet)
         if fn is None:
             name = getattr(n.target, "__name__", str(n.target))
