@@ -106,6 +106,34 @@ class Deployment:
                 return to_cpu(simulate(self.deployed, x, "exact"))
             return to_cpu(compare_streaming(self.deployed, x))
 
+    def simulate_data(self, data=None, schedules=("exact", "streaming"), samples: int = 16, seed: int = 0,
+                      batch_size: int | None = None, progress: bool = False, device: str | None = None,
+                      workers: int = 1, ray_address: str | None = None):
+        """The synchronous `schedules` against the reference over a data set, batch by batch (a
+        file, a folder of .npz/.npy shards, or seeded random inputs): a sim.tally.SimTally of
+        integer statistics (counts that differ, agreement, accuracy when the data has labels y).
+        `workers` > 1 / `ray_address` shard the batches as `estimate` does; the merged statistics
+        equal one process's."""
+        from functools import partial
+
+        from snncc.estimate.data import InputBatches
+        from snncc.sim.tally import SimTally
+
+        path = None if data is None else os.fspath(data)
+        if workers > 1 or ray_address:
+            from snncc.estimate.workers import map_batches
+
+            return map_batches(partial(SimTally, schedules=tuple(schedules)), self.deployed, path, samples, batch_size,
+                               seed, max(1, workers), ray_address, progress, device, desc="simulate")
+        batches = InputBatches(self.deployed, path, samples, batch_size, seed)
+        it = batches.with_labels()
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(it, total=len(batches), desc="simulate", unit="batch")
+        with use_device(device):
+            return SimTally(self.deployed, schedules).run(it)
+
     def estimate(self, data=None, profile: str = "45nm", samples: int = 16, seed: int = 0,
                  batch_size: int | None = None, rate: float | None = None, progress: bool = False,
                  device: str | None = None, workers: int = 1, ray_address: str | None = None):

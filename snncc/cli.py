@@ -77,6 +77,16 @@ def _add_input_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="where the executors run: cpu (default), cuda or cuda:N")
 
 
+def _add_shard_args(p: argparse.ArgumentParser) -> None:
+    """Batches and workers of simulate and estimate (estimate/workers.py)."""
+    p.add_argument("--batch-size", type=_positive_int, help="samples per executor batch (default: all at once, "
+                                                             "or one shard of a folder)")
+    p.add_argument("--workers", type=_positive_int, default=1,
+                   help="shard the batches over N local worker processes (statistics merged exactly)")
+    p.add_argument("--ray-address", metavar="ADDR",
+                   help="run the workers as Ray tasks: 'local' or a cluster address (needs the ray extra)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="snncc", description="Compile SFA-trained spiking networks to neuromorphic targets.")
     ap.add_argument("--version", action="version", version=f"snncc {snncc.__version__}")
@@ -131,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--backend", default="snncc",
                     help="snncc (our simulators) or a target with its own simulator, e.g. lava (Loihi in Lava)")
     _add_input_args(sm)
+    _add_shard_args(sm)
     sm.add_argument("--events", metavar="FILE",
                     help="event recordings (.npy/.npz, tonic-style x, y, t, p; t in us): run them in time order "
                          "through the asynchronous simulator; report latency, SynOps/s per core, power")
@@ -146,12 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--markdown", help="also write the report as Markdown to this file")
     es.add_argument("--json", metavar="PATH", help="also write the whole report as JSON (totals incl. sops, "
                                                     "architecture_sops, synapses; per population and link)")
-    es.add_argument("--batch-size", type=_positive_int, help="samples per executor batch (default: all at once)")
+    _add_shard_args(es)
     es.add_argument("--progress", action="store_true", help="show a progress bar over the batches")
-    es.add_argument("--workers", type=_positive_int, default=1,
-                    help="shard the batches over N local worker processes (statistics merged exactly)")
-    es.add_argument("--ray-address", metavar="ADDR",
-                    help="run the workers as Ray tasks: 'local' or a cluster address (needs the ray extra)")
     es.add_argument("--report", metavar="DIR", help="write DIR/report.md + report.html with plots")
     es.add_argument("--layer", help="population whose spike maps the report shows (default: first conv map)")
     es.add_argument("--sweep-D", metavar="D1,D2,...",
@@ -264,34 +271,25 @@ def _inputs(args, graph) -> torch.Tensor:
     return time_major(graph, x)  # back in the model's own layout, as the API takes inputs (the swap is its inverse)
 
 
-def _simulate_shards(args, dep) -> int:
-    """simulate --data FOLDER: the exact schedule streamed over the shards, batch by batch, each
-    batch's spike counts checked against the reference (a progress bar on a terminal or with -v)."""
+def _simulate_data(args, dep) -> int:
+    """simulate with snncc's simulators: the data set (a file, a folder of shards, or seeded random
+    inputs) batch by batch, optionally over workers; each batch's counts checked against the
+    reference (a progress bar on a terminal or with -v)."""
     from snncc.estimate.data import InputBatches
-    from snncc.sim.reference import run
-    from snncc.sim.sync import Simulator
 
-    from snncc.sim.device import to_cpu, use as use_device
-
-    batches = InputBatches(dep.deployed, args.data, args.samples)
-    it = batches
-    if _show_progress(args):
-        from tqdm import tqdm
-
-        it = tqdm(batches, total=len(batches), desc="simulate", unit="batch")
-    same, n, latency, worst = True, 0, 0, 0.0
-    with use_device(args.device):
-        sim = Simulator(dep.deployed)
-        for x in it:
-            ref, r = to_cpu(run(dep.deployed, x)), to_cpu(sim.run(x, "exact"))
-            same = same and all(torch.equal(r.counts[k], ref.counts[k]) for k in ref.counts)
-            worst = max(worst, float((r.output - ref.output).abs().max()))
-            n, latency = n + int(ref.output.shape[0]), r.latency_substeps
-    print(f"exact schedule: {n} samples from {len(batches.shards)} shards, latency {latency} sub-steps, spike counts "
-          f"{'==' if same else '!='} reference, max |output diff| {worst:.3g}")
-    if args.schedule != "exact":
-        print("streaming schedule: not run on a folder of shards (run it on one shard's file)")
-    return 0 if same else 1
+    schedules = ("exact", "streaming") if args.schedule == "both" else (args.schedule,)
+    batches = InputBatches(dep.deployed, args.data, args.samples, args.batch_size, args.seed)  # bad input: before work
+    if not args.data:
+        print(f"inputs: {batches.samples} random samples, seed {args.seed}")
+    t = dep.simulate_data(args.data, schedules, args.samples, args.seed, args.batch_size, _show_progress(args),
+                          args.device, args.workers, args.ray_address)
+    ok = True
+    if "exact" in schedules:
+        print(t.exact_line(f" from {len(batches.shards)} shards" if batches.shards else ""))
+        ok = t.exact["differing"] == 0
+    if "streaming" in schedules:
+        print(t.streaming_text())
+    return 0 if ok else 1
 
 
 def cmd_simulate(args) -> int:
@@ -301,6 +299,10 @@ def cmd_simulate(args) -> int:
 
     resolve(args.device)
     dep = load(args.out)
+    if (args.events or args.backend != "snncc") and (args.workers > 1 or args.ray_address or args.batch_size):
+        raise SnnccError("--workers, --ray-address and --batch-size shard the synchronous simulators over a data "
+                         "set, not --events or another --backend", where="simulate",
+                         hint="drop them, or simulate --data with --backend snncc")
     if args.events:
         from snncc.sim.event_streams import run_recordings
 
@@ -311,27 +313,15 @@ def cmd_simulate(args) -> int:
                                  samples=args.samples)
         print(text)
         return 0
-    if args.data and os.path.isdir(args.data) and args.backend == "snncc":
-        return _simulate_shards(args, dep)
+    if args.backend == "snncc":
+        return _simulate_data(args, dep)
     x = _inputs(args, dep.deployed)
     ref = dep.reference(x, device=args.device)
-    if args.backend != "snncc":
-        r = dep.simulate(x, backend=args.backend)
-        same = all(torch.equal(r.counts[k], ref.counts[k]) for k in ref.counts)
-        print(f"{args.backend}: {len(x)} samples, spike counts {'==' if same else '!='} reference, "
-              f"max |output diff| {float((r.output - ref.output).abs().max()):.3g}")
-        return 0 if same else 1
-    if args.schedule in ("exact", "both"):
-        r = dep.simulate(x, "exact", device=args.device)
-        same = all(torch.equal(r.counts[k], ref.counts[k]) for k in ref.counts)
-        print(f"exact schedule: {len(x)} samples, latency {r.latency_substeps} sub-steps, "
-              f"spike counts {'==' if same else '!='} reference, max |output diff| "
-              f"{float((r.output - ref.output).abs().max()):.3g}")
-        if not same:
-            return 1
-    if args.schedule in ("streaming", "both"):
-        print(dep.simulate(x, "streaming", device=args.device).table())
-    return 0
+    r = dep.simulate(x, backend=args.backend)
+    same = all(torch.equal(r.counts[k], ref.counts[k]) for k in ref.counts)
+    print(f"{args.backend}: {len(x)} samples, spike counts {'==' if same else '!='} reference, "
+          f"max |output diff| {float((r.output - ref.output).abs().max()):.3g}")
+    return 0 if same else 1
 
 
 def cmd_estimate(args) -> int:

@@ -91,6 +91,58 @@ def test_cli_simulate_streams_a_folder_and_checks_every_batch(dep, shards, tmp_p
     assert main(["simulate", out, "--data", str(d), "--samples", "100", "--schedule", "exact"]) == 0
     o = capsys.readouterr().out
     assert "exact schedule: 23 samples from 3 shards" in o and "spike counts == reference" in o
-    assert main(["simulate", out, "--data", str(d), "--samples", "12"]) == 0  # the first 12 only; no streaming
+    assert "accuracy" in o and "prediction agreement" not in o  # part-000 has labels y; exact only
+    assert main(["simulate", out, "--data", str(d), "--samples", "12"]) == 0  # the first 12, both schedules
     o = capsys.readouterr().out
-    assert "12 samples from 2 shards" in o and "streaming schedule: not run on a folder" in o
+    assert "12 samples from 2 shards" in o and "prediction agreement" in o and "over 12 samples" in o
+
+
+def _tally_by_hand(dep, x, y):
+    """The statistics of the streaming schedule and the accuracy, on the whole array at once."""
+    from snncc.sim.sync import compare_streaming
+
+    rep = compare_streaming(dep.deployed, torch.as_tensor(x))
+    ref = dep.reference(torch.as_tensor(x))
+    correct = int((ref.output[:len(y)].argmax(-1) == torch.as_tensor(y)).sum())
+    return rep, correct
+
+
+def test_simulate_two_workers_merge_to_exactly_one_process(dep, shards):
+    from snncc.sim.tally import SimTally
+
+    d, x = shards
+    one = dep.simulate_data(str(d), samples=0, batch_size=4)
+    two = dep.simulate_data(str(d), samples=0, batch_size=4, workers=2)
+    assert isinstance(two, SimTally) and one.state() == two.state()  # every count, sum and maximum
+    rep, correct = _tally_by_hand(dep, x, np.arange(10) % 5)  # only part-000.npz has labels
+    st = two.streaming_report()
+    assert [(p.population, p.differing, p.integer_spikes, p.streaming_spikes) for p in st.populations] == \
+        [(p.population, p.differing, p.integer_spikes, p.streaming_spikes) for p in rep.populations]
+    assert st.prediction_agreement == rep.prediction_agreement and st.batch == 23 == two.samples
+    assert (two.correct["reference"], two.labelled) == (correct, 10)
+    assert two.exact["differing"] == 0 and sum(two.ref_spikes.values()) > 0
+    assert 0 < rep.total_differing  # the streaming schedule really differs here: the merge is not trivial
+
+
+def test_cli_simulate_with_workers_prints_what_one_process_prints(dep, shards, tmp_path, capsys):
+    d, _ = shards
+    out = str(tmp_path / "art")
+    dep.save(out)
+    runs = []
+    for extra in ([], ["--workers", "2"]):
+        assert main(["simulate", out, "--data", str(d), "--samples", "100", "--batch-size", "5"] + extra) == 0
+        runs.append(capsys.readouterr().out)
+    assert runs[0] == runs[1] and "accuracy" in runs[0] and "streaming accuracy" in runs[0]
+    assert main(["simulate", out, "--samples", "6", "--batch-size", "2", "--workers", "2"]) == 0  # random inputs
+    o = capsys.readouterr().out
+    assert "inputs: 6 random samples, seed 0" in o and "exact schedule: 6 samples," in o
+    assert main(["simulate", out, "--backend", "lava", "--workers", "2"]) == 2  # one line, before any work
+    err = capsys.readouterr().err.strip()
+    assert "--workers, --ray-address and --batch-size shard the synchronous simulators" in err and "\n" not in err
+
+
+def test_ray_simulate_workers_merge_to_exactly_one_process(dep, shards):
+    pytest.importorskip("ray", reason="the optional ray extra (requirements-dev.txt installs it)")
+    d, _ = shards
+    one = dep.simulate_data(str(d), samples=0, batch_size=4)
+    assert one.state() == dep.simulate_data(str(d), samples=0, batch_size=4, workers=2, ray_address="local").state()

@@ -171,18 +171,30 @@ class InputBatches:
             return len(self._index)
         return math.ceil(self.samples / self.batch_size)
 
+    def _shard(self, i: int) -> tuple[int, np.ndarray, np.ndarray | None]:
+        """(first sample, inputs, labels or None) of the shard (or file) that holds batch i."""
+        if not self.shards:
+            return i * self.batch_size, self.x, self.labels
+        k, s = self._index[i]
+        if self._cached[0] != k:
+            f, n = self.shards[k]
+            self._cached = (k, read_data(f, self._graph, n)[:2])
+        return s, *self._cached[1]
+
     def batch(self, i: int) -> torch.Tensor:
-        if self.shards:
-            k, s = self._index[i]
-            if self._cached[0] != k:
-                f, n = self.shards[k]
-                self._cached = (k, read_data(f, self._graph, n)[0])
-            x = self._cached[1]
-            b = x[:, s:s + self.batch_size] if self.t_major else x[s:s + self.batch_size]
-            return torch.as_tensor(np.array(b, dtype=np.float64))
-        s = i * self.batch_size
-        b = self.x[:, s:s + self.batch_size] if self.t_major else self.x[s:s + self.batch_size]
+        s, x, _ = self._shard(i)
+        b = x[:, s:s + self.batch_size] if self.t_major else x[s:s + self.batch_size]
         return b if isinstance(b, torch.Tensor) else torch.as_tensor(np.array(b, dtype=np.float64))
+
+    def with_labels(self, indices=None):
+        """(batch, labels or None) for the batches `indices` (default: all, in order)."""
+        for i in range(len(self)) if indices is None else indices:
+            yield self.batch(i), self.labels_of(i)
+
+    def labels_of(self, i: int) -> np.ndarray | None:
+        """The labels of batch i (None when its file has no y)."""
+        s, _, y = self._shard(i)
+        return None if y is None else np.asarray(y[s:s + self.batch_size])
 
     def __iter__(self):
         for i in range(len(self)):

@@ -1,10 +1,11 @@
-"""Sharding an estimate over worker processes: the batches of an `InputBatches` are split into
-contiguous runs, each worker observes its run with its own `Estimator` and sends back the
-accumulated statistics (`Estimator.state()`), which are merged in run order
-(`Estimator.merge`). Spike counts, SOPs, coincidences and sample counts are sums of integers
-held in float64 and peaks are maxima, so the merged statistics equal one process's exactly.
+"""Sharding a data set over worker processes, for `estimate` and `simulate`: the batches of an
+`InputBatches` are split into contiguous runs, each worker observes its run with its own
+statistics object (an `Estimator`, or a sim.tally.SimTally) and sends back its `state()`, which
+are merged in run order (`merge`). Spike counts, SOPs, coincidences, differing counts, agreeing
+and correct predictions and sample counts are sums of integers and peaks are maxima, so the
+merged statistics equal one process's exactly.
 
-Two executors behind one interface, `run_sharded(...)`:
+Two executors behind one interface, `map_batches(...)`:
 - `local`: `concurrent.futures.ProcessPoolExecutor` (standard library, spawned processes);
 - `ray`: Ray tasks (the optional extra `pip install ray`), on a local Ray instance or on the
   cluster at `address` (e.g. "ray://head:10001" or "auto").
@@ -24,50 +25,58 @@ def _runs(n: int, workers: int) -> list[range]:
     return [range(cuts[i], cuts[i + 1]) for i in range(k) if cuts[i + 1] > cuts[i]]
 
 
-def _work(graph, profile, data, samples, batch_size, seed, indices, device=None):
-    """One worker: observe the batches `indices` and return the statistics."""
+def _work(make, graph, data, samples, batch_size, seed, indices, device=None):
+    """One worker: `make(graph)` observes the batches `indices`; their statistics come back."""
     from snncc.estimate.data import InputBatches
-    from snncc.estimate.estimator import Estimator
     from snncc.sim.device import use as use_device
 
     batches = InputBatches(graph, data, samples, batch_size, seed)
     with use_device(device):
-        est = Estimator(graph, profile=profile)
-        for i in indices:
-            est.observe(batches.batch(i))
-    return est.state()
+        stats = make(graph).run(batches.with_labels(indices))
+    return stats.state()
+
+
+def map_batches(make, graph, data, samples: int, batch_size: int | None, seed: int, workers: int,
+                address: str | None = None, progress: bool = False, device: str | None = None,
+                desc: str = "estimate"):
+    """`make(graph)` (a picklable callable: a statistics object with observe/state/merge) holding
+    the statistics of every batch, observed by `workers` processes (Ray when `address` is given,
+    else local processes) and merged in batch order."""
+    from snncc.estimate.data import InputBatches
+
+    n = len(InputBatches(graph, data, samples, batch_size, seed))
+    args = [(make, graph, data, samples, batch_size, seed, list(r), device) for r in _runs(n, workers)]
+    states = _ray(args, address, progress, desc) if address else _local(args, workers, progress, desc)
+    stats = make(graph)
+    for st in states:
+        stats.merge(st)
+    return stats
 
 
 def run_sharded(graph, profile, data, samples: int, batch_size: int | None, seed: int, workers: int,
                 address: str | None = None, progress: bool = False, device: str | None = None):
-    """An `Estimator` holding the statistics of every batch, observed by `workers` processes
-    (Ray when `address` is given, else local processes)."""
-    from snncc.estimate.data import InputBatches
+    """An `Estimator` holding the statistics of every batch (`map_batches`)."""
+    from functools import partial
+
     from snncc.estimate.estimator import Estimator
 
-    n = len(InputBatches(graph, data, samples, batch_size, seed))
-    runs = _runs(n, workers)
-    args = [(graph, profile, data, samples, batch_size, seed, list(r), device) for r in runs]
-    states = _ray(args, address, progress) if address else _local(args, workers, progress)
-    est = Estimator(graph, profile=profile)
-    for st in states:
-        est.merge(st)
-    return est
+    return map_batches(partial(Estimator, profile=profile), graph, data, samples, batch_size, seed, workers,
+                       address, progress, device)
 
 
-def _bar(total: int, progress: bool):
+def _bar(total: int, progress: bool, desc: str):
     if not progress:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, desc="estimate", unit="shard")
+    return tqdm(total=total, desc=desc, unit="shard")
 
 
-def _local(args, workers: int, progress: bool) -> list[dict]:
+def _local(args, workers: int, progress: bool, desc: str) -> list[dict]:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    bar = _bar(len(args), progress)
+    bar = _bar(len(args), progress, desc)
     with ProcessPoolExecutor(max_workers=min(workers, len(args)), mp_context=mp.get_context("spawn")) as pool:
         futs = {pool.submit(_work, *a): i for i, a in enumerate(args)}
         out: list = [None] * len(args)
@@ -80,7 +89,7 @@ def _local(args, workers: int, progress: bool) -> list[dict]:
     return out
 
 
-def _ray(args, address: str, progress: bool) -> list[dict]:
+def _ray(args, address: str, progress: bool, desc: str) -> list[dict]:
     try:
         import ray
     except ImportError:
@@ -95,7 +104,7 @@ def _ray(args, address: str, progress: bool) -> list[dict]:
     try:
         task = ray.remote(_work)
         refs = [task.remote(*a) for a in args]
-        bar = _bar(len(refs), progress)
+        bar = _bar(len(refs), progress, desc)
         pending, index = list(refs), {r: i for i, r in enumerate(refs)}
         out: list = [None] * len(refs)
         while pending:

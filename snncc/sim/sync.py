@@ -71,7 +71,6 @@ from snncc.errors import SnnccError
 from snncc.ir.analysis import value_numbers
 from snncc.ir.graph import Graph, Node
 from snncc.passes.normal_form import check_deployed
-from snncc.sim import reference
 from snncc.sim.reference import Interpreter, fire_count, timestep_inputs
 
 SCHEDULES = ("exact", "streaming")
@@ -439,22 +438,13 @@ class StreamingReport:
 def compare_streaming(graph: Graph, x, dtype: torch.dtype = torch.float64, **kw) -> StreamingReport:
     """Run the integer model (reference executor) and the streaming schedule on `x`; report per
     population how many neuron counts differ, the mean absolute count error, and how often the
-    argmax of the output agrees. `kw` goes to `simulate` (input_mode, bias_mode)."""
-    ref = reference.run(graph, x, dtype)
-    st = simulate(graph, x, schedule="streaming", dtype=dtype, **kw)
-    D = st.D
-    depth = max(st.levels.values())
-    pops = []
-    for n in graph.neurons():
-        a, b = ref.counts[n.name], st.counts[n.name]
-        d = (a - b).abs()
-        pops.append(PopulationDiff(n.name, int(np.prod(n.shape)), int((d != 0).sum()), float(d.mean()),
-                                   int(a.sum()), int(b.sum())))
-    ro, so = ref.output, st.output
-    agree = float((ro.reshape(ro.shape[0], -1).argmax(-1) == so.reshape(so.shape[0], -1).argmax(-1))
-                  .to(torch.float64).mean()) if ro.dim() >= 2 else float(bool(torch.equal(ro, so)))
-    return StreamingReport(pops, int(ro.shape[0]), agree, float((ro - so).abs().max()),
-                           D * (st.T + depth), st.latency_substeps, D)
+    argmax of the output agrees. `kw` goes to `simulate` (input_mode, bias_mode). The statistics
+    are those of sim/tally.py over this one batch."""
+    from snncc.sim.tally import SimTally
+
+    t = SimTally(graph, ("streaming",), dtype, **kw)
+    t.observe(x)
+    return t.streaming_report()
 
 
 __all__ = ["simulate", "Simulator", "compare_streaming", "levels", "SyncResult", "StreamingReport", "PopulationDiff",

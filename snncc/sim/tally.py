@@ -1,0 +1,136 @@
+"""Simulation statistics of a data set, batch by batch: `SimTally` runs the reference (integer
+model) and the requested synchronous schedules on each batch and keeps only integer sums
+(samples, spikes, differing counts, |count error|, agreeing and correct predictions) and maxima
+(output differences, latencies). `state()` / `merge()` make the statistics of disjoint batches
+add up, so a data set simulated by N workers (estimate/workers.py) gives the statistics of one
+process exactly. `streaming_report()` is the `StreamingReport` of sync.compare_streaming, which
+is this tally over one batch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from snncc.ir.graph import Graph
+from snncc.sim import reference
+
+
+def _argmax(out: torch.Tensor) -> torch.Tensor:
+    return out.reshape(out.shape[0], -1).argmax(-1)
+
+
+class SimTally:
+    def __init__(self, graph: Graph, schedules=("exact", "streaming"), dtype: torch.dtype = torch.float64, **kw):
+        from snncc.sim.sync import Simulator
+
+        self.graph, self.schedules, self.dtype, self.kw = graph, tuple(schedules), dtype, kw
+        self._sim = Simulator(graph, dtype)
+        self.pops = [n.name for n in graph.neurons()]
+        self.neurons = {n.name: int(np.prod(n.shape)) for n in graph.neurons()}
+        self.samples, self.labelled = 0, 0
+        self.ref_spikes = dict.fromkeys(self.pops, 0)
+        self.correct = {"reference": 0}
+        self.exact = {"differing": 0, "max_diff": 0.0, "latency": 0}
+        self.stream = {"differing": dict.fromkeys(self.pops, 0), "abs_err": dict.fromkeys(self.pops, 0),
+                       "spikes": dict.fromkeys(self.pops, 0), "agree": 0, "max_diff": 0.0, "latency": 0,
+                       "latency_exact": 0, "D": 0}
+        if "streaming" in self.schedules:
+            self.correct["streaming"] = 0
+
+    def observe(self, x, y=None) -> None:
+        """Add one batch (and its labels, when known)."""
+        ref = reference.run(self.graph, x, self.dtype)
+        B = int(ref.output.shape[0])
+        self.samples += B
+        for p in self.pops:
+            self.ref_spikes[p] += int(ref.counts[p].sum())
+        ref_pred = _argmax(ref.output) if ref.output.dim() >= 2 else None
+        if y is not None and ref_pred is not None:
+            y = torch.as_tensor(np.asarray(y)).reshape(-1).to(ref_pred.device, ref_pred.dtype)
+            self.labelled += B
+            self.correct["reference"] += int((ref_pred == y).sum())
+        if "exact" in self.schedules:
+            r = self._sim.run(x, "exact", **self.kw)
+            self.exact["differing"] += sum(int((r.counts[p] != ref.counts[p]).sum()) for p in self.pops)
+            self.exact["max_diff"] = max(self.exact["max_diff"], float((r.output - ref.output).abs().max()))
+            self.exact["latency"] = max(self.exact["latency"], r.latency_substeps)
+        if "streaming" in self.schedules:
+            st, s = self._sim.run(x, "streaming", **self.kw), self.stream
+            for p in self.pops:
+                d = (ref.counts[p] - st.counts[p]).abs()
+                s["differing"][p] += int((d != 0).sum())
+                s["abs_err"][p] += int(d.sum())
+                s["spikes"][p] += int(st.counts[p].sum())
+            if ref_pred is not None:
+                pred = _argmax(st.output)
+                s["agree"] += int((pred == ref_pred).sum())
+                if y is not None:
+                    self.correct["streaming"] += int((pred == y).sum())
+            else:
+                s["agree"] += B * int(torch.equal(ref.output, st.output))
+            s["max_diff"] = max(s["max_diff"], float((ref.output - st.output).abs().max()))
+            s["latency"] = max(s["latency"], st.latency_substeps)
+            s["latency_exact"] = max(s["latency_exact"], st.D * (st.T + max(st.levels.values())))
+            s["D"] = st.D
+
+    def run(self, batches) -> "SimTally":
+        """Observe every batch of an iterable of x or (x, labels) (as `Estimator.run`)."""
+        for b in batches:
+            self.observe(*b) if isinstance(b, (tuple, list)) else self.observe(b)
+        return self
+
+    # ---- merging (estimate/workers.py) ---------------------------------------------------------
+    def state(self) -> dict:
+        return {"samples": self.samples, "labelled": self.labelled, "ref_spikes": dict(self.ref_spikes),
+                "correct": dict(self.correct), "exact": dict(self.exact),
+                "stream": {k: dict(v) if isinstance(v, dict) else v for k, v in self.stream.items()}}
+
+    def merge(self, st: dict) -> None:
+        """Add another tally's `state()`: sums add, maxima take the max."""
+        self.samples += st["samples"]
+        self.labelled += st["labelled"]
+        for p in self.pops:
+            self.ref_spikes[p] += st["ref_spikes"][p]
+        for k in self.correct:
+            self.correct[k] += st["correct"][k]
+        e, o = self.exact, st["exact"]
+        e["differing"] += o["differing"]
+        e["max_diff"], e["latency"] = max(e["max_diff"], o["max_diff"]), max(e["latency"], o["latency"])
+        s, o = self.stream, st["stream"]
+        for k in ("differing", "abs_err", "spikes"):
+            for p in self.pops:
+                s[k][p] += o[k][p]
+        s["agree"] += o["agree"]
+        for k in ("max_diff", "latency", "latency_exact", "D"):
+            s[k] = max(s[k], o[k])
+
+    # ---- reports -------------------------------------------------------------------------------
+    def accuracy(self, schedule: str = "reference") -> float | None:
+        """Fraction of labelled samples whose argmax equals the label (None without labels)."""
+        return self.correct[schedule] / self.labelled if self.labelled else None
+
+    def exact_line(self, where: str = "") -> str:
+        same = self.exact["differing"] == 0
+        acc = self.accuracy()
+        return (f"exact schedule: {self.samples} samples{where}, latency {self.exact['latency']} sub-steps, "
+                f"spike counts {'==' if same else '!='} reference, max |output diff| {self.exact['max_diff']:.3g}"
+                + (f", accuracy {acc:.4f} ({self.correct['reference']}/{self.labelled})" if acc is not None else ""))
+
+    def streaming_report(self):
+        from snncc.sim.sync import PopulationDiff, StreamingReport
+
+        s, n = self.stream, max(1, self.samples)
+        pops = [PopulationDiff(p, self.neurons[p], s["differing"][p], s["abs_err"][p] / (self.neurons[p] * n),
+                               self.ref_spikes[p], s["spikes"][p]) for p in self.pops]
+        return StreamingReport(pops, self.samples, s["agree"] / n, s["max_diff"], s["latency_exact"], s["latency"],
+                               s["D"])
+
+    def streaming_text(self) -> str:
+        acc = self.accuracy("streaming") if "streaming" in self.correct else None
+        return self.streaming_report().table() + (
+            f"\nstreaming accuracy {acc:.4f} ({self.correct['streaming']}/{self.labelled}), integer model "
+            f"{self.accuracy():.4f}" if acc is not None else "")
+
+
+__all__ = ["SimTally"]
