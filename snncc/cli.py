@@ -127,7 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sm = sub.add_parser("simulate", help="simulate a compiled artefact with the T x D synchronous simulator")
     sm.add_argument("out", help="artefact folder")
-    sm.add_argument("--schedule", choices=["exact", "streaming", "both"], default="both")
+    sm.add_argument("--schedule", choices=["exact", "streaming", "both", "event"], default="both",
+                    help="T x D schedules (both = exact + streaming), or event: the event-driven simulator, "
+                         "ideal policy, checked against the reference")
     sm.add_argument("--backend", default="snncc",
                     help="snncc (our simulators) or a target with its own simulator, e.g. lava (Loihi in Lava)")
     _add_input_args(sm)
@@ -312,6 +314,9 @@ def cmd_simulate(args) -> int:
         print(text)
         return 0
     if args.data and os.path.isdir(args.data) and args.backend == "snncc":
+        if args.schedule == "event":
+            raise SnnccError("--schedule event runs one input file, not a folder of shards", where="--data",
+                             hint="pass one shard's file")
         return _simulate_shards(args, dep)
     x = _inputs(args, dep.deployed)
     ref = dep.reference(x, device=args.device)
@@ -320,6 +325,17 @@ def cmd_simulate(args) -> int:
         same = all(torch.equal(r.counts[k], ref.counts[k]) for k in ref.counts)
         print(f"{args.backend}: {len(x)} samples, spike counts {'==' if same else '!='} reference, "
               f"max |output diff| {float((r.output - ref.output).abs().max()):.3g}")
+        return 0 if same else 1
+    if args.schedule == "event":
+        from snncc.sim.events import simulate as simulate_events
+
+        r = simulate_events(dep.deployed, x, "ideal")
+        same = all(torch.equal(r.counts[k], ref.counts[k]) for k in ref.counts) and \
+            all(torch.equal(r.messages[k], ref.messages[k]) for k in ref.messages)
+        relays = f", relay messages {sum(int(m.sum()) for m in r.messages.values())}" if r.messages else ""
+        print(f"event simulation (ideal policy): {len(x)} samples, {r.total_events} events{relays}, "
+              f"{r.synops} synaptic ops, spike counts {'==' if same else '!='} reference, max |output diff| "
+              f"{float((r.output - ref.output).abs().max()):.3g}")
         return 0 if same else 1
     if args.schedule in ("exact", "both"):
         r = dep.simulate(x, "exact", device=args.device)
