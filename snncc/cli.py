@@ -137,7 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sm = sub.add_parser("simulate", help="simulate a compiled artefact with the T x D synchronous simulator")
     sm.add_argument("out", help="artefact folder")
-    sm.add_argument("--schedule", choices=["exact", "streaming", "both"], default="both")
+    sm.add_argument("--schedule", choices=["exact", "streaming", "both", "event"], default="both",
+                    help="T x D schedules (both = exact + streaming), or event: the event-driven simulator, "
+                         "ideal policy, checked against the reference")
     sm.add_argument("--backend", default="snncc",
                     help="snncc (our simulators) or a target with its own simulator, e.g. lava (Loihi in Lava)")
     _add_input_args(sm)
@@ -299,9 +301,9 @@ def cmd_simulate(args) -> int:
 
     resolve(args.device)
     dep = load(args.out)
-    if (args.events or args.backend != "snncc") and (args.workers > 1 or args.ray_address or args.batch_size):
+    if (args.events or args.backend != "snncc" or args.schedule == "event") and (args.workers > 1 or args.ray_address or args.batch_size):
         raise SnnccError("--workers, --ray-address and --batch-size shard the synchronous simulators over a data "
-                         "set, not --events or another --backend", where="simulate",
+                         "set, not --events, --schedule event or another --backend", where="simulate",
                          hint="drop them, or simulate --data with --backend snncc")
     if args.events:
         from snncc.sim.event_streams import run_recordings
@@ -313,6 +315,22 @@ def cmd_simulate(args) -> int:
                                  samples=args.samples)
         print(text)
         return 0
+    if args.backend == "snncc" and args.schedule == "event":
+        if args.data and os.path.isdir(args.data):
+            raise SnnccError("--schedule event runs one input file, not a folder of shards", where="--data",
+                             hint="pass one shard's file")
+        from snncc.sim.events import simulate as simulate_events
+
+        x = _inputs(args, dep.deployed)
+        ref = dep.reference(x, device=args.device)
+        r = simulate_events(dep.deployed, x, "ideal")
+        same = all(torch.equal(r.counts[k], ref.counts[k]) for k in ref.counts) and \
+            all(torch.equal(r.messages[k], ref.messages[k]) for k in ref.messages)
+        relays = f", relay messages {sum(int(m.sum()) for m in r.messages.values())}" if r.messages else ""
+        print(f"event simulation (ideal policy): {len(x)} samples, {r.total_events} events{relays}, "
+              f"{r.synops} synaptic ops, spike counts {'==' if same else '!='} reference, max |output diff| "
+              f"{float((r.output - ref.output).abs().max()):.3g}")
+        return 0 if same else 1
     if args.backend == "snncc":
         return _simulate_data(args, dep)
     x = _inputs(args, dep.deployed)

@@ -236,17 +236,6 @@ def test_random_graphs_relayed_keep_the_reference_and_sync_exact():
     assert sum(1 for k in relayed if k) >= 10  # the check is not vacuous
 
 
-def test_event_simulator_refuses_relays_naming_the_node():
-    """The event simulator (snncc/sim/events.py) has no relay: its unsupported-op path refuses it."""
-    from snncc.errors import SnnccError
-    from snncc.sim import events
-
-    g = deploy("45nm").graph
-    with pytest.raises(SnnccError, match="node u0@relay: op relay has no address map"):
-        events.simulate(g, X)
-    events.simulate(deploy(None).graph, X)  # the fan-in form still runs event by event
-
-
 def test_compile_for_sim_relays_and_reports_the_choice():
     """`compile_model` hands residual_lowering the target's profile (sim: 45nm, graded)."""
     from nets import ResidualSepConv

@@ -6,9 +6,9 @@ Owns `op_matrix` (the per-op sparse map, shared with the Lava backend), `project
 one spike leaf), `build_network` and the types `AddressTable`, `EventNetwork`; plus the per-slot
 constants (biases) and the dense host currents of a real-valued input.
 
-Address tables. Every consumer (a fire population, or the graph output read as accumulators)
-owns a contiguous range of *slots*. Every spike source (a fire, or an input of kind spike) owns
-one table in CSR form: for source address a, `indptr[a]:indptr[a+1]` indexes `(slots, weights)`,
+Address tables. Every consumer (a fire population, a relay, or the graph output read as
+accumulators) owns a contiguous range of *slots*. Every source (a fire, a relay, or an input of
+kind spike) owns one table in CSR form: for source address a, `indptr[a]:indptr[a+1]` indexes `(slots, weights)`,
 the target neurons (over all its consumers) and synaptic weights one spike at `a` updates. A
 table is built by composing the projection chain from the source to the consumer's current
 tree root as sparse matrices (conv with stride/padding/dilation/groups, linear on the last axis,
@@ -17,6 +17,12 @@ population, membrane shortcuts) sum. Synapses whose composed weight is exactly 0
 change no membrane). Biases inside a tree and the fire's constant current are a per-timestep
 constant current; the real-valued encoding input (host layer) is evaluated densely and delivered
 once per timestep as an input current, not as events. Spike products (attention) are refused.
+
+Relays (residual-stream accumulators, `relay` op) are both: a consumer whose slots integrate its
+tree (plus its constant current, in `const`) like a neuron that never fires (theta 1, D 0), and a
+source whose table maps each relay neuron to the stream's consumers. The runner forwards a
+relay's accumulated value once per window as one graded message per nonzero neuron (an event
+whose multiplicity is the value), so its consumers never see the relay's inputs themselves.
 
 SSC (`snncc.passes.ssc`, executed by `snncc.sim.masked`) plugs in through
 `build_network(graph, masks=...)`: static masks (`SiteMasks`) drop masked conv rows from the
@@ -183,7 +189,7 @@ class AddressTable:
 @dataclass
 class EventNetwork:
     graph: Graph
-    consumers: list[str]  # fires + output, graph order
+    consumers: list[str]  # fires and relays (graph order), then the output
     offsets: dict[str, tuple[int, int]]  # consumer -> slot range
     n_slots: int
     tables: dict[str, AddressTable]  # spike source -> table (graph order)
@@ -191,8 +197,8 @@ class EventNetwork:
     host_fed: list[str]  # consumers whose tree reads the real-valued input
     const: np.ndarray  # (n_slots,) per-timestep constant current (fire bias + tree biases)
     beta: np.ndarray  # (n_slots,)
-    theta: np.ndarray  # (n_slots,), 1 for output slots
-    D: np.ndarray  # (n_slots,) int, 0 for output slots
+    theta: np.ndarray  # (n_slots,), 1 for relay and output slots
+    D: np.ndarray  # (n_slots,) int, 0 for relay and output slots
     fires: np.ndarray  # (n_slots,) bool: slot belongs to a fire population
     stateful: np.ndarray  # (n_slots,) bool
     enabled: np.ndarray  # (n_slots,) bool: False for SSC-masked neurons
@@ -221,7 +227,13 @@ def _check(graph: Graph) -> None:
 
 
 def _leaf(n: Node) -> bool:
-    return n.op in ("fire", "input")
+    """A source of current trees: a neuron's spikes, a relay's value or the input."""
+    return n.op in ("fire", "relay", "input")
+
+
+def _source(n: Node) -> bool:
+    """A node that owns an address table: a fire, a relay or a spike input."""
+    return n.op in ("fire", "relay") or (n.op == "input" and n.kind == SPIKE)
 
 
 @dataclass
@@ -322,9 +334,9 @@ def _compose(g: Graph, conv_masks: dict | None = None, centre: bool = False):
                     key = (leaf, None, "site")  # one value per leaf: merges sum in graph order
                 out[key] = out[key] + m2 if key in out else m2
             vals[n.name] = out
-        if n.op != "input" and any(i in host_dep for i in n.inputs) and n.op != "fire":
+        if n.op not in ("input", "fire", "relay") and any(i in host_dep for i in n.inputs):
             host_dep.add(n.name)
-        if n.op in ("fire", "output"):
+        if n.op in ("fire", "relay", "output"):
             root = n.inputs[0]
             sources_of[n.name] = []
             merged: dict = {}
@@ -346,8 +358,8 @@ def _compose(g: Graph, conv_masks: dict | None = None, centre: bool = False):
 
 
 def projection_matrix(graph: Graph, consumer: str, source: str, masks=None) -> sp.csr_matrix:
-    """The composed synaptic map of one consumer (a fire population or the output node) with
-    respect to one spike leaf (a fire population or a spike input): a (N_consumer, N_source)
+    """The composed synaptic map of one consumer (a fire population, a relay or the output node)
+    with respect to one source (a fire population, a relay or a spike input): a (N_consumer, N_source)
     scipy csr matrix, all paths from the source through the consumer's current tree summed
     (merges included; zero entries kept as scipy leaves them). `masks`: static SSC `SiteMasks`
     (rows of masked conv sites dropped). Stable API, shared with other backends."""
@@ -355,7 +367,7 @@ def projection_matrix(graph: Graph, consumer: str, source: str, masks=None) -> s
     conv_masks = getattr(masks, "conv", {}) or {}
     blocks, sources_of, _, _ = _compose(graph, conv_masks)
     if consumer not in sources_of:
-        raise SnnccError(f"{consumer} is not a consumer (fire population or output)", where=f"node {consumer}")
+        raise SnnccError(f"{consumer} is not a consumer (fire population, relay or output)", where=f"node {consumer}")
     ms = [m for c, _, m in blocks.get(source, []) if c == consumer]
     if not ms:
         return sp.csr_matrix((int(math.prod(graph[consumer].shape)), int(math.prod(graph[source].shape))))
@@ -378,9 +390,13 @@ def build_network(graph: Graph, masks=None) -> EventNetwork:
         if g.inputs[0].kind != SPIKE:
             raise SnnccError("centre-spiked SSC in the event simulator needs a spike input (events at sites)",
                              where=f"node {g.inputs[0].name}", hint="use dense_ssc(..., mode='centre')")
+        relay = next((n for n in g.nodes if n.op == "relay"), None)
+        if relay is not None:
+            raise SnnccError("centre-spiked SSC gates sites by their spikes; a relay sends graded values, not spikes",
+                             where=f"node {relay.name}", hint="compile with residual=fanin, or use dense_ssc")
     conv_masks = getattr(masks, "conv", {}) or {}
     neuron_masks = getattr(masks, "neurons", {}) or {}
-    consumers = [n for n in g.nodes if n.op == "fire"] + [g.output]
+    consumers = [n for n in g.nodes if n.op in ("fire", "relay")] + [g.output]
     offsets, off = {}, 0
     for c in consumers:
         k = int(math.prod(c.shape))
@@ -401,9 +417,7 @@ def build_network(graph: Graph, masks=None) -> EventNetwork:
     consumer_gates: dict[str, list[int]] = {}
     wmax = np.zeros(n_slots)
     for n in g.nodes:
-        if n.name not in blocks and not (_leaf(n) and (n.op == "fire" or n.kind == SPIKE)):
-            continue
-        if not (n.op == "fire" or (n.op == "input" and n.kind == SPIKE)):
+        if not _source(n):
             continue
         rows, cols, data, targets, gsite = [], [], [], [], []
         for cname, gate, m in blocks.get(n.name, []):
@@ -488,17 +502,17 @@ def _interp(g: Graph, masks, biases: bool) -> Interpreter:
 
 
 def _constants(g: Graph, consumers, offsets, n_slots, masks) -> np.ndarray:
-    """Fire bias + the affine constant of every consumer's tree (the tree on all-zero leaves).
+    """Fire (or relay) bias + the affine constant of every consumer's tree (the tree on all-zero leaves).
     Zero values are tracked as None, so only ops with a bias (and their users) are evaluated."""
     aff = _interp(g, masks, True)
     env: dict = {}
     const = np.zeros(n_slots)
     for n in g.nodes:
-        if n.op in ("fire", "output"):
+        if n.op in ("fire", "relay", "output"):
             env[n.name] = None
             v = env[n.inputs[0]]
             c = np.zeros(int(math.prod(n.shape))) if v is None else v[0].numpy().ravel()
-            if n.op == "fire" and "bias" in n.params:
+            if n.op != "output" and "bias" in n.params:
                 c = c + np.broadcast_to(n.params["bias"], n.shape).ravel()
             const[slice(*offsets[n.name])] = c
         elif n.op == "input":
@@ -525,9 +539,7 @@ def _host_currents(net: EventNetwork, xt: torch.Tensor) -> dict[str, np.ndarray]
     for n in g.nodes:
         if n.op == "input":
             env[n.name] = xt
-        elif n.op == "fire":
-            env[n.name] = None
-        elif n.op == "output":
+        elif n.op in ("fire", "relay", "output"):
             env[n.name] = None
         else:
             args = [env[i] for i in n.inputs]

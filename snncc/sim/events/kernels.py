@@ -80,16 +80,17 @@ RANK_LIMIT = float(2 ** 26)  # RS_ = step * RANK_LIMIT + contributions so far: e
 
 
 @numba.njit(cache=True, nogil=True)
-def _ideal(indptr, slots, weights, gate, first, gated, gopen, rows, samples, mult, S, acc):
+def _ideal(indptr, slots, weights, gate, first, gated, gopen, rows, samples, mult, S, acc, graded):
     """acc[g] += (sum of an event's open group weights) * mult, in event then table order, into a
-    zero scratch. Returns synops (contributions times multiplicity)."""
+    zero scratch. Returns synops (contributions times multiplicity; `graded`: mult is a relay's
+    value carried by one message, so one synaptic op per contribution)."""
     synops = 0
     for e in range(rows.size):
         a = rows[e]
         b = samples[e]
         off = b * S
         m = mult[e]
-        mi = int(m)
+        mi = 1 if graded else int(m)
         j = indptr[a]
         end = indptr[a + 1]
         if not gated:
@@ -413,14 +414,15 @@ class Scratch:
         return self.em_rank, self.em_slot, self.em_key, self.em_n
 
 
-def deliver_ideal(flat: FlatTables, gopen, src: int, rows, samples, mult, B, S, state, scratch: Scratch) -> int:
+def deliver_ideal(flat: FlatTables, gopen, src: int, rows, samples, mult, B, S, state, scratch: Scratch,
+                  graded: bool = False) -> int:
     """Burst events (rows, samples, multiplicities) of one batch from source `src` into the
     membranes (state[:, V_]) as one sum per neuron; returns synaptic ops (contributions times
-    multiplicity)."""
+    multiplicity; `graded`: a relay's messages, whose mult is a value: one op per contribution)."""
     if rows.size == 0:
         return 0
     syn = _ideal(flat.indptr, flat.slots32, flat.weights, flat.gate, flat.first, flat.gated, gopen,
-                 rows, samples, mult, S, scratch.acc)
+                 rows, samples, mult, S, scratch.acc, graded)
     _flush(state, scratch.acc, int(flat.lo[src]), int(flat.hi[src]), B, S)
     return syn
 
@@ -465,7 +467,7 @@ def compile_seconds() -> float:
     gopen = np.zeros((1, 1), dtype=np.bool_)
     rec = lambda: (np.zeros(2, np.int64), np.zeros(2, np.int64), np.zeros(2, np.int64), np.zeros(2))  # noqa: E731
     for gated in (False, True):
-        _ideal(i1, z32, f, gate, first, gated, gopen, z, z, f, 1, np.zeros(1))
+        _ideal(i1, z32, f, gate, first, gated, gopen, z, z, f, 1, np.zeros(1), False)
         for speck in (False, True):
             _sequential(i1, z32, f, gate, first, gated, gopen, z, z, 1, 0, np.zeros((1, N_STATE)), np.zeros(1), f,
                         f, speck, 1, *rec())

@@ -1,9 +1,9 @@
 """Results of the event-driven simulator: `EventResult` (counts, output, events, synaptic
-operations, peak bursts) and its agreement with the integer model (`compare`, `Agreement`)."""
+operations, peak bursts, relay messages) and its agreement with the integer model (`compare`, `Agreement`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -20,6 +20,7 @@ class EventResult:
     policy: str = "ideal"
     order: str = "layer"
     agreement: "Agreement | None" = None
+    messages: dict[str, torch.Tensor] = field(default_factory=dict)  # relay -> (B, *shape) messages, over T
 
     @property
     def total_events(self) -> int:

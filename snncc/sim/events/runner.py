@@ -32,7 +32,17 @@ Firing policies:
   -2^15 in chip units, chip unit = 1/scale with scale = min(127/max|w|, 32767/max(theta, |beta|,
   |bias|)), the per-layer quantisation scale of the Speck backend). No per-window cap unless
   `speck_cap_D=True` (the chip knows no windows).
-Results: counts per population (summed over T), output (accumulated output currents, mean over
+Relays (residual-stream accumulators, `relay` op; ideal policy only): a relay is a population of
+the loop that integrates its tree like a neuron and, once its input is complete, forwards its
+accumulated value (its window's current plus its constant) as one graded message per neuron with
+a nonzero value: an event whose multiplicity is that value, delivered to the stream's consumers
+(weight x value, one synaptic op per contribution). Its consumers then see exactly the current
+the reference executor's relay emits (up to float association, as for a neuron's membrane), so
+the counts equal the reference's. greedy/speck are refused on a graph with relays: a relay
+forwards a window's total, which a per-event firing rule has no moment for (compile with
+residual=fanin for those policies).
+Results: counts per population (summed over T), relay messages per relay (nonzero values, summed
+over T), output (accumulated output currents, mean over
 T), total events (emitted spikes, plus input spike events), synaptic operations (contributions
 delivered, multiplicity included), and the peak burst per population: the largest number of
 events one population emitted for one sample within one burst window, a burst window being one
@@ -148,6 +158,8 @@ class _Run:
             self.slot_pop[slice(*net.offsets[c])] = i
         self.events = {s: 0 for s in net.tables}
         self.peak = {c: 0 for c in net.consumers if net.graph[c].op == "fire"}
+        self.relays = [c for c in net.consumers if net.graph[c].op == "relay"]
+        self.messages = {c: np.zeros((B, net.offsets[c][1] - net.offsets[c][0])) for c in self.relays}
         self.synops = 0
         self.steps = 0
         self.clock = 0
@@ -252,7 +264,8 @@ class _Run:
         for bt in batches:
             rows, b = self._rows(bt)
             self.synops += kernels.deliver_ideal(self.flat, gopen, self.src_index[bt.src], rows, b, bt.mult, self.B,
-                                                 self.net.n_slots, self.state, self.scratch)
+                                                 self.net.n_slots, self.state, self.scratch,
+                                                 graded=bt.src in self.messages)
 
     def deliver_sequential(self, ordered: list[tuple[_Batch, np.ndarray]]) -> list[_Batch]:
         """Events in a given sequential order (per batch, positions in the step); every neuron
@@ -323,6 +336,19 @@ class _Run:
         self.V[idx] = v
         return self._emit(idx, n, np.zeros(idx.size, dtype=np.int64))
 
+    def forward_relay(self, cname: str) -> list[_Batch]:
+        """ideal: the relay's input is complete: one graded message per neuron with a nonzero
+        value, the value as its multiplicity (the relay is stateless: reset at the next timestep)."""
+        lo, hi = self.net.offsets[cname]
+        v = self.state.reshape(self.B, self.net.n_slots, self.state.shape[1])[:, lo:hi, kernels.V_]
+        nz = v != 0.0
+        self.messages[cname] += nz
+        gid = np.flatnonzero(nz)  # sample * neurons + address, as a batch's global ids
+        self.events[cname] += int(gid.size)
+        if gid.size == 0:
+            return []
+        return [_Batch(cname, gid, v.ravel()[gid].copy(), np.zeros(gid.size, dtype=np.int64))]
+
     # -- one timestep --
     def timestep(self, t: int, spikes_in: np.ndarray | None, host: dict[str, np.ndarray]) -> np.ndarray:
         net, B, S = self.net, self.B, self.net.n_slots
@@ -380,7 +406,7 @@ class _Run:
                 self.clock += sum(int(bt.gid.size) for bt, _ in step)
                 pool += new
         if self.policy == "ideal":
-            missing = [c for c in net.consumers if net.graph[c].op == "fire" and c not in complete]
+            missing = [c for c in net.consumers if net.graph[c].op != "output" and c not in complete]
             if missing:
                 raise SnnccError(f"populations never completed: {missing}", where="event loop")
         if self.gates:  # centre SSC: neurons whose gates stayed closed keep no state (membrane beta)
@@ -398,12 +424,12 @@ class _Run:
             changed = False
             pending = {bt.src for bt in pool + out if bt.gid.size}
             for c in net.consumers:
-                if c in complete or net.graph[c].op != "fire":
+                if c in complete or net.graph[c].op == "output":
                     continue
                 srcs = net.sources_of[c]
                 if all(s in complete for s in srcs) and not any(s in pending for s in srcs):
                     complete.add(c)
-                    out += self.fire_complete(c)
+                    out += self.forward_relay(c) if c in self.messages else self.fire_complete(c)
                     changed = True
                     break  # its events are pending now: recompute
         return out
@@ -517,6 +543,11 @@ def _simulate(graph_or_net, x, policy="ideal", order="layer", seed=0, chunk=4096
         raise SnnccError(f"chunk must be >= 1, got {chunk}")
     net = graph_or_net if isinstance(graph_or_net, EventNetwork) else build_network(graph_or_net)
     g = net.graph
+    relay = next((n for n in g.nodes if n.op == "relay"), None)
+    if relay is not None and policy != "ideal":
+        raise SnnccError(f"the {policy} policy fires per event, but a relay forwards a whole window's value: the event "
+                         f"simulator runs relays under the ideal policy only", where=f"node {relay.name}",
+                         hint="use policy='ideal', or compile with residual=fanin")
     xs = timestep_inputs(g, x, torch.float64)
     B = int(xs[0].shape[0])
     inp = g.inputs[0]
@@ -541,7 +572,9 @@ def _simulate(graph_or_net, x, policy="ideal", order="layer", seed=0, chunk=4096
     for c in net.consumers:
         if g[c].op == "fire":
             counts[c] = torch.from_numpy(C[:, slice(*net.offsets[c])].copy()).reshape((B,) + g[c].shape)
-    res = EventResult(out, counts, dict(run.events), run.synops, dict(run.peak), run.steps, policy, order)
+    messages = {c: torch.from_numpy(m).reshape((B,) + g[c].shape) for c, m in run.messages.items()}
+    res = EventResult(out, counts, dict(run.events), run.synops, dict(run.peak), run.steps, policy, order,
+                      messages=messages)
     if reference:
         from snncc.sim import reference as ref_mod
 
