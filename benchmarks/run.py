@@ -87,7 +87,7 @@ COMMAND_NOTE = (
     "artefact writer). The artefact stores the model's weights once, as float32 in `traced.npz`; the deployed "
     "graph names them times its float64 fold factors, recomputed bit for bit at load (`snncc/ir/derived.py`). "
     "What is left of the time is the compile report's static synapse counts (`estimate.plan.path_counts`: "
-    "one structural forward + backward per population input at full resolution) and `torch.export.load`. Per-parameter time falls with size (fixed costs dominate at 5.1M); no 173M row: its export and compile take about 2x the 83M memory (3.7 GB peak for the command) and minutes on a shared machine.\n")
+    "one structural forward + backward per population input at full resolution) and `torch.export.load`. Per-parameter time falls with size (fixed costs dominate at 5.1M); at 173M the command peaks at 7.0 GB and misses the 2x goal (2.7x: the compile report's static analysis takes 17 s of 31 s) while trace + passes per parameter stay within 1.5x (shared 2-core machine, a CI run alongside).\n")
 
 
 def benchmarks(args, reps) -> list[tuple[str, str, list[str], str]]:
@@ -156,7 +156,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="fewer repeats everywhere")
     ap.add_argument("--memory-size", default="10M", help="E-SpikeFormer size of the memory benchmark")
-    ap.add_argument("--command-sizes", default="5.1M,19M,83M", help="E-SpikeFormer sizes of the whole-command benchmark")
+    ap.add_argument("--command-sizes", default="5.1M,19M,83M,173M", help="E-SpikeFormer sizes of the whole-command benchmark")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--only", default=None,
                     help="comma-separated benchmark scripts (e.g. bench_events,bench_sinabs): run just those and "
