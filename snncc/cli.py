@@ -131,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--backend", default="snncc",
                     help="snncc (our simulators) or a target with its own simulator, e.g. lava (Loihi in Lava)")
     _add_input_args(sm)
+    sm.add_argument("--populations", metavar="NAME[,NAME...]",
+                    help="with --backend lava: run only these populations, their inputs from outside taken from "
+                         "the reference run, and compare their counts with it")
+    sm.add_argument("--chip", type=int, metavar="K",
+                    help="with --backend lava: run the populations placed on chip K (artefact's lava/mapping.json)")
     sm.add_argument("--events", metavar="FILE",
                     help="event recordings (.npy/.npz, tonic-style x, y, t, p; t in us): run them in time order "
                          "through the asynchronous simulator; report latency, SynOps/s per core, power")
@@ -314,6 +319,11 @@ def cmd_simulate(args) -> int:
     if args.data and os.path.isdir(args.data) and args.backend == "snncc":
         return _simulate_shards(args, dep)
     x = _inputs(args, dep.deployed)
+    if args.populations is not None or args.chip is not None:
+        names = [p for p in args.populations.split(",") if p] if args.populations is not None else None
+        r = dep.simulate(x, backend=args.backend, populations=names, chip=args.chip)
+        print(r.table())
+        return 0 if r.ok else 1
     ref = dep.reference(x, device=args.device)
     if args.backend != "snncc":
         r = dep.simulate(x, backend=args.backend)
