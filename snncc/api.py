@@ -85,15 +85,26 @@ class Deployment:
             return to_cpu(run(self.deployed, x))
 
     def simulate(self, data=None, schedule: str = "exact", backend: str = "snncc", samples: int = 16, seed: int = 0,
-                 options: dict | None = None, device: str | None = None):
+                 options: dict | None = None, device: str | None = None, populations: list[str] | None = None,
+                 chip: int | None = None):
         """snncc's synchronous simulation (`schedule` "exact" -> SyncResult, "streaming" ->
         StreamingReport against the reference), or the target's own simulator (`backend`, e.g.
-        "lava": the Lava processes of the loihi target)."""
+        "lava": the Lava processes of the loihi target). `populations` / `chip` (backend lava): only
+        those populations, or one chip's share of the artefact's mapping, with their boundary inputs
+        from the reference (the target's `simulate_part`: counts per population against it)."""
         x = self.inputs(data, samples, seed)
+        part = populations is not None or chip is not None
+        if part and backend == "snncc":
+            raise SnnccError("populations / chip choose a sub-graph for a target's simulator", where="--populations",
+                             hint="add --backend lava")
         if backend != "snncc":
             from snncc.targets import get as get_target
 
             tgt = get_target({"lava": "loihi"}.get(backend, backend))
+            if part:
+                if not hasattr(tgt, "simulate_part"):
+                    raise TargetError(f"target {tgt.name} cannot simulate a sub-graph", where="--populations")
+                return tgt.simulate_part(self.deployed, x, populations, chip, self.files, options)
             if not hasattr(tgt, "simulate"):
                 raise TargetError(f"target {tgt.name} has no simulator", where="backend", hint="use backend='snncc'")
             return tgt.simulate(self.deployed, x, options) if options else tgt.simulate(self.deployed, x)

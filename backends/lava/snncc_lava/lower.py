@@ -106,10 +106,13 @@ def synapse(w, delay: int, bits: int, fixed: dict | None = None) -> list:
     return chain
 
 
-def run_network(net: Network, x, emit: str = "burst", qnet: QNetwork | None = None) -> LavaResult:
+def run_network(net: Network, x, emit: str = "burst", qnet: QNetwork | None = None,
+                currents: dict | None = None) -> LavaResult:
     """Run `net` on x in Lava: floating_pt, or fixed_pt with the integers of `qnet` (a quantisation
     of the same `net`): Sparse with int8 mantissas + weight_exp (sign_mode MIXED), WindowBurstIF and
-    SpikeProduct fixed_pt, int32 RingBuffers, the host activation of `fixed.host_activation`."""
+    SpikeProduct fixed_pt, int32 RingBuffers, the host activation of `fixed.host_activation`.
+    `currents`: population -> (K, N) host currents in stream order, instead of the encoding
+    currents of x (a sub-graph's boundary inputs, `part`)."""
     g = net.graph
     xs, B = batch_stream(g, x)
     K = xs.shape[0]  # windows streamed
@@ -129,7 +132,7 @@ def run_network(net: Network, x, emit: str = "burst", qnet: QNetwork | None = No
                                       stateful=p.stateful, emit=emit, fixed=fx, relay=p.relay, name=p.name)
         n_procs += 1
         if p.host_input:
-            cur = host_currents(net, p.name, xs).numpy()  # (K, N)
+            cur = currents[p.name] if currents is not None else host_currents(net, p.name, xs).numpy()  # (K, N)
             if fixed:
                 cur = host_activation(qnet.populations[p.name], cur)[0]
             data = np.zeros((p.size, steps), dtype)

@@ -285,14 +285,14 @@ def unsupported(g: Graph) -> list[str]:
 BYTES_PER_SYNAPSE = 24  # building a scipy sparse matrix: COO int64 row + col + float64 value per entry
 
 
-def materialised_synapses(g: Graph) -> int:
+def materialised_synapses(g: Graph, nodes=None) -> int:
     """Synapses this lowering stores explicitly (sparse matrices, one entry per connection): every
     conv, linear and pooling op of the current trees by its fan-in, an upper bound of the
     composed matrices' entries. Lava's CPU processes hold them as CSR, so this grows with the
     maps' size: 224x224 E-SpikeFormer needs tens of GB (the chip mapping, `mapping`, costs
     convolutions as shared kernels instead and never builds these matrices)."""
     total = 0
-    for n in g.nodes:
+    for n in g.nodes if nodes is None else nodes:
         if n.op == "conv":
             w = n.params["weight"]
             total += int(np.prod(n.shape)) * int(np.prod(w.shape[1:]))
@@ -305,16 +305,33 @@ def materialised_synapses(g: Graph) -> int:
     return total
 
 
-def memory_problems(g: Graph) -> list[str]:
-    """Refuse before allocating: the explicit synapse matrices must fit in the memory available."""
+def memory_problems(g: Graph, nodes=None) -> list[str]:
+    """Refuse before allocating: the explicit synapse matrices must fit in the memory available
+    (of the whole graph, or of the current-tree `nodes` of a sub-graph, `part`)."""
     from snncc.resources import available_bytes, fmt_bytes
 
-    syn = materialised_synapses(g)
+    syn = materialised_synapses(g, nodes)
     need, have = syn * BYTES_PER_SYNAPSE, available_bytes()
     if need > have:
         return [f"the Lava lowering stores {syn:,} synapses as explicit sparse matrices (about {fmt_bytes(need)} "
                 f"while building); this machine has {fmt_bytes(have)} available"]
     return []
+
+
+def population(n: Node, D: int, level: int, host: bool, ev: TreeEvaluator) -> Population:
+    """The population of fire or relay node n at `level`; `host`: its current (constant included)
+    is streamed in from the host, else the tree's constant is the population's own."""
+    size = math.prod(n.shape)
+    bias = n.params.get("bias")
+    bias = np.zeros(size) if bias is None else np.broadcast_to(bias, n.shape).reshape(-1).astype(np.float64)
+    const = np.zeros(size) if host else ev.constant(n)  # host currents carry the constant
+    if n.op == "relay":
+        if n.attrs["D"] != D:
+            raise TargetError(f"relay window D={n.attrs['D']} differs from the network's D={D}",
+                              where=f"node {n.name}", hint="one D per network")
+        return Population(n.name, n.shape, D, 1.0, 0.0, bias, const, False, level, level * (D + 1), host, relay=True)
+    return Population(n.name, n.shape, D, float(n.attrs["theta"]), float(n.attrs["beta"]), bias,
+                      const, bool(n.attrs["stateful"]), level, level * (D + 1), host)
 
 
 def build(g: Graph) -> Network:
@@ -361,19 +378,7 @@ def build(g: Graph) -> Network:
         if n.op not in ("fire", "relay"):
             continue
         host, level, p = wire(n)
-        size = math.prod(n.shape)
-        bias = n.params.get("bias")
-        bias = np.zeros(size) if bias is None else np.broadcast_to(bias, n.shape).reshape(-1).astype(np.float64)
-        const = np.zeros(size) if host else ev.constant(n)  # host currents carry the constant
-        if n.op == "relay":
-            if n.attrs["D"] != D:
-                raise TargetError(f"relay window D={n.attrs['D']} differs from the network's D={D}",
-                                  where=f"node {n.name}", hint="one D per network")
-            pops[n.name] = Population(n.name, n.shape, D, 1.0, 0.0, bias, const, False, level, level * (D + 1),
-                                      host, relay=True)
-        else:
-            pops[n.name] = Population(n.name, n.shape, D, float(n.attrs["theta"]), float(n.attrs["beta"]), bias,
-                                      const, bool(n.attrs["stateful"]), level, level * (D + 1), host)
+        pops[n.name] = population(n, D, level, host, ev)
         projs += p
     out = g.output
     host, level, p = wire(out)

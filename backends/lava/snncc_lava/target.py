@@ -1,7 +1,8 @@
 """`LoihiTarget`: the snncc target plugin for Loihi 2 through Lava (entry point `loihi`).
 
 check -> rules the deployed graph breaks for the Lava lowering; emit -> the network description
-(`describe`); simulate -> run the network in Lava floating_pt or fixed_pt (`lower`). Lava is
+(`describe`); simulate -> run the network in Lava floating_pt or fixed_pt (`lower`); simulate_part
+-> run chosen populations (or one chip's share) with boundary inputs from the reference (`part`). Lava is
 imported lazily, on the first simulate, so listing targets or emitting never starts the Lava
 runtime.
 
@@ -74,8 +75,8 @@ def _refuse_unbuildable(graph: Graph) -> None:
     problems = network.memory_problems(graph)
     if problems:
         raise TargetError(problems[0], where="loihi simulate",
-                          hint="Lava's CPU simulation of a sub-graph is not implemented yet; "
-                               "use snncc simulate --backend snncc or snncc estimate")
+                          hint="run a sub-graph in Lava: snncc simulate OUT --backend lava --populations NAME[,NAME] "
+                               "or --chip K (or --backend snncc)")
 
 
 def _emit_mode(options: dict | None) -> str:
@@ -177,6 +178,20 @@ class LoihiTarget:
         _refuse_unbuildable(graph)
         from snncc_lava.lower import simulate
         return simulate(graph, x, _emit_mode(options), options.get("precision", "float"))
+
+    def simulate_part(self, graph: Graph, x, populations: list[str] | None = None, chip: int | None = None,
+                      files: dict | None = None, options: dict | None = None):
+        """Run the chosen populations (or those with a piece on `chip` in the artefact `files`'
+        lava/mapping.json) in Lava floating_pt with boundary inputs teacher-forced from the
+        reference; returns a part.PartResult (per-population counts against the reference)."""
+        from snncc_lava import part
+
+        options = _check_options(options)
+        if options.get("precision", "float") != "float":
+            raise TargetError("a sub-graph runs in floating_pt only", where="loihi option precision",
+                              hint="precision=float, or simulate the whole model")
+        names = list(populations or []) + (part.chip_populations(files or {}, chip) if chip is not None else [])
+        return part.simulate(graph, x, names, only_fire=not populations, emit=_emit_mode(options))
 
     def reference(self, graph: Graph, x, options: dict | None = None):
         """snncc's own model of what this target computes, without Lava: the fixed-point integer

@@ -27,6 +27,15 @@ def assert_counts_equal(g, x, res):
     return ref
 
 
+def stateful_multistep(conv_chain):
+    """ConvChain at T = 3 with stateful neurons and its (T, B, *in) input: the carried membrane matters."""
+    g = conv_chain.clone()
+    g.T = 3
+    for n in g.neurons():
+        n.attrs["stateful"] = True
+    return g, torch.rand((3, 2, 2, 8, 8), generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 1.5
+
+
 def deployed(cls, seed=0, **kw):
     torch.manual_seed(seed)
     m = randomize_bn(cls(**kw), seed)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import assert_counts_equal
+from conftest import assert_counts_equal, stateful_multistep
 
 from snncc.ir.graph import Graph, Node
 from snncc.sim import reference
@@ -75,11 +75,7 @@ def test_conv_chain_counts_equal_reference(conv_chain, emit):
 
 
 def test_conv_chain_stateful_multistep(conv_chain):
-    g = conv_chain.clone()
-    g.T = 3
-    for n in g.neurons():
-        n.attrs["stateful"] = True
-    x = torch.rand((3, 2, 2, 8, 8), generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 1.5
+    g, x = stateful_multistep(conv_chain)
     res = simulate(g, x)
     ref = assert_counts_equal(g, x, res)
     # the carried membrane matters: the same graph without state counts differently
