@@ -84,6 +84,17 @@ class Deployment:
         with use_device(device):
             return to_cpu(run(self.deployed, x))
 
+    def event_graph(self) -> tuple[Graph, str]:
+        """The graph the target's chip runs on event recordings (`snncc simulate --events`) and a
+        one-line account of it: the target's `event_graph` hook (speck: the chip integers, calibrated
+        thresholds and readout it emitted), otherwise the deployed graph itself."""
+        from snncc.targets import get as get_target
+
+        fn = getattr(get_target(self.target), "event_graph", None) if self.target != "sim" else None
+        if fn is None or not self.files:
+            return self.deployed, "the deployed graph (the integer model)"
+        return fn(self.deployed, self.files, self.manifest.get("target_options") or {})
+
     def simulate(self, data=None, schedule: str = "exact", backend: str = "snncc", samples: int = 16, seed: int = 0,
                  options: dict | None = None, device: str | None = None, populations: list[str] | None = None,
                  chip: int | None = None):

@@ -316,8 +316,9 @@ def cmd_simulate(args) -> int:
         sensor = parse_shape(args.sensor_size, "--sensor-size") if args.sensor_size else None
         if args.bin_us is not None and not (0 < args.bin_us < float("inf")):
             raise SnnccError(f"--bin-us must be a positive number of microseconds, got {args.bin_us}", where="--bin-us")
-        _, text = run_recordings(dep.deployed, args.events, sensor, bin_us=args.bin_us, policy=args.policy,
-                                 samples=args.samples)
+        g, what = dep.event_graph()
+        _, text = run_recordings(g, args.events, sensor, bin_us=args.bin_us, policy=args.policy, samples=args.samples)
+        print(f"network: {what}")
         print(text)
         return 0
     if args.backend == "snncc" and (args.populations is not None or args.chip is not None):

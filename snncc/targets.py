@@ -5,7 +5,8 @@ refuses any other key), optionally `validate_options(options) -> options`, `chec
 list[str]` (every rule the deployed graph violates; empty when it fits) and `emit(graph,
 options) -> dict[str, bytes]` (extra artefact files); optionally `profile` (a chip profile name:
 `residual_lowering` prices fan-in vs relays with it) or `lowering_options(options) -> dict` (that
-pass's options for a target mode). The core ships `sim` (snncc's own simulators); chip targets are separate
+pass's options for a target mode), `event_graph(graph, files, options) -> (Graph, text)` (what
+its chip runs on event recordings, for `simulate --events`), `report_section(files) -> str`. The core ships `sim` (snncc's own simulators); chip targets are separate
 packages under `backends/`, so the core never imports a chip SDK.
 """
 

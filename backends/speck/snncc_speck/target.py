@@ -24,7 +24,7 @@ from snncc.ir.graph import Graph
 
 from snncc_speck import config as chip_config_mod
 from snncc_speck import sinabs_net
-from snncc_speck.calibrate import READOUTS, THRESHOLDS, calibrate, scale_thresholds
+from snncc_speck.calibrate import READOUTS, THRESHOLDS, calibrate, chip_graph, scale_thresholds
 from snncc_speck.chip import Chip, load_chip
 from snncc_speck.lower import Lowered, SpeckLayer, lower, with_readout
 from snncc_speck.mapping import Placement, core_table, destination_problems, memory_problems, memory_table, place
@@ -268,6 +268,26 @@ class SpeckTarget:
                 f"integer model under the Speck rule (one spike per input event): default "
                 f"{c['agreement_default']:.2%} -> chosen {c['agreement_chosen']:.2%}. The integer model "
                 f"(ir.json) is unchanged and stays the reference.\n")
+
+    def event_graph(self, graph: Graph, files: dict[str, bytes], options: dict | None = None) -> tuple[Graph, str]:
+        """What the chip runs on events, as an snncc graph: the lowered cores with the emitted chip
+        integers (8-bit weights, 16-bit thresholds), the calibrated threshold factors and readout
+        recorded in speck_config.json (`snncc_speck.calibrate.chip_graph`), and a one-line account."""
+        import json
+
+        options = dict(options or {})
+        cfg = json.loads(files["speck_config.json"])
+        c = cfg.get("calibration") or {}
+        readout = cfg.get("readout", "spikes")
+        rt = c.get("readout_threshold") if c else options.get("readout_threshold", 1.0)
+        rt = 1.0 if rt is None or readout == "membrane" else float(rt)
+        factors = c.get("threshold_factors") or None
+        policy = options.get("scale_policy", "max")
+        g = chip_graph(graph, factors, readout, rt, chip=load_chip(str(options.get("chip", "speck"))),
+                       scale_policy=policy)
+        fac = f"{len(factors)} calibrated threshold factor(s)" if factors else "deployed thresholds"
+        ro = "membrane readout" if readout == "membrane" else f"spike readout (threshold {rt:g})"
+        return g, f"the Speck chip network ({cfg.get('chip', 'speck')} integers, scale_policy {policy}, {fac}, {ro})"
 
     def memory_table(self, graph: Graph) -> str:
         """Kernel/neuron/bias memory per core and per layer (for the compile report)."""

@@ -151,3 +151,47 @@ def test_compile_records_choices_in_manifest_and_report(tmp_path):
     plain = snncc.compile(model, input_shape=(2, 8, 8), target="speck", input_kind="spike")
     assert dep.files["ir.npz"] == plain.files["ir.npz"]  # the integer model is unchanged: only the chip config is
     assert dep.files["speck_config.json"] != plain.files["speck_config.json"]
+
+
+def test_event_graph_is_what_the_chip_was_configured_with(tmp_path):
+    """`Deployment.event_graph` (what `simulate --events` runs on a speck artefact): the chip
+    integers, the calibrated threshold factors and the readout recorded in speck_config.json."""
+    from snncc.api import Deployment
+    from snncc_speck.chip import load_chip
+
+    g = hidden()
+    tgt = SpeckTarget()
+    opts = check_options(tgt, {"thresholds": "calibrated", "readout": "membrane",
+                               "calibration_data": _npz(tmp_path, X)})
+    plain, what = Deployment("speck", g, g, {"target_options": {}}, tgt.emit(g, {})).event_graph()
+    assert what == ("the Speck chip network (speck integers, scale_policy max, deployed thresholds, "
+                    "spike readout (threshold 1))")
+    # deployed thresholds: f fires on the partial sum +1 (the integer model does not: 1 - 1 = 0)
+    assert speck_run(plain, X).counts["f"].sum() == 1 and run(g, X).counts["f"].sum() == 0
+    cal, what = Deployment("speck", g, g, {"target_options": opts}, tgt.emit(g, opts)).event_graph()
+    assert what.endswith("1 calibrated threshold factor(s), membrane readout)")
+    r = speck_run(cal, X)
+    assert r.counts["f"].sum() == 0 and r.output.flatten().tolist() == [0.0, 0.0]  # the membranes: logits (0, 0)
+    same = speck_run(chip_graph(g, {"f": 1 + 0.6 / 2 ** 7}, "membrane", chip=load_chip("speck")), X)
+    assert torch.equal(r.output, same.output)
+    dep = Deployment("sim", g, g, {}, {"ir.json": b""})
+    assert dep.event_graph() == (g, "the deployed graph (the integer model)")
+
+
+def test_simulate_events_runs_the_chip_network(tmp_path):
+    from snncc.models.speck import speck_cnn
+    from snncc.nn import MultiStep
+    from snncc.sim.event_streams import dense_to_stream, write_events
+
+    import snncc
+
+    torch.manual_seed(0)
+    model = MultiStep(speck_cnn(channels=(4,), input_size=8, pools=(2,), kernel_sizes=3, D=2), 2)
+    snncc.compile(model, input_shape=(2, 8, 8), target="speck", input_kind="spike").save(str(tmp_path / "out"))
+    x = (torch.rand(2, 3, 2, 8, 8) < 0.3).double()
+    streams = [dense_to_stream(x[:, i].numpy(), 1000.0) for i in range(3)]
+    write_events(str(tmp_path / "ev.npz"), streams, np.zeros(3, dtype=np.int64))
+    r = subprocess.run([sys.executable, "-m", "snncc.cli", "simulate", str(tmp_path / "out"), "--events",
+                        str(tmp_path / "ev.npz"), "--bin-us", "1000"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0].startswith("network: the Speck chip network (speck integers")
