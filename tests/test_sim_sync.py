@@ -142,6 +142,50 @@ def test_streaming_cannot_take_back_early_spikes():
     assert "prediction agreement 0.5000" in t and t.splitlines()[1].split() == ["n", "4", "1", "0.5000", "1", "3"]
 
 
+def skip_graph(relay: bool = False):
+    """a = fire(x), b = fire(a), c = fire(a - b / 2): c reads a over a level-skipping projection
+    (fan-in form), or through a relay of a's projection (relay form): c is at level 3 either way."""
+    w = lambda v: {"weight": np.array([[v]])}  # noqa: E731
+    fire = {"D": 4, "rounding": "floor"}
+    skip = ([Node("pa", "linear", ["a"], params=w(1.0)), Node("r", "relay", ["pa"], {"D": 4})] if relay
+            else [Node("pa", "linear", ["a"], params=w(1.0))])
+    return Graph([Node("x", "input", [], {"shape": (1,)}),
+                  Node("a", "fire", ["x"], fire),
+                  Node("ab", "linear", ["a"], params=w(1.0)),
+                  Node("b", "fire", ["ab"], fire),
+                  *skip,
+                  Node("bc", "linear", ["b"], params=w(-0.5)),
+                  Node("s", "add", ["r" if relay else "pa", "bc"]),
+                  Node("c", "fire", ["s"], fire),
+                  Node("o", "output", ["c"])], T=2).infer()
+
+
+@pytest.mark.parametrize("relay", [False, True], ids=["fanin", "relay"])
+def test_streaming_aligns_level_skipping_inputs_by_hand(relay):
+    """The streaming timeline on a graph with a level-skipping input, two timesteps, by hand: each
+    hop costs one sub-step, the skip projection (or relay) delays a's spikes so that c's window
+    sub-step j sees a and b of their own window sub-step j, and window t of a level-L population is
+    global sub-steps [4t + L, 4t + L + 4). A skip read one sub-step early/late, or a window read one
+    window late, gives other trains."""
+    g = skip_graph(relay)
+    x = torch.tensor([[[2.0]], [[3.0]]], dtype=F64)  # (T, B, 1)
+    st = simulate(g, x, schedule="streaming", record=("a", "b", "c"))
+    assert st.latency_substeps == 4 * 2 + 3 and levels(g)["c"] == 3
+    tr = {k: st.trains[k][:, 0, 0].tolist() for k in "abc"}
+    # t=0: x/4 = .5 per sub-step: a v = .5, 1*, .5, 1* -> window [1, 5) spikes at 2, 4
+    # t=1: x/4 = .75: a v = .75, 1.5*, 1.25*, 1* -> window [5, 9) spikes at 6, 7, 8
+    assert tr["a"] == [0, 0, 1, 0, 1, 0, 1, 1, 1, 0, 0]
+    # b copies a one sub-step later: windows [2, 6), [6, 10)
+    assert tr["b"] == [0, 0, 0, 1, 0, 1, 0, 1, 1, 1, 0]
+    # c, windows [3, 7) and [7, 11), current a_j - b_j / 2 per window sub-step j:
+    # t=0: 0, .5, 0, .5 -> v = 0, .5, .5, 1* (global 6); t=1: 0, .5, .5, .5 -> v = 0, .5, 1*, .5 (global 9)
+    assert tr["c"] == [0, 0, 0, 0, 0, 0, 1, 0, 0, 1, 0]
+    # here streaming equals the integer model: a = 2, 3; b = 2, 3; c = floor(2 - 1) = 1, floor(3 - 1.5) = 1
+    ref = run(g, x)
+    assert st.counts["c"].tolist() == ref.counts["c"].tolist() == [[2.0]]
+    assert st.output.tolist() == ref.output.tolist() == [[1.0]]
+
+
 def test_spike_product_increments_by_hand():
     g = Graph([Node("x", "input", [], {"shape": (2, 2), "kind": "spike"}),
                Node("p", "spike_product", ["x", "x"]),

@@ -31,7 +31,8 @@ so the deepest population's level is the number of populations on the longest pa
   timestep's input lands in that window. Each sub-step: v += I_j (+ bias/D); if v >= theta and
   fewer than D spikes so far in this window: spike, v -= theta. S = D * T + depth (latency
   D + depth for T = 1). Early spikes cannot be taken back, so counts can differ from the integer
-  model (see `compare_streaming`).
+  model (see `compare_streaming`): an approximation by design, whose agreement depends on the
+  network and on input_mode/bias_mode (measured in docs/compiler.md).
 
 Relays (residual-stream accumulators, `relay` op): a relay is a population of the timeline like a
 neuron (level 1 + its sources' level) that sends graded messages instead of spikes. exact: it
@@ -410,6 +411,10 @@ class PopulationDiff:
 
 @dataclass
 class StreamingReport:
+    """How far the streaming schedule is from the integer model on a batch. Streaming is an
+    approximation by design (DESIGN 3), not a check: its agreement depends on the network and on
+    where in the window input and bias arrive (docs/compiler.md, "Streaming vs the integer model")."""
+
     populations: list[PopulationDiff]
     batch: int
     prediction_agreement: float  # fraction of samples with equal argmax of the output
@@ -429,9 +434,10 @@ class StreamingReport:
                          str(p.integer_spikes), str(p.streaming_spikes)))
         w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(c.rjust(w[i]) if i else c.ljust(w[i]) for i, c in enumerate(r)).rstrip() for r in rows]
-        lines.append(f"prediction agreement {self.prediction_agreement:.4f} over {self.batch} samples; "
-                     f"output max |diff| {self.output_max_abs_diff:.4g}; latency (sub-steps, D={self.D}) "
-                     f"exact {self.latency_exact}, streaming {self.latency_streaming}")
+        lines.append(f"streaming fires as input arrives (an approximation of the integer model, not an exactness "
+                     f"check): prediction agreement {self.prediction_agreement:.4f} "
+                     f"over {self.batch} samples; output max |diff| {self.output_max_abs_diff:.4g}; latency "
+                     f"(sub-steps, D={self.D}) exact {self.latency_exact}, streaming {self.latency_streaming}")
         return "\n".join(lines)
 
 
