@@ -27,13 +27,18 @@ NETS = [("convchain", lambda: ConvChain()), ("residual", lambda: ResidualSepConv
         ("attn_right", lambda: Attention(order="right", scale=1.0))]
 
 
-@pytest.mark.parametrize("name,make", NETS, ids=[n for n, _ in NETS])
-def test_exact_schedule_equals_reference_bit_exact(name, make):
+def net_batch(make, B: int):
+    """A seeded test net deployed, a batch of B inputs and the reference run on it."""
     torch.manual_seed(0)
     m = make()
     g = deployed(m)
-    x = torch.randn(16, *m.input_shape, dtype=F64) * 2
-    ref = run(g, x)
+    x = torch.randn(B, *m.input_shape, dtype=F64) * 2
+    return g, x, run(g, x)
+
+
+@pytest.mark.parametrize("name,make", NETS, ids=[n for n, _ in NETS])
+def test_exact_schedule_equals_reference_bit_exact(name, make):
+    g, x, ref = net_batch(make, 16)
     for acc in ("window", "substep"):
         r = simulate(g, x, schedule="exact", accumulate=acc)
         assert set(r.counts) == set(ref.counts)
@@ -311,3 +316,31 @@ def test_keep_counts_false_gives_the_same_output_nsfr_and_trains(name, make):
     assert torch.equal(lean.nsfr, full.nsfr) and float(full.nsfr.sum()) > 0
     assert torch.equal(lean.trains[keep].sum(0), full.counts[keep])
     assert torch.equal(simulate(g, x, keep_counts=False).output, full.output)
+
+
+def test_kept_counts_are_the_smallest_signed_integers_holding_T_times_D():
+    """Counts are kept as integers 0..T*D in count_dtype(T * D) while the schedules compute in float:
+    1 byte per neuron at D = 4 instead of 8, equal to the reference's float counts exactly."""
+    from snncc.sim.sync import count_dtype
+
+    assert [count_dtype(b) for b in (4, 127, 128, 32767, 32768)] == [torch.int8, torch.int8, torch.int16,
+                                                                     torch.int16, torch.int32]
+    g, x, ref = net_batch(ResidualSepConv, 8)
+    for sched in ("exact", "streaming"):
+        r = simulate(g, x, schedule=sched)
+        assert {c.dtype for c in r.counts.values()} == {torch.int8}
+    ex = simulate(g, x)
+    for k in ref.counts:
+        assert torch.equal(ex.counts[k], ref.counts[k]) and int((ex.counts[k] != ref.counts[k]).sum()) == 0, k
+    # signed: the difference of two kept counts does not wrap
+    st = simulate(g, x, schedule="streaming")
+    k = g.neurons()[-1].name
+    assert torch.equal(st.counts[k] - ex.counts[k], (st.counts[k].double() - ref.counts[k]).to(torch.int8))
+    # sums over T: stateful graph, T = 3, D = 4 -> 0..12 in int8
+    g3 = stateful_graph()
+    x3 = torch.randint(0, 5, (3, 6, 2, 5, 5), generator=torch.Generator().manual_seed(0)).to(F64)
+    r3 = simulate(g3, x3)
+    assert r3.counts["f"].dtype == torch.int8 and torch.equal(r3.counts["f"], run(g3, x3).counts["f"])
+    # D = 200: counts up to 200 need int16 (int8 would wrap 150 to -106)
+    big = simulate(one_neuron(D=200), torch.tensor([[150.5], [250.0]], dtype=F64))
+    assert big.counts["f"].dtype == torch.int16 and big.counts["f"][:, 0].tolist() == [150, 200]

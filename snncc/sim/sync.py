@@ -59,6 +59,11 @@ Currents (documented choices):
   the window total is exactly P(counts) (integers in float).
 - the output node value is the sum over sub-steps of its (linear) tree on the spikes plus its
   constant, i.e. the tree on the window counts; the mean over T for T > 1.
+
+Kept counts (`SyncResult.counts`) are integers stored in `count_dtype(T * D)`, the smallest signed
+integer type holding 0..T*D (int8 for D = 4): 1 byte per neuron instead of 4 or 8, while the
+schedules compute in `dtype`. Signed, so the difference of two counts never wraps; they compare
+exactly with float counts (`torch.equal`, `==` and arithmetic promote), `.sum()` is an int64.
 """
 
 from __future__ import annotations
@@ -82,7 +87,7 @@ SCHEDULES = ("exact", "streaming")
 @dataclass
 class SyncResult:
     output: torch.Tensor  # (B, *out_shape), mean over T
-    counts: dict[str, torch.Tensor]  # fire -> (B, *shape) spikes summed over T (empty if not kept)
+    counts: dict[str, torch.Tensor]  # fire -> (B, *shape) spikes summed over T, count_dtype(T * D) (empty if not kept)
     nsfr: torch.Tensor  # (S,) fraction of all neurons spiking at each sub-step (mean over the batch)
     latency_substeps: int  # sub-steps until the output is final (= S)
     trains: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (S, B, *shape) of 0/1
@@ -95,6 +100,14 @@ class SyncResult:
     @property
     def substeps(self) -> int:
         return int(self.nsfr.shape[0])
+
+
+def count_dtype(bound: int) -> torch.dtype:
+    """The smallest signed integer dtype holding spike counts 0..bound (and their differences)."""
+    for dt in (torch.int8, torch.int16, torch.int32):
+        if bound <= torch.iinfo(dt).max:
+            return dt
+    return torch.int64
 
 
 def levels(graph: Graph) -> dict[str, int]:
@@ -192,12 +205,14 @@ class Simulator:
         self.state = {}
         self.aff.state, self.aff.ties = {}, {}  # a Simulator runs many batches: nothing carries over
 
+        cdt = count_dtype(T * D)
+
         def tally(n: Node, c: torch.Tensor, per: torch.Tensor | None = None) -> None:
+            ci = c.to(cdt)  # integers 0..D per window (0..T*D summed over T): exact in cdt
             if keep_counts:
-                counts[n.name] = c if n.name not in counts else counts[n.name] + c
+                counts[n.name] = ci if n.name not in counts else counts[n.name].add_(ci)
             if per is None:  # histogram of counts: neurons with n > j spike at sub-step j
-                hist = torch.bincount(c.reshape(-1).to(torch.uint8 if D < 256 else torch.int64),
-                                      minlength=D + 1)
+                hist = torch.bincount(ci.reshape(-1), minlength=D + 1)
                 per = hist.flip(0).cumsum(0).flip(0)[1:].to(torch.float64)
             s0 = t * D + start[n.name]
             spikes_per_step[s0:s0 + D] += per
@@ -453,5 +468,5 @@ def compare_streaming(graph: Graph, x, dtype: torch.dtype = torch.float64, **kw)
     return t.streaming_report()
 
 
-__all__ = ["simulate", "Simulator", "compare_streaming", "levels", "SyncResult", "StreamingReport", "PopulationDiff",
-           "SCHEDULES"]
+__all__ = ["simulate", "Simulator", "compare_streaming", "levels", "count_dtype", "SyncResult", "StreamingReport",
+           "PopulationDiff", "SCHEDULES"]
