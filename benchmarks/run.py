@@ -71,7 +71,8 @@ EVENTS_NOTE = (
 MEMORY_NOTE = (
     "The schedules free every value after its last reader (like eager). `exact` returns what eager returns (the "
     "output; `keep_counts=False`), so each population's counts are freed after their last reader; `exact+counts` "
-    "also returns every population's counts (batch x neurons values, what verify and estimate read). The "
+    "also returns every population's counts (batch x neurons integers, kept in `sync.count_dtype(T x D)`: int8 "
+    "here). The "
     "streaming schedule carries a D-fold batch (every sub-step's spike train) through every projection. "
     "Target (issue 13): exact <= 1.5x eager.\n")
 MAPPING_NOTE = (

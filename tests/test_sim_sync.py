@@ -27,13 +27,18 @@ NETS = [("convchain", lambda: ConvChain()), ("residual", lambda: ResidualSepConv
         ("attn_right", lambda: Attention(order="right", scale=1.0))]
 
 
-@pytest.mark.parametrize("name,make", NETS, ids=[n for n, _ in NETS])
-def test_exact_schedule_equals_reference_bit_exact(name, make):
+def net_batch(make, B: int):
+    """A seeded test net deployed, a batch of B inputs and the reference run on it."""
     torch.manual_seed(0)
     m = make()
     g = deployed(m)
-    x = torch.randn(16, *m.input_shape, dtype=F64) * 2
-    ref = run(g, x)
+    x = torch.randn(B, *m.input_shape, dtype=F64) * 2
+    return g, x, run(g, x)
+
+
+@pytest.mark.parametrize("name,make", NETS, ids=[n for n, _ in NETS])
+def test_exact_schedule_equals_reference_bit_exact(name, make):
+    g, x, ref = net_batch(make, 16)
     for acc in ("window", "substep"):
         r = simulate(g, x, schedule="exact", accumulate=acc)
         assert set(r.counts) == set(ref.counts)
@@ -140,6 +145,50 @@ def test_streaming_cannot_take_back_early_spikes():
     assert (rep.latency_exact, rep.latency_streaming) == (8, 5)
     t = rep.table()
     assert "prediction agreement 0.5000" in t and t.splitlines()[1].split() == ["n", "4", "1", "0.5000", "1", "3"]
+
+
+def skip_graph(relay: bool = False):
+    """a = fire(x), b = fire(a), c = fire(a - b / 2): c reads a over a level-skipping projection
+    (fan-in form), or through a relay of a's projection (relay form): c is at level 3 either way."""
+    w = lambda v: {"weight": np.array([[v]])}  # noqa: E731
+    fire = {"D": 4, "rounding": "floor"}
+    skip = ([Node("pa", "linear", ["a"], params=w(1.0)), Node("r", "relay", ["pa"], {"D": 4})] if relay
+            else [Node("pa", "linear", ["a"], params=w(1.0))])
+    return Graph([Node("x", "input", [], {"shape": (1,)}),
+                  Node("a", "fire", ["x"], fire),
+                  Node("ab", "linear", ["a"], params=w(1.0)),
+                  Node("b", "fire", ["ab"], fire),
+                  *skip,
+                  Node("bc", "linear", ["b"], params=w(-0.5)),
+                  Node("s", "add", ["r" if relay else "pa", "bc"]),
+                  Node("c", "fire", ["s"], fire),
+                  Node("o", "output", ["c"])], T=2).infer()
+
+
+@pytest.mark.parametrize("relay", [False, True], ids=["fanin", "relay"])
+def test_streaming_aligns_level_skipping_inputs_by_hand(relay):
+    """The streaming timeline on a graph with a level-skipping input, two timesteps, by hand: each
+    hop costs one sub-step, the skip projection (or relay) delays a's spikes so that c's window
+    sub-step j sees a and b of their own window sub-step j, and window t of a level-L population is
+    global sub-steps [4t + L, 4t + L + 4). A skip read one sub-step early/late, or a window read one
+    window late, gives other trains."""
+    g = skip_graph(relay)
+    x = torch.tensor([[[2.0]], [[3.0]]], dtype=F64)  # (T, B, 1)
+    st = simulate(g, x, schedule="streaming", record=("a", "b", "c"))
+    assert st.latency_substeps == 4 * 2 + 3 and levels(g)["c"] == 3
+    tr = {k: st.trains[k][:, 0, 0].tolist() for k in "abc"}
+    # t=0: x/4 = .5 per sub-step: a v = .5, 1*, .5, 1* -> window [1, 5) spikes at 2, 4
+    # t=1: x/4 = .75: a v = .75, 1.5*, 1.25*, 1* -> window [5, 9) spikes at 6, 7, 8
+    assert tr["a"] == [0, 0, 1, 0, 1, 0, 1, 1, 1, 0, 0]
+    # b copies a one sub-step later: windows [2, 6), [6, 10)
+    assert tr["b"] == [0, 0, 0, 1, 0, 1, 0, 1, 1, 1, 0]
+    # c, windows [3, 7) and [7, 11), current a_j - b_j / 2 per window sub-step j:
+    # t=0: 0, .5, 0, .5 -> v = 0, .5, .5, 1* (global 6); t=1: 0, .5, .5, .5 -> v = 0, .5, 1*, .5 (global 9)
+    assert tr["c"] == [0, 0, 0, 0, 0, 0, 1, 0, 0, 1, 0]
+    # here streaming equals the integer model: a = 2, 3; b = 2, 3; c = floor(2 - 1) = 1, floor(3 - 1.5) = 1
+    ref = run(g, x)
+    assert st.counts["c"].tolist() == ref.counts["c"].tolist() == [[2.0]]
+    assert st.output.tolist() == ref.output.tolist() == [[1.0]]
 
 
 def test_spike_product_increments_by_hand():
@@ -267,3 +316,31 @@ def test_keep_counts_false_gives_the_same_output_nsfr_and_trains(name, make):
     assert torch.equal(lean.nsfr, full.nsfr) and float(full.nsfr.sum()) > 0
     assert torch.equal(lean.trains[keep].sum(0), full.counts[keep])
     assert torch.equal(simulate(g, x, keep_counts=False).output, full.output)
+
+
+def test_kept_counts_are_the_smallest_signed_integers_holding_T_times_D():
+    """Counts are kept as integers 0..T*D in count_dtype(T * D) while the schedules compute in float:
+    1 byte per neuron at D = 4 instead of 8, equal to the reference's float counts exactly."""
+    from snncc.sim.sync import count_dtype
+
+    assert [count_dtype(b) for b in (4, 127, 128, 32767, 32768)] == [torch.int8, torch.int8, torch.int16,
+                                                                     torch.int16, torch.int32]
+    g, x, ref = net_batch(ResidualSepConv, 8)
+    for sched in ("exact", "streaming"):
+        r = simulate(g, x, schedule=sched)
+        assert {c.dtype for c in r.counts.values()} == {torch.int8}
+    ex = simulate(g, x)
+    for k in ref.counts:
+        assert torch.equal(ex.counts[k], ref.counts[k]) and int((ex.counts[k] != ref.counts[k]).sum()) == 0, k
+    # signed: the difference of two kept counts does not wrap
+    st = simulate(g, x, schedule="streaming")
+    k = g.neurons()[-1].name
+    assert torch.equal(st.counts[k] - ex.counts[k], (st.counts[k].double() - ref.counts[k]).to(torch.int8))
+    # sums over T: stateful graph, T = 3, D = 4 -> 0..12 in int8
+    g3 = stateful_graph()
+    x3 = torch.randint(0, 5, (3, 6, 2, 5, 5), generator=torch.Generator().manual_seed(0)).to(F64)
+    r3 = simulate(g3, x3)
+    assert r3.counts["f"].dtype == torch.int8 and torch.equal(r3.counts["f"], run(g3, x3).counts["f"])
+    # D = 200: counts up to 200 need int16 (int8 would wrap 150 to -106)
+    big = simulate(one_neuron(D=200), torch.tensor([[150.5], [250.0]], dtype=F64))
+    assert big.counts["f"].dtype == torch.int16 and big.counts["f"][:, 0].tolist() == [150, 200]

@@ -31,7 +31,8 @@ so the deepest population's level is the number of populations on the longest pa
   timestep's input lands in that window. Each sub-step: v += I_j (+ bias/D); if v >= theta and
   fewer than D spikes so far in this window: spike, v -= theta. S = D * T + depth (latency
   D + depth for T = 1). Early spikes cannot be taken back, so counts can differ from the integer
-  model (see `compare_streaming`).
+  model (see `compare_streaming`): an approximation by design, whose agreement depends on the
+  network and on input_mode/bias_mode (measured in docs/compiler.md).
 
 Relays (residual-stream accumulators, `relay` op): a relay is a population of the timeline like a
 neuron (level 1 + its sources' level) that sends graded messages instead of spikes. exact: it
@@ -58,6 +59,11 @@ Currents (documented choices):
   the window total is exactly P(counts) (integers in float).
 - the output node value is the sum over sub-steps of its (linear) tree on the spikes plus its
   constant, i.e. the tree on the window counts; the mean over T for T > 1.
+
+Kept counts (`SyncResult.counts`) are integers stored in `count_dtype(T * D)`, the smallest signed
+integer type holding 0..T*D (int8 for D = 4): 1 byte per neuron instead of 4 or 8, while the
+schedules compute in `dtype`. Signed, so the difference of two counts never wraps; they compare
+exactly with float counts (`torch.equal`, `==` and arithmetic promote), `.sum()` is an int64.
 """
 
 from __future__ import annotations
@@ -81,7 +87,7 @@ SCHEDULES = ("exact", "streaming")
 @dataclass
 class SyncResult:
     output: torch.Tensor  # (B, *out_shape), mean over T
-    counts: dict[str, torch.Tensor]  # fire -> (B, *shape) spikes summed over T (empty if not kept)
+    counts: dict[str, torch.Tensor]  # fire -> (B, *shape) spikes summed over T, count_dtype(T * D) (empty if not kept)
     nsfr: torch.Tensor  # (S,) fraction of all neurons spiking at each sub-step (mean over the batch)
     latency_substeps: int  # sub-steps until the output is final (= S)
     trains: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (S, B, *shape) of 0/1
@@ -94,6 +100,14 @@ class SyncResult:
     @property
     def substeps(self) -> int:
         return int(self.nsfr.shape[0])
+
+
+def count_dtype(bound: int) -> torch.dtype:
+    """The smallest signed integer dtype holding spike counts 0..bound (and their differences)."""
+    for dt in (torch.int8, torch.int16, torch.int32):
+        if bound <= torch.iinfo(dt).max:
+            return dt
+    return torch.int64
 
 
 def levels(graph: Graph) -> dict[str, int]:
@@ -191,12 +205,14 @@ class Simulator:
         self.state = {}
         self.aff.state, self.aff.ties = {}, {}  # a Simulator runs many batches: nothing carries over
 
+        cdt = count_dtype(T * D)
+
         def tally(n: Node, c: torch.Tensor, per: torch.Tensor | None = None) -> None:
+            ci = c.to(cdt)  # integers 0..D per window (0..T*D summed over T): exact in cdt
             if keep_counts:
-                counts[n.name] = c if n.name not in counts else counts[n.name] + c
+                counts[n.name] = ci if n.name not in counts else counts[n.name].add_(ci)
             if per is None:  # histogram of counts: neurons with n > j spike at sub-step j
-                hist = torch.bincount(c.reshape(-1).to(torch.uint8 if D < 256 else torch.int64),
-                                      minlength=D + 1)
+                hist = torch.bincount(ci.reshape(-1), minlength=D + 1)
                 per = hist.flip(0).cumsum(0).flip(0)[1:].to(torch.float64)
             s0 = t * D + start[n.name]
             spikes_per_step[s0:s0 + D] += per
@@ -410,6 +426,10 @@ class PopulationDiff:
 
 @dataclass
 class StreamingReport:
+    """How far the streaming schedule is from the integer model on a batch. Streaming is an
+    approximation by design (DESIGN 3), not a check: its agreement depends on the network and on
+    where in the window input and bias arrive (docs/compiler.md, "Streaming vs the integer model")."""
+
     populations: list[PopulationDiff]
     batch: int
     prediction_agreement: float  # fraction of samples with equal argmax of the output
@@ -429,9 +449,10 @@ class StreamingReport:
                          str(p.integer_spikes), str(p.streaming_spikes)))
         w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(c.rjust(w[i]) if i else c.ljust(w[i]) for i, c in enumerate(r)).rstrip() for r in rows]
-        lines.append(f"prediction agreement {self.prediction_agreement:.4f} over {self.batch} samples; "
-                     f"output max |diff| {self.output_max_abs_diff:.4g}; latency (sub-steps, D={self.D}) "
-                     f"exact {self.latency_exact}, streaming {self.latency_streaming}")
+        lines.append(f"streaming fires as input arrives (an approximation of the integer model, not an exactness "
+                     f"check): prediction agreement {self.prediction_agreement:.4f} "
+                     f"over {self.batch} samples; output max |diff| {self.output_max_abs_diff:.4g}; latency "
+                     f"(sub-steps, D={self.D}) exact {self.latency_exact}, streaming {self.latency_streaming}")
         return "\n".join(lines)
 
 
@@ -447,5 +468,5 @@ def compare_streaming(graph: Graph, x, dtype: torch.dtype = torch.float64, **kw)
     return t.streaming_report()
 
 
-__all__ = ["simulate", "Simulator", "compare_streaming", "levels", "SyncResult", "StreamingReport", "PopulationDiff",
-           "SCHEDULES"]
+__all__ = ["simulate", "Simulator", "compare_streaming", "levels", "count_dtype", "SyncResult", "StreamingReport",
+           "PopulationDiff", "SCHEDULES"]
