@@ -146,7 +146,7 @@ def check_jelly(model: nn.Module) -> None:
     (before tracing, so the user sees the neuron instead of a fused kernel)."""
     for path, m in model.named_modules():
         if _library(m) == "spikingjelly" and "Node" in type(m).__name__:
-            _jelly_module_leak(m, f"module {path or '<root>'} ({type(m).__name__})")
+            _jelly_module_leak(m, f"module {path or '<root>'}")
 
 
 def _jelly_neuron(m: nn.Module, name: str) -> tuple[int, float, str, float]:
