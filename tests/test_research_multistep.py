@@ -189,22 +189,31 @@ class SJNet(nn.Module):
         return self.head(x.flatten(3).mean(3)).mean(0)
 
 
-def test_spikingjelly_multistep_ifnode_with_multilevel_spikes():
-    from spikingjelly.activation_based import functional, neuron, surrogate
+def _jelly_run(node):
+    """SJNet(node) compiled at T = 4 and verified on 5 seeded samples: (deployment, its fire node,
+    x, the node's own counts on the conv's currents summed over T, from SpikingJelly's forward)."""
+    from spikingjelly.activation_based import functional
 
     torch.manual_seed(0)
-    node = neuron.IFNode(v_reset=None, surrogate_function=surrogate.MultiLevelSpikeCount(4), step_mode="m")
     m = SJNet(node).eval()
     dep = snncc.compile(m, torch.zeros(4, 2, 2, 8, 8), input_layout="TB")
     (fire,) = [n for n in dep.traced.nodes if n.op == "fire"]
-    assert fire.attrs["stateful"] and fire.attrs["beta"] == -1.0  # round(clamp(v - v_threshold, 0, D))
     x = torch.rand(4, 5, 2, 8, 8, generator=torch.Generator().manual_seed(3)) * 3
     rep = dep.verify(x)
     assert rep.ok and rep.levels[0].max_logit_diff < 1e-9, rep.table()
     functional.reset_net(m)
-    with torch.no_grad():  # the node itself on the conv's currents, counts summed over T
-        hand = m.n1(m.c1(x.float().flatten(0, 1)).reshape(4, 5, 4, 8, 8)).sum(0)
+    with torch.no_grad():
+        own = m.n1(m.c1(x.float().flatten(0, 1)).reshape(4, 5, 4, 8, 8)).sum(0)
     functional.reset_net(m)
+    return dep, fire, x, own
+
+
+def test_spikingjelly_multistep_ifnode_with_multilevel_spikes():
+    from spikingjelly.activation_based import neuron, surrogate
+
+    dep, fire, x, hand = _jelly_run(neuron.IFNode(v_reset=None, surrogate_function=surrogate.MultiLevelSpikeCount(4),
+                                                  step_mode="m"))
+    assert fire.attrs["stateful"] and fire.attrs["beta"] == -1.0  # round(clamp(v - v_threshold, 0, D))
     assert torch.equal(dep.reference(x).counts[fire.name].float(), hand) and hand.sum() > 0
 
 
@@ -274,22 +283,12 @@ def test_spikingjelly_leaky_multistep_nodes_equal_their_own_forward(kind):
     """ILIFNode (fused sj_ilif), LIFNode(decay_input=False, v_reset=None) with a heaviside (fused
     sj_lif) or a MultiLevelSpikeCount surrogate (a Python loop): one stateful fire with leak
     1 - 1/tau whose counts equal SpikingJelly's own forward bit for bit, T = 4."""
-    from spikingjelly.activation_based import functional, neuron, surrogate
+    from spikingjelly.activation_based import neuron, surrogate
 
     make, (D, rounding, theta, leak) = LEAKY_JELLY[kind]
-    torch.manual_seed(0)
-    m = SJNet(make(neuron, surrogate)).eval()
-    dep = snncc.compile(m, torch.zeros(4, 2, 2, 8, 8), input_layout="TB")
-    (fire,) = [n for n in dep.traced.nodes if n.op == "fire"]
+    dep, fire, x, own = _jelly_run(make(neuron, surrogate))
     a = fire.attrs
     assert (a["D"], a["rounding"], a["theta"], a["leak"], a["stateful"]) == (D, rounding, theta, leak, True)
-    x = torch.rand(4, 5, 2, 8, 8, generator=torch.Generator().manual_seed(3)) * 3
-    rep = dep.verify(x)
-    assert rep.ok and rep.levels[0].max_logit_diff < 1e-9, rep.table()
-    functional.reset_net(m)
-    with torch.no_grad():  # the real node on the conv's currents, counts summed over T
-        own = m.n1(m.c1(x.float().flatten(0, 1)).reshape(4, 5, 4, 8, 8)).sum(0)
-    functional.reset_net(m)
     counts = dep.reference(x).counts[fire.name]
     assert torch.equal(counts.float(), own) and own.sum() > 0
     assert torch.equal(dep.simulate(x, "exact").counts[fire.name], counts)
