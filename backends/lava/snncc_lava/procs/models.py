@@ -123,6 +123,7 @@ class PyWindowBurstIFModelFixed(PyLoihiProcessModel):
     windows: int = LavaPyType(int, int)
     period: int = LavaPyType(int, int)
     stateful: int = LavaPyType(int, int)
+    leak: float = LavaPyType(float, float)  # always 1 here: fixed.quantize refuses a leak
     graded: int = LavaPyType(int, int)
     relay: int = LavaPyType(int, int)
     vth: int = LavaPyType(int, np.int32, precision=17)
