@@ -80,6 +80,24 @@ class MemUpdate(nn.Module):
         return output
 
 
+class LeakyLoop(nn.Module):
+    """The issue's leaky loop as written: mem = (mem_old - spike) * decay + x[t]; spike =
+    round(clamp(mem, 0, D)); out[t] = spike, state started from zeros_like(x[0])."""
+
+    def __init__(self, decay=0.5, D=4):
+        super().__init__()
+        self.decay, self.D = decay, D
+
+    def forward(self, x):
+        mem_old, spike, out = torch.zeros_like(x[0]), torch.zeros_like(x[0]), torch.zeros_like(x)
+        for t in range(x.shape[0]):
+            mem = (mem_old - spike) * self.decay + x[t]
+            spike = Quant.apply(mem, 0, self.D)
+            mem_old = mem
+            out[t] = spike
+        return out
+
+
 class EventNet(nn.Module):
     def __init__(self, neuron):
         super().__init__()
@@ -113,7 +131,8 @@ def _counts_by_hand(model, x):
 
 
 @pytest.mark.parametrize("neuron", [lambda: MultiStepIFNode(0.5), lambda: MemUpdate(1.0), lambda: MemUpdate(0.25),
-                                    lambda: MemUpdate(0.3)], ids=["MultiStepIF", "mem_update", "leaky0.25", "leaky0.3"])
+                                    lambda: MemUpdate(0.3), lambda: LeakyLoop(0.5)],
+                         ids=["MultiStepIF", "mem_update", "leaky0.25", "leaky0.3", "issue_loop0.5"])
 def test_bt_input_loop_neurons_tuple_output_compile_verify_simulate(neuron):
     torch.manual_seed(0)
     m = randomize_bn(EventNet(neuron))
