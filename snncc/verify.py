@@ -28,7 +28,7 @@ import torch
 
 from snncc.ir.graph import Graph, Node
 from snncc.sim.device import to_cpu
-from snncc.sim.reference import Interpreter, fire_count, run
+from snncc.sim.reference import Interpreter, carry, fire_count, run
 
 TIE_EPS = 1e-9  # |u - (k + 1/2)| within this (relative to max(1, |u|)) counts as a tie
 
@@ -109,7 +109,7 @@ class _Recorder(Interpreter):
         cnt = fire_count(v, a)
         self.steps.setdefault(n.name, []).append((cnt, v / a["theta"]))
         if a["stateful"]:
-            self.state[n.name] = v - cnt * a["theta"] - a["beta"]
+            self.state[n.name] = carry(v - cnt * a["theta"] - a["beta"], a)
         if a["rounding"] == "half_even":
             w = v / a["theta"]
             fl = torch.floor(w)
@@ -157,7 +157,7 @@ class _Forced(_Recorder):
             if n.name not in self.order:
                 self.order.append(n.name)
         if a["stateful"]:
-            self.state[n.name] = v - rc * a["theta"] - a["beta"]
+            self.state[n.name] = carry(v - rc * a["theta"] - a["beta"], a)
         return rc, (rc / a["norm"] if a["norm"] != 1.0 else rc)
 
 

@@ -126,8 +126,35 @@ def test_spikingjelly_network_counts_equal_its_forward():
     multi = nn.Sequential(nn.Linear(4, 2), neuron.IFNode(v_reset=None, surrogate_function=surrogate.MultiLevelSpikeCount(4)))
     with pytest.raises(FrontendError, match=r"module 1: IFNode with MultiLevelSpikeCount in single-step mode"):
         snncc.compile(multi, torch.zeros(1, 4), input_kind="spike")
-    with pytest.raises(FrontendError, match="1: LIFNode is a leaky neuron"):
+    with pytest.raises(FrontendError, match=r"module 1: LIFNode\(decay_input=True\) decays its input too"):
         snncc.compile(nn.Sequential(nn.Linear(4, 2), neuron.LIFNode(v_reset=None)), torch.zeros(1, 4), input_kind="spike")
+    with pytest.raises(FrontendError, match="module 1: SpikingJelly ParametricLIFNode is a neuron without a deployed"):
+        snncc.compile(nn.Sequential(nn.Linear(4, 2), neuron.ParametricLIFNode()), torch.zeros(1, 4), input_kind="spike")
+
+
+def test_spikingjelly_single_step_lif_node_counts_equal_its_forward():
+    """LIFNode(decay_input=False, v_reset=None) called once per timestep: h = v - v/tau + x, one
+    spike when h >= v_threshold, v = h - spike * v_threshold: the peer neuron with leak 1 - 1/tau."""
+    from spikingjelly.activation_based import functional, neuron
+
+    B, T = 3, 4
+    torch.manual_seed(2)
+    m = nn.Sequential(nn.Linear(6, 5), neuron.LIFNode(tau=2.0, decay_input=False, v_reset=None, v_threshold=0.5))
+    with torch.no_grad():
+        m[0].weight.mul_(3.0)
+    x = torch.randint(0, 2, (B, T, 6)).float()
+    counts = {"1": 0}
+    h = m[1].register_forward_hook(lambda mod, i, o: counts.__setitem__("1", counts["1"] + o.double()))
+    functional.reset_net(m)
+    with torch.no_grad():
+        for t in range(T):
+            m(x[:, t])
+    h.remove()
+    functional.reset_net(m)
+    dep = snncc.compile(m, torch.zeros(1, 6), target="sim", input_kind="spike", timesteps=T)
+    (a,) = [n.attrs for n in dep.traced.nodes if n.op == "fire"]
+    assert (a["D"], a["theta"], a["rounding"], a["stateful"], a["leak"]) == (1, 0.5, "floor", True, 0.5)
+    assert_counts(dep, x, counts)
 
 
 def test_sinabs_model_compiles_from_the_command_line(tmp_path):

@@ -4,7 +4,9 @@ snncc classes): input (B, T, C, H, W) transposed to (T, B, ...) inside `forward`
 `v_threshold`, soft reset, a SpikeYOLO-style `round(clamp(v, 0, D))` with a straight-through
 custom autograd Function, reset by a `reset_net`-like helper; an older-style `mem_update` loop
 writing `output[i] = spike`), outputs averaged over T, and a tuple (logits, extras) returned.
-SpikingJelly's own IFNode(step_mode="m") is tested with the real package."""
+SpikingJelly's own IFNode, LIFNode(decay_input=False) and ILIFNode are tested with the real
+package; leaky loops (`mem = (mem_old - spike) * decay + x[i]`, decay < 1) compile to a fire with
+that leak and equal the eager model bit for bit."""
 
 import math
 
@@ -78,6 +80,24 @@ class MemUpdate(nn.Module):
         return output
 
 
+class LeakyLoop(nn.Module):
+    """The issue's leaky loop as written: mem = (mem_old - spike) * decay + x[t]; spike =
+    round(clamp(mem, 0, D)); out[t] = spike, state started from zeros_like(x[0])."""
+
+    def __init__(self, decay=0.5, D=4):
+        super().__init__()
+        self.decay, self.D = decay, D
+
+    def forward(self, x):
+        mem_old, spike, out = torch.zeros_like(x[0]), torch.zeros_like(x[0]), torch.zeros_like(x)
+        for t in range(x.shape[0]):
+            mem = (mem_old - spike) * self.decay + x[t]
+            spike = Quant.apply(mem, 0, self.D)
+            mem_old = mem
+            out[t] = spike
+        return out
+
+
 class EventNet(nn.Module):
     def __init__(self, neuron):
         super().__init__()
@@ -110,7 +130,9 @@ def _counts_by_hand(model, x):
     return got
 
 
-@pytest.mark.parametrize("neuron", [lambda: MultiStepIFNode(0.5), lambda: MemUpdate(1.0)], ids=["MultiStepIF", "mem_update"])
+@pytest.mark.parametrize("neuron", [lambda: MultiStepIFNode(0.5), lambda: MemUpdate(1.0), lambda: MemUpdate(0.25),
+                                    lambda: MemUpdate(0.3), lambda: LeakyLoop(0.5)],
+                         ids=["MultiStepIF", "mem_update", "leaky0.25", "leaky0.3", "issue_loop0.5"])
 def test_bt_input_loop_neurons_tuple_output_compile_verify_simulate(neuron):
     torch.manual_seed(0)
     m = randomize_bn(EventNet(neuron))
@@ -118,8 +140,11 @@ def test_bt_input_loop_neurons_tuple_output_compile_verify_simulate(neuron):
     dep = snncc.compile(m, torch.zeros(2, T, 2, 8, 8), input_layout="BT")
     fires = [n for n in dep.traced.nodes if n.op == "fire"]
     assert dep.traced.T == T and [n.attrs["stateful"] for n in fires] == [True, True]
+    decay = getattr(m.n1, "decay", 1.0)  # the loop's decay is the fire's leak, at every level
+    assert [n.attrs["leak"] for n in fires] == [decay, decay]
+    assert [n.attrs["leak"] for n in dep.deployed.neurons()] == [decay, decay]
     assert dep.traced.meta["outputs_ignored"] == 2 and dep.traced.meta["input_layout"] == "BT"
-    x = torch.rand(6, T, 2, 8, 8, generator=torch.Generator().manual_seed(1)) * 3  # (N, T, ...): real steps
+    x = torch.rand(6, T, 2, 8, 8, generator=torch.Generator().manual_seed(1)) * 3 / decay ** 2  # (N, T, ...)
     rep = dep.verify(x)
     assert rep.ok and rep.levels[0].max_logit_diff < 1e-9, rep.table()
     ref = dep.reference(x)
@@ -144,7 +169,7 @@ def test_spikeyolo_ste_neuron_trains_and_traces():
 
 
 @pytest.mark.parametrize("neuron,msg", [
-    (lambda: MemUpdate(0.25), "leaky membrane: at timestep 1 the input of step 0 weighs 0.25"),
+    (lambda: MemUpdate(1.5), "the membrane's decay 1.5 per timestep is outside [0, 1]"),
 ])
 def test_loops_that_are_not_sfa_if_are_refused_in_one_line(neuron, msg):
     with pytest.raises(FrontendError) as e:
@@ -183,22 +208,31 @@ class SJNet(nn.Module):
         return self.head(x.flatten(3).mean(3)).mean(0)
 
 
-def test_spikingjelly_multistep_ifnode_with_multilevel_spikes():
-    from spikingjelly.activation_based import functional, neuron, surrogate
+def _jelly_run(node):
+    """SJNet(node) compiled at T = 4 and verified on 5 seeded samples: (deployment, its fire node,
+    x, the node's own counts on the conv's currents summed over T, from SpikingJelly's forward)."""
+    from spikingjelly.activation_based import functional
 
     torch.manual_seed(0)
-    node = neuron.IFNode(v_reset=None, surrogate_function=surrogate.MultiLevelSpikeCount(4), step_mode="m")
     m = SJNet(node).eval()
     dep = snncc.compile(m, torch.zeros(4, 2, 2, 8, 8), input_layout="TB")
     (fire,) = [n for n in dep.traced.nodes if n.op == "fire"]
-    assert fire.attrs["stateful"] and fire.attrs["beta"] == -1.0  # round(clamp(v - v_threshold, 0, D))
     x = torch.rand(4, 5, 2, 8, 8, generator=torch.Generator().manual_seed(3)) * 3
     rep = dep.verify(x)
     assert rep.ok and rep.levels[0].max_logit_diff < 1e-9, rep.table()
     functional.reset_net(m)
-    with torch.no_grad():  # the node itself on the conv's currents, counts summed over T
-        hand = m.n1(m.c1(x.float().flatten(0, 1)).reshape(4, 5, 4, 8, 8)).sum(0)
+    with torch.no_grad():
+        own = m.n1(m.c1(x.float().flatten(0, 1)).reshape(4, 5, 4, 8, 8)).sum(0)
     functional.reset_net(m)
+    return dep, fire, x, own
+
+
+def test_spikingjelly_multistep_ifnode_with_multilevel_spikes():
+    from spikingjelly.activation_based import neuron, surrogate
+
+    dep, fire, x, hand = _jelly_run(neuron.IFNode(v_reset=None, surrogate_function=surrogate.MultiLevelSpikeCount(4),
+                                                  step_mode="m"))
+    assert fire.attrs["stateful"] and fire.attrs["beta"] == -1.0  # round(clamp(v - v_threshold, 0, D))
     assert torch.equal(dep.reference(x).counts[fire.name].float(), hand) and hand.sum() > 0
 
 
@@ -236,15 +270,82 @@ def test_spikingjelly_hard_reset_multistep_ifnode_is_one_line(kw, reset):
 
 
 @pytest.mark.parametrize("make,msg", [
-    (lambda n, s: n.ILIFNode(step_mode="m"), "ILIFNode is a leaky neuron (membrane decay 1 - 1/tau = 0.25"),
+    (lambda n, s: n.LIFNode(decay_input=True, v_reset=None, step_mode="m"),
+     "LIFNode(decay_input=True) decays its input too"),
+    (lambda n, s: n.LIFNode(tau=2.0, decay_input=False, step_mode="m"), "LIFNode(v_reset=0.0) resets to a value"),
+    (lambda n, s: n.ParametricLIFNode(step_mode="m"), "SpikingJelly ParametricLIFNode is a neuron without a deployed"),
     (lambda n, s: n.IFNode(surrogate_function=s.MultiLevelSpikeCount(4), step_mode="m"), "hard reset"),
 ])
-def test_spikingjelly_neurons_that_are_not_sfa_if_are_refused(make, msg):
+def test_spikingjelly_neurons_that_are_not_deployable_are_refused_in_one_line(make, msg):
     from spikingjelly.activation_based import neuron, surrogate
 
     with pytest.raises(FrontendError) as e:
         snncc.compile(SJNet(make(neuron, surrogate)).eval(), torch.zeros(4, 2, 2, 8, 8), input_layout="TB")
-    assert msg in e.value.one_line()
+    line = e.value.one_line()
+    assert msg in line and "module n1" in line and "\n" not in line
+
+
+LEAKY_JELLY = {
+    "ILIF": (lambda n, s: n.ILIFNode(step_mode="m"), (4, "half_even", 1.0, 0.25)),  # I-LIF's own defaults
+    "ILIF_tau2_D3": (lambda n, s: n.ILIFNode(tau=2.0, v_threshold=0.7, surrogate_function=s.MultiLevelSpikeCount(3),
+                                             step_mode="m"), (3, "half_even", 0.7, 0.5)),
+    "LIF_binary": (lambda n, s: n.LIFNode(tau=4.0, decay_input=False, v_reset=None, v_threshold=0.8, step_mode="m"),
+                   (1, "floor", 0.8, 0.75)),
+    "LIF_multilevel": (lambda n, s: n.LIFNode(tau=2.0, decay_input=False, v_reset=None,
+                                              surrogate_function=s.MultiLevelSpikeCount(4), step_mode="m"),
+                       (4, "half_even", 1.0, 0.5)),
+}
+
+
+@pytest.mark.parametrize("kind", list(LEAKY_JELLY))
+def test_spikingjelly_leaky_multistep_nodes_equal_their_own_forward(kind):
+    """ILIFNode (fused sj_ilif), LIFNode(decay_input=False, v_reset=None) with a heaviside (fused
+    sj_lif) or a MultiLevelSpikeCount surrogate (a Python loop): one stateful fire with leak
+    1 - 1/tau whose counts equal SpikingJelly's own forward bit for bit, T = 4."""
+    from spikingjelly.activation_based import neuron, surrogate
+
+    make, (D, rounding, theta, leak) = LEAKY_JELLY[kind]
+    dep, fire, x, own = _jelly_run(make(neuron, surrogate))
+    a = fire.attrs
+    assert (a["D"], a["rounding"], a["theta"], a["leak"], a["stateful"]) == (D, rounding, theta, leak, True)
+    counts = dep.reference(x).counts[fire.name]
+    assert torch.equal(counts.float(), own) and own.sum() > 0
+    assert torch.equal(dep.simulate(x, "exact").counts[fire.name], counts)
+    # the leak matters: the same node without it counts otherwise
+    fire.attrs["leak"] = 1.0
+    assert not torch.equal(snncc.sim.reference.run(dep.traced, x.double()).counts[fire.name], counts)
+
+
+def test_spikingjelly_single_step_ilif_node_over_timesteps():
+    """ILIFNode in single-step mode (one call per timestep, a MultiStep-style factory): the peer
+    neuron with D = max_spike_count, round half to even, leak 1 - 1/tau."""
+    from spikingjelly.activation_based import functional, neuron
+
+    class Step(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c, self.n, self.head = nn.Conv2d(2, 4, 3, padding=1), neuron.ILIFNode(tau=2.0), nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.head(self.n(self.c(x)).mean((2, 3)))
+
+    class MultiStep(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model, self.T = Step().eval(), 3
+
+    torch.manual_seed(0)
+    w = MultiStep()
+    dep = snncc.compile(w, torch.zeros(2, 2, 8, 8))
+    (fire,) = [n for n in dep.traced.nodes if n.op == "fire"]
+    assert dep.traced.T == 3 and (fire.attrs["D"], fire.attrs["rounding"], fire.attrs["leak"]) == (4, "half_even", 0.5)
+    x = torch.rand(3, 5, 2, 8, 8, generator=torch.Generator().manual_seed(4)) * 3
+    assert dep.verify(x).ok
+    functional.reset_net(w.model)
+    with torch.no_grad():
+        own = sum(w.model.n(w.model.c(x[t].float())) for t in range(3))
+    functional.reset_net(w.model)
+    assert torch.equal(dep.reference(x).counts[fire.name].float(), own) and own.sum() > 0
 
 
 MODEL_DEF = '''

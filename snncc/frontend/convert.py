@@ -304,8 +304,8 @@ class Converter:
         if op == "like":
             self.values[fxn] = self.loop.like(fxn, args[0], float(args[1]))
             return True
-        if op == "jelly_if":
-            self.values[fxn] = self.loop.jelly_if(fxn, *args, where=w)
+        if op in ("jelly_if", "jelly_lif", "jelly_ilif"):
+            self.values[fxn] = getattr(self.loop, op)(fxn, *args, where=w)
             self.lead[fxn] = self.lead_in(fxn)
             return True
         if op == "stack":

@@ -104,18 +104,6 @@ def reset_memory(model: nn.Module) -> None:
             m.reset()
 
 
-def _refuse_leaky(model: nn.Module) -> None:
-    """SpikingJelly's leaky neurons (LIFNode, ILIFNode: membrane decay 1 - 1/tau between steps)
-    trace to fused kernels; say what they are instead of naming the kernel."""
-    for path, m in model.named_modules():
-        tau = getattr(m, "tau", None)
-        if type(m).__module__.startswith("spikingjelly") and isinstance(tau, (int, float)):
-            raise FrontendError(f"{type(m).__name__} is a leaky neuron (membrane decay 1 - 1/tau = {1 - 1 / tau:.4g} "
-                                "between timesteps); SFA deploys integrate-and-fire with soft reset (no decay)",
-                                where=path or type(m).__name__,
-                                hint="train with IFNode(v_reset=None, surrogate_function=MultiLevelSpikeCount(D))")
-
-
 def parse_shape(text: str | None, what: str = "--input-shape") -> tuple[int, ...] | None:
     if text is None:
         return None
@@ -285,9 +273,9 @@ def trace(loaded: LoadedModel, frontend: str = "auto", input_kind: str = CURRENT
         require(tensor_bytes((batch,) + tuple(loaded.input_shape), 4) * 4,
                 f"tracing on an example input of shape {tuple(loaded.input_shape)}", where="--input-shape",
                 hint="check the per-sample input shape")
-        from snncc.frontend.peers import trace_batch
+        from snncc.frontend.peers import check_jelly, trace_batch
 
-        _refuse_leaky(loaded.module)
+        check_jelly(loaded.module)
         b = trace_batch(loaded.module, batch)
         lead = {"": (b,), "TB": (loaded.T, b), "BT": (b, loaded.T)}[loaded.layout]
         example = torch.zeros(lead + tuple(loaded.input_shape))

@@ -16,12 +16,18 @@ public attributes, so snncc runs without sinabs or SpikingJelly installed.
   in one line. The membrane carries across time steps (a stateful IR neuron), starting at 0.
   `SumPool2d` is a sum pool. Plain `IAF` takes (B, T, ...) tensors, which nn.Conv2d cannot
   follow; it is refused with a pointer to `IAFSqueeze` (the same neuron on (B*T, ...)).
-- **SpikingJelly** (2.0.0) `activation_based.neuron.IFNode` with `v_reset=None` (soft reset),
-  `v_threshold` theta: one spike per step when v >= theta, v -= theta (D = 1, floor, stateful).
-  A hard reset (`v_reset` a number) and the other node types (LIF, ...) are refused. Note the
-  firing test: SpikingJelly's Heaviside fires on v - theta >= 0, as the IR does.
-  The multi-step node (`step_mode='m'`, the fused op `sj_if::forward`) is the same neuron over
-  the whole time axis; time_loop.TimeLoop.jelly_if reads it.
+- **SpikingJelly** (2.0.0), every neuron module checked here once (`check_jelly`, before
+  tracing; the one place SpikingJelly nodes are accepted or refused):
+  `IFNode` with `v_reset=None` (soft reset), `v_threshold` theta: one spike per step when
+  v >= theta, v -= theta (D = 1, floor, stateful); `LIFNode(decay_input=False, v_reset=None)`:
+  the same neuron with leak 1 - 1/tau (h = v - v/tau + x); `ILIFNode` (I-LIF: h = (1 - 1/tau) v
+  + x, c = round(clip(h / theta, 0, D)) with D = its MultiLevelSpikeCount's max_spike_count,
+  v = h - c theta; half_even, stateful, leak 1 - 1/tau). Refused in one line: a hard reset
+  (`v_reset` a number), `decay_input=True` (the input would decay too), tau < 1, and every other
+  node type. SpikingJelly's Heaviside fires on v - theta >= 0, as the IR does. The multi-step
+  nodes (`step_mode='m'`) are the same neurons over the whole time axis: the fused ops
+  `sj_if/sj_lif/sj_ilif::forward` (time_loop.TimeLoop.jelly_*), or a Python loop with a
+  MultiLevelSpikeCount surrogate, which time_loop re-rolls like research code's loops.
 
 Time: each call of the network is one time step for every neuron (sinabs' squeezed layers
 flatten (B, T) into the batch axis; the front end traces one step per sample and the compiled
@@ -38,7 +44,6 @@ from snncc.frontend.convert import Call, where
 MULTISPIKE_D = 2 ** 15  # the IR's largest D (snncc.ir.ops fire bounds)
 
 SINABS_NEURONS = ("IAF", "IAFSqueeze", "LIF", "LIFSqueeze", "ExpLeak", "ExpLeakSqueeze")
-JELLY_NEURONS = ("IFNode",)
 
 
 def _library(m: nn.Module) -> str:
@@ -55,7 +60,7 @@ def is_peer_module(m: nn.Module) -> bool:
     lib = _library(m)
     if lib == "spikingjelly" and getattr(m, "step_mode", "s") == "m":
         return False  # multi-step nodes run over (T, B, ...) tensors: snncc.frontend.time_loop reads them
-    return bool(lib) and (type(m).__name__ in SINABS_NEURONS + JELLY_NEURONS + ("SumPool2d",)
+    return bool(lib) and (type(m).__name__ in SINABS_NEURONS + ("SumPool2d",)
                           or lib == "spikingjelly" and "Node" in type(m).__name__)
 
 
@@ -104,24 +109,64 @@ def _sinabs_neuron(m: nn.Module, name: str) -> tuple[int, float]:
     return D, theta
 
 
-def _jelly_neuron(m: nn.Module, name: str) -> tuple[int, float]:
+JELLY_DEPLOYED = ("IFNode", "LIFNode", "ILIFNode")
+
+
+def _jelly_module_leak(m: nn.Module, name: str) -> float:
+    """The leak of a SpikingJelly neuron module (1 for IFNode), or FrontendError naming what differs."""
     cls = type(m).__name__
-    if cls != "IFNode":
-        raise FrontendError(f"SpikingJelly {cls}: only IFNode (integrate-and-fire) has a deployed counterpart",
-                            where=name, hint="use neuron.IFNode(v_reset=None)")
+    if cls not in JELLY_DEPLOYED:
+        tau = getattr(m, "tau", None)
+        what = f"a leaky neuron (membrane decay 1 - 1/tau = {1 - 1 / tau:.4g} between timesteps) " \
+            if isinstance(tau, (int, float)) and tau else ""
+        raise FrontendError(f"SpikingJelly {cls} is {what or 'a neuron '}without a deployed counterpart; snncc deploys "
+                            "IFNode, LIFNode(decay_input=False) and ILIFNode with soft reset", where=name,
+                            hint="train with IFNode/LIFNode(v_reset=None) or ILIFNode")
+    if getattr(m, "v_reset", None) is not None:
+        raise jelly_hard_reset(cls, m.v_reset, name)
+    if cls == "IFNode":
+        return 1.0
+    return jelly_leak(cls, m.tau, getattr(m, "decay_input", False), name)
+
+
+def jelly_leak(cls: str, tau, decay_input, name: str) -> float:
+    """leak = 1 - 1/tau of a SpikingJelly LIF-family node with decay_input=False (h = v - v/tau + x)."""
+    if decay_input:
+        raise FrontendError(f"{cls}(decay_input=True) decays its input too (h = v + (x - v) / tau); snncc's leaky "
+                            "neuron decays only the carried membrane", where=name,
+                            hint=f"use {cls}(decay_input=False, v_reset=None)")
+    tau = float(tau)
+    if not 1.0 <= tau < float("inf"):
+        raise FrontendError(f"{cls} tau={tau}: the decay 1 - 1/tau must be in [0, 1] (tau >= 1)", where=name)
+    return 1.0 - 1.0 / tau
+
+
+def check_jelly(model: nn.Module) -> None:
+    """Refuse, in one line naming the module, any SpikingJelly neuron without a deployed counterpart
+    (before tracing, so the user sees the neuron instead of a fused kernel)."""
+    for path, m in model.named_modules():
+        if _library(m) == "spikingjelly" and "Node" in type(m).__name__:
+            _jelly_module_leak(m, f"module {path or '<root>'}")
+
+
+def _jelly_neuron(m: nn.Module, name: str) -> tuple[int, float, str, float]:
+    """(D, theta, rounding, leak) of a single-step SpikingJelly node."""
+    cls = type(m).__name__
+    leak = _jelly_module_leak(m, name)
+    theta = _scalar(m.v_threshold, "v_threshold", name)
+    if cls == "ILIFNode":
+        return int(m.surrogate_function.max_spike_count), theta, "half_even", leak
     if type(getattr(m, "surrogate_function", None)).__name__ == "MultiLevelSpikeCount":
-        raise FrontendError("IFNode with MultiLevelSpikeCount in single-step mode: snncc reads multi-level "
+        raise FrontendError(f"{cls} with MultiLevelSpikeCount in single-step mode: snncc reads multi-level "
                             "SpikingJelly neurons over the whole time axis", where=name,
-                            hint="use IFNode(step_mode='m') on (T, B, ...) tensors (see --input-layout)")
-    if m.v_reset is not None:
-        raise jelly_hard_reset(m.v_reset, name)
-    return 1, _scalar(m.v_threshold, "v_threshold", name)
+                            hint=f"use {cls}(step_mode='m') on (T, B, ...) tensors (see --input-layout)")
+    return 1, theta, "floor", leak
 
 
-def jelly_hard_reset(v_reset, name: str) -> FrontendError:
-    """The refusal of a SpikingJelly IFNode with a hard reset (single- or multi-step)."""
-    return FrontendError(f"IFNode(v_reset={v_reset}) resets to a value; snncc's neuron subtracts the threshold",
-                         where=name, hint="use neuron.IFNode(v_reset=None) (soft reset)")
+def jelly_hard_reset(cls: str, v_reset, name: str) -> FrontendError:
+    """The refusal of a SpikingJelly node with a hard reset (single- or multi-step)."""
+    return FrontendError(f"{cls}(v_reset={v_reset}) resets to a value (a hard reset); snncc's neuron subtracts the "
+                         "threshold", where=name, hint=f"use neuron.{cls}(v_reset=None) (soft reset)")
 
 
 def module_call(m: nn.Module, x, name: str) -> Call | None:
@@ -134,18 +179,19 @@ def module_call(m: nn.Module, x, name: str) -> Call | None:
         if getattr(m, "ceil_mode", False):
             raise FrontendError("SumPool2d with ceil_mode=True is not supported", where=name)
         return Call("pool", (x, m.kernel_size, m.stride, 0, False, True, 1), {})
-    D, theta = _sinabs_neuron(m, name) if lib == "sinabs" else _jelly_neuron(m, name)
+    D, theta, rounding, leak = (*_sinabs_neuron(m, name), "floor", 1.0) if lib == "sinabs" else _jelly_neuron(m, name)
     if not theta > 0:
         raise FrontendError(f"threshold {theta} must be positive", where=name)
-    return Call("peer_neuron", (x, D, theta, f"{lib} {cls}"), {})
+    return Call("peer_neuron", (x, D, theta, f"{lib} {cls}", rounding, leak), {})
 
 
 class PeerOps:
-    """Converter mixin: `peer_neuron` -> a stateful `fire` node with floor counting."""
+    """Converter mixin: `peer_neuron` -> a stateful `fire` node (floor counting unless the peer rounds)."""
 
-    def c_peer_neuron(self, fxn, x, D, theta, what):
-        name = self.c_neuron(fxn, x, D, 1.0, "floor", True)
+    def c_peer_neuron(self, fxn, x, D, theta, what, rounding="floor", leak=1.0):
+        name = self.c_neuron(fxn, x, D, 1.0, rounding, True)
         self.graph[name].attrs["theta"] = float(theta)
+        self.graph[name].attrs["leak"] = float(leak)
         self.graph.meta.setdefault("peer_neurons", {})[name] = what
         return name
 

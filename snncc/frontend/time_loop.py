@@ -1,22 +1,26 @@
 """Re-rolling a stateful neuron written as a Python loop over T (research code's multi-step IF
 neurons: SpikingJelly's `IFNode(step_mode='m')`, `MultiStepIFNode`-like classes, loops such as
-`for t in range(T): mem = (mem_old - spike) * decay + x[t]; out[t] = spike`).
+`for t in range(T): mem = (mem_old - spike) * decay + x[t]; out[t] = spike`), and SpikingJelly
+2.0's fused multi-step IF, LIF and I-LIF nodes.
 
 `torch.export` unrolls such a loop: `x[t]` becomes `select`/`unbind`, the membrane a chain of
 adds, and the per-step spikes are `stack`ed or copied into a pre-allocated output. The
 converter hands every value of one timestep to this module as a `Lin`: an exact linear form
 over *atoms*, (IR node, t) for the step-t value of a (T, B, ...) tensor and (chain, t) for the
 spikes a neuron fired at step t. At every fire the membrane's form must be that of SFA's IF
-neuron with soft reset,
+neuron with soft reset and a leak l in [0, 1] (l = 1: integrate-and-fire, no decay),
 
-    u_t = a * sum_{t' <= t} X_{t'} - sum_{t' < t} S_{t'} + c
+    u_t = a * sum_{t' <= t} l^(t - t') X_{t'} - sum_{t' < t} l^(t - t') S_{t'} + c
 
-(one input X, the same factor a at every step: no leak; each spike removes one threshold; c a
-constant offset that is not integrated, e.g. SpikingJelly's `v - v_threshold`), which is one IR
-`fire` with `stateful=True` on `a * X` and `beta = c`. Anything else (a leaky membrane, a hard
-reset, a reset by another amount, a layer applied inside the loop) is refused in one line
-saying what to write instead. The IR node is built when the T per-step spikes are gathered
-again (stack, or the filled output buffer).
+(one input X, the same factor a at every step; each spike removes one threshold, and what is left
+decays by l per step like the input; c a constant offset that is neither integrated nor leaked,
+e.g. SpikingJelly's `v - v_threshold`), which is one IR `fire` with `stateful=True`, `leak = l` on
+`a * X` and `beta = c`: the leak multiplies the residual v - n - c (`snncc.sim.reference.carry`).
+l is read at the second timestep (the weight of x[0] relative to a fresh input) and every later
+step must match the form exactly. Anything else (a hard reset, a reset by another amount, a
+leak outside [0, 1], a layer applied inside the loop) is refused in one line saying what to write
+instead. The IR node is built when the T per-step spikes are gathered again (stack, or the filled
+output buffer).
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ class Chain:
     base: str
     steps: int = 0
     node: str | None = None  # the IR fire node, once gathered
+    leak: float = 1.0  # read at the second timestep
 
 
 @dataclass
@@ -161,12 +166,21 @@ class TimeLoop:
                 raise FrontendError("the membrane mixes the spikes of two neurons", where=where)
             ch = self.chains[keys.pop()]
             t = ch.steps
-            want = Lin({("x", ch.x, s): ch.a for s in range(t + 1)}, ch.c) + \
-                Lin({("s", ch.key, s): -1.0 for s in range(t)})
+            if t == 1:
+                ch.leak = u.terms.get(("x", ch.x, 0), 0.0) / ch.a
+                if -REL <= ch.leak - 1.0 <= REL:
+                    ch.leak = 1.0
+                if not 0.0 <= ch.leak <= 1.0:
+                    raise FrontendError(f"the membrane's decay {ch.leak:.4g} per timestep is outside [0, 1] (the input "
+                                        "of step 0 weighs that much of a fresh input at step 1)", where=where,
+                                        hint="a leak l = 1 - 1/tau with tau >= 1: v = l * v + x[t]")
+            lk = ch.leak
+            want = Lin({("x", ch.x, s): ch.a * lk ** (t - s) for s in range(t + 1)}, ch.c) + \
+                Lin({("s", ch.key, s): -(lk ** (t - s)) for s in range(t)})
             if not _same(u, want):
                 raise FrontendError(_explain(u, want, ch, t), where=where,
-                                    hint="snncc deploys integrate-and-fire with soft reset: v = v + x[t]; "
-                                         "spike = round(clamp(v / th, 0, D)); v = v - spike * th (no decay)")
+                                    hint="snncc deploys (leaky) integrate-and-fire with soft reset: v = l * v + x[t]; "
+                                         "spike = round(clamp(v / th, 0, D)); v = v - spike * th (0 <= l <= 1)")
             if (int(D), rounding) != (ch.D, ch.rounding):
                 raise FrontendError("the neuron changes D or its rounding between timesteps", where=where)
         atom = ("s", ch.key, ch.steps)
@@ -179,21 +193,50 @@ class TimeLoop:
         spike = (h - threshold >= 0), v = h - spike * threshold (v_reset=None). That is the peer
         neuron of peers.py at D = 1: floor(clamp(u / threshold, 0, 1)) with soft reset, u starting
         at 0. Returns (spikes, None, None) for the op's (spikes, v, h)."""
+        return self._jelly(fxn, x, v, threshold, reset, "IFNode", where, D=1, rounding="floor", leak=1.0)
+
+    def jelly_lif(self, fxn, x, v, tau, decay_input, threshold, reset, where: str) -> tuple:
+        """`LIFNode(step_mode='m')` with a heaviside surrogate, the fused op `sj_lif::forward(x_seq,
+        v, tau, decay_input, threshold, reset, ...)`: with decay_input=False, v_reset=None, per step
+        h = v - v / tau + x[t], spike = (h >= threshold), v = h - spike * threshold: the IFNode's
+        neuron with leak 1 - 1/tau (peers.jelly_leak refuses decay_input=True)."""
+        from snncc.frontend.peers import jelly_leak
+
+        leak = jelly_leak("LIFNode", tau, decay_input, where)
+        return self._jelly(fxn, x, v, threshold, reset, "LIFNode", where, D=1, rounding="floor", leak=leak)
+
+    def jelly_ilif(self, fxn, x, v, tau, count, lower, upper, threshold, where: str) -> tuple:
+        """`ILIFNode(step_mode='m')`, the fused op `sj_ilif::forward(x_seq, v, tau, count, lower,
+        upper, threshold, ...)`: per step h = (1 - 1/tau) v + x[t], c = round(clamp(h / threshold, 0,
+        count)) (torch.round: half to even), v = h - c * threshold. lower/upper bound the
+        straight-through gradient only."""
+        from snncc.frontend.peers import jelly_leak
+
+        leak = jelly_leak("ILIFNode", tau, False, where)
+        if float(count) != int(count) or not int(count) >= 1:
+            raise FrontendError(f"ILIFNode spike count {count} is not a positive integer", where=where)
+        return self._jelly(fxn, x, v, threshold, None, "ILIFNode", where, D=int(count), rounding="half_even",
+                           leak=leak)
+
+    def _jelly(self, fxn, x, v, threshold, reset, cls: str, where: str, D: int, rounding: str, leak: float) -> tuple:
+        """A fused SpikingJelly multi-step node -> a stateful fire (the op's (spikes, v, h) -> (spikes, None, None))."""
         from snncc.frontend.peers import jelly_hard_reset
 
         if reset is not None:
-            raise jelly_hard_reset(reset, where)
+            raise jelly_hard_reset(cls, reset, where)
         v0 = self._lin(v, fxn) if is_step_value(v) or _num(v) is not None else None
         if v0 is None or v0.terms or v0.const != 0.0:
-            raise FrontendError("the IFNode's membrane does not start at 0", where=where,
+            raise FrontendError(f"the {cls}'s membrane does not start at 0", where=where,
                                 hint="call spikingjelly's functional.reset_net(model) before compiling")
         if "T" not in self.conv.lead_in(fxn):
-            raise FrontendError("a multi-step IFNode on a value without a time axis", where=where,
+            raise FrontendError(f"a multi-step {cls} on a value without a time axis", where=where,
                                 hint="give it (T, B, ...) tensors (see --input-layout)")
         th = float(threshold)
         if not th > 0:
             raise FrontendError(f"threshold {th} must be positive", where=where)
-        return self.conv.c_peer_neuron(fxn, self.conv.tensor(x, fxn), 1, th, "spikingjelly IFNode"), None, None
+        name = self.conv.c_peer_neuron(fxn, self.conv.tensor(x, fxn), D, th, f"spikingjelly {cls}", rounding=rounding,
+                                       leak=leak)
+        return name, None, None
 
     def copy_(self, fxn, dst, src):
         if not isinstance(dst, Slot):
@@ -235,7 +278,8 @@ class TimeLoop:
             if abs(ch.a - 1.0) > REL:
                 x = self.conv.add(None, "scale", [x], {}, {"factor": np.asarray(ch.a)}, base=f"{ch.base}_in")
             ch.node = self.conv.add(None, "fire", [x], {"D": ch.D, "norm": 1.0, "rounding": ch.rounding,
-                                                        "stateful": True, "beta": float(ch.c)}, base=ch.base)
+                                                        "stateful": True, "beta": float(ch.c),
+                                                        "leak": float(ch.leak)}, base=ch.base)
         return ch.node
 
     def _lin(self, v, fxn) -> Lin:
@@ -270,13 +314,14 @@ def _same(u: Lin, w: Lin) -> bool:
 def _explain(u: Lin, w: Lin, ch: Chain, t: int) -> str:
     if t >= 1:
         prev = u.terms.get(("x", ch.x, t - 1), 0.0)
-        if abs(prev - ch.a) > REL * max(1.0, abs(ch.a)):
-            return (f"leaky membrane: at timestep {t} the input of step {t - 1} weighs {prev / ch.a:.4g} of a fresh "
-                    f"input; SFA's IF neuron has no decay (decay 1)")
+        if abs(prev - ch.a * ch.leak) > REL * max(1.0, abs(ch.a)):
+            return (f"the membrane's decay changes over time: at timestep {t} the input of step {t - 1} weighs "
+                    f"{prev / ch.a:.4g} of a fresh input, at timestep 1 {ch.leak:.4g} (one leak per neuron)")
         s = u.terms.get(("s", ch.key, t - 1), 0.0)
-        if abs(s + 1.0) > REL:
+        if abs(s + ch.leak) > REL:
             return (f"the reset removes {-s:.4g} x the spike count from the membrane where a soft reset by one "
-                    "threshold removes 1 (divide the membrane by the threshold that it subtracts)")
+                    f"threshold (then the decay {ch.leak:.4g}) removes {ch.leak:.4g} (divide the membrane by the "
+                    "threshold that it subtracts)")
     if abs(u.const - w.const) > REL * max(1.0, abs(w.const)):
         return f"a constant {u.const - w.const:.4g} builds up in the membrane over time (put it in the layer bias)"
     return "the membrane update over time is not SFA's integrate-and-fire with soft reset"

@@ -99,6 +99,12 @@ ATEN_MAP = {
 }
 
 
+# SpikingJelly 2's fused multi-step neuron ops -> (TimeLoop method, leading arguments it reads)
+JELLY_FUSED = {"sj_if::forward": ("jelly_if", 4),  # x, v, threshold, reset
+               "sj_lif::forward": ("jelly_lif", 6),  # x, v, tau, decay_input, threshold, reset
+               "sj_ilif::forward": ("jelly_ilif", 7)}  # x, v, tau, count, lower, upper, threshold
+
+
 class ExportConverter(peers.PeerOps, Converter):
     def canon(self, n: fx.Node) -> Call:
         if n.target is operator.getitem:
@@ -106,9 +112,9 @@ class ExportConverter(peers.PeerOps, Converter):
                 return Call("item", n.args, {})  # one timestep of an unbind
             return _getitem(*n.args)
         packet = getattr(n.target, "overloadpacket", None)
-        if getattr(n.target, "namespace", None) == "sj_if" and getattr(packet, "_qualified_op_name", "") == \
-                "sj_if::forward":  # SpikingJelly 2's fused multi-step IFNode (time_loop.TimeLoop.jelly_if)
-            return Call("jelly_if", tuple(self._arg(a) for a in n.args[:4]), {})
+        fused = JELLY_FUSED.get(getattr(packet, "_qualified_op_name", ""))
+        if fused is not None:  # SpikingJelly 2's fused multi-step nodes (time_loop.TimeLoop.jelly_*)
+            return Call(fused[0], tuple(self._arg(a) for a in n.args[:fused[1]]), {})
         fn = ATEN_MAP.get(packet)
         if fn is None:
             name = getattr(n.target, "__name__", str(n.target))

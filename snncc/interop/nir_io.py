@@ -218,6 +218,10 @@ def to_nir(graph: Graph) -> NirExport:
             nodes[n.name] = nir.Scale(scale=np.broadcast_to(n.params["factor"], n.shape).astype(np.float64).copy())
             link(n.inputs[0], n.name)
         elif n.op == "fire":
+            if a["leak"] != 1.0:  # nir.LIF is a continuous-time ODE: no exact per-window residual leak
+                raise TargetError(f"leaky neuron (leak {a['leak']:.6g} per timestep): NIR's IF has no leak and its "
+                                  "LIF is a continuous-time membrane, not snncc's leak of the residual between "
+                                  "windows", where=f"node {n.name}", hint="keep the compiled artefact (snncc.load)")
             shape = n.shape
             meta = {f"{META}D": int(a["D"]), f"{META}theta": float(a["theta"]), f"{META}beta": float(a["beta"]),
                     f"{META}stateful": int(bool(a["stateful"]))}

@@ -260,7 +260,7 @@ def relay_shape(shapes, attrs, params):
 def fire_shape(shapes, attrs, params):
     (x,) = shapes
     _window_and_constant(x, attrs, params)
-    for k in ("theta", "beta", "norm"):
+    for k in ("theta", "beta", "norm", "leak"):
         if isinstance(attrs[k], bool) or not isinstance(attrs[k], (int, float)):
             raise RuleError(f"{k} must be a number, got {attrs[k]!r}")
     if not isinstance(attrs["stateful"], bool):
@@ -273,6 +273,10 @@ def fire_shape(shapes, attrs, params):
         raise RuleError(f"beta must be finite, got {attrs['beta']!r}")
     if attrs["rounding"] not in ROUNDING_MODES:
         raise RuleError(f"rounding must be one of {ROUNDING_MODES}, got {attrs['rounding']!r}")
+    if not 0.0 <= attrs["leak"] <= 1.0:
+        raise RuleError(f"leak must be in [0, 1] (the carried membrane's factor per timestep), got {attrs['leak']!r}")
+    if attrs["leak"] != 1.0 and not attrs["stateful"]:
+        raise RuleError(f"leak {attrs['leak']!r} on a neuron that carries no membrane (stateful is false)")
     return x
 
 
@@ -316,6 +320,8 @@ def _fire_summary(a, p):
     s = f"D={a['D']} theta={_fmt(a['theta'])} beta={_fmt(a['beta'])} norm={_fmt(a['norm'])} {a['rounding']}"
     if a["stateful"]:
         s += " stateful"
+    if a["leak"] != 1.0:
+        s += f" leak={_fmt(a['leak'])}"
     if "bias" in p:
         s += " +const"
     return s
@@ -339,8 +345,13 @@ _op(OpSpec("linear", 1, 1, {}, params=("weight", "bias"), required_params=("weig
 _op(OpSpec("batchnorm", 1, 1, {"axis": 0, "eps": 1e-5}, params=("mean", "var", "weight", "bias"),
            required_params=("mean", "var", "weight", "bias"), kind_rule=_all_current, shape_rule=per_channel_shape,
            linear=True, summary=lambda a, p: f"axis={a['axis']} eps={_fmt(a['eps'])}"))
+# A fire node (DESIGN 2): n = clip(q((beta + U + bias + carried) / theta), 0, D) per timestep. A
+# stateful one carries its residual r = v - n * theta - beta (the membrane after the soft reset,
+# without the offset beta, which is not integrated) to the next timestep as leak * r: `leak`
+# (LIF's beta = 1 - 1/tau; 1 = integrate-and-fire) acts between timesteps only, never between the
+# D sub-steps of one window (the D binary spikes of a window are one integer count).
 _op(OpSpec("fire", 1, 1, {"D": REQUIRED, "theta": 1.0, "beta": 0.0, "norm": 1.0, "rounding": "half_even",
-                          "stateful": False},
+                          "stateful": False, "leak": 1.0},
            params=("bias",), kind_rule=_fire_kind, shape_rule=fire_shape, summary=_fire_summary))
 _op(OpSpec("add", 2, None, {}, kind_rule=_all_current, shape_rule=add_shape, linear=True,
            summary=lambda a, p: ""))

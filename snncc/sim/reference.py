@@ -4,7 +4,8 @@ float32 or float64 and returns the output plus the spike count of every neuron p
 It is the semantic ground truth the simulators and targets are checked against (DESIGN 7). Fire
 semantics (DESIGN 2): with input current U, constant current b, threshold theta, initial
 membrane beta and rounding q, a neuron emits n = clip(q((v) / theta), 0, D) with v = beta + U + b;
-a stateful neuron keeps v - n * theta for the next timestep. The op emits n / norm.
+a stateful neuron keeps leak * (v - n * theta - beta) for the next timestep (`carry`; leak = 1:
+integrate-and-fire, LIF's 1 - 1/tau otherwise; beta is not integrated). The op emits n / norm.
 A relay (residual-stream accumulator) emits its window's input current plus its constant current,
 unchanged; `Result.messages` counts its graded messages (neurons whose value is nonzero).
 """
@@ -51,6 +52,23 @@ def fire_count(v: torch.Tensor, attrs: dict, consume: bool = False) -> torch.Ten
     else:
         u = v
     return quantize(u, attrs["rounding"], inplace=consume).clamp_(0, attrs["D"])
+
+
+def carry(residual: torch.Tensor, attrs: dict) -> torch.Tensor:
+    """What a stateful neuron carries to the next timestep: its residual r = v - n * theta - beta
+    (the membrane after the soft reset, without the offset beta) times `leak`. The one place the
+    leak acts: between timesteps, never between the D sub-steps of a window. Every executor of the
+    IR carries through here."""
+    leak = attrs["leak"]
+    return residual * leak if leak != 1.0 else residual
+
+
+def carried_membrane(v: torch.Tensor, attrs: dict) -> torch.Tensor:
+    """`carry` for executors whose membrane holds beta (v after the soft reset, offset included):
+    the next timestep's starting membrane beta + leak * (v - beta); v itself when leak = 1."""
+    if attrs["leak"] == 1.0:
+        return v
+    return carry(v - attrs["beta"], attrs) + attrs["beta"]
 
 
 def timestep_inputs(graph: Graph, x, dtype: torch.dtype) -> list[torch.Tensor]:
@@ -150,7 +168,7 @@ class Interpreter:
             tie = (u - fl == 0.5) & (torch.remainder(fl, 2) == 0) & (fl >= 0) & (fl < a["D"])
             self.ties[n.name] = self.ties.get(n.name, 0) + int(tie.sum())
         if keep:
-            self.state[n.name] = v - cnt * a["theta"] - a["beta"]
+            self.state[n.name] = carry(v - cnt * a["theta"] - a["beta"], a)
         return cnt, (cnt / a["norm"] if a["norm"] != 1.0 else cnt)
 
     def op_relay(self, n: Node, u: torch.Tensor):

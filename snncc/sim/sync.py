@@ -46,7 +46,9 @@ the NSFR or the neuron total.
 Currents (documented choices):
 - beta is added once at the window start (a non-stateful neuron resets to beta at every window
   start; a stateful one starts from beta at t = 0 and then carries its membrane, as in the
-  reference: v_t = v_{t-1} - n_{t-1} * theta + U_t + bias).
+  reference: v_t = v_{t-1} - n_{t-1} * theta + U_t + bias); a leaky one (leak < 1) starts
+  timestep t from beta + leak * (v_{t-1} - n_{t-1} * theta - beta): the leak multiplies the
+  residual between windows, never between the D sub-steps of a window (reference.carry).
 - the constant current `bias` (per timestep): bias_mode="spread" (default) adds bias / D at each
   sub-step of the window, "start" adds it all at the window start.
 - the real-valued encoding input x_t: input_mode="spread" (default) delivers x_t / D at each
@@ -77,7 +79,7 @@ from snncc.errors import SnnccError
 from snncc.ir.analysis import value_numbers
 from snncc.ir.graph import Graph, Node
 from snncc.passes.normal_form import check_deployed
-from snncc.sim.reference import Interpreter, fire_count, timestep_inputs
+from snncc.sim.reference import Interpreter, carried_membrane, fire_count, timestep_inputs
 
 SCHEDULES = ("exact", "streaming")
 
@@ -347,7 +349,7 @@ class Simulator:
                 v = v + I[j]
             cnt = fire_count(v, a)
             if a["stateful"]:
-                self.state[n.name] = v - cnt * theta
+                self.state[n.name] = carried_membrane(v - cnt * theta, a)
             return self._train(cnt)
         # streaming: one spike at most per sub-step, so at most D in a window of D sub-steps (the
         # cap never binds here); in-place updates, no per-sub-step allocation
@@ -365,7 +367,7 @@ class Simulator:
             torch.ge(v, theta, out=out[j])  # the 0/1 spike, written as a float straight into the train
             v.sub_(out[j], alpha=theta)
         if a["stateful"]:
-            self.state[n.name] = v
+            self.state[n.name] = carried_membrane(v, a)
         return out
 
     def _relay(self, n: Node, I: torch.Tensor, schedule: str, bias_mode: str) -> torch.Tensor:

@@ -47,6 +47,8 @@ def describe(net: Network, emit: str = "burst", versions: dict | None = None, qn
                  "level": p.level, "start": p.start, "bias": f"{p.name}.bias", "const": f"{p.name}.const"}
         if p.relay:  # a residual-stream relay: one graded message of its window value
             entry.update(relay=True, emit="graded")
+        if p.leak != 1.0:  # the carried residual's factor between windows (WindowBurstIF.leak)
+            entry["leak"] = p.leak
         if qnet is None:
             arrays[f"{p.name}.bias"] = p.bias
             arrays[f"{p.name}.const"] = p.const

@@ -270,6 +270,12 @@ def quantize(net: Network, policy: str = "precision") -> QNetwork:
     if policy not in POLICIES:
         raise TargetError(f"unknown quantisation policy {policy!r}", where="snncc_lava.fixed",
                           hint=f"one of {', '.join(POLICIES)}")
+    leaky = [p.name for p in net.populations.values() if p.leak != 1.0]
+    if leaky:  # no exact fixed-point counterpart (docs/compiler.md, leaky neurons)
+        raise TargetError(f"population {leaky[0]} is leaky (leak {net.populations[leaky[0]].leak:.6g}): Loihi's "
+                          "fixed-point decay dv acts on v at every step (each of the D sub-steps) and rounds toward "
+                          "zero, so it cannot leak only the residual between windows bit-exactly",
+                          where=f"population {leaky[0]}", hint="use --target-option precision=float (Lava floating_pt) for leaky neurons")
     if policy == "netx" and any(p.relay for p in net.populations.values()):
         raise TargetError("netx has no relay layer", where="snncc_lava.fixed", hint="deploy with fan-in streams")
     # the float weight each projection quantises, per unit of what its source sends: a spike product

@@ -103,6 +103,7 @@ class Population:
     start: int
     host_input: bool  # fed by an encoding current from the host
     relay: bool = False  # a residual-stream relay: sends its window value as one graded message
+    leak: float = 1.0  # factor of the carried residual between windows (snncc.sim.reference.carry)
 
     @property
     def size(self) -> int:
@@ -331,7 +332,7 @@ def population(n: Node, D: int, level: int, host: bool, ev: TreeEvaluator) -> Po
                               where=f"node {n.name}", hint="one D per network")
         return Population(n.name, n.shape, D, 1.0, 0.0, bias, const, False, level, level * (D + 1), host, relay=True)
     return Population(n.name, n.shape, D, float(n.attrs["theta"]), float(n.attrs["beta"]), bias,
-                      const, bool(n.attrs["stateful"]), level, level * (D + 1), host)
+                      const, bool(n.attrs["stateful"]), level, level * (D + 1), host, leak=float(n.attrs["leak"]))
 
 
 def build(g: Graph) -> Network:

@@ -304,6 +304,10 @@ def lower_population(g: Graph, consumer: Node, problems: list[str], readout_thre
         if not a["stateful"] and g.T > 1:
             problems.append(f"layer {consumer.name}: stateless neuron over T={g.T} timesteps; Speck membranes "
                             f"carry over (stateful integrate-and-fire)")
+        if a["leak"] != 1.0 and g.T > 1:
+            problems.append(f"layer {consumer.name}: leaky neuron (leak {a['leak']:.6g} per timestep) over T={g.T} "
+                            f"timesteps; Speck's IAF membrane has no leak (sinabs DynapcnnLayer takes IAFSqueeze "
+                            f"layers only)")
         theta, beta, D = float(a["theta"]), float(a["beta"]), int(a["D"])
         const = consumer.params.get("bias")
     if const is not None:

@@ -140,3 +140,12 @@ def test_emit_refuses_with_one_error_listing_everything():
     assert "layer f: kernel 3x5 is not square" in msg
     assert "layer f: does not fit any core: neuron memory 131072 > 65536 (largest core)" in msg
     assert "memory per core:" in msg and "0     16384       65536" in msg
+
+
+def test_leaky_neuron_is_refused_over_timesteps_in_one_line():
+    g = one_layer()
+    g["f"].attrs["leak"] = 0.5
+    assert SpeckTarget().check(g) == []  # T = 1: nothing is carried, so nothing leaks
+    g.T = 3
+    assert SpeckTarget().check(g) == ["layer f: leaky neuron (leak 0.5 per timestep) over T=3 timesteps; Speck's IAF "
+                                      "membrane has no leak (sinabs DynapcnnLayer takes IAFSqueeze layers only)"]

@@ -206,6 +206,7 @@ class EventNetwork:
     masks: object = None  # the SSC masks the tables were built with ('centre': centre spiked)
     gates: list | None = None  # centre SSC: the gated convs (_Gate), None otherwise
     consumer_gates: dict = field(default_factory=dict)  # consumer -> ids of the gates feeding it
+    leak: np.ndarray | None = None  # (n_slots,) factor of a stateful neuron's carried residual, 1 elsewhere
 
     def slot_of(self, consumer: str) -> slice:
         a, b = self.offsets[consumer]
@@ -466,6 +467,7 @@ def build_network(graph: Graph, masks=None) -> EventNetwork:
     Dv = np.zeros(n_slots, dtype=np.int64)
     fires = np.zeros(n_slots, dtype=bool)
     stateful = np.zeros(n_slots, dtype=bool)
+    leak = np.ones(n_slots)
     enabled = np.ones(n_slots, dtype=bool)
     v_min = np.full(n_slots, -np.inf)
     for c in consumers:
@@ -474,6 +476,7 @@ def build_network(graph: Graph, masks=None) -> EventNetwork:
             continue
         a = c.attrs
         beta[s], theta[s], Dv[s], fires[s], stateful[s] = a["beta"], a["theta"], a["D"], True, a["stateful"]
+        leak[s] = a["leak"]
         if c.name in neuron_masks:
             enabled[s] = _spatial_rows(neuron_masks[c.name], c.shape) > 0
         b = np.abs(c.params["bias"]).max() if "bias" in c.params else 0.0
@@ -484,7 +487,7 @@ def build_network(graph: Graph, masks=None) -> EventNetwork:
         v_min[s] = -(2.0 ** 15) / min(scales)
     return EventNetwork(g, [c.name for c in consumers], offsets, n_slots, tables, sources_of, host_fed,
                         const, beta, theta, Dv, fires, stateful, enabled, v_min, masks,
-                        gates if centre else None, consumer_gates)
+                        gates if centre else None, consumer_gates, leak)
 
 
 def _interp(g: Graph, masks, biases: bool) -> Interpreter:

@@ -21,7 +21,8 @@ Order policies:
 Firing policies:
 - "ideal": a population fires once its input is complete (all its sources complete and all
   their events delivered): n = clip(floor(V/theta), 0, D), emitted as a burst (spike j of every
-  neuron with n > j, j = 0..D-1); V -= n*theta (kept across timesteps when stateful). Bursts
+  neuron with n > j, j = 0..D-1); V -= n*theta (kept across timesteps when stateful, a leaky
+  neuron's as beta + leak * (V - beta) at the next timestep's start, reference.carry). Bursts
   travel as one event with multiplicity n (order-independent). Equals the reference executor's
   counts (tested bit-exact on random nets; both sum the same float64 terms in a different
   association, so a membrane within an ulp of a threshold multiple could in principle differ).
@@ -354,6 +355,9 @@ class _Run:
         net, B, S = self.net, self.B, self.net.n_slots
         V = self.state.reshape(B, S, self.state.shape[1])[:, :, kernels.V_]  # a view
         reset = ~net.stateful if t > 0 else np.ones(S, dtype=bool)
+        if t > 0 and net.leak is not None and (net.leak != 1.0).any():  # reference.carry: the residual leaks
+            lk = net.leak != 1.0
+            V[:, lk] = net.beta[lk] + net.leak[lk] * (V[:, lk] - net.beta[lk])
         kernels.start_timestep(self.state, self.k, net.beta, net.const, reset, B, S)
         for c, h in host.items():
             V[:, slice(*net.offsets[c])] += h

@@ -10,7 +10,8 @@ and delays are static in an inference network. `lower.py` selects them through
 Loihi2SimCfg(exception_proc_model_map=...).
 
 floating_pt: arithmetic follows snncc.sim.reference operation by operation (v = u + beta + bias +
-carry, floor(v / theta), clip to [0, D], carry = v - n * theta - beta) so float64 counts match it.
+carry, floor(v / theta), clip to [0, D], carry = v - n * theta - beta, times `leak` when it is not
+1: the leak acts between windows only) so float64 counts match it.
 
 fixed_pt: integer arithmetic with Lava's fixed_pt LIF conventions (see snncc_lava.fixed, whose
 `simulate_fixed` it must equal bit for bit): u <- wrap24(u + (a_in << 6)) every sub-step of a
@@ -56,6 +57,7 @@ class PyWindowBurstIFModelFloat(PyLoihiProcessModel):
     windows: int = LavaPyType(int, int)
     period: int = LavaPyType(int, int)
     stateful: int = LavaPyType(int, int)
+    leak: float = LavaPyType(float, float)
     graded: int = LavaPyType(int, int)
     relay: int = LavaPyType(int, int)
     vth: int = LavaPyType(int, int)
@@ -98,8 +100,10 @@ class PyWindowBurstIFModelFloat(PyLoihiProcessModel):
         if self.stateful:
             v = v + self.carry
         n = np.clip(np.floor(v / theta if theta != 1.0 else v), 0, int(self.D))
-        if self.stateful:
+        if self.stateful:  # snncc.sim.reference.carry: the residual, times the leak
             self.carry = v - n * theta - beta
+            if float(self.leak) != 1.0:
+                self.carry = self.carry * float(self.leak)
         self.n = n
         self.u = np.zeros_like(self.u)
 
@@ -119,6 +123,7 @@ class PyWindowBurstIFModelFixed(PyLoihiProcessModel):
     windows: int = LavaPyType(int, int)
     period: int = LavaPyType(int, int)
     stateful: int = LavaPyType(int, int)
+    leak: float = LavaPyType(float, float)  # always 1 here: fixed.quantize refuses a leak
     graded: int = LavaPyType(int, int)
     relay: int = LavaPyType(int, int)
     vth: int = LavaPyType(int, np.int32, precision=17)
