@@ -422,7 +422,10 @@ class Mapping:
 
     def traffic(self) -> list[dict]:
         """Per projection (source unit -> target unit): per source spike, the messages (destination
-        cores), on-chip hops and chip crossings, and each inter-chip link's share."""
+        cores), on-chip hops and chip crossings, and each inter-chip link's share (none before
+        placement: a model that does not fit)."""
+        if not self.chips_used:
+            return []
         acc: dict = {}
         for (a, b), ov in self.overlaps.items():
             pa, pb = self.pieces[a], self.pieces[b]
@@ -472,6 +475,7 @@ class Mapping:
             "format": "snncc-loihi-mapping/1",
             "resources": "snncc_lava/data/loihi2_resources.json",
             "system": self.system, "chips_available": self.chips_available, "system_mesh": list(self.system_mesh),
+            "cores_per_chip": r.cores,
             "partitioner": self.partitioner,
             "problems": self.problems,
             "totals": {"pieces": len(self.pieces), "cores": len(self.pieces), "chips": self.chips_used,
@@ -491,30 +495,38 @@ class Mapping:
         }
 
     def report(self) -> str:
-        """The resource report (markdown), also when the model does not fit."""
-        r = self.resources
-        lines = [f"## Loihi 2 mapping ({self.system}: {self.chips_available} chip(s) of {r.cores} cores)", ""]
-        lines += [f"- problem: {p}" for p in self.problems]
-        lines += [f"- pieces (cores): {len(self.pieces)}; chips used: {self.chips_used}; partitioner: {self.partitioner}",
-                  f"- estimated messages per window: {sum(self.edges.values()):.4g}, of which inter-chip: "
-                  f"{self.interchip_messages():.4g}", ""]
-        if self.chips_used:
-            lines += ["| chip | position | cores | neurons | memory | core util. | memory util. |", "|---|---|---|---|---|---|---|"]
-            for c in self.chip_table():
-                lines.append(f"| {c['chip']} | {c['position']} | {c['cores']} | {c['neurons']} | {c['memory_bytes']} "
-                             f"| {c['core_utilisation']:.1%} | {c['memory_utilisation']:.1%} |")
-            lines.append("")
-        per_unit: dict = {}
-        for p in self.pieces:
-            d = per_unit.setdefault(p.unit, [0, 0, 0, set()])
-            d[0] += 1
-            d[1] = max(d[1], p.neurons)
-            d[2] = max(d[2], p.memory)
-            d[3].add(p.chip)
-        lines += ["| unit | neurons | pieces | largest piece (neurons / bytes) | chips |", "|---|---|---|---|---|"]
-        for name, (k, nmax, mmax, chips) in per_unit.items():
-            lines.append(f"| {name} | {self.units[name].size} | {k} | {nmax} / {mmax} | {','.join(map(str, sorted(chips)))} |")
-        return "\n".join(lines) + "\n"
+        """The resource report (markdown), also when the model does not fit (`report_markdown`)."""
+        return report_markdown(self.to_json())
+
+
+def report_markdown(doc: dict) -> str:
+    """The resource report of a mapping document (`Mapping.to_json`, or lava/mapping.json read
+    back): problems, pieces and chips, estimated traffic, per-chip and per-unit tables. --explain
+    prints it from the Mapping, the compile report from the artefact's file."""
+    t = doc["totals"]
+    lines = [f"## Loihi 2 mapping ({doc['system']}: {doc['chips_available']} chip(s) of {doc['cores_per_chip']} cores)", ""]
+    lines += [f"- problem: {p}" for p in doc["problems"]]
+    lines += [f"- pieces (cores): {t['pieces']}; chips used: {t['chips']}; partitioner: {doc['partitioner']}",
+              f"- estimated messages per window: {t['messages_per_window']:.4g}, of which inter-chip: "
+              f"{t['interchip_messages_per_window']:.4g}", ""]
+    if t["chips"]:
+        lines += ["| chip | position | cores | neurons | memory | core util. | memory util. |", "|---|---|---|---|---|---|---|"]
+        for c in doc["chips"]:
+            lines.append(f"| {c['chip']} | {c['position']} | {c['cores']} | {c['neurons']} | {c['memory_bytes']} "
+                         f"| {c['core_utilisation']:.1%} | {c['memory_utilisation']:.1%} |")
+        lines.append("")
+    per_unit: dict = {}  # unit -> [pieces, neurons (its pieces tile it), largest piece, its memory, chips]
+    for p in doc["pieces"]:
+        d = per_unit.setdefault(p["unit"], [0, 0, 0, 0, set()])
+        d[0] += 1
+        d[1] += p["neurons"]
+        d[2] = max(d[2], p["neurons"])
+        d[3] = max(d[3], p["memory_bytes"])
+        d[4].add(p["chip"])
+    lines += ["| unit | neurons | pieces | largest piece (neurons / bytes) | chips |", "|---|---|---|---|---|"]
+    for name, (k, size, nmax, mmax, chips) in per_unit.items():
+        lines.append(f"| {name} | {size} | {k} | {nmax} / {mmax} | {','.join(map(str, sorted(chips)))} |")
+    return "\n".join(lines) + "\n"
 
 
 def _spike_rate() -> float:

@@ -19,7 +19,8 @@ Options (emit and simulate; `--target-option key=value` on the CLI):
 - system: "chip" (default) | "kapoho" | "hala" | N -- the Loihi 2 system the model is mapped onto
   (`mapping`): check refuses, in one line per resource, a model that does not fit it; emit writes
   `lava/mapping.json` (piece -> chip, core; utilisation; inter-chip links and traffic) and the
-  compile report carries the resource report (`explain`, printed by --explain even on failure).
+  compile report carries the resource report rendered from that file (`report_section`; `explain`
+  prints the same from the mapping, by --explain even on failure).
 The explicit network description (`lava/network.json` + `weights.npz`, CSR synapse matrices) is
 written only when it has at most DESCRIBE_LIMIT materialised synapses: above that (E-SpikeFormer
 at 224x224) the artefact keeps the kernels in ir.npz and the mapping, and the Lava network is
@@ -146,6 +147,12 @@ class LoihiTarget:
         if network.unsupported(graph):
             return ""
         return self.map_onto(graph, options).report()
+
+    def report_section(self, files: dict[str, bytes]) -> str:
+        """The compile report's resource report, from the artefact's lava/mapping.json."""
+        if "lava/mapping.json" not in files:
+            return ""
+        return mapping.report_markdown(json.loads(files["lava/mapping.json"]))
 
     def emit(self, graph: Graph, options: dict | None = None) -> dict[str, bytes]:
         options = _check_options(options)

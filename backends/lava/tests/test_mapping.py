@@ -147,13 +147,18 @@ def test_cli_refuses_in_one_line_explains_and_maps_onto_more_chips(tmp_path, cap
     assert "system chip has 1 chip(s), 128 cores" in last and not out.exists()
     assert "## Loihi 2 mapping (chip: 1 chip(s) of 128 cores)" in o and "- problem: cores:" in o  # --explain
     out = tmp_path / "kapoho"
-    assert main(common + ["--target-option", "system=kapoho", "-o", str(out)]) == 0
-    capsys.readouterr()
+    assert main(common + ["--target-option", "system=kapoho", "--explain", "-o", str(out)]) == 0
+    o, _ = capsys.readouterr()
     doc = json.loads((out / "lava" / "mapping.json").read_text())
     assert doc["system"] == "kapoho" and doc["problems"] == [] and doc["totals"]["chips"] >= 2
     assert json.loads((out / "manifest.json").read_text())["files"].get("lava/mapping.json") is not None
     assert sum(c["cores"] for c in doc["chips"]) == doc["totals"]["cores"] == len(doc["pieces"])
-    assert "## Loihi 2 mapping (kapoho: 8 chip(s) of 128 cores)" in (out / "report.md").read_text()
+    # report.md's section (the target's report_section hook, rendered from lava/mapping.json) is
+    # the resource report --explain printed from the mapping, table for table
+    section = mapping.report_markdown(doc)
+    assert section.startswith("## Loihi 2 mapping (kapoho: 8 chip(s) of 128 cores)\n")
+    assert "| chip | position |" in section and f"| {doc['pieces'][0]['unit']} | " in section
+    assert section in (out / "report.md").read_text() and section in o
 
 
 def test_estimator_takes_hops_and_chip_crossings_from_the_mapping(conv_pool_linear):
