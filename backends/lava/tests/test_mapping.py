@@ -224,3 +224,29 @@ def test_with_a_mapping_the_one_chip_core_warning_gives_way_to_the_placement(con
     placed = Estimator(conv_pool_linear, tiny, placement=mapping.build(conv_pool_linear, 3, _small(cores=2)).to_json())
     placed.observe(x)
     assert not any("cores needed" in w for w in placed.report().warnings)
+
+
+
+def test_estimate_with_workers_uses_the_placement_and_equals_one_process(tmp_path, capsys):
+    # ConvChain's artefact with the mapping the real mapper makes under small per-core limits
+    # (40 neurons, 400 bytes, 4 cores per chip): its 15 pieces span 4 chips
+    import snncc
+    from nets import ConvChain, randomize_bn
+    from snncc.cli import main
+
+    torch.manual_seed(0)
+    dep = snncc.compile(randomize_bn(ConvChain()), torch.zeros(2, 2, 8, 8), target="loihi")
+    m = mapping.build(dep.deployed, 4, _small(cores=4))
+    assert m.problems == [] and m.chips_used == 4 and m.interchip_messages() > 0
+    dep.files["lava/mapping.json"] = (json.dumps(m.to_json(), indent=1, sort_keys=True) + "\n").encode()
+    out = tmp_path / "art"
+    dep.save(str(out))
+    est = ["estimate", str(out), "--profile", "loihi", "--samples", "6", "--batch-size", "2", "--json"]
+    assert main(est + [str(tmp_path / "one.json")]) == 0
+    assert main(est + [str(tmp_path / "sharded.json"), "--workers", "2"]) == 0
+    capsys.readouterr()
+    one, sharded = (json.loads((tmp_path / f).read_text()) for f in ("one.json", "sharded.json"))
+    pl = one["placement"]
+    assert [c["chip"] for c in pl["chips"]] == ["0", "1", "2", "3"] and all(c["dynamic_J"] > 0 for c in pl["chips"])
+    assert pl["links"] and pl["chip_crossings"] > 0 and one["totals"]["chip_crossings"] == pl["chip_crossings"]
+    assert sharded == one  # totals, per-chip energy and power, every link's traffic: exactly equal
