@@ -198,7 +198,7 @@ class LoihiTarget:
             raise TargetError("a sub-graph runs in floating_pt only", where="loihi option precision",
                               hint="precision=float, or simulate the whole model")
         names = list(populations or []) + (part.chip_populations(files or {}, chip) if chip is not None else [])
-        return part.simulate(graph, x, names, only_fire=not populations, emit=_emit_mode(options))
+        return part.simulate(graph, x, names, only_members=not populations, emit=_emit_mode(options))
 
     def reference(self, graph: Graph, x, options: dict | None = None):
         """snncc's own model of what this target computes, without Lava: the fixed-point integer
