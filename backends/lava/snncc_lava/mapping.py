@@ -28,12 +28,19 @@ axes permuted; reshape: the bounding box of the flat index range; scale, add: un
 projection through a conv is encoded as a shared kernel (the core stores, per output channel it
 holds, one kernel entry per element of one neuron's receptive field); through a linear without a
 conv as dense per-synapse weights; otherwise (pools, means, layouts) as sparse weights with an
-index. Receptive boxes bound the true fields (exact for single convs/pools/linears), so memory
+index. A spike product's operands (its own projections, one per operand population) are read
+through `operand_box`: an output block of rows i and columns j of some heads reads the first
+operand's rows i, the last operand's columns j and the middle one of three whole, of the same
+heads, then back through the operand's layout ops (Q K^T of a head block reads only its heads' Q
+rows). Receptive boxes bound the true fields (exact for single convs/pools/linears), so memory
 and axons are upper bounds.
 
 Traffic: a source neuron sends one message per spike to every core that holds a neuron reading it;
 messages on a piece edge per window = overlapping source neurons x the loihi profile's assumed
-spikes per neuron and window (uniform activity). Placement: pieces of a chip in unit order along
+spikes per neuron and window (uniform activity); a spike product's entry sends one graded message
+per window to every core reading it, weighted the same (at most one per entry and window). These
+edges, the operands' into the product and the product's into its consumers included, are the
+graph METIS partitions and the per-link traffic of `mapping.json`. Placement: pieces of a chip in unit order along
 a snake over the 8 x 16 core mesh; chips in the order of their first unit along a snake over the
 system mesh; hops are Manhattan distances between cores, chip crossings between chips, with
 dimension-order routing for the inter-chip links.
@@ -208,6 +215,7 @@ class Proj:
     tree: list  # tree nodes (graph order), for back-propagating boxes
     root: str
     kernel: int = 0  # shared-weight entries per output feature: product of the weighted ops' kernels along the path
+    operands: list = field(default_factory=list)  # product: (operand position, layout ops from the source) it feeds
 
 
 @dataclass
@@ -244,11 +252,13 @@ def units(g: Graph) -> tuple[dict[str, Unit], list[Proj]]:
     projs: list[Proj] = []
     for u in out.values():
         n = g[u.name]
-        if u.kind == "product":
-            for i in n.inputs:
+        if u.kind == "product":  # one projection per operand population (Q K^T V with q = v: one)
+            feeds: dict[str, list] = {}
+            for pos, i in enumerate(n.inputs):
                 src, path = operand_path(g, i)
                 if src in out:
-                    projs.append(Proj(src, u.name, "product", [], ""))
+                    feeds.setdefault(src, []).append((pos, path))
+            projs += [Proj(src, u.name, "product", [], "", operands=ops) for src, ops in feeds.items()]
             continue
         tree, leaves = tree_nodes(g, n, products=True)
         ops: dict[str, dict[str, tuple]] = {}  # node -> leaf -> (op kinds on the way, kernel entries)
@@ -272,10 +282,26 @@ def units(g: Graph) -> tuple[dict[str, Unit], list[Proj]]:
     return out, projs
 
 
+def operand_box(b: Box, shape: tuple, pos: int, count: int) -> Box:
+    """The box of operand `pos` (of `count`, shape `shape`) that output box `b` of a spike product
+    reads: the same head axes; rows of b for the first operand, columns of b for the last, every
+    row and column for the middle one of three (a b, (a b) c and a (b c) alike)."""
+    rows = b[-2] if pos == 0 else (0, shape[-2])
+    cols = b[-1] if pos == count - 1 else (0, shape[-1])
+    return tuple(b[:-2]) + (rows, cols)
+
+
 def receptive(g: Graph, p: Proj, b: Box, units_: dict) -> Box:
     """Bounding box in p.source that the target box `b` reads."""
-    if p.encoding == "product":
-        return _full(units_[p.source].shape)
+    if p.encoding == "product":  # every operand fed by p.source, back through its layout ops
+        n = g[p.target]
+        box = None
+        for pos, path in p.operands:
+            ob = operand_box(b, tuple(g[n.inputs[pos]].shape), pos, len(n.inputs))
+            for op in reversed(path):
+                ob = back_box(g, op, ob)
+            box = _union(box, ob)
+        return box
     boxes: dict[str, Box] = {p.root: b}
     for n in reversed(p.tree):
         if n.name not in boxes:
