@@ -367,7 +367,7 @@ def split(g: Graph, u: Unit, units_: dict, res: Resources) -> tuple[list[Box], s
     need = math.ceil(u.size / res.neurons)
     worst = None
     for count, _, ee in cands:
-        if count < need:
+        if count < need and ee != cands[-1][2]:  # the finest blocking is costed anyway, for the reason
             continue
         lo = tuple(min(shape[d] - ee[d], (shape[d] // 2) // ee[d] * ee[d]) for d in range(nd))
         b = tuple((lo[d], lo[d] + ee[d]) for d in range(nd)) + tuple((0, s) for s in shape[nd:])
@@ -376,8 +376,8 @@ def split(g: Graph, u: Unit, units_: dict, res: Resources) -> tuple[list[Box], s
             return _blocks(shape, ee), None
         worst = c
     return [], (f"unit {u.name}: even a block of {worst['neurons']} neuron(s) needs {worst['memory']:,} bytes of "
-                f"core memory and {worst['axons']:,} input axons; a Loihi 2 core has {res.memory_bytes:,} bytes and "
-                f"{res.input_axons:,} axons")
+                f"core memory and {worst['axons']:,} input axons; a Loihi 2 core has {res.neurons:,} neurons, "
+                f"{res.memory_bytes:,} bytes and {res.input_axons:,} axons")
 
 
 # ---- the mapping -------------------------------------------------------------------------------
@@ -576,6 +576,36 @@ def piece_graph(g: Graph, us: dict, projs: list[Proj], pieces: list[Piece], by_u
                 key = (src[j], b)
                 overlaps[key] = overlaps.get(key, 0) + int(ov[j])
     return {k: v * rate for k, v in overlaps.items()}, overlaps
+
+
+def exact_overlaps(g: Graph, m: Mapping) -> dict:
+    """(source piece, target piece) -> source neurons of the piece with a synapse into the target
+    piece, from the real synapse matrices (`network.tree_matrices`) of every current-tree
+    projection (spike products' operands left out): what `Mapping.overlaps` bounds with boxes.
+    Materialises the matrices: for measuring small graphs (tests, benchmarks/mapping_overcount.py),
+    never called by `build`."""
+    from snncc_lava.network import tree_matrices
+
+    def flat(box, shape):
+        grids = np.meshgrid(*[np.arange(lo, hi) for lo, hi in box], indexing="ij")
+        return np.ravel_multi_index([x.reshape(-1) for x in grids], shape)
+
+    by_unit: dict = {}
+    for i, p in enumerate(m.pieces):
+        by_unit.setdefault(p.unit, []).append(i)
+    out: dict = {}
+    for pr in m.projections:
+        if pr.encoding == "product":
+            continue
+        w = tree_matrices(g, g[pr.target])[pr.source].tocsr()
+        owner = np.empty(m.units[pr.source].size, dtype=np.int64)
+        for i in by_unit[pr.source]:
+            owner[flat(m.pieces[i].box, m.units[pr.source].shape)] = i
+        for b in by_unit[pr.target]:
+            cols = np.unique(w[flat(m.pieces[b].box, m.units[pr.target].shape)].indices)
+            for a, k in zip(*np.unique(owner[cols], return_counts=True)):
+                out[(int(a), b)] = out.get((int(a), b), 0) + int(k)
+    return out
 
 
 METIS_SETTINGS = ((30, False), (100, False), (1, True), (30, True), (100, True))  # (ufactor, recursive)

@@ -69,7 +69,11 @@ def test_a_piece_that_cannot_fit_any_core_is_named(conv_pool_linear):
     # (48 bytes of state, fits 50), g's is one 3-neuron row needing 3 x (8 + 12 dense weights) = 60
     m = mapping.build(conv_pool_linear, "chip", _small(memory_bytes=50))
     assert m.problems == ["unit g: even a block of 3 neuron(s) needs 60 bytes of core memory and 12 input axons; "
-                          "a Loihi 2 core has 50 bytes and 32,768 axons"]
+                          "a Loihi 2 core has 40 neurons, 50 bytes and 32,768 axons"]
+    # a unit whose finest block (one row of one channel: 6 neurons) has more neurons than a core
+    m = mapping.build(conv_pool_linear, "chip", _small(neurons=5))
+    assert m.problems[0] == ("unit f: even a block of 6 neuron(s) needs 48 bytes of core memory and 0 input axons; "
+                             "a Loihi 2 core has 5 neurons, 400 bytes and 32,768 axons")
 
 
 def test_metis_finds_the_known_optimum_and_beats_the_sequential_baseline():
@@ -317,3 +321,15 @@ def test_spike_product_traffic_is_placed_by_hand():
     chip = {x["chip"]: x["dynamic_J"] for x in pl["chips"]}
     assert chip["2"] == pytest.approx(own * 2 / 3)  # c's 12 neurons there, none of the 20 coincidences
     assert sum(chip.values()) == pytest.approx(rep.energy["dynamic"])
+
+
+def test_boxes_over_count_where_a_stride_skips_neurons_and_exact_overlaps_measure_it(strided, conv_pool_linear):
+    # g (4x4) = 1x1 conv, stride 2, of f (8x8): it reads f's even rows and columns (16 neurons);
+    # the box is rows and columns 0..6, 49 neurons
+    g = strided
+    m = mapping.build(g, "chip")
+    assert [(p.unit, p.box) for p in m.pieces] == [("f", ((0, 1), (0, 8), (0, 8))), ("g", ((0, 1), (0, 4), (0, 4)))]
+    assert m.overlaps == {(0, 1): 49} and mapping.exact_overlaps(g, m) == {(0, 1): 16}
+    # where windows cover their stride (conv 3x3 pad 1, sum pool 2x2) boxes are exact
+    m = mapping.build(conv_pool_linear, "chip", _small())
+    assert mapping.exact_overlaps(conv_pool_linear, m) == m.overlaps
