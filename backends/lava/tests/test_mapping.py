@@ -304,6 +304,7 @@ def test_spike_product_traffic_is_placed_by_hand():
     assert (rep.population("q").spikes, rep.population("k").spikes) == (9.0, 7.0)
     pl = rep.placement
     assert pl["product_messages"] == {"p": 9.0} and pl["unplaced_sources"] == []
+    assert "spike products sent 9 graded messages" in rep.table()
     assert rep.totals["placed_messages"] == 9 * 1 + 7 * 3 + 9 * 1
     assert rep.totals["chip_crossings"] == pytest.approx(9 * 1 + 7 * 3 + 9 * 12 / 18)
     assert rep.totals["hops"] == pytest.approx(9 * 10 / 12 + 7 * 54 / 12 + 9 * 30 / 18)
