@@ -166,22 +166,22 @@ class Deployment:
         from snncc.estimate import Estimator
         from snncc.estimate.data import InputBatches
 
+        placement = None
+        if profile == "loihi" and "lava/mapping.json" in self.files:  # the loihi target's placement
+            import json
+
+            placement = json.loads(self.files["lava/mapping.json"])
         if (workers > 1 or ray_address) and (data is None or isinstance(data, (str, os.PathLike))):
             from snncc.estimate.workers import run_sharded
 
             est = run_sharded(self.deployed, profile, None if data is None else os.fspath(data), samples, batch_size,
-                              seed, max(1, workers), ray_address, progress, device)
+                              seed, max(1, workers), ray_address, progress, device, placement)
             return est.report(rate=rate)
 
         if data is None or isinstance(data, (str, os.PathLike)):
             batches = InputBatches(self.deployed, None if data is None else os.fspath(data), samples, batch_size, seed)
         else:
             batches = [self.inputs(data)]
-        placement = None
-        if profile == "loihi" and "lava/mapping.json" in self.files:  # the loihi target's placement
-            import json
-
-            placement = json.loads(self.files["lava/mapping.json"])
         with use_device(device):
             est = Estimator(self.deployed, profile=profile, placement=placement)
             est.run(batches, progress=progress, total=len(batches))

@@ -162,9 +162,7 @@ def report_markdown(res: CompileResult) -> str:
     from snncc.estimate.report import static_markdown
 
     lines += ["", static_markdown(res.deployed, get_target(res.target)).rstrip()]
-    if "lava/mapping.json" in res.files:  # the loihi target's core/chip mapping (resource report)
-        lines += ["", res.explain.rstrip()]
-    section = getattr(get_target(res.target), "report_section", None)  # the target's own choices, if any
+    section = getattr(get_target(res.target), "report_section", None)  # the target's own section, if any
     if section is not None and section(res.files):
         lines += ["", section(res.files).rstrip()]
     lines += ["", "## Deployed graph (synaptic normal form)", "", "```", listing(res.deployed).rstrip(), "```", ""]

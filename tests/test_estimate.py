@@ -170,6 +170,15 @@ def test_residual_fan_in_two_projections():
     assert r.energy["total"] == pytest.approx(E_MAC * 9 + E_AC * (26 + 6), rel=1e-12)
 
 
+def test_critical_path_ties_go_to_graph_order():
+    # a and b both D = 8: the critical path takes the first in graph order, in every process
+    # (the sources were a set, whose order follows the process's string hash seed: sharded
+    # estimates disagreed with one process's)
+    g = residual_graph()
+    g["a"].attrs["D"] = 8
+    assert analyze(g).critical_path == ["a", "t", "out"]
+
+
 def test_residual_loihi_energy_is_exact_arithmetic():
     g = residual_graph()
     a = np.zeros((1, 1, 3, 3))

@@ -19,7 +19,10 @@ Definitions (per sample; a window is one training timestep = D sub-steps):
   (45nm figures: E_MAC x host MACs + E_AC x (architecture SOPs + spike products)) next to the
   same formula on the deployed SOPs (`Report.paper`).
 - SOPs into a population: sum over its synaptic projections of sum_j spikes_j * fanout_j.
-- spike products: multiply-free coincidence operations (`plan.coincidences`).
+- spike products: multiply-free coincidence operations (`plan.coincidences`); a product sends
+  one graded message per nonzero entry per window (`product_messages`), which only a placement
+  routes (the product is a unit of its own in the loihi mapping; without one it is folded into its
+  consumer).
 - MACs: dense host multiply-accumulates of ops on the real-valued input, per timestep x T.
 - neuron updates: neurons * D * T; active updates = sub-steps in which a neuron spikes (= spikes).
 - routed messages: spikes * number of destination populations (the output readout included).
@@ -31,9 +34,10 @@ Energy (per sample) by profile formula:
   With a placement (`placement=`, the loihi target's lava/mapping.json) the routing term is
   E_spike_tile * messages + E_hop * hops + E_chip_crossing * chip crossings, each projection's
   per-spike messages (destination cores), hops and crossings taken from the mapping and multiplied
-  by its source's measured spikes (activity uniform within a population); the report adds, per
-  chip, the dynamic energy (each population's SOPs and updates split by its neurons' chip
-  fractions, routing charged to the source's chips) and power (+ p_static_chip), and per
+  by its source's measured spikes (a spike product's: its measured messages; activity uniform
+  within a unit); the report adds, per chip, the dynamic energy (each population's SOPs and
+  updates split by its neurons' chip fractions, a spike product's coincidences by its own,
+  routing charged to the source's chips) and power (+ p_static_chip), and per
   inter-chip link its messages per second against the mapping's link limit (warnings beyond it).
 - speck: P_static * t_sample (+ E_SOP * SOPs if the profile gives E_SOP), t_sample = 1/rate when a
   rate is given, else the latency in seconds.
@@ -61,6 +65,11 @@ from snncc.ir.graph import Graph, Node
 from snncc.sim.reference import Interpreter
 
 
+def product_messages(y: torch.Tensor) -> torch.Tensor:
+    """Graded messages a spike product sends in one window, per sample: its nonzero entries."""
+    return (y != 0).reshape(y.shape[0], -1).sum(1).to(y.dtype)
+
+
 def _np(x) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         return x.detach().to(torch.float64).cpu().numpy()
@@ -75,9 +84,10 @@ class _Recorder(Interpreter):
         self.products = products
         self.windows: dict[str, list[torch.Tensor]] = {}
         self.coinc: dict[str, torch.Tensor] = {}
+        self.sent: dict[str, torch.Tensor] = {}  # spike product -> (B,) graded messages (nonzero entries), over T
 
     def run(self, x, keep_values: bool = False):
-        self.windows, self.coinc, self.ties = {}, {}, {}
+        self.windows, self.coinc, self.sent, self.ties = {}, {}, {}, {}
         return super().run(x, keep_values)
 
     def op_fire(self, n: Node, u):
@@ -91,10 +101,13 @@ class _Recorder(Interpreter):
         return y
 
     def op_spike_product(self, n: Node, *xs):
+        y = super().op_spike_product(n, *xs)
         if n.name in self.products:
             c = coincidences(list(xs), n.attrs["order"])
             self.coinc[n.name] = c if n.name not in self.coinc else self.coinc[n.name] + c
-        return super().op_spike_product(n, *xs)
+            m = product_messages(y)
+            self.sent[n.name] = m if n.name not in self.sent else self.sent[n.name] + m
+        return y
 
 
 class Estimator:
@@ -134,10 +147,11 @@ class Estimator:
         self.sops: dict[int, float] = {i: 0.0 for i in self._fanout}
         self.peak_window_sops: dict[int, float] = {i: 0.0 for i in self._fanout}
         self.products: dict[str, float] = {pr.node: 0.0 for pr in self.plan.products}
+        self.product_messages: dict[str, float] = {pr.node: 0.0 for pr in self.plan.products}
         self.architecture: dict[str, float] = {a.node: 0.0 for a in self.plan.architecture}
         self.windows_exact = self.T == 1
 
-    _SUMS = ("spikes", "sops", "products", "architecture")
+    _SUMS = ("spikes", "sops", "products", "product_messages", "architecture")
     _PEAKS = ("peak_window_events", "peak_window_sops")
 
     def state(self) -> dict:
@@ -163,7 +177,7 @@ class Estimator:
 
     # ---- feeding ---------------------------------------------------------------------------
     def update(self, counts: dict, inputs=None, *, _windows: dict | None = None,
-               _products: dict | None = None) -> None:
+               _products: dict | None = None, _sent: dict | None = None) -> None:
         """Add one batch: `counts` as returned by `reference.run` (fire -> (B, *shape), summed over
         T; relays -> their `messages`, e.g. `{**res.counts, **res.messages}`). A graph with a spike input also needs `inputs` ((B, *shape) repeated over T, or
         (T, B, *shape)). For T > 1 with spike products use `observe`: counts summed over T cannot
@@ -224,15 +238,18 @@ class Estimator:
                 if self.T > 1:
                     raise SnnccError("spike-product costs need each window's spikes; counts are summed over T",
                                      where="estimate", hint="use Estimator.observe(x) for T > 1")
-                _products = self._products_from_counts(per_window)
+                _products, _sent = self._products_from_counts(per_window)
             for k, v in _products.items():
                 self.products[k] += float(_np(v).sum())
+            for k, v in (_sent or {}).items():
+                self.product_messages[k] += float(_np(v).sum())
         self.windows_exact = self.windows_exact and exact_windows if self.samples else exact_windows
         self.samples += batch
 
-    def _products_from_counts(self, per_window: dict) -> dict:
+    def _products_from_counts(self, per_window: dict) -> tuple[dict, dict]:
+        """Per spike product, its coincidences and graded messages from one window's counts."""
         interp = self._recorder(torch.float64)
-        out = {}
+        out, sent = {}, {}
         for pr in self.plan.products:
             xs = []
             for chain, src in zip(self._layout[pr.node], pr.sources):
@@ -241,7 +258,8 @@ class Estimator:
                     x = getattr(interp, f"op_{n.op}")(n, x)
                 xs.append(x)
             out[pr.node] = coincidences(xs, pr.order)
-        return out
+            sent[pr.node] = product_messages(interp.op_spike_product(self.plan.graph[pr.node], *xs))
+        return out, sent
 
     def observe(self, x, dtype: torch.dtype = torch.float64):
         """Run the reference executor on a batch and add its statistics (exact per window)."""
@@ -249,7 +267,7 @@ class Estimator:
         with torch.no_grad():
             res = rec.run(x)
         self.update(res.counts, inputs=x if self._spike_inputs else None, _windows=rec.windows,
-                    _products=rec.coinc)
+                    _products=rec.coinc, _sent=rec.sent)
         return res
 
     def run(self, batches: Iterable, progress: bool = False, total: int | None = None) -> "Estimator":
@@ -456,10 +474,13 @@ def build_report(est: Estimator, rate: float | None, substep_time: float | None)
     placed: dict = {}
     if prof is not None:
         if est.placement is not None and prof.formula == "loihi":
-            placed = _placement_totals(est.placement, pops, totals)
+            sent = {k: v / n for k, v in est.product_messages.items()}
+            placed = _placement_totals(est.placement, pops, totals, sent)
         energy, static_w = _energy(prof, totals, rate, sample_s, notes)
         if placed:
-            placed = _placement_report(prof, est.placement, placed, pops, energy, totals, rate, sample_s, warnings)
+            products = {pr.node: (pr.target, est.products[pr.node] / n) for pr in plan.products}
+            placed = _placement_report(prof, est.placement, placed, pops, products, energy, totals, rate, sample_s,
+                                       warnings)
             static_w = placed["static_w"]
         if rate is not None:
             power = energy["dynamic"] * rate + static_w
@@ -493,15 +514,20 @@ def build_report(est: Estimator, rate: float | None, substep_time: float | None)
                   paper, placed)
 
 
-def _placement_totals(doc: dict, pops: dict, totals: dict) -> dict:
-    """Messages, hops and chip crossings per sample from a mapping's per-spike traffic."""
-    out = {"messages": 0.0, "hops": 0.0, "crossings": 0.0, "links": {}, "by_source": {}, "unplaced": []}
+def _placement_totals(doc: dict, pops: dict, totals: dict, sent: dict) -> dict:
+    """Messages, hops and chip crossings per sample from a mapping's per-spike traffic: a
+    population's per-spike figures x its spikes, a spike product's x its graded messages (`sent`)."""
+    out = {"messages": 0.0, "hops": 0.0, "crossings": 0.0, "links": {}, "by_source": {}, "unplaced": [],
+           "product_messages": {}}
     for t in doc.get("traffic", []):
         src = pops.get(t["source"])
-        if src is None:  # a spike product: its graded messages are not counted as spikes here
+        if src is not None:
+            s = src.spikes
+        elif t["source"] in sent:
+            s = out["product_messages"][t["source"]] = sent[t["source"]]
+        else:  # a unit the estimator's graph does not have
             out["unplaced"].append(t["source"])
             continue
-        s = src.spikes
         m, h, x = s * t["messages_per_spike"], s * t["hops_per_spike"], s * t["crossings_per_spike"]
         out["messages"] += m
         out["hops"] += h
@@ -514,19 +540,29 @@ def _placement_totals(doc: dict, pops: dict, totals: dict) -> dict:
     return out
 
 
-def _placement_report(prof: Profile, doc: dict, placed: dict, pops: dict, energy: dict, totals: dict,
-                      rate, sample_s, warnings: list[str]) -> dict:
-    """Per chip dynamic energy and power, per inter-chip link bandwidth against its limit."""
+def _placement_report(prof: Profile, doc: dict, placed: dict, pops: dict, products: dict, energy: dict,
+                      totals: dict, rate, sample_s, warnings: list[str]) -> dict:
+    """Per chip dynamic energy and power, per inter-chip link bandwidth against its limit.
+    `products`: spike product -> (its consumer, coincidences per sample); a product placed on
+    chips of its own is charged there, else with its consumer."""
     frac = doc.get("populations", {})
     e_sop, e_act, e_inact = prof.si("e_sop"), prof.si("e_neuron_update_active"), prof.si("e_neuron_update_inactive")
     e_tile, e_hop, e_x = prof.si("e_spike_tile"), prof.si("e_hop"), prof.si("e_chip_crossing", 0.0)
     chips: dict[str, float] = {}
-    for name, st in pops.items():
+    own = {k: v for k, v in products.items() if frac.get(k)}  # products with chips of their own
+    moved: dict[str, float] = {}
+    for tgt, c in own.values():
+        moved[tgt] = moved.get(tgt, 0.0) + c
+    units = {**{name: (st.sops_in + st.spike_products_in - moved.get(name, 0.0), st) for name, st in pops.items()},
+             **{k: (c, None) for k, (_, c) in own.items()}}
+    for name, (sops, st) in units.items():
         share = frac.get(name)
         if not share:
             continue
-        e = e_sop * (st.sops_in + st.spike_products_in) + e_act * st.spikes * (st.role in ("fire", "relay")) \
-            + e_inact * max(0.0, st.neuron_updates - (st.spikes if st.role in ("fire", "relay") else 0.0))
+        e = e_sop * sops
+        if st is not None:
+            e += e_act * st.spikes * (st.role in ("fire", "relay")) \
+                + e_inact * max(0.0, st.neuron_updates - (st.spikes if st.role in ("fire", "relay") else 0.0))
         m, h, x = placed["by_source"].get(name, (0.0, 0.0, 0.0))
         e += e_tile * m + e_hop * h + e_x * x  # routing charged to the source's chips
         for chip, f in share.items():
@@ -555,6 +591,7 @@ def _placement_report(prof: Profile, doc: dict, placed: dict, pops: dict, energy
     return {"system": doc.get("system"), "chips": chip_rows, "links": links, "static_w": static_w,
             "messages": placed["messages"], "hops": placed["hops"], "chip_crossings": placed["crossings"],
             "per_second_basis": "rate" if rate else "sample time" if sample_s else None,
+            "product_messages": dict(placed["product_messages"]),
             "unplaced_sources": sorted(set(placed["unplaced"]))}
 
 

@@ -495,7 +495,8 @@ def _latency(g: Graph, pops: dict[str, Population], projections, products) -> tu
     for n in g.nodes:  # graph order is topological
         if n.name not in pops:
             continue
-        prev = max((best[s] for s in preds[n.name] if s in best), key=lambda b: b[0], default=(0, []))
+        # ties go to the first source in graph order (a set's order changes with the process's hash seed)
+        prev = max((best[s] for s in best if s in preds[n.name]), key=lambda b: b[0], default=(0, []))
         best[n.name] = (prev[0] + pops[n.name].D, prev[1] + [n.name])
     out = best[g.output.name]
     # The last population's burst takes one more window to arrive (the synchronous exact schedule:

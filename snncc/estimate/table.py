@@ -87,7 +87,9 @@ def render(r, markdown: bool = False) -> str:
     if r.placement:
         pl = r.placement
         lines += ["", f"{h}placement ({pl['system']}: {len(pl['chips'])} chip(s); {_num(pl['messages'])} messages, "
-                      f"{_num(pl['hops'])} hops, {_num(pl['chip_crossings'])} chip crossings per sample)", ""]
+                      f"{_num(pl['hops'])} hops, {_num(pl['chip_crossings'])} chip crossings per sample"
+                      + (f"; spike products sent {_num(sum(pl['product_messages'].values()))} graded messages"
+                         if pl.get("product_messages") else "") + ")", ""]
         lines += _grid(("chip", "dynamic energy", "power (W)"),
                        [[c["chip"], _energy(c["dynamic_J"]), f"{c['power_W']:.4g}"] for c in pl["chips"]], markdown)
         if pl["links"]:

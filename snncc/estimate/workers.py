@@ -54,14 +54,17 @@ def map_batches(make, graph, data, samples: int, batch_size: int | None, seed: i
 
 
 def run_sharded(graph, profile, data, samples: int, batch_size: int | None, seed: int, workers: int,
-                address: str | None = None, progress: bool = False, device: str | None = None):
-    """An `Estimator` holding the statistics of every batch (`map_batches`)."""
+                address: str | None = None, progress: bool = False, device: str | None = None,
+                placement: dict | None = None):
+    """An `Estimator` holding the statistics of every batch (`map_batches`), with the artefact's
+    `placement` (a loihi lava/mapping.json document: hops, chip crossings, links) in every worker
+    and in the merged one, so the report equals one process's."""
     from functools import partial
 
     from snncc.estimate.estimator import Estimator
 
-    return map_batches(partial(Estimator, profile=profile), graph, data, samples, batch_size, seed, workers,
-                       address, progress, device)
+    return map_batches(partial(Estimator, profile=profile, placement=placement), graph, data, samples, batch_size,
+                       seed, workers, address, progress, device)
 
 
 def _bar(total: int, progress: bool, desc: str):

@@ -28,12 +28,19 @@ axes permuted; reshape: the bounding box of the flat index range; scale, add: un
 projection through a conv is encoded as a shared kernel (the core stores, per output channel it
 holds, one kernel entry per element of one neuron's receptive field); through a linear without a
 conv as dense per-synapse weights; otherwise (pools, means, layouts) as sparse weights with an
-index. Receptive boxes bound the true fields (exact for single convs/pools/linears), so memory
+index. A spike product's operands (its own projections, one per operand population) are read
+through `operand_box`: an output block of rows i and columns j of some heads reads the first
+operand's rows i, the last operand's columns j and the middle one of three whole, of the same
+heads, then back through the operand's layout ops (Q K^T of a head block reads only its heads' Q
+rows). Receptive boxes bound the true fields (exact for single convs/pools/linears), so memory
 and axons are upper bounds.
 
 Traffic: a source neuron sends one message per spike to every core that holds a neuron reading it;
 messages on a piece edge per window = overlapping source neurons x the loihi profile's assumed
-spikes per neuron and window (uniform activity). Placement: pieces of a chip in unit order along
+spikes per neuron and window (uniform activity); a spike product's entry sends one graded message
+per window to every core reading it, weighted the same (at most one per entry and window). These
+edges, the operands' into the product and the product's into its consumers included, are the
+graph METIS partitions and the per-link traffic of `mapping.json`. Placement: pieces of a chip in unit order along
 a snake over the 8 x 16 core mesh; chips in the order of their first unit along a snake over the
 system mesh; hops are Manhattan distances between cores, chip crossings between chips, with
 dimension-order routing for the inter-chip links.
@@ -208,6 +215,7 @@ class Proj:
     tree: list  # tree nodes (graph order), for back-propagating boxes
     root: str
     kernel: int = 0  # shared-weight entries per output feature: product of the weighted ops' kernels along the path
+    operands: list = field(default_factory=list)  # product: (operand position, layout ops from the source) it feeds
 
 
 @dataclass
@@ -244,11 +252,13 @@ def units(g: Graph) -> tuple[dict[str, Unit], list[Proj]]:
     projs: list[Proj] = []
     for u in out.values():
         n = g[u.name]
-        if u.kind == "product":
-            for i in n.inputs:
+        if u.kind == "product":  # one projection per operand population (Q K^T V with q = v: one)
+            feeds: dict[str, list] = {}
+            for pos, i in enumerate(n.inputs):
                 src, path = operand_path(g, i)
                 if src in out:
-                    projs.append(Proj(src, u.name, "product", [], ""))
+                    feeds.setdefault(src, []).append((pos, path))
+            projs += [Proj(src, u.name, "product", [], "", operands=ops) for src, ops in feeds.items()]
             continue
         tree, leaves = tree_nodes(g, n, products=True)
         ops: dict[str, dict[str, tuple]] = {}  # node -> leaf -> (op kinds on the way, kernel entries)
@@ -272,10 +282,26 @@ def units(g: Graph) -> tuple[dict[str, Unit], list[Proj]]:
     return out, projs
 
 
+def operand_box(b: Box, shape: tuple, pos: int, count: int) -> Box:
+    """The box of operand `pos` (of `count`, shape `shape`) that output box `b` of a spike product
+    reads: the same head axes; rows of b for the first operand, columns of b for the last, every
+    row and column for the middle one of three (a b, (a b) c and a (b c) alike)."""
+    rows = b[-2] if pos == 0 else (0, shape[-2])
+    cols = b[-1] if pos == count - 1 else (0, shape[-1])
+    return tuple(b[:-2]) + (rows, cols)
+
+
 def receptive(g: Graph, p: Proj, b: Box, units_: dict) -> Box:
     """Bounding box in p.source that the target box `b` reads."""
-    if p.encoding == "product":
-        return _full(units_[p.source].shape)
+    if p.encoding == "product":  # every operand fed by p.source, back through its layout ops
+        n = g[p.target]
+        box = None
+        for pos, path in p.operands:
+            ob = operand_box(b, tuple(g[n.inputs[pos]].shape), pos, len(n.inputs))
+            for op in reversed(path):
+                ob = back_box(g, op, ob)
+            box = _union(box, ob)
+        return box
     boxes: dict[str, Box] = {p.root: b}
     for n in reversed(p.tree):
         if n.name not in boxes:
@@ -341,7 +367,7 @@ def split(g: Graph, u: Unit, units_: dict, res: Resources) -> tuple[list[Box], s
     need = math.ceil(u.size / res.neurons)
     worst = None
     for count, _, ee in cands:
-        if count < need:
+        if count < need and ee != cands[-1][2]:  # the finest blocking is costed anyway, for the reason
             continue
         lo = tuple(min(shape[d] - ee[d], (shape[d] // 2) // ee[d] * ee[d]) for d in range(nd))
         b = tuple((lo[d], lo[d] + ee[d]) for d in range(nd)) + tuple((0, s) for s in shape[nd:])
@@ -350,8 +376,8 @@ def split(g: Graph, u: Unit, units_: dict, res: Resources) -> tuple[list[Box], s
             return _blocks(shape, ee), None
         worst = c
     return [], (f"unit {u.name}: even a block of {worst['neurons']} neuron(s) needs {worst['memory']:,} bytes of "
-                f"core memory and {worst['axons']:,} input axons; a Loihi 2 core has {res.memory_bytes:,} bytes and "
-                f"{res.input_axons:,} axons")
+                f"core memory and {worst['axons']:,} input axons; a Loihi 2 core has {res.neurons:,} neurons, "
+                f"{res.memory_bytes:,} bytes and {res.input_axons:,} axons")
 
 
 # ---- the mapping -------------------------------------------------------------------------------
@@ -422,7 +448,10 @@ class Mapping:
 
     def traffic(self) -> list[dict]:
         """Per projection (source unit -> target unit): per source spike, the messages (destination
-        cores), on-chip hops and chip crossings, and each inter-chip link's share."""
+        cores), on-chip hops and chip crossings, and each inter-chip link's share (none before
+        placement: a model that does not fit)."""
+        if not self.chips_used:
+            return []
         acc: dict = {}
         for (a, b), ov in self.overlaps.items():
             pa, pb = self.pieces[a], self.pieces[b]
@@ -472,6 +501,7 @@ class Mapping:
             "format": "snncc-loihi-mapping/1",
             "resources": "snncc_lava/data/loihi2_resources.json",
             "system": self.system, "chips_available": self.chips_available, "system_mesh": list(self.system_mesh),
+            "cores_per_chip": r.cores,
             "partitioner": self.partitioner,
             "problems": self.problems,
             "totals": {"pieces": len(self.pieces), "cores": len(self.pieces), "chips": self.chips_used,
@@ -491,30 +521,38 @@ class Mapping:
         }
 
     def report(self) -> str:
-        """The resource report (markdown), also when the model does not fit."""
-        r = self.resources
-        lines = [f"## Loihi 2 mapping ({self.system}: {self.chips_available} chip(s) of {r.cores} cores)", ""]
-        lines += [f"- problem: {p}" for p in self.problems]
-        lines += [f"- pieces (cores): {len(self.pieces)}; chips used: {self.chips_used}; partitioner: {self.partitioner}",
-                  f"- estimated messages per window: {sum(self.edges.values()):.4g}, of which inter-chip: "
-                  f"{self.interchip_messages():.4g}", ""]
-        if self.chips_used:
-            lines += ["| chip | position | cores | neurons | memory | core util. | memory util. |", "|---|---|---|---|---|---|---|"]
-            for c in self.chip_table():
-                lines.append(f"| {c['chip']} | {c['position']} | {c['cores']} | {c['neurons']} | {c['memory_bytes']} "
-                             f"| {c['core_utilisation']:.1%} | {c['memory_utilisation']:.1%} |")
-            lines.append("")
-        per_unit: dict = {}
-        for p in self.pieces:
-            d = per_unit.setdefault(p.unit, [0, 0, 0, set()])
-            d[0] += 1
-            d[1] = max(d[1], p.neurons)
-            d[2] = max(d[2], p.memory)
-            d[3].add(p.chip)
-        lines += ["| unit | neurons | pieces | largest piece (neurons / bytes) | chips |", "|---|---|---|---|---|"]
-        for name, (k, nmax, mmax, chips) in per_unit.items():
-            lines.append(f"| {name} | {self.units[name].size} | {k} | {nmax} / {mmax} | {','.join(map(str, sorted(chips)))} |")
-        return "\n".join(lines) + "\n"
+        """The resource report (markdown), also when the model does not fit (`report_markdown`)."""
+        return report_markdown(self.to_json())
+
+
+def report_markdown(doc: dict) -> str:
+    """The resource report of a mapping document (`Mapping.to_json`, or lava/mapping.json read
+    back): problems, pieces and chips, estimated traffic, per-chip and per-unit tables. --explain
+    prints it from the Mapping, the compile report from the artefact's file."""
+    t = doc["totals"]
+    lines = [f"## Loihi 2 mapping ({doc['system']}: {doc['chips_available']} chip(s) of {doc['cores_per_chip']} cores)", ""]
+    lines += [f"- problem: {p}" for p in doc["problems"]]
+    lines += [f"- pieces (cores): {t['pieces']}; chips used: {t['chips']}; partitioner: {doc['partitioner']}",
+              f"- estimated messages per window: {t['messages_per_window']:.4g}, of which inter-chip: "
+              f"{t['interchip_messages_per_window']:.4g}", ""]
+    if t["chips"]:
+        lines += ["| chip | position | cores | neurons | memory | core util. | memory util. |", "|---|---|---|---|---|---|---|"]
+        for c in doc["chips"]:
+            lines.append(f"| {c['chip']} | {c['position']} | {c['cores']} | {c['neurons']} | {c['memory_bytes']} "
+                         f"| {c['core_utilisation']:.1%} | {c['memory_utilisation']:.1%} |")
+        lines.append("")
+    per_unit: dict = {}  # unit -> [pieces, neurons (its pieces tile it), largest piece, its memory, chips]
+    for p in doc["pieces"]:
+        d = per_unit.setdefault(p["unit"], [0, 0, 0, 0, set()])
+        d[0] += 1
+        d[1] += p["neurons"]
+        d[2] = max(d[2], p["neurons"])
+        d[3] = max(d[3], p["memory_bytes"])
+        d[4].add(p["chip"])
+    lines += ["| unit | neurons | pieces | largest piece (neurons / bytes) | chips |", "|---|---|---|---|---|"]
+    for name, (k, size, nmax, mmax, chips) in per_unit.items():
+        lines.append(f"| {name} | {size} | {k} | {nmax} / {mmax} | {','.join(map(str, sorted(chips)))} |")
+    return "\n".join(lines) + "\n"
 
 
 def _spike_rate() -> float:
@@ -538,6 +576,36 @@ def piece_graph(g: Graph, us: dict, projs: list[Proj], pieces: list[Piece], by_u
                 key = (src[j], b)
                 overlaps[key] = overlaps.get(key, 0) + int(ov[j])
     return {k: v * rate for k, v in overlaps.items()}, overlaps
+
+
+def exact_overlaps(g: Graph, m: Mapping) -> dict:
+    """(source piece, target piece) -> source neurons of the piece with a synapse into the target
+    piece, from the real synapse matrices (`network.tree_matrices`) of every current-tree
+    projection (spike products' operands left out): what `Mapping.overlaps` bounds with boxes.
+    Materialises the matrices: for measuring small graphs (tests, benchmarks/mapping_overcount.py),
+    never called by `build`."""
+    from snncc_lava.network import tree_matrices
+
+    def flat(box, shape):
+        grids = np.meshgrid(*[np.arange(lo, hi) for lo, hi in box], indexing="ij")
+        return np.ravel_multi_index([x.reshape(-1) for x in grids], shape)
+
+    by_unit: dict = {}
+    for i, p in enumerate(m.pieces):
+        by_unit.setdefault(p.unit, []).append(i)
+    out: dict = {}
+    for pr in m.projections:
+        if pr.encoding == "product":
+            continue
+        w = tree_matrices(g, g[pr.target])[pr.source].tocsr()
+        owner = np.empty(m.units[pr.source].size, dtype=np.int64)
+        for i in by_unit[pr.source]:
+            owner[flat(m.pieces[i].box, m.units[pr.source].shape)] = i
+        for b in by_unit[pr.target]:
+            cols = np.unique(w[flat(m.pieces[b].box, m.units[pr.target].shape)].indices)
+            for a, k in zip(*np.unique(owner[cols], return_counts=True)):
+                out[(int(a), b)] = out.get((int(a), b), 0) + int(k)
+    return out
 
 
 METIS_SETTINGS = ((30, False), (100, False), (1, True), (30, True), (100, True))  # (ufactor, recursive)

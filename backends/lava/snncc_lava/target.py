@@ -19,7 +19,8 @@ Options (emit and simulate; `--target-option key=value` on the CLI):
 - system: "chip" (default) | "kapoho" | "hala" | N -- the Loihi 2 system the model is mapped onto
   (`mapping`): check refuses, in one line per resource, a model that does not fit it; emit writes
   `lava/mapping.json` (piece -> chip, core; utilisation; inter-chip links and traffic) and the
-  compile report carries the resource report (`explain`, printed by --explain even on failure).
+  compile report carries the resource report rendered from that file (`report_section`; `explain`
+  prints the same from the mapping, by --explain even on failure).
 The explicit network description (`lava/network.json` + `weights.npz`, CSR synapse matrices) is
 written only when it has at most DESCRIBE_LIMIT materialised synapses: above that (E-SpikeFormer
 at 224x224) the artefact keeps the kernels in ir.npz and the mapping, and the Lava network is
@@ -147,6 +148,12 @@ class LoihiTarget:
             return ""
         return self.map_onto(graph, options).report()
 
+    def report_section(self, files: dict[str, bytes]) -> str:
+        """The compile report's resource report, from the artefact's lava/mapping.json."""
+        if "lava/mapping.json" not in files:
+            return ""
+        return mapping.report_markdown(json.loads(files["lava/mapping.json"]))
+
     def emit(self, graph: Graph, options: dict | None = None) -> dict[str, bytes]:
         options = _check_options(options)
         m = self.map_onto(graph, options)
@@ -191,7 +198,7 @@ class LoihiTarget:
             raise TargetError("a sub-graph runs in floating_pt only", where="loihi option precision",
                               hint="precision=float, or simulate the whole model")
         names = list(populations or []) + (part.chip_populations(files or {}, chip) if chip is not None else [])
-        return part.simulate(graph, x, names, only_fire=not populations, emit=_emit_mode(options))
+        return part.simulate(graph, x, names, only_members=not populations, emit=_emit_mode(options))
 
     def reference(self, graph: Graph, x, options: dict | None = None):
         """snncc's own model of what this target computes, without Lava: the fixed-point integer

@@ -62,6 +62,27 @@ def conv_pool_linear():
     ]).verify()
 
 
+def strided_conv():
+    """x (spike 1x8x8) -> 1x1 conv -> f (1x8x8) -> 1x1 conv stride 2 -> g (1x4x4) -> output: g reads
+    f's even rows and columns only (a receptive box over-counts them)."""
+    import numpy as np
+
+    from snncc.ir.graph import Graph, Node
+
+    fire = {"D": 4, "rounding": "floor"}
+    conv = lambda stride: {"stride": (stride, stride), "padding": (0, 0), "dilation": (1, 1)}
+    return Graph([
+        Node("x", "input", [], {"kind": "spike", "shape": (1, 8, 8)}),
+        Node("c0", "conv", ["x"], conv(1), {"weight": np.ones((1, 1, 1, 1))}), Node("f", "fire", ["c0"], fire),
+        Node("c", "conv", ["f"], conv(2), {"weight": np.ones((1, 1, 1, 1))}), Node("g", "fire", ["c"], fire),
+        Node("o", "output", ["g"])]).verify()
+
+
+@pytest.fixture
+def strided():
+    return strided_conv()
+
+
 @pytest.fixture(scope="session")
 def conv_chain():
     return deployed(ConvChain)

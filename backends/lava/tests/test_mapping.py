@@ -69,7 +69,11 @@ def test_a_piece_that_cannot_fit_any_core_is_named(conv_pool_linear):
     # (48 bytes of state, fits 50), g's is one 3-neuron row needing 3 x (8 + 12 dense weights) = 60
     m = mapping.build(conv_pool_linear, "chip", _small(memory_bytes=50))
     assert m.problems == ["unit g: even a block of 3 neuron(s) needs 60 bytes of core memory and 12 input axons; "
-                          "a Loihi 2 core has 50 bytes and 32,768 axons"]
+                          "a Loihi 2 core has 40 neurons, 50 bytes and 32,768 axons"]
+    # a unit whose finest block (one row of one channel: 6 neurons) has more neurons than a core
+    m = mapping.build(conv_pool_linear, "chip", _small(neurons=5))
+    assert m.problems[0] == ("unit f: even a block of 6 neuron(s) needs 48 bytes of core memory and 0 input axons; "
+                             "a Loihi 2 core has 5 neurons, 400 bytes and 32,768 axons")
 
 
 def test_metis_finds_the_known_optimum_and_beats_the_sequential_baseline():
@@ -147,13 +151,18 @@ def test_cli_refuses_in_one_line_explains_and_maps_onto_more_chips(tmp_path, cap
     assert "system chip has 1 chip(s), 128 cores" in last and not out.exists()
     assert "## Loihi 2 mapping (chip: 1 chip(s) of 128 cores)" in o and "- problem: cores:" in o  # --explain
     out = tmp_path / "kapoho"
-    assert main(common + ["--target-option", "system=kapoho", "-o", str(out)]) == 0
-    capsys.readouterr()
+    assert main(common + ["--target-option", "system=kapoho", "--explain", "-o", str(out)]) == 0
+    o, _ = capsys.readouterr()
     doc = json.loads((out / "lava" / "mapping.json").read_text())
     assert doc["system"] == "kapoho" and doc["problems"] == [] and doc["totals"]["chips"] >= 2
     assert json.loads((out / "manifest.json").read_text())["files"].get("lava/mapping.json") is not None
     assert sum(c["cores"] for c in doc["chips"]) == doc["totals"]["cores"] == len(doc["pieces"])
-    assert "## Loihi 2 mapping (kapoho: 8 chip(s) of 128 cores)" in (out / "report.md").read_text()
+    # report.md's section (the target's report_section hook, rendered from lava/mapping.json) is
+    # the resource report --explain printed from the mapping, table for table
+    section = mapping.report_markdown(doc)
+    assert section.startswith("## Loihi 2 mapping (kapoho: 8 chip(s) of 128 cores)\n")
+    assert "| chip | position |" in section and f"| {doc['pieces'][0]['unit']} | " in section
+    assert section in (out / "report.md").read_text() and section in o
 
 
 def test_estimator_takes_hops_and_chip_crossings_from_the_mapping(conv_pool_linear):
@@ -219,3 +228,109 @@ def test_with_a_mapping_the_one_chip_core_warning_gives_way_to_the_placement(con
     placed = Estimator(conv_pool_linear, tiny, placement=mapping.build(conv_pool_linear, 3, _small(cores=2)).to_json())
     placed.observe(x)
     assert not any("cores needed" in w for w in placed.report().warnings)
+
+
+
+def test_estimate_with_workers_uses_the_placement_and_equals_one_process(tmp_path, capsys):
+    # ConvChain's artefact with the mapping the real mapper makes under small per-core limits
+    # (40 neurons, 400 bytes, 4 cores per chip): its 15 pieces span 4 chips
+    import snncc
+    from nets import ConvChain, randomize_bn
+    from snncc.cli import main
+
+    torch.manual_seed(0)
+    dep = snncc.compile(randomize_bn(ConvChain()), torch.zeros(2, 2, 8, 8), target="loihi")
+    m = mapping.build(dep.deployed, 4, _small(cores=4))
+    assert m.problems == [] and m.chips_used == 4 and m.interchip_messages() > 0
+    dep.files["lava/mapping.json"] = (json.dumps(m.to_json(), indent=1, sort_keys=True) + "\n").encode()
+    out = tmp_path / "art"
+    dep.save(str(out))
+    est = ["estimate", str(out), "--profile", "loihi", "--samples", "6", "--batch-size", "2", "--json"]
+    assert main(est + [str(tmp_path / "one.json")]) == 0
+    assert main(est + [str(tmp_path / "sharded.json"), "--workers", "2"]) == 0
+    capsys.readouterr()
+    one, sharded = (json.loads((tmp_path / f).read_text()) for f in ("one.json", "sharded.json"))
+    pl = one["placement"]
+    assert [c["chip"] for c in pl["chips"]] == ["0", "1", "2", "3"] and all(c["dynamic_J"] > 0 for c in pl["chips"])
+    assert pl["links"] and pl["chip_crossings"] > 0 and one["totals"]["chip_crossings"] == pl["chip_crossings"]
+    assert sharded == one  # totals, per-chip energy and power, every link's traffic: exactly equal
+
+
+def _attention():
+    """x (2 heads, 3 tokens, 2 features) -> q = fire(x), k = fire(x / 2); p = Q K^T per head
+    (2, 3, 3), a spike product; c = fire(p / 4)."""
+    from snncc.ir.graph import Graph, Node
+
+    fire = {"D": 4, "theta": 1.0, "beta": 0.5, "norm": 1.0, "rounding": "floor"}
+    return Graph([
+        Node("x", "input", [], {"shape": (2, 3, 2)}), Node("q", "fire", ["x"], fire),
+        Node("hx", "scale", ["x"], params={"factor": np.array(0.5)}), Node("k", "fire", ["hx"], fire),
+        Node("kt", "permute", ["k"], {"dims": (0, 2, 1)}),
+        Node("p", "spike_product", ["q", "kt"], {"order": "left", "scale": 1.0}),
+        Node("sp", "scale", ["p"], params={"factor": np.array(0.25)}), Node("c", "fire", ["sp"], fire),
+        Node("out", "output", ["c"])]).infer()
+
+
+def test_spike_product_traffic_is_placed_by_hand():
+    from snncc.estimate import Estimator
+
+    g = _attention()
+    # 6 neurons, 4 cores per chip: q and k split by head (1 x 3 x 2), p and c by token row across
+    # both heads (2 x 1 x 3); pieces q0 q1 k0 k1 | p0 p1 p2 c0 | c1 c2 on chips at (0,0) (0,1) (0,2)
+    m = mapping.build(g, 3, _small(neurons=6, cores=4), partition=mapping.sequential_partition)
+    assert [(p.unit, p.chip, p.core) for p in m.pieces] == [
+        ("q", 0, 0), ("q", 0, 1), ("k", 0, 2), ("k", 0, 3), ("p", 1, 0), ("p", 1, 1), ("p", 1, 2), ("c", 1, 3),
+        ("c", 2, 0), ("c", 2, 1)]
+    # p row i reads Q[:, i, :] (2 neurons of each q piece, not the whole head) and all of K
+    assert m.edges == {**{(q, p): 2.0 for q in (0, 1) for p in (4, 5, 6)},
+                       **{(k, p): 6.0 for k in (2, 3) for p in (4, 5, 6)}, (4, 7): 6.0, (5, 8): 6.0, (6, 9): 6.0}
+    t = {(x["source"], x["target"]): x for x in m.traffic()}
+    assert t[("q", "p")]["messages_per_spike"] == 1.0 and t[("k", "p")]["messages_per_spike"] == 3.0
+    # hops between cores (0,k): q->p 2 x (0+1+2 + 1+0+1) = 10, k->p 6 x (2+1+0 + 3+2+1) = 54, p->c 6 x (3+1+1)
+    assert (t[("q", "p")]["hops_per_spike"], t[("k", "p")]["hops_per_spike"]) == (10 / 12, 54 / 12)
+    assert t[("p", "c")]["hops_per_spike"] == 30 / 18 and t[("p", "c")]["crossings_per_spike"] == 12 / 18
+    assert t[("p", "c")]["links_per_spike"] == {"[0, 1]->[0, 2]": 12 / 18}
+    assert m.links() == {((0, 0), (0, 1)): 12.0 + 36.0, ((0, 1), (0, 2)): 12.0}
+    # METIS sees the product's edges too, and cuts no more than the sequential fill
+    metis = mapping.build(g, 3, _small(neurons=6, cores=4))
+    assert metis.interchip_messages() <= m.interchip_messages() == 60.0
+
+    # one sample: q = x, k = floor(x / 2 + 1/2); Q K^T head 0 [[1,0,1],[0,1,0],[2,0,2]] (5 nonzero),
+    # head 1 [[0,0,0],[0,2,2],[0,3,6]] (4): 9 graded messages; q 9 spikes, k 7
+    x = torch.tensor([[[[1, 0], [0, 1], [2, 0]], [[0, 0], [1, 1], [0, 3]]]], dtype=torch.float64)
+    est = Estimator(g, "loihi", placement=json.loads(json.dumps(m.to_json())))
+    est.observe(x)
+    rep = est.report(rate=10.0)
+    assert (rep.population("q").spikes, rep.population("k").spikes) == (9.0, 7.0)
+    pl = rep.placement
+    assert pl["product_messages"] == {"p": 9.0} and pl["unplaced_sources"] == []
+    assert "spike products sent 9 graded messages" in rep.table()
+    assert rep.totals["placed_messages"] == 9 * 1 + 7 * 3 + 9 * 1
+    assert rep.totals["chip_crossings"] == pytest.approx(9 * 1 + 7 * 3 + 9 * 12 / 18)
+    assert rep.totals["hops"] == pytest.approx(9 * 10 / 12 + 7 * 54 / 12 + 9 * 30 / 18)
+    assert {l["link"]: l["messages_per_sample"] for l in pl["links"]} == pytest.approx(
+        {"[0, 0]->[0, 1]": 9 + 7 * 3, "[0, 1]->[0, 2]": 9 * 12 / 18})
+    # the product's coincidences (sum of Q K^T = 7 + 13) are charged to its own chip (1); every
+    # joule lands on some chip
+    assert rep.totals["spike_products"] == 20
+    from snncc.estimate.profile import load_profile
+
+    prof = load_profile("loihi")
+    c = rep.population("c")
+    own = prof.si("e_sop") * c.sops_in + prof.si("e_neuron_update_active") * c.spikes \
+        + prof.si("e_neuron_update_inactive") * (c.neuron_updates - c.spikes)  # c sends nothing on chip
+    chip = {x["chip"]: x["dynamic_J"] for x in pl["chips"]}
+    assert chip["2"] == pytest.approx(own * 2 / 3)  # c's 12 neurons there, none of the 20 coincidences
+    assert sum(chip.values()) == pytest.approx(rep.energy["dynamic"])
+
+
+def test_boxes_over_count_where_a_stride_skips_neurons_and_exact_overlaps_measure_it(strided, conv_pool_linear):
+    # g (4x4) = 1x1 conv, stride 2, of f (8x8): it reads f's even rows and columns (16 neurons);
+    # the box is rows and columns 0..6, 49 neurons
+    g = strided
+    m = mapping.build(g, "chip")
+    assert [(p.unit, p.box) for p in m.pieces] == [("f", ((0, 1), (0, 8), (0, 8))), ("g", ((0, 1), (0, 4), (0, 4)))]
+    assert m.overlaps == {(0, 1): 49} and mapping.exact_overlaps(g, m) == {(0, 1): 16}
+    # where windows cover their stride (conv 3x3 pad 1, sum pool 2x2) boxes are exact
+    m = mapping.build(conv_pool_linear, "chip", _small())
+    assert mapping.exact_overlaps(conv_pool_linear, m) == m.overlaps

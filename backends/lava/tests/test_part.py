@@ -1,8 +1,12 @@
 """A chosen sub-graph in Lava (`part`): only its populations are built, their inputs from outside
 are teacher-forced from the reference run of the whole graph, and their counts equal the
 reference's bit for bit (hand-computed on a small graph; ConvChain multi-step, the residual model
-in the middle, a population fed by a spike product); bad choices are one line (exit 2 by the CLI)."""
+in the middle, a population fed by a spike product; the shipped digits models with their relays
+inside the part); bad choices are one line (exit 2 by the CLI)."""
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 from conftest import stateful_multistep
@@ -13,6 +17,9 @@ from snncc.cli import main
 from snncc.errors import TargetError
 from snncc.sim import reference
 from snncc_lava import part
+
+
+DIGITS = Path(__file__).resolve().parents[3] / "examples" / "digits" / "artifacts"  # what demo.py compiles
 
 
 def run_cli(capsys, *argv):
@@ -82,6 +89,8 @@ def test_bad_choices_are_one_line(conv_pool_linear, monkeypatch):
         part.simulate(g, x, ["f", "nope"])
     with pytest.raises(TargetError, match="no neuron population chosen"):
         part.simulate(g, x, [])
+    with pytest.raises(TargetError, match="p is a spike product; it is a boundary input"):
+        part.simulate(product_graph("right"), X, ["p", "c"])
     import snncc.resources as res
 
     monkeypatch.setattr(res, "available_bytes", lambda: 1000)
@@ -134,3 +143,51 @@ def test_too_large_whole_model_runs_a_part_instead(conv_pool_linear, monkeypatch
     assert torch.equal(r.counts["g"], torch.full((1, 3, 3, 3), 4.0, dtype=torch.float64))
     with pytest.raises(TargetError, match="floating_pt only"):
         LoihiTarget().simulate_part(conv_pool_linear, x, ["g"], options={"precision": "fixed"})
+
+
+@pytest.fixture(scope="module")
+def digits_loihi(tmp_path_factory):
+    """The shipped digits models compiled for loihi by the CLI (as examples/demo.py does): the
+    residual streams become relays there (3 in digits_former, 4 in digits_cnn)."""
+    out = tmp_path_factory.mktemp("digits")
+    for name in ("digits_cnn", "digits_former"):
+        assert main(["compile", str(DIGITS / f"{name}.pt2"), "--target", "loihi", "-o", str(out / name)]) == 0
+    return out
+
+
+def test_digits_former_part_with_relays_after_a_spike_product(digits_loihi):
+    import snncc
+
+    dep = snncc.load(str(digits_loihi / "digits_former"))
+    g = dep.deployed
+    x = torch.as_tensor(np.load(DIGITS / "digits_test.npz")["x_test"][:4], dtype=torch.float64)
+    # the attention output (fed by the spike product Q K^T V), the residual relay after it, the
+    # MLP and the relay after that, and the next stage's first population
+    chosen = ["stage3_0_attn_attn_spike", "stage3_0_add_7@relay", "stage3_0_mlp_spike1", "stage3_0_mlp_spike2",
+              "stage3_0_add_8@relay", "stage4_0_sepconv_spike1"]
+    assert [g[n].op for n in chosen] == ["fire", "relay", "fire", "fire", "relay", "fire"]
+    r = dep.simulate(x, backend="lava", populations=chosen)
+    assert r.populations == chosen and r.ok
+    assert r.boundary["stage3_0_attn_attn_spike"] == ["stage3_0_attn_matmul_1"]  # the spike product
+    assert r.boundary["stage3_0_add_7@relay"] == ["stage3_0_add_6@relay"]
+    ref = reference.run(g, x, torch.float64, keep_values=True)
+    for p in chosen:
+        if g[p].op == "fire":  # counts: bit for bit, and against an independent reference run
+            assert torch.equal(r.counts[p], ref.counts[p]) and torch.equal(r.reference[p], ref.counts[p]), p
+            assert int(r.counts[p].sum()) > 500, p
+        else:  # relays: the values sent (T = 1: the window's value), float64 rounding at most
+            assert g.T == 1 and torch.equal(r.reference[p], ref.values[p]), p
+            assert torch.allclose(r.counts[p], ref.values[p], rtol=0, atol=part.RELAY_TOLERANCE), p
+    assert set(r.relays) == {"stage3_0_add_7@relay", "stage3_0_add_8@relay"}
+
+
+def test_digits_cnn_chip_share_runs_its_relays(digits_loihi, capsys):
+    code, o, e = run_cli(capsys, "simulate", str(digits_loihi / "digits_cnn"), "--backend", "lava", "--chip", "0",
+                         "--data", str(DIGITS / "digits_test.npz"), "--samples", "3")
+    assert code == 0, o + e
+    rows = [l for l in o.splitlines() if l.startswith("| ") and not l.startswith("| population")]
+    relays = [l for l in rows if "@relay" in l.split("|")[1]]
+    assert len(rows) == 17 and len(relays) == 4  # one chip: every population and relay of the model
+    assert rows[0].startswith("| stem_spike | 1024 | input |")
+    assert all(l.endswith("| == reference |") for l in rows if l not in relays)
+    assert all("== reference" in l and "(relay: sum of values sent)" in l for l in relays)
