@@ -160,7 +160,8 @@ def test_readme_speck_commands_on_the_shipped_event_model(tmp_path, capsys):
     code, o, e = run_cli(capsys, "simulate", out, "--events", os.path.join(art, "events_test_stream.npz"),
                          "--bin-us", "1000", "--samples", "3")
     assert code == 0, e
-    assert o.startswith("3 recordings,") and "latency median" in o and "average power" in o
+    assert o.startswith("network: the Speck chip network (speck integers")  # what the chip was configured with
+    assert o.splitlines()[1].startswith("3 recordings,") and "latency median" in o and "average power" in o
 
 
 def test_T_recorded_with_the_checkpoint_is_used_and_a_disagreeing_timesteps_warned(tmp_path, capsys):
