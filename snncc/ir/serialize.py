@@ -81,13 +81,15 @@ class _Archive:
     def __init__(self, file: str, stored: Stored):
         self.file, self.stored = file, stored
         self.arrays: dict[str, np.ndarray] = {}
+        self.as_stored: set[str] = set()  # keys whose array is written in its `_storage` form (when written)
         self.chains: dict[int, tuple[dict, np.ndarray]] = {}
 
     def ref(self, a: np.ndarray, key: str):
         """A reference to `a`, storing it under `key` unless some archive of the artefact holds it."""
         hit = self.stored.get(id(a))
         if hit is None:
-            self.arrays[key] = _storage(a)
+            self.arrays[key] = a  # converted as it is written: no second copy of the weights held meanwhile
+            self.as_stored.add(key)
             self.stored[id(a)] = hit = (self.file, key, a)
         return hit[1] if hit[0] == self.file else {"file": hit[0], "key": hit[1]}
 
@@ -114,6 +116,8 @@ class _Archive:
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
             for key, v in self.arrays.items():
+                if key in self.as_stored:
+                    v = _storage(v)
                 info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_DATE)
                 # streamed into the archive (no per-array copy); the size estimate (data + the
                 # longest version-1 header) only decides zip64 as writestr would, the header gets the real one
