@@ -134,16 +134,16 @@ class Plan:
 
 # ---- structural evaluation ---------------------------------------------------------------------
 class _Structural(Interpreter):
-    """Runs a current tree with every weight one and no bias: entries count synaptic paths."""
+    """Runs a current tree with every weight one and no bias: entries count synaptic paths.
+    Reads parameter shapes, never their values (no float64 copy of the model's weights)."""
 
-    def __init__(self, graph: Graph):
-        super().__init__(graph, torch.float64)
+    def __init__(self, graph: Graph):  # not Interpreter.__init__: that converts every parameter
+        self.graph, self.dtype = graph, torch.float64
+        self.state, self.ties, self.last_step = {}, {}, False
 
     def p(self, n: Node, k: str):
-        if k == "bias":
-            return None
-        v = self._params[n.name].get(k)
-        return None if v is None else torch.ones_like(v)
+        v = n.params.get(k)
+        return None if k == "bias" or v is None else torch.ones(v.shape, dtype=torch.float64)
 
     def op_pool(self, n: Node, x):
         a = n.attrs
@@ -267,8 +267,8 @@ def fanout_map(g: Graph, nodes: list[Node], term: str, leaf: str,
 def path_counts(g: Graph, nodes: list[Node], term: str, leaves: list[str],
                 interp: Interpreter | None = None) -> dict[str, np.ndarray]:
     """Per leaf, per source neuron: the number of synaptic paths to the term's outputs (weights one).
-    The structural tree is linear in each leaf, so one forward and one backward pass give every
-    leaf's counts at once (the gradient of the summed output)."""
+    The structural tree is linear in each leaf, so the counts are the vector-Jacobian product of an
+    all-ones output (`_ones_vjp`: one backward sweep, every weight one), for every leaf at once."""
     interp = interp or _Structural(g)
     all_leaves = _leaves(g, nodes, term)
     key = None
@@ -277,6 +277,20 @@ def path_counts(g: Graph, nodes: list[Node], term: str, leaves: list[str],
         memo = interp.__dict__.setdefault("_path_memo", {})
         if key in memo:  # the same tree elsewhere (the blocks of a stage): same counts
             return dict(zip(leaves, memo[key]))
+    if type(interp) is _Structural and all(n.op in _ONES_VJP for n in nodes):
+        out = _ones_vjp(g, nodes, term, leaves)
+    else:  # an op without a structural backward rule, or a caller's own interpreter: autograd
+        out = _autograd_counts(g, nodes, term, leaves, all_leaves, interp)
+    if key is not None:
+        for v in out.values():
+            v.flags.writeable = False  # shared by every tree of this structure
+        memo[key] = tuple(out[l] for l in leaves)
+    return out
+
+
+def _autograd_counts(g: Graph, nodes: list[Node], term: str, leaves: list[str], all_leaves: list[str],
+                     interp: Interpreter) -> dict[str, np.ndarray]:
+    """Path counts by one forward and one backward pass of `interp` (the gradient of the summed output)."""
     env = {l: torch.zeros((1,) + g[l].shape, dtype=torch.float64) for l in all_leaves}
     for l in leaves:
         env[l] = torch.zeros((1,) + g[l].shape, dtype=torch.float64, requires_grad=True)
@@ -285,12 +299,69 @@ def path_counts(g: Graph, nodes: list[Node], term: str, leaves: list[str],
     if not y.requires_grad:
         return {l: np.zeros(g[l].shape) for l in leaves}
     grads = torch.autograd.grad(y.sum(), xs, allow_unused=True)
-    out = {l: (np.zeros(g[l].shape) if gr is None else np.rint(gr[0].numpy())) for l, gr in zip(leaves, grads)}
-    if key is not None:
-        for v in out.values():
-            v.flags.writeable = False  # shared by every tree of this structure
-        memo[key] = tuple(out[l] for l in leaves)
-    return out
+    return {l: (np.zeros(g[l].shape) if gr is None else np.rint(gr[0].numpy())) for l, gr in zip(leaves, grads)}
+
+
+# The backward rule of each op with every weight one (d sum(out) / d in, given d sum(out) / d out = gy,
+# batch axis first). All values are integers below 2**53, so float64 sums are exact in any order:
+# the counts equal `_autograd_counts` of `_Structural` bit for bit, without a full-width conv (a
+# ones kernel makes every output channel of a group read every input channel of it alike, so the
+# group's output gradients are summed first and spread by one depthwise transposed conv).
+def _vjp_conv(g: Graph, n: Node, gy):
+    a, w = n.attrs, n.params["weight"].shape  # (Co, Ci / groups, *kernel)
+    G, x = a["groups"], g[n.inputs[0]].shape
+    s = gy.reshape((1, G, w[0] // G) + gy.shape[2:]).sum(2)
+    grad = torch.nn.grad.conv2d_input if len(w) == 4 else torch.nn.grad.conv1d_input
+    gx = grad((1, G) + tuple(x[1:]), torch.ones((G, 1) + tuple(w[2:]), dtype=torch.float64), s,
+              a["stride"], a["padding"], a["dilation"], G)
+    return [gx.unsqueeze(2).expand((1, G, w[1]) + tuple(x[1:])).reshape((1,) + tuple(x))]
+
+
+def _vjp_pool(g: Graph, n: Node, gy):  # structural pool: sum over the (zero-padded) window
+    a, x = n.attrs, g[n.inputs[0]].shape
+    return [torch.nn.grad.conv2d_input((1,) + tuple(x), torch.ones((x[0], 1) + tuple(a["kernel"]), dtype=torch.float64),
+                                       gy, a["stride"], a["padding"], 1, x[0])]
+
+
+def _vjp_mean(g: Graph, n: Node, gy):  # structural mean: a sum
+    x = g[n.inputs[0]].shape
+    if not n.attrs["keepdim"]:
+        for d in sorted(d % len(x) for d in n.attrs["dims"]):
+            gy = gy.unsqueeze(d + 1)
+    return [gy.expand((1,) + tuple(x))]
+
+
+def _vjp_permute(g: Graph, n: Node, gy):
+    inv = np.argsort(n.attrs["dims"])
+    return [gy.permute(0, *(int(d) + 1 for d in inv))]
+
+
+_ONES_VJP = {
+    "conv": _vjp_conv,
+    "linear": lambda g, n, gy: [gy.sum(-1, keepdim=True).expand(gy.shape[:-1] + (n.params["weight"].shape[1],))],
+    "pool": _vjp_pool,
+    "mean": _vjp_mean,
+    "scale": lambda g, n, gy: [gy],  # a factor of ones; the output has the input's shape
+    "add": lambda g, n, gy: [gy] * len(n.inputs),
+    "reshape": lambda g, n, gy: [gy.reshape((1,) + tuple(g[n.inputs[0]].shape))],
+    "permute": _vjp_permute,
+    "spike_product": lambda g, n, gy: [None] * len(n.inputs),  # its own projection: no linear path
+}
+
+
+def _ones_vjp(g: Graph, nodes: list[Node], term: str, leaves: list[str]) -> dict[str, np.ndarray]:
+    """Path counts of a tree of `_ONES_VJP` ops: the all-ones output gradient swept back to every
+    leaf in reverse graph order (each gradient freed once its node has passed it on)."""
+    grads: dict[str, torch.Tensor] = {term: torch.ones((1,) + tuple(g[term].shape), dtype=torch.float64)}
+    with torch.no_grad():
+        for n in reversed(nodes):
+            gy = grads.pop(n.name, None)
+            if gy is None:
+                continue
+            for i, gx in zip(n.inputs, _ONES_VJP[n.op](g, n, gy)):
+                if gx is not None:
+                    grads[i] = grads[i] + gx if i in grads else gx
+    return {l: (np.rint(grads[l][0].numpy()) if l in grads else np.zeros(g[l].shape)) for l in leaves}
 
 
 def _structure_key(g: Graph, nodes: list[Node], term: str, all_leaves: list[str], leaves: list[str]):

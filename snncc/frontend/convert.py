@@ -174,7 +174,12 @@ class Converter:
 
     def const(self, v, fxn: fx.Node, what: str) -> np.ndarray:
         if isinstance(v, torch.Tensor):
-            return v.detach().double().cpu().numpy()
+            t = v.detach().cpu()
+            if t.dtype in (torch.float32, torch.float64, torch.int64, torch.int32, torch.bool):
+                # numpy's float64 copy owns its memory (a torch-backed array does not), so graph
+                # verification checks it finite once, not once per pass (snncc.ir.graph._all_finite)
+                return t.numpy().astype(np.float64)
+            return t.double().numpy()
         if isinstance(v, (int, float)):
             return np.asarray(float(v))
         raise FrontendError(f"expected a constant {what}, got an activation tensor", where=where(fxn),

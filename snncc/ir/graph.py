@@ -24,7 +24,11 @@ _FINITE: set[int] = set()  # ids of immutable parameter arrays already checked f
 
 def _all_finite(v: np.ndarray) -> bool:
     """np.isfinite over the array, once per immutable array: parameter arrays are read-only and
-    shared by every clone of a graph, so each pass's verify would otherwise rescan every weight."""
+    shared by every clone of a graph, so each pass's verify would otherwise rescan every weight.
+    An array that owns its data is made read-only here, as `Node.clone` would make it (passes
+    replace parameter arrays, never write into them), so a fresh weight is scanned once, not twice."""
+    if v.base is None and v.flags.writeable:
+        v.flags.writeable = False
     cacheable = not v.flags.writeable and v.base is None  # owns its data and cannot change
     if cacheable and id(v) in _FINITE:
         return True

@@ -36,20 +36,42 @@ _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 Stored = dict[int, tuple[str, str, np.ndarray]]  # id(array) -> (archive file, key, the array: keeps the id alive)
 
 
+_CHUNK = 1 << 20  # elements per slice when comparing or recomputing a large array (no full-size temporaries)
+
+
 def _storage(v: np.ndarray) -> np.ndarray:
     """The array as stored: float32 when that holds every value exactly (a float32 model's own
     weights: half the bytes), float64 otherwise. Loading gives float64 back, bit for bit the same
     values."""
     a = np.ascontiguousarray(v, dtype=np.float64)
     f = a.astype(np.float32)
+    af, ff = a.reshape(-1), f.reshape(-1)
     with np.errstate(over="ignore", invalid="ignore"):
-        exact = bool(np.array_equal(f.astype(np.float64), a))
+        exact = all(np.array_equal(ff[i:i + _CHUNK].astype(np.float64), af[i:i + _CHUNK])
+                    for i in range(0, af.size, _CHUNK))
     return f if exact else a
 
 
 def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
     a, b = np.ascontiguousarray(a, dtype=np.float64), np.ascontiguousarray(b, dtype=np.float64)
     return a.shape == b.shape and bool(np.array_equal(a.view(np.uint64), b.view(np.uint64)))
+
+
+def _chain_gives(root: np.ndarray, factors: tuple[np.ndarray, ...], a: np.ndarray) -> bool:
+    """derived.product(root, factors) has the bits of `a`: recomputed a slice of leading rows at a
+    time (the same multiplications in the same order, so the same bits) when every factor keeps
+    the root's shape and is per-row or broadcast along the first axis; whole otherwise."""
+    fs = [np.asarray(f) for f in factors]
+    rows = a.shape[0] if a.ndim else 0
+    if (root.shape != a.shape or rows == 0 or any(f.ndim > a.ndim for f in fs)
+            or np.broadcast_shapes(a.shape, *(f.shape for f in fs)) != a.shape):
+        return _same_bits(derived.product(root, factors), a)
+    step = max(1, _CHUNK // max(1, a.size // rows))
+    for s in range(0, rows, step):
+        part = [f[s:s + step] if f.ndim == a.ndim and f.shape[0] == rows else f for f in fs]
+        if not _same_bits(derived.product(root[s:s + step], part), a[s:s + step]):
+            return False
+    return True
 
 
 class _Archive:
@@ -59,13 +81,15 @@ class _Archive:
     def __init__(self, file: str, stored: Stored):
         self.file, self.stored = file, stored
         self.arrays: dict[str, np.ndarray] = {}
+        self.as_stored: set[str] = set()  # keys whose array is written in its `_storage` form (when written)
         self.chains: dict[int, tuple[dict, np.ndarray]] = {}
 
     def ref(self, a: np.ndarray, key: str):
         """A reference to `a`, storing it under `key` unless some archive of the artefact holds it."""
         hit = self.stored.get(id(a))
         if hit is None:
-            self.arrays[key] = _storage(a)
+            self.arrays[key] = a  # converted as it is written: no second copy of the weights held meanwhile
+            self.as_stored.add(key)
             self.stored[id(a)] = hit = (self.file, key, a)
         return hit[1] if hit[0] == self.file else {"file": hit[0], "key": hit[1]}
 
@@ -77,7 +101,7 @@ class _Archive:
         if chain is not None:
             root, factors = chain
             base = self.stored[id(root)][2] if id(root) in self.stored else _storage(root)
-            if _same_bits(derived.product(base, factors), a):
+            if _chain_gives(base, factors, a):
                 r = self.ref(root, key + ".root")
                 r = dict(r) if isinstance(r, dict) else {"key": r}
                 r["times"] = []
@@ -92,10 +116,14 @@ class _Archive:
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
             for key, v in self.arrays.items():
+                if key in self.as_stored:
+                    v = _storage(v)
                 info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_DATE)
-                arr = io.BytesIO()
-                np.lib.format.write_array(arr, v, allow_pickle=False)
-                zf.writestr(info, arr.getvalue())
+                # streamed into the archive (no per-array copy); the size estimate (data + the
+                # longest version-1 header) only decides zip64 as writestr would, the header gets the real one
+                info.file_size = v.nbytes + (1 << 16)
+                with zf.open(info, "w") as dest:
+                    np.lib.format.write_array(dest, v, allow_pickle=False)
         return buf.getvalue()
 
 
