@@ -10,6 +10,8 @@ that leak and equal the eager model bit for bit."""
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 import torch.nn as nn
@@ -208,8 +210,8 @@ class SJNet(nn.Module):
         return self.head(x.flatten(3).mean(3)).mean(0)
 
 
-def _jelly_run(node):
-    """SJNet(node) compiled at T = 4 and verified on 5 seeded samples: (deployment, its fire node,
+def _jelly_run(node, amp=3.0):
+    """SJNet(node) compiled at T = 4 and verified on 5 seeded samples in [0, amp): (deployment, its fire node,
     x, the node's own counts on the conv's currents summed over T, from SpikingJelly's forward)."""
     from spikingjelly.activation_based import functional
 
@@ -217,7 +219,7 @@ def _jelly_run(node):
     m = SJNet(node).eval()
     dep = snncc.compile(m, torch.zeros(4, 2, 2, 8, 8), input_layout="TB")
     (fire,) = [n for n in dep.traced.nodes if n.op == "fire"]
-    x = torch.rand(4, 5, 2, 8, 8, generator=torch.Generator().manual_seed(3)) * 3
+    x = torch.rand(4, 5, 2, 8, 8, generator=torch.Generator().manual_seed(3)) * amp
     rep = dep.verify(x)
     assert rep.ok and rep.levels[0].max_logit_diff < 1e-9, rep.table()
     functional.reset_net(m)
@@ -270,8 +272,6 @@ def test_spikingjelly_hard_reset_multistep_ifnode_is_one_line(kw, reset):
 
 
 @pytest.mark.parametrize("make,msg", [
-    (lambda n, s: n.LIFNode(decay_input=True, v_reset=None, step_mode="m"),
-     "LIFNode(decay_input=True) decays its input too"),
     (lambda n, s: n.LIFNode(tau=2.0, decay_input=False, step_mode="m"), "LIFNode(v_reset=0.0) resets to a value"),
     (lambda n, s: n.ParametricLIFNode(step_mode="m"), "SpikingJelly ParametricLIFNode is a neuron without a deployed"),
     (lambda n, s: n.IFNode(surrogate_function=s.MultiLevelSpikeCount(4), step_mode="m"), "hard reset"),
@@ -294,37 +294,61 @@ LEAKY_JELLY = {
     "LIF_multilevel": (lambda n, s: n.LIFNode(tau=2.0, decay_input=False, v_reset=None,
                                               surrogate_function=s.MultiLevelSpikeCount(4), step_mode="m"),
                        (4, "half_even", 1.0, 0.5)),
+    # decay_input=True: h = v + (x - v) / tau, the same neuron on x / tau (SpikingJelly's default)
+    "LIF_decay_input": (lambda n, s: n.LIFNode(tau=2.0, v_reset=None, v_threshold=0.6, step_mode="m"),
+                        (1, "floor", 0.6, 0.5)),
+    "LIF_decay_input_tau3": (lambda n, s: n.LIFNode(tau=3.0, decay_input=True, v_reset=None, v_threshold=0.4,
+                                                    step_mode="m"), (1, "floor", 0.4, 1 - 1 / 3)),
+    "LIF_decay_input_multilevel": (lambda n, s: n.LIFNode(tau=2.0, decay_input=True, v_reset=None,
+                                                          surrogate_function=s.MultiLevelSpikeCount(4), step_mode="m"),
+                                   (4, "half_even", 1.0, 0.5), 12.0),
 }
 
 
 @pytest.mark.parametrize("kind", list(LEAKY_JELLY))
 def test_spikingjelly_leaky_multistep_nodes_equal_their_own_forward(kind):
-    """ILIFNode (fused sj_ilif), LIFNode(decay_input=False, v_reset=None) with a heaviside (fused
-    sj_lif) or a MultiLevelSpikeCount surrogate (a Python loop): one stateful fire with leak
-    1 - 1/tau whose counts equal SpikingJelly's own forward bit for bit, T = 4."""
+    """ILIFNode (fused sj_ilif), LIFNode(v_reset=None) with a heaviside (fused sj_lif) or a
+    MultiLevelSpikeCount surrogate (a Python loop): one stateful fire with leak 1 - 1/tau, on the
+    input current times 1/tau when decay_input=True (an IR scale the deployed graph folds into
+    the conv), whose counts equal SpikingJelly's own forward bit for bit, T = 4."""
     from spikingjelly.activation_based import neuron, surrogate
 
-    make, (D, rounding, theta, leak) = LEAKY_JELLY[kind]
-    dep, fire, x, own = _jelly_run(make(neuron, surrogate))
+    make, (D, rounding, theta, leak), *amp = LEAKY_JELLY[kind]
+    dep, fire, x, own = _jelly_run(make(neuron, surrogate), *amp)
     a = fire.attrs
     assert (a["D"], a["rounding"], a["theta"], a["leak"], a["stateful"]) == (D, rounding, theta, leak, True)
     counts = dep.reference(x).counts[fire.name]
     assert torch.equal(counts.float(), own) and own.sum() > 0
     assert torch.equal(dep.simulate(x, "exact").counts[fire.name], counts)
+    src = dep.traced[fire.inputs[0]]
+    if "decay_input" in kind:  # the input gain 1/tau = 1 - leak, folded into the conv at deployment
+        assert src.op == "scale" and float(src.params["factor"]) == pytest.approx(1 - leak, rel=1e-15)
+        assert "scale" not in {n.op for n in dep.deployed.nodes}
+        src.params["factor"] = np.asarray(1.0)  # without it the counts differ
+        assert not torch.equal(snncc.sim.reference.run(dep.traced, x.double()).counts[fire.name], counts)
+        src.params["factor"] = np.asarray(1 - leak)
+    else:
+        assert src.op != "scale"
     # the leak matters: the same node without it counts otherwise
     fire.attrs["leak"] = 1.0
     assert not torch.equal(snncc.sim.reference.run(dep.traced, x.double()).counts[fire.name], counts)
 
 
-def test_spikingjelly_single_step_ilif_node_over_timesteps():
-    """ILIFNode in single-step mode (one call per timestep, a MultiStep-style factory): the peer
-    neuron with D = max_spike_count, round half to even, leak 1 - 1/tau."""
+@pytest.mark.parametrize("kind", ["ILIF", "LIF_decay_input"])
+def test_spikingjelly_single_step_leaky_node_over_timesteps(kind):
+    """ILIFNode / LIFNode(decay_input=True, v_reset=None) in single-step mode (one call per
+    timestep, a MultiStep-style factory): the peer neuron with leak 1 - 1/tau; I-LIF with D =
+    max_spike_count, round half to even; the LIF with D = 1 on the current times 1/tau."""
     from spikingjelly.activation_based import functional, neuron
+
+    make, (D, rounding, gain) = {"ILIF": (lambda: neuron.ILIFNode(tau=2.0), (4, "half_even", 1.0)),
+                                 "LIF_decay_input": (lambda: neuron.LIFNode(tau=4.0, v_reset=None, v_threshold=0.5),
+                                                     (1, "floor", 0.25))}[kind]
 
     class Step(nn.Module):
         def __init__(self):
             super().__init__()
-            self.c, self.n, self.head = nn.Conv2d(2, 4, 3, padding=1), neuron.ILIFNode(tau=2.0), nn.Linear(4, 3)
+            self.c, self.n, self.head = nn.Conv2d(2, 4, 3, padding=1), make(), nn.Linear(4, 3)
 
         def forward(self, x):
             return self.head(self.n(self.c(x)).mean((2, 3)))
@@ -338,14 +362,19 @@ def test_spikingjelly_single_step_ilif_node_over_timesteps():
     w = MultiStep()
     dep = snncc.compile(w, torch.zeros(2, 2, 8, 8))
     (fire,) = [n for n in dep.traced.nodes if n.op == "fire"]
-    assert dep.traced.T == 3 and (fire.attrs["D"], fire.attrs["rounding"], fire.attrs["leak"]) == (4, "half_even", 0.5)
+    leak = 1 - 1 / w.model.n.tau
+    assert dep.traced.T == 3 and (fire.attrs["D"], fire.attrs["rounding"], fire.attrs["leak"]) == (D, rounding, leak)
+    src = dep.traced[fire.inputs[0]]
+    assert (float(src.params["factor"]), src.op) == (gain, "scale") if gain != 1 else src.op != "scale"
     x = torch.rand(3, 5, 2, 8, 8, generator=torch.Generator().manual_seed(4)) * 3
     assert dep.verify(x).ok
     functional.reset_net(w.model)
     with torch.no_grad():
         own = sum(w.model.n(w.model.c(x[t].float())) for t in range(3))
     functional.reset_net(w.model)
-    assert torch.equal(dep.reference(x).counts[fire.name].float(), own) and own.sum() > 0
+    counts = dep.reference(x).counts[fire.name]
+    assert torch.equal(counts.float(), own) and own.sum() > 0
+    assert torch.equal(dep.simulate(x, "exact").counts[fire.name], counts)
 
 
 MODEL_DEF = '''

@@ -197,13 +197,14 @@ class TimeLoop:
 
     def jelly_lif(self, fxn, x, v, tau, decay_input, threshold, reset, where: str) -> tuple:
         """`LIFNode(step_mode='m')` with a heaviside surrogate, the fused op `sj_lif::forward(x_seq,
-        v, tau, decay_input, threshold, reset, ...)`: with decay_input=False, v_reset=None, per step
-        h = v - v / tau + x[t], spike = (h >= threshold), v = h - spike * threshold: the IFNode's
-        neuron with leak 1 - 1/tau (peers.jelly_leak refuses decay_input=True)."""
+        v, tau, decay_input, threshold, reset, ...)`, v_reset=None: per step h = v - v / tau + x[t]
+        (decay_input=False) or h = v + (x[t] - v) / tau (True), spike = (h >= threshold), v = h -
+        spike * threshold: the IFNode's neuron with leak 1 - 1/tau, on x / tau when the input
+        decays too (peers.jelly_leak)."""
         from snncc.frontend.peers import jelly_leak
 
-        leak = jelly_leak("LIFNode", tau, decay_input, where)
-        return self._jelly(fxn, x, v, threshold, reset, "LIFNode", where, D=1, rounding="floor", leak=leak)
+        leak, gain = jelly_leak("LIFNode", tau, decay_input, where)
+        return self._jelly(fxn, x, v, threshold, reset, "LIFNode", where, D=1, rounding="floor", leak=leak, gain=gain)
 
     def jelly_ilif(self, fxn, x, v, tau, count, lower, upper, threshold, where: str) -> tuple:
         """`ILIFNode(step_mode='m')`, the fused op `sj_ilif::forward(x_seq, v, tau, count, lower,
@@ -212,13 +213,14 @@ class TimeLoop:
         straight-through gradient only."""
         from snncc.frontend.peers import jelly_leak
 
-        leak = jelly_leak("ILIFNode", tau, False, where)
+        leak, _ = jelly_leak("ILIFNode", tau, False, where)
         if float(count) != int(count) or not int(count) >= 1:
             raise FrontendError(f"ILIFNode spike count {count} is not a positive integer", where=where)
         return self._jelly(fxn, x, v, threshold, None, "ILIFNode", where, D=int(count), rounding="half_even",
                            leak=leak)
 
-    def _jelly(self, fxn, x, v, threshold, reset, cls: str, where: str, D: int, rounding: str, leak: float) -> tuple:
+    def _jelly(self, fxn, x, v, threshold, reset, cls: str, where: str, D: int, rounding: str, leak: float,
+               gain: float = 1.0) -> tuple:
         """A fused SpikingJelly multi-step node -> a stateful fire (the op's (spikes, v, h) -> (spikes, None, None))."""
         from snncc.frontend.peers import jelly_hard_reset
 
@@ -235,7 +237,7 @@ class TimeLoop:
         if not th > 0:
             raise FrontendError(f"threshold {th} must be positive", where=where)
         name = self.conv.c_peer_neuron(fxn, self.conv.tensor(x, fxn), D, th, f"spikingjelly {cls}", rounding=rounding,
-                                       leak=leak)
+                                       leak=leak, gain=gain)
         return name, None, None
 
     def copy_(self, fxn, dst, src):
