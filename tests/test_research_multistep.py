@@ -133,20 +133,24 @@ def _counts_by_hand(model, x):
 
 
 @pytest.mark.parametrize("neuron", [lambda: MultiStepIFNode(0.5), lambda: MemUpdate(1.0), lambda: MemUpdate(0.25),
-                                    lambda: MemUpdate(0.3), lambda: LeakyLoop(0.5)],
-                         ids=["MultiStepIF", "mem_update", "leaky0.25", "leaky0.3", "issue_loop0.5"])
+                                    lambda: MemUpdate(0.3), lambda: LeakyLoop(0.5), lambda: MemUpdate(0.0),
+                                    lambda: LeakyLoop(0.0)],
+                         ids=["MultiStepIF", "mem_update", "leaky0.25", "leaky0.3", "issue_loop0.5", "mem_update_decay0",
+                              "issue_loop_decay0"])
 def test_bt_input_loop_neurons_tuple_output_compile_verify_simulate(neuron):
     torch.manual_seed(0)
     m = randomize_bn(EventNet(neuron))
     T = 4
     dep = snncc.compile(m, torch.zeros(2, T, 2, 8, 8), input_layout="BT")
     fires = [n for n in dep.traced.nodes if n.op == "fire"]
-    assert dep.traced.T == T and [n.attrs["stateful"] for n in fires] == [True, True]
     decay = getattr(m.n1, "decay", 1.0)  # the loop's decay is the fire's leak, at every level
-    assert [n.attrs["leak"] for n in fires] == [decay, decay]
-    assert [n.attrs["leak"] for n in dep.deployed.neurons()] == [decay, decay]
+    # decay 0 keeps nothing between timesteps: a stateless fire (a fresh membrane every step)
+    assert dep.traced.T == T and [n.attrs["stateful"] for n in fires] == [decay != 0] * 2
+    leak = decay if decay else 1.0
+    assert [n.attrs["leak"] for n in fires] == [leak, leak]
+    assert [n.attrs["leak"] for n in dep.deployed.neurons()] == [leak, leak]
     assert dep.traced.meta["outputs_ignored"] == 2 and dep.traced.meta["input_layout"] == "BT"
-    x = torch.rand(6, T, 2, 8, 8, generator=torch.Generator().manual_seed(1)) * 3 / decay ** 2  # (N, T, ...)
+    x = torch.rand(6, T, 2, 8, 8, generator=torch.Generator().manual_seed(1)) * (3 / decay ** 2 if decay else 12)
     rep = dep.verify(x)
     assert rep.ok and rep.levels[0].max_logit_diff < 1e-9, rep.table()
     ref = dep.reference(x)
@@ -168,6 +172,78 @@ def test_spikeyolo_ste_neuron_trains_and_traces():
     assert m.c1.weight.grad is not None and m.c1.weight.grad.abs().sum() > 0
     dep = snncc.compile(m.eval(), torch.zeros(2, 3, 2, 8, 8), input_layout="BT")
     assert dep.traced.T == 3 and isinstance(m.n1.v, float)  # tracing left no membrane behind
+
+
+class SumLoop(nn.Module):
+    """A loop neuron on several summed inputs: mem = (mem - spike) * decay + a[t] + b[t] + res[t]
+    (res: a residual of another neuron's spikes), soft reset on the sum; with `syn`, b goes
+    through a synaptic filter syn = syn * s + b[t] first (a second decay: not deployable)."""
+
+    def __init__(self, decay=0.5, D=4, syn=None):
+        super().__init__()
+        self.decay, self.D, self.syn = decay, D, syn
+
+    def forward(self, a, b, res):
+        mem, spike, syn, out = 0., 0., 0., []
+        for t in range(a.shape[0]):
+            if self.syn is None:
+                mem = (mem - spike) * self.decay + a[t] + b[t] + res[t]
+            else:
+                syn = syn * self.syn + b[t]
+                mem = (mem - spike) * self.decay + a[t] + syn
+            spike = Quant.apply(mem, 0, self.D)
+            out.append(spike)
+        return torch.stack(out)
+
+
+class SumNet(nn.Module):
+    """n1 (the issue's loop) -> c2; the input -> c3 (a shortcut); n2 sums c2, c3 and n1's spikes."""
+
+    def __init__(self, decay=0.5, syn=None):
+        super().__init__()
+        self.c1, self.n1 = nn.Conv2d(2, 4, 3, padding=1), LeakyLoop(decay)
+        self.c2, self.c3, self.n2 = nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(2, 4, 1), SumLoop(decay, syn=syn)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):  # (T, B, C, H, W)
+        T, B = x.shape[:2]
+        s1 = self.n1(self.c1(x.flatten(0, 1)).reshape(T, B, 4, 8, 8))
+        a = self.c2(s1.flatten(0, 1) / 4).reshape(T, B, 4, 8, 8)
+        b = self.c3(x.flatten(0, 1)).reshape(T, B, 4, 8, 8)
+        return self.head(self.n2(a, b, s1).flatten(3).mean(3)).mean(0)
+
+
+@pytest.mark.parametrize("decay", [1.0, 0.5, 0.0])
+def test_loop_neuron_on_summed_inputs_and_a_spike_residual_equals_the_eager_model(decay):
+    """Several inputs summed in the membrane (two convs and a residual of spikes): one fire on
+    their IR sum (an `add`; the spikes through a x1 `scale`, the synapse that makes them a
+    current), leak = decay (decay 0: stateless), counts equal to the eager loop's, T = 4."""
+    torch.manual_seed(0)
+    m = SumNet(decay).eval()
+    dep = snncc.compile(m, torch.zeros(4, 2, 2, 8, 8), input_layout="TB")
+    n2 = dep.traced["n2"]
+    assert (n2.attrs["stateful"], n2.attrs["leak"]) == (decay != 0, decay if decay else 1.0)
+    total = dep.traced[n2.inputs[0]]
+    assert total.op == "add" and [dep.traced[i].op for i in total.inputs] == ["conv", "conv", "scale"]
+    assert dep.traced[total.inputs[2]].inputs == ["n1"]
+    assert any(n.op == "scale" and n.inputs == ["n1"] for n in dep.deployed.nodes)  # kept: spikes -> current
+    x = torch.rand(4, 5, 2, 8, 8, generator=torch.Generator().manual_seed(1)) * 3
+    rep = dep.verify(x)
+    assert rep.ok and rep.levels[0].max_logit_diff < 1e-9, rep.table()
+    ref, hand = dep.reference(x), _counts_by_hand(m, x)
+    assert all(torch.equal(ref.counts[k].float(), hand[k]) and hand[k].sum() > 0 for k in ("n1", "n2"))
+    assert all(torch.equal(dep.simulate(x, "exact").counts[k], ref.counts[k]) for k in ("n1", "n2"))
+    if decay:  # the residual is counted: without it n2 counts otherwise
+        dep.traced[total.inputs[2]].params["factor"] = np.asarray(0.0)
+        assert not torch.equal(snncc.sim.reference.run(dep.traced, x.double()).counts["n2"], ref.counts["n2"])
+
+
+def test_loop_neuron_whose_inputs_decay_differently_is_refused_in_one_line():
+    with pytest.raises(FrontendError) as e:
+        snncc.compile(SumNet(0.5, syn=0.9).eval(), torch.zeros(4, 2, 2, 8, 8), input_layout="TB")
+    line = e.value.one_line()
+    assert "the inputs decay differently: at timestep 1 the step-0 value of input c3 weighs 1.4 of a fresh one, " \
+           "of input c2 0.5" in line and "module n2" in line and "\n" not in line
 
 
 @pytest.mark.parametrize("neuron,msg", [
