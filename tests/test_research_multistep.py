@@ -272,6 +272,27 @@ def test_layer_inside_the_loop_is_refused_with_what_to_write():
     assert "conv on one timestep's value inside a loop over T" in line and "x.flatten(0, 1)" in line
 
 
+def test_fx_front_end_refuses_a_multistep_model_in_one_line(tmp_path, capsys):
+    """fx traces symbolically: a loop over x.shape[0] cannot unroll (torch.export's job)."""
+    from snncc.cli import main
+
+    with pytest.raises(FrontendError) as e:
+        snncc.compile(EventNet(lambda: MultiStepIFNode(0.5)).eval(), torch.zeros(2, 3, 2, 8, 8), input_layout="BT",
+                      frontend="fx")
+    line = e.value.one_line()
+    assert "model EventNet: input layout BT (the model takes the whole time sequence) with --frontend fx" in line
+    assert "drop --frontend fx" in line and "\n" not in line
+    (tmp_path / "net.py").write_text(MODEL_DEF)
+    ns = {}
+    exec(MODEL_DEF, ns)
+    torch.save(ns["make"]().state_dict(), tmp_path / "net.pt")
+    assert main(["compile", str(tmp_path / "net.pt"), "--model-def", f"{tmp_path / 'net.py'}:make", "--input-shape",
+                 "2,8,8", "--timesteps", "3", "--input-layout", "BT", "--frontend", "fx",
+                 "-o", str(tmp_path / "art")]) == 2
+    err = capsys.readouterr().err
+    assert "input layout BT" in err and not (tmp_path / "art").exists()
+
+
 sj = pytest.importorskip("spikingjelly.activation_based.neuron", reason="spikingjelly (requirements-dev.txt)")
 
 
