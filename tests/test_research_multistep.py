@@ -372,6 +372,10 @@ def test_spikingjelly_hard_reset_multistep_ifnode_is_one_line(kw, reset):
     (lambda n, s: n.LIFNode(tau=2.0, decay_input=False, step_mode="m"), "LIFNode(v_reset=0.0) resets to a value"),
     (lambda n, s: n.ParametricLIFNode(step_mode="m"), "SpikingJelly ParametricLIFNode is a neuron without a deployed"),
     (lambda n, s: n.IFNode(surrogate_function=s.MultiLevelSpikeCount(4), step_mode="m"), "hard reset"),
+    (lambda n, s: n.IFNode(v_reset=None, v_threshold=0.5, surrogate_function=s.MultiLevelSpikeCount(4), step_mode="m"),
+     "IFNode(v_threshold=0.5) with MultiLevelSpikeCount fires round(h - v_threshold) spikes"),
+    (lambda n, s: n.LIFNode(v_reset=None, v_threshold=2.0, surrogate_function=s.MultiLevelSpikeCount(4), step_mode="m"),
+     "LIFNode(v_threshold=2) with MultiLevelSpikeCount fires round(h - v_threshold) spikes and subtracts"),
 ])
 def test_spikingjelly_neurons_that_are_not_deployable_are_refused_in_one_line(make, msg):
     from spikingjelly.activation_based import neuron, surrogate

@@ -26,7 +26,9 @@ public attributes, so snncc runs without sinabs or SpikingJelly installed.
   fold_scale); `ILIFNode` (I-LIF: h = (1 - 1/tau) v + x, c = round(clip(h / theta, 0, D)) with
   D = its MultiLevelSpikeCount's max_spike_count, v = h - c theta; half_even, stateful, leak
   1 - 1/tau; it has no decay_input option). Refused in one line: a hard reset (`v_reset` a
-  number), tau < 1, and every other node type. SpikingJelly's Heaviside fires on v - theta >= 0, as the IR does. The multi-step
+  number), tau < 1, IFNode/LIFNode with MultiLevelSpikeCount and v_threshold != 1 (SpikingJelly counts
+  round(h - v_threshold) and subtracts v_threshold per spike: SFA only at 1), and every other node
+  type. SpikingJelly's Heaviside fires on v - theta >= 0, as the IR does. The multi-step
   nodes (`step_mode='m'`) are the same neurons over the whole time axis: the fused ops
   `sj_if/sj_lif/sj_ilif::forward` (time_loop.TimeLoop.jelly_*), or a Python loop with a
   MultiLevelSpikeCount surrogate, which time_loop re-rolls like research code's loops.
@@ -128,6 +130,14 @@ def jelly_dynamics(m: nn.Module, name: str) -> tuple[float, float]:
                             hint="train with IFNode/LIFNode(v_reset=None) or ILIFNode")
     if getattr(m, "v_reset", None) is not None:
         raise jelly_hard_reset(cls, m.v_reset, name)
+    if cls != "ILIFNode" and getattr(m, "step_mode", "s") == "m" and \
+            type(getattr(m, "surrogate_function", None)).__name__ == "MultiLevelSpikeCount":
+        th = _scalar(m.v_threshold, "v_threshold", name)
+        if th != 1.0:
+            raise FrontendError(f"{cls}(v_threshold={th:g}) with MultiLevelSpikeCount fires round(h - v_threshold) "
+                                "spikes and subtracts v_threshold per spike: SFA's neuron (round(h / theta), minus "
+                                "theta per spike) only when v_threshold = 1", where=name,
+                                hint="use v_threshold=1.0 (scale the weights instead), or ILIFNode")
     if cls == "IFNode":
         return 1.0, 1.0
     return jelly_leak(cls, m.tau, getattr(m, "decay_input", False), name)
