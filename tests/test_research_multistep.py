@@ -246,6 +246,37 @@ def test_loop_neuron_whose_inputs_decay_differently_is_refused_in_one_line():
            "of input c2 0.5" in line and "module n2" in line and "\n" not in line
 
 
+class TwoInputs(nn.Module):
+    """mem = (mem - spike) * 0.5 + a[t] + b[t - lag]; b pooled to (4, 1, 1) when `pool`."""
+
+    def __init__(self, pool=False, lag=0):
+        super().__init__()
+        self.c1, self.c2, self.pool, self.lag = nn.Conv2d(2, 4, 3, padding=1), nn.Conv2d(2, 4, 1), pool, lag
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):  # (T, B, C, H, W)
+        T, B = x.shape[:2]
+        a, b = self.c1(x.flatten(0, 1)).reshape(T, B, 4, 8, 8), self.c2(x.flatten(0, 1))
+        b = b.mean((2, 3), keepdim=True).reshape(T, B, 4, 1, 1) if self.pool else b.reshape(T, B, 4, 8, 8)
+        mem, spike, out = 0., 0., []
+        for t in range(T):
+            mem = (mem - spike) * 0.5 + a[t] + b[max(t - self.lag, 0)]
+            spike = Quant.apply(mem, 0, 4)
+            out.append(spike)
+        return self.head(torch.stack(out).flatten(3).mean(3)).mean(0)
+
+
+@pytest.mark.parametrize("kw,msg", [
+    ({"pool": True}, "the membrane sums inputs of shapes [(4, 1, 1), (4, 8, 8)] (sum inputs of one shape"),
+    ({"lag": 1}, "an input enters the membrane with factor 0 at timestep 1 and 1 at timestep 0"),
+])
+def test_summed_loop_inputs_of_other_shapes_or_timesteps_are_refused_in_one_line(kw, msg):
+    with pytest.raises(FrontendError) as e:
+        snncc.compile(TwoInputs(**kw).eval(), torch.zeros(4, 2, 2, 8, 8), input_layout="TB")
+    line = e.value.one_line()
+    assert msg in line and "\n" not in line
+
+
 @pytest.mark.parametrize("neuron,msg", [
     (lambda: MemUpdate(1.5), "the membrane's decay 1.5 per timestep is outside [0, 1]"),
 ])
