@@ -135,8 +135,8 @@ def _counts_by_hand(model, x):
 @pytest.mark.parametrize("neuron", [lambda: MultiStepIFNode(0.5), lambda: MemUpdate(1.0), lambda: MemUpdate(0.25),
                                     lambda: MemUpdate(0.3), lambda: LeakyLoop(0.5), lambda: MemUpdate(0.0),
                                     lambda: LeakyLoop(0.0)],
-                         ids=["MultiStepIF", "mem_update", "leaky0.25", "leaky0.3", "issue_loop0.5", "mem_update_decay0",
-                              "issue_loop_decay0"])
+                         ids=["MultiStepIF", "mem_update", "leaky0.25", "leaky0.3", "issue_loop0.5",
+                              "mem_update_decay0", "issue_loop_decay0"])
 def test_bt_input_loop_neurons_tuple_output_compile_verify_simulate(neuron):
     torch.manual_seed(0)
     m = randomize_bn(EventNet(neuron))

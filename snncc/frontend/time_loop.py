@@ -290,7 +290,7 @@ class TimeLoop:
             what = f"come from {len(sources)} different neurons or layers" if len(sources) > 1 else \
                 "are not in time order (or are scaled differently)"
             raise FrontendError(f"the values gathered over time {what}", where=where,
-                                hint="gather one neuron's (or one layer's) value of every timestep t = 0..T-1, in order")
+                                hint="gather one neuron's (or one layer's) value of every timestep, in order")
         if kind == "x":
             node = key
         else:

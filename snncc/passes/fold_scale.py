@@ -4,7 +4,8 @@ Requires: (after) the scale's input is a conv/linear used only by the scale, and
 varies only along the output-channel axis; or (before) the scale is scalar and its only user
 is a conv/linear. Changes: weights (and bias, for the after case) are multiplied, the scale node
 disappears; adjacent scalar scales merge; a scale by 1 on a current is removed (on spikes it is
-the synapse that turns them into a current, e.g. a spike residual summed into a membrane, and stays). Preserves: the reference executor's output.
+the synapse that turns them into a current, e.g. a spike residual summed into a membrane, and
+stays). Preserves: the reference executor's output.
 """
 
 from __future__ import annotations
