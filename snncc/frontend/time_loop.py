@@ -59,7 +59,7 @@ class Lin:
 
 @dataclass
 class Chain:
-    """One stateful neuron found in the loop: its input, factor, offset and fires so far."""
+    """One neuron found in the loop: its summed inputs and their factors, offset, leak and fires so far."""
 
     key: int
     inputs: dict  # IR node of each summed input -> its factor a_i
