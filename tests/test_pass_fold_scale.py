@@ -31,3 +31,19 @@ def test_layer_scale_in_residual_branch(trace_model):
     assert any("mul" in c for c in r.changes)
     assert not [n for n in r.graph if n.op == "scale"]
     assert_preserves(g, r.graph, torch.randn(8, 3, 8, 8) * 2)
+
+
+def test_identity_scale_is_removed_on_a_current_and_kept_on_spikes():
+    """x1 on a current is nothing; x1 on spikes is the synapse that lets them join an add of
+    currents (a spike residual summed into a membrane): removing it would leave an invalid graph."""
+    g = Graph([
+        Node("x", "input", [], {"shape": (2,), "kind": "spike"}),
+        Node("l", "linear", ["x"], {}, {"weight": np.array([[1.0, 2.0], [3.0, 4.0]])}),
+        Node("one", "scale", ["l"], {}, {"factor": np.array(1.0)}),
+        Node("res", "scale", ["x"], {}, {"factor": np.array(1.0)}),
+        Node("sum", "add", ["one", "res"]),
+        Node("o", "output", ["sum"]),
+    ]).infer()
+    r = fold_scale(g)
+    assert [n.name for n in r.graph] == ["x", "l", "res", "sum", "o"] and r.graph["sum"].inputs == ["l", "res"]
+    assert_preserves(g, r.graph, torch.tensor([[1.0, 0.0], [2.0, 3.0]]))

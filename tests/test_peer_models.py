@@ -126,20 +126,20 @@ def test_spikingjelly_network_counts_equal_its_forward():
     multi = nn.Sequential(nn.Linear(4, 2), neuron.IFNode(v_reset=None, surrogate_function=surrogate.MultiLevelSpikeCount(4)))
     with pytest.raises(FrontendError, match=r"module 1: IFNode with MultiLevelSpikeCount in single-step mode"):
         snncc.compile(multi, torch.zeros(1, 4), input_kind="spike")
-    with pytest.raises(FrontendError, match=r"module 1: LIFNode\(decay_input=True\) decays its input too"):
-        snncc.compile(nn.Sequential(nn.Linear(4, 2), neuron.LIFNode(v_reset=None)), torch.zeros(1, 4), input_kind="spike")
     with pytest.raises(FrontendError, match="module 1: SpikingJelly ParametricLIFNode is a neuron without a deployed"):
         snncc.compile(nn.Sequential(nn.Linear(4, 2), neuron.ParametricLIFNode()), torch.zeros(1, 4), input_kind="spike")
 
 
-def test_spikingjelly_single_step_lif_node_counts_equal_its_forward():
-    """LIFNode(decay_input=False, v_reset=None) called once per timestep: h = v - v/tau + x, one
-    spike when h >= v_threshold, v = h - spike * v_threshold: the peer neuron with leak 1 - 1/tau."""
+@pytest.mark.parametrize("decay_input", [False, True])
+def test_spikingjelly_single_step_lif_node_counts_equal_its_forward(decay_input):
+    """LIFNode(v_reset=None) called once per timestep: h = v - v/tau + x (decay_input=False) or
+    h = v + (x - v)/tau (True), one spike when h >= v_threshold, v = h - spike * v_threshold: the
+    peer neuron with leak 1 - 1/tau, on the input current times 1/tau when the input decays too."""
     from spikingjelly.activation_based import functional, neuron
 
     B, T = 3, 4
     torch.manual_seed(2)
-    m = nn.Sequential(nn.Linear(6, 5), neuron.LIFNode(tau=2.0, decay_input=False, v_reset=None, v_threshold=0.5))
+    m = nn.Sequential(nn.Linear(6, 5), neuron.LIFNode(tau=2.0, decay_input=decay_input, v_reset=None, v_threshold=0.5))
     with torch.no_grad():
         m[0].weight.mul_(3.0)
     x = torch.randint(0, 2, (B, T, 6)).float()
@@ -154,6 +154,8 @@ def test_spikingjelly_single_step_lif_node_counts_equal_its_forward():
     dep = snncc.compile(m, torch.zeros(1, 6), target="sim", input_kind="spike", timesteps=T)
     (a,) = [n.attrs for n in dep.traced.nodes if n.op == "fire"]
     assert (a["D"], a["theta"], a["rounding"], a["stateful"], a["leak"]) == (1, 0.5, "floor", True, 0.5)
+    scales = [float(n.params["factor"]) for n in dep.traced.nodes if n.op == "scale"]
+    assert scales == ([0.5] if decay_input else [])  # the input's 1/tau
     assert_counts(dep, x, counts)
 
 

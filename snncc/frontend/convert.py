@@ -324,8 +324,7 @@ class Converter:
             return False
         if any(isinstance(a, StepBuffer) for a in flat) and op != "copy_":
             def done(a):
-                return self.loop.gather(fxn, [a.slots.get(t) for t in range(a.T)], w) \
-                    if isinstance(a, StepBuffer) else a
+                return self.loop.buffer_node(fxn, a, w) if isinstance(a, StepBuffer) else a
             call.args = tuple(done(a) for a in args)
             call.kwargs = {k: done(v) for k, v in call.kwargs.items()}
             return False

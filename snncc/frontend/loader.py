@@ -283,6 +283,13 @@ def trace(loaded: LoadedModel, frontend: str = "auto", input_kind: str = CURRENT
         from snncc.frontend.peers import has_peer_neurons
 
         stateful = stateful or has_peer_neurons(loaded.module)  # peers' neurons: the fx front end
+        if loaded.layout and (frontend == "fx" or frontend == "auto" and stateful):
+            why = "--frontend fx" if frontend == "fx" else "its single-step stateful neurons (read by the fx front end)"
+            raise FrontendError(f"input layout {loaded.layout} (the model takes the whole time sequence) with {why}: "
+                                "fx traces one timestep per call and cannot unroll the model's loop over T (symbolic "
+                                "tracing does not know x.shape)", where=f"model {type(loaded.module).__name__}",
+                                hint="use the default torch.export front end (drop --frontend fx), or single-step "
+                                     "neurons without --input-layout")
         if frontend == "export" or (frontend == "auto" and not stateful):
             try:
                 ep = export_module(loaded.module, example)

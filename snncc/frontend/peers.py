@@ -20,11 +20,15 @@ public attributes, so snncc runs without sinabs or SpikingJelly installed.
   tracing; the one place SpikingJelly nodes are accepted or refused):
   `IFNode` with `v_reset=None` (soft reset), `v_threshold` theta: one spike per step when
   v >= theta, v -= theta (D = 1, floor, stateful); `LIFNode(decay_input=False, v_reset=None)`:
-  the same neuron with leak 1 - 1/tau (h = v - v/tau + x); `ILIFNode` (I-LIF: h = (1 - 1/tau) v
-  + x, c = round(clip(h / theta, 0, D)) with D = its MultiLevelSpikeCount's max_spike_count,
-  v = h - c theta; half_even, stateful, leak 1 - 1/tau). Refused in one line: a hard reset
-  (`v_reset` a number), `decay_input=True` (the input would decay too), tau < 1, and every other
-  node type. SpikingJelly's Heaviside fires on v - theta >= 0, as the IR does. The multi-step
+  the same neuron with leak 1 - 1/tau (h = v - v/tau + x); `LIFNode(decay_input=True,
+  v_reset=None)` (h = v + (x - v)/tau = (1 - 1/tau) v + x/tau): leak 1 - 1/tau on the input
+  current scaled by 1/tau (an IR `scale` before the fire, folded into the producing weights by
+  fold_scale); `ILIFNode` (I-LIF: h = (1 - 1/tau) v + x, c = round(clip(h / theta, 0, D)) with
+  D = its MultiLevelSpikeCount's max_spike_count, v = h - c theta; half_even, stateful, leak
+  1 - 1/tau; it has no decay_input option). Refused in one line: a hard reset (`v_reset` a
+  number), tau < 1, IFNode/LIFNode with MultiLevelSpikeCount and v_threshold != 1 (SpikingJelly counts
+  round(h - v_threshold) and subtracts v_threshold per spike: SFA only at 1), and every other node
+  type. SpikingJelly's Heaviside fires on v - theta >= 0, as the IR does. The multi-step
   nodes (`step_mode='m'`) are the same neurons over the whole time axis: the fused ops
   `sj_if/sj_lif/sj_ilif::forward` (time_loop.TimeLoop.jelly_*), or a Python loop with a
   MultiLevelSpikeCount surrogate, which time_loop re-rolls like research code's loops.
@@ -36,6 +40,7 @@ graph runs T of them with the membranes carried).
 
 from __future__ import annotations
 
+import numpy as np
 import torch.nn as nn
 
 from snncc.errors import FrontendError
@@ -112,33 +117,40 @@ def _sinabs_neuron(m: nn.Module, name: str) -> tuple[int, float]:
 JELLY_DEPLOYED = ("IFNode", "LIFNode", "ILIFNode")
 
 
-def _jelly_module_leak(m: nn.Module, name: str) -> float:
-    """The leak of a SpikingJelly neuron module (1 for IFNode), or FrontendError naming what differs."""
+def jelly_dynamics(m: nn.Module, name: str) -> tuple[float, float]:
+    """(leak, input gain) of a SpikingJelly neuron module ((1, 1) for IFNode), or FrontendError
+    naming what differs."""
     cls = type(m).__name__
     if cls not in JELLY_DEPLOYED:
         tau = getattr(m, "tau", None)
         what = f"a leaky neuron (membrane decay 1 - 1/tau = {1 - 1 / tau:.4g} between timesteps) " \
             if isinstance(tau, (int, float)) and tau else ""
         raise FrontendError(f"SpikingJelly {cls} is {what or 'a neuron '}without a deployed counterpart; snncc deploys "
-                            "IFNode, LIFNode(decay_input=False) and ILIFNode with soft reset", where=name,
+                            "IFNode, LIFNode and ILIFNode with soft reset", where=name,
                             hint="train with IFNode/LIFNode(v_reset=None) or ILIFNode")
     if getattr(m, "v_reset", None) is not None:
         raise jelly_hard_reset(cls, m.v_reset, name)
+    if cls != "ILIFNode" and getattr(m, "step_mode", "s") == "m" and \
+            type(getattr(m, "surrogate_function", None)).__name__ == "MultiLevelSpikeCount":
+        th = _scalar(m.v_threshold, "v_threshold", name)
+        if th != 1.0:
+            raise FrontendError(f"{cls}(v_threshold={th:g}) with MultiLevelSpikeCount fires round(h - v_threshold) "
+                                "spikes and subtracts v_threshold per spike: SFA's neuron (round(h / theta), minus "
+                                "theta per spike) only when v_threshold = 1", where=name,
+                                hint="use v_threshold=1.0 (scale the weights instead), or ILIFNode")
     if cls == "IFNode":
-        return 1.0
+        return 1.0, 1.0
     return jelly_leak(cls, m.tau, getattr(m, "decay_input", False), name)
 
 
-def jelly_leak(cls: str, tau, decay_input, name: str) -> float:
-    """leak = 1 - 1/tau of a SpikingJelly LIF-family node with decay_input=False (h = v - v/tau + x)."""
-    if decay_input:
-        raise FrontendError(f"{cls}(decay_input=True) decays its input too (h = v + (x - v) / tau); snncc's leaky "
-                            "neuron decays only the carried membrane", where=name,
-                            hint=f"use {cls}(decay_input=False, v_reset=None)")
+def jelly_leak(cls: str, tau, decay_input, name: str) -> tuple[float, float]:
+    """(leak, input gain) of a SpikingJelly LIF-family node with soft reset: leak = 1 - 1/tau;
+    the gain is 1 with decay_input=False (h = v - v/tau + x) and 1/tau with decay_input=True
+    (h = v + (x - v)/tau = (1 - 1/tau) v + x/tau)."""
     tau = float(tau)
     if not 1.0 <= tau < float("inf"):
         raise FrontendError(f"{cls} tau={tau}: the decay 1 - 1/tau must be in [0, 1] (tau >= 1)", where=name)
-    return 1.0 - 1.0 / tau
+    return 1.0 - 1.0 / tau, (1.0 / tau if bool(decay_input) else 1.0)
 
 
 def check_jelly(model: nn.Module) -> None:
@@ -146,21 +158,21 @@ def check_jelly(model: nn.Module) -> None:
     (before tracing, so the user sees the neuron instead of a fused kernel)."""
     for path, m in model.named_modules():
         if _library(m) == "spikingjelly" and "Node" in type(m).__name__:
-            _jelly_module_leak(m, f"module {path or '<root>'}")
+            jelly_dynamics(m, f"module {path or '<root>'}")
 
 
-def _jelly_neuron(m: nn.Module, name: str) -> tuple[int, float, str, float]:
-    """(D, theta, rounding, leak) of a single-step SpikingJelly node."""
+def _jelly_neuron(m: nn.Module, name: str) -> tuple[int, float, str, float, float]:
+    """(D, theta, rounding, leak, input gain) of a single-step SpikingJelly node."""
     cls = type(m).__name__
-    leak = _jelly_module_leak(m, name)
+    leak, gain = jelly_dynamics(m, name)
     theta = _scalar(m.v_threshold, "v_threshold", name)
     if cls == "ILIFNode":
-        return int(m.surrogate_function.max_spike_count), theta, "half_even", leak
+        return int(m.surrogate_function.max_spike_count), theta, "half_even", leak, gain
     if type(getattr(m, "surrogate_function", None)).__name__ == "MultiLevelSpikeCount":
         raise FrontendError(f"{cls} with MultiLevelSpikeCount in single-step mode: snncc reads multi-level "
                             "SpikingJelly neurons over the whole time axis", where=name,
                             hint=f"use {cls}(step_mode='m') on (T, B, ...) tensors (see --input-layout)")
-    return 1, theta, "floor", leak
+    return 1, theta, "floor", leak, gain
 
 
 def jelly_hard_reset(cls: str, v_reset, name: str) -> FrontendError:
@@ -179,16 +191,21 @@ def module_call(m: nn.Module, x, name: str) -> Call | None:
         if getattr(m, "ceil_mode", False):
             raise FrontendError("SumPool2d with ceil_mode=True is not supported", where=name)
         return Call("pool", (x, m.kernel_size, m.stride, 0, False, True, 1), {})
-    D, theta, rounding, leak = (*_sinabs_neuron(m, name), "floor", 1.0) if lib == "sinabs" else _jelly_neuron(m, name)
+    D, theta, rounding, leak, gain = (*_sinabs_neuron(m, name), "floor", 1.0, 1.0) if lib == "sinabs" \
+        else _jelly_neuron(m, name)
     if not theta > 0:
         raise FrontendError(f"threshold {theta} must be positive", where=name)
-    return Call("peer_neuron", (x, D, theta, f"{lib} {cls}", rounding, leak), {})
+    return Call("peer_neuron", (x, D, theta, f"{lib} {cls}", rounding, leak, gain), {})
 
 
 class PeerOps:
-    """Converter mixin: `peer_neuron` -> a stateful `fire` node (floor counting unless the peer rounds)."""
+    """Converter mixin: `peer_neuron` -> a stateful `fire` node (floor counting unless the peer
+    rounds), on its input current times `gain` (SpikingJelly's decay_input=True: an IR `scale`)."""
 
-    def c_peer_neuron(self, fxn, x, D, theta, what, rounding="floor", leak=1.0):
+    def c_peer_neuron(self, fxn, x, D, theta, what, rounding="floor", leak=1.0, gain=1.0):
+        if gain != 1.0:
+            x = self.add(fxn, "scale", [self.tensor(x, fxn)], {}, {"factor": np.asarray(float(gain))},
+                         base=f"{fxn.name}_in")
         name = self.c_neuron(fxn, x, D, 1.0, rounding, True)
         self.graph[name].attrs["theta"] = float(theta)
         self.graph[name].attrs["leak"] = float(leak)

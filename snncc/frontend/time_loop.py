@@ -10,17 +10,21 @@ over *atoms*, (IR node, t) for the step-t value of a (T, B, ...) tensor and (cha
 spikes a neuron fired at step t. At every fire the membrane's form must be that of SFA's IF
 neuron with soft reset and a leak l in [0, 1] (l = 1: integrate-and-fire, no decay),
 
-    u_t = a * sum_{t' <= t} l^(t - t') X_{t'} - sum_{t' < t} l^(t - t') S_{t'} + c
+    u_t = sum_i a_i sum_{t' <= t} l^(t - t') X^i_{t'} - sum_{t' < t} l^(t - t') S_{t'} + c
 
-(one input X, the same factor a at every step; each spike removes one threshold, and what is left
-decays by l per step like the input; c a constant offset that is neither integrated nor leaked,
-e.g. SpikingJelly's `v - v_threshold`), which is one IR `fire` with `stateful=True`, `leak = l` on
-`a * X` and `beta = c`: the leak multiplies the residual v - n - c (`snncc.sim.reference.carry`).
-l is read at the second timestep (the weight of x[0] relative to a fresh input) and every later
-step must match the form exactly. Anything else (a hard reset, a reset by another amount, a
-leak outside [0, 1], a layer applied inside the loop) is refused in one line saying what to write
-instead. The IR node is built when the T per-step spikes are gathered again (stack, or the filled
-output buffer).
+(inputs X^i, e.g. `mem = mem * decay + x1[t] + x2[t]` or a residual added inside the loop, each
+with the same factor a_i at every step and the same leak; each spike removes one threshold, and
+what is left decays by l per step like the input; c a constant offset that is neither integrated
+nor leaked, e.g. SpikingJelly's `v - v_threshold`), which is one IR `fire` with `stateful=True`,
+`leak = l` on `sum_i a_i X^i` (IR `scale`s and an `add`) and `beta = c`: the leak multiplies the
+residual v - n - c (`snncc.sim.reference.carry`). l is read at the second timestep (the weight of
+x[0] relative to a fresh input) and every later step must match the form exactly. l = 0 (`mem =
+(mem_old - spike) * 0 + x[t]`) keeps nothing between timesteps: a fresh membrane at every step,
+recognised by the same inputs read at the next timestep with no spike term, and built as a
+stateless fire. Anything else (a hard reset, a reset by another amount, a leak outside [0, 1],
+inputs that decay differently, a layer applied inside the loop) is refused in one line saying
+what to write instead. The IR node is built when the T per-step spikes are gathered again
+(stack, or the filled output buffer).
 """
 
 from __future__ import annotations
@@ -55,11 +59,10 @@ class Lin:
 
 @dataclass
 class Chain:
-    """One stateful neuron found in the loop: its input, factor, offset and fires so far."""
+    """One neuron found in the loop: its summed inputs and their factors, offset, leak and fires so far."""
 
     key: int
-    x: str  # IR node of the input current
-    a: float
+    inputs: dict  # IR node of each summed input -> its factor a_i
     c: float
     D: int
     rounding: str
@@ -69,6 +72,11 @@ class Chain:
     node: str | None = None  # the IR fire node, once gathered
     leak: float = 1.0  # read at the second timestep
 
+    @property
+    def first(self) -> tuple[str, float]:
+        """The first input and its factor (the one the leak is read from)."""
+        return next(iter(self.inputs.items()))
+
 
 @dataclass
 class StepBuffer:
@@ -76,6 +84,7 @@ class StepBuffer:
 
     T: int
     slots: dict = field(default_factory=dict)
+    node: str | None = None  # the IR node of the filled buffer, once gathered
 
 
 @dataclass
@@ -151,31 +160,41 @@ class TimeLoop:
         xs = {k: v for k, v in u.terms.items() if k[0] == "x"}
         ss = {k: v for k, v in u.terms.items() if k[0] == "s"}
         keys = {k[1] for k in ss}
-        if not ss:  # first fire of a new neuron: u_0 = a X_0 + c
-            if len(xs) != 1:
-                raise FrontendError("the membrane at the first timestep is not one layer's output (it sums "
-                                    f"{len(xs)} inputs)", where=where, hint="add the inputs before the loop")
-            (_, x, t), a = next(iter(xs.items()))
-            if t != 0:
+        if not ss:  # first fire of a new neuron (u_0 = sum_i a_i X^i_0 + c), or a neuron that keeps nothing
+            steps = sorted({k[2] for k in xs})
+            if not steps:
+                raise FrontendError("the membrane reads no input of the loop", where=where)
+            if len(steps) != 1:
+                raise FrontendError(f"the membrane sums inputs of timesteps {steps} and no spikes", where=where,
+                                    hint="v = l * v + x[t] (+ other inputs of step t); spike = round(clamp(v / th, "
+                                         "0, D)); v = v - spike * th")
+            t, inputs = steps[0], {k[1]: v for k, v in xs.items()}
+            ch = self._fresh(t, inputs, u.const, int(D), rounding) if t else None
+            if ch is None and t:
                 raise FrontendError(f"the neuron's first step reads timestep {t}", where=where,
                                     hint="loop over t = 0..T-1 in order")
-            ch = Chain(len(self.chains), x, a, u.const, int(D), rounding, where, base)
-            self.chains[ch.key] = ch
+            if ch is None:
+                ch = Chain(len(self.chains), inputs, u.const, int(D), rounding, where, base)
+                self.chains[ch.key] = ch
+            elif t == 1:
+                ch.leak = 0.0  # decay 0: nothing of step 0 is left at step 1
         else:
             if len(keys) != 1:
                 raise FrontendError("the membrane mixes the spikes of two neurons", where=where)
             ch = self.chains[keys.pop()]
             t = ch.steps
             if t == 1:
-                ch.leak = u.terms.get(("x", ch.x, 0), 0.0) / ch.a
+                x0, a0 = ch.first
+                ch.leak = u.terms.get(("x", x0, 0), 0.0) / a0
                 if -REL <= ch.leak - 1.0 <= REL:
                     ch.leak = 1.0
                 if not 0.0 <= ch.leak <= 1.0:
                     raise FrontendError(f"the membrane's decay {ch.leak:.4g} per timestep is outside [0, 1] (the input "
                                         "of step 0 weighs that much of a fresh input at step 1)", where=where,
                                         hint="a leak l = 1 - 1/tau with tau >= 1: v = l * v + x[t]")
+        if t:
             lk = ch.leak
-            want = Lin({("x", ch.x, s): ch.a * lk ** (t - s) for s in range(t + 1)}, ch.c) + \
+            want = Lin({("x", x, s): a * lk ** (t - s) for x, a in ch.inputs.items() for s in range(t + 1)}, ch.c) + \
                 Lin({("s", ch.key, s): -(lk ** (t - s)) for s in range(t)})
             if not _same(u, want):
                 raise FrontendError(_explain(u, want, ch, t), where=where,
@@ -197,13 +216,14 @@ class TimeLoop:
 
     def jelly_lif(self, fxn, x, v, tau, decay_input, threshold, reset, where: str) -> tuple:
         """`LIFNode(step_mode='m')` with a heaviside surrogate, the fused op `sj_lif::forward(x_seq,
-        v, tau, decay_input, threshold, reset, ...)`: with decay_input=False, v_reset=None, per step
-        h = v - v / tau + x[t], spike = (h >= threshold), v = h - spike * threshold: the IFNode's
-        neuron with leak 1 - 1/tau (peers.jelly_leak refuses decay_input=True)."""
+        v, tau, decay_input, threshold, reset, ...)`, v_reset=None: per step h = v - v / tau + x[t]
+        (decay_input=False) or h = v + (x[t] - v) / tau (True), spike = (h >= threshold), v = h -
+        spike * threshold: the IFNode's neuron with leak 1 - 1/tau, on x / tau when the input
+        decays too (peers.jelly_leak)."""
         from snncc.frontend.peers import jelly_leak
 
-        leak = jelly_leak("LIFNode", tau, decay_input, where)
-        return self._jelly(fxn, x, v, threshold, reset, "LIFNode", where, D=1, rounding="floor", leak=leak)
+        leak, gain = jelly_leak("LIFNode", tau, decay_input, where)
+        return self._jelly(fxn, x, v, threshold, reset, "LIFNode", where, D=1, rounding="floor", leak=leak, gain=gain)
 
     def jelly_ilif(self, fxn, x, v, tau, count, lower, upper, threshold, where: str) -> tuple:
         """`ILIFNode(step_mode='m')`, the fused op `sj_ilif::forward(x_seq, v, tau, count, lower,
@@ -212,13 +232,14 @@ class TimeLoop:
         straight-through gradient only."""
         from snncc.frontend.peers import jelly_leak
 
-        leak = jelly_leak("ILIFNode", tau, False, where)
+        leak, _ = jelly_leak("ILIFNode", tau, False, where)
         if float(count) != int(count) or not int(count) >= 1:
             raise FrontendError(f"ILIFNode spike count {count} is not a positive integer", where=where)
         return self._jelly(fxn, x, v, threshold, None, "ILIFNode", where, D=int(count), rounding="half_even",
                            leak=leak)
 
-    def _jelly(self, fxn, x, v, threshold, reset, cls: str, where: str, D: int, rounding: str, leak: float) -> tuple:
+    def _jelly(self, fxn, x, v, threshold, reset, cls: str, where: str, D: int, rounding: str, leak: float,
+               gain: float = 1.0) -> tuple:
         """A fused SpikingJelly multi-step node -> a stateful fire (the op's (spikes, v, h) -> (spikes, None, None))."""
         from snncc.frontend.peers import jelly_hard_reset
 
@@ -235,7 +256,7 @@ class TimeLoop:
         if not th > 0:
             raise FrontendError(f"threshold {th} must be positive", where=where)
         name = self.conv.c_peer_neuron(fxn, self.conv.tensor(x, fxn), D, th, f"spikingjelly {cls}", rounding=rounding,
-                                       leak=leak)
+                                       leak=leak, gain=gain)
         return name, None, None
 
     def copy_(self, fxn, dst, src):
@@ -246,6 +267,12 @@ class TimeLoop:
 
     def slot(self, buf: StepBuffer, index: int) -> Slot:
         return Slot(buf, int(index) % buf.T)
+
+    def buffer_node(self, fxn, buf: StepBuffer, where: str) -> str:
+        """The IR node of a filled output buffer (gathered once)."""
+        if buf.node is None:
+            buf.node = self.gather(fxn, [buf.slots.get(t) for t in range(buf.T)], where)
+        return buf.node
 
     def gather(self, fxn, items, where: str) -> str:
         """T per-step values (stack, or a filled buffer) -> one IR node laid out (T, B, ...)."""
@@ -259,8 +286,11 @@ class TimeLoop:
         (kind, key, _), coef = next(iter(atoms[0].terms.items()))
         expect = [{(kind, key, t): coef} for t in range(T)]
         if any(not _same(Lin(e), v) for e, v in zip(expect, atoms)):
-            raise FrontendError("the values gathered over time are not one value per timestep in time order",
-                                where=where)
+            sources = {k[:2] for v in atoms for k in v.terms}
+            what = f"come from {len(sources)} different neurons or layers" if len(sources) > 1 else \
+                "are not in time order (or are scaled differently)"
+            raise FrontendError(f"the values gathered over time {what}", where=where,
+                                hint="gather one neuron's (or one layer's) value of every timestep, in order")
         if kind == "x":
             node = key
         else:
@@ -270,16 +300,39 @@ class TimeLoop:
         return node
 
     # ---- helpers -------------------------------------------------------------------------------
+    def _fresh(self, t: int, inputs: dict, c: float, D: int, rounding: str) -> Chain | None:
+        """The neuron whose step t reads these inputs with no spike term: one that fired steps
+        0..t-1 on the same inputs and keeps nothing between timesteps (decay 0), or None."""
+        for ch in self.chains.values():
+            if ch.steps == t and (t == 1 or ch.leak == 0.0) and (ch.D, ch.rounding) == (D, rounding) and \
+                    _same(Lin({("x", k, 0): v for k, v in inputs.items()}, c),
+                          Lin({("x", k, 0): v for k, v in ch.inputs.items()}, ch.c)):
+                return ch
+        return None
+
+    def _current(self, ch: Chain) -> str:
+        """The fire's input: sum_i a_i X^i (a scale where a_i != 1, and on a summed spike tensor:
+        the IR adds currents)."""
+        many = len(ch.inputs) > 1
+        parts = []
+        for i, (x, a) in enumerate(ch.inputs.items()):
+            if abs(a - 1.0) > REL or many and self.conv.graph[x].kind != "current":
+                x = self.conv.add(None, "scale", [x], {}, {"factor": np.asarray(a)}, base=f"{ch.base}_in")
+            parts.append(x)
+        shapes = {self.conv.graph[x].shape for x in parts}
+        if len(shapes) > 1:
+            raise FrontendError(f"the membrane sums inputs of shapes {sorted(shapes)}", where=ch.where,
+                                hint="sum inputs of one shape (broadcast them before the loop)")
+        return self.conv.add(None, "add", parts, base=f"{ch.base}_sum") if many else parts[0]
+
     def _build(self, ch: Chain) -> str:
         if ch.node is None:
             if ch.steps != self.conv.T:
                 raise FrontendError(f"the neuron fired on {ch.steps} of T = {self.conv.T} timesteps", where=ch.where)
-            x = ch.x
-            if abs(ch.a - 1.0) > REL:
-                x = self.conv.add(None, "scale", [x], {}, {"factor": np.asarray(ch.a)}, base=f"{ch.base}_in")
-            ch.node = self.conv.add(None, "fire", [x], {"D": ch.D, "norm": 1.0, "rounding": ch.rounding,
-                                                        "stateful": True, "beta": float(ch.c),
-                                                        "leak": float(ch.leak)}, base=ch.base)
+            stateful = ch.leak != 0.0  # decay 0: a fresh membrane every timestep
+            ch.node = self.conv.add(None, "fire", [self._current(ch)],
+                                    {"D": ch.D, "norm": 1.0, "rounding": ch.rounding, "stateful": stateful,
+                                     "beta": float(ch.c), "leak": float(ch.leak) if stateful else 1.0}, base=ch.base)
         return ch.node
 
     def _lin(self, v, fxn) -> Lin:
@@ -288,7 +341,9 @@ class TimeLoop:
         n = _num(v)
         if n is not None:
             return Lin({}, n)
-        if isinstance(v, StepBuffer):
+        if isinstance(v, Slot) and len(v.buf.slots) == v.buf.T:  # out[t] of a filled buffer (e.g. a residual)
+            return Lin({("x", self.buffer_node(fxn, v.buf, self.conv_where(fxn)), v.t): 1.0})
+        if isinstance(v, (StepBuffer, Slot)):
             raise FrontendError("the output buffer is read inside the loop", where=self.conv_where(fxn))
         raise FrontendError("a whole tensor meets one timestep's value inside a loop over T", where=self.conv_where(fxn),
                             hint="keep only the neuron inside the loop; run layers on the whole (T, B, ...) "
@@ -313,10 +368,18 @@ def _same(u: Lin, w: Lin) -> bool:
 
 def _explain(u: Lin, w: Lin, ch: Chain, t: int) -> str:
     if t >= 1:
-        prev = u.terms.get(("x", ch.x, t - 1), 0.0)
-        if abs(prev - ch.a * ch.leak) > REL * max(1.0, abs(ch.a)):
-            return (f"the membrane's decay changes over time: at timestep {t} the input of step {t - 1} weighs "
-                    f"{prev / ch.a:.4g} of a fresh input, at timestep 1 {ch.leak:.4g} (one leak per neuron)")
+        for x, a in ch.inputs.items():
+            now, prev = u.terms.get(("x", x, t), 0.0), u.terms.get(("x", x, t - 1), 0.0)
+            if abs(now - a) > REL * max(1.0, abs(a)):
+                return (f"an input enters the membrane with factor {now:.4g} at timestep {t} and {a:.4g} at "
+                        "timestep 0 (the same inputs, the same factors, at every step)")
+            if abs(prev - a * ch.leak) > REL * max(1.0, abs(a)):
+                if x != ch.first[0]:
+                    return (f"the inputs decay differently: at timestep {t} the step-{t - 1} value of input {x} "
+                            f"weighs {prev / a:.4g} of a fresh one, of input {ch.first[0]} {ch.leak:.4g} (one leak "
+                            "per neuron, on the sum of its inputs: a synaptic current filter is not deployed)")
+                return (f"the membrane's decay changes over time: at timestep {t} the input of step {t - 1} weighs "
+                        f"{prev / a:.4g} of a fresh input, at timestep 1 {ch.leak:.4g} (one leak per neuron)")
         s = u.terms.get(("s", ch.key, t - 1), 0.0)
         if abs(s + ch.leak) > REL:
             return (f"the reset removes {-s:.4g} x the spike count from the membrane where a soft reset by one "

@@ -3,7 +3,9 @@
 Requires: (after) the scale's input is a conv/linear used only by the scale, and the factor
 varies only along the output-channel axis; or (before) the scale is scalar and its only user
 is a conv/linear. Changes: weights (and bias, for the after case) are multiplied, the scale node
-disappears; adjacent scalar scales merge. Preserves: the reference executor's output.
+disappears; adjacent scalar scales merge; a scale by 1 on a current is removed (on spikes it is
+the synapse that turns them into a current, e.g. a spike residual summed into a membrane, and
+stays). Preserves: the reference executor's output.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def fold_scale(graph: Graph) -> PassResult:
                     break
                 if nxt is not None and nxt.op == "spike_product":
                     continue
-                if float(f.reshape(-1)[0]) == 1.0:
+                if float(f.reshape(-1)[0]) == 1.0 and prod.kind == "current":  # x1 on spikes: a synapse
                     bypass(g, s)
                     changes.append(f"removed identity {s.name}")
                     changed = True
