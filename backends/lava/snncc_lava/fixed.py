@@ -31,7 +31,11 @@ fixed by s = activation units (a_in units, 1/64 of a membrane unit) per unit of 
 - fed by on-chip projections: s = 2**j * 254 / max|w| over all its incoming projections, j the
   smallest integer >= 0 with vth = round(theta * s) >= VTH_MIN (2048), lowered (down to -8) only
   while (D + 1) * (vth << 6) would not fit the 24-bit membrane: the largest weight of the
-  population maps exactly to mantissa 254 with exponent j, and theta keeps >= 11 bits;
+  population maps exactly to mantissa 254 with exponent j, and theta keeps >= 11 bits; a
+  population that reads graded payloads (a relay, a spike product) takes the smallest j (down to
+  -8) with vth >= VTH_MIN instead: its weights are per payload unit, and the weight-based vth sat
+  near the cap, leaving u room for about D + 1 thresholds (on digits_former 15950 u wraps in 100
+  digits, the cause of relay mode's lost agreement; now 0 and >= 32 thresholds of room);
 - fed only by the host (the encoding layer): s = VTH_MIN / theta (vth exact).
 Each projection then takes the smallest exponent e in [-8, 7] that keeps its largest weight within
 254, so a projection with small weights gets a small exponent instead of vanishing; within a
@@ -41,8 +45,8 @@ mantissa within 13 bits (`saturated` counts clipped ones); beta becomes the 24-b
 The read-out (graph output, a current) gets s = 254 / max|w| with exponent 0 and is dequantised by
 1/s on the host. A relay (residual-stream accumulator) integrates like a neuron (u wraps at 24 bits, v = sat24(u +
 bias)) and sends v >> 6, its value in its own activation units (scale `relay_scale`: the largest
-incoming weight at mantissa 254), as a 24-bit signed graded message (`relay_payload` checks the
-range); the weights of its projections are divided by its scale before they are quantised for
+incoming weight at mantissa 254, lowered by < 1.6% so that the identity from the relay it reads is
+an exact mantissa), as a 24-bit signed graded message (`relay_payload` checks the range); the weights of its projections are divided by its scale before they are quantised for
 their target. `counts` of a relay hold its payloads summed over T.
 Spike products (attention) send their raw integer product as a graded message
 (the SpikeProduct fixed_pt model, exact int64, at most int32); the node's scale is folded into
@@ -205,7 +209,13 @@ def vth_cap(D: int) -> int:
     return min(VTH_MAX, V_LIMIT // ((D + 1) << VTH_SHIFT))
 
 
-def _population_scale(p: Population, incoming: list[sp.csr_matrix], policy: str) -> float:
+def _population_scale(p: Population, incoming: list[sp.csr_matrix], policy: str, graded: bool = False) -> float:
+    """Activation units per unit of current of neuron population `p` (the rule in the module doc).
+    `graded`: some source sends graded payloads (a relay, a spike product), whose weights are per
+    payload unit, so their largest weight says nothing about the window current; then the
+    threshold is the smallest vth >= VTH_MIN the power-of-two scales reach, which keeps the 24-bit u
+    at >= 2**23 / (64 * 2 * VTH_MIN) = 32 thresholds of head room (the weight-based scale put vth
+    near vth_cap, about D + 1 thresholds: digits_former's relay consumers wrapped u)."""
     m = max((max_abs(w) for w in incoming), default=0.0)
     if m == 0.0:
         s = VTH_MIN / p.theta
@@ -218,6 +228,8 @@ def _population_scale(p: Population, incoming: list[sp.csr_matrix], policy: str)
             j += 1
         while j > WEXP_MIN and round(p.theta * base * 2.0**j) > vth_cap(p.D):
             j -= 1
+        while graded and round(p.theta * base * 2.0 ** (j - 1)) >= VTH_MIN:
+            j -= 1
         s = base * 2.0**j
     if policy == "netx":  # exponent 0; the bias (beta folded in) is a 13-bit mantissa << 6, and the
         # export's D threshold copies shift it by up to (D - 1) thresholds (snncc_lava.netx)
@@ -227,13 +239,24 @@ def _population_scale(p: Population, incoming: list[sp.csr_matrix], policy: str)
     return s
 
 
-def relay_scale(p: Population, incoming: list[sp.csr_matrix]) -> float:
+def relay_scale(p: Population, incoming: list[sp.csr_matrix], source: float | None = None) -> float:
     """Activation units per unit of current of a relay: the largest incoming weight maps to mantissa
     254 (exponent 0); fed only by the host, one unit of current is VTH_MIN activation units. Its
     24-bit membrane holds the value x 64 (wrapping like any u); the payload it sends, v >> 6, is
-    at most 2**17 in magnitude: inside Loihi 2's 24-bit signed graded payload by construction."""
+    at most 2**17 in magnitude: inside Loihi 2's 24-bit signed graded payload by construction.
+    `source`: the scale of the one relay this relay reads (R_k = R_{k-1} + B); the scale is then
+    lowered to the largest source x m x 2**e (m even <= 254, e in [WEXP_MIN, WEXP_MAX]) not above
+    the weight-based one (by less than 2 / 127 of it), so the identity R_{k-1} -> R_k is exactly
+    mantissa m << e: the stream passes a chain of relays without rounding (the weight-based scale
+    gave mantissas near 48 at exponent -8, a systematic gain error of up to 1.8% per relay)."""
     m = max((max_abs(w) for w in incoming), default=0.0)
-    return W_MAX / m if m > 0 else float(VTH_MIN)
+    s = W_MAX / m if m > 0 else float(VTH_MIN)
+    if source is None:
+        return s
+    r = s / source
+    e = next((e for e in range(WEXP_MIN, WEXP_MAX + 1) if r / 2.0**e <= W_MAX), WEXP_MAX)
+    mant = min(W_MAX, 2 * math.floor(r / 2.0**e / 2))
+    return source * mant * 2.0**e if mant >= 2 else s
 
 
 def _relay_population(p: Population, s: float) -> tuple["QPopulation", int]:
@@ -300,8 +323,10 @@ def quantize(net: Network, policy: str = "precision") -> QNetwork:
             if pr.target == p.name:
                 weights[i] = per_unit(i)
         incoming = [w for w, pr in zip(weights, net.projections) if pr.target == p.name]
+        fed = [pr.source for pr in net.projections if pr.target == p.name]
+        relays_in = list(dict.fromkeys(f for f in fed if f in pops and pops[f].relay))
         if p.relay:
-            s = relay_scale(p, incoming)
+            s = relay_scale(p, incoming, scales[relays_in[0]] if len(relays_in) == 1 else None)
             q, bias_sat = _relay_population(p, s)
             pops[p.name] = q
             scales[p.name] = s
@@ -311,7 +336,7 @@ def quantize(net: Network, policy: str = "precision") -> QNetwork:
                 "bias_max_abs_error": float(np.abs(q.bias_eff / (s * 2**ACT_SHIFT) - (p.bias + p.const)).max())
                 if p.size else 0.0}
             continue
-        s = _population_scale(p, incoming, policy)
+        s = _population_scale(p, incoming, policy, graded=bool(relays_in) or any(f in net.products for f in fed))
         vth = int(round(p.theta * s))
         if not 1 <= vth <= VTH_MAX:
             raise TargetError(f"threshold mantissa {vth} of population {p.name} is outside [1, {VTH_MAX}]",

@@ -145,3 +145,32 @@ def test_compile_for_loihi_prices_with_the_loihi_profile():
     forced = compile_model(lm, "loihi", target_options={"precision": "fixed", "residual": "relay"})
     assert forced.pipeline.reports["residual_lowering"]["streams"][0]["choice"] == "relay"
     assert "lava/quantisation.json" in forced.files
+
+
+def test_relay_chain_scales_keep_the_identity_exact_and_consumers_head_room():
+    """The stage with b0 = 0.3 (not a power-of-two ratio of 0.5): R1's weight-based scale 254 / 0.3
+    = 846.67 is lowered to R0's 508 x 212 x 2**-7 = 841.375, so R0 -> R1 is mantissa 212 << -7,
+    exactly R1 / R0 (the weight-based scale rounded it to 214: +0.3% gain). s0 reads R0's payloads
+    (weight 1 / 508 per unit): the weight-based scale 254 x 508 x 2**-3 gave vth 16129 (u holds
+    about 5 thresholds), the graded rule takes 254 x 508 x 2**-5 = 4032.25, vth 4032 (32)."""
+    g = residual_stage()
+    g["b0"].params["weight"][:] = 0.3
+    net = build(relayed(g))
+    q = quantize(net)
+    assert q.populations["u0@relay"].scale == 508.0
+    assert q.populations["u1@relay"].scale == 508 * 212 / 128
+    (ident,) = [pr for pr in q.projections if (pr.source, pr.target) == ("u0@relay", "u1@relay")]
+    assert ident.exp == -7 and set(ident.weight.data) == {212}
+    assert q.populations["s0"].scale == 254 * 508 / 32 and q.populations["s0"].vth == 4032
+    (r0s0,) = [pr for pr in q.projections if (pr.source, pr.target) == ("u0@relay", "s0")]
+    assert r0s0.exp == -5 and set(r0s0.weight.data) == {254}  # 4032.25 / 508 = 7.9375 = 254 x 2**-5
+    x = torch.cat([torch.tensor(RESIDUAL_STAGE_X, dtype=torch.float64),
+                   torch.randint(0, 5, (3, 2, 1, 2), generator=torch.Generator().manual_seed(1)).double()])
+    ref = simulate_fixed(q, x)
+    res = run_network(net, x, "burst", q)
+    for k in ref.counts:
+        assert torch.equal(res.counts[k], ref.counts[k]), k
+    for k in ref.relays:
+        assert torch.equal(res.relays[k], ref.relays[k]), k
+    assert (res.readout == ref.readout).all()
+    assert torch.equal(ref.counts["s3"], run(net.graph, x).counts["s3"].long())  # float counts
