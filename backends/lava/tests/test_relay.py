@@ -3,8 +3,9 @@ as one graded message (24-bit graded projections). floating_pt: Lava's counts, o
 values equal the IR reference on the 3-block stage of tests/nets.py (spike input, hand-computed
 counts) and on ResidualSepConv (a relay fed by the host's encoding current). fixed_pt: a relay
 sends v >> 6 in its own activation units; Lava equals `simulate_fixed` bit for bit (counts,
-payloads, read-out). The Loihi target prices streams with the loihi profile (floating_pt) and
-keeps fan-in for fixed_pt and netx unless told otherwise."""
+payloads, read-out); a relay's scale keeps the identity from the relay it reads exact and a
+relay consumer's threshold leaves u room. The Loihi target prices streams with the loihi profile
+(floating_pt and fixed_pt) and keeps fan-in for netx unless told otherwise."""
 
 import pytest
 import torch
@@ -115,8 +116,7 @@ def test_host_fed_relay_lava_fixed_equals_simulate_fixed(residual_relay):
 def test_target_prices_streams_with_the_loihi_profile():
     t = LoihiTarget()
     assert t.lowering_options({}) == {"profile": "loihi"}
-    fixed = t.lowering_options({"precision": "fixed"})
-    assert fixed["graded"] is False and fixed["reason"].startswith("fixed_pt relays cost precision")
+    assert t.lowering_options({"precision": "fixed"}) == {"profile": "loihi"}  # priced as floating_pt
     assert t.lowering_options({"precision": "fixed", "residual": "relay"}) == {"profile": "loihi", "residual": "relay"}
     assert t.lowering_options({"netx": True})["graded"] is False
     with pytest.raises(TargetError, match="netx has no relay layer"):
@@ -140,8 +140,7 @@ def test_compile_for_loihi_prices_with_the_loihi_profile():
     # one shallow stream: the relays' neuron updates (52 pJ x D per neuron) cost more than the copies
     assert st["choice"] == "fanin" and st["why"].startswith("fan-in energy 3.973e-07 J/window <= relay 4.653e-07")
     fx = compile_model(lm, "loihi", target_options={"precision": "fixed"})
-    assert fx.pipeline.reports["residual_lowering"]["streams"][0]["why"].startswith(
-        "binary messages only (fixed_pt relays cost precision")
+    assert fx.pipeline.reports["residual_lowering"]["streams"] == rep["streams"]  # the same pricing
     forced = compile_model(lm, "loihi", target_options={"precision": "fixed", "residual": "relay"})
     assert forced.pipeline.reports["residual_lowering"]["streams"][0]["choice"] == "relay"
     assert "lava/quantisation.json" in forced.files
