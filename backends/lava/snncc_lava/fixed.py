@@ -21,7 +21,13 @@ The fixed-point WindowBurstIF (procs/models.py, tag fixed_pt) does exactly this,
        host's encoding activation at the window's first sub-step);
   v  = sat24(u + m + bias_mant << bias_exp), m = v_init (beta) at a sample start (every window when
        not stateful), else the carried membrane;
-  n  = clip(floor(v / (vth << 6)), 0, D);  m <- v - n * (vth << 6) (stateful);  u <- 0.
+  n  = clip(floor(v / (vth << 6)), 0, D);  m <- v - n * (vth << 6) (stateful);  u <- 0;
+  leaky (fire `leak` < 1, stateful): m <- v_init + ((m - v_init) * leak_mant) >> 12 (`carried`), the
+       residual leaked once per window boundary, never between sub-steps, with leak_mant =
+       round(leak * 4096) (12-bit leak; the shift floors: both are stated roundings, so counts can
+       differ from the float model's exact `leak * residual` at ties). Loihi's built-in LIF cannot
+       do this (its 12-bit decay dv acts on v every step and truncates toward zero): on a real
+       Loihi 2 this neuron needs custom microcode (an assumption; Lava fixed_pt runs our model).
 Count rule: the deployed neuron fires floor(v / theta) spikes, so n >= 1 when v >= vth << 6; this
 is LIF's `v > vth << 6` test moved by one membrane unit (the IR's floor semantics; a LIF-style
 strict test would lose every exact tie, and integer membranes tie often).
@@ -83,6 +89,7 @@ BIAS_MANT_MIN, BIAS_MANT_MAX = -4096, 4095
 BIAS_EXP_MIN, BIAS_EXP_MAX = 0, 7
 NETX_BIAS_EXP = 6  # lava-dl netx passes bias_exp=6 for CUBA/LOIHI neurons
 VTH_MIN = 2048
+LEAK_BITS = 12  # the carried residual's factor: leak_mant / 2**12 (snncc's own neuron, see leak_carry)
 HOST_LIMIT = MAX_UV - 1  # host activations are sent as 24-bit messages
 MAX_GRADED = MAX_UV - 1  # Loihi 2 graded spike payload: 24 bits signed (assumed; Lava 0.10 does not check it)
 POLICIES = ("precision", "netx")
@@ -117,6 +124,7 @@ class QPopulation:
     start: int
     host_input: bool
     relay: bool = False  # a residual-stream relay: sends its value v >> 6 (activation units) graded
+    leak_mant: int = 1 << LEAK_BITS  # leak = leak_mant / 2**12; 2**12: no leak (integrate-and-fire)
 
     @property
     def size(self) -> int:
@@ -265,6 +273,22 @@ def _relay_population(p: Population, s: float) -> tuple["QPopulation", int]:
                        relay=True), sat
 
 
+def quantize_leak(leak: float) -> int:
+    """The 12-bit leak mantissa round(leak * 2**12) in [0, 2**12] (2**12: leak 1, no leak)."""
+    return int(round(float(leak) * (1 << LEAK_BITS)))
+
+
+def carried(v: np.ndarray, v_init: int, leak_mant: int) -> np.ndarray:
+    """What a stateful fixed-point neuron carries to its next window, from its membrane v after the
+    soft reset (int64; v_init, i.e. beta, included): v itself without a leak, else
+    v_init + ((v - v_init) * leak_mant) >> 12, the residual leaked once per window boundary and
+    floored (an arithmetic shift), never between sub-steps (snncc.sim.reference.carry). Shared by
+    `simulate_fixed` and the Lava fixed_pt WindowBurstIF, which must agree bit for bit."""
+    if leak_mant == 1 << LEAK_BITS:
+        return v
+    return v_init + np.right_shift((v - v_init) * leak_mant, LEAK_BITS)
+
+
 def relay_payload(v: np.ndarray) -> np.ndarray:
     """What a fixed_pt relay sends for membrane v (int64): v >> 6 (floor), range-checked against the
     24-bit signed graded payload of Loihi 2."""
@@ -294,11 +318,10 @@ def quantize(net: Network, policy: str = "precision") -> QNetwork:
         raise TargetError(f"unknown quantisation policy {policy!r}", where="snncc_lava.fixed",
                           hint=f"one of {', '.join(POLICIES)}")
     leaky = [p.name for p in net.populations.values() if p.leak != 1.0]
-    if leaky:  # no exact fixed-point counterpart (docs/compiler.md, leaky neurons)
-        raise TargetError(f"population {leaky[0]} is leaky (leak {net.populations[leaky[0]].leak:.6g}): Loihi's "
-                          "fixed-point decay dv acts on v at every step (each of the D sub-steps) and rounds toward "
-                          "zero, so it cannot leak only the residual between windows bit-exactly",
-                          where=f"population {leaky[0]}", hint="use --target-option precision=float (Lava floating_pt) for leaky neurons")
+    if leaky and policy == "netx":  # netx has LIF's per-step decay only (and refuses stateful neurons)
+        raise TargetError(f"population {leaky[0]} is leaky (leak {net.populations[leaky[0]].leak:.6g}): netx's "
+                          "neurons decay at every step, not between windows", where=f"population {leaky[0]}",
+                          hint="deploy without netx=true")
     if policy == "netx" and any(p.relay for p in net.populations.values()):
         raise TargetError("netx has no relay layer", where="snncc_lava.fixed", hint="deploy with fan-in streams")
     # the float weight each projection quantises, per unit of what its source sends: a spike product
@@ -353,7 +376,7 @@ def quantize(net: Network, policy: str = "precision") -> QNetwork:
         if abs(v_init) > V_LIMIT:
             raise TargetError(f"initial membrane (beta) of population {p.name} exceeds 24 bits", where=f"population {p.name}")
         q = QPopulation(p.name, p.shape, p.D, s, vth, bias_mant, bias_exp, v_init, p.stateful, p.level, p.start,
-                        p.host_input)
+                        p.host_input, leak_mant=quantize_leak(p.leak))
         pops[p.name] = q
         scales[p.name] = s
         theta_q = vth / s
@@ -365,6 +388,9 @@ def quantize(net: Network, policy: str = "precision") -> QNetwork:
             "bias_exp": bias_exp, "bias_saturated": bias_sat,
             "bias_max_abs_error": float(np.abs(bias_back - b_float).max()) if b_float.size else 0.0,
             "host_input": p.host_input, "projections": []}
+        if p.leak != 1.0:
+            report["populations"][p.name].update(
+                leak=p.leak, leak_mant=q.leak_mant, leak_abs_error=abs(q.leak_mant / (1 << LEAK_BITS) - p.leak))
     for i, pr in enumerate(net.projections):
         if pr.target == "output":
             weights[i] = per_unit(i)
@@ -494,7 +520,7 @@ def simulate_fixed(qnet: QNetwork, x, emit: str = "burst") -> FixedResult:
                 continue
             n = np.clip(np.floor_divide(v, q.theta_eff), 0, D)
             counts[p][:, t] = n
-            carry[p] = v - n * q.theta_eff
+            carry[p] = carried(v - n * q.theta_eff, q.v_init, q.leak_mant)
         for j in range(D):
             for pr in by_target.get("output", []):
                 readout[:, t] += _dense(pr.weight, trains(pr.source, t, j), pr.exp)
@@ -525,5 +551,7 @@ def report_json(qnet: QNetwork) -> dict:
                             "threshold": "vth << 6; n = clip(floor(v / (vth << 6)), 0, D)",
                             "bias": "bias_mant (13-bit signed) << bias_exp (0..7), membrane units, once per window",
                             "membrane": "24-bit, saturating", "v_init": "beta in membrane units",
+                            "leak": "carried = v_init + ((v - v_init) * leak_mant) >> 12 once per window "
+                                    "boundary (stateful; leak_mant = round(leak * 4096))",
                             "relay": "v = sat24(u + bias); sends v >> 6 (its activation units, scale per "
                                      "population) as a 24-bit signed graded message"}}

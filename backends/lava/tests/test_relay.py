@@ -28,6 +28,18 @@ def relayed(g):
     return r.graph
 
 
+def fixed_bit_exact(net, q, x):
+    """Lava fixed_pt == simulate_fixed bit for bit (counts, relay payloads, read-out); ours."""
+    ref = simulate_fixed(q, x)
+    res = run_network(net, x, "burst", q)
+    for k in ref.counts:
+        assert torch.equal(res.counts[k], ref.counts[k]), k
+    for k in ref.relays:
+        assert torch.equal(res.relays[k], ref.relays[k]), k
+    assert (res.readout == ref.readout).all()
+    return ref
+
+
 @pytest.fixture(scope="module")
 def stage():
     return relayed(residual_stage())
@@ -104,12 +116,7 @@ def test_host_fed_relay_lava_fixed_equals_simulate_fixed(residual_relay):
     q = quantize(net)
     x = torch.randn((2,) + tuple(ResidualSepConv.input_shape), generator=torch.Generator().manual_seed(2),
                     dtype=torch.float64) * 2
-    ref = simulate_fixed(q, x)
-    res = run_network(net, x, "burst", q)
-    for k in ref.counts:
-        assert torch.equal(res.counts[k], ref.counts[k]), k
-    for k in ref.relays:
-        assert torch.equal(res.relays[k], ref.relays[k]), k
+    fixed_bit_exact(net, q, x)
     assert q.report["populations"]["stem@relay"]["relay"] and "vth" not in q.report["populations"]["stem@relay"]
 
 
@@ -165,11 +172,5 @@ def test_relay_chain_scales_keep_the_identity_exact_and_consumers_head_room():
     assert r0s0.exp == -5 and set(r0s0.weight.data) == {254}  # 4032.25 / 508 = 7.9375 = 254 x 2**-5
     x = torch.cat([torch.tensor(RESIDUAL_STAGE_X, dtype=torch.float64),
                    torch.randint(0, 5, (3, 2, 1, 2), generator=torch.Generator().manual_seed(1)).double()])
-    ref = simulate_fixed(q, x)
-    res = run_network(net, x, "burst", q)
-    for k in ref.counts:
-        assert torch.equal(res.counts[k], ref.counts[k]), k
-    for k in ref.relays:
-        assert torch.equal(res.relays[k], ref.relays[k]), k
-    assert (res.readout == ref.readout).all()
+    ref = fixed_bit_exact(net, q, x)
     assert torch.equal(ref.counts["s3"], run(net.graph, x).counts["s3"].long())  # float counts
