@@ -21,7 +21,13 @@ The fixed-point WindowBurstIF (procs/models.py, tag fixed_pt) does exactly this,
        host's encoding activation at the window's first sub-step);
   v  = sat24(u + m + bias_mant << bias_exp), m = v_init (beta) at a sample start (every window when
        not stateful), else the carried membrane;
-  n  = clip(floor(v / (vth << 6)), 0, D);  m <- v - n * (vth << 6) (stateful);  u <- 0.
+  n  = clip(floor(v / (vth << 6)), 0, D);  m <- v - n * (vth << 6) (stateful);  u <- 0;
+  leaky (fire `leak` < 1, stateful): m <- v_init + ((m - v_init) * leak_mant) >> 12 (`carried`), the
+       residual leaked once per window boundary, never between sub-steps, with leak_mant =
+       round(leak * 4096) (12-bit leak; the shift floors: both are stated roundings, so counts can
+       differ from the float model's exact `leak * residual` at ties). Loihi's built-in LIF cannot
+       do this (its 12-bit decay dv acts on v every step and truncates toward zero): on a real
+       Loihi 2 this neuron needs custom microcode (an assumption; Lava fixed_pt runs our model).
 Count rule: the deployed neuron fires floor(v / theta) spikes, so n >= 1 when v >= vth << 6; this
 is LIF's `v > vth << 6` test moved by one membrane unit (the IR's floor semantics; a LIF-style
 strict test would lose every exact tie, and integer membranes tie often).
@@ -31,7 +37,11 @@ fixed by s = activation units (a_in units, 1/64 of a membrane unit) per unit of 
 - fed by on-chip projections: s = 2**j * 254 / max|w| over all its incoming projections, j the
   smallest integer >= 0 with vth = round(theta * s) >= VTH_MIN (2048), lowered (down to -8) only
   while (D + 1) * (vth << 6) would not fit the 24-bit membrane: the largest weight of the
-  population maps exactly to mantissa 254 with exponent j, and theta keeps >= 11 bits;
+  population maps exactly to mantissa 254 with exponent j, and theta keeps >= 11 bits; a
+  population that reads graded payloads (a relay, a spike product) takes the smallest j (down to
+  -8) with vth >= VTH_MIN instead: its weights are per payload unit, and the weight-based vth sat
+  near the cap, leaving u room for about D + 1 thresholds (on digits_former 15950 u wraps in 100
+  digits, the cause of relay mode's lost agreement; now 0 and >= 32 thresholds of room);
 - fed only by the host (the encoding layer): s = VTH_MIN / theta (vth exact).
 Each projection then takes the smallest exponent e in [-8, 7] that keeps its largest weight within
 254, so a projection with small weights gets a small exponent instead of vanishing; within a
@@ -41,8 +51,8 @@ mantissa within 13 bits (`saturated` counts clipped ones); beta becomes the 24-b
 The read-out (graph output, a current) gets s = 254 / max|w| with exponent 0 and is dequantised by
 1/s on the host. A relay (residual-stream accumulator) integrates like a neuron (u wraps at 24 bits, v = sat24(u +
 bias)) and sends v >> 6, its value in its own activation units (scale `relay_scale`: the largest
-incoming weight at mantissa 254), as a 24-bit signed graded message (`relay_payload` checks the
-range); the weights of its projections are divided by its scale before they are quantised for
+incoming weight at mantissa 254, lowered by < 1.6% so that the identity from the relay it reads is
+an exact mantissa), as a 24-bit signed graded message (`relay_payload` checks the range); the weights of its projections are divided by its scale before they are quantised for
 their target. `counts` of a relay hold its payloads summed over T.
 Spike products (attention) send their raw integer product as a graded message
 (the SpikeProduct fixed_pt model, exact int64, at most int32); the node's scale is folded into
@@ -79,6 +89,7 @@ BIAS_MANT_MIN, BIAS_MANT_MAX = -4096, 4095
 BIAS_EXP_MIN, BIAS_EXP_MAX = 0, 7
 NETX_BIAS_EXP = 6  # lava-dl netx passes bias_exp=6 for CUBA/LOIHI neurons
 VTH_MIN = 2048
+LEAK_BITS = 12  # the carried residual's factor: leak_mant / 2**12 (snncc's own neuron, see leak_carry)
 HOST_LIMIT = MAX_UV - 1  # host activations are sent as 24-bit messages
 MAX_GRADED = MAX_UV - 1  # Loihi 2 graded spike payload: 24 bits signed (assumed; Lava 0.10 does not check it)
 POLICIES = ("precision", "netx")
@@ -113,6 +124,7 @@ class QPopulation:
     start: int
     host_input: bool
     relay: bool = False  # a residual-stream relay: sends its value v >> 6 (activation units) graded
+    leak_mant: int = 1 << LEAK_BITS  # leak = leak_mant / 2**12; 2**12: no leak (integrate-and-fire)
 
     @property
     def size(self) -> int:
@@ -205,7 +217,13 @@ def vth_cap(D: int) -> int:
     return min(VTH_MAX, V_LIMIT // ((D + 1) << VTH_SHIFT))
 
 
-def _population_scale(p: Population, incoming: list[sp.csr_matrix], policy: str) -> float:
+def _population_scale(p: Population, incoming: list[sp.csr_matrix], policy: str, graded: bool = False) -> float:
+    """Activation units per unit of current of neuron population `p` (the rule in the module doc).
+    `graded`: some source sends graded payloads (a relay, a spike product), whose weights are per
+    payload unit, so their largest weight says nothing about the window current; then the
+    threshold is the smallest vth >= VTH_MIN the power-of-two scales reach, which keeps the 24-bit u
+    at >= 2**23 / (64 * 2 * VTH_MIN) = 32 thresholds of head room (the weight-based scale put vth
+    near vth_cap, about D + 1 thresholds: digits_former's relay consumers wrapped u)."""
     m = max((max_abs(w) for w in incoming), default=0.0)
     if m == 0.0:
         s = VTH_MIN / p.theta
@@ -218,6 +236,8 @@ def _population_scale(p: Population, incoming: list[sp.csr_matrix], policy: str)
             j += 1
         while j > WEXP_MIN and round(p.theta * base * 2.0**j) > vth_cap(p.D):
             j -= 1
+        while graded and round(p.theta * base * 2.0 ** (j - 1)) >= VTH_MIN:
+            j -= 1
         s = base * 2.0**j
     if policy == "netx":  # exponent 0; the bias (beta folded in) is a 13-bit mantissa << 6, and the
         # export's D threshold copies shift it by up to (D - 1) thresholds (snncc_lava.netx)
@@ -227,19 +247,46 @@ def _population_scale(p: Population, incoming: list[sp.csr_matrix], policy: str)
     return s
 
 
-def relay_scale(p: Population, incoming: list[sp.csr_matrix]) -> float:
+def relay_scale(p: Population, incoming: list[sp.csr_matrix], source: float | None = None) -> float:
     """Activation units per unit of current of a relay: the largest incoming weight maps to mantissa
     254 (exponent 0); fed only by the host, one unit of current is VTH_MIN activation units. Its
     24-bit membrane holds the value x 64 (wrapping like any u); the payload it sends, v >> 6, is
-    at most 2**17 in magnitude: inside Loihi 2's 24-bit signed graded payload by construction."""
+    at most 2**17 in magnitude: inside Loihi 2's 24-bit signed graded payload by construction.
+    `source`: the scale of the one relay this relay reads (R_k = R_{k-1} + B); the scale is then
+    lowered to the largest source x m x 2**e (m even <= 254, e in [WEXP_MIN, WEXP_MAX]) not above
+    the weight-based one (by less than 2 / 127 of it), so the identity R_{k-1} -> R_k is exactly
+    mantissa m << e: the stream passes a chain of relays without rounding (the weight-based scale
+    gave mantissas near 48 at exponent -8, a systematic gain error of up to 1.8% per relay)."""
     m = max((max_abs(w) for w in incoming), default=0.0)
-    return W_MAX / m if m > 0 else float(VTH_MIN)
+    s = W_MAX / m if m > 0 else float(VTH_MIN)
+    if source is None:
+        return s
+    r = s / source
+    e = next((e for e in range(WEXP_MIN, WEXP_MAX + 1) if r / 2.0**e <= W_MAX), WEXP_MAX)
+    mant = min(W_MAX, 2 * math.floor(r / 2.0**e / 2))
+    return source * mant * 2.0**e if mant >= 2 else s
 
 
 def _relay_population(p: Population, s: float) -> tuple["QPopulation", int]:
     bias_mant, bias_exp, sat = _quantize_bias((p.bias + p.const) * s * 2**ACT_SHIFT, "precision")
     return QPopulation(p.name, p.shape, p.D, s, 1, bias_mant, bias_exp, 0, False, p.level, p.start, p.host_input,
                        relay=True), sat
+
+
+def quantize_leak(leak: float) -> int:
+    """The 12-bit leak mantissa round(leak * 2**12) in [0, 2**12] (2**12: leak 1, no leak)."""
+    return int(round(float(leak) * (1 << LEAK_BITS)))
+
+
+def carried(v: np.ndarray, v_init: int, leak_mant: int) -> np.ndarray:
+    """What a stateful fixed-point neuron carries to its next window, from its membrane v after the
+    soft reset (int64; v_init, i.e. beta, included): v itself without a leak, else
+    v_init + ((v - v_init) * leak_mant) >> 12, the residual leaked once per window boundary and
+    floored (an arithmetic shift), never between sub-steps (snncc.sim.reference.carry). Shared by
+    `simulate_fixed` and the Lava fixed_pt WindowBurstIF, which must agree bit for bit."""
+    if leak_mant == 1 << LEAK_BITS:
+        return v
+    return v_init + np.right_shift((v - v_init) * leak_mant, LEAK_BITS)
 
 
 def relay_payload(v: np.ndarray) -> np.ndarray:
@@ -271,11 +318,10 @@ def quantize(net: Network, policy: str = "precision") -> QNetwork:
         raise TargetError(f"unknown quantisation policy {policy!r}", where="snncc_lava.fixed",
                           hint=f"one of {', '.join(POLICIES)}")
     leaky = [p.name for p in net.populations.values() if p.leak != 1.0]
-    if leaky:  # no exact fixed-point counterpart (docs/compiler.md, leaky neurons)
-        raise TargetError(f"population {leaky[0]} is leaky (leak {net.populations[leaky[0]].leak:.6g}): Loihi's "
-                          "fixed-point decay dv acts on v at every step (each of the D sub-steps) and rounds toward "
-                          "zero, so it cannot leak only the residual between windows bit-exactly",
-                          where=f"population {leaky[0]}", hint="use --target-option precision=float (Lava floating_pt) for leaky neurons")
+    if leaky and policy == "netx":  # netx has LIF's per-step decay only (and refuses stateful neurons)
+        raise TargetError(f"population {leaky[0]} is leaky (leak {net.populations[leaky[0]].leak:.6g}): netx's "
+                          "neurons decay at every step, not between windows", where=f"population {leaky[0]}",
+                          hint="deploy without netx=true")
     if policy == "netx" and any(p.relay for p in net.populations.values()):
         raise TargetError("netx has no relay layer", where="snncc_lava.fixed", hint="deploy with fan-in streams")
     # the float weight each projection quantises, per unit of what its source sends: a spike product
@@ -300,8 +346,10 @@ def quantize(net: Network, policy: str = "precision") -> QNetwork:
             if pr.target == p.name:
                 weights[i] = per_unit(i)
         incoming = [w for w, pr in zip(weights, net.projections) if pr.target == p.name]
+        fed = [pr.source for pr in net.projections if pr.target == p.name]
+        relays_in = list(dict.fromkeys(f for f in fed if f in pops and pops[f].relay))
         if p.relay:
-            s = relay_scale(p, incoming)
+            s = relay_scale(p, incoming, scales[relays_in[0]] if len(relays_in) == 1 else None)
             q, bias_sat = _relay_population(p, s)
             pops[p.name] = q
             scales[p.name] = s
@@ -311,7 +359,7 @@ def quantize(net: Network, policy: str = "precision") -> QNetwork:
                 "bias_max_abs_error": float(np.abs(q.bias_eff / (s * 2**ACT_SHIFT) - (p.bias + p.const)).max())
                 if p.size else 0.0}
             continue
-        s = _population_scale(p, incoming, policy)
+        s = _population_scale(p, incoming, policy, graded=bool(relays_in) or any(f in net.products for f in fed))
         vth = int(round(p.theta * s))
         if not 1 <= vth <= VTH_MAX:
             raise TargetError(f"threshold mantissa {vth} of population {p.name} is outside [1, {VTH_MAX}]",
@@ -328,7 +376,7 @@ def quantize(net: Network, policy: str = "precision") -> QNetwork:
         if abs(v_init) > V_LIMIT:
             raise TargetError(f"initial membrane (beta) of population {p.name} exceeds 24 bits", where=f"population {p.name}")
         q = QPopulation(p.name, p.shape, p.D, s, vth, bias_mant, bias_exp, v_init, p.stateful, p.level, p.start,
-                        p.host_input)
+                        p.host_input, leak_mant=quantize_leak(p.leak))
         pops[p.name] = q
         scales[p.name] = s
         theta_q = vth / s
@@ -340,6 +388,9 @@ def quantize(net: Network, policy: str = "precision") -> QNetwork:
             "bias_exp": bias_exp, "bias_saturated": bias_sat,
             "bias_max_abs_error": float(np.abs(bias_back - b_float).max()) if b_float.size else 0.0,
             "host_input": p.host_input, "projections": []}
+        if p.leak != 1.0:
+            report["populations"][p.name].update(
+                leak=p.leak, leak_mant=q.leak_mant, leak_abs_error=abs(q.leak_mant / (1 << LEAK_BITS) - p.leak))
     for i, pr in enumerate(net.projections):
         if pr.target == "output":
             weights[i] = per_unit(i)
@@ -469,7 +520,7 @@ def simulate_fixed(qnet: QNetwork, x, emit: str = "burst") -> FixedResult:
                 continue
             n = np.clip(np.floor_divide(v, q.theta_eff), 0, D)
             counts[p][:, t] = n
-            carry[p] = v - n * q.theta_eff
+            carry[p] = carried(v - n * q.theta_eff, q.v_init, q.leak_mant)
         for j in range(D):
             for pr in by_target.get("output", []):
                 readout[:, t] += _dense(pr.weight, trains(pr.source, t, j), pr.exp)
@@ -500,5 +551,7 @@ def report_json(qnet: QNetwork) -> dict:
                             "threshold": "vth << 6; n = clip(floor(v / (vth << 6)), 0, D)",
                             "bias": "bias_mant (13-bit signed) << bias_exp (0..7), membrane units, once per window",
                             "membrane": "24-bit, saturating", "v_init": "beta in membrane units",
+                            "leak": "carried = v_init + ((v - v_init) * leak_mant) >> 12 once per window "
+                                    "boundary (stateful; leak_mant = round(leak * 4096))",
                             "relay": "v = sat24(u + bias); sends v >> 6 (its activation units, scale per "
                                      "population) as a 24-bit signed graded message"}}

@@ -126,7 +126,8 @@ def run_network(net: Network, x, emit: str = "burst", qnet: QNetwork | None = No
         fx = None
         if fixed:
             q = qnet.populations[p.name]
-            fx = {"vth": q.vth, "bias_mant": q.bias_mant, "bias_exp": q.bias_exp, "v_init": q.v_init}
+            fx = {"vth": q.vth, "bias_mant": q.bias_mant, "bias_exp": q.bias_exp, "v_init": q.v_init,
+                  "leak_mant": q.leak_mant}
         procs[p.name] = WindowBurstIF(shape=(p.size,), D=D, theta=p.theta, beta=p.beta, bias=p.bias,
                                       const=p.const, start=p.start, windows=K, period=net.T,
                                       stateful=p.stateful, emit=emit, fixed=fx, relay=p.relay, leak=p.leak,

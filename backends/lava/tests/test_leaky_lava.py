@@ -1,6 +1,8 @@
 """Leaky stateful neurons (fire `leak`) in Lava: floating_pt counts equal the reference executor's
 bit for bit (the hand-computed neuron of tests/test_leaky.py, a SpikingJelly ILIFNode model and a
-research-style leaky loop, T > 1); fixed_pt refuses a leak in one line."""
+research-style leaky loop, T > 1); fixed_pt leaks the carried residual at window boundaries with a
+12-bit mantissa (snncc_lava.fixed.carried) and equals `simulate_fixed` bit for bit (the hand neuron,
+worked out in membrane units, and the ILIFNode model); netx refuses a leak in one line."""
 
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ import snncc
 from nets import randomize_bn
 from snncc.errors import TargetError
 from snncc.passes.manager import run_pipeline
-from snncc_lava.lower import simulate
+from snncc_lava.fixed import quantize, simulate_fixed
+from snncc_lava.lower import run_network, simulate
+from snncc_lava.network import build
 
 
 def test_hand_computed_leaky_neuron_in_floating_pt():
@@ -24,11 +28,32 @@ def test_hand_computed_leaky_neuron_in_floating_pt():
     assert int(ref.counts["f"]) == 5  # 3 + 1 + 1 by hand (tests/test_leaky.py)
 
 
-def test_fixed_pt_refuses_a_leak_in_one_line():
+def test_hand_computed_leaky_neuron_in_fixed_pt():
+    """Host-fed, theta 1: scale 2048, vth 2048 (theta 2**17 membrane units), beta 0.5 -> v_init
+    65536, leak 0.5 -> leak_mant 2048. Activations rint(2048 x (2.6, 0.8, 0.9)) = 5325, 1638, 1843:
+      t=0: v = 5325 << 6 + 65536 = 406336 -> n 3, m 13120, carried 65536 + (-52416 x 2048) >> 12 = 39328
+      t=1: v = 1638 << 6 + 39328 = 144160 -> n 1, m 13088, carried 65536 - 26224 = 39312
+      t=2: v = 1843 << 6 + 39312 = 157264 -> n 1: 3 + 1 + 1 = 5, the float model's counts;
+    without the leak (mant 4096) t=1 gives 104832 + 13120 -> 0 and t=2 1 (4, as in floating_pt)."""
+    for leak, mant, total in ((0.5, 2048, 5), (1.0, 4096, 4)):
+        net = build(run_pipeline(neuron(leak), "deploy").graph)
+        q = quantize(net)
+        f = q.populations["f"]
+        assert (f.scale, f.vth, f.v_init, f.leak_mant) == (2048.0, 2048, 65536, mant)
+        ours = simulate_fixed(q, x3())
+        lava = run_network(net, x3(), "burst", q)
+        assert int(ours.counts["f"]) == int(lava.counts["f"]) == total
+        assert (lava.readout == ours.readout).all()
+    assert q.report["populations"]["f"].get("leak_mant") is None  # only leaky populations report it
+    leaky = quantize(build(run_pipeline(neuron(0.3), "deploy").graph)).report["populations"]["f"]
+    assert leaky["leak_mant"] == 1229 and leaky["leak_abs_error"] == pytest.approx(abs(1229 / 4096 - 0.3))
+
+
+def test_netx_refuses_a_leak_in_one_line():
     with pytest.raises(TargetError) as e:
-        simulate(run_pipeline(neuron(0.5), "deploy").graph, x3(), precision="fixed")
+        quantize(build(run_pipeline(neuron(0.5), "deploy").graph), policy="netx")
     line = e.value.one_line()
-    assert "population f is leaky (leak 0.5)" in line and "precision=float" in line and "\n" not in line
+    assert "population f is leaky (leak 0.5)" in line and "netx" in line and "\n" not in line
 
 
 def test_spikingjelly_ilif_model_in_floating_pt():
@@ -41,6 +66,20 @@ def test_spikingjelly_ilif_model_in_floating_pt():
     assert [n.attrs["leak"] for n in g.neurons()] == [0.25]
     ref = assert_counts_equal(g, x.double(), simulate(g, x.double()))
     assert all(c.sum() > 0 for c in ref.counts.values())
+    # fixed_pt: leak 0.25 -> leak_mant 1024 (exact); Lava == simulate_fixed bit for bit, T = 3
+    net = build(g)
+    q = quantize(net)
+    assert [p.leak_mant for p in q.populations.values()] == [1024]
+    ours = simulate_fixed(q, x.double())
+    lava = run_network(net, x.double(), "burst", q)
+    for k, c in ours.counts.items():
+        assert torch.equal(lava.counts[k], c), k
+    assert (lava.readout == ours.readout).all()
+    n = ours.counts[g.neurons()[0].name]
+    fl = ref.counts[g.neurons()[0].name]
+    assert n.sum() > 0 and torch.equal(n.double(), fl)  # on this input the float counts (390 spikes)
+    q.populations[g.neurons()[0].name].leak_mant = 4096  # without the leak: 12.9% of the counts differ
+    assert not torch.equal(simulate_fixed(q, x.double()).counts[g.neurons()[0].name].double(), fl)
 
 
 def test_research_leaky_loop_in_floating_pt():

@@ -3,8 +3,9 @@ as one graded message (24-bit graded projections). floating_pt: Lava's counts, o
 values equal the IR reference on the 3-block stage of tests/nets.py (spike input, hand-computed
 counts) and on ResidualSepConv (a relay fed by the host's encoding current). fixed_pt: a relay
 sends v >> 6 in its own activation units; Lava equals `simulate_fixed` bit for bit (counts,
-payloads, read-out). The Loihi target prices streams with the loihi profile (floating_pt) and
-keeps fan-in for fixed_pt and netx unless told otherwise."""
+payloads, read-out); a relay's scale keeps the identity from the relay it reads exact and a
+relay consumer's threshold leaves u room. The Loihi target prices streams with the loihi profile
+(floating_pt and fixed_pt) and keeps fan-in for netx unless told otherwise."""
 
 import pytest
 import torch
@@ -25,6 +26,18 @@ def relayed(g):
     r = run_pipeline(g, "deploy", options={"residual_lowering": {"profile": "loihi", "residual": "relay"}})
     assert any(n.op == "relay" for n in r.graph)
     return r.graph
+
+
+def fixed_bit_exact(net, q, x):
+    """Lava fixed_pt == simulate_fixed bit for bit (counts, relay payloads, read-out); ours."""
+    ref = simulate_fixed(q, x)
+    res = run_network(net, x, "burst", q)
+    for k in ref.counts:
+        assert torch.equal(res.counts[k], ref.counts[k]), k
+    for k in ref.relays:
+        assert torch.equal(res.relays[k], ref.relays[k]), k
+    assert (res.readout == ref.readout).all()
+    return ref
 
 
 @pytest.fixture(scope="module")
@@ -103,20 +116,14 @@ def test_host_fed_relay_lava_fixed_equals_simulate_fixed(residual_relay):
     q = quantize(net)
     x = torch.randn((2,) + tuple(ResidualSepConv.input_shape), generator=torch.Generator().manual_seed(2),
                     dtype=torch.float64) * 2
-    ref = simulate_fixed(q, x)
-    res = run_network(net, x, "burst", q)
-    for k in ref.counts:
-        assert torch.equal(res.counts[k], ref.counts[k]), k
-    for k in ref.relays:
-        assert torch.equal(res.relays[k], ref.relays[k]), k
+    fixed_bit_exact(net, q, x)
     assert q.report["populations"]["stem@relay"]["relay"] and "vth" not in q.report["populations"]["stem@relay"]
 
 
 def test_target_prices_streams_with_the_loihi_profile():
     t = LoihiTarget()
     assert t.lowering_options({}) == {"profile": "loihi"}
-    fixed = t.lowering_options({"precision": "fixed"})
-    assert fixed["graded"] is False and fixed["reason"].startswith("fixed_pt relays cost precision")
+    assert t.lowering_options({"precision": "fixed"}) == {"profile": "loihi"}  # priced as floating_pt
     assert t.lowering_options({"precision": "fixed", "residual": "relay"}) == {"profile": "loihi", "residual": "relay"}
     assert t.lowering_options({"netx": True})["graded"] is False
     with pytest.raises(TargetError, match="netx has no relay layer"):
@@ -140,8 +147,30 @@ def test_compile_for_loihi_prices_with_the_loihi_profile():
     # one shallow stream: the relays' neuron updates (52 pJ x D per neuron) cost more than the copies
     assert st["choice"] == "fanin" and st["why"].startswith("fan-in energy 3.973e-07 J/window <= relay 4.653e-07")
     fx = compile_model(lm, "loihi", target_options={"precision": "fixed"})
-    assert fx.pipeline.reports["residual_lowering"]["streams"][0]["why"].startswith(
-        "binary messages only (fixed_pt relays cost precision")
+    assert fx.pipeline.reports["residual_lowering"]["streams"] == rep["streams"]  # the same pricing
     forced = compile_model(lm, "loihi", target_options={"precision": "fixed", "residual": "relay"})
     assert forced.pipeline.reports["residual_lowering"]["streams"][0]["choice"] == "relay"
     assert "lava/quantisation.json" in forced.files
+
+
+def test_relay_chain_scales_keep_the_identity_exact_and_consumers_head_room():
+    """The stage with b0 = 0.3 (not a power-of-two ratio of 0.5): R1's weight-based scale 254 / 0.3
+    = 846.67 is lowered to R0's 508 x 212 x 2**-7 = 841.375, so R0 -> R1 is mantissa 212 << -7,
+    exactly R1 / R0 (the weight-based scale rounded it to 214: +0.3% gain). s0 reads R0's payloads
+    (weight 1 / 508 per unit): the weight-based scale 254 x 508 x 2**-3 gave vth 16129 (u holds
+    about 5 thresholds), the graded rule takes 254 x 508 x 2**-5 = 4032.25, vth 4032 (32)."""
+    g = residual_stage()
+    g["b0"].params["weight"][:] = 0.3
+    net = build(relayed(g))
+    q = quantize(net)
+    assert q.populations["u0@relay"].scale == 508.0
+    assert q.populations["u1@relay"].scale == 508 * 212 / 128
+    (ident,) = [pr for pr in q.projections if (pr.source, pr.target) == ("u0@relay", "u1@relay")]
+    assert ident.exp == -7 and set(ident.weight.data) == {212}
+    assert q.populations["s0"].scale == 254 * 508 / 32 and q.populations["s0"].vth == 4032
+    (r0s0,) = [pr for pr in q.projections if (pr.source, pr.target) == ("u0@relay", "s0")]
+    assert r0s0.exp == -5 and set(r0s0.weight.data) == {254}  # 4032.25 / 508 = 7.9375 = 254 x 2**-5
+    x = torch.cat([torch.tensor(RESIDUAL_STAGE_X, dtype=torch.float64),
+                   torch.randint(0, 5, (3, 2, 1, 2), generator=torch.Generator().manual_seed(1)).double()])
+    ref = fixed_bit_exact(net, q, x)
+    assert torch.equal(ref.counts["s3"], run(net.graph, x).counts["s3"].long())  # float counts

@@ -16,7 +16,10 @@ carry, floor(v / theta), clip to [0, D], carry = v - n * theta - beta, times `le
 fixed_pt: integer arithmetic with Lava's fixed_pt LIF conventions (see snncc_lava.fixed, whose
 `simulate_fixed` it must equal bit for bit): u <- wrap24(u + (a_in << 6)) every sub-step of a
 window; at the window's end v = sat24(u + m + bias_mant << bias_exp), n = clip(floor(v / (vth << 6)),
-0, D), m <- v - n * (vth << 6) when stateful (m = v_init at a sample start / every window otherwise).
+0, D), m <- v - n * (vth << 6) when stateful (m = v_init at a sample start / every window otherwise),
+leaked when leak_mant != 2**12 (`fixed.carried`: m <- v_init + ((m - v_init) * leak_mant) >> 12, at
+the window boundary only). This leak is snncc's own neuron: on a real Loihi 2 it needs a custom
+microcode neuron (an assumption: the built-in LIF decays v at every time step, i.e. every sub-step).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from snncc_lava import compat
-from snncc_lava.fixed import ACT_SHIFT, VTH_SHIFT, relay_payload, saturate_v, shift, wrap_u
+from snncc_lava.fixed import ACT_SHIFT, VTH_SHIFT, carried, relay_payload, saturate_v, shift, wrap_u
 from snncc_lava.network import product
 
 compat.install()
@@ -64,6 +67,7 @@ class PyWindowBurstIFModelFloat(PyLoihiProcessModel):
     bias_mant: np.ndarray = LavaPyType(np.ndarray, np.int32)
     bias_exp: int = LavaPyType(int, int)
     v_init: int = LavaPyType(int, int)
+    leak_mant: int = LavaPyType(int, int)  # fixed_pt only
     u: np.ndarray = LavaPyType(np.ndarray, float)
     carry: np.ndarray = LavaPyType(np.ndarray, float)
     n: np.ndarray = LavaPyType(np.ndarray, float)
@@ -123,7 +127,8 @@ class PyWindowBurstIFModelFixed(PyLoihiProcessModel):
     windows: int = LavaPyType(int, int)
     period: int = LavaPyType(int, int)
     stateful: int = LavaPyType(int, int)
-    leak: float = LavaPyType(float, float)  # always 1 here: fixed.quantize refuses a leak
+    leak: float = LavaPyType(float, float)  # unused here: the quantised leak_mant acts
+    leak_mant: int = LavaPyType(int, np.int32, precision=13)  # leak x 2**12 (fixed.carried)
     graded: int = LavaPyType(int, int)
     relay: int = LavaPyType(int, int)
     vth: int = LavaPyType(int, np.int32, precision=17)
@@ -166,7 +171,7 @@ class PyWindowBurstIFModelFixed(PyLoihiProcessModel):
         bias = shift(self.bias_mant.astype(np.int64), int(self.bias_exp))
         v = saturate_v(self.u.astype(np.int64) + m + bias)
         n = np.clip(np.floor_divide(v, theta_eff), 0, int(self.D))
-        self.carry = v - n * theta_eff
+        self.carry = carried(v - n * theta_eff, int(self.v_init), int(self.leak_mant))
         self.n = n
         self.u = np.zeros_like(self.u)
 

@@ -57,6 +57,7 @@ class WindowBurstIF(AbstractProcess):
         self.bias_mant = Var(shape=shape, init=np.broadcast_to(np.asarray(fx.get("bias_mant", 0), np.int32), shape).copy())
         self.bias_exp = Var(shape=(1,), init=int(fx.get("bias_exp", 0)))
         self.v_init = Var(shape=(1,), init=int(fx.get("v_init", 0)))  # beta in membrane units
+        self.leak_mant = Var(shape=(1,), init=int(fx.get("leak_mant", 4096)))  # fixed_pt leak x 2**12
         self.u = Var(shape=shape, init=0.0)  # input integrated in the current window
         self.carry = Var(shape=shape, init=0.0)  # membrane kept across windows (stateful)
         self.n = Var(shape=shape, init=0.0)  # count being emitted in this window
