@@ -2,7 +2,7 @@
 bit for bit (the hand-computed neuron of tests/test_leaky.py, a SpikingJelly ILIFNode model and a
 research-style leaky loop, T > 1); fixed_pt leaks the carried residual at window boundaries with a
 12-bit mantissa (snncc_lava.fixed.carried) and equals `simulate_fixed` bit for bit (the hand neuron,
-worked out in membrane units, and the ILIFNode model); netx refuses a leak in one line."""
+worked out in membrane units, the ILIFNode model and a LIFNode(decay_input=True) model); netx refuses a leak in one line."""
 
 from __future__ import annotations
 
@@ -94,3 +94,30 @@ def test_research_leaky_loop_in_floating_pt():
     assert all(c.sum() > 0 for c in ref.counts.values())
     eager = _counts_by_hand(m, x)  # the research model itself, counts summed over T
     assert all(torch.equal(res.counts[k].float(), eager[k]) for k in ("n1", "n2"))
+
+
+def test_spikingjelly_lif_decay_input_model_in_lava():
+    """LIFNode(decay_input=True) (SpikingJelly's default LIF): leak 1 - 1/tau and the input's 1/tau,
+    which deployment folds into the conv. floating_pt == reference bit for bit; fixed_pt leaks with
+    leak_mant 2048 (tau 2, exact) and equals simulate_fixed bit for bit, T = 3."""
+    from spikingjelly.activation_based import neuron as sjn
+
+    torch.manual_seed(0)
+    make = lambda: sjn.LIFNode(tau=2.0, decay_input=True, v_reset=None, v_threshold=0.6, step_mode="m")  # noqa: E731
+    dep = snncc.compile(SJNet(make()).eval(), torch.zeros(3, 2, 2, 8, 8), input_layout="TB")
+    g = dep.deployed
+    (fire,) = g.neurons()
+    assert fire.attrs["leak"] == 0.5 and "scale" not in {n.op for n in g.nodes}  # 1/tau folded into the conv
+    x = torch.rand(3, 2, 2, 8, 8, generator=torch.Generator().manual_seed(5)) * 3
+    ref = assert_counts_equal(g, x.double(), simulate(g, x.double()))
+    assert ref.counts[fire.name].sum() > 0
+    net = build(g)
+    q = quantize(net)
+    assert [p.leak_mant for p in q.populations.values()] == [2048]
+    ours = simulate_fixed(q, x.double())
+    lava = run_network(net, x.double(), "burst", q)
+    for k, c in ours.counts.items():
+        assert torch.equal(lava.counts[k], c), k
+    assert (lava.readout == ours.readout).all()
+    # on this input the fixed-point counts equal the float ones (116 spikes)
+    assert torch.equal(ours.counts[fire.name].double(), ref.counts[fire.name].double())
