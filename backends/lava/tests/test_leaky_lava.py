@@ -121,3 +121,27 @@ def test_spikingjelly_lif_decay_input_model_in_lava():
     assert (lava.readout == ours.readout).all()
     # on this input the fixed-point counts equal the float ones (116 spikes)
     assert torch.equal(ours.counts[fire.name].double(), ref.counts[fire.name].double())
+
+
+@pytest.mark.parametrize("decay", [1.0, 0.5])
+def test_loop_neuron_with_a_spike_residual_in_lava(decay):
+    """A research loop neuron summing two convs and a residual of another neuron's spikes (the x1
+    `scale` on spikes that fold_scale keeps: the synapse that makes them a current). floating_pt
+    counts == reference bit for bit; fixed_pt Lava == simulate_fixed bit for bit, T = 4."""
+    from test_research_multistep import SumNet
+
+    torch.manual_seed(0)
+    dep = snncc.compile(SumNet(decay).eval(), torch.zeros(4, 2, 2, 8, 8), input_layout="TB", target="loihi")
+    g = dep.deployed
+    assert any(n.op == "scale" and n.inputs == ["n1"] for n in g.nodes)
+    x = torch.rand(4, 5, 2, 8, 8, generator=torch.Generator().manual_seed(1)).double() * 3
+    ref = assert_counts_equal(g, x, simulate(g, x))
+    assert all(ref.counts[k].sum() > 0 for k in ("n1", "n2"))
+    net = build(g)
+    q = quantize(net)
+    assert q.populations["n2"].leak_mant == round(4096 * decay)
+    ours = simulate_fixed(q, x)
+    lava = run_network(net, x, "burst", q)
+    for k, c in ours.counts.items():
+        assert torch.equal(lava.counts[k], c), k
+    assert (lava.readout == ours.readout).all()

@@ -232,6 +232,11 @@ def _lower_branch(g: Graph, source: Node, chain: list[Node], where: str, problem
                     return None
                 bias = n.params.get("bias")
                 shape = (w.shape[0], 1, 1)
+            elif n.op == "scale":  # spikes summed into the membrane through a bare weight (a spike residual)
+                problems.append(f"node {n.name}: spikes of {source.name} enter the membrane of {where} through a bare "
+                                f"x{float(np.ravel(n.params['factor'])[0]):g} weight, not a kernel; a Speck core adds "
+                                f"spikes only through its one convolution (fuse the residual into a conv)")
+                return None
             else:
                 problems.append(f"node {n.name}: {n.op} {tuple(n.shape)} on spikes before the synaptic op of "
                                 f"{where} has no Speck equivalent")

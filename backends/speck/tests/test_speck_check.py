@@ -149,3 +149,22 @@ def test_leaky_neuron_is_refused_over_timesteps_in_one_line():
     g.T = 3
     assert SpeckTarget().check(g) == ["layer f: leaky neuron (leak 0.5 per timestep) over T=3 timesteps; Speck's IAF "
                                       "membrane has no leak (sinabs DynapcnnLayer takes IAFSqueeze layers only)"]
+
+
+def test_spike_residual_into_a_membrane_is_refused_naming_the_bare_weight(monkeypatch):
+    """A research loop neuron that sums a residual of spikes into its membrane (the x1 scale on
+    spikes fold_scale keeps): Speck adds spikes only through a core's one kernel, so it is refused
+    in one line naming the node; the same model lowers for Loihi (backends/lava/tests/test_leaky_lava.py)."""
+    import snncc
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[3] / "tests"))
+    from test_research_multistep import SumNet
+
+    torch.manual_seed(0)
+    with pytest.raises(TargetError) as e:
+        snncc.compile(SumNet(1.0).eval(), torch.zeros(4, 2, 2, 8, 8), input_layout="TB", target="speck",
+                      input_kind="spike")
+    line = e.value.one_line()
+    assert "node n2_in: spikes of n1 enter the membrane of layer n2 through a bare x1 weight, not a kernel" in line
+    assert "\n" not in line
