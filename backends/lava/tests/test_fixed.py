@@ -145,3 +145,41 @@ def test_residual_fixed_delay_sparse(residual):
     assert [(p.source, p.target, p.delay) for p in q.projections if p.delay] == [("f1_6", "out_fire", 5)]
     x = torch.rand((2, 3, 8, 8), generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 2
     assert_bit_exact(run_network(net, x, "graded", q), simulate_fixed(q, x, "graded"))
+
+
+def two_layers(bias=3.0):
+    b_fire = dict(FIRE, beta=0.0)
+    return Graph([Node("x", "input", [], {"shape": (3,)}), Node("a", "fire", ["x"], FIRE),
+                  Node("l", "linear", ["a"], {}, {"weight": np.array([[1.0, -1.0, 0.5]]), "bias": np.array([bias])}),
+                  Node("b", "fire", ["l"], b_fire),
+                  Node("head", "linear", ["b"], {}, {"weight": np.array([[1.0]])}), Node("out", "output", ["head"])]).infer()
+
+
+def test_a_bias_too_large_for_13_bits_halves_the_scale_instead_of_clipping(monkeypatch):
+    """b: max|w| 1 -> s = 2**4 x 254 = 4064 (the smallest j with vth >= 2048); its bias 3.0 is
+    3 x 4064 x 64 = 780288 membrane units > 4095 << 7 = 524160, so the scale halves once: s = 2032,
+    vth 2032, bias 390144 = 3048 << 7 exactly. Clipped instead (4095 << 7: 2.015 of 3.0), a's counts
+    (0, 4, 4) give b 0 spikes where the float model fires 1 (-4 + 2 + 3)."""
+    g = two_layers()
+    x = torch.tensor([[-1.0, 3.6, 4.2]], dtype=torch.float64)
+    assert reference.run(g, x, torch.float64).counts["b"].tolist() == [[1]]
+    q = quantize(build(g))
+    b, rep = q.populations["b"], q.report["populations"]["b"]
+    assert (b.scale, b.vth, b.bias_exp, b.bias_mant.tolist()) == (2032.0, 2032, 7, [3048])
+    assert (rep["scale_halved_for_bias"], rep["bias_saturated"], rep["bias_max_abs_error"]) == (1, 0, 0.0)
+    assert simulate_fixed(q, x).counts["b"].tolist() == [[1]]
+    assert q.report["populations"]["a"]["scale_halved_for_bias"] == 0
+    monkeypatch.setattr(fixed, "bias_halvings", lambda p, s: 0)  # the old rule: clip at 13 bits
+    clipped = quantize(build(g))
+    cb = clipped.populations["b"]
+    assert (cb.scale, cb.bias_mant.tolist(), clipped.report["populations"]["b"]["bias_saturated"]) == (4064.0, [4095], 1)
+    assert simulate_fixed(clipped, x).counts["b"].tolist() == [[0]]
+
+
+def test_bias_halving_stops_at_the_threshold_floor():
+    """A bias of 40 thresholds cannot fit without vth < 256: the scale halves only down to
+    vth 508 (4064 / 8; one more halving would give 254) and the rest is clipped and counted."""
+    q = quantize(build(two_layers(bias=40.0)))
+    b, rep = q.populations["b"], q.report["populations"]["b"]
+    assert (b.vth, rep["scale_halved_for_bias"], rep["bias_saturated"]) == (508, 3, 1)
+    assert b.bias_mant.tolist() == [4095] and b.bias_exp == 7
