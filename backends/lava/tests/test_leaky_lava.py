@@ -21,6 +21,19 @@ from snncc_lava.lower import run_network, simulate
 from snncc_lava.network import build
 
 
+def fixed_lava_equals_ours(g, x):
+    """Lava fixed_pt of deployed graph `g` on `x` == simulate_fixed bit for bit (counts, read-out);
+    returns (the quantised network, simulate_fixed's result)."""
+    net = build(g)
+    q = quantize(net)
+    ours = simulate_fixed(q, x)
+    lava = run_network(net, x, "burst", q)
+    for k, c in ours.counts.items():
+        assert torch.equal(lava.counts[k], c), k
+    assert (lava.readout == ours.readout).all()
+    return q, ours
+
+
 def test_hand_computed_leaky_neuron_in_floating_pt():
     dep = run_pipeline(neuron(0.5), "deploy").graph
     res = simulate(dep, x3())
@@ -67,14 +80,8 @@ def test_spikingjelly_ilif_model_in_floating_pt():
     ref = assert_counts_equal(g, x.double(), simulate(g, x.double()))
     assert all(c.sum() > 0 for c in ref.counts.values())
     # fixed_pt: leak 0.25 -> leak_mant 1024 (exact); Lava == simulate_fixed bit for bit, T = 3
-    net = build(g)
-    q = quantize(net)
+    q, ours = fixed_lava_equals_ours(g, x.double())
     assert [p.leak_mant for p in q.populations.values()] == [1024]
-    ours = simulate_fixed(q, x.double())
-    lava = run_network(net, x.double(), "burst", q)
-    for k, c in ours.counts.items():
-        assert torch.equal(lava.counts[k], c), k
-    assert (lava.readout == ours.readout).all()
     n = ours.counts[g.neurons()[0].name]
     fl = ref.counts[g.neurons()[0].name]
     assert n.sum() > 0 and torch.equal(n.double(), fl)  # on this input the float counts (390 spikes)
@@ -111,14 +118,8 @@ def test_spikingjelly_lif_decay_input_model_in_lava():
     x = torch.rand(3, 2, 2, 8, 8, generator=torch.Generator().manual_seed(5)) * 3
     ref = assert_counts_equal(g, x.double(), simulate(g, x.double()))
     assert ref.counts[fire.name].sum() > 0
-    net = build(g)
-    q = quantize(net)
+    q, ours = fixed_lava_equals_ours(g, x.double())
     assert [p.leak_mant for p in q.populations.values()] == [2048]
-    ours = simulate_fixed(q, x.double())
-    lava = run_network(net, x.double(), "burst", q)
-    for k, c in ours.counts.items():
-        assert torch.equal(lava.counts[k], c), k
-    assert (lava.readout == ours.readout).all()
     # on this input the fixed-point counts equal the float ones (116 spikes)
     assert torch.equal(ours.counts[fire.name].double(), ref.counts[fire.name].double())
 
@@ -137,11 +138,5 @@ def test_loop_neuron_with_a_spike_residual_in_lava(decay):
     x = torch.rand(4, 5, 2, 8, 8, generator=torch.Generator().manual_seed(1)).double() * 3
     ref = assert_counts_equal(g, x, simulate(g, x))
     assert all(ref.counts[k].sum() > 0 for k in ("n1", "n2"))
-    net = build(g)
-    q = quantize(net)
+    q, _ = fixed_lava_equals_ours(g, x)
     assert q.populations["n2"].leak_mant == round(4096 * decay)
-    ours = simulate_fixed(q, x)
-    lava = run_network(net, x, "burst", q)
-    for k, c in ours.counts.items():
-        assert torch.equal(lava.counts[k], c), k
-    assert (lava.readout == ours.readout).all()
