@@ -248,6 +248,20 @@ def test_attention_spike_products(order, cost):
     assert est2.report().to_dict() == r.to_dict()
 
 
+def test_a_spike_product_read_by_two_populations_is_charged_once():
+    """attn and attn2 (through a x2 scale) both read qkv: one SpikeProduct computes its 15
+    coincidences once, so they are charged to the first reader only (they were charged to each)."""
+    g = attention_graph("left")
+    nodes = [n for n in g.nodes if n.name not in ("attn", "out")]
+    nodes += [fire("attn", "qkv"), Node("two", "scale", ["qkv"], params={"factor": np.array(2.0)}),
+              fire("attn2", "two"), Node("out", "output", ["attn"])]
+    est = Estimator(graph(*nodes), "45nm")
+    est.observe(torch.ones(1, 2, 3, dtype=torch.float64))
+    r = est.report()
+    assert (r.population("attn").spike_products_in, r.population("attn2").spike_products_in) == (15, 0)
+    assert r.totals["spike_products"] == 15
+
+
 def test_spike_products_need_windows_when_T_gt_1():
     g = attention_graph("left")
     g.T = 2

@@ -303,7 +303,7 @@ class PopulationStats:
     spikes: float = 0.0
     firing_rate: float = 0.0
     sops_in: float = 0.0
-    spike_products_in: float = 0.0
+    spike_products_in: float = 0.0  # coincidences of the spike products it is the first reader of
     architecture_sops_in: float = 0.0  # the trained network's SOPs of the ops charged to this population
     macs_in: float = 0.0
     neuron_updates: float = 0.0
@@ -423,8 +423,11 @@ def build_report(est: Estimator, rate: float | None, substep_time: float | None)
         if tau:
             d = plan.populations[proj.source].D or plan.populations[proj.target].D or 1
             peak_sops_rate[proj.target] = peak_sops_rate.get(proj.target, 0.0) + est.peak_window_sops[i] / (d * tau)
-    for pr in plan.products:
-        pops[pr.target].spike_products_in += est.products[pr.node] / n
+    charged: set[str] = set()
+    for pr in plan.products:  # one SpikeProduct per node, however many populations read it: its
+        if pr.node not in charged:  # coincidences go to the first reader (graph order), once
+            charged.add(pr.node)
+            pops[pr.target].spike_products_in += est.products[pr.node] / n
     for a in plan.architecture:
         pops[a.consumer].architecture_sops_in += est.architecture[a.node] / n
     for name, st in pops.items():
