@@ -112,6 +112,7 @@ class Deployment:
             from snncc.targets import get as get_target
 
             tgt = get_target({"lava": "loihi"}.get(backend, backend))
+            options = self._backend_options(tgt, options)
             if part:
                 if not hasattr(tgt, "simulate_part"):
                     raise TargetError(f"target {tgt.name} cannot simulate a sub-graph", where="--populations")
@@ -127,6 +128,30 @@ class Deployment:
             if schedule == "exact":
                 return to_cpu(simulate(self.deployed, x, "exact"))
             return to_cpu(compare_streaming(self.deployed, x))
+
+    def _backend_options(self, tgt, options: dict | None) -> dict | None:
+        """The options a target's simulator runs with: `options` when given; else, for an artefact
+        compiled for that target, the compile options its simulator reads (the target's
+        `simulation_options` hook: loihi's precision and emit), so a fixed_pt artefact runs fixed_pt."""
+        fn = getattr(tgt, "simulation_options", None)
+        if options is not None or fn is None or self.target != tgt.name:
+            return options
+        return fn(self.manifest.get("target_options") or {}) or None
+
+    def target_reference(self, data=None, backend: str = "lava", samples: int = 16, seed: int = 0,
+                         options: dict | None = None):
+        """(result, name): the target's own model of what its simulator computes, without the
+        simulator (its `reference` hook: for loihi fixed_pt the fixed-point integer model Lava equals
+        bit for bit, for floating_pt the exact schedule), and a one-line name of it; None when the
+        target has no such model."""
+        from snncc.targets import get as get_target
+
+        tgt = get_target({"lava": "loihi"}.get(backend, backend))
+        if not hasattr(tgt, "reference"):
+            return None
+        options = self._backend_options(tgt, options) or {}
+        name = tgt.reference_name(options) if hasattr(tgt, "reference_name") else f"target {tgt.name}'s model"
+        return tgt.reference(self.deployed, self.inputs(data, samples, seed), options), name
 
     def simulate_data(self, data=None, schedules=("exact", "streaming"), samples: int = 16, seed: int = 0,
                       batch_size: int | None = None, progress: bool = False, device: str | None = None,

@@ -6,7 +6,12 @@ list[str]` (every rule the deployed graph violates; empty when it fits) and `emi
 options) -> dict[str, bytes]` (extra artefact files); optionally `profile` (a chip profile name:
 `residual_lowering` prices fan-in vs relays with it) or `lowering_options(options) -> dict` (that
 pass's options for a target mode), `event_graph(graph, files, options) -> (Graph, text)` (what
-its chip runs on event recordings, for `simulate --events`), `report_section(files) -> str`. The core ships `sim` (snncc's own simulators); chip targets are separate
+its chip runs on event recordings, for `simulate --events`), `report_section(files) -> str`,
+`simulate(graph, x, options)` (its own simulator, `--backend`), `simulation_options(options) ->
+dict` (which compile options of an artefact that simulator reads back), `reference(graph, x,
+options)` with `reference_name(options)` (snncc's model of what that simulator computes: what
+`simulate --backend` compares it with when it differs from the integer model by design, e.g. Lava
+fixed_pt). The core ships `sim` (snncc's own simulators); chip targets are separate
 packages under `backends/`, so the core never imports a chip SDK.
 """
 

@@ -196,6 +196,16 @@ class LoihiTarget:
         names = list(populations or []) + (part.chip_populations(files or {}, chip) if chip is not None else [])
         return part.simulate(graph, x, names, only_members=not populations, emit=_emit_mode(options))
 
+    def simulation_options(self, options: dict) -> dict:
+        """The compile options `simulate` reads back from an artefact (precision, emit)."""
+        return {k: v for k, v in _check_options(options).items() if k in ("precision", "emit")}
+
+    def reference_name(self, options: dict | None = None) -> str:
+        """What `reference` computes, in a few words."""
+        if _check_options(options).get("precision", "float") == "fixed":
+            return "snncc's fixed_pt integer model (snncc_lava.fixed)"
+        return "the exact T x D schedule"
+
     def reference(self, graph: Graph, x, options: dict | None = None):
         """snncc's own model of what this target computes, without Lava: the fixed-point integer
         reference (precision "fixed", bit-exact with Lava fixed_pt) or the exact T x D schedule

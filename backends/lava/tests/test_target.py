@@ -140,3 +140,39 @@ def test_reference_float_is_the_exact_schedule_and_fixed_is_the_integer_referenc
     direct = fixed.simulate_fixed(fixed.quantize(network.build(conv_chain)), x)
     for k in direct.counts:
         assert _torch.equal(fx.counts[k], direct.counts[k]), k
+
+
+def test_a_fixed_pt_artefact_simulates_in_fixed_pt(tmp_path, capsys):
+    """`simulate --backend lava` on an artefact compiled with precision=fixed runs Lava fixed_pt
+    (the artefact's options, `simulation_options`), equal bit for bit to snncc's fixed_pt integer
+    model, and says how far that is from the integer model (fixed point differs by design);
+    `--populations` (floating_pt only) is refused in one line."""
+    import snncc
+    from nets import ConvChain, randomize_bn
+    from snncc.cli import main
+    from snncc_lava import fixed
+    from snncc_lava.network import build
+
+    torch.manual_seed(0)
+    p = tmp_path / "conv.pt2"
+    torch.export.save(torch.export.export(randomize_bn(ConvChain()), (torch.zeros(2, 2, 8, 8),)), p)
+    out = tmp_path / "fx"
+    assert main(["compile", str(p), "--target", "loihi", "--target-option", "precision=fixed", "-o", str(out)]) == 0
+    dep = snncc.load(str(out))
+    x = dep.inputs(samples=32, seed=0)
+    lava, ours, ref = dep.simulate(x, backend="lava"), fixed.simulate_fixed(fixed.quantize(build(dep.deployed)), x), \
+        dep.reference(x)
+    assert all(torch.equal(lava.counts[k], ours.counts[k]) for k in ours.counts)
+    differ = sum(int((ours.counts[k].double() != ref.counts[k]).sum()) for k in ("n1", "n2"))
+    assert differ > 0  # this input shows fixed point: the float run would equal the reference
+    capsys.readouterr()
+    assert main(["simulate", str(out), "--backend", "lava", "--samples", "32"]) == 0
+    o = capsys.readouterr().out
+    total = sum(ref.counts[k].numel() for k in ("n1", "n2"))
+    agree = float((ours.output.argmax(1) == ref.output.argmax(1)).double().mean())
+    assert f"lava: 32 samples, spike counts == snncc's fixed_pt integer model (snncc_lava.fixed); against the " \
+           f"integer model (reference): argmax agreement {agree:.2%}, {differ / total:.2%} of neuron counts " \
+           f"differ" in o, o
+    assert main(["simulate", str(out), "--backend", "lava", "--populations", "n2", "--samples", "2"]) == 2
+    e = capsys.readouterr().err
+    assert "a sub-graph runs in floating_pt only" in e and len(e.strip().splitlines()) == 1
