@@ -109,3 +109,15 @@ def test_int_on_shapes_traces_with_export(trace_model):
     assert torch.allclose(run(g, x).output.float(), model(x), atol=1e-6)
     with pytest.raises(FrontendError, match="symbolic_trace failed"):
         trace_model(model, frontend="fx")
+
+
+def test_source_is_a_files_name_or_the_label_as_given(tmp_path):
+    """meta["source"] (the manifest's `source`): a file's base name, or an in-memory model's label
+    whole (it was cut at its last '/': "speck_cnn (examples/events)" became "events)")."""
+    m = randomize_bn(ConvChain())
+    label = "speck_cnn (examples/events)"
+    assert trace(LoadedModel(m, None, (2, 8, 8), source=label)).meta["source"] == label
+    p = tmp_path / "sub" / "conv.pt2"
+    p.parent.mkdir()
+    p.write_bytes(b"")
+    assert trace(LoadedModel(m, None, (2, 8, 8), source=str(p))).meta["source"] == "conv.pt2"

@@ -309,5 +309,7 @@ def trace(loaded: LoadedModel, frontend: str = "auto", input_kind: str = CURRENT
         else:
             raise FrontendError(f"unknown front end {frontend!r}", hint="use auto, export or fx")
         g.T = _timesteps(g, loaded)
-    g.meta["source"] = os.path.basename(loaded.source) if loaded.source else ""
+    # a file's name, or a label as given (an in-memory model named "speck_cnn (examples/events)")
+    src = loaded.source or ""
+    g.meta["source"] = os.path.basename(src) if os.path.isfile(src) else src
     return g.verify()

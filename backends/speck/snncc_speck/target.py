@@ -35,6 +35,8 @@ from snncc_speck.quantize import LayerQuant, quantization_problems, quantization
 class SpeckResult:
     output: torch.Tensor  # (B, *out) readout spike counts averaged over T
     counts: dict  # layer name -> (B, *shape) spike counts summed over T
+    # what `output` holds when it is not the graph's own output (a current): `simulate` compares argmax
+    output_kind: str = "the readout layer's spike counts / T"
 
 
 @dataclass
