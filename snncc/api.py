@@ -239,14 +239,16 @@ def compile(model, example_input: torch.Tensor | None = None, *, target: str = "
             input_shape: tuple[int, ...] | None = None, model_def: str | None = None,
             factory_kwargs: dict | None = None, trust_pickle: bool = False, frontend: str = "auto",
             allow_macs: bool = False, target_options: dict | None = None, dump_after: tuple[str, ...] = (),
-            timesteps: int | None = None, approximate_lif: bool = False,
+            timesteps: int | None = None, approximate_lif: bool = False, nir_lif: str = "",
             progress: Callable[[str], None] | None = None, input_layout: str = "") -> Deployment:
     """Compile `model` for `target`.
 
     `model`: an `nn.Module` (with `example_input` of shape (B, *shape), or `input_shape`), a
     `torch.export.ExportedProgram`, or a path (.pt2, state_dict + `model_def`, .onnx, .nir, or a
-    pickled module with `trust_pickle`). `approximate_lif` imports a NIR file's LIF neurons as IF
-    (recorded in `deployed.meta["nir_approximations"]`). `timesteps` sets T for a single-step module of an
+    pickled module with `trust_pickle`). `nir_lif` says how a NIR file's continuous-time LIF
+    neurons become steps: "steps" (tau in timesteps, sinabs' reading), "euler:DT" or "exp:DT"
+    (exact leaky neurons), "approximate" (= `approximate_lif`: IF, leak dropped, recorded in
+    `deployed.meta["nir_approximations"]`). `timesteps` sets T for a single-step module of an
     event model; without it, an integer "T" in a JSON file beside a checkpoint (`model.json` next to
 `model.pt`) is used, and a `timesteps` that disagrees with it is warned about. `input_layout`
 "BT" / "TB": the module itself takes the whole sequence, (B, T, *shape) / (T, B, *shape)
@@ -263,7 +265,7 @@ per-step `input_shape`); its inputs are then passed to `verify`/`simulate` in th
     if isinstance(model, (str, os.PathLike)):
         loaded = load(os.fspath(model), model_def=model_def, factory_kwargs=factory_kwargs,
                       trust_pickle=trust_pickle, input_shape=tuple(input_shape) if input_shape else None,
-                      approximate_lif=approximate_lif)
+                      approximate_lif=approximate_lif, nir_lif=nir_lif)
     elif isinstance(model, torch.export.ExportedProgram):
         from snncc.frontend.loader import _program_input_shape
 

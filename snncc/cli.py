@@ -63,7 +63,11 @@ def _add_load_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-kind", choices=["current", "spike"], default="current",
                    help="real-valued input (the first layer is the off-chip encoding layer) or spike/event input")
     p.add_argument("--approximate-lif", action="store_true",
-                   help="NIR files: import LIF neurons as IF, dropping their leak (listed as an approximation)")
+                   help="NIR files: import LIF neurons as IF, dropping their leak (listed as an approximation); "
+                        "the same as --nir-lif approximate")
+    p.add_argument("--nir-lif", metavar="RULE", default="",
+                   help="NIR files: how continuous-time LIF neurons become steps: steps (tau in timesteps, "
+                        "sinabs' reading), euler:DT, exp:DT (exact leaky neurons) or approximate (docs/formats.md)")
     p.add_argument("--frontend", choices=["auto", "export", "fx"], default="auto",
                    help="torch.export first (auto), or force one front end")
 
@@ -185,7 +189,7 @@ def _load(args):
 
     return load(args.model if hasattr(args, "model") else args.path, model_def=args.model_def,
                 factory_kwargs=parse_kwargs(args.factory_kwargs), trust_pickle=args.trust_pickle,
-                input_shape=parse_shape(args.input_shape), approximate_lif=args.approximate_lif)
+                input_shape=parse_shape(args.input_shape), approximate_lif=args.approximate_lif, nir_lif=args.nir_lif)
 
 
 def cmd_compile(args) -> int:
@@ -203,7 +207,7 @@ def cmd_compile(args) -> int:
                           model_def=args.model_def, factory_kwargs=parse_kwargs(args.factory_kwargs),
                           trust_pickle=args.trust_pickle, frontend=args.frontend, allow_macs=args.allow_macs,
                           target_options=_target_options(args.target_option), dump_after=tuple(args.dump_after),
-                          timesteps=args.timesteps, approximate_lif=args.approximate_lif,
+                          timesteps=args.timesteps, approximate_lif=args.approximate_lif, nir_lif=args.nir_lif,
                           input_layout=args.input_layout, progress=_progress if _show_progress(args) else None)
     except TargetError as e:
         if args.explain and getattr(e, "explain", ""):

@@ -108,17 +108,68 @@ def test_foreign_if_graph_simulates_with_nir_semantics(tmp_path):
     assert want[1].sum() > 0 and want[0].max() >= 3  # the test exercises real spiking
 
 
-def test_lif_is_refused_unless_approximated():
-    g = nir.NIRGraph(nodes={"in": nir.Input(input_type={"input": np.array([2])}),
-                            "fc": nir.Linear(weight=np.eye(2)),
-                            "lif": nir.LIF(tau=np.full(2, 10.0), r=np.ones(2), v_leak=np.zeros(2),
-                                           v_threshold=np.ones(2)),
-                            "out": nir.Output(output_type={"output": np.array([2])})},
-                     edges=[("in", "fc"), ("fc", "lif"), ("lif", "out")])
-    with pytest.raises(FrontendError, match=r"NIR node 'lif' \(LIF\): LIF leak has no counterpart"):
+def _one_lif(tau=10.0, r=1.0, v_leak=0.0, vth=1.0, n=2):
+    arr = lambda v: np.broadcast_to(np.asarray(v, dtype=np.float64), (n,)).copy()  # noqa: E731
+    return nir.NIRGraph(nodes={"in": nir.Input(input_type={"input": np.array([n])}),
+                               "fc": nir.Linear(weight=np.eye(n)),
+                               "lif": nir.LIF(tau=arr(tau), r=arr(r), v_leak=arr(v_leak), v_threshold=arr(vth)),
+                               "out": nir.Output(output_type={"output": np.array([n])})},
+                        edges=[("in", "fc"), ("fc", "lif"), ("lif", "out")])
+
+
+def test_lif_is_refused_without_a_rule_and_approximated_on_request():
+    g = _one_lif()
+    with pytest.raises(FrontendError, match=r"NIR node 'lif' \(LIF\): LIF is continuous-time: how it becomes "
+                                            r"steps is the reader's choice") as e:
         from_nir(g)
-    h = from_nir(g, approximate_lif=True)
-    assert h["lif"].op == "fire" and any("leak dropped" in s for s in h.meta["nir_approximations"])
+    assert "--nir-lif steps | euler:DT | exp:DT | approximate" in e.value.one_line()
+    for h in (from_nir(g, approximate_lif=True), from_nir(g, lif="approximate")):
+        assert h["lif"].op == "fire" and h["lif"].attrs["leak"] == 1.0
+        assert any("leak dropped" in s for s in h.meta["nir_approximations"])
+
+
+@pytest.mark.parametrize("rule,leak,counts", [
+    # tau 4, r 2, v_leak 0.4, threshold 1, input 1 every step. euler:1: leak 0.75, each step adds
+    # 0.25 x 2 x 1 + 0.25 x 0.4 = 0.6: v = 0.6, 1.05 (spike, 0.05 left), 0.6375, 1.078125 (spike): 2
+    ("euler:1", 0.75, 2),
+    # exp:1: a = exp(-0.25) = 0.7788, each step adds (1 - a)(0.4 + 2) = 0.5309: v = 0.5309, 0.9444,
+    # 1.2664 (spike, 0.2664 left), 0.7384: 1
+    ("exp:1", float(np.exp(-0.25)), 1),
+    # euler:0.5: leak 0.875, adds 0.3 per step: 0.3, 0.5625, 0.7922, 0.9932: none
+    ("euler:0.5", 0.875, 0),
+])
+def test_lif_rules_by_hand(rule, leak, counts):
+    g = from_nir(_one_lif(tau=4.0, r=2.0, v_leak=0.4, n=1), T=4, lif=rule)
+    f = g["lif"]
+    assert f.attrs["stateful"] and f.attrs["D"] == 1 and f.attrs["leak"] == pytest.approx(leak, rel=1e-15)
+    assert g.meta["nir_lif"] == rule
+    res = run(g, torch.ones(4, 1, 1, dtype=torch.float64))
+    assert res.counts["lif"].tolist() == [[counts]]
+
+
+def test_lif_per_neuron_thresholds_scale_the_membrane():
+    """Thresholds 0.5 and 2 under euler:1 (tau 2: leak 0.5, gain 0.5): the membrane in units of the
+    threshold is the same neuron; input 1.2 every step: v = 0.6 (spike at 0.5), ... by hand below."""
+    g = from_nir(_one_lif(tau=2.0, vth=[0.5, 2.0]), T=3, lif="euler:1")
+    assert g["lif"].attrs["theta"] == 1.0 and g[g["lif"].inputs[0]].op == "scale"
+    # neuron 0 (threshold 0.5): v = 0.6 -> spike, 0.1; 0.05 + 0.6 = 0.65 -> spike, 0.15; 0.675 -> spike: 3
+    # neuron 1 (threshold 2): v = 0.6, 0.9, 1.05: none
+    res = run(g, torch.full((3, 1, 2), 1.2, dtype=torch.float64))
+    assert res.counts["lif"].tolist() == [[3, 0]]
+
+
+@pytest.mark.parametrize("kw,rule,msg", [
+    ({"tau": [2.0, 3.0]}, "exp:1", "per-neuron or non-positive tau"),
+    ({"tau": 0.5}, "euler:1", "euler step DT = 1 > tau = 0.5 gives a negative leak"),
+    ({"v_leak": 0.1}, "steps", "LIF rule steps (sinabs' reading) needs v_leak = 0"),
+    ({}, "euler", "unknown LIF rule 'euler'"),
+    ({}, "exp:-1", "unknown LIF rule 'exp:-1'"),
+    ({}, "leaky", "unknown LIF rule 'leaky'"),
+])
+def test_bad_lif_rules_and_neurons_are_refused_in_one_line(kw, rule, msg):
+    with pytest.raises(FrontendError) as e:
+        from_nir(_one_lif(**kw), lif=rule)
+    assert msg in e.value.one_line() and "\n" not in e.value.one_line()
 
 
 def test_foreign_conv_sumpool_flatten_graph():
@@ -167,3 +218,14 @@ def test_cli_export_nir_then_compile_nir(tmp_path, capsys):
     code = main(["compile", str(bad), "-o", str(tmp_path / "x")])
     err = capsys.readouterr().err
     assert code == 2 and err.strip().splitlines()[-1].startswith("snncc: error: ") and "not a readable NIR file" in err
+
+
+def test_cli_nir_lif(tmp_path, capsys):
+    path = tmp_path / "lif.nir"
+    nir.write(str(path), _one_lif(tau=4.0))
+    assert main(["compile", str(path), "--nir-lif", "exp:1", "-o", str(tmp_path / "a")]) == 0
+    capsys.readouterr()
+    assert main(["compile", str(path), "--nir-lif", "exp:0", "-o", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "unknown LIF rule 'exp:0'" in err and "--nir-lif" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "b").exists()

@@ -109,7 +109,7 @@ def test_nested_graphs_are_inlined_and_lif_approximation_is_reported(tmp_path):
     nir.write(str(path), nested)
     exe = [sys.executable, "-m", "snncc.cli"]
     p = subprocess.run(exe + ["compile", str(path), "-o", str(tmp_path / "a")], capture_output=True, text=True)
-    assert p.returncode == 2 and "--approximate-lif" in p.stderr
+    assert p.returncode == 2 and "--nir-lif steps | euler:DT | exp:DT | approximate" in p.stderr
     p = subprocess.run(exe + ["compile", str(path), "--approximate-lif", "-o", str(tmp_path / "a")],
                        capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
@@ -180,3 +180,55 @@ def test_snntorch_reads_an_if_as_a_leaky_neuron_and_cannot_run_the_export(tmp_pa
     write_nir(g, str(tmp_path / "c.nir"))
     with pytest.raises(ValueError, match="SumPool2d"):
         snt_nir.import_from_nir(nir.read(str(tmp_path / "c.nir")))
+
+
+def _lif_graph(W1, b1, W2, th2):
+    """in(4) -> Affine -> LIF(tau 3 steps, threshold 0.7) -> Affine -> LIF(tau 5, per-neuron thresholds)
+    (Affine: sinabs' reader mis-wires a NIR Linear, "Multiple input nodes found")."""
+    n1, n2 = W1.shape[0], W2.shape[0]
+    lif = lambda n, tau, th: nir.LIF(tau=np.full(n, tau), r=np.ones(n), v_leak=np.zeros(n), v_threshold=th)  # noqa: E731
+    return nir.NIRGraph(nodes={"in": nir.Input(input_type={"input": np.array([W1.shape[1]])}),
+                               "fc1": nir.Affine(weight=W1, bias=b1), "lif1": lif(n1, 3.0, np.full(n1, 0.7)),
+                               "fc2": nir.Affine(weight=W2, bias=np.zeros(n2)), "lif2": lif(n2, 5.0, th2),
+                               "out": nir.Output(output_type={"output": np.array([n2])})},
+                        edges=[("in", "fc1"), ("fc1", "lif1"), ("lif1", "fc2"), ("fc2", "lif2"), ("lif2", "out")])
+
+
+def test_sinabs_reads_nir_lif_as_snncc_imports_it_under_rule_steps(tmp_path):
+    """sinabs 3.1.3 `from_nir` reads a NIR LIF as LIFSqueeze(tau_mem=tau, norm_input=False): v <-
+    exp(-1/tau) v + I, multi-spike, reset by subtraction; `from_nir(lif="steps")` imports it as a
+    stateful fire with leak exp(-1/tau) (per-neuron thresholds as an input scale), and the counts of
+    every LIF over 6 steps equal sinabs' own network's with the cap lifted, as for IF."""
+    import sinabs.layers as sl
+    import sinabs.nir as sinabs_nir
+
+    rng = np.random.default_rng(3)
+    W1, b1, W2 = rng.normal(size=(6, 4)), rng.normal(size=6) * 0.2, rng.normal(size=(3, 6))
+    th2 = np.array([0.5, 0.8, 1.1])
+    path = tmp_path / "lif.nir"
+    nir.write(str(path), _lif_graph(W1, b1, W2, th2))
+    T, B = 6, 8
+    g = from_nir(nir.read(str(path)), T=T, lif="steps")
+    assert [round(n.attrs["leak"], 12) for n in g.neurons()] == [round(np.exp(-1 / 3), 12), round(np.exp(-1 / 5), 12)]
+    assert g.meta["nir_lif"] == "steps"
+    x = torch.as_tensor(rng.normal(size=(T, B, 4)) * 1.5)
+    uncapped = g.clone()
+    for n in uncapped.neurons():
+        n.attrs["D"] = MAX_D
+    ref = run(uncapped, x)
+    net = sinabs_nir.from_nir(nir.read(str(path)), batch_size=B, num_timesteps=T)  # float32 layers
+    seen = {}
+    for name, mod in net.named_modules():
+        if isinstance(mod, (sl.LIF, sl.LIFSqueeze)):
+            mod.register_forward_hook(lambda mod, i, o, name=name: seen.__setitem__(name, o.detach().double()))
+    with torch.no_grad():
+        net(x.transpose(0, 1).reshape(B * T, 4).float())  # LIFSqueeze: (B * T, ...), each sample's steps together
+    assert sorted(seen) == ["lif1", "lif2"]
+    for k in ("lif1", "lif2"):
+        own = seen[k].reshape(B, T, -1).sum(1)
+        assert torch.equal(own, ref.counts[k]) and own.sum() > 0, k
+    capped = run(g, x)
+    assert any(not torch.equal(capped.counts[k], ref.counts[k]) for k in ("lif1", "lif2"))
+    # the leak matters: the same graph read as IF counts otherwise
+    approx = run(from_nir(nir.read(str(path)), T=T, lif="approximate"), x)
+    assert not torch.equal(approx.counts["lif1"], capped.counts["lif1"])

@@ -175,7 +175,7 @@ def _unwrap(model: nn.Module) -> tuple[nn.Module, int]:
 
 
 def load(path: str, model_def: str | None = None, factory_kwargs: dict | None = None, trust_pickle: bool = False,
-         input_shape: tuple[int, ...] | None = None, approximate_lif: bool = False) -> LoadedModel:
+         input_shape: tuple[int, ...] | None = None, approximate_lif: bool = False, nir_lif: str = "") -> LoadedModel:
     if not os.path.exists(path):
         raise LoadError("file not found", where=path)
     if os.path.isdir(path):
@@ -191,7 +191,7 @@ def load(path: str, model_def: str | None = None, factory_kwargs: dict | None = 
     if path.endswith(".nir"):
         from snncc.interop.nir_io import load_nir
 
-        g = load_nir(path, approximate_lif=approximate_lif)
+        g = load_nir(path, approximate_lif=approximate_lif, lif=nir_lif)
         if input_shape is not None and tuple(input_shape) != g.inputs[0].shape:
             raise LoadError(f"--input-shape {input_shape} differs from the graph's input {g.inputs[0].shape}",
                             where=path)

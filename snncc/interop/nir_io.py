@@ -9,9 +9,15 @@ are refused, naming the nodes. The exact snncc semantics (D spikes per window, t
 constant current, statefulness) travel in node metadata (`snncc_*` keys), so snncc reads its own
 files back exactly; other tools see the IF approximation.
 
-Import (`from_nir`) maps IF (and, on request, LIF without its leak) onto `fire` with theta =
-v_threshold / R, so graphs written by other tools run on the reference executor. Per-neuron
-thresholds become a per-neuron input `scale` and theta = 1.
+Import (`from_nir`) maps IF onto `fire` with theta = v_threshold / R, so graphs written by other
+tools run on the reference executor. Per-neuron thresholds become a per-neuron input `scale` and
+theta = 1. NIR's LIF is a continuous-time ODE (tau v' = v_leak - v + R I, reset by subtraction):
+how it becomes steps is the reader's choice, so the import takes one (`LIF_RULES`): `steps`
+(tau counted in timesteps, v <- exp(-1/tau) v + R I: sinabs 3.1.3's reading, LIFSqueeze with
+norm_input=False, which needs v_leak = 0), `euler:DT` (v <- v + DT/tau (v_leak - v + R I)) or
+`exp:DT` (the exact solution for an input held over DT: v <- a v + (1 - a)(v_leak + R I), a =
+exp(-DT/tau)), each exactly a stateful `fire` with leak a, input gain and constant current; or
+`approximate` (IF, leak dropped, listed in `nir_approximations`). Without a rule LIF is refused.
 """
 
 from __future__ import annotations
@@ -381,12 +387,55 @@ def flatten_nested(ng, source: str = "NIR graph"):
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=dict(getattr(ng, "metadata", None) or {}))
 
 
+LIF_RULES = "steps | euler:DT | exp:DT | approximate"
+
+
+def lif_rule(spec: str) -> tuple[str, float]:
+    """(kind, dt) of a LIF rule (`LIF_RULES`); FrontendError for anything else."""
+    kind, _, dt = str(spec).partition(":")
+    if kind in ("steps", "approximate") and not dt:
+        return kind, 1.0
+    if kind in ("euler", "exp"):
+        try:
+            v = float(dt)
+        except ValueError:
+            v = float("nan")
+        if math.isfinite(v) and v > 0:
+            return kind, v
+    raise FrontendError(f"unknown LIF rule {spec!r}", where="--nir-lif",
+                        hint=f"one of {LIF_RULES} (DT: the time step in the file's time unit, > 0)")
+
+
+def _lif_step(kind: str, dt: float, tau: np.ndarray, r: np.ndarray, v_leak: np.ndarray, where: str):
+    """(leak, input gain, constant current) per step of NIR LIF neurons under rule `kind`; one
+    leak per population (snncc's `leak` is a scalar), refused otherwise."""
+    if np.any(tau <= 0) or not np.all(tau == tau.reshape(-1)[0]):
+        raise FrontendError("LIF with per-neuron or non-positive tau: snncc's leak is one factor per population",
+                            where=where, hint="one tau per LIF node")
+    t = float(tau.reshape(-1)[0])
+    if kind == "steps":
+        if np.any(v_leak != 0):
+            raise FrontendError("LIF rule steps (sinabs' reading) needs v_leak = 0", where=where,
+                                hint="use --nir-lif euler:DT or exp:DT")
+        a = math.exp(-1.0 / t)
+        return a, r, np.zeros_like(r)
+    if kind == "euler":
+        if dt > t:
+            raise FrontendError(f"euler step DT = {dt:g} > tau = {t:g} gives a negative leak", where=where,
+                                hint="a smaller DT, or exp:DT")
+        return 1.0 - dt / t, dt / t * r, dt / t * v_leak
+    a = math.exp(-dt / t)
+    return a, (1.0 - a) * r, (1.0 - a) * v_leak
+
+
 def from_nir(ng, T: int | None = None, input_kind: str | None = None, approximate_lif: bool = False,
-             source: str = "NIR graph") -> Graph:
+             source: str = "NIR graph", lif: str = "") -> Graph:
     """Build an IR graph from a `nir.NIRGraph` (nested sub-graphs are inlined). IF -> fire
     (stateful, one spike per step, floor, theta = v_threshold / R) unless snncc metadata restores
-    the exact neuron."""
+    the exact neuron; LIF under rule `lif` (`LIF_RULES`; `approximate_lif` = "approximate"),
+    refused without one."""
     nir = _nir()
+    rule = lif_rule(lif) if lif else (("approximate", 1.0) if approximate_lif else None)
     ng = flatten_nested(ng, source)
     gm = _meta(ng)
     kind = input_kind or str(gm.get("input_kind", CURRENT))
@@ -495,17 +544,39 @@ def from_nir(ng, T: int | None = None, input_kind: str | None = None, approximat
             names[k] = add(Node(nm, "scale", [input_of(k, nd)], {}, {"factor": np.asarray(nd.scale, np.float64)}),
                            k, nd)
         elif isinstance(nd, (nir.IF, nir.LIF)):
-            if isinstance(nd, nir.LIF):
-                if not approximate_lif:
-                    raise FrontendError("LIF leak has no counterpart in the deployed IF neuron", where=where(k, nd),
-                                        hint="retrain without leak, or pass --approximate-lif "
-                                             "(approximate_lif=True in Python: drops tau and v_leak)")
-                approx.append(f"{nm}: LIF imported as IF, leak dropped (tau, v_leak ignored)")
             x = input_of(k, nd)
             r = np.asarray(nd.r, dtype=np.float64)
             vth = np.asarray(nd.v_threshold, dtype=np.float64)
             if np.any(r <= 0) or np.any(vth <= 0):
-                raise FrontendError("IF with non-positive r or v_threshold", where=where(k, nd))
+                raise FrontendError(f"{t} with non-positive r or v_threshold", where=where(k, nd))
+            leaky = isinstance(nd, nir.LIF) and "D" not in m
+            if leaky and rule is None:
+                raise FrontendError("LIF is continuous-time: how it becomes steps is the reader's choice",
+                                    where=where(k, nd),
+                                    hint=f"pass --nir-lif {LIF_RULES} (nir_lif= in Python; docs/formats.md)")
+            if leaky and rule[0] == "approximate":
+                approx.append(f"{nm}: LIF imported as IF, leak dropped (tau, v_leak ignored)")
+                leaky = False
+            if leaky:  # v <- leak v + gain I + c, then fire at v >= v_threshold, reset by subtraction
+                shape = g[x].shape
+                leak, gain, c = _lif_step(*rule, np.asarray(nd.tau, dtype=np.float64), r,
+                                          np.asarray(nd.v_leak, dtype=np.float64), where(k, nd))
+                gain, c, vth = (np.broadcast_to(v, shape).astype(np.float64) for v in (gain, c, vth))
+                if np.all(vth == vth.reshape(-1)[0]):
+                    theta = float(vth.reshape(-1)[0])
+                else:  # per-neuron thresholds: the membrane in units of v_threshold (the leak is linear)
+                    theta, gain, c = 1.0, gain / vth, c / vth
+                if np.any(gain != 1.0):
+                    f = gain.reshape(-1)[0] if np.all(gain == gain.reshape(-1)[0]) else gain
+                    x = add(Node(g.fresh_name(f"{nm}.r"), "scale", [x], {}, {"factor": np.asarray(f)}), k, nd)
+                attrs = {"D": 1, "theta": theta, "stateful": True, "rounding": "floor", "leak": leak}
+                params = {"bias": c} if np.any(c != 0) else {}
+                g.meta.setdefault("nir_lif", f"{rule[0]}" + (f":{rule[1]:g}" if rule[0] in ("euler", "exp") else ""))
+                if not any("v >= theta" in s for s in approx):
+                    approx.append("IF fires at v >= theta in snncc, v > v_threshold in NIR (differs only on "
+                                  "exact threshold hits)")
+                names[k] = add(Node(nm, "fire", [x], attrs, params), k, nd)
+                continue
             if "D" in m:  # written by snncc: the exact neuron
                 attrs = {"D": int(m["D"]), "theta": float(m["theta"]), "beta": float(m["beta"]),
                          "stateful": bool(m["stateful"]), "rounding": "floor", "norm": 1.0}
@@ -528,12 +599,13 @@ def from_nir(ng, T: int | None = None, input_kind: str | None = None, approximat
         else:
             raise FrontendError(f"NIR node type {t} is not supported", where=where(k, nd),
                                 hint="snncc imports Input, Output, Affine, Linear, Conv1d/2d, SumPool2d, "
-                                     "AvgPool2d, Flatten, Scale, IF (and LIF with approximate_lif)")
+                                     "AvgPool2d, Flatten, Scale, IF and LIF (with --nir-lif)")
     return g.verify()
 
 
-def load_nir(path: str, approximate_lif: bool = False) -> Graph:
-    """Read a `.nir` (HDF5) file into the IR; LoadError for an unreadable file."""
+def load_nir(path: str, approximate_lif: bool = False, lif: str = "") -> Graph:
+    """Read a `.nir` (HDF5) file into the IR (LIF under rule `lif`, see `from_nir`); LoadError for
+    an unreadable file."""
     nir = _nir()
     try:
         ng = nir.read(path)
@@ -542,6 +614,6 @@ def load_nir(path: str, approximate_lif: bool = False) -> Graph:
         raise LoadError(f"not a readable NIR file ({e.__class__.__name__}: {msg})", where=path) from None
     if not isinstance(ng, nir.NIRGraph):
         raise LoadError(f"file holds a {type(ng).__name__}, expected a NIRGraph", where=path)
-    g = from_nir(ng, approximate_lif=approximate_lif, source=path)
+    g = from_nir(ng, approximate_lif=approximate_lif, source=path, lif=lif)
     g.meta["source"] = os.path.basename(path)
     return g
