@@ -232,3 +232,43 @@ def test_sinabs_reads_nir_lif_as_snncc_imports_it_under_rule_steps(tmp_path):
     # the leak matters: the same graph read as IF counts otherwise
     approx = run(from_nir(nir.read(str(path)), T=T, lif="approximate"), x)
     assert not torch.equal(approx.counts["lif1"], capped.counts["lif1"])
+
+
+def test_a_leaky_model_exports_as_nir_lif_that_sinabs_and_snncc_read_exactly(tmp_path):
+    """A SpikingJelly LIFNode model (leak 0.75, D = 1, floor, beta 0), T = 4: exported as NIR LIF
+    with tau = -1 / ln(0.75) timesteps; snncc reads it back exactly (metadata), and sinabs' own
+    reader (LIFSqueeze, v <- exp(-1/tau) v + I) computes the same counts, cap lifted as for IF."""
+    import sinabs.layers as sl
+    import sinabs.nir as sinabs_nir
+    import snncc
+    from spikingjelly.activation_based import neuron as sjn
+    from test_research_multistep import SJNet
+
+    torch.manual_seed(0)
+    node = sjn.LIFNode(tau=4.0, decay_input=False, v_reset=None, v_threshold=0.8, step_mode="m")
+    g = snncc.compile(SJNet(node).eval(), torch.zeros(4, 2, 2, 8, 8), input_layout="TB").deployed
+    (fire,) = g.neurons()
+    assert (fire.attrs["leak"], fire.attrs["D"], fire.attrs["beta"]) == (0.75, 1, 0.0)
+    path = tmp_path / "lif.nir"
+    ex = write_nir(g, str(path))
+    written = nir.read(str(path)).nodes[fire.name]
+    assert isinstance(written, nir.LIF) and np.allclose(written.tau, -1 / np.log(0.75), rtol=1e-15, atol=0)
+    assert any("NIR LIF with tau counted in timesteps" in s for s in ex.lost)
+    T, B = 4, 5
+    x = torch.rand(T, B, 2, 8, 8, generator=torch.Generator().manual_seed(3)).double() * 3
+    ref = run(g, x)
+    back = run(from_nir(nir.read(str(path))), x)
+    assert back.counts.keys() == ref.counts.keys() and torch.equal(back.counts[fire.name], ref.counts[fire.name])
+    assert torch.equal(back.output, ref.output)
+    net = sinabs_nir.from_nir(nir.read(str(path)), batch_size=B, num_timesteps=T)
+    seen = {}
+    for name, mod in net.named_modules():
+        if isinstance(mod, (sl.LIF, sl.LIFSqueeze)):
+            mod.register_forward_hook(lambda mod, i, o, name=name: seen.__setitem__(name, o.detach().double()))
+    with torch.no_grad():
+        net(x.transpose(0, 1).reshape((B * T,) + tuple(x.shape[2:])).float())
+    own = seen[fire.name].reshape((B, T) + tuple(fire.shape)).sum(1)
+    uncapped = g.clone()
+    uncapped[fire.name].attrs["D"] = MAX_D
+    want = run(uncapped, x).counts[fire.name]
+    assert torch.equal(own, want) and own.sum() > 0

@@ -2,7 +2,8 @@
 
 Export (`to_nir`) writes a deployed graph (synaptic normal form) with the NIR primitives it can be
 expressed in: Input, Output, Affine/Linear, Conv1d/Conv2d, SumPool2d/AvgPool2d, Scale, Flatten and
-IF (`v' = R I`, spike when `v > v_threshold`, reset by subtraction `v -= v_threshold`). Current sums
+IF (`v' = R I`, spike when `v > v_threshold`, reset by subtraction `v -= v_threshold`), and LIF for
+a leaky neuron (tau = -1 / ln(leak) counted in timesteps: the `steps` reading below). Current sums
 are NIR's summed fan-in (several edges into one node). What NIR cannot say is listed in
 `NirExport.lost`; ops it cannot express at all (spike products, permutes, a linear map over tokens)
 are refused, naming the nodes. The exact snncc semantics (D spikes per window, theta, beta, the
@@ -112,7 +113,7 @@ def to_nir(graph: Graph) -> NirExport:
     weights_bias: dict[str, np.ndarray] = {}  # projection -> bias moved there from its neuron
     bias_owner: dict[str, str] = {}  # projection -> that neuron
     lost: list[str] = []
-    graded, stateless, moved, kept, grouped = [], [], [], [], []
+    graded, stateless, moved, kept, grouped, leaky = [], [], [], [], [], []
     group_meta: dict[str, int] = {}
 
     # Constant currents (bias + beta of a window-reset neuron) go into a projection's bias where
@@ -224,19 +225,27 @@ def to_nir(graph: Graph) -> NirExport:
             nodes[n.name] = nir.Scale(scale=np.broadcast_to(n.params["factor"], n.shape).astype(np.float64).copy())
             link(n.inputs[0], n.name)
         elif n.op == "fire":
-            if a["leak"] != 1.0:  # nir.LIF is a continuous-time ODE: no exact per-window residual leak
-                raise TargetError(f"leaky neuron (leak {a['leak']:.6g} per timestep): NIR's IF has no leak and its "
-                                  "LIF is a continuous-time membrane, not snncc's leak of the residual between "
-                                  "windows", where=f"node {n.name}", hint="keep the compiled artefact (snncc.load)")
+            if a["leak"] != 1.0 and not a["leak"] > 0.0:
+                raise TargetError("leaky neuron with leak 0 (nothing carried) has no NIR LIF time constant",
+                                  where=f"node {n.name}", hint="keep the compiled artefact (snncc.load)")
             shape = n.shape
             meta = {f"{META}D": int(a["D"]), f"{META}theta": float(a["theta"]), f"{META}beta": float(a["beta"]),
                     f"{META}stateful": int(bool(a["stateful"]))}
+            if a["leak"] != 1.0:
+                meta[f"{META}leak"] = float(a["leak"])
             if "bias" in n.params:
                 meta[f"{META}bias"] = np.asarray(n.params["bias"], dtype=np.float64)
             for proj, f_name in bias_owner.items():
                 if f_name == n.name:
                     meta[f"{META}bias_in"] = proj  # written there for foreign readers; snncc takes it back out
-            nodes[n.name] = nir.IF(r=np.ones(shape), v_threshold=np.full(shape, float(a["theta"])), metadata=meta)
+            if a["leak"] != 1.0:  # one NIR step per timestep, tau in steps: v <- exp(-1/tau) v + I (`steps`)
+                tau = -1.0 / math.log(float(a["leak"]))
+                one = (1,) * len(shape)  # broadcast over the neurons: sinabs 3.1.3's reader tests any(v_leak)
+                nodes[n.name] = nir.LIF(tau=np.full(one, tau), r=np.ones(one), v_leak=np.zeros(one),  # on axis 0
+                                        v_threshold=np.full(one, float(a["theta"])), metadata=meta)
+                leaky.append(f"{n.name} (leak {float(a['leak']):.6g}: tau {tau:.6g} steps)")
+            else:
+                nodes[n.name] = nir.IF(r=np.ones(shape), v_threshold=np.full(shape, float(a["theta"])), metadata=meta)
             link(n.inputs[0], n.name)
             if a["D"] > 1:
                 graded.append(f"{n.name} (D={a['D']})")
@@ -257,6 +266,10 @@ def to_nir(graph: Graph) -> NirExport:
         lost.append("grouped convolutions " + ", ".join(grouped) + " are written as groups=1 kernels (block-diagonal, "
                     "zeros elsewhere), because nir 1.0.4 and its readers take the input channels from weight.shape[1]; "
                     "the same function, more stored synapses (snncc restores the groups from metadata)")
+    if leaky:
+        lost.append("leaky neurons " + ", ".join(leaky) + " are NIR LIF with tau counted in timesteps and r = 1, "
+                    "v_leak = 0 (the `steps` reading, sinabs 3.1.3's: v <- exp(-1/tau) v + I); a reader that "
+                    "discretises tau with its own dt (norse, snntorch) computes another neuron")
     if graded:
         lost.append("graded spikes: " + ", ".join(graded) + " emit up to D spikes per window; a NIR IF emits at "
                     "most one spike per step (snncc keeps D in metadata)")
@@ -579,7 +592,8 @@ def from_nir(ng, T: int | None = None, input_kind: str | None = None, approximat
                 continue
             if "D" in m:  # written by snncc: the exact neuron
                 attrs = {"D": int(m["D"]), "theta": float(m["theta"]), "beta": float(m["beta"]),
-                         "stateful": bool(m["stateful"]), "rounding": "floor", "norm": 1.0}
+                         "stateful": bool(m["stateful"]), "rounding": "floor", "norm": 1.0,
+                         "leak": float(m.get("leak", 1.0))}
                 params = {"bias": np.asarray(m["bias"], dtype=np.float64)} if "bias" in m else {}
                 if "bias_in" in m and str(m["bias_in"]) in names:
                     g[names[str(m["bias_in"])]].params.pop("bias", None)
