@@ -477,10 +477,12 @@ def _dense(w: sp.csr_matrix, s: np.ndarray, e: int) -> np.ndarray:
     return shift(np.asarray(w.astype(np.int64) @ s.T).T, e)
 
 
-def simulate_fixed(qnet: QNetwork, x, emit: str = "burst") -> FixedResult:
+def simulate_fixed(qnet: QNetwork, x, emit: str = "burst", currents: dict | None = None) -> FixedResult:
     """Integer simulation of `qnet` on x ((B, *in) or (T, B, *in)), sub-step by sub-step as the
     Lava fixed_pt models compute it (synapse shift per sub-step, u wrap per sub-step, v saturation,
-    floor count, subtractive reset; spike products land on the consumer's last sub-step)."""
+    floor count, subtractive reset; spike products land on the consumer's last sub-step).
+    `currents`: population -> (B * T, N) host currents in stream order instead of the encoding
+    currents of x (a sub-graph's boundary inputs, as `lower.run_network` takes them)."""
     if emit not in ("burst", "graded"):
         raise SnnccError(f"unknown emission mode {emit!r}")
     net = qnet.net
@@ -494,7 +496,8 @@ def simulate_fixed(qnet: QNetwork, x, emit: str = "burst") -> FixedResult:
     events = {"u_wraps": 0, "v_saturations": 0, "host_saturations": 0}
     for p, q in qnet.populations.items():
         if q.host_input:
-            cur = host_currents(net, p, xs).numpy().reshape(B, T, q.size)
+            cur = (np.asarray(currents[p]) if currents is not None else host_currents(net, p, xs).numpy())
+            cur = cur.reshape(B, T, q.size)
             host[p], sat = host_activation(q, cur)
             events["host_saturations"] += sat
     by_target: dict[str, list[QProjection]] = {}

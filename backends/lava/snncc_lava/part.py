@@ -14,8 +14,10 @@ the populations with a piece on chip K in the artefact's `lava/mapping.json`) ru
    sub-step of each window; projections between chosen populations stay ordinary Lava synapses
    (`network.tree_matrices`; out of a relay: 24-bit graded), and the part is scheduled by its own
    levels;
-3. only these populations' Lava processes are built (`lower.run_network`, floating_pt) and their
-   spike counts must equal the reference's bit for bit, population by population.
+3. only these populations' Lava processes are built (`lower.run_network`) and their spike counts
+   must equal the reference's bit for bit, population by population; in fixed_pt (an artefact
+   compiled with precision=fixed) the part is quantised on its own and must equal snncc's
+   fixed_pt model of the part on the same boundary currents (`fixed.simulate_fixed`).
 
 Neuron (fire) populations and relays (residual-stream accumulators: a WindowBurstIF in relay mode,
 which the whole-model lowering runs too) can be chosen; a chosen relay's result is the sum over
@@ -92,13 +94,15 @@ class PartResult:
     processes: int
     samples: int
     relays: tuple = ()  # the chosen relays
+    against: str = "the reference"  # what `reference` holds
+    integer_model: dict | None = None  # fixed_pt: the float reference's counts (fixed point differs by design)
 
     def agrees(self, p: str) -> bool:
         """A population's spike counts equal the reference's bit for bit; a relay's values sent
         within RELAY_TOLERANCE of its magnitude (floating_pt sums a relay's graded inputs in
         synapse order, the reference in op order: float64 rounding, never a count)."""
         c, r = self.counts[p], self.reference[p]
-        if p not in self.relays or torch.equal(c, r):
+        if p not in self.relays or torch.equal(c, r) or self.integer_model is not None:  # fixed: integers
             return torch.equal(c, r)
         return float((c - r).abs().max()) <= RELAY_TOLERANCE * max(1.0, float(r.abs().max()))
 
@@ -107,20 +111,29 @@ class PartResult:
         return all(self.agrees(p) for p in self.populations)
 
     def table(self) -> str:
-        lines = [f"lava sub-graph: {len(self.populations)} population(s), {self.samples} samples, "
-                 f"{self.processes} Lava processes, {self.steps} steps; boundary inputs teacher-forced "
-                 f"from the reference", "| population | neurons | boundary inputs | spikes (reference) | "
-                 f"counts |", "|---|---|---|---|---|"]
+        fixed = self.integer_model is not None
+        what = "reference" if not fixed else "fixed_pt model"
+        lines = [f"lava sub-graph{' (fixed_pt)' if fixed else ''}: {len(self.populations)} population(s), "
+                 f"{self.samples} samples, {self.processes} Lava processes, {self.steps} steps; boundary inputs "
+                 f"teacher-forced from the reference" + (f"; counts checked against {self.against}, the part "
+                                                         f"quantised on its own" if fixed else ""),
+                 f"| population | neurons | boundary inputs | spikes ({what}) | counts |"
+                 + (" vs the float reference |" if fixed else ""), "|---|---|---|---|---|" + ("---|" if fixed else "")]
         for p in self.populations:
             c, r = self.counts[p], self.reference[p]
             if torch.equal(c, r):
-                verdict = "== reference"
+                verdict = f"== {what}"
             elif self.agrees(p):
-                verdict = f"== reference within float64 rounding (max diff {float((c - r).abs().max()):.2g})"
+                verdict = f"== {what} within float64 rounding (max diff {float((c - r).abs().max()):.2g})"
             else:
-                verdict = f"!= reference ({int((c != r).sum())} neurons differ)"
+                verdict = f"!= {what} ({int((c != r).sum())} neurons differ)"
             sent = f"{int(r.sum())}" if p not in self.relays else f"{float(r.sum()):.6g} (relay: sum of values sent)"
-            lines.append(f"| {p} | {r[0].numel()} | {', '.join(self.boundary[p]) or '-'} | {sent} | {verdict} |")
+            row = f"| {p} | {r[0].numel()} | {', '.join(self.boundary[p]) or '-'} | {sent} | {verdict} |"
+            if fixed:
+                f = self.integer_model[p]
+                row += (" relay payloads: activation units |" if p in self.relays else
+                        f" {int((c.double() != f.double()).sum())} of {c.numel()} counts differ |")
+            lines.append(row)
         return "\n".join(lines)
 
 
@@ -195,9 +208,15 @@ def boundary_currents(g: Graph, x, net: network.Network, boundary: dict[str, lis
     return currents, ref
 
 
-def simulate(g: Graph, x, names: list[str], only_members: bool = False, emit: str = "burst") -> PartResult:
-    """Run the chosen populations of `g` in Lava (floating_pt) with teacher-forced boundary inputs
-    and compare their counts with the reference's on the same inputs x ((B, *in) or (T, B, *in))."""
+def simulate(g: Graph, x, names: list[str], only_members: bool = False, emit: str = "burst",
+             precision: str = "float") -> PartResult:
+    """Run the chosen populations of `g` in Lava with teacher-forced boundary inputs and compare
+    their counts with the reference's on the same inputs x ((B, *in) or (T, B, *in)). precision
+    "fixed": the part is quantised on its own (`fixed.quantize` of the part's network: a population
+    fed from outside takes its boundary current as host input, scale from its inside projections or
+    VTH_MIN / theta) and Lava fixed_pt must equal `fixed.simulate_fixed` of the same part on the same
+    boundary currents bit for bit (`PartResult.reference`); the float reference's counts are kept in
+    `PartResult.integer_model` (fixed point differs from them by design)."""
     problems = network.unsupported(g)
     if problems:
         raise TargetError(problems[0], where="loihi simulate")
@@ -211,8 +230,19 @@ def simulate(g: Graph, x, names: list[str], only_members: bool = False, emit: st
     currents, ref = boundary_currents(g, x, net, boundary)
     from snncc_lava.lower import run_network
 
-    r = run_network(net, x, emit, currents=currents)
     B = next(iter(ref.counts.values())).shape[0]
+    if precision == "fixed":
+        from snncc_lava import fixed
+
+        q = fixed.quantize(net)
+        r = run_network(net, x, emit, q, currents=currents)
+        ours = fixed.simulate_fixed(q, x, emit, currents=currents)
+        want = {**ours.counts, **ours.relays}
+        got = {**r.counts, **r.relays}
+        return PartResult(chosen, boundary, {p: got[p] for p in chosen}, {p: want[p] for p in chosen},
+                          r.steps, r.processes, B, tuple(r.relays), "snncc's fixed_pt model of the part",
+                          {p: ref.counts[p] for p in chosen})
+    r = run_network(net, x, emit, currents=currents)
     got = {**r.counts, **r.relays}
     return PartResult(chosen, boundary, {p: got[p] for p in chosen}, {p: ref.counts[p] for p in chosen},
                       r.steps, r.processes, B, tuple(r.relays))

@@ -185,16 +185,15 @@ class LoihiTarget:
     def simulate_part(self, graph: Graph, x, populations: list[str] | None = None, chip: int | None = None,
                       files: dict | None = None, options: dict | None = None):
         """Run the chosen populations (or those with a piece on `chip` in the artefact `files`'
-        lava/mapping.json) in Lava floating_pt with boundary inputs teacher-forced from the
-        reference; returns a part.PartResult (per-population counts against the reference)."""
+        lava/mapping.json) in Lava with boundary inputs teacher-forced from the reference; returns a
+        part.PartResult (per-population counts against the reference, or in fixed_pt against snncc's
+        fixed_pt model of the part)."""
         from snncc_lava import part
 
         options = _check_options(options)
-        if options.get("precision", "float") != "float":
-            raise TargetError("a sub-graph runs in floating_pt only", where="loihi option precision",
-                              hint="precision=float, or simulate the whole model")
         names = list(populations or []) + (part.chip_populations(files or {}, chip) if chip is not None else [])
-        return part.simulate(graph, x, names, only_members=not populations, emit=_emit_mode(options))
+        return part.simulate(graph, x, names, only_members=not populations, emit=_emit_mode(options),
+                             precision=options.get("precision", "float"))
 
     def simulation_options(self, options: dict) -> dict:
         """The compile options `simulate` reads back from an artefact (precision, emit)."""

@@ -2,7 +2,8 @@
 are teacher-forced from the reference run of the whole graph, and their counts equal the
 reference's bit for bit (hand-computed on a small graph; ConvChain multi-step, the residual model
 in the middle, a population fed by a spike product; the shipped digits models with their relays
-inside the part); bad choices are one line (exit 2 by the CLI)."""
+inside the part); in fixed_pt equal to snncc's fixed_pt model of the part (the whole model's when
+every population is chosen); bad choices are one line (exit 2 by the CLI)."""
 
 from pathlib import Path
 
@@ -75,6 +76,27 @@ def test_residual_middle_populations(residual, emit):
     assert r.boundary["f1_6"] == ["f1_3"]  # outside the part [f1_6, f2_0]: forced from the reference
 
 
+def test_fixed_part_of_every_population_is_the_whole_fixed_model(residual):
+    """precision fixed: Lava fixed_pt of the part == snncc's fixed_pt model of the part on the same
+    boundary currents; with every population chosen the part's quantisation is the whole
+    network's (a population's scale depends only on its incoming weights), so its counts equal
+    `simulate_fixed` of the whole model: a check that does not lean on the part machinery."""
+    from snncc_lava import fixed
+    from snncc_lava.network import build
+
+    x = torch.rand((2, 3, 8, 8), generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 2
+    names = [n.name for n in residual.neurons()]
+    r = part.simulate(residual, x, names, precision="fixed")
+    assert_part_equal(r, names)
+    whole = fixed.simulate_fixed(fixed.quantize(build(residual)), x)
+    assert all(torch.equal(r.counts[p], whole.counts[p]) for p in names)
+    assert all(r.integer_model[p].sum() > 0 for p in names)
+    mid = part.simulate(residual, x, ["f1_6", "f2_0"], precision="fixed")  # forced from the float reference
+    assert_part_equal(mid, ["f1_6", "f2_0"])
+    assert mid.against == "snncc's fixed_pt model of the part" and "(fixed_pt)" in mid.table()
+    assert "| f1_6 | " in mid.table() and "counts differ |" in mid.table()
+
+
 def test_population_after_a_spike_product():
     g = product_graph("right")
     r = part.simulate(g, X, ["c"])
@@ -141,8 +163,9 @@ def test_too_large_whole_model_runs_a_part_instead(conv_pool_linear, monkeypatch
     r = LoihiTarget().simulate_part(conv_pool_linear, x, ["g"])
     assert_part_equal(r, ["g"])
     assert torch.equal(r.counts["g"], torch.full((1, 3, 3, 3), 4.0, dtype=torch.float64))
-    with pytest.raises(TargetError, match="floating_pt only"):
-        LoihiTarget().simulate_part(conv_pool_linear, x, ["g"], options={"precision": "fixed"})
+    rf = LoihiTarget().simulate_part(conv_pool_linear, x, ["g"], options={"precision": "fixed"})
+    assert_part_equal(rf, ["g"])  # Lava fixed_pt == snncc's fixed_pt model of the part
+    assert torch.equal(rf.counts["g"].double(), r.counts["g"])  # saturated at D: fixed point agrees here
 
 
 @pytest.fixture(scope="module")

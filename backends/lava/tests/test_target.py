@@ -146,7 +146,7 @@ def test_a_fixed_pt_artefact_simulates_in_fixed_pt(tmp_path, capsys):
     """`simulate --backend lava` on an artefact compiled with precision=fixed runs Lava fixed_pt
     (the artefact's options, `simulation_options`), equal bit for bit to snncc's fixed_pt integer
     model, and says how far that is from the integer model (fixed point differs by design);
-    `--populations` (floating_pt only) is refused in one line."""
+    `--populations` runs the part in fixed_pt against snncc's fixed_pt model of the part."""
     import snncc
     from nets import ConvChain, randomize_bn
     from snncc.cli import main
@@ -173,6 +173,6 @@ def test_a_fixed_pt_artefact_simulates_in_fixed_pt(tmp_path, capsys):
     assert f"lava: 32 samples, spike counts == snncc's fixed_pt integer model (snncc_lava.fixed); against the " \
            f"integer model (reference): argmax agreement {agree:.2%}, {differ / total:.2%} of neuron counts " \
            f"differ" in o, o
-    assert main(["simulate", str(out), "--backend", "lava", "--populations", "n2", "--samples", "2"]) == 2
-    e = capsys.readouterr().err
-    assert "a sub-graph runs in floating_pt only" in e and len(e.strip().splitlines()) == 1
+    assert main(["simulate", str(out), "--backend", "lava", "--populations", "n2", "--samples", "2"]) == 0
+    o = capsys.readouterr().out
+    assert "lava sub-graph (fixed_pt): 1 population(s)" in o and "| n2 | 128 | n1 |" in o and "== fixed_pt model" in o
