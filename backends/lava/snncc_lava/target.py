@@ -135,7 +135,10 @@ class LoihiTarget:
             return problems
         problems = list(self.map_onto(graph, options).problems)
         if _needs_matrices(options):
-            problems += network.memory_problems(graph)
+            why = "netx=true" if options.get("netx", False) else "precision=fixed"
+            problems += [f"{why} quantises the explicit synapse matrices, and {p}; compile with precision=float "
+                         f"(its mapping, report and estimates need no matrices) or on a larger machine"
+                         for p in network.memory_problems(graph)]
         return problems
 
     def explain(self, graph: Graph, options: dict | None = None) -> str:

@@ -36,3 +36,18 @@ def test_lava_simulation_refuses_before_building_when_matrices_do_not_fit(conv_p
                 lambda: LoihiTarget().reference(conv_pool_linear, x, {"precision": "fixed"})):
         with pytest.raises(TargetError, match="stores 2,133 synapses as explicit sparse matrices"):
             run()
+
+
+def test_fixed_or_netx_compile_says_why_it_needs_the_matrices(conv_pool_linear, monkeypatch):
+    """check(): precision=fixed and netx quantise the explicit matrices, so a model whose matrices do
+    not fit is refused with that reason and the way out (precision=float needs no matrices)."""
+    import snncc.resources as res
+    from snncc_lava.target import LoihiTarget
+
+    monkeypatch.setattr(res, "available_bytes", lambda: 1000)
+    t = LoihiTarget()
+    assert t.check(conv_pool_linear, {}) == []  # float: mapping only
+    for opts, why in (({"precision": "fixed"}, "precision=fixed"), ({"netx": True}, "netx=true")):
+        (msg,) = t.check(conv_pool_linear, opts)
+        assert msg.startswith(f"{why} quantises the explicit synapse matrices, and the Lava lowering stores 2,133 "
+                              f"synapses") and "compile with precision=float" in msg
