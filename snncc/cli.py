@@ -220,6 +220,8 @@ def cmd_compile(args) -> int:
         print(dep.explain)
     dep.save(args.out, protect=(args.model,))
     print(dep.summary)
+    if dep.traced.meta.get("nir_lif"):
+        print(f"NIR LIF neurons stepped by rule {dep.traced.meta['nir_lif']} (docs/formats.md)")
     for item in dep.traced.meta.get("nir_approximations", []):
         print(f"approximation: {item}")
     print(f"wrote {args.out}")

@@ -224,7 +224,7 @@ def test_cli_nir_lif(tmp_path, capsys):
     path = tmp_path / "lif.nir"
     nir.write(str(path), _one_lif(tau=4.0))
     assert main(["compile", str(path), "--nir-lif", "exp:1", "-o", str(tmp_path / "a")]) == 0
-    capsys.readouterr()
+    assert "NIR LIF neurons stepped by rule exp:1" in capsys.readouterr().out
     assert main(["compile", str(path), "--nir-lif", "exp:0", "-o", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err.strip()
     assert "unknown LIF rule 'exp:0'" in err and "--nir-lif" in err and len(err.splitlines()) == 1
