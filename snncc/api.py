@@ -109,9 +109,7 @@ class Deployment:
             raise SnnccError("populations / chip choose a sub-graph for a target's simulator", where="--populations",
                              hint="add --backend lava")
         if backend != "snncc":
-            from snncc.targets import get as get_target
-
-            tgt = get_target({"lava": "loihi"}.get(backend, backend))
+            tgt = _backend_target(backend)
             options = self._backend_options(tgt, options)
             if part:
                 if not hasattr(tgt, "simulate_part"):
@@ -144,9 +142,7 @@ class Deployment:
         simulator (its `reference` hook: for loihi fixed_pt the fixed-point integer model Lava equals
         bit for bit, for floating_pt the exact schedule), and a one-line name of it; None when the
         target has no such model."""
-        from snncc.targets import get as get_target
-
-        tgt = get_target({"lava": "loihi"}.get(backend, backend))
+        tgt = _backend_target(backend)
         if not hasattr(tgt, "reference"):
             return None
         options = self._backend_options(tgt, options) or {}
@@ -233,6 +229,13 @@ class Deployment:
             raise SnnccError("this deployment has no artefact files", where="save")
         src = getattr(self.model, "source", "") if self.model is not None else ""
         artifact.write(path, self.files, self.manifest, protect=tuple(protect) + ((src,) if src else ()))
+
+
+def _backend_target(backend: str):
+    """The target whose simulator `backend` names (`lava` is the loihi target's)."""
+    from snncc.targets import get as get_target
+
+    return get_target({"lava": "loihi"}.get(backend, backend))
 
 
 def compile(model, example_input: torch.Tensor | None = None, *, target: str = "sim", input_kind: str = "current",

@@ -562,34 +562,6 @@ def from_nir(ng, T: int | None = None, input_kind: str | None = None, approximat
             vth = np.asarray(nd.v_threshold, dtype=np.float64)
             if np.any(r <= 0) or np.any(vth <= 0):
                 raise FrontendError(f"{t} with non-positive r or v_threshold", where=where(k, nd))
-            leaky = isinstance(nd, nir.LIF) and "D" not in m
-            if leaky and rule is None:
-                raise FrontendError("LIF is continuous-time: how it becomes steps is the reader's choice",
-                                    where=where(k, nd),
-                                    hint=f"pass --nir-lif {LIF_RULES} (nir_lif= in Python; docs/formats.md)")
-            if leaky and rule[0] == "approximate":
-                approx.append(f"{nm}: LIF imported as IF, leak dropped (tau, v_leak ignored)")
-                leaky = False
-            if leaky:  # v <- leak v + gain I + c, then fire at v >= v_threshold, reset by subtraction
-                shape = g[x].shape
-                leak, gain, c = _lif_step(*rule, np.asarray(nd.tau, dtype=np.float64), r,
-                                          np.asarray(nd.v_leak, dtype=np.float64), where(k, nd))
-                gain, c, vth = (np.broadcast_to(v, shape).astype(np.float64) for v in (gain, c, vth))
-                if np.all(vth == vth.reshape(-1)[0]):
-                    theta = float(vth.reshape(-1)[0])
-                else:  # per-neuron thresholds: the membrane in units of v_threshold (the leak is linear)
-                    theta, gain, c = 1.0, gain / vth, c / vth
-                if np.any(gain != 1.0):
-                    f = gain.reshape(-1)[0] if np.all(gain == gain.reshape(-1)[0]) else gain
-                    x = add(Node(g.fresh_name(f"{nm}.r"), "scale", [x], {}, {"factor": np.asarray(f)}), k, nd)
-                attrs = {"D": 1, "theta": theta, "stateful": True, "rounding": "floor", "leak": leak}
-                params = {"bias": c} if np.any(c != 0) else {}
-                g.meta.setdefault("nir_lif", f"{rule[0]}" + (f":{rule[1]:g}" if rule[0] in ("euler", "exp") else ""))
-                if not any("v >= theta" in s for s in approx):
-                    approx.append("IF fires at v >= theta in snncc, v > v_threshold in NIR (differs only on "
-                                  "exact threshold hits)")
-                names[k] = add(Node(nm, "fire", [x], attrs, params), k, nd)
-                continue
             if "D" in m:  # written by snncc: the exact neuron
                 attrs = {"D": int(m["D"]), "theta": float(m["theta"]), "beta": float(m["beta"]),
                          "stateful": bool(m["stateful"]), "rounding": "floor", "norm": 1.0,
@@ -597,15 +569,35 @@ def from_nir(ng, T: int | None = None, input_kind: str | None = None, approximat
                 params = {"bias": np.asarray(m["bias"], dtype=np.float64)} if "bias" in m else {}
                 if "bias_in" in m and str(m["bias_in"]) in names:
                     g[names[str(m["bias_in"])]].params.pop("bias", None)
-            else:
-                ratio = vth / r
+            else:  # one step: v <- leak v + gain I + c, fire at v >= v_threshold, reset by subtraction
+                leak, gain, c = 1.0, r, np.zeros_like(r)  # IF: v' = R I
+                if isinstance(nd, nir.LIF):
+                    if rule is None:
+                        raise FrontendError("LIF is continuous-time: how it becomes steps is the reader's choice",
+                                            where=where(k, nd),
+                                            hint=f"pass --nir-lif {LIF_RULES} (nir_lif= in Python; docs/formats.md)")
+                    if rule[0] == "approximate":
+                        approx.append(f"{nm}: LIF imported as IF, leak dropped (tau, v_leak ignored)")
+                    else:
+                        leak, gain, c = _lif_step(*rule, np.asarray(nd.tau, dtype=np.float64), r,
+                                                  np.asarray(nd.v_leak, dtype=np.float64), where(k, nd))
+                        g.meta.setdefault("nir_lif", rule[0] + (f":{rule[1]:g}" if rule[0] != "steps" else ""))
+                # the membrane in units of the input gain: theta = v_threshold / gain, the constant c / gain
+                # (the leak is linear); per-neuron ratios scale each neuron's input instead, theta = 1
+                shape = g[x].shape
+                try:
+                    gain, c, vth = (np.broadcast_to(v, shape).astype(np.float64) for v in (gain, c, vth))
+                except ValueError:
+                    raise FrontendError(f"{t} parameters of shape {r.shape} / {vth.shape} do not fit its input "
+                                        f"{shape}", where=where(k, nd)) from None
+                ratio = vth / gain
                 if np.all(ratio == ratio.reshape(-1)[0]):
-                    theta = float(ratio.reshape(-1)[0])
-                else:  # per-neuron thresholds: scale each neuron's input instead
+                    theta, c = float(ratio.reshape(-1)[0]), c / gain
+                else:
                     x = add(Node(g.fresh_name(f"{nm}.r"), "scale", [x], {}, {"factor": 1.0 / ratio}), k, nd)
-                    theta = 1.0
-                attrs = {"D": 1, "theta": theta, "stateful": True, "rounding": "floor"}
-                params = {}
+                    theta, c = 1.0, c / vth
+                attrs = {"D": 1, "theta": theta, "stateful": True, "rounding": "floor", "leak": leak}
+                params = {"bias": c} if np.any(c != 0) else {}
                 if not any("v >= theta" in s for s in approx):
                     approx.append("IF fires at v >= theta in snncc, v > v_threshold in NIR (differs only on "
                                   "exact threshold hits)")

@@ -94,8 +94,12 @@ class PartResult:
     processes: int
     samples: int
     relays: tuple = ()  # the chosen relays
-    against: str = "the reference"  # what `reference` holds
     integer_model: dict | None = None  # fixed_pt: the float reference's counts (fixed point differs by design)
+
+    @property
+    def against(self) -> str:
+        """What `reference` holds."""
+        return "the reference" if self.integer_model is None else "snncc's fixed_pt model of the part"
 
     def agrees(self, p: str) -> bool:
         """A population's spike counts equal the reference's bit for bit; a relay's values sent
@@ -231,18 +235,14 @@ def simulate(g: Graph, x, names: list[str], only_members: bool = False, emit: st
     from snncc_lava.lower import run_network
 
     B = next(iter(ref.counts.values())).shape[0]
+    want, integer_model, q = ref.counts, None, None
     if precision == "fixed":
         from snncc_lava import fixed
 
         q = fixed.quantize(net)
-        r = run_network(net, x, emit, q, currents=currents)
         ours = fixed.simulate_fixed(q, x, emit, currents=currents)
-        want = {**ours.counts, **ours.relays}
-        got = {**r.counts, **r.relays}
-        return PartResult(chosen, boundary, {p: got[p] for p in chosen}, {p: want[p] for p in chosen},
-                          r.steps, r.processes, B, tuple(r.relays), "snncc's fixed_pt model of the part",
-                          {p: ref.counts[p] for p in chosen})
-    r = run_network(net, x, emit, currents=currents)
+        want, integer_model = {**ours.counts, **ours.relays}, {p: ref.counts[p] for p in chosen}
+    r = run_network(net, x, emit, q, currents=currents)
     got = {**r.counts, **r.relays}
-    return PartResult(chosen, boundary, {p: got[p] for p in chosen}, {p: ref.counts[p] for p in chosen},
-                      r.steps, r.processes, B, tuple(r.relays))
+    return PartResult(chosen, boundary, {p: got[p] for p in chosen}, {p: want[p] for p in chosen},
+                      r.steps, r.processes, B, tuple(r.relays), integer_model)
