@@ -5,4 +5,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 dirs="tests"
 for b in backends/*/tests; do [ -d "$b" ] && dirs="$dirs $b"; done
-exec .venv/bin/python -m pytest -q $dirs "$@"
+# One worker per core; a test file stays on one worker so its module-scoped fixtures
+# (compiled artefacts shared by its tests) are built once.
+exec .venv/bin/python -m pytest -q -n auto --dist loadfile $dirs "$@"

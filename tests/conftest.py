@@ -8,7 +8,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-torch.set_num_threads(2)
+# Under pytest-xdist every core already runs a worker: one thread each, no oversubscription.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 
 @pytest.fixture
