@@ -8,6 +8,7 @@ traceback and keeps the exit code.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -539,19 +540,28 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("snncc: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:
+        if e.errno in (errno.EPIPE, errno.ENOSPC):  # a closed pipe or a full disk: snncc.console's one line
+            raise
+        return _internal_error(e, args)
     except MemoryError:
         if args.debug:
             traceback.print_exc()
         print(f"snncc: error: {args.cmd}: out of memory: this run needs more memory than the machine has (a smaller "
               f"model or input, fewer --samples, or `estimate --batch-size`)", file=sys.stderr)
         return 2
-    except Exception as e:  # a bug in snncc: one line for the user, the traceback with --debug
-        if args.debug:
-            traceback.print_exc()
-        msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
-        print(f"snncc: internal error: {e.__class__.__name__}: {msg} (a bug in snncc: rerun with --debug for "
-              f"the traceback and report it)", file=sys.stderr)
-        return INTERNAL_ERROR
+    except Exception as e:
+        return _internal_error(e, args)
+
+
+def _internal_error(e: Exception, args) -> int:
+    """A bug in snncc: one line for the user, the traceback with --debug."""
+    if args.debug:
+        traceback.print_exc()
+    msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+    print(f"snncc: internal error: {e.__class__.__name__}: {msg} (a bug in snncc: rerun with --debug for "
+          f"the traceback and report it)", file=sys.stderr)
+    return INTERNAL_ERROR
 
 
 if __name__ == "__main__":

@@ -75,21 +75,65 @@ def _bar(total: int, progress: bool, desc: str):
     return tqdm(total=total, desc=desc, unit="shard")
 
 
+def _ignore_interrupts() -> None:
+    """Pool workers leave Ctrl-C (sent to the whole process group) to the parent, which ends them."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _end_workers(pool) -> None:
+    """Stop a pool's processes now (Ctrl-C, SIGTERM or an error in the parent), not after their
+    current shard: `shutdown` alone waits for running work."""
+    for p in list((getattr(pool, "_processes", None) or {}).values()):
+        try:
+            p.terminate()
+        except (OSError, AttributeError):
+            pass
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _local(args, workers: int, progress: bool, desc: str) -> list[dict]:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     bar = _bar(len(args), progress, desc)
-    with ProcessPoolExecutor(max_workers=min(workers, len(args)), mp_context=mp.get_context("spawn")) as pool:
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(args)), mp_context=mp.get_context("spawn"),
+                               initializer=_ignore_interrupts)
+    try:
         futs = {pool.submit(_work, *a): i for i, a in enumerate(args)}
         out: list = [None] * len(args)
         for f in as_completed(futs):
             out[futs[f]] = f.result()
             if bar is not None:
                 bar.update(1)
+    except BaseException:
+        _end_workers(pool)
+        raise
+    pool.shutdown(wait=True)
     if bar is not None:
         bar.close()
     return out
+
+
+def check_ray_address(address: str, timeout: float = 5.0) -> None:
+    """Refuse, in one line and within `timeout` seconds, a Ray address that is not `local`, `auto`
+    or a reachable `[ray://]host:port` (Ray's own `init` waits minutes on a dead address)."""
+    import socket
+
+    if address in ("local", "auto"):
+        return
+    hostport = address[len("ray://"):] if address.startswith("ray://") else address
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SnnccError(f"not a Ray address: {address!r}", where="--ray-address",
+                         hint="use local, auto, host:port or ray://host:port")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise SnnccError(f"cannot reach a Ray head at {address!r} within {timeout:g} s ({e.strerror or e})",
+                         where="--ray-address", hint="start the cluster, or check the address") from None
 
 
 def _ray(args, address: str, progress: bool, desc: str) -> list[dict]:
@@ -100,6 +144,7 @@ def _ray(args, address: str, progress: bool, desc: str) -> list[dict]:
                          hint="pip install ray (the optional extra snncc[ray]), or use --workers N alone") from None
     started = not ray.is_initialized()
     if started:
+        check_ray_address(address)
         if address == "local":
             ray.init(num_cpus=len(args), include_dashboard=False, log_to_driver=False)
         else:

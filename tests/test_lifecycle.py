@@ -1,0 +1,115 @@
+"""The `snncc` process under real signals, pipes and devices (snncc.console, the worker pools):
+Ctrl-C while torch is still importing, SIGTERM to a run with worker processes, a reader that
+closes the pipe early, a full device behind standard output, and a Ray address that leads
+nowhere. Every case runs the installed console script, as a user's shell would."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from nets import ConvChain, randomize_bn
+
+EXE = os.path.join(os.path.dirname(sys.executable), "snncc")
+
+
+@pytest.fixture(scope="module")
+def art(tmp_path_factory):
+    t = tmp_path_factory.mktemp("lifecycle")
+    torch.manual_seed(0)
+    m = randomize_bn(ConvChain())
+    torch.export.save(torch.export.export(m.eval(), (torch.zeros(1, 2, 8, 8),)), t / "conv.pt2")
+    r = subprocess.run([EXE, "compile", str(t / "conv.pt2"), "-o", str(t / "art")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return t
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process below `pid` (read from /proc: children of children too)."""
+    out, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                kids = [int(k) for k in f.read().split()]
+        except OSError:
+            continue
+        out.update(kids)
+        todo.extend(kids)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def test_ctrl_c_while_importing_is_one_line_and_130():
+    p = subprocess.Popen([EXE, "targets"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.4)  # the console script is running; `import torch` takes seconds
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert err == "snncc: interrupted\n"
+
+
+def test_sigterm_ends_the_worker_pool_and_exits_143(art):
+    # enough batches that the two workers are still busy when the signal comes
+    np.save(art / "many.npy", np.random.default_rng(0).random((4000, 2, 8, 8)).astype(np.float32))
+    p = subprocess.Popen([EXE, "estimate", str(art / "art"), "--data", str(art / "many.npy"), "--samples", "4000",
+                          "--batch-size", "4", "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    deadline, kids = time.time() + 120, set()
+    while time.time() < deadline and len(kids) < 2:  # two workers (and the resource tracker) started
+        time.sleep(0.2)
+        kids = _descendants(p.pid)
+        assert p.poll() is None, p.communicate()
+    time.sleep(2.0)  # the workers are now importing torch or working on a shard
+    kids |= _descendants(p.pid)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 143, err
+    assert err == "snncc: terminated\n"
+    deadline = time.time() + 10
+    while time.time() < deadline and any(_alive(k) for k in kids):
+        time.sleep(0.2)
+    assert not [k for k in kids if _alive(k)], "worker processes outlived snncc"
+
+
+def test_reader_closing_the_pipe_early_is_quiet(art):
+    p = subprocess.Popen([EXE, "inspect", str(art / "art")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # `snncc inspect out | head -0`: nobody reads
+    err = p.stderr.read().decode()
+    p.wait(timeout=120)
+    assert p.returncode == 141
+    assert err == ""
+
+
+def test_full_device_behind_stdout_is_one_line(art):
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([EXE, "inspect", str(art / "art")], stdout=full, stderr=subprocess.PIPE, text=True,
+                           timeout=120)
+    assert r.returncode == 2
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("snncc: error: 'standard output': No space left on device")
+
+
+@pytest.mark.parametrize("address, what", [("not an address", "not a Ray address: 'not an address'"),
+                                           ("127.0.0.1:1", "cannot reach a Ray head at '127.0.0.1:1' within 5 s")])
+def test_ray_address_that_leads_nowhere_is_refused_in_seconds(art, address, what):
+    t0 = time.time()
+    r = subprocess.run([EXE, "estimate", str(art / "art"), "--samples", "4", "--ray-address", address],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith(f"snncc: error: --ray-address: {what}")
+    assert time.time() - t0 < 60
