@@ -311,14 +311,38 @@ def read_graphs(out: str, stems: tuple[str, ...]) -> list[Graph]:
 
 
 def write_bytes(path: str, data: bytes) -> None:
-    """Write one binary file atomically (temporary file in the same folder, then rename)."""
+    """Write one output file (a report, JSON, markdown, plot, NIR file): the one writer of them all.
+
+    - a regular file, or a name that does not exist yet: written atomically (a temporary file in the
+      same folder, then renamed over it), with the mode the user's umask gives a new file (an
+      existing file keeps its mode);
+    - a symbolic link: the file it points to is written that way; the link stays a link;
+    - a character device, pipe or socket (`/dev/stdout`, `/dev/null`, a named pipe): written straight
+      through, never replaced;
+    - a folder, or a place that cannot be written: refused in one line, nothing written;
+    - a full file system: one line, and no partial or temporary file is left behind.
+    """
+    import stat
+
+    shown = path
     path = os.path.abspath(path)
     try:
-        if os.path.isdir(path):
-            raise ArtefactError("is a folder, expected a file name", where=path, hint="name a file to write")
+        try:
+            st = os.stat(path)  # follows links: /dev/stdout is the pipe or terminal behind it
+        except FileNotFoundError:
+            st = None
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            raise ArtefactError("is a folder, expected a file name", where=shown, hint="name a file to write")
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            with open(path, "wb") as f:
+                f.write(data)
+            return
+        if os.path.islink(path):
+            path = os.path.realpath(path)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f"{_TMP}{os.getpid()}-", dir=os.path.dirname(path))
         try:
+            os.fchmod(fd, stat.S_IMODE(st.st_mode) if st is not None else 0o666 & ~_umask())
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             os.replace(tmp, path)
@@ -327,5 +351,17 @@ def write_bytes(path: str, data: bytes) -> None:
                 os.remove(tmp)
             raise
     except OSError as e:
-        raise ArtefactError(f"cannot write ({e.strerror or e.__class__.__name__})", where=path,
+        import errno
+
+        if e.errno == errno.ENOSPC:
+            raise ArtefactError("no space left on the device; nothing was written", where=shown,
+                                hint="free space there, or write elsewhere") from None
+        raise ArtefactError(f"cannot write ({e.strerror or e.__class__.__name__})", where=shown,
                             hint="choose a writable path") from None
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

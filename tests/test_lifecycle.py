@@ -113,3 +113,95 @@ def test_ray_address_that_leads_nowhere_is_refused_in_seconds(art, address, what
     assert r.returncode == 2, r.stderr
     assert r.stderr.count("\n") == 1 and r.stderr.startswith(f"snncc: error: --ray-address: {what}")
     assert time.time() - t0 < 60
+
+
+# --- outputs snncc does not own: one writer (artifact.write_bytes) for every output file ---------
+
+
+def _one_error_line(stderr: str, what: str) -> bool:
+    """Exactly one `snncc: error:` line, holding `what`, and no traceback."""
+    errors = [ln for ln in stderr.splitlines() if ln.startswith("snncc: error: ")]
+    return len(errors) == 1 and what in errors[0] and "Traceback" not in stderr
+
+
+def _estimate_json(art, dest, **kw):
+    return subprocess.run([EXE, "estimate", str(art / "art"), "--samples", "2", "--json", str(dest)],
+                          capture_output=True, text=True, timeout=300, **kw)
+
+
+def test_json_to_dev_stdout_writes_through_the_pipe(art):
+    r = _estimate_json(art, "/dev/stdout")
+    assert r.returncode == 0, r.stderr
+    assert '"sops"' in r.stdout or '"total"' in r.stdout  # the JSON document came through the pipe
+    assert os.path.islink("/dev/stdout")
+
+
+def test_output_onto_links_and_devices_keeps_them(art, tmp_path):
+    target = tmp_path / "real.json"
+    target.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    null_link = tmp_path / "null.md"
+    null_link.symlink_to("/dev/null")
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    assert _estimate_json(art, link).returncode == 0
+    assert link.is_symlink() and target.read_text().startswith("{")  # the link's file written, link kept
+    r = subprocess.run([EXE, "estimate", str(art / "art"), "--samples", "2", "--markdown", str(null_link)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert null_link.is_symlink() and os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE, text=True)
+    assert _estimate_json(art, fifo).returncode == 0
+    assert reader.communicate(timeout=60)[0].startswith("{")
+    assert fifo.is_fifo()
+
+
+def test_output_files_honour_the_umask(art, tmp_path):
+    for mask, mode in ((0o022, 0o644), (0o077, 0o600), (0o002, 0o664)):
+        dest = tmp_path / f"m{mask:o}.json"
+        r = _estimate_json(art, dest, preexec_fn=lambda m=mask: os.umask(m))
+        assert r.returncode == 0, r.stderr
+        assert dest.stat().st_mode & 0o777 == mode
+
+
+@pytest.mark.parametrize("where, what", [("folder", "is a folder, expected a file name"),
+                                         ("/proc/snncc.json", "cannot write"),
+                                         ("/dev/full", "no space left on the device; nothing was written")])
+def test_unwritable_outputs_are_one_line(art, tmp_path, where, what):
+    dest = tmp_path if where == "folder" else where
+    r = _estimate_json(art, dest)
+    assert r.returncode == 2
+    assert _one_error_line(r.stderr, what)
+
+
+def test_full_file_system_leaves_nothing_half_written(art, tmp_path):
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8k", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("mounting a small tmpfs needs root (the /dev/full case above covers ENOSPC on a device)")
+    try:
+        fd = os.open(mnt / "filler", os.O_WRONLY | os.O_CREAT)
+        try:  # fill it to the last byte
+            while os.write(fd, b"\0" * 512):
+                pass
+        except OSError:
+            pass
+        os.close(fd)
+        r = _estimate_json(art, mnt / "out.json")
+        assert r.returncode == 2
+        assert _one_error_line(r.stderr, "no space left on the device; nothing was written")
+        assert sorted(os.listdir(mnt)) == ["filler"]  # no partial out.json, no temporary file
+    finally:
+        subprocess.run(["umount", str(mnt)])
+
+
+@pytest.mark.parametrize("where, what", [("folder", "is a folder, expected a file name"),
+                                         ("/proc/m.nir", "cannot write"),
+                                         ("/dev/full", "no space left on the device; nothing was written")])
+def test_export_nir_to_unwritable_places_is_one_line(art, tmp_path, where, what):
+    dest = tmp_path if where == "folder" else where
+    r = subprocess.run([EXE, "export-nir", str(art / "art"), str(dest)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr
+    assert _one_error_line(r.stderr, what)
+    assert os.path.isdir(tmp_path) and not os.listdir(tmp_path)

@@ -23,10 +23,10 @@ exp(-DT/tau)), each exactly a stateful `fire` with leak a, input gain and consta
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -337,20 +337,15 @@ def _regrouped(w: np.ndarray, groups: int) -> np.ndarray:
 
 
 def write_nir(graph: Graph, path: str) -> NirExport:
-    """Export and write atomically (temporary file, then rename)."""
+    """Export, build the HDF5 file in memory, and write it with the one output writer
+    (`artifact.write_bytes`: atomic, links and devices kept, one line on a full disk)."""
+    from snncc import artifact
+
     nir = _nir()
     ex = to_nir(graph)
-    path = os.path.abspath(path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".snncc-tmp-", suffix=".nir", dir=os.path.dirname(path))
-    os.close(fd)
-    try:
-        nir.write(tmp, ex.graph)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    buf = io.BytesIO()
+    nir.write(buf, ex.graph)
+    artifact.write_bytes(path, buf.getvalue())
     return ex
 
 
