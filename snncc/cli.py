@@ -44,6 +44,36 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _finite_positive(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (0 < v < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text}")
+    return v
+
+
+def _seed(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 0 <= v < 2 ** 32:
+        raise argparse.ArgumentTypeError(f"expected an integer in 0..{2 ** 32 - 1}, got {v}")
+    return v
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {v}")
+    return v
+
+
 def _add_global_args(p: argparse.ArgumentParser, top: bool) -> None:
     """-v and --debug, accepted before and after the subcommand."""
     default = False if top else argparse.SUPPRESS
@@ -78,7 +108,7 @@ def _add_input_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", type=_positive_int, default=16, help="number of input samples (default 16)")
     p.add_argument("--data", help=".npz with an array x (or x_test) of inputs and optional labels y (or y_test), "
                                   "or an .npy array (default: seeded random inputs)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the random inputs (default 0)")
     p.add_argument("--device", default="cpu", help="where the executors run: cpu (default), cuda or cuda:N")
 
 
@@ -152,20 +182,20 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--populations", metavar="NAME[,NAME...]",
                     help="with --backend lava: run only these populations, their inputs from outside taken from "
                          "the reference run, and compare their counts with it")
-    sm.add_argument("--chip", type=int, metavar="K",
+    sm.add_argument("--chip", type=_non_negative_int, metavar="K",
                     help="with --backend lava: run the populations placed on chip K (artefact's lava/mapping.json)")
     sm.add_argument("--events", metavar="FILE",
                     help="event recordings (.npy/.npz, tonic-style x, y, t, p; t in us): run them in time order "
                          "through the asynchronous simulator; report latency, SynOps/s per core, power")
     sm.add_argument("--policy", choices=["greedy", "speck"], default="speck", help="firing rule for --events")
-    sm.add_argument("--bin-us", type=float, help="microseconds per timestep for --events (default: span / T)")
+    sm.add_argument("--bin-us", type=_finite_positive, help="microseconds per timestep for --events (default: span / T)")
     sm.add_argument("--sensor-size", help="W,H of the recordings (default: the graph input's)")
 
     es = sub.add_parser("estimate", help="energy, latency and bandwidth of a compiled artefact")
     es.add_argument("out", help="artefact folder")
     es.add_argument("--profile", default="45nm", help="45nm, loihi, speck, or a profile JSON file")
     _add_input_args(es)
-    es.add_argument("--rate", type=float, help="input samples per second, for average power")
+    es.add_argument("--rate", type=_finite_positive, help="input samples per second, for average power")
     es.add_argument("--markdown", help="also write the report as Markdown to this file")
     es.add_argument("--json", metavar="PATH", help="also write the whole report as JSON (totals incl. sops, "
                                                     "architecture_sops, synapses; per population and link)")
@@ -321,8 +351,6 @@ def cmd_simulate(args) -> int:
         from snncc.sim.event_streams import run_recordings
 
         sensor = parse_shape(args.sensor_size, "--sensor-size") if args.sensor_size else None
-        if args.bin_us is not None and not (0 < args.bin_us < float("inf")):
-            raise SnnccError(f"--bin-us must be a positive number of microseconds, got {args.bin_us}", where="--bin-us")
         g, what = dep.event_graph()
         _, text = run_recordings(g, args.events, sensor, bin_us=args.bin_us, policy=args.policy, samples=args.samples)
         print(f"network: {what}")

@@ -17,6 +17,7 @@ packages under `backends/`, so the core never imports a chip SDK.
 
 from __future__ import annotations
 
+import math
 from importlib.metadata import entry_points
 
 from snncc.errors import TargetError
@@ -48,6 +49,10 @@ def check_options(target, options: dict) -> dict:
                           where="--target-option",
                           hint=f"known: {', '.join(f'{k} ({v})' for k, v in known.items())}" if known
                           else f"target {target.name} takes no options")
+    for k, v in options.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            raise TargetError(f"option {k} = {v!r} is not a finite number", where="--target-option",
+                              hint=f"{k}: {known[k]}")
     validate = getattr(target, "validate_options", None)
     return validate(dict(options)) if validate else dict(options)
 

@@ -205,3 +205,43 @@ def test_export_nir_to_unwritable_places_is_one_line(art, tmp_path, where, what)
     assert r.returncode == 2, r.stderr
     assert _one_error_line(r.stderr, what)
     assert os.path.isdir(tmp_path) and not os.listdir(tmp_path)
+
+
+# --- numbers and options: validated up front, one line each -----------------------------------------
+
+
+def _bad_profiles(t):
+    import json
+
+    doc = json.loads(open(os.path.join(os.path.dirname(__file__), "..", "snncc", "estimate", "profiles",
+                                       "45nm.json")).read())
+    doc["figures"]["e_ac"]["value"] = float("inf")
+    (t / "inf.json").write_text(json.dumps(doc))  # json writes the bare token Infinity
+    (t / "binary.json").write_bytes(bytes(range(256)))
+    (t / "profdir").mkdir(exist_ok=True)
+
+
+@pytest.mark.parametrize("argv, what", [
+    (["--seed", str(2 ** 70)], "argument --seed: expected an integer in 0..4294967295"),
+    (["--rate", "-5"], "argument --rate: expected a positive finite number, got -5"),
+    (["--rate", "nan"], "argument --rate: expected a positive finite number, got nan"),
+    (["--rate", "inf"], "argument --rate: expected a positive finite number, got inf"),
+    (["--profile", "{t}/inf.json"], "figures.e_ac.value: value must be a finite non-negative number"),
+    (["--profile", "{t}/binary.json"], "binary.json: not valid JSON"),
+    (["--profile", "{t}/profdir"], "profdir: is a folder, expected a profile JSON file"),
+])
+def test_estimate_numbers_are_checked_up_front(art, argv, what):
+    _bad_profiles(art)
+    r = subprocess.run([EXE, "estimate", str(art / "art"), "--samples", "2"] + [a.format(t=art) for a in argv],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr
+    assert _one_error_line(r.stderr, what), r.stderr
+
+
+@pytest.mark.parametrize("value", ["Infinity", "NaN", "1e400"])
+def test_target_option_numbers_are_finite(art, tmp_path, value):
+    r = subprocess.run([EXE, "compile", str(art / "conv.pt2"), "--target", "loihi", "--target-option",
+                        f"system={value}", "-o", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr
+    assert _one_error_line(r.stderr, "--target-option: option system = ")
+    assert "is not a finite number" in r.stderr and not (tmp_path / "o").exists()

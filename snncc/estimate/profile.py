@@ -10,6 +10,7 @@ user's own file and names the first missing or malformed field.
 
 from __future__ import annotations
 
+import math
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,8 +111,12 @@ def load_profile(name_or_path: str | Path | Profile) -> Profile:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise LoadError("profile file not found", where=str(path)) from None
-    except json.JSONDecodeError as e:
-        raise LoadError(f"not valid JSON: {e}", where=str(path)) from None
+    except IsADirectoryError:
+        raise LoadError("is a folder, expected a profile JSON file", where=str(path)) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise LoadError(f"not valid JSON: {e}", where=str(path), hint="a profile is a UTF-8 JSON file") from None
+    except OSError as e:
+        raise LoadError(f"cannot read the profile ({e.strerror or e})", where=str(path)) from None
     return profile_from_dict(data, where=str(path))
 
 
@@ -146,8 +151,10 @@ def profile_from_dict(data: dict, where: str = "profile") -> Profile:
         if UNITS[unit][0] != FIGURES[key]:
             raise LoadError(f"unit {unit!r} is a {UNITS[unit][0]}, {key} needs a {FIGURES[key]}", where=f"{fw}.unit")
         vals = v if isinstance(v, list) else [v]
-        if not vals or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0 for x in vals):
-            raise LoadError(f"value must be a non-negative number (or list of them), got {v!r}", where=f"{fw}.value")
+        if not vals or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x < math.inf
+                               for x in vals):
+            raise LoadError(f"value must be a finite non-negative number (or list of them), got {v!r}",
+                            where=f"{fw}.value")
         if not isinstance(src, str) or not src.strip():
             raise LoadError("source must say where the figure comes from (or 'assumed: why')", where=f"{fw}.source")
         out[key] = Figure(v, unit, src)
