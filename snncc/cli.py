@@ -54,6 +54,13 @@ def _finite_positive(text: str) -> float:
     return v
 
 
+def _bin_us(text: str) -> float:
+    v = _finite_positive(text)
+    if v > 1e12:  # beyond 11 days per timestep the microsecond clock arithmetic loses its meaning
+        raise argparse.ArgumentTypeError(f"expected at most 1e12 microseconds per timestep, got {text}")
+    return v
+
+
 def _seed(text: str) -> int:
     try:
         v = int(text)
@@ -188,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="event recordings (.npy/.npz, tonic-style x, y, t, p; t in us): run them in time order "
                          "through the asynchronous simulator; report latency, SynOps/s per core, power")
     sm.add_argument("--policy", choices=["greedy", "speck"], default="speck", help="firing rule for --events")
-    sm.add_argument("--bin-us", type=_finite_positive, help="microseconds per timestep for --events (default: span / T)")
+    sm.add_argument("--bin-us", type=_bin_us, help="microseconds per timestep for --events (default: span / T)")
     sm.add_argument("--sensor-size", help="W,H of the recordings (default: the graph input's)")
 
     es = sub.add_parser("estimate", help="energy, latency and bandwidth of a compiled artefact")

@@ -21,7 +21,9 @@ class SnnccError(Exception):
     def one_line(self) -> str:
         parts = []
         if self.where:
-            parts.append(f"{self.where}: ")
+            where = str(self.where)
+            # a path holding a newline or other control character would break the one line: quote it
+            parts.append(f"{where!r}: " if any(not c.isprintable() for c in where) else f"{where}: ")
         parts.append(self.what)
         if self.hint:
             parts.append(f" ({self.hint})")

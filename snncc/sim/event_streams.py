@@ -32,6 +32,8 @@ Real-time model (greedy/speck policies, one recording, layer order; `StreamResul
 
 from __future__ import annotations
 
+import zlib
+import zipfile
 import json
 import math
 from dataclasses import dataclass, field
@@ -144,6 +146,16 @@ def validate(arr, sensor_size, where: str = "events") -> EventStream:
     return EventStream(cols["x"], cols["y"], t, p, (W, H), where)
 
 
+def _member(archive, key: str, path) -> np.ndarray:
+    """One array of an `.npz`, or one line saying why it cannot be read (object arrays are pickles:
+    never loaded)."""
+    try:
+        return archive[key]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise LoadError(f"cannot read this member: {e or e.__class__.__name__}", where=f"{path}[{key}]",
+                        hint=_HINT) from None
+
+
 def read_events(path, sensor_size) -> tuple[list[EventStream], np.ndarray | None]:
     """Read `.npy` (one recording) or `.npz` (every structured array a recording, in key order;
     an integer array `labels` if present). Returns (recordings, labels or None)."""
@@ -154,18 +166,21 @@ def read_events(path, sensor_size) -> tuple[list[EventStream], np.ndarray | None
         data = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise LoadError("event file not found", where=str(path)) from None
-    except (ValueError, OSError) as e:
-        raise LoadError(f"cannot read: {e}", where=str(path), hint=_HINT) from None
-    if path.suffix == ".npy":
+    except IsADirectoryError:
+        raise LoadError("is a folder, expected an event file", where=str(path), hint=_HINT) from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise LoadError(f"cannot read: {e or e.__class__.__name__} (empty, truncated or not a NumPy file)",
+                        where=str(path), hint=_HINT) from None
+    if isinstance(data, np.ndarray):  # a .npy file, whatever its name says
         return [validate(data, sensor_size, str(path))], None
     with data:
         keys = [k for k in data.files if k != "labels"]
         if not keys:
             raise LoadError("no recordings in the archive", where=str(path), hint=_HINT)
-        streams = [validate(data[k], sensor_size, f"{path}[{k}]") for k in keys]
+        streams = [validate(_member(data, k, path), sensor_size, f"{path}[{k}]") for k in keys]
         labels = None
         if "labels" in data.files:
-            labels = data["labels"]
+            labels = _member(data, "labels", path)
             if labels.dtype.kind not in "iu" or labels.shape != (len(streams),):
                 raise LoadError(f"labels of dtype {labels.dtype} and shape {labels.shape} do not give one integer "
                                 f"per recording ({len(streams)})", where=f"{path}[labels]")
@@ -213,12 +228,12 @@ def time_bins(s: EventStream, T: int, bin_us: float | None = None, t_start: floa
         if span <= 0:
             return np.zeros(len(s), dtype=np.int64)
         return np.minimum(np.floor((s.t - t_start) / span * T), T - 1).astype(np.int64)
-    k = np.floor((s.t - t_start) / bin_us).astype(np.int64)
-    late = np.flatnonzero(k >= T)
+    kf = np.floor((s.t - t_start) / bin_us)  # in float: a tiny bin_us must not wrap around int64
+    late = np.flatnonzero(kf >= T)
     if late.size:
         raise SnnccError(f"event {late[0]} at t = {s.t[late[0]]:g} us is after the {T} bins of {bin_us:g} us",
                          where=s.source, hint="pass a larger T or bin_us, or cut the recording")
-    return k
+    return kf.astype(np.int64)
 
 
 def bin_counts(s: EventStream, T: int, bin_us: float | None = None, t_start: float = 0.0) -> np.ndarray:
@@ -338,6 +353,9 @@ def simulate_stream(graph_or_net, stream: EventStream, T: int | None = None, bin
     if tuple(inp.shape) != (2, stream.height, stream.width):
         raise SnnccError(f"input {tuple(inp.shape)} does not take a {stream.width}x{stream.height} 2-polarity "
                          f"recording", where=f"node {inp.name}", hint="input shape (2, H, W) for sensor (W, H)")
+    if not len(stream):
+        raise SnnccError("the recording holds no events: no latency or decision to measure", where=stream.source,
+                         hint="drop empty recordings from the file")
     T = int(T or g.T or 1)
     tau, limit, p_static, e_sop, sources = _stream_figures(profile)
     tau = float(event_time_us) if event_time_us is not None else tau
@@ -386,6 +404,8 @@ def simulate_stream(graph_or_net, stream: EventStream, T: int | None = None, bin
     olo, ohi = net.offsets[out_name]
     for t_bin, clock, src, samples, rows, keys in tr.steps:
         n = keys.size
+        if n == 0:  # a step that delivered nothing (e.g. a bin without input events)
+            continue
         ids = clock + np.arange(n)
         si = int(src[0])
         if not np.all(src == si):

@@ -1,0 +1,74 @@
+"""Malformed input files through the installed command: every format gets the care `.pt2` gets (one
+`snncc: error:` line naming the file or member, exit 2; no traceback, no internal error). Event
+recordings (`simulate --events`) here; the `.pt2`, checkpoint and `--data` cases are in
+tests/test_misuse.py."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from snncc.sim.event_streams import EVENT_DTYPE
+
+EXE = os.path.join(os.path.dirname(sys.executable), "snncc")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def ev(tmp_path_factory):
+    t = tmp_path_factory.mktemp("events")
+    a = os.path.join(ROOT, "examples", "events", "artifacts")
+    r = subprocess.run([EXE, "compile", os.path.join(a, "speck_cnn.pt"), "--model-def", "snncc.models.speck:speck_cnn",
+                        "--factory-kwargs", '{"size": "small"}', "--input-shape", "2,32,32", "--timesteps", "4",
+                        "--input-kind", "spike", "-o", str(t / "art")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    (t / "empty.npz").write_bytes(b"")
+    three = np.zeros(3, dtype=EVENT_DTYPE)
+    three["t"] = [0, 10, 20]
+    np.savez(t / "three.npz", a=three)
+    blob = (t / "three.npz").read_bytes()
+    (t / "truncated.npz").write_bytes(blob[: len(blob) // 2])
+    np.save(t / "one.npy", three)
+    (t / "npy_named.npz").write_bytes((t / "one.npy").read_bytes())
+    np.savez(t / "objects.npz", a=np.array([{"x": 1}], dtype=object))
+    np.savez(t / "zero.npz", a=np.zeros(0, dtype=EVENT_DTYPE))
+    return t
+
+
+def _simulate(ev, *argv):
+    return subprocess.run([EXE, "simulate", str(ev / "art"), "--events", *argv], capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.parametrize("name, extra, what", [
+    ("empty.npz", [], "empty.npz: cannot read: No data left in file (empty, truncated or not a NumPy file)"),
+    ("truncated.npz", [], "truncated.npz: cannot read: File is not a zip file"),
+    ("objects.npz", [], "objects.npz[a]: cannot read this member: Object arrays cannot be loaded"),
+    ("zero.npz", [], "zero.npz[a]: the recording holds no events"),
+    ("three.npz", ["--bin-us", "1e-300"], "three.npz[a]: event 1 at t = 10 us is after the 4 bins of 1e-300 us"),
+    ("three.npz", ["--bin-us", "1e300"], "argument --bin-us: expected at most 1e12 microseconds per timestep"),
+    ("three.npz", ["--bin-us", "nan"], "argument --bin-us: expected a positive finite number, got nan"),
+])
+def test_bad_event_files_are_one_line(ev, name, extra, what):
+    r = _simulate(ev, str(ev / name), *extra)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("snncc: error: ") and what in r.stderr, r.stderr
+
+
+def test_npy_named_npz_reads_as_the_one_recording_it_holds(ev):
+    a, b = _simulate(ev, str(ev / "npy_named.npz"), "--bin-us", "1000"), _simulate(ev, str(ev / "one.npy"),
+                                                                                    "--bin-us", "1000")
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    assert "1 recordings, 3 input events" in a.stdout
+    assert a.stdout.splitlines()[1:] == b.stdout.splitlines()[1:]  # the same numbers as the honest .npy
+
+
+def test_a_path_with_a_newline_is_quoted_in_the_one_line(tmp_path):
+    bad = str(tmp_path / "my\nmodel.pt2")
+    r = subprocess.run([EXE, "compile", bad, "-o", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and repr(bad) in r.stderr, r.stderr
