@@ -72,3 +72,43 @@ def test_a_path_with_a_newline_is_quoted_in_the_one_line(tmp_path):
     r = subprocess.run([EXE, "compile", bad, "-o", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and repr(bad) in r.stderr, r.stderr
+
+
+def test_a_pt2_whose_name_is_not_utf8_compiles_and_verifies(tmp_path):
+    import torch
+
+    from nets import ConvChain, randomize_bn
+
+    torch.manual_seed(0)
+    torch.export.save(torch.export.export(randomize_bn(ConvChain()).eval(), (torch.zeros(1, 2, 8, 8),)),
+                      tmp_path / "plain.pt2")
+    name = os.fsdecode(os.fsencode(str(tmp_path)) + b"/m\xff.pt2")  # a byte no UTF-8 text holds
+    os.rename(tmp_path / "plain.pt2", name)
+    out = str(tmp_path / "o")
+    r = subprocess.run([EXE, "compile", name, "-o", out], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([EXE, "verify", name, out, "--samples", "2"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "verdict: OK" in r.stdout, r.stderr
+    import json
+
+    assert json.load(open(os.path.join(out, "manifest.json")))["source"] == "m\\xff.pt2"
+
+
+@pytest.mark.parametrize("opset", [999, 9])
+def test_onnx_outside_the_opsets_read_is_one_line(tmp_path, opset):
+    import onnx
+    import torch
+
+    from nets import ConvChain
+
+    path = tmp_path / "c.onnx"
+    torch.onnx.export(ConvChain().eval(), (torch.zeros(1, 2, 8, 8),), str(path), dynamo=False)
+    m = onnx.load(str(path))
+    m.opset_import[0].version = opset
+    onnx.save(m, str(path))
+    r = subprocess.run([EXE, "compile", str(path), "-o", str(tmp_path / "o")], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("\n") == 1 and f"ONNX opset {opset}: snncc reads the standard operators of opsets 13-20" \
+        in r.stderr, r.stderr
+    assert not (tmp_path / "o").exists()

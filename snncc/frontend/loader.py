@@ -311,5 +311,7 @@ def trace(loaded: LoadedModel, frontend: str = "auto", input_kind: str = CURRENT
         g.T = _timesteps(g, loaded)
     # a file's name, or a label as given (an in-memory model named "speck_cnn (examples/events)")
     src = loaded.source or ""
-    g.meta["source"] = os.path.basename(src) if os.path.isfile(src) else src
+    src = os.path.basename(src) if os.path.isfile(src) else src
+    # a file name may hold bytes that are not UTF-8: the artefact's text files show them escaped
+    g.meta["source"] = src.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     return g.verify()

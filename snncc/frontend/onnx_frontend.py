@@ -470,6 +470,9 @@ def from_onnx(model, input_kind: str = CURRENT, source: str = "") -> Graph:
     return OnnxConverter(model, input_kind=input_kind, source=source).build()
 
 
+OPSETS = (13, 20)  # the operator sets whose Clip/Round/Conv/... semantics the converter was checked against
+
+
 def load_onnx(path: str):
     """Read and check an ONNX file; LoadError for anything unreadable."""
     import onnx
@@ -478,6 +481,11 @@ def load_onnx(path: str):
         model = onnx.load(path)
     except Exception as e:  # protobuf DecodeError, truncated external data, ...
         raise LoadError(f"not a readable ONNX model ({e.__class__.__name__}: {_first_line(e)})", where=path) from None
+    default = [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")]
+    if not default or not OPSETS[0] <= default[0] <= OPSETS[1]:
+        raise LoadError(f"ONNX opset {default[0] if default else 'missing'}: snncc reads the standard operators of "
+                        f"opsets {OPSETS[0]}-{OPSETS[1]}", where=path,
+                        hint=f"export with torch.onnx.export(..., opset_version={OPSETS[1]})")
     try:
         onnx.checker.check_model(model)
     except Exception as e:

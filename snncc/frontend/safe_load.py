@@ -137,8 +137,11 @@ def _type_hints_once():
 def load_program(path: str, trust_pickle: bool = False):
     """`torch.export.load(path)` with no code run from the archive's pickles (unless trusted)."""
     try:
-        with contextlib.nullcontext() if trust_pickle else _weights_only_pickles(), _type_hints_once():
-            return torch.export.load(path)
+        # torch gets an open handle, not the name: its C++ reader cannot open a path holding bytes
+        # that are not UTF-8 (any name the file system allows is fine here)
+        with contextlib.nullcontext() if trust_pickle else _weights_only_pickles(), _type_hints_once(), \
+                open(path, "rb") as f:
+            return torch.export.load(f)
     except _Refused as r:
         member = _member_holding(path, r.data)
         raise LoadError(f"archive member {member} holds a pickle that is not plain tensors ({r.why}); "
@@ -154,10 +157,11 @@ def load_checkpoint(path: str, trust_pickle: bool = False):
     module finds its classes the way `python` run in the current folder would (the folder is on
     the import path while it loads)."""
     try:
-        if trust_pickle:
-            with _cwd_importable():
-                return torch.load(path, map_location="cpu", weights_only=False)
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with open(path, "rb") as f:  # a handle, as for programs: any file name the file system allows
+            if trust_pickle:
+                with _cwd_importable():
+                    return torch.load(f, map_location="cpu", weights_only=False)
+            return torch.load(f, map_location="cpu", weights_only=True)
     except ModuleNotFoundError as e:
         raise LoadError(f"the pickled module's classes live in module {e.name!r}, which cannot be imported",
                         where=path, hint="run snncc from the folder that holds that module, or add it to "
