@@ -60,6 +60,12 @@ def _scale_for(layer: SpeckLayer, chip: Chip) -> tuple[float, str]:
     return (1.0 if math.isinf(s) else s), ("weights" if s_w <= s_s else "threshold/state")
 
 
+
+def _l2(a: np.ndarray) -> float:
+    """Euclidean norm by NumPy's pairwise sum: the same last digit whatever the BLAS thread count
+    (`np.linalg.norm` goes through a threaded dot product, and the artefact's bytes followed it)."""
+    return float(np.sqrt(np.sum(np.square(np.asarray(a, dtype=np.float64)))))
+
 def quantize_layer(layer: SpeckLayer, chip: Chip, policy: str = "max") -> LayerQuant:
     if policy not in POLICIES:
         raise ValueError(f"scale policy must be one of {POLICIES}, got {policy!r}")
@@ -75,7 +81,7 @@ def quantize_layer(layer: SpeckLayer, chip: Chip, policy: str = "max") -> LayerQ
     w = layer.weight
     back = qw / s
     nz = w != 0
-    norm = float(np.linalg.norm(w))
+    norm = _l2(w)
     report = {
         "scale": s,
         "limited_by": limited,
@@ -83,7 +89,7 @@ def quantize_layer(layer: SpeckLayer, chip: Chip, policy: str = "max") -> LayerQ
         "weights_nonzero": int(nz.sum()),
         "weights_zeroed": int((nz & (qw == 0)).sum()),  # nonzero weights that quantise to 0
         "weight_max_abs_error": float(np.abs(back - w).max()) if w.size else 0.0,
-        "weight_rel_l2_error": float(np.linalg.norm(back - w) / norm) if norm else 0.0,
+        "weight_rel_l2_error": _l2(back - w) / norm if norm else 0.0,
         "threshold": layer.theta,
         "threshold_q": qt,
         "threshold_rel_error": abs(qt / s - layer.theta) / layer.theta,
