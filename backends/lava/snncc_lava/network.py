@@ -51,6 +51,7 @@ import torch
 
 from snncc.errors import SnnccError, TargetError
 from snncc.ir.graph import Graph, Node
+from snncc.ir.ops import neuron_features, neuron_model
 from snncc.sim.events import op_matrix  # per-op sparse address maps, shared with the event simulator
 from snncc.sim.reference import Interpreter
 
@@ -272,9 +273,13 @@ def unsupported(g: Graph) -> list[str]:
             out.append(f"node {n.name}: batchnorm is not folded; run the deploy pipeline first")
         elif n.op == "fire":
             a = n.attrs
-            if a["norm"] != 1.0 or a["rounding"] != "floor":
+            if a["norm"] != 1.0 or a["rounding"] not in ("floor", "strict"):
                 out.append(f"node {n.name}: fire with norm={a['norm']} rounding={a['rounding']}; "
                            f"the graph is not in synaptic normal form (run the deploy pipeline)")
+            elif neuron_features(a):
+                out.append(f"node {n.name}: neuron {neuron_model(a)}; snncc's Lava neuron (WindowBurstIF) "
+                           f"subtracts theta per spike, fires on v >= theta and leaks after the reset: its "
+                           f"{' and '.join(neuron_features(a))} are not implemented")
     Ds = {n.attrs["D"] for n in g.neurons()}
     if len(Ds) > 1:
         out.append(f"populations use different window lengths D {sorted(Ds)}; one D per network is supported")
