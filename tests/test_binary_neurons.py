@@ -140,3 +140,143 @@ def test_targets_without_the_model_say_so(case):
                "are not implemented" in p for p in lava), lava
     speck = SpeckTarget().check(dep)
     assert any(f"neuron {neuron_model(f.attrs)}; snncc's Speck layers" in p for p in speck), speck
+
+
+# ---- SpikingJelly 2.0 IFNode / LIFNode with their default hard reset ---------------------------
+
+import torch.nn as nn  # noqa: E402
+
+import snncc  # noqa: E402
+
+
+class SJNet(nn.Module):
+    """conv -> a multi-step SpikingJelly node -> head, on SpikingJelly's (T, B, C, H, W) layout."""
+
+    def __init__(self, node):
+        super().__init__()
+        self.c1, self.n1, self.head = nn.Conv2d(2, 4, 3, padding=1), node, nn.Linear(4, 3)
+
+    def forward(self, x):
+        T, B = x.shape[:2]
+        x = self.n1(self.c1(x.flatten(0, 1)).reshape(T, B, 4, 8, 8))
+        return self.head(x.flatten(3).mean(3)).mean(0)
+
+
+def sj_inputs(amp=3.0):
+    return torch.rand(4, 5, 2, 8, 8, generator=torch.Generator().manual_seed(3)) * amp
+
+
+def sj_own_counts(m, x):
+    """The node's own spikes on the conv's currents, summed over T (SpikingJelly's forward)."""
+    from spikingjelly.activation_based import functional
+
+    functional.reset_net(m)
+    with torch.no_grad():
+        own = m.n1(m.c1(x.float().flatten(0, 1)).reshape(4, x.shape[1], 4, 8, 8)).sum(0)
+    functional.reset_net(m)
+    return own
+
+
+HARD_JELLY = {  # node, (leak, beta = v_reset, theta, input gain)
+    "IF_default": (lambda n: n.IFNode(step_mode="m"), (1.0, 0.0, 1.0, 1.0)),
+    "IF_v_reset": (lambda n: n.IFNode(v_reset=-0.5, v_threshold=0.8, step_mode="m"), (1.0, -0.5, 0.8, 1.0)),
+    "LIF_default": (lambda n: n.LIFNode(step_mode="m"), (0.5, 0.0, 1.0, 0.5)),  # tau 2, decay_input
+    "LIF_no_decay_input": (lambda n: n.LIFNode(tau=4.0, decay_input=False, v_reset=0.2, v_threshold=0.9,
+                                               step_mode="m"), (0.75, 0.2, 0.9, 1.0)),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(HARD_JELLY))
+def test_spikingjelly_hard_reset_nodes_equal_their_own_forward(kind):
+    """IFNode/LIFNode with a number v_reset (SpikingJelly 2.0's default 0.0), multi-step (the fused
+    sj_if / sj_lif ops): a stateful binary fire with reset "value" and beta = v_reset, whose counts
+    equal SpikingJelly's own forward per neuron; the soft-reset neuron counts otherwise."""
+    from spikingjelly.activation_based import neuron
+
+    make, (leak, beta, theta, gain) = HARD_JELLY[kind]
+    torch.manual_seed(0)
+    m = SJNet(make(neuron)).eval()
+    dep = snncc.compile(m, torch.zeros(4, 2, 2, 8, 8), input_layout="TB")
+    (fire,) = [n for n in dep.traced.nodes if n.op == "fire"]
+    a = fire.attrs
+    assert (a["D"], a["rounding"], a["reset"], a["leak"], a["beta"], a["theta"]) == \
+        (1, "floor", "value", leak, beta, theta)
+    src = dep.traced[fire.inputs[0]]
+    assert (src.op == "scale" and float(src.params["factor"]) == gain) if gain != 1.0 else src.op != "scale"
+    x = sj_inputs()
+    rep = dep.verify(x)
+    assert rep.ok, rep.table()
+    own = sj_own_counts(m, x)
+    counts = dep.reference(x).counts[fire.name]
+    assert torch.equal(counts.float(), own) and 0 < own.sum() < 4 * own.numel()
+    assert torch.equal(dep.simulate(x, "exact").counts[fire.name], counts)
+    fire.attrs["reset"] = "subtract"  # the reset matters on these inputs
+    assert not torch.equal(reference.run(dep.traced, x.double()).counts[fire.name], counts)
+
+
+def test_spikingjelly_single_step_hard_reset_node():
+    """IFNode() in single-step mode, called once per timestep (a MultiStep-style wrapper with T):
+    the same hard-reset fire."""
+    from spikingjelly.activation_based import functional, neuron
+
+    class Step(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c, self.n, self.head = nn.Conv2d(2, 4, 3, padding=1), neuron.IFNode(), nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.head(self.n(self.c(x)).mean((2, 3)))
+
+    class MultiStep(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model, self.T = Step().eval(), 3
+
+    torch.manual_seed(0)
+    w = MultiStep()
+    dep = snncc.compile(w, torch.zeros(2, 2, 8, 8))
+    (fire,) = [n for n in dep.traced.nodes if n.op == "fire"]
+    assert (fire.attrs["reset"], fire.attrs["beta"], fire.attrs["D"]) == ("value", 0.0, 1)
+    x = torch.rand(5, 2, 8, 8, generator=torch.Generator().manual_seed(1)) * 2
+    functional.reset_net(w.model)
+    with torch.no_grad():
+        own = sum(w.model.n(w.model.c(x)) for _ in range(3))
+    functional.reset_net(w.model)
+    assert torch.equal(dep.reference(x).counts[fire.name].float(), own) and own.sum() > 0
+    assert dep.verify(x).ok
+
+
+class Repeat(nn.Module):
+    """The model adds its own time axis: x (B, C, H, W) -> x.unsqueeze(0).repeat(T, 1, 1, 1, 1)."""
+
+    def __init__(self, net, T=4):
+        super().__init__()
+        self.net, self.T = net, T
+
+    def forward(self, x):
+        return self.net(x.unsqueeze(0).repeat(self.T, 1, 1, 1, 1))
+
+
+def test_spikingjelly_hard_reset_pt2_through_the_cli(tmp_path, capsys):
+    """The user's path: an IFNode-default multi-step model that repeats its input over T = 4,
+    exported, `snncc compile m.pt2` then `snncc verify` OK; the compiled counts equal
+    SpikingJelly's own forward per neuron. Exported at batch 2: at batch 1 the front end does not
+    yet tell unsqueeze(0).repeat(T)'s new axis from the batch axis (the front end's axis reading)."""
+    from spikingjelly.activation_based import functional, neuron
+
+    from snncc.cli import main
+
+    torch.manual_seed(0)
+    m = Repeat(SJNet(neuron.IFNode(step_mode="m"))).eval()
+    functional.reset_net(m)
+    torch.export.save(torch.export.export(m, (torch.zeros(2, 2, 8, 8),)), str(tmp_path / "m.pt2"))
+    functional.reset_net(m)
+    assert main(["compile", str(tmp_path / "m.pt2"), "-o", str(tmp_path / "art")]) == 0
+    assert main(["verify", str(tmp_path / "m.pt2"), str(tmp_path / "art")]) == 0
+    assert "verdict: OK" in capsys.readouterr().out
+    dep = snncc.load(str(tmp_path / "art"))
+    (fire,) = dep.deployed.neurons()
+    assert (fire.attrs["reset"], dep.deployed.T) == ("value", 4)
+    x = torch.rand(5, 2, 8, 8, generator=torch.Generator().manual_seed(3)) * 3
+    own = sj_own_counts(m.net, x.unsqueeze(0).repeat(4, 1, 1, 1, 1))
+    assert torch.equal(dep.reference(x).counts[fire.name].float(), own) and own.sum() > 0

@@ -209,9 +209,9 @@ class TimeLoop:
     def jelly_if(self, fxn, x, v, threshold, reset, where: str) -> tuple:
         """SpikingJelly 2.0's multi-step `IFNode` with a spiking (heaviside) surrogate, which runs as
         the fused op `sj_if::forward(x_seq, v, threshold, reset, ...)`: per step h = v + x[t],
-        spike = (h - threshold >= 0), v = h - spike * threshold (v_reset=None). That is the peer
-        neuron of peers.py at D = 1: floor(clamp(u / threshold, 0, 1)) with soft reset, u starting
-        at 0. Returns (spikes, None, None) for the op's (spikes, v, h)."""
+        spike = (h - threshold >= 0), v = h - spike * threshold (v_reset=None) or v = v_reset where
+        it fired (a number: a hard reset, peers.jelly_reset). That is the peer neuron of peers.py at
+        D = 1: floor(clamp(u / threshold, 0, 1)), u starting at 0 (soft) or v_reset (hard). Returns (spikes, None, None) for the op's (spikes, v, h)."""
         return self._jelly(fxn, x, v, threshold, reset, "IFNode", where, D=1, rounding="floor", leak=1.0)
 
     def jelly_lif(self, fxn, x, v, tau, decay_input, threshold, reset, where: str) -> tuple:
@@ -241,13 +241,15 @@ class TimeLoop:
     def _jelly(self, fxn, x, v, threshold, reset, cls: str, where: str, D: int, rounding: str, leak: float,
                gain: float = 1.0) -> tuple:
         """A fused SpikingJelly multi-step node -> a stateful fire (the op's (spikes, v, h) -> (spikes, None, None))."""
-        from snncc.frontend.peers import jelly_hard_reset
+        from snncc.frontend.peers import jelly_hard_reset, jelly_reset
 
-        if reset is not None:
+        if reset is not None and D != 1:
             raise jelly_hard_reset(cls, reset, where)
+        mode, beta = jelly_reset(reset, where)
         v0 = self._lin(v, fxn) if is_step_value(v) or _num(v) is not None else None
-        if v0 is None or v0.terms or v0.const != 0.0:
-            raise FrontendError(f"the {cls}'s membrane does not start at 0", where=where,
+        if v0 is None or v0.terms or v0.const != beta:
+            raise FrontendError(f"the {cls}'s membrane does not start at {beta:g}" +
+                                (" (its v_reset)" if mode == "value" else ""), where=where,
                                 hint="call spikingjelly's functional.reset_net(model) before compiling")
         if "T" not in self.conv.lead_in(fxn):
             raise FrontendError(f"a multi-step {cls} on a value without a time axis", where=where,
@@ -256,7 +258,7 @@ class TimeLoop:
         if not th > 0:
             raise FrontendError(f"threshold {th} must be positive", where=where)
         name = self.conv.c_peer_neuron(fxn, self.conv.tensor(x, fxn), D, th, f"spikingjelly {cls}", rounding=rounding,
-                                       leak=leak, gain=gain)
+                                       leak=leak, gain=gain, reset=mode, beta=beta)
         return name, None, None
 
     def copy_(self, fxn, dst, src):
