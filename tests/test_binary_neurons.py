@@ -280,3 +280,37 @@ def test_spikingjelly_hard_reset_pt2_through_the_cli(tmp_path, capsys):
     x = torch.rand(5, 2, 8, 8, generator=torch.Generator().manual_seed(3)) * 3
     own = sj_own_counts(m.net, x.unsqueeze(0).repeat(4, 1, 1, 1, 1))
     assert torch.equal(dep.reference(x).counts[fire.name].float(), own) and own.sum() > 0
+
+
+def _fresh(code: str, cwd) -> "subprocess.CompletedProcess":
+    """Run snncc in a fresh interpreter (no SpikingJelly op registered yet)."""
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_pt2_with_spikingjelly_fused_ops_loads_in_a_fresh_process(tmp_path):
+    """A .pt2 calling torch.ops.sj_lif (registered only when a node first runs): snncc registers
+    SpikingJelly's op modules before torch.export.load, importing nothing else of SpikingJelly;
+    without SpikingJelly the compile is refused in one line, nothing written."""
+    from spikingjelly.activation_based import functional, neuron
+
+    torch.manual_seed(0)
+    m = Repeat(SJNet(neuron.LIFNode(step_mode="m"))).eval()
+    functional.reset_net(m)
+    torch.export.save(torch.export.export(m, (torch.zeros(2, 2, 8, 8),)), str(tmp_path / "m.pt2"))
+    r = _fresh("import sys; from snncc.cli import main; rc = main(['compile', 'm.pt2', '-o', 'art']); "
+               "print(sorted(k for k in sys.modules if k.startswith('spikingjelly.activation_based'))); sys.exit(rc)",
+               tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "[]"  # no SpikingJelly neuron module was imported
+    assert snncc.load(str(tmp_path / "art")).deployed.neurons()[0].attrs["reset"] == "value"
+    r = _fresh("import sys; sys.modules['spikingjelly'] = None; from snncc.cli import main; "
+               "sys.exit(main(['compile', 'm.pt2', '-o', 'art2']))", tmp_path)
+    err = [line for line in r.stderr.splitlines() if line.startswith("snncc:")]
+    assert r.returncode == 2 and len(err) == 1, r.stderr
+    assert "m.pt2: the program calls SpikingJelly's fused op torch.ops.sj_lif and SpikingJelly is not installed" \
+        in err[0] and not (tmp_path / "art2").exists()
