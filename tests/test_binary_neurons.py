@@ -314,3 +314,74 @@ def test_pt2_with_spikingjelly_fused_ops_loads_in_a_fresh_process(tmp_path):
     assert r.returncode == 2 and len(err) == 1, r.stderr
     assert "m.pt2: the program calls SpikingJelly's fused op torch.ops.sj_lif and SpikingJelly is not installed" \
         in err[0] and not (tmp_path / "art2").exists()
+
+
+class SEWBlock(nn.Module):
+    """SEW-ResNet's ADD and a Spiking-ResNet-style spike shortcut, on (T, B, C, 8, 8) with SpikingJelly's
+    default IFNode (hard reset): a = sn1(conv1 x); b = sn2(conv2 a); c = sn3(conv3 (a + b)) (a sum of
+    two spike maps read by a conv); d = conv4 c + a (a spike shortcut added to a current);
+    e = sn4(d); head."""
+
+    def __init__(self):
+        from spikingjelly.activation_based import neuron
+
+        super().__init__()
+        self.c1, self.c2, self.c3, self.c4 = (nn.Conv2d(2 if i == 0 else 4, 4, 3, padding=1) for i in range(4))
+        self.sn1, self.sn2, self.sn3, self.sn4 = (neuron.IFNode(step_mode="m") for _ in range(4))
+        self.head = nn.Linear(4, 3)
+
+    def conv(self, c, x):
+        T, B = x.shape[:2]
+        return c(x.flatten(0, 1)).reshape(T, B, 4, 8, 8)
+
+    def forward(self, x):
+        a = self.sn1(self.conv(self.c1, x))
+        b = self.sn2(self.conv(self.c2, a))
+        c = self.sn3(self.conv(self.c3, a + b))
+        d = self.conv(self.c4, c) + a  # `d += a` (aten.add_) is the front end's in-place normalisation
+        e = self.sn4(d)
+        return self.head(e.flatten(3).mean(3)).mean(0)
+
+
+def test_sew_add_and_spike_shortcut_become_fan_in_projections():
+    """The sum of two spike maps read by a conv, and a spike map added to a current, compile to
+    fan-in: each spike population projects into the consumer's neurons (conv(a + b) = conv(a) +
+    conv(b)); every population's counts equal SpikingJelly's own forward, verify OK."""
+    from spikingjelly.activation_based import functional
+
+    torch.manual_seed(0)
+    m = SEWBlock().eval()
+    dep = snncc.compile(m, torch.zeros(4, 2, 2, 8, 8), input_layout="TB")
+    x = sj_inputs(2.0)
+    rep = dep.verify(x)
+    assert rep.ok, rep.table()
+    own = {}
+    hooks = [getattr(m, k).register_forward_hook(lambda mod, i, o, k=k: own.__setitem__(k, o.sum(0)))
+             for k in ("sn1", "sn2", "sn3", "sn4")]
+    functional.reset_net(m)
+    with torch.no_grad():
+        m(x)
+    functional.reset_net(m)
+    for h in hooks:
+        h.remove()
+    counts = dep.reference(x).counts
+    fires = {n.name: n for n in dep.deployed.neurons()}
+    assert len(fires) == 4
+    names = sorted(fires, key=lambda k: [n.name for n in dep.deployed.nodes].index(k))
+    for k, name in zip(("sn1", "sn2", "sn3", "sn4"), names):
+        assert torch.equal(counts[name].float(), own[k]) and own[k].sum() > 0, k
+    src = {n.name: {s for s in _sources(dep.deployed, n.name)} for n in dep.deployed.neurons()}
+    assert src[names[2]] == {names[0], names[1]} and src[names[3]] == {names[0], names[2]}
+    assert torch.equal(dep.simulate(x, "exact").counts[names[3]], counts[names[3]])
+
+
+def _sources(g, name):
+    """The populations (or the input) a neuron's current tree reads."""
+    stack, out = list(g[name].inputs), set()
+    while stack:
+        n = g[stack.pop()]
+        if n.op in ("fire", "relay", "input"):
+            out.add(n.name)
+        else:
+            stack.extend(n.inputs)
+    return out

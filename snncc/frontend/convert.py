@@ -480,6 +480,11 @@ class Converter:
         if self.is_tensor(a) and self.is_tensor(b):
             if alpha != 1:
                 b = self.add(fxn, "scale", [b], {}, {"factor": np.asarray(float(alpha))}, base=f"{fxn.name}_alpha")
+            # spikes in a sum (SEW-ResNet's ADD of two spike maps, a spike shortcut added to a
+            # current) enter it through a unit synapse: whatever reads the sum reads each spike
+            # tensor through its own projection, conv(a + b) = conv(a) + conv(b) (fan-in)
+            a, b = (self.add(fxn, "scale", [v], {}, {"factor": np.asarray(1.0)}, base=f"{fxn.name}_spikes")
+                    if self.graph[v].kind == SPIKE else v for v in (a, b))
             return self.add(fxn, "add", [a, b])
         raise FrontendError("adding a constant to an activation is not supported outside an SFA neuron pattern",
                             where=where(fxn), hint="express constants as a layer bias")
