@@ -130,6 +130,7 @@ class QPopulation:
     host_input: bool
     relay: bool = False  # a residual-stream relay: sends its value v >> 6 (activation units) graded
     leak_mant: int = 1 << LEAK_BITS  # leak = leak_mant / 2**12; 2**12: no leak (integrate-and-fire)
+    hard_reset: bool = False  # the membrane is set to v_init (beta) where the neuron fired
 
     @property
     def size(self) -> int:
@@ -298,6 +299,13 @@ def quantize_leak(leak: float) -> int:
     return int(round(float(leak) * (1 << LEAK_BITS)))
 
 
+def reset(v: np.ndarray, n: np.ndarray, theta_eff: int, v_init: int, hard: bool) -> np.ndarray:
+    """A fixed-point neuron's membrane after it emitted n spikes: v - n * theta (soft reset), or
+    v_init (beta) where it fired (hard reset, the IR's reset "value"). Shared by `simulate_fixed`
+    and the Lava fixed_pt WindowBurstIF."""
+    return np.where(n > 0, v_init, v) if hard else v - n * theta_eff
+
+
 def carried(v: np.ndarray, v_init: int, leak_mant: int) -> np.ndarray:
     """What a stateful fixed-point neuron carries to its next window, from its membrane v after the
     soft reset (int64; v_init, i.e. beta, included): v itself without a leak, else
@@ -398,7 +406,7 @@ def quantize(net: Network, policy: str = "precision") -> QNetwork:
         if abs(v_init) > V_LIMIT:
             raise TargetError(f"initial membrane (beta) of population {p.name} exceeds 24 bits", where=f"population {p.name}")
         q = QPopulation(p.name, p.shape, p.D, s, vth, bias_mant, bias_exp, v_init, p.stateful, p.level, p.start,
-                        p.host_input, leak_mant=quantize_leak(p.leak))
+                        p.host_input, leak_mant=quantize_leak(p.leak), hard_reset=p.hard_reset)
         pops[p.name] = q
         scales[p.name] = s
         theta_q = vth / s
@@ -546,7 +554,7 @@ def simulate_fixed(qnet: QNetwork, x, emit: str = "burst", currents: dict | None
                 continue
             n = np.clip(np.floor_divide(v, q.theta_eff), 0, D)
             counts[p][:, t] = n
-            carry[p] = carried(v - n * q.theta_eff, q.v_init, q.leak_mant)
+            carry[p] = carried(reset(v, n, q.theta_eff, q.v_init, q.hard_reset), q.v_init, q.leak_mant)
         for j in range(D):
             for pr in by_target.get("output", []):
                 readout[:, t] += _dense(pr.weight, trains(pr.source, t, j), pr.exp)

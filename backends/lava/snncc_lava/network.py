@@ -52,6 +52,9 @@ import torch
 from snncc.errors import SnnccError, TargetError
 from snncc.ir.graph import Graph, Node
 from snncc.ir.ops import neuron_features, neuron_model
+
+# the neuron models (snncc.ir.ops.neuron_features) WindowBurstIF runs beyond the soft reset
+LAVA_NEURON_FEATURES = ("hard reset",)
 from snncc.sim.events import op_matrix  # per-op sparse address maps, shared with the event simulator
 from snncc.sim.reference import Interpreter
 
@@ -105,6 +108,7 @@ class Population:
     host_input: bool  # fed by an encoding current from the host
     relay: bool = False  # a residual-stream relay: sends its window value as one graded message
     leak: float = 1.0  # factor of the carried residual between windows (snncc.sim.reference.carry)
+    hard_reset: bool = False  # the membrane is set to beta where the neuron fired (IR reset "value")
 
     @property
     def size(self) -> int:
@@ -276,10 +280,11 @@ def unsupported(g: Graph) -> list[str]:
             if a["norm"] != 1.0 or a["rounding"] not in ("floor", "strict"):
                 out.append(f"node {n.name}: fire with norm={a['norm']} rounding={a['rounding']}; "
                            f"the graph is not in synaptic normal form (run the deploy pipeline)")
-            elif neuron_features(a):
+            elif [f for f in neuron_features(a) if f not in LAVA_NEURON_FEATURES]:
+                missing = [f for f in neuron_features(a) if f not in LAVA_NEURON_FEATURES]
                 out.append(f"node {n.name}: neuron {neuron_model(a)}; snncc's Lava neuron (WindowBurstIF) "
-                           f"subtracts theta per spike, fires on v >= theta and leaks after the reset: its "
-                           f"{' and '.join(neuron_features(a))} are not implemented")
+                           f"subtracts theta per spike or resets to beta, fires on v >= theta and leaks after the "
+                           f"reset: its {' and '.join(missing)} are not implemented")
     Ds = {n.attrs["D"] for n in g.neurons()}
     if len(Ds) > 1:
         out.append(f"populations use different window lengths D {sorted(Ds)}; one D per network is supported")
@@ -337,7 +342,8 @@ def population(n: Node, D: int, level: int, host: bool, ev: TreeEvaluator) -> Po
                               where=f"node {n.name}", hint="one D per network")
         return Population(n.name, n.shape, D, 1.0, 0.0, bias, const, False, level, level * (D + 1), host, relay=True)
     return Population(n.name, n.shape, D, float(n.attrs["theta"]), float(n.attrs["beta"]), bias,
-                      const, bool(n.attrs["stateful"]), level, level * (D + 1), host, leak=float(n.attrs["leak"]))
+                      const, bool(n.attrs["stateful"]), level, level * (D + 1), host, leak=float(n.attrs["leak"]),
+                      hard_reset=n.attrs["reset"] == "value")
 
 
 def build(g: Graph) -> Network:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from snncc_lava import compat
-from snncc_lava.fixed import ACT_SHIFT, VTH_SHIFT, carried, relay_payload, saturate_v, shift, wrap_u
+from snncc_lava.fixed import ACT_SHIFT, VTH_SHIFT, carried, relay_payload, reset, saturate_v, shift, wrap_u
 from snncc_lava.network import product
 
 compat.install()
@@ -61,6 +61,7 @@ class PyWindowBurstIFModelFloat(PyLoihiProcessModel):
     period: int = LavaPyType(int, int)
     stateful: int = LavaPyType(int, int)
     leak: float = LavaPyType(float, float)
+    hard_reset: int = LavaPyType(int, int)
     graded: int = LavaPyType(int, int)
     relay: int = LavaPyType(int, int)
     vth: int = LavaPyType(int, int)
@@ -105,7 +106,7 @@ class PyWindowBurstIFModelFloat(PyLoihiProcessModel):
             v = v + self.carry
         n = np.clip(np.floor(v / theta if theta != 1.0 else v), 0, int(self.D))
         if self.stateful:  # snncc.sim.reference.carry: the residual, times the leak
-            self.carry = v - n * theta - beta
+            self.carry = (v - beta) * (n == 0) if self.hard_reset else v - n * theta - beta
             if float(self.leak) != 1.0:
                 self.carry = self.carry * float(self.leak)
         self.n = n
@@ -129,6 +130,7 @@ class PyWindowBurstIFModelFixed(PyLoihiProcessModel):
     stateful: int = LavaPyType(int, int)
     leak: float = LavaPyType(float, float)  # unused here: the quantised leak_mant acts
     leak_mant: int = LavaPyType(int, np.int32, precision=13)  # leak x 2**12 (fixed.carried)
+    hard_reset: int = LavaPyType(int, int)
     graded: int = LavaPyType(int, int)
     relay: int = LavaPyType(int, int)
     vth: int = LavaPyType(int, np.int32, precision=17)
@@ -171,7 +173,8 @@ class PyWindowBurstIFModelFixed(PyLoihiProcessModel):
         bias = shift(self.bias_mant.astype(np.int64), int(self.bias_exp))
         v = saturate_v(self.u.astype(np.int64) + m + bias)
         n = np.clip(np.floor_divide(v, theta_eff), 0, int(self.D))
-        self.carry = carried(v - n * theta_eff, int(self.v_init), int(self.leak_mant))
+        self.carry = carried(reset(v, n, theta_eff, int(self.v_init), bool(self.hard_reset)), int(self.v_init),
+                             int(self.leak_mant))
         self.n = n
         self.u = np.zeros_like(self.u)
 

@@ -33,7 +33,7 @@ class WindowBurstIF(AbstractProcess):
     def __init__(self, *, shape: tuple, D: int, theta: float, beta: float, bias: np.ndarray,
                  const: np.ndarray, start: int, windows: int, period: int, stateful: bool,
                  emit: str = "burst", fixed: dict | None = None, relay: bool = False,
-                 leak: float = 1.0, name: str | None = None) -> None:
+                 leak: float = 1.0, hard_reset: bool = False, name: str | None = None) -> None:
         if emit not in EMIT_MODES:
             raise ValueError(f"emit must be one of {EMIT_MODES}, got {emit!r}")
         super().__init__(shape=shape, name=name)
@@ -50,6 +50,7 @@ class WindowBurstIF(AbstractProcess):
         self.period = Var(shape=(1,), init=int(period))
         self.stateful = Var(shape=(1,), init=int(bool(stateful)))
         self.leak = Var(shape=(1,), init=float(leak))  # carried residual's factor between windows (floating_pt)
+        self.hard_reset = Var(shape=(1,), init=int(bool(hard_reset)))  # membrane set to beta where it fired
         self.graded = Var(shape=(1,), init=int(emit == "graded" or relay))
         self.relay = Var(shape=(1,), init=int(bool(relay)))  # send the window value itself (no fire)
         fx = fixed or {}
