@@ -388,3 +388,110 @@ def _sources(g, name):
         else:
             stack.extend(n.inputs)
     return out
+
+
+# ---- max pooling of spikes ----------------------------------------------------------------------
+
+
+def pooled(D=1):
+    """input (1, 4, 4) -> conv 1x1 (weight 1) -> fire (D, IF, soft) -> max_pool 2x2 s2 -> linear sum -> output."""
+    g = Graph([Node("x", "input", [], {"shape": (1, 4, 4)}),
+               Node("w", "conv", ["x"], {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1)},
+                    {"weight": np.ones((1, 1, 1, 1))}),
+               Node("f", "fire", ["w"], {"D": D, "stateful": True, "rounding": "floor"}),
+               Node("mp", "max_pool", ["f"], {"kernel": (2, 2), "stride": (2, 2)}),
+               Node("flat", "reshape", ["mp"], {"shape": (4,)}),
+               Node("g", "linear", ["flat"], {}, {"weight": np.array([[1.0, 10.0, 100.0, 1000.0]])}),
+               Node("o", "output", ["g"])]).infer()
+    g.T = 2
+    return g
+
+
+def test_max_pool_of_spikes_by_hand():
+    """T = 2, one input map held over both timesteps; quadrant q's max count feeds weight 10^q:
+    binary (D = 1): quadrants (1.2, 0, 0, 0 | 0.4 ... | 0.6, 0.6 | 0 ...): t=0 spikes at 1.2 only
+    -> OR per quadrant 1, 0, 0, 0; t=1 the 0.6s reach 1.2 -> quadrant 2 fires, quadrant 0's 1.2
+    (residual 0.2 + 1.2 = 1.4) fires again: outputs 1 and 1 + 100 -> mean 51. Multi-spike D = 3: the
+    max of counts: t=0 quadrant 0 counts 1 (1.2), quadrant 3 has 2.5 -> 2: 1 + 2000; t=1 quadrant 0
+    1 (1.4), quadrant 2 1 (1.2), quadrant 3 2.5 + 0.5 = 3 -> 3: 1 + 100 + 3000; mean 2551."""
+    x = torch.zeros(1, 1, 4, 4, dtype=torch.float64)
+    x[0, 0, 0, 0] = 1.2
+    x[0, 0, 0, 2] = 0.4
+    x[0, 0, 2, 0] = 0.6
+    x[0, 0, 3, 1] = 0.6
+    assert float(reference.run(pooled(1), x).output) == 51.0
+    x[0, 0, 3, 3] = 2.5
+    assert float(reference.run(pooled(3), x).output) == 2551.0
+    dep = run_pipeline(pooled(3), "deploy").graph
+    for acc in ("window", "substep"):
+        assert float(sync.Simulator(dep).run(x, "exact", accumulate=acc).output) == 2551.0, acc
+    with pytest.raises(SnnccError) as e:
+        events.simulate(dep, x, policy="ideal")
+    assert "node mp: max pooling of spikes: the event simulator does not implement it" in e.value.one_line()
+
+
+def test_max_pool_of_a_current_is_refused():
+    from snncc.errors import IRError
+
+    with pytest.raises(IRError, match="max pooling of a current is no synaptic sum"):
+        Graph([Node("x", "input", [], {"shape": (1, 4, 4)}),
+               Node("mp", "max_pool", ["x"], {"kernel": (2, 2), "stride": (2, 2)}), Node("o", "output", ["mp"])]).infer()
+
+
+class StemNet(nn.Module):
+    """SEW/Spiking ResNet's stem on (T, B, 2, 8, 8): conv -> IFNode (multi-step, hard reset) ->
+    MaxPool2d(3, 2, 1) on the spikes -> conv -> IFNode -> head."""
+
+    def __init__(self):
+        from spikingjelly.activation_based import layer, neuron
+
+        super().__init__()
+        self.c1, self.sn1 = nn.Conv2d(2, 4, 3, padding=1), neuron.IFNode(step_mode="m")
+        self.mp = layer.MaxPool2d(3, 2, 1, step_mode="m")
+        self.c2, self.sn2, self.head = nn.Conv2d(4, 4, 3, padding=1), neuron.IFNode(step_mode="m"), nn.Linear(4, 3)
+
+    def forward(self, x):
+        T, B = x.shape[:2]
+        s = self.mp(self.sn1(self.c1(x.flatten(0, 1)).reshape(T, B, 4, 8, 8)))
+        s = self.sn2(self.c2(s.flatten(0, 1)).reshape(T, B, 4, 4, 4))
+        return self.head(s.flatten(3).mean(3)).mean(0)
+
+
+def test_spikingjelly_max_pool_stem_equals_its_own_forward():
+    from spikingjelly.activation_based import functional
+    from snncc_lava.target import LoihiTarget
+    from snncc_speck.target import SpeckTarget
+
+    torch.manual_seed(0)
+    m = StemNet().eval()
+    dep = snncc.compile(m, torch.zeros(4, 2, 2, 8, 8), input_layout="TB")
+    assert "max_pool" in {n.op for n in dep.deployed.nodes}
+    x = sj_inputs(2.0)
+    rep = dep.verify(x)
+    assert rep.ok, rep.table()
+    own = {}
+    hooks = [getattr(m, k).register_forward_hook(lambda mod, i, o, k=k: own.__setitem__(k, o.sum(0)))
+             for k in ("sn1", "sn2")]
+    functional.reset_net(m)
+    with torch.no_grad():
+        m(x)
+    functional.reset_net(m)
+    for h in hooks:
+        h.remove()
+    counts = dep.reference(x).counts
+    f1, f2 = dep.deployed.neurons()
+    assert torch.equal(counts[f1.name].float(), own["sn1"]) and torch.equal(counts[f2.name].float(), own["sn2"])
+    assert own["sn2"].sum() > 0
+    assert torch.equal(dep.simulate(x, "exact").counts[f2.name], counts[f2.name])
+    (mp,) = [n for n in dep.deployed.nodes if n.op == "max_pool"]
+    assert any(p.startswith(f"node {mp.name}: max pooling of spikes") for p in LoihiTarget().check(dep.deployed))
+    assert f"node {mp.name}: max_pool (4, 4, 4) on spikes before the synaptic op of layer {f2.name} has no Speck " \
+        "equivalent" in SpeckTarget().check(dep.deployed)
+    # the estimate: fan-out through the max pool counts every window a spike is in, flagged an upper bound
+    r = dep.estimate(x)
+    (link,) = [l for l in r.links if l.target == f2.name]
+    assert link.source == f1.name and not link.exact
+    # by hand: a pooled site (i, j) of the 3x3/2/1 pool on 8x8 holds a_i x a_j neurons, a = (2, 3, 3, 3); the
+    # 3x3/1/1 conv on 4x4 reads it at b_i x b_j positions, b = (2, 3, 3, 2), for 4 output channels; per input
+    # channel (4): 4 x (sum_i a_i b_i)^2 = 4 x 28^2
+    assert link.synapses == 4 * 4 * 28 ** 2

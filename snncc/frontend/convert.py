@@ -23,7 +23,7 @@ import torch.fx as fx
 from snncc.errors import FrontendError
 from snncc.frontend.time_loop import Lin, StepBuffer, TimeLoop, is_step_value
 from snncc.ir.graph import Graph, Node
-from snncc.ir.ops import CURRENT, SPIKE
+from snncc.ir.ops import CURRENT, SPIKE, tuple_n
 
 
 @dataclass
@@ -593,11 +593,20 @@ class Converter:
         self._out_lead = ("T", "B")
         return self.tensor(x, fxn)
 
-    def c_max_pool(self, fxn, x):
-        raise FrontendError("max pooling is not deployable: a max of spike counts is no synaptic sum, and SFA's "
-                            "integer neurons do not commute with it; snncc refuses it rather than approximate",
-                            where=where(fxn), hint="train with avg/sum pooling or a strided conv instead (SPPF "
-                                                   "blocks: use avg pooling)")
+    def c_max_pool(self, fxn, x, kernel=None, stride=None, padding=0, dilation=1, ceil_mode=False):
+        """Max pooling of spikes (IR `max_pool`: per timestep, an OR of binary spikes, the max of
+        counts); of a current it is refused (no synaptic sum; it does not commute with a stateful
+        neuron)."""
+        x = self.tensor(x, fxn)
+        if self.graph[x].kind != SPIKE:
+            raise FrontendError("max pooling of a current is not deployable: a max is no synaptic sum, and a stateful "
+                                "neuron after it does not commute with it", where=where(fxn),
+                                hint="max-pool the neuron's spikes (conv-bn-neuron-maxpool), or use avg/sum pooling")
+        k = tuple_n(kernel, 2)
+        s = tuple_n(stride if stride not in (None, [], ()) else kernel, 2)
+        if ceil_mode or any(d != 1 for d in tuple_n(dilation, 2)):
+            raise FrontendError("max pooling with ceil_mode or dilation is not supported", where=where(fxn))
+        return self.add(fxn, "max_pool", [x], {"kernel": k, "stride": s, "padding": tuple_n(padding, 2)})
 
     def c_expand(self, fxn, x, size):
         lead = self.lead_in(fxn)

@@ -179,9 +179,18 @@ def pool_shape(shapes, attrs, params):
     w = _conv_out(x[2], k[1], s[1], p[1], 1)
     if h <= 0 or w <= 0:
         raise RuleError(f"pool kernel {k} larger than input {x}")
-    if attrs["mode"] not in ("avg", "sum"):
+    if "mode" in attrs and attrs["mode"] not in ("avg", "sum"):
         raise RuleError(f"pool mode must be 'avg' or 'sum', got {attrs['mode']!r}")
+    if any(2 * pi > ki for pi, ki in zip(p, k)):
+        raise RuleError(f"padding {p} is more than half the kernel {k}")
     return (x[0], h, w)
+
+
+def _max_pool_kind(kinds, attrs):
+    if kinds[0] != SPIKE:
+        raise RuleError("max pooling of a current is no synaptic sum, and a stateful neuron after it does not "
+                        "commute with it; max-pool the neuron's spikes instead")
+    return SPIKE
 
 
 def mean_shape(shapes, attrs, params):
@@ -431,6 +440,12 @@ _op(OpSpec("scale", 1, 1, {}, params=("factor",), required_params=("factor",), k
 _op(OpSpec("pool", 1, 1, {"mode": "avg", "kernel": REQUIRED, "stride": REQUIRED, "padding": (0, 0)},
            kind_rule=_current, shape_rule=pool_shape, synaptic=True, linear=True,
            summary=lambda a, p: f"{a['mode']} k={_fmt(a['kernel'])} s={_fmt(a['stride'])}"))
+# Max pooling of spike counts (per timestep; binary spikes: an OR within the window, multi-spike:
+# the max count). Neither synaptic nor linear: a spike value between a population and its readers.
+# Its padding (at most half the kernel) never wins a max of counts >= 0.
+_op(OpSpec("max_pool", 1, 1, {"kernel": REQUIRED, "stride": REQUIRED, "padding": (0, 0)}, kind_rule=_max_pool_kind,
+           shape_rule=pool_shape, summary=lambda a, p: f"k={_fmt(a['kernel'])} s={_fmt(a['stride'])}"
+                                                       + (f" p={_fmt(a['padding'])}" if any(a["padding"]) else "")))
 _op(OpSpec("mean", 1, 1, {"dims": REQUIRED, "keepdim": False}, kind_rule=_current, shape_rule=mean_shape,
            synaptic=True, linear=True, summary=lambda a, p: f"dims={_fmt(a['dims'])}"))
 _op(OpSpec("reshape", 1, 1, {"shape": REQUIRED}, kind_rule=_same_kind, shape_rule=reshape_shape, linear=True,

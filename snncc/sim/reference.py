@@ -223,6 +223,10 @@ class Interpreter:
             y = y * (a["kernel"][0] * a["kernel"][1])
         return y
 
+    def op_max_pool(self, n: Node, x):
+        a = n.attrs
+        return F.max_pool2d(x, a["kernel"], a["stride"], a["padding"])
+
     def op_mean(self, n: Node, x):
         return x.mean(dim=tuple(d + 1 for d in n.attrs["dims"]), keepdim=n.attrs["keepdim"])
 

@@ -137,7 +137,7 @@ def _check(graph: Graph) -> int:
                          "needs one D", where="graph")
     if len(graph.inputs) != 1:
         raise SnnccError(f"graph has {len(graph.inputs)} inputs; the simulator runs single-input graphs")
-    check_deployed(graph, "the synchronous simulator", NEURON_FEATURES)
+    check_deployed(graph, "the synchronous simulator", NEURON_FEATURES, max_pool=True)
     return Ds.pop()
 
 

@@ -275,6 +275,9 @@ def unsupported(g: Graph) -> list[str]:
                                f"(through reshape/permute only); the SpikeProduct process reads populations")
         elif n.op == "batchnorm":
             out.append(f"node {n.name}: batchnorm is not folded; run the deploy pipeline first")
+        elif n.op == "max_pool":
+            out.append(f"node {n.name}: max pooling of spikes; snncc's Lava network sends spikes through sparse "
+                       f"synapses, which sum (a max is not implemented)")
         elif n.op == "fire":
             a = n.attrs
             if a["norm"] != 1.0 or a["rounding"] not in ("floor", "strict"):
