@@ -495,3 +495,71 @@ def test_spikingjelly_max_pool_stem_equals_its_own_forward():
     # 3x3/1/1 conv on 4x4 reads it at b_i x b_j positions, b = (2, 3, 3, 2), for 4 output channels; per input
     # channel (4): 4 x (sum_i a_i b_i)^2 = 4 x 28^2
     assert link.synapses == 4 * 4 * 28 ** 2
+
+
+# ---- snntorch Leaky ----------------------------------------------------------------------------
+
+
+def snn_net(**kw):
+    """Conv - Leaky - Conv - Leaky - Linear - Leaky(output=True) (the tutorial CSNN without its max
+    pools: a max of currents before a stateful neuron does not commute with it), single-step."""
+    import snntorch as snn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.l1 = nn.Conv2d(1, 4, 3, padding=1), snn.Leaky(beta=0.5, init_hidden=True, **kw)
+            self.c2, self.l2 = nn.Conv2d(4, 4, 3, stride=2, padding=1), snn.Leaky(beta=0.9, threshold=0.7,
+                                                                                    init_hidden=True, **kw)
+            self.fc, self.l3 = nn.Linear(4 * 4 * 4, 3), snn.Leaky(beta=0.8, init_hidden=True, output=True, **kw)
+
+        def forward(self, x):
+            s = self.l2(self.c2(self.l1(self.c1(x))))
+            return self.l3(self.fc(s.flatten(1)))
+
+    return Net()
+
+
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+def test_snntorch_leaky_network_equals_its_own_forward(reset):
+    """snntorch 1.0 Leaky(init_hidden=True): mem = beta * mem + x - reset * threshold (subtracted
+    after the leak: leak_first), spike mem > threshold (rounding strict); reset_mechanism "zero" is
+    a reset to 0 ("value"). A MultiStep-style wrapper (.model, .T = 5) runs it over T; every
+    Leaky's spike counts equal snntorch's own loop with utils.reset."""
+    from snntorch import utils
+
+    torch.manual_seed(0)
+    net = snn_net(reset_mechanism=reset).eval()
+    with torch.no_grad():  # enough activity in every layer
+        net.c2.weight.mul_(4.0)
+        net.fc.weight.mul_(8.0)
+
+    class MultiStep(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model, self.T = net, 5
+
+    dep = snncc.compile(MultiStep(), torch.zeros(2, 1, 8, 8))
+    fires = [n for n in dep.traced.nodes if n.op == "fire"]
+    assert len(fires) == 3
+    a = fires[0].attrs
+    assert (a["D"], a["rounding"], a["leak"], a["leak_first"], a["reset"]) == \
+        (1, "strict", 0.5, reset == "subtract", "subtract" if reset == "subtract" else "value")
+    x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(2)) * 3
+    own = {}
+    hooks = [getattr(net, k).register_forward_hook(
+        lambda mod, i, o, k=k: own.__setitem__(k, own.get(k, 0) + (o[0] if isinstance(o, tuple) else o)))
+        for k in ("l1", "l2", "l3")]
+    utils.reset(net)
+    with torch.no_grad():
+        for _ in range(5):
+            net(x)
+    utils.reset(net)
+    for h in hooks:
+        h.remove()
+    counts = dep.reference(x).counts
+    for k, f in zip(("l1", "l2", "l3"), fires):
+        assert torch.equal(counts[f.name].float(), own[k]), k
+    assert own["l2"].sum() > 0 and own["l3"].sum() > 0
+    assert dep.verify(x).ok
+    assert torch.equal(dep.simulate(x, "exact").counts[fires[2].name], counts[fires[2].name])

@@ -60,6 +60,8 @@ def _library(m: nn.Module) -> str:
         return "sinabs"
     if mod.startswith("spikingjelly."):
         return "spikingjelly"
+    if mod.startswith("snntorch._neurons"):
+        return "snntorch"
     return ""
 
 
@@ -69,7 +71,7 @@ def is_peer_module(m: nn.Module) -> bool:
     if lib == "spikingjelly" and getattr(m, "step_mode", "s") == "m":
         return False  # multi-step nodes run over (T, B, ...) tensors: snncc.frontend.time_loop reads them
     return bool(lib) and (type(m).__name__ in SINABS_NEURONS + ("SumPool2d",)
-                          or lib == "spikingjelly" and "Node" in type(m).__name__)
+                          or lib == "spikingjelly" and "Node" in type(m).__name__ or lib == "snntorch")
 
 
 def has_peer_neurons(model: nn.Module) -> bool:
@@ -194,6 +196,31 @@ def jelly_reset(v_reset, name: str) -> tuple[str, float]:
     return "value", _scalar(v_reset, "v_reset", name)
 
 
+def _snntorch_neuron(m: nn.Module, name: str) -> tuple:
+    """(D, theta, rounding, leak, input gain, reset mode, beta, leak_first, pair) of an snntorch
+    `Leaky` (1.0): mem = clamp(beta, 0, 1) * mem + x - reset * threshold, reset = the previous
+    step's spike (the threshold subtracted after the leak: IR leak_first), spike = mem > threshold
+    (rounding "strict"), D = 1. reset_mechanism "zero" (mem = beta * (1 - reset) * mem + x) is the
+    IR's reset "value" with beta 0, "none" no reset. `pair`: output=True returns (spk, mem)."""
+    cls = type(m).__name__
+    if cls != "Leaky":
+        raise FrontendError(f"snntorch {cls}: snncc reads snntorch.Leaky", where=name,
+                            hint="use snn.Leaky(beta, init_hidden=True)")
+    if not getattr(m, "init_hidden", False):
+        raise FrontendError("snntorch Leaky with init_hidden=False takes its membrane as an argument", where=name,
+                            hint="use snn.Leaky(beta, init_hidden=True): the membrane held in the module")
+    for attr, ok, what in (("inhibition", False, "inhibition"), ("state_quant", False, "a quantised membrane"),
+                           ("reset_delay", True, "reset_delay=False")):
+        if bool(getattr(m, attr, ok)) != ok:
+            raise FrontendError(f"snntorch Leaky with {what} is not read", where=name)
+    if _scalar(getattr(m, "graded_spikes_factor", 1.0), "graded_spikes_factor", name) != 1.0:
+        raise FrontendError("snntorch Leaky with graded_spikes_factor != 1 is not read", where=name)
+    mode = {0: ("subtract", True), 1: ("value", False), 2: ("none", False)}[int(m.reset_mechanism_val)]
+    leak = min(max(_scalar(m.beta, "beta", name), 0.0), 1.0)
+    theta = _scalar(m.threshold, "threshold", name)
+    return 1, theta, "strict", leak, 1.0, mode[0], 0.0, mode[1] and leak != 1.0, bool(m.output)
+
+
 def module_call(m: nn.Module, x, name: str) -> Call | None:
     """The canonical call of a peer module, None when `m` is not one."""
     lib = _library(m)
@@ -204,11 +231,16 @@ def module_call(m: nn.Module, x, name: str) -> Call | None:
         if getattr(m, "ceil_mode", False):
             raise FrontendError("SumPool2d with ceil_mode=True is not supported", where=name)
         return Call("pool", (x, m.kernel_size, m.stride, 0, False, True, 1), {})
-    D, theta, rounding, leak, gain, reset, beta = (*_sinabs_neuron(m, name), "floor", 1.0, 1.0, "subtract", 0.0) \
-        if lib == "sinabs" else _jelly_neuron(m, name)
+    leak_first, pair = False, False
+    if lib == "snntorch":
+        D, theta, rounding, leak, gain, reset, beta, leak_first, pair = _snntorch_neuron(m, name)
+    elif lib == "sinabs":
+        D, theta, rounding, leak, gain, reset, beta = (*_sinabs_neuron(m, name), "floor", 1.0, 1.0, "subtract", 0.0)
+    else:
+        D, theta, rounding, leak, gain, reset, beta = _jelly_neuron(m, name)
     if not theta > 0:
         raise FrontendError(f"threshold {theta} must be positive", where=name)
-    return Call("peer_neuron", (x, D, theta, f"{lib} {cls}", rounding, leak, gain, reset, beta), {})
+    return Call("peer_neuron", (x, D, theta, f"{lib} {cls}", rounding, leak, gain, reset, beta, leak_first, pair), {})
 
 
 class PeerOps:
@@ -216,15 +248,15 @@ class PeerOps:
     rounds), on its input current times `gain` (SpikingJelly's decay_input=True: an IR `scale`)."""
 
     def c_peer_neuron(self, fxn, x, D, theta, what, rounding="floor", leak=1.0, gain=1.0, reset="subtract",
-                      beta=0.0):
+                      beta=0.0, leak_first=False, pair=False):
         if gain != 1.0:
             x = self.add(fxn, "scale", [self.tensor(x, fxn)], {}, {"factor": np.asarray(float(gain))},
                          base=f"{fxn.name}_in")
         name = self.c_neuron(fxn, x, D, 1.0, rounding, True)
         a = self.graph[name].attrs
-        a.update(theta=float(theta), leak=float(leak), reset=reset, beta=float(beta))
+        a.update(theta=float(theta), leak=float(leak), reset=reset, beta=float(beta), leak_first=bool(leak_first))
         self.graph.meta.setdefault("peer_neurons", {})[name] = what
-        return name
+        return (name, None) if pair else name  # (spikes, membrane): the membrane is not deployed
 
 
 
