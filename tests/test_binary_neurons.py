@@ -165,6 +165,34 @@ class SJNet(nn.Module):
         return self.head(x.flatten(3).mean(3)).mean(0)
 
 
+class Steps(nn.Module):
+    """A single-step model run over T timesteps (the MultiStep-style wrapper snncc reads: .model, .T)."""
+
+    def __init__(self, model, T):
+        super().__init__()
+        self.model, self.T = model, T
+
+
+def own_spikes(m, x, names, reset, steps=1):
+    """Spikes of m's modules `names`, summed over the calls and the time axis, from the framework's
+    own forward (`reset`: its reset function; `steps` calls of m on x)."""
+    own = {}
+
+    def keep(mod, i, o, k):
+        o = o[0] if isinstance(o, tuple) else o
+        own[k] = own.get(k, 0) + (o.sum(0) if steps == 1 else o)
+
+    hooks = [getattr(m, k).register_forward_hook(lambda mod, i, o, k=k: keep(mod, i, o, k)) for k in names]
+    reset(m)
+    with torch.no_grad():
+        for _ in range(steps):
+            m(x)
+    reset(m)
+    for h in hooks:
+        h.remove()
+    return own
+
+
 def sj_inputs(amp=3.0):
     return torch.rand(4, 5, 2, 8, 8, generator=torch.Generator().manual_seed(3)) * amp
 
@@ -222,29 +250,14 @@ def test_spikingjelly_single_step_hard_reset_node():
     the same hard-reset fire."""
     from spikingjelly.activation_based import functional, neuron
 
-    class Step(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.c, self.n, self.head = nn.Conv2d(2, 4, 3, padding=1), neuron.IFNode(), nn.Linear(4, 3)
-
-        def forward(self, x):
-            return self.head(self.n(self.c(x)).mean((2, 3)))
-
-    class MultiStep(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model, self.T = Step().eval(), 3
-
     torch.manual_seed(0)
-    w = MultiStep()
+    w = Steps(nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), neuron.IFNode(), nn.Flatten(2), nn.Linear(64, 3),
+                            nn.Flatten(1)).eval(), 3)
     dep = snncc.compile(w, torch.zeros(2, 2, 8, 8))
     (fire,) = [n for n in dep.traced.nodes if n.op == "fire"]
     assert (fire.attrs["reset"], fire.attrs["beta"], fire.attrs["D"]) == ("value", 0.0, 1)
     x = torch.rand(5, 2, 8, 8, generator=torch.Generator().manual_seed(1)) * 2
-    functional.reset_net(w.model)
-    with torch.no_grad():
-        own = sum(w.model.n(w.model.c(x)) for _ in range(3))
-    functional.reset_net(w.model)
+    own = own_spikes(w.model, x, ("1",), functional.reset_net, steps=3)["1"]
     assert torch.equal(dep.reference(x).counts[fire.name].float(), own) and own.sum() > 0
     assert dep.verify(x).ok
 
@@ -358,15 +371,7 @@ def test_sew_add_and_spike_shortcut_become_fan_in_projections():
     x = sj_inputs(2.0)
     rep = dep.verify(x)
     assert rep.ok, rep.table()
-    own = {}
-    hooks = [getattr(m, k).register_forward_hook(lambda mod, i, o, k=k: own.__setitem__(k, o.sum(0)))
-             for k in ("sn1", "sn2", "sn3", "sn4")]
-    functional.reset_net(m)
-    with torch.no_grad():
-        m(x)
-    functional.reset_net(m)
-    for h in hooks:
-        h.remove()
+    own = own_spikes(m, x, ("sn1", "sn2", "sn3", "sn4"), functional.reset_net)
     counts = dep.reference(x).counts
     fires = {n.name: n for n in dep.deployed.neurons()}
     assert len(fires) == 4
@@ -469,15 +474,7 @@ def test_spikingjelly_max_pool_stem_equals_its_own_forward():
     x = sj_inputs(2.0)
     rep = dep.verify(x)
     assert rep.ok, rep.table()
-    own = {}
-    hooks = [getattr(m, k).register_forward_hook(lambda mod, i, o, k=k: own.__setitem__(k, o.sum(0)))
-             for k in ("sn1", "sn2")]
-    functional.reset_net(m)
-    with torch.no_grad():
-        m(x)
-    functional.reset_net(m)
-    for h in hooks:
-        h.remove()
+    own = own_spikes(m, x, ("sn1", "sn2"), functional.reset_net)
     counts = dep.reference(x).counts
     f1, f2 = dep.deployed.neurons()
     assert torch.equal(counts[f1.name].float(), own["sn1"]) and torch.equal(counts[f2.name].float(), own["sn2"])
@@ -534,29 +531,14 @@ def test_snntorch_leaky_network_equals_its_own_forward(reset):
         net.c2.weight.mul_(4.0)
         net.fc.weight.mul_(8.0)
 
-    class MultiStep(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model, self.T = net, 5
-
-    dep = snncc.compile(MultiStep(), torch.zeros(2, 1, 8, 8))
+    dep = snncc.compile(Steps(net, 5), torch.zeros(2, 1, 8, 8))
     fires = [n for n in dep.traced.nodes if n.op == "fire"]
     assert len(fires) == 3
     a = fires[0].attrs
     assert (a["D"], a["rounding"], a["leak"], a["leak_first"], a["reset"]) == \
         (1, "strict", 0.5, reset == "subtract", "subtract" if reset == "subtract" else "value")
     x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(2)) * 3
-    own = {}
-    hooks = [getattr(net, k).register_forward_hook(
-        lambda mod, i, o, k=k: own.__setitem__(k, own.get(k, 0) + (o[0] if isinstance(o, tuple) else o)))
-        for k in ("l1", "l2", "l3")]
-    utils.reset(net)
-    with torch.no_grad():
-        for _ in range(5):
-            net(x)
-    utils.reset(net)
-    for h in hooks:
-        h.remove()
+    own = own_spikes(net, x, ("l1", "l2", "l3"), utils.reset, steps=5)
     counts = dep.reference(x).counts
     for k, f in zip(("l1", "l2", "l3"), fires):
         assert torch.equal(counts[f.name].float(), own[k]), k
