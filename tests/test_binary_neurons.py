@@ -545,3 +545,74 @@ def test_snntorch_leaky_network_equals_its_own_forward(reset):
     assert own["l2"].sum() > 0 and own["l3"].sum() > 0
     assert dep.verify(x).ok
     assert torch.equal(dep.simulate(x, "exact").counts[fires[2].name], counts[fires[2].name])
+
+
+# ---- old SpikingJelly `clock_driven` MultiStepLIFNode (Meta-SpikeFormer), written in its style -----
+
+
+class Heaviside(torch.autograd.Function):
+    """clock_driven's surrogate spike: forward (x >= 0).to(x), a sigmoid gradient."""
+
+    @staticmethod
+    def forward(ctx, x, alpha=4.0):
+        ctx.save_for_backward(x)
+        ctx.alpha = alpha
+        return (x >= 0).to(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, = ctx.saved_tensors
+        s = torch.sigmoid(ctx.alpha * x)
+        return g * ctx.alpha * s * (1 - s), None
+
+
+class MultiStepLIFNode(nn.Module):
+    """spikingjelly.clock_driven.neuron.MultiStepLIFNode (torch backend) as Meta-SpikeFormer builds it:
+    tau 2, decay_input, hard reset to v_reset = 0, spike when v - v_threshold >= 0."""
+
+    def __init__(self, tau=2.0, v_threshold=1.0, v_reset=0.0, detach_reset=True):
+        super().__init__()
+        self.tau, self.v_threshold, self.v_reset, self.detach_reset = tau, v_threshold, v_reset, detach_reset
+        self.v = v_reset
+
+    def neuronal_charge(self, x):
+        self.v = self.v + (x - (self.v - self.v_reset)) / self.tau
+
+    def neuronal_fire(self):
+        return Heaviside.apply(self.v - self.v_threshold)
+
+    def neuronal_reset(self, spike):
+        spike_d = spike.detach() if self.detach_reset else spike
+        self.v = (1. - spike_d) * self.v + spike_d * self.v_reset
+
+    def forward(self, x_seq):
+        out = []
+        for t in range(x_seq.shape[0]):
+            self.neuronal_charge(x_seq[t])
+            spike = self.neuronal_fire()
+            self.neuronal_reset(spike)
+            out.append(spike)
+        return torch.stack(out)
+
+    def reset(self):
+        self.v = self.v_reset
+
+
+@pytest.mark.parametrize("th", [1.0, 0.5])  # 0.5: Meta-SpikeFormer's attn_lif
+def test_clock_driven_multistep_lif_node_equals_its_own_forward(th):
+    """The loop unrolled by torch.export (v_t = v + (x[t] - v) / 2; spike = (v - th >= 0); v = (1 -
+    spike) * v): one stateful binary fire with reset "value" (to 0), leak 1/2, on x / 2; counts
+    equal the node's own forward per neuron, verify OK."""
+    torch.manual_seed(0)
+    m = SJNet(MultiStepLIFNode(v_threshold=th)).eval()
+    dep = snncc.compile(m, torch.zeros(4, 2, 2, 8, 8), input_layout="TB")
+    (fire,) = [n for n in dep.traced.nodes if n.op == "fire"]
+    a = fire.attrs
+    assert (a["D"], a["rounding"], a["reset"], a["leak"], a["stateful"]) == (1, "floor", "value", 0.5, True)
+    x = sj_inputs(4.0)
+    rep = dep.verify(x)
+    assert rep.ok, rep.table()
+    own = own_spikes(m, x, ("n1",), lambda mod: mod.n1.reset())["n1"]
+    counts = dep.reference(x).counts[fire.name]
+    assert torch.equal(counts.float(), own) and 0 < own.sum() < 4 * own.numel()
+    assert torch.equal(dep.simulate(x, "exact").counts[fire.name], counts)

@@ -332,6 +332,8 @@ class Converter:
             self.values[fxn] = self.loop.arith(op, fxn, *args, **call.kwargs)
         elif op == "identity":
             self.values[fxn] = args[0]
+        elif op == "compare":
+            self.values[fxn] = self.loop.compare(fxn, *args, where=w)
         elif op == "copy_":
             self.values[fxn] = self.loop.copy_(fxn, *args)
         elif op == "clamp":

@@ -95,6 +95,10 @@ ATEN_MAP = {
     aten.zeros_like: lambda x, *a, **k: Call("like", (x, 0.0), {}),
     aten.full_like: lambda x, v, *a, **k: Call("like", (x, v), {}),
     aten.sub: lambda a, b, alpha=1: Call("sub", (a, b), {"alpha": alpha}),
+    # a binary spike written as a comparison, `(v - th >= 0).to(v)` (surrogate heavisides)
+    aten.ge: lambda a, b: Call("compare", (a, b, False), {}),
+    aten.gt: lambda a, b: Call("compare", (a, b, True), {}),
+    aten.to: lambda x, *a, **k: Call("identity", (x,), {}),
     aten.rsub: lambda a, b, alpha=1: Call("rsub", (a, b), {"alpha": alpha}),
 }
 
