@@ -54,7 +54,7 @@ from snncc.ir.graph import Graph, Node
 from snncc.ir.ops import neuron_features, neuron_model
 
 # the neuron models (snncc.ir.ops.neuron_features) WindowBurstIF runs beyond the soft reset
-LAVA_NEURON_FEATURES = ("hard reset",)
+LAVA_NEURON_FEATURES = ("hard reset", "leak before reset", "strict comparison")
 from snncc.sim.events import op_matrix  # per-op sparse address maps, shared with the event simulator
 from snncc.sim.reference import Interpreter
 
@@ -108,7 +108,8 @@ class Population:
     host_input: bool  # fed by an encoding current from the host
     relay: bool = False  # a residual-stream relay: sends its window value as one graded message
     leak: float = 1.0  # factor of the carried residual between windows (snncc.sim.reference.carry)
-    hard_reset: bool = False  # the membrane is set to beta where the neuron fired (IR reset "value")
+    reset: str = "subtract"  # "subtract", "value" (set to beta where it fired), "leak_first" (snntorch's order)
+    strict: bool = False  # fires on v > k theta (IR rounding "strict")
 
     @property
     def size(self) -> int:
@@ -286,8 +287,8 @@ def unsupported(g: Graph) -> list[str]:
             elif [f for f in neuron_features(a) if f not in LAVA_NEURON_FEATURES]:
                 missing = [f for f in neuron_features(a) if f not in LAVA_NEURON_FEATURES]
                 out.append(f"node {n.name}: neuron {neuron_model(a)}; snncc's Lava neuron (WindowBurstIF) "
-                           f"subtracts theta per spike or resets to beta, fires on v >= theta and leaks after the "
-                           f"reset: its {' and '.join(missing)} are not implemented")
+                           f"subtracts theta per spike (before or after the leak) or resets to beta: its "
+                           f"{' and '.join(missing)} are not implemented")
     Ds = {n.attrs["D"] for n in g.neurons()}
     if len(Ds) > 1:
         out.append(f"populations use different window lengths D {sorted(Ds)}; one D per network is supported")
@@ -346,7 +347,8 @@ def population(n: Node, D: int, level: int, host: bool, ev: TreeEvaluator) -> Po
         return Population(n.name, n.shape, D, 1.0, 0.0, bias, const, False, level, level * (D + 1), host, relay=True)
     return Population(n.name, n.shape, D, float(n.attrs["theta"]), float(n.attrs["beta"]), bias,
                       const, bool(n.attrs["stateful"]), level, level * (D + 1), host, leak=float(n.attrs["leak"]),
-                      hard_reset=n.attrs["reset"] == "value")
+                      reset="leak_first" if n.attrs["leak_first"] else n.attrs["reset"],
+                      strict=n.attrs["rounding"] == "strict")
 
 
 def build(g: Graph) -> Network:

@@ -1,15 +1,16 @@
-"""Binary neurons with a hard reset (fire reset "value", SpikingJelly 2.0's default IFNode/LIFNode)
-in Lava: floating_pt counts equal the reference executor's bit for bit (the hand-computed neuron of
-tests/test_binary_neurons.py and a SpikingJelly IFNode/LIFNode model, T = 4); fixed_pt sets the
-membrane to v_init where a neuron fired (snncc_lava.fixed.reset) and equals `simulate_fixed` bit
-for bit; the neuron models WindowBurstIF does not run are refused in one line."""
+"""Binary neurons in Lava: a hard reset (fire reset "value", SpikingJelly 2.0's default
+IFNode/LIFNode), the strict comparison v > theta and the threshold subtracted after the leak
+(snntorch's Leaky). floating_pt counts equal the reference executor's bit for bit (the
+hand-computed neurons of tests/test_binary_neurons.py, SpikingJelly IFNode/LIFNode and snntorch
+Leaky models); fixed_pt (snncc_lava.fixed.count / next_membrane) equals `simulate_fixed` bit for
+bit."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from conftest import assert_counts_equal
-from test_binary_neurons import CASES, SJNet, neuron, sj_inputs, xs
+from test_binary_neurons import CASES, SJNet, Steps, neuron, sj_inputs, snn_net, xs
 
 import snncc
 from snncc.passes.manager import run_pipeline
@@ -18,15 +19,17 @@ from snncc_lava.lower import run_network, simulate
 from snncc_lava.network import build
 
 
-@pytest.mark.parametrize("case", ["hard", "hard_leak", "hard_beta", "hard_beta_theta"])
-def test_hand_computed_hard_reset_neuron_in_floating_and_fixed_pt(case):
+@pytest.mark.parametrize("case", ["hard", "hard_leak", "hard_beta", "hard_beta_theta", "hard_strict", "leak_first"])
+def test_hand_computed_binary_neuron_in_floating_and_fixed_pt(case):
     attrs, hand = CASES[case]
     dep = run_pipeline(neuron(**attrs), "deploy").graph
     ref = assert_counts_equal(dep, xs(), simulate(dep, xs()))
     assert int(ref.counts["f"]) == sum(hand)
     net = build(dep)
     q = quantize(net)
-    assert q.populations["f"].hard_reset
+    f = q.populations["f"]
+    assert (f.reset, f.strict) == ("leak_first" if attrs.get("leak_first") else attrs["reset"],
+                                   attrs.get("rounding") == "strict")
     ours = simulate_fixed(q, xs())
     lava = run_network(net, xs(), "burst", q)
     assert int(ours.counts["f"]) == int(lava.counts["f"]) == sum(hand)  # exact here: inputs k / 10, theta 1 or 1.3
@@ -54,3 +57,27 @@ def test_spikingjelly_hard_reset_model_in_lava(make):
     ours = simulate_fixed(q, x)
     lava = run_network(net, x, "burst", q)
     assert torch.equal(lava.counts[f.name], ours.counts[f.name]) and (lava.readout == ours.readout).all()
+
+
+def test_snntorch_leaky_model_in_lava():
+    """Conv-Leaky x2-Linear-Leaky (snntorch 1.0, T = 5): strict spikes, the threshold subtracted
+    after the leak; floating_pt == the reference == snntorch's own counts (tests/test_binary_neurons);
+    fixed_pt == simulate_fixed."""
+    torch.manual_seed(0)
+    net = snn_net().eval()
+    with torch.no_grad():
+        net.c2.weight.mul_(4.0)
+        net.fc.weight.mul_(8.0)
+    dep = snncc.compile(Steps(net, 5), torch.zeros(2, 1, 8, 8), target="loihi")
+    g = dep.deployed
+    assert {(f.attrs["rounding"], f.attrs["leak_first"]) for f in g.neurons()} == {("strict", True)}
+    x = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(2)) * 3
+    ref = assert_counts_equal(g, x, simulate(g, x))
+    assert all(c.sum() > 0 for c in ref.counts.values())
+    net_ = build(g)
+    q = quantize(net_)
+    ours = simulate_fixed(q, x)
+    lava = run_network(net_, x, "burst", q)
+    for k, c in ours.counts.items():
+        assert torch.equal(lava.counts[k], c), k
+    assert (lava.readout == ours.readout).all()
