@@ -11,12 +11,11 @@ import pytest
 import torch
 from conftest import assert_counts_equal
 from test_binary_neurons import CASES, SJNet, Steps, neuron, sj_inputs, snn_net, xs
+from test_leaky_lava import fixed_lava_equals_ours
 
 import snncc
 from snncc.passes.manager import run_pipeline
-from snncc_lava.fixed import quantize, simulate_fixed
-from snncc_lava.lower import run_network, simulate
-from snncc_lava.network import build
+from snncc_lava.lower import simulate
 
 
 @pytest.mark.parametrize("case", ["hard", "hard_leak", "hard_beta", "hard_beta_theta", "hard_strict", "leak_first"])
@@ -25,15 +24,11 @@ def test_hand_computed_binary_neuron_in_floating_and_fixed_pt(case):
     dep = run_pipeline(neuron(**attrs), "deploy").graph
     ref = assert_counts_equal(dep, xs(), simulate(dep, xs()))
     assert int(ref.counts["f"]) == sum(hand)
-    net = build(dep)
-    q = quantize(net)
+    q, ours = fixed_lava_equals_ours(dep, xs())
     f = q.populations["f"]
     assert (f.reset, f.strict) == ("leak_first" if attrs.get("leak_first") else attrs["reset"],
                                    attrs.get("rounding") == "strict")
-    ours = simulate_fixed(q, xs())
-    lava = run_network(net, xs(), "burst", q)
-    assert int(ours.counts["f"]) == int(lava.counts["f"]) == sum(hand)  # exact here: inputs k / 10, theta 1 or 1.3
-    assert (lava.readout == ours.readout).all()
+    assert int(ours.counts["f"]) == sum(hand)  # the hand counts survive the quantisation here
 
 
 @pytest.mark.parametrize("make", [lambda n: n.IFNode(step_mode="m"), lambda n: n.LIFNode(step_mode="m")])
@@ -52,11 +47,7 @@ def test_spikingjelly_hard_reset_model_in_lava(make):
     res = simulate(g, x)
     ref = assert_counts_equal(g, x, res)
     assert ref.counts[f.name].sum() > 0
-    net = build(g)
-    q = quantize(net)
-    ours = simulate_fixed(q, x)
-    lava = run_network(net, x, "burst", q)
-    assert torch.equal(lava.counts[f.name], ours.counts[f.name]) and (lava.readout == ours.readout).all()
+    fixed_lava_equals_ours(g, x)
 
 
 def test_snntorch_leaky_model_in_lava():
@@ -74,10 +65,4 @@ def test_snntorch_leaky_model_in_lava():
     x = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(2)) * 3
     ref = assert_counts_equal(g, x, simulate(g, x))
     assert all(c.sum() > 0 for c in ref.counts.values())
-    net_ = build(g)
-    q = quantize(net_)
-    ours = simulate_fixed(q, x)
-    lava = run_network(net_, x, "burst", q)
-    for k, c in ours.counts.items():
-        assert torch.equal(lava.counts[k], c), k
-    assert (lava.readout == ours.readout).all()
+    fixed_lava_equals_ours(g, x)
