@@ -366,4 +366,9 @@ def _eager64(loaded):
         return loaded.eager, "float32"
     from snncc.frontend.loader import LoadedModel
 
-    return LoadedModel(m64, None, loaded.input_shape, loaded.T, loaded.source, layout=loaded.layout).eager, "float64"
+    eager = LoadedModel(m64, None, loaded.input_shape, loaded.T, loaded.source, layout=loaded.layout).eager
+    try:  # layers that make their own float32 (snntorch's spikes: (mem > threshold).float()) cannot run in float64
+        eager(torch.zeros((1,) + tuple(loaded.input_shape), dtype=torch.float64))
+    except Exception:
+        return loaded.eager, "float32"
+    return eager, "float64"

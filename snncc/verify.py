@@ -109,7 +109,7 @@ class _Recorder(Interpreter):
         cnt = fire_count(v, a)
         self.steps.setdefault(n.name, []).append((cnt, v / a["theta"]))
         if a["stateful"]:
-            self.state[n.name] = carry(v - cnt * a["theta"] - a["beta"], a)
+            self.state[n.name] = carry(v, cnt, a)
         if a["rounding"] == "half_even":
             w = v / a["theta"]
             fl = torch.floor(w)
@@ -157,7 +157,7 @@ class _Forced(_Recorder):
             if n.name not in self.order:
                 self.order.append(n.name)
         if a["stateful"]:
-            self.state[n.name] = carry(v - rc * a["theta"] - a["beta"], a)
+            self.state[n.name] = carry(v, rc, a)
         return rc, (rc / a["norm"] if a["norm"] != 1.0 else rc)
 
 

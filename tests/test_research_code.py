@@ -74,14 +74,14 @@ class MaxPool(nn.Module):
         super().__init__()
         self.c, self.n, self.p = nn.Conv2d(2, 4, 3, padding=1), Fire(4), nn.MaxPool2d(2)
 
-    def forward(self, x):
-        return self.p(self.n(self.c(x))).flatten(1)
+    def forward(self, x):  # max pooling of a current (max pooling of spikes: tests/test_binary_neurons.py)
+        return self.n(self.p(self.c(x))).flatten(1)
 
 
-def test_max_pooling_is_refused_in_one_line():
+def test_max_pooling_of_a_current_is_refused_in_one_line():
     with pytest.raises(FrontendError) as e:
         snncc.compile(MaxPool(), torch.zeros(2, 2, 8, 8))
-    assert "max pooling is not deployable" in e.value.one_line() and "\n" not in e.value.one_line()
+    assert "max pooling of a current is not deployable" in e.value.one_line() and "\n" not in e.value.one_line()
 
 
 class KeepsTime(RepeatT):

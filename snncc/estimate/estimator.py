@@ -62,6 +62,7 @@ from snncc.errors import SnnccError
 from snncc.estimate.plan import Plan, analyze, coincidences
 from snncc.estimate.profile import Profile, load_profile
 from snncc.ir.graph import Graph, Node
+from snncc.ir.ops import neuron_model
 from snncc.sim.reference import Interpreter
 
 
@@ -348,6 +349,7 @@ class Report:
     windows_exact: bool = True
     paper: dict[str, float] = field(default_factory=dict)  # the paper's 45nm method: architecture vs deployed
     placement: dict = field(default_factory=dict)  # with a loihi mapping: per-chip energy/power, per-link bandwidth
+    neuron_models: dict[str, str] = field(default_factory=dict)  # fire population -> ops.neuron_model
 
     @property
     def latency_s(self) -> float | None:
@@ -376,7 +378,7 @@ class Report:
             "sample_substeps": self.sample_substeps, "latency_s": self.latency_s,
             "critical_path": list(self.critical_path), "energy": dict(self.energy), "power": self.power,
             "warnings": list(self.warnings), "notes": list(self.notes), "windows_exact": self.windows_exact,
-            "paper": dict(self.paper), "placement": dict(self.placement),
+            "paper": dict(self.paper), "placement": dict(self.placement), "neuron_models": dict(self.neuron_models),
         }
 
     def table(self) -> str:
@@ -514,7 +516,7 @@ def build_report(est: Estimator, rate: float | None, substep_time: float | None)
         notes.append("peak per-window figures are upper bounds: counts were summed over T (use observe)")
     return Report(n, T, prof, rate, tau, list(pops.values()), links, totals, plan.latency_substeps,
                   plan.sample_substeps, list(plan.critical_path), energy, power, warnings, notes, est.windows_exact,
-                  paper, placed)
+                  paper, placed, {f.name: neuron_model(f.attrs) for f in plan.graph.neurons()})
 
 
 def _placement_totals(doc: dict, pops: dict, totals: dict, sent: dict) -> dict:

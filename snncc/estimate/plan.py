@@ -340,6 +340,7 @@ _ONES_VJP = {
     "conv": _vjp_conv,
     "linear": lambda g, n, gy: [gy.sum(-1, keepdim=True).expand(gy.shape[:-1] + (n.params["weight"].shape[1],))],
     "pool": _vjp_pool,
+    "max_pool": _vjp_pool,  # structurally: every window a neuron is in
     "mean": _vjp_mean,
     "scale": lambda g, n, gy: [gy],  # a factor of ones; the output has the input's shape
     "add": lambda g, n, gy: [gy] * len(n.inputs),
@@ -481,7 +482,12 @@ def analyze(graph: Graph, probe_limit: int | None = None, architecture: bool = T
                     fan, exact = fanout_map(g, nodes, t, leaf, structural, probe_limit, paths[leaf])
                     if not fan.any():
                         continue  # reached only through a spike product
-                    if not exact:
+                    pooled = [n.name for n in path if n.op == "max_pool"]
+                    if pooled:  # a spike reaches the layer only where it wins the max: every window it is in
+                        exact = False
+                        notes.append(f"fan-out {leaf} -> {c.name} through max pooling ({', '.join(pooled)}) counts "
+                                     f"every window a spike is in (upper bound: a pooled spike is sent once)")
+                    elif not exact:
                         notes.append(f"fan-out {leaf} -> {c.name} is a path count (upper bound): the dense "
                                      f"map is too large to probe")
                     projections.append(Projection(leaf, c.name, "synaptic", t, [n.name for n in path], fan, exact))

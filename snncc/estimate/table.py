@@ -99,6 +99,12 @@ def render(r, markdown: bool = False) -> str:
                              _num(l["limit_messages_per_s"] or 0.0),
                              "-" if l["utilisation"] is None else f"{l['utilisation']:.2%}"] for l in pl["links"]],
                            markdown)
+    if r.neuron_models:
+        lines += ["", f"{h}neuron models"]
+        models: dict[str, list[str]] = {}
+        for pop, model in r.neuron_models.items():
+            models.setdefault(model, []).append(pop)
+        lines += [("- " if markdown else "  ") + f"{m}: {', '.join(pops)}" for m, pops in models.items()]
     if r.profile is not None:
         lines.append("")
         lines.append(f"{h}figures ({r.profile.name})")

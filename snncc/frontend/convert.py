@@ -23,7 +23,7 @@ import torch.fx as fx
 from snncc.errors import FrontendError
 from snncc.frontend.time_loop import Lin, StepBuffer, TimeLoop, is_step_value
 from snncc.ir.graph import Graph, Node
-from snncc.ir.ops import CURRENT, SPIKE
+from snncc.ir.ops import CURRENT, SPIKE, tuple_n
 
 
 @dataclass
@@ -332,6 +332,8 @@ class Converter:
             self.values[fxn] = self.loop.arith(op, fxn, *args, **call.kwargs)
         elif op == "identity":
             self.values[fxn] = args[0]
+        elif op == "compare":
+            self.values[fxn] = self.loop.compare(fxn, *args, where=w)
         elif op == "copy_":
             self.values[fxn] = self.loop.copy_(fxn, *args)
         elif op == "clamp":
@@ -480,6 +482,11 @@ class Converter:
         if self.is_tensor(a) and self.is_tensor(b):
             if alpha != 1:
                 b = self.add(fxn, "scale", [b], {}, {"factor": np.asarray(float(alpha))}, base=f"{fxn.name}_alpha")
+            # spikes in a sum (SEW-ResNet's ADD of two spike maps, a spike shortcut added to a
+            # current) enter it through a unit synapse: whatever reads the sum reads each spike
+            # tensor through its own projection, conv(a + b) = conv(a) + conv(b) (fan-in)
+            a, b = (self.add(fxn, "scale", [v], {}, {"factor": np.asarray(1.0)}, base=f"{fxn.name}_spikes")
+                    if self.graph[v].kind == SPIKE else v for v in (a, b))
             return self.add(fxn, "add", [a, b])
         raise FrontendError("adding a constant to an activation is not supported outside an SFA neuron pattern",
                             where=where(fxn), hint="express constants as a layer bias")
@@ -588,11 +595,20 @@ class Converter:
         self._out_lead = ("T", "B")
         return self.tensor(x, fxn)
 
-    def c_max_pool(self, fxn, x):
-        raise FrontendError("max pooling is not deployable: a max of spike counts is no synaptic sum, and SFA's "
-                            "integer neurons do not commute with it; snncc refuses it rather than approximate",
-                            where=where(fxn), hint="train with avg/sum pooling or a strided conv instead (SPPF "
-                                                   "blocks: use avg pooling)")
+    def c_max_pool(self, fxn, x, kernel=None, stride=None, padding=0, dilation=1, ceil_mode=False):
+        """Max pooling of spikes (IR `max_pool`: per timestep, an OR of binary spikes, the max of
+        counts); of a current it is refused (no synaptic sum; it does not commute with a stateful
+        neuron)."""
+        x = self.tensor(x, fxn)
+        if self.graph[x].kind != SPIKE:
+            raise FrontendError("max pooling of a current is not deployable: a max is no synaptic sum, and a stateful "
+                                "neuron after it does not commute with it", where=where(fxn),
+                                hint="max-pool the neuron's spikes (conv-bn-neuron-maxpool), or use avg/sum pooling")
+        k = tuple_n(kernel, 2)
+        s = tuple_n(stride if stride not in (None, [], ()) else kernel, 2)
+        if ceil_mode or any(d != 1 for d in tuple_n(dilation, 2)):
+            raise FrontendError("max pooling with ceil_mode or dilation is not supported", where=where(fxn))
+        return self.add(fxn, "max_pool", [x], {"kernel": k, "stride": s, "padding": tuple_n(padding, 2)})
 
     def c_expand(self, fxn, x, size):
         lead = self.lead_in(fxn)

@@ -195,7 +195,10 @@ def from_module_fx(model: nn.Module, example: torch.Tensor, input_kind: str = CU
             out = n.args[0]
             while isinstance(out, (list, tuple)) and out:
                 out = out[0]  # (logits, extras...): the first output is the prediction, as with torch.export
-            conv.output(n, conv.values[out])
+            v = conv.values[out]
+            while isinstance(v, tuple) and v:  # a leaf returning (spikes, membrane), e.g. snntorch output=True
+                v = v[0]
+            conv.output(n, v)
         else:
             if n in conv._consumed:
                 continue
@@ -220,6 +223,8 @@ def _reset_neurons(model: nn.Module) -> None:
     for m in model.modules():
         if is_neuron_module(m) and hasattr(m, "reset_state"):
             m.reset_state()
+        elif peers.is_peer_module(m) and hasattr(m, "reset_mem"):  # snntorch
+            m.reset_mem()
         elif peers.is_peer_module(m) and hasattr(m, "reset_states"):  # sinabs
             m.reset_states()
         elif peers.is_peer_module(m) and hasattr(m, "reset"):  # SpikingJelly

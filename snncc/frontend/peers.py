@@ -25,8 +25,11 @@ public attributes, so snncc runs without sinabs or SpikingJelly installed.
   current scaled by 1/tau (an IR `scale` before the fire, folded into the producing weights by
   fold_scale); `ILIFNode` (I-LIF: h = (1 - 1/tau) v + x, c = round(clip(h / theta, 0, D)) with
   D = its MultiLevelSpikeCount's max_spike_count, v = h - c theta; half_even, stateful, leak
-  1 - 1/tau; it has no decay_input option). Refused in one line: a hard reset (`v_reset` a
-  number), tau < 1, IFNode/LIFNode with MultiLevelSpikeCount and v_threshold != 1 (SpikingJelly counts
+  1 - 1/tau; it has no decay_input option). A hard reset (`v_reset` a number, SpikingJelly 2.0's
+  default 0.0) of a binary IFNode/LIFNode is the IR's reset "value" with beta = v_reset
+  (`jelly_reset`: the membrane starts at v_reset, leaks toward it, is set to it where the node
+  fired). Refused in one line: a hard reset of a multi-level node, tau < 1, IFNode/LIFNode with
+  MultiLevelSpikeCount and v_threshold != 1 (SpikingJelly counts
   round(h - v_threshold) and subtracts v_threshold per spike: SFA only at 1), and every other node
   type. SpikingJelly's Heaviside fires on v - theta >= 0, as the IR does. The multi-step
   nodes (`step_mode='m'`) are the same neurons over the whole time axis: the fused ops
@@ -57,6 +60,8 @@ def _library(m: nn.Module) -> str:
         return "sinabs"
     if mod.startswith("spikingjelly."):
         return "spikingjelly"
+    if mod.startswith("snntorch._neurons"):
+        return "snntorch"
     return ""
 
 
@@ -66,7 +71,7 @@ def is_peer_module(m: nn.Module) -> bool:
     if lib == "spikingjelly" and getattr(m, "step_mode", "s") == "m":
         return False  # multi-step nodes run over (T, B, ...) tensors: snncc.frontend.time_loop reads them
     return bool(lib) and (type(m).__name__ in SINABS_NEURONS + ("SumPool2d",)
-                          or lib == "spikingjelly" and "Node" in type(m).__name__)
+                          or lib == "spikingjelly" and "Node" in type(m).__name__ or lib == "snntorch")
 
 
 def has_peer_neurons(model: nn.Module) -> bool:
@@ -128,10 +133,10 @@ def jelly_dynamics(m: nn.Module, name: str) -> tuple[float, float]:
         raise FrontendError(f"SpikingJelly {cls} is {what or 'a neuron '}without a deployed counterpart; snncc deploys "
                             "IFNode, LIFNode and ILIFNode with soft reset", where=name,
                             hint="train with IFNode/LIFNode(v_reset=None) or ILIFNode")
-    if getattr(m, "v_reset", None) is not None:
+    multilevel = type(getattr(m, "surrogate_function", None)).__name__ == "MultiLevelSpikeCount"
+    if getattr(m, "v_reset", None) is not None and (multilevel or cls == "ILIFNode"):
         raise jelly_hard_reset(cls, m.v_reset, name)
-    if cls != "ILIFNode" and getattr(m, "step_mode", "s") == "m" and \
-            type(getattr(m, "surrogate_function", None)).__name__ == "MultiLevelSpikeCount":
+    if cls != "ILIFNode" and getattr(m, "step_mode", "s") == "m" and multilevel:
         th = _scalar(m.v_threshold, "v_threshold", name)
         if th != 1.0:
             raise FrontendError(f"{cls}(v_threshold={th:g}) with MultiLevelSpikeCount fires round(h - v_threshold) "
@@ -161,24 +166,59 @@ def check_jelly(model: nn.Module) -> None:
             jelly_dynamics(m, f"module {path or '<root>'}")
 
 
-def _jelly_neuron(m: nn.Module, name: str) -> tuple[int, float, str, float, float]:
-    """(D, theta, rounding, leak, input gain) of a single-step SpikingJelly node."""
+def _jelly_neuron(m: nn.Module, name: str) -> tuple:
+    """(D, theta, rounding, leak, input gain, reset mode, beta) of a single-step SpikingJelly node."""
     cls = type(m).__name__
     leak, gain = jelly_dynamics(m, name)
     theta = _scalar(m.v_threshold, "v_threshold", name)
     if cls == "ILIFNode":
-        return int(m.surrogate_function.max_spike_count), theta, "half_even", leak, gain
+        return int(m.surrogate_function.max_spike_count), theta, "half_even", leak, gain, "subtract", 0.0
     if type(getattr(m, "surrogate_function", None)).__name__ == "MultiLevelSpikeCount":
         raise FrontendError(f"{cls} with MultiLevelSpikeCount in single-step mode: snncc reads multi-level "
                             "SpikingJelly neurons over the whole time axis", where=name,
                             hint=f"use {cls}(step_mode='m') on (T, B, ...) tensors (see --input-layout)")
-    return 1, theta, "floor", leak, gain
+    return 1, theta, "floor", leak, gain, *jelly_reset(getattr(m, "v_reset", None), name)
 
 
 def jelly_hard_reset(cls: str, v_reset, name: str) -> FrontendError:
-    """The refusal of a SpikingJelly node with a hard reset (single- or multi-step)."""
-    return FrontendError(f"{cls}(v_reset={v_reset}) resets to a value (a hard reset); snncc's neuron subtracts the "
-                         "threshold", where=name, hint=f"use neuron.{cls}(v_reset=None) (soft reset)")
+    """The refusal of a multi-level SpikingJelly node with a hard reset (single- or multi-step)."""
+    return FrontendError(f"{cls}(v_reset={v_reset}) with a multi-level spike count resets to a value (a hard "
+                         "reset); snncc's multi-spike neuron subtracts the threshold per spike", where=name,
+                         hint=f"use neuron.{cls}(v_reset=None) (soft reset)")
+
+
+def jelly_reset(v_reset, name: str) -> tuple[str, float]:
+    """(IR reset mode, beta) of a binary SpikingJelly IF/LIF node: v_reset=None subtracts the
+    threshold ("subtract", 0); a number v_reset is a hard reset to it (IR "value" with beta =
+    v_reset: the membrane starts at v_reset, leaks toward it and is set to it where the node fired)."""
+    if v_reset is None:
+        return "subtract", 0.0
+    return "value", _scalar(v_reset, "v_reset", name)
+
+
+def _snntorch_neuron(m: nn.Module, name: str) -> tuple:
+    """(D, theta, rounding, leak, input gain, reset mode, beta, leak_first, pair) of an snntorch
+    `Leaky` (1.0): mem = clamp(beta, 0, 1) * mem + x - reset * threshold, reset = the previous
+    step's spike (the threshold subtracted after the leak: IR leak_first), spike = mem > threshold
+    (rounding "strict"), D = 1. reset_mechanism "zero" (mem = beta * (1 - reset) * mem + x) is the
+    IR's reset "value" with beta 0, "none" no reset. `pair`: output=True returns (spk, mem)."""
+    cls = type(m).__name__
+    if cls != "Leaky":
+        raise FrontendError(f"snntorch {cls}: snncc reads snntorch.Leaky", where=name,
+                            hint="use snn.Leaky(beta, init_hidden=True)")
+    if not getattr(m, "init_hidden", False):
+        raise FrontendError("snntorch Leaky with init_hidden=False takes its membrane as an argument", where=name,
+                            hint="use snn.Leaky(beta, init_hidden=True): the membrane held in the module")
+    for attr, ok, what in (("inhibition", False, "inhibition"), ("state_quant", False, "a quantised membrane"),
+                           ("reset_delay", True, "reset_delay=False")):
+        if bool(getattr(m, attr, ok)) != ok:
+            raise FrontendError(f"snntorch Leaky with {what} is not read", where=name)
+    if _scalar(getattr(m, "graded_spikes_factor", 1.0), "graded_spikes_factor", name) != 1.0:
+        raise FrontendError("snntorch Leaky with graded_spikes_factor != 1 is not read", where=name)
+    mode = {0: ("subtract", True), 1: ("value", False), 2: ("none", False)}[int(m.reset_mechanism_val)]
+    leak = min(max(_scalar(m.beta, "beta", name), 0.0), 1.0)
+    theta = _scalar(m.threshold, "threshold", name)
+    return 1, theta, "strict", leak, 1.0, mode[0], 0.0, mode[1] and leak != 1.0, bool(m.output)
 
 
 def module_call(m: nn.Module, x, name: str) -> Call | None:
@@ -191,26 +231,32 @@ def module_call(m: nn.Module, x, name: str) -> Call | None:
         if getattr(m, "ceil_mode", False):
             raise FrontendError("SumPool2d with ceil_mode=True is not supported", where=name)
         return Call("pool", (x, m.kernel_size, m.stride, 0, False, True, 1), {})
-    D, theta, rounding, leak, gain = (*_sinabs_neuron(m, name), "floor", 1.0, 1.0) if lib == "sinabs" \
-        else _jelly_neuron(m, name)
+    leak_first, pair = False, False
+    if lib == "snntorch":
+        D, theta, rounding, leak, gain, reset, beta, leak_first, pair = _snntorch_neuron(m, name)
+    elif lib == "sinabs":
+        D, theta, rounding, leak, gain, reset, beta = (*_sinabs_neuron(m, name), "floor", 1.0, 1.0, "subtract", 0.0)
+    else:
+        D, theta, rounding, leak, gain, reset, beta = _jelly_neuron(m, name)
     if not theta > 0:
         raise FrontendError(f"threshold {theta} must be positive", where=name)
-    return Call("peer_neuron", (x, D, theta, f"{lib} {cls}", rounding, leak, gain), {})
+    return Call("peer_neuron", (x, D, theta, f"{lib} {cls}", rounding, leak, gain, reset, beta, leak_first, pair), {})
 
 
 class PeerOps:
     """Converter mixin: `peer_neuron` -> a stateful `fire` node (floor counting unless the peer
     rounds), on its input current times `gain` (SpikingJelly's decay_input=True: an IR `scale`)."""
 
-    def c_peer_neuron(self, fxn, x, D, theta, what, rounding="floor", leak=1.0, gain=1.0):
+    def c_peer_neuron(self, fxn, x, D, theta, what, rounding="floor", leak=1.0, gain=1.0, reset="subtract",
+                      beta=0.0, leak_first=False, pair=False):
         if gain != 1.0:
             x = self.add(fxn, "scale", [self.tensor(x, fxn)], {}, {"factor": np.asarray(float(gain))},
                          base=f"{fxn.name}_in")
         name = self.c_neuron(fxn, x, D, 1.0, rounding, True)
-        self.graph[name].attrs["theta"] = float(theta)
-        self.graph[name].attrs["leak"] = float(leak)
+        a = self.graph[name].attrs
+        a.update(theta=float(theta), leak=float(leak), reset=reset, beta=float(beta), leak_first=bool(leak_first))
         self.graph.meta.setdefault("peer_neurons", {})[name] = what
-        return name
+        return (name, None) if pair else name  # (spikes, membrane): the membrane is not deployed
 
 
 

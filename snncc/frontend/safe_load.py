@@ -11,6 +11,9 @@ unpickler, which rebuilds tensors and plain containers and refuses every other g
   unpickles custom/opaque constants with the full unpickler (`torch/export/pt2_archive/_package.py`).
   While snncc loads an archive, those entry points are replaced by weights-only ones that refuse
   anything else, and the refusal names the archive member that held the pickle.
+
+A program that calls SpikingJelly 2's fused neuron ops (`torch.ops.sj_if` / `sj_lif` / `sj_ilif`)
+gets them registered first (`register_jelly_ops`: only SpikingJelly's op modules are imported).
 """
 
 from __future__ import annotations
@@ -134,8 +137,49 @@ def _type_hints_once():
         typing.get_type_hints = real
 
 
+# SpikingJelly 2's fused neuron ops, registered with torch only when their module is imported (a
+# neuron's first run does it): op namespace -> the module that registers it, nothing else of SpikingJelly.
+JELLY_OPS = {"sj_if": "spikingjelly._ops.if_", "sj_lif": "spikingjelly._ops.lif", "sj_ilif": "spikingjelly._ops.ilif"}
+
+
+def _custom_op_namespaces(path: str) -> set[str]:
+    """The `torch.ops.<namespace>` of SpikingJelly ops a program archive's graphs call (read from
+    its models/*.json, never its weights)."""
+    import re
+
+    found: set[str] = set()
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if "/models/" in "/" + info.filename and info.filename.endswith(".json"):
+                    found |= {m.decode() for m in re.findall(rb"torch\.ops\.(sj_\w+)\.", zf.read(info))}
+    except (OSError, zipfile.BadZipFile):
+        pass  # torch.export.load says what is wrong with the file
+    return found
+
+
+def register_jelly_ops(path: str) -> None:
+    """Register the SpikingJelly fused ops a program calls before torch.export.load resolves
+    them; one line when SpikingJelly is absent or the op is not one snncc reads."""
+    import importlib
+
+    for ns in sorted(_custom_op_namespaces(path)):
+        mod = JELLY_OPS.get(ns)
+        if mod is None:
+            raise LoadError(f"the program calls SpikingJelly's fused op torch.ops.{ns}, a neuron snncc does not "
+                            "read", where=path, hint=f"snncc reads {', '.join(sorted(JELLY_OPS))} (IFNode, LIFNode, "
+                                                     "ILIFNode)")
+        try:
+            importlib.import_module(mod)
+        except ImportError as e:
+            raise LoadError(f"the program calls SpikingJelly's fused op torch.ops.{ns} and SpikingJelly is not "
+                            f"installed ({_first_line(e)})", where=path,
+                            hint="pip install spikingjelly (2.0), whose ops the program was exported with") from None
+
+
 def load_program(path: str, trust_pickle: bool = False):
     """`torch.export.load(path)` with no code run from the archive's pickles (unless trusted)."""
+    register_jelly_ops(path)
     try:
         # torch gets an open handle, not the name: its C++ reader cannot open a path holding bytes
         # that are not UTF-8 (any name the file system allows is fine here)

@@ -21,7 +21,11 @@ residual v - n - c (`snncc.sim.reference.carry`). l is read at the second timest
 x[0] relative to a fresh input) and every later step must match the form exactly. l = 0 (`mem =
 (mem_old - spike) * 0 + x[t]`) keeps nothing between timesteps: a fresh membrane at every step,
 recognised by the same inputs read at the next timestep with no spike term, and built as a
-stateless fire. Anything else (a hard reset, a reset by another amount, a leak outside [0, 1],
+stateless fire. A binary spike written as a comparison, `(v - th >= 0)` (`> 0`: strict), is that
+fire at D = 1 in units where the threshold is 1 (`compare`), and the hard reset `v = (1 - spike) *
+v` of old SpikingJelly's clock_driven nodes makes the atom ("r", chain, t), the membrane after the
+reset: then u_t = l * r_{t-1} + sum_i a_i X^i_t + c, a fire with reset "value" (to c, v_reset 0).
+Anything else (a hard reset to another value, a reset by another amount, a leak outside [0, 1],
 inputs that decay differently, a layer applied inside the loop) is refused in one line saying
 what to write instead. The IR node is built when the T per-step spikes are gathered again
 (stack, or the filled output buffer).
@@ -71,6 +75,8 @@ class Chain:
     steps: int = 0
     node: str | None = None  # the IR fire node, once gathered
     leak: float = 1.0  # read at the second timestep
+    hard: bool = False  # a hard reset to the offset c (("r", chain, t) atoms: the membrane after it)
+    fired: tuple | None = None  # (t, the membrane's form) of the last fire, for a hard reset's product
 
     @property
     def first(self) -> tuple[str, float]:
@@ -145,6 +151,9 @@ class TimeLoop:
         fa, fb = self._const_of(la), self._const_of(lb)
         if op == "mul":
             if fa is None and fb is None:
+                hard = self._hard_reset(la, lb)
+                if hard is not None:
+                    return hard
                 raise FrontendError("a product of two values of the loop (e.g. a hard reset v * (1 - spike)) is not "
                                     "SFA's IF neuron", where=self.conv_where(fxn),
                                     hint="use a soft reset, v = v - spike * v_threshold (SpikingJelly: v_reset=None)")
@@ -155,10 +164,31 @@ class TimeLoop:
             return la.scaled(1.0 / fb)
         raise FrontendError(f"{op} inside a loop over timesteps", where=self.conv_where(fxn))
 
+    def compare(self, fxn, a, b, strict: bool, where: str) -> Lin:
+        """A binary spike written as a comparison, `(v - th >= 0)` (`> 0`: strict): the fire of
+        floor (strict) clamp(v - th + 1, 0, 1), one spike when v reaches th, in units where the
+        threshold is 1 (the offset 1 - th is the neuron's c)."""
+        w = self._lin(a, fxn) + self._lin(b, fxn).scaled(-1.0) + Lin({}, 1.0)
+        return self.fire(fxn, w, 1, 1.0, "strict" if strict else "floor", where, fxn.name)
+
+    def _hard_reset(self, la: Lin, lb: Lin) -> Lin | None:
+        """`(1 - spike) * v` of a neuron's own step-t spike and membrane (SpikingJelly's hard reset
+        to v_reset = 0: `v = (1 - spike) * v + spike * v_reset`): the atom ("r", chain, t), its
+        membrane after the reset, or None when the product is not that."""
+        for s, v in ((la, lb), (lb, la)):
+            if s.const == 1.0 and len(s.terms) == 1:
+                (key, coef), = s.terms.items()
+                if key[0] == "s" and coef == -1.0 and key[1] in self.chains:
+                    ch = self.chains[key[1]]
+                    if ch.fired is not None and ch.fired[0] == key[2] and _same(v + Lin({}, ch.c), ch.fired[1]):
+                        ch.hard = True
+                        return Lin({("r", ch.key, key[2]): 1.0})
+        return None
+
     def fire(self, fxn, u, D: int, norm: float, rounding: str, where: str, base: str) -> Lin:
         u = self._lin(u, fxn)
         xs = {k: v for k, v in u.terms.items() if k[0] == "x"}
-        ss = {k: v for k, v in u.terms.items() if k[0] == "s"}
+        ss = {k: v for k, v in u.terms.items() if k[0] in ("s", "r")}
         keys = {k[1] for k in ss}
         if not ss:  # first fire of a new neuron (u_0 = sum_i a_i X^i_0 + c), or a neuron that keeps nothing
             steps = sorted({k[2] for k in xs})
@@ -183,7 +213,14 @@ class TimeLoop:
                 raise FrontendError("the membrane mixes the spikes of two neurons", where=where)
             ch = self.chains[keys.pop()]
             t = ch.steps
-            if t == 1:
+            if t == 1 and ch.hard:
+                ch.leak = u.terms.get(("r", ch.key, 0), 0.0)
+                if -REL <= ch.leak - 1.0 <= REL:
+                    ch.leak = 1.0
+                if not 0.0 < ch.leak <= 1.0:
+                    raise FrontendError(f"the membrane's decay {ch.leak:.4g} per timestep is outside (0, 1]",
+                                        where=where)
+            elif t == 1:
                 x0, a0 = ch.first
                 ch.leak = u.terms.get(("x", x0, 0), 0.0) / a0
                 if -REL <= ch.leak - 1.0 <= REL:
@@ -192,7 +229,13 @@ class TimeLoop:
                     raise FrontendError(f"the membrane's decay {ch.leak:.4g} per timestep is outside [0, 1] (the input "
                                         "of step 0 weighs that much of a fresh input at step 1)", where=where,
                                         hint="a leak l = 1 - 1/tau with tau >= 1: v = l * v + x[t]")
-        if t:
+        if t and ch.hard:  # u_t = leak * r_{t-1} + sum_i a_i X^i_t + c
+            want = Lin({("x", x, t): a for x, a in ch.inputs.items()}, ch.c) + Lin({("r", ch.key, t - 1): ch.leak})
+            if not _same(u, want):
+                raise FrontendError("the membrane after a hard reset is not v = l * v + x[t]", where=where,
+                                    hint="v = v + (x[t] - v) / tau (or v * l + x[t]); spike = (v >= th); "
+                                         "v = (1 - spike) * v")
+        elif t:
             lk = ch.leak
             want = Lin({("x", x, s): a * lk ** (t - s) for x, a in ch.inputs.items() for s in range(t + 1)}, ch.c) + \
                 Lin({("s", ch.key, s): -(lk ** (t - s)) for s in range(t)})
@@ -203,15 +246,16 @@ class TimeLoop:
             if (int(D), rounding) != (ch.D, ch.rounding):
                 raise FrontendError("the neuron changes D or its rounding between timesteps", where=where)
         atom = ("s", ch.key, ch.steps)
+        ch.fired = (ch.steps, u)
         ch.steps += 1
         return Lin({atom: 1.0 / norm})
 
     def jelly_if(self, fxn, x, v, threshold, reset, where: str) -> tuple:
         """SpikingJelly 2.0's multi-step `IFNode` with a spiking (heaviside) surrogate, which runs as
         the fused op `sj_if::forward(x_seq, v, threshold, reset, ...)`: per step h = v + x[t],
-        spike = (h - threshold >= 0), v = h - spike * threshold (v_reset=None). That is the peer
-        neuron of peers.py at D = 1: floor(clamp(u / threshold, 0, 1)) with soft reset, u starting
-        at 0. Returns (spikes, None, None) for the op's (spikes, v, h)."""
+        spike = (h - threshold >= 0), v = h - spike * threshold (v_reset=None) or v = v_reset where
+        it fired (a number: a hard reset, peers.jelly_reset). That is the peer neuron of peers.py at
+        D = 1: floor(clamp(u / threshold, 0, 1)), u starting at 0 (soft) or v_reset (hard). Returns (spikes, None, None) for the op's (spikes, v, h)."""
         return self._jelly(fxn, x, v, threshold, reset, "IFNode", where, D=1, rounding="floor", leak=1.0)
 
     def jelly_lif(self, fxn, x, v, tau, decay_input, threshold, reset, where: str) -> tuple:
@@ -241,13 +285,15 @@ class TimeLoop:
     def _jelly(self, fxn, x, v, threshold, reset, cls: str, where: str, D: int, rounding: str, leak: float,
                gain: float = 1.0) -> tuple:
         """A fused SpikingJelly multi-step node -> a stateful fire (the op's (spikes, v, h) -> (spikes, None, None))."""
-        from snncc.frontend.peers import jelly_hard_reset
+        from snncc.frontend.peers import jelly_hard_reset, jelly_reset
 
-        if reset is not None:
+        if reset is not None and D != 1:
             raise jelly_hard_reset(cls, reset, where)
+        mode, beta = jelly_reset(reset, where)
         v0 = self._lin(v, fxn) if is_step_value(v) or _num(v) is not None else None
-        if v0 is None or v0.terms or v0.const != 0.0:
-            raise FrontendError(f"the {cls}'s membrane does not start at 0", where=where,
+        if v0 is None or v0.terms or v0.const != beta:
+            raise FrontendError(f"the {cls}'s membrane does not start at {beta:g}" +
+                                (" (its v_reset)" if mode == "value" else ""), where=where,
                                 hint="call spikingjelly's functional.reset_net(model) before compiling")
         if "T" not in self.conv.lead_in(fxn):
             raise FrontendError(f"a multi-step {cls} on a value without a time axis", where=where,
@@ -256,7 +302,7 @@ class TimeLoop:
         if not th > 0:
             raise FrontendError(f"threshold {th} must be positive", where=where)
         name = self.conv.c_peer_neuron(fxn, self.conv.tensor(x, fxn), D, th, f"spikingjelly {cls}", rounding=rounding,
-                                       leak=leak, gain=gain)
+                                       leak=leak, gain=gain, reset=mode, beta=beta)
         return name, None, None
 
     def copy_(self, fxn, dst, src):
@@ -332,7 +378,8 @@ class TimeLoop:
             stateful = ch.leak != 0.0  # decay 0: a fresh membrane every timestep
             ch.node = self.conv.add(None, "fire", [self._current(ch)],
                                     {"D": ch.D, "norm": 1.0, "rounding": ch.rounding, "stateful": stateful,
-                                     "beta": float(ch.c), "leak": float(ch.leak) if stateful else 1.0}, base=ch.base)
+                                     "beta": float(ch.c), "leak": float(ch.leak) if stateful else 1.0,
+                                     "reset": "value" if ch.hard else "subtract"}, base=ch.base)
         return ch.node
 
     def _lin(self, v, fxn) -> Lin:

@@ -75,8 +75,8 @@ ATEN_MAP = {
     aten.constant_pad_nd: lambda x, pad, value=0: Call("pad", (x, pad, "constant", value), {}),
     aten.slice: lambda x, dim=0, start=None, end=None, step=1: Call("slice", (x, dim, start, end, step), {}),
     aten.copy_: lambda dst, src, non_blocking=False: Call("copy_", (dst, src), {}),
-    aten.max_pool2d: lambda x, *a, **k: Call("max_pool", (x,), {}),
-    aten.max_pool2d_with_indices: lambda x, *a, **k: Call("max_pool", (x,), {}),
+    aten.max_pool2d: lambda x, *a, **k: Call("max_pool", (x, *a), k),
+    aten.max_pool2d_with_indices: lambda x, *a, **k: Call("max_pool", (x, *a), k),
     aten.expand: lambda x, size, implicit=False: Call("expand", (x, size), {}),
     aten.transpose: lambda x, d0, d1: Call("transpose", (x, d0, d1), {}),
     aten.t: lambda x: Call("transpose", (x, -1, -2), {}),
@@ -95,6 +95,10 @@ ATEN_MAP = {
     aten.zeros_like: lambda x, *a, **k: Call("like", (x, 0.0), {}),
     aten.full_like: lambda x, v, *a, **k: Call("like", (x, v), {}),
     aten.sub: lambda a, b, alpha=1: Call("sub", (a, b), {"alpha": alpha}),
+    # a binary spike written as a comparison, `(v - th >= 0).to(v)` (surrogate heavisides)
+    aten.ge: lambda a, b: Call("compare", (a, b, False), {}),
+    aten.gt: lambda a, b: Call("compare", (a, b, True), {}),
+    aten.to: lambda x, *a, **k: Call("identity", (x,), {}),
     aten.rsub: lambda a, b, alpha=1: Call("rsub", (a, b), {"alpha": alpha}),
 }
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from snncc.errors import FrontendError, LoadError, TargetError
 from snncc.ir.graph import Graph, Node
-from snncc.ir.ops import CURRENT, KINDS
+from snncc.ir.ops import CURRENT, KINDS, neuron_features
 
 META = "snncc_"  # metadata key prefix
 
@@ -99,6 +99,8 @@ def to_nir(graph: Graph) -> NirExport:
             why = "conv of rank other than 1d/2d"
         elif n.op == "fire" and (n.attrs["norm"] != 1.0 or n.attrs["rounding"] != "floor"):
             why = "fire not in deployed form (norm 1, floor)"
+        elif n.op == "fire" and neuron_features(n.attrs):
+            why = f"a neuron's {' and '.join(neuron_features(n.attrs))} (snncc's NIR neurons subtract theta)"
         if why:
             refused.setdefault(why, []).append(n.name)
     if refused:

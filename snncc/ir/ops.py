@@ -179,9 +179,18 @@ def pool_shape(shapes, attrs, params):
     w = _conv_out(x[2], k[1], s[1], p[1], 1)
     if h <= 0 or w <= 0:
         raise RuleError(f"pool kernel {k} larger than input {x}")
-    if attrs["mode"] not in ("avg", "sum"):
+    if "mode" in attrs and attrs["mode"] not in ("avg", "sum"):
         raise RuleError(f"pool mode must be 'avg' or 'sum', got {attrs['mode']!r}")
+    if any(2 * pi > ki for pi, ki in zip(p, k)):
+        raise RuleError(f"padding {p} is more than half the kernel {k}")
     return (x[0], h, w)
+
+
+def _max_pool_kind(kinds, attrs):
+    if kinds[0] != SPIKE:
+        raise RuleError("max pooling of a current is no synaptic sum, and a stateful neuron after it does not "
+                        "commute with it; max-pool the neuron's spikes instead")
+    return SPIKE
 
 
 def mean_shape(shapes, attrs, params):
@@ -277,6 +286,12 @@ def fire_shape(shapes, attrs, params):
         raise RuleError(f"leak must be in [0, 1] (the carried membrane's factor per timestep), got {attrs['leak']!r}")
     if attrs["leak"] != 1.0 and not attrs["stateful"]:
         raise RuleError(f"leak {attrs['leak']!r} on a neuron that carries no membrane (stateful is false)")
+    if attrs["reset"] not in RESET_MODES:
+        raise RuleError(f"reset must be one of {RESET_MODES}, got {attrs['reset']!r}")
+    if not isinstance(attrs["leak_first"], bool):
+        raise RuleError(f"leak_first must be true or false, got {attrs['leak_first']!r}")
+    if attrs["leak_first"] and attrs["reset"] != "subtract":
+        raise RuleError(f"leak_first orders the leak before a subtractive reset; reset is {attrs['reset']!r}")
     return x
 
 
@@ -291,7 +306,62 @@ def output_shape(shapes, attrs, params):
     return shapes[0]
 
 
-ROUNDING_MODES = ("half_even", "half_up", "floor")
+# How q turns v / theta into a count: "floor" counts the thresholds reached (v >= k theta: a binary
+# neuron's `v >= theta`), "strict" those exceeded (v > k theta: snntorch's `mem > threshold`),
+# "half_even"/"half_up" round to the nearest count (SFA).
+ROUNDING_MODES = ("half_even", "half_up", "floor", "strict")
+# What a spike does to the membrane of a stateful neuron: "subtract" removes theta per spike (soft
+# reset), "value" sets the membrane to beta where the neuron fired (hard reset: SpikingJelly's
+# v_reset = beta), "none" leaves it.
+RESET_MODES = ("subtract", "value", "none")
+
+
+def neuron_model(attrs: dict) -> str:
+    """One line naming a fire node's neuron model (reports, refusals)."""
+    a = attrs
+    kind = "IF" if a["leak"] == 1.0 else f"LIF(leak {_fmt(a['leak'])})"
+    if not a["stateful"]:
+        kind = "stateless"
+    cmp = {"floor": ">=", "strict": ">"}.get(a["rounding"], a["rounding"].replace("_", "-") + " rounding")
+    spikes = f"binary (v {cmp} theta)" if a["D"] == 1 and a["rounding"] in ("floor", "strict") else \
+        f"multi-spike D={a['D']} ({cmp})"
+    if not a["stateful"]:
+        return f"{kind} {spikes}"
+    reset = {"subtract": "soft reset" + (" after the leak" if a["leak_first"] else ""),
+             "value": f"hard reset to {_fmt(float(a['beta']))}", "none": "no reset"}[a["reset"]]
+    return f"{kind} {spikes}, {reset}"
+
+
+NEURON_FEATURES = ("hard reset", "no reset", "leak before reset", "strict comparison")
+
+
+def neuron_features(attrs: dict) -> tuple[str, ...]:
+    """The parts of a fire node's model beyond DESIGN 2's deployed neuron (soft reset by theta,
+    then the leak, counting v >= k theta or rounding): what an executor or target must implement."""
+    f = []
+    if attrs["stateful"] and attrs["reset"] != "subtract":
+        f.append("hard reset" if attrs["reset"] == "value" else "no reset")
+    if attrs["stateful"] and attrs["leak_first"]:
+        f.append("leak before reset")
+    if attrs["rounding"] == "strict":
+        f.append("strict comparison")
+    return tuple(f)
+
+
+def is_soft_neuron(attrs: dict) -> bool:
+    return not neuron_features(attrs)
+
+
+def check_neuron(name: str, attrs: dict, what: str, supported: Sequence[str] = ()) -> None:
+    """Refuse, in one line naming the node, a neuron whose model uses a feature `what` (an executor
+    or target) does not implement."""
+    missing = [f for f in neuron_features(attrs) if f not in supported]
+    if missing:
+        from snncc.errors import SnnccError
+
+        raise SnnccError(f"neuron {neuron_model(attrs)}: {what} does not implement its {' and '.join(missing)}",
+                         where=f"node {name}",
+                         hint="run it with the reference executor (snncc.sim.reference) or a target that does")
 
 
 def _fmt(v):
@@ -322,6 +392,10 @@ def _fire_summary(a, p):
         s += " stateful"
     if a["leak"] != 1.0:
         s += f" leak={_fmt(a['leak'])}"
+    if a["reset"] != "subtract":
+        s += f" reset={a['reset']}"
+    if a["leak_first"]:
+        s += " leak_first"
     if "bias" in p:
         s += " +const"
     return s
@@ -349,9 +423,13 @@ _op(OpSpec("batchnorm", 1, 1, {"axis": 0, "eps": 1e-5}, params=("mean", "var", "
 # stateful one carries its residual r = v - n * theta - beta (the membrane after the soft reset,
 # without the offset beta, which is not integrated) to the next timestep as leak * r: `leak`
 # (LIF's beta = 1 - 1/tau; 1 = integrate-and-fire) acts between timesteps only, never between the
-# D sub-steps of one window (the D binary spikes of a window are one integer count).
+# D sub-steps of one window (the D binary spikes of a window are one integer count). `reset`
+# (RESET_MODES) says what a spike does: "value" carries leak * (v - beta) where n = 0 and 0 where
+# the neuron fired (the membrane set to beta), "none" leak * (v - beta); `leak_first` (snntorch's
+# order) carries leak * (v - beta) - n * theta (the threshold subtracted after the leak).
+# reference.carry is the one implementation.
 _op(OpSpec("fire", 1, 1, {"D": REQUIRED, "theta": 1.0, "beta": 0.0, "norm": 1.0, "rounding": "half_even",
-                          "stateful": False, "leak": 1.0},
+                          "stateful": False, "leak": 1.0, "reset": "subtract", "leak_first": False},
            params=("bias",), kind_rule=_fire_kind, shape_rule=fire_shape, summary=_fire_summary))
 _op(OpSpec("add", 2, None, {}, kind_rule=_all_current, shape_rule=add_shape, linear=True,
            summary=lambda a, p: ""))
@@ -362,6 +440,12 @@ _op(OpSpec("scale", 1, 1, {}, params=("factor",), required_params=("factor",), k
 _op(OpSpec("pool", 1, 1, {"mode": "avg", "kernel": REQUIRED, "stride": REQUIRED, "padding": (0, 0)},
            kind_rule=_current, shape_rule=pool_shape, synaptic=True, linear=True,
            summary=lambda a, p: f"{a['mode']} k={_fmt(a['kernel'])} s={_fmt(a['stride'])}"))
+# Max pooling of spike counts (per timestep; binary spikes: an OR within the window, multi-spike:
+# the max count). Neither synaptic nor linear: a spike value between a population and its readers.
+# Its padding (at most half the kernel) never wins a max of counts >= 0.
+_op(OpSpec("max_pool", 1, 1, {"kernel": REQUIRED, "stride": REQUIRED, "padding": (0, 0)}, kind_rule=_max_pool_kind,
+           shape_rule=pool_shape, summary=lambda a, p: f"k={_fmt(a['kernel'])} s={_fmt(a['stride'])}"
+                                                       + (f" p={_fmt(a['padding'])}" if any(a["padding"]) else "")))
 _op(OpSpec("mean", 1, 1, {"dims": REQUIRED, "keepdim": False}, kind_rule=_current, shape_rule=mean_shape,
            synaptic=True, linear=True, summary=lambda a, p: f"dims={_fmt(a['dims'])}"))
 _op(OpSpec("reshape", 1, 1, {"shape": REQUIRED}, kind_rule=_same_kind, shape_rule=reshape_shape, linear=True,
@@ -416,7 +500,8 @@ def fmt_value(v) -> str:
     return _fmt(v)
 
 
-__all__ = ["OPS", "OpSpec", "SPIKE", "CURRENT", "KINDS", "REQUIRED", "RuleError", "ROUNDING_MODES", "MAX_D", "MAX_T",
+__all__ = ["OPS", "OpSpec", "SPIKE", "CURRENT", "KINDS", "REQUIRED", "RuleError", "ROUNDING_MODES", "RESET_MODES",
+           "neuron_model", "NEURON_FEATURES", "neuron_features", "is_soft_neuron", "check_neuron", "MAX_D", "MAX_T",
            "MAX_SUBSTEPS", "POPULATION_OPS", "spec",
            "normalize_attr", "tuple_n", "summarize", "fmt_value"]
 

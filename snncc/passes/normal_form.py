@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from snncc.errors import PassError, SnnccError
 from snncc.ir.graph import Graph, Node
+from snncc.ir.ops import check_neuron
 from snncc.passes.base import PassResult
 from snncc.passes.bias_to_current import bias_to_current, private_tree
 from snncc.passes.dead_code import dead_code
@@ -147,17 +148,24 @@ def projections(g: Graph, consumer: Node) -> list[dict]:
 TREE_OPS = ("conv", "linear", "pool", "mean", "scale", "add", "reshape", "permute", "spike_product")
 
 
-def check_deployed(graph: Graph, what: str = "the simulator") -> None:
+def check_deployed(graph: Graph, what: str = "the simulator", supported: tuple[str, ...] = (),
+                   max_pool: bool = False) -> None:
     """Raise unless `graph` is in synaptic normal form as `normal_form` leaves it: every neuron
-    with norm 1 and floor rounding, every current made only of TREE_OPS. Simulators of the
-    deployed graph call this instead of each restating the rule."""
+    with norm 1 and floor (or strict) rounding, every current made only of TREE_OPS, and every
+    neuron model one `what` implements (`supported`: ops.neuron_features it runs; `max_pool`: it
+    runs max pooling of spikes). Simulators of
+    the deployed graph call this instead of each restating the rule."""
     for n in graph.nodes:
         where = f"node {n.name}"
         if n.op == "fire":
-            if n.attrs["norm"] != 1.0 or n.attrs["rounding"] != "floor":
+            check_neuron(n.name, n.attrs, what, supported)
+            if n.attrs["norm"] != 1.0 or n.attrs["rounding"] not in ("floor", "strict"):
                 raise SnnccError(f"neuron has norm={n.attrs['norm']} rounding={n.attrs['rounding']}; the deployed "
                                  f"neuron has norm 1 and floor rounding ({what} runs deployed graphs)", where=where,
                                  hint="simulate run_pipeline(graph, 'deploy').graph")
+        elif n.op == "max_pool" and not max_pool:
+            raise SnnccError(f"max pooling of spikes: {what} does not implement it", where=where,
+                             hint="run it with the reference executor or the synchronous simulator (exact)")
         elif n.kind == "current" and n.op not in TREE_OPS + ("input", "relay", "output"):
             raise SnnccError(f"op {n.op} in a current tree is not in synaptic normal form", where=where,
                              hint="simulate run_pipeline(graph, 'deploy').graph")

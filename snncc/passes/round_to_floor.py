@@ -16,7 +16,7 @@ def round_to_floor(graph: Graph) -> PassResult:
     g = graph.clone()
     changes = []
     for n in g.nodes:
-        if n.op == "fire" and n.attrs["rounding"] != "floor":
+        if n.op == "fire" and n.attrs["rounding"] not in ("floor", "strict"):  # strict: a comparison, kept
             was = n.attrs["rounding"]
             n.attrs["beta"] = n.attrs["beta"] + n.attrs["theta"] / 2
             n.attrs["rounding"] = "floor"

@@ -77,7 +77,7 @@ def propagate(graph: Graph, leaf: dict[str, torch.Tensor], fixed_fires: bool = F
         if n.op == "conv":
             if ins[0] is not None:
                 out[n.name] = centre_gather(ins[0], n)
-        elif n.op == "pool":
+        elif n.op in ("pool", "max_pool"):
             if ins[0] is not None:
                 out[n.name] = _pool_any(ins[0], n)
         elif n.op == "add":

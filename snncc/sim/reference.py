@@ -5,7 +5,8 @@ It is the semantic ground truth the simulators and targets are checked against (
 semantics (DESIGN 2): with input current U, constant current b, threshold theta, initial
 membrane beta and rounding q, a neuron emits n = clip(q((v) / theta), 0, D) with v = beta + U + b;
 a stateful neuron keeps leak * (v - n * theta - beta) for the next timestep (`carry`; leak = 1:
-integrate-and-fire, LIF's 1 - 1/tau otherwise; beta is not integrated). The op emits n / norm.
+integrate-and-fire, LIF's 1 - 1/tau otherwise; beta is not integrated), or what its reset mode
+says (hard reset to beta, no reset, the leak before the subtraction). The op emits n / norm.
 A relay (residual-stream accumulator) emits its window's input current plus its constant current,
 unchanged; `Result.messages` counts its graded messages (neurons whose value is nonzero).
 """
@@ -40,6 +41,8 @@ def quantize(x: torch.Tensor, rounding: str, inplace: bool = False) -> torch.Ten
         return (x.add_(0.5) if inplace else x + 0.5).floor_()
     if rounding == "floor":
         return x.floor_() if inplace else torch.floor(x)
+    if rounding == "strict":  # thresholds strictly exceeded: the largest integer below x
+        return (x.ceil_() if inplace else torch.ceil(x)).sub_(1)
     raise SnnccError(f"unknown rounding mode {rounding!r}")
 
 
@@ -54,21 +57,33 @@ def fire_count(v: torch.Tensor, attrs: dict, consume: bool = False) -> torch.Ten
     return quantize(u, attrs["rounding"], inplace=consume).clamp_(0, attrs["D"])
 
 
-def carry(residual: torch.Tensor, attrs: dict) -> torch.Tensor:
-    """What a stateful neuron carries to the next timestep: its residual r = v - n * theta - beta
-    (the membrane after the soft reset, without the offset beta) times `leak`. The one place the
-    leak acts: between timesteps, never between the D sub-steps of a window. Every executor of the
-    IR carries through here."""
-    leak = attrs["leak"]
-    return residual * leak if leak != 1.0 else residual
+def carry(v: torch.Tensor, cnt: torch.Tensor, attrs: dict) -> torch.Tensor:
+    """What a stateful neuron with membrane v (beta included) that emitted cnt spikes carries to the
+    next timestep, without the offset beta: the membrane after its reset, times `leak` (ops `fire`).
+    Soft reset: leak * (v - cnt * theta - beta), or leak * (v - beta) - cnt * theta with
+    `leak_first`; hard reset ("value"): 0 where the neuron fired, leak * (v - beta) elsewhere; no
+    reset: leak * (v - beta). The one place the leak and the reset act: between timesteps, never
+    between the D sub-steps of a window. Every executor of the IR carries through here."""
+    leak, reset, beta = attrs["leak"], attrs["reset"], attrs["beta"]
+    if reset == "subtract" and not attrs["leak_first"]:
+        r = v - cnt * attrs["theta"] - beta
+        return r * leak if leak != 1.0 else r
+    r = v - beta if beta != 0.0 else v
+    if leak != 1.0:
+        r = r * leak
+    if reset == "subtract":  # leak_first
+        return r - cnt * attrs["theta"]
+    if reset == "value":
+        return torch.where(cnt > 0, torch.zeros_like(r), r)
+    return r
 
 
-def carried_membrane(v: torch.Tensor, attrs: dict) -> torch.Tensor:
-    """`carry` for executors whose membrane holds beta (v after the soft reset, offset included):
-    the next timestep's starting membrane beta + leak * (v - beta); v itself when leak = 1."""
-    if attrs["leak"] == 1.0:
-        return v
-    return carry(v - attrs["beta"], attrs) + attrs["beta"]
+def carried_membrane(v: torch.Tensor, cnt, attrs: dict) -> torch.Tensor:
+    """`carry` for executors whose membrane holds beta: the next timestep's starting membrane,
+    beta + carry(v, cnt); v - cnt * theta for a soft-reset integrate-and-fire neuron."""
+    if attrs["leak"] == 1.0 and attrs["reset"] == "subtract" and not attrs["leak_first"]:
+        return v - cnt * attrs["theta"] if not (isinstance(cnt, (int, float)) and cnt == 0) else v
+    return carry(v, cnt, attrs) + attrs["beta"]
 
 
 def timestep_inputs(graph: Graph, x, dtype: torch.dtype) -> list[torch.Tensor]:
@@ -168,7 +183,7 @@ class Interpreter:
             tie = (u - fl == 0.5) & (torch.remainder(fl, 2) == 0) & (fl >= 0) & (fl < a["D"])
             self.ties[n.name] = self.ties.get(n.name, 0) + int(tie.sum())
         if keep:
-            self.state[n.name] = carry(v - cnt * a["theta"] - a["beta"], a)
+            self.state[n.name] = carry(v, cnt, a)
         return cnt, (cnt / a["norm"] if a["norm"] != 1.0 else cnt)
 
     def op_relay(self, n: Node, u: torch.Tensor):
@@ -207,6 +222,10 @@ class Interpreter:
         if a["mode"] == "sum":
             y = y * (a["kernel"][0] * a["kernel"][1])
         return y
+
+    def op_max_pool(self, n: Node, x):
+        a = n.attrs
+        return F.max_pool2d(x, a["kernel"], a["stride"], a["padding"])
 
     def op_mean(self, n: Node, x):
         return x.mean(dim=tuple(d + 1 for d in n.attrs["dims"]), keepdim=n.attrs["keepdim"])

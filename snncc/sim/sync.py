@@ -78,6 +78,7 @@ import torch
 from snncc.errors import SnnccError
 from snncc.ir.analysis import value_numbers
 from snncc.ir.graph import Graph, Node
+from snncc.ir.ops import NEURON_FEATURES, check_neuron
 from snncc.passes.normal_form import check_deployed
 from snncc.sim.reference import Interpreter, carried_membrane, fire_count, timestep_inputs
 
@@ -136,7 +137,7 @@ def _check(graph: Graph) -> int:
                          "needs one D", where="graph")
     if len(graph.inputs) != 1:
         raise SnnccError(f"graph has {len(graph.inputs)} inputs; the simulator runs single-input graphs")
-    check_deployed(graph, "the synchronous simulator")
+    check_deployed(graph, "the synchronous simulator", NEURON_FEATURES, max_pool=True)
     return Ds.pop()
 
 
@@ -190,6 +191,9 @@ class Simulator:
             if r not in graph or not (graph[r].op == "fire" or (graph[r].op == "input" and graph[r].kind == "spike")):
                 raise SnnccError(f"cannot record {r!r}: not a neuron population or spike input",
                                  hint=f"populations: {', '.join(n.name for n in graph.neurons())}")
+        if schedule == "streaming":
+            for n in graph.neurons():
+                check_neuron(n.name, n.attrs, "the streaming schedule (one spike per sub-step, v -= theta)")
         xs = timestep_inputs(graph, x, dtype)
         D, T = self.D, len(xs)
         B = xs[0].shape[0]
@@ -349,7 +353,7 @@ class Simulator:
                 v = v + I[j]
             cnt = fire_count(v, a)
             if a["stateful"]:
-                self.state[n.name] = carried_membrane(v - cnt * theta, a)
+                self.state[n.name] = carried_membrane(v, cnt, a)
             return self._train(cnt)
         # streaming: one spike at most per sub-step, so at most D in a window of D sub-steps (the
         # cap never binds here); in-place updates, no per-sub-step allocation
@@ -367,7 +371,7 @@ class Simulator:
             torch.ge(v, theta, out=out[j])  # the 0/1 spike, written as a float straight into the train
             v.sub_(out[j], alpha=theta)
         if a["stateful"]:
-            self.state[n.name] = carried_membrane(v, a)
+            self.state[n.name] = carried_membrane(v, 0, a)
         return out
 
     def _relay(self, n: Node, I: torch.Tensor, schedule: str, bias_mode: str) -> torch.Tensor:

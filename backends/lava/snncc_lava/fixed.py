@@ -130,6 +130,8 @@ class QPopulation:
     host_input: bool
     relay: bool = False  # a residual-stream relay: sends its value v >> 6 (activation units) graded
     leak_mant: int = 1 << LEAK_BITS  # leak = leak_mant / 2**12; 2**12: no leak (integrate-and-fire)
+    reset: str = "subtract"  # next_membrane's mode: "subtract", "value" (hard reset to v_init), "leak_first"
+    strict: bool = False  # spikes on v > k theta (count)
 
     @property
     def size(self) -> int:
@@ -298,6 +300,24 @@ def quantize_leak(leak: float) -> int:
     return int(round(float(leak) * (1 << LEAK_BITS)))
 
 
+def count(v: np.ndarray, theta_eff: int, D: int, strict: bool) -> np.ndarray:
+    """Spikes of a fixed-point neuron with membrane v (int64): floor(v / theta) (v >= k theta), or
+    with `strict` ceil(v / theta) - 1 = floor((v - 1) / theta) (v > k theta), clipped to [0, D]."""
+    return np.clip(np.floor_divide(v - 1 if strict else v, theta_eff), 0, D)
+
+
+def next_membrane(v: np.ndarray, n: np.ndarray, theta_eff: int, v_init: int, leak_mant: int, reset: str) -> np.ndarray:
+    """What a stateful fixed-point neuron with membrane v that emitted n spikes carries to its next
+    window (snncc.sim.reference.carry in membrane units): reset "subtract" carried(v - n theta);
+    "value" (hard) v_init where it fired; "leak_first" (snntorch) carried(v) - n theta. Shared by
+    `simulate_fixed` and the Lava fixed_pt WindowBurstIF."""
+    if reset == "value":
+        return carried(np.where(n > 0, v_init, v), v_init, leak_mant)
+    if reset == "leak_first":
+        return carried(v, v_init, leak_mant) - n * theta_eff
+    return carried(v - n * theta_eff, v_init, leak_mant)
+
+
 def carried(v: np.ndarray, v_init: int, leak_mant: int) -> np.ndarray:
     """What a stateful fixed-point neuron carries to its next window, from its membrane v after the
     soft reset (int64; v_init, i.e. beta, included): v itself without a leak, else
@@ -398,7 +418,7 @@ def quantize(net: Network, policy: str = "precision") -> QNetwork:
         if abs(v_init) > V_LIMIT:
             raise TargetError(f"initial membrane (beta) of population {p.name} exceeds 24 bits", where=f"population {p.name}")
         q = QPopulation(p.name, p.shape, p.D, s, vth, bias_mant, bias_exp, v_init, p.stateful, p.level, p.start,
-                        p.host_input, leak_mant=quantize_leak(p.leak))
+                        p.host_input, leak_mant=quantize_leak(p.leak), reset=p.reset, strict=p.strict)
         pops[p.name] = q
         scales[p.name] = s
         theta_q = vth / s
@@ -544,9 +564,9 @@ def simulate_fixed(qnet: QNetwork, x, emit: str = "burst", currents: dict | None
             if q.relay:  # the value itself, in activation units: the graded payload
                 counts[p][:, t] = relay_payload(v)
                 continue
-            n = np.clip(np.floor_divide(v, q.theta_eff), 0, D)
+            n = count(v, q.theta_eff, D, q.strict)
             counts[p][:, t] = n
-            carry[p] = carried(v - n * q.theta_eff, q.v_init, q.leak_mant)
+            carry[p] = next_membrane(v, n, q.theta_eff, q.v_init, q.leak_mant, q.reset)
         for j in range(D):
             for pr in by_target.get("output", []):
                 readout[:, t] += _dense(pr.weight, trains(pr.source, t, j), pr.exp)

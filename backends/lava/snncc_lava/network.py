@@ -51,6 +51,10 @@ import torch
 
 from snncc.errors import SnnccError, TargetError
 from snncc.ir.graph import Graph, Node
+from snncc.ir.ops import neuron_features, neuron_model
+
+# the neuron models (snncc.ir.ops.neuron_features) WindowBurstIF runs beyond the soft reset
+LAVA_NEURON_FEATURES = ("hard reset", "leak before reset", "strict comparison")
 from snncc.sim.events import op_matrix  # per-op sparse address maps, shared with the event simulator
 from snncc.sim.reference import Interpreter
 
@@ -104,6 +108,8 @@ class Population:
     host_input: bool  # fed by an encoding current from the host
     relay: bool = False  # a residual-stream relay: sends its window value as one graded message
     leak: float = 1.0  # factor of the carried residual between windows (snncc.sim.reference.carry)
+    reset: str = "subtract"  # "subtract", "value" (set to beta where it fired), "leak_first" (snntorch's order)
+    strict: bool = False  # fires on v > k theta (IR rounding "strict")
 
     @property
     def size(self) -> int:
@@ -270,11 +276,19 @@ def unsupported(g: Graph) -> list[str]:
                                f"(through reshape/permute only); the SpikeProduct process reads populations")
         elif n.op == "batchnorm":
             out.append(f"node {n.name}: batchnorm is not folded; run the deploy pipeline first")
+        elif n.op == "max_pool":
+            out.append(f"node {n.name}: max pooling of spikes; snncc's Lava network sends spikes through sparse "
+                       f"synapses, which sum (a max is not implemented)")
         elif n.op == "fire":
             a = n.attrs
-            if a["norm"] != 1.0 or a["rounding"] != "floor":
+            if a["norm"] != 1.0 or a["rounding"] not in ("floor", "strict"):
                 out.append(f"node {n.name}: fire with norm={a['norm']} rounding={a['rounding']}; "
                            f"the graph is not in synaptic normal form (run the deploy pipeline)")
+            elif [f for f in neuron_features(a) if f not in LAVA_NEURON_FEATURES]:
+                missing = [f for f in neuron_features(a) if f not in LAVA_NEURON_FEATURES]
+                out.append(f"node {n.name}: neuron {neuron_model(a)}; snncc's Lava neuron (WindowBurstIF) "
+                           f"subtracts theta per spike (before or after the leak) or resets to beta: its "
+                           f"{' and '.join(missing)} are not implemented")
     Ds = {n.attrs["D"] for n in g.neurons()}
     if len(Ds) > 1:
         out.append(f"populations use different window lengths D {sorted(Ds)}; one D per network is supported")
@@ -332,7 +346,9 @@ def population(n: Node, D: int, level: int, host: bool, ev: TreeEvaluator) -> Po
                               where=f"node {n.name}", hint="one D per network")
         return Population(n.name, n.shape, D, 1.0, 0.0, bias, const, False, level, level * (D + 1), host, relay=True)
     return Population(n.name, n.shape, D, float(n.attrs["theta"]), float(n.attrs["beta"]), bias,
-                      const, bool(n.attrs["stateful"]), level, level * (D + 1), host, leak=float(n.attrs["leak"]))
+                      const, bool(n.attrs["stateful"]), level, level * (D + 1), host, leak=float(n.attrs["leak"]),
+                      reset="leak_first" if n.attrs["leak_first"] else n.attrs["reset"],
+                      strict=n.attrs["rounding"] == "strict")
 
 
 def build(g: Graph) -> Network:

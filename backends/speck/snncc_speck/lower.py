@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from snncc.ir.graph import Graph, Node
+from snncc.ir.ops import neuron_features, neuron_model
 
 READOUT_D = 2 ** 15  # readout layers fire without a per-step cap (sinabs MultiSpike); 16-bit membrane bounds it
 
@@ -303,9 +304,13 @@ def lower_population(g: Graph, consumer: Node, problems: list[str], readout_thre
         theta, beta, D, const = float(readout_threshold), 0.0, None, None
     else:
         a = consumer.attrs
-        if a["rounding"] != "floor" or a["norm"] != 1.0:
+        if a["rounding"] not in ("floor", "strict") or a["norm"] != 1.0:
             problems.append(f"layer {consumer.name}: neuron rounding {a['rounding']} norm {a['norm']}; "
                             f"lower the deployed graph (pipeline 'deploy': floor, norm 1)")
+        if neuron_features(a):
+            problems.append(f"layer {consumer.name}: neuron {neuron_model(a)}; snncc's Speck layers subtract the "
+                            f"threshold per spike (MembraneSubtract) and fire on v >= theta: its "
+                            f"{' and '.join(neuron_features(a))} are not implemented")
         if not a["stateful"] and g.T > 1:
             problems.append(f"layer {consumer.name}: stateless neuron over T={g.T} timesteps; Speck membranes "
                             f"carry over (stateful integrate-and-fire)")

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from snncc_lava import compat
-from snncc_lava.fixed import ACT_SHIFT, VTH_SHIFT, carried, relay_payload, saturate_v, shift, wrap_u
+from snncc_lava.fixed import ACT_SHIFT, VTH_SHIFT, count, next_membrane, relay_payload, saturate_v, shift, wrap_u
 from snncc_lava.network import product
 
 compat.install()
@@ -42,7 +42,7 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol  # noqa:
 from lava.proc.sparse.models import PyDelaySparseModelBitAcc, PyDelaySparseModelFloat  # noqa: E402
 from lava.proc.sparse.process import DelaySparse  # noqa: E402
 
-from snncc_lava.procs.process import MAX_RECORDER_INPUTS, Recorder, SpikeProduct, WindowBurstIF  # noqa: E402
+from snncc_lava.procs.process import MAX_RECORDER_INPUTS, RESETS, Recorder, SpikeProduct, WindowBurstIF  # noqa: E402
 
 
 @implements(proc=WindowBurstIF, protocol=LoihiProtocol)
@@ -61,6 +61,8 @@ class PyWindowBurstIFModelFloat(PyLoihiProcessModel):
     period: int = LavaPyType(int, int)
     stateful: int = LavaPyType(int, int)
     leak: float = LavaPyType(float, float)
+    reset_mode: int = LavaPyType(int, int)
+    strict: int = LavaPyType(int, int)
     graded: int = LavaPyType(int, int)
     relay: int = LavaPyType(int, int)
     vth: int = LavaPyType(int, int)
@@ -103,11 +105,16 @@ class PyWindowBurstIFModelFloat(PyLoihiProcessModel):
             return
         if self.stateful:
             v = v + self.carry
-        n = np.clip(np.floor(v / theta if theta != 1.0 else v), 0, int(self.D))
-        if self.stateful:  # snncc.sim.reference.carry: the residual, times the leak
-            self.carry = v - n * theta - beta
+        u = v / theta if theta != 1.0 else v
+        n = np.clip(np.ceil(u) - 1 if self.strict else np.floor(u), 0, int(self.D))
+        if self.stateful:  # snncc.sim.reference.carry: the residual after the reset, times the leak
+            mode = RESETS[int(self.reset_mode)]
+            self.carry = (v - beta) * (n == 0) if mode == "value" else v - beta if mode == "leak_first" else \
+                v - n * theta - beta
             if float(self.leak) != 1.0:
                 self.carry = self.carry * float(self.leak)
+            if mode == "leak_first":
+                self.carry = self.carry - n * theta
         self.n = n
         self.u = np.zeros_like(self.u)
 
@@ -129,6 +136,8 @@ class PyWindowBurstIFModelFixed(PyLoihiProcessModel):
     stateful: int = LavaPyType(int, int)
     leak: float = LavaPyType(float, float)  # unused here: the quantised leak_mant acts
     leak_mant: int = LavaPyType(int, np.int32, precision=13)  # leak x 2**12 (fixed.carried)
+    reset_mode: int = LavaPyType(int, int)
+    strict: int = LavaPyType(int, int)
     graded: int = LavaPyType(int, int)
     relay: int = LavaPyType(int, int)
     vth: int = LavaPyType(int, np.int32, precision=17)
@@ -170,8 +179,8 @@ class PyWindowBurstIFModelFixed(PyLoihiProcessModel):
             m = self.carry.astype(np.int64)
         bias = shift(self.bias_mant.astype(np.int64), int(self.bias_exp))
         v = saturate_v(self.u.astype(np.int64) + m + bias)
-        n = np.clip(np.floor_divide(v, theta_eff), 0, int(self.D))
-        self.carry = carried(v - n * theta_eff, int(self.v_init), int(self.leak_mant))
+        n = count(v, theta_eff, int(self.D), bool(self.strict))
+        self.carry = next_membrane(v, n, theta_eff, int(self.v_init), int(self.leak_mant), RESETS[int(self.reset_mode)])
         self.n = n
         self.u = np.zeros_like(self.u)
 

@@ -29,11 +29,14 @@ from lava.magma.core.process.variable import Var  # noqa: E402
 EMIT_MODES = ("burst", "graded")
 
 
+RESETS = ("subtract", "value", "leak_first")  # WindowBurstIF.reset_mode
+
+
 class WindowBurstIF(AbstractProcess):
     def __init__(self, *, shape: tuple, D: int, theta: float, beta: float, bias: np.ndarray,
                  const: np.ndarray, start: int, windows: int, period: int, stateful: bool,
                  emit: str = "burst", fixed: dict | None = None, relay: bool = False,
-                 leak: float = 1.0, name: str | None = None) -> None:
+                 leak: float = 1.0, reset: str = "subtract", strict: bool = False, name: str | None = None) -> None:
         if emit not in EMIT_MODES:
             raise ValueError(f"emit must be one of {EMIT_MODES}, got {emit!r}")
         super().__init__(shape=shape, name=name)
@@ -50,6 +53,9 @@ class WindowBurstIF(AbstractProcess):
         self.period = Var(shape=(1,), init=int(period))
         self.stateful = Var(shape=(1,), init=int(bool(stateful)))
         self.leak = Var(shape=(1,), init=float(leak))  # carried residual's factor between windows (floating_pt)
+        # 0 subtract, 1 value (set to beta where it fired), 2 leak_first (snncc_lava.fixed.next_membrane)
+        self.reset_mode = Var(shape=(1,), init=RESETS.index(reset))
+        self.strict = Var(shape=(1,), init=int(bool(strict)))  # spikes on v > k theta
         self.graded = Var(shape=(1,), init=int(emit == "graded" or relay))
         self.relay = Var(shape=(1,), init=int(bool(relay)))  # send the window value itself (no fire)
         fx = fixed or {}
