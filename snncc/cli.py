@@ -19,10 +19,10 @@ import warnings
 import numpy as np
 import torch
 
-import snncc
 from snncc import artifact
 from snncc.errors import PassError, SnnccError, TargetError
 from snncc.frontend.loader import parse_kwargs, parse_shape
+from snncc.version import __version__
 
 
 class _Parser(argparse.ArgumentParser):
@@ -93,7 +93,7 @@ def _add_shard_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="snncc", description="Compile SFA-trained spiking networks to neuromorphic targets.")
-    ap.add_argument("--version", action="version", version=f"snncc {snncc.__version__}")
+    ap.add_argument("--version", action="version", version=f"snncc {__version__}")
     _add_global_args(ap, top=True)
     sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     common = argparse.ArgumentParser(add_help=False)  # -v/--debug after the subcommand too
