@@ -118,7 +118,8 @@ class Deployment:
             if not hasattr(tgt, "simulate"):
                 raise TargetError(f"target {tgt.name} has no simulator", where="backend", hint="use backend='snncc'")
             return tgt.simulate(self.deployed, x, options) if options else tgt.simulate(self.deployed, x)
-        from snncc.sim.sync import compare_streaming, simulate
+        from snncc.sim.sync import simulate
+        from snncc.sim.tally import compare_streaming
 
         if schedule not in ("exact", "streaming"):
             raise SnnccError(f"unknown schedule {schedule!r}", where="schedule", hint="exact or streaming")

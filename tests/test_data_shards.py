@@ -99,7 +99,7 @@ def test_cli_simulate_streams_a_folder_and_checks_every_batch(dep, shards, tmp_p
 
 def _tally_by_hand(dep, x, y):
     """The statistics of the streaming schedule and the accuracy, on the whole array at once."""
-    from snncc.sim.sync import compare_streaming
+    from snncc.sim.tally import compare_streaming
 
     rep = compare_streaming(dep.deployed, torch.as_tensor(x))
     ref = dep.reference(torch.as_tensor(x))

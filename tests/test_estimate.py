@@ -12,7 +12,7 @@ import torch
 
 from snncc.errors import LoadError, SnnccError
 from snncc.estimate import Estimator, analyze, coincidences, estimate, load_profile
-from snncc.estimate.profile import profile_from_dict
+from snncc.profile import profile_from_dict
 from snncc.ir.graph import Graph, Node
 from snncc.sim.reference import run
 

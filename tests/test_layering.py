@@ -16,7 +16,7 @@ ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 # Lowest first. A name covers the module and everything under it (`sim` is `snncc.sim.*`).
 LAYERS: list[tuple[str, ...]] = [
     ("errors", "resources", "version"),  # the error family, memory checks, the version string
-    ("ir",),                     # the typed spiking IR, its serialisation and what "deployed" means
+    ("ir", "profile"),           # the typed spiking IR, what "deployed" means; chip profiles (data)
     ("artifact", "data"),        # artefact folders on disk; reading input data (arrays, shards)
     ("sim",),                    # executors of the IR (reference, T x D, events)
     ("estimate",),               # cost models and reports over the IR and the simulators

@@ -60,7 +60,7 @@ import torch
 
 from snncc.errors import SnnccError
 from snncc.estimate.plan import Plan, analyze, coincidences
-from snncc.estimate.profile import Profile, load_profile
+from snncc.profile import Profile, load_profile
 from snncc.ir.graph import Graph, Node
 from snncc.sim.reference import Interpreter
 

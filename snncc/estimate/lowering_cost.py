@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from snncc.estimate.profile import Profile, load_profile
+from snncc.profile import Profile, load_profile
 
 DEFAULT_SPIKES_PER_NEURON_WINDOW = 1.0  # used when a profile does not give the figure
 DEFAULT_RELAY_MESSAGE_FRACTION = 1.0

@@ -35,7 +35,7 @@ from snncc.estimate.plan import dense_macs
 from snncc.ir.graph import Graph, Node
 from snncc.ir.ops import SPIKE
 from snncc.passes.base import PassResult
-from snncc.passes.normal_form import CONSUMERS, current_tree, shared_currents
+from snncc.passes.normal_form import shared_currents
 
 FORMS = ("fanin", "relay")
 

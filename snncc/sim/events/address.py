@@ -43,9 +43,9 @@ import scipy.sparse as sp
 import torch
 
 from snncc.errors import SnnccError
+from snncc.ir.deployed import check_deployed
 from snncc.ir.graph import Graph, Node
 from snncc.ir.ops import SPIKE
-from snncc.passes.normal_form import check_deployed
 from snncc.sim.reference import Interpreter
 
 
