@@ -132,6 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_load_args(i)
     i.add_argument("--level", choices=["traced", "deployed"], default=None,
                    help="which graph of an artefact (default deployed) or of a model (default traced)")
+    i.add_argument("--target", default="sim",
+                   help="a model's --level deployed: lower it as compile --target TARGET does (default sim)")
+    i.add_argument("--target-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a model's --level deployed: target options, as for compile")
 
     v = sub.add_parser("verify", help="compare PyTorch model, traced IR, folded IR and normal form")
     v.add_argument("model")
@@ -254,22 +258,21 @@ def cmd_inspect(args) -> int:
     from snncc.frontend import trace
     from snncc.ir.printer import listing
 
-    if os.path.isdir(args.path):
+    if os.path.isdir(args.path):  # the artefact's own graphs: deployed with its target and options at compile
         stem = "traced" if args.level == "traced" else "ir"
         g = artifact.read_graph(args.path, stem)
         m = artifact.read_manifest(args.path)
         print(f"# artefact {args.path}: target {m.get('target')}, level {stem}")
     else:
+        from snncc.compiler import deploy
+        from snncc.targets import check_options, get as get_target
+
+        tgt = get_target(args.target)
+        options = check_options(tgt, _target_options(args.target_option))  # bad options: before loading
         loaded = _load(args)
         g = trace(loaded, frontend=args.frontend, input_kind=args.input_kind)
         if args.level == "deployed":
-            from snncc.passes.manager import run_pipeline
-
-            from snncc.compiler import lowering_options
-            from snncc.targets import get as get_target
-
-            g = run_pipeline(g, "deploy", options={"check_spike_driven": {"allow_macs": True},
-                                                   "residual_lowering": lowering_options(get_target("sim"), {})}).graph
+            g = deploy(g, tgt, options, allow_macs=True).graph
     print(listing(g), end="")
     return 0
 
@@ -434,28 +437,25 @@ def _parse_Ds(text: str) -> list[int]:
 
 
 def _sweep_D(args, deployed, batches, Ds):
-    """`estimate --sweep-D`: the traced graph at each D (passes.set_window), deployed (MACs allowed:
-    this is analysis, the artefact itself was already checked), on the same inputs."""
+    """`estimate --sweep-D`: the traced graph at each D (passes.set_window), deployed as the artefact
+    was (its target and options; MACs allowed: this is analysis, the artefact itself was already
+    checked), on the same inputs, streamed batch by batch."""
+    from snncc.compiler import deploy
     from snncc.estimate.report import sweep_D
-    from snncc.passes.manager import run_pipeline
     from snncc.passes.set_window import set_window
-
-    from snncc.compiler import lowering_options
     from snncc.targets import get as get_target
 
     D0 = deployed.neurons()[0].attrs["D"]
     traced = artifact.read_graph(args.out, "traced")
     m = artifact.read_manifest(args.out)
-    lowering = lowering_options(get_target(m.get("target", "sim")), m.get("target_options", {}))
+    tgt = get_target(m.get("target", "sim"))
     graphs = {}
     for D in sorted(set(Ds) | {D0}):
         if _show_progress(args):
             print(f"deploying at D={D}", file=sys.stderr)
-        graphs[D] = deployed if D == D0 else run_pipeline(
-            set_window(traced, D).graph, "deploy", options={"check_spike_driven": {"allow_macs": True},
-                                                            "residual_lowering": lowering}).graph
-    x = torch.cat(list(batches))
-    sw = sweep_D(graphs, x, args.profile, labels=batches.labels, reference_D=D0, batch_size=batches.batch_size)
+        graphs[D] = deployed if D == D0 else deploy(set_window(traced, D).graph, tgt, m.get("target_options", {}),
+                                                    allow_macs=True).graph
+    sw = sweep_D(graphs, batches, args.profile, labels=batches.labels, reference_D=D0, batch_size=batches.batch_size)
     print(f"\nD sweep ({sw.samples} samples, agreement with the compiled D={D0}):")
     print(sw.to_markdown())
     return sw
