@@ -82,7 +82,7 @@ def _add_input_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_shard_args(p: argparse.ArgumentParser) -> None:
-    """Batches and workers of simulate and estimate (estimate/workers.py)."""
+    """Batches and workers of simulate and estimate (data/workers.py)."""
     p.add_argument("--batch-size", type=_positive_int, help="samples per executor batch (default: all at once, "
                                                              "or one shard of a folder)")
     p.add_argument("--workers", type=_positive_int, default=1,
@@ -279,7 +279,7 @@ def cmd_inspect(args) -> int:
 
 def _inputs(args, graph) -> torch.Tensor:
     """--data, or seeded random inputs (the seed is printed, so a run can be repeated)."""
-    from snncc.estimate.data import inputs, time_major
+    from snncc.data.inputs import inputs, time_major
 
     x, _ = inputs(graph, args.data, args.samples, args.seed)
     if not args.data:
@@ -291,7 +291,7 @@ def _simulate_data(args, dep) -> int:
     """simulate with snncc's simulators: the data set (a file, a folder of shards, or seeded random
     inputs) batch by batch, optionally over workers; each batch's counts checked against the
     reference (a progress bar on a terminal or with -v)."""
-    from snncc.estimate.data import InputBatches
+    from snncc.data.inputs import InputBatches
 
     schedules = ("exact", "streaming") if args.schedule == "both" else (args.schedule,)
     batches = InputBatches(dep.deployed, args.data, args.samples, args.batch_size, args.seed)  # bad input: before work
@@ -389,7 +389,7 @@ def _same(got: dict, ref: dict) -> bool:
 
 def cmd_estimate(args) -> int:
     from snncc.api import load
-    from snncc.estimate.data import InputBatches
+    from snncc.data.inputs import InputBatches
     from snncc.sim.device import resolve
 
     Ds = _parse_Ds(args.sweep_D) if args.sweep_D is not None else None  # every problem before the run

@@ -17,8 +17,9 @@ ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 LAYERS: list[tuple[str, ...]] = [
     ("errors", "resources", "version"),  # the error family, memory checks, the version string
     ("ir", "profile"),           # the typed spiking IR, what "deployed" means; chip profiles (data)
-    ("artifact", "data"),        # artefact folders on disk; reading input data (arrays, shards)
-    ("sim",),                    # executors of the IR (reference, T x D, events)
+    ("artifact",),               # artefact folders on disk
+    ("sim",),                    # executors of the IR (reference, T x D, events), the device they run on
+    ("data",),                   # input data: files, shards, random inputs; batches over workers
     ("estimate",),               # cost models and reports over the IR and the simulators
     ("passes",),                 # graph rewrites (may price choices with estimate)
     ("nn", "models"),            # the SFA training layers and model families (PyTorch only)

@@ -161,7 +161,7 @@ class Estimator:
         return st
 
     def merge(self, st: dict) -> None:
-        """Add another estimator's `state()` (estimate/workers.py): sums add, peaks take the max."""
+        """Add another estimator's `state()` (data/workers.py): sums add, peaks take the max."""
         if not st["samples"]:
             return
         for k in self._SUMS:
@@ -645,6 +645,20 @@ def estimate(graph: Graph, x, profile: str | Profile | None = "45nm", rate: floa
     est = Estimator(graph, profile)
     est.observe(x)
     return est.report(rate, substep_time)
+
+
+def run_sharded(graph, profile, data, samples: int, batch_size: int | None, seed: int, workers: int,
+                address: str | None = None, progress: bool = False, device: str | None = None,
+                placement: dict | None = None):
+    """An `Estimator` holding the statistics of every batch (`snncc.data.workers.map_batches`),
+    with the artefact's `placement` (a loihi lava/mapping.json document: hops, chip crossings,
+    links) in every worker and in the merged one, so the report equals one process's."""
+    from functools import partial
+
+    from snncc.data.workers import map_batches
+
+    return map_batches(partial(Estimator, profile=profile, placement=placement), graph, data, samples, batch_size,
+                       seed, workers, address, progress, device)
 
 
 def write_json(report: "Report", path: str) -> None:

@@ -2,7 +2,7 @@
 model) and the requested synchronous schedules on each batch and keeps only integer sums
 (samples, spikes, differing counts, |count error|, agreeing and correct predictions) and maxima
 (output differences, latencies). `state()` / `merge()` make the statistics of disjoint batches
-add up, so a data set simulated by N workers (estimate/workers.py) gives the statistics of one
+add up, so a data set simulated by N workers (data/workers.py) gives the statistics of one
 process exactly. `streaming_report()` is the `StreamingReport` of `compare_streaming`, which is
 this tally over one batch.
 """
@@ -79,7 +79,7 @@ class SimTally:
             self.observe(*b) if isinstance(b, (tuple, list)) else self.observe(b)
         return self
 
-    # ---- merging (estimate/workers.py) ---------------------------------------------------------
+    # ---- merging (data/workers.py) ---------------------------------------------------------
     def state(self) -> dict:
         return {"samples": self.samples, "labelled": self.labelled, "ref_spikes": dict(self.ref_spikes),
                 "correct": dict(self.correct), "exact": dict(self.exact),

@@ -117,7 +117,7 @@ def resolve_calibration(graph: Graph, options: dict) -> dict | None:
         return None
     import os
 
-    from snncc.estimate.data import inputs
+    from snncc.data.inputs import inputs
 
     path = os.fspath(options["calibration_data"])
     x, _ = inputs(graph, path, int(options.get("calibration_samples", 64)), 0)  # (N, ...) or (T, N, ...) as --data
