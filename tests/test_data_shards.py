@@ -1,5 +1,5 @@
 """Data sets as folders of .npz/.npy shards, streamed by `estimate`, and the estimate sharded
-over worker processes (issue 15): the merged integer statistics equal one process's exactly."""
+over worker processes: the merged integer statistics equal one process's exactly."""
 
 import numpy as np
 import pytest

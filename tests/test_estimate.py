@@ -467,7 +467,7 @@ def test_fanout_falls_back_to_path_count_when_too_large(monkeypatch):
 
 
 def test_estimate_and_simulate_report_one_latency():
-    """Issue 15: `snncc estimate` and `snncc simulate` used to say 52 and 56 sub-steps for one artefact."""
+    """`snncc estimate` and `snncc simulate` used to say 52 and 56 sub-steps for one artefact."""
     import snncc
     from nets import ResidualSepConv, randomize_bn
 

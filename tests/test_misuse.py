@@ -1,4 +1,4 @@
-"""Misuse suite (issue 12): every case runs through the installed `snncc` console script, the way a
+"""Misuse suite: every case runs through the installed `snncc` console script, the way a
 user runs it, and must end with exit code 2 (or the stated code) and exactly one stderr line
 `snncc: error: ...` naming what, where and what to do: no traceback, no torch log noise, no
 'internal error', no marker file from a malicious pickle, no partial output folder."""

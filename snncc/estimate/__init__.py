@@ -1,4 +1,4 @@
-"""Operation, bandwidth, latency and energy estimates of a deployed graph (DESIGN 6).
+"""Operation, bandwidth, latency and energy estimates of a deployed graph (docs/design.md §6).
 
 `analyze(graph)` reads populations, projections and real fan-out maps once (plan.py);
 `Estimator` accumulates spike statistics over a dataset (estimator.py); chip figures come from

@@ -14,7 +14,7 @@ Definitions (per sample; a window is one training timestep = D sub-steps):
   neurons integrate every sub-step (neurons x D x T updates, active = messages).
 - architecture SOPs: the trained network's own synaptic ops (`plan.architecture_ops`: every
   distinct synaptic op on spikes, spikes x fan-out, residual additions free, no fan-in copies, no
-  relays), the limit a deployment is measured against (DESIGN 2). Reported next to the deployed
+  relays), the limit a deployment is measured against (docs/design.md §2). Reported next to the deployed
   SOPs per population (charged to the op's first consumer) and in total, with the paper's energy
   (45nm figures: E_MAC x host MACs + E_AC x (architecture SOPs + spike products)) next to the
   same formula on the deployed SOPs (`Report.paper`).

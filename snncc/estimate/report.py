@@ -1,4 +1,4 @@
-"""Estimate reports with plots (issue 6): Markdown + self-contained HTML, and the static
+"""Estimate reports with plots: Markdown + self-contained HTML, and the static
 per-population part of the compile report.
 
 Owns `write_report` (per-layer energy bars, the network spike firing rate per sub-step (NSFR,

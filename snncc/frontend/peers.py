@@ -1,4 +1,4 @@
-"""Neuron and pooling modules of peer SNN libraries, read by the fx front end (issue 16).
+"""Neuron and pooling modules of peer SNN libraries, read by the fx front end.
 
 Owns the mapping of a peer's module to a canonical call (`peer_neuron`, `pool`) and the
 converter mixin (`PeerOps`) that turns a `peer_neuron` call into an IR `fire` node. No peer

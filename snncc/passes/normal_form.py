@@ -1,4 +1,4 @@
-"""normal_form: lower to synaptic normal form (DESIGN 2), what simulators and backends consume.
+"""normal_form: lower to synaptic normal form (docs/design.md §2), what simulators and backends consume.
 
 What that form is (which ops a current tree may hold, which nodes own a tree, the check the
 simulators run) is `snncc.ir.deployed`; this pass produces it.

@@ -1,4 +1,4 @@
-"""ssc: spike sparse convolution (SSC, DESIGN 4; paper section 6.2) as a rewrite of the conv
+"""ssc: spike sparse convolution (SSC, docs/design.md §4; paper section 6.2) as a rewrite of the conv
 address maps (masks for the tables; the graph is unchanged), plus the leakage measure.
 
 An event at input site q reaches output neurons p with q = p*stride - padding + k*dilation

@@ -1,4 +1,4 @@
-"""Executors with spike sparse convolution (SSC, DESIGN 4): the reference interpreter with masked
+"""Executors with spike sparse convolution (SSC, docs/design.md §4): the reference interpreter with masked
 convolutions (`MaskedInterpreter`), the dense SSC reference run (`dense_ssc`), and the site-mask
 geometry both they and the SSC pass use (`SiteMasks`, `centre_gather`, `propagate`, `site_masks`).
 

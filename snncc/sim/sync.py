@@ -1,4 +1,4 @@
-"""Synchronous (T x D) simulation of the deployed graph (synaptic normal form, DESIGN 2-3).
+"""Synchronous (T x D) simulation of the deployed graph (synaptic normal form, docs/design.md §2-3).
 
 Owns `Simulator` (built once per graph and dtype: parameters converted, affine constants
 evaluated; `run` then takes any number of batches), `simulate` (a one-shot `Simulator(graph).run`,
@@ -429,7 +429,7 @@ class PopulationDiff:
 @dataclass
 class StreamingReport:
     """How far the streaming schedule is from the integer model on a batch. Streaming is an
-    approximation by design (DESIGN 3), not a check: its agreement depends on the network and on
+    approximation by design (docs/design.md §3), not a check: its agreement depends on the network and on
     where in the window input and bias arrive (docs/compiler.md, "Streaming vs the integer model")."""
 
     populations: list[PopulationDiff]

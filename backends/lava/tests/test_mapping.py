@@ -1,4 +1,4 @@
-"""Core/chip mapping (issue 14): hand-computed splits, utilisation, traffic and hops on a small
+"""Core/chip mapping: hand-computed splits, utilisation, traffic and hops on a small
 graph under small per-core limits; the one-line refusal when a system is too small; METIS against
 the sequential baseline on a graph whose optimum is known; the shipped digits models map onto one
 chip and their Lava network description is unchanged."""

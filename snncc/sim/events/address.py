@@ -1,4 +1,4 @@
-"""Address maps of the event-driven simulator: the deployed graph (synaptic normal form, DESIGN 2)
+"""Address maps of the event-driven simulator: the deployed graph (synaptic normal form, docs/design.md §2)
 composed into one CSR table per spike source.
 
 Owns `op_matrix` (the per-op sparse map, shared with the Lava backend), `projection_matrix`
