@@ -59,6 +59,7 @@ import numpy as np
 import torch
 
 from snncc.errors import SnnccError
+from snncc.estimate.energy import Activity, terms
 from snncc.estimate.plan import Plan, analyze, coincidences
 from snncc.profile import Profile, load_profile
 from snncc.ir.graph import Graph, Node
@@ -602,31 +603,20 @@ def paper_energy(t: dict, profile: str | Profile = "45nm") -> dict[str, float]:
     """The paper's method (Table 1): E_MAC x host MACs + E_AC x (SOPs + spike products), on the
     architecture's SOPs and on the deployed ones, with the 45nm profile's figures (J per sample)."""
     prof = load_profile(profile)
-    e_mac, e_ac = prof.si("e_mac"), prof.si("e_ac")
-    arch = e_mac * t["macs"] + e_ac * (t["architecture_sops"] + t["spike_products"])
-    dep = e_mac * t["macs"] + e_ac * (t["sops"] + t["spike_products"])
+    arch, dep = (sum(terms(prof, Activity(t[s], t["spike_products"], t["macs"])).values())
+                 for s in ("architecture_sops", "sops"))
     return {"architecture": arch, "deployed": dep,
             "sops_ratio": t["sops"] / t["architecture_sops"] if t["architecture_sops"] else None}
 
 
 def _energy(prof: Profile, t: dict, rate, sample_s, notes: list[str]) -> tuple[dict, float]:
-    e: dict[str, float] = {}
     static_w = prof.si("p_static", 0.0)
-    if prof.formula == "mac_ac":
-        e["mac"] = prof.si("e_mac") * t["macs"]
-        e["sop"] = prof.si("e_ac") * (t["sops"] + t["spike_products"])
-    elif prof.formula == "loihi":
-        e["sop"] = prof.si("e_sop") * (t["sops"] + t["spike_products"])
-        e["neuron_active"] = prof.si("e_neuron_update_active") * t["active_updates"]
-        e["neuron_inactive"] = prof.si("e_neuron_update_inactive") * (t["neuron_updates"] - t["active_updates"])
-        e["routing"] = (prof.si("e_spike_tile") + prof.si("e_hop") * prof.si("hops_per_message")) * t["messages"]
-        if t["macs"]:
-            notes.append(f"{t['macs']:.0f} host MACs per sample (encoding layer) are off-chip and not in the energy")
-    elif prof.formula == "speck":
-        if prof.has("e_sop"):
-            e["sop"] = prof.si("e_sop") * t["sops"]
-        else:
-            notes.append(f"profile {prof.name} gives no energy per SynOp: energy is static power x time only")
+    e = terms(prof, Activity(t["sops"], t["spike_products"], t["macs"], t["neuron_updates"], t["active_updates"],
+                             t["messages"]))
+    if prof.formula == "loihi" and t["macs"]:
+        notes.append(f"{t['macs']:.0f} host MACs per sample (encoding layer) are off-chip and not in the energy")
+    elif prof.formula == "speck" and not prof.has("e_sop"):
+        notes.append(f"profile {prof.name} gives no energy per SynOp: energy is static power x time only")
     e["dynamic"] = sum(e.values())
     if static_w:
         dt = (1.0 / rate) if rate else sample_s

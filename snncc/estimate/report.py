@@ -28,6 +28,7 @@ import torch
 from snncc import artifact
 from snncc.errors import SnnccError
 from snncc.ir.graph import Graph
+from snncc.estimate.energy import Activity, terms
 from snncc.estimate.plan import closure
 
 # ---- per-layer energy -------------------------------------------------------------------------
@@ -47,18 +48,9 @@ def layer_energy(report) -> dict[str, dict[str, float]]:
     if prof is None:
         return out
     for p in report.populations:
-        e: dict[str, float] = {}
-        if prof.formula == "mac_ac":
-            e["mac"] = prof.si("e_mac") * p.macs_in
-            e["sop"] = prof.si("e_ac") * (p.sops_in + p.spike_products_in)
-        elif prof.formula == "loihi":
-            e["sop"] = prof.si("e_sop") * (p.sops_in + p.spike_products_in)
-            if p.role == "fire":
-                e["neuron_active"] = prof.si("e_neuron_update_active") * p.spikes
-                e["neuron_inactive"] = prof.si("e_neuron_update_inactive") * (p.neuron_updates - p.spikes)
-            e["routing"] = (prof.si("e_spike_tile") + prof.si("e_hop") * prof.si("hops_per_message")) * p.messages
-        elif prof.formula == "speck" and prof.has("e_sop"):
-            e["sop"] = prof.si("e_sop") * p.sops_in
+        fire = p.role == "fire"
+        e = terms(prof, Activity(p.sops_in, p.spike_products_in, p.macs_in, p.neuron_updates if fire else None,
+                                 p.spikes if fire else 0.0, p.messages))
         if e:
             out[p.name] = e
     return out
