@@ -2,7 +2,7 @@
 included): no cycles between modules, every import points down the layer table below, and no
 backend package is named by the core (chip targets are plugins found through entry points).
 
-LAYERS is the one statement of the layering (docs/design.md, "Layering"): a module may import
+LAYERS is the one statement of the layering (docs/design.md §8.1 explains it): a module may import
 modules of its own layer or of a lower one, never a higher one.
 """
 
@@ -153,6 +153,17 @@ def test_core_names_no_backend():
     bad = [f"{_show(a)}:{line} imports {b[1:]}" for a, b, line in imports(modules())
            if b.startswith("!") and b[1:] in BACKENDS]
     assert not bad, "the core imports a backend (targets are found through entry points):\n" + "\n".join(bad)
+
+
+def test_design_doc_states_the_same_layers():
+    """docs/design.md §8.1 shows LAYERS as a table: one row per layer, its modules in backticks."""
+    import re
+
+    text = open(os.path.join(os.path.dirname(ROOT), "docs", "design.md")).read()
+    section = text.split("### 8.1", 1)[1].split("###", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| layer")]
+    doc = [tuple("" if m == "snncc" else m for m in re.findall(r"`([a-z_.]+)`", row.split("|")[2])) for row in rows]
+    assert doc == LAYERS
 
 
 def test_the_checker_sees_what_it_must():
