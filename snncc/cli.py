@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_load_args(i)
     i.add_argument("--level", choices=["traced", "deployed"], default=None,
                    help="which graph of an artefact (default deployed) or of a model (default traced)")
-    i.add_argument("--target", default="sim",
+    i.add_argument("--target", default=None,
                    help="a model's --level deployed: lower it as compile --target TARGET does (default sim)")
     i.add_argument("--target-option", action="append", default=[], metavar="KEY=VALUE",
                    help="a model's --level deployed: target options, as for compile")
@@ -259,6 +259,9 @@ def cmd_inspect(args) -> int:
     from snncc.ir.printer import listing
 
     if os.path.isdir(args.path):  # the artefact's own graphs: deployed with its target and options at compile
+        if args.target is not None or args.target_option:
+            raise SnnccError("an artefact's deployed graph was lowered by its compile", where="--target",
+                             hint="--target/--target-option apply to a model file; compile again to change them")
         stem = "traced" if args.level == "traced" else "ir"
         g = artifact.read_graph(args.path, stem)
         m = artifact.read_manifest(args.path)
@@ -267,7 +270,7 @@ def cmd_inspect(args) -> int:
         from snncc.compiler import deploy
         from snncc.targets import check_options, get as get_target
 
-        tgt = get_target(args.target)
+        tgt = get_target(args.target or "sim")
         options = check_options(tgt, _target_options(args.target_option))  # bad options: before loading
         loaded = _load(args)
         g = trace(loaded, frontend=args.frontend, input_kind=args.input_kind)
