@@ -1,5 +1,5 @@
 """The whole `snncc compile X.pt2 --target sim -o out` next to `torch.export.export` + `torch.export.save`
-of the same model (issue 13), on E-SpikeFormer built by `snncc.models.e_spikeformer` (224x224,
+of the same model, on E-SpikeFormer built by `snncc.models.e_spikeformer` (224x224,
 seeded random weights, BatchNorm randomised so neurons fire: tests/nets.py `randomize_bn`).
 
 Per size, two fresh processes (so each peak resident set is its own), each importing torch,

@@ -1,4 +1,4 @@
-"""Compile-time benchmark (issue 2 / issue 8): snncc trace + deploy pipeline next to
+"""Compile-time benchmark: snncc trace + deploy pipeline next to
 `torch.export` alone, per model, medians over repeats, ratio measured in the same run.
 
 Run: `.venv/bin/python benchmarks/bench_compile.py [--sizes tiny-test,5.1M] [--repeats 3]`.

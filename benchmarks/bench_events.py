@@ -9,8 +9,8 @@ alike). `ideal` delivers a burst of n spikes as one table lookup with multiplici
 counted n times); `greedy`/`speck` deliver every spike as its own event, every neuron updating and
 firing after each contribution. The delivery loops are numba kernels (snncc.sim.events.kernels):
 their JIT compile time is measured separately (a fresh process with an empty numba cache, and one
-loading the cache) and never enters the throughput, which is timed after a warm-up run. Target
-(issue 17): >= 2e8 SynOps/s per core for ideal, greedy and speck on speck_cnn-small.
+loading the cache) and never enters the throughput, which is timed after a warm-up run. Target:
+>= 2e8 SynOps/s per core for ideal, greedy and speck on speck_cnn-small.
 """
 
 from __future__ import annotations

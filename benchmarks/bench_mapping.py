@@ -1,4 +1,4 @@
-"""Loihi 2 mapping of E-SpikeFormer at 224x224 (issue 14): the whole `compile --target loihi
+"""Loihi 2 mapping of E-SpikeFormer at 224x224: the whole `compile --target loihi
 --target-option system=hala` (trace, deploy passes, core/chip mapping, artefact written) per size,
 each in its own process so peak memory is per size; prints cores, chips, estimated inter-chip
 messages per window (METIS, and the sequential-fill baseline on the same piece graph), mapping

@@ -1,4 +1,4 @@
-"""Peak memory of simulating E-SpikeFormer at 224x224 (issue 8): the PyTorch eager integer forward,
+"""Peak memory of simulating E-SpikeFormer at 224x224: the PyTorch eager integer forward,
 snncc's exact schedule and its streaming schedule, each in its own process on the same batch.
 Not a test.
 

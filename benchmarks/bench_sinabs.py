@@ -1,16 +1,16 @@
 """snncc's event-driven simulation against sinabs' time-stepped simulation of the same Speck
-network (issue 8). Not a test.
+network. Not a test.
 
     .venv/bin/python benchmarks/bench_sinabs.py [--repeats 5] [--batch 16] [--T 4]
 
 The network: `snncc.models.speck_cnn` (spike input, random seeded weights) deployed and lowered by
 the Speck backend; sinabs runs the real `SpeckNetwork` (nn.Conv2d + IAFSqueeze with MaxSpike(D)
-and MembraneSubtract: the deployed graph's integer model, DESIGN 3's `ideal` policy, one sinabs
+and MembraneSubtract: the deployed graph's integer model, docs/design.md §3's `ideal` policy, one sinabs
 step per timestep), snncc runs `snncc.sim.events.simulate(..., policy='ideal')` over the composed
 address tables, built once like the sinabs module. Both in float64 on the same Poisson spike
 input (one row per input rate); the spike counts of every population are checked equal before timing. Columns: median
 seconds per batch, samples per second, SynOps (event simulation's count), the ratios, and the event
-simulator under the chip's own `speck` policy (one spike per input event). Targets (issue 17): the
+simulator under the chip's own `speck` policy (one spike per input event). Targets: the
 event simulation faster than sinabs at input rate 0.02, and the crossover rate (where events stop
 beating sinabs: the ratio's log-log interpolation through 1 between the two rates around it).
 """

@@ -34,7 +34,7 @@ from nets import randomize_bn  # noqa: E402  (BN statistics chosen so neurons fi
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "energy")
 SIZES = ("5.1M", "10M", "19M", "83M", "173M")
-E_MAC, E_AC = 4.6e-12, 0.9e-12  # 45 nm, Horowitz ISSCC 2014 (snncc/estimate/profiles/45nm.json)
+E_MAC, E_AC = 4.6e-12, 0.9e-12  # 45 nm, Horowitz ISSCC 2014 (snncc/profiles/45nm.json)
 
 # module prefixes of ESpikeFormer -> layer group
 GROUPS = [("stage 1 (conv, C0/2 and C0, incl. 7x7 stem)", ("downsample1_1", "stage1_1", "downsample1_2", "stage1_2")),

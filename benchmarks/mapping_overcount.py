@@ -1,4 +1,4 @@
-"""Where the mapping's receptive boxes over-count traffic (issue 14): per piece pair, the source
+"""Where the mapping's receptive boxes over-count traffic: per piece pair, the source
 neurons its box overlap counts (`Mapping.overlaps`) against those with a real synapse into the
 target piece (`mapping.exact_overlaps`, from the materialised matrices), on the shipped digits
 models (compiled for loihi as examples/demo.py does) under forced small neuron-per-core limits,

@@ -1,15 +1,15 @@
-"""Architecture SOPs vs deployed SOPs and synapses of E-SpikeFormer, fan-in vs relay (issue 13).
+"""Architecture SOPs vs deployed SOPs and synapses of E-SpikeFormer, fan-in vs relay.
 
 For every size: the `energy_table.py` recipe (`snncc.models.e_spikeformer(size)` at 224x224, seeded
 random weights, BatchNorm randomised so neurons fire, one seeded 3x224x224 input, reference
 executor at batch 1, fan-out maps with probe_limit 0), traced once and deployed three ways:
-- fan-in: `residual_lowering` without a profile (every stream fan-in, the form before issue 13
+- fan-in: `residual_lowering` without a profile (every stream fan-in, the form before relays
   and the only one for Speck);
 - sim: priced with the sim target's profile (45nm, graded messages);
 - loihi: priced with the loihi profile (what `snncc compile --target loihi` deploys).
 Each deployment is estimated (`snncc.estimate.Estimator`, 45nm figures) for architecture SOPs
 (the trained network's own synaptic ops), deployed SOPs, architecture and deployed synapses, relay
-messages, latency, and the paper's 45nm energy on both; per layer group too. The goal of issue 13
+messages, latency, and the paper's 45nm energy on both; per layer group too. The goal
 is deployed SOPs and synapses <= 1.15 x the architecture's on the sim and loihi targets.
 
 Results go to RESULTS/residual_<size>.json; the Markdown tables of every stored result are printed

@@ -74,7 +74,7 @@ MEMORY_NOTE = (
     "also returns every population's counts (batch x neurons integers, kept in `sync.count_dtype(T x D)`: int8 "
     "here). The "
     "streaming schedule carries a D-fold batch (every sub-step's spike train) through every projection. "
-    "Target (issue 13): exact <= 1.5x eager.\n")
+    "Target: exact <= 1.5x eager.\n")
 MAPPING_NOTE = (
     "Cores and chips come from the resource model (backends/lava/snncc_lava/data/loihi2_resources.json, "
     "docs/loihi_mapping.md); inter-chip messages per window are estimated at the loihi profile's assumed "

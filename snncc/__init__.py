@@ -1,6 +1,6 @@
 """snncc: compile SFA-trained spiking networks (integer training, spike inference) to neuromorphic targets."""
 
-__version__ = "0.1.0"
+from snncc.version import __version__
 
 __all__ = ["compile", "load", "Deployment", "__version__"]
 

@@ -49,11 +49,11 @@ class Deployment:
     def inputs(self, data=None, samples: int = 16, seed: int = 0) -> torch.Tensor:
         """`data` as float64 (a tensor/array, or a path to an .npz/.npy data set), or `samples` seeded
         random inputs when `data` is None."""
-        from snncc.estimate.data import inputs
+        from snncc.data.inputs import inputs
 
         if data is None or isinstance(data, (str, os.PathLike)):
             return inputs(self.deployed, None if data is None else os.fspath(data), samples, seed)[0]
-        from snncc.estimate.data import time_major
+        from snncc.data.inputs import time_major
 
         x = time_major(self.deployed, torch.as_tensor(np.asarray(data) if not isinstance(data, torch.Tensor)
                                                       else data).double())
@@ -118,7 +118,8 @@ class Deployment:
             if not hasattr(tgt, "simulate"):
                 raise TargetError(f"target {tgt.name} has no simulator", where="backend", hint="use backend='snncc'")
             return tgt.simulate(self.deployed, x, options) if options else tgt.simulate(self.deployed, x)
-        from snncc.sim.sync import compare_streaming, simulate
+        from snncc.sim.sync import simulate
+        from snncc.sim.tally import compare_streaming
 
         if schedule not in ("exact", "streaming"):
             raise SnnccError(f"unknown schedule {schedule!r}", where="schedule", hint="exact or streaming")
@@ -159,12 +160,12 @@ class Deployment:
         equal one process's."""
         from functools import partial
 
-        from snncc.estimate.data import InputBatches
+        from snncc.data.inputs import InputBatches
         from snncc.sim.tally import SimTally
 
         path = None if data is None else os.fspath(data)
         if workers > 1 or ray_address:
-            from snncc.estimate.workers import map_batches
+            from snncc.data.workers import map_batches
 
             return map_batches(partial(SimTally, schedules=tuple(schedules)), self.deployed, path, samples, batch_size,
                                seed, max(1, workers), ray_address, progress, device, desc="simulate")
@@ -183,9 +184,9 @@ class Deployment:
         """Energy, latency and bandwidth over a data set (estimate.Report): a file, a folder of
         .npz/.npy shards (streamed), or seeded random inputs. `workers` > 1 shards the batches over
         local processes, `ray_address` over Ray ("local" or a cluster address); the merged
-        statistics equal one process's (estimate/workers.py)."""
+        statistics equal one process's (data/workers.py)."""
         from snncc.estimate import Estimator
-        from snncc.estimate.data import InputBatches
+        from snncc.data.inputs import InputBatches
 
         placement = None
         if profile == "loihi" and "lava/mapping.json" in self.files:  # the loihi target's placement
@@ -193,7 +194,7 @@ class Deployment:
 
             placement = json.loads(self.files["lava/mapping.json"])
         if (workers > 1 or ray_address) and (data is None or isinstance(data, (str, os.PathLike))):
-            from snncc.estimate.workers import run_sharded
+            from snncc.estimate.estimator import run_sharded
 
             est = run_sharded(self.deployed, profile, None if data is None else os.fspath(data), samples, batch_size,
                               seed, max(1, workers), ray_address, progress, device, placement)

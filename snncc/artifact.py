@@ -21,10 +21,10 @@ import tempfile
 import numpy as np
 import torch
 
-import snncc
 from snncc.errors import ArtefactError, LoadError, SnnccError
 from snncc.ir import serialize
 from snncc.ir.graph import Graph
+from snncc.version import __version__
 
 MANIFEST = "manifest.json"
 SCHEMA = 1
@@ -35,7 +35,7 @@ def sha256(data: bytes) -> str:
 
 
 def versions(extra: dict | None = None) -> dict:
-    v = {"snncc": snncc.__version__, "torch": torch.__version__.split("+")[0], "numpy": np.__version__,
+    v = {"snncc": __version__, "torch": torch.__version__.split("+")[0], "numpy": np.__version__,
          "python": platform.python_version()}
     v.update(extra or {})
     return v

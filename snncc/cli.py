@@ -20,10 +20,10 @@ import warnings
 import numpy as np
 import torch
 
-import snncc
 from snncc import artifact
 from snncc.errors import PassError, SnnccError, TargetError
 from snncc.frontend.loader import parse_kwargs, parse_shape
+from snncc.version import __version__
 
 
 class _Parser(argparse.ArgumentParser):
@@ -120,7 +120,7 @@ def _add_input_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_shard_args(p: argparse.ArgumentParser) -> None:
-    """Batches and workers of simulate and estimate (estimate/workers.py)."""
+    """Batches and workers of simulate and estimate (data/workers.py)."""
     p.add_argument("--batch-size", type=_positive_int, help="samples per executor batch (default: all at once, "
                                                              "or one shard of a folder)")
     p.add_argument("--workers", type=_positive_int, default=1,
@@ -131,7 +131,7 @@ def _add_shard_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="snncc", description="Compile SFA-trained spiking networks to neuromorphic targets.")
-    ap.add_argument("--version", action="version", version=f"snncc {snncc.__version__}")
+    ap.add_argument("--version", action="version", version=f"snncc {__version__}")
     _add_global_args(ap, top=True)
     sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     common = argparse.ArgumentParser(add_help=False)  # -v/--debug after the subcommand too
@@ -170,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_load_args(i)
     i.add_argument("--level", choices=["traced", "deployed"], default=None,
                    help="which graph of an artefact (default deployed) or of a model (default traced)")
+    i.add_argument("--target", default=None,
+                   help="a model's --level deployed: lower it as compile --target TARGET does (default sim)")
+    i.add_argument("--target-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a model's --level deployed: target options, as for compile")
 
     v = sub.add_parser("verify", help="compare PyTorch model, traced IR, folded IR and normal form")
     v.add_argument("model")
@@ -292,29 +296,31 @@ def cmd_inspect(args) -> int:
     from snncc.frontend import trace
     from snncc.ir.printer import listing
 
-    if os.path.isdir(args.path):
+    if os.path.isdir(args.path):  # the artefact's own graphs: deployed with its target and options at compile
+        if args.target is not None or args.target_option:
+            raise SnnccError("an artefact's deployed graph was lowered by its compile", where="--target",
+                             hint="--target/--target-option apply to a model file; compile again to change them")
         stem = "traced" if args.level == "traced" else "ir"
         g = artifact.read_graph(args.path, stem)
         m = artifact.read_manifest(args.path)
         print(f"# artefact {args.path}: target {m.get('target')}, level {stem}")
     else:
+        from snncc.compiler import deploy
+        from snncc.targets import check_options, get as get_target
+
+        tgt = get_target(args.target or "sim")
+        options = check_options(tgt, _target_options(args.target_option))  # bad options: before loading
         loaded = _load(args)
         g = trace(loaded, frontend=args.frontend, input_kind=args.input_kind)
         if args.level == "deployed":
-            from snncc.passes.manager import run_pipeline
-
-            from snncc.compiler import lowering_options
-            from snncc.targets import get as get_target
-
-            g = run_pipeline(g, "deploy", options={"check_spike_driven": {"allow_macs": True},
-                                                   "residual_lowering": lowering_options(get_target("sim"), {})}).graph
+            g = deploy(g, tgt, options, allow_macs=True).graph
     print(listing(g), end="")
     return 0
 
 
 def _inputs(args, graph) -> torch.Tensor:
     """--data, or seeded random inputs (the seed is printed, so a run can be repeated)."""
-    from snncc.estimate.data import inputs, time_major
+    from snncc.data.inputs import inputs, time_major
 
     x, _ = inputs(graph, args.data, args.samples, args.seed)
     if not args.data:
@@ -326,7 +332,7 @@ def _simulate_data(args, dep) -> int:
     """simulate with snncc's simulators: the data set (a file, a folder of shards, or seeded random
     inputs) batch by batch, optionally over workers; each batch's counts checked against the
     reference (a progress bar on a terminal or with -v)."""
-    from snncc.estimate.data import InputBatches
+    from snncc.data.inputs import InputBatches
 
     schedules = ("exact", "streaming") if args.schedule == "both" else (args.schedule,)
     batches = InputBatches(dep.deployed, args.data, args.samples, args.batch_size, args.seed)  # bad input: before work
@@ -422,7 +428,7 @@ def _same(got: dict, ref: dict) -> bool:
 
 def cmd_estimate(args) -> int:
     from snncc.api import load
-    from snncc.estimate.data import InputBatches
+    from snncc.data.inputs import InputBatches
     from snncc.sim.device import resolve
 
     Ds = _parse_Ds(args.sweep_D) if args.sweep_D is not None else None  # every problem before the run
@@ -470,28 +476,25 @@ def _parse_Ds(text: str) -> list[int]:
 
 
 def _sweep_D(args, deployed, batches, Ds):
-    """`estimate --sweep-D`: the traced graph at each D (passes.set_window), deployed (MACs allowed:
-    this is analysis, the artefact itself was already checked), on the same inputs."""
+    """`estimate --sweep-D`: the traced graph at each D (passes.set_window), deployed as the artefact
+    was (its target and options; MACs allowed: this is analysis, the artefact itself was already
+    checked), on the same inputs, streamed batch by batch."""
+    from snncc.compiler import deploy
     from snncc.estimate.report import sweep_D
-    from snncc.passes.manager import run_pipeline
     from snncc.passes.set_window import set_window
-
-    from snncc.compiler import lowering_options
     from snncc.targets import get as get_target
 
     D0 = deployed.neurons()[0].attrs["D"]
     traced = artifact.read_graph(args.out, "traced")
     m = artifact.read_manifest(args.out)
-    lowering = lowering_options(get_target(m.get("target", "sim")), m.get("target_options", {}))
+    tgt = get_target(m.get("target", "sim"))
     graphs = {}
     for D in sorted(set(Ds) | {D0}):
         if _show_progress(args):
             print(f"deploying at D={D}", file=sys.stderr)
-        graphs[D] = deployed if D == D0 else run_pipeline(
-            set_window(traced, D).graph, "deploy", options={"check_spike_driven": {"allow_macs": True},
-                                                            "residual_lowering": lowering}).graph
-    x = torch.cat(list(batches))
-    sw = sweep_D(graphs, x, args.profile, labels=batches.labels, reference_D=D0, batch_size=batches.batch_size)
+        graphs[D] = deployed if D == D0 else deploy(set_window(traced, D).graph, tgt, m.get("target_options", {}),
+                                                    allow_macs=True).graph
+    sw = sweep_D(graphs, batches, args.profile, labels=batches.labels, reference_D=D0, batch_size=batches.batch_size)
     print(f"\nD sweep ({sw.samples} samples, agreement with the compiled D={D0}):")
     print(sw.to_markdown())
     return sw

@@ -1,6 +1,9 @@
 """The compile driver: trace -> deploy pipeline -> target check -> artefact files.
 
-Everything a target rejects is reported before anything is written.
+Everything a target rejects is reported before anything is written. `deploy(traced, target,
+options)` is the one way a traced graph becomes a deployed one (the deploy pipeline with the
+target's lowering options): `compile_model`, `snncc inspect --level deployed`, `estimate
+--sweep-D` and `deploy_factory` all go through it, so they lower alike.
 """
 
 from __future__ import annotations
@@ -62,6 +65,33 @@ def lowering_options(tgt, target_options: dict) -> dict:
     return {"profile": getattr(tgt, "profile", None)}
 
 
+def deploy(traced: Graph, target="sim", options: dict | None = None, allow_macs: bool = False,
+           dump_after: tuple[str, ...] = ()) -> PipelineRun:
+    """Run the deploy pipeline on `traced` as `target` (a name or a target object) with its
+    `options` lowers it: `residual_lowering` gets `lowering_options(target, options)`;
+    `allow_macs` lets non-spike-driven layers beyond the encoding layer through."""
+    tgt = get_target(target) if isinstance(target, str) else target
+    return run_pipeline(traced, "deploy", dump_after=dump_after,
+                        options={"check_spike_driven": {"allow_macs": allow_macs},
+                                 "residual_lowering": lowering_options(tgt, dict(options or {}))})
+
+
+def deploy_factory(model_factory: Callable[[int], "torch.nn.Module"], input_shape: tuple,
+                   input_kind: str = "current", allow_macs: bool = False, frontend: str = "auto",
+                   target="sim", target_options: dict | None = None) -> Callable[[int], Graph]:
+    """D -> deployed graph: re-trace `model_factory(D)` (an eval-mode torch module) and `deploy` it
+    for `target` with `target_options`, so D is set wherever the model uses it (clip and
+    normalisation) and the graph is lowered as `compile_model` would."""
+    tgt = get_target(target) if isinstance(target, str) else target
+
+    def build(D: int) -> Graph:
+        m = model_factory(D).eval()
+        g = trace(LoadedModel(m, None, tuple(input_shape)), frontend=frontend, input_kind=input_kind)
+        return deploy(g, tgt, target_options, allow_macs=allow_macs).graph
+
+    return build
+
+
 def _with_options(fn, graph: Graph, target_options: dict | None):
     """Call a target's check/explain with the target options when it takes them (system=... of
     the loihi target changes what fits), else with the graph alone."""
@@ -95,9 +125,7 @@ def compile_model(loaded: LoadedModel, target: str = "sim", input_kind: str = "c
     traced = trace(loaded, frontend=frontend, input_kind=input_kind)
     t1 = time.perf_counter()
     say(f"running passes ({len(traced)} nodes)")
-    run = run_pipeline(traced, "deploy", dump_after=dump_after,
-                       options={"check_spike_driven": {"allow_macs": allow_macs},
-                                "residual_lowering": lowering_options(tgt, target_options or {})})
+    run = deploy(traced, tgt, target_options, allow_macs=allow_macs, dump_after=dump_after)
     deployed = run.graph
     t2 = time.perf_counter()
     problems = _with_options(tgt.check, deployed, target_options)

@@ -1,4 +1,4 @@
-"""Verification contract (DESIGN 7, items 1-2): compare the PyTorch model, the traced IR, the
+"""Verification contract (docs/design.md §7.1): compare the PyTorch model, the traced IR, the
 folded IR and the deployed normal form on the same inputs, with a verdict that cannot pass a
 wrong graph.
 

@@ -1,4 +1,4 @@
-"""Small SFA models built in code, covering every pattern the front end must map (issue 2)."""
+"""Small SFA models built in code, covering every pattern the front end must map."""
 
 from __future__ import annotations
 

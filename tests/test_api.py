@@ -1,4 +1,4 @@
-"""The public API (issue 15): the example in docs/api.md runs as written; compile/load round-trips
+"""The public API: the example in docs/api.md runs as written; compile/load round-trips
 byte for byte; the CLI and the API write the same artefact."""
 
 import os

@@ -1,4 +1,4 @@
-"""Artefact folders under stress (issue 12): a compile killed mid-write leaves nothing or one
+"""Artefact folders under stress: a compile killed mid-write leaves nothing or one
 complete artefact; two concurrent compiles into one folder give one complete artefact; compiling
 twice gives byte-identical files for every target; and property-based fuzzing of the artefact
 files (ir.json, ir.npz, traced.json, manifest.json; re-hashed or not) never makes the reader or the

@@ -1,5 +1,5 @@
 """Data sets as folders of .npz/.npy shards, streamed by `estimate`, and the estimate sharded
-over worker processes (issue 15): the merged integer statistics equal one process's exactly."""
+over worker processes: the merged integer statistics equal one process's exactly."""
 
 import numpy as np
 import pytest
@@ -9,7 +9,7 @@ import snncc
 from nets import ConvChain, randomize_bn
 from snncc.cli import main
 from snncc.estimate import Estimator
-from snncc.estimate.data import InputBatches, read_data
+from snncc.data.inputs import InputBatches, read_data
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +48,41 @@ def test_folder_of_shards_is_streamed_shard_by_shard(dep, shards):
     assert [n for _, n in capped.shards] == [10, 2]
 
 
+def test_sweep_D_streams_a_folder_and_equals_the_whole_array(dep, shards, tmp_path, capsys):
+    """`estimate --sweep-D` on a folder of shards reads it batch by batch (each batch once, every D
+    observing it) and prints what the same inputs as one array give."""
+    from snncc.compiler import deploy
+    from snncc.estimate.report import sweep_D
+    from snncc.passes.set_window import set_window
+
+    d, x = shards
+    graphs = {D: deploy(set_window(dep.traced, D).graph).graph for D in (1, 2)}
+    assert dep.deployed.neurons()[0].attrs["D"] == 4
+    graphs[4] = dep.deployed
+    seen = []
+
+    def batches():
+        for b in InputBatches(dep.deployed, str(d), samples=0, batch_size=4):
+            seen.append(len(b))
+            yield b
+
+    streamed = sweep_D(graphs, batches(), "45nm", reference_D=4)
+    whole = sweep_D(graphs, torch.as_tensor(x), "45nm", reference_D=4, batch_size=4)
+    assert seen == [4, 4, 2, 4, 3, 4, 2]  # read once, a batch never spanning two shards
+    assert streamed.to_markdown() == whole.to_markdown() and streamed.samples == whole.samples == 23
+    assert [r.D for r in streamed.rows] == [1, 2, 4] and streamed.rows[-1].agreement == 1.0
+    out = str(tmp_path / "art")
+    dep.save(out)
+    np.save(tmp_path / "all.npy", x)
+    printed = []
+    for data in (str(d), str(tmp_path / "all.npy")):
+        assert main(["estimate", out, "--data", data, "--samples", "100", "--batch-size", "4", "--sweep-D", "1,2"]) == 0
+        printed.append(capsys.readouterr().out.split("D sweep", 1)[1])
+    assert printed[0] == printed[1] and streamed.to_markdown() in printed[0]
+
+
 def test_two_workers_merge_to_exactly_one_process(dep, shards):
-    from snncc.estimate.workers import run_sharded
+    from snncc.estimate.estimator import run_sharded
 
     d, x = shards
     one = Estimator(dep.deployed, profile="45nm").run(InputBatches(dep.deployed, str(d), 0, 4))
@@ -76,7 +109,7 @@ def test_cli_estimate_with_workers_on_a_folder(dep, shards, tmp_path, capsys):
 
 def test_ray_workers_merge_to_exactly_one_process(dep, shards):
     pytest.importorskip("ray", reason="the optional ray extra (requirements-dev.txt installs it)")
-    from snncc.estimate.workers import run_sharded
+    from snncc.estimate.estimator import run_sharded
 
     d, _ = shards
     one = Estimator(dep.deployed, profile="45nm").run(InputBatches(dep.deployed, str(d), 0, 4))
@@ -99,7 +132,7 @@ def test_cli_simulate_streams_a_folder_and_checks_every_batch(dep, shards, tmp_p
 
 def _tally_by_hand(dep, x, y):
     """The statistics of the streaming schedule and the accuracy, on the whole array at once."""
-    from snncc.sim.sync import compare_streaming
+    from snncc.sim.tally import compare_streaming
 
     rep = compare_streaming(dep.deployed, torch.as_tensor(x))
     ref = dep.reference(torch.as_tensor(x))

@@ -1,4 +1,4 @@
-"""`--device` (issue 15): the executors run where asked and give the CPU's results; an absent or
+"""`--device`: the executors run where asked and give the CPU's results; an absent or
 unknown device is one line; on a machine with a GPU the CUDA run equals the CPU run."""
 
 import os

@@ -1,4 +1,4 @@
-"""Docs match the code (issue 15): docs/cli.md names every flag of every subcommand."""
+"""Docs match the code: docs/cli.md names every flag of every subcommand."""
 
 import argparse
 import os

@@ -1,4 +1,4 @@
-"""Every shell command of the README's code blocks, run literally as a new user would (issue 15),
+"""Every shell command of the README's code blocks, run literally as a new user would,
 in a scratch folder that holds what the commands name: `model.pt2`, `weights.pt` with its factory
 `my_models.py:make_net` (the same small SFA CNN, so `verify model.pt2 out/` compares a model
 with its own artefact), `out-loihi/` (compiled beforehand: the README assumes one), and the

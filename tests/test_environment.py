@@ -1,4 +1,4 @@
-"""The environment the README's set-up builds (issue 12): SynSense's `samna` is not installed (the
+"""The environment the README's set-up builds: SynSense's `samna` is not installed (the
 PyPI package is a placeholder that pip-installs code from a third-party index when imported), while
 sinabs and the pinned NIR packages it really needs are; the real-samna code path of the Speck
 backend stays behind its import check."""

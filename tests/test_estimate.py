@@ -12,7 +12,7 @@ import torch
 
 from snncc.errors import LoadError, SnnccError
 from snncc.estimate import Estimator, analyze, coincidences, estimate, load_profile
-from snncc.estimate.profile import profile_from_dict
+from snncc.profile import profile_from_dict
 from snncc.ir.graph import Graph, Node
 from snncc.sim.reference import run
 
@@ -467,7 +467,7 @@ def test_fanout_falls_back_to_path_count_when_too_large(monkeypatch):
 
 
 def test_estimate_and_simulate_report_one_latency():
-    """Issue 15: `snncc estimate` and `snncc simulate` used to say 52 and 56 sub-steps for one artefact."""
+    """`snncc estimate` and `snncc simulate` used to say 52 and 56 sub-steps for one artefact."""
     import snncc
     from nets import ResidualSepConv, randomize_bn
 
@@ -475,3 +475,21 @@ def test_estimate_and_simulate_report_one_latency():
     dep = snncc.compile(randomize_bn(ResidualSepConv()), torch.zeros(2, 3, 8, 8))
     x = torch.randn(3, 3, 8, 8, dtype=torch.float64)
     assert dep.estimate(x).latency_substeps == dep.simulate(x, "exact").latency_substeps
+
+
+def test_one_energy_formula_per_profile_by_hand():
+    """estimate/energy.py is the one formula: hand-computed terms for each profile, and a count
+    left None is absent (not charged), as the per-population split and static prices need."""
+    from snncc.estimate.energy import Activity, terms
+    from snncc.profile import load_profile
+
+    a = Activity(sops=10, spike_products=2, macs=5, neuron_updates=7, active_updates=3, messages=4)
+    e = terms(load_profile("45nm"), a)
+    assert e == {"mac": 4.6e-12 * 5, "sop": 0.9e-12 * 12}
+    e = terms(load_profile("loihi"), a)
+    assert e == pytest.approx({"sop": 23.6e-12 * 12, "neuron_active": 81e-12 * 3, "neuron_inactive": 52e-12 * 4,
+                               "routing": (1.7e-12 + 3.5e-12 * 1) * 4}, rel=1e-12)
+    assert set(terms(load_profile("loihi"), Activity(sops=10))) == {"sop"}
+    assert set(terms(load_profile("45nm"), Activity(sops=10))) == {"sop"}
+    speck = load_profile("speck")
+    assert terms(speck, a) == ({"sop": speck.si("e_sop") * 10} if speck.has("e_sop") else {})

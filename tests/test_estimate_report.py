@@ -13,8 +13,9 @@ import torch
 
 from nets import ConvChain, randomize_bn
 from snncc.cli import main
+from snncc.compiler import deploy_factory
 from snncc.estimate import Estimator
-from snncc.estimate.report import (deploy_factory, layer_energy, spike_maps, static_markdown, static_stats_per_population,
+from snncc.estimate.report import (layer_energy, spike_maps, static_markdown, static_stats_per_population,
                                    sweep_D, write_report)
 from snncc.ir.graph import Graph, Node
 from snncc.sim.sync import simulate

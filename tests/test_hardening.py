@@ -1,4 +1,4 @@
-"""Hardening (issue 7): every deploy pass preserves the reference executor on random valid graphs
+"""Hardening: every deploy pass preserves the reference executor on random valid graphs
 (hypothesis), corrupt model and artefact files give one clean error line with exit code 2, and a
 checkpoint with NaN weights is refused before any pass runs."""
 

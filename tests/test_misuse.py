@@ -1,4 +1,4 @@
-"""Misuse suite (issue 12): every case runs through the installed `snncc` console script, the way a
+"""Misuse suite: every case runs through the installed `snncc` console script, the way a
 user runs it, and must end with exit code 2 (or the stated code) and exactly one stderr line
 `snncc: error: ...` naming what, where and what to do: no traceback, no torch log noise, no
 'internal error', no marker file from a malicious pickle, no partial output folder."""
@@ -174,6 +174,12 @@ CASES = {
                                "archive member conv/data/sample_inputs/model.pt holds a pickle"),
     "pt2_evil_weight": (["compile", "{t}/evil_weight.pt2", "-o", "{t}/o"], 2, "holds a pickle that is not plain tensors"),
     "inspect_evil": (["inspect", "{t}/evil_inputs.pt2"], 2, "snncc never unpickles it"),
+    "inspect_unknown_target": (["inspect", "{t}/conv.pt2", "--level", "deployed", "--target", "nope"], 2,
+                               "--target: unknown target 'nope'"),
+    "inspect_unknown_option": (["inspect", "{t}/conv.pt2", "--level", "deployed", "--target-option", "foo=1"], 2,
+                               "unknown option(s) foo for target sim"),
+    "inspect_artefact_target": (["inspect", "{t}/art", "--target", "sim"], 2,
+                                "--target: an artefact's deployed graph was lowered by its compile"),
     "verify_evil": (["verify", "{t}/evil_inputs.pt2", "{t}/art"], 2, "snncc never unpickles it"),
     "pickled_module": (["compile", "{t}/evil_module.pt", "--input-shape", "2,8,8", "-o", "{t}/o"], 2,
                        "holds pickled objects, not just tensors"),

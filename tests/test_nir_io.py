@@ -1,4 +1,4 @@
-"""NIR interop (issue 7): deployed graphs round-trip exactly through NIR files; IF/LIF/conv graphs
+"""NIR interop: deployed graphs round-trip exactly through NIR files; IF/LIF/conv graphs
 written with the nir package import and simulate with NIR's IF semantics; refusals name nodes."""
 
 import nir

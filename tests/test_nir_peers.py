@@ -1,4 +1,4 @@
-"""snncc's NIR exports in a peer's own reader (issue 16): sinabs 3.1.3 `from_nir` loads the export
+"""snncc's NIR exports in a peer's own reader: sinabs 3.1.3 `from_nir` loads the export
 of a conv chain with a depthwise conv's groups written the way nir 1.0.4 and its readers need, the
 NIR type check passes, and sinabs' network computes exactly snncc's deployed graph with the spike
 cap lifted (sinabs reads a NIR IF as a multi-spike IAF: floor(v / theta) spikes per step)."""

@@ -1,4 +1,4 @@
-"""ONNX front end (issue 7): models exported by torch.onnx (TorchScript exporter) map to the same IR
+"""ONNX front end: models exported by torch.onnx (TorchScript exporter) map to the same IR
 as the torch.export path: outputs equal onnxruntime's, spike counts equal the torch.export IR's."""
 
 import warnings

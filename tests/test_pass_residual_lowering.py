@@ -303,7 +303,7 @@ def test_sync_with_a_host_fed_relay():
     D x (T + 7) exact (R0, f1_0, f1_3, f1_6, R1, f2_0, out_fire), D + 7 streaming."""
     from nets import ResidualSepConv
     from snncc.frontend.loader import LoadedModel, trace
-    from snncc.sim.sync import compare_streaming
+    from snncc.sim.tally import compare_streaming
 
     torch.manual_seed(0)
     m = randomize_bn(ResidualSepConv(), 0)

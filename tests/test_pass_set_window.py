@@ -8,7 +8,8 @@ import torch
 from nets import ConvChain, randomize_bn
 from snncc.cli import main
 from snncc.errors import SnnccError
-from snncc.estimate.report import deploy_factory, sweep_D
+from snncc.compiler import deploy_factory
+from snncc.estimate.report import sweep_D
 from snncc.frontend.loader import LoadedModel, trace
 from snncc.ir import Graph, Node
 from snncc.passes.manager import run_pipeline

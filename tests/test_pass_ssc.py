@@ -14,8 +14,8 @@ from snncc.errors import SnnccError
 from snncc.frontend.loader import LoadedModel, trace
 from snncc.ir import Graph, Node
 from snncc.passes.manager import run_pipeline
-from snncc.passes.ssc import leakage, site_masks, ssc
-from snncc.sim.masked import dense_ssc
+from snncc.passes.ssc import leakage, ssc
+from snncc.sim.masked import dense_ssc, site_masks
 from snncc.sim.events import build_network, simulate
 from snncc.sim.reference import run
 

@@ -1,4 +1,4 @@
-"""Research-code idioms of official SFA models (issue 15), written the way their repositories
+"""Research-code idioms of official SFA models, written the way their repositories
 write them (not with snncc classes): the model adds its own time axis with
 `x.unsqueeze(0).repeat(T, 1, 1, 1, 1)`, runs its convs on `x.flatten(0, 1)` and reshapes back,
 and averages over time after the head (`head(x).mean(0)`); integer neurons without the 1/D; max

@@ -1,4 +1,4 @@
-"""Multi-step research code (issue 15), written as its repositories write it (plain torch, not
+"""Multi-step research code, written as its repositories write it (plain torch, not
 snncc classes): input (B, T, C, H, W) transposed to (T, B, ...) inside `forward`, convs on
 `x.flatten(0, 1)`, stateful IF neurons as Python loops over T (a `MultiStepIFNode` with `v`,
 `v_threshold`, soft reset, a SpikeYOLO-style `round(clamp(v, 0, D))` with a straight-through

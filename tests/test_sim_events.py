@@ -350,7 +350,7 @@ _SITES[0, 0] = False
 def test_kernels_equal_per_event_oracle_every_policy_and_ssc(pol, masks, monkeypatch):
     """The compiled kernels against the per-event Python oracle, bit-exact, for every policy and
     order, without SSC, with static masks and with centre-spiked gates."""
-    from snncc.passes.ssc import site_masks
+    from snncc.sim.masked import site_masks
 
     g = _random_net(2, merge3=True)
     m = site_masks(g, _SITES) if masks == "static" else masks

@@ -12,7 +12,8 @@ from snncc.frontend.loader import LoadedModel, trace
 from snncc.ir import Graph, Node
 from snncc.passes.manager import run_pipeline
 from snncc.sim.reference import run
-from snncc.sim.sync import compare_streaming, levels, simulate
+from snncc.sim.sync import levels, simulate
+from snncc.sim.tally import compare_streaming
 
 F64 = torch.float64
 

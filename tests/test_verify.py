@@ -1,4 +1,4 @@
-"""`snncc.verify` cannot pass a wrong graph (issue 15): on the shipped digits transformer, whose
+"""`snncc.verify` cannot pass a wrong graph: on the shipped digits transformer, whose
 reference meets rounding ties, the deployed graph verifies with every forced difference at a tie,
 while the same graph with one projection's weights scaled by 1.3 is a MISMATCH naming the first
 population that diverges (the CLI exits 1 on such a verdict: tests/test_cli.py)."""

@@ -14,7 +14,7 @@ Definitions (per sample; a window is one training timestep = D sub-steps):
   neurons integrate every sub-step (neurons x D x T updates, active = messages).
 - architecture SOPs: the trained network's own synaptic ops (`plan.architecture_ops`: every
   distinct synaptic op on spikes, spikes x fan-out, residual additions free, no fan-in copies, no
-  relays), the limit a deployment is measured against (DESIGN 2). Reported next to the deployed
+  relays), the limit a deployment is measured against (docs/design.md §2). Reported next to the deployed
   SOPs per population (charged to the op's first consumer) and in total, with the paper's energy
   (45nm figures: E_MAC x host MACs + E_AC x (architecture SOPs + spike products)) next to the
   same formula on the deployed SOPs (`Report.paper`).
@@ -59,8 +59,9 @@ import numpy as np
 import torch
 
 from snncc.errors import SnnccError
+from snncc.estimate.energy import Activity, terms
 from snncc.estimate.plan import Plan, analyze, coincidences
-from snncc.estimate.profile import Profile, load_profile
+from snncc.profile import Profile, load_profile
 from snncc.ir.graph import Graph, Node
 from snncc.ir.ops import neuron_model
 from snncc.sim.reference import Interpreter
@@ -162,7 +163,7 @@ class Estimator:
         return st
 
     def merge(self, st: dict) -> None:
-        """Add another estimator's `state()` (estimate/workers.py): sums add, peaks take the max."""
+        """Add another estimator's `state()` (data/workers.py): sums add, peaks take the max."""
         if not st["samples"]:
             return
         for k in self._SUMS:
@@ -604,31 +605,20 @@ def paper_energy(t: dict, profile: str | Profile = "45nm") -> dict[str, float]:
     """The paper's method (Table 1): E_MAC x host MACs + E_AC x (SOPs + spike products), on the
     architecture's SOPs and on the deployed ones, with the 45nm profile's figures (J per sample)."""
     prof = load_profile(profile)
-    e_mac, e_ac = prof.si("e_mac"), prof.si("e_ac")
-    arch = e_mac * t["macs"] + e_ac * (t["architecture_sops"] + t["spike_products"])
-    dep = e_mac * t["macs"] + e_ac * (t["sops"] + t["spike_products"])
+    arch, dep = (sum(terms(prof, Activity(t[s], t["spike_products"], t["macs"])).values())
+                 for s in ("architecture_sops", "sops"))
     return {"architecture": arch, "deployed": dep,
             "sops_ratio": t["sops"] / t["architecture_sops"] if t["architecture_sops"] else None}
 
 
 def _energy(prof: Profile, t: dict, rate, sample_s, notes: list[str]) -> tuple[dict, float]:
-    e: dict[str, float] = {}
     static_w = prof.si("p_static", 0.0)
-    if prof.formula == "mac_ac":
-        e["mac"] = prof.si("e_mac") * t["macs"]
-        e["sop"] = prof.si("e_ac") * (t["sops"] + t["spike_products"])
-    elif prof.formula == "loihi":
-        e["sop"] = prof.si("e_sop") * (t["sops"] + t["spike_products"])
-        e["neuron_active"] = prof.si("e_neuron_update_active") * t["active_updates"]
-        e["neuron_inactive"] = prof.si("e_neuron_update_inactive") * (t["neuron_updates"] - t["active_updates"])
-        e["routing"] = (prof.si("e_spike_tile") + prof.si("e_hop") * prof.si("hops_per_message")) * t["messages"]
-        if t["macs"]:
-            notes.append(f"{t['macs']:.0f} host MACs per sample (encoding layer) are off-chip and not in the energy")
-    elif prof.formula == "speck":
-        if prof.has("e_sop"):
-            e["sop"] = prof.si("e_sop") * t["sops"]
-        else:
-            notes.append(f"profile {prof.name} gives no energy per SynOp: energy is static power x time only")
+    e = terms(prof, Activity(t["sops"], t["spike_products"], t["macs"], t["neuron_updates"], t["active_updates"],
+                             t["messages"]))
+    if prof.formula == "loihi" and t["macs"]:
+        notes.append(f"{t['macs']:.0f} host MACs per sample (encoding layer) are off-chip and not in the energy")
+    elif prof.formula == "speck" and not prof.has("e_sop"):
+        notes.append(f"profile {prof.name} gives no energy per SynOp: energy is static power x time only")
     e["dynamic"] = sum(e.values())
     if static_w:
         dt = (1.0 / rate) if rate else sample_s
@@ -647,6 +637,20 @@ def estimate(graph: Graph, x, profile: str | Profile | None = "45nm", rate: floa
     est = Estimator(graph, profile)
     est.observe(x)
     return est.report(rate, substep_time)
+
+
+def run_sharded(graph, profile, data, samples: int, batch_size: int | None, seed: int, workers: int,
+                address: str | None = None, progress: bool = False, device: str | None = None,
+                placement: dict | None = None):
+    """An `Estimator` holding the statistics of every batch (`snncc.data.workers.map_batches`),
+    with the artefact's `placement` (a loihi lava/mapping.json document: hops, chip crossings,
+    links) in every worker and in the merged one, so the report equals one process's."""
+    from functools import partial
+
+    from snncc.data.workers import map_batches
+
+    return map_batches(partial(Estimator, profile=profile, placement=placement), graph, data, samples, batch_size,
+                       seed, workers, address, progress, device)
 
 
 def write_json(report: "Report", path: str) -> None:

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from snncc.estimate.profile import Profile, load_profile
+from snncc.estimate.energy import Activity, terms
+from snncc.profile import Profile, load_profile
 
 DEFAULT_SPIKES_PER_NEURON_WINDOW = 1.0  # used when a profile does not give the figure
 DEFAULT_RELAY_MESSAGE_FRACTION = 1.0
@@ -65,14 +66,10 @@ def price(cost: StreamCost, prof: Profile | None, D: int) -> StreamCost:
     sub-step: D neuron updates each per window on a loihi profile)."""
     if prof is None:
         return cost
-    if prof.formula == "mac_ac":
-        cost.energy = prof.si("e_ac") * cost.sops
-    elif prof.formula == "loihi":
-        route = prof.si("e_spike_tile") + prof.si("e_hop") * prof.si("hops_per_message")
-        cost.energy = (prof.si("e_sop") * cost.sops + route * cost.messages
-                       + prof.si("e_neuron_update_inactive") * cost.relay_neurons * D)
-    else:  # speck: no per-op energy; compare by SOPs (what stalls a core)
-        cost.energy = prof.si("e_sop", 0.0) * cost.sops
+    # the profile's formula (estimate/energy.py) on static counts: no host MACs (the same for both
+    # forms); relays as inactive updates; speck without an energy per SynOp prices nothing (0)
+    cost.energy = float(sum(terms(prof, Activity(cost.sops, 0.0, None, cost.relay_neurons * D, 0.0,
+                                                 cost.messages)).values()))
     return cost
 
 

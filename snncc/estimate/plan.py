@@ -31,7 +31,7 @@ same deployed graph without the normal form's copies: every distinct (value-numb
 other than a spike product whose sources (through weightless ops) are all spiking populations,
 with the fan-out of its chain from each source (`path_counts`). Copies made for fan-in are one
 value, relays are not ops of the trained network, residual additions and ops on currents made by
-weighted ops are free, ops on the real-valued input are the host's MACs (DESIGN 2).
+weighted ops are free, ops on the real-valued input are the host's MACs (docs/design.md §2).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Estimate reports with plots (issue 6): Markdown + self-contained HTML, and the static
+"""Estimate reports with plots: Markdown + self-contained HTML, and the static
 per-population part of the compile report.
 
 Owns `write_report` (per-layer energy bars, the network spike firing rate per sub-step (NSFR,
@@ -28,6 +28,7 @@ import torch
 from snncc import artifact
 from snncc.errors import SnnccError
 from snncc.ir.graph import Graph
+from snncc.estimate.energy import Activity, terms
 from snncc.estimate.plan import closure
 
 # ---- per-layer energy -------------------------------------------------------------------------
@@ -47,18 +48,9 @@ def layer_energy(report) -> dict[str, dict[str, float]]:
     if prof is None:
         return out
     for p in report.populations:
-        e: dict[str, float] = {}
-        if prof.formula == "mac_ac":
-            e["mac"] = prof.si("e_mac") * p.macs_in
-            e["sop"] = prof.si("e_ac") * (p.sops_in + p.spike_products_in)
-        elif prof.formula == "loihi":
-            e["sop"] = prof.si("e_sop") * (p.sops_in + p.spike_products_in)
-            if p.role == "fire":
-                e["neuron_active"] = prof.si("e_neuron_update_active") * p.spikes
-                e["neuron_inactive"] = prof.si("e_neuron_update_inactive") * (p.neuron_updates - p.spikes)
-            e["routing"] = (prof.si("e_spike_tile") + prof.si("e_hop") * prof.si("hops_per_message")) * p.messages
-        elif prof.formula == "speck" and prof.has("e_sop"):
-            e["sop"] = prof.si("e_sop") * p.sops_in
+        fire = p.role == "fire"
+        e = terms(prof, Activity(p.sops_in, p.spike_products_in, p.macs_in, p.neuron_updates if fire else None,
+                                 p.spikes if fire else 0.0, p.messages))
         if e:
             out[p.name] = e
     return out
@@ -179,31 +171,32 @@ class DSweep:
         return "\n".join(lines) + "\n"
 
 
-def deploy_factory(model_factory: Callable[[int], "torch.nn.Module"], input_shape: tuple,
-                   input_kind: str = "current", allow_macs: bool = False,
-                   frontend: str = "auto") -> Callable[[int], Graph]:
-    """D -> deployed graph: re-trace `model_factory(D)` (an eval-mode torch module) and run the
-    deploy pipeline, so D is set wherever the model uses it (clip and normalisation)."""
-    from snncc.frontend.loader import LoadedModel, trace
-    from snncc.passes.manager import run_pipeline
-
-    def build(D: int) -> Graph:
-        m = model_factory(D).eval()
-        g = trace(LoadedModel(m, None, tuple(input_shape)), frontend=frontend, input_kind=input_kind)
-        return run_pipeline(g, "deploy", options={"check_spike_driven": {"allow_macs": allow_macs}}).graph
-
-    return build
-
-
 def _pred(y: torch.Tensor) -> torch.Tensor:
     return y.reshape(y.shape[0], -1).argmax(-1)
 
 
+def _split(x, sample_dims: int, batch_size: int | None):
+    """Batches of `x`: a tensor or array split along its sample axis (the second one for (T, B,
+    *shape) inputs), or `x` itself when it already is an iterable of batches."""
+    if not isinstance(x, (torch.Tensor, np.ndarray)):
+        yield from x
+        return
+    x = torch.as_tensor(x)
+    per_t = x.dim() == sample_dims + 2  # (T, B, *shape)
+    B = x.shape[1] if per_t else x.shape[0]
+    bs = batch_size or B
+    for s in range(0, B, bs):
+        yield x[:, s:s + bs] if per_t else x[s:s + bs]
+
+
 def sweep_D(graphs: dict | Callable[[int], Graph], x, profile="45nm", Ds: Iterable[int] | None = None,
             labels=None, reference_D: int | None = None, batch_size: int | None = None) -> DSweep:
-    """Estimate the same model deployed with different window lengths D on the same inputs `x`.
+    """Estimate the same model deployed with different window lengths D on the same inputs `x`:
+    a tensor ((B, *shape) or (T, B, *shape)), split into `batch_size` batches, or an iterable of
+    such batches (e.g. `snncc.data.InputBatches`), read once: every D observes each batch before
+    the next one is read, so a folder of shards is streamed.
 
-    `graphs`: {D: deployed graph}, or a callable D -> deployed graph (e.g. `deploy_factory`) with
+    `graphs`: {D: deployed graph}, or a callable D -> deployed graph (e.g. `compiler.deploy_factory`) with
     `Ds`. Agreement is the fraction of samples whose output argmax equals that of `reference_D`
     (default: the largest D); accuracy needs `labels`."""
     from snncc.estimate.estimator import Estimator
@@ -218,19 +211,13 @@ def sweep_D(graphs: dict | Callable[[int], Graph], x, profile="45nm", Ds: Iterab
     ref = max(keys) if reference_D is None else int(reference_D)
     if ref not in graphs:
         raise SnnccError(f"reference D={ref} is not among the swept values {keys}", where="sweep_D")
-    x = torch.as_tensor(x)
-    per_t = x.dim() == len(graphs[keys[0]].inputs[0].shape) + 2  # (T, B, *shape)
-    B = x.shape[1] if per_t else x.shape[0]
-    bs = batch_size or B
-    preds: dict[int, torch.Tensor] = {}
-    reports = {}
-    for D in keys:
-        est = Estimator(graphs[D], profile)
-        outs = []
-        for s in range(0, B, bs):
-            outs.append(est.observe(x[:, s:s + bs] if per_t else x[s:s + bs]).output)
-        preds[D] = _pred(torch.cat(outs))
-        reports[D] = est.report()
+    ests = {D: Estimator(graphs[D], profile) for D in keys}
+    outs: dict[int, list] = {D: [] for D in keys}
+    for b in _split(x, len(graphs[keys[0]].inputs[0].shape), batch_size):
+        for D in keys:
+            outs[D].append(_pred(ests[D].observe(b).output))
+    preds = {D: torch.cat(outs[D]) for D in keys}
+    reports = {D: ests[D].report() for D in keys}
     lab = None if labels is None else torch.as_tensor(np.asarray(labels)).reshape(-1)
     rows = []
     for D in keys:

@@ -21,35 +21,10 @@ import torch
 import torch.fx as fx
 
 from snncc.errors import FrontendError
+from snncc.frontend.calls import Call, where
 from snncc.frontend.time_loop import Lin, StepBuffer, TimeLoop, is_step_value
 from snncc.ir.graph import Graph, Node
 from snncc.ir.ops import CURRENT, SPIKE, tuple_n
-
-
-@dataclass
-class Call:
-    """One fx node reduced to a canonical operation with plain arguments."""
-
-    op: str
-    args: tuple
-    kwargs: dict
-
-
-def where(n: fx.Node) -> str:
-    """Module path and source line of an fx node, as fx recorded them."""
-    parts = [f"fx node {n.name!r}"]
-    stack = n.meta.get("nn_module_stack")
-    if stack:
-        path, cls = list(stack.values())[-1]
-        cls = cls if isinstance(cls, str) else getattr(cls, "__qualname__", str(cls))
-        parts.append(f"module {path or '<root>'} ({cls.rsplit('.', 1)[-1]})")
-    trace = n.meta.get("stack_trace")
-    if trace:
-        files = re.findall(r'File "([^"]+)", line (\d+)', trace)
-        if files:
-            f, line = files[-1]
-            parts.append(f"{f}:{line}")
-    return ", ".join(parts)
 
 
 _LEAF_MODULES = ("Conv1d", "Conv2d", "Linear", "BatchNorm1d", "BatchNorm2d", "AvgPool2d", "AdaptiveAvgPool2d",

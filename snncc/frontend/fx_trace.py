@@ -20,7 +20,8 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from snncc.errors import FrontendError
 from snncc.frontend import peers
-from snncc.frontend.convert import Call, Converter, needed_nodes, neuron_module_classes, where
+from snncc.frontend.calls import Call, where
+from snncc.frontend.convert import Converter, needed_nodes, neuron_module_classes
 from snncc.ir.graph import Graph
 from snncc.ir.ops import CURRENT
 

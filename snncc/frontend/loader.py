@@ -1,6 +1,6 @@
 """Loading user models from disk and tracing them to the IR.
 
-Accepted inputs (DESIGN, issue 2):
+Accepted inputs (docs/design.md §1, §9):
 - a `torch.export` program file (`.pt2`),
 - a `state_dict` checkpoint plus `--model-def path/to/file.py:factory` or `package.module:factory`
   (with `--factory-kwargs` JSON),

@@ -1,4 +1,4 @@
-"""Neuron and pooling modules of peer SNN libraries, read by the fx front end (issue 16).
+"""Neuron and pooling modules of peer SNN libraries, read by the fx front end.
 
 Owns the mapping of a peer's module to a canonical call (`peer_neuron`, `pool`) and the
 converter mixin (`PeerOps`) that turns a `peer_neuron` call into an IR `fire` node. No peer
@@ -47,7 +47,7 @@ import numpy as np
 import torch.nn as nn
 
 from snncc.errors import FrontendError
-from snncc.frontend.convert import Call, where
+from snncc.frontend.calls import Call, where
 
 MULTISPIKE_D = 2 ** 15  # the IR's largest D (snncc.ir.ops fire bounds)
 

@@ -401,7 +401,7 @@ class TimeLoop:
         return lin.const if not lin.terms else None
 
     def conv_where(self, fxn) -> str:
-        from snncc.frontend.convert import where
+        from snncc.frontend.calls import where
 
         return where(fxn) if fxn is not None else "loop over timesteps"
 

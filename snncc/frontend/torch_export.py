@@ -14,7 +14,8 @@ import torch.fx as fx
 
 from snncc.errors import FrontendError
 from snncc.frontend import peers
-from snncc.frontend.convert import Call, Converter, needed_nodes, where
+from snncc.frontend.calls import Call, where
+from snncc.frontend.convert import Converter, needed_nodes
 from snncc.ir.graph import Graph
 from snncc.ir.ops import CURRENT
 

@@ -4,7 +4,7 @@ distinct value once) and when a value is last read (`dead_after`, so executors f
 
 A synaptic op is *spike-driven* when every source it reads through weightless linear ops
 (add, scale, pooling, mean, layout, batchnorm) is a spike tensor: then each input spike
-triggers additions only (DESIGN 2). A source is a spike tensor, an input, or the output of a
+triggers additions only (docs/design.md §2). A source is a spike tensor, an input, or the output of a
 weighted synaptic op (conv, linear, spike product), whose real-valued result costs MACs to use.
 """
 

@@ -1,7 +1,7 @@
 """The op table of the spiking IR: every op declared once, with its attributes, parameters,
 tensor-kind rule and shape rule.
 
-Shapes are per sample (no batch axis, no time axis). Kinds follow DESIGN 2: a `spike` tensor
+Shapes are per sample (no batch axis, no time axis). Kinds follow docs/design.md §2: a `spike` tensor
 holds non-negative integer counts (at most D per window), a `current` tensor holds real-valued
 synaptic input. Printing, serialisation, verification and the executors all read this table.
 """
@@ -419,7 +419,7 @@ _op(OpSpec("linear", 1, 1, {}, params=("weight", "bias"), required_params=("weig
 _op(OpSpec("batchnorm", 1, 1, {"axis": 0, "eps": 1e-5}, params=("mean", "var", "weight", "bias"),
            required_params=("mean", "var", "weight", "bias"), kind_rule=_all_current, shape_rule=per_channel_shape,
            linear=True, summary=lambda a, p: f"axis={a['axis']} eps={_fmt(a['eps'])}"))
-# A fire node (DESIGN 2): n = clip(q((beta + U + bias + carried) / theta), 0, D) per timestep. A
+# A fire node (docs/design.md §2): n = clip(q((beta + U + bias + carried) / theta), 0, D) per timestep. A
 # stateful one carries its residual r = v - n * theta - beta (the membrane after the soft reset,
 # without the offset beta, which is not integrated) to the next timestep as leak * r: `leak`
 # (LIF's beta = 1 - 1/tau; 1 = integrate-and-fire) acts between timesteps only, never between the
@@ -455,7 +455,7 @@ _op(OpSpec("permute", 1, 1, {"dims": REQUIRED}, kind_rule=_same_kind, shape_rule
 _op(OpSpec("spike_product", 2, 3, {"order": "left", "scale": 1.0}, kind_rule=_spikes_in,
            shape_rule=spike_product_shape, synaptic=True,
            summary=lambda a, p: f"order={a['order']} scale={_fmt(a['scale'])}"))
-# A relay (DESIGN 2, synaptic normal form): an accumulator population of a membrane-shortcut
+# A relay (docs/design.md §2, synaptic normal form): an accumulator population of a membrane-shortcut
 # stream. It integrates its input current over a window (plus its constant current `bias`) and
 # forwards the value unchanged, as one graded message per neuron, to the stream's consumers: a
 # current-kind value, not spikes. Chained relays R_k = R_{k-1} + B_{k-1} keep synapses linear in

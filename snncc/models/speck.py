@@ -2,7 +2,7 @@
 
 Owns :class:`SpeckCNN`, the factory :func:`speck_cnn`, :data:`SPECK_LIMITS` and
 :func:`check_speck_limits`, which checks a model against the SynSense Speck constraints listed
-in DESIGN.md section 5: at most 9 conv layers including the classifier (a Linear is a conv whose
+in docs/design.md §5.2: at most 9 conv layers including the classifier (a Linear is a conv whose
 kernel covers its input), square kernels up to 16, stride 1/2/4/8, padding 0-7, no biases and no
 BatchNorm, sum pooling 1/2/4 after a layer, at most 1024 channels, input up to 128x128, output
 maps up to 64x64.

@@ -1,5 +1,5 @@
 """attention_threshold: rewrite the constant scale around a spike product into the consuming
-neuron's threshold, so no multiplier is left on chip (DESIGN 2).
+neuron's threshold, so no multiplier is left on chip (docs/design.md §2).
 
 Requires: a fire whose input is a chain of scalar `scale` and layout (reshape/permute, as in
 multi-head attention) nodes ending at a spike product,

@@ -16,6 +16,7 @@ import warnings
 import numpy as np
 import torch
 
+from snncc.ir.deployed import current_tree
 from snncc.ir.graph import Graph, Node
 from snncc.passes.base import PassResult, channel_factor
 from snncc.sim.reference import Interpreter
@@ -24,15 +25,7 @@ from snncc.sim.reference import Interpreter
 def private_tree(g: Graph, fire: Node, users: dict) -> list[Node] | None:
     """The current nodes only `fire` (a neuron or a relay) consumes (a DAG), in graph order; None
     if one is shared. The tree stops at spike tensors, inputs and relays (sources)."""
-    names: set[str] = set()
-    stack = [fire.inputs[0]]
-    while stack:
-        name = stack.pop()
-        n = g[name]
-        if name in names or n.kind != "current" or n.op in ("input", "relay"):
-            continue
-        names.add(name)
-        stack.extend(n.inputs)
+    names = current_tree(g, fire)
     for name in names:
         if any(u.name not in names and u is not fire for u in users[name]):
             return None

@@ -1,4 +1,4 @@
-"""check_spike_driven: per synaptic node, whether it is spike-driven (DESIGN 2).
+"""check_spike_driven: per synaptic node, whether it is spike-driven (docs/design.md §2).
 
 Requires: a typed graph. Changes: nothing; reports the encoding layer (synaptic ops reading
 the real-valued input, which stay off-chip as host MACs) and fails on any other synaptic op

@@ -1,4 +1,4 @@
-"""fold_norm: move each neuron's `1/Norm` output factor into its consumers (DESIGN 2).
+"""fold_norm: move each neuron's `1/Norm` output factor into its consumers (docs/design.md §2).
 
 Requires: nothing. Changes: every fire gets norm = 1; each consumer reached through layout
 ops gets the factor: conv/linear weights are multiplied (W x / D = (W / D) * spikes), a

@@ -39,7 +39,7 @@ PASSES: dict[str, Callable[..., PassResult]] = {
     "normal_form": normal_form,
 }
 
-# The folded level: every DESIGN 2 folding rule applied, still one node per traced op.
+# The folded level: every docs/design.md §2 folding rule applied, still one node per traced op.
 FOLD = ["dead_code", "fold_layout", "fold_batchnorm", "fold_scale", "fold_norm", "fold_scale",
         "round_to_floor", "attention_threshold", "bias_to_current"]
 # The deployed level: folded, checked, in synaptic normal form.

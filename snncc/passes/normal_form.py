@@ -1,4 +1,7 @@
-"""normal_form: lower to synaptic normal form (DESIGN 2), what simulators and backends consume.
+"""normal_form: lower to synaptic normal form (docs/design.md §2), what simulators and backends consume.
+
+What that form is (which ops a current tree may hold, which nodes own a tree, the check the
+simulators run) is `snncc.ir.deployed`; this pass produces it.
 
 Requires: batchnorms folded (fold_batchnorm). Changes: every neuron population (and the
 output) gets a private current tree: a current node shared by several consumers — the
@@ -14,9 +17,9 @@ Preserves: the reference executor's output.
 
 from __future__ import annotations
 
-from snncc.errors import PassError, SnnccError
+from snncc.errors import PassError
+from snncc.ir.deployed import CONSUMERS, current_tree
 from snncc.ir.graph import Graph, Node
-from snncc.ir.ops import check_neuron
 from snncc.passes.base import PassResult
 from snncc.passes.bias_to_current import bias_to_current, private_tree
 from snncc.passes.dead_code import dead_code
@@ -76,9 +79,6 @@ def normal_form(graph: Graph) -> PassResult:
     return PassResult(g.verify(), changes, report)
 
 
-CONSUMERS = ("fire", "relay", "output")  # nodes whose input current tree is their own
-
-
 def shared_currents(g: Graph) -> tuple[dict[str, set[str]], dict[str, list[str]]]:
     """Each consumer's current tree, and for every current node the consumers owning it."""
     consumers = [n for n in g.nodes if n.op in CONSUMERS]
@@ -88,21 +88,6 @@ def shared_currents(g: Graph) -> tuple[dict[str, set[str]], dict[str, list[str]]
         for n in trees[c.name]:
             owners.setdefault(n, []).append(c.name)
     return trees, owners
-
-
-def current_tree(g: Graph, root: Node) -> set[str]:
-    """Current nodes (not inputs, not relays) reachable backward from `root` without crossing a
-    spike tensor or a relay (a relay's value is a source, like a neuron's spikes)."""
-    out: set[str] = set()
-    stack = list(root.inputs)
-    while stack:
-        name = stack.pop()
-        n = g[name]
-        if name in out or n.kind != "current" or n.op in ("input", "relay"):
-            continue
-        out.add(name)
-        stack.extend(n.inputs)
-    return out
 
 
 def _flatten_adds(g: Graph, consumer: Node) -> None:
@@ -142,30 +127,3 @@ def projections(g: Graph, consumer: Node) -> list[dict]:
             stack.extend(g[i] for i in m.inputs)
         out.append({"sources": sorted(set(srcs)), "ops": list(reversed(chain))})
     return out
-
-
-# Ops a population's current tree may hold in synaptic normal form.
-TREE_OPS = ("conv", "linear", "pool", "mean", "scale", "add", "reshape", "permute", "spike_product")
-
-
-def check_deployed(graph: Graph, what: str = "the simulator", supported: tuple[str, ...] = (),
-                   max_pool: bool = False) -> None:
-    """Raise unless `graph` is in synaptic normal form as `normal_form` leaves it: every neuron
-    with norm 1 and floor (or strict) rounding, every current made only of TREE_OPS, and every
-    neuron model one `what` implements (`supported`: ops.neuron_features it runs; `max_pool`: it
-    runs max pooling of spikes). Simulators of
-    the deployed graph call this instead of each restating the rule."""
-    for n in graph.nodes:
-        where = f"node {n.name}"
-        if n.op == "fire":
-            check_neuron(n.name, n.attrs, what, supported)
-            if n.attrs["norm"] != 1.0 or n.attrs["rounding"] not in ("floor", "strict"):
-                raise SnnccError(f"neuron has norm={n.attrs['norm']} rounding={n.attrs['rounding']}; the deployed "
-                                 f"neuron has norm 1 and floor rounding ({what} runs deployed graphs)", where=where,
-                                 hint="simulate run_pipeline(graph, 'deploy').graph")
-        elif n.op == "max_pool" and not max_pool:
-            raise SnnccError(f"max pooling of spikes: {what} does not implement it", where=where,
-                             hint="run it with the reference executor or the synchronous simulator (exact)")
-        elif n.kind == "current" and n.op not in TREE_OPS + ("input", "relay", "output"):
-            raise SnnccError(f"op {n.op} in a current tree is not in synaptic normal form", where=where,
-                             hint="simulate run_pipeline(graph, 'deploy').graph")

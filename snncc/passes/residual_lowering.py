@@ -1,6 +1,6 @@
 """residual_lowering: choose, per membrane-shortcut stream and per target, fan-in or relays; and
-the association order of every 3-operand spike product, by cost (DESIGN 2, STYLE "choices come
-from a cost model").
+the association order of every 3-operand spike product, by cost (docs/design.md §2.5, §2.6:
+choices come from a cost model).
 
 Requires: batchnorms folded; runs right before `normal_form`. A *stream* is a connected set of
 current nodes read by more than one population (`U_k = U_0 + sum_{j<k} B_j`: the stream's adds,
@@ -35,7 +35,7 @@ from snncc.estimate.plan import dense_macs
 from snncc.ir.graph import Graph, Node
 from snncc.ir.ops import SPIKE
 from snncc.passes.base import PassResult
-from snncc.passes.normal_form import CONSUMERS, current_tree, shared_currents
+from snncc.passes.normal_form import shared_currents
 
 FORMS = ("fanin", "relay")
 

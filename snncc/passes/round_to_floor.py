@@ -1,4 +1,4 @@
-"""round_to_floor: turn each neuron's rounding into floor by adding theta/2 to beta (DESIGN 2).
+"""round_to_floor: turn each neuron's rounding into floor by adding theta/2 to beta (docs/design.md §2).
 
 Requires: nothing. Changes: `half_up` and `half_even` neurons become `floor` with
 beta += theta / 2. `half_up` is exact; `half_even` differs exactly where (U + beta) / theta is

@@ -1,4 +1,4 @@
-"""ssc: spike sparse convolution (SSC, DESIGN 4; paper section 6.2) as a rewrite of the conv
+"""ssc: spike sparse convolution (SSC, docs/design.md §4; paper section 6.2) as a rewrite of the conv
 address maps (masks for the tables; the graph is unchanged), plus the leakage measure.
 
 An event at input site q reaches output neurons p with q = p*stride - padding + k*dilation
@@ -8,8 +8,9 @@ padding + (k//2)*dilation) is active. Masked sites keep no state and emit nothin
 regions never fill in as depth grows (VSC lets the active region grow by the kernel radius per
 layer: information leakage).
 
-What this module owns:
-- `site_masks(graph, mask)`: a static site mask (per input site active or not, shape (H, W) of the
+What this module owns (the mask geometry, `site_masks`, is `snncc.sim.masked`'s: the executors
+and this pass read the same propagation):
+- `snncc.sim.masked.site_masks(graph, mask)`: a static site mask (per input site active or not, shape (H, W) of the
   graph input) propagated through the graph: a conv's output site is active iff its centre input
   site is; sum/avg pooling keeps a site active iff any site of its window is; add is the union;
   layout ops that keep (C, *spatial) pass it on; a fire population's mask is its input's mask.
@@ -42,30 +43,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from snncc.errors import PassError, SnnccError
+from snncc.errors import SnnccError
 from snncc.ir.graph import Graph
 from snncc.passes.base import PassResult
-from snncc.sim.masked import MODES, SiteMasks, propagate
-
-
-def site_masks(graph: Graph, mask) -> SiteMasks:
-    """Propagate a static input-site mask ((H, W) for a (C, H, W) input) through the graph."""
-    inp = graph.inputs[0]
-    m = torch.as_tensor(np.asarray(mask, dtype=bool))
-    if tuple(m.shape) != tuple(inp.shape[1:]):
-        raise PassError(f"site mask of shape {tuple(m.shape)} does not fit input sites {inp.shape[1:]}",
-                        where=f"node {inp.name}", hint="pass one bool per spatial site of the input")
-    masks = propagate(graph, {inp.name: m.unsqueeze(0)})
-    sm = SiteMasks()
-    for n in graph.nodes:
-        if n.name in masks:
-            a = masks[n.name][0].numpy().copy()
-            sm.nodes[n.name] = a
-            if n.op == "conv":
-                sm.conv[n.name] = a
-            elif n.op == "fire":
-                sm.neurons[n.name] = a
-    return sm
+from snncc.sim.masked import MODES, SiteMasks, site_masks
 
 
 def ssc(graph: Graph, mask=None, mode: str = "mask") -> PassResult:

@@ -15,7 +15,7 @@ examples/events); input address of an event = channel * H * W + y * W + x.
 Real-time model (greedy/speck policies, one recording, layer order; `StreamResult`):
 - every population is one core (Speck: one layer per core), the graph output (the readout) one
   more; a core handles the events that reach it one at a time, first come first served, each
-  taking the per-event time `substep_time` of the Speck profile (snncc/estimate/profiles/
+  taking the per-event time `substep_time` of the Speck profile (snncc/profiles/
   speck.json; an assumption there, so here);
 - an input event reaches its cores at its timestamp; a spike is emitted when the core of its
   population has finished the event that made it, and reaches the next cores then; spikes a
@@ -316,13 +316,13 @@ class StreamResult:
 
 
 def _stream_figures(profile):
-    from snncc.estimate.profile import UNITS, load_profile
+    from snncc.profile import UNITS, load_profile
 
     prof = load_profile(profile)
     for k in ("substep_time", "synops_per_s_per_core", "p_static"):
         if not prof.has(k):
             raise LoadError(f"profile {prof.name} has no {k!r}", where=f"profile {prof.name}, field {k}",
-                            hint="the Speck profile (snncc/estimate/profiles/speck.json) gives it")
+                            hint="the Speck profile (snncc/profiles/speck.json) gives it")
     data = json.loads(DATA_FILE.read_text())["figures"]["e_sop"]
     e_sop = data["value"] * UNITS[data["unit"]][1]
     src = {k: f"{prof.figures[k].value} {prof.figures[k].unit}: {prof.figures[k].source}"

@@ -1,6 +1,6 @@
-"""Executors with spike sparse convolution (SSC, DESIGN 4): the reference interpreter with masked
+"""Executors with spike sparse convolution (SSC, docs/design.md §4): the reference interpreter with masked
 convolutions (`MaskedInterpreter`), the dense SSC reference run (`dense_ssc`), and the site-mask
-geometry both they and the SSC pass use (`SiteMasks`, `centre_gather`, `propagate`).
+geometry both they and the SSC pass use (`SiteMasks`, `centre_gather`, `propagate`, `site_masks`).
 
 The pass (`snncc.passes.ssc`) only computes masks (graph -> graph); running a graph under them
 happens here, and in the event simulator (`snncc.sim.events`, gated address tables).
@@ -9,7 +9,7 @@ happens here, and in the event simulator (`snncc.sim.events`, gated address tabl
   output site is active iff its centre input site holds a spike in this sample and timestep, any
   channel; a fire neuron is active iff a conv term feeding it is active at its site).
 - `dense_ssc(graph, x, masks | mask, mode)`: run the graph that way (mode "mask": static masks or
-  an input-site mask to propagate with `snncc.passes.ssc.site_masks`; mode "centre").
+  an input-site mask to propagate with `site_masks`; mode "centre").
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from snncc.errors import SnnccError
+from snncc.errors import PassError, SnnccError
 from snncc.ir.graph import Graph, Node
 from snncc.sim.reference import Interpreter, Result
 
@@ -161,6 +161,26 @@ class MaskedInterpreter(Interpreter):
         return cnt * mk, y * mk
 
 
+def site_masks(graph: Graph, mask) -> SiteMasks:
+    """Propagate a static input-site mask ((H, W) for a (C, H, W) input) through the graph."""
+    inp = graph.inputs[0]
+    m = torch.as_tensor(np.asarray(mask, dtype=bool))
+    if tuple(m.shape) != tuple(inp.shape[1:]):
+        raise PassError(f"site mask of shape {tuple(m.shape)} does not fit input sites {inp.shape[1:]}",
+                        where=f"node {inp.name}", hint="pass one bool per spatial site of the input")
+    masks = propagate(graph, {inp.name: m.unsqueeze(0)})
+    sm = SiteMasks()
+    for n in graph.nodes:
+        if n.name in masks:
+            a = masks[n.name][0].numpy().copy()
+            sm.nodes[n.name] = a
+            if n.op == "conv":
+                sm.conv[n.name] = a
+            elif n.op == "fire":
+                sm.neurons[n.name] = a
+    return sm
+
+
 def dense_ssc(graph: Graph, x, masks=None, mode: str = "mask", mask=None) -> Result:
     """Dense SSC reference: run `graph` on `x` with masked convolutions.
 
@@ -172,8 +192,6 @@ def dense_ssc(graph: Graph, x, masks=None, mode: str = "mask", mask=None) -> Res
         if masks is None:
             if mask is None:
                 raise SnnccError("SSC mode 'mask' needs `masks` (SiteMasks) or an input-site `mask`")
-            from snncc.passes.ssc import site_masks  # the mask propagation is the pass's
-
             masks = site_masks(graph, mask)
         it = MaskedInterpreter(graph, masks)
     else:
@@ -183,4 +201,4 @@ def dense_ssc(graph: Graph, x, masks=None, mode: str = "mask", mask=None) -> Res
 
 
 
-__all__ = ["SiteMasks", "propagate", "centre_gather", "MaskedInterpreter", "dense_ssc", "MODES"]
+__all__ = ["SiteMasks", "propagate", "site_masks", "centre_gather", "MaskedInterpreter", "dense_ssc", "MODES"]

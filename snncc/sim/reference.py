@@ -1,8 +1,8 @@
 """The reference executor: runs any level of the IR (traced, folded, normal form) batch-wise in
 float32 or float64 and returns the output plus the spike count of every neuron population.
 
-It is the semantic ground truth the simulators and targets are checked against (DESIGN 7). Fire
-semantics (DESIGN 2): with input current U, constant current b, threshold theta, initial
+It is the semantic ground truth the simulators and targets are checked against (docs/design.md §7). Fire
+semantics (docs/design.md §2): with input current U, constant current b, threshold theta, initial
 membrane beta and rounding q, a neuron emits n = clip(q((v) / theta), 0, D) with v = beta + U + b;
 a stateful neuron keeps leak * (v - n * theta - beta) for the next timestep (`carry`; leak = 1:
 integrate-and-fire, LIF's 1 - 1/tau otherwise; beta is not integrated), or what its reset mode

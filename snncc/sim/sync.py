@@ -1,10 +1,10 @@
-"""Synchronous (T x D) simulation of the deployed graph (synaptic normal form, DESIGN 2-3).
+"""Synchronous (T x D) simulation of the deployed graph (synaptic normal form, docs/design.md §2-3).
 
 Owns `Simulator` (built once per graph and dtype: parameters converted, affine constants
 evaluated; `run` then takes any number of batches), `simulate` (a one-shot `Simulator(graph).run`,
-time-stepped run with binary spike trains, exact or streaming schedule),
-`compare_streaming` (where the streaming schedule departs from the integer model) and the
-result types `SyncResult` / `StreamingReport`.
+time-stepped run with binary spike trains, exact or streaming schedule) and the result types
+`SyncResult` / `StreamingReport` (`snncc.sim.tally.compare_streaming` fills the latter: where the
+streaming schedule departs from the integer model).
 
 Model. Every training timestep becomes a window of D sub-steps. Each neuron is integrate-and-fire
 with subtractive reset, threshold theta, initial membrane beta and at most D spikes per window; at
@@ -31,7 +31,7 @@ so the deepest population's level is the number of populations on the longest pa
   timestep's input lands in that window. Each sub-step: v += I_j (+ bias/D); if v >= theta and
   fewer than D spikes so far in this window: spike, v -= theta. S = D * T + depth (latency
   D + depth for T = 1). Early spikes cannot be taken back, so counts can differ from the integer
-  model (see `compare_streaming`): an approximation by design, whose agreement depends on the
+  model (see `sim.tally.compare_streaming`): an approximation by design, whose agreement depends on the
   network and on input_mode/bias_mode (measured in docs/compiler.md).
 
 Relays (residual-stream accumulators, `relay` op): a relay is a population of the timeline like a
@@ -77,9 +77,9 @@ import torch
 
 from snncc.errors import SnnccError
 from snncc.ir.analysis import value_numbers
+from snncc.ir.deployed import check_deployed
 from snncc.ir.graph import Graph, Node
 from snncc.ir.ops import NEURON_FEATURES, check_neuron
-from snncc.passes.normal_form import check_deployed
 from snncc.sim.reference import Interpreter, carried_membrane, fire_count, timestep_inputs
 
 SCHEDULES = ("exact", "streaming")
@@ -433,7 +433,7 @@ class PopulationDiff:
 @dataclass
 class StreamingReport:
     """How far the streaming schedule is from the integer model on a batch. Streaming is an
-    approximation by design (DESIGN 3), not a check: its agreement depends on the network and on
+    approximation by design (docs/design.md §3), not a check: its agreement depends on the network and on
     where in the window input and bias arrive (docs/compiler.md, "Streaming vs the integer model")."""
 
     populations: list[PopulationDiff]
@@ -462,17 +462,5 @@ class StreamingReport:
         return "\n".join(lines)
 
 
-def compare_streaming(graph: Graph, x, dtype: torch.dtype = torch.float64, **kw) -> StreamingReport:
-    """Run the integer model (reference executor) and the streaming schedule on `x`; report per
-    population how many neuron counts differ, the mean absolute count error, and how often the
-    argmax of the output agrees. `kw` goes to `simulate` (input_mode, bias_mode). The statistics
-    are those of sim/tally.py over this one batch."""
-    from snncc.sim.tally import SimTally
-
-    t = SimTally(graph, ("streaming",), dtype, **kw)
-    t.observe(x)
-    return t.streaming_report()
-
-
-__all__ = ["simulate", "Simulator", "compare_streaming", "levels", "count_dtype", "SyncResult", "StreamingReport",
+__all__ = ["simulate", "Simulator", "levels", "count_dtype", "SyncResult", "StreamingReport",
            "PopulationDiff", "SCHEDULES"]

@@ -2,9 +2,9 @@
 model) and the requested synchronous schedules on each batch and keeps only integer sums
 (samples, spikes, differing counts, |count error|, agreeing and correct predictions) and maxima
 (output differences, latencies). `state()` / `merge()` make the statistics of disjoint batches
-add up, so a data set simulated by N workers (estimate/workers.py) gives the statistics of one
-process exactly. `streaming_report()` is the `StreamingReport` of sync.compare_streaming, which
-is this tally over one batch.
+add up, so a data set simulated by N workers (data/workers.py) gives the statistics of one
+process exactly. `streaming_report()` is the `StreamingReport` of `compare_streaming`, which is
+this tally over one batch.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import torch
 
 from snncc.ir.graph import Graph
 from snncc.sim import reference
+from snncc.sim.sync import PopulationDiff, Simulator, StreamingReport
 
 
 def _argmax(out: torch.Tensor) -> torch.Tensor:
@@ -22,8 +23,6 @@ def _argmax(out: torch.Tensor) -> torch.Tensor:
 
 class SimTally:
     def __init__(self, graph: Graph, schedules=("exact", "streaming"), dtype: torch.dtype = torch.float64, **kw):
-        from snncc.sim.sync import Simulator
-
         self.graph, self.schedules, self.dtype, self.kw = graph, tuple(schedules), dtype, kw
         self._sim = Simulator(graph, dtype)
         self.pops = [n.name for n in graph.neurons()]
@@ -80,7 +79,7 @@ class SimTally:
             self.observe(*b) if isinstance(b, (tuple, list)) else self.observe(b)
         return self
 
-    # ---- merging (estimate/workers.py) ---------------------------------------------------------
+    # ---- merging (data/workers.py) ---------------------------------------------------------
     def state(self) -> dict:
         return {"samples": self.samples, "labelled": self.labelled, "ref_spikes": dict(self.ref_spikes),
                 "correct": dict(self.correct), "exact": dict(self.exact),
@@ -118,8 +117,6 @@ class SimTally:
                 + (f", accuracy {acc:.4f} ({self.correct['reference']}/{self.labelled})" if acc is not None else ""))
 
     def streaming_report(self):
-        from snncc.sim.sync import PopulationDiff, StreamingReport
-
         s, n = self.stream, max(1, self.samples)
         pops = [PopulationDiff(p, self.neurons[p], s["differing"][p], s["abs_err"][p] / (self.neurons[p] * n),
                                self.ref_spikes[p], s["spikes"][p]) for p in self.pops]
@@ -133,4 +130,14 @@ class SimTally:
             f"{self.accuracy():.4f}" if acc is not None else "")
 
 
-__all__ = ["SimTally"]
+def compare_streaming(graph: Graph, x, dtype: torch.dtype = torch.float64, **kw) -> StreamingReport:
+    """Run the integer model (reference executor) and the streaming schedule on `x`; report per
+    population how many neuron counts differ, the mean absolute count error, and how often the
+    argmax of the output agrees. `kw` goes to `simulate` (input_mode, bias_mode). The statistics
+    are this module's `SimTally` over this one batch."""
+    t = SimTally(graph, ("streaming",), dtype, **kw)
+    t.observe(x)
+    return t.streaming_report()
+
+
+__all__ = ["SimTally", "compare_streaming"]

@@ -1,4 +1,4 @@
-"""Checked compatibility shim that lets lava-nc 0.10.0 import on Python 3.11 (DESIGN 5).
+"""Checked compatibility shim that lets lava-nc 0.10.0 import on Python 3.11 (docs/design.md §5).
 
 lava-nc 0.10.0 (the last release) declares Python < 3.11. On 3.11 importing it fails in
 `lava/magma/compiler/var_model.py`, whose dataclasses default fields to a shared `ByteEncoder()`

@@ -1,5 +1,5 @@
 """Fixed-point lowering of a Loihi `Network` to Loihi 2 ranges, its quantisation report, and the
-integer reference `simulate_fixed` that the Lava fixed_pt run must equal bit for bit (DESIGN 7.3).
+integer reference `simulate_fixed` that the Lava fixed_pt run must equal bit for bit (docs/design.md §7.3).
 
 Conventions mirrored from lava-nc 0.10.0's fixed_pt process models (read in site-packages):
 - Sparse / DelaySparse (lava/proc/sparse/models.py, PySparseModelBitAcc, PyDelaySparseModelBitAcc;

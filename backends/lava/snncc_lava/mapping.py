@@ -556,7 +556,7 @@ def report_markdown(doc: dict) -> str:
 
 
 def _spike_rate() -> float:
-    from snncc.estimate.profile import load_profile
+    from snncc.profile import load_profile
 
     return float(load_profile("loihi").si("spikes_per_neuron_window", 1.0))
 

@@ -2,7 +2,7 @@
 projections (sparse weight matrices with delays), host-side encoding currents or a spike input,
 spike products and the read-out.
 
-Lowering rule (DESIGN 2, 3, 5). Every neuron population is one `WindowBurstIF` process on a flat
+Lowering rule (docs/design.md §2, §3, §5). Every neuron population is one `WindowBurstIF` process on a flat
 (N,) shape. Its input current tree (synaptic normal form) is affine in each leaf source, so the
 projection from a spiking source is a matrix: `tree_matrices` composes the tree's ops as scipy
 sparse matrices (the per-op address maps of `snncc.sim.events.op_matrix`: convs, pools, means,
@@ -27,7 +27,7 @@ level like a neuron: it integrates its window (host current, graded relay input,
 its constant) and sends the value unchanged as one graded message (no threshold, no clip) in the
 first sub-step of its emission window; its projections carry graded payloads (RELAY_BITS).
 
-Spike products (attention, DESIGN 6). A `spike_product` node is a graded source of its own: a
+Spike products (attention, docs/design.md §2.6). A `spike_product` node is a graded source of its own: a
 `SpikeProduct` process receives the spike trains of its 2-3 operand populations directly (no
 synapse), accumulates each operand's window counts, gathers them into the operand tensors with
 index maps (the reshape/permute layout ops between the population and the product, evaluated on

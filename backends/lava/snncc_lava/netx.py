@@ -1,4 +1,4 @@
-"""netx HDF5 export of a deployed graph (DESIGN 5): a file that lava-dl 0.6.0's own reader
+"""netx HDF5 export of a deployed graph (docs/design.md §5): a file that lava-dl 0.6.0's own reader
 (`lava.lib.dl.netx.hdf5.Network`) builds and Lava runs with the same spike counts as snncc's
 fixed-point simulation (`fixed.simulate_fixed` of the 'netx' quantisation), or a refusal naming
 the gap. Written with h5py; `validate` re-reads a file against the schema netx reads.

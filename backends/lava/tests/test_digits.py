@@ -1,4 +1,4 @@
-"""Issue 4's acceptance check on the shipped digits models (CNN and transformer): Lava
+"""The acceptance check on the shipped digits models (CNN and transformer): Lava
 floating_pt spike counts == snncc exact-schedule counts == IR reference counts on 20 test digits;
 fixed_pt == snncc's fixed-point reference bit for bit (slow: about 7 s per Lava run for the CNN,
 about 35 s for the transformer: 39 populations, 2 spike products, 67 projections, delays up to 80

@@ -1,6 +1,6 @@
 """Fixed-point lowering: hand-computed quantisation and integer dynamics (24-bit wrap and
 saturation as Lava's LIF does them), Lava fixed_pt runs equal to `simulate_fixed` bit for bit,
-and the change against float reported (DESIGN 7.3)."""
+and the change against float reported (docs/design.md §7.3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Core/chip mapping (issue 14): hand-computed splits, utilisation, traffic and hops on a small
+"""Core/chip mapping: hand-computed splits, utilisation, traffic and hops on a small
 graph under small per-core limits; the one-line refusal when a system is too small; METIS against
 the sequential baseline on a graph whose optimum is known; the shipped digits models map onto one
 chip and their Lava network description is unchanged."""
@@ -167,7 +167,7 @@ def test_cli_refuses_in_one_line_explains_and_maps_onto_more_chips(tmp_path, cap
 
 def test_estimator_takes_hops_and_chip_crossings_from_the_mapping(conv_pool_linear):
     from snncc.estimate import Estimator
-    from snncc.estimate.profile import load_profile
+    from snncc.profile import load_profile
 
     g = conv_pool_linear
     m = mapping.build(g, 3, _small(cores=2))
@@ -215,7 +215,7 @@ def test_with_a_mapping_the_one_chip_core_warning_gives_way_to_the_placement(con
     import dataclasses as dc
 
     from snncc.estimate import Estimator
-    from snncc.estimate.profile import load_profile
+    from snncc.profile import load_profile
 
     prof = load_profile("loihi")
     # a profile whose chip holds 1 core of 8 neurons: without a mapping the estimator warns
@@ -313,7 +313,7 @@ def test_spike_product_traffic_is_placed_by_hand():
     # the product's coincidences (sum of Q K^T = 7 + 13) are charged to its own chip (1); every
     # joule lands on some chip
     assert rep.totals["spike_products"] == 20
-    from snncc.estimate.profile import load_profile
+    from snncc.profile import load_profile
 
     prof = load_profile("loihi")
     c = rep.population("c")

@@ -1,5 +1,5 @@
 """The loihi target refuses, before allocating, a model whose explicit synapse matrices would not
-fit in memory (issue 14's first defect: E-SpikeFormer-5.1M at 224x224 used to allocate until the
+fit in memory (a past defect: E-SpikeFormer-5.1M at 224x224 used to allocate until the
 machine killed it); the synapse count is exact on a hand-computed graph."""
 
 from snncc_lava import network

@@ -5,7 +5,7 @@ with subtractive reset (`MembraneSubtract()`), threshold theta and a spike funct
 floor(v / theta) spikes per step: `MaxSpike(D)` (sinabs' MultiSpike with the cap D of the deployed
 neuron; the readout has no cap and uses `MultiSpike`). The membrane starts at the layer's initial
 value (beta: half a threshold after round_to_floor), which is what samna's
-`neurons_initial_value` holds. This is the *ideal* policy of DESIGN 3 (fire floor(V/theta), at
+`neurons_initial_value` holds. This is the *ideal* policy of docs/design.md §3 (fire floor(V/theta), at
 most D, once the step's input is in); Speck itself emits one spike per input event.
 
 A merge layer (several sources, `SpeckLayer.merge`) pools each source's spikes with its own

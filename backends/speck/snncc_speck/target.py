@@ -117,7 +117,7 @@ def resolve_calibration(graph: Graph, options: dict) -> dict | None:
         return None
     import os
 
-    from snncc.estimate.data import inputs
+    from snncc.data.inputs import inputs
 
     path = os.fspath(options["calibration_data"])
     x, _ = inputs(graph, path, int(options.get("calibration_samples", 64)), 0)  # (N, ...) or (T, N, ...) as --data
@@ -227,7 +227,7 @@ class SpeckTarget:
                          f"timing differs and biases cost power.")
         lines.append("neuron policy: the sinabs network fires floor(v/theta) spikes per step (at most D) with "
                      "subtractive reset, the deployed graph's integer model; Speck hardware emits one spike per "
-                     "input event, so on-chip counts can be lower (DESIGN 3).")
+                     "input event, so on-chip counts can be lower (docs/design.md §3).")
         return "\n".join(lines) + "\n"
 
     def emit(self, graph: Graph, options: dict) -> dict[str, bytes]:

@@ -8,7 +8,7 @@ What matches exactly (float64 spike counts per neuron, every layer, T timesteps)
   the same integers (`layers_to_graph`); and against the original deployed graph when the
   weights are dyadic and the scale a power of two (policy 'pow2'), where quantisation is exact.
 Not modelled: the chip's lower bound -2^15 (never reached here), and Speck's one-spike-per-event
-policy (DESIGN 3), under which the chip can emit fewer spikes.
+policy (docs/design.md §3), under which the chip can emit fewer spikes.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Event-driven (asynchronous, burst-of-D) simulation of the deployed graph (synaptic normal form,
-DESIGN 2-3), over compact address-mapping tables.
+docs/design.md §2-3), over compact address-mapping tables.
 
 The package's public API (stable; imported as `snncc.sim.events` by the CLI, the backends, the
 benchmarks and the examples): `build_network`, `simulate`, `compare`, `projection_matrix`,

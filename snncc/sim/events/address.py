@@ -1,4 +1,4 @@
-"""Address maps of the event-driven simulator: the deployed graph (synaptic normal form, DESIGN 2)
+"""Address maps of the event-driven simulator: the deployed graph (synaptic normal form, docs/design.md §2)
 composed into one CSR table per spike source.
 
 Owns `op_matrix` (the per-op sparse map, shared with the Lava backend), `projection_matrix`
@@ -43,9 +43,9 @@ import scipy.sparse as sp
 import torch
 
 from snncc.errors import SnnccError
+from snncc.ir.deployed import check_deployed
 from snncc.ir.graph import Graph, Node
 from snncc.ir.ops import SPIKE
-from snncc.passes.normal_form import check_deployed
 from snncc.sim.reference import Interpreter
 
 

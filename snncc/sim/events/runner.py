@@ -28,7 +28,7 @@ Firing policies:
   association, so a membrane within an ulp of a threshold multiple could in principle differ).
 - "greedy": after every update a neuron fires floor(V/theta) spikes, up to the D left in its
   window; subtractive reset.
-- "speck" (SynSense documentation, DESIGN 3): at most one spike per update (input event), if
+- "speck" (SynSense documentation, docs/design.md §3): at most one spike per update (input event), if
   V >= theta; subtractive reset; membrane clipped below at `v_min` (default per population:
   -2^15 in chip units, chip unit = 1/scale with scale = min(127/max|w|, 32767/max(theta, |beta|,
   |bias|)), the per-layer quantisation scale of the Speck backend). No per-window cap unless

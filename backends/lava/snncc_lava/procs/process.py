@@ -1,4 +1,4 @@
-"""Process interfaces: `WindowBurstIF`, the deployed SFA neuron (DESIGN 2) as a Lava process,
+"""Process interfaces: `WindowBurstIF`, the deployed SFA neuron (docs/design.md §2) as a Lava process,
 `SpikeProduct`, the window-count product of attention, and `Recorder`, the read-out (both below).
 
 Integrate-and-fire with subtractive reset that integrates one window of D sub-steps, then emits

@@ -1,7 +1,7 @@
 """Chip profiles: energy, power, timing and capacity figures read from JSON data files.
 
 A profile file is `{"name", "description", "formula", "figures": {key: {"value", "unit", "source"}}}`.
-`formula` picks the energy model (`mac_ac`, `loihi` or `speck`, see `snncc.estimate.estimator`),
+`formula` picks the energy model (`mac_ac`, `loihi` or `speck`, see `snncc.estimate.energy`),
 which fixes the figures the file must give. Values are stored in the units the sources quote
 (pJ, mW, us) and converted to SI on load; every figure keeps its source so a report can cite it.
 The shipped profiles live in `profiles/*.json` next to this module; `load_profile` also reads a

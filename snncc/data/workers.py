@@ -5,7 +5,8 @@ are merged in run order (`merge`). Spike counts, SOPs, coincidences, differing c
 and correct predictions and sample counts are sums of integers and peaks are maxima, so the
 merged statistics equal one process's exactly.
 
-Two executors behind one interface, `map_batches(...)`:
+Two executors behind one interface, `map_batches(...)` (`snncc.estimate.estimator.run_sharded`
+is it with an `Estimator`):
 - `local`: `concurrent.futures.ProcessPoolExecutor` (standard library, spawned processes);
 - `ray`: Ray tasks (the optional extra `pip install ray`), on a local Ray instance or on the
   cluster at `address` (e.g. "ray://head:10001" or "auto").
@@ -27,7 +28,7 @@ def _runs(n: int, workers: int) -> list[range]:
 
 def _work(make, graph, data, samples, batch_size, seed, indices, device=None):
     """One worker: `make(graph)` observes the batches `indices`; their statistics come back."""
-    from snncc.estimate.data import InputBatches
+    from snncc.data.inputs import InputBatches
     from snncc.sim.device import use as use_device
 
     batches = InputBatches(graph, data, samples, batch_size, seed)
@@ -42,7 +43,7 @@ def map_batches(make, graph, data, samples: int, batch_size: int | None, seed: i
     """`make(graph)` (a picklable callable: a statistics object with observe/state/merge) holding
     the statistics of every batch, observed by `workers` processes (Ray when `address` is given,
     else local processes) and merged in batch order."""
-    from snncc.estimate.data import InputBatches
+    from snncc.data.inputs import InputBatches
 
     n = len(InputBatches(graph, data, samples, batch_size, seed))
     args = [(make, graph, data, samples, batch_size, seed, list(r), device) for r in _runs(n, workers)]
@@ -51,20 +52,6 @@ def map_batches(make, graph, data, samples: int, batch_size: int | None, seed: i
     for st in states:
         stats.merge(st)
     return stats
-
-
-def run_sharded(graph, profile, data, samples: int, batch_size: int | None, seed: int, workers: int,
-                address: str | None = None, progress: bool = False, device: str | None = None,
-                placement: dict | None = None):
-    """An `Estimator` holding the statistics of every batch (`map_batches`), with the artefact's
-    `placement` (a loihi lava/mapping.json document: hops, chip crossings, links) in every worker
-    and in the merged one, so the report equals one process's."""
-    from functools import partial
-
-    from snncc.estimate.estimator import Estimator
-
-    return map_batches(partial(Estimator, profile=profile, placement=placement), graph, data, samples, batch_size,
-                       seed, workers, address, progress, device)
 
 
 def _bar(total: int, progress: bool, desc: str):

@@ -1,0 +1,3 @@
+"""The version of snncc (recorded in every artefact manifest; `snncc --version`)."""
+
+__version__ = "0.1.0"
