@@ -30,6 +30,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("compiler",),               # the one deploy driver
     ("api",),                    # snncc.compile / snncc.load / Deployment
     ("cli",),                    # the snncc command
+    ("console",),                # the snncc script around it: signals, standard output, exit codes
     ("",),                       # the package itself (lazy public names)
 ]
 BACKENDS = ("snncc_lava", "snncc_speck", "lava", "sinabs", "samna")
