@@ -24,26 +24,34 @@ def deployed(model):
 
 
 @pytest.mark.parametrize("factory", [ConvChain, ResidualSepConv])
-def test_round_trip_through_hdf5_is_exact(tmp_path, factory):
+@pytest.mark.parametrize("form", ["multispike", "binary"])
+def test_round_trip_through_hdf5_is_exact(tmp_path, factory, form):
+    """snncc reads its own file back exactly: the compact form neuron for neuron; the binary form as
+    single-spike copies whose summed counts are the deployed graph's."""
     m, g = deployed(factory())
     path = tmp_path / "m.nir"
-    ex = write_nir(g, str(path))
+    ex = write_nir(g, str(path), form)
     back = from_nir(nir.read(str(path)))
     x = torch.randn((16,) + tuple(m.input_shape), generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 2
     a, b = run(g, x), run(back, x)
-    assert sorted(a.counts) == sorted(b.counts)
+    assert sorted(ex.names[k] for k in a.counts) == sorted(b.counts)
     for k in a.counts:
-        assert torch.equal(a.counts[k], b.counts[k]), k
+        assert torch.equal(a.counts[k], ex.neuron_counts(k, b.counts[ex.names[k]])), k
     assert torch.equal(a.output, b.output)
+    if form == "binary":
+        assert sorted(ex.copies) == sorted(a.counts) and set(ex.copies.values()) == {4}
+        assert any(s.startswith("binary form: ") and "(D=4)" in s for s in ex.lost)
+        assert not any(s.startswith("graded spikes: ") for s in ex.lost)
+        return
     assert any(s.startswith("graded spikes: ") and "(D=4)" in s for s in ex.lost)
     assert any(s.startswith("firing condition: NIR IF fires when v > v_threshold") for s in ex.lost)
     # what a foreign reader sees: IF with r = 1, v_threshold = theta; the neuron's constant current
     # (bias + beta = theta/2) written into the projection in front of it
     first = g.neurons()[0]
-    if_node = ex.graph.nodes[first.name]
+    if_node = ex.graph.nodes[ex.names[first.name]]
     assert isinstance(if_node, nir.IF) and np.all(if_node.r == 1.0) and np.all(if_node.v_threshold == first.attrs["theta"])
     assert if_node.metadata["snncc_D"] == 4
-    proj = ex.graph.nodes[first.inputs[0]]
+    proj = ex.graph.nodes[ex.names[first.inputs[0]]]
     want = np.broadcast_to(first.params["bias"] + first.attrs["beta"], first.shape)[:, 0, 0]
     np.testing.assert_allclose(proj.bias, want)
 
@@ -204,9 +212,13 @@ def test_cli_export_nir_then_compile_nir(tmp_path, capsys):
     art = str(tmp_path / "art")
     assert main(["compile", str(pt2), "-o", art]) == 0
     nf = str(tmp_path / "c.nir")
-    assert main(["export-nir", art, nf]) == 0
+    capsys.readouterr()
+    assert main(["export-nir", art, str(tmp_path / "b.nir")]) == 0
     out = capsys.readouterr().out
-    assert "- graded spikes: n1 (D=4), n2 (D=4)" in out
+    assert "binary form" in out.splitlines()[0] and "- binary form: n1 (D=4), n2 (D=4) are written as D" in out
+    assert main(["export-nir", art, nf, "--nir-form", "multispike"]) == 0
+    out = capsys.readouterr().out
+    assert "- graded spikes: n1 (D=4), n2 (D=4)" in out and "--nir-form binary writes single-spike copies" in out
     art2 = str(tmp_path / "art2")
     assert main(["compile", nf, "-o", art2]) == 0
     assert main(["simulate", art2, "--samples", "4", "--schedule", "exact"]) == 0
