@@ -3,6 +3,10 @@ of a conv chain with a depthwise conv's groups written the way nir 1.0.4 and its
 NIR type check passes, and sinabs' network computes exactly snncc's deployed graph with the spike
 cap lifted (sinabs reads a NIR IF as a multi-spike IAF: floor(v / theta) spikes per step)."""
 
+import os
+import subprocess
+import sys
+
 import nir
 import pytest
 import numpy as np
@@ -268,3 +272,127 @@ def test_a_leaky_model_exports_as_nir_lif_that_sinabs_and_snncc_read_exactly(tmp
     uncapped[fire.name].attrs["D"] = MAX_D
     want = run(uncapped, x).counts[fire.name]
     assert torch.equal(own, want) and own.sum() > 0
+
+
+# ---- the shipped examples through the installed command and each peer's own reader ---------------
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+
+
+def _snncc(*args):
+    """The installed `snncc` command (the console script beside this interpreter)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p and os.path.isdir(p)))
+    exe = os.path.join(os.path.dirname(sys.executable), "snncc")
+    return subprocess.run([exe, *args], env=env, capture_output=True, text=True, timeout=600)
+
+
+def _export(tmp, model, *compile_args):
+    """compile MODEL the default way (target sim) into tmp/art, then export-nir in both forms;
+    {form: (deployment, NirExport, stdout, path)}."""
+    import snncc
+
+    art = str(tmp / "art")
+    p = _snncc("compile", model, *compile_args, "-o", art)
+    assert p.returncode == 0, p.stderr
+    dep, out = snncc.load(art), {}
+    for form in ("binary", "multispike"):
+        path = str(tmp / f"{form}.nir")
+        p = _snncc("export-nir", art, path, "--nir-form", form)
+        assert p.returncode == 0 and p.stderr == "", p.stderr
+        ex = dep.export_nir(str(tmp / "api.nir"), form=form)  # the API writes the same file
+        assert open(path, "rb").read() == open(str(tmp / "api.nir"), "rb").read()
+        out[form] = (dep, ex, p.stdout, path)
+    return out
+
+
+@pytest.fixture(scope="module")
+def events_nir(tmp_path_factory):
+    return _export(tmp_path_factory.mktemp("events"), os.path.join(EXAMPLES, "events/artifacts/speck_cnn.pt2"),
+                   "--input-kind", "spike")
+
+
+@pytest.fixture(scope="module")
+def digits_nir(tmp_path_factory):
+    return _export(tmp_path_factory.mktemp("digits"), os.path.join(EXAMPLES, "digits/artifacts/digits_cnn.pt2"))
+
+
+def _reader_counts(reader: str, path: str, x: torch.Tensor) -> dict:
+    """Spike counts (B, ...) of every IF node of the NIR file, as the reader's own network computes
+    them at one step per sample from a fresh state: sinabs 3.1.3 `from_nir` (its default MultiSpike,
+    or with every IAF switched to its SingleSpike), norse 1.1 `from_nir` (one sample per call). The
+    networks run in float64 (`.double()`), as snncc's reference does: in float32 a membrane that
+    lands within float32 rounding of a threshold can fire otherwise (2 of 14k spikes of one layer
+    on 12 event samples)."""
+    import warnings
+
+    warnings.simplefilter("ignore", DeprecationWarning)  # nirtorch.load
+    seen, B = {}, x.shape[0]
+    if reader.startswith("sinabs"):
+        import sinabs.activation as sa
+        import sinabs.layers as sl
+        import sinabs.nir as sinabs_nir
+
+        dtype = torch.get_default_dtype()
+        torch.set_default_dtype(torch.float64)  # sinabs makes its membranes in the default dtype
+        try:
+            net = sinabs_nir.from_nir(nir.read(path), batch_size=B, num_timesteps=1).double()
+            for name, mod in net.named_modules():
+                if isinstance(mod, (sl.IAF, sl.IAFSqueeze)):
+                    if reader == "sinabs-single":
+                        mod.spike_fn = sa.SingleSpike
+                    # its spike functions return float32 (whole numbers: exact) into float64 layers
+                    mod.register_forward_hook(lambda mod, i, o, name=name: seen.setdefault(name, o.detach().double()))
+            with torch.no_grad():
+                net(x)
+        finally:
+            torch.set_default_dtype(dtype)
+        return seen
+    import norse.torch as nt
+
+    net = nt.from_nir(nir.read(path)).double()
+    for name, mod in net.named_modules():
+        if type(mod).__name__ == "IAFCell":
+            mod.register_forward_hook(lambda mod, i, o, name=name: seen.setdefault(name, []).append(o[0].detach()))
+    with torch.no_grad():
+        for i in range(B):
+            net(x[i:i + 1])
+    return {k: torch.cat(v).double() for k, v in seen.items()}
+
+
+def _uncapped(g):
+    h = g.clone()
+    for n in h.neurons():
+        n.attrs["D"] = MAX_D
+    return h
+
+
+READERS = {"sinabs": "snncc's counts with the cap D lifted (MultiSpike: floor(v / theta))",
+           "sinabs-single": "snncc's counts", "norse": "snncc's counts"}
+
+
+@pytest.mark.parametrize("reader", sorted(READERS))
+def test_shipped_events_model_binary_export_is_computed_exactly_by_each_reader(events_nir, reader):
+    """The shipped event model as a user exports it (`speck_cnn.pt2`, batch 1, one window per
+    sample, D = 4, sum pools): in the binary form every IF layer's spike counts in the reader's own
+    network, copies summed, equal snncc's deployed counts neuron for neuron (sinabs' default
+    MultiSpike: with the cap lifted, as the export's notes say); the compact form gives single-spike
+    readers snncc's network with D = 1, which differs."""
+    dep, ex, out, path = events_nir["binary"]
+    g = dep.deployed
+    assert "- binary form: features_1 (D=4), features_4 (D=4), features_7 (D=4) are written as D" in out
+    assert any(n.op == "pool" for n in g.nodes) and not any(type(v).__name__ == "SumPool2d"
+                                                            for v in ex.graph.nodes.values())
+    x = torch.as_tensor(np.load(os.path.join(EXAMPLES, "events/artifacts/events_test.npz"))["x_test"][:12, 0]).double()
+    ref = run(_uncapped(g) if reader == "sinabs" else g, x)
+    got = _reader_counts(reader, path, x)
+    assert sorted(got) == sorted(ex.names[k] for k in ref.counts)
+    for k, c in ref.counts.items():
+        mine = ex.neuron_counts(k, got[ex.names[k]]).reshape(c.shape)
+        assert torch.equal(mine, c) and c.sum() > 0, (k, float(mine.sum()), float(c.sum()))
+    if reader != "sinabs":  # the compact form in the same reader: one spike per neuron and step
+        got = _reader_counts(reader, events_nir["multispike"][3], x)
+        one = g.clone()
+        for n in one.neurons():
+            n.attrs["D"] = 1
+        d1 = run(one, x)
+        assert all(torch.equal(got[k].reshape(c.shape), d1.counts[k]) for k, c in ref.counts.items())
+        assert any(not torch.equal(d1.counts[k], c) for k, c in ref.counts.items())
