@@ -343,6 +343,8 @@ def to_nir(graph: Graph, form: str = "binary") -> NirExport:
         if not np.any(c):
             continue
         root = g[f.inputs[0]]
+        if root.op == "reshape" and len(users[root.name]) == 1 and g[root.inputs[0]].shape[0] == f.shape[0]:
+            root = g[root.inputs[0]]  # a global mean's (C, 1, 1) before the neuron's (C,)
         cands = root.inputs if root.op == "add" else [root.name]
         done = False
         for cand in cands:
@@ -454,11 +456,9 @@ def to_nir(graph: Graph, form: str = "binary") -> NirExport:
 
     fan_in = sorted({b for _, b in edges if sum(1 for _, d in edges if d == b) > 1})
     if fan_in:
-        lost.append("summed fan-in (several edges into " + ", ".join(fan_in) + "): NIR sums them, but the readers "
-                    "of sinabs 3.1.3 and norse 1.1 (nirtorch 2.0.2 `load`) run the nodes in depth-first order from "
-                    "the input, each as soon as it is first reached, before the projections from the other side of "
-                    "a shortcut have run: such a node gets part of its input (use snncc's Speck backend, or a "
-                    "reader that runs the graph in topological order)")
+        lost.append("summed fan-in (several edges into " + ", ".join(fan_in) + "): NIR sums a node's incoming "
+                    "edges, and so do the readers of sinabs 3.1.3 and norse 1.1 (nirtorch 2.0.2), once each node "
+                    "runs after its inputs (execution order below)")
     if grouped:
         lost.append("grouped convolutions " + ", ".join(grouped) + " are written as groups=1 kernels (block-diagonal, "
                     "zeros elsewhere), because nir 1.0.4 and its readers take the input channels from weight.shape[1]; "
@@ -504,7 +504,94 @@ def to_nir(graph: Graph, form: str = "binary") -> NirExport:
             **group_meta}
     ng = nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
     _declare_types(ng)
+    ordered = _in_depth_first_order(ng)
+    if ordered is not None:
+        ng = ordered
+        lost.append("execution order: nirtorch 2.0.2's `load` (the reader of sinabs 3.1.3 and norse 1.1) runs the "
+                    "nodes in depth-first order from the input, each when first reached; so that every node runs "
+                    "after all its inputs, the file chains the nodes in topological order with zero-weight "
+                    "Conv2d/Affine nodes (`snncc_order:*` in the graph metadata: they add 0, snncc drops them)")
     return NirExport(ng, lost, names, copies)
+
+
+def _dfs_is_topological(order_nodes, edges) -> bool:
+    """Whether a depth-first pre-order walk from the Input (children in edge order, as nirtorch
+    2.0.2's `trace_execution`) reaches every node after all its sources."""
+    children: dict = {}
+    for a, b in edges:
+        children.setdefault(a, []).append(b)
+    pos: dict = {}
+    stack = [order_nodes[0]]
+    while stack:
+        k = stack.pop()
+        if k in pos:
+            continue
+        pos[k] = len(pos)
+        stack += reversed([c for c in children.get(k, []) if c not in pos])
+    return len(pos) == len(order_nodes) and all(pos[a] < pos[b] for a, b in edges)
+
+
+def _zero_nodes(nir, key: str, src: tuple, dst: tuple) -> list | None:
+    """NIR nodes that map a tensor of shape `src` to zeros of shape `dst` (zero weights, zero bias):
+    [(name suffix, node)], or None when no Conv2d / Flatten + Affine does."""
+    if len(src) == 3 and len(dst) == 3:
+        k, p = [], []
+        for a, b in zip(src[1:], dst[1:]):
+            if b <= a:
+                k.append(a - b + 1)
+                p.append(0)
+            else:
+                k.append(1 if (b - a) % 2 == 0 else 2)
+                p.append((b - a + k[-1] - 1) // 2)
+        w = np.zeros((dst[0], src[0]) + tuple(k))
+        return [(key, nir.Conv2d(input_shape=tuple(src[1:]), weight=w, stride=1, padding=tuple(p), dilation=1,
+                                 groups=1, bias=np.zeros(dst[0])))]
+    if len(dst) == 1 and len(src) in (1, 3):
+        out = []
+        if len(src) == 3:
+            out.append((f"{key}_flatten", nir.Flatten(input_type={"input": np.array(src)}, start_dim=0, end_dim=-1)))
+        return out + [(key, nir.Affine(weight=np.zeros((dst[0], math.prod(src))), bias=np.zeros(dst[0])))]
+    return None
+
+
+def _in_depth_first_order(ng):
+    """`ng` with its nodes chained in topological order (each node's first edge to the next node,
+    through zero nodes where no edge joins them), so a depth-first reader runs every node after its
+    inputs; None when `ng` already runs so, or when some pair of shapes has no zero node."""
+    nir = _nir()
+    order = [k for k, v in ng.nodes.items() if isinstance(v, nir.Input)]
+    order += [k for k, v in ng.nodes.items() if not isinstance(v, (nir.Input, nir.Output))]
+    order += [k for k, v in ng.nodes.items() if isinstance(v, nir.Output)]
+    edges = [tuple(e) for e in ng.edges]
+    if _dfs_is_topological(order, edges):
+        return None
+    before, spine, meta = {}, [], dict(ng.metadata)  # node -> the zero nodes chained in front of it
+    taken = set(ng.nodes)
+    for a, b in zip(order, order[1:]):
+        if (a, b) in edges:
+            spine.append((a, b))
+            continue
+        src = tuple(int(v) for v in np.asarray(ng.nodes[a].output_type["output"]).reshape(-1))
+        dst = tuple(int(v) for v in np.asarray(ng.nodes[b].input_type["input"]).reshape(-1))
+        zs = _zero_nodes(nir, _key(f"order_{a}", taken), src, dst)
+        if zs is None:
+            return None
+        prev = a
+        for name, node in zs:
+            taken.add(name)
+            before.setdefault(b, {})[name] = node
+            meta[f"{META}order:{name}"] = 1
+            spine.append((prev, name))
+            prev = name
+        spine.append((prev, b))
+    nodes = {}  # in topological order: readers that build the graph node by node (snntorch's) need it
+    for k in order:
+        nodes.update(before.get(k, {}))
+        nodes[k] = ng.nodes[k]
+    out = nir.NIRGraph(nodes=nodes, edges=spine + [e for e in edges if e not in spine], metadata=meta)
+    _declare_types(out)
+    assert _dfs_is_topological(order[:1] + [k for k in out.nodes if k != order[0]], list(out.edges))
+    return out
 
 
 def _declare_types(ng) -> None:
@@ -659,6 +746,12 @@ def from_nir(ng, T: int | None = None, input_kind: str | None = None, approximat
     rule = lif_rule(lif) if lif else (("approximate", 1.0) if approximate_lif else None)
     ng = flatten_nested(ng, source)
     gm = _meta(ng)
+    bias_in = {str(_meta(v)["bias_in"]) for v in ng.nodes.values() if "bias_in" in _meta(v)}
+    order = {k for k in ng.nodes if f"order:{k}" in gm}  # snncc's zero nodes that fix a reader's order
+    if order:
+        ng = nir.NIRGraph(nodes={k: v for k, v in ng.nodes.items() if k not in order},
+                          edges=[e for e in ng.edges if e[0] not in order and e[1] not in order],
+                          metadata=dict(ng.metadata))
     kind = input_kind or str(gm.get("input_kind", CURRENT))
     if kind not in KINDS:
         kind = CURRENT
@@ -750,6 +843,8 @@ def from_nir(ng, T: int | None = None, input_kind: str | None = None, approximat
             attrs = {"stride": _ints(nd.stride, nd_), "padding": _ints(pad, nd_), "dilation": _ints(nd.dilation, nd_),
                      "groups": groups}
             pool = str(gm.get(f"pool:{k}", ""))  # snncc wrote a pool / global mean as its ones-kernel conv
+            if k in bias_in:
+                params.pop("bias", None)  # the neuron's constant current, restored from its metadata
             if pool and nd_ == 2 and groups == w.shape[0] and w.shape[1] == 1 and "bias" not in params:
                 if pool == "mean":
                     names[k] = add(Node(nm, "mean", [input_of(k, nd)], {"dims": (1, 2), "keepdim": True}), k, nd)
