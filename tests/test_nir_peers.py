@@ -450,3 +450,24 @@ def test_snntorch_cannot_run_the_exports_and_says_why(events_nir, digits_nir):
         assert len(leaky) == len(dep.deployed.neurons()) and all(float(m.beta) == pytest.approx(0.9) for m in leaky)
         with pytest.raises(TypeError, match=r"got \(tuple|not tuple"):  # the (spikes, membrane) tuple
             net(torch.zeros((2,) + tuple(dep.deployed.inputs[0].shape)))
+
+
+def test_stateful_event_model_over_t_windows_stays_compact_and_the_notes_say_why(tmp_path):
+    """The README's event model (T = 4, stateful neurons carrying v - n theta across windows): its
+    binary export writes no copies and says why (copies need an initial membrane k theta NIR's IF
+    lacks); snncc still reads the file back exactly over the 4 windows."""
+    import snncc
+    from snncc.interop.nir_io import load_nir
+
+    dep = snncc.compile(os.path.join(EXAMPLES, "events/artifacts/speck_cnn.pt"), model_def="snncc.models.speck:speck_cnn",
+                        factory_kwargs={"size": "small"}, input_shape=(2, 32, 32), timesteps=4, input_kind="spike")
+    assert dep.deployed.T == 4 and all(n.attrs["stateful"] for n in dep.deployed.neurons())
+    path = str(tmp_path / "e.nir")
+    ex = dep.export_nir(path)
+    assert ex.copies == {}
+    note = next(s for s in ex.lost if s.startswith("graded spikes: features_1 (D=4)"))
+    assert "stay compact in the binary form because they carry their membrane across windows" in note
+    x = torch.as_tensor(np.load(os.path.join(EXAMPLES, "events/artifacts/events_test.npz"))["x_test"][:6])
+    x = x.transpose(0, 1).double()  # (T, B, ...)
+    a, b = run(dep.deployed, x), run(load_nir(path), x)
+    assert all(torch.equal(a.counts[k], b.counts[ex.names[k]]) for k in a.counts) and torch.equal(a.output, b.output)

@@ -1,14 +1,17 @@
 """NIR (Neuromorphic Intermediate Representation, package `nir` <= 1.0.4) export and import.
 
-Export (`to_nir`) writes a deployed graph (synaptic normal form) with the NIR primitives it can be
-expressed in: Input, Output, Affine/Linear, Conv1d/Conv2d, SumPool2d/AvgPool2d, Scale, Flatten and
-IF (`v' = R I`, spike when `v > v_threshold`, reset by subtraction `v -= v_threshold`), and LIF for
-a leaky neuron (tau = -1 / ln(leak) counted in timesteps: the `steps` reading below). Current sums
-are NIR's summed fan-in (several edges into one node). What NIR cannot say is listed in
-`NirExport.lost`; ops it cannot express at all (spike products, permutes, a linear map over tokens)
-are refused, naming the nodes. The exact snncc semantics (D spikes per window, theta, beta, the
-constant current, statefulness) travel in node metadata (`snncc_*` keys), so snncc reads its own
-files back exactly; other tools see the IF approximation.
+Export (`to_nir`) writes a deployed graph (synaptic normal form, relay-free: callers re-lower
+relayed streams, `compiler.fanin_deployed`) with the NIR primitives every reader maps: Input,
+Output, Affine, Conv1d/Conv2d (pools and global means as ones-kernel depthwise convs), Scale,
+Flatten and IF (`v' = R I`, spike when `v > v_threshold`, reset by subtraction `v -= v_threshold`),
+and LIF for a leaky neuron (tau = -1 / ln(leak) counted in timesteps: the `steps` reading below).
+Current sums are NIR's summed fan-in (several edges into one node), with the nodes chained in
+topological order for depth-first readers. The `binary` form (`nir_graph`) writes each D-spike
+neuron as D single-spike IF copies that single-spike readers compute exactly. What NIR cannot say is
+listed in `NirExport.lost`; ops it cannot express at all (spike products, permutes, a linear map
+over tokens) are refused, naming the nodes. The exact snncc semantics (D spikes per window, theta,
+beta, the constant current, statefulness) travel in node metadata (`snncc_*` keys), so snncc reads
+its own files back exactly.
 
 Import (`from_nir`) maps IF onto `fire` with theta = v_threshold / R, so graphs written by other
 tools run on the reference executor. Per-neuron thresholds become a per-neuron input `scale` and
@@ -322,6 +325,11 @@ def to_nir(graph: Graph, form: str = "binary") -> NirExport:
         raise TargetError(f"NIR cannot express {'; '.join(parts)}", where="export-nir",
                           hint="NIR holds feed-forward conv/linear/pool networks of IF neurons")
 
+    relays = [n.name for n in g.nodes if n.op == "relay"]
+    if relays:
+        raise TargetError("op relay has no NIR mapping", where=f"node {relays[0]}",
+                          hint="export the artefact (snncc export-nir, Deployment.export_nir): relayed streams are "
+                               "re-lowered to fan-in from its traced graph")
     g, names, copies = nir_graph(g, form)
     binary = {names[k]: d for k, d in copies.items()}  # NIR name -> copies
     users = g.users()
