@@ -241,3 +241,34 @@ def test_cli_nir_lif(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "unknown LIF rule 'exp:0'" in err and "--nir-lif" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "b").exists()
+
+
+def test_binary_copies_by_hand():
+    """x (2) -> linear [[1], [1]] + bias -> fire D = 3, theta = 1, beta = 0.5 -> linear [1, 2] -> out.
+    Input 2.2, bias (0, -1.2): membranes v = 2.7 and 1.5 fire 2 and 1. In the binary form copy k
+    (k = 0, 1, 2) sees v + k and fires at 3: (2.7, 3.7, 4.7) -> (0, 1, 1) and (1.5, 2.5, 3.5) ->
+    (0, 0, 1); the consumer reads [1, 1, 1, 2, 2, 2] and gets 2 + 2 * 1 = 4."""
+    from snncc.ir.graph import Graph, Node
+    from snncc.interop.nir_io import nir_graph
+
+    g = Graph([Node("x", "input", [], {"kind": "current", "shape": (1,)}),
+               Node("l", "linear", ["x"], {}, {"weight": np.array([[1.0], [1.0]]), "bias": np.array([0.0, -1.2])}),
+               Node("f", "fire", ["l"], {"D": 3, "theta": 1.0, "beta": 0.5, "rounding": "floor"}),
+               Node("h", "linear", ["f"], {}, {"weight": np.array([[1.0, 2.0]])}),
+               Node("o", "output", ["h"])]).infer().verify()
+    x = torch.tensor([[2.2]], dtype=torch.float64)
+    b, names, copies = nir_graph(g, "binary")
+    assert copies == {"f": 3} and b["f"].attrs["D"] == 1 and b["f"].attrs["theta"] == 3.0
+    assert b["l"].params["weight"].shape == (6, 1) and b["h"].params["weight"].tolist() == [[1, 1, 1, 2, 2, 2]]
+    np.testing.assert_allclose(b["f"].params["bias"], [0.5, 1.5, 2.5, 0.5, 1.5, 2.5])  # beta + k theta
+    np.testing.assert_allclose(b["l"].params["bias"], [0, 0, 0, -1.2, -1.2, -1.2])
+    r = run(b, x)
+    assert r.counts["f"].tolist() == [[0, 1, 1, 0, 0, 1]] and r.output.tolist() == [[4.0]]
+    assert run(g, x).counts["f"].tolist() == [[2, 1]] and run(g, x).output.tolist() == [[4.0]]
+    # the projection also feeds another node: a ones fan-out in front of the copies instead
+    g2 = Graph(list(g.nodes[:3]) + [Node("f2", "fire", ["l"], {"D": 1, "rounding": "floor"}),
+                                    Node("h", "linear", ["f"], {}, {"weight": np.array([[1.0, 2.0]])}),
+                                    Node("o", "output", ["h"])]).infer().verify()
+    b2, _, _ = nir_graph(g2, "binary")
+    assert b2["f"].inputs == ["f_fanout"] and b2["f_fanout"].params["weight"].shape == (6, 2)
+    assert run(b2, x).counts["f"].tolist() == [[0, 1, 1, 0, 0, 1]] and run(b2, x).output.tolist() == [[4.0]]
