@@ -49,7 +49,8 @@ def test_round_trip_through_hdf5_is_exact(tmp_path, factory, form):
     # (bias + beta = theta/2) written into the projection in front of it
     first = g.neurons()[0]
     if_node = ex.graph.nodes[ex.names[first.name]]
-    assert isinstance(if_node, nir.IF) and np.all(if_node.r == 1.0) and np.all(if_node.v_threshold == first.attrs["theta"])
+    assert isinstance(if_node, nir.IF) and np.all(if_node.r == 1.0)
+    assert np.all(if_node.v_threshold == first.attrs["theta"])
     assert if_node.metadata["snncc_D"] == 4
     proj = ex.graph.nodes[ex.names[first.inputs[0]]]
     want = np.broadcast_to(first.params["bias"] + first.attrs["beta"], first.shape)[:, 0, 0]

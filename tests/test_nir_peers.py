@@ -459,8 +459,9 @@ def test_stateful_event_model_over_t_windows_stays_compact_and_the_notes_say_why
     import snncc
     from snncc.interop.nir_io import load_nir
 
-    dep = snncc.compile(os.path.join(EXAMPLES, "events/artifacts/speck_cnn.pt"), model_def="snncc.models.speck:speck_cnn",
-                        factory_kwargs={"size": "small"}, input_shape=(2, 32, 32), timesteps=4, input_kind="spike")
+    dep = snncc.compile(os.path.join(EXAMPLES, "events/artifacts/speck_cnn.pt"),
+                        model_def="snncc.models.speck:speck_cnn", factory_kwargs={"size": "small"},
+                        input_shape=(2, 32, 32), timesteps=4, input_kind="spike")
     assert dep.deployed.T == 4 and all(n.attrs["stateful"] for n in dep.deployed.neurons())
     path = str(tmp_path / "e.nir")
     ex = dep.export_nir(path)
