@@ -218,6 +218,21 @@ class Deployment:
         rep = self.estimate(x if data is None else data, profile, samples, seed)  # data as given: the model's layout
         return write_estimate_report(self.deployed, rep, x, directory, layer)
 
+    def export_nir(self, path: str, form: str = "binary"):
+        """Write the deployed graph as a NIR file (`snncc.interop.nir_io.write_nir`; `form` "binary"
+        or "multispike"). Relayed residual streams (NIR has no relay) are first lowered to fan-in
+        from the traced graph (`compiler.fanin_deployed`), which `NirExport.lost` then says."""
+        from snncc.compiler import fanin_deployed
+        from snncc.interop.nir_io import write_nir
+
+        graph, relowered = fanin_deployed(self.traced, self.deployed)
+        ex = write_nir(graph, path, form)
+        if relowered:
+            ex.lost.insert(0, "residual streams: this artefact relays them (graded accumulators) and NIR has no "
+                              "relay, so the traced graph was deployed again with every stream in fan-in form "
+                              "(the same function: NIR sums a node's incoming edges)")
+        return ex
+
     def listing(self, level: str = "deployed") -> str:
         """The graph listing of `snncc inspect` (level "deployed" or "traced")."""
         from snncc.ir.printer import listing

@@ -223,6 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     xn = sub.add_parser("export-nir", help="write a compiled artefact's deployed graph as a NIR file (HDF5)")
     xn.add_argument("out", help="artefact folder")
     xn.add_argument("file", help=".nir file to write")
+    xn.add_argument("--nir-form", choices=["binary", "multispike"], default="binary",
+                    help="how a neuron with D > 1 spikes per window is written: binary (default; D single-spike "
+                         "IF copies, so a reader whose IF fires once per step computes snncc's counts) or "
+                         "multispike (one IF per neuron, D in snncc metadata)")
     return ap
 
 
@@ -535,10 +539,11 @@ def cmd_targets(args) -> int:
 
 
 def cmd_export_nir(args) -> int:
-    from snncc.interop.nir_io import write_nir
+    from snncc.api import load
 
-    ex = write_nir(artifact.read_graph(args.out, "ir"), args.file)
-    print(f"wrote {args.file} ({len(ex.graph.nodes)} NIR nodes); what NIR readers other than snncc lose:")
+    ex = load(args.out).export_nir(args.file, form=args.nir_form)
+    print(f"wrote {args.file} ({len(ex.graph.nodes)} NIR nodes, {args.nir_form} form); what NIR readers other "
+          "than snncc lose:")
     for item in ex.lost:
         print(f"- {item}")
     return 0

@@ -92,6 +92,18 @@ def deploy_factory(model_factory: Callable[[int], "torch.nn.Module"], input_shap
     return build
 
 
+def fanin_deployed(traced: Graph, deployed: Graph) -> tuple[Graph, bool]:
+    """The deployed graph with every residual stream in fan-in form, for formats that have no relay
+    (NIR: a node sums its incoming edges; netx): `deployed` itself when it holds no relay, else the
+    stored traced graph deployed again with `residual=fanin` (the same passes; MACs allowed: the
+    artefact was checked when it was compiled). Returns (graph, re-lowered)."""
+    if not any(n.op == "relay" for n in deployed.nodes):
+        return deployed, False
+    run = run_pipeline(traced, "deploy", options={"check_spike_driven": {"allow_macs": True},
+                                                  "residual_lowering": {"residual": "fanin"}})
+    return run.graph, True
+
+
 def _with_options(fn, graph: Graph, target_options: dict | None):
     """Call a target's check/explain with the target options when it takes them (system=... of
     the loihi target changes what fits), else with the graph alone."""

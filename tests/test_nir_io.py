@@ -24,26 +24,35 @@ def deployed(model):
 
 
 @pytest.mark.parametrize("factory", [ConvChain, ResidualSepConv])
-def test_round_trip_through_hdf5_is_exact(tmp_path, factory):
+@pytest.mark.parametrize("form", ["multispike", "binary"])
+def test_round_trip_through_hdf5_is_exact(tmp_path, factory, form):
+    """snncc reads its own file back exactly: the compact form neuron for neuron; the binary form as
+    single-spike copies whose summed counts are the deployed graph's."""
     m, g = deployed(factory())
     path = tmp_path / "m.nir"
-    ex = write_nir(g, str(path))
+    ex = write_nir(g, str(path), form)
     back = from_nir(nir.read(str(path)))
     x = torch.randn((16,) + tuple(m.input_shape), generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 2
     a, b = run(g, x), run(back, x)
-    assert sorted(a.counts) == sorted(b.counts)
+    assert sorted(ex.names[k] for k in a.counts) == sorted(b.counts)
     for k in a.counts:
-        assert torch.equal(a.counts[k], b.counts[k]), k
+        assert torch.equal(a.counts[k], ex.neuron_counts(k, b.counts[ex.names[k]])), k
     assert torch.equal(a.output, b.output)
+    if form == "binary":
+        assert sorted(ex.copies) == sorted(a.counts) and set(ex.copies.values()) == {4}
+        assert any(s.startswith("binary form: ") and "(D=4)" in s for s in ex.lost)
+        assert not any(s.startswith("graded spikes: ") for s in ex.lost)
+        return
     assert any(s.startswith("graded spikes: ") and "(D=4)" in s for s in ex.lost)
     assert any(s.startswith("firing condition: NIR IF fires when v > v_threshold") for s in ex.lost)
     # what a foreign reader sees: IF with r = 1, v_threshold = theta; the neuron's constant current
     # (bias + beta = theta/2) written into the projection in front of it
     first = g.neurons()[0]
-    if_node = ex.graph.nodes[first.name]
-    assert isinstance(if_node, nir.IF) and np.all(if_node.r == 1.0) and np.all(if_node.v_threshold == first.attrs["theta"])
+    if_node = ex.graph.nodes[ex.names[first.name]]
+    assert isinstance(if_node, nir.IF) and np.all(if_node.r == 1.0)
+    assert np.all(if_node.v_threshold == first.attrs["theta"])
     assert if_node.metadata["snncc_D"] == 4
-    proj = ex.graph.nodes[first.inputs[0]]
+    proj = ex.graph.nodes[ex.names[first.inputs[0]]]
     want = np.broadcast_to(first.params["bias"] + first.attrs["beta"], first.shape)[:, 0, 0]
     np.testing.assert_allclose(proj.bias, want)
 
@@ -204,9 +213,13 @@ def test_cli_export_nir_then_compile_nir(tmp_path, capsys):
     art = str(tmp_path / "art")
     assert main(["compile", str(pt2), "-o", art]) == 0
     nf = str(tmp_path / "c.nir")
-    assert main(["export-nir", art, nf]) == 0
+    capsys.readouterr()
+    assert main(["export-nir", art, str(tmp_path / "b.nir")]) == 0
     out = capsys.readouterr().out
-    assert "- graded spikes: n1 (D=4), n2 (D=4)" in out
+    assert "binary form" in out.splitlines()[0] and "- binary form: n1 (D=4), n2 (D=4) are written as D" in out
+    assert main(["export-nir", art, nf, "--nir-form", "multispike"]) == 0
+    out = capsys.readouterr().out
+    assert "- graded spikes: n1 (D=4), n2 (D=4)" in out and "--nir-form binary writes single-spike copies" in out
     art2 = str(tmp_path / "art2")
     assert main(["compile", nf, "-o", art2]) == 0
     assert main(["simulate", art2, "--samples", "4", "--schedule", "exact"]) == 0
@@ -229,3 +242,34 @@ def test_cli_nir_lif(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "unknown LIF rule 'exp:0'" in err and "--nir-lif" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "b").exists()
+
+
+def test_binary_copies_by_hand():
+    """x (2) -> linear [[1], [1]] + bias -> fire D = 3, theta = 1, beta = 0.5 -> linear [1, 2] -> out.
+    Input 2.2, bias (0, -1.2): membranes v = 2.7 and 1.5 fire 2 and 1. In the binary form copy k
+    (k = 0, 1, 2) sees v + k and fires at 3: (2.7, 3.7, 4.7) -> (0, 1, 1) and (1.5, 2.5, 3.5) ->
+    (0, 0, 1); the consumer reads [1, 1, 1, 2, 2, 2] and gets 2 + 2 * 1 = 4."""
+    from snncc.ir.graph import Graph, Node
+    from snncc.interop.nir_io import nir_graph
+
+    g = Graph([Node("x", "input", [], {"kind": "current", "shape": (1,)}),
+               Node("l", "linear", ["x"], {}, {"weight": np.array([[1.0], [1.0]]), "bias": np.array([0.0, -1.2])}),
+               Node("f", "fire", ["l"], {"D": 3, "theta": 1.0, "beta": 0.5, "rounding": "floor"}),
+               Node("h", "linear", ["f"], {}, {"weight": np.array([[1.0, 2.0]])}),
+               Node("o", "output", ["h"])]).infer().verify()
+    x = torch.tensor([[2.2]], dtype=torch.float64)
+    b, names, copies = nir_graph(g, "binary")
+    assert copies == {"f": 3} and b["f"].attrs["D"] == 1 and b["f"].attrs["theta"] == 3.0
+    assert b["l"].params["weight"].shape == (6, 1) and b["h"].params["weight"].tolist() == [[1, 1, 1, 2, 2, 2]]
+    np.testing.assert_allclose(b["f"].params["bias"], [0.5, 1.5, 2.5, 0.5, 1.5, 2.5])  # beta + k theta
+    np.testing.assert_allclose(b["l"].params["bias"], [0, 0, 0, -1.2, -1.2, -1.2])
+    r = run(b, x)
+    assert r.counts["f"].tolist() == [[0, 1, 1, 0, 0, 1]] and r.output.tolist() == [[4.0]]
+    assert run(g, x).counts["f"].tolist() == [[2, 1]] and run(g, x).output.tolist() == [[4.0]]
+    # the projection also feeds another node: a ones fan-out in front of the copies instead
+    g2 = Graph(list(g.nodes[:3]) + [Node("f2", "fire", ["l"], {"D": 1, "rounding": "floor"}),
+                                    Node("h", "linear", ["f"], {}, {"weight": np.array([[1.0, 2.0]])}),
+                                    Node("o", "output", ["h"])]).infer().verify()
+    b2, _, _ = nir_graph(g2, "binary")
+    assert b2["f"].inputs == ["f_fanout"] and b2["f_fanout"].params["weight"].shape == (6, 2)
+    assert run(b2, x).counts["f"].tolist() == [[0, 1, 1, 0, 0, 1]] and run(b2, x).output.tolist() == [[4.0]]

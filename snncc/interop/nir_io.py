@@ -1,14 +1,17 @@
 """NIR (Neuromorphic Intermediate Representation, package `nir` <= 1.0.4) export and import.
 
-Export (`to_nir`) writes a deployed graph (synaptic normal form) with the NIR primitives it can be
-expressed in: Input, Output, Affine/Linear, Conv1d/Conv2d, SumPool2d/AvgPool2d, Scale, Flatten and
-IF (`v' = R I`, spike when `v > v_threshold`, reset by subtraction `v -= v_threshold`), and LIF for
-a leaky neuron (tau = -1 / ln(leak) counted in timesteps: the `steps` reading below). Current sums
-are NIR's summed fan-in (several edges into one node). What NIR cannot say is listed in
-`NirExport.lost`; ops it cannot express at all (spike products, permutes, a linear map over tokens)
-are refused, naming the nodes. The exact snncc semantics (D spikes per window, theta, beta, the
-constant current, statefulness) travel in node metadata (`snncc_*` keys), so snncc reads its own
-files back exactly; other tools see the IF approximation.
+Export (`to_nir`) writes a deployed graph (synaptic normal form, relay-free: callers re-lower
+relayed streams, `compiler.fanin_deployed`) with the NIR primitives every reader maps: Input,
+Output, Affine, Conv1d/Conv2d (pools and global means as ones-kernel depthwise convs), Scale,
+Flatten and IF (`v' = R I`, spike when `v > v_threshold`, reset by subtraction `v -= v_threshold`),
+and LIF for a leaky neuron (tau = -1 / ln(leak) counted in timesteps: the `steps` reading below).
+Current sums are NIR's summed fan-in (several edges into one node), with the nodes chained in
+topological order for depth-first readers. The `binary` form (`nir_graph`) writes each D-spike
+neuron as D single-spike IF copies that single-spike readers compute exactly. What NIR cannot say is
+listed in `NirExport.lost`; ops it cannot express at all (spike products, permutes, a linear map
+over tokens) are refused, naming the nodes. The exact snncc semantics (D spikes per window, theta,
+beta, the constant current, statefulness) travel in node metadata (`snncc_*` keys), so snncc reads
+its own files back exactly.
 
 Import (`from_nir`) maps IF onto `fire` with theta = v_threshold / R, so graphs written by other
 tools run on the reference executor. Per-neuron thresholds become a per-neuron input `scale` and
@@ -33,7 +36,7 @@ import numpy as np
 
 from snncc.errors import FrontendError, LoadError, TargetError
 from snncc.ir.graph import Graph, Node
-from snncc.ir.ops import CURRENT, KINDS, neuron_features
+from snncc.ir.ops import CURRENT, KINDS, SPIKE, neuron_features
 
 META = "snncc_"  # metadata key prefix
 
@@ -42,6 +45,16 @@ META = "snncc_"  # metadata key prefix
 class NirExport:
     graph: object  # nir.NIRGraph
     lost: list[str] = field(default_factory=list)  # semantics a foreign NIR reader does not get
+    names: dict[str, str] = field(default_factory=dict)  # IR node -> NIR node
+    copies: dict[str, int] = field(default_factory=dict)  # IR neuron -> its single-spike copies (binary form)
+
+    def neuron_counts(self, neuron: str, counts):
+        """snncc's counts of IR `neuron` from a reader's counts (B, ...) of its NIR node: in the binary
+        form the sum of each neuron's D copies (channels c*D .. c*D + D-1), else the counts as they are."""
+        d = self.copies.get(neuron, 1)
+        if d == 1:
+            return counts
+        return counts.reshape((counts.shape[0], -1, d) + tuple(counts.shape[2:])).sum(2)
 
 
 def _nir():
@@ -76,8 +89,214 @@ def _channel_vector(c: np.ndarray, shape: tuple, axis: int) -> np.ndarray | None
     return moved[:, 0].copy() if np.all(moved == moved[:, :1]) else None
 
 
-def to_nir(graph: Graph) -> NirExport:
-    """Express a deployed graph in NIR. Raises TargetError naming every node NIR cannot express."""
+FORMS = ("binary", "multispike")  # how a D > 1 neuron is written (`to_nir(form=)`, `--nir-form`)
+
+
+def _key(name: str, taken: set) -> str:
+    """A node name every reader accepts: letters, digits and '_' (snntorch 1.0 rejects '.', nirtorch
+    rewrites it); made unique."""
+    base = re.sub(r"[^A-Za-z0-9_]", "_", name) or "n"
+    key, i = base, 1
+    while key in taken:
+        key, i = f"{base}_{i}", i + 1
+    taken.add(key)
+    return key
+
+
+def _ones_conv(name: str, x: str, channels: int, copies: int, kernel: tuple, stride: tuple, padding: tuple,
+               value: float) -> Node:
+    """A depthwise conv of `channels` groups, each summing `copies` input channels over `kernel`
+    with weight `value`: a sum/avg pool, a global mean, the sum of a neuron's copies."""
+    w = np.full((channels, copies) + tuple(kernel), value)
+    nd = len(kernel)
+    return Node(name, "conv", [x], {"stride": tuple(stride), "padding": tuple(padding), "dilation": (1,) * nd,
+                                    "groups": channels}, {"weight": w})
+
+
+def _private_tree(g: Graph, root: str, private) -> list[Node] | None:
+    """The current ops computing `root` down to (and with) the projections reading spikes, when each
+    has one user and is of a kind whose output rows can be repeated; else None."""
+    tree, todo = [], [root]  # (node, reads a current)
+    while todo:
+        t = g[todo.pop()]
+        if not private(t.name):
+            return None
+        inner = t.op in ("add", "reshape", "scale") or (t.op == "conv" and g[t.inputs[0]].kind != SPIKE
+                                                         and g[t.inputs[0]].op != "input")
+        tree.append((t, inner))
+        if inner:
+            if t.op == "conv" and not (t.attrs["groups"] == t.shape[0] == t.params["weight"].shape[0]
+                                       and t.params["weight"].shape[1] == 1 and "bias" not in t.params):
+                return None  # only a per-channel (depthwise) conv of a current repeats per copy
+            src = g[t.inputs[0]].shape
+            if t.op == "reshape" and src[0] != t.shape[0] and math.prod(src[1:]) != 1:
+                return None  # the copies of a channel stay together only if the reshape keeps channels
+            todo += t.inputs
+        elif t.op not in ("conv", "linear"):
+            return None
+    return tree
+
+
+def _repeat_rows(t: Node, inner: bool, d: int) -> None:
+    """Make `t` compute its value d times, channel-major (row c -> rows c*d .. c*d + d-1); `inner`:
+    it reads a current whose rows are repeated too."""
+    if t.op in ("conv", "linear"):
+        t.params = {k: np.repeat(v, d, axis=0) for k, v in t.params.items()}
+        if inner:  # a per-channel conv of a current: per copy
+            t.attrs["groups"] *= d
+    elif t.op == "scale":
+        f = np.asarray(t.params["factor"])
+        if f.ndim == len(t.shape) and f.shape[0] > 1:
+            t.params = {"factor": np.repeat(f, d, axis=0)}
+    elif t.op == "reshape":
+        t.attrs["shape"] = (t.attrs["shape"][0] * d,) + tuple(t.attrs["shape"][1:])
+
+
+def nir_graph(graph: Graph, form: str = "binary") -> tuple[Graph, dict[str, str], dict[str, int]]:
+    """The IR graph NIR is written from, equal in function to `graph` (checked by
+    tests/test_nir_peers.py with snncc's own executor and the readers):
+    - node names every reader accepts (`_key`);
+    - a sum or average pool, and a global spatial mean, as the depthwise conv with a ones kernel
+      (1/(k k) for an average) that every reader maps (snntorch 1.0 has no SumPool2d, sinabs no
+      AvgPool2d); `to_nir` writes it as its groups=1 kernel;
+    - form "binary": each neuron with D > 1 becomes D single-spike copies (channel c -> channels
+      c D + k, k = 0..D-1) fed the same current plus k theta, with threshold D theta (D = 1): copy
+      k fires iff v >= (D - k) theta, so the copies' spikes add up to clip(floor(v / theta), 0, D)
+      in every window, and a reader whose IF fires at most once per step computes the deployed
+      counts exactly. The projections into the neuron repeat their rows over the copies (a ones
+      fan-out conv when they feed other nodes too), its consumers repeat their columns, an output
+      read from spikes sums the copies. Stateful neurons of a multi-window graph keep the compact
+      form: their copies would carry membranes offset by k theta from one window to the next,
+      which needs an initial membrane NIR's IF does not have.
+    Returns (graph, {IR name: NIR name}, {neuron: copies})."""
+    if form not in FORMS:
+        raise TargetError(f"unknown NIR form {form!r}", where="--nir-form", hint=f"one of {', '.join(FORMS)}")
+    g = graph
+    users = g.users()
+    out = Graph(T=g.T, meta=dict(g.meta))
+    taken: set = set()
+    names = {n.name: _key(n.name, taken) for n in g.nodes}
+    fresh = lambda base: _key(base, taken)  # noqa: E731
+    copies: dict[str, int] = {}
+    orig: dict[str, np.ndarray] = {}  # expanded value (out name) -> flat index of the original element
+    rep: dict[str, int] = {}  # expanded value laid out channel-major (c D + k) -> D
+
+    n_users: dict[str, int] = {}  # out node -> its users (in the finished graph)
+    for k, us in users.items():
+        n_users[names[k]] = len(us)
+
+    def put(node: Node) -> str:
+        out.append(node)
+        out.infer_last()
+        for i in node.inputs:
+            n_users.setdefault(i, 1)  # helper nodes (a pool's conv before its reshape) have one user
+        return node.name
+
+    def refuse(n: Node, what: str):
+        raise TargetError(f"{what} in the binary NIR form", where=f"node {n.name}",
+                          hint="--nir-form multispike writes the compact form")
+
+    for n in g.nodes:
+        nm = names[n.name]
+        ins = [names[i] for i in n.inputs]
+        x = ins[0] if ins else None
+        if n.op == "pool" or (n.op == "mean" and _global_mean(g, n)):
+            c = g[n.inputs[0]].shape[0]
+            if n.op == "pool":
+                k, st, pad = n.attrs["kernel"], n.attrs["stride"], n.attrs["padding"]
+            else:
+                k = st = tuple(g[n.inputs[0]].shape[1:])
+                pad = (0, 0)
+            d = rep.get(x, 1)
+            if x in orig and x not in rep:
+                refuse(n, "pooling of a reshaped copy layout")
+            value = 1.0 if n.op == "pool" and n.attrs["mode"] == "sum" else 1.0 / math.prod(k)
+            conv = _ones_conv(nm if n.op == "pool" or n.attrs["keepdim"] else fresh(f"{nm}_sum"), x, c, d, k, st, pad,
+                              value)
+            put(conv)
+            if d == 1:  # snncc reads it back as the pool / mean (a conv of a current would cost MACs)
+                out.meta.setdefault("nir_pools", {})[conv.name] = n.attrs["mode"] if n.op == "pool" else "mean"
+            if n.op == "mean" and not n.attrs["keepdim"]:
+                put(Node(nm, "reshape", [conv.name], {"shape": (c,)}))
+            continue
+        if x in orig:  # reads a neuron's copies
+            src = out[x]
+            if n.op == "conv" and x in rep:
+                w = np.repeat(n.params["weight"], rep[x], axis=1)
+                node = Node(nm, "conv", [x], dict(n.attrs), {**n.params, "weight": w})
+            elif n.op == "linear":
+                node = Node(nm, "linear", [x], {}, {**n.params, "weight": n.params["weight"][:, orig[x]]})
+            elif n.op == "reshape" and (len(n.shape) == 1 or (x in rep and n.shape[0] == g[n.inputs[0]].shape[0])):
+                keep = len(n.shape) > 1  # channels kept: still channel-major copies
+                put(Node(nm, "reshape", [x], {"shape": (src.shape[0],) + tuple(n.shape[1:]) if keep
+                                              else (math.prod(src.shape),)}))
+                orig[nm] = orig[x]
+                if keep:
+                    rep[nm] = rep[x]
+                continue
+            elif n.op == "mean" and x in rep and 0 not in n.attrs["dims"]:  # per channel: per copy
+                d = rep[x]
+                put(Node(nm, "mean", [x], dict(n.attrs)))
+                c = n.shape[0] if n.shape else 1
+                orig[nm] = np.repeat(np.arange(math.prod(n.shape)).reshape(c, -1), d, axis=0).reshape(-1)
+                rep[nm] = d
+                continue
+            elif n.op == "scale":
+                f = np.broadcast_to(n.params["factor"], g[n.inputs[0]].shape).reshape(-1)[orig[x]]
+                node = Node(nm, "scale", [x], {}, {"factor": f.reshape(src.shape)})
+            elif n.op == "output":
+                if len(src.shape) == 1:
+                    w = np.zeros((math.prod(g[n.inputs[0]].shape), src.shape[0]))
+                    w[orig[x], np.arange(src.shape[0])] = 1.0
+                    s = put(Node(fresh(f"{x}_sum"), "linear", [x], {}, {"weight": w}))
+                elif x in rep:
+                    c = src.shape[0] // rep[x]
+                    s = put(_ones_conv(fresh(f"{x}_sum"), x, c, rep[x], (1,) * (len(src.shape) - 1),
+                                       (1,) * (len(src.shape) - 1), (0,) * (len(src.shape) - 1), 1.0))
+                else:
+                    refuse(n, "an output read from reshaped copies")
+                put(Node(nm, "output", [s]))
+                continue
+            else:
+                refuse(n, f"{n.op} reading a neuron's copies")
+            put(node)
+            continue
+        a = n.attrs
+        D = a.get("D", 1)
+        if n.op == "fire" and form == "binary" and D > 1 and (not a["stateful"] or g.T == 1):
+            shape = g[n.inputs[0]].shape
+            size = math.prod(shape)
+            tree = _private_tree(out, x, lambda v: n_users.get(v, 0) == 1)
+            if tree is not None:  # every current op into the neuron is its own: repeat their rows
+                for t, inner in tree:
+                    _repeat_rows(t, inner, D)
+                out.infer()
+                u = x
+            elif len(shape) == 1:
+                w = np.zeros((size * D, size))
+                w[np.arange(size * D), np.repeat(np.arange(size), D)] = 1.0
+                u = put(Node(fresh(f"{nm}_fanout"), "linear", [x], {}, {"weight": w}))
+            else:
+                nd = len(shape) - 1
+                u = put(Node(fresh(f"{nm}_fanout"), "conv", [x], {"stride": (1,) * nd, "padding": (0,) * nd,
+                                                                   "dilation": (1,) * nd, "groups": shape[0]},
+                             {"weight": np.ones((shape[0] * D, 1) + (1,) * nd)}))
+            idx = np.repeat(np.arange(size).reshape(shape[0], -1), D, axis=0).reshape(-1)
+            k = np.tile(np.repeat(np.arange(D), size // shape[0]), shape[0])
+            b = np.broadcast_to(np.asarray(n.params.get("bias", 0.0), dtype=np.float64) + a["beta"], shape)
+            bias = (b.reshape(-1)[idx] + k * a["theta"]).reshape((shape[0] * D,) + tuple(shape[1:]))
+            put(Node(nm, "fire", [u], {**a, "D": 1, "theta": D * a["theta"], "beta": 0.0}, {"bias": bias}))
+            orig[nm], rep[nm], copies[n.name] = idx, D, D
+            continue
+        c = n.clone()
+        c.name, c.inputs = nm, ins
+        put(c)
+    return out.verify(), names, copies
+
+
+def to_nir(graph: Graph, form: str = "binary") -> NirExport:
+    """Express a deployed graph in NIR (`form`: `FORMS`, see `nir_graph`). Raises TargetError naming
+    every node NIR cannot express."""
     nir = _nir()
     g = graph
     refused: dict[str, list[str]] = {}
@@ -108,6 +327,13 @@ def to_nir(graph: Graph) -> NirExport:
         raise TargetError(f"NIR cannot express {'; '.join(parts)}", where="export-nir",
                           hint="NIR holds feed-forward conv/linear/pool networks of IF neurons")
 
+    relays = [n.name for n in g.nodes if n.op == "relay"]
+    if relays:
+        raise TargetError("op relay has no NIR mapping", where=f"node {relays[0]}",
+                          hint="export the artefact (snncc export-nir, Deployment.export_nir): relayed streams are "
+                               "re-lowered to fan-in from its traced graph")
+    g, names, copies = nir_graph(g, form)
+    binary = {names[k]: d for k, d in copies.items()}  # NIR name -> copies
     users = g.users()
     nodes: dict = {}
     edges: list[tuple[str, str]] = []
@@ -127,6 +353,8 @@ def to_nir(graph: Graph) -> NirExport:
         if not np.any(c):
             continue
         root = g[f.inputs[0]]
+        if root.op == "reshape" and len(users[root.name]) == 1 and g[root.inputs[0]].shape[0] == f.shape[0]:
+            root = g[root.inputs[0]]  # a global mean's (C, 1, 1) before the neuron's (C,)
         cands = root.inputs if root.op == "add" else [root.name]
         done = False
         for cand in cands:
@@ -143,17 +371,6 @@ def to_nir(graph: Graph) -> NirExport:
                 break
         if not done:
             kept.append(f.name)
-
-    # A global spatial mean feeding a linear layer is written as a SumPool2d over the whole map and
-    # the 1/(H W) goes into that layer's weights: sinabs 3.1.3 maps SumPool2d but not AvgPool2d.
-    mean_into: dict[str, float] = {}
-    summed_means: set[str] = set()
-    for n in g.nodes:
-        if n.op == "mean" and _global_mean(g, n) and not n.attrs["keepdim"] and len(users[n.name]) == 1 \
-                and users[n.name][0].op == "linear":
-            c, h, w_ = g[n.inputs[0]].shape
-            mean_into[users[n.name][0].name] = 1.0 / (h * w_)
-            summed_means.add(n.name)
 
     def link(name: str, dst: str) -> None:
         for s in sources[name]:
@@ -184,22 +401,19 @@ def to_nir(graph: Graph) -> NirExport:
                                            padding=a["padding"][0], dilation=a["dilation"][0], groups=1, bias=bias)
             if a["groups"] != 1:  # nir 1.0.4's Conv2d keeps no metadata: the graph's does
                 group_meta[f"{META}groups:{n.name}"] = int(a["groups"])
+            if n.name in g.meta.get("nir_pools", {}):
+                group_meta[f"{META}pool:{n.name}"] = g.meta["nir_pools"][n.name]
             link(n.inputs[0], n.name)
         elif n.op == "linear":  # always Affine: sinabs 3.1.3 has no mapping for nir.Linear
-            w = n.params["weight"] * mean_into.get(n.name, 1.0)
+            w = n.params["weight"]
             bias = weights_bias.get(n.name, n.params.get("bias"))
             nodes[n.name] = nir.Affine(weight=w, bias=np.zeros(w.shape[0]) if bias is None else bias)
             link(n.inputs[0], n.name)
-        elif n.op == "pool":
-            cls = nir.SumPool2d if a["mode"] == "sum" else nir.AvgPool2d
-            nodes[n.name] = cls(kernel_size=np.array(a["kernel"]), stride=np.array(a["stride"]),
-                                padding=np.array(a["padding"]))
-            link(n.inputs[0], n.name)
-        elif n.op == "mean" and not _global_mean(g, n):  # a vector reduction: Flatten + dense Linear
+        elif n.op == "mean":  # a vector reduction (pools and global means are convs): Flatten + dense Linear
             src = g[n.inputs[0]].shape
             x_id = n.inputs[0]
             if len(src) > 1:
-                fl = f"{n.name}.flatten"
+                fl = _key(f"{n.name}_flatten", {m.name for m in g.nodes} | set(nodes))
                 nodes[fl] = nir.Flatten(input_type={"input": np.array(src)}, start_dim=0, end_dim=-1)
                 link(n.inputs[0], fl)
                 sources[fl] = [fl]
@@ -208,20 +422,11 @@ def to_nir(graph: Graph) -> NirExport:
             w = eye.mean(axis=tuple(d + 1 for d in a["dims"])).reshape(math.prod(src), -1).T
             nodes[n.name] = nir.Affine(weight=np.ascontiguousarray(w), bias=np.zeros(w.shape[0]))  # sinabs: no Linear
             link(x_id, n.name)
-        elif n.op == "mean":  # global spatial average: Sum/AvgPool2d over the whole map (+ Flatten)
-            c, h, w_ = g[n.inputs[0]].shape
-            cls = nir.SumPool2d if n.name in summed_means else nir.AvgPool2d
-            nodes[n.name] = cls(kernel_size=np.array([h, w_]), stride=np.array([h, w_]), padding=np.array([0, 0]))
-            link(n.inputs[0], n.name)
-            if not a["keepdim"]:
-                fl = f"{n.name}.flatten"
-                nodes[fl] = nir.Flatten(input_type={"input": np.array([c, 1, 1])}, start_dim=0, end_dim=-1)
-                edges.append((n.name, fl))
-                sources[n.name] = [fl]
-                continue
         elif n.op == "reshape":
-            s, e = _flatten_dims(g[n.inputs[0]].shape, n.shape)
-            nodes[n.name] = nir.Flatten(input_type={"input": np.array(g[n.inputs[0]].shape)}, start_dim=s, end_dim=e)
+            src = g[n.inputs[0]].shape
+            s, e = _flatten_dims(src, n.shape)
+            e = -1 if e == len(src) - 1 else e  # to the last axis: also right in a reader that counts the batch axis
+            nodes[n.name] = nir.Flatten(input_type={"input": np.array(src)}, start_dim=s, end_dim=e)
             link(n.inputs[0], n.name)
         elif n.op == "scale":
             nodes[n.name] = nir.Scale(scale=np.broadcast_to(n.params["factor"], n.shape).astype(np.float64).copy())
@@ -235,6 +440,8 @@ def to_nir(graph: Graph) -> NirExport:
                     f"{META}stateful": int(bool(a["stateful"]))}
             if a["leak"] != 1.0:
                 meta[f"{META}leak"] = float(a["leak"])
+            if n.name in binary:
+                meta[f"{META}copies"] = int(binary[n.name])
             if "bias" in n.params:
                 meta[f"{META}bias"] = np.asarray(n.params["bias"], dtype=np.float64)
             for proj, f_name in bias_owner.items():
@@ -259,11 +466,9 @@ def to_nir(graph: Graph) -> NirExport:
 
     fan_in = sorted({b for _, b in edges if sum(1 for _, d in edges if d == b) > 1})
     if fan_in:
-        lost.append("summed fan-in (several edges into " + ", ".join(fan_in) + "): NIR sums them, but sinabs 3.1.3's "
-                    "reader (nirtorch 2.0.2 graph executor) does not; use snncc's Speck backend for such networks")
-    if summed_means:
-        lost.append("global averages " + ", ".join(sorted(summed_means)) + " are written as SumPool2d with the "
-                    "1/(H W) in the next Affine's weights (sinabs maps SumPool2d, not AvgPool2d)")
+        lost.append("summed fan-in (several edges into " + ", ".join(fan_in) + "): NIR sums a node's incoming "
+                    "edges, and so do the readers of sinabs 3.1.3 and norse 1.1 (nirtorch 2.0.2), once each node "
+                    "runs after its inputs (execution order below)")
     if grouped:
         lost.append("grouped convolutions " + ", ".join(grouped) + " are written as groups=1 kernels (block-diagonal, "
                     "zeros elsewhere), because nir 1.0.4 and its readers take the input channels from weight.shape[1]; "
@@ -272,15 +477,26 @@ def to_nir(graph: Graph) -> NirExport:
         lost.append("leaky neurons " + ", ".join(leaky) + " are NIR LIF with tau counted in timesteps and r = 1, "
                     "v_leak = 0 (the `steps` reading, sinabs 3.1.3's: v <- exp(-1/tau) v + I); a reader that "
                     "discretises tau with its own dt (norse, snntorch) computes another neuron")
+    if binary:
+        lost.append("binary form: " + ", ".join(f"{k} (D={d})" for k, d in binary.items()) + " are written as D "
+                    "single-spike IF copies each (channel c -> channels c*D + k, k = 0..D-1; threshold D*theta, "
+                    "the copy's input current plus k*theta), the consumers' weights repeated over the copies: a "
+                    "reader whose IF fires at most once per step (norse 1.1 IAFCell, sinabs with SingleSpike) "
+                    "computes snncc's counts exactly at one NIR step per window (sum each neuron's D copies); "
+                    "sinabs' default MultiSpike computes floor(v / theta) spikes, snncc's neuron without the cap D")
     if graded:
         lost.append("graded spikes: " + ", ".join(graded) + " emit up to D spikes per window; a NIR IF emits at "
-                    "most one spike per step (snncc keeps D in metadata)")
+                    "most one spike per step (snncc keeps D in metadata)" + (
+                        "; they stay compact in the binary form because they carry their membrane across windows, "
+                        "and their copies would need an initial membrane k*theta that NIR's IF has no field for"
+                        if form == "binary" else "; --nir-form binary writes single-spike copies"))
     if stateless:
         lost.append("window reset: " + ", ".join(stateless) + " clear their membrane after each window; a NIR IF "
                     "keeps it across steps (run one step per sample and reset between samples)")
     lost.append("peers read a NIR IF differently: sinabs 3.1.3 builds a multi-spike IAF (floor(v / v_threshold) "
                 "spikes per step, no cap at D, membrane clipped at -v_threshold), i.e. snncc's neuron without the "
-                "cap (tested equal on conv chains at one step per sample)")
+                "cap (tested equal at one step per sample; NIR has no field for a spike cap, so sinabs' MultiSpike "
+                "with the cap D cannot be written)")
     lost.append("firing condition: NIR IF fires when v > v_threshold, snncc when v >= theta (they differ only "
                 "where the membrane lands exactly on the threshold); both reset by subtraction")
     if moved:
@@ -298,7 +514,94 @@ def to_nir(graph: Graph) -> NirExport:
             **group_meta}
     ng = nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
     _declare_types(ng)
-    return NirExport(ng, lost)
+    ordered = _in_depth_first_order(ng)
+    if ordered is not None:
+        ng = ordered
+        lost.append("execution order: nirtorch 2.0.2's `load` (the reader of sinabs 3.1.3 and norse 1.1) runs the "
+                    "nodes in depth-first order from the input, each when first reached; so that every node runs "
+                    "after all its inputs, the file chains the nodes in topological order with zero-weight "
+                    "Conv2d/Affine nodes (`snncc_order:*` in the graph metadata: they add 0, snncc drops them)")
+    return NirExport(ng, lost, names, copies)
+
+
+def _dfs_is_topological(order_nodes, edges) -> bool:
+    """Whether a depth-first pre-order walk from the Input (children in edge order, as nirtorch
+    2.0.2's `trace_execution`) reaches every node after all its sources."""
+    children: dict = {}
+    for a, b in edges:
+        children.setdefault(a, []).append(b)
+    pos: dict = {}
+    stack = [order_nodes[0]]
+    while stack:
+        k = stack.pop()
+        if k in pos:
+            continue
+        pos[k] = len(pos)
+        stack += reversed([c for c in children.get(k, []) if c not in pos])
+    return len(pos) == len(order_nodes) and all(pos[a] < pos[b] for a, b in edges)
+
+
+def _zero_nodes(nir, key: str, src: tuple, dst: tuple) -> list | None:
+    """NIR nodes that map a tensor of shape `src` to zeros of shape `dst` (zero weights, zero bias):
+    [(name suffix, node)], or None when no Conv2d / Flatten + Affine does."""
+    if len(src) == 3 and len(dst) == 3:
+        k, p = [], []
+        for a, b in zip(src[1:], dst[1:]):
+            if b <= a:
+                k.append(a - b + 1)
+                p.append(0)
+            else:
+                k.append(1 if (b - a) % 2 == 0 else 2)
+                p.append((b - a + k[-1] - 1) // 2)
+        w = np.zeros((dst[0], src[0]) + tuple(k))
+        return [(key, nir.Conv2d(input_shape=tuple(src[1:]), weight=w, stride=1, padding=tuple(p), dilation=1,
+                                 groups=1, bias=np.zeros(dst[0])))]
+    if len(dst) == 1 and len(src) in (1, 3):
+        out = []
+        if len(src) == 3:
+            out.append((f"{key}_flatten", nir.Flatten(input_type={"input": np.array(src)}, start_dim=0, end_dim=-1)))
+        return out + [(key, nir.Affine(weight=np.zeros((dst[0], math.prod(src))), bias=np.zeros(dst[0])))]
+    return None
+
+
+def _in_depth_first_order(ng):
+    """`ng` with its nodes chained in topological order (each node's first edge to the next node,
+    through zero nodes where no edge joins them), so a depth-first reader runs every node after its
+    inputs; None when `ng` already runs so, or when some pair of shapes has no zero node."""
+    nir = _nir()
+    order = [k for k, v in ng.nodes.items() if isinstance(v, nir.Input)]
+    order += [k for k, v in ng.nodes.items() if not isinstance(v, (nir.Input, nir.Output))]
+    order += [k for k, v in ng.nodes.items() if isinstance(v, nir.Output)]
+    edges = [tuple(e) for e in ng.edges]
+    if _dfs_is_topological(order, edges):
+        return None
+    before, spine, meta = {}, [], dict(ng.metadata)  # node -> the zero nodes chained in front of it
+    taken = set(ng.nodes)
+    for a, b in zip(order, order[1:]):
+        if (a, b) in edges:
+            spine.append((a, b))
+            continue
+        src = tuple(int(v) for v in np.asarray(ng.nodes[a].output_type["output"]).reshape(-1))
+        dst = tuple(int(v) for v in np.asarray(ng.nodes[b].input_type["input"]).reshape(-1))
+        zs = _zero_nodes(nir, _key(f"order_{a}", taken), src, dst)
+        if zs is None:
+            return None
+        prev = a
+        for name, node in zs:
+            taken.add(name)
+            before.setdefault(b, {})[name] = node
+            meta[f"{META}order:{name}"] = 1
+            spine.append((prev, name))
+            prev = name
+        spine.append((prev, b))
+    nodes = {}  # in topological order: readers that build the graph node by node (snntorch's) need it
+    for k in order:
+        nodes.update(before.get(k, {}))
+        nodes[k] = ng.nodes[k]
+    out = nir.NIRGraph(nodes=nodes, edges=spine + [e for e in edges if e not in spine], metadata=meta)
+    _declare_types(out)
+    assert _dfs_is_topological(order[:1] + [k for k in out.nodes if k != order[0]], list(out.edges))
+    return out
 
 
 def _declare_types(ng) -> None:
@@ -338,13 +641,13 @@ def _regrouped(w: np.ndarray, groups: int) -> np.ndarray:
     return np.concatenate([w[gi * per:(gi + 1) * per, gi * cig:(gi + 1) * cig] for gi in range(groups)])
 
 
-def write_nir(graph: Graph, path: str) -> NirExport:
-    """Export, build the HDF5 file in memory, and write it with the one output writer
+def write_nir(graph: Graph, path: str, form: str = "binary") -> NirExport:
+    """Export (`to_nir`), build the HDF5 file in memory, and write it with the one output writer
     (`artifact.write_bytes`: atomic, links and devices kept, one line on a full disk)."""
     from snncc import artifact
 
     nir = _nir()
-    ex = to_nir(graph)
+    ex = to_nir(graph, form)
     buf = io.BytesIO()
     nir.write(buf, ex.graph)
     artifact.write_bytes(path, buf.getvalue())
@@ -448,6 +751,12 @@ def from_nir(ng, T: int | None = None, input_kind: str | None = None, approximat
     rule = lif_rule(lif) if lif else (("approximate", 1.0) if approximate_lif else None)
     ng = flatten_nested(ng, source)
     gm = _meta(ng)
+    bias_in = {str(_meta(v)["bias_in"]) for v in ng.nodes.values() if "bias_in" in _meta(v)}
+    order = {k for k in ng.nodes if f"order:{k}" in gm}  # snncc's zero nodes that fix a reader's order
+    if order:
+        ng = nir.NIRGraph(nodes={k: v for k, v in ng.nodes.items() if k not in order},
+                          edges=[e for e in ng.edges if e[0] not in order and e[1] not in order],
+                          metadata=dict(ng.metadata))
     kind = input_kind or str(gm.get("input_kind", CURRENT))
     if kind not in KINDS:
         kind = CURRENT
@@ -538,6 +847,17 @@ def from_nir(ng, T: int | None = None, input_kind: str | None = None, approximat
                 params["bias"] = b
             attrs = {"stride": _ints(nd.stride, nd_), "padding": _ints(pad, nd_), "dilation": _ints(nd.dilation, nd_),
                      "groups": groups}
+            pool = str(gm.get(f"pool:{k}", ""))  # snncc wrote a pool / global mean as its ones-kernel conv
+            if k in bias_in:
+                params.pop("bias", None)  # the neuron's constant current, restored from its metadata
+            if pool and nd_ == 2 and groups == w.shape[0] and w.shape[1] == 1 and "bias" not in params:
+                if pool == "mean":
+                    names[k] = add(Node(nm, "mean", [input_of(k, nd)], {"dims": (1, 2), "keepdim": True}), k, nd)
+                else:
+                    names[k] = add(Node(nm, "pool", [input_of(k, nd)], {
+                        "mode": pool, "kernel": tuple(w.shape[2:]), "stride": attrs["stride"],
+                        "padding": attrs["padding"]}), k, nd)
+                continue
             names[k] = add(Node(nm, "conv", [input_of(k, nd)], attrs, params), k, nd)
         elif isinstance(nd, (nir.SumPool2d, nir.AvgPool2d)):
             attrs = {"mode": "sum" if isinstance(nd, nir.SumPool2d) else "avg", "kernel": _ints(nd.kernel_size, 2),
