@@ -213,8 +213,9 @@ def test_export_nir_to_unwritable_places_is_one_line(art, tmp_path, where, what)
 def _bad_profiles(t):
     import json
 
-    doc = json.loads(open(os.path.join(os.path.dirname(__file__), "..", "snncc", "estimate", "profiles",
-                                       "45nm.json")).read())
+    from snncc.profile import PROFILE_DIR
+
+    doc = json.loads((PROFILE_DIR / "45nm.json").read_text())
     doc["figures"]["e_ac"]["value"] = float("inf")
     (t / "inf.json").write_text(json.dumps(doc))  # json writes the bare token Infinity
     (t / "binary.json").write_bytes(bytes(range(256)))
