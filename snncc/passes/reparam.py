@@ -1,0 +1,299 @@
+"""reparam: structural re-parameterisation, a chain of linear ops with no neuron between them
+becomes one exact synaptic projection (DESIGN 9, RepVGG style).
+
+Requires: a typed graph. Fuses, until nothing changes, in float64:
+- a conv followed (as its only user) by a per-channel affine (batchnorm on the channel axis, a
+  per-channel or scalar scale), a constant `pad`, or another conv;
+- a per-channel or scalar scale (on a (C, H, W) value) whose only user is a conv (the factor goes
+  onto the conv's input channels);
+- a linear followed by a linear, a batchnorm on its last axis or a scale;
+- an add whose inputs include convs read by nothing else that share one input and one stride (sums of
+  branches on the same spikes): one conv with the kernels aligned on their centres.
+A pad after a conv is only a conv of the zero-padded input when the border holds what that conv
+gives on zeros (its bias: BNAndPadLayer fills BN(0) = the folded conv's bias) and the conv reads
+nothing but padding there (stride 1, padding >= kernel - 1 on that axis); a conv's own zero padding
+after another conv is the same rule with value 0. When that fails the chain is left as it is and the
+reason is logged; a `pad` that is left is refused (no target runs it).
+Changes: each fused chain becomes one conv/linear named after the chain's last node, with the
+finest group structure its connectivity allows; the report lists every fusion with its synapses and
+multiply-accumulates before and after (a fused kernel can have more synapses than the chain).
+Preserves: the reference executor's output (up to float rounding).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from snncc.errors import PassError
+from snncc.estimate.plan import dense_macs
+from snncc.ir.graph import Graph, Node
+from snncc.ir.ops import SPIKE, RuleError, conv_shape
+from snncc.passes.base import PassResult, batchnorm_affine, channel_factor, single_user
+
+_TOL = {"rtol": 1e-6, "atol": 1e-7}  # a border value read back from the model's float32 parameters
+
+
+class _Refused(Exception):
+    """This pair does not fuse exactly; the message says why."""
+
+
+class _Conv:
+    """A 2-d conv as dense float64 data: K (O, I, kh, kw), bias (O,), stride, padding and the
+    structural connectivity mask (O, I) that decides the fused conv's groups."""
+
+    def __init__(self, n: Node):
+        a = n.attrs
+        w = n.params["weight"]
+        if w.ndim != 4 or any(d != 1 for d in a["dilation"]):
+            raise _Refused(f"{n.name} is not an undilated conv2d")
+        o, ig = w.shape[:2]
+        g = a["groups"]
+        cin = ig * g
+        grp = np.arange(o) // (o // g)
+        self.K = np.zeros((o, cin) + w.shape[2:])
+        idx = grp[:, None] * ig + np.arange(ig)[None, :]
+        self.K[np.arange(o)[:, None], idx] = w
+        self.mask = np.zeros((o, cin), dtype=bool)
+        self.mask[np.arange(o)[:, None], idx] = True
+        self.bias = np.array(n.params["bias"], dtype=np.float64) if "bias" in n.params else np.zeros(o)
+        self.stride = tuple(a["stride"])
+        self.padding = tuple(a["padding"])
+
+    def pad_after(self, pads: tuple, value: np.ndarray, what: str) -> None:
+        """Absorb a border `value` of `pads` (top, bottom, left, right) around this conv's output."""
+        t, b, l, r = pads
+        if t != b or l != r:
+            raise _Refused(f"{what} is asymmetric {pads}")
+        kh, kw = self.K.shape[2:]
+        for extra, p, k, s in ((t, self.padding[0], kh, self.stride[0]), (l, self.padding[1], kw, self.stride[1])):
+            if extra and s != 1:
+                raise _Refused(f"{what} follows a conv of stride {s}")
+            if extra and p < k - 1:
+                raise _Refused(f"{what}: a {kh}x{kw} conv with padding {self.padding} reads the input next to "
+                               f"the border, so its border is not a conv of the zero-padded input")
+        if (t or l) and not np.allclose(value, self.bias, **_TOL):
+            c = int(np.argmax(np.abs(value - self.bias)))
+            raise _Refused(f"{what} holds {value[c]:.6g} on channel {c} where a conv of the zero-padded input "
+                           f"gives the bias {self.bias[c]:.6g}")
+        self.padding = (self.padding[0] + t, self.padding[1] + l)
+
+    def then_conv(self, nxt: "_Conv", what: str) -> None:
+        """Compose with the conv `nxt` that reads this one's output."""
+        ph, pw = nxt.padding
+        if ph or pw:
+            self.pad_after((ph, ph, pw, pw), np.zeros_like(self.bias), f"the zero padding of {what}")
+        sh, sw = self.stride
+        k2h, k2w = nxt.K.shape[2:]
+        kh, kw = self.K.shape[2:]
+        K = np.zeros((nxt.K.shape[0], self.K.shape[1], sh * (k2h - 1) + kh, sw * (k2w - 1) + kw))
+        for j in range(k2h):
+            for i in range(k2w):
+                K[:, :, sh * j:sh * j + kh, sw * i:sw * i + kw] += np.einsum("om,mikl->oikl", nxt.K[:, :, j, i], self.K)
+        self.bias = nxt.K.sum(axis=(2, 3)) @ self.bias + nxt.bias
+        self.K = K
+        self.mask = (nxt.mask.astype(np.int64) @ self.mask.astype(np.int64)) > 0
+        self.stride = (sh * nxt.stride[0], sw * nxt.stride[1])
+
+    def affine_after(self, a: np.ndarray, b: np.ndarray) -> None:
+        self.K = self.K * a.reshape(-1, 1, 1, 1)
+        self.bias = self.bias * a + b
+
+    def scale_before(self, f: np.ndarray) -> None:
+        self.K = self.K * f.reshape(1, -1, 1, 1)
+
+    def write(self, n: Node, src: str) -> None:
+        """Store as node `n` reading `src`, grouped as finely as the connectivity allows."""
+        o, cin = self.mask.shape
+        g = next(g for g in range(math.gcd(o, cin), 0, -1) if o % g == 0 and cin % g == 0 and not np.any(
+            self.mask & ((np.arange(o)[:, None] // (o // g)) != (np.arange(cin)[None, :] // (cin // g)))))
+        ig = cin // g
+        idx = (np.arange(o) // (o // g))[:, None] * ig + np.arange(ig)[None, :]
+        n.inputs = [src]
+        n.op = "conv"
+        n.attrs = {"stride": self.stride, "padding": self.padding, "dilation": (1, 1), "groups": g}
+        n.params = {"weight": self.K[np.arange(o)[:, None], idx], "bias": self.bias}
+
+
+def _per_channel(g: Graph, n: Node, axis: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(a, b) if node `n` is y = a x + b per channel along `axis` of its input."""
+    if n.op == "batchnorm" and n.attrs["axis"] % len(n.shape) == axis % len(n.shape):
+        return batchnorm_affine(n)
+    if n.op == "scale":
+        vec = channel_factor(n.params["factor"], n.shape, axis)
+        if vec is not None:
+            return vec, np.zeros_like(vec)
+    return None
+
+
+def _chain_cost(g: Graph, names: list[str]) -> tuple[int, int]:
+    """(synapses, MACs) of ops: synaptic ops reading spikes carry synapses, the rest cost MACs."""
+    syn = macs = 0
+    for nm in names:
+        n = g[nm]
+        if not n.spec.synaptic:
+            continue
+        if all(g[i].kind == SPIKE for i in n.inputs):
+            syn += dense_macs(g, n)
+        else:
+            macs += dense_macs(g, n)
+    return syn, macs
+
+
+def reparam(graph: Graph) -> PassResult:
+    g = graph.clone()
+    members: dict[str, list[str]] = {}  # fused node -> the original nodes it replaces
+    cost0: dict[str, tuple[int, int]] = {}  # original node -> (synapses, MACs), in the input graph
+    for n in g.nodes:
+        cost0[n.name] = _chain_cost(g, [n.name])
+    refused: dict[str, str] = {}
+    changed = True
+    while changed:
+        changed = False
+        users = g.users()
+        for n in list(g.nodes):
+            try:
+                done = _fuse_at(g, n, users, members)
+            except _Refused as e:
+                refused[n.name] = str(e)
+                continue
+            if done:
+                changed = True
+                break
+    fused = []
+    changes = []
+    for name, parts in members.items():
+        if name not in g:
+            continue
+        before = [sum(cost0[p][i] for p in parts if p in cost0) for i in (0, 1)]
+        after = _chain_cost(g, [name])
+        src = g[name].inputs[0]
+        neurons = math.prod(g[src].shape)
+        fused.append({"node": name, "chain": parts, "synapses_before": before[0], "macs_before": before[1],
+                      "synapses_after": after[0], "macs_after": after[1],
+                      "fanout_before": before[0] / neurons, "fanout_after": (after[0] or after[1]) / neurons})
+        changes.append(f"fused {' -> '.join(parts)} into one {_describe(g[name])} {name}: "
+                       f"{before[0]} synapses + {before[1]} MACs before, "
+                       f"{after[0]} synapses + {after[1]} MACs after")
+    for name, why in refused.items():
+        if name in g:
+            changes.append(f"not fused at {name}: {why}")
+    left = [n for n in g.nodes if n.op == "pad"]
+    if left:
+        p = left[0]
+        prod = g[p.inputs[0]].name
+        why = next((refused[k] for k in (prod, p.name) if k in refused), None)
+        why = why or f"its input {prod} ({g[prod].op}) is not a conv chain whose output it pads"
+        raise PassError(f"constant padding {p.name} does not fuse into a synaptic projection: {why}",
+                        where="reparam", hint="pad a conv+BatchNorm output with BN(0) per channel (BNAndPadLayer) "
+                                              "before a conv with padding 0, or use the conv's own padding")
+    return PassResult(g.verify(), changes, {"fused": fused} if fused else {})
+
+
+def _describe(n: Node) -> str:
+    if n.op == "conv":
+        k = n.params["weight"].shape[2:]
+        return f"{'x'.join(map(str, k))} conv" + (f" (groups {n.attrs['groups']})" if n.attrs["groups"] != 1 else "")
+    return n.op
+
+
+def _record(members: dict, keep: str, *gone: str) -> None:
+    parts = []
+    for nm in gone + (keep,):
+        parts += members.pop(nm, [nm])
+    members[keep] = parts
+
+
+def _fuse_at(g: Graph, n: Node, users: dict, members: dict) -> bool:
+    """Apply one fusion rule at node `n`; True if the graph changed."""
+    u = single_user(g, n.name, users)
+    if n.op == "conv" and u is not None and u.op in ("batchnorm", "scale", "pad", "conv"):
+        c = _Conv(n)
+        if u.op == "conv":
+            c.then_conv(_Conv(u), u.name)
+        elif u.op == "pad":
+            value = u.params.get("value", np.zeros(u.shape[0]))
+            c.pad_after(u.attrs["pads"], value, f"the border of {u.name}")
+        else:
+            ab = _per_channel(g, u, 0)
+            if ab is None:
+                return False
+            c.affine_after(*ab)
+        c.write(u, n.inputs[0])
+        g.remove(n.name)
+        _record(members, u.name, n.name)
+        return True
+    if n.op == "scale" and u is not None and u.op == "conv" and len(n.shape) == 3:
+        vec = channel_factor(n.params["factor"], n.shape, 0)
+        if vec is None:
+            return False
+        c = _Conv(u)
+        c.scale_before(vec)
+        c.write(u, n.inputs[0])
+        g.remove(n.name)
+        _record(members, u.name, n.name)
+        return True
+    if n.op == "linear" and u is not None and u.op in ("linear", "batchnorm", "scale"):
+        w, b = n.params["weight"], n.params.get("bias", np.zeros(n.params["weight"].shape[0]))
+        if u.op == "linear":
+            w2, b2 = u.params["weight"], u.params.get("bias", np.zeros(u.params["weight"].shape[0]))
+            w, b = w2 @ w, w2 @ b + b2
+        else:
+            ab = _per_channel(g, u, len(u.shape) - 1)
+            if ab is None:
+                return False
+            w, b = w * ab[0][:, None], b * ab[0] + ab[1]
+        u.op, u.attrs, u.inputs, u.params = "linear", {}, [n.inputs[0]], {"weight": w, "bias": b}
+        g.remove(n.name)
+        _record(members, u.name, n.name)
+        return True
+    if n.op == "add":
+        return _merge_sum(g, n, users, members)
+    return False
+
+
+def _merge_sum(g: Graph, add: Node, users: dict, members: dict) -> bool:
+    """conv_a(s) + conv_b(s) + ... -> one conv whose kernel is the sum of the kernels aligned on the
+    output site they read (offsets -padding .. -padding + k - 1), zero padding kept exact."""
+    by_src: dict[tuple, list[Node]] = {}
+    for i in dict.fromkeys(add.inputs):
+        c = g[i]
+        if c.op == "conv" and add.inputs.count(i) == 1 and single_user(g, i, users) is add:
+            try:
+                _Conv(c)
+            except _Refused:
+                continue
+            by_src.setdefault((c.inputs[0], c.attrs["stride"]), []).append(c)
+    for (src, stride), convs in by_src.items():
+        if len(convs) < 2:
+            continue
+        cs = [_Conv(c) for c in convs]
+        lo = [min(-c.padding[a] for c in cs) for a in (0, 1)]
+        hi = [max(-c.padding[a] + c.K.shape[2 + a] - 1 for c in cs) for a in (0, 1)]
+        K = np.zeros((cs[0].K.shape[0], cs[0].K.shape[1], hi[0] - lo[0] + 1, hi[1] - lo[1] + 1))
+        for c in cs:
+            oh, ow = -c.padding[0] - lo[0], -c.padding[1] - lo[1]
+            K[:, :, oh:oh + c.K.shape[2], ow:ow + c.K.shape[3]] += c.K
+        m = cs[0]
+        m.K, m.padding = K, (-lo[0], -lo[1])
+        m.bias = sum(c.bias for c in cs)
+        m.mask = np.logical_or.reduce([c.mask for c in cs])
+        keep = convs[0]
+        m.write(keep, src)
+        try:
+            same = conv_shape([g[src].shape], keep.attrs, keep.params) == add.shape
+        except RuleError:
+            same = False
+        if not same:  # the aligned kernels read different windows: not one conv
+            raise _Refused(f"{', '.join(c.name for c in convs)} read windows that do not align on one output site")
+        for c in convs[1:]:
+            add.inputs.remove(c.name)
+            g.remove(c.name)
+        _record(members, keep.name, *[c.name for c in convs[1:]])
+        if len(add.inputs) == 1:
+            g.replace_uses(add.name, keep.name)
+            g.remove(add.name)
+            members[keep.name] = members.pop(keep.name) + [add.name]
+        return True
+    return False
