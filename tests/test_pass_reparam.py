@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 import snncc
 from nets import Fire, randomize_bn
@@ -24,6 +23,7 @@ from snncc.ir import Graph, Node
 from snncc.ir.printer import listing
 from snncc.passes.manager import run_pipeline
 from snncc.passes.reparam import reparam
+from test_research_code import BNAndPadLayer  # BN whose output border is filled with BN(0), in place
 
 CONV = {"stride": (1, 1), "dilation": (1, 1)}
 
@@ -153,28 +153,6 @@ def test_linear_chain():
 
 
 # ---- the official blocks, written in their style --------------------------------------------
-
-class BNAndPadLayer(nn.Module):
-    """BN whose output is padded with BN(0) per channel (filled in place, as the repositories do)."""
-
-    def __init__(self, pad_pixels, num_features, fill=True):
-        super().__init__()
-        self.bn, self.pad_pixels, self.fill = nn.BatchNorm2d(num_features), pad_pixels, fill
-
-    def forward(self, input):
-        output = self.bn(input)
-        if self.pad_pixels > 0:
-            pad_values = self.bn.bias.detach() - self.bn.running_mean * self.bn.weight.detach() / torch.sqrt(
-                self.bn.running_var + self.bn.eps)
-            output = F.pad(output, [self.pad_pixels] * 4)
-            if self.fill:
-                pad_values = pad_values.view(1, -1, 1, 1)
-                output[:, :, 0:self.pad_pixels, :] = pad_values
-                output[:, :, -self.pad_pixels:, :] = pad_values
-                output[:, :, :, 0:self.pad_pixels] = pad_values
-                output[:, :, :, -self.pad_pixels:] = pad_values
-        return output
-
 
 class RepConv(nn.Module):
     """conv1x1 -> BN-and-pad -> depthwise kxk (pad 0) -> conv1x1 -> BN (`group` on the 1x1 convs)."""
