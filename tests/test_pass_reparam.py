@@ -120,6 +120,23 @@ def test_depthwise_chain_keeps_its_groups():
     assert_preserves(g, r.graph, spikes((2, 5, 5)))
 
 
+def test_wide_depthwise_chain_is_composed_per_channel():
+    """512 channels, 7x7 then 3x3 depthwise: composed group by group (a dense expansion would hold
+    512 x 512 x 81 weights), one 9x9 depthwise conv."""
+    rng = np.random.default_rng(0)
+    c = 512
+    g = Graph([
+        Node("x", "input", [], {"shape": (c, 9, 9), "kind": "spike"}),
+        Node("a", "conv", ["x"], {**CONV, "padding": (3, 3), "groups": c}, {"weight": rng.normal(size=(c, 1, 7, 7))}),
+        Node("b", "conv", ["a"], {**CONV, "padding": (0, 0), "groups": c}, {"weight": rng.normal(size=(c, 1, 3, 3))}),
+        Node("o", "output", ["b"]),
+    ]).infer()
+    r = reparam(g)
+    b = r.graph["b"]
+    assert b.attrs["groups"] == c and b.params["weight"].shape == (c, 1, 9, 9) and b.attrs["padding"] == (3, 3)
+    assert_preserves(g, r.graph, spikes((c, 9, 9), n=2))
+
+
 def test_sum_of_branches_on_one_input_is_one_conv():
     g = Graph([
         Node("x", "input", [], {"shape": (1, 4, 4), "kind": "spike"}),
@@ -244,6 +261,7 @@ def test_official_blocks_compile_spike_driven_and_count_exactly(block):
     fused = dep.deployed[dep.deployed["n1"].inputs[0]]
     k = {"yolo": 5}.get(block, 3)
     assert fused.params["weight"].shape[2:] == (k, k) and fused.attrs["padding"] == ((k - 1) // 2,) * 2
+    assert fused.attrs["groups"] == (2 if block == "yolo" else 1)  # grouped 1x1 convs keep their two groups
     assert ("pad" in [n.op for n in dep.traced.nodes]) == (block in ("meta", "yolo"))  # BN(0) border of a current
     x = x_batch()
     sim = dep.simulate(x, "exact")

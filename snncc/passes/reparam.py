@@ -40,33 +40,39 @@ class _Refused(Exception):
 
 
 class _Conv:
-    """A 2-d conv as dense float64 data: K (O, I, kh, kw), bias (O,), stride, padding and the
-    structural connectivity mask (O, I) that decides the fused conv's groups."""
+    """A 2-d conv as float64 data: W (O, I/groups, kh, kw), groups, bias (O,), stride, padding.
+    Composing two convs of equal groups stays grouped (a depthwise chain stays depthwise); other
+    compositions expand to one dense kernel, the size of the fused result."""
 
     def __init__(self, n: Node):
         a = n.attrs
         w = n.params["weight"]
         if w.ndim != 4 or any(d != 1 for d in a["dilation"]):
             raise _Refused(f"{n.name} is not an undilated conv2d")
-        o, ig = w.shape[:2]
-        g = a["groups"]
-        cin = ig * g
-        grp = np.arange(o) // (o // g)
-        self.K = np.zeros((o, cin) + w.shape[2:])
-        idx = grp[:, None] * ig + np.arange(ig)[None, :]
-        self.K[np.arange(o)[:, None], idx] = w
-        self.mask = np.zeros((o, cin), dtype=bool)
-        self.mask[np.arange(o)[:, None], idx] = True
-        self.bias = np.array(n.params["bias"], dtype=np.float64) if "bias" in n.params else np.zeros(o)
+        self.W = np.asarray(w, dtype=np.float64)
+        self.groups = a["groups"]
+        self.bias = np.array(n.params["bias"], dtype=np.float64) if "bias" in n.params else np.zeros(w.shape[0])
         self.stride = tuple(a["stride"])
         self.padding = tuple(a["padding"])
+
+    @property
+    def cin(self) -> int:
+        return self.W.shape[1] * self.groups
+
+    def ungrouped(self) -> "_Conv":
+        """The same conv with groups = 1 (zeros outside the groups' blocks)."""
+        o, ig = self.W.shape[:2]
+        K = np.zeros((o, self.cin) + self.W.shape[2:])
+        K[np.arange(o)[:, None], _in_index(o, ig, self.groups)] = self.W
+        self.W, self.groups = K, 1
+        return self
 
     def pad_after(self, pads: tuple, value: np.ndarray, what: str) -> None:
         """Absorb a border `value` of `pads` (top, bottom, left, right) around this conv's output."""
         t, b, l, r = pads
         if t != b or l != r:
             raise _Refused(f"{what} is asymmetric {pads}")
-        kh, kw = self.K.shape[2:]
+        kh, kw = self.W.shape[2:]
         for extra, p, k, s in ((t, self.padding[0], kh, self.stride[0]), (l, self.padding[1], kw, self.stride[1])):
             if extra and s != 1:
                 raise _Refused(f"{what} follows a conv of stride {s}")
@@ -80,40 +86,59 @@ class _Conv:
         self.padding = (self.padding[0] + t, self.padding[1] + l)
 
     def then_conv(self, nxt: "_Conv", what: str) -> None:
-        """Compose with the conv `nxt` that reads this one's output."""
+        """Compose with the conv `nxt` that reads this one's output (correlation: the fused kernel at
+        offset s1 * j + t is the sum of nxt's tap j times this conv's tap t)."""
         ph, pw = nxt.padding
         if ph or pw:
             self.pad_after((ph, ph, pw, pw), np.zeros_like(self.bias), f"the zero padding of {what}")
+        if self.groups != nxt.groups:
+            self.ungrouped(), nxt.ungrouped()
+        g = self.groups
         sh, sw = self.stride
-        k2h, k2w = nxt.K.shape[2:]
-        kh, kw = self.K.shape[2:]
-        K = np.zeros((nxt.K.shape[0], self.K.shape[1], sh * (k2h - 1) + kh, sw * (k2w - 1) + kw))
+        (o1, ig, kh, kw), (o2, _, k2h, k2w) = self.W.shape, nxt.W.shape
+        W1 = self.W.reshape(g, o1 // g, ig, kh, kw)
+        W2 = nxt.W.reshape(g, o2 // g, o1 // g, k2h, k2w)
+        K = np.zeros((g, o2 // g, ig, sh * (k2h - 1) + kh, sw * (k2w - 1) + kw))
         for j in range(k2h):
             for i in range(k2w):
-                K[:, :, sh * j:sh * j + kh, sw * i:sw * i + kw] += np.einsum("om,mikl->oikl", nxt.K[:, :, j, i], self.K)
-        self.bias = nxt.K.sum(axis=(2, 3)) @ self.bias + nxt.bias
-        self.K = K
-        self.mask = (nxt.mask.astype(np.int64) @ self.mask.astype(np.int64)) > 0
+                K[..., sh * j:sh * j + kh, sw * i:sw * i + kw] += np.einsum("gom,gmikl->goikl", W2[..., j, i], W1)
+        self.bias = np.einsum("gom,gm->go", W2.sum(axis=(3, 4)), self.bias.reshape(g, -1)).reshape(-1) + nxt.bias
+        self.W = K.reshape(o2, ig, K.shape[3], K.shape[4])
         self.stride = (sh * nxt.stride[0], sw * nxt.stride[1])
 
     def affine_after(self, a: np.ndarray, b: np.ndarray) -> None:
-        self.K = self.K * a.reshape(-1, 1, 1, 1)
+        self.W = self.W * a.reshape(-1, 1, 1, 1)
         self.bias = self.bias * a + b
 
     def scale_before(self, f: np.ndarray) -> None:
-        self.K = self.K * f.reshape(1, -1, 1, 1)
+        """A per-channel factor on the input: each output channel's kernel takes its group's factors."""
+        o, ig = self.W.shape[:2]
+        self.W = self.W * f[_in_index(o, ig, self.groups)][:, :, None, None]
 
     def write(self, n: Node, src: str) -> None:
-        """Store as node `n` reading `src`, grouped as finely as the connectivity allows."""
-        o, cin = self.mask.shape
-        g = next(g for g in range(math.gcd(o, cin), 0, -1) if o % g == 0 and cin % g == 0 and not np.any(
-            self.mask & ((np.arange(o)[:, None] // (o // g)) != (np.arange(cin)[None, :] // (cin // g)))))
-        ig = cin // g
-        idx = (np.arange(o) // (o // g))[:, None] * ig + np.arange(ig)[None, :]
+        """Store as node `n` reading `src`, with the finest groups its nonzero weights allow (a weight
+        that is zero connects nothing, so dropping it is exact)."""
+        o, ig = self.W.shape[:2]
+        cin = self.cin
+        mask = np.zeros((o, cin), dtype=bool)
+        mask[np.arange(o)[:, None], _in_index(o, ig, self.groups)] = np.any(self.W != 0, axis=(2, 3))
+        g = next(g for g in range(math.gcd(o, cin), 0, -1) if g % self.groups == 0 and o % g == 0
+                 and cin % g == 0 and not np.any(mask & ((np.arange(o)[:, None] // (o // g))
+                                                         != (np.arange(cin)[None, :] // (cin // g)))))
+        if g != self.groups:
+            full = np.zeros((o, cin) + self.W.shape[2:])
+            full[np.arange(o)[:, None], _in_index(o, ig, self.groups)] = self.W
+            self.W = full[np.arange(o)[:, None], _in_index(o, cin // g, g)]
+            self.groups = g
         n.inputs = [src]
         n.op = "conv"
-        n.attrs = {"stride": self.stride, "padding": self.padding, "dilation": (1, 1), "groups": g}
-        n.params = {"weight": self.K[np.arange(o)[:, None], idx], "bias": self.bias}
+        n.attrs = {"stride": self.stride, "padding": self.padding, "dilation": (1, 1), "groups": self.groups}
+        n.params = {"weight": self.W, "bias": self.bias}
+
+
+def _in_index(o: int, ig: int, groups: int) -> np.ndarray:
+    """(O, I/groups): the input channel each weight column of each output channel reads."""
+    return (np.arange(o) // (o // groups))[:, None] * ig + np.arange(ig)[None, :]
 
 
 def _per_channel(g: Graph, n: Node, axis: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -269,16 +294,17 @@ def _merge_sum(g: Graph, add: Node, users: dict, members: dict) -> bool:
         if len(convs) < 2:
             continue
         cs = [_Conv(c) for c in convs]
+        if len({c.groups for c in cs}) > 1:
+            cs = [c.ungrouped() for c in cs]
         lo = [min(-c.padding[a] for c in cs) for a in (0, 1)]
-        hi = [max(-c.padding[a] + c.K.shape[2 + a] - 1 for c in cs) for a in (0, 1)]
-        K = np.zeros((cs[0].K.shape[0], cs[0].K.shape[1], hi[0] - lo[0] + 1, hi[1] - lo[1] + 1))
+        hi = [max(-c.padding[a] + c.W.shape[2 + a] - 1 for c in cs) for a in (0, 1)]
+        K = np.zeros(cs[0].W.shape[:2] + (hi[0] - lo[0] + 1, hi[1] - lo[1] + 1))
         for c in cs:
             oh, ow = -c.padding[0] - lo[0], -c.padding[1] - lo[1]
-            K[:, :, oh:oh + c.K.shape[2], ow:ow + c.K.shape[3]] += c.K
+            K[:, :, oh:oh + c.W.shape[2], ow:ow + c.W.shape[3]] += c.W
         m = cs[0]
-        m.K, m.padding = K, (-lo[0], -lo[1])
+        m.W, m.padding = K, (-lo[0], -lo[1])
         m.bias = sum(c.bias for c in cs)
-        m.mask = np.logical_or.reduce([c.mask for c in cs])
         keep = convs[0]
         m.write(keep, src)
         try:
