@@ -157,6 +157,26 @@ def test_sum_of_branches_on_one_input_is_one_conv():
     assert_preserves(g, r.graph, spikes((1, 4, 4)))
 
 
+def test_batchnorm_after_a_sum_of_branches_on_different_inputs_goes_into_each_branch():
+    g = Graph([
+        Node("x", "input", [], {"shape": (1, 2, 2), "kind": "spike"}),
+        Node("a", "conv", ["x"], {**CONV, "padding": (0, 0)}, {"weight": np.full((1, 1, 1, 1), 1.0)}),
+        Node("t", "permute", ["x"], {"dims": (0, 2, 1)}),  # the transposed spikes: another input
+        Node("c", "conv", ["t"], {**CONV, "padding": (1, 1)}, {"weight": np.full((1, 1, 3, 3), 0.5)}),
+        Node("s", "add", ["a", "c"]),
+        Node("bn", "batchnorm", ["s"], {"axis": 0, "eps": 0.0},
+             {"mean": np.array([1.0]), "var": np.array([4.0]), "weight": np.array([4.0]), "bias": np.array([3.0])}),
+        Node("o", "output", ["bn"]),
+    ]).infer()
+    before = g.clone()
+    r = reparam(g)
+    # a = 4 / 2 = 2, b = 3 - 1 * 2 = 1: a's weight 2 and bias 1, c's weights 0.5 * 2 and bias 0
+    assert "bn" not in r.graph and r.changes == ["folded bn into the branches a, c of s"]
+    assert r.graph["a"].params["weight"].reshape(-1).tolist() == [2.0] and r.graph["a"].params["bias"].tolist() == [1.0]
+    assert np.all(r.graph["c"].params["weight"] == 1.0) and r.graph["c"].params["bias"].tolist() == [0.0]
+    assert_preserves(before, r.graph, spikes((1, 2, 2)))
+
+
 def test_linear_chain():
     g = Graph([
         Node("x", "input", [], {"shape": (2,), "kind": "spike"}),

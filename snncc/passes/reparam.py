@@ -8,7 +8,9 @@ Requires: a typed graph. Fuses, until nothing changes, in float64:
   onto the conv's input channels);
 - a linear followed by a linear, a batchnorm on its last axis or a scale;
 - an add whose inputs include convs read by nothing else that share one input and one stride (sums of
-  branches on the same spikes): one conv with the kernels aligned on their centres.
+  branches on the same spikes): one conv with the kernels aligned on their centres;
+- a per-channel affine after a sum of convs read by nothing else (branches on different inputs):
+  into every branch's weights, its shift into the first branch's bias.
 A pad after a conv is only a conv of the zero-padded input when the border holds what that conv
 gives on zeros (its bias: BNAndPadLayer fills BN(0) = the folded conv's bias) and the conv reads
 nothing but padding there (stride 1, padding >= kernel - 1 on that axis); a conv's own zero padding
@@ -173,13 +175,14 @@ def reparam(graph: Graph) -> PassResult:
     for n in g.nodes:
         cost0[n.name] = _chain_cost(g, [n.name])
     refused: dict[str, str] = {}
+    notes: list[str] = []  # affine ops distributed over the branches of a sum
     changed = True
     while changed:
         changed = False
         users = g.users()
         for n in list(g.nodes):
             try:
-                done = _fuse_at(g, n, users, members)
+                done = _fuse_at(g, n, users, members, notes)
             except _Refused as e:
                 refused[n.name] = str(e)
                 continue
@@ -187,7 +190,7 @@ def reparam(graph: Graph) -> PassResult:
                 changed = True
                 break
     fused = []
-    changes = []
+    changes = list(notes)
     for name, parts in members.items():
         if name not in g:
             continue
@@ -197,7 +200,7 @@ def reparam(graph: Graph) -> PassResult:
         neurons = math.prod(g[src].shape)
         fused.append({"node": name, "chain": parts, "synapses_before": before[0], "macs_before": before[1],
                       "synapses_after": after[0], "macs_after": after[1],
-                      "fanout_before": before[0] / neurons, "fanout_after": (after[0] or after[1]) / neurons})
+                      "fanout_before": before[0] / neurons, "fanout_after": after[0] / neurons})
         changes.append(f"fused {' -> '.join(parts)} into one {_describe(g[name])} {name}: "
                        f"{before[0]} synapses + {before[1]} MACs before, "
                        f"{after[0]} synapses + {after[1]} MACs after")
@@ -230,7 +233,7 @@ def _record(members: dict, keep: str, *gone: str) -> None:
     members[keep] = parts
 
 
-def _fuse_at(g: Graph, n: Node, users: dict, members: dict) -> bool:
+def _fuse_at(g: Graph, n: Node, users: dict, members: dict, notes: list) -> bool:
     """Apply one fusion rule at node `n`; True if the graph changed."""
     u = single_user(g, n.name, users)
     if n.op == "conv" and u is not None and u.op in ("batchnorm", "scale", "pad", "conv"):
@@ -274,8 +277,29 @@ def _fuse_at(g: Graph, n: Node, users: dict, members: dict) -> bool:
         _record(members, u.name, n.name)
         return True
     if n.op == "add":
-        return _merge_sum(g, n, users, members)
+        return _merge_sum(g, n, users, members) or _affine_into_branches(g, n, users, notes)
     return False
+
+
+def _affine_into_branches(g: Graph, add: Node, users: dict, notes: list) -> bool:
+    """a * (conv_1(s_1) + conv_2(s_2) + ...) + b after a sum of convs read by nothing else (different
+    inputs or strides): the factor goes into every branch, the shift into the first one's bias."""
+    u = single_user(g, add.name, users)
+    convs = [g[i] for i in add.inputs]
+    if u is None or u.op not in ("batchnorm", "scale") or len(set(add.inputs)) != len(add.inputs) or not all(
+            c.op == "conv" and single_user(g, c.name, users) is add for c in convs):
+        return False
+    ab = _per_channel(g, u, 0)
+    if ab is None:
+        return False
+    for k, c in enumerate(convs):
+        conv = _Conv(c)
+        conv.affine_after(ab[0], ab[1] if k == 0 else np.zeros_like(ab[1]))
+        conv.write(c, c.inputs[0])
+    g.replace_uses(u.name, add.name)
+    g.remove(u.name)
+    notes.append(f"folded {u.name} into the branches {', '.join(c.name for c in convs)} of {add.name}")
+    return True
 
 
 def _merge_sum(g: Graph, add: Node, users: dict, members: dict) -> bool:
