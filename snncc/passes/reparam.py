@@ -187,6 +187,7 @@ def reparam(graph: Graph) -> PassResult:
                 refused[n.name] = str(e)
                 continue
             if done:
+                refused.pop(n.name, None)
                 changed = True
                 break
     fused = []
