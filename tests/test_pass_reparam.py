@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 import snncc
 from nets import Fire, randomize_bn
 from passcheck import assert_preserves, rows
-from snncc.errors import PassError
+from snncc.errors import FrontendError, PassError
 from snncc.ir import Graph, Node
 from snncc.ir.printer import listing
 from snncc.passes.manager import run_pipeline
@@ -360,3 +361,26 @@ def test_pt2_with_an_unfilled_border_is_refused_by_the_command(tmp_path):
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("snncc: error: reparam: constant padding")
     assert "(pad a conv+BatchNorm output with BN(0)" in lines[0] and not (tmp_path / "out").exists()
+
+
+class HalfFilled(nn.Module):
+    """A BN output padded, then only its top and bottom borders filled: not one value per channel."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.n0 = nn.Conv2d(2, 4, 3, padding=1), Fire(4)
+        self.c, self.bn, self.dw, self.n1 = nn.Conv2d(4, 4, 1, bias=False), nn.BatchNorm2d(4), \
+            nn.Conv2d(4, 4, 3, groups=4), Fire(4)
+
+    def forward(self, x):
+        y = F.pad(self.bn(self.c(self.n0(self.stem(x)))), [1, 1, 1, 1])
+        fill = self.bn.bias.detach().view(1, -1, 1, 1)
+        y[:, :, 0:1, :] = fill
+        y[:, :, -1:, :] = fill
+        return self.n1(self.dw(y)).mean((1, 2, 3))
+
+
+def test_border_filled_on_some_sides_only_is_refused_by_the_front_end():
+    with pytest.raises(FrontendError) as e:
+        snncc.compile(HalfFilled().eval(), torch.zeros(1, 2, 6, 6))
+    assert "the padded border is filled on bottom, top but not on left, right" in e.value.one_line()
