@@ -93,19 +93,45 @@ class _Conv:
         ph, pw = nxt.padding
         if ph or pw:
             self.pad_after((ph, ph, pw, pw), np.zeros_like(self.bias), f"the zero padding of {what}")
+        sh, sw = self.stride
+        kh, kw = self.W.shape[2:]
+        k2h, k2w = nxt.W.shape[2:]
+        size = (sh * (k2h - 1) + kh, sw * (k2w - 1) + kw)
+
+        def taps():
+            for j in range(k2h):
+                for i in range(k2w):
+                    yield j, i, (..., slice(sh * j, sh * j + kh), slice(sw * i, sw * i + kw))
+
+        if self.groups != nxt.groups and (_channelwise(nxt) or _channelwise(self)):
+            # a depthwise side scales the other side's kernels channel by channel: no dense product
+            if _channelwise(nxt):
+                self.ungrouped()
+                K = np.zeros(self.W.shape[:2] + size)
+                for j, i, at in taps():
+                    K[at] += nxt.W[:, 0, j, i][:, None, None, None] * self.W
+            else:
+                nxt.ungrouped()
+                K = np.zeros(nxt.W.shape[:2] + size)
+                for j, i, at in taps():
+                    K[at] += nxt.W[:, :, j, i][:, :, None, None] * self.W[:, 0][None]
+                self.groups = 1
+            self.bias = _bias_through(nxt, self.bias)
+            self.W = K
+            self.stride = (sh * nxt.stride[0], sw * nxt.stride[1])
+            return
         if self.groups != nxt.groups:
             self.ungrouped(), nxt.ungrouped()
         g = self.groups
-        sh, sw = self.stride
-        (o1, ig, kh, kw), (o2, _, k2h, k2w) = self.W.shape, nxt.W.shape
-        W1 = self.W.reshape(g, o1 // g, ig, kh, kw)
+        o1, ig = self.W.shape[:2]
+        o2 = nxt.W.shape[0]
+        W1m = self.W.reshape(g, o1 // g, -1)  # (g, m, i kh kw): one batched matrix product per tap of nxt
         W2 = nxt.W.reshape(g, o2 // g, o1 // g, k2h, k2w)
-        K = np.zeros((g, o2 // g, ig, sh * (k2h - 1) + kh, sw * (k2w - 1) + kw))
-        for j in range(k2h):
-            for i in range(k2w):
-                K[..., sh * j:sh * j + kh, sw * i:sw * i + kw] += np.einsum("gom,gmikl->goikl", W2[..., j, i], W1)
-        self.bias = np.einsum("gom,gm->go", W2.sum(axis=(3, 4)), self.bias.reshape(g, -1)).reshape(-1) + nxt.bias
-        self.W = K.reshape(o2, ig, K.shape[3], K.shape[4])
+        K = np.zeros((g, o2 // g, ig) + size)
+        for j, i, at in taps():
+            K[at] += np.matmul(W2[..., j, i], W1m).reshape(g, o2 // g, ig, kh, kw)
+        self.bias = _bias_through(nxt, self.bias)
+        self.W = K.reshape((o2, ig) + size)
         self.stride = (sh * nxt.stride[0], sw * nxt.stride[1])
 
     def affine_after(self, a: np.ndarray, b: np.ndarray) -> None:
@@ -136,6 +162,19 @@ class _Conv:
         n.op = "conv"
         n.attrs = {"stride": self.stride, "padding": self.padding, "dilation": (1, 1), "groups": self.groups}
         n.params = {"weight": self.W, "bias": self.bias}
+
+
+def _channelwise(c: _Conv) -> bool:
+    """Depthwise with one output per input channel: a kernel per channel, nothing mixed."""
+    return c.groups == c.cin == c.W.shape[0]
+
+
+def _bias_through(nxt: _Conv, bias: np.ndarray) -> np.ndarray:
+    """nxt's output on an input that is `bias` per channel everywhere (its bias included)."""
+    g = nxt.groups
+    o2, ig = nxt.W.shape[:2]
+    return np.einsum("gom,gm->go", nxt.W.sum(axis=(2, 3)).reshape(g, o2 // g, ig), bias.reshape(g, ig)).reshape(-1) \
+        + nxt.bias
 
 
 def _in_index(o: int, ig: int, groups: int) -> np.ndarray:
