@@ -138,6 +138,28 @@ def test_wide_depthwise_chain_is_composed_per_channel():
     assert_preserves(g, r.graph, spikes((c, 9, 9), n=2))
 
 
+@pytest.mark.parametrize("first,second", [
+    ({"k": 3, "s": 2, "p": 1, "g": 1}, {"k": 1, "s": 1, "p": 0, "g": 1}),  # strided, then pointwise
+    ({"k": 3, "s": 2, "p": 1, "g": 2}, {"k": 3, "s": 1, "p": 0, "g": 4}),  # strided grouped, then depthwise
+    ({"k": 1, "s": 1, "p": 0, "g": 4}, {"k": 3, "s": 2, "p": 0, "g": 1}),  # depthwise 1x1, then strided
+    ({"k": 1, "s": 1, "p": 0, "g": 1}, {"k": 3, "s": 1, "p": 1, "g": 2}),  # zero padding of the second
+])
+def test_conv_pairs_compose_exactly(first, second):
+    rng = np.random.default_rng(1)
+
+    def conv(name, src, c):
+        return Node(name, "conv", [src], {"stride": (c["s"],) * 2, "padding": (c["p"],) * 2, "dilation": (1, 1),
+                                          "groups": c["g"]}, {"weight": rng.normal(size=(4, 4 // c["g"], c["k"], c["k"]))})
+
+    g = Graph([Node("x", "input", [], {"shape": (4, 9, 9), "kind": "spike"}), conv("a", "x", first),
+               conv("b", "a", second), Node("o", "output", ["b"])]).infer()
+    r = reparam(g)
+    assert [n.name for n in r.graph.nodes] == ["x", "b", "o"], r.changes
+    assert r.graph["b"].attrs["stride"] == (first["s"] * second["s"],) * 2
+    a, b = assert_preserves(g, r.graph, spikes((4, 9, 9)))
+    assert (a.output - b.output).abs().max() < 1e-9  # float64: exact up to rounding
+
+
 def test_sum_of_branches_on_one_input_is_one_conv():
     g = Graph([
         Node("x", "input", [], {"shape": (1, 4, 4), "kind": "spike"}),
