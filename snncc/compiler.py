@@ -49,8 +49,13 @@ class CompileResult:
         nf = self.pipeline.reports.get("normal_form", {})
         rl = self.pipeline.reports.get("residual_lowering", {}).get("streams", [])
         relayed = sum(1 for st in rl if st["choice"] == "relay")
+        fused = self.pipeline.reports.get("reparam", {}).get("fused", [])
+        rep = (f"re-parameterised {len(fused)} linear chain(s) into one conv each "
+               f"({sum(f['synapses_before'] for f in fused)} synapses + {sum(f['macs_before'] for f in fused)} MACs "
+               f"-> {sum(f['synapses_after'] for f in fused)} synapses + {sum(f['macs_after'] for f in fused)} MACs); "
+               if fused else "")
         return (f"compiled for {self.target}: {st['populations']} neuron populations, {st['neurons']} neurons, "
-                f"{st['parameters']} parameters; encoding layer: {', '.join(sd.get('encoding', [])) or 'none'}; "
+                f"{st['parameters']} parameters; encoding layer: {', '.join(sd.get('encoding', [])) or 'none'}; {rep}"
                 f"residual streams: {relayed} relayed, {len(rl) - relayed} fan-in; "
                 f"shortcut fan-in added {nf.get('added_synapses', 0)} synapses "
                 f"({self.timings.get('total', 0):.2f} s)")
@@ -191,6 +196,19 @@ def report_markdown(res: CompileResult) -> str:
             lines.append(f"| {st['stream']} | {st['nodes'][0]} .. {st['nodes'][-1]} ({len(st['nodes'])}) | {st['choice']} "
                          f"| {st['why']} | {f['synapses']} / {f['sops']:.4g} | {r['synapses']} / {r['sops']:.4g} "
                          f"| +{r['latency_substeps']} |")
+        lines.append("")
+    fused = res.pipeline.reports.get("reparam", {}).get("fused", [])
+    if fused:
+        lines += ["## Re-parameterised chains (reparam)", "",
+                  "Each chain of linear ops with no neuron between became one exact conv: its inner tensors were "
+                  "currents (multiply-accumulates); the fused kernel is one synaptic projection of the input spikes "
+                  "and can have more synapses than the chain.", "",
+                  "| fused node | chain | synapses before | MACs before | synapses after | MACs after "
+                  "| SOPs per input spike before -> after |", "|---|---|---|---|---|---|---|"]
+        for f in fused:
+            lines.append(f"| {f['node']} | {' -> '.join(f['chain'])} | {f['synapses_before']} | {f['macs_before']} "
+                         f"| {f['synapses_after']} | {f['macs_after']} "
+                         f"| {f['fanout_before']:.4g} -> {f['fanout_after']:.4g} |")
         lines.append("")
     lines += ["## Passes", ""]
     for name, changes in res.pipeline.log:

@@ -66,6 +66,57 @@ class SpikeBN:
     filled: set = field(default_factory=set)  # ... b on these borders ("left", "right", "top", "bottom")
 
 
+@dataclass
+class PadFill:
+    """The borders of a padded current map filled in place so far (`copy_` into its slices): the
+    pad node takes the fill as its per-channel value once every padded border holds it."""
+    name: str  # the pad node
+    pad: tuple[int, int, int, int]  # (left, right, top, bottom)
+    where: str
+    value: np.ndarray | None = None
+    filled: set = field(default_factory=set)
+
+    def missing(self) -> set:
+        need = {k for k, p in zip(("left", "right", "top", "bottom"), self.pad) if p}
+        return need - self.filled
+
+    def complete(self) -> bool:
+        return self.value is not None and not self.missing()
+
+
+def _border(pad, dim, start, end, step, fxn) -> str:
+    """Which padded border (left, right, top, bottom) the slice `start:end` of axis `dim` is."""
+    l, r, t, b = pad
+    p = {2: (t, b), 3: (l, r)}.get(dim)
+    if p is None or step != 1:
+        raise FrontendError(f"copy into axis {dim} of a padded map", where=where(fxn))
+    lo, hi = p
+    if (start in (0, None)) and end == lo:
+        return "top" if dim == 2 else "left"
+    if start == -hi and (end is None or end >= 1 << 62):
+        return "bottom" if dim == 2 else "right"
+    raise FrontendError(f"copy into rows {start}:{end} of axis {dim} is not a padded border", where=where(fxn))
+
+
+def _per_channel(vals: np.ndarray, vec: np.ndarray) -> np.ndarray | None:
+    """`vec` (C,) laid out like `vals` ((..., C, h, w)), or a mismatch sentinel when it cannot be."""
+    if vals.ndim in (3, 4) and vals.shape[vals.ndim - 3] == vec.size:
+        return np.broadcast_to(vec.reshape((1,) * (vals.ndim - 3) + (-1, 1, 1)), vals.shape)
+    return np.full(vals.shape, np.nan)
+
+
+def _channel_vector(vals: np.ndarray, c: int) -> np.ndarray | None:
+    """The per-channel vector a fill `vals` ((..., C, h, w), or a scalar) holds, or None if it varies
+    along the border."""
+    if vals.ndim == 0:
+        return np.full(c, float(vals))
+    if vals.ndim not in (3, 4) or vals.shape[vals.ndim - 3] != c:
+        return None
+    flat = vals.reshape(-1, c, vals.shape[-2] * vals.shape[-1]) if vals.ndim == 4 else vals.reshape(1, c, -1)
+    vec = flat[0, :, 0]
+    return vec if np.array_equal(flat, np.broadcast_to(vec[None, :, None], flat.shape)) else None
+
+
 def _pending(v) -> bool:
     """A value the converter holds back for a later op (a spike BatchNorm, a slice of it)."""
     return isinstance(v, SpikeBN) or is_step_value(v) or (
@@ -123,6 +174,7 @@ class Converter:
         self.time_reduced: set[fx.Node] = set()  # values past a mean over T (only affine ops may follow)
         self._out_lead: tuple[str, ...] | None = None
         self._padded: dict[fx.Node, SpikeBN] = {}
+        self._pad_fill: dict[str, PadFill] = {}  # pad node -> its borders filled in place so far
         self._consumed: set[fx.Node] = set()
         self._counter: dict[str, int] = {}
         self.loop = TimeLoop(self)  # neurons written as a Python loop over T (time_loop.py)
@@ -363,9 +415,10 @@ class Converter:
     def _conv_of_spike_bn(self, fxn, bn: SpikeBN, w, bias, stride, padding, dilation, groups):
         """conv(pad_b(a s + b)) = conv_p(a s) + sum_k w b: the BN's scale goes onto the spikes' channels
         (a scale node the fold passes move into the weights), its shift into the conv bias; exact
-        only when every padded site holds b, which the model's own border fill guarantees."""
-        if w.ndim != 4 or groups != 1:
-            raise FrontendError("BatchNorm on spikes folds into an ungrouped conv2d only", where=where(fxn))
+        only when every padded site holds b, which the model's own border fill guarantees. A grouped
+        (depthwise) conv sees the shift of its own group's channels only."""
+        if w.ndim != 4:
+            raise FrontendError("BatchNorm on spikes folds into a conv2d only", where=where(fxn))
         conv_pad = _tuple(padding, 2)
         l, r, t, btm = bn.pad
         if any(conv_pad) and np.any(bn.shift):
@@ -380,53 +433,76 @@ class Converter:
         if not (l == r and t == btm):
             raise FrontendError(f"asymmetric padding {bn.pad} before a conv", where=where(fxn))
         scaled = self.add(fxn, "scale", [bn.src], {}, {"factor": bn.scale.reshape(-1, 1, 1)}, base=f"{fxn.name}_bn")
-        const = np.einsum("ockl,c->o", w, bn.shift)
+        groups = int(groups)
+        shift = bn.shift.reshape(groups, -1)[np.arange(w.shape[0]) // (w.shape[0] // groups)]  # (C_out, C_in/g)
+        const = np.einsum("ockl,oc->o", w, shift)
         b0 = self.const(bias, fxn, "conv bias") if bias is not None else np.zeros(w.shape[0])
         attrs = {"stride": _tuple(stride, 2), "padding": (t + conv_pad[0], l + conv_pad[1]),
-                 "dilation": _tuple(dilation, 2), "groups": 1}
+                 "dilation": _tuple(dilation, 2), "groups": groups}
         return self.add(fxn, "conv", [scaled], attrs, {"weight": w, "bias": b0 + const})
 
     def c_pad(self, fxn, x, pad, mode="constant", value=None):
-        if not isinstance(x, SpikeBN):
-            raise FrontendError("padding an activation outside a conv is not supported", where=where(fxn),
-                                hint="use the conv's own padding")
         p = list(pad) + [0] * (4 - len(pad))
-        if mode != "constant" or (value not in (None, 0, 0.0)) or len(pad) > 4 or any(v < 0 for v in p):
+        if mode != "constant" or len(pad) > 4 or any(v < 0 for v in p):
+            raise FrontendError(f"pad {tuple(pad)} mode {mode!r} value {value!r}", where=where(fxn),
+                                hint="only constant padding of the last two axes is supported")
+        if not isinstance(x, SpikeBN):
+            return self._pad_current(fxn, x, p, value)
+        if value not in (None, 0, 0.0):
             raise FrontendError(f"pad {tuple(pad)} mode {mode!r} value {value!r}", where=where(fxn))
         bn = SpikeBN(x.src, x.scale, x.shift, x.where, tuple(int(v) for v in p), set())
         self._padded[fxn] = bn
         return bn
 
+    def _pad_current(self, fxn, x, p, value):
+        """A constant border around a current map: a `pad` node (the `reparam` pass fuses it into
+        the projection that consumes it); research code fills its borders afterwards (`copy_`)."""
+        xs = self.graph[self.tensor(x, fxn)]
+        if xs.kind != CURRENT or len(xs.shape) != 3:
+            raise FrontendError("padding an activation outside a conv is supported on (C, H, W) currents only",
+                                where=where(fxn), hint="use the conv's own padding")
+        l, r, t, b = (int(v) for v in p)
+        params = {}
+        if value not in (None, 0, 0.0):
+            params["value"] = np.full(xs.shape[0], float(value))
+        nm = self.add(fxn, "pad", [xs.name], {"pads": (t, b, l, r)}, params)
+        self._pad_fill[nm] = PadFill(nm, (l, r, t, b), where(fxn))
+        return nm
+
     def c_slice(self, fxn, x, dim=0, start=None, end=None, step=1):
-        """A view of a padded spike BN (its borders are about to be filled)."""
-        if not isinstance(x, SpikeBN):
+        """A view of a padded map (its borders are about to be filled)."""
+        if not (isinstance(x, SpikeBN) or (isinstance(x, str) and x in self._pad_fill)):
             raise FrontendError("slicing an activation is not supported", where=where(fxn))
         return ("slice", x, int(dim), start, end, int(step or 1))
 
     def c_copy_(self, fxn, dst, src):
-        """`padded[:, :, 0:p, :] = shift`: record which border of a padded spike BN holds the shift."""
+        """`padded[:, :, 0:p, :] = values`: record which border of a padded map holds which values
+        (a spike BN's border must hold its shift; a current's border one value per channel)."""
         if not (isinstance(dst, tuple) and dst and dst[0] == "slice"):
             raise FrontendError("in-place copy into an activation is not supported", where=where(fxn))
-        _, bn, dim, start, end, step = dst
+        _, target, dim, start, end, step = dst
         vals = self.const(src, fxn, "fill value")
-        shift = None
-        if vals.ndim in (3, 4) and vals.shape[vals.ndim - 3] == bn.shift.size:
-            shift = np.broadcast_to(bn.shift.reshape((1,) * (vals.ndim - 3) + (-1, 1, 1)), vals.shape)
-        if shift is None or not np.allclose(vals, shift, rtol=1e-6, atol=1e-7):
-            raise FrontendError("the padding is filled with values other than the BatchNorm's shift", where=where(fxn),
-                                hint="fill it with bias - mean * weight / sqrt(var + eps) (BNAndPadLayer)")
-        l, r, t, b = bn.pad
-        p = {2: (t, b), 3: (l, r)}.get(dim)
-        if p is None or step != 1:
-            raise FrontendError(f"copy into axis {dim} of a padded BatchNorm", where=where(fxn))
-        lo, hi = p
-        big = 1 << 62
-        if (start in (0, None)) and end == lo:
-            bn.filled.add("top" if dim == 2 else "left")
-        elif start == -hi and (end is None or end >= big):
-            bn.filled.add("bottom" if dim == 2 else "right")
-        else:
-            raise FrontendError(f"copy into rows {start}:{end} of axis {dim} is not a padded border", where=where(fxn))
+        if isinstance(target, SpikeBN):
+            if not np.allclose(vals, _per_channel(vals, target.shift), rtol=1e-6, atol=1e-7):
+                raise FrontendError("the padding is filled with values other than the BatchNorm's shift",
+                                    where=where(fxn),
+                                    hint="fill it with bias - mean * weight / sqrt(var + eps) (BNAndPadLayer)")
+            target.filled.add(_border(target.pad, dim, start, end, step, fxn))
+            return dst
+        fill = self._pad_fill[target]
+        c = self.graph[target].shape[0]
+        vec = _channel_vector(vals, c)
+        if vec is None:
+            raise FrontendError("the padded border is filled with values that vary along it", where=where(fxn),
+                                hint="fill every border with one value per channel (BNAndPadLayer)")
+        if fill.value is not None and not np.allclose(vec, fill.value, rtol=1e-6, atol=1e-7):
+            raise FrontendError("the borders of a padded map are filled with different values", where=where(fxn),
+                                hint="fill every border with the same value per channel (BNAndPadLayer)")
+        fill.value = vec if fill.value is None else fill.value
+        fill.filled.add(_border(fill.pad, dim, start, end, step, fxn))
+        if fill.complete():
+            node = self.graph[target]
+            node.params = {**node.params, "value": np.asarray(fill.value, dtype=np.float64)}
         return dst
 
     def c_linear(self, fxn, x, weight, bias=None):
@@ -681,6 +757,11 @@ class Converter:
                                 hint="put the BatchNorm after the conv, or feed it to a conv (BNAndPadLayer style)")
         if not self.is_tensor(v):
             raise FrontendError("expected an activation tensor, got a constant", where=where(fxn))
+        fill = self._pad_fill.get(v)
+        if fill is not None and fill.filled and fill.missing():
+            raise FrontendError(f"the padded border is filled on {', '.join(sorted(fill.filled))} but not on "
+                                f"{', '.join(sorted(fill.missing()))}", where=fill.where,
+                                hint="fill every padded border with the same value per channel (BNAndPadLayer)")
         return v
 
     # ---- neuron patterns -----------------------------------------------------------------

@@ -191,6 +191,16 @@ def _max_pool_kind(kinds, attrs):
         raise RuleError("max pooling of a current is no synaptic sum, and a stateful neuron after it does not "
                         "commute with it; max-pool the neuron's spikes instead")
     return SPIKE
+def pad_shape(shapes, attrs, params):
+    (x,) = shapes
+    pads = attrs["pads"]
+    if len(x) != 3:
+        raise RuleError(f"pad expects a (C, H, W) input, got {x}")
+    if not (isinstance(pads, tuple) and len(pads) == 4 and all(isinstance(v, int) and v >= 0 for v in pads)):
+        raise RuleError(f"pads must be 4 integers >= 0 (top, bottom, left, right), got {pads!r}")
+    if "value" in params and params["value"].shape != (x[0],):
+        raise RuleError(f"pad value of shape {params['value'].shape}, expected one per channel ({x[0]},)")
+    return (x[0], x[1] + pads[0] + pads[1], x[2] + pads[2] + pads[3])
 
 
 def mean_shape(shapes, attrs, params):
@@ -336,7 +346,7 @@ NEURON_FEATURES = ("hard reset", "no reset", "leak before reset", "strict compar
 
 
 def neuron_features(attrs: dict) -> tuple[str, ...]:
-    """The parts of a fire node's model beyond DESIGN 2's deployed neuron (soft reset by theta,
+    """The parts of a fire node's model beyond the deployed neuron of docs/design.md §2.2 (soft reset by theta,
     then the leak, counting v >= k theta or rounding): what an executor or target must implement."""
     f = []
     if attrs["stateful"] and attrs["reset"] != "subtract":
@@ -446,6 +456,10 @@ _op(OpSpec("pool", 1, 1, {"mode": "avg", "kernel": REQUIRED, "stride": REQUIRED,
 _op(OpSpec("max_pool", 1, 1, {"kernel": REQUIRED, "stride": REQUIRED, "padding": (0, 0)}, kind_rule=_max_pool_kind,
            shape_rule=pool_shape, summary=lambda a, p: f"k={_fmt(a['kernel'])} s={_fmt(a['stride'])}"
                                                        + (f" p={_fmt(a['padding'])}" if any(a["padding"]) else "")))
+# A constant border around a current map (research code's BNAndPadLayer fills it with BN(0) per
+# channel): a value, not a synapse. No target runs it; `reparam` fuses it into the projection.
+_op(OpSpec("pad", 1, 1, {"pads": REQUIRED}, params=("value",), kind_rule=_all_current, shape_rule=pad_shape,
+           linear=True, summary=lambda a, p: f"pads={_fmt(a['pads'])}" + (" +value" if "value" in p else "")))
 _op(OpSpec("mean", 1, 1, {"dims": REQUIRED, "keepdim": False}, kind_rule=_current, shape_rule=mean_shape,
            synaptic=True, linear=True, summary=lambda a, p: f"dims={_fmt(a['dims'])}"))
 _op(OpSpec("reshape", 1, 1, {"shape": REQUIRED}, kind_rule=_same_kind, shape_rule=reshape_shape, linear=True,

@@ -28,6 +28,13 @@ def bypass(graph: Graph, node: Node) -> None:
     graph.remove(node.name)
 
 
+def batchnorm_affine(bn: Node) -> tuple[np.ndarray, np.ndarray]:
+    """(a, b) with batchnorm(x) = a x + b per channel, in float64."""
+    p = bn.params
+    a = p["weight"] / np.sqrt(p["var"] + bn.attrs["eps"])
+    return a, p["bias"] - p["mean"] * a
+
+
 def channel_factor(factor: np.ndarray, shape: tuple, axis: int) -> np.ndarray | None:
     """Return a per-channel vector if `factor` (broadcast to `shape`) varies only along `axis`."""
     full = np.broadcast_to(factor, shape)

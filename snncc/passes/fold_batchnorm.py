@@ -12,7 +12,7 @@ import numpy as np
 
 from snncc.ir.derived import scaled
 from snncc.ir.graph import Graph
-from snncc.passes.base import PassResult, bypass, out_channel_axis, single_user
+from snncc.passes.base import PassResult, batchnorm_affine, bypass, out_channel_axis, single_user
 
 
 def fold_batchnorm(graph: Graph) -> PassResult:
@@ -32,12 +32,11 @@ def fold_batchnorm(graph: Graph) -> PassResult:
             continue
         if prod.op not in ("conv", "linear") or axis != out_channel_axis(prod):
             continue
-        p = bn.params
-        k = p["weight"] / np.sqrt(p["var"] + bn.attrs["eps"])
+        k, _ = batchnorm_affine(bn)
         w = prod.params["weight"]
         prod.params["weight"] = scaled(w, k.reshape((-1,) + (1,) * (w.ndim - 1)))
         b = prod.params.get("bias", np.zeros(w.shape[0]))
-        prod.params["bias"] = (b - p["mean"]) * k + p["bias"]
+        prod.params["bias"] = (b - bn.params["mean"]) * k + bn.params["bias"]
         bypass(g, bn)
         users = g.users()
         changes.append(f"folded {bn.name} into {prod.name}")

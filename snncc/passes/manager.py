@@ -20,6 +20,7 @@ from snncc.passes.fold_layout import fold_layout
 from snncc.passes.fold_norm import fold_norm
 from snncc.passes.fold_scale import fold_scale
 from snncc.passes.normal_form import normal_form
+from snncc.passes.reparam import reparam
 from snncc.passes.residual_lowering import residual_lowering
 from snncc.passes.round_to_floor import round_to_floor
 
@@ -31,6 +32,7 @@ PASSES: dict[str, Callable[..., PassResult]] = {
     "fold_batchnorm": fold_batchnorm,
     "fold_scale": fold_scale,
     "fold_norm": fold_norm,
+    "reparam": reparam,
     "round_to_floor": round_to_floor,
     "attention_threshold": attention_threshold,
     "bias_to_current": bias_to_current,
@@ -40,7 +42,8 @@ PASSES: dict[str, Callable[..., PassResult]] = {
 }
 
 # The folded level: every docs/design.md §2 folding rule applied, still one node per traced op.
-FOLD = ["dead_code", "fold_layout", "fold_batchnorm", "fold_scale", "fold_norm", "fold_scale",
+# reparam fuses what the folds leave between two neurons (chains of convs, pads, sums of branches).
+FOLD = ["dead_code", "fold_layout", "fold_batchnorm", "fold_scale", "fold_norm", "fold_scale", "reparam",
         "round_to_floor", "attention_threshold", "bias_to_current"]
 # The deployed level: folded, checked, in synaptic normal form.
 # residual_lowering picks fan-in or relays per stream from the target's profile (option `profile`;

@@ -226,6 +226,15 @@ class Interpreter:
     def op_max_pool(self, n: Node, x):
         a = n.attrs
         return F.max_pool2d(x, a["kernel"], a["stride"], a["padding"])
+    def op_pad(self, n: Node, x):
+        t, b, l, r = n.attrs["pads"]
+        y = F.pad(x, (l, r, t, b))
+        v = self.p(n, "value")
+        if v is not None:  # the border holds v per channel, the interior x
+            inner = torch.zeros_like(y, dtype=torch.bool)
+            inner[..., t:t + x.shape[-2], l:l + x.shape[-1]] = True
+            y = torch.where(inner, y, v.reshape(-1, 1, 1).to(y.dtype))
+        return y
 
     def op_mean(self, n: Node, x):
         return x.mean(dim=tuple(d + 1 for d in n.attrs["dims"]), keepdim=n.attrs["keepdim"])
