@@ -144,7 +144,8 @@ def projections(g: Graph, consumer: Node) -> list[dict]:
 
 
 # Ops a population's current tree may hold in synaptic normal form.
-TREE_OPS = ("conv", "linear", "pool", "mean", "scale", "add", "reshape", "permute", "spike_product")
+TREE_OPS = ("conv", "linear", "pool", "upsample", "mean", "scale", "add", "offset", "reshape", "permute",
+            "spike_product")
 
 
 def check_deployed(graph: Graph, what: str = "the simulator") -> None:

@@ -208,6 +208,18 @@ class Interpreter:
             y = y * (a["kernel"][0] * a["kernel"][1])
         return y
 
+    def op_upsample(self, n: Node, x):
+        sh, sw = n.attrs["scale"]
+        return x.repeat_interleave(sh, dim=2).repeat_interleave(sw, dim=3)
+
+    def op_offset(self, n: Node, x):
+        a = n.attrs
+        shape = list(x.shape)
+        shape[a["axis"] + 1] = a["size"]
+        y = x.new_zeros(shape)
+        y.narrow(a["axis"] + 1, a["at"], x.shape[a["axis"] + 1]).copy_(x)
+        return y
+
     def op_mean(self, n: Node, x):
         return x.mean(dim=tuple(d + 1 for d in n.attrs["dims"]), keepdim=n.attrs["keepdim"])
 
