@@ -232,6 +232,12 @@ def _lower_branch(g: Graph, source: Node, chain: list[Node], where: str, problem
                     return None
                 bias = n.params.get("bias")
                 shape = (w.shape[0], 1, 1)
+            elif n.op in ("upsample", "offset"):
+                what = ("nearest upsampling: a Speck core cannot fan one event out to a block of neurons"
+                        if n.op == "upsample" else
+                        "channel concatenation: a Speck layer convolves one source's events per projection")
+                problems.append(f"node {n.name}: {what} (feeding {where})")
+                return None
             elif n.op == "scale":  # spikes summed into the membrane through a bare weight (a spike residual)
                 problems.append(f"node {n.name}: spikes of {source.name} enter the membrane of {where} through a bare "
                                 f"x{float(np.ravel(n.params['factor'])[0]):g} weight, not a kernel; a Speck core adds "
@@ -360,7 +366,11 @@ def lower(graph: Graph, readout_threshold: float = 1.0) -> Lowered:
     out = g.output
     src = g[out.inputs[0]]
     output_layer = None
-    if src.kind == "current":
+    several = g.meta.get("outputs") or []
+    if several:
+        problems.append(f"node {out.name}: the model returns {len(several)} outputs "
+                        f"({', '.join(p['name'] for p in several)}); Speck reads out one layer (deploy one output)")
+    elif src.kind == "current":
         lay = lower_population(g, out, problems, readout_threshold)
         if lay is not None:
             layers.append(lay)
