@@ -370,3 +370,17 @@ def test_refusals_are_one_line_naming_what(fn, what):
     with pytest.raises(SnnccError) as e:
         snncc.compile(_Returns(fn).eval(), torch.zeros(2, 2, 8, 8))
     assert what in e.value.one_line() and "\n" not in e.value.one_line()
+
+
+def test_nir_export_refuses_upsampling_and_concatenation_naming_nodes():
+    pytest.importorskip("nir")
+    from snncc.errors import SnnccError
+    from snncc.interop.nir_io import to_nir
+
+    with pytest.raises(SnnccError) as e:
+        to_nir(_concat_graph())
+    assert "offset of a concatenation or of several outputs (NIR sums fan-in, it has no concatenation): cat0, cat1" \
+        in e.value.one_line()
+    with pytest.raises(SnnccError) as e:
+        to_nir(_upsample_graph())
+    assert "nearest upsampling (NIR has no upsampling node): up" in e.value.one_line()
