@@ -95,6 +95,7 @@ ATEN_MAP = {
     aten.alpha_dropout: lambda x, p=0.5, train=False: _dropout(x, train),
     aten.feature_alpha_dropout: lambda x, p=0.5, train=False: _dropout(x, train),
     aten.upsample_nearest2d: lambda x, *a, **k: Call("upsample", (x,), {}),
+    aten.upsample_nearest3d: lambda x, *a, **k: Call("upsample", (x,), {}),  # of (T, B, C, H, W): C kept
     aten._upsample_nearest_exact2d: lambda x, *a, **k: Call("upsample", (x,), {}),  # equal at integer factors
     aten.cat: lambda xs, dim=0: Call("cat", (xs, dim), {}),
     aten.clamp: lambda x, lo=None, hi=None: Call("clamp", (x, lo, hi), {}),
