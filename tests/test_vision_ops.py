@@ -308,6 +308,8 @@ def test_pt2_at_batch_1_through_the_installed_command(tmp_path):
         if name == "det":
             for i in range(3):
                 assert f"output output{i} " in o
+            code, o, e = _cli("estimate", out, "--samples", "2")
+            assert code == 0 and "read-out: 3 outputs, all deployed: output0 6x16x16" in o, o + e
         code, o, e = _cli("inspect", out)
         assert code == 0 and ("upsample" in o) and ("offset" in o)
         # the .pt2 path deploys the graph the module path deploys
