@@ -398,15 +398,16 @@ def test_nir_export_refuses_upsampling_and_concatenation_naming_nodes():
 
 
 class FiveD(nn.Module):
-    """SpikeFPN on (T, B, C, H, W) values: the model adds its own time axis, upsamples a 5-D level
-    with `F.interpolate(size=finer.shape[2:])` (nearest3d over (C, H, W), C kept) and concatenates
-    along dim 2."""
+    """SpikeFPN / SpikeYOLO on (T, B, C, H, W) values: the model adds its own time axis, upsamples a
+    5-D level with `F.interpolate(size=finer.shape[2:])` (nearest3d over (C, H, W), C kept) and
+    with SpikeYOLO's `nn.Upsample(None, (1, 2, 2), 'nearest')`, and concatenates along dim 2."""
 
     def __init__(self):
         super().__init__()
         self.stem, self.s0 = nn.Conv2d(2, 3, 3, padding=1), spike()
         self.down, self.s1 = nn.Conv2d(3, 3, 3, stride=2, padding=1), spike()
-        self.fuse, self.s2 = nn.Conv2d(6, 4, 1), spike()
+        self.up = nn.Upsample(None, (1, 2, 2), "nearest")
+        self.fuse, self.s2 = nn.Conv2d(9, 4, 1), spike()
         self.head = nn.Conv2d(4, 2, 1)
 
     def forward(self, x):
@@ -415,7 +416,7 @@ class FiveD(nn.Module):
         B = x.shape[1]
         a = self.s0(self.stem(x.flatten(0, 1))).reshape(T, B, 3, 8, 8)
         b = self.s1(self.down(a.flatten(0, 1))).reshape(T, B, 3, 4, 4)
-        y = torch.cat([a, F.interpolate(b, size=a.shape[2:], mode="nearest")], dim=2)
+        y = torch.cat([a, F.interpolate(b, size=a.shape[2:], mode="nearest"), self.up(b)], dim=2)
         y = self.s2(self.fuse(y.flatten(0, 1))).reshape(T, B, 4, 8, 8)
         return self.head(y.flatten(0, 1)).reshape(T, B, 2, 8, 8).mean(0)
 
@@ -424,9 +425,9 @@ def test_five_d_time_major_upsample_and_cat_along_dim_2():
     m = _model(FiveD, seed=4)  # every population fires
     dep = snncc.compile(m, torch.zeros(2, 2, 8, 8))
     assert dep.deployed.T == 2
-    up = next(n for n in dep.deployed.nodes if n.op == "upsample")
-    assert up.attrs["scale"] == (2, 2) and up.shape == (3, 8, 8)
-    assert [n.attrs["at"] for n in dep.deployed.nodes if n.op == "offset"] == [0, 3]
+    ups = [n for n in dep.deployed.nodes if n.op == "upsample"]
+    assert [(n.attrs["scale"], n.shape) for n in ups] == [((2, 2), (3, 8, 8))] * 2
+    assert [n.attrs["at"] for n in dep.deployed.nodes if n.op == "offset"] == [0, 3, 6]
     x = _inputs(size=8)
     with torch.no_grad():
         eager = m.double()(x.double())
