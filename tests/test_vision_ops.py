@@ -437,3 +437,31 @@ def test_five_d_time_major_upsample_and_cat_along_dim_2():
     assert all(ref.counts[k].sum() > 0 for k in ("s0", "s1", "s2"))
     rep = dep.verify(x)
     assert rep.ok, rep.table()
+
+
+def test_fold_scale_folds_a_scalar_through_upsampling_and_concatenation_into_the_conv_slice():
+    from snncc.passes.fold_scale import fold_scale
+
+    conv = {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1)}
+    g = Graph([
+        Node("in", "input", [], {"kind": "spike", "shape": (1, 2, 2)}),
+        Node("s", "scale", ["in"], {}, {"factor": np.asarray(0.25)}),
+        Node("up", "upsample", ["s"], {"scale": (2, 2)}),
+        Node("big", "conv", ["in"], {**conv, "padding": (1, 1)}, {"weight": np.ones((1, 1, 1, 1))}),
+        Node("o0", "offset", ["big"], {"axis": 0, "at": 0, "size": 2}),
+        Node("o1", "offset", ["up"], {"axis": 0, "at": 1, "size": 2}),
+        Node("cat", "add", ["o0", "o1"]),
+        Node("c", "conv", ["cat"], conv, {"weight": np.array([1.0, 2.0]).reshape(1, 2, 1, 1)}),
+        Node("f", "fire", ["c"], {"D": 8, "rounding": "floor"}),
+        Node("out", "output", ["f"]),
+    ]).infer()
+    assert g["big"].shape == (1, 4, 4)
+    res = fold_scale(g)
+    assert "s" not in res.graph and res.changes == [
+        "folded s into c (input channels 1:2, through upsampling / concatenation)"]
+    assert res.graph["c"].params["weight"].ravel().tolist() == [1.0, 0.5]
+    x = torch.tensor([[[[4.0, 0.0], [8.0, 4.0]]]])
+    a, b = run(g, x), run(res.graph, x)
+    # big = x with a zero border; up = 0.25 x, each value on its 2x2 block; c = big + 2 up, clipped at 8
+    want = [[2, 2, 0, 0], [2, 6, 0, 0], [4, 8, 6, 2], [4, 4, 2, 2]]
+    assert a.counts["f"][0, 0].tolist() == want and torch.equal(a.output, b.output)
