@@ -50,7 +50,8 @@ class CompileResult:
                 f"{st['parameters']} parameters; encoding layer: {', '.join(sd.get('encoding', [])) or 'none'}; "
                 f"residual streams: {relayed} relayed, {len(rl) - relayed} fan-in; "
                 f"shortcut fan-in added {nf.get('added_synapses', 0)} synapses "
-                f"({self.timings.get('total', 0):.2f} s)" + (f"\n{outputs_line(self.traced)}" if outputs_line(self.traced) else ""))
+                f"({self.timings.get('total', 0):.2f} s)"
+                + (f"\n{outputs_line(self.traced)}" if outputs_line(self.traced) else ""))
 
 
 def lowering_options(tgt, target_options: dict) -> dict:

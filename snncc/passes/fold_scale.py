@@ -61,7 +61,8 @@ def fold_scale(graph: Graph) -> PassResult:
                     conv, (lo, hi) = target
                     vec = np.ones(conv.params["weight"].shape[1])
                     vec[lo:hi] = float(f.reshape(-1)[0])
-                    conv.params["weight"] = scaled(conv.params["weight"], vec.reshape(1, -1, *[1] * (conv.params["weight"].ndim - 2)))
+                    w = conv.params["weight"]
+                    conv.params["weight"] = scaled(w, vec.reshape((1, -1) + (1,) * (w.ndim - 2)))
                     bypass(g, s)
                     changes.append(f"folded {s.name} into {conv.name} (input channels {lo}:{hi}, through "
                                    f"upsampling / concatenation)")

@@ -122,8 +122,8 @@ def _pool_matrix(n: Node, in_shape: tuple) -> sp.csr_matrix:
 
 def op_matrix(g: Graph, n: Node) -> sp.csr_matrix:
     """The (N_out, N_in) sparse map of one linear op on its first input (conv with stride/padding/
-    dilation/groups, linear, pool, nearest upsampling, mean, scale, offset, reshape, permute): the per-op address map every
-    composed projection is made of (here and in the Lava backend)."""
+    dilation/groups, linear, pool, nearest upsampling, mean, scale, offset, reshape, permute): the
+    per-op address map every composed projection is made of (here and in the Lava backend)."""
     in_shape = g[n.inputs[0]].shape
     n_in, n_out = math.prod(in_shape), math.prod(n.shape)
     if n.op == "conv":
