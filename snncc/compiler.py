@@ -17,7 +17,7 @@ from snncc.errors import TargetError
 from snncc.frontend.loader import LoadedModel, trace
 from snncc.ir import serialize
 from snncc.ir.graph import Graph
-from snncc.ir.printer import listing
+from snncc.ir.printer import listing, outputs_line
 from snncc.passes.manager import PipelineRun, run_pipeline
 from snncc.targets import get as get_target
 
@@ -58,7 +58,8 @@ class CompileResult:
                 f"{st['parameters']} parameters; encoding layer: {', '.join(sd.get('encoding', [])) or 'none'}; {rep}"
                 f"residual streams: {relayed} relayed, {len(rl) - relayed} fan-in; "
                 f"shortcut fan-in added {nf.get('added_synapses', 0)} synapses "
-                f"({self.timings.get('total', 0):.2f} s)")
+                f"({self.timings.get('total', 0):.2f} s)"
+                + (f"\n{outputs_line(self.traced)}" if outputs_line(self.traced) else ""))
 
 
 def lowering_options(tgt, target_options: dict) -> dict:

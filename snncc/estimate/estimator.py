@@ -64,6 +64,7 @@ from snncc.estimate.plan import Plan, analyze, coincidences
 from snncc.profile import Profile, load_profile
 from snncc.ir.graph import Graph, Node
 from snncc.ir.ops import neuron_model
+from snncc.ir.printer import outputs_line
 from snncc.sim.reference import Interpreter
 
 
@@ -399,7 +400,7 @@ def build_report(est: Estimator, rate: float | None, substep_time: float | None)
     T = plan.T
     tau = substep_time if substep_time is not None else (prof.si("substep_time") if prof else None)
     warnings: list[str] = []
-    notes = list(plan.notes)
+    notes = list(plan.notes) + ([f"read-out: {outputs_line(plan.graph)}"] if outputs_line(plan.graph) else [])
     pops: dict[str, PopulationStats] = {}
     for name, p in plan.populations.items():
         s = est.spikes[name] / n

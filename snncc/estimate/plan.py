@@ -211,7 +211,9 @@ def _spreads_merges(g: Graph, n: Node) -> tuple[bool, bool]:
     if n.op == "mean":
         src = g[n.inputs[0]].shape
         return False, math.prod(src[d] for d in n.attrs["dims"]) > 1
-    return False, False  # scale, add, reshape, permute
+    if n.op == "upsample":
+        return math.prod(n.attrs["scale"]) > 1, False
+    return False, False  # scale, add, offset, reshape, permute
 
 
 def _provably_exact(g: Graph, path: list[Node], leaf: str) -> bool:
@@ -331,6 +333,16 @@ def _vjp_mean(g: Graph, n: Node, gy):  # structural mean: a sum
     return [gy.expand((1,) + tuple(x))]
 
 
+def _vjp_upsample(g: Graph, n: Node, gy):  # each input neuron's block of outputs, summed
+    (sh, sw), (c, h, w) = n.attrs["scale"], g[n.inputs[0]].shape
+    return [gy.reshape(1, c, h, sh, w, sw).sum((3, 5))]
+
+
+def _vjp_offset(g: Graph, n: Node, gy):  # the input's slice
+    a = n.attrs
+    return [gy.narrow(a["axis"] + 1, a["at"], g[n.inputs[0]].shape[a["axis"]])]
+
+
 def _vjp_permute(g: Graph, n: Node, gy):
     inv = np.argsort(n.attrs["dims"])
     return [gy.permute(0, *(int(d) + 1 for d in inv))]
@@ -341,6 +353,8 @@ _ONES_VJP = {
     "linear": lambda g, n, gy: [gy.sum(-1, keepdim=True).expand(gy.shape[:-1] + (n.params["weight"].shape[1],))],
     "pool": _vjp_pool,
     "max_pool": _vjp_pool,  # structurally: every window a neuron is in
+    "upsample": _vjp_upsample,
+    "offset": _vjp_offset,
     "mean": _vjp_mean,
     "scale": lambda g, n, gy: [gy],  # a factor of ones; the output has the input's shape
     "add": lambda g, n, gy: [gy] * len(n.inputs),

@@ -123,9 +123,30 @@ def _pending(v) -> bool:
         isinstance(v, tuple) and bool(v) and (isinstance(v[0], str) and v[0] == "slice" or is_step_value(v[0])))
 
 
-def needed_nodes(nodes, out: fx.Node) -> set:
-    """The fx nodes the (first) output depends on, with the in-place copies into them: what a
-    model computes only for its other outputs (extras, statistics) is never converted."""
+def output_heads(out, leaf=lambda v: isinstance(v, (fx.Node, torch.Tensor))) -> list:
+    """The values of a model's output that are deployed: every element of a flat tuple or list of
+    tensors (several outputs: a backbone + neck's feature levels), otherwise its first tensor (the
+    prediction of `(logits, extras...)`, where the extras are nested structures). One rule for the
+    front ends (fx nodes) and the eager model (tensors)."""
+    if isinstance(out, (tuple, list)) and len(out) > 1 and all(leaf(o) for o in out):
+        return list(out)
+    while isinstance(out, (tuple, list)) and out:
+        out = out[0]
+    return [out]
+
+
+def pack_outputs(heads: list[torch.Tensor]) -> torch.Tensor:
+    """Several outputs as the deployed graph's one output: each (B, ...) flattened per sample, in
+    order, concatenated (`Graph.meta["outputs"]` says where each one sits)."""
+    if len(heads) == 1:
+        return heads[0]
+    return torch.cat([h.reshape(h.shape[0], -1) for h in heads], 1)
+
+
+def needed_nodes(nodes, out) -> set:
+    """The fx nodes the deployed output(s) (an fx node or a list of them) depend on, with the
+    in-place copies into them: what a model computes only for its other outputs (extras,
+    statistics) is never converted."""
     def ancestors(start, keep):
         stack = list(start)
         while stack:
@@ -136,7 +157,7 @@ def needed_nodes(nodes, out: fx.Node) -> set:
             stack.extend(a for a in n.all_input_nodes)
 
     keep: set = set()
-    ancestors([out], keep)
+    ancestors(list(out) if isinstance(out, (list, tuple)) else [out], keep)
     inplace = [n for n in nodes if n.args and isinstance(n.args[0], fx.Node) and (
         n.target is operator.setitem or (n.op in ("call_function", "call_method") and str(
             n.target if n.op == "call_method" else getattr(n.target, "__name__", "")).split(".")[0].endswith("_")))]
@@ -287,13 +308,39 @@ class Converter:
         self.values[fxn] = nm
 
     def output(self, fxn: fx.Node, v, src: fx.Node | None = None):
+        self.add(fxn, "output", [self._output_value(fxn, v, src, "model output")], base="output")
+
+    def outputs(self, fxn: fx.Node, vs: list, srcs: list):
+        """Several outputs (`output_heads`): each flattened per sample and placed at its offset of
+        one output vector, so every executor and target deploys them as one read-out; their names,
+        shapes and offsets go to `graph.meta["outputs"]`, where verify and the reports split them."""
+        if len(vs) == 1:
+            return self.output(fxn, vs[0], srcs[0])
+        parts = []
+        for i, (v, src) in enumerate(zip(vs, srcs)):
+            v = self._output_value(fxn, v, src, f"output {i} of {len(vs)} (the model returns {len(vs)} tensors; "
+                                                f"none may be dropped)")
+            shape = self.graph[v].shape
+            flat = v if len(shape) == 1 else self.add(fxn, "reshape", [v], {"shape": (math.prod(shape),)},
+                                                      base=f"output{i}_flat")
+            parts.append((v, shape, flat))
+        size = sum(math.prod(s) for _, s, _ in parts)
+        placed, levels, at = [], [], 0
+        for i, (v, shape, flat) in enumerate(parts):
+            placed.append(self.add(fxn, "offset", [flat], {"axis": 0, "at": at, "size": size}, base=f"output{i}"))
+            levels.append({"name": f"output{i}", "node": v, "shape": list(shape), "at": at})
+            at += math.prod(shape)
+        self.add(fxn, "output", [self.add(fxn, "add", placed, base="outputs")], base="output")
+        self.graph.meta["outputs"] = levels
+
+    def _output_value(self, fxn: fx.Node, v, src: fx.Node | None, what: str) -> str:
         if not self.is_tensor(v):
-            raise FrontendError("model output is not a tensor computed from the input", where=where(fxn))
+            raise FrontendError(f"{what} is not a tensor computed from the input", where=where(fxn))
         lead = self.lead.get(src, ("B",)) if src is not None else ("B",)
         if lead != ("B",):
-            raise FrontendError(f"model output keeps the time axis (layout {', '.join(lead)})", where=where(fxn),
+            raise FrontendError(f"{what} keeps the time axis (layout {', '.join(lead)})", where=where(fxn),
                                 hint="average it over time (e.g. x.mean(0)) as the model's prediction")
-        self.add(fxn, "output", [v], base="output")
+        return v
 
     def emit(self, fxn: fx.Node, call: Call):
         if fxn in self._consumed:
@@ -714,6 +761,46 @@ class Converter:
             k = (h // size[0], w // size[1])
             return self.add(fxn, "pool", [x], {"mode": "avg", "kernel": k, "stride": k, "padding": (0, 0)})
         return self.add(fxn, "mean", [x], {"dims": (1, 2), "keepdim": True})
+
+    def c_dropout_training(self, fxn, *_):
+        raise FrontendError("dropout in training mode (random)", where=where(fxn),
+                            hint="call model.eval() before torch.export (F.dropout: pass training=self.training)")
+
+    def c_upsample(self, fxn, x, *_):
+        """Nearest-neighbour upsampling (`F.interpolate(mode='nearest')`, `nn.Upsample`) of a
+        (C, H, W) value by integer factors, read from the shapes the program recorded."""
+        xs = self.graph[self.tensor(x, fxn)].shape
+        out = self._shape(fxn)[len(self.lead_in(fxn)):]
+        if len(xs) != 3 or len(out) != 3 or out[0] != xs[0] or out[1] % xs[1] or out[2] % xs[2]:
+            raise FrontendError(f"nearest upsampling {xs} -> {out} is not by integer factors of (H, W)",
+                                where=where(fxn), hint="use scale_factor=2 (or any integer) on a (B, C, H, W) tensor")
+        scale = (out[1] // xs[1], out[2] // xs[2])
+        if scale == (1, 1):
+            return x
+        return self.add(fxn, "upsample", [x], {"scale": scale})
+
+    def c_cat(self, fxn, xs, dim=0):
+        """`torch.cat` of activations: each input placed at its offset along the axis (an
+        `offset` node, its slice of the consumers' addresses), the offsets summed."""
+        srcs = [a for a in (fxn.args[0] if fxn.args and isinstance(fxn.args[0], (list, tuple)) else [])
+                if isinstance(a, fx.Node)]
+        names = [self.tensor(v, fxn) for v in xs]
+        lead = self.lead.get(srcs[0], ("B",)) if srcs else ("B",)
+        shapes = [self.graph[v].shape for v in names]
+        d = dim + len(shapes[0]) + len(lead) if dim < 0 else dim
+        if d < len(lead):
+            raise FrontendError("cat along the batch (or time) axis", where=where(fxn),
+                                hint="concatenate feature maps along channels (dim 1 of (B, C, H, W))")
+        axis = d - len(lead)
+        self._out_lead = lead
+        if len(names) == 1:
+            return names[0]
+        size = sum(s[axis] for s in shapes)
+        placed, at = [], 0
+        for v, s in zip(names, shapes):
+            placed.append(self.add(fxn, "offset", [v], {"axis": axis, "at": at, "size": size}))
+            at += s[axis]
+        return self.add(fxn, "add", placed)
 
     def c_reshape(self, fxn, x, *_):
         shape = self.per_sample_shape(fxn)

@@ -21,7 +21,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 from snncc.errors import FrontendError
 from snncc.frontend import peers
 from snncc.frontend.calls import Call, where
-from snncc.frontend.convert import Converter, needed_nodes, neuron_module_classes
+from snncc.frontend.convert import Converter, needed_nodes, neuron_module_classes, output_heads
 from snncc.ir.graph import Graph
 from snncc.ir.ops import CURRENT
 
@@ -33,6 +33,11 @@ def is_neuron_module(m: nn.Module) -> bool:
 class _LeafTracer(fx.Tracer):
     def is_leaf_module(self, m, qualname):
         return is_neuron_module(m) or peers.is_peer_module(m) or super().is_leaf_module(m, qualname)
+
+
+def _dropout(x, training) -> Call:
+    """F.dropout is the identity only with training=False (its default is True: random)."""
+    return Call("dropout_training", (), {}) if training else Call("identity", (x,), {})
 
 
 def _module_call(m: nn.Module, args: tuple, name: str = "") -> Call:
@@ -56,8 +61,10 @@ def _module_call(m: nn.Module, args: tuple, name: str = "") -> Call:
         return Call("adaptive_pool", (x, m.output_size), {})
     if isinstance(m, nn.Flatten):
         return Call("reshape", (x,), {})
-    if isinstance(m, (nn.Dropout, nn.Identity)):
-        return Call("identity", (x,), {})
+    if isinstance(m, (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity)):
+        return Call("identity", (x,), {})  # dropout in eval
+    if isinstance(m, nn.Upsample) and m.mode == "nearest":
+        return Call("upsample", (x,), {})
     return Call(f"module {type(m).__name__}", (), {})
 
 
@@ -79,6 +86,11 @@ _FUNCTIONS = {
     torch.floor: lambda x: Call("floor", (x,), {}),
     F.avg_pool2d: lambda x, *a, **k: Call("pool", (x, *a), k),
     F.adaptive_avg_pool2d: lambda x, size: Call("adaptive_pool", (x, size), {}),
+    F.interpolate: lambda x, size=None, scale_factor=None, mode="nearest", *a, **k: (
+        Call("upsample", (x,), {}) if mode in ("nearest", "nearest-exact") else Call(f"interpolate {mode}", (), {})),
+    F.dropout: lambda x, p=0.5, training=True, *a, **k: _dropout(x, training),
+    F.dropout2d: lambda x, p=0.5, training=True, *a, **k: _dropout(x, training),
+    torch.cat: lambda xs, dim=0: Call("cat", (xs, dim), {}),
 }
 
 _METHODS = {
@@ -179,10 +191,8 @@ def from_module_fx(model: nn.Module, example: torch.Tensor, input_kind: str = CU
                             hint="check --input-shape (per sample, without the batch axis)") from None
     _reset_neurons(model)
     conv = FxConverter(gm, input_kind=input_kind, root=model)
-    first = next(n for n in gm.graph.nodes if n.op == "output").args[0]
-    while isinstance(first, (list, tuple)) and first:
-        first = first[0]
-    keep = needed_nodes(gm.graph.nodes, first) if isinstance(first, fx.Node) else None
+    heads = output_heads(next(n for n in gm.graph.nodes if n.op == "output").args[0])
+    keep = needed_nodes(gm.graph.nodes, heads) if all(isinstance(h, fx.Node) for h in heads) else None
     for n in gm.graph.nodes:
         if keep is not None and n.op.startswith("call") and n not in keep:
             continue  # computed only for the model's other outputs
@@ -193,13 +203,13 @@ def from_module_fx(model: nn.Module, example: torch.Tensor, input_kind: str = CU
         elif n.op == "get_attr":
             conv.values[n] = _get_attr(gm, n.target)
         elif n.op == "output":
-            out = n.args[0]
-            while isinstance(out, (list, tuple)) and out:
-                out = out[0]  # (logits, extras...): the first output is the prediction, as with torch.export
-            v = conv.values[out]
-            while isinstance(v, tuple) and v:  # a leaf returning (spikes, membrane), e.g. snntorch output=True
-                v = v[0]
-            conv.output(n, v)
+            vals = []
+            for h in heads:  # convert.output_heads
+                v = conv.values.get(h)
+                while isinstance(v, tuple) and v:  # a leaf returning (spikes, membrane), e.g. snntorch output=True
+                    v = v[0]
+                vals.append(v)
+            conv.outputs(n, vals, [None] * len(heads))
         else:
             if n in conv._consumed:
                 continue

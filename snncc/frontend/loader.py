@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from snncc.errors import FrontendError, LoadError
+from snncc.frontend.convert import output_heads, pack_outputs
 from snncc.frontend.safe_load import load_checkpoint, load_program
 from snncc.ir.graph import Graph
 from snncc.ir.ops import CURRENT
@@ -57,7 +58,7 @@ class LoadedModel:
             if self.layout:  # the module takes the whole sequence; x is (B, ...) repeated, or (T, B, ...)
                 xs = x if x.dim() == len(self.input_shape) + 2 else x.unsqueeze(0).expand(self.T, *x.shape)
                 reset_memory(self.module)
-                out = first_output(self.module(xs.transpose(0, 1) if self.layout == "BT" else xs))
+                out = model_output(self.module(xs.transpose(0, 1) if self.layout == "BT" else xs))
                 reset_memory(self.module)
                 return out
             if self.T > 1:
@@ -65,10 +66,10 @@ class LoadedModel:
 
                 _reset_neurons(self.module)
                 xs = list(x) if x.dim() == len(self.input_shape) + 2 else [x] * self.T
-                out = sum(first_output(self.module(xt)) for xt in xs) / len(xs)
+                out = sum(model_output(self.module(xt)) for xt in xs) / len(xs)
                 _reset_neurons(self.module)
                 return out
-            return first_output(self.module(x))
+            return model_output(self.module(x))
 
 
 def _run_program(ep, x: torch.Tensor) -> torch.Tensor:
@@ -84,15 +85,14 @@ def _run_program(ep, x: torch.Tensor) -> torch.Tensor:
         n = chunk.shape[0]
         if n < b0:
             chunk = torch.cat([chunk, chunk.new_zeros((b0 - n,) + tuple(chunk.shape[1:]))])
-        outs.append(first_output(fn(chunk))[:n])
+        outs.append(model_output(fn(chunk))[:n])
     return torch.cat(outs)
 
 
-def first_output(out):
-    """The prediction of a model that returns (logits, extras...): its first output."""
-    while isinstance(out, (tuple, list)) and out:
-        out = out[0]
-    return out
+def model_output(out):
+    """What the deployed graph computes of a model's output (`convert.output_heads`): its several
+    outputs packed into one (B, N) tensor, or the prediction of (logits, extras...)."""
+    return pack_outputs(output_heads(out))
 
 
 def reset_memory(model: nn.Module) -> None:

@@ -11,11 +11,12 @@ import operator
 
 import torch
 import torch.fx as fx
+import torch.utils._pytree as pytree
 
 from snncc.errors import FrontendError
 from snncc.frontend import peers
 from snncc.frontend.calls import Call, where
-from snncc.frontend.convert import Converter, needed_nodes
+from snncc.frontend.convert import Converter, needed_nodes, output_heads
 from snncc.ir.graph import Graph
 from snncc.ir.ops import CURRENT
 
@@ -40,6 +41,11 @@ def _bn(x, w, b, mean, var, training=False, momentum=0.1, eps=1e-5, *rest):
 
 def _bn_legit(x, w, b, mean, var, momentum, eps):
     return Call("batchnorm", (x, w, b, mean, var, eps), {})
+
+
+def _dropout(x, train):
+    """Dropout in eval is the identity; in training it is random (the export was made in train mode)."""
+    return Call("dropout_training", (), {}) if train else Call("identity", (x,), {})
 
 
 def _getitem(x, i):
@@ -85,7 +91,14 @@ ATEN_MAP = {
     aten.clone: lambda x, *a, **k: Call("identity", (x,), {}),
     aten.alias: lambda x, *a, **k: Call("identity", (x,), {}),
     aten.detach: lambda x, *a, **k: Call("identity", (x,), {}),
-    aten.dropout: lambda x, *a, **k: Call("identity", (x,), {}),
+    aten.dropout: lambda x, p=0.5, train=False: _dropout(x, train),
+    aten.feature_dropout: lambda x, p=0.5, train=False: _dropout(x, train),
+    aten.alpha_dropout: lambda x, p=0.5, train=False: _dropout(x, train),
+    aten.feature_alpha_dropout: lambda x, p=0.5, train=False: _dropout(x, train),
+    aten.upsample_nearest2d: lambda x, *a, **k: Call("upsample", (x,), {}),
+    aten.upsample_nearest3d: lambda x, *a, **k: Call("upsample", (x,), {}),  # of (T, B, C, H, W): C kept
+    aten._upsample_nearest_exact2d: lambda x, *a, **k: Call("upsample", (x,), {}),  # equal at integer factors
+    aten.cat: lambda xs, dim=0: Call("cat", (xs, dim), {}),
     aten.clamp: lambda x, lo=None, hi=None: Call("clamp", (x, lo, hi), {}),
     aten.round: lambda x, **k: Call("round", (x,), {}),
     aten.floor: lambda x: Call("floor", (x,), {}),
@@ -148,8 +161,9 @@ class ExportConverter(peers.PeerOps, Converter):
 
 def from_exported(ep: torch.export.ExportedProgram, input_kind: str = CURRENT, source: str = "",
                   layout: str = "", T: int = 1) -> Graph:
-    """Convert an exported program with one tensor input. A model returning a tuple (logits,
-    extras...) is compiled for its first output. `layout` "TB" / "BT": the model takes its
+    """Convert an exported program with one tensor input. A model returning a flat tuple or list
+    of tensors deploys them all (`Converter.outputs`); one returning (logits, extras...) with
+    nested extras is compiled for its first output (`convert.output_heads`). `layout` "TB" / "BT": the model takes its
     input with a time axis of length T first / second (multi-step research code)."""
     conv = ExportConverter(input_kind=input_kind)
     sig = ep.graph_signature
@@ -167,10 +181,13 @@ def from_exported(ep: torch.export.ExportedProgram, input_kind: str = CURRENT, s
     out_node = next(n for n in ep.graph.nodes if n.op == "output")
     outs = out_node.args[0]
     outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
-    first = outs[0] if outs else None
-    if not isinstance(first, fx.Node):
-        raise FrontendError("the model's (first) output is not a tensor", where=source or "exported program")
-    keep = needed_nodes(ep.graph.nodes, first)
+    spec = getattr(getattr(ep, "call_spec", None), "out_spec", None)
+    heads = output_heads(pytree.tree_unflatten(outs, spec) if spec is not None and spec.num_leaves == len(outs)
+                         else outs[0] if outs else None)
+    for h in heads:
+        if not isinstance(h, fx.Node):
+            raise FrontendError("a deployed output of the model is not a tensor", where=source or "exported program")
+    keep = needed_nodes(ep.graph.nodes, heads)
     for n in ep.graph.nodes:
         if n.op == "call_function" and n not in keep:
             continue  # computed only for the model's other outputs (or not at all)
@@ -193,13 +210,13 @@ def from_exported(ep: torch.export.ExportedProgram, input_kind: str = CURRENT, s
             call = conv.canon(n)
             conv.emit(n, conv.resolve(call))
         elif n.op == "output":
-            conv.output(n, conv.values[first], first)
+            conv.outputs(n, [conv.values[h] for h in heads], heads)
         else:
             raise FrontendError(f"unsupported fx node kind {n.op}", where=where(n))
     g = conv.graph
     g.meta["frontend"] = "torch.export"
-    if len(outs) > 1:
-        g.meta["outputs_ignored"] = len(outs) - 1  # the model's extras: its first output is the prediction
+    if len(outs) > len(heads):
+        g.meta["outputs_ignored"] = len(outs) - len(heads)  # the model's extras: its first output is the prediction
     if layout:
         g.meta["input_layout"] = layout
     if conv.T:

@@ -306,6 +306,10 @@ def to_nir(graph: Graph, form: str = "binary") -> NirExport:
             why = "spike product (multiplicative synapse)"
         elif n.op == "permute":
             why = "permute (NIR has no transpose)"
+        elif n.op == "upsample":
+            why = "nearest upsampling (NIR has no upsampling node)"
+        elif n.op == "offset":
+            why = "offset of a concatenation or of several outputs (NIR sums fan-in, it has no concatenation)"
         elif n.op == "batchnorm":
             why = "batchnorm (run the deploy pipeline first)"
         elif n.op == "linear" and len(g[n.inputs[0]].shape) != 1:

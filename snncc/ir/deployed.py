@@ -30,7 +30,8 @@ def current_tree(g: Graph, root: Node) -> set[str]:
 
 
 # Ops a population's current tree may hold in synaptic normal form.
-TREE_OPS = ("conv", "linear", "pool", "mean", "scale", "add", "reshape", "permute", "spike_product")
+TREE_OPS = ("conv", "linear", "pool", "upsample", "mean", "scale", "add", "offset", "reshape", "permute",
+            "spike_product")
 
 
 def check_deployed(graph: Graph, what: str = "the simulator", supported: tuple[str, ...] = (),

@@ -191,6 +191,8 @@ def _max_pool_kind(kinds, attrs):
         raise RuleError("max pooling of a current is no synaptic sum, and a stateful neuron after it does not "
                         "commute with it; max-pool the neuron's spikes instead")
     return SPIKE
+
+
 def pad_shape(shapes, attrs, params):
     (x,) = shapes
     pads = attrs["pads"]
@@ -201,6 +203,32 @@ def pad_shape(shapes, attrs, params):
     if "value" in params and params["value"].shape != (x[0],):
         raise RuleError(f"pad value of shape {params['value'].shape}, expected one per channel ({x[0]},)")
     return (x[0], x[1] + pads[0] + pads[1], x[2] + pads[2] + pads[3])
+
+
+def upsample_shape(shapes, attrs, params):
+    (x,) = shapes
+    if len(x) != 3:
+        raise RuleError(f"upsample expects a (C, H, W) input, got {x}")
+    sc = attrs["scale"]
+    if not (isinstance(sc, tuple) and len(sc) == 2 and all(isinstance(i, int) and not isinstance(i, bool) and i >= 1
+                                                        for i in sc)):
+        raise RuleError(f"scale must be 2 integers >= 1, got {sc!r}")
+    if sc == (1, 1):
+        raise RuleError("upsample by (1, 1) is the identity")
+    return (x[0], x[1] * attrs["scale"][0], x[2] * attrs["scale"][1])
+
+
+def offset_shape(shapes, attrs, params):
+    (x,) = shapes
+    axis, at, size = attrs["axis"], attrs["at"], attrs["size"]
+    for k in ("axis", "at", "size"):
+        if isinstance(attrs[k], bool) or not isinstance(attrs[k], int):
+            raise RuleError(f"{k} must be an integer, got {attrs[k]!r}")
+    if not 0 <= axis < len(x):
+        raise RuleError(f"axis {axis} out of range for shape {x}")
+    if at < 0 or at + x[axis] > size:
+        raise RuleError(f"slice [{at}, {at + x[axis]}) of axis {axis} does not fit its size {size}")
+    return tuple(size if i == axis else n for i, n in enumerate(x))
 
 
 def mean_shape(shapes, attrs, params):
@@ -460,6 +488,17 @@ _op(OpSpec("max_pool", 1, 1, {"kernel": REQUIRED, "stride": REQUIRED, "padding":
 # channel): a value, not a synapse. No target runs it; `reparam` fuses it into the projection.
 _op(OpSpec("pad", 1, 1, {"pads": REQUIRED}, params=("value",), kind_rule=_all_current, shape_rule=pad_shape,
            linear=True, summary=lambda a, p: f"pads={_fmt(a['pads'])}" + (" +value" if "value" in p else "")))
+# Nearest-neighbour upsampling by integer factors: each input neuron reaches the scale[0] x scale[1]
+# output neurons of its block with weight 1 (a fixed fan-out; on spikes a synaptic op with a 0/1
+# kernel, on currents a copy the projection composes with).
+_op(OpSpec("upsample", 1, 1, {"scale": REQUIRED}, kind_rule=_current, shape_rule=upsample_shape,
+           synaptic=True, linear=True, summary=lambda a, p: f"nearest x{_fmt(a['scale'])}"))
+# An address offset: the input placed at [at, at + n) of axis `axis` of a zero tensor of `size`
+# along that axis. A concatenation is the add of its inputs' offsets: each source projects into
+# its slice of the consumers (weightless, one synapse per neuron).
+_op(OpSpec("offset", 1, 1, {"axis": REQUIRED, "at": REQUIRED, "size": REQUIRED}, kind_rule=_current,
+           shape_rule=offset_shape, linear=True,
+           summary=lambda a, p: f"axis={a['axis']} at={a['at']} of {a['size']}"))
 _op(OpSpec("mean", 1, 1, {"dims": REQUIRED, "keepdim": False}, kind_rule=_current, shape_rule=mean_shape,
            synaptic=True, linear=True, summary=lambda a, p: f"dims={_fmt(a['dims'])}"))
 _op(OpSpec("reshape", 1, 1, {"shape": REQUIRED}, kind_rule=_same_kind, shape_rule=reshape_shape, linear=True,

@@ -1,4 +1,4 @@
-"""The human-readable listing of a graph (`snncc inspect`): one row per node."""
+"""The human-readable listing of a graph (`snncc inspect`): one row per node, and what its read-out holds."""
 
 from __future__ import annotations
 
@@ -16,6 +16,22 @@ def listing(graph: Graph) -> str:
                      summarize(n.op, n.attrs, n.params)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = [f"# graph: {len(graph)} nodes, T={graph.T}"]
+    if outputs_line(graph):
+        lines.append(f"# {outputs_line(graph)}")
     for r in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1])
     return "\n".join(line.rstrip() for line in lines) + "\n"
+
+
+def outputs_line(graph: Graph) -> str:
+    """What the graph's read-out holds when the model returns several outputs (each at its offset,
+    `graph.meta["outputs"]`), and how many outputs of the model are not deployed; "" otherwise."""
+    parts = graph.meta.get("outputs") or []
+    text = ""
+    if parts:
+        text = f"{len(parts)} outputs, all deployed: " + ", ".join(
+            f"{p['name']} {'x'.join(map(str, p['shape']))} ({p['node']}) at {p['at']}" for p in parts)
+    if graph.meta.get("outputs_ignored"):
+        text += ("; " if text else "") + (f"{graph.meta['outputs_ignored']} more outputs not deployed (the nested "
+                                          f"extras of (prediction, extras...))")
+    return text

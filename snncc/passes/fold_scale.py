@@ -1,5 +1,9 @@
 """fold_scale: fold per-channel or scalar `scale` nodes into an adjacent conv/linear.
 
+Also (through) a scalar scale whose value reaches an ungrouped conv only through nearest
+upsamplings and a channel concatenation (an add of channel `offset`s) folds into the conv's
+weights on the input channels it lands on.
+
 Requires: (after) the scale's input is a conv/linear used only by the scale, and the factor
 varies only along the output-channel axis; or (before) the scale is scalar and its only user
 is a conv/linear. Changes: weights (and bias, for the after case) are multiplied, the scale node
@@ -52,6 +56,18 @@ def fold_scale(graph: Graph) -> PassResult:
                     changes.append(f"folded {s.name} into {nxt.name} (before)")
                     changed = True
                     break
+                target = _conv_slice_through(g, s, users)
+                if target is not None:
+                    conv, (lo, hi) = target
+                    vec = np.ones(conv.params["weight"].shape[1])
+                    vec[lo:hi] = float(f.reshape(-1)[0])
+                    w = conv.params["weight"]
+                    conv.params["weight"] = scaled(w, vec.reshape((1, -1) + (1,) * (w.ndim - 2)))
+                    bypass(g, s)
+                    changes.append(f"folded {s.name} into {conv.name} (input channels {lo}:{hi}, through "
+                                   f"upsampling / concatenation)")
+                    changed = True
+                    break
                 if nxt is not None and nxt.op == "spike_product":
                     continue
                 if float(f.reshape(-1)[0]) == 1.0 and prod.kind == "current":  # x1 on spikes: a synapse
@@ -60,3 +76,28 @@ def fold_scale(graph: Graph) -> PassResult:
                     changed = True
                     break
     return PassResult(g.verify(), changes)
+
+
+def _conv_slice_through(g: Graph, s, users) -> tuple | None:
+    """The ungrouped conv a scalar scale reaches through single-user nearest upsamplings and at most
+    one channel offset of a concatenation (an add of channel offsets), with the input channels its
+    value lands on; None otherwise. A scalar commutes with upsampling, and the concatenation puts
+    the scaled value on its own input channels of the conv, so the scale folds into those weights."""
+    cur, lo, hi = s, 0, s.shape[0] if len(s.shape) == 3 else None
+    while hi is not None:
+        nxt = single_user(g, cur.name, users)
+        if nxt is None:
+            return None
+        if nxt.op == "upsample":
+            cur = nxt
+        elif nxt.op == "offset" and nxt.attrs["axis"] == 0 and (lo, hi) == (0, cur.shape[0]):
+            add = single_user(g, nxt.name, users)
+            if add is None or add.op != "add" or not all(g[i].op == "offset" and g[i].attrs["axis"] == 0
+                                                          for i in add.inputs):
+                return None
+            lo, hi, cur = nxt.attrs["at"], nxt.attrs["at"] + cur.shape[0], add
+        elif nxt.op == "conv" and nxt.attrs["groups"] == 1 and len(nxt.shape) == 3:
+            return nxt, (lo, hi)
+        else:
+            return None
+    return None

@@ -87,9 +87,13 @@ def propagate(graph: Graph, leaf: dict[str, torch.Tensor], fixed_fires: bool = F
                 for x in live[1:]:
                     m = m | x
                 out[n.name] = m
-        elif n.op in ("fire", "scale", "output"):
-            if ins[0] is not None:
+        elif n.op in ("fire", "scale", "output") or (n.op == "offset" and n.attrs["axis"] == 0):
+            if ins[0] is not None:  # an offset along channels keeps the sites
                 out[n.name] = ins[0]
+        elif n.op == "upsample":
+            if ins[0] is not None:
+                sh, sw = n.attrs["scale"]
+                out[n.name] = ins[0].repeat_interleave(sh, dim=1).repeat_interleave(sw, dim=2)
         elif n.op in ("reshape", "permute"):
             src = graph[n.inputs[0]].shape
             keeps = (n.op == "reshape" and tuple(n.shape) == tuple(src)) or \

@@ -226,6 +226,7 @@ class Interpreter:
     def op_max_pool(self, n: Node, x):
         a = n.attrs
         return F.max_pool2d(x, a["kernel"], a["stride"], a["padding"])
+
     def op_pad(self, n: Node, x):
         t, b, l, r = n.attrs["pads"]
         y = F.pad(x, (l, r, t, b))
@@ -234,6 +235,18 @@ class Interpreter:
             inner = torch.zeros_like(y, dtype=torch.bool)
             inner[..., t:t + x.shape[-2], l:l + x.shape[-1]] = True
             y = torch.where(inner, y, v.reshape(-1, 1, 1).to(y.dtype))
+        return y
+
+    def op_upsample(self, n: Node, x):
+        sh, sw = n.attrs["scale"]
+        return x.repeat_interleave(sh, dim=2).repeat_interleave(sw, dim=3)
+
+    def op_offset(self, n: Node, x):
+        a = n.attrs
+        shape = list(x.shape)
+        shape[a["axis"] + 1] = a["size"]
+        y = x.new_zeros(shape)
+        y.narrow(a["axis"] + 1, a["at"], x.shape[a["axis"] + 1]).copy_(x)
         return y
 
     def op_mean(self, n: Node, x):

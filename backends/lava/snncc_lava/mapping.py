@@ -192,6 +192,13 @@ def back_box(g: Graph, n: Node, b: Box) -> Box:
         return (ch,) + sp
     if n.op == "linear":
         return b[:-1] + ((0, shape_in[-1]),)
+    if n.op == "upsample":  # output rows [lo, hi) read input rows [lo // s, ceil(hi / s))
+        return (b[0],) + tuple((lo // s, -(-hi // s)) for (lo, hi), s in zip(b[1:], n.attrs["scale"]))
+    if n.op == "offset":  # the part of the box inside the input's slice (empty boxes stay empty)
+        ax, at, size = n.attrs["axis"], n.attrs["at"], shape_in[n.attrs["axis"]]
+        lo, hi = b[ax]
+        lo, hi = min(max(lo - at, 0), size), min(max(hi - at, 0), size)
+        return tuple((lo, max(lo, hi)) if d == ax else r for d, r in enumerate(b))
     if n.op == "mean":
         dims = [d % len(shape_in) for d in n.attrs["dims"]]
         it = iter(b)

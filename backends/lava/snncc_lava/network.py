@@ -315,6 +315,10 @@ def materialised_synapses(g: Graph, nodes=None) -> int:
             total += int(np.prod(n.shape)) * int(n.params["weight"].shape[1])
         elif n.op == "pool":
             total += int(np.prod(n.shape)) * int(np.prod(n.attrs["kernel"]))
+        elif n.op == "upsample":
+            total += int(np.prod(n.shape))
+        elif n.op == "offset":
+            total += int(np.prod(g[n.inputs[0]].shape))
         elif n.op == "mean":
             total += int(np.prod(g[n.inputs[0]].shape))
     return total

@@ -168,6 +168,11 @@ def _channel_vector(v: np.ndarray, shape: tuple) -> np.ndarray | None:
     return None
 
 
+# Ops of the deployed graph no Speck layer has, and why.
+NO_SPECK_OP = {"upsample": "nearest upsampling: a Speck core cannot fan one event out to a block of neurons",
+               "offset": "channel concatenation: a Speck layer convolves one source's events per projection"}
+
+
 def _lower_branch(g: Graph, source: Node, chain: list[Node], where: str, problems: list[str]) -> dict | None:
     """One projection (source -> [pool]* conv|linear [scale|layout]*) as a Speck kernel."""
     shape = _as_chw(source.shape)
@@ -233,6 +238,9 @@ def _lower_branch(g: Graph, source: Node, chain: list[Node], where: str, problem
                     return None
                 bias = n.params.get("bias")
                 shape = (w.shape[0], 1, 1)
+            elif n.op in NO_SPECK_OP:
+                problems.append(f"node {n.name}: {NO_SPECK_OP[n.op]} (feeding {where})")
+                return None
             elif n.op == "scale":  # spikes summed into the membrane through a bare weight (a spike residual)
                 problems.append(f"node {n.name}: spikes of {source.name} enter the membrane of {where} through a bare "
                                 f"x{float(np.ravel(n.params['factor'])[0]):g} weight, not a kernel; a Speck core adds "
@@ -254,6 +262,9 @@ def _lower_branch(g: Graph, source: Node, chain: list[Node], where: str, problem
             elif n.op in ("reshape", "permute") and int(np.prod(n.shape)) == int(np.prod(shape)) and (
                     n.op == "reshape" or shape[1:] == (1, 1)):
                 pass  # output layout only: element order is unchanged
+            elif n.op in NO_SPECK_OP:
+                problems.append(f"node {n.name}: {NO_SPECK_OP[n.op]} (after the synaptic op of {where})")
+                return None
             else:
                 problems.append(f"node {n.name}: {n.op} on the current after the synaptic op of {where}; "
                                 f"a Speck core applies one convolution (pool spikes, not currents)")
@@ -365,7 +376,11 @@ def lower(graph: Graph, readout_threshold: float = 1.0) -> Lowered:
     out = g.output
     src = g[out.inputs[0]]
     output_layer = None
-    if src.kind == "current":
+    several = g.meta.get("outputs") or []
+    if several:
+        problems.append(f"node {out.name}: the model returns {len(several)} outputs "
+                        f"({', '.join(p['name'] for p in several)}); Speck reads out one layer (deploy one output)")
+    elif src.kind == "current":
         lay = lower_population(g, out, problems, readout_threshold)
         if lay is not None:
             layers.append(lay)

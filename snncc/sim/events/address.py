@@ -122,8 +122,8 @@ def _pool_matrix(n: Node, in_shape: tuple) -> sp.csr_matrix:
 
 def op_matrix(g: Graph, n: Node) -> sp.csr_matrix:
     """The (N_out, N_in) sparse map of one linear op on its first input (conv with stride/padding/
-    dilation/groups, linear, pool, mean, scale, reshape, permute): the per-op address map every
-    composed projection is made of (here and in the Lava backend)."""
+    dilation/groups, linear, pool, nearest upsampling, mean, scale, offset, reshape, permute): the
+    per-op address map every composed projection is made of (here and in the Lava backend)."""
     in_shape = g[n.inputs[0]].shape
     n_in, n_out = math.prod(in_shape), math.prod(n.shape)
     if n.op == "conv":
@@ -141,6 +141,16 @@ def op_matrix(g: Graph, n: Node) -> sp.csr_matrix:
         out = np.ravel_multi_index(tuple(idx[i] for i in keep), oshape) if keep else np.zeros(n_in, dtype=np.int64)
         k = math.prod(in_shape[d] for d in dims)
         return sp.csr_matrix((np.full(n_in, 1.0 / k), (out, np.arange(n_in))), shape=(n_out, n_in))
+    if n.op == "upsample":
+        (sh, sw), (C, H, W) = n.attrs["scale"], in_shape
+        src = np.arange(n_in).reshape(C, H, 1, W, 1)
+        cols = np.broadcast_to(src, (C, H, sh, W, sw)).ravel()  # output (c, y, x) reads (c, y // sh, x // sw)
+        return sp.csr_matrix((np.ones(n_out), (np.arange(n_out), cols)), shape=(n_out, n_in))
+    if n.op == "offset":
+        a = n.attrs
+        idx = np.arange(n_out).reshape(n.shape)
+        rows = idx.take(np.arange(a["at"], a["at"] + in_shape[a["axis"]]), axis=a["axis"]).ravel()
+        return sp.csr_matrix((np.ones(n_in), (rows, np.arange(n_in))), shape=(n_out, n_in))
     if n.op == "reshape":
         return sp.identity(n_in, format="csr")
     if n.op == "permute":
