@@ -512,7 +512,8 @@ def snn_net(**kw):
 
         def forward(self, x):
             s = self.l2(self.c2(self.l1(self.c1(x))))
-            return self.l3(self.fc(s.flatten(1)))
+            spk, mem = self.l3(self.fc(s.flatten(1)))  # returning both would be two outputs (the membrane
+            return spk  # is no deployable value): the prediction is the spikes
 
     return Net()
 
