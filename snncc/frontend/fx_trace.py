@@ -182,6 +182,7 @@ def from_module_fx(model: nn.Module, example: torch.Tensor, input_kind: str = CU
     while isinstance(first, (list, tuple)) and first:
         first = first[0]
     keep = needed_nodes(gm.graph.nodes, first) if isinstance(first, fx.Node) else None
+    conv.live = keep
     for n in gm.graph.nodes:
         if keep is not None and n.op.startswith("call") and n not in keep:
             continue  # computed only for the model's other outputs
