@@ -268,6 +268,9 @@ class Converter:
             raise FrontendError("model output is not a tensor computed from the input", where=where(fxn))
         lead = self.lead.get(src, ("B",)) if src is not None else ("B",)
         if lead != ("B",):
+            if "T" not in lead:
+                raise FrontendError(f"model output keeps a leading axis of size 1 (layout {', '.join(lead)})",
+                                    where=where(fxn), hint="drop it (x.squeeze(0) or x.mean(0)) in the model's output")
             raise FrontendError(f"model output keeps the time axis (layout {', '.join(lead)})", where=where(fxn),
                                 hint="average it over time (e.g. x.mean(0)) as the model's prediction")
         self.add(fxn, "output", [v], base="output")
@@ -546,12 +549,14 @@ class Converter:
         rank = len(self.graph[self.tensor(x, fxn)].shape) + len(lead)
         dims = [dims] if isinstance(dims, int) else list(dims)
         dims = [d % rank for d in dims]
-        t_axes = [i for i, a in enumerate(lead) if a == "T"]
-        if not t_axes or t_axes[0] not in dims or keepdim:
+        t_axes = [i for i, a in enumerate(lead) if a in ("T", "1") and i in dims]
+        if not t_axes or keepdim:
             return None
         t = t_axes[0]
         rest = [d - 1 if d > t else d for d in dims if d != t]
         self._out_lead = tuple(a for i, a in enumerate(lead) if i != t)
+        if lead[t] == "1":  # a leading axis of size 1 (x.unsqueeze(0)): its mean and its sum are the value
+            return x, rest
         self.time_reduced.add(fxn)
         y = x if factor == 1 else self.add(fxn, "scale", [x], {}, {"factor": np.asarray(float(self.T))},
                                           base=f"{fxn.name}_sumT")
@@ -701,7 +706,12 @@ class Converter:
         nl = len(lead)
         dims = [d + len(xs) + nl if d < 0 else d for d in dims]
         if sorted(dims[:nl]) != list(range(nl)):
-            raise FrontendError("permutation moves the batch axis", where=where(fxn))
+            full = self._shape_of_input(fxn)
+            hint = None
+            if lead == ("B",) and dims[:2] == [1, 0] and len(full) >= 3:  # a (B, T, ...) input, swapped to (T, B)
+                hint = (f"a model taking (B, T, ...) input: pass --input-layout BT --timesteps {full[1]} and the "
+                        f"per-step --input-shape {','.join(map(str, full[2:]))} (API: input_layout='BT')")
+            raise FrontendError("permutation moves the batch axis", where=where(fxn), hint=hint)
         self._out_lead = tuple(lead[d] for d in dims[:nl])  # (T, B) <-> (B, T) is a layout change only
         rest = tuple(d - nl for d in dims[nl:])
         if rest == tuple(range(len(xs))):

@@ -324,19 +324,25 @@ def trace(loaded: LoadedModel, frontend: str = "auto", input_kind: str = CURRENT
                                 hint="use the default torch.export front end (drop --frontend fx), or single-step "
                                      "neurons without --input-layout")
         if frontend == "export" or (frontend == "auto" and not stateful):
+            failed = None
             try:
                 ep = export_module(loaded.module, example)
-            except FrontendError:
+            except FrontendError as e:
                 if frontend == "export" or loaded.layout:
                     raise
-                ep = None  # torch.export could not trace it: fall back to symbolic_trace
+                ep, failed = None, e  # torch.export could not trace it: fall back to symbolic_trace
             finally:
                 reset_memory(loaded.module)  # tracing ran the model once: no membrane may survive it
             if ep is not None:
                 g = from_exported(ep, input_kind=input_kind, source=loaded.source, layout=loaded.layout,
                                   T=loaded.T)
             else:
-                g = from_module_fx(loaded.module, example, input_kind=input_kind)
+                try:
+                    g = from_module_fx(loaded.module, example, input_kind=input_kind)
+                except FrontendError as e:  # the first failure is the one to fix: say both
+                    raise FrontendError(f"{failed.what}; the fx fallback failed too: {e.what}", where=failed.where,
+                                        hint="make the model traceable by torch.export (torch.export.export(model."
+                                             "eval(), (x,)) shows the full error)") from None
         elif frontend in ("fx", "auto"):
             g = from_module_fx(loaded.module, example, input_kind=input_kind)
         else:
