@@ -219,9 +219,11 @@ class Converter:
         numel = math.prod(self._shape_of_input(fxn)[len(src):]) if getattr(fxn, "args", ()) else None
         cands = [src] + ([("T", "B"), ("TB",), ("B", "T"), ("B",)] if self.T else [("1", "B"), ("B",)])
         # a program exported at batch 1 fits several layouts ((T, 1, C, H, W) is (T, B) or (T*B,) with
-        # a leading 1): a reshape that keeps the per-sample shape only moves between layouts
+        # a leading 1): a reshape that keeps the per-sample shape only moves between layouts, and
+        # (T*B, ...) reshaped to (T, 1, ...) is research code's x.reshape(T, B, ...)
         same = [c for c in cands if tuple(shape[len(c):]) == tuple(self._shape_of_input(fxn)[len(src):])]
-        for lead in same + cands:
+        split = [("T", "B")] if src == ("TB",) else []
+        for lead in same + split + cands:
             sizes = self.lead_sizes(lead)
             if None in sizes or tuple(shape[:len(lead)]) != sizes:
                 continue
