@@ -276,3 +276,15 @@ def test_batchnorm_of_a_sum_of_convs_says_what_to_write(tmp_path):
     assert code == 2 and len(e.strip().splitlines()) == 1, e
     assert "node bn: BatchNorm does not fold into a single conv/linear: its input add sums ca, cb" in e, e
     assert "fold pipeline" not in e and "one BatchNorm per branch" in e
+
+
+@pytest.mark.parametrize("factory", ["digits_cnn", "digits_former"])
+def test_shipped_examples_exported_at_batch_1_give_the_modules_deployed_graph(factory, tmp_path):
+    from examples.digits import models
+
+    torch.manual_seed(0)
+    m = randomize_bn(getattr(models, factory)())
+    x = torch.rand(2, 1, 8, 8)
+    snncc.compile(m, x).save(str(tmp_path / "module"))
+    snncc.compile(torch.export.export(m.eval(), (x[:1],))).save(str(tmp_path / "program"))
+    _same_graph(snncc.load(str(tmp_path / "program")).deployed, snncc.load(str(tmp_path / "module")).deployed)
