@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from snncc.errors import FrontendError, LoadError
+from snncc.errors import FrontendError, LoadError, first_line as _first_line
 from snncc.frontend.safe_load import load_checkpoint, load_program
 from snncc.ir.graph import Graph
 from snncc.ir.ops import CURRENT
@@ -265,11 +265,6 @@ def _timesteps(g: Graph, loaded: LoadedModel) -> int:
         raise FrontendError(f"the model repeats its input over T = {own} but is compiled with T = {loaded.T}",
                             where=loaded.source or "model", hint="drop --timesteps or the MultiStep wrapper")
     return int(own or loaded.T)
-
-
-def _first_line(e: Exception) -> str:
-    s = str(e).strip()
-    return s.splitlines()[0][:200] if s else e.__class__.__name__
 
 
 def _program_input_shape(ep, path, whole: bool = False) -> tuple[int, ...]:

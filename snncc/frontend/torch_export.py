@@ -13,7 +13,7 @@ import warnings
 import torch
 import torch.fx as fx
 
-from snncc.errors import FrontendError
+from snncc.errors import FrontendError, first_line
 from snncc.frontend import peers
 from snncc.frontend.convert import Call, Converter, needed_nodes, where
 from snncc.ir.graph import Graph
@@ -176,14 +176,9 @@ def normalise(ep: torch.export.ExportedProgram, source: str = "") -> torch.expor
             warnings.simplefilter("ignore")
             return ep.run_decompositions({})
     except Exception as e:
-        raise FrontendError(f"torch could not make the in-place op {inplace[0].name} functional ({_first_line(e)})",
+        raise FrontendError(f"torch could not make the in-place op {inplace[0].name} functional ({first_line(e)})",
                             where=where(inplace[0]), hint="write it out of place (x = x.round() for x.round_())") \
             from None
-
-
-def _first_line(e: Exception) -> str:
-    s = str(e).strip()
-    return s.splitlines()[0][:200] if s else e.__class__.__name__
 
 
 def from_exported(ep: torch.export.ExportedProgram, input_kind: str = CURRENT, source: str = "",
