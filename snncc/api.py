@@ -284,11 +284,12 @@ per-step `input_shape`); its inputs are then passed to `verify`/`simulate` in th
     if isinstance(model, (str, os.PathLike)):
         loaded = load(os.fspath(model), model_def=model_def, factory_kwargs=factory_kwargs,
                       trust_pickle=trust_pickle, input_shape=tuple(input_shape) if input_shape else None,
-                      approximate_lif=approximate_lif, nir_lif=nir_lif)
+                      approximate_lif=approximate_lif, nir_lif=nir_lif, layout=input_layout, timesteps=timesteps)
     elif isinstance(model, torch.export.ExportedProgram):
         from snncc.frontend.loader import _program_input_shape
 
         loaded = LoadedModel(None, model, _program_input_shape(model, "program"), 1, "")
+        loaded.set_layout(input_layout, timesteps)
     elif isinstance(model, nn.Module):
         from snncc.frontend.loader import _unwrap
 
@@ -324,7 +325,8 @@ per-step `input_shape`); its inputs are then passed to `verify`/`simulate` in th
 
             warnings.warn(f"the model's own T = {loaded.T} is replaced by --timesteps {timesteps}", stacklevel=2)
         loaded.T = timesteps
-    if input_layout and loaded.T == 1 and timesteps is None and recorded is None and example_input is None:
+    if input_layout and loaded.T == 1 and timesteps is None and recorded is None and example_input is None and \
+            loaded.program is None:
         raise SnnccError(f"input layout {input_layout} needs the number of timesteps", where="--input-layout",
                          hint="pass --timesteps T with the per-step --input-shape")
     res = compile_model(loaded, target=target, input_kind=input_kind, frontend=frontend, dump_after=tuple(dump_after),

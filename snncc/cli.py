@@ -230,12 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _load(args):
+def _load(args, layout: str = "", timesteps: int | None = None):
     from snncc.frontend import load
 
     return load(args.model if hasattr(args, "model") else args.path, model_def=args.model_def,
                 factory_kwargs=parse_kwargs(args.factory_kwargs), trust_pickle=args.trust_pickle,
-                input_shape=parse_shape(args.input_shape), approximate_lif=args.approximate_lif, nir_lif=args.nir_lif)
+                input_shape=parse_shape(args.input_shape), approximate_lif=args.approximate_lif, nir_lif=args.nir_lif,
+                layout=layout, timesteps=timesteps)
 
 
 def cmd_compile(args) -> int:
@@ -510,10 +511,11 @@ def cmd_verify(args) -> int:
     from snncc.sim.device import resolve
 
     resolve(args.device)
-    loaded = _load(args)
     dep = load(args.out)
-    if dep.traced.meta.get("input_layout"):  # the model takes the whole sequence, as it was compiled
-        loaded.layout, loaded.T = dep.traced.meta["input_layout"], dep.traced.T
+    layout = dep.traced.meta.get("input_layout", "")  # the model takes the whole sequence, as it was compiled
+    loaded = _load(args, layout, dep.traced.T if layout else None)
+    if layout:
+        loaded.T = dep.traced.T
     x = _inputs(args, dep.traced)
     rep = dep.verify(x, model=loaded, device=args.device)
     print(rep.table())

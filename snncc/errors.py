@@ -30,6 +30,12 @@ class SnnccError(Exception):
         return "".join(parts)
 
 
+def first_line(e: Exception) -> str:
+    """The first line of an exception raised by other code (at most 200 characters), or its class name."""
+    s = str(e).strip()
+    return s.splitlines()[0][:200] if s else e.__class__.__name__
+
+
 class IRError(SnnccError):
     """An ill-formed or ill-typed graph."""
 

@@ -118,11 +118,11 @@ class EventNet(nn.Module):
         return self.head(feat).mean(0), {"rate": s1.mean(), "feat": feat}
 
 
-def _counts_by_hand(model, x):
-    """Spike counts of n1 and n2 summed over T, from the eager model itself (hooks)."""
+def _counts_by_hand(model, x, names=("n1", "n2")):
+    """Spike counts of the named neuron modules summed over T, from the eager model itself (hooks)."""
     got = {}
     hooks = [getattr(model, k).register_forward_hook(lambda m, i, o, k=k: got.__setitem__(k, o.sum(0)))
-             for k in ("n1", "n2")]
+             for k in names]
     reset_net(model)
     with torch.no_grad():
         model(x.float())

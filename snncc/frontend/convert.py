@@ -22,7 +22,7 @@ import torch.fx as fx
 
 from snncc.errors import FrontendError
 from snncc.frontend.calls import Call, where
-from snncc.frontend.time_loop import Lin, StepBuffer, TimeLoop, is_step_value
+from snncc.frontend.time_loop import Lin, StepBuffer, TimeLoop, _num, is_step_value
 from snncc.ir.graph import Graph, Node
 from snncc.ir.ops import CURRENT, SPIKE, tuple_n
 
@@ -199,6 +199,7 @@ class Converter:
         self._consumed: set[fx.Node] = set()
         self._counter: dict[str, int] = {}
         self.loop = TimeLoop(self)  # neurons written as a Python loop over T (time_loop.py)
+        self.live: set | None = None  # the fx nodes the output needs (None: all); dead users match no pattern
 
     # ---- helpers ------------------------------------------------------------------------
     def name(self, base: str) -> str:
@@ -265,7 +266,12 @@ class Converter:
         src = self.lead_in(fxn)
         numel = math.prod(self._shape_of_input(fxn)[len(src):]) if getattr(fxn, "args", ()) else None
         cands = [src] + ([("T", "B"), ("TB",), ("B", "T"), ("B",)] if self.T else [("1", "B"), ("B",)])
-        for lead in cands:
+        # a program exported at batch 1 fits several layouts ((T, 1, C, H, W) is (T, B) or (T*B,) with
+        # a leading 1): a reshape that keeps the per-sample shape only moves between layouts, and
+        # (T*B, ...) reshaped to (T, 1, ...) is research code's x.reshape(T, B, ...)
+        same = [c for c in cands if tuple(shape[len(c):]) == tuple(self._shape_of_input(fxn)[len(src):])]
+        split = [("T", "B")] if src == ("TB",) else []
+        for lead in same + split + cands:
             sizes = self.lead_sizes(lead)
             if None in sizes or tuple(shape[:len(lead)]) != sizes:
                 continue
@@ -338,6 +344,9 @@ class Converter:
             raise FrontendError(f"{what} is not a tensor computed from the input", where=where(fxn))
         lead = self.lead.get(src, ("B",)) if src is not None else ("B",)
         if lead != ("B",):
+            if "T" not in lead:
+                raise FrontendError(f"{what} keeps a leading axis of size 1 (layout {', '.join(lead)})",
+                                    where=where(fxn), hint="drop it (x.squeeze(0) or x.mean(0)) in the model's output")
             raise FrontendError(f"{what} keeps the time axis (layout {', '.join(lead)})", where=where(fxn),
                                 hint="average it over time (e.g. x.mean(0)) as the model's prediction")
         return v
@@ -577,6 +586,10 @@ class Converter:
                          "weight": w, "bias": b})
 
     def c_add(self, fxn, a, b, alpha=1):
+        if self.is_tensor(a) and not self.is_tensor(b) and _num(b) == 0.0:
+            return a  # x + 0, x - 0
+        if self.is_tensor(b) and not self.is_tensor(a) and _num(a) == 0.0 and alpha == 1:
+            return b  # 0. + x: a membrane started at the float 0. (SpikingJelly's v = v + x)
         if self.is_tensor(a) and self.is_tensor(b):
             if alpha != 1:
                 b = self.add(fxn, "scale", [b], {}, {"factor": np.asarray(float(alpha))}, base=f"{fxn.name}_alpha")
@@ -643,12 +656,14 @@ class Converter:
         rank = len(self.graph[self.tensor(x, fxn)].shape) + len(lead)
         dims = [dims] if isinstance(dims, int) else list(dims)
         dims = [d % rank for d in dims]
-        t_axes = [i for i, a in enumerate(lead) if a == "T"]
-        if not t_axes or t_axes[0] not in dims or keepdim:
+        t_axes = [i for i, a in enumerate(lead) if a in ("T", "1") and i in dims]
+        if not t_axes or keepdim:
             return None
         t = t_axes[0]
         rest = [d - 1 if d > t else d for d in dims if d != t]
         self._out_lead = tuple(a for i, a in enumerate(lead) if i != t)
+        if lead[t] == "1":  # a leading axis of size 1 (x.unsqueeze(0)): its mean and its sum are the value
+            return x, rest
         self.time_reduced.add(fxn)
         y = x if factor == 1 else self.add(fxn, "scale", [x], {}, {"factor": np.asarray(float(self.T))},
                                           base=f"{fxn.name}_sumT")
@@ -808,13 +823,51 @@ class Converter:
             return x  # only the time/batch layout changed
         return self.add(fxn, "reshape", [self.tensor(x, fxn)], {"shape": shape})
 
+    def c_unsqueeze(self, fxn, x, dim):
+        """An axis inserted where the program says: before the batch axis it is a new leading axis
+        (the time axis-to-be of `x.unsqueeze(0).repeat(T, ...)`), never a guess from sizes (at batch
+        1 every leading size is 1)."""
+        lead = self.lead_in(fxn)
+        d = int(dim) % len(self._shape(fxn))
+        if d >= len(lead):
+            return self._relayout(fxn, x, lead)
+        if d == 0 and lead == ("B",):
+            return self._relayout(fxn, x, ("1", "B"))
+        return self.c_reshape(fxn, x)
+
+    def c_squeeze(self, fxn, x, dims=None):
+        """Axes removed where the program says; a size-1 leading axis ("1") goes, the batch or time
+        axis may not."""
+        if dims is None:
+            return self.c_reshape(fxn, x)
+        lead = self.lead_in(fxn)
+        rank = len(self._shape_of_input(fxn))
+        dims = {int(d) % rank for d in ([dims] if isinstance(dims, int) else dims)}
+        if any(lead[d] != "1" for d in dims if d < len(lead)):
+            raise FrontendError("squeeze of the batch (or time) axis", where=where(fxn),
+                                hint="squeeze a per-sample axis; a program exported at batch 1 still has a batch axis")
+        return self._relayout(fxn, x, tuple(a for i, a in enumerate(lead) if i not in dims))
+
+    def _relayout(self, fxn, x, lead: tuple[str, ...]):
+        """The value of x with leading axes `lead` and the per-sample rest of fxn's shape."""
+        self._out_lead = lead
+        shape = self._shape(fxn)[len(lead):]
+        if shape == self.graph[self.tensor(x, fxn)].shape:
+            return x
+        return self.add(fxn, "reshape", [self.tensor(x, fxn)], {"shape": shape})
+
     def c_permute(self, fxn, x, dims):
         xs = self.graph[self.tensor(x, fxn)].shape
         lead = self.lead_in(fxn)
         nl = len(lead)
         dims = [d + len(xs) + nl if d < 0 else d for d in dims]
         if sorted(dims[:nl]) != list(range(nl)):
-            raise FrontendError("permutation moves the batch axis", where=where(fxn))
+            full = self._shape_of_input(fxn)
+            hint = None
+            if lead == ("B",) and dims[:2] == [1, 0] and len(full) >= 3:  # a (B, T, ...) input, swapped to (T, B)
+                hint = (f"a model taking (B, T, ...) input: pass --input-layout BT --timesteps {full[1]} and the "
+                        f"per-step --input-shape {','.join(map(str, full[2:]))} (API: input_layout='BT')")
+            raise FrontendError("permutation moves the batch axis", where=where(fxn), hint=hint)
         self._out_lead = tuple(lead[d] for d in dims[:nl])  # (T, B) <-> (B, T) is a layout change only
         rest = tuple(d - nl for d in dims[nl:])
         if rest == tuple(range(len(xs))):
@@ -858,14 +911,14 @@ class Converter:
             raise FrontendError(f"clamp({lo}, {hi}) is not an SFA neuron (expected clamp(x, 0, D) with integer D)",
                                 where=where(fxn), hint="SFA neurons are round(clamp(x, 0, D)) / Norm")
         chain = []
-        nxt = _only_user(fxn)
+        nxt = self.only_user(fxn)
         rounding = None
         if nxt is not None and self.canon(nxt).op == "round":
             rounding, chain = "half_even", [nxt]
         elif nxt is not None and self.canon(nxt).op == "add":
             c = self.canon(nxt)
             other = [a for a in c.args if not isinstance(a, fx.Node)]
-            fl = _only_user(nxt)
+            fl = self.only_user(nxt)
             if other == [0.5] and fl is not None and self.canon(fl).op == "floor":
                 rounding, chain = "half_up", [nxt, fl]
         if rounding is None:
@@ -873,7 +926,7 @@ class Converter:
                                 where=where(fxn), hint="SFA neurons are round(clamp(x, 0, D)) / Norm")
         norm = 1.0
         last = chain[-1]
-        nd = _only_user(last)
+        nd = self.only_user(last)
         if nd is not None:
             c = self.canon(nd)
             if c.op == "div" and c.args[0] is last and isinstance(c.args[1], (int, float)):
@@ -894,14 +947,17 @@ class Converter:
         raise FrontendError("floor() outside an SFA neuron pattern", where=where(fxn),
                             hint="SFA neurons are floor(clamp(x, 0, D) + 0.5) / Norm")
 
+    def only_user(self, n: fx.Node) -> fx.Node | None:
+        """The single live computing user of n (None for several, or for the graph output). A user
+        whose result nothing reads (SpikingJelly's reset `v = v - spike * v_threshold` after the
+        last step) does not count."""
+        users = [u for u in n.users if self.live is None or u in self.live or u.op == "output"]
+        return users[0] if len(users) == 1 and users[0].op.startswith("call") else None
+
     def canon(self, fxn: fx.Node) -> Call:  # provided by the front end
         raise NotImplementedError
 
 
-def _only_user(n: fx.Node) -> fx.Node | None:
-    """The single computing user of n (None for several users, or for the graph output)."""
-    users = list(n.users)
-    return users[0] if len(users) == 1 and users[0].op.startswith("call") else None
 
 
 def _tuple(v, n):

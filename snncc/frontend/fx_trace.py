@@ -193,6 +193,7 @@ def from_module_fx(model: nn.Module, example: torch.Tensor, input_kind: str = CU
     conv = FxConverter(gm, input_kind=input_kind, root=model)
     heads = output_heads(next(n for n in gm.graph.nodes if n.op == "output").args[0])
     keep = needed_nodes(gm.graph.nodes, heads) if all(isinstance(h, fx.Node) for h in heads) else None
+    conv.live = keep
     for n in gm.graph.nodes:
         if keep is not None and n.op.startswith("call") and n not in keep:
             continue  # computed only for the model's other outputs

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from snncc.errors import FrontendError, LoadError
+from snncc.errors import FrontendError, LoadError, first_line as _first_line
 from snncc.frontend.convert import output_heads, pack_outputs
 from snncc.frontend.safe_load import load_checkpoint, load_program
 from snncc.ir.graph import Graph
@@ -53,10 +53,13 @@ class LoadedModel:
                 from snncc.sim.reference import run
 
                 return run(self.nir, x.double()).output
-            if self.module is None:
+            if self.module is None and not self.layout:
                 return _run_program(self.program, x)
-            if self.layout:  # the module takes the whole sequence; x is (B, ...) repeated, or (T, B, ...)
+            if self.layout:  # the model takes the whole sequence; x is (B, ...) repeated, or (T, B, ...)
                 xs = x if x.dim() == len(self.input_shape) + 2 else x.unsqueeze(0).expand(self.T, *x.shape)
+                if self.module is None:
+                    return _run_program(self.program, xs.transpose(0, 1) if self.layout == "BT" else xs,
+                                        batch_axis=self.layout.index("B"))
                 reset_memory(self.module)
                 out = model_output(self.module(xs.transpose(0, 1) if self.layout == "BT" else xs))
                 reset_memory(self.module)
@@ -72,19 +75,41 @@ class LoadedModel:
             return model_output(self.module(x))
 
 
-def _run_program(ep, x: torch.Tensor) -> torch.Tensor:
-    """Run an exported program on any batch size: programs are often exported with a static batch."""
+    def set_layout(self, layout: str, T: int | None = None) -> None:
+        """The model takes (T, B, *shape) ("TB") or (B, T, *shape) ("BT") at once. A program's input
+        shape is fixed at export: its T and per-step shape come from it (a `T` given must agree)."""
+        self.layout = layout
+        if self.program is not None and layout:
+            full = _program_input_shape(self.program, self.source or "program", whole=True)
+            if len(full) < 3:
+                raise LoadError(f"the program's input {full} has no time axis for input layout {layout}",
+                                where=self.source or "program", hint="drop --input-layout")
+            own = full[layout.index("T")]
+            if T not in (None, 1, own):
+                raise LoadError(f"--timesteps {T} differs from the program's time axis {own} (input {full}, layout "
+                                f"{layout})", where=self.source or "program",
+                                hint=f"drop --timesteps or pass --timesteps {own}")
+            self.T, self.input_shape = own, tuple(full[2:])
+        elif T is not None:
+            self.T = T
+
+
+def _run_program(ep, x: torch.Tensor, batch_axis: int = 0) -> torch.Tensor:
+    """Run an exported program on any batch size: programs are often exported with a static batch
+    (on `batch_axis` of its input; its output is batch-first)."""
     fn = ep.module()
     users = list(ep.graph_signature.user_inputs)
     node = next(n for n in ep.graph.nodes if n.op == "placeholder" and n.name == users[0])
-    b0 = int(node.meta["val"].shape[0])
+    b0 = int(node.meta["val"].shape[batch_axis])
     dtype = node.meta["val"].dtype
     outs = []
-    for i in range(0, x.shape[0], b0):
-        chunk = x[i:i + b0].to(dtype)
-        n = chunk.shape[0]
+    for i in range(0, x.shape[batch_axis], b0):
+        chunk = x.narrow(batch_axis, i, min(b0, x.shape[batch_axis] - i)).to(dtype)
+        n = chunk.shape[batch_axis]
         if n < b0:
-            chunk = torch.cat([chunk, chunk.new_zeros((b0 - n,) + tuple(chunk.shape[1:]))])
+            pad = list(chunk.shape)
+            pad[batch_axis] = b0 - n
+            chunk = torch.cat([chunk, chunk.new_zeros(pad)], dim=batch_axis)
         outs.append(model_output(fn(chunk))[:n])
     return torch.cat(outs)
 
@@ -175,7 +200,10 @@ def _unwrap(model: nn.Module) -> tuple[nn.Module, int]:
 
 
 def load(path: str, model_def: str | None = None, factory_kwargs: dict | None = None, trust_pickle: bool = False,
-         input_shape: tuple[int, ...] | None = None, approximate_lif: bool = False, nir_lif: str = "") -> LoadedModel:
+         input_shape: tuple[int, ...] | None = None, approximate_lif: bool = False, nir_lif: str = "",
+         layout: str = "", timesteps: int | None = None) -> LoadedModel:
+    """`layout`: the model takes (B, T, *shape) / (T, B, *shape); `input_shape` is then the per-step
+    shape, for a program as for a module (a program's T is its input's, `timesteps` must agree)."""
     if not os.path.exists(path):
         raise LoadError("file not found", where=path)
     if os.path.isdir(path):
@@ -198,10 +226,13 @@ def load(path: str, model_def: str | None = None, factory_kwargs: dict | None = 
         return LoadedModel(None, None, g.inputs[0].shape, g.T, path, nir=g)
     if path.endswith(".pt2") and model_def is None:
         ep = load_program(path, trust_pickle)
-        shape = _program_input_shape(ep, path)
-        if input_shape is not None and tuple(input_shape) != shape:
-            raise LoadError(f"--input-shape {input_shape} differs from the program's input {shape}", where=path)
-        return LoadedModel(None, ep, shape, 1, path)
+        loaded = LoadedModel(None, ep, _program_input_shape(ep, path), 1, path)
+        loaded.set_layout(layout, timesteps)
+        if input_shape is not None and tuple(input_shape) != loaded.input_shape:
+            per = f" per timestep (input {_program_input_shape(ep, path, whole=True)}, layout {layout})" if layout else ""
+            raise LoadError(f"--input-shape {input_shape} differs from the program's input {loaded.input_shape}{per}",
+                            where=path)
+        return loaded
     obj = load_checkpoint(path, trust_pickle)
     if isinstance(obj, nn.Module):
         model, T = _unwrap(obj)
@@ -223,7 +254,7 @@ def load(path: str, model_def: str | None = None, factory_kwargs: dict | None = 
         if shape is None:
             raise LoadError("the input shape is unknown", where=path, hint="pass --input-shape C,H,W")
         input_shape = tuple(shape)
-    return LoadedModel(model.eval(), None, tuple(input_shape), T, path)
+    return LoadedModel(model.eval(), None, tuple(input_shape), T, path, layout=layout)
 
 
 def _timesteps(g: Graph, loaded: LoadedModel) -> int:
@@ -236,18 +267,14 @@ def _timesteps(g: Graph, loaded: LoadedModel) -> int:
     return int(own or loaded.T)
 
 
-def _first_line(e: Exception) -> str:
-    s = str(e).strip()
-    return s.splitlines()[0][:200] if s else e.__class__.__name__
-
-
-def _program_input_shape(ep, path) -> tuple[int, ...]:
+def _program_input_shape(ep, path, whole: bool = False) -> tuple[int, ...]:
+    """The program's per-sample input shape (its whole input shape with `whole`)."""
     users = list(ep.graph_signature.user_inputs)
     if len(users) != 1:
         raise LoadError(f"program takes {len(users)} inputs; snncc compiles single-input models", where=path)
     for n in ep.graph.nodes:
         if n.op == "placeholder" and n.name == users[0]:
-            return tuple(int(s) for s in n.meta["val"].shape[1:])
+            return tuple(int(s) for s in n.meta["val"].shape[0 if whole else 1:])
     raise LoadError("program input not found", where=path)
 
 
@@ -265,7 +292,8 @@ def trace(loaded: LoadedModel, frontend: str = "auto", input_kind: str = CURRENT
         g.inputs[0].attrs["kind"] = input_kind
         g.infer()
     elif loaded.program is not None:
-        g = from_exported(loaded.program, input_kind=input_kind, source=loaded.source)
+        g = from_exported(loaded.program, input_kind=input_kind, source=loaded.source, layout=loaded.layout,
+                          T=loaded.T)
         g.T = _timesteps(g, loaded)
     else:
         from snncc.resources import require, tensor_bytes
@@ -291,19 +319,25 @@ def trace(loaded: LoadedModel, frontend: str = "auto", input_kind: str = CURRENT
                                 hint="use the default torch.export front end (drop --frontend fx), or single-step "
                                      "neurons without --input-layout")
         if frontend == "export" or (frontend == "auto" and not stateful):
+            failed = None
             try:
                 ep = export_module(loaded.module, example)
-            except FrontendError:
+            except FrontendError as e:
                 if frontend == "export" or loaded.layout:
                     raise
-                ep = None  # torch.export could not trace it: fall back to symbolic_trace
+                ep, failed = None, e  # torch.export could not trace it: fall back to symbolic_trace
             finally:
                 reset_memory(loaded.module)  # tracing ran the model once: no membrane may survive it
             if ep is not None:
                 g = from_exported(ep, input_kind=input_kind, source=loaded.source, layout=loaded.layout,
                                   T=loaded.T)
             else:
-                g = from_module_fx(loaded.module, example, input_kind=input_kind)
+                try:
+                    g = from_module_fx(loaded.module, example, input_kind=input_kind)
+                except FrontendError as e:  # the first failure is the one to fix: say both
+                    raise FrontendError(f"{failed.what}; the fx fallback failed too: {e.what}", where=failed.where,
+                                        hint="make the model traceable by torch.export (torch.export.export(model."
+                                             "eval(), (x,)) shows the full error)") from None
         elif frontend in ("fx", "auto"):
             g = from_module_fx(loaded.module, example, input_kind=input_kind)
         else:

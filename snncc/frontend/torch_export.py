@@ -8,12 +8,13 @@ constants; the single user input becomes the IR input node.
 from __future__ import annotations
 
 import operator
+import warnings
 
 import torch
 import torch.fx as fx
 import torch.utils._pytree as pytree
 
-from snncc.errors import FrontendError
+from snncc.errors import FrontendError, first_line
 from snncc.frontend import peers
 from snncc.frontend.calls import Call, where
 from snncc.frontend.convert import Converter, needed_nodes, output_heads
@@ -73,8 +74,9 @@ ATEN_MAP = {
     aten.flatten: lambda x, *a: Call("reshape", (x,), {}),
     aten.view: lambda x, *a: Call("reshape", (x,), {}),
     aten.reshape: lambda x, *a: Call("reshape", (x,), {}),
-    aten.unsqueeze: lambda x, *a: Call("reshape", (x,), {}),
-    aten.squeeze: lambda x, *a: Call("reshape", (x,), {}),
+    aten._unsafe_view: lambda x, *a: Call("reshape", (x,), {}),  # a reshape after functionalisation
+    aten.unsqueeze: lambda x, dim: Call("unsqueeze", (x, dim), {}),
+    aten.squeeze: lambda x, dims=None: Call("squeeze", (x, dims), {}),
     aten.unflatten: lambda x, *a: Call("reshape", (x,), {}),
     aten.permute: lambda x, dims: Call("permute", (x, dims), {}),
     aten.repeat: lambda x, repeats: Call("repeat", (x, repeats), {}),
@@ -159,12 +161,51 @@ class ExportConverter(peers.PeerOps, Converter):
         return Call(call.op, tuple(r(a) for a in call.args), {k: r(v) for k, v in call.kwargs.items()})
 
 
+def _training_op(n: fx.Node) -> str | None:
+    """What of a node only runs so in training mode (BatchNorm on batch statistics, active dropout)."""
+    if n.op != "call_function":
+        return None
+    name = getattr(getattr(n.target, "overloadpacket", None), "__name__", "")
+    if name == "batch_norm" and len(n.args) > 5 and n.args[5] is True or name in (
+            "_native_batch_norm_legit", "_native_batch_norm_legit_functional", "native_batch_norm"):
+        return "BatchNorm uses the batch's statistics"
+    if name in ("dropout", "feature_dropout") and (len(n.args) > 2 and n.args[2] is True or n.kwargs.get("train")):
+        return "dropout is active"
+    return None
+
+
+def normalise(ep: torch.export.ExportedProgram, source: str = "") -> torch.export.ExportedProgram:
+    """The program as the converter reads it: exported in eval mode (else one line saying so), and
+    in-place ATen ops (`x.round_()`, `out += identity`) made functional by torch's own
+    functionalisation. An element copy into a view (a padded border filled, `out[t] = spike`)
+    stays as the converter reads it."""
+    for n in ep.graph.nodes:
+        why = _training_op(n)
+        if why is not None:
+            raise FrontendError(f"the model was exported in training mode ({why})", where=source or where(n),
+                                hint="call model.eval() before torch.export")
+    inplace = [n for n in ep.graph.nodes if n.op == "call_function" and
+               getattr(getattr(n.target, "overloadpacket", None), "__name__", "").endswith("_") and
+               n.target.overloadpacket is not aten.copy_]
+    if not inplace:
+        return ep
+    try:
+        with warnings.catch_warnings():  # torch's own deprecation notices while it retraces
+            warnings.simplefilter("ignore")
+            return ep.run_decompositions({})
+    except Exception as e:
+        raise FrontendError(f"torch could not make the in-place op {inplace[0].name} functional ({first_line(e)})",
+                            where=where(inplace[0]), hint="write it out of place (x = x.round() for x.round_())") \
+            from None
+
+
 def from_exported(ep: torch.export.ExportedProgram, input_kind: str = CURRENT, source: str = "",
                   layout: str = "", T: int = 1) -> Graph:
     """Convert an exported program with one tensor input. A model returning a flat tuple or list
     of tensors deploys them all (`Converter.outputs`); one returning (logits, extras...) with
     nested extras is compiled for its first output (`convert.output_heads`). `layout` "TB" / "BT": the model takes its
     input with a time axis of length T first / second (multi-step research code)."""
+    ep = normalise(ep, source)
     conv = ExportConverter(input_kind=input_kind)
     sig = ep.graph_signature
     state = dict(ep.state_dict)
@@ -188,6 +229,7 @@ def from_exported(ep: torch.export.ExportedProgram, input_kind: str = CURRENT, s
         if not isinstance(h, fx.Node):
             raise FrontendError("a deployed output of the model is not a tensor", where=source or "exported program")
     keep = needed_nodes(ep.graph.nodes, heads)
+    conv.live = keep
     for n in ep.graph.nodes:
         if n.op == "call_function" and n not in keep:
             continue  # computed only for the model's other outputs (or not at all)

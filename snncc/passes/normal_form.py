@@ -29,13 +29,23 @@ def _weights(n: Node) -> int:
     return int(n.params["weight"].size) if "weight" in n.params else 0
 
 
+def refuse_unfolded_batchnorm(g: Graph) -> None:
+    """A BatchNorm the fold passes left (not right after one conv/linear, e.g. on a sum of two
+    convs) in one line saying what to write: the deployed forms need affine projections."""
+    for bn in (n for n in g.nodes if n.op == "batchnorm"):
+        src = g[bn.inputs[0]]
+        what = f"sums {', '.join(src.inputs)}" if src.op == "add" else f"is a `{src.op}` node or has other users"
+        raise PassError(f"BatchNorm does not fold into a single conv/linear: its input {src.name} {what}; snncc "
+                        "deploys a BatchNorm folded into the one conv/linear before it", where=f"node {bn.name}",
+                        hint="put the BatchNorm right after one conv/linear (for a sum: one BatchNorm per branch, "
+                             "bn_a(conv_a(s)) + bn_b(conv_b(s)))")
+
+
 def normal_form(graph: Graph) -> PassResult:
     g = graph.clone()
     changes: list[str] = []
     added = {"synapses": 0, "copies": 0}
-    for bn in (n for n in g.nodes if n.op == "batchnorm"):
-        raise PassError("batchnorm not folded into a conv/linear; normal form needs affine projections",
-                        where=f"node {bn.name}", hint="put BatchNorm directly after a conv or linear layer")
+    refuse_unfolded_batchnorm(g)
     consumers = [n for n in g.nodes if n.op in CONSUMERS]
     trees, owners = shared_currents(g)
     for c in consumers:

@@ -35,7 +35,8 @@ from snncc.estimate.plan import dense_macs
 from snncc.ir.graph import Graph, Node
 from snncc.ir.ops import SPIKE
 from snncc.passes.base import PassResult
-from snncc.passes.normal_form import shared_currents
+from snncc.ir.deployed import CONSUMERS, current_tree
+from snncc.passes.normal_form import refuse_unfolded_batchnorm, shared_currents
 
 FORMS = ("fanin", "relay")
 
@@ -148,9 +149,7 @@ def residual_lowering(graph: Graph, profile=None, residual: str | None = None, g
     `product_order`: choose spike-product association orders by cost."""
     if residual is not None and residual not in FORMS:
         raise PassError(f"unknown residual form {residual!r}", where="residual_lowering", hint=f"one of {FORMS}")
-    for bn in (n for n in graph.nodes if n.op == "batchnorm"):
-        raise PassError("batchnorm not folded; residual lowering needs affine projections", where=f"node {bn.name}",
-                        hint="run the fold pipeline first")
+    refuse_unfolded_batchnorm(graph)
     prof = lc.resolve(profile)
     caps = lc.capabilities(prof)
     if graded is not None and not graded:
