@@ -371,7 +371,7 @@ class _Returns(nn.Module):
 @pytest.mark.parametrize("fn,what", [
     (lambda y: F.interpolate(y, scale_factor=2, mode="bilinear"), "unsupported operation"),
     (lambda y: F.interpolate(y, size=(12, 12), mode="nearest"), "is not by integer factors"),
-    (lambda y: F.dropout(y, 0.1), "dropout in training mode"),
+    (lambda y: F.dropout(y, 0.1), "exported in training mode"),
     (lambda y: torch.cat([y, y], 0), "cat along the batch"),
     (lambda y: (y.sum((2, 3)), y.unsqueeze(0).repeat(2, 1, 1, 1, 1)), "output 1 of 2"),
 ], ids=["bilinear", "non-integer", "dropout-train", "cat-batch", "output-keeps-time"])
