@@ -119,7 +119,8 @@ class Estimator:
         self.profile = load_profile(profile) if profile is not None else None
         g = self.plan.graph
         self.T = self.plan.T
-        self._fanout = {i: torch.as_tensor(p.fanout) for i, p in enumerate(self.plan.projections)
+        # a copy: the plan's fan-out arrays are read-only, shared by every tree of one structure
+        self._fanout = {i: torch.tensor(p.fanout) for i, p in enumerate(self.plan.projections)
                         if p.kind == "synaptic"}
         self._spike_inputs = [p for p in self.plan.populations.values() if p.role == "spike_input"]
         self._layout = {pr.node: [self._layout_chain(g, o) for o in pr.operands] for pr in self.plan.products}

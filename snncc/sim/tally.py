@@ -14,10 +14,7 @@ import torch
 
 from snncc.ir.graph import Graph
 from snncc.sim import reference
-
-
-def _argmax(out: torch.Tensor) -> torch.Tensor:
-    return out.reshape(out.shape[0], -1).argmax(-1)
+from snncc.sim.scores import matches, predictions, scored
 
 
 class SimTally:
@@ -45,11 +42,10 @@ class SimTally:
         self.samples += B
         for p in self.pops:
             self.ref_spikes[p] += int(ref.counts[p].sum())
-        ref_pred = _argmax(ref.output) if ref.output.dim() >= 2 else None
+        ref_pred = predictions(ref.output) if scored(ref.output) else None
         if y is not None and ref_pred is not None:
-            y = torch.as_tensor(np.asarray(y)).reshape(-1).to(ref_pred.device, ref_pred.dtype)
             self.labelled += B
-            self.correct["reference"] += int((ref_pred == y).sum())
+            self.correct["reference"] += matches(ref.output, y)
         if "exact" in self.schedules:
             r = self._sim.run(x, "exact", **self.kw)
             self.exact["differing"] += sum(int((r.counts[p] != ref.counts[p]).sum()) for p in self.pops)
@@ -63,10 +59,9 @@ class SimTally:
                 s["abs_err"][p] += int(d.sum())
                 s["spikes"][p] += int(st.counts[p].sum())
             if ref_pred is not None:
-                pred = _argmax(st.output)
-                s["agree"] += int((pred == ref_pred).sum())
+                s["agree"] += matches(st.output, ref_pred)
                 if y is not None:
-                    self.correct["streaming"] += int((pred == y).sum())
+                    self.correct["streaming"] += matches(st.output, y)
             else:
                 s["agree"] += B * int(torch.equal(ref.output, st.output))
             s["max_diff"] = max(s["max_diff"], float((ref.output - st.output).abs().max()))
