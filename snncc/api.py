@@ -91,10 +91,12 @@ class Deployment:
         compiled in this process."""
         from snncc.frontend.loader import LoadedModel, _unwrap, load
 
-        if model is None or isinstance(model, LoadedModel):
-            return self.model if model is None else model
+        if model is None:
+            return self.model
         shape, T = tuple(self.traced.inputs[0].shape), self.traced.T
-        if isinstance(model, (str, os.PathLike)):
+        if isinstance(model, LoadedModel):  # e.g. a state_dict loaded without its T: run as compiled
+            lm = model
+        elif isinstance(model, (str, os.PathLike)):
             lm = load(os.fspath(model), input_shape=shape)
         elif isinstance(model, torch.export.ExportedProgram):
             lm = LoadedModel(None, model, shape, T, "program")
@@ -241,7 +243,8 @@ class Deployment:
             batches = [self.inputs(data)]
         with use_device(device):
             est = Estimator(self.deployed, profile=profile, placement=placement)
-            est.run(batches, progress=progress, total=len(batches))
+            est.run(batches.with_labels() if isinstance(batches, InputBatches) else batches, progress=progress,
+                    total=len(batches))  # with labels: the integer model's accuracy too
             return est.report(rate=rate)
 
     def report(self, directory: str, data=None, profile: str = "45nm", samples: int | None = None, seed: int = 0,

@@ -408,6 +408,9 @@ def cmd_estimate(args) -> int:
     from snncc.sim.device import resolve
 
     Ds = _parse_Ds(args.sweep_D) if args.sweep_D is not None else None  # every problem before the run
+    if args.layer and not args.report:
+        raise SnnccError("--layer chooses the population whose spike maps the report shows", where="--layer",
+                         hint="add --report DIR, or drop --layer")
     resolve(args.device)
     dep = load(args.out)
     g = dep.deployed
@@ -428,7 +431,10 @@ def cmd_estimate(args) -> int:
     if args.report:
         from snncc.estimate.report import write_estimate_report
 
-        files = write_estimate_report(g, rep, batches.batch(0), args.report, args.layer, d_sweep=sweep)
+        tally = dep.simulate_data(args.data, ("exact", "streaming"), args.samples, args.seed, args.batch_size,
+                                  _show_progress(args), args.device, args.workers, args.ray_address, args.data_layout)
+        files = write_estimate_report(g, rep, batches.batch(0), args.report, args.layer, d_sweep=sweep,
+                                      scores=tally.scores())
         print(f"wrote {files.markdown} and {files.html}")
     return 0
 
@@ -486,8 +492,6 @@ def cmd_verify(args) -> int:
     resolve(args.device)
     loaded = _load(args)
     dep = load(args.out)
-    if dep.traced.meta.get("input_layout"):  # the model takes the whole sequence, as it was compiled
-        loaded.layout, loaded.T = dep.traced.meta["input_layout"], dep.traced.T
     x, y = _inputs(args, dep.traced)
     rep = dep.verify(x, model=loaded, device=args.device, labels=y)
     print(rep.table())

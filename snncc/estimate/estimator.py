@@ -63,6 +63,7 @@ from snncc.estimate.plan import Plan, analyze, coincidences
 from snncc.estimate.profile import Profile, load_profile
 from snncc.ir.graph import Graph, Node
 from snncc.sim.reference import Interpreter
+from snncc.sim.scores import matches, scored
 
 
 def product_messages(y: torch.Tensor) -> torch.Tensor:
@@ -151,6 +152,7 @@ class Estimator:
         self.product_messages: dict[str, float] = {pr.node: 0.0 for pr in self.plan.products}
         self.architecture: dict[str, float] = {a.node: 0.0 for a in self.plan.architecture}
         self.windows_exact = self.T == 1
+        self.labelled = self.correct = 0  # labelled samples, and the integer model's correct predictions
 
     _SUMS = ("spikes", "sops", "products", "product_messages", "architecture")
     _PEAKS = ("peak_window_events", "peak_window_sops")
@@ -158,7 +160,7 @@ class Estimator:
     def state(self) -> dict:
         """The accumulated statistics, as plain data (what a worker process sends back)."""
         st = {k: dict(getattr(self, k)) for k in self._SUMS + self._PEAKS}
-        st.update(samples=self.samples, windows_exact=self.windows_exact)
+        st.update(samples=self.samples, windows_exact=self.windows_exact, labelled=self.labelled, correct=self.correct)
         return st
 
     def merge(self, st: dict) -> None:
@@ -175,6 +177,8 @@ class Estimator:
                 acc[name] = max(acc[name], v)
         self.windows_exact = (self.windows_exact and st["windows_exact"]) if self.samples else st["windows_exact"]
         self.samples += st["samples"]
+        self.labelled += st["labelled"]
+        self.correct += st["correct"]
 
     # ---- feeding ---------------------------------------------------------------------------
     def update(self, counts: dict, inputs=None, *, _windows: dict | None = None,
@@ -272,7 +276,8 @@ class Estimator:
         return res
 
     def run(self, batches: Iterable, progress: bool = False, total: int | None = None) -> "Estimator":
-        """Observe every batch of an iterable (x, or (x, label, ...) tuples), optionally with tqdm."""
+        """Observe every batch of an iterable (x, or (x, labels) tuples: the integer model's accuracy
+        is then counted), optionally with tqdm."""
         it = batches
         if progress:
             try:
@@ -281,8 +286,11 @@ class Estimator:
                 raise SnnccError("progress bar needs tqdm", where="estimate", hint="pip install tqdm") from None
             it = tqdm(batches, total=total, desc="estimate", unit="batch")
         for b in it:
-            x = b[0] if isinstance(b, (tuple, list)) else b
-            self.observe(x)
+            x, y = (b[0], b[1] if len(b) > 1 else None) if isinstance(b, (tuple, list)) else (b, None)
+            res = self.observe(x)
+            if y is not None and scored(res.output):
+                self.labelled += int(res.output.shape[0])
+                self.correct += matches(res.output, y)
         return self
 
     # ---- results ---------------------------------------------------------------------------
@@ -349,6 +357,14 @@ class Report:
     windows_exact: bool = True
     paper: dict[str, float] = field(default_factory=dict)  # the paper's 45nm method: architecture vs deployed
     placement: dict = field(default_factory=dict)  # with a loihi mapping: per-chip energy/power, per-link bandwidth
+    dynamic_unknown: str = ""  # why the profile cannot price the dynamic energy ("" when it can)
+    labelled: int = 0  # samples with labels, and how many of them the integer model classifies correctly
+    correct: int = 0
+
+    @property
+    def accuracy(self) -> float | None:
+        """The integer model's accuracy on the labelled samples (None without labels)."""
+        return self.correct / self.labelled if self.labelled else None
 
     @property
     def latency_s(self) -> float | None:
@@ -378,6 +394,9 @@ class Report:
             "critical_path": list(self.critical_path), "energy": dict(self.energy), "power": self.power,
             "warnings": list(self.warnings), "notes": list(self.notes), "windows_exact": self.windows_exact,
             "paper": dict(self.paper), "placement": dict(self.placement),
+            "dynamic_energy_unknown": self.dynamic_unknown or None,
+            "accuracy": None if self.accuracy is None else {"integer_model": self.accuracy, "labelled": self.labelled,
+                                                            "correct": self.correct},
         }
 
     def table(self) -> str:
@@ -513,9 +532,11 @@ def build_report(est: Estimator, rate: float | None, substep_time: float | None)
         warnings.append(f"input rate {rate:g}/s exceeds the throughput of one sample every {sample_s:.3g} s")
     if not est.windows_exact and T > 1:
         notes.append("peak per-window figures are upper bounds: counts were summed over T (use observe)")
+    unknown = (f"profile {prof.name} gives no energy per SynOp" if prof is not None and prof.formula == "speck"
+               and not prof.has("e_sop") else "")
     return Report(n, T, prof, rate, tau, list(pops.values()), links, totals, plan.latency_substeps,
                   plan.sample_substeps, list(plan.critical_path), energy, power, warnings, notes, est.windows_exact,
-                  paper, placed)
+                  paper, placed, unknown, est.labelled, est.correct)
 
 
 def _placement_totals(doc: dict, pops: dict, totals: dict, sent: dict) -> dict:
@@ -627,7 +648,8 @@ def _energy(prof: Profile, t: dict, rate, sample_s, notes: list[str]) -> tuple[d
         if prof.has("e_sop"):
             e["sop"] = prof.si("e_sop") * t["sops"]
         else:
-            notes.append(f"profile {prof.name} gives no energy per SynOp: energy is static power x time only")
+            notes.append(f"profile {prof.name} gives no energy per SynOp: the dynamic energy is unknown (not zero); "
+                         "only static power x time is priced")
     e["dynamic"] = sum(e.values())
     if static_w:
         dt = (1.0 / rate) if rate else sample_s

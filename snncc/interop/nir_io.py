@@ -342,10 +342,13 @@ def write_nir(graph: Graph, path: str) -> NirExport:
     ex = to_nir(graph)
     path = os.path.abspath(path)
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    from snncc.artifact import created_mode
+
     fd, tmp = tempfile.mkstemp(prefix=".snncc-tmp-", suffix=".nir", dir=os.path.dirname(path))
     os.close(fd)
     try:
         nir.write(tmp, ex.graph)
+        os.chmod(tmp, created_mode())  # mkstemp makes 0600: the user's umask instead
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

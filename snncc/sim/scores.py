@@ -79,4 +79,14 @@ def score(out: torch.Tensor, reference: torch.Tensor | None = None, labels=None)
     return s
 
 
-__all__ = ["Scores", "matches", "predictions", "score", "scored"]
+def markdown_table(rows: list[tuple[str, Scores]]) -> str:
+    """A Markdown table of (what, Scores): samples, agreement with the integer model, accuracy."""
+    out = ["| run | samples | agreement with the integer model | accuracy |", "|---|---|---|---|"]
+    for what, s in rows:
+        agree = "-" if s.agree is None else f"{s.agreement:.2%} ({s.agree}/{s.samples})"
+        acc = "no labels" if s.correct is None else f"{s.accuracy:.4f} ({s.correct}/{s.samples})"
+        out.append(f"| {what} | {s.samples} | {agree} | {acc} |")
+    return "\n".join(out)
+
+
+__all__ = ["Scores", "markdown_table", "matches", "predictions", "score", "scored"]
