@@ -62,12 +62,13 @@ class Deployment:
 
     # ---- checks and runs ------------------------------------------------------------------
     def verify(self, data=None, samples: int | None = None, seed: int = 0, model=None, device: str | None = None,
-               labels=None, data_layout: str = "auto"):
+               labels=None, data_layout: str = "auto", progress: Callable[[str], None] | None = None):
         """Compare the PyTorch model (if known), traced, folded and deployed levels on the same
         inputs (snncc.verify.compare: forced runs, ties explained, nothing else). `model`: the
         PyTorch model to compare with when this deployment was loaded (an nn.Module, an
         ExportedProgram, or a .pt2 path); `labels` (or a data file's y) add each level's accuracy.
-        `device`: where the IR executors run (the PyTorch model runs on the CPU)."""
+        `device`: where the IR executors run (the PyTorch model runs on the CPU); `progress` gets a
+        line as each level starts."""
         from snncc.passes.manager import run_pipeline
         from snncc.verify import compare
 
@@ -83,7 +84,7 @@ class Deployment:
         folded = run_pipeline(self.traced, "fold").graph
         with use_device(device):
             return compare(eager, {"traced": self.traced, "folded": folded, "deployed": self.deployed}, x,
-                           eager_precision=precision, labels=labels)
+                           eager_precision=precision, labels=labels, progress=progress)
 
     def _model(self, model):
         """The PyTorch model `verify` compares: `model` (a LoadedModel, an nn.Module, an
@@ -129,8 +130,8 @@ class Deployment:
         return fn(self.deployed, self.files, self.manifest.get("target_options") or {})
 
     def simulate(self, data=None, schedule: str = "exact", backend: str = "snncc", samples: int | None = None,
-                 seed: int = 0, options: dict | None = None, device: str | None = None, populations: list[str] | None = None,
-                 chip: int | None = None):
+                 seed: int = 0, options: dict | None = None, device: str | None = None,
+                 populations: list[str] | None = None, chip: int | None = None):
         """snncc's synchronous simulation (`schedule` "exact" -> SyncResult, "streaming" ->
         StreamingReport against the reference), or the target's own simulator (`backend`, e.g.
         "lava": the Lava processes of the loihi target). `populations` / `chip` (backend lava): only

@@ -493,7 +493,8 @@ def cmd_verify(args) -> int:
     loaded = _load(args)
     dep = load(args.out)
     x, y = _inputs(args, dep.traced)
-    rep = dep.verify(x, model=loaded, device=args.device, labels=y)
+    rep = dep.verify(x, model=loaded, device=args.device, labels=y,
+                     progress=_progress if _show_progress(args) else None)
     print(rep.table())
     if not rep.ok:
         print(f"snncc: verification failed: {rep.first_divergence} differs from the traced model beyond rounding "

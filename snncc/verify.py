@@ -98,8 +98,8 @@ class VerifyReport:
                         f"{lv.predictions_agree:>11.1%}{lv.forced_mismatches:>13}{lv.explained:>9}"
                         f"{lv.unexplained:>12}{acc}")
         verdict = "OK" if self.ok else f"MISMATCH (first divergence: {self.first_divergence})"
-        eager = (f"   pytorch compared in {self.eager_precision or 'float32'}, tolerance {self.tol:g} x max(1, |logits| "
-                 f"= {self.logit_scale:.3g})" if any(lv.level == "pytorch" for lv in self.levels)
+        eager = (f"   pytorch compared in {self.eager_precision or 'float32'}, tolerance {self.tol:g} x "
+                 f"max(1, |logits| = {self.logit_scale:.3g})" if any(lv.level == "pytorch" for lv in self.levels)
                  else "   no PyTorch model given: the IR levels only")
         rows.append(f"samples: {self.samples}   ties (round half to even at k+1/2) in the reference: {self.ties}"
                     + eager)
@@ -179,10 +179,12 @@ class _Forced(_Recorder):
 
 
 def compare(eager, levels: dict[str, Graph], x: torch.Tensor, tol: float = 1e-4, eager_precision: str = "float32",
-            rtol_float32: float = 1e-3, labels=None) -> VerifyReport:
+            rtol_float32: float = 1e-3, labels=None, progress=None) -> VerifyReport:
     """`eager`: callable on x (or None); `levels`: name -> graph, the first one is the reference.
     `eager_precision`: "float64" when `eager` computes in float64 (it then receives float64 input).
-    `labels`: one class per sample; each level's accuracy is then reported (sim.scores)."""
+    `labels`: one class per sample; each level's accuracy is then reported (sim.scores).
+    `progress`: called with a line as each level starts (a long verify shows where it is)."""
+    say = progress or (lambda m: None)
     names = list(levels)
     g0 = levels[names[0]]
     with torch.no_grad():
@@ -199,7 +201,8 @@ def compare(eager, levels: dict[str, Graph], x: torch.Tensor, tol: float = 1e-4,
         rep.levels.append(LevelDiff("pytorch", float((y - ref.output).abs().max()), -1, 0,
                                     float((y.reshape(y.shape[0], -1).argmax(1) == pred).float().mean()),
                                     correct=_correct(y, labels)))
-    for name in names:
+    for i, name in enumerate(names):
+        say(f"verify: {name} level ({i + 1}/{len(names)}, {rep.samples} samples)")
         r = ref if name == names[0] else to_cpu(run(levels[name], x))
         mism = 0
         total = 0
