@@ -17,6 +17,8 @@ from nets import ConvChain, randomize_bn
 
 import snncc
 
+pytestmark = pytest.mark.slow  # each test runs the installed command several times: ~1-2 minutes on 2 busy cores
+
 EXE = os.path.join(os.path.dirname(sys.executable), "snncc")
 SMALL_SPECK = {"channels": [4], "input_size": 8, "pools": [2], "kernel_sizes": 3, "D": 2}
 
