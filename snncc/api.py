@@ -46,37 +46,71 @@ class Deployment:
     dumps: dict[str, str] = field(repr=False, default_factory=dict)
 
     # ---- inputs ---------------------------------------------------------------------------
-    def inputs(self, data=None, samples: int = 16, seed: int = 0) -> torch.Tensor:
-        """`data` as float64 (a tensor/array, or a path to an .npz/.npy data set), or `samples` seeded
-        random inputs when `data` is None."""
-        from snncc.data.inputs import inputs
+    def inputs(self, data=None, samples: int | None = None, seed: int = 0, data_layout: str = "auto") -> torch.Tensor:
+        """`data` as float64 (a tensor/array in the model's own layout, or a path to an .npz/.npy data
+        set: all of it, or its first `samples`, laid out as `data_layout` says, data.inputs.LAYOUTS),
+        or `samples` (default 16) seeded random inputs when `data` is None. Every input passes the
+        one check the command line applies too (data.inputs.check_values)."""
+        from snncc.data.inputs import check_values, inputs, time_major
 
         if data is None or isinstance(data, (str, os.PathLike)):
-            return inputs(self.deployed, None if data is None else os.fspath(data), samples, seed)[0]
-        from snncc.data.inputs import time_major
-
+            return inputs(self.deployed, None if data is None else os.fspath(data), samples, seed, data_layout)[0]
         x = time_major(self.deployed, torch.as_tensor(np.asarray(data) if not isinstance(data, torch.Tensor)
                                                       else data).double())
-        if not bool(torch.isfinite(x).all()):
-            raise SnnccError("inputs hold NaN or Inf values", where="inputs", hint="clean the data")
+        check_values(self.deployed, x, "inputs", 1 if x.dim() == len(self.deployed.inputs[0].shape) + 2 else 0)
         return x
 
     # ---- checks and runs ------------------------------------------------------------------
-    def verify(self, data=None, samples: int = 16, seed: int = 0, model=None, device: str | None = None):
+    def verify(self, data=None, samples: int | None = None, seed: int = 0, model=None, device: str | None = None,
+               labels=None, data_layout: str = "auto", progress: Callable[[str], None] | None = None):
         """Compare the PyTorch model (if known), traced, folded and deployed levels on the same
-        inputs (snncc.verify.compare: forced runs, ties explained, nothing else). `device`: where
-        the IR executors run (the PyTorch model runs on the CPU)."""
+        inputs (snncc.verify.compare: forced runs, ties explained, nothing else). `model`: the
+        PyTorch model to compare with when this deployment was loaded (an nn.Module, an
+        ExportedProgram, or a .pt2 path); `labels` (or a data file's y) add each level's accuracy.
+        `device`: where the IR executors run (the PyTorch model runs on the CPU); `progress` gets a
+        line as each level starts."""
         from snncc.passes.manager import run_pipeline
         from snncc.verify import compare
 
-        x = self.inputs(data, samples, seed)
-        eager, precision = _eager64(model if model is not None else self.model)
+        if data is not None and isinstance(data, (str, os.PathLike)):
+            from snncc.data.inputs import inputs, time_major
+
+            x, file_labels = inputs(self.traced, os.fspath(data), samples, seed, data_layout)
+            x = self.inputs(time_major(self.traced, x))  # back in the model's layout, then checked as any tensor
+            labels = file_labels if labels is None else labels
+        else:
+            x = self.inputs(data, samples, seed)
+        eager, precision = _eager64(self._model(model))
         folded = run_pipeline(self.traced, "fold").graph
         with use_device(device):
             return compare(eager, {"traced": self.traced, "folded": folded, "deployed": self.deployed}, x,
-                           eager_precision=precision)
+                           eager_precision=precision, labels=labels, progress=progress)
 
-    def reference(self, data=None, samples: int = 16, seed: int = 0, device: str | None = None):
+    def _model(self, model):
+        """The PyTorch model `verify` compares: `model` (a LoadedModel, an nn.Module, an
+        ExportedProgram or a model file path), run at the artefact's T and input layout, or the one
+        compiled in this process."""
+        from snncc.frontend.loader import LoadedModel, _unwrap, load
+
+        if model is None:
+            return self.model
+        shape, T = tuple(self.traced.inputs[0].shape), self.traced.T
+        if isinstance(model, LoadedModel):  # e.g. a state_dict loaded without its T: run as compiled
+            lm = model
+        elif isinstance(model, (str, os.PathLike)):
+            lm = load(os.fspath(model), input_shape=shape)
+        elif isinstance(model, torch.export.ExportedProgram):
+            lm = LoadedModel(None, model, shape, T, "program")
+        elif isinstance(model, nn.Module):
+            module, _ = _unwrap(model)
+            lm = LoadedModel(module.eval(), None, shape, T, type(module).__name__)
+        else:
+            raise SnnccError(f"cannot compare with a {type(model).__name__}", where="verify",
+                             hint="pass model= an nn.Module, an ExportedProgram or a .pt2 path")
+        lm.T, lm.layout = T, self.traced.meta.get("input_layout", "")
+        return lm
+
+    def reference(self, data=None, samples: int | None = None, seed: int = 0, device: str | None = None):
         """The reference executor on the deployed graph (sim.reference.Result, on the CPU)."""
         from snncc.sim.reference import run
 
@@ -95,9 +129,9 @@ class Deployment:
             return self.deployed, "the deployed graph (the integer model)"
         return fn(self.deployed, self.files, self.manifest.get("target_options") or {})
 
-    def simulate(self, data=None, schedule: str = "exact", backend: str = "snncc", samples: int = 16, seed: int = 0,
-                 options: dict | None = None, device: str | None = None, populations: list[str] | None = None,
-                 chip: int | None = None):
+    def simulate(self, data=None, schedule: str = "exact", backend: str = "snncc", samples: int | None = None,
+                 seed: int = 0, options: dict | None = None, device: str | None = None,
+                 populations: list[str] | None = None, chip: int | None = None):
         """snncc's synchronous simulation (`schedule` "exact" -> SyncResult, "streaming" ->
         StreamingReport against the reference), or the target's own simulator (`backend`, e.g.
         "lava": the Lava processes of the loihi target). `populations` / `chip` (backend lava): only
@@ -137,7 +171,7 @@ class Deployment:
             return options
         return fn(self.manifest.get("target_options") or {}) or None
 
-    def target_reference(self, data=None, backend: str = "lava", samples: int = 16, seed: int = 0,
+    def target_reference(self, data=None, backend: str = "lava", samples: int | None = None, seed: int = 0,
                          options: dict | None = None):
         """(result, name): the target's own model of what its simulator computes, without the
         simulator (its `reference` hook: for loihi fixed_pt the fixed-point integer model Lava equals
@@ -150,11 +184,12 @@ class Deployment:
         name = tgt.reference_name(options) if hasattr(tgt, "reference_name") else f"target {tgt.name}'s model"
         return tgt.reference(self.deployed, self.inputs(data, samples, seed), options), name
 
-    def simulate_data(self, data=None, schedules=("exact", "streaming"), samples: int = 16, seed: int = 0,
+    def simulate_data(self, data=None, schedules=("exact", "streaming"), samples: int | None = None, seed: int = 0,
                       batch_size: int | None = None, progress: bool = False, device: str | None = None,
-                      workers: int = 1, ray_address: str | None = None):
+                      workers: int = 1, ray_address: str | None = None, data_layout: str = "auto"):
         """The synchronous `schedules` against the reference over a data set, batch by batch (a
-        file, a folder of .npz/.npy shards, or seeded random inputs): a sim.tally.SimTally of
+        file or a folder of .npz/.npy shards, all of it or its first `samples`, laid out as
+        `data_layout` says; or seeded random inputs): a sim.tally.SimTally of
         integer statistics (counts that differ, agreement, accuracy when the data has labels y).
         `workers` > 1 / `ray_address` shard the batches as `estimate` does; the merged statistics
         equal one process's."""
@@ -168,8 +203,9 @@ class Deployment:
             from snncc.data.workers import map_batches
 
             return map_batches(partial(SimTally, schedules=tuple(schedules)), self.deployed, path, samples, batch_size,
-                               seed, max(1, workers), ray_address, progress, device, desc="simulate")
-        batches = InputBatches(self.deployed, path, samples, batch_size, seed)
+                               seed, max(1, workers), ray_address, progress, device, desc="simulate",
+                               layout=data_layout)
+        batches = InputBatches(self.deployed, path, samples, batch_size, seed, data_layout)
         it = batches.with_labels()
         if progress:
             from tqdm import tqdm
@@ -178,11 +214,13 @@ class Deployment:
         with use_device(device):
             return SimTally(self.deployed, schedules).run(it)
 
-    def estimate(self, data=None, profile: str = "45nm", samples: int = 16, seed: int = 0,
+    def estimate(self, data=None, profile: str = "45nm", samples: int | None = None, seed: int = 0,
                  batch_size: int | None = None, rate: float | None = None, progress: bool = False,
-                 device: str | None = None, workers: int = 1, ray_address: str | None = None):
-        """Energy, latency and bandwidth over a data set (estimate.Report): a file, a folder of
-        .npz/.npy shards (streamed), or seeded random inputs. `workers` > 1 shards the batches over
+                 device: str | None = None, workers: int = 1, ray_address: str | None = None,
+                 data_layout: str = "auto"):
+        """Energy, latency and bandwidth over a data set (estimate.Report): a file or a folder of
+        .npz/.npy shards (streamed; all of it or its first `samples`, laid out as `data_layout`
+        says), or seeded random inputs. `workers` > 1 shards the batches over
         local processes, `ray_address` over Ray ("local" or a cluster address); the merged
         statistics equal one process's (data/workers.py)."""
         from snncc.estimate import Estimator
@@ -197,19 +235,21 @@ class Deployment:
             from snncc.estimate.estimator import run_sharded
 
             est = run_sharded(self.deployed, profile, None if data is None else os.fspath(data), samples, batch_size,
-                              seed, max(1, workers), ray_address, progress, device, placement)
+                              seed, max(1, workers), ray_address, progress, device, placement, data_layout)
             return est.report(rate=rate)
 
         if data is None or isinstance(data, (str, os.PathLike)):
-            batches = InputBatches(self.deployed, None if data is None else os.fspath(data), samples, batch_size, seed)
+            batches = InputBatches(self.deployed, None if data is None else os.fspath(data), samples, batch_size, seed,
+                                   data_layout)
         else:
             batches = [self.inputs(data)]
         with use_device(device):
             est = Estimator(self.deployed, profile=profile, placement=placement)
-            est.run(batches, progress=progress, total=len(batches))
+            est.run(batches.with_labels() if isinstance(batches, InputBatches) else batches, progress=progress,
+                    total=len(batches))  # with labels: the integer model's accuracy too
             return est.report(rate=rate)
 
-    def report(self, directory: str, data=None, profile: str = "45nm", samples: int = 16, seed: int = 0,
+    def report(self, directory: str, data=None, profile: str = "45nm", samples: int | None = None, seed: int = 0,
                layer: str | None = None):
         """Write `directory`/report.md and report.html with plots (energy per layer, NSFR, spike maps)."""
         from snncc.estimate.report import write_estimate_report

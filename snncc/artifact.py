@@ -61,6 +61,7 @@ def write(out: str, files: dict[str, bytes], manifest: dict, protect: tuple[str,
             _remove_stale_tmp(parent)
             tmp = tempfile.mkdtemp(prefix=f"{_TMP}{os.getpid()}-", dir=parent)
             try:
+                os.chmod(tmp, created_mode(folder=True))  # mkdtemp makes 0700: the user's umask instead
                 _fill(tmp, files, manifest)
                 if os.path.isdir(out):
                     _swap(tmp, out)  # tmp now holds the old artefact
@@ -77,6 +78,14 @@ def write(out: str, files: dict[str, bytes], manifest: dict, protect: tuple[str,
 
 
 _TMP = ".snncc-tmp-"
+
+
+def created_mode(folder: bool = False) -> int:
+    """The mode a new file (0666) or folder (0777) gets under the process's umask, as any tool's
+    output: what snncc's atomic writes (temporary file or folder, then rename) set explicitly."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return (0o777 if folder else 0o666) & ~mask
 
 
 def check_writable(out: str, protect: tuple[str, ...] = ()) -> None:
@@ -342,7 +351,7 @@ def write_bytes(path: str, data: bytes) -> None:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f"{_TMP}{os.getpid()}-", dir=os.path.dirname(path))
         try:
-            os.fchmod(fd, stat.S_IMODE(st.st_mode) if st is not None else 0o666 & ~_umask())
+            os.fchmod(fd, stat.S_IMODE(st.st_mode) if st is not None else created_mode())  # not mkstemp's 0600
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             os.replace(tmp, path)
@@ -358,10 +367,3 @@ def write_bytes(path: str, data: bytes) -> None:
                                 hint="free space there, or write elsewhere") from None
         raise ArtefactError(f"cannot write ({e.strerror or e.__class__.__name__})", where=shown,
                             hint="choose a writable path") from None
-
-
-def _umask() -> int:
-    """The process's umask (read by setting it and putting it back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask

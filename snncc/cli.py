@@ -112,9 +112,14 @@ def _add_load_args(p: argparse.ArgumentParser) -> None:
 
 def _add_input_args(p: argparse.ArgumentParser) -> None:
     """The inputs of verify, simulate and estimate: a data set or seeded random samples, and a device."""
-    p.add_argument("--samples", type=_positive_int, default=16, help="number of input samples (default 16)")
+    p.add_argument("--samples", type=_positive_int,
+                   help="the first N samples of --data (default: all of it), or N seeded random inputs (default 16)")
     p.add_argument("--data", help=".npz with an array x (or x_test) of inputs and optional labels y (or y_test), "
-                                  "or an .npy array (default: seeded random inputs)")
+                                  "or an .npy array, or a folder of them; all of it is used (default: seeded random "
+                                  "inputs)")
+    p.add_argument("--data-layout", choices=("auto", "NT", "TN", "N", "flat"), default="auto",
+                   help="axes of a T-step model's --data: auto (read from the shapes; the line 'inputs:' says which), "
+                        "NT (N, T, ...), TN (T, N, ...), N (one frame per sample at every step) or flat (N*T, ...)")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the random inputs (default 0)")
     p.add_argument("--device", default="cpu", help="where the executors run: cpu (default), cuda or cuda:N")
 
@@ -323,28 +328,34 @@ def cmd_inspect(args) -> int:
     return 0
 
 
-def _inputs(args, graph) -> torch.Tensor:
-    """--data, or seeded random inputs (the seed is printed, so a run can be repeated)."""
-    from snncc.data.inputs import inputs, time_major
+def _batches(args, graph):
+    """The inputs of a run (--data: all of it or its first --samples; else seeded random inputs),
+    checked before any work, and the one line saying which were read (the seed is printed, so a
+    run can be repeated)."""
+    from snncc.data.inputs import InputBatches
 
-    x, _ = inputs(graph, args.data, args.samples, args.seed)
-    if not args.data:
-        print(f"inputs: {len(x)} random samples, seed {args.seed}")
-    return time_major(graph, x)  # back in the model's own layout, as the API takes inputs (the swap is its inverse)
+    batches = InputBatches(graph, args.data, args.samples, getattr(args, "batch_size", None), args.seed,
+                           args.data_layout)
+    print(batches.describe())
+    return batches
+
+
+def _inputs(args, graph) -> tuple[torch.Tensor, np.ndarray | None]:
+    """All inputs at once in the model's own layout, as the API takes them, and their labels."""
+    from snncc.data.inputs import time_major
+
+    x, y = _batches(args, graph).all()
+    return time_major(graph, x), y  # the swap is its own inverse
 
 
 def _simulate_data(args, dep) -> int:
     """simulate with snncc's simulators: the data set (a file, a folder of shards, or seeded random
     inputs) batch by batch, optionally over workers; each batch's counts checked against the
     reference (a progress bar on a terminal or with -v)."""
-    from snncc.data.inputs import InputBatches
-
     schedules = ("exact", "streaming") if args.schedule == "both" else (args.schedule,)
-    batches = InputBatches(dep.deployed, args.data, args.samples, args.batch_size, args.seed)  # bad input: before work
-    if not args.data:
-        print(f"inputs: {batches.samples} random samples, seed {args.seed}")
+    batches = _batches(args, dep.deployed)  # bad input: before work
     t = dep.simulate_data(args.data, schedules, args.samples, args.seed, args.batch_size, _show_progress(args),
-                          args.device, args.workers, args.ray_address)
+                          args.device, args.workers, args.ray_address, args.data_layout)
     ok = True
     if "exact" in schedules:
         print(t.exact_line(f" from {len(batches.shards)} shards" if batches.shards else ""))
@@ -383,18 +394,18 @@ def cmd_simulate(args) -> int:
                              hint="pass one shard's file")
         from snncc.sim.events import simulate as simulate_events
 
-        x = _inputs(args, dep.deployed)
+        x, y = _inputs(args, dep.deployed)
         ref = dep.reference(x, device=args.device)
-        r = simulate_events(dep.deployed, x, "ideal")
+        r = simulate_events(dep.deployed, dep.inputs(x), "ideal")
         same = _same(r.counts, ref.counts) and _same(r.messages, ref.messages)
         relays = f", relay messages {sum(int(m.sum()) for m in r.messages.values())}" if r.messages else ""
-        print(f"event simulation (ideal policy): {len(x)} samples, {r.total_events} events{relays}, "
+        print(f"event simulation (ideal policy): {_n(ref)} samples, {r.total_events} events{relays}, "
               f"{r.synops} synaptic ops, spike counts {'==' if same else '!='} reference, max |output diff| "
-              f"{float((r.output - ref.output).abs().max()):.3g}")
+              f"{float((r.output - ref.output).abs().max()):.3g}{_scores(r.output, ref, y)}")
         return 0 if same else 1
     if args.backend == "snncc":
         return _simulate_data(args, dep)
-    x = _inputs(args, dep.deployed)
+    x, y = _inputs(args, dep.deployed)
     if args.populations is not None or args.chip is not None:
         names = [p for p in args.populations.split(",") if p] if args.populations is not None else None
         r = dep.simulate(x, backend=args.backend, populations=names, chip=args.chip)
@@ -405,25 +416,33 @@ def cmd_simulate(args) -> int:
     same = _same(r.counts, ref.counts)
     diff = f"max |output diff| {float((r.output - ref.output).abs().max()):.3g}"
     if getattr(r, "output_kind", ""):  # another quantity than the graph's output (speck: readout spikes)
-        diff = f"output = {r.output_kind}: argmax agreement with the reference {_argmax_agreement(r, ref):.2%}"
+        diff = f"output = {r.output_kind}"
     own = None if same else dep.target_reference(x, backend=args.backend)
     if own is not None and _same(r.counts, own[0].counts):
         # differs from the integer model by design (e.g. fixed point): equal to the target's own model
         fires = [n.name for n in dep.deployed.neurons() if n.name in ref.counts and n.name in r.counts]
         differ = sum(int((r.counts[k].double() != ref.counts[k].double()).sum()) for k in fires)
         total = sum(ref.counts[k].numel() for k in fires)
-        agree = f"argmax agreement {_argmax_agreement(r, ref):.2%}, " if r.output.dim() == 2 else ""
-        print(f"{args.backend}: {len(x)} samples, spike counts == {own[1]}; against the integer model "
-              f"(reference): {agree}{differ / max(total, 1):.2%} of neuron counts differ, {diff}")
+        print(f"{args.backend}: {_n(ref)} samples, spike counts == {own[1]}; against the integer model "
+              f"(reference): {differ / max(total, 1):.2%} of neuron counts differ, {diff}{_scores(r.output, ref, y)}")
         return 0
     also = f" and != {own[1]}" if own is not None else ""
-    print(f"{args.backend}: {len(x)} samples, spike counts {'==' if same else '!='} reference{also}, {diff}")
+    print(f"{args.backend}: {_n(ref)} samples, spike counts {'==' if same else '!='} reference{also}, "
+          f"{diff}{_scores(r.output, ref, y)}")
     return 0 if same else 1
 
 
-def _argmax_agreement(r, ref) -> float:
-    """Share of samples whose output argmax (over the flattened output) equals the reference's."""
-    return float((r.output.flatten(1).argmax(1) == ref.output.flatten(1).argmax(1)).double().mean())
+def _n(ref) -> int:
+    """Samples of a run (its output is (B, ...))."""
+    return int(ref.output.shape[0])
+
+
+def _scores(out, ref, labels) -> str:
+    """`, agreement with the integer model ..., accuracy ..., integer model ...` (sim.scores)."""
+    from snncc.sim.scores import score
+
+    text = score(out, ref.output, labels).text()
+    return f", {text}" if text else ""
 
 
 def _same(got: dict, ref: dict) -> bool:
@@ -433,18 +452,19 @@ def _same(got: dict, ref: dict) -> bool:
 
 def cmd_estimate(args) -> int:
     from snncc.api import load
-    from snncc.data.inputs import InputBatches
     from snncc.sim.device import resolve
 
     Ds = _parse_Ds(args.sweep_D) if args.sweep_D is not None else None  # every problem before the run
+    if args.layer and not args.report:
+        raise SnnccError("--layer chooses the population whose spike maps the report shows", where="--layer",
+                         hint="add --report DIR, or drop --layer")
     resolve(args.device)
     dep = load(args.out)
     g = dep.deployed
-    batches = InputBatches(g, args.data, args.samples, args.batch_size, args.seed)
-    if not args.data:
-        print(f"inputs: {batches.samples} random samples, seed {args.seed}")
+    batches = _batches(args, g)
     rep = dep.estimate(args.data, args.profile, args.samples, args.seed, args.batch_size, args.rate,
-                       args.progress, device=args.device, workers=args.workers, ray_address=args.ray_address)
+                       args.progress or _show_progress(args), device=args.device, workers=args.workers,
+                       ray_address=args.ray_address, data_layout=args.data_layout)
     print(rep.table())
     sweep = _sweep_D(args, g, batches, Ds) if Ds else None
     if args.markdown:
@@ -458,7 +478,10 @@ def cmd_estimate(args) -> int:
     if args.report:
         from snncc.estimate.report import write_estimate_report
 
-        files = write_estimate_report(g, rep, batches.batch(0), args.report, args.layer, d_sweep=sweep)
+        tally = dep.simulate_data(args.data, ("exact", "streaming"), args.samples, args.seed, args.batch_size,
+                                  _show_progress(args), args.device, args.workers, args.ray_address, args.data_layout)
+        files = write_estimate_report(g, rep, batches.batch(0), args.report, args.layer, d_sweep=sweep,
+                                      scores=tally.scores())
         print(f"wrote {files.markdown} and {files.html}")
     return 0
 
@@ -516,8 +539,9 @@ def cmd_verify(args) -> int:
     loaded = _load(args, layout, dep.traced.T if layout else None)
     if layout:
         loaded.T = dep.traced.T
-    x = _inputs(args, dep.traced)
-    rep = dep.verify(x, model=loaded, device=args.device)
+    x, y = _inputs(args, dep.traced)
+    rep = dep.verify(x, model=loaded, device=args.device, labels=y,
+                     progress=_progress if _show_progress(args) else None)
     print(rep.table())
     if not rep.ok:
         print(f"snncc: verification failed: {rep.first_divergence} differs from the traced model beyond rounding "

@@ -59,7 +59,14 @@ class CompileResult:
                 f"residual streams: {relayed} relayed, {len(rl) - relayed} fan-in; "
                 f"shortcut fan-in added {nf.get('added_synapses', 0)} synapses "
                 f"({self.timings.get('total', 0):.2f} s)"
-                + (f"\n{outputs_line(self.traced)}" if outputs_line(self.traced) else ""))
+                + (f"\n{outputs_line(self.traced)}" if outputs_line(self.traced) else "") + self._target_note())
+
+    def _target_note(self) -> str:
+        """The target's own line for the summary (its `summary_note(files)` hook, e.g. speck's
+        expected chip-path agreement), on a new line; empty without one."""
+        fn = getattr(get_target(self.target), "summary_note", None)
+        note = fn(self.files) if fn is not None else ""
+        return f"\n{note}" if note else ""
 
 
 def lowering_options(tgt, target_options: dict) -> dict:

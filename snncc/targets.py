@@ -7,6 +7,7 @@ options) -> dict[str, bytes]` (extra artefact files); optionally `profile` (a ch
 `residual_lowering` prices fan-in vs relays with it) or `lowering_options(options) -> dict` (that
 pass's options for a target mode), `event_graph(graph, files, options) -> (Graph, text)` (what
 its chip runs on event recordings, for `simulate --events`), `report_section(files) -> str`,
+`summary_note(files) -> str` (a line the compile prints after its summary),
 `simulate(graph, x, options)` (its own simulator, `--backend`), `simulation_options(options) ->
 dict` (which compile options of an artefact that simulator reads back), `reference(graph, x,
 options)` with `reference_name(options)` (snncc's model of what that simulator computes: what

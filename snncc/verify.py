@@ -31,6 +31,7 @@ from snncc.errors import SnnccError
 from snncc.ir.graph import Graph, Node
 from snncc.sim.device import to_cpu
 from snncc.sim.reference import Interpreter, carry, fire_count, run
+from snncc.sim.scores import matches, scored
 
 TIE_EPS = 1e-9  # |u - (k + 1/2)| within this (relative to max(1, |u|)) counts as a tie
 
@@ -47,6 +48,7 @@ class LevelDiff:
     forced_logit_diff: float = 0.0
     first_unexplained: str = ""  # population (or "output") where the level first diverges
     outputs: dict[str, float] = field(default_factory=dict)  # several outputs: each one's max |diff| (free run)
+    correct: int | None = None  # free run: predictions equal to the labels (None without labels)
 
     @property
     def unexplained(self) -> int:
@@ -81,21 +83,36 @@ class VerifyReport:
                 return f"{lv.level}: {lv.first_unexplained or 'output'}"
         return ""
 
+    def accuracy(self, level: str) -> float | None:
+        """Share of the labelled samples a level's free run classifies correctly (None without labels)."""
+        lv = next(lv for lv in self.levels if lv.level == level)
+        return None if lv.correct is None else lv.correct / max(1, self.samples)
+
     def table(self) -> str:
+        labelled = any(lv.correct is not None for lv in self.levels)
+        acc = f"{'accuracy':>10}" if labelled else ""
         rows = [f"{'level':<10}{'max |logit diff|':>17}{'count diffs':>12}{'neurons':>10}{'same argmax':>12}"
-                f"{'forced diffs':>13}{'at ties':>9}{'unexplained':>12}"]
+                f"{'forced diffs':>13}{'at ties':>9}{'unexplained':>12}{acc}"]
         for lv in self.levels:
+            acc = (f"{lv.correct / max(1, self.samples):>10.4f}" if lv.correct is not None else f"{'-':>10}") \
+                if labelled else ""
             if lv.level == "pytorch":
                 rows.append(f"{lv.level:<10}{lv.max_logit_diff:>17.3g}{'-':>12}{'-':>10}{lv.predictions_agree:>11.1%}"
-                            f"{'-':>13}{'-':>9}{'-':>12}")
+                            f"{'-':>13}{'-':>9}{'-':>12}{acc}")
                 continue
             rows.append(f"{lv.level:<10}{lv.max_logit_diff:>17.3g}{lv.count_mismatches:>12}{lv.neurons:>10}"
                         f"{lv.predictions_agree:>11.1%}{lv.forced_mismatches:>13}{lv.explained:>9}"
-                        f"{lv.unexplained:>12}")
+                        f"{lv.unexplained:>12}{acc}")
         verdict = "OK" if self.ok else f"MISMATCH (first divergence: {self.first_divergence})"
-        rows.append(f"samples: {self.samples}   ties (round half to even at k+1/2) in the reference: {self.ties}   "
-                    f"pytorch compared in {self.eager_precision or 'float32'}, tolerance "
-                    f"{self.tol:g} x max(1, |logits| = {self.logit_scale:.3g})")
+        eager = (f"   pytorch compared in {self.eager_precision or 'float32'}, tolerance {self.tol:g} x "
+                 f"max(1, |logits| = {self.logit_scale:.3g})" if any(lv.level == "pytorch" for lv in self.levels)
+                 else "   no PyTorch model given: the IR levels only")
+        rows.append(f"samples: {self.samples}   ties (round half to even at k+1/2) in the reference: {self.ties}"
+                    + eager)
+        if labelled:
+            c = next(lv.correct for lv in self.levels if lv.correct is not None and lv.level != "pytorch")
+            rows.append(f"accuracy on the labels: integer model {c / max(1, self.samples):.4f} ({c}/{self.samples}); "
+                        "same argmax = agreement with the first IR level")
         for k, (shape, mag) in self.outputs.items():
             rows.append(f"output {k} {'x'.join(map(str, shape))} (max |value| {mag:.3g}): max |diff| " + ", ".join(
                 f"{lv.level} {lv.outputs[k]:.3g}" for lv in self.levels if k in lv.outputs))
@@ -182,9 +199,12 @@ def split_outputs(graph: Graph, y: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def compare(eager, levels: dict[str, Graph], x: torch.Tensor, tol: float = 1e-4, eager_precision: str = "float32",
-            rtol_float32: float = 1e-3) -> VerifyReport:
+            rtol_float32: float = 1e-3, labels=None, progress=None) -> VerifyReport:
     """`eager`: callable on x (or None); `levels`: name -> graph, the first one is the reference.
-    `eager_precision`: "float64" when `eager` computes in float64 (it then receives float64 input)."""
+    `eager_precision`: "float64" when `eager` computes in float64 (it then receives float64 input).
+    `labels`: one class per sample; each level's accuracy is then reported (sim.scores).
+    `progress`: called with a line as each level starts (a long verify shows where it is)."""
+    say = progress or (lambda m: None)
     names = list(levels)
     g0 = levels[names[0]]
     with torch.no_grad():
@@ -211,8 +231,9 @@ def compare(eager, levels: dict[str, Graph], x: torch.Tensor, tol: float = 1e-4,
                              where="verify", hint="verify the model the artefact was compiled from")
         rep.levels.append(LevelDiff("pytorch", float((y - ref.output).abs().max()), -1, 0,
                                     float((y.reshape(y.shape[0], -1).argmax(1) == pred).float().mean()),
-                                    outputs=each(y)))
-    for name in names:
+                                    outputs=each(y), correct=_correct(y, labels)))
+    for i, name in enumerate(names):
+        say(f"verify: {name} level ({i + 1}/{len(names)}, {rep.samples} samples)")
         r = ref if name == names[0] else to_cpu(run(levels[name], x))
         mism = 0
         total = 0
@@ -221,7 +242,7 @@ def compare(eager, levels: dict[str, Graph], x: torch.Tensor, tol: float = 1e-4,
             mism += int((r.counts[pop] != c).sum()) if pop in r.counts else c.numel()
         lv = LevelDiff(name, float((r.output - ref.output).abs().max()), mism, total,
                        float((r.output.reshape(r.output.shape[0], -1).argmax(1) == pred).float().mean()),
-                       outputs=each(r.output))
+                       outputs=each(r.output), correct=_correct(r.output, labels))
         if name != names[0]:
             with torch.no_grad():
                 forced = _Forced(levels[name], rec.steps)
@@ -236,3 +257,8 @@ def compare(eager, levels: dict[str, Graph], x: torch.Tensor, tol: float = 1e-4,
             lv.first_unexplained = bad[0] if bad else ""
         rep.levels.append(lv)
     return rep
+
+
+def _correct(out: torch.Tensor, labels) -> int | None:
+    """Predictions of `out` equal to `labels` (None without labels or class scores)."""
+    return None if labels is None or not scored(out) else matches(out, labels)

@@ -85,7 +85,7 @@ def test_two_workers_merge_to_exactly_one_process(dep, shards):
     from snncc.estimate.estimator import run_sharded
 
     d, x = shards
-    one = Estimator(dep.deployed, profile="45nm").run(InputBatches(dep.deployed, str(d), 0, 4))
+    one = Estimator(dep.deployed, profile="45nm").run(InputBatches(dep.deployed, str(d), 0, 4).with_labels())
     two = run_sharded(dep.deployed, "45nm", str(d), 0, 4, 0, workers=2)
     assert one.state() == two.state()  # spikes, SOPs, peaks, samples: bit-equal
     assert two.samples == 23 and sum(two.spikes.values()) > 0
@@ -112,7 +112,7 @@ def test_ray_workers_merge_to_exactly_one_process(dep, shards):
     from snncc.estimate.estimator import run_sharded
 
     d, _ = shards
-    one = Estimator(dep.deployed, profile="45nm").run(InputBatches(dep.deployed, str(d), 0, 4))
+    one = Estimator(dep.deployed, profile="45nm").run(InputBatches(dep.deployed, str(d), 0, 4).with_labels())
     two = run_sharded(dep.deployed, "45nm", str(d), 0, 4, 0, workers=2, address="local")
     assert one.state() == two.state()
 

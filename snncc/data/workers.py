@@ -26,27 +26,27 @@ def _runs(n: int, workers: int) -> list[range]:
     return [range(cuts[i], cuts[i + 1]) for i in range(k) if cuts[i + 1] > cuts[i]]
 
 
-def _work(make, graph, data, samples, batch_size, seed, indices, device=None):
+def _work(make, graph, data, samples, batch_size, seed, indices, device=None, layout="auto"):
     """One worker: `make(graph)` observes the batches `indices`; their statistics come back."""
     from snncc.data.inputs import InputBatches
     from snncc.sim.device import use as use_device
 
-    batches = InputBatches(graph, data, samples, batch_size, seed)
+    batches = InputBatches(graph, data, samples, batch_size, seed, layout)
     with use_device(device):
         stats = make(graph).run(batches.with_labels(indices))
     return stats.state()
 
 
-def map_batches(make, graph, data, samples: int, batch_size: int | None, seed: int, workers: int,
+def map_batches(make, graph, data, samples: int | None, batch_size: int | None, seed: int, workers: int,
                 address: str | None = None, progress: bool = False, device: str | None = None,
-                desc: str = "estimate"):
+                desc: str = "estimate", layout: str = "auto"):
     """`make(graph)` (a picklable callable: a statistics object with observe/state/merge) holding
     the statistics of every batch, observed by `workers` processes (Ray when `address` is given,
     else local processes) and merged in batch order."""
     from snncc.data.inputs import InputBatches
 
-    n = len(InputBatches(graph, data, samples, batch_size, seed))
-    args = [(make, graph, data, samples, batch_size, seed, list(r), device) for r in _runs(n, workers)]
+    n = len(InputBatches(graph, data, samples, batch_size, seed, layout))
+    args = [(make, graph, data, samples, batch_size, seed, list(r), device, layout) for r in _runs(n, workers)]
     states = _ray(args, address, progress, desc) if address else _local(args, workers, progress, desc)
     stats = make(graph)
     for st in states:

@@ -66,6 +66,7 @@ from snncc.ir.graph import Graph, Node
 from snncc.ir.ops import neuron_model
 from snncc.ir.printer import outputs_line
 from snncc.sim.reference import Interpreter
+from snncc.sim.scores import matches, scored
 
 
 def product_messages(y: torch.Tensor) -> torch.Tensor:
@@ -122,7 +123,8 @@ class Estimator:
         self.profile = load_profile(profile) if profile is not None else None
         g = self.plan.graph
         self.T = self.plan.T
-        self._fanout = {i: torch.as_tensor(p.fanout) for i, p in enumerate(self.plan.projections)
+        # a copy: the plan's fan-out arrays are read-only, shared by every tree of one structure
+        self._fanout = {i: torch.tensor(p.fanout) for i, p in enumerate(self.plan.projections)
                         if p.kind == "synaptic"}
         self._spike_inputs = [p for p in self.plan.populations.values() if p.role == "spike_input"]
         self._layout = {pr.node: [self._layout_chain(g, o) for o in pr.operands] for pr in self.plan.products}
@@ -153,6 +155,7 @@ class Estimator:
         self.product_messages: dict[str, float] = {pr.node: 0.0 for pr in self.plan.products}
         self.architecture: dict[str, float] = {a.node: 0.0 for a in self.plan.architecture}
         self.windows_exact = self.T == 1
+        self.labelled = self.correct = 0  # labelled samples, and the integer model's correct predictions
 
     _SUMS = ("spikes", "sops", "products", "product_messages", "architecture")
     _PEAKS = ("peak_window_events", "peak_window_sops")
@@ -160,7 +163,7 @@ class Estimator:
     def state(self) -> dict:
         """The accumulated statistics, as plain data (what a worker process sends back)."""
         st = {k: dict(getattr(self, k)) for k in self._SUMS + self._PEAKS}
-        st.update(samples=self.samples, windows_exact=self.windows_exact)
+        st.update(samples=self.samples, windows_exact=self.windows_exact, labelled=self.labelled, correct=self.correct)
         return st
 
     def merge(self, st: dict) -> None:
@@ -177,6 +180,8 @@ class Estimator:
                 acc[name] = max(acc[name], v)
         self.windows_exact = (self.windows_exact and st["windows_exact"]) if self.samples else st["windows_exact"]
         self.samples += st["samples"]
+        self.labelled += st["labelled"]
+        self.correct += st["correct"]
 
     # ---- feeding ---------------------------------------------------------------------------
     def update(self, counts: dict, inputs=None, *, _windows: dict | None = None,
@@ -274,7 +279,8 @@ class Estimator:
         return res
 
     def run(self, batches: Iterable, progress: bool = False, total: int | None = None) -> "Estimator":
-        """Observe every batch of an iterable (x, or (x, label, ...) tuples), optionally with tqdm."""
+        """Observe every batch of an iterable (x, or (x, labels) tuples: the integer model's accuracy
+        is then counted), optionally with tqdm."""
         it = batches
         if progress:
             try:
@@ -283,8 +289,11 @@ class Estimator:
                 raise SnnccError("progress bar needs tqdm", where="estimate", hint="pip install tqdm") from None
             it = tqdm(batches, total=total, desc="estimate", unit="batch")
         for b in it:
-            x = b[0] if isinstance(b, (tuple, list)) else b
-            self.observe(x)
+            x, y = (b[0], b[1] if len(b) > 1 else None) if isinstance(b, (tuple, list)) else (b, None)
+            res = self.observe(x)
+            if y is not None and scored(res.output):
+                self.labelled += int(res.output.shape[0])
+                self.correct += matches(res.output, y)
         return self
 
     # ---- results ---------------------------------------------------------------------------
@@ -352,6 +361,14 @@ class Report:
     paper: dict[str, float] = field(default_factory=dict)  # the paper's 45nm method: architecture vs deployed
     placement: dict = field(default_factory=dict)  # with a loihi mapping: per-chip energy/power, per-link bandwidth
     neuron_models: dict[str, str] = field(default_factory=dict)  # fire population -> ops.neuron_model
+    dynamic_unknown: str = ""  # why the profile cannot price the dynamic energy ("" when it can)
+    labelled: int = 0  # samples with labels, and how many of them the integer model classifies correctly
+    correct: int = 0
+
+    @property
+    def accuracy(self) -> float | None:
+        """The integer model's accuracy on the labelled samples (None without labels)."""
+        return self.correct / self.labelled if self.labelled else None
 
     @property
     def latency_s(self) -> float | None:
@@ -381,6 +398,9 @@ class Report:
             "critical_path": list(self.critical_path), "energy": dict(self.energy), "power": self.power,
             "warnings": list(self.warnings), "notes": list(self.notes), "windows_exact": self.windows_exact,
             "paper": dict(self.paper), "placement": dict(self.placement), "neuron_models": dict(self.neuron_models),
+            "dynamic_energy_unknown": self.dynamic_unknown or None,
+            "accuracy": None if self.accuracy is None else {"integer_model": self.accuracy, "labelled": self.labelled,
+                                                            "correct": self.correct},
         }
 
     def table(self) -> str:
@@ -516,9 +536,12 @@ def build_report(est: Estimator, rate: float | None, substep_time: float | None)
         warnings.append(f"input rate {rate:g}/s exceeds the throughput of one sample every {sample_s:.3g} s")
     if not est.windows_exact and T > 1:
         notes.append("peak per-window figures are upper bounds: counts were summed over T (use observe)")
+    unknown = (f"profile {prof.name} gives no energy per SynOp" if prof is not None and prof.formula == "speck"
+               and not prof.has("e_sop") else "")
     return Report(n, T, prof, rate, tau, list(pops.values()), links, totals, plan.latency_substeps,
                   plan.sample_substeps, list(plan.critical_path), energy, power, warnings, notes, est.windows_exact,
-                  paper, placed, {f.name: neuron_model(f.attrs) for f in plan.graph.neurons()})
+                  paper, placed, {f.name: neuron_model(f.attrs) for f in plan.graph.neurons()}, unknown,
+                  est.labelled, est.correct)
 
 
 def _placement_totals(doc: dict, pops: dict, totals: dict, sent: dict) -> dict:
@@ -619,7 +642,8 @@ def _energy(prof: Profile, t: dict, rate, sample_s, notes: list[str]) -> tuple[d
     if prof.formula == "loihi" and t["macs"]:
         notes.append(f"{t['macs']:.0f} host MACs per sample (encoding layer) are off-chip and not in the energy")
     elif prof.formula == "speck" and not prof.has("e_sop"):
-        notes.append(f"profile {prof.name} gives no energy per SynOp: energy is static power x time only")
+        notes.append(f"profile {prof.name} gives no energy per SynOp: the dynamic energy is unknown (not zero); "
+                     "only static power x time is priced")
     e["dynamic"] = sum(e.values())
     if static_w:
         dt = (1.0 / rate) if rate else sample_s
@@ -642,7 +666,7 @@ def estimate(graph: Graph, x, profile: str | Profile | None = "45nm", rate: floa
 
 def run_sharded(graph, profile, data, samples: int, batch_size: int | None, seed: int, workers: int,
                 address: str | None = None, progress: bool = False, device: str | None = None,
-                placement: dict | None = None):
+                placement: dict | None = None, layout: str = "auto"):
     """An `Estimator` holding the statistics of every batch (`snncc.data.workers.map_batches`),
     with the artefact's `placement` (a loihi lava/mapping.json document: hops, chip crossings,
     links) in every worker and in the merged one, so the report equals one process's."""
@@ -651,7 +675,7 @@ def run_sharded(graph, profile, data, samples: int, batch_size: int | None, seed
     from snncc.data.workers import map_batches
 
     return map_batches(partial(Estimator, profile=profile, placement=placement), graph, data, samples, batch_size,
-                       seed, workers, address, progress, device)
+                       seed, workers, address, progress, device, layout=layout)
 
 
 def write_json(report: "Report", path: str) -> None:

@@ -483,13 +483,14 @@ _CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 
 
 
 def write_report(report, outdir_or_prefix: str, sync_result=None, spike_maps=None, d_sweep: DSweep | None = None,
-                 title: str | None = None) -> ReportFiles:
+                 title: str | None = None, scores: list | None = None) -> ReportFiles:
     """Write `report.md` + `report.html` (and one PNG per plot) for an estimate `Report`.
 
     - `sync_result`: a `snncc.sim.sync.SyncResult` for the NSFR plot (its `.nsfr`); when it
       recorded spike trains and `spike_maps` is None, the first recorded population's maps.
     - `spike_maps`: a population name recorded in `sync_result`, or a `SpikeMaps`.
     - `d_sweep`: a `DSweep` from `sweep_D` (energy and agreement per D).
+    - `scores`: (run, sim.scores.Scores) rows, e.g. `SimTally.scores()`: the accuracy table.
     `outdir_or_prefix`: a folder (report.md, report.html, report_<plot>.png) or a file prefix
     (PREFIX.md, PREFIX.html, PREFIX_<plot>.png). Returns the paths and each plot's data."""
     folder, stem = _paths(outdir_or_prefix)
@@ -543,6 +544,10 @@ def write_report(report, outdir_or_prefix: str, sync_result=None, spike_maps=Non
                   "| sub-step | " + " | ".join(str(i) for i in range(len(nsfr))) + " |",
                   "|---|" + "|".join("---" for _ in nsfr) + "|",
                   "| NSFR | " + " | ".join(f"{v:.4f}" for v in nsfr) + " |", ""]
+    if scores:
+        from snncc.sim.scores import markdown_table
+
+        extra += ["## accuracy per schedule", "", markdown_table(scores), ""]
     if d_sweep is not None:
         extra += ["## comparison of D", "", d_sweep.to_markdown()]
     plot_md = ["## plots", ""]
@@ -577,9 +582,10 @@ def default_layer(graph: Graph) -> str:
 
 
 def write_estimate_report(graph: Graph, report, x, out_dir: str, layer: str | None = None,
-                          d_sweep: DSweep | None = None) -> ReportFiles:
+                          d_sweep: DSweep | None = None, scores: list | None = None) -> ReportFiles:
     """`snncc estimate --report DIR`: simulate the batch `x` with the exact T x D schedule,
-    recording `layer` (default `default_layer`), and write DIR/report.md + report.html."""
+    recording `layer` (default `default_layer`), and write DIR/report.md + report.html (with
+    `scores`, the accuracy table per schedule)."""
     from snncc.sim.sync import simulate
 
     layer = layer or default_layer(graph)
@@ -587,7 +593,8 @@ def write_estimate_report(graph: Graph, report, x, out_dir: str, layer: str | No
         raise SnnccError(f"no neuron population {layer!r}", where="--layer",
                          hint=f"populations: {', '.join(n.name for n in graph.neurons())}")
     sr = simulate(graph, x, record=(layer,))
-    return write_report(report, os.path.join(out_dir, ""), sync_result=sr, spike_maps=layer, d_sweep=d_sweep)
+    return write_report(report, os.path.join(out_dir, ""), sync_result=sr, spike_maps=layer, d_sweep=d_sweep,
+                        scores=scores)
 
 
 # ---- static part of the compile report --------------------------------------------------------

@@ -68,11 +68,19 @@ def render(r, markdown: bool = False) -> str:
         lat += f" = {r.latency_s:.4g} s at {r.substep_time:.3g} s per sub-step"
     lines.append(("- " if markdown else "") + lat)
     lines.append(("- " if markdown else "") + f"sample: {r.sample_substeps} sub-steps for T={r.T} windows (pipelined)")
-    if r.energy:
+    if r.energy and r.dynamic_unknown:  # a total would read like a comparison with a priced profile
+        lines.append(("- " if markdown else "") + f"energy per sample: dynamic unknown ({r.dynamic_unknown}), "
+                     f"static {_energy(r.energy.get('static', 0.0))}")
+    elif r.energy:
         parts = ", ".join(f"{k} {_energy(v)}" for k, v in r.energy.items() if k not in ("total", "dynamic"))
         lines.append(("- " if markdown else "") + f"energy per sample: {_energy(r.energy['total'])} ({parts})")
     if r.power is not None:
-        lines.append(("- " if markdown else "") + f"average power at {r.rate:g} samples/s: {r.power * 1e3:.4g} mW")
+        lines.append(("- " if markdown else "") + f"average power at {r.rate:g} samples/s: "
+                     + (f"static {r.power * 1e3:.4g} mW, dynamic unknown" if r.dynamic_unknown
+                        else f"{r.power * 1e3:.4g} mW"))
+    if r.accuracy is not None:
+        lines.append(("- " if markdown else "") + f"accuracy of the integer model on the labels: {r.accuracy:.4f} "
+                     f"({r.correct}/{r.labelled})")
     t = r.totals
     if t.get("architecture_sops"):
         lines.append(("- " if markdown else "") + f"architecture SOPs {_num(t['architecture_sops'])} vs deployed "

@@ -16,6 +16,7 @@ import importlib
 import importlib.util
 import json
 import os
+import sys
 import zipfile
 from dataclasses import dataclass
 
@@ -152,6 +153,9 @@ def load_factory(spec: str, kwargs: dict | None = None) -> nn.Module:
                 raise LoadError("file not found", where=mod_part)
             ms = importlib.util.spec_from_file_location(f"_snncc_model_def_{abs(hash(mod_part))}", mod_part)
             module = importlib.util.module_from_spec(ms)
+            folder = os.path.dirname(os.path.abspath(mod_part))
+            if folder not in sys.path:  # its sibling modules import as when the file runs as a script
+                sys.path.insert(0, folder)
             ms.loader.exec_module(module)
         else:
             module = importlib.import_module(mod_part)

@@ -14,11 +14,8 @@ import torch
 
 from snncc.ir.graph import Graph
 from snncc.sim import reference
+from snncc.sim.scores import matches, predictions, scored
 from snncc.sim.sync import PopulationDiff, Simulator, StreamingReport
-
-
-def _argmax(out: torch.Tensor) -> torch.Tensor:
-    return out.reshape(out.shape[0], -1).argmax(-1)
 
 
 class SimTally:
@@ -30,12 +27,13 @@ class SimTally:
         self.samples, self.labelled = 0, 0
         self.ref_spikes = dict.fromkeys(self.pops, 0)
         self.correct = {"reference": 0}
-        self.exact = {"differing": 0, "max_diff": 0.0, "latency": 0}
+        self.exact = {"differing": 0, "max_diff": 0.0, "latency": 0, "agree": 0}
         self.stream = {"differing": dict.fromkeys(self.pops, 0), "abs_err": dict.fromkeys(self.pops, 0),
                        "spikes": dict.fromkeys(self.pops, 0), "agree": 0, "max_diff": 0.0, "latency": 0,
                        "latency_exact": 0, "D": 0}
-        if "streaming" in self.schedules:
-            self.correct["streaming"] = 0
+        for sched in ("exact", "streaming"):
+            if sched in self.schedules:
+                self.correct[sched] = 0
 
     def observe(self, x, y=None) -> None:
         """Add one batch (and its labels, when known)."""
@@ -44,16 +42,19 @@ class SimTally:
         self.samples += B
         for p in self.pops:
             self.ref_spikes[p] += int(ref.counts[p].sum())
-        ref_pred = _argmax(ref.output) if ref.output.dim() >= 2 else None
+        ref_pred = predictions(ref.output) if scored(ref.output) else None
         if y is not None and ref_pred is not None:
-            y = torch.as_tensor(np.asarray(y)).reshape(-1).to(ref_pred.device, ref_pred.dtype)
             self.labelled += B
-            self.correct["reference"] += int((ref_pred == y).sum())
+            self.correct["reference"] += matches(ref.output, y)
         if "exact" in self.schedules:
             r = self._sim.run(x, "exact", **self.kw)
             self.exact["differing"] += sum(int((r.counts[p] != ref.counts[p]).sum()) for p in self.pops)
             self.exact["max_diff"] = max(self.exact["max_diff"], float((r.output - ref.output).abs().max()))
             self.exact["latency"] = max(self.exact["latency"], r.latency_substeps)
+            if ref_pred is not None:
+                self.exact["agree"] += matches(r.output, ref_pred)
+                if y is not None:
+                    self.correct["exact"] += matches(r.output, y)
         if "streaming" in self.schedules:
             st, s = self._sim.run(x, "streaming", **self.kw), self.stream
             for p in self.pops:
@@ -62,10 +63,9 @@ class SimTally:
                 s["abs_err"][p] += int(d.sum())
                 s["spikes"][p] += int(st.counts[p].sum())
             if ref_pred is not None:
-                pred = _argmax(st.output)
-                s["agree"] += int((pred == ref_pred).sum())
+                s["agree"] += matches(st.output, ref_pred)
                 if y is not None:
-                    self.correct["streaming"] += int((pred == y).sum())
+                    self.correct["streaming"] += matches(st.output, y)
             else:
                 s["agree"] += B * int(torch.equal(ref.output, st.output))
             s["max_diff"] = max(s["max_diff"], float((ref.output - st.output).abs().max()))
@@ -95,6 +95,7 @@ class SimTally:
             self.correct[k] += st["correct"][k]
         e, o = self.exact, st["exact"]
         e["differing"] += o["differing"]
+        e["agree"] += o["agree"]
         e["max_diff"], e["latency"] = max(e["max_diff"], o["max_diff"]), max(e["latency"], o["latency"])
         s, o = self.stream, st["stream"]
         for k in ("differing", "abs_err", "spikes"):
@@ -115,6 +116,19 @@ class SimTally:
         return (f"exact schedule: {self.samples} samples{where}, latency {self.exact['latency']} sub-steps, "
                 f"spike counts {'==' if same else '!='} reference, max |output diff| {self.exact['max_diff']:.3g}"
                 + (f", accuracy {acc:.4f} ({self.correct['reference']}/{self.labelled})" if acc is not None else ""))
+
+    def scores(self) -> list[tuple[str, "Scores"]]:
+        """(what, sim.scores.Scores) of the integer model and each schedule run: agreement with the
+        integer model, accuracy when the data had labels (the report's accuracy table)."""
+        from snncc.sim.scores import Scores
+
+        lab = self.labelled == self.samples and self.labelled > 0
+        rows = [("integer model (reference)", Scores(self.samples, self.correct["reference"] if lab else None,
+                                                     self.samples))]
+        for sched, agree in (("exact", self.exact["agree"]), ("streaming", self.stream["agree"])):
+            if sched in self.schedules:
+                rows.append((f"{sched} schedule", Scores(self.samples, self.correct[sched] if lab else None, agree)))
+        return rows
 
     def streaming_report(self):
         s, n = self.stream, max(1, self.samples)

@@ -1,0 +1,125 @@
+"""A newcomer's first hour on the shipped examples, through the installed `snncc` command: compile
+the digits CNN for sim and loihi (netx: its refusal) and the event model for Speck as the README
+shows it, verify, simulate every schedule and backend, estimate with a report. Each step asserts
+the numbers a user reads: how many samples were used, the accuracy (equal to a hand computation
+from the outputs), the agreement with the integer model, and an empty stderr (progress goes to
+a terminal or -v only). NIR export is covered by tests/test_nir_io.py."""
+
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import snncc
+
+pytestmark = pytest.mark.slow  # about 2-3 minutes on the shared 2-core machine (Lava and sinabs runs)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DIGITS = os.path.join(ROOT, "examples", "digits", "artifacts")
+EVENTS = os.path.join(ROOT, "examples", "events", "artifacts")
+EXE = os.path.join(os.path.dirname(sys.executable), "snncc")
+N = 30  # samples of each test split a step uses
+
+
+def run(*argv, cwd=None):
+    p = subprocess.run([EXE, *map(str, argv)], capture_output=True, text=True, cwd=cwd)
+    assert p.returncode == 0 and p.stderr == "", (argv, p.stdout[-2000:], p.stderr)
+    return p.stdout
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    """The artefacts a newcomer compiles first, once for the module."""
+    d = tmp_path_factory.mktemp("newcomer")
+    out = {"dir": d, "pt2": os.path.join(DIGITS, "digits_cnn.pt2"), "digits": os.path.join(DIGITS, "digits_test.npz"),
+           "events": os.path.join(EVENTS, "events_test.npz")}
+    out["compile_sim"] = run("compile", out["pt2"], "--target", "sim", "-o", d / "out")
+    out["compile_loihi"] = run("compile", out["pt2"], "--target", "loihi", "-o", d / "out-loihi")
+    out["compile_speck"] = run("compile", os.path.join(EVENTS, "speck_cnn.pt"), "--model-def",
+                               "snncc.models.speck:speck_cnn", "--factory-kwargs", '{"size": "small"}',
+                               "--input-shape", "2,32,32", "--timesteps", "4", "--input-kind", "spike", "--target",
+                               "speck", "--target-option", "readout=membrane", "-o", d / "out-speck")
+    return out
+
+
+def split(path, n=N):
+    with np.load(path) as f:
+        return f["x_test"][:n], f["y_test"][:n]
+
+
+def acc_text(correct: int, n: int = N) -> str:
+    return f"accuracy {correct / n:.4f} ({correct}/{n})"
+
+
+def test_compiles_say_what_they_wrote(work):
+    d = work["dir"]
+    assert work["compile_sim"].splitlines()[0].startswith("compiled for sim: 13 neuron populations")
+    assert work["compile_loihi"].splitlines()[0].startswith("compiled for loihi: 13 neuron populations")
+    # netx: the shipped CNN has residual streams netx cannot express; the refusal names them, writes nothing
+    p = subprocess.run([EXE, "compile", work["pt2"], "--target", "loihi", "--target-option", "netx=true", "-o",
+                        str(d / "out-netx")], capture_output=True, text=True)
+    assert p.returncode == 2 and p.stdout == "" and not os.path.exists(d / "out-netx")
+    assert p.stderr.startswith("snncc: error: netx export: netx cannot express") and p.stderr.count("\n") == 1
+    speck = work["compile_speck"].splitlines()
+    assert speck[0].startswith("compiled for speck: 3 neuron populations")
+    assert speck[1].startswith("Speck chip path: not measured on data") and "90.89%" in speck[1]
+
+
+def test_verify_on_the_test_split(work):
+    x, y = split(work["digits"])
+    o = run("verify", work["pt2"], work["dir"] / "out", "--data", work["digits"], "--samples", N)
+    assert o.splitlines()[0] == f"inputs: the first {N} samples of 450 of {work['digits']}, labelled"
+    ref = snncc.load(work["dir"] / "out").reference(torch.as_tensor(x).double())
+    c = int((ref.output.argmax(1).numpy() == y).sum())
+    assert f"accuracy on the labels: integer model {c / N:.4f} ({c}/{N})" in o and "verdict: OK" in o
+    assert f"samples: {N} " in o
+
+
+def test_simulate_every_schedule_and_backend(work):
+    d = work["dir"]
+    x, y = split(work["digits"])
+    dep = snncc.load(d / "out")
+    ref = dep.reference(torch.as_tensor(x).double())
+    c = int((ref.output.argmax(1).numpy() == y).sum())
+    o = run("simulate", d / "out", "--data", work["digits"], "--samples", N)
+    exact = next(l for l in o.splitlines() if l.startswith("exact schedule"))
+    assert exact.startswith(f"exact schedule: {N} samples,") and "spike counts == reference" in exact
+    assert exact.endswith(acc_text(c))
+    streaming = dep.simulate(torch.as_tensor(x).double(), "streaming")
+    s = int(round(streaming.prediction_agreement * N))
+    assert f"prediction agreement {s / N:.4f} over {N} samples" in o
+    assert re.search(rf"streaming accuracy [0-9.]+ \([0-9]+/{N}\), integer model {c / N:.4f}", o)
+    o = run("simulate", d / "out", "--schedule", "event", "--data", work["digits"], "--samples", N)
+    assert f"agreement with the integer model 100.00% ({N}/{N}), {acc_text(c)}" in o
+    o = run("simulate", d / "out-loihi", "--backend", "lava", "--data", work["digits"], "--samples", 3)
+    assert o.splitlines()[1].startswith("lava: 3 samples, spike counts == reference")
+    c3 = int((ref.output[:3].argmax(1).numpy() == y[:3]).sum())
+    assert "agreement with the integer model 100.00% (3/3), " + acc_text(c3, 3) in o
+    # the event model: the shipped (N, T, 2, 32, 32) split feeds the Speck artefact as it is
+    xe, ye = split(work["events"])
+    o = run("simulate", d / "out-speck", "--backend", "speck", "--data", work["events"], "--samples", N)
+    assert o.splitlines()[0] == (f"inputs: the first {N} samples of 450 of {work['events']}, x_test (450, 4, 2, 32, "
+                                 f"32) read as (N, T, *shape), labelled")
+    dep_s = snncc.load(d / "out-speck")
+    xt = torch.as_tensor(xe).double().transpose(0, 1)
+    r, ref_s = dep_s.simulate(xt, backend="speck"), dep_s.reference(xt)
+    cs = int((r.output.argmax(1).numpy() == ye).sum())
+    agree = int((r.output.argmax(1) == ref_s.output.argmax(1)).sum())
+    assert f"agreement with the integer model {agree / N:.2%} ({agree}/{N}), {acc_text(cs)}" in o
+
+
+def test_estimate_and_report(work):
+    d = work["dir"]
+    x, y = split(work["digits"])
+    c = int((snncc.load(d / "out").reference(torch.as_tensor(x).double()).output.argmax(1).numpy() == y).sum())
+    o = run("estimate", d / "out", "--data", work["digits"], "--samples", N, "--report", d / "rep")
+    assert f"# estimate: {N} samples," in o
+    assert f"accuracy of the integer model on the labels: {c / N:.4f} ({c}/{N})" in o
+    md = open(d / "rep" / "report.md").read()
+    assert f"| exact schedule | {N} | 100.00% ({N}/{N}) | {c / N:.4f} ({c}/{N}) |" in md
+    o = run("estimate", d / "out-speck", "--profile", "speck", "--data", work["events"], "--samples", 10)
+    assert "energy per sample: dynamic unknown (profile speck gives no energy per SynOp)" in o
