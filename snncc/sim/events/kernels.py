@@ -66,8 +66,117 @@ class FlatTables:
         self.lo = np.array([int(t.slots.min()) if t.slots.size else 0 for t in tabs], dtype=np.int64)
         self.hi = np.array([int(t.slots.max()) + 1 if t.slots.size else 0 for t in tabs], dtype=np.int64)
 
+        self.n_slots = net.n_slots
+        self._shapes = [(net.offsets[c][0], net.graph[c].shape) for c in net.consumers]
+        self._runs = None
+
     def rows(self, src: str, a: np.ndarray) -> np.ndarray:
         return self.base[self.names.index(src)] + a
+
+    def runs(self) -> "RunTables":
+        """The ungated tables as contiguous runs in channel-last slot order (built on first use)."""
+        if self._runs is None:
+            self._runs = RunTables(self)
+        return self._runs
+
+
+class RunTables:
+    """The flat tables for SIMD delivery: slots renumbered channel-last within each population
+    (`pos[slot]`: a (C, *sites) population's slot c * sites + p becomes p * C + c, so one source
+    address's targets at one site, all output channels, are adjacent), each address's entries
+    sorted by that number and cut into maximal runs of consecutive targets (`indptr` per address
+    into `start`, `length`, `woff`), and identical weight blocks stored once (`weights`; a conv's
+    kernel is shared by all its interior sites, so the weights stay in cache). Every target of
+    an address gets the same weight as in the flat tables and targets are distinct within an
+    address, so per target the same terms are summed in the same (event) order."""
+
+    def __init__(self, flat: FlatTables):
+        pos = np.arange(flat.n_slots, dtype=np.int64)
+        for lo, sh in flat._shapes:
+            if len(sh) >= 2 and sh[0] > 1:
+                C, sites = int(sh[0]), int(np.prod(sh[1:]))
+                i = np.arange(C * sites)
+                pos[lo + i] = lo + (i % sites) * C + i // sites
+        self.pos = pos
+        q = pos[flat.slots]
+        self.indptr, self.start, self.length, woff, w = _cut_runs(flat.indptr, q, flat.weights)
+        self.woff, self.weights = _dedup_blocks(self.length, woff, w)
+
+
+@numba.njit(cache=True)
+def _cut_runs(indptr, q, weights):
+    """Per address: entries sorted by q, cut into runs of consecutive q. Returns (run indptr per
+    address, run start q, run length, run weight offset, the weights in sorted order)."""
+    n = indptr.size - 1
+    w = np.empty(weights.size)
+    rstart = np.empty(q.size, dtype=np.int64)
+    rlen = np.empty(q.size, dtype=np.int64)
+    rptr = np.zeros(n + 1, dtype=np.int64)
+    nr = 0
+    for a in range(n):
+        j0, j1 = indptr[a], indptr[a + 1]
+        o = np.argsort(q[j0:j1], kind="mergesort") + j0
+        prev = -2
+        for i in range(o.size):
+            w[j0 + i] = weights[o[i]]
+            qi = q[o[i]]
+            if qi == prev + 1:
+                rlen[nr - 1] += 1
+            else:
+                rstart[nr] = qi
+                rlen[nr] = 1
+                nr += 1
+            prev = qi
+        rptr[a + 1] = nr
+    rstart, rlen = rstart[:nr].copy(), rlen[:nr].copy()
+    woff = np.empty(nr, dtype=np.int64)
+    for a in range(n):
+        j = indptr[a]
+        for r in range(rptr[a], rptr[a + 1]):
+            woff[r] = j
+            j += rlen[r]
+    return rptr, rstart, rlen, woff, w
+
+
+@numba.njit(cache=True)
+def _dedup_blocks(rlen, woff, w):
+    """Weight blocks (woff[r], rlen[r]) with equal lengths and values stored once: a hash table
+    on the blocks' bits, every candidate compared value by value. Returns (new offsets, weights)."""
+    nr = rlen.size
+    size = 1
+    while size < 2 * nr + 2:
+        size *= 2
+    table = np.full(size, -1, dtype=np.int64)  # -> a representative run
+    bits = w.view(np.uint64)
+    out = np.empty(w.size)
+    new = np.empty(nr, dtype=np.int64)
+    used = 0
+    for r in range(nr):
+        L, o = rlen[r], woff[r]
+        h = np.uint64(1469598103934665603) ^ np.uint64(L)
+        for i in range(L):
+            h = (h ^ bits[o + i]) * np.uint64(1099511628211)
+        slot = np.int64(h & np.uint64(size - 1))
+        while True:
+            rep = table[slot]
+            if rep < 0:
+                table[slot] = r
+                new[r] = used
+                out[used:used + L] = w[o:o + L]
+                used += L
+                break
+            if rlen[rep] == L:
+                same = True
+                ro = woff[rep]
+                for i in range(L):
+                    if bits[ro + i] != bits[o + i]:
+                        same = False
+                        break
+                if same:
+                    new[r] = new[rep]
+                    break
+            slot = (slot + 1) & (size - 1)
+    return new, out[:used].copy()
 
 
 # columns of the per-neuron state row: what a synapse's update reads or writes, in one row; the
@@ -115,6 +224,35 @@ def _ideal(indptr, slots, weights, gate, first, gated, gopen, rows, samples, mul
                 acc[g] += w * m
                 synops += mi
     return synops
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _ideal_runs(indptr, start, length, woff, weights, rows, first, mult, S, acc):
+    """acc[b * S + q] += w * mult for every run of every event, events of sample b (positions
+    first[b]:first[b+1], in step order) on one thread: samples are independent, so the sums per
+    target are those of the sequential loop. The inner loop is a contiguous SIMD add."""
+    for b in numba.prange(first.size - 1):
+        off = b * S
+        for e in range(first[b], first[b + 1]):
+            a = rows[e]
+            m = mult[e]
+            for r in range(indptr[a], indptr[a + 1]):
+                t = off + start[r]
+                wo = woff[r]
+                for i in range(length[r]):
+                    acc[t + i] += weights[wo + i] * m
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _flush_runs(state, acc, pos, lo, hi, B, S):
+    """`_flush` from a channel-last scratch (slot s at pos[s]), samples on threads."""
+    for b in numba.prange(B):
+        for s in range(lo, hi):
+            q = b * S + pos[s]
+            a = acc[q]
+            if a != 0.0:
+                state[b * S + s, V_] += a
+                acc[q] = 0.0
 
 
 @numba.njit(cache=True, nogil=True)
@@ -421,6 +559,16 @@ def deliver_ideal(flat: FlatTables, gopen, src: int, rows, samples, mult, B, S, 
     multiplicity; `graded`: a relay's messages, whose mult is a value: one op per contribution)."""
     if rows.size == 0:
         return 0
+    if not flat.gated:
+        rt = flat.runs()
+        o = np.argsort(samples, kind="stable")  # per sample, step order kept
+        rows_s, mult_s = rows[o], np.ascontiguousarray(mult[o], dtype=np.float64)
+        first = np.searchsorted(samples[o], np.arange(B + 1)).astype(np.int64)
+        per = flat.indptr[rows_s + 1] - flat.indptr[rows_s]
+        syn = int(per.sum()) if graded else int((per * mult_s.astype(np.int64)).sum())
+        _ideal_runs(rt.indptr, rt.start, rt.length, rt.woff, rt.weights, rows_s, first, mult_s, S, scratch.acc)
+        _flush_runs(state, scratch.acc, rt.pos, int(flat.lo[src]), int(flat.hi[src]), B, S)
+        return syn
     syn = _ideal(flat.indptr, flat.slots32, flat.weights, flat.gate, flat.first, flat.gated, gopen,
                  rows, samples, mult, S, scratch.acc, graded)
     _flush(state, scratch.acc, int(flat.lo[src]), int(flat.hi[src]), B, S)
@@ -472,6 +620,9 @@ def compile_seconds() -> float:
             _sequential(i1, z32, f, gate, first, gated, gopen, z, z, 1, 0, np.zeros((1, N_STATE)), np.zeros(1), f,
                         f, speck, 1, *rec())
     _flush(np.zeros((1, 1)), np.zeros(1), 0, 1, 1, 1)
+    _ideal_runs(i1, z, i1[1:], z, f, z, i1, f, 1, np.zeros(1))
+    _flush_runs(np.zeros((1, 1)), np.zeros(1), z, 0, 1, 1, 1)
+    _dedup_blocks(*_cut_runs(i1, z, f)[2:4], f)
     _sequential_speck(i1, z32, f, z, z, 1, 0, np.zeros((1, 2)), np.zeros(1), f, f, f, 1, *rec())
     _sequential_greedy(i1, z32, f, z, z, 1, 0, np.zeros((1, 2)), np.zeros(1), f, f, *greedy_bounds(f), 1, *rec())
     b1 = np.ones(1, dtype=np.bool_)
