@@ -84,11 +84,16 @@ class RunTables:
     """The flat tables for SIMD delivery: slots renumbered channel-last within each population
     (`pos[slot]`: a (C, *sites) population's slot c * sites + p becomes p * C + c, so one source
     address's targets at one site, all output channels, are adjacent), each address's entries
-    sorted by that number and cut into maximal runs of consecutive targets (`indptr` per address
-    into `start`, `length`, `woff`), and identical weight blocks stored once (`weights`; a conv's
-    kernel is shared by all its interior sites, so the weights stay in cache). Every target of
-    an address gets the same weight as in the flat tables and targets are distinct within an
-    address, so per target the same terms are summed in the same (event) order."""
+    sorted by that number and cut into runs of consecutive targets (gaps of up to `GAP` missing
+    targets, zero weights dropped from the tables, filled with +0.0: adding it changes no sum),
+    identical weight blocks stored once (`weights`), and each address's runs stored as a shared
+    *pattern* (`pat[a]`: run offsets relative to the address's first target `base[a]`, lengths,
+    weight offsets in `ptr[p]:ptr[p + 1]`): a conv's addresses away from the border all share one
+    pattern per input channel, so the tables stay in cache. Every target of an address gets the
+    same weight as in the flat tables (or +0.0) and targets are distinct within an address, so per
+    target the same terms are summed in the same (event) order as the flat kernel."""
+
+    GAP = 4
 
     def __init__(self, flat: FlatTables):
         pos = np.arange(flat.n_slots, dtype=np.int64)
@@ -99,43 +104,106 @@ class RunTables:
                 pos[lo + i] = lo + (i % sites) * C + i // sites
         self.pos = pos
         q = pos[flat.slots]
-        self.indptr, self.start, self.length, woff, w = _cut_runs(flat.indptr, q, flat.weights)
-        self.woff, self.weights = _dedup_blocks(self.length, woff, w)
+        rptr, start, length, woff, w = _cut_runs(flat.indptr, q, flat.weights, self.GAP)
+        woff, self.weights = _dedup_blocks(length, woff, w)
+        self.pat, self.base, self.ptr, self.rel, self.length, self.woff = _patterns(rptr, start, length, woff)
+        self.n_runs = int(rptr[-1])
 
 
 @numba.njit(cache=True)
-def _cut_runs(indptr, q, weights):
-    """Per address: entries sorted by q, cut into runs of consecutive q. Returns (run indptr per
-    address, run start q, run length, run weight offset, the weights in sorted order)."""
+def _cut_runs(indptr, q, weights, gap):
+    """Per address: entries sorted by q, cut into runs of consecutive q or within `gap` missing
+    targets (filled with +0.0 weights). Returns (run indptr per address, run start q, run length,
+    run weight offset, the run weights)."""
     n = indptr.size - 1
-    w = np.empty(weights.size)
+    cap = q.size + 16
+    w = np.empty(cap)
     rstart = np.empty(q.size, dtype=np.int64)
     rlen = np.empty(q.size, dtype=np.int64)
+    woff = np.empty(q.size, dtype=np.int64)
     rptr = np.zeros(n + 1, dtype=np.int64)
-    nr = 0
+    nr = jw = 0
     for a in range(n):
         j0, j1 = indptr[a], indptr[a + 1]
-        o = np.argsort(q[j0:j1], kind="mergesort") + j0
-        prev = -2
-        for i in range(o.size):
-            w[j0 + i] = weights[o[i]]
-            qi = q[o[i]]
-            if qi == prev + 1:
-                rlen[nr - 1] += 1
+        key = np.sort(q[j0:j1] * 4294967296 + np.arange(j1 - j0))  # q major, entry order kept
+        prev = -(1 << 62)
+        for i in range(key.size):
+            qi = key[i] >> 32
+            d = qi - prev
+            fillz = d - 1 if (d >= 1 and d <= gap + 1) else 0
+            if jw + fillz + 1 > cap:
+                cap = 2 * cap + fillz + 1
+                w2 = np.empty(cap)
+                w2[:jw] = w[:jw]
+                w = w2
+            if d >= 1 and d <= gap + 1:
+                for _ in range(fillz):
+                    w[jw] = 0.0
+                    jw += 1
+                rlen[nr - 1] += d
             else:
                 rstart[nr] = qi
                 rlen[nr] = 1
+                woff[nr] = jw
                 nr += 1
+            w[jw] = weights[j0 + (key[i] & 4294967295)]
+            jw += 1
             prev = qi
         rptr[a + 1] = nr
-    rstart, rlen = rstart[:nr].copy(), rlen[:nr].copy()
-    woff = np.empty(nr, dtype=np.int64)
+    return rptr, rstart[:nr].copy(), rlen[:nr].copy(), woff[:nr].copy(), w[:jw].copy()
+
+
+@numba.njit(cache=True)
+def _patterns(rptr, start, length, woff):
+    """Each address's runs relative to its first run's start, equal run lists stored once (a hash
+    table on (offset, length, weight offset) triples, candidates compared entry by entry).
+    Returns (pattern per address, base per address, pattern indptr, offsets, lengths, weight offsets)."""
+    n = rptr.size - 1
+    size = 1
+    while size < 2 * n + 2:
+        size *= 2
+    table = np.full(size, -1, dtype=np.int64)  # -> a representative address
+    pat = np.empty(n, dtype=np.int64)
+    base = np.zeros(n, dtype=np.int64)
+    nr = rptr[n]
+    ptr = np.zeros(n + 1, dtype=np.int64)
+    rel, ln, wo = np.empty(nr, dtype=np.int64), np.empty(nr, dtype=np.int64), np.empty(nr, dtype=np.int64)
+    npat = 0
+    k = 0
     for a in range(n):
-        j = indptr[a]
-        for r in range(rptr[a], rptr[a + 1]):
-            woff[r] = j
-            j += rlen[r]
-    return rptr, rstart, rlen, woff, w
+        r0, r1 = rptr[a], rptr[a + 1]
+        b0 = start[r0] if r1 > r0 else 0
+        base[a] = b0
+        h = np.uint64(1469598103934665603) ^ np.uint64(r1 - r0)
+        for r in range(r0, r1):
+            h = (h ^ np.uint64(start[r] - b0)) * np.uint64(1099511628211)
+            h = (h ^ np.uint64(length[r])) * np.uint64(1099511628211)
+            h = (h ^ np.uint64(woff[r])) * np.uint64(1099511628211)
+        slot = np.int64(h & np.uint64(size - 1))
+        while True:
+            rep = table[slot]
+            if rep < 0:
+                table[slot] = a
+                pat[a] = npat
+                npat += 1
+                for r in range(r0, r1):
+                    rel[k], ln[k], wo[k] = start[r] - b0, length[r], woff[r]
+                    k += 1
+                ptr[npat] = k
+                break
+            q0, q1 = rptr[rep], rptr[rep + 1]
+            same = q1 - q0 == r1 - r0
+            if same:
+                for i in range(r1 - r0):
+                    if (start[q0 + i] - start[q0] != start[r0 + i] - b0 or length[q0 + i] != length[r0 + i]
+                            or woff[q0 + i] != woff[r0 + i]):
+                        same = False
+                        break
+            if same:
+                pat[a] = pat[rep]
+                break
+            slot = (slot + 1) & (size - 1)
+    return pat, base, ptr[:npat + 1].copy(), rel[:k].copy(), ln[:k].copy(), wo[:k].copy()
 
 
 @numba.njit(cache=True)
@@ -227,17 +295,19 @@ def _ideal(indptr, slots, weights, gate, first, gated, gopen, rows, samples, mul
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _ideal_runs(indptr, start, length, woff, weights, rows, first, mult, S, acc):
-    """acc[b * S + q] += w * mult for every run of every event, events of sample b (positions
-    first[b]:first[b+1], in step order) on one thread: samples are independent, so the sums per
-    target are those of the sequential loop. The inner loop is a contiguous SIMD add."""
+def _ideal_runs(pat, base, ptr, rel, length, woff, weights, rows, first, mult, S, acc):
+    """acc[b * S + q] += w * mult for every run of every event (`RunTables`), the events of sample
+    b (positions first[b]:first[b+1], in step order) on one thread: samples are independent, so
+    the sums per target are those of the sequential loop. The inner loop is a contiguous SIMD add."""
     for b in numba.prange(first.size - 1):
         off = b * S
         for e in range(first[b], first[b + 1]):
             a = rows[e]
             m = mult[e]
-            for r in range(indptr[a], indptr[a + 1]):
-                t = off + start[r]
+            p = pat[a]
+            t0 = off + base[a]
+            for r in range(ptr[p], ptr[p + 1]):
+                t = t0 + rel[r]
                 wo = woff[r]
                 for i in range(length[r]):
                     acc[t + i] += weights[wo + i] * m
@@ -566,7 +636,8 @@ def deliver_ideal(flat: FlatTables, gopen, src: int, rows, samples, mult, B, S, 
         first = np.searchsorted(samples[o], np.arange(B + 1)).astype(np.int64)
         per = flat.indptr[rows_s + 1] - flat.indptr[rows_s]
         syn = int(per.sum()) if graded else int((per * mult_s.astype(np.int64)).sum())
-        _ideal_runs(rt.indptr, rt.start, rt.length, rt.woff, rt.weights, rows_s, first, mult_s, S, scratch.acc)
+        _ideal_runs(rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, rt.weights, rows_s, first, mult_s, S,
+                    scratch.acc)
         _flush_runs(state, scratch.acc, rt.pos, int(flat.lo[src]), int(flat.hi[src]), B, S)
         return syn
     syn = _ideal(flat.indptr, flat.slots32, flat.weights, flat.gate, flat.first, flat.gated, gopen,
@@ -620,9 +691,10 @@ def compile_seconds() -> float:
             _sequential(i1, z32, f, gate, first, gated, gopen, z, z, 1, 0, np.zeros((1, N_STATE)), np.zeros(1), f,
                         f, speck, 1, *rec())
     _flush(np.zeros((1, 1)), np.zeros(1), 0, 1, 1, 1)
-    _ideal_runs(i1, z, i1[1:], z, f, z, i1, f, 1, np.zeros(1))
+    _ideal_runs(z, z, i1, z, i1[1:], z, f, z, i1, f, 1, np.zeros(1))
     _flush_runs(np.zeros((1, 1)), np.zeros(1), z, 0, 1, 1, 1)
-    _dedup_blocks(*_cut_runs(i1, z, f)[2:4], f)
+    rp, st, ln, wo, w = _cut_runs(i1, z, f, 4)
+    _patterns(rp, st, ln, _dedup_blocks(ln, wo, w)[0])
     _sequential_speck(i1, z32, f, z, z, 1, 0, np.zeros((1, 2)), np.zeros(1), f, f, f, 1, *rec())
     _sequential_greedy(i1, z32, f, z, z, 1, 0, np.zeros((1, 2)), np.zeros(1), f, f, *greedy_bounds(f), 1, *rec())
     b1 = np.ones(1, dtype=np.bool_)
