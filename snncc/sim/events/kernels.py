@@ -307,21 +307,25 @@ def _ideal_runs(pat, base, ptr, rel, length, woff, weights, rows, first, mult, S
             p = pat[a]
             t0 = off + base[a]
             for r in range(ptr[p], ptr[p + 1]):
-                t = t0 + rel[r]
-                wo = woff[r]
-                for i in range(length[r]):
+                # unsigned indices: numba emits no negative-index fix-ups, and LLVM vectorises
+                t = np.uint64(t0 + rel[r])
+                wo = np.uint64(woff[r])
+                for i in range(np.uint64(length[r])):
                     acc[t + i] += weights[wo + i] * m
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def _flush_runs(state, acc, pos, lo, hi, B, S):
     """`_flush` from a channel-last scratch (slot s at pos[s]), samples on threads."""
+    st = state.ravel()  # a view: the runner's state is C-contiguous
+    w = np.uint64(state.shape[1])
     for b in numba.prange(B):
-        for s in range(lo, hi):
-            q = b * S + pos[s]
+        off = np.uint64(b * S)
+        for s in range(np.uint64(lo), np.uint64(hi)):
+            q = off + np.uint64(pos[s])
             a = acc[q]
             if a != 0.0:
-                state[b * S + s, V_] += a
+                st[(off + s) * w] += a
                 acc[q] = 0.0
 
 
@@ -567,10 +571,13 @@ def complete_burst(state, theta, firing, cap, lo, hi, divide, B, S, out_g, out_n
     [lo, hi) of every sample (V itself when theta is 1: no division), V -= n theta. Returns the
     number of (slot, n) fired, in slot order."""
     ne = 0
+    st = state.ravel()  # a view: the runner's state is C-contiguous
+    w = np.uint64(state.shape[1])
     for b in range(B):
-        for s in range(lo, hi):
-            g = b * S + s
-            v = state[g, V_]
+        off = np.uint64(b * S)
+        for s in range(np.uint64(lo), np.uint64(hi)):
+            g = off + s
+            v = st[g * w]
             th = theta[s]
             if v < th * 0.9999999 and th > 0.0:  # floor(v / theta) <= 0: silent, V unchanged
                 continue
@@ -578,7 +585,7 @@ def complete_burst(state, theta, firing, cap, lo, hi, divide, B, S, out_g, out_n
             n = min(max(np.floor(u), 0.0), cap[s])
             if not firing[s]:
                 n = 0.0
-            state[g, V_] = v - n * th
+            st[g * w] = v - n * th
             if n > 0.0:
                 out_g[ne] = g
                 out_n[ne] = n
