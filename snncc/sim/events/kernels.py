@@ -154,97 +154,73 @@ def _cut_runs(indptr, q, weights, gap):
 
 
 @numba.njit(cache=True)
-def _patterns(rptr, start, length, woff):
-    """Each address's runs relative to its first run's start, equal run lists stored once (a hash
-    table on (offset, length, weight offset) triples, candidates compared entry by entry).
-    Returns (pattern per address, base per address, pattern indptr, offsets, lengths, weight offsets)."""
-    n = rptr.size - 1
+def _intern(ptr, vals):
+    """Equal sequences stored once: sequence i is vals[ptr[i]:ptr[i + 1]] (int64 or float64 bits
+    as uint64). Returns (id per sequence, index of each id's first sequence), by a hash table
+    whose candidates are compared value by value (no collision can merge unequal sequences)."""
+    n = ptr.size - 1
     size = 1
     while size < 2 * n + 2:
         size *= 2
-    table = np.full(size, -1, dtype=np.int64)  # -> a representative address
-    pat = np.empty(n, dtype=np.int64)
+    table = np.full(size, -1, dtype=np.int64)  # -> a representative sequence
+    ids = np.empty(n, dtype=np.int64)
+    reps = np.empty(n, dtype=np.int64)
+    nid = 0
+    for i in range(n):
+        j0, j1 = ptr[i], ptr[i + 1]
+        h = np.uint64(1469598103934665603) ^ np.uint64(j1 - j0)
+        for j in range(j0, j1):
+            h = (h ^ np.uint64(vals[j])) * np.uint64(1099511628211)
+        slot = np.int64(h & np.uint64(size - 1))
+        while True:
+            rep = table[slot]
+            if rep < 0:
+                table[slot] = i
+                ids[i] = nid
+                reps[nid] = i
+                nid += 1
+                break
+            k0 = ptr[rep]
+            same = ptr[rep + 1] - k0 == j1 - j0
+            if same:
+                for j in range(j1 - j0):
+                    if vals[k0 + j] != vals[j0 + j]:
+                        same = False
+                        break
+            if same:
+                ids[i] = ids[rep]
+                break
+            slot = (slot + 1) & (size - 1)
+    return ids, reps[:nid].copy()
+
+
+def _spans(ptr: np.ndarray, reps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the sequences `reps` (CSR `ptr`) concatenated, and their new CSR pointer."""
+    lens = ptr[reps + 1] - ptr[reps]
+    new = np.r_[0, np.cumsum(lens)].astype(np.int64)
+    return np.repeat(ptr[reps] - new[:-1], lens) + np.arange(new[-1], dtype=np.int64), new
+
+
+def _dedup_blocks(rlen: np.ndarray, woff: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Equal weight blocks (runs are consecutive in w) stored once: (new offsets, weights)."""
+    ptr = np.r_[woff, woff[-1] + rlen[-1]].astype(np.int64) if rlen.size else np.zeros(1, np.int64)
+    ids, reps = _intern(ptr, w.view(np.uint64))
+    pos, new = _spans(ptr, reps)
+    return new[ids], w[pos]
+
+
+def _patterns(rptr: np.ndarray, start: np.ndarray, length: np.ndarray, woff: np.ndarray):
+    """Each address's runs relative to its first run's start, equal run lists stored once.
+    Returns (pattern per address, base per address, pattern indptr, offsets, lengths, weight offsets)."""
+    n = rptr.size - 1
+    has = rptr[1:] > rptr[:-1]
     base = np.zeros(n, dtype=np.int64)
-    nr = rptr[n]
-    ptr = np.zeros(n + 1, dtype=np.int64)
-    rel, ln, wo = np.empty(nr, dtype=np.int64), np.empty(nr, dtype=np.int64), np.empty(nr, dtype=np.int64)
-    npat = 0
-    k = 0
-    for a in range(n):
-        r0, r1 = rptr[a], rptr[a + 1]
-        b0 = start[r0] if r1 > r0 else 0
-        base[a] = b0
-        h = np.uint64(1469598103934665603) ^ np.uint64(r1 - r0)
-        for r in range(r0, r1):
-            h = (h ^ np.uint64(start[r] - b0)) * np.uint64(1099511628211)
-            h = (h ^ np.uint64(length[r])) * np.uint64(1099511628211)
-            h = (h ^ np.uint64(woff[r])) * np.uint64(1099511628211)
-        slot = np.int64(h & np.uint64(size - 1))
-        while True:
-            rep = table[slot]
-            if rep < 0:
-                table[slot] = a
-                pat[a] = npat
-                npat += 1
-                for r in range(r0, r1):
-                    rel[k], ln[k], wo[k] = start[r] - b0, length[r], woff[r]
-                    k += 1
-                ptr[npat] = k
-                break
-            q0, q1 = rptr[rep], rptr[rep + 1]
-            same = q1 - q0 == r1 - r0
-            if same:
-                for i in range(r1 - r0):
-                    if (start[q0 + i] - start[q0] != start[r0 + i] - b0 or length[q0 + i] != length[r0 + i]
-                            or woff[q0 + i] != woff[r0 + i]):
-                        same = False
-                        break
-            if same:
-                pat[a] = pat[rep]
-                break
-            slot = (slot + 1) & (size - 1)
-    return pat, base, ptr[:npat + 1].copy(), rel[:k].copy(), ln[:k].copy(), wo[:k].copy()
-
-
-@numba.njit(cache=True)
-def _dedup_blocks(rlen, woff, w):
-    """Weight blocks (woff[r], rlen[r]) with equal lengths and values stored once: a hash table
-    on the blocks' bits, every candidate compared value by value. Returns (new offsets, weights)."""
-    nr = rlen.size
-    size = 1
-    while size < 2 * nr + 2:
-        size *= 2
-    table = np.full(size, -1, dtype=np.int64)  # -> a representative run
-    bits = w.view(np.uint64)
-    out = np.empty(w.size)
-    new = np.empty(nr, dtype=np.int64)
-    used = 0
-    for r in range(nr):
-        L, o = rlen[r], woff[r]
-        h = np.uint64(1469598103934665603) ^ np.uint64(L)
-        for i in range(L):
-            h = (h ^ bits[o + i]) * np.uint64(1099511628211)
-        slot = np.int64(h & np.uint64(size - 1))
-        while True:
-            rep = table[slot]
-            if rep < 0:
-                table[slot] = r
-                new[r] = used
-                out[used:used + L] = w[o:o + L]
-                used += L
-                break
-            if rlen[rep] == L:
-                same = True
-                ro = woff[rep]
-                for i in range(L):
-                    if bits[ro + i] != bits[o + i]:
-                        same = False
-                        break
-                if same:
-                    new[r] = new[rep]
-                    break
-            slot = (slot + 1) & (size - 1)
-    return new, out[:used].copy()
+    base[has] = start[rptr[:-1][has]]
+    rel = start - np.repeat(base, np.diff(rptr))
+    triples = np.stack([rel, length, woff], 1).ravel().astype(np.int64)
+    ids, reps = _intern(3 * rptr, triples)
+    pos, ptr = _spans(rptr, reps)
+    return ids, base, ptr, rel[pos], length[pos], woff[pos]
 
 
 # columns of the per-neuron state row: what a synapse's update reads or writes, in one row; the
@@ -700,8 +676,8 @@ def compile_seconds() -> float:
     _flush(np.zeros((1, 1)), np.zeros(1), 0, 1, 1, 1)
     _ideal_runs(z, z, i1, z, i1[1:], z, f, z, i1, f, 1, np.zeros(1))
     _flush_runs(np.zeros((1, 1)), np.zeros(1), z, 0, 1, 1, 1)
-    rp, st, ln, wo, w = _cut_runs(i1, z, f, 4)
-    _patterns(rp, st, ln, _dedup_blocks(ln, wo, w)[0])
+    _intern(i1, z.view(np.uint64))
+    _cut_runs(i1, z, f, 4)
     _sequential_speck(i1, z32, f, z, z, 1, 0, np.zeros((1, 2)), np.zeros(1), f, f, f, 1, *rec())
     _sequential_greedy(i1, z32, f, z, z, 1, 0, np.zeros((1, 2)), np.zeros(1), f, f, *greedy_bounds(f), 1, *rec())
     b1 = np.ones(1, dtype=np.bool_)
