@@ -110,3 +110,30 @@ def test_flat_batch_refused_without_layout(dep_and_model):
         dep.simulate(torch.zeros(T, 1, 2, 16, 16), schedule="event", policy="lazy")
     r = dep.simulate(torch.ones(2, 2, 16, 16), schedule="event", layout="static")  # 2 samples repeated over T
     assert next(iter(r.counts.values())).shape[0] == 2
+
+
+def test_installed_command_schedule_event_on_pt2(tmp_path):
+    """The path users take: a .pt2 exported at batch 1, `snncc compile`, `snncc simulate
+    --schedule event` (through Deployment.simulate): counts equal the reference, exit 0."""
+    import os
+    import subprocess
+    import sys
+
+    from snncc.models.speck import speck_cnn
+
+    torch.manual_seed(0)
+    m = speck_cnn("tiny").eval()
+    pt2 = tmp_path / "net.pt2"
+    torch.export.save(torch.export.export(m, (torch.zeros(1, 2, 16, 16),)), pt2)
+    exe = os.path.join(os.path.dirname(sys.executable), "snncc")
+    out = str(tmp_path / "art")
+    p = subprocess.run([exe, "compile", str(pt2), "--input-kind", "spike", "--timesteps", "3", "-o", out],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    p = subprocess.run([exe, "simulate", out, "--schedule", "event", "--samples", "4"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert "event simulation (ideal policy): 4 samples" in p.stdout and "spike counts == reference" in p.stdout
+    dep = snncc.load(out)
+    x = dep.inputs(None, 4, 0)
+    r = dep.simulate(x, schedule="event", layout="static")
+    assert f"{r.synops} synaptic ops" in p.stdout and r.synops > 0
