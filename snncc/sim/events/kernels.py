@@ -8,7 +8,10 @@ synapse updating its neuron and firing it by the policy's rule at once) and `com
 a timestep (`init_state`, `start_timestep`, `first_update`, `complete_burst`).
 
 Kernels per case: `_sequential_speck` / `_sequential_greedy` (no SSC gates: the policy fixed at
-compile time, unsigned flat indexing), `_sequential` (gated tables, either policy), `_ideal`.
+compile time, unsigned flat indexing), `_sequential` (gated tables, either policy), `_ideal`
+(gated tables), `_ideal_runs` (ungated tables, the common case: `RunTables`, channel-last runs of
+targets added as contiguous SIMD loops from shared weight blocks and address patterns, samples on
+numba's threads; the per-target sums are those of `_ideal`, term for term in the same order).
 
 The kernels *are* the per-event semantics the runner documents (`snncc.sim.events.runner`): a
 plain loop over the step's events in order and over each event's synapses, in float64 with the
