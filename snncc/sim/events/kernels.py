@@ -504,11 +504,11 @@ def init_state(state, cap_g, cap, vmin, fireable, B, S):
             cap_g[g] = cap[s] if fireable[s] else 0.0
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, parallel=True)
 def start_timestep(state, k, beta, const, reset, B, S):
     """A timestep's start: membranes of non-stateful (or all, at t = 0) neurons back to beta, then
-    the constant current; spike counters k to 0."""
-    for b in range(B):
+    the constant current; spike counters k to 0 (samples on numba's threads)."""
+    for b in numba.prange(B):
         for s in range(S):
             g = b * S + s
             v = beta[s] if reset[s] else state[g, V_]
@@ -544,16 +544,20 @@ def first_update(state, k, theta, fireable, cap, vmin, speck, B, S, out_g, out_n
     return ne
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, parallel=True)
 def complete_burst(state, theta, firing, cap, lo, hi, divide, B, S, out_g, out_n):
     """ideal: a population's input is complete: n = clip(floor(V / theta), 0, D) for its slots
     [lo, hi) of every sample (V itself when theta is 1: no division), V -= n theta. Returns the
-    number of (slot, n) fired, in slot order."""
-    ne = 0
+    number of (slot, n) fired, in sample then slot order (samples swept on numba's threads, each
+    into its own part of out_g/out_n, then packed)."""
     st = state.ravel()  # a view: the runner's state is C-contiguous
     w = np.uint64(state.shape[1])
-    for b in range(B):
+    width = hi - lo
+    fired = np.zeros(B, dtype=np.int64)
+    for b in numba.prange(B):
         off = np.uint64(b * S)
+        o = b * width
+        ne = 0
         for s in range(np.uint64(lo), np.uint64(hi)):
             g = off + s
             v = st[g * w]
@@ -566,9 +570,16 @@ def complete_burst(state, theta, firing, cap, lo, hi, divide, B, S, out_g, out_n
                 n = 0.0
             st[g * w] = v - n * th
             if n > 0.0:
-                out_g[ne] = g
-                out_n[ne] = n
+                out_g[o + ne] = g
+                out_n[o + ne] = n
                 ne += 1
+        fired[b] = ne
+    ne = 0
+    for b in range(B):
+        for i in range(b * width, b * width + fired[b]):
+            out_g[ne] = out_g[i]
+            out_n[ne] = out_n[i]
+            ne += 1
     return ne
 
 
