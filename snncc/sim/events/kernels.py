@@ -106,6 +106,8 @@ class RunTables:
                 i = np.arange(C * sites)
                 pos[lo + i] = lo + (i % sites) * C + i // sites
         self.pos = pos
+        self.inv = np.empty_like(pos)
+        self.inv[pos] = np.arange(pos.size)
         q = pos[flat.slots]
         rptr, start, length, woff, w = _cut_runs(flat.indptr, q, flat.weights, self.GAP)
         woff, self.weights = _dedup_blocks(length, woff, w)
@@ -294,17 +296,17 @@ def _ideal_runs(pat, base, ptr, rel, length, woff, weights, rows, first, mult, S
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _flush_runs(state, acc, pos, lo, hi, B, S):
-    """`_flush` from a channel-last scratch (slot s at pos[s]), samples on threads."""
+def _flush_runs(state, acc, inv, lo, hi, B, S):
+    """`_flush` from a channel-last scratch (q holds slot inv[q]), read front to back (most of it
+    is 0 at low activity), samples on threads."""
     st = state.ravel()  # a view: the runner's state is C-contiguous
     w = np.uint64(state.shape[1])
     for b in numba.prange(B):
         off = np.uint64(b * S)
-        for s in range(np.uint64(lo), np.uint64(hi)):
-            q = off + np.uint64(pos[s])
+        for q in range(off + np.uint64(lo), off + np.uint64(hi)):
             a = acc[q]
             if a != 0.0:
-                st[(off + s) * w] += a
+                st[(off + np.uint64(inv[q - off])) * w] += a
                 acc[q] = 0.0
 
 
@@ -508,11 +510,14 @@ def init_state(state, cap_g, cap, vmin, fireable, B, S):
 def start_timestep(state, k, beta, const, reset, B, S):
     """A timestep's start: membranes of non-stateful (or all, at t = 0) neurons back to beta, then
     the constant current; spike counters k to 0 (samples on numba's threads)."""
+    st = state.ravel()  # a view: the runner's state is C-contiguous
+    w = np.uint64(state.shape[1])
     for b in numba.prange(B):
-        for s in range(S):
-            g = b * S + s
-            v = beta[s] if reset[s] else state[g, V_]
-            state[g, V_] = v + const[s]
+        off = np.uint64(b * S)
+        for s in range(np.uint64(S)):
+            g = off + s
+            v = beta[s] if reset[s] else st[g * w]
+            st[g * w] = v + const[s]
             k[g] = 0.0
 
 
@@ -635,7 +640,7 @@ def deliver_ideal(flat: FlatTables, gopen, src: int, rows, samples, mult, B, S, 
         syn = int(per.sum()) if graded else int((per * mult_s.astype(np.int64)).sum())
         _ideal_runs(rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, rt.weights, rows_s, first, mult_s, S,
                     scratch.acc)
-        _flush_runs(state, scratch.acc, rt.pos, int(flat.lo[src]), int(flat.hi[src]), B, S)
+        _flush_runs(state, scratch.acc, rt.inv, int(flat.lo[src]), int(flat.hi[src]), B, S)
         return syn
     syn = _ideal(flat.indptr, flat.slots32, flat.weights, flat.gate, flat.first, flat.gated, gopen,
                  rows, samples, mult, S, scratch.acc, graded)
