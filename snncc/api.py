@@ -44,6 +44,7 @@ class Deployment:
     summary: str = ""
     explain: str = field(repr=False, default="")
     dumps: dict[str, str] = field(repr=False, default_factory=dict)
+    _event_net: object = field(repr=False, default=None, compare=False)  # sim.events.EventNetwork, built once
 
     # ---- inputs ---------------------------------------------------------------------------
     def inputs(self, data=None, samples: int | None = None, seed: int = 0, data_layout: str = "auto") -> torch.Tensor:
@@ -131,12 +132,19 @@ class Deployment:
 
     def simulate(self, data=None, schedule: str = "exact", backend: str = "snncc", samples: int | None = None,
                  seed: int = 0, options: dict | None = None, device: str | None = None,
-                 populations: list[str] | None = None, chip: int | None = None):
+                 populations: list[str] | None = None, chip: int | None = None, policy: str = "ideal",
+                 layout: str = ""):
         """snncc's synchronous simulation (`schedule` "exact" -> SyncResult, "streaming" ->
-        StreamingReport against the reference), or the target's own simulator (`backend`, e.g.
+        StreamingReport against the reference), the event-driven one (`schedule` "event" ->
+        sim.events.EventResult, firing `policy` "ideal", "greedy" or "speck"; its address tables are
+        built on the first call and kept on the deployment; `layout` "B*T" reads an (N, *shape) spike
+        batch as sinabs' squeezed (B*T, *shape) one, "static" as N samples repeated over T; a spike
+        model of T > 1 refuses an (N, *shape) batch without it), or the target's own simulator (`backend`, e.g.
         "lava": the Lava processes of the loihi target). `populations` / `chip` (backend lava): only
         those populations, or one chip's share of the artefact's mapping, with their boundary inputs
         from the reference (the target's `simulate_part`: counts per population against it)."""
+        if schedule == "event" and backend == "snncc":
+            return self._simulate_events(data, samples, seed, policy, layout)
         x = self.inputs(data, samples, seed)
         part = populations is not None or chip is not None
         if part and backend == "snncc":
@@ -156,11 +164,34 @@ class Deployment:
         from snncc.sim.tally import compare_streaming
 
         if schedule not in ("exact", "streaming"):
-            raise SnnccError(f"unknown schedule {schedule!r}", where="schedule", hint="exact or streaming")
+            raise SnnccError(f"unknown schedule {schedule!r}", where="schedule", hint="exact, streaming or event")
         with use_device(device):
             if schedule == "exact":
                 return to_cpu(simulate(self.deployed, x, "exact"))
             return to_cpu(compare_streaming(self.deployed, x))
+
+    def _simulate_events(self, data, samples: int, seed: int, policy: str, layout: str):
+        from snncc.sim.events import build_network, simulate
+
+        g = self.deployed
+        shape = tuple(g.inputs[0].shape)
+        if layout not in ("", "B*T", "static"):
+            raise SnnccError(f"unknown input layout {layout!r}", where="layout", hint="'B*T' or 'static'")
+        x = self.inputs(data, samples, seed)
+        flat = g.inputs[0].kind == "spike" and g.T > 1 and x.dim() == len(shape) + 1
+        if data is not None and flat and not layout:
+            raise SnnccError(f"an ({x.shape[0]}, {', '.join(map(str, shape))}) spike batch for a model of T = {g.T}: "
+                             f"sinabs' squeezed (B*T, ...) layout or {x.shape[0]} static samples?", where="inputs",
+                             hint="pass layout='B*T' (sinabs) or layout='static', or give (T, B, ...) counts")
+        if layout == "B*T":
+            if not flat or x.shape[0] % g.T:
+                raise SnnccError(f"layout 'B*T' needs an (N, {', '.join(map(str, shape))}) batch with N a multiple "
+                                 f"of T = {g.T}, got {tuple(x.shape)}", where="inputs",
+                                 hint="reshape the batch, or drop layout")
+            x = x.reshape((x.shape[0] // g.T, g.T) + shape).transpose(0, 1)
+        if self._event_net is None:
+            self._event_net = build_network(g)
+        return simulate(self._event_net, x, policy)
 
     def _backend_options(self, tgt, options: dict | None) -> dict | None:
         """The options a target's simulator runs with: `options` when given; else, for an artefact

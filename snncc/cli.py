@@ -392,11 +392,9 @@ def cmd_simulate(args) -> int:
         if args.data and os.path.isdir(args.data):
             raise SnnccError("--schedule event runs one input file, not a folder of shards", where="--data",
                              hint="pass one shard's file")
-        from snncc.sim.events import simulate as simulate_events
-
         x, y = _inputs(args, dep.deployed)
         ref = dep.reference(x, device=args.device)
-        r = simulate_events(dep.deployed, dep.inputs(x), "ideal")
+        r = dep.simulate(x, schedule="event", policy="ideal", layout="static")
         same = _same(r.counts, ref.counts) and _same(r.messages, ref.messages)
         relays = f", relay messages {sum(int(m.sum()) for m in r.messages.values())}" if r.messages else ""
         print(f"event simulation (ideal policy): {_n(ref)} samples, {r.total_events} events{relays}, "

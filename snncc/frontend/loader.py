@@ -200,7 +200,9 @@ def parse_kwargs(text: str | None) -> dict:
 def _unwrap(model: nn.Module) -> tuple[nn.Module, int]:
     if hasattr(model, "model") and hasattr(model, "T") and isinstance(getattr(model, "model"), nn.Module):
         return model.model, int(model.T)
-    return model, 1
+    from snncc.frontend.peers import declared_timesteps
+
+    return model, declared_timesteps(model) or 1
 
 
 def load(path: str, model_def: str | None = None, factory_kwargs: dict | None = None, trust_pickle: bool = False,

@@ -260,6 +260,17 @@ class PeerOps:
 
 
 
+def declared_timesteps(model: nn.Module) -> int | None:
+    """T of a model whose sinabs squeezed layers were built with `num_timesteps=T` (they reshape
+    (B*T, ...) to (B, T, ...)), None when none says; layers that disagree are refused."""
+    ts = {getattr(m, "num_timesteps", None) for m in model.modules() if _library(m) == "sinabs"}
+    ts = {t for t in ts if isinstance(t, int) and t > 0}
+    if len(ts) > 1:
+        raise FrontendError(f"sinabs layers built with different num_timesteps {sorted(ts)}", where="model",
+                            hint="build every squeezed layer with the same num_timesteps=T")
+    return ts.pop() if ts else None
+
+
 def trace_batch(model: nn.Module, batch: int) -> int:
     """The example batch for tracing: sinabs' squeezed layers reshape (B*T, ...) to (B, T, ...), so
     the batch must be a multiple of every `num_timesteps` / `batch_size` they were built with."""

@@ -8,7 +8,10 @@ synapse updating its neuron and firing it by the policy's rule at once) and `com
 a timestep (`init_state`, `start_timestep`, `first_update`, `complete_burst`).
 
 Kernels per case: `_sequential_speck` / `_sequential_greedy` (no SSC gates: the policy fixed at
-compile time, unsigned flat indexing), `_sequential` (gated tables, either policy), `_ideal`.
+compile time, unsigned flat indexing), `_sequential` (gated tables, either policy), `_ideal`
+(gated tables), `_ideal_runs` (ungated tables, the common case: `RunTables`, channel-last runs of
+targets added as contiguous SIMD loops from shared weight blocks and address patterns, samples on
+numba's threads; the per-target sums are those of `_ideal`, term for term in the same order).
 
 The kernels *are* the per-event semantics the runner documents (`snncc.sim.events.runner`): a
 plain loop over the step's events in order and over each event's synapses, in float64 with the
@@ -66,8 +69,163 @@ class FlatTables:
         self.lo = np.array([int(t.slots.min()) if t.slots.size else 0 for t in tabs], dtype=np.int64)
         self.hi = np.array([int(t.slots.max()) + 1 if t.slots.size else 0 for t in tabs], dtype=np.int64)
 
+        self.n_slots = net.n_slots
+        self._shapes = [(net.offsets[c][0], net.graph[c].shape) for c in net.consumers]
+        self._runs = None
+
     def rows(self, src: str, a: np.ndarray) -> np.ndarray:
         return self.base[self.names.index(src)] + a
+
+    def runs(self) -> "RunTables":
+        """The ungated tables as contiguous runs in channel-last slot order (built on first use)."""
+        if self._runs is None:
+            self._runs = RunTables(self)
+        return self._runs
+
+
+class RunTables:
+    """The flat tables for SIMD delivery: slots renumbered channel-last within each population
+    (`pos[slot]`: a (C, *sites) population's slot c * sites + p becomes p * C + c, so one source
+    address's targets at one site, all output channels, are adjacent), each address's entries
+    sorted by that number and cut into runs of consecutive targets (gaps of up to `GAP` missing
+    targets, zero weights dropped from the tables, filled with +0.0: adding it changes no sum),
+    identical weight blocks stored once (`weights`), and each address's runs stored as a shared
+    *pattern* (`pat[a]`: run offsets relative to the address's first target `base[a]`, lengths,
+    weight offsets in `ptr[p]:ptr[p + 1]`): a conv's addresses away from the border all share one
+    pattern per input channel, so the tables stay in cache. Every target of an address gets the
+    same weight as in the flat tables (or +0.0) and targets are distinct within an address, so per
+    target the same terms are summed in the same (event) order as the flat kernel."""
+
+    GAP = 4
+
+    def __init__(self, flat: FlatTables):
+        pos = np.arange(flat.n_slots, dtype=np.int64)
+        for lo, sh in flat._shapes:
+            if len(sh) >= 2 and sh[0] > 1:
+                C, sites = int(sh[0]), int(np.prod(sh[1:]))
+                i = np.arange(C * sites)
+                pos[lo + i] = lo + (i % sites) * C + i // sites
+        self.pos = pos
+        self.inv = np.empty_like(pos)
+        self.inv[pos] = np.arange(pos.size)
+        q = pos[flat.slots]
+        rptr, start, length, woff, w = _cut_runs(flat.indptr, q, flat.weights, self.GAP)
+        woff, self.weights = _dedup_blocks(length, woff, w)
+        self.pat, self.base, self.ptr, self.rel, self.length, self.woff = _patterns(rptr, start, length, woff)
+        self.n_runs = int(rptr[-1])
+
+
+@numba.njit(cache=True)
+def _cut_runs(indptr, q, weights, gap):
+    """Per address: entries sorted by q, cut into runs of consecutive q or within `gap` missing
+    targets (filled with +0.0 weights). Returns (run indptr per address, run start q, run length,
+    run weight offset, the run weights)."""
+    n = indptr.size - 1
+    cap = q.size + 16
+    w = np.empty(cap)
+    rstart = np.empty(q.size, dtype=np.int64)
+    rlen = np.empty(q.size, dtype=np.int64)
+    woff = np.empty(q.size, dtype=np.int64)
+    rptr = np.zeros(n + 1, dtype=np.int64)
+    nr = jw = 0
+    for a in range(n):
+        j0, j1 = indptr[a], indptr[a + 1]
+        key = np.sort(q[j0:j1] * 4294967296 + np.arange(j1 - j0))  # q major, entry order kept
+        prev = -(1 << 62)
+        for i in range(key.size):
+            qi = key[i] >> 32
+            d = qi - prev
+            fillz = d - 1 if (d >= 1 and d <= gap + 1) else 0
+            if jw + fillz + 1 > cap:
+                cap = 2 * cap + fillz + 1
+                w2 = np.empty(cap)
+                w2[:jw] = w[:jw]
+                w = w2
+            if d >= 1 and d <= gap + 1:
+                for _ in range(fillz):
+                    w[jw] = 0.0
+                    jw += 1
+                rlen[nr - 1] += d
+            else:
+                rstart[nr] = qi
+                rlen[nr] = 1
+                woff[nr] = jw
+                nr += 1
+            w[jw] = weights[j0 + (key[i] & 4294967295)]
+            jw += 1
+            prev = qi
+        rptr[a + 1] = nr
+    return rptr, rstart[:nr].copy(), rlen[:nr].copy(), woff[:nr].copy(), w[:jw].copy()
+
+
+@numba.njit(cache=True)
+def _intern(ptr, vals):
+    """Equal sequences stored once: sequence i is vals[ptr[i]:ptr[i + 1]] (int64 or float64 bits
+    as uint64). Returns (id per sequence, index of each id's first sequence), by a hash table
+    whose candidates are compared value by value (no collision can merge unequal sequences)."""
+    n = ptr.size - 1
+    size = 1
+    while size < 2 * n + 2:
+        size *= 2
+    table = np.full(size, -1, dtype=np.int64)  # -> a representative sequence
+    ids = np.empty(n, dtype=np.int64)
+    reps = np.empty(n, dtype=np.int64)
+    nid = 0
+    for i in range(n):
+        j0, j1 = ptr[i], ptr[i + 1]
+        h = np.uint64(1469598103934665603) ^ np.uint64(j1 - j0)
+        for j in range(j0, j1):
+            h = (h ^ np.uint64(vals[j])) * np.uint64(1099511628211)
+        slot = np.int64(h & np.uint64(size - 1))
+        while True:
+            rep = table[slot]
+            if rep < 0:
+                table[slot] = i
+                ids[i] = nid
+                reps[nid] = i
+                nid += 1
+                break
+            k0 = ptr[rep]
+            same = ptr[rep + 1] - k0 == j1 - j0
+            if same:
+                for j in range(j1 - j0):
+                    if vals[k0 + j] != vals[j0 + j]:
+                        same = False
+                        break
+            if same:
+                ids[i] = ids[rep]
+                break
+            slot = (slot + 1) & (size - 1)
+    return ids, reps[:nid].copy()
+
+
+def _spans(ptr: np.ndarray, reps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the sequences `reps` (CSR `ptr`) concatenated, and their new CSR pointer."""
+    lens = ptr[reps + 1] - ptr[reps]
+    new = np.r_[0, np.cumsum(lens)].astype(np.int64)
+    return np.repeat(ptr[reps] - new[:-1], lens) + np.arange(new[-1], dtype=np.int64), new
+
+
+def _dedup_blocks(rlen: np.ndarray, woff: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Equal weight blocks (runs are consecutive in w) stored once: (new offsets, weights)."""
+    ptr = np.r_[woff, woff[-1] + rlen[-1]].astype(np.int64) if rlen.size else np.zeros(1, np.int64)
+    ids, reps = _intern(ptr, w.view(np.uint64))
+    pos, new = _spans(ptr, reps)
+    return new[ids], w[pos]
+
+
+def _patterns(rptr: np.ndarray, start: np.ndarray, length: np.ndarray, woff: np.ndarray):
+    """Each address's runs relative to its first run's start, equal run lists stored once.
+    Returns (pattern per address, base per address, pattern indptr, offsets, lengths, weight offsets)."""
+    n = rptr.size - 1
+    has = rptr[1:] > rptr[:-1]
+    base = np.zeros(n, dtype=np.int64)
+    base[has] = start[rptr[:-1][has]]
+    rel = start - np.repeat(base, np.diff(rptr))
+    triples = np.stack([rel, length, woff], 1).ravel().astype(np.int64)
+    ids, reps = _intern(3 * rptr, triples)
+    pos, ptr = _spans(rptr, reps)
+    return ids, base, ptr, rel[pos], length[pos], woff[pos]
 
 
 # columns of the per-neuron state row: what a synapse's update reads or writes, in one row; the
@@ -115,6 +273,41 @@ def _ideal(indptr, slots, weights, gate, first, gated, gopen, rows, samples, mul
                 acc[g] += w * m
                 synops += mi
     return synops
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _ideal_runs(pat, base, ptr, rel, length, woff, weights, rows, first, mult, S, acc):
+    """acc[b * S + q] += w * mult for every run of every event (`RunTables`), the events of sample
+    b (positions first[b]:first[b+1], in step order) on one thread: samples are independent, so
+    the sums per target are those of the sequential loop. The inner loop is a contiguous SIMD add."""
+    for b in numba.prange(first.size - 1):
+        off = b * S
+        for e in range(first[b], first[b + 1]):
+            a = rows[e]
+            m = mult[e]
+            p = pat[a]
+            t0 = off + base[a]
+            for r in range(ptr[p], ptr[p + 1]):
+                # unsigned indices: numba emits no negative-index fix-ups, and LLVM vectorises
+                t = np.uint64(t0 + rel[r])
+                wo = np.uint64(woff[r])
+                for i in range(np.uint64(length[r])):
+                    acc[t + i] += weights[wo + i] * m
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _flush_runs(state, acc, inv, lo, hi, B, S):
+    """`_flush` from a channel-last scratch (q holds slot inv[q]), read front to back (most of it
+    is 0 at low activity), samples on threads."""
+    st = state.ravel()  # a view: the runner's state is C-contiguous
+    w = np.uint64(state.shape[1])
+    for b in numba.prange(B):
+        off = np.uint64(b * S)
+        for q in range(off + np.uint64(lo), off + np.uint64(hi)):
+            a = acc[q]
+            if a != 0.0:
+                st[(off + np.uint64(inv[q - off])) * w] += a
+                acc[q] = 0.0
 
 
 @numba.njit(cache=True, nogil=True)
@@ -313,15 +506,18 @@ def init_state(state, cap_g, cap, vmin, fireable, B, S):
             cap_g[g] = cap[s] if fireable[s] else 0.0
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, parallel=True)
 def start_timestep(state, k, beta, const, reset, B, S):
     """A timestep's start: membranes of non-stateful (or all, at t = 0) neurons back to beta, then
-    the constant current; spike counters k to 0."""
-    for b in range(B):
-        for s in range(S):
-            g = b * S + s
-            v = beta[s] if reset[s] else state[g, V_]
-            state[g, V_] = v + const[s]
+    the constant current; spike counters k to 0 (samples on numba's threads)."""
+    st = state.ravel()  # a view: the runner's state is C-contiguous
+    w = np.uint64(state.shape[1])
+    for b in numba.prange(B):
+        off = np.uint64(b * S)
+        for s in range(np.uint64(S)):
+            g = off + s
+            v = beta[s] if reset[s] else st[g * w]
+            st[g * w] = v + const[s]
             k[g] = 0.0
 
 
@@ -353,16 +549,23 @@ def first_update(state, k, theta, fireable, cap, vmin, speck, B, S, out_g, out_n
     return ne
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, parallel=True)
 def complete_burst(state, theta, firing, cap, lo, hi, divide, B, S, out_g, out_n):
     """ideal: a population's input is complete: n = clip(floor(V / theta), 0, D) for its slots
     [lo, hi) of every sample (V itself when theta is 1: no division), V -= n theta. Returns the
-    number of (slot, n) fired, in slot order."""
-    ne = 0
-    for b in range(B):
-        for s in range(lo, hi):
-            g = b * S + s
-            v = state[g, V_]
+    number of (slot, n) fired, in sample then slot order (samples swept on numba's threads, each
+    into its own part of out_g/out_n, then packed)."""
+    st = state.ravel()  # a view: the runner's state is C-contiguous
+    w = np.uint64(state.shape[1])
+    width = hi - lo
+    fired = np.zeros(B, dtype=np.int64)
+    for b in numba.prange(B):
+        off = np.uint64(b * S)
+        o = b * width
+        ne = 0
+        for s in range(np.uint64(lo), np.uint64(hi)):
+            g = off + s
+            v = st[g * w]
             th = theta[s]
             if v < th * 0.9999999 and th > 0.0:  # floor(v / theta) <= 0: silent, V unchanged
                 continue
@@ -370,11 +573,18 @@ def complete_burst(state, theta, firing, cap, lo, hi, divide, B, S, out_g, out_n
             n = min(max(np.floor(u), 0.0), cap[s])
             if not firing[s]:
                 n = 0.0
-            state[g, V_] = v - n * th
+            st[g * w] = v - n * th
             if n > 0.0:
-                out_g[ne] = g
-                out_n[ne] = n
+                out_g[o + ne] = g
+                out_n[o + ne] = n
                 ne += 1
+        fired[b] = ne
+    ne = 0
+    for b in range(B):
+        for i in range(b * width, b * width + fired[b]):
+            out_g[ne] = out_g[i]
+            out_n[ne] = out_n[i]
+            ne += 1
     return ne
 
 
@@ -421,6 +631,17 @@ def deliver_ideal(flat: FlatTables, gopen, src: int, rows, samples, mult, B, S, 
     multiplicity; `graded`: a relay's messages, whose mult is a value: one op per contribution)."""
     if rows.size == 0:
         return 0
+    if not flat.gated:
+        rt = flat.runs()
+        o = np.argsort(samples, kind="stable")  # per sample, step order kept
+        rows_s, mult_s = rows[o], np.ascontiguousarray(mult[o], dtype=np.float64)
+        first = np.searchsorted(samples[o], np.arange(B + 1)).astype(np.int64)
+        per = flat.indptr[rows_s + 1] - flat.indptr[rows_s]
+        syn = int(per.sum()) if graded else int((per * mult_s.astype(np.int64)).sum())
+        _ideal_runs(rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, rt.weights, rows_s, first, mult_s, S,
+                    scratch.acc)
+        _flush_runs(state, scratch.acc, rt.inv, int(flat.lo[src]), int(flat.hi[src]), B, S)
+        return syn
     syn = _ideal(flat.indptr, flat.slots32, flat.weights, flat.gate, flat.first, flat.gated, gopen,
                  rows, samples, mult, S, scratch.acc, graded)
     _flush(state, scratch.acc, int(flat.lo[src]), int(flat.hi[src]), B, S)
@@ -472,6 +693,10 @@ def compile_seconds() -> float:
             _sequential(i1, z32, f, gate, first, gated, gopen, z, z, 1, 0, np.zeros((1, N_STATE)), np.zeros(1), f,
                         f, speck, 1, *rec())
     _flush(np.zeros((1, 1)), np.zeros(1), 0, 1, 1, 1)
+    _ideal_runs(z, z, i1, z, i1[1:], z, f, z, i1, f, 1, np.zeros(1))
+    _flush_runs(np.zeros((1, 1)), np.zeros(1), z, 0, 1, 1, 1)
+    _intern(i1, z.view(np.uint64))
+    _cut_runs(i1, z, f, 4)
     _sequential_speck(i1, z32, f, z, z, 1, 0, np.zeros((1, 2)), np.zeros(1), f, f, f, 1, *rec())
     _sequential_greedy(i1, z32, f, z, z, 1, 0, np.zeros((1, 2)), np.zeros(1), f, f, *greedy_bounds(f), 1, *rec())
     b1 = np.ones(1, dtype=np.bool_)

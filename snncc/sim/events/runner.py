@@ -230,7 +230,10 @@ class _Run:
         gslots, n, key = gslots[keep], n[keep], key[keep]
         if gslots.size == 0:
             return []
-        np.add.at(self.counts, gslots, n)  # a neuron may fire at several updates of one step
+        if self.policy == "ideal":  # one burst per neuron
+            self.counts[gslots] += n
+        else:
+            np.add.at(self.counts, gslots, n)  # a neuron may fire at several updates of one step
         b, slot = gslots // S, gslots % S
         pop = self.slot_pop[slot]
         out = []

@@ -1,0 +1,139 @@
+"""The event simulator behind `Deployment.simulate(schedule="event")` on a network built the way
+sinabs users build it: T from `IAFSqueeze(num_timesteps=T)`, sinabs' (B*T, ...) batch read with
+layout="B*T" or refused, spike counts equal to sinabs' own forward neuron by neuron, the event
+network built once per deployment, the runs kernel on threads equal to the per-event oracle."""
+
+import numba
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import snncc
+from snncc.errors import SnnccError
+from snncc.sim.events import build_network, simulate
+
+sl = pytest.importorskip("sinabs.layers")
+sa = pytest.importorskip("sinabs.activation")
+
+T = 4
+
+
+def _sinabs_net(seed=0):
+    """2x16x16 -> Conv(3x3, 4)-IAF-SumPool(2) -> Conv(3x3, 8)-IAF-SumPool(2) -> Linear(128, 5)-IAF,
+    weights multiples of 1/8 (sums exact in sinabs' float32 and snncc's float64)."""
+    torch.manual_seed(seed)
+    mk = lambda: sl.IAFSqueeze(num_timesteps=T, spike_fn=sa.MultiSpike, reset_fn=sa.MembraneSubtract())  # noqa
+    m = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1, bias=False), mk(), sl.SumPool2d(2),
+                      nn.Conv2d(4, 8, 3, padding=1, bias=False), mk(), sl.SumPool2d(2),
+                      nn.Flatten(), nn.Linear(128, 5, bias=False), mk())
+    with torch.no_grad():
+        for p in (m[0].weight, m[3].weight, m[7].weight):
+            p.copy_(torch.round((torch.randn_like(p) + 0.2) * 2.0 / p[0].numel() ** 0.5 * 8) / 8)
+    return m.eval()
+
+
+def _sinabs_counts(m, xs):
+    """Spikes per IAFSqueeze layer summed over T, (B, ...), from sinabs' own forward."""
+    out = []
+    hooks = [mm.register_forward_hook(lambda mod, i, o: out.append(o.detach())) for mm in m
+             if isinstance(mm, sl.IAFSqueeze)]
+    for mm in m.modules():
+        if hasattr(mm, "reset_states"):
+            mm.reset_states()
+    with torch.no_grad():
+        m(xs)
+    for h in hooks:
+        h.remove()
+    return [o.reshape((-1, T) + tuple(o.shape[1:])).sum(1).double() for o in out]
+
+
+@pytest.fixture(scope="module")
+def dep_and_model():
+    m = _sinabs_net()
+    dep = snncc.compile(m, torch.zeros(1, 2, 16, 16), input_kind="spike")
+    return dep, m
+
+
+def test_sinabs_num_timesteps_gives_T(dep_and_model):
+    dep, _ = dep_and_model
+    assert dep.deployed.T == T
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_event_schedule_equals_sinabs_neuron_by_neuron(dep_and_model, threads):
+    dep, m = dep_and_model
+    B = 3
+    gen = torch.Generator().manual_seed(1)
+    xs = torch.poisson(torch.full((B * T, 2, 16, 16), 0.3), generator=gen)  # sinabs' (B*T, C, H, W)
+    expect = _sinabs_counts(m, xs)
+    old = numba.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        r = dep.simulate(xs, schedule="event", layout="B*T")
+    finally:
+        numba.set_num_threads(old)
+    fires = [n.name for n in dep.deployed.nodes if n.op == "fire"]
+    assert len(fires) == len(expect) == 3
+    for f, e in zip(fires, expect):
+        assert torch.equal(r.counts[f].double(), e), f
+        assert int(e.sum()) > 0, f  # every layer is active
+    # the same run from (T, B, ...) counts
+    r2 = dep.simulate(xs.reshape((B, T, 2, 16, 16)).transpose(0, 1), schedule="event")
+    assert all(torch.equal(r2.counts[f], r.counts[f]) for f in fires)
+
+
+def test_event_network_built_once_and_policies(dep_and_model):
+    dep, _ = dep_and_model
+    gen = torch.Generator().manual_seed(2)
+    x = torch.poisson(torch.full((T, 2, 2, 16, 16), 0.3), generator=gen)
+    r1 = dep.simulate(x, schedule="event")
+    net = dep._event_net
+    assert net is not None
+    for pol in ("ideal", "greedy", "speck"):
+        r = dep.simulate(x, schedule="event", policy=pol)
+        assert dep._event_net is net
+        own = simulate(build_network(dep.deployed), x, pol)
+        assert r.policy == pol and r.synops == own.synops
+        assert all(torch.equal(r.counts[k], own.counts[k]) for k in own.counts)
+    assert torch.equal(r1.counts[next(iter(r1.counts))], dep.simulate(x, schedule="event").counts[next(iter(r1.counts))])
+
+
+def test_flat_batch_refused_without_layout(dep_and_model):
+    dep, _ = dep_and_model
+    xs = torch.zeros(2 * T, 2, 16, 16)
+    with pytest.raises(SnnccError, match="layout='B\\*T'"):
+        dep.simulate(xs, schedule="event")
+    with pytest.raises(SnnccError, match="multiple"):
+        dep.simulate(torch.zeros(T + 1, 2, 16, 16), schedule="event", layout="B*T")
+    with pytest.raises(SnnccError, match="policy"):
+        dep.simulate(torch.zeros(T, 1, 2, 16, 16), schedule="event", policy="lazy")
+    r = dep.simulate(torch.ones(2, 2, 16, 16), schedule="event", layout="static")  # 2 samples repeated over T
+    assert next(iter(r.counts.values())).shape[0] == 2
+
+
+def test_installed_command_schedule_event_on_pt2(tmp_path):
+    """The path users take: a .pt2 exported at batch 1, `snncc compile`, `snncc simulate
+    --schedule event` (through Deployment.simulate): counts equal the reference, exit 0."""
+    import os
+    import subprocess
+    import sys
+
+    from snncc.models.speck import speck_cnn
+
+    torch.manual_seed(0)
+    m = speck_cnn("tiny").eval()
+    pt2 = tmp_path / "net.pt2"
+    torch.export.save(torch.export.export(m, (torch.zeros(1, 2, 16, 16),)), pt2)
+    exe = os.path.join(os.path.dirname(sys.executable), "snncc")
+    out = str(tmp_path / "art")
+    p = subprocess.run([exe, "compile", str(pt2), "--input-kind", "spike", "--timesteps", "3", "-o", out],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    p = subprocess.run([exe, "simulate", out, "--schedule", "event", "--samples", "4"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert "event simulation (ideal policy): 4 samples" in p.stdout and "spike counts == reference" in p.stdout
+    dep = snncc.load(out)
+    x = dep.inputs(None, 4, 0)
+    r = dep.simulate(x, schedule="event", layout="static")
+    assert f"{r.synops} synaptic ops" in p.stdout and r.synops > 0
