@@ -235,6 +235,8 @@ def _reset_neurons(model: nn.Module) -> None:
     for m in model.modules():
         if is_neuron_module(m) and hasattr(m, "reset_state"):
             m.reset_state()
+        elif is_neuron_module(m) and hasattr(m, "reset"):  # snncc.nn.SFANeuron (stateful)
+            m.reset()
         elif peers.is_peer_module(m) and hasattr(m, "reset_mem"):  # snntorch
             m.reset_mem()
         elif peers.is_peer_module(m) and hasattr(m, "reset_states"):  # sinabs
