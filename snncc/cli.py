@@ -34,14 +34,23 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
+def _int_in(lo: int, hi: int | None, what: str):
+    """An argparse type: an integer in lo..hi (hi None: no upper bound), refused as `expected <what>`."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if v < lo or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {v}")
+        return v
+
+    return parse
+
+
+_positive_int = _int_in(1, None, "a positive integer")
+_non_negative_int = _int_in(0, None, "a non-negative integer")
+_seed = _int_in(0, 2 ** 32 - 1, f"an integer in 0..{2 ** 32 - 1}")
 
 
 def _finite_positive(text: str) -> float:
@@ -58,26 +67,6 @@ def _bin_us(text: str) -> float:
     v = _finite_positive(text)
     if v > 1e12:  # beyond 11 days per timestep the microsecond clock arithmetic loses its meaning
         raise argparse.ArgumentTypeError(f"expected at most 1e12 microseconds per timestep, got {text}")
-    return v
-
-
-def _seed(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if not 0 <= v < 2 ** 32:
-        raise argparse.ArgumentTypeError(f"expected an integer in 0..{2 ** 32 - 1}, got {v}")
-    return v
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {v}")
     return v
 
 

@@ -246,3 +246,24 @@ def test_target_option_numbers_are_finite(art, tmp_path, value):
     assert r.returncode == 2, r.stderr
     assert _one_error_line(r.stderr, "--target-option: option system = ")
     assert "is not a finite number" in r.stderr and not (tmp_path / "o").exists()
+
+
+def test_read_only_install_and_home_compile_the_event_kernels_in_memory(art):
+    """numba's cache=True raises 'cannot cache function' when neither the package folder nor HOME can
+    be written: the event simulator falls back to in-memory compilation with one warning. The
+    package's kernel folder is mounted read-only in a private mount namespace (needs root)."""
+    import snncc.sim.events.kernels as kernels
+
+    d = os.path.dirname(kernels.__file__)
+    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
+    if probe.returncode:
+        pytest.skip("a private read-only mount needs root (unshare -m)")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env["HOME"] = "/proc"  # not writable, even for root
+    cmd = (f"mount --bind -o ro {d} {d} && mount -o remount,bind,ro {d} && "
+           f"{EXE} simulate {art / 'art'} --schedule event --samples 2")
+    r = subprocess.run(["unshare", "-m", "sh", "-c", cmd], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "spike counts == reference" in r.stdout
+    warn = [ln for ln in r.stderr.splitlines() if "numba cannot write its kernel cache" in ln]
+    assert len(warn) == 1 and warn[0].startswith("snncc: warning: "), r.stderr

@@ -23,8 +23,10 @@ Centre-spiked SSC: a gated table's entries carry their gate site (`gate >= 0`); 
 closed gates are dropped and a slot's open entries of one event (adjacent, `first` marks the
 start of each (address, slot) group) are summed, in table order, into one update.
 
-Compiled with `cache=True` (the machine code is kept in `__pycache__` next to this file); the
-first call in a fresh process loads it or, without a cache, compiles it (a few seconds).
+Compiled with `cache=True` (the machine code is kept in `__pycache__` next to this file, or in
+numba's user-wide cache); the first call in a fresh process loads it or, without a cache, compiles
+it (a few seconds). Where neither place can be written (a read-only install and an unwritable
+HOME) the kernels compile in memory for each process instead, with one warning (`_njit`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,29 @@ import numba
 import numpy as np
 
 from snncc.errors import SnnccError
+
+_UNCACHED: list[str] = []  # kernels compiled in memory: numba found nowhere to write its cache
+
+
+def _njit(**options):
+    """`numba.njit(cache=True, **options)`, or without the on-disk cache when numba has nowhere to
+    write it (it raises "cannot cache function" when the function is decorated)."""
+    def decorate(fn):
+        try:
+            return numba.njit(cache=True, **options)(fn)
+        except RuntimeError as e:
+            if "cannot cache" not in str(e):
+                raise
+            if not _UNCACHED:
+                import warnings
+
+                warnings.warn("numba cannot write its kernel cache here (read-only install and HOME; set "
+                              "NUMBA_CACHE_DIR to a writable folder to keep it): the event simulator's kernels are "
+                              "compiled in memory for each run", stacklevel=2)
+            _UNCACHED.append(fn.__name__)
+            return numba.njit(cache=False, **options)(fn)
+
+    return decorate
 
 class FlatTables:
     """Every source table of an `EventNetwork` in one CSR: source i's address a is row
@@ -119,7 +144,7 @@ class RunTables:
         self.n_runs = int(rptr[-1])
 
 
-@numba.njit(cache=True)
+@_njit()
 def _cut_runs(indptr, q, weights, gap):
     """Per address: entries sorted by q, cut into runs of consecutive q or within `gap` missing
     targets (filled with +0.0 weights). Returns (run indptr per address, run start q, run length,
@@ -162,7 +187,7 @@ def _cut_runs(indptr, q, weights, gap):
     return rptr, rstart[:nr].copy(), rlen[:nr].copy(), woff[:nr].copy(), w[:jw].copy()
 
 
-@numba.njit(cache=True)
+@_njit()
 def _intern(ptr, vals):
     """Equal sequences stored once: sequence i is vals[ptr[i]:ptr[i + 1]] (int64 or float64 bits
     as uint64). Returns (id per sequence, index of each id's first sequence), by a hash table
@@ -241,7 +266,7 @@ N_STATE = 3
 RANK_LIMIT = float(2 ** 26)  # RS_ = step * RANK_LIMIT + contributions so far: exact below 2^52
 
 
-@numba.njit(cache=True, nogil=True)
+@_njit(nogil=True)
 def _ideal(indptr, slots, weights, gate, first, gated, gopen, rows, samples, mult, S, acc, graded):
     """acc[g] += (sum of an event's open group weights) * mult, in event then table order, into a
     zero scratch. Returns synops (contributions times multiplicity; `graded`: mult is a relay's
@@ -279,7 +304,7 @@ def _ideal(indptr, slots, weights, gate, first, gated, gopen, rows, samples, mul
     return synops
 
 
-@numba.njit(cache=True, nogil=True, parallel=True)
+@_njit(nogil=True, parallel=True)
 def _ideal_runs(pat, base, ptr, rel, length, woff, weights, rows, first, mult, S, acc):
     """acc[b * S + q] += w * mult for every run of every event (`RunTables`), the events of sample
     b (positions first[b]:first[b+1], in step order) on one thread: samples are independent, so
@@ -299,7 +324,7 @@ def _ideal_runs(pat, base, ptr, rel, length, woff, weights, rows, first, mult, S
                     acc[t + i] += weights[wo + i] * m
 
 
-@numba.njit(cache=True, nogil=True, parallel=True)
+@_njit(nogil=True, parallel=True)
 def _flush_runs(state, acc, inv, lo, hi, B, S):
     """`_flush` from a channel-last scratch (q holds slot inv[q]), read front to back (most of it
     is 0 at low activity), samples on threads."""
@@ -314,7 +339,7 @@ def _flush_runs(state, acc, inv, lo, hi, B, S):
                 acc[q] = 0.0
 
 
-@numba.njit(cache=True, nogil=True)
+@_njit(nogil=True)
 def _flush(state, acc, lo, hi, B, S):
     """V[g] += acc[g] over the slots [lo, hi) of every sample, scratch back to 0. A target that
     got no contribution has acc 0 and V + 0 = V, so every slot of the range is flushed in one
@@ -328,7 +353,7 @@ def _flush(state, acc, lo, hi, B, S):
                 acc[g] = 0.0
 
 
-@numba.njit(cache=True, nogil=True)
+@_njit(nogil=True)
 def _sequential(indptr, slots, weights, gate, first, gated, gopen, rows, samples, S, clock, state, k, theta, cap,
                 speck, step, em_rank, em_slot, em_key, em_n):
     """Events in order (row, sample), each synapse in table order: V[g] += w, then the firing
@@ -407,7 +432,7 @@ def _sequential(indptr, slots, weights, gate, first, gated, gopen, rows, samples
 # compile time, unsigned flat indexing (numba then emits no negative-index fix-ups) and 16-byte rows
 # (membrane at 2g, rank stamp at 2g+1; cap and lower bound per slot), which about halves the time
 # per synapse.
-@numba.njit(cache=True, nogil=True)
+@_njit(nogil=True)
 def _sequential_speck(indptr, slots, weights, rows, samples, S, clock, state, k, theta, cap, vmin, step,
                       em_rank, em_slot, em_key, em_n):
     synops = 0
@@ -447,7 +472,7 @@ def _sequential_speck(indptr, slots, weights, rows, samples, S, clock, state, k,
     return synops, ne
 
 
-@numba.njit(cache=True, nogil=True)
+@_njit(nogil=True)
 def _sequential_greedy(indptr, slots, weights, rows, samples, S, clock, state, k, theta, cap, lo, mid, hi, step,
                        em_rank, em_slot, em_key, em_n):
     """lo / mid / hi per slot: `greedy_bounds(theta)` (where floor(v / theta) is sure without a
@@ -493,7 +518,7 @@ def _sequential_greedy(indptr, slots, weights, rows, samples, S, clock, state, k
     return synops, ne
 
 
-@numba.njit(cache=True, nogil=True)
+@_njit(nogil=True)
 def init_state(state, cap_g, cap, vmin, fireable, B, S):
     """Every (sample, slot) row: membrane and counters 0, cap / lower bound of its slot (0 / -inf
     for a neuron that may not fire, so the sequential kernel never fires it). A one-column state
@@ -510,7 +535,7 @@ def init_state(state, cap_g, cap, vmin, fireable, B, S):
             cap_g[g] = cap[s] if fireable[s] else 0.0
 
 
-@numba.njit(cache=True, nogil=True, parallel=True)
+@_njit(nogil=True, parallel=True)
 def start_timestep(state, k, beta, const, reset, B, S):
     """A timestep's start: membranes of non-stateful (or all, at t = 0) neurons back to beta, then
     the constant current; spike counters k to 0 (samples on numba's threads)."""
@@ -525,7 +550,7 @@ def start_timestep(state, k, beta, const, reset, B, S):
             k[g] = 0.0
 
 
-@numba.njit(cache=True, nogil=True)
+@_njit(nogil=True)
 def first_update(state, k, theta, fireable, cap, vmin, speck, B, S, out_g, out_n):
     """greedy/speck: the constant (+ host) current as every neuron's first update; fired
     (slot, n) written to out_g/out_n in slot order. Returns how many."""
@@ -553,7 +578,7 @@ def first_update(state, k, theta, fireable, cap, vmin, speck, B, S, out_g, out_n
     return ne
 
 
-@numba.njit(cache=True, nogil=True, parallel=True)
+@_njit(nogil=True, parallel=True)
 def complete_burst(state, theta, firing, cap, lo, hi, divide, B, S, out_g, out_n):
     """ideal: a population's input is complete: n = clip(floor(V / theta), 0, D) for its slots
     [lo, hi) of every sample (V itself when theta is 1: no division), V -= n theta. Returns the
