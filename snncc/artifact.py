@@ -319,6 +319,23 @@ def read_graphs(out: str, stems: tuple[str, ...]) -> list[Graph]:
     return graphs
 
 
+def write_set(files: dict[str, bytes]) -> None:
+    """Write several output files that belong together (a report's markdown, HTML and plots) with
+    `write_bytes`, under a lock on each folder they go to: two concurrent writers of the same set
+    take turns, so the folder never holds a mix of the two (the last writer's set wins whole)."""
+    folders = sorted({os.path.dirname(os.path.abspath(p)) for p in files})
+    with contextlib.ExitStack() as stack:
+        for folder in folders:
+            try:
+                os.makedirs(folder, exist_ok=True)
+                stack.enter_context(_locked(folder))
+            except OSError as e:
+                raise ArtefactError(f"cannot write here ({e.strerror or e.__class__.__name__})", where=folder,
+                                    hint="choose a writable place") from None
+        for path, data in files.items():
+            write_bytes(path, data)
+
+
 def write_bytes(path: str, data: bytes) -> None:
     """Write one output file (a report, JSON, markdown, plot, NIR file): the one writer of them all.
 

@@ -112,3 +112,42 @@ def test_onnx_outside_the_opsets_read_is_one_line(tmp_path, opset):
     assert r.stderr.count("\n") == 1 and f"ONNX opset {opset}: snncc reads the standard operators of opsets 13-20" \
         in r.stderr, r.stderr
     assert not (tmp_path / "o").exists()
+
+
+def _nir_chain(path, n, threshold=None):
+    import nir
+
+    nodes, edges, prev = {"input": nir.Input(input_type=np.array([4]))}, [], "input"
+    for i in range(n):
+        nodes[f"a{i}"] = nir.Affine(weight=np.eye(4) * 1.5, bias=np.full(4, 0.25))
+        nodes[f"n{i}"] = nir.IF(r=np.ones(4), v_threshold=np.ones(4) if threshold is None else threshold)
+        edges += [(prev, f"a{i}"), (f"a{i}", f"n{i}")]
+        prev = f"n{i}"
+    nodes["output"] = nir.Output(output_type=np.array([4]))
+    edges.append((prev, "output"))
+    nir.write(str(path), nir.NIRGraph(nodes=nodes, edges=edges))
+
+
+def test_nir_with_strings_where_numbers_belong_is_one_line(tmp_path):
+    import h5py
+
+    path = tmp_path / "s.nir"
+    _nir_chain(path, 1)
+    with h5py.File(path, "r+") as f:  # what a careless writer leaves: a bytes dataset for a threshold
+        del f["node/nodes/n0/v_threshold"]
+        f["node/nodes/n0"].create_dataset("v_threshold", data=np.array([b"x"] * 4))
+    r = subprocess.run([EXE, "compile", str(path), "-o", str(tmp_path / "o")], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("\n") == 1 and "node n0 (IF): field v_threshold holds |S1 values where NIR has numbers" \
+        in r.stderr, r.stderr
+
+
+def test_a_1000_layer_nir_chain_compiles_and_simulates(tmp_path):
+    path = tmp_path / "chain.nir"
+    _nir_chain(path, 1000)  # 2002 nodes: every graph walk must be iterative
+    out = str(tmp_path / "o")
+    r = subprocess.run([EXE, "compile", str(path), "-o", out], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([EXE, "simulate", out, "--samples", "2"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and "spike counts == reference" in r.stdout, r.stdout + r.stderr

@@ -267,3 +267,31 @@ def test_read_only_install_and_home_compile_the_event_kernels_in_memory(art):
     assert "spike counts == reference" in r.stdout
     warn = [ln for ln in r.stderr.splitlines() if "numba cannot write its kernel cache" in ln]
     assert len(warn) == 1 and warn[0].startswith("snncc: warning: "), r.stderr
+
+
+def test_a_report_set_is_written_under_a_lock_on_its_folder(art, tmp_path):
+    """Two `--report` writers of one folder take turns (artifact.write_set): while another holds the
+    folder's lock, snncc waits before writing any file of its set, then writes the whole set."""
+    import fcntl
+
+    rep = tmp_path / "rep"
+    rep.mkdir()
+    fd = os.open(rep, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # another writer is busy with this folder
+    p = subprocess.Popen([EXE, "estimate", str(art / "art"), "--samples", "2", "--report", str(rep)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, waiting = time.time() + 180, False
+        while time.time() < deadline and p.poll() is None and not waiting:
+            time.sleep(0.2)
+            try:
+                waiting = "lock" in open(f"/proc/{p.pid}/wchan").read()
+            except OSError:
+                pass
+        assert waiting and p.poll() is None, "snncc did not wait for the folder's lock"
+        assert os.listdir(rep) == []  # nothing of its set written while the other writer holds the folder
+    finally:
+        os.close(fd)  # the other writer is done
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    assert {"report.md", "report.html"} <= set(os.listdir(rep))

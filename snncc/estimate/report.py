@@ -517,9 +517,10 @@ def write_report(report, outdir_or_prefix: str, sync_result=None, spike_maps=Non
         plots.append(plot_d_sweep(d_sweep))
 
     files = ReportFiles(os.path.join(folder, f"{stem}.md"), os.path.join(folder, f"{stem}.html"), plots=plots)
+    out: dict[str, bytes] = {}  # written together at the end (artifact.write_set: one writer at a time)
     for p in plots:
         path = os.path.join(folder, f"{stem}_{p.key}.png")
-        artifact.write_bytes(path, p.png)
+        out[path] = p.png
         files.pngs[p.key] = path
 
     head = title or "snncc energy estimate" + (f" ({report.profile.name} profile)" if report.profile else "")
@@ -554,7 +555,7 @@ def write_report(report, outdir_or_prefix: str, sync_result=None, spike_maps=Non
     for p in plots:
         plot_md += [f"### {p.title}", "", f"![{p.title}]({os.path.basename(files.pngs[p.key])})", ""]
     text = "\n".join(md) + "\n" + "\n".join(plot_md) + "\n" + body.replace("\n## ", "\n## ") + "\n" + "\n".join(extra)
-    artifact.write_text(files.markdown, text.rstrip() + "\n")
+    out[files.markdown] = (text.rstrip() + "\n").encode()
 
     figs = []
     for p in plots:
@@ -566,7 +567,8 @@ def write_report(report, outdir_or_prefix: str, sync_result=None, spike_maps=Non
            f"<title>{html.escape(head)}</title><style>{_CSS}</style></head><body>\n"
            f"<h1>{html.escape(head)}</h1>\n" + "\n".join(figs) + "\n" + _md_to_html(body) + "\n"
            + _md_to_html("\n".join(extra)) + "\n</body></html>\n")
-    artifact.write_text(files.html, doc)
+    out[files.html] = doc.encode()
+    artifact.write_set(out)
     return files
 
 

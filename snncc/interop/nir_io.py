@@ -930,6 +930,31 @@ def from_nir(ng, T: int | None = None, input_kind: str | None = None, approximat
     return g.verify()
 
 
+def _check_numbers(ng, path: str) -> None:
+    """Every array field of every node (nested graphs too) holds numbers: a string or object dataset
+    where NIR has a number is one line naming the node and field, before any conversion."""
+    import dataclasses
+
+    stack = [("", ng)]
+    while stack:  # iterative: a long chain or deep nesting never meets the recursion limit
+        prefix, graph = stack.pop()
+        for name, node in getattr(graph, "nodes", {}).items():
+            if hasattr(node, "nodes"):  # a nested graph: its nodes are checked, its edges name nodes
+                stack.append((f"{prefix}{name}.", node))
+                continue
+            if not dataclasses.is_dataclass(node):
+                continue
+            for f in dataclasses.fields(node):
+                v = getattr(node, f.name, None)
+                if f.name == "metadata" or v is None or isinstance(v, (dict, str)):
+                    continue
+                a = np.asarray(v) if isinstance(v, (list, tuple, np.ndarray, int, float)) else v
+                if isinstance(a, np.ndarray) and a.dtype.kind not in "biuf":
+                    raise LoadError(f"node {prefix}{name} ({type(node).__name__}): field {f.name} holds "
+                                    f"{a.dtype} values where NIR has numbers", where=path,
+                                    hint="write numeric arrays (float or int) for every parameter")
+
+
 def load_nir(path: str, approximate_lif: bool = False, lif: str = "") -> Graph:
     """Read a `.nir` (HDF5) file into the IR (LIF under rule `lif`, see `from_nir`); LoadError for
     an unreadable file."""
@@ -941,6 +966,7 @@ def load_nir(path: str, approximate_lif: bool = False, lif: str = "") -> Graph:
         raise LoadError(f"not a readable NIR file ({e.__class__.__name__}: {msg})", where=path) from None
     if not isinstance(ng, nir.NIRGraph):
         raise LoadError(f"file holds a {type(ng).__name__}, expected a NIRGraph", where=path)
+    _check_numbers(ng, path)
     g = from_nir(ng, approximate_lif=approximate_lif, source=path, lif=lif)
     g.meta["source"] = os.path.basename(path)
     return g
