@@ -1,4 +1,4 @@
-"""Every byte of a Speck artefact is independent of the thread count (BLAS/OpenMP reductions sum in
+"""Every byte of a Speck artefact is independent of the thread count and the hash seed (BLAS/OpenMP reductions sum in
 an order that depends on it: diagnostics computed through them changed their last digits)."""
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ def test_speck_artefact_bytes_do_not_depend_on_threads(tmp_path):
     outs = []
     for n in (1, 2):
         out = tmp_path / f"t{n}"
-        env = dict(os.environ, OMP_NUM_THREADS=str(n), MKL_NUM_THREADS=str(n), OPENBLAS_NUM_THREADS=str(n))
+        env = dict(os.environ, OMP_NUM_THREADS=str(n), MKL_NUM_THREADS=str(n), OPENBLAS_NUM_THREADS=str(n),
+                   PYTHONHASHSEED=str(n))  # and another hash seed
         r = subprocess.run([EXE, "compile", os.path.join(a, "speck_cnn.pt"), "--model-def",
                             "snncc.models.speck:speck_cnn", "--factory-kwargs", '{"size": "small"}', "--input-shape",
                             "2,32,32", "--timesteps", "4", "--input-kind", "spike", "--target", "speck", "-o",
