@@ -17,7 +17,6 @@ import importlib.util
 import json
 import os
 import sys
-import zipfile
 from dataclasses import dataclass
 
 import torch

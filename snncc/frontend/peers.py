@@ -47,7 +47,7 @@ import numpy as np
 import torch.nn as nn
 
 from snncc.errors import FrontendError
-from snncc.frontend.calls import Call, where
+from snncc.frontend.calls import Call
 
 MULTISPIKE_D = 2 ** 15  # the IR's largest D (snncc.ir.ops fire bounds)
 

@@ -35,7 +35,6 @@ from snncc.estimate.plan import dense_macs
 from snncc.ir.graph import Graph, Node
 from snncc.ir.ops import SPIKE
 from snncc.passes.base import PassResult
-from snncc.ir.deployed import CONSUMERS, current_tree
 from snncc.passes.normal_form import refuse_unfolded_batchnorm, shared_currents
 
 FORMS = ("fanin", "relay")
