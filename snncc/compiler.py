@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from snncc import artifact
-from snncc.errors import TargetError
+from snncc.errors import TargetError, name_list
 from snncc.frontend.loader import LoadedModel, trace
 from snncc.ir import serialize
 from snncc.ir.graph import Graph
@@ -55,7 +55,7 @@ class CompileResult:
                f"-> {sum(f['synapses_after'] for f in fused)} synapses + {sum(f['macs_after'] for f in fused)} MACs); "
                if fused else "")
         return (f"compiled for {self.target}: {st['populations']} neuron populations, {st['neurons']} neurons, "
-                f"{st['parameters']} parameters; encoding layer: {', '.join(sd.get('encoding', [])) or 'none'}; {rep}"
+                f"{st['parameters']} parameters; encoding layer: {name_list(sd.get('encoding', [])) or 'none'}; {rep}"
                 f"residual streams: {relayed} relayed, {len(rl) - relayed} fan-in; "
                 f"shortcut fan-in added {nf.get('added_synapses', 0)} synapses "
                 f"({self.timings.get('total', 0):.2f} s)"

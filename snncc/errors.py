@@ -64,3 +64,12 @@ class VerificationError(SnnccError):
     """Two levels of the compiled model disagree."""
 
     exit_code = 1
+
+
+def name_list(names, limit: int = 8) -> str:
+    """Node names for a message or a summary line: all of them when few, else the first `limit`
+    and a count (a 1000-layer chain must not print 1000 names on one line)."""
+    names = list(names)
+    if len(names) <= limit:
+        return ", ".join(names)
+    return f"{', '.join(names[:limit])}, ... ({len(names)} in all)"

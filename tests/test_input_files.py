@@ -151,3 +151,29 @@ def test_a_1000_layer_nir_chain_compiles_and_simulates(tmp_path):
     assert r.returncode == 0, r.stderr
     r = subprocess.run([EXE, "simulate", out, "--samples", "2"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and "spike counts == reference" in r.stdout, r.stdout + r.stderr
+
+
+def test_a_1000_node_scale_chain_summary_stays_one_short_line(tmp_path):
+    import nir
+
+    from snncc.errors import name_list
+
+    assert name_list(["a", "b"]) == "a, b"
+    assert name_list([f"a{i}" for i in range(10)], limit=3) == "a0, a1, a2, ... (10 in all)"
+    nodes, edges, prev = {"input": nir.Input(input_type=np.array([4]))}, [], "input"
+    for i in range(1000):  # 1000 real-valued scales: all of them the encoding layer
+        nodes[f"a{i}"] = nir.Scale(scale=np.full(4, 1.001))
+        edges.append((prev, f"a{i}"))
+        prev = f"a{i}"
+    nodes["nf"] = nir.IF(r=np.ones(4), v_threshold=np.ones(4))
+    nodes["output"] = nir.Output(output_type=np.array([4]))
+    edges += [(prev, "nf"), ("nf", "output")]
+    path = tmp_path / "scales.nir"
+    nir.write(str(path), nir.NIRGraph(nodes=nodes, edges=edges))
+    out = str(tmp_path / "o")
+    r = subprocess.run([EXE, "compile", str(path), "-o", out], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    summary = r.stdout.splitlines()[0]
+    assert "encoding layer: a0, a1, a2, a3, a4, a5, a6, a7, ... (1000 in all);" in summary and len(summary) < 400, summary
+    r = subprocess.run([EXE, "simulate", out, "--samples", "2"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and "spike counts == reference" in r.stdout, r.stdout + r.stderr
