@@ -109,6 +109,7 @@ class Deployment:
             raise SnnccError(f"cannot compare with a {type(model).__name__}", where="verify",
                              hint="pass model= an nn.Module, an ExportedProgram or a .pt2 path")
         lm.T, lm.layout = T, self.traced.meta.get("input_layout", "")
+        lm.output_time_axis = self.traced.meta.get("output_time_axis")
         return lm
 
     def reference(self, data=None, samples: int | None = None, seed: int = 0, device: str | None = None):
@@ -455,7 +456,8 @@ def _eager64(loaded):
         return loaded.eager, "float32"
     from snncc.frontend.loader import LoadedModel
 
-    eager = LoadedModel(m64, None, loaded.input_shape, loaded.T, loaded.source, layout=loaded.layout).eager
+    eager = LoadedModel(m64, None, loaded.input_shape, loaded.T, loaded.source, layout=loaded.layout,
+                        output_time_axis=loaded.output_time_axis).eager
     try:  # layers that make their own float32 (snntorch's spikes: (mem > threshold).float()) cannot run in float64
         eager(torch.zeros((1,) + tuple(loaded.input_shape), dtype=torch.float64))
     except Exception:

@@ -347,8 +347,17 @@ class Converter:
             if "T" not in lead:
                 raise FrontendError(f"{what} keeps a leading axis of size 1 (layout {', '.join(lead)})",
                                     where=where(fxn), hint="drop it (x.squeeze(0) or x.mean(0)) in the model's output")
-            raise FrontendError(f"{what} keeps the time axis (layout {', '.join(lead)})", where=where(fxn),
-                                hint="average it over time (e.g. x.mean(0)) as the model's prediction")
+            if set(lead) != {"T", "B"}:
+                raise FrontendError(f"{what} keeps the time axis (layout {', '.join(lead)})", where=where(fxn),
+                                    hint="average it over time (e.g. x.mean(0)) as the model's prediction")
+            # multi-step code returns (T, B, ...) and averages outside (SpikingJelly: out.mean(0)): the deployed
+            # read-out is that mean over T, as for an x.mean(0) inside the model; the eager model is averaged alike
+            t = lead.index("T")
+            if self.graph.meta.get("output_time_axis", t) != t:
+                raise FrontendError(f"{what} keeps the time axis on axis {t}, another output on axis "
+                                    f"{self.graph.meta['output_time_axis']}", where=where(fxn),
+                                    hint="return every output in one layout, or average them over time in the model")
+            self.graph.meta["output_time_axis"] = t
         return v
 
     def emit(self, fxn: fx.Node, call: Call):

@@ -39,6 +39,7 @@ class LoadedModel:
     onnx: object = None  # an onnx.ModelProto (.onnx files; module and program are None)
     nir: object = None  # an imported NIR graph as snncc IR (.nir files)
     layout: str = ""  # "TB" / "BT": the module takes (T, B, *shape) / (B, T, *shape) at once (multi-step code)
+    output_time_axis: int | None = None  # the model returns (T, B, ...) / (B, T, ...): deployed as its mean over T
 
     def eager(self, x: torch.Tensor) -> torch.Tensor:
         """Run the original model on (B, *shape) or (T, B, *shape) input, averaging over T."""
@@ -54,14 +55,15 @@ class LoadedModel:
 
                 return run(self.nir, x.double()).output
             if self.module is None and not self.layout:
-                return _run_program(self.program, x)
+                return _run_program(self.program, x, time_axis=self.output_time_axis)
             if self.layout:  # the model takes the whole sequence; x is (B, ...) repeated, or (T, B, ...)
                 xs = x if x.dim() == len(self.input_shape) + 2 else x.unsqueeze(0).expand(self.T, *x.shape)
                 if self.module is None:
                     return _run_program(self.program, xs.transpose(0, 1) if self.layout == "BT" else xs,
-                                        batch_axis=self.layout.index("B"))
+                                        batch_axis=self.layout.index("B"), time_axis=self.output_time_axis)
                 reset_memory(self.module)
-                out = model_output(self.module(xs.transpose(0, 1) if self.layout == "BT" else xs))
+                out = model_output(self.module(xs.transpose(0, 1) if self.layout == "BT" else xs),
+                                   self.output_time_axis)
                 reset_memory(self.module)
                 return out
             if self.T > 1:
@@ -69,10 +71,10 @@ class LoadedModel:
 
                 _reset_neurons(self.module)
                 xs = list(x) if x.dim() == len(self.input_shape) + 2 else [x] * self.T
-                out = sum(model_output(self.module(xt)) for xt in xs) / len(xs)
+                out = sum(model_output(self.module(xt), self.output_time_axis) for xt in xs) / len(xs)
                 _reset_neurons(self.module)
                 return out
-            return model_output(self.module(x))
+            return model_output(self.module(x), self.output_time_axis)
 
 
     def set_layout(self, layout: str, T: int | None = None) -> None:
@@ -94,9 +96,9 @@ class LoadedModel:
             self.T = T
 
 
-def _run_program(ep, x: torch.Tensor, batch_axis: int = 0) -> torch.Tensor:
+def _run_program(ep, x: torch.Tensor, batch_axis: int = 0, time_axis: int | None = None) -> torch.Tensor:
     """Run an exported program on any batch size: programs are often exported with a static batch
-    (on `batch_axis` of its input; its output is batch-first)."""
+    (on `batch_axis` of its input; its output is batch-first once averaged over `time_axis`)."""
     fn = ep.module()
     users = list(ep.graph_signature.user_inputs)
     node = next(n for n in ep.graph.nodes if n.op == "placeholder" and n.name == users[0])
@@ -110,14 +112,18 @@ def _run_program(ep, x: torch.Tensor, batch_axis: int = 0) -> torch.Tensor:
             pad = list(chunk.shape)
             pad[batch_axis] = b0 - n
             chunk = torch.cat([chunk, chunk.new_zeros(pad)], dim=batch_axis)
-        outs.append(model_output(fn(chunk))[:n])
+        outs.append(model_output(fn(chunk), time_axis)[:n])
     return torch.cat(outs)
 
 
-def model_output(out):
+def model_output(out, time_axis: int | None = None):
     """What the deployed graph computes of a model's output (`convert.output_heads`): its several
-    outputs packed into one (B, N) tensor, or the prediction of (logits, extras...)."""
-    return pack_outputs(output_heads(out))
+    outputs packed into one (B, N) tensor, or the prediction of (logits, extras...); an output
+    that keeps the time axis (multi-step code returning (T, B, ...)) is its mean over T."""
+    heads = output_heads(out)
+    if time_axis is not None:
+        heads = [h.mean(time_axis) for h in heads]
+    return pack_outputs(heads)
 
 
 def reset_memory(model: nn.Module) -> None:
@@ -283,6 +289,29 @@ def _program_input_shape(ep, path, whole: bool = False) -> tuple[int, ...]:
     raise LoadError("program input not found", where=path)
 
 
+def _as_time_major(loaded: LoadedModel, input_kind: str, error: FrontendError) -> Graph:
+    """A program exported at batch 1 whose input is (T, 1, ...) with T > 1 and no --input-layout:
+    axis 0 cannot be the batch of a batch-1 export, so it is read again as multi-step code taking
+    (T, B, ...) at once (SpikingJelly's step mode "m"); `error` (the batch-first reading's) is raised
+    when that fails too, with the flag to try."""
+    from snncc.frontend.torch_export import from_exported
+
+    full = _program_input_shape(loaded.program, loaded.source or "program", whole=True)
+    if loaded.layout or len(full) < 3 or full[1] != 1 or full[0] == 1:
+        raise error
+    was = (loaded.layout, loaded.T, loaded.input_shape)
+    try:
+        loaded.set_layout("TB")
+        g = from_exported(loaded.program, input_kind=input_kind, source=loaded.source, layout="TB", T=loaded.T)
+    except FrontendError:
+        loaded.layout, loaded.T, loaded.input_shape = was
+        raise FrontendError(error.what, where=error.where,
+                            hint=(error.hint + "; " if error.hint else "") + "if the model takes (T, B, ...) at once, "
+                                 "pass --input-layout TB") from None
+    g.meta["input_layout_inferred"] = f"{tuple(full)}"
+    return g
+
+
 def trace(loaded: LoadedModel, frontend: str = "auto", input_kind: str = CURRENT, batch: int = 2) -> Graph:
     """Trace a loaded model to the IR: torch.export first, fx symbolic_trace as the fallback."""
     from snncc.frontend.fx_trace import from_module_fx
@@ -297,8 +326,11 @@ def trace(loaded: LoadedModel, frontend: str = "auto", input_kind: str = CURRENT
         g.inputs[0].attrs["kind"] = input_kind
         g.infer()
     elif loaded.program is not None:
-        g = from_exported(loaded.program, input_kind=input_kind, source=loaded.source, layout=loaded.layout,
-                          T=loaded.T)
+        try:
+            g = from_exported(loaded.program, input_kind=input_kind, source=loaded.source, layout=loaded.layout,
+                              T=loaded.T)
+        except FrontendError as e:
+            g = _as_time_major(loaded, input_kind, e)
         g.T = _timesteps(g, loaded)
     else:
         from snncc.resources import require, tensor_bytes
@@ -348,6 +380,7 @@ def trace(loaded: LoadedModel, frontend: str = "auto", input_kind: str = CURRENT
         else:
             raise FrontendError(f"unknown front end {frontend!r}", hint="use auto, export or fx")
         g.T = _timesteps(g, loaded)
+    loaded.output_time_axis = g.meta.get("output_time_axis")
     # a file's name, or a label as given (an in-memory model named "speck_cnn (examples/events)")
     src = loaded.source or ""
     src = os.path.basename(src) if os.path.isfile(src) else src

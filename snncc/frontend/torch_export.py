@@ -174,6 +174,64 @@ def _training_op(n: fx.Node) -> str | None:
     return None
 
 
+_VIEWS = {"view", "_unsafe_view", "reshape", "select", "slice", "unflatten", "flatten", "permute", "transpose", "t",
+          "unsqueeze", "squeeze", "expand", "as_strided", "alias", "detach", "unbind", "split", "chunk", "narrow",
+          "movedim", "view_as", "expand_as", "diagonal", "unfold", "getitem"}
+
+
+def _functional_where_unaliased(ep: torch.export.ExportedProgram, inplace: list[fx.Node]):
+    """In-place ops whose mutation nobody can observe made out of place on a copy of the program:
+    no value sharing the mutated tensor's storage (its views, the tensor they view) is read after
+    the op except through the op's own result (`out += identity` on a fresh conv output). torch's
+    functionalisation (`run_decompositions`) is left for the rest: it also inlines custom ops such
+    as SpikingJelly's fused neurons, which the converter reads whole. Returns (program, in-place
+    ops left)."""
+    order = {n: i for i, n in enumerate(ep.graph.nodes)}
+
+    def op_name(n):
+        return getattr(getattr(n.target, "overloadpacket", None), "__name__", getattr(n.target, "__name__", ""))
+
+    def base(n):
+        while n.op == "call_function" and op_name(n) in _VIEWS and n.args and isinstance(n.args[0], fx.Node):
+            n = n.args[0]
+        return n
+
+    def aliases(root):
+        out, stack = {root}, [root]
+        while stack:
+            for u in stack.pop().users:
+                if u.op == "call_function" and op_name(u) in _VIEWS and u.args and u.args[0] in out | {root} \
+                        and u not in out:
+                    out.add(u)
+                    stack.append(u)
+        return out
+
+    safe = []
+    for n in inplace:
+        a = n.args[0] if n.args and isinstance(n.args[0], fx.Node) else None
+        fn = getattr(aten, op_name(n)[:-1], None)
+        fn = getattr(fn, n.target._overloadname, None) if fn is not None else None
+        if a is None or fn is None or base(a).op != "call_function":
+            continue  # the input itself, a parameter or a buffer is mutated: observable
+        if any(order[u] > order[n] for v in aliases(base(a)) for u in v.users if u is not n and u not in
+               aliases(base(a))):
+            continue
+        safe.append((n, fn))
+    if not safe:
+        return ep, inplace
+    import copy
+
+    with warnings.catch_warnings():  # torch's own deprecation notices while it copies its tree specs
+        warnings.simplefilter("ignore")
+        ep = copy.deepcopy(ep)  # the caller's program stays as it was
+    names = {n.name: fn for n, fn in safe}
+    for n in ep.graph.nodes:
+        if n.name in names:
+            n.target = names[n.name]
+    ep.graph_module.recompile()
+    return ep, [n for n in inplace if n.name not in names]
+
+
 def normalise(ep: torch.export.ExportedProgram, source: str = "") -> torch.export.ExportedProgram:
     """The program as the converter reads it: exported in eval mode (else one line saying so), and
     in-place ATen ops (`x.round_()`, `out += identity`) made functional by torch's own
@@ -187,6 +245,9 @@ def normalise(ep: torch.export.ExportedProgram, source: str = "") -> torch.expor
     inplace = [n for n in ep.graph.nodes if n.op == "call_function" and
                getattr(getattr(n.target, "overloadpacket", None), "__name__", "").endswith("_") and
                n.target.overloadpacket is not aten.copy_]
+    if not inplace:
+        return ep
+    ep, inplace = _functional_where_unaliased(ep, inplace)
     if not inplace:
         return ep
     try:

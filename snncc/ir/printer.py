@@ -31,6 +31,13 @@ def outputs_line(graph: Graph) -> str:
     if parts:
         text = f"{len(parts)} outputs, all deployed: " + ", ".join(
             f"{p['name']} {'x'.join(map(str, p['shape']))} ({p['node']}) at {p['at']}" for p in parts)
+    if graph.meta.get("input_layout_inferred"):
+        text += ("; " if text else "") + (f"input layout TB read from the program's input {graph.meta['input_layout_inferred']}"
+                                          f" (exported at batch 1: axis 0 is time; --input-layout sets it)")
+    if graph.meta.get("output_time_axis") is not None:
+        lay = "(T, B, ...)" if graph.meta["output_time_axis"] == 0 else "(B, T, ...)"
+        text += ("; " if text else "") + (f"the model's output keeps the time axis {lay}: deployed as its mean over T "
+                                          f"(x.mean({graph.meta['output_time_axis']}))")
     if graph.meta.get("outputs_ignored"):
         text += ("; " if text else "") + (f"{graph.meta['outputs_ignored']} more outputs not deployed (the nested "
                                           f"extras of (prediction, extras...))")
