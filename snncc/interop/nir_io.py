@@ -7,7 +7,9 @@ Flatten and IF (`v' = R I`, spike when `v > v_threshold`, reset by subtraction `
 and LIF for a leaky neuron (tau = -1 / ln(leak) counted in timesteps: the `steps` reading below).
 Current sums are NIR's summed fan-in (several edges into one node), with the nodes chained in
 topological order for depth-first readers. The `binary` form (`nir_graph`) writes each D-spike
-neuron as D single-spike IF copies that single-spike readers compute exactly. What NIR cannot say is
+neuron as D single-spike IF copies that single-spike readers compute exactly; neurons that carry
+their membrane over T > 1 windows get their initial membrane from a start pulse (`_start_pulse`:
+NIR's IF has none). What NIR cannot say is
 listed in `NirExport.lost`; ops it cannot express at all (spike products, permutes, a linear map
 over tokens) are refused, naming the nodes. The exact snncc semantics (D spikes per window, theta,
 beta, the constant current, statefulness) travel in node metadata (`snncc_*` keys), so snncc reads
