@@ -103,7 +103,11 @@ class LoihiTarget:
         if fmt != "netx":
             raise TargetError(f"the loihi target writes no {fmt} files", where=f"export-{fmt}", hint="netx")
         from snncc_lava import netx
-        return netx.export(graph)
+        try:
+            return netx.export(graph)
+        except TargetError as e:  # its hint speaks of the compile option netx=true
+            raise TargetError(e.what, where=e.where, hint="netx reads input/conv/flatten/dense chains of non-stateful "
+                              "neurons; snncc export-nir writes any deployed graph") from None
 
     def validate_options(self, options: dict) -> dict:
         options = _check_options(options)

@@ -271,3 +271,11 @@ def test_export_netx_command_writes_an_artefact_that_lava_dl_runs_exactly(tmp_pa
         p = sh("export-netx", *args)
         assert p.returncode == 2 and line in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
     assert not (tmp_path / "x.net").exists()
+    from nets import ResidualSepConv  # a graph netx cannot express: one line naming the nodes, nothing written
+    torch.export.save(torch.export.export(randomize_bn(ResidualSepConv()), (torch.zeros(1, 3, 8, 8),)),
+                      tmp_path / "r.pt2")
+    assert sh("compile", tmp_path / "r.pt2", "-o", tmp_path / "res").returncode == 0
+    p = sh("export-netx", tmp_path / "res", tmp_path / "r.net")
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "r.net").exists()
+    assert "netx cannot express" in p.stderr and "(residual / shortcut)" in p.stderr
+    assert p.stderr.rstrip().endswith("snncc export-nir writes any deployed graph)")
