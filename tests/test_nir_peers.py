@@ -432,7 +432,7 @@ def test_shipped_digits_cnn_default_artefact_exports_and_each_reader_computes_it
         assert torch.equal(run(g, x).output, own.output)  # the fan-in form computes what the artefact does
 
 
-def test_snntorch_cannot_run_the_exports_and_says_why(events_nir, digits_nir):
+def test_snntorch_cannot_run_the_exports_and_says_why(events_nir, digits_nir, events_t4):
     """snntorch 1.0.0 with snncc's exports of the shipped models. From the file it loads neither:
     `nir.read` returns the nodes in name order and its importer (nirtorch's `nir_to_torch`) puts a
     node whose inputs are not built yet back in its queue at most 3 times. The graph in topological
@@ -450,6 +450,15 @@ def test_snntorch_cannot_run_the_exports_and_says_why(events_nir, digits_nir):
         assert len(leaky) == len(dep.deployed.neurons()) and all(float(m.beta) == pytest.approx(0.9) for m in leaky)
         with pytest.raises(TypeError, match=r"got \(tuple|not tuple"):  # the (spikes, membrane) tuple
             net(torch.zeros((2,) + tuple(dep.deployed.inputs[0].shape)))
+    dep, ex, _ = events_t4  # the T = 4 export: the same failures (its start pulse adds 2 IFs; its graph hands a
+    # conv one argument too many, or a neuron's tuple)
+    e, path = ex["binary"]
+    with pytest.raises(RecursionError, match="has been traversed multiple times"):
+        snt_nir.import_from_nir(nir.read(path))
+    net = snt_nir.import_from_nir(e.graph)
+    assert len([m for m in net.modules() if type(m).__name__ == "Leaky"]) == len(dep.deployed.neurons()) + 2
+    with pytest.raises(TypeError, match=r"got \(tuple|not tuple|takes 2 positional arguments but 3 were given"):
+        net(torch.zeros((2,) + tuple(dep.deployed.inputs[0].shape)))
 
 
 @pytest.fixture(scope="module")
