@@ -220,6 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="how a neuron with D > 1 spikes per window is written: binary (default; D single-spike "
                          "IF copies, so a reader whose IF fires once per step computes snncc's counts) or "
                          "multispike (one IF per neuron, D in snncc metadata)")
+    xx = sub.add_parser("export-netx", help="write a compiled artefact's deployed graph as a lava-dl netx HDF5 file "
+                                            "(the loihi target's writer, backends/lava)")
+    xx.add_argument("out", help="artefact folder")
+    xx.add_argument("file", help=".net file to write")
     return ap
 
 
@@ -564,6 +568,18 @@ def cmd_export_nir(args) -> int:
 COMMANDS = {"compile": cmd_compile, "inspect": cmd_inspect, "verify": cmd_verify, "simulate": cmd_simulate,
             "estimate": cmd_estimate, "targets": cmd_targets}
 COMMANDS["export-nir"] = cmd_export_nir
+
+
+def cmd_export_netx(args) -> int:
+    from snncc.api import load
+
+    load(args.out).export_file("netx", args.file)
+    print(f"wrote {args.file} (lava-dl netx HDF5: load with Network(path, reset_interval=1, input_message_bits=its "
+          "snncc/inputMessageBits); one netx step per window)")
+    return 0
+
+
+COMMANDS["export-netx"] = cmd_export_netx
 
 
 def _quiet_libraries() -> None:

@@ -12,7 +12,8 @@ its chip runs on event recordings, for `simulate --events`), `report_section(fil
 dict` (which compile options of an artefact that simulator reads back), `reference(graph, x,
 options)` with `reference_name(options)` (snncc's model of what that simulator computes: what
 `simulate --backend` compares it with when it differs from the integer model by design, e.g. Lava
-fixed_pt). The core ships `sim` (snncc's own simulators); chip targets are separate
+fixed_pt), `exports` (file format -> what it is) with `export_file(fmt, graph) -> bytes` (a
+format `snncc export-FORMAT` writes from any artefact: netx is the loihi target's). The core ships `sim` (snncc's own simulators); chip targets are separate
 packages under `backends/`, so the core never imports a chip SDK.
 """
 
@@ -78,3 +79,18 @@ def get(name: str):
         raise TargetError(f"target {name!r} is installed but fails to load ({e.__class__.__name__}: {e})",
                           where=eps[name].value) from None
     return obj() if isinstance(obj, type) else obj
+
+
+def exporter(fmt: str):
+    """The installed target that writes file format `fmt` (its `exports`): how `snncc export-netx`
+    reaches a chip SDK's writer without the core importing it. Targets that fail to load are skipped."""
+    for name, ep in sorted(available().items()):
+        try:
+            t = ep.load()
+            t = t() if isinstance(t, type) else t
+        except Exception:
+            continue
+        if fmt in (getattr(t, "exports", None) or {}):
+            return t
+    raise TargetError(f"no installed target writes {fmt} files", where=f"export-{fmt}",
+                      hint="the loihi target writes netx: install backends/lava (scripts/setup.sh does)")

@@ -273,3 +273,25 @@ def test_binary_copies_by_hand():
     b2, _, _ = nir_graph(g2, "binary")
     assert b2["f"].inputs == ["f_fanout"] and b2["f_fanout"].params["weight"].shape == (6, 2)
     assert run(b2, x).counts["f"].tolist() == [[0, 1, 1, 0, 0, 1]] and run(b2, x).output.tolist() == [[4.0]]
+
+
+def test_start_pulse_gives_carried_copies_their_initial_membrane_by_hand(tmp_path):
+    """One stateful neuron (D = 2, theta 1, beta 0.5) over T = 3 windows reading 3 spike inputs with
+    weights 1: inputs 2, 3, 0 give V = 2.5 -> 2 spikes (carry 0), 3.5 -> 2 (capped, carry 1),
+    1.5 -> 1: 5 spikes. The binary export (a vector input: the start pulse's constants are an
+    Affine) reads back with exactly these counts, the pulse firing once per sample; without the
+    pulse (copies from 0) the copies would fire 0 + 2 + 0."""
+    from snncc.ir.graph import Graph, Node
+
+    fire = {"D": 2, "theta": 1.0, "beta": 0.5, "norm": 1.0, "rounding": "floor", "stateful": True}
+    g = Graph([Node("x", "input", [], {"shape": (3,), "kind": "spike"}),
+               Node("fc", "linear", ["x"], {}, {"weight": np.ones((1, 3))}),
+               Node("n", "fire", ["fc"], fire), Node("out", "output", ["n"])], T=3).infer()
+    x = torch.tensor([[[1.0, 1.0, 0.0]], [[1.0, 1.0, 1.0]], [[0.0, 0.0, 0.0]]], dtype=torch.float64)  # (T, B, 3)
+    assert run(g, x).counts["n"].tolist() == [[5.0]]
+    ex = write_nir(g, str(tmp_path / "n.nir"))
+    assert ex.copies == {"n": 2} and {"start", "start_const", "start_clock"} <= set(ex.graph.nodes)
+    assert ex.graph.nodes["start_const"].bias.tolist() == [1.0, 0.5]
+    back = run(load_nir(str(tmp_path / "n.nir")), x)
+    assert ex.neuron_counts("n", back.counts[ex.names["n"]]).tolist() == [[5.0]]
+    assert back.counts["start"].tolist() == [[1.0]] and back.counts["start_clock"].tolist() == [[3.0, 1.0]]

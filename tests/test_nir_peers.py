@@ -432,7 +432,7 @@ def test_shipped_digits_cnn_default_artefact_exports_and_each_reader_computes_it
         assert torch.equal(run(g, x).output, own.output)  # the fan-in form computes what the artefact does
 
 
-def test_snntorch_cannot_run_the_exports_and_says_why(events_nir, digits_nir):
+def test_snntorch_cannot_run_the_exports_and_says_why(events_nir, digits_nir, events_t4):
     """snntorch 1.0.0 with snncc's exports of the shipped models. From the file it loads neither:
     `nir.read` returns the nodes in name order and its importer (nirtorch's `nir_to_torch`) puts a
     node whose inputs are not built yet back in its queue at most 3 times. The graph in topological
@@ -450,25 +450,131 @@ def test_snntorch_cannot_run_the_exports_and_says_why(events_nir, digits_nir):
         assert len(leaky) == len(dep.deployed.neurons()) and all(float(m.beta) == pytest.approx(0.9) for m in leaky)
         with pytest.raises(TypeError, match=r"got \(tuple|not tuple"):  # the (spikes, membrane) tuple
             net(torch.zeros((2,) + tuple(dep.deployed.inputs[0].shape)))
+    dep, ex, _ = events_t4  # the T = 4 export: the same failures (its start pulse adds 2 IFs; its graph hands a
+    # conv one argument too many, or a neuron's tuple)
+    e, path = ex["binary"]
+    with pytest.raises(RecursionError, match="has been traversed multiple times"):
+        snt_nir.import_from_nir(nir.read(path))
+    net = snt_nir.import_from_nir(e.graph)
+    assert len([m for m in net.modules() if type(m).__name__ == "Leaky"]) == len(dep.deployed.neurons()) + 2
+    with pytest.raises(TypeError, match=r"got \(tuple|not tuple|takes 2 positional arguments but 3 were given"):
+        net(torch.zeros((2,) + tuple(dep.deployed.inputs[0].shape)))
 
 
-def test_stateful_event_model_over_t_windows_stays_compact_and_the_notes_say_why(tmp_path):
-    """The README's event model (T = 4, stateful neurons carrying v - n theta across windows): its
-    binary export writes no copies and says why (copies need an initial membrane k theta NIR's IF
-    lacks); snncc still reads the file back exactly over the 4 windows."""
+@pytest.fixture(scope="module")
+def events_t4(tmp_path_factory):
+    """The README's event model at T = 4 (stateful neurons carrying v - n theta across windows,
+    beta = theta / 2), exported in both forms, and 12 test recordings (B, T, 2, 32, 32)."""
     import snncc
-    from snncc.interop.nir_io import load_nir
 
+    tmp = tmp_path_factory.mktemp("t4")
     dep = snncc.compile(os.path.join(EXAMPLES, "events/artifacts/speck_cnn.pt"),
                         model_def="snncc.models.speck:speck_cnn", factory_kwargs={"size": "small"},
                         input_shape=(2, 32, 32), timesteps=4, input_kind="spike")
-    assert dep.deployed.T == 4 and all(n.attrs["stateful"] for n in dep.deployed.neurons())
-    path = str(tmp_path / "e.nir")
-    ex = dep.export_nir(path)
-    assert ex.copies == {}
-    note = next(s for s in ex.lost if s.startswith("graded spikes: features_1 (D=4)"))
-    assert "stay compact in the binary form because they carry their membrane across windows" in note
-    x = torch.as_tensor(np.load(os.path.join(EXAMPLES, "events/artifacts/events_test.npz"))["x_test"][:6])
-    x = x.transpose(0, 1).double()  # (T, B, ...)
-    a, b = run(dep.deployed, x), run(load_nir(path), x)
-    assert all(torch.equal(a.counts[k], b.counts[ex.names[k]]) for k in a.counts) and torch.equal(a.output, b.output)
+    assert dep.deployed.T == 4 and all(n.attrs["stateful"] and n.attrs["beta"] == 0.5 for n in dep.deployed.neurons())
+    ex = {form: (dep.export_nir(str(tmp / f"{form}.nir"), form=form), str(tmp / f"{form}.nir"))
+          for form in ("binary", "multispike")}
+    x = torch.as_tensor(np.load(os.path.join(EXAMPLES, "events/artifacts/events_test.npz"))["x_test"][:12]).double()
+    return dep, ex, x
+
+
+def _sinabs_over_t(path: str, x: torch.Tensor, single: bool, clip: bool = True) -> dict:
+    """sinabs 3.1.3's `from_nir` network run over all T steps of each sample in one call (its
+    IAFSqueeze layers carry the membrane over the num_timesteps steps of a sample, (B*T, ...)
+    batch-major); counts summed over T. clip=False lifts the membrane clip its reader sets
+    (min_v_mem = -v_threshold), to show it is the whole difference."""
+    import sinabs.activation as sa
+    import sinabs.layers as sl
+    import sinabs.nir as sinabs_nir
+
+    B, T = x.shape[:2]
+    seen = {}
+    dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        net = sinabs_nir.from_nir(nir.read(path), batch_size=B, num_timesteps=T).double()
+        for name, mod in net.named_modules():
+            if isinstance(mod, (sl.IAF, sl.IAFSqueeze)):
+                assert torch.equal(mod.min_v_mem.reshape(-1), -mod.spike_threshold.reshape(-1))
+                if not clip:
+                    mod.min_v_mem = None
+                if single:
+                    mod.spike_fn = sa.SingleSpike
+                mod.register_forward_hook(lambda mod, i, o, name=name: seen.setdefault(name, o.detach().double()))
+        with torch.no_grad():
+            net(x.reshape((B * T,) + tuple(x.shape[2:])))
+    finally:
+        torch.set_default_dtype(dtype)
+    return {k: v.reshape((B, T) + tuple(v.shape[1:])).sum(1) for k, v in seen.items()}
+
+
+def test_stateful_t4_event_model_gets_its_initial_membranes_from_a_start_pulse(events_t4):
+    """Stateful neurons over T = 4 windows: the binary form writes the D copies (their membranes
+    stay {v + j theta} as a set from window to window) and adds the copies' k theta and beta once,
+    at the first step, through the start pulse (NIR's IF has no initial membrane); the compact form
+    gets beta the same way. snncc reads both files back exactly; the pulse fires once per sample."""
+    from snncc.interop.nir_io import load_nir
+
+    dep, ex, x = events_t4
+    a = run(dep.deployed, x.transpose(0, 1))
+    for form, (e, path) in ex.items():
+        assert e.copies == ({"features_1": 4, "features_4": 4, "features_7": 4} if form == "binary" else {})
+        note = next(s for s in e.lost if s.startswith("initial membranes: stateful features_1, features_4, features_7"))
+        assert "clip at -v_threshold" in note and "norse 1.1's IAFCell resets to 0" in note
+        assert not any("(metadata only)" in s for s in e.lost)
+        b = run(load_nir(path), x.transpose(0, 1))
+        assert b.counts["start"].sum() == x.shape[0] and b.counts["start"].numel() == x.shape[0]
+        for k, c in a.counts.items():
+            assert torch.equal(e.neuron_counts(k, b.counts[e.names[k]]), c) and c.sum() > 0, (form, k)
+        assert torch.equal(a.output, b.output)
+
+
+def test_sinabs_computes_the_t4_stateful_model_up_to_its_membrane_clip(events_t4):
+    """sinabs 3.1.3's own reader on the T = 4 export (all 4 steps of a sample in one call): with
+    SingleSpike the binary form's copies, summed, equal snncc's counts neuron for neuron on
+    features_1 and features_4; on features_7 a few membranes drop below sinabs' clip at
+    -v_threshold (-D theta for copies) and sinabs counts more there. With that clip lifted, every
+    layer is exact: SingleSpike = snncc's counts; its default MultiSpike, either form = snncc's
+    neuron with the cap D lifted. docs/formats.md's T > 1 row says this."""
+    dep, ex, x = events_t4
+    g = dep.deployed
+    ref, unc = run(g, x.transpose(0, 1)), run(_uncapped(g), x.transpose(0, 1))
+    e, path = ex["binary"]
+    got = _sinabs_over_t(path, x, single=True)
+    assert float(got["start"].sum()) == x.shape[0]
+    mine = {k: e.neuron_counts(k, got[e.names[k]]).reshape(c.shape) for k, c in ref.counts.items()}
+    assert torch.equal(mine["features_1"], ref.counts["features_1"])
+    assert torch.equal(mine["features_4"], ref.counts["features_4"])
+    off = mine["features_7"] != ref.counts["features_7"]
+    assert 0 < int(off.sum()) <= 5 and bool((mine["features_7"][off] > ref.counts["features_7"][off]).all())
+    for form, single, want in (("binary", True, ref), ("binary", False, unc), ("multispike", False, unc)):
+        e, path = ex[form]
+        got = _sinabs_over_t(path, x, single=single, clip=False)
+        for k, c in want.counts.items():
+            assert torch.equal(e.neuron_counts(k, got[e.names[k]]).reshape(c.shape), c) and c.sum() > 0, (form, k)
+
+
+def test_norse_cannot_compute_stateful_neurons_and_says_why(events_t4):
+    """norse 1.1's reader builds an IAFCell per IF: it resets to v_reset = 0 (the carried v - theta
+    is lost) and fires on v > v_th, so even the start pulse stays silent; its counts on the T = 4
+    export are far from snncc's. The export's note names both."""
+    import norse.torch as nt
+
+    dep, ex, x = events_t4
+    e, path = ex["binary"]
+    net = nt.from_nir(nir.read(path)).double()
+    cells = {n: m for n, m in net.named_modules() if type(m).__name__ == "IAFCell"}
+    assert cells and all(float(m.p.v_reset) == 0.0 for m in cells.values())
+    seen = {}
+    for name, mod in cells.items():
+        mod.register_forward_hook(lambda mod, i, o, name=name: seen.setdefault(name, []).append(o[0].detach()))
+    B, T = x.shape[:2]
+    with torch.no_grad():
+        for b in range(B):
+            state = None
+            for t in range(T):
+                _, state = net(x[b:b + 1, t], state)
+    got = {k: torch.stack(v).reshape((B, T) + tuple(v[0].shape[1:])).sum(1) for k, v in seen.items()}
+    ref = run(dep.deployed, x.transpose(0, 1))
+    assert float(got["start"].sum()) == 0.0
+    assert all(float(e.neuron_counts(k, got[e.names[k]]).sum()) < 0.1 * float(c.sum()) for k, c in ref.counts.items())

@@ -7,7 +7,9 @@ Flatten and IF (`v' = R I`, spike when `v > v_threshold`, reset by subtraction `
 and LIF for a leaky neuron (tau = -1 / ln(leak) counted in timesteps: the `steps` reading below).
 Current sums are NIR's summed fan-in (several edges into one node), with the nodes chained in
 topological order for depth-first readers. The `binary` form (`nir_graph`) writes each D-spike
-neuron as D single-spike IF copies that single-spike readers compute exactly. What NIR cannot say is
+neuron as D single-spike IF copies that single-spike readers compute exactly; neurons that carry
+their membrane over T > 1 windows get their initial membrane from a start pulse (`_start_pulse`:
+NIR's IF has none). What NIR cannot say is
 listed in `NirExport.lost`; ops it cannot express at all (spike products, permutes, a linear map
 over tokens) are refused, naming the nodes. The exact snncc semantics (D spikes per window, theta,
 beta, the constant current, statefulness) travel in node metadata (`snncc_*` keys), so snncc reads
@@ -152,6 +154,53 @@ def _repeat_rows(t: Node, inner: bool, d: int) -> None:
         t.attrs["shape"] = (t.attrs["shape"][0] * d,) + tuple(t.attrs["shape"][1:])
 
 
+def _start_pulse(put, fresh, inp: Node) -> str:
+    """Neurons that spike once, at the first step, from constant currents alone (NIR's IF has no
+    initial membrane; this pulse, weighted, writes one): a clock pair of stateful IFs (theta 1) fed
+    the constants 1 and 0.5 spikes (1, 1, 1, ...) and (0, 1, 0, 1, ...); a third IF fed clock -
+    2 * half-clock (1, -1, 1, -1, ...) fires at step 1 (v = 1 >= 1, reset to 0) and never again (v
+    alternates -1, 0; above sinabs' clip at -v_threshold). Fires on v >= theta (snncc, sinabs) and
+    resets by subtraction in every reader that computes the copies. Returns the pulse node, (1, 1, 1)."""
+    spatial = tuple(inp.shape[1:]) if len(inp.shape) == 3 else None
+    if spatial is None:  # a vector input: Affine-shaped constants
+        src = inp.name if len(inp.shape) == 1 else put(Node(fresh("start_flat"), "reshape", [inp.name],
+                                                            {"shape": (math.prod(inp.shape),)}))
+        c = put(Node(fresh("start_const"), "linear", [src], {},
+                     {"weight": np.zeros((2, math.prod(inp.shape))), "bias": np.array([1.0, 0.5])}))
+        one = {"D": 1, "theta": 1.0, "beta": 0.0, "norm": 1.0, "rounding": "floor", "stateful": True, "leak": 1.0,
+           "reset": "subtract", "leak_first": False}
+        clk = put(Node(fresh("start_clock"), "fire", [c], dict(one)))
+        d = put(Node(fresh("start_diff"), "linear", [clk], {}, {"weight": np.array([[1.0, -2.0]])}))
+        return put(Node(fresh("start"), "fire", [d], dict(one)))
+    c = put(Node(fresh("start_const"), "conv", [inp.name], {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1),
+                                                            "groups": 1},
+                 {"weight": np.zeros((2, inp.shape[0]) + spatial), "bias": np.array([1.0, 0.5])}))
+    one = {"D": 1, "theta": 1.0, "beta": 0.0, "norm": 1.0, "rounding": "floor", "stateful": True, "leak": 1.0,
+           "reset": "subtract", "leak_first": False}
+    clk = put(Node(fresh("start_clock"), "fire", [c], dict(one)))
+    d = put(Node(fresh("start_diff"), "conv", [clk], {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1),
+                                                      "groups": 1}, {"weight": np.array([1.0, -2.0]).reshape(1, 2, 1, 1)}))
+    return put(Node(fresh("start"), "fire", [d], dict(one)))
+
+
+def _initial_membrane(put, fresh, pulse: Node, v0: np.ndarray) -> str:
+    """The current `v0` (a neuron's shape) at the first step only: the start pulse spread by a conv
+    whose (H, W) kernel with padding (H - 1, W - 1) reads the one pulse pixel at every position (or
+    an Affine for a vector)."""
+    if len(v0.shape) == 1:
+        flat = put(Node(fresh(f"{pulse.name}_flat"), "reshape", [pulse.name], {"shape": (1,)})) \
+            if len(pulse.shape) == 3 else pulse.name
+        return put(Node(fresh(f"{pulse.name}_v0"), "linear", [flat], {}, {"weight": v0.reshape(-1, 1).copy()}))
+    if len(v0.shape) != 3 or len(pulse.shape) != 3:
+        raise TargetError("an initial membrane of a stateful neuron in a map behind a vector input has no NIR form",
+                          where=f"node {pulse.name}", hint="--nir-form multispike, or keep the artefact (snncc.load)")
+    h, w = v0.shape[1:]
+    kern = np.flip(v0, axis=(1, 2))[:, None].copy()  # output (y, x) reads kernel tap (h-1-y, w-1-x)
+    return put(Node(fresh(f"{pulse.name}_v0"), "conv", [pulse.name], {"stride": (1, 1), "padding": (h - 1, w - 1),
+                                                                        "dilation": (1, 1), "groups": 1},
+                    {"weight": kern}))
+
+
 def nir_graph(graph: Graph, form: str = "binary") -> tuple[Graph, dict[str, str], dict[str, int]]:
     """The IR graph NIR is written from, equal in function to `graph` (checked by
     tests/test_nir_peers.py with snncc's own executor and the readers):
@@ -165,9 +214,13 @@ def nir_graph(graph: Graph, form: str = "binary") -> tuple[Graph, dict[str, str]
       in every window, and a reader whose IF fires at most once per step computes the deployed
       counts exactly. The projections into the neuron repeat their rows over the copies (a ones
       fan-out conv when they feed other nodes too), its consumers repeat their columns, an output
-      read from spikes sums the copies. Stateful neurons of a multi-window graph keep the compact
-      form: their copies would carry membranes offset by k theta from one window to the next,
-      which needs an initial membrane NIR's IF does not have.
+      read from spikes sums the copies.
+    - stateful neurons of a multi-window graph (T > 1, membrane v - n theta carried): the copies'
+      membranes stay {v + j theta : j = 0..D-1} as a set from window to window (each copy that fires
+      drops D theta, exactly the copies above v - n theta + D theta), so the offsets k theta (and beta,
+      snncc's initial membrane of a stateful neuron) are needed once, as an initial membrane, which
+      NIR's IF has no field for: a start pulse (`_start_pulse`, IF neurons on constant currents)
+      adds them at the first step only, in either form (the compact form gets beta).
     Returns (graph, {IR name: NIR name}, {neuron: copies})."""
     if form not in FORMS:
         raise TargetError(f"unknown NIR form {form!r}", where="--nir-form", hint=f"one of {', '.join(FORMS)}")
@@ -191,6 +244,14 @@ def nir_graph(graph: Graph, form: str = "binary") -> tuple[Graph, dict[str, str]
         for i in node.inputs:
             n_users.setdefault(i, 1)  # helper nodes (a pool's conv before its reshape) have one user
         return node.name
+
+    pulse: list[str] = []  # the start pulse, built when a neuron first needs an initial membrane
+
+    def v0_current(u: str, v0: np.ndarray) -> str:
+        out.meta.setdefault("nir_started", []).append(nm)
+        if not pulse:
+            pulse.append(_start_pulse(put, fresh, out.inputs[0]))
+        return put(Node(fresh(f"{u}_v0"), "add", [u, _initial_membrane(put, fresh, out[pulse[0]], v0)]))
 
     def refuse(n: Node, what: str):
         raise TargetError(f"{what} in the binary NIR form", where=f"node {n.name}",
@@ -263,7 +324,8 @@ def nir_graph(graph: Graph, form: str = "binary") -> tuple[Graph, dict[str, str]
             continue
         a = n.attrs
         D = a.get("D", 1)
-        if n.op == "fire" and form == "binary" and D > 1 and (not a["stateful"] or g.T == 1):
+        carried = a.get("stateful", False) and g.T > 1 and a.get("leak", 1.0) == 1.0
+        if n.op == "fire" and form == "binary" and D > 1 and (not a["stateful"] or g.T == 1 or carried):
             shape = g[n.inputs[0]].shape
             size = math.prod(shape)
             tree = _private_tree(out, x, lambda v: n_users.get(v, 0) == 1)
@@ -283,13 +345,22 @@ def nir_graph(graph: Graph, form: str = "binary") -> tuple[Graph, dict[str, str]
                              {"weight": np.ones((shape[0] * D, 1) + (1,) * nd)}))
             idx = np.repeat(np.arange(size).reshape(shape[0], -1), D, axis=0).reshape(-1)
             k = np.tile(np.repeat(np.arange(D), size // shape[0]), shape[0])
-            b = np.broadcast_to(np.asarray(n.params.get("bias", 0.0), dtype=np.float64) + a["beta"], shape)
-            bias = (b.reshape(-1)[idx] + k * a["theta"]).reshape((shape[0] * D,) + tuple(shape[1:]))
+            cshape = (shape[0] * D,) + tuple(shape[1:])
+            offset = (a["beta"] + k * a["theta"]).reshape(cshape)  # per window; once when carried
+            b = np.broadcast_to(np.asarray(n.params.get("bias", 0.0), dtype=np.float64), shape).reshape(-1)[idx]
+            if carried:
+                u = v0_current(u, offset)
+                bias = b.reshape(cshape)
+            else:
+                bias = b.reshape(cshape) + offset
             put(Node(nm, "fire", [u], {**a, "D": 1, "theta": D * a["theta"], "beta": 0.0}, {"bias": bias}))
             orig[nm], rep[nm], copies[n.name] = idx, D, D
             continue
         c = n.clone()
         c.name, c.inputs = nm, ins
+        if n.op == "fire" and carried and a["beta"] != 0.0:  # beta, the initial membrane, by the start pulse
+            c.inputs = [v0_current(x, np.full(n.shape, float(a["beta"])))]
+            c.attrs["beta"] = 0.0
         put(c)
     return out.verify(), names, copies
 
@@ -491,9 +562,7 @@ def to_nir(graph: Graph, form: str = "binary") -> NirExport:
     if graded:
         lost.append("graded spikes: " + ", ".join(graded) + " emit up to D spikes per window; a NIR IF emits at "
                     "most one spike per step (snncc keeps D in metadata)" + (
-                        "; they stay compact in the binary form because they carry their membrane across windows, "
-                        "and their copies would need an initial membrane k*theta that NIR's IF has no field for"
-                        if form == "binary" else "; --nir-form binary writes single-spike copies"))
+                        "" if form == "binary" else "; --nir-form binary writes single-spike copies"))
     if stateless:
         lost.append("window reset: " + ", ".join(stateless) + " clear their membrane after each window; a NIR IF "
                     "keeps it across steps (run one step per sample and reset between samples)")
@@ -512,6 +581,16 @@ def to_nir(graph: Graph, form: str = "binary") -> NirExport:
     stateful_beta = [f.name for f in g.neurons() if f.attrs["stateful"] and f.attrs["beta"] != 0.0]
     if stateful_beta:
         lost.append("per-step membrane offset beta of stateful " + ", ".join(stateful_beta) + " (metadata only)")
+    started = g.meta.get("nir_started", [])
+    if started:
+        lost.append("initial membranes: stateful " + ", ".join(started) + " carry v - n*theta across the T = "
+                    f"{g.T} windows (one NIR step per window, state kept between steps, reset between samples); "
+                    "NIR's IF has no initial membrane, so their beta (and the copies' k*theta) is added at the first "
+                    "step by the start pulse `start` (IFs on constant currents: clock and half clock, the "
+                    "difference fires once; it fires on v >= v_threshold and resets by subtraction, as snncc and "
+                    "sinabs do). sinabs 3.1.3 then computes snncc's counts exactly while no membrane drops below "
+                    "its clip at -v_threshold (min_v_mem; -D*theta for copies); norse 1.1's IAFCell resets to 0 "
+                    "and fires on v > v_th, so it computes neither the pulse nor the carried membrane")
     if g.inputs[0].kind == CURRENT:
         lost.append("the input is a real-valued current (encoding layer); NIR Input carries no kind")
     meta = {f"{META}T": int(g.T), f"{META}input_kind": g.inputs[0].kind, f"{META}format": "snncc-nir-1",

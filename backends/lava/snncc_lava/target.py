@@ -95,6 +95,19 @@ class LoihiTarget:
                    "input; netx HDF5 export")
 
     options = OPTIONS
+    exports = {"netx": "lava-dl netx HDF5 (snncc_lava.netx): D binary threshold copies per neuron, one step per window"}
+
+    def export_file(self, fmt: str, graph: Graph) -> bytes:
+        """`fmt` (one of `exports`) of a deployed fan-in graph: what `snncc export-netx` writes; a
+        TargetError naming every node the format cannot express."""
+        if fmt != "netx":
+            raise TargetError(f"the loihi target writes no {fmt} files", where=f"export-{fmt}", hint="netx")
+        from snncc_lava import netx
+        try:
+            return netx.export(graph)
+        except TargetError as e:  # its hint speaks of the compile option netx=true
+            raise TargetError(e.what, where=e.where, hint="netx reads input/conv/flatten/dense chains of non-stateful "
+                              "neurons; snncc export-nir writes any deployed graph") from None
 
     def validate_options(self, options: dict) -> dict:
         options = _check_options(options)

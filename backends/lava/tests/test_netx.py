@@ -221,3 +221,61 @@ def test_validator_rejects_what_netx_cannot_read(conv_chain):
         netx.validate(netx.write([ls[0], ls[1], wrong], meta))
     with pytest.raises(TargetError, match="not an HDF5 file"):
         netx.validate(b"not hdf5")
+
+
+def test_export_netx_command_writes_an_artefact_that_lava_dl_runs_exactly(tmp_path):
+    """The path a user takes: a model exported at batch 1 (`.pt2`), compiled the default way
+    (target sim), then `snncc export-netx ARTEFACT OUT.net` (the installed command; the loihi target
+    writes it through `targets.exporter`). lava-dl 0.6.0's reader runs the file in Lava fixed_pt
+    with every population's counts and the read-out equal to snncc's fixed-point simulation of the
+    artefact, and here to its float deployed counts too. Bad input: one line, exit 2, nothing written."""
+    import os
+    import subprocess
+    import sys
+
+    import snncc
+    from nets import ConvChain, randomize_bn
+    from snncc.sim.reference import run
+    from snncc_lava.network import batch_stream, host_currents
+
+    torch.manual_seed(0)
+    m = randomize_bn(ConvChain())
+    torch.export.save(torch.export.export(m, (torch.zeros(1, 2, 8, 8),)), tmp_path / "c.pt2")
+    exe = os.path.join(os.path.dirname(sys.executable), "snncc")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p and os.path.isdir(p)))
+    sh = lambda *a: subprocess.run([exe, *map(str, a)], env=env, capture_output=True, text=True, timeout=600)  # noqa: E731
+    assert sh("compile", tmp_path / "c.pt2", "-o", tmp_path / "art").returncode == 0
+    p = sh("export-netx", tmp_path / "art", tmp_path / "c.net")
+    assert p.returncode == 0 and p.stderr == "" and p.stdout.startswith(f"wrote {tmp_path / 'c.net'} (lava-dl netx")
+    g = snncc.load(str(tmp_path / "art")).deployed
+    data = (tmp_path / "c.net").read_bytes()
+    assert data == netx.export(g) and [d["type"] for d in netx.validate(data)] == ["input", "conv", "conv", "flatten", "dense"]
+
+    net = build(g)
+    q = fixed.quantize(net, "netx")
+    x = torch.rand(3, *g.inputs[0].shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 2
+    ref = fixed.simulate_fixed(q, x)
+    flt = run(g, x)
+    xs, _ = batch_stream(g, x)
+    act, _ = fixed.host_activation(q.populations["n1"], host_currents(net, "n1", xs).numpy())
+    K = act.shape[0]
+    frames = np.zeros((8, 8, 6, K + 3), np.int32)
+    for k in range(K):
+        frames[..., k] = act[k].reshape(6, 8, 8).transpose(2, 1, 0)
+    spikes, v = run_netx_reader(tmp_path / "c.net", frames, 24)
+    assert_netx_equals_fixed(g, ["n1", "n2"], spikes, v, ref, K)
+    assert all(torch.equal(ref.counts[k], flt.counts[k]) for k in flt.counts)
+
+    for args, line in (((tmp_path / "nope", tmp_path / "x.net"), "nope: folder not found"),
+                       ((tmp_path / "art", tmp_path), "is a folder, expected a file name")):
+        p = sh("export-netx", *args)
+        assert p.returncode == 2 and line in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert not (tmp_path / "x.net").exists()
+    from nets import ResidualSepConv  # a graph netx cannot express: one line naming the nodes, nothing written
+    torch.export.save(torch.export.export(randomize_bn(ResidualSepConv()), (torch.zeros(1, 3, 8, 8),)),
+                      tmp_path / "r.pt2")
+    assert sh("compile", tmp_path / "r.pt2", "-o", tmp_path / "res").returncode == 0
+    p = sh("export-netx", tmp_path / "res", tmp_path / "r.net")
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "r.net").exists()
+    assert "netx cannot express" in p.stderr and "(residual / shortcut)" in p.stderr
+    assert p.stderr.rstrip().endswith("snncc export-nir writes any deployed graph)")
