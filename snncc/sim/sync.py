@@ -77,14 +77,21 @@ import torch
 
 from snncc.errors import SnnccError
 from snncc.ir.analysis import value_numbers
-from snncc.ir.deployed import check_deployed
+from snncc.ir import registry
+from snncc.ir.deployed import TREE_OPS, check_deployed
 from snncc.ir.graph import Graph, Node
 from snncc.ir.ops import NEURON_FEATURES, check_neuron
 from snncc.sim.reference import Interpreter, carried_membrane, fire_count, timestep_inputs
 
 SCHEDULES = ("exact", "streaming")
 
-# ops allowed in a deployed current tree (all linear except spike_product)
+registry.column("sync", "executor", "the synchronous T x D simulator of deployed graphs (exact and streaming "
+                "schedules)", "snncc.sim.sync")
+registry.supports(["input", "fire", "relay", "output", "spike_product"], executor="sync",
+                  where="snncc.sim.sync.Simulator (populations, spike inputs, readout, product increments)")
+registry.supports([op for op in TREE_OPS if op != "spike_product"] + ["max_pool"], executor="sync",
+                  where="the reference op on window counts (exact) or on sub-step trains (Simulator.step_substeps)")
+registry.refuse("batchnorm", "pad", executor="sync", why=registry.NOT_DEPLOYED)
 
 
 @dataclass
@@ -138,6 +145,8 @@ def _check(graph: Graph) -> int:
     if len(graph.inputs) != 1:
         raise SnnccError(f"graph has {len(graph.inputs)} inputs; the simulator runs single-input graphs")
     check_deployed(graph, "the synchronous simulator", NEURON_FEATURES, max_pool=True)
+    for n in graph.nodes:  # an op added to the IR without a cell for this simulator: one line, not a KeyError
+        registry.lookup(n.op, "sync", where=f"node {n.name}")
     return Ds.pop()
 
 
@@ -166,7 +175,7 @@ class Simulator:
             if n.op in ("input", "fire", "relay"):
                 env[n.name] = torch.zeros((1,) + n.shape, dtype=self.dtype)
             else:
-                env[n.name] = getattr(self.aff, f"op_{n.op}")(n, *[env[i] for i in n.inputs])
+                env[n.name] = self.aff.impl(n.op)(n, *[env[i] for i in n.inputs])
         out = {}
         for n in self.g.nodes:
             if n.op in ("fire", "relay", "output"):
@@ -259,7 +268,7 @@ class Simulator:
             if n.op == "input":
                 env[n.name] = self._spike_input_counts(n, xt) if n.kind == "spike" else xt
             elif n.op == "fire":
-                cnt, y = self.aff.op_fire(n, env[n.inputs[0]])
+                cnt, y = self.aff.impl("fire")(n, env[n.inputs[0]])
                 env[n.name] = y
                 if on_fire is not None:
                     on_fire(n, y)
@@ -268,7 +277,7 @@ class Simulator:
             elif self.same[n.name] != n.name:
                 env[n.name] = env[self.same[n.name]]
             else:
-                env[n.name] = getattr(self.aff, f"op_{n.op}")(n, *[env[i] for i in n.inputs])
+                env[n.name] = self.aff.impl(n.op)(n, *[env[i] for i in n.inputs])
             for d in self.aff.dead.get(n.name, ()):
                 del env[d]
         return counts, env[self.g.output.name]
@@ -315,7 +324,7 @@ class Simulator:
                 env[n.name] = tr.reshape((D * B,) + n.shape)
             elif n.op == "spike_product":
                 cums = [per_substep(i).cumsum(0).reshape((D * B,) + self.g[i].shape) for i in n.inputs]
-                P = self.lin.op_spike_product(n, *cums).reshape((D, B) + n.shape)
+                P = self.lin.impl("spike_product")(n, *cums).reshape((D, B) + n.shape)
                 env[n.name] = torch.diff(P, dim=0, prepend=torch.zeros_like(P[:1])).reshape((D * B,) + n.shape)
             elif n.op == "output":
                 y = per_substep(n.inputs[0]).sum(0)
@@ -326,10 +335,10 @@ class Simulator:
                 if self.same[n.name] in uniform:
                     uniform.add(n.name)
             elif all(i in uniform for i in n.inputs):
-                env[n.name] = getattr(self.lin, f"op_{n.op}")(n, *[env[i] for i in n.inputs])
+                env[n.name] = self.lin.impl(n.op)(n, *[env[i] for i in n.inputs])
                 uniform.add(n.name)
             else:
-                env[n.name] = getattr(self.lin, f"op_{n.op}")(n, *[folded(i) for i in n.inputs])
+                env[n.name] = self.lin.impl(n.op)(n, *[folded(i) for i in n.inputs])
             for d in self.aff.dead.get(n.name, ()):
                 del env[d]
                 uniform.discard(d)
