@@ -47,7 +47,7 @@ from snncc.errors import SnnccError
 from snncc.ir.analysis import sources as weightless_sources, value_numbers
 from snncc.ir import registry
 from snncc.ir.graph import Graph, Node
-from snncc.ir.ops import SPIKE
+from snncc.ir.ops import POPULATION_OPS, SPIKE
 from snncc.sim.reference import Interpreter
 
 PROBE_LIMIT = 1 << 24  # source neurons x target neurons of a dense one-hot probe
@@ -519,7 +519,7 @@ def analyze(graph: Graph, probe_limit: int | None = None, architecture: bool = T
     for n in g.nodes:
         if n.op == "input" and n.kind == SPIKE:
             pops[n.name] = Population(n.name, "spike_input", n.shape, 0)
-        elif n.op in ("fire", "relay"):
+        elif n.op in POPULATION_OPS:
             pops[n.name] = Population(n.name, n.op, n.shape, int(n.attrs["D"]))
     out_node = g.output
     pops[out_node.name] = Population(out_node.name, "output", out_node.shape, 0)
@@ -542,7 +542,7 @@ def analyze(graph: Graph, probe_limit: int | None = None, architecture: bool = T
     products: list[ProductNode] = []
     notes: list[str] = []
     structural = _Structural(g)
-    for c in [n for n in g.nodes if n.op in ("fire", "relay")] + [out_node]:
+    for c in [n for n in g.nodes if n.op in POPULATION_OPS] + [out_node]:
         root = g[c.inputs[0]]
         terms = list(root.inputs) if root.op == "add" else [root.name]
         for t in terms:

@@ -81,7 +81,7 @@ from snncc.ir.analysis import value_numbers
 from snncc.ir import registry
 from snncc.ir.deployed import TREE_OPS, check_deployed
 from snncc.ir.graph import Graph, Node
-from snncc.ir.ops import NEURON_FEATURES, check_neuron
+from snncc.ir.ops import NEURON_FEATURES, POPULATION_OPS, check_neuron
 from snncc.sim.reference import Interpreter, carried_membrane, fire_count, timestep_inputs
 
 SCHEDULES = ("exact", "streaming")
@@ -123,7 +123,7 @@ def levels(graph: Graph) -> dict[str, int]:
     for n in graph.nodes:
         if n.op == "input":
             lv[n.name] = 0
-        elif n.op in ("fire", "relay"):
+        elif n.op in POPULATION_OPS:
             lv[n.name] = 1 + lv[n.inputs[0]]
         else:
             lv[n.name] = max(lv[i] for i in n.inputs)
@@ -205,7 +205,7 @@ class Simulator:
         B = xs[0].shape[0]
         fires = graph.neurons()
         lv = self.lv
-        depth = max(lv[n.name] for n in graph.nodes if n.op in ("fire", "relay"))
+        depth = max(lv[n.name] for n in graph.nodes if n.op in POPULATION_OPS)
         scale = D if schedule == "exact" else 1  # sub-steps per level
         start = {n.name: lv[n.name] * scale for n in graph.nodes if n.op == "fire" or n.op == "input"}
         S = D * T + depth * scale
