@@ -120,3 +120,35 @@ def test_cost_models_dispatch_through_the_registry(monkeypatch):
 
 def test_docs_ops_md_is_the_generated_matrix(script):
     assert open(script.DOC).read() == script.render(), "run: python scripts/op_matrix.py --write"
+
+
+def _max_pooled():
+    """Spike input 1x4x4 -> 2x2 max pool -> 1x1 conv (weight 2) -> neuron (D 4, floor) -> output."""
+    return Graph([Node("x", "input", [], {"shape": (1, 4, 4), "kind": "spike"}),
+                  Node("p", "max_pool", ["x"], {"kernel": (2, 2), "stride": (2, 2)}),
+                  Node("c", "conv", ["p"], {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1)},
+                       params={"weight": np.full((1, 1, 1, 1), 2.0)}),
+                  Node("f", "fire", ["c"], {"D": 4, "rounding": "floor"}),
+                  Node("o", "output", ["f"])]).infer()
+
+
+def test_the_declared_max_pool_cells_are_what_the_code_does(script):
+    """The matrix row of max_pool against the code it describes: the reference and the sync
+    simulator run it (counts by hand: the window maxima 3, 1, 0, 2 doubled, capped at D 4), the event
+    simulator and the Loihi lowering refuse it, each in its own words."""
+    from snncc.sim import reference, sync
+    from snncc.sim.events import build_network
+
+    g = _max_pooled()
+    x = torch.tensor([[[[3.0, 0.0, 1.0, 0.0], [1.0, 2.0, 0.0, 0.0], [0.0, 0.0, 2.0, 1.0], [0.0, 0.0, 0.0, 0.0]]]])
+    assert registry.cell("max_pool", "reference").impl and registry.cell("max_pool", "sync").impl
+    ref = reference.run(g, x).counts["f"]
+    assert ref.reshape(-1).tolist() == [4.0, 2.0, 0.0, 4.0]
+    assert sync.simulate(g, x).counts["f"].reshape(-1).tolist() == [4, 2, 0, 4]
+    assert registry.cell("max_pool", "event").refused
+    with pytest.raises(SnnccError, match="max pooling of spikes: the event simulator does not implement it"):
+        build_network(g)
+    assert registry.cell("max_pool", "loihi").refused
+    from snncc_lava import network
+
+    assert any("node p: max pooling of spikes" in p for p in network.unsupported(g))
