@@ -136,14 +136,14 @@ class Interpreter:
     def impl(self, op: str):
         """The bound method implementing `op` (a subclass's override of it, if any); one line naming
         the op and the executor when the registry has none."""
-        bound = self.__dict__.setdefault("_bound", {})
-        f = bound.get(op)
-        if f is None:
+        names = self.__dict__.setdefault("_op_methods", {})  # op -> method name (no bound methods: no cycle)
+        name = names.get(op)
+        if name is None:
             fn = lookup(op, self.executor)
             if not callable(fn):  # an op `run` handles itself (the input)
                 raise SnnccError(f"op {op}: {fn} handles it; it has no op method")
-            f = bound[op] = getattr(self, fn.__name__)
-        return f
+            name = names[op] = fn.__name__
+        return getattr(self, name)
 
     def run(self, x, keep_values: bool = False) -> Result:
         g = self.graph
