@@ -45,12 +45,12 @@ import torch.nn.functional as F
 
 from snncc.errors import SnnccError
 from snncc.ir.analysis import sources as weightless_sources, value_numbers
+from snncc.ir import registry
 from snncc.ir.graph import Graph, Node
-from snncc.ir.ops import SPIKE
+from snncc.ir.ops import POPULATION_OPS, SPIKE
 from snncc.sim.reference import Interpreter
 
 PROBE_LIMIT = 1 << 24  # source neurons x target neurons of a dense one-hot probe
-MAC_OPS = ("conv", "linear", "pool", "mean", "scale")
 
 
 @dataclass
@@ -184,7 +184,7 @@ def _leaves(g: Graph, nodes: list[Node], term: str) -> list[str]:
 
 def _evaluate(interp: Interpreter, nodes: list[Node], env: dict) -> dict:
     for n in nodes:
-        env[n.name] = getattr(interp, f"op_{n.op}")(n, *[env[i] for i in n.inputs])
+        env[n.name] = interp.impl(n.op)(n, *[env[i] for i in n.inputs])
     return env
 
 
@@ -199,21 +199,52 @@ def _path_nodes(g: Graph, nodes: list[Node], leaf: str) -> list[Node]:
     return out
 
 
+# Whether an op of a chain spreads one input neuron over several outputs and/or merges several inputs
+# into one output (`_provably_exact`): per op, registered for the "fanout" cost model.
+registry.column("fanout", "cost", "whether an op spreads one neuron to several or merges several into one "
+                "(path counts are exact distinct-target counts when no merge follows a spread)", "snncc.estimate.plan")
+
+
+@registry.implements("conv", cost="fanout")
+def _fanout_conv(g: Graph, n: Node) -> tuple[bool, bool]:
+    return True, True
+
+
+@registry.implements("linear", cost="fanout")
+def _fanout_linear(g: Graph, n: Node) -> tuple[bool, bool]:
+    w = n.params["weight"].shape
+    return w[0] > 1, w[1] > 1
+
+
+@registry.implements("pool", cost="fanout")
+def _fanout_pool(g: Graph, n: Node) -> tuple[bool, bool]:
+    k, s = n.attrs["kernel"], n.attrs["stride"]
+    return any(si < ki for si, ki in zip(s, k)), math.prod(k) > 1
+
+
+@registry.implements("mean", cost="fanout")
+def _fanout_mean(g: Graph, n: Node) -> tuple[bool, bool]:
+    src = g[n.inputs[0]].shape
+    return False, math.prod(src[d] for d in n.attrs["dims"]) > 1
+
+
+@registry.implements("upsample", cost="fanout")
+def _fanout_upsample(g: Graph, n: Node) -> tuple[bool, bool]:
+    return math.prod(n.attrs["scale"]) > 1, False
+
+
+@registry.implements("scale", "add", "offset", "reshape", "permute", "max_pool", "spike_product", cost="fanout")
+def _fanout_none(g: Graph, n: Node) -> tuple[bool, bool]:
+    return False, False  # one neuron to one (add: its operands are separate leaves; max_pool and products: flagged
+    # inexact or their own projections elsewhere)
+
+
+registry.refuse("input", "fire", "relay", "output", cost="fanout", why=registry.NOT_IN_A_TREE)
+registry.refuse("batchnorm", "pad", cost="fanout", why=registry.NOT_DEPLOYED)
+
+
 def _spreads_merges(g: Graph, n: Node) -> tuple[bool, bool]:
-    if n.op in ("conv",):
-        return True, True
-    if n.op == "linear":
-        w = n.params["weight"].shape
-        return w[0] > 1, w[1] > 1
-    if n.op == "pool":
-        k, s = n.attrs["kernel"], n.attrs["stride"]
-        return any(si < ki for si, ki in zip(s, k)), math.prod(k) > 1
-    if n.op == "mean":
-        src = g[n.inputs[0]].shape
-        return False, math.prod(src[d] for d in n.attrs["dims"]) > 1
-    if n.op == "upsample":
-        return math.prod(n.attrs["scale"]) > 1, False
-    return False, False  # scale, add, offset, reshape, permute
+    return registry.lookup(n.op, "fanout", where=f"node {n.name}")(g, n)
 
 
 def _provably_exact(g: Graph, path: list[Node], leaf: str) -> bool:
@@ -348,7 +379,10 @@ def _vjp_permute(g: Graph, n: Node, gy):
     return [gy.permute(0, *(int(d) + 1 for d in inv))]
 
 
-_ONES_VJP = {
+registry.column("paths", "cost", "structural backward rule (every weight one): synaptic path counts in one sweep; "
+                "a tree with an op without one is counted by autograd of the structural interpreter",
+                "snncc.estimate.plan")
+for _op, _fn in {
     "conv": _vjp_conv,
     "linear": lambda g, n, gy: [gy.sum(-1, keepdim=True).expand(gy.shape[:-1] + (n.params["weight"].shape[1],))],
     "pool": _vjp_pool,
@@ -361,7 +395,11 @@ _ONES_VJP = {
     "reshape": lambda g, n, gy: [gy.reshape((1,) + tuple(g[n.inputs[0]].shape))],
     "permute": _vjp_permute,
     "spike_product": lambda g, n, gy: [None] * len(n.inputs),  # its own projection: no linear path
-}
+}.items():
+    registry.implement(_op, _fn, cost="paths", where=f"snncc.estimate.plan (structural backward rule of {_op})")
+registry.refuse("input", "fire", "relay", "output", cost="paths", why=registry.NOT_IN_A_TREE)
+registry.refuse("batchnorm", "pad", cost="paths", why=registry.NOT_DEPLOYED)
+_ONES_VJP = registry.table("paths")
 
 
 def _ones_vjp(g: Graph, nodes: list[Node], term: str, leaves: list[str]) -> dict[str, np.ndarray]:
@@ -392,20 +430,52 @@ def _structure_key(g: Graph, nodes: list[Node], term: str, all_leaves: list[str]
 
 
 # ---- host MACs -------------------------------------------------------------------------------
+registry.column("host_macs", "cost", "dense multiply-accumulates of an op on a real-valued current (the host's "
+                "encoding layer), per sample and timestep", "snncc.estimate.plan")
+
+
+@registry.implements("conv", cost="host_macs")
+def _macs_conv(g: Graph, n: Node) -> int:
+    return math.prod(n.shape) * math.prod(n.params["weight"].shape[1:])
+
+
+@registry.implements("linear", cost="host_macs")
+def _macs_linear(g: Graph, n: Node) -> int:
+    return math.prod(n.shape) * n.params["weight"].shape[1]
+
+
+@registry.implements("pool", cost="host_macs")
+def _macs_pool(g: Graph, n: Node) -> int:
+    return math.prod(n.shape) * math.prod(n.attrs["kernel"])
+
+
+@registry.implements("mean", cost="host_macs")
+def _macs_mean(g: Graph, n: Node) -> int:
+    return math.prod(g[n.inputs[0]].shape)
+
+
+@registry.implements("scale", cost="host_macs")
+def _macs_scale(g: Graph, n: Node) -> int:
+    return math.prod(n.shape)
+
+
+registry.refuse("add", "offset", "upsample", "reshape", "permute", cost="host_macs",
+                why="free: sums and data movement, no multiplies (0 MACs)")
+registry.refuse("max_pool", cost="host_macs", why="free: a max of spike counts, never a host current (0 MACs)")
+registry.refuse("spike_product", cost="host_macs",
+                why="priced as coincidence operations of its operand spikes (plan.coincidences), not MACs")
+registry.refuse("input", "fire", "relay", "output", cost="host_macs", why=registry.NOT_IN_A_TREE)
+registry.refuse("batchnorm", "pad", cost="host_macs", why=registry.NOT_DEPLOYED)
+
+
+MAC_OPS = tuple(registry.table("host_macs"))  # ops with dense MACs on the host
+
+
 def dense_macs(g: Graph, n: Node) -> int:
-    """Multiply-accumulates of one op on a real-valued (current) input, per sample and timestep."""
-    out = math.prod(n.shape)
-    if n.op == "conv":
-        return out * math.prod(n.params["weight"].shape[1:])
-    if n.op == "linear":
-        return out * n.params["weight"].shape[1]
-    if n.op == "pool":
-        return out * math.prod(n.attrs["kernel"])
-    if n.op == "mean":
-        return math.prod(g[n.inputs[0]].shape)
-    if n.op == "scale":
-        return out
-    return 0
+    """Multiply-accumulates of one op on a real-valued (current) input, per sample and timestep
+    (0 for an op the "host_macs" cost model refuses: free or priced elsewhere)."""
+    c = registry.cell(n.op, "host_macs")
+    return c.impl(g, n) if c is not None and not c.refused else 0
 
 
 def _host_key(n: Node, canon: dict[str, str]):
@@ -449,7 +519,7 @@ def analyze(graph: Graph, probe_limit: int | None = None, architecture: bool = T
     for n in g.nodes:
         if n.op == "input" and n.kind == SPIKE:
             pops[n.name] = Population(n.name, "spike_input", n.shape, 0)
-        elif n.op in ("fire", "relay"):
+        elif n.op in POPULATION_OPS:
             pops[n.name] = Population(n.name, n.op, n.shape, int(n.attrs["D"]))
     out_node = g.output
     pops[out_node.name] = Population(out_node.name, "output", out_node.shape, 0)
@@ -472,7 +542,7 @@ def analyze(graph: Graph, probe_limit: int | None = None, architecture: bool = T
     products: list[ProductNode] = []
     notes: list[str] = []
     structural = _Structural(g)
-    for c in [n for n in g.nodes if n.op in ("fire", "relay")] + [out_node]:
+    for c in [n for n in g.nodes if n.op in POPULATION_OPS] + [out_node]:
         root = g[c.inputs[0]]
         terms = list(root.inputs) if root.op == "add" else [root.name]
         for t in terms:

@@ -27,7 +27,8 @@ import torch
 
 from snncc import artifact
 from snncc.errors import SnnccError
-from snncc.ir.graph import Graph
+from snncc.ir import registry
+from snncc.ir.graph import Graph, Node
 from snncc.estimate.energy import Activity, terms
 from snncc.estimate.plan import closure
 
@@ -606,6 +607,27 @@ def _tree(g: Graph, fire: str) -> list:
     return [n for n in g.nodes if n.name in names]
 
 
+registry.column("weights", "cost", "weight entries an op stores (the compile report's weight memory at float32 and "
+                "8 bits)", "snncc.estimate.report")
+
+
+@registry.implements("conv", "linear", cost="weights")
+def _weight_matrix(n: Node) -> int:
+    return int(n.params["weight"].size) if "weight" in n.params else 0
+
+
+registry.refuse("scale", "batchnorm", "pad", "fire", "relay", cost="weights",
+                why="per-channel factors or constants, not a weight matrix (counted among the parameters)")
+registry.refuse("add", "pool", "max_pool", "upsample", "offset", "mean", "reshape", "permute", "spike_product", "input",
+                "output", cost="weights", why="no stored weights: fixed sums, data movement or the graph's ends")
+
+
+def weight_entries(n: Node) -> int:
+    """Weight entries `n` stores (0 for an op the "weights" cost model refuses)."""
+    c = registry.cell(n.op, "weights")
+    return c.impl(n) if c is not None and not c.refused else 0
+
+
 def static_stats_per_population(graph: Graph, probe_limit: int | None = 0) -> list[dict]:
     """Per consumer population (fires and the output readout): neurons, D, parameters (every
     parameter entry of its private current tree and its own constant current), weight entries
@@ -623,7 +645,7 @@ def static_stats_per_population(graph: Graph, probe_limit: int | None = 0) -> li
             continue
         nodes = _tree(graph, name) + [graph[name]]
         params = sum(int(v.size) for n in nodes for v in n.params.values())
-        weights = sum(int(n.params["weight"].size) for n in nodes if n.op in ("conv", "linear") and "weight" in n.params)
+        weights = sum(weight_entries(n) for n in nodes)
         projs = plan.projections_into(name)
         syn = sum(p.synapses for p in projs if p.kind == "synaptic")
         macs = sum(p.macs for p in projs if p.kind == "host")

@@ -22,6 +22,11 @@ import torch.nn.functional as F
 from snncc.errors import SnnccError
 from snncc.ir.analysis import dead_after, value_numbers
 from snncc.ir.graph import Graph, Node
+from snncc.ir.registry import column, implements, lookup, supports
+
+column("reference", "executor", "the reference interpreter: any IR level, batch-wise, the semantic ground truth",
+       "snncc.sim.reference")
+supports(["input"], executor="reference", where="snncc.sim.reference.Interpreter.run (the timestep's input batch)")
 
 
 @dataclass
@@ -105,7 +110,11 @@ def timestep_inputs(graph: Graph, x, dtype: torch.dtype) -> list[torch.Tensor]:
 
 
 class Interpreter:
-    """Walks the graph once per timestep. Subclass and override `op_<name>` to change one op."""
+    """Walks the graph once per timestep. Each op's behaviour is the `op_<name>` method registered
+    for the "reference" executor (snncc.ir.registry); `impl(op)` dispatches through the registry,
+    so a subclass that overrides `op_<name>` changes one op."""
+
+    executor = "reference"
 
     def __init__(self, graph: Graph, dtype: torch.dtype = torch.float64):
         self.graph = graph
@@ -123,6 +132,18 @@ class Interpreter:
         self.same = value_numbers(graph)  # copies of one value (private trees) are evaluated once
         self.last_step = False  # set by the executor on its last timestep: no state to carry on
         self.dead = dead_after(graph, self.same)  # values to drop once a node has run
+
+    def impl(self, op: str):
+        """The bound method implementing `op` (a subclass's override of it, if any); one line naming
+        the op and the executor when the registry has none."""
+        names = self.__dict__.setdefault("_op_methods", {})  # op -> method name (no bound methods: no cycle)
+        name = names.get(op)
+        if name is None:
+            fn = lookup(op, self.executor)
+            if not callable(fn):  # an op `run` handles itself (the input)
+                raise SnnccError(f"op {op}: {fn} handles it; it has no op method")
+            name = names[op] = fn.__name__
+        return getattr(self, name)
 
     def run(self, x, keep_values: bool = False) -> Result:
         g = self.graph
@@ -144,15 +165,15 @@ class Interpreter:
                 elif self.same[n.name] != n.name:
                     env[n.name] = env[self.same[n.name]]
                 elif n.op == "fire":
-                    cnt, y = self.op_fire(n, env[n.inputs[0]])
+                    cnt, y = self.impl("fire")(n, env[n.inputs[0]])
                     counts[n.name] = cnt if n.name not in counts else counts[n.name] + cnt
                     env[n.name] = y
                 elif n.op == "relay":
-                    y = env[n.name] = self.op_relay(n, env[n.inputs[0]])
+                    y = env[n.name] = self.impl("relay")(n, env[n.inputs[0]])
                     m = (y != 0).to(y.dtype)
                     messages[n.name] = m if n.name not in messages else messages[n.name] + m
                 else:
-                    env[n.name] = getattr(self, f"op_{n.op}")(n, *[env[i] for i in n.inputs])
+                    env[n.name] = self.impl(n.op)(n, *[env[i] for i in n.inputs])
                 if not keep_values:
                     for d in self.dead.get(n.name, ()):
                         del env[d]
@@ -166,6 +187,7 @@ class Interpreter:
     def p(self, n: Node, k: str):
         return self._params[n.name].get(k)
 
+    @implements("fire", executor="reference")
     def op_fire(self, n: Node, u: torch.Tensor):
         a = n.attrs
         v = u + a["beta"] if a["beta"] != 0.0 else u
@@ -186,19 +208,23 @@ class Interpreter:
             self.state[n.name] = carry(v, cnt, a)
         return cnt, (cnt / a["norm"] if a["norm"] != 1.0 else cnt)
 
+    @implements("relay", executor="reference")
     def op_relay(self, n: Node, u: torch.Tensor):
         b = self.p(n, "bias")
         return u + b if b is not None else u
 
+    @implements("conv", executor="reference")
     def op_conv(self, n: Node, x):
         a = n.attrs
         w = self.p(n, "weight")
         fn = F.conv2d if w.dim() == 4 else F.conv1d
         return fn(x, w, self.p(n, "bias"), a["stride"], a["padding"], a["dilation"], a["groups"])
 
+    @implements("linear", executor="reference")
     def op_linear(self, n: Node, x):
         return F.linear(x, self.p(n, "weight"), self.p(n, "bias"))
 
+    @implements("batchnorm", executor="reference")
     def op_batchnorm(self, n: Node, x):
         axis = n.attrs["axis"]
         axis = axis + 1 if axis >= 0 else x.dim() + axis
@@ -207,15 +233,18 @@ class Interpreter:
         m, var, w, b = (self.p(n, k).reshape(shape) for k in ("mean", "var", "weight", "bias"))
         return (x - m) / torch.sqrt(var + n.attrs["eps"]) * w + b
 
+    @implements("add", executor="reference")
     def op_add(self, n: Node, *xs):
         out = xs[0]
         for x in xs[1:]:
             out = out + x
         return out
 
+    @implements("scale", executor="reference")
     def op_scale(self, n: Node, x):
         return x * self.p(n, "factor")
 
+    @implements("pool", executor="reference")
     def op_pool(self, n: Node, x):
         a = n.attrs
         y = F.avg_pool2d(x, a["kernel"], a["stride"], a["padding"])
@@ -223,10 +252,12 @@ class Interpreter:
             y = y * (a["kernel"][0] * a["kernel"][1])
         return y
 
+    @implements("max_pool", executor="reference")
     def op_max_pool(self, n: Node, x):
         a = n.attrs
         return F.max_pool2d(x, a["kernel"], a["stride"], a["padding"])
 
+    @implements("pad", executor="reference")
     def op_pad(self, n: Node, x):
         t, b, l, r = n.attrs["pads"]
         y = F.pad(x, (l, r, t, b))
@@ -237,10 +268,12 @@ class Interpreter:
             y = torch.where(inner, y, v.reshape(-1, 1, 1).to(y.dtype))
         return y
 
+    @implements("upsample", executor="reference")
     def op_upsample(self, n: Node, x):
         sh, sw = n.attrs["scale"]
         return x.repeat_interleave(sh, dim=2).repeat_interleave(sw, dim=3)
 
+    @implements("offset", executor="reference")
     def op_offset(self, n: Node, x):
         a = n.attrs
         shape = list(x.shape)
@@ -249,15 +282,19 @@ class Interpreter:
         y.narrow(a["axis"] + 1, a["at"], x.shape[a["axis"] + 1]).copy_(x)
         return y
 
+    @implements("mean", executor="reference")
     def op_mean(self, n: Node, x):
         return x.mean(dim=tuple(d + 1 for d in n.attrs["dims"]), keepdim=n.attrs["keepdim"])
 
+    @implements("reshape", executor="reference")
     def op_reshape(self, n: Node, x):
         return x.reshape(x.shape[0], *n.attrs["shape"])
 
+    @implements("permute", executor="reference")
     def op_permute(self, n: Node, x):
         return x.permute(0, *(d + 1 for d in n.attrs["dims"]))
 
+    @implements("spike_product", executor="reference")
     def op_spike_product(self, n: Node, *xs):
         if len(xs) == 2:
             y = xs[0] @ xs[1]
@@ -268,6 +305,7 @@ class Interpreter:
         s = n.attrs["scale"]
         return y * s if s != 1.0 else y
 
+    @implements("output", executor="reference")
     def op_output(self, n: Node, x):
         return x
 

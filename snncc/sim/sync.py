@@ -71,20 +71,23 @@ exactly with float counts (`torch.equal`, `==` and arithmetic promote), `.sum()`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
 
 from snncc.errors import SnnccError
 from snncc.ir.analysis import value_numbers
-from snncc.ir.deployed import check_deployed
+from snncc.ir import registry
+from snncc.ir.deployed import TREE_OPS, check_deployed
 from snncc.ir.graph import Graph, Node
-from snncc.ir.ops import NEURON_FEATURES, check_neuron
+from snncc.ir.ops import NEURON_FEATURES, POPULATION_OPS, check_neuron
 from snncc.sim.reference import Interpreter, carried_membrane, fire_count, timestep_inputs
 
 SCHEDULES = ("exact", "streaming")
 
-# ops allowed in a deployed current tree (all linear except spike_product)
+registry.column("sync", "executor", "the synchronous T x D simulator of deployed graphs (exact and streaming "
+                "schedules)", "snncc.sim.sync")
 
 
 @dataclass
@@ -120,7 +123,7 @@ def levels(graph: Graph) -> dict[str, int]:
     for n in graph.nodes:
         if n.op == "input":
             lv[n.name] = 0
-        elif n.op in ("fire", "relay"):
+        elif n.op in POPULATION_OPS:
             lv[n.name] = 1 + lv[n.inputs[0]]
         else:
             lv[n.name] = max(lv[i] for i in n.inputs)
@@ -138,6 +141,8 @@ def _check(graph: Graph) -> int:
     if len(graph.inputs) != 1:
         raise SnnccError(f"graph has {len(graph.inputs)} inputs; the simulator runs single-input graphs")
     check_deployed(graph, "the synchronous simulator", NEURON_FEATURES, max_pool=True)
+    for n in graph.nodes:  # an op added to the IR without a cell for this simulator: one line, not a KeyError
+        registry.lookup(n.op, "sync", where=f"node {n.name}")
     return Ds.pop()
 
 
@@ -158,6 +163,7 @@ class Simulator:
                 self.lin._params[n.name].pop("bias", None)
         self.const = self._constants()
         self.same = value_numbers(graph)
+        self.ops = {n.op: registry.lookup(n.op, "sync") for n in graph.nodes}  # op -> SyncOp (checked in _check)
 
     def _constants(self) -> dict[str, torch.Tensor | None]:
         """Affine constant of every fire's / the output's input tree: the tree on all-zero sources."""
@@ -166,7 +172,7 @@ class Simulator:
             if n.op in ("input", "fire", "relay"):
                 env[n.name] = torch.zeros((1,) + n.shape, dtype=self.dtype)
             else:
-                env[n.name] = getattr(self.aff, f"op_{n.op}")(n, *[env[i] for i in n.inputs])
+                env[n.name] = self.aff.impl(n.op)(n, *[env[i] for i in n.inputs])
         out = {}
         for n in self.g.nodes:
             if n.op in ("fire", "relay", "output"):
@@ -199,7 +205,7 @@ class Simulator:
         B = xs[0].shape[0]
         fires = graph.neurons()
         lv = self.lv
-        depth = max(lv[n.name] for n in graph.nodes if n.op in ("fire", "relay"))
+        depth = max(lv[n.name] for n in graph.nodes if n.op in POPULATION_OPS)
         scale = D if schedule == "exact" else 1  # sub-steps per level
         start = {n.name: lv[n.name] * scale for n in graph.nodes if n.op == "fire" or n.op == "input"}
         S = D * T + depth * scale
@@ -253,25 +259,20 @@ class Simulator:
         """exact/window: the reference's ops on window counts. Returns fire counts and output; with
         `on_fire(node, counts)` (called as each population fires) only the counts of `keep` are
         returned, the others live only until their last reader."""
-        env: dict[str, torch.Tensor] = {}
-        counts = {}
+        st = _Step(self, xt)
+        st.counts, st.on_fire, st.keep = {}, on_fire, keep
+        env = st.env
         for n in self.g.nodes:
-            if n.op == "input":
-                env[n.name] = self._spike_input_counts(n, xt) if n.kind == "spike" else xt
-            elif n.op == "fire":
-                cnt, y = self.aff.op_fire(n, env[n.inputs[0]])
-                env[n.name] = y
-                if on_fire is not None:
-                    on_fire(n, y)
-                if on_fire is None or n.name in keep:
-                    counts[n.name] = y
+            own = self.ops[n.op].window
+            if own is not None:
+                own(self, n, st)
             elif self.same[n.name] != n.name:
                 env[n.name] = env[self.same[n.name]]
             else:
-                env[n.name] = getattr(self.aff, f"op_{n.op}")(n, *[env[i] for i in n.inputs])
+                env[n.name] = self.aff.impl(n.op)(n, *[env[i] for i in n.inputs])
             for d in self.aff.dead.get(n.name, ()):
                 del env[d]
-        return counts, env[self.g.output.name]
+        return st.counts, env[self.g.output.name]
 
     def step_substeps(self, xt: torch.Tensor, t: int, schedule: str, input_mode: str, bias_mode: str):
         """Sub-step-resolved timestep: every tensor carries a leading D axis folded into the batch.
@@ -281,59 +282,26 @@ class Simulator:
         current computed from such values only, e.g. the encoding layer's conv) are computed once
         at batch B and broadcast where they meet sub-step-resolved values: same numbers, D times
         less work for the encoding layer."""
-        D = self.D
-        B = xt.shape[0]
-        env: dict[str, torch.Tensor] = {}  # (D*B, *shape): spike trains / sub-step currents
-        uniform: set[str] = set()  # nodes whose env value is (B, *shape), the same at every sub-step
-        trains = {}
-
-        def per_substep(name: str) -> torch.Tensor:  # (D, B, *shape), a view for uniform values
-            v = env[name]
-            if name in uniform:
-                return v.unsqueeze(0).expand((D,) + tuple(v.shape))
-            return v.reshape((D, B) + self.g[name].shape)
-
-        def folded(name: str) -> torch.Tensor:  # (D*B, *shape)
-            return per_substep(name).reshape((D * B,) + self.g[name].shape) if name in uniform else env[name]
-
+        st = _Step(self, xt)
+        st.t, st.schedule, st.input_mode, st.bias_mode = t, schedule, input_mode, bias_mode
+        env, uniform = st.env, st.uniform
         for n in self.g.nodes:
-            if n.op == "input":
-                if n.kind == "spike":
-                    c = self._spike_input_counts(n, xt)
-                    env[n.name] = self._train(c).reshape((D * B,) + tuple(xt.shape[1:]))
-                elif input_mode == "spread":
-                    env[n.name] = xt / D
-                    uniform.add(n.name)
-                else:
-                    tr = torch.cat([xt.unsqueeze(0), torch.zeros((D - 1,) + tuple(xt.shape), dtype=self.dtype)])
-                    env[n.name] = tr.reshape((D * B,) + tuple(xt.shape[1:]))
-            elif n.op == "relay":
-                env[n.name] = self._relay(n, per_substep(n.inputs[0]), schedule, bias_mode).reshape((D * B,) + n.shape)
-            elif n.op == "fire":
-                tr = self._fire(n, per_substep(n.inputs[0]), t, schedule, bias_mode)
-                trains[n.name] = tr
-                env[n.name] = tr.reshape((D * B,) + n.shape)
-            elif n.op == "spike_product":
-                cums = [per_substep(i).cumsum(0).reshape((D * B,) + self.g[i].shape) for i in n.inputs]
-                P = self.lin.op_spike_product(n, *cums).reshape((D, B) + n.shape)
-                env[n.name] = torch.diff(P, dim=0, prepend=torch.zeros_like(P[:1])).reshape((D * B,) + n.shape)
-            elif n.op == "output":
-                y = per_substep(n.inputs[0]).sum(0)
-                c = self.const.get(n.name)
-                env[n.name] = y + c if c is not None else y
+            own = self.ops[n.op].substep
+            if own is not None:
+                own(self, n, st)
             elif self.same[n.name] != n.name:
                 env[n.name] = env[self.same[n.name]]
                 if self.same[n.name] in uniform:
                     uniform.add(n.name)
             elif all(i in uniform for i in n.inputs):
-                env[n.name] = getattr(self.lin, f"op_{n.op}")(n, *[env[i] for i in n.inputs])
+                env[n.name] = self.lin.impl(n.op)(n, *[env[i] for i in n.inputs])
                 uniform.add(n.name)
             else:
-                env[n.name] = getattr(self.lin, f"op_{n.op}")(n, *[folded(i) for i in n.inputs])
+                env[n.name] = self.lin.impl(n.op)(n, *[st.folded(i) for i in n.inputs])
             for d in self.aff.dead.get(n.name, ()):
                 del env[d]
                 uniform.discard(d)
-        return trains, env[self.g.output.name]
+        return st.trains, env[self.g.output.name]
 
     def _fire(self, n: Node, I: torch.Tensor, t: int, schedule: str, bias_mode: str) -> torch.Tensor:
         a = n.attrs
@@ -404,6 +372,107 @@ class Simulator:
             raise SnnccError(f"spike input holds values that are not integer counts in [0, {self.D}]",
                              where=f"node {n.name}")
         return xt
+
+
+class _Step:
+    """One timestep of a `Simulator` step: the values so far and what the op handlers share.
+    env holds (B, *shape) window counts (exact/window) or (D*B, *shape) sub-step trains and
+    currents; `uniform` names the values that are (B, *shape), the same at every sub-step."""
+
+    def __init__(self, sim: Simulator, xt: torch.Tensor):
+        self.sim, self.xt, self.B = sim, xt, xt.shape[0]
+        self.env: dict[str, torch.Tensor] = {}
+        self.uniform: set[str] = set()
+        self.trains: dict[str, torch.Tensor] = {}
+
+    def per_substep(self, name: str) -> torch.Tensor:  # (D, B, *shape), a view for uniform values
+        v, D = self.env[name], self.sim.D
+        if name in self.uniform:
+            return v.unsqueeze(0).expand((D,) + tuple(v.shape))
+        return v.reshape((D, self.B) + self.sim.g[name].shape)
+
+    def folded(self, name: str) -> torch.Tensor:  # (D*B, *shape)
+        if name in self.uniform:
+            return self.per_substep(name).reshape((self.sim.D * self.B,) + self.sim.g[name].shape)
+        return self.env[name]
+
+
+@dataclass(frozen=True)
+class SyncOp:
+    """The synchronous simulator's behaviour of one op (its cell in the op registry): `window`
+    handles it in the exact/window step, `substep` in the sub-step step, each `(sim, node, step)`;
+    None: the reference's op on window counts, or on the sub-step trains (linear in them)."""
+
+    window: Callable | None = None
+    substep: Callable | None = None
+
+
+def _window_input(sim: Simulator, n: Node, st: _Step) -> None:
+    st.env[n.name] = sim._spike_input_counts(n, st.xt) if n.kind == "spike" else st.xt
+
+
+def _window_fire(sim: Simulator, n: Node, st: _Step) -> None:
+    cnt, y = sim.aff.impl("fire")(n, st.env[n.inputs[0]])
+    st.env[n.name] = y
+    if st.on_fire is not None:
+        st.on_fire(n, y)
+    if st.on_fire is None or n.name in st.keep:
+        st.counts[n.name] = y
+
+
+def _substep_input(sim: Simulator, n: Node, st: _Step) -> None:
+    xt, D, B = st.xt, sim.D, st.B
+    if n.kind == "spike":
+        c = sim._spike_input_counts(n, xt)
+        st.env[n.name] = sim._train(c).reshape((D * B,) + tuple(xt.shape[1:]))
+    elif st.input_mode == "spread":
+        st.env[n.name] = xt / D
+        st.uniform.add(n.name)
+    else:
+        tr = torch.cat([xt.unsqueeze(0), torch.zeros((D - 1,) + tuple(xt.shape), dtype=sim.dtype)])
+        st.env[n.name] = tr.reshape((D * B,) + tuple(xt.shape[1:]))
+
+
+def _substep_relay(sim: Simulator, n: Node, st: _Step) -> None:
+    st.env[n.name] = sim._relay(n, st.per_substep(n.inputs[0]), st.schedule, st.bias_mode).reshape(
+        (sim.D * st.B,) + n.shape)
+
+
+def _substep_fire(sim: Simulator, n: Node, st: _Step) -> None:
+    tr = sim._fire(n, st.per_substep(n.inputs[0]), st.t, st.schedule, st.bias_mode)
+    st.trains[n.name] = tr
+    st.env[n.name] = tr.reshape((sim.D * st.B,) + n.shape)
+
+
+def _substep_spike_product(sim: Simulator, n: Node, st: _Step) -> None:
+    D, B = sim.D, st.B
+    cums = [st.per_substep(i).cumsum(0).reshape((D * B,) + sim.g[i].shape) for i in n.inputs]
+    P = sim.lin.impl("spike_product")(n, *cums).reshape((D, B) + n.shape)
+    st.env[n.name] = torch.diff(P, dim=0, prepend=torch.zeros_like(P[:1])).reshape((D * B,) + n.shape)
+
+
+def _substep_output(sim: Simulator, n: Node, st: _Step) -> None:
+    y = st.per_substep(n.inputs[0]).sum(0)
+    c = sim.const.get(n.name)
+    st.env[n.name] = y + c if c is not None else y
+
+
+_HERE = "snncc.sim.sync"
+registry.implement("input", SyncOp(_window_input, _substep_input), executor="sync",
+                   where=f"{_HERE} (spike input counts or trains, the real-valued input spread or at the start)")
+registry.implement("fire", SyncOp(_window_fire, _substep_fire), executor="sync",
+                   where=f"{_HERE}.Simulator._fire (bursts of D sub-steps, exact or streaming)")
+registry.implement("relay", SyncOp(None, _substep_relay), executor="sync",
+                   where=f"{_HERE}.Simulator._relay (graded messages)")
+registry.implement("spike_product", SyncOp(None, _substep_spike_product), executor="sync",
+                   where=f"{_HERE} (product increments of the in-window counts)")
+registry.implement("output", SyncOp(None, _substep_output), executor="sync",
+                   where=f"{_HERE} (the readout: its tree summed over the sub-steps)")
+_REFERENCE_OP = SyncOp()
+for _op in [op for op in TREE_OPS if op != "spike_product"] + ["max_pool"]:
+    registry.implement(_op, _REFERENCE_OP, executor="sync",
+                       where="the reference op on window counts (exact) or on the sub-step trains (streaming)")
+registry.refuse("batchnorm", "pad", executor="sync", why=registry.NOT_DEPLOYED)
 
 
 def simulate(graph: Graph, x, schedule: str = "exact", dtype: torch.dtype = torch.float64,

@@ -7,3 +7,5 @@ Importing this package does not import Lava; the modules that need it call `comp
 """
 
 __version__ = "0.1.0"
+
+from snncc_lava import ops as _ops  # noqa: F401  (the op registry's "loihi" column)

@@ -6,6 +6,7 @@ per layer), `sinabs_net` (the sinabs network and its JSON+npz file), `config` (t
 chip configuration), `target` (the `SpeckTarget` plugin object).
 """
 
+from snncc_speck import ops as _ops  # noqa: F401  (the op registry's "speck" column)
 from snncc_speck.target import SpeckTarget
 
 __all__ = ["SpeckTarget"]

@@ -10,11 +10,13 @@ Modules:
   gates in the tables, per-slot neuron parameters and constants);
 - `runner`: the event loop (event orders, firing policies, emission, centre-SSC gate state);
 - `kernels`: the compiled (numba) delivery kernels the runner calls for every step;
-- `result`: `EventResult` and the agreement with the integer model.
+- `result`: `EventResult` and the agreement with the integer model;
+- `support`: which ops it runs and why it refuses the others (the op registry's "event" column).
 Real event recordings (tonic-style `x, y, t, p` arrays) are read, binned and run in real time by
 `snncc.sim.event_streams`.
 """
 
+from snncc.sim.events import support as _support  # noqa: F401  (the op registry's "event" column)
 from snncc.sim.events.address import AddressTable, EventNetwork, build_network, op_matrix, projection_matrix
 from snncc.sim.events.result import Agreement, EventResult, compare
 from snncc.sim.events.runner import ORDERS, POLICIES, simulate

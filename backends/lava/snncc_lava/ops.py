@@ -1,0 +1,20 @@
+"""Which ops of the IR the Loihi 2 (Lava) lowering implements, declared to snncc's op registry.
+
+The lowering itself is `network` (sparse synapse matrices per projection, the SpikeProduct process)
+and `mapping` (the chip's cores); `network.unsupported` refuses a graph node by node. This table
+states the same per op, so the op x target matrix (docs/ops.md) knows the loihi column.
+"""
+
+from __future__ import annotations
+
+from snncc.ir import registry
+
+registry.column("loihi", "target", "Loihi 2 through Lava (backends/lava)", "snncc_lava.ops")
+registry.supports(["input", "fire", "relay", "output"], target="loihi",
+                  where="snncc_lava.network (WindowBurstIF neurons, relay accumulators, the readout)")
+registry.supports(["conv", "linear", "pool", "mean", "upsample", "offset", "reshape", "permute", "scale", "add"],
+                  target="loihi", where="snncc_lava.network (sparse synapse matrices of each projection)")
+registry.supports(["spike_product"], target="loihi", where="snncc_lava.network (the SpikeProduct process)")
+registry.refuse("max_pool", target="loihi", why="snncc's Lava network sends spikes through sparse synapses, which "
+                "sum: a max is not implemented")
+registry.refuse("batchnorm", "pad", target="loihi", why=registry.NOT_DEPLOYED)

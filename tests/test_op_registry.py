@@ -1,0 +1,154 @@
+"""The op registry (snncc/ir/registry.py): every op of the IR against every executor, cost model and
+target is implemented or refused with a reason; a new op without cells is reported cell by cell;
+lookups of a refused or missing cell are one line naming op and column; the executors really
+dispatch through it; docs/ops.md is the matrix as generated."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from snncc.errors import SnnccError
+from snncc.ir import Graph, Node, registry
+from snncc.ir.ops import OPS, OpSpec
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("op_matrix", os.path.join(ROOT, "scripts", "op_matrix.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def script():
+    mod = _script()
+    assert mod.load_columns() == []  # every installed target loaded: its column is in the matrix
+    return mod
+
+
+def test_every_cell_is_implemented_or_refused_with_a_reason(script):
+    print("\n" + registry.markdown())
+    names = [c.name for c in registry.columns()]
+    assert names == ["reference", "sync", "event", "fanout", "paths", "host_macs", "weights", "loihi", "speck"]
+    assert registry.missing() == []
+    assert registry.strays() == []
+    for (op, col), c in registry.CELLS.items():
+        assert c.refused == (c.impl is None) and (c.why.strip() if c.refused else c.where), (op, col)
+    # the reference runs every op; each of its cells is the Interpreter method of that op
+    from snncc.sim.reference import Interpreter
+
+    for op in OPS:
+        impl = registry.lookup(op, "reference")
+        if op != "input":  # run() feeds the input itself
+            assert impl is getattr(Interpreter, f"op_{op}")
+
+
+def test_a_new_op_without_cells_is_missing_in_every_column(script, monkeypatch):
+    monkeypatch.setitem(OPS, "fake_op", OpSpec("fake_op", 1, 1, {}))
+    cols = [c.name for c in registry.columns()]
+    assert registry.missing() == [("fake_op", c) for c in cols]
+    # one cell filled: it leaves the list; a refusal needs a reason
+    monkeypatch.setitem(registry.CELLS, ("fake_op", "event"),
+                        registry.Cell("fake_op", "event", None, "", "not in the address tables"))
+    assert ("fake_op", "event") not in registry.missing() and ("fake_op", "sync") in registry.missing()
+    with pytest.raises(ValueError, match="needs a reason"):
+        registry.refuse("fake_op", executor="sync", why=" ")
+    with pytest.raises(ValueError, match="not declared"):
+        registry.refuse("fake_op", executor="no_such_executor", why="x")
+
+
+def test_a_cell_registered_for_an_undeclared_op_is_reported(monkeypatch):
+    monkeypatch.setitem(registry.CELLS, ("maxpool", "speck"), registry.Cell("maxpool", "speck", None, "", "typo"))
+    assert ("maxpool", "speck") in registry.strays()
+
+
+def test_lookup_names_the_op_and_the_column(script):
+    with pytest.raises(registry.OpNotImplemented) as e:
+        registry.lookup("max_pool", "event", where="node p1")
+    assert str(e.value) == ("node p1: op max_pool: the event executor refuses it: max pooling of spikes is not in "
+                            "the address tables (a table sums): use the synchronous simulator")
+    with pytest.raises(registry.OpNotImplemented) as e:
+        registry.lookup("fake_op", "sync")
+    assert str(e.value).startswith("op fake_op: the sync executor has no implementation and no refusal registered")
+    assert e.value.exit_code == 2 and "\n" not in str(e.value)
+
+
+def _tiny():
+    return Graph([Node("x", "input", [], {"shape": (2,), "kind": "spike"}),
+                  Node("w", "linear", ["x"], params={"weight": np.array([[2.0, -1.0], [0.0, 0.25]])}),
+                  Node("f", "fire", ["w"], {"D": 4, "rounding": "floor"}),
+                  Node("o", "output", ["f"])]).infer()
+
+
+def test_the_executors_dispatch_through_the_registry(monkeypatch):
+    """Take the reference's linear out of the registry: the reference and the sync simulator both
+    fail in one line naming the op, the executor and (sync) the node; put a refusal in: its reason."""
+    from snncc.sim import reference, sync
+
+    g = _tiny()
+    x = torch.tensor([[3.0, 1.0]])
+    assert reference.run(g, x).counts["f"].tolist() == [[4.0, 0.0]]  # 2*3 - 1 = 5 -> capped at D=4; 0.25
+    monkeypatch.delitem(registry.CELLS, ("linear", "reference"))
+    with pytest.raises(SnnccError, match="^op linear: the reference executor has no implementation"):
+        reference.run(g, x)
+    monkeypatch.setitem(registry.CELLS, ("linear", "sync"), registry.Cell("linear", "sync", None, "", "because"))
+    with pytest.raises(SnnccError, match="^node w: op linear: the sync executor refuses it: because$"):
+        sync.simulate(g, x)
+
+
+def test_cost_models_dispatch_through_the_registry(monkeypatch):
+    """Host MACs and fan-out classes are the registered functions: numbers by hand on a 2x2 linear."""
+    from snncc.estimate import plan
+
+    g = _tiny()
+    assert plan.dense_macs(g, g["w"]) == 2 * 2
+    assert plan._spreads_merges(g, g["w"]) == (True, True)
+    monkeypatch.setitem(registry.CELLS, ("linear", "host_macs"),
+                        registry.Cell("linear", "host_macs", lambda g, n: 7, "test"))
+    assert plan.dense_macs(g, g["w"]) == 7
+    monkeypatch.delitem(registry.CELLS, ("linear", "fanout"))
+    with pytest.raises(SnnccError, match="^node w: op linear: the fanout cost has no implementation"):
+        plan._spreads_merges(g, g["w"])
+
+
+def test_docs_ops_md_is_the_generated_matrix(script):
+    assert open(script.DOC).read() == script.render(), "run: python scripts/op_matrix.py --write"
+
+
+def _max_pooled():
+    """Spike input 1x4x4 -> 2x2 max pool -> 1x1 conv (weight 2) -> neuron (D 4, floor) -> output."""
+    return Graph([Node("x", "input", [], {"shape": (1, 4, 4), "kind": "spike"}),
+                  Node("p", "max_pool", ["x"], {"kernel": (2, 2), "stride": (2, 2)}),
+                  Node("c", "conv", ["p"], {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1)},
+                       params={"weight": np.full((1, 1, 1, 1), 2.0)}),
+                  Node("f", "fire", ["c"], {"D": 4, "rounding": "floor"}),
+                  Node("o", "output", ["f"])]).infer()
+
+
+def test_the_declared_max_pool_cells_are_what_the_code_does(script):
+    """The matrix row of max_pool against the code it describes: the reference and the sync
+    simulator run it (counts by hand: the window maxima 3, 1, 0, 2 doubled, capped at D 4), the event
+    simulator and the Loihi lowering refuse it, each in its own words."""
+    from snncc.sim import reference, sync
+    from snncc.sim.events import build_network
+
+    g = _max_pooled()
+    x = torch.tensor([[[[3.0, 0.0, 1.0, 0.0], [1.0, 2.0, 0.0, 0.0], [0.0, 0.0, 2.0, 1.0], [0.0, 0.0, 0.0, 0.0]]]])
+    assert registry.cell("max_pool", "reference").impl and registry.cell("max_pool", "sync").impl
+    ref = reference.run(g, x).counts["f"]
+    assert ref.reshape(-1).tolist() == [4.0, 2.0, 0.0, 4.0]
+    assert sync.simulate(g, x).counts["f"].reshape(-1).tolist() == [4, 2, 0, 4]
+    assert registry.cell("max_pool", "event").refused
+    with pytest.raises(SnnccError, match="max pooling of spikes: the event simulator does not implement it"):
+        build_network(g)
+    assert registry.cell("max_pool", "loihi").refused
+    from snncc_lava import network
+
+    assert any("node p: max pooling of spikes" in p for p in network.unsupported(g))
