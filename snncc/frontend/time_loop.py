@@ -126,7 +126,9 @@ class TimeLoop:
         t_pos = lead.index("T") if "T" in lead else None
         if t_pos is None or dim % (len(lead) + len(self.conv.graph[x].shape)) != t_pos:
             raise FrontendError(f"x[{index}] on axis {dim} of a value laid out ({', '.join(lead)}, ...) is not a "
-                                "timestep", where=where, hint="index only the time axis of a (T, B, ...) tensor")
+                                "timestep", where=where,
+                                hint="index only the time axis of a (T, B, ...) tensor; a model taking (T, B, ...) "
+                                     "at once: --input-layout TB (API: input_layout='TB')")
         return Lin({("x", x, int(index) % self.conv.T): 1.0})
 
     def unbind(self, fxn, x, dim: int, where: str) -> tuple:
