@@ -1,5 +1,5 @@
 """Binary neurons in Lava: a hard reset (fire reset "value", SpikingJelly 2.0's default
-IFNode/LIFNode), the strict comparison v > theta and the threshold subtracted after the leak
+IFNode/LIFNode), no reset (fire reset "none", e.g. SpikingJelly's v_reset=None with detach), the strict comparison v > theta and the threshold subtracted after the leak
 (snntorch's Leaky). floating_pt counts equal the reference executor's bit for bit (the
 hand-computed neurons of tests/test_binary_neurons.py, SpikingJelly IFNode/LIFNode and snntorch
 Leaky models); fixed_pt (snncc_lava.fixed.count / next_membrane) equals `simulate_fixed` bit for
@@ -18,7 +18,8 @@ from snncc.passes.manager import run_pipeline
 from snncc_lava.lower import simulate
 
 
-@pytest.mark.parametrize("case", ["hard", "hard_leak", "hard_beta", "hard_beta_theta", "hard_strict", "leak_first"])
+@pytest.mark.parametrize("case", ["hard", "hard_leak", "hard_beta", "hard_beta_theta", "hard_strict", "leak_first",
+                                  "none", "none_leak"])
 def test_hand_computed_binary_neuron_in_floating_and_fixed_pt(case):
     attrs, hand = CASES[case]
     dep = run_pipeline(neuron(**attrs), "deploy").graph
