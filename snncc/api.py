@@ -202,6 +202,29 @@ class Deployment:
             return options
         return fn(self.manifest.get("target_options") or {}) or None
 
+    def target_scores(self, data, labels=None, limit: int = 64) -> list:
+        """The accuracy-table rows (what, sim.scores.Scores) of this artefact's target simulator (its
+        `simulate` hook: Lava for loihi, sinabs for speck; none for sim or a target without one) on
+        the first `limit` samples of `data`: agreement with the integer model and, with `labels`,
+        accuracy (`estimate --report`). A target simulator is slow (Lava: seconds per sample), hence
+        the limit; the row says how many samples it ran."""
+        from snncc.data.inputs import time_major
+        from snncc.sim.scores import score
+        from snncc.targets import get as get_target
+
+        tgt = get_target(self.target)
+        if self.target == "sim" or not hasattr(tgt, "simulate"):
+            return []
+        x = self.inputs(data)
+        tb = x.dim() == len(self.deployed.inputs[0].shape) + 2  # (T, B, ...)
+        x = x[:, :limit] if tb else x[:limit]
+        n = int(x.shape[1] if tb else x.shape[0])
+        ref = self.reference(time_major(self.deployed, x))
+        r = self.simulate(time_major(self.deployed, x), backend=self.target)
+        y = None if labels is None else np.asarray(labels)[:n]
+        whole = "" if labels is None or len(labels) <= n else f", the first {n}"
+        return [(f"target {tgt.name}'s simulator{whole}", score(r.output, ref.output, y))]
+
     def target_reference(self, data=None, backend: str = "lava", samples: int | None = None, seed: int = 0,
                          options: dict | None = None):
         """(result, name): the target's own model of what its simulator computes, without the

@@ -133,3 +133,24 @@ def test_estimate_and_report(work):
     assert f"| exact schedule | {N} | 100.00% ({N}/{N}) | {c / N:.4f} ({c}/{N}) |" in md
     o = run("estimate", d / "out-speck", "--profile", "speck", "--data", work["events"], "--samples", 10)
     assert "energy per sample: dynamic unknown (profile speck gives no energy per SynOp)" in o
+
+
+def test_report_has_the_target_simulators_rows(work):
+    """estimate --report on a loihi and a speck artefact with labelled data: the accuracy table gets
+    the target simulator's row (Lava / sinabs), its agreement and accuracy computed here by hand
+    from the simulator's outputs on the same samples."""
+    d = work["dir"]
+    for art, data, n, extra in (("out-loihi", work["digits"], 3, ()), ("out-speck", work["events"], 10,
+                                                                       ("--profile", "speck"))):
+        x, y = split(data, n)
+        dep = snncc.load(d / art)
+        xt = torch.as_tensor(x).double()
+        xt = xt.transpose(0, 1) if xt.dim() == len(dep.deployed.inputs[0].shape) + 2 else xt  # (N, T, ...) split
+        r, ref = dep.simulate(xt, backend=dep.target), dep.reference(xt)
+        agree = int((r.output.argmax(1) == ref.output.argmax(1)).sum())
+        c = int((r.output.argmax(1).numpy() == y).sum())
+        run("estimate", d / art, "--data", data, "--samples", n, "--report", d / f"rep-{art}", *extra)
+        md = open(d / f"rep-{art}" / "report.md").read()
+        assert "## accuracy per schedule and target simulator" in md
+        assert (f"| target {dep.target}'s simulator | {n} | {agree / n:.2%} ({agree}/{n}) | {c / n:.4f} ({c}/{n}) |"
+                in md), md[md.index("## accuracy"):]
