@@ -518,7 +518,7 @@ def snn_net(**kw):
     return Net()
 
 
-@pytest.mark.parametrize("reset", ["subtract", "zero"])
+@pytest.mark.parametrize("reset", ["subtract", "zero", "none"])
 def test_snntorch_leaky_network_equals_its_own_forward(reset):
     """snntorch 1.0 Leaky(init_hidden=True): mem = beta * mem + x - reset * threshold (subtracted
     after the leak: leak_first), spike mem > threshold (rounding strict); reset_mechanism "zero" is
@@ -537,7 +537,7 @@ def test_snntorch_leaky_network_equals_its_own_forward(reset):
     assert len(fires) == 3
     a = fires[0].attrs
     assert (a["D"], a["rounding"], a["leak"], a["leak_first"], a["reset"]) == \
-        (1, "strict", 0.5, reset == "subtract", "subtract" if reset == "subtract" else "value")
+        (1, "strict", 0.5, reset == "subtract", {"subtract": "subtract", "zero": "value", "none": "none"}[reset])
     x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(2)) * 3
     own = own_spikes(net, x, ("l1", "l2", "l3"), utils.reset, steps=5)
     counts = dep.reference(x).counts

@@ -67,3 +67,21 @@ def test_snntorch_leaky_model_in_lava():
     ref = assert_counts_equal(g, x, simulate(g, x))
     assert all(c.sum() > 0 for c in ref.counts.values())
     fixed_lava_equals_ours(g, x)
+
+
+def test_snntorch_leaky_without_reset_in_lava():
+    """snntorch 1.0 Leaky(reset_mechanism="none"): the membrane keeps its value after a spike (fire
+    reset "none", strict spikes, leak per step): Lava floating_pt == the reference (== snntorch's own
+    counts, tests/test_binary_neurons), fixed_pt == simulate_fixed."""
+    torch.manual_seed(0)
+    net = snn_net(reset_mechanism="none").eval()
+    with torch.no_grad():
+        net.c2.weight.mul_(4.0)
+        net.fc.weight.mul_(8.0)
+    dep = snncc.compile(Steps(net, 5), torch.zeros(2, 1, 8, 8), target="loihi")
+    g = dep.deployed
+    assert {(f.attrs["reset"], f.attrs["rounding"]) for f in g.neurons()} == {("none", "strict")}
+    x = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(2)) * 3
+    ref = assert_counts_equal(g, x, simulate(g, x))
+    assert all(c.sum() > 0 for c in ref.counts.values())
+    fixed_lava_equals_ours(g, x)
