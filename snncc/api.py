@@ -304,13 +304,23 @@ class Deployment:
             return est.report(rate=rate)
 
     def report(self, directory: str, data=None, profile: str = "45nm", samples: int | None = None, seed: int = 0,
-               layer: str | None = None):
-        """Write `directory`/report.md and report.html with plots (energy per layer, NSFR, spike maps)."""
+               layer: str | None = None, labels=None):
+        """Write `directory`/report.md and report.html with plots (energy per layer, NSFR, spike maps)
+        and the accuracy table as `estimate --report` writes it: the integer model, the exact and
+        streaming schedules and the target's simulator (`target_scores`), with accuracy when `labels`
+        are given or the data file has them."""
+        from snncc.data.inputs import inputs, time_major
         from snncc.estimate.report import write_estimate_report
+        from snncc.sim.tally import SimTally
 
         x = self.inputs(data, samples, seed)
+        if labels is None and isinstance(data, (str, os.PathLike)):
+            labels = inputs(self.deployed, os.fspath(data), samples, seed)[1]
         rep = self.estimate(x if data is None else data, profile, samples, seed)  # data as given: the model's layout
-        return write_estimate_report(self.deployed, rep, x, directory, layer)
+        tally = SimTally(self.deployed, ("exact", "streaming"))
+        tally.observe(x, labels)
+        scores = tally.scores() + self.target_scores(time_major(self.deployed, x), labels)
+        return write_estimate_report(self.deployed, rep, x, directory, layer, scores=scores)
 
     def export_nir(self, path: str, form: str = "binary"):
         """Write the deployed graph as a NIR file (`snncc.interop.nir_io.write_nir`; `form` "binary"

@@ -154,3 +154,19 @@ def test_report_has_the_target_simulators_rows(work):
         assert "## accuracy per schedule and target simulator" in md
         assert (f"| target {dep.target}'s simulator | {n} | {agree / n:.2%} ({agree}/{n}) | {c / n:.4f} ({c}/{n}) |"
                 in md), md[md.index("## accuracy"):]
+
+
+def test_api_report_has_the_same_accuracy_table(work):
+    """dep.report(DIR, data file): the table `estimate --report` writes, the target's row included."""
+    d = work["dir"]
+    dep = snncc.load(d / "out-speck")
+    n = 6
+    x, y = split(work["events"], n)
+    xt = torch.as_tensor(x).double().transpose(0, 1)
+    r, ref = dep.simulate(xt, backend="speck"), dep.reference(xt)
+    agree = int((r.output.argmax(1) == ref.output.argmax(1)).sum())
+    c, c_ref = int((r.output.argmax(1).numpy() == y).sum()), int((ref.output.argmax(1).numpy() == y).sum())
+    dep.report(str(d / "rep-api"), work["events"], profile="speck", samples=n)
+    md = open(d / "rep-api" / "report.md").read()
+    assert f"| integer model (reference) | {n} | 100.00% ({n}/{n}) | {c_ref / n:.4f} ({c_ref}/{n}) |" in md
+    assert f"| target speck's simulator | {n} | {agree / n:.2%} ({agree}/{n}) | {c / n:.4f} ({c}/{n}) |" in md
