@@ -1,5 +1,6 @@
 """Binary neurons in Lava: a hard reset (fire reset "value", SpikingJelly 2.0's default
-IFNode/LIFNode), no reset (fire reset "none", e.g. SpikingJelly's v_reset=None with detach), the strict comparison v > theta and the threshold subtracted after the leak
+IFNode/LIFNode), no reset (fire reset "none": snntorch's reset_mechanism "none"), the strict
+comparison v > theta and the threshold subtracted after the leak
 (snntorch's Leaky). floating_pt counts equal the reference executor's bit for bit (the
 hand-computed neurons of tests/test_binary_neurons.py, SpikingJelly IFNode/LIFNode and snntorch
 Leaky models); fixed_pt (snncc_lava.fixed.count / next_membrane) equals `simulate_fixed` bit for
