@@ -125,7 +125,7 @@ def digits(args, rep: Report, targets: list[str]):
                 fx = loihi.reference(deployed, x, {"precision": "fixed"})
                 rep.add(name, "accuracy: Loihi fixed-point (8-bit weights)", f"{acc(fx.output, y):.2%}")
             except SnnccError as e:
-                rep.add(name, "Loihi fixed-point", f"refused: {e.what[:100]}")
+                rep.add(name, "Loihi fixed-point", "refused: " + textwrap.shorten(e.what, 160, placeholder=" ..."))
             k = min(20, len(x))  # Lava itself: ~0.4 s per digit once the pipeline is full
             t0 = time.perf_counter()
             lv = loihi.simulate(deployed, x[:k])

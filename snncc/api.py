@@ -203,6 +203,29 @@ class Deployment:
             return options
         return fn(self.manifest.get("target_options") or {}) or None
 
+    def target_scores(self, data, labels=None, limit: int = 64) -> list:
+        """The accuracy-table rows (what, sim.scores.Scores) of this artefact's target simulator (its
+        `simulate` hook: Lava for loihi, sinabs for speck; none for sim or a target without one) on
+        the first `limit` samples of `data`: agreement with the integer model and, with `labels`,
+        accuracy (`estimate --report`). A target simulator is slow (Lava: seconds per sample), hence
+        the limit; the row says how many samples it ran."""
+        from snncc.data.inputs import time_major
+        from snncc.sim.scores import score
+        from snncc.targets import get as get_target
+
+        tgt = get_target(self.target)
+        if self.target == "sim" or not hasattr(tgt, "simulate"):
+            return []
+        x = self.inputs(data)
+        tb = x.dim() == len(self.deployed.inputs[0].shape) + 2  # (T, B, ...)
+        x = x[:, :limit] if tb else x[:limit]
+        n = int(x.shape[1] if tb else x.shape[0])
+        ref = self.reference(time_major(self.deployed, x))
+        r = self.simulate(time_major(self.deployed, x), backend=self.target)
+        y = None if labels is None else np.asarray(labels)[:n]
+        whole = "" if labels is None or len(labels) <= n else f", the first {n}"
+        return [(f"target {tgt.name}'s simulator{whole}", score(r.output, ref.output, y))]
+
     def target_reference(self, data=None, backend: str = "lava", samples: int | None = None, seed: int = 0,
                          options: dict | None = None):
         """(result, name): the target's own model of what its simulator computes, without the
@@ -282,13 +305,23 @@ class Deployment:
             return est.report(rate=rate)
 
     def report(self, directory: str, data=None, profile: str = "45nm", samples: int | None = None, seed: int = 0,
-               layer: str | None = None):
-        """Write `directory`/report.md and report.html with plots (energy per layer, NSFR, spike maps)."""
+               layer: str | None = None, labels=None):
+        """Write `directory`/report.md and report.html with plots (energy per layer, NSFR, spike maps)
+        and the accuracy table as `estimate --report` writes it: the integer model, the exact and
+        streaming schedules and the target's simulator (`target_scores`), with accuracy when `labels`
+        are given or the data file has them."""
+        from snncc.data.inputs import inputs, time_major
         from snncc.estimate.report import write_estimate_report
+        from snncc.sim.tally import SimTally
 
         x = self.inputs(data, samples, seed)
+        if labels is None and isinstance(data, (str, os.PathLike)):
+            labels = inputs(self.deployed, os.fspath(data), samples, seed)[1]
         rep = self.estimate(x if data is None else data, profile, samples, seed)  # data as given: the model's layout
-        return write_estimate_report(self.deployed, rep, x, directory, layer)
+        tally = SimTally(self.deployed, ("exact", "streaming"))
+        tally.observe(x, labels)
+        scores = tally.scores() + self.target_scores(time_major(self.deployed, x), labels)
+        return write_estimate_report(self.deployed, rep, x, directory, layer, scores=scores)
 
     def export_nir(self, path: str, form: str = "binary"):
         """Write the deployed graph as a NIR file (`snncc.interop.nir_io.write_nir`; `form` "binary"

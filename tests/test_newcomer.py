@@ -66,7 +66,17 @@ def test_compiles_say_what_they_wrote(work):
     assert p.stderr.startswith("snncc: error: netx export: netx cannot express") and p.stderr.count("\n") == 1
     speck = work["compile_speck"].splitlines()
     assert speck[0].startswith("compiled for speck: 3 neuron populations")
-    assert speck[1].startswith("Speck chip path: not measured on data") and "90.89%" in speck[1]
+    # no data given: the chip path's agreement is measured on seeded events (by hand on a small graph in
+    # backends/speck/tests/test_speck_calibrate.py), recorded in speck_config.json and printed
+    import json
+
+    with open(d / "out-speck" / "speck_config.json") as f:
+        seeded = json.load(f)["seeded_agreement"]
+    assert speck[1].startswith("Speck chip path: prediction agreement with the integer model under the Speck rule, "
+                               "measured on 16 seeded random event inputs (rate 0.05; no data given): this "
+                               f"configuration (readout=membrane) {seeded['membrane']:.2%}, readout=spikes "
+                               f"{seeded['spikes']:.2%}")
+    assert seeded["membrane"] > seeded["spikes"]
 
 
 def test_verify_on_the_test_split(work):
@@ -123,3 +133,40 @@ def test_estimate_and_report(work):
     assert f"| exact schedule | {N} | 100.00% ({N}/{N}) | {c / N:.4f} ({c}/{N}) |" in md
     o = run("estimate", d / "out-speck", "--profile", "speck", "--data", work["events"], "--samples", 10)
     assert "energy per sample: dynamic unknown (profile speck gives no energy per SynOp)" in o
+
+
+def test_report_has_the_target_simulators_rows(work):
+    """estimate --report on a loihi and a speck artefact with labelled data: the accuracy table gets
+    the target simulator's row (Lava / sinabs), its agreement and accuracy computed here by hand
+    from the simulator's outputs on the same samples."""
+    d = work["dir"]
+    for art, data, n, extra in (("out-loihi", work["digits"], 3, ()), ("out-speck", work["events"], 10,
+                                                                       ("--profile", "speck"))):
+        x, y = split(data, n)
+        dep = snncc.load(d / art)
+        xt = torch.as_tensor(x).double()
+        xt = xt.transpose(0, 1) if xt.dim() == len(dep.deployed.inputs[0].shape) + 2 else xt  # (N, T, ...) split
+        r, ref = dep.simulate(xt, backend=dep.target), dep.reference(xt)
+        agree = int((r.output.argmax(1) == ref.output.argmax(1)).sum())
+        c = int((r.output.argmax(1).numpy() == y).sum())
+        run("estimate", d / art, "--data", data, "--samples", n, "--report", d / f"rep-{art}", *extra)
+        md = open(d / f"rep-{art}" / "report.md").read()
+        assert "## accuracy per schedule and target simulator" in md
+        assert (f"| target {dep.target}'s simulator | {n} | {agree / n:.2%} ({agree}/{n}) | {c / n:.4f} ({c}/{n}) |"
+                in md), md[md.index("## accuracy"):]
+
+
+def test_api_report_has_the_same_accuracy_table(work):
+    """dep.report(DIR, data file): the table `estimate --report` writes, the target's row included."""
+    d = work["dir"]
+    dep = snncc.load(d / "out-speck")
+    n = 6
+    x, y = split(work["events"], n)
+    xt = torch.as_tensor(x).double().transpose(0, 1)
+    r, ref = dep.simulate(xt, backend="speck"), dep.reference(xt)
+    agree = int((r.output.argmax(1) == ref.output.argmax(1)).sum())
+    c, c_ref = int((r.output.argmax(1).numpy() == y).sum()), int((ref.output.argmax(1).numpy() == y).sum())
+    dep.report(str(d / "rep-api"), work["events"], profile="speck", samples=n)
+    md = open(d / "rep-api" / "report.md").read()
+    assert f"| integer model (reference) | {n} | 100.00% ({n}/{n}) | {c_ref / n:.4f} ({c_ref}/{n}) |" in md
+    assert f"| target speck's simulator | {n} | {agree / n:.2%} ({agree}/{n}) | {c / n:.4f} ({c}/{n}) |" in md

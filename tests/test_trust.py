@@ -103,7 +103,7 @@ def test_accuracy_and_agreement_next_to_every_prediction(conv, tmp_path):
     assert f"| integer model (reference) | 40 | 100.00% (40/40) | {c / 40:.4f} ({c}/40) |" in md
     assert f"| exact schedule | 40 | 100.00% (40/40) | {c / 40:.4f} ({c}/40) |" in md
     assert "| streaming schedule | 40 |" in md
-    assert "accuracy per schedule" in open(tmp_path / "rep" / "report.html").read()
+    assert "accuracy per schedule and target simulator" in open(tmp_path / "rep" / "report.html").read()
     # the API: the same counts
     assert dep.estimate(d).correct == c and dep.simulate_data(d, ("exact",)).correct["reference"] == c
     rep = dep.verify(d)

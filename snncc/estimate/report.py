@@ -491,7 +491,8 @@ def write_report(report, outdir_or_prefix: str, sync_result=None, spike_maps=Non
       recorded spike trains and `spike_maps` is None, the first recorded population's maps.
     - `spike_maps`: a population name recorded in `sync_result`, or a `SpikeMaps`.
     - `d_sweep`: a `DSweep` from `sweep_D` (energy and agreement per D).
-    - `scores`: (run, sim.scores.Scores) rows, e.g. `SimTally.scores()`: the accuracy table.
+    - `scores`: (run, sim.scores.Scores) rows, e.g. `SimTally.scores()` and `Deployment.target_scores`:
+      the accuracy table (schedules and the target's simulator).
     `outdir_or_prefix`: a folder (report.md, report.html, report_<plot>.png) or a file prefix
     (PREFIX.md, PREFIX.html, PREFIX_<plot>.png). Returns the paths and each plot's data."""
     folder, stem = _paths(outdir_or_prefix)
@@ -549,7 +550,7 @@ def write_report(report, outdir_or_prefix: str, sync_result=None, spike_maps=Non
     if scores:
         from snncc.sim.scores import markdown_table
 
-        extra += ["## accuracy per schedule", "", markdown_table(scores), ""]
+        extra += ["## accuracy per schedule and target simulator", "", markdown_table(scores), ""]
     if d_sweep is not None:
         extra += ["## comparison of D", "", d_sweep.to_markdown()]
     plot_md = ["## plots", ""]

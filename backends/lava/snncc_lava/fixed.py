@@ -130,7 +130,7 @@ class QPopulation:
     host_input: bool
     relay: bool = False  # a residual-stream relay: sends its value v >> 6 (activation units) graded
     leak_mant: int = 1 << LEAK_BITS  # leak = leak_mant / 2**12; 2**12: no leak (integrate-and-fire)
-    reset: str = "subtract"  # next_membrane's mode: "subtract", "value" (hard reset to v_init), "leak_first"
+    reset: str = "subtract"  # next_membrane's mode: "subtract", "value" (hard reset to v_init), "leak_first", "none"
     strict: bool = False  # spikes on v > k theta (count)
 
     @property
@@ -309,12 +309,14 @@ def count(v: np.ndarray, theta_eff: int, D: int, strict: bool) -> np.ndarray:
 def next_membrane(v: np.ndarray, n: np.ndarray, theta_eff: int, v_init: int, leak_mant: int, reset: str) -> np.ndarray:
     """What a stateful fixed-point neuron with membrane v that emitted n spikes carries to its next
     window (snncc.sim.reference.carry in membrane units): reset "subtract" carried(v - n theta);
-    "value" (hard) v_init where it fired; "leak_first" (snntorch) carried(v) - n theta. Shared by
+    "value" (hard) v_init where it fired; "leak_first" (snntorch) carried(v) - n theta; "none" carried(v). Shared by
     `simulate_fixed` and the Lava fixed_pt WindowBurstIF."""
     if reset == "value":
         return carried(np.where(n > 0, v_init, v), v_init, leak_mant)
     if reset == "leak_first":
         return carried(v, v_init, leak_mant) - n * theta_eff
+    if reset == "none":
+        return carried(v, v_init, leak_mant)
     return carried(v - n * theta_eff, v_init, leak_mant)
 
 

@@ -54,7 +54,7 @@ from snncc.ir.graph import Graph, Node
 from snncc.ir.ops import neuron_features, neuron_model
 
 # the neuron models (snncc.ir.ops.neuron_features) WindowBurstIF runs beyond the soft reset
-LAVA_NEURON_FEATURES = ("hard reset", "leak before reset", "strict comparison")
+LAVA_NEURON_FEATURES = ("hard reset", "no reset", "leak before reset", "strict comparison")
 from snncc.sim.events import op_matrix  # per-op sparse address maps, shared with the event simulator
 from snncc.sim.reference import Interpreter
 
@@ -108,7 +108,7 @@ class Population:
     host_input: bool  # fed by an encoding current from the host
     relay: bool = False  # a residual-stream relay: sends its window value as one graded message
     leak: float = 1.0  # factor of the carried residual between windows (snncc.sim.reference.carry)
-    reset: str = "subtract"  # "subtract", "value" (set to beta where it fired), "leak_first" (snntorch's order)
+    reset: str = "subtract"  # "subtract", "value" (set to beta where it fired), "leak_first" (snntorch's order), "none"
     strict: bool = False  # fires on v > k theta (IR rounding "strict")
 
     @property

@@ -141,3 +141,30 @@ def calibrate(graph: Graph, x: torch.Tensor, thresholds: str = "deployed", reado
     out["agreement_default"] = agreement(base, ref.output)
     out["agreement_chosen"] = agreement(chosen, ref.output)
     return out
+
+
+SEEDED = {"samples": 16, "rate": 0.05, "seed": 0}  # the seeded inputs of `seeded_agreement`
+
+
+def seeded_agreement(graph: Graph, readout_threshold: float = 1.0, **chip) -> dict:
+    """Without calibration data: the prediction agreement with the integer model under the Speck rule
+    (chip integers, deployed thresholds) of both readouts, measured on SEEDED["samples"] seeded
+    random event inputs (one event with probability SEEDED["rate"] per input site and timestep,
+    torch.Generator seed SEEDED["seed"]: the same inputs on every compile). Random events are not a
+    user's data (docs/speck_agreement.md: on the events example the figures differ); a model the
+    event simulator refuses gives {"error": its one line}. JSON-able (speck_config.json)."""
+    from snncc.errors import SnnccError
+    from snncc.sim.reference import run
+
+    n, rate = SEEDED["samples"], SEEDED["rate"]
+    gen = torch.Generator().manual_seed(SEEDED["seed"])
+    x = (torch.rand((graph.T, n) + tuple(graph.inputs[0].shape), generator=gen) < rate).double()
+    out = dict(SEEDED)
+    try:
+        ref = run(graph, x).output
+        for ro in READOUTS:
+            o = speck_run(chip_graph(graph, None, ro, readout_threshold if ro == "spikes" else 1.0, **chip), x)
+            out[ro] = agreement(o.output, ref)
+    except SnnccError as e:
+        return {**SEEDED, "error": e.one_line()}
+    return out

@@ -30,7 +30,8 @@ FIELDS = {
     "leak_enable": "true when any bias is nonzero (Speck applies biases as a leak on a slow clock)",
     "threshold_high": "spike threshold, 16-bit integer (theta * scale)",
     "threshold_low": "lower bound of the membrane, 16-bit integer (fixed at -2^15; not part of the scale)",
-    "return_to_zero": "false: subtractive reset (v -= threshold per spike), as the deployed neuron",
+    "return_to_zero": "false: subtractive reset (v -= threshold per spike); true: a binary hard-reset neuron "
+                      "(membrane set to 0 where it fired; lowered as v - beta, threshold theta - beta)",
     "neurons_initial_value": "initial membrane of every neuron (beta * scale; half a threshold after round_to_floor)",
     "destinations": "up to 2 target cores, each with its own sum pooling (1, 2 or 4)",
     "sources": "cores (or the input) sending events here; several = a merge: their pooled spike maps add up",
@@ -72,7 +73,7 @@ def chip_config(low: Lowered, placement: Placement, quant: dict, T: int, chip_na
             "leak_enable": bool(np.any(bias)),
             "threshold_high": q.threshold,
             "threshold_low": q.lower_bound,
-            "return_to_zero": False,
+            "return_to_zero": lay.reset == "zero",
             "neurons_initial_value": q.initial_membrane,
             "destinations": [{k: v for k, v in d.items()} for d in dests.get(lay.name, [])],
             "scale": q.scale,

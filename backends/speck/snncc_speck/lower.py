@@ -53,6 +53,9 @@ class SpeckLayer:
     readout: bool = False
     nodes: list[str] = field(default_factory=list)  # IR nodes this core absorbs
     merge: list[tuple[str, int]] = field(default_factory=list)  # further (source, pool): spike maps summed in
+    # "subtract" (MembraneSubtract) or "zero": a hard reset (fire reset "value", D = 1) lowered as Speck's
+    # return_to_zero / sinabs MembraneReset(0) on the membrane shifted by -beta (threshold theta - beta, start 0)
+    reset: str = "subtract"
 
     @property
     def sources(self) -> list[tuple[str, int]]:
@@ -318,10 +321,19 @@ def lower_population(g: Graph, consumer: Node, problems: list[str], readout_thre
         if a["rounding"] not in ("floor", "strict") or a["norm"] != 1.0:
             problems.append(f"layer {consumer.name}: neuron rounding {a['rounding']} norm {a['norm']}; "
                             f"lower the deployed graph (pipeline 'deploy': floor, norm 1)")
-        if neuron_features(a):
+        reset, feats = "subtract", list(neuron_features(a))
+        if feats == ["hard reset"] and a["D"] == 1 and float(a["theta"]) > float(a["beta"]):
+            reset = "zero"  # binary hard reset: v - beta starts at 0, is set to 0 where it fired, fires at theta - beta
+        elif feats == ["hard reset"]:
+            problems.append(f"layer {consumer.name}: neuron {neuron_model(a)} with D={a['D']}, theta {a['theta']:g}, "
+                            f"beta {a['beta']:g}; Speck's reset to zero (return_to_zero) runs a binary (D = 1) "
+                            f"hard reset with theta > beta only")
+        elif feats:
+            missing = [f for f in feats if f != "hard reset"]
             problems.append(f"layer {consumer.name}: neuron {neuron_model(a)}; snncc's Speck layers subtract the "
-                            f"threshold per spike (MembraneSubtract) and fire on v >= theta: its "
-                            f"{' and '.join(neuron_features(a))} are not implemented")
+                            f"threshold per spike (MembraneSubtract) or reset a binary neuron to zero "
+                            f"(MembraneReset, return_to_zero) and fire on v >= theta: its {' and '.join(missing)} "
+                            f"{'is' if len(missing) == 1 else 'are'} not implemented")
         if not a["stateful"] and g.T > 1:
             problems.append(f"layer {consumer.name}: stateless neuron over T={g.T} timesteps; Speck membranes "
                             f"carry over (stateful integrate-and-fire)")
@@ -330,6 +342,8 @@ def lower_population(g: Graph, consumer: Node, problems: list[str], readout_thre
                             f"timesteps; Speck's IAF membrane has no leak (sinabs DynapcnnLayer takes IAFSqueeze "
                             f"layers only)")
         theta, beta, D = float(a["theta"]), float(a["beta"]), int(a["D"])
+        if reset == "zero":
+            theta, beta = theta - beta, 0.0
         const = consumer.params.get("bias")
     if const is not None:
         vec = _channel_vector(const, consumer.shape if len(consumer.shape) != 1 else (consumer.shape[0],))
@@ -346,7 +360,7 @@ def lower_population(g: Graph, consumer: Node, problems: list[str], readout_thre
     return SpeckLayer(consumer.name if not readout else "readout", first["source"], first["pool"], in_shape, out_shape,
                       np.ascontiguousarray(weight, dtype=np.float64), stride, padding,
                       None if bias is None else np.asarray(bias, dtype=np.float64), theta, beta, D, readout,
-                      nodes, [(b["source"], b["pool"]) for b in low[1:]])
+                      nodes, [(b["source"], b["pool"]) for b in low[1:]], "subtract" if readout else reset)
 
 
 def _conv_out(in_shape: tuple, weight: np.ndarray, stride: tuple, padding: tuple) -> tuple:
@@ -393,7 +407,8 @@ def lower(graph: Graph, readout_threshold: float = 1.0) -> Lowered:
 
 
 def layers_to_graph(low: Lowered, T: int, params: dict[str, dict] | None = None) -> Graph:
-    """The lowered network as an snncc graph (pool -> conv -> stateful floor fire per layer), so the
+    """The lowered network as an snncc graph (pool -> conv -> stateful floor fire per layer, reset
+    "value" to 0 for a return-to-zero layer), so the
     reference executor can run exactly what the chip is configured with. `params` overrides, per
     layer, `weight`, `bias`, `theta`, `beta` (the quantised integers)."""
     params = params or {}
@@ -419,6 +434,6 @@ def layers_to_graph(low: Lowered, T: int, params: dict[str, dict] | None = None)
         nodes.append(Node(lay.name, "fire", [convs[0]],
                           {"D": lay.D if lay.D is not None else READOUT_D, "theta": float(p.get("theta", lay.theta)),
                            "beta": float(p.get("beta", lay.beta)), "norm": 1.0, "rounding": "floor",
-                           "stateful": True}, fparams))
+                           "stateful": True, **({"reset": "value"} if lay.reset == "zero" else {})}, fparams))
     nodes.append(Node("output", "output", [low.output_layer or low.layers[-1].name]))
     return Graph(nodes, T=T).infer()

@@ -5,7 +5,8 @@ with subtractive reset (`MembraneSubtract()`), threshold theta and a spike funct
 floor(v / theta) spikes per step: `MaxSpike(D)` (sinabs' MultiSpike with the cap D of the deployed
 neuron; the readout has no cap and uses `MultiSpike`). The membrane starts at the layer's initial
 value (beta: half a threshold after round_to_floor), which is what samna's
-`neurons_initial_value` holds. This is the *ideal* policy of docs/design.md §3 (fire floor(V/theta), at
+`neurons_initial_value` holds. A binary hard-reset layer (spec "reset": "zero", lowered with threshold
+theta - beta and initial membrane 0) resets with `MembraneReset(0)`, Speck's `return_to_zero`. This is the *ideal* policy of docs/design.md §3 (fire floor(V/theta), at
 most D, once the step's input is in); Speck itself emits one spike per input event.
 
 A merge layer (several sources, `SpeckLayer.merge`) pools each source's spikes with its own
@@ -26,7 +27,7 @@ import zipfile
 import numpy as np
 import torch
 import torch.nn as nn
-from sinabs.activation import MaxSpike, MembraneSubtract, MultiSpike
+from sinabs.activation import MaxSpike, MembraneReset, MembraneSubtract, MultiSpike
 from sinabs.layers import IAFSqueeze, Merge, SumPool2d
 
 from snncc_speck.lower import Lowered
@@ -58,7 +59,7 @@ def network_spec(low: Lowered, T: int, quant: dict | None = None) -> tuple[dict,
             "initial_membrane": v0,
             "min_v_mem": float(q.lower_bound) if q else None,
             "max_spikes_per_step": lay.D,
-            "reset": "subtract",
+            "reset": lay.reset,
             "scale": q.scale if q else 1.0,
             "readout": lay.readout,
         })
@@ -103,7 +104,8 @@ class SpeckNetwork(nn.Module):
             mods.append(conv)
             mods.append(IAFSqueeze(num_timesteps=self.T, spike_threshold=torch.tensor(L["spike_threshold"]),
                                    spike_fn=MaxSpike(cap) if cap is not None else MultiSpike,
-                                   reset_fn=MembraneSubtract(), min_v_mem=L["min_v_mem"]))
+                                   reset_fn=MembraneReset(0.0) if L.get("reset") == "zero" else MembraneSubtract(),
+                                   min_v_mem=L["min_v_mem"]))
             self.cores[L["key"]] = nn.Sequential(*mods)
             self.order.append((L["name"], L["key"], L["source"]))
             self.initial[L["name"]] = torch.tensor(L["initial_membrane"])

@@ -221,3 +221,43 @@ def test_cli_simulate_backend_speck_compares_argmax_not_readout_spikes_with_logi
     assert (f"speck: 8 samples, spike counts == reference, output = the readout layer's spike counts / T, "
             f"agreement with the integer model {agree / 8:.2%} ({agree}/8)") in o, o
     assert "output diff" not in o
+
+
+def test_seeded_agreement_without_data_is_measured(monkeypatch):
+    """No calibration data: the compile measures both readouts on seeded random events. On
+    `readout_only` the membrane readout is exact, and the spike readout (threshold 1; chip integers:
+    weights 127, -127, 64, 51, threshold 127) misses every sample with an event on channel 1 (alone:
+    no class fires, argmax 0 vs the integer model's 1; with channel 0: class 0 fires first)."""
+    from snncc_speck import calibrate
+    from snncc_speck.chip import load_chip
+
+    monkeypatch.setitem(calibrate.SEEDED, "rate", 0.5)  # enough channel-1 events among 16 samples
+    g = readout_only()
+    got = calibrate.seeded_agreement(g, chip=load_chip("speck"))
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.rand((1, 16, 2, 1, 1), generator=gen) < 0.5).double()
+    missed = int(x[0, :, 1].sum())
+    assert 0 < missed < 16
+    assert got == {"samples": 16, "rate": 0.5, "seed": 0, "spikes": 1 - missed / 16, "membrane": 1.0}
+    files = SpeckTarget().emit(g, {})
+    assert json.loads(files["speck_config.json"])["seeded_agreement"]["samples"] == 16
+    line = SpeckTarget().summary_note(files)
+    assert line == (f"Speck chip path: prediction agreement with the integer model under the Speck rule, measured "
+                    f"on 16 seeded random event inputs (rate 0.5; no data given): this configuration "
+                    f"(readout=spikes) {1 - missed / 16:.2%}, readout=membrane 100.00%; --target-option "
+                    f"readout=membrane improves it; on your data: --target-option thresholds=calibrated "
+                    f"--target-option calibration_data=FILE (events example: membrane 90.89%, spikes 70.67%, "
+                    f"docs/speck_agreement.md)")
+
+
+def test_seeded_agreement_names_what_the_event_simulator_refuses():
+    """A binary hard-reset network runs on sinabs but not under the event simulator's Speck rule:
+    the compile's line says it was not measured, and why, in one line."""
+    b = Builder((1, 1, 1))
+    f = b.fire("f", b.conv("c", "input", [[[[1.0]]]]), D=1, beta=0.0)
+    g = b.build(f)
+    g["f"].attrs["reset"] = "value"
+    line = SpeckTarget().summary_note(SpeckTarget().emit(g, {}))
+    assert line.startswith("Speck chip path: prediction agreement with the integer model under the Speck rule, "
+                           "measured on 16 seeded random event inputs (rate 0.05; no data given): not measured (")
+    assert "does not implement" in line and "\n" not in line

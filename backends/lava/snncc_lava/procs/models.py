@@ -109,8 +109,8 @@ class PyWindowBurstIFModelFloat(PyLoihiProcessModel):
         n = np.clip(np.ceil(u) - 1 if self.strict else np.floor(u), 0, int(self.D))
         if self.stateful:  # snncc.sim.reference.carry: the residual after the reset, times the leak
             mode = RESETS[int(self.reset_mode)]
-            self.carry = (v - beta) * (n == 0) if mode == "value" else v - beta if mode == "leak_first" else \
-                v - n * theta - beta
+            self.carry = (v - beta) * (n == 0) if mode == "value" else v - beta if mode in ("leak_first", "none") \
+                else v - n * theta - beta
             if float(self.leak) != 1.0:
                 self.carry = self.carry * float(self.leak)
             if mode == "leak_first":

@@ -29,7 +29,7 @@ from lava.magma.core.process.variable import Var  # noqa: E402
 EMIT_MODES = ("burst", "graded")
 
 
-RESETS = ("subtract", "value", "leak_first")  # WindowBurstIF.reset_mode
+RESETS = ("subtract", "value", "leak_first", "none")  # WindowBurstIF.reset_mode
 
 
 class WindowBurstIF(AbstractProcess):
@@ -53,7 +53,7 @@ class WindowBurstIF(AbstractProcess):
         self.period = Var(shape=(1,), init=int(period))
         self.stateful = Var(shape=(1,), init=int(bool(stateful)))
         self.leak = Var(shape=(1,), init=float(leak))  # carried residual's factor between windows (floating_pt)
-        # 0 subtract, 1 value (set to beta where it fired), 2 leak_first (snncc_lava.fixed.next_membrane)
+        # 0 subtract, 1 value (set to beta where it fired), 2 leak_first, 3 none (snncc_lava.fixed.next_membrane)
         self.reset_mode = Var(shape=(1,), init=RESETS.index(reset))
         self.strict = Var(shape=(1,), init=int(bool(strict)))  # spikes on v > k theta
         self.graded = Var(shape=(1,), init=int(emit == "graded" or relay))
