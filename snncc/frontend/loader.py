@@ -305,6 +305,8 @@ def _as_time_major(loaded: LoadedModel, input_kind: str, error: FrontendError) -
         g = from_exported(loaded.program, input_kind=input_kind, source=loaded.source, layout="TB", T=loaded.T)
     except FrontendError:
         loaded.layout, loaded.T, loaded.input_shape = was
+        if "--input-layout TB" in (error.hint or ""):
+            raise error from None
         raise FrontendError(error.what, where=error.where,
                             hint=(error.hint + "; " if error.hint else "") + "if the model takes (T, B, ...) at once, "
                                  "pass --input-layout TB") from None
