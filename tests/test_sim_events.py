@@ -382,3 +382,48 @@ def test_projection_matrix_is_the_composed_block_of_the_tables():
             np.testing.assert_array_equal(P.toarray().T, M[:, net.slot_of(c)].toarray())
     # out_fire merges a 1x1 conv of f1_6 (f1_7) into its tree: 8 x 16 per site, 64 sites
     assert events_mod.projection_matrix(g, "out_fire", "f1_6").nnz == 8 * 16 * 64
+
+
+def _upcat_net(seed):
+    """A small segmentation-style head: spike input (2, 4, 4) -> conv -> A (3, 4, 4); pool(A) ->
+    1x1 conv -> B (2, 2, 2) -> nearest upsample x2; cat(A, up(B)) on channels (offsets at 0 and 3
+    of 5) -> E (5, 4, 4) directly (each source reaches only its channels of E), and a 1x1 conv of
+    the cat -> F (2, 4, 4); output = linear(reshape(F)). T = 2, stateful neurons."""
+    rng = np.random.default_rng(seed)
+    fire = lambda D: {"D": D, "theta": float(rng.uniform(0.5, 1.5)), "beta": float(rng.uniform(0, 0.5)),  # noqa
+                      "norm": 1.0, "rounding": "floor", "stateful": True}
+    conv = lambda co, ci, k, p: ({"stride": (1, 1), "padding": (p, p), "dilation": (1, 1), "groups": 1},  # noqa
+                                 {"weight": rng.normal(0.3, 0.6, (co, ci, k, k))})
+    nodes = [Node("x", "input", attrs={"kind": "spike", "shape": (2, 4, 4)}),
+             Node("ca", "conv", ["x"], *conv(3, 2, 3, 1)), Node("A", "fire", ["ca"], attrs=fire(3)),
+             Node("pa", "pool", ["A"], attrs={"mode": "sum", "kernel": (2, 2), "stride": (2, 2), "padding": (0, 0)}),
+             Node("cb", "conv", ["pa"], *conv(2, 3, 1, 0)), Node("B", "fire", ["cb"], attrs=fire(2)),
+             Node("up", "upsample", ["B"], attrs={"scale": (2, 2)}),
+             Node("oa", "offset", ["A"], attrs={"axis": 0, "at": 0, "size": 5}),
+             Node("ob", "offset", ["up"], attrs={"axis": 0, "at": 3, "size": 5}),
+             Node("cat", "add", ["oa", "ob"]), Node("E", "fire", ["cat"], attrs=fire(2)),
+             Node("cf", "conv", ["cat"], *conv(2, 5, 1, 0)), Node("F", "fire", ["cf"], attrs=fire(3)),
+             Node("ff", "reshape", ["F"], attrs={"shape": (32,)}),
+             Node("head", "linear", ["ff"], params={"weight": rng.normal(0, 1, (3, 32))}),
+             Node("out", "output", ["head"])]
+    return Graph(nodes, T=2).infer()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_ideal_upsample_cat_maps_equal_reference(seed, monkeypatch):
+    """Sources that reach only some channels of a population (a channel concatenation) and
+    composed upsampling: the channel-last run kernel flushes every target it wrote (it once
+    flushed the source's slot range, not its channel-last range, leaving sums behind for a later
+    step), counts bit-exact to the reference executor and the per-event oracle."""
+    g = _upcat_net(seed)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.poisson(torch.full((2, 4, 2, 4, 4), 0.5), generator=gen).clamp(max=3).to(F64)  # (T, B, ...)
+    flat = runner_mod._flat_tables(build_network(g))
+    assert not flat.gated  # the run kernel's case
+    ref = run(g, x)
+    got = simulate(g, x, "ideal")
+    assert sum(int(c.sum()) for c in ref.counts.values()) > 40
+    for k in ref.counts:
+        assert torch.equal(got.counts[k], ref.counts[k]), k
+    torch.testing.assert_close(got.output, ref.output, rtol=0, atol=1e-12)  # the same sums, associated differently
+    _oracle_equal(g, x, "ideal", "layer", seed, monkeypatch=monkeypatch)

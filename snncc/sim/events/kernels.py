@@ -94,13 +94,11 @@ class FlatTables:
         self.lo = np.array([int(t.slots.min()) if t.slots.size else 0 for t in tabs], dtype=np.int64)
         self.hi = np.array([int(t.slots.max()) + 1 if t.slots.size else 0 for t in tabs], dtype=np.int64)
 
+        self.eptr = np.r_[eoff, int(nnz.sum())].astype(np.int64)  # source i's entries: eptr[i]:eptr[i + 1]
+
         self.n_slots = net.n_slots
         self._shapes = [(net.offsets[c][0], net.graph[c].shape) for c in net.consumers]
         self._runs = None
-        # the run kernel's channel-last tables were checked against the per-event oracle on conv,
-        # linear, pool and layout graphs; composed upsampling / concatenation maps take the flat
-        # kernel (a counts disagreement was seen on a segmentation head through the runs)
-        self.runs_checked = not any(n.op in ("upsample", "offset") for n in net.graph.nodes)
 
     def rows(self, src: str, a: np.ndarray) -> np.ndarray:
         return self.base[self.names.index(src)] + a
@@ -138,6 +136,12 @@ class RunTables:
         self.inv = np.empty_like(pos)
         self.inv[pos] = np.arange(pos.size)
         q = pos[flat.slots]
+        # per source, the channel-last range its synapses reach (`_flush_runs` sweeps it): not the
+        # slot range [lo, hi) renumbered, since a source that reaches some channels of a
+        # population (a concatenation, zero weights dropped) reaches sites across all of it
+        ep = flat.eptr
+        self.lo = np.array([int(q[a:b].min()) if b > a else 0 for a, b in zip(ep[:-1], ep[1:])], dtype=np.int64)
+        self.hi = np.array([int(q[a:b].max()) + 1 if b > a else 0 for a, b in zip(ep[:-1], ep[1:])], dtype=np.int64)
         rptr, start, length, woff, w = _cut_runs(flat.indptr, q, flat.weights, self.GAP)
         woff, self.weights = _dedup_blocks(length, woff, w)
         self.pat, self.base, self.ptr, self.rel, self.length, self.woff = _patterns(rptr, start, length, woff)
@@ -326,8 +330,9 @@ def _ideal_runs(pat, base, ptr, rel, length, woff, weights, rows, first, mult, S
 
 @_njit(nogil=True, parallel=True)
 def _flush_runs(state, acc, inv, lo, hi, B, S):
-    """`_flush` from a channel-last scratch (q holds slot inv[q]), read front to back (most of it
-    is 0 at low activity), samples on threads."""
+    """`_flush` from a channel-last scratch (q holds slot inv[q]) over the source's channel-last
+    range [lo, hi) (`RunTables.lo/hi`: every q its runs wrote), read front to back (most of it is
+    0 at low activity), samples on threads."""
     st = state.ravel()  # a view: the runner's state is C-contiguous
     w = np.uint64(state.shape[1])
     for b in numba.prange(B):
@@ -660,7 +665,7 @@ def deliver_ideal(flat: FlatTables, gopen, src: int, rows, samples, mult, B, S, 
     multiplicity; `graded`: a relay's messages, whose mult is a value: one op per contribution)."""
     if rows.size == 0:
         return 0
-    if not flat.gated and flat.runs_checked:
+    if not flat.gated:
         rt = flat.runs()
         o = np.argsort(samples, kind="stable")  # per sample, step order kept
         rows_s, mult_s = rows[o], np.ascontiguousarray(mult[o], dtype=np.float64)
@@ -669,7 +674,7 @@ def deliver_ideal(flat: FlatTables, gopen, src: int, rows, samples, mult, B, S, 
         syn = int(per.sum()) if graded else int((per * mult_s.astype(np.int64)).sum())
         _ideal_runs(rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, rt.weights, rows_s, first, mult_s, S,
                     scratch.acc)
-        _flush_runs(state, scratch.acc, rt.inv, int(flat.lo[src]), int(flat.hi[src]), B, S)
+        _flush_runs(state, scratch.acc, rt.inv, int(rt.lo[src]), int(rt.hi[src]), B, S)
         return syn
     syn = _ideal(flat.indptr, flat.slots32, flat.weights, flat.gate, flat.first, flat.gated, gopen,
                  rows, samples, mult, S, scratch.acc, graded)
