@@ -427,3 +427,36 @@ def test_ideal_upsample_cat_maps_equal_reference(seed, monkeypatch):
         assert torch.equal(got.counts[k], ref.counts[k]), k
     torch.testing.assert_close(got.output, ref.output, rtol=0, atol=1e-12)  # the same sums, associated differently
     _oracle_equal(g, x, "ideal", "layer", seed, monkeypatch=monkeypatch)
+
+
+_KINDS = {"A": {"reset": "value", "leak": 0.75}, "B": {"leak_first": True, "leak": 0.5, "rounding": "strict"},
+          "C": {"reset": "none", "stateful": True}}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_ideal_runs_hard_reset_no_reset_leak_first_strict_bit_exact(seed):
+    """Issue 25's neuron kinds under the ideal policy: hard reset with a leak (A), leak before a
+    soft reset with strict comparison (B), no reset (C), over T = 3 timesteps: counts equal to the
+    reference executor neuron by neuron; the per-event policies refuse them in one line."""
+    g = _random_net(seed)
+    for name, kw in _KINDS.items():
+        g[name].attrs.update(kw)
+    g.T = 3
+    g = g.infer()
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.poisson(torch.full((3, 4, 2, 6, 6), 0.8), generator=gen).clamp(max=3).to(F64)  # (T, B, ...)
+    ref = run(g, x)
+    got = simulate(g, x, "ideal")
+    for k in ref.counts:
+        assert int(ref.counts[k].sum()) > 5, k
+        assert torch.equal(got.counts[k], ref.counts[k]), k
+    torch.testing.assert_close(got.output, ref.output, rtol=0, atol=1e-12)
+    # the kinds matter here: the soft-reset model gives other counts
+    soft = _random_net(seed)
+    soft.T = 3
+    assert any(not torch.equal(run(soft.infer(), x).counts[k], ref.counts[k]) for k in _KINDS)
+    for pol in ("greedy", "speck"):
+        with pytest.raises(SnnccError) as e:
+            simulate(g, x, pol)
+        msg = str(e.value)
+        assert "\n" not in msg and "node A" in msg and "hard reset" in msg and "policy='ideal'" in msg, msg
