@@ -254,7 +254,7 @@ class _PerEventRun(runner_mod._Run):
         seen, em = {}, []
         V, k = self.V.tolist(), self.k.tolist()  # Python floats: the same IEEE arithmetic
         S = self.net.n_slots
-        theta, cap, vmin = self.theta.tolist(), self._cap_all.tolist(), self._vmin_all.tolist()  # cap, vmin per slot
+        theta, cap, vmin = np.tile(self._theta_slot, self.B).tolist(), self._cap_all.tolist(), self._vmin_all.tolist()  # cap, vmin per slot
         firing = (self.firing & self.en if self.gates else self.firing).tolist()
         speck = self.policy == "speck"
         for p, src, gid in evs:

@@ -94,8 +94,6 @@ class FlatTables:
         self.lo = np.array([int(t.slots.min()) if t.slots.size else 0 for t in tabs], dtype=np.int64)
         self.hi = np.array([int(t.slots.max()) + 1 if t.slots.size else 0 for t in tabs], dtype=np.int64)
 
-        self.eptr = np.r_[eoff, int(nnz.sum())].astype(np.int64)  # source i's entries: eptr[i]:eptr[i + 1]
-
         self.n_slots = net.n_slots
         self._shapes = [(net.offsets[c][0], net.graph[c].shape) for c in net.consumers]
         self._runs = None
@@ -136,12 +134,6 @@ class RunTables:
         self.inv = np.empty_like(pos)
         self.inv[pos] = np.arange(pos.size)
         q = pos[flat.slots]
-        # per source, the channel-last range its synapses reach (`_flush_runs` sweeps it): not the
-        # slot range [lo, hi) renumbered, since a source that reaches some channels of a
-        # population (a concatenation, zero weights dropped) reaches sites across all of it
-        ep = flat.eptr
-        self.lo = np.array([int(q[a:b].min()) if b > a else 0 for a, b in zip(ep[:-1], ep[1:])], dtype=np.int64)
-        self.hi = np.array([int(q[a:b].max()) + 1 if b > a else 0 for a, b in zip(ep[:-1], ep[1:])], dtype=np.int64)
         rptr, start, length, woff, w = _cut_runs(flat.indptr, q, flat.weights, self.GAP)
         woff, self.weights = _dedup_blocks(length, woff, w)
         self.pat, self.base, self.ptr, self.rel, self.length, self.woff = _patterns(rptr, start, length, woff)
@@ -309,38 +301,45 @@ def _ideal(indptr, slots, weights, gate, first, gated, gopen, rows, samples, mul
 
 
 @_njit(nogil=True, parallel=True)
-def _ideal_runs(pat, base, ptr, rel, length, woff, weights, rows, first, mult, S, acc):
+def _ideal_runs(pat, base, ptr, rel, length, woff, weights, rows, first, mult, S, acc, state, inv):
     """acc[b * S + q] += w * mult for every run of every event (`RunTables`), the events of sample
     b (positions first[b]:first[b+1], in step order) on one thread: samples are independent, so
-    the sums per target are those of the sequential loop. The inner loop is a contiguous SIMD add."""
+    the sums per target are those of the sequential loop. The inner loop is a contiguous SIMD add.
+    Then the sample's scratch is flushed while it is in cache: V[inv[q]] += acc[q] and acc[q] = 0
+    over the channel-last span the sample's runs wrote (runs are sorted by q: an event's first run
+    starts its span, its last run ends it; a sample without events has nothing to flush). The span
+    is that of the channel-last targets written, not the source's slot range renumbered: a source
+    reaching some channels of a population (one input of a concatenation) writes sites across all
+    of it (flushing the slot range once left such sums behind for a later step)."""
+    st = state.ravel()  # a view: the runner's state is C-contiguous
+    w = np.uint64(state.shape[1])
     for b in numba.prange(first.size - 1):
         off = b * S
+        qlo = S
+        qhi = 0
         for e in range(first[b], first[b + 1]):
             a = rows[e]
             m = mult[e]
             p = pat[a]
+            r0, r1 = ptr[p], ptr[p + 1]
+            if r1 == r0:
+                continue
+            qlo = min(qlo, base[a] + rel[r0])
+            qhi = max(qhi, base[a] + rel[r1 - 1] + length[r1 - 1])
             t0 = off + base[a]
-            for r in range(ptr[p], ptr[p + 1]):
+            for r in range(r0, r1):
                 # unsigned indices: numba emits no negative-index fix-ups, and LLVM vectorises
                 t = np.uint64(t0 + rel[r])
                 wo = np.uint64(woff[r])
                 for i in range(np.uint64(length[r])):
                     acc[t + i] += weights[wo + i] * m
-
-
-@_njit(nogil=True, parallel=True)
-def _flush_runs(state, acc, inv, lo, hi, B, S):
-    """`_flush` from a channel-last scratch (q holds slot inv[q]) over the source's channel-last
-    range [lo, hi) (`RunTables.lo/hi`: every q its runs wrote), read front to back (most of it is
-    0 at low activity), samples on threads."""
-    st = state.ravel()  # a view: the runner's state is C-contiguous
-    w = np.uint64(state.shape[1])
-    for b in numba.prange(B):
-        off = np.uint64(b * S)
-        for q in range(off + np.uint64(lo), off + np.uint64(hi)):
-            a = acc[q]
-            if a != 0.0:
-                st[(off + np.uint64(inv[q - off])) * w] += a
+        if qhi <= qlo:
+            continue
+        uoff = np.uint64(off)
+        for q in range(uoff + np.uint64(qlo), uoff + np.uint64(qhi)):
+            v = acc[q]
+            if v != 0.0:
+                st[(uoff + np.uint64(inv[q - uoff])) * w] += v
                 acc[q] = 0.0
 
 
@@ -673,8 +672,7 @@ def deliver_ideal(flat: FlatTables, gopen, src: int, rows, samples, mult, B, S, 
         per = flat.indptr[rows_s + 1] - flat.indptr[rows_s]
         syn = int(per.sum()) if graded else int((per * mult_s.astype(np.int64)).sum())
         _ideal_runs(rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, rt.weights, rows_s, first, mult_s, S,
-                    scratch.acc)
-        _flush_runs(state, scratch.acc, rt.inv, int(rt.lo[src]), int(rt.hi[src]), B, S)
+                    scratch.acc, state, rt.inv)
         return syn
     syn = _ideal(flat.indptr, flat.slots32, flat.weights, flat.gate, flat.first, flat.gated, gopen,
                  rows, samples, mult, S, scratch.acc, graded)
@@ -727,8 +725,7 @@ def compile_seconds() -> float:
             _sequential(i1, z32, f, gate, first, gated, gopen, z, z, 1, 0, np.zeros((1, N_STATE)), np.zeros(1), f,
                         f, speck, 1, *rec())
     _flush(np.zeros((1, 1)), np.zeros(1), 0, 1, 1, 1)
-    _ideal_runs(z, z, i1, z, i1[1:], z, f, z, i1, f, 1, np.zeros(1))
-    _flush_runs(np.zeros((1, 1)), np.zeros(1), z, 0, 1, 1, 1)
+    _ideal_runs(z, z, i1, z, i1[1:], z, f, z, i1, f, 1, np.zeros(1), np.zeros((1, 1)), z)
     _intern(i1, z.view(np.uint64))
     _cut_runs(i1, z, f, 4)
     _sequential_speck(i1, z32, f, z, z, 1, 0, np.zeros((1, 2)), np.zeros(1), f, f, f, 1, *rec())

@@ -133,10 +133,11 @@ class _Run:
         gated = bool(net.gates) or self.flat.gated
         # per-neuron state, one row per (sample, slot): see kernels.V_ .. VMIN_ for the widths
         width = 1 if policy == "ideal" else (kernels.N_STATE if gated else 2)
-        self.state = np.empty((B * S, width))
+        self.state = np.empty((B * S, width)) if width > 1 else np.zeros((B * S, 1))
         self.V = self.state[:, kernels.V_]  # a strided view: numpy code reads it too
         self.k = np.zeros(B * S)  # spikes fired in the current window
-        self.v_min = self.state[:, kernels.VMIN_] if width > kernels.VMIN_ else np.empty(B * S)
+        # per-neuron lower bound: in the state row of the general kernel (SSC gates); unused otherwise
+        self.v_min = self.state[:, kernels.VMIN_] if width > kernels.VMIN_ else None
         self.counts = np.zeros(B * S)
         cap = net.D.astype(np.float64)
         if policy == "speck" and not speck_cap_D:
@@ -153,17 +154,17 @@ class _Run:
             self._carried[slice(*net.offsets[c])] = net.graph[c].attrs["stateful"]
         self._theta_slot = np.ascontiguousarray(net.theta, dtype=np.float64)
         self._cap_all, self._vmin_all = np.ascontiguousarray(cap), np.ascontiguousarray(vm, dtype=np.float64)
-        self.Dcap = np.empty(B * S)  # the kernels' cap per neuron (0 where it may not fire)
-        kernels.init_state(self.state, self.Dcap, self._cap_all, self._vmin_all, self._fire_slot, B, S)
-        if width <= kernels.VMIN_:
-            self.v_min[:] = np.tile(np.where(self._fire_slot, self._vmin_all, -np.inf), B)
+        # the sequential kernels' cap per neuron (0 where it may not fire); the ideal policy's
+        # membranes start at 0 (np.zeros) and it reads caps per slot
+        self.Dcap = None
+        if width > 1:
+            self.Dcap = np.empty(B * S)
+            kernels.init_state(self.state, self.Dcap, self._cap_all, self._vmin_all, self._fire_slot, B, S)
         # the plain kernels' cap and lower bound per slot (0 / -inf where a neuron may not fire)
         self._cap_fire = np.where(self._fire_slot, self._cap_all, 0.0)
         self._vmin_fire = np.where(self._fire_slot, self._vmin_all, -np.inf)
         self._bounds = kernels.greedy_bounds(self._theta_slot)
-        self.theta = np.tile(self._theta_slot, B)
-        self.firing = np.tile(self._fire_slot, B)
-        self.enabled = np.tile(net.enabled, B)
+        self.firing = np.tile(self._fire_slot, B) if (policy != "ideal" or gated) else None  # per neuron
         self.src_index = {s: i for i, s in enumerate(net.tables)}
         self.slot_pop = np.empty(S, dtype=np.int64)  # slot -> consumer index
         for i, c in enumerate(net.consumers):
@@ -340,15 +341,16 @@ class _Run:
             return self._emit(og[:ne].copy(), on[:ne].copy(), np.zeros(ne, dtype=np.int64))
         idx = (np.arange(self.B)[:, None] * S + np.arange(lo, hi)[None, :]).ravel()
         v = self.V[idx]
-        th = self.theta[idx]
+        th = self._theta_slot[idx % S]
+        can = self._fire_slot[idx % S]
         if special:  # the reference's count and carried membrane, the same float64 operations
             n = fire_count(torch.from_numpy(v), a).numpy()
-            n[~self.firing[idx]] = 0.0
+            n[~can] = 0.0
             v = carried_membrane(torch.from_numpy(v), torch.from_numpy(n), a).numpy() if a["stateful"] else v
         else:
             u = v / th if divide else v
             n = np.clip(np.floor(u), 0, self._cap_all[idx % S])
-            n[~self.firing[idx]] = 0.0
+            n[~can] = 0.0
             v = v - n * th
         if not self.gates:
             self.V[idx] = v
