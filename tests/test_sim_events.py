@@ -460,3 +460,36 @@ def test_ideal_runs_hard_reset_no_reset_leak_first_strict_bit_exact(seed):
             simulate(g, x, pol)
         msg = str(e.value)
         assert "\n" not in msg and "node A" in msg and "hard reset" in msg and "policy='ideal'" in msg, msg
+
+
+def test_ideal_float32_delivery_only_where_exact(monkeypatch):
+    """Weights on a 2^-6 grid: the run kernel accumulates in float32 (every partial sum is a
+    float32 multiple of 2^-6 below 2^24 quanta, so exact) and the counts equal the float64
+    delivery's and the reference's; unquantised weights or a sum bound past 2^24 quanta keep float64."""
+    import snncc.sim.events.kernels as kmod
+
+    g = _random_net(3)
+    for n in g.nodes:
+        if "weight" in n.params:
+            n.params["weight"] = np.round(n.params["weight"] * 64) / 64
+    gen = torch.Generator().manual_seed(3)
+    x = torch.poisson(torch.full((2, 4, 2, 6, 6), 0.8), generator=gen).clamp(max=3).to(F64)
+    net = build_network(g)
+    rt = runner_mod._flat_tables(net).runs()
+    assert rt.exp == 6 and all(rt.f32_exact(i, 3.0) for i in range(len(net.tables)))
+    assert not rt.f32_exact(0, 2.0 ** 24)  # a bound past 2^24 quanta: float64
+    calls = []
+    real = kmod._ideal_runs
+    monkeypatch.setattr(kmod, "_ideal_runs", lambda *a: (calls.append(a[6].dtype), real(*a))[1])
+    f32 = simulate(net, x, "ideal")
+    assert calls and all(d == np.float32 for d in calls)
+    calls.clear()
+    monkeypatch.setattr(kmod.RunTables, "f32_exact", lambda self, src, m: False)
+    f64 = simulate(build_network(g), x, "ideal")
+    assert calls and all(d == np.float64 for d in calls)
+    ref = run(g, x)
+    for k in ref.counts:
+        assert torch.equal(f32.counts[k], f64.counts[k]) and torch.equal(f32.counts[k], ref.counts[k]), k
+    assert sum(int(c.sum()) for c in ref.counts.values()) > 40
+    # weights off any float32 grid (the random net's own): no float32
+    assert runner_mod._flat_tables(build_network(_random_net(3))).runs().exp is None

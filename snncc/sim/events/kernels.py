@@ -11,11 +11,16 @@ Kernels per case: `_sequential_speck` / `_sequential_greedy` (no SSC gates: the 
 compile time, unsigned flat indexing), `_sequential` (gated tables, either policy), `_ideal`
 (gated tables), `_ideal_runs` (ungated tables, the common case: `RunTables`, channel-last runs of
 targets added as contiguous SIMD loops from shared weight blocks and address patterns, samples on
-numba's threads; the per-target sums are those of `_ideal`, term for term in the same order).
+numba's threads, each sample's scratch flushed into the membranes right after its events; the
+per-target sums are those of `_ideal`, term for term in the same order; accumulated in float32
+when `RunTables.f32_exact` proves every product and partial sum exact: weights on a float32 grid
+2^-exp and integer multiplicities with sum |w| x mult below 2^24 quanta per target, so the float32
+sums are the float64 ones).
 
 The kernels *are* the per-event semantics the runner documents (`snncc.sim.events.runner`): a
 plain loop over the step's events in order and over each event's synapses, in float64 with the
-same IEEE operations as the per-event Python oracle of tests/test_sim_events.py (numba does not
+same IEEE operations as the per-event Python oracle of tests/test_sim_events.py (or float32 where
+that is provably the same value, above; numba does not
 contract `v - n*theta` into a fused multiply-add unless fastmath is on; it is off). Each event's
 synapses are one contiguous slice of the tables (`indptr[a]:indptr[a+1]`), read front to back.
 
@@ -138,6 +143,25 @@ class RunTables:
         woff, self.weights = _dedup_blocks(length, woff, w)
         self.pat, self.base, self.ptr, self.rel, self.length, self.woff = _patterns(rptr, start, length, woff)
         self.n_runs = int(rptr[-1])
+        # float32 where it is exact: every weight a float32 multiple of 2^-exp, and (checked per
+        # delivery, `f32_exact`) every partial sum of a target below 2^24 quanta: each product and
+        # sum is then exact in float32, hence the very float64 value (the same terms, no rounding)
+        w = self.weights
+        self.exp = next((e for e in range(0, 40) if np.array_equal(np.floor(w * 2.0 ** e), w * 2.0 ** e)), None)
+        if self.exp is not None and not np.array_equal(w.astype(np.float32).astype(np.float64), w):
+            self.exp = None
+        self.weights32 = w.astype(np.float32) if self.exp is not None else None
+        # per source: the largest sum of |weights| into one target (one delivery adds each source
+        # address at most once per target: an ideal batch holds a (sample, address) at most once)
+        rb = np.r_[flat.base, flat.indptr.size - 1].astype(np.int64)
+        eb = flat.indptr[rb]
+        aw = np.abs(flat.weights)
+        self.in_abs = np.array([float(np.bincount(flat.slots[a:b], aw[a:b]).max()) if b > a else 0.0
+                                for a, b in zip(eb[:-1], eb[1:])]) if self.exp is not None else None
+
+    def f32_exact(self, src: int, max_mult: float) -> bool:
+        """Whether source `src`'s delivery with integer multiplicities up to `max_mult` is exact in float32."""
+        return self.exp is not None and self.in_abs[src] * max_mult * 2.0 ** self.exp < 2.0 ** 24
 
 
 @_njit()
@@ -638,10 +662,17 @@ class Scratch:
 
     def __init__(self, n_global: int):
         self.acc = np.zeros(n_global)
+        self.n_global = n_global
+        self._acc32 = None  # the float32 scratch of exact deliveries (`RunTables.f32_exact`)
         self.stamp = 0
         self.cap = 0
         self.em_rank = self.em_slot = self.em_key = self.em_n = None
         self.out_g = self.out_n = None  # per-neuron outputs of first_update / complete_burst
+
+    def acc32(self) -> np.ndarray:
+        if self._acc32 is None:
+            self._acc32 = np.zeros(self.n_global, dtype=np.float32)
+        return self._acc32
 
     def next_stamp(self) -> int:
         self.stamp += 1
@@ -666,13 +697,19 @@ def deliver_ideal(flat: FlatTables, gopen, src: int, rows, samples, mult, B, S, 
         return 0
     if not flat.gated:
         rt = flat.runs()
-        o = np.argsort(samples, kind="stable")  # per sample, step order kept
-        rows_s, mult_s = rows[o], np.ascontiguousarray(mult[o], dtype=np.float64)
-        first = np.searchsorted(samples[o], np.arange(B + 1)).astype(np.int64)
+        if samples.size > 1 and not (samples[1:] >= samples[:-1]).all():
+            o = np.argsort(samples, kind="stable")  # per sample, step order kept
+            rows, samples, mult = rows[o], samples[o], mult[o]
+        rows_s, mult_s = np.ascontiguousarray(rows), np.ascontiguousarray(mult, dtype=np.float64)
+        first = np.searchsorted(samples, np.arange(B + 1)).astype(np.int64)
         per = flat.indptr[rows_s + 1] - flat.indptr[rows_s]
         syn = int(per.sum()) if graded else int((per * mult_s.astype(np.int64)).sum())
-        _ideal_runs(rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, rt.weights, rows_s, first, mult_s, S,
-                    scratch.acc, state, rt.inv)
+        if not graded and rt.f32_exact(src, float(mult_s.max())):  # integer counts, every sum exact in float32
+            _ideal_runs(rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, rt.weights32, rows_s, first,
+                        mult_s.astype(np.float32), S, scratch.acc32(), state, rt.inv)
+        else:
+            _ideal_runs(rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, rt.weights, rows_s, first, mult_s, S,
+                        scratch.acc, state, rt.inv)
         return syn
     syn = _ideal(flat.indptr, flat.slots32, flat.weights, flat.gate, flat.first, flat.gated, gopen,
                  rows, samples, mult, S, scratch.acc, graded)
@@ -726,6 +763,8 @@ def compile_seconds() -> float:
                         f, speck, 1, *rec())
     _flush(np.zeros((1, 1)), np.zeros(1), 0, 1, 1, 1)
     _ideal_runs(z, z, i1, z, i1[1:], z, f, z, i1, f, 1, np.zeros(1), np.zeros((1, 1)), z)
+    f32 = f.astype(np.float32)
+    _ideal_runs(z, z, i1, z, i1[1:], z, f32, z, i1, f32, 1, np.zeros(1, np.float32), np.zeros((1, 1)), z)
     _intern(i1, z.view(np.uint64))
     _cut_runs(i1, z, f, 4)
     _sequential_speck(i1, z32, f, z, z, 1, 0, np.zeros((1, 2)), np.zeros(1), f, f, f, 1, *rec())

@@ -338,7 +338,16 @@ class _Run:
             og, on = self._out()
             ne = kernels.complete_burst(self.state, self._theta_slot, self._fire_slot, self._cap_all, lo, hi, divide,
                                         self.B, S, og, on)
-            return self._emit(og[:ne].copy(), on[:ne].copy(), np.zeros(ne, dtype=np.int64))
+            if ne == 0:
+                return []
+            # `_emit` for one population's bursts (n > 0, sample then slot order): no per-population split
+            g, n = og[:ne], on[:ne].copy()
+            self.counts[g] += n
+            b, a = np.divmod(g, S)
+            gid = b * (hi - lo) + (a - lo)
+            self.events[cname] += int(n.sum())
+            self.peak[cname] = max(self.peak[cname], int(np.bincount(b, weights=n, minlength=self.B).max()))
+            return [_Batch(cname, gid, n, np.zeros(ne, dtype=np.int64))]
         idx = (np.arange(self.B)[:, None] * S + np.arange(lo, hi)[None, :]).ravel()
         v = self.V[idx]
         th = self._theta_slot[idx % S]
