@@ -11,7 +11,8 @@ the (B*T, 2, 64, 64) batch; snncc compiles the module (`snncc.compile`, T from `
 and runs `dep.simulate(xs, schedule="event", layout="B*T", policy=...)` on the same batch (the
 event network built by the first call and kept on the deployment). Spike counts of every layer
 are checked equal to sinabs' neuron by neuron before timing; everything on 1 thread (torch and
-numba), then the ideal policy on 2 numba threads against 1 on the batch. Targets (issue 29): the
+numba), then the ideal policy on 2 numba threads against 1 on the batch. The CPU columns are the
+same calls' CPU time (what the work costs on a shared, loaded machine). Targets (issue 29): the
 ideal policy faster than sinabs at input rates <= 0.05, the speck policy at <= 0.02, >= 1.7x from
 2 threads.
 
@@ -174,8 +175,8 @@ def bench_sinabs64(a) -> int:
     t0 = time.perf_counter()
     dep.simulate(xs0, schedule="event", layout="B*T")  # builds and keeps the event network (and its runs)
     build = time.perf_counter() - t0
-    rows = [("rate", "sinabs s", "ideal s", "speck s", "ideal/sinabs", "speck/sinabs", "SynOps/batch",
-             "SynOps/s (ideal)", "counts", "target")]
+    rows = [("rate", "sinabs s", "ideal s", "speck s", "ideal/sinabs", "speck/sinabs", "CPU ideal/sinabs",
+             "CPU speck/sinabs", "SynOps/batch", "SynOps/s (ideal)", "SynOps/CPU s", "counts", "target")]
     rs = []
     ev = lambda xs, pol: dep.simulate(xs, schedule="event", layout="B*T", policy=pol)  # noqa: E731
     for rate in (float(r) for r in a.rates.split(",")):
@@ -183,8 +184,8 @@ def bench_sinabs64(a) -> int:
         want = sinabs_counts(m, xs)
         r = ev(xs, "ideal")
         same = all(torch.equal(r.counts[f].double(), w) for f, w in zip(fires, want))
-        t_s, t_i, t_k = median_times([lambda: sinabs_forward(m, xs), lambda: ev(xs, "ideal"),
-                                      lambda: ev(xs, "speck")], a.repeats)
+        (t_s, t_i, t_k), (c_s, c_i, c_k) = median_times([lambda: sinabs_forward(m, xs), lambda: ev(xs, "ideal"),
+                                                         lambda: ev(xs, "speck")], a.repeats, cpu=True)
         rs.append((rate, t_s / t_i, t_s / t_k))
         goals = []
         if rate <= 0.05 + 1e-12:
@@ -192,11 +193,13 @@ def bench_sinabs64(a) -> int:
         if rate <= 0.02 + 1e-12:
             goals.append("speck " + ("met" if t_s / t_k > 1 else "MISSED"))
         rows.append((f"{rate:g}", f"{t_s:.3f}", f"{t_i:.3f}", f"{t_k:.3f}", f"{t_s / t_i:.2f}x", f"{t_s / t_k:.2f}x",
-                     f"{r.synops:,}", f"{r.synops / t_i:.3g}",
+                     f"{c_s / c_i:.2f}x", f"{c_s / c_k:.2f}x", f"{r.synops:,}", f"{r.synops / t_i:.3g}",
+                     f"{r.synops / c_i:.3g}",
                      f"{'equal' if same else 'DIFFER'} ({len(fires)} layers, {sum(int(w.sum()) for w in want):,} spikes)",
                      ", ".join(goals) or "-"))
     print_table(f"sinabs64 (2x64x64, 3 conv blocks, T = {T64}, batch {a.batch}): sinabs forward vs snncc "
-                f"dep.simulate(schedule='event'), 1 thread, median of {a.repeats} (round-robin); event network "
+                f"dep.simulate(schedule='event'), 1 thread, median of {a.repeats} (round-robin; wall and CPU time of "
+                f"this process); event network "
                 f"built once in {build:.1f} s", rows)
     print(f"sinabs64: crossover input rate (events stop beating sinabs): ideal {crossover(rs, 1)}, "
           f"speck {crossover(rs, 2)}")

@@ -7,18 +7,23 @@ import statistics
 import time
 
 
-def median_times(fns, repeats: int) -> list[float]:
+def median_times(fns, repeats: int, cpu: bool = False):
     """Median wall time of each function; the functions are timed round-robin, so background load
-    on a shared machine hits all of them alike and the ratios stay meaningful."""
+    on a shared machine hits all of them alike and the ratios stay meaningful. `cpu`: also the
+    median CPU time of this process per call (single-threaded work: what the call costs whatever
+    the machine's load), returned as (wall, cpu)."""
     for fn in fns:
         fn()  # warm-up
     ts = [[] for _ in fns]
+    cs = [[] for _ in fns]
     for _ in range(repeats):
         for i, fn in enumerate(fns):
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             fn()
             ts[i].append(time.perf_counter() - t0)
-    return [statistics.median(t) for t in ts]
+            cs[i].append(time.process_time() - c0)
+    wall = [statistics.median(t) for t in ts]
+    return (wall, [statistics.median(c) for c in cs]) if cpu else wall
 
 
 def print_table(title: str, rows: list[tuple[str, ...]], left: int = 1) -> None:

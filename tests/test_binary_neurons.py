@@ -80,6 +80,8 @@ def test_one_binary_neuron_by_hand(case):
     (f,) = dep.neurons()
     assert {k: f.attrs[k] for k in attrs} == attrs
     assert int(reference.run(dep, xs()).counts[f.name]) == sum(hand)
+    # the event simulator's ideal policy (counts at completion, the reference's carry)
+    assert int(events.simulate(dep, xs(), policy="ideal").counts[f.name]) == sum(hand)
     sim = sync.Simulator(dep)
     for acc in ("window", "substep"):
         assert int(sim.run(xs(), "exact", accumulate=acc).counts[f.name]) == sum(hand), acc
@@ -96,10 +98,11 @@ def test_one_binary_neuron_by_hand(case):
 def test_executors_without_the_model_refuse_in_one_line(case):
     attrs, _ = CASES[case]
     dep = run_pipeline(neuron(**attrs), "deploy").graph
-    with pytest.raises(SnnccError) as e:
-        events.simulate(dep, xs(), policy="ideal")
-    line = e.value.one_line()
-    assert "node f" in line and "the event simulator does not implement" in line and "\n" not in line
+    for pol in ("greedy", "speck"):  # per-event firing: the soft-reset >= neuron only
+        with pytest.raises(SnnccError) as e:
+            events.simulate(dep, xs(), policy=pol)
+        line = e.value.one_line()
+        assert "node f" in line and f"the {pol} policy fires per event" in line and "\n" not in line
     with pytest.raises(SnnccError, match="the streaming schedule .* does not implement"):
         sync.Simulator(dep).run(xs(), "streaming")
 

@@ -254,7 +254,7 @@ class _PerEventRun(runner_mod._Run):
         seen, em = {}, []
         V, k = self.V.tolist(), self.k.tolist()  # Python floats: the same IEEE arithmetic
         S = self.net.n_slots
-        theta, cap, vmin = self.theta.tolist(), self._cap_all.tolist(), self._vmin_all.tolist()  # cap, vmin per slot
+        theta, cap, vmin = np.tile(self._theta_slot, self.B).tolist(), self._cap_all.tolist(), self._vmin_all.tolist()  # cap, vmin per slot
         firing = (self.firing & self.en if self.gates else self.firing).tolist()
         speck = self.policy == "speck"
         for p, src, gid in evs:
@@ -382,3 +382,114 @@ def test_projection_matrix_is_the_composed_block_of_the_tables():
             np.testing.assert_array_equal(P.toarray().T, M[:, net.slot_of(c)].toarray())
     # out_fire merges a 1x1 conv of f1_6 (f1_7) into its tree: 8 x 16 per site, 64 sites
     assert events_mod.projection_matrix(g, "out_fire", "f1_6").nnz == 8 * 16 * 64
+
+
+def _upcat_net(seed):
+    """A small segmentation-style head: spike input (2, 4, 4) -> conv -> A (3, 4, 4); pool(A) ->
+    1x1 conv -> B (2, 2, 2) -> nearest upsample x2; cat(A, up(B)) on channels (offsets at 0 and 3
+    of 5) -> E (5, 4, 4) directly (each source reaches only its channels of E), and a 1x1 conv of
+    the cat -> F (2, 4, 4); output = linear(reshape(F)). T = 2, stateful neurons."""
+    rng = np.random.default_rng(seed)
+    fire = lambda D: {"D": D, "theta": float(rng.uniform(0.5, 1.5)), "beta": float(rng.uniform(0, 0.5)),  # noqa
+                      "norm": 1.0, "rounding": "floor", "stateful": True}
+    conv = lambda co, ci, k, p: ({"stride": (1, 1), "padding": (p, p), "dilation": (1, 1), "groups": 1},  # noqa
+                                 {"weight": rng.normal(0.3, 0.6, (co, ci, k, k))})
+    nodes = [Node("x", "input", attrs={"kind": "spike", "shape": (2, 4, 4)}),
+             Node("ca", "conv", ["x"], *conv(3, 2, 3, 1)), Node("A", "fire", ["ca"], attrs=fire(3)),
+             Node("pa", "pool", ["A"], attrs={"mode": "sum", "kernel": (2, 2), "stride": (2, 2), "padding": (0, 0)}),
+             Node("cb", "conv", ["pa"], *conv(2, 3, 1, 0)), Node("B", "fire", ["cb"], attrs=fire(2)),
+             Node("up", "upsample", ["B"], attrs={"scale": (2, 2)}),
+             Node("oa", "offset", ["A"], attrs={"axis": 0, "at": 0, "size": 5}),
+             Node("ob", "offset", ["up"], attrs={"axis": 0, "at": 3, "size": 5}),
+             Node("cat", "add", ["oa", "ob"]), Node("E", "fire", ["cat"], attrs=fire(2)),
+             Node("cf", "conv", ["cat"], *conv(2, 5, 1, 0)), Node("F", "fire", ["cf"], attrs=fire(3)),
+             Node("ff", "reshape", ["F"], attrs={"shape": (32,)}),
+             Node("head", "linear", ["ff"], params={"weight": rng.normal(0, 1, (3, 32))}),
+             Node("out", "output", ["head"])]
+    return Graph(nodes, T=2).infer()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_ideal_upsample_cat_maps_equal_reference(seed, monkeypatch):
+    """Sources that reach only some channels of a population (a channel concatenation) and
+    composed upsampling: the channel-last run kernel flushes every target it wrote (it once
+    flushed the source's slot range, not its channel-last range, leaving sums behind for a later
+    step), counts bit-exact to the reference executor and the per-event oracle."""
+    g = _upcat_net(seed)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.poisson(torch.full((2, 4, 2, 4, 4), 0.5), generator=gen).clamp(max=3).to(F64)  # (T, B, ...)
+    flat = runner_mod._flat_tables(build_network(g))
+    assert not flat.gated  # the run kernel's case
+    ref = run(g, x)
+    got = simulate(g, x, "ideal")
+    assert sum(int(c.sum()) for c in ref.counts.values()) > 40
+    for k in ref.counts:
+        assert torch.equal(got.counts[k], ref.counts[k]), k
+    torch.testing.assert_close(got.output, ref.output, rtol=0, atol=1e-12)  # the same sums, associated differently
+    _oracle_equal(g, x, "ideal", "layer", seed, monkeypatch=monkeypatch)
+
+
+_KINDS = {"A": {"reset": "value", "leak": 0.75}, "B": {"leak_first": True, "leak": 0.5, "rounding": "strict"},
+          "C": {"reset": "none", "stateful": True}}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_ideal_runs_hard_reset_no_reset_leak_first_strict_bit_exact(seed):
+    """Issue 25's neuron kinds under the ideal policy: hard reset with a leak (A), leak before a
+    soft reset with strict comparison (B), no reset (C), over T = 3 timesteps: counts equal to the
+    reference executor neuron by neuron; the per-event policies refuse them in one line."""
+    g = _random_net(seed)
+    for name, kw in _KINDS.items():
+        g[name].attrs.update(kw)
+    g.T = 3
+    g = g.infer()
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.poisson(torch.full((3, 4, 2, 6, 6), 0.8), generator=gen).clamp(max=3).to(F64)  # (T, B, ...)
+    ref = run(g, x)
+    got = simulate(g, x, "ideal")
+    for k in ref.counts:
+        assert int(ref.counts[k].sum()) > 5, k
+        assert torch.equal(got.counts[k], ref.counts[k]), k
+    torch.testing.assert_close(got.output, ref.output, rtol=0, atol=1e-12)
+    # the kinds matter here: the soft-reset model gives other counts
+    soft = _random_net(seed)
+    soft.T = 3
+    assert any(not torch.equal(run(soft.infer(), x).counts[k], ref.counts[k]) for k in _KINDS)
+    for pol in ("greedy", "speck"):
+        with pytest.raises(SnnccError) as e:
+            simulate(g, x, pol)
+        msg = str(e.value)
+        assert "\n" not in msg and "node A" in msg and "hard reset" in msg and "policy='ideal'" in msg, msg
+
+
+def test_ideal_float32_delivery_only_where_exact(monkeypatch):
+    """Weights on a 2^-6 grid: the run kernel accumulates in float32 (every partial sum is a
+    float32 multiple of 2^-6 below 2^24 quanta, so exact) and the counts equal the float64
+    delivery's and the reference's; unquantised weights or a sum bound past 2^24 quanta keep float64."""
+    import snncc.sim.events.kernels as kmod
+
+    g = _random_net(3)
+    for n in g.nodes:
+        if "weight" in n.params:
+            n.params["weight"] = np.round(n.params["weight"] * 64) / 64
+    gen = torch.Generator().manual_seed(3)
+    x = torch.poisson(torch.full((2, 4, 2, 6, 6), 0.8), generator=gen).clamp(max=3).to(F64)
+    net = build_network(g)
+    rt = runner_mod._flat_tables(net).runs()
+    assert rt.exp == 6 and all(rt.f32_exact(i, 3.0) for i in range(len(net.tables)))
+    assert not rt.f32_exact(0, 2.0 ** 24)  # a bound past 2^24 quanta: float64
+    calls = []
+    real = kmod._ideal_runs
+    monkeypatch.setattr(kmod, "_ideal_runs", lambda *a: (calls.append(a[6].dtype), real(*a))[1])
+    f32 = simulate(net, x, "ideal")
+    assert calls and all(d == np.float32 for d in calls)
+    calls.clear()
+    monkeypatch.setattr(kmod.RunTables, "f32_exact", lambda self, src, m: False)
+    f64 = simulate(build_network(g), x, "ideal")
+    assert calls and all(d == np.float64 for d in calls)
+    ref = run(g, x)
+    for k in ref.counts:
+        assert torch.equal(f32.counts[k], f64.counts[k]) and torch.equal(f32.counts[k], ref.counts[k]), k
+    assert sum(int(c.sum()) for c in ref.counts.values()) > 40
+    # weights off any float32 grid (the random net's own): no float32
+    assert runner_mod._flat_tables(build_network(_random_net(3))).runs().exp is None

@@ -45,7 +45,7 @@ import torch
 from snncc.errors import SnnccError
 from snncc.ir.deployed import check_deployed
 from snncc.ir.graph import Graph, Node
-from snncc.ir.ops import SPIKE
+from snncc.ir.ops import NEURON_FEATURES, SPIKE
 from snncc.sim.reference import Interpreter
 
 
@@ -234,7 +234,7 @@ def _check(graph: Graph) -> None:
         if n.op == "spike_product":
             raise SnnccError("spike products (attention) are not simulated event by event", where=f"node {n.name}",
                              hint="use snncc.sim.sync (Speck cannot run them either)")
-    check_deployed(graph, "the event simulator")
+    check_deployed(graph, "the event simulator", supported=NEURON_FEATURES)  # greedy/speck refuse some (runner)
 
 
 def _leaf(n: Node) -> bool:

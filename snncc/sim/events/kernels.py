@@ -11,11 +11,16 @@ Kernels per case: `_sequential_speck` / `_sequential_greedy` (no SSC gates: the 
 compile time, unsigned flat indexing), `_sequential` (gated tables, either policy), `_ideal`
 (gated tables), `_ideal_runs` (ungated tables, the common case: `RunTables`, channel-last runs of
 targets added as contiguous SIMD loops from shared weight blocks and address patterns, samples on
-numba's threads; the per-target sums are those of `_ideal`, term for term in the same order).
+numba's threads, each sample's scratch flushed into the membranes right after its events; the
+per-target sums are those of `_ideal`, term for term in the same order; accumulated in float32
+when `RunTables.f32_exact` proves every product and partial sum exact: weights on a float32 grid
+2^-exp and integer multiplicities with sum |w| x mult below 2^24 quanta per target, so the float32
+sums are the float64 ones).
 
 The kernels *are* the per-event semantics the runner documents (`snncc.sim.events.runner`): a
 plain loop over the step's events in order and over each event's synapses, in float64 with the
-same IEEE operations as the per-event Python oracle of tests/test_sim_events.py (numba does not
+same IEEE operations as the per-event Python oracle of tests/test_sim_events.py (or float32 where
+that is provably the same value, above; numba does not
 contract `v - n*theta` into a fused multiply-add unless fastmath is on; it is off). Each event's
 synapses are one contiguous slice of the tables (`indptr[a]:indptr[a+1]`), read front to back.
 
@@ -97,10 +102,6 @@ class FlatTables:
         self.n_slots = net.n_slots
         self._shapes = [(net.offsets[c][0], net.graph[c].shape) for c in net.consumers]
         self._runs = None
-        # the run kernel's channel-last tables were checked against the per-event oracle on conv,
-        # linear, pool and layout graphs; composed upsampling / concatenation maps take the flat
-        # kernel (a counts disagreement was seen on a segmentation head through the runs)
-        self.runs_checked = not any(n.op in ("upsample", "offset") for n in net.graph.nodes)
 
     def rows(self, src: str, a: np.ndarray) -> np.ndarray:
         return self.base[self.names.index(src)] + a
@@ -142,6 +143,25 @@ class RunTables:
         woff, self.weights = _dedup_blocks(length, woff, w)
         self.pat, self.base, self.ptr, self.rel, self.length, self.woff = _patterns(rptr, start, length, woff)
         self.n_runs = int(rptr[-1])
+        # float32 where it is exact: every weight a float32 multiple of 2^-exp, and (checked per
+        # delivery, `f32_exact`) every partial sum of a target below 2^24 quanta: each product and
+        # sum is then exact in float32, hence the very float64 value (the same terms, no rounding)
+        w = self.weights
+        self.exp = next((e for e in range(0, 40) if np.array_equal(np.floor(w * 2.0 ** e), w * 2.0 ** e)), None)
+        if self.exp is not None and not np.array_equal(w.astype(np.float32).astype(np.float64), w):
+            self.exp = None
+        self.weights32 = w.astype(np.float32) if self.exp is not None else None
+        # per source: the largest sum of |weights| into one target (one delivery adds each source
+        # address at most once per target: an ideal batch holds a (sample, address) at most once)
+        rb = np.r_[flat.base, flat.indptr.size - 1].astype(np.int64)
+        eb = flat.indptr[rb]
+        aw = np.abs(flat.weights)
+        self.in_abs = np.array([float(np.bincount(flat.slots[a:b], aw[a:b]).max()) if b > a else 0.0
+                                for a, b in zip(eb[:-1], eb[1:])]) if self.exp is not None else None
+
+    def f32_exact(self, src: int, max_mult: float) -> bool:
+        """Whether source `src`'s delivery with integer multiplicities up to `max_mult` is exact in float32."""
+        return self.exp is not None and self.in_abs[src] * max_mult * 2.0 ** self.exp < 2.0 ** 24
 
 
 @_njit()
@@ -305,37 +325,45 @@ def _ideal(indptr, slots, weights, gate, first, gated, gopen, rows, samples, mul
 
 
 @_njit(nogil=True, parallel=True)
-def _ideal_runs(pat, base, ptr, rel, length, woff, weights, rows, first, mult, S, acc):
+def _ideal_runs(pat, base, ptr, rel, length, woff, weights, rows, first, mult, S, acc, state, inv):
     """acc[b * S + q] += w * mult for every run of every event (`RunTables`), the events of sample
     b (positions first[b]:first[b+1], in step order) on one thread: samples are independent, so
-    the sums per target are those of the sequential loop. The inner loop is a contiguous SIMD add."""
+    the sums per target are those of the sequential loop. The inner loop is a contiguous SIMD add.
+    Then the sample's scratch is flushed while it is in cache: V[inv[q]] += acc[q] and acc[q] = 0
+    over the channel-last span the sample's runs wrote (runs are sorted by q: an event's first run
+    starts its span, its last run ends it; a sample without events has nothing to flush). The span
+    is that of the channel-last targets written, not the source's slot range renumbered: a source
+    reaching some channels of a population (one input of a concatenation) writes sites across all
+    of it (flushing the slot range once left such sums behind for a later step)."""
+    st = state.ravel()  # a view: the runner's state is C-contiguous
+    w = np.uint64(state.shape[1])
     for b in numba.prange(first.size - 1):
         off = b * S
+        qlo = S
+        qhi = 0
         for e in range(first[b], first[b + 1]):
             a = rows[e]
             m = mult[e]
             p = pat[a]
+            r0, r1 = ptr[p], ptr[p + 1]
+            if r1 == r0:
+                continue
+            qlo = min(qlo, base[a] + rel[r0])
+            qhi = max(qhi, base[a] + rel[r1 - 1] + length[r1 - 1])
             t0 = off + base[a]
-            for r in range(ptr[p], ptr[p + 1]):
+            for r in range(r0, r1):
                 # unsigned indices: numba emits no negative-index fix-ups, and LLVM vectorises
                 t = np.uint64(t0 + rel[r])
                 wo = np.uint64(woff[r])
                 for i in range(np.uint64(length[r])):
                     acc[t + i] += weights[wo + i] * m
-
-
-@_njit(nogil=True, parallel=True)
-def _flush_runs(state, acc, inv, lo, hi, B, S):
-    """`_flush` from a channel-last scratch (q holds slot inv[q]), read front to back (most of it
-    is 0 at low activity), samples on threads."""
-    st = state.ravel()  # a view: the runner's state is C-contiguous
-    w = np.uint64(state.shape[1])
-    for b in numba.prange(B):
-        off = np.uint64(b * S)
-        for q in range(off + np.uint64(lo), off + np.uint64(hi)):
-            a = acc[q]
-            if a != 0.0:
-                st[(off + np.uint64(inv[q - off])) * w] += a
+        if qhi <= qlo:
+            continue
+        uoff = np.uint64(off)
+        for q in range(uoff + np.uint64(qlo), uoff + np.uint64(qhi)):
+            v = acc[q]
+            if v != 0.0:
+                st[(uoff + np.uint64(inv[q - uoff])) * w] += v
                 acc[q] = 0.0
 
 
@@ -634,10 +662,17 @@ class Scratch:
 
     def __init__(self, n_global: int):
         self.acc = np.zeros(n_global)
+        self.n_global = n_global
+        self._acc32 = None  # the float32 scratch of exact deliveries (`RunTables.f32_exact`)
         self.stamp = 0
         self.cap = 0
         self.em_rank = self.em_slot = self.em_key = self.em_n = None
         self.out_g = self.out_n = None  # per-neuron outputs of first_update / complete_burst
+
+    def acc32(self) -> np.ndarray:
+        if self._acc32 is None:
+            self._acc32 = np.zeros(self.n_global, dtype=np.float32)
+        return self._acc32
 
     def next_stamp(self) -> int:
         self.stamp += 1
@@ -660,16 +695,21 @@ def deliver_ideal(flat: FlatTables, gopen, src: int, rows, samples, mult, B, S, 
     multiplicity; `graded`: a relay's messages, whose mult is a value: one op per contribution)."""
     if rows.size == 0:
         return 0
-    if not flat.gated and flat.runs_checked:
+    if not flat.gated:
         rt = flat.runs()
-        o = np.argsort(samples, kind="stable")  # per sample, step order kept
-        rows_s, mult_s = rows[o], np.ascontiguousarray(mult[o], dtype=np.float64)
-        first = np.searchsorted(samples[o], np.arange(B + 1)).astype(np.int64)
+        if samples.size > 1 and not (samples[1:] >= samples[:-1]).all():
+            o = np.argsort(samples, kind="stable")  # per sample, step order kept
+            rows, samples, mult = rows[o], samples[o], mult[o]
+        rows_s, mult_s = np.ascontiguousarray(rows), np.ascontiguousarray(mult, dtype=np.float64)
+        first = np.searchsorted(samples, np.arange(B + 1)).astype(np.int64)
         per = flat.indptr[rows_s + 1] - flat.indptr[rows_s]
         syn = int(per.sum()) if graded else int((per * mult_s.astype(np.int64)).sum())
-        _ideal_runs(rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, rt.weights, rows_s, first, mult_s, S,
-                    scratch.acc)
-        _flush_runs(state, scratch.acc, rt.inv, int(flat.lo[src]), int(flat.hi[src]), B, S)
+        if not graded and rt.f32_exact(src, float(mult_s.max())):  # integer counts, every sum exact in float32
+            _ideal_runs(rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, rt.weights32, rows_s, first,
+                        mult_s.astype(np.float32), S, scratch.acc32(), state, rt.inv)
+        else:
+            _ideal_runs(rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, rt.weights, rows_s, first, mult_s, S,
+                        scratch.acc, state, rt.inv)
         return syn
     syn = _ideal(flat.indptr, flat.slots32, flat.weights, flat.gate, flat.first, flat.gated, gopen,
                  rows, samples, mult, S, scratch.acc, graded)
@@ -722,8 +762,9 @@ def compile_seconds() -> float:
             _sequential(i1, z32, f, gate, first, gated, gopen, z, z, 1, 0, np.zeros((1, N_STATE)), np.zeros(1), f,
                         f, speck, 1, *rec())
     _flush(np.zeros((1, 1)), np.zeros(1), 0, 1, 1, 1)
-    _ideal_runs(z, z, i1, z, i1[1:], z, f, z, i1, f, 1, np.zeros(1))
-    _flush_runs(np.zeros((1, 1)), np.zeros(1), z, 0, 1, 1, 1)
+    _ideal_runs(z, z, i1, z, i1[1:], z, f, z, i1, f, 1, np.zeros(1), np.zeros((1, 1)), z)
+    f32 = f.astype(np.float32)
+    _ideal_runs(z, z, i1, z, i1[1:], z, f32, z, i1, f32, 1, np.zeros(1, np.float32), np.zeros((1, 1)), z)
     _intern(i1, z.view(np.uint64))
     _cut_runs(i1, z, f, 4)
     _sequential_speck(i1, z32, f, z, z, 1, 0, np.zeros((1, 2)), np.zeros(1), f, f, f, 1, *rec())

@@ -23,11 +23,14 @@ Firing policies:
   their events delivered): n = clip(floor(V/theta), 0, D), emitted as a burst (spike j of every
   neuron with n > j, j = 0..D-1); V -= n*theta (kept across timesteps when stateful, a leaky
   neuron's as beta + leak * (V - beta) at the next timestep's start, reference.carry). Bursts
-  travel as one event with multiplicity n (order-independent). Equals the reference executor's
+  travel as one event with multiplicity n (order-independent). Every neuron kind of the IR
+  (ops.neuron_features: hard / no reset, leak before reset, strict comparison) fires and carries
+  by the reference's own `fire_count` / `carried_membrane` at completion. Equals the reference executor's
   counts (tested bit-exact on random nets; both sum the same float64 terms in a different
   association, so a membrane within an ulp of a threshold multiple could in principle differ).
 - "greedy": after every update a neuron fires floor(V/theta) spikes, up to the D left in its
-  window; subtractive reset.
+  window; subtractive reset. greedy and speck run the soft-reset `>=` neuron only (the other
+  kinds act on a window's total, which a per-event rule has no moment for): refused in one line.
 - "speck" (SynSense documentation, docs/design.md §3): at most one spike per update (input event), if
   V >= theta; subtractive reset; membrane clipped below at `v_min` (default per population:
   -2^15 in chip units, chip unit = 1/scale with scale = min(127/max|w|, 32767/max(theta, |beta|,
@@ -81,11 +84,11 @@ import torch
 
 from snncc.errors import SnnccError
 from snncc.ir.graph import Graph
-from snncc.ir.ops import SPIKE
+from snncc.ir.ops import SPIKE, neuron_features
 from snncc.sim.events import kernels
 from snncc.sim.events.address import EventNetwork, _host_currents, build_network
 from snncc.sim.events.result import EventResult, compare
-from snncc.sim.reference import timestep_inputs
+from snncc.sim.reference import carried_membrane, fire_count, timestep_inputs
 
 POLICIES = ("ideal", "greedy", "speck")
 ORDERS = ("layer", "interleaved", "random")
@@ -130,29 +133,38 @@ class _Run:
         gated = bool(net.gates) or self.flat.gated
         # per-neuron state, one row per (sample, slot): see kernels.V_ .. VMIN_ for the widths
         width = 1 if policy == "ideal" else (kernels.N_STATE if gated else 2)
-        self.state = np.empty((B * S, width))
+        self.state = np.empty((B * S, width)) if width > 1 else np.zeros((B * S, 1))
         self.V = self.state[:, kernels.V_]  # a strided view: numpy code reads it too
         self.k = np.zeros(B * S)  # spikes fired in the current window
-        self.v_min = self.state[:, kernels.VMIN_] if width > kernels.VMIN_ else np.empty(B * S)
+        # per-neuron lower bound: in the state row of the general kernel (SSC gates); unused otherwise
+        self.v_min = self.state[:, kernels.VMIN_] if width > kernels.VMIN_ else None
         self.counts = np.zeros(B * S)
         cap = net.D.astype(np.float64)
         if policy == "speck" and not speck_cap_D:
             cap = np.where(net.fires, np.inf, 0.0)
         vm = net.v_min if v_min is None else np.broadcast_to(np.asarray(v_min, dtype=np.float64), (S,))
         self._fire_slot = net.fires & net.enabled  # per slot
+        # ideal: populations whose neuron model goes beyond the soft-reset one (ops.neuron_features:
+        # hard / no reset, leak before reset, strict comparison) fire and carry through the
+        # reference's own fire_count / carried_membrane; `_carried` marks the slots whose carried
+        # membrane (leak included) is then final at completion
+        self._special = {c for c in net.consumers if net.graph[c].op == "fire" and neuron_features(net.graph[c].attrs)}
+        self._carried = np.zeros(S, dtype=bool)
+        for c in self._special:
+            self._carried[slice(*net.offsets[c])] = net.graph[c].attrs["stateful"]
         self._theta_slot = np.ascontiguousarray(net.theta, dtype=np.float64)
         self._cap_all, self._vmin_all = np.ascontiguousarray(cap), np.ascontiguousarray(vm, dtype=np.float64)
-        self.Dcap = np.empty(B * S)  # the kernels' cap per neuron (0 where it may not fire)
-        kernels.init_state(self.state, self.Dcap, self._cap_all, self._vmin_all, self._fire_slot, B, S)
-        if width <= kernels.VMIN_:
-            self.v_min[:] = np.tile(np.where(self._fire_slot, self._vmin_all, -np.inf), B)
+        # the sequential kernels' cap per neuron (0 where it may not fire); the ideal policy's
+        # membranes start at 0 (np.zeros) and it reads caps per slot
+        self.Dcap = None
+        if width > 1:
+            self.Dcap = np.empty(B * S)
+            kernels.init_state(self.state, self.Dcap, self._cap_all, self._vmin_all, self._fire_slot, B, S)
         # the plain kernels' cap and lower bound per slot (0 / -inf where a neuron may not fire)
         self._cap_fire = np.where(self._fire_slot, self._cap_all, 0.0)
         self._vmin_fire = np.where(self._fire_slot, self._vmin_all, -np.inf)
         self._bounds = kernels.greedy_bounds(self._theta_slot)
-        self.theta = np.tile(self._theta_slot, B)
-        self.firing = np.tile(self._fire_slot, B)
-        self.enabled = np.tile(net.enabled, B)
+        self.firing = np.tile(self._fire_slot, B) if (policy != "ideal" or gated) else None  # per neuron
         self.src_index = {s: i for i, s in enumerate(net.tables)}
         self.slot_pop = np.empty(S, dtype=np.int64)  # slot -> consumer index
         for i, c in enumerate(net.consumers):
@@ -319,19 +331,39 @@ class _Run:
         """ideal: the population's input is complete: n = clip(floor(V/theta), 0, D)."""
         net, S = self.net, self.net.n_slots
         lo, hi = net.offsets[cname]
-        divide = net.graph[cname].attrs["theta"] != 1.0
-        if not self.gates:
+        a = net.graph[cname].attrs
+        divide = a["theta"] != 1.0
+        special = cname in self._special
+        if not self.gates and not special:
             og, on = self._out()
             ne = kernels.complete_burst(self.state, self._theta_slot, self._fire_slot, self._cap_all, lo, hi, divide,
                                         self.B, S, og, on)
-            return self._emit(og[:ne].copy(), on[:ne].copy(), np.zeros(ne, dtype=np.int64))
+            if ne == 0:
+                return []
+            # `_emit` for one population's bursts (n > 0, sample then slot order): no per-population split
+            g, n = og[:ne], on[:ne].copy()
+            self.counts[g] += n
+            b, a = np.divmod(g, S)
+            gid = b * (hi - lo) + (a - lo)
+            self.events[cname] += int(n.sum())
+            self.peak[cname] = max(self.peak[cname], int(np.bincount(b, weights=n, minlength=self.B).max()))
+            return [_Batch(cname, gid, n, np.zeros(ne, dtype=np.int64))]
         idx = (np.arange(self.B)[:, None] * S + np.arange(lo, hi)[None, :]).ravel()
         v = self.V[idx]
-        th = self.theta[idx]
-        u = v / th if divide else v
-        n = np.clip(np.floor(u), 0, self._cap_all[idx % S])
-        n[~self.firing[idx]] = 0.0
-        v = v - n * th
+        th = self._theta_slot[idx % S]
+        can = self._fire_slot[idx % S]
+        if special:  # the reference's count and carried membrane, the same float64 operations
+            n = fire_count(torch.from_numpy(v), a).numpy()
+            n[~can] = 0.0
+            v = carried_membrane(torch.from_numpy(v), torch.from_numpy(n), a).numpy() if a["stateful"] else v
+        else:
+            u = v / th if divide else v
+            n = np.clip(np.floor(u), 0, self._cap_all[idx % S])
+            n[~can] = 0.0
+            v = v - n * th
+        if not self.gates:
+            self.V[idx] = v
+            return self._emit(idx, n, np.zeros(idx.size, dtype=np.int64))
         # centre SSC: a neuron without an open gate at its site is silent, stateless
         self._refresh_gates()
         off = ~self.en[idx]
@@ -359,7 +391,7 @@ class _Run:
         V = self.state.reshape(B, S, self.state.shape[1])[:, :, kernels.V_]  # a view
         reset = ~net.stateful if t > 0 else np.ones(S, dtype=bool)
         if t > 0 and net.leak is not None and (net.leak != 1.0).any():  # reference.carry: the residual leaks
-            lk = net.leak != 1.0
+            lk = (net.leak != 1.0) & ~self._carried
             V[:, lk] = net.beta[lk] + net.leak[lk] * (V[:, lk] - net.beta[lk])
         kernels.start_timestep(self.state, self.k, net.beta, net.const, reset, B, S)
         for c, h in host.items():
@@ -555,6 +587,13 @@ def _simulate(graph_or_net, x, policy="ideal", order="layer", seed=0, chunk=4096
         raise SnnccError(f"the {policy} policy fires per event, but a relay forwards a whole window's value: the event "
                          f"simulator runs relays under the ideal policy only", where=f"node {relay.name}",
                          hint="use policy='ideal', or compile with residual=fanin")
+    if policy != "ideal":
+        for n in g.nodes:
+            f = neuron_features(n.attrs) if n.op == "fire" else ()
+            if f:
+                raise SnnccError(f"the {policy} policy fires per event with a subtractive reset (the chip's neuron); "
+                                 f"this neuron's {' and '.join(f)} acts on a window's total", where=f"node {n.name}",
+                                 hint="use policy='ideal' (bit-exact to the reference executor)")
     xs = timestep_inputs(g, x, torch.float64)
     B = int(xs[0].shape[0])
     inp = g.inputs[0]
