@@ -163,8 +163,11 @@ def table(col: str) -> dict[str, Any]:
 
 
 def columns(kind: str | None = None) -> list[Column]:
-    """Declared columns, executors first, then cost models, then targets (each in declaration order)."""
-    return [c for k in KINDS for c in COLUMNS.values() if c.kind == k and (kind is None or k == kind)]
+    """Declared columns, executors first, then cost models, then targets; within a kind the
+    reference first, then by name (not by declaration: that follows import order, which differs
+    between a program that imported the event simulator first and one that did not)."""
+    return [c for k in KINDS for c in sorted(COLUMNS.values(), key=lambda c: (c.name != "reference", c.name))
+            if c.kind == k and (kind is None or k == kind)]
 
 
 def matrix(ops: Iterable[str] | None = None) -> list[tuple[str, list[Cell | None]]]:
