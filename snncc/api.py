@@ -270,8 +270,11 @@ class Deployment:
 
         placement = None
         if self.target != "sim" and self.files:  # a chip target's placement, read with its own profile
-            tgt = self._target()
-            placement = tgt.placement(self.files) if profile == tgt.profile else None
+            try:
+                tgt = self._target()
+            except TargetError:  # its package is not installed here: the profile alone prices the graph
+                tgt = None
+            placement = tgt.placement(self.files) if tgt is not None and profile == tgt.profile else None
         if (workers > 1 or ray_address) and (data is None or isinstance(data, (str, os.PathLike))):
             from snncc.estimate.estimator import run_sharded
 
