@@ -85,7 +85,7 @@ def compile_child(pt2: str, out: str, repeats: int, profile: bool = False) -> di
             return r
         setattr(mod, name, wrapper)
 
-    timed(snncc.frontend.loader, "load", "load")
+    timed(snncc.frontend.loader, "load_model", "load")
     timed(snncc.compiler, "compile_model", "compile")
     timed(snncc.compiler, "report_markdown", "report")
     timed(artifact, "write", "write")

@@ -91,7 +91,7 @@ class Deployment:
         """The PyTorch model `verify` compares: `model` (a LoadedModel, an nn.Module, an
         ExportedProgram or a model file path), run at the artefact's T and input layout, or the one
         compiled in this process."""
-        from snncc.frontend.loader import LoadedModel, _unwrap, load
+        from snncc.frontend.loader import LoadedModel, _unwrap, load_model
 
         if model is None:
             return self.model
@@ -99,7 +99,7 @@ class Deployment:
         if isinstance(model, LoadedModel):  # e.g. a state_dict loaded without its T: run as compiled
             lm = model
         elif isinstance(model, (str, os.PathLike)):
-            lm = load(os.fspath(model), input_shape=shape)
+            lm = load_model(os.fspath(model), input_shape=shape)
         elif isinstance(model, torch.export.ExportedProgram):
             lm = LoadedModel(None, model, shape, T, "program")
         elif isinstance(model, nn.Module):
@@ -122,14 +122,30 @@ class Deployment:
 
     def event_graph(self) -> tuple[Graph, str]:
         """The graph the target's chip runs on event recordings (`snncc simulate --events`) and a
-        one-line account of it: the target's `event_graph` hook (speck: the chip integers, calibrated
-        thresholds and readout it emitted), otherwise the deployed graph itself."""
+        one-line account of it: the target's `event_graph` hook (a chip target: the chip integers,
+        calibrated thresholds and readout it emitted; by default the deployed graph itself)."""
+        if self.target == "sim" or not self.files:
+            return self.deployed, "the deployed graph (the integer model)"
+        tgt = self._target()
+        return tgt.event_graph(self.deployed, self.files, self._target_options(tgt))
+
+    def backend_name(self) -> str:
+        """The `--backend` name of the artefact's target's own simulator (for hints)."""
+        if self.target == "sim":
+            return "NAME (a chip target's simulator)"
+        return self._target().backend_name()
+
+    def _target(self):
+        """The artefact's target object."""
         from snncc.targets import get as get_target
 
-        fn = getattr(get_target(self.target), "event_graph", None) if self.target != "sim" else None
-        if fn is None or not self.files:
-            return self.deployed, "the deployed graph (the integer model)"
-        return fn(self.deployed, self.files, self.manifest.get("target_options") or {})
+        return get_target(self.target)
+
+    def _target_options(self, tgt):
+        """The artefact's stored target options, parsed for `tgt` (`targets.parse_options`)."""
+        from snncc.targets import parse_options
+
+        return parse_options(tgt, self.manifest.get("target_options") or {})
 
     def simulate(self, data=None, schedule: str = "exact", backend: str = "snncc", samples: int | None = None,
                  seed: int = 0, options: dict | None = None, device: str | None = None,
@@ -140,27 +156,23 @@ class Deployment:
         sim.events.EventResult, firing `policy` "ideal", "greedy" or "speck"; its address tables are
         built on the first call and kept on the deployment; `layout` "B*T" reads an (N, *shape) spike
         batch as sinabs' squeezed (B*T, *shape) one, "static" as N samples repeated over T; a spike
-        model of T > 1 refuses an (N, *shape) batch without it), or the target's own simulator (`backend`, e.g.
-        "lava": the Lava processes of the loihi target). `populations` / `chip` (backend lava): only
-        those populations, or one chip's share of the artefact's mapping, with their boundary inputs
-        from the reference (the target's `simulate_part`: counts per population against it)."""
+        model of T > 1 refuses an (N, *shape) batch without it), or a target's own simulator (`backend`:
+        a target's name or the `backend` name it declares). `populations` / `chip` (a target backend):
+        only those populations, or one chip's share of the artefact's placement, with their boundary
+        inputs from the reference (the target's `simulate_part`: counts per population against it)."""
         if schedule == "event" and backend == "snncc":
             return self._simulate_events(data, samples, seed, policy, layout)
         x = self.inputs(data, samples, seed)
         part = populations is not None or chip is not None
         if part and backend == "snncc":
             raise SnnccError("populations / chip choose a sub-graph for a target's simulator", where="--populations",
-                             hint="add --backend lava")
+                             hint=f"add --backend {self.backend_name()}")
         if backend != "snncc":
             tgt = _backend_target(backend)
             options = self._backend_options(tgt, options)
             if part:
-                if not hasattr(tgt, "simulate_part"):
-                    raise TargetError(f"target {tgt.name} cannot simulate a sub-graph", where="--populations")
                 return tgt.simulate_part(self.deployed, x, populations, chip, self.files, options)
-            if not hasattr(tgt, "simulate"):
-                raise TargetError(f"target {tgt.name} has no simulator", where="backend", hint="use backend='snncc'")
-            return tgt.simulate(self.deployed, x, options) if options else tgt.simulate(self.deployed, x)
+            return tgt.simulate(self.deployed, x, options or None)
         from snncc.sim.sync import simulate
         from snncc.sim.tally import compare_streaming
 
@@ -197,11 +209,10 @@ class Deployment:
     def _backend_options(self, tgt, options: dict | None) -> dict | None:
         """The options a target's simulator runs with: `options` when given; else, for an artefact
         compiled for that target, the compile options its simulator reads (the target's
-        `simulation_options` hook: loihi's precision and emit), so a fixed_pt artefact runs fixed_pt."""
-        fn = getattr(tgt, "simulation_options", None)
-        if options is not None or fn is None or self.target != tgt.name:
+        `simulation_options` hook, e.g. a fixed-point precision), so a fixed_pt artefact runs fixed_pt."""
+        if options is not None or self.target != tgt.name:
             return options
-        return fn(self.manifest.get("target_options") or {}) or None
+        return tgt.simulation_options(self._target_options(tgt)) or None
 
     def target_scores(self, data, labels=None, limit: int = 64) -> list:
         """The accuracy-table rows (what, sim.scores.Scores) of this artefact's target simulator (its
@@ -211,10 +222,10 @@ class Deployment:
         the limit; the row says how many samples it ran."""
         from snncc.data.inputs import time_major
         from snncc.sim.scores import score
-        from snncc.targets import get as get_target
+        from snncc.targets import Target, get as get_target
 
         tgt = get_target(self.target)
-        if self.target == "sim" or not hasattr(tgt, "simulate"):
+        if type(tgt).simulate is Target.simulate:  # no simulator of its own (sim)
             return []
         x = self.inputs(data)
         tb = x.dim() == len(self.deployed.inputs[0].shape) + 2  # (T, B, ...)
@@ -226,18 +237,18 @@ class Deployment:
         whole = "" if labels is None or len(labels) <= n else f", the first {n}"
         return [(f"target {tgt.name}'s simulator{whole}", score(r.output, ref.output, y))]
 
-    def target_reference(self, data=None, backend: str = "lava", samples: int | None = None, seed: int = 0,
+    def target_reference(self, data=None, backend: str = "", samples: int | None = None, seed: int = 0,
                          options: dict | None = None):
         """(result, name): the target's own model of what its simulator computes, without the
-        simulator (its `reference` hook: for loihi fixed_pt the fixed-point integer model Lava equals
-        bit for bit, for floating_pt the exact schedule), and a one-line name of it; None when the
-        target has no such model."""
-        tgt = _backend_target(backend)
-        if not hasattr(tgt, "reference"):
-            return None
+        simulator (its `reference` hook: e.g. a fixed-point integer model the simulator equals bit
+        for bit), and a one-line name of it; None when the target has no such model. `backend`:
+        the simulator's name (default: the artefact's target)."""
+        tgt = _backend_target(backend or self.target)
         options = self._backend_options(tgt, options) or {}
-        name = tgt.reference_name(options) if hasattr(tgt, "reference_name") else f"target {tgt.name}'s model"
-        return tgt.reference(self.deployed, self.inputs(data, samples, seed), options), name
+        result = tgt.reference(self.deployed, self.inputs(data, samples, seed), options)
+        if result is None:
+            return None
+        return result, tgt.reference_name(options)
 
     def simulate_data(self, data=None, schedules=("exact", "streaming"), samples: int | None = None, seed: int = 0,
                       batch_size: int | None = None, progress: bool = False, device: str | None = None,
@@ -282,10 +293,12 @@ class Deployment:
         from snncc.data.inputs import InputBatches
 
         placement = None
-        if profile == "loihi" and "lava/mapping.json" in self.files:  # the loihi target's placement
-            import json
-
-            placement = json.loads(self.files["lava/mapping.json"])
+        if self.target != "sim" and self.files:  # a chip target's placement, read with its own profile
+            try:
+                tgt = self._target()
+            except TargetError:  # its package is not installed here: the profile alone prices the graph
+                tgt = None
+            placement = tgt.placement(self.files) if tgt is not None and profile == tgt.profile else None
         if (workers > 1 or ray_address) and (data is None or isinstance(data, (str, os.PathLike))):
             from snncc.estimate.estimator import run_sharded
 
@@ -364,10 +377,13 @@ class Deployment:
 
 
 def _backend_target(backend: str):
-    """The target whose simulator `backend` names (`lava` is the loihi target's)."""
-    from snncc.targets import get as get_target
+    """The target whose simulator `backend` names (a target's name or the `backend` it declares)."""
+    from snncc.targets import for_backend
 
-    return get_target({"lava": "loihi"}.get(backend, backend))
+    return for_backend(backend)
+
+
+
 
 
 def compile(model, example_input: torch.Tensor | None = None, *, target: str = "sim", input_kind: str = "current",
@@ -391,14 +407,14 @@ def compile(model, example_input: torch.Tensor | None = None, *, target: str = "
 per-step `input_shape`); its inputs are then passed to `verify`/`simulate` in that layout. Raises
 `snncc.errors.SnnccError` subclasses with what/where/hint."""
     from snncc.compiler import compile_model
-    from snncc.frontend.loader import LoadedModel, load
+    from snncc.frontend.loader import LoadedModel, load_model
     from snncc.ir.ops import MAX_T
-    from snncc.targets import check_options, get as get_target
+    from snncc.targets import get as get_target, parse_options
 
     tgt = get_target(target)
-    options = check_options(tgt, dict(target_options or {}))
+    options = parse_options(tgt, target_options)
     if isinstance(model, (str, os.PathLike)):
-        loaded = load(os.fspath(model), model_def=model_def, factory_kwargs=factory_kwargs,
+        loaded = load_model(os.fspath(model), model_def=model_def, factory_kwargs=factory_kwargs,
                       trust_pickle=trust_pickle, input_shape=tuple(input_shape) if input_shape else None,
                       approximate_lif=approximate_lif, nir_lif=nir_lif, layout=input_layout, timesteps=timesteps)
     elif isinstance(model, torch.export.ExportedProgram):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import json
 import logging
 import os
 import sys
@@ -156,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the model takes the whole sequence, (B, T, *shape) or (T, B, *shape) (multi-step code; "
                         "with --timesteps and the per-step --input-shape)")
     c.add_argument("--target-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="target-specific option (repeatable), e.g. scale_policy=pow2 for speck, emit=graded for loihi")
+                   help="target-specific option (repeatable); `snncc targets` lists each target's options")
 
     i = sub.add_parser("inspect", help="list a model's or an artefact's graph, one row per node")
     i.add_argument("path", help="model file or artefact folder")
@@ -180,14 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="T x D schedules (both = exact + streaming), or event: the event-driven simulator, "
                          "ideal policy, checked against the reference")
     sm.add_argument("--backend", default="snncc",
-                    help="snncc (our simulators) or a target with its own simulator, e.g. lava (Loihi in Lava)")
+                    help="snncc (our simulators) or a target's own simulator (`snncc targets` lists them)")
     _add_input_args(sm)
     _add_shard_args(sm)
     sm.add_argument("--populations", metavar="NAME[,NAME...]",
-                    help="with --backend lava: run only these populations, their inputs from outside taken from "
+                    help="with a target's --backend: run only these populations, their inputs from outside taken from "
                          "the reference run, and compare their counts with it")
     sm.add_argument("--chip", type=_non_negative_int, metavar="K",
-                    help="with --backend lava: run the populations placed on chip K (artefact's lava/mapping.json)")
+                    help="with a target's --backend: run the populations its placement puts on chip K")
     sm.add_argument("--events", metavar="FILE",
                     help="event recordings (.npy/.npz, tonic-style x, y, t, p; t in us): run them in time order "
                          "through the asynchronous simulator; report latency, SynOps/s per core, power")
@@ -228,9 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(args, layout: str = "", timesteps: int | None = None):
-    from snncc.frontend import load
+    from snncc.frontend import load_model
 
-    return load(args.model if hasattr(args, "model") else args.path, model_def=args.model_def,
+    return load_model(args.model if hasattr(args, "model") else args.path, model_def=args.model_def,
                 factory_kwargs=parse_kwargs(args.factory_kwargs), trust_pickle=args.trust_pickle,
                 input_shape=parse_shape(args.input_shape), approximate_lif=args.approximate_lif, nir_lif=args.nir_lif,
                 layout=layout, timesteps=timesteps)
@@ -239,18 +238,18 @@ def _load(args, layout: str = "", timesteps: int | None = None):
 def cmd_compile(args) -> int:
     from snncc.api import compile as compile_api
     from snncc.passes.manager import DEPLOY
-    from snncc.targets import check_options, get as get_target
+    from snncc.targets import get as get_target, parse_options
 
     for name in args.dump_after:  # fail fast, before loading anything
         if name not in DEPLOY:
             raise PassError(f"--dump-after {name}: no such pass in this pipeline", hint=f"passes: {', '.join(DEPLOY)}")
-    check_options(get_target(args.target), _target_options(args.target_option))
+    options = parse_options(get_target(args.target), args.target_option)  # bad options: before loading
     artifact.check_writable(args.out, protect=(args.model,))
     try:
         dep = compile_api(args.model, target=args.target, input_kind=args.input_kind, input_shape=parse_shape(args.input_shape),
                           model_def=args.model_def, factory_kwargs=parse_kwargs(args.factory_kwargs),
                           trust_pickle=args.trust_pickle, frontend=args.frontend, allow_macs=args.allow_macs,
-                          target_options=_target_options(args.target_option), dump_after=tuple(args.dump_after),
+                          target_options=options, dump_after=tuple(args.dump_after),
                           timesteps=args.timesteps, approximate_lif=args.approximate_lif, nir_lif=args.nir_lif,
                           input_layout=args.input_layout, progress=_progress if _show_progress(args) else None)
     except TargetError as e:
@@ -270,19 +269,6 @@ def cmd_compile(args) -> int:
         print(f"approximation: {item}")
     print(f"wrote {args.out}")
     return 0
-
-
-def _target_options(items: list[str]) -> dict:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise TargetError(f"--target-option {item!r} must look like key=value")
-        k, v = item.split("=", 1)
-        try:
-            out[k] = json.loads(v)
-        except ValueError:
-            out[k] = v
-    return out
 
 
 def _progress(msg: str) -> None:
@@ -308,10 +294,10 @@ def cmd_inspect(args) -> int:
         print(f"# artefact {args.path}: target {m.get('target')}, level {stem}")
     else:
         from snncc.compiler import deploy
-        from snncc.targets import check_options, get as get_target
+        from snncc.targets import get as get_target, parse_options
 
         tgt = get_target(args.target or "sim")
-        options = check_options(tgt, _target_options(args.target_option))  # bad options: before loading
+        options = parse_options(tgt, args.target_option)  # bad options: before loading
         loaded = _load(args)
         g = trace(loaded, frontend=args.frontend, input_kind=args.input_kind)
         if args.level == "deployed":
@@ -379,7 +365,7 @@ def cmd_simulate(args) -> int:
         return 0
     if args.backend == "snncc" and (args.populations is not None or args.chip is not None):
         raise SnnccError("--populations / --chip choose a sub-graph for a target's simulator", where="--backend",
-                         hint="add --backend lava")
+                         hint=f"add --backend {dep.backend_name()}")
     if args.backend == "snncc" and args.schedule == "event":
         if args.data and os.path.isdir(args.data):
             raise SnnccError("--schedule event runs one input file, not a folder of shards", where="--data",
@@ -503,17 +489,18 @@ def _sweep_D(args, deployed, batches, Ds):
     from snncc.compiler import deploy
     from snncc.estimate.report import sweep_D
     from snncc.passes.set_window import set_window
-    from snncc.targets import get as get_target
+    from snncc.targets import get as get_target, parse_options
 
     D0 = deployed.neurons()[0].attrs["D"]
     traced = artifact.read_graph(args.out, "traced")
     m = artifact.read_manifest(args.out)
     tgt = get_target(m.get("target", "sim"))
+    options = parse_options(tgt, m.get("target_options", {}))
     graphs = {}
     for D in sorted(set(Ds) | {D0}):
         if _show_progress(args):
             print(f"deploying at D={D}", file=sys.stderr)
-        graphs[D] = deployed if D == D0 else deploy(set_window(traced, D).graph, tgt, m.get("target_options", {}),
+        graphs[D] = deployed if D == D0 else deploy(set_window(traced, D).graph, tgt, options,
                                                     allow_macs=True).graph
     sw = sweep_D(graphs, batches, args.profile, labels=batches.labels, reference_D=D0, batch_size=batches.batch_size)
     print(f"\nD sweep ({sw.samples} samples, agreement with the compiled D={D0}):")
@@ -552,6 +539,10 @@ def cmd_targets(args) -> int:
         try:
             t = get(name)
             print(f"{name:<8} {t.description}")
+            if t.backend_name() != name:
+                print(f"{'':<8} simulator: --backend {t.backend_name()}")
+            for k, meaning in t.Options.meanings().items():
+                print(f"{'':<8} --target-option {k}=...: {meaning}")
         except TargetError as e:
             print(f"{name:<8} (unavailable: {e.what})")
     return 0
@@ -590,7 +581,10 @@ def _quiet_libraries() -> None:
     of the way: a failure is reported once, in snncc's line."""
     for name in ("torch", "torch._dynamo", "torch.export", "torch._export", "torch.fx", "onnx", "onnxruntime"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
-    warnings.filterwarnings("ignore", module=r"(torch|onnx|onnxruntime|nir|nirtorch|sinabs|lava)(\.|$)")
+    warnings.filterwarnings("ignore", module=r"(torch|onnx|onnxruntime|nir|nirtorch)(\.|$)")
+    from snncc.targets import quiet_warnings
+
+    quiet_warnings()  # and a chip target's own libraries (its `libraries`), when it is loaded
 
 
 INTERNAL_ERROR = 3

@@ -19,7 +19,7 @@ from snncc.ir import serialize
 from snncc.ir.graph import Graph
 from snncc.ir.printer import listing, outputs_line
 from snncc.passes.manager import PipelineRun, run_pipeline
-from snncc.targets import get as get_target
+from snncc.targets import Options, get as get_target, parse_options
 
 
 @dataclass
@@ -64,43 +64,35 @@ class CompileResult:
     def _target_note(self) -> str:
         """The target's own line for the summary (its `summary_note(files)` hook, e.g. speck's
         expected chip-path agreement), on a new line; empty without one."""
-        fn = getattr(get_target(self.target), "summary_note", None)
-        note = fn(self.files) if fn is not None else ""
+        note = get_target(self.target).summary_note(self.files)
         return f"\n{note}" if note else ""
 
 
-def lowering_options(tgt, target_options: dict) -> dict:
-    """What the target tells `residual_lowering`: its chip profile (fan-in vs relay is priced with
-    it) and, through `lowering_options(options)`, anything a target mode cannot lower."""
-    fn = getattr(tgt, "lowering_options", None)
-    if fn is not None:
-        return dict(fn(target_options))
-    return {"profile": getattr(tgt, "profile", None)}
-
-
-def deploy(traced: Graph, target="sim", options: dict | None = None, allow_macs: bool = False,
+def deploy(traced: Graph, target="sim", options: "Options | dict | None" = None, allow_macs: bool = False,
            dump_after: tuple[str, ...] = ()) -> PipelineRun:
     """Run the deploy pipeline on `traced` as `target` (a name or a target object) with its
-    `options` lowers it: `residual_lowering` gets `lowering_options(target, options)`;
+    `options` (parsed, or parsed here) lowers it: `residual_lowering` gets the target's
+    `lowering_options(options)` (its chip profile, and anything a target mode cannot lower);
     `allow_macs` lets non-spike-driven layers beyond the encoding layer through."""
     tgt = get_target(target) if isinstance(target, str) else target
     return run_pipeline(traced, "deploy", dump_after=dump_after,
                         options={"check_spike_driven": {"allow_macs": allow_macs},
-                                 "residual_lowering": lowering_options(tgt, dict(options or {}))})
+                                 "residual_lowering": dict(tgt.lowering_options(parse_options(tgt, options)))})
 
 
 def deploy_factory(model_factory: Callable[[int], "torch.nn.Module"], input_shape: tuple,
                    input_kind: str = "current", allow_macs: bool = False, frontend: str = "auto",
-                   target="sim", target_options: dict | None = None) -> Callable[[int], Graph]:
+                   target="sim", target_options: "Options | dict | None" = None) -> Callable[[int], Graph]:
     """D -> deployed graph: re-trace `model_factory(D)` (an eval-mode torch module) and `deploy` it
     for `target` with `target_options`, so D is set wherever the model uses it (clip and
     normalisation) and the graph is lowered as `compile_model` would."""
     tgt = get_target(target) if isinstance(target, str) else target
+    options = parse_options(tgt, target_options)
 
     def build(D: int) -> Graph:
         m = model_factory(D).eval()
         g = trace(LoadedModel(m, None, tuple(input_shape)), frontend=frontend, input_kind=input_kind)
-        return deploy(g, tgt, target_options, allow_macs=allow_macs).graph
+        return deploy(g, tgt, options, allow_macs=allow_macs).graph
 
     return build
 
@@ -115,16 +107,6 @@ def fanin_deployed(traced: Graph, deployed: Graph) -> tuple[Graph, bool]:
     run = run_pipeline(traced, "deploy", options={"check_spike_driven": {"allow_macs": True},
                                                   "residual_lowering": {"residual": "fanin"}})
     return run.graph, True
-
-
-def _with_options(fn, graph: Graph, target_options: dict | None):
-    """Call a target's check/explain with the target options when it takes them (system=... of
-    the loihi target changes what fits), else with the graph alone."""
-    import inspect
-
-    if len(inspect.signature(fn).parameters) >= 2:
-        return fn(graph, dict(target_options or {}))
-    return fn(graph)
 
 
 def static_stats(g: Graph) -> dict:
@@ -142,26 +124,28 @@ def _prod(s):
 
 def compile_model(loaded: LoadedModel, target: str = "sim", input_kind: str = "current", frontend: str = "auto",
                   dump_after: tuple[str, ...] = (), allow_macs: bool = False,
-                  progress: Callable[[str], None] | None = None, target_options: dict | None = None) -> CompileResult:
+                  progress: Callable[[str], None] | None = None,
+                  target_options: "Options | dict | None" = None) -> CompileResult:
     say = progress or (lambda m: None)
     tgt = get_target(target)
+    options = parse_options(tgt, target_options)
     t0 = time.perf_counter()
     say(f"tracing {loaded.source or 'model'}")
     traced = trace(loaded, frontend=frontend, input_kind=input_kind)
     t1 = time.perf_counter()
     say(f"running passes ({len(traced)} nodes)")
-    run = deploy(traced, tgt, target_options, allow_macs=allow_macs, dump_after=dump_after)
+    run = deploy(traced, tgt, options, allow_macs=allow_macs, dump_after=dump_after)
     deployed = run.graph
     t2 = time.perf_counter()
-    problems = _with_options(tgt.check, deployed, target_options)
-    explain = _with_options(tgt.explain, deployed, target_options) if hasattr(tgt, "explain") else ""
+    problems = tgt.check(deployed, options)
+    explain = tgt.explain(deployed, options)
     if problems:
         err = TargetError(f"model does not fit: {'; '.join(problems)}", where=f"target {target}",
                           hint="see `snncc compile --explain` for the full report")
         err.explain = explain
         raise err
     say(f"emitting {target} artefact")
-    files = dict(tgt.emit(deployed, target_options or {}))
+    files = dict(tgt.emit(deployed, options))
     # traced first: the deployed graph names the model's own (float32) weights there, times its fold factors
     files.update(serialize.dumps_set([("traced", traced), ("ir", deployed)]))
     t3 = time.perf_counter()
@@ -171,8 +155,8 @@ def compile_model(loaded: LoadedModel, target: str = "sim", input_kind: str = "c
         "input_kind": traced.inputs[0].kind,
         "T": traced.T,
         "source": traced.meta.get("source", ""),
-        "target_options": dict(target_options or {}),  # re-deployments (estimate --sweep-D) lower the same way
-        "versions": artifact.versions(getattr(tgt, "versions", lambda: {})()),
+        "target_options": options.given(),  # re-deployments (estimate --sweep-D) lower the same way
+        "versions": artifact.versions(tgt.versions()),
     }
     res = CompileResult(target, traced, deployed, run, files, manifest,
                         {"trace": t1 - t0, "passes": t2 - t1, "emit": t3 - t2, "total": t3 - t0}, explain,
@@ -227,9 +211,10 @@ def report_markdown(res: CompileResult) -> str:
             lines.append(f"  - ... {len(changes) - 20} more")
     from snncc.estimate.report import static_markdown
 
-    lines += ["", static_markdown(res.deployed, get_target(res.target)).rstrip()]
-    section = getattr(get_target(res.target), "report_section", None)  # the target's own section, if any
-    if section is not None and section(res.files):
-        lines += ["", section(res.files).rstrip()]
+    tgt = get_target(res.target)
+    lines += ["", static_markdown(res.deployed, (tgt.name, tgt.memory_table(res.deployed))).rstrip()]
+    section = tgt.report_section(res.files)  # the target's own section, if any
+    if section:
+        lines += ["", section.rstrip()]
     lines += ["", "## Deployed graph (synaptic normal form)", "", "```", listing(res.deployed).rstrip(), "```", ""]
     return "\n".join(lines)

@@ -137,14 +137,9 @@ def test_static_markdown_hand_counted_synapses():
     md = static_markdown(g)
     assert "| t | 32 | 4 | 18 | 18 | 200 | 0 | 72 B | 18 B |" in md
 
-    class WithMemory:
-        name = "fake"
-
-        def memory_table(self, graph):
-            return f"core 0: {len(graph.neurons())} layers"
-
-    assert "## Memory per core (fake)" in static_markdown(g, WithMemory())
-    assert "Memory per core" not in static_markdown(g, object())
+    md = static_markdown(g, ("fake", f"core 0: {len(g.neurons())} layers"))
+    assert f"## Memory per core (fake)\n\n```\ncore 0: {len(g.neurons())} layers\n```" in md
+    assert "Memory per core" not in static_markdown(g, ("fake", ""))
 
 
 def run_cli(capsys, *argv):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 
 ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "snncc")
 
@@ -158,8 +159,6 @@ def test_core_names_no_backend():
 
 def test_design_doc_states_the_same_layers():
     """docs/design.md §8.1 shows LAYERS as a table: one row per layer, its modules in backticks."""
-    import re
-
     text = open(os.path.join(os.path.dirname(ROOT), "docs", "design.md")).read()
     section = text.split("### 8.1", 1)[1].split("###", 1)[0]
     rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| layer")]
@@ -175,3 +174,37 @@ def test_the_checker_sees_what_it_must():
     assert ("", "api", 10) in found                        # snncc.__getattr__'s function-local import
     assert any(a == "nn" and b == "nn.neuron" for a, b, _ in found)   # `from .neuron import ...`
     assert layer("sim.events.runner") == layer("sim") < layer("passes") < layer("cli")
+
+
+# Backend names in the core's source text (comments and strings included): a chip target's package,
+# SDK or file layout is the target's own business, asked of the target object (snncc.targets.Target).
+# sinabs is also a model library snncc *reads* (frontend peers: IAFSqueeze models, their (B*T, ...)
+# layout) and a NIR reader it writes for: the modules doing that may name it, as a peer, not as
+# the speck backend's SDK.
+BACKEND_TEXT = re.compile(r"snncc_lava|snncc_speck|\blava[./]|\bsamna\b|\bsinabs\b")
+SINABS_AS_PEER = {"frontend.peers", "frontend.fx_trace", "interop.nir_io", "data.inputs", "api", "cli"}
+
+
+def backend_mentions(mods: dict[str, str]) -> list[str]:
+    out = []
+    for name, path in sorted(mods.items()):
+        for i, line in enumerate(open(path).read().splitlines(), 1):
+            for m in BACKEND_TEXT.finditer(line):
+                if m.group() == "sinabs" and name in SINABS_AS_PEER:
+                    continue
+                out.append(f"{_show(name)}:{i}: {m.group()!r} in {line.strip()[:100]}")
+    return out
+
+
+def test_core_source_names_no_backend_package():
+    bad = backend_mentions(modules())
+    assert not bad, ("the core names a backend package or its files (ask the target object: "
+                     "snncc.targets.Target):\n" + "\n".join(bad))
+
+
+def test_backend_text_check_sees_what_it_must(tmp_path):
+    p = tmp_path / "m.py"
+    p.write_text('x = files["lava/mapping.json"]\nimport snncc_speck\n# sinabs helper\nnot lavaish = 1\n')
+    found = backend_mentions({"estimate.m": str(p)})
+    assert [f.split(": ")[1].split(" in ")[0] for f in found] == ["'lava/'", "'snncc_speck'", "'sinabs'"]
+    assert len(backend_mentions({"frontend.peers": str(p)})) == 2  # sinabs as a peer library is allowed there

@@ -13,7 +13,7 @@ from onnx import TensorProto, helper
 from nets import Attention, ConvChain, Fire, ResidualSepConv, randomize_bn
 from snncc.cli import main
 from snncc.errors import FrontendError
-from snncc.frontend.loader import LoadedModel, load, trace
+from snncc.frontend.loader import LoadedModel, load_model, trace
 from snncc.sim.reference import run
 
 
@@ -57,7 +57,7 @@ CASES = [
 def test_onnx_matches_eager_and_torch_export(tmp_path, name, factory):
     torch.manual_seed(0)
     m = randomize_bn(factory())
-    lm = load(export_onnx(m, tmp_path / f"{name}.onnx"))
+    lm = load_model(export_onnx(m, tmp_path / f"{name}.onnx"))
     assert lm.module is None and lm.program is None and lm.input_shape == tuple(m.input_shape)
     g = trace(lm)
     assert g.meta["frontend"] == "onnx"
@@ -80,7 +80,7 @@ def test_attention_product_fused_like_torch_export(tmp_path):
     torch.manual_seed(0)
     for order in ("left", "right"):
         m = randomize_bn(Attention(order=order))
-        g = trace(load(export_onnx(m, tmp_path / f"a_{order}.onnx")))
+        g = trace(load_model(export_onnx(m, tmp_path / f"a_{order}.onnx")))
         prods = [n for n in g.nodes if n.op == "spike_product"]
         assert len(prods) == 1 and len(prods[0].inputs) == 3 and prods[0].attrs["order"] == order
 
@@ -96,7 +96,7 @@ def test_unsupported_op_names_node_and_type(tmp_path, capsys):
     p = tmp_path / "sig.onnx"
     onnx.save(_model_with(helper.make_node("Sigmoid", ["x"], ["y"], name="/act/Sigmoid")), p)
     with pytest.raises(FrontendError) as e:
-        trace(load(str(p)))
+        trace(load_model(str(p)))
     assert e.value.one_line().startswith("ONNX node '/act/Sigmoid' (Sigmoid): unsupported ONNX op Sigmoid")
     code = main(["compile", str(p), "-o", str(tmp_path / "o")])
     err = capsys.readouterr().err
@@ -111,7 +111,7 @@ def test_clip_without_round_is_refused(tmp_path):
     p = tmp_path / "clip.onnx"
     onnx.save(_model_with(helper.make_node("Clip", ["x", "lo", "hi"], ["y"], name="/n/Clip"), [lo, hi]), p)
     with pytest.raises(FrontendError, match=r"ONNX node '/n/Clip' \(Clip\): Clip\(x, 0, D\) is not followed by Round"):
-        trace(load(str(p)))
+        trace(load_model(str(p)))
 
 
 def test_hand_built_half_up_neuron_with_gemm(tmp_path):
@@ -131,7 +131,7 @@ def test_hand_built_half_up_neuron_with_gemm(tmp_path):
     p = tmp_path / "h.onnx"
     onnx.save(helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits),
                                 opset_imports=[helper.make_opsetid("", 17)]), p)
-    lm = load(str(p))
+    lm = load_model(str(p))
     g = trace(lm)
     fire = g["nf"]
     assert (fire.op, fire.attrs["D"], fire.attrs["norm"], fire.attrs["rounding"]) == ("fire", 4, 4.0, "half_up")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from snncc.frontend.loader import load, trace
+from snncc.frontend.loader import load_model, trace
 from snncc.passes.manager import run_pipeline
 from snncc.verify import compare
 
@@ -18,7 +18,7 @@ ART = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 
 
 @pytest.fixture(scope="module")
 def former():
-    lm = load(os.path.join(ART, "digits_former.pt2"))
+    lm = load_model(os.path.join(ART, "digits_former.pt2"))
     traced = trace(lm)
     deployed = run_pipeline(traced, "deploy").graph
     with np.load(os.path.join(ART, "digits_test.npz")) as d:

@@ -31,7 +31,8 @@ Energy (per sample) by profile formula:
 - mac_ac: E_MAC * MACs + E_AC * (SOPs + spike products)
 - loihi: E_SOP * (SOPs + spike products) + E_active * active updates + E_inactive * inactive updates
   + (E_spike_tile + E_hop * hops_per_message) * messages   (host MACs are off-chip, not included).
-  With a placement (`placement=`, the loihi target's lava/mapping.json) the routing term is
+  With a placement (`placement=`: the document a chip target's `placement` hook reads from its
+  artefact, pieces on chips and cores) the routing term is
   E_spike_tile * messages + E_hop * hops + E_chip_crossing * chip crossings, each projection's
   per-spike messages (destination cores), hops and crossings taken from the mapping and multiplied
   by its source's measured spikes (a spike product's: its measured messages; activity uniform
@@ -668,7 +669,7 @@ def run_sharded(graph, profile, data, samples: int, batch_size: int | None, seed
                 address: str | None = None, progress: bool = False, device: str | None = None,
                 placement: dict | None = None, layout: str = "auto"):
     """An `Estimator` holding the statistics of every batch (`snncc.data.workers.map_batches`),
-    with the artefact's `placement` (a loihi lava/mapping.json document: hops, chip crossings,
+    with the artefact's `placement` (its target's placement document: hops, chip crossings,
     links) in every worker and in the merged one, so the report equals one process's."""
     from functools import partial
 

@@ -664,9 +664,9 @@ def _bytes(n: int) -> str:
     return f"{n} B"
 
 
-def static_markdown(graph: Graph, target=None) -> str:
+def static_markdown(graph: Graph, memory: tuple[str, str] = ("", "")) -> str:
     """The static section of `report.md`: per-population parameters, synapses and weight memory,
-    totals, and the target's memory table when the target object offers `memory_table(graph)`."""
+    totals, and `memory` = (target name, its memory table text) when the target gives one."""
     rows = static_stats_per_population(graph)
     head = ["population", "neurons", "D", "parameters", "weights", "synapses", "host MACs/step",
             "weights fp32", "weights 8-bit"]
@@ -685,12 +685,9 @@ def static_markdown(graph: Graph, target=None) -> str:
     lines.append(f"| total | {tot['neurons']} | - | {tot['parameters']} | {tot['weights']} | {tot['synapses']} | "
                  f"{tot['host_macs']} | {_bytes(tot['weight_bytes_fp32'])} | {_bytes(tot['weight_bytes_int8'])} |")
     lines.append("")
-    mt = getattr(target, "memory_table", None) if target is not None else None
-    if callable(mt):
-        text = mt(graph)
-        if text:
-            lines += [f"## Memory per core ({getattr(target, 'name', 'target')})", "", "```", str(text).rstrip(),
-                      "```", ""]
+    name, text = memory
+    if text:
+        lines += [f"## Memory per core ({name or 'target'})", "", "```", str(text).rstrip(), "```", ""]
     return "\n".join(lines)
 
 

@@ -210,9 +210,9 @@ def _unwrap(model: nn.Module) -> tuple[nn.Module, int]:
     return model, declared_timesteps(model) or 1
 
 
-def load(path: str, model_def: str | None = None, factory_kwargs: dict | None = None, trust_pickle: bool = False,
-         input_shape: tuple[int, ...] | None = None, approximate_lif: bool = False, nir_lif: str = "",
-         layout: str = "", timesteps: int | None = None) -> LoadedModel:
+def load_model(path: str, model_def: str | None = None, factory_kwargs: dict | None = None, trust_pickle: bool = False,
+               input_shape: tuple[int, ...] | None = None, approximate_lif: bool = False, nir_lif: str = "",
+               layout: str = "", timesteps: int | None = None) -> LoadedModel:
     """`layout`: the model takes (B, T, *shape) / (T, B, *shape); `input_shape` is then the per-step
     shape, for a program as for a module (a program's T is its input's, `timesteps` must agree)."""
     if not os.path.exists(path):

@@ -32,42 +32,35 @@ Every file is deterministic bytes.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
 from snncc.errors import TargetError
 from snncc.ir.graph import Graph
+from snncc.targets import Options, Target, option
 
 from snncc_lava import compat, describe, mapping, network
 
 EMIT_MODES = ("burst", "graded")
 PRECISIONS = ("float", "fixed")
-OPTIONS = {"emit": "burst | graded", "precision": "float | fixed", "netx": "true | false: also write lava/network.net",
-           "residual": "auto | fanin | relay: membrane-shortcut lowering (auto: cost model)",
-           "system": "chip | kapoho | hala | N: Loihi 2 system to map onto (default chip)"}
 RESIDUAL_FORMS = ("auto", "fanin", "relay")
 DESCRIBE_LIMIT = 20_000_000  # materialised synapses up to which lava/network.json + weights.npz are written
 
 
-def _check_options(options: dict | None) -> dict:
-    options = dict(options or {})
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise TargetError(f"unknown option(s) {', '.join(unknown)}", where="loihi options",
-                          hint=f"known: {', '.join(OPTIONS)}")
-    if options.get("precision", "float") not in PRECISIONS:
-        raise TargetError(f"unknown precision {options['precision']!r}", where="loihi option precision",
-                          hint=f"one of {', '.join(PRECISIONS)}")
-    if options.get("residual", "auto") not in RESIDUAL_FORMS:
-        raise TargetError(f"unknown residual form {options['residual']!r}", where="loihi option residual",
-                          hint=f"one of {', '.join(RESIDUAL_FORMS)}")
-    if not isinstance(options.get("netx", False), bool):
-        raise TargetError(f"netx must be true or false, got {options['netx']!r}", where="loihi option netx")
-    mapping.load_resources().system(options.get("system", "chip"))  # names a bad system in one line
-    return options
+@dataclass(frozen=True)
+class LoihiOptions(Options):
+    emit: str = option("burst", "burst | graded")
+    precision: str = option("float", "float | fixed")
+    netx: bool = option(False, "true | false: also write lava/network.net")
+    residual: str = option("auto", "auto | fanin | relay: membrane-shortcut lowering (auto: cost model)")
+    system: str | int = option("chip", "chip | kapoho | hala | N: Loihi 2 system to map onto (default chip)")
 
 
-def _needs_matrices(options: dict) -> bool:
-    return options.get("precision", "float") == "fixed" or bool(options.get("netx", False))
+OPTIONS = LoihiOptions.meanings()
+
+
+def _needs_matrices(options: LoihiOptions) -> bool:
+    return options.precision == "fixed" or bool(options.netx)
 
 
 def _refuse_unbuildable(graph: Graph) -> None:
@@ -80,21 +73,13 @@ def _refuse_unbuildable(graph: Graph) -> None:
                                "or --chip K (or --backend snncc)")
 
 
-def _emit_mode(options: dict | None) -> str:
-    mode = (options or {}).get("emit", "burst")
-    if mode not in EMIT_MODES:
-        raise TargetError(f"unknown spike emission mode {mode!r}", where="loihi option emit",
-                          hint=f"one of {', '.join(EMIT_MODES)}")
-    return mode
-
-
-class LoihiTarget:
+class LoihiTarget(Target):
     name = "loihi"
     description = ("Loihi 2 through Lava 0.10.0 (floating_pt / fixed_pt simulation): WindowBurstIF neurons, "
                    "Sparse/DelaySparse synapses, SpikeProduct (attention), host encoding currents or spike "
                    "input; netx HDF5 export")
 
-    options = OPTIONS
+    Options = LoihiOptions
     exports = {"netx": "lava-dl netx HDF5 (snncc_lava.netx): D binary threshold copies per neuron, one step per window"}
 
     def export_file(self, fmt: str, graph: Graph) -> bytes:
@@ -109,22 +94,33 @@ class LoihiTarget:
             raise TargetError(e.what, where=e.where, hint="netx reads input/conv/flatten/dense chains of non-stateful "
                               "neurons; snncc export-nir writes any deployed graph") from None
 
-    def validate_options(self, options: dict) -> dict:
-        options = _check_options(options)
-        _emit_mode(options)
-        return options
-
     profile = "loihi"
+    backend = "lava"  # `--backend lava`: the Lava processes
+    libraries = ("lava",)
 
-    def lowering_options(self, options: dict | None = None) -> dict:
+    def validate(self, options: LoihiOptions) -> None:
+        if options.precision not in PRECISIONS:
+            raise TargetError(f"unknown precision {options.precision!r}", where="loihi option precision",
+                              hint=f"one of {', '.join(PRECISIONS)}")
+        if options.residual not in RESIDUAL_FORMS:
+            raise TargetError(f"unknown residual form {options.residual!r}", where="loihi option residual",
+                              hint=f"one of {', '.join(RESIDUAL_FORMS)}")
+        if not isinstance(options.netx, bool):
+            raise TargetError(f"netx must be true or false, got {options.netx!r}", where="loihi option netx")
+        mapping.load_resources().system(options.system)  # names a bad system in one line
+        if options.emit not in EMIT_MODES:
+            raise TargetError(f"unknown spike emission mode {options.emit!r}", where="loihi option emit",
+                              hint=f"one of {', '.join(EMIT_MODES)}")
+
+    def lowering_options(self, options: LoihiOptions | dict | None = None) -> dict:
         """residual_lowering options. residual "auto" (default): streams are priced with the loihi
         profile (graded messages: relays where cheaper), in floating_pt and in fixed_pt, where relays
         are about as accurate as fan-in (digits_former, argmax agreement of fixed_pt with the float
         model: relay / fan-in / auto 0.970 / 0.970 / 0.970 on the first 100 test digits, 0.982 /
         0.989 / 0.987 on all 450; docs/compiler.md); "fanin" / "relay" force the form; netx (no relay layer) keeps fan-in."""
-        options = _check_options(options)
-        res = options.get("residual", "auto")
-        if options.get("netx", False):
+        options = self.parse(options)
+        res = options.residual
+        if options.netx:
             if res == "relay":
                 raise TargetError("netx has no relay layer", where="loihi option residual",
                                   hint="residual=fanin or auto with netx=true")
@@ -133,28 +129,28 @@ class LoihiTarget:
             return {"profile": self.profile, "residual": res}
         return {"profile": self.profile}
 
-    def map_onto(self, graph: Graph, options: dict | None = None) -> mapping.Mapping:
+    def map_onto(self, graph: Graph, options: LoihiOptions | dict | None = None) -> mapping.Mapping:
         """The core/chip mapping of `graph` on the option's system (computed once per graph)."""
-        system = str(_check_options(options).get("system", "chip"))
+        system = str(self.parse(options).system)
         cached = getattr(self, "_mapped", None)  # holds the graph itself, so its id is never reused
         if cached is None or cached[0] is not graph or cached[1] != system:
             self._mapped = (graph, system, mapping.build(graph, system))
         return self._mapped[2]
 
-    def check(self, graph: Graph, options: dict | None = None) -> list[str]:
-        options = _check_options(options)
+    def check(self, graph: Graph, options: LoihiOptions | dict | None = None) -> list[str]:
+        options = self.parse(options)
         problems = network.unsupported(graph)
         if problems:
             return problems
         problems = list(self.map_onto(graph, options).problems)
         if _needs_matrices(options):
-            why = "netx=true" if options.get("netx", False) else "precision=fixed"
+            why = "netx=true" if options.netx else "precision=fixed"
             problems += [f"{why} quantises the explicit synapse matrices, and {p}; compile with precision=float "
                          f"(its mapping, report and estimates need no matrices) or on a larger machine"
                          for p in network.memory_problems(graph)]
         return problems
 
-    def explain(self, graph: Graph, options: dict | None = None) -> str:
+    def explain(self, graph: Graph, options: LoihiOptions | dict | None = None) -> str:
         """The resource report: pieces, per-chip utilisation, inter-chip traffic, and what does not fit."""
         if network.unsupported(graph):
             return ""
@@ -166,8 +162,12 @@ class LoihiTarget:
             return ""
         return mapping.report_markdown(json.loads(files["lava/mapping.json"]))
 
-    def emit(self, graph: Graph, options: dict | None = None) -> dict[str, bytes]:
-        options = _check_options(options)
+    def placement(self, files: dict[str, bytes]) -> dict | None:
+        """lava/mapping.json: `estimate --profile loihi` charges routing per chip and link with it."""
+        return json.loads(files["lava/mapping.json"]) if "lava/mapping.json" in files else None
+
+    def emit(self, graph: Graph, options: LoihiOptions | dict | None = None) -> dict[str, bytes]:
+        options = self.parse(options)
         m = self.map_onto(graph, options)
         mapped = {"lava/mapping.json": (json.dumps(m.to_json(), indent=1, sort_keys=True) + "\n").encode()}
         synapses = network.materialised_synapses(graph)
@@ -175,11 +175,11 @@ class LoihiTarget:
             return mapped  # kernels stay in ir.npz; simulate builds the Lava network from the IR
         net = network.build(graph)
         qnet = None
-        if options.get("precision", "float") == "fixed":
+        if options.precision == "fixed":
             from snncc_lava import fixed
             qnet = fixed.quantize(net)
-        files = describe.files(net, _emit_mode(options), self.versions(), qnet)
-        if options.get("netx", False):
+        files = describe.files(net, options.emit, self.versions(), qnet)
+        if options.netx:
             from snncc_lava import netx
             files["lava/network.net"] = netx.export(graph, net)
         files.update(mapped)
@@ -191,46 +191,46 @@ class LoihiTarget:
         except PackageNotFoundError:
             return {compat.LAVA_DIST: "not installed"}
 
-    def simulate(self, graph: Graph, x, options: dict | None = None):
+    def simulate(self, graph: Graph, x, options: LoihiOptions | dict | None = None):
         """Run `graph` on x ((B, *in) or (T, B, *in)); returns a LavaResult (output, counts, steps)."""
-        options = _check_options(options)
+        options = self.parse(options)
         _refuse_unbuildable(graph)
         from snncc_lava.lower import simulate
-        return simulate(graph, x, _emit_mode(options), options.get("precision", "float"))
+        return simulate(graph, x, options.emit, options.precision)
 
     def simulate_part(self, graph: Graph, x, populations: list[str] | None = None, chip: int | None = None,
-                      files: dict | None = None, options: dict | None = None):
+                      files: dict | None = None, options: LoihiOptions | dict | None = None):
         """Run the chosen populations (or those with a piece on `chip` in the artefact `files`'
         lava/mapping.json) in Lava with boundary inputs teacher-forced from the reference; returns a
         part.PartResult (per-population counts against the reference, or in fixed_pt against snncc's
         fixed_pt model of the part)."""
         from snncc_lava import part
 
-        options = _check_options(options)
+        options = self.parse(options)
         names = list(populations or []) + (part.chip_populations(files or {}, chip) if chip is not None else [])
-        return part.simulate(graph, x, names, only_members=not populations, emit=_emit_mode(options),
-                             precision=options.get("precision", "float"))
+        return part.simulate(graph, x, names, only_members=not populations, emit=options.emit,
+                             precision=options.precision)
 
-    def simulation_options(self, options: dict) -> dict:
-        """The compile options `simulate` reads back from an artefact (precision, emit)."""
-        return {k: v for k, v in _check_options(options).items() if k in ("precision", "emit")}
+    def simulation_options(self, options: LoihiOptions) -> dict:
+        """The compile options `simulate` reads back from an artefact (precision, emit), as given."""
+        return {k: v for k, v in self.parse(options).given().items() if k in ("precision", "emit")}
 
-    def reference_name(self, options: dict | None = None) -> str:
+    def reference_name(self, options: LoihiOptions | dict | None = None) -> str:
         """What `reference` computes, in a few words."""
-        if _check_options(options).get("precision", "float") == "fixed":
+        if self.parse(options).precision == "fixed":
             return "snncc's fixed_pt integer model (snncc_lava.fixed)"
         return "the exact T x D schedule"
 
-    def reference(self, graph: Graph, x, options: dict | None = None):
+    def reference(self, graph: Graph, x, options: LoihiOptions | dict | None = None):
         """snncc's own model of what this target computes, without Lava: the fixed-point integer
         reference (precision "fixed", bit-exact with Lava fixed_pt) or the exact T x D schedule
         (precision "float"). Same result fields as `simulate` (output, counts)."""
-        options = _check_options(options)
-        if options.get("precision", "float") == "fixed":
+        options = self.parse(options)
+        if options.precision == "fixed":
             from snncc_lava import fixed
 
             _refuse_unbuildable(graph)
-            return fixed.simulate_fixed(fixed.quantize(network.build(graph)), x, _emit_mode(options))
+            return fixed.simulate_fixed(fixed.quantize(network.build(graph)), x, options.emit)
         from snncc.sim.sync import simulate as sync_simulate
 
         return sync_simulate(graph, x, "exact")

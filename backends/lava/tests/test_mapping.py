@@ -202,9 +202,9 @@ def test_system_option_is_checked_in_one_line():
     from snncc_lava.target import LoihiTarget
 
     with pytest.raises(TargetError, match=r"unknown system 'foo'"):
-        LoihiTarget().validate_options({"system": "foo"})
+        LoihiTarget().parse({"system": "foo"})
     with pytest.raises(TargetError, match="system of 0 chips"):
-        LoihiTarget().validate_options({"system": 0})
+        LoihiTarget().parse({"system": 0})
     res = mapping.load_resources()
     assert res.system("hala") == ("hala", 1152, (8, 12, 12))
     assert res.system("kapoho") == ("kapoho", 8, (2, 4))

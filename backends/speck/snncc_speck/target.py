@@ -21,6 +21,7 @@ import torch
 
 from snncc.errors import TargetError
 from snncc.ir.graph import Graph
+from snncc.targets import Options, Target, option
 
 from snncc_speck import config as chip_config_mod
 from snncc_speck import sinabs_net
@@ -29,6 +30,24 @@ from snncc_speck.chip import Chip, load_chip
 from snncc_speck.lower import Lowered, SpeckLayer, lower, with_readout
 from snncc_speck.mapping import Placement, core_table, destination_problems, memory_problems, memory_table, place
 from snncc_speck.quantize import LayerQuant, quantization_problems, quantization_table, quantize
+
+
+@dataclass(frozen=True)
+class SpeckOptions(Options):
+    readout_threshold: float | str = option(1.0, "float > 0 | calibrated: threshold of the spike readout layer "
+                                                 "(default 1.0)")
+    readout: str = option("spikes", "spikes | membrane: the host reads the readout layer's spike counts or its "
+                                    "final membranes")
+    thresholds: str = option("deployed", "deployed | calibrated: hidden thresholds scaled to match spike counts "
+                                         "under the one-spike-per-event rule on calibration data")
+    calibration_data: str | None = option(None, "an .npz/.npy data set (as --data) for the calibrated choices")
+    calibration_samples: int = option(64, "integer >= 1, samples of calibration_data used (default 64)")
+    scale_policy: str = option("max", "max | pow2")
+    chip: str = option("speck", "chip data file name (default speck)")
+    samna: bool = option(False, "true | false: also write samna_config.txt (needs a real samna)")
+
+
+OPTIONS = SpeckOptions.meanings()
 
 
 @dataclass
@@ -74,13 +93,13 @@ def layer_problems(lay: SpeckLayer, chip: Chip) -> list[str]:
     return out
 
 
-def analyse(graph: Graph, options: dict | None = None, calibration: dict | None = None) -> Analysis:
+def analyse(graph: Graph, options: SpeckOptions | None = None, calibration: dict | None = None) -> Analysis:
     """Lower, map and quantise; `calibration` (from `resolve_calibration`) gives the threshold
     factors and the readout threshold chosen on calibration data."""
-    options = options or {}
-    chip = load_chip(options.get("chip", "speck"))
+    options = options or SpeckOptions()
+    chip = load_chip(str(options.chip))
     L = chip.limits
-    rt = options.get("readout_threshold", 1.0)
+    rt = options.readout_threshold
     if calibration and calibration.get("readout_threshold") is not None:
         rt = calibration["readout_threshold"]
     low = lower(graph, float(rt) if rt != "calibrated" else 1.0)
@@ -101,8 +120,8 @@ def analyse(graph: Graph, options: dict | None = None, calibration: dict | None 
     if len(low.layers) > L["max_layers"]:  # the layer count already says it; keep per-layer misfits only
         mem = [m for m in mem if not m.startswith("placement:")]
     problems += mem
-    quant = quantize(low.layers, chip, options.get("scale_policy", "max"))
-    if options.get("readout", "spikes") == "membrane":  # the output layer never fires; the host reads it
+    quant = quantize(low.layers, chip, options.scale_policy)
+    if options.readout == "membrane":  # the output layer never fires; the host reads it
         for lay in low.layers:
             if lay.readout:
                 quant[lay.name].threshold = chip.state_range[1]
@@ -110,20 +129,19 @@ def analyse(graph: Graph, options: dict | None = None, calibration: dict | None 
     return Analysis(chip, low, placement, quant, problems)
 
 
-def resolve_calibration(graph: Graph, options: dict) -> dict | None:
+def resolve_calibration(graph: Graph, options: SpeckOptions) -> dict | None:
     """The calibrated choices (`snncc_speck.calibrate.calibrate` on `calibration_data`), or None
     when no option asks for one."""
-    if "calibrated" not in (options.get("thresholds"), options.get("readout_threshold")):
+    if "calibrated" not in (options.thresholds, options.readout_threshold):
         return None
     import os
 
     from snncc.data.inputs import inputs
 
-    path = os.fspath(options["calibration_data"])
-    x, _ = inputs(graph, path, int(options.get("calibration_samples", 64)), 0)  # (N, ...) or (T, N, ...) as --data
-    out = calibrate(graph, x, options.get("thresholds", "deployed"), options.get("readout", "spikes"),
-                    options.get("readout_threshold", 1.0), chip=load_chip(options.get("chip", "speck")),
-                    scale_policy=options.get("scale_policy", "max"))  # for the integers it emits
+    path = os.fspath(options.calibration_data)
+    x, _ = inputs(graph, path, int(options.calibration_samples), 0)  # (N, ...) or (T, N, ...) as --data
+    out = calibrate(graph, x, options.thresholds, options.readout, options.readout_threshold,
+                    chip=load_chip(str(options.chip)), scale_policy=options.scale_policy)  # for the integers it emits
     out["data"] = os.path.basename(path)
     return out
 
@@ -146,60 +164,53 @@ def layer_table(low: Lowered) -> str:
     return _table(rows)
 
 
-OPTIONS = {"readout_threshold": "float > 0 | calibrated: threshold of the spike readout layer (default 1.0)",
-           "readout": "spikes | membrane: the host reads the readout layer's spike counts or its final membranes",
-           "thresholds": "deployed | calibrated: hidden thresholds scaled to match spike counts under the "
-                         "one-spike-per-event rule on calibration data",
-           "calibration_data": "an .npz/.npy data set (as --data) for the calibrated choices",
-           "calibration_samples": "integer >= 1, samples of calibration_data used (default 64)",
-           "scale_policy": "max | pow2", "chip": "chip data file name (default speck)",
-           "samna": "true | false: also write samna_config.txt (needs a real samna)"}
-
-
-class SpeckTarget:
+class SpeckTarget(Target):
     name = "speck"
     profile = "speck"  # binary events only (graded_messages 0): residual_lowering keeps fan-in
     description = "SynSense Speck through sinabs 3.1.3 (9 conv cores, 8-bit weights, 16-bit membranes)"
-    options = OPTIONS
+    Options = SpeckOptions
+    libraries = ("sinabs", "samna")
 
-    def validate_options(self, options: dict) -> dict:
-        t = options.get("readout_threshold", 1.0)
+    def validate(self, options: SpeckOptions) -> None:
+        given = options.given()
+        t = options.readout_threshold
         if t != "calibrated" and (isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < float("inf")):
             raise TargetError(f"readout_threshold must be a number > 0 or calibrated, got {t!r}",
                               where="speck option readout_threshold")
         for key, allowed in (("readout", READOUTS), ("thresholds", THRESHOLDS)):
-            if key in options and options[key] not in allowed:
-                raise TargetError(f"unknown {key} {options[key]!r}", where=f"speck option {key}",
+            if getattr(options, key) not in allowed:
+                raise TargetError(f"unknown {key} {getattr(options, key)!r}", where=f"speck option {key}",
                                   hint=f"one of {', '.join(allowed)}")
-        n = options.get("calibration_samples", 64)
+        n = options.calibration_samples
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise TargetError(f"calibration_samples must be an integer >= 1, got {n!r}",
                               where="speck option calibration_samples")
-        if options.get("readout") == "membrane" and t == "calibrated":
+        if options.readout == "membrane" and t == "calibrated":
             raise TargetError("readout_threshold=calibrated needs readout=spikes (a membrane readout never fires)",
                               where="speck option readout_threshold")
-        wants = [k for k in ("thresholds", "readout_threshold") if options.get(k) == "calibrated"]
-        if wants and not options.get("calibration_data"):
+        wants = [k for k in ("thresholds", "readout_threshold") if getattr(options, k) == "calibrated"]
+        if wants and not options.calibration_data:
             raise TargetError(f"{'/'.join(wants)}=calibrated needs calibration data",
                               where=f"speck option {wants[0]}",
                               hint="add --target-option calibration_data=FILE.npz (inputs as for --data)")
-        if "calibration_data" in options and not wants:
+        if "calibration_data" in given and not wants:
             raise TargetError("calibration_data is given but nothing is calibrated", where="speck option calibration_data",
                               hint="add thresholds=calibrated and/or readout_threshold=calibrated")
-        if options.get("scale_policy", "max") not in ("max", "pow2"):
-            raise TargetError(f"unknown scale_policy {options['scale_policy']!r}", where="speck option scale_policy",
+        if options.scale_policy not in ("max", "pow2"):
+            raise TargetError(f"unknown scale_policy {options.scale_policy!r}", where="speck option scale_policy",
                               hint="one of max, pow2")
-        if not isinstance(options.get("samna", False), bool):
-            raise TargetError(f"samna must be true or false, got {options['samna']!r}", where="speck option samna")
-        if "chip" in options:
-            load_chip(str(options["chip"]))
-        return options
+        if not isinstance(options.samna, bool):
+            raise TargetError(f"samna must be true or false, got {options.samna!r}", where="speck option samna")
+        if "chip" in given:
+            load_chip(str(options.chip))
 
-    def check(self, graph: Graph) -> list[str]:
+    def check(self, graph: Graph, options: SpeckOptions | dict | None = None) -> list[str]:
+        """The rules of the default configuration (options that change the integers, calibration
+        included, are checked by `emit`, which refuses with the memory tables)."""
         return analyse(graph).problems
 
-    def explain(self, graph: Graph, options: dict | None = None) -> str:
-        a = analyse(graph, options)
+    def explain(self, graph: Graph, options: SpeckOptions | dict | None = None) -> str:
+        a = analyse(graph, self.parse(options))
         low = a.lowered
         lines = [f"# Speck compatibility report (chip '{a.chip.name}', sinabs {self.versions()['sinabs']})", ""]
         if a.problems:
@@ -230,8 +241,8 @@ class SpeckTarget:
                      "input event, so on-chip counts can be lower (docs/design.md §3).")
         return "\n".join(lines) + "\n"
 
-    def emit(self, graph: Graph, options: dict) -> dict[str, bytes]:
-        options = dict(options or {})
+    def emit(self, graph: Graph, options: SpeckOptions | dict | None = None) -> dict[str, bytes]:
+        options = self.parse(options)
         calibration = resolve_calibration(graph, options)
         a = analyse(graph, options, calibration)
         if a.problems:
@@ -244,16 +255,17 @@ class SpeckTarget:
         import json
 
         cfg = chip_config_mod.chip_config(a.lowered, a.placement, a.quant, graph.T, a.chip.name, self.versions())
-        cfg["readout"] = options.get("readout", "spikes")
+        cfg["readout"] = options.readout
         cfg["calibration"] = calibration  # None: nothing chosen on data
         if calibration is None:  # the chip path's agreement measured on seeded events instead (summary_note)
-            cfg["seeded_agreement"] = seeded_agreement(graph, float(options.get("readout_threshold", 1.0)),
-                                                       chip=a.chip, scale_policy=options.get("scale_policy", "max"))
+            rt = options.readout_threshold
+            cfg["seeded_agreement"] = seeded_agreement(graph, float(rt) if isinstance(rt, (int, float)) else 1.0,
+                                                       chip=a.chip, scale_policy=options.scale_policy)
         spec, arrays = sinabs_net.network_spec(a.lowered, graph.T, a.quant)
         doc, npz = sinabs_net.dumps(spec, arrays)
         files = {"speck_config.json": json.dumps(cfg, indent=1, sort_keys=True).encode(),
                  "sinabs_model.json": doc, "sinabs_model.npz": npz}
-        if options.get("samna") and chip_config_mod.samna_available():  # pragma: no cover - no real samna here
+        if options.samna and chip_config_mod.samna_available():  # pragma: no cover - no real samna here
             files["samna_config.txt"] = str(chip_config_mod.samna_configuration(cfg)).encode()
         return files
 
@@ -300,21 +312,22 @@ class SpeckTarget:
                 f"{s[other]:.2%}{hint}; on your data: --target-option thresholds=calibrated --target-option "
                 f"calibration_data=FILE (events example: membrane 90.89%, spikes 70.67%, docs/speck_agreement.md)")
 
-    def event_graph(self, graph: Graph, files: dict[str, bytes], options: dict | None = None) -> tuple[Graph, str]:
+    def event_graph(self, graph: Graph, files: dict[str, bytes],
+                    options: SpeckOptions | dict | None = None) -> tuple[Graph, str]:
         """What the chip runs on events, as an snncc graph: the lowered cores with the emitted chip
         integers (8-bit weights, 16-bit thresholds), the calibrated threshold factors and readout
         recorded in speck_config.json (`snncc_speck.calibrate.chip_graph`), and a one-line account."""
         import json
 
-        options = dict(options or {})
+        options = self.parse(options)
         cfg = json.loads(files["speck_config.json"])
         c = cfg.get("calibration") or {}
         readout = cfg.get("readout", "spikes")
-        rt = c.get("readout_threshold") if c else options.get("readout_threshold", 1.0)
+        rt = c.get("readout_threshold") if c else options.readout_threshold
         rt = 1.0 if rt is None or readout == "membrane" else float(rt)
         factors = c.get("threshold_factors") or None
-        policy = options.get("scale_policy", "max")
-        g = chip_graph(graph, factors, readout, rt, chip=load_chip(str(options.get("chip", "speck"))),
+        policy = options.scale_policy
+        g = chip_graph(graph, factors, readout, rt, chip=load_chip(str(options.chip)),
                        scale_policy=policy)
         fac = f"{len(factors)} calibrated threshold factor(s)" if factors else "deployed thresholds"
         ro = "membrane readout" if readout == "membrane" else f"spike readout (threshold {rt:g})"
@@ -326,17 +339,17 @@ class SpeckTarget:
         return ("memory per core:\n" + core_table(a.lowered.layers, a.placement, a.chip)
                 + "\nmemory per layer:\n" + memory_table(a.lowered.layers, a.placement))
 
-    def simulate(self, graph: Graph, x, options: dict | None = None):
+    def simulate(self, graph: Graph, x, options: SpeckOptions | dict | None = None):
         """Run the lowered sinabs network on spike input x ((T, B, ...) or (B, ...) repeated T
-        times). options["precision"]: "float" (deployed values) or "chip" (8-bit weights, 16-bit
-        thresholds, integer membranes). Returns SpeckResult(output, counts) with the reference
-        executor's conventions: counts summed over T per population; output = the readout
-        layer's spikes (counts) averaged over T."""
-        options = dict(options or {})
+        times). The simulator's own option "precision" (a dict key beside the target options):
+        "float" (deployed values) or "chip" (8-bit weights, 16-bit thresholds, integer membranes).
+        Returns SpeckResult(output, counts) with the reference executor's conventions: counts
+        summed over T per population; output = the readout layer's spikes (counts) averaged over T."""
+        options = dict(options.given() if isinstance(options, Options) else options or {})
         precision = options.pop("precision", "float")
         if precision not in ("float", "chip"):
             raise TargetError(f"precision must be 'float' or 'chip', got {precision!r}", where="speck.simulate")
-        a = analyse(graph, options)
+        a = analyse(graph, self.parse(options))
         if a.problems:
             raise TargetError(f"model does not fit Speck: {'; '.join(a.problems)}", where="target speck")
         dtype = torch.float64 if precision == "float" else torch.float32

@@ -14,7 +14,7 @@ import torch
 
 from snncc.errors import TargetError
 from snncc.sim.reference import run
-from snncc.targets import check_options
+from snncc.targets import parse_options
 
 from snncc_speck.calibrate import calibrate_readout_threshold, calibrate_thresholds, chip_graph, speck_run
 from snncc_speck.target import SpeckTarget
@@ -85,7 +85,7 @@ def _npz(tmp_path, x):
 def test_emit_records_the_calibrated_choices(tmp_path):
     g = hidden()
     tgt = SpeckTarget()
-    opts = check_options(tgt, {"thresholds": "calibrated", "readout": "membrane",
+    opts = parse_options(tgt, {"thresholds": "calibrated", "readout": "membrane",
                                "calibration_data": _npz(tmp_path, X)})
     cfg = json.loads(tgt.emit(g, opts)["speck_config.json"])
     fac = 1 + 0.6 / 2 ** 7
@@ -120,7 +120,7 @@ def test_emit_records_the_calibrated_choices(tmp_path):
 ])
 def test_bad_options_are_refused(opts, msg):
     with pytest.raises(TargetError, match=msg):
-        check_options(SpeckTarget(), opts)
+        parse_options(SpeckTarget(), opts)
 
 
 def test_cli_refuses_in_one_line(tmp_path):
@@ -161,14 +161,14 @@ def test_event_graph_is_what_the_chip_was_configured_with(tmp_path):
 
     g = hidden()
     tgt = SpeckTarget()
-    opts = check_options(tgt, {"thresholds": "calibrated", "readout": "membrane",
+    opts = parse_options(tgt, {"thresholds": "calibrated", "readout": "membrane",
                                "calibration_data": _npz(tmp_path, X)})
     plain, what = Deployment("speck", g, g, {"target_options": {}}, tgt.emit(g, {})).event_graph()
     assert what == ("the Speck chip network (speck integers, scale_policy max, deployed thresholds, "
                     "spike readout (threshold 1))")
     # deployed thresholds: f fires on the partial sum +1 (the integer model does not: 1 - 1 = 0)
     assert speck_run(plain, X).counts["f"].sum() == 1 and run(g, X).counts["f"].sum() == 0
-    cal, what = Deployment("speck", g, g, {"target_options": opts}, tgt.emit(g, opts)).event_graph()
+    cal, what = Deployment("speck", g, g, {"target_options": opts.given()}, tgt.emit(g, opts)).event_graph()
     assert what.endswith("1 calibrated threshold factor(s), membrane readout)")
     r = speck_run(cal, X)
     assert r.counts["f"].sum() == 0 and r.output.flatten().tolist() == [0.0, 0.0]  # the membranes: logits (0, 0)
