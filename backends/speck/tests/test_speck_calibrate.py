@@ -260,4 +260,4 @@ def test_seeded_agreement_names_what_the_event_simulator_refuses():
     line = SpeckTarget().summary_note(SpeckTarget().emit(g, {}))
     assert line.startswith("Speck chip path: prediction agreement with the integer model under the Speck rule, "
                            "measured on 16 seeded random event inputs (rate 0.05; no data given): not measured (")
-    assert "does not implement" in line and "\n" not in line
+    assert "hard reset acts on a window's total" in line and "\n" not in line
