@@ -658,3 +658,32 @@ def report_json(qnet: QNetwork) -> dict:
                                     "boundary (stateful; leak_mant = round(leak * 4096))",
                             "relay": "v = sat24(u + bias); sends v >> 6 (its activation units, scale per "
                                      "population) as a 24-bit signed graded message"}}
+
+
+def report_markdown(doc: dict, limit: int = 400) -> str:
+    """The compile report's quantisation section, from lava/quantisation.json: per population its
+    threshold mantissa, bias exponent, the halvings of its scale for the bias and clipped biases;
+    per projection (kernel or matrix) its weight exponent, the mantissa range used, clipped
+    (saturated) and vanished weights. At most `limit` projection rows (the totals cover all)."""
+    lines = ["## Fixed point (Loihi 2 fixed_pt)", "",
+             f"Policy {doc.get('policy')}; 8-bit mantissas (even, [-256, 254]) << weight_exp per projection, "
+             "kernels quantised as kernels (`form` kernel) or as explicit matrices (`form` matrix).", ""]
+    t = doc.get("totals", {})
+    lines += [f"Totals: {t.get('weights_nonzero', 0):,} nonzero weights, {t.get('weights_vanished', 0):,} vanished "
+              f"(round to 0), {t.get('weights_saturated', 0):,} clipped; {t.get('bias_saturated', 0):,} clipped biases; "
+              f"largest threshold error {t.get('max_threshold_rel_error', 0.0):.2e} (relative).", "",
+              "| population | source | form | weight_exp | mantissa range | nonzero | clipped | vanished | vth | bias_exp "
+              "| bias_halvings | clipped biases |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = 0
+    items = list(doc.get("populations", {}).items()) + [("output", doc.get("output", {}))]
+    for name, r in items:
+        for pr in r.get("projections", []):
+            if rows < limit:
+                lo, hi = pr.get("mantissa_range", [0, 0])
+                lines.append(f"| {name} | {pr['source']} | {pr.get('form', 'matrix')} | {pr['exp']} | [{lo}, {hi}] "
+                             f"| {pr['nonzero']:,} | {pr['saturated']:,} | {pr['vanished']:,} | {r.get('vth', '')} "
+                             f"| {r.get('bias_exp', '')} | {r.get('scale_halved_for_bias', '')} | {r.get('bias_saturated', '')} |")
+            rows += 1
+    if rows > limit:
+        lines.append(f"\n({rows - limit} more projections in lava/quantisation.json)")
+    return "\n".join(lines) + "\n"

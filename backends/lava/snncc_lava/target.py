@@ -154,10 +154,15 @@ class LoihiTarget:
         return self.map_onto(graph, options).report()
 
     def report_section(self, files: dict[str, bytes]) -> str:
-        """The compile report's resource report, from the artefact's lava/mapping.json."""
-        if "lava/mapping.json" not in files:
-            return ""
-        return mapping.report_markdown(json.loads(files["lava/mapping.json"]))
+        """The compile report's resource report, from the artefact's lava/mapping.json, and with
+        precision=fixed the quantisation table from lava/quantisation.json."""
+        out = ""
+        if "lava/mapping.json" in files:
+            out = mapping.report_markdown(json.loads(files["lava/mapping.json"]))
+        if "lava/quantisation.json" in files:  # precision=fixed: per layer exponents, mantissas, clipping
+            from snncc_lava import fixed
+            out += ("\n" if out else "") + fixed.report_markdown(json.loads(files["lava/quantisation.json"]))
+        return out
 
     def emit(self, graph: Graph, options: dict | None = None) -> dict[str, bytes]:
         options = _check_options(options)

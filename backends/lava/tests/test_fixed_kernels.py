@@ -131,3 +131,15 @@ def test_e_spikeformer_integer_model_with_convolutions_equals_matrix_model():
     for k in ref.counts:
         assert torch.equal(mat.counts[k], ref.counts[k]), k
     assert np.array_equal(mat.readout, ref.readout)
+
+
+def test_compile_report_lists_the_quantisation_per_layer():
+    from snncc_lava.target import LoihiTarget
+
+    files = LoihiTarget().emit(tiny_conv(), {"precision": "fixed"})
+    section = LoihiTarget().report_section(files)
+    assert "## Fixed point (Loihi 2 fixed_pt)" in section
+    # b reads a through the 2x2 kernel: exponent 3, mantissas -254..254 used, 8 kernel weights, none
+    # clipped or vanished; vth 4064, bias exponent 0, scale not halved for a bias, no clipped bias
+    assert "| b | a | kernel | 3 | [-254, 254] | 8 | 0 | 0 | 4064 | 0 | 0 | 0 |" in section
+    assert "| output | b | kernel | 0 | [-170, 254] | 6 | 0 | 0 |" in section
