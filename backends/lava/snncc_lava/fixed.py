@@ -46,6 +46,14 @@ fixed by s = activation units (a_in units, 1/64 of a membrane unit) per unit of 
   (`bias_halvings`: a clipped bias is wrong by whole thresholds, a halved scale floors one bit
   earlier; the report's `scale_halved_for_bias`);
 - fed only by the host (the encoding layer): s = VTH_MIN / theta (vth exact).
+Kernels, not matrices (issue 27): a projection that is one kernel (`network.KernelPath`: layouts,
+adds, one conv/linear, means after a linear or 1x1 conv, so each synapse of its matrix is one
+kernel entry) is quantised on its kernel with the rules below (its entries are the matrix's), its
+mantissas kept as the kernel (`QProjection.kernel`, stored as int8 half mantissas); the explicit
+matrix Lava's Sparse takes is composed from those integers only when Lava runs (`QProjection.weight`)
+and `simulate_fixed` computes the kernel's sums with convolutions in float64 (exact: integer
+operands, sums far below 2**53), so E-SpikeFormer at 224x224 runs without its matrices; the other
+projections (pools, two weighted ops in a row, a mean after a spatial kernel) keep a matrix.
 Each projection then takes the smallest exponent e in [-8, 7] that keeps its largest weight within
 254, so a projection with small weights gets a small exponent instead of vanishing; within a
 projection weights below 2**e (half a mantissa step) still round to 0 and are counted (`vanished`).
