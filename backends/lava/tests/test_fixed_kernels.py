@@ -108,7 +108,6 @@ def test_e_spikeformer_integer_model_with_convolutions_equals_matrix_model():
     """On the architecture the issue is about (tiny E-SpikeFormer: attention products, membrane
     shortcuts, depthwise convs, downsampling, the mean head): the kernel-form integer model (no
     matrix built for one-kernel projections) equals the explicit-matrix integer model bit for bit."""
-    from conftest import deployed  # noqa: F401  (sys.path set by conftest)
     from nets import randomize_bn
 
     from snncc.frontend.loader import LoadedModel, trace
