@@ -7,7 +7,10 @@ Lowering rule (docs/design.md §2, §3, §5). Every neuron population is one `Wi
 projection from a spiking source is a matrix: `tree_matrices` composes the tree's ops as scipy
 sparse matrices (the per-op address maps of `snncc.sim.events.op_matrix`: convs, pools, means,
 linears, layer scales and layouts; adds summed) into one CSR (N_consumer, N_source) matrix per
-source, and the constant is the tree applied to zeros. A leaf that is the real-valued input (the
+source, and the constant is the tree applied to zeros. A projection whose share of the tree is one
+kernel (`KernelPath`: layouts, adds, one conv/linear, means after a linear or 1x1 conv) also keeps
+that kernel; `build(g, explicit=False)` skips its matrix (the fixed-point quantisation and integer
+model work on kernels; only Lava needs the matrices). A leaf that is the real-valued input (the
 encoding layer) stays on the host: its current is computed there and streamed in through a
 RingBuffer (no synapse, no delay). A spike-kind input is a `SpikeInput` source instead: the host
 streams its per-window counts as bursts, scheduled like a level-0 population, so its consumers
