@@ -142,3 +142,23 @@ def test_compile_report_lists_the_quantisation_per_layer():
     # clipped or vanished; vth 4064, bias exponent 0, scale not halved for a bias, no clipped bias
     assert "| b | a | kernel | 3 | [-254, 254] | 8 | 0 | 0 | 4064 | 0 | 0 | 0 |" in section
     assert "| output | b | kernel | 0 | [-170, 254] | 6 | 0 | 0 |" in section
+
+
+def test_fixed_is_refused_only_for_what_needs_matrices(monkeypatch):
+    """precision=fixed needs matrices only for projections that are not one kernel: with less memory
+    than the tiny conv's 46 explicit synapses (24 bytes each while building) it still compiles
+    fixed and its integer model runs, while netx (every matrix) is refused in one line."""
+    import snncc.resources
+    from snncc_lava import network
+    from snncc_lava.target import LoihiTarget
+
+    g = tiny_conv()
+    assert network.materialised_synapses(g) == 8 * 4 + 8 + 3 * 2 and network.matrix_form_nodes(g) == []
+    monkeypatch.setattr(snncc.resources, "available_bytes", lambda: 1000)
+    t = LoihiTarget()
+    assert t.check(g, {"precision": "fixed"}) == []
+    (p,) = t.check(g, {"netx": True})
+    assert p.startswith("netx=true exports the explicit synapse matrices, and the Lava lowering stores 46 synapses")
+    x = torch.rand((2, 1, 3, 3), generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 4
+    r = t.reference(g, x, {"precision": "fixed"})  # the integer model runs from the kernels
+    assert torch.equal(r.counts["b"], simulate_fixed(quantize(build(g)), x).counts["b"])
