@@ -72,8 +72,9 @@ WEIGHTED_OPS = ("conv", "linear")
 class KernelPath:
     """A projection that is one kernel: the chain of IR ops from its source to the consumer's
     current holds at most one weighted op (conv or linear), the rest are layouts (reshape,
-    permute), adds (which pass this source's share through) and means after a linear or a 1x1
-    conv; so every synapse of the composed matrix is one kernel entry times `factor` (the 1/count
+    permute), adds (which pass this source's share through), scales (scalar, or per output
+    feature after the op: a layer scale, folded into the kernel) and means after a linear or a
+    1x1 conv; so every synapse of the composed matrix is one kernel entry times `factor` (the 1/count
     of the means), and the projection is that kernel (a scalar when there is no weighted op).
     `apply` runs the projection with any kernel, with convolutions (means as sums); `matrix`
     composes it explicitly (what Lava's Sparse takes). Quantisation works on the kernel
@@ -81,13 +82,17 @@ class KernelPath:
     leaf_shape: tuple
     chain: list[Node]  # the ops from the leaf to the consumer's input, graph order
     op: Node | None  # the weighted op of the chain (None: layouts only)
-    factor: float  # product of the 1/count of the means on the chain
+    factor: float  # product of the 1/count of the means and the scalar scales on the chain
+    channel: np.ndarray | None = None  # per-output-feature factor of the scales after the op (layer scale)
 
     def kernel(self) -> np.ndarray:
-        """The float kernel per unit of source spike: the weighted op's weight x factor, or the scalar factor."""
+        """The float kernel per unit of source spike: the weighted op's weight x factor (x the
+        per-output-feature scale, folded on the weight's first axis), or the scalar factor."""
         if self.op is None:
             return np.array(self.factor, np.float64)
         w = np.asarray(self.op.params["weight"], np.float64)
+        if self.channel is not None:
+            w = w * self.channel.reshape((-1,) + (1,) * (w.ndim - 1))
         return w * self.factor if self.factor != 1.0 else w
 
     def apply(self, s: np.ndarray, kernel: np.ndarray) -> np.ndarray:
@@ -122,7 +127,7 @@ class KernelPath:
 
         m = sp.identity(math.prod(self.leaf_shape), format="csr", dtype=np.float64)
         for n in self.chain:
-            if n.op == "add":
+            if n.op in ("add", "scale"):  # scales are folded into the kernel
                 continue
             if n.op in WEIGHTED_OPS:
                 n = dataclasses.replace(n, params={**n.params, "weight": np.asarray(kernel, np.float64)})
@@ -155,7 +160,7 @@ def kernel_path(g: Graph, tree: list[Node], leaf: str, root: str) -> KernelPath 
         prev = n.name
     if prev != root:
         return None
-    op, factor, fa = None, 1.0, None  # fa: the axis holding the weighted op's output features
+    op, factor, fa, channel = None, 1.0, None, None  # fa: the axis holding the weighted op's output features
     for n in chain:
         in_shape = tuple(g[n.inputs[0]].shape)
         if n.op in WEIGHTED_OPS:
@@ -182,9 +187,20 @@ def kernel_path(g: Graph, tree: list[Node], leaf: str, root: str) -> KernelPath 
                 fa = len(out) - 1
             else:
                 fa = -1  # features mixed with positions: a later mean cannot be checked
+        elif n.op == "scale":  # scalar, or per output feature of the op (a layer scale): folded
+            f = np.asarray(n.params["factor"], np.float64)
+            if f.size == 1:
+                factor *= float(f.reshape(-1)[0])
+                continue
+            shape = (1,) * (len(n.shape) - f.ndim) + f.shape
+            if op is None or fa is None or fa < 0 or len(shape) != len(n.shape) or shape[fa] != n.shape[fa] \
+                    or any(d != 1 for i, d in enumerate(shape) if i != fa):
+                return None
+            f = f.reshape(-1)
+            channel = f if channel is None else channel * f
         elif n.op not in LAYOUT_OPS + ("add",):
             return None
-    return KernelPath(tuple(g[leaf].shape), chain, op, factor)
+    return KernelPath(tuple(g[leaf].shape), chain, op, factor, channel)
 
 
 @dataclass

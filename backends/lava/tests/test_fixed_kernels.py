@@ -10,6 +10,7 @@ import json
 import zipfile
 
 import numpy as np
+import pytest
 import torch
 
 from snncc.ir.graph import Graph, Node
@@ -104,7 +105,8 @@ def test_fixed_artefact_stores_int8_kernels_round_trip():
     assert [n for n in names if n.endswith(".const.npy")] == ["output.const.npy"]  # the host's float read-out constant
 
 
-def test_e_spikeformer_integer_model_with_convolutions_equals_matrix_model():
+@pytest.mark.parametrize("layer_scale", [None, 0.5])
+def test_e_spikeformer_integer_model_with_convolutions_equals_matrix_model(layer_scale):
     """On the architecture the issue is about (tiny E-SpikeFormer: attention products, membrane
     shortcuts, depthwise convs, downsampling, the mean head): the kernel-form integer model (no
     matrix built for one-kernel projections) equals the explicit-matrix integer model bit for bit."""
@@ -115,11 +117,17 @@ def test_e_spikeformer_integer_model_with_convolutions_equals_matrix_model():
     from snncc.passes.manager import run_pipeline
 
     torch.manual_seed(0)
-    m = randomize_bn(e_spikeformer("tiny-test"), seed=1)
+    m = randomize_bn(e_spikeformer("tiny-test", **({"layer_scale": layer_scale} if layer_scale else {})), seed=1)
+    with torch.no_grad():  # layer scales that differ per channel (a fold on the wrong axis would show)
+        gammas = [p for name, p in m.named_parameters() if name.endswith("gamma")]
+        for i, p in enumerate(gammas):
+            p.uniform_(0.2, 1.0, generator=torch.Generator().manual_seed(i))
+    assert bool(gammas) == bool(layer_scale)
     g = run_pipeline(trace(LoadedModel(m, None, (3, 32, 32))), "deploy").graph
     net = build(g, explicit=False)
-    # every projection is one kernel but the last downsampling conv (3x3) averaged into the head:
-    # a mean after a spatial kernel sums several kernel entries per synapse, so it keeps a matrix
+    # every projection is one kernel (layer scales folded per output channel) but the last
+    # downsampling conv (3x3) averaged into the head: a mean after a spatial kernel sums several
+    # kernel entries per synapse, so it keeps a matrix
     matrices = [(p.source, p.target) for p in net.projections if p.kernel is None]
     assert matrices == [("downsample3_spike", "head_spike")] and len(net.projections) == 67
     q = quantize(net)
