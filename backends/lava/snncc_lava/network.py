@@ -471,17 +471,23 @@ def materialised_synapses(g: Graph, nodes=None) -> int:
 
 
 def matrix_form_nodes(g: Graph) -> list[Node]:
-    """The current-tree nodes of the consumers with a projection that is not one kernel
+    """The current-tree nodes on the paths of the projections that are not one kernel
     (`kernel_path` None): what a kernel-form build (`build(g, explicit=False)`) still composes
-    into explicit matrices (an upper bound: the consumer's whole tree)."""
+    into explicit matrices (their ops' fan-in, `materialised_synapses`, bounds the entries)."""
     host = {n.name for n in g.inputs if n.kind != "spike"}
     out: dict[str, Node] = {}
     for c in g.nodes:
         if c.op not in ("fire", "relay", "output"):
             continue
         tree, leaves = tree_nodes(g, c, products=True)
-        if any(kernel_path(g, tree, s, c.inputs[0]) is None for s in leaves if s not in host):
-            out.update((n.name, n) for n in tree)
+        for leaf in leaves:
+            if leaf in host or kernel_path(g, tree, leaf, c.inputs[0]) is not None:
+                continue
+            on = {leaf}
+            for n in tree:  # graph order: the nodes this leaf's share passes through
+                if any(i in on for i in n.inputs):
+                    on.add(n.name)
+                    out[n.name] = n
     return list(out.values())
 
 
