@@ -119,6 +119,9 @@ def benchmarks(args, reps) -> list[tuple[str, str, list[str], str]]:
          "benchmarks/bench_memory.py", ["--size", args.memory_size, "--batch", "32"], MEMORY_NOTE),
         ("Loihi 2 mapping: E-SpikeFormer at 224x224 onto Hala Point (target: the 5.1M compiles in < 8 GB, "
          "< 180 s)", "benchmarks/bench_mapping.py", [], MAPPING_NOTE),
+        ("Loihi 2 fixed point at 224x224 (targets: 5.1M compiles precision=fixed system=hala in < 8 GB, < 300 s, "
+         "artefact <= 2x the .pt2; its integer model >= 2 samples/min, neuron counts differing <= 10%)",
+         "benchmarks/bench_fixed.py", ["--sizes", "5.1M,19M,83M", "--integer", "5.1M", "--batch", "2"], ""),
     ]
 
 

@@ -3,7 +3,9 @@
 `network.json` lists every process (neuron populations, spike products, Sparse/DelaySparse
 synapses with their relays, host input sources, the read-out) with shapes, parameters and how they
 connect; every array (weights as CSR triplets data/indices/indptr, constant currents, operand index
-maps) lives in `weights.npz` under the keys the JSON names (`load_weight` rebuilds a matrix). Both are byte-for-byte reproducible: keys sorted,
+maps) lives in `weights.npz` under the keys the JSON names (`load_weight` rebuilds a matrix). A
+fixed_pt description stores integers compactly (docs/formats.md): one-kernel projections as their
+int8 kernel (`load_kernel`), never an expanded matrix; the rest as int8 CSR. Both are byte-for-byte reproducible: keys sorted,
 arrays written with a fixed zip timestamp. With a `fixed.QNetwork` the description is the fixed_pt
 network (integer mantissas and exponents, run with select_tag='fixed_pt') and
 `quantisation.json` carries the quantisation report.
@@ -54,7 +56,7 @@ def describe(net: Network, emit: str = "burst", versions: dict | None = None, qn
             arrays[f"{p.name}.const"] = p.const
         else:
             q = qnet.populations[p.name]
-            arrays[f"{p.name}.bias_mant"] = q.bias_mant
+            arrays[f"{p.name}.bias_mant"] = q.bias_mant.astype(np.int16)  # 13-bit signed
             for k in ("theta", "beta", "bias", "const"):
                 del entry[k]
             entry.update(model="PyWindowBurstIFModelFixed", vth=q.vth, bias_mant=f"{p.name}.bias_mant",
@@ -83,19 +85,28 @@ def describe(net: Network, emit: str = "burst", versions: dict | None = None, qn
                       "ir_shape": list(si.shape), "level": si.level, "start": si.start, "emit": emit,
                       "data": "host spike input: count c of window w as spikes in the first c sub-steps of steps "
                               "start + (w+1)*D + 1 .. start + (w+2)*D (graded: one message of payload c)"})
+    synapses = 0
     for i, pr in enumerate(net.projections):
         key = f"proj{i}.{pr.source}->{pr.target}.weight"
-        w = (pr.weight if qnet is None else qnet.projections[i].weight).tocsr()
-        arrays[key + ".data"], arrays[key + ".indices"], arrays[key + ".indptr"] = w.data, w.indices, w.indptr
+        n_src = net.spike_input.size if net.spike_input is not None and pr.source == net.spike_input.name else \
+            net.products[pr.source].size if pr.source in net.products else net.populations[pr.source].size
+        n_tgt = int(np.prod(net.output_shape)) if pr.target == "output" else net.populations[pr.target].size
+        if qnet is None:
+            w = pr.weight.tocsr()
+            arrays[key + ".data"], arrays[key + ".indices"], arrays[key + ".indptr"] = w.data, w.indices, w.indptr
+            weight = {"format": "csr", "data": key + ".data", "indices": key + ".indices", "indptr": key + ".indptr"}
+            extra = {"nonzero": int(w.nnz)}
+            synapses += int(w.nnz)
+        else:
+            weight, extra = _fixed_weight(qnet.projections[i], key, arrays)
         hops, own = relay_delays(pr.delay)
         src = f"{pr.source}.source.s_out" if net.spike_input is not None and pr.source == net.spike_input.name \
             else f"{pr.source}.s_out"
         entry = {"name": f"proj{i}", "process": "lava.proc.sparse.process." + ("DelaySparse" if own else "Sparse"),
-                 "shape": list(w.shape), "source": src,
+                 "shape": [n_tgt, n_src], "source": src,
                  "target": f"{pr.target}.a_in" if pr.target != "output" else "recorder (read-out)",
                  "num_message_bits": 8 if pr.source in net.products or hops else bits, "delay": pr.delay,
-                 "weight": {"format": "csr", "data": key + ".data", "indices": key + ".indices", "indptr": key + ".indptr"},
-                 "nonzero": int(w.nnz), "ir_nodes": pr.nodes}
+                 "weight": weight, **extra, "ir_nodes": pr.nodes}
         if hops:
             entry["relays"] = [{"process": "lava.proc.sparse.process.DelaySparse", "weights": "identity",
                                 "delay": d} for d in hops]
@@ -116,16 +127,59 @@ def describe(net: Network, emit: str = "burst", versions: dict | None = None, qn
            "precision": "fixed" if qnet is not None else "float",
            "D": net.D, "T": net.T, "schedule": "exact: window of D sub-steps per timestep, level l starts at l*(D+1)",
            "steps_per_sample": f"{net.output_start} + T*D*B (+1)", "processes": procs,
-           "synapses": int(sum(p.weight.nnz for p in net.projections)),
+           **({"synapses": synapses} if qnet is None else
+              {"kernel_weights": int(sum(p.kernel.size if p.kernel is not None else p.matrix.nnz
+                                         for p in qnet.projections))}),
            "recorder": "snncc_lava.procs.process.Recorder: every population's s_out and the read-out synapses, "
                        "counts summed per sample, read-out per window, handed over in one message"}
     return doc, arrays
 
 
-def load_weight(npz, entry: dict) -> sp.csr_matrix:
-    """The weight matrix of a synapse entry of network.json, from the opened weights.npz."""
+def _fixed_weight(qp, key: str, arrays: dict) -> tuple[dict, dict]:
+    """A fixed_pt synapse's integers, compact (docs/formats.md): a one-kernel projection stores its
+    kernel (half mantissas as int8: mantissas are even in [-256, 254]) and the IR ops that make it
+    a matrix; the others a CSR matrix with int8 half mantissas and int32 indices."""
+    if qp.kernel is not None:
+        arrays[key + ".kernel"] = (qp.kernel // 2).astype(np.int8)
+        path = qp.path
+        return ({"format": "kernel", "half_mantissas": key + ".kernel", "kernel_shape": list(qp.kernel.shape),
+                 "ir_node": path.op.name if path.op is not None else None, "factor": path.factor,
+                 "chain": [n.name for n in path.chain]},
+                {"kernel_nonzero": int(np.count_nonzero(qp.kernel))})
+    w = qp.matrix
+    arrays[key + ".data"] = (w.data // 2).astype(np.int8)
+    arrays[key + ".indices"] = w.indices.astype(np.int32)
+    arrays[key + ".indptr"] = w.indptr.astype(np.int64)
+    return ({"format": "csr-half-mantissa", "data": key + ".data", "indices": key + ".indices",
+             "indptr": key + ".indptr"}, {"nonzero": int(w.nnz)})
+
+
+def load_weight(npz, entry: dict, graph=None) -> sp.csr_matrix:
+    """The weight matrix of a synapse entry of network.json (float "csr"; fixed_pt
+    "csr-half-mantissa" and "kernel": int32 mantissas), from the opened weights.npz; a kernel entry
+    is composed from its stored integers along its IR chain, so it needs the deployed `graph`."""
     w = entry["weight"]
-    return sp.csr_matrix((npz[w["data"]], npz[w["indices"]], npz[w["indptr"]]), shape=tuple(entry["shape"]))
+    if w["format"] == "kernel":
+        if graph is None:
+            raise ValueError(f"{entry['name']} stores a kernel: its matrix needs the IR graph (or use load_kernel)")
+        from snncc_lava.network import KernelPath
+
+        leaf = entry["source"].removesuffix(".s_out").removesuffix(".source")
+        path = KernelPath(tuple(graph[leaf].shape), [graph[n] for n in w["chain"]],
+                          graph[w["ir_node"]] if w["ir_node"] else None, float(w["factor"]))
+        m = path.matrix(graph, load_kernel(npz, entry))
+        q = sp.csr_matrix((np.rint(m.data).astype(np.int32), m.indices, m.indptr), shape=m.shape)
+        q.eliminate_zeros()
+        return q
+    data = npz[w["data"]]
+    if w["format"] == "csr-half-mantissa":
+        data = data.astype(np.int32) * 2
+    return sp.csr_matrix((data, npz[w["indices"]], npz[w["indptr"]]), shape=tuple(entry["shape"]))
+
+
+def load_kernel(npz, entry: dict) -> np.ndarray:
+    """The int32 kernel mantissas of a fixed_pt one-kernel synapse entry (2 x the stored int8)."""
+    return npz[entry["weight"]["half_mantissas"]].astype(np.int32) * 2
 
 
 def files(net: Network, emit: str = "burst", versions: dict | None = None, qnet=None) -> dict[str, bytes]:

@@ -46,6 +46,14 @@ fixed by s = activation units (a_in units, 1/64 of a membrane unit) per unit of 
   (`bias_halvings`: a clipped bias is wrong by whole thresholds, a halved scale floors one bit
   earlier; the report's `scale_halved_for_bias`);
 - fed only by the host (the encoding layer): s = VTH_MIN / theta (vth exact).
+Kernels, not matrices (issue 27): a projection that is one kernel (`network.KernelPath`: layouts,
+adds, one conv/linear, means after a linear or 1x1 conv, so each synapse of its matrix is one
+kernel entry) is quantised on its kernel with the rules below (its entries are the matrix's), its
+mantissas kept as the kernel (`QProjection.kernel`, stored as int8 half mantissas); the explicit
+matrix Lava's Sparse takes is composed from those integers only when Lava runs (`QProjection.weight`)
+and `simulate_fixed` computes the kernel's sums with convolutions in float64 (exact: integer
+operands, sums far below 2**53), so E-SpikeFormer at 224x224 runs without its matrices; the other
+projections (pools, two weighted ops in a row, a mean after a spatial kernel) keep a matrix.
 Each projection then takes the smallest exponent e in [-8, 7] that keeps its largest weight within
 254, so a projection with small weights gets a small exponent instead of vanishing; within a
 projection weights below 2**e (half a mantissa step) still round to 0 and are counted (`vanished`).
@@ -77,7 +85,8 @@ import scipy.sparse as sp
 import torch
 
 from snncc.errors import SnnccError, TargetError
-from snncc_lava.network import Network, Population, batch_stream, host_currents, product, spike_input_counts
+from snncc.ir.graph import Graph
+from snncc_lava.network import KernelPath, Network, Population, batch_stream, host_currents, product, spike_input_counts
 
 # Loihi 2 / Lava fixed_pt ranges (lava/proc/lif/models.py, lava/proc/dense/models.py)
 W_MIN, W_MAX = -256, 254  # 8-bit mixed-sign mantissa after clip_weights + truncate_weights: even values
@@ -104,10 +113,31 @@ POLICIES = ("precision", "netx")
 class QProjection:
     source: str
     target: str
-    weight: sp.csr_matrix  # (N_target, N_source) int32 mantissas, even, in [-256, 254], no stored zeros
+    matrix: sp.csr_matrix | None  # (N_target, N_source) int32 mantissas, even, in [-256, 254], no stored zeros
     exp: int  # weight_exp of the Sparse process
     delay: int
     nodes: list[str] = field(default_factory=list)
+    kernel: np.ndarray | None = None  # int32 kernel mantissas (even, [-256, 254]) of a one-kernel projection
+    path: KernelPath | None = None  # how the kernel makes the projection (network.KernelPath)
+    graph: Graph | None = None
+
+    @property
+    def weight(self) -> sp.csr_matrix:
+        """The explicit mantissa matrix Lava's Sparse takes: for a one-kernel projection composed from
+        the kernel's integers on first use (only what Lava runs ever builds it)."""
+        if self.matrix is None:
+            m = self.path.matrix(self.graph, self.kernel)
+            q = sp.csr_matrix((np.rint(m.data).astype(np.int32), m.indices, m.indptr), shape=m.shape)
+            q.eliminate_zeros()
+            self.matrix = q
+        return self.matrix
+
+    def apply(self, s: np.ndarray) -> np.ndarray:
+        """Integer sum W @ s (B, N_source) -> (B, N_target) int64, before the exponent's shift: with
+        convolutions for a one-kernel projection (exact in float64), else the sparse matrix."""
+        if self.kernel is not None:
+            return np.rint(self.path.apply(s, self.kernel)).astype(np.int64)
+        return np.asarray(self.matrix.astype(np.int64) @ s.T).T
 
     def effective(self) -> sp.csr_matrix:
         """Per-spike contribution in activation units (exact: a float64 holds these integers)."""
@@ -215,8 +245,28 @@ def quantize_weight(w: sp.csr_matrix, scale: float, e: int) -> tuple[sp.csr_matr
     return q, stats
 
 
-def max_abs(w: sp.spmatrix) -> float:
-    return float(np.abs(w.data).max()) if w.nnz else 0.0
+def quantize_kernel(k: np.ndarray, scale: float, e: int) -> tuple[np.ndarray, dict]:
+    """Mantissas (int32, the kernel's shape) of a one-kernel projection's float kernel `k` at
+    `scale` and exponent e, and the same statistics as `quantize_weight`, over kernel entries."""
+    k = np.asarray(k, np.float64)
+    m = round_even_mantissa(k * scale / 2.0**e)
+    sat = int(np.count_nonzero((m > W_MAX) | (m < W_MIN)))
+    m = np.clip(m, W_MIN, W_MAX).astype(np.int32)
+    nz = k != 0
+    d, mq = k[nz], m[nz]
+    err = np.abs(mq.astype(np.float64) * 2.0**e / scale - d)
+    stats = {"nonzero": int(d.size), "vanished": int(np.count_nonzero(mq == 0)), "saturated": sat, "exp": int(e),
+             "max_abs_weight": float(np.abs(d).max()) if d.size else 0.0,
+             "max_abs_error": float(err.max()) if d.size else 0.0,
+             "rel_rms_error": float(np.sqrt((err ** 2).mean()) / np.sqrt((d ** 2).mean())) if d.size else 0.0}
+    return m, stats
+
+
+def max_abs(w) -> float:
+    if sp.issparse(w):
+        return float(np.abs(w.data).max()) if w.nnz else 0.0
+    w = np.asarray(w)
+    return float(np.abs(w).max()) if w.size else 0.0
 
 
 def vth_cap(D: int) -> int:
@@ -371,8 +421,10 @@ def quantize(net: Network, policy: str = "precision") -> QNetwork:
     # of its projections; a relay sends its value in its own activation units (payload = value x
     # scale), so its projections' weights are divided by the relay's scale (known once the relay,
     # earlier in topological order, is quantised)
-    weights: list = [pr.weight * net.products[pr.source].scale if pr.source in net.products else pr.weight
-                     for pr in net.projections]
+    # (a one-kernel projection quantises its kernel, `network.KernelPath`; the others their matrix)
+    base: list = [pr.kernel.kernel() if pr.kernel is not None else pr.weight for pr in net.projections]
+    weights: list = [w * net.products[pr.source].scale if pr.source in net.products else w
+                     for w, pr in zip(base, net.projections)]
     pops: dict[str, QPopulation] = {}
     scales: dict[str, float] = {}
     report: dict = {"policy": policy, "populations": {}, "output": {}}
@@ -380,7 +432,7 @@ def quantize(net: Network, policy: str = "precision") -> QNetwork:
     def per_unit(i: int):
         pr = net.projections[i]
         if pr.source in net.populations and net.populations[pr.source].relay:
-            return net.projections[i].weight / scales[pr.source]
+            return base[i] / scales[pr.source]
         return weights[i]
 
     for p in net.populations.values():
@@ -448,9 +500,19 @@ def quantize(net: Network, policy: str = "precision") -> QNetwork:
     for pr, wf in zip(net.projections, weights):
         s = scales[pr.target]
         e = 0 if policy == "netx" or pr.target == "output" else _exp_for(max_abs(wf), s)
-        w, stats = quantize_weight(wf, s, e)
-        projs.append(QProjection(pr.source, pr.target, w, e, pr.delay, list(pr.nodes)))
-        entry = {"source": pr.source, **stats}
+        if pr.kernel is not None:
+            k, stats = quantize_kernel(wf, s, e)
+            projs.append(QProjection(pr.source, pr.target, None, e, pr.delay, list(pr.nodes), k, pr.kernel, net.graph))
+            used = k[k != 0]
+            form = {"form": "kernel", "kernel_shape": list(k.shape),
+                    "weight_node": pr.kernel.op.name if pr.kernel.op is not None else None}
+        else:
+            w, stats = quantize_weight(wf, s, e)
+            projs.append(QProjection(pr.source, pr.target, w, e, pr.delay, list(pr.nodes)))
+            used = w.data
+            form = {"form": "matrix"}
+        form["mantissa_range"] = [int(used.min()), int(used.max())] if used.size else [0, 0]
+        entry = {"source": pr.source, **form, **stats}
         (report["output"] if pr.target == "output" else report["populations"][pr.target])["projections"].append(entry)
     allp = [e for r in report["populations"].values() for e in r["projections"]] + report["output"]["projections"]
     report["totals"] = {"weights_nonzero": sum(e["nonzero"] for e in allp),
@@ -492,11 +554,14 @@ class FixedResult:
     relays: dict = field(default_factory=dict)  # relay -> (B, *shape) int64 payloads summed over T
 
 
-def _dense(w: sp.csr_matrix, s: np.ndarray, e: int) -> np.ndarray:
+def _dense(pr: QProjection, s: np.ndarray, n_out: int) -> np.ndarray:
     """Lava fixed_pt Sparse output for per-sample spike vectors s (B, N_src) int64 -> (B, N_tgt):
     the integer sum of the weights of the spiking inputs (times the payload when graded), shifted
-    by the weight exponent once (Lava shifts the summed product, not each weight)."""
-    return shift(np.asarray(w.astype(np.int64) @ s.T).T, e)
+    by the weight exponent once (Lava shifts the summed product, not each weight); a one-kernel
+    projection computes the sum with its kernel (convolutions), no matrix built."""
+    if not s.any():
+        return np.zeros((s.shape[0], n_out), np.int64)
+    return shift(pr.apply(s), pr.exp)
 
 
 def simulate_fixed(qnet: QNetwork, x, emit: str = "burst", currents: dict | None = None) -> FixedResult:
@@ -553,7 +618,7 @@ def simulate_fixed(qnet: QNetwork, x, emit: str = "burst", currents: dict | None
             for j in range(D):
                 a = np.zeros((B, q.size), np.int64)
                 for pr in by_target.get(p, []):
-                    a = a + _dense(pr.weight, trains(pr.source, t, j), pr.exp)
+                    a = a + _dense(pr, trains(pr.source, t, j), q.size)
                 if q.host_input and j == 0:
                     a = a + host[p][:, t].astype(np.int64)
                 raw = u + np.left_shift(a, ACT_SHIFT)
@@ -571,7 +636,7 @@ def simulate_fixed(qnet: QNetwork, x, emit: str = "burst", currents: dict | None
             carry[p] = next_membrane(v, n, q.theta_eff, q.v_init, q.leak_mant, q.reset)
         for j in range(D):
             for pr in by_target.get("output", []):
-                readout[:, t] += _dense(pr.weight, trains(pr.source, t, j), pr.exp)
+                readout[:, t] += _dense(pr, trains(pr.source, t, j), n_out)
     out = dequantize_output(qnet, readout.reshape(B * T, n_out), xs).reshape((B, T) + tuple(net.output_shape))
     summed = {p: torch.as_tensor(c.sum(1).reshape((B,) + qnet.populations[p].shape)) for p, c in counts.items()}
     relays = {p: c for p, c in summed.items() if qnet.populations[p].relay}
@@ -603,3 +668,32 @@ def report_json(qnet: QNetwork) -> dict:
                                     "boundary (stateful; leak_mant = round(leak * 4096))",
                             "relay": "v = sat24(u + bias); sends v >> 6 (its activation units, scale per "
                                      "population) as a 24-bit signed graded message"}}
+
+
+def report_markdown(doc: dict, limit: int = 400) -> str:
+    """The compile report's quantisation section, from lava/quantisation.json: per population its
+    threshold mantissa, bias exponent, the halvings of its scale for the bias and clipped biases;
+    per projection (kernel or matrix) its weight exponent, the mantissa range used, clipped
+    (saturated) and vanished weights. At most `limit` projection rows (the totals cover all)."""
+    lines = ["## Fixed point (Loihi 2 fixed_pt)", "",
+             f"Policy {doc.get('policy')}; 8-bit mantissas (even, [-256, 254]) << weight_exp per projection, "
+             "kernels quantised as kernels (`form` kernel) or as explicit matrices (`form` matrix).", ""]
+    t = doc.get("totals", {})
+    lines += [f"Totals: {t.get('weights_nonzero', 0):,} nonzero weights, {t.get('weights_vanished', 0):,} vanished "
+              f"(round to 0), {t.get('weights_saturated', 0):,} clipped; {t.get('bias_saturated', 0):,} clipped biases; "
+              f"largest threshold error {t.get('max_threshold_rel_error', 0.0):.2e} (relative).", "",
+              "| population | source | form | weight_exp | mantissa range | nonzero | clipped | vanished | vth | bias_exp "
+              "| bias_halvings | clipped biases |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = 0
+    items = list(doc.get("populations", {}).items()) + [("output", doc.get("output", {}))]
+    for name, r in items:
+        for pr in r.get("projections", []):
+            if rows < limit:
+                lo, hi = pr.get("mantissa_range", [0, 0])
+                lines.append(f"| {name} | {pr['source']} | {pr.get('form', 'matrix')} | {pr['exp']} | [{lo}, {hi}] "
+                             f"| {pr['nonzero']:,} | {pr['saturated']:,} | {pr['vanished']:,} | {r.get('vth', '')} "
+                             f"| {r.get('bias_exp', '')} | {r.get('scale_halved_for_bias', '')} | {r.get('bias_saturated', '')} |")
+            rows += 1
+    if rows > limit:
+        lines.append(f"\n({rows - limit} more projections in lava/quantisation.json)")
+    return "\n".join(lines) + "\n"

@@ -28,7 +28,8 @@ external pipe at the last step; RingBuffer sinks read with Var.get() cost one ch
 per element in Lava 0.10 (~80 us each; 70 s for 2 digits of the digits CNN).
 
 fixed_pt: the same processes with the integers of a `fixed.QNetwork`, selected with
-`Loihi2SimCfg(select_tag="fixed_pt")`: Sparse/DelaySparse take the 8-bit mantissas with
+`Loihi2SimCfg(select_tag="fixed_pt")`: Sparse/DelaySparse take the 8-bit mantissas (a one-kernel
+projection's matrix composed from its quantised kernel, `fixed.QProjection.weight`) with
 `weight_exp`, `num_weight_bits=8`, `sign_mode=MIXED` (so lava never re-derives the sign mode from
 the values; clip_weights/truncate_weights leave even mantissas in [-256, 254] unchanged), the host
 RingBuffers carry int32 activations (spike inputs: int32 spikes), WindowBurstIF and SpikeProduct

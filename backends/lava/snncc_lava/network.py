@@ -7,7 +7,10 @@ Lowering rule (docs/design.md §2, §3, §5). Every neuron population is one `Wi
 projection from a spiking source is a matrix: `tree_matrices` composes the tree's ops as scipy
 sparse matrices (the per-op address maps of `snncc.sim.events.op_matrix`: convs, pools, means,
 linears, layer scales and layouts; adds summed) into one CSR (N_consumer, N_source) matrix per
-source, and the constant is the tree applied to zeros. A leaf that is the real-valued input (the
+source, and the constant is the tree applied to zeros. A projection whose share of the tree is one
+kernel (`KernelPath`: layouts, adds, one conv/linear, means after a linear or 1x1 conv) also keeps
+that kernel; `build(g, explicit=False)` skips its matrix (the fixed-point quantisation and integer
+model work on kernels; only Lava needs the matrices). A leaf that is the real-valued input (the
 encoding layer) stays on the host: its current is computed there and streamed in through a
 RingBuffer (no synapse, no delay). A spike-kind input is a `SpikeInput` source instead: the host
 streams its per-window counts as bursts, scheduled like a level-0 population, so its consumers
@@ -62,13 +65,156 @@ LAYOUT_OPS = ("reshape", "permute")
 MAX_DELAY = 63  # Loihi 2's 6-bit synaptic delay (lava's DelaySparse fixed_pt model checks it)
 
 
+WEIGHTED_OPS = ("conv", "linear")
+
+
+@dataclass
+class KernelPath:
+    """A projection that is one kernel: the chain of IR ops from its source to the consumer's
+    current holds at most one weighted op (conv or linear), the rest are layouts (reshape,
+    permute), adds (which pass this source's share through), scales (scalar, or per output
+    feature after the op: a layer scale, folded into the kernel) and means after a linear or a
+    1x1 conv; so every synapse of the composed matrix is one kernel entry times `factor` (the 1/count
+    of the means), and the projection is that kernel (a scalar when there is no weighted op).
+    `apply` runs the projection with any kernel, with convolutions (means as sums); `matrix`
+    composes it explicitly (what Lava's Sparse takes). Quantisation works on the kernel
+    (`snncc_lava.fixed`), never on the matrix."""
+    leaf_shape: tuple
+    chain: list[Node]  # the ops from the leaf to the consumer's input, graph order
+    op: Node | None  # the weighted op of the chain (None: layouts only)
+    factor: float  # product of the 1/count of the means and the scalar scales on the chain
+    channel: np.ndarray | None = None  # per-output-feature factor of the scales after the op (layer scale)
+
+    def kernel(self) -> np.ndarray:
+        """The float kernel per unit of source spike: the weighted op's weight x factor (x the
+        per-output-feature scale, folded on the weight's first axis), or the scalar factor."""
+        if self.op is None:
+            return np.array(self.factor, np.float64)
+        w = np.asarray(self.op.params["weight"], np.float64)
+        if self.channel is not None:
+            w = w * self.channel.reshape((-1,) + (1,) * (w.ndim - 1))
+        return w * self.factor if self.factor != 1.0 else w
+
+    def apply(self, s: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+        """(B, N_source) -> (B, N_target) float64: the chain with `kernel` in place of the weight (no
+        bias), means as sums; exact for integer kernels and inputs while sums stay below 2**53."""
+        import torch.nn.functional as F
+
+        B = s.shape[0]
+        x = torch.as_tensor(np.asarray(s, np.float64)).reshape((B,) + tuple(self.leaf_shape))
+        k = torch.as_tensor(np.asarray(kernel, np.float64))
+        for n in self.chain:
+            if n.op == "reshape":
+                x = x.reshape(B, *n.attrs["shape"])
+            elif n.op == "permute":
+                x = x.permute(0, *(d + 1 for d in n.attrs["dims"]))
+            elif n.op == "mean":
+                x = x.sum(dim=tuple(d + 1 for d in n.attrs["dims"]), keepdim=n.attrs["keepdim"])
+            elif n.op == "conv":
+                a = n.attrs
+                fn = F.conv2d if k.dim() == 4 else F.conv1d
+                x = fn(x, k, None, a["stride"], a["padding"], a["dilation"], a["groups"])
+            elif n.op == "linear":
+                x = F.linear(x, k)
+        if self.op is None:
+            x = x * k
+        return x.reshape(B, -1).numpy()
+
+    def matrix(self, g: Graph, kernel: np.ndarray) -> sp.csr_matrix:
+        """The explicit (N_target, N_source) matrix of the chain with `kernel` (means as sums):
+        every entry is one kernel entry."""
+        import dataclasses
+
+        m = sp.identity(math.prod(self.leaf_shape), format="csr", dtype=np.float64)
+        for n in self.chain:
+            if n.op in ("add", "scale"):  # scales are folded into the kernel
+                continue
+            if n.op in WEIGHTED_OPS:
+                n = dataclasses.replace(n, params={**n.params, "weight": np.asarray(kernel, np.float64)})
+            A = op_matrix(g, n)
+            if n.op == "mean":
+                A = A.copy()
+                A.data[:] = 1.0
+            m = (A @ m).tocsr()
+        if self.op is None:
+            m = m * float(kernel)
+        m = m.tocsr()
+        m.sum_duplicates()
+        m.eliminate_zeros()
+        return m
+
+
+def kernel_path(g: Graph, tree: list[Node], leaf: str, root: str) -> KernelPath | None:
+    """The `KernelPath` of `leaf` in a consumer's `tree` (graph order), or None when its share of
+    the current is not one kernel (two weighted ops, pools, scales, branches, a mean after a
+    spatial kernel): such a projection keeps an explicit matrix."""
+    on, chain, prev = {leaf}, [], leaf
+    for n in tree:
+        k = sum(i in on for i in n.inputs)
+        if k == 0:
+            continue
+        if k > 1 or prev not in n.inputs:
+            return None
+        on.add(n.name)
+        chain.append(n)
+        prev = n.name
+    if prev != root:
+        return None
+    op, factor, fa, channel = None, 1.0, None, None  # fa: the axis holding the weighted op's output features
+    for n in chain:
+        in_shape = tuple(g[n.inputs[0]].shape)
+        if n.op in WEIGHTED_OPS:
+            if op is not None:
+                return None
+            op = n
+            fa = 0 if n.op == "conv" else len(n.shape) - 1
+        elif n.op == "mean":
+            dims = sorted(d % len(in_shape) for d in n.attrs["dims"])
+            if op is not None:  # a mean after the kernel sums its outputs over positions: one kernel
+                # entry per synapse only for a linear / 1x1 conv and never over its output features
+                if fa == -1 or fa in dims or (op.op == "conv" and math.prod(np.shape(op.params["weight"])[2:]) != 1):
+                    return None
+                if not n.attrs.get("keepdim", False):
+                    fa -= sum(d < fa for d in dims)
+            factor /= math.prod(in_shape[d] for d in dims)
+        elif n.op == "permute" and fa is not None and fa >= 0:
+            fa = list(n.attrs["dims"]).index(fa)
+        elif n.op == "reshape" and fa is not None and fa >= 0:
+            out = tuple(n.shape)
+            if fa == 0 and out[:1] == in_shape[:1]:
+                fa = 0
+            elif fa == len(in_shape) - 1 and out[-1:] == in_shape[-1:]:
+                fa = len(out) - 1
+            else:
+                fa = -1  # features mixed with positions: a later mean cannot be checked
+        elif n.op == "scale":  # scalar, or per output feature of the op (a layer scale): folded
+            f = np.asarray(n.params["factor"], np.float64)
+            if f.size == 1:
+                factor *= float(f.reshape(-1)[0])
+                continue
+            shape = (1,) * (len(n.shape) - f.ndim) + f.shape
+            if op is None or fa is None or fa < 0 or len(shape) != len(n.shape) or shape[fa] != n.shape[fa] \
+                    or any(d != 1 for i, d in enumerate(shape) if i != fa):
+                return None
+            f = f.reshape(-1)
+            channel = f if channel is None else channel * f
+        elif n.op not in LAYOUT_OPS + ("add",):
+            return None
+    return KernelPath(tuple(g[leaf].shape), chain, op, factor, channel)
+
+
 @dataclass
 class Projection:
     source: str  # a population name
     target: str  # a population name or "output"
-    weight: sp.csr_matrix  # (N_target, N_source) float64, explicit zeros removed
+    weight: sp.csr_matrix | None  # (N_target, N_source) float64, explicit zeros removed (None: kernel only)
     delay: int = 0  # extra synaptic delay in time steps (0: the synapse's own one step)
     nodes: list[str] = field(default_factory=list)  # IR nodes folded into this matrix
+    kernel: KernelPath | None = None  # the projection as one kernel, where it is one
+
+    def matrix(self, g: Graph) -> sp.csr_matrix:
+        """The explicit float matrix (built from the kernel when the network was built without it)."""
+        return self.weight if self.weight is not None else self.kernel.matrix(g, self.kernel.kernel())
 
 
 @dataclass
@@ -206,7 +352,7 @@ class TreeEvaluator:
         return self(consumer, {}, 1)[0].numpy()
 
 
-def tree_matrices(g: Graph, consumer: Node) -> dict[str, sp.csr_matrix]:
+def tree_matrices(g: Graph, consumer: Node, only: set | None = None) -> dict[str, sp.csr_matrix]:
     """The linear part of the consumer's tree with respect to each spiking leaf (fire, spike input,
     spike product), as sparse (N_consumer, N_leaf) float64 matrices: the tree's ops composed as
     sparse matrices with the per-op address maps of `snncc.sim.events` (`op_matrix`: conv, pool,
@@ -216,7 +362,7 @@ def tree_matrices(g: Graph, consumer: Node) -> dict[str, sp.csr_matrix]:
     host = {n.name for n in g.inputs if n.kind != "spike"}
     vals: dict[str, dict[str, sp.csr_matrix | None]] = {}
     for leaf in leaves:
-        vals[leaf] = {} if leaf in host else {leaf: None}  # None: identity
+        vals[leaf] = {} if leaf in host or (only is not None and leaf not in only) else {leaf: None}  # None: identity
 
     def eye(leaf):
         return sp.identity(math.prod(g[leaf].shape), format="csr")
@@ -324,6 +470,27 @@ def materialised_synapses(g: Graph, nodes=None) -> int:
     return total
 
 
+def matrix_form_nodes(g: Graph) -> list[Node]:
+    """The current-tree nodes on the paths of the projections that are not one kernel
+    (`kernel_path` None): what a kernel-form build (`build(g, explicit=False)`) still composes
+    into explicit matrices (their ops' fan-in, `materialised_synapses`, bounds the entries)."""
+    host = {n.name for n in g.inputs if n.kind != "spike"}
+    out: dict[str, Node] = {}
+    for c in g.nodes:
+        if c.op not in ("fire", "relay", "output"):
+            continue
+        tree, leaves = tree_nodes(g, c, products=True)
+        for leaf in leaves:
+            if leaf in host or kernel_path(g, tree, leaf, c.inputs[0]) is not None:
+                continue
+            on = {leaf}
+            for n in tree:  # graph order: the nodes this leaf's share passes through
+                if any(i in on for i in n.inputs):
+                    on.add(n.name)
+                    out[n.name] = n
+    return list(out.values())
+
+
 def memory_problems(g: Graph, nodes=None) -> list[str]:
     """Refuse before allocating: the explicit synapse matrices must fit in the memory available
     (of the whole graph, or of the current-tree `nodes` of a sub-graph, `part`)."""
@@ -355,7 +522,10 @@ def population(n: Node, D: int, level: int, host: bool, ev: TreeEvaluator) -> Po
                       strict=n.attrs["rounding"] == "strict")
 
 
-def build(g: Graph) -> Network:
+def build(g: Graph, explicit: bool = True) -> Network:
+    """The network of deployed graph `g`. `explicit=False`: projections that are one kernel
+    (`KernelPath`) get no matrix (weight None), so a model at 224x224 builds in little memory;
+    only the others are composed explicitly."""
     problems = unsupported(g)
     if problems:
         raise TargetError(problems[0], where="loihi target",
@@ -388,11 +558,13 @@ def build(g: Graph) -> Network:
         spikes = [s for s in leaves if s != host_name]
         levels = {s: source_level(s) for s in spikes}
         level = 1 + max(levels.values(), default=-1)
-        mats = tree_matrices(g, consumer)
+        paths = {s: kernel_path(g, tree, s, consumer.inputs[0]) for s in spikes}
+        need = set(spikes) if explicit else {s for s in spikes if paths[s] is None}
+        mats = tree_matrices(g, consumer, need) if need else {}
         out = []
         for s in spikes:
             out.append(Projection(s, consumer.name if consumer.op != "output" else "output",
-                                  mats[s], (level - levels[s] - 1) * (D + 1), [n.name for n in tree]))
+                                  mats.get(s), (level - levels[s] - 1) * (D + 1), [n.name for n in tree], paths[s]))
         return host, level, out
 
     for n in g.nodes:

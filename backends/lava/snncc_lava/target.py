@@ -24,8 +24,10 @@ Options (emit and simulate; `--target-option key=value` on the CLI):
 The explicit network description (`lava/network.json` + `weights.npz`, CSR synapse matrices) is
 written only when it has at most DESCRIBE_LIMIT materialised synapses: above that (E-SpikeFormer
 at 224x224) the artefact keeps the kernels in ir.npz and the mapping, and the Lava network is
-built from the IR when simulating. precision=fixed and netx need the matrices and are refused
-beyond the memory this machine has (`network.memory_problems`).
+built from the IR when simulating. precision=fixed quantises kernels (`network.KernelPath`) and
+stores them compactly (int8 kernels, docs/formats.md), so it needs matrices only for projections
+that are not one kernel; netx and the Lava runs need every matrix and are refused beyond the memory
+this machine has (`network.memory_problems`).
 Every file is deterministic bytes.
 """
 
@@ -63,10 +65,12 @@ def _needs_matrices(options: LoihiOptions) -> bool:
     return options.precision == "fixed" or bool(options.netx)
 
 
-def _refuse_unbuildable(graph: Graph) -> None:
+def _refuse_unbuildable(graph: Graph, kernels: bool = False) -> None:
     """Lava's CPU simulation needs the explicit synapse matrices: refuse in one line, before
-    allocating, when they would not fit this machine (a model mapped onto many chips)."""
-    problems = network.memory_problems(graph)
+    allocating, when they would not fit this machine (a model mapped onto many chips). `kernels`:
+    only the projections that are not one kernel need matrices (the fixed-point quantisation and
+    integer model, `network.build(explicit=False)`)."""
+    problems = network.memory_problems(graph, network.matrix_form_nodes(graph) if kernels else None)
     if problems:
         raise TargetError(problems[0], where="loihi simulate",
                           hint="run a sub-graph in Lava: snncc simulate OUT --backend lava --populations NAME[,NAME] "
@@ -143,11 +147,13 @@ class LoihiTarget(Target):
         if problems:
             return problems
         problems = list(self.map_onto(graph, options).problems)
-        if _needs_matrices(options):
-            why = "netx=true" if options.netx else "precision=fixed"
-            problems += [f"{why} quantises the explicit synapse matrices, and {p}; compile with precision=float "
-                         f"(its mapping, report and estimates need no matrices) or on a larger machine"
-                         for p in network.memory_problems(graph)]
+        if options.netx:
+            problems += [f"netx=true exports the explicit synapse matrices, and {p}; compile without netx "
+                         f"or on a larger machine" for p in network.memory_problems(graph)]
+        elif _needs_matrices(options):  # fixed: kernels are quantised as kernels, only the rest as matrices
+            problems += [f"precision=fixed quantises the projections that are not one kernel as explicit "
+                         f"matrices, and {p}; compile with precision=float or on a larger machine"
+                         for p in network.memory_problems(graph, network.matrix_form_nodes(graph))]
         return problems
 
     def explain(self, graph: Graph, options: LoihiOptions | dict | None = None) -> str:
@@ -157,10 +163,15 @@ class LoihiTarget(Target):
         return self.map_onto(graph, options).report()
 
     def report_section(self, files: dict[str, bytes]) -> str:
-        """The compile report's resource report, from the artefact's lava/mapping.json."""
-        if "lava/mapping.json" not in files:
-            return ""
-        return mapping.report_markdown(json.loads(files["lava/mapping.json"]))
+        """The compile report's resource report, from the artefact's lava/mapping.json, and with
+        precision=fixed the quantisation table from lava/quantisation.json."""
+        out = ""
+        if "lava/mapping.json" in files:
+            out = mapping.report_markdown(json.loads(files["lava/mapping.json"]))
+        if "lava/quantisation.json" in files:  # precision=fixed: per layer exponents, mantissas, clipping
+            from snncc_lava import fixed
+            out += ("\n" if out else "") + fixed.report_markdown(json.loads(files["lava/quantisation.json"]))
+        return out
 
     def placement(self, files: dict[str, bytes]) -> dict | None:
         """lava/mapping.json: `estimate --profile loihi` charges routing per chip and link with it."""
@@ -173,15 +184,17 @@ class LoihiTarget(Target):
         synapses = network.materialised_synapses(graph)
         if not _needs_matrices(options) and synapses > DESCRIBE_LIMIT:
             return mapped  # kernels stay in ir.npz; simulate builds the Lava network from the IR
-        net = network.build(graph)
         qnet = None
-        if options.precision == "fixed":
+        if options.precision == "fixed":  # integers stored compactly: kernels, not matrices
             from snncc_lava import fixed
+            net = network.build(graph, explicit=False)
             qnet = fixed.quantize(net)
+        else:
+            net = network.build(graph)
         files = describe.files(net, options.emit, self.versions(), qnet)
         if options.netx:
             from snncc_lava import netx
-            files["lava/network.net"] = netx.export(graph, net)
+            files["lava/network.net"] = netx.export(graph, network.build(graph) if qnet is not None else net)
         files.update(mapped)
         return files
 
@@ -229,8 +242,8 @@ class LoihiTarget(Target):
         if options.precision == "fixed":
             from snncc_lava import fixed
 
-            _refuse_unbuildable(graph)
-            return fixed.simulate_fixed(fixed.quantize(network.build(graph)), x, options.emit)
+            _refuse_unbuildable(graph, kernels=True)  # convolutions run from the kernels' integers
+            return fixed.simulate_fixed(fixed.quantize(network.build(graph, explicit=False)), x, options.emit)
         from snncc.sim.sync import simulate as sync_simulate
 
         return sync_simulate(graph, x, "exact")

@@ -90,8 +90,11 @@ def test_quantiser_ranges_and_report(conv_chain):
     w = net.projections[0].weight.toarray()
     assert proj["exp"] == 0 and np.abs(q.projections[0].weight.data).max() == 254
     assert n2["scale"] == 254 / np.abs(w).max() and n2["vth"] == round(n2["scale"]) >= 2048
-    # vanished = nonzero weights under half a mantissa step (|w| * s < 1); no projection vanishes whole
-    assert proj["vanished"] == int(np.count_nonzero((w != 0) & (np.abs(w) * n2["scale"] <= 1)))
+    # quantised on the kernel: vanished = nonzero kernel weights under half a mantissa step
+    # (|k| * s <= 1, rounding to the even 0); no projection vanishes whole
+    k = net.projections[0].kernel.kernel()
+    assert proj["form"] == "kernel" and proj["nonzero"] == int(np.count_nonzero(k))
+    assert proj["vanished"] == int(np.count_nonzero((k != 0) & (np.abs(k) * n2["scale"] <= 1)))
     assert proj["vanished"] < 0.01 * proj["nonzero"] and proj["saturated"] == 0
     assert n2["threshold_rel_error"] <= 0.5 / n2["vth"] / (1 - 0.5 / n2["vth"])
     assert rep["totals"]["weights_saturated"] == 0 and rep["totals"]["bias_saturated"] == 0

@@ -90,7 +90,8 @@ def test_emit_fixed_and_netx(conv_chain):
     assert (n2["model"], n2["vth"], n2["bias_exp"], n2["v_init"]) == (
         "PyWindowBurstIFModelFixed", q.populations["n2"].vth, q.populations["n2"].bias_exp, q.populations["n2"].v_init)
     assert (procs["proj0"]["weight_exp"], procs["proj0"]["num_weight_bits"], procs["proj0"]["sign_mode"]) == (0, 8, "MIXED")
-    w = load_weight(np.load(io.BytesIO(a["lava/weights.npz"])), procs["proj0"])
+    assert procs["proj0"]["weight"]["format"] == "kernel"  # int8 kernel; the matrix is composed from it
+    w = load_weight(np.load(io.BytesIO(a["lava/weights.npz"])), procs["proj0"], conv_chain)
     assert w.dtype == np.int32 and np.array_equal(w.toarray(), q.projections[0].weight.toarray())
     rep = json.loads(a["lava/quantisation.json"])
     assert rep["policy"] == "precision" and rep["populations"]["n2"]["vth"] == q.populations["n2"].vth
