@@ -31,6 +31,10 @@ _LEAF_MODULES = ("Conv1d", "Conv2d", "Linear", "BatchNorm1d", "BatchNorm2d", "Av
                  "Flatten", "SumPool2d")
 
 
+# layers that may run inside a loop over T on one step's value (TimeLoop.layer)
+LOOP_LAYERS = ("conv", "linear", "batchnorm", "reshape", "pool", "max_pool", "flatten")
+
+
 def node_base_name(fxn: fx.Node | None, op: str) -> str:
     """Name IR nodes after the module that produced them: `stage1.0.conv` -> `stage1_0_conv`."""
     if fxn is None:
@@ -421,6 +425,8 @@ class Converter:
             self.values[fxn] = self.loop.copy_(fxn, *args)
         elif op == "clamp":
             return False  # the neuron pattern (c_clamp -> c_neuron -> TimeLoop.fire)
+        elif op in LOOP_LAYERS and isinstance(args[0], Lin) and not any(is_step_value(a) for a in flat[1:]):
+            self.values[fxn] = self.loop.layer(fxn, call, w)
         else:
             raise FrontendError(f"{op} on one timestep's value inside a loop over T is not supported", where=w,
                                 hint="keep only the neuron inside the loop; run layers on the whole (T, B, ...) "
@@ -586,10 +592,10 @@ class Converter:
                          "weight": w, "bias": b})
 
     def c_add(self, fxn, a, b, alpha=1):
-        if self.is_tensor(a) and not self.is_tensor(b) and _num(b) == 0.0:
+        if self.is_tensor(a) and not self.is_tensor(b) and (_num(b) == 0.0 or self._zeros(fxn, b)):
             return a  # x + 0, x - 0
-        if self.is_tensor(b) and not self.is_tensor(a) and _num(a) == 0.0 and alpha == 1:
-            return b  # 0. + x: a membrane started at the float 0. (SpikingJelly's v = v + x)
+        if self.is_tensor(b) and not self.is_tensor(a) and (_num(a) == 0.0 or self._zeros(fxn, a)) and alpha == 1:
+            return b  # 0. + x: a membrane started at the float 0. (SpikingJelly's v = v + x; snntorch's mem
         if self.is_tensor(a) and self.is_tensor(b):
             if alpha != 1:
                 b = self.add(fxn, "scale", [b], {}, {"factor": np.asarray(float(alpha))}, base=f"{fxn.name}_alpha")
@@ -601,6 +607,18 @@ class Converter:
             return self.add(fxn, "add", [a, b])
         raise FrontendError("adding a constant to an activation is not supported outside an SFA neuron pattern",
                             where=where(fxn), hint="express constants as a layer bias")
+
+    def _zeros(self, fxn, c) -> bool:
+        """c is a tensor of zeros that does not widen the sum (snntorch's membrane buffer, reset to
+        zeros of the input's shape, times beta)."""
+        return isinstance(c, torch.Tensor) and not bool(c.any()) and \
+            torch.broadcast_shapes(tuple(c.shape), self._shape_of_act(fxn)) == self._shape_of_act(fxn)
+
+    def _shape_of_act(self, fxn) -> tuple:
+        for a in fxn.args:
+            if isinstance(a, fx.Node) and self.is_tensor(self.values.get(a)):
+                return self._shape(a)
+        return ()
 
     def c_sub(self, fxn, a, b, alpha=1):
         return self.c_add(fxn, a, b, -alpha)

@@ -115,6 +115,7 @@ ATEN_MAP = {
     aten.ge: lambda a, b: Call("compare", (a, b, False), {}),
     aten.gt: lambda a, b: Call("compare", (a, b, True), {}),
     aten.to: lambda x, *a, **k: Call("identity", (x,), {}),
+    aten._to_copy: lambda x, *a, **k: Call("identity", (x,), {}),  # `.to()` after run_decompositions
     aten.rsub: lambda a, b, alpha=1: Call("rsub", (a, b), {"alpha": alpha}),
 }
 
