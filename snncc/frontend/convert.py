@@ -815,7 +815,8 @@ class Converter:
     def c_cat(self, fxn, xs, dim=0):
         """`torch.cat` of activations: each input placed at its offset along the axis (an
         `offset` node, its slice of the consumers' addresses), the offsets summed."""
-        srcs = [a for a in (fxn.args[0] if fxn.args and isinstance(fxn.args[0], (list, tuple)) else [])
+        args = getattr(fxn, "args", ())  # ONNX refs have none
+        srcs = [a for a in (args[0] if args and isinstance(args[0], (list, tuple)) else [])
                 if isinstance(a, fx.Node)]
         names = [self.tensor(v, fxn) for v in xs]
         lead = self.lead.get(srcs[0], ("B",)) if srcs else ("B",)
