@@ -71,6 +71,31 @@ class SpikeBN:
 
 
 @dataclass
+class Placement:
+    """A tensor of zeros whose slices along one per-sample axis are written (`out = zeros(...);
+    out[:, :c] = y`, in place or as torch's functional `slice_scatter`): each written source sits at
+    its offset, the rest stays 0 (IR `offset`s summed, like torch.cat). `node` once it is read."""
+    shape: tuple  # per sample
+    lead: tuple
+    where: str
+    parts: list = field(default_factory=list)  # (axis, start, end, IR node)
+    node: str | None = None
+
+    def placed(self, axis: int, start: int, end: int, src: str, fxn) -> None:
+        if self.node is not None:
+            raise FrontendError("a slice is written after the tensor was read", where=where(fxn),
+                                hint="fill every slice before using the tensor")
+        for a, s0, e0, _ in self.parts:
+            if a != axis:
+                raise FrontendError(f"slices written along axes {a} and {axis} of one tensor", where=where(fxn),
+                                    hint="place sources along one axis (channels), as torch.cat does")
+            if start < e0 and s0 < end:
+                raise FrontendError(f"slice {start}:{end} overwrites slice {s0}:{e0} of the same tensor",
+                                    where=where(fxn), hint="write each slice once")
+        self.parts.append((axis, start, end, src))
+
+
+@dataclass
 class PadFill:
     """The borders of a padded current map filled in place so far (`copy_` into its slices): the
     pad node takes the fill as its per-channel value once every padded border holds it."""
@@ -122,6 +147,8 @@ def _channel_vector(vals: np.ndarray, c: int) -> np.ndarray | None:
 
 
 def _pending(v) -> bool:
+    if isinstance(v, Placement):
+        return True
     """A value the converter holds back for a later op (a spike BatchNorm, a slice of it)."""
     return isinstance(v, SpikeBN) or is_step_value(v) or (
         isinstance(v, tuple) and bool(v) and (isinstance(v[0], str) and v[0] == "slice" or is_step_value(v[0])))
@@ -344,6 +371,8 @@ class Converter:
         self.graph.meta["outputs"] = levels
 
     def _output_value(self, fxn: fx.Node, v, src: fx.Node | None, what: str) -> str:
+        if isinstance(v, Placement):
+            v = self.placement_node(fxn, v)
         if not self.is_tensor(v):
             raise FrontendError(f"{what} is not a tensor computed from the input", where=where(fxn))
         lead = self.lead.get(src, ("B",)) if src is not None else ("B",)
@@ -367,6 +396,10 @@ class Converter:
                                 hint="snncc maps conv/linear/batchnorm/SFA neurons/add/scale/pooling/mean/"
                                      "reshape/permute/matmul of spikes; rewrite the model or file an issue")
         self._out_lead = None
+        if call.op not in ("slice", "copy_", "copy", "slice_scatter"):
+            call.args = tuple(self.placement_node(fxn, a) if isinstance(a, Placement) else
+                              [self.placement_node(fxn, b) if isinstance(b, Placement) else b for b in a]
+                              if isinstance(a, list) else a for a in call.args)
         lead = self.lead_in(fxn)
         reduced = any(isinstance(a, fx.Node) and a in self.time_reduced for a in fxn.args)
         if reduced and call.op in ("neuron", "clamp", "round", "floor", "matmul"):
@@ -532,7 +565,10 @@ class Converter:
         return nm
 
     def c_slice(self, fxn, x, dim=0, start=None, end=None, step=1):
-        """A view of a padded map (its borders are about to be filled)."""
+        """A view of a padded map (its borders are about to be filled), or of a tensor of zeros
+        whose slices are written (Placement)."""
+        if isinstance(x, Placement):
+            return ("slice", x, int(dim), start, end, int(step or 1))
         if not (isinstance(x, SpikeBN) or (isinstance(x, str) and x in self._pad_fill)):
             raise FrontendError("slicing an activation is not supported", where=where(fxn))
         return ("slice", x, int(dim), start, end, int(step or 1))
@@ -543,6 +579,9 @@ class Converter:
         if not (isinstance(dst, tuple) and dst and dst[0] == "slice"):
             raise FrontendError("in-place copy into an activation is not supported", where=where(fxn))
         _, target, dim, start, end, step = dst
+        if isinstance(target, Placement):
+            self._place(fxn, target, dim, start, end, step, src)
+            return dst
         vals = self.const(src, fxn, "fill value")
         if isinstance(target, SpikeBN):
             if not np.allclose(vals, _per_channel(vals, target.shift), rtol=1e-6, atol=1e-7):
@@ -566,6 +605,62 @@ class Converter:
             node = self.graph[target]
             node.params = {**node.params, "value": np.asarray(fill.value, dtype=np.float64)}
         return dst
+
+    def c_zeros(self, fxn, size, *_):
+        """`torch.zeros(B, C, H, W)` (or x.new_zeros): a Placement, its slices written next."""
+        shape = self._shape(fxn)
+        for lead in ([("T", "B")] if self.T else []) + [("B",)]:
+            if tuple(shape[:len(lead)]) == self.lead_sizes(lead):
+                self._out_lead = lead
+                return Placement(tuple(shape[len(lead):]), lead, where(fxn))
+        raise FrontendError(f"zeros of shape {tuple(shape)} do not lead with the batch axis (batch {self.batch})",
+                            where=where(fxn), hint="create it as torch.zeros(x.shape[0], C, H, W)")
+
+    def c_copy(self, fxn, dst, src):
+        """torch's functional copy into a slice of a Placement: the source itself (same shape)."""
+        if not (isinstance(dst, tuple) and dst and dst[0] == "slice" and isinstance(dst[1], Placement)):
+            raise FrontendError("copy into an activation is not supported", where=where(fxn))
+        src = self.tensor(src, fxn)
+        if tuple(self._shape(fxn)[len(dst[1].lead):]) != self.graph[src].shape:
+            raise FrontendError("a copy that broadcasts its source into a slice", where=where(fxn),
+                                hint="write a tensor of the slice's shape")
+        return src
+
+    def c_slice_scatter(self, fxn, base, src, dim=0, start=None, end=None, step=1):
+        """`slice_scatter(base, src, dim, start, end)`: base with src written into the slice."""
+        if not isinstance(base, Placement):
+            raise FrontendError("writing into a slice of an activation is not supported (only of a tensor of "
+                                "zeros: a placement, like torch.cat)", where=where(fxn),
+                                hint="torch.cat the parts, or write them into torch.zeros(...)")
+        new = Placement(base.shape, base.lead, base.where, list(base.parts))
+        self._place(fxn, new, dim, start, end, step, src)
+        return new
+
+    def _place(self, fxn, p: Placement, dim, start, end, step, src) -> None:
+        nl = len(p.lead)
+        d = int(dim) + nl + len(p.shape) if int(dim) < 0 else int(dim)
+        if d < nl or int(step or 1) != 1:
+            raise FrontendError(f"writing into axis {dim} (step {step}) of a tensor laid out ({', '.join(p.lead)}, "
+                                "...)", where=where(fxn), hint="write slices of a per-sample axis (channels)")
+        axis, n = d - nl, p.shape[d - nl]
+        s0, e0, _ = slice(None if start is None else int(start), None if end is None else int(end)).indices(n)
+        src = self.tensor(src, fxn)
+        want = p.shape[:axis] + (e0 - s0,) + p.shape[axis + 1:]
+        if self.graph[src].shape != want:
+            raise FrontendError(f"a source of shape {self.graph[src].shape} written into a slice of shape {want}",
+                                where=where(fxn), hint="write a tensor of the slice's shape")
+        p.placed(axis, s0, e0, src, fxn)
+
+    def placement_node(self, fxn, p: Placement) -> str:
+        """The IR value of a Placement: each source at its offset, summed (zeros elsewhere)."""
+        if p.node is None:
+            if not p.parts:
+                raise FrontendError("a tensor of zeros is read as an activation", where=p.where,
+                                    hint="write the sources into its slices first")
+            placed = [self.add(fxn, "offset", [src], {"axis": a, "at": s0, "size": p.shape[a]})
+                      for a, s0, e0, src in sorted(p.parts, key=lambda q: q[1])]
+            p.node = placed[0] if len(placed) == 1 else self.add(fxn, "add", placed)
+        return p.node
 
     def c_linear(self, fxn, x, weight, bias=None):
         params = {"weight": self.const(weight, fxn, "linear weight")}
@@ -812,6 +907,11 @@ class Converter:
             return x
         return self.add(fxn, "upsample", [x], {"scale": scale})
 
+    def c_bilinear(self, fxn, *_):
+        raise FrontendError("bilinear (or bicubic) interpolation is not deployable: its fractional weights mix "
+                            "neighbouring values, no fixed fan-out of spikes", where=where(fxn),
+                            hint="use mode='nearest' (a 0/1 fan-out: IR upsample)")
+
     def c_cat(self, fxn, xs, dim=0):
         """`torch.cat` of activations: each input placed at its offset along the axis (an
         `offset` node, its slice of the consumers' addresses), the offsets summed."""
@@ -910,6 +1010,8 @@ class Converter:
                         base=str(path) or None)
 
     def tensor(self, v, fxn) -> str:
+        if isinstance(v, Placement):
+            return self.placement_node(fxn, v)
         if isinstance(v, SpikeBN):
             raise FrontendError("BatchNorm on spikes is only deployable when a conv consumes it (it folds into that "
                                 "conv's weights and constant current)", where=v.where,

@@ -89,7 +89,8 @@ _FUNCTIONS = {
     F.avg_pool2d: lambda x, *a, **k: Call("pool", (x, *a), k),
     F.adaptive_avg_pool2d: lambda x, size: Call("adaptive_pool", (x, size), {}),
     F.interpolate: lambda x, size=None, scale_factor=None, mode="nearest", *a, **k: (
-        Call("upsample", (x,), {}) if mode in ("nearest", "nearest-exact") else Call(f"interpolate {mode}", (), {})),
+        Call("upsample", (x,), {}) if mode in ("nearest", "nearest-exact") else
+        Call("bilinear", (x,), {}) if mode in ("bilinear", "bicubic") else Call(f"interpolate {mode}", (), {})),
     F.dropout: lambda x, p=0.5, training=True, *a, **k: _dropout(x, training),
     F.dropout2d: lambda x, p=0.5, training=True, *a, **k: _dropout(x, training),
     torch.cat: lambda xs, dim=0: Call("cat", (xs, dim), {}),
