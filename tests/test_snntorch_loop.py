@@ -135,3 +135,16 @@ def test_tutorial_max_pool_of_a_current_is_refused_in_one_line(tmp_path):
     assert r.returncode == 2 and len(err) == 1, r.stderr
     assert "'max_pool2d'" in err[0] and "max pooling of a current is not deployable" in err[0]
     assert not (tmp_path / "art").exists()
+
+
+def test_module_and_batch1_program_give_the_same_deployed_graph():
+    """`snncc.compile(module)` (traced at batch 2) and the program exported at batch 1: node for
+    node the same deployed graph; each fire is named after its Leaky."""
+    from test_research_pt2 import _same_graph
+
+    m = build()
+    prog = snncc.compile(torch.export.export(m, (torch.rand(1, 1, 8, 8),)))
+    mod = snncc.compile(build(), torch.zeros(2, 1, 8, 8))
+    _same_graph(prog.deployed, mod.deployed)
+    assert [n.name for n in mod.deployed.neurons()] == [k.replace(".", "_") for k in
+                                                         (f"net.{i}" for i in leakies(m))]

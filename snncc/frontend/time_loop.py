@@ -193,7 +193,9 @@ class TimeLoop:
         w = self._lin(a, fxn) + self._lin(b, fxn).scaled(-1.0) + Lin({}, 1.0)
         if not w.terms:  # e.g. snntorch's reset of the first step, (0 - threshold > 0)
             return Lin({}, float(w.const > 1.0 if strict else w.const >= 1.0))
-        return self.fire(fxn, w, 1, 1.0, "strict" if strict else "floor", where, fxn.name)
+        stack = (getattr(fxn, "meta", None) or {}).get("nn_module_stack")
+        path = list(stack.values())[-1][0] if stack else ""  # named after its module (snntorch's net.1)
+        return self.fire(fxn, w, 1, 1.0, "strict" if strict else "floor", where, str(path) or fxn.name)
 
     def _hard_reset(self, la: Lin, lb: Lin) -> Lin | None:
         """`(1 - spike) * v` of a neuron's own step-t spike and membrane (SpikingJelly's hard reset
