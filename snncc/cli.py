@@ -121,6 +121,15 @@ def _add_shard_args(p: argparse.ArgumentParser) -> None:
                    help="run the workers as Ray tasks: 'local' or a cluster address (needs the ray extra)")
 
 
+def _add_layout_args(p) -> None:
+    """--timesteps and --input-layout: the same meaning for compile and inspect, module or .pt2."""
+    p.add_argument("--timesteps", type=_positive_int,
+                   help="training timesteps T of a single-step event model (warns when it replaces the model's own T)")
+    p.add_argument("--input-layout", choices=("BT", "TB"), default="",
+                   help="the model takes the whole sequence, (B, T, *shape) or (T, B, *shape) (multi-step code; "
+                        "with --timesteps and the per-step --input-shape)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="snncc", description="Compile SFA-trained spiking networks to neuromorphic targets.")
     ap.add_argument("--version", action="version", version=f"snncc {__version__}")
@@ -149,17 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--allow-macs", action="store_true",
                    help="deploy non-spike-driven layers beyond the encoding layer")
     c.add_argument("--explain", action="store_true", help="print the target's full compatibility report")
-    c.add_argument("--timesteps", type=_positive_int,
-                   help="training timesteps T of a single-step event model (warns when it replaces the model's own T)")
-    c.add_argument("--input-layout", choices=("BT", "TB"), default="",
-                   help="the model takes the whole sequence, (B, T, *shape) or (T, B, *shape) (multi-step code; "
-                        "with --timesteps and the per-step --input-shape)")
+    _add_layout_args(c)
     c.add_argument("--target-option", action="append", default=[], metavar="KEY=VALUE",
                    help="target-specific option (repeatable); `snncc targets` lists each target's options")
 
     i = sub.add_parser("inspect", help="list a model's or an artefact's graph, one row per node")
     i.add_argument("path", help="model file or artefact folder")
     _add_load_args(i)
+    _add_layout_args(i)
     i.add_argument("--level", choices=["traced", "deployed"], default=None,
                    help="which graph of an artefact (default deployed) or of a model (default traced)")
     i.add_argument("--target", default=None,
@@ -298,7 +304,12 @@ def cmd_inspect(args) -> int:
 
         tgt = get_target(args.target or "sim")
         options = parse_options(tgt, args.target_option)  # bad options: before loading
-        loaded = _load(args)
+        loaded = _load(args, args.input_layout, args.timesteps)  # a program checks them against its input
+        if loaded.program is None and args.timesteps is not None:
+            loaded.T = args.timesteps
+        if args.input_layout and loaded.T == 1 and loaded.program is None:
+            raise SnnccError(f"input layout {args.input_layout} needs the number of timesteps", where="--input-layout",
+                             hint="pass --timesteps T with the per-step --input-shape")
         g = trace(loaded, frontend=args.frontend, input_kind=args.input_kind)
         if args.level == "deployed":
             g = deploy(g, tgt, options, allow_macs=True).graph

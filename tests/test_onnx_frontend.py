@@ -150,3 +150,67 @@ def test_cli_compile_and_verify_onnx(tmp_path, capsys):
     assert main(["compile", p, "-o", out]) == 0
     assert main(["verify", p, out, "--samples", "4"]) == 0
     assert "verdict: OK" in capsys.readouterr().out
+
+
+def _onnx_segmenter(tmp_path, batch=1):
+    from test_vision_ops import _segmenter
+
+    m = _segmenter()
+    m.input_shape = (2, 16, 16)
+    return m, export_onnx(m, tmp_path / "seg.onnx", batch=batch)
+
+
+def test_concat_and_nearest_resize_from_torch_onnx_export(tmp_path):
+    """A segmentation head (levels upsampled by F.interpolate / nn.Upsample nearest, concatenated
+    along channels) written by torch.onnx.export at batch 1: ONNX Resize -> IR upsample, Concat ->
+    offsets; spike counts equal the module's (torch.export path) per neuron, the output equals
+    onnxruntime's, and the installed command compiles and verifies it."""
+    import os
+    import subprocess
+    import sys
+
+    import snncc
+    from test_vision_ops import _inputs
+
+    m, path = _onnx_segmenter(tmp_path)
+    kinds = [n.op_type for n in onnx.load(path).graph.node]
+    assert "Resize" in kinds and "Concat" in kinds
+    g = trace(load(path))
+    ops = [n.op for n in g.nodes]
+    assert ops.count("upsample") == 5 and ops.count("offset") == 3
+    x = _inputs(4).double()
+    r = run(g, x)
+    dep = snncc.compile(m, torch.zeros(1, 2, 16, 16))
+    ref = dep.reference(x)
+    fires = [n.name for n in g.neurons()]
+    assert len(fires) == len(dep.traced.neurons()) == 12
+    for a, b in zip(fires, [n.name for n in dep.traced.neurons()]):
+        assert torch.equal(r.counts[a], ref.counts[b]), (a, b)
+    assert all(r.counts[k].sum() > 0 for k in fires)
+    y = load(path).eager(x.float()).double()
+    assert float((y - r.output).abs().max()) < 1e-4
+    snncc_cmd = os.path.join(os.path.dirname(sys.executable), "snncc")
+    out = tmp_path / "art"
+    p = subprocess.run([snncc_cmd, "compile", path, "-o", str(out)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    p = subprocess.run([snncc_cmd, "verify", path, str(out), "--samples", "2"], capture_output=True, text=True)
+    assert p.returncode == 0 and "verdict: OK" in p.stdout, p.stdout + p.stderr
+
+
+class Bilinear(nn.Module):
+    input_shape = (2, 4, 4)
+
+    def __init__(self):
+        super().__init__()
+        self.c, self.n = nn.Conv2d(2, 2, 1), Fire(4)
+
+    def forward(self, x):
+        return self.n(torch.nn.functional.interpolate(self.c(x), scale_factor=2, mode="bilinear"))
+
+
+def test_bilinear_resize_is_refused_naming_the_node(tmp_path):
+    path = export_onnx(Bilinear(), tmp_path / "bl.onnx", batch=1)
+    with pytest.raises(FrontendError) as e:
+        trace(load(path))
+    line = e.value.one_line()
+    assert "Resize" in line and "'linear'" in line and "no fixed fan-out of spikes" in line and "\n" not in line

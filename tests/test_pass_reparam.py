@@ -406,3 +406,46 @@ def test_border_filled_on_some_sides_only_is_refused_by_the_front_end():
     with pytest.raises(FrontendError) as e:
         snncc.compile(HalfFilled().eval(), torch.zeros(1, 2, 6, 6))
     assert "the padded border is filled on bottom, top but not on left, right" in e.value.one_line()
+
+
+class PadNet(nn.Module):
+    """stem -> neuron -> conv1x1 (no bias) -> F.pad(1) / nn.ZeroPad2d -> depthwise 3x3 (pad 0) ->
+    BN -> neuron: the pad of a current, written functionally or as a module."""
+
+    def __init__(self, functional=True):
+        super().__init__()
+        self.stem, self.bn0, self.n0 = nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), Fire(4)
+        self.c1, self.pad = nn.Conv2d(4, 4, 1, bias=False), nn.ZeroPad2d(1)
+        self.dw, self.bn1, self.n1 = nn.Conv2d(4, 4, 3, groups=4), nn.BatchNorm2d(4), Fire(4)
+        self.functional = functional
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        y = self.c1(self.n0(self.bn0(self.stem(x))))
+        y = F.pad(y, [1, 1, 1, 1]) if self.functional else self.pad(y)
+        return self.head(self.n1(self.bn1(self.dw(y))).mean((2, 3)))
+
+
+@pytest.mark.parametrize("functional", [True, False])
+def test_fx_front_end_reads_a_pad_like_torch_export(functional):
+    """`F.pad` / `nn.ZeroPad2d` through the fx front end: the same `pad` node as torch.export's,
+    fused by reparam into one 3x3 conv; counts equal the model's own per neuron."""
+    torch.manual_seed(1)
+    m = randomize_bn(PadNet(functional))
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, nn.Conv2d):
+                mod.weight.mul_(2.0)
+    fx_dep = snncc.compile(m, torch.zeros(2, 2, 8, 8), frontend="fx")
+    ex_dep = snncc.compile(m, torch.zeros(2, 2, 8, 8), frontend="export")
+    assert [n.op for n in fx_dep.traced.nodes if n.op == "pad"] == ["pad"]
+    assert [n.op for n in fx_dep.deployed.nodes] == [n.op for n in ex_dep.deployed.nodes] == \
+        ["input", "conv", "fire", "conv", "fire", "mean", "linear", "output"]
+    fused_fx = fx_dep.deployed[fx_dep.deployed["n1"].inputs[0]]
+    fused_ex = ex_dep.deployed[ex_dep.deployed["n1"].inputs[0]]
+    assert np.array_equal(fused_fx.params["weight"], fused_ex.params["weight"])
+    x = x_batch()
+    want = eager_counts(m, x)
+    sim = fx_dep.simulate(x, "exact")
+    for name, c in want.items():
+        assert c.sum() > 0 and torch.equal(sim.counts[name].double(), c), name

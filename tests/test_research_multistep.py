@@ -296,11 +296,31 @@ class LayerInLoop(nn.Module):
         return torch.stack([self.c(x[t]) for t in range(x.shape[0])]).mean(0).flatten(1)
 
 
-def test_layer_inside_the_loop_is_refused_with_what_to_write():
+def test_layer_inside_the_loop_is_one_layer_on_the_sequence():
+    """The same conv on every x[t], stacked: one IR conv on the (T, B, ...) input (the snntorch
+    idiom, time_loop.TimeLoop.layer); the output equals the module's."""
+    m = LayerInLoop().eval()
+    dep = snncc.compile(m, torch.zeros(4, 2, 2, 8, 8), input_layout="TB")
+    assert [n.op for n in dep.deployed.nodes] == ["input", "conv", "reshape", "output"]
+    x = torch.rand(4, 3, 2, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(dep.reference(x).output, m.double()(x.double()), rtol=0, atol=1e-12)
+    assert dep.verify(x.float()).ok
+
+
+def test_a_layer_on_a_sum_of_steps_inside_the_loop_is_refused_in_one_line():
+    class SumInLoop(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(2, 4, 3, padding=1)
+
+        def forward(self, x):
+            return torch.stack([self.c(x[t] + x[0]) for t in range(x.shape[0])]).mean(0).flatten(1)
+
     with pytest.raises(FrontendError) as e:
-        snncc.compile(LayerInLoop().eval(), torch.zeros(4, 2, 2, 8, 8), input_layout="TB")
+        snncc.compile(SumInLoop().eval(), torch.zeros(4, 2, 2, 8, 8), input_layout="TB")
     line = e.value.one_line()
-    assert "conv on one timestep's value inside a loop over T" in line and "x.flatten(0, 1)" in line
+    assert "conv of a sum (or a scaled copy) of the loop's values inside a loop over T" in line and "\n" not in line
 
 
 def test_fx_front_end_refuses_a_multistep_model_in_one_line(tmp_path, capsys):

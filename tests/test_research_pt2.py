@@ -291,3 +291,23 @@ def test_shipped_examples_exported_at_batch_1_give_the_modules_deployed_graph(fa
     snncc.compile(m, x).save(str(tmp_path / "module"))
     snncc.compile(torch.export.export(m.eval(), (x[:1],))).save(str(tmp_path / "program"))
     _same_graph(snncc.load(str(tmp_path / "program")).deployed, snncc.load(str(tmp_path / "module")).deployed)
+
+
+def test_inspect_takes_the_layout_flags_like_compile(tmp_path):
+    """`snncc inspect m.pt2 --input-layout BT --timesteps 3` lists the graph `compile` traces with
+    the same flags (without them: the same one-line refusal, with the hint to pass them; a T that
+    is not the program's: one line)."""
+    m = randomize_bn(EventBT())
+    pt2 = tmp_path / "ev.pt2"
+    _export(m, torch.zeros(1, 3, 2, 8, 8), pt2)
+    code, o, e = _cli("inspect", pt2)
+    assert code == 2 and len(e.strip().splitlines()) == 1 and "pass --input-layout BT --timesteps 3" in e, e
+    code, o, e = _cli("inspect", pt2, "--input-layout", "BT", "--timesteps", "4")
+    assert code == 2 and "--timesteps 4 differs from the program's time axis 3" in e, e
+    code, listed, e = _cli("inspect", pt2, "--input-layout", "BT", "--timesteps", "3")
+    assert code == 0, e
+    out = tmp_path / "o"
+    assert _cli("compile", pt2, "--input-layout", "BT", "--timesteps", "3", "-o", out)[0] == 0
+    code, art, e = _cli("inspect", out, "--level", "traced")
+    assert code == 0 and art.splitlines()[0].startswith("# artefact") and listed == "".join(
+        art.splitlines(keepends=True)[1:]) and "fire" in listed

@@ -31,6 +31,10 @@ _LEAF_MODULES = ("Conv1d", "Conv2d", "Linear", "BatchNorm1d", "BatchNorm2d", "Av
                  "Flatten", "SumPool2d")
 
 
+# layers that may run inside a loop over T on one step's value (TimeLoop.layer)
+LOOP_LAYERS = ("conv", "linear", "batchnorm", "reshape", "pool", "max_pool", "flatten")
+
+
 def node_base_name(fxn: fx.Node | None, op: str) -> str:
     """Name IR nodes after the module that produced them: `stage1.0.conv` -> `stage1_0_conv`."""
     if fxn is None:
@@ -64,6 +68,31 @@ class SpikeBN:
     where: str
     pad: tuple[int, int, int, int] = (0, 0, 0, 0)  # (left, right, top, bottom) filled with ...
     filled: set = field(default_factory=set)  # ... b on these borders ("left", "right", "top", "bottom")
+
+
+@dataclass
+class Placement:
+    """A tensor of zeros whose slices along one per-sample axis are written (`out = zeros(...);
+    out[:, :c] = y`, in place or as torch's functional `slice_scatter`): each written source sits at
+    its offset, the rest stays 0 (IR `offset`s summed, like torch.cat). `node` once it is read."""
+    shape: tuple  # per sample
+    lead: tuple
+    where: str
+    parts: list = field(default_factory=list)  # (axis, start, end, IR node)
+    node: str | None = None
+
+    def placed(self, axis: int, start: int, end: int, src: str, fxn) -> None:
+        if self.node is not None:
+            raise FrontendError("a slice is written after the tensor was read", where=where(fxn),
+                                hint="fill every slice before using the tensor")
+        for a, s0, e0, _ in self.parts:
+            if a != axis:
+                raise FrontendError(f"slices written along axes {a} and {axis} of one tensor", where=where(fxn),
+                                    hint="place sources along one axis (channels), as torch.cat does")
+            if start < e0 and s0 < end:
+                raise FrontendError(f"slice {start}:{end} overwrites slice {s0}:{e0} of the same tensor",
+                                    where=where(fxn), hint="write each slice once")
+        self.parts.append((axis, start, end, src))
 
 
 @dataclass
@@ -118,6 +147,8 @@ def _channel_vector(vals: np.ndarray, c: int) -> np.ndarray | None:
 
 
 def _pending(v) -> bool:
+    if isinstance(v, Placement):
+        return True
     """A value the converter holds back for a later op (a spike BatchNorm, a slice of it)."""
     return isinstance(v, SpikeBN) or is_step_value(v) or (
         isinstance(v, tuple) and bool(v) and (isinstance(v[0], str) and v[0] == "slice" or is_step_value(v[0])))
@@ -340,6 +371,8 @@ class Converter:
         self.graph.meta["outputs"] = levels
 
     def _output_value(self, fxn: fx.Node, v, src: fx.Node | None, what: str) -> str:
+        if isinstance(v, Placement):
+            v = self.placement_node(fxn, v)
         if not self.is_tensor(v):
             raise FrontendError(f"{what} is not a tensor computed from the input", where=where(fxn))
         lead = self.lead.get(src, ("B",)) if src is not None else ("B",)
@@ -372,6 +405,10 @@ class Converter:
                                 hint="snncc maps conv/linear/batchnorm/SFA neurons/add/scale/pooling/mean/"
                                      "reshape/permute/matmul of spikes; rewrite the model or file an issue")
         self._out_lead = None
+        if call.op not in ("slice", "copy_", "copy", "slice_scatter"):
+            call.args = tuple(self.placement_node(fxn, a) if isinstance(a, Placement) else
+                              [self.placement_node(fxn, b) if isinstance(b, Placement) else b for b in a]
+                              if isinstance(a, list) else a for a in call.args)
         lead = self.lead_in(fxn)
         reduced = any(isinstance(a, fx.Node) and a in self.time_reduced for a in fxn.args)
         if reduced and call.op in ("neuron", "clamp", "round", "floor", "matmul"):
@@ -430,6 +467,8 @@ class Converter:
             self.values[fxn] = self.loop.copy_(fxn, *args)
         elif op == "clamp":
             return False  # the neuron pattern (c_clamp -> c_neuron -> TimeLoop.fire)
+        elif op in LOOP_LAYERS and isinstance(args[0], Lin) and not any(is_step_value(a) for a in flat[1:]):
+            self.values[fxn] = self.loop.layer(fxn, call, w)
         else:
             raise FrontendError(f"{op} on one timestep's value inside a loop over T is not supported", where=w,
                                 hint="keep only the neuron inside the loop; run layers on the whole (T, B, ...) "
@@ -535,7 +574,10 @@ class Converter:
         return nm
 
     def c_slice(self, fxn, x, dim=0, start=None, end=None, step=1):
-        """A view of a padded map (its borders are about to be filled)."""
+        """A view of a padded map (its borders are about to be filled), or of a tensor of zeros
+        whose slices are written (Placement)."""
+        if isinstance(x, Placement):
+            return ("slice", x, int(dim), start, end, int(step or 1))
         if not (isinstance(x, SpikeBN) or (isinstance(x, str) and x in self._pad_fill)):
             raise FrontendError("slicing an activation is not supported", where=where(fxn))
         return ("slice", x, int(dim), start, end, int(step or 1))
@@ -546,6 +588,9 @@ class Converter:
         if not (isinstance(dst, tuple) and dst and dst[0] == "slice"):
             raise FrontendError("in-place copy into an activation is not supported", where=where(fxn))
         _, target, dim, start, end, step = dst
+        if isinstance(target, Placement):
+            self._place(fxn, target, dim, start, end, step, src)
+            return dst
         vals = self.const(src, fxn, "fill value")
         if isinstance(target, SpikeBN):
             if not np.allclose(vals, _per_channel(vals, target.shift), rtol=1e-6, atol=1e-7):
@@ -569,6 +614,62 @@ class Converter:
             node = self.graph[target]
             node.params = {**node.params, "value": np.asarray(fill.value, dtype=np.float64)}
         return dst
+
+    def c_zeros(self, fxn, size, *_):
+        """`torch.zeros(B, C, H, W)` (or x.new_zeros): a Placement, its slices written next."""
+        shape = self._shape(fxn)
+        for lead in ([("T", "B")] if self.T else []) + [("B",)]:
+            if tuple(shape[:len(lead)]) == self.lead_sizes(lead):
+                self._out_lead = lead
+                return Placement(tuple(shape[len(lead):]), lead, where(fxn))
+        raise FrontendError(f"zeros of shape {tuple(shape)} do not lead with the batch axis (batch {self.batch})",
+                            where=where(fxn), hint="create it as torch.zeros(x.shape[0], C, H, W)")
+
+    def c_copy(self, fxn, dst, src):
+        """torch's functional copy into a slice of a Placement: the source itself (same shape)."""
+        if not (isinstance(dst, tuple) and dst and dst[0] == "slice" and isinstance(dst[1], Placement)):
+            raise FrontendError("copy into an activation is not supported", where=where(fxn))
+        src = self.tensor(src, fxn)
+        if tuple(self._shape(fxn)[len(dst[1].lead):]) != self.graph[src].shape:
+            raise FrontendError("a copy that broadcasts its source into a slice", where=where(fxn),
+                                hint="write a tensor of the slice's shape")
+        return src
+
+    def c_slice_scatter(self, fxn, base, src, dim=0, start=None, end=None, step=1):
+        """`slice_scatter(base, src, dim, start, end)`: base with src written into the slice."""
+        if not isinstance(base, Placement):
+            raise FrontendError("writing into a slice of an activation is not supported (only of a tensor of "
+                                "zeros: a placement, like torch.cat)", where=where(fxn),
+                                hint="torch.cat the parts, or write them into torch.zeros(...)")
+        new = Placement(base.shape, base.lead, base.where, list(base.parts))
+        self._place(fxn, new, dim, start, end, step, src)
+        return new
+
+    def _place(self, fxn, p: Placement, dim, start, end, step, src) -> None:
+        nl = len(p.lead)
+        d = int(dim) + nl + len(p.shape) if int(dim) < 0 else int(dim)
+        if d < nl or int(step or 1) != 1:
+            raise FrontendError(f"writing into axis {dim} (step {step}) of a tensor laid out ({', '.join(p.lead)}, "
+                                "...)", where=where(fxn), hint="write slices of a per-sample axis (channels)")
+        axis, n = d - nl, p.shape[d - nl]
+        s0, e0, _ = slice(None if start is None else int(start), None if end is None else int(end)).indices(n)
+        src = self.tensor(src, fxn)
+        want = p.shape[:axis] + (e0 - s0,) + p.shape[axis + 1:]
+        if self.graph[src].shape != want:
+            raise FrontendError(f"a source of shape {self.graph[src].shape} written into a slice of shape {want}",
+                                where=where(fxn), hint="write a tensor of the slice's shape")
+        p.placed(axis, s0, e0, src, fxn)
+
+    def placement_node(self, fxn, p: Placement) -> str:
+        """The IR value of a Placement: each source at its offset, summed (zeros elsewhere)."""
+        if p.node is None:
+            if not p.parts:
+                raise FrontendError("a tensor of zeros is read as an activation", where=p.where,
+                                    hint="write the sources into its slices first")
+            placed = [self.add(fxn, "offset", [src], {"axis": a, "at": s0, "size": p.shape[a]})
+                      for a, s0, e0, src in sorted(p.parts, key=lambda q: q[1])]
+            p.node = placed[0] if len(placed) == 1 else self.add(fxn, "add", placed)
+        return p.node
 
     def c_linear(self, fxn, x, weight, bias=None):
         params = {"weight": self.const(weight, fxn, "linear weight")}
@@ -595,10 +696,10 @@ class Converter:
                          "weight": w, "bias": b})
 
     def c_add(self, fxn, a, b, alpha=1):
-        if self.is_tensor(a) and not self.is_tensor(b) and _num(b) == 0.0:
+        if self.is_tensor(a) and not self.is_tensor(b) and (_num(b) == 0.0 or self._zeros(fxn, b)):
             return a  # x + 0, x - 0
-        if self.is_tensor(b) and not self.is_tensor(a) and _num(a) == 0.0 and alpha == 1:
-            return b  # 0. + x: a membrane started at the float 0. (SpikingJelly's v = v + x)
+        if self.is_tensor(b) and not self.is_tensor(a) and (_num(a) == 0.0 or self._zeros(fxn, a)) and alpha == 1:
+            return b  # 0. + x: a membrane started at the float 0. (SpikingJelly's v = v + x; snntorch's mem
         if self.is_tensor(a) and self.is_tensor(b):
             if alpha != 1:
                 b = self.add(fxn, "scale", [b], {}, {"factor": np.asarray(float(alpha))}, base=f"{fxn.name}_alpha")
@@ -610,6 +711,18 @@ class Converter:
             return self.add(fxn, "add", [a, b])
         raise FrontendError("adding a constant to an activation is not supported outside an SFA neuron pattern",
                             where=where(fxn), hint="express constants as a layer bias")
+
+    def _zeros(self, fxn, c) -> bool:
+        """c is a tensor of zeros that does not widen the sum (snntorch's membrane buffer, reset to
+        zeros of the input's shape, times beta)."""
+        return isinstance(c, torch.Tensor) and not bool(c.any()) and \
+            torch.broadcast_shapes(tuple(c.shape), self._shape_of_act(fxn)) == self._shape_of_act(fxn)
+
+    def _shape_of_act(self, fxn) -> tuple:
+        for a in fxn.args:
+            if isinstance(a, fx.Node) and self.is_tensor(self.values.get(a)):
+                return self._shape(a)
+        return ()
 
     def c_sub(self, fxn, a, b, alpha=1):
         return self.c_add(fxn, a, b, -alpha)
@@ -803,10 +916,16 @@ class Converter:
             return x
         return self.add(fxn, "upsample", [x], {"scale": scale})
 
+    def c_bilinear(self, fxn, *_):
+        raise FrontendError("bilinear (or bicubic) interpolation is not deployable: its fractional weights mix "
+                            "neighbouring values, no fixed fan-out of spikes", where=where(fxn),
+                            hint="use mode='nearest' (a 0/1 fan-out: IR upsample)")
+
     def c_cat(self, fxn, xs, dim=0):
         """`torch.cat` of activations: each input placed at its offset along the axis (an
         `offset` node, its slice of the consumers' addresses), the offsets summed."""
-        srcs = [a for a in (fxn.args[0] if fxn.args and isinstance(fxn.args[0], (list, tuple)) else [])
+        args = getattr(fxn, "args", ())  # ONNX refs have none
+        srcs = [a for a in (args[0] if args and isinstance(args[0], (list, tuple)) else [])
                 if isinstance(a, fx.Node)]
         names = [self.tensor(v, fxn) for v in xs]
         lead = self.lead.get(srcs[0], ("B",)) if srcs else ("B",)
@@ -900,6 +1019,8 @@ class Converter:
                         base=str(path) or None)
 
     def tensor(self, v, fxn) -> str:
+        if isinstance(v, Placement):
+            return self.placement_node(fxn, v)
         if isinstance(v, SpikeBN):
             raise FrontendError("BatchNorm on spikes is only deployable when a conv consumes it (it folds into that "
                                 "conv's weights and constant current)", where=v.where,

@@ -63,6 +63,8 @@ def _module_call(m: nn.Module, args: tuple, name: str = "") -> Call:
         return Call("reshape", (x,), {})
     if isinstance(m, (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity)):
         return Call("identity", (x,), {})  # dropout in eval
+    if isinstance(m, (nn.ZeroPad2d, nn.ConstantPad2d)):
+        return Call("pad", (x, m.padding, "constant", getattr(m, "value", 0.0)), {})
     if isinstance(m, nn.Upsample) and m.mode == "nearest":
         return Call("upsample", (x,), {})
     return Call(f"module {type(m).__name__}", (), {})
@@ -87,10 +89,12 @@ _FUNCTIONS = {
     F.avg_pool2d: lambda x, *a, **k: Call("pool", (x, *a), k),
     F.adaptive_avg_pool2d: lambda x, size: Call("adaptive_pool", (x, size), {}),
     F.interpolate: lambda x, size=None, scale_factor=None, mode="nearest", *a, **k: (
-        Call("upsample", (x,), {}) if mode in ("nearest", "nearest-exact") else Call(f"interpolate {mode}", (), {})),
+        Call("upsample", (x,), {}) if mode in ("nearest", "nearest-exact") else
+        Call("bilinear", (x,), {}) if mode in ("bilinear", "bicubic") else Call(f"interpolate {mode}", (), {})),
     F.dropout: lambda x, p=0.5, training=True, *a, **k: _dropout(x, training),
     F.dropout2d: lambda x, p=0.5, training=True, *a, **k: _dropout(x, training),
     torch.cat: lambda xs, dim=0: Call("cat", (xs, dim), {}),
+    F.pad: lambda x, pad, mode="constant", value=None: Call("pad", (x, pad, mode, value), {}),
 }
 
 _METHODS = {

@@ -350,6 +350,15 @@ def trace(loaded: LoadedModel, frontend: str = "auto", input_kind: str = CURRENT
         from snncc.frontend.peers import has_peer_neurons
 
         stateful = stateful or has_peer_neurons(loaded.module)  # peers' neurons: the fx front end
+        if stateful and frontend == "auto" and not loaded.layout and loaded.T == 1:
+            from snncc.frontend.peers import loops_in_forward
+
+            stateful = not loops_in_forward(loaded.module, example)  # a loop over T in forward: torch.export
+            reset_memory(loaded.module)
+            if not stateful:
+                from snncc.frontend.peers import fresh_state
+
+                fresh_state(loaded.module)
         if loaded.layout and (frontend == "fx" or frontend == "auto" and stateful):
             why = "--frontend fx" if frontend == "fx" else "its single-step stateful neurons (read by the fx front end)"
             raise FrontendError(f"input layout {loaded.layout} (the model takes the whole time sequence) with {why}: "

@@ -186,7 +186,8 @@ class OnnxConverter:
             raise FrontendError(f"unsupported ONNX op {node.op_type}", where=_where(node),
                                 hint="snncc maps Conv, Gemm/MatMul(+Add bias), BatchNormalization, Add, Mul/Div by "
                                      "constants, ReduceMean/GlobalAveragePool, AveragePool, Reshape/Flatten/"
-                                     "Transpose, MatMul of spikes, Identity/Dropout and Clip->Round neurons")
+                                     "Transpose, MatMul of spikes, Concat, Resize (nearest), Identity/Dropout and "
+                                     "Clip->Round neurons")
         out = handler(node, *ins)
         self.values[node.output[0]] = out
 
@@ -391,6 +392,49 @@ class OnnxConverter:
         rank = len(self.conv.graph[x].shape) + 1
         perm = list(perm) if perm is not None else list(reversed(range(rank)))
         return self.conv.c_permute(self.ref(node), x, perm)
+
+    def o_Concat(self, node, *xs):
+        """Concat of activations (torch.cat): each placed at its offset along the axis (Converter.c_cat)."""
+        if not all(isinstance(x, str) for x in xs):
+            raise FrontendError("Concat of an activation with a constant", where=_where(node),
+                                hint="concatenate activations only (a constant block is a bias of the next layer)")
+        axis = int(_attrs(node).get("axis", 0))
+        return self.conv.c_cat(self.ref(node), list(xs), axis)
+
+    def o_Resize(self, node, x, *ins):
+        """Resize in mode "nearest" by integer factors of (H, W): the IR `upsample` (a 0/1 fan-out),
+        checked exactly by running the node on a map of distinct values (every coordinate mode and
+        rounding the exporters write must repeat each pixel). Linear modes mix neighbours with
+        fractional weights: refused."""
+        from onnx.reference import ReferenceEvaluator
+
+        mode = _attrs(node).get("mode", b"nearest")
+        mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+        if not isinstance(x, str):
+            raise FrontendError("Resize of a constant", where=_where(node))
+        if mode != "nearest":
+            raise FrontendError(f"Resize mode {mode!r} (bilinear/bicubic interpolation) is not deployable: its "
+                                "fractional weights mix neighbouring values, no fixed fan-out of spikes",
+                                where=_where(node), hint="use mode='nearest' (F.interpolate(..., mode='nearest'))")
+        full = self.layout_shape(node, x, (x, *ins))
+        src = self.batched(x)
+        if len(src) != 4 or full[:2] != src[:2] or full[2] % src[2] or full[3] % src[3]:
+            raise FrontendError(f"Resize {src[1:]} -> {full[1:]} is not nearest upsampling of (H, W) by integer "
+                                "factors", where=_where(node), hint="use scale_factor=2 (or any integer)")
+        probe = np.arange(float(np.prod(src[1:])), dtype=np.float32).reshape((1,) + tuple(src[1:]))
+        feeds = {node.input[0]: probe}
+        for name, v in zip(node.input[1:], ins):
+            if name:
+                feeds[name] = np.asarray(v) if not (np.asarray(v).ndim == 1 and np.asarray(v).size == 4 and
+                                                    np.asarray(v).dtype.kind == "i") else \
+                    np.asarray([1, *np.asarray(v)[1:]], dtype=np.asarray(v).dtype)  # sizes: batch 1
+        got = ReferenceEvaluator(node).run(None, feeds)[0]
+        want = probe.repeat(full[2] // src[2], 2).repeat(full[3] // src[3], 3)
+        if got.shape != want.shape or not np.array_equal(got, want):
+            raise FrontendError("Resize (nearest) does not repeat each pixel (its coordinate transformation "
+                                "picks other neighbours)", where=_where(node),
+                                hint="export F.interpolate(..., mode='nearest') with an integer scale_factor")
+        return self.conv.c_upsample(self.ref(node, full), x)
 
     # ---- neurons ------------------------------------------------------------------------------
     def o_Clip(self, node, x, *bounds):

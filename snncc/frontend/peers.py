@@ -78,6 +78,38 @@ def has_peer_neurons(model: nn.Module) -> bool:
     return any(is_peer_module(m) and type(m).__name__ != "SumPool2d" for m in model.modules())
 
 
+def loops_in_forward(model: nn.Module, example) -> bool:
+    """True when one forward calls a peer neuron more than once: the loop over T is written in the
+    model's forward (snntorch's tutorial, `for step in range(T): spk, mem = net(x)`), which
+    torch.export unrolls (frontend/time_loop.py) and fx would trace as T separate layers."""
+    import torch
+
+    calls, hooks = {}, []
+    for m in model.modules():
+        if is_peer_module(m) and type(m).__name__ != "SumPool2d":
+            hooks.append(m.register_forward_hook(lambda mod, i, o: calls.__setitem__(id(mod), calls.get(id(mod), 0) + 1)))
+    try:
+        with torch.no_grad():
+            model(example)
+    except Exception:  # noqa: BLE001 - the front end that traces it reports the failure
+        return False
+    finally:
+        for h in hooks:
+            h.remove()
+    return any(n > 1 for n in calls.values())
+
+
+def fresh_state(model: nn.Module) -> None:
+    """snntorch neurons back to the state they are built in (an empty membrane, sized at the first
+    call: `mem = zeros_like(input_)`), as a model is when exported fresh: after a run their membrane
+    keeps that run's batch shape and the export reads it as a constant."""
+    import torch
+
+    for m in model.modules():
+        if _library(m) == "snntorch" and isinstance(getattr(m, "mem", None), torch.Tensor):
+            m.mem = torch.zeros(0)
+
+
 def _scalar(v, what: str, name: str) -> float:
     try:
         t = v.detach() if hasattr(v, "detach") else v

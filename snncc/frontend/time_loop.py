@@ -40,6 +40,7 @@ import numpy as np
 from snncc.errors import FrontendError
 
 REL = 1e-12  # coefficients compared relative to the largest one
+STATIC = "*"  # the timestep of a value that is the same at every step (a static input read in the loop)
 
 
 @dataclass
@@ -77,11 +78,26 @@ class Chain:
     leak: float = 1.0  # read at the second timestep
     hard: bool = False  # a hard reset to the offset c (("r", chain, t) atoms: the membrane after it)
     fired: tuple | None = None  # (t, the membrane's form) of the last fire, for a hard reset's product
+    static: bool = False  # its inputs are the same at every step (a loop in forward over a static input)
+    q: float | None = None  # what one spike of step t - 1 removes from the membrane at step t (read at t = 1)
 
     @property
     def first(self) -> tuple[str, float]:
         """The first input and its factor (the one the leak is read from)."""
         return next(iter(self.inputs.items()))
+
+
+@dataclass
+class Layer:
+    """A layer applied inside the loop to the step-t value of one source (a neuron's spikes "s" or
+    another value "x"), at every t; `node` its IR node once built."""
+
+    id: str
+    fxn: object
+    call: object
+    kind: str
+    key: object
+    node: str | None = None
 
 
 @dataclass
@@ -119,6 +135,10 @@ class TimeLoop:
     def __init__(self, conv):
         self.conv = conv
         self.chains: dict[int, Chain] = {}
+        self.layers: dict[tuple, Layer] = {}  # a layer applied to one value at every step, by (op, args, source)
+        self.layer_ids: dict[str, Layer] = {}
+        self._canon: dict[str, str] = {}  # IR node -> the first IR node computing the same value
+        self._canon_by: dict[tuple, list] = {}
 
     # ---- entry points from the converter ----------------------------------------------------
     def select(self, fxn, x, dim: int, index: int, where: str) -> Lin:
@@ -140,6 +160,8 @@ class TimeLoop:
             return Lin({}, float(value))
         if self.conv.is_tensor(x) and "T" in self.conv.lead_in(fxn) and value == 0.0:
             return StepBuffer(self.conv.T)
+        if self.conv.is_tensor(x) and self.static_input():  # snntorch Leaky: mem = zeros_like(input_) at its
+            return Lin({}, float(value))  # first call, in a loop over T written in forward on a static input
         raise FrontendError("zeros_like/full_like of an activation outside a loop over timesteps",
                             where=self.conv_where(fxn))
 
@@ -171,7 +193,11 @@ class TimeLoop:
         floor (strict) clamp(v - th + 1, 0, 1), one spike when v reaches th, in units where the
         threshold is 1 (the offset 1 - th is the neuron's c)."""
         w = self._lin(a, fxn) + self._lin(b, fxn).scaled(-1.0) + Lin({}, 1.0)
-        return self.fire(fxn, w, 1, 1.0, "strict" if strict else "floor", where, fxn.name)
+        if not w.terms:  # e.g. snntorch's reset of the first step, (0 - threshold > 0)
+            return Lin({}, float(w.const > 1.0 if strict else w.const >= 1.0))
+        stack = (getattr(fxn, "meta", None) or {}).get("nn_module_stack")
+        path = list(stack.values())[-1][0] if stack else ""  # named after its module (snntorch's net.1)
+        return self.fire(fxn, w, 1, 1.0, "strict" if strict else "floor", where, str(path) or fxn.name)
 
     def _hard_reset(self, la: Lin, lb: Lin) -> Lin | None:
         """`(1 - spike) * v` of a neuron's own step-t spike and membrane (SpikingJelly's hard reset
@@ -189,24 +215,32 @@ class TimeLoop:
 
     def fire(self, fxn, u, D: int, norm: float, rounding: str, where: str, base: str) -> Lin:
         u = self._lin(u, fxn)
+        for ch in self.chains.values():  # the membrane of a step compared again (snntorch's reset recomputes
+            if ch.fired is not None and (ch.D, ch.rounding) == (int(D), rounding) and _same(u, ch.fired[1]):
+                return Lin({("s", ch.key, ch.fired[0]): 1.0 / norm})  # the previous step's spike): its spikes
         xs = {k: v for k, v in u.terms.items() if k[0] == "x"}
         ss = {k: v for k, v in u.terms.items() if k[0] in ("s", "r")}
         keys = {k[1] for k in ss}
+        static = {k[1] for k in xs if k[2] == STATIC}
         if not ss:  # first fire of a new neuron (u_0 = sum_i a_i X^i_0 + c), or a neuron that keeps nothing
-            steps = sorted({k[2] for k in xs})
-            if not steps:
+            steps = sorted({k[2] for k in xs if k[2] != STATIC})
+            if not steps and not static:
                 raise FrontendError("the membrane reads no input of the loop", where=where)
-            if len(steps) != 1:
+            if static and steps:
+                raise FrontendError("the membrane sums a value of one timestep and a value of every timestep",
+                                    where=where, hint="feed the loop either x[t] or the same input at every step")
+            if len(steps) > 1:
                 raise FrontendError(f"the membrane sums inputs of timesteps {steps} and no spikes", where=where,
                                     hint="v = l * v + x[t] (+ other inputs of step t); spike = round(clamp(v / th, "
                                          "0, D)); v = v - spike * th")
-            t, inputs = steps[0], {k[1]: v for k, v in xs.items()}
+            t, inputs = (steps[0] if steps else 0), {k[1]: v for k, v in xs.items()}
             ch = self._fresh(t, inputs, u.const, int(D), rounding) if t else None
             if ch is None and t:
                 raise FrontendError(f"the neuron's first step reads timestep {t}", where=where,
                                     hint="loop over t = 0..T-1 in order")
             if ch is None:
                 ch = Chain(len(self.chains), inputs, u.const, int(D), rounding, where, base)
+                ch.static = bool(static)
                 self.chains[ch.key] = ch
             elif t == 1:
                 ch.leak = 0.0  # decay 0: nothing of step 0 is left at step 1
@@ -224,23 +258,41 @@ class TimeLoop:
                                         where=where)
             elif t == 1:
                 x0, a0 = ch.first
-                ch.leak = u.terms.get(("x", x0, 0), 0.0) / a0
+                # a static input X (the same at every step) enters step 1 as (1 + l) X
+                ch.leak = u.terms.get(("x", x0, STATIC), 0.0) / a0 - 1.0 if ch.static else \
+                    u.terms.get(("x", x0, 0), 0.0) / a0
                 if -REL <= ch.leak - 1.0 <= REL:
                     ch.leak = 1.0
+                if -REL <= ch.leak <= REL:
+                    ch.leak = 0.0
                 if not 0.0 <= ch.leak <= 1.0:
                     raise FrontendError(f"the membrane's decay {ch.leak:.4g} per timestep is outside [0, 1] (the input "
                                         "of step 0 weighs that much of a fresh input at step 1)", where=where,
                                         hint="a leak l = 1 - 1/tau with tau >= 1: v = l * v + x[t]")
+                # one spike of step 0 removes q at step 1: q = l (reset, then leak: SpikingJelly) in units of
+                # the threshold, or q = the threshold subtracted after the leak (snntorch's order)
+                ch.q = -u.terms.get(("s", ch.key, 0), 0.0)
+                if abs(ch.q - ch.leak) <= REL * max(1.0, abs(ch.q)):
+                    ch.q = ch.leak
+                elif not ch.q > 0.0:
+                    raise FrontendError(f"a spike adds {-ch.q:.4g} to the membrane of the next timestep", where=where,
+                                        hint="reset by subtracting the threshold: v = v - spike * th")
+        tx = (lambda s: STATIC) if ch.static else (lambda s: s)
         if t and ch.hard:  # u_t = leak * r_{t-1} + sum_i a_i X^i_t + c
-            want = Lin({("x", x, t): a for x, a in ch.inputs.items()}, ch.c) + Lin({("r", ch.key, t - 1): ch.leak})
+            want = Lin({("x", x, tx(t)): a for x, a in ch.inputs.items()}, ch.c) + \
+                Lin({("r", ch.key, t - 1): ch.leak})
             if not _same(u, want):
                 raise FrontendError("the membrane after a hard reset is not v = l * v + x[t]", where=where,
                                     hint="v = v + (x[t] - v) / tau (or v * l + x[t]); spike = (v >= th); "
                                          "v = (1 - spike) * v")
         elif t:
             lk = ch.leak
-            want = Lin({("x", x, s): a * lk ** (t - s) for x, a in ch.inputs.items() for s in range(t + 1)}, ch.c) + \
-                Lin({("s", ch.key, s): -(lk ** (t - s)) for s in range(t)})
+            q = lk if ch.q is None else ch.q
+            if ch.static:
+                xw = Lin({("x", x, STATIC): a * sum(lk ** s for s in range(t + 1)) for x, a in ch.inputs.items()})
+            else:
+                xw = Lin({("x", x, s): a * lk ** (t - s) for x, a in ch.inputs.items() for s in range(t + 1)})
+            want = xw + Lin({}, ch.c) + Lin({("s", ch.key, s): -(q * lk ** (t - 1 - s)) for s in range(t)})
             if not _same(u, want):
                 raise FrontendError(_explain(u, want, ch, t), where=where,
                                     hint="snncc deploys (leaky) integrate-and-fire with soft reset: v = l * v + x[t]; "
@@ -251,6 +303,62 @@ class TimeLoop:
         ch.fired = (ch.steps, u)
         ch.steps += 1
         return Lin({atom: 1.0 / norm})
+
+    def static_input(self) -> bool:
+        """The program's input has no time axis and none was made yet: a loop over T written in
+        forward reads the same input at every step (snntorch's tutorial loop)."""
+        return self.conv.T is None and not self.conv.layout
+
+    def layer(self, fxn, call, where: str) -> Lin:
+        """A layer applied inside the loop to one timestep's value (snntorch's idiom: the network
+        called on the input at every step): the same layer on the step-t value of the same source
+        at every step is one IR layer on that source, built once the source is (`node_of`)."""
+        x = call.args[0]
+        if len(x.terms) != 1 or x.const != 0.0 or abs(next(iter(x.terms.values())) - 1.0) > REL:
+            raise FrontendError(f"{call.op} of a sum (or a scaled copy) of the loop's values inside a loop over T",
+                                where=where, hint="apply a layer to one neuron's spikes (or one layer's output) "
+                                                  "per timestep")
+        (kind, key, t), = x.terms
+        if t == STATIC:
+            raise FrontendError(f"{call.op} of a value of every timestep inside the loop", where=where)
+        sig = (call.op, kind, key, str(getattr(fxn, "target", "")), repr(getattr(fxn, "args", ())[1:]),
+               repr(getattr(fxn, "kwargs", {})))
+        d = self.layers.get(sig)
+        if d is None:
+            d = self.layers[sig] = Layer(f"~{len(self.layers)}", fxn, call, kind, key)
+            self.layer_ids[d.id] = d
+        return Lin({("x", d.id, t): 1.0})
+
+    def node_of(self, key: str) -> str:
+        """The IR node of an ("x", key, t) atom: key itself, or a layer applied in the loop (built
+        on its source's IR node, the source first)."""
+        d = self.layer_ids.get(key)
+        if d is None:
+            return key
+        if d.node is None:
+            src = self._build(self.chains[d.key]) if d.kind == "s" else self.node_of(d.key)
+            self.conv._out_lead = None
+            d.node = self.conv.tensor(getattr(self.conv, f"c_{d.call.op}")(d.fxn, src, *d.call.args[1:],
+                                                                            **d.call.kwargs), d.fxn)
+        return d.node
+
+    def canon(self, name: str) -> str:
+        """The first IR node computing the same value as `name` (same op, attributes, parameters
+        and inputs): torch.export recomputes `conv(x)` at every step of a loop in forward."""
+        if name in self._canon:
+            return self._canon[name]
+        n = self.conv.graph[name]
+        key = (n.op, tuple(self.canon(i) for i in n.inputs), repr(sorted(n.attrs.items())), tuple(sorted(n.params)))
+        out = name
+        for other in self._canon_by.setdefault(key, []):
+            o = self.conv.graph[other]
+            if all(np.array_equal(np.asarray(n.params[k]), np.asarray(o.params[k])) for k in n.params):
+                out = other
+                break
+        else:
+            self._canon_by[key].append(name)
+        self._canon[name] = out
+        return out
 
     def jelly_if(self, fxn, x, v, threshold, reset, where: str) -> tuple:
         """SpikingJelly 2.0's multi-step `IFNode` with a spiking (heaviside) surrogate, which runs as
@@ -324,6 +432,8 @@ class TimeLoop:
 
     def gather(self, fxn, items, where: str) -> str:
         """T per-step values (stack, or a filled buffer) -> one IR node laid out (T, B, ...)."""
+        if self.static_input():  # the loop in forward over a static input: T is its number of steps
+            self.conv.T = len(items)
         T = self.conv.T
         if len(items) != T:
             raise FrontendError(f"{len(items)} timesteps gathered where the model has T = {T}", where=where)
@@ -340,7 +450,7 @@ class TimeLoop:
             raise FrontendError(f"the values gathered over time {what}", where=where,
                                 hint="gather one neuron's (or one layer's) value of every timestep, in order")
         if kind == "x":
-            node = key
+            node = self.node_of(key)
         else:
             node = self._build(self.chains[key])
         if abs(coef - 1.0) > REL:
@@ -364,6 +474,7 @@ class TimeLoop:
         many = len(ch.inputs) > 1
         parts = []
         for i, (x, a) in enumerate(ch.inputs.items()):
+            x = self.node_of(x)
             if abs(a - 1.0) > REL or many and self.conv.graph[x].kind != "current":
                 x = self.conv.add(None, "scale", [x], {}, {"factor": np.asarray(a)}, base=f"{ch.base}_in")
             parts.append(x)
@@ -378,10 +489,11 @@ class TimeLoop:
             if ch.steps != self.conv.T:
                 raise FrontendError(f"the neuron fired on {ch.steps} of T = {self.conv.T} timesteps", where=ch.where)
             stateful = ch.leak != 0.0  # decay 0: a fresh membrane every timestep
-            ch.node = self.conv.add(None, "fire", [self._current(ch)],
-                                    {"D": ch.D, "norm": 1.0, "rounding": ch.rounding, "stateful": stateful,
-                                     "beta": float(ch.c), "leak": float(ch.leak) if stateful else 1.0,
-                                     "reset": "value" if ch.hard else "subtract"}, base=ch.base)
+            attrs = {"D": ch.D, "norm": 1.0, "rounding": ch.rounding, "stateful": stateful, "beta": float(ch.c),
+                     "leak": float(ch.leak) if stateful else 1.0, "reset": "value" if ch.hard else "subtract"}
+            if ch.q is not None and ch.q != ch.leak:  # snntorch's order: u = l u + X - q s, fires at u + c > 1
+                attrs.update(theta=float(ch.q), beta=float(ch.q - 1.0 + ch.c), leak_first=True, stateful=True)
+            ch.node = self.conv.add(None, "fire", [self._current(ch)], attrs, base=ch.base)
         return ch.node
 
     def _lin(self, v, fxn) -> Lin:
@@ -394,6 +506,8 @@ class TimeLoop:
             return Lin({("x", self.buffer_node(fxn, v.buf, self.conv_where(fxn)), v.t): 1.0})
         if isinstance(v, (StepBuffer, Slot)):
             raise FrontendError("the output buffer is read inside the loop", where=self.conv_where(fxn))
+        if self.conv.is_tensor(v) and self.static_input():  # the same value at every step of the loop
+            return Lin({("x", self.canon(v), STATIC): 1.0})
         raise FrontendError("a whole tensor meets one timestep's value inside a loop over T", where=self.conv_where(fxn),
                             hint="keep only the neuron inside the loop; run layers on the whole (T, B, ...) "
                                  "tensor or on x.flatten(0, 1)")

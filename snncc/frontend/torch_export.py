@@ -115,6 +115,15 @@ ATEN_MAP = {
     aten.ge: lambda a, b: Call("compare", (a, b, False), {}),
     aten.gt: lambda a, b: Call("compare", (a, b, True), {}),
     aten.to: lambda x, *a, **k: Call("identity", (x,), {}),
+    aten._to_copy: lambda x, *a, **k: Call("identity", (x,), {}),  # `.to()` after run_decompositions
+    # sources written into slices of a tensor of zeros (convert.Placement)
+    aten.zeros: lambda size, *a, **k: Call("zeros", (size,), {}),
+    aten.new_zeros: lambda x, size, *a, **k: Call("zeros", (size,), {}),
+    aten.copy: lambda dst, src, non_blocking=False: Call("copy", (dst, src), {}),
+    aten.slice_scatter: lambda base, src, dim=0, start=None, end=None, step=1:
+        Call("slice_scatter", (base, src, dim, start, end, step), {}),
+    aten.upsample_bilinear2d: lambda x, *a, **k: Call("bilinear", (x,), {}),
+    aten.upsample_bicubic2d: lambda x, *a, **k: Call("bilinear", (x,), {}),
     aten.rsub: lambda a, b, alpha=1: Call("rsub", (a, b), {"alpha": alpha}),
 }
 
