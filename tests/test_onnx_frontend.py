@@ -175,7 +175,7 @@ def test_concat_and_nearest_resize_from_torch_onnx_export(tmp_path):
     m, path = _onnx_segmenter(tmp_path)
     kinds = [n.op_type for n in onnx.load(path).graph.node]
     assert "Resize" in kinds and "Concat" in kinds
-    g = trace(load(path))
+    g = trace(load_model(path))
     ops = [n.op for n in g.nodes]
     assert ops.count("upsample") == 5 and ops.count("offset") == 3
     x = _inputs(4).double()
@@ -187,7 +187,7 @@ def test_concat_and_nearest_resize_from_torch_onnx_export(tmp_path):
     for a, b in zip(fires, [n.name for n in dep.traced.neurons()]):
         assert torch.equal(r.counts[a], ref.counts[b]), (a, b)
     assert all(r.counts[k].sum() > 0 for k in fires)
-    y = load(path).eager(x.float()).double()
+    y = load_model(path).eager(x.float()).double()
     assert float((y - r.output).abs().max()) < 1e-4
     snncc_cmd = os.path.join(os.path.dirname(sys.executable), "snncc")
     out = tmp_path / "art"
@@ -211,6 +211,6 @@ class Bilinear(nn.Module):
 def test_bilinear_resize_is_refused_naming_the_node(tmp_path):
     path = export_onnx(Bilinear(), tmp_path / "bl.onnx", batch=1)
     with pytest.raises(FrontendError) as e:
-        trace(load(path))
+        trace(load_model(path))
     line = e.value.one_line()
     assert "Resize" in line and "'linear'" in line and "no fixed fan-out of spikes" in line and "\n" not in line

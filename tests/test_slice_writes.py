@@ -41,8 +41,10 @@ class Placed(nn.Module):
         y[:, :3] = sa
         y[:, 3:4 if self.gap else 5] = sb
         z = self.c(y)
-        if self.inplace_add:
-            z += self.d(x)  # an in-place add: the program goes through run_decompositions (slice_scatter)
+        if self.inplace_add:  # an in-place add a later reader sees through a view: torch's functionalisation
+            v = z.view(z.shape)  # (run_decompositions) makes the program functional, slice writes become slice_scatter
+            z.add_(self.d(x))
+            z = v
         return self.head(self.nc(z).mean((2, 3)))
 
 
