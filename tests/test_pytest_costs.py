@@ -25,7 +25,8 @@ def test_cheap():
 def test_costs_count_child_processes_and_rank_them_first(tmp_path):
     (tmp_path / "test_two.py").write_text(TESTS)
     costs = tmp_path / "costs.tsv"
-    env = dict(os.environ, SNNCC_TEST_COSTS=str(costs),
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}  # not this run's xdist worker
+    env.update(SNNCC_TEST_COSTS=str(costs),
                PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "scripts"), os.environ.get("PYTHONPATH", "")]))
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "pytest_costs", "-p", "no:cacheprovider",
                         "test_two.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
