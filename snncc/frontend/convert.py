@@ -224,6 +224,7 @@ class Converter:
         self.T: int | None = None
         self.layout = ""  # "TB" / "BT" when the model's input carries the time axis itself
         self.time_reduced: set[fx.Node] = set()  # values past a mean over T (only affine ops may follow)
+        self._batch_first_output = ""  # the first output read batch-first (outputs may not mix it with (T, B, ...))
         self._out_lead: tuple[str, ...] | None = None
         self._padded: dict[fx.Node, SpikeBN] = {}
         self._pad_fill: dict[str, PadFill] = {}  # pad node -> its borders filled in place so far
@@ -386,11 +387,20 @@ class Converter:
             # multi-step code returns (T, B, ...) and averages outside (SpikingJelly: out.mean(0)): the deployed
             # read-out is that mean over T, as for an x.mean(0) inside the model; the eager model is averaged alike
             t = lead.index("T")
+            if getattr(self, "_batch_first_output", None):
+                raise FrontendError(f"{what} keeps the time axis (layout {', '.join(lead)}) and "
+                                    f"{self._batch_first_output} does not", where=where(fxn),
+                                    hint="return every output in one layout, or average them over time in the model")
             if self.graph.meta.get("output_time_axis", t) != t:
                 raise FrontendError(f"{what} keeps the time axis on axis {t}, another output on axis "
                                     f"{self.graph.meta['output_time_axis']}", where=where(fxn),
                                     hint="return every output in one layout, or average them over time in the model")
             self.graph.meta["output_time_axis"] = t
+        elif self.graph.meta.get("output_time_axis") is not None:
+            raise FrontendError(f"{what} has no time axis and an earlier output keeps it", where=where(fxn),
+                                hint="return every output in one layout, or average them over time in the model")
+        else:
+            self._batch_first_output = what.split(" (")[0]
         return v
 
     def emit(self, fxn: fx.Node, call: Call):
