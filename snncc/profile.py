@@ -120,13 +120,17 @@ def load_profile(name_or_path: str | Path | Profile) -> Profile:
     return profile_from_dict(data, where=str(path))
 
 
+def _require(obj: dict, keys, where: str, hint: str) -> None:
+    for key in keys:
+        if key not in obj:
+            raise LoadError(f"missing field {key!r}", where=where, hint=hint)
+
+
 def profile_from_dict(data: dict, where: str = "profile") -> Profile:
     if not isinstance(data, dict):
         raise LoadError("a profile must be a JSON object", where=where)
-    for key in ("name", "formula", "figures"):
-        if key not in data:
-            raise LoadError(f"missing field {key!r}", where=where,
-                            hint='a profile is {"name", "formula", "figures": {key: {"value", "unit", "source"}}}')
+    _require(data, ("name", "formula", "figures"), where,
+             'a profile is {"name", "formula", "figures": {key: {"value", "unit", "source"}}}')
     formula = data["formula"]
     if formula not in FORMULAS:
         raise LoadError(f"unknown formula {formula!r}", where=f"{where}: formula",
@@ -141,10 +145,7 @@ def profile_from_dict(data: dict, where: str = "profile") -> Profile:
             raise LoadError(f"unknown figure {key!r}", where=fw, hint=f"known figures: {', '.join(FIGURES)}")
         if not isinstance(fig, dict):
             raise LoadError('a figure must be {"value", "unit", "source"}', where=fw)
-        for part in ("value", "unit", "source"):
-            if part not in fig:
-                raise LoadError(f"missing field {part!r}", where=fw,
-                                hint='every figure is {"value": x, "unit": "...", "source": "..."}')
+        _require(fig, ("value", "unit", "source"), fw, 'every figure is {"value": x, "unit": "...", "source": "..."}')
         v, unit, src = fig["value"], fig["unit"], fig["source"]
         if unit not in UNITS:
             raise LoadError(f"unknown unit {unit!r}", where=f"{fw}.unit", hint=f"units: {', '.join(UNITS)}")

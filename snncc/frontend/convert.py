@@ -387,7 +387,7 @@ class Converter:
             # multi-step code returns (T, B, ...) and averages outside (SpikingJelly: out.mean(0)): the deployed
             # read-out is that mean over T, as for an x.mean(0) inside the model; the eager model is averaged alike
             t = lead.index("T")
-            if getattr(self, "_batch_first_output", None):
+            if self._batch_first_output:
                 raise FrontendError(f"{what} keeps the time axis (layout {', '.join(lead)}) and "
                                     f"{self._batch_first_output} does not", where=where(fxn),
                                     hint="return every output in one layout, or average them over time in the model")

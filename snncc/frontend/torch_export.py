@@ -222,8 +222,8 @@ def _functional_where_unaliased(ep: torch.export.ExportedProgram, inplace: list[
         fn = getattr(fn, n.target._overloadname, None) if fn is not None else None
         if a is None or fn is None or base(a).op != "call_function":
             continue  # the input itself, a parameter or a buffer is mutated: observable
-        if any(order[u] > order[n] for v in aliases(base(a)) for u in v.users if u is not n and u not in
-               aliases(base(a))):
+        same = aliases(base(a))
+        if any(order[u] > order[n] for v in same for u in v.users if u is not n and u not in same):
             continue
         safe.append((n, fn))
     if not safe:
