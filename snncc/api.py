@@ -250,6 +250,34 @@ class Deployment:
             return None
         return result, tgt.reference_name(options)
 
+    def target_model_tally(self, data=None, samples: int | None = None, seed: int = 0, batch_size: int | None = None,
+                           data_layout: str = "auto", progress: bool = False):
+        """What the target's own model costs (sim.tally.ModelTally: argmax agreement with the integer
+        model, neuron counts that differ per population, accuracy with labels), batch by batch over a
+        data set or seeded inputs, without the target's simulator; None unless the artefact's target
+        says its model differs by design (`Target.approximates`: Loihi precision=fixed)."""
+        from snncc.data.inputs import InputBatches
+        from snncc.sim.reference import run
+        from snncc.sim.tally import ModelTally
+
+        if self.target == "sim" or not self.files:
+            return None
+        tgt = self._target()
+        options = self._backend_options(tgt, None) or {}
+        if not tgt.approximates(options):
+            return None
+        batches = InputBatches(self.deployed, None if data is None else os.fspath(data), samples, batch_size, seed,
+                               data_layout)
+        tally = ModelTally(self.deployed, tgt.reference_name(options))
+        it = batches.with_labels()
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(it, total=len(batches), desc="target model", unit="batch")
+        for x, y in it:
+            tally.observe(tgt.reference(self.deployed, x, options), to_cpu(run(self.deployed, x)), y)
+        return tally
+
     def simulate_data(self, data=None, schedules=("exact", "streaming"), samples: int | None = None, seed: int = 0,
                       batch_size: int | None = None, progress: bool = False, device: str | None = None,
                       workers: int = 1, ray_address: str | None = None, data_layout: str = "auto"):

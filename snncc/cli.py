@@ -351,6 +351,12 @@ def _simulate_data(args, dep) -> int:
         ok = t.exact["differing"] == 0
     if "streaming" in schedules:
         print(t.streaming_text())
+    m = dep.target_model_tally(args.data, args.samples, args.seed, args.batch_size, args.data_layout,
+                               _show_progress(args))
+    if m is not None:  # a target model that differs by design (Loihi fixed point): what it costs
+        print(m.line())
+        if args.verbose:
+            print(m.table())
     return 0 if ok else 1
 
 

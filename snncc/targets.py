@@ -148,6 +148,11 @@ class Target(ABC):
         """What `reference` computes, in a few words."""
         return f"target {self.name}'s model"
 
+    def approximates(self, options: dict | Options | None = None) -> bool:
+        """Whether `reference` differs from the integer model by design (e.g. fixed point), so that
+        `snncc simulate --backend snncc` reports what it costs. Default: no."""
+        return False
+
     exports: ClassVar[dict[str, str]] = {}  # file format -> what it is: `snncc export-FORMAT` writes it
 
     def export_file(self, fmt: str, graph: Graph) -> bytes:

@@ -155,3 +155,52 @@ def compare_streaming(graph: Graph, x, dtype: torch.dtype = torch.float64, **kw)
 
 
 __all__ = ["SimTally", "compare_streaming"]
+
+
+class ModelTally:
+    """A target's own model (e.g. Loihi fixed point: `Target.reference`) against the integer model,
+    batch by batch: samples, agreeing predictions, correct ones of both with labels, and per
+    population the neuron counts that differ out of all (what quantisation costs)."""
+
+    def __init__(self, graph: Graph, name: str):
+        self.name = name
+        self.pops = [n.name for n in graph.neurons()]
+        self.samples, self.labelled, self.agree = 0, 0, 0
+        self.correct = {"model": 0, "reference": 0}
+        self.differing = dict.fromkeys(self.pops, 0)
+        self.neurons = dict.fromkeys(self.pops, 0)
+
+    def observe(self, got, ref, y=None) -> None:
+        """Add one batch: `got` the target model's result, `ref` the integer model's (output, counts)."""
+        self.samples += int(ref.output.shape[0])
+        for p in self.pops:
+            if p in got.counts and p in ref.counts:
+                self.differing[p] += int((got.counts[p].double() != ref.counts[p].double()).sum())
+                self.neurons[p] += int(ref.counts[p].numel())
+        if scored(ref.output):
+            self.agree += matches(got.output, predictions(ref.output))
+            if y is not None:
+                self.labelled += int(ref.output.shape[0])
+                self.correct["model"] += matches(got.output, y)
+                self.correct["reference"] += matches(ref.output, y)
+
+    def line(self) -> str:
+        """`NAME: N samples, agreement with the integer model P% (a/N), D% of neuron counts differ
+        (d/n; most in POP: d_p/n_p)[, accuracy A (c/L), integer model A0 (c0/L)]`."""
+        n, d, tot = self.samples, sum(self.differing.values()), sum(self.neurons.values())
+        text = f"{self.name}: {n} samples, agreement with the integer model {self.agree / max(1, n):.2%} ({self.agree}/{n})"
+        text += f", {d / max(1, tot):.3%} of neuron counts differ ({d}/{tot}"
+        worst = max(self.pops, key=lambda p: self.differing[p] / max(1, self.neurons[p]), default=None)
+        if worst is not None and self.differing[worst]:
+            text += f"; most in {worst}: {self.differing[worst]}/{self.neurons[worst]}"
+        text += ")"
+        if self.labelled:
+            m, r, lab = self.correct["model"], self.correct["reference"], self.labelled
+            text += f", accuracy {m / lab:.4f} ({m}/{lab}), integer model {r / lab:.4f} ({r}/{lab})"
+        return text
+
+    def table(self) -> str:
+        """Per population: neuron counts that differ out of all (to find the layer that loses it)."""
+        rows = [f"  {p}: {self.differing[p]}/{self.neurons[p]} ({self.differing[p] / max(1, self.neurons[p]):.3%})"
+                for p in self.pops if self.neurons[p]]
+        return "\n".join(rows)

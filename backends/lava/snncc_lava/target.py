@@ -234,6 +234,10 @@ class LoihiTarget(Target):
             return "snncc's fixed_pt integer model (snncc_lava.fixed)"
         return "the exact T x D schedule"
 
+    def approximates(self, options: LoihiOptions | dict | None = None) -> bool:
+        """precision=fixed: the integer model differs from the float one by quantisation."""
+        return self.parse(options).precision == "fixed"
+
     def reference(self, graph: Graph, x, options: LoihiOptions | dict | None = None):
         """snncc's own model of what this target computes, without Lava: the fixed-point integer
         reference (precision "fixed", bit-exact with Lava fixed_pt) or the exact T x D schedule
