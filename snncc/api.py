@@ -262,7 +262,10 @@ class Deployment:
 
         if self.target == "sim" or not self.files:
             return None
-        tgt = self._target()
+        try:
+            tgt = self._target()
+        except TargetError:  # its package is not installed here: no model of its own to run
+            return None
         options = self._backend_options(tgt, None) or {}
         if not tgt.approximates(options):
             return None

@@ -165,7 +165,7 @@ class ModelTally:
     def __init__(self, graph: Graph, name: str):
         self.name = name
         self.pops = [n.name for n in graph.neurons()]
-        self.samples, self.labelled, self.agree = 0, 0, 0
+        self.samples, self.labelled, self.agree, self.scored = 0, 0, 0, 0
         self.correct = {"model": 0, "reference": 0}
         self.differing = dict.fromkeys(self.pops, 0)
         self.neurons = dict.fromkeys(self.pops, 0)
@@ -178,6 +178,7 @@ class ModelTally:
                 self.differing[p] += int((got.counts[p].double() != ref.counts[p].double()).sum())
                 self.neurons[p] += int(ref.counts[p].numel())
         if scored(ref.output):
+            self.scored += int(ref.output.shape[0])
             self.agree += matches(got.output, predictions(ref.output))
             if y is not None:
                 self.labelled += int(ref.output.shape[0])
@@ -188,7 +189,9 @@ class ModelTally:
         """`NAME: N samples, agreement with the integer model P% (a/N), D% of neuron counts differ
         (d/n; most in POP: d_p/n_p)[, accuracy A (c/L), integer model A0 (c0/L)]`."""
         n, d, tot = self.samples, sum(self.differing.values()), sum(self.neurons.values())
-        text = f"{self.name}: {n} samples, agreement with the integer model {self.agree / max(1, n):.2%} ({self.agree}/{n})"
+        text = f"{self.name}: {n} samples"
+        if self.scored:  # class scores: argmax agreement
+            text += f", agreement with the integer model {self.agree / self.scored:.2%} ({self.agree}/{self.scored})"
         text += f", {d / max(1, tot):.3%} of neuron counts differ ({d}/{tot}"
         worst = max(self.pops, key=lambda p: self.differing[p] / max(1, self.neurons[p]), default=None)
         if worst is not None and self.differing[worst]:
