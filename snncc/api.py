@@ -27,6 +27,8 @@ from snncc.ir.graph import Graph
 from snncc.sim.device import to_cpu
 from snncc.sim.device import use as use_device
 
+TARGET_BATCH = 64  # samples a target's simulator runs at once in `target_scores` (memory stays bounded)
+
 
 @dataclass
 class Deployment:
@@ -214,28 +216,44 @@ class Deployment:
             return options
         return tgt.simulation_options(self._target_options(tgt)) or None
 
-    def target_scores(self, data, labels=None, limit: int = 64) -> list:
+    def target_scores(self, data=None, labels=None, samples: int | None = None, seed: int = 0,
+                      batch_size: int | None = None, progress: bool = False, data_layout: str = "auto") -> list:
         """The accuracy-table rows (what, sim.scores.Scores) of this artefact's target simulator (its
-        `simulate` hook: Lava for loihi, sinabs for speck; none for sim or a target without one) on
-        the first `limit` samples of `data`: agreement with the integer model and, with `labels`,
-        accuracy (`estimate --report`). A target simulator is slow (Lava: seconds per sample), hence
-        the limit; the row says how many samples it ran."""
-        from snncc.data.inputs import time_major
-        from snncc.sim.scores import score
+        `simulate` hook: Lava for loihi, sinabs for speck; none for sim or a target without one):
+        agreement with the integer model and, with labels, accuracy (`estimate --report`). `data`: a
+        data file or folder of shards (all of it, or its first `samples`, with its own labels), seeded
+        random inputs (None), or a tensor as `simulate` takes it with `labels`. The simulator runs
+        `batch_size` samples at a time (default TARGET_BATCH: memory stays bounded on a whole file)
+        and the counts are summed; `progress` shows a bar (Lava takes seconds per sample)."""
+        from snncc.data.inputs import InputBatches, time_major
+        from snncc.sim.scores import Scores, score
         from snncc.targets import Target, get as get_target
 
         tgt = get_target(self.target)
         if type(tgt).simulate is Target.simulate:  # no simulator of its own (sim)
             return []
-        x = self.inputs(data)
-        tb = x.dim() == len(self.deployed.inputs[0].shape) + 2  # (T, B, ...)
-        x = x[:, :limit] if tb else x[:limit]
-        n = int(x.shape[1] if tb else x.shape[0])
-        ref = self.reference(time_major(self.deployed, x))
-        r = self.simulate(time_major(self.deployed, x), backend=self.target)
-        y = None if labels is None else np.asarray(labels)[:n]
-        whole = "" if labels is None or len(labels) <= n else f", the first {n}"
-        return [(f"target {tgt.name}'s simulator{whole}", score(r.output, ref.output, y))]
+        bs = max(1, int(batch_size or TARGET_BATCH))
+        if data is None or isinstance(data, (str, os.PathLike)):
+            batches = InputBatches(self.deployed, None if data is None else os.fspath(data), samples, bs, seed,
+                                   data_layout)
+            it, total = ((time_major(self.deployed, x), y) for x, y in batches.with_labels()), len(batches)
+        else:
+            x = self.inputs(data, samples, seed)
+            tb = x.dim() == len(self.deployed.inputs[0].shape) + 2  # (T, B, ...)
+            n = int(x.shape[1] if tb else x.shape[0])
+            y = None if labels is None else np.asarray(labels)[:n]
+            it = ((x[:, s:s + bs] if tb else x[s:s + bs], None if y is None else y[s:s + bs])
+                  for s in range(0, n, bs))
+            total = -(-n // bs)
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(it, total=total, desc=f"{tgt.name} simulator", unit="batch")
+        acc = None
+        for xb, yb in it:
+            sc = score(self.simulate(xb, backend=self.target).output, self.reference(xb).output, yb)
+            acc = sc if acc is None else acc + sc
+        return [(f"target {tgt.name}'s simulator", acc or Scores(0))]
 
     def target_reference(self, data=None, backend: str = "", samples: int | None = None, seed: int = 0,
                          options: dict | None = None):
@@ -364,7 +382,10 @@ class Deployment:
         rep = self.estimate(x if data is None else data, profile, samples, seed)  # data as given: the model's layout
         tally = SimTally(self.deployed, ("exact", "streaming"))
         tally.observe(x, labels)
-        scores = tally.scores() + self.target_scores(time_major(self.deployed, x), labels)
+        # the target simulator's row: the same samples, batch by batch (a file: read again with its labels)
+        file = isinstance(data, (str, os.PathLike))
+        scores = tally.scores() + (self.target_scores(data, samples=samples, seed=seed) if file or data is None else
+                                   self.target_scores(time_major(self.deployed, x), labels))
         return write_estimate_report(self.deployed, rep, x, directory, layer, scores=scores)
 
     def export_nir(self, path: str, form: str = "binary"):

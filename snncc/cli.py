@@ -473,11 +473,11 @@ def cmd_estimate(args) -> int:
 
         tally = dep.simulate_data(args.data, ("exact", "streaming"), args.samples, args.seed, args.batch_size,
                                   _show_progress(args), args.device, args.workers, args.ray_address, args.data_layout)
-        from snncc.data.inputs import time_major
-
-        x0, y0 = batches.batch(0), batches.labels_of(0)  # the report's batch; + the target simulator's row
-        files = write_estimate_report(g, rep, x0, args.report, args.layer, d_sweep=sweep,
-                                      scores=tally.scores() + dep.target_scores(time_major(g, x0), y0))
+        # the target simulator's row: the same inputs as the tally, batch by batch
+        target = dep.target_scores(args.data, samples=args.samples, seed=args.seed, batch_size=args.batch_size,
+                                   progress=args.progress or _show_progress(args), data_layout=args.data_layout)
+        files = write_estimate_report(g, rep, batches.batch(0), args.report, args.layer, d_sweep=sweep,
+                                      scores=tally.scores() + target)
         print(f"wrote {files.markdown} and {files.html}")
     return 0
 

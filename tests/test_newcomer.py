@@ -1,9 +1,10 @@
 """A newcomer's first hour on the shipped examples, through the installed `snncc` command: compile
 the digits CNN for sim and loihi (netx: its refusal) and the event model for Speck as the README
-shows it, verify, simulate every schedule and backend, estimate with a report. Each step asserts
-the numbers a user reads: how many samples were used, the accuracy (equal to a hand computation
-from the outputs), the agreement with the integer model, and an empty stderr (progress goes to
-a terminal or -v only). NIR export is covered by tests/test_nir_io.py."""
+shows it, verify, simulate every schedule and backend, estimate with a report (the target
+simulators' rows over the whole event test file), export NIR from the default artefact. Each step
+asserts the numbers a user reads: how many samples were used, the accuracy (equal to a hand
+computation from the outputs), the agreement with the integer model, and an empty stderr (progress
+goes to a terminal or -v only). Per-reader NIR counts are tests/test_nir_peers.py's."""
 
 import os
 import re
@@ -63,7 +64,14 @@ def test_compiles_say_what_they_wrote(work):
     p = subprocess.run([EXE, "compile", work["pt2"], "--target", "loihi", "--target-option", "netx=true", "-o",
                         str(d / "out-netx")], capture_output=True, text=True)
     assert p.returncode == 2 and p.stdout == "" and not os.path.exists(d / "out-netx")
-    assert p.stderr.startswith("snncc: error: netx export: netx cannot express") and p.stderr.count("\n") == 1
+    assert p.stderr.startswith("snncc: error: netx export: netx cannot express 5 node(s): ") and p.stderr.count("\n") == 1
+    for node, sources in (("block1_channel_conv_spike1", "stem_spike, block1_sepconv_spike3"),
+                          ("down_spike", "stem_spike, block1_sepconv_spike3, block1_channel_conv_spike2"),
+                          ("block2_channel_conv_spike1", "down_spike, block2_sepconv_spike3"),
+                          ("head_spike", "down_spike, block2_sepconv_spike3, block2_channel_conv_spike2")):
+        assert (f"node {node}: fan-in from {sources} (residual / shortcut) -- netx layers are a chain, one input "
+                f"each (lava-dl 0.6.0's reader has no add or merge layer") in p.stderr
+    assert "node mean: mean pooling feeding head_spike -- netx has no pooling layer" in p.stderr
     speck = work["compile_speck"].splitlines()
     assert speck[0].startswith("compiled for speck: 3 neuron populations")
     # no data given: the chip path's agreement is measured on seeded events (by hand on a small graph in
@@ -79,14 +87,35 @@ def test_compiles_say_what_they_wrote(work):
     assert seeded["membrane"] > seeded["spikes"]
 
 
-def test_verify_on_the_test_split(work):
+@pytest.mark.parametrize("art", ["out", "out-loihi"])
+def test_verify_on_the_test_split(work, art):
     x, y = split(work["digits"])
-    o = run("verify", work["pt2"], work["dir"] / "out", "--data", work["digits"], "--samples", N)
+    o = run("verify", work["pt2"], work["dir"] / art, "--data", work["digits"], "--samples", N)
     assert o.splitlines()[0] == f"inputs: the first {N} samples of 450 of {work['digits']}, labelled"
-    ref = snncc.load(work["dir"] / "out").reference(torch.as_tensor(x).double())
+    ref = snncc.load(work["dir"] / art).reference(torch.as_tensor(x).double())
     c = int((ref.output.argmax(1).numpy() == y).sum())
     assert f"accuracy on the labels: integer model {c / N:.4f} ({c}/{N})" in o and "verdict: OK" in o
     assert f"samples: {N} " in o
+
+
+def test_export_nir_from_the_default_artefact(work):
+    """export-nir on the default sim artefact (its residual streams relayed): the file is written,
+    the notes say the streams were re-lowered to fan-in, and snncc reads the file back computing the
+    artefact's outputs, hence the same accuracy, on the test split."""
+    from snncc.interop.nir_io import load_nir
+    from snncc.sim.reference import run as reference
+
+    d = work["dir"]
+    o = run("export-nir", d / "out", d / "digits.nir")
+    lines = o.splitlines()
+    assert re.fullmatch(rf"wrote {re.escape(str(d / 'digits.nir'))} \(\d+ NIR nodes, binary form\); what NIR "
+                        r"readers other than snncc lose:", lines[0]), lines[0]
+    assert lines[1].startswith("- residual streams: this artefact relays them")
+    x, y = split(work["digits"])
+    xt = torch.as_tensor(x).double()
+    mine, back = snncc.load(d / "out").reference(xt).output, reference(load_nir(str(d / "digits.nir")), xt).output
+    assert torch.equal(back, mine)
+    assert int((back.argmax(1).numpy() == y).sum()) == int((mine.argmax(1).numpy() == y).sum())
 
 
 def test_simulate_every_schedule_and_backend(work):
@@ -135,37 +164,52 @@ def test_estimate_and_report(work):
     assert "energy per sample: dynamic unknown (profile speck gives no energy per SynOp)" in o
 
 
-def test_report_has_the_target_simulators_rows(work):
-    """estimate --report on a loihi and a speck artefact with labelled data: the accuracy table gets
-    the target simulator's row (Lava / sinabs), its agreement and accuracy computed here by hand
-    from the simulator's outputs on the same samples."""
+@pytest.fixture(scope="module")
+def speck_whole(work):
+    """The sinabs simulator's and the integer model's outputs on the whole shipped event test split,
+    computed here in one batch (the report runs it in batches of 64), and its labels."""
+    dep = snncc.load(work["dir"] / "out-speck")
+    with np.load(work["events"]) as f:
+        x, y = f["x_test"], f["y_test"]
+    xt = torch.as_tensor(x).double().transpose(0, 1)  # (N, T, ...) file -> (T, N, ...)
+    return dep.simulate(xt, backend="speck").output, dep.reference(xt).output, y
+
+
+def test_report_has_the_target_simulators_rows(work, speck_whole):
+    """estimate --report on a loihi artefact (--samples 3) and a speck one (the whole file: no
+    --samples) with labelled data: the accuracy table gets the target simulator's row (Lava /
+    sinabs) over the same samples as the other rows, its sample count, agreement and accuracy
+    computed here by hand from the simulator's outputs."""
     d = work["dir"]
-    for art, data, n, extra in (("out-loihi", work["digits"], 3, ()), ("out-speck", work["events"], 10,
-                                                                       ("--profile", "speck"))):
-        x, y = split(data, n)
-        dep = snncc.load(d / art)
-        xt = torch.as_tensor(x).double()
-        xt = xt.transpose(0, 1) if xt.dim() == len(dep.deployed.inputs[0].shape) + 2 else xt  # (N, T, ...) split
-        r, ref = dep.simulate(xt, backend=dep.target), dep.reference(xt)
-        agree = int((r.output.argmax(1) == ref.output.argmax(1)).sum())
-        c = int((r.output.argmax(1).numpy() == y).sum())
-        run("estimate", d / art, "--data", data, "--samples", n, "--report", d / f"rep-{art}", *extra)
+    x, y = split(work["digits"], 3)
+    dep = snncc.load(d / "out-loihi")
+    xt = torch.as_tensor(x).double()
+    r, ref = dep.simulate(xt, backend="lava").output, dep.reference(xt).output
+    out, ref_s, ys = speck_whole
+    for art, target, data, (r, ref, y), extra in (
+            ("out-loihi", "loihi", work["digits"], (r, ref, y), ("--samples", 3)),
+            ("out-speck", "speck", work["events"], (out, ref_s, ys), ("--profile", "speck"))):
+        n = len(y)
+        agree = int((r.argmax(1) == ref.argmax(1)).sum())
+        c = int((r.argmax(1).numpy() == y).sum())
+        o = run("estimate", d / art, "--data", data, "--report", d / f"rep-{art}", *extra)
+        assert o.splitlines()[0].startswith("inputs: the first 3 samples of 450" if n == 3 else "inputs: all 450 samples")
         md = open(d / f"rep-{art}" / "report.md").read()
         assert "## accuracy per schedule and target simulator" in md
-        assert (f"| target {dep.target}'s simulator | {n} | {agree / n:.2%} ({agree}/{n}) | {c / n:.4f} ({c}/{n}) |"
-                in md), md[md.index("## accuracy"):]
+        assert (f"| target {target}'s simulator | {n} | {agree / n:.2%} ({agree}/{n}) | "
+                f"{c / n:.4f} ({c}/{n}) |" in md), md[md.index("## accuracy"):]
+    assert len(ys) == 450
 
 
-def test_api_report_has_the_same_accuracy_table(work):
-    """dep.report(DIR, data file): the table `estimate --report` writes, the target's row included."""
+def test_api_report_has_the_same_accuracy_table(work, speck_whole):
+    """dep.report(DIR, data file, samples=6): the table `estimate --report` writes, the target's row
+    included (its first 6 samples: sinabs' outputs do not depend on the batch)."""
     d = work["dir"]
     dep = snncc.load(d / "out-speck")
     n = 6
-    x, y = split(work["events"], n)
-    xt = torch.as_tensor(x).double().transpose(0, 1)
-    r, ref = dep.simulate(xt, backend="speck"), dep.reference(xt)
-    agree = int((r.output.argmax(1) == ref.output.argmax(1)).sum())
-    c, c_ref = int((r.output.argmax(1).numpy() == y).sum()), int((ref.output.argmax(1).numpy() == y).sum())
+    out, ref, y = (a[:n] for a in speck_whole)
+    agree = int((out.argmax(1) == ref.argmax(1)).sum())
+    c, c_ref = int((out.argmax(1).numpy() == y).sum()), int((ref.argmax(1).numpy() == y).sum())
     dep.report(str(d / "rep-api"), work["events"], profile="speck", samples=n)
     md = open(d / "rep-api" / "report.md").read()
     assert f"| integer model (reference) | {n} | 100.00% ({n}/{n}) | {c_ref / n:.4f} ({c_ref}/{n}) |" in md

@@ -247,3 +247,29 @@ def test_artefacts_follow_the_umask_and_layer_needs_report(conv, tmp_path):
     assert code == 2 and o == ""
     assert e == "snncc: error: --layer: --layer chooses the population whose spike maps the report shows (add " \
                 "--report DIR, or drop --layer)\n"
+
+
+def test_target_scores_cover_the_whole_file_batch_by_batch(speck):
+    """The report's target-simulator row: the whole data file (6 samples) run in batches of 4 and 2,
+    its counts equal to one sinabs run over all 6 computed here by hand; `samples` takes the first N;
+    `estimate --report --batch-size 4` writes that row."""
+    from snncc.sim.scores import Scores
+
+    dep = snncc.load(speck["art"])
+    x, y = speck["x"], speck["y"]
+    xt = torch.as_tensor(x).double().transpose(0, 1)  # (T, N, ...)
+    out, ref = dep.simulate(xt, backend="speck").output, dep.reference(xt).output
+    agree, correct = int((out.argmax(1) == ref.argmax(1)).sum()), int((out.argmax(1).numpy() == y).sum())
+    ref_correct = int((ref.argmax(1).numpy() == y).sum())
+    nt = speck["tmp"] / "nt.npz"
+    assert dep.target_scores(nt, batch_size=4) == [("target speck's simulator", Scores(6, correct, agree, ref_correct))]
+    a3 = int((out[:3].argmax(1) == ref[:3].argmax(1)).sum())
+    (what, s), = dep.target_scores(nt, samples=3, batch_size=2)
+    assert (s.samples, s.agree, s.correct) == (3, a3, int((out[:3].argmax(1).numpy() == y[:3]).sum()))
+    (_, s), = dep.target_scores(xt, labels=y, batch_size=5)  # a tensor as simulate takes it, with labels
+    assert s == Scores(6, correct, agree, ref_correct)
+    code, o, e = snncc_cmd("estimate", speck["art"], "--profile", "speck", "--data", nt, "--batch-size", "4",
+                           "--report", speck["tmp"] / "rep")
+    assert code == 0 and e == "", e
+    md = (speck["tmp"] / "rep" / "report.md").read_text()
+    assert f"| target speck's simulator | 6 | {agree / 6:.2%} ({agree}/6) | {correct / 6:.4f} ({correct}/6) |" in md

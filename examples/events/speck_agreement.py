@@ -32,7 +32,7 @@ from snncc.frontend.loader import LoadedModel, trace
 from snncc.passes.manager import run_pipeline
 from snncc.sim.events import simulate
 from snncc.sim.reference import run
-from snncc.targets import check_options, get as get_target
+from snncc.targets import get as get_target, parse_options
 
 CALIBRATION_SAMPLES = 64
 
@@ -90,12 +90,12 @@ def measure(n: int = 450) -> tuple[list[tuple], dict]:
         for name, opts in configs:
             if "calibrated" in opts.values():
                 opts = {**opts, "calibration_data": cal}
-            opts = check_options(tgt, opts)
+            opts = parse_options(tgt, opts)
             c = resolve_calibration(g, opts)
             choices[name] = c
             fac = (c or {}).get("threshold_factors")
-            ro = opts.get("readout", "spikes")
-            rt = (c or {}).get("readout_threshold") or opts.get("readout_threshold", 1.0)
+            ro = opts.readout
+            rt = (c or {}).get("readout_threshold") or opts.readout_threshold
             add(f"chip, speck rule, {name}", lambda: simulate(chip_graph(g, fac, ro, rt), x, "speck").output)
             qg = chip_graph(g, fac, ro, rt, load_chip("speck"))
             add(f"chip integers, speck rule, {name}", lambda: simulate(qg, x, "speck").output)

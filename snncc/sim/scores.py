@@ -51,6 +51,15 @@ class Scores:
     def agreement(self) -> float | None:
         return None if self.agree is None else self.agree / max(1, self.samples)
 
+    def __add__(self, other: "Scores") -> "Scores":
+        """The scores of two disjoint sets of samples (batches of one run): the counts summed; a
+        count unknown in either is unknown."""
+        def add(a, b):
+            return None if a is None or b is None else a + b
+
+        return Scores(self.samples + other.samples, add(self.correct, other.correct), add(self.agree, other.agree),
+                      add(self.reference_correct, other.reference_correct))
+
     def text(self) -> str:
         """`agreement with the integer model 98.00% (49/50), accuracy 0.9400 (47/50), integer model
         0.9600 (48/50)`: the parts that are known."""

@@ -70,6 +70,8 @@ HOST_MESSAGE_BITS = 24  # graded input: the host's 24-bit encoding activations
 SPIKE_MESSAGE_BITS = 8  # graded input: spike counts per timestep
 BIAS_MIN, BIAS_MAX = -4096, 4095  # Lava LIF bias_mant: 13-bit signed
 POOL_OPS = ("pool", "mean")
+CHAIN = ("netx layers are a chain, one input each (lava-dl 0.6.0's reader has no add or merge layer: "
+         "'concat' and 'average' raise NotImplementedError)")
 
 
 @dataclass
@@ -103,8 +105,7 @@ def problems(g: Graph) -> list[str]:
         if any(t.op == "spike_product" for t in tree):
             pass  # named by its spike_product node
         elif len(leaves) > 1:
-            out.append(f"node {c.name}: fan-in from {', '.join(leaves)} (residual / shortcut) -- "
-                       f"netx layers are sequential, one input each")
+            out.append(f"node {c.name}: fan-in from {', '.join(leaves)} (residual / shortcut) -- {CHAIN}")
         elif leaves and leaves[0] != prev:
             out.append(f"node {c.name}: reads {leaves[0]}, not the previous layer {prev} -- netx layers are sequential")
         for t in tree:
