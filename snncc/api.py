@@ -545,12 +545,7 @@ def _recorded_T(path) -> int | None:
 def load(path: str) -> Deployment:
     """Read an artefact folder written by `Deployment.save` / `snncc compile -o` (hashes and schema
     checked)."""
-    path = os.fspath(path)
-    manifest = artifact.read_manifest(path)
-    files = {name: artifact.read_file(path, name, manifest) for name in manifest["files"]}
-    body = {k: v for k, v in manifest.items() if k not in ("schema", "files")}
-    traced, deployed = artifact.read_graphs(path, ("traced", "ir"))  # one copy of the shared weights
-    return Deployment(manifest.get("target", "sim"), traced, deployed, body, files)
+    return Deployment(*artifact.read_artefact(os.fspath(path)))
 
 
 def _eager64(loaded):

@@ -19,7 +19,6 @@ import shutil
 import tempfile
 
 import numpy as np
-import torch
 
 from snncc.errors import ArtefactError, LoadError, SnnccError
 from snncc.ir import serialize
@@ -35,6 +34,8 @@ def sha256(data: bytes) -> str:
 
 
 def versions(extra: dict | None = None) -> dict:
+    import torch  # here, not at the top: reading (and refusing) an artefact never imports torch
+
     v = {"snncc": __version__, "torch": torch.__version__.split("+")[0], "numpy": np.__version__,
          "python": platform.python_version()}
     v.update(extra or {})
@@ -292,6 +293,16 @@ def read_file(out: str, name: str, manifest: dict | None = None) -> bytes:
         raise LoadError("content hash differs from the manifest (file changed or corrupt)", where=path,
                         hint="recompile the model")
     return data
+
+
+def read_artefact(out: str) -> tuple[str, Graph, Graph, dict, dict[str, bytes]]:
+    """Everything `api.load` makes a Deployment of: (target, traced graph, deployed graph, manifest
+    body, files), every file hash-checked; numpy only, so a refused artefact costs no torch import."""
+    manifest = read_manifest(out)
+    files = {name: read_file(out, name, manifest) for name in manifest["files"]}
+    body = {k: v for k, v in manifest.items() if k not in ("schema", "files")}
+    traced, deployed = read_graphs(out, ("traced", "ir"))  # one copy of the shared weights
+    return manifest.get("target", "sim"), traced, deployed, body, files
 
 
 def read_graph(out: str, stem: str = "ir") -> Graph:

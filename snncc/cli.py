@@ -3,6 +3,10 @@
 Every user-facing failure is one line on stderr (what, where, what to do) and exit code 2
 (1 for a verification mismatch, 3 for an internal error, i.e. a bug); `--debug` also prints the
 traceback and keeps the exit code.
+
+torch and snncc's heavy modules are imported inside the commands, after the checks that need
+none of them (arguments, target options, output folders, artefact files): a refused command
+answers without paying torch's import (tests/test_cli_imports.py).
 """
 
 from __future__ import annotations
@@ -14,14 +18,15 @@ import os
 import sys
 import traceback
 import warnings
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
 from snncc import artifact
 from snncc.errors import PassError, SnnccError, TargetError
-from snncc.frontend.loader import parse_kwargs, parse_shape
 from snncc.version import __version__
+
+if TYPE_CHECKING:  # annotations only: the commands import them when they run
+    import numpy as np
+    import torch
 
 
 class _Parser(argparse.ArgumentParser):
@@ -232,8 +237,26 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _torch():
+    """torch, imported now (the checks before this call need none of it), its threads capped at the cores."""
+    import torch
+
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+    return torch
+
+
+def _read_artefact(path: str):
+    """`api.load(path)`, the artefact read and checked (artifact.read_artefact) before torch is imported."""
+    parts = artifact.read_artefact(path)
+    _torch()
+    from snncc.api import Deployment
+
+    return Deployment(*parts)
+
+
 def _load(args, layout: str = "", timesteps: int | None = None):
     from snncc.frontend import load_model
+    from snncc.frontend.loader import parse_kwargs, parse_shape
 
     return load_model(args.model if hasattr(args, "model") else args.path, model_def=args.model_def,
                 factory_kwargs=parse_kwargs(args.factory_kwargs), trust_pickle=args.trust_pickle,
@@ -242,15 +265,21 @@ def _load(args, layout: str = "", timesteps: int | None = None):
 
 
 def cmd_compile(args) -> int:
-    from snncc.api import compile as compile_api
-    from snncc.passes.manager import DEPLOY
     from snncc.targets import get as get_target, parse_options
 
-    for name in args.dump_after:  # fail fast, before loading anything
-        if name not in DEPLOY:
-            raise PassError(f"--dump-after {name}: no such pass in this pipeline", hint=f"passes: {', '.join(DEPLOY)}")
+    if args.dump_after:  # fail fast, before loading anything
+        from snncc.passes.manager import DEPLOY
+
+        for name in args.dump_after:
+            if name not in DEPLOY:
+                raise PassError(f"--dump-after {name}: no such pass in this pipeline",
+                                hint=f"passes: {', '.join(DEPLOY)}")
     options = parse_options(get_target(args.target), args.target_option)  # bad options: before loading
     artifact.check_writable(args.out, protect=(args.model,))
+    _torch()
+    from snncc.api import compile as compile_api
+    from snncc.frontend.loader import parse_kwargs, parse_shape
+
     try:
         dep = compile_api(args.model, target=args.target, input_kind=args.input_kind, input_shape=parse_shape(args.input_shape),
                           model_def=args.model_def, factory_kwargs=parse_kwargs(args.factory_kwargs),
@@ -287,7 +316,6 @@ def _show_progress(args) -> bool:
 
 
 def cmd_inspect(args) -> int:
-    from snncc.frontend import trace
     from snncc.ir.printer import listing
 
     if os.path.isdir(args.path):  # the artefact's own graphs: deployed with its target and options at compile
@@ -304,6 +332,9 @@ def cmd_inspect(args) -> int:
 
         tgt = get_target(args.target or "sim")
         options = parse_options(tgt, args.target_option)  # bad options: before loading
+        _torch()
+        from snncc.frontend import trace
+
         loaded = _load(args, args.input_layout, args.timesteps)  # a program checks them against its input
         if loaded.program is None and args.timesteps is not None:
             loaded.T = args.timesteps
@@ -361,17 +392,18 @@ def _simulate_data(args, dep) -> int:
 
 
 def cmd_simulate(args) -> int:
-    from snncc.api import load
+    if args.device != "cpu":  # a device is checked before the artefact is read ("cpu" always exists)
+        _torch()
+        from snncc.sim.device import resolve
 
-    from snncc.sim.device import resolve
-
-    resolve(args.device)
-    dep = load(args.out)
+        resolve(args.device)
+    dep = _read_artefact(args.out)
     if (args.events or args.backend != "snncc" or args.schedule == "event") and (args.workers > 1 or args.ray_address or args.batch_size):
         raise SnnccError("--workers, --ray-address and --batch-size shard the synchronous simulators over a data "
                          "set, not --events, --schedule event or another --backend", where="simulate",
                          hint="drop them, or simulate --data with --backend snncc")
     if args.events:
+        from snncc.frontend.loader import parse_shape
         from snncc.sim.event_streams import run_recordings
 
         sensor = parse_shape(args.sensor_size, "--sensor-size") if args.sensor_size else None
@@ -440,19 +472,22 @@ def _scores(out, ref, labels) -> str:
 
 def _same(got: dict, ref: dict) -> bool:
     """Every tensor of `ref` (per population) equal to `got`'s, bit for bit."""
+    import torch
+
     return all(k in got and torch.equal(got[k], ref[k]) for k in ref)
 
 
 def cmd_estimate(args) -> int:
-    from snncc.api import load
-    from snncc.sim.device import resolve
-
     Ds = _parse_Ds(args.sweep_D) if args.sweep_D is not None else None  # every problem before the run
     if args.layer and not args.report:
         raise SnnccError("--layer chooses the population whose spike maps the report shows", where="--layer",
                          hint="add --report DIR, or drop --layer")
-    resolve(args.device)
-    dep = load(args.out)
+    if args.device != "cpu":  # as in simulate: the device before the artefact
+        _torch()
+        from snncc.sim.device import resolve
+
+        resolve(args.device)
+    dep = _read_artefact(args.out)
     g = dep.deployed
     batches = _batches(args, g)
     rep = dep.estimate(args.data, args.profile, args.samples, args.seed, args.batch_size, args.rate,
@@ -526,12 +561,12 @@ def _sweep_D(args, deployed, batches, Ds):
 
 
 def cmd_verify(args) -> int:
-    from snncc.api import load
+    if args.device != "cpu":  # as in simulate: the device before the artefact
+        _torch()
+        from snncc.sim.device import resolve
 
-    from snncc.sim.device import resolve
-
-    resolve(args.device)
-    dep = load(args.out)
+        resolve(args.device)
+    dep = _read_artefact(args.out)
     layout = dep.traced.meta.get("input_layout", "")  # the model takes the whole sequence, as it was compiled
     loaded = _load(args, layout, dep.traced.T if layout else None)
     if layout:
@@ -566,9 +601,7 @@ def cmd_targets(args) -> int:
 
 
 def cmd_export_nir(args) -> int:
-    from snncc.api import load
-
-    ex = load(args.out).export_nir(args.file, form=args.nir_form)
+    ex = _read_artefact(args.out).export_nir(args.file, form=args.nir_form)
     print(f"wrote {args.file} ({len(ex.graph.nodes)} NIR nodes, {args.nir_form} form); what NIR readers other "
           "than snncc lose:")
     for item in ex.lost:
@@ -582,9 +615,7 @@ COMMANDS["export-nir"] = cmd_export_nir
 
 
 def cmd_export_netx(args) -> int:
-    from snncc.api import load
-
-    load(args.out).export_file("netx", args.file)
+    _read_artefact(args.out).export_file("netx", args.file)
     print(f"wrote {args.file} (lava-dl netx HDF5: load with Network(path, reset_interval=1, input_message_bits=its "
           "snncc/inputMessageBits); one netx step per window)")
     return 0
@@ -614,7 +645,6 @@ def main(argv: list[str] | None = None) -> int:
     if not args.debug:
         _quiet_libraries()
     warnings.formatwarning = lambda msg, cat, *a, **k: f"snncc: warning: {msg}\n"
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
     try:
         return COMMANDS[args.cmd](args)
     except SnnccError as e:

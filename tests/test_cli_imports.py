@@ -1,0 +1,85 @@
+"""The installed `snncc` command answers a refused argument, target option, output folder or
+artefact, and lists an artefact's graph, without importing torch (about 2 CPU s per process):
+`python -X importtime` of the console script names every module the process imported."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from nets import ConvChain, randomize_bn
+from snncc.cli import main
+
+EXE = os.path.join(os.path.dirname(sys.executable), "snncc")
+
+
+def _run(argv, cwd):
+    """(exit code, stdout, snncc's stderr lines, modules imported) of one `snncc` process."""
+    p = subprocess.run([sys.executable, "-X", "importtime", EXE] + argv, capture_output=True, text=True, cwd=cwd,
+                       timeout=300)
+    lines = p.stderr.splitlines()
+    modules = {ln.rsplit("|", 1)[1].strip() for ln in lines if ln.startswith("import time:") and "|" in ln}
+    return p.returncode, p.stdout, [ln for ln in lines if not ln.startswith("import time:")], modules
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    t = tmp_path_factory.mktemp("imports")
+    torch.manual_seed(0)
+    m = randomize_bn(ConvChain())
+    torch.export.save(torch.export.export(m, (torch.zeros(2, 2, 8, 8),)), t / "conv.pt2")
+    assert main(["compile", str(t / "conv.pt2"), "-o", str(t / "art")]) == 0
+    os.makedirs(t / "tampered")
+    for name in os.listdir(t / "art"):
+        data = (t / "art" / name).read_bytes()
+        (t / "tampered" / name).write_bytes(data.replace(b'"T": ', b'"T":  ') if name == "ir.json" else data)
+    (t / "user").mkdir()
+    (t / "user" / "notes.txt").write_text("mine")
+    return t
+
+
+# (argv, text of the one error line); {t} is the fixture folder
+REFUSED = {
+    "unknown_flag": (["compile", "{t}/conv.pt2", "-o", "{t}/o", "--fast"], "unrecognized arguments: --fast"),
+    "sim_option": (["compile", "{t}/conv.pt2", "-o", "{t}/o", "--target-option", "precison=fixed"],
+                   "unknown option(s) precison for target sim"),
+    "unknown_target": (["compile", "{t}/conv.pt2", "--target", "tpu", "-o", "{t}/o"], "unknown target 'tpu'"),
+    "user_folder": (["compile", "{t}/conv.pt2", "-o", "{t}/user"], "is not an snncc artefact"),
+    "tampered": (["simulate", "{t}/tampered"], "differs from the manifest"),
+    "not_artefact": (["estimate", "{t}/conv.pt2"], "not an snncc artefact folder"),
+    "sweep_text": (["estimate", "{t}/art", "--sweep-D", "four"], "cannot read window lengths"),
+    "samples_zero": (["verify", "{t}/conv.pt2", "{t}/art", "--samples", "0"], "expected a positive integer"),
+    "export_tampered": (["export-nir", "{t}/tampered", "{t}/x.nir"], "differs from the manifest"),
+    "inspect_target": (["inspect", "{t}/art", "--target", "sim"], "an artefact's deployed graph was lowered"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_a_refusal_does_not_import_torch(env, name):
+    argv, text = REFUSED[name]
+    code, _, err, modules = _run([a.format(t=env) for a in argv], env)
+    assert code == 2 and len(err) == 1 and err[0].startswith("snncc: error: ") and text in err[0], err
+    assert "snncc.cli" in modules and "torch" not in modules
+    assert not (env / "o").exists() and (env / "user" / "notes.txt").read_text() == "mine"
+
+
+def test_inspecting_an_artefact_lists_its_graph_without_torch(env):
+    code, out, err, modules = _run(["inspect", str(env / "art")], env)
+    assert code == 0 and err == [] and "torch" not in modules
+    lines = out.splitlines()
+    assert lines[0] == f"# artefact {env / 'art'}: target sim, level ir"
+    nodes = json.load(open(env / "art" / "ir.json"))["nodes"]
+    assert all(any(n["name"] in ln for ln in lines[1:]) for n in nodes)
+
+
+def test_work_and_refusals_that_need_the_model_do_import_torch(env):
+    """The detector sees torch where it is needed: a model file is read with torch."""
+    code, _, err, modules = _run(["compile", str(env / "nope.pt2"), "-o", str(env / "o")], env)
+    assert code == 2 and err[0].endswith("file not found") and "torch" in modules
+    code, out, _, modules = _run(["simulate", str(env / "art"), "--samples", "2", "--schedule", "exact"], env)
+    assert code == 0 and "exact schedule: 2 samples" in out and "torch" in modules
