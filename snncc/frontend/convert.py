@@ -873,7 +873,8 @@ class Converter:
         if self.graph[x].kind != SPIKE:
             raise FrontendError("max pooling of a current is not deployable: a max is no synaptic sum, and a stateful "
                                 "neuron after it does not commute with it", where=where(fxn),
-                                hint="max-pool the neuron's spikes (conv-bn-neuron-maxpool), or use avg/sum pooling")
+                                hint="max-pool the neuron's spikes (conv-bn-neuron-maxpool), or use avg/sum pooling "
+                                     "(a 1x1 window, a subsample, deploys)")
         k = tuple_n(kernel, 2)
         s = tuple_n(stride if stride not in (None, [], ()) else kernel, 2)
         if ceil_mode or any(d != 1 for d in tuple_n(dilation, 2)):
