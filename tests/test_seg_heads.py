@@ -376,3 +376,42 @@ def test_refusals_are_one_line_naming_the_node(fn, what):
         snncc.compile(_Returns(fn).eval(), torch.zeros(1, 2, 8, 8))
     line = e.value.one_line()
     assert what in line and "node '" in line and "\n" not in line, line
+
+
+class FiveD(nn.Module):
+    """Multi-step (T, B, C, H, W) code: convs on x.flatten(0, 1), a bilinear resize of the coarser
+    level added to the finer one, and SpikeFPN's extra level on the flattened 5-D output."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.s0 = nn.Conv2d(2, 3, 3, padding=1), spike()
+        self.down, self.s1 = nn.Conv2d(3, 3, 3, stride=2, padding=1), spike()
+        self.fpn = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x):
+        T = 2
+        x = x.unsqueeze(0).repeat(T, 1, 1, 1, 1)
+        B = x.shape[1]
+        a = self.stem(x.flatten(0, 1))
+        up = F.interpolate(self.down(self.s0(a)), size=a.shape[2:], mode="bilinear", align_corners=False)
+        o = self.fpn(self.s1(a + up)).reshape(T, B, 3, 8, 8)
+        p = F.max_pool2d(o.flatten(0, 1), 1, stride=2).reshape(T, B, 3, 4, 4)
+        return o.mean(0), p.mean(0)
+
+
+def test_five_d_bilinear_and_extra_level_from_a_batch_1_program(tmp_path):
+    m = _model(FiveD(), seed=1)
+    path = str(tmp_path / "five.pt2")
+    torch.export.save(torch.export.export(m, (torch.rand(1, 2, 8, 8),)), path)
+    dep, mod = snncc.compile(path), snncc.compile(m, torch.zeros(1, 2, 8, 8))
+    assert dep.deployed.T == 2 and [n.op for n in dep.deployed.nodes].count("bilinear") == 1
+    assert [(n.name, n.op, n.inputs, n.attrs) for n in dep.deployed.nodes] == \
+        [(n.name, n.op, n.inputs, n.attrs) for n in mod.deployed.nodes]
+    x = _inputs(size=8)
+    ref, (eager, outs) = dep.reference(x), _eager_counts(m, x)
+    for k in ("s0", "s1"):  # the eager neuron ran on (T * B, ...): its counts summed over T
+        assert torch.equal(ref.counts[k], eager[k].reshape((2, 2) + eager[k].shape[1:]).sum(0)), k
+        assert ref.counts[k].sum() > 0
+    got = split_outputs(dep.deployed, ref.output)
+    assert all(torch.allclose(got[f"output{i}"], o, rtol=0, atol=1e-9) for i, o in enumerate(outs))
+    assert dep.verify(x).ok
