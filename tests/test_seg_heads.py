@@ -415,3 +415,48 @@ def test_five_d_bilinear_and_extra_level_from_a_batch_1_program(tmp_path):
     got = split_outputs(dep.deployed, ref.output)
     assert all(torch.allclose(got[f"output{i}"], o, rtol=0, atol=1e-9) for i, o in enumerate(outs))
     assert dep.verify(x).ok
+
+
+class PoolThenNeuron(nn.Module):
+    """conv -> MaxPool2d(3, 2, 1) of the current -> a stateless SFA neuron -> conv -> neuron."""
+
+    def __init__(self):
+        super().__init__()
+        self.c, self.p, self.n = nn.Conv2d(2, 4, 3, padding=1), nn.MaxPool2d(3, 2, 1), Fire(4)
+        self.c2, self.n2 = nn.Conv2d(4, 3, 3, padding=1), Fire(4)
+
+    def forward(self, x):
+        return self.n2(self.c2(self.n(self.p(self.c(x))))).flatten(1)
+
+
+def test_max_pool_of_a_current_read_by_a_stateless_neuron_commutes_with_it(tmp_path):
+    torch.manual_seed(0)
+    m = PoolThenNeuron().eval()
+    with torch.no_grad():
+        m.c.weight.mul_(3)
+        m.c2.weight.mul_(4)
+        m.c2.bias.add_(1.0)
+    path = tmp_path / "mp.pt2"
+    torch.export.save(torch.export.export(m, (torch.rand(1, 2, 8, 8),)), path)
+    code, o, e = _cli("compile", str(path), "-o", str(tmp_path / "mp"))
+    assert code == 0, o + e
+    code, o, e = _cli("verify", str(path), str(tmp_path / "mp"), "--samples", "2")
+    assert code == 0 and "verdict: OK" in o, o + e
+    dep = snncc.load(str(tmp_path / "mp"))
+    # the neuron fires on the 8x8 current (4x the eager neuron's 4x4), its spikes are max-pooled
+    assert [(n.name, n.op, n.shape) for n in dep.deployed.nodes][1:5] == [
+        ("c", "conv", (4, 8, 8)), ("n", "fire", (4, 8, 8)), ("n_max_pool", "max_pool", (4, 4, 4)),
+        ("c2", "conv", (3, 4, 4))]
+    x = torch.rand(3, 2, 8, 8) * 2
+    got = {}
+    hooks = [m.n.register_forward_hook(lambda mod, i, o: got.__setitem__("n", o * 4)),
+             m.n2.register_forward_hook(lambda mod, i, o: got.__setitem__("n2", o * 4))]
+    with torch.no_grad():
+        want = m.double()(x.double())
+    for h in hooks:
+        h.remove()
+    ref = dep.reference(x)
+    assert torch.equal(F.max_pool2d(ref.counts["n"], 3, 2, 1), got["n"]) and got["n"].sum() > 0
+    assert torch.equal(ref.counts["n2"], got["n2"]) and got["n2"].sum() > 0
+    assert torch.equal(ref.output, want)
+    assert snncc.compile(m.float(), torch.zeros(1, 2, 8, 8)).deployed.nodes[3].op == "max_pool"  # the module path too

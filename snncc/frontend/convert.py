@@ -58,6 +58,17 @@ def neuron_module_classes() -> tuple[str, ...]:
 
 
 @dataclass
+class PooledCurrent:
+    """Max pooling of a current whose only reader is a stateless SFA neuron (clamp -> round): the
+    neuron is monotone and acts per value, so neuron(max_pool(u)) = max_pool(neuron(u)); the
+    neuron (c_neuron) fires on `src` and its spikes are max-pooled. Anything else reading it is
+    refused (`refusal`)."""
+    src: str
+    attrs: dict
+    where: str
+
+
+@dataclass
 class SpikeBN:
     """BatchNorm applied directly to spikes, `a * s + b` per channel, waiting for the conv that
     consumes it (research code's BNAndPadLayer: the next conv's padding is filled with b, so the
@@ -870,6 +881,12 @@ class Converter:
             if s == (1, 1):
                 return x
             return self.add(fxn, "pool", [x], {"mode": "sum", "kernel": k, "stride": s, "padding": (0, 0)})
+        if self.graph[x].kind != SPIKE and not ceil_mode and all(d == 1 for d in tuple_n(dilation, 2)):
+            nxt = self.only_user(fxn)
+            if nxt is not None and nxt.target is operator.getitem:  # max_pool2d_with_indices(...)[0]
+                nxt = self.only_user(nxt)
+            if nxt is not None and self.canon(nxt).op == "clamp":  # a stateless SFA neuron reads it
+                return PooledCurrent(x, {"kernel": k, "stride": s, "padding": tuple_n(padding, 2)}, where(fxn))
         if self.graph[x].kind != SPIKE:
             raise FrontendError("max pooling of a current is not deployable: a max is no synaptic sum, and a stateful "
                                 "neuron after it does not commute with it", where=where(fxn),
@@ -1079,6 +1096,10 @@ class Converter:
         path = list(stack.values())[-1][0] if stack else (fxn.target if fxn.op == "call_module" else "")
         if isinstance(x, Lin):
             return self.loop.fire(fxn, x, D, norm, rounding, where(fxn), str(path) or fxn.name)
+        if isinstance(x, PooledCurrent) and not stateful:  # fire on the current, max-pool its spikes
+            f = self.add(fxn, "fire", [x.src], {"D": int(D), "norm": float(norm), "rounding": rounding},
+                         base=str(path) or None)
+            return self.add(fxn, "max_pool", [f], x.attrs, base=f"{f}_max_pool")
         return self.add(fxn, "fire", [self.tensor(x, fxn)],
                         {"D": int(D), "norm": float(norm), "rounding": rounding, "stateful": bool(stateful)},
                         base=str(path) or None)
@@ -1086,6 +1107,10 @@ class Converter:
     def tensor(self, v, fxn) -> str:
         if isinstance(v, Placement):
             return self.placement_node(fxn, v)
+        if isinstance(v, PooledCurrent):
+            raise FrontendError("max pooling of a current is not deployable here: a max is no synaptic sum; it "
+                                "deploys only when a stateless SFA neuron reads it alone (they commute)",
+                                where=v.where, hint="max-pool the neuron's spikes (conv-bn-neuron-maxpool)")
         if isinstance(v, SpikeBN):
             raise FrontendError("BatchNorm on spikes is only deployable when a conv consumes it (it folds into that "
                                 "conv's weights and constant current)", where=v.where,
