@@ -200,17 +200,41 @@ def test_concat_and_nearest_resize_from_torch_onnx_export(tmp_path):
 class Bilinear(nn.Module):
     input_shape = (2, 4, 4)
 
-    def __init__(self):
+    def __init__(self, mode="bilinear", align_corners=None):
         super().__init__()
         self.c, self.n = nn.Conv2d(2, 2, 1), Fire(4)
+        self.mode, self.align_corners = mode, align_corners
 
     def forward(self, x):
-        return self.n(torch.nn.functional.interpolate(self.c(x), scale_factor=2, mode="bilinear"))
+        return self.n(torch.nn.functional.interpolate(self.c(x), scale_factor=2, mode=self.mode,
+                                                      align_corners=self.align_corners))
 
 
-def test_bilinear_resize_is_refused_naming_the_node(tmp_path):
-    path = export_onnx(Bilinear(), tmp_path / "bl.onnx", batch=1)
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_linear_resize_is_the_ir_bilinear(tmp_path, align_corners):
+    """torch.onnx.export writes F.interpolate(mode='bilinear') as Resize mode 'linear'
+    (pytorch_half_pixel / align_corners): the IR `bilinear` of the same weights, counts equal the
+    module's (torch.export path)."""
+    import snncc
+
+    torch.manual_seed(0)
+    m = Bilinear(align_corners=align_corners).eval()
+    with torch.no_grad():
+        m.c.weight.mul_(6)
+    path = export_onnx(m, tmp_path / "bl.onnx", batch=1)
+    g = trace(load_model(path))
+    (b,) = [n for n in g.nodes if n.op == "bilinear"]
+    assert b.attrs == {"size": (8, 8), "align_corners": align_corners}
+    x = torch.rand(3, 2, 4, 4, dtype=torch.float64)
+    dep = snncc.compile(m, torch.zeros(1, 2, 4, 4))
+    r, ref = run(g, x), dep.reference(x)
+    (a,), (c,) = [n.name for n in g.neurons()], [n.name for n in dep.traced.neurons()]
+    assert torch.equal(r.counts[a], ref.counts[c]) and r.counts[a].sum() > 0
+
+
+def test_cubic_resize_is_refused_naming_the_node(tmp_path):
+    path = export_onnx(Bilinear("bicubic"), tmp_path / "bc.onnx", batch=1)
     with pytest.raises(FrontendError) as e:
         trace(load_model(path))
     line = e.value.one_line()
-    assert "Resize" in line and "'linear'" in line and "no fixed fan-out of spikes" in line and "\n" not in line
+    assert "Resize" in line and "mode 'cubic' is not deployable" in line and "\n" not in line

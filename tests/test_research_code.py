@@ -74,8 +74,9 @@ class MaxPool(nn.Module):
         super().__init__()
         self.c, self.n, self.p = nn.Conv2d(2, 4, 3, padding=1), Fire(4), nn.MaxPool2d(2)
 
-    def forward(self, x):  # max pooling of a current (max pooling of spikes: tests/test_binary_neurons.py)
-        return self.n(self.p(self.c(x))).flatten(1)
+    def forward(self, x):  # max pooling of a current read by a scale, not by a neuron alone (a stateless
+        # neuron reading it commutes with it and deploys: tests/test_seg_heads.py; of spikes: test_binary_neurons.py)
+        return self.n(self.p(self.c(x)) * 2.0).flatten(1)
 
 
 def test_max_pooling_of_a_current_is_refused_in_one_line():

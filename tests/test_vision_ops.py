@@ -369,13 +369,13 @@ class _Returns(nn.Module):
 
 
 @pytest.mark.parametrize("fn,what", [
-    (lambda y: F.interpolate(y, scale_factor=2, mode="bilinear"), "'upsample_bilinear2d'"),
-    (lambda y: F.interpolate(y, scale_factor=2, mode="bilinear"), "fractional weights mix neighbouring values"),
+    (lambda y: F.interpolate(y, scale_factor=2, mode="bicubic"), "'upsample_bicubic2d'"),
+    (lambda y: F.interpolate(y, scale_factor=2, mode="bicubic"), "interpolation mode bicubic is not deployable"),
     (lambda y: F.interpolate(y, size=(12, 12), mode="nearest"), "is not by integer factors"),
     (lambda y: F.dropout(y, 0.1), "exported in training mode"),
     (lambda y: torch.cat([y, y], 0), "cat along the batch"),
     (lambda y: (y.sum((2, 3)), y.unsqueeze(0).repeat(2, 1, 1, 1, 1)), "output 1 of 2"),
-], ids=["bilinear", "bilinear-why", "non-integer", "dropout-train", "cat-batch", "output-keeps-time"])
+], ids=["bicubic", "bicubic-why", "non-integer", "dropout-train", "cat-batch", "output-keeps-time"])
 def test_refusals_are_one_line_naming_what(fn, what):
     from snncc.errors import SnnccError
 

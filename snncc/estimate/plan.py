@@ -47,7 +47,7 @@ from snncc.errors import SnnccError
 from snncc.ir.analysis import sources as weightless_sources, value_numbers
 from snncc.ir import registry
 from snncc.ir.graph import Graph, Node
-from snncc.ir.ops import POPULATION_OPS, SPIKE
+from snncc.ir.ops import POPULATION_OPS, SPIKE, bilinear_weights
 from snncc.sim.reference import Interpreter
 
 PROBE_LIMIT = 1 << 24  # source neurons x target neurons of a dense one-hot probe
@@ -233,6 +233,11 @@ def _fanout_upsample(g: Graph, n: Node) -> tuple[bool, bool]:
     return math.prod(n.attrs["scale"]) > 1, False
 
 
+@registry.implements("bilinear", cost="fanout")
+def _fanout_bilinear(g: Graph, n: Node) -> tuple[bool, bool]:  # an output reads up to 2 x 2 inputs, an input
+    return True, True  # reaches the outputs around it (either may be 1 on an axis; spreading and merging is safe)
+
+
 @registry.implements("scale", "add", "offset", "reshape", "permute", "max_pool", "spike_product", cost="fanout")
 def _fanout_none(g: Graph, n: Node) -> tuple[bool, bool]:
     return False, False  # one neuron to one (add: its operands are separate leaves; max_pool and products: flagged
@@ -369,6 +374,17 @@ def _vjp_upsample(g: Graph, n: Node, gy):  # each input neuron's block of output
     return [gy.reshape(1, c, h, sh, w, sw).sum((3, 5))]
 
 
+def _bilinear_taps(g: Graph, n: Node):
+    """The 0/1 structure (nonzero weights) of a bilinear op's per-axis matrices (float64 tensors)."""
+    (_, h, w), (H, W), ac = g[n.inputs[0]].shape, n.attrs["size"], n.attrs["align_corners"]
+    return [torch.from_numpy((bilinear_weights(a, b, ac) != 0).astype(np.float64)) for a, b in ((h, H), (w, W))]
+
+
+def _vjp_bilinear(g: Graph, n: Node, gy):  # every nonzero weight one path
+    bh, bw = _bilinear_taps(g, n)
+    return [torch.einsum("bcHW,Hh,Ww->bchw", gy, bh, bw)]
+
+
 def _vjp_offset(g: Graph, n: Node, gy):  # the input's slice
     a = n.attrs
     return [gy.narrow(a["axis"] + 1, a["at"], g[n.inputs[0]].shape[a["axis"]])]
@@ -388,6 +404,7 @@ for _op, _fn in {
     "pool": _vjp_pool,
     "max_pool": _vjp_pool,  # structurally: every window a neuron is in
     "upsample": _vjp_upsample,
+    "bilinear": _vjp_bilinear,
     "offset": _vjp_offset,
     "mean": _vjp_mean,
     "scale": lambda g, n, gy: [gy],  # a factor of ones; the output has the input's shape
@@ -452,6 +469,12 @@ def _macs_pool(g: Graph, n: Node) -> int:
 @registry.implements("mean", cost="host_macs")
 def _macs_mean(g: Graph, n: Node) -> int:
     return math.prod(g[n.inputs[0]].shape)
+
+
+@registry.implements("bilinear", cost="host_macs")
+def _macs_bilinear(g: Graph, n: Node) -> int:  # one multiply per nonzero weight of kron(Ah, Aw), per channel
+    bh, bw = _bilinear_taps(g, n)
+    return n.shape[0] * int(bh.sum()) * int(bw.sum())
 
 
 @registry.implements("scale", cost="host_macs")

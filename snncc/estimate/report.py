@@ -619,7 +619,7 @@ def _weight_matrix(n: Node) -> int:
 
 registry.refuse("scale", "batchnorm", "pad", "fire", "relay", cost="weights",
                 why="per-channel factors or constants, not a weight matrix (counted among the parameters)")
-registry.refuse("add", "pool", "max_pool", "upsample", "offset", "mean", "reshape", "permute", "spike_product", "input",
+registry.refuse("add", "pool", "max_pool", "upsample", "bilinear", "offset", "mean", "reshape", "permute", "spike_product", "input",
                 "output", cost="weights", why="no stored weights: fixed sums, data movement or the graph's ends")
 
 

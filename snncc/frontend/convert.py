@@ -58,6 +58,17 @@ def neuron_module_classes() -> tuple[str, ...]:
 
 
 @dataclass
+class PooledCurrent:
+    """Max pooling of a current whose only reader is a stateless SFA neuron (clamp -> round): the
+    neuron is monotone and acts per value, so neuron(max_pool(u)) = max_pool(neuron(u)); the
+    neuron (c_neuron) fires on `src` and its spikes are max-pooled. Anything else reading it is
+    refused (`refusal`)."""
+    src: str
+    attrs: dict
+    where: str
+
+
+@dataclass
 class SpikeBN:
     """BatchNorm applied directly to spikes, `a * s + b` per channel, waiting for the conv that
     consumes it (research code's BNAndPadLayer: the next conv's padding is filled with b, so the
@@ -415,7 +426,7 @@ class Converter:
                                 hint="snncc maps conv/linear/batchnorm/SFA neurons/add/scale/pooling/mean/"
                                      "reshape/permute/matmul of spikes; rewrite the model or file an issue")
         self._out_lead = None
-        if call.op not in ("slice", "copy_", "copy", "slice_scatter"):
+        if call.op not in ("slice", "copy_", "copy", "slice_scatter", "index_put"):
             call.args = tuple(self.placement_node(fxn, a) if isinstance(a, Placement) else
                               [self.placement_node(fxn, b) if isinstance(b, Placement) else b for b in a]
                               if isinstance(a, list) else a for a in call.args)
@@ -655,6 +666,24 @@ class Converter:
         self._place(fxn, new, dim, start, end, step, src)
         return new
 
+    def c_index_put(self, fxn, base, indices, values, accumulate=False):
+        """`y[:, idx] = src` (aten index_put): into a tensor of zeros with `idx` one ascending run
+        of consecutive integers along one axis, a slice write (Placement); refused otherwise."""
+        what = "index_put (y[..., idx] = src)"
+        if not isinstance(base, Placement):
+            raise FrontendError(f"{what} into an activation is not deployable (it overwrites computed values)",
+                                where=where(fxn), hint="write into torch.zeros(...) or torch.cat the parts")
+        given = [(d, v) for d, v in enumerate(indices) if v is not None]
+        idx = given[0][1] if len(given) == 1 and isinstance(given[0][1], torch.Tensor) else None
+        run = idx is not None and idx.dtype in (torch.int64, torch.int32) and idx.dim() == 1 and idx.numel() > 0 \
+            and torch.equal(idx, torch.arange(int(idx[0]), int(idx[0]) + idx.numel(), dtype=idx.dtype))
+        if accumulate or not run:
+            raise FrontendError(f"{what} with {'accumulate=True' if accumulate else 'indices other than one ascending run of consecutive integers along one axis'} is not deployable (only slice writes into zeros are placements)",
+                                where=where(fxn), hint="write slices, y[:, a:b] = src, or torch.cat the parts")
+        new = Placement(base.shape, base.lead, base.where, list(base.parts))
+        self._place(fxn, new, given[0][0], int(idx[0]), int(idx[0]) + idx.numel(), 1, values)
+        return new
+
     def _place(self, fxn, p: Placement, dim, start, end, step, src) -> None:
         nl = len(p.lead)
         d = int(dim) + nl + len(p.shape) if int(dim) < 0 else int(dim)
@@ -842,13 +871,27 @@ class Converter:
 
     def c_max_pool(self, fxn, x, kernel=None, stride=None, padding=0, dilation=1, ceil_mode=False):
         """Max pooling of spikes (IR `max_pool`: per timestep, an OR of binary spikes, the max of
-        counts); of a current it is refused (no synaptic sum; it does not commute with a stateful
-        neuron)."""
+        counts). Of a current, a 1x1 window (SpikeFPN's extra level, `F.max_pool2d(x, 1, stride=2)`)
+        is a strided subsample, a sum over one value: IR `pool` mode sum, exact; a wider window is
+        refused (no synaptic sum; it does not commute with a stateful neuron)."""
         x = self.tensor(x, fxn)
+        k = tuple_n(kernel, 2)
+        s = tuple_n(stride if stride not in (None, [], ()) else kernel, 2)
+        if self.graph[x].kind != SPIKE and k == (1, 1) and not any(tuple_n(padding, 2)) and not ceil_mode:
+            if s == (1, 1):
+                return x
+            return self.add(fxn, "pool", [x], {"mode": "sum", "kernel": k, "stride": s, "padding": (0, 0)})
+        if self.graph[x].kind != SPIKE and not ceil_mode and all(d == 1 for d in tuple_n(dilation, 2)):
+            nxt = self.only_user(fxn)
+            if nxt is not None and nxt.target is operator.getitem:  # max_pool2d_with_indices(...)[0]
+                nxt = self.only_user(nxt)
+            if nxt is not None and self.canon(nxt).op == "clamp":  # a stateless SFA neuron reads it
+                return PooledCurrent(x, {"kernel": k, "stride": s, "padding": tuple_n(padding, 2)}, where(fxn))
         if self.graph[x].kind != SPIKE:
             raise FrontendError("max pooling of a current is not deployable: a max is no synaptic sum, and a stateful "
                                 "neuron after it does not commute with it", where=where(fxn),
-                                hint="max-pool the neuron's spikes (conv-bn-neuron-maxpool), or use avg/sum pooling")
+                                hint="max-pool the neuron's spikes (conv-bn-neuron-maxpool), or use avg/sum pooling "
+                                     "(a 1x1 window, a subsample, deploys)")
         k = tuple_n(kernel, 2)
         s = tuple_n(stride if stride not in (None, [], ()) else kernel, 2)
         if ceil_mode or any(d != 1 for d in tuple_n(dilation, 2)):
@@ -926,10 +969,34 @@ class Converter:
             return x
         return self.add(fxn, "upsample", [x], {"scale": scale})
 
-    def c_bilinear(self, fxn, *_):
-        raise FrontendError("bilinear (or bicubic) interpolation is not deployable: its fractional weights mix "
-                            "neighbouring values, no fixed fan-out of spikes", where=where(fxn),
-                            hint="use mode='nearest' (a 0/1 fan-out: IR upsample)")
+    def c_bilinear(self, fxn, x, align_corners=False):
+        """Bilinear interpolation (`F.interpolate(mode='bilinear')`, `nn.Upsample`) of a (C, H, W)
+        value to the size the program recorded: the IR `bilinear` (fixed fractional weights)."""
+        xs = self.graph[self.tensor(x, fxn)].shape
+        out = self._shape(fxn)[len(self.lead_in(fxn)):]
+        if len(xs) != 3 or len(out) != 3 or out[0] != xs[0]:
+            raise FrontendError(f"bilinear interpolation {xs} -> {out} is not of a (C, H, W) map", where=where(fxn),
+                                hint="interpolate a (B, C, H, W) tensor")
+        args, kw = getattr(fxn, "args", ()), getattr(fxn, "kwargs", {}) or {}
+        if "upsample_bilinear2d" in str(getattr(fxn, "target", "")):  # aten: (x, size, align_corners, scales...)
+            scales = [a for a in args[3:] if a is not None]
+        else:  # F.interpolate(x, size, scale_factor, ...)
+            scales = [a for a in [kw.get("scale_factor", args[2] if len(args) > 2 else None)] if a is not None]
+        if len(scales) == 1:
+            scales = list(scales[0]) if isinstance(scales[0], (list, tuple)) else scales * 2
+        for s, i, o in zip(scales, xs[1:], out[1:]):
+            if float(s) * i != o:  # torch then maps coordinates by 1 / s, not by in / out
+                raise FrontendError(f"bilinear interpolation by scale_factor {s} of {i} rows to {o} (not an exact "
+                                    f"size)", where=where(fxn), hint="pass size= (or a scale_factor that gives an "
+                                    "integer size exactly)")
+        if tuple(out) == tuple(xs):
+            return x  # the identity (both alignments at equal sizes)
+        return self.add(fxn, "bilinear", [x], {"size": (int(out[1]), int(out[2])), "align_corners": bool(align_corners)})
+
+    def c_interpolate(self, fxn, x, mode):
+        raise FrontendError(f"interpolation mode {mode} is not deployable (its weights reach beyond the 2 x 2 "
+                            "neighbours, or differ per size)", where=where(fxn),
+                            hint="use mode='bilinear' (fixed fractional weights) or mode='nearest' (a 0/1 fan-out)")
 
     def c_cat(self, fxn, xs, dim=0):
         """`torch.cat` of activations: each input placed at its offset along the axis (an
@@ -956,6 +1023,11 @@ class Converter:
         return self.add(fxn, "add", placed)
 
     def c_reshape(self, fxn, x, *_):
+        users = list(getattr(fxn, "users", ()))
+        if self.batch == 1 and len(users) == 1 and "index_put" in str(users[0].target) and \
+                users[0].args[2] is fxn and self.lead_in(fxn) == ("B",) and \
+                (1,) + tuple(self._shape(fxn)) == tuple(self._shape_of_input(fxn)):
+            return x  # torch strips the leading 1 of the value written by `y[:, idx] = src`: still the batch axis
         shape = self.per_sample_shape(fxn)
         if shape == self.graph[self.tensor(x, fxn)].shape:
             return x  # only the time/batch layout changed
@@ -1024,6 +1096,10 @@ class Converter:
         path = list(stack.values())[-1][0] if stack else (fxn.target if fxn.op == "call_module" else "")
         if isinstance(x, Lin):
             return self.loop.fire(fxn, x, D, norm, rounding, where(fxn), str(path) or fxn.name)
+        if isinstance(x, PooledCurrent) and not stateful:  # fire on the current, max-pool its spikes
+            f = self.add(fxn, "fire", [x.src], {"D": int(D), "norm": float(norm), "rounding": rounding},
+                         base=str(path) or None)
+            return self.add(fxn, "max_pool", [f], x.attrs, base=f"{f}_max_pool")
         return self.add(fxn, "fire", [self.tensor(x, fxn)],
                         {"D": int(D), "norm": float(norm), "rounding": rounding, "stateful": bool(stateful)},
                         base=str(path) or None)
@@ -1031,6 +1107,10 @@ class Converter:
     def tensor(self, v, fxn) -> str:
         if isinstance(v, Placement):
             return self.placement_node(fxn, v)
+        if isinstance(v, PooledCurrent):
+            raise FrontendError("max pooling of a current is not deployable here: a max is no synaptic sum; it "
+                                "deploys only when a stateless SFA neuron reads it alone (they commute)",
+                                where=v.where, hint="max-pool the neuron's spikes (conv-bn-neuron-maxpool)")
         if isinstance(v, SpikeBN):
             raise FrontendError("BatchNorm on spikes is only deployable when a conv consumes it (it folds into that "
                                 "conv's weights and constant current)", where=v.where,

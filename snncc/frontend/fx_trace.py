@@ -67,6 +67,9 @@ def _module_call(m: nn.Module, args: tuple, name: str = "") -> Call:
         return Call("pad", (x, m.padding, "constant", getattr(m, "value", 0.0)), {})
     if isinstance(m, nn.Upsample) and m.mode == "nearest":
         return Call("upsample", (x,), {})
+    if isinstance(m, nn.Upsample):
+        return Call("bilinear", (x, bool(m.align_corners)), {}) if m.mode == "bilinear" else \
+            Call("interpolate", (x, m.mode), {})
     return Call(f"module {type(m).__name__}", (), {})
 
 
@@ -90,7 +93,8 @@ _FUNCTIONS = {
     F.adaptive_avg_pool2d: lambda x, size: Call("adaptive_pool", (x, size), {}),
     F.interpolate: lambda x, size=None, scale_factor=None, mode="nearest", *a, **k: (
         Call("upsample", (x,), {}) if mode in ("nearest", "nearest-exact") else
-        Call("bilinear", (x,), {}) if mode in ("bilinear", "bicubic") else Call(f"interpolate {mode}", (), {})),
+        Call("bilinear", (x, bool(k.get("align_corners") or (a[0] if a else False))), {}) if mode == "bilinear" else
+        Call("interpolate", (x, mode), {})),
     F.dropout: lambda x, p=0.5, training=True, *a, **k: _dropout(x, training),
     F.dropout2d: lambda x, p=0.5, training=True, *a, **k: _dropout(x, training),
     torch.cat: lambda xs, dim=0: Call("cat", (xs, dim), {}),

@@ -404,20 +404,23 @@ class OnnxConverter:
     def o_Resize(self, node, x, *ins):
         """Resize in mode "nearest" by integer factors of (H, W): the IR `upsample` (a 0/1 fan-out),
         checked exactly by running the node on a map of distinct values (every coordinate mode and
-        rounding the exporters write must repeat each pixel). Linear modes mix neighbours with
-        fractional weights: refused."""
+        rounding the exporters write must repeat each pixel). Mode "linear" of (H, W): the IR
+        `bilinear` whose weights (align_corners False or True) reproduce the node on a random map;
+        other modes (cubic, other coordinate transformations) are refused."""
         from onnx.reference import ReferenceEvaluator
 
         mode = _attrs(node).get("mode", b"nearest")
         mode = mode.decode() if isinstance(mode, bytes) else str(mode)
         if not isinstance(x, str):
             raise FrontendError("Resize of a constant", where=_where(node))
-        if mode != "nearest":
-            raise FrontendError(f"Resize mode {mode!r} (bilinear/bicubic interpolation) is not deployable: its "
-                                "fractional weights mix neighbouring values, no fixed fan-out of spikes",
-                                where=_where(node), hint="use mode='nearest' (F.interpolate(..., mode='nearest'))")
         full = self.layout_shape(node, x, (x, *ins))
         src = self.batched(x)
+        if mode == "linear" and len(src) == 4 and full[:2] == src[:2]:
+            return self._resize_linear(node, x, ins, src, full)
+        if mode != "nearest":
+            raise FrontendError(f"Resize mode {mode!r} is not deployable: only 'nearest' (a 0/1 fan-out) and "
+                                "'linear' of (H, W) (bilinear, fixed weights) are", where=_where(node),
+                                hint="use F.interpolate(..., mode='bilinear') or mode='nearest'")
         if len(src) != 4 or full[:2] != src[:2] or full[2] % src[2] or full[3] % src[3]:
             raise FrontendError(f"Resize {src[1:]} -> {full[1:]} is not nearest upsampling of (H, W) by integer "
                                 "factors", where=_where(node), hint="use scale_factor=2 (or any integer)")
@@ -435,6 +438,28 @@ class OnnxConverter:
                                 "picks other neighbours)", where=_where(node),
                                 hint="export F.interpolate(..., mode='nearest') with an integer scale_factor")
         return self.conv.c_upsample(self.ref(node, full), x)
+
+    def _resize_linear(self, node, x, ins, src, full):
+        from onnx.reference import ReferenceEvaluator
+
+        from snncc.ir.ops import bilinear_weights
+
+        probe = np.random.default_rng(0).random((1,) + tuple(src[1:])).astype(np.float32)
+        feeds = {node.input[0]: probe}
+        for name, v in zip(node.input[1:], ins):
+            if name:
+                v = np.asarray(v)
+                feeds[name] = v if not (v.ndim == 1 and v.size == 4 and v.dtype.kind == "i") else \
+                    np.asarray([1, *v[1:]], dtype=v.dtype)  # sizes: batch 1
+        got = ReferenceEvaluator(node).run(None, feeds)[0].astype(np.float64)
+        for ac in (False, True):
+            want = np.einsum("bchw,Hh,Ww->bcHW", probe.astype(np.float64), bilinear_weights(src[2], full[2], ac),
+                             bilinear_weights(src[3], full[3], ac))
+            if got.shape == want.shape and np.allclose(got, want, rtol=0, atol=1e-5):
+                return self.conv.c_bilinear(self.ref(node, full), x, ac)
+        raise FrontendError("Resize (linear) is not torch's bilinear interpolation with align_corners False or "
+                            "True (another coordinate transformation or size rule)", where=_where(node),
+                            hint="export F.interpolate(..., mode='bilinear') with size= or an integer scale_factor")
 
     # ---- neurons ------------------------------------------------------------------------------
     def o_Clip(self, node, x, *bounds):

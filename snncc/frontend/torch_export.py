@@ -122,8 +122,15 @@ ATEN_MAP = {
     aten.copy: lambda dst, src, non_blocking=False: Call("copy", (dst, src), {}),
     aten.slice_scatter: lambda base, src, dim=0, start=None, end=None, step=1:
         Call("slice_scatter", (base, src, dim, start, end, step), {}),
-    aten.upsample_bilinear2d: lambda x, *a, **k: Call("bilinear", (x,), {}),
-    aten.upsample_bicubic2d: lambda x, *a, **k: Call("bilinear", (x,), {}),
+    # (x, output_size, align_corners, scales...) in both overloads
+    aten.index_put: lambda base, indices, values, accumulate=False:
+        Call("index_put", (base, list(indices), values, accumulate), {}),
+    aten.index_put_: lambda base, indices, values, accumulate=False:
+        Call("index_put", (base, list(indices), values, accumulate), {}),
+    aten.upsample_bilinear2d: lambda x, size=None, align_corners=False, *a, **k:
+        Call("bilinear", (x, align_corners), {}),
+    aten._upsample_bilinear2d_aa: lambda x, *a, **k: Call("interpolate", (x, "bilinear with antialias=True"), {}),
+    aten.upsample_bicubic2d: lambda x, *a, **k: Call("interpolate", (x, "bicubic"), {}),
     aten.rsub: lambda a, b, alpha=1: Call("rsub", (a, b), {"alpha": alpha}),
 }
 

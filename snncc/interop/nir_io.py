@@ -379,6 +379,8 @@ def to_nir(graph: Graph, form: str = "binary") -> NirExport:
             why = "permute (NIR has no transpose)"
         elif n.op == "upsample":
             why = "nearest upsampling (NIR has no upsampling node)"
+        elif n.op == "bilinear":
+            why = "bilinear interpolation (NIR has no interpolation node)"
         elif n.op == "offset":
             why = "offset of a concatenation or of several outputs (NIR sums fan-in, it has no concatenation)"
         elif n.op == "batchnorm":

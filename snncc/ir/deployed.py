@@ -30,7 +30,7 @@ def current_tree(g: Graph, root: Node) -> set[str]:
 
 
 # Ops a population's current tree may hold in synaptic normal form.
-TREE_OPS = ("conv", "linear", "pool", "upsample", "mean", "scale", "add", "offset", "reshape", "permute",
+TREE_OPS = ("conv", "linear", "pool", "upsample", "bilinear", "mean", "scale", "add", "offset", "reshape", "permute",
             "spike_product")
 
 

@@ -218,6 +218,41 @@ def upsample_shape(shapes, attrs, params):
     return (x[0], x[1] * attrs["scale"][0], x[2] * attrs["scale"][1])
 
 
+def bilinear_shape(shapes, attrs, params):
+    (x,) = shapes
+    if len(x) != 3:
+        raise RuleError(f"bilinear expects a (C, H, W) input, got {x}")
+    size = attrs["size"]
+    if not (isinstance(size, tuple) and len(size) == 2 and all(isinstance(i, int) and not isinstance(i, bool) and i >= 1
+                                                            for i in size)):
+        raise RuleError(f"size must be 2 integers >= 1, got {size!r}")
+    if not isinstance(attrs["align_corners"], bool):
+        raise RuleError(f"align_corners must be True or False, got {attrs['align_corners']!r}")
+    return (x[0],) + size
+
+
+def bilinear_weights(n_in: int, n_out: int, align_corners: bool):
+    """The (n_out, n_in) interpolation matrix of one axis (float64), torch's rule
+    (`F.interpolate(mode='bilinear')` with `size`, or an integer `scale_factor`): output i reads
+    source coordinate src = i * (n_in - 1) / (n_out - 1) (align_corners) or
+    max((i + 0.5) * n_in / n_out - 0.5, 0), split between floor(src) and the next row (clamped)
+    with weights 1 - frac and frac. The one definition every executor, cost model and target reads."""
+    import numpy as np
+
+    i = np.arange(n_out, dtype=np.float64)
+    if align_corners:
+        src = i * ((n_in - 1) / (n_out - 1)) if n_out > 1 else np.zeros(n_out)
+    else:
+        src = np.maximum((i + 0.5) * (n_in / n_out) - 0.5, 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    l1 = src - i0
+    A = np.zeros((n_out, n_in))
+    np.add.at(A, (np.arange(n_out), i0), 1.0 - l1)
+    np.add.at(A, (np.arange(n_out), i1), l1)
+    return A
+
+
 def offset_shape(shapes, attrs, params):
     (x,) = shapes
     axis, at, size = attrs["axis"], attrs["at"], attrs["size"]
@@ -493,6 +528,13 @@ _op(OpSpec("pad", 1, 1, {"pads": REQUIRED}, params=("value",), kind_rule=_all_cu
 # kernel, on currents a copy the projection composes with).
 _op(OpSpec("upsample", 1, 1, {"scale": REQUIRED}, kind_rule=_current, shape_rule=upsample_shape,
            synaptic=True, linear=True, summary=lambda a, p: f"nearest x{_fmt(a['scale'])}"))
+# Bilinear interpolation of a (C, H, W) map to `size` (F.interpolate(mode='bilinear')): per channel,
+# y = Ah @ x @ Aw.T with the fixed fractional matrices of `bilinear_weights` (separable, each output
+# reads at most 2 x 2 inputs). A synaptic op with fixed weights: on spikes a fan-out with fractional
+# weights into the next neurons' currents, on currents a fixed linear map the projection composes with.
+_op(OpSpec("bilinear", 1, 1, {"size": REQUIRED, "align_corners": False}, kind_rule=_current,
+           shape_rule=bilinear_shape, synaptic=True, linear=True,
+           summary=lambda a, p: f"to {_fmt(a['size'])}" + (" align_corners" if a["align_corners"] else "")))
 # An address offset: the input placed at [at, at + n) of axis `axis` of a zero tensor of `size`
 # along that axis. A concatenation is the add of its inputs' offsets: each source projects into
 # its slice of the consumers (weightless, one synapse per neuron).
@@ -555,6 +597,6 @@ def fmt_value(v) -> str:
 
 __all__ = ["OPS", "OpSpec", "SPIKE", "CURRENT", "KINDS", "REQUIRED", "RuleError", "ROUNDING_MODES", "RESET_MODES",
            "neuron_model", "NEURON_FEATURES", "neuron_features", "is_soft_neuron", "check_neuron", "MAX_D", "MAX_T",
-           "MAX_SUBSTEPS", "POPULATION_OPS", "spec",
+           "MAX_SUBSTEPS", "POPULATION_OPS", "spec", "bilinear_weights",
            "normalize_attr", "tuple_n", "summarize", "fmt_value"]
 

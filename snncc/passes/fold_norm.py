@@ -1,7 +1,7 @@
 """fold_norm: move each neuron's `1/Norm` output factor into its consumers (docs/design.md §2).
 
 Requires: nothing. Changes: every fire gets norm = 1; each consumer reached through layout
-ops gets the factor: conv/linear weights are multiplied (W x / D = (W / D) * spikes), a
+ops gets the factor (through max pooling too: a max commutes with 1/Norm > 0): conv/linear weights are multiplied (W x / D = (W / D) * spikes), a
 spike product's scale is multiplied once per operand, a `scale` node's factor is multiplied,
 and pooling/mean/output consumers get an explicit scalar `scale` after them (which
 `fold_scale` then merges into the next weights). Preserves: the reference executor's output.
@@ -44,14 +44,15 @@ def fold_norm(graph: Graph) -> PassResult:
 
 
 def _frontier(g: Graph, name: str):
-    """(value, user) pairs: the first non-layout users of a spike value, through layout ops."""
+    """(value, user) pairs: the first non-layout users of a spike value, through layout ops and
+    max pooling."""
     out = []
     seen = set()
     for u in g.users()[name]:
         if u.name in seen:
             continue
         seen.add(u.name)
-        if u.spec.layout:
+        if u.spec.layout or u.op == "max_pool":  # a max of counts commutes with the factor 1/Norm > 0
             out.extend(_frontier(g, u.name))
         else:
             out.append((name, u))

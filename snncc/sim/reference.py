@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from snncc.errors import SnnccError
 from snncc.ir.analysis import dead_after, value_numbers
 from snncc.ir.graph import Graph, Node
+from snncc.ir.ops import bilinear_weights
 from snncc.ir.registry import column, implements, lookup, supports
 
 column("reference", "executor", "the reference interpreter: any IR level, batch-wise, the semantic ground truth",
@@ -272,6 +273,13 @@ class Interpreter:
     def op_upsample(self, n: Node, x):
         sh, sw = n.attrs["scale"]
         return x.repeat_interleave(sh, dim=2).repeat_interleave(sw, dim=3)
+
+    @implements("bilinear", executor="reference")
+    def op_bilinear(self, n: Node, x):
+        (h, w), (H, W), ac = x.shape[-2:], n.attrs["size"], n.attrs["align_corners"]
+        ah = torch.from_numpy(bilinear_weights(h, H, ac)).to(x.dtype)
+        aw = torch.from_numpy(bilinear_weights(w, W, ac)).to(x.dtype)
+        return torch.einsum("bchw,Hh,Ww->bcHW", x, ah, aw)
 
     @implements("offset", executor="reference")
     def op_offset(self, n: Node, x):

@@ -194,6 +194,15 @@ def back_box(g: Graph, n: Node, b: Box) -> Box:
         return b[:-1] + ((0, shape_in[-1]),)
     if n.op == "upsample":  # output rows [lo, hi) read input rows [lo // s, ceil(hi / s))
         return (b[0],) + tuple((lo // s, -(-hi // s)) for (lo, hi), s in zip(b[1:], n.attrs["scale"]))
+    if n.op == "bilinear":  # output rows [lo, hi) read the input rows of their nonzero weights
+        from snncc.ir.ops import bilinear_weights
+
+        def rows(r, n_in, n_out):
+            if r[0] >= r[1]:
+                return r
+            cols = np.nonzero(bilinear_weights(n_in, n_out, n.attrs["align_corners"])[r[0]:r[1]].any(0))[0]
+            return (int(cols.min()), int(cols.max()) + 1)
+        return (b[0],) + tuple(rows(r, i, o) for r, i, o in zip(b[1:], shape_in[1:], n.attrs["size"]))
     if n.op == "offset":  # the part of the box inside the input's slice (empty boxes stay empty)
         ax, at, size = n.attrs["axis"], n.attrs["at"], shape_in[n.attrs["axis"]]
         lo, hi = b[ax]

@@ -463,6 +463,8 @@ def materialised_synapses(g: Graph, nodes=None) -> int:
             total += int(np.prod(n.shape)) * int(np.prod(n.attrs["kernel"]))
         elif n.op == "upsample":
             total += int(np.prod(n.shape))
+        elif n.op == "bilinear":  # at most 2 x 2 taps per output
+            total += 4 * int(np.prod(n.shape))
         elif n.op == "offset":
             total += int(np.prod(g[n.inputs[0]].shape))
         elif n.op == "mean":

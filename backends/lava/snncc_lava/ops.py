@@ -12,7 +12,7 @@ from snncc.ir import registry
 registry.column("loihi", "target", "Loihi 2 through Lava (backends/lava)", "snncc_lava.ops")
 registry.supports(["input", "fire", "relay", "output"], target="loihi",
                   where="snncc_lava.network (WindowBurstIF neurons, relay accumulators, the readout)")
-registry.supports(["conv", "linear", "pool", "mean", "upsample", "offset", "reshape", "permute", "scale", "add"],
+registry.supports(["conv", "linear", "pool", "mean", "upsample", "bilinear", "offset", "reshape", "permute", "scale", "add"],
                   target="loihi", where="snncc_lava.network (sparse synapse matrices of each projection)")
 registry.supports(["spike_product"], target="loihi", where="snncc_lava.network (the SpikeProduct process)")
 registry.refuse("max_pool", target="loihi", why="snncc's Lava network sends spikes through sparse synapses, which "

@@ -173,6 +173,7 @@ def _channel_vector(v: np.ndarray, shape: tuple) -> np.ndarray | None:
 
 # Ops of the deployed graph no Speck layer has, and why.
 NO_SPECK_OP = {"upsample": "nearest upsampling: a Speck core cannot fan one event out to a block of neurons",
+               "bilinear": "bilinear interpolation: a Speck core cannot fan one event out with fractional weights",
                "offset": "channel concatenation: a Speck layer convolves one source's events per projection"}
 
 

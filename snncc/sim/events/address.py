@@ -45,7 +45,7 @@ import torch
 from snncc.errors import SnnccError
 from snncc.ir.deployed import check_deployed
 from snncc.ir.graph import Graph, Node
-from snncc.ir.ops import NEURON_FEATURES, SPIKE
+from snncc.ir.ops import NEURON_FEATURES, SPIKE, bilinear_weights
 from snncc.sim.reference import Interpreter
 
 
@@ -146,6 +146,10 @@ def op_matrix(g: Graph, n: Node) -> sp.csr_matrix:
         src = np.arange(n_in).reshape(C, H, 1, W, 1)
         cols = np.broadcast_to(src, (C, H, sh, W, sw)).ravel()  # output (c, y, x) reads (c, y // sh, x // sw)
         return sp.csr_matrix((np.ones(n_out), (np.arange(n_out), cols)), shape=(n_out, n_in))
+    if n.op == "bilinear":  # kron(I_C, Ah, Aw): each output reads its 2 x 2 source neurons, fractional weights
+        (C, H, W), (Ho, Wo), ac = in_shape, n.attrs["size"], n.attrs["align_corners"]
+        hw = sp.kron(sp.csr_matrix(bilinear_weights(H, Ho, ac)), sp.csr_matrix(bilinear_weights(W, Wo, ac)))
+        return sp.kron(sp.identity(C, format="csr"), hw, format="csr")
     if n.op == "offset":
         a = n.attrs
         idx = np.arange(n_out).reshape(n.shape)

@@ -13,7 +13,7 @@ registry.column("event", "executor", "the event-driven simulator of deployed gra
                 "snncc.sim.events")
 registry.supports(["input", "fire", "relay", "output"], executor="event",
                   where="snncc.sim.events.runner (spike inputs, burst-of-D populations, relay messages, readout)")
-registry.supports(["conv", "linear", "pool", "mean", "upsample", "offset", "reshape", "permute", "scale", "add"],
+registry.supports(["conv", "linear", "pool", "mean", "upsample", "bilinear", "offset", "reshape", "permute", "scale", "add"],
                   executor="event", where="snncc.sim.events.address.op_matrix (per-op sparse map, composed per source)")
 registry.refuse("spike_product", executor="event",
                 why="spike products (attention) are not simulated event by event: use snncc.sim.sync")
