@@ -493,3 +493,36 @@ def test_ideal_float32_delivery_only_where_exact(monkeypatch):
     assert sum(int(c.sum()) for c in ref.counts.values()) > 40
     # weights off any float32 grid (the random net's own): no float32
     assert runner_mod._flat_tables(build_network(_random_net(3))).runs().exp is None
+
+
+def test_ideal_flush_transposes_tiles_of_wide_maps_exactly():
+    """The run kernel's flush writes the channel-last scratch into (C, sites) membranes a tile of
+    `FLUSH_TILE` sites at a time: on maps of several tiles (18 x 20 = 360 sites, 5 channels, a
+    2x2 pool into 90 sites of 4 channels), with sparse input (a sample's span ends mid-tile) and a
+    silent sample, the counts equal the reference executor's and the per-event oracle's neuron by neuron."""
+    import snncc.sim.events.kernels as kmod
+
+    rng = np.random.default_rng(5)
+    fire = {"D": 3, "theta": 1.0, "beta": 0.0, "norm": 1.0, "rounding": "floor", "stateful": True}
+    conv = lambda co, ci: ({"stride": (1, 1), "padding": (1, 1), "dilation": (1, 1), "groups": 1},  # noqa: E731
+                           {"weight": rng.normal(0.4, 0.5, (co, ci, 3, 3))})
+    sumpool = {"mode": "sum", "kernel": (2, 2), "stride": (2, 2), "padding": (0, 0)}
+    g = Graph([Node("x", "input", attrs={"kind": "spike", "shape": (2, 18, 20)}),
+               Node("c1", "conv", ["x"], *conv(5, 2)), Node("A", "fire", ["c1"], attrs=dict(fire)),
+               Node("p", "pool", ["A"], attrs=sumpool), Node("c2", "conv", ["p"], *conv(4, 5)),
+               Node("B", "fire", ["c2"], attrs=dict(fire, theta=1.5)),
+               Node("f", "reshape", ["B"], attrs={"shape": (360,)}),
+               Node("l", "linear", ["f"], params={"weight": rng.normal(0, 0.3, (3, 360))}),
+               Node("out", "output", ["l"])], T=2).infer()
+    assert 360 > 2 * kmod.FLUSH_TILE
+    gen = torch.Generator().manual_seed(5)
+    x = torch.poisson(torch.full((2, 3, 2, 18, 20), 0.05), generator=gen).clamp(max=3).to(F64)
+    x[:, 1] = 0.0  # a silent sample: nothing to flush
+    x[:, 2, :, 9:] = 0.0  # a sample's span ends mid-map
+    ref = run(g, x)
+    got = simulate(g, x, "ideal")
+    for k in ref.counts:
+        assert torch.equal(got.counts[k], ref.counts[k]), k
+    assert int(ref.counts["A"][0].sum()) > 10 and int(ref.counts["B"][2].sum()) > 0
+    assert int(ref.counts["A"][1].sum()) == 0
+    torch.testing.assert_close(got.output, ref.output, rtol=0, atol=1e-12)

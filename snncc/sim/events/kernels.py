@@ -609,18 +609,23 @@ def init_state(state, cap_g, cap, vmin, fireable, B, S):
 
 
 @_njit(nogil=True, parallel=True)
-def start_timestep(state, k, beta, const, reset, B, S):
+def start_timestep(state, k, beta, const, reset, B, S, slots, zero_k):
     """A timestep's start: membranes of non-stateful (or all, at t = 0) neurons back to beta, then
-    the constant current; spike counters k to 0 (samples on numba's threads)."""
+    the constant current, over the slots `slots` (the runner passes those reset or with a nonzero
+    constant: any other membrane is V + 0.0, its value); spike counters k to 0 when `zero_k` (the
+    greedy/speck windows; the ideal policy keeps no counters). Samples on numba's threads."""
     st = state.ravel()  # a view: the runner's state is C-contiguous
     w = np.uint64(state.shape[1])
     for b in numba.prange(B):
         off = np.uint64(b * S)
-        for s in range(np.uint64(S)):
+        for i in range(slots.size):
+            s = np.uint64(slots[i])
             g = off + s
             v = beta[s] if reset[s] else st[g * w]
             st[g * w] = v + const[s]
-            k[g] = 0.0
+        if zero_k:
+            for s in range(np.uint64(S)):
+                k[off + s] = 0.0
 
 
 @_njit(nogil=True)
@@ -770,6 +775,14 @@ def deliver_sequential(flat: FlatTables, gopen, rows, samples, S, clock, state, 
     a 3-column one the general kernel (per neuron `cap`, lower bound in the row)."""
     er, es, ek, en = scratch.records(_bound(flat, rows))
     step = scratch.next_stamp()
+    # samples are independent and a neuron belongs to one sample, so the kernel may take the events
+    # sample by sample (each sample's events in step order: every neuron sees its contributions in
+    # the same order, with the same ranks); one sample's membranes then stay in cache. The records'
+    # keys are mapped back to the step positions below.
+    o_s = None
+    if samples.size > 1 and not (samples[1:] >= samples[:-1]).all():
+        o_s = np.argsort(samples, kind="stable")
+        rows, samples = rows[o_s], samples[o_s]
     if rows.size >= RANK_LIMIT or step >= RANK_LIMIT:
         raise SnnccError(f"event step too large for the rank bookkeeping ({rows.size} events, step {step})",
                          where="snncc.sim.events.kernels", hint="use a smaller chunk or fewer samples per run")
@@ -785,6 +798,8 @@ def deliver_sequential(flat: FlatTables, gopen, rows, samples, S, clock, state, 
     if ne == 0:
         z = np.zeros(0, dtype=np.int64)
         return syn, z, np.zeros(0), z
+    if o_s is not None:
+        ek[:ne] = clock + o_s[ek[:ne] - clock]
     slots_, rank = es[:ne], er[:ne]
     o = np.argsort(rank * state.shape[0] + slots_, kind="stable")  # by (rank, slot): one int64 key
     return syn, slots_[o], en[:ne][o], ek[:ne][o]
@@ -819,7 +834,7 @@ def compile_seconds() -> float:
     for w in (1, 2, N_STATE):
         st = np.zeros((1, w))
         init_state(st, np.zeros(1), f, f, b1, 1, 1)
-        start_timestep(st, np.zeros(1), f, f, b1, 1, 1)
+        start_timestep(st, np.zeros(1), f, f, b1, 1, 1, z, True)
         first_update(st, np.zeros(1), f, b1, f, f, True, 1, 1, z.copy(), np.zeros(1))
         complete_burst(st, f, b1, f, 0, 1, True, 1, 1, z.copy(), np.zeros(1))
     return time.perf_counter() - t0

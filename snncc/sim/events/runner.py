@@ -393,7 +393,8 @@ class _Run:
         if t > 0 and net.leak is not None and (net.leak != 1.0).any():  # reference.carry: the residual leaks
             lk = (net.leak != 1.0) & ~self._carried
             V[:, lk] = net.beta[lk] + net.leak[lk] * (V[:, lk] - net.beta[lk])
-        kernels.start_timestep(self.state, self.k, net.beta, net.const, reset, B, S)
+        touch = np.flatnonzero(reset | (net.const != 0.0))  # any other membrane keeps its value
+        kernels.start_timestep(self.state, self.k, net.beta, net.const, reset, B, S, touch, self.policy != "ideal")
         for c, h in host.items():
             V[:, slice(*net.offsets[c])] += h
         if not net.enabled.all():
