@@ -526,3 +526,37 @@ def test_ideal_flush_transposes_tiles_of_wide_maps_exactly():
     assert int(ref.counts["A"][0].sum()) > 10 and int(ref.counts["B"][2].sum()) > 0
     assert int(ref.counts["A"][1].sum()) == 0
     torch.testing.assert_close(got.output, ref.output, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("pol", ["ideal", "greedy", "speck"])
+def test_batch_split_over_threads_equals_one_thread(pol, monkeypatch):
+    """With 2 numba threads `simulate` cuts the batch into 2 parts run on their own threads
+    (`_simulate_split`); every sample's counts, output, messages and the batch's events and
+    SynOps equal the 1-thread run on the whole batch (the layer order; interleaved for ideal; the
+    others stay on one thread: their event positions count the other samples' events)."""
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba has one thread on this machine: no split to compare")  # the split needs 2 threads
+    g = _random_net(4)
+    gen = torch.Generator().manual_seed(4)
+    x = torch.poisson(torch.full((2, 5, 2, 6, 6), 0.7), generator=gen).clamp(max=3).to(F64)  # (T, B, ...)
+    split = []
+    real = runner_mod._simulate_split
+    monkeypatch.setattr(runner_mod, "_simulate_split", lambda *a: (split.append(a[-1]), real(*a))[1])
+    before = numba.get_num_threads()
+    try:
+        for order in ("layer", "interleaved", "random"):
+            numba.set_num_threads(1)
+            one = simulate(g, x, pol, order)
+            numba.set_num_threads(2)
+            two = simulate(g, x, pol, order)
+            for k in one.counts:
+                assert torch.equal(one.counts[k], two.counts[k]), (order, k)
+            assert torch.equal(one.output, two.output), order
+            assert one.events == two.events and one.synops == two.synops, order
+            assert one.peak_burst == two.peak_burst, order
+            assert sum(int(c.sum()) for c in one.counts.values()) > 30
+    finally:
+        numba.set_num_threads(before)
+    assert split == ([2, 2] if pol == "ideal" else [2])  # layer (and ideal interleaved) split, others did not
