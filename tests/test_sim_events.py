@@ -493,3 +493,70 @@ def test_ideal_float32_delivery_only_where_exact(monkeypatch):
     assert sum(int(c.sum()) for c in ref.counts.values()) > 40
     # weights off any float32 grid (the random net's own): no float32
     assert runner_mod._flat_tables(build_network(_random_net(3))).runs().exp is None
+
+
+def test_ideal_flush_transposes_tiles_of_wide_maps_exactly():
+    """The run kernel's flush writes the channel-last scratch into (C, sites) membranes a tile of
+    `FLUSH_TILE` sites at a time: on maps of several tiles (18 x 20 = 360 sites, 5 channels, a
+    2x2 pool into 90 sites of 4 channels), with sparse input (a sample's span ends mid-tile) and a
+    silent sample, the counts equal the reference executor's and the per-event oracle's neuron by neuron."""
+    import snncc.sim.events.kernels as kmod
+
+    rng = np.random.default_rng(5)
+    fire = {"D": 3, "theta": 1.0, "beta": 0.0, "norm": 1.0, "rounding": "floor", "stateful": True}
+    conv = lambda co, ci: ({"stride": (1, 1), "padding": (1, 1), "dilation": (1, 1), "groups": 1},  # noqa: E731
+                           {"weight": rng.normal(0.4, 0.5, (co, ci, 3, 3))})
+    sumpool = {"mode": "sum", "kernel": (2, 2), "stride": (2, 2), "padding": (0, 0)}
+    g = Graph([Node("x", "input", attrs={"kind": "spike", "shape": (2, 18, 20)}),
+               Node("c1", "conv", ["x"], *conv(5, 2)), Node("A", "fire", ["c1"], attrs=dict(fire)),
+               Node("p", "pool", ["A"], attrs=sumpool), Node("c2", "conv", ["p"], *conv(4, 5)),
+               Node("B", "fire", ["c2"], attrs=dict(fire, theta=1.5)),
+               Node("f", "reshape", ["B"], attrs={"shape": (360,)}),
+               Node("l", "linear", ["f"], params={"weight": rng.normal(0, 0.3, (3, 360))}),
+               Node("out", "output", ["l"])], T=2).infer()
+    assert 360 > 2 * kmod.FLUSH_TILE
+    gen = torch.Generator().manual_seed(5)
+    x = torch.poisson(torch.full((2, 3, 2, 18, 20), 0.05), generator=gen).clamp(max=3).to(F64)
+    x[:, 1] = 0.0  # a silent sample: nothing to flush
+    x[:, 2, :, 9:] = 0.0  # a sample's span ends mid-map
+    ref = run(g, x)
+    got = simulate(g, x, "ideal")
+    for k in ref.counts:
+        assert torch.equal(got.counts[k], ref.counts[k]), k
+    assert int(ref.counts["A"][0].sum()) > 10 and int(ref.counts["B"][2].sum()) > 0
+    assert int(ref.counts["A"][1].sum()) == 0
+    torch.testing.assert_close(got.output, ref.output, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("pol", ["ideal", "greedy", "speck"])
+def test_batch_split_over_threads_equals_one_thread(pol, monkeypatch):
+    """With 2 numba threads `simulate` cuts the batch into 2 parts run on their own threads
+    (`_simulate_split`); every sample's counts, output, messages and the batch's events and
+    SynOps equal the 1-thread run on the whole batch (the layer order; interleaved for ideal; the
+    others stay on one thread: their event positions count the other samples' events)."""
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba has one thread on this machine: no split to compare")  # the split needs 2 threads
+    g = _random_net(4)
+    gen = torch.Generator().manual_seed(4)
+    x = torch.poisson(torch.full((2, 5, 2, 6, 6), 0.7), generator=gen).clamp(max=3).to(F64)  # (T, B, ...)
+    split = []
+    real = runner_mod._simulate_split
+    monkeypatch.setattr(runner_mod, "_simulate_split", lambda *a: (split.append(a[-1]), real(*a))[1])
+    before = numba.get_num_threads()
+    try:
+        for order in ("layer", "interleaved", "random"):
+            numba.set_num_threads(1)
+            one = simulate(g, x, pol, order)
+            numba.set_num_threads(2)
+            two = simulate(g, x, pol, order)
+            for k in one.counts:
+                assert torch.equal(one.counts[k], two.counts[k]), (order, k)
+            assert torch.equal(one.output, two.output), order
+            assert one.events == two.events and one.synops == two.synops, order
+            assert one.peak_burst == two.peak_burst, order
+            assert sum(int(c.sum()) for c in one.counts.values()) > 30
+    finally:
+        numba.set_num_threads(before)
+    assert split == ([2, 2] if pol == "ideal" else [2])  # layer (and ideal interleaved) split, others did not

@@ -136,6 +136,19 @@ class RunTables:
                 i = np.arange(C * sites)
                 pos[lo + i] = lo + (i % sites) * C + i // sites
         self.pos = pos
+        # the renumbered segments, covering [0, n_slots) in order: (first slot, channels C, sites);
+        # C = 1 where the numbering is the identity (the flush transposes a segment tile by tile)
+        segs, at = [], 0
+        for lo, sh in sorted(flat._shapes, key=lambda x: x[0]):
+            C, sites = (int(sh[0]), int(np.prod(sh[1:]))) if len(sh) >= 2 and sh[0] > 1 else (1, int(np.prod(sh)))
+            if lo > at:
+                segs.append((at, 1, lo - at))
+            if C * sites:
+                segs.append((lo, C, sites))
+            at = max(at, lo + C * sites)
+        if at < flat.n_slots:
+            segs.append((at, 1, flat.n_slots - at))
+        self.seg = np.array(segs, dtype=np.int64).reshape(-1, 3)
         self.inv = np.empty_like(pos)
         self.inv[pos] = np.arange(pos.size)
         q = pos[flat.slots]
@@ -325,18 +338,16 @@ def _ideal(indptr, slots, weights, gate, first, gated, gopen, rows, samples, mul
 
 
 @_njit(nogil=True, parallel=True)
-def _ideal_runs(pat, base, ptr, rel, length, woff, weights, rows, first, mult, S, acc, state, inv):
+def _ideal_runs(pat, base, ptr, rel, length, woff, weights, rows, first, mult, S, acc, state, seg):
     """acc[b * S + q] += w * mult for every run of every event (`RunTables`), the events of sample
     b (positions first[b]:first[b+1], in step order) on one thread: samples are independent, so
     the sums per target are those of the sequential loop. The inner loop is a contiguous SIMD add.
-    Then the sample's scratch is flushed while it is in cache: V[inv[q]] += acc[q] and acc[q] = 0
-    over the channel-last span the sample's runs wrote (runs are sorted by q: an event's first run
-    starts its span, its last run ends it; a sample without events has nothing to flush). The span
-    is that of the channel-last targets written, not the source's slot range renumbered: a source
-    reaching some channels of a population (one input of a concatenation) writes sites across all
-    of it (flushing the slot range once left such sums behind for a later step)."""
-    st = state.ravel()  # a view: the runner's state is C-contiguous
-    w = np.uint64(state.shape[1])
+    Then the sample's scratch is flushed while it is in cache (`_flush_span`) over the channel-last
+    span the sample's runs wrote (runs are sorted by q: an event's first run starts its span, its
+    last run ends it; a sample without events has nothing to flush). The span is that of the
+    channel-last targets written, not the source's slot range renumbered: a source reaching some
+    channels of a population (one input of a concatenation) writes sites across all of it
+    (flushing the slot range once left such sums behind for a later step)."""
     for b in numba.prange(first.size - 1):
         off = b * S
         qlo = S
@@ -357,14 +368,48 @@ def _ideal_runs(pat, base, ptr, rel, length, woff, weights, rows, first, mult, S
                 wo = np.uint64(woff[r])
                 for i in range(np.uint64(length[r])):
                     acc[t + i] += weights[wo + i] * m
-        if qhi <= qlo:
+        if qhi > qlo:
+            _flush_span(acc, state, off, qlo, qhi, seg)
+
+
+FLUSH_TILE = 64  # sites per tile of the transposing flush: C x 64 scratch values stay in L1
+
+
+@_njit(nogil=True)
+def _flush_span(acc, state, off, qlo, qhi, seg):
+    """V[slot] += acc[q] and acc[q] = 0 for the channel-last targets q in [qlo, qhi) of the sample
+    at `off` (one addition per target, so the order of the sweep changes no value). Per segment
+    (`RunTables.seg`) the (sites, C) scratch is transposed into the (C, sites) membranes a tile of
+    sites at a time: the scratch reads stay in L1 and the membrane writes are contiguous runs (a
+    scattered write per target, channel by channel, missed the cache on every one)."""
+    st = state.ravel()  # a view: the runner's state is C-contiguous
+    w = np.uint64(state.shape[1])
+    uoff = np.uint64(off)
+    for i in range(seg.shape[0]):
+        lo, C, sites = seg[i, 0], seg[i, 1], seg[i, 2]
+        hi = lo + C * sites
+        if hi <= qlo or lo >= qhi:
             continue
-        uoff = np.uint64(off)
-        for q in range(uoff + np.uint64(qlo), uoff + np.uint64(qhi)):
-            v = acc[q]
-            if v != 0.0:
-                st[(uoff + np.uint64(inv[q - uoff])) * w] += v
-                acc[q] = 0.0
+        if C == 1:
+            for q in range(np.uint64(max(lo, qlo)), np.uint64(min(hi, qhi))):
+                v = acc[uoff + q]
+                if v != 0.0:
+                    st[(uoff + q) * w] += v
+                    acc[uoff + q] = 0.0
+            continue
+        s0 = (max(lo, qlo) - lo) // C
+        s1 = (min(hi, qhi) - lo + C - 1) // C
+        for p0 in range(s0, s1, FLUSH_TILE):
+            p1 = min(p0 + FLUSH_TILE, s1)
+            for c in range(C):
+                qa = uoff + np.uint64(lo + p0 * C + c)
+                ga = (uoff + np.uint64(lo + c * sites + p0)) * w
+                for j in range(np.uint64(p1 - p0)):
+                    q = qa + j * np.uint64(C)
+                    v = acc[q]
+                    if v != 0.0:
+                        st[ga + j * w] += v
+                        acc[q] = 0.0
 
 
 @_njit(nogil=True)
@@ -564,18 +609,23 @@ def init_state(state, cap_g, cap, vmin, fireable, B, S):
 
 
 @_njit(nogil=True, parallel=True)
-def start_timestep(state, k, beta, const, reset, B, S):
+def start_timestep(state, k, beta, const, reset, B, S, slots, zero_k):
     """A timestep's start: membranes of non-stateful (or all, at t = 0) neurons back to beta, then
-    the constant current; spike counters k to 0 (samples on numba's threads)."""
+    the constant current, over the slots `slots` (the runner passes those reset or with a nonzero
+    constant: any other membrane is V + 0.0, its value); spike counters k to 0 when `zero_k` (the
+    greedy/speck windows; the ideal policy keeps no counters). Samples on numba's threads."""
     st = state.ravel()  # a view: the runner's state is C-contiguous
     w = np.uint64(state.shape[1])
     for b in numba.prange(B):
         off = np.uint64(b * S)
-        for s in range(np.uint64(S)):
+        for i in range(slots.size):
+            s = np.uint64(slots[i])
             g = off + s
             v = beta[s] if reset[s] else st[g * w]
             st[g * w] = v + const[s]
-            k[g] = 0.0
+        if zero_k:
+            for s in range(np.uint64(S)):
+                k[off + s] = 0.0
 
 
 @_njit(nogil=True)
@@ -706,10 +756,10 @@ def deliver_ideal(flat: FlatTables, gopen, src: int, rows, samples, mult, B, S, 
         syn = int(per.sum()) if graded else int((per * mult_s.astype(np.int64)).sum())
         if not graded and rt.f32_exact(src, float(mult_s.max())):  # integer counts, every sum exact in float32
             _ideal_runs(rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, rt.weights32, rows_s, first,
-                        mult_s.astype(np.float32), S, scratch.acc32(), state, rt.inv)
+                        mult_s.astype(np.float32), S, scratch.acc32(), state, rt.seg)
         else:
             _ideal_runs(rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, rt.weights, rows_s, first, mult_s, S,
-                        scratch.acc, state, rt.inv)
+                        scratch.acc, state, rt.seg)
         return syn
     syn = _ideal(flat.indptr, flat.slots32, flat.weights, flat.gate, flat.first, flat.gated, gopen,
                  rows, samples, mult, S, scratch.acc, graded)
@@ -725,6 +775,14 @@ def deliver_sequential(flat: FlatTables, gopen, rows, samples, S, clock, state, 
     a 3-column one the general kernel (per neuron `cap`, lower bound in the row)."""
     er, es, ek, en = scratch.records(_bound(flat, rows))
     step = scratch.next_stamp()
+    # samples are independent and a neuron belongs to one sample, so the kernel may take the events
+    # sample by sample (each sample's events in step order: every neuron sees its contributions in
+    # the same order, with the same ranks); one sample's membranes then stay in cache. The records'
+    # keys are mapped back to the step positions below.
+    o_s = None
+    if samples.size > 1 and not (samples[1:] >= samples[:-1]).all():
+        o_s = np.argsort(samples, kind="stable")
+        rows, samples = rows[o_s], samples[o_s]
     if rows.size >= RANK_LIMIT or step >= RANK_LIMIT:
         raise SnnccError(f"event step too large for the rank bookkeeping ({rows.size} events, step {step})",
                          where="snncc.sim.events.kernels", hint="use a smaller chunk or fewer samples per run")
@@ -740,6 +798,8 @@ def deliver_sequential(flat: FlatTables, gopen, rows, samples, S, clock, state, 
     if ne == 0:
         z = np.zeros(0, dtype=np.int64)
         return syn, z, np.zeros(0), z
+    if o_s is not None:
+        ek[:ne] = clock + o_s[ek[:ne] - clock]
     slots_, rank = es[:ne], er[:ne]
     o = np.argsort(rank * state.shape[0] + slots_, kind="stable")  # by (rank, slot): one int64 key
     return syn, slots_[o], en[:ne][o], ek[:ne][o]
@@ -762,9 +822,10 @@ def compile_seconds() -> float:
             _sequential(i1, z32, f, gate, first, gated, gopen, z, z, 1, 0, np.zeros((1, N_STATE)), np.zeros(1), f,
                         f, speck, 1, *rec())
     _flush(np.zeros((1, 1)), np.zeros(1), 0, 1, 1, 1)
-    _ideal_runs(z, z, i1, z, i1[1:], z, f, z, i1, f, 1, np.zeros(1), np.zeros((1, 1)), z)
+    seg = np.array([[0, 1, 1]], dtype=np.int64)
+    _ideal_runs(z, z, i1, z, i1[1:], z, f, z, i1, f, 1, np.zeros(1), np.zeros((1, 1)), seg)
     f32 = f.astype(np.float32)
-    _ideal_runs(z, z, i1, z, i1[1:], z, f32, z, i1, f32, 1, np.zeros(1, np.float32), np.zeros((1, 1)), z)
+    _ideal_runs(z, z, i1, z, i1[1:], z, f32, z, i1, f32, 1, np.zeros(1, np.float32), np.zeros((1, 1)), seg)
     _intern(i1, z.view(np.uint64))
     _cut_runs(i1, z, f, 4)
     _sequential_speck(i1, z32, f, z, z, 1, 0, np.zeros((1, 2)), np.zeros(1), f, f, f, 1, *rec())
@@ -773,7 +834,7 @@ def compile_seconds() -> float:
     for w in (1, 2, N_STATE):
         st = np.zeros((1, w))
         init_state(st, np.zeros(1), f, f, b1, 1, 1)
-        start_timestep(st, np.zeros(1), f, f, b1, 1, 1)
+        start_timestep(st, np.zeros(1), f, f, b1, 1, 1, z, True)
         first_update(st, np.zeros(1), f, b1, f, f, True, 1, 1, z.copy(), np.zeros(1))
         complete_burst(st, f, b1, f, 0, 1, True, 1, 1, z.copy(), np.zeros(1))
     return time.perf_counter() - t0

@@ -45,6 +45,10 @@ the reference executor's relay emits (up to float association, as for a neuron's
 the counts equal the reference's. greedy/speck are refused on a graph with relays: a relay
 forwards a window's total, which a per-event firing rule has no moment for (compile with
 residual=fanin for those policies).
+Threads: with n > 1 numba threads `simulate` cuts the batch into n parts, each run by its own
+thread on 1 numba thread (`_simulate_split`), under the layer order (which keeps every sample's
+steps and event order, so per sample nothing changes) and the ideal policy's interleaved order
+(order-independent sums); other orders stay on one thread.
 Results: counts per population (summed over T), relay messages per relay (nonzero values, summed
 over T), output (accumulated output currents, mean over
 T), total events (emitted spikes, plus input spike events), synaptic operations (contributions
@@ -393,7 +397,8 @@ class _Run:
         if t > 0 and net.leak is not None and (net.leak != 1.0).any():  # reference.carry: the residual leaks
             lk = (net.leak != 1.0) & ~self._carried
             V[:, lk] = net.beta[lk] + net.leak[lk] * (V[:, lk] - net.beta[lk])
-        kernels.start_timestep(self.state, self.k, net.beta, net.const, reset, B, S)
+        touch = np.flatnonzero(reset | (net.const != 0.0))  # any other membrane keeps its value
+        kernels.start_timestep(self.state, self.k, net.beta, net.const, reset, B, S, touch, self.policy != "ideal")
         for c, h in host.items():
             V[:, slice(*net.offsets[c])] += h
         if not net.enabled.all():
@@ -567,11 +572,57 @@ def simulate(graph_or_net: Graph | EventNetwork, x, policy: str = "ideal", order
     """Run the deployed graph (or a prebuilt `EventNetwork`) event by event on `x` ((B, *shape) or
     (T, B, *shape)). `reference=True` also runs the integer model (`snncc.sim.reference`) and
     fills `result.agreement`. See the module docstring for policies and orders."""
-    return _simulate(graph_or_net, x, policy, order, seed, chunk, speck_cap_D, v_min, reference)[0]
+    import numba
+
+    threads = numba.get_num_threads()
+    if threads < 2 or policy not in POLICIES or not (order == "layer" or (order == "interleaved" and policy == "ideal")):
+        return _simulate(graph_or_net, x, policy, order, seed, chunk, speck_cap_D, v_min, reference)[0]
+    return _simulate_split(graph_or_net, x, policy, order, seed, chunk, speck_cap_D, v_min, reference, threads)
+
+
+def _simulate_split(graph_or_net, x, policy, order, seed, chunk, speck_cap_D, v_min, reference, threads):
+    """`simulate` on numba's `threads` threads: the batch cut into that many contiguous parts, each
+    run by its own thread (kernels on 1 numba thread each; they release the GIL), results joined.
+    Samples are independent and the layer order keeps every sample's steps and event order, so
+    each sample's counts, output and events are those of one run on the whole batch; `steps` is
+    the longest part's, `peak_burst` the largest. The ideal policy's sums do not depend on the
+    order, so its interleaved order splits too; greedy/speck interleaved (the round-robin position
+    of an event counts the other samples' events) and the random order (drawn from the whole
+    batch's pool) stay on one thread. One join per run, where a parallel region per kernel call
+    waited for the slower thread at every call."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numba
+
+    net = graph_or_net if isinstance(graph_or_net, EventNetwork) else build_network(graph_or_net)
+    xs = timestep_inputs(net.graph, x, torch.float64)
+    B = int(xs[0].shape[0])
+    if B < 2:
+        return _simulate(net, x, policy, order, seed, chunk, speck_cap_D, v_min, reference)[0]
+    flat = _flat_tables(net)  # shared, built before the threads start
+    if not flat.gated:
+        flat.runs()
+    cuts = np.linspace(0, B, min(threads, B) + 1).round().astype(int)
+
+    def part(i):
+        numba.set_num_threads(1)  # per thread
+        return _simulate(net, None, policy, order, seed, chunk, speck_cap_D, v_min, False,
+                         xs=[xt[cuts[i]:cuts[i + 1]] for xt in xs])[0]
+
+    with ThreadPoolExecutor(len(cuts) - 1) as ex:
+        parts = list(ex.map(part, range(len(cuts) - 1)))
+    p0 = parts[0]
+    res = EventResult(torch.cat([p.output for p in parts]), {k: torch.cat([p.counts[k] for p in parts]) for k in p0.counts},
+                      {k: sum(p.events[k] for p in parts) for k in p0.events}, sum(p.synops for p in parts),
+                      {k: max(p.peak_burst[k] for p in parts) for k in p0.peak_burst}, max(p.steps for p in parts),
+                      policy, order, messages={k: torch.cat([p.messages[k] for p in parts]) for k in p0.messages})
+    if reference:
+        res.agreement = _agreement(net, x, res)
+    return res
 
 
 def _simulate(graph_or_net, x, policy="ideal", order="layer", seed=0, chunk=4096, speck_cap_D=False, v_min=None,
-              reference=False, input_order=None, trace=False):
+              reference=False, input_order=None, trace=False, xs=None):
     """`simulate`, plus: `input_order` (per timestep, the input addresses in the order to deliver
     them; greedy/speck, one sample) and `trace` (record every step's events). Returns (result, run)."""
     if policy not in POLICIES:
@@ -594,7 +645,7 @@ def _simulate(graph_or_net, x, policy="ideal", order="layer", seed=0, chunk=4096
                 raise SnnccError(f"the {policy} policy fires per event with a subtractive reset (the chip's neuron); "
                                  f"this neuron's {' and '.join(f)} acts on a window's total", where=f"node {n.name}",
                                  hint="use policy='ideal' (bit-exact to the reference executor)")
-    xs = timestep_inputs(g, x, torch.float64)
+    xs = timestep_inputs(g, x, torch.float64) if xs is None else xs
     B = int(xs[0].shape[0])
     inp = g.inputs[0]
     run = _Run(net, B, policy, order, seed, chunk, speck_cap_D, v_min)
@@ -622,16 +673,22 @@ def _simulate(graph_or_net, x, policy="ideal", order="layer", seed=0, chunk=4096
     res = EventResult(out, counts, dict(run.events), run.synops, dict(run.peak), run.steps, policy, order,
                       messages=messages)
     if reference:
-        from snncc.sim import reference as ref_mod
-
-        if net.masks is not None:
-            from snncc.sim.masked import dense_ssc
-
-            r = dense_ssc(g, x, mode="centre") if net.masks == "centre" else dense_ssc(g, x, net.masks)
-        else:
-            r = ref_mod.run(g, x)
-        res.agreement = compare(res, r.counts, r.output)
+        res.agreement = _agreement(net, x, res)
     return res, run
+
+
+def _agreement(net: EventNetwork, x, res: EventResult):
+    """`res` against the integer model (`snncc.sim.reference`, or the dense SSC model for masks)."""
+    from snncc.sim import reference as ref_mod
+
+    g = net.graph
+    if net.masks is not None:
+        from snncc.sim.masked import dense_ssc
+
+        r = dense_ssc(g, x, mode="centre") if net.masks == "centre" else dense_ssc(g, x, net.masks)
+    else:
+        r = ref_mod.run(g, x)
+    return compare(res, r.counts, r.output)
 
 
 
