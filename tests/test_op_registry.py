@@ -36,7 +36,7 @@ def script():
 def test_every_cell_is_implemented_or_refused_with_a_reason(script):
     print("\n" + registry.markdown())
     names = [c.name for c in registry.columns()]
-    assert names == ["reference", "event", "sync", "fanout", "host_macs", "paths", "weights", "loihi", "speck"]
+    assert names == ["reference", "event", "sync", "fanout", "host_macs", "paths", "weights", "loihi", "nir", "speck"]
     assert registry.missing() == []
     assert registry.strays() == []
     for (op, col), c in registry.CELLS.items():
@@ -152,3 +152,23 @@ def test_the_declared_max_pool_cells_are_what_the_code_does(script):
     from snncc_lava import network
 
     assert any("node p: max pooling of spikes" in p for p in network.unsupported(g))
+
+
+def test_nir_export_dispatches_through_its_column():
+    """The NIR writer reads its column: a max_pool (refused there) is named in the refusal with the
+    registered reason, and the written nodes of a linear graph come from the registered writers."""
+    import nir
+
+    from snncc.errors import TargetError
+    from snncc.interop.nir_io import to_nir
+
+    assert registry.cell("max_pool", "nir").refused
+    with pytest.raises(TargetError) as e:
+        to_nir(_max_pooled())
+    assert e.value.one_line().startswith("export-nir: NIR cannot express "
+                                         f"{registry.cell('max_pool', 'nir').why}: p")
+    ex = to_nir(_tiny(), form="multispike")
+    kinds = {k: type(v).__name__ for k, v in ex.graph.nodes.items() if not k.startswith("snncc_order")}
+    assert kinds == {"x": "Input", "w": "Affine", "f": "IF", "o": "Output"}
+    np.testing.assert_array_equal(ex.graph.nodes["w"].weight, np.array([[2.0, -1.0], [0.0, 0.25]]))
+    assert ex.graph.edges == [("x", "w"), ("w", "f"), ("f", "o")] and isinstance(ex.graph.nodes["f"], nir.IF)
