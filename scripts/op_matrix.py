@@ -16,7 +16,9 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOC = os.path.join(ROOT, "docs", "ops.md")
-CORE = ("snncc.sim.reference", "snncc.sim.sync", "snncc.sim.events", "snncc.estimate.plan", "snncc.estimate.report")
+CORE = ("snncc.sim.reference", "snncc.sim.sync", "snncc.sim.events", "snncc.sim.masked", "snncc.estimate.plan",
+        "snncc.estimate.report",
+        "snncc.interop.nir_io")
 
 HEADER = """# The op table: who implements which op
 

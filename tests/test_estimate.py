@@ -493,3 +493,57 @@ def test_one_energy_formula_per_profile_by_hand():
     assert set(terms(load_profile("45nm"), Activity(sops=10))) == {"sop"}
     speck = load_profile("speck")
     assert terms(speck, a) == ({"sop": speck.si("e_sop") * 10} if speck.has("e_sop") else {})
+
+
+def test_one_formula_for_totals_layers_prices_and_chips_by_hand():
+    """One small graph, its energy under the loihi profile computed by hand, against each use of the
+    formula: the report's totals, the per-population split, the static price of a lowering choice and
+    the per-chip split of a placement. Spike input x = (3, 1) -> linear [[2, -1], [0, 0.25]] ->
+    neuron (D 4, theta 1, floor) -> output: currents (5, 0.25) fire 4 and 0 spikes; each of x's 4
+    spikes reaches both outputs (8 SOPs); 2 neurons x 4 sub-steps = 8 updates, 4 active; x and f
+    send 4 messages each (8)."""
+    from snncc.estimate.energy import Activity, terms
+    from snncc.estimate.lowering_cost import StreamCost, price
+    from snncc.estimate.report import layer_energy
+    from snncc.profile import load_profile
+
+    g = Graph([Node("x", "input", [], {"shape": (2,), "kind": "spike"}),
+               Node("w", "linear", ["x"], params={"weight": np.array([[2.0, -1.0], [0.0, 0.25]])}),
+               Node("f", "fire", ["w"], {"D": 4, "rounding": "floor"}),
+               Node("o", "output", ["f"])]).infer()
+    x = torch.tensor([[3.0, 1.0]], dtype=torch.float64)
+    pJ = 1e-12
+    sop, act, inact, tile, hop, cross = 23.6 * pJ, 81 * pJ, 52 * pJ, 1.7 * pJ, 3.5 * pJ, 100 * pJ
+    want = {"sop": sop * 8, "neuron_active": act * 4, "neuron_inactive": inact * 4, "routing": (tile + hop) * 8}
+    est = Estimator(g, "loihi")
+    est.observe(x)
+    rep = est.report()
+    assert {k: rep.energy[k] for k in want} == pytest.approx(want, rel=1e-12)
+    assert rep.energy["dynamic"] == pytest.approx(sum(want.values()), rel=1e-12)
+    per = layer_energy(rep)  # SOPs and updates to the receiver, messages to the sender
+    assert per["f"] == pytest.approx({"sop": sop * 8, "neuron_active": act * 4, "neuron_inactive": inact * 4,
+                                      "routing": (tile + hop) * 4}, rel=1e-12)
+    assert per["x"] == pytest.approx({"sop": 0.0, "routing": (tile + hop) * 4}, rel=1e-12)
+    # a static price: the same SOPs and messages, plus one relay neuron updating D = 4 times (inactive)
+    prof = load_profile("loihi")
+    assert price(StreamCost(sops=8.0, messages=8.0), prof, 4).energy == pytest.approx(
+        sop * 8 + (tile + hop) * 8, rel=1e-12)
+    assert price(StreamCost(sops=8.0, messages=8.0, relay_neurons=1), prof, 4).energy == pytest.approx(
+        sop * 8 + (tile + hop) * 8 + inact * 4, rel=1e-12)
+    # a placement: x's spikes travel 2 hops and cross 1 chip boundary each, f's 1 hop; f on chip 0,
+    # x split over chips 0 and 1; routing charged to the source's chips
+    doc = {"populations": {"f": {"0": 1.0}, "x": {"0": 0.5, "1": 0.5}},
+           "traffic": [{"source": "x", "messages_per_spike": 1.0, "hops_per_spike": 2.0, "crossings_per_spike": 1.0,
+                        "links_per_spike": {}},
+                       {"source": "f", "messages_per_spike": 1.0, "hops_per_spike": 1.0, "crossings_per_spike": 0.0,
+                        "links_per_spike": {}}],
+           "totals": {"chips": 2}}
+    est = Estimator(g, "loihi", placement=doc)
+    est.observe(x)
+    rep = est.report()
+    e_x = tile * 4 + hop * 8 + cross * 4
+    e_f = sop * 8 + act * 4 + inact * 4 + tile * 4 + hop * 4
+    chips = {r["chip"]: r["dynamic_J"] for r in rep.placement["chips"]}
+    assert chips == pytest.approx({"0": e_f + e_x / 2, "1": e_x / 2}, rel=1e-12)
+    assert rep.energy["routing"] == pytest.approx(tile * 8 + hop * 12 + cross * 4, rel=1e-12)
+    assert rep.energy["routing"] == terms(prof, Activity(messages=8.0, hops=12.0, crossings=4.0))["routing"]

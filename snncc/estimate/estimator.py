@@ -60,7 +60,7 @@ import numpy as np
 import torch
 
 from snncc.errors import SnnccError
-from snncc.estimate.energy import Activity, terms
+from snncc.estimate.energy import Activity, formula, terms
 from snncc.estimate.plan import Plan, analyze, coincidences
 from snncc.profile import Profile, load_profile
 from snncc.ir.graph import Graph, Node
@@ -501,7 +501,7 @@ def build_report(est: Estimator, rate: float | None, substep_time: float | None)
     power = None
     placed: dict = {}
     if prof is not None:
-        if est.placement is not None and prof.formula == "loihi":
+        if est.placement is not None and formula(prof).placement_routing:
             sent = {k: v / n for k, v in est.product_messages.items()}
             placed = _placement_totals(est.placement, pops, totals, sent)
         energy, static_w = _energy(prof, totals, rate, sample_s, notes)
@@ -524,7 +524,7 @@ def build_report(est: Estimator, rate: float | None, substep_time: float | None)
                         warnings.append(f"{st.name}: {v / st.cores:.3g} SynOps/s per core {label} exceeds the "
                                         f"{prof.name} limit {limit:.3g} SynOps/s; the core would stall"
                                         + (f" (assumed figures: {', '.join(guess)})" if guess else ""))
-        if prof.has("cores") and prof.formula == "speck":
+        if prof.has("cores") and formula(prof).one_layer_per_core:
             layers = len(fires)
             if layers > prof.si("cores"):
                 warnings.append(f"{layers} populations for {int(prof.si('cores'))} cores (one layer per core)")
@@ -537,8 +537,7 @@ def build_report(est: Estimator, rate: float | None, substep_time: float | None)
         warnings.append(f"input rate {rate:g}/s exceeds the throughput of one sample every {sample_s:.3g} s")
     if not est.windows_exact and T > 1:
         notes.append("peak per-window figures are upper bounds: counts were summed over T (use observe)")
-    unknown = (f"profile {prof.name} gives no energy per SynOp" if prof is not None and prof.formula == "speck"
-               and not prof.has("e_sop") else "")
+    unknown = formula(prof).dynamic_unknown(prof) if prof is not None else ""
     return Report(n, T, prof, rate, tau, list(pops.values()), links, totals, plan.latency_substeps,
                   plan.sample_substeps, list(plan.critical_path), energy, power, warnings, notes, est.windows_exact,
                   paper, placed, {f.name: neuron_model(f.attrs) for f in plan.graph.neurons()}, unknown,
@@ -577,8 +576,6 @@ def _placement_report(prof: Profile, doc: dict, placed: dict, pops: dict, produc
     `products`: spike product -> (its consumer, coincidences per sample); a product placed on
     chips of its own is charged there, else with its consumer."""
     frac = doc.get("populations", {})
-    e_sop, e_act, e_inact = prof.si("e_sop"), prof.si("e_neuron_update_active"), prof.si("e_neuron_update_inactive")
-    e_tile, e_hop, e_x = prof.si("e_spike_tile"), prof.si("e_hop"), prof.si("e_chip_crossing", 0.0)
     chips: dict[str, float] = {}
     own = {k: v for k, v in products.items() if frac.get(k)}  # products with chips of their own
     moved: dict[str, float] = {}
@@ -590,15 +587,20 @@ def _placement_report(prof: Profile, doc: dict, placed: dict, pops: dict, produc
         share = frac.get(name)
         if not share:
             continue
-        e = e_sop * sops
-        if st is not None:
-            e += e_act * st.spikes * (st.role in ("fire", "relay")) \
-                + e_inact * max(0.0, st.neuron_updates - (st.spikes if st.role in ("fire", "relay") else 0.0))
-        m, h, x = placed["by_source"].get(name, (0.0, 0.0, 0.0))
-        e += e_tile * m + e_hop * h + e_x * x  # routing charged to the source's chips
+        m, h, x = placed["by_source"].get(name, (0.0, 0.0, 0.0))  # routing charged to the source's chips
+        if st is None:  # a spike product on chips of its own: its coincidences and its messages
+            t = terms(prof, Activity(sops, messages=m, hops=h, crossings=x))
+            e = t["sop"] + t["routing"]
+        else:
+            active = st.spikes if st.role in ("fire", "relay") else 0.0
+            t = terms(prof, Activity(sops, 0.0, None, max(st.neuron_updates, active), active, m, h, x))
+            e = t["sop"]
+            e += t["neuron_active"] + t["neuron_inactive"]
+            e += t["routing"]
         for chip, f in share.items():
             chips[chip] = chips.get(chip, 0.0) + e * f
-    routing = e_tile * placed["messages"] + e_hop * placed["hops"] + e_x * placed["crossings"]
+    routing = terms(prof, Activity(messages=placed["messages"], hops=placed["hops"],
+                                   crossings=placed["crossings"]))["routing"]
     energy["dynamic"] += routing - energy.get("routing", 0.0)
     energy["routing"] = routing
     energy["total"] = energy["dynamic"] + energy.get("static", 0.0)
@@ -640,10 +642,10 @@ def _energy(prof: Profile, t: dict, rate, sample_s, notes: list[str]) -> tuple[d
     static_w = prof.si("p_static", 0.0)
     e = terms(prof, Activity(t["sops"], t["spike_products"], t["macs"], t["neuron_updates"], t["active_updates"],
                              t["messages"]))
-    if prof.formula == "loihi" and t["macs"]:
+    if formula(prof).host_macs_off_chip and t["macs"]:
         notes.append(f"{t['macs']:.0f} host MACs per sample (encoding layer) are off-chip and not in the energy")
-    elif prof.formula == "speck" and not prof.has("e_sop"):
-        notes.append(f"profile {prof.name} gives no energy per SynOp: the dynamic energy is unknown (not zero); "
+    elif formula(prof).dynamic_unknown(prof):
+        notes.append(f"{formula(prof).dynamic_unknown(prof)}: the dynamic energy is unknown (not zero); "
                      "only static power x time is priced")
     e["dynamic"] = sum(e.values())
     if static_w:

@@ -33,10 +33,12 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
 from snncc.errors import FrontendError, LoadError, TargetError
+from snncc.ir import registry
 from snncc.ir.graph import Graph, Node
 from snncc.ir.ops import CURRENT, KINDS, SPIKE, neuron_features
 
@@ -365,61 +367,235 @@ def nir_graph(graph: Graph, form: str = "binary") -> tuple[Graph, dict[str, str]
     return out.verify(), names, copies
 
 
+# ---- per-op NIR writers (the "nir" column of the op registry) ---------------------------------
+registry.column("nir", "target", "NIR export (snncc export-nir): each op's NIR primitive, or why NIR cannot say it",
+                module="snncc.interop.nir_io")
+
+
+@dataclass(frozen=True)
+class NirOp:
+    """How one op is written to NIR: `check(g, n)` says why this node cannot be (None: it can), on
+    the deployed graph; `emit(w, n)` writes it on the `nir_graph` form (None: `nir_graph` rewrote
+    the op into others, as a pool into a ones-kernel conv)."""
+    check: Callable | None = None
+    emit: Callable | None = None
+
+
+@dataclass
+class _Writer:
+    """What the per-op writers of `to_nir` share: the NIR nodes and edges built so far."""
+    nir: object
+    g: Graph
+    binary: dict  # NIR name -> copies
+    weights_bias: dict  # projection -> bias moved there from its neuron
+    bias_owner: dict  # projection -> that neuron
+    nodes: dict = field(default_factory=dict)
+    edges: list = field(default_factory=list)
+    sources: dict = field(default_factory=dict)  # IR value -> NIR node ids whose (summed) outputs form it
+    group_meta: dict = field(default_factory=dict)
+    graded: list = field(default_factory=list)
+    stateless: list = field(default_factory=list)
+    grouped: list = field(default_factory=list)
+    leaky: list = field(default_factory=list)
+
+    def link(self, name: str, dst: str) -> None:
+        for s in self.sources[name]:
+            self.edges.append((s, dst))
+
+
+def _nir_op(*ops: str, check: Callable | None = None):
+    def deco(emit):
+        for op in ops:
+            registry.implement(op, NirOp(check, emit), where=f"{__name__}.{emit.__name__}", target="nir")
+        return emit
+    return deco
+
+
+def _emit_input(w: _Writer, n: Node) -> None:
+    w.nodes[n.name] = w.nir.Input(input_type={"input": np.array(n.shape)})
+
+
+def _emit_output(w: _Writer, n: Node) -> None:
+    w.nodes[n.name] = w.nir.Output(output_type={"output": np.array(n.shape)})
+    w.link(n.inputs[0], n.name)
+
+
+def _emit_add(w: _Writer, n: Node) -> None:  # NIR sums a node's fan-in: the add is its inputs' edges
+    w.sources[n.name] = [s for i in n.inputs for s in w.sources[i]]
+
+
+def _check_conv(g: Graph, n: Node) -> str | None:
+    return "conv of rank other than 1d/2d" if n.params["weight"].ndim not in (3, 4) else None
+
+
+def _emit_conv(w: _Writer, n: Node) -> None:
+    nir, g, a = w.nir, w.g, n.attrs
+    wt = _ungrouped(n.params["weight"], a["groups"])
+    if a["groups"] != 1:
+        w.grouped.append(f"{n.name} (groups={a['groups']})")
+    bias = w.weights_bias.get(n.name, n.params.get("bias"))
+    bias = np.zeros(wt.shape[0]) if bias is None else bias
+    in_shape = g[n.inputs[0]].shape
+    if wt.ndim == 4:
+        w.nodes[n.name] = nir.Conv2d(input_shape=tuple(in_shape[1:]), weight=wt, stride=a["stride"],
+                                     padding=a["padding"], dilation=a["dilation"], groups=1, bias=bias)
+    else:
+        w.nodes[n.name] = nir.Conv1d(input_shape=int(in_shape[1]), weight=wt, stride=a["stride"][0],
+                                     padding=a["padding"][0], dilation=a["dilation"][0], groups=1, bias=bias)
+    if a["groups"] != 1:  # nir 1.0.4's Conv2d keeps no metadata: the graph's does
+        w.group_meta[f"{META}groups:{n.name}"] = int(a["groups"])
+    if n.name in g.meta.get("nir_pools", {}):
+        w.group_meta[f"{META}pool:{n.name}"] = g.meta["nir_pools"][n.name]
+    w.link(n.inputs[0], n.name)
+
+
+def _check_linear(g: Graph, n: Node) -> str | None:
+    return "linear over a token axis (NIR Affine maps vectors)" if len(g[n.inputs[0]].shape) != 1 else None
+
+
+def _emit_linear(w: _Writer, n: Node) -> None:  # always Affine: sinabs 3.1.3 has no mapping for nir.Linear
+    wt = n.params["weight"]
+    bias = w.weights_bias.get(n.name, n.params.get("bias"))
+    w.nodes[n.name] = w.nir.Affine(weight=wt, bias=np.zeros(wt.shape[0]) if bias is None else bias)
+    w.link(n.inputs[0], n.name)
+
+
+def _check_mean(g: Graph, n: Node) -> str | None:
+    if not _global_mean(g, n) and (len(n.shape) != 1 or _numel(g[n.inputs[0]]) > 1 << 20):
+        return "mean that is neither a global spatial average nor a vector (dense Linear) reduction"
+    return None
+
+
+def _emit_mean(w: _Writer, n: Node) -> None:  # a vector reduction (pools and global means are convs): Flatten + dense Linear
+    nir, g = w.nir, w.g
+    src = g[n.inputs[0]].shape
+    x_id = n.inputs[0]
+    if len(src) > 1:
+        fl = _key(f"{n.name}_flatten", {m.name for m in g.nodes} | set(w.nodes))
+        w.nodes[fl] = nir.Flatten(input_type={"input": np.array(src)}, start_dim=0, end_dim=-1)
+        w.link(n.inputs[0], fl)
+        w.sources[fl] = [fl]
+        x_id = fl
+    eye = np.eye(math.prod(src)).reshape((-1,) + tuple(src))
+    wt = eye.mean(axis=tuple(d + 1 for d in n.attrs["dims"])).reshape(math.prod(src), -1).T
+    w.nodes[n.name] = nir.Affine(weight=np.ascontiguousarray(wt), bias=np.zeros(wt.shape[0]))  # sinabs: no Linear
+    w.link(x_id, n.name)
+
+
+def _check_reshape(g: Graph, n: Node) -> str | None:
+    return "reshape that is not a flatten" if _flatten_dims(g[n.inputs[0]].shape, n.shape) is None else None
+
+
+def _emit_reshape(w: _Writer, n: Node) -> None:
+    src = w.g[n.inputs[0]].shape
+    s, e = _flatten_dims(src, n.shape)
+    e = -1 if e == len(src) - 1 else e  # to the last axis: also right in a reader that counts the batch axis
+    w.nodes[n.name] = w.nir.Flatten(input_type={"input": np.array(src)}, start_dim=s, end_dim=e)
+    w.link(n.inputs[0], n.name)
+
+
+def _emit_scale(w: _Writer, n: Node) -> None:
+    w.nodes[n.name] = w.nir.Scale(scale=np.broadcast_to(n.params["factor"], n.shape).astype(np.float64).copy())
+    w.link(n.inputs[0], n.name)
+
+
+def _check_fire(g: Graph, n: Node) -> str | None:
+    if n.attrs["norm"] != 1.0 or n.attrs["rounding"] != "floor":
+        return "fire not in deployed form (norm 1, floor)"
+    if neuron_features(n.attrs):
+        return f"a neuron's {' and '.join(neuron_features(n.attrs))} (snncc's NIR neurons subtract theta)"
+    return None
+
+
+def _emit_fire(w: _Writer, n: Node) -> None:
+    nir, a = w.nir, n.attrs
+    if a["leak"] != 1.0 and not a["leak"] > 0.0:
+        raise TargetError("leaky neuron with leak 0 (nothing carried) has no NIR LIF time constant",
+                          where=f"node {n.name}", hint="keep the compiled artefact (snncc.load)")
+    shape = n.shape
+    meta = {f"{META}D": int(a["D"]), f"{META}theta": float(a["theta"]), f"{META}beta": float(a["beta"]),
+            f"{META}stateful": int(bool(a["stateful"]))}
+    if a["leak"] != 1.0:
+        meta[f"{META}leak"] = float(a["leak"])
+    if n.name in w.binary:
+        meta[f"{META}copies"] = int(w.binary[n.name])
+    if "bias" in n.params:
+        meta[f"{META}bias"] = np.asarray(n.params["bias"], dtype=np.float64)
+    for proj, f_name in w.bias_owner.items():
+        if f_name == n.name:
+            meta[f"{META}bias_in"] = proj  # written there for foreign readers; snncc takes it back out
+    if a["leak"] != 1.0:  # one NIR step per timestep, tau in steps: v <- exp(-1/tau) v + I (`steps`)
+        tau = -1.0 / math.log(float(a["leak"]))
+        one = (1,) * len(shape)  # broadcast over the neurons: sinabs 3.1.3's reader tests any(v_leak)
+        w.nodes[n.name] = nir.LIF(tau=np.full(one, tau), r=np.ones(one), v_leak=np.zeros(one),  # on axis 0
+                                  v_threshold=np.full(one, float(a["theta"])), metadata=meta)
+        w.leaky.append(f"{n.name} (leak {float(a['leak']):.6g}: tau {tau:.6g} steps)")
+    else:
+        w.nodes[n.name] = nir.IF(r=np.ones(shape), v_threshold=np.full(shape, float(a["theta"])), metadata=meta)
+    w.link(n.inputs[0], n.name)
+    if a["D"] > 1:
+        w.graded.append(f"{n.name} (D={a['D']})")
+    if not a["stateful"]:
+        w.stateless.append(n.name)
+
+
+_nir_op("input")(_emit_input)
+_nir_op("output")(_emit_output)
+_nir_op("add")(_emit_add)
+_nir_op("conv", check=_check_conv)(_emit_conv)
+_nir_op("linear", check=_check_linear)(_emit_linear)
+_nir_op("mean", check=_check_mean)(_emit_mean)
+_nir_op("reshape", check=_check_reshape)(_emit_reshape)
+_nir_op("scale")(_emit_scale)
+_nir_op("fire", check=_check_fire)(_emit_fire)
+registry.implement("pool", NirOp(), where=f"{__name__}.nir_graph (a ones-kernel depthwise conv)", target="nir")
+registry.refuse("spike_product", target="nir", why="spike product (multiplicative synapse)")
+registry.refuse("permute", target="nir", why="permute (NIR has no transpose)")
+registry.refuse("upsample", target="nir", why="nearest upsampling (NIR has no upsampling node)")
+registry.refuse("bilinear", target="nir", why="bilinear interpolation (NIR has no interpolation node)")
+registry.refuse("offset", target="nir",
+                why="offset of a concatenation or of several outputs (NIR sums fan-in, it has no concatenation)")
+registry.refuse("batchnorm", target="nir", why="batchnorm (run the deploy pipeline first)")
+registry.refuse("pad", target="nir", why="pad (run the deploy pipeline first: reparam fuses it into its projection)")
+registry.refuse("max_pool", target="nir", why="max pooling of spikes (NIR has no max-pool node)")
+_RELAY = "op relay has no NIR mapping"
+registry.refuse("relay", target="nir", why=_RELAY)
+
+
 def to_nir(graph: Graph, form: str = "binary") -> NirExport:
     """Express a deployed graph in NIR (`form`: `FORMS`, see `nir_graph`). Raises TargetError naming
     every node NIR cannot express."""
     nir = _nir()
     g = graph
     refused: dict[str, list[str]] = {}
+    relays = []
     for n in g.nodes:
-        why = None
-        if n.op == "spike_product":
-            why = "spike product (multiplicative synapse)"
-        elif n.op == "permute":
-            why = "permute (NIR has no transpose)"
-        elif n.op == "upsample":
-            why = "nearest upsampling (NIR has no upsampling node)"
-        elif n.op == "bilinear":
-            why = "bilinear interpolation (NIR has no interpolation node)"
-        elif n.op == "offset":
-            why = "offset of a concatenation or of several outputs (NIR sums fan-in, it has no concatenation)"
-        elif n.op == "batchnorm":
-            why = "batchnorm (run the deploy pipeline first)"
-        elif n.op == "linear" and len(g[n.inputs[0]].shape) != 1:
-            why = "linear over a token axis (NIR Affine maps vectors)"
-        elif n.op == "mean" and not _global_mean(g, n) and (len(n.shape) != 1 or _numel(g[n.inputs[0]]) > 1 << 20):
-            why = "mean that is neither a global spatial average nor a vector (dense Linear) reduction"
-        elif n.op == "reshape" and _flatten_dims(g[n.inputs[0]].shape, n.shape) is None:
-            why = "reshape that is not a flatten"
-        elif n.op == "conv" and n.params["weight"].ndim not in (3, 4):
-            why = "conv of rank other than 1d/2d"
-        elif n.op == "fire" and (n.attrs["norm"] != 1.0 or n.attrs["rounding"] != "floor"):
-            why = "fire not in deployed form (norm 1, floor)"
-        elif n.op == "fire" and neuron_features(n.attrs):
-            why = f"a neuron's {' and '.join(neuron_features(n.attrs))} (snncc's NIR neurons subtract theta)"
-        if why:
+        c = registry.cell(n.op, "nir")
+        if c is None:
+            why = f"op {n.op} (no NIR cell registered)"
+        elif c.refused:
+            why = c.why
+        else:
+            why = c.impl.check(g, n) if c.impl.check else None
+        if why == _RELAY:  # refused after the others, with its own hint
+            relays.append(n.name)
+        elif why:
             refused.setdefault(why, []).append(n.name)
     if refused:
         parts = [f"{why}: {', '.join(names)}" for why, names in refused.items()]
         raise TargetError(f"NIR cannot express {'; '.join(parts)}", where="export-nir",
                           hint="NIR holds feed-forward conv/linear/pool networks of IF neurons")
-
-    relays = [n.name for n in g.nodes if n.op == "relay"]
     if relays:
-        raise TargetError("op relay has no NIR mapping", where=f"node {relays[0]}",
+        raise TargetError(_RELAY, where=f"node {relays[0]}",
                           hint="export the artefact (snncc export-nir, Deployment.export_nir): relayed streams are "
                                "re-lowered to fan-in from its traced graph")
     g, names, copies = nir_graph(g, form)
     binary = {names[k]: d for k, d in copies.items()}  # NIR name -> copies
     users = g.users()
-    nodes: dict = {}
-    edges: list[tuple[str, str]] = []
-    sources: dict[str, list[str]] = {}  # IR value -> NIR node ids whose (summed) outputs form it
     weights_bias: dict[str, np.ndarray] = {}  # projection -> bias moved there from its neuron
     bias_owner: dict[str, str] = {}  # projection -> that neuron
     lost: list[str] = []
-    graded, stateless, moved, kept, grouped, leaky = [], [], [], [], [], []
-    group_meta: dict[str, int] = {}
+    moved, kept = [], []
 
     # Constant currents (bias + beta of a window-reset neuron) go into a projection's bias where
     # one per-channel vector expresses them, so foreign readers see them too.
@@ -449,97 +625,15 @@ def to_nir(graph: Graph, form: str = "binary") -> NirExport:
         if not done:
             kept.append(f.name)
 
-    def link(name: str, dst: str) -> None:
-        for s in sources[name]:
-            edges.append((s, dst))
-
+    w = _Writer(nir, g, binary, weights_bias, bias_owner)
     for n in g.nodes:
-        a = n.attrs
-        if n.op == "input":
-            nodes[n.name] = nir.Input(input_type={"input": np.array(n.shape)})
-        elif n.op == "output":
-            nodes[n.name] = nir.Output(output_type={"output": np.array(n.shape)})
-            link(n.inputs[0], n.name)
-        elif n.op == "add":
-            sources[n.name] = [s for i in n.inputs for s in sources[i]]
-            continue
-        elif n.op == "conv":
-            w = _ungrouped(n.params["weight"], a["groups"])
-            if a["groups"] != 1:
-                grouped.append(f"{n.name} (groups={a['groups']})")
-            bias = weights_bias.get(n.name, n.params.get("bias"))
-            bias = np.zeros(w.shape[0]) if bias is None else bias
-            in_shape = g[n.inputs[0]].shape
-            if w.ndim == 4:
-                nodes[n.name] = nir.Conv2d(input_shape=tuple(in_shape[1:]), weight=w, stride=a["stride"],
-                                           padding=a["padding"], dilation=a["dilation"], groups=1, bias=bias)
-            else:
-                nodes[n.name] = nir.Conv1d(input_shape=int(in_shape[1]), weight=w, stride=a["stride"][0],
-                                           padding=a["padding"][0], dilation=a["dilation"][0], groups=1, bias=bias)
-            if a["groups"] != 1:  # nir 1.0.4's Conv2d keeps no metadata: the graph's does
-                group_meta[f"{META}groups:{n.name}"] = int(a["groups"])
-            if n.name in g.meta.get("nir_pools", {}):
-                group_meta[f"{META}pool:{n.name}"] = g.meta["nir_pools"][n.name]
-            link(n.inputs[0], n.name)
-        elif n.op == "linear":  # always Affine: sinabs 3.1.3 has no mapping for nir.Linear
-            w = n.params["weight"]
-            bias = weights_bias.get(n.name, n.params.get("bias"))
-            nodes[n.name] = nir.Affine(weight=w, bias=np.zeros(w.shape[0]) if bias is None else bias)
-            link(n.inputs[0], n.name)
-        elif n.op == "mean":  # a vector reduction (pools and global means are convs): Flatten + dense Linear
-            src = g[n.inputs[0]].shape
-            x_id = n.inputs[0]
-            if len(src) > 1:
-                fl = _key(f"{n.name}_flatten", {m.name for m in g.nodes} | set(nodes))
-                nodes[fl] = nir.Flatten(input_type={"input": np.array(src)}, start_dim=0, end_dim=-1)
-                link(n.inputs[0], fl)
-                sources[fl] = [fl]
-                x_id = fl
-            eye = np.eye(math.prod(src)).reshape((-1,) + tuple(src))
-            w = eye.mean(axis=tuple(d + 1 for d in a["dims"])).reshape(math.prod(src), -1).T
-            nodes[n.name] = nir.Affine(weight=np.ascontiguousarray(w), bias=np.zeros(w.shape[0]))  # sinabs: no Linear
-            link(x_id, n.name)
-        elif n.op == "reshape":
-            src = g[n.inputs[0]].shape
-            s, e = _flatten_dims(src, n.shape)
-            e = -1 if e == len(src) - 1 else e  # to the last axis: also right in a reader that counts the batch axis
-            nodes[n.name] = nir.Flatten(input_type={"input": np.array(src)}, start_dim=s, end_dim=e)
-            link(n.inputs[0], n.name)
-        elif n.op == "scale":
-            nodes[n.name] = nir.Scale(scale=np.broadcast_to(n.params["factor"], n.shape).astype(np.float64).copy())
-            link(n.inputs[0], n.name)
-        elif n.op == "fire":
-            if a["leak"] != 1.0 and not a["leak"] > 0.0:
-                raise TargetError("leaky neuron with leak 0 (nothing carried) has no NIR LIF time constant",
-                                  where=f"node {n.name}", hint="keep the compiled artefact (snncc.load)")
-            shape = n.shape
-            meta = {f"{META}D": int(a["D"]), f"{META}theta": float(a["theta"]), f"{META}beta": float(a["beta"]),
-                    f"{META}stateful": int(bool(a["stateful"]))}
-            if a["leak"] != 1.0:
-                meta[f"{META}leak"] = float(a["leak"])
-            if n.name in binary:
-                meta[f"{META}copies"] = int(binary[n.name])
-            if "bias" in n.params:
-                meta[f"{META}bias"] = np.asarray(n.params["bias"], dtype=np.float64)
-            for proj, f_name in bias_owner.items():
-                if f_name == n.name:
-                    meta[f"{META}bias_in"] = proj  # written there for foreign readers; snncc takes it back out
-            if a["leak"] != 1.0:  # one NIR step per timestep, tau in steps: v <- exp(-1/tau) v + I (`steps`)
-                tau = -1.0 / math.log(float(a["leak"]))
-                one = (1,) * len(shape)  # broadcast over the neurons: sinabs 3.1.3's reader tests any(v_leak)
-                nodes[n.name] = nir.LIF(tau=np.full(one, tau), r=np.ones(one), v_leak=np.zeros(one),  # on axis 0
-                                        v_threshold=np.full(one, float(a["theta"])), metadata=meta)
-                leaky.append(f"{n.name} (leak {float(a['leak']):.6g}: tau {tau:.6g} steps)")
-            else:
-                nodes[n.name] = nir.IF(r=np.ones(shape), v_threshold=np.full(shape, float(a["theta"])), metadata=meta)
-            link(n.inputs[0], n.name)
-            if a["D"] > 1:
-                graded.append(f"{n.name} (D={a['D']})")
-            if not a["stateful"]:
-                stateless.append(n.name)
-        else:  # pragma: no cover - every op of the table is handled or refused above
+        c = registry.cell(n.op, "nir")
+        if c is None or c.refused or c.impl.emit is None:  # pragma: no cover - nir_graph writes written ops
             raise TargetError(f"op {n.op} has no NIR mapping", where=f"node {n.name}")
-        sources[n.name] = [n.name]
+        c.impl.emit(w, n)
+        w.sources.setdefault(n.name, [n.name])
+    nodes, edges, group_meta = w.nodes, w.edges, w.group_meta
+    graded, stateless, grouped, leaky = w.graded, w.stateless, w.grouped, w.leaky
 
     fan_in = sorted({b for _, b in edges if sum(1 for _, d in edges if d == b) > 1})
     if fan_in:

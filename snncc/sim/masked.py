@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from snncc.errors import PassError, SnnccError
 from snncc.ir.graph import Graph, Node
+from snncc.ir.registry import NOT_DEPLOYED, cell, column, implement, implements, refuse
 from snncc.sim.reference import Interpreter, Result
 
 MODES = ("mask", "centre")
@@ -64,42 +65,97 @@ def _pool_any(m: torch.Tensor, n: Node) -> torch.Tensor:
     return F.max_pool2d(f, (kh, kw), (sy, sx)).squeeze(1) > 0
 
 
+# ---- site-mask rules: the "ssc_masks" column of the op registry ------------------------------------
+column("ssc_masks", "executor", "SSC site masks (sim/masked.propagate): the active sites of an op's output "
+       "from its inputs' (the masked interpreter, the SSC pass and the event simulator's gating)",
+       module="snncc.sim.masked")
+
+
+def _same(graph: Graph, n: Node, ins: list):  # the input's sites, unchanged
+    return ins[0]
+
+
+def _mask_conv(graph: Graph, n: Node, ins: list):
+    return None if ins[0] is None else centre_gather(ins[0], n)
+
+
+def _mask_pool(graph: Graph, n: Node, ins: list):
+    return None if ins[0] is None else _pool_any(ins[0], n)
+
+
+def _mask_add(graph: Graph, n: Node, ins: list):
+    live = [m for m in ins if m is not None]
+    if not live or len(live) != len(ins):
+        return None
+    m = live[0]
+    for x in live[1:]:
+        m = m | x
+    return m
+
+
+def _mask_offset(graph: Graph, n: Node, ins: list):  # an offset along channels keeps the sites
+    return ins[0] if n.attrs["axis"] == 0 else None
+
+
+def _mask_upsample(graph: Graph, n: Node, ins: list):
+    if ins[0] is None:
+        return None
+    sh, sw = n.attrs["scale"]
+    return ins[0].repeat_interleave(sh, dim=1).repeat_interleave(sw, dim=2)
+
+
+def _mask_bilinear(graph: Graph, n: Node, ins: list):  # a site is live if one of its nonzero weights reads a live site
+    if ins[0] is None:
+        return None
+    from snncc.ir.ops import bilinear_weights
+
+    (H, W), (Ho, Wo), ac = ins[0].shape[-2:], n.attrs["size"], n.attrs["align_corners"]
+    ah = torch.from_numpy((bilinear_weights(H, Ho, ac) != 0).astype(np.float64))
+    aw = torch.from_numpy((bilinear_weights(W, Wo, ac) != 0).astype(np.float64))
+    return (ah @ ins[0].to(torch.float64) @ aw.T) > 0
+
+
+def _mask_reshape(graph: Graph, n: Node, ins: list):  # only the identity reshape keeps the sites
+    return ins[0] if tuple(n.shape) == tuple(graph[n.inputs[0]].shape) else None
+
+
+def _mask_permute(graph: Graph, n: Node, ins: list):  # only the identity permute keeps the sites
+    return ins[0] if tuple(n.attrs["dims"]) == tuple(range(len(graph[n.inputs[0]].shape))) else None
+
+
+def _no_sites(graph: Graph, n: Node, ins: list):  # no (C, *spatial) layout, or sites not tracked
+    return None
+
+
+implement("conv", _mask_conv, executor="ssc_masks")
+implements("pool", "max_pool", executor="ssc_masks")(_mask_pool)
+implement("add", _mask_add, executor="ssc_masks")
+implements("fire", "scale", "output", executor="ssc_masks")(_same)
+implement("offset", _mask_offset, executor="ssc_masks")
+implement("upsample", _mask_upsample, executor="ssc_masks")
+implement("bilinear", _mask_bilinear, executor="ssc_masks")
+implement("reshape", _mask_reshape, executor="ssc_masks")
+implement("permute", _mask_permute, executor="ssc_masks")
+implements("input", "linear", "mean", "spike_product", "relay", executor="ssc_masks")(_no_sites)
+refuse("batchnorm", "pad", executor="ssc_masks", why=NOT_DEPLOYED + " (propagate gives such a node no mask)")
+
+
 def propagate(graph: Graph, leaf: dict[str, torch.Tensor], fixed_fires: bool = False) -> dict[str, torch.Tensor]:
     """Masks (B, *spatial) bool of every node reachable from the leaves' masks; nodes without a
     spatial (C, *spatial) layout get none. A fire's mask is its input's, unless `fixed_fires`
-    and the fire has a leaf mask."""
+    and the fire has a leaf mask. Each op's rule is its `ssc_masks` cell; an op refused there
+    gets no mask."""
     out: dict[str, torch.Tensor] = {}
     for n in graph.nodes:
         if n.name in leaf and (n.op == "input" or fixed_fires):
             out[n.name] = leaf[n.name]
             continue
-        ins = [out.get(i) for i in n.inputs]
-        if n.op == "conv":
-            if ins[0] is not None:
-                out[n.name] = centre_gather(ins[0], n)
-        elif n.op in ("pool", "max_pool"):
-            if ins[0] is not None:
-                out[n.name] = _pool_any(ins[0], n)
-        elif n.op == "add":
-            live = [m for m in ins if m is not None]
-            if live and len(live) == len(ins):
-                m = live[0]
-                for x in live[1:]:
-                    m = m | x
-                out[n.name] = m
-        elif n.op in ("fire", "scale", "output") or (n.op == "offset" and n.attrs["axis"] == 0):
-            if ins[0] is not None:  # an offset along channels keeps the sites
-                out[n.name] = ins[0]
-        elif n.op == "upsample":
-            if ins[0] is not None:
-                sh, sw = n.attrs["scale"]
-                out[n.name] = ins[0].repeat_interleave(sh, dim=1).repeat_interleave(sw, dim=2)
-        elif n.op in ("reshape", "permute"):
-            src = graph[n.inputs[0]].shape
-            keeps = (n.op == "reshape" and tuple(n.shape) == tuple(src)) or \
-                    (n.op == "permute" and tuple(n.attrs["dims"]) == tuple(range(len(src))))
-            if ins[0] is not None and keeps:
-                out[n.name] = ins[0]
+        c = cell(n.op, "ssc_masks")
+        if c is None or c.refused:
+            continue
+        m = c.impl(graph, n, [out.get(i) for i in n.inputs])
+        if m is not None:
+            out[n.name] = m
     return out
 
 

@@ -177,108 +177,177 @@ NO_SPECK_OP = {"upsample": "nearest upsampling: a Speck core cannot fan one even
                "offset": "channel concatenation: a Speck layer convolves one source's events per projection"}
 
 
+@dataclass
+class _Branch:
+    """The kernel one projection builds, op by op: before its synaptic op (pooling, layout, the
+    conv or linear itself) and after it (per-channel scales, output layout)."""
+    g: Graph
+    source: Node
+    where: str
+    problems: list
+    shape: tuple
+    pool: int = 1
+    wscale: float = 1.0
+    weight: object = None
+    bias: object = None
+    stride: tuple = (1, 1)
+    padding: tuple = (0, 0)
+    cover: tuple | None = None  # (C, H, W) the next linear's kernel covers, after a flatten or global mean
+    covered_by: str = ""
+
+
+# op -> (rule on spikes before the synaptic op, rule on the current after it); a rule returns False
+# to give the branch up (its problem listed). Ops without a rule are refused by `_lower_branch`.
+BRANCH_RULES: dict[str, tuple] = {}
+
+
+def _rule(op: str, before=None, after=None) -> None:
+    BRANCH_RULES[op] = (before, after)
+
+
+def _pool_before(b: _Branch, n: Node):
+    k, s, p = n.attrs["kernel"], n.attrs["stride"], n.attrs["padding"]
+    if k[0] != k[1] or tuple(s) != tuple(k) or any(p):
+        b.problems.append(f"node {n.name}: pooling kernel {k} stride {s} padding {p} feeding {b.where}; "
+                          f"Speck pools are square sum pools with stride = kernel and no padding")
+    b.pool *= k[0]
+    if n.attrs["mode"] == "avg":
+        b.wscale /= k[0] * k[1]
+    elif n.attrs["mode"] != "sum":
+        b.problems.append(f"node {n.name}: {n.attrs['mode']} pooling; Speck pools by summing")
+    b.shape = (b.shape[0],) + tuple(n.shape[1:])
+
+
+def _layout_before(b: _Branch, n: Node):
+    if n.op == "reshape" and len(n.shape) == 1 and len(b.shape) == 3 and b.cover is None:
+        b.cover, b.covered_by = b.shape, "flatten"  # (C, H, W) -> C*H*W, consumed by a linear
+    elif _as_chw(n.shape) == b.shape:
+        pass  # (C,) <-> (C, 1, 1): no data movement
+    else:
+        return _unmapped_before(b, n)
+
+
+def _mean_before(b: _Branch, n: Node):
+    if not (tuple(n.attrs["dims"]) == (1, 2) and len(b.g[n.inputs[0]].shape) == 3):
+        return _unmapped_before(b, n)
+    b.cover, b.covered_by = b.shape, "mean"
+    b.wscale /= b.shape[1] * b.shape[2]
+
+
+def _conv_before(b: _Branch, n: Node):
+    w = n.params["weight"]
+    if w.ndim != 4:
+        b.problems.append(f"node {n.name}: {w.ndim - 2}-d convolution; Speck cores convolve 2-d maps")
+        return False
+    if any(d != 1 for d in n.attrs["dilation"]):
+        b.problems.append(f"node {n.name}: dilation {n.attrs['dilation']}; Speck kernels are dense")
+    groups = n.attrs["groups"]
+    if groups != 1:  # dense equivalent: zero blocks off the diagonal
+        co, cig = w.shape[:2]
+        dense = np.zeros((co, cig * groups) + w.shape[2:])
+        per = co // groups
+        for gi in range(groups):
+            dense[gi * per:(gi + 1) * per, gi * cig:(gi + 1) * cig] = w[gi * per:(gi + 1) * per]
+        w = dense
+    b.weight = w * b.wscale
+    b.stride, b.padding = tuple(n.attrs["stride"]), tuple(n.attrs["padding"])
+    b.bias = n.params.get("bias")
+    b.shape = tuple(n.shape)
+
+
+def _linear_before(b: _Branch, n: Node):
+    w = n.params["weight"]
+    if b.cover is not None:
+        c, h, wd = b.cover
+        if b.covered_by == "mean":
+            b.weight = np.broadcast_to(w[:, :, None, None], (w.shape[0], c, h, wd)) * b.wscale
+        else:
+            b.weight = w.reshape(w.shape[0], c, h, wd) * b.wscale
+    elif b.shape[1:] == (1, 1):
+        b.weight = w[:, :, None, None] * b.wscale
+    else:
+        b.problems.append(f"node {n.name}: linear on the last axis of a {b.shape} map feeding {b.where}; "
+                          f"flatten or globally pool it first (a Speck Linear is a conv covering its input)")
+        return False
+    b.bias = n.params.get("bias")
+    b.shape = (w.shape[0], 1, 1)
+
+
+def _scale_before(b: _Branch, n: Node):  # spikes summed into the membrane through a bare weight (a spike residual)
+    b.problems.append(f"node {n.name}: spikes of {b.source.name} enter the membrane of {b.where} through a bare "
+                      f"x{float(np.ravel(n.params['factor'])[0]):g} weight, not a kernel; a Speck core adds "
+                      f"spikes only through its one convolution (fuse the residual into a conv)")
+    return False
+
+
+def _unmapped_before(b: _Branch, n: Node):
+    b.problems.append(f"node {n.name}: {n.op} {tuple(n.shape)} on spikes before the synaptic op of "
+                      f"{b.where} has no Speck equivalent")
+    return False
+
+
+def _scale_after(b: _Branch, n: Node):
+    f = _channel_vector(n.params["factor"], tuple(n.shape))
+    if f is None:
+        b.problems.append(f"node {n.name}: scale of shape {n.params['factor'].shape} varies over space; "
+                          f"only per-channel scales fold into Speck weights")
+        return False
+    b.weight = b.weight * f[:, None, None, None]
+    b.bias = None if b.bias is None else b.bias * f
+
+
+def _layout_after(b: _Branch, n: Node):
+    if int(np.prod(n.shape)) == int(np.prod(b.shape)) and (n.op == "reshape" or b.shape[1:] == (1, 1)):
+        return None  # output layout only: element order is unchanged
+    return _unmapped_after(b, n)
+
+
+def _unmapped_after(b: _Branch, n: Node):
+    b.problems.append(f"node {n.name}: {n.op} on the current after the synaptic op of {b.where}; "
+                      f"a Speck core applies one convolution (pool spikes, not currents)")
+    return False
+
+
+def _no_speck_op(stage: str):
+    def rule(b: _Branch, n: Node):
+        b.problems.append(f"node {n.name}: {NO_SPECK_OP[n.op]} ({stage} {b.where})")
+        return False
+    return rule
+
+
+_rule("pool", _pool_before)
+_rule("reshape", _layout_before, _layout_after)
+_rule("permute", _layout_before, _layout_after)
+_rule("mean", _mean_before)
+_rule("conv", _conv_before)
+_rule("linear", _linear_before)
+_rule("scale", _scale_before, _scale_after)
+for _op in NO_SPECK_OP:
+    _rule(_op, _no_speck_op("feeding"), _no_speck_op("after the synaptic op of"))
+
+
 def _lower_branch(g: Graph, source: Node, chain: list[Node], where: str, problems: list[str]) -> dict | None:
-    """One projection (source -> [pool]* conv|linear [scale|layout]*) as a Speck kernel."""
+    """One projection (source -> [pool]* conv|linear [scale|layout]*) as a Speck kernel, op by op
+    through `BRANCH_RULES`."""
     shape = _as_chw(source.shape)
     if shape is None:
         problems.append(f"{where}: source {source.name} has shape {source.shape}; Speck layers take (C, H, W) maps")
         return None
-    pool, wscale = 1, 1.0
-    weight = bias = None
-    stride, padding = (1, 1), (0, 0)
-    cover, covered_by = None, ""  # (C, H, W) the next linear's kernel covers, after a flatten or global mean
+    b = _Branch(g, source, where, problems, shape)
     for n in chain:
-        if weight is None:
-            if n.op == "pool":
-                k, s, p = n.attrs["kernel"], n.attrs["stride"], n.attrs["padding"]
-                if k[0] != k[1] or tuple(s) != tuple(k) or any(p):
-                    problems.append(f"node {n.name}: pooling kernel {k} stride {s} padding {p} feeding {where}; "
-                                    f"Speck pools are square sum pools with stride = kernel and no padding")
-                pool *= k[0]
-                if n.attrs["mode"] == "avg":
-                    wscale /= k[0] * k[1]
-                elif n.attrs["mode"] != "sum":
-                    problems.append(f"node {n.name}: {n.attrs['mode']} pooling; Speck pools by summing")
-                shape = (shape[0],) + tuple(n.shape[1:])
-            elif n.op == "reshape" and len(n.shape) == 1 and len(shape) == 3 and cover is None:
-                cover, covered_by = shape, "flatten"  # (C, H, W) -> C*H*W, consumed by a linear
-            elif n.op in ("reshape", "permute") and _as_chw(n.shape) == shape:
-                pass  # (C,) <-> (C, 1, 1): no data movement
-            elif n.op == "mean" and tuple(n.attrs["dims"]) == (1, 2) and len(g[n.inputs[0]].shape) == 3:
-                cover, covered_by = shape, "mean"
-                wscale /= shape[1] * shape[2]
-            elif n.op == "conv":
-                w = n.params["weight"]
-                if w.ndim != 4:
-                    problems.append(f"node {n.name}: {w.ndim - 2}-d convolution; Speck cores convolve 2-d maps")
-                    return None
-                if any(d != 1 for d in n.attrs["dilation"]):
-                    problems.append(f"node {n.name}: dilation {n.attrs['dilation']}; Speck kernels are dense")
-                groups = n.attrs["groups"]
-                if groups != 1:  # dense equivalent: zero blocks off the diagonal
-                    co, cig = w.shape[:2]
-                    dense = np.zeros((co, cig * groups) + w.shape[2:])
-                    per = co // groups
-                    for gi in range(groups):
-                        dense[gi * per:(gi + 1) * per, gi * cig:(gi + 1) * cig] = w[gi * per:(gi + 1) * per]
-                    w = dense
-                weight = w * wscale
-                stride, padding = tuple(n.attrs["stride"]), tuple(n.attrs["padding"])
-                bias = n.params.get("bias")
-                shape = tuple(n.shape)
-            elif n.op == "linear":
-                w = n.params["weight"]
-                if cover is not None:
-                    c, h, wd = cover
-                    if covered_by == "mean":
-                        weight = np.broadcast_to(w[:, :, None, None], (w.shape[0], c, h, wd)) * wscale
-                    else:
-                        weight = w.reshape(w.shape[0], c, h, wd) * wscale
-                elif shape[1:] == (1, 1):
-                    weight = w[:, :, None, None] * wscale
-                else:
-                    problems.append(f"node {n.name}: linear on the last axis of a {shape} map feeding {where}; "
-                                    f"flatten or globally pool it first (a Speck Linear is a conv covering its input)")
-                    return None
-                bias = n.params.get("bias")
-                shape = (w.shape[0], 1, 1)
-            elif n.op in NO_SPECK_OP:
-                problems.append(f"node {n.name}: {NO_SPECK_OP[n.op]} (feeding {where})")
-                return None
-            elif n.op == "scale":  # spikes summed into the membrane through a bare weight (a spike residual)
-                problems.append(f"node {n.name}: spikes of {source.name} enter the membrane of {where} through a bare "
-                                f"x{float(np.ravel(n.params['factor'])[0]):g} weight, not a kernel; a Speck core adds "
-                                f"spikes only through its one convolution (fuse the residual into a conv)")
-                return None
-            else:
-                problems.append(f"node {n.name}: {n.op} {tuple(n.shape)} on spikes before the synaptic op of "
-                                f"{where} has no Speck equivalent")
-                return None
+        before, after = BRANCH_RULES.get(n.op, (None, None))
+        if b.weight is None:
+            rule = before or _unmapped_before
         else:
-            if n.op == "scale":
-                f = _channel_vector(n.params["factor"], tuple(n.shape))
-                if f is None:
-                    problems.append(f"node {n.name}: scale of shape {n.params['factor'].shape} varies over space; "
-                                    f"only per-channel scales fold into Speck weights")
-                    return None
-                weight = weight * f[:, None, None, None]
-                bias = None if bias is None else bias * f
-            elif n.op in ("reshape", "permute") and int(np.prod(n.shape)) == int(np.prod(shape)) and (
-                    n.op == "reshape" or shape[1:] == (1, 1)):
-                pass  # output layout only: element order is unchanged
-            elif n.op in NO_SPECK_OP:
-                problems.append(f"node {n.name}: {NO_SPECK_OP[n.op]} (after the synaptic op of {where})")
-                return None
-            else:
-                problems.append(f"node {n.name}: {n.op} on the current after the synaptic op of {where}; "
-                                f"a Speck core applies one convolution (pool spikes, not currents)")
-                return None
-    if weight is None:
+            rule = after or _unmapped_after
+        if rule(b, n) is False:
+            return None
+    if b.weight is None:
         problems.append(f"{where}: no conv or linear between source {source.name} and the neurons")
         return None
     c, hi, wi = _as_chw(source.shape)
-    return {"source": source.name, "pool": pool, "in_shape": (c, hi // pool, wi // pool), "weight": weight,
-            "stride": stride, "padding": padding, "bias": bias, "nodes": [n.name for n in chain]}
+    return {"source": source.name, "pool": b.pool, "in_shape": (c, hi // b.pool, wi // b.pool), "weight": b.weight,
+            "stride": b.stride, "padding": b.padding, "bias": b.bias, "nodes": [n.name for n in chain]}
 
 
 def lower_population(g: Graph, consumer: Node, problems: list[str], readout_threshold: float = 1.0

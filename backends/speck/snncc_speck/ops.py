@@ -1,8 +1,9 @@
 """Which ops of the IR the Speck (sinabs) lowering implements, declared to snncc's op registry.
 
 The lowering itself is `lower` (one convolution per layer, sum pooling before it, per-channel
-scales folded into its weights; `NO_SPECK_OP` and the problems it lists refuse the rest, node by
-node). This table states the same per op, so the op x target matrix (docs/ops.md) knows the speck column.
+scales folded into its weights): each op of a projection has its rules in `lower.BRANCH_RULES`
+(tests/test_op_registry.py checks they are this column's ops); `NO_SPECK_OP` and the problems it
+lists refuse the rest, node by node. This table states the same per op, so the op x target matrix (docs/ops.md) knows the speck column.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ registry.column("speck", "target", "Speck through sinabs (backends/speck)", "snn
 registry.supports(["input", "fire", "output"], target="speck",
                   where="snncc_speck.lower (DVS input, IAF layers, the readout layer)")
 registry.supports(["conv", "linear", "pool", "mean", "reshape", "permute", "scale", "add"], target="speck",
-                  where="snncc_speck.lower (one convolution per layer: sum pooling before it, flatten/global mean "
-                        "into a covering kernel, per-channel scales and merges folded into its weights)")
+                  where="snncc_speck.lower.BRANCH_RULES (one convolution per layer: sum pooling before it, "
+                        "flatten/global mean into a covering kernel, per-channel scales and merges folded into its "
+                        "weights)")
 for _op, _why in NO_SPECK_OP.items():
     registry.refuse(_op, target="speck", why=_why)
 registry.refuse("spike_product", target="speck", why="Speck cores only convolve, they cannot multiply spike tensors")
