@@ -46,9 +46,10 @@ def _trained_bn(m):
             mod.bias.data.uniform_(0.1, 0.5)
 
 
-def sew(pool="max"):
+def sew(pool="max", shortcut=True):
     """SpikingJelly 2.0: conv-BN-IFNode-pool stem, one SEW BasicBlock (cnf ADD: spikes + spikes),
-    a stride-2 conv-IFNode (the ADD feeds its synapses), a linear head; multi-step, (T, B, 2, 8, 8)."""
+    a stride-2 conv-IFNode (the ADD feeds its synapses), a linear head; multi-step, (T, B, 2, 8, 8). `shortcut=False`: the block's two conv-BN-IFNode
+    without the ADD (a plain spiking CNN of the same nodes)."""
     _no_torchvision()
     from spikingjelly.activation_based import functional, layer, neuron
     from spikingjelly.activation_based.model import sew_resnet
@@ -58,7 +59,9 @@ def sew(pool="max"):
             super().__init__()
             self.stem = nn.Sequential(layer.Conv2d(2, 4, 3, padding=1, bias=False), layer.BatchNorm2d(4),
                                       neuron.IFNode(), layer.MaxPool2d(2) if pool == "max" else layer.AvgPool2d(2))
-            self.block = sew_resnet.BasicBlock(4, 4, cnf="ADD", spiking_neuron=neuron.IFNode)
+            self.block = sew_resnet.BasicBlock(4, 4, cnf="ADD", spiking_neuron=neuron.IFNode) if shortcut else \
+                nn.Sequential(layer.Conv2d(4, 4, 3, padding=1, bias=False), layer.BatchNorm2d(4), neuron.IFNode(),
+                              layer.Conv2d(4, 4, 3, padding=1, bias=False), layer.BatchNorm2d(4), neuron.IFNode())
             self.down = nn.Sequential(layer.Conv2d(4, 4, 3, stride=2, padding=1, bias=False), neuron.IFNode())
             self.flat, self.fc = layer.Flatten(), layer.Linear(4 * 2 * 2, 3, bias=False)
 
@@ -69,6 +72,10 @@ def sew(pool="max"):
     m = Sew()
     functional.set_step_mode(m, "m")
     _trained_bn(m)
+    if not shortcut:  # enough activity on sparse spike input (Speck)
+        with torch.no_grad():
+            for c in (m.block[0], m.block[3], m.down[0]):
+                c.weight.mul_(3.0)
     return m.eval(), torch.rand(T, 1, 2, 8, 8), lambda: functional.reset_net(m)
 
 
