@@ -56,3 +56,27 @@ def test_what_speck_cannot_run_is_refused_in_one_line(make, says, tmp_path):
     for s in says:
         assert s in r.stderr, (s, r.stderr)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_speck_policy_refuses_the_hard_reset_because_the_chip_resets_per_event():
+    """docs/api.md's reason, on one neuron (theta 1, hard reset to 0, weight 0.375): 6 events in
+    one step fire sinabs' MembraneReset neuron once (2.25 >= 1, reset to 0), as the reference does;
+    the chip's per-event return_to_zero would fire twice (by hand: 0.375, 0.75, 1.125 -> 0, 0.375,
+    0.75, 1.125); so the event simulator's speck policy refuses the neuron in one line."""
+    import torch
+    from test_speck_hard_reset import one_neuron, sinabs_counts
+
+    from snncc.errors import SnnccError
+    from snncc.passes.manager import run_pipeline
+    from snncc.sim import events
+    from snncc.sim.reference import run
+    from snncc_speck.lower import lower
+
+    g = run_pipeline(one_neuron(), "deploy").graph
+    x = torch.tensor([6.0, 0.0, 0.0, 0.0], dtype=torch.float64).reshape(4, 1, 1, 1, 1)
+    assert int(run(g, x).counts["f"].sum()) == 1
+    assert int(sinabs_counts(lower(g), 4, x)["f"].sum()) == 1
+    with pytest.raises(SnnccError) as e:
+        events.simulate(g, x, policy="speck")
+    assert "node f" in str(e.value) and "hard reset acts on a window's total" in str(e.value), str(e.value)
+    assert "\n" not in str(e.value)
