@@ -460,3 +460,22 @@ def test_max_pool_of_a_current_read_by_a_stateless_neuron_commutes_with_it(tmp_p
     assert torch.equal(ref.counts["n2"], got["n2"]) and got["n2"].sum() > 0
     assert torch.equal(ref.output, want)
     assert snncc.compile(m.float(), torch.zeros(1, 2, 8, 8)).deployed.nodes[3].op == "max_pool"  # the module path too
+
+
+def test_bilinear_site_mask_by_hand():
+    """The SSC site-mask rule of bilinear (sim/masked): 2x2 -> 4x4, align_corners False, reads
+    source rows 0, (0 .75, 1 .25), (0 .25, 1 .75), 1 (torch's rule), so one live input site (0, 0)
+    makes the 3 x 3 output sites whose nonzero weights read it live, and no other."""
+    import torch
+
+    from snncc.ir.graph import Node
+    from snncc.sim.masked import _mask_bilinear
+
+    m = torch.zeros(1, 2, 2, dtype=torch.bool)
+    m[0, 0, 0] = True
+    n = Node("up", "bilinear", ["x"], attrs={"size": (4, 4), "align_corners": False})
+    out = _mask_bilinear(None, n, [m])
+    want = torch.zeros(1, 4, 4, dtype=torch.bool)
+    want[0, :3, :3] = True
+    assert torch.equal(out, want)
+    assert _mask_bilinear(None, n, [None]) is None
