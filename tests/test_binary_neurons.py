@@ -620,3 +620,44 @@ def test_clock_driven_multistep_lif_node_equals_its_own_forward(th):
     counts = dep.reference(x).counts[fire.name]
     assert torch.equal(counts.float(), own) and 0 < own.sum() < 4 * own.numel()
     assert torch.equal(dep.simulate(x, "exact").counts[fire.name], counts)
+
+
+class _RepeatT(nn.Module):
+    """Meta-SpikeFormer's shape: T made inside forward (`x.unsqueeze(0).repeat(T, ...)`), a stateful
+    clock_driven node whose membrane survives a call until `reset()`, the head averaged over T."""
+
+    def __init__(self, T=4):
+        super().__init__()
+        self.T = T
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.lif = MultiStepLIFNode()
+        self.head = nn.Linear(4 * 8 * 8, 3)
+
+    def forward(self, x):
+        x = x.unsqueeze(0).repeat(self.T, 1, 1, 1, 1)
+        T, B = x.shape[:2]
+        y = self.bn(self.conv(x.flatten(0, 1))).reshape(T, B, 4, 8, 8)
+        s = self.lif(y)
+        return self.head(s.flatten(2)).mean(0)
+
+
+def test_verify_resets_a_stateful_module_between_calls():
+    """A module whose neurons keep their membrane between calls (old SpikingJelly, no reset_net in
+    forward) and make T inside forward: verify's PyTorch row runs it from a clean state every call
+    (the float64 copy's probe run and each batch), so the row equals the graph; before, the probe's
+    membranes leaked into the comparison (Meta-SpikeFormer: MISMATCH at the pytorch level only)."""
+    torch.manual_seed(0)
+    m = _RepeatT().eval()
+    with torch.no_grad():
+        m.bn.bias.uniform_(0.3, 0.8)  # a bias: zero input leaves the membranes nonzero
+    dep = snncc.compile(m, torch.zeros(1, 2, 8, 8))
+    x = torch.rand(3, 2, 8, 8, generator=torch.Generator().manual_seed(1)) * 2
+    rep = dep.verify(x)
+    assert rep.ok, rep.table()
+    pt = [lv for lv in rep.levels if lv.level == "pytorch"][0]
+    assert pt.max_logit_diff <= 1e-9 and pt.predictions_agree == 1.0
+    m.lif.reset()
+    with torch.no_grad():  # the user's own float32 run from a clean state gives the graph's output
+        own = m(x.float()).double()
+    assert torch.allclose(own, dep.reference(x).output, atol=1e-5)

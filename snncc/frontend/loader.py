@@ -74,7 +74,10 @@ class LoadedModel:
                 out = sum(model_output(self.module(xt), self.output_time_axis) for xt in xs) / len(xs)
                 _reset_neurons(self.module)
                 return out
-            return model_output(self.module(x), self.output_time_axis)
+            reset_memory(self.module)  # a module that makes T inside forward keeps its membranes between calls
+            out = model_output(self.module(x), self.output_time_axis)
+            reset_memory(self.module)
+            return out
 
 
     def set_layout(self, layout: str, T: int | None = None) -> None:
