@@ -14,6 +14,7 @@ One implementation: the `snncc` command line is a thin layer over these function
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -514,7 +515,9 @@ def _eager64(loaded):
     if loaded.module is None and not program:
         return loaded.eager, "float32"
     try:  # a .pt2 too: its float32 spikes can sit on the other side of a rounding step than the exact model's
-        m64 = copy.deepcopy(loaded.program.module() if program else loaded.module).double()
+        with warnings.catch_warnings():  # torch's deprecation notices while it copies a program's tree specs
+            warnings.simplefilter("ignore")
+            m64 = copy.deepcopy(loaded.program.module() if program else loaded.module).double()
     except Exception:  # a module that cannot be copied or cast: compare in its own precision
         return loaded.eager, "float32"
     if program:
