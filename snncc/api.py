@@ -14,6 +14,7 @@ One implementation: the `snncc` command line is a thin layer over these function
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -549,22 +550,29 @@ def load(path: str) -> Deployment:
 
 
 def _eager64(loaded):
-    """The PyTorch model in float64 when it is a module (a copy; the user's stays float32), else as
-    it is; (None, "") when there is no model."""
+    """The PyTorch model in float64 when it is a module or a `.pt2` program (a copy; the user's stays
+    float32), else as it is; (None, "") when there is no model."""
     import copy
 
     if loaded is None:
         return None, ""
-    if loaded.module is None:
-        return loaded.eager, "float32"
-    try:
-        m64 = copy.deepcopy(loaded.module).double()
-    except Exception:  # a module that cannot be copied or cast: compare in its own precision
-        return loaded.eager, "float32"
     from snncc.frontend.loader import LoadedModel
 
-    eager = LoadedModel(m64, None, loaded.input_shape, loaded.T, loaded.source, layout=loaded.layout,
-                        output_time_axis=loaded.output_time_axis).eager
+    program = loaded.module is None and loaded.program is not None and loaded.onnx is None and loaded.nir is None
+    if loaded.module is None and not program:
+        return loaded.eager, "float32"
+    try:  # a .pt2 too: its float32 spikes can sit on the other side of a rounding step than the exact model's
+        with warnings.catch_warnings():  # torch's deprecation notices while it copies a program's tree specs
+            warnings.simplefilter("ignore")
+            m64 = copy.deepcopy(loaded.program.module() if program else loaded.module).double()
+    except Exception:  # a module that cannot be copied or cast: compare in its own precision
+        return loaded.eager, "float32"
+    if program:
+        eager = LoadedModel(None, loaded.program, loaded.input_shape, loaded.T, loaded.source, layout=loaded.layout,
+                            output_time_axis=loaded.output_time_axis, program_module=m64).eager
+    else:
+        eager = LoadedModel(m64, None, loaded.input_shape, loaded.T, loaded.source, layout=loaded.layout,
+                            output_time_axis=loaded.output_time_axis).eager
     try:  # layers that make their own float32 (snntorch's spikes: (mem > threshold).float()) cannot run in float64
         eager(torch.zeros((1,) + tuple(loaded.input_shape), dtype=torch.float64))
     except Exception:

@@ -16,8 +16,9 @@ Two runs per level:
   MISMATCH when anything is unexplained, naming the first diverging population.
 
 The PyTorch level is compared by logits with a tolerance relative to the logits' magnitude:
-`max(tol, rtol * max|logits|)`; an `nn.Module` runs in float64 (a copy), a `.pt2` or ONNX model in
-float32 (its own precision) with `rtol_float32`.
+`max(tol, rtol * max|logits|)`; an `nn.Module` or a `.pt2` program runs in float64 (a copy: api._eager64),
+an ONNX model in float32 (its own precision) with `rtol_float32`. Each level's executors are let go
+before the next level runs (a large model's float64 weights are not held twice).
 """
 
 from __future__ import annotations
@@ -255,6 +256,8 @@ def compare(eager, levels: dict[str, Graph], x: torch.Tensor, tol: float = 1e-4,
                 lv.forced_mismatches += sum(ref.counts[p].numel() for p in missing)
             bad = [p for p in forced.order if forced.diffs[p][0] > forced.diffs[p][1]] + missing
             lv.first_unexplained = bad[0] if bad else ""
+            del forced, fr  # this level's executor (its float64 weights) and counts go before the next level's
+        del r
         rep.levels.append(lv)
     return rep
 

@@ -40,6 +40,7 @@ class LoadedModel:
     nir: object = None  # an imported NIR graph as snncc IR (.nir files)
     layout: str = ""  # "TB" / "BT": the module takes (T, B, *shape) / (B, T, *shape) at once (multi-step code)
     output_time_axis: int | None = None  # the model returns (T, B, ...) / (B, T, ...): deployed as its mean over T
+    program_module: object = None  # the program run as this module (verify: a float64 copy), fed the input's dtype
 
     def eager(self, x: torch.Tensor) -> torch.Tensor:
         """Run the original model on (B, *shape) or (T, B, *shape) input, averaging over T."""
@@ -55,12 +56,13 @@ class LoadedModel:
 
                 return run(self.nir, x.double()).output
             if self.module is None and not self.layout:
-                return _run_program(self.program, x, time_axis=self.output_time_axis)
+                return _run_program(self.program, x, time_axis=self.output_time_axis, fn=self.program_module)
             if self.layout:  # the model takes the whole sequence; x is (B, ...) repeated, or (T, B, ...)
                 xs = x if x.dim() == len(self.input_shape) + 2 else x.unsqueeze(0).expand(self.T, *x.shape)
                 if self.module is None:
                     return _run_program(self.program, xs.transpose(0, 1) if self.layout == "BT" else xs,
-                                        batch_axis=self.layout.index("B"), time_axis=self.output_time_axis)
+                                        batch_axis=self.layout.index("B"), time_axis=self.output_time_axis,
+                                        fn=self.program_module)
                 reset_memory(self.module)
                 out = model_output(self.module(xs.transpose(0, 1) if self.layout == "BT" else xs),
                                    self.output_time_axis)
@@ -99,14 +101,15 @@ class LoadedModel:
             self.T = T
 
 
-def _run_program(ep, x: torch.Tensor, batch_axis: int = 0, time_axis: int | None = None) -> torch.Tensor:
+def _run_program(ep, x: torch.Tensor, batch_axis: int = 0, time_axis: int | None = None, fn=None) -> torch.Tensor:
     """Run an exported program on any batch size: programs are often exported with a static batch
-    (on `batch_axis` of its input; its output is batch-first once averaged over `time_axis`)."""
-    fn = ep.module()
+    (on `batch_axis` of its input; its output is batch-first once averaged over `time_axis`).
+    `fn`: the program's module to run instead (a float64 copy, fed x in x's own dtype)."""
     users = list(ep.graph_signature.user_inputs)
     node = next(n for n in ep.graph.nodes if n.op == "placeholder" and n.name == users[0])
     b0 = int(node.meta["val"].shape[batch_axis])
-    dtype = node.meta["val"].dtype
+    dtype = node.meta["val"].dtype if fn is None else x.dtype
+    fn = ep.module() if fn is None else fn
     outs = []
     for i in range(0, x.shape[batch_axis], b0):
         chunk = x.narrow(batch_axis, i, min(b0, x.shape[batch_axis] - i)).to(dtype)

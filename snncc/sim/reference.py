@@ -13,6 +13,7 @@ unchanged; `Result.messages` counts its graded messages (neurons whose value is 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -123,8 +124,15 @@ class Interpreter:
         tensors: dict[int, torch.Tensor] = {}  # one tensor per distinct array (shared private copies)
 
         def tensor(v):
-            if id(v) not in tensors:
-                tensors[id(v)] = torch.tensor(v, dtype=dtype)
+            if id(v) not in tensors:  # a float64 array is read in place on the CPU (no op writes to a parameter;
+                # the graph's arrays are read-only): a large model's weights are not copied once per executor
+                if isinstance(v, np.ndarray) and v.dtype == np.float64 and dtype == torch.float64 and \
+                        torch.get_default_device().type == "cpu":
+                    with warnings.catch_warnings():  # torch's notice that the array is not writable
+                        warnings.simplefilter("ignore", UserWarning)
+                        tensors[id(v)] = torch.as_tensor(v)
+                else:
+                    tensors[id(v)] = torch.tensor(v, dtype=dtype)
             return tensors[id(v)]
 
         self._params = {n.name: {k: tensor(v) for k, v in n.params.items()} for n in graph.nodes}
