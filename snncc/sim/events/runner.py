@@ -168,6 +168,12 @@ class _Run:
         self._cap_fire = np.where(self._fire_slot, self._cap_all, 0.0)
         self._vmin_fire = np.where(self._fire_slot, self._vmin_all, -np.inf)
         self._bounds = kernels.greedy_bounds(self._theta_slot)
+        # greedy/speck without gates: the channel-last SIMD kernels (speck needs every lower bound
+        # below its threshold: a clipped membrane then never reads as one at the threshold)
+        self.cl = None
+        if width == 2 and (policy == "greedy" or bool(np.all(self._vmin_fire < self._theta_slot))):
+            self.cl = kernels.ChannelLast(self.flat, B, S, policy == "speck", self._theta_slot, self._vmin_fire,
+                                          self._bounds[0])
         self.firing = np.tile(self._fire_slot, B) if (policy != "ideal" or gated) else None  # per neuron
         self.src_index = {s: i for i, s in enumerate(net.tables)}
         self.slot_pop = np.empty(S, dtype=np.int64)  # slot -> consumer index
@@ -305,7 +311,7 @@ class _Run:
         syn, gsl, n, key = kernels.deliver_sequential(
             self.flat, self.gopen if self.gates else self._no_gates, rows, samples, self.net.n_slots, self.clock,
             self.state, self.k, self._theta_slot, self.Dcap, self.policy == "speck", self.scratch,
-            self._cap_fire, self._vmin_fire, self._bounds)
+            self._cap_fire, self._vmin_fire, self._bounds, self.cl)
         self.synops += syn
         if self.trace is not None:
             keys = np.empty(n_ev, dtype=np.int64)
@@ -393,6 +399,8 @@ class _Run:
     def timestep(self, t: int, spikes_in: np.ndarray | None, host: dict[str, np.ndarray]) -> np.ndarray:
         net, B, S = self.net, self.B, self.net.n_slots
         V = self.state.reshape(B, S, self.state.shape[1])[:, :, kernels.V_]  # a view
+        if self.cl is not None:
+            self.cl.to_slots(self.state)  # the slot-order code below updates `state`
         reset = ~net.stateful if t > 0 else np.ones(S, dtype=bool)
         if t > 0 and net.leak is not None and (net.leak != 1.0).any():  # reference.carry: the residual leaks
             lk = (net.leak != 1.0) & ~self._carried
@@ -449,6 +457,8 @@ class _Run:
                 new = self.deliver_sequential(step)
                 self.clock += sum(int(bt.gid.size) for bt, _ in step)
                 pool += new
+        if self.cl is not None:
+            self.cl.to_slots(self.state)
         if self.policy == "ideal":
             missing = [c for c in net.consumers if net.graph[c].op != "output" and c not in complete]
             if missing:
@@ -601,7 +611,7 @@ def _simulate_split(graph_or_net, x, policy, order, seed, chunk, speck_cap_D, v_
         return _simulate(net, x, policy, order, seed, chunk, speck_cap_D, v_min, reference)[0]
     flat = _flat_tables(net)  # shared, built before the threads start
     if not flat.gated:
-        flat.runs()
+        flat.runs(0 if policy != "ideal" else None)
     cuts = np.linspace(0, B, min(threads, B) + 1).round().astype(int)
 
     def part(i):
