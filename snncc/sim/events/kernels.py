@@ -750,6 +750,17 @@ class ChannelLast:
         self.loq = np.ascontiguousarray(lo[inv])
         self.q_current = False  # vq holds the membranes (state's column is stale)
 
+    def slot_params(self, beta, const, fire_slot, cap, vmin) -> None:
+        """Per-q copies of the per-slot parameters of a timestep's start and first update (run in
+        q order while the membranes are there: `start_timestep` / `first_update` on `vq`)."""
+        inv = self.inv
+        self.betaq = np.ascontiguousarray(beta[inv], dtype=np.float64)
+        self.constq = np.ascontiguousarray(const[inv], dtype=np.float64)
+        self.fireq = np.tile(fire_slot[inv], self.B)
+        self.capq = np.ascontiguousarray(cap[inv], dtype=np.float64)
+        self.vminq = np.ascontiguousarray(vmin[inv], dtype=np.float64)
+        self.kq = np.zeros(self.B * self.S)  # the first update's counters (k is 0 at a timestep's start)
+
     def to_q(self, state) -> None:
         if not self.q_current:
             _transpose(state, state.shape[1], self.vq, 1, self.rt.seg, self.B, self.S, True)

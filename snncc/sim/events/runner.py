@@ -174,6 +174,7 @@ class _Run:
         if width == 2 and (policy == "greedy" or bool(np.all(self._vmin_fire < self._theta_slot))):
             self.cl = kernels.ChannelLast(self.flat, B, S, policy == "speck", self._theta_slot, self._vmin_fire,
                                           self._bounds[0])
+            self.cl.slot_params(net.beta, net.const, self._fire_slot, self._cap_all, self._vmin_all)
         self.firing = np.tile(self._fire_slot, B) if (policy != "ideal" or gated) else None  # per neuron
         self.src_index = {s: i for i, s in enumerate(net.tables)}
         self.slot_pop = np.empty(S, dtype=np.int64)  # slot -> consumer index
@@ -332,6 +333,19 @@ class _Run:
         """greedy/speck: constant + host current is every neuron's first update."""
         self._refresh_gates()
         og, on = self._out()
+        if self.cl is not None and self.cl.q_current:  # channel-last: fired q -> slots, in slot order
+            cl = self.cl
+            ne = kernels.first_update(cl.vq.reshape(-1, 1), cl.kq, cl.thq, cl.fireq, cl.capq, cl.vminq,
+                                      self.policy == "speck", self.B, self.net.n_slots, og, on)
+            q = og[:ne]
+            b, qs = np.divmod(q, self.net.n_slots)
+            g = b * self.net.n_slots + cl.inv[qs]
+            n = on[:ne].copy()
+            cl.kq[q] = 0.0  # back to zero for the next timestep
+            o = np.argsort(g)
+            g, n = g[o], n[o]
+            self.k[g] += n
+            return self._emit(g, n, np.full(ne, self.clock - 1, dtype=np.int64))
         fireable = self.firing & self.en if self.gates else self.firing
         ne = kernels.first_update(self.state, self.k, self._theta_slot, fireable, self._cap_all, self._vmin_all,
                                   self.policy == "speck", self.B, self.net.n_slots, og, on)
@@ -399,18 +413,28 @@ class _Run:
     def timestep(self, t: int, spikes_in: np.ndarray | None, host: dict[str, np.ndarray]) -> np.ndarray:
         net, B, S = self.net, self.B, self.net.n_slots
         V = self.state.reshape(B, S, self.state.shape[1])[:, :, kernels.V_]  # a view
-        if self.cl is not None:
-            self.cl.to_slots(self.state)  # the slot-order code below updates `state`
         reset = ~net.stateful if t > 0 else np.ones(S, dtype=bool)
-        if t > 0 and net.leak is not None and (net.leak != 1.0).any():  # reference.carry: the residual leaks
-            lk = (net.leak != 1.0) & ~self._carried
-            V[:, lk] = net.beta[lk] + net.leak[lk] * (V[:, lk] - net.beta[lk])
-        touch = np.flatnonzero(reset | (net.const != 0.0))  # any other membrane keeps its value
-        kernels.start_timestep(self.state, self.k, net.beta, net.const, reset, B, S, touch, self.policy != "ideal")
-        for c, h in host.items():
-            V[:, slice(*net.offsets[c])] += h
-        if not net.enabled.all():
-            V[:, ~net.enabled] = 0.0
+        # the channel-last membranes stay in q order across timesteps where the start needs no
+        # slot-order code (no leak, host current or disabled slot): no transposition
+        q_start = (self.cl is not None and self.cl.q_current and not host and net.enabled.all()
+                   and not (t > 0 and net.leak is not None and (net.leak != 1.0).any()))
+        if self.cl is not None and not q_start:
+            self.cl.to_slots(self.state)  # the slot-order code below updates `state`
+        if q_start:
+            touch = np.flatnonzero(reset | (net.const != 0.0))
+            kernels.start_timestep(self.cl.vq.reshape(-1, 1), self.k, self.cl.betaq, self.cl.constq,
+                                   reset[self.cl.inv], B, S, np.sort(self.cl.rt.pos[touch]), True)
+        else:
+            if t > 0 and net.leak is not None and (net.leak != 1.0).any():  # reference.carry: the residual leaks
+                lk = (net.leak != 1.0) & ~self._carried
+                V[:, lk] = net.beta[lk] + net.leak[lk] * (V[:, lk] - net.beta[lk])
+            touch = np.flatnonzero(reset | (net.const != 0.0))  # any other membrane keeps its value
+            kernels.start_timestep(self.state, self.k, net.beta, net.const, reset, B, S, touch,
+                                   self.policy != "ideal")
+            for c, h in host.items():
+                V[:, slice(*net.offsets[c])] += h
+            if not net.enabled.all():
+                V[:, ~net.enabled] = 0.0
         if self.gates:
             for lv in self.live.values():
                 lv[:] = False
@@ -457,8 +481,6 @@ class _Run:
                 new = self.deliver_sequential(step)
                 self.clock += sum(int(bt.gid.size) for bt, _ in step)
                 pool += new
-        if self.cl is not None:
-            self.cl.to_slots(self.state)
         if self.policy == "ideal":
             missing = [c for c in net.consumers if net.graph[c].op != "output" and c not in complete]
             if missing:
@@ -468,6 +490,8 @@ class _Run:
             off = np.flatnonzero(self.gated & ~self.en & np.tile(net.fires, B))
             self.V[off] = net.beta[off % S]
         o = net.offsets[net.graph.output.name]
+        if self.cl is not None and self.cl.q_current:
+            return self.cl.vq.reshape(B, S)[:, self.cl.rt.pos[o[0]:o[1]]]
         return V[:, o[0]:o[1]].copy()
 
     def _completions(self, complete: set, pool: list[_Batch]) -> list[_Batch]:
@@ -682,6 +706,8 @@ def _simulate(graph_or_net, x, policy="ideal", order="layer", seed=0, chunk=4096
     messages = {c: torch.from_numpy(m).reshape((B,) + g[c].shape) for c, m in run.messages.items()}
     res = EventResult(out, counts, dict(run.events), run.synops, dict(run.peak), run.steps, policy, order,
                       messages=messages)
+    if run.cl is not None:
+        run.cl.to_slots(run.state)  # the run's membranes in slot order again
     if reference:
         res.agreement = _agreement(net, x, res)
     return res, run
