@@ -7,8 +7,12 @@ synapse updating its neuron and firing it by the policy's rule at once) and `com
 (JIT time, reported by the benchmarks and never counted as throughput), plus the dense sweeps of
 a timestep (`init_state`, `start_timestep`, `first_update`, `complete_burst`).
 
-Kernels per case: `_sequential_speck` / `_sequential_greedy` (no SSC gates: the policy fixed at
-compile time, unsigned flat indexing), `_sequential` (gated tables, either policy), `_ideal`
+Kernels per case: `_sequential_speck_cl` / `_sequential_greedy_cl` (no SSC gates, the runner's
+default for greedy/speck: `ChannelLast` membranes and rank stamps in channel-last order, each
+event's targets as gap-free runs, a SIMD add-and-compare pass per run and the scalar firing rule
+only where a neuron reaches its bound), `_sequential_speck` / `_sequential_greedy` (no SSC gates:
+the policy fixed at compile time, unsigned flat indexing; used when a speck lower bound is not
+below its threshold), `_sequential` (gated tables, either policy), `_ideal`
 (gated tables), `_ideal_runs` (ungated tables, the common case: `RunTables`, channel-last runs of
 targets added as contiguous SIMD loops from shared weight blocks and address patterns, samples on
 numba's threads, each sample's scratch flushed into the membranes right after its events; the
@@ -1024,6 +1028,11 @@ def compile_seconds() -> float:
     _cut_runs(i1, z, f, 4)
     _sequential_speck(i1, z32, f, z, z, 1, 0, np.zeros((1, 2)), np.zeros(1), f, f, f, 1, *rec())
     _sequential_greedy(i1, z32, f, z, z, 1, 0, np.zeros((1, 2)), np.zeros(1), f, f, *greedy_bounds(f), 1, *rec())
+    for fn, per_q in ((_sequential_speck_cl, (f, f)), (_sequential_greedy_cl, (f,))):
+        fn(z, z, i1, z, i1[1:], z, f, z, z, z, 1, 0, np.zeros(1), np.zeros(1), np.zeros(1), *per_q, f, f,
+           *((f,) if fn is _sequential_speck_cl else greedy_bounds(f)), 1, *rec())
+    _transpose(np.zeros((1, 2)), 2, np.zeros(1), 1, seg, 1, 1, True)
+    _transpose(np.zeros(1), 1, np.zeros((1, 2)), 2, seg, 1, 1, False)
     b1 = np.ones(1, dtype=np.bool_)
     for w in (1, 2, N_STATE):
         st = np.zeros((1, w))

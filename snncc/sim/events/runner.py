@@ -12,7 +12,10 @@ step, `snncc.sim.events.kernels`); within a step the events have a sequential or
 neuron sees its contributions in that order. greedy/speck: the kernel walks the step's events in
 order and each event's synapses, firing a neuron by the policy's rule right after each update;
 the spikes a step emits join the pool ordered by (rank of the contribution at its neuron, sample,
-address). Tested bit-exact against a per-event Python loop (tests/test_sim_events.py).
+address). Tested bit-exact against a per-event Python loop (tests/test_sim_events.py). Without
+SSC gates greedy/speck keep the membranes channel-last (`kernels.ChannelLast`) from the first step
+on, and the timestep start, first update and output read run on that copy (per-q parameters); a
+leak, host current or disabled slot moves them back to slot order for that timestep's start.
 Order policies:
 - "layer": a step is all pending events of the earliest source population (graph order);
 - "interleaved": a step is all pending events (a wave), the sources' events round-robin;
