@@ -560,3 +560,51 @@ def test_batch_split_over_threads_equals_one_thread(pol, monkeypatch):
     finally:
         numba.set_num_threads(before)
     assert split == ([2, 2] if pol == "ideal" else [2])  # layer (and ideal interleaved) split, others did not
+
+
+@pytest.mark.parametrize("pol", ["greedy", "speck"])
+def test_channel_last_kernels_emit_the_flat_kernels_spikes_in_order(pol):
+    """The channel-last SIMD kernels (`kernels.ChannelLast`, greedy/speck without gates) against the
+    flat per-synapse kernels on the same steps: the same spikes (slot, n, key) in the same
+    (rank, slot) order, the same membranes (moved back to slot order) and counters. The steps hit
+    neurons many times each (repeated addresses, several samples out of order, large weights), so
+    neurons fire at ranks > 0, several times in one step, and a wrong rank, slot or key misorders
+    the pool; run twice so the rank stamps of an earlier step must not leak into the next."""
+    from snncc.sim.events import kernels as K
+
+    g = _random_net(4)
+    net = build_network(g)
+    flat = runner_mod._flat_tables(net)
+    B, S = 3, net.n_slots
+    rng = np.random.default_rng(7)
+    theta = np.ascontiguousarray(net.theta, dtype=np.float64)
+    cap = np.where(net.fires, 2.0 if pol == "greedy" else np.inf, 0.0)
+    vmin = np.where(net.fires, -1.5, -np.inf)
+    bounds = K.greedy_bounds(theta)
+    runs = []
+    for use_cl in (False, True):
+        state = np.zeros((B * S, 2))
+        state[:, 0] = rng.normal(0, 0.5, B * S) if not runs else runs[0][0]
+        k = np.zeros(B * S)
+        cl = K.ChannelLast(flat, B, S, pol == "speck", theta, vmin, bounds[0]) if use_cl else None
+        assert cl is None or cl.rt.length.max() > 1  # real multi-target runs
+        scratch = K.Scratch(B * S)
+        srng = np.random.default_rng(11)
+        out = [state[:, 0].copy()]
+        for step in range(2):
+            src = flat.names[step]  # the input, then population A
+            n = net.tables[src].n
+            rows = flat.base[step] + srng.integers(0, n, 300)
+            samples = srng.integers(0, B, 300)
+            syn, gsl, nn, key = K.deliver_sequential(flat, np.zeros((1, 1), bool), rows, samples, S, 1000 * step,
+                                                     state, k, theta, None, pol == "speck", scratch, cap, vmin,
+                                                     bounds, cl)
+            if cl is not None:
+                cl.to_slots(state)
+            out += [syn, gsl.copy(), nn.copy(), key.copy(), state[:, 0].copy(), k.copy()]
+        runs.append(out)
+    flat_run, cl_run = runs
+    for a, b in zip(flat_run[1:], cl_run[1:]):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    spikes = flat_run[2]
+    assert spikes.size > 50 and np.unique(spikes).size < spikes.size  # neurons fire more than once a step

@@ -7,8 +7,12 @@ synapse updating its neuron and firing it by the policy's rule at once) and `com
 (JIT time, reported by the benchmarks and never counted as throughput), plus the dense sweeps of
 a timestep (`init_state`, `start_timestep`, `first_update`, `complete_burst`).
 
-Kernels per case: `_sequential_speck` / `_sequential_greedy` (no SSC gates: the policy fixed at
-compile time, unsigned flat indexing), `_sequential` (gated tables, either policy), `_ideal`
+Kernels per case: `_sequential_speck_cl` / `_sequential_greedy_cl` (no SSC gates, the runner's
+default for greedy/speck: `ChannelLast` membranes and rank stamps in channel-last order, each
+event's targets as gap-free runs, a SIMD add-and-compare pass per run and the scalar firing rule
+only where a neuron reaches its bound), `_sequential_speck` / `_sequential_greedy` (no SSC gates:
+the policy fixed at compile time, unsigned flat indexing; used when a speck lower bound is not
+below its threshold), `_sequential` (gated tables, either policy), `_ideal`
 (gated tables), `_ideal_runs` (ungated tables, the common case: `RunTables`, channel-last runs of
 targets added as contiguous SIMD loops from shared weight blocks and address patterns, samples on
 numba's threads, each sample's scratch flushed into the membranes right after its events; the
@@ -101,16 +105,19 @@ class FlatTables:
 
         self.n_slots = net.n_slots
         self._shapes = [(net.offsets[c][0], net.graph[c].shape) for c in net.consumers]
-        self._runs = None
+        self._runs = {}
 
     def rows(self, src: str, a: np.ndarray) -> np.ndarray:
         return self.base[self.names.index(src)] + a
 
-    def runs(self) -> "RunTables":
-        """The ungated tables as contiguous runs in channel-last slot order (built on first use)."""
-        if self._runs is None:
-            self._runs = RunTables(self)
-        return self._runs
+    def runs(self, gap: int | None = None) -> "RunTables":
+        """The ungated tables as contiguous runs in channel-last slot order (built on first use).
+        `gap=0`: runs of the table's own entries only, no +0.0 fill (the sequential kernels, where a
+        filled target would count as an update)."""
+        gap = RunTables.GAP if gap is None else gap
+        if gap not in self._runs:
+            self._runs[gap] = RunTables(self, gap)
+        return self._runs[gap]
 
 
 class RunTables:
@@ -128,7 +135,7 @@ class RunTables:
 
     GAP = 4
 
-    def __init__(self, flat: FlatTables):
+    def __init__(self, flat: FlatTables, gap: int = GAP):
         pos = np.arange(flat.n_slots, dtype=np.int64)
         for lo, sh in flat._shapes:
             if len(sh) >= 2 and sh[0] > 1:
@@ -152,7 +159,7 @@ class RunTables:
         self.inv = np.empty_like(pos)
         self.inv[pos] = np.arange(pos.size)
         q = pos[flat.slots]
-        rptr, start, length, woff, w = _cut_runs(flat.indptr, q, flat.weights, self.GAP)
+        rptr, start, length, woff, w = _cut_runs(flat.indptr, q, flat.weights, gap)
         woff, self.weights = _dedup_blocks(length, woff, w)
         self.pat, self.base, self.ptr, self.rel, self.length, self.woff = _patterns(rptr, start, length, woff)
         self.n_runs = int(rptr[-1])
@@ -591,6 +598,184 @@ def _sequential_greedy(indptr, slots, weights, rows, samples, S, clock, state, k
     return synops, ne
 
 
+# The channel-last sequential kernels (greedy/speck without SSC gates, `ChannelLast`): membranes
+# `vq` and rank stamps `rq` in channel-last order (q = RunTables.pos[slot] per sample), an event's
+# targets walked as the gap-free runs of `FlatTables.runs(0)` (every target of a run is one table
+# entry: the same updates as the flat kernels, in q order within an event; targets of an event are
+# distinct, so every neuron sees the same contributions in the same order with the same ranks).
+# Per run a branch-free SIMD pass adds the weights, stamps the ranks and stores the membrane (the
+# no-spike value, or the raw sum where the neuron reaches the policy's bound); only a run with a
+# neuron at the bound takes the scalar pass, which applies the firing rule to exactly those (every
+# target of the run was updated by this event, and a no-spike store stays below the bound: speck
+# requires v_min < theta, checked by the runner) with the very float64 operations of
+# `_sequential_speck` / `_sequential_greedy`.
+@_njit(nogil=True)
+def _sequential_speck_cl(pat, base, ptr, rel, length, woff, weights, inv, rows, samples, S, clock, vq, rq, k,
+                         thq, vmq, theta, cap, vmin, step, em_rank, em_slot, em_key, em_n):
+    synops = 0
+    ne = 0
+    rb = float(step) * RANK_LIMIT
+    for e in range(rows.size):
+        a = rows[e]
+        off = np.uint64(samples[e] * S)
+        p = pat[a]
+        for r in range(ptr[p], ptr[p + 1]):
+            q0 = np.uint64(base[a] + rel[r])
+            t = off + q0
+            wo = np.uint64(woff[r])
+            nl = length[r]
+            synops += nl
+            L = np.uint64(nl)
+            hit = False
+            for i in range(L):
+                v = vq[t + i] + weights[wo + i]
+                rs = rq[t + i]
+                rq[t + i] = (rs if rs >= rb else rb) + 1.0
+                th = thq[q0 + i]
+                vm = vmq[q0 + i]
+                hit |= v >= th
+                vq[t + i] = v if ((v > vm) | (v >= th)) else vm
+            if not hit:
+                continue
+            for i in range(L):
+                v = vq[t + i]
+                if v < thq[q0 + i]:
+                    continue
+                s = np.uint64(inv[q0 + i])
+                g = off + s
+                th = theta[s]
+                n = 1.0 if k[g] < cap[s] else 0.0
+                v = v - n * th
+                vm = vmin[s]
+                vq[t + i] = v if v > vm else vm
+                if n != 0.0:
+                    k[g] += n
+                    em_rank[ne] = int(rq[t + i] - rb - 1.0)
+                    em_slot[ne] = g
+                    em_key[ne] = clock + e
+                    em_n[ne] = n
+                    ne += 1
+    return synops, ne
+
+
+@_njit(nogil=True)
+def _sequential_greedy_cl(pat, base, ptr, rel, length, woff, weights, inv, rows, samples, S, clock, vq, rq, k,
+                          loq, theta, cap, lo, mid, hi, step, em_rank, em_slot, em_key, em_n):
+    synops = 0
+    ne = 0
+    rb = float(step) * RANK_LIMIT
+    for e in range(rows.size):
+        a = rows[e]
+        off = np.uint64(samples[e] * S)
+        p = pat[a]
+        for r in range(ptr[p], ptr[p + 1]):
+            q0 = np.uint64(base[a] + rel[r])
+            t = off + q0
+            wo = np.uint64(woff[r])
+            nl = length[r]
+            synops += nl
+            L = np.uint64(nl)
+            hit = False
+            for i in range(L):
+                v = vq[t + i] + weights[wo + i]
+                rs = rq[t + i]
+                rq[t + i] = (rs if rs >= rb else rb) + 1.0
+                hit |= v >= loq[q0 + i]
+                vq[t + i] = v
+            if not hit:
+                continue
+            for i in range(L):
+                v = vq[t + i]
+                if v < loq[q0 + i]:
+                    continue
+                s = np.uint64(inv[q0 + i])
+                g = off + s
+                th = theta[s]
+                if v >= mid[s] and v < hi[s]:
+                    n = 1.0
+                else:
+                    f = np.floor(v / th)
+                    n = f if f > 0.0 else 0.0
+                room = cap[s] - k[g]
+                n = room if room < n else n
+                vq[t + i] = v - n * th
+                if n != 0.0:
+                    k[g] += n
+                    em_rank[ne] = int(rq[t + i] - rb - 1.0)
+                    em_slot[ne] = g
+                    em_key[ne] = clock + e
+                    em_n[ne] = n
+                    ne += 1
+    return synops, ne
+
+
+@_njit(nogil=True)
+def _transpose(src, sw, dst, dw, seg, B, S, to_q):
+    """Membranes between slot order (column 0 of `state` rows, width sw / dw) and channel-last order,
+    per sample and segment (`RunTables.seg`), tile by tile (`FLUSH_TILE` sites): to_q reads slots and
+    writes q, else the reverse. A copy: no value changes."""
+    fs = src.ravel()
+    fd = dst.ravel()
+    for b in range(B):
+        off = b * S
+        for i in range(seg.shape[0]):
+            lo, C, sites = seg[i, 0], seg[i, 1], seg[i, 2]
+            if C == 1:
+                for x in range(lo, lo + sites):
+                    fd[(off + x) * dw] = fs[(off + x) * sw]
+                continue
+            for p0 in range(0, sites, FLUSH_TILE):
+                p1 = min(p0 + FLUSH_TILE, sites)
+                for c in range(C):
+                    for p in range(p0, p1):
+                        sl = off + lo + c * sites + p
+                        ql = off + lo + p * C + c
+                        if to_q:
+                            fd[ql * dw] = fs[sl * sw]
+                        else:
+                            fd[sl * dw] = fs[ql * sw]
+
+
+class ChannelLast:
+    """The channel-last state of a greedy/speck run without SSC gates: membranes `vq` and rank
+    stamps `rq` per (sample, q), the per-q bounds of the SIMD pass, and which copy of the membranes
+    is current. The runner's slot-order code (timestep start, host currents, first update, outputs)
+    reads `state`; `to_q` / `to_slots` transpose at those step boundaries, once per timestep each."""
+
+    def __init__(self, flat: FlatTables, B: int, S: int, speck: bool, theta, vmin, lo):
+        self.rt = flat.runs(0)
+        inv = self.rt.inv
+        self.inv = inv.astype(np.int64)
+        self.B, self.S = B, S
+        self.vq = np.zeros(B * S)
+        self.rq = np.zeros(B * S)
+        self.thq = np.ascontiguousarray(theta[inv])
+        self.vmq = np.ascontiguousarray(vmin[inv])
+        self.loq = np.ascontiguousarray(lo[inv])
+        self.q_current = False  # vq holds the membranes (state's column is stale)
+
+    def slot_params(self, beta, const, fire_slot, cap, vmin) -> None:
+        """Per-q copies of the per-slot parameters of a timestep's start and first update (run in
+        q order while the membranes are there: `start_timestep` / `first_update` on `vq`)."""
+        inv = self.inv
+        self.betaq = np.ascontiguousarray(beta[inv], dtype=np.float64)
+        self.constq = np.ascontiguousarray(const[inv], dtype=np.float64)
+        self.fireq = np.tile(fire_slot[inv], self.B)
+        self.capq = np.ascontiguousarray(cap[inv], dtype=np.float64)
+        self.vminq = np.ascontiguousarray(vmin[inv], dtype=np.float64)
+        self.kq = np.zeros(self.B * self.S)  # the first update's counters (k is 0 at a timestep's start)
+
+    def to_q(self, state) -> None:
+        if not self.q_current:
+            _transpose(state, state.shape[1], self.vq, 1, self.rt.seg, self.B, self.S, True)
+            self.q_current = True
+
+    def to_slots(self, state) -> None:
+        if self.q_current:
+            _transpose(self.vq, 1, state, state.shape[1], self.rt.seg, self.B, self.S, False)
+            self.q_current = False
+
+
 @_njit(nogil=True)
 def init_state(state, cap_g, cap, vmin, fireable, B, S):
     """Every (sample, slot) row: membrane and counters 0, cap / lower bound of its slot (0 / -inf
@@ -768,11 +953,13 @@ def deliver_ideal(flat: FlatTables, gopen, src: int, rows, samples, mult, B, S, 
 
 
 def deliver_sequential(flat: FlatTables, gopen, rows, samples, S, clock, state, k, theta, cap, speck: bool,
-                       scratch: Scratch, cap_slot=None, vmin_slot=None, bounds=None):
+                       scratch: Scratch, cap_slot=None, vmin_slot=None, bounds=None, cl=None):
     """Events in step order (rows, samples). Returns (synops, slots, n, keys) of the spikes fired,
     ordered by (rank of the contribution at its neuron, global slot). A 2-column `state` (no SSC
     gates) takes the plain kernels with the cap and lower bound per slot (`cap_slot`, `vmin_slot`);
-    a 3-column one the general kernel (per neuron `cap`, lower bound in the row)."""
+    a 3-column one the general kernel (per neuron `cap`, lower bound in the row). `cl`: a
+    `ChannelLast` state for the 2-column case (the SIMD run kernels; `state`'s membranes are then
+    stale until `cl.to_slots`)."""
     er, es, ek, en = scratch.records(_bound(flat, rows))
     step = scratch.next_stamp()
     # samples are independent and a neuron belongs to one sample, so the kernel may take the events
@@ -789,6 +976,17 @@ def deliver_sequential(flat: FlatTables, gopen, rows, samples, S, clock, state, 
     if state.shape[1] > VMIN_:
         syn, ne = _sequential(flat.indptr, flat.slots32, flat.weights, flat.gate, flat.first, flat.gated, gopen,
                               rows, samples, S, clock, state, k, theta, cap, speck, step, er, es, ek, en)
+    elif cl is not None:  # channel-last SIMD runs (the membranes move to q order once per timestep)
+        cl.to_q(state)
+        rt = cl.rt
+        if speck:
+            syn, ne = _sequential_speck_cl(rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, rt.weights, cl.inv,
+                                           rows, samples, S, clock, cl.vq, cl.rq, k, cl.thq, cl.vmq, theta, cap_slot,
+                                           vmin_slot, step, er, es, ek, en)
+        else:
+            syn, ne = _sequential_greedy_cl(rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, rt.weights, cl.inv,
+                                            rows, samples, S, clock, cl.vq, cl.rq, k, cl.loq, theta, cap_slot,
+                                            *bounds, step, er, es, ek, en)
     elif speck:
         syn, ne = _sequential_speck(flat.indptr, flat.slots32, flat.weights, rows, samples, S, clock, state, k,
                                     theta, cap_slot, vmin_slot, step, er, es, ek, en)
@@ -830,6 +1028,11 @@ def compile_seconds() -> float:
     _cut_runs(i1, z, f, 4)
     _sequential_speck(i1, z32, f, z, z, 1, 0, np.zeros((1, 2)), np.zeros(1), f, f, f, 1, *rec())
     _sequential_greedy(i1, z32, f, z, z, 1, 0, np.zeros((1, 2)), np.zeros(1), f, f, *greedy_bounds(f), 1, *rec())
+    for fn, per_q in ((_sequential_speck_cl, (f, f)), (_sequential_greedy_cl, (f,))):
+        fn(z, z, i1, z, i1[1:], z, f, z, z, z, 1, 0, np.zeros(1), np.zeros(1), np.zeros(1), *per_q, f, f,
+           *((f,) if fn is _sequential_speck_cl else greedy_bounds(f)), 1, *rec())
+    _transpose(np.zeros((1, 2)), 2, np.zeros(1), 1, seg, 1, 1, True)
+    _transpose(np.zeros(1), 1, np.zeros((1, 2)), 2, seg, 1, 1, False)
     b1 = np.ones(1, dtype=np.bool_)
     for w in (1, 2, N_STATE):
         st = np.zeros((1, w))

@@ -12,7 +12,10 @@ step, `snncc.sim.events.kernels`); within a step the events have a sequential or
 neuron sees its contributions in that order. greedy/speck: the kernel walks the step's events in
 order and each event's synapses, firing a neuron by the policy's rule right after each update;
 the spikes a step emits join the pool ordered by (rank of the contribution at its neuron, sample,
-address). Tested bit-exact against a per-event Python loop (tests/test_sim_events.py).
+address). Tested bit-exact against a per-event Python loop (tests/test_sim_events.py). Without
+SSC gates greedy/speck keep the membranes channel-last (`kernels.ChannelLast`) from the first step
+on, and the timestep start, first update and output read run on that copy (per-q parameters); a
+leak, host current or disabled slot moves them back to slot order for that timestep's start.
 Order policies:
 - "layer": a step is all pending events of the earliest source population (graph order);
 - "interleaved": a step is all pending events (a wave), the sources' events round-robin;
@@ -168,6 +171,13 @@ class _Run:
         self._cap_fire = np.where(self._fire_slot, self._cap_all, 0.0)
         self._vmin_fire = np.where(self._fire_slot, self._vmin_all, -np.inf)
         self._bounds = kernels.greedy_bounds(self._theta_slot)
+        # greedy/speck without gates: the channel-last SIMD kernels (speck needs every lower bound
+        # below its threshold: a clipped membrane then never reads as one at the threshold)
+        self.cl = None
+        if width == 2 and (policy == "greedy" or bool(np.all(self._vmin_fire < self._theta_slot))):
+            self.cl = kernels.ChannelLast(self.flat, B, S, policy == "speck", self._theta_slot, self._vmin_fire,
+                                          self._bounds[0])
+            self.cl.slot_params(net.beta, net.const, self._fire_slot, self._cap_all, self._vmin_all)
         self.firing = np.tile(self._fire_slot, B) if (policy != "ideal" or gated) else None  # per neuron
         self.src_index = {s: i for i, s in enumerate(net.tables)}
         self.slot_pop = np.empty(S, dtype=np.int64)  # slot -> consumer index
@@ -305,7 +315,7 @@ class _Run:
         syn, gsl, n, key = kernels.deliver_sequential(
             self.flat, self.gopen if self.gates else self._no_gates, rows, samples, self.net.n_slots, self.clock,
             self.state, self.k, self._theta_slot, self.Dcap, self.policy == "speck", self.scratch,
-            self._cap_fire, self._vmin_fire, self._bounds)
+            self._cap_fire, self._vmin_fire, self._bounds, self.cl)
         self.synops += syn
         if self.trace is not None:
             keys = np.empty(n_ev, dtype=np.int64)
@@ -326,6 +336,19 @@ class _Run:
         """greedy/speck: constant + host current is every neuron's first update."""
         self._refresh_gates()
         og, on = self._out()
+        if self.cl is not None and self.cl.q_current:  # channel-last: fired q -> slots, in slot order
+            cl = self.cl
+            ne = kernels.first_update(cl.vq.reshape(-1, 1), cl.kq, cl.thq, cl.fireq, cl.capq, cl.vminq,
+                                      self.policy == "speck", self.B, self.net.n_slots, og, on)
+            q = og[:ne]
+            b, qs = np.divmod(q, self.net.n_slots)
+            g = b * self.net.n_slots + cl.inv[qs]
+            n = on[:ne].copy()
+            cl.kq[q] = 0.0  # back to zero for the next timestep
+            o = np.argsort(g)
+            g, n = g[o], n[o]
+            self.k[g] += n
+            return self._emit(g, n, np.full(ne, self.clock - 1, dtype=np.int64))
         fireable = self.firing & self.en if self.gates else self.firing
         ne = kernels.first_update(self.state, self.k, self._theta_slot, fireable, self._cap_all, self._vmin_all,
                                   self.policy == "speck", self.B, self.net.n_slots, og, on)
@@ -394,15 +417,27 @@ class _Run:
         net, B, S = self.net, self.B, self.net.n_slots
         V = self.state.reshape(B, S, self.state.shape[1])[:, :, kernels.V_]  # a view
         reset = ~net.stateful if t > 0 else np.ones(S, dtype=bool)
-        if t > 0 and net.leak is not None and (net.leak != 1.0).any():  # reference.carry: the residual leaks
-            lk = (net.leak != 1.0) & ~self._carried
-            V[:, lk] = net.beta[lk] + net.leak[lk] * (V[:, lk] - net.beta[lk])
-        touch = np.flatnonzero(reset | (net.const != 0.0))  # any other membrane keeps its value
-        kernels.start_timestep(self.state, self.k, net.beta, net.const, reset, B, S, touch, self.policy != "ideal")
-        for c, h in host.items():
-            V[:, slice(*net.offsets[c])] += h
-        if not net.enabled.all():
-            V[:, ~net.enabled] = 0.0
+        # the channel-last membranes stay in q order across timesteps where the start needs no
+        # slot-order code (no leak, host current or disabled slot): no transposition
+        q_start = (self.cl is not None and self.cl.q_current and not host and net.enabled.all()
+                   and not (t > 0 and net.leak is not None and (net.leak != 1.0).any()))
+        if self.cl is not None and not q_start:
+            self.cl.to_slots(self.state)  # the slot-order code below updates `state`
+        if q_start:
+            touch = np.flatnonzero(reset | (net.const != 0.0))
+            kernels.start_timestep(self.cl.vq.reshape(-1, 1), self.k, self.cl.betaq, self.cl.constq,
+                                   reset[self.cl.inv], B, S, np.sort(self.cl.rt.pos[touch]), True)
+        else:
+            if t > 0 and net.leak is not None and (net.leak != 1.0).any():  # reference.carry: the residual leaks
+                lk = (net.leak != 1.0) & ~self._carried
+                V[:, lk] = net.beta[lk] + net.leak[lk] * (V[:, lk] - net.beta[lk])
+            touch = np.flatnonzero(reset | (net.const != 0.0))  # any other membrane keeps its value
+            kernels.start_timestep(self.state, self.k, net.beta, net.const, reset, B, S, touch,
+                                   self.policy != "ideal")
+            for c, h in host.items():
+                V[:, slice(*net.offsets[c])] += h
+            if not net.enabled.all():
+                V[:, ~net.enabled] = 0.0
         if self.gates:
             for lv in self.live.values():
                 lv[:] = False
@@ -458,6 +493,8 @@ class _Run:
             off = np.flatnonzero(self.gated & ~self.en & np.tile(net.fires, B))
             self.V[off] = net.beta[off % S]
         o = net.offsets[net.graph.output.name]
+        if self.cl is not None and self.cl.q_current:
+            return self.cl.vq.reshape(B, S)[:, self.cl.rt.pos[o[0]:o[1]]]
         return V[:, o[0]:o[1]].copy()
 
     def _completions(self, complete: set, pool: list[_Batch]) -> list[_Batch]:
@@ -601,7 +638,7 @@ def _simulate_split(graph_or_net, x, policy, order, seed, chunk, speck_cap_D, v_
         return _simulate(net, x, policy, order, seed, chunk, speck_cap_D, v_min, reference)[0]
     flat = _flat_tables(net)  # shared, built before the threads start
     if not flat.gated:
-        flat.runs()
+        flat.runs(0 if policy != "ideal" else None)
     cuts = np.linspace(0, B, min(threads, B) + 1).round().astype(int)
 
     def part(i):
@@ -672,6 +709,8 @@ def _simulate(graph_or_net, x, policy="ideal", order="layer", seed=0, chunk=4096
     messages = {c: torch.from_numpy(m).reshape((B,) + g[c].shape) for c, m in run.messages.items()}
     res = EventResult(out, counts, dict(run.events), run.synops, dict(run.peak), run.steps, policy, order,
                       messages=messages)
+    if run.cl is not None:
+        run.cl.to_slots(run.state)  # the run's membranes in slot order again
     if reference:
         res.agreement = _agreement(net, x, res)
     return res, run
