@@ -19,6 +19,7 @@ import torch.nn.functional as F
 import snncc
 from nets import Fire, randomize_bn
 from snncc.errors import SnnccError
+from snncc.nn import SFANeuron
 
 SNNCC = os.path.join(os.path.dirname(sys.executable), "snncc")
 
@@ -122,21 +123,14 @@ def test_sppf_pt2_at_batch_1_through_the_installed_command_bit_exact(tmp_path, m
 
 
 class StatefulAfterPool(nn.Module):
-    """conv -> max pool of the current -> a stateful neuron (v = v + x, SpikingJelly style) over 2 steps."""
+    """conv -> max pool of the current -> a stateful neuron (v = v + x, fires, subtracts)."""
 
     def __init__(self):
         super().__init__()
-        self.c = nn.Conv2d(2, 4, 3, padding=1)
+        self.c, self.p, self.n = nn.Conv2d(2, 4, 3, padding=1), nn.MaxPool2d(3, 1, 1), SFANeuron(4, stateful=True)
 
     def forward(self, x):
-        u = F.max_pool2d(self.c(x), 3, 1, 1)
-        v, out = 0., []
-        for _ in range(2):
-            v = v + u
-            s = torch.round(torch.clamp(v, 0, 4))
-            v = v - s
-            out.append(s)
-        return torch.stack(out).mean(0)
+        return self.n(self.p(self.c(x)))
 
 
 def test_max_of_currents_before_a_stateful_neuron_is_refused_saying_why():
@@ -146,4 +140,44 @@ def test_max_of_currents_before_a_stateful_neuron_is_refused_saying_why():
     with pytest.raises(SnnccError) as e:
         snncc.compile(StatefulAfterPool().eval(), torch.zeros(1, 2, 8, 8))
     line = e.value.one_line()
-    assert "max pooling of a current" in line and "node '" in line and "\n" not in line, line
+    assert "max pooling of a current before a stateful neuron is not deployable" in line and "node '" in line
+    assert "the integral of a max is not the max of the integrals" in line and "\n" not in line, line
+
+
+class StepIF(nn.Module):
+    """A multi-step IF node in SpikingJelly's style: `v = v + x[t]`, fire, subtract, over the steps."""
+
+    def __init__(self, D=4):
+        super().__init__()
+        self.D, self.v = D, 0.
+
+    def forward(self, x_seq):
+        out = []
+        for t in range(x_seq.shape[0]):
+            self.v = self.v + x_seq[t]
+            spike = torch.round(torch.clamp(self.v, 0, self.D))
+            self.v = self.v - spike
+            out.append(spike)
+        self.v = 0.
+        return torch.stack(out)
+
+
+class PoolThenStepIF(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c, self.p, self.n = nn.Conv2d(2, 4, 3, padding=1), nn.MaxPool2d(3, 1, 1), StepIF()
+
+    def forward(self, x):
+        x = x.unsqueeze(0).repeat(2, 1, 1, 1, 1)
+        T, B = x.shape[:2]
+        u = self.p(self.c(x.flatten(0, 1))).reshape(T, B, 4, 8, 8)
+        return self.n(u).mean(0).flatten(1)
+
+
+def test_max_of_currents_before_a_spikingjelly_multi_step_node_is_refused_in_one_line(tmp_path):
+    m = PoolThenStepIF().eval()
+    path = str(tmp_path / "sj.pt2")
+    torch.export.save(torch.export.export(m, (torch.rand(1, 2, 8, 8),)), path)
+    code, o, e = _cli("compile", path, "-o", str(tmp_path / "out"))
+    assert code == 2 and "max pooling of a current" in e and "node '" in e and len(e.strip().splitlines()) == 1, o + e
+    assert "not a stateful one (its membrane integrates over the steps)" in e, e

@@ -57,6 +57,9 @@ def neuron_module_classes() -> tuple[str, ...]:
     return ("SFANeuron",)
 
 
+HOLDS_POOLED = ("max_pool", "cat", "reshape", "identity", "item", "neuron", "clamp", "peer_neuron")  # ops a PooledCurrent passes
+
+
 @dataclass
 class PooledCurrent:
     """A current held back because a max is no synaptic sum: `max_pool` of `args[0]`, or `cat` of
@@ -435,6 +438,11 @@ class Converter:
             call.args = tuple(self.placement_node(fxn, a) if isinstance(a, Placement) else
                               [self.placement_node(fxn, b) if isinstance(b, Placement) else b for b in a]
                               if isinstance(a, list) else a for a in call.args)
+        if call.op not in HOLDS_POOLED:  # a held-back max of currents read by any other op: refused naming the pool
+            for a in call.args:
+                for b in (a if isinstance(a, (list, tuple)) else [a]):
+                    if isinstance(b, PooledCurrent):
+                        self.tensor(b, fxn)
         lead = self.lead_in(fxn)
         reduced = any(isinstance(a, fx.Node) and a in self.time_reduced for a in fxn.args)
         if reduced and call.op in ("neuron", "clamp", "round", "floor", "matmul"):
@@ -883,11 +891,12 @@ class Converter:
         k = tuple_n(kernel, 2)
         s = tuple_n(stride if stride not in (None, [], ()) else kernel, 2)
         pad = tuple_n(padding, 2)
+        out = tuple(self._shape(fxn)[len(self.lead_in(fxn)):])  # per sample
         if ceil_mode or any(d != 1 for d in tuple_n(dilation, 2)):
             raise FrontendError("max pooling with ceil_mode or dilation is not supported", where=where(fxn))
         if isinstance(x, PooledCurrent):
             return PooledCurrent("max_pool", (x,), {"kernel": k, "stride": s, "padding": pad},
-                                 self.per_sample_shape(fxn), where(fxn))
+                                 out, where(fxn))
         x = self.tensor(x, fxn)
         if self.graph[x].kind != SPIKE and k == (1, 1) and not any(pad):
             if s == (1, 1):
@@ -895,7 +904,7 @@ class Converter:
             return self.add(fxn, "pool", [x], {"mode": "sum", "kernel": k, "stride": s, "padding": (0, 0)})
         if self.graph[x].kind != SPIKE:
             return PooledCurrent("max_pool", (x,), {"kernel": k, "stride": s, "padding": pad},
-                                 self.per_sample_shape(fxn), where(fxn))
+                                 out, where(fxn))
         return self.add(fxn, "max_pool", [x], {"kernel": k, "stride": s, "padding": pad})
 
     def c_expand(self, fxn, x, size):
@@ -1144,7 +1153,8 @@ class Converter:
         if isinstance(v, PooledCurrent):
             raise FrontendError("max pooling of a current is not deployable here: a max is no synaptic sum; it "
                                 "deploys only when a stateless SFA neuron reads it (through max pools and cats: "
-                                "they commute)", where=v.where,
+                                "they commute), not a stateful one (its membrane integrates over the steps)",
+                                where=v.where,
                                 hint="max-pool the neuron's spikes (conv-bn-neuron-maxpool)")
         if isinstance(v, SpikeBN):
             raise FrontendError("BatchNorm on spikes is only deployable when a conv consumes it (it folds into that "
