@@ -13,8 +13,8 @@ current is a sum of *terms* (the flattened root add); a term reads one or more s
   compose. That path count equals the number of distinct targets whenever no target is reached
   twice (any single op; any chain in which no op merging inputs follows the first op spreading
   them); a conv followed by a bilinear resize is counted per axis from the bilinear weights'
-  nonzeros (`_conv_bilinear_distinct`, exact without probing); otherwise the distinct count is taken by probing one-hot inputs when the dense map has at
-  most PROBE_LIMIT entries, and the path count is kept and flagged as an upper bound beyond that.
+  nonzeros (`_conv_bilinear_distinct`, exact without probing); otherwise the distinct count is
+  taken by probing one-hot inputs when the dense map has at most PROBE_LIMIT entries, and the path count is kept and flagged as an upper bound beyond that.
 - a **product** projection: a spike product (attention) of 2-3 spike operands; its cost is the
   number of multiply-free coincidence operations, counted from the operand spikes (see
   `coincidences`).

@@ -57,7 +57,8 @@ def neuron_module_classes() -> tuple[str, ...]:
     return ("SFANeuron",)
 
 
-HOLDS_POOLED = ("max_pool", "cat", "reshape", "identity", "item", "neuron", "clamp", "peer_neuron")  # ops a PooledCurrent passes
+# the ops a PooledCurrent passes through (or a neuron reads it); any other op reading it is refused
+HOLDS_POOLED = ("max_pool", "cat", "reshape", "identity", "item", "neuron", "clamp", "peer_neuron")
 
 
 @dataclass
