@@ -479,3 +479,45 @@ def test_bilinear_site_mask_by_hand():
     want[0, :3, :3] = True
     assert torch.equal(out, want)
     assert _mask_bilinear(None, n, [None]) is None
+
+
+def _conv_bilinear_graph(C=1, H=2, W=2, Co=1, k=3, s=1, p=1, d=1, groups=1, size=(4, 4), ac=False) -> Graph:
+    return Graph([
+        Node("in", "input", [], {"kind": "spike", "shape": (C, H, W)}),
+        Node("c", "conv", ["in"], {"stride": (s, s), "padding": (p, p), "dilation": (d, d), "groups": groups},
+             {"weight": np.ones((Co, C // groups, k, k))}),
+        Node("up", "bilinear", ["c"], {"size": size, "align_corners": ac}),
+        Node("f", "fire", ["up"], {"D": 4, "rounding": "floor"}),
+        Node("out", "output", ["f"]),
+    ]).infer()
+
+
+def test_conv_then_bilinear_synapses_are_the_distinct_count_by_hand():
+    """spike (1, 2, 2) -> conv 3x3 pad 1 -> (1, 2, 2) -> bilinear to (4, 4). A spike reaches both conv
+    outputs per axis; bilinear rows read {0}, {0, 1}, {0, 1}, {1}: all 4 output rows, all 4 columns,
+    16 distinct targets per spike, 64 synapses. The path count (4 conv outputs x 3 rows x 3 columns
+    = 36 per spike, 144) overcounts 2.25x; the compile report (no probing) now says 64, exact."""
+    from snncc.estimate.report import static_markdown, static_stats_per_population
+
+    g = _conv_bilinear_graph()
+    (p,) = [p for p in analyze(g, probe_limit=0).projections if p.source == "in"]
+    assert p.fanout.tolist() == [[[16, 16], [16, 16]]] and p.exact and p.synapses == 64
+    (row,) = [r for r in static_stats_per_population(g) if r["synapses"]]
+    assert row["synapses"] == 64 and row["synapses_exact"] and "upper bound" not in static_markdown(g)
+
+
+@pytest.mark.parametrize("kw", [dict(C=2, H=5, W=6, Co=4, size=(10, 12)), dict(C=2, H=5, W=6, Co=4, s=2, size=(7, 9)),
+                                dict(C=2, H=5, W=6, Co=4, size=(10, 12), ac=True),
+                                dict(C=2, H=5, W=6, Co=4, groups=2, k=2, p=0, size=(9, 9)),
+                                dict(C=2, H=5, W=6, Co=4, d=2, p=2, size=(10, 12))],
+                         ids=["x2", "stride2", "align_corners", "groups", "dilation"])
+def test_conv_then_bilinear_closed_form_equals_one_hot_probing(kw, monkeypatch):
+    import snncc.estimate.plan as plan
+
+    g = _conv_bilinear_graph(**kw)
+    nodes = plan.closure(g, "up")
+    fast, exact = plan.fanout_map(g, nodes, "up", "in", probe_limit=0)
+    monkeypatch.setattr(plan, "_conv_bilinear_distinct", lambda *a: None)
+    probed, probed_exact = plan.fanout_map(g, nodes, "up", "in", probe_limit=1 << 30)
+    paths, _ = plan.fanout_map(g, nodes, "up", "in", probe_limit=0)
+    assert exact and probed_exact and np.array_equal(fast, probed) and paths.sum() >= fast.sum()

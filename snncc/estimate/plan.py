@@ -12,8 +12,9 @@ current is a sum of *terms* (the flattened root add); a term reads one or more s
   padded conv get their smaller fan-out, strides and groups are honoured, pooling/mean/linear
   compose. That path count equals the number of distinct targets whenever no target is reached
   twice (any single op; any chain in which no op merging inputs follows the first op spreading
-  them); otherwise the distinct count is taken by probing one-hot inputs when the dense map has at
-  most PROBE_LIMIT entries, and the path count is kept and flagged as an upper bound beyond that.
+  them); a conv followed by a bilinear resize is counted per axis from the bilinear weights'
+  nonzeros (`_conv_bilinear_distinct`, exact without probing); otherwise the distinct count is
+  taken by probing one-hot inputs when the dense map has at most PROBE_LIMIT entries, and the path count is kept and flagged as an upper bound beyond that.
 - a **product** projection: a spike product (attention) of 2-3 spike operands; its cost is the
   number of multiply-free coincidence operations, counted from the operand spikes (see
   `coincidences`).
@@ -266,6 +267,42 @@ def _provably_exact(g: Graph, path: list[Node], leaf: str) -> bool:
     return True
 
 
+def _conv_bilinear_distinct(g: Graph, path: list[Node], leaf: str) -> np.ndarray | None:
+    """The distinct-target count of a 2-D conv followed by a bilinear resize (then one-to-one ops),
+    without probing: a spike at (c, y, x) reaches the conv outputs of its group's channels in the
+    rows R(y) and columns C(x) of its windows; a bilinear output row i is reached when its nonzero
+    interpolation weights (ops.bilinear_weights) touch R(y), so the count is the product of the
+    group's channels, the reached rows and the reached columns (separable per axis). None for any
+    other chain (path counts that overcount where windows overlap: 2.25x at a x2 upsample)."""
+    from snncc.ir.ops import bilinear_weights
+
+    if len(path) < 2 or path[0].op != "conv" or path[1].op != "bilinear" or path[1].inputs != [path[0].name] \
+            or len(g[leaf].shape) != 3 or path[0].inputs != [leaf]:
+        return None
+    dep = {leaf, path[0].name, path[1].name}
+    for n in path[2:]:  # one neuron to one, one path each
+        if n.op not in ("scale", "offset", "add", "reshape", "permute") or sum(i in dep for i in n.inputs) != 1:
+            return None
+        dep.add(n.name)
+    conv, bil = path
+    w = conv.params["weight"].shape
+    C, H, W = g[leaf].shape
+    reached = []
+    for ax, n_in in enumerate((H, W)):
+        k, s, p, d = w[2 + ax], conv.attrs["stride"][ax], conv.attrs["padding"][ax], conv.attrs["dilation"][ax]
+        n_mid = conv.shape[1 + ax]
+        A = bilinear_weights(n_mid, bil.shape[1 + ax], bil.attrs["align_corners"]) != 0  # (n_out, n_mid)
+        o = np.arange(n_mid)
+        cnt = np.zeros(n_in, dtype=np.int64)
+        for y in range(n_in):
+            off = y - o * s + p  # the kernel tap of input y in window o
+            mid = (off >= 0) & (off <= (k - 1) * d) & (off % d == 0)
+            cnt[y] = int(A[:, mid].any(axis=1).sum())
+        reached.append(cnt)
+    per_group = w[0] // conv.attrs["groups"]
+    return (per_group * reached[0][:, None] * reached[1][None, :])[None].repeat(C, 0).astype(np.float64)
+
+
 def fanout_map(g: Graph, nodes: list[Node], term: str, leaf: str,
                interp: Interpreter | None = None, probe_limit: int | None = None,
                paths: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
@@ -279,6 +316,9 @@ def fanout_map(g: Graph, nodes: list[Node], term: str, leaf: str,
         paths = path_counts(g, nodes, term, [leaf], interp)[leaf]
     if not paths.any() or _provably_exact(g, path, leaf):
         return paths, True
+    distinct = _conv_bilinear_distinct(g, path, leaf)
+    if distinct is not None:
+        return distinct, True
     n_in, n_out = math.prod(shape), math.prod(g[term].shape)
     if n_in * n_out > (PROBE_LIMIT if probe_limit is None else probe_limit):
         return paths, False

@@ -57,14 +57,22 @@ def neuron_module_classes() -> tuple[str, ...]:
     return ("SFANeuron",)
 
 
+# the ops a PooledCurrent passes through (or a neuron reads it); any other op reading it is refused
+HOLDS_POOLED = ("max_pool", "cat", "reshape", "identity", "item", "neuron", "clamp", "peer_neuron")
+
+
 @dataclass
 class PooledCurrent:
-    """Max pooling of a current whose only reader is a stateless SFA neuron (clamp -> round): the
-    neuron is monotone and acts per value, so neuron(max_pool(u)) = max_pool(neuron(u)); the
-    neuron (c_neuron) fires on `src` and its spikes are max-pooled. Anything else reading it is
-    refused (`refusal`)."""
-    src: str
+    """A current held back because a max is no synaptic sum: `max_pool` of `args[0]`, or `cat` of
+    `args` along `attrs["axis"]` (SpikeYOLO's SPPF: cat(x, mp(x), mp(mp(x)), ...)); each arg is an IR
+    node (a current) or another PooledCurrent. A stateless SFA neuron (clamp -> round) is monotone
+    and acts per value, so it commutes with max pooling and with placement: neuron(tree(u)) =
+    tree(neuron(u)). c_neuron fires once on each source current and rebuilds the tree on its spikes
+    (max pooling of spikes, offsets); anything else reading it is refused (`Converter.tensor`)."""
+    op: str
+    args: tuple
     attrs: dict
+    shape: tuple
     where: str
 
 
@@ -385,6 +393,7 @@ class Converter:
     def _output_value(self, fxn: fx.Node, v, src: fx.Node | None, what: str) -> str:
         if isinstance(v, Placement):
             v = self.placement_node(fxn, v)
+        v = self.tensor(v, fxn) if isinstance(v, PooledCurrent) else v  # refused: a max of currents
         if not self.is_tensor(v):
             raise FrontendError(f"{what} is not a tensor computed from the input", where=where(fxn))
         lead = self.lead.get(src, ("B",)) if src is not None else ("B",)
@@ -430,6 +439,11 @@ class Converter:
             call.args = tuple(self.placement_node(fxn, a) if isinstance(a, Placement) else
                               [self.placement_node(fxn, b) if isinstance(b, Placement) else b for b in a]
                               if isinstance(a, list) else a for a in call.args)
+        if call.op not in HOLDS_POOLED:  # a held-back max of currents read by any other op: refused naming the pool
+            for a in call.args:
+                for b in (a if isinstance(a, (list, tuple)) else [a]):
+                    if isinstance(b, PooledCurrent):
+                        self.tensor(b, fxn)
         lead = self.lead_in(fxn)
         reduced = any(isinstance(a, fx.Node) and a in self.time_reduced for a in fxn.args)
         if reduced and call.op in ("neuron", "clamp", "round", "floor", "matmul"):
@@ -873,30 +887,26 @@ class Converter:
         """Max pooling of spikes (IR `max_pool`: per timestep, an OR of binary spikes, the max of
         counts). Of a current, a 1x1 window (SpikeFPN's extra level, `F.max_pool2d(x, 1, stride=2)`)
         is a strided subsample, a sum over one value: IR `pool` mode sum, exact; a wider window is
-        refused (no synaptic sum; it does not commute with a stateful neuron)."""
-        x = self.tensor(x, fxn)
+        held back (PooledCurrent) until a stateless neuron reads it, through more max pools and cats
+        (SPPF), and refused anywhere else (no synaptic sum; no commuting with a stateful neuron)."""
         k = tuple_n(kernel, 2)
         s = tuple_n(stride if stride not in (None, [], ()) else kernel, 2)
-        if self.graph[x].kind != SPIKE and k == (1, 1) and not any(tuple_n(padding, 2)) and not ceil_mode:
+        pad = tuple_n(padding, 2)
+        out = tuple(self._shape(fxn)[len(self.lead_in(fxn)):])  # per sample
+        if ceil_mode or any(d != 1 for d in tuple_n(dilation, 2)):
+            raise FrontendError("max pooling with ceil_mode or dilation is not supported", where=where(fxn))
+        if isinstance(x, PooledCurrent):
+            return PooledCurrent("max_pool", (x,), {"kernel": k, "stride": s, "padding": pad},
+                                 out, where(fxn))
+        x = self.tensor(x, fxn)
+        if self.graph[x].kind != SPIKE and k == (1, 1) and not any(pad):
             if s == (1, 1):
                 return x
             return self.add(fxn, "pool", [x], {"mode": "sum", "kernel": k, "stride": s, "padding": (0, 0)})
-        if self.graph[x].kind != SPIKE and not ceil_mode and all(d == 1 for d in tuple_n(dilation, 2)):
-            nxt = self.only_user(fxn)
-            if nxt is not None and nxt.target is operator.getitem:  # max_pool2d_with_indices(...)[0]
-                nxt = self.only_user(nxt)
-            if nxt is not None and self.canon(nxt).op == "clamp":  # a stateless SFA neuron reads it
-                return PooledCurrent(x, {"kernel": k, "stride": s, "padding": tuple_n(padding, 2)}, where(fxn))
         if self.graph[x].kind != SPIKE:
-            raise FrontendError("max pooling of a current is not deployable: a max is no synaptic sum, and a stateful "
-                                "neuron after it does not commute with it", where=where(fxn),
-                                hint="max-pool the neuron's spikes (conv-bn-neuron-maxpool), or use avg/sum pooling "
-                                     "(a 1x1 window, a subsample, deploys)")
-        k = tuple_n(kernel, 2)
-        s = tuple_n(stride if stride not in (None, [], ()) else kernel, 2)
-        if ceil_mode or any(d != 1 for d in tuple_n(dilation, 2)):
-            raise FrontendError("max pooling with ceil_mode or dilation is not supported", where=where(fxn))
-        return self.add(fxn, "max_pool", [x], {"kernel": k, "stride": s, "padding": tuple_n(padding, 2)})
+            return PooledCurrent("max_pool", (x,), {"kernel": k, "stride": s, "padding": pad},
+                                 out, where(fxn))
+        return self.add(fxn, "max_pool", [x], {"kernel": k, "stride": s, "padding": pad})
 
     def c_expand(self, fxn, x, size):
         lead = self.lead_in(fxn)
@@ -1004,15 +1014,20 @@ class Converter:
         args = getattr(fxn, "args", ())  # ONNX refs have none
         srcs = [a for a in (args[0] if args and isinstance(args[0], (list, tuple)) else [])
                 if isinstance(a, fx.Node)]
-        names = [self.tensor(v, fxn) for v in xs]
+        held = any(isinstance(v, PooledCurrent) for v in xs)  # SPPF: cat(x, mp(x), ...) before a neuron
+        names = [v if isinstance(v, PooledCurrent) else self.tensor(v, fxn) for v in xs]
         lead = self.lead.get(srcs[0], ("B",)) if srcs else ("B",)
-        shapes = [self.graph[v].shape for v in names]
+        shapes = [v.shape if isinstance(v, PooledCurrent) else self.graph[v].shape for v in names]
         d = dim + len(shapes[0]) + len(lead) if dim < 0 else dim
         if d < len(lead):
             raise FrontendError("cat along the batch (or time) axis", where=where(fxn),
                                 hint="concatenate feature maps along channels (dim 1 of (B, C, H, W))")
         axis = d - len(lead)
         self._out_lead = lead
+        if held:
+            shape = list(shapes[0])
+            shape[axis] = sum(sh[axis] for sh in shapes)
+            return PooledCurrent("cat", tuple(names), {"axis": axis}, tuple(shape), where(fxn))
         if len(names) == 1:
             return names[0]
         size = sum(s[axis] for s in shapes)
@@ -1029,6 +1044,8 @@ class Converter:
                 (1,) + tuple(self._shape(fxn)) == tuple(self._shape_of_input(fxn)):
             return x  # torch strips the leading 1 of the value written by `y[:, idx] = src`: still the batch axis
         shape = self.per_sample_shape(fxn)
+        if isinstance(x, PooledCurrent) and shape == x.shape:
+            return x  # multi-step code's pool.flatten(0, 1) / .reshape(T, B, ...): a layout change only
         if shape == self.graph[self.tensor(x, fxn)].shape:
             return x  # only the time/batch layout changed
         return self.add(fxn, "reshape", [self.tensor(x, fxn)], {"shape": shape})
@@ -1096,10 +1113,37 @@ class Converter:
         path = list(stack.values())[-1][0] if stack else (fxn.target if fxn.op == "call_module" else "")
         if isinstance(x, Lin):
             return self.loop.fire(fxn, x, D, norm, rounding, where(fxn), str(path) or fxn.name)
-        if isinstance(x, PooledCurrent) and not stateful:  # fire on the current, max-pool its spikes
-            f = self.add(fxn, "fire", [x.src], {"D": int(D), "norm": float(norm), "rounding": rounding},
-                         base=str(path) or None)
-            return self.add(fxn, "max_pool", [f], x.attrs, base=f"{f}_max_pool")
+        if isinstance(x, PooledCurrent) and stateful:
+            raise FrontendError("max pooling of a current before a stateful neuron is not deployable: the neuron "
+                                "integrates each position's current over the time steps, and the integral of a "
+                                "max is not the max of the integrals", where=x.where,
+                                hint="max-pool the neuron's spikes (conv-bn-neuron-maxpool), or use a stateless "
+                                     "neuron (clamp -> round), which commutes with the max")
+        if isinstance(x, PooledCurrent):  # fire once on each source current, rebuild the tree on its spikes
+            fired: dict = {}  # source current -> its fire; id(subtree) -> its node
+
+            def rebuild(v):
+                if not isinstance(v, PooledCurrent):
+                    if v not in fired:
+                        first = not any(isinstance(k, str) for k in fired)
+                        fired[v] = self.add(fxn, "fire", [v], {"D": int(D), "norm": float(norm),
+                                                               "rounding": rounding},
+                                            base=(str(path) or None) if first else f"{path or fxn.name}_{v}")
+                    return fired[v]
+                if id(v) in fired:  # a shared subtree (SPPF's y1 is pooled again and placed): built once
+                    return fired[id(v)]
+                ins = [rebuild(a) for a in v.args]
+                if v.op == "max_pool":
+                    fired[id(v)] = self.add(fxn, "max_pool", ins, v.attrs, base=f"{ins[0]}_max_pool")
+                    return fired[id(v)]
+                size, at, placed = v.shape[v.attrs["axis"]], 0, []
+                for i in ins:
+                    placed.append(self.add(fxn, "offset", [i], {"axis": v.attrs["axis"], "at": at, "size": size},
+                                           base=f"{i}_offset"))
+                    at += self.graph[i].shape[v.attrs["axis"]]
+                return self.add(fxn, "add", placed, base=f"{path or fxn.name}_cat")
+
+            return rebuild(x)
         return self.add(fxn, "fire", [self.tensor(x, fxn)],
                         {"D": int(D), "norm": float(norm), "rounding": rounding, "stateful": bool(stateful)},
                         base=str(path) or None)
@@ -1109,8 +1153,10 @@ class Converter:
             return self.placement_node(fxn, v)
         if isinstance(v, PooledCurrent):
             raise FrontendError("max pooling of a current is not deployable here: a max is no synaptic sum; it "
-                                "deploys only when a stateless SFA neuron reads it alone (they commute)",
-                                where=v.where, hint="max-pool the neuron's spikes (conv-bn-neuron-maxpool)")
+                                "deploys only when a stateless SFA neuron reads it (through max pools and cats: "
+                                "they commute), not a stateful one (its membrane integrates over the steps)",
+                                where=v.where,
+                                hint="max-pool the neuron's spikes (conv-bn-neuron-maxpool)")
         if isinstance(v, SpikeBN):
             raise FrontendError("BatchNorm on spikes is only deployable when a conv consumes it (it folds into that "
                                 "conv's weights and constant current)", where=v.where,

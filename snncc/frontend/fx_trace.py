@@ -59,6 +59,8 @@ def _module_call(m: nn.Module, args: tuple, name: str = "") -> Call:
                              m.divisor_override), {})
     if isinstance(m, nn.AdaptiveAvgPool2d):
         return Call("adaptive_pool", (x, m.output_size), {})
+    if isinstance(m, nn.MaxPool2d):
+        return Call("max_pool", (x, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode), {})
     if isinstance(m, nn.Flatten):
         return Call("reshape", (x,), {})
     if isinstance(m, (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity)):
@@ -91,6 +93,8 @@ _FUNCTIONS = {
     torch.floor: lambda x: Call("floor", (x,), {}),
     F.avg_pool2d: lambda x, *a, **k: Call("pool", (x, *a), k),
     F.adaptive_avg_pool2d: lambda x, size: Call("adaptive_pool", (x, size), {}),
+    F.max_pool2d: lambda x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False: (
+        Call("max_pool", (x, kernel_size, stride, padding, dilation, ceil_mode), {})),
     F.interpolate: lambda x, size=None, scale_factor=None, mode="nearest", *a, **k: (
         Call("upsample", (x,), {}) if mode in ("nearest", "nearest-exact") else
         Call("bilinear", (x, bool(k.get("align_corners") or (a[0] if a else False))), {}) if mode == "bilinear" else
