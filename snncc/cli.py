@@ -5,8 +5,8 @@ Every user-facing failure is one line on stderr (what, where, what to do) and ex
 traceback and keeps the exit code.
 
 torch and snncc's heavy modules are imported inside the commands, after the checks that need
-none of them (arguments, target options, output folders, artefact files): a refused command
-answers without paying torch's import (tests/test_cli_imports.py).
+none of them (arguments, target options, output folders, artefact files, data files and
+--samples): a refused command answers without paying torch's import (tests/test_cli_imports.py).
 """
 
 from __future__ import annotations
@@ -247,7 +247,11 @@ def _torch():
 
 def _read_artefact(path: str):
     """`api.load(path)`, the artefact read and checked (artifact.read_artefact) before torch is imported."""
-    parts = artifact.read_artefact(path)
+    return _deployment(artifact.read_artefact(path))
+
+
+def _deployment(parts):
+    """The Deployment of an artefact's checked parts (artifact.read_artefact): torch is imported here."""
     _torch()
     from snncc.api import Deployment
 
@@ -348,32 +352,38 @@ def cmd_inspect(args) -> int:
     return 0
 
 
-def _batches(args, graph):
+def _input_batches(args, graph):
     """The inputs of a run (--data: all of it or its first --samples; else seeded random inputs),
-    checked before any work, and the one line saying which were read (the seed is printed, so a
-    run can be repeated)."""
+    read and checked against `graph`; a data file takes numpy only, so the commands call this
+    before torch is imported and a refused --data/--samples costs no torch import."""
     from snncc.data.inputs import InputBatches
 
-    batches = InputBatches(graph, args.data, args.samples, getattr(args, "batch_size", None), args.seed,
-                           args.data_layout)
+    return InputBatches(graph, args.data, args.samples, getattr(args, "batch_size", None), args.seed,
+                        args.data_layout)
+
+
+def _batches(args, graph, batches=None):
+    """The inputs of a run (`batches` when already read by _input_batches), checked before any
+    work, and the one line saying which were read (the seed is printed, so a run can be repeated)."""
+    batches = _input_batches(args, graph) if batches is None else batches
     print(batches.describe())
     return batches
 
 
-def _inputs(args, graph) -> tuple[torch.Tensor, np.ndarray | None]:
+def _inputs(args, graph, batches=None) -> tuple[torch.Tensor, np.ndarray | None]:
     """All inputs at once in the model's own layout, as the API takes them, and their labels."""
     from snncc.data.inputs import time_major
 
-    x, y = _batches(args, graph).all()
+    x, y = _batches(args, graph, batches).all()
     return time_major(graph, x), y  # the swap is its own inverse
 
 
-def _simulate_data(args, dep) -> int:
+def _simulate_data(args, dep, batches=None) -> int:
     """simulate with snncc's simulators: the data set (a file, a folder of shards, or seeded random
     inputs) batch by batch, optionally over workers; each batch's counts checked against the
     reference (a progress bar on a terminal or with -v)."""
     schedules = ("exact", "streaming") if args.schedule == "both" else (args.schedule,)
-    batches = _batches(args, dep.deployed)  # bad input: before work
+    batches = _batches(args, dep.deployed, batches)  # bad input: before work
     t = dep.simulate_data(args.data, schedules, args.samples, args.seed, args.batch_size, _show_progress(args),
                           args.device, args.workers, args.ray_address, args.data_layout)
     ok = True
@@ -397,11 +407,17 @@ def cmd_simulate(args) -> int:
         from snncc.sim.device import resolve
 
         resolve(args.device)
-    dep = _read_artefact(args.out)
+    parts = artifact.read_artefact(args.out)
     if (args.events or args.backend != "snncc" or args.schedule == "event") and (args.workers > 1 or args.ray_address or args.batch_size):
         raise SnnccError("--workers, --ray-address and --batch-size shard the synchronous simulators over a data "
                          "set, not --events, --schedule event or another --backend", where="simulate",
                          hint="drop them, or simulate --data with --backend snncc")
+    event_schedule = args.backend == "snncc" and args.schedule == "event"
+    if event_schedule and not args.events and args.data and os.path.isdir(args.data):
+        raise SnnccError("--schedule event runs one input file, not a folder of shards", where="--data",
+                         hint="pass one shard's file")
+    batches = None if args.events else _input_batches(args, parts[2])  # bad input: before torch
+    dep = _deployment(parts)
     if args.events:
         from snncc.frontend.loader import parse_shape
         from snncc.sim.event_streams import run_recordings
@@ -415,11 +431,8 @@ def cmd_simulate(args) -> int:
     if args.backend == "snncc" and (args.populations is not None or args.chip is not None):
         raise SnnccError("--populations / --chip choose a sub-graph for a target's simulator", where="--backend",
                          hint=f"add --backend {dep.backend_name()}")
-    if args.backend == "snncc" and args.schedule == "event":
-        if args.data and os.path.isdir(args.data):
-            raise SnnccError("--schedule event runs one input file, not a folder of shards", where="--data",
-                             hint="pass one shard's file")
-        x, y = _inputs(args, dep.deployed)
+    if event_schedule:
+        x, y = _inputs(args, dep.deployed, batches)
         ref = dep.reference(x, device=args.device)
         r = dep.simulate(x, schedule="event", policy="ideal", layout="static")
         same = _same(r.counts, ref.counts) and _same(r.messages, ref.messages)
@@ -429,8 +442,8 @@ def cmd_simulate(args) -> int:
               f"{float((r.output - ref.output).abs().max()):.3g}{_scores(r.output, ref, y)}")
         return 0 if same else 1
     if args.backend == "snncc":
-        return _simulate_data(args, dep)
-    x, y = _inputs(args, dep.deployed)
+        return _simulate_data(args, dep, batches)
+    x, y = _inputs(args, dep.deployed, batches)
     if args.populations is not None or args.chip is not None:
         names = [p for p in args.populations.split(",") if p] if args.populations is not None else None
         r = dep.simulate(x, backend=args.backend, populations=names, chip=args.chip)
@@ -487,9 +500,11 @@ def cmd_estimate(args) -> int:
         from snncc.sim.device import resolve
 
         resolve(args.device)
-    dep = _read_artefact(args.out)
+    parts = artifact.read_artefact(args.out)
+    early = _input_batches(args, parts[2])  # bad input: before torch
+    dep = _deployment(parts)
     g = dep.deployed
-    batches = _batches(args, g)
+    batches = _batches(args, g, early)
     rep = dep.estimate(args.data, args.profile, args.samples, args.seed, args.batch_size, args.rate,
                        args.progress or _show_progress(args), device=args.device, workers=args.workers,
                        ray_address=args.ray_address, data_layout=args.data_layout)
@@ -566,12 +581,14 @@ def cmd_verify(args) -> int:
         from snncc.sim.device import resolve
 
         resolve(args.device)
-    dep = _read_artefact(args.out)
+    parts = artifact.read_artefact(args.out)
+    batches = _input_batches(args, parts[1])  # bad input: before torch and the model
+    dep = _deployment(parts)
     layout = dep.traced.meta.get("input_layout", "")  # the model takes the whole sequence, as it was compiled
     loaded = _load(args, layout, dep.traced.T if layout else None)
     if layout:
         loaded.T = dep.traced.T
-    x, y = _inputs(args, dep.traced)
+    x, y = _inputs(args, dep.traced, batches)
     rep = dep.verify(x, model=loaded, device=args.device, labels=y,
                      progress=_progress if _show_progress(args) else None)
     print(rep.table())

@@ -1,5 +1,5 @@
-"""The installed `snncc` command answers a refused argument, target option, output folder or
-artefact, and lists an artefact's graph, without importing torch (about 2 CPU s per process):
+"""The installed `snncc` command answers a refused argument, target option, output folder,
+artefact, data file or --samples, and lists an artefact's graph, without importing torch (about 2 CPU s per process):
 `python -X importtime` of the console script names every module the process imported."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -40,6 +41,16 @@ def env(tmp_path_factory):
         (t / "tampered" / name).write_bytes(data.replace(b'"T": ', b'"T":  ') if name == "ir.json" else data)
     (t / "user").mkdir()
     (t / "user" / "notes.txt").write_text("mine")
+    nan = np.zeros((3, 2, 8, 8))
+    nan[1, 0, 2, 2] = np.nan
+    np.savez(t / "nan.npz", x=nan)
+    np.savez(t / "empty.npz", x=np.zeros((0, 2, 8, 8)))
+    np.savez(t / "nox.npz", inputs=np.zeros((3, 2, 8, 8)))
+    np.savez(t / "wrong.npz", x=np.zeros((3, 3, 8, 8)))
+    np.savez(t / "labels.npz", x=np.zeros((3, 2, 8, 8)), y=np.array([0.5, 1.0, 2.0]))
+    np.save(t / "strings.npy", np.array(["a", "b"]))
+    (t / "shards").mkdir()
+    np.savez(t / "shards" / "part-000.npz", x=np.zeros((2, 2, 8, 8)))
     return t
 
 
@@ -56,6 +67,21 @@ REFUSED = {
     "samples_zero": (["verify", "{t}/conv.pt2", "{t}/art", "--samples", "0"], "expected a positive integer"),
     "export_tampered": (["export-nir", "{t}/tampered", "{t}/x.nir"], "differs from the manifest"),
     "inspect_target": (["inspect", "{t}/art", "--target", "sim"], "an artefact's deployed graph was lowered"),
+    # data files and --samples: read and checked with numpy before torch
+    "data_nan_simulate": (["simulate", "{t}/art", "--data", "{t}/nan.npz"], "nan.npz: x: sample 1 holds NaN or Inf"),
+    "data_nan_verify": (["verify", "{t}/conv.pt2", "{t}/art", "--data", "{t}/nan.npz"], "sample 1 holds NaN or Inf"),
+    "data_nan_estimate": (["estimate", "{t}/art", "--data", "{t}/nan.npz"], "sample 1 holds NaN or Inf"),
+    "data_empty": (["simulate", "{t}/art", "--data", "{t}/empty.npz"], "holds no samples"),
+    "data_no_x": (["estimate", "{t}/art", "--data", "{t}/nox.npz"], "no input array (fields: inputs)"),
+    "data_wrong_shape": (["verify", "{t}/conv.pt2", "{t}/art", "--data", "{t}/wrong.npz"],
+                         "do not match the model's per-sample shape (2, 8, 8)"),
+    "data_strings": (["simulate", "{t}/art", "--data", "{t}/strings.npy"], "expected numbers"),
+    "data_missing": (["estimate", "{t}/art", "--data", "{t}/none.npz"], "none.npz: file not found"),
+    "data_float_labels": (["simulate", "{t}/art", "--data", "{t}/labels.npz"], "labels of shape (3,)"),
+    "data_layout": (["simulate", "{t}/art", "--data", "{t}/nan.npz", "--data-layout", "TN"], "have no time axis"),
+    "event_shards": (["simulate", "{t}/art", "--data", "{t}/shards", "--schedule", "event"],
+                     "runs one input file, not a folder of shards"),
+    "samples_huge": (["simulate", "{t}/art", "--samples", "1000000000"], "needs at least"),
 }
 
 

@@ -13,19 +13,32 @@ data file means all of it; `samples` takes the first N. Empty arrays, non-numeri
 Inf values, shapes that do not fit the graph, and non-integer or negative values for a
 spike-input graph (`check_values`, shared with the API's tensors) are refused in one line naming
 the file and field.
+
+Reading and checking a data file takes numpy only: torch is imported when a batch is made, so a
+refused data file costs no torch import (tests/test_cli_imports.py).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import sys
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from snncc.errors import LoadError
 from snncc.ir.graph import Graph
 from snncc.resources import require_run
+
+if TYPE_CHECKING:  # annotations only: torch is imported where tensors are made
+    import torch
+
+def _is_tensor(x) -> bool:
+    """Whether x is a torch tensor, without importing torch (a tensor exists only once torch is)."""
+    t = sys.modules.get("torch")
+    return t is not None and isinstance(x, t.Tensor)
+
 
 X_KEYS = ("x", "x_test")
 Y_KEYS = ("y", "y_test")
@@ -169,7 +182,7 @@ def resolve_layout(graph: Graph, xshape: tuple, layout: str = "auto", where: str
 def check_values(graph: Graph, x, where: str, sample_axis: int = 0) -> None:
     """The input check every command and the API share: NaN or Inf values are refused, and a
     spike-input graph takes non-negative integer counts only (one line naming the sample)."""
-    a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    a = x.detach().cpu().numpy() if _is_tensor(x) else np.asarray(x)
     if a.dtype.kind not in "biuf":
         raise LoadError(f"holds {a.dtype} values, expected numbers", where=where)
     if a.dtype.kind == "f":
@@ -193,7 +206,7 @@ def time_major(graph: Graph, x):
     """Inputs of a model that takes (B, T, *shape) (`input_layout` "BT") as the executors take
     them, (T, B, *shape); any other input unchanged (a view, no copy)."""
     if graph.meta.get("input_layout") == "BT" and x.ndim == len(graph.inputs[0].shape) + 2:
-        return x.transpose(0, 1) if isinstance(x, torch.Tensor) else x.swapaxes(0, 1)
+        return x.transpose(0, 1) if _is_tensor(x) else x.swapaxes(0, 1)
     return x
 
 
@@ -204,6 +217,8 @@ def random_inputs(graph: Graph, samples: int | None, seed: int) -> torch.Tensor:
     samples = samples or RANDOM_SAMPLES
     shape = tuple(graph.inputs[0].shape)
     require_run(graph, samples, "running the model")
+    import torch
+
     gen = torch.Generator().manual_seed(seed)
     if graph.inputs[0].kind == "spike":
         return torch.randint(0, 3, (samples,) + shape, generator=gen).double()
@@ -216,6 +231,8 @@ def inputs(graph: Graph, data: str | None, samples: int | None, seed: int,
     the whole data set, or its first `samples`."""
     if data:
         x, labels, _ = read_data(data, graph, samples, layout)
+        import torch
+
         return torch.as_tensor(np.array(x, dtype=np.float64)), labels
     return random_inputs(graph, samples, seed), None
 
@@ -277,6 +294,8 @@ class InputBatches:
         and the labels (None unless every batch has them)."""
         if len(self) == 1:
             return self.batch(0), self.labels_of(0)
+        import torch
+
         xs, ys = zip(*self.with_labels())
         return (torch.cat(xs, dim=1 if self.t_major else 0),
                 None if any(y is None for y in ys) else np.concatenate(ys))
@@ -299,7 +318,11 @@ class InputBatches:
     def batch(self, i: int) -> torch.Tensor:
         s, x, _ = self._shard(i)
         b = x[:, s:s + self.batch_size] if self.t_major else x[s:s + self.batch_size]
-        return b if isinstance(b, torch.Tensor) else torch.as_tensor(np.array(b, dtype=np.float64))
+        if _is_tensor(b):
+            return b
+        import torch
+
+        return torch.as_tensor(np.array(b, dtype=np.float64))
 
     def with_labels(self, indices=None):
         """(batch, labels or None) for the batches `indices` (default: all, in order)."""
