@@ -237,11 +237,17 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+_QUIET = False  # main(): without --debug, library logging stays quiet (_quiet_libraries)
+
+
 def _torch():
-    """torch, imported now (the checks before this call need none of it), its threads capped at the cores."""
+    """torch, imported now (the checks before this call need none of it), its threads capped at the
+    cores. Importing torch resets its loggers' levels (torch._logging), so they are quietened again."""
     import torch
 
     torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+    if _QUIET:
+        _quiet_libraries()
     return torch
 
 
@@ -659,7 +665,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
-    if not args.debug:
+    global _QUIET
+    _QUIET = not args.debug
+    if _QUIET:
         _quiet_libraries()
     warnings.formatwarning = lambda msg, cat, *a, **k: f"snncc: warning: {msg}\n"
     try:

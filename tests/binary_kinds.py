@@ -1,5 +1,5 @@
 """Small binary-spike models of each kind the field trains, for the backend tests
-(backends/lava/tests/test_binary_kinds.py, backends/speck/tests/test_binary_kinds.py): a
+(backends/lava/tests/test_binary_kinds.py, backends/speck/tests/test_speck_binary_kinds.py): a
 SEW-ResNet built from SpikingJelly 2.0's own IFNode and SEW BasicBlock (hard reset, ADD
 shortcut, max-pool or avg-pool stem), a snntorch CSNN (Leaky, the loop over T in forward,
 the threshold subtracted after the leak) and a Meta-SpikeFormer-style model in the old

@@ -1148,6 +1148,12 @@ class Converter:
                         {"D": int(D), "norm": float(norm), "rounding": rounding, "stateful": bool(stateful)},
                         base=str(path) or None)
 
+    def refuse_held(self, v, fxn) -> None:
+        """A value held back for its reader (a max of currents, BatchNorm on spikes) read by something
+        else (a neuron's zeros_like state, ...): its own refusal, naming where it was made."""
+        if isinstance(v, (PooledCurrent, SpikeBN)):
+            self.tensor(v, fxn)
+
     def tensor(self, v, fxn) -> str:
         if isinstance(v, Placement):
             return self.placement_node(fxn, v)

@@ -156,6 +156,7 @@ class TimeLoop:
 
     def like(self, fxn, x, value: float):
         """zeros_like / full_like: a constant of one timestep, or a (T, B, ...) buffer."""
+        self.conv.refuse_held(x, fxn)
         if isinstance(x, Lin):
             return Lin({}, float(value))
         if self.conv.is_tensor(x) and "T" in self.conv.lead_in(fxn) and value == 0.0:
