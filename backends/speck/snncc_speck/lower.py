@@ -473,7 +473,8 @@ def lower(graph: Graph, readout_threshold: float = 1.0) -> Lowered:
         while src.op not in ("fire", "input") and len(src.inputs) == 1:
             src = g[src.inputs[0]]
         output_layer = src.name if src.op == "fire" else None
-    return Lowered(layers, problems, inp.name, in_shape, output_layer)
+    # branches that meet at one node report it once (SPPF: three pooled branches walk back to the first pool)
+    return Lowered(layers, list(dict.fromkeys(problems)), inp.name, in_shape, output_layer)
 
 
 def layers_to_graph(low: Lowered, T: int, params: dict[str, dict] | None = None) -> Graph:

@@ -80,3 +80,18 @@ def test_the_speck_policy_refuses_the_hard_reset_because_the_chip_resets_per_eve
         events.simulate(g, x, policy="speck")
     assert "node f" in str(e.value) and "hard reset acts on a window's total" in str(e.value), str(e.value)
     assert "\n" not in str(e.value)
+
+
+def test_sppf_max_pools_are_named_once_in_the_refusal():
+    """SpikeYOLO's SPPF (tests/test_sppf.py) deploys max pools of spikes, which Speck cannot run: its
+    three pooled branches walk back to the first pool, which the refusal names once, not thrice."""
+    import torch
+
+    import snncc
+    from snncc.errors import SnnccError
+    from test_sppf import _model
+
+    with pytest.raises(SnnccError) as e:
+        snncc.compile(_model(), torch.zeros(1, 2, 12, 12), target="speck")
+    msg = str(e.value)
+    assert msg.count("node n1_max_pool:") == 1 and "has no Speck equivalent" in msg, msg
