@@ -74,7 +74,7 @@ def test_write_report_files_plots_and_data(convchain, tmp_path):
     assert [p.key for p in files.plots] == ["energy", "nsfr", "spike_maps", "d_sweep"]
     assert titles == ["Energy per layer (45nm profile, dynamic energy per sample)",
                       "Network spike firing rate per sub-step (NSFR, exact schedule, D=4, T=1)",
-                      "Spike maps of n1: firing averaged over 6 channels, one map per sub-step",
+                      "Spike maps of n1: firing averaged over 6 channels and 6 samples, one map per sub-step",
                       "Comparison of window lengths D: energy and agreement"]
     imgs = _imgs(html)
     assert [t for _, t in imgs] == titles  # one embedded <img> per plot, titled
@@ -170,10 +170,28 @@ def test_cli_compile_report_and_estimate_report(tmp_path, capsys):
     assert [t for _, t in _imgs(html)] == [
         "Energy per layer (loihi profile, dynamic energy per sample)",
         "Network spike firing rate per sub-step (NSFR, exact schedule, D=4, T=1)",
-        "Spike maps of n2: firing averaged over 8 channels, one map per sub-step"]
+        "Spike maps of n2: firing averaged over 8 channels and 2 samples, one map per sub-step"]
     assert "estimate: 5 samples" in o1 and "wrote" in o1
     # batches stream: the same statistics as one batch of all samples
     code, o2, _ = run_cli(capsys, "estimate", art, "--profile", "loihi", "--samples", "5")
     assert o1.split("wrote")[0] == o2
     code, _, e = run_cli(capsys, "estimate", art, "--report", rd, "--layer", "nope")
     assert code == 2 and "no neuron population 'nope'" in e
+
+
+def test_estimate_report_spike_maps_average_the_first_64_samples(convchain, tmp_path, monkeypatch):
+    """A data file of any length: the report's spike maps simulate its first SPIKE_MAP_SAMPLES samples
+    (bounded memory), say so in the title, and equal the maps of those samples simulated alone."""
+    import snncc.estimate.report as report_mod
+
+    graphs, x = convchain
+    g = graphs[4]
+    monkeypatch.setattr(report_mod, "SPIKE_MAP_SAMPLES", 4)  # 6 samples, the first 4 mapped
+    est = Estimator(g, "45nm")
+    est.observe(x)
+    files = report_mod.write_estimate_report(g, est.report(), x, str(tmp_path / "r"), "n1")
+    smd = files.plot("spike_maps").data
+    assert smd["samples"] == 4 and "and 4 samples" in files.plot("spike_maps").title
+    want = spike_maps(simulate(g, x[:4], record=("n1",)), "n1")
+    np.testing.assert_array_equal(np.array(smd["maps"]), want.maps)
+    assert not np.array_equal(want.maps, spike_maps(simulate(g, x, record=("n1",)), "n1").maps)  # the cap matters

@@ -73,6 +73,7 @@ class SpikeMaps:
     window: list[tuple[int, int]]  # (timestep t, sub-step j within the window) of every panel
     maps: np.ndarray  # (panels, H, W): spikes averaged over channels and the batch
     channels: int  # how many channels each map averages
+    samples: int = 1  # how many samples each map averages
 
 
 def _as_map(a: np.ndarray, shape: tuple) -> tuple[np.ndarray, int]:
@@ -118,7 +119,7 @@ def spike_maps(sync_result, name: str | None = None) -> SpikeMaps:
             steps.append(s)
             win.append((t, j))
             maps.append(m)
-    return SpikeMaps(name, shape, steps, win, np.stack(maps), ch)
+    return SpikeMaps(name, shape, steps, win, np.stack(maps), ch, int(tr.shape[1]))
 
 
 _spike_maps = spike_maps  # write_report's argument of the same name shadows it
@@ -356,12 +357,14 @@ def plot_spike_maps(sm: SpikeMaps, D: int) -> Plot:
                        if H == 1 else "equal")
         ax.set_title(f"sub-step {sm.substeps[i]} (t={t}, j={j})", fontsize=8)
     what = f"{sm.shape[0]} channels" if len(sm.shape) == 3 else f"{sm.channels} channels per token"
-    title = f"Spike maps of {sm.name}: firing averaged over {what}, one map per sub-step"
+    n = f"{sm.samples} sample{'s' if sm.samples != 1 else ''}"
+    title = f"Spike maps of {sm.name}: firing averaged over {what} and {n}, one map per sub-step"
     fig.suptitle(title, fontsize=10)
     if im is not None:
         cb = fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8)
         cb.set_label("mean spikes per neuron in the sub-step")
-    data = {"name": sm.name, "substeps": list(sm.substeps), "maps": sm.maps.tolist(), "panels": k}
+    data = {"name": sm.name, "substeps": list(sm.substeps), "maps": sm.maps.tolist(), "panels": k,
+            "samples": sm.samples}
     xlabel = "W (width)" if len(sm.shape) == 3 else "token"
     axes[-1][0].set_xlabel(xlabel, fontsize=8)
     axes[-1][0].set_ylabel("H (height)" if len(sm.shape) == 3 else "", fontsize=8)
@@ -585,12 +588,18 @@ def default_layer(graph: Graph) -> str:
     return fires[0].name
 
 
+SPIKE_MAP_SAMPLES = 64  # the spike maps average this many samples at most: bounded memory for any data file
+
+
 def write_estimate_report(graph: Graph, report, x, out_dir: str, layer: str | None = None,
                           d_sweep: DSweep | None = None, scores: list | None = None) -> ReportFiles:
-    """`snncc estimate --report DIR`: simulate the batch `x` with the exact T x D schedule,
-    recording `layer` (default `default_layer`), and write DIR/report.md + report.html (with
-    `scores`, the accuracy table per schedule)."""
+    """`snncc estimate --report DIR`: simulate the first `SPIKE_MAP_SAMPLES` samples of the batch `x`
+    with the exact T x D schedule, recording `layer` (default `default_layer`), and write
+    DIR/report.md + report.html (with `scores`, the accuracy table per schedule)."""
     from snncc.sim.sync import simulate
+
+    axis = x.dim() - len(graph.inputs[0].shape) - 1  # the sample axis: after T for a (T, B, ...) input
+    x = x.narrow(axis, 0, min(SPIKE_MAP_SAMPLES, x.shape[axis]))
 
     layer = layer or default_layer(graph)
     if layer not in graph or graph[layer].op != "fire":
