@@ -355,13 +355,7 @@ def test_index_put_refusals_are_one_line_naming_the_node(tmp_path, model, what):
     assert code == 2 and what in e and "node 'index_put" in e and len(e.strip().splitlines()) == 1, e
 
 
-class _Returns(nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.c, self.s, self.fn = nn.Conv2d(2, 4, 3, padding=1), spike(), fn
-
-    def forward(self, x):
-        return self.fn(self.s(self.c(x)))
+from test_vision_ops import _Returns  # noqa: E402  conv -> spike -> fn, the vision-op refusal model
 
 
 @pytest.mark.parametrize("fn,what", [
