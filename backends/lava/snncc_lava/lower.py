@@ -38,13 +38,14 @@ run their fixed_pt models. Counts must equal `fixed.simulate_fixed` exactly.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
-from snncc.errors import SnnccError
+from snncc.errors import SnnccError, TargetError
 from snncc.ir.graph import Graph
 
 from snncc_lava import compat
@@ -64,6 +65,11 @@ from snncc_lava.procs.process import MAX_RECORDER_INPUTS, Recorder, SpikeProduct
 
 GRADED_BITS = 8  # enough for counts up to D = 255
 RELAY_BITS = 24  # a relay's graded payload: Loihi 2's widest graded spike (floating_pt: any nonzero value)
+# Messages each Lava channel buffers. Lava's default (64) sizes every channel's shared memory for 64
+# messages; processes advance in lock step (one message per port per step), so two are enough, and
+# the run needs 32x less of /dev/shm (64 MB in a default container).
+CHANNEL_SIZE = 2
+SHM_PAGE = 4096
 
 
 @dataclass
@@ -105,6 +111,42 @@ def synapse(w, delay: int, bits: int, fixed: dict | None = None) -> list:
     for a, b in zip(chain, chain[1:]):
         a.a_out.connect(b.s_in)
     return chain
+
+
+def shared_memory_bytes(exe) -> int:
+    """Bytes of shared memory Lava's runtime maps for `exe`'s channels: each channel (between
+    processes, to the runtime services, and a port's external pipe to this Python process) holds
+    `size` messages of its port's shape and dtype, in whole pages."""
+    chans = []
+    for b in list(exe.channel_builders or []) + list(exe.sync_channel_builders or []):
+        pi = getattr(b, "src_port_initializer", None) or b.port_initializer
+        chans.append((pi.shape, pi.d_type, pi.size))
+    for proc, builder in (exe.proc_builders or {}).items():  # a port read from Python (the Recorder's)
+        for name, pi in getattr(builder, "py_ports", {}).items():
+            port = getattr(proc, name)
+            if getattr(port, "external_pipe_flag", False):
+                chans.append((pi.shape, pi.d_type, port.external_pipe_buffer_size))
+    total = 0
+    for shape, dtype, size in chans:
+        n = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize * int(size)
+        total += -(-n // SHM_PAGE) * SHM_PAGE
+    return total
+
+
+def check_shared_memory(exe, samples: int, where: str = "/dev/shm") -> None:
+    """Refuse a run whose channels do not fit in `where`'s free space. Lava does not check: a
+    process that writes past a full /dev/shm dies of SIGBUS and the runtime waits for it forever."""
+    need = shared_memory_bytes(exe)
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError:
+        return  # no /dev/shm to measure (not Linux): Lava's SharedMemory finds its own place
+    if need > free:
+        raise TargetError(f"this Lava run maps {need / 2**20:.1f} MiB of shared memory for "
+                          f"{len(exe.channel_builders or [])} channels ({samples} samples); {where} has "
+                          f"{free / 2**20:.1f} MiB free", where=where,
+                          hint="run fewer samples at once (--samples), or give the machine more shared memory "
+                               "(a container: docker run --shm-size=1g)")
 
 
 def run_network(net: Network, x, emit: str = "burst", qnet: QNetwork | None = None,
@@ -201,9 +243,12 @@ def run_network(net: Network, x, emit: str = "burst", qnet: QNetwork | None = No
     rows = {}
     try:
         delay_model = PyDelaySparseModelBitAccCached if fixed else PyDelaySparseModelFloatCached
-        anchor.run(condition=RunSteps(num_steps=steps),
-                   run_cfg=Loihi2SimCfg(select_tag="fixed_pt" if fixed else "floating_pt",
-                                        exception_proc_model_map={DelaySparse: delay_model}))
+        exe = anchor.compile(Loihi2SimCfg(select_tag="fixed_pt" if fixed else "floating_pt",
+                                          exception_proc_model_map={DelaySparse: delay_model}),
+                             {"pypy_channel_size": CHANNEL_SIZE})
+        check_shared_memory(exe, B)
+        anchor.create_runtime(executable=exe)
+        anchor.run(condition=RunSteps(num_steps=steps))
         for rec, chunk in recorders:
             for (name, *_), arr in zip(chunk, rec.split(rec.receive())):
                 rows[name] = arr
