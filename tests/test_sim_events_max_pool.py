@@ -149,3 +149,23 @@ def test_sew_max_pool_stem_through_simulate_schedule_event(tmp_path):
     for k, c in ref.counts.items():
         assert torch.equal(ev.counts[k], c), k
     assert all(c.sum() > 0 for c in ref.counts.values())
+
+
+def test_sppf_chained_max_pools_event_counts_equal_reference():
+    """SpikeYOLO's SPPF (tests/test_sppf.py, multi-step, T = 2): three chained 5x5 max pools of one
+    population's spikes, concatenated with it into the output conv; the event simulator's output
+    equals the reference's (up to float association) and every pool emits events each timestep."""
+    import snncc
+    from test_sppf import _model
+
+    dep = snncc.compile(_model(multi_step=True), torch.zeros(1, 2, 8, 8))
+    pools = [n.name for n in dep.deployed.nodes if n.op == "max_pool"]
+    assert len(pools) == 3 and dep.deployed.T == 2
+    x = torch.rand(3, 2, 8, 8, generator=torch.Generator().manual_seed(1)) * 3
+    ref, ev = dep.reference(x), dep.simulate(x, schedule="event")
+    for k, c in ref.counts.items():
+        assert torch.equal(ev.counts[k], c), k
+    assert torch.allclose(ev.output, ref.output, rtol=0, atol=1e-9)
+    assert all(ev.events[p] > 0 for p in pools)
+    # the pools count the maxima of the previous stage per timestep: monotone along the chain
+    assert ev.events[pools[0]] <= ev.events[pools[1]] <= ev.events[pools[2]]
