@@ -60,6 +60,26 @@ def test_max_pool_by_hand_equals_reference(policy, order):
     assert r.events["mp"] == 8 and r.events["x"] == 11 and r.events["f"] == 8
 
 
+@pytest.mark.parametrize("policy", ["ideal", "greedy"])
+def test_max_pool_through_a_layout_of_the_spikes(policy):
+    """The hand graph's input flat (16,), reshaped to (1, 4, 4) and transposed (H <-> W) before the
+    pool: the pool maps through the permutation of addresses; the top-right and bottom-left windows
+    swap: counts 2, 1, 2, 3 (output (2 + 10 + 200 + 3000) / 2 = 1606)."""
+    g0 = hand_graph()
+    g = Graph([Node("x", "input", [], {"shape": (16,), "kind": "spike"}),
+               Node("r", "reshape", ["x"], {"shape": (1, 4, 4)}),
+               Node("t", "permute", ["r"], {"dims": (0, 2, 1)}),
+               Node("mp", "max_pool", ["t"], {"kernel": (2, 2), "stride": (2, 2)})]
+              + [n.clone() for n in g0.nodes if n.name not in ("x", "mp")]).infer()
+    g.T = 2
+    x = hand_input().reshape(2, 1, 16)
+    want = torch.tensor([[[[2., 1.], [2., 3.]]]], dtype=torch.float64)
+    ref = reference.run(g, x)
+    assert torch.equal(ref.counts["f"].double(), want) and float(ref.output) == 1606.0
+    r = simulate(g, x, policy=policy)
+    assert torch.equal(r.counts["f"].double(), want) and float(r.output) == 1606.0
+
+
 def stem_graph(seed, T, D=2):
     """A SEW-ResNet stem on spikes: spike input (2, 8, 8) -> conv 3x3 -> fire (D, soft reset,
     stateful) -> max_pool 3x3 s2 p1 (overlapping windows, padding) -> conv 3x3 -> fire -> max_pool
@@ -129,16 +149,16 @@ def test_refusals_name_the_node():
 
 def test_sew_max_pool_stem_through_simulate_schedule_event(tmp_path):
     """The user's path: SpikingJelly 2.0's IFNode (hard reset) SEW model with its max-pool stem,
-    exported at batch 1, `snncc compile`, then `snncc simulate --schedule event`: spike counts ==
+    exported at batch 1, compiled, then the installed `snncc simulate --schedule event`: spike counts ==
     the integer model (exit 0); and the API's event counts equal the reference count for count."""
     import snncc
     from binary_kinds import cli, export, sew
+    from snncc.cli import main
 
     pt2, art = tmp_path / "m.pt2", tmp_path / "art"
     export(lambda: sew("max"), pt2)
-    r = cli("compile", pt2, "-o", art)
-    assert r.returncode == 0, r.stderr
-    r = cli("simulate", art, "--schedule", "event", "--samples", "2")
+    assert main(["compile", str(pt2), "-o", str(art)]) == 0  # in process (the command's code) ...
+    r = cli("simulate", art, "--schedule", "event", "--samples", "2")  # ... and the installed command
     assert r.returncode == 0, r.stdout + r.stderr
     assert "spike counts == reference" in r.stdout, r.stdout
     dep = snncc.load(str(art))

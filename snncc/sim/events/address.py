@@ -29,7 +29,8 @@ no sum. Each owns a table to its readers like a population, and a `MaxPoolMap` (
 the pool windows it is in) that the runner applies to its input's events as they are emitted
 (`snncc.sim.events.runner`: per window, the input counts so far and each output's max; an input's
 k-th spike of the window raises the max when k exceeds it, and the output emits one spike). Its
-input must itself be a source (a fire, a spike input or a max pool).
+input is a source (a fire, a spike input or a max pool), possibly through reshapes/permutes of
+the spikes (composed into the map: a permutation of addresses).
 
 SSC (`snncc.passes.ssc`, executed by `snncc.sim.masked`) plugs in through
 `build_network(graph, masks=...)`: static masks (`SiteMasks`) drop masked conv rows from the
@@ -262,13 +263,20 @@ class MaxPoolMap:
 
 
 def _max_pool_map(g: Graph, n: Node) -> MaxPoolMap:
+    """The pool's windows over the addresses of its spike source, through reshapes/permutes of the
+    spikes between them (a permutation of addresses)."""
+    w = _pool_matrix(Node(n.name, "pool", n.inputs, {**n.attrs, "mode": "sum"}, shape=n.shape),
+                     tuple(g[n.inputs[0]].shape))
     src = g[n.inputs[0]]
+    while src.spec.layout:
+        w = w @ op_matrix(g, src)
+        src = g[src.inputs[0]]
     if not _source(src):
         raise SnnccError(f"max pooling of {src.op} {src.name}: the event simulator max-pools the events of a spike "
                          f"source (a fire population, a spike input or a max pool)", where=f"node {n.name}",
                          hint="use the synchronous simulator (snncc.sim.sync)")
-    w = _pool_matrix(Node(n.name, "pool", n.inputs, {**n.attrs, "mode": "sum"}, shape=n.shape),
-                     tuple(src.shape)).tocsc()  # column a: the windows of input a
+    w = w.tocsc()  # column a: the windows of source address a
+    w.sort_indices()
     return MaxPoolMap(src.name, w.shape[1], w.shape[0], w.indptr.astype(np.int64), w.indices.astype(np.int64))
 
 
