@@ -72,9 +72,9 @@ def test_a_cell_registered_for_an_undeclared_op_is_reported(monkeypatch):
 
 def test_lookup_names_the_op_and_the_column(script):
     with pytest.raises(registry.OpNotImplemented) as e:
-        registry.lookup("max_pool", "event", where="node p1")
-    assert str(e.value) == ("node p1: op max_pool: the event executor refuses it: max pooling of spikes is not in "
-                            "the address tables (a table sums): use the synchronous simulator")
+        registry.lookup("spike_product", "event", where="node p1")
+    assert str(e.value) == ("node p1: op spike_product: the event executor refuses it: spike products (attention) "
+                            "are not simulated event by event: use snncc.sim.sync")
     with pytest.raises(registry.OpNotImplemented) as e:
         registry.lookup("fake_op", "sync")
     assert str(e.value).startswith("op fake_op: the sync executor has no implementation and no refusal registered")
@@ -136,9 +136,10 @@ def _max_pooled():
 def test_the_declared_max_pool_cells_are_what_the_code_does(script):
     """The matrix row of max_pool against the code it describes: the reference and the sync
     simulator run it (counts by hand: the window maxima 3, 1, 0, 2 doubled, capped at D 4), the event
-    simulator and the Loihi lowering refuse it, each in its own words."""
+    simulator runs it (an output spike per rise of its window's max, the same counts), the Loihi
+    lowering refuses it in its own words."""
     from snncc.sim import reference, sync
-    from snncc.sim.events import build_network
+    from snncc.sim.events import build_network, simulate
 
     g = _max_pooled()
     x = torch.tensor([[[[3.0, 0.0, 1.0, 0.0], [1.0, 2.0, 0.0, 0.0], [0.0, 0.0, 2.0, 1.0], [0.0, 0.0, 0.0, 0.0]]]])
@@ -146,9 +147,9 @@ def test_the_declared_max_pool_cells_are_what_the_code_does(script):
     ref = reference.run(g, x).counts["f"]
     assert ref.reshape(-1).tolist() == [4.0, 2.0, 0.0, 4.0]
     assert sync.simulate(g, x).counts["f"].reshape(-1).tolist() == [4, 2, 0, 4]
-    assert registry.cell("max_pool", "event").refused
-    with pytest.raises(SnnccError, match="max pooling of spikes: the event simulator does not implement it"):
-        build_network(g)
+    assert registry.cell("max_pool", "event").impl
+    for policy in ("ideal", "greedy"):
+        assert simulate(build_network(g), x, policy=policy).counts["f"].reshape(-1).tolist() == [4, 2, 0, 4]
     assert registry.cell("max_pool", "loihi").refused
     from snncc_lava import network
 

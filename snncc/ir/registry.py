@@ -9,7 +9,7 @@ once (`column`), then each op gets one cell per column, TVM `set_attr` / Lava `@
     @implements("conv", executor="reference")
     def op_conv(self, n, x): ...
 
-    refuse("max_pool", executor="event", why="max pooling of spikes is not in the address tables")
+    refuse("spike_product", executor="event", why="spike products (attention) are not simulated event by event")
 
 `supports(ops, executor=..., where=...)` declares implementations that live inside a module's own
 code (a backend's lowering, the event simulator's address maps) without moving them. `lookup`

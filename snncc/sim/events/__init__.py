@@ -8,7 +8,8 @@ benchmarks and the examples): `build_network`, `simulate`, `compare`, `projectio
 Modules:
 - `address`: the address maps (per-op sparse maps, composed per-source CSR tables, SSC masks and
   gates in the tables, per-slot neuron parameters and constants);
-- `runner`: the event loop (event orders, firing policies, emission, centre-SSC gate state);
+- `runner`: the event loop (event orders, firing policies, emission, max pools of spikes, centre-SSC
+  gate state);
 - `kernels`: the compiled (numba) delivery kernels the runner calls for every step;
 - `result`: `EventResult` and the agreement with the integer model;
 - `support`: which ops it runs and why it refuses the others (the op registry's "event" column).

@@ -24,6 +24,14 @@ source whose table maps each relay neuron to the stream's consumers. The runner 
 relay's accumulated value once per window as one graded message per nonzero neuron (an event
 whose multiplicity is the value), so its consumers never see the relay's inputs themselves.
 
+Max pools of spikes (`max_pool` op) are sources without a table into them: a max of counts is
+no sum. Each owns a table to its readers like a population, and a `MaxPoolMap` (input address ->
+the pool windows it is in) that the runner applies to its input's events as they are emitted
+(`snncc.sim.events.runner`: per window, the input counts so far and each output's max; an input's
+k-th spike of the window raises the max when k exceeds it, and the output emits one spike). Its
+input is a source (a fire, a spike input or a max pool), possibly through reshapes/permutes of
+the spikes (composed into the map: a permutation of addresses).
+
 SSC (`snncc.passes.ssc`, executed by `snncc.sim.masked`) plugs in through
 `build_network(graph, masks=...)`: static masks (`SiteMasks`) drop masked conv rows from the
 composed tables and disable masked neurons; `masks="centre"` marks every conv whose input is a
@@ -221,6 +229,7 @@ class EventNetwork:
     gates: list | None = None  # centre SSC: the gated convs (_Gate), None otherwise
     consumer_gates: dict = field(default_factory=dict)  # consumer -> ids of the gates feeding it
     leak: np.ndarray | None = None  # (n_slots,) factor of a stateful neuron's carried residual, 1 elsewhere
+    max_pools: dict = field(default_factory=dict)  # max pool of spikes -> MaxPoolMap (graph order)
 
     def slot_of(self, consumer: str) -> slice:
         a, b = self.offsets[consumer]
@@ -238,17 +247,47 @@ def _check(graph: Graph) -> None:
         if n.op == "spike_product":
             raise SnnccError("spike products (attention) are not simulated event by event", where=f"node {n.name}",
                              hint="use snncc.sim.sync (Speck cannot run them either)")
-    check_deployed(graph, "the event simulator", supported=NEURON_FEATURES)  # greedy/speck refuse some (runner)
+    check_deployed(graph, "the event simulator", supported=NEURON_FEATURES,  # greedy/speck refuse some (runner)
+                   max_pool=True)
+
+
+@dataclass
+class MaxPoolMap:
+    """The windows of one max pool of spikes: input address a is in output windows
+    `outs[indptr[a]:indptr[a+1]]` (padding is in none: a count >= 0 never loses to it)."""
+    source: str  # the spike source it pools
+    n_in: int
+    n_out: int
+    indptr: np.ndarray  # int64 (n_in + 1,)
+    outs: np.ndarray  # int64
+
+
+def _max_pool_map(g: Graph, n: Node) -> MaxPoolMap:
+    """The pool's windows over the addresses of its spike source, through reshapes/permutes of the
+    spikes between them (a permutation of addresses)."""
+    w = _pool_matrix(Node(n.name, "pool", n.inputs, {**n.attrs, "mode": "sum"}, shape=n.shape),
+                     tuple(g[n.inputs[0]].shape))
+    src = g[n.inputs[0]]
+    while src.spec.layout:
+        w = w @ op_matrix(g, src)
+        src = g[src.inputs[0]]
+    if not _source(src):
+        raise SnnccError(f"max pooling of {src.op} {src.name}: the event simulator max-pools the events of a spike "
+                         f"source (a fire population, a spike input or a max pool)", where=f"node {n.name}",
+                         hint="use the synchronous simulator (snncc.sim.sync)")
+    w = w.tocsc()  # column a: the windows of source address a
+    w.sort_indices()
+    return MaxPoolMap(src.name, w.shape[1], w.shape[0], w.indptr.astype(np.int64), w.indices.astype(np.int64))
 
 
 def _leaf(n: Node) -> bool:
-    """A source of current trees: a neuron's spikes, a relay's value or the input."""
-    return n.op in ("fire", "relay", "input")
+    """A source of current trees: a neuron's spikes, a relay's value, a max pool of spikes or the input."""
+    return n.op in ("fire", "relay", "max_pool", "input")
 
 
 def _source(n: Node) -> bool:
-    """A node that owns an address table: a fire, a relay or a spike input."""
-    return n.op in ("fire", "relay") or (n.op == "input" and n.kind == SPIKE)
+    """A node that owns an address table: a fire, a relay, a max pool of spikes or a spike input."""
+    return _leaf(n) and (n.kind == SPIKE or n.op == "relay")
 
 
 @dataclass
@@ -398,6 +437,7 @@ def build_network(graph: Graph, masks=None) -> EventNetwork:
     """
     g = graph
     _check(g)
+    pools = {n.name: _max_pool_map(g, n) for n in g.nodes if n.op == "max_pool"}
     centre = isinstance(masks, str)
     if centre:
         if masks != "centre":
@@ -409,6 +449,10 @@ def build_network(graph: Graph, masks=None) -> EventNetwork:
         if relay is not None:
             raise SnnccError("centre-spiked SSC gates sites by their spikes; a relay sends graded values, not spikes",
                              where=f"node {relay.name}", hint="compile with residual=fanin, or use dense_ssc")
+        if pools:
+            raise SnnccError("centre-spiked SSC in the event simulator gates convs on (sum-)pooled spike maps; "
+                             "a max pool's sites are not modelled as gates", where=f"node {next(iter(pools))}",
+                             hint="use dense_ssc(..., mode='centre') for this graph")
     conv_masks = getattr(masks, "conv", {}) or {}
     neuron_masks = getattr(masks, "neurons", {}) or {}
     consumers = [n for n in g.nodes if n.op in ("fire", "relay")] + [g.output]
@@ -501,7 +545,7 @@ def build_network(graph: Graph, masks=None) -> EventNetwork:
         v_min[s] = -(2.0 ** 15) / min(scales)
     return EventNetwork(g, [c.name for c in consumers], offsets, n_slots, tables, sources_of, host_fed,
                         const, beta, theta, Dv, fires, stateful, enabled, v_min, masks,
-                        gates if centre else None, consumer_gates, leak)
+                        gates if centre else None, consumer_gates, leak, pools)
 
 
 def _interp(g: Graph, masks, biases: bool) -> Interpreter:

@@ -914,7 +914,8 @@ class Scratch:
         return self.stamp
 
     def records(self, bound: int):
-        if bound > self.cap:
+        if bound > self.cap or self.em_rank is None:  # typed arrays even for a step with no synapses
+            # (a source read by max pools only has an empty table)
             self.cap = max(bound, 2 * self.cap, 1024)
             self.em_rank = np.empty(self.cap, dtype=np.int64)
             self.em_slot = np.empty(self.cap, dtype=np.int64)

@@ -48,6 +48,17 @@ the reference executor's relay emits (up to float association, as for a neuron's
 the counts equal the reference's. greedy/speck are refused on a graph with relays: a relay
 forwards a window's total, which a per-event firing rule has no moment for (compile with
 residual=fanin for those policies).
+Max pools of spikes (`max_pool` op; ideal and greedy): a pool node keeps, per window (one
+timestep: the ideal policy's burst, greedy's D-spike window), each input neuron's count so far
+and each output's current max. When an input neuron's k-th spike of the window arrives (in the
+order its events are emitted) and k exceeds its window's max, the output emits one spike (the max
+rises by one), keyed like the spike that raised it; an ideal burst of n raises the count by n at
+once and the output bursts by the rise of its max. So at the window end every output's count is
+the max over its window of the input counts (padding never wins: counts >= 0), the reference
+executor's `max_pool` of the same counts; with binary spikes an OR that fires once per window.
+Rules applied in numpy as the input's events are emitted (`_pooled`), never in the kernels; the
+pool's own events count in `events`. Refused under "speck": the chip pools by summing and knows
+no windows, so a max has no moment to restart.
 Threads: with n > 1 numba threads `simulate` cuts the batch into n parts, each run by its own
 thread on 1 numba thread (`_simulate_split`), under the layer order (which keeps every sample's
 steps and event order, so per sample nothing changes) and the ideal policy's interleaved order
@@ -187,6 +198,12 @@ class _Run:
         self.peak = {c: 0 for c in net.consumers if net.graph[c].op == "fire"}
         self.relays = [c for c in net.consumers if net.graph[c].op == "relay"]
         self.messages = {c: np.zeros((B, net.offsets[c][1] - net.offsets[c][0])) for c in self.relays}
+        self.pools = net.max_pools  # max pools of spikes: per window, input counts and output maxima
+        self.pools_of: dict[str, list[str]] = {}
+        for m, pm in self.pools.items():
+            self.pools_of.setdefault(pm.source, []).append(m)
+        self.pool_in = {m: np.zeros(B * pm.n_in) for m, pm in self.pools.items()}
+        self.pool_max = {m: np.zeros(B * pm.n_out) for m, pm in self.pools.items()}
         self.synops = 0
         self.steps = 0
         self.clock = 0
@@ -280,6 +297,78 @@ class _Run:
                 mi = m.astype(np.int64)
                 out.append(_Batch(cname, np.repeat(gid, mi), None, np.repeat(key[sel], mi)))
         return out
+
+    # -- max pools of spikes --
+    def _pooled(self, batches: list[_Batch]) -> list[_Batch]:
+        """`batches` plus the events of every max pool they feed (and pools of those): an output
+        emits as its window's max rises (module docstring); events in key order, each pool output
+        keyed like the input spike that raised its max."""
+        if not self.pools:
+            return batches
+        out, todo = list(batches), list(batches)
+        while todo:
+            bt = todo.pop(0)
+            if bt.src is None or not bt.gid.size:
+                continue
+            for m in self.pools_of.get(bt.src, ()):
+                new = self._pool_events(m, bt)
+                if new is not None:
+                    out.append(new)
+                    todo.append(new)
+        return out
+
+    def _pool_events(self, m: str, bt: _Batch) -> _Batch | None:
+        pm = self.pools[m]
+        o = np.argsort(bt.key, kind="stable")
+        gid, key = bt.gid[o], bt.key[o]
+        mult = np.ones(gid.size) if bt.mult is None else bt.mult[o]
+        # each event's input count after it: the count before the batch plus the batch's own so far
+        g2 = np.argsort(gid, kind="stable")
+        cs = np.cumsum(mult[g2])
+        first = np.r_[True, gid[g2][1:] != gid[g2][:-1]]
+        start = np.maximum.accumulate(np.where(first, np.arange(gid.size), 0))
+        after = np.empty(gid.size)
+        after[g2] = cs - (cs[start] - mult[g2][start]) + self.pool_in[m][gid[g2]]
+        np.add.at(self.pool_in[m], gid, mult)
+        # (event, window) pairs in event order per window
+        b, a = np.divmod(gid, pm.n_in)
+        nw = pm.indptr[a + 1] - pm.indptr[a]
+        ev = np.repeat(np.arange(gid.size), nw)
+        w = pm.outs[np.repeat(pm.indptr[a] - np.cumsum(nw) + nw, nw) + np.arange(int(nw.sum()))]
+        bw = b[ev] * pm.n_out + w
+        p = np.lexsort((ev, bw))
+        ev, bw = ev[p], bw[p]
+        val = after[ev]
+        # running max per window before each pair: the max so far, then the pairs before it
+        grp = np.r_[True, bw[1:] != bw[:-1]]
+        rank = np.cumsum(grp) - 1
+        big = float(max(val.max(initial=0.0), self.pool_max[m].max(initial=0.0)) + 1.0)
+        run = np.maximum.accumulate(np.maximum(val, self.pool_max[m][bw]) + rank * big) - rank * big
+        prev = np.where(grp, self.pool_max[m][bw], np.r_[0.0, run[:-1]])
+        rise = np.maximum(val - prev, 0.0)
+        last = np.r_[grp[1:], True]  # the last pair of each window
+        self.pool_max[m][bw[last]] = run[last]
+        fired = rise > 0
+        if not fired.any():
+            return None
+        ev, bw, rise = ev[fired], bw[fired], rise[fired]
+        self.events[m] += int(rise.sum())
+        if self.policy == "ideal":  # one burst per output neuron
+            u, inv = np.unique(bw, return_inverse=True)
+            return _Batch(m, u, np.bincount(inv, weights=rise), np.zeros(u.size, dtype=np.int64))
+        q = np.lexsort((bw, ev))  # in the order of the spikes that raised them
+        ri = rise[q].astype(np.int64)
+        return _Batch(m, np.repeat(bw[q], ri), None, np.repeat(key[ev[q]], ri))
+
+    def _complete_pools(self, complete: set) -> None:
+        """ideal: a max pool's window is complete with its input's (its events are emitted then)."""
+        changed = True
+        while changed:
+            changed = False
+            for m, pm in self.pools.items():
+                if m not in complete and pm.source in complete:
+                    complete.add(m)
+                    changed = True
 
     # -- delivery (compiled kernels, snncc.sim.events.kernels) --
     def _rows(self, bt: _Batch) -> tuple[np.ndarray, np.ndarray]:
@@ -468,12 +557,17 @@ class _Run:
                 pool.append(_Batch(inp.name, g2[o], None, np.arange(g2.size, dtype=np.int64) + self.clock))
                 self.clock += g2.size
         complete = {inp.name}
+        for m in self.pools:  # a new window
+            self.pool_in[m][:] = 0.0
+            self.pool_max[m][:] = 0.0
+        pool = self._pooled(pool)
+        self._complete_pools(complete)
         if self.trace is not None:
             self.trace.t = t
         if self.policy == "ideal":
             pool += self._completions(complete, pool)
         else:
-            pool += self.initial_update()
+            pool += self._pooled(self.initial_update())
         while pool:
             step, pool = self._select(pool)
             self.steps += 1
@@ -483,7 +577,7 @@ class _Run:
             else:
                 new = self.deliver_sequential(step)
                 self.clock += sum(int(bt.gid.size) for bt, _ in step)
-                pool += new
+                pool += self._pooled(new)
         if self.policy == "ideal":
             missing = [c for c in net.consumers if net.graph[c].op != "output" and c not in complete]
             if missing:
@@ -510,7 +604,8 @@ class _Run:
                 srcs = net.sources_of[c]
                 if all(s in complete for s in srcs) and not any(s in pending for s in srcs):
                     complete.add(c)
-                    out += self.forward_relay(c) if c in self.messages else self.fire_complete(c)
+                    out += self._pooled(self.forward_relay(c) if c in self.messages else self.fire_complete(c))
+                    self._complete_pools(complete)
                     changed = True
                     break  # its events are pending now: recompute
         return out
@@ -675,6 +770,10 @@ def _simulate(graph_or_net, x, policy="ideal", order="layer", seed=0, chunk=4096
         raise SnnccError(f"the {policy} policy fires per event, but a relay forwards a whole window's value: the event "
                          f"simulator runs relays under the ideal policy only", where=f"node {relay.name}",
                          hint="use policy='ideal', or compile with residual=fanin")
+    if net.max_pools and policy == "speck":
+        raise SnnccError("the speck policy models the chip, which pools spikes by summing and knows no windows: a max "
+                         "of spike counts has no moment to restart", where=f"node {next(iter(net.max_pools))}",
+                         hint="use policy='ideal' or 'greedy' (a max per timestep window)")
     if policy != "ideal":
         for n in g.nodes:
             f = neuron_features(n.attrs) if n.op == "fire" else ()

@@ -17,6 +17,7 @@ registry.supports(["conv", "linear", "pool", "mean", "upsample", "bilinear", "of
                   executor="event", where="snncc.sim.events.address.op_matrix (per-op sparse map, composed per source)")
 registry.refuse("spike_product", executor="event",
                 why="spike products (attention) are not simulated event by event: use snncc.sim.sync")
-registry.refuse("max_pool", executor="event",
-                why="max pooling of spikes is not in the address tables (a table sums): use the synchronous simulator")
+registry.supports(["max_pool"], executor="event",
+                  where="snncc.sim.events.runner._pooled (per timestep window: an output spikes as its max of input "
+                        "counts rises; ideal and greedy policies, refused under speck)")
 registry.refuse("batchnorm", "pad", executor="event", why=registry.NOT_DEPLOYED)
