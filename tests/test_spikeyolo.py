@@ -210,3 +210,66 @@ def test_spikeyolo_like_backbone_at_t4_program_and_module_agree_with_eager():
         assert any(not torch.equal(_eager_counts(m, x, LIFS)[k], eager[k]) for k in LIFS)
     finally:
         DECAY = leak1
+
+
+class SpikeConv(nn.Module):
+    """mem_update -> 1x1 conv -> BN on (T, B, C, H, W) (SpikeYOLO's SpikeConv)."""
+
+    def __init__(self, ci, co):
+        super().__init__()
+        self.lif, self.conv, self.bn = MemUpdate(), nn.Conv2d(ci, co, 1, bias=False), nn.BatchNorm2d(co)
+
+    def forward(self, x):
+        T, B, _, H, W = x.shape
+        return self.bn(self.conv(self.lif(x).flatten(0, 1))).reshape(T, B, -1, H, W)
+
+
+class SPPFNet(nn.Module):
+    """SpikeYOLO's SpikeSPPF between MS_GetT and MS_CancelT: three 5x5 max pools of cv1's BN
+    output (currents), concatenated with it along channels and read by cv2's mem_update."""
+
+    def __init__(self, T):
+        super().__init__()
+        self.T = T
+        self.enc, self.enc_bn = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.cv1, self.cv2, self.m = SpikeConv(8, 4), SpikeConv(16, 8), nn.MaxPool2d(5, 1, 2)
+        self.lif = MemUpdate()
+
+    def forward(self, x):
+        x = x.unsqueeze(0).repeat(self.T, 1, 1, 1, 1)
+        T, B = x.shape[:2]
+        x = self.cv1(self.enc_bn(self.enc(x.flatten(0, 1))).reshape(T, B, 8, 8, 8))
+        y1 = self.m(x.flatten(0, 1)).reshape(T, B, -1, 8, 8)
+        y2 = self.m(y1.flatten(0, 1)).reshape(T, B, -1, 8, 8)
+        y3 = self.m(y2.flatten(0, 1)).reshape(T, B, -1, 8, 8)
+        x = self.cv2(torch.cat((x, y1, y2, y3), 2))
+        return self.lif(x).flatten(3).mean(3).mean(0)
+
+
+def test_sppf_read_by_mem_update_deploys_at_t1_and_is_refused_at_t2_in_one_line():
+    """At T = 1 (SpikeYOLO's shipped configuration, `MS_GetT [3, 1]`) mem_update keeps nothing
+    between steps: a stateless fire, which commutes with the max pools and the cat, so it fires
+    once on cv1's current and its spikes are pooled (it was refused: the loop read the held-back
+    max as a tensor). At T = 2 the membrane carries over the steps: refused in one line."""
+    torch.manual_seed(0)
+    m = randomize_bn(SPPFNet(1))
+    x = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(2)) * 2
+    dep = snncc.compile(torch.export.export(m, (x[:1],)))
+    _same_graph(dep.deployed, snncc.compile(m, x[:2]).deployed)
+    t = {n.name: n for n in dep.traced.nodes}
+    assert [n.name for n in dep.traced.nodes if n.op == "fire"] == ["cv1_lif", "cv2_lif", "lif"]
+    assert not any(n.attrs["stateful"] for n in dep.traced.nodes if n.op == "fire")
+    assert [t[n].op for n in ("cv2_lif_max_pool", "cv2_lif_max_pool_max_pool", "cv2_lif_cat")] == \
+        ["max_pool", "max_pool", "add"]
+    rep = dep.verify(x)
+    assert rep.ok and all(lv.count_mismatches == 0 for lv in rep.levels[1:]), rep.table()
+    ref, eager = dep.reference(x), _eager_counts(m, x, ("cv1.lif", "cv2.lif", "lif"))
+    assert torch.equal(ref.counts["cv1_lif"].float(), eager["cv1.lif"])
+    assert torch.equal(ref.counts["cv2_lif"].float(), eager["cv2.lif"][:, :4])  # its spikes before the pools
+    assert torch.equal(ref.counts["lif"].float(), eager["lif"]) and eager["lif"].sum() > 0
+    with pytest.raises(SnnccError) as e:
+        snncc.compile(torch.export.export(randomize_bn(SPPFNet(2)), (x[:1],)))
+    line = e.value.one_line()
+    assert "max pooling of a current before a stateful neuron is not deployable: the neuron carries its membrane " \
+           "over the T = 2 time steps (leak 0.25), and the integral of a max is not the max of the integrals" in line
+    assert "(max-pool the neuron's spikes (conv-bn-neuron-maxpool), or compile at T = 1)" in line and "\n" not in line
