@@ -28,7 +28,10 @@ reset: then u_t = l * r_{t-1} + sum_i a_i X^i_t + c, a fire with reset "value" (
 Anything else (a hard reset to another value, a reset by another amount, a leak outside [0, 1],
 inputs that decay differently, a layer applied inside the loop) is refused in one line saying
 what to write instead. The IR node is built when the T per-step spikes are gathered again
-(stack, or the filled output buffer).
+(stack, or the filled output buffer). At T = 1 the fire is stateless (nothing is carried), and a
+stateless loop neuron (T = 1, or decay 0) may read a max of currents held back by the converter
+(SpikeYOLO's SPPF read by `mem_update`): it fires on the pooled sources, whose spikes are pooled
+(`Converter.fire_pooled`); a stateful one is refused, the max does not commute with its membrane.
 """
 
 from __future__ import annotations
