@@ -180,4 +180,5 @@ def test_max_of_currents_before_a_spikingjelly_multi_step_node_is_refused_in_one
     torch.export.save(torch.export.export(m, (torch.rand(1, 2, 8, 8),)), path)
     code, o, e = _cli("compile", path, "-o", str(tmp_path / "out"))
     assert code == 2 and "max pooling of a current" in e and "node '" in e and len(e.strip().splitlines()) == 1, o + e
-    assert "not a stateful one (its membrane integrates over the steps)" in e, e
+    assert "before a stateful neuron is not deployable: the neuron carries its membrane over the T = 2 time steps " \
+           "(leak 1), and the integral of a max is not the max of the integrals" in e, e

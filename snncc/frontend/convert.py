@@ -465,10 +465,12 @@ class Converter:
         if op == "select":
             x, dim, idx = args
             self.values[fxn] = self.loop.slot(x, idx) if isinstance(x, StepBuffer) else \
-                self.loop.select(fxn, self.tensor(x, fxn), int(dim), int(idx), w)
+                self.loop.select(fxn, x if isinstance(x, PooledCurrent) else self.tensor(x, fxn), int(dim), int(idx), w)
             return True
         if op == "unbind":
-            self.values[fxn] = self.loop.unbind(fxn, self.tensor(args[0], fxn), int(args[1]), w)
+            x = args[0]
+            self.values[fxn] = self.loop.unbind(fxn, x if isinstance(x, PooledCurrent) else self.tensor(x, fxn),
+                                                int(args[1]), w)
             return True
         if op == "like":
             self.values[fxn] = self.loop.like(fxn, args[0], float(args[1]))
@@ -1119,34 +1121,45 @@ class Converter:
                                 "max is not the max of the integrals", where=x.where,
                                 hint="max-pool the neuron's spikes (conv-bn-neuron-maxpool), or use a stateless "
                                      "neuron (clamp -> round), which commutes with the max")
-        if isinstance(x, PooledCurrent):  # fire once on each source current, rebuild the tree on its spikes
-            fired: dict = {}  # source current -> its fire; id(subtree) -> its node
-
-            def rebuild(v):
-                if not isinstance(v, PooledCurrent):
-                    if v not in fired:
-                        first = not any(isinstance(k, str) for k in fired)
-                        fired[v] = self.add(fxn, "fire", [v], {"D": int(D), "norm": float(norm),
-                                                               "rounding": rounding},
-                                            base=(str(path) or None) if first else f"{path or fxn.name}_{v}")
-                    return fired[v]
-                if id(v) in fired:  # a shared subtree (SPPF's y1 is pooled again and placed): built once
-                    return fired[id(v)]
-                ins = [rebuild(a) for a in v.args]
-                if v.op == "max_pool":
-                    fired[id(v)] = self.add(fxn, "max_pool", ins, v.attrs, base=f"{ins[0]}_max_pool")
-                    return fired[id(v)]
-                size, at, placed = v.shape[v.attrs["axis"]], 0, []
-                for i in ins:
-                    placed.append(self.add(fxn, "offset", [i], {"axis": v.attrs["axis"], "at": at, "size": size},
-                                           base=f"{i}_offset"))
-                    at += self.graph[i].shape[v.attrs["axis"]]
-                return self.add(fxn, "add", placed, base=f"{path or fxn.name}_cat")
-
-            return rebuild(x)
+        if isinstance(x, PooledCurrent):
+            return self.fire_pooled(fxn, x, D, norm, rounding, str(path))
         return self.add(fxn, "fire", [self.tensor(x, fxn)],
                         {"D": int(D), "norm": float(norm), "rounding": rounding, "stateful": bool(stateful)},
                         base=str(path) or None)
+
+    def fire_pooled(self, fxn, x: PooledCurrent, D, norm, rounding, path: str) -> str:
+        """A stateless neuron on a held-back max of currents: fire once on each source current and
+        rebuild the tree (max pools, cats) on its spikes; `path` (the neuron's module, may be empty)
+        names the first fire (fxn may then be None: a loop neuron built when its steps are gathered)."""
+        name = path or fxn.name
+        fired: dict = {}  # source current -> its fire; id(subtree) -> its node
+
+        def rebuild(v):
+            if not isinstance(v, PooledCurrent):
+                if v not in fired:
+                    first = not any(isinstance(k, str) for k in fired)
+                    fired[v] = self.add(fxn, "fire", [v], {"D": int(D), "norm": float(norm), "rounding": rounding},
+                                        base=(path or None) if first else f"{name}_{v}")
+                return fired[v]
+            if id(v) in fired:  # a shared subtree (SPPF's y1 is pooled again and placed): built once
+                return fired[id(v)]
+            ins = [rebuild(a) for a in v.args]
+            if v.op == "max_pool":
+                fired[id(v)] = self.add(fxn, "max_pool", ins, v.attrs, base=f"{ins[0]}_max_pool")
+                return fired[id(v)]
+            size, at, placed = v.shape[v.attrs["axis"]], 0, []
+            for i in ins:
+                placed.append(self.add(fxn, "offset", [i], {"axis": v.attrs["axis"], "at": at, "size": size},
+                                       base=f"{i}_offset"))
+                at += self.graph[i].shape[v.attrs["axis"]]
+            return self.add(fxn, "add", placed, base=f"{name}_cat")
+
+        return rebuild(x)
+
+    @staticmethod
+    def is_held_max(v) -> bool:
+        """A max of currents held back for the stateless neuron that reads it (PooledCurrent)."""
+        return isinstance(v, PooledCurrent)
 
     def refuse_held(self, v, fxn) -> None:
         """A value held back for its reader (a max of currents, BatchNorm on spikes) read by something

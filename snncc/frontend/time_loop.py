@@ -28,7 +28,10 @@ reset: then u_t = l * r_{t-1} + sum_i a_i X^i_t + c, a fire with reset "value" (
 Anything else (a hard reset to another value, a reset by another amount, a leak outside [0, 1],
 inputs that decay differently, a layer applied inside the loop) is refused in one line saying
 what to write instead. The IR node is built when the T per-step spikes are gathered again
-(stack, or the filled output buffer).
+(stack, or the filled output buffer). At T = 1 the fire is stateless (nothing is carried), and a
+stateless loop neuron (T = 1, or decay 0) may read a max of currents held back by the converter
+(SpikeYOLO's SPPF read by `mem_update`): it fires on the pooled sources, whose spikes are pooled
+(`Converter.fire_pooled`); a stateful one is refused, the max does not commute with its membrane.
 """
 
 from __future__ import annotations
@@ -137,6 +140,7 @@ class TimeLoop:
         self.chains: dict[int, Chain] = {}
         self.layers: dict[tuple, Layer] = {}  # a layer applied to one value at every step, by (op, args, source)
         self.layer_ids: dict[str, Layer] = {}
+        self.pooled: dict[str, object] = {}  # "~pN" -> a held-back max of currents (PooledCurrent) read as x[t]
         self._canon: dict[str, str] = {}  # IR node -> the first IR node computing the same value
         self._canon_by: dict[tuple, list] = {}
 
@@ -144,21 +148,32 @@ class TimeLoop:
     def select(self, fxn, x, dim: int, index: int, where: str) -> Lin:
         lead = self.conv.lead_in(fxn)
         t_pos = lead.index("T") if "T" in lead else None
-        if t_pos is None or dim % (len(lead) + len(self.conv.graph[x].shape)) != t_pos:
+        held = not isinstance(x, str)  # a max of currents (SPPF) held back for a stateless neuron
+        rank = len(lead) + len(x.shape if held else self.conv.graph[x].shape)
+        if t_pos is None or dim % rank != t_pos:
             raise FrontendError(f"x[{index}] on axis {dim} of a value laid out ({', '.join(lead)}, ...) is not a "
                                 "timestep", where=where,
                                 hint="index only the time axis of a (T, B, ...) tensor; a model taking (T, B, ...) "
                                      "at once: --input-layout TB (API: input_layout='TB')")
+        if held:
+            x = next((k for k, v in self.pooled.items() if v is x), None) or self._hold(x)
         return Lin({("x", x, int(index) % self.conv.T): 1.0})
+
+    def _hold(self, pooled) -> str:
+        key = f"~p{len(self.pooled)}"
+        self.pooled[key] = pooled
+        return key
 
     def unbind(self, fxn, x, dim: int, where: str) -> tuple:
         return tuple(self.select(fxn, x, dim, t, where) for t in range(self.conv.T))
 
     def like(self, fxn, x, value: float):
         """zeros_like / full_like: a constant of one timestep, or a (T, B, ...) buffer."""
-        self.conv.refuse_held(x, fxn)
         if isinstance(x, Lin):
             return Lin({}, float(value))
+        if self.conv.is_held_max(x) and "T" in self.conv.lead_in(fxn) and value == 0.0:
+            return StepBuffer(self.conv.T)  # mem_update's output buffer on SPPF's pooled currents
+        self.conv.refuse_held(x, fxn)
         if self.conv.is_tensor(x) and "T" in self.conv.lead_in(fxn) and value == 0.0:
             return StepBuffer(self.conv.T)
         if self.conv.is_tensor(x) and self.static_input():  # snntorch Leaky: mem = zeros_like(input_) at its
@@ -333,6 +348,8 @@ class TimeLoop:
     def node_of(self, key: str) -> str:
         """The IR node of an ("x", key, t) atom: key itself, or a layer applied in the loop (built
         on its source's IR node, the source first)."""
+        if key in self.pooled:  # a max of currents read by anything but a stateless neuron: refused
+            self.conv.tensor(self.pooled[key], None)
         d = self.layer_ids.get(key)
         if d is None:
             return key
@@ -489,13 +506,33 @@ class TimeLoop:
         if ch.node is None:
             if ch.steps != self.conv.T:
                 raise FrontendError(f"the neuron fired on {ch.steps} of T = {self.conv.T} timesteps", where=ch.where)
-            stateful = ch.leak != 0.0  # decay 0: a fresh membrane every timestep
+            stateful = ch.leak != 0.0 and self.conv.T > 1  # decay 0 or T = 1: a fresh membrane every timestep
+            if any(x in self.pooled for x in ch.inputs):
+                ch.node = self._fire_pooled(ch, stateful)
+                return ch.node
             attrs = {"D": ch.D, "norm": 1.0, "rounding": ch.rounding, "stateful": stateful, "beta": float(ch.c),
                      "leak": float(ch.leak) if stateful else 1.0, "reset": "value" if ch.hard else "subtract"}
             if ch.q is not None and ch.q != ch.leak:  # snntorch's order: u = l u + X - q s, fires at u + c > 1
                 attrs.update(theta=float(ch.q), beta=float(ch.q - 1.0 + ch.c), leak_first=True, stateful=True)
             ch.node = self.conv.add(None, "fire", [self._current(ch)], attrs, base=ch.base)
         return ch.node
+
+    def _fire_pooled(self, ch: Chain, stateful: bool) -> str:
+        """A loop neuron on a held-back max of currents (SpikeYOLO's SPPF read by mem_update): the
+        max commutes with a stateless neuron (T = 1, or decay 0), which fires on each pooled source
+        (`Converter.fire_pooled`); a membrane carried over the steps does not commute with it."""
+        (x, a), *more = ch.inputs.items()
+        pooled = self.pooled[x] if x in self.pooled else next(self.pooled[k] for k in ch.inputs if k in self.pooled)
+        if stateful:
+            raise FrontendError(f"max pooling of a current before a stateful neuron is not deployable: the neuron "
+                                f"carries its membrane over the T = {self.conv.T} time steps (leak {ch.leak:g}), and "
+                                "the integral of a max is not the max of the integrals", where=pooled.where,
+                                hint="max-pool the neuron's spikes (conv-bn-neuron-maxpool), or compile at T = 1")
+        if more or abs(a - 1.0) > REL or ch.c != 0.0:
+            raise FrontendError("a max of currents scaled, offset or summed with other inputs inside a loop neuron "
+                                "is not deployable", where=pooled.where,
+                                hint="feed the loop the pooled (and concatenated) currents alone: mem = x[t]")
+        return self.conv.fire_pooled(None, pooled, ch.D, 1.0, ch.rounding, ch.base)
 
     def _lin(self, v, fxn) -> Lin:
         if isinstance(v, Lin):
