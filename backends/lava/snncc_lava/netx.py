@@ -98,6 +98,8 @@ def problems(g: Graph) -> list[str]:
             out.append(f"node {n.name}: spike_product (attention) -- netx has no multiplicative layer")
         elif n.op == "relay":
             out.append(f"node {n.name}: relay (residual-stream accumulator, graded) -- netx has no relay layer")
+        elif n.op == "max_pool":
+            out.append(f"node {n.name}: max pooling of spikes -- netx has no max-pool layer")
     prev = in_name
     consumers = [n for n in g.nodes if n.op == "fire"] + [g.output]
     for c in consumers:

@@ -165,6 +165,9 @@ class _Recording(Interpreter):
     def op_spike_product(self, n, *xs):
         return self._keep(n, super().op_spike_product(n, *xs))
 
+    def op_max_pool(self, n, x):  # a max pool is a spike source: teacher-forced like a population
+        return self._keep(n, super().op_max_pool(n, x))
+
 
 def build(g: Graph, chosen: list[str]) -> tuple[network.Network, dict[str, list[str]]]:
     """The Lava network of the chosen populations alone and, per population, its outside leaves."""
