@@ -136,7 +136,8 @@ def _max_pooled():
 def test_the_declared_max_pool_cells_are_what_the_code_does(script):
     """The matrix row of max_pool against the code it describes: the reference and the sync
     simulator run it (counts by hand: the window maxima 3, 1, 0, 2 doubled, capped at D 4), the event
-    simulator and the Loihi lowering refuse it, each in its own words."""
+    simulator refuses it in its own words, the Loihi lowering builds it as OR neurons (refused with graded
+    emission)."""
     from snncc.sim import reference, sync
     from snncc.sim.events import build_network
 
@@ -149,10 +150,11 @@ def test_the_declared_max_pool_cells_are_what_the_code_does(script):
     assert registry.cell("max_pool", "event").refused
     with pytest.raises(SnnccError, match="max pooling of spikes: the event simulator does not implement it"):
         build_network(g)
-    assert registry.cell("max_pool", "loihi").refused
+    assert not registry.cell("max_pool", "loihi").refused  # OR neurons in burst emission (snncc_lava.network.MaxPool)
     from snncc_lava import network
 
-    assert any("node p: max pooling of spikes" in p for p in network.unsupported(g))
+    assert network.unsupported(g) == [] and list(network.build(g).pools) == ["p"]
+    assert network.graded_problems(g, "graded")[0].startswith("node p: max pooling of spikes with emit=graded")
 
 
 def test_nir_export_dispatches_through_its_column():

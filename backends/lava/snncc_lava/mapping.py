@@ -60,7 +60,7 @@ import numpy as np
 from snncc.errors import TargetError
 from snncc.ir.graph import Graph, Node
 
-from snncc_lava.network import operand_path, tree_nodes
+from snncc_lava.network import operand_path, pool_nodes, tree_nodes
 
 RESOURCES = Path(__file__).parent / "data" / "loihi2_resources.json"
 
@@ -261,10 +261,11 @@ def units(g: Graph) -> tuple[dict[str, Unit], list[Proj]]:
     """On-chip units (graph order) and every projection between them (host input and read-out left out)."""
     out: dict[str, Unit] = {}
     order = {n.name: i for i, n in enumerate(g.nodes)}
+    pooling = {n.name for n in pool_nodes(g)}
     for n in g.nodes:
         if n.op in ("fire", "relay"):
             out[n.name] = Unit(n.name, tuple(n.shape), order[n.name], n.op)
-        elif n.op == "max_pool":  # OR neurons (network.MaxPool): a population fed by a sum pool
+        elif n.name in pooling:  # OR neurons (network.MaxPool): a population fed by a sum pool
             out[n.name] = Unit(n.name, tuple(n.shape), order[n.name], "max_pool")
         elif n.op == "spike_product":
             out[n.name] = Unit(n.name, tuple(n.shape), order[n.name], "product")

@@ -315,11 +315,10 @@ def max_pool_matrix(g: Graph, n: Node) -> tuple[str, sp.csr_matrix]:
     """The spike source a max_pool node reads (through layout ops) and its (N, N_source) 0/1 window
     membership: the sum-pool address map composed with the layouts."""
     tree, leaves = tree_nodes(g, n, products=True)
-    spiking = [s for s in leaves if g[s].op != "input" or g[s].kind == "spike"]
-    if len(leaves) != 1 or len(spiking) != 1:
+    if len(leaves) != 1:  # the op's kind rule makes its input a spike path: layouts of one source
         raise TargetError(f"max pooling of {', '.join(leaves)}: a max pool reads one spike source",
                           where=f"node {n.name}")
-    src = spiking[0]
+    src = leaves[0]
     lay = tree_matrices(g, n)[src]
     a = n.attrs
     pool = Node(n.name, "pool", list(n.inputs), {"mode": "sum", "kernel": a["kernel"], "stride": a["stride"],
@@ -330,13 +329,18 @@ def max_pool_matrix(g: Graph, n: Node) -> tuple[str, sp.csr_matrix]:
     return src, w
 
 
+def pool_nodes(g: Graph) -> list[Node]:
+    """The max pools of spikes of `g` (graph order): each is a `MaxPool` of the network."""
+    return [n for n in g.nodes if n.op == "max_pool"]
+
+
 def graded_problems(g: Graph, emit: str) -> list[str]:
     """Max pools graded emission cannot run, one line each."""
     if emit != "graded":
         return []
     return [f"node {n.name}: max pooling of spikes with emit=graded; one graded message carries a window's whole "
             f"count and synapses sum messages, so the pool's max is lost (burst emission makes it a per-sub-step "
-            f"OR); compile with emit=burst" for n in g.nodes if n.op == "max_pool"]
+            f"OR); compile with emit=burst" for n in pool_nodes(g)]
 
 
 @dataclass
@@ -638,8 +642,9 @@ def build(g: Graph, explicit: bool = True) -> Network:
                                   mats.get(s), (level - levels[s] - 1) * (D + 1), [n.name for n in tree], paths[s]))
         return host, level, out
 
+    pooling = {n.name for n in pool_nodes(g)}
     for n in g.nodes:
-        if n.op == "max_pool":  # an OR population one level after its source (MaxPool)
+        if n.name in pooling:  # an OR population one level after its source (MaxPool)
             src, w = max_pool_matrix(g, n)
             lv = source_level(src) + 1
             pools[n.name] = MaxPool(n.name, tuple(n.shape), src, w, lv, lv * (D + 1))
