@@ -7,7 +7,9 @@ products, relays) and 0 (binary spikes) in burst mode; a `RingBuffer` source (la
 per population fed by the host's encoding current, or one for a spike-kind input (count c of a
 window -> spikes in its first c emission sub-steps; graded: one message); a `SpikeProduct` per
 spike product (attention), its operand populations wired straight into it, its graded output
-through a Sparse (8 message bits) like any population; `Recorder`s (procs/process.py, up to 64
+through a Sparse (8 message bits) like any population; per max pool of spikes (`network.MaxPool`)
+Lava's own `LIF` (u and v decayed to zero each step, fires on any input) behind a DelaySparse
+sum pool of delay D (fixed_pt: mantissa 2, vth 1); `Recorder`s (procs/process.py, up to 64
 inputs each) observing every population's s_out and the read-out synapses' a_out. A batch is
 streamed through the pipeline one sample after another (B * T windows in one run), so one
 compile serves the whole batch.
