@@ -111,6 +111,10 @@ LEAK_BITS = 12  # the carried residual's factor: leak_mant / 2**12 (snncc's own 
 HOST_LIMIT = MAX_UV - 1  # host activations are sent as 24-bit messages
 MAX_GRADED = MAX_UV - 1  # Loihi 2 graded spike payload: 24 bits signed (assumed; Lava 0.10 does not check it)
 POLICIES = ("precision", "netx")
+# A max pool's OR neurons (Lava LIF, du = dv = 4095, weight mantissa 2, vth 1: network.MaxPool) keep
+# floor(c / 32) membrane units of a step that received c spikes; that stays at or below the
+# threshold's 64 units, so no spike without input, for windows of at most 2079 inputs.
+OR_MAX_WINDOW = 2079
 
 
 @dataclass
@@ -429,6 +433,11 @@ def quantize(net: Network, policy: str = "precision") -> QNetwork:
     base: list = [pr.kernel.kernel() if pr.kernel is not None else pr.weight for pr in net.projections]
     weights: list = [w * net.products[pr.source].scale if pr.source in net.products else w
                      for w, pr in zip(base, net.projections)]
+    for mp in net.pools.values():
+        window = int(np.diff(mp.weight.indptr).max(initial=0))
+        if window > OR_MAX_WINDOW:
+            raise TargetError(f"max pool {mp.name} has windows of {window} inputs; its fixed_pt OR neurons are exact "
+                              f"for at most {OR_MAX_WINDOW}", where=f"node {mp.name}", hint="compile with precision=float")
     pops: dict[str, QPopulation] = {}
     scales: dict[str, float] = {}
     report: dict = {"policy": policy, "populations": {}, "output": {}}

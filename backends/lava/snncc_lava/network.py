@@ -293,7 +293,8 @@ class MaxPool:
     the sum-pool address map composed with the layouts between source and pool) into stateless
     neurons that fire when their input is positive: Lava's own LIF with u and v reset every step
     (floating_pt: du = dv = 1, vth 0.5; fixed_pt: du = dv = 4095, weights of mantissa 2, vth 1, so a
-    spike is 128 membrane units against a threshold of 64, exact for windows below 2000 inputs). It
+    spike is 128 membrane units against a threshold of 64, exact for windows of fewer than 2080 inputs,
+    `fixed.OR_MAX_WINDOW`). It
     emits max(c) spikes in the same sub-steps one step later; the pool synapse's extra delay of D
     steps lands that burst on the emission window of the next level, so the pool is a spike source
     of level `level` = its source's + 1, like a population (binary spikes, D = 1, alike). A graded

@@ -15,6 +15,7 @@ from snncc.errors import TargetError
 from snncc.ir.graph import Graph, Node
 from snncc.sim import reference
 from snncc_lava.fixed import quantize, simulate_fixed
+from snncc_lava import mapping
 from snncc_lava.lower import run_network
 from snncc_lava.network import build
 from snncc_lava.part import _Recording
@@ -96,6 +97,9 @@ def test_sppf_like_chain_of_max_pools_equals_the_reference_and_the_integer_model
     assert {m.name: (m.source, m.level) for m in net.pools.values()} == {"m1": ("p", 2), "m2": ("m1", 3)}
     assert {(p.source, p.delay) for p in net.projections if p.target == "q"} == {("p", 2 * (D + 1)), ("m1", D + 1),
                                                                                  ("m2", 0)}
+    units, _ = mapping.units(g)  # the chip mapping places the OR neurons as units fed through the pool window
+    assert (units["m1"].kind, [(i.source, i.encoding) for i in units["m1"].inputs]) == ("max_pool", [("p", "sparse")])
+    assert mapping.receptive(g, units["m2"].inputs[0], ((0, 3), (0, 1), (2, 4)), units) == ((0, 3), (0, 2), (1, 5))
     x = torch.as_tensor(np.random.default_rng(0).integers(0, D + 1, (3, 2, 2, 6, 6)), dtype=torch.float64)  # (T, B, ...)
     ref = reference.run(g, x, torch.float64)
     assert all(ref.counts[k].sum() > 0 for k in ("p", "q"))  # not vacuous
@@ -125,3 +129,20 @@ def test_graded_emission_of_a_max_pool_is_refused_in_one_line():
     assert LoihiTarget().check(g, {"emit": "burst"}) == []
     with pytest.raises(TargetError, match="node m: max pooling of spikes with emit=graded"):
         run_network(build(g), torch.zeros(1, 1, 4, 4), "graded")
+
+
+def test_fixed_point_refuses_a_window_its_or_neurons_cannot_hold():
+    """fixed_pt OR neurons keep floor(c / 32) membrane units of a step with c input spikes: exact up to
+    OR_MAX_WINDOW = 2079 inputs (a 45x45 window, 2025, quantises; 46x46, 2116, is refused)."""
+    def graph(k):
+        return Graph([spike_input((1, k, k)), Node("m", "max_pool", ["x"], {"kernel": (k, k), "stride": (k, k)}),
+                      Node("c", "conv", ["m"], CONV1, {"weight": np.ones((1, 1, 1, 1))}),
+                      Node("a", "fire", ["c"], fire(2)), Node("out", "output", ["a"])]).infer()
+
+    assert list(quantize(build(graph(45))).populations) == ["a"]
+    net = build(graph(8))  # 64 inputs spike once in sub-step 0: the OR fires once, its residual does not
+    rf = run_network(net, torch.ones(1, 1, 8, 8, dtype=torch.float64), "burst", quantize(net))
+    assert rf.pooled["m"].tolist() == [[[[1]]]] and rf.counts["a"].tolist() == [[[[1]]]]
+    with pytest.raises(TargetError, match="max pool m has windows of 2116 inputs; its fixed_pt OR neurons are exact "
+                                          "for at most 2079"):
+        quantize(build(graph(46)))
