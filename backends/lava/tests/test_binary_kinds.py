@@ -7,6 +7,8 @@ spikes (burst emission; graded emission is refused in one line naming the node).
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from binary_kinds import KINDS, cli, export, sew
 
@@ -50,6 +52,12 @@ def test_sew_max_pool_stem_compiles_for_loihi_and_runs_in_lava_count_for_count(t
         dep = snncc.load(str(out))
         pools = [n.name for n in dep.deployed.nodes if n.op == "max_pool"]
         assert pools == ["stem_3_max_pool2d"]
+        procs = {p["name"]: p for p in json.loads((out / "lava" / "network.json").read_text())["processes"]}
+        lif, pool = procs["stem_3_max_pool2d"], procs["stem_3_max_pool2d.pool"]
+        assert (lif["process"], lif["model"], lif["vth"]) == (
+            ("lava.proc.lif.process.LIF", "PyLifModelFloat", 0.5) if precision == "float" else
+            ("lava.proc.lif.process.LIF", "PyLifModelBitAcc", 1))
+        assert (pool["source"], pool["delay"], pool["nonzero"]) == ("stem_2.s_out", 1, 4 * 4 * 4 * 4)  # D = 1; 2x2 windows
         r = cli("simulate", out, "--backend", "lava", "--samples", "2")
         assert r.returncode == 0, r.stdout + r.stderr
         line = r.stdout.strip().splitlines()[-1]
