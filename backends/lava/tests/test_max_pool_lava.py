@@ -15,7 +15,7 @@ from snncc.errors import TargetError
 from snncc.ir.graph import Graph, Node
 from snncc.sim import reference
 from snncc_lava.fixed import quantize, simulate_fixed
-from snncc_lava import mapping
+from snncc_lava import mapping, part
 from snncc_lava.lower import run_network
 from snncc_lava.network import build
 from snncc_lava.part import _Recording
@@ -118,6 +118,20 @@ def test_sppf_like_chain_of_max_pools_equals_the_reference_and_the_integer_model
     rf = run_network(net, x, "burst", q)
     assert all(torch.equal(rf.counts[k], ours.counts[k]) for k in ours.counts)
     assert all(torch.equal(rf.pooled[k], ours.pooled[k]) for k in ours.pooled)
+
+
+def test_a_part_runs_the_max_pools_of_its_populations_inside():
+    """`simulate --populations p,q` on the SPPF-like chain: m1 and m2 pool p, which is inside, so they
+    run as OR neurons in the part (q reads no boundary); choosing q alone teacher-forces them."""
+    D = 3
+    g = sppf_graph(D)
+    net, boundary = part.build(g, ["p", "q"])
+    assert list(net.pools) == ["m1", "m2"] and boundary == {"p": ["x"], "q": []}
+    assert part.build(g, ["q"])[1] == {"q": ["p", "m1", "m2"]}
+    x = torch.as_tensor(np.random.default_rng(1).integers(0, D + 1, (3, 2, 2, 6, 6)), dtype=torch.float64)
+    for precision in ("float", "fixed"):
+        r = part.simulate(g, x, ["p", "q"], precision=precision)
+        assert r.ok and int(r.counts["q"].sum()) > 0, r.table()
 
 
 def test_graded_emission_of_a_max_pool_is_refused_in_one_line():
