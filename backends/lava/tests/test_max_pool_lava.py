@@ -3,7 +3,8 @@ any input spike (network.MaxPool), the per-sub-step OR of the burst-coded counts
 its source. Hand-computed 1x4x4 spike maps with a 2x2 max pool (multi-spike D = 4 and binary
 D = 1) in Lava floating_pt and fixed_pt, an SPPF-like chain (a max pool of a max pool, padded,
 and a shortcut from the pooled population) equal to the reference executor (floating_pt) and to
-`fixed.simulate_fixed` (fixed_pt), and graded emission refused in one line."""
+`fixed.simulate_fixed` (fixed_pt), also as a Lava part, SpikeYOLO's SPPF compiled from its module,
+a fixed-point window limit, and graded emission refused in one line."""
 
 from __future__ import annotations
 
@@ -132,6 +133,26 @@ def test_a_part_runs_the_max_pools_of_its_populations_inside():
     for precision in ("float", "fixed"):
         r = part.simulate(g, x, ["p", "q"], precision=precision)
         assert r.ok and int(r.counts["q"].sum()) > 0, r.table()
+
+
+def test_spikeyolo_sppf_compiles_for_loihi_and_runs_in_lava_count_for_count():
+    """SpikeYOLO's SPPF (tests/test_sppf.py: multi-step, multi-spike D = 4, three chained 5x5 max pools
+    of one neuron's spikes concatenated into the next neuron) through `snncc.compile(module)` for
+    loihi: Lava floating_pt counts equal the reference's, fixed_pt equal snncc's integer model."""
+    from test_sppf import _model
+
+    import snncc
+
+    m = _model(True)
+    x = torch.rand(2, 2, 8, 8, generator=torch.Generator().manual_seed(1)) * 3
+    for precision in ("float", "fixed"):
+        dep = snncc.compile(m, torch.zeros(1, 2, 8, 8), target="loihi", target_options={"precision": precision})
+        assert [n.op for n in dep.deployed.nodes].count("max_pool") == 3
+        r = dep.simulate(x, backend="lava")
+        want = dep.reference(x) if precision == "float" else dep.target_reference(x, backend="lava")[0]
+        assert set(want.counts) == {"n0", "n1"} and all(want.counts[k].sum() > 0 for k in want.counts)
+        assert all(torch.equal(r.counts[k].double(), want.counts[k].double()) for k in want.counts)
+        assert len(r.pooled) == 3 and all(v.sum() > 0 for v in r.pooled.values())
 
 
 def test_graded_emission_of_a_max_pool_is_refused_in_one_line():
