@@ -540,6 +540,8 @@ def materialised_synapses(g: Graph, nodes=None) -> int:
             total += int(np.prod(g[n.inputs[0]].shape))
         elif n.op == "mean":
             total += int(np.prod(g[n.inputs[0]].shape))
+    if nodes is None:  # the max pools' sum-pool synapses (their windows: leaves, never inside a tree)
+        total += sum(int(np.prod(n.shape)) * int(np.prod(n.attrs["kernel"])) for n in pool_nodes(g))
     return total
 
 

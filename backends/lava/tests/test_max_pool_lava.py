@@ -18,7 +18,7 @@ from snncc.sim import reference
 from snncc_lava.fixed import quantize, simulate_fixed
 from snncc_lava import mapping, part
 from snncc_lava.lower import run_network
-from snncc_lava.network import build
+from snncc_lava.network import build, materialised_synapses
 from snncc_lava.part import _Recording
 from snncc_lava.target import LoihiTarget
 
@@ -59,6 +59,7 @@ def test_hand_computed_2x2_max_pool_in_floating_and_fixed_pt(D, xs, pooled):
     assert (mp.source, mp.level, mp.start) == ("x", 1, D + 1)
     assert mp.weight.toarray()[0].tolist() == [1, 1, 0, 0, 1, 1, 0, 0] + [0] * 8
     assert [(p.name, p.level) for p in net.populations.values()] == [("a", 2)]
+    assert materialised_synapses(g) == 2 * 2 * 2 * 1 + 2 * 2 * 4  # the 1x1 conv's and the pool windows' (memory check)
     assert [(p.source, p.target, p.delay) for p in net.projections] == [("m", "a", 0), ("a", "output", 0)]
     x = torch.tensor(xs, dtype=torch.float64).unsqueeze(1)  # (B = 2, 1, 4, 4), T = 1
     want = torch.tensor(pooled)
