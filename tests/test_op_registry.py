@@ -137,7 +137,7 @@ def test_the_declared_max_pool_cells_are_what_the_code_does(script):
     """The matrix row of max_pool against the code it describes: the reference and the sync
     simulator run it (counts by hand: the window maxima 3, 1, 0, 2 doubled, capped at D 4), the event
     simulator runs it (an output spike per rise of its window's max, the same counts), the Loihi
-    lowering refuses it in its own words."""
+    lowering builds it as OR neurons (refused with graded emission)."""
     from snncc.sim import reference, sync
     from snncc.sim.events import build_network, simulate
 
@@ -150,10 +150,11 @@ def test_the_declared_max_pool_cells_are_what_the_code_does(script):
     assert registry.cell("max_pool", "event").impl
     for policy in ("ideal", "greedy"):
         assert simulate(build_network(g), x, policy=policy).counts["f"].reshape(-1).tolist() == [4, 2, 0, 4]
-    assert registry.cell("max_pool", "loihi").refused
+    assert not registry.cell("max_pool", "loihi").refused  # OR neurons in burst emission (snncc_lava.network.MaxPool)
     from snncc_lava import network
 
-    assert any("node p: max pooling of spikes" in p for p in network.unsupported(g))
+    assert network.unsupported(g) == [] and list(network.build(g).pools) == ["p"]
+    assert network.graded_problems(g, "graded")[0].startswith("node p: max pooling of spikes with emit=graded")
 
 
 def test_nir_export_dispatches_through_its_column():

@@ -1,6 +1,6 @@
 """The Loihi artefact: a deterministic JSON description of the Lava network plus its arrays.
 
-`network.json` lists every process (neuron populations, spike products, Sparse/DelaySparse
+`network.json` lists every process (neuron populations, max pools (LIF), spike products, Sparse/DelaySparse
 synapses with their relays, host input sources, the read-out) with shapes, parameters and how they
 connect; every array (weights as CSR triplets data/indices/indptr, constant currents, operand index
 maps) lives in `weights.npz` under the keys the JSON names (`load_weight` rebuilds a matrix). A
@@ -86,10 +86,34 @@ def describe(net: Network, emit: str = "burst", versions: dict | None = None, qn
                       "data": "host spike input: count c of window w as spikes in the first c sub-steps of steps "
                               "start + (w+1)*D + 1 .. start + (w+2)*D (graded: one message of payload c)"})
     synapses = 0
+    for mp in net.pools.values():  # a max pool: its sum-pool synapse (delay D) into LIF neurons (network.MaxPool)
+        key = f"{mp.name}.pool"
+        w = mp.weight
+        arrays[key + ".indices"], arrays[key + ".indptr"] = w.indices.astype(np.int32), w.indptr.astype(np.int64)
+        if qnet is None:
+            arrays[key + ".data"] = w.data
+            weight = {"format": "csr", "data": key + ".data", "indices": key + ".indices", "indptr": key + ".indptr"}
+            lif = {"model": "PyLifModelFloat", "du": 1.0, "dv": 1.0, "vth": 0.5}
+        else:  # mantissa 2, weight_exp 0: one spike is 2 << 6 membrane units against vth 1 << 6
+            arrays[key + ".data"] = np.ones(w.nnz, np.int8)
+            weight = {"format": "csr-half-mantissa", "data": key + ".data", "indices": key + ".indices",
+                      "indptr": key + ".indptr"}
+            lif = {"model": "PyLifModelBitAcc", "du": 4095, "dv": 4095, "vth": 1, "weight_exp": 0}
+        src = f"{mp.source}.source.s_out" if net.spike_input is not None and mp.source == net.spike_input.name \
+            else f"{mp.source}.s_out"
+        hops, own = relay_delays(net.D)
+        procs.append({"name": f"{mp.name}.pool", "process": "lava.proc.sparse.process.DelaySparse",
+                      "shape": [mp.size, net.source_size(mp.source)], "source": src, "target": f"{mp.name}.a_in",
+                      "num_message_bits": 0, "delay": net.D, "weight": weight, "nonzero": int(w.nnz),
+                      **({"relays": [{"process": "lava.proc.sparse.process.DelaySparse", "weights": "identity",
+                                      "delay": d} for d in hops], "delay_own": own} if hops else {})})
+        procs.append({"name": mp.name, "process": "lava.proc.lif.process.LIF", **lif, "bias_mant": 0,
+                      "shape": [mp.size], "ir_shape": list(mp.shape), "level": mp.level, "start": mp.start,
+                      "max_pool": f"of {mp.source}: fires on any input spike, each step (max of the window's "
+                                  f"burst counts)", "emit": emit})
     for i, pr in enumerate(net.projections):
         key = f"proj{i}.{pr.source}->{pr.target}.weight"
-        n_src = net.spike_input.size if net.spike_input is not None and pr.source == net.spike_input.name else \
-            net.products[pr.source].size if pr.source in net.products else net.populations[pr.source].size
+        n_src = net.source_size(pr.source)
         n_tgt = int(np.prod(net.output_shape)) if pr.target == "output" else net.populations[pr.target].size
         if qnet is None:
             w = pr.weight.tocsr()

@@ -69,7 +69,10 @@ Spike products (attention) send their raw integer product as a graded message
 (the SpikeProduct fixed_pt model, exact int64, at most int32); the node's scale is folded into
 the float weights of the product's projections before quantisation. A spike-kind input is
 streamed as in float (integer counts are exact). Delays beyond 63 steps become identity relays
-in the lowering (mantissa 2, weight_exp -1: exact), invisible to this integer model. `policy="netx"` forces exponent 0 everywhere and bias_exp 6 (the exponent lava-dl
+in the lowering (mantissa 2, weight_exp -1: exact), invisible to this integer model. A max pool of
+spikes (`network.MaxPool`) sends the max count of each window as a burst (its OR neurons, Lava LIF
+with weights of mantissa 2 against vth 1, fire on any spike of the window's sub-step); the weights
+of its consumers are per spike, as from a population. `policy="netx"` forces exponent 0 everywhere and bias_exp 6 (the exponent lava-dl
 netx hard-codes), as the netx export needs: s = min(254 / max|w|, (4094 - 2D) / (max|bias + beta| +
 (D - 1) theta)) (room for the export's D threshold copies), and beta a whole number of bias units
 (v_init = round(beta * s) << 6).
@@ -86,7 +89,8 @@ import torch
 
 from snncc.errors import SnnccError, TargetError
 from snncc.ir.graph import Graph
-from snncc_lava.network import KernelPath, Network, Population, batch_stream, host_currents, product, spike_input_counts
+from snncc_lava.network import (KernelPath, Network, Population, batch_stream, graded_problems, host_currents, product,
+                                spike_input_counts)
 
 # Loihi 2 / Lava fixed_pt ranges (lava/proc/lif/models.py, lava/proc/dense/models.py)
 W_MIN, W_MAX = -256, 254  # 8-bit mixed-sign mantissa after clip_weights + truncate_weights: even values
@@ -107,6 +111,10 @@ LEAK_BITS = 12  # the carried residual's factor: leak_mant / 2**12 (snncc's own 
 HOST_LIMIT = MAX_UV - 1  # host activations are sent as 24-bit messages
 MAX_GRADED = MAX_UV - 1  # Loihi 2 graded spike payload: 24 bits signed (assumed; Lava 0.10 does not check it)
 POLICIES = ("precision", "netx")
+# A max pool's OR neurons (Lava LIF, du = dv = 4095, weight mantissa 2, vth 1: network.MaxPool) keep
+# floor(c / 32) membrane units of a step that received c spikes; that stays at or below the
+# threshold's 64 units, so no spike without input, for windows of at most 2079 inputs.
+OR_MAX_WINDOW = 2079
 
 
 @dataclass
@@ -425,6 +433,11 @@ def quantize(net: Network, policy: str = "precision") -> QNetwork:
     base: list = [pr.kernel.kernel() if pr.kernel is not None else pr.weight for pr in net.projections]
     weights: list = [w * net.products[pr.source].scale if pr.source in net.products else w
                      for w, pr in zip(base, net.projections)]
+    for mp in net.pools.values():
+        window = int(np.diff(mp.weight.indptr).max(initial=0))
+        if window > OR_MAX_WINDOW:
+            raise TargetError(f"max pool {mp.name} has windows of {window} inputs; its fixed_pt OR neurons are exact "
+                              f"for at most {OR_MAX_WINDOW}", where=f"node {mp.name}", hint="compile with precision=float")
     pops: dict[str, QPopulation] = {}
     scales: dict[str, float] = {}
     report: dict = {"policy": policy, "populations": {}, "output": {}}
@@ -552,6 +565,7 @@ class FixedResult:
     readout: np.ndarray  # (B, T, N_out) int64 read-out activations summed over each window
     events: dict = field(default_factory=dict)  # wraps / saturations seen
     relays: dict = field(default_factory=dict)  # relay -> (B, *shape) int64 payloads summed over T
+    pooled: dict = field(default_factory=dict)  # max pool -> (B, *shape) int64 spikes summed over T
 
 
 def _dense(pr: QProjection, s: np.ndarray, n_out: int) -> np.ndarray:
@@ -573,6 +587,8 @@ def simulate_fixed(qnet: QNetwork, x, emit: str = "burst", currents: dict | None
     if emit not in ("burst", "graded"):
         raise SnnccError(f"unknown emission mode {emit!r}")
     net = qnet.net
+    if net.pools and graded_problems(net.graph, emit):
+        raise TargetError(graded_problems(net.graph, emit)[0], where="loihi option emit")
     xs, B = stream(qnet, x)
     T, D = net.T, net.D
     xs_bt = xs.reshape((B, T) + tuple(xs.shape[1:]))
@@ -604,7 +620,28 @@ def simulate_fixed(qnet: QNetwork, x, emit: str = "burst", currents: dict | None
             products[(name, t)] = product(xs_, pp.order).reshape(B, -1)
         return products[(name, t)]
 
+    pooled: dict[str, np.ndarray] = {m: np.zeros((B, T, mp.size), np.int64) for m, mp in net.pools.items()}
+    pooled_at: set = set()
+
+    def pool_of(name: str, t: int) -> np.ndarray:
+        """Window t of a max pool (B, size): the max count of each pool window (the OR neurons'
+        burst; their weights, mantissa 2 against vth 1, fire on any input spike)."""
+        if (name, t) not in pooled_at:
+            mp = net.pools[name]
+            c = pool_of(mp.source, t) if mp.source in net.pools else sources[mp.source][:, t]
+            w = mp.weight
+            vals = c[:, w.indices]
+            starts = w.indptr[:-1]
+            got = np.maximum.reduceat(vals, np.minimum(starts, max(vals.shape[1] - 1, 0)), axis=1) if vals.size \
+                else np.zeros((B, mp.size), np.int64)
+            got[:, np.diff(w.indptr) == 0] = 0
+            pooled[name][:, t] = got
+            pooled_at.add((name, t))
+        return pooled[name][:, t]
+
     def trains(src: str, t: int, j: int) -> np.ndarray:
+        if src in net.pools:
+            return (j < pool_of(src, t)).astype(np.int64)
         if src in net.products:  # one graded message, landing on the consumer's last sub-step
             return product_of(src, t) if j == D - 1 else np.zeros((B, net.products[src].size), np.int64)
         n = sources[src][:, t]
@@ -641,7 +678,11 @@ def simulate_fixed(qnet: QNetwork, x, emit: str = "burst", currents: dict | None
     summed = {p: torch.as_tensor(c.sum(1).reshape((B,) + qnet.populations[p].shape)) for p, c in counts.items()}
     relays = {p: c for p, c in summed.items() if qnet.populations[p].relay}
     res_counts = {p: c for p, c in summed.items() if p not in relays}
-    return FixedResult(torch.as_tensor(out.mean(1)), res_counts, readout, events, relays)
+    for m in net.pools:  # a pool no population reads is still computed (its counts are reported)
+        for t in range(T):
+            pool_of(m, t)
+    pools_sum = {m: torch.as_tensor(c.sum(1).reshape((B,) + net.pools[m].shape)) for m, c in pooled.items()}
+    return FixedResult(torch.as_tensor(out.mean(1)), res_counts, readout, events, relays, pools_sum)
 
 
 def dequantize_output(qnet: QNetwork, readout: np.ndarray, xs: torch.Tensor) -> np.ndarray:

@@ -7,7 +7,9 @@ products, relays) and 0 (binary spikes) in burst mode; a `RingBuffer` source (la
 per population fed by the host's encoding current, or one for a spike-kind input (count c of a
 window -> spikes in its first c emission sub-steps; graded: one message); a `SpikeProduct` per
 spike product (attention), its operand populations wired straight into it, its graded output
-through a Sparse (8 message bits) like any population; `Recorder`s (procs/process.py, up to 64
+through a Sparse (8 message bits) like any population; per max pool of spikes (`network.MaxPool`)
+Lava's own `LIF` (u and v decayed to zero each step, fires on any input) behind a DelaySparse
+sum pool of delay D (fixed_pt: mantissa 2, vth 1); `Recorder`s (procs/process.py, up to 64
 inputs each) observing every population's s_out and the read-out synapses' a_out. A batch is
 streamed through the pipeline one sample after another (B * T windows in one run), so one
 compile serves the whole batch.
@@ -50,13 +52,15 @@ from snncc.ir.graph import Graph
 
 from snncc_lava import compat
 from snncc_lava.fixed import QNetwork, dequantize_output, host_activation, quantize
-from snncc_lava.network import Network, batch_stream, build, host_currents, relay_delays, spike_input_counts
+from snncc_lava.network import (Network, batch_stream, build, graded_problems, host_currents, relay_delays,
+                                spike_input_counts)
 
 compat.install()
 
 from lava.magma.core.run_conditions import RunSteps  # noqa: E402
 from lava.magma.core.run_configs import Loihi2SimCfg  # noqa: E402
 from lava.proc.io.source import RingBuffer as Source  # noqa: E402
+from lava.proc.lif.process import LIF  # noqa: E402
 from lava.proc.sparse.process import DelaySparse, Sparse  # noqa: E402
 from lava.utils.weightutils import SignMode  # noqa: E402
 
@@ -80,6 +84,7 @@ class LavaResult:
     readout: np.ndarray | None = None  # fixed_pt: (B, T, N_out) integer read-out per window
     processes: int = 0  # Lava processes in the run
     relays: dict = None  # relay -> (B, *shape) sum over T of the values it sent (floating_pt)
+    pooled: dict = None  # max pool -> (B, *shape) spikes its OR neurons sent, summed over T
 
 
 def _sparse(w, delay: int, bits: int, fixed: dict | None):
@@ -157,6 +162,8 @@ def run_network(net: Network, x, emit: str = "burst", qnet: QNetwork | None = No
     `currents`: population -> (K, N) host currents in stream order, instead of the encoding
     currents of x (a sub-graph's boundary inputs, `part`)."""
     g = net.graph
+    if net.pools and graded_problems(g, emit):
+        raise TargetError(graded_problems(g, emit)[0], where="loihi option emit")
     xs, B = batch_stream(g, x)
     K = xs.shape[0]  # windows streamed
     D = net.D
@@ -197,6 +204,20 @@ def run_network(net: Network, x, emit: str = "burst", qnet: QNetwork | None = No
                 data[:, base + j] = (c > j).T
         procs[si.name] = Source(data=data)
         n_procs += 1
+    for mp in net.pools.values():  # max pools: a sum-pool synapse (delay D) into LIF neurons that fire on any input
+        if fixed:  # a spike is 2 << 6 = 128 membrane units against vth 1 << 6; u, v decay fully each step
+            orn = LIF(shape=(mp.size,), du=4095, dv=4095, vth=1, bias_mant=0, bias_exp=0, name=mp.name)
+            w = sp.csr_matrix((np.full(mp.weight.nnz, 2, np.int32), mp.weight.indices, mp.weight.indptr),
+                              shape=mp.weight.shape)
+            fx = {"weight_exp": 0, "num_weight_bits": 8, "sign_mode": SignMode.MIXED}
+        else:
+            orn = LIF(shape=(mp.size,), du=1.0, dv=1.0, vth=0.5, bias_mant=0.0, name=mp.name)
+            w, fx = mp.weight, None
+        chain = synapse(w, D, 0, fx)
+        procs[mp.source].s_out.connect(chain[0].s_in)
+        chain[-1].a_out.connect(orn.a_in)
+        procs[mp.name] = orn
+        n_procs += 1 + len(chain)
     for pp in net.products.values():  # operands arrive unsynapsed; the product is a graded source
         ops = [(o.index, o.shape, net.populations[o.source].start, net.populations[o.source].size)
                for o in pp.operands]
@@ -225,7 +246,8 @@ def run_network(net: Network, x, emit: str = "burst", qnet: QNetwork | None = No
             syn.a_out.connect(procs[pr.target].a_in)
     # read-out: Recorders observe every population's s_out (counts summed per sample) and the
     # read-out synapses' a_out (summed per window), MAX_RECORDER_INPUTS inputs each
-    inputs = [(p.name, procs[p.name].s_out, p.size, p.start + D + 1, net.T) for p in net.populations.values()]
+    inputs = [(p.name, procs[p.name].s_out, p.size, p.start + D + 1, net.T)
+              for p in list(net.populations.values()) + list(net.pools.values())]
     n_out = int(np.prod(net.output_shape))
     if out_syn:
         inputs.append(("output", [s.a_out for s in out_syn], n_out, net.output_start + 1, 1))
@@ -262,6 +284,8 @@ def run_network(net: Network, x, emit: str = "burst", qnet: QNetwork | None = No
             relays[p.name] = torch.as_tensor(np.rint(c).astype(np.int64) if fixed else c)
             continue
         counts[p.name] = torch.as_tensor(np.rint(c).astype(np.int64) if fixed else c)
+    pooled = {mp.name: torch.as_tensor(np.rint(rows[mp.name]).astype(np.int64).reshape((B,) + mp.shape))
+              for mp in net.pools.values()}
     out_w = rows.get("output", np.zeros((K, n_out)))  # (K, N_out)
     if fixed:
         out_int = np.rint(out_w).astype(np.int64)
@@ -271,7 +295,7 @@ def run_network(net: Network, x, emit: str = "burst", qnet: QNetwork | None = No
         if net.output_host:
             out_w = out_w + host_currents(net, g.output.name, xs).numpy()
     out = torch.as_tensor(out_w.reshape((B, net.T) + tuple(net.output_shape)).mean(1))
-    res = LavaResult(out, counts, steps, processes=n_procs, relays=relays)
+    res = LavaResult(out, counts, steps, processes=n_procs, relays=relays, pooled=pooled)
     if fixed:
         res.readout = out_int.reshape(B, net.T, n_out)
     return res

@@ -10,7 +10,8 @@ the messages, hops and chip crossings one source spike costs, which the estimato
 reads from `mapping.json`). It lives in the backend because the limits are Loihi 2's; the estimator
 in the core reads only the JSON it writes.
 
-Units: every fire and relay population and every spike product (graded sources; a SpikeProduct is
+Units: every fire and relay population, every max pool of spikes (OR neurons fed by a 0/1 sum
+pool, `network.MaxPool`) and every spike product (graded sources; a SpikeProduct is
 not a Loihi 2 built-in and its cost here is an assumption: no synaptic memory, its operands arrive
 as graded messages, one input axon per operand piece). The host input (encoding currents, spike
 input streams) and the read-out are off chip.
@@ -59,7 +60,7 @@ import numpy as np
 from snncc.errors import TargetError
 from snncc.ir.graph import Graph, Node
 
-from snncc_lava.network import operand_path, tree_nodes
+from snncc_lava.network import operand_path, pool_nodes, tree_nodes
 
 RESOURCES = Path(__file__).parent / "data" / "loihi2_resources.json"
 
@@ -175,7 +176,7 @@ def back_box(g: Graph, n: Node, b: Box) -> Box:
     shape_in = tuple(g[n.inputs[0]].shape)
     if n.op in ("add", "scale"):
         return b
-    if n.op in ("conv", "pool"):
+    if n.op in ("conv", "pool", "max_pool"):
         if n.op == "conv":
             w = n.params["weight"]
             Co, Cig = w.shape[0], w.shape[1]
@@ -239,7 +240,7 @@ class Unit:
     name: str
     shape: tuple
     order: int
-    kind: str  # fire | relay | product
+    kind: str  # fire | relay | product | max_pool
     inputs: list = field(default_factory=list)  # Proj into this unit
 
     @property
@@ -260,9 +261,12 @@ def units(g: Graph) -> tuple[dict[str, Unit], list[Proj]]:
     """On-chip units (graph order) and every projection between them (host input and read-out left out)."""
     out: dict[str, Unit] = {}
     order = {n.name: i for i, n in enumerate(g.nodes)}
+    pooling = {n.name for n in pool_nodes(g)}
     for n in g.nodes:
         if n.op in ("fire", "relay"):
             out[n.name] = Unit(n.name, tuple(n.shape), order[n.name], n.op)
+        elif n.name in pooling:  # OR neurons (network.MaxPool): a population fed by a sum pool
+            out[n.name] = Unit(n.name, tuple(n.shape), order[n.name], "max_pool")
         elif n.op == "spike_product":
             out[n.name] = Unit(n.name, tuple(n.shape), order[n.name], "product")
     projs: list[Proj] = []
@@ -277,6 +281,9 @@ def units(g: Graph) -> tuple[dict[str, Unit], list[Proj]]:
             projs += [Proj(src, u.name, "product", [], "", operands=ops) for src, ops in feeds.items()]
             continue
         tree, leaves = tree_nodes(g, n, products=True)
+        root = n.inputs[0]
+        if u.kind == "max_pool":  # the pool window is the projection's last op (a 0/1 sum pool)
+            tree, root = tree + [n], n.name
         ops: dict[str, dict[str, tuple]] = {}  # node -> leaf -> (op kinds on the way, kernel entries)
         for leaf in leaves:
             ops[leaf] = {leaf: (frozenset(), 1)}
@@ -288,11 +295,11 @@ def units(g: Graph) -> tuple[dict[str, Unit], list[Proj]]:
                     old = acc.get(leaf, (frozenset(), 0))
                     acc[leaf] = (old[0] | kinds | {t.op}, old[1] + k)
             ops[t.name] = acc
-        for leaf, (kinds, k) in ops.get(n.inputs[0], {}).items():
+        for leaf, (kinds, k) in ops.get(root, {}).items():
             if leaf not in out:
                 continue  # the host input
             enc = "conv" if "conv" in kinds else "dense" if "linear" in kinds else "sparse"
-            projs.append(Proj(leaf, u.name, enc, tree, n.inputs[0], k))
+            projs.append(Proj(leaf, u.name, enc, tree, root, k))
     for p in projs:
         out[p.target].inputs.append(p)
     return out, projs

@@ -25,6 +25,11 @@ from a shallower source gets a synaptic delay of (l - l_src - 1)(D + 1) steps to
 window (`relay_delays` splits delays beyond Loihi 2's 63 into identity relay hops). The graph
 output is read through a final projection into the read-out, summed per window.
 
+Max pools of spikes (the `max_pool` op, `MaxPool`): in the burst schedule the max of a window's
+counts is a per-sub-step OR of the bursts, so a max pool is a sum-pool synapse (delay D) into
+stateless Lava LIF neurons that fire on any input, a spike source one level after the one it pools.
+Graded emission sends a count in one message: refused (`graded_problems`).
+
 Relays (residual-stream accumulators, the `relay` op): a `WindowBurstIF` in relay mode, at its
 level like a neuron: it integrates its window (host current, graded relay input, branch spikes,
 its constant) and sends the value unchanged as one graded message (no threshold, no clip) in the
@@ -279,6 +284,67 @@ class SpikeInput:
 
 
 @dataclass
+class MaxPool:
+    """A max pool of burst spikes (the IR's `max_pool` on a spike path), as an OR population.
+
+    In the burst schedule a source with count c spikes on the first c sub-steps of its emission
+    window, so at sub-step j the OR over a pool window of (c_i > j) is (max_i c_i > j): the max of
+    the counts is a per-sub-step OR. The pool is a sum over its window (`weight`: (N, N_source) 0/1,
+    the sum-pool address map composed with the layouts between source and pool) into stateless
+    neurons that fire when their input is positive: Lava's own LIF with u and v reset every step
+    (floating_pt: du = dv = 1, vth 0.5; fixed_pt: du = dv = 4095, weights of mantissa 2, vth 1, so a
+    spike is 128 membrane units against a threshold of 64, exact for windows of fewer than 2080 inputs,
+    `fixed.OR_MAX_WINDOW`). It
+    emits max(c) spikes in the same sub-steps one step later; the pool synapse's extra delay of D
+    steps lands that burst on the emission window of the next level, so the pool is a spike source
+    of level `level` = its source's + 1, like a population (binary spikes, D = 1, alike). A graded
+    message carries the whole count in one message, which a synapse sums: no OR, refused
+    (`graded_problems`)."""
+    name: str
+    shape: tuple
+    source: str  # the spike source it pools: a population, the spike input or another max pool
+    weight: sp.csr_matrix  # (N, N_source) float64 ones: the members of each pool window
+    level: int
+    start: int
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+
+def max_pool_matrix(g: Graph, n: Node) -> tuple[str, sp.csr_matrix]:
+    """The spike source a max_pool node reads (through layout ops) and its (N, N_source) 0/1 window
+    membership: the sum-pool address map composed with the layouts."""
+    tree, leaves = tree_nodes(g, n, products=True)
+    if len(leaves) != 1:  # the op's kind rule makes its input a spike path: layouts of one source
+        raise TargetError(f"max pooling of {', '.join(leaves)}: a max pool reads one spike source",
+                          where=f"node {n.name}")
+    src = leaves[0]
+    lay = tree_matrices(g, n)[src]
+    a = n.attrs
+    pool = Node(n.name, "pool", list(n.inputs), {"mode": "sum", "kernel": a["kernel"], "stride": a["stride"],
+                                                 "padding": a["padding"]}, shape=tuple(n.shape), kind=n.kind)
+    w = (op_matrix(g, pool) @ lay).tocsr().astype(np.float64)
+    w.sum_duplicates()
+    w.eliminate_zeros()
+    return src, w
+
+
+def pool_nodes(g: Graph) -> list[Node]:
+    """The max pools of spikes of `g` (graph order): each is a `MaxPool` of the network."""
+    return [n for n in g.nodes if n.op == "max_pool"]
+
+
+def graded_problems(g: Graph, emit: str) -> list[str]:
+    """Max pools graded emission cannot run, one line each."""
+    if emit != "graded":
+        return []
+    return [f"node {n.name}: max pooling of spikes with emit=graded; one graded message carries a window's whole "
+            f"count and synapses sum messages, so the pool's max is lost (burst emission makes it a per-sub-step "
+            f"OR); compile with emit=burst" for n in pool_nodes(g)]
+
+
+@dataclass
 class Network:
     graph: Graph
     D: int
@@ -291,6 +357,14 @@ class Network:
     output_start: int
     products: dict[str, ProductSource] = field(default_factory=dict)
     spike_input: SpikeInput | None = None
+    pools: dict[str, MaxPool] = field(default_factory=dict)  # max pools of spikes (OR populations)
+
+    def source_size(self, name: str) -> int:
+        """Neurons of a projection's source (population, max pool, spike product or spike input)."""
+        for d in (self.populations, self.pools, self.products):
+            if name in d:
+                return d[name].size
+        return self.spike_input.size
 
     def steps(self, windows: int) -> int:
         """Time steps that run `windows` windows through every level and the read-out."""
@@ -299,7 +373,7 @@ class Network:
 
 def tree_nodes(g: Graph, consumer: Node, products: bool = False) -> tuple[list[Node], list[str]]:
     """The consumer's input tree (current ops and spike layout ops, graph order) and its leaves
-    (fire or input nodes; with `products`, spike_product nodes are leaves too: graded sources
+    (fire, relay, input or max_pool nodes, the spike sources; with `products`, spike_product nodes are leaves too: graded sources
     computed by their own process, their operand paths are not part of the tree)."""
     names: set[str] = set()
     leaves: list[str] = []
@@ -307,7 +381,7 @@ def tree_nodes(g: Graph, consumer: Node, products: bool = False) -> tuple[list[N
     while stack:
         name = stack.pop()
         n = g[name]
-        if n.op in ("fire", "relay", "input") or (products and n.op == "spike_product"):
+        if n.op in ("fire", "relay", "input", "max_pool") or (products and n.op == "spike_product"):
             if name not in leaves:
                 leaves.append(name)
             continue
@@ -422,9 +496,6 @@ def unsupported(g: Graph) -> list[str]:
                                f"(through reshape/permute only); the SpikeProduct process reads populations")
         elif n.op == "batchnorm":
             out.append(f"node {n.name}: batchnorm is not folded; run the deploy pipeline first")
-        elif n.op == "max_pool":
-            out.append(f"node {n.name}: max pooling of spikes; snncc's Lava network sends spikes through sparse "
-                       f"synapses, which sum (a max is not implemented)")
         elif n.op == "fire":
             a = n.attrs
             if a["norm"] != 1.0 or a["rounding"] not in ("floor", "strict"):
@@ -469,6 +540,8 @@ def materialised_synapses(g: Graph, nodes=None) -> int:
             total += int(np.prod(g[n.inputs[0]].shape))
         elif n.op == "mean":
             total += int(np.prod(g[n.inputs[0]].shape))
+    if nodes is None:  # the max pools' sum-pool synapses (their windows: leaves, never inside a tree)
+        total += sum(int(np.prod(n.shape)) * int(np.prod(n.attrs["kernel"])) for n in pool_nodes(g))
     return total
 
 
@@ -541,10 +614,13 @@ def build(g: Graph, explicit: bool = True) -> Network:
     host_name = None if spike_in else in_node.name
 
     prods: dict[str, ProductSource] = {}
+    pools: dict[str, MaxPool] = {}
 
     def source_level(s: str) -> int:
         if s in pops:
             return pops[s].level
+        if s in pools:
+            return pools[s].level
         if spike_in is not None and s == spike_in.name:
             return spike_in.level
         n = g[s]  # a spike product: a graded source at the level of its deepest operand
@@ -569,7 +645,13 @@ def build(g: Graph, explicit: bool = True) -> Network:
                                   mats.get(s), (level - levels[s] - 1) * (D + 1), [n.name for n in tree], paths[s]))
         return host, level, out
 
+    pooling = {n.name for n in pool_nodes(g)}
     for n in g.nodes:
+        if n.name in pooling:  # an OR population one level after its source (MaxPool)
+            src, w = max_pool_matrix(g, n)
+            lv = source_level(src) + 1
+            pools[n.name] = MaxPool(n.name, tuple(n.shape), src, w, lv, lv * (D + 1))
+            continue
         if n.op not in ("fire", "relay"):
             continue
         host, level, p = wire(n)
@@ -579,7 +661,7 @@ def build(g: Graph, explicit: bool = True) -> Network:
     host, level, p = wire(out)
     projs += p
     return Network(g, D, g.T, pops, projs, out.shape, np.zeros(math.prod(out.shape)) if host else ev.constant(out),
-                   host, level * (D + 1), prods, spike_in)
+                   host, level * (D + 1), prods, spike_in, pools)
 
 
 def host_currents(net: Network, consumer: str, x: torch.Tensor) -> torch.Tensor:

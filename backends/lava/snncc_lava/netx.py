@@ -61,7 +61,7 @@ import numpy as np
 from snncc.errors import TargetError
 from snncc.ir.graph import Graph
 from snncc_lava.fixed import W_MIN, QNetwork, quantize
-from snncc_lava.network import Network, TreeEvaluator, build, tree_nodes
+from snncc_lava.network import Network, TreeEvaluator, build, pool_nodes, tree_nodes
 
 FORMAT = "snncc-netx/1"
 TYPES = ("input", "conv", "flatten", "dense")
@@ -98,6 +98,7 @@ def problems(g: Graph) -> list[str]:
             out.append(f"node {n.name}: spike_product (attention) -- netx has no multiplicative layer")
         elif n.op == "relay":
             out.append(f"node {n.name}: relay (residual-stream accumulator, graded) -- netx has no relay layer")
+    out += [f"node {n.name}: max pooling of spikes -- netx has no max-pool layer" for n in pool_nodes(g)]
     prev = in_name
     consumers = [n for n in g.nodes if n.op == "fire"] + [g.output]
     for c in consumers:

@@ -15,6 +15,7 @@ registry.supports(["input", "fire", "relay", "output"], target="loihi",
 registry.supports(["conv", "linear", "pool", "mean", "upsample", "bilinear", "offset", "reshape", "permute", "scale", "add"],
                   target="loihi", where="snncc_lava.network (sparse synapse matrices of each projection)")
 registry.supports(["spike_product"], target="loihi", where="snncc_lava.network (the SpikeProduct process)")
-registry.refuse("max_pool", target="loihi", why="snncc's Lava network sends spikes through sparse synapses, which "
-                "sum: a max is not implemented")
+registry.supports(["max_pool"], target="loihi",
+                  where="snncc_lava.network.MaxPool (burst emission: a sum pool into LIF neurons that fire on any "
+                        "input, the per-sub-step OR of the bursts; emit=graded refused)")
 registry.refuse("batchnorm", "pad", target="loihi", why=registry.NOT_DEPLOYED)

@@ -22,7 +22,8 @@ the populations with a piece on chip K in the artefact's `lava/mapping.json`) ru
 Neuron (fire) populations and relays (residual-stream accumulators: a WindowBurstIF in relay mode,
 which the whole-model lowering runs too) can be chosen; a chosen relay's result is the sum over
 the timesteps of the values it sent, compared with the reference's sum of its window values.
-Spike products stay boundary inputs: a SpikeProduct process reads its operands' spike trains
+A max pool of spikes whose source is inside the part runs inside (its OR neurons,
+`network.MaxPool`); one of an outside source is a boundary input like a population. Spike products stay boundary inputs: a SpikeProduct process reads its operands' spike trains
 unsynapsed, so it would need every operand population inside the part. The part's own synapse
 matrices are checked against the memory available before building.
 """
@@ -165,26 +166,41 @@ class _Recording(Interpreter):
     def op_spike_product(self, n, *xs):
         return self._keep(n, super().op_spike_product(n, *xs))
 
+    def op_max_pool(self, n, x):  # a max pool is a spike source: teacher-forced like a population
+        return self._keep(n, super().op_max_pool(n, x))
+
 
 def build(g: Graph, chosen: list[str]) -> tuple[network.Network, dict[str, list[str]]]:
     """The Lava network of the chosen populations alone and, per population, its outside leaves."""
     D = g.neurons()[0].attrs["D"]
     ev = network.TreeEvaluator(g)
     pops: dict = {}
+    pools: dict = {}  # max pools of an inside source run inside (their OR neurons), the others are boundaries
     projs = []
     boundary = {}
-    for name in chosen:  # graph order: an inside source is built before its consumers
-        n = g[name]
+    pooling = {n.name for n in network.pool_nodes(g)}
+    chosen_set = set(chosen)
+    units = {**pops}
+    for n in g.nodes:  # graph order (as `chosen`): an inside source is built before its consumers
+        name = n.name
+        if name in pooling:
+            src, w = network.max_pool_matrix(g, n)
+            if src in units:
+                lv = units[src].level + 1
+                units[name] = pools[name] = network.MaxPool(name, tuple(n.shape), src, w, lv, lv * (D + 1))
+            continue
+        if name not in chosen_set:
+            continue
         _, leaves = network.tree_nodes(g, n, products=True)
-        inside = [s for s in leaves if s in pops]
-        boundary[name] = [s for s in leaves if s not in pops]
-        level = 1 + max((pops[s].level for s in inside), default=-1)
+        inside = [s for s in leaves if s in units]
+        boundary[name] = [s for s in leaves if s not in units]
+        level = 1 + max((units[s].level for s in inside), default=-1)
         mats = network.tree_matrices(g, n) if inside else {}
         for s in inside:
-            projs.append(network.Projection(s, name, mats[s], (level - pops[s].level - 1) * (D + 1)))
-        pops[name] = network.population(n, D, level, bool(boundary[name]), ev)
-    top = max(p.level for p in pops.values())
-    net = network.Network(g, D, g.T, pops, projs, (0,), np.zeros(0), False, (top + 1) * (D + 1))
+            projs.append(network.Projection(s, name, mats[s], (level - units[s].level - 1) * (D + 1)))
+        units[name] = pops[name] = network.population(n, D, level, bool(boundary[name]), ev)
+    top = max(p.level for p in units.values())
+    net = network.Network(g, D, g.T, pops, projs, (0,), np.zeros(0), False, (top + 1) * (D + 1), pools=pools)
     return net, boundary
 
 

@@ -143,7 +143,7 @@ class LoihiTarget(Target):
 
     def check(self, graph: Graph, options: LoihiOptions | dict | None = None) -> list[str]:
         options = self.parse(options)
-        problems = network.unsupported(graph)
+        problems = network.unsupported(graph) + network.graded_problems(graph, options.emit)
         if problems:
             return problems
         problems = list(self.map_onto(graph, options).problems)

@@ -2,10 +2,12 @@
 IFNode, snntorch CSNN with Leaky, a Meta-SpikeFormer-style clock_driven MultiStepLIFNode model),
 exported at batch 1 and compiled by the installed `snncc` for loihi in floating and fixed point:
 `snncc simulate out --backend lava` runs them with spike counts equal to the reference executor's
-(floating_pt) or to the target's own integer model (fixed_pt); the SEW stem's max pooling of spikes
-is refused in one line naming the node."""
+(floating_pt) or to the target's own integer model (fixed_pt); so does the SEW stem's max pooling of
+spikes (burst emission; graded emission is refused in one line naming the node)."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 from binary_kinds import KINDS, cli, export, sew
@@ -36,9 +38,35 @@ def test_binary_model_compiles_for_loihi_and_runs_in_lava_equal_to_the_reference
         assert all(ref[f.name].sum() > 0 for f in fires), {f.name: int(ref[f.name].sum()) for f in fires}
 
 
-def test_max_pool_of_spikes_is_refused_for_loihi_in_one_line(tmp_path):
+def test_sew_max_pool_stem_compiles_for_loihi_and_runs_in_lava_count_for_count(tmp_path):
+    """The SEW stem's max pooling of IFNode spikes (binary: an OR per window) runs as OR neurons
+    (snncc_lava.network.MaxPool): floating_pt equal to the reference, fixed_pt to the integer
+    model; graded emission, which cannot OR, is refused in one line naming the node."""
     pt2 = tmp_path / "m.pt2"
     export(lambda: sew("max"), pt2)
-    r = cli("compile", pt2, "--target", "loihi", "-o", tmp_path / "out")
+    for precision in ("float", "fixed"):
+        out = tmp_path / precision
+        opts = ["--target-option", "precision=fixed"] if precision == "fixed" else []
+        r = cli("compile", pt2, "--target", "loihi", *opts, "-o", out)
+        assert r.returncode == 0, r.stderr
+        dep = snncc.load(str(out))
+        pools = [n.name for n in dep.deployed.nodes if n.op == "max_pool"]
+        assert pools == ["stem_3_max_pool2d"]
+        procs = {p["name"]: p for p in json.loads((out / "lava" / "network.json").read_text())["processes"]}
+        lif, pool = procs["stem_3_max_pool2d"], procs["stem_3_max_pool2d.pool"]
+        assert (lif["process"], lif["model"], lif["vth"]) == (
+            ("lava.proc.lif.process.LIF", "PyLifModelFloat", 0.5) if precision == "float" else
+            ("lava.proc.lif.process.LIF", "PyLifModelBitAcc", 1))
+        assert (pool["source"], pool["delay"], pool["nonzero"]) == ("stem_2.s_out", 1, 4 * 4 * 4 * 4)  # D = 1; 2x2 windows
+        r = cli("simulate", out, "--backend", "lava", "--samples", "2")
+        assert r.returncode == 0, r.stdout + r.stderr
+        line = r.stdout.strip().splitlines()[-1]
+        if precision == "float":
+            assert "lava: 2 samples, spike counts == reference" in line and "max |output diff| 0," in line, line
+        else:
+            assert line.startswith("lava: 2 samples, spike counts == snncc's fixed_pt integer model"), line
+        ref = dep.reference(samples=2, seed=0).counts
+        assert all(ref[f.name].sum() > 0 for f in dep.deployed.neurons())
+    r = cli("compile", pt2, "--target", "loihi", "--target-option", "emit=graded", "-o", tmp_path / "graded")
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
-    assert "node stem_3_max_pool2d: max pooling of spikes" in r.stderr, r.stderr
+    assert "node stem_3_max_pool2d: max pooling of spikes with emit=graded" in r.stderr, r.stderr
