@@ -15,16 +15,21 @@ from binary_kinds import KINDS, cli, export, sew
 import snncc
 
 
+def _compile_for_loihi(pt2, out, precision):
+    """`snncc compile PT2 --target loihi` (precision=fixed when asked) into `out`; the artefact."""
+    opts = ["--target-option", "precision=fixed"] if precision == "fixed" else []
+    r = cli("compile", pt2, "--target", "loihi", *opts, "-o", out)
+    assert r.returncode == 0, r.stderr
+    return snncc.load(str(out))
+
+
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_binary_model_compiles_for_loihi_and_runs_in_lava_equal_to_the_reference(kind, tmp_path):
     pt2 = tmp_path / "m.pt2"
     export(KINDS[kind], pt2)
     for precision in ("float", "fixed"):
         out = tmp_path / precision
-        opts = ["--target-option", "precision=fixed"] if precision == "fixed" else []
-        r = cli("compile", pt2, "--target", "loihi", *opts, "-o", out)
-        assert r.returncode == 0, r.stderr
-        dep = snncc.load(str(out))
+        dep = _compile_for_loihi(pt2, out, precision)
         fires = dep.deployed.neurons()
         assert {f.attrs["D"] for f in fires} == {1}  # binary spikes
         r = cli("simulate", out, "--backend", "lava", "--samples", "2")
@@ -46,10 +51,7 @@ def test_sew_max_pool_stem_compiles_for_loihi_and_runs_in_lava_count_for_count(t
     export(lambda: sew("max"), pt2)
     for precision in ("float", "fixed"):
         out = tmp_path / precision
-        opts = ["--target-option", "precision=fixed"] if precision == "fixed" else []
-        r = cli("compile", pt2, "--target", "loihi", *opts, "-o", out)
-        assert r.returncode == 0, r.stderr
-        dep = snncc.load(str(out))
+        dep = _compile_for_loihi(pt2, out, precision)
         pools = [n.name for n in dep.deployed.nodes if n.op == "max_pool"]
         assert pools == ["stem_3_max_pool2d"]
         procs = {p["name"]: p for p in json.loads((out / "lava" / "network.json").read_text())["processes"]}
