@@ -19,33 +19,39 @@ from snncc_lava.lower import CHANNEL_SIZE, SHM_PAGE, simulate
 X = torch.tensor([[0.7, 2.2, 9.0], [1.6, 0.0, -1.0]], dtype=torch.float64)
 
 
-def _shm():
-    return {e.name: e.stat().st_size for e in os.scandir("/dev/shm") if e.is_file()}
-
-
 def test_computed_bytes_equal_what_the_runtime_maps(monkeypatch):
-    seen = {}
+    """Every segment this run's runtime creates (recorded by name as Lava asks for it, so another
+    process's Lava run beside this one does not count), measured in /dev/shm itself."""
+    from lava.magma.runtime.message_infrastructure.shared_memory_manager import SharedMemoryManager
+
+    seen = {"names": []}
     check = lower.check_shared_memory
-    run_steps = lower.RunSteps
+    create = SharedMemoryManager.create_shared_memory
 
     def record_need(exe, samples, where="/dev/shm"):
         seen["need"] = lower.shared_memory_bytes(exe)
         seen["sizes"] = {int((getattr(b, "src_port_initializer", None) or b.port_initializer).size)
                          for b in exe.channel_builders + exe.sync_channel_builders}
-        seen["before"] = _shm()
         return check(exe, samples, where)
 
+    def record_segment(self, size):
+        handle = create(self, size)
+        seen["names"].append(handle.name.lstrip("/"))
+        return handle
+
     def record_mapped(**kw):  # called after create_runtime mapped every channel, before the run
-        seen["mapped"] = {k: v for k, v in _shm().items() if k not in seen["before"]}
+        seen["mapped"] = [os.stat(os.path.join("/dev/shm", n)).st_size for n in seen["names"]]
         return run_steps(**kw)
 
+    run_steps = lower.RunSteps
     monkeypatch.setattr(lower, "check_shared_memory", record_need)
+    monkeypatch.setattr(SharedMemoryManager, "create_shared_memory", record_segment)
     monkeypatch.setattr(lower, "RunSteps", record_mapped)
     res = simulate(one_layer(), X)
     assert res.counts["a"].tolist() == [[1, 2, 4], [2, 0, 0]]  # the run itself is unchanged
     assert seen["sizes"] == {CHANNEL_SIZE}  # every channel buffers CHANNEL_SIZE messages, not Lava's 64
-    mapped = sum(-(-n // SHM_PAGE) * SHM_PAGE for n in seen["mapped"].values())
-    assert seen["mapped"] and seen["need"] == mapped
+    mapped = sum(-(-n // SHM_PAGE) * SHM_PAGE for n in seen["mapped"])
+    assert len(seen["mapped"]) > 10 and seen["need"] == mapped
 
 
 def test_a_run_that_does_not_fit_is_refused_before_any_process_starts(monkeypatch):
