@@ -225,17 +225,28 @@ class LeadingOne(nn.Module):
         return y.mean(0) if self.reduce else y
 
 
-def test_an_output_with_a_leading_axis_of_one_gets_a_hint_that_works(tmp_path):
-    torch.manual_seed(0)
-    pt2 = tmp_path / "one.pt2"
-    _export(randomize_bn(LeadingOne(reduce=False)), torch.zeros(1, 2, 8, 8), pt2)
-    code, o, e = _cli("compile", pt2, "-o", tmp_path / "o")
-    assert code == 2 and "model output keeps a leading axis of size 1 (layout 1, B) (drop it (x.squeeze(0) or " \
-                         "x.mean(0)) in the model's output)" in e and len(e.strip().splitlines()) == 1, e
-    m = randomize_bn(LeadingOne(reduce=True))  # the hint followed
+def test_an_output_with_a_leading_axis_of_one_deploys_as_its_squeeze(tmp_path):
+    """(1, B, ...) from `x.unsqueeze(0)` is multi-step code at T = 1 (was refused with a hint to
+    squeeze it in the model): deployed as the value without that axis, like `y.mean(0)`."""
     x = torch.randn(4, 2, 8, 8, generator=torch.Generator().manual_seed(3)) * 2
-    dep = _both(m, x, tmp_path)
-    assert dep.deployed.T == 1 and dep.verify(x).ok
+    torch.manual_seed(0)
+    kept = randomize_bn(LeadingOne(reduce=False))
+    pt2 = tmp_path / "one.pt2"
+    _export(kept, torch.zeros(1, 2, 8, 8), pt2)
+    code, o, e = _cli("compile", pt2, "-o", tmp_path / "o")
+    assert code == 0 and "keeps an axis of size 1 (1, B, ...) (multi-step code at T = 1): deployed without it " \
+                         "(x.squeeze(0))" in o, o + e
+    code, o, e = _cli("verify", pt2, tmp_path / "o", "--samples", "2")
+    assert code == 0 and "verdict: OK" in o, o + e
+    dep = snncc.load(str(tmp_path / "o"))
+    with torch.no_grad():
+        eager = kept.double()(x.double())
+    assert eager.shape == (1, 4, 3) and torch.allclose(dep.reference(x).output, eager[0], rtol=0, atol=1e-9)
+    torch.manual_seed(0)
+    m = randomize_bn(LeadingOne(reduce=True))  # reduced in the model: the same deployed graph
+    reduced = _both(m, x, tmp_path)
+    assert reduced.deployed.T == 1 and reduced.verify(x).ok
+    assert [(n.op, n.inputs) for n in reduced.deployed.nodes] == [(n.op, n.inputs) for n in dep.deployed.nodes]
 
 
 def test_fx_fallback_does_not_hide_the_export_error():

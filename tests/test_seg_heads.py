@@ -411,6 +411,74 @@ def test_five_d_bilinear_and_extra_level_from_a_batch_1_program(tmp_path):
     assert dep.verify(x).ok
 
 
+# ---- SDEFormer backbone + SpikeFPN neck as SDT-V3 Detection ships them: multi-step code at T = 1 --
+class QuantRound(nn.Module):
+    """The detection code's MultiSpike_norm4 in eval: `clamp(x, 0, T).round_() / T` (in place)."""
+
+    def __init__(self, T=4):
+        super().__init__()
+        self.T = T
+
+    def forward(self, x):
+        return torch.clamp(x, min=0, max=self.T).round_() / self.T
+
+
+class UnitStepDetector(nn.Module):
+    """The backbone returns each level as `x.unsqueeze(0)` ((1, B, C, H, W): multi-step code at
+    T = 1); the neck runs 2-D layers through SpikingJelly's own SeqToANNContainer (flatten(0, 1)),
+    resizes a coarser lateral to the finer one's `shape[2:]` (on 5-D tensors: (C, H, W), a 3-D nearest
+    resize), adds it, and makes an extra level by `max_pool2d(flatten(0, 1), 1, stride=2)`; the
+    model returns the (1, B, ...) levels untouched."""
+
+    def __init__(self, ch=4, out=5):
+        from spikingjelly.activation_based.layer import SeqToANNContainer
+
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(2, ch, 3, padding=1), nn.BatchNorm2d(ch))
+        self.s1, self.down = QuantRound(4), nn.Sequential(nn.Conv2d(ch, ch, 3, stride=2, padding=1), nn.BatchNorm2d(ch))
+        self.lat_s = nn.ModuleList(QuantRound(1) for _ in range(2))
+        self.lats = nn.ModuleList(SeqToANNContainer(nn.Conv2d(ch, out, 1)) for _ in range(2))
+        self.fpn_s = nn.ModuleList(QuantRound(1) for _ in range(2))
+        self.fpns = nn.ModuleList(SeqToANNContainer(nn.Conv2d(out, out, 3, padding=1)) for _ in range(2))
+
+    def forward(self, x):
+        a = self.stem(x)
+        levels = [a.unsqueeze(0), self.down(self.s1(a)).unsqueeze(0)]
+        lat = [c(s(v)) for c, s, v in zip(self.lats, self.lat_s, levels)]
+        lat[0] = lat[0] + F.interpolate(lat[1], size=lat[0].shape[2:], mode="nearest")
+        outs = [c(s(v)) for c, s, v in zip(self.fpns, self.fpn_s, lat)]
+        T, B, C, _, _ = outs[-1].shape
+        p = F.max_pool2d(outs[-1].flatten(0, 1), 1, stride=2)
+        outs.append(p.reshape(T, B, C, p.shape[2], p.shape[3]))
+        return tuple(outs)
+
+
+def test_unit_time_axis_outputs_of_multi_step_code_compile_from_a_batch_1_program(tmp_path):
+    """Before: `output 0 of 3 keeps a leading axis of size 1 (layout 1, B)`, the official
+    SDEFormer + SpikeFPN refused at its outputs. The unit axis is the multi-step code's time axis at
+    T = 1, so each level deploys as itself (x.squeeze(0)); every level compared."""
+    m = _model(UnitStepDetector(), seed=2)
+    path = tmp_path / "det.pt2"
+    torch.export.save(torch.export.export(m, (torch.rand(1, 2, 8, 8),)), path)
+    code, o, e = _cli("compile", str(path), "-o", str(tmp_path / "det"))
+    assert code == 0 and "3 outputs, all deployed" in o and "keeps an axis of size 1 (1, B, ...)" in o, o + e
+    code, o, e = _cli("verify", str(path), str(tmp_path / "det"), "--samples", "2")
+    assert code == 0 and "verdict: OK" in o and "output output2 " in o, o + e
+    dep, mod = snncc.load(str(tmp_path / "det")), snncc.compile(m, torch.zeros(1, 2, 8, 8))
+    assert dep.deployed.T == 1 and [(n.name, n.op, n.inputs, n.attrs) for n in dep.deployed.nodes] == \
+        [(n.name, n.op, n.inputs, n.attrs) for n in mod.deployed.nodes]
+    x = _inputs(size=8)
+    ref = dep.reference(x)
+    with torch.no_grad():
+        eager = m.double()(x.double())
+    m.float()
+    got = split_outputs(dep.deployed, ref.output)
+    assert [tuple(got[f"output{i}"].shape) for i in range(3)] == [(2, 5, 8, 8), (2, 5, 4, 4), (2, 5, 2, 2)]
+    for i, o in enumerate(eager):
+        assert o.shape[0] == 1 and torch.allclose(got[f"output{i}"], o[0], rtol=0, atol=1e-9), i
+    assert all(v.sum() > 0 for v in ref.counts.values()) and len(ref.counts) == 5
+
+
 class PoolThenNeuron(nn.Module):
     """conv -> MaxPool2d(3, 2, 1) of the current -> a stateless SFA neuron -> conv -> neuron."""
 
@@ -475,13 +543,21 @@ def test_bilinear_site_mask_by_hand():
     assert _mask_bilinear(None, n, [None]) is None
 
 
-def _conv_bilinear_graph(C=1, H=2, W=2, Co=1, k=3, s=1, p=1, d=1, groups=1, size=(4, 4), ac=False) -> Graph:
+def _conv_bilinear_graph(C=1, H=2, W=2, Co=1, k=3, s=1, p=1, d=1, groups=1, size=(4, 4), ac=False,
+                         tail=False) -> Graph:
+    """`tail`: the resized current is scaled and summed with a current of its own size before the
+    neuron (QFPNHead's `output + resize(scale_head(x))`), one-to-one ops after the resize."""
+    up = [Node("up", "bilinear", ["c"], {"size": size, "align_corners": ac})]
+    if tail:
+        up += [Node("b", "input", [], {"kind": "current", "shape": (Co,) + tuple(size)}),
+               Node("s", "scale", ["up"], {}, {"factor": np.asarray(0.5)}),
+               Node("sum", "add", ["s", "b"])]
     return Graph([
         Node("in", "input", [], {"kind": "spike", "shape": (C, H, W)}),
         Node("c", "conv", ["in"], {"stride": (s, s), "padding": (p, p), "dilation": (d, d), "groups": groups},
              {"weight": np.ones((Co, C // groups, k, k))}),
-        Node("up", "bilinear", ["c"], {"size": size, "align_corners": ac}),
-        Node("f", "fire", ["up"], {"D": 4, "rounding": "floor"}),
+        *up,
+        Node("f", "fire", [up[-1].name], {"D": 4, "rounding": "floor"}),
         Node("out", "output", ["f"]),
     ]).infer()
 
@@ -503,15 +579,17 @@ def test_conv_then_bilinear_synapses_are_the_distinct_count_by_hand():
 @pytest.mark.parametrize("kw", [dict(C=2, H=5, W=6, Co=4, size=(10, 12)), dict(C=2, H=5, W=6, Co=4, s=2, size=(7, 9)),
                                 dict(C=2, H=5, W=6, Co=4, size=(10, 12), ac=True),
                                 dict(C=2, H=5, W=6, Co=4, groups=2, k=2, p=0, size=(9, 9)),
-                                dict(C=2, H=5, W=6, Co=4, d=2, p=2, size=(10, 12))],
-                         ids=["x2", "stride2", "align_corners", "groups", "dilation"])
+                                dict(C=2, H=5, W=6, Co=4, d=2, p=2, size=(10, 12)),
+                                dict(C=2, H=5, W=6, Co=4, size=(10, 12), tail=True)],
+                         ids=["x2", "stride2", "align_corners", "groups", "dilation", "scaled_and_summed"])
 def test_conv_then_bilinear_closed_form_equals_one_hot_probing(kw, monkeypatch):
     import snncc.estimate.plan as plan
 
     g = _conv_bilinear_graph(**kw)
-    nodes = plan.closure(g, "up")
-    fast, exact = plan.fanout_map(g, nodes, "up", "in", probe_limit=0)
+    term = "sum" if kw.get("tail") else "up"
+    nodes = plan.closure(g, term)
+    fast, exact = plan.fanout_map(g, nodes, term, "in", probe_limit=0)
     monkeypatch.setattr(plan, "_conv_bilinear_distinct", lambda *a: None)
-    probed, probed_exact = plan.fanout_map(g, nodes, "up", "in", probe_limit=1 << 30)
-    paths, _ = plan.fanout_map(g, nodes, "up", "in", probe_limit=0)
+    probed, probed_exact = plan.fanout_map(g, nodes, term, "in", probe_limit=1 << 30)
+    paths, _ = plan.fanout_map(g, nodes, term, "in", probe_limit=0)
     assert exact and probed_exact and np.array_equal(fast, probed) and paths.sum() >= fast.sum()

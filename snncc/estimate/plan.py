@@ -284,7 +284,7 @@ def _conv_bilinear_distinct(g: Graph, path: list[Node], leaf: str) -> np.ndarray
         if n.op not in ("scale", "offset", "add", "reshape", "permute") or sum(i in dep for i in n.inputs) != 1:
             return None
         dep.add(n.name)
-    conv, bil = path
+    conv, bil = path[0], path[1]
     w = conv.params["weight"].shape
     C, H, W = g[leaf].shape
     reached = []

@@ -397,6 +397,11 @@ class Converter:
         if not self.is_tensor(v):
             raise FrontendError(f"{what} is not a tensor computed from the input", where=where(fxn))
         lead = self.lead.get(src, ("B",)) if src is not None else ("B",)
+        if sorted(lead) == ["1", "B"]:
+            # multi-step code run at T = 1 (`x.unsqueeze(0)` then SeqToANNContainer-style layers: the
+            # SDT-V3 detection backbone and neck return (1, B, C, H, W) levels): the unit axis is that
+            # code's time axis, and the mean over it is the value itself
+            lead = tuple("T" if a == "1" else a for a in lead)
         if lead != ("B",):
             if "T" not in lead:
                 raise FrontendError(f"{what} keeps a leading axis of size 1 (layout {', '.join(lead)})",

@@ -34,7 +34,11 @@ def outputs_line(graph: Graph) -> str:
     if graph.meta.get("input_layout_inferred"):
         text += ("; " if text else "") + (f"input layout TB read from the program's input {graph.meta['input_layout_inferred']}"
                                           f" (exported at batch 1: axis 0 is time; --input-layout sets it)")
-    if graph.meta.get("output_time_axis") is not None:
+    if graph.meta.get("output_time_axis") is not None and graph.T == 1:
+        lay = "(1, B, ...)" if graph.meta["output_time_axis"] == 0 else "(B, 1, ...)"
+        text += ("; " if text else "") + (f"the model's output keeps an axis of size 1 {lay} (multi-step code at "
+                                          f"T = 1): deployed without it (x.squeeze({graph.meta['output_time_axis']}))")
+    elif graph.meta.get("output_time_axis") is not None:
         lay = "(T, B, ...)" if graph.meta["output_time_axis"] == 0 else "(B, T, ...)"
         text += ("; " if text else "") + (f"the model's output keeps the time axis {lay}: deployed as its mean over T "
                                           f"(x.mean({graph.meta['output_time_axis']}))")
