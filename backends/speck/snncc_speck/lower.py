@@ -11,7 +11,10 @@ several sources that all lower to the same kernel (same weights, stride, padding
 pooled input shape. Speck (and sinabs' `DynapcnnNetworkModule`) merges by routing several
 sources to one destination core: their pooled spike maps are added (`sinabs.layers.Merge`) and
 convolved with the core's one kernel, so conv(a) + conv(b) with one kernel lowers exactly
-(`SpeckLayer.merge`); branches with different kernels cannot share a core and are reported.
+(`SpeckLayer.merge`), and so does one conv reading a sum of spike maps (SpikingJelly SEW's ADD,
+conv(a + b): the front end's x1 scale on each spike term folds into the kernel, the conv's bias
+counts once); branches with different kernels cannot share a core and are reported, a constant
+factor between them by its cause (an average pool or a scale on one path only).
 
 An avg pool is a sum pool whose 1/k^2 folds into the weights; a Linear becomes a conv whose
 kernel covers its input (after a flatten or a global mean, which folds 1/(H*W) into the weights);
@@ -197,6 +200,7 @@ class _Branch:
     cscale: np.ndarray | None = None  # per source channel: scales on the spikes (a sum's x1), folded into the kernel
     bare: Node | None = None  # the first such scale (named when no kernel follows it)
     synaptic: str = ""  # the conv/linear node: branches of one sum before it share it (and its bias)
+    avg_pools: list = field(default_factory=list)  # average pools whose 1/k^2 folded into the kernel
 
 
 # op -> (rule on spikes before the synaptic op, rule on the current after it); a rule returns False
@@ -216,6 +220,7 @@ def _pool_before(b: _Branch, n: Node):
     b.pool *= k[0]
     if n.attrs["mode"] == "avg":
         b.wscale /= k[0] * k[1]
+        b.avg_pools.append(n.name)
     elif n.attrs["mode"] != "sum":
         b.problems.append(f"node {n.name}: {n.attrs['mode']} pooling; Speck pools by summing")
     b.shape = (b.shape[0],) + tuple(n.shape[1:])
@@ -372,7 +377,7 @@ def _lower_branch(g: Graph, source: Node, chain: list[Node], where: str, problem
         return None
     c, hi, wi = _as_chw(source.shape)
     return {"source": source.name, "pool": b.pool, "in_shape": (c, hi // b.pool, wi // b.pool), "weight": b.weight,
-            "stride": b.stride, "padding": b.padding, "bias": b.bias, "synaptic": b.synaptic,
+            "stride": b.stride, "padding": b.padding, "bias": b.bias, "synaptic": b.synaptic, "avg_pools": b.avg_pools,
             "nodes": [n.name for n in chain]}
 
 
@@ -396,7 +401,7 @@ def lower_population(g: Graph, consumer: Node, problems: list[str], readout_thre
         if b["weight"].shape != weight.shape:
             why.append(f"kernel {tuple(weight.shape)} vs {tuple(b['weight'].shape)}")
         elif not np.array_equal(b["weight"], weight):
-            why.append(_kernel_difference(g, first, b))
+            why.append(_kernel_difference(first, b))
         if b["stride"] != stride or b["padding"] != padding:
             why.append(f"stride/padding {stride}/{padding} vs {b['stride']}/{b['padding']}")
         if b["in_shape"] != first["in_shape"]:
@@ -461,17 +466,17 @@ def lower_population(g: Graph, consumer: Node, problems: list[str], readout_thre
                       nodes, [(b["source"], b["pool"]) for b in low[1:]], "subtract" if readout else reset)
 
 
-def _kernel_difference(g: Graph, first: dict, b: dict) -> str:
-    """Why two merged projections' kernels differ: a constant factor (an average pool or a scale on
-    one branch only, which a core's one kernel cannot apply per source) or individual weights."""
+def _kernel_difference(first: dict, b: dict) -> str:
+    """Why two merged projections' kernels differ: through one conv (a sum of spike maps read by it), a
+    constant factor from an average pool or a scale on one branch only, which a core's one kernel
+    cannot apply per source; else the weights that differ."""
     w0, w1 = first["weight"], b["weight"]
     nz = w0 != 0
-    if np.array_equal(nz, w1 != 0) and nz.any():
+    if first["synaptic"] == b["synaptic"] and np.array_equal(nz, w1 != 0) and nz.any():
         r = np.unique(w1[nz] / w0[nz])
         if len(r) == 1:
             shared = set(first["nodes"]) & set(b["nodes"])
-            avg = [(n, br["source"]) for br in (first, b) for n in br["nodes"]
-                   if n not in shared and g[n].op == "pool" and g[n].attrs["mode"] == "avg"]
+            avg = [(n, br["source"]) for br in (first, b) for n in br["avg_pools"] if n not in shared]
             why = "; ".join(f"the average pool {n.split('@')[0]} on {src}'s path folds its 1/k^2 into that "
                             f"projection only" for n, src in avg) or "a scale on one path only"
             return f"kernels that differ by a factor {float(r[0]):g} ({b['source']} vs {first['source']}: {why})"
