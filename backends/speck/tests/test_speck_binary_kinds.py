@@ -3,7 +3,8 @@ compiled by the installed `snncc` with spike input: SpikingJelly 2.0's SEW block
 ADD of two spike maps read by one conv: a Speck merge) fits the chip and `snncc simulate out --backend
 speck` (sinabs) runs it with counts equal to the reference; what Speck cannot run is refused in one
 line naming the layer or node: the SEW ADD after an avg-pool stem (the pool's 1/4 weighs one merged
-source only), the max-pool stem, snntorch's Leaky (leak, strict comparison, threshold subtracted after the leak)
+source only), two SEW blocks in a row (the stem's spikes reach three cores: Speck routes a core's
+output to at most two), the max-pool stem, snntorch's Leaky (leak, strict comparison, threshold subtracted after the leak)
 and the clock_driven MultiStepLIFNode (leak)."""
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ def test_sew_add_of_two_spike_maps_runs_on_speck_as_a_merge_equal_to_the_referen
     (lambda: sew("avg"), ["node block_add: layer down_1 merges stem_2 and block_sn2 with kernels that differ by a "
                           "factor 4 (block_sn2 vs stem_2: the average pool stem_3 on stem_2's path folds its 1/k^2 "
                           "into that projection only); a Speck core has one kernel"]),
+    (lambda: sew(None, blocks=2), ["layer stem_2: 3 destinations (block_0_sn1, block_1_sn1, down_1) > 2 per core"]),
     (lambda: sew("max", shortcut=False), ["node stem_3_max_pool2d: max_pool (4, 4, 4) on spikes before the synaptic op"
                                           " of layer block_2 has no Speck equivalent"]),
     (snntorch_csnn, ["layer net_1: neuron LIF(leak 0.5) binary (v > theta), soft reset after the leak",
@@ -84,7 +86,7 @@ def test_sew_add_of_two_spike_maps_runs_on_speck_as_a_merge_equal_to_the_referen
                      " no leak"]),
     (spikeformer, ["layer lif1: leaky neuron (leak 0.5 per timestep) over T=3 timesteps; Speck's IAF membrane has no"
                    " leak"]),
-], ids=["sew_add_after_avg_pool", "max_pool", "snntorch_leaky", "clock_driven_lif"])
+], ids=["sew_add_after_avg_pool", "sew_add_chain", "max_pool", "snntorch_leaky", "clock_driven_lif"])
 def test_what_speck_cannot_run_is_refused_in_one_line(make, says, tmp_path):
     pt2 = tmp_path / "m.pt2"
     export(make, pt2)
