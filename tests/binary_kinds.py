@@ -63,7 +63,8 @@ def sew(pool="max", shortcut=True, blocks=1):
             self.stem = nn.Sequential(layer.Conv2d(2, 4, 3, padding=1, bias=False), layer.BatchNorm2d(4),
                                       neuron.IFNode(), *pools)
             if shortcut:
-                sew_blocks = [sew_resnet.BasicBlock(4, 4, cnf="ADD", spiking_neuron=neuron.IFNode) for _ in range(blocks)]
+                sew_blocks = [sew_resnet.BasicBlock(4, 4, cnf="ADD", spiking_neuron=neuron.IFNode)
+                              for _ in range(blocks)]
                 self.block = sew_blocks[0] if blocks == 1 else nn.Sequential(*sew_blocks)
             else:
                 self.block = nn.Sequential(layer.Conv2d(4, 4, 3, padding=1, bias=False), layer.BatchNorm2d(4),

@@ -4,8 +4,8 @@ ADD of two spike maps read by one conv: a Speck merge) fits the chip and `snncc 
 speck` (sinabs) runs it with counts equal to the reference; what Speck cannot run is refused in one
 line naming the layer or node: the SEW ADD after an avg-pool stem (the pool's 1/4 weighs one merged
 source only), two SEW blocks in a row (the stem's spikes reach three cores: Speck routes a core's
-output to at most two), the max-pool stem, snntorch's Leaky (leak, strict comparison, threshold subtracted after the leak)
-and the clock_driven MultiStepLIFNode (leak)."""
+output to at most two), the max-pool stem, snntorch's Leaky (leak, strict comparison, threshold
+subtracted after the leak) and the clock_driven MultiStepLIFNode (leak)."""
 
 from __future__ import annotations
 
