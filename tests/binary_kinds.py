@@ -46,10 +46,12 @@ def _trained_bn(m):
             mod.bias.data.uniform_(0.1, 0.5)
 
 
-def sew(pool="max", shortcut=True):
+def sew(pool="max", shortcut=True, blocks=1):
     """SpikingJelly 2.0: conv-BN-IFNode-pool stem, one SEW BasicBlock (cnf ADD: spikes + spikes),
-    a stride-2 conv-IFNode (the ADD feeds its synapses), a linear head; multi-step, (T, B, 2, 8, 8). `shortcut=False`: the block's two conv-BN-IFNode
-    without the ADD (a plain spiking CNN of the same nodes)."""
+    a stride-2 conv-IFNode (the ADD feeds its synapses), a linear head; multi-step, (T, B, 2, 8, 8). `pool=None`:
+    a stem without pooling (the ADD sums two binary spike maps: a Speck merge). `blocks=n`: n SEW blocks in a row
+    (block_0, block_1, ...). `shortcut=False`: the block's two conv-BN-IFNode without the ADD (a plain spiking
+    CNN of the same nodes)."""
     _no_torchvision()
     from spikingjelly.activation_based import functional, layer, neuron
     from spikingjelly.activation_based.model import sew_resnet
@@ -57,13 +59,20 @@ def sew(pool="max", shortcut=True):
     class Sew(nn.Module):
         def __init__(self):
             super().__init__()
+            pools = {"max": [layer.MaxPool2d(2)], "avg": [layer.AvgPool2d(2)], None: []}[pool]
             self.stem = nn.Sequential(layer.Conv2d(2, 4, 3, padding=1, bias=False), layer.BatchNorm2d(4),
-                                      neuron.IFNode(), layer.MaxPool2d(2) if pool == "max" else layer.AvgPool2d(2))
-            self.block = sew_resnet.BasicBlock(4, 4, cnf="ADD", spiking_neuron=neuron.IFNode) if shortcut else \
-                nn.Sequential(layer.Conv2d(4, 4, 3, padding=1, bias=False), layer.BatchNorm2d(4), neuron.IFNode(),
-                              layer.Conv2d(4, 4, 3, padding=1, bias=False), layer.BatchNorm2d(4), neuron.IFNode())
+                                      neuron.IFNode(), *pools)
+            if shortcut:
+                sew_blocks = [sew_resnet.BasicBlock(4, 4, cnf="ADD", spiking_neuron=neuron.IFNode)
+                              for _ in range(blocks)]
+                self.block = sew_blocks[0] if blocks == 1 else nn.Sequential(*sew_blocks)
+            else:
+                self.block = nn.Sequential(layer.Conv2d(4, 4, 3, padding=1, bias=False), layer.BatchNorm2d(4),
+                                           neuron.IFNode(), layer.Conv2d(4, 4, 3, padding=1, bias=False),
+                                           layer.BatchNorm2d(4), neuron.IFNode())
             self.down = nn.Sequential(layer.Conv2d(4, 4, 3, stride=2, padding=1, bias=False), neuron.IFNode())
-            self.flat, self.fc = layer.Flatten(), layer.Linear(4 * 2 * 2, 3, bias=False)
+            side = 2 if pool else 4  # the stride-2 conv's map
+            self.flat, self.fc = layer.Flatten(), layer.Linear(4 * side * side, 3, bias=False)
 
         def forward(self, x):
             return self.fc(self.flat(self.down(self.block(self.stem(x)))))

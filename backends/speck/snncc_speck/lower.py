@@ -11,7 +11,10 @@ several sources that all lower to the same kernel (same weights, stride, padding
 pooled input shape. Speck (and sinabs' `DynapcnnNetworkModule`) merges by routing several
 sources to one destination core: their pooled spike maps are added (`sinabs.layers.Merge`) and
 convolved with the core's one kernel, so conv(a) + conv(b) with one kernel lowers exactly
-(`SpeckLayer.merge`); branches with different kernels cannot share a core and are reported.
+(`SpeckLayer.merge`), and so does one conv reading a sum of spike maps (SpikingJelly SEW's ADD,
+conv(a + b): the front end's x1 scale on each spike term folds into the kernel, the conv's bias
+counts once); branches with different kernels cannot share a core and are reported, a constant
+factor between them by its cause (an average pool or a scale on one path only).
 
 An avg pool is a sum pool whose 1/k^2 folds into the weights; a Linear becomes a conv whose
 kernel covers its input (after a flatten or a global mean, which folds 1/(H*W) into the weights);
@@ -194,6 +197,10 @@ class _Branch:
     padding: tuple = (0, 0)
     cover: tuple | None = None  # (C, H, W) the next linear's kernel covers, after a flatten or global mean
     covered_by: str = ""
+    cscale: np.ndarray | None = None  # per source channel: scales on the spikes (a sum's x1), folded into the kernel
+    bare: Node | None = None  # the first such scale (named when no kernel follows it)
+    synaptic: str = ""  # the conv/linear node: branches of one sum before it share it (and its bias)
+    avg_pools: list = field(default_factory=list)  # average pools whose 1/k^2 folded into the kernel
 
 
 # op -> (rule on spikes before the synaptic op, rule on the current after it); a rule returns False
@@ -213,6 +220,7 @@ def _pool_before(b: _Branch, n: Node):
     b.pool *= k[0]
     if n.attrs["mode"] == "avg":
         b.wscale /= k[0] * k[1]
+        b.avg_pools.append(n.name)
     elif n.attrs["mode"] != "sum":
         b.problems.append(f"node {n.name}: {n.attrs['mode']} pooling; Speck pools by summing")
     b.shape = (b.shape[0],) + tuple(n.shape[1:])
@@ -249,9 +257,9 @@ def _conv_before(b: _Branch, n: Node):
         for gi in range(groups):
             dense[gi * per:(gi + 1) * per, gi * cig:(gi + 1) * cig] = w[gi * per:(gi + 1) * per]
         w = dense
-    b.weight = w * b.wscale
+    b.weight = _in_scaled(b, w * b.wscale)
     b.stride, b.padding = tuple(n.attrs["stride"]), tuple(n.attrs["padding"])
-    b.bias = n.params.get("bias")
+    b.bias, b.synaptic = n.params.get("bias"), n.name
     b.shape = tuple(n.shape)
 
 
@@ -269,15 +277,36 @@ def _linear_before(b: _Branch, n: Node):
         b.problems.append(f"node {n.name}: linear on the last axis of a {b.shape} map feeding {b.where}; "
                           f"flatten or globally pool it first (a Speck Linear is a conv covering its input)")
         return False
-    b.bias = n.params.get("bias")
+    b.weight = _in_scaled(b, b.weight)
+    b.bias, b.synaptic = n.params.get("bias"), n.name
     b.shape = (w.shape[0], 1, 1)
 
 
-def _scale_before(b: _Branch, n: Node):  # spikes summed into the membrane through a bare weight (a spike residual)
-    b.problems.append(f"node {n.name}: spikes of {b.source.name} enter the membrane of {b.where} through a bare "
-                      f"x{float(np.ravel(n.params['factor'])[0]):g} weight, not a kernel; a Speck core adds "
-                      f"spikes only through its one convolution (fuse the residual into a conv)")
-    return False
+def _in_scaled(b: _Branch, w: np.ndarray) -> np.ndarray:
+    """The kernel (c_out, c_in, kh, kw) with the spike-side scales folded into its input channels."""
+    return w if b.cscale is None else w * b.cscale[None, :, None, None]
+
+
+def _scale_before(b: _Branch, n: Node):
+    """A scale on spikes before the synaptic op (the unit weight a sum of spike tensors gets, SEW's
+    ADD: conv(a + b) = conv(a) + conv(b)) folds into the kernel's input channels; one with no
+    kernel after it is a bare weight into the membrane (`_bare_weight`)."""
+    f = np.asarray(n.params["factor"], dtype=np.float64)
+    vec = np.full(b.shape[0], float(f.ravel()[0])) if f.size == 1 else (
+        _channel_vector(f, b.shape) if b.cover is None and len(b.shape) == 3 else None)
+    if vec is None:
+        b.problems.append(f"node {n.name}: scale of shape {f.shape} on the spikes of {b.source.name} varies over "
+                          f"space; only per-channel scales fold into the Speck kernel of {b.where}")
+        return False
+    b.cscale = vec if b.cscale is None else b.cscale * vec
+    b.bare = b.bare or n
+
+
+def _bare_weight(b: _Branch) -> str:  # spikes summed into the membrane through a bare weight (a spike residual)
+    n = b.bare
+    return (f"node {n.name}: spikes of {b.source.name} enter the membrane of {b.where} through a bare "
+            f"x{float(np.ravel(n.params['factor'])[0]):g} weight, not a kernel; a Speck core adds "
+            f"spikes only through its one convolution (fuse the residual into a conv)")
 
 
 def _unmapped_before(b: _Branch, n: Node):
@@ -343,11 +372,13 @@ def _lower_branch(g: Graph, source: Node, chain: list[Node], where: str, problem
         if rule(b, n) is False:
             return None
     if b.weight is None:
-        problems.append(f"{where}: no conv or linear between source {source.name} and the neurons")
+        problems.append(_bare_weight(b) if b.bare is not None else
+                        f"{where}: no conv or linear between source {source.name} and the neurons")
         return None
     c, hi, wi = _as_chw(source.shape)
     return {"source": source.name, "pool": b.pool, "in_shape": (c, hi // b.pool, wi // b.pool), "weight": b.weight,
-            "stride": b.stride, "padding": b.padding, "bias": b.bias, "nodes": [n.name for n in chain]}
+            "stride": b.stride, "padding": b.padding, "bias": b.bias, "synaptic": b.synaptic, "avg_pools": b.avg_pools,
+            "nodes": [n.name for n in chain]}
 
 
 def lower_population(g: Graph, consumer: Node, problems: list[str], readout_threshold: float = 1.0
@@ -364,12 +395,13 @@ def lower_population(g: Graph, consumer: Node, problems: list[str], readout_thre
         return None
     first = low[0]
     weight, bias, stride, padding = first["weight"], first["bias"], first["stride"], first["padding"]
+    biased = {first["synaptic"]}
     for b in low[1:]:  # a merge: Speck adds the sources' pooled spike maps into the one kernel
         why = []
         if b["weight"].shape != weight.shape:
             why.append(f"kernel {tuple(weight.shape)} vs {tuple(b['weight'].shape)}")
         elif not np.array_equal(b["weight"], weight):
-            why.append(f"different weights ({int((b['weight'] != weight).sum())} of {weight.size} differ)")
+            why.append(_kernel_difference(first, b))
         if b["stride"] != stride or b["padding"] != padding:
             why.append(f"stride/padding {stride}/{padding} vs {b['stride']}/{b['padding']}")
         if b["in_shape"] != first["in_shape"]:
@@ -380,8 +412,9 @@ def lower_population(g: Graph, consumer: Node, problems: list[str], readout_thre
                             f"and {b['source']} with {', '.join(why)}; a Speck core has one kernel: merged "
                             f"sources' spike maps are added (sinabs Merge) and share it")
             return None
-        if b["bias"] is not None and np.any(b["bias"]):
+        if b["bias"] is not None and np.any(b["bias"]) and b["synaptic"] not in biased:
             bias = b["bias"] if bias is None else bias + b["bias"]
+        biased.add(b["synaptic"])  # conv(a + b): both branches end in the one conv, whose bias counts once
     if len(problems) > n_before:
         return None
     if readout:
@@ -431,6 +464,23 @@ def lower_population(g: Graph, consumer: Node, problems: list[str], readout_thre
                       np.ascontiguousarray(weight, dtype=np.float64), stride, padding,
                       None if bias is None else np.asarray(bias, dtype=np.float64), theta, beta, D, readout,
                       nodes, [(b["source"], b["pool"]) for b in low[1:]], "subtract" if readout else reset)
+
+
+def _kernel_difference(first: dict, b: dict) -> str:
+    """Why two merged projections' kernels differ: through one conv (a sum of spike maps read by it), a
+    constant factor from an average pool or a scale on one branch only, which a core's one kernel
+    cannot apply per source; else the weights that differ."""
+    w0, w1 = first["weight"], b["weight"]
+    nz = w0 != 0
+    if first["synaptic"] == b["synaptic"] and np.array_equal(nz, w1 != 0) and nz.any():
+        r = np.unique(w1[nz] / w0[nz])
+        if len(r) == 1:
+            shared = set(first["nodes"]) & set(b["nodes"])
+            avg = [(n, br["source"]) for br in (first, b) for n in br["avg_pools"] if n not in shared]
+            why = "; ".join(f"the average pool {n.split('@')[0]} on {src}'s path folds its 1/k^2 into that "
+                            f"projection only" for n, src in avg) or "a scale on one path only"
+            return f"kernels that differ by a factor {float(r[0]):g} ({b['source']} vs {first['source']}: {why})"
+    return f"different weights ({int((w1 != w0).sum())} of {w0.size} differ)"
 
 
 def _conv_out(in_shape: tuple, weight: np.ndarray, stride: tuple, padding: tuple) -> tuple:

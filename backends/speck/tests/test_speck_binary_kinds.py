@@ -1,10 +1,11 @@
 """Binary-spike models of each kind (tests/binary_kinds.py) on Speck, exported at batch 1 and
-compiled by the installed `snncc` with spike input: SpikingJelly 2.0's IFNode network (hard reset,
-avg-pool stem) fits the chip and `snncc simulate out --backend speck` (sinabs) runs it with counts
-equal to the reference; what Speck cannot run is refused in one line naming the layer or node: the
-SEW ADD of two spike tensors (no conv between the sum and the neurons that a merge could share yet),
-the max-pool stem, snntorch's Leaky (leak, strict comparison, threshold subtracted after the leak)
-and the clock_driven MultiStepLIFNode (leak)."""
+compiled by the installed `snncc` with spike input: SpikingJelly 2.0's SEW block (IFNode hard reset,
+ADD of two spike maps read by one conv: a Speck merge) fits the chip and `snncc simulate out --backend
+speck` (sinabs) runs it with counts equal to the reference; what Speck cannot run is refused in one
+line naming the layer or node: the SEW ADD after an avg-pool stem (the pool's 1/4 weighs one merged
+source only), two SEW blocks in a row (the stem's spikes reach three cores: Speck routes a core's
+output to at most two), the max-pool stem, snntorch's Leaky (leak, strict comparison, threshold
+subtracted after the leak) and the clock_driven MultiStepLIFNode (leak)."""
 
 from __future__ import annotations
 
@@ -20,24 +21,63 @@ from binary_kinds import cli, export, sew, snntorch_csnn, spikeformer  # noqa: E
 import snncc  # noqa: E402
 
 
-def test_spikingjelly_ifnode_network_on_speck_equals_the_reference(tmp_path):
+def test_sew_add_of_two_spike_maps_runs_on_speck_as_a_merge_equal_to_the_reference(tmp_path):
+    """SpikingJelly 2.0's IFNode (hard reset) and SEW BasicBlock (cnf ADD), stem without pooling:
+    the stride-2 conv reads stem spikes + block spikes, which Speck runs as one core with two
+    source cores (sinabs Merge, one kernel). Installed `snncc` on a batch-1 .pt2; counts equal the
+    reference neuron by neuron, for the float sinabs network and for the emitted chip integers."""
+    import json
+
+    import torch
+
+    from snncc.sim.reference import run
+    from snncc_speck import sinabs_net
+    from snncc_speck.chip import load_chip
+    from snncc_speck.lower import layers_to_graph, lower
+    from snncc_speck.quantize import quantize
+    from snncc_speck.target import SpeckTarget
+    from speck_graphs import events
+
     pt2, out = tmp_path / "m.pt2", tmp_path / "out"
-    export(lambda: sew("avg", shortcut=False), pt2)
+    export(lambda: sew(None), pt2)
     r = cli("compile", pt2, "--target", "speck", "--input-kind", "spike", "-o", out)
     assert r.returncode == 0, r.stderr
     dep = snncc.load(str(out))
-    fires = dep.deployed.neurons()
+    g = dep.deployed
+    fires = g.neurons()
     assert len(fires) == 4 and {(f.attrs["D"], f.attrs["reset"]) for f in fires} == {(1, "value")}
+    cores = {c["layer"]: c for c in json.loads((out / "speck_config.json").read_text())["cores"]}
+    assert cores["down_1"]["sources"] == ["stem_2", "block_sn2"]  # the merge: two source cores, one kernel
+    dest = {k: [(d["target"], d["layer"], d["pooling"]) for d in cores[k]["destinations"]]
+            for k in ("stem_2", "block_sn2")}
+    assert dest == {"stem_2": [("block_sn1", cores["block_sn1"]["core"], 1), ("down_1", cores["down_1"]["core"], 1)],
+                    "block_sn2": [("down_1", cores["down_1"]["core"], 1)]}
     r = cli("simulate", out, "--backend", "speck", "--samples", "2")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "speck: 2 samples, spike counts == reference," in r.stdout, r.stdout
-    ref = dep.reference(samples=2, seed=0).counts
-    assert all(ref[f.name].sum() > 0 for f in fires), {f.name: int(ref[f.name].sum()) for f in fires}
+    x = events((2, 8, 8), T=g.T, B=2, p=0.3, seed=3)
+    ref = run(g, x).counts
+    got = SpeckTarget().simulate(g, x).counts
+    for f in fires:
+        assert torch.equal(got[f.name], ref[f.name]), f.name
+        assert ref[f.name].sum() > 0, f.name
+    # the emitted sinabs network (chip integers) equals the integer model of the lowered graph
+    low = lower(g)
+    quant = quantize(low.layers, load_chip(), "max")
+    ref_q = run(layers_to_graph(low, g.T, {n: q.as_params() for n, q in quant.items()}), x).counts
+    net = sinabs_net.loads((out / "sinabs_model.json").read_bytes(), (out / "sinabs_model.npz").read_bytes(),
+                           torch.float64)
+    got_q = net.counts(sinabs_net.to_batch_major(x))
+    assert set(got_q) == set(ref_q)
+    for k in ref_q:
+        assert torch.equal(got_q[k].reshape(ref_q[k].shape), ref_q[k]), k
 
 
 @pytest.mark.parametrize("make,says", [
-    (lambda: sew("avg"), ["node add_spikes: spikes of block_sn2 enter the membrane of layer down_1 through a bare x1 "
-                          "weight, not a kernel"]),
+    (lambda: sew("avg"), ["node block_add: layer down_1 merges stem_2 and block_sn2 with kernels that differ by a "
+                          "factor 4 (block_sn2 vs stem_2: the average pool stem_3 on stem_2's path folds its 1/k^2 "
+                          "into that projection only); a Speck core has one kernel"]),
+    (lambda: sew(None, blocks=2), ["layer stem_2: 3 destinations (block_0_sn1, block_1_sn1, down_1) > 2 per core"]),
     (lambda: sew("max", shortcut=False), ["node stem_3_max_pool2d: max_pool (4, 4, 4) on spikes before the synaptic op"
                                           " of layer block_2 has no Speck equivalent"]),
     (snntorch_csnn, ["layer net_1: neuron LIF(leak 0.5) binary (v > theta), soft reset after the leak",
@@ -46,7 +86,7 @@ def test_spikingjelly_ifnode_network_on_speck_equals_the_reference(tmp_path):
                      " no leak"]),
     (spikeformer, ["layer lif1: leaky neuron (leak 0.5 per timestep) over T=3 timesteps; Speck's IAF membrane has no"
                    " leak"]),
-], ids=["sew_add", "max_pool", "snntorch_leaky", "clock_driven_lif"])
+], ids=["sew_add_after_avg_pool", "sew_add_chain", "max_pool", "snntorch_leaky", "clock_driven_lif"])
 def test_what_speck_cannot_run_is_refused_in_one_line(make, says, tmp_path):
     pt2 = tmp_path / "m.pt2"
     export(make, pt2)

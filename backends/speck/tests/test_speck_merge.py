@@ -151,3 +151,53 @@ def test_merge_with_pooled_branch_and_destination_rule():
     probs = SpeckTarget().check(g2)
     assert probs == ["layer f0: 3 destinations (f1, f3, f2) > 2 per core"]
     assert lower(g2).layers[-1].sources == [("f0", 1), ("f1", 1), ("f3", 1)]  # nested adds: one merge
+
+
+def spike_sum_graph(bias=0.125, factor_b=1.0):
+    """SEW's ADD in deployed form, on one pixel: a = IF(1.0 x), b = IF(0.5 x) (binary, hard reset to
+    0, theta 1); y = IF(conv(1 a + factor_b b) * 0.375 + bias): the sum of two spike maps is read by
+    one conv, T = 4."""
+    b = Builder((1, 1, 1), T=4)
+    fa = b.fire("a", b.conv("ca", "input", np.ones((1, 1, 1, 1))), D=1, beta=0.0)
+    fb = b.fire("b", b.conv("cb", "input", np.full((1, 1, 1, 1), 0.5)), D=1, beta=0.0)
+    s = b.add("sum", "add", [b.add("a_x1", "scale", [fa], {}, {"factor": np.asarray(1.0)}),
+                             b.add("b_x1", "scale", [fb], {}, {"factor": np.asarray(factor_b)})])
+    c = b.add("c", "conv", [s], {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1), "groups": 1},
+              {"weight": np.full((1, 1, 1, 1), 0.375), "bias": np.asarray([bias])})
+    g = b.build(b.fire("y", c, D=1, beta=0.0))
+    for n in ("a", "b", "y"):
+        g[n].attrs["reset"] = "value"
+    return g
+
+
+# events per timestep 2, 1, 1, 2. a: currents 2, 1, 1, 2 -> fires every step (4). b: 1 s (0); .5; 1.0 s (0);
+# 1.0 s -> 3. y: spike sums 2, 1, 2, 2 -> currents .75 + .125 = .875; .875 + .5 = 1.375 s (0); .875;
+# .875 + .875 = 1.75 s -> 2 spikes. (a alone: .5, 1.0 s, .5, 1.0 s -> 2 at other steps; the bias counted once
+# per branch, .25: 1.0 s, .625, 1.625 s, 1.0 s -> 3.)
+X_SUM = torch.tensor([2.0, 1.0, 1.0, 2.0], dtype=torch.float64).reshape(4, 1, 1, 1, 1)
+
+
+def test_sum_of_spike_maps_into_one_conv_is_a_merge_by_hand():
+    g = spike_sum_graph()
+    ref = run(g, X_SUM).counts
+    assert {k: int(v.sum()) for k, v in ref.items()} == {"a": 4, "b": 3, "y": 2}
+    low = lower(g)
+    assert low.problems == []
+    y = low.layers[-1]
+    assert y.sources == [("a", 1), ("b", 1)] and y.reset == "zero" and y.nodes == ["a_x1", "c", "b_x1"]
+    assert y.weight.tolist() == [[[[0.375]]]] and y.bias.tolist() == [0.125]  # one kernel, one bias
+    assert destinations(low.layers) == {"input": [("a", 1), ("b", 1)], "a": [("y", 1)], "b": [("y", 1)]}
+    net = sinabs_net.SpeckNetwork(*sinabs_net.network_spec(low, 4), torch.float64)
+    assert list(net.merge_pools) == [net.spec["layers"][2]["key"]]
+    got = net.counts(sinabs_net.to_batch_major(X_SUM))
+    for k in ref:
+        assert torch.equal(got[k].reshape(ref[k].shape), ref[k]), k
+    assert torch.equal(SpeckTarget().simulate(g, X_SUM).counts["y"], ref["y"])
+
+
+def test_sum_of_spike_maps_with_unequal_weights_is_refused_naming_why():
+    """a + 2 b: the core's one kernel cannot weigh its two sources differently."""
+    g = spike_sum_graph(factor_b=2.0)
+    assert SpeckTarget().check(g) == [
+        "node sum: layer y merges a and b with kernels that differ by a factor 2 (b vs a: a scale on one path only); "
+        "a Speck core has one kernel: merged sources' spike maps are added (sinabs Merge) and share it"]
