@@ -153,20 +153,33 @@ def test_lava_fixed_pt_reads_the_stored_choices_bit_for_bit(calibrated):
     assert torch.equal(lava.output, ours.output)
 
 
-@pytest.mark.parametrize("case", ["missing", "shape", "float", "samples"])
-def test_bad_calibration_options_are_one_line_exit_2_nothing_written(calibrated, case, tmp_path):
+@pytest.mark.parametrize("case", ["missing", "shape"])
+def test_bad_calibration_data_is_one_line_exit_2_nothing_written(calibrated, case, tmp_path):
     d, _ = calibrated
-    np.savez(tmp_path / "bad.npz", x=np.zeros((4, 3, 8, 8), np.float32))
-    opts = {"missing": ["precision=fixed", f"calibration_data={tmp_path / 'none.npz'}"],
-            "shape": ["precision=fixed", f"calibration_data={tmp_path / 'bad.npz'}"],
-            "float": [f"calibration_data={d / 'cal.npz'}"],
-            "samples": ["precision=fixed", f"calibration_data={d / 'cal.npz'}", "calibration_samples=0"]}[case]
+    np.savez(tmp_path / "bad.npz", x=np.zeros((4, 3, 8, 8), np.float32))  # 3 channels, the model takes 2
+    data = {"missing": tmp_path / "none.npz", "shape": tmp_path / "bad.npz"}[case]
     out = tmp_path / "out"
-    r = cli("compile", d / "m.pt2", "--target", "loihi", *[a for o in opts for a in ("--target-option", o)], "-o", out)
+    r = cli("compile", d / "m.pt2", "--target", "loihi", "--target-option", "precision=fixed",
+            "--target-option", f"calibration_data={data}", "-o", out)
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1, r.stderr
-    want = {"missing": "none.npz", "shape": "bad.npz", "float": "calibration_data",
-            "samples": "calibration_samples"}[case]
-    assert want in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("snncc: error: ") and data.name in lines[0], r.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("opts, where", [({"calibration_data": "cal.npz"}, "loihi option calibration_data"),
+                                         ({"precision": "float", "calibration_data": "cal.npz"},
+                                          "loihi option calibration_data"),
+                                         ({"precision": "fixed", "calibration_samples": 8},
+                                          "loihi option calibration_samples"),
+                                         ({"precision": "fixed", "calibration_data": "cal.npz",
+                                           "calibration_samples": 0}, "loihi option calibration_samples")])
+def test_calibration_options_need_precision_fixed_and_data(opts, where):
+    """Refused when parsed (the compile's first step, before the model is read), in one line."""
+    from snncc.errors import TargetError
+    from snncc.targets import get
+
+    with pytest.raises(TargetError) as e:
+        get("loihi").parse(opts)
+    assert e.value.where == where and "\n" not in str(e.value)
+    assert get("loihi").parse({"precision": "fixed", "calibration_data": "cal.npz"}).calibration_samples == 64
