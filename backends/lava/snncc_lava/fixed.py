@@ -769,17 +769,31 @@ def dequantize_output(qnet: QNetwork, readout: np.ndarray, xs: torch.Tensor) -> 
 # calibration
 
 
-def _tally(graph: Graph, res: FixedResult, ref) -> dict:
+CALIBRATION_BATCH = 32  # samples per integer-model run while calibrating (memory stays bounded)
+
+
+def _tally(graph: Graph, pairs) -> dict:
     """Argmax agreement and per population counts differing / summed |difference| of the fixed
-    model `res` against the float integer model `ref` (snncc.sim.reference.Result)."""
+    model against the float integer model over (FixedResult, snncc.sim.reference.Result) batches."""
     from snncc.sim.tally import ModelTally
 
     t = ModelTally(graph, "")
-    t.observe(res, ref)
-    l1 = {p: int((res.counts[p].double() - ref.counts[p].double()).abs().sum()) for p in t.pops
-          if p in res.counts and p in ref.counts}
+    l1: dict[str, int] = {}
+    for res, ref in pairs:
+        t.observe(res, ref)
+        for p in t.pops:
+            if p in res.counts and p in ref.counts:
+                l1[p] = l1.get(p, 0) + int((res.counts[p].double() - ref.counts[p].double()).abs().sum())
     return {"samples": t.samples, "agree": t.agree, "scored": t.scored,
             "differing": {p: t.differing[p] for p in l1}, "neurons": {p: t.neurons[p] for p in l1}, "abs_error": l1}
+
+
+def _split(graph: Graph, x, size: int) -> list:
+    """x ((B, *in) or (T, B, *in)) cut into batches of at most `size` samples."""
+    x = torch.as_tensor(x)
+    tb = x.dim() == len(graph.inputs[0].shape) + 2
+    n = int(x.shape[1] if tb else x.shape[0])
+    return [x[:, s:s + size] if tb else x[s:s + size] for s in range(0, n, size)]
 
 
 def calibrate(net: Network, x, emit: str = "burst", candidates=CANDIDATES) -> tuple[dict, dict]:
@@ -789,41 +803,46 @@ def calibrate(net: Network, x, emit: str = "burst", candidates=CANDIDATES) -> tu
     (already at their chosen values), are nearest the float integer model's counts (the sum of
     |count difference| over samples and neurons; a tie keeps the rules' default). A population's
     quantisation depends on its own choice only (weights are per source spike; relays and spike
-    products take none), so each candidate is quantised once for all populations. Returns
-    (choices, report): population -> {"shift", "clip"} for those moved from the default, and the
-    before/after measurement (agreement, per population counts differing and summed |error|)."""
+    products take none), so each candidate is quantised once for all populations. Samples are
+    run CALIBRATION_BATCH at a time. Returns (choices, report): population -> {"shift", "clip"}
+    for those moved from the default, and the before/after measurement (agreement, per population
+    counts differing and summed |error|)."""
     from snncc.sim.reference import run
 
     graph = net.graph
-    ref = run(graph, x)
+    xs = _split(graph, x, CALIBRATION_BATCH)
+    refs = [run(graph, xb) for xb in xs]
     base = quantize(net)
     trial = {c: quantize(net, choices={p.name: {"shift": c[0], "clip": c[1]} for p in net.populations.values()
                                        if not p.relay}, lenient=True)
              for c in candidates if tuple(c) != (0, 1.0)}
-    B = int(ref.output.shape[0])
-    windows: dict[str, np.ndarray] = {}
+    windows: list[dict[str, np.ndarray]] = [{} for _ in xs]
     chosen: dict[str, dict] = {}
     for name, q in base.populations.items():
-        best, best_err, best_w = None, None, None
+        measured = not q.relay and name in refs[0].counts
         options = [(None, base)] + [(c, qn) for c, qn in trial.items()
-                                    if not q.relay and "choice" in qn.report["populations"][name]]
+                                    if measured and "choice" in qn.report["populations"][name]]
+        best, best_err, best_w = None, None, None
         for c, qn in options:
-            r = simulate_fixed(qn, x, emit, forced={**windows, "only": [name]})
-            w = r.windows[name]
-            if q.relay or name not in ref.counts:
-                best_w = w
-                break
-            err = int(np.abs(w.sum(1).reshape(B, -1) - ref.counts[name].reshape(B, -1).numpy()).sum())
+            err, ws = 0, []
+            for xb, ref, win in zip(xs, refs, windows):
+                w = simulate_fixed(qn, xb, emit, forced={**win, "only": [name]}).windows[name]
+                ws.append(w)
+                if measured:
+                    n = w.shape[0]
+                    err += int(np.abs(w.sum(1).reshape(n, -1) - ref.counts[name].reshape(n, -1).numpy()).sum())
             if best_err is None or err < best_err:
-                best, best_err, best_w = c, err, w
-        windows[name] = best_w
+                best, best_err, best_w = c, err, ws
+        for win, w in zip(windows, best_w):
+            win[name] = w
         if best is not None:
             chosen[name] = {"shift": int(best[0]), "clip": float(best[1])}
-    before = _tally(graph, simulate_fixed(base, x, emit), ref)
-    after = _tally(graph, simulate_fixed(quantize(net, choices=chosen), x, emit), ref) if chosen else before
-    return chosen, {"samples": B, "candidates": [list(c) for c in candidates], "before": before, "after": after,
-                    "measure": "sum of |count - float count| per population, on the fixed outputs of the "
-                               "populations before it (greedy, topological order)"}
+    before = _tally(graph, ((simulate_fixed(base, xb, emit), ref) for xb, ref in zip(xs, refs)))
+    qc = quantize(net, choices=chosen)
+    after = _tally(graph, ((simulate_fixed(qc, xb, emit), ref) for xb, ref in zip(xs, refs))) if chosen else before
+    return chosen, {"samples": before["samples"], "candidates": [list(c) for c in candidates], "before": before,
+                    "after": after, "measure": "sum of |count - float count| per population, on the fixed outputs "
+                                               "of the populations before it (greedy, topological order)"}
 
 
 # --------------------------------------------------------------------------------------------
