@@ -76,6 +76,11 @@ of its consumers are per spike, as from a population. `policy="netx"` forces exp
 netx hard-codes), as the netx export needs: s = min(254 / max|w|, (4094 - 2D) / (max|bias + beta| +
 (D - 1) theta)) (room for the export's D threshold copies), and beta a whole number of bias units
 (v_init = round(beta * s) << 6).
+Choices from the numbers (`calibrate`, the loihi option calibration_data): a population's scale may
+be moved to the rule's s x 2**shift x clip (`quantize(choices=)`), chosen greedily in topological
+order to minimise the measured count error against the float integer model on calibration data;
+the choices are stored in the deployed graph's meta (CHOICES_KEY, ir.json) and every quantisation
+of that graph reads them (`stored_choices`), so Lava fixed_pt and the integer model stay bit-equal.
 """
 
 from __future__ import annotations
