@@ -76,6 +76,11 @@ of its consumers are per spike, as from a population. `policy="netx"` forces exp
 netx hard-codes), as the netx export needs: s = min(254 / max|w|, (4094 - 2D) / (max|bias + beta| +
 (D - 1) theta)) (room for the export's D threshold copies), and beta a whole number of bias units
 (v_init = round(beta * s) << 6).
+Choices from the numbers (`calibrate`, the loihi option calibration_data): a population's scale may
+be moved to the rule's s x 2**shift x clip (`quantize(choices=)`), chosen greedily in topological
+order to minimise the measured count error against the float integer model on calibration data;
+the choices are stored in the deployed graph's meta (CHOICES_KEY, ir.json) and every quantisation
+of that graph reads them (`stored_choices`), so Lava fixed_pt and the integer model stay bit-equal.
 """
 
 from __future__ import annotations
@@ -111,6 +116,12 @@ LEAK_BITS = 12  # the carried residual's factor: leak_mant / 2**12 (snncc's own 
 HOST_LIMIT = MAX_UV - 1  # host activations are sent as 24-bit messages
 MAX_GRADED = MAX_UV - 1  # Loihi 2 graded spike payload: 24 bits signed (assumed; Lava 0.10 does not check it)
 POLICIES = ("precision", "netx")
+# calibrated scaling choices (`quantize(choices=)`, `calibrate`): a population's scale times
+# 2**shift * clip; stored in the deployed graph's meta under CHOICES_KEY (ir.json)
+SHIFT_MIN, SHIFT_MAX = -2, 3
+CLIP_MAX = 2.0
+CHOICES_KEY = "loihi_fixed_choices"
+CANDIDATES = tuple((k, r) for k in (0, 1, 2) for r in (1.0, 1.125, 1.25))
 # A max pool's OR neurons (Lava LIF, du = dv = 4095, weight mantissa 2, vth 1: network.MaxPool) keep
 # floor(c / 32) membrane units of a step that received c spikes; that stays at or below the
 # threshold's 64 units, so no spike without input, for windows of at most 2079 inputs.
@@ -412,8 +423,38 @@ def _quantize_bias(b_mem: np.ndarray, policy: str) -> tuple[np.ndarray, int, int
     return np.clip(m, BIAS_MANT_MIN, BIAS_MANT_MAX).astype(np.int32), e, sat
 
 
-def quantize(net: Network, policy: str = "precision") -> QNetwork:
-    """Quantise every population and projection of `net` to Loihi 2 fixed-point ranges."""
+def choice_problem(p: Population, s: float, shift: int, clip: float) -> str:
+    """Why scaling choice (shift, clip) cannot be applied to population `p` whose rule-chosen scale
+    is `s` (its threshold mantissa would leave [VTH_FLOOR, vth_cap], or a bias that fits would be
+    clipped), or "" when it can."""
+    if not isinstance(shift, int) or isinstance(shift, bool) or not SHIFT_MIN <= shift <= SHIFT_MAX:
+        return f"shift {shift!r} is not an integer in [{SHIFT_MIN}, {SHIFT_MAX}]"
+    if not isinstance(clip, (int, float)) or isinstance(clip, bool) or not 1.0 <= clip <= CLIP_MAX:
+        return f"clip {clip!r} is not a number in [1, {CLIP_MAX}]"
+    s2 = s * 2.0**shift * clip
+    vth = int(round(p.theta * s2))
+    if not min(VTH_FLOOR, int(round(p.theta * s))) <= vth <= vth_cap(p.D):
+        return f"its threshold mantissa would be {vth}"
+    top = float(np.abs(p.bias + p.const).max()) if p.size else 0.0
+    if top * s2 * 2**ACT_SHIFT > BIAS_MAX and top * s * 2**ACT_SHIFT <= BIAS_MAX:
+        return "its largest bias would be clipped"
+    return ""
+
+
+def stored_choices(graph: Graph) -> dict | None:
+    """The calibrated scaling choices a compile stored in the deployed graph (ir.json meta
+    CHOICES_KEY: population -> {"shift", "clip"}), or None (the rules' defaults)."""
+    return graph.meta.get(CHOICES_KEY) or None
+
+
+def quantize(net: Network, policy: str = "precision", choices: dict | None = None, lenient: bool = False) -> QNetwork:
+    """Quantise every population and projection of `net` to Loihi 2 fixed-point ranges.
+    `choices` (policy "precision"): population -> {"shift": k, "clip": r}, the calibrated scaling
+    choices (`calibrate`): the population's scale is the rule's s times 2**k (the incoming
+    projections' weight exponents follow it) times r >= 1 (mantissas on a grid r times finer, the
+    weights above 254 / r of the largest clipped; exponents unchanged). A choice the population
+    cannot take (`choice_problem`) is refused naming it, or with `lenient` (trying candidates)
+    left at the default and not recorded in the report's `choice`."""
     if policy not in POLICIES:
         raise TargetError(f"unknown quantisation policy {policy!r}", where="snncc_lava.fixed",
                           hint=f"one of {', '.join(POLICIES)}")
@@ -440,7 +481,13 @@ def quantize(net: Network, policy: str = "precision") -> QNetwork:
                               f"for at most {OR_MAX_WINDOW}", where=f"node {mp.name}", hint="compile with precision=float")
     pops: dict[str, QPopulation] = {}
     scales: dict[str, float] = {}
+    exp_scales: dict[str, float] = {}  # the scale weight exponents are chosen at (the clip factor left out)
     report: dict = {"policy": policy, "populations": {}, "output": {}}
+    choices = dict(choices or {}) if policy == "precision" else {}
+    unknown = sorted(set(choices) - {p.name for p in net.populations.values() if not p.relay})
+    if unknown:
+        raise TargetError(f"stored scaling choice for {unknown[0]}, which is not a neuron population of this "
+                          f"network", where=f"population {unknown[0]}", hint="recompile the artefact")
 
     def per_unit(i: int):
         pr = net.projections[i]
@@ -469,6 +516,20 @@ def quantize(net: Network, policy: str = "precision") -> QNetwork:
         s = _population_scale(p, incoming, policy, graded=bool(relays_in) or any(f in net.products for f in fed))
         halved = bias_halvings(p, s) if policy == "precision" else 0
         s /= 2.0**halved
+        choice = choices.get(p.name)
+        es = s
+        if choice is not None:
+            shift, clip = choice.get("shift", 0), choice.get("clip", 1.0)
+            why = choice_problem(p, s, shift, clip)
+            if why and not lenient:
+                raise TargetError(f"scaling choice {choice} of population {p.name} cannot be applied: {why}",
+                                  where=f"population {p.name}", hint="recompile the artefact")
+            if why:
+                choice = None
+            else:
+                es = s * 2.0**shift
+                s = es * clip
+        exp_scales[p.name] = es
         vth = int(round(p.theta * s))
         if not 1 <= vth <= VTH_MAX:
             raise TargetError(f"threshold mantissa {vth} of population {p.name} is outside [1, {VTH_MAX}]",
@@ -495,7 +556,7 @@ def quantize(net: Network, policy: str = "precision") -> QNetwork:
             "threshold_rel_error": abs(theta_q - p.theta) / p.theta,
             "beta": p.beta, "v_init": v_init, "beta_abs_error": abs(v_init / mem - p.beta),
             "bias_exp": bias_exp, "bias_saturated": bias_sat,
-            "scale_halved_for_bias": halved,
+            "scale_halved_for_bias": halved, **({"choice": dict(choice)} if choice is not None else {}),
             "bias_max_abs_error": float(np.abs(bias_back - b_float).max()) if b_float.size else 0.0,
             "host_input": p.host_input, "projections": []}
         if p.leak != 1.0:
@@ -508,11 +569,12 @@ def quantize(net: Network, policy: str = "precision") -> QNetwork:
     m_out = max((max_abs(weights[i]) for i in out_in), default=0.0)
     out_scale = W_MAX / m_out if m_out > 0 else 1.0
     scales["output"] = out_scale
+    exp_scales.update({k: v for k, v in scales.items() if k not in exp_scales})
     report["output"] = {"scale": out_scale, "projections": []}
     projs = []
     for pr, wf in zip(net.projections, weights):
         s = scales[pr.target]
-        e = 0 if policy == "netx" or pr.target == "output" else _exp_for(max_abs(wf), s)
+        e = 0 if policy == "netx" or pr.target == "output" else _exp_for(max_abs(wf), exp_scales[pr.target])
         if pr.kernel is not None:
             k, stats = quantize_kernel(wf, s, e)
             projs.append(QProjection(pr.source, pr.target, None, e, pr.delay, list(pr.nodes), k, pr.kernel, net.graph))
@@ -566,6 +628,7 @@ class FixedResult:
     events: dict = field(default_factory=dict)  # wraps / saturations seen
     relays: dict = field(default_factory=dict)  # relay -> (B, *shape) int64 payloads summed over T
     pooled: dict = field(default_factory=dict)  # max pool -> (B, *shape) int64 spikes summed over T
+    windows: dict = field(default_factory=dict)  # with `forced`: population -> (B, T, N) int64 per window
 
 
 def _dense(pr: QProjection, s: np.ndarray, n_out: int) -> np.ndarray:
@@ -578,12 +641,17 @@ def _dense(pr: QProjection, s: np.ndarray, n_out: int) -> np.ndarray:
     return shift(pr.apply(s), pr.exp)
 
 
-def simulate_fixed(qnet: QNetwork, x, emit: str = "burst", currents: dict | None = None) -> FixedResult:
+def simulate_fixed(qnet: QNetwork, x, emit: str = "burst", currents: dict | None = None,
+                   forced: dict | None = None) -> FixedResult:
     """Integer simulation of `qnet` on x ((B, *in) or (T, B, *in)), sub-step by sub-step as the
     Lava fixed_pt models compute it (synapse shift per sub-step, u wrap per sub-step, v saturation,
     floor count, subtractive reset; spike products land on the consumer's last sub-step).
     `currents`: population -> (B * T, N) host currents in stream order instead of the encoding
-    currents of x (a sub-graph's boundary inputs, as `lower.run_network` takes them)."""
+    currents of x (a sub-graph's boundary inputs, as `lower.run_network` takes them).
+    `forced`: population -> (B, T, N) int64 per-window counts (relays: payloads) taken as given
+    instead of computed (populations missing from it and not `forced["only"]` send nothing);
+    `forced["only"]` names the populations computed (`calibrate` measures one population on the
+    others' outputs). The result's `windows` holds every population's per-window arrays then."""
     if emit not in ("burst", "graded"):
         raise SnnccError(f"unknown emission mode {emit!r}")
     net = qnet.net
@@ -597,8 +665,9 @@ def simulate_fixed(qnet: QNetwork, x, emit: str = "burst", currents: dict | None
     readout = np.zeros((B, T, n_out), np.int64)
     host = {}
     events = {"u_wraps": 0, "v_saturations": 0, "host_saturations": 0}
+    only = set(forced["only"]) if forced is not None else None
     for p, q in qnet.populations.items():
-        if q.host_input:
+        if q.host_input and (only is None or p in only):
             cur = (np.asarray(currents[p]) if currents is not None else host_currents(net, p, xs).numpy())
             cur = cur.reshape(B, T, q.size)
             host[p], sat = host_activation(q, cur)
@@ -649,8 +718,14 @@ def simulate_fixed(qnet: QNetwork, x, emit: str = "burst", currents: dict | None
             return n if j == 0 else np.zeros_like(n)
         return (j < n).astype(np.int64)
 
+    if only is not None:
+        for p in qnet.populations:
+            if p not in only and p in forced:
+                counts[p][:] = forced[p]
     for t in range(T):
         for p, q in qnet.populations.items():
+            if only is not None and p not in only:
+                continue
             u = np.zeros((B, q.size), np.int64)
             for j in range(D):
                 a = np.zeros((B, q.size), np.int64)
@@ -682,7 +757,8 @@ def simulate_fixed(qnet: QNetwork, x, emit: str = "burst", currents: dict | None
         for t in range(T):
             pool_of(m, t)
     pools_sum = {m: torch.as_tensor(c.sum(1).reshape((B,) + net.pools[m].shape)) for m, c in pooled.items()}
-    return FixedResult(torch.as_tensor(out.mean(1)), res_counts, readout, events, relays, pools_sum)
+    return FixedResult(torch.as_tensor(out.mean(1)), res_counts, readout, events, relays, pools_sum,
+                       counts if only is not None else {})
 
 
 def dequantize_output(qnet: QNetwork, readout: np.ndarray, xs: torch.Tensor) -> np.ndarray:
@@ -692,6 +768,86 @@ def dequantize_output(qnet: QNetwork, readout: np.ndarray, xs: torch.Tensor) -> 
     if net.output_host:
         out = out + host_currents(net, net.graph.output.name, xs).numpy()
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# calibration
+
+
+CALIBRATION_BATCH = 32  # samples per integer-model run while calibrating (memory stays bounded)
+
+
+def _tally(graph: Graph, pairs) -> dict:
+    """Argmax agreement and per population counts differing / summed |difference| of the fixed
+    model against the float integer model over (FixedResult, snncc.sim.reference.Result) batches."""
+    from snncc.sim.tally import ModelTally
+
+    t = ModelTally(graph, "")
+    l1: dict[str, int] = {}
+    for res, ref in pairs:
+        t.observe(res, ref)
+        for p in t.pops:
+            if p in res.counts and p in ref.counts:
+                l1[p] = l1.get(p, 0) + int((res.counts[p].double() - ref.counts[p].double()).abs().sum())
+    return {"samples": t.samples, "agree": t.agree, "scored": t.scored,
+            "differing": {p: t.differing[p] for p in l1}, "neurons": {p: t.neurons[p] for p in l1}, "abs_error": l1}
+
+
+def _split(graph: Graph, x, size: int) -> list:
+    """x ((B, *in) or (T, B, *in)) cut into batches of at most `size` samples."""
+    x = torch.as_tensor(x)
+    tb = x.dim() == len(graph.inputs[0].shape) + 2
+    n = int(x.shape[1] if tb else x.shape[0])
+    return [x[:, s:s + size] if tb else x[s:s + size] for s in range(0, n, size)]
+
+
+def calibrate(net: Network, x, emit: str = "burst", candidates=CANDIDATES) -> tuple[dict, dict]:
+    """Scaling choices measured on calibration inputs x ((B, *in) or (T, B, *in)): greedily, one
+    neuron population at a time in topological order, the candidate (shift, clip) (`quantize`'s
+    `choices`) whose counts, computed on the fixed-point outputs of the populations before it
+    (already at their chosen values), are nearest the float integer model's counts (the sum of
+    |count difference| over samples and neurons; a tie keeps the rules' default). A population's
+    quantisation depends on its own choice only (weights are per source spike; relays and spike
+    products take none), so each candidate is quantised once for all populations. Samples are
+    run CALIBRATION_BATCH at a time. Returns (choices, report): population -> {"shift", "clip"}
+    for those moved from the default, and the before/after measurement (agreement, per population
+    counts differing and summed |error|)."""
+    from snncc.sim.reference import run
+
+    graph = net.graph
+    xs = _split(graph, x, CALIBRATION_BATCH)
+    refs = [run(graph, xb) for xb in xs]
+    base = quantize(net)
+    trial = {c: quantize(net, choices={p.name: {"shift": c[0], "clip": c[1]} for p in net.populations.values()
+                                       if not p.relay}, lenient=True)
+             for c in candidates if tuple(c) != (0, 1.0)}
+    windows: list[dict[str, np.ndarray]] = [{} for _ in xs]
+    chosen: dict[str, dict] = {}
+    for name, q in base.populations.items():
+        measured = not q.relay and name in refs[0].counts
+        options = [(None, base)] + [(c, qn) for c, qn in trial.items()
+                                    if measured and "choice" in qn.report["populations"][name]]
+        best, best_err, best_w = None, None, None
+        for c, qn in options:
+            err, ws = 0, []
+            for xb, ref, win in zip(xs, refs, windows):
+                w = simulate_fixed(qn, xb, emit, forced={**win, "only": [name]}).windows[name]
+                ws.append(w)
+                if measured:
+                    n = w.shape[0]
+                    err += int(np.abs(w.sum(1).reshape(n, -1) - ref.counts[name].reshape(n, -1).numpy()).sum())
+            if best_err is None or err < best_err:
+                best, best_err, best_w = c, err, ws
+        for win, w in zip(windows, best_w):
+            win[name] = w
+        if best is not None:
+            chosen[name] = {"shift": int(best[0]), "clip": float(best[1])}
+    before = _tally(graph, ((simulate_fixed(base, xb, emit), ref) for xb, ref in zip(xs, refs)))
+    qc = quantize(net, choices=chosen)
+    after = _tally(graph, ((simulate_fixed(qc, xb, emit), ref) for xb, ref in zip(xs, refs))) if chosen else before
+    return chosen, {"samples": before["samples"], "candidates": [list(c) for c in candidates], "before": before,
+                    "after": after, "measure": "sum of |count - float count| per population, on the fixed outputs "
+                                               "of the populations before it (greedy, topological order)"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -737,4 +893,33 @@ def report_markdown(doc: dict, limit: int = 400) -> str:
             rows += 1
     if rows > limit:
         lines.append(f"\n({rows - limit} more projections in lava/quantisation.json)")
+    c = doc.get("calibration")
+    if c:
+        lines += ["", f"### Scaling chosen on calibration data ({c['samples']} samples of {c['data']})", "",
+                  calibration_line(doc), "",
+                  "Candidates (shift, clip): scale x 2**shift x clip; " +
+                  ", ".join(f"({k}, {r:g})" for k, r in c["candidates"]) + f". Measure: {c['measure']}.", "",
+                  "| population | chosen shift | chosen clip | counts differing before | after "
+                  "| sum abs error before | after |", "|---|---|---|---|---|---|---|"]
+        b, a = c["before"], c["after"]
+        for name, n in b["neurons"].items():
+            ch = c["choices"].get(name, {"shift": 0, "clip": 1.0})
+            lines.append(f"| {name} | {ch['shift']} | {ch['clip']:g} | {b['differing'][name] / max(1, n):.2%} "
+                         f"| {a['differing'][name] / max(1, n):.2%} | {b['abs_error'][name]:,} | {a['abs_error'][name]:,} |")
     return "\n".join(lines) + "\n"
+
+
+def calibration_line(doc: dict) -> str:
+    """One line from quantisation.json's `calibration` (empty without): agreement with the float
+    integer model and counts differing on the calibration samples, rules' scaling -> chosen."""
+    c = doc.get("calibration")
+    if not c:
+        return ""
+
+    def part(r):
+        d, n = sum(r["differing"].values()), sum(r["neurons"].values())
+        agree = f"agreement {r['agree'] / r['scored']:.2%} ({r['agree']}/{r['scored']}), " if r["scored"] else ""
+        return f"{agree}{d / max(1, n):.3%} of counts differ"
+    return (f"loihi fixed point calibrated on {c['samples']} samples of {c['data']}: {len(c['choices'])} population(s) "
+            f"rescaled; against the float integer model, rules' scaling {part(c['before'])} -> chosen "
+            f"{part(c['after'])}")

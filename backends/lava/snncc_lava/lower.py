@@ -51,7 +51,7 @@ from snncc.errors import SnnccError, TargetError
 from snncc.ir.graph import Graph
 
 from snncc_lava import compat
-from snncc_lava.fixed import QNetwork, dequantize_output, host_activation, quantize
+from snncc_lava.fixed import QNetwork, dequantize_output, host_activation, quantize, stored_choices
 from snncc_lava.network import (Network, batch_stream, build, graded_problems, host_currents, relay_delays,
                                 spike_input_counts)
 
@@ -303,10 +303,11 @@ def run_network(net: Network, x, emit: str = "burst", qnet: QNetwork | None = No
 
 def simulate(graph: Graph, x, emit: str = "burst", precision: str = "float") -> LavaResult:
     """Run the deployed `graph` on batch x ((B, *in) or (T, B, *in)) in Lava: floating_pt, or
-    fixed_pt (precision="fixed") on `fixed.quantize(build(graph))`."""
+    fixed_pt (precision="fixed") on `fixed.quantize(build(graph))` with the scaling choices stored in
+    the graph (`fixed.stored_choices`: a calibrated compile's)."""
     net = build(graph)
     if precision == "float":
         return run_network(net, x, emit)
     if precision == "fixed":
-        return run_network(net, x, emit, quantize(net))
+        return run_network(net, x, emit, quantize(net, choices=stored_choices(graph)))
     raise SnnccError(f"unknown precision {precision!r} (float or fixed)")

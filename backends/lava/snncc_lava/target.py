@@ -16,6 +16,10 @@ Options (emit and simulate; `--target-option key=value` on the CLI):
 - residual: "auto" (default) | "fanin" | "relay" -- how membrane-shortcut streams are deployed
   (`lowering_options`: auto prices them with the loihi profile in floating_pt and fixed_pt,
   keeps fan-in with netx);
+- calibration_data: FILE (.npz/.npy, read as --data), calibration_samples: N (default 64) -- with
+  precision=fixed only: the per-population scaling choices (`fixed.calibrate`) measured on the
+  first N samples, stored in the deployed graph (ir.json meta `loihi_fixed_choices`) so that the
+  Lava lowering and the integer model re-quantise with them, and reported before/after;
 - system: "chip" (default) | "kapoho" | "hala" | N -- the Loihi 2 system the model is mapped onto
   (`mapping`): check refuses, in one line per resource, a model that does not fit it; emit writes
   `lava/mapping.json` (piece -> chip, core; utilisation; inter-chip links and traffic) and the
@@ -56,6 +60,9 @@ class LoihiOptions(Options):
     netx: bool = option(False, "true | false: also write lava/network.net")
     residual: str = option("auto", "auto | fanin | relay: membrane-shortcut lowering (auto: cost model)")
     system: str | int = option("chip", "chip | kapoho | hala | N: Loihi 2 system to map onto (default chip)")
+    calibration_data: str | None = option(None, "an .npz/.npy data set (as --data): with precision=fixed, the "
+                                                "scaling choices are measured on it (fixed.calibrate)")
+    calibration_samples: int = option(64, "integer >= 1, samples of calibration_data used (default 64)")
 
 
 OPTIONS = LoihiOptions.meanings()
@@ -75,6 +82,21 @@ def _refuse_unbuildable(graph: Graph, kernels: bool = False) -> None:
         raise TargetError(problems[0], where="loihi simulate",
                           hint="run a sub-graph in Lava: snncc simulate OUT --backend lava --populations NAME[,NAME] "
                                "or --chip K (or --backend snncc)")
+
+
+def calibrate(net: network.Network, options: LoihiOptions) -> dict:
+    """`fixed.calibrate` on the first calibration_samples of calibration_data (read by the core's
+    data reader, as --data: a bad file or shape is refused in one line naming it): the chosen
+    scaling choices and their before/after measurement, as quantisation.json's `calibration`."""
+    import os
+
+    from snncc.data.inputs import inputs
+    from snncc_lava import fixed
+
+    path = os.fspath(options.calibration_data)
+    x, _ = inputs(net.graph, path, int(options.calibration_samples), 0)
+    choices, report = fixed.calibrate(net, x, options.emit)
+    return {"data": os.path.basename(path), "choices": choices, **report}
 
 
 class LoihiTarget(Target):
@@ -115,6 +137,22 @@ class LoihiTarget(Target):
         if options.emit not in EMIT_MODES:
             raise TargetError(f"unknown spike emission mode {options.emit!r}", where="loihi option emit",
                               hint=f"one of {', '.join(EMIT_MODES)}")
+        given = options.given()
+        n = options.calibration_samples
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise TargetError(f"calibration_samples must be an integer >= 1, got {n!r}",
+                              where="loihi option calibration_samples")
+        calibrating = [k for k in ("calibration_data", "calibration_samples") if k in given]
+        if calibrating and options.precision != "fixed":
+            raise TargetError(f"{calibrating[0]} chooses fixed-point scaling, and precision is {options.precision}",
+                              where=f"loihi option {calibrating[0]}", hint="add --target-option precision=fixed")
+        if "calibration_samples" in given and not options.calibration_data:
+            raise TargetError("calibration_samples is given without calibration_data",
+                              where="loihi option calibration_samples",
+                              hint="add --target-option calibration_data=FILE.npz (inputs as for --data)")
+        if "calibration_data" in given and not isinstance(options.calibration_data, str):
+            raise TargetError(f"calibration_data must be a file name, got {options.calibration_data!r}",
+                              where="loihi option calibration_data")
 
     def lowering_options(self, options: LoihiOptions | dict | None = None) -> dict:
         """residual_lowering options. residual "auto" (default): streams are priced with the loihi
@@ -173,6 +211,14 @@ class LoihiTarget(Target):
             out += ("\n" if out else "") + fixed.report_markdown(json.loads(files["lava/quantisation.json"]))
         return out
 
+    def summary_note(self, files: dict[str, bytes]) -> str:
+        """With calibration_data: one line, the fixed model's agreement and counts differing on the
+        calibration samples with the rules' scaling and with the chosen one."""
+        if "lava/quantisation.json" not in files:
+            return ""
+        from snncc_lava import fixed
+        return fixed.calibration_line(json.loads(files["lava/quantisation.json"]))
+
     def placement(self, files: dict[str, bytes]) -> dict | None:
         """lava/mapping.json: `estimate --profile loihi` charges routing per chip and link with it."""
         return json.loads(files["lava/mapping.json"]) if "lava/mapping.json" in files else None
@@ -188,7 +234,12 @@ class LoihiTarget(Target):
         if options.precision == "fixed":  # integers stored compactly: kernels, not matrices
             from snncc_lava import fixed
             net = network.build(graph, explicit=False)
-            qnet = fixed.quantize(net)
+            calibration = None
+            if options.calibration_data:
+                calibration = calibrate(net, options)
+                graph.meta[fixed.CHOICES_KEY] = calibration["choices"]  # ir.json: what every re-quantisation reads
+            qnet = fixed.quantize(net, choices=fixed.stored_choices(graph))
+            qnet.report["calibration"] = calibration
         else:
             net = network.build(graph)
         files = describe.files(net, options.emit, self.versions(), qnet)
@@ -247,7 +298,8 @@ class LoihiTarget(Target):
             from snncc_lava import fixed
 
             _refuse_unbuildable(graph, kernels=True)  # convolutions run from the kernels' integers
-            return fixed.simulate_fixed(fixed.quantize(network.build(graph, explicit=False)), x, options.emit)
+            return fixed.simulate_fixed(fixed.quantize(network.build(graph, explicit=False),
+                                                       choices=fixed.stored_choices(graph)), x, options.emit)
         from snncc.sim.sync import simulate as sync_simulate
 
         return sync_simulate(graph, x, "exact")

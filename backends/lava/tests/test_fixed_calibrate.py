@@ -1,0 +1,185 @@
+"""Fixed-point scaling chosen on calibration data (issue 27, "choices from the numbers"): the
+greedy choice (`fixed.calibrate`) strictly lowers the measured count error on a graph worked by
+hand; the installed `snncc compile --target-option calibration_data=` stores the choices in the
+artefact, and the loaded artefact's integer model and a real Lava fixed_pt run read them (equal to
+the in-memory model, and to each other bit for bit); bad calibration options are one line, exit
+2, nothing written."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from snncc.ir.graph import Graph, Node
+from snncc.sim import reference
+from snncc_lava import fixed
+from snncc_lava.network import build
+
+from nets import ConvChain, randomize_bn
+
+EXE = os.path.join(os.path.dirname(sys.executable), "snncc")
+
+
+def cli(*args):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p and os.path.isdir(p)))
+    return subprocess.run([EXE, *map(str, args)], capture_output=True, text=True, env=env, timeout=600)
+
+
+def host_layer():
+    """x (3,) -> a (fed by the host only: scale 2048 / theta, theta 1, beta 0) -> linear -> out."""
+    fire = {"D": 4, "theta": 1.0, "beta": 0.0, "norm": 1.0, "rounding": "floor"}
+    return Graph([Node("x", "input", [], {"shape": (3,)}), Node("a", "fire", ["x"], fire),
+                  Node("head", "linear", ["a"], {}, {"weight": np.eye(3)}), Node("out", "output", ["head"])]).infer()
+
+
+def test_calibrated_scale_strictly_lowers_the_count_error_by_hand():
+    """Default: a = rint(x * 2048) activation units against vth 2048: 0.9999 -> 2047.8 -> 2048 fires 1
+    (float 0) and 1.9999 -> 4095.8 -> 4096 fires 2 (float 1): error 2. Shift 1 (scale 4096): 4095.6 ->
+    4096 and 8191.6 -> 8192, still 1 and 2: error 2. Shift 2 (scale 8192, vth 8192): 8191.2 -> 8191
+    and 16383.2 -> 16383, i.e. 0 and 1 spikes: error 0, chosen. The other entries (0.4, 2, 0.5, 0)
+    are exact at every scale."""
+    g = host_layer()
+    x = torch.tensor([[0.9999, 0.4, 2.0], [1.9999, 0.5, 0.0]], dtype=torch.float64)
+    assert reference.run(g, x).counts["a"].tolist() == [[0, 0, 2], [1, 0, 0]]
+    net = build(g, explicit=False)
+    choices, rep = fixed.calibrate(net, x, candidates=((0, 1.0), (1, 1.0), (2, 1.0)))
+    assert choices == {"a": {"shift": 2, "clip": 1.0}}
+    assert (rep["before"]["abs_error"]["a"], rep["after"]["abs_error"]["a"]) == (2, 0)
+    assert (rep["before"]["differing"]["a"], rep["after"]["differing"]["a"], rep["after"]["neurons"]["a"]) == (2, 0, 6)
+    q = fixed.quantize(net, choices=choices)
+    assert (q.populations["a"].scale, q.populations["a"].vth) == (8192.0, 8192)
+    assert fixed.simulate_fixed(q, x).counts["a"].tolist() == [[0, 0, 2], [1, 0, 0]]
+    assert fixed.simulate_fixed(fixed.quantize(net), x).counts["a"].tolist() == [[1, 0, 2], [2, 0, 0]]
+
+
+def test_clip_keeps_the_exponent_and_refuses_what_does_not_fit():
+    """b reads a through weights (1, 0.3): rule scale 4064 (254 x 2**4), exponent 4; clip 1.25 gives
+    scale 5080 at the same exponent, so 1.0 -> 317.5 clips to 254 and 0.3 -> 95.25 -> 96 (x 2**4).
+    A shift pushing vth beyond the 24-bit membrane's room for D + 1 thresholds is refused."""
+    fire = {"D": 4, "theta": 1.0, "beta": 0.0, "norm": 1.0, "rounding": "floor"}
+    g = Graph([Node("x", "input", [], {"shape": (2,)}), Node("a", "fire", ["x"], fire),
+               Node("l", "linear", ["a"], {}, {"weight": np.array([[1.0, 0.3]])}), Node("b", "fire", ["l"], fire),
+               Node("head", "linear", ["b"], {}, {"weight": np.eye(1)}), Node("out", "output", ["head"])]).infer()
+    net = build(g, explicit=False)
+    base = fixed.quantize(net)
+    q = fixed.quantize(net, choices={"b": {"shift": 0, "clip": 1.25}})
+    (pb,) = [p for p in q.projections if p.target == "b"]
+    (p0,) = [p for p in base.projections if p.target == "b"]
+    assert (base.populations["b"].scale, p0.exp, p0.kernel.ravel().tolist()) == (4064.0, 4, [254, 76])
+    assert (q.populations["b"].scale, q.populations["b"].vth, pb.exp) == (5080.0, 5080, 4)
+    assert pb.kernel.ravel().tolist() == [254, 96]
+    assert q.report["populations"]["b"]["choice"] == {"shift": 0, "clip": 1.25}
+    with pytest.raises(fixed.TargetError, match="population b cannot be applied: its threshold mantissa would be 32512"):
+        fixed.quantize(net, choices={"b": {"shift": 3, "clip": 1.0}})
+    lenient = fixed.quantize(net, choices={"b": {"shift": 3, "clip": 1.0}}, lenient=True)
+    assert lenient.populations["b"].scale == 4064.0 and "choice" not in lenient.report["populations"]["b"]
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory):
+    """ConvChain (2x8x8 -> 6x8x8 -> 8x4x4, 512 neurons) exported at batch 1, compiled by the installed
+    command with precision=fixed on 16 calibration samples."""
+    d = tmp_path_factory.mktemp("cal")
+    torch.manual_seed(0)
+    m = randomize_bn(ConvChain(rounding="floor"), 3).eval()
+    torch.export.save(torch.export.export(m, (torch.zeros(1, 2, 8, 8),)), str(d / "m.pt2"))
+    x = np.random.default_rng(5).random((40, 2, 8, 8)).astype(np.float32) * 1.5
+    np.savez(d / "cal.npz", x=x[:16])
+    np.savez(d / "test.npz", x=x[16:])
+    r = cli("compile", d / "m.pt2", "--target", "loihi", "--target-option", "precision=fixed",
+            "--target-option", f"calibration_data={d / 'cal.npz'}", "--target-option", "calibration_samples=16",
+            "-o", d / "out")
+    assert r.returncode == 0, r.stderr
+    return d, r.stdout
+
+
+def test_choices_round_trip_through_the_artefact(calibrated):
+    import snncc
+
+    d, stdout = calibrated
+    dep = snncc.load(str(d / "out"))
+    choices = dep.deployed.meta[fixed.CHOICES_KEY]
+    q = json.loads((d / "out" / "lava" / "quantisation.json").read_text())
+    cal = q["calibration"]
+    assert choices and choices == cal["choices"] and cal["samples"] == 16 and cal["data"] == "cal.npz"
+    for name, c in choices.items():  # what the artefact's integers were made with
+        assert q["populations"][name]["choice"] == c
+    line = next(s for s in stdout.splitlines() if s.startswith("loihi fixed point calibrated"))
+    assert line == fixed.calibration_line(q) and "16 samples of cal.npz" in line
+    assert f"{len(choices)} population(s) rescaled" in line
+    report = (d / "out" / "report.md").read_text()
+    assert "### Scaling chosen on calibration data (16 samples of cal.npz)" in report
+    assert sum(cal["after"]["abs_error"].values()) < sum(cal["before"]["abs_error"].values())
+    # the in-memory model of the same choices, and the loaded artefact's integer model, agree
+    xt = torch.as_tensor(np.load(d / "test.npz")["x"], dtype=torch.float64)
+    mine = fixed.simulate_fixed(fixed.quantize(build(dep.deployed, explicit=False), choices=choices), xt)
+    got, name = dep.target_reference(xt)
+    assert "fixed_pt integer model" in name
+    assert torch.equal(got.output, mine.output)
+    for p in mine.counts:
+        assert torch.equal(got.counts[p], mine.counts[p]), p
+    default = fixed.simulate_fixed(fixed.quantize(build(dep.deployed, explicit=False)), xt)
+    assert any(not torch.equal(default.counts[p], mine.counts[p]) for p in mine.counts)  # the choices matter
+    # the stored integers are the chosen ones
+    from snncc_lava import describe
+
+    doc = json.loads((d / "out" / "lava" / "network.json").read_text())
+    qn = fixed.quantize(build(dep.deployed, explicit=False), choices=choices)
+    for e in doc["processes"]:
+        if e.get("model") == "PyWindowBurstIFModelFixed":
+            assert (e["vth"], e["scale"]) == (qn.populations[e["name"]].vth, qn.populations[e["name"]].scale)
+    with np.load(d / "out" / "lava" / "weights.npz") as npz:
+        for i, e in enumerate(e for e in doc["processes"] if e["name"].startswith("proj")):
+            if e["weight"]["format"] == "kernel":
+                assert np.array_equal(describe.load_kernel(npz, e), qn.projections[i].kernel)
+                assert e["weight_exp"] == qn.projections[i].exp
+
+
+def test_lava_fixed_pt_reads_the_stored_choices_bit_for_bit(calibrated):
+    import snncc
+
+    d, _ = calibrated
+    dep = snncc.load(str(d / "out"))
+    xt = torch.as_tensor(np.load(d / "test.npz")["x"][:2], dtype=torch.float64)
+    lava = dep.simulate(xt, backend="lava")
+    ours, _ = dep.target_reference(xt)
+    assert set(lava.counts) == set(ours.counts)
+    for p in ours.counts:
+        assert torch.equal(lava.counts[p], ours.counts[p]), p
+    assert torch.equal(lava.output, ours.output)
+
+
+@pytest.mark.parametrize("case", ["missing", "shape"])
+def test_bad_calibration_data_is_one_line_exit_2_nothing_written(calibrated, case, tmp_path):
+    d, _ = calibrated
+    np.savez(tmp_path / "bad.npz", x=np.zeros((4, 3, 8, 8), np.float32))  # 3 channels, the model takes 2
+    data = {"missing": tmp_path / "none.npz", "shape": tmp_path / "bad.npz"}[case]
+    out = tmp_path / "out"
+    r = cli("compile", d / "m.pt2", "--target", "loihi", "--target-option", "precision=fixed",
+            "--target-option", f"calibration_data={data}", "-o", out)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("snncc: error: ") and data.name in lines[0], r.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("opts, where", [({"calibration_data": "cal.npz"}, "loihi option calibration_data"),
+                                         ({"precision": "float", "calibration_data": "cal.npz"},
+                                          "loihi option calibration_data"),
+                                         ({"precision": "fixed", "calibration_samples": 8},
+                                          "loihi option calibration_samples"),
+                                         ({"precision": "fixed", "calibration_data": "cal.npz",
+                                           "calibration_samples": 0}, "loihi option calibration_samples")])
+def test_calibration_options_need_precision_fixed_and_data(opts, where):
+    """Refused when parsed (the compile's first step, before the model is read), in one line."""
+    from snncc.errors import TargetError
+    from snncc.targets import get
+
+    with pytest.raises(TargetError) as e:
+        get("loihi").parse(opts)
+    assert e.value.where == where and "\n" not in str(e.value)
+    assert get("loihi").parse({"precision": "fixed", "calibration_data": "cal.npz"}).calibration_samples == 64
