@@ -55,8 +55,10 @@ def test_conv_chain_layout(conv_chain):
 def run_netx_reader(path, frames, message_bits):
     """Load `path` with lava-dl 0.6.0's own reader and run it in Lava fixed_pt on `frames`
     ((x, y, f)-ordered input per step, last axis = steps); returns every neuron layer's spikes
-    (..., steps) and the read-out layer's membrane (steps, N)."""
+    (..., steps) and the read-out layer's membrane (steps, N). Channels hold 2 messages
+    (snncc_lava.lower.CHANNEL_SIZE) and the run is refused if they do not fit /dev/shm."""
     from snncc_lava import compat
+    from snncc_lava.lower import CHANNEL_SIZE, check_shared_memory
 
     compat.install_lava_dl()
     from lava.lib.dl.netx.hdf5 import Network
@@ -77,7 +79,10 @@ def run_netx_reader(path, frames, message_bits):
     mon = Monitor()
     mon.probe(lnet.layers[-1].neuron.v, steps)
     try:
-        lnet.run(condition=RunSteps(num_steps=steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+        exe = lnet.compile(Loihi2SimCfg(select_tag="fixed_pt"), {"pypy_channel_size": CHANNEL_SIZE})
+        check_shared_memory(exe, 1)
+        lnet.create_runtime(executable=exe)
+        lnet.run(condition=RunSteps(num_steps=steps))
         spikes = [s.data.get() for s in sinks]
         v = next(iter(mon.get_data().values()))["v"]
     finally:
@@ -86,15 +91,16 @@ def run_netx_reader(path, frames, message_bits):
 
 
 def assert_netx_equals_fixed(g, names, spikes, v, ref, K):
-    """Layer i answers window k at step k + i + 1: its D copies' spikes summed per neuron equal the
+    """Layer i answers window k at step k + i + 1: the D copies' spikes of its own population (its
+    first C * D channels; carried shortcut channels follow them) summed per neuron equal the
     fixed-point counts, and the read-out's membrane is the fixed-point read-out << 6."""
     D = fixed.quantize(build(g), "netx").D
     top = 0
     for i, name in enumerate(names):
         shape = g[name].shape
         got = spikes[i][..., i + 1: i + 1 + K]
-        got = got.transpose(*range(got.ndim)[::-1])  # (steps, f, y, x)
-        got = got.reshape((K, shape[0], D) + tuple(shape[1:])).sum(2)
+        got = got.transpose(*range(got.ndim)[::-1])  # (steps, f, y, x) or (steps, N)
+        got = got[:, :shape[0] * D].reshape((K, shape[0], D) + tuple(shape[1:])).sum(2)
         assert np.array_equal(got, ref.counts[name].numpy()), name  # T = 1: one window per sample
         assert got.sum() > 0
         top = max(top, got.max())
@@ -168,15 +174,17 @@ def test_export_is_deterministic(conv_chain):
     assert netx.export(conv_chain) == a
 
 
-def test_refuses_residual(residual):
+def test_refuses_a_shortcut_from_the_network_input(residual):
+    """Shortcuts are carried from neuron layers; one from the network input (here the host-computed
+    stem current every block adds to) is named, one line per consumer."""
     with pytest.raises(TargetError) as e:
         netx.export(residual)
     assert e.value.where == "netx export"
     assert e.value.what == (
-        f"netx cannot express 2 node(s): node f2_0: fan-in from input, f1_6 (residual / shortcut) -- {netx.CHAIN}; "
-        f"node out_fire: fan-in from input, f1_6, f2_0 (residual / shortcut) -- {netx.CHAIN}")
-    assert netx.CHAIN == ("netx layers are a chain, one input each (lava-dl 0.6.0's reader has no add or merge "
-                          "layer: 'concat' and 'average' raise NotImplementedError)")
+        f"netx cannot express 2 node(s): node f2_0: reads the network input (input) beside f1_6 -- {netx.INPUT_ONCE}; "
+        f"node out_fire: reads the network input (input) beside f1_6, f2_0 -- {netx.INPUT_ONCE}")
+    assert netx.INPUT_ONCE == ("netx's input enters the first layer only (shortcuts are carried from neuron layers; "
+                               "the network input is not a population of threshold copies)")
 
 
 def test_refuses_stateful_neurons():
@@ -189,13 +197,13 @@ def test_refuses_stateful_neurons():
 
 
 def test_refuses_attention(attention):
+    """k and v read n_in two layers back: carried, no longer refused; the spike product and the
+    shortcut from the input are."""
     with pytest.raises(TargetError) as e:
         netx.export(attention)
     assert e.value.what == (
-        "netx cannot express 4 node(s): node nk: reads n_in, not the previous layer nq -- netx layers are sequential; "
-        "node nv: reads n_in, not the previous layer nk -- netx layers are sequential; "
-        "node matmul_1: spike_product (attention) -- netx has no multiplicative layer; "
-        f"node n_in_1: fan-in from input, n_attn (residual / shortcut) -- {netx.CHAIN}")
+        "netx cannot express 2 node(s): node matmul_1: spike_product (attention) -- netx has no multiplicative layer; "
+        f"node n_in_1: reads the network input (input) beside n_attn -- {netx.INPUT_ONCE}")
 
 
 def test_refuses_pooling_between_neurons():
@@ -203,7 +211,7 @@ def test_refuses_pooling_between_neurons():
                Node("p", "pool", ["a"], {"mode": "avg", "kernel": (2, 2), "stride": (2, 2)}),
                Node("b", "fire", ["p"], FIRE), Node("out", "output", ["b"])]).infer()
     assert netx.problems(g) == ["node p: pool pooling feeding b -- netx has no pooling layer "
-                                "(only pooling followed by a linear layer folds into its dense weights)"]
+                                "(only pooling that ends in a dense layer folds into its weights)"]
     with pytest.raises(TargetError, match="node p: pool pooling feeding b"):
         netx.export(g)
 
@@ -272,11 +280,74 @@ def test_export_netx_command_writes_an_artefact_that_lava_dl_runs_exactly(tmp_pa
         p = sh("export-netx", *args)
         assert p.returncode == 2 and line in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
     assert not (tmp_path / "x.net").exists()
-    from nets import ResidualSepConv  # a graph netx cannot express: one line naming the nodes, nothing written
+    from nets import ResidualSepConv  # a shortcut from the input netx cannot carry: one line naming the nodes, nothing written
     torch.export.save(torch.export.export(randomize_bn(ResidualSepConv()), (torch.zeros(1, 3, 8, 8),)),
                       tmp_path / "r.pt2")
     assert sh("compile", tmp_path / "r.pt2", "-o", tmp_path / "res").returncode == 0
     p = sh("export-netx", tmp_path / "res", tmp_path / "r.net")
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "r.net").exists()
-    assert "netx cannot express" in p.stderr and "(residual / shortcut)" in p.stderr
+    assert "netx cannot express" in p.stderr and "reads the network input (input) beside" in p.stderr
     assert p.stderr.rstrip().endswith("snncc export-nir writes any deployed graph)")
+
+
+def tiny_residual() -> Graph:
+    """x (spike 1x4x4) -> 1x1 conv (weight 1) -> a -> 3x3 conv stride 2 pad 1 (all ones) -> b (1x2x2);
+    c = fire(b + K a) with K a 3x3 stride-2 pad-1 shortcut from a (tap (2, 2) = 1, tap (0, 0) = -1),
+    so a is carried through b's stride-2 layer as 4 phase channels; output = sum of c's 4 counts.
+    D = 4, theta 1, beta 0: every neuron fires clip(floor(input), 0, 4)."""
+    fire = {"D": 4, "theta": 1.0, "beta": 0.0, "norm": 1.0, "rounding": "floor", "stateful": False}
+    conv = lambda s, p: {"stride": (s, s), "padding": (p, p), "dilation": (1, 1)}  # noqa: E731
+    k2 = np.zeros((1, 1, 3, 3))
+    k2[0, 0, 2, 2], k2[0, 0, 0, 0] = 1.0, -1.0
+    return Graph([
+        Node("x", "input", [], {"kind": "spike", "shape": (1, 4, 4)}),
+        Node("ca", "conv", ["x"], conv(1, 0), {"weight": np.ones((1, 1, 1, 1))}), Node("a", "fire", ["ca"], fire),
+        Node("cb", "conv", ["a"], conv(2, 1), {"weight": np.ones((1, 1, 3, 3))}), Node("b", "fire", ["cb"], fire),
+        Node("cc", "conv", ["b"], conv(1, 0), {"weight": np.ones((1, 1, 1, 1))}),
+        Node("cs", "conv", ["a"], conv(2, 1), {"weight": k2}), Node("s", "add", ["cc", "cs"]),
+        Node("c", "fire", ["s"], fire), Node("flat", "reshape", ["c"], {"shape": (4,)}),
+        Node("h", "linear", ["flat"], {}, {"weight": np.ones((1, 4)), "bias": np.zeros(1)}),
+        Node("o", "output", ["h"])]).verify()
+
+
+def test_tiny_residual_by_hand(tmp_path):
+    """The shortcut from a is carried through b's layer (stride 2: one 1-hot channel per copy and
+    stride phase, at the same one-step delay as b), and c's layer reads b and the carried a side by
+    side. lava-dl's reader runs the file in Lava fixed_pt with the counts computed by hand:
+    x = [[1,0,0,0],[0,2,0,0],[0,0,0,1],[0,0,0,0]]; a = x; b[y, x] = sum of a over rows 2y-1..2y+1 and
+    columns 2x-1..2x+1 = [[3,2],[2,3]]; c = b + a[2y+1, 2x+1] - a[2y-1, 2x-1] = [[3+2, 2], [2, 3-2]],
+    capped at D = 4: [[4,2],[2,1]]; output 4 + 2 + 2 + 1 = 9."""
+    g = tiny_residual()
+    net = build(g)
+    q = fixed.quantize(net, "netx")
+    ls, meta = netx.layers(g, net, q)
+    D = 4
+    assert [(ly.type, ly.shape, ly.carried) for ly in ls] == [
+        ("input", (1, 4, 4), 0), ("conv", (D, 4, 4), 0), ("conv", (D + 4 * D, 2, 2), 4 * D * 4),
+        ("conv", (D, 2, 2), 0), ("flatten", (4 * D, 1, 1), 0), ("dense", (1,), 0)]
+    w = ls[2].arrays["weight"]  # b's layer: b's kernel over a's 4 copies, then 16 carry channels
+    (sy, sx), (py, px) = ls[2].arrays["stride"], ls[2].arrays["padding"]
+    assert (sy, sx, py, px) == (2, 2, 1, 1)
+    for k in range(D):
+        for qy in range(2):
+            for qx in range(2):
+                e = np.zeros((D, 3, 3))
+                e[k, 1 + qy, 1 + qx] = w[D + (k * 2 + qy) * 2 + qx, k, 1 + qy, 1 + qx]
+                assert np.array_equal(w[D + (k * 2 + qy) * 2 + qx], e) and e.max() > 0
+    wc = ls[3].arrays["weight"]  # c's layer: b's 1x1 at the centre, the shortcut taps on a's phase (1, 1)
+    assert tuple(ls[3].arrays["padding"]) == (1, 1) and wc.shape == (D, D + 4 * D, 3, 3)
+    assert meta["carriedNeurons"] == 4 * D * 4 and "64 extra binary neurons" in meta["notes"]
+    path = tmp_path / "tiny.net"
+    path.write_bytes(netx.write(ls, meta))
+    netx.validate(path.read_bytes())
+    x = torch.tensor([[1, 0, 0, 0], [0, 2, 0, 0], [0, 0, 0, 1], [0, 0, 0, 0]], dtype=torch.float64)
+    ref = fixed.simulate_fixed(q, x.reshape(1, 1, 1, 4, 4))
+    hand = {"a": x.reshape(1, 1, 4, 4), "b": torch.tensor([[[[3, 2], [2, 3]]]]), "c": torch.tensor([[[[4, 2], [2, 1]]]])}
+    for k, v in hand.items():
+        assert torch.equal(ref.counts[k].double(), v.double()), k
+    frames = np.zeros((4, 4, 1, 6), np.int32)
+    frames[..., 0] = x.numpy().T[:, :, None]
+    spikes, v = run_netx_reader(path, frames, 8)
+    assert_netx_equals_fixed(g, ["a", "b", "c"], spikes, v, ref, 1)
+    out = (int(v[4, 0]) >> 6) / float(meta["outputScale"]) + float(meta["outputBias"][0])
+    assert out == 9.0
