@@ -418,26 +418,21 @@ def _conv_layer(g: Graph, c, names: list[str], held: Held, mats: dict, carry: li
     twins = {}
     for ch in range(Cin):
         twins.setdefault((int(ch_pop[ch]), held.idx[ch].tobytes()), {})[int(ch_copy[ch])] = ch
-    full = np.zeros((C, Cin, ky, kx), np.int64)
+    src, dst = [], []  # every input channel takes the kernel columns of its copy-0 twin
     for group in twins.values():
         if 0 in group:
-            for ch in group.values():
-                full[:, ch] = k[:, group[0]]
-    w = np.repeat(full, copies, axis=0)
-    new_w, pops, idxs, cps = [], [], [], []
-    for ch in carried:
-        for qy in range(sy):
-            for qx in range(sx):
-                e = np.zeros((1, Cin, ky, kx), np.int64)
-                e[0, ch, (qy + py) // dy, (qx + px) // dx] = w_carry
-                new_w.append(e)
-                pops.append(held.pop[ch, qy::sy, qx::sx])
-                idxs.append(held.idx[ch, qy::sy, qx::sx])
-                cps.append(held.copy[ch, qy::sy, qx::sx])
+            src += [group[0]] * len(group)
+            dst += list(group.values())
+    phases = [(ch, qy, qx) for ch in carried for qy in range(sy) for qx in range(sx)]
+    n_main = C * copies
+    w = np.zeros((n_main + len(phases), Cin, ky, kx), np.int16)
+    w[:n_main, dst] = np.repeat(k[:, src], copies, axis=0)
+    if phases:
+        ch, qy, qx = (np.array(a) for a in zip(*phases))
+        w[n_main + np.arange(len(phases)), ch, (qy + py) // dy, (qx + px) // dx] = w_carry
     main = _main(names.index(c.name) if c.name in names else len(names), tuple(c.shape), copies)
-    w = np.concatenate([w] + new_w)
-    new = Held(np.concatenate([main.pop] + [a[None] for a in pops]), np.concatenate([main.idx] + [a[None] for a in idxs]),
-               np.concatenate([main.copy] + [a[None] for a in cps]))
+    new = Held(*(np.concatenate([getattr(main, a)] + [getattr(held, a)[ch, qy::sy, qx::sx][None] for ch, qy, qx in phases])
+                 for a in ("pop", "idx", "copy")))
     groups = 1
     if not carried.size:  # a grouped conv (depthwise) stays grouped: Lava's Conv model keeps groups in int8
         gs = {int(t.attrs.get("groups", 1)) for t in tree_nodes(g, c)[0] if t.op == "conv"}
@@ -452,8 +447,7 @@ def _conv_layer(g: Graph, c, names: list[str], held: Held, mats: dict, carry: li
                 break
     arrays = _conv_arrays({"weight": w, "stride": (sy, sx), "padding": (py, px), "dilation": (dy, dx),
                            "groups": groups}, Cin)
-    n_carry = len(new_w)
-    return Layer("conv", (w.shape[0], Ho, Wo), arrays, carried=n_carry * Ho * Wo), new
+    return Layer("conv", (w.shape[0], Ho, Wo), arrays, carried=len(phases) * Ho * Wo), new
 
 
 # --------------------------------------------------------------------------------------------
@@ -467,7 +461,7 @@ def _put(grp: h5py.Group, key: str, value) -> None:
 def _put_weight(grp: h5py.Group, value: np.ndarray) -> None:
     """Weights as int16, gzip-compressed (h5py decompresses for netx): carried channels make kernels
     mostly zeros, which compress to almost nothing."""
-    grp.create_dataset("weight", data=value.astype(np.int16), compression="gzip", compression_opts=4,
+    grp.create_dataset("weight", data=value.astype(np.int16), compression="gzip", compression_opts=1,
                        shuffle=True, track_times=False)
 
 
@@ -511,6 +505,12 @@ def write(layers_: list[Layer], meta: dict) -> bytes:
 def export(g: Graph, net: Network | None = None, qnet: QNetwork | None = None) -> bytes:
     ls, meta = layers(g, net, qnet)
     return write(ls, meta)
+
+
+def notes(data: bytes) -> str:
+    """The file's `snncc/notes`: what carrying the shortcuts costs (or that nothing was carried)."""
+    with h5py.File(io.BytesIO(data), "r") as f:
+        return f["snncc/notes"][()].decode("ascii") if "snncc/notes" in f else ""
 
 
 def _read_str(ds) -> str:
