@@ -243,9 +243,13 @@ def layers(g: Graph, net: Network | None = None, qnet: QNetwork | None = None) -
     neurons = sum(math.prod(ly.shape) for ly in out[1:] if ly.neuron is not None)
     carried = sum(ly.carried for ly in out)
     meta["carriedNeurons"] = carried
+    stored = sum(ly.arrays["weight"].size for ly in out if "weight" in ly.arrays)
+    nonzero = sum(int(np.count_nonzero(ly.arrays["weight"])) for ly in out if "weight" in ly.arrays)
     meta["notes"] = (f"shortcuts carried as pass-through channels: {carried} extra binary neurons "
                      f"({carried / max(neurons - carried, 1):.1%} more than the network's {neurons - carried}) and "
-                     f"{carried} extra synapses (one identity tap each)" if carried else "a chain: nothing carried")
+                     f"{carried} extra synapses (one identity tap each); the layers store {stored} weights, "
+                     f"{nonzero} nonzero (a layer with carried channels is one groups-1 kernel)" if carried
+                     else "a chain: no shortcut carried")
     return out, meta
 
 

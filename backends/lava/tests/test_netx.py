@@ -339,7 +339,9 @@ def test_tiny_residual_by_hand(tmp_path):
                 assert np.array_equal(w[D + (k * 2 + qy) * 2 + qx], e) and e.max() > 0
     wc = ls[3].arrays["weight"]  # c's layer: b's 1x1 at the centre, the shortcut taps on a's phase (1, 1)
     assert tuple(ls[3].arrays["padding"]) == (1, 1) and wc.shape == (D, D + 4 * D, 3, 3)
-    assert meta["carriedNeurons"] == 4 * D * 4 and "64 extra binary neurons" in meta["notes"]
+    assert meta["carriedNeurons"] == 4 * D * 4 and meta["notes"].startswith(
+        "shortcuts carried as pass-through channels: 64 extra binary neurons (66.7% more than the network's 96) "
+        "and 64 extra synapses (one identity tap each)")
     path = tmp_path / "tiny.net"
     path.write_bytes(netx.write(ls, meta))
     netx.validate(path.read_bytes())
@@ -356,6 +358,9 @@ def test_tiny_residual_by_hand(tmp_path):
     assert out == 9.0
 
 
+_FAST_CONV_WEIGHTS: dict = {}  # per Lava process (filled after the fork): its float, flipped kernel
+
+
 def _fast_conv(input_, weight, kernel_size, stride, padding, dilation, groups):
     """lava.proc.conv.utils.conv_scipy's exact result (the same float64 sums of integers) as one
     matrix product per kernel tap instead of a scipy convolve2d per (output, input) channel pair:
@@ -363,13 +368,16 @@ def _fast_conv(input_, weight, kernel_size, stride, padding, dilation, groups):
     x, y, cin = input_.shape
     out_ch = weight.shape[0]
     dk = [dilation[i] * (kernel_size[i] - 1) + 1 for i in range(2)]
-    wd = np.zeros((out_ch, dk[0], dk[1], weight.shape[-1]))
-    wd[:, ::dilation[0], ::dilation[1], :] = weight
-    wf = wd[:, ::-1, ::-1, :]  # convolve2d flips the kernel
+    key = (id(weight), weight.shape, tuple(dk), groups)  # a process model's weights stay fixed during a run
+    if key not in _FAST_CONV_WEIGHTS:
+        wd = np.zeros((out_ch, dk[0], dk[1], weight.shape[-1]))
+        wd[:, ::dilation[0], ::dilation[1], :] = weight
+        wf = wd[:, ::-1, ::-1, :]  # convolve2d flips the kernel
+        _FAST_CONV_WEIGHTS[key] = (weight, wf.reshape(groups, out_ch // groups, dk[0], dk[1], cin // groups))
+    wg = _FAST_CONV_WEIGHTS[key][1]
     a = np.pad(input_.astype(np.float64), ((padding[0], padding[0]), (padding[1], padding[1]), (0, 0)))
     xo, yo = (a.shape[0] - dk[0]) // stride[0] + 1, (a.shape[1] - dk[1]) // stride[1] + 1
     out = np.zeros((xo, yo, groups, out_ch // groups))
-    wg = wf.reshape(groups, out_ch // groups, dk[0], dk[1], cin // groups)
     for i in range(dk[0]):
         for j in range(dk[1]):
             if not wg[:, :, i, j].any():
@@ -425,7 +433,8 @@ def test_export_netx_of_the_shipped_digits_cnn_runs_exactly_in_lava(tmp_path, mo
     lines = p.stdout.splitlines()
     assert lines[0].startswith(f"wrote {tmp_path / 'd.net'} (lava-dl netx")
     m = re.fullmatch(r"shortcuts carried as pass-through channels: (\d+) extra binary neurons \((\d+\.\d)% more than "
-                     r"the network's (\d+)\) and (\d+) extra synapses \(one identity tap each\)", lines[1])
+                     r"the network's (\d+)\) and (\d+) extra synapses \(one identity tap each\); the layers store (\d+) "
+                     r"weights, (\d+) nonzero \(a layer with carried channels is one groups-1 kernel\)", lines[1])
     assert m, lines
     art = snncc.load(str(tmp_path / "out"))
     g, relowered = fanin_deployed(art.traced, art.deployed)
@@ -439,6 +448,8 @@ def test_export_netx_of_the_shipped_digits_cnn_runs_exactly_in_lava(tmp_path, mo
     own = sum(math.prod(g[f].shape) * D for f in fires)
     carried = sum(math.prod(d["shape"]) for d in ls if "neuron" in d) - own
     assert int(m.group(1)) == int(m.group(4)) == carried and int(m.group(3)) == own
+    assert int(m.group(5)) == sum(d["weight"].size for d in ls if "weight" in d)
+    assert int(m.group(6)) == sum(int(np.count_nonzero(d["weight"])) for d in ls if "weight" in d)
     # stem 16 channels x D over 5 layers, block1 sepconv 64 x D over 2, downsample 32 x D over 5 (phases at
     # 4x4 after the stride-2 layer), block2 sepconv 128 x D over 2
     assert carried == D * (16 * 64 * 5 + 64 * 64 * 2 + 32 * 64 * 5 + 128 * 16 * 2)
