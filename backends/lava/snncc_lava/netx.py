@@ -78,7 +78,7 @@ import numpy as np
 from snncc.errors import TargetError
 from snncc.ir.graph import Graph
 from snncc_lava.fixed import W_MIN, QNetwork, quantize
-from snncc_lava.network import Network, TreeEvaluator, build, pool_nodes, tree_nodes
+from snncc_lava.network import Network, build, pool_nodes, tree_nodes
 
 FORMAT = "snncc-netx/1"
 TYPES = ("input", "conv", "flatten", "dense")

@@ -1,7 +1,8 @@
 """netx HDF5 export: lava-dl 0.6.0's own reader runs it in Lava with snncc's fixed-point counts (ConvChain
-with host input, a spike-input MLP over T = 2); the layout (identity input, D threshold copies)
-validated against the netx schema; deterministic bytes; every node netx cannot express named
-(stateful neurons, residual fan-in, attention, pooling)."""
+with host input, a spike-input MLP over T = 2, a tiny residual graph counted by hand, the shipped digits
+CNN through the installed command); the layout (identity input, D threshold copies, carried shortcut
+channels) validated against the netx schema; deterministic bytes; every node netx cannot express named
+(stateful neurons, a shortcut from the input, attention, pooling feeding a conv layer)."""
 
 from __future__ import annotations
 
@@ -404,6 +405,7 @@ def test_fast_conv_equals_lavas_scipy_conv():
         assert got.shape == want.shape and np.array_equal(got, want)
 
 
+@pytest.mark.slow  # about 35 CPU seconds: compile, export-netx and a 15-layer Lava run of 2 digits
 def test_export_netx_of_the_shipped_digits_cnn_runs_exactly_in_lava(tmp_path, monkeypatch):
     """The README's digits CNN (two residual blocks with membrane shortcuts, a stride-2 downsample,
     a depthwise conv, the global mean before the head neuron), compiled the default way and written
