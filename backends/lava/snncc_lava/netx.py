@@ -415,8 +415,10 @@ def _conv_layer(g: Graph, c, names: list[str], held: Held, mats: dict, carry: li
     else:
         src = ", ".join(names[p] for p in sorted(mats))
         if fail:
-            raise TargetError(f"node {c.name}: the carried shortcut channels cannot follow this layer's spatial map "
-                              f"({fail}) -- netx would lose their positions", where="netx export")
+            kept = ", ".join(names[p] for p in sorted({int(x) for x in ch_pop[carried]}))
+            raise TargetError(f"node {c.name}: the shortcut from {kept} cannot be carried through this layer "
+                              f"({fail}: not stride x output size, or no tap per stride phase) -- netx would lose "
+                              f"positions", where="netx export")
         raise TargetError(f"node {c.name}: its input from {src} is not one convolution over the held channels",
                           where="netx export")
     twins = {}

@@ -471,3 +471,25 @@ def test_export_netx_of_the_shipped_digits_cnn_runs_exactly_in_lava(tmp_path, mo
     monkeypatch.setattr(utils, "conv_scipy", _fast_conv)  # before Lava forks its processes
     spikes, v = run_netx_reader(tmp_path / "d.net", frames, 24, K)
     assert_netx_equals_fixed(g, fires, spikes, v, ref, K)
+
+
+def test_refuses_a_carry_through_a_shrinking_layer():
+    """A 3x3 conv without padding between a shortcut's source and its sum (4x4 -> 2x2): a carried
+    channel cannot keep a's 16 positions in b's 2x2 layer; one line names the layer and the source."""
+    fire = {"D": 4, "theta": 1.0, "beta": 0.0, "norm": 1.0, "rounding": "floor", "stateful": False}
+    conv = {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1)}
+    g = Graph([
+        Node("x", "input", [], {"kind": "spike", "shape": (1, 4, 4)}),
+        Node("ca", "conv", ["x"], conv, {"weight": np.ones((1, 1, 1, 1))}), Node("a", "fire", ["ca"], fire),
+        Node("cb", "conv", ["a"], conv, {"weight": np.ones((1, 1, 3, 3))}), Node("b", "fire", ["cb"], fire),
+        Node("cc", "conv", ["b"], conv, {"weight": np.ones((1, 1, 1, 1))}),
+        Node("cs", "conv", ["a"], conv, {"weight": np.ones((1, 1, 3, 3))}), Node("s", "add", ["cc", "cs"]),
+        Node("c", "fire", ["s"], fire), Node("flat", "reshape", ["c"], {"shape": (4,)}),
+        Node("h", "linear", ["flat"], {}, {"weight": np.ones((1, 4)), "bias": np.zeros(1)}),
+        Node("o", "output", ["h"])]).verify()
+    assert netx.problems(g) == []
+    with pytest.raises(TargetError) as e:
+        netx.export(g)
+    assert e.value.where == "netx export" and e.value.what == (
+        "node b: the shortcut from a cannot be carried through this layer (4x4 -> 2x2 with stride 1x1, padding 0x0, "
+        "kernel 3x3: not stride x output size, or no tap per stride phase) -- netx would lose positions")
