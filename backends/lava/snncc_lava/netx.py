@@ -5,12 +5,15 @@ the gap. Written with h5py; `validate` re-reads a file against the schema netx r
 
 What netx offers (read in lava-dl 0.6.0's netx/hdf5.py and lava-nc 0.10.0's LIF models): layers
 'input', 'conv', 'flatten', 'dense' in sequence, one input each ('pool', 'average', 'concat',
-'convT', 'unpool' raise NotImplementedError; no add or merge layer); neurons 'CUBA' (Lava LIF: u = u * (1 - du/4096) + (a << 6),
-v = v * (1 - dv/4096) + u + (bias << 6), one binary spike when v > vThMant << 6, then v = 0), SDNN
-(sigma-delta, ReLU: no floor/cap) and resonate-and-fire; graded spikes only from sigma-delta
-neurons and the network input (`input_message_bits`); an optional pipelined reset of every
-neuron (`Network(..., reset_interval=R)`: u = v = 0 at the start of the step). snncc's window
-neuron (n = clip(floor(v / theta), 0, D) spikes per window) maps onto this exactly as follows.
+'convT', 'unpool' raise NotImplementedError; no add or merge layer); neurons 'CUBA' (Lava LIF:
+u = u * (1 - du/4096) + (a << 6), v = v * (1 - dv/4096) + u + (bias << 6), bias_exp fixed at 6,
+one binary spike when v > vThMant << 6, then v = 0), SDNN (sigma-delta, ReLU: no floor/cap) and
+resonate-and-fire; graded spikes only from sigma-delta neurons and the network input
+(`input_message_bits`); synaptic delays only on dense layers (`delay`; conv has none), so a carried
+shortcut is delayed by its pass-through layers, not by delays; an optional pipelined reset of every
+neuron (`Network(..., reset_interval=R)`: LIFReset, u = v = 0 at the start of the step, layer i's
+phase offset by i). snncc's window neuron (n = clip(floor(v / theta), 0, D) spikes per window)
+maps onto this exactly as follows.
 
 Layout (one netx step = one snncc window, i.e. one training timestep; load with
 `Network(path, reset_interval=1, input_message_bits=snncc/inputMessageBits)`):
@@ -220,12 +223,12 @@ def layers(g: Graph, net: Network | None = None, qnet: QNetwork | None = None) -
         q = qnet.populations.get(c.name)
         copies = D if fire else 1
         carry = [i + 1 for i in range(m) if last.get(names[i + 1], -1) > m]  # earlier populations read after m
+        w_carry = _carry_weight(c, int(q.vth)) if carry else 0
         if fire and q.host_input:  # identity synapses: the host sends the activation itself
             layer, held = _host_layer(c, code[c.name], D)
         else:
             target = c.name if fire else "output"
             mats = {code[s]: projs[(s, target)].weight for s in reads[c.name]}
-            w_carry = _carry_weight(c, int(q.vth)) if carry else 0
             if len(c.shape) == 3 and len(held.shape) == 3:
                 layer, held = _conv_layer(g, c, names, held, mats, carry, copies, w_carry)
             else:
@@ -235,8 +238,8 @@ def layers(g: Graph, net: Network | None = None, qnet: QNetwork | None = None) -
                 layer, held = _dense_layer(c, code.get(c.name, len(names)), held, mats, carry, copies, w_carry)
         if fire:
             main = _copy_biases(c, q, D, per_channel=layer.type == "conv")
-            extra = (layer.arrays["weight"].shape[0] - main.size)
-            layer.arrays["bias"] = np.concatenate([main, np.full(extra, int(q.vth) - w_carry if extra else 0, np.int64)])
+            extra = layer.arrays["weight"].shape[0] - main.size  # carry neurons: bias vth - w
+            layer.arrays["bias"] = np.concatenate([main, np.full(extra, int(q.vth) - w_carry, np.int64)])
             layer.neuron = {**NEURON, "vThMant": int(q.vth) - 1}
         layer.node = c.name
         out.append(layer)
@@ -437,8 +440,8 @@ def _conv_layer(g: Graph, c, names: list[str], held: Held, mats: dict, carry: li
         ch, qy, qx = (np.array(a) for a in zip(*phases))
         w[n_main + np.arange(len(phases)), ch, (qy + py) // dy, (qx + px) // dx] = w_carry
     main = _main(names.index(c.name) if c.name in names else len(names), tuple(c.shape), copies)
-    new = Held(*(np.concatenate([getattr(main, a)] + [getattr(held, a)[ch, qy::sy, qx::sx][None] for ch, qy, qx in phases])
-                 for a in ("pop", "idx", "copy")))
+    new = Held(*(np.concatenate([getattr(main, a)] + [getattr(held, a)[ch, qy::sy, qx::sx][None]
+                                                      for ch, qy, qx in phases]) for a in ("pop", "idx", "copy")))
     groups = 1
     if not carried.size:  # a grouped conv (depthwise) stays grouped: Lava's Conv model keeps groups in int8
         gs = {int(t.attrs.get("groups", 1)) for t in tree_nodes(g, c)[0] if t.op == "conv"}
