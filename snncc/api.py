@@ -404,16 +404,19 @@ class Deployment:
                               "(the same function: NIR sums a node's incoming edges)")
         return ex
 
-    def export_file(self, fmt: str, path: str) -> None:
+    def export_file(self, fmt: str, path: str) -> list[str]:
         """Write the deployed graph in a chip format an installed target exports (`netx`: the loihi
         target's lava-dl HDF5) to `path`, atomically; relayed residual streams are first lowered to
-        fan-in from the traced graph, as for NIR. A TargetError names what the format cannot express."""
+        fan-in from the traced graph, as for NIR. Returns the target's notes on the file (netx: what
+        carrying the shortcuts costs). A TargetError names what the format cannot express."""
         from snncc.compiler import fanin_deployed
         from snncc.targets import exporter
 
         target = exporter(fmt)
         graph, _ = fanin_deployed(self.traced, self.deployed)
-        artifact.write_bytes(path, target.export_file(fmt, graph))
+        data = target.export_file(fmt, graph)
+        artifact.write_bytes(path, data)
+        return target.export_notes(fmt, data)
 
     def listing(self, level: str = "deployed") -> str:
         """The graph listing of `snncc inspect` (level "deployed" or "traced")."""

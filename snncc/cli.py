@@ -638,9 +638,11 @@ COMMANDS["export-nir"] = cmd_export_nir
 
 
 def cmd_export_netx(args) -> int:
-    _read_artefact(args.out).export_file("netx", args.file)
+    notes = _read_artefact(args.out).export_file("netx", args.file)
     print(f"wrote {args.file} (lava-dl netx HDF5: load with Network(path, reset_interval=1, input_message_bits=its "
           "snncc/inputMessageBits); one netx step per window)")
+    for line in notes:
+        print(line)
     return 0
 
 

@@ -159,6 +159,10 @@ class Target(ABC):
         """The bytes of file format `fmt` (one of `exports`) for a deployed graph, from any artefact."""
         raise TargetError(f"target {self.name} writes no {fmt} files", where=f"export-{fmt}")
 
+    def export_notes(self, fmt: str, data: bytes) -> list[str]:
+        """Lines `snncc export-FORMAT` prints after writing `data` (what the file costs or loses)."""
+        return []
+
 
 class SimTarget(Target):
     name = "sim"

@@ -4,13 +4,16 @@ fixed-point simulation (`fixed.simulate_fixed` of the 'netx' quantisation), or a
 the gap. Written with h5py; `validate` re-reads a file against the schema netx reads.
 
 What netx offers (read in lava-dl 0.6.0's netx/hdf5.py and lava-nc 0.10.0's LIF models): layers
-'input', 'conv', 'flatten', 'dense' in sequence ('pool', 'average', 'concat', 'convT', 'unpool'
-raise NotImplementedError); neurons 'CUBA' (Lava LIF: u = u * (1 - du/4096) + (a << 6),
-v = v * (1 - dv/4096) + u + (bias << 6), one binary spike when v > vThMant << 6, then v = 0), SDNN
-(sigma-delta, ReLU: no floor/cap) and resonate-and-fire; graded spikes only from sigma-delta
-neurons and the network input (`input_message_bits`); an optional pipelined reset of every
-neuron (`Network(..., reset_interval=R)`: u = v = 0 at the start of the step). snncc's window
-neuron (n = clip(floor(v / theta), 0, D) spikes per window) maps onto this exactly as follows.
+'input', 'conv', 'flatten', 'dense' in sequence, one input each ('pool', 'average', 'concat',
+'convT', 'unpool' raise NotImplementedError; no add or merge layer); neurons 'CUBA' (Lava LIF:
+u = u * (1 - du/4096) + (a << 6), v = v * (1 - dv/4096) + u + (bias << 6), bias_exp fixed at 6,
+one binary spike when v > vThMant << 6, then v = 0), SDNN (sigma-delta, ReLU: no floor/cap) and
+resonate-and-fire; graded spikes only from sigma-delta neurons and the network input
+(`input_message_bits`); synaptic delays only on dense layers (`delay`; conv has none), so a carried
+shortcut is delayed by its pass-through layers, not by delays; an optional pipelined reset of every
+neuron (`Network(..., reset_interval=R)`: LIFReset, u = v = 0 at the start of the step, layer i's
+phase offset by i). snncc's window neuron (n = clip(floor(v / theta), 0, D) spikes per window)
+maps onto this exactly as follows.
 
 Layout (one netx step = one snncc window, i.e. one training timestep; load with
 `Network(path, reset_interval=1, input_message_bits=snncc/inputMessageBits)`):
@@ -30,6 +33,21 @@ Layout (one netx step = one snncc window, i.e. one training timestep; load with
   the netx input is that population's integer activation (`fixed.host_activation`, 24-bit graded,
   `snncc/input` names it), entering through identity synapses (a 1x1 depthwise conv with weight 1,
   or an identity dense). A spike input enters as graded counts (8 bits).
+- Shortcuts (residual fan-in: a consumer reading populations other than the previous layer) are
+  carried as pass-through channels: every layer between a source and its last consumer gets extra
+  output channels, one binary CUBA neuron per element of each of the source's D copies, whose one
+  identity synapse (weight w, bias vth - w: it fires iff the copy it reads fired) repeats the copy
+  one step later, exactly as the main path advances one step per layer, so a source's window
+  reaches its consumer in the same step as the main path's. A consumer's layer then reads its main
+  input and the carried channels side by side: its kernel (or dense matrix) is recovered from the
+  consumer's quantised projection matrices over whatever channels hold each source (`Held`), and
+  checked to reproduce them exactly. Through a conv layer a carried channel is a 1-hot kernel at the
+  tap reading input row y * stride + q, one channel per stride phase q (a stride-2 layer carries an
+  8x8 map as four 4x4 phase channels; the consumer's kernel reads the phases), so no position is
+  lost; a layer whose spatial map the carry cannot follow that way is refused naming it. Through a
+  dense layer a carried element is one identity row. Layers with carried channels are written with
+  groups 1 (the carry's zero taps cost kernel entries, not synapses; weights are stored gzip
+  compressed). The cost (carried neurons, one synapse each) is in `snncc/notes`.
 - `layer/<i>`: `type` (1,) 'S10' ASCII; `shape` (C, H, W) (netx reverses it to (x, y, f)) or (N,);
   conv `weight` (C_out, C_in/groups, kh, kw) PyTorch layout (netx flips and transposes it, Lava's
   Conv flips it back: a correlation), `stride`/`padding`/`dilation` (y, x), `groups`; dense
@@ -43,9 +61,11 @@ scale that keeps bias + beta - (D - 1) vth inside the 13-bit mantissa.
 
 Refused with one TargetError naming every such node (what netx cannot express): stateful neurons
 (the membrane must carry v - n * theta across timesteps; netx resets to zero on a spike and the
-per-step reset clears it), fan-in from more than one source (residual / membrane shortcuts: netx
-has no add or merge layer), a source that is not the previous layer, spike products (attention),
-pooling that does not fold into a following dense layer (netx has no pool layer), relays.
+per-step reset clears it), a shortcut from the network input (it enters the first layer only),
+spike products (attention), pooling feeding a conv layer (netx has no pool layer; pooling that ends
+in a dense layer folds into its matrix), max pooling of spikes, relays (the export re-lowers them
+to fan-in from the traced graph), a conv layer whose input is not one convolution of the held
+channels (upsampling, say). Concat is no IR op (netx's concat layer raises NotImplementedError).
 Files are deterministic bytes: every dataset is written with track_times=False.
 """
 
@@ -61,7 +81,7 @@ import numpy as np
 from snncc.errors import TargetError
 from snncc.ir.graph import Graph
 from snncc_lava.fixed import W_MIN, QNetwork, quantize
-from snncc_lava.network import Network, TreeEvaluator, build, pool_nodes, tree_nodes
+from snncc_lava.network import Network, build, pool_nodes, tree_nodes
 
 FORMAT = "snncc-netx/1"
 TYPES = ("input", "conv", "flatten", "dense")
@@ -70,8 +90,9 @@ HOST_MESSAGE_BITS = 24  # graded input: the host's 24-bit encoding activations
 SPIKE_MESSAGE_BITS = 8  # graded input: spike counts per timestep
 BIAS_MIN, BIAS_MAX = -4096, 4095  # Lava LIF bias_mant: 13-bit signed
 POOL_OPS = ("pool", "mean")
-CHAIN = ("netx layers are a chain, one input each (lava-dl 0.6.0's reader has no add or merge layer: "
-         "'concat' and 'average' raise NotImplementedError)")
+INPUT_ONCE = ("netx's input enters the first layer only (shortcuts are carried from neuron layers; "
+              "the network input is not a population of threshold copies)")
+MAX_GROUPS = 127  # Lava's Conv process model holds `groups` as np.int8 (lava/proc/conv/models.py)
 
 
 @dataclass
@@ -81,6 +102,34 @@ class Layer:
     arrays: dict = field(default_factory=dict)  # weight, bias, stride, ... (numpy)
     neuron: dict | None = None
     node: str = ""  # the IR fire (or output) this layer computes
+    carried: int = 0  # neurons of this layer that carry a shortcut (copies of an earlier population)
+
+
+@dataclass
+class Held:
+    """What a netx tensor (a layer's output) holds, per element: the population it copies (`pop`,
+    an index into the export's population names), that population's neuron (`idx`, flat) and the
+    threshold copy (`copy`). Arrays have the tensor's netx shape (C, H, W) or (N,)."""
+    pop: np.ndarray
+    idx: np.ndarray
+    copy: np.ndarray
+
+    @property
+    def shape(self) -> tuple:
+        return self.pop.shape
+
+    def flat(self) -> "Held":
+        return Held(self.pop.reshape(-1), self.idx.reshape(-1), self.copy.reshape(-1))
+
+
+def _main(code: int, shape: tuple, copies: int) -> Held:
+    """A population's own neurons as `copies` threshold copies, channel-major: neuron (c, pos) is
+    channels c * copies + k of a conv tensor, neuron n elements n * copies + k of a flat one."""
+    n = np.arange(math.prod(shape)).reshape(shape[0], 1, *shape[1:])
+    idx = np.broadcast_to(n, (shape[0], copies) + tuple(shape[1:])).reshape((shape[0] * copies,) + tuple(shape[1:]))
+    cp = np.broadcast_to(np.arange(copies).reshape((1, copies) + (1,) * (len(shape) - 1)), (shape[0], copies) +
+                         tuple(shape[1:])).reshape(idx.shape)
+    return Held(np.full(idx.shape, code), idx.copy(), cp.copy())
 
 
 def problems(g: Graph) -> list[str]:
@@ -99,22 +148,19 @@ def problems(g: Graph) -> list[str]:
         elif n.op == "relay":
             out.append(f"node {n.name}: relay (residual-stream accumulator, graded) -- netx has no relay layer")
     out += [f"node {n.name}: max pooling of spikes -- netx has no max-pool layer" for n in pool_nodes(g)]
-    prev = in_name
     consumers = [n for n in g.nodes if n.op == "fire"] + [g.output]
-    for c in consumers:
+    for i, c in enumerate(consumers):
         tree, leaves = tree_nodes(g, c)
         if any(t.op == "spike_product" for t in tree):
             pass  # named by its spike_product node
-        elif len(leaves) > 1:
-            out.append(f"node {c.name}: fan-in from {', '.join(leaves)} (residual / shortcut) -- {CHAIN}")
-        elif leaves and leaves[0] != prev:
-            out.append(f"node {c.name}: reads {leaves[0]}, not the previous layer {prev} -- netx layers are sequential")
-        for t in tree:
-            if t.op in POOL_OPS and not _folds_into_linear(g, t, {x.name for x in tree}):
+        elif in_name in leaves and (i > 0 or len(leaves) > 1):
+            others = [s for s in leaves if s != in_name]
+            out.append(f"node {c.name}: reads the network input ({in_name})" + (f" beside {', '.join(others)}" if others
+                       else f" after {consumers[0].name}") + f" -- {INPUT_ONCE}")
+        for t in tree:  # a dense layer (1-D consumer) takes any pooling into its matrix; a conv layer cannot
+            if t.op in POOL_OPS and len(c.shape) > 1 and not _folds_into_linear(g, t, {x.name for x in tree}):
                 out.append(f"node {t.name}: {t.op} pooling feeding {c.name} -- netx has no pooling layer "
-                           f"(only pooling followed by a linear layer folds into its dense weights)")
-        if c.op == "fire":
-            prev = c.name
+                           f"(only pooling that ends in a dense layer folds into its weights)")
     return sorted(set(out), key=lambda s: (order.get(s.split(":")[0].removeprefix("node "), -1), s))
 
 
@@ -126,12 +172,14 @@ def _folds_into_linear(g: Graph, node, tree: set[str]) -> bool:
     return all(u.op == "linear" or _folds_into_linear(g, u, tree) for u in users)
 
 
-def _conv_node(g: Graph, consumer):
-    """The single 2-D conv node forming `consumer`'s whole tree, or None."""
-    tree, leaves = tree_nodes(g, consumer)
-    if len(tree) == 1 and tree[0].op == "conv" and tree[0].params["weight"].ndim == 4 and tree[0].inputs == leaves:
-        return tree[0]
-    return None
+def _carry_weight(c, vth: int) -> int:
+    """The identity synapse of a carry neuron: with bias vth - w, it fires (one spike) exactly when
+    the copy it carries fired (w + vth - w >= vth; vth - w < vth)."""
+    w = max(2, vth - BIAS_MAX + (vth - BIAS_MAX) % 2)
+    if w > 254:
+        raise TargetError(f"node {c.name}: threshold mantissa {vth} leaves no 8-bit identity weight for the carried "
+                          f"shortcut channels (bias vth - w must fit 13 bits)", where="netx export")
+    return w
 
 
 def layers(g: Graph, net: Network | None = None, qnet: QNetwork | None = None) -> tuple[list[Layer], dict]:
@@ -161,59 +209,51 @@ def layers(g: Graph, net: Network | None = None, qnet: QNetwork | None = None) -
             "outputScale": qnet.output_scale, "outputBias": np.asarray(net.output_const, np.float64)}
     out = [Layer("input", in_shape)]
     projs = {(p.source, p.target): p for p in qnet.projections}
-    prev_shape, prev_copies = in_shape, 1
-    for c in fires + [g.output]:
+    consumers = fires + [g.output]
+    names = [in_node.name] + [c.name for c in fires]  # population codes: 0 the input, i + 1 consumer i
+    code = {s: i for i, s in enumerate(names)}
+    reads = {c.name: tree_nodes(g, c)[1] for c in consumers}
+    last = {}  # population -> the last consumer (position) reading it
+    for m, c in enumerate(consumers):
+        for s in reads[c.name]:
+            last[s] = m
+    held = _main(0, in_shape, 1)
+    for m, c in enumerate(consumers):
         fire = c.op == "fire"
         q = qnet.populations.get(c.name)
         copies = D if fire else 1
-        conv = _conv_node(g, c)
+        carry = [i + 1 for i in range(m) if last.get(names[i + 1], -1) > m]  # earlier populations read after m
+        w_carry = _carry_weight(c, int(q.vth)) if carry else 0
         if fire and q.host_input:  # identity synapses: the host sends the activation itself
-            n_ch = c.shape[0]
-            if len(c.shape) == 3:
-                conv_w = np.ones((n_ch * D, 1, 1, 1), np.int64)
-                geom = {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1), "groups": n_ch}
-            else:
-                conv_w, geom = None, None
-                w = np.repeat(np.eye(math.prod(c.shape), dtype=np.int64), D, axis=0)
+            layer, held = _host_layer(c, code[c.name], D)
         else:
-            _, leaves = tree_nodes(g, c)
-            w = projs[(leaves[0], c.name if fire else "output")].weight.toarray().astype(np.int64)
-            if fire and conv is not None:
-                k = _conv_from_matrix(conv, w, g[leaves[0]].shape, c.shape)
-                conv_w = np.repeat(np.repeat(k, prev_copies, axis=1), copies, axis=0)
-                a = conv.attrs
-                geom = {k_: a[k_] for k_ in ("stride", "padding", "dilation", "groups")}
+            target = c.name if fire else "output"
+            mats = {code[s]: projs[(s, target)].weight for s in reads[c.name]}
+            if len(c.shape) == 3 and len(held.shape) == 3:
+                layer, held = _conv_layer(g, c, names, held, mats, carry, copies, w_carry)
             else:
-                conv_w = None
-                w = np.repeat(w[:, _expanded_columns(prev_shape, prev_copies)], copies, axis=0)
-        if conv_w is None and len(prev_shape) > 1:
-            out.append(Layer("flatten", (math.prod(prev_shape) * prev_copies, 1, 1)))
-        if conv_w is not None:
-            arrays = {"weight": conv_w, "stride": np.array(geom["stride"], np.int64),
-                      "padding": np.array(geom["padding"], np.int64), "dilation": np.array(geom["dilation"], np.int64),
-                      "groups": np.int64(geom["groups"]), "inChannels": np.int64(prev_shape[0] * prev_copies),
-                      "outChannels": np.int64(conv_w.shape[0]), "kernelSize": np.array(conv_w.shape[2:], np.int64)}
-            shape = (c.shape[0] * copies,) + tuple(c.shape[1:])
-            layer = Layer("conv", shape, arrays)
-        else:
-            arrays = {"weight": w, "inFeatures": np.int64(w.shape[1]), "outFeatures": np.int64(w.shape[0])}
-            layer = Layer("dense", (w.shape[0],), arrays)
+                if len(held.shape) > 1:
+                    out.append(Layer("flatten", (math.prod(held.shape), 1, 1)))
+                    held = held.flat()
+                layer, held = _dense_layer(c, code.get(c.name, len(names)), held, mats, carry, copies, w_carry)
         if fire:
-            layer.arrays["bias"] = _copy_biases(c, q, D, per_channel=conv_w is not None)
+            main = _copy_biases(c, q, D, per_channel=layer.type == "conv")
+            extra = layer.arrays["weight"].shape[0] - main.size  # carry neurons: bias vth - w
+            layer.arrays["bias"] = np.concatenate([main, np.full(extra, int(q.vth) - w_carry, np.int64)])
             layer.neuron = {**NEURON, "vThMant": int(q.vth) - 1}
         layer.node = c.name
         out.append(layer)
-        prev_shape, prev_copies = tuple(c.shape), copies
+    neurons = sum(math.prod(ly.shape) for ly in out[1:] if ly.neuron is not None)
+    carried = sum(ly.carried for ly in out)
+    meta["carriedNeurons"] = carried
+    stored = sum(ly.arrays["weight"].size for ly in out if "weight" in ly.arrays)
+    nonzero = sum(int(np.count_nonzero(ly.arrays["weight"])) for ly in out if "weight" in ly.arrays)
+    meta["notes"] = (f"shortcuts carried as pass-through channels: {carried} extra binary neurons "
+                     f"({carried / max(neurons - carried, 1):.1%} more than the network's {neurons - carried}) and "
+                     f"{carried} extra synapses (one identity tap each); the layers store {stored} weights, "
+                     f"{nonzero} nonzero (a layer with carried channels is one groups-1 kernel)" if carried
+                     else "a chain: no shortcut carried")
     return out, meta
-
-
-def _expanded_columns(shape: tuple, copies: int) -> np.ndarray:
-    """For each input of a layer fed by `copies` threshold copies per neuron (channel-major: neuron
-    (c, pos) is inputs (c * copies + k, pos)), the flat index of the neuron it copies."""
-    C = shape[0]
-    R = math.prod(shape[1:]) if len(shape) > 1 else 1
-    orig = np.arange(C)[:, None, None] * R + np.arange(R)[None, None, :]
-    return np.broadcast_to(orig, (C, copies, R)).reshape(-1)
 
 
 def _copy_biases(c, q, D: int, per_channel: bool) -> np.ndarray:
@@ -236,38 +276,187 @@ def _copy_biases(c, q, D: int, per_channel: bool) -> np.ndarray:
     return out
 
 
-def _conv_from_matrix(conv, m: np.ndarray, in_shape: tuple, out_shape: tuple) -> np.ndarray:
-    """Recover the integer conv kernel from the quantised dense matrix of that conv (each matrix
-    entry is exactly one kernel tap, so the mantissas are the same), checking every tap agrees."""
-    w = conv.params["weight"]
-    Co, Cig, kh, kw = w.shape
-    a = conv.attrs
-    g = a["groups"]
-    (sy, sx), (py, px), (dy, dx) = a["stride"], a["padding"], a["dilation"]
-    C, H, W = in_shape
-    _, Ho, Wo = out_shape
-    k = np.zeros(w.shape, np.int64)
-    seen = np.zeros(w.shape, bool)
-    M = m.reshape(Co, Ho, Wo, C, H, W)
-    for o in range(Co):
-        grp = o // (Co // g)
-        for ci in range(Cig):
-            c = grp * Cig + ci
-            for i in range(kh):
-                for j in range(kw):
-                    for y in range(Ho):
-                        iy = y * sy - py + i * dy
-                        if not 0 <= iy < H:
-                            continue
-                        for x in range(Wo):
-                            ix = x * sx - px + j * dx
-                            if 0 <= ix < W:
-                                v = int(M[o, y, x, c, iy, ix])
-                                if seen[o, ci, i, j] and k[o, ci, i, j] != v:
-                                    raise TargetError(f"conv {conv.name}: tap ({o},{ci},{i},{j}) quantised inconsistently",
-                                                      where="netx export")
-                                k[o, ci, i, j], seen[o, ci, i, j] = v, True
+def _host_layer(c, code: int, D: int) -> tuple[Layer, Held]:
+    n_ch = c.shape[0]
+    if len(c.shape) == 3:
+        arrays = {"weight": np.ones((n_ch * D, 1, 1, 1), np.int64), "stride": np.array((1, 1)),
+                  "padding": np.array((0, 0)), "dilation": np.array((1, 1)), "groups": np.int64(n_ch)}
+        layer = Layer("conv", (n_ch * D,) + tuple(c.shape[1:]), _conv_arrays(arrays, n_ch))
+    else:
+        w = np.repeat(np.eye(math.prod(c.shape), dtype=np.int64), D, axis=0)
+        layer = Layer("dense", (w.shape[0],), {"weight": w, "inFeatures": np.int64(w.shape[1]),
+                                               "outFeatures": np.int64(w.shape[0])})
+    return layer, _main(code, tuple(c.shape), D)
+
+
+def _conv_arrays(a: dict, in_channels: int) -> dict:
+    w = a["weight"]
+    return {**{k: np.asarray(v, np.int64) for k, v in a.items() if k != "weight"}, "weight": w,
+            "inChannels": np.int64(in_channels), "outChannels": np.int64(w.shape[0]),
+            "kernelSize": np.array(w.shape[2:], np.int64)}
+
+
+def _dense_layer(c, code: int, held: Held, mats: dict, carry: list[int], copies: int, w_carry: int):
+    """A dense layer: the consumer's matrices read through the held columns, rows repeated over the
+    copies, then one identity row per carried element."""
+    n = math.prod(c.shape)
+    w = np.zeros((n, held.pop.size), np.int64)
+    for p, m in mats.items():
+        cols = np.nonzero(held.pop == p)[0]
+        w[:, cols] = m.tocsc()[:, held.idx[cols]].toarray()
+    w = np.repeat(w, copies, axis=0)
+    kept = np.nonzero(np.isin(held.pop, carry))[0]
+    eye = np.zeros((kept.size, held.pop.size), np.int64)
+    eye[np.arange(kept.size), kept] = w_carry
+    w = np.concatenate([w, eye])
+    main = _main(code, (n,), copies)
+    new = Held(np.concatenate([main.pop, held.pop[kept]]), np.concatenate([main.idx, held.idx[kept]]),
+               np.concatenate([main.copy, held.copy[kept]]))
+    layer = Layer("dense", (w.shape[0],), {"weight": w, "inFeatures": np.int64(w.shape[1]),
+                                           "outFeatures": np.int64(w.shape[0])}, carried=int(kept.size))
+    return layer, new
+
+
+def _geometries(g: Graph, c, held_hw: tuple, coo) -> list[tuple]:
+    """Candidate (stride, padding, kernel, dilation) pairs of the consumer's conv layer: the IR convs'
+    own (largest kernel first), then the smallest box around the matrices' taps."""
+    tree, _ = tree_nodes(g, c)
+    cands = []
+    for t in tree:
+        if t.op == "conv" and t.params["weight"].ndim == 4:
+            a = t.attrs
+            cands.append((tuple(a["stride"]), tuple(a["padding"]), tuple(t.params["weight"].shape[2:]),
+                          tuple(a["dilation"])))
+    cands.sort(key=lambda k: -k[2][0] * k[2][1])
+    (Hi, Wi), (Ho, Wo) = held_hw, tuple(c.shape[1:])
+    _, y, x, _, yy, xx, _ = coo
+    box = []
+    for pos, src, hi_, ho in ((y, yy, Hi, Ho), (x, xx, Wi, Wo)):
+        found = None
+        for s in sorted({1, max(hi_ // ho, 1)}):
+            off = src - pos * s
+            lo, hi = (int(off.min()), int(off.max())) if off.size else (0, 0)
+            for p in range(max(0, -lo), max(0, -lo) + 3):
+                for k in range(hi + p + 1, hi + p + 2 * s + 3):
+                    if (hi_ + 2 * p - k) // s + 1 == ho and found is None:
+                        found = (s, p, k)
+        box.append(found)
+    if all(box):
+        cands.append(tuple(zip(*box)) + ((1, 1),))
+    return cands
+
+
+def _kernel(coo, geom, C: int, Cin: int, hw_in: tuple, hw_out: tuple) -> np.ndarray | None:
+    """The (C, Cin, ky, kx) kernel whose convolution with `geom` is exactly the matrices given in
+    netx coordinates (`coo`), or None: every entry must be one tap, a tap one value wherever it
+    applies, and every in-range application of a nonzero tap an entry of the matrices."""
+    o, y, x, ci, yy, xx, v = coo
+    (sy, sx), (py, px), (ky, kx), (dy, dx) = geom
+    (Hi, Wi), (Ho, Wo) = hw_in, hw_out
+    ty, tx = yy - y * sy + py, xx - x * sx + px
+    if (ty % dy).any() or (tx % dx).any():
+        return None
+    iy, ix = ty // dy, tx // dx
+    if iy.size and (iy.min() < 0 or iy.max() >= ky or ix.min() < 0 or ix.max() >= kx):
+        return None
+    key = ((o * Cin + ci) * ky + iy) * kx + ix
+    order = np.argsort(key, kind="stable")
+    ks, vs = key[order], v[order]
+    first = np.r_[True, ks[1:] != ks[:-1]] if ks.size else np.zeros(0, bool)
+    if (vs != vs[first][np.cumsum(first) - 1]).any():
+        return None
+    uk, uv = ks[first], vs[first]
+    cy = np.array([sum(0 <= r * sy - py + i * dy < Hi for r in range(Ho)) for i in range(ky)])
+    cx = np.array([sum(0 <= r * sx - px + j * dx < Wi for r in range(Wo)) for j in range(kx)])
+    if int((cy[(uk // kx) % ky] * cx[uk % kx]).sum()) != v.size:
+        return None
+    k = np.zeros((C, Cin, ky, kx), np.int64)
+    k.reshape(-1)[uk] = uv
     return k
+
+
+def _phase_taps(s: int, p: int, k: int, d: int) -> bool:
+    """Whether a conv with this (stride, padding, kernel, dilation) has, for every stride phase q, the
+    tap reading input row y * s + q (so carried channels keep every position, one phase each)."""
+    return all((q + p) % d == 0 and (q + p) // d < k for q in range(s))
+
+
+def _conv_layer(g: Graph, c, names: list[str], held: Held, mats: dict, carry: list[int], copies: int, w_carry: int):
+    """A conv layer: the kernel recovered from the consumer's matrices over the held channels (main
+    and carried shortcuts side by side), repeated over the copies; then, per carried channel and
+    stride phase, a 1-hot channel that follows the layer's spatial map exactly."""
+    Cin, Hi, Wi = held.shape
+    C, Ho, Wo = c.shape
+    ch_pop, ch_copy = held.pop[:, 0, 0], held.copy[:, 0, 0]
+    parts = []
+    for p, m in mats.items():
+        m = m.tocoo()
+        sel = (held.pop == p) & (held.copy == 0)
+        ci, yy, xx = np.nonzero(sel)
+        inv = np.full((3, m.shape[1]), -1, np.int64)
+        inv[:, held.idx[sel]] = (ci, yy, xx)
+        if (inv[0, m.col] < 0).any():
+            raise TargetError(f"node {c.name}: {names[p]} is not held by the previous netx layer", where="netx export")
+        o, r = np.divmod(m.row, Ho * Wo)
+        y, x = np.divmod(r, Wo)
+        keep = m.data != 0
+        parts.append((o[keep], y[keep], x[keep], *inv[:, m.col[keep]], m.data[keep].astype(np.int64)))
+    coo = tuple(np.concatenate(a) for a in zip(*parts))
+    carried = np.nonzero(np.isin(ch_pop, carry))[0]
+    fail = None
+    for geom in _geometries(g, c, (Hi, Wi), coo):
+        (sy, sx), (py, px), (ky, kx), (dy, dx) = geom
+        if ((Hi + 2 * py - dy * (ky - 1) - 1) // sy + 1, (Wi + 2 * px - dx * (kx - 1) - 1) // sx + 1) != (Ho, Wo):
+            continue
+        if carried.size and ((Ho * sy, Wo * sx) != (Hi, Wi) or not _phase_taps(sy, py, ky, dy)
+                             or not _phase_taps(sx, px, kx, dx)):
+            fail = fail or f"{Hi}x{Wi} -> {Ho}x{Wo} with stride {sy}x{sx}, padding {py}x{px}, kernel {ky}x{kx}"
+            continue
+        k = _kernel(coo, geom, C, Cin, (Hi, Wi), (Ho, Wo))
+        if k is not None:
+            break
+    else:
+        src = ", ".join(names[p] for p in sorted(mats))
+        if fail:
+            kept = ", ".join(names[p] for p in sorted({int(x) for x in ch_pop[carried]}))
+            raise TargetError(f"node {c.name}: the shortcut from {kept} cannot be carried through this layer "
+                              f"({fail}: not stride x output size, or no tap per stride phase) -- netx would lose "
+                              f"positions", where="netx export")
+        raise TargetError(f"node {c.name}: its input from {src} is not one convolution over the held channels",
+                          where="netx export")
+    twins = {}
+    for ch in range(Cin):
+        twins.setdefault((int(ch_pop[ch]), held.idx[ch].tobytes()), {})[int(ch_copy[ch])] = ch
+    src, dst = [], []  # every input channel takes the kernel columns of its copy-0 twin
+    for group in twins.values():
+        if 0 in group:
+            src += [group[0]] * len(group)
+            dst += list(group.values())
+    phases = [(ch, qy, qx) for ch in carried for qy in range(sy) for qx in range(sx)]
+    n_main = C * copies
+    w = np.zeros((n_main + len(phases), Cin, ky, kx), np.int16)
+    w[:n_main, dst] = np.repeat(k[:, src], copies, axis=0)
+    if phases:
+        ch, qy, qx = (np.array(a) for a in zip(*phases))
+        w[n_main + np.arange(len(phases)), ch, (qy + py) // dy, (qx + px) // dx] = w_carry
+    main = _main(names.index(c.name) if c.name in names else len(names), tuple(c.shape), copies)
+    new = Held(*(np.concatenate([getattr(main, a)] + [getattr(held, a)[ch, qy::sy, qx::sx][None]
+                                                      for ch, qy, qx in phases]) for a in ("pop", "idx", "copy")))
+    groups = 1
+    if not carried.size:  # a grouped conv (depthwise) stays grouped: Lava's Conv model keeps groups in int8
+        gs = {int(t.attrs.get("groups", 1)) for t in tree_nodes(g, c)[0] if t.op == "conv"}
+        for G in sorted((d for d in range(MAX_GROUPS, 1, -1) if gs and all(x % d == 0 for x in gs)), reverse=True):
+            if w.shape[0] % G or Cin % G:
+                continue
+            blocks = np.abs(w).reshape(G, w.shape[0] // G, G, Cin // G, -1).sum((1, 3, 4))
+            if not (blocks - np.diag(np.diag(blocks))).any():
+                groups = G
+                w = w.reshape(G, w.shape[0] // G, G, Cin // G, ky, kx)[np.arange(G), :, np.arange(G)].reshape(
+                    w.shape[0], Cin // G, ky, kx)
+                break
+    arrays = _conv_arrays({"weight": w, "stride": (sy, sx), "padding": (py, px), "dilation": (dy, dx),
+                           "groups": groups}, Cin)
+    return Layer("conv", (w.shape[0], Ho, Wo), arrays, carried=len(phases) * Ho * Wo), new
 
 
 # --------------------------------------------------------------------------------------------
@@ -276,6 +465,13 @@ def _conv_from_matrix(conv, m: np.ndarray, in_shape: tuple, out_shape: tuple) ->
 
 def _put(grp: h5py.Group, key: str, value) -> None:
     grp.create_dataset(key, data=value, track_times=False)
+
+
+def _put_weight(grp: h5py.Group, value: np.ndarray) -> None:
+    """Weights as int16, gzip-compressed (h5py decompresses for netx): carried channels make kernels
+    mostly zeros, which compress to almost nothing."""
+    grp.create_dataset("weight", data=value.astype(np.int16), compression="gzip", compression_opts=1,
+                       shuffle=True, track_times=False)
 
 
 def _put_str(grp: h5py.Group, key: str, value: str) -> None:
@@ -291,7 +487,10 @@ def write(layers_: list[Layer], meta: dict) -> bytes:
             _put_str(grp, "type", layer.type)
             _put(grp, "shape", np.array(layer.shape, np.int64))
             for k in sorted(layer.arrays):
-                _put(grp, k, layer.arrays[k])
+                if k == "weight":
+                    _put_weight(grp, layer.arrays[k])
+                else:
+                    _put(grp, k, layer.arrays[k])
             if layer.neuron is not None:
                 ng = grp.create_group("neuron")
                 for k in sorted(layer.neuron):
@@ -315,6 +514,12 @@ def write(layers_: list[Layer], meta: dict) -> bytes:
 def export(g: Graph, net: Network | None = None, qnet: QNetwork | None = None) -> bytes:
     ls, meta = layers(g, net, qnet)
     return write(ls, meta)
+
+
+def notes(data: bytes) -> str:
+    """The file's `snncc/notes`: what carrying the shortcuts costs (or that nothing was carried)."""
+    with h5py.File(io.BytesIO(data), "r") as f:
+        return f["snncc/notes"][()].decode("ascii") if "snncc/notes" in f else ""
 
 
 def _read_str(ds) -> str:

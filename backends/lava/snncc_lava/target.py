@@ -120,6 +120,11 @@ class LoihiTarget(Target):
             raise TargetError(e.what, where=e.where, hint="netx reads input/conv/flatten/dense chains of non-stateful "
                               "neurons; snncc export-nir writes any deployed graph") from None
 
+    def export_notes(self, fmt: str, data: bytes) -> list[str]:
+        from snncc_lava import netx
+
+        return [netx.notes(data)] if fmt == "netx" else []
+
     profile = "loihi"
     backend = "lava"  # `--backend lava`: the Lava processes
     libraries = ("lava",)

@@ -1,11 +1,13 @@
 """netx HDF5 export: lava-dl 0.6.0's own reader runs it in Lava with snncc's fixed-point counts (ConvChain
-with host input, a spike-input MLP over T = 2); the layout (identity input, D threshold copies)
-validated against the netx schema; deterministic bytes; every node netx cannot express named
-(stateful neurons, residual fan-in, attention, pooling)."""
+with host input, a spike-input MLP over T = 2, a tiny residual graph counted by hand, the shipped digits
+CNN through the installed command); the layout (identity input, D threshold copies, carried shortcut
+channels) validated against the netx schema; deterministic bytes; every node netx cannot express named
+(stateful neurons, a shortcut from the input, attention, pooling feeding a conv layer)."""
 
 from __future__ import annotations
 
 import io
+import math
 import time
 
 import h5py
@@ -52,17 +54,22 @@ def test_conv_chain_layout(conv_chain):
     assert np.array_equal(ls[4]["weight"][:, :16 * D:16], np.repeat(q.projections[1].weight.toarray()[:, :1], D, 1))
 
 
-def run_netx_reader(path, frames, message_bits):
+def run_netx_reader(path, frames, message_bits, windows):
     """Load `path` with lava-dl 0.6.0's own reader and run it in Lava fixed_pt on `frames`
-    ((x, y, f)-ordered input per step, last axis = steps); returns every neuron layer's spikes
-    (..., steps) and the read-out layer's membrane (steps, N)."""
+    ((x, y, f)-ordered input per step, last axis = steps). Layer i answers window k at time step
+    k + i + 2 (Lava counts steps from 1; each block adds one): returns, per neuron layer, its spikes
+    in each of the `windows` windows ((windows, C*H*W) in (C, H, W) order, or (windows, N)) and the
+    read-out layer's membrane (steps, N). The spikes come through snncc_lava's Recorder (one message
+    at the end; RingBuffer sinks read with Var.get() send one message per element). Channels hold 2
+    messages (snncc_lava.lower.CHANNEL_SIZE); a run that does not fit /dev/shm is refused."""
     from snncc_lava import compat
+    from snncc_lava.lower import CHANNEL_SIZE, check_shared_memory
+    from snncc_lava.procs.process import Recorder
 
     compat.install_lava_dl()
     from lava.lib.dl.netx.hdf5 import Network
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
-    from lava.proc.io.sink import RingBuffer as Sink
     from lava.proc.io.source import RingBuffer as Source
     from lava.proc.monitor.process import Monitor
 
@@ -70,15 +77,19 @@ def run_netx_reader(path, frames, message_bits):
     steps = frames.shape[-1]
     src = Source(data=frames)
     src.s_out.connect(lnet.inp)
-    sinks = []
-    for lay in lnet.layers[:-1]:
-        sinks.append(Sink(shape=lay.out.shape, buffer=steps))
-        lay.out.connect(sinks[-1].a_in)
+    outs = [lay.out.transpose([2, 1, 0]).flatten() if len(lay.out.shape) == 3 else lay.out for lay in lnet.layers[:-1]]
+    rec = Recorder(sizes=[int(np.prod(o.shape)) for o in outs], firsts=[i + 2 for i in range(len(outs))],
+                   bins=[1] * len(outs), windows=windows, D=1, last=steps)
+    for i, o in enumerate(outs):
+        o.connect(getattr(rec, f"in{i}"))
     mon = Monitor()
     mon.probe(lnet.layers[-1].neuron.v, steps)
     try:
-        lnet.run(condition=RunSteps(num_steps=steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
-        spikes = [s.data.get() for s in sinks]
+        exe = lnet.compile(Loihi2SimCfg(select_tag="fixed_pt"), {"pypy_channel_size": CHANNEL_SIZE})
+        check_shared_memory(exe, 1)
+        lnet.create_runtime(executable=exe)
+        lnet.run(condition=RunSteps(num_steps=steps))
+        spikes = rec.split(rec.receive())
         v = next(iter(mon.get_data().values()))["v"]
     finally:
         lnet.stop()
@@ -86,15 +97,14 @@ def run_netx_reader(path, frames, message_bits):
 
 
 def assert_netx_equals_fixed(g, names, spikes, v, ref, K):
-    """Layer i answers window k at step k + i + 1: its D copies' spikes summed per neuron equal the
-    fixed-point counts, and the read-out's membrane is the fixed-point read-out << 6."""
+    """The D copies' spikes of each layer's own population (its first C * D channels; carried
+    shortcut channels follow them) summed per neuron equal the fixed-point counts, and the
+    read-out's membrane is the fixed-point read-out << 6."""
     D = fixed.quantize(build(g), "netx").D
     top = 0
     for i, name in enumerate(names):
         shape = g[name].shape
-        got = spikes[i][..., i + 1: i + 1 + K]
-        got = got.transpose(*range(got.ndim)[::-1])  # (steps, f, y, x)
-        got = got.reshape((K, shape[0], D) + tuple(shape[1:])).sum(2)
+        got = spikes[i][:, :math.prod(shape) * D].reshape((K, shape[0], D) + tuple(shape[1:])).sum(2)
         assert np.array_equal(got, ref.counts[name].numpy()), name  # T = 1: one window per sample
         assert got.sum() > 0
         top = max(top, got.max())
@@ -122,7 +132,7 @@ def test_netx_reader_runs_it_exactly(conv_chain, tmp_path):
     frames = np.zeros((8, 8, 6, K + 3), np.int32)  # netx's (x, y, f) order
     for k in range(K):
         frames[..., k] = act[k].reshape(6, 8, 8).transpose(2, 1, 0)
-    spikes, v = run_netx_reader(path, frames, 24)
+    spikes, v = run_netx_reader(path, frames, 24, K)
     assert_netx_equals_fixed(conv_chain, ["n1", "n2"], spikes, v, ref, K)
 
 
@@ -150,14 +160,14 @@ def test_netx_reader_runs_a_spike_input_mlp_over_timesteps(tmp_path):
     K = B * T
     frames = np.zeros((12, K + 3), np.int32)
     frames[:, :K] = x.transpose(0, 1).reshape(K, 12).numpy().T  # sample-major windows
-    spikes, v = run_netx_reader(path, frames, 8)
+    spikes, v = run_netx_reader(path, frames, 8, K)
     D = net.D
-    for i, name in enumerate(g.neurons()):  # (N * D, steps) -> per neuron and window -> summed over T
+    for i, name in enumerate(g.neurons()):  # (windows, N * D) -> per neuron and window -> summed over T
         n = g[name.name].shape[0]
-        copies = spikes[i][:, i + 1: i + 1 + K].reshape(n, D, K)
-        got = copies.sum(1).T.reshape(B, T, n).sum(1)
+        copies = spikes[i].reshape(K, n, D)
+        got = copies.sum(2).reshape(B, T, n).sum(1)
         assert np.array_equal(got, ref.counts[name.name].numpy()), name.name
-        assert copies[:, 1:].sum() > 0  # second and third copies fire: counts above 1 in a window
+        assert copies[:, :, 1:].sum() > 0  # second and third copies fire: counts above 1 in a window
     L = 3
     assert np.array_equal(v[L: L + K], ref.readout.reshape(K, -1) << 6)
 
@@ -168,15 +178,17 @@ def test_export_is_deterministic(conv_chain):
     assert netx.export(conv_chain) == a
 
 
-def test_refuses_residual(residual):
+def test_refuses_a_shortcut_from_the_network_input(residual):
+    """Shortcuts are carried from neuron layers; one from the network input (here the host-computed
+    stem current every block adds to) is named, one line per consumer."""
     with pytest.raises(TargetError) as e:
         netx.export(residual)
     assert e.value.where == "netx export"
     assert e.value.what == (
-        f"netx cannot express 2 node(s): node f2_0: fan-in from input, f1_6 (residual / shortcut) -- {netx.CHAIN}; "
-        f"node out_fire: fan-in from input, f1_6, f2_0 (residual / shortcut) -- {netx.CHAIN}")
-    assert netx.CHAIN == ("netx layers are a chain, one input each (lava-dl 0.6.0's reader has no add or merge "
-                          "layer: 'concat' and 'average' raise NotImplementedError)")
+        f"netx cannot express 2 node(s): node f2_0: reads the network input (input) beside f1_6 -- {netx.INPUT_ONCE}; "
+        f"node out_fire: reads the network input (input) beside f1_6, f2_0 -- {netx.INPUT_ONCE}")
+    assert netx.INPUT_ONCE == ("netx's input enters the first layer only (shortcuts are carried from neuron layers; "
+                               "the network input is not a population of threshold copies)")
 
 
 def test_refuses_stateful_neurons():
@@ -189,13 +201,13 @@ def test_refuses_stateful_neurons():
 
 
 def test_refuses_attention(attention):
+    """k and v read n_in two layers back: carried, no longer refused; the spike product and the
+    shortcut from the input are."""
     with pytest.raises(TargetError) as e:
         netx.export(attention)
     assert e.value.what == (
-        "netx cannot express 4 node(s): node nk: reads n_in, not the previous layer nq -- netx layers are sequential; "
-        "node nv: reads n_in, not the previous layer nk -- netx layers are sequential; "
-        "node matmul_1: spike_product (attention) -- netx has no multiplicative layer; "
-        f"node n_in_1: fan-in from input, n_attn (residual / shortcut) -- {netx.CHAIN}")
+        "netx cannot express 2 node(s): node matmul_1: spike_product (attention) -- netx has no multiplicative layer; "
+        f"node n_in_1: reads the network input (input) beside n_attn -- {netx.INPUT_ONCE}")
 
 
 def test_refuses_pooling_between_neurons():
@@ -203,7 +215,7 @@ def test_refuses_pooling_between_neurons():
                Node("p", "pool", ["a"], {"mode": "avg", "kernel": (2, 2), "stride": (2, 2)}),
                Node("b", "fire", ["p"], FIRE), Node("out", "output", ["b"])]).infer()
     assert netx.problems(g) == ["node p: pool pooling feeding b -- netx has no pooling layer "
-                                "(only pooling followed by a linear layer folds into its dense weights)"]
+                                "(only pooling that ends in a dense layer folds into its weights)"]
     with pytest.raises(TargetError, match="node p: pool pooling feeding b"):
         netx.export(g)
 
@@ -263,7 +275,7 @@ def test_export_netx_command_writes_an_artefact_that_lava_dl_runs_exactly(tmp_pa
     frames = np.zeros((8, 8, 6, K + 3), np.int32)
     for k in range(K):
         frames[..., k] = act[k].reshape(6, 8, 8).transpose(2, 1, 0)
-    spikes, v = run_netx_reader(tmp_path / "c.net", frames, 24)
+    spikes, v = run_netx_reader(tmp_path / "c.net", frames, 24, K)
     assert_netx_equals_fixed(g, ["n1", "n2"], spikes, v, ref, K)
     assert all(torch.equal(ref.counts[k], flt.counts[k]) for k in flt.counts)
 
@@ -272,11 +284,212 @@ def test_export_netx_command_writes_an_artefact_that_lava_dl_runs_exactly(tmp_pa
         p = sh("export-netx", *args)
         assert p.returncode == 2 and line in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
     assert not (tmp_path / "x.net").exists()
-    from nets import ResidualSepConv  # a graph netx cannot express: one line naming the nodes, nothing written
+    from nets import ResidualSepConv  # a shortcut from the input netx cannot carry: one line naming the nodes, nothing written
     torch.export.save(torch.export.export(randomize_bn(ResidualSepConv()), (torch.zeros(1, 3, 8, 8),)),
                       tmp_path / "r.pt2")
     assert sh("compile", tmp_path / "r.pt2", "-o", tmp_path / "res").returncode == 0
     p = sh("export-netx", tmp_path / "res", tmp_path / "r.net")
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "r.net").exists()
-    assert "netx cannot express" in p.stderr and "(residual / shortcut)" in p.stderr
+    assert "netx cannot express" in p.stderr and "reads the network input (input) beside" in p.stderr
     assert p.stderr.rstrip().endswith("snncc export-nir writes any deployed graph)")
+
+
+def tiny_residual() -> Graph:
+    """x (spike 1x4x4) -> 1x1 conv (weight 1) -> a -> 3x3 conv stride 2 pad 1 (all ones) -> b (1x2x2);
+    c = fire(b + K a) with K a 3x3 stride-2 pad-1 shortcut from a (tap (2, 2) = 1, tap (0, 0) = -1),
+    so a is carried through b's stride-2 layer as 4 phase channels; output = sum of c's 4 counts.
+    D = 4, theta 1, beta 0: every neuron fires clip(floor(input), 0, 4)."""
+    fire = {"D": 4, "theta": 1.0, "beta": 0.0, "norm": 1.0, "rounding": "floor", "stateful": False}
+    conv = lambda s, p: {"stride": (s, s), "padding": (p, p), "dilation": (1, 1)}  # noqa: E731
+    k2 = np.zeros((1, 1, 3, 3))
+    k2[0, 0, 2, 2], k2[0, 0, 0, 0] = 1.0, -1.0
+    return Graph([
+        Node("x", "input", [], {"kind": "spike", "shape": (1, 4, 4)}),
+        Node("ca", "conv", ["x"], conv(1, 0), {"weight": np.ones((1, 1, 1, 1))}), Node("a", "fire", ["ca"], fire),
+        Node("cb", "conv", ["a"], conv(2, 1), {"weight": np.ones((1, 1, 3, 3))}), Node("b", "fire", ["cb"], fire),
+        Node("cc", "conv", ["b"], conv(1, 0), {"weight": np.ones((1, 1, 1, 1))}),
+        Node("cs", "conv", ["a"], conv(2, 1), {"weight": k2}), Node("s", "add", ["cc", "cs"]),
+        Node("c", "fire", ["s"], fire), Node("flat", "reshape", ["c"], {"shape": (4,)}),
+        Node("h", "linear", ["flat"], {}, {"weight": np.ones((1, 4)), "bias": np.zeros(1)}),
+        Node("o", "output", ["h"])]).verify()
+
+
+def test_tiny_residual_by_hand(tmp_path):
+    """The shortcut from a is carried through b's layer (stride 2: one 1-hot channel per copy and
+    stride phase, at the same one-step delay as b), and c's layer reads b and the carried a side by
+    side. lava-dl's reader runs the file in Lava fixed_pt with the counts computed by hand:
+    x = [[1,0,0,0],[0,2,0,0],[0,0,0,1],[0,0,0,0]]; a = x; b[y, x] = sum of a over rows 2y-1..2y+1 and
+    columns 2x-1..2x+1 = [[3,2],[2,3]]; c = b + a[2y+1, 2x+1] - a[2y-1, 2x-1] = [[3+2, 2], [2, 3-2]],
+    capped at D = 4: [[4,2],[2,1]]; output 4 + 2 + 2 + 1 = 9."""
+    g = tiny_residual()
+    net = build(g)
+    q = fixed.quantize(net, "netx")
+    ls, meta = netx.layers(g, net, q)
+    D = 4
+    assert [(ly.type, ly.shape, ly.carried) for ly in ls] == [
+        ("input", (1, 4, 4), 0), ("conv", (D, 4, 4), 0), ("conv", (D + 4 * D, 2, 2), 4 * D * 4),
+        ("conv", (D, 2, 2), 0), ("flatten", (4 * D, 1, 1), 0), ("dense", (1,), 0)]
+    w = ls[2].arrays["weight"]  # b's layer: b's kernel over a's 4 copies, then 16 carry channels
+    (sy, sx), (py, px) = ls[2].arrays["stride"], ls[2].arrays["padding"]
+    assert (sy, sx, py, px) == (2, 2, 1, 1)
+    for k in range(D):
+        for qy in range(2):
+            for qx in range(2):
+                e = np.zeros((D, 3, 3))
+                e[k, 1 + qy, 1 + qx] = w[D + (k * 2 + qy) * 2 + qx, k, 1 + qy, 1 + qx]
+                assert np.array_equal(w[D + (k * 2 + qy) * 2 + qx], e) and e.max() > 0
+    wc = ls[3].arrays["weight"]  # c's layer: b's 1x1 at the centre, the shortcut taps on a's phase (1, 1)
+    assert tuple(ls[3].arrays["padding"]) == (1, 1) and wc.shape == (D, D + 4 * D, 3, 3)
+    assert meta["carriedNeurons"] == 4 * D * 4 and meta["notes"].startswith(
+        "shortcuts carried as pass-through channels: 64 extra binary neurons (66.7% more than the network's 96) "
+        "and 64 extra synapses (one identity tap each)")
+    path = tmp_path / "tiny.net"
+    path.write_bytes(netx.write(ls, meta))
+    netx.validate(path.read_bytes())
+    x = torch.tensor([[1, 0, 0, 0], [0, 2, 0, 0], [0, 0, 0, 1], [0, 0, 0, 0]], dtype=torch.float64)
+    ref = fixed.simulate_fixed(q, x.reshape(1, 1, 1, 4, 4))
+    hand = {"a": x.reshape(1, 1, 4, 4), "b": torch.tensor([[[[3, 2], [2, 3]]]]), "c": torch.tensor([[[[4, 2], [2, 1]]]])}
+    for k, v in hand.items():
+        assert torch.equal(ref.counts[k].double(), v.double()), k
+    frames = np.zeros((4, 4, 1, 6), np.int32)
+    frames[..., 0] = x.numpy().T[:, :, None]
+    spikes, v = run_netx_reader(path, frames, 8, 1)
+    assert_netx_equals_fixed(g, ["a", "b", "c"], spikes, v, ref, 1)
+    out = (int(v[4, 0]) >> 6) / float(meta["outputScale"]) + float(meta["outputBias"][0])
+    assert out == 9.0
+
+
+_FAST_CONV_WEIGHTS: dict = {}  # per Lava process (filled after the fork): its float, flipped kernel
+
+
+def _fast_conv(input_, weight, kernel_size, stride, padding, dilation, groups):
+    """lava.proc.conv.utils.conv_scipy's exact result (the same float64 sums of integers) as one
+    matrix product per kernel tap instead of a scipy convolve2d per (output, input) channel pair:
+    the digits file's carried layers have up to 1536 x 1280 channel pairs, ~10 us each per step."""
+    x, y, cin = input_.shape
+    out_ch = weight.shape[0]
+    dk = [dilation[i] * (kernel_size[i] - 1) + 1 for i in range(2)]
+    key = (id(weight), weight.shape, tuple(dk), groups)  # a process model's weights stay fixed during a run
+    if key not in _FAST_CONV_WEIGHTS:
+        wd = np.zeros((out_ch, dk[0], dk[1], weight.shape[-1]))
+        wd[:, ::dilation[0], ::dilation[1], :] = weight
+        wf = wd[:, ::-1, ::-1, :]  # convolve2d flips the kernel
+        _FAST_CONV_WEIGHTS[key] = (weight, wf.reshape(groups, out_ch // groups, dk[0], dk[1], cin // groups))
+    wg = _FAST_CONV_WEIGHTS[key][1]
+    a = np.pad(input_.astype(np.float64), ((padding[0], padding[0]), (padding[1], padding[1]), (0, 0)))
+    xo, yo = (a.shape[0] - dk[0]) // stride[0] + 1, (a.shape[1] - dk[1]) // stride[1] + 1
+    out = np.zeros((xo, yo, groups, out_ch // groups))
+    for i in range(dk[0]):
+        for j in range(dk[1]):
+            if not wg[:, :, i, j].any():
+                continue
+            patch = a[i: i + stride[0] * (xo - 1) + 1: stride[0], j: j + stride[1] * (yo - 1) + 1: stride[1]]
+            out += np.einsum("xygc,gkc->xygk", patch.reshape(xo, yo, groups, cin // groups), wg[:, :, i, j])
+    return out.reshape(xo, yo, out_ch)
+
+
+def test_fast_conv_equals_lavas_scipy_conv():
+    from snncc_lava import compat
+
+    compat.install()
+    from lava.proc.conv import utils
+
+    rng = np.random.default_rng(0)
+    for cin, cout, k, s, p, d, groups in ((6, 4, 3, 1, 1, 1, 1), (8, 8, 3, 2, 1, 1, 4), (4, 6, 1, 1, 0, 1, 2),
+                                          (5, 3, 3, 2, 2, 2, 1)):
+        inp = rng.integers(0, 2, (7, 6, cin)).astype(np.int32)
+        w = rng.integers(-256, 255, (cout, k, k, cin // groups)).astype(np.int32)
+        args = (np.array([k, k]), np.array([s, s]), np.array([p, p]), np.array([d, d]), groups)
+        want = utils.conv_scipy(inp, w, *args)
+        got = _fast_conv(inp, w, *args)
+        assert got.shape == want.shape and np.array_equal(got, want)
+
+
+@pytest.mark.slow  # about 35 CPU seconds: compile, export-netx and a 15-layer Lava run of 2 digits
+def test_export_netx_of_the_shipped_digits_cnn_runs_exactly_in_lava(tmp_path, monkeypatch):
+    """The README's digits CNN (two residual blocks with membrane shortcuts, a stride-2 downsample,
+    a depthwise conv, the global mean before the head neuron), compiled the default way and written
+    by the installed `snncc export-netx`: its 4 shortcuts are carried (the downsample's 8x8 map as
+    four 4x4 stride phases through the stride-2 layer), the cost is printed, and lava-dl 0.6.0's
+    reader runs the file in Lava fixed_pt on 2 test digits with all 13 populations' counts and the
+    read-out equal to snncc's fixed-point simulation (Lava's conv arithmetic is `_fast_conv`, equal
+    to its scipy loop by the test above; the processes, LIF neurons, resets and pipeline are Lava's)."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    import snncc
+    from snncc.compiler import fanin_deployed
+    from snncc_lava import compat
+    from snncc_lava.network import batch_stream, host_currents
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    arts = os.path.join(root, "examples", "digits", "artifacts")
+    exe = os.path.join(os.path.dirname(sys.executable), "snncc")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p and os.path.isdir(p)))
+    sh = lambda *a: subprocess.run([exe, *map(str, a)], env=env, capture_output=True, text=True, timeout=600)  # noqa: E731
+    assert sh("compile", os.path.join(arts, "digits_cnn.pt2"), "-o", tmp_path / "out").returncode == 0
+    p = sh("export-netx", tmp_path / "out", tmp_path / "d.net")
+    assert p.returncode == 0 and p.stderr == "", p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0].startswith(f"wrote {tmp_path / 'd.net'} (lava-dl netx")
+    m = re.fullmatch(r"shortcuts carried as pass-through channels: (\d+) extra binary neurons \((\d+\.\d)% more than "
+                     r"the network's (\d+)\) and (\d+) extra synapses \(one identity tap each\); the layers store (\d+) "
+                     r"weights, (\d+) nonzero \(a layer with carried channels is one groups-1 kernel\)", lines[1])
+    assert m, lines
+    art = snncc.load(str(tmp_path / "out"))
+    g, relowered = fanin_deployed(art.traced, art.deployed)
+    assert relowered  # the default sim artefact relays its streams
+    net = build(g)
+    q = fixed.quantize(net, "netx")
+    data = (tmp_path / "d.net").read_bytes()
+    ls = netx.validate(data)
+    fires = [n.name for n in g.nodes if n.op == "fire"]
+    D = net.D
+    own = sum(math.prod(g[f].shape) * D for f in fires)
+    carried = sum(math.prod(d["shape"]) for d in ls if "neuron" in d) - own
+    assert int(m.group(1)) == int(m.group(4)) == carried and int(m.group(3)) == own
+    assert int(m.group(5)) == sum(d["weight"].size for d in ls if "weight" in d)
+    assert int(m.group(6)) == sum(int(np.count_nonzero(d["weight"])) for d in ls if "weight" in d)
+    # stem 16 channels x D over 5 layers, block1 sepconv 64 x D over 2, downsample 32 x D over 5 (phases at
+    # 4x4 after the stride-2 layer), block2 sepconv 128 x D over 2
+    assert carried == D * (16 * 64 * 5 + 64 * 64 * 2 + 32 * 64 * 5 + 128 * 16 * 2)
+    with np.load(os.path.join(arts, "digits_test.npz")) as f:
+        x = torch.as_tensor(f["x_test"][:2]).double()
+    ref = fixed.simulate_fixed(q, x)
+    xs, _ = batch_stream(g, x)
+    act, _ = fixed.host_activation(q.populations["stem_spike"], host_currents(net, "stem_spike", xs).numpy())
+    K = act.shape[0]
+    L = len(fires) + 1
+    frames = np.zeros((8, 8, 16, K + L + 1), np.int32)
+    for k in range(K):
+        frames[..., k] = act[k].reshape(16, 8, 8).transpose(2, 1, 0)
+    compat.install()
+    from lava.proc.conv import utils
+
+    monkeypatch.setattr(utils, "conv_scipy", _fast_conv)  # before Lava forks its processes
+    spikes, v = run_netx_reader(tmp_path / "d.net", frames, 24, K)
+    assert_netx_equals_fixed(g, fires, spikes, v, ref, K)
+
+
+def test_refuses_a_carry_through_a_shrinking_layer():
+    """A 3x3 conv without padding between a shortcut's source and its sum (4x4 -> 2x2): a carried
+    channel cannot keep a's 16 positions in b's 2x2 layer; one line names the layer and the source."""
+    fire = {"D": 4, "theta": 1.0, "beta": 0.0, "norm": 1.0, "rounding": "floor", "stateful": False}
+    conv = {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1)}
+    g = Graph([
+        Node("x", "input", [], {"kind": "spike", "shape": (1, 4, 4)}),
+        Node("ca", "conv", ["x"], conv, {"weight": np.ones((1, 1, 1, 1))}), Node("a", "fire", ["ca"], fire),
+        Node("cb", "conv", ["a"], conv, {"weight": np.ones((1, 1, 3, 3))}), Node("b", "fire", ["cb"], fire),
+        Node("cc", "conv", ["b"], conv, {"weight": np.ones((1, 1, 1, 1))}),
+        Node("cs", "conv", ["a"], conv, {"weight": np.ones((1, 1, 3, 3))}), Node("s", "add", ["cc", "cs"]),
+        Node("c", "fire", ["s"], fire), Node("flat", "reshape", ["c"], {"shape": (4,)}),
+        Node("h", "linear", ["flat"], {}, {"weight": np.ones((1, 4)), "bias": np.zeros(1)}),
+        Node("o", "output", ["h"])]).verify()
+    assert netx.problems(g) == []
+    with pytest.raises(TargetError) as e:
+        netx.export(g)
+    assert e.value.where == "netx export" and e.value.what == (
+        "node b: the shortcut from a cannot be carried through this layer (4x4 -> 2x2 with stride 1x1, padding 0x0, "
+        "kernel 3x3: not stride x output size, or no tap per stride phase) -- netx would lose positions")

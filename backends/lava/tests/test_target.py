@@ -109,7 +109,7 @@ def test_emit_option_errors(conv_chain, residual):
         t.emit(conv_chain, {"precison": "fixed"})
     with pytest.raises(TargetError, match="unknown precision 'int8'"):
         t.emit(conv_chain, {"precision": "int8"})
-    with pytest.raises(TargetError, match="node f2_0: fan-in from input, f1_6"):
+    with pytest.raises(TargetError, match=r"node f2_0: reads the network input \(input\) beside f1_6"):
         t.emit(residual, {"netx": True})
     assert sorted(t.emit(residual, {"precision": "fixed"})) == [
         "lava/mapping.json", "lava/network.json", "lava/quantisation.json", "lava/weights.npz"]
