@@ -9,6 +9,7 @@ Layout: `manifest.json`, `ir.json` + `ir.npz` (deployed normal form), `traced.js
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 import ctypes
 import fcntl
 import hashlib
@@ -295,14 +296,40 @@ def read_file(out: str, name: str, manifest: dict | None = None) -> bytes:
     return data
 
 
-def read_artefact(out: str) -> tuple[str, Graph, Graph, dict, dict[str, bytes]]:
+GRAPH_FILES = ("traced.json", "traced.npz", "ir.json", "ir.npz")
+
+
+class ArtefactFiles(Mapping):
+    """A loaded artefact's files by name: the graph files' bytes (the largest: the 171.7M model's
+    weights) are read again, hash-checked, only when asked for (`Deployment.save`), since the graphs
+    are already decoded from them; every other file was read and hash-checked at load."""
+
+    def __init__(self, out: str, manifest: dict, read: dict[str, bytes]):
+        self._out, self._manifest, self._read = out, manifest, read
+
+    def __getitem__(self, name: str) -> bytes:
+        if name not in self._manifest["files"]:
+            raise KeyError(name)
+        if name not in self._read:
+            return read_file(self._out, name, self._manifest)
+        return self._read[name]
+
+    def __iter__(self):
+        return iter(self._manifest["files"])
+
+    def __len__(self) -> int:
+        return len(self._manifest["files"])
+
+
+def read_artefact(out: str) -> tuple[str, Graph, Graph, dict, Mapping[str, bytes]]:
     """Everything `api.load` makes a Deployment of: (target, traced graph, deployed graph, manifest
-    body, files), every file hash-checked; numpy only, so a refused artefact costs no torch import."""
+    body, files), every file hash-checked; numpy only, so a refused artefact costs no torch import.
+    The graph files are read once, into the graphs (`ArtefactFiles`)."""
     manifest = read_manifest(out)
-    files = {name: read_file(out, name, manifest) for name in manifest["files"]}
+    read = {name: read_file(out, name, manifest) for name in manifest["files"] if name not in GRAPH_FILES}
     body = {k: v for k, v in manifest.items() if k not in ("schema", "files")}
     traced, deployed = read_graphs(out, ("traced", "ir"))  # one copy of the shared weights
-    return manifest.get("target", "sim"), traced, deployed, body, files
+    return manifest.get("target", "sim"), traced, deployed, body, ArtefactFiles(out, manifest, read)
 
 
 def read_graph(out: str, stem: str = "ir") -> Graph:
