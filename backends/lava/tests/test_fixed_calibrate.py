@@ -153,6 +153,25 @@ def test_lava_fixed_pt_reads_the_stored_choices_bit_for_bit(calibrated):
     assert torch.equal(lava.output, ours.output)
 
 
+
+def test_lava_part_of_every_population_reads_the_stored_choices(calibrated):
+    """`simulate --backend lava --populations ...` of a calibrated artefact: the part is quantised
+    with the stored choices too (it used the rules' defaults), so the part of every population is the
+    whole calibrated integer model, Lava fixed_pt equal to it bit for bit."""
+    import snncc
+    from snncc_lava import part
+
+    d, _ = calibrated
+    dep = snncc.load(str(d / "out"))
+    xt = torch.as_tensor(np.load(d / "test.npz")["x"][:2], dtype=torch.float64)
+    names = [n.name for n in dep.deployed.neurons()]
+    r = part.simulate(dep.deployed, xt, names, precision="fixed")
+    ours, _ = dep.target_reference(xt)
+    default = fixed.simulate_fixed(fixed.quantize(build(dep.deployed, explicit=False)), xt)
+    assert any(not torch.equal(default.counts[p], ours.counts[p]) for p in names)  # the choices matter here
+    for p in names:
+        assert torch.equal(r.counts[p], ours.counts[p]) and torch.equal(r.reference[p], ours.counts[p]), p
+
 @pytest.mark.parametrize("case", ["missing", "shape"])
 def test_bad_calibration_data_is_one_line_exit_2_nothing_written(calibrated, case, tmp_path):
     d, _ = calibrated
