@@ -215,6 +215,10 @@ class _PerEventRun(runner_mod._Run):
     contributions (weight x multiplicity) summed in event order, then added to its membrane.
     Centre SSC: entries of closed gates dropped, a slot's open entries of one event summed."""
 
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.cl = None  # the oracle's membranes stay in slot order (no channel-last copy)
+
     def _synapses(self, src, gid):
         """(global slot, weight) of one event's updates, gates applied."""
         t = self.net.tables[src]

@@ -159,7 +159,9 @@ class RunTables:
         self.inv = np.empty_like(pos)
         self.inv[pos] = np.arange(pos.size)
         q = pos[flat.slots]
-        rptr, start, length, woff, w = _cut_runs(flat.indptr, q, flat.weights, gap)
+        starts = np.zeros(flat.n_slots + 1, dtype=np.bool_)  # a run never crosses into another population
+        starts[[lo for lo, _ in flat._shapes]] = True
+        rptr, start, length, woff, w = _cut_runs(flat.indptr, q, flat.weights, gap, starts)
         woff, self.weights = _dedup_blocks(length, woff, w)
         self.pat, self.base, self.ptr, self.rel, self.length, self.woff = _patterns(rptr, start, length, woff)
         self.n_runs = int(rptr[-1])
@@ -179,15 +181,42 @@ class RunTables:
         self.in_abs = np.array([float(np.bincount(flat.slots[a:b], aw[a:b]).max()) if b > a else 0.0
                                 for a, b in zip(eb[:-1], eb[1:])]) if self.exp is not None else None
 
+    def uniform(self, per_q: np.ndarray) -> bool:
+        """Whether `per_q` (one value per channel-last slot) is one value over every run of every
+        address: at once where it is constant within every population (runs never cross one), else
+        run by run."""
+        brk = np.r_[0, np.cumsum(per_q[1:] != per_q[:-1])]  # value changes up to each q
+        lo = self.seg[:, 0]
+        hi = lo + self.seg[:, 1] * self.seg[:, 2]
+        if np.array_equal(brk[np.maximum(hi - 1, lo)], brk[lo]):
+            return True
+        if "_run_q" not in self.__dict__:  # every (address, run): first and last q
+            per = self.ptr[self.pat + 1] - self.ptr[self.pat]
+            a = np.repeat(np.arange(self.pat.size), per)
+            r = np.repeat(self.ptr[self.pat] - np.cumsum(per) + per, per) + np.arange(int(per.sum()))
+            q0 = self.base[a] + self.rel[r]
+            self._run_q = (q0, q0 + self.length[r] - 1)
+        q0, q1 = self._run_q
+        return bool(np.array_equal(brk[q0], brk[q1]))
+
+    def weights_f64_or_f32(self) -> np.ndarray:
+        """The weights as float32 where every one is a float32 value (converted back they are the
+        same float64 numbers, so every sum is the same), else float64: half the bytes per synapse."""
+        if "_w_seq" not in self.__dict__:
+            w32 = self.weights.astype(np.float32)
+            self._w_seq = w32 if np.array_equal(w32.astype(np.float64), self.weights) else self.weights
+        return self._w_seq
+
     def f32_exact(self, src: int, max_mult: float) -> bool:
         """Whether source `src`'s delivery with integer multiplicities up to `max_mult` is exact in float32."""
         return self.exp is not None and self.in_abs[src] * max_mult * 2.0 ** self.exp < 2.0 ** 24
 
 
 @_njit()
-def _cut_runs(indptr, q, weights, gap):
+def _cut_runs(indptr, q, weights, gap, starts):
     """Per address: entries sorted by q, cut into runs of consecutive q or within `gap` missing
-    targets (filled with +0.0 weights). Returns (run indptr per address, run start q, run length,
+    targets (filled with +0.0 weights), a new run wherever `starts[q]` (a population's first slot).
+    Returns (run indptr per address, run start q, run length,
     run weight offset, the run weights)."""
     n = indptr.size - 1
     cap = q.size + 16
@@ -204,13 +233,14 @@ def _cut_runs(indptr, q, weights, gap):
         for i in range(key.size):
             qi = key[i] >> 32
             d = qi - prev
-            fillz = d - 1 if (d >= 1 and d <= gap + 1) else 0
+            join = d >= 1 and d <= gap + 1 and not starts[qi]
+            fillz = d - 1 if join else 0
             if jw + fillz + 1 > cap:
                 cap = 2 * cap + fillz + 1
                 w2 = np.empty(cap)
                 w2[:jw] = w[:jw]
                 w = w2
-            if d >= 1 and d <= gap + 1:
+            if join:
                 for _ in range(fillz):
                     w[jw] = 0.0
                     jw += 1
@@ -599,113 +629,149 @@ def _sequential_greedy(indptr, slots, weights, rows, samples, S, clock, state, k
 
 
 # The channel-last sequential kernels (greedy/speck without SSC gates, `ChannelLast`): membranes
-# `vq` and rank stamps `rq` in channel-last order (q = RunTables.pos[slot] per sample), an event's
-# targets walked as the gap-free runs of `FlatTables.runs(0)` (every target of a run is one table
-# entry: the same updates as the flat kernels, in q order within an event; targets of an event are
-# distinct, so every neuron sees the same contributions in the same order with the same ranks).
-# Per run a branch-free SIMD pass adds the weights, stamps the ranks and stores the membrane (the
-# no-spike value, or the raw sum where the neuron reaches the policy's bound); only a run with a
-# neuron at the bound takes the scalar pass, which applies the firing rule to exactly those (every
-# target of the run was updated by this event, and a no-spike store stays below the bound: speck
-# requires v_min < theta, checked by the runner) with the very float64 operations of
-# `_sequential_speck` / `_sequential_greedy`.
+# `vq` and per-step contribution counters `cnt` in channel-last order (q = RunTables.pos[slot] per
+# sample), an event's targets walked as the gap-free runs of `FlatTables.runs(0)` (every target of a
+# run is one table entry: the same updates as the flat kernels, in q order within an event; targets
+# of an event are distinct, so every neuron sees the same contributions in the same order with the
+# same ranks). A run lies inside one population (`_cut_runs` cuts at population starts) and
+# `ChannelLast` checks that its bound (theta, lower bound) is one value over every run, so the SIMD
+# pass reads it once per run. Per run a branch-free SIMD pass adds the weights (float32 copies
+# where every weight is a float32 value: the same float64 sums), counts the contribution and stores
+# the membrane (the no-spike value, or the raw sum where the neuron reaches the policy's bound);
+# only a run with a neuron at the bound takes the scalar pass, which applies the firing rule to
+# exactly those (every target of the run was updated by this event, and a no-spike store stays
+# below the bound: speck requires v_min < theta, checked by the runner) with the very float64
+# operations of `_sequential_speck` / `_sequential_greedy`. A neuron's rank is its counter before
+# the contribution. The events must come sample by sample (`deliver_sequential` sorts them so):
+# at the end of a sample's events its counters are zeroed over the span of q its runs wrote (the
+# next step starts from 0 with no per-synapse step stamp to compare).
 @_njit(nogil=True)
-def _sequential_speck_cl(pat, base, ptr, rel, length, woff, weights, inv, rows, samples, S, clock, vq, rq, k,
-                         thq, vmq, theta, cap, vmin, step, em_rank, em_slot, em_key, em_n):
+def _sequential_speck_cl(pat, base, ptr, rel, length, woff, weights, inv, rows, samples, S, clock, vq, cnt, k,
+                         thq, vmq, theta, cap, vmin, em_rank, em_slot, em_key, em_n):
     synops = 0
     ne = 0
-    rb = float(step) * RANK_LIMIT
-    for e in range(rows.size):
-        a = rows[e]
-        off = np.uint64(samples[e] * S)
-        p = pat[a]
-        for r in range(ptr[p], ptr[p + 1]):
-            q0 = np.uint64(base[a] + rel[r])
-            t = off + q0
-            wo = np.uint64(woff[r])
-            nl = length[r]
-            synops += nl
-            L = np.uint64(nl)
-            hit = False
-            for i in range(L):
-                v = vq[t + i] + weights[wo + i]
-                rs = rq[t + i]
-                rq[t + i] = (rs if rs >= rb else rb) + 1.0
-                th = thq[q0 + i]
-                vm = vmq[q0 + i]
-                hit |= v >= th
-                vq[t + i] = v if ((v > vm) | (v >= th)) else vm
-            if not hit:
+    n_ev = rows.size
+    e0 = 0
+    while e0 < n_ev:
+        b = samples[e0]
+        e1 = e0
+        while e1 < n_ev and samples[e1] == b:
+            e1 += 1
+        off = np.uint64(b * S)
+        qlo = S
+        qhi = 0
+        for e in range(e0, e1):
+            a = rows[e]
+            p = pat[a]
+            r0, r1 = ptr[p], ptr[p + 1]
+            if r1 == r0:
                 continue
-            for i in range(L):
-                v = vq[t + i]
-                if v < thq[q0 + i]:
+            qlo = min(qlo, base[a] + rel[r0])
+            qhi = max(qhi, base[a] + rel[r1 - 1] + length[r1 - 1])
+            for r in range(r0, r1):
+                q0 = np.uint64(base[a] + rel[r])
+                t = off + q0
+                wo = np.uint64(woff[r])
+                nl = length[r]
+                synops += nl
+                L = np.uint64(nl)
+                th = thq[q0]
+                vm = vmq[q0]
+                hit = False
+                for i in range(L):
+                    v = vq[t + i] + weights[wo + i]
+                    cnt[t + i] += 1
+                    hit |= v >= th
+                    vq[t + i] = v if ((v > vm) | (v >= th)) else vm
+                if not hit:
                     continue
-                s = np.uint64(inv[q0 + i])
-                g = off + s
-                th = theta[s]
-                n = 1.0 if k[g] < cap[s] else 0.0
-                v = v - n * th
-                vm = vmin[s]
-                vq[t + i] = v if v > vm else vm
-                if n != 0.0:
-                    k[g] += n
-                    em_rank[ne] = int(rq[t + i] - rb - 1.0)
-                    em_slot[ne] = g
-                    em_key[ne] = clock + e
-                    em_n[ne] = n
-                    ne += 1
+                for i in range(L):
+                    v = vq[t + i]
+                    if v < th:
+                        continue
+                    s = np.uint64(inv[q0 + i])
+                    g = off + s
+                    n = 1.0 if k[g] < cap[s] else 0.0
+                    v = v - n * theta[s]
+                    vs = vmin[s]
+                    vq[t + i] = v if v > vs else vs
+                    if n != 0.0:
+                        k[g] += n
+                        em_rank[ne] = cnt[t + i] - 1
+                        em_slot[ne] = g
+                        em_key[ne] = clock + e
+                        em_n[ne] = n
+                        ne += 1
+        for q in range(np.uint64(qlo), np.uint64(qhi)):
+            cnt[off + q] = 0
+        e0 = e1
     return synops, ne
 
 
 @_njit(nogil=True)
-def _sequential_greedy_cl(pat, base, ptr, rel, length, woff, weights, inv, rows, samples, S, clock, vq, rq, k,
-                          loq, theta, cap, lo, mid, hi, step, em_rank, em_slot, em_key, em_n):
+def _sequential_greedy_cl(pat, base, ptr, rel, length, woff, weights, inv, rows, samples, S, clock, vq, cnt, k,
+                          loq, theta, cap, lo, mid, hi, em_rank, em_slot, em_key, em_n):
     synops = 0
     ne = 0
-    rb = float(step) * RANK_LIMIT
-    for e in range(rows.size):
-        a = rows[e]
-        off = np.uint64(samples[e] * S)
-        p = pat[a]
-        for r in range(ptr[p], ptr[p + 1]):
-            q0 = np.uint64(base[a] + rel[r])
-            t = off + q0
-            wo = np.uint64(woff[r])
-            nl = length[r]
-            synops += nl
-            L = np.uint64(nl)
-            hit = False
-            for i in range(L):
-                v = vq[t + i] + weights[wo + i]
-                rs = rq[t + i]
-                rq[t + i] = (rs if rs >= rb else rb) + 1.0
-                hit |= v >= loq[q0 + i]
-                vq[t + i] = v
-            if not hit:
+    n_ev = rows.size
+    e0 = 0
+    while e0 < n_ev:
+        b = samples[e0]
+        e1 = e0
+        while e1 < n_ev and samples[e1] == b:
+            e1 += 1
+        off = np.uint64(b * S)
+        qlo = S
+        qhi = 0
+        for e in range(e0, e1):
+            a = rows[e]
+            p = pat[a]
+            r0, r1 = ptr[p], ptr[p + 1]
+            if r1 == r0:
                 continue
-            for i in range(L):
-                v = vq[t + i]
-                if v < loq[q0 + i]:
+            qlo = min(qlo, base[a] + rel[r0])
+            qhi = max(qhi, base[a] + rel[r1 - 1] + length[r1 - 1])
+            for r in range(r0, r1):
+                q0 = np.uint64(base[a] + rel[r])
+                t = off + q0
+                wo = np.uint64(woff[r])
+                nl = length[r]
+                synops += nl
+                L = np.uint64(nl)
+                bound = loq[q0]
+                hit = False
+                for i in range(L):
+                    v = vq[t + i] + weights[wo + i]
+                    cnt[t + i] += 1
+                    hit |= v >= bound
+                    vq[t + i] = v
+                if not hit:
                     continue
-                s = np.uint64(inv[q0 + i])
-                g = off + s
-                th = theta[s]
-                if v >= mid[s] and v < hi[s]:
-                    n = 1.0
-                else:
-                    f = np.floor(v / th)
-                    n = f if f > 0.0 else 0.0
-                room = cap[s] - k[g]
-                n = room if room < n else n
-                vq[t + i] = v - n * th
-                if n != 0.0:
-                    k[g] += n
-                    em_rank[ne] = int(rq[t + i] - rb - 1.0)
-                    em_slot[ne] = g
-                    em_key[ne] = clock + e
-                    em_n[ne] = n
-                    ne += 1
+                for i in range(L):
+                    v = vq[t + i]
+                    if v < bound:
+                        continue
+                    s = np.uint64(inv[q0 + i])
+                    g = off + s
+                    th = theta[s]
+                    if v >= mid[s] and v < hi[s]:
+                        n = 1.0
+                    else:
+                        f = np.floor(v / th)
+                        n = f if f > 0.0 else 0.0
+                    room = cap[s] - k[g]
+                    n = room if room < n else n
+                    vq[t + i] = v - n * th
+                    if n != 0.0:
+                        k[g] += n
+                        em_rank[ne] = cnt[t + i] - 1
+                        em_slot[ne] = g
+                        em_key[ne] = clock + e
+                        em_n[ne] = n
+                        ne += 1
+        for q in range(np.uint64(qlo), np.uint64(qhi)):
+            cnt[off + q] = 0
+        e0 = e1
     return synops, ne
 
 
@@ -737,10 +803,13 @@ def _transpose(src, sw, dst, dw, seg, B, S, to_q):
 
 
 class ChannelLast:
-    """The channel-last state of a greedy/speck run without SSC gates: membranes `vq` and rank
-    stamps `rq` per (sample, q), the per-q bounds of the SIMD pass, and which copy of the membranes
-    is current. The runner's slot-order code (timestep start, host currents, first update, outputs)
-    reads `state`; `to_q` / `to_slots` transpose at those step boundaries, once per timestep each."""
+    """The channel-last state of a greedy/speck run without SSC gates: membranes `vq` and
+    contribution counters `cnt` (int32, zero between steps) per (sample, q), the per-q bounds of the
+    SIMD pass, and which copy of the membranes is current (`q_current`; the runner starts a run
+    with it set: its membranes start at 0 in either order). The runner's slot-order code (timestep start with a leak, host
+    currents or disabled slots) reads `state`; `to_q` / `to_slots` transpose at those step
+    boundaries. `uniform`: every run's bound is one value (the kernels read it once per run); the
+    runner takes the flat kernels where it is not (static SSC masks disabling part of a population)."""
 
     def __init__(self, flat: FlatTables, B: int, S: int, speck: bool, theta, vmin, lo):
         self.rt = flat.runs(0)
@@ -748,10 +817,12 @@ class ChannelLast:
         self.inv = inv.astype(np.int64)
         self.B, self.S = B, S
         self.vq = np.zeros(B * S)
-        self.rq = np.zeros(B * S)
+        self.cnt = np.zeros(B * S, dtype=np.int32)
         self.thq = np.ascontiguousarray(theta[inv])
         self.vmq = np.ascontiguousarray(vmin[inv])
         self.loq = np.ascontiguousarray(lo[inv])
+        self.uniform = all(self.rt.uniform(x) for x in ((self.thq, self.vmq) if speck else (self.loq,)))
+        self.weights = self.rt.weights_f64_or_f32()
         self.q_current = False  # vq holds the membranes (state's column is stale)
 
     def slot_params(self, beta, const, fire_slot, cap, vmin) -> None:
@@ -981,13 +1052,13 @@ def deliver_sequential(flat: FlatTables, gopen, rows, samples, S, clock, state, 
         cl.to_q(state)
         rt = cl.rt
         if speck:
-            syn, ne = _sequential_speck_cl(rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, rt.weights, cl.inv,
-                                           rows, samples, S, clock, cl.vq, cl.rq, k, cl.thq, cl.vmq, theta, cap_slot,
-                                           vmin_slot, step, er, es, ek, en)
+            syn, ne = _sequential_speck_cl(rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, cl.weights, cl.inv,
+                                           rows, samples, S, clock, cl.vq, cl.cnt, k, cl.thq, cl.vmq, theta, cap_slot,
+                                           vmin_slot, er, es, ek, en)
         else:
-            syn, ne = _sequential_greedy_cl(rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, rt.weights, cl.inv,
-                                            rows, samples, S, clock, cl.vq, cl.rq, k, cl.loq, theta, cap_slot,
-                                            *bounds, step, er, es, ek, en)
+            syn, ne = _sequential_greedy_cl(rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, cl.weights, cl.inv,
+                                            rows, samples, S, clock, cl.vq, cl.cnt, k, cl.loq, theta, cap_slot,
+                                            *bounds, er, es, ek, en)
     elif speck:
         syn, ne = _sequential_speck(flat.indptr, flat.slots32, flat.weights, rows, samples, S, clock, state, k,
                                     theta, cap_slot, vmin_slot, step, er, es, ek, en)
@@ -1026,12 +1097,15 @@ def compile_seconds() -> float:
     f32 = f.astype(np.float32)
     _ideal_runs(z, z, i1, z, i1[1:], z, f32, z, i1, f32, 1, np.zeros(1, np.float32), np.zeros((1, 1)), seg)
     _intern(i1, z.view(np.uint64))
-    _cut_runs(i1, z, f, 4)
+    _cut_runs(i1, z, f, 4, np.ones(2, dtype=np.bool_))
     _sequential_speck(i1, z32, f, z, z, 1, 0, np.zeros((1, 2)), np.zeros(1), f, f, f, 1, *rec())
     _sequential_greedy(i1, z32, f, z, z, 1, 0, np.zeros((1, 2)), np.zeros(1), f, f, *greedy_bounds(f), 1, *rec())
-    for fn, per_q in ((_sequential_speck_cl, (f, f)), (_sequential_greedy_cl, (f,))):
-        fn(z, z, i1, z, i1[1:], z, f, z, z, z, 1, 0, np.zeros(1), np.zeros(1), np.zeros(1), *per_q, f, f,
-           *((f,) if fn is _sequential_speck_cl else greedy_bounds(f)), 1, *rec())
+    c32 = np.zeros(1, dtype=np.int32)
+    for w in (f, f.astype(np.float32)):
+        _sequential_speck_cl(z, z, i1, z, i1[1:], z, w, z, z, z, 1, 0, np.zeros(1), c32, np.zeros(1), f, f, f, f, f,
+                             *rec())
+        _sequential_greedy_cl(z, z, i1, z, i1[1:], z, w, z, z, z, 1, 0, np.zeros(1), c32, np.zeros(1), f, f, f,
+                              *greedy_bounds(f), *rec())
     _transpose(np.zeros((1, 2)), 2, np.zeros(1), 1, seg, 1, 1, True)
     _transpose(np.zeros(1), 1, np.zeros((1, 2)), 2, seg, 1, 1, False)
     b1 = np.ones(1, dtype=np.bool_)

@@ -188,7 +188,11 @@ class _Run:
         if width == 2 and (policy == "greedy" or bool(np.all(self._vmin_fire < self._theta_slot))):
             self.cl = kernels.ChannelLast(self.flat, B, S, policy == "speck", self._theta_slot, self._vmin_fire,
                                           self._bounds[0])
-            self.cl.slot_params(net.beta, net.const, self._fire_slot, self._cap_all, self._vmin_all)
+            if self.cl.uniform:
+                self.cl.slot_params(net.beta, net.const, self._fire_slot, self._cap_all, self._vmin_all)
+                self.cl.q_current = True  # both copies of the membranes start at 0: no transposition
+            else:  # a bound that varies within a run: the flat kernels
+                self.cl = None
         self.firing = np.tile(self._fire_slot, B) if (policy != "ideal" or gated) else None  # per neuron
         self.src_index = {s: i for i, s in enumerate(net.tables)}
         self.slot_pop = np.empty(S, dtype=np.int64)  # slot -> consumer index
