@@ -951,16 +951,138 @@ def complete_burst(state, theta, firing, cap, lo, hi, divide, B, S, out_g, out_n
     return ne
 
 
+# ---- a sequential step's bookkeeping around the kernels (compiled: linear in the events) ----------
+@_njit(nogil=True)
+def _sample_order(samples):
+    """The stable order of `samples` (a counting sort), or an empty array where they are already
+    non-decreasing."""
+    n = samples.size
+    done = True
+    B = 0
+    for i in range(n):
+        if i and samples[i] < samples[i - 1]:
+            done = False
+        B = max(B, samples[i] + 1)
+    if done:
+        return np.zeros(0, dtype=np.int64)
+    start = np.zeros(B + 1, dtype=np.int64)
+    for i in range(n):
+        start[samples[i] + 1] += 1
+    for b in range(B):
+        start[b + 1] += start[b]
+    o = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        b = samples[i]
+        o[start[b]] = i
+        start[b] += 1
+    return o
+
+
+@_njit(nogil=True)
+def _records_by_key(em_rank, em_slot, em_key, em_n, ne, o_s, clock, n_ev, S_all):
+    """The kernel's records (made sample by sample, `em_key` = clock + index in that order) as
+    (slots, n, keys) ordered by (step position of the event, rank, global slot): keys mapped back
+    to step positions through `o_s` (empty: the identity), a counting sort by position, and within
+    one event's records (a few neurons, one record per neuron) an insertion sort by (rank, slot)."""
+    start = np.zeros(n_ev + 1, dtype=np.int64)
+    pos = np.empty(ne, dtype=np.int64)
+    for i in range(ne):
+        e = em_key[i] - clock
+        p = o_s[e] if o_s.size else e
+        pos[i] = p
+        start[p + 1] += 1
+    for p in range(n_ev):
+        start[p + 1] += start[p]
+    idx = np.empty(ne, dtype=np.int64)
+    for i in range(ne):
+        p = pos[i]
+        idx[start[p]] = i
+        start[p] += 1
+    slots = np.empty(ne, dtype=np.int64)
+    n = np.empty(ne)
+    key = np.empty(ne, dtype=np.int64)
+    sk = np.empty(ne, dtype=np.int64)  # (rank, slot) as one key
+    j0 = 0
+    while j0 < ne:
+        p = pos[idx[j0]]
+        j1 = j0
+        while j1 < ne and pos[idx[j1]] == p:
+            i = idx[j1]
+            v = em_rank[i] * S_all + em_slot[i]
+            j = j1
+            while j > j0 and sk[j - 1] > v:  # insertion: an event fires few neurons
+                sk[j] = sk[j - 1]
+                slots[j] = slots[j - 1]
+                n[j] = n[j - 1]
+                j -= 1
+            sk[j] = v
+            slots[j] = em_slot[i]
+            n[j] = em_n[i]
+            j1 += 1
+        for j in range(j0, j1):
+            key[j] = clock + p
+        j0 = j1
+    return slots, n, key
+
+
+@_njit(nogil=True)
+def emit_spikes(g, n, key, S, slot_pop, pop_lo, pop_size, B, counts):
+    """A greedy/speck step's spikes (global slots g, counts n, keys, in pool order) as events per
+    consumer population: counts[g] += n; per population (ascending) its events, one per spike, as
+    global ids (sample x population size + address) and keys in the given order; returns (ids,
+    keys, start of each population's events, spikes per population, the largest number of spikes
+    one sample emitted per population)."""
+    n_pop = pop_lo.size
+    start = np.zeros(n_pop + 1, dtype=np.int64)
+    per = np.zeros((n_pop, B))
+    for i in range(g.size):
+        if n[i] <= 0.0:
+            continue
+        gi = g[i]
+        b = gi // S
+        p = slot_pop[gi - b * S]
+        counts[gi] += n[i]
+        start[p + 1] += np.int64(n[i])
+        per[p, b] += n[i]
+    for p in range(n_pop):
+        start[p + 1] += start[p]
+    fill = start[:-1].copy()
+    ids = np.empty(start[-1], dtype=np.int64)
+    keys = np.empty(start[-1], dtype=np.int64)
+    for i in range(g.size):
+        if n[i] <= 0.0:
+            continue
+        gi = g[i]
+        b = gi // S
+        s = gi - b * S
+        p = slot_pop[s]
+        a = b * pop_size[p] + (s - pop_lo[p])
+        for _ in range(np.int64(n[i])):
+            ids[fill[p]] = a
+            keys[fill[p]] = key[i]
+            fill[p] += 1
+    peak = np.zeros(n_pop)
+    for p in range(n_pop):
+        for b in range(B):
+            peak[p] = max(peak[p], per[p, b])
+    return ids, keys, start, peak
+
+
+@_njit(nogil=True)
+def synapse_bound(indptr, rows):
+    """The synapses of a step's events (an upper bound on the spikes a sequential kernel records)."""
+    t = 0
+    for i in range(rows.size):
+        t += indptr[rows[i] + 1] - indptr[rows[i]]
+    return t
+
+
 def greedy_bounds(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per slot (lo, mid, hi) = theta x (1 - 1e-7, 1 + 1e-7, 2 - 2e-7) for theta > 0 (the same
     products `_sequential` computes inline); (-inf, inf, inf) otherwise: always divide."""
     pos = theta > 0
     return (np.where(pos, theta * 0.9999999, -np.inf), np.where(pos, theta * 1.0000001, np.inf),
             np.where(pos, theta * 1.9999998, np.inf))
-
-
-def _bound(flat: FlatTables, rows: np.ndarray) -> int:
-    return int(flat.indptr[rows + 1].sum() - flat.indptr[rows].sum()) if rows.size else 0
 
 
 class Scratch:
@@ -1025,22 +1147,22 @@ def deliver_ideal(flat: FlatTables, gopen, src: int, rows, samples, mult, B, S, 
 
 
 def deliver_sequential(flat: FlatTables, gopen, rows, samples, S, clock, state, k, theta, cap, speck: bool,
-                       scratch: Scratch, cap_slot=None, vmin_slot=None, bounds=None, cl=None):
+                       scratch: Scratch, cap_slot=None, vmin_slot=None, bounds=None, cl=None, by_key: bool = False):
     """Events in step order (rows, samples). Returns (synops, slots, n, keys) of the spikes fired,
-    ordered by (rank of the contribution at its neuron, global slot). A 2-column `state` (no SSC
-    gates) takes the plain kernels with the cap and lower bound per slot (`cap_slot`, `vmin_slot`);
-    a 3-column one the general kernel (per neuron `cap`, lower bound in the row). `cl`: a
-    `ChannelLast` state for the 2-column case (the SIMD run kernels; `state`'s membranes are then
-    stale until `cl.to_slots`)."""
-    er, es, ek, en = scratch.records(_bound(flat, rows))
+    ordered by (rank of the contribution at its neuron, global slot), or with `by_key` by (key,
+    rank, global slot) (what a stable sort by key of the former gives: the layer and interleaved
+    orders sort a source's events so). A 2-column `state` (no SSC gates) takes the plain kernels
+    with the cap and lower bound per slot (`cap_slot`, `vmin_slot`); a 3-column one the general
+    kernel (per neuron `cap`, lower bound in the row). `cl`: a `ChannelLast` state for the 2-column
+    case (the SIMD run kernels; `state`'s membranes are then stale until `cl.to_slots`)."""
+    er, es, ek, en = scratch.records(synapse_bound(flat.indptr, rows))
     step = scratch.next_stamp()
     # samples are independent and a neuron belongs to one sample, so the kernel may take the events
     # sample by sample (each sample's events in step order: every neuron sees its contributions in
     # the same order, with the same ranks); one sample's membranes then stay in cache. The records'
     # keys are mapped back to the step positions below.
-    o_s = None
-    if samples.size > 1 and not (samples[1:] >= samples[:-1]).all():
-        o_s = np.argsort(samples, kind="stable")
+    o_s = _sample_order(samples)
+    if o_s.size:
         rows, samples = rows[o_s], samples[o_s]
     if rows.size >= RANK_LIMIT or step >= RANK_LIMIT:
         raise SnnccError(f"event step too large for the rank bookkeeping ({rows.size} events, step {step})",
@@ -1068,7 +1190,9 @@ def deliver_sequential(flat: FlatTables, gopen, rows, samples, S, clock, state, 
     if ne == 0:
         z = np.zeros(0, dtype=np.int64)
         return syn, z, np.zeros(0), z
-    if o_s is not None:
+    if by_key:
+        return (syn, *_records_by_key(er, es, ek, en, ne, o_s, clock, rows.size, state.shape[0]))
+    if o_s.size:
         ek[:ne] = clock + o_s[ek[:ne] - clock]
     slots_, rank = es[:ne], er[:ne]
     o = np.argsort(rank * state.shape[0] + slots_, kind="stable")  # by (rank, slot): one int64 key

@@ -198,6 +198,8 @@ class _Run:
         self.slot_pop = np.empty(S, dtype=np.int64)  # slot -> consumer index
         for i, c in enumerate(net.consumers):
             self.slot_pop[slice(*net.offsets[c])] = i
+        self.pop_lo = np.array([net.offsets[c][0] for c in net.consumers], dtype=np.int64)
+        self.pop_size = np.array([net.offsets[c][1] - net.offsets[c][0] for c in net.consumers], dtype=np.int64)
         self.events = {s: 0 for s in net.tables}
         self.peak = {c: 0 for c in net.consumers if net.graph[c].op == "fire"}
         self.relays = [c for c in net.consumers if net.graph[c].op == "relay"]
@@ -277,10 +279,19 @@ class _Run:
         gslots, n, key = gslots[keep], n[keep], key[keep]
         if gslots.size == 0:
             return []
-        if self.policy == "ideal":  # one burst per neuron
-            self.counts[gslots] += n
-        else:
-            np.add.at(self.counts, gslots, n)  # a neuron may fire at several updates of one step
+        if self.policy != "ideal":  # one event per spike (a neuron may fire at several updates of one step)
+            ids, keys, start, peak = kernels.emit_spikes(gslots, n, key, S, self.slot_pop, self.pop_lo,
+                                                         self.pop_size, self.B, self.counts)
+            out = []
+            for pi in np.flatnonzero(start[1:] > start[:-1]):
+                cname = net.consumers[pi]
+                gid, k = ids[start[pi]:start[pi + 1]], keys[start[pi]:start[pi + 1]]
+                self._mark_live(cname, gid)
+                self.events[cname] += gid.size
+                self.peak[cname] = max(self.peak[cname], int(peak[pi]))
+                out.append(_Batch(cname, gid, None, k))
+            return out
+        self.counts[gslots] += n  # one burst per neuron
         b, slot = gslots // S, gslots % S
         pop = self.slot_pop[slot]
         out = []
@@ -408,7 +419,7 @@ class _Run:
         syn, gsl, n, key = kernels.deliver_sequential(
             self.flat, self.gopen if self.gates else self._no_gates, rows, samples, self.net.n_slots, self.clock,
             self.state, self.k, self._theta_slot, self.Dcap, self.policy == "speck", self.scratch,
-            self._cap_fire, self._vmin_fire, self._bounds, self.cl)
+            self._cap_fire, self._vmin_fire, self._bounds, self.cl, by_key=self.order != "random")
         self.synops += syn
         if self.trace is not None:
             keys = np.empty(n_ev, dtype=np.int64)
@@ -624,8 +635,10 @@ class _Run:
             take = [bt for bt in pool if self.src_index[bt.src] == first]
             rest = [bt for bt in pool if self.src_index[bt.src] != first]
             merged = _merge(take)
-            o = np.argsort(merged.key, kind="stable")
-            merged = _Batch(merged.src, merged.gid[o], None if merged.mult is None else merged.mult[o], merged.key[o])
+            if merged.key.size > 1 and not (merged.key[1:] >= merged.key[:-1]).all():
+                o = np.argsort(merged.key, kind="stable")
+                merged = _Batch(merged.src, merged.gid[o], None if merged.mult is None else merged.mult[o],
+                                merged.key[o])
             return [(merged, np.arange(merged.gid.size))], rest
         if self.order == "interleaved":
             by_src: dict[str, list[_Batch]] = {}
