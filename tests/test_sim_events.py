@@ -612,3 +612,51 @@ def test_channel_last_kernels_emit_the_flat_kernels_spikes_in_order(pol):
         assert np.array_equal(np.asarray(a), np.asarray(b))
     spikes = flat_run[2]
     assert spikes.size > 50 and np.unique(spikes).size < spikes.size  # neurons fire more than once a step
+
+
+def test_step_bookkeeping_kernels_equal_the_sorts_they_replace():
+    """The compiled bookkeeping of a greedy/speck step against the numpy sorts it replaced, on
+    random records with ties: `_sample_order` is a stable argsort by sample; `_records_by_key` is
+    the records' keys mapped back to step positions, a stable sort by (rank, slot), then a stable
+    sort by key; `emit_spikes` is np.add.at on the counts, the per-population split (ascending)
+    with one event per spike (np.repeat), spikes per population and the per-sample peak."""
+    from snncc.sim.events import kernels as K
+
+    rng = np.random.default_rng(3)
+    samples = rng.integers(0, 5, 400)
+    o_s = K._sample_order(samples)
+    assert np.array_equal(o_s, np.argsort(samples, kind="stable"))
+    assert K._sample_order(np.sort(samples)).size == 0
+    # records as a kernel makes them: sample by sample, event after event, a few neurons each
+    n_ev, S, B, clock = 400, 50, 5, 1000
+    ev = np.repeat(np.arange(n_ev), rng.integers(0, 4, n_ev))  # index in sample order, per record
+    ne = ev.size
+    slot = samples[o_s][ev] * S + rng.integers(0, S, ne)
+    rank = rng.integers(0, 3, ne)
+    er, es, ek, en = rank.astype(np.int64), slot.astype(np.int64), clock + ev, rng.integers(1, 3, ne).astype(float)
+    got = K._records_by_key(er, es, ek, en, ne, o_s, clock, n_ev, B * S)
+    key = clock + o_s[ev]
+    o = np.argsort(rank * B * S + slot, kind="stable")
+    o = o[np.argsort(key[o], kind="stable")]
+    assert all(np.array_equal(a, b) for a, b in zip(got, (slot[o], en[o], key[o])))
+    assert np.unique(key).size < ne and np.unique(rank * B * S + slot).size < ne  # ties to break
+    # emission: three populations over the S slots
+    lo, size = np.array([0, 20, 45]), np.array([20, 25, 5])
+    slot_pop = np.repeat(np.arange(3), size)
+    g, n, k = got[0], got[1], got[2]
+    n[::7] = 0.0  # no spike: skipped
+    counts = np.zeros(B * S)
+    ids, keys, start, peak = K.emit_spikes(g, n, k, S, slot_pop, lo, size, B, counts)
+    want = np.zeros(B * S)
+    keep = n > 0
+    np.add.at(want, g[keep], n[keep])
+    assert np.array_equal(counts, want)
+    b, s = g[keep] // S, g[keep] % S
+    p, m, kk = slot_pop[s], n[keep].astype(np.int64), k[keep]
+    for pi in range(3):
+        sel = p == pi
+        gid = np.repeat(b[sel] * size[pi] + s[sel] - lo[pi], m[sel])
+        assert np.array_equal(ids[start[pi]:start[pi + 1]], gid)
+        assert np.array_equal(keys[start[pi]:start[pi + 1]], np.repeat(kk[sel], m[sel]))
+        assert peak[pi] == np.bincount(b[sel], weights=m[sel], minlength=B).max()
+    assert (np.diff(start) > 0).all() and m.max() == 2
