@@ -573,7 +573,7 @@ def test_channel_last_kernels_emit_the_flat_kernels_spikes_in_order(pol):
     (rank, slot) order, the same membranes (moved back to slot order) and counters. The steps hit
     neurons many times each (repeated addresses, several samples out of order, large weights), so
     neurons fire at ranks > 0, several times in one step, and a wrong rank, slot or key misorders
-    the pool; run twice so the rank stamps of an earlier step must not leak into the next."""
+    the pool; run twice so the contribution counters of an earlier step must not leak into the next."""
     from snncc.sim.events import kernels as K
 
     g = _random_net(4)

@@ -5,14 +5,16 @@ serves a whole step whatever its sources), `deliver_ideal` (burst events with mu
 order-independent sum), `deliver_sequential` (greedy/speck: events one after another, every
 synapse updating its neuron and firing it by the policy's rule at once) and `compile_seconds`
 (JIT time, reported by the benchmarks and never counted as throughput), plus the dense sweeps of
-a timestep (`init_state`, `start_timestep`, `first_update`, `complete_burst`).
+a timestep (`init_state`, `start_timestep`, `first_update`, `complete_burst`) and the compiled
+bookkeeping of a greedy/speck step (`_sample_order`, `_records_by_key`, `emit_spikes`: counting
+sorts and one pass, linear in the step's events).
 
 Kernels per case: `_sequential_speck_cl` / `_sequential_greedy_cl` (no SSC gates, the runner's
-default for greedy/speck: `ChannelLast` membranes and rank stamps in channel-last order, each
-event's targets as gap-free runs, a SIMD add-and-compare pass per run and the scalar firing rule
-only where a neuron reaches its bound), `_sequential_speck` / `_sequential_greedy` (no SSC gates:
-the policy fixed at compile time, unsigned flat indexing; used when a speck lower bound is not
-below its threshold), `_sequential` (gated tables, either policy), `_ideal`
+default for greedy/speck: `ChannelLast` membranes and int32 contribution counters in
+channel-last order, each event's targets as gap-free runs, a SIMD add-and-compare pass per run
+and the scalar firing rule only where a neuron reaches its bound), `_sequential_speck` /
+`_sequential_greedy` (no SSC gates: the policy fixed at compile time, unsigned flat indexing;
+used when a speck lower bound is not below its threshold or a run's bound is not one value), `_sequential` (gated tables, either policy), `_ideal`
 (gated tables), `_ideal_runs` (ungated tables, the common case: `RunTables`, channel-last runs of
 targets added as contiguous SIMD loops from shared weight blocks and address patterns, samples on
 numba's threads, each sample's scratch flushed into the membranes right after its events; the
@@ -637,7 +639,8 @@ def _sequential_greedy(indptr, slots, weights, rows, samples, S, clock, state, k
 # `ChannelLast` checks that its bound (theta, lower bound) is one value over every run, so the SIMD
 # pass reads it once per run. Per run a branch-free SIMD pass adds the weights (float32 copies
 # where every weight is a float32 value: the same float64 sums), counts the contribution and stores
-# the membrane (the no-spike value, or the raw sum where the neuron reaches the policy's bound);
+# the membrane (the no-spike value, or the raw sum where the neuron reaches the policy's bound: for
+# speck max(v, v_min) is both, as v_min < theta);
 # only a run with a neuron at the bound takes the scalar pass, which applies the firing rule to
 # exactly those (every target of the run was updated by this event, and a no-spike store stays
 # below the bound: speck requires v_min < theta, checked by the runner) with the very float64
@@ -682,7 +685,7 @@ def _sequential_speck_cl(pat, base, ptr, rel, length, woff, weights, inv, rows, 
                     v = vq[t + i] + weights[wo + i]
                     cnt[t + i] += 1
                     hit |= v >= th
-                    vq[t + i] = v if ((v > vm) | (v >= th)) else vm
+                    vq[t + i] = v if v > vm else vm  # v >= th > vm keeps v: no spike test here
                 if not hit:
                     continue
                 for i in range(L):
@@ -887,15 +890,23 @@ def start_timestep(state, k, beta, const, reset, B, S, slots, zero_k):
 @_njit(nogil=True)
 def first_update(state, k, theta, fireable, cap, vmin, speck, B, S, out_g, out_n):
     """greedy/speck: the constant (+ host) current as every neuron's first update; fired
-    (slot, n) written to out_g/out_n in slot order. Returns how many."""
+    (slot, n) written to out_g/out_n in slot order. Returns how many. A neuron below its threshold
+    (speck), or below theta(1 - 1e-7) where floor(v / theta) <= 0 (greedy), fires nothing: only
+    speck's lower bound is applied, and nothing else is written (most neurons, most timesteps)."""
     ne = 0
     for b in range(B):
         for s in range(S):
             g = b * S + s
-            if not fireable[g]:
-                continue
             v = state[g, V_]
             th = theta[s]
+            if speck and v < th:
+                if v <= vmin[s] and fireable[g]:
+                    state[g, V_] = vmin[s]
+                continue
+            if not speck and v < th * 0.9999999 and th > 0.0:
+                continue
+            if not fireable[g]:
+                continue
             if speck:
                 n = 1.0 if (v >= th and cap[s] > 0.0) else 0.0
                 v = v - n * th
@@ -1025,6 +1036,17 @@ def _records_by_key(em_rank, em_slot, em_key, em_n, ne, o_s, clock, n_ev, S_all)
     return slots, n, key
 
 
+@numba.njit(inline="always")
+def _sample_of(g, S):
+    """g // S for 0 <= g < 2^52 by a float64 product and one correction (no integer division)."""
+    b = np.int64(np.float64(g) * (1.0 / S))
+    if b * S > g:
+        b -= 1
+    elif (b + 1) * S <= g:
+        b += 1
+    return b
+
+
 @_njit(nogil=True)
 def emit_spikes(g, n, key, S, slot_pop, pop_lo, pop_size, B, counts):
     """A greedy/speck step's spikes (global slots g, counts n, keys, in pool order) as events per
@@ -1039,7 +1061,7 @@ def emit_spikes(g, n, key, S, slot_pop, pop_lo, pop_size, B, counts):
         if n[i] <= 0.0:
             continue
         gi = g[i]
-        b = gi // S
+        b = _sample_of(gi, S)
         p = slot_pop[gi - b * S]
         counts[gi] += n[i]
         start[p + 1] += np.int64(n[i])
@@ -1053,7 +1075,7 @@ def emit_spikes(g, n, key, S, slot_pop, pop_lo, pop_size, B, counts):
         if n[i] <= 0.0:
             continue
         gi = g[i]
-        b = gi // S
+        b = _sample_of(gi, S)
         s = gi - b * S
         p = slot_pop[s]
         a = b * pop_size[p] + (s - pop_lo[p])

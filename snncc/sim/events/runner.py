@@ -12,7 +12,9 @@ step, `snncc.sim.events.kernels`); within a step the events have a sequential or
 neuron sees its contributions in that order. greedy/speck: the kernel walks the step's events in
 order and each event's synapses, firing a neuron by the policy's rule right after each update;
 the spikes a step emits join the pool ordered by (rank of the contribution at its neuron, sample,
-address). Tested bit-exact against a per-event Python loop (tests/test_sim_events.py). Without
+address); the layer and interleaved orders then take a source's events by key (stable), so their
+steps hand them over in (key, rank, sample, address) order at once (compiled counting sorts,
+`kernels._records_by_key`), and a pool already in key order is not sorted again. Tested bit-exact against a per-event Python loop (tests/test_sim_events.py). Without
 SSC gates greedy/speck keep the membranes channel-last (`kernels.ChannelLast`) from the first step
 on, and the timestep start, first update and output read run on that copy (per-q parameters); a
 leak, host current or disabled slot moves them back to slot order for that timestep's start.
@@ -647,8 +649,9 @@ class _Run:
             out, ranks, srcs = [], [], []
             for s, bts in by_src.items():
                 m = _merge(bts)
-                o = np.argsort(m.key, kind="stable")
-                m = _Batch(s, m.gid[o], None if m.mult is None else m.mult[o], m.key[o])
+                if m.key.size > 1 and not (m.key[1:] >= m.key[:-1]).all():
+                    o = np.argsort(m.key, kind="stable")
+                    m = _Batch(s, m.gid[o], None if m.mult is None else m.mult[o], m.key[o])
                 out.append(m)
                 ranks.append(np.arange(m.gid.size))
                 srcs.append(np.full(m.gid.size, self.src_index[s]))
