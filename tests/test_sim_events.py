@@ -605,7 +605,8 @@ def test_channel_last_kernels_emit_the_flat_kernels_spikes_in_order(pol):
                                                      bounds, cl)
             if cl is not None:
                 cl.to_slots(state)
-            out += [syn, gsl.copy(), nn.copy(), key.copy(), state[:, 0].copy(), k.copy()]
+            kk = k if cl is None else k.reshape(B, S)[:, cl.rt.pos].ravel()  # channel-last: counters in q order
+            out += [syn, gsl.copy(), nn.copy(), key.copy(), state[:, 0].copy(), kk.copy()]
         runs.append(out)
     flat_run, cl_run = runs
     for a, b in zip(flat_run[1:], cl_run[1:]):

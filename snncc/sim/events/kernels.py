@@ -650,7 +650,7 @@ def _sequential_greedy(indptr, slots, weights, rows, samples, S, clock, state, k
 # next step starts from 0 with no per-synapse step stamp to compare).
 @_njit(nogil=True)
 def _sequential_speck_cl(pat, base, ptr, rel, length, woff, weights, inv, rows, samples, S, clock, vq, cnt, k,
-                         thq, vmq, theta, cap, vmin, em_rank, em_slot, em_key, em_n):
+                         thq, vmq, capq, em_rank, em_slot, em_key, em_n):
     synops = 0
     ne = 0
     n_ev = rows.size
@@ -692,16 +692,13 @@ def _sequential_speck_cl(pat, base, ptr, rel, length, woff, weights, inv, rows, 
                     v = vq[t + i]
                     if v < th:
                         continue
-                    s = np.uint64(inv[q0 + i])
-                    g = off + s
-                    n = 1.0 if k[g] < cap[s] else 0.0
-                    v = v - n * theta[s]
-                    vs = vmin[s]
-                    vq[t + i] = v if v > vs else vs
+                    n = 1.0 if k[t + i] < capq[q0 + i] else 0.0
+                    v = v - n * th
+                    vq[t + i] = v if v > vm else vm
                     if n != 0.0:
-                        k[g] += n
+                        k[t + i] += n
                         em_rank[ne] = cnt[t + i] - 1
-                        em_slot[ne] = g
+                        em_slot[ne] = off + np.uint64(inv[q0 + i])
                         em_key[ne] = clock + e
                         em_n[ne] = n
                         ne += 1
@@ -713,7 +710,7 @@ def _sequential_speck_cl(pat, base, ptr, rel, length, woff, weights, inv, rows, 
 
 @_njit(nogil=True)
 def _sequential_greedy_cl(pat, base, ptr, rel, length, woff, weights, inv, rows, samples, S, clock, vq, cnt, k,
-                          loq, theta, cap, lo, mid, hi, em_rank, em_slot, em_key, em_n):
+                          loq, thq, capq, midq, hiq, em_rank, em_slot, em_key, em_n):
     synops = 0
     ne = 0
     n_ev = rows.size
@@ -754,21 +751,20 @@ def _sequential_greedy_cl(pat, base, ptr, rel, length, woff, weights, inv, rows,
                     v = vq[t + i]
                     if v < bound:
                         continue
-                    s = np.uint64(inv[q0 + i])
-                    g = off + s
-                    th = theta[s]
-                    if v >= mid[s] and v < hi[s]:
+                    qi = q0 + i
+                    th = thq[qi]
+                    if v >= midq[qi] and v < hiq[qi]:
                         n = 1.0
                     else:
                         f = np.floor(v / th)
                         n = f if f > 0.0 else 0.0
-                    room = cap[s] - k[g]
+                    room = capq[qi] - k[t + i]
                     n = room if room < n else n
                     vq[t + i] = v - n * th
                     if n != 0.0:
-                        k[g] += n
+                        k[t + i] += n
                         em_rank[ne] = cnt[t + i] - 1
-                        em_slot[ne] = g
+                        em_slot[ne] = off + np.uint64(inv[qi])
                         em_key[ne] = clock + e
                         em_n[ne] = n
                         ne += 1
@@ -826,6 +822,7 @@ class ChannelLast:
         self.loq = np.ascontiguousarray(lo[inv])
         self.uniform = all(self.rt.uniform(x) for x in ((self.thq, self.vmq) if speck else (self.loq,)))
         self.weights = self.rt.weights_f64_or_f32()
+        self._per_q = {}
         self.q_current = False  # vq holds the membranes (state's column is stale)
 
     def slot_params(self, beta, const, fire_slot, cap, vmin) -> None:
@@ -837,7 +834,15 @@ class ChannelLast:
         self.fireq = np.tile(fire_slot[inv], self.B)
         self.capq = np.ascontiguousarray(cap[inv], dtype=np.float64)
         self.vminq = np.ascontiguousarray(vmin[inv], dtype=np.float64)
-        self.kq = np.zeros(self.B * self.S)  # the first update's counters (k is 0 at a timestep's start)
+        self.kq = np.zeros(self.B * self.S)  # slot-order counters of a first update run in slot order
+
+    def per_q(self, per_slot: np.ndarray) -> np.ndarray:
+        """A per-slot parameter in q order (kept for the run: the kernels' scalar pass reads it
+        next to the membranes instead of at the slot, a cache miss per spike)."""
+        hit = self._per_q.get(id(per_slot))
+        if hit is None or hit[0] is not per_slot:
+            hit = self._per_q[id(per_slot)] = (per_slot, np.ascontiguousarray(per_slot[self.inv], dtype=np.float64))
+        return hit[1]
 
     def to_q(self, state) -> None:
         if not self.q_current:
@@ -1176,7 +1181,8 @@ def deliver_sequential(flat: FlatTables, gopen, rows, samples, S, clock, state, 
     orders sort a source's events so). A 2-column `state` (no SSC gates) takes the plain kernels
     with the cap and lower bound per slot (`cap_slot`, `vmin_slot`); a 3-column one the general
     kernel (per neuron `cap`, lower bound in the row). `cl`: a `ChannelLast` state for the 2-column
-    case (the SIMD run kernels; `state`'s membranes are then stale until `cl.to_slots`)."""
+    case (the SIMD run kernels; `state`'s membranes are then stale until `cl.to_slots`, and the
+    window counters `k` are in q order, next to the membranes)."""
     er, es, ek, en = scratch.records(synapse_bound(flat.indptr, rows))
     step = scratch.next_stamp()
     # samples are independent and a neuron belongs to one sample, so the kernel may take the events
@@ -1197,12 +1203,12 @@ def deliver_sequential(flat: FlatTables, gopen, rows, samples, S, clock, state, 
         rt = cl.rt
         if speck:
             syn, ne = _sequential_speck_cl(rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, cl.weights, cl.inv,
-                                           rows, samples, S, clock, cl.vq, cl.cnt, k, cl.thq, cl.vmq, theta, cap_slot,
-                                           vmin_slot, er, es, ek, en)
+                                           rows, samples, S, clock, cl.vq, cl.cnt, k, cl.thq, cl.vmq, cl.per_q(cap_slot),
+                                           er, es, ek, en)
         else:
             syn, ne = _sequential_greedy_cl(rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, cl.weights, cl.inv,
-                                            rows, samples, S, clock, cl.vq, cl.cnt, k, cl.loq, theta, cap_slot,
-                                            *bounds, er, es, ek, en)
+                                            rows, samples, S, clock, cl.vq, cl.cnt, k, cl.loq, cl.thq,
+                                            cl.per_q(cap_slot), cl.per_q(bounds[1]), cl.per_q(bounds[2]), er, es, ek, en)
     elif speck:
         syn, ne = _sequential_speck(flat.indptr, flat.slots32, flat.weights, rows, samples, S, clock, state, k,
                                     theta, cap_slot, vmin_slot, step, er, es, ek, en)
@@ -1248,10 +1254,9 @@ def compile_seconds() -> float:
     _sequential_greedy(i1, z32, f, z, z, 1, 0, np.zeros((1, 2)), np.zeros(1), f, f, *greedy_bounds(f), 1, *rec())
     c32 = np.zeros(1, dtype=np.int32)
     for w in (f, f.astype(np.float32)):
-        _sequential_speck_cl(z, z, i1, z, i1[1:], z, w, z, z, z, 1, 0, np.zeros(1), c32, np.zeros(1), f, f, f, f, f,
-                             *rec())
-        _sequential_greedy_cl(z, z, i1, z, i1[1:], z, w, z, z, z, 1, 0, np.zeros(1), c32, np.zeros(1), f, f, f,
-                              *greedy_bounds(f), *rec())
+        _sequential_speck_cl(z, z, i1, z, i1[1:], z, w, z, z, z, 1, 0, np.zeros(1), c32, np.zeros(1), f, f, f, *rec())
+        _sequential_greedy_cl(z, z, i1, z, i1[1:], z, w, z, z, z, 1, 0, np.zeros(1), c32, np.zeros(1), f, f, f, f, f,
+                              *rec())
     _transpose(np.zeros((1, 2)), 2, np.zeros(1), 1, seg, 1, 1, True)
     _transpose(np.zeros(1), 1, np.zeros((1, 2)), 2, seg, 1, 1, False)
     b1 = np.ones(1, dtype=np.bool_)

@@ -442,23 +442,25 @@ class _Run:
         """greedy/speck: constant + host current is every neuron's first update."""
         self._refresh_gates()
         og, on = self._out()
+        S = self.net.n_slots
         if self.cl is not None and self.cl.q_current:  # channel-last: fired q -> slots, in slot order
-            cl = self.cl
-            ne = kernels.first_update(cl.vq.reshape(-1, 1), cl.kq, cl.thq, cl.fireq, cl.capq, cl.vminq,
-                                      self.policy == "speck", self.B, self.net.n_slots, og, on)
-            q = og[:ne]
-            b, qs = np.divmod(q, self.net.n_slots)
-            g = b * self.net.n_slots + cl.inv[qs]
-            n = on[:ne].copy()
-            cl.kq[q] = 0.0  # back to zero for the next timestep
+            cl = self.cl  # (the window counters k are in q order with a ChannelLast)
+            ne = kernels.first_update(cl.vq.reshape(-1, 1), self.k, cl.thq, cl.fireq, cl.capq, cl.vminq,
+                                      self.policy == "speck", self.B, S, og, on)
+            b, qs = np.divmod(og[:ne], S)
+            g = b * S + cl.inv[qs]
             o = np.argsort(g)
-            g, n = g[o], n[o]
-            self.k[g] += n
-            return self._emit(g, n, np.full(ne, self.clock - 1, dtype=np.int64))
+            return self._emit(g[o], on[:ne][o], np.full(ne, self.clock - 1, dtype=np.int64))
         fireable = self.firing & self.en if self.gates else self.firing
-        ne = kernels.first_update(self.state, self.k, self._theta_slot, fireable, self._cap_all, self._vmin_all,
-                                  self.policy == "speck", self.B, self.net.n_slots, og, on)
-        return self._emit(og[:ne].copy(), on[:ne].copy(), np.full(ne, self.clock - 1, dtype=np.int64))
+        k = self.k if self.cl is None else self.cl.kq  # slot-order counters, moved to q order below
+        ne = kernels.first_update(self.state, k, self._theta_slot, fireable, self._cap_all, self._vmin_all,
+                                  self.policy == "speck", self.B, S, og, on)
+        g, n = og[:ne].copy(), on[:ne].copy()
+        if self.cl is not None:
+            k[g] = 0.0
+            b, s = np.divmod(g, S)
+            self.k[b * S + self.cl.rt.pos[s]] += n
+        return self._emit(g, n, np.full(ne, self.clock - 1, dtype=np.int64))
 
     def fire_complete(self, cname: str) -> list[_Batch]:
         """ideal: the population's input is complete: n = clip(floor(V/theta), 0, D)."""
