@@ -174,6 +174,9 @@ class _Run:
             self._carried[slice(*net.offsets[c])] = net.graph[c].attrs["stateful"]
         self._theta_slot = np.ascontiguousarray(net.theta, dtype=np.float64)
         self._cap_all, self._vmin_all = np.ascontiguousarray(cap), np.ascontiguousarray(vm, dtype=np.float64)
+        # the window counters k only matter under a finite cap (greedy's D, speck_cap_D): the speck
+        # policy's cap is inf (or 0 where a neuron may not fire), so its k need no zeroing per timestep
+        self._zero_k = policy != "ideal" and bool(np.any(np.isfinite(cap) & (cap > 0)))
         # the sequential kernels' cap per neuron (0 where it may not fire); the ideal policy's
         # membranes start at 0 (np.zeros) and it reads caps per slot
         self.Dcap = None
@@ -534,14 +537,13 @@ class _Run:
         if q_start:
             touch = np.flatnonzero(reset | (net.const != 0.0))
             kernels.start_timestep(self.cl.vq.reshape(-1, 1), self.k, self.cl.betaq, self.cl.constq,
-                                   reset[self.cl.inv], B, S, np.sort(self.cl.rt.pos[touch]), True)
+                                   reset[self.cl.inv], B, S, np.sort(self.cl.rt.pos[touch]), self._zero_k)
         else:
             if t > 0 and net.leak is not None and (net.leak != 1.0).any():  # reference.carry: the residual leaks
                 lk = (net.leak != 1.0) & ~self._carried
                 V[:, lk] = net.beta[lk] + net.leak[lk] * (V[:, lk] - net.beta[lk])
             touch = np.flatnonzero(reset | (net.const != 0.0))  # any other membrane keeps its value
-            kernels.start_timestep(self.state, self.k, net.beta, net.const, reset, B, S, touch,
-                                   self.policy != "ideal")
+            kernels.start_timestep(self.state, self.k, net.beta, net.const, reset, B, S, touch, self._zero_k)
             for c, h in host.items():
                 V[:, slice(*net.offsets[c])] += h
             if not net.enabled.all():
