@@ -1257,6 +1257,10 @@ def compile_seconds() -> float:
         _sequential_speck_cl(z, z, i1, z, i1[1:], z, w, z, z, z, 1, 0, np.zeros(1), c32, np.zeros(1), f, f, f, *rec())
         _sequential_greedy_cl(z, z, i1, z, i1[1:], z, w, z, z, z, 1, 0, np.zeros(1), c32, np.zeros(1), f, f, f, f, f,
                               *rec())
+    _sample_order(z)
+    _records_by_key(z, z, z, f, 1, z, 0, 1, 1)
+    emit_spikes(z, f, z, 1, z, z, i1[1:], 1, np.zeros(1))
+    synapse_bound(i1, z)
     _transpose(np.zeros((1, 2)), 2, np.zeros(1), 1, seg, 1, 1, True)
     _transpose(np.zeros(1), 1, np.zeros((1, 2)), 2, seg, 1, 1, False)
     b1 = np.ones(1, dtype=np.bool_)
