@@ -661,3 +661,32 @@ def test_step_bookkeeping_kernels_equal_the_sorts_they_replace():
         assert np.array_equal(keys[start[pi]:start[pi + 1]], np.repeat(kk[sel], m[sel]))
         assert peak[pi] == np.bincount(b[sel], weights=m[sel], minlength=B).max()
     assert (np.diff(start) > 0).all() and m.max() == 2
+
+
+def test_channel_last_bound_is_checked_one_value_per_run(monkeypatch):
+    """`RunTables.uniform` (the channel-last kernels read a run's bound once): true for a value per
+    population (runs never cross populations), false once the value changes inside one run of one
+    address; the runner then takes the flat kernels, with the same counts."""
+    from snncc.sim.events import kernels as K
+
+    g = _random_net(4)
+    net = build_network(g)
+    rt = runner_mod._flat_tables(net).runs(0)
+    per_pop = np.zeros(net.n_slots)
+    for i, c in enumerate(net.consumers):
+        per_pop[rt.pos[slice(*net.offsets[c])]] = i
+    assert rt.uniform(per_pop)
+    a = next(a for a in range(rt.pat.size) if (rt.length[rt.ptr[rt.pat[a]]:rt.ptr[rt.pat[a] + 1]] > 1).any())
+    r = next(r for r in range(rt.ptr[rt.pat[a]], rt.ptr[rt.pat[a] + 1]) if rt.length[r] > 1)
+    q = rt.base[a] + rt.rel[r]
+    split = per_pop.copy()
+    split[q + 1:] += 0.5  # changes between the run's first and second target
+    assert not rt.uniform(split)
+    x = torch.poisson(torch.full((2, 3, 2, 6, 6), 0.7), generator=torch.Generator().manual_seed(4)).to(F64)
+    assert runner_mod._Run(net, 3, "speck", "layer", 0, 1, False, None).cl is not None
+    fast = simulate(net, x, "speck")
+    monkeypatch.setattr(K.RunTables, "uniform", lambda self, per_q: False)
+    assert runner_mod._Run(net, 3, "speck", "layer", 0, 1, False, None).cl is None
+    flat = simulate(net, x, "speck")
+    assert all(torch.equal(fast.counts[k], flat.counts[k]) for k in fast.counts)
+    assert sum(int(c.sum()) for c in fast.counts.values()) > 30
