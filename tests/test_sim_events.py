@@ -215,6 +215,10 @@ class _PerEventRun(runner_mod._Run):
     contributions (weight x multiplicity) summed in event order, then added to its membrane.
     Centre SSC: entries of closed gates dropped, a slot's open entries of one event summed."""
 
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.cl = None  # the oracle's membranes stay in slot order (no channel-last copy)
+
     def _synapses(self, src, gid):
         """(global slot, weight) of one event's updates, gates applied."""
         t = self.net.tables[src]
@@ -569,7 +573,7 @@ def test_channel_last_kernels_emit_the_flat_kernels_spikes_in_order(pol):
     (rank, slot) order, the same membranes (moved back to slot order) and counters. The steps hit
     neurons many times each (repeated addresses, several samples out of order, large weights), so
     neurons fire at ranks > 0, several times in one step, and a wrong rank, slot or key misorders
-    the pool; run twice so the rank stamps of an earlier step must not leak into the next."""
+    the pool; run twice so the contribution counters of an earlier step must not leak into the next."""
     from snncc.sim.events import kernels as K
 
     g = _random_net(4)
@@ -601,10 +605,88 @@ def test_channel_last_kernels_emit_the_flat_kernels_spikes_in_order(pol):
                                                      bounds, cl)
             if cl is not None:
                 cl.to_slots(state)
-            out += [syn, gsl.copy(), nn.copy(), key.copy(), state[:, 0].copy(), k.copy()]
+            kk = k if cl is None else k.reshape(B, S)[:, cl.rt.pos].ravel()  # channel-last: counters in q order
+            out += [syn, gsl.copy(), nn.copy(), key.copy(), state[:, 0].copy(), kk.copy()]
         runs.append(out)
     flat_run, cl_run = runs
     for a, b in zip(flat_run[1:], cl_run[1:]):
         assert np.array_equal(np.asarray(a), np.asarray(b))
     spikes = flat_run[2]
     assert spikes.size > 50 and np.unique(spikes).size < spikes.size  # neurons fire more than once a step
+
+
+def test_step_bookkeeping_kernels_equal_the_sorts_they_replace():
+    """The compiled bookkeeping of a greedy/speck step against the numpy sorts it replaced, on
+    random records with ties: `_sample_order` is a stable argsort by sample; `_records_by_key` is
+    the records' keys mapped back to step positions, a stable sort by (rank, slot), then a stable
+    sort by key; `emit_spikes` is np.add.at on the counts, the per-population split (ascending)
+    with one event per spike (np.repeat), spikes per population and the per-sample peak."""
+    from snncc.sim.events import kernels as K
+
+    rng = np.random.default_rng(3)
+    samples = rng.integers(0, 5, 400)
+    o_s = K._sample_order(samples)
+    assert np.array_equal(o_s, np.argsort(samples, kind="stable"))
+    assert K._sample_order(np.sort(samples)).size == 0
+    # records as a kernel makes them: sample by sample, event after event, a few neurons each
+    n_ev, S, B, clock = 400, 50, 5, 1000
+    ev = np.repeat(np.arange(n_ev), rng.integers(0, 4, n_ev))  # index in sample order, per record
+    ne = ev.size
+    slot = samples[o_s][ev] * S + rng.integers(0, S, ne)
+    rank = rng.integers(0, 3, ne)
+    er, es, ek, en = rank.astype(np.int64), slot.astype(np.int64), clock + ev, rng.integers(1, 3, ne).astype(float)
+    got = K._records_by_key(er, es, ek, en, ne, o_s, clock, n_ev, B * S)
+    key = clock + o_s[ev]
+    o = np.argsort(rank * B * S + slot, kind="stable")
+    o = o[np.argsort(key[o], kind="stable")]
+    assert all(np.array_equal(a, b) for a, b in zip(got, (slot[o], en[o], key[o])))
+    assert np.unique(key).size < ne and np.unique(rank * B * S + slot).size < ne  # ties to break
+    # emission: three populations over the S slots
+    lo, size = np.array([0, 20, 45]), np.array([20, 25, 5])
+    slot_pop = np.repeat(np.arange(3), size)
+    g, n, k = got[0], got[1], got[2]
+    n[::7] = 0.0  # no spike: skipped
+    counts = np.zeros(B * S)
+    ids, keys, start, peak = K.emit_spikes(g, n, k, S, slot_pop, lo, size, B, counts)
+    want = np.zeros(B * S)
+    keep = n > 0
+    np.add.at(want, g[keep], n[keep])
+    assert np.array_equal(counts, want)
+    b, s = g[keep] // S, g[keep] % S
+    p, m, kk = slot_pop[s], n[keep].astype(np.int64), k[keep]
+    for pi in range(3):
+        sel = p == pi
+        gid = np.repeat(b[sel] * size[pi] + s[sel] - lo[pi], m[sel])
+        assert np.array_equal(ids[start[pi]:start[pi + 1]], gid)
+        assert np.array_equal(keys[start[pi]:start[pi + 1]], np.repeat(kk[sel], m[sel]))
+        assert peak[pi] == np.bincount(b[sel], weights=m[sel], minlength=B).max()
+    assert (np.diff(start) > 0).all() and m.max() == 2
+
+
+def test_channel_last_bound_is_checked_one_value_per_run(monkeypatch):
+    """`RunTables.uniform` (the channel-last kernels read a run's bound once): true for a value per
+    population (runs never cross populations), false once the value changes inside one run of one
+    address; the runner then takes the flat kernels, with the same counts."""
+    from snncc.sim.events import kernels as K
+
+    g = _random_net(4)
+    net = build_network(g)
+    rt = runner_mod._flat_tables(net).runs(0)
+    per_pop = np.zeros(net.n_slots)
+    for i, c in enumerate(net.consumers):
+        per_pop[rt.pos[slice(*net.offsets[c])]] = i
+    assert rt.uniform(per_pop)
+    a = next(a for a in range(rt.pat.size) if (rt.length[rt.ptr[rt.pat[a]]:rt.ptr[rt.pat[a] + 1]] > 1).any())
+    r = next(r for r in range(rt.ptr[rt.pat[a]], rt.ptr[rt.pat[a] + 1]) if rt.length[r] > 1)
+    q = rt.base[a] + rt.rel[r]
+    split = per_pop.copy()
+    split[q + 1:] += 0.5  # changes between the run's first and second target
+    assert not rt.uniform(split)
+    x = torch.poisson(torch.full((2, 3, 2, 6, 6), 0.7), generator=torch.Generator().manual_seed(4)).to(F64)
+    assert runner_mod._Run(net, 3, "speck", "layer", 0, 1, False, None).cl is not None
+    fast = simulate(net, x, "speck")
+    monkeypatch.setattr(K.RunTables, "uniform", lambda self, per_q: False)
+    assert runner_mod._Run(net, 3, "speck", "layer", 0, 1, False, None).cl is None
+    flat = simulate(net, x, "speck")
+    assert all(torch.equal(fast.counts[k], flat.counts[k]) for k in fast.counts)
+    assert sum(int(c.sum()) for c in fast.counts.values()) > 30

@@ -5,14 +5,16 @@ serves a whole step whatever its sources), `deliver_ideal` (burst events with mu
 order-independent sum), `deliver_sequential` (greedy/speck: events one after another, every
 synapse updating its neuron and firing it by the policy's rule at once) and `compile_seconds`
 (JIT time, reported by the benchmarks and never counted as throughput), plus the dense sweeps of
-a timestep (`init_state`, `start_timestep`, `first_update`, `complete_burst`).
+a timestep (`init_state`, `start_timestep`, `first_update`, `complete_burst`) and the compiled
+bookkeeping of a greedy/speck step (`_sample_order`, `_records_by_key`, `emit_spikes`: counting
+sorts and one pass, linear in the step's events).
 
 Kernels per case: `_sequential_speck_cl` / `_sequential_greedy_cl` (no SSC gates, the runner's
-default for greedy/speck: `ChannelLast` membranes and rank stamps in channel-last order, each
-event's targets as gap-free runs, a SIMD add-and-compare pass per run and the scalar firing rule
-only where a neuron reaches its bound), `_sequential_speck` / `_sequential_greedy` (no SSC gates:
-the policy fixed at compile time, unsigned flat indexing; used when a speck lower bound is not
-below its threshold), `_sequential` (gated tables, either policy), `_ideal`
+default for greedy/speck: `ChannelLast` membranes and int32 contribution counters in
+channel-last order, each event's targets as gap-free runs, a SIMD add-and-compare pass per run
+and the scalar firing rule only where a neuron reaches its bound), `_sequential_speck` /
+`_sequential_greedy` (no SSC gates: the policy fixed at compile time, unsigned flat indexing;
+used when a speck lower bound is not below its threshold or a run's bound is not one value), `_sequential` (gated tables, either policy), `_ideal`
 (gated tables), `_ideal_runs` (ungated tables, the common case: `RunTables`, channel-last runs of
 targets added as contiguous SIMD loops from shared weight blocks and address patterns, samples on
 numba's threads, each sample's scratch flushed into the membranes right after its events; the
@@ -159,7 +161,9 @@ class RunTables:
         self.inv = np.empty_like(pos)
         self.inv[pos] = np.arange(pos.size)
         q = pos[flat.slots]
-        rptr, start, length, woff, w = _cut_runs(flat.indptr, q, flat.weights, gap)
+        starts = np.zeros(flat.n_slots + 1, dtype=np.bool_)  # a run never crosses into another population
+        starts[[lo for lo, _ in flat._shapes]] = True
+        rptr, start, length, woff, w = _cut_runs(flat.indptr, q, flat.weights, gap, starts)
         woff, self.weights = _dedup_blocks(length, woff, w)
         self.pat, self.base, self.ptr, self.rel, self.length, self.woff = _patterns(rptr, start, length, woff)
         self.n_runs = int(rptr[-1])
@@ -179,15 +183,42 @@ class RunTables:
         self.in_abs = np.array([float(np.bincount(flat.slots[a:b], aw[a:b]).max()) if b > a else 0.0
                                 for a, b in zip(eb[:-1], eb[1:])]) if self.exp is not None else None
 
+    def uniform(self, per_q: np.ndarray) -> bool:
+        """Whether `per_q` (one value per channel-last slot) is one value over every run of every
+        address: at once where it is constant within every population (runs never cross one), else
+        run by run."""
+        brk = np.r_[0, np.cumsum(per_q[1:] != per_q[:-1])]  # value changes up to each q
+        lo = self.seg[:, 0]
+        hi = lo + self.seg[:, 1] * self.seg[:, 2]
+        if np.array_equal(brk[np.maximum(hi - 1, lo)], brk[lo]):
+            return True
+        if "_run_q" not in self.__dict__:  # every (address, run): first and last q
+            per = self.ptr[self.pat + 1] - self.ptr[self.pat]
+            a = np.repeat(np.arange(self.pat.size), per)
+            r = np.repeat(self.ptr[self.pat] - np.cumsum(per) + per, per) + np.arange(int(per.sum()))
+            q0 = self.base[a] + self.rel[r]
+            self._run_q = (q0, q0 + self.length[r] - 1)
+        q0, q1 = self._run_q
+        return bool(np.array_equal(brk[q0], brk[q1]))
+
+    def weights_f64_or_f32(self) -> np.ndarray:
+        """The weights as float32 where every one is a float32 value (converted back they are the
+        same float64 numbers, so every sum is the same), else float64: half the bytes per synapse."""
+        if "_w_seq" not in self.__dict__:
+            w32 = self.weights.astype(np.float32)
+            self._w_seq = w32 if np.array_equal(w32.astype(np.float64), self.weights) else self.weights
+        return self._w_seq
+
     def f32_exact(self, src: int, max_mult: float) -> bool:
         """Whether source `src`'s delivery with integer multiplicities up to `max_mult` is exact in float32."""
         return self.exp is not None and self.in_abs[src] * max_mult * 2.0 ** self.exp < 2.0 ** 24
 
 
 @_njit()
-def _cut_runs(indptr, q, weights, gap):
+def _cut_runs(indptr, q, weights, gap, starts):
     """Per address: entries sorted by q, cut into runs of consecutive q or within `gap` missing
-    targets (filled with +0.0 weights). Returns (run indptr per address, run start q, run length,
+    targets (filled with +0.0 weights), a new run wherever `starts[q]` (a population's first slot).
+    Returns (run indptr per address, run start q, run length,
     run weight offset, the run weights)."""
     n = indptr.size - 1
     cap = q.size + 16
@@ -204,13 +235,14 @@ def _cut_runs(indptr, q, weights, gap):
         for i in range(key.size):
             qi = key[i] >> 32
             d = qi - prev
-            fillz = d - 1 if (d >= 1 and d <= gap + 1) else 0
+            join = d >= 1 and d <= gap + 1 and not starts[qi]
+            fillz = d - 1 if join else 0
             if jw + fillz + 1 > cap:
                 cap = 2 * cap + fillz + 1
                 w2 = np.empty(cap)
                 w2[:jw] = w[:jw]
                 w = w2
-            if d >= 1 and d <= gap + 1:
+            if join:
                 for _ in range(fillz):
                     w[jw] = 0.0
                     jw += 1
@@ -599,113 +631,146 @@ def _sequential_greedy(indptr, slots, weights, rows, samples, S, clock, state, k
 
 
 # The channel-last sequential kernels (greedy/speck without SSC gates, `ChannelLast`): membranes
-# `vq` and rank stamps `rq` in channel-last order (q = RunTables.pos[slot] per sample), an event's
-# targets walked as the gap-free runs of `FlatTables.runs(0)` (every target of a run is one table
-# entry: the same updates as the flat kernels, in q order within an event; targets of an event are
-# distinct, so every neuron sees the same contributions in the same order with the same ranks).
-# Per run a branch-free SIMD pass adds the weights, stamps the ranks and stores the membrane (the
-# no-spike value, or the raw sum where the neuron reaches the policy's bound); only a run with a
-# neuron at the bound takes the scalar pass, which applies the firing rule to exactly those (every
-# target of the run was updated by this event, and a no-spike store stays below the bound: speck
-# requires v_min < theta, checked by the runner) with the very float64 operations of
-# `_sequential_speck` / `_sequential_greedy`.
+# `vq` and per-step contribution counters `cnt` in channel-last order (q = RunTables.pos[slot] per
+# sample), an event's targets walked as the gap-free runs of `FlatTables.runs(0)` (every target of a
+# run is one table entry: the same updates as the flat kernels, in q order within an event; targets
+# of an event are distinct, so every neuron sees the same contributions in the same order with the
+# same ranks). A run lies inside one population (`_cut_runs` cuts at population starts) and
+# `ChannelLast` checks that its bound (theta, lower bound) is one value over every run, so the SIMD
+# pass reads it once per run. Per run a branch-free SIMD pass adds the weights (float32 copies
+# where every weight is a float32 value: the same float64 sums), counts the contribution and stores
+# the membrane (the no-spike value, or the raw sum where the neuron reaches the policy's bound: for
+# speck max(v, v_min) is both, as v_min < theta);
+# only a run with a neuron at the bound takes the scalar pass, which applies the firing rule to
+# exactly those (every target of the run was updated by this event, and a no-spike store stays
+# below the bound: speck requires v_min < theta, checked by the runner) with the very float64
+# operations of `_sequential_speck` / `_sequential_greedy`. A neuron's rank is its counter before
+# the contribution. The events must come sample by sample (`deliver_sequential` sorts them so):
+# at the end of a sample's events its counters are zeroed over the span of q its runs wrote (the
+# next step starts from 0 with no per-synapse step stamp to compare).
 @_njit(nogil=True)
-def _sequential_speck_cl(pat, base, ptr, rel, length, woff, weights, inv, rows, samples, S, clock, vq, rq, k,
-                         thq, vmq, theta, cap, vmin, step, em_rank, em_slot, em_key, em_n):
+def _sequential_speck_cl(pat, base, ptr, rel, length, woff, weights, inv, rows, samples, S, clock, vq, cnt, k,
+                         thq, vmq, capq, em_rank, em_slot, em_key, em_n):
     synops = 0
     ne = 0
-    rb = float(step) * RANK_LIMIT
-    for e in range(rows.size):
-        a = rows[e]
-        off = np.uint64(samples[e] * S)
-        p = pat[a]
-        for r in range(ptr[p], ptr[p + 1]):
-            q0 = np.uint64(base[a] + rel[r])
-            t = off + q0
-            wo = np.uint64(woff[r])
-            nl = length[r]
-            synops += nl
-            L = np.uint64(nl)
-            hit = False
-            for i in range(L):
-                v = vq[t + i] + weights[wo + i]
-                rs = rq[t + i]
-                rq[t + i] = (rs if rs >= rb else rb) + 1.0
-                th = thq[q0 + i]
-                vm = vmq[q0 + i]
-                hit |= v >= th
-                vq[t + i] = v if ((v > vm) | (v >= th)) else vm
-            if not hit:
+    n_ev = rows.size
+    e0 = 0
+    while e0 < n_ev:
+        b = samples[e0]
+        e1 = e0
+        while e1 < n_ev and samples[e1] == b:
+            e1 += 1
+        off = np.uint64(b * S)
+        qlo = S
+        qhi = 0
+        for e in range(e0, e1):
+            a = rows[e]
+            p = pat[a]
+            r0, r1 = ptr[p], ptr[p + 1]
+            if r1 == r0:
                 continue
-            for i in range(L):
-                v = vq[t + i]
-                if v < thq[q0 + i]:
+            qlo = min(qlo, base[a] + rel[r0])
+            qhi = max(qhi, base[a] + rel[r1 - 1] + length[r1 - 1])
+            for r in range(r0, r1):
+                q0 = np.uint64(base[a] + rel[r])
+                t = off + q0
+                wo = np.uint64(woff[r])
+                nl = length[r]
+                synops += nl
+                L = np.uint64(nl)
+                th = thq[q0]
+                vm = vmq[q0]
+                hit = False
+                for i in range(L):
+                    v = vq[t + i] + weights[wo + i]
+                    cnt[t + i] += 1
+                    hit |= v >= th
+                    vq[t + i] = v if v > vm else vm  # v >= th > vm keeps v: no spike test here
+                if not hit:
                     continue
-                s = np.uint64(inv[q0 + i])
-                g = off + s
-                th = theta[s]
-                n = 1.0 if k[g] < cap[s] else 0.0
-                v = v - n * th
-                vm = vmin[s]
-                vq[t + i] = v if v > vm else vm
-                if n != 0.0:
-                    k[g] += n
-                    em_rank[ne] = int(rq[t + i] - rb - 1.0)
-                    em_slot[ne] = g
-                    em_key[ne] = clock + e
-                    em_n[ne] = n
-                    ne += 1
+                for i in range(L):
+                    v = vq[t + i]
+                    if v < th:
+                        continue
+                    n = 1.0 if k[t + i] < capq[q0 + i] else 0.0
+                    v = v - n * th
+                    vq[t + i] = v if v > vm else vm
+                    if n != 0.0:
+                        k[t + i] += n
+                        em_rank[ne] = cnt[t + i] - 1
+                        em_slot[ne] = off + np.uint64(inv[q0 + i])
+                        em_key[ne] = clock + e
+                        em_n[ne] = n
+                        ne += 1
+        for q in range(np.uint64(qlo), np.uint64(qhi)):
+            cnt[off + q] = 0
+        e0 = e1
     return synops, ne
 
 
 @_njit(nogil=True)
-def _sequential_greedy_cl(pat, base, ptr, rel, length, woff, weights, inv, rows, samples, S, clock, vq, rq, k,
-                          loq, theta, cap, lo, mid, hi, step, em_rank, em_slot, em_key, em_n):
+def _sequential_greedy_cl(pat, base, ptr, rel, length, woff, weights, inv, rows, samples, S, clock, vq, cnt, k,
+                          loq, thq, capq, midq, hiq, em_rank, em_slot, em_key, em_n):
     synops = 0
     ne = 0
-    rb = float(step) * RANK_LIMIT
-    for e in range(rows.size):
-        a = rows[e]
-        off = np.uint64(samples[e] * S)
-        p = pat[a]
-        for r in range(ptr[p], ptr[p + 1]):
-            q0 = np.uint64(base[a] + rel[r])
-            t = off + q0
-            wo = np.uint64(woff[r])
-            nl = length[r]
-            synops += nl
-            L = np.uint64(nl)
-            hit = False
-            for i in range(L):
-                v = vq[t + i] + weights[wo + i]
-                rs = rq[t + i]
-                rq[t + i] = (rs if rs >= rb else rb) + 1.0
-                hit |= v >= loq[q0 + i]
-                vq[t + i] = v
-            if not hit:
+    n_ev = rows.size
+    e0 = 0
+    while e0 < n_ev:
+        b = samples[e0]
+        e1 = e0
+        while e1 < n_ev and samples[e1] == b:
+            e1 += 1
+        off = np.uint64(b * S)
+        qlo = S
+        qhi = 0
+        for e in range(e0, e1):
+            a = rows[e]
+            p = pat[a]
+            r0, r1 = ptr[p], ptr[p + 1]
+            if r1 == r0:
                 continue
-            for i in range(L):
-                v = vq[t + i]
-                if v < loq[q0 + i]:
+            qlo = min(qlo, base[a] + rel[r0])
+            qhi = max(qhi, base[a] + rel[r1 - 1] + length[r1 - 1])
+            for r in range(r0, r1):
+                q0 = np.uint64(base[a] + rel[r])
+                t = off + q0
+                wo = np.uint64(woff[r])
+                nl = length[r]
+                synops += nl
+                L = np.uint64(nl)
+                bound = loq[q0]
+                hit = False
+                for i in range(L):
+                    v = vq[t + i] + weights[wo + i]
+                    cnt[t + i] += 1
+                    hit |= v >= bound
+                    vq[t + i] = v
+                if not hit:
                     continue
-                s = np.uint64(inv[q0 + i])
-                g = off + s
-                th = theta[s]
-                if v >= mid[s] and v < hi[s]:
-                    n = 1.0
-                else:
-                    f = np.floor(v / th)
-                    n = f if f > 0.0 else 0.0
-                room = cap[s] - k[g]
-                n = room if room < n else n
-                vq[t + i] = v - n * th
-                if n != 0.0:
-                    k[g] += n
-                    em_rank[ne] = int(rq[t + i] - rb - 1.0)
-                    em_slot[ne] = g
-                    em_key[ne] = clock + e
-                    em_n[ne] = n
-                    ne += 1
+                for i in range(L):
+                    v = vq[t + i]
+                    if v < bound:
+                        continue
+                    qi = q0 + i
+                    th = thq[qi]
+                    if v >= midq[qi] and v < hiq[qi]:
+                        n = 1.0
+                    else:
+                        f = np.floor(v / th)
+                        n = f if f > 0.0 else 0.0
+                    room = capq[qi] - k[t + i]
+                    n = room if room < n else n
+                    vq[t + i] = v - n * th
+                    if n != 0.0:
+                        k[t + i] += n
+                        em_rank[ne] = cnt[t + i] - 1
+                        em_slot[ne] = off + np.uint64(inv[qi])
+                        em_key[ne] = clock + e
+                        em_n[ne] = n
+                        ne += 1
+        for q in range(np.uint64(qlo), np.uint64(qhi)):
+            cnt[off + q] = 0
+        e0 = e1
     return synops, ne
 
 
@@ -737,10 +802,13 @@ def _transpose(src, sw, dst, dw, seg, B, S, to_q):
 
 
 class ChannelLast:
-    """The channel-last state of a greedy/speck run without SSC gates: membranes `vq` and rank
-    stamps `rq` per (sample, q), the per-q bounds of the SIMD pass, and which copy of the membranes
-    is current. The runner's slot-order code (timestep start, host currents, first update, outputs)
-    reads `state`; `to_q` / `to_slots` transpose at those step boundaries, once per timestep each."""
+    """The channel-last state of a greedy/speck run without SSC gates: membranes `vq` and
+    contribution counters `cnt` (int32, zero between steps) per (sample, q), the per-q bounds of the
+    SIMD pass, and which copy of the membranes is current (`q_current`; the runner starts a run
+    with it set: its membranes start at 0 in either order). The runner's slot-order code (timestep start with a leak, host
+    currents or disabled slots) reads `state`; `to_q` / `to_slots` transpose at those step
+    boundaries. `uniform`: every run's bound is one value (the kernels read it once per run); the
+    runner takes the flat kernels where it is not (static SSC masks disabling part of a population)."""
 
     def __init__(self, flat: FlatTables, B: int, S: int, speck: bool, theta, vmin, lo):
         self.rt = flat.runs(0)
@@ -748,10 +816,13 @@ class ChannelLast:
         self.inv = inv.astype(np.int64)
         self.B, self.S = B, S
         self.vq = np.zeros(B * S)
-        self.rq = np.zeros(B * S)
+        self.cnt = np.zeros(B * S, dtype=np.int32)
         self.thq = np.ascontiguousarray(theta[inv])
         self.vmq = np.ascontiguousarray(vmin[inv])
         self.loq = np.ascontiguousarray(lo[inv])
+        self.uniform = all(self.rt.uniform(x) for x in ((self.thq, self.vmq) if speck else (self.loq,)))
+        self.weights = self.rt.weights_f64_or_f32()
+        self._per_q = {}
         self.q_current = False  # vq holds the membranes (state's column is stale)
 
     def slot_params(self, beta, const, fire_slot, cap, vmin) -> None:
@@ -763,7 +834,15 @@ class ChannelLast:
         self.fireq = np.tile(fire_slot[inv], self.B)
         self.capq = np.ascontiguousarray(cap[inv], dtype=np.float64)
         self.vminq = np.ascontiguousarray(vmin[inv], dtype=np.float64)
-        self.kq = np.zeros(self.B * self.S)  # the first update's counters (k is 0 at a timestep's start)
+        self.kq = np.zeros(self.B * self.S)  # slot-order counters of a first update run in slot order
+
+    def per_q(self, per_slot: np.ndarray) -> np.ndarray:
+        """A per-slot parameter in q order (kept for the run: the kernels' scalar pass reads it
+        next to the membranes instead of at the slot, a cache miss per spike)."""
+        hit = self._per_q.get(id(per_slot))
+        if hit is None or hit[0] is not per_slot:
+            hit = self._per_q[id(per_slot)] = (per_slot, np.ascontiguousarray(per_slot[self.inv], dtype=np.float64))
+        return hit[1]
 
     def to_q(self, state) -> None:
         if not self.q_current:
@@ -816,15 +895,23 @@ def start_timestep(state, k, beta, const, reset, B, S, slots, zero_k):
 @_njit(nogil=True)
 def first_update(state, k, theta, fireable, cap, vmin, speck, B, S, out_g, out_n):
     """greedy/speck: the constant (+ host) current as every neuron's first update; fired
-    (slot, n) written to out_g/out_n in slot order. Returns how many."""
+    (slot, n) written to out_g/out_n in slot order. Returns how many. A neuron below its threshold
+    (speck), or below theta(1 - 1e-7) where floor(v / theta) <= 0 (greedy), fires nothing: only
+    speck's lower bound is applied, and nothing else is written (most neurons, most timesteps)."""
     ne = 0
     for b in range(B):
         for s in range(S):
             g = b * S + s
-            if not fireable[g]:
-                continue
             v = state[g, V_]
             th = theta[s]
+            if speck and v < th:
+                if v <= vmin[s] and fireable[g]:
+                    state[g, V_] = vmin[s]
+                continue
+            if not speck and v < th * 0.9999999 and th > 0.0:
+                continue
+            if not fireable[g]:
+                continue
             if speck:
                 n = 1.0 if (v >= th and cap[s] > 0.0) else 0.0
                 v = v - n * th
@@ -880,16 +967,149 @@ def complete_burst(state, theta, firing, cap, lo, hi, divide, B, S, out_g, out_n
     return ne
 
 
+# ---- a sequential step's bookkeeping around the kernels (compiled: linear in the events) ----------
+@_njit(nogil=True)
+def _sample_order(samples):
+    """The stable order of `samples` (a counting sort), or an empty array where they are already
+    non-decreasing."""
+    n = samples.size
+    done = True
+    B = 0
+    for i in range(n):
+        if i and samples[i] < samples[i - 1]:
+            done = False
+        B = max(B, samples[i] + 1)
+    if done:
+        return np.zeros(0, dtype=np.int64)
+    start = np.zeros(B + 1, dtype=np.int64)
+    for i in range(n):
+        start[samples[i] + 1] += 1
+    for b in range(B):
+        start[b + 1] += start[b]
+    o = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        b = samples[i]
+        o[start[b]] = i
+        start[b] += 1
+    return o
+
+
+@_njit(nogil=True)
+def _records_by_key(em_rank, em_slot, em_key, em_n, ne, o_s, clock, n_ev, S_all):
+    """The kernel's records (made sample by sample, `em_key` = clock + index in that order) as
+    (slots, n, keys) ordered by (step position of the event, rank, global slot): keys mapped back
+    to step positions through `o_s` (empty: the identity), a counting sort by position, and within
+    one event's records (a few neurons, one record per neuron) an insertion sort by (rank, slot)."""
+    start = np.zeros(n_ev + 1, dtype=np.int64)
+    pos = np.empty(ne, dtype=np.int64)
+    for i in range(ne):
+        e = em_key[i] - clock
+        p = o_s[e] if o_s.size else e
+        pos[i] = p
+        start[p + 1] += 1
+    for p in range(n_ev):
+        start[p + 1] += start[p]
+    idx = np.empty(ne, dtype=np.int64)
+    for i in range(ne):
+        p = pos[i]
+        idx[start[p]] = i
+        start[p] += 1
+    slots = np.empty(ne, dtype=np.int64)
+    n = np.empty(ne)
+    key = np.empty(ne, dtype=np.int64)
+    sk = np.empty(ne, dtype=np.int64)  # (rank, slot) as one key
+    j0 = 0
+    while j0 < ne:
+        p = pos[idx[j0]]
+        j1 = j0
+        while j1 < ne and pos[idx[j1]] == p:
+            i = idx[j1]
+            v = em_rank[i] * S_all + em_slot[i]
+            j = j1
+            while j > j0 and sk[j - 1] > v:  # insertion: an event fires few neurons
+                sk[j] = sk[j - 1]
+                slots[j] = slots[j - 1]
+                n[j] = n[j - 1]
+                j -= 1
+            sk[j] = v
+            slots[j] = em_slot[i]
+            n[j] = em_n[i]
+            j1 += 1
+        for j in range(j0, j1):
+            key[j] = clock + p
+        j0 = j1
+    return slots, n, key
+
+
+@numba.njit(inline="always")
+def _sample_of(g, S):
+    """g // S for 0 <= g < 2^52 by a float64 product and one correction (no integer division)."""
+    b = np.int64(np.float64(g) * (1.0 / S))
+    if b * S > g:
+        b -= 1
+    elif (b + 1) * S <= g:
+        b += 1
+    return b
+
+
+@_njit(nogil=True)
+def emit_spikes(g, n, key, S, slot_pop, pop_lo, pop_size, B, counts):
+    """A greedy/speck step's spikes (global slots g, counts n, keys, in pool order) as events per
+    consumer population: counts[g] += n; per population (ascending) its events, one per spike, as
+    global ids (sample x population size + address) and keys in the given order; returns (ids,
+    keys, start of each population's events, spikes per population, the largest number of spikes
+    one sample emitted per population)."""
+    n_pop = pop_lo.size
+    start = np.zeros(n_pop + 1, dtype=np.int64)
+    per = np.zeros((n_pop, B))
+    for i in range(g.size):
+        if n[i] <= 0.0:
+            continue
+        gi = g[i]
+        b = _sample_of(gi, S)
+        p = slot_pop[gi - b * S]
+        counts[gi] += n[i]
+        start[p + 1] += np.int64(n[i])
+        per[p, b] += n[i]
+    for p in range(n_pop):
+        start[p + 1] += start[p]
+    fill = start[:-1].copy()
+    ids = np.empty(start[-1], dtype=np.int64)
+    keys = np.empty(start[-1], dtype=np.int64)
+    for i in range(g.size):
+        if n[i] <= 0.0:
+            continue
+        gi = g[i]
+        b = _sample_of(gi, S)
+        s = gi - b * S
+        p = slot_pop[s]
+        a = b * pop_size[p] + (s - pop_lo[p])
+        for _ in range(np.int64(n[i])):
+            ids[fill[p]] = a
+            keys[fill[p]] = key[i]
+            fill[p] += 1
+    peak = np.zeros(n_pop)
+    for p in range(n_pop):
+        for b in range(B):
+            peak[p] = max(peak[p], per[p, b])
+    return ids, keys, start, peak
+
+
+@_njit(nogil=True)
+def synapse_bound(indptr, rows):
+    """The synapses of a step's events (an upper bound on the spikes a sequential kernel records)."""
+    t = 0
+    for i in range(rows.size):
+        t += indptr[rows[i] + 1] - indptr[rows[i]]
+    return t
+
+
 def greedy_bounds(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per slot (lo, mid, hi) = theta x (1 - 1e-7, 1 + 1e-7, 2 - 2e-7) for theta > 0 (the same
     products `_sequential` computes inline); (-inf, inf, inf) otherwise: always divide."""
     pos = theta > 0
     return (np.where(pos, theta * 0.9999999, -np.inf), np.where(pos, theta * 1.0000001, np.inf),
             np.where(pos, theta * 1.9999998, np.inf))
-
-
-def _bound(flat: FlatTables, rows: np.ndarray) -> int:
-    return int(flat.indptr[rows + 1].sum() - flat.indptr[rows].sum()) if rows.size else 0
 
 
 class Scratch:
@@ -954,22 +1174,23 @@ def deliver_ideal(flat: FlatTables, gopen, src: int, rows, samples, mult, B, S, 
 
 
 def deliver_sequential(flat: FlatTables, gopen, rows, samples, S, clock, state, k, theta, cap, speck: bool,
-                       scratch: Scratch, cap_slot=None, vmin_slot=None, bounds=None, cl=None):
+                       scratch: Scratch, cap_slot=None, vmin_slot=None, bounds=None, cl=None, by_key: bool = False):
     """Events in step order (rows, samples). Returns (synops, slots, n, keys) of the spikes fired,
-    ordered by (rank of the contribution at its neuron, global slot). A 2-column `state` (no SSC
-    gates) takes the plain kernels with the cap and lower bound per slot (`cap_slot`, `vmin_slot`);
-    a 3-column one the general kernel (per neuron `cap`, lower bound in the row). `cl`: a
-    `ChannelLast` state for the 2-column case (the SIMD run kernels; `state`'s membranes are then
-    stale until `cl.to_slots`)."""
-    er, es, ek, en = scratch.records(_bound(flat, rows))
+    ordered by (rank of the contribution at its neuron, global slot), or with `by_key` by (key,
+    rank, global slot) (what a stable sort by key of the former gives: the layer and interleaved
+    orders sort a source's events so). A 2-column `state` (no SSC gates) takes the plain kernels
+    with the cap and lower bound per slot (`cap_slot`, `vmin_slot`); a 3-column one the general
+    kernel (per neuron `cap`, lower bound in the row). `cl`: a `ChannelLast` state for the 2-column
+    case (the SIMD run kernels; `state`'s membranes are then stale until `cl.to_slots`, and the
+    window counters `k` are in q order, next to the membranes)."""
+    er, es, ek, en = scratch.records(synapse_bound(flat.indptr, rows))
     step = scratch.next_stamp()
     # samples are independent and a neuron belongs to one sample, so the kernel may take the events
     # sample by sample (each sample's events in step order: every neuron sees its contributions in
     # the same order, with the same ranks); one sample's membranes then stay in cache. The records'
     # keys are mapped back to the step positions below.
-    o_s = None
-    if samples.size > 1 and not (samples[1:] >= samples[:-1]).all():
-        o_s = np.argsort(samples, kind="stable")
+    o_s = _sample_order(samples)
+    if o_s.size:
         rows, samples = rows[o_s], samples[o_s]
     if rows.size >= RANK_LIMIT or step >= RANK_LIMIT:
         raise SnnccError(f"event step too large for the rank bookkeeping ({rows.size} events, step {step})",
@@ -981,13 +1202,13 @@ def deliver_sequential(flat: FlatTables, gopen, rows, samples, S, clock, state, 
         cl.to_q(state)
         rt = cl.rt
         if speck:
-            syn, ne = _sequential_speck_cl(rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, rt.weights, cl.inv,
-                                           rows, samples, S, clock, cl.vq, cl.rq, k, cl.thq, cl.vmq, theta, cap_slot,
-                                           vmin_slot, step, er, es, ek, en)
+            syn, ne = _sequential_speck_cl(rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, cl.weights, cl.inv,
+                                           rows, samples, S, clock, cl.vq, cl.cnt, k, cl.thq, cl.vmq, cl.per_q(cap_slot),
+                                           er, es, ek, en)
         else:
-            syn, ne = _sequential_greedy_cl(rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, rt.weights, cl.inv,
-                                            rows, samples, S, clock, cl.vq, cl.rq, k, cl.loq, theta, cap_slot,
-                                            *bounds, step, er, es, ek, en)
+            syn, ne = _sequential_greedy_cl(rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, cl.weights, cl.inv,
+                                            rows, samples, S, clock, cl.vq, cl.cnt, k, cl.loq, cl.thq,
+                                            cl.per_q(cap_slot), cl.per_q(bounds[1]), cl.per_q(bounds[2]), er, es, ek, en)
     elif speck:
         syn, ne = _sequential_speck(flat.indptr, flat.slots32, flat.weights, rows, samples, S, clock, state, k,
                                     theta, cap_slot, vmin_slot, step, er, es, ek, en)
@@ -997,7 +1218,9 @@ def deliver_sequential(flat: FlatTables, gopen, rows, samples, S, clock, state, 
     if ne == 0:
         z = np.zeros(0, dtype=np.int64)
         return syn, z, np.zeros(0), z
-    if o_s is not None:
+    if by_key:
+        return (syn, *_records_by_key(er, es, ek, en, ne, o_s, clock, rows.size, state.shape[0]))
+    if o_s.size:
         ek[:ne] = clock + o_s[ek[:ne] - clock]
     slots_, rank = es[:ne], er[:ne]
     o = np.argsort(rank * state.shape[0] + slots_, kind="stable")  # by (rank, slot): one int64 key
@@ -1026,12 +1249,18 @@ def compile_seconds() -> float:
     f32 = f.astype(np.float32)
     _ideal_runs(z, z, i1, z, i1[1:], z, f32, z, i1, f32, 1, np.zeros(1, np.float32), np.zeros((1, 1)), seg)
     _intern(i1, z.view(np.uint64))
-    _cut_runs(i1, z, f, 4)
+    _cut_runs(i1, z, f, 4, np.ones(2, dtype=np.bool_))
     _sequential_speck(i1, z32, f, z, z, 1, 0, np.zeros((1, 2)), np.zeros(1), f, f, f, 1, *rec())
     _sequential_greedy(i1, z32, f, z, z, 1, 0, np.zeros((1, 2)), np.zeros(1), f, f, *greedy_bounds(f), 1, *rec())
-    for fn, per_q in ((_sequential_speck_cl, (f, f)), (_sequential_greedy_cl, (f,))):
-        fn(z, z, i1, z, i1[1:], z, f, z, z, z, 1, 0, np.zeros(1), np.zeros(1), np.zeros(1), *per_q, f, f,
-           *((f,) if fn is _sequential_speck_cl else greedy_bounds(f)), 1, *rec())
+    c32 = np.zeros(1, dtype=np.int32)
+    for w in (f, f.astype(np.float32)):
+        _sequential_speck_cl(z, z, i1, z, i1[1:], z, w, z, z, z, 1, 0, np.zeros(1), c32, np.zeros(1), f, f, f, *rec())
+        _sequential_greedy_cl(z, z, i1, z, i1[1:], z, w, z, z, z, 1, 0, np.zeros(1), c32, np.zeros(1), f, f, f, f, f,
+                              *rec())
+    _sample_order(z)
+    _records_by_key(z, z, z, f, 1, z, 0, 1, 1)
+    emit_spikes(z, f, z, 1, z, z, i1[1:], 1, np.zeros(1))
+    synapse_bound(i1, z)
     _transpose(np.zeros((1, 2)), 2, np.zeros(1), 1, seg, 1, 1, True)
     _transpose(np.zeros(1), 1, np.zeros((1, 2)), 2, seg, 1, 1, False)
     b1 = np.ones(1, dtype=np.bool_)

@@ -12,7 +12,9 @@ step, `snncc.sim.events.kernels`); within a step the events have a sequential or
 neuron sees its contributions in that order. greedy/speck: the kernel walks the step's events in
 order and each event's synapses, firing a neuron by the policy's rule right after each update;
 the spikes a step emits join the pool ordered by (rank of the contribution at its neuron, sample,
-address). Tested bit-exact against a per-event Python loop (tests/test_sim_events.py). Without
+address); the layer and interleaved orders then take a source's events by key (stable), so their
+steps hand them over in (key, rank, sample, address) order at once (compiled counting sorts,
+`kernels._records_by_key`), and a pool already in key order is not sorted again. Tested bit-exact against a per-event Python loop (tests/test_sim_events.py). Without
 SSC gates greedy/speck keep the membranes channel-last (`kernels.ChannelLast`) from the first step
 on, and the timestep start, first update and output read run on that copy (per-q parameters); a
 leak, host current or disabled slot moves them back to slot order for that timestep's start.
@@ -172,6 +174,9 @@ class _Run:
             self._carried[slice(*net.offsets[c])] = net.graph[c].attrs["stateful"]
         self._theta_slot = np.ascontiguousarray(net.theta, dtype=np.float64)
         self._cap_all, self._vmin_all = np.ascontiguousarray(cap), np.ascontiguousarray(vm, dtype=np.float64)
+        # the window counters k only matter under a finite cap (greedy's D, speck_cap_D): the speck
+        # policy's cap is inf (or 0 where a neuron may not fire), so its k need no zeroing per timestep
+        self._zero_k = policy != "ideal" and bool(np.any(np.isfinite(cap) & (cap > 0)))
         # the sequential kernels' cap per neuron (0 where it may not fire); the ideal policy's
         # membranes start at 0 (np.zeros) and it reads caps per slot
         self.Dcap = None
@@ -188,12 +193,18 @@ class _Run:
         if width == 2 and (policy == "greedy" or bool(np.all(self._vmin_fire < self._theta_slot))):
             self.cl = kernels.ChannelLast(self.flat, B, S, policy == "speck", self._theta_slot, self._vmin_fire,
                                           self._bounds[0])
-            self.cl.slot_params(net.beta, net.const, self._fire_slot, self._cap_all, self._vmin_all)
+            if self.cl.uniform:
+                self.cl.slot_params(net.beta, net.const, self._fire_slot, self._cap_all, self._vmin_all)
+                self.cl.q_current = True  # both copies of the membranes start at 0: no transposition
+            else:  # a bound that varies within a run: the flat kernels
+                self.cl = None
         self.firing = np.tile(self._fire_slot, B) if (policy != "ideal" or gated) else None  # per neuron
         self.src_index = {s: i for i, s in enumerate(net.tables)}
         self.slot_pop = np.empty(S, dtype=np.int64)  # slot -> consumer index
         for i, c in enumerate(net.consumers):
             self.slot_pop[slice(*net.offsets[c])] = i
+        self.pop_lo = np.array([net.offsets[c][0] for c in net.consumers], dtype=np.int64)
+        self.pop_size = np.array([net.offsets[c][1] - net.offsets[c][0] for c in net.consumers], dtype=np.int64)
         self.events = {s: 0 for s in net.tables}
         self.peak = {c: 0 for c in net.consumers if net.graph[c].op == "fire"}
         self.relays = [c for c in net.consumers if net.graph[c].op == "relay"]
@@ -273,10 +284,19 @@ class _Run:
         gslots, n, key = gslots[keep], n[keep], key[keep]
         if gslots.size == 0:
             return []
-        if self.policy == "ideal":  # one burst per neuron
-            self.counts[gslots] += n
-        else:
-            np.add.at(self.counts, gslots, n)  # a neuron may fire at several updates of one step
+        if self.policy != "ideal":  # one event per spike (a neuron may fire at several updates of one step)
+            ids, keys, start, peak = kernels.emit_spikes(gslots, n, key, S, self.slot_pop, self.pop_lo,
+                                                         self.pop_size, self.B, self.counts)
+            out = []
+            for pi in np.flatnonzero(start[1:] > start[:-1]):
+                cname = net.consumers[pi]
+                gid, k = ids[start[pi]:start[pi + 1]], keys[start[pi]:start[pi + 1]]
+                self._mark_live(cname, gid)
+                self.events[cname] += gid.size
+                self.peak[cname] = max(self.peak[cname], int(peak[pi]))
+                out.append(_Batch(cname, gid, None, k))
+            return out
+        self.counts[gslots] += n  # one burst per neuron
         b, slot = gslots // S, gslots % S
         pop = self.slot_pop[slot]
         out = []
@@ -404,7 +424,7 @@ class _Run:
         syn, gsl, n, key = kernels.deliver_sequential(
             self.flat, self.gopen if self.gates else self._no_gates, rows, samples, self.net.n_slots, self.clock,
             self.state, self.k, self._theta_slot, self.Dcap, self.policy == "speck", self.scratch,
-            self._cap_fire, self._vmin_fire, self._bounds, self.cl)
+            self._cap_fire, self._vmin_fire, self._bounds, self.cl, by_key=self.order != "random")
         self.synops += syn
         if self.trace is not None:
             keys = np.empty(n_ev, dtype=np.int64)
@@ -425,23 +445,25 @@ class _Run:
         """greedy/speck: constant + host current is every neuron's first update."""
         self._refresh_gates()
         og, on = self._out()
+        S = self.net.n_slots
         if self.cl is not None and self.cl.q_current:  # channel-last: fired q -> slots, in slot order
-            cl = self.cl
-            ne = kernels.first_update(cl.vq.reshape(-1, 1), cl.kq, cl.thq, cl.fireq, cl.capq, cl.vminq,
-                                      self.policy == "speck", self.B, self.net.n_slots, og, on)
-            q = og[:ne]
-            b, qs = np.divmod(q, self.net.n_slots)
-            g = b * self.net.n_slots + cl.inv[qs]
-            n = on[:ne].copy()
-            cl.kq[q] = 0.0  # back to zero for the next timestep
+            cl = self.cl  # (the window counters k are in q order with a ChannelLast)
+            ne = kernels.first_update(cl.vq.reshape(-1, 1), self.k, cl.thq, cl.fireq, cl.capq, cl.vminq,
+                                      self.policy == "speck", self.B, S, og, on)
+            b, qs = np.divmod(og[:ne], S)
+            g = b * S + cl.inv[qs]
             o = np.argsort(g)
-            g, n = g[o], n[o]
-            self.k[g] += n
-            return self._emit(g, n, np.full(ne, self.clock - 1, dtype=np.int64))
+            return self._emit(g[o], on[:ne][o], np.full(ne, self.clock - 1, dtype=np.int64))
         fireable = self.firing & self.en if self.gates else self.firing
-        ne = kernels.first_update(self.state, self.k, self._theta_slot, fireable, self._cap_all, self._vmin_all,
-                                  self.policy == "speck", self.B, self.net.n_slots, og, on)
-        return self._emit(og[:ne].copy(), on[:ne].copy(), np.full(ne, self.clock - 1, dtype=np.int64))
+        k = self.k if self.cl is None else self.cl.kq  # slot-order counters, moved to q order below
+        ne = kernels.first_update(self.state, k, self._theta_slot, fireable, self._cap_all, self._vmin_all,
+                                  self.policy == "speck", self.B, S, og, on)
+        g, n = og[:ne].copy(), on[:ne].copy()
+        if self.cl is not None:
+            k[g] = 0.0
+            b, s = np.divmod(g, S)
+            self.k[b * S + self.cl.rt.pos[s]] += n
+        return self._emit(g, n, np.full(ne, self.clock - 1, dtype=np.int64))
 
     def fire_complete(self, cname: str) -> list[_Batch]:
         """ideal: the population's input is complete: n = clip(floor(V/theta), 0, D)."""
@@ -515,14 +537,13 @@ class _Run:
         if q_start:
             touch = np.flatnonzero(reset | (net.const != 0.0))
             kernels.start_timestep(self.cl.vq.reshape(-1, 1), self.k, self.cl.betaq, self.cl.constq,
-                                   reset[self.cl.inv], B, S, np.sort(self.cl.rt.pos[touch]), True)
+                                   reset[self.cl.inv], B, S, np.sort(self.cl.rt.pos[touch]), self._zero_k)
         else:
             if t > 0 and net.leak is not None and (net.leak != 1.0).any():  # reference.carry: the residual leaks
                 lk = (net.leak != 1.0) & ~self._carried
                 V[:, lk] = net.beta[lk] + net.leak[lk] * (V[:, lk] - net.beta[lk])
             touch = np.flatnonzero(reset | (net.const != 0.0))  # any other membrane keeps its value
-            kernels.start_timestep(self.state, self.k, net.beta, net.const, reset, B, S, touch,
-                                   self.policy != "ideal")
+            kernels.start_timestep(self.state, self.k, net.beta, net.const, reset, B, S, touch, self._zero_k)
             for c, h in host.items():
                 V[:, slice(*net.offsets[c])] += h
             if not net.enabled.all():
@@ -620,8 +641,10 @@ class _Run:
             take = [bt for bt in pool if self.src_index[bt.src] == first]
             rest = [bt for bt in pool if self.src_index[bt.src] != first]
             merged = _merge(take)
-            o = np.argsort(merged.key, kind="stable")
-            merged = _Batch(merged.src, merged.gid[o], None if merged.mult is None else merged.mult[o], merged.key[o])
+            if merged.key.size > 1 and not (merged.key[1:] >= merged.key[:-1]).all():
+                o = np.argsort(merged.key, kind="stable")
+                merged = _Batch(merged.src, merged.gid[o], None if merged.mult is None else merged.mult[o],
+                                merged.key[o])
             return [(merged, np.arange(merged.gid.size))], rest
         if self.order == "interleaved":
             by_src: dict[str, list[_Batch]] = {}
@@ -630,8 +653,9 @@ class _Run:
             out, ranks, srcs = [], [], []
             for s, bts in by_src.items():
                 m = _merge(bts)
-                o = np.argsort(m.key, kind="stable")
-                m = _Batch(s, m.gid[o], None if m.mult is None else m.mult[o], m.key[o])
+                if m.key.size > 1 and not (m.key[1:] >= m.key[:-1]).all():
+                    o = np.argsort(m.key, kind="stable")
+                    m = _Batch(s, m.gid[o], None if m.mult is None else m.mult[o], m.key[o])
                 out.append(m)
                 ranks.append(np.arange(m.gid.size))
                 srcs.append(np.full(m.gid.size, self.src_index[s]))
