@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from abc import ABC, abstractmethod
 from dataclasses import MISSING, dataclass, field, fields
@@ -49,6 +50,26 @@ class Options:
     def given(self) -> dict:
         return dict(getattr(self, "_given", {}))
 
+
+
+def check_calibration_samples(options: Options, target: str) -> None:
+    """The `calibration_samples` option of a target that calibrates on data (declared beside
+    `calibration_data`): an integer >= 1, else one line naming it."""
+    n = options.calibration_samples
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise TargetError(f"calibration_samples must be an integer >= 1, got {n!r}",
+                          where=f"{target} option calibration_samples")
+
+
+def calibration_inputs(graph: Graph, options: Options):
+    """(x, file name): the first `calibration_samples` inputs of the `calibration_data` file, read as
+    --data is ((N, ...) or (T, N, ...); a bad file or shape is refused in one line naming it), which a
+    target measures its calibrated choices on."""
+    from snncc.data.inputs import inputs
+
+    path = os.fspath(options.calibration_data)
+    x, _ = inputs(graph, path, int(options.calibration_samples), 0)
+    return x, os.path.basename(path)
 
 class Target(ABC):
     """The contract every compilation target implements: an abstract base with a default for every

@@ -43,7 +43,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from snncc.errors import TargetError
 from snncc.ir.graph import Graph
-from snncc.targets import Options, Target, option
+from snncc.targets import Options, Target, calibration_inputs, check_calibration_samples, option
 
 from snncc_lava import compat, describe, mapping, network
 
@@ -88,15 +88,11 @@ def calibrate(net: network.Network, options: LoihiOptions) -> dict:
     """`fixed.calibrate` on the first calibration_samples of calibration_data (read by the core's
     data reader, as --data: a bad file or shape is refused in one line naming it): the chosen
     scaling choices and their before/after measurement, as quantisation.json's `calibration`."""
-    import os
-
-    from snncc.data.inputs import inputs
     from snncc_lava import fixed
 
-    path = os.fspath(options.calibration_data)
-    x, _ = inputs(net.graph, path, int(options.calibration_samples), 0)
+    x, name = calibration_inputs(net.graph, options)
     choices, report = fixed.calibrate(net, x, options.emit)
-    return {"data": os.path.basename(path), "choices": choices, **report}
+    return {"data": name, "choices": choices, **report}
 
 
 class LoihiTarget(Target):
@@ -143,10 +139,7 @@ class LoihiTarget(Target):
             raise TargetError(f"unknown spike emission mode {options.emit!r}", where="loihi option emit",
                               hint=f"one of {', '.join(EMIT_MODES)}")
         given = options.given()
-        n = options.calibration_samples
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise TargetError(f"calibration_samples must be an integer >= 1, got {n!r}",
-                              where="loihi option calibration_samples")
+        check_calibration_samples(options, self.name)
         calibrating = [k for k in ("calibration_data", "calibration_samples") if k in given]
         if calibrating and options.precision != "fixed":
             raise TargetError(f"{calibrating[0]} chooses fixed-point scaling, and precision is {options.precision}",

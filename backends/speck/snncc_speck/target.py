@@ -21,7 +21,7 @@ import torch
 
 from snncc.errors import TargetError
 from snncc.ir.graph import Graph
-from snncc.targets import Options, Target, option
+from snncc.targets import Options, Target, calibration_inputs, check_calibration_samples, option
 
 from snncc_speck import config as chip_config_mod
 from snncc_speck import sinabs_net
@@ -134,15 +134,10 @@ def resolve_calibration(graph: Graph, options: SpeckOptions) -> dict | None:
     when no option asks for one."""
     if "calibrated" not in (options.thresholds, options.readout_threshold):
         return None
-    import os
-
-    from snncc.data.inputs import inputs
-
-    path = os.fspath(options.calibration_data)
-    x, _ = inputs(graph, path, int(options.calibration_samples), 0)  # (N, ...) or (T, N, ...) as --data
+    x, name = calibration_inputs(graph, options)
     out = calibrate(graph, x, options.thresholds, options.readout, options.readout_threshold,
                     chip=load_chip(str(options.chip)), scale_policy=options.scale_policy)  # for the integers it emits
-    out["data"] = os.path.basename(path)
+    out["data"] = name
     return out
 
 
@@ -181,10 +176,7 @@ class SpeckTarget(Target):
             if getattr(options, key) not in allowed:
                 raise TargetError(f"unknown {key} {getattr(options, key)!r}", where=f"speck option {key}",
                                   hint=f"one of {', '.join(allowed)}")
-        n = options.calibration_samples
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise TargetError(f"calibration_samples must be an integer >= 1, got {n!r}",
-                              where="speck option calibration_samples")
+        check_calibration_samples(options, self.name)
         if options.readout == "membrane" and t == "calibrated":
             raise TargetError("readout_threshold=calibrated needs readout=spikes (a membrane readout never fires)",
                               where="speck option readout_threshold")
