@@ -78,7 +78,7 @@ from dataclasses import dataclass, field
 import h5py
 import numpy as np
 
-from snncc.errors import TargetError
+from snncc.errors import TargetError, name_list
 from snncc.ir.graph import Graph
 from snncc_lava.fixed import W_MIN, QNetwork, quantize
 from snncc_lava.network import Network, build, pool_nodes, tree_nodes
@@ -182,12 +182,18 @@ def _carry_weight(c, vth: int) -> int:
     return w
 
 
+SHOWN = 3  # reasons a refusal spells out; the other nodes are named only
+
+
 def layers(g: Graph, net: Network | None = None, qnet: QNetwork | None = None) -> tuple[list[Layer], dict]:
     """The netx layer list of the deployed graph `g` and the snncc metadata; TargetError when netx
     cannot express it (see the module docstring for the layout)."""
     bad = problems(g)
     if bad:
-        raise TargetError(f"netx cannot express {len(bad)} node(s): " + "; ".join(bad), where="netx export",
+        rest = [b.split(":")[0].removeprefix("node ") for b in bad[SHOWN:]]  # named, their reasons left out
+        more = f"; and {len(rest)} more: {name_list(rest)}" if rest else ""
+        raise TargetError(f"netx cannot express {len(bad)} node(s): " + "; ".join(bad[:SHOWN]) + more,
+                          where="netx export",
                           hint="netx reads input/conv/flatten/dense chains of non-stateful neurons; "
                                "emit without netx=true")
     net = net or build(g)

@@ -200,6 +200,23 @@ def test_refuses_stateful_neurons():
                                 "resets to zero on a spike, snncc keeps v - n * theta"]
 
 
+
+def test_a_refusal_of_many_nodes_spells_out_three_and_names_the_rest():
+    """Five stateful neurons in a chain: the first SHOWN reasons in full, the others by name only
+    (the SDT-V3 detector's refusal listed ten reasons on one line)."""
+    conv = {"stride": (1, 1), "padding": (1, 1), "dilation": (1, 1)}
+    nodes, prev = [Node("x", "input", [], {"shape": (1, 4, 4), "kind": "spike"})], "x"
+    for i in range(5):
+        nodes += [Node(f"c{i}", "conv", [prev], conv, {"weight": np.ones((1, 1, 3, 3))}),
+                  Node(f"a{i}", "fire", [f"c{i}"], {**FIRE, "stateful": True})]
+        prev = f"a{i}"
+    g = Graph(nodes + [Node("out", "output", [prev])]).infer()
+    why = "stateful neuron (membrane carried across timesteps)"
+    with pytest.raises(TargetError) as e:
+        netx.export(g)
+    assert netx.SHOWN == 3 and e.value.what.startswith("netx cannot express 5 node(s): node a0: " + why)
+    assert e.value.what.count(why) == 3 and e.value.what.endswith("; and 2 more: a3, a4")
+
 def test_refuses_attention(attention):
     """k and v read n_in two layers back: carried, no longer refused; the spike product and the
     shortcut from the input are."""
