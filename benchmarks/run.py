@@ -1,7 +1,11 @@
-"""Run every benchmark with one command and write `docs/benchmarks.md` (+ the compile-scaling plot).
+"""Run every benchmark with one command and update `docs/benchmarks.md` (+ the compile-scaling plot).
 
     .venv/bin/python benchmarks/run.py [--sizes 5.1M,10M,19M,83M,173M] [--quick]
-    .venv/bin/python benchmarks/run.py --only bench_events,bench_sinabs   # re-run some, splice their sections
+    .venv/bin/python benchmarks/run.py --only bench_events,bench_sinabs   # re-run some
+
+Each benchmark's generated text (its run line, its table, its note) sits between two HTML comments
+naming it; a run replaces only that text (`splice_section`), so the prose written around the tables
+and the older tables kept for comparison survive every run.
 
 Each benchmark runs in its own process (so peak memory is per benchmark: ru_maxrss of the
 child) and prints its own table of medians and ratios measured in the same run; this driver
@@ -100,6 +104,9 @@ COMMAND_NOTE = (
     " sessions), export + save most of all.\n")
 
 
+COMPILE_TITLE = "Compile (random weights, 224x224, batch 2, 1 thread)"
+
+
 def benchmarks(args, reps) -> list[tuple[str, str, list[str], str]]:
     """(section title, script, arguments, note after the table) of every child benchmark."""
     return [
@@ -126,39 +133,111 @@ def benchmarks(args, reps) -> list[tuple[str, str, list[str], str]]:
 
 
 def run_scripts(args, reps, only=None):
-    """Run the child benchmarks (those named in `only`, else all); yield (script, section text)."""
+    """Run the child benchmarks (those named in `only`, else all); yield (key, title, mark, generated
+    text: the run line, the benchmark's own output and the note)."""
     for title, script, extra, note in benchmarks(args, reps):
-        if only is not None and os.path.splitext(os.path.basename(script))[0] not in only:
+        key = os.path.splitext(os.path.basename(script))[0]
+        if only is not None and key not in only:
             continue
         print(f"== {script} ==", flush=True)
         out, dt, peak = child([script] + extra, timeout=3600)
         print(out, flush=True)
-        body = f"## {title}\n\n`python {script}`: {dt:.0f} s, peak memory {peak:.0f} MiB\n\n```\n{out.strip()}\n```\n"
-        yield script, body + ("\n" + note if note else "")
+        command = " ".join(["python", script] + extra)
+        body = f"`{command}`: {dt:.0f} s, peak memory {peak:.0f} MiB\n\n```\n{out.strip()}\n```\n"
+        yield key, title, f"`python {script}", body + ("\n" + note if note else "")
+
+
+BEGIN = "<!-- benchmarks/run.py {}: generated from here -->"
+END = "<!-- benchmarks/run.py {}: to here -->"
+
+
+def splice_section(page: str, key: str, title: str, body: str, mark: str | None = None) -> str:
+    """`page` with benchmark `key`'s generated text replaced by `body`; everything else (headings,
+    the prose written around the tables, older tables kept for comparison) stays as it was.
+
+    The generated text sits between two HTML comments naming `key`. A page written before those
+    markers is matched by `mark`: a line starting with it (the `python script` run line) up to the end
+    of the first fenced block after it, plus the note that followed it; if `mark` is a `## ` heading,
+    that section's whole text. A benchmark not on the page gets a new section `## title` at the end."""
+    b, e = BEGIN.format(key), END.format(key)
+    block = f"{b}\n{body.strip()}\n{e}\n"
+    if b in page and e in page[page.index(b):]:
+        i = page.index(b)
+        j = page.index(e, i) + len(e)
+        return page[:i] + block + page[j + 1 if page[j:j + 1] == "\n" else j:]
+    at = _line_start(page, mark) if mark is not None else -1
+    if at < 0:
+        return page.rstrip("\n") + f"\n\n## {title}\n\n" + block
+    if mark.startswith("## "):
+        start = page.index("\n", at) + 1
+        nxt = page.find("\n## ", start)
+        end = len(page) if nxt < 0 else nxt + 1
+        return page[:start] + "\n" + block + ("\n" if nxt >= 0 else "") + page[end:]
+    f1 = page.find("\n```", at)
+    f2 = page.find("\n```", f1 + 4) if f1 >= 0 else -1
+    if f2 < 0:  # a run line without its table: replace the line
+        end = page.find("\n", at) + 1 or len(page)
+    else:
+        end = page.find("\n", f2 + 4) + 1 or len(page)
+    rest = page[end:]
+    note = body.split("\n```\n", 1)[-1].split("```\n", 1)[-1].strip()
+    para = rest.lstrip("\n")
+    if note and para.startswith(note[:min(80, max(20, len(note) // 2))]):  # the note of the last run, or an older wording
+        # the note exactly, with any text written after it kept; an older wording: its whole paragraph
+        if para.startswith(note):
+            cut = len(note)
+        else:
+            cut = para.find("\n\n")
+            cut = len(para) if cut < 0 else cut
+        para = para[cut:].lstrip(" \n")
+        rest = "\n" + para if para else ""
+    return page[:at] + block + rest
+
+
+def _line_start(page: str, mark: str) -> int:
+    """Where the first line starting with `mark` starts, or -1."""
+    if page.startswith(mark):
+        return 0
+    i = page.find("\n" + mark)
+    return -1 if i < 0 else i + 1
+
+
+def update_head(page: str, machine_line: str, command: str) -> str:
+    """The page's machine line and the line saying how it was generated, replaced in place."""
+    lines = page.split("\n")
+    for i, line in enumerate(lines):
+        if line.startswith("Machine: "):
+            lines[i] = machine_line
+        elif line.startswith("Generated by ") or line.startswith("Sections between "):
+            lines[i] = command
+    return "\n".join(lines)
+
+
+def write_page(args, page: str) -> None:
+    from snncc.artifact import write_text
+
+    write_text(args.out, page)
+
+
+def read_page(args) -> str:
+    if os.path.exists(args.out):
+        with open(args.out) as f:
+            return f.read()
+    return "# Benchmarks\n\nMachine: \nGenerated by\n"
 
 
 def splice(args, reps) -> int:
-    """Re-run the benchmarks in `--only` and replace their sections (found by their `python script`
-    line) in the existing page; the rest of the page is kept as it was."""
+    """Re-run the benchmarks in `--only` and replace their generated text in the existing page; the rest
+    of the page (prose, older tables) is kept as it was."""
     only = {o.strip().removesuffix(".py") for o in args.only.split(",") if o.strip()}
     known = {os.path.splitext(os.path.basename(b[1]))[0] for b in benchmarks(args, reps)}
     if only - known:
         print(f"unknown benchmarks {sorted(only - known)}; known: {sorted(known)}", file=sys.stderr)
         return 2
-    with open(args.out) as f:
-        parts = f.read().split("\n## ")
-    head, secs = parts[0], ["## " + p for p in parts[1:]]
-    for script, body in run_scripts(args, reps, only):
-        mark = f"`python {script}`"
-        hit = [i for i, sec in enumerate(secs) if mark in sec]
-        if hit:
-            secs[hit[0]] = body
-        else:
-            secs.append(body)
-    text = "\n".join([head.rstrip("\n") + "\n"] + [sec.rstrip("\n") + "\n" for sec in secs])
-    from snncc.artifact import write_text
-
-    write_text(args.out, text)
+    page = read_page(args)
+    for key, title, mark, body in run_scripts(args, reps, only):
+        page = splice_section(page, key, title, body, mark)
+    write_page(args, page)
     print(f"updated {', '.join(sorted(only))} in {args.out}")
     return 0
 
@@ -182,9 +261,6 @@ def main(argv=None) -> int:
     reps = 1 if args.quick else args.repeats
     if args.only:
         return splice(args, reps)
-    sections = [f"# Benchmarks\n\nMachine: {machine()}.  \nGenerated by `python benchmarks/run.py "
-                f"{' '.join(argv or sys.argv[1:])}`; medians over repeats; every ratio is measured in the same run.\n"]
-
     print("== compile scaling ==", flush=True)
     rows = []
     for size in [s for s in args.sizes.split(",") if s]:
@@ -206,9 +282,8 @@ def main(argv=None) -> int:
         ratio = (r["export_s"] + r["snncc_s"]) / r["export_s"]
         table.append(f"| E-SpikeFormer-{r['size']} | {r['params']:,} | {r['repeats']} | {r['export_s']:.2f} | {r['snncc_s']:.2f} | "
                      f"{ratio:.2f} | {r['peak_mib']:.0f} | {'met' if ratio <= 3 else 'MISSED'} |")
-    sections.append("## Compile (random weights, 224x224, batch 2, 1 thread)\n\n`compile / export` = "
-                    "(export + snncc) / export, i.e. the whole `snncc compile` front to back against "
-                    "`torch.export` alone.\n\n" + "\n".join(table) + "\n")
+    sections = ["`compile / export` = (export + snncc) / export, i.e. the whole `snncc compile` front to back "
+                "against `torch.export` alone.\n\n" + "\n".join(table) + "\n"]
     ok = [r for r in rows if "error" not in r]
     missed = [r["size"] for r in ok if (r["export_s"] + r["snncc_s"]) / r["export_s"] > 3]
     sections.append(
@@ -237,13 +312,16 @@ def main(argv=None) -> int:
         fig.savefig(os.path.join(ROOT, "docs", "benchmarks_compile.png"), dpi=110)
         sections.append("![compile time vs parameters](benchmarks_compile.png)\n")
 
-    for script, body in run_scripts(args, reps):
-        sections.append(body)
-    text = "\n".join(sections)
-    from snncc.artifact import write_text
-
-    write_text(args.out, text)
-    print(f"wrote {args.out}")
+    page = read_page(args)
+    page = update_head(page, f"Machine: {machine()}.  ", "Sections between `benchmarks/run.py` markers are generated by "
+                       f"`python benchmarks/run.py {' '.join(argv if argv is not None else sys.argv[1:])}`; medians over "
+                       "repeats; every ratio is measured in the same run. The prose around them is written by hand "
+                       "and kept by the next run.")
+    page = splice_section(page, "compile", COMPILE_TITLE, "\n".join(sections), "## " + COMPILE_TITLE)
+    for key, title, mark, body in run_scripts(args, reps):
+        page = splice_section(page, key, title, body, mark)
+    write_page(args, page)
+    print(f"updated every generated section of {args.out}")
     return 0
 
 
