@@ -345,3 +345,61 @@ def test_kept_counts_are_the_smallest_signed_integers_holding_T_times_D():
     # D = 200: counts up to 200 need int16 (int8 would wrap 150 to -106)
     big = simulate(one_neuron(D=200), torch.tensor([[150.5], [250.0]], dtype=F64))
     assert big.counts["f"].dtype == torch.int16 and big.counts["f"][:, 0].tolist() == [150, 200]
+
+
+def two_neurons(D1: int, D2: int):
+    """x -> f1 (D1, theta 1) -> 1.5 f1 -> f2 (D2, theta 1) -> output; floor rounding."""
+    return Graph([Node("x", "input", [], {"shape": (1,)}),
+                  Node("f1", "fire", ["x"], {"D": D1, "rounding": "floor"}),
+                  Node("w", "linear", ["f1"], params={"weight": np.array([[1.5]])}),
+                  Node("f2", "fire", ["w"], {"D": D2, "rounding": "floor"}),
+                  Node("o", "output", ["f2"])]).infer()
+
+
+def test_mixed_D_shares_one_window_and_caps_each_population_by_hand():
+    """A D = 4 population feeding a D = 1 one (an SDT-V3 detector's backbone and neck): one clock of
+    4 sub-steps per window; the D = 1 population fires at most once, at its window's first sub-step."""
+    g = two_neurons(4, 1)
+    x = torch.tensor([[2.7], [0.4]], dtype=F64)
+    # f1: floor(2.7) = 2 spikes in sub-steps 4, 5; f2: floor(1.5 * 2) = 3, capped at 1, at sub-step 8
+    r = simulate(g, x, record=("f1", "f2"))
+    assert r.D == 4 and r.latency_substeps == 12
+    assert r.trains["f1"][:, 0, 0].tolist() == [0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0]
+    assert r.trains["f2"][:, 0, 0].tolist() == [0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]
+    assert r.counts["f2"][:, 0].tolist() == [1, 0] and r.output.tolist() == [[1.0], [0.0]]
+    # the same numbers in the sub-step accumulation and equal to the reference executor
+    ref = run(g, x)
+    for acc in ("window", "substep"):
+        ex = simulate(g, x, accumulate=acc)
+        assert all(torch.equal(ex.counts[k], ref.counts[k]) for k in ref.counts)
+    # streaming: 2.7 spread as 0.675 per sub-step: f1 fires at sub-steps 2 and 3 (v = 1.35, 1.025);
+    # f2 sees 1.5 at sub-steps 3 and 4 and may fire once only: at sub-step 3 (v = 1.5), never again
+    st = simulate(g, x, schedule="streaming", record=("f1", "f2"))
+    assert st.trains["f1"][:, 0, 0].tolist() == [0, 0, 1, 1, 0, 0]
+    assert st.trains["f2"][:, 0, 0].tolist() == [0, 0, 0, 1, 0, 0]
+    assert st.counts["f2"][:, 0].tolist() == [1, 0]
+    # a smaller D upstream: D = 1 feeding D = 4, the window is still 4 sub-steps
+    g = two_neurons(1, 4)
+    r = simulate(g, x, record=("f1", "f2"))
+    assert r.trains["f1"][:, 0, 0].tolist() == [0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]
+    assert r.counts["f2"][:, 0].tolist() == [1, 0]  # floor(1.5 * 1) = 1
+    assert all(torch.equal(r.counts[k], c) for k, c in run(g, x).counts.items())
+
+
+def test_mixed_D_network_equals_the_reference_bit_exact():
+    """A conv chain whose populations use D = 4, 1 and 2 (the head's): the exact schedule's counts
+    equal the reference executor's, neuron by neuron."""
+    torch.manual_seed(0)
+    m = ConvChain(head_norm=1)
+    m.n2.D = m.n2.norm = 1
+    m.head_fire.D = 2
+    g = deployed(m)
+    assert sorted({n.attrs["D"] for n in g.neurons()}) == [1, 2, 4]
+    x = torch.randn(16, *m.input_shape, dtype=F64) * 2
+    ref = run(g, x)
+    for acc in ("window", "substep"):
+        r = simulate(g, x, accumulate=acc)
+        for k, c in ref.counts.items():
+            assert torch.equal(r.counts[k], c), (acc, k)
+        assert torch.equal(r.output, ref.output)
+    assert int(ref.counts["n2"].max()) == 1 and int(ref.counts["n2"].sum()) > 10  # the D = 1 cap binds

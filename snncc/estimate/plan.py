@@ -726,6 +726,8 @@ def _latency(g: Graph, pops: dict[str, Population], projections, products) -> tu
     # The last population's burst takes one more window to arrive (the synchronous exact schedule:
     # level k integrates during window k and fires during window k + 1), so the latency is the
     # simulator's: D * (depth + 1) sub-steps for one D (snncc.sim.sync, one definition for both).
+    # With different D per population this sums each one's own D along the path; the synchronous
+    # schedule (and Loihi) run every window on the largest D's clock, W * (depth + 1) sub-steps.
     last = next((pops[p].D for p in reversed(out[1]) if pops[p].D), 0)
     return out[0] + last, out[1]
 

@@ -8,7 +8,10 @@ streaming schedule departs from the integer model).
 
 Model. Every training timestep becomes a window of D sub-steps. Each neuron is integrate-and-fire
 with subtractive reset, threshold theta, initial membrane beta and at most D spikes per window; at
-each sub-step it emits 0 or 1 spike. A population's input current at a sub-step is its current
+each sub-step it emits 0 or 1 spike. Populations with different D share one clock: the window is
+the largest D (`window_length`) and a population with a smaller D fires at most its own D spikes,
+in the first sub-steps of its window (D below means the window length; a population's cap is its
+own attribute). A population's input current at a sub-step is its current
 tree (conv/linear/pool/mean/scale/add/layout) evaluated on its sources' binary spikes of that
 sub-step -- the tree is linear in its sources, so the affine constant (the fire's `bias` plus any
 bias left inside the tree) is handled separately as a constant current.
@@ -134,16 +137,19 @@ def _check(graph: Graph) -> int:
     fires = graph.neurons()
     if not fires:
         raise SnnccError("graph has no neurons to simulate", where="graph")
-    Ds = {n.attrs["D"] for n in fires}
-    if len(Ds) != 1:
-        raise SnnccError(f"neurons use different window lengths D {sorted(Ds)}; the synchronous schedule "
-                         "needs one D", where="graph")
     if len(graph.inputs) != 1:
         raise SnnccError(f"graph has {len(graph.inputs)} inputs; the simulator runs single-input graphs")
     check_deployed(graph, "the synchronous simulator", NEURON_FEATURES, max_pool=True)
     for n in graph.nodes:  # an op added to the IR without a cell for this simulator: one line, not a KeyError
         registry.lookup(n.op, "sync", where=f"node {n.name}")
-    return Ds.pop()
+    return window_length(graph)
+
+
+def window_length(graph: Graph) -> int:
+    """Sub-steps per timestep window: the largest D of the graph's populations (neurons and relays).
+    A population with a smaller D (an SDT-V3 detector's D = 1 neck after its D = 4 backbone) fires
+    at most its own D spikes in the first sub-steps of each window: one clock for the whole graph."""
+    return max(int(n.attrs["D"]) for n in graph.nodes if n.op in POPULATION_OPS)
 
 
 class Simulator:
@@ -324,7 +330,9 @@ class Simulator:
                 self.state[n.name] = carried_membrane(v, cnt, a)
             return self._train(cnt)
         # streaming: one spike at most per sub-step, so at most D in a window of D sub-steps (the
-        # cap never binds here); in-place updates, no per-sub-step allocation
+        # cap binds only for a population whose D is below the window's); in-place updates
+        cap = int(a["D"])
+        k = torch.zeros_like(v) if cap < D else None  # spikes so far in this window
         bj = None
         if b is not None:
             if bias_mode == "start":
@@ -337,6 +345,9 @@ class Simulator:
             if bj is not None:
                 v.add_(bj)
             torch.ge(v, theta, out=out[j])  # the 0/1 spike, written as a float straight into the train
+            if k is not None:
+                out[j].mul_(k < cap)
+                k.add_(out[j])
             v.sub_(out[j], alpha=theta)
         if a["stateful"]:
             self.state[n.name] = carried_membrane(v, 0, a)
@@ -531,5 +542,5 @@ class StreamingReport:
         return "\n".join(lines)
 
 
-__all__ = ["simulate", "Simulator", "levels", "count_dtype", "SyncResult", "StreamingReport",
+__all__ = ["simulate", "Simulator", "levels", "window_length", "count_dtype", "SyncResult", "StreamingReport",
            "PopulationDiff", "SCHEDULES"]

@@ -743,7 +743,7 @@ def simulate_fixed(qnet: QNetwork, x, emit: str = "burst", currents: dict | None
             if q.relay:  # the value itself, in activation units: the graded payload
                 counts[p][:, t] = relay_payload(v)
                 continue
-            n = count(v, q.theta_eff, D, q.strict)
+            n = count(v, q.theta_eff, q.D, q.strict)  # the population's own D: its cap per window
             counts[p][:, t] = n
             carry[p] = next_membrane(v, n, q.theta_eff, q.v_init, q.leak_mant, q.reset)
         for j in range(D):

@@ -181,7 +181,7 @@ def run_network(net: Network, x, emit: str = "burst", qnet: QNetwork | None = No
         procs[p.name] = WindowBurstIF(shape=(p.size,), D=D, theta=p.theta, beta=p.beta, bias=p.bias,
                                       const=p.const, start=p.start, windows=K, period=net.T,
                                       stateful=p.stateful, emit=emit, fixed=fx, relay=p.relay, leak=p.leak,
-                                      reset=p.reset, strict=p.strict, name=p.name)
+                                      reset=p.reset, strict=p.strict, cap=p.D, name=p.name)
         n_procs += 1
         if p.host_input:
             cur = currents[p.name] if currents is not None else host_currents(net, p.name, xs).numpy()  # (K, N)

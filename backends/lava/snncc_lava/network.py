@@ -65,6 +65,7 @@ from snncc.ir.ops import neuron_features, neuron_model
 LAVA_NEURON_FEATURES = ("hard reset", "no reset", "leak before reset", "strict comparison")
 from snncc.sim.events import op_matrix  # per-op sparse address maps, shared with the event simulator
 from snncc.sim.reference import Interpreter
+from snncc.sim.sync import window_length
 
 LAYOUT_OPS = ("reshape", "permute")
 MAX_DELAY = 63  # Loihi 2's 6-bit synaptic delay (lava's DelaySparse fixed_pt model checks it)
@@ -248,7 +249,7 @@ class ProductSource:
 class Population:
     name: str
     shape: tuple  # IR shape (per sample); the process is flat (size,)
-    D: int
+    D: int  # at most D spikes per window (its own D; the window has Network.D sub-steps, the largest)
     theta: float
     beta: float
     bias: np.ndarray  # (size,)
@@ -506,9 +507,6 @@ def unsupported(g: Graph) -> list[str]:
                 out.append(f"node {n.name}: neuron {neuron_model(a)}; snncc's Lava neuron (WindowBurstIF) "
                            f"subtracts theta per spike (before or after the leak) or resets to beta: its "
                            f"{' and '.join(missing)} are not implemented")
-    Ds = {n.attrs["D"] for n in g.neurons()}
-    if len(Ds) > 1:
-        out.append(f"populations use different window lengths D {sorted(Ds)}; one D per network is supported")
     if not g.neurons():
         out.append("graph has no neuron population")
     return out
@@ -586,12 +584,11 @@ def population(n: Node, D: int, level: int, host: bool, ev: TreeEvaluator) -> Po
     bias = n.params.get("bias")
     bias = np.zeros(size) if bias is None else np.broadcast_to(bias, n.shape).reshape(-1).astype(np.float64)
     const = np.zeros(size) if host else ev.constant(n)  # host currents carry the constant
+    cap = int(n.attrs["D"])  # at most this many spikes per window of D sub-steps (D: the network's window)
     if n.op == "relay":
-        if n.attrs["D"] != D:
-            raise TargetError(f"relay window D={n.attrs['D']} differs from the network's D={D}",
-                              where=f"node {n.name}", hint="one D per network")
-        return Population(n.name, n.shape, D, 1.0, 0.0, bias, const, False, level, level * (D + 1), host, relay=True)
-    return Population(n.name, n.shape, D, float(n.attrs["theta"]), float(n.attrs["beta"]), bias,
+        return Population(n.name, n.shape, cap, 1.0, 0.0, bias, const, False, level, level * (D + 1), host,
+                          relay=True)
+    return Population(n.name, n.shape, cap, float(n.attrs["theta"]), float(n.attrs["beta"]), bias,
                       const, bool(n.attrs["stateful"]), level, level * (D + 1), host, leak=float(n.attrs["leak"]),
                       reset="leak_first" if n.attrs["leak_first"] else n.attrs["reset"],
                       strict=n.attrs["rounding"] == "strict")
@@ -605,7 +602,7 @@ def build(g: Graph, explicit: bool = True) -> Network:
     if problems:
         raise TargetError(problems[0], where="loihi target",
                           hint=f"{len(problems)} violation(s); see `snncc compile --target loihi` check output")
-    D = g.neurons()[0].attrs["D"]
+    D = window_length(g)  # one clock: populations with a smaller D fire at most their own D per window
     ev = TreeEvaluator(g)
     pops: dict[str, Population] = {}
     projs: list[Projection] = []

@@ -39,6 +39,7 @@ import torch
 from snncc.errors import TargetError
 from snncc.ir.graph import Graph
 from snncc.sim.reference import Interpreter, timestep_inputs
+from snncc.sim.sync import window_length
 
 from snncc_lava import network
 
@@ -172,7 +173,7 @@ class _Recording(Interpreter):
 
 def build(g: Graph, chosen: list[str]) -> tuple[network.Network, dict[str, list[str]]]:
     """The Lava network of the chosen populations alone and, per population, its outside leaves."""
-    D = g.neurons()[0].attrs["D"]
+    D = window_length(g)
     ev = network.TreeEvaluator(g)
     pops: dict = {}
     pools: dict = {}  # max pools of an inside source run inside (their OR neurons), the others are boundaries

@@ -52,6 +52,7 @@ class PyWindowBurstIFModelFloat(PyLoihiProcessModel):
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
     D: int = LavaPyType(int, int)
+    cap: int = LavaPyType(int, int)
     theta: float = LavaPyType(float, float)
     beta: float = LavaPyType(float, float)
     bias: np.ndarray = LavaPyType(np.ndarray, float)
@@ -106,7 +107,7 @@ class PyWindowBurstIFModelFloat(PyLoihiProcessModel):
         if self.stateful:
             v = v + self.carry
         u = v / theta if theta != 1.0 else v
-        n = np.clip(np.ceil(u) - 1 if self.strict else np.floor(u), 0, int(self.D))
+        n = np.clip(np.ceil(u) - 1 if self.strict else np.floor(u), 0, int(self.cap))
         if self.stateful:  # snncc.sim.reference.carry: the residual after the reset, times the leak
             mode = RESETS[int(self.reset_mode)]
             self.carry = (v - beta) * (n == 0) if mode == "value" else v - beta if mode in ("leak_first", "none") \
@@ -126,6 +127,7 @@ class PyWindowBurstIFModelFixed(PyLoihiProcessModel):
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
     D: int = LavaPyType(int, int)
+    cap: int = LavaPyType(int, int)
     theta: float = LavaPyType(float, float)
     beta: float = LavaPyType(float, float)
     bias: np.ndarray = LavaPyType(np.ndarray, float)
@@ -179,7 +181,7 @@ class PyWindowBurstIFModelFixed(PyLoihiProcessModel):
             m = self.carry.astype(np.int64)
         bias = shift(self.bias_mant.astype(np.int64), int(self.bias_exp))
         v = saturate_v(self.u.astype(np.int64) + m + bias)
-        n = count(v, theta_eff, int(self.D), bool(self.strict))
+        n = count(v, theta_eff, int(self.cap), bool(self.strict))
         self.carry = next_membrane(v, n, theta_eff, int(self.v_init), int(self.leak_mant), RESETS[int(self.reset_mode)])
         self.n = n
         self.u = np.zeros_like(self.u)

@@ -36,13 +36,15 @@ class WindowBurstIF(AbstractProcess):
     def __init__(self, *, shape: tuple, D: int, theta: float, beta: float, bias: np.ndarray,
                  const: np.ndarray, start: int, windows: int, period: int, stateful: bool,
                  emit: str = "burst", fixed: dict | None = None, relay: bool = False,
-                 leak: float = 1.0, reset: str = "subtract", strict: bool = False, name: str | None = None) -> None:
+                 leak: float = 1.0, reset: str = "subtract", strict: bool = False, cap: int | None = None,
+                 name: str | None = None) -> None:
         if emit not in EMIT_MODES:
             raise ValueError(f"emit must be one of {EMIT_MODES}, got {emit!r}")
         super().__init__(shape=shape, name=name)
         self.a_in = InPort(shape=shape)
         self.s_out = OutPort(shape=shape)
-        self.D = Var(shape=(1,), init=int(D))
+        self.D = Var(shape=(1,), init=int(D))  # sub-steps per window (the network's clock)
+        self.cap = Var(shape=(1,), init=int(D if cap is None else cap))  # at most cap spikes per window
         self.theta = Var(shape=(1,), init=float(theta))
         self.beta = Var(shape=(1,), init=float(beta))
         self.bias = Var(shape=shape, init=np.broadcast_to(np.asarray(bias, float), shape).copy())
