@@ -64,8 +64,10 @@ HOLDS_POOLED = ("max_pool", "cat", "reshape", "identity", "item", "neuron", "cla
 
 @dataclass
 class PooledCurrent:
-    """A current held back because a max is no synaptic sum: `max_pool` of `args[0]`, or `cat` of
-    `args` along `attrs["axis"]` (SpikeYOLO's SPPF: cat(x, mp(x), mp(mp(x)), ...)); each arg is an IR
+    """A current held back because a max is no synaptic sum (of a current that depends on a neuron's
+    spikes; a max of the input's encoding, host domain, is a plain `max_pool`): `max_pool` of
+    `args[0]`, or `cat` of `args` along `attrs["axis"]` (SpikeYOLO's SPPF: cat(x, mp(x), mp(mp(x)),
+    ...)); each arg is an IR
     node (a current) or another PooledCurrent. A stateless SFA neuron (clamp -> round) is monotone
     and acts per value, so it commutes with max pooling and with placement: neuron(tree(u)) =
     tree(neuron(u)). c_neuron fires once on each source current and rebuilds the tree on its spikes

@@ -330,10 +330,11 @@ def max_pool_matrix(g: Graph, n: Node) -> tuple[str, sp.csr_matrix]:
     return src, w
 
 
-def pool_nodes(g: Graph) -> list[Node]:
+def pool_nodes(g: Graph, encoding: bool = False) -> list[Node]:
     """The max pools of spikes of `g` (graph order): each is a `MaxPool` of the network. A max pool
-    of a current (host domain: the input's encoding) is part of the host current (`host_currents`)."""
-    return [n for n in g.nodes if n.op == "max_pool" and n.kind == "spike"]
+    of a current (host domain: the input's encoding) is part of the host current (`host_currents`);
+    `encoding=True` lists those too."""
+    return [n for n in g.nodes if n.op == "max_pool" and (encoding or n.kind == "spike")]
 
 
 def graded_problems(g: Graph, emit: str) -> list[str]:

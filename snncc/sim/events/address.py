@@ -16,7 +16,8 @@ avg/sum pooling, mean, scale, reshape, permute, n-ary add); merges (several proj
 population, membrane shortcuts) sum. Synapses whose composed weight is exactly 0 are dropped (they
 change no membrane). Biases inside a tree and the fire's constant current are a per-timestep
 constant current; the real-valued encoding input (host layer) is evaluated densely and delivered
-once per timestep as an input current, not as events. Spike products (attention) are refused.
+once per timestep as an input current, not as events (a max pool of that encoding, host domain,
+included). Spike products (attention) are refused.
 
 Relays (residual-stream accumulators, `relay` op) are both: a consumer whose slots integrate its
 tree (plus its constant current, in `const`) like a neuron that never fires (theta 1, D 0), and a
