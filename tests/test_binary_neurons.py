@@ -484,7 +484,24 @@ def test_max_pool_of_the_input_encoding_by_hand():
         assert events.simulate(dep, x, policy=policy).counts["f"].reshape(-1).tolist() == want, policy
 
 
-class StemNet(nn.Module):
+def test_a_bias_that_varies_within_a_window_of_the_encoding_max_is_refused():
+    """input -> conv 1x1 (bias 1) -> conv 3x3 of ones, zero padding -> max_pool 2x2 -> fire: the
+    constant reaching the max is 4 at a corner, 6 on an edge and 9 inside (the padding), so
+    max(a + c) is not max(a) + max(c): the bias cannot move to the neuron, refused naming the pool."""
+    conv = {"stride": (1, 1), "dilation": (1, 1)}
+    g = Graph([Node("x", "input", [], {"shape": (1, 4, 4)}),
+               Node("a", "conv", ["x"], {**conv, "padding": (0, 0)}, {"weight": np.ones((1, 1, 1, 1)),
+                                                                     "bias": np.ones(1)}),
+               Node("b", "conv", ["a"], {**conv, "padding": (1, 1)}, {"weight": np.ones((1, 1, 3, 3))}),
+               Node("mp", "max_pool", ["b"], {"kernel": (2, 2), "stride": (2, 2)}),
+               Node("f", "fire", ["mp"], {"D": 1, "rounding": "floor"}), Node("o", "output", ["f"])]).infer()
+    with pytest.raises(SnnccError) as e:
+        run_pipeline(g, "deploy")
+    assert e.value.one_line().startswith("node mp: the constant current (biases) reaching this max pool varies "
+                                         "within a pooling window"), e.value.one_line()
+
+
+
     """SEW/Spiking ResNet's stem on (T, B, 2, 8, 8): conv -> IFNode (multi-step, hard reset) ->
     MaxPool2d(3, 2, 1) on the spikes -> conv -> IFNode -> head."""
 
