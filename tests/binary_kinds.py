@@ -119,6 +119,15 @@ def snntorch_csnn():
     return m.eval(), torch.rand(1, 1, 8, 8) * 2, lambda: None
 
 
+def snntorch_tutorial():
+    """snntorch tutorial 6's first block as written, Conv -> MaxPool -> Leaky (the max pool of the
+    image's encoding: host work), then Conv-Leaky-MaxPool, Linear-Leaky(output=True): the model of
+    tests/test_snntorch_loop.py (`build(tutorial=True)`, T = 5)."""
+    from test_snntorch_loop import build
+
+    return build(tutorial=True), torch.rand(1, 1, 8, 8) * 3, lambda: None
+
+
 def spikeformer():
     """Meta-SpikeFormer's idiom, small: the static image repeated over T, conv-BN stem applied to
     the time-flattened tensor, MultiStepLIFNode (clock_driven: tau 2, decay_input, hard reset),

@@ -9,6 +9,7 @@ import torch
 
 from snncc.errors import SnnccError
 from snncc.ir import Graph, Node
+from snncc.ir.analysis import host_domain
 from snncc.ir.ops import neuron_model, summarize
 from snncc.ir.serialize import dumps, loads
 from snncc.passes.manager import run_pipeline
@@ -437,15 +438,70 @@ def test_max_pool_of_spikes_by_hand():
         assert float(events.simulate(dep, x, policy=policy).output) == 2551.0, policy
 
 
-def test_max_pool_of_a_current_is_refused():
+def test_max_pool_of_a_current_is_refused_outside_the_host_domain():
+    """A max of currents after a neuron (a spike-driven current) is refused by Graph.verify naming
+    the node; the same max on the input's encoding (before any neuron) is a host-domain current."""
     from snncc.errors import IRError
 
-    with pytest.raises(IRError, match="max pooling of a current is no synaptic sum"):
-        Graph([Node("x", "input", [], {"shape": (1, 4, 4)}),
-               Node("mp", "max_pool", ["x"], {"kernel": (2, 2), "stride": (2, 2)}), Node("o", "output", ["mp"])]).infer()
+    conv = {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1)}
+    win = {"kernel": (2, 2), "stride": (2, 2)}
+    nodes = [Node("x", "input", [], {"shape": (1, 4, 4)}), Node("w", "conv", ["x"], conv, {"weight": np.ones((1, 1, 1, 1))}),
+             Node("mc", "max_pool", ["w"], win), Node("f", "fire", ["mc"], {"D": 1, "rounding": "floor"}),
+             Node("g", "conv", ["f"], conv, {"weight": np.ones((1, 1, 1, 1))}),
+             Node("mg", "max_pool", ["g"], win), Node("o", "output", ["mg"])]
+    g = Graph(nodes[:4] + [Node("o", "output", ["f"])]).verify()
+    assert g["mc"].kind == "current" and host_domain(g) == {"x", "w", "mc"}
+    with pytest.raises(IRError, match="node mg: max_pool of a current that depends on a neuron's spikes: a max of "
+                                      "currents is no synaptic sum"):
+        Graph(nodes).verify()
 
 
-class StemNet(nn.Module):
+def test_max_pool_of_the_input_encoding_by_hand():
+    """input (1, 4, 4) -> conv 1x1 (weight 1, bias 0.25) -> max_pool 2x2 -> fire (D 3, floor,
+    stateful, T = 2): the quadrant maxima of x + 0.25 are 1.45, 0.25, 0.85, 2.75; counts over two
+    steps (membrane carried, soft reset): 1.45 -> 1, 0.45 + 1.45 -> 1 (2 in all); 0.25 -> 0, 0.5 -> 0;
+    0.85 -> 0, 1.7 -> 1; 2.75 -> 2, 0.75 + 2.75 -> 3 (5). The deploy pipeline moves the bias to
+    the neuron (max(a + b) = max(a) + b per channel) and the reference, sync and event simulators
+    give these counts on the deployed graph."""
+    g = Graph([Node("x", "input", [], {"shape": (1, 4, 4)}),
+               Node("w", "conv", ["x"], {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1)},
+                    {"weight": np.ones((1, 1, 1, 1)), "bias": np.array([0.25])}),
+               Node("mp", "max_pool", ["w"], {"kernel": (2, 2), "stride": (2, 2)}),
+               Node("f", "fire", ["mp"], {"D": 3, "stateful": True, "rounding": "floor"}),
+               Node("o", "output", ["f"])]).infer()
+    g.T = 2
+    x = torch.zeros(1, 1, 4, 4, dtype=torch.float64)
+    x[0, 0, 0, 0], x[0, 0, 1, 1] = 1.2, 0.7
+    x[0, 0, 2, 1], x[0, 0, 3, 0] = 0.6, -1.0
+    x[0, 0, 3, 3] = 2.5
+    want = [2.0, 0.0, 1.0, 5.0]
+    assert reference.run(g, x).counts["f"].reshape(-1).tolist() == want  # spikes over both steps
+    dep = run_pipeline(g, "deploy").graph
+    assert dep["mp"].kind == "current" and "bias" not in dep["w"].params and dep["f"].params["bias"].reshape(-1).tolist() == [0.25]
+    assert reference.run(dep, x).counts["f"].reshape(-1).tolist() == want
+    assert sync.simulate(dep, x).counts["f"].reshape(-1).tolist() == want
+    for policy in ("ideal", "greedy"):
+        assert events.simulate(dep, x, policy=policy).counts["f"].reshape(-1).tolist() == want, policy
+
+
+def test_a_bias_that_varies_within_a_window_of_the_encoding_max_is_refused():
+    """input -> conv 1x1 (bias 1) -> conv 3x3 of ones, zero padding -> max_pool 2x2 -> fire: the
+    constant reaching the max is 4 at a corner, 6 on an edge and 9 inside (the padding), so
+    max(a + c) is not max(a) + max(c): the bias cannot move to the neuron, refused naming the pool."""
+    conv = {"stride": (1, 1), "dilation": (1, 1)}
+    g = Graph([Node("x", "input", [], {"shape": (1, 4, 4)}),
+               Node("a", "conv", ["x"], {**conv, "padding": (0, 0)}, {"weight": np.ones((1, 1, 1, 1)),
+                                                                     "bias": np.ones(1)}),
+               Node("b", "conv", ["a"], {**conv, "padding": (1, 1)}, {"weight": np.ones((1, 1, 3, 3))}),
+               Node("mp", "max_pool", ["b"], {"kernel": (2, 2), "stride": (2, 2)}),
+               Node("f", "fire", ["mp"], {"D": 1, "rounding": "floor"}), Node("o", "output", ["f"])]).infer()
+    with pytest.raises(SnnccError) as e:
+        run_pipeline(g, "deploy")
+    assert e.value.one_line().startswith("node mp: the constant current (biases) reaching this max pool varies "
+                                         "within a pooling window"), e.value.one_line()
+
+
+
     """SEW/Spiking ResNet's stem on (T, B, 2, 8, 8): conv -> IFNode (multi-step, hard reset) ->
     MaxPool2d(3, 2, 1) on the spikes -> conv -> IFNode -> head."""
 

@@ -72,11 +72,13 @@ def test_head_after_the_time_mean_and_neurons_without_1_over_D():
 class MaxPool(nn.Module):
     def __init__(self):
         super().__init__()
+        self.c0, self.n0 = nn.Conv2d(2, 2, 1), Fire(4)
         self.c, self.n, self.p = nn.Conv2d(2, 4, 3, padding=1), Fire(4), nn.MaxPool2d(2)
 
-    def forward(self, x):  # max pooling of a current read by a scale, not by a neuron alone (a stateless
-        # neuron reading it commutes with it and deploys: tests/test_seg_heads.py; of spikes: test_binary_neurons.py)
-        return self.n(self.p(self.c(x)) * 2.0).flatten(1)
+    def forward(self, x):  # max pooling of a spike-driven current read by a scale, not by a neuron alone (a
+        # stateless neuron reading it commutes with it and deploys: tests/test_seg_heads.py; of spikes:
+        # test_binary_neurons.py; on the input's encoding, before any neuron: test_snntorch_loop.py)
+        return self.n(self.p(self.c(self.n0(self.c0(x)))) * 2.0).flatten(1)
 
 
 def test_max_pooling_of_a_current_is_refused_in_one_line():

@@ -123,25 +123,39 @@ def test_sppf_pt2_at_batch_1_through_the_installed_command_bit_exact(tmp_path, m
 
 
 class StatefulAfterPool(nn.Module):
-    """conv -> max pool of the current -> a stateful neuron (v = v + x, fires, subtracts)."""
+    """[conv -> neuron ->] conv -> max pool of the current -> a stateful neuron (v = v + x, fires,
+    subtracts). `spiking`: the pooled current depends on a neuron's spikes (else it is the input's
+    encoding, host domain, and deploys)."""
 
-    def __init__(self):
+    def __init__(self, spiking=True):
         super().__init__()
+        self.pre = nn.Sequential(nn.Conv2d(2, 2, 1), SFANeuron(4)) if spiking else nn.Identity()
         self.c, self.p, self.n = nn.Conv2d(2, 4, 3, padding=1), nn.MaxPool2d(3, 1, 1), SFANeuron(4, stateful=True)
 
     def forward(self, x):
-        return self.n(self.p(self.c(x)))
+        return self.n(self.p(self.c(self.pre(x))))
 
 
 def test_max_of_currents_before_a_stateful_neuron_is_refused_saying_why():
     """By hand: two positions with currents (0.4, 0) and (0, 0.4) over two steps; a stateful
     neuron after the max integrates (0.4, 0.4) and fires once at step 2 (0.8 rounds to 1); before
-    the max neither position reaches 0.5, so the max of their spikes is 0: not exact, refused."""
+    the max neither position reaches 0.5, so the max of their spikes is 0: not exact, refused when
+    the current depends on a neuron's spikes. On the input's encoding (no neuron before it) the max
+    is host work and the stateful neuron reads it as its input current: it deploys, counts equal
+    to the module's own."""
     with pytest.raises(SnnccError) as e:
         snncc.compile(StatefulAfterPool().eval(), torch.zeros(1, 2, 8, 8))
     line = e.value.one_line()
     assert "max pooling of a current before a stateful neuron is not deployable" in line and "node '" in line
     assert "the integral of a max is not the max of the integrals" in line and "\n" not in line, line
+    torch.manual_seed(0)
+    m = StatefulAfterPool(spiking=False).eval()
+    dep = snncc.compile(m, torch.zeros(1, 2, 8, 8))
+    assert [n.kind for n in dep.deployed.nodes if n.op == "max_pool"] == ["current"]
+    x = torch.rand(3, 2, 8, 8, generator=torch.Generator().manual_seed(1)) * 3
+    with torch.no_grad():
+        want = m(x)
+    assert want.sum() > 0 and torch.allclose(dep.reference(x).output.reshape(want.shape).float(), want, rtol=0, atol=1e-6)
 
 
 class StepIF(nn.Module):
@@ -163,18 +177,25 @@ class StepIF(nn.Module):
 
 
 class PoolThenStepIF(nn.Module):
-    def __init__(self):
+    """[conv -> stateless neuron ->] conv -> max pool of the current -> a multi-step IF loop.
+    `spiking`: the pooled current depends on a neuron's spikes (else it is the input's encoding)."""
+
+    def __init__(self, spiking=True):
         super().__init__()
+        self.pre = nn.Sequential(nn.Conv2d(2, 2, 1), SFANeuron(4)) if spiking else nn.Identity()
         self.c, self.p, self.n = nn.Conv2d(2, 4, 3, padding=1), nn.MaxPool2d(3, 1, 1), StepIF()
 
     def forward(self, x):
         x = x.unsqueeze(0).repeat(2, 1, 1, 1, 1)
         T, B = x.shape[:2]
-        u = self.p(self.c(x.flatten(0, 1))).reshape(T, B, 4, 8, 8)
+        u = self.p(self.c(self.pre(x.flatten(0, 1)))).reshape(T, B, 4, 8, 8)
         return self.n(u).mean(0).flatten(1)
 
 
 def test_max_of_currents_before_a_spikingjelly_multi_step_node_is_refused_in_one_line(tmp_path):
+    """Refused when the pooled current depends on a neuron's spikes; on the input's encoding (host
+    domain) the loop neuron integrates the max as its input current: it deploys, output equal to
+    the module's own."""
     m = PoolThenStepIF().eval()
     path = str(tmp_path / "sj.pt2")
     torch.export.save(torch.export.export(m, (torch.rand(1, 2, 8, 8),)), path)
@@ -182,3 +203,11 @@ def test_max_of_currents_before_a_spikingjelly_multi_step_node_is_refused_in_one
     assert code == 2 and "max pooling of a current" in e and "node '" in e and len(e.strip().splitlines()) == 1, o + e
     assert "before a stateful neuron is not deployable: the neuron carries its membrane over the T = 2 time steps " \
            "(leak 1), and the integral of a max is not the max of the integrals" in e, e
+    torch.manual_seed(0)
+    m = PoolThenStepIF(spiking=False).eval()
+    dep = snncc.compile(torch.export.export(m, (torch.rand(1, 2, 8, 8),)))
+    assert [n.kind for n in dep.deployed.nodes if n.op == "max_pool"] == ["current"] and dep.deployed.T == 2
+    x = torch.rand(3, 2, 8, 8, generator=torch.Generator().manual_seed(1)) * 3
+    with torch.no_grad():
+        want = m(x)
+    assert want.sum() > 0 and torch.allclose(dep.reference(x).output.reshape(want.shape).float(), want, rtol=0, atol=1e-6)

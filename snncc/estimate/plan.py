@@ -524,7 +524,8 @@ def _macs_scale(g: Graph, n: Node) -> int:
 
 registry.refuse("add", "offset", "upsample", "reshape", "permute", cost="host_macs",
                 why="free: sums and data movement, no multiplies (0 MACs)")
-registry.refuse("max_pool", cost="host_macs", why="free: a max of spike counts, never a host current (0 MACs)")
+registry.refuse("max_pool", cost="host_macs", why="0 MACs: a max of spike counts is free; a max of the input's encoding "
+                                                 "is comparisons on the host, not multiply-accumulates")
 registry.refuse("spike_product", cost="host_macs",
                 why="priced as coincidence operations of its operand spikes (plan.coincidences), not MACs")
 registry.refuse("input", "fire", "relay", "output", cost="host_macs", why=registry.NOT_IN_A_TREE)

@@ -23,6 +23,7 @@ import torch.fx as fx
 from snncc.errors import FrontendError
 from snncc.frontend.calls import Call, where
 from snncc.frontend.time_loop import Lin, StepBuffer, TimeLoop, _num, is_step_value
+from snncc.ir.analysis import host_domain
 from snncc.ir.graph import Graph, Node
 from snncc.ir.ops import CURRENT, SPIKE, tuple_n
 
@@ -63,8 +64,10 @@ HOLDS_POOLED = ("max_pool", "cat", "reshape", "identity", "item", "neuron", "cla
 
 @dataclass
 class PooledCurrent:
-    """A current held back because a max is no synaptic sum: `max_pool` of `args[0]`, or `cat` of
-    `args` along `attrs["axis"]` (SpikeYOLO's SPPF: cat(x, mp(x), mp(mp(x)), ...)); each arg is an IR
+    """A current held back because a max is no synaptic sum (of a current that depends on a neuron's
+    spikes; a max of the input's encoding, host domain, is a plain `max_pool`): `max_pool` of
+    `args[0]`, or `cat` of `args` along `attrs["axis"]` (SpikeYOLO's SPPF: cat(x, mp(x), mp(mp(x)),
+    ...)); each arg is an IR
     node (a current) or another PooledCurrent. A stateless SFA neuron (clamp -> round) is monotone
     and acts per value, so it commutes with max pooling and with placement: neuron(tree(u)) =
     tree(neuron(u)). c_neuron fires once on each source current and rebuilds the tree on its spikes
@@ -893,9 +896,12 @@ class Converter:
     def c_max_pool(self, fxn, x, kernel=None, stride=None, padding=0, dilation=1, ceil_mode=False):
         """Max pooling of spikes (IR `max_pool`: per timestep, an OR of binary spikes, the max of
         counts). Of a current, a 1x1 window (SpikeFPN's extra level, `F.max_pool2d(x, 1, stride=2)`)
-        is a strided subsample, a sum over one value: IR `pool` mode sum, exact; a wider window is
-        held back (PooledCurrent) until a stateless neuron reads it, through more max pools and cats
-        (SPPF), and refused anywhere else (no synaptic sum; no commuting with a stateful neuron)."""
+        is a strided subsample, a sum over one value: IR `pool` mode sum, exact. A wider window on a
+        current in the host domain (computed from the real-valued input alone: snntorch's
+        Conv -> MaxPool -> Leaky on the image) is an IR `max_pool` of that current, part of the
+        input's encoding; on any other current it is held back (PooledCurrent) until a stateless
+        neuron reads it, through more max pools and cats (SPPF), and refused anywhere else (no
+        synaptic sum; no commuting with a stateful neuron)."""
         k = tuple_n(kernel, 2)
         s = tuple_n(stride if stride not in (None, [], ()) else kernel, 2)
         pad = tuple_n(padding, 2)
@@ -910,7 +916,7 @@ class Converter:
             if s == (1, 1):
                 return x
             return self.add(fxn, "pool", [x], {"mode": "sum", "kernel": k, "stride": s, "padding": (0, 0)})
-        if self.graph[x].kind != SPIKE:
+        if self.graph[x].kind != SPIKE and x not in host_domain(self.graph):
             return PooledCurrent("max_pool", (x,), {"kernel": k, "stride": s, "padding": pad},
                                  out, where(fxn))
         return self.add(fxn, "max_pool", [x], {"kernel": k, "stride": s, "padding": pad})
@@ -1176,9 +1182,11 @@ class Converter:
         if isinstance(v, Placement):
             return self.placement_node(fxn, v)
         if isinstance(v, PooledCurrent):
-            raise FrontendError("max pooling of a current is not deployable here: a max is no synaptic sum; it "
-                                "deploys only when a stateless SFA neuron reads it (through max pools and cats: "
-                                "they commute), not a stateful one (its membrane integrates over the steps)",
+            raise FrontendError("max pooling of a current is not deployable here: a max is no synaptic sum; of a "
+                                "current that depends on a neuron's spikes it deploys only when a stateless SFA "
+                                "neuron reads it (through max pools and cats: they commute), not a stateful one "
+                                "(its membrane integrates over the steps); on the input's encoding (before any "
+                                "neuron) it is host work and deploys",
                                 where=v.where,
                                 hint="max-pool the neuron's spikes (conv-bn-neuron-maxpool)")
         if isinstance(v, SpikeBN):

@@ -557,7 +557,8 @@ registry.refuse("offset", target="nir",
                 why="offset of a concatenation or of several outputs (NIR sums fan-in, it has no concatenation)")
 registry.refuse("batchnorm", target="nir", why="batchnorm (run the deploy pipeline first)")
 registry.refuse("pad", target="nir", why="pad (run the deploy pipeline first: reparam fuses it into its projection)")
-registry.refuse("max_pool", target="nir", why="max pooling of spikes (NIR has no max-pool node)")
+registry.refuse("max_pool", target="nir",
+                why="max pooling, of spikes or of the input's encoding (NIR has no max-pool node)")
 _RELAY = "op relay has no NIR mapping"
 registry.refuse("relay", target="nir", why=_RELAY)
 

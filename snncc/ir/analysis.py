@@ -6,6 +6,8 @@ A synaptic op is *spike-driven* when every source it reads through weightless li
 (add, scale, pooling, mean, layout, batchnorm) is a spike tensor: then each input spike
 triggers additions only (docs/design.md §2). A source is a spike tensor, an input, or the output of a
 weighted synaptic op (conv, linear, spike product), whose real-valued result costs MACs to use.
+The *host domain* (`host_domain`, defined with the op table in `snncc.ir.ops`) is the currents
+computed from the real-valued input alone, before any neuron: the input's encoding.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import hashlib
 import numpy as np
 
 from snncc.ir.graph import Graph
-from snncc.ir.ops import SPIKE
+from snncc.ir.ops import SPIKE, host_domain as _host_domain
 
 WEIGHTED = ("conv", "linear", "spike_product")
 
@@ -50,6 +52,11 @@ def spike_driven(graph: Graph) -> dict[str, bool | None]:
             ok = all(graph[s].kind == SPIKE for s in srcs)
             out[n.name] = ok if ok or n.op in WEIGHTED else None
     return out
+
+
+def host_domain(graph: Graph) -> set[str]:
+    """Nodes of `graph` in the host domain (`snncc.ir.ops.host_domain`, the one definition)."""
+    return _host_domain(graph.nodes)
 
 
 def encoding_nodes(graph: Graph) -> list[str]:

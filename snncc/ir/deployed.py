@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from snncc.errors import SnnccError
 from snncc.ir.graph import Graph, Node
-from snncc.ir.ops import check_neuron
+from snncc.ir.ops import SPIKE, check_neuron
 
 CONSUMERS = ("fire", "relay", "output")  # nodes whose input current tree is their own
 
@@ -33,14 +33,19 @@ def current_tree(g: Graph, root: Node) -> set[str]:
 TREE_OPS = ("conv", "linear", "pool", "upsample", "bilinear", "mean", "scale", "add", "offset", "reshape", "permute",
             "spike_product")
 
+# Ops a tree may hold only in its host domain (the input's encoding; Graph.verify checks where).
+HOST_TREE_OPS = ("max_pool",)
+
 
 def check_deployed(graph: Graph, what: str = "the simulator", supported: tuple[str, ...] = (),
                    max_pool: bool = False) -> None:
     """Raise unless `graph` is in synaptic normal form as `normal_form` leaves it: every neuron
     with norm 1 and floor (or strict) rounding, every current made only of TREE_OPS, and every
     neuron model one `what` implements (`supported`: ops.neuron_features it runs; `max_pool`: it
-    runs max pooling of spikes). Simulators of the deployed graph call this instead of each
-    restating the rule; `normal_form` (the pass) produces this form."""
+    runs max pooling of spikes). A max pool of a current (Graph.verify keeps it in the host domain)
+    is part of the input's encoding, which every simulator of deployed graphs computes densely.
+    Simulators of the deployed graph call this instead of each restating the rule; `normal_form`
+    (the pass) produces this form."""
     for n in graph.nodes:
         where = f"node {n.name}"
         if n.op == "fire":
@@ -49,9 +54,9 @@ def check_deployed(graph: Graph, what: str = "the simulator", supported: tuple[s
                 raise SnnccError(f"neuron has norm={n.attrs['norm']} rounding={n.attrs['rounding']}; the deployed "
                                  f"neuron has norm 1 and floor rounding ({what} runs deployed graphs)", where=where,
                                  hint="simulate run_pipeline(graph, 'deploy').graph")
-        elif n.op == "max_pool" and not max_pool:
+        elif n.op == "max_pool" and n.kind == SPIKE and not max_pool:
             raise SnnccError(f"max pooling of spikes: {what} does not implement it", where=where,
                              hint="run it with the reference executor or the synchronous simulator (exact)")
-        elif n.kind == "current" and n.op not in TREE_OPS + ("input", "relay", "output"):
+        elif n.kind == "current" and n.op not in TREE_OPS + HOST_TREE_OPS + ("input", "relay", "output"):
             raise SnnccError(f"op {n.op} in a current tree is not in synaptic normal form", where=where,
                              hint="simulate run_pipeline(graph, 'deploy').graph")

@@ -16,7 +16,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from snncc.errors import IRError
-from snncc.ir.ops import MAX_SUBSTEPS, MAX_T, OPS, REQUIRED, RuleError, normalize_attr
+from snncc.ir.ops import CURRENT, MAX_SUBSTEPS, MAX_T, OPS, REQUIRED, RuleError, host_domain, normalize_attr
 
 
 _FINITE: set[int] = set()  # ids of immutable parameter arrays already checked finite
@@ -259,10 +259,16 @@ class Graph:
         shapes/kinds equal to inferred ones."""
         stored = {n.name: (n.shape, n.kind) for n in self.nodes}
         self.infer()
+        host = None
         for n in self.nodes:
             if stored[n.name][0] and stored[n.name] != (n.shape, n.kind):
                 raise IRError(f"stored shape/kind {stored[n.name]} disagree with inferred {(n.shape, n.kind)}",
                               where=f"node {n.name}")
+            if n.spec.host_only and n.kind == CURRENT:  # a max of currents: the input's encoding only
+                host = host if host is not None else host_domain(self.nodes)
+                if n.name not in host:
+                    raise IRError(f"{n.op} of a current that depends on a neuron's spikes: {n.spec.host_only}",
+                                  where=f"node {n.name}")
             for k, v in n.params.items():
                 if not _all_finite(v):
                     raise IRError(f"parameter {k} has non-finite values", where=f"node {n.name}",

@@ -36,6 +36,9 @@ class OpSpec:
     synaptic: bool = False  # carries synapses: costs SOPs on spikes, MACs on currents
     linear: bool = False  # output is linear in each input (affine with bias)
     layout: bool = False  # pure data movement (reshape/permute)
+    # on a current input, defined in the host domain only (`host_domain`); the reason it is refused
+    # anywhere else (Graph.verify names the node)
+    host_only: str = ""
     summary: Callable[[dict, dict], str] = field(default=lambda a, p: "")
 
 
@@ -187,10 +190,25 @@ def pool_shape(shapes, attrs, params):
 
 
 def _max_pool_kind(kinds, attrs):
-    if kinds[0] != SPIKE:
-        raise RuleError("max pooling of a current is no synaptic sum, and a stateful neuron after it does not "
-                        "commute with it; max-pool the neuron's spikes instead")
-    return SPIKE
+    return kinds[0]  # spikes: a spike value; a current: the host domain only (OpSpec.host_only, Graph.verify)
+
+
+MAX_OF_CURRENTS = ("a max of currents is no synaptic sum, and a neuron after it integrates the max, which does "
+                   "not commute with it; max-pool the neuron's spikes, or keep the max in the encoding of the "
+                   "real-valued input (before any neuron)")
+
+
+def host_domain(nodes) -> set[str]:
+    """The host domain (docs/design.md §2.1): the currents computed from the real-valued graph
+    inputs alone, before any neuron or relay: the encoding of the input, which the host computes
+    densely (multiply-accumulates) at every timestep and feeds to the first neurons as their input
+    current. Names of `nodes` (graph order) in it: a real-valued input, and every current op whose
+    inputs all are. A max of currents (`max_pool`) is defined there only (`OpSpec.host_only`)."""
+    out: set[str] = set()
+    for n in nodes:
+        if n.kind == CURRENT and n.op not in POPULATION_OPS and all(i in out for i in n.inputs):
+            out.add(n.name)
+    return out
 
 
 def pad_shape(shapes, attrs, params):
@@ -515,9 +533,11 @@ _op(OpSpec("pool", 1, 1, {"mode": "avg", "kernel": REQUIRED, "stride": REQUIRED,
            summary=lambda a, p: f"{a['mode']} k={_fmt(a['kernel'])} s={_fmt(a['stride'])}"))
 # Max pooling of spike counts (per timestep; binary spikes: an OR within the window, multi-spike:
 # the max count). Neither synaptic nor linear: a spike value between a population and its readers.
-# Its padding (at most half the kernel) never wins a max of counts >= 0.
+# Its padding (at most half the kernel) never wins a max of counts >= 0. Of a current, only in the
+# host domain (snntorch's Conv -> MaxPool -> Leaky on the image): part of the input's encoding, a
+# current; its padding is -inf there (torch's), so it never wins either.
 _op(OpSpec("max_pool", 1, 1, {"kernel": REQUIRED, "stride": REQUIRED, "padding": (0, 0)}, kind_rule=_max_pool_kind,
-           shape_rule=pool_shape, summary=lambda a, p: f"k={_fmt(a['kernel'])} s={_fmt(a['stride'])}"
+           shape_rule=pool_shape, host_only=MAX_OF_CURRENTS, summary=lambda a, p: f"k={_fmt(a['kernel'])} s={_fmt(a['stride'])}"
                                                        + (f" p={_fmt(a['padding'])}" if any(a["padding"]) else "")))
 # A constant border around a current map (research code's BNAndPadLayer fills it with BN(0) per
 # channel): a value, not a synapse. No target runs it; `reparam` fuses it into the projection.
@@ -597,6 +617,6 @@ def fmt_value(v) -> str:
 
 __all__ = ["OPS", "OpSpec", "SPIKE", "CURRENT", "KINDS", "REQUIRED", "RuleError", "ROUNDING_MODES", "RESET_MODES",
            "neuron_model", "NEURON_FEATURES", "neuron_features", "is_soft_neuron", "check_neuron", "MAX_D", "MAX_T",
-           "MAX_SUBSTEPS", "POPULATION_OPS", "spec", "bilinear_weights",
+           "MAX_SUBSTEPS", "POPULATION_OPS", "host_domain", "MAX_OF_CURRENTS", "spec", "bilinear_weights",
            "normalize_attr", "tuple_n", "summarize", "fmt_value"]
 

@@ -5,7 +5,9 @@ Requires: the neuron's input current tree is private (every node in it has that 
 only eventual user) and holds no batchnorm. Because the tree is affine in its sources,
 U(s) = L(s) + U(0): the pass evaluates U(0) (all sources zero), stores it on the fire as the
 `bias` parameter (per channel when it is constant over space, full-size otherwise, e.g. near
-zero-padded borders) and deletes the biases inside the tree.
+zero-padded borders) and deletes the biases inside the tree. A max pool in the tree (host domain
+only: the input's encoding) is not affine, but max(a + c) = max(a) + c when c is constant within
+each window (a conv's per-channel bias); any other constant there is refused naming the pool.
 Preserves: the reference executor's output (up to float rounding).
 """
 
@@ -16,6 +18,7 @@ import warnings
 import numpy as np
 import torch
 
+from snncc.errors import PassError
 from snncc.ir.deployed import current_tree
 from snncc.ir.graph import Graph, Node
 from snncc.passes.base import PassResult, channel_factor
@@ -53,6 +56,11 @@ def constant_current(g: Graph, tree: list[Node]) -> np.ndarray:
                 env[n.name] = (b.reshape((1, -1) + (1,) * (len(n.shape) - 1)) if n.op == "conv" else b).expand(shape)
             continue
         env[n.name] = getattr(interp, f"op_{n.op}")(n, *[value(i) for i in n.inputs])
+        if n.spec.host_only and not torch.equal(env[n.name], -getattr(interp, f"op_{n.op}")(n, -value(n.inputs[0]))):
+            # a max of the input's encoding: max(a + c) = max(a) + c needs c constant in each window
+            raise PassError("the constant current (biases) reaching this max pool varies within a pooling window "
+                            "(a bias through a zero-padded conv before it), so it cannot move to the neuron",
+                            where=f"node {n.name}", hint="drop that bias, or pool before the padded conv")
     return value(tree[-1].name)[0].numpy().copy()
 
 

@@ -331,9 +331,11 @@ def max_pool_matrix(g: Graph, n: Node) -> tuple[str, sp.csr_matrix]:
     return src, w
 
 
-def pool_nodes(g: Graph) -> list[Node]:
-    """The max pools of spikes of `g` (graph order): each is a `MaxPool` of the network."""
-    return [n for n in g.nodes if n.op == "max_pool"]
+def pool_nodes(g: Graph, encoding: bool = False) -> list[Node]:
+    """The max pools of spikes of `g` (graph order): each is a `MaxPool` of the network. A max pool
+    of a current (host domain: the input's encoding) is part of the host current (`host_currents`);
+    `encoding=True` lists those too."""
+    return [n for n in g.nodes if n.op == "max_pool" and (encoding or n.kind == "spike")]
 
 
 def graded_problems(g: Graph, emit: str) -> list[str]:
@@ -382,7 +384,9 @@ def tree_nodes(g: Graph, consumer: Node, products: bool = False) -> tuple[list[N
     while stack:
         name = stack.pop()
         n = g[name]
-        if n.op in ("fire", "relay", "input", "max_pool") or (products and n.op == "spike_product"):
+        host_max = n.spec.host_only and n.kind != "spike"  # a max of the input's encoding: in the host's tree
+        if (n.op in ("fire", "relay", "input", "max_pool") and not host_max) or \
+                (products and n.op == "spike_product"):
             if name not in leaves:
                 leaves.append(name)
             continue
@@ -450,6 +454,8 @@ def tree_matrices(g: Graph, consumer: Node, only: set | None = None) -> dict[str
                     m = eye(leaf) if m is None else m
                     acc[leaf] = acc[leaf] + m if leaf in acc else m
             vals[n.name] = acc
+        elif not vals[n.inputs[0]]:
+            vals[n.name] = {}  # the host's encoding alone (a max of it has no matrix)
         else:
             A = op_matrix(g, n)
             vals[n.name] = {leaf: A if m is None else (A @ m).tocsr() for leaf, m in vals[n.inputs[0]].items()}

@@ -17,5 +17,6 @@ registry.supports(["conv", "linear", "pool", "mean", "upsample", "bilinear", "of
 registry.supports(["spike_product"], target="loihi", where="snncc_lava.network (the SpikeProduct process)")
 registry.supports(["max_pool"], target="loihi",
                   where="snncc_lava.network.MaxPool (burst emission: a sum pool into LIF neurons that fire on any "
-                        "input, the per-sub-step OR of the bursts; emit=graded refused)")
+                        "input, the per-sub-step OR of the bursts; emit=graded refused); of the input's encoding (a "
+                        "current, host domain): part of the host current (snncc_lava.network.host_currents)")
 registry.refuse("batchnorm", "pad", target="loihi", why=registry.NOT_DEPLOYED)

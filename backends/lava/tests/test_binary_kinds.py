@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from binary_kinds import KINDS, cli, export, sew
+from binary_kinds import KINDS, cli, export, sew, snntorch_tutorial
 
 import snncc
 
@@ -72,3 +72,27 @@ def test_sew_max_pool_stem_compiles_for_loihi_and_runs_in_lava_count_for_count(t
     r = cli("compile", pt2, "--target", "loihi", "--target-option", "emit=graded", "-o", tmp_path / "graded")
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert "node stem_3_max_pool2d: max pooling of spikes with emit=graded" in r.stderr, r.stderr
+
+
+def test_snntorch_tutorial_max_pool_of_the_encoding_runs_in_lava(tmp_path):
+    """snntorch tutorial's block 1 Conv -> MaxPool -> Leaky: the max pool of the image's encoding is
+    part of the host current of the first Leaky (no MaxPool process; the max pool of spikes in
+    block 2 is one), floating_pt equal to the reference, fixed_pt to the integer model."""
+    pt2 = tmp_path / "m.pt2"
+    export(snntorch_tutorial, pt2)
+    for precision in ("float", "fixed"):
+        out = tmp_path / precision
+        dep = _compile_for_loihi(pt2, out, precision)
+        pools = {n.name: n.kind for n in dep.deployed.nodes if n.op == "max_pool"}
+        assert pools == {"net_1_max_pool2d": "current", "net_5_max_pool2d_1": "spike"}
+        procs = {p["name"] for p in json.loads((out / "lava" / "network.json").read_text())["processes"]}
+        assert "net_5_max_pool2d_1.pool" in procs and not any(p.startswith("net_1_max_pool2d") for p in procs)
+        r = cli("simulate", out, "--backend", "lava", "--samples", "2")
+        assert r.returncode == 0, r.stdout + r.stderr
+        line = r.stdout.strip().splitlines()[-1]
+        if precision == "float":
+            assert "lava: 2 samples, spike counts == reference" in line and "max |output diff| 0," in line, line
+        else:
+            assert line.startswith("lava: 2 samples, spike counts == snncc's fixed_pt integer model"), line
+        ref = dep.reference(samples=2, seed=0).counts
+        assert all(ref[f.name].sum() > 0 for f in dep.deployed.neurons())

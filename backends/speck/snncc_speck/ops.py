@@ -22,5 +22,6 @@ for _op, _why in NO_SPECK_OP.items():
     registry.refuse(_op, target="speck", why=_why)
 registry.refuse("spike_product", target="speck", why="Speck cores only convolve, they cannot multiply spike tensors")
 registry.refuse("relay", target="speck", why="a relay sends graded values; Speck layers send binary events only")
-registry.refuse("max_pool", target="speck", why="Speck pools spikes by summing (sum pooling), not by max")
+registry.refuse("max_pool", target="speck", why="Speck pools spikes by summing (sum pooling), not by max; a max of "
+                                                "the input's encoding needs a real-valued input, and Speck takes events")
 registry.refuse("batchnorm", "pad", target="speck", why=registry.NOT_DEPLOYED)

@@ -16,7 +16,8 @@ avg/sum pooling, mean, scale, reshape, permute, n-ary add); merges (several proj
 population, membrane shortcuts) sum. Synapses whose composed weight is exactly 0 are dropped (they
 change no membrane). Biases inside a tree and the fire's constant current are a per-timestep
 constant current; the real-valued encoding input (host layer) is evaluated densely and delivered
-once per timestep as an input current, not as events. Spike products (attention) are refused.
+once per timestep as an input current, not as events (a max pool of that encoding, host domain,
+included). Spike products (attention) are refused.
 
 Relays (residual-stream accumulators, `relay` op) are both: a consumer whose slots integrate its
 tree (plus its constant current, in `const`) like a neuron that never fires (theta 1, D 0), and a
@@ -281,8 +282,9 @@ def _max_pool_map(g: Graph, n: Node) -> MaxPoolMap:
 
 
 def _leaf(n: Node) -> bool:
-    """A source of current trees: a neuron's spikes, a relay's value, a max pool of spikes or the input."""
-    return n.op in ("fire", "relay", "max_pool", "input")
+    """A source of current trees: a neuron's spikes, a relay's value, a max pool of spikes or the input
+    (a max pool of a current is part of the input's encoding, computed with it: `_host_currents`)."""
+    return n.op in ("fire", "relay", "max_pool", "input") and not (n.spec.host_only and n.kind != SPIKE)
 
 
 def _source(n: Node) -> bool:
@@ -352,6 +354,8 @@ def _compose(g: Graph, conv_masks: dict | None = None, centre: bool = False):
                         key = (key[0], None, "lin")
                     acc[key] = acc[key] + m if key in acc else m
             vals[n.name] = acc
+        elif not any(vals[i] for i in n.inputs):
+            vals[n.name] = {}  # the input's encoding (host currents) alone: no spike leaf, no table
         else:
             A = op_matrix(g, n)
             if n.op == "conv" and n.name in conv_masks:
@@ -437,7 +441,7 @@ def build_network(graph: Graph, masks=None) -> EventNetwork:
     """
     g = graph
     _check(g)
-    pools = {n.name: _max_pool_map(g, n) for n in g.nodes if n.op == "max_pool"}
+    pools = {n.name: _max_pool_map(g, n) for n in g.nodes if n.op == "max_pool" and n.kind == SPIKE}
     centre = isinstance(masks, str)
     if centre:
         if masks != "centre":

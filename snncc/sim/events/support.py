@@ -19,5 +19,6 @@ registry.refuse("spike_product", executor="event",
                 why="spike products (attention) are not simulated event by event: use snncc.sim.sync")
 registry.supports(["max_pool"], executor="event",
                   where="snncc.sim.events.runner._pooled (per timestep window: an output spikes as its max of input "
-                        "counts rises; ideal and greedy policies, refused under speck)")
+                        "counts rises; ideal and greedy policies, refused under speck); of the input's encoding (a "
+                        "current, host domain): snncc.sim.events.address._host_currents, with the host currents")
 registry.refuse("batchnorm", "pad", executor="event", why=registry.NOT_DEPLOYED)
