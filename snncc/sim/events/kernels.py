@@ -929,19 +929,23 @@ def first_update(state, k, theta, fireable, cap, vmin, speck, B, S, out_g, out_n
 
 
 @_njit(nogil=True, parallel=True)
-def complete_burst(state, theta, firing, cap, lo, hi, divide, B, S, out_g, out_n):
+def complete_burst(state, theta, firing, cap, lo, hi, divide, B, S, counts, out_g, out_n):
     """ideal: a population's input is complete: n = clip(floor(V / theta), 0, D) for its slots
-    [lo, hi) of every sample (V itself when theta is 1: no division), V -= n theta. Returns the
-    number of (slot, n) fired, in sample then slot order (samples swept on numba's threads, each
-    into its own part of out_g/out_n, then packed)."""
+    [lo, hi) of every sample (V itself when theta is 1: no division), V -= n theta, counts += n.
+    Returns the bursts as the population's events: (ids, n) in sample then slot order (id = sample
+    x (hi - lo) + slot - lo), the spikes in all and the most one sample fired. Samples are swept on
+    numba's threads, each into its own part of the scratch out_g/out_n, then packed into new arrays
+    (all of it compiled: no per-spike numpy work holds the GIL)."""
     st = state.ravel()  # a view: the runner's state is C-contiguous
     w = np.uint64(state.shape[1])
     width = hi - lo
     fired = np.zeros(B, dtype=np.int64)
+    spikes = np.zeros(B)
     for b in numba.prange(B):
         off = np.uint64(b * S)
         o = b * width
         ne = 0
+        tot = 0.0
         for s in range(np.uint64(lo), np.uint64(hi)):
             g = off + s
             v = st[g * w]
@@ -954,17 +958,29 @@ def complete_burst(state, theta, firing, cap, lo, hi, divide, B, S, out_g, out_n
                 n = 0.0
             st[g * w] = v - n * th
             if n > 0.0:
-                out_g[o + ne] = g
+                counts[g] += n
+                out_g[o + ne] = o + np.int64(s) - lo
                 out_n[o + ne] = n
                 ne += 1
+                tot += n
         fired[b] = ne
+        spikes[b] = tot
     ne = 0
     for b in range(B):
+        ne += fired[b]
+    ids = np.empty(ne, dtype=np.int64)
+    ns = np.empty(ne)
+    ne = 0
+    events = 0.0
+    peak = 0.0
+    for b in range(B):
         for i in range(b * width, b * width + fired[b]):
-            out_g[ne] = out_g[i]
-            out_n[ne] = out_n[i]
+            ids[ne] = out_g[i]
+            ns[ne] = out_n[i]
             ne += 1
-    return ne
+        events += spikes[b]
+        peak = max(peak, spikes[b])
+    return ids, ns, events, peak
 
 
 # ---- a sequential step's bookkeeping around the kernels (compiled: linear in the events) ----------
@@ -1144,31 +1160,68 @@ class Scratch:
         return self.em_rank, self.em_slot, self.em_key, self.em_n
 
 
-def deliver_ideal(flat: FlatTables, gopen, src: int, rows, samples, mult, B, S, state, scratch: Scratch,
+@_njit(nogil=True)
+def _ideal_events(gid, n_src, row_base, mult, indptr, B, graded):
+    """A batch's burst events (global ids sample x n_src + address, multiplicities) as the run
+    kernel takes them: rows of the flat tables and multiplicities in sample order (stable: a
+    counting sort where the ids are not in sample order already), the start of every sample's
+    events (`first`, B + 1), the synaptic ops (contributions x multiplicity; `graded`: one per
+    contribution) and the largest multiplicity."""
+    n = gid.size
+    first = np.zeros(B + 1, dtype=np.int64)
+    done = True
+    last = 0
+    for i in range(n):
+        b = gid[i] // n_src
+        first[b + 1] += 1
+        if b < last:
+            done = False
+        last = b
+    for b in range(B):
+        first[b + 1] += first[b]
+    rows = np.empty(n, dtype=np.int64)
+    ms = np.empty(n)
+    fill = first[:-1].copy()
+    syn = 0
+    mmax = 0.0
+    for i in range(n):
+        g = gid[i]
+        b = g // n_src
+        j = i if done else fill[b]
+        fill[b] += 1
+        r = row_base + g - b * n_src
+        m = mult[i]
+        rows[j] = r
+        ms[j] = m
+        per = indptr[r + 1] - indptr[r]
+        syn += per if graded else per * np.int64(m)
+        mmax = max(mmax, m)
+    return rows, ms, first, syn, mmax
+
+
+def deliver_ideal(flat: FlatTables, gopen, src: int, gid, n_src: int, mult, B, S, state, scratch: Scratch,
                   graded: bool = False) -> int:
-    """Burst events (rows, samples, multiplicities) of one batch from source `src` into the
-    membranes (state[:, V_]) as one sum per neuron; returns synaptic ops (contributions times
-    multiplicity; `graded`: a relay's messages, whose mult is a value: one op per contribution)."""
-    if rows.size == 0:
+    """Burst events of one batch from source `src` (global ids sample x n_src + address, their
+    multiplicities) into the membranes (state[:, V_]) as one sum per neuron; returns synaptic ops
+    (contributions times multiplicity; `graded`: a relay's messages, whose mult is a value: one op
+    per contribution)."""
+    if gid.size == 0:
         return 0
+    row_base = int(flat.base[src])
     if not flat.gated:
         rt = flat.runs()
-        if samples.size > 1 and not (samples[1:] >= samples[:-1]).all():
-            o = np.argsort(samples, kind="stable")  # per sample, step order kept
-            rows, samples, mult = rows[o], samples[o], mult[o]
-        rows_s, mult_s = np.ascontiguousarray(rows), np.ascontiguousarray(mult, dtype=np.float64)
-        first = np.searchsorted(samples, np.arange(B + 1)).astype(np.int64)
-        per = flat.indptr[rows_s + 1] - flat.indptr[rows_s]
-        syn = int(per.sum()) if graded else int((per * mult_s.astype(np.int64)).sum())
-        if not graded and rt.f32_exact(src, float(mult_s.max())):  # integer counts, every sum exact in float32
+        rows_s, mult_s, first, syn, mmax = _ideal_events(gid, n_src, row_base, np.asarray(mult, dtype=np.float64),
+                                                         flat.indptr, B, graded)
+        if not graded and rt.f32_exact(src, mmax):  # integer counts, every sum exact in float32
             _ideal_runs(rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, rt.weights32, rows_s, first,
                         mult_s.astype(np.float32), S, scratch.acc32(), state, rt.seg)
         else:
             _ideal_runs(rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, rt.weights, rows_s, first, mult_s, S,
                         scratch.acc, state, rt.seg)
-        return syn
+        return int(syn)
+    samples, a = np.divmod(gid, n_src)
     syn = _ideal(flat.indptr, flat.slots32, flat.weights, flat.gate, flat.first, flat.gated, gopen,
-                 rows, samples, mult, S, scratch.acc, graded)
+                 row_base + a, samples, mult, S, scratch.acc, graded)
     _flush(state, scratch.acc, int(flat.lo[src]), int(flat.hi[src]), B, S)
     return syn
 
@@ -1258,6 +1311,8 @@ def compile_seconds() -> float:
         _sequential_greedy_cl(z, z, i1, z, i1[1:], z, w, z, z, z, 1, 0, np.zeros(1), c32, np.zeros(1), f, f, f, f, f,
                               *rec())
     _sample_order(z)
+    for graded in (False, True):
+        _ideal_events(z, 1, 0, f, i1, 1, graded)
     _records_by_key(z, z, z, f, 1, z, 0, 1, 1)
     emit_spikes(z, f, z, 1, z, z, i1[1:], 1, np.zeros(1))
     synapse_bound(i1, z)
@@ -1269,7 +1324,7 @@ def compile_seconds() -> float:
         init_state(st, np.zeros(1), f, f, b1, 1, 1)
         start_timestep(st, np.zeros(1), f, f, b1, 1, 1, z, True)
         first_update(st, np.zeros(1), f, b1, f, f, True, 1, 1, z.copy(), np.zeros(1))
-        complete_burst(st, f, b1, f, 0, 1, True, 1, 1, z.copy(), np.zeros(1))
+        complete_burst(st, f, b1, f, 0, 1, True, 1, 1, np.zeros(1), z.copy(), np.zeros(1))
     return time.perf_counter() - t0
 
 

@@ -401,10 +401,9 @@ class _Run:
         self._refresh_gates()
         gopen = self.gopen if self.gates else self._no_gates
         for bt in batches:
-            rows, b = self._rows(bt)
-            self.synops += kernels.deliver_ideal(self.flat, gopen, self.src_index[bt.src], rows, b, bt.mult, self.B,
-                                                 self.net.n_slots, self.state, self.scratch,
-                                                 graded=bt.src in self.messages)
+            self.synops += kernels.deliver_ideal(self.flat, gopen, self.src_index[bt.src], bt.gid,
+                                                 self.net.tables[bt.src].n, bt.mult, self.B, self.net.n_slots,
+                                                 self.state, self.scratch, graded=bt.src in self.messages)
 
     def deliver_sequential(self, ordered: list[tuple[_Batch, np.ndarray]]) -> list[_Batch]:
         """Events in a given sequential order (per batch, positions in the step); every neuron
@@ -474,18 +473,15 @@ class _Run:
         special = cname in self._special
         if not self.gates and not special:
             og, on = self._out()
-            ne = kernels.complete_burst(self.state, self._theta_slot, self._fire_slot, self._cap_all, lo, hi, divide,
-                                        self.B, S, og, on)
-            if ne == 0:
+            # `_emit` for one population's bursts (n > 0, sample then slot order), compiled: counts,
+            # event ids, spikes and the per-sample peak
+            gid, n, spikes, peak = kernels.complete_burst(self.state, self._theta_slot, self._fire_slot, self._cap_all,
+                                                          lo, hi, divide, self.B, S, self.counts, og, on)
+            if gid.size == 0:
                 return []
-            # `_emit` for one population's bursts (n > 0, sample then slot order): no per-population split
-            g, n = og[:ne], on[:ne].copy()
-            self.counts[g] += n
-            b, a = np.divmod(g, S)
-            gid = b * (hi - lo) + (a - lo)
-            self.events[cname] += int(n.sum())
-            self.peak[cname] = max(self.peak[cname], int(np.bincount(b, weights=n, minlength=self.B).max()))
-            return [_Batch(cname, gid, n, np.zeros(ne, dtype=np.int64))]
+            self.events[cname] += int(spikes)
+            self.peak[cname] = max(self.peak[cname], int(peak))
+            return [_Batch(cname, gid, n, np.zeros(gid.size, dtype=np.int64))]
         idx = (np.arange(self.B)[:, None] * S + np.arange(lo, hi)[None, :]).ravel()
         v = self.V[idx]
         th = self._theta_slot[idx % S]
