@@ -72,6 +72,18 @@ def _njit(**options):
 
     return decorate
 
+@_njit(nogil=True)
+def _zeros(n, like):
+    return np.zeros(n, like.dtype)
+
+
+def zeros(n: int, dtype=np.float64) -> np.ndarray:
+    """np.zeros(n, dtype) filled in compiled code without the GIL: a run's state arrays (batch x
+    slots, megabytes) are allocated per run, and with the batch split over threads a numpy
+    memset held the GIL while the other thread waited for it."""
+    return _zeros(n, np.zeros(0, dtype))
+
+
 class FlatTables:
     """Every source table of an `EventNetwork` in one CSR: source i's address a is row
     `base[i] + a`. `gate` is -1 for ungated entries; `first[j]` is True where entry j starts a
@@ -815,8 +827,8 @@ class ChannelLast:
         inv = self.rt.inv
         self.inv = inv.astype(np.int64)
         self.B, self.S = B, S
-        self.vq = np.zeros(B * S)
-        self.cnt = np.zeros(B * S, dtype=np.int32)
+        self.vq = zeros(B * S)
+        self.cnt = zeros(B * S, np.int32)
         self.thq = np.ascontiguousarray(theta[inv])
         self.vmq = np.ascontiguousarray(vmin[inv])
         self.loq = np.ascontiguousarray(lo[inv])
@@ -834,7 +846,7 @@ class ChannelLast:
         self.fireq = np.tile(fire_slot[inv], self.B)
         self.capq = np.ascontiguousarray(cap[inv], dtype=np.float64)
         self.vminq = np.ascontiguousarray(vmin[inv], dtype=np.float64)
-        self.kq = np.zeros(self.B * self.S)  # slot-order counters of a first update run in slot order
+        self.kq = zeros(self.B * self.S)  # slot-order counters of a first update run in slot order
 
     def per_q(self, per_slot: np.ndarray) -> np.ndarray:
         """A per-slot parameter in q order (kept for the run: the kernels' scalar pass reads it
@@ -1132,7 +1144,7 @@ class Scratch:
     """Work arrays kept across the steps of one run (grown when a step needs more)."""
 
     def __init__(self, n_global: int):
-        self.acc = np.zeros(n_global)
+        self._acc = None  # the float64 scratch of the ideal policy's deliveries
         self.n_global = n_global
         self._acc32 = None  # the float32 scratch of exact deliveries (`RunTables.f32_exact`)
         self.stamp = 0
@@ -1140,9 +1152,14 @@ class Scratch:
         self.em_rank = self.em_slot = self.em_key = self.em_n = None
         self.out_g = self.out_n = None  # per-neuron outputs of first_update / complete_burst
 
+    def acc(self) -> np.ndarray:
+        if self._acc is None:
+            self._acc = zeros(self.n_global)
+        return self._acc
+
     def acc32(self) -> np.ndarray:
         if self._acc32 is None:
-            self._acc32 = np.zeros(self.n_global, dtype=np.float32)
+            self._acc32 = zeros(self.n_global, np.float32)
         return self._acc32
 
     def next_stamp(self) -> int:
@@ -1161,6 +1178,49 @@ class Scratch:
 
 
 @_njit(nogil=True)
+def _input_spikes(x):
+    """A timestep's spike input (B, n), any strides: the global ids (sample x n + address, ascending)
+    and counts of its nonzero entries, and whether any entry is not a non-negative integer."""
+    B, n = x.shape
+    ne = 0
+    bad = False
+    for b in range(B):
+        for a in range(n):
+            v = x[b, a]
+            if v != 0.0:
+                ne += 1
+                bad |= not (v >= 0.0 and v == np.floor(v))  # NaN fails both
+    gid = np.empty(ne, dtype=np.int64)
+    m = np.empty(ne)
+    ne = 0
+    for b in range(B):
+        for a in range(n):
+            v = x[b, a]
+            if v != 0.0:
+                gid[ne] = b * n + a
+                m[ne] = v
+                ne += 1
+    return gid, m, bad
+
+
+def input_spikes(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    """`_input_spikes` on a float64 (B, *shape) array viewed as (B, n) (a strided view stays one)."""
+    B = x.shape[0]
+    x2 = x.reshape(B, -1) if x.ndim != 2 else x
+    return _input_spikes(x2)
+
+
+@_njit(nogil=True)
+def event_rows(gid, n_src, row_base, posn, rows, samples):
+    """rows[posn[i]] = row_base + address, samples[posn[i]] = sample of the global id gid[i]
+    (sample x n_src + address): a step's events from one source at their positions in the step."""
+    for i in range(gid.size):
+        b = gid[i] // n_src
+        rows[posn[i]] = row_base + gid[i] - b * n_src
+        samples[posn[i]] = b
+
+
+@_njit(nogil=True)
 def _ideal_events(gid, n_src, row_base, mult, indptr, B, graded):
     """A batch's burst events (global ids sample x n_src + address, multiplicities) as the run
     kernel takes them: rows of the flat tables and multiplicities in sample order (stable: a
@@ -1169,14 +1229,20 @@ def _ideal_events(gid, n_src, row_base, mult, indptr, B, graded):
     contribution) and the largest multiplicity."""
     n = gid.size
     first = np.zeros(B + 1, dtype=np.int64)
+    sample = np.empty(n, dtype=np.int64)
     done = True
-    last = 0
+    b = 0
+    lo, hi = 0, n_src  # the ids of sample b: one division per change of sample
     for i in range(n):
-        b = gid[i] // n_src
+        g = gid[i]
+        if g < lo or g >= hi:
+            if g < lo:
+                done = False
+            b = g // n_src
+            lo = b * n_src
+            hi = lo + n_src
+        sample[i] = b
         first[b + 1] += 1
-        if b < last:
-            done = False
-        last = b
     for b in range(B):
         first[b + 1] += first[b]
     rows = np.empty(n, dtype=np.int64)
@@ -1186,7 +1252,7 @@ def _ideal_events(gid, n_src, row_base, mult, indptr, B, graded):
     mmax = 0.0
     for i in range(n):
         g = gid[i]
-        b = g // n_src
+        b = sample[i]
         j = i if done else fill[b]
         fill[b] += 1
         r = row_base + g - b * n_src
@@ -1217,12 +1283,12 @@ def deliver_ideal(flat: FlatTables, gopen, src: int, gid, n_src: int, mult, B, S
                         mult_s.astype(np.float32), S, scratch.acc32(), state, rt.seg)
         else:
             _ideal_runs(rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, rt.weights, rows_s, first, mult_s, S,
-                        scratch.acc, state, rt.seg)
+                        scratch.acc(), state, rt.seg)
         return int(syn)
     samples, a = np.divmod(gid, n_src)
     syn = _ideal(flat.indptr, flat.slots32, flat.weights, flat.gate, flat.first, flat.gated, gopen,
-                 row_base + a, samples, mult, S, scratch.acc, graded)
-    _flush(state, scratch.acc, int(flat.lo[src]), int(flat.hi[src]), B, S)
+                 row_base + a, samples, mult, S, scratch.acc(), graded)
+    _flush(state, scratch.acc(), int(flat.lo[src]), int(flat.hi[src]), B, S)
     return syn
 
 
@@ -1311,6 +1377,11 @@ def compile_seconds() -> float:
         _sequential_greedy_cl(z, z, i1, z, i1[1:], z, w, z, z, z, 1, 0, np.zeros(1), c32, np.zeros(1), f, f, f, f, f,
                               *rec())
     _sample_order(z)
+    event_rows(z, 1, 0, z, z.copy(), z.copy())
+    input_spikes(np.zeros((1, 1)))
+    input_spikes(np.zeros((2, 2))[:, :1])
+    for like in (f, f.astype(np.float32), z, c32):
+        _zeros(1, like)
     for graded in (False, True):
         _ideal_events(z, 1, 0, f, i1, 1, graded)
     _records_by_key(z, z, z, f, 1, z, 0, 1, 1)

@@ -153,12 +153,15 @@ class _Run:
         gated = bool(net.gates) or self.flat.gated
         # per-neuron state, one row per (sample, slot): see kernels.V_ .. VMIN_ for the widths
         width = 1 if policy == "ideal" else (kernels.N_STATE if gated else 2)
-        self.state = np.empty((B * S, width)) if width > 1 else np.zeros((B * S, 1))
+        # (the batch-sized arrays are zeroed by `kernels.zeros`, without the GIL: the batch split's
+        # threads allocate theirs at once)
+        self.state = np.empty((B * S, width)) if width > 1 else kernels.zeros(B * S).reshape(B * S, 1)
         self.V = self.state[:, kernels.V_]  # a strided view: numpy code reads it too
-        self.k = np.zeros(B * S)  # spikes fired in the current window
+        # spikes fired in the current window (greedy/speck; the ideal policy keeps no counters)
+        self.k = kernels.zeros(B * S if policy != "ideal" else 0)
         # per-neuron lower bound: in the state row of the general kernel (SSC gates); unused otherwise
         self.v_min = self.state[:, kernels.VMIN_] if width > kernels.VMIN_ else None
-        self.counts = np.zeros(B * S)
+        self.counts = kernels.zeros(B * S)
         cap = net.D.astype(np.float64)
         if policy == "speck" and not speck_cap_D:
             cap = np.where(net.fires, np.inf, 0.0)
@@ -280,10 +283,6 @@ class _Run:
     def _emit(self, gslots: np.ndarray, n: np.ndarray, key: np.ndarray) -> list[_Batch]:
         """Spikes n > 0 of global slots -> per-source batches (ideal: one burst event with mult n)."""
         net, S = self.net, self.net.n_slots
-        keep = n > 0
-        gslots, n, key = gslots[keep], n[keep], key[keep]
-        if gslots.size == 0:
-            return []
         if self.policy != "ideal":  # one event per spike (a neuron may fire at several updates of one step)
             ids, keys, start, peak = kernels.emit_spikes(gslots, n, key, S, self.slot_pop, self.pop_lo,
                                                          self.pop_size, self.B, self.counts)
@@ -296,6 +295,10 @@ class _Run:
                 self.peak[cname] = max(self.peak[cname], int(peak[pi]))
                 out.append(_Batch(cname, gid, None, k))
             return out
+        keep = n > 0
+        gslots, n, key = gslots[keep], n[keep], key[keep]
+        if gslots.size == 0:
+            return []
         self.counts[gslots] += n  # one burst per neuron
         b, slot = gslots // S, gslots % S
         pop = self.slot_pop[slot]
@@ -391,11 +394,6 @@ class _Run:
                     changed = True
 
     # -- delivery (compiled kernels, snncc.sim.events.kernels) --
-    def _rows(self, bt: _Batch) -> tuple[np.ndarray, np.ndarray]:
-        """(row in the flat tables, sample) of every event of a batch."""
-        b, a = np.divmod(bt.gid, self.net.tables[bt.src].n)
-        return self.row_base[bt.src] + a, b
-
     def deliver_ideal(self, batches: list[_Batch]) -> None:
         """Burst events: V += sum of weight x multiplicity per target, batch by batch."""
         self._refresh_gates()
@@ -414,10 +412,8 @@ class _Run:
         n_ev = sum(int(bt.gid.size) for bt, _ in ordered)
         rows = np.empty(n_ev, dtype=np.int64)
         samples = np.empty(n_ev, dtype=np.int64)
-        for bt, posn in ordered:
-            r, b = self._rows(bt)
-            rows[posn] = r
-            samples[posn] = b
+        for bt, posn in ordered:  # (row in the flat tables, sample) of every event, at its position
+            kernels.event_rows(bt.gid, self.net.tables[bt.src].n, self.row_base[bt.src], posn, rows, samples)
         if self.gates:
             self._set_fireable(self.firing & self.en)
         syn, gsl, n, key = kernels.deliver_sequential(
@@ -520,7 +516,9 @@ class _Run:
         return [_Batch(cname, gid, v.ravel()[gid].copy(), np.zeros(gid.size, dtype=np.int64))]
 
     # -- one timestep --
-    def timestep(self, t: int, spikes_in: np.ndarray | None, host: dict[str, np.ndarray]) -> np.ndarray:
+    def timestep(self, t: int, spikes_in: tuple[np.ndarray, np.ndarray] | None,
+                 host: dict[str, np.ndarray]) -> np.ndarray:
+        """One timestep; `spikes_in`: the input's spikes as (global ids, counts) (`kernels.input_spikes`)."""
         net, B, S = self.net, self.B, self.net.n_slots
         V = self.state.reshape(B, S, self.state.shape[1])[:, :, kernels.V_]  # a view
         reset = ~net.stateful if t > 0 else np.ones(S, dtype=bool)
@@ -530,16 +528,22 @@ class _Run:
                    and not (t > 0 and net.leak is not None and (net.leak != 1.0).any()))
         if self.cl is not None and not q_start:
             self.cl.to_slots(self.state)  # the slot-order code below updates `state`
-        if q_start:
+        # the slots a start touches: those reset or with a constant current (any other membrane keeps
+        # its value), per (t > 0, order), kept on the network (the same for every run)
+        starts = net.__dict__.setdefault("_starts", {})
+        hit = starts.get((t > 0, q_start))
+        if hit is None:
             touch = np.flatnonzero(reset | (net.const != 0.0))
+            hit = starts[(t > 0, q_start)] = ((reset[self.cl.inv], np.sort(self.cl.rt.pos[touch])) if q_start
+                                              else (reset, touch))
+        if q_start:
             kernels.start_timestep(self.cl.vq.reshape(-1, 1), self.k, self.cl.betaq, self.cl.constq,
-                                   reset[self.cl.inv], B, S, np.sort(self.cl.rt.pos[touch]), self._zero_k)
+                                   hit[0], B, S, hit[1], self._zero_k)
         else:
             if t > 0 and net.leak is not None and (net.leak != 1.0).any():  # reference.carry: the residual leaks
                 lk = (net.leak != 1.0) & ~self._carried
                 V[:, lk] = net.beta[lk] + net.leak[lk] * (V[:, lk] - net.beta[lk])
-            touch = np.flatnonzero(reset | (net.const != 0.0))  # any other membrane keeps its value
-            kernels.start_timestep(self.state, self.k, net.beta, net.const, reset, B, S, touch, self._zero_k)
+            kernels.start_timestep(self.state, self.k, net.beta, net.const, reset, B, S, hit[1], self._zero_k)
             for c, h in host.items():
                 V[:, slice(*net.offsets[c])] += h
             if not net.enabled.all():
@@ -552,9 +556,7 @@ class _Run:
         pool: list[_Batch] = []
         inp = net.graph.inputs[0]
         if spikes_in is not None and inp.name in net.tables:
-            c = spikes_in.reshape(B, -1)
-            gid = np.flatnonzero(c.ravel() > 0)
-            m = c.ravel()[gid]
+            gid, m = spikes_in
             self._mark_live(inp.name, gid)
             self.events[inp.name] += int(m.sum())
             if self.policy == "ideal":
@@ -810,10 +812,11 @@ def _simulate(graph_or_net, x, policy="ideal", order="layer", seed=0, chunk=4096
     out_sum = None
     for t, xt in enumerate(xs):
         if inp.kind == SPIKE:
-            if bool(torch.any((xt != torch.floor(xt)) | (xt < 0))):
+            gid, m, bad = kernels.input_spikes(xt.numpy())
+            if bad:
                 raise SnnccError("spike input holds values that are not non-negative integer counts",
                                  where=f"node {inp.name}")
-            spikes, host = xt.numpy(), {}
+            spikes, host = (gid, m), {}
         else:
             spikes, host = None, _host_currents(net, xt)
         out = run.timestep(t, spikes, host)
