@@ -758,3 +758,22 @@ def test_ideal_and_input_bookkeeping_kernels_equal_numpy():
         y = np.ascontiguousarray(xt).copy()
         y[2, 1, 3, 3] = v
         assert K.input_spikes(y)[2]
+
+
+def test_speck_first_update_fires_neurons_left_at_threshold_in_later_timesteps(monkeypatch):
+    """speck fires one spike per update, so a stateful neuron can end a timestep at or above its
+    threshold; the next timestep's first update fires it again. The channel-last run visits only
+    the neurons it listed at the threshold (`kernels.first_update_hot`; the start touched none:
+    stateful, no bias), so an unlisted one would stay silent. By hand: 2.5 at t0 fires, 1.5 fires
+    at t1's first update, 0.5 stays; 3.7 fires at t0, t1, t2 (2.7, 1.7, 0.7 left); 0.6 + 0.6 fires
+    once at t1. Equal to the per-event oracle (slot order, every neuron swept)."""
+    g = _hand_graph([[2.5, 0.6], [3.7, 0.0]], stateful=True)
+    g.T = 3
+    x = torch.zeros(3, 2, 2, dtype=F64)  # (T, B, addresses)
+    x[0, 0, 0] = 1.0
+    x[0, 1, 1] = 1.0
+    x[1, 1, 1] = 1.0
+    res, run = runner_mod._simulate(g, x, "speck")
+    assert run.cl is not None  # the channel-last kernels and their list
+    assert res.counts["n"].tolist() == [[2.0, 3.0], [1.0, 0.0]]
+    _oracle_equal(g, x, "speck", "layer", 0, monkeypatch=monkeypatch)

@@ -659,10 +659,12 @@ def _sequential_greedy(indptr, slots, weights, rows, samples, S, clock, state, k
 # operations of `_sequential_speck` / `_sequential_greedy`. A neuron's rank is its counter before
 # the contribution. The events must come sample by sample (`deliver_sequential` sorts them so):
 # at the end of a sample's events its counters are zeroed over the span of q its runs wrote (the
-# next step starts from 0 with no per-synapse step stamp to compare).
+# next step starts from 0 with no per-synapse step stamp to compare). The speck kernel lists every
+# neuron it leaves at or above its threshold (`hot`, once each: `mark`), the only ones a first
+# update without reset or constant current can fire (`first_update_hot`).
 @_njit(nogil=True)
 def _sequential_speck_cl(pat, base, ptr, rel, length, woff, weights, inv, rows, samples, S, clock, vq, cnt, k,
-                         thq, vmq, capq, em_rank, em_slot, em_key, em_n):
+                         thq, vmq, capq, em_rank, em_slot, em_key, em_n, hot, mark, nhot):
     synops = 0
     ne = 0
     n_ev = rows.size
@@ -706,7 +708,12 @@ def _sequential_speck_cl(pat, base, ptr, rel, length, woff, weights, inv, rows, 
                         continue
                     n = 1.0 if k[t + i] < capq[q0 + i] else 0.0
                     v = v - n * th
-                    vq[t + i] = v if v > vm else vm
+                    v = v if v > vm else vm
+                    vq[t + i] = v
+                    if v >= th and mark[t + i] == 0:  # still at the threshold: `first_update_hot`'s list
+                        mark[t + i] = 1
+                        hot[nhot[0]] = t + i
+                        nhot[0] += 1
                     if n != 0.0:
                         k[t + i] += n
                         em_rank[ne] = cnt[t + i] - 1
@@ -817,9 +824,9 @@ class ChannelLast:
     """The channel-last state of a greedy/speck run without SSC gates: membranes `vq` and
     contribution counters `cnt` (int32, zero between steps) per (sample, q), the per-q bounds of the
     SIMD pass, and which copy of the membranes is current (`q_current`; the runner starts a run
-    with it set: its membranes start at 0 in either order). The runner's slot-order code (timestep start with a leak, host
-    currents or disabled slots) reads `state`; `to_q` / `to_slots` transpose at those step
-    boundaries. `uniform`: every run's bound is one value (the kernels read it once per run); the
+    with it set: its membranes start at 0 in `vq`, `state` is not initialised). The runner's
+    slot-order code (timestep start with a leak, host currents or disabled slots) reads `state`;
+    `to_q` / `to_slots` transpose at those step boundaries. `uniform`: every run's bound is one value (the kernels read it once per run); the
     runner takes the flat kernels where it is not (static SSC masks disabling part of a population)."""
 
     def __init__(self, flat: FlatTables, B: int, S: int, speck: bool, theta, vmin, lo):
@@ -834,6 +841,11 @@ class ChannelLast:
         self.loq = np.ascontiguousarray(lo[inv])
         self.uniform = all(self.rt.uniform(x) for x in ((self.thq, self.vmq) if speck else (self.loq,)))
         self.weights = self.rt.weights_f64_or_f32()
+        # speck: the neurons at or above their threshold (`first_update_hot`; valid once a full
+        # first update in q order has listed them)
+        n_hot = B * S if speck else 0
+        self.hot, self.mark, self.nhot = np.empty(n_hot, dtype=np.int64), zeros(n_hot, np.uint8), np.zeros(1, np.int64)
+        self.hot_valid = False
         self._per_q = {}
         self.q_current = False  # vq holds the membranes (state's column is stale)
 
@@ -846,7 +858,14 @@ class ChannelLast:
         self.fireq = np.tile(fire_slot[inv], self.B)
         self.capq = np.ascontiguousarray(cap[inv], dtype=np.float64)
         self.vminq = np.ascontiguousarray(vmin[inv], dtype=np.float64)
-        self.kq = zeros(self.B * self.S)  # slot-order counters of a first update run in slot order
+        self._kq = None
+
+    @property
+    def kq(self) -> np.ndarray:
+        """Slot-order counters of a first update run in slot order (allocated on first use)."""
+        if self._kq is None:
+            self._kq = zeros(self.B * self.S)
+        return self._kq
 
     def per_q(self, per_slot: np.ndarray) -> np.ndarray:
         """A per-slot parameter in q order (kept for the run: the kernels' scalar pass reads it
@@ -937,6 +956,62 @@ def first_update(state, k, theta, fireable, cap, vmin, speck, B, S, out_g, out_n
                 out_g[ne] = g
                 out_n[ne] = n
                 ne += 1
+    return ne
+
+
+@_njit(nogil=True)
+def first_update_hot(vq, k, thq, fireq, capq, vminq, B, S, out_g, out_n, hot, mark, nhot, touched, full):
+    """speck, channel-last (`ChannelLast`): `first_update`'s speck rule on the membranes in q order,
+    over every neuron (`full`) or only over the listed ones (`hot`: every neuron at or above its
+    threshold is listed, by `_sequential_speck_cl` and by this sweep) and those whose membrane the
+    timestep's start set (`touched`: q positions, in every sample). Any other neuron is below its
+    threshold and at or above its lower bound (every store clips at it), where the rule changes
+    nothing. Fired (b * S + q, n) in out_g/out_n (any order); the neurons left at or above their
+    threshold form the new list. Returns how many fired."""
+    m = nhot[0]
+    if not full:  # the candidates: the list plus the touched neurons, each once
+        for b in range(B):
+            for i in range(touched.size):
+                g = b * S + touched[i]
+                if mark[g] == 0:
+                    mark[g] = 1
+                    hot[m] = g
+                    m += 1
+    cand = hot[:m].copy()
+    for i in range(m):
+        mark[cand[i]] = 0
+    nhot[0] = 0
+    n_visit = B * S if full else m
+    ne = 0
+    s = -1
+    for i in range(n_visit):
+        if full:
+            g = i
+            s = s + 1 if s + 1 < S else 0
+        else:
+            g = cand[i]
+            s = g - _sample_of(g, S) * S
+        v = vq[g]
+        th = thq[s]
+        if v < th:
+            if v <= vminq[s] and fireq[g]:
+                vq[g] = vminq[s]
+            continue
+        if not fireq[g]:
+            continue
+        n = 1.0 if capq[s] > 0.0 else 0.0
+        v = v - n * th
+        v = v if v > vminq[s] else vminq[s]
+        vq[g] = v
+        k[g] += n
+        if n > 0.0:
+            out_g[ne] = g
+            out_n[ne] = n
+            ne += 1
+        if v >= th and mark[g] == 0:
+            mark[g] = 1
+            hot[nhot[0]] = g
+            nhot[0] += 1
     return ne
 
 
@@ -1323,7 +1398,7 @@ def deliver_sequential(flat: FlatTables, gopen, rows, samples, S, clock, state, 
         if speck:
             syn, ne = _sequential_speck_cl(rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, cl.weights, cl.inv,
                                            rows, samples, S, clock, cl.vq, cl.cnt, k, cl.thq, cl.vmq, cl.per_q(cap_slot),
-                                           er, es, ek, en)
+                                           er, es, ek, en, cl.hot, cl.mark, cl.nhot)
         else:
             syn, ne = _sequential_greedy_cl(rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, cl.weights, cl.inv,
                                             rows, samples, S, clock, cl.vq, cl.cnt, k, cl.loq, cl.thq,
@@ -1373,7 +1448,8 @@ def compile_seconds() -> float:
     _sequential_greedy(i1, z32, f, z, z, 1, 0, np.zeros((1, 2)), np.zeros(1), f, f, *greedy_bounds(f), 1, *rec())
     c32 = np.zeros(1, dtype=np.int32)
     for w in (f, f.astype(np.float32)):
-        _sequential_speck_cl(z, z, i1, z, i1[1:], z, w, z, z, z, 1, 0, np.zeros(1), c32, np.zeros(1), f, f, f, *rec())
+        _sequential_speck_cl(z, z, i1, z, i1[1:], z, w, z, z, z, 1, 0, np.zeros(1), c32, np.zeros(1), f, f, f, *rec(),
+                             z.copy(), np.zeros(1, np.uint8), z.copy())
         _sequential_greedy_cl(z, z, i1, z, i1[1:], z, w, z, z, z, 1, 0, np.zeros(1), c32, np.zeros(1), f, f, f, f, f,
                               *rec())
     _sample_order(z)
@@ -1395,6 +1471,9 @@ def compile_seconds() -> float:
         init_state(st, np.zeros(1), f, f, b1, 1, 1)
         start_timestep(st, np.zeros(1), f, f, b1, 1, 1, z, True)
         first_update(st, np.zeros(1), f, b1, f, f, True, 1, 1, z.copy(), np.zeros(1))
+    for full in (True, False):
+        first_update_hot(np.zeros(1), np.zeros(1), f, b1, f, f, 1, 1, z.copy(), np.zeros(1), z.copy(),
+                         np.zeros(1, np.uint8), z.copy(), z, full)
         complete_burst(st, f, b1, f, 0, 1, True, 1, 1, np.zeros(1), z.copy(), np.zeros(1))
     return time.perf_counter() - t0
 

@@ -182,10 +182,6 @@ class _Run:
         self._zero_k = policy != "ideal" and bool(np.any(np.isfinite(cap) & (cap > 0)))
         # the sequential kernels' cap per neuron (0 where it may not fire); the ideal policy's
         # membranes start at 0 (np.zeros) and it reads caps per slot
-        self.Dcap = None
-        if width > 1:
-            self.Dcap = np.empty(B * S)
-            kernels.init_state(self.state, self.Dcap, self._cap_all, self._vmin_all, self._fire_slot, B, S)
         # the plain kernels' cap and lower bound per slot (0 / -inf where a neuron may not fire)
         self._cap_fire = np.where(self._fire_slot, self._cap_all, 0.0)
         self._vmin_fire = np.where(self._fire_slot, self._vmin_all, -np.inf)
@@ -198,9 +194,15 @@ class _Run:
                                           self._bounds[0])
             if self.cl.uniform:
                 self.cl.slot_params(net.beta, net.const, self._fire_slot, self._cap_all, self._vmin_all)
-                self.cl.q_current = True  # both copies of the membranes start at 0: no transposition
+                self.cl.q_current = True  # the membranes start at 0 in cl.vq: no transposition
             else:  # a bound that varies within a run: the flat kernels
                 self.cl = None
+        # a channel-last run keeps its membranes in cl.vq: `state` is written by cl.to_slots before
+        # any slot-order code reads it (no initialisation: 3 x batch x slots values less to write)
+        self.Dcap = None
+        if width > 1 and self.cl is None:
+            self.Dcap = np.empty(B * S)
+            kernels.init_state(self.state, self.Dcap, self._cap_all, self._vmin_all, self._fire_slot, B, S)
         self.firing = np.tile(self._fire_slot, B) if (policy != "ideal" or gated) else None  # per neuron
         self.src_index = {s: i for i, s in enumerate(net.tables)}
         self.slot_pop = np.empty(S, dtype=np.int64)  # slot -> consumer index
@@ -443,8 +445,13 @@ class _Run:
         S = self.net.n_slots
         if self.cl is not None and self.cl.q_current:  # channel-last: fired q -> slots, in slot order
             cl = self.cl  # (the window counters k are in q order with a ChannelLast)
-            ne = kernels.first_update(cl.vq.reshape(-1, 1), self.k, cl.thq, cl.fireq, cl.capq, cl.vminq,
-                                      self.policy == "speck", self.B, S, og, on)
+            if self.policy == "speck":  # only the listed and the touched neurons can fire
+                ne = kernels.first_update_hot(cl.vq, self.k, cl.thq, cl.fireq, cl.capq, cl.vminq, self.B, S, og, on,
+                                              cl.hot, cl.mark, cl.nhot, self._touched, not cl.hot_valid)
+                cl.hot_valid = True
+            else:
+                ne = kernels.first_update(cl.vq.reshape(-1, 1), self.k, cl.thq, cl.fireq, cl.capq, cl.vminq,
+                                          False, self.B, S, og, on)
             b, qs = np.divmod(og[:ne], S)
             g = b * S + cl.inv[qs]
             o = np.argsort(g)
@@ -536,6 +543,9 @@ class _Run:
             touch = np.flatnonzero(reset | (net.const != 0.0))
             hit = starts[(t > 0, q_start)] = ((reset[self.cl.inv], np.sort(self.cl.rt.pos[touch])) if q_start
                                               else (reset, touch))
+        self._touched = hit[1] if q_start else None  # (q positions: speck's first update visits them)
+        if self.cl is not None and not q_start:
+            self.cl.hot_valid = False  # its list of neurons at the threshold is kept in q order only
         if q_start:
             kernels.start_timestep(self.cl.vq.reshape(-1, 1), self.k, self.cl.betaq, self.cl.constq,
                                    hit[0], B, S, hit[1], self._zero_k)
@@ -831,8 +841,8 @@ def _simulate(graph_or_net, x, policy="ideal", order="layer", seed=0, chunk=4096
     messages = {c: torch.from_numpy(m).reshape((B,) + g[c].shape) for c, m in run.messages.items()}
     res = EventResult(out, counts, dict(run.events), run.synops, dict(run.peak), run.steps, policy, order,
                       messages=messages)
-    if run.cl is not None:
-        run.cl.to_slots(run.state)  # the run's membranes in slot order again
+    # (a channel-last run's final membranes stay in run.cl.vq where cl.q_current: nothing reads
+    # them after the run, so they are not moved back to slot order)
     if reference:
         res.agreement = _agreement(net, x, res)
     return res, run
