@@ -5,9 +5,13 @@ serves a whole step whatever its sources), `deliver_ideal` (burst events with mu
 order-independent sum), `deliver_sequential` (greedy/speck: events one after another, every
 synapse updating its neuron and firing it by the policy's rule at once) and `compile_seconds`
 (JIT time, reported by the benchmarks and never counted as throughput), plus the dense sweeps of
-a timestep (`init_state`, `start_timestep`, `first_update`, `complete_burst`) and the compiled
-bookkeeping of a greedy/speck step (`_sample_order`, `_records_by_key`, `emit_spikes`: counting
-sorts and one pass, linear in the step's events).
+a timestep (`init_state`, `start_timestep`, `first_update`, `first_update_hot` (speck, channel-last:
+only the neurons listed at their threshold), `complete_burst` (with the bursts' counts, event ids
+and peak)) and the compiled bookkeeping around the kernels (`input_spikes`, `event_rows`,
+`_ideal_events`, `zeros`; a greedy/speck step's `_sample_order`, `_records_by_key`, `emit_spikes`:
+counting sorts and one pass, linear in the step's events). All of it runs without the GIL: with
+the batch split over threads (`runner._simulate_split`) only the Python between the calls is
+serial.
 
 Kernels per case: `_sequential_speck_cl` / `_sequential_greedy_cl` (no SSC gates, the runner's
 default for greedy/speck: `ChannelLast` membranes and int32 contribution counters in
