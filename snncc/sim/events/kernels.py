@@ -1169,12 +1169,17 @@ def emit_spikes(g, n, key, S, slot_pop, pop_lo, pop_size, B, counts):
     n_pop = pop_lo.size
     start = np.zeros(n_pop + 1, dtype=np.int64)
     per = np.zeros((n_pop, B))
+    pop = np.empty(g.size, dtype=np.int64)  # each spike's population and id, kept for the second pass
+    gid = np.empty(g.size, dtype=np.int64)  # (a second slot_pop lookup missed the cache per spike)
     for i in range(g.size):
         if n[i] <= 0.0:
             continue
         gi = g[i]
         b = _sample_of(gi, S)
-        p = slot_pop[gi - b * S]
+        s = gi - b * S
+        p = slot_pop[s]
+        pop[i] = p
+        gid[i] = b * pop_size[p] + (s - pop_lo[p])
         counts[gi] += n[i]
         start[p + 1] += np.int64(n[i])
         per[p, b] += n[i]
@@ -1186,11 +1191,8 @@ def emit_spikes(g, n, key, S, slot_pop, pop_lo, pop_size, B, counts):
     for i in range(g.size):
         if n[i] <= 0.0:
             continue
-        gi = g[i]
-        b = _sample_of(gi, S)
-        s = gi - b * S
-        p = slot_pop[s]
-        a = b * pop_size[p] + (s - pop_lo[p])
+        p = pop[i]
+        a = gid[i]
         for _ in range(np.int64(n[i])):
             ids[fill[p]] = a
             keys[fill[p]] = key[i]
