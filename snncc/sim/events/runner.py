@@ -181,7 +181,7 @@ class _Run:
         # policy's cap is inf (or 0 where a neuron may not fire), so its k need no zeroing per timestep
         self._zero_k = policy != "ideal" and bool(np.any(np.isfinite(cap) & (cap > 0)))
         # the sequential kernels' cap per neuron (0 where it may not fire); the ideal policy's
-        # membranes start at 0 (np.zeros) and it reads caps per slot
+        # membranes start at 0 (kernels.zeros) and it reads caps per slot
         # the plain kernels' cap and lower bound per slot (0 / -inf where a neuron may not fire)
         self._cap_fire = np.where(self._fire_slot, self._cap_all, 0.0)
         self._vmin_fire = np.where(self._fire_slot, self._vmin_all, -np.inf)
