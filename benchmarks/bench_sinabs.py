@@ -12,7 +12,8 @@ and runs `dep.simulate(xs, schedule="event", layout="B*T", policy=...)` on the s
 event network built by the first call and kept on the deployment). Spike counts of every layer
 are checked equal to sinabs' neuron by neuron before timing; everything on 1 thread (torch and
 numba), then the ideal (rate 0.05) and speck (rate 0.02) policies on 2 numba threads against 1 on
-the batch. The CPU columns are the
+the batch, each with the CPU time spent outside the compiled kernels (`serial_cpu`: the part the
+batch split's threads cannot overlap). The CPU columns are the
 same calls' CPU time (what the work costs on a shared, loaded machine). Targets (issue 29): the
 ideal policy faster than sinabs at input rates <= 0.05, the speck policy at <= 0.02, >= 1.7x from
 2 threads.
@@ -214,8 +215,62 @@ def bench_sinabs64(a) -> int:
             t1, t2 = median_times([threads(1), threads(2)], a.repeats)
             numba.set_num_threads(1)
             print(f"sinabs64 {pol} at rate {rate:g}, batch {a.batch}: 1 thread {t1:.3f} s, 2 threads {t2:.3f} s: "
-                  f"{t1 / t2:.2f}x ({'met' if t1 / t2 >= 1.7 else 'MISSED'}: target >= 1.7x)")
+                  f"{t1 / t2:.2f}x ({'met' if t1 / t2 >= 1.7 else 'MISSED'}: target >= 1.7x), load average "
+                  f"{os.getloadavg()[0]:.1f}")
+            (c1, s1, _), (c2, s2, long2) = (serial_cpu(lambda: ev(xs, pol), n, a.repeats) for n in (1, 2))
+            print(f"  CPU outside the compiled kernels (holding the GIL): 1 thread {s1:.3f} of {c1:.3f} s "
+                  f"({s1 / c1:.1%}), 2 threads {s2:.3f} of {c2:.3f} s ({s2 / c2:.1%}), longest thread {long2:.3f} s: "
+                  f"at most {c1 / max(long2, s2):.2f}x on 2 free cores")
     return 0
+
+
+def serial_cpu(fn, threads: int, repeats: int) -> tuple[float, float, float]:
+    """Medians over `repeats` calls of `fn` on `threads` numba threads: the CPU time of the event
+    loop's runs (every thread's `runner._simulate`, per-thread CPU clocks), the part of it spent
+    outside the compiled kernels of `snncc.sim.events.kernels` (Python and numpy, which hold the
+    GIL: the threads of a batch split wait for each other there) and the longest thread's CPU
+    time. A CPU-time measure: meaningful on a loaded machine, where wall-time ratios are not."""
+    import statistics
+    import threading
+    import time
+
+    import numba
+
+    from snncc.sim.events import kernels, runner
+
+    cpu: dict[tuple[int, str], float] = {}
+
+    def timed(key, f):
+        def w(*args, **kw):
+            t0 = time.thread_time()
+            try:
+                return f(*args, **kw)
+            finally:
+                k = (threading.get_ident(), key)
+                cpu[k] = cpu.get(k, 0.0) + time.thread_time() - t0
+        return w
+
+    saved = {n: getattr(kernels, n) for n in dir(kernels)
+             if isinstance(getattr(kernels, n), numba.core.registry.CPUDispatcher)}
+    saved_sim = runner._simulate
+    rows = []
+    try:
+        for n, f in saved.items():
+            setattr(kernels, n, timed("kernel", f))
+        runner._simulate = timed("run", saved_sim)
+        numba.set_num_threads(threads)
+        for _ in range(repeats):
+            cpu.clear()
+            fn()
+            runs = [v for (_, k), v in cpu.items() if k == "run"]
+            total, inside = sum(runs), sum(v for (_, k), v in cpu.items() if k == "kernel")
+            rows.append((total, total - inside, max(runs)))
+    finally:
+        for n, f in saved.items():
+            setattr(kernels, n, f)
+        runner._simulate = saved_sim
+        numba.set_num_threads(1)
+    return tuple(statistics.median(r[i] for r in rows) for i in range(3))
 
 
 def crossover(rs: list[tuple[float, ...]], col: int) -> str:

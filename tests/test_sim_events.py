@@ -690,3 +690,90 @@ def test_channel_last_bound_is_checked_one_value_per_run(monkeypatch):
     flat = simulate(net, x, "speck")
     assert all(torch.equal(fast.counts[k], flat.counts[k]) for k in fast.counts)
     assert sum(int(c.sum()) for c in fast.counts.values()) > 30
+
+
+def test_ideal_and_input_bookkeeping_kernels_equal_numpy():
+    """The compiled bookkeeping that replaced numpy between the ideal policy's kernel calls (it held
+    the GIL the batch split's threads wait on) against the numpy it replaced, on random data:
+    `complete_burst` (n = clip(floor(V / theta), 0, cap) of a slot range, V -= n theta, counts +=
+    n, the bursts as population ids in sample then slot order, spikes in all and the per-sample
+    peak); `_ideal_events` (rows, multiplicities by a stable sort by sample, the per-sample starts,
+    SynOps, the largest multiplicity; ids out of sample order included); `event_rows`;
+    `input_spikes` on a strided view (ids and counts of the nonzero entries, refusing a
+    fractional, negative or NaN count)."""
+    from snncc.sim.events import kernels as K
+
+    rng = np.random.default_rng(5)
+    B, S, lo, hi = 4, 30, 7, 25
+    theta = rng.uniform(0.5, 2.0, S)
+    theta[9] = 1.0
+    firing = rng.random(S) > 0.2
+    cap = rng.integers(1, 4, S).astype(float)
+    v0 = rng.normal(1.0, 2.5, (B * S, 1))
+    v0[3 * S + 11, 0] = 2 * theta[11]  # exactly at a multiple
+    state, counts = v0.copy(), rng.integers(0, 3, B * S).astype(float)
+    c0 = counts.copy()
+    ids, n, spikes, peak = K.complete_burst(state, theta, firing, cap, lo, hi, True, B, S, counts,
+                                            np.empty(B * S, np.int64), np.empty(B * S))
+    g = (np.arange(B)[:, None] * S + np.arange(lo, hi)[None, :]).ravel()
+    th = theta[g % S]
+    want_n = np.where(firing[g % S], np.clip(np.floor(v0[g, 0] / th), 0, cap[g % S]), 0.0)
+    want_v = v0[:, 0].copy()
+    want_v[g] = v0[g, 0] - want_n * th
+    fired = want_n > 0
+    assert np.array_equal(state[:, 0], want_v) and np.array_equal(n, want_n[fired])
+    assert np.array_equal(ids, (g // S * (hi - lo) + g % S - lo)[fired])
+    want_c = c0.copy()
+    want_c[g] += want_n
+    assert np.array_equal(counts, want_c)
+    assert spikes == want_n.sum() and peak == want_n.reshape(B, -1).sum(1).max() and fired.sum() > 10
+    # a batch's delivery prep: ids out of sample order
+    n_src, base, indptr = 9, 5, np.r_[0, np.cumsum(rng.integers(0, 6, 20))].astype(np.int64)
+    gid = rng.integers(0, B * n_src, 60)
+    mult = rng.integers(1, 4, 60).astype(float)
+    for graded in (False, True):
+        rows, ms, first, syn, mmax = K._ideal_events(gid, n_src, base, mult, indptr, B, graded)
+        o = np.argsort(gid // n_src, kind="stable")
+        r = base + gid % n_src
+        assert np.array_equal(rows, r[o]) and np.array_equal(ms, mult[o]) and mmax == mult.max()
+        assert np.array_equal(first, np.searchsorted(np.sort(gid // n_src), np.arange(B + 1)))
+        per = indptr[r + 1] - indptr[r]
+        assert syn == (per.sum() if graded else (per * mult.astype(np.int64)).sum())
+    srt = np.sort(gid)
+    rows, ms, first, _, _ = K._ideal_events(srt, n_src, base, mult, indptr, B, False)
+    assert np.array_equal(rows, base + srt % n_src) and np.array_equal(ms, mult)
+    posn = rng.permutation(60)
+    rows, samples = np.empty(60, np.int64), np.empty(60, np.int64)
+    K.event_rows(gid, n_src, base, posn, rows, samples)
+    assert np.array_equal(rows[posn], base + gid % n_src) and np.array_equal(samples[posn], gid // n_src)
+    # input spikes from a (T, B, ...) batch's strided timestep
+    x = torch.poisson(torch.full((B, 3, 2, 5, 5), 0.4), generator=torch.Generator().manual_seed(2)).to(F64)
+    xt = x.transpose(0, 1)[1].numpy()  # (B, 2, 5, 5) of a (B, T, ...) batch, not contiguous
+    assert not xt.flags.c_contiguous
+    ids, m, bad = K.input_spikes(xt)
+    flat = np.ascontiguousarray(xt).reshape(-1)
+    assert np.array_equal(ids, np.flatnonzero(flat)) and np.array_equal(m, flat[ids]) and not bad
+    assert m.max() > 1
+    for v in (0.5, -1.0, float("nan")):
+        y = np.ascontiguousarray(xt).copy()
+        y[2, 1, 3, 3] = v
+        assert K.input_spikes(y)[2]
+
+
+def test_speck_first_update_fires_neurons_left_at_threshold_in_later_timesteps(monkeypatch):
+    """speck fires one spike per update, so a stateful neuron can end a timestep at or above its
+    threshold; the next timestep's first update fires it again. The channel-last run visits only
+    the neurons it listed at the threshold (`kernels.first_update_hot`; the start touched none:
+    stateful, no bias), so an unlisted one would stay silent. By hand: 2.5 at t0 fires, 1.5 fires
+    at t1's first update, 0.5 stays; 3.7 fires at t0, t1, t2 (2.7, 1.7, 0.7 left); 0.6 + 0.6 fires
+    once at t1. Equal to the per-event oracle (slot order, every neuron swept)."""
+    g = _hand_graph([[2.5, 0.6], [3.7, 0.0]], stateful=True)
+    g.T = 3
+    x = torch.zeros(3, 2, 2, dtype=F64)  # (T, B, addresses)
+    x[0, 0, 0] = 1.0
+    x[0, 1, 1] = 1.0
+    x[1, 1, 1] = 1.0
+    res, run = runner_mod._simulate(g, x, "speck")
+    assert run.cl is not None  # the channel-last kernels and their list
+    assert res.counts["n"].tolist() == [[2.0, 3.0], [1.0, 0.0]]
+    _oracle_equal(g, x, "speck", "layer", 0, monkeypatch=monkeypatch)

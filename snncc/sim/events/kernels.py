@@ -5,9 +5,13 @@ serves a whole step whatever its sources), `deliver_ideal` (burst events with mu
 order-independent sum), `deliver_sequential` (greedy/speck: events one after another, every
 synapse updating its neuron and firing it by the policy's rule at once) and `compile_seconds`
 (JIT time, reported by the benchmarks and never counted as throughput), plus the dense sweeps of
-a timestep (`init_state`, `start_timestep`, `first_update`, `complete_burst`) and the compiled
-bookkeeping of a greedy/speck step (`_sample_order`, `_records_by_key`, `emit_spikes`: counting
-sorts and one pass, linear in the step's events).
+a timestep (`init_state`, `start_timestep`, `first_update`, `first_update_hot` (speck, channel-last:
+only the neurons listed at their threshold), `complete_burst` (with the bursts' counts, event ids
+and peak)) and the compiled bookkeeping around the kernels (`input_spikes`, `event_rows`,
+`_ideal_events`, `zeros`; a greedy/speck step's `_sample_order`, `_records_by_key`, `emit_spikes`:
+counting sorts and one pass, linear in the step's events). All of it runs without the GIL: with
+the batch split over threads (`runner._simulate_split`) only the Python between the calls is
+serial.
 
 Kernels per case: `_sequential_speck_cl` / `_sequential_greedy_cl` (no SSC gates, the runner's
 default for greedy/speck: `ChannelLast` membranes and int32 contribution counters in
@@ -71,6 +75,18 @@ def _njit(**options):
             return numba.njit(cache=False, **options)(fn)
 
     return decorate
+
+@_njit(nogil=True)
+def _zeros(n, like):
+    return np.zeros(n, like.dtype)
+
+
+def zeros(n: int, dtype=np.float64) -> np.ndarray:
+    """np.zeros(n, dtype) filled in compiled code without the GIL: a run's state arrays (batch x
+    slots, megabytes) are allocated per run, and with the batch split over threads a numpy
+    memset held the GIL while the other thread waited for it."""
+    return _zeros(n, np.zeros(0, dtype))
+
 
 class FlatTables:
     """Every source table of an `EventNetwork` in one CSR: source i's address a is row
@@ -647,10 +663,12 @@ def _sequential_greedy(indptr, slots, weights, rows, samples, S, clock, state, k
 # operations of `_sequential_speck` / `_sequential_greedy`. A neuron's rank is its counter before
 # the contribution. The events must come sample by sample (`deliver_sequential` sorts them so):
 # at the end of a sample's events its counters are zeroed over the span of q its runs wrote (the
-# next step starts from 0 with no per-synapse step stamp to compare).
+# next step starts from 0 with no per-synapse step stamp to compare). The speck kernel lists every
+# neuron it leaves at or above its threshold (`hot`, once each: `mark`), the only ones a first
+# update without reset or constant current can fire (`first_update_hot`).
 @_njit(nogil=True)
 def _sequential_speck_cl(pat, base, ptr, rel, length, woff, weights, inv, rows, samples, S, clock, vq, cnt, k,
-                         thq, vmq, capq, em_rank, em_slot, em_key, em_n):
+                         thq, vmq, capq, em_rank, em_slot, em_key, em_n, hot, mark, nhot):
     synops = 0
     ne = 0
     n_ev = rows.size
@@ -694,7 +712,12 @@ def _sequential_speck_cl(pat, base, ptr, rel, length, woff, weights, inv, rows, 
                         continue
                     n = 1.0 if k[t + i] < capq[q0 + i] else 0.0
                     v = v - n * th
-                    vq[t + i] = v if v > vm else vm
+                    v = v if v > vm else vm
+                    vq[t + i] = v
+                    if v >= th and mark[t + i] == 0:  # still at the threshold: `first_update_hot`'s list
+                        mark[t + i] = 1
+                        hot[nhot[0]] = t + i
+                        nhot[0] += 1
                     if n != 0.0:
                         k[t + i] += n
                         em_rank[ne] = cnt[t + i] - 1
@@ -805,9 +828,9 @@ class ChannelLast:
     """The channel-last state of a greedy/speck run without SSC gates: membranes `vq` and
     contribution counters `cnt` (int32, zero between steps) per (sample, q), the per-q bounds of the
     SIMD pass, and which copy of the membranes is current (`q_current`; the runner starts a run
-    with it set: its membranes start at 0 in either order). The runner's slot-order code (timestep start with a leak, host
-    currents or disabled slots) reads `state`; `to_q` / `to_slots` transpose at those step
-    boundaries. `uniform`: every run's bound is one value (the kernels read it once per run); the
+    with it set: its membranes start at 0 in `vq`, `state` is not initialised). The runner's
+    slot-order code (timestep start with a leak, host currents or disabled slots) reads `state`;
+    `to_q` / `to_slots` transpose at those step boundaries. `uniform`: every run's bound is one value (the kernels read it once per run); the
     runner takes the flat kernels where it is not (static SSC masks disabling part of a population)."""
 
     def __init__(self, flat: FlatTables, B: int, S: int, speck: bool, theta, vmin, lo):
@@ -815,13 +838,18 @@ class ChannelLast:
         inv = self.rt.inv
         self.inv = inv.astype(np.int64)
         self.B, self.S = B, S
-        self.vq = np.zeros(B * S)
-        self.cnt = np.zeros(B * S, dtype=np.int32)
+        self.vq = zeros(B * S)
+        self.cnt = zeros(B * S, np.int32)
         self.thq = np.ascontiguousarray(theta[inv])
         self.vmq = np.ascontiguousarray(vmin[inv])
         self.loq = np.ascontiguousarray(lo[inv])
         self.uniform = all(self.rt.uniform(x) for x in ((self.thq, self.vmq) if speck else (self.loq,)))
         self.weights = self.rt.weights_f64_or_f32()
+        # speck: the neurons at or above their threshold (`first_update_hot`; valid once a full
+        # first update in q order has listed them)
+        n_hot = B * S if speck else 0
+        self.hot, self.mark, self.nhot = np.empty(n_hot, dtype=np.int64), zeros(n_hot, np.uint8), np.zeros(1, np.int64)
+        self.hot_valid = False
         self._per_q = {}
         self.q_current = False  # vq holds the membranes (state's column is stale)
 
@@ -834,7 +862,14 @@ class ChannelLast:
         self.fireq = np.tile(fire_slot[inv], self.B)
         self.capq = np.ascontiguousarray(cap[inv], dtype=np.float64)
         self.vminq = np.ascontiguousarray(vmin[inv], dtype=np.float64)
-        self.kq = np.zeros(self.B * self.S)  # slot-order counters of a first update run in slot order
+        self._kq = None
+
+    @property
+    def kq(self) -> np.ndarray:
+        """Slot-order counters of a first update run in slot order (allocated on first use)."""
+        if self._kq is None:
+            self._kq = zeros(self.B * self.S)
+        return self._kq
 
     def per_q(self, per_slot: np.ndarray) -> np.ndarray:
         """A per-slot parameter in q order (kept for the run: the kernels' scalar pass reads it
@@ -928,20 +963,80 @@ def first_update(state, k, theta, fireable, cap, vmin, speck, B, S, out_g, out_n
     return ne
 
 
+@_njit(nogil=True)
+def first_update_hot(vq, k, thq, fireq, capq, vminq, B, S, out_g, out_n, hot, mark, nhot, touched, full):
+    """speck, channel-last (`ChannelLast`): `first_update`'s speck rule on the membranes in q order,
+    over every neuron (`full`) or only over the listed ones (`hot`: every neuron at or above its
+    threshold is listed, by `_sequential_speck_cl` and by this sweep) and those whose membrane the
+    timestep's start set (`touched`: q positions, in every sample). Any other neuron is below its
+    threshold and at or above its lower bound (every store clips at it), where the rule changes
+    nothing. Fired (b * S + q, n) in out_g/out_n (any order); the neurons left at or above their
+    threshold form the new list. Returns how many fired."""
+    m = nhot[0]
+    if not full:  # the candidates: the list plus the touched neurons, each once
+        for b in range(B):
+            for i in range(touched.size):
+                g = b * S + touched[i]
+                if mark[g] == 0:
+                    mark[g] = 1
+                    hot[m] = g
+                    m += 1
+    cand = hot[:m].copy()
+    for i in range(m):
+        mark[cand[i]] = 0
+    nhot[0] = 0
+    n_visit = B * S if full else m
+    ne = 0
+    s = -1
+    for i in range(n_visit):
+        if full:
+            g = i
+            s = s + 1 if s + 1 < S else 0
+        else:
+            g = cand[i]
+            s = g - _sample_of(g, S) * S
+        v = vq[g]
+        th = thq[s]
+        if v < th:
+            if v <= vminq[s] and fireq[g]:
+                vq[g] = vminq[s]
+            continue
+        if not fireq[g]:
+            continue
+        n = 1.0 if capq[s] > 0.0 else 0.0
+        v = v - n * th
+        v = v if v > vminq[s] else vminq[s]
+        vq[g] = v
+        k[g] += n
+        if n > 0.0:
+            out_g[ne] = g
+            out_n[ne] = n
+            ne += 1
+        if v >= th and mark[g] == 0:
+            mark[g] = 1
+            hot[nhot[0]] = g
+            nhot[0] += 1
+    return ne
+
+
 @_njit(nogil=True, parallel=True)
-def complete_burst(state, theta, firing, cap, lo, hi, divide, B, S, out_g, out_n):
+def complete_burst(state, theta, firing, cap, lo, hi, divide, B, S, counts, out_g, out_n):
     """ideal: a population's input is complete: n = clip(floor(V / theta), 0, D) for its slots
-    [lo, hi) of every sample (V itself when theta is 1: no division), V -= n theta. Returns the
-    number of (slot, n) fired, in sample then slot order (samples swept on numba's threads, each
-    into its own part of out_g/out_n, then packed)."""
+    [lo, hi) of every sample (V itself when theta is 1: no division), V -= n theta, counts += n.
+    Returns the bursts as the population's events: (ids, n) in sample then slot order (id = sample
+    x (hi - lo) + slot - lo), the spikes in all and the most one sample fired. Samples are swept on
+    numba's threads, each into its own part of the scratch out_g/out_n, then packed into new arrays
+    (all of it compiled: no per-spike numpy work holds the GIL)."""
     st = state.ravel()  # a view: the runner's state is C-contiguous
     w = np.uint64(state.shape[1])
     width = hi - lo
     fired = np.zeros(B, dtype=np.int64)
+    spikes = np.zeros(B)
     for b in numba.prange(B):
         off = np.uint64(b * S)
         o = b * width
         ne = 0
+        tot = 0.0
         for s in range(np.uint64(lo), np.uint64(hi)):
             g = off + s
             v = st[g * w]
@@ -954,17 +1049,29 @@ def complete_burst(state, theta, firing, cap, lo, hi, divide, B, S, out_g, out_n
                 n = 0.0
             st[g * w] = v - n * th
             if n > 0.0:
-                out_g[o + ne] = g
+                counts[g] += n
+                out_g[o + ne] = o + np.int64(s) - lo
                 out_n[o + ne] = n
                 ne += 1
+                tot += n
         fired[b] = ne
+        spikes[b] = tot
     ne = 0
     for b in range(B):
+        ne += fired[b]
+    ids = np.empty(ne, dtype=np.int64)
+    ns = np.empty(ne)
+    ne = 0
+    events = 0.0
+    peak = 0.0
+    for b in range(B):
         for i in range(b * width, b * width + fired[b]):
-            out_g[ne] = out_g[i]
-            out_n[ne] = out_n[i]
+            ids[ne] = out_g[i]
+            ns[ne] = out_n[i]
             ne += 1
-    return ne
+        events += spikes[b]
+        peak = max(peak, spikes[b])
+    return ids, ns, events, peak
 
 
 # ---- a sequential step's bookkeeping around the kernels (compiled: linear in the events) ----------
@@ -1062,12 +1169,17 @@ def emit_spikes(g, n, key, S, slot_pop, pop_lo, pop_size, B, counts):
     n_pop = pop_lo.size
     start = np.zeros(n_pop + 1, dtype=np.int64)
     per = np.zeros((n_pop, B))
+    pop = np.empty(g.size, dtype=np.int64)  # each spike's population and id, kept for the second pass
+    gid = np.empty(g.size, dtype=np.int64)  # (a second slot_pop lookup missed the cache per spike)
     for i in range(g.size):
         if n[i] <= 0.0:
             continue
         gi = g[i]
         b = _sample_of(gi, S)
-        p = slot_pop[gi - b * S]
+        s = gi - b * S
+        p = slot_pop[s]
+        pop[i] = p
+        gid[i] = b * pop_size[p] + (s - pop_lo[p])
         counts[gi] += n[i]
         start[p + 1] += np.int64(n[i])
         per[p, b] += n[i]
@@ -1079,11 +1191,8 @@ def emit_spikes(g, n, key, S, slot_pop, pop_lo, pop_size, B, counts):
     for i in range(g.size):
         if n[i] <= 0.0:
             continue
-        gi = g[i]
-        b = _sample_of(gi, S)
-        s = gi - b * S
-        p = slot_pop[s]
-        a = b * pop_size[p] + (s - pop_lo[p])
+        p = pop[i]
+        a = gid[i]
         for _ in range(np.int64(n[i])):
             ids[fill[p]] = a
             keys[fill[p]] = key[i]
@@ -1116,7 +1225,7 @@ class Scratch:
     """Work arrays kept across the steps of one run (grown when a step needs more)."""
 
     def __init__(self, n_global: int):
-        self.acc = np.zeros(n_global)
+        self._acc = None  # the float64 scratch of the ideal policy's deliveries
         self.n_global = n_global
         self._acc32 = None  # the float32 scratch of exact deliveries (`RunTables.f32_exact`)
         self.stamp = 0
@@ -1124,9 +1233,14 @@ class Scratch:
         self.em_rank = self.em_slot = self.em_key = self.em_n = None
         self.out_g = self.out_n = None  # per-neuron outputs of first_update / complete_burst
 
+    def acc(self) -> np.ndarray:
+        if self._acc is None:
+            self._acc = zeros(self.n_global)
+        return self._acc
+
     def acc32(self) -> np.ndarray:
         if self._acc32 is None:
-            self._acc32 = np.zeros(self.n_global, dtype=np.float32)
+            self._acc32 = zeros(self.n_global, np.float32)
         return self._acc32
 
     def next_stamp(self) -> int:
@@ -1144,32 +1258,118 @@ class Scratch:
         return self.em_rank, self.em_slot, self.em_key, self.em_n
 
 
-def deliver_ideal(flat: FlatTables, gopen, src: int, rows, samples, mult, B, S, state, scratch: Scratch,
+@_njit(nogil=True)
+def _input_spikes(x):
+    """A timestep's spike input (B, n), any strides: the global ids (sample x n + address, ascending)
+    and counts of its nonzero entries, and whether any entry is not a non-negative integer."""
+    B, n = x.shape
+    ne = 0
+    bad = False
+    for b in range(B):
+        for a in range(n):
+            v = x[b, a]
+            if v != 0.0:
+                ne += 1
+                bad |= not (v >= 0.0 and v == np.floor(v))  # NaN fails both
+    gid = np.empty(ne, dtype=np.int64)
+    m = np.empty(ne)
+    ne = 0
+    for b in range(B):
+        for a in range(n):
+            v = x[b, a]
+            if v != 0.0:
+                gid[ne] = b * n + a
+                m[ne] = v
+                ne += 1
+    return gid, m, bad
+
+
+def input_spikes(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    """`_input_spikes` on a float64 (B, *shape) array viewed as (B, n) (a strided view stays one)."""
+    B = x.shape[0]
+    x2 = x.reshape(B, -1) if x.ndim != 2 else x
+    return _input_spikes(x2)
+
+
+@_njit(nogil=True)
+def event_rows(gid, n_src, row_base, posn, rows, samples):
+    """rows[posn[i]] = row_base + address, samples[posn[i]] = sample of the global id gid[i]
+    (sample x n_src + address): a step's events from one source at their positions in the step."""
+    for i in range(gid.size):
+        b = gid[i] // n_src
+        rows[posn[i]] = row_base + gid[i] - b * n_src
+        samples[posn[i]] = b
+
+
+@_njit(nogil=True)
+def _ideal_events(gid, n_src, row_base, mult, indptr, B, graded):
+    """A batch's burst events (global ids sample x n_src + address, multiplicities) as the run
+    kernel takes them: rows of the flat tables and multiplicities in sample order (stable: a
+    counting sort where the ids are not in sample order already), the start of every sample's
+    events (`first`, B + 1), the synaptic ops (contributions x multiplicity; `graded`: one per
+    contribution) and the largest multiplicity."""
+    n = gid.size
+    first = np.zeros(B + 1, dtype=np.int64)
+    sample = np.empty(n, dtype=np.int64)
+    done = True
+    b = 0
+    lo, hi = 0, n_src  # the ids of sample b: one division per change of sample
+    for i in range(n):
+        g = gid[i]
+        if g < lo or g >= hi:
+            if g < lo:
+                done = False
+            b = g // n_src
+            lo = b * n_src
+            hi = lo + n_src
+        sample[i] = b
+        first[b + 1] += 1
+    for b in range(B):
+        first[b + 1] += first[b]
+    rows = np.empty(n, dtype=np.int64)
+    ms = np.empty(n)
+    fill = first[:-1].copy()
+    syn = 0
+    mmax = 0.0
+    for i in range(n):
+        g = gid[i]
+        b = sample[i]
+        j = i if done else fill[b]
+        fill[b] += 1
+        r = row_base + g - b * n_src
+        m = mult[i]
+        rows[j] = r
+        ms[j] = m
+        per = indptr[r + 1] - indptr[r]
+        syn += per if graded else per * np.int64(m)
+        mmax = max(mmax, m)
+    return rows, ms, first, syn, mmax
+
+
+def deliver_ideal(flat: FlatTables, gopen, src: int, gid, n_src: int, mult, B, S, state, scratch: Scratch,
                   graded: bool = False) -> int:
-    """Burst events (rows, samples, multiplicities) of one batch from source `src` into the
-    membranes (state[:, V_]) as one sum per neuron; returns synaptic ops (contributions times
-    multiplicity; `graded`: a relay's messages, whose mult is a value: one op per contribution)."""
-    if rows.size == 0:
+    """Burst events of one batch from source `src` (global ids sample x n_src + address, their
+    multiplicities) into the membranes (state[:, V_]) as one sum per neuron; returns synaptic ops
+    (contributions times multiplicity; `graded`: a relay's messages, whose mult is a value: one op
+    per contribution)."""
+    if gid.size == 0:
         return 0
+    row_base = int(flat.base[src])
     if not flat.gated:
         rt = flat.runs()
-        if samples.size > 1 and not (samples[1:] >= samples[:-1]).all():
-            o = np.argsort(samples, kind="stable")  # per sample, step order kept
-            rows, samples, mult = rows[o], samples[o], mult[o]
-        rows_s, mult_s = np.ascontiguousarray(rows), np.ascontiguousarray(mult, dtype=np.float64)
-        first = np.searchsorted(samples, np.arange(B + 1)).astype(np.int64)
-        per = flat.indptr[rows_s + 1] - flat.indptr[rows_s]
-        syn = int(per.sum()) if graded else int((per * mult_s.astype(np.int64)).sum())
-        if not graded and rt.f32_exact(src, float(mult_s.max())):  # integer counts, every sum exact in float32
+        rows_s, mult_s, first, syn, mmax = _ideal_events(gid, n_src, row_base, np.asarray(mult, dtype=np.float64),
+                                                         flat.indptr, B, graded)
+        if not graded and rt.f32_exact(src, mmax):  # integer counts, every sum exact in float32
             _ideal_runs(rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, rt.weights32, rows_s, first,
                         mult_s.astype(np.float32), S, scratch.acc32(), state, rt.seg)
         else:
             _ideal_runs(rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, rt.weights, rows_s, first, mult_s, S,
-                        scratch.acc, state, rt.seg)
-        return syn
+                        scratch.acc(), state, rt.seg)
+        return int(syn)
+    samples, a = np.divmod(gid, n_src)
     syn = _ideal(flat.indptr, flat.slots32, flat.weights, flat.gate, flat.first, flat.gated, gopen,
-                 rows, samples, mult, S, scratch.acc, graded)
-    _flush(state, scratch.acc, int(flat.lo[src]), int(flat.hi[src]), B, S)
+                 row_base + a, samples, mult, S, scratch.acc(), graded)
+    _flush(state, scratch.acc(), int(flat.lo[src]), int(flat.hi[src]), B, S)
     return syn
 
 
@@ -1204,7 +1404,7 @@ def deliver_sequential(flat: FlatTables, gopen, rows, samples, S, clock, state, 
         if speck:
             syn, ne = _sequential_speck_cl(rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, cl.weights, cl.inv,
                                            rows, samples, S, clock, cl.vq, cl.cnt, k, cl.thq, cl.vmq, cl.per_q(cap_slot),
-                                           er, es, ek, en)
+                                           er, es, ek, en, cl.hot, cl.mark, cl.nhot)
         else:
             syn, ne = _sequential_greedy_cl(rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, cl.weights, cl.inv,
                                             rows, samples, S, clock, cl.vq, cl.cnt, k, cl.loq, cl.thq,
@@ -1254,10 +1454,18 @@ def compile_seconds() -> float:
     _sequential_greedy(i1, z32, f, z, z, 1, 0, np.zeros((1, 2)), np.zeros(1), f, f, *greedy_bounds(f), 1, *rec())
     c32 = np.zeros(1, dtype=np.int32)
     for w in (f, f.astype(np.float32)):
-        _sequential_speck_cl(z, z, i1, z, i1[1:], z, w, z, z, z, 1, 0, np.zeros(1), c32, np.zeros(1), f, f, f, *rec())
+        _sequential_speck_cl(z, z, i1, z, i1[1:], z, w, z, z, z, 1, 0, np.zeros(1), c32, np.zeros(1), f, f, f, *rec(),
+                             z.copy(), np.zeros(1, np.uint8), z.copy())
         _sequential_greedy_cl(z, z, i1, z, i1[1:], z, w, z, z, z, 1, 0, np.zeros(1), c32, np.zeros(1), f, f, f, f, f,
                               *rec())
     _sample_order(z)
+    event_rows(z, 1, 0, z, z.copy(), z.copy())
+    input_spikes(np.zeros((1, 1)))
+    input_spikes(np.zeros((2, 2))[:, :1])
+    for like in (f, f.astype(np.float32), z, c32):
+        _zeros(1, like)
+    for graded in (False, True):
+        _ideal_events(z, 1, 0, f, i1, 1, graded)
     _records_by_key(z, z, z, f, 1, z, 0, 1, 1)
     emit_spikes(z, f, z, 1, z, z, i1[1:], 1, np.zeros(1))
     synapse_bound(i1, z)
@@ -1269,7 +1477,10 @@ def compile_seconds() -> float:
         init_state(st, np.zeros(1), f, f, b1, 1, 1)
         start_timestep(st, np.zeros(1), f, f, b1, 1, 1, z, True)
         first_update(st, np.zeros(1), f, b1, f, f, True, 1, 1, z.copy(), np.zeros(1))
-        complete_burst(st, f, b1, f, 0, 1, True, 1, 1, z.copy(), np.zeros(1))
+    for full in (True, False):
+        first_update_hot(np.zeros(1), np.zeros(1), f, b1, f, f, 1, 1, z.copy(), np.zeros(1), z.copy(),
+                         np.zeros(1, np.uint8), z.copy(), z, full)
+        complete_burst(st, f, b1, f, 0, 1, True, 1, 1, np.zeros(1), z.copy(), np.zeros(1))
     return time.perf_counter() - t0
 
 

@@ -153,12 +153,15 @@ class _Run:
         gated = bool(net.gates) or self.flat.gated
         # per-neuron state, one row per (sample, slot): see kernels.V_ .. VMIN_ for the widths
         width = 1 if policy == "ideal" else (kernels.N_STATE if gated else 2)
-        self.state = np.empty((B * S, width)) if width > 1 else np.zeros((B * S, 1))
+        # (the batch-sized arrays are zeroed by `kernels.zeros`, without the GIL: the batch split's
+        # threads allocate theirs at once)
+        self.state = np.empty((B * S, width)) if width > 1 else kernels.zeros(B * S).reshape(B * S, 1)
         self.V = self.state[:, kernels.V_]  # a strided view: numpy code reads it too
-        self.k = np.zeros(B * S)  # spikes fired in the current window
+        # spikes fired in the current window (greedy/speck; the ideal policy keeps no counters)
+        self.k = kernels.zeros(B * S if policy != "ideal" else 0)
         # per-neuron lower bound: in the state row of the general kernel (SSC gates); unused otherwise
         self.v_min = self.state[:, kernels.VMIN_] if width > kernels.VMIN_ else None
-        self.counts = np.zeros(B * S)
+        self.counts = kernels.zeros(B * S)
         cap = net.D.astype(np.float64)
         if policy == "speck" and not speck_cap_D:
             cap = np.where(net.fires, np.inf, 0.0)
@@ -178,11 +181,7 @@ class _Run:
         # policy's cap is inf (or 0 where a neuron may not fire), so its k need no zeroing per timestep
         self._zero_k = policy != "ideal" and bool(np.any(np.isfinite(cap) & (cap > 0)))
         # the sequential kernels' cap per neuron (0 where it may not fire); the ideal policy's
-        # membranes start at 0 (np.zeros) and it reads caps per slot
-        self.Dcap = None
-        if width > 1:
-            self.Dcap = np.empty(B * S)
-            kernels.init_state(self.state, self.Dcap, self._cap_all, self._vmin_all, self._fire_slot, B, S)
+        # membranes start at 0 (kernels.zeros) and it reads caps per slot
         # the plain kernels' cap and lower bound per slot (0 / -inf where a neuron may not fire)
         self._cap_fire = np.where(self._fire_slot, self._cap_all, 0.0)
         self._vmin_fire = np.where(self._fire_slot, self._vmin_all, -np.inf)
@@ -195,9 +194,15 @@ class _Run:
                                           self._bounds[0])
             if self.cl.uniform:
                 self.cl.slot_params(net.beta, net.const, self._fire_slot, self._cap_all, self._vmin_all)
-                self.cl.q_current = True  # both copies of the membranes start at 0: no transposition
+                self.cl.q_current = True  # the membranes start at 0 in cl.vq: no transposition
             else:  # a bound that varies within a run: the flat kernels
                 self.cl = None
+        # a channel-last run keeps its membranes in cl.vq: `state` is written by cl.to_slots before
+        # any slot-order code reads it (no initialisation: 3 x batch x slots values less to write)
+        self.Dcap = None
+        if width > 1 and self.cl is None:
+            self.Dcap = np.empty(B * S)
+            kernels.init_state(self.state, self.Dcap, self._cap_all, self._vmin_all, self._fire_slot, B, S)
         self.firing = np.tile(self._fire_slot, B) if (policy != "ideal" or gated) else None  # per neuron
         self.src_index = {s: i for i, s in enumerate(net.tables)}
         self.slot_pop = np.empty(S, dtype=np.int64)  # slot -> consumer index
@@ -280,10 +285,6 @@ class _Run:
     def _emit(self, gslots: np.ndarray, n: np.ndarray, key: np.ndarray) -> list[_Batch]:
         """Spikes n > 0 of global slots -> per-source batches (ideal: one burst event with mult n)."""
         net, S = self.net, self.net.n_slots
-        keep = n > 0
-        gslots, n, key = gslots[keep], n[keep], key[keep]
-        if gslots.size == 0:
-            return []
         if self.policy != "ideal":  # one event per spike (a neuron may fire at several updates of one step)
             ids, keys, start, peak = kernels.emit_spikes(gslots, n, key, S, self.slot_pop, self.pop_lo,
                                                          self.pop_size, self.B, self.counts)
@@ -296,6 +297,10 @@ class _Run:
                 self.peak[cname] = max(self.peak[cname], int(peak[pi]))
                 out.append(_Batch(cname, gid, None, k))
             return out
+        keep = n > 0
+        gslots, n, key = gslots[keep], n[keep], key[keep]
+        if gslots.size == 0:
+            return []
         self.counts[gslots] += n  # one burst per neuron
         b, slot = gslots // S, gslots % S
         pop = self.slot_pop[slot]
@@ -391,20 +396,14 @@ class _Run:
                     changed = True
 
     # -- delivery (compiled kernels, snncc.sim.events.kernels) --
-    def _rows(self, bt: _Batch) -> tuple[np.ndarray, np.ndarray]:
-        """(row in the flat tables, sample) of every event of a batch."""
-        b, a = np.divmod(bt.gid, self.net.tables[bt.src].n)
-        return self.row_base[bt.src] + a, b
-
     def deliver_ideal(self, batches: list[_Batch]) -> None:
         """Burst events: V += sum of weight x multiplicity per target, batch by batch."""
         self._refresh_gates()
         gopen = self.gopen if self.gates else self._no_gates
         for bt in batches:
-            rows, b = self._rows(bt)
-            self.synops += kernels.deliver_ideal(self.flat, gopen, self.src_index[bt.src], rows, b, bt.mult, self.B,
-                                                 self.net.n_slots, self.state, self.scratch,
-                                                 graded=bt.src in self.messages)
+            self.synops += kernels.deliver_ideal(self.flat, gopen, self.src_index[bt.src], bt.gid,
+                                                 self.net.tables[bt.src].n, bt.mult, self.B, self.net.n_slots,
+                                                 self.state, self.scratch, graded=bt.src in self.messages)
 
     def deliver_sequential(self, ordered: list[tuple[_Batch, np.ndarray]]) -> list[_Batch]:
         """Events in a given sequential order (per batch, positions in the step); every neuron
@@ -415,10 +414,8 @@ class _Run:
         n_ev = sum(int(bt.gid.size) for bt, _ in ordered)
         rows = np.empty(n_ev, dtype=np.int64)
         samples = np.empty(n_ev, dtype=np.int64)
-        for bt, posn in ordered:
-            r, b = self._rows(bt)
-            rows[posn] = r
-            samples[posn] = b
+        for bt, posn in ordered:  # (row in the flat tables, sample) of every event, at its position
+            kernels.event_rows(bt.gid, self.net.tables[bt.src].n, self.row_base[bt.src], posn, rows, samples)
         if self.gates:
             self._set_fireable(self.firing & self.en)
         syn, gsl, n, key = kernels.deliver_sequential(
@@ -448,8 +445,13 @@ class _Run:
         S = self.net.n_slots
         if self.cl is not None and self.cl.q_current:  # channel-last: fired q -> slots, in slot order
             cl = self.cl  # (the window counters k are in q order with a ChannelLast)
-            ne = kernels.first_update(cl.vq.reshape(-1, 1), self.k, cl.thq, cl.fireq, cl.capq, cl.vminq,
-                                      self.policy == "speck", self.B, S, og, on)
+            if self.policy == "speck":  # only the listed and the touched neurons can fire
+                ne = kernels.first_update_hot(cl.vq, self.k, cl.thq, cl.fireq, cl.capq, cl.vminq, self.B, S, og, on,
+                                              cl.hot, cl.mark, cl.nhot, self._touched, not cl.hot_valid)
+                cl.hot_valid = True
+            else:
+                ne = kernels.first_update(cl.vq.reshape(-1, 1), self.k, cl.thq, cl.fireq, cl.capq, cl.vminq,
+                                          False, self.B, S, og, on)
             b, qs = np.divmod(og[:ne], S)
             g = b * S + cl.inv[qs]
             o = np.argsort(g)
@@ -474,18 +476,15 @@ class _Run:
         special = cname in self._special
         if not self.gates and not special:
             og, on = self._out()
-            ne = kernels.complete_burst(self.state, self._theta_slot, self._fire_slot, self._cap_all, lo, hi, divide,
-                                        self.B, S, og, on)
-            if ne == 0:
+            # `_emit` for one population's bursts (n > 0, sample then slot order), compiled: counts,
+            # event ids, spikes and the per-sample peak
+            gid, n, spikes, peak = kernels.complete_burst(self.state, self._theta_slot, self._fire_slot, self._cap_all,
+                                                          lo, hi, divide, self.B, S, self.counts, og, on)
+            if gid.size == 0:
                 return []
-            # `_emit` for one population's bursts (n > 0, sample then slot order): no per-population split
-            g, n = og[:ne], on[:ne].copy()
-            self.counts[g] += n
-            b, a = np.divmod(g, S)
-            gid = b * (hi - lo) + (a - lo)
-            self.events[cname] += int(n.sum())
-            self.peak[cname] = max(self.peak[cname], int(np.bincount(b, weights=n, minlength=self.B).max()))
-            return [_Batch(cname, gid, n, np.zeros(ne, dtype=np.int64))]
+            self.events[cname] += int(spikes)
+            self.peak[cname] = max(self.peak[cname], int(peak))
+            return [_Batch(cname, gid, n, np.zeros(gid.size, dtype=np.int64))]
         idx = (np.arange(self.B)[:, None] * S + np.arange(lo, hi)[None, :]).ravel()
         v = self.V[idx]
         th = self._theta_slot[idx % S]
@@ -524,7 +523,9 @@ class _Run:
         return [_Batch(cname, gid, v.ravel()[gid].copy(), np.zeros(gid.size, dtype=np.int64))]
 
     # -- one timestep --
-    def timestep(self, t: int, spikes_in: np.ndarray | None, host: dict[str, np.ndarray]) -> np.ndarray:
+    def timestep(self, t: int, spikes_in: tuple[np.ndarray, np.ndarray] | None,
+                 host: dict[str, np.ndarray]) -> np.ndarray:
+        """One timestep; `spikes_in`: the input's spikes as (global ids, counts) (`kernels.input_spikes`)."""
         net, B, S = self.net, self.B, self.net.n_slots
         V = self.state.reshape(B, S, self.state.shape[1])[:, :, kernels.V_]  # a view
         reset = ~net.stateful if t > 0 else np.ones(S, dtype=bool)
@@ -534,16 +535,25 @@ class _Run:
                    and not (t > 0 and net.leak is not None and (net.leak != 1.0).any()))
         if self.cl is not None and not q_start:
             self.cl.to_slots(self.state)  # the slot-order code below updates `state`
-        if q_start:
+        # the slots a start touches: those reset or with a constant current (any other membrane keeps
+        # its value), per (t > 0, order), kept on the network (the same for every run)
+        starts = net.__dict__.setdefault("_starts", {})
+        hit = starts.get((t > 0, q_start))
+        if hit is None:
             touch = np.flatnonzero(reset | (net.const != 0.0))
+            hit = starts[(t > 0, q_start)] = ((reset[self.cl.inv], np.sort(self.cl.rt.pos[touch])) if q_start
+                                              else (reset, touch))
+        self._touched = hit[1] if q_start else None  # (q positions: speck's first update visits them)
+        if self.cl is not None and not q_start:
+            self.cl.hot_valid = False  # its list of neurons at the threshold is kept in q order only
+        if q_start:
             kernels.start_timestep(self.cl.vq.reshape(-1, 1), self.k, self.cl.betaq, self.cl.constq,
-                                   reset[self.cl.inv], B, S, np.sort(self.cl.rt.pos[touch]), self._zero_k)
+                                   hit[0], B, S, hit[1], self._zero_k)
         else:
             if t > 0 and net.leak is not None and (net.leak != 1.0).any():  # reference.carry: the residual leaks
                 lk = (net.leak != 1.0) & ~self._carried
                 V[:, lk] = net.beta[lk] + net.leak[lk] * (V[:, lk] - net.beta[lk])
-            touch = np.flatnonzero(reset | (net.const != 0.0))  # any other membrane keeps its value
-            kernels.start_timestep(self.state, self.k, net.beta, net.const, reset, B, S, touch, self._zero_k)
+            kernels.start_timestep(self.state, self.k, net.beta, net.const, reset, B, S, hit[1], self._zero_k)
             for c, h in host.items():
                 V[:, slice(*net.offsets[c])] += h
             if not net.enabled.all():
@@ -556,9 +566,7 @@ class _Run:
         pool: list[_Batch] = []
         inp = net.graph.inputs[0]
         if spikes_in is not None and inp.name in net.tables:
-            c = spikes_in.reshape(B, -1)
-            gid = np.flatnonzero(c.ravel() > 0)
-            m = c.ravel()[gid]
+            gid, m = spikes_in
             self._mark_live(inp.name, gid)
             self.events[inp.name] += int(m.sum())
             if self.policy == "ideal":
@@ -814,10 +822,11 @@ def _simulate(graph_or_net, x, policy="ideal", order="layer", seed=0, chunk=4096
     out_sum = None
     for t, xt in enumerate(xs):
         if inp.kind == SPIKE:
-            if bool(torch.any((xt != torch.floor(xt)) | (xt < 0))):
+            gid, m, bad = kernels.input_spikes(xt.numpy())
+            if bad:
                 raise SnnccError("spike input holds values that are not non-negative integer counts",
                                  where=f"node {inp.name}")
-            spikes, host = xt.numpy(), {}
+            spikes, host = (gid, m), {}
         else:
             spikes, host = None, _host_currents(net, xt)
         out = run.timestep(t, spikes, host)
@@ -832,8 +841,8 @@ def _simulate(graph_or_net, x, policy="ideal", order="layer", seed=0, chunk=4096
     messages = {c: torch.from_numpy(m).reshape((B,) + g[c].shape) for c, m in run.messages.items()}
     res = EventResult(out, counts, dict(run.events), run.synops, dict(run.peak), run.steps, policy, order,
                       messages=messages)
-    if run.cl is not None:
-        run.cl.to_slots(run.state)  # the run's membranes in slot order again
+    # (a channel-last run's final membranes stay in run.cl.vq where cl.q_current: nothing reads
+    # them after the run, so they are not moved back to slot order)
     if reference:
         res.agreement = _agreement(net, x, res)
     return res, run
