@@ -94,3 +94,17 @@ def test_an_older_wording_of_the_note_goes_and_text_written_after_the_note_stays
     page = run.splice_section(kept, "bench_events", "Events", body("t"), MARK)
     assert page.count("The old note.") == 1 and "A sentence added by hand." in page
     assert page.index(run.END.format("bench_events")) < page.index("A sentence added by hand.")
+
+
+def test_docs_benchmarks_md_marks_every_benchmark_once():
+    """Each benchmark run.py runs has its generated text marked once on the real page, so the next
+    run replaces it in place (not a second copy at the end, not the prose around it)."""
+    import argparse
+
+    with open(os.path.join(ROOT, "docs", "benchmarks.md")) as f:
+        page = f.read()
+    args = argparse.Namespace(quick=False, command_sizes="5.1M", memory_size="10M")
+    keys = ["compile"] + [os.path.splitext(os.path.basename(b[1]))[0] for b in run.benchmarks(args, 3)]
+    for key in keys:
+        b, e = run.BEGIN.format(key), run.END.format(key)
+        assert page.count(b) == 1 and page.count(e) == 1 and page.index(b) < page.index(e), key
