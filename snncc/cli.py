@@ -240,6 +240,14 @@ def build_parser() -> argparse.ArgumentParser:
 _QUIET = False  # main(): without --debug, library logging stays quiet (_quiet_libraries)
 
 
+def _model_file_exists(path: str) -> None:
+    """A missing model file is said before torch is imported (seconds): the loader's own words."""
+    if not os.path.exists(path):
+        from snncc.errors import LoadError
+
+        raise LoadError("file not found", where=path)
+
+
 def _torch():
     """torch, imported now (the checks before this call need none of it), its threads capped at the
     cores. Importing torch resets its loggers' levels (torch._logging), so they are quietened again."""
@@ -286,6 +294,7 @@ def cmd_compile(args) -> int:
                                 hint=f"passes: {', '.join(DEPLOY)}")
     options = parse_options(get_target(args.target), args.target_option)  # bad options: before loading
     artifact.check_writable(args.out, protect=(args.model,))
+    _model_file_exists(args.model)
     _torch()
     from snncc.api import compile as compile_api
     from snncc.frontend.loader import parse_kwargs, parse_shape
@@ -337,12 +346,13 @@ def cmd_inspect(args) -> int:
         m = artifact.read_manifest(args.path)
         print(f"# artefact {args.path}: target {m.get('target')}, level {stem}")
     else:
-        from snncc.compiler import deploy
         from snncc.targets import get as get_target, parse_options
 
         tgt = get_target(args.target or "sim")
         options = parse_options(tgt, args.target_option)  # bad options: before loading
+        _model_file_exists(args.path)
         _torch()
+        from snncc.compiler import deploy
         from snncc.frontend import trace
 
         loaded = _load(args, args.input_layout, args.timesteps)  # a program checks them against its input

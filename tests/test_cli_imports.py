@@ -82,6 +82,9 @@ REFUSED = {
     "event_shards": (["simulate", "{t}/art", "--data", "{t}/shards", "--schedule", "event"],
                      "runs one input file, not a folder of shards"),
     "samples_huge": (["simulate", "{t}/art", "--samples", "1000000000"], "needs at least"),
+    # a model file that is not there
+    "model_missing": (["compile", "{t}/nope.pt2", "-o", "{t}/o"], "nope.pt2: file not found"),
+    "inspect_missing": (["inspect", "{t}/nope.pt2", "--level", "deployed"], "nope.pt2: file not found"),
 }
 
 
