@@ -501,7 +501,7 @@ def test_a_bias_that_varies_within_a_window_of_the_encoding_max_is_refused():
                                          "within a pooling window"), e.value.one_line()
 
 
-
+class StemNet(nn.Module):
     """SEW/Spiking ResNet's stem on (T, B, 2, 8, 8): conv -> IFNode (multi-step, hard reset) ->
     MaxPool2d(3, 2, 1) on the spikes -> conv -> IFNode -> head."""
 

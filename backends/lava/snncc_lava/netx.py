@@ -149,7 +149,7 @@ def problems(g: Graph) -> list[str]:
             out.append(f"node {n.name}: relay (residual-stream accumulator, graded) -- netx has no relay layer")
     out += [f"node {n.name}: max pooling of {'spikes' if n.kind == 'spike' else 'the input encoding'} -- netx has "
             f"no max-pool layer" for n in pool_nodes(g, encoding=True)]
-    fires = [n for n in g.nodes if n.op == "fire"]
+    fires = g.neurons()
     out += [f"node {n.name}: D = {n.attrs['D']} beside {fires[0].name}'s D = {fires[0].attrs['D']} -- the export "
             f"writes D threshold copies per neuron, one D per file" for n in fires if n.attrs["D"] != fires[0].attrs["D"]]
     consumers = [n for n in g.nodes if n.op == "fire"] + [g.output]
