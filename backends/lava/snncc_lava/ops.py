@@ -7,7 +7,8 @@ a node of the op is in a current tree (leaf, merge, consumer), how it becomes a 
 mapping unit, its part in a one-kernel projection (`network.KernelRule`), the synapses its explicit
 matrix stores, its receptive-field rule and shared-kernel size in the mapping, and the checks that
 refuse a node. The per-op sparse maps themselves are the event simulator's (`snncc.sim.events`
-`op_matrix`). Adding an op: register its cell here (or a refusal with its reason).
+`op_matrix`). Adding an op: register its cell here (or a refusal with its reason), and in the
+"netx" column of the netx export (`netx.NetxOp`, registered in `netx`, imported below).
 """
 
 from __future__ import annotations
@@ -73,3 +74,5 @@ _cell("offset", f"{_N} (sparse synapse matrix)", synapses=nw._synapses_in, box=m
 _cell("reshape", f"{_N} (a layout: an index map)", kernel=nw.KERNEL_RULES["reshape"], box=m._box_reshape)
 _cell("permute", f"{_N} (a layout: an index map)", kernel=nw.KERNEL_RULES["permute"], box=m._box_permute)
 registry.refuse("batchnorm", "pad", target="loihi", why=registry.NOT_DEPLOYED)
+
+from snncc_lava import netx as _netx  # noqa: E402,F401  (registers the "netx" column: the netx export's cells)
