@@ -3,7 +3,8 @@ target implements it, and why the others refuse it.
 
 A *column* is something that gives ops a behaviour: an executor of the IR (the reference
 interpreter, the synchronous simulator, the event simulator), a cost model of the estimator (host
-MACs, fan-out classes, structural path counts) or a target's lowering. Every column is declared
+MACs, fan-out classes, structural path counts), a target's lowering or a rewrite pass whose
+rules are per op (reparam: what fuses into a projection). Every column is declared
 once (`column`), then each op gets one cell per column, TVM `set_attr` / Lava `@implements` style:
 
     @implements("conv", executor="reference")
@@ -29,7 +30,7 @@ from typing import Any, Callable, Iterable
 from snncc.errors import SnnccError
 from snncc.ir.ops import OPS
 
-KINDS = ("executor", "cost", "target")
+KINDS = ("executor", "cost", "target", "rewrite")
 
 # Refusals many columns share (one wording, one place).
 NOT_DEPLOYED = ("not in synaptic normal form: the deploy pipeline folds batchnorm into its projection "
@@ -84,7 +85,7 @@ def column(name: str, kind: str, about: str, module: str = "") -> Column:
 def _column_of(kw: dict) -> str:
     given = [(k, v) for k, v in kw.items() if v is not None]
     if len(given) != 1 or given[0][0] not in KINDS:
-        raise TypeError(f"name exactly one of executor=, cost=, target=; got {kw}")
+        raise TypeError(f"name exactly one of executor=, cost=, target=, rewrite=; got {kw}")
     name = given[0][1]
     if name not in COLUMNS:
         raise ValueError(f"column {name!r} is not declared (registry.column)")
@@ -103,9 +104,9 @@ def _put(cell: Cell) -> None:
 
 
 def implement(op: str, fn: Any, *, where: str = "", executor: str | None = None, cost: str | None = None,
-              target: str | None = None) -> Any:
+              target: str | None = None, rewrite: str | None = None) -> Any:
     """Register `fn` as the behaviour of `op` in one column."""
-    col = _column_of({"executor": executor, "cost": cost, "target": target})
+    col = _column_of({"executor": executor, "cost": cost, "target": target, "rewrite": rewrite})
     if fn is None:
         raise ValueError("an implementation cannot be None (use refuse)")
     where = where or f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
@@ -114,27 +115,27 @@ def implement(op: str, fn: Any, *, where: str = "", executor: str | None = None,
 
 
 def implements(*ops: str, executor: str | None = None, cost: str | None = None,
-               target: str | None = None) -> Callable:
+               target: str | None = None, rewrite: str | None = None) -> Callable:
     """Decorator: the function is the behaviour of each of `ops` in one column."""
     def deco(fn):
         for op in ops:
-            implement(op, fn, executor=executor, cost=cost, target=target)
+            implement(op, fn, executor=executor, cost=cost, target=target, rewrite=rewrite)
         return fn
     return deco
 
 
 def supports(ops: Iterable[str], *, where: str, executor: str | None = None, cost: str | None = None,
-             target: str | None = None) -> None:
+             target: str | None = None, rewrite: str | None = None) -> None:
     """Declare that `where` (a module or function, named in words) implements `ops` in one column,
     for code that dispatches by itself (a backend's lowering, the event simulator's address maps)."""
     for op in ops:
-        implement(op, where, where=where, executor=executor, cost=cost, target=target)
+        implement(op, where, where=where, executor=executor, cost=cost, target=target, rewrite=rewrite)
 
 
 def refuse(*ops: str, why: str, executor: str | None = None, cost: str | None = None,
-           target: str | None = None) -> None:
+           target: str | None = None, rewrite: str | None = None) -> None:
     """Declare that a column does not implement `ops`, and why (one line the user reads)."""
-    col = _column_of({"executor": executor, "cost": cost, "target": target})
+    col = _column_of({"executor": executor, "cost": cost, "target": target, "rewrite": rewrite})
     if not why.strip():
         raise ValueError(f"a refusal of {ops} by {col} needs a reason")
     for op in ops:
@@ -163,7 +164,7 @@ def table(col: str) -> dict[str, Any]:
 
 
 def columns(kind: str | None = None) -> list[Column]:
-    """Declared columns, executors first, then cost models, then targets; within a kind the
+    """Declared columns, executors first, then cost models, then targets, then rewrites; within a kind the
     reference first, then by name (not by declaration: that follows import order, which differs
     between a program that imported the event simulator first and one that did not)."""
     return [c for k in KINDS for c in sorted(COLUMNS.values(), key=lambda c: (c.name != "reference", c.name))

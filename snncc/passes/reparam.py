@@ -20,16 +20,23 @@ Changes: each fused chain becomes one conv/linear named after the chain's last n
 finest group structure its connectivity allows; the report lists every fusion with its synapses and
 multiply-accumulates before and after (a fused kernel can have more synapses than the chain).
 Preserves: the reference executor's output (up to float rounding).
+
+Each op's part in these rules is its `Fusion` cell in the op registry's "reparam" column (what
+fuses after a conv or a linear, before a conv, the rule a node of the op starts, whether it must
+fuse); an op the pass leaves as it is has a refusal there saying so.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
 from snncc.errors import PassError
 from snncc.estimate.plan import dense_macs
+from snncc.ir import registry
 from snncc.ir.graph import Graph, Node
 from snncc.ir.ops import SPIKE, RuleError, conv_shape
 from snncc.passes.base import PassResult, batchnorm_affine, channel_factor, single_user
@@ -183,14 +190,20 @@ def _in_index(o: int, ig: int, groups: int) -> np.ndarray:
 
 
 def _per_channel(g: Graph, n: Node, axis: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """(a, b) if node `n` is y = a x + b per channel along `axis` of its input."""
-    if n.op == "batchnorm" and n.attrs["axis"] % len(n.shape) == axis % len(n.shape):
+    """(a, b) if node `n` is y = a x + b per channel along `axis` of its input (its op's `affine`)."""
+    f = _fusion(n).affine
+    return f(n, axis) if f is not None else None
+
+
+def _affine_batchnorm(n: Node, axis: int) -> tuple[np.ndarray, np.ndarray] | None:
+    if n.attrs["axis"] % len(n.shape) == axis % len(n.shape):
         return batchnorm_affine(n)
-    if n.op == "scale":
-        vec = channel_factor(n.params["factor"], n.shape, axis)
-        if vec is not None:
-            return vec, np.zeros_like(vec)
     return None
+
+
+def _affine_scale(n: Node, axis: int) -> tuple[np.ndarray, np.ndarray] | None:
+    vec = channel_factor(n.params["factor"], n.shape, axis)
+    return None if vec is None else (vec, np.zeros_like(vec))
 
 
 def _chain_cost(g: Graph, names: list[str]) -> tuple[int, int]:
@@ -247,7 +260,7 @@ def reparam(graph: Graph) -> PassResult:
     for name, why in refused.items():
         if name in g:
             changes.append(f"not fused at {name}: {why}")
-    left = [n for n in g.nodes if n.op == "pad"]
+    left = [n for n in g.nodes if _fusion(n).must_fuse]
     if left:
         p = left[0]
         prod = g[p.inputs[0]].name
@@ -274,51 +287,90 @@ def _record(members: dict, keep: str, *gone: str) -> None:
 
 
 def _fuse_at(g: Graph, n: Node, users: dict, members: dict, notes: list) -> bool:
-    """Apply one fusion rule at node `n`; True if the graph changed."""
+    """Apply the fusion rule a node of n's op starts (its `Fusion.at`); True if the graph changed."""
+    at = _fusion(n).at
+    return at(g, n, users, members, notes) if at is not None else False
+
+
+def _conv_then(g: Graph, n: Node, users: dict, members: dict, notes: list) -> bool:
+    """A conv and its only user, when the user's op fuses after a conv (`Fusion.after_conv`)."""
     u = single_user(g, n.name, users)
-    if n.op == "conv" and u is not None and u.op in ("batchnorm", "scale", "pad", "conv"):
-        c = _Conv(n)
-        if u.op == "conv":
-            c.then_conv(_Conv(u), u.name)
-        elif u.op == "pad":
-            value = u.params.get("value", np.zeros(u.shape[0]))
-            c.pad_after(u.attrs["pads"], value, f"the border of {u.name}")
-        else:
-            ab = _per_channel(g, u, 0)
-            if ab is None:
-                return False
-            c.affine_after(*ab)
-        c.write(u, n.inputs[0])
-        g.remove(n.name)
-        _record(members, u.name, n.name)
-        return True
-    if n.op == "scale" and u is not None and u.op == "conv" and len(n.shape) == 3:
-        vec = channel_factor(n.params["factor"], n.shape, 0)
-        if vec is None:
-            return False
-        c = _Conv(u)
-        c.scale_before(vec)
-        c.write(u, n.inputs[0])
-        g.remove(n.name)
-        _record(members, u.name, n.name)
-        return True
-    if n.op == "linear" and u is not None and u.op in ("linear", "batchnorm", "scale"):
-        w, b = n.params["weight"], n.params.get("bias", np.zeros(n.params["weight"].shape[0]))
-        if u.op == "linear":
-            w2, b2 = u.params["weight"], u.params.get("bias", np.zeros(u.params["weight"].shape[0]))
-            w, b = w2 @ w, w2 @ b + b2
-        else:
-            ab = _per_channel(g, u, len(u.shape) - 1)
-            if ab is None:
-                return False
-            w, b = w * ab[0][:, None], b * ab[0] + ab[1]
-        u.op, u.attrs, u.inputs, u.params = "linear", {}, [n.inputs[0]], {"weight": w, "bias": b}
-        g.remove(n.name)
-        _record(members, u.name, n.name)
-        return True
-    if n.op == "add":
-        return _merge_sum(g, n, users, members) or _affine_into_branches(g, n, users, notes)
-    return False
+    after = _fusion(u).after_conv if u is not None else None
+    if after is None:
+        return False
+    c = _Conv(n)
+    if not after(g, c, u):
+        return False
+    c.write(u, n.inputs[0])
+    g.remove(n.name)
+    _record(members, u.name, n.name)
+    return True
+
+
+def _after_conv_conv(g: Graph, c: _Conv, u: Node) -> bool:
+    c.then_conv(_Conv(u), u.name)
+    return True
+
+
+def _after_conv_pad(g: Graph, c: _Conv, u: Node) -> bool:
+    c.pad_after(u.attrs["pads"], u.params.get("value", np.zeros(u.shape[0])), f"the border of {u.name}")
+    return True
+
+
+def _after_conv_affine(g: Graph, c: _Conv, u: Node) -> bool:
+    ab = _per_channel(g, u, 0)
+    if ab is None:
+        return False
+    c.affine_after(*ab)
+    return True
+
+
+def _scale_then_conv(g: Graph, n: Node, users: dict, members: dict, notes: list) -> bool:
+    """A per-channel or scalar factor on a (C, H, W) value read only by a conv: onto its input channels."""
+    u = single_user(g, n.name, users)
+    if u is None or not _fusion(u).reads_channels or len(n.shape) != 3:
+        return False
+    vec = channel_factor(n.params["factor"], n.shape, 0)
+    if vec is None:
+        return False
+    c = _Conv(u)
+    c.scale_before(vec)
+    c.write(u, n.inputs[0])
+    g.remove(n.name)
+    _record(members, u.name, n.name)
+    return True
+
+
+def _linear_then(g: Graph, n: Node, users: dict, members: dict, notes: list) -> bool:
+    """A linear and its only user, when the user's op fuses after a linear (`Fusion.after_linear`)."""
+    u = single_user(g, n.name, users)
+    after = _fusion(u).after_linear if u is not None else None
+    if after is None:
+        return False
+    w, b = n.params["weight"], n.params.get("bias", np.zeros(n.params["weight"].shape[0]))
+    wb = after(g, u, w, b)
+    if wb is None:
+        return False
+    u.op, u.attrs, u.inputs, u.params = "linear", {}, [n.inputs[0]], {"weight": wb[0], "bias": wb[1]}
+    g.remove(n.name)
+    _record(members, u.name, n.name)
+    return True
+
+
+def _after_linear_linear(g: Graph, u: Node, w: np.ndarray, b: np.ndarray):
+    w2, b2 = u.params["weight"], u.params.get("bias", np.zeros(u.params["weight"].shape[0]))
+    return w2 @ w, w2 @ b + b2
+
+
+def _after_linear_affine(g: Graph, u: Node, w: np.ndarray, b: np.ndarray):
+    ab = _per_channel(g, u, len(u.shape) - 1)
+    if ab is None:
+        return None
+    return w * ab[0][:, None], b * ab[0] + ab[1]
+
+
+def _sum_rules(g: Graph, n: Node, users: dict, members: dict, notes: list) -> bool:
+    return _merge_sum(g, n, users, members) or _affine_into_branches(g, n, users, notes)
 
 
 def _affine_into_branches(g: Graph, add: Node, users: dict, notes: list) -> bool:
@@ -326,8 +378,8 @@ def _affine_into_branches(g: Graph, add: Node, users: dict, notes: list) -> bool
     inputs or strides): the factor goes into every branch, the shift into the first one's bias."""
     u = single_user(g, add.name, users)
     convs = [g[i] for i in add.inputs]
-    if u is None or u.op not in ("batchnorm", "scale") or len(set(add.inputs)) != len(add.inputs) or not all(
-            c.op == "conv" and single_user(g, c.name, users) is add for c in convs):
+    if u is None or _fusion(u).affine is None or len(set(add.inputs)) != len(add.inputs) or not all(
+            _fusion(c).reads_channels and single_user(g, c.name, users) is add for c in convs):
         return False
     ab = _per_channel(g, u, 0)
     if ab is None:
@@ -348,7 +400,7 @@ def _merge_sum(g: Graph, add: Node, users: dict, members: dict) -> bool:
     by_src: dict[tuple, list[Node]] = {}
     for i in dict.fromkeys(add.inputs):
         c = g[i]
-        if c.op == "conv" and add.inputs.count(i) == 1 and single_user(g, i, users) is add:
+        if _fusion(c).reads_channels and add.inputs.count(i) == 1 and single_user(g, i, users) is add:
             try:
                 _Conv(c)
             except _Refused:
@@ -387,3 +439,58 @@ def _merge_sum(g: Graph, add: Node, users: dict, members: dict) -> bool:
             members[keep.name] = members.pop(keep.name) + [add.name]
         return True
     return False
+
+
+# ---- the op registry's "reparam" column: each op's part in the fusion rules ----------------------
+registry.column("reparam", "rewrite", "structural re-parameterisation (passes/reparam): what fuses into one "
+                "synaptic projection", "snncc.passes.reparam")
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """An op's part in reparam's rules: `at(g, n, users, members, notes)` the rule a node of the op
+    starts; `after_conv(g, conv, u)` / `after_linear(g, u, w, b)` folds a node of the op that is the
+    only user of a conv / linear (False / None: not this one); `affine(n, axis)` (a, b) when the
+    node is y = a x + b per channel along `axis`; `reads_channels`: a 2-d conv (`_Conv`), so a
+    factor on its input channels, a sum of its kind or a per-channel affine after it fold into its
+    kernel; `must_fuse`: no target runs the op, so one left after the pass is refused."""
+
+    at: Callable | None = None
+    after_conv: Callable | None = None
+    after_linear: Callable | None = None
+    affine: Callable | None = None
+    reads_channels: bool = False
+    must_fuse: bool = False
+
+
+_LEFT_AS_IT_IS = Fusion()
+
+
+def _fusion(n: Node) -> Fusion:
+    """The op's cell; an op the pass leaves as it is (a refusal in its column) takes part in no rule."""
+    c = registry.cell(n.op, "reparam")
+    if c is not None and c.refused:
+        return _LEFT_AS_IT_IS
+    return registry.lookup(n.op, "reparam", where=f"node {n.name}")
+
+
+_HERE = "snncc.passes.reparam"
+registry.implement("conv", Fusion(at=_conv_then, after_conv=_after_conv_conv, reads_channels=True), rewrite="reparam",
+                   where=f"{_HERE}._Conv (composes with a conv, a per-channel affine or a constant border after it)")
+registry.implement("linear", Fusion(at=_linear_then, after_linear=_after_linear_linear), rewrite="reparam",
+                   where=f"{_HERE}._linear_then (composes with a linear or a per-channel affine after it)")
+registry.implement("batchnorm", Fusion(after_conv=_after_conv_affine, after_linear=_after_linear_affine,
+                                       affine=_affine_batchnorm), rewrite="reparam",
+                   where=f"{_HERE} (a per-channel affine: into the conv or linear before it)")
+registry.implement("scale", Fusion(at=_scale_then_conv, after_conv=_after_conv_affine,
+                                   after_linear=_after_linear_affine, affine=_affine_scale), rewrite="reparam",
+                   where=f"{_HERE} (a per-channel or scalar factor: into the conv or linear around it)")
+registry.implement("pad", Fusion(after_conv=_after_conv_pad, must_fuse=True), rewrite="reparam",
+                   where=f"{_HERE}._Conv.pad_after (a constant border: the conv's padding)")
+registry.implement("add", Fusion(at=_sum_rules), rewrite="reparam",
+                   where=f"{_HERE}._merge_sum, _affine_into_branches (sums of convs)")
+registry.refuse("pool", "max_pool", "mean", "upsample", "bilinear", "offset", "reshape", "permute", "spike_product",
+                rewrite="reparam", why="left as it is: not a conv, linear or per-channel affine, so no fusion starts "
+                                       "or ends at it")
+registry.refuse("input", "fire", "relay", "output", rewrite="reparam",
+                why="a graph end or a population: no fusion crosses it")

@@ -60,7 +60,7 @@ import numpy as np
 from snncc.errors import TargetError
 from snncc.ir.graph import Graph, Node
 
-from snncc_lava.network import operand_path, pool_nodes, tree_nodes
+from snncc_lava.network import loihi_op, operand_path, tree_nodes
 
 RESOURCES = Path(__file__).parent / "data" / "loihi2_resources.json"
 
@@ -171,56 +171,82 @@ def _reshape_box(b: Box, shape_in: tuple, shape_out: tuple) -> Box:
     return tuple(out)
 
 
-def back_box(g: Graph, n: Node, b: Box) -> Box:
-    """The box of n's first input that output box `b` of n reads."""
-    shape_in = tuple(g[n.inputs[0]].shape)
-    if n.op in ("add", "scale"):
-        return b
-    if n.op in ("conv", "pool", "max_pool"):
-        if n.op == "conv":
-            w = n.params["weight"]
-            Co, Cig = w.shape[0], w.shape[1]
-            G = n.attrs["groups"]
-            Cog = Co // G
-            ch = ((b[0][0] // Cog) * Cig, ((b[0][1] - 1) // Cog + 1) * Cig)
-            ks, dil = w.shape[2:], n.attrs["dilation"]
-        else:
-            ch = b[0]
-            ks, dil = n.attrs["kernel"], (1,) * len(n.attrs["kernel"])
-        st, pad = n.attrs["stride"], n.attrs["padding"]
-        sp = tuple(_window(b[1 + i][0], b[1 + i][1], st[i], pad[i], ks[i], dil[i], shape_in[1 + i])
-                   for i in range(len(shape_in) - 1))
-        return (ch,) + sp
-    if n.op == "linear":
-        return b[:-1] + ((0, shape_in[-1]),)
-    if n.op == "upsample":  # output rows [lo, hi) read input rows [lo // s, ceil(hi / s))
-        return (b[0],) + tuple((lo // s, -(-hi // s)) for (lo, hi), s in zip(b[1:], n.attrs["scale"]))
-    if n.op == "bilinear":  # output rows [lo, hi) read the input rows of their nonzero weights
-        from snncc.ir.ops import bilinear_weights
+def _box_same(g: Graph, n: Node, b: Box, shape_in: tuple) -> Box:  # adds, scales: elementwise
+    return b
 
-        def rows(r, n_in, n_out):
-            if r[0] >= r[1]:
-                return r
-            cols = np.nonzero(bilinear_weights(n_in, n_out, n.attrs["align_corners"])[r[0]:r[1]].any(0))[0]
-            return (int(cols.min()), int(cols.max()) + 1)
-        return (b[0],) + tuple(rows(r, i, o) for r, i, o in zip(b[1:], shape_in[1:], n.attrs["size"]))
-    if n.op == "offset":  # the part of the box inside the input's slice (empty boxes stay empty)
-        ax, at, size = n.attrs["axis"], n.attrs["at"], shape_in[n.attrs["axis"]]
-        lo, hi = b[ax]
-        lo, hi = min(max(lo - at, 0), size), min(max(hi - at, 0), size)
-        return tuple((lo, max(lo, hi)) if d == ax else r for d, r in enumerate(b))
-    if n.op == "mean":
-        dims = [d % len(shape_in) for d in n.attrs["dims"]]
-        it = iter(b)
-        return tuple((0, shape_in[d]) if d in dims else next(it) for d in range(len(shape_in)))
-    if n.op == "permute":
-        out = [None] * len(shape_in)
-        for i, d in enumerate(n.attrs["dims"]):
-            out[d] = b[i]
-        return tuple(out)
-    if n.op == "reshape":
-        return _reshape_box(b, tuple(n.shape), shape_in)
-    raise TargetError(f"op {n.op} has no receptive-field rule", where=f"node {n.name}")
+
+def _box_window(n: Node, b: Box, shape_in: tuple, ch: tuple, ks, dil) -> Box:
+    st, pad = n.attrs["stride"], n.attrs["padding"]
+    sp = tuple(_window(b[1 + i][0], b[1 + i][1], st[i], pad[i], ks[i], dil[i], shape_in[1 + i])
+               for i in range(len(shape_in) - 1))
+    return (ch,) + sp
+
+
+def _box_conv(g: Graph, n: Node, b: Box, shape_in: tuple) -> Box:
+    w = n.params["weight"]
+    Co, Cig = w.shape[0], w.shape[1]
+    G = n.attrs["groups"]
+    Cog = Co // G
+    ch = ((b[0][0] // Cog) * Cig, ((b[0][1] - 1) // Cog + 1) * Cig)
+    return _box_window(n, b, shape_in, ch, w.shape[2:], n.attrs["dilation"])
+
+
+def _box_pool(g: Graph, n: Node, b: Box, shape_in: tuple) -> Box:  # pool and max_pool: per channel
+    return _box_window(n, b, shape_in, b[0], n.attrs["kernel"], (1,) * len(n.attrs["kernel"]))
+
+
+def _box_linear(g: Graph, n: Node, b: Box, shape_in: tuple) -> Box:
+    return b[:-1] + ((0, shape_in[-1]),)
+
+
+def _box_upsample(g: Graph, n: Node, b: Box, shape_in: tuple) -> Box:
+    """Output rows [lo, hi) read input rows [lo // s, ceil(hi / s))."""
+    return (b[0],) + tuple((lo // s, -(-hi // s)) for (lo, hi), s in zip(b[1:], n.attrs["scale"]))
+
+
+def _box_bilinear(g: Graph, n: Node, b: Box, shape_in: tuple) -> Box:
+    """Output rows [lo, hi) read the input rows of their nonzero weights."""
+    from snncc.ir.ops import bilinear_weights
+
+    def rows(r, n_in, n_out):
+        if r[0] >= r[1]:
+            return r
+        cols = np.nonzero(bilinear_weights(n_in, n_out, n.attrs["align_corners"])[r[0]:r[1]].any(0))[0]
+        return (int(cols.min()), int(cols.max()) + 1)
+    return (b[0],) + tuple(rows(r, i, o) for r, i, o in zip(b[1:], shape_in[1:], n.attrs["size"]))
+
+
+def _box_offset(g: Graph, n: Node, b: Box, shape_in: tuple) -> Box:
+    """The part of the box inside the input's slice (empty boxes stay empty)."""
+    ax, at, size = n.attrs["axis"], n.attrs["at"], shape_in[n.attrs["axis"]]
+    lo, hi = b[ax]
+    lo, hi = min(max(lo - at, 0), size), min(max(hi - at, 0), size)
+    return tuple((lo, max(lo, hi)) if d == ax else r for d, r in enumerate(b))
+
+
+def _box_mean(g: Graph, n: Node, b: Box, shape_in: tuple) -> Box:
+    dims = [d % len(shape_in) for d in n.attrs["dims"]]
+    it = iter(b)
+    return tuple((0, shape_in[d]) if d in dims else next(it) for d in range(len(shape_in)))
+
+
+def _box_permute(g: Graph, n: Node, b: Box, shape_in: tuple) -> Box:
+    out = [None] * len(shape_in)
+    for i, d in enumerate(n.attrs["dims"]):
+        out[d] = b[i]
+    return tuple(out)
+
+
+def _box_reshape(g: Graph, n: Node, b: Box, shape_in: tuple) -> Box:
+    return _reshape_box(b, tuple(n.shape), shape_in)
+
+
+def back_box(g: Graph, n: Node, b: Box) -> Box:
+    """The box of n's first input that output box `b` of n reads (its op's `LoihiOp.box` rule)."""
+    rule = loihi_op(n).box
+    if rule is None:
+        raise TargetError(f"op {n.op} has no receptive-field rule", where=f"node {n.name}")
+    return rule(g, n, b, tuple(g[n.inputs[0]].shape))
 
 
 # ---- units and projections ---------------------------------------------------------------------
@@ -248,27 +274,29 @@ class Unit:
         return math.prod(self.shape)
 
 
+def _kernel_conv(n: Node) -> int:
+    return int(np.prod(n.params["weight"].shape[1:]))
+
+
+def _kernel_linear(n: Node) -> int:
+    return int(n.params["weight"].shape[1])
+
+
 def _own_kernel(n: Node) -> int:
-    """Distinct weights per output feature a weighted op stores as a shared kernel."""
-    if n.op == "conv":
-        return int(np.prod(n.params["weight"].shape[1:]))
-    if n.op == "linear":
-        return int(n.params["weight"].shape[1])
-    return 1
+    """Distinct weights per output feature a weighted op stores as a shared kernel (its op's
+    `LoihiOp.shared_kernel`; 1 for an op without weights)."""
+    k = loihi_op(n).shared_kernel
+    return 1 if k is None else k(n)
 
 
 def units(g: Graph) -> tuple[dict[str, Unit], list[Proj]]:
     """On-chip units (graph order) and every projection between them (host input and read-out left out)."""
     out: dict[str, Unit] = {}
     order = {n.name: i for i, n in enumerate(g.nodes)}
-    pooling = {n.name for n in pool_nodes(g)}
-    for n in g.nodes:
-        if n.op in ("fire", "relay"):
-            out[n.name] = Unit(n.name, tuple(n.shape), order[n.name], n.op)
-        elif n.name in pooling:  # OR neurons (network.MaxPool): a population fed by a sum pool
-            out[n.name] = Unit(n.name, tuple(n.shape), order[n.name], "max_pool")
-        elif n.op == "spike_product":
-            out[n.name] = Unit(n.name, tuple(n.shape), order[n.name], "product")
+    for n in g.nodes:  # populations, OR neurons of a max pool (network.MaxPool), spike products
+        kind = loihi_op(n).unit
+        if kind:
+            out[n.name] = Unit(n.name, tuple(n.shape), order[n.name], kind)
     projs: list[Proj] = []
     for u in out.values():
         n = g[u.name]
@@ -289,7 +317,7 @@ def units(g: Graph) -> tuple[dict[str, Unit], list[Proj]]:
             ops[leaf] = {leaf: (frozenset(), 1)}
         for t in tree:
             acc: dict[str, tuple] = {}
-            for i in (t.inputs if t.op == "add" else t.inputs[:1]):
+            for i in (t.inputs if loihi_op(t).merge else t.inputs[:1]):
                 for leaf, (kinds, k) in ops.get(i, {}).items():
                     k = k * _own_kernel(t)
                     old = acc.get(leaf, (frozenset(), 0))
@@ -330,9 +358,10 @@ def receptive(g: Graph, p: Proj, b: Box, units_: dict) -> Box:
         if n.name not in boxes:
             continue
         bb = boxes[n.name]
-        ins = n.inputs if n.op == "add" else n.inputs[:1]
+        merge = loihi_op(n).merge
+        ins = n.inputs if merge else n.inputs[:1]
         for i in ins:
-            boxes[i] = _union(boxes.get(i), bb if n.op == "add" else back_box(g, n, bb))
+            boxes[i] = _union(boxes.get(i), bb if merge else back_box(g, n, bb))
     # layout-free path: the root itself may be the leaf
     return boxes.get(p.source, _full(units_[p.source].shape))
 

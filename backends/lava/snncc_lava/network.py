@@ -50,14 +50,17 @@ whose one-step delay lands the message on the consumer's last integration sub-st
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
 from snncc.errors import SnnccError, TargetError
+from snncc.ir import registry
 from snncc.ir.graph import Graph, Node
 from snncc.ir.ops import neuron_features, neuron_model
 
@@ -71,7 +74,131 @@ LAYOUT_OPS = ("reshape", "permute")
 MAX_DELAY = 63  # Loihi 2's 6-bit synaptic delay (lava's DelaySparse fixed_pt model checks it)
 
 
-WEIGHTED_OPS = ("conv", "linear")
+def loihi_op(n: Node):
+    """The Loihi lowering's behaviour of `n`'s op: its `snncc_lava.ops.LoihiOp` cell in the op
+    registry's "loihi" column (one line naming the node when the lowering refuses the op)."""
+    return registry.lookup(n.op, "loihi", where=f"node {n.name}")
+
+
+# ---- one-kernel projections: each op's rule (`KernelRule`, its LoihiOp's `kernel`) ---------------
+@dataclass
+class _KernelState:
+    op: Node | None = None  # the weighted op so far
+    factor: float = 1.0
+    fa: int | None = None  # the axis holding the weighted op's output features (-1: mixed with positions)
+    channel: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class KernelRule:
+    """One op's part in a projection that is one kernel (`KernelPath`): `step(state, node, in_shape)`
+    updates the path's state (False: the path is no longer one kernel); `apply(node, x, k, B)` runs
+    the op on a batch with kernel `k` in place of its weight (None: passes x through); `matrix(g,
+    node, kernel)` is its sparse map with that kernel (None: folded into the kernel)."""
+
+    step: Callable
+    apply: Callable | None = None
+    matrix: Callable | None = None
+
+
+def _step_weighted(features: Callable) -> Callable:
+    def step(st: _KernelState, n: Node, in_shape: tuple) -> bool:
+        if st.op is not None:
+            return False
+        st.op, st.fa = n, features(n)
+        return True
+    return step
+
+
+def _step_mean(st: _KernelState, n: Node, in_shape: tuple) -> bool:
+    dims = sorted(d % len(in_shape) for d in n.attrs["dims"])
+    if st.op is not None:  # a mean after the kernel sums its outputs over positions: one kernel
+        # entry per synapse only for a linear / 1x1 conv and never over its output features
+        if st.fa == -1 or st.fa in dims or math.prod(np.shape(st.op.params["weight"])[2:]) != 1:
+            return False
+        if not n.attrs.get("keepdim", False):
+            st.fa -= sum(d < st.fa for d in dims)
+    st.factor /= math.prod(in_shape[d] for d in dims)
+    return True
+
+
+def _step_permute(st: _KernelState, n: Node, in_shape: tuple) -> bool:
+    if st.fa is not None and st.fa >= 0:
+        st.fa = list(n.attrs["dims"]).index(st.fa)
+    return True
+
+
+def _step_reshape(st: _KernelState, n: Node, in_shape: tuple) -> bool:
+    if st.fa is not None and st.fa >= 0:
+        out = tuple(n.shape)
+        if st.fa == 0 and out[:1] == in_shape[:1]:
+            st.fa = 0
+        elif st.fa == len(in_shape) - 1 and out[-1:] == in_shape[-1:]:
+            st.fa = len(out) - 1
+        else:
+            st.fa = -1  # features mixed with positions: a later mean cannot be checked
+    return True
+
+
+def _step_scale(st: _KernelState, n: Node, in_shape: tuple) -> bool:
+    """Scalar, or per output feature of the op (a layer scale): folded into the kernel."""
+    f = np.asarray(n.params["factor"], np.float64)
+    if f.size == 1:
+        st.factor *= float(f.reshape(-1)[0])
+        return True
+    shape = (1,) * (len(n.shape) - f.ndim) + f.shape
+    fa = st.fa
+    if st.op is None or fa is None or fa < 0 or len(shape) != len(n.shape) or shape[fa] != n.shape[fa] \
+            or any(d != 1 for i, d in enumerate(shape) if i != fa):
+        return False
+    f = f.reshape(-1)
+    st.channel = f if st.channel is None else st.channel * f
+    return True
+
+
+def _step_pass(st: _KernelState, n: Node, in_shape: tuple) -> bool:  # an add passes this source's share
+    return True
+
+
+def _apply_conv(n: Node, x, k, B: int):
+    import torch.nn.functional as F
+
+    a = n.attrs
+    fn = F.conv2d if k.dim() == 4 else F.conv1d
+    return fn(x, k, None, a["stride"], a["padding"], a["dilation"], a["groups"])
+
+
+def _apply_linear(n: Node, x, k, B: int):
+    import torch.nn.functional as F
+
+    return F.linear(x, k)
+
+
+def _matrix_weighted(g: Graph, n: Node, kernel: np.ndarray) -> sp.csr_matrix:
+    return op_matrix(g, dataclasses.replace(n, params={**n.params, "weight": np.asarray(kernel, np.float64)}))
+
+
+def _matrix_sum(g: Graph, n: Node, kernel: np.ndarray) -> sp.csr_matrix:  # a mean as a sum
+    A = op_matrix(g, n).copy()
+    A.data[:] = 1.0
+    return A
+
+
+def _matrix_layout(g: Graph, n: Node, kernel: np.ndarray) -> sp.csr_matrix:
+    return op_matrix(g, n)
+
+
+KERNEL_RULES = {
+    "conv": KernelRule(_step_weighted(lambda n: 0), _apply_conv, _matrix_weighted),
+    "linear": KernelRule(_step_weighted(lambda n: len(n.shape) - 1), _apply_linear, _matrix_weighted),
+    "mean": KernelRule(_step_mean, lambda n, x, k, B: x.sum(dim=tuple(d + 1 for d in n.attrs["dims"]),
+                                                            keepdim=n.attrs["keepdim"]), _matrix_sum),
+    "reshape": KernelRule(_step_reshape, lambda n, x, k, B: x.reshape(B, *n.attrs["shape"]), _matrix_layout),
+    "permute": KernelRule(_step_permute, lambda n, x, k, B: x.permute(0, *(d + 1 for d in n.attrs["dims"])),
+                          _matrix_layout),
+    "scale": KernelRule(_step_scale),
+    "add": KernelRule(_step_pass),
+}  # op -> its rule in a one-kernel projection (snncc_lava.ops registers it as the LoihiOp's `kernel`)
 
 
 @dataclass
@@ -104,24 +231,13 @@ class KernelPath:
     def apply(self, s: np.ndarray, kernel: np.ndarray) -> np.ndarray:
         """(B, N_source) -> (B, N_target) float64: the chain with `kernel` in place of the weight (no
         bias), means as sums; exact for integer kernels and inputs while sums stay below 2**53."""
-        import torch.nn.functional as F
-
         B = s.shape[0]
         x = torch.as_tensor(np.asarray(s, np.float64)).reshape((B,) + tuple(self.leaf_shape))
         k = torch.as_tensor(np.asarray(kernel, np.float64))
         for n in self.chain:
-            if n.op == "reshape":
-                x = x.reshape(B, *n.attrs["shape"])
-            elif n.op == "permute":
-                x = x.permute(0, *(d + 1 for d in n.attrs["dims"]))
-            elif n.op == "mean":
-                x = x.sum(dim=tuple(d + 1 for d in n.attrs["dims"]), keepdim=n.attrs["keepdim"])
-            elif n.op == "conv":
-                a = n.attrs
-                fn = F.conv2d if k.dim() == 4 else F.conv1d
-                x = fn(x, k, None, a["stride"], a["padding"], a["dilation"], a["groups"])
-            elif n.op == "linear":
-                x = F.linear(x, k)
+            rule = loihi_op(n).kernel
+            if rule.apply is not None:
+                x = rule.apply(n, x, k, B)
         if self.op is None:
             x = x * k
         return x.reshape(B, -1).numpy()
@@ -129,19 +245,12 @@ class KernelPath:
     def matrix(self, g: Graph, kernel: np.ndarray) -> sp.csr_matrix:
         """The explicit (N_target, N_source) matrix of the chain with `kernel` (means as sums):
         every entry is one kernel entry."""
-        import dataclasses
-
         m = sp.identity(math.prod(self.leaf_shape), format="csr", dtype=np.float64)
         for n in self.chain:
-            if n.op in ("add", "scale"):  # scales are folded into the kernel
+            rule = loihi_op(n).kernel
+            if rule.matrix is None:  # adds, and scales (folded into the kernel)
                 continue
-            if n.op in WEIGHTED_OPS:
-                n = dataclasses.replace(n, params={**n.params, "weight": np.asarray(kernel, np.float64)})
-            A = op_matrix(g, n)
-            if n.op == "mean":
-                A = A.copy()
-                A.data[:] = 1.0
-            m = (A @ m).tocsr()
+            m = (rule.matrix(g, n, kernel) @ m).tocsr()
         if self.op is None:
             m = m * float(kernel)
         m = m.tocsr()
@@ -166,47 +275,12 @@ def kernel_path(g: Graph, tree: list[Node], leaf: str, root: str) -> KernelPath 
         prev = n.name
     if prev != root:
         return None
-    op, factor, fa, channel = None, 1.0, None, None  # fa: the axis holding the weighted op's output features
-    for n in chain:
-        in_shape = tuple(g[n.inputs[0]].shape)
-        if n.op in WEIGHTED_OPS:
-            if op is not None:
-                return None
-            op = n
-            fa = 0 if n.op == "conv" else len(n.shape) - 1
-        elif n.op == "mean":
-            dims = sorted(d % len(in_shape) for d in n.attrs["dims"])
-            if op is not None:  # a mean after the kernel sums its outputs over positions: one kernel
-                # entry per synapse only for a linear / 1x1 conv and never over its output features
-                if fa == -1 or fa in dims or (op.op == "conv" and math.prod(np.shape(op.params["weight"])[2:]) != 1):
-                    return None
-                if not n.attrs.get("keepdim", False):
-                    fa -= sum(d < fa for d in dims)
-            factor /= math.prod(in_shape[d] for d in dims)
-        elif n.op == "permute" and fa is not None and fa >= 0:
-            fa = list(n.attrs["dims"]).index(fa)
-        elif n.op == "reshape" and fa is not None and fa >= 0:
-            out = tuple(n.shape)
-            if fa == 0 and out[:1] == in_shape[:1]:
-                fa = 0
-            elif fa == len(in_shape) - 1 and out[-1:] == in_shape[-1:]:
-                fa = len(out) - 1
-            else:
-                fa = -1  # features mixed with positions: a later mean cannot be checked
-        elif n.op == "scale":  # scalar, or per output feature of the op (a layer scale): folded
-            f = np.asarray(n.params["factor"], np.float64)
-            if f.size == 1:
-                factor *= float(f.reshape(-1)[0])
-                continue
-            shape = (1,) * (len(n.shape) - f.ndim) + f.shape
-            if op is None or fa is None or fa < 0 or len(shape) != len(n.shape) or shape[fa] != n.shape[fa] \
-                    or any(d != 1 for i, d in enumerate(shape) if i != fa):
-                return None
-            f = f.reshape(-1)
-            channel = f if channel is None else channel * f
-        elif n.op not in LAYOUT_OPS + ("add",):
+    st = _KernelState()
+    for n in chain:  # each op's KernelRule; an op without one (pools, upsampling, ...) is no kernel
+        rule = loihi_op(n).kernel
+        if rule is None or not rule.step(st, n, tuple(g[n.inputs[0]].shape)):
             return None
-    return KernelPath(tuple(g[leaf].shape), chain, op, factor, channel)
+    return KernelPath(tuple(g[leaf].shape), chain, st.op, st.factor, st.channel)
 
 
 @dataclass
@@ -331,11 +405,10 @@ def max_pool_matrix(g: Graph, n: Node) -> tuple[str, sp.csr_matrix]:
     return src, w
 
 
-def pool_nodes(g: Graph, encoding: bool = False) -> list[Node]:
+def pool_nodes(g: Graph) -> list[Node]:
     """The max pools of spikes of `g` (graph order): each is a `MaxPool` of the network. A max pool
-    of a current (host domain: the input's encoding) is part of the host current (`host_currents`);
-    `encoding=True` lists those too."""
-    return [n for n in g.nodes if n.op == "max_pool" and (encoding or n.kind == "spike")]
+    of a current (host domain: the input's encoding) is part of the host current (`host_currents`)."""
+    return [n for n in g.nodes if loihi_op(n).or_pool and n.kind == "spike"]
 
 
 def graded_problems(g: Graph, emit: str) -> list[str]:
@@ -384,9 +457,9 @@ def tree_nodes(g: Graph, consumer: Node, products: bool = False) -> tuple[list[N
     while stack:
         name = stack.pop()
         n = g[name]
+        op = loihi_op(n)
         host_max = n.spec.host_only and n.kind != "spike"  # a max of the input's encoding: in the host's tree
-        if (n.op in ("fire", "relay", "input", "max_pool") and not host_max) or \
-                (products and n.op == "spike_product"):
+        if (op.leaf and not host_max) or (products and op.product):
             if name not in leaves:
                 leaves.append(name)
             continue
@@ -447,7 +520,7 @@ def tree_matrices(g: Graph, consumer: Node, only: set | None = None) -> dict[str
         return sp.identity(math.prod(g[leaf].shape), format="csr")
 
     for n in tree:
-        if n.op == "add":
+        if loihi_op(n).merge:
             acc: dict = {}
             for i in n.inputs:
                 for leaf, m in vals[i].items():
@@ -476,7 +549,7 @@ def operand_path(g: Graph, name: str) -> tuple[str, list[Node]]:
     while n.op in LAYOUT_OPS:
         path.append(n)
         n = g[n.inputs[0]]
-    return (n.name if n.op == "fire" else ""), path[::-1]
+    return (n.name if loihi_op(n).neuron else ""), path[::-1]
 
 
 def operand_index(g: Graph, name: str) -> Operand:
@@ -490,35 +563,65 @@ def operand_index(g: Graph, name: str) -> Operand:
     return Operand(src, v.reshape(-1).numpy().astype(np.int64), tuple(g[name].shape))
 
 
+def _check_product(g: Graph, n: Node) -> list[str]:
+    return [f"node {n.name}: spike_product operand {i} is not a neuron population (through reshape/permute "
+            f"only); the SpikeProduct process reads populations" for i in n.inputs if not operand_path(g, i)[0]]
+
+
+def _check_fire(g: Graph, n: Node) -> list[str]:
+    a = n.attrs
+    if a["norm"] != 1.0 or a["rounding"] not in ("floor", "strict"):
+        return [f"node {n.name}: fire with norm={a['norm']} rounding={a['rounding']}; "
+                f"the graph is not in synaptic normal form (run the deploy pipeline)"]
+    missing = [f for f in neuron_features(a) if f not in LAVA_NEURON_FEATURES]
+    if missing:
+        return [f"node {n.name}: neuron {neuron_model(a)}; snncc's Lava neuron (WindowBurstIF) "
+                f"subtracts theta per spike (before or after the leak) or resets to beta: its "
+                f"{' and '.join(missing)} are not implemented"]
+    return []
+
+
 def unsupported(g: Graph) -> list[str]:
     """Rules the deployed graph breaks for this lowering, one line each, naming the node."""
     out = []
     if len(g.inputs) != 1:
         out.append(f"graph has {len(g.inputs)} inputs; the Lava lowering takes exactly one")
     for n in g.nodes:
-        if n.op == "spike_product":
-            for i in n.inputs:
-                if not operand_path(g, i)[0]:
-                    out.append(f"node {n.name}: spike_product operand {i} is not a neuron population "
-                               f"(through reshape/permute only); the SpikeProduct process reads populations")
-        elif n.op == "batchnorm":
-            out.append(f"node {n.name}: batchnorm is not folded; run the deploy pipeline first")
-        elif n.op == "fire":
-            a = n.attrs
-            if a["norm"] != 1.0 or a["rounding"] not in ("floor", "strict"):
-                out.append(f"node {n.name}: fire with norm={a['norm']} rounding={a['rounding']}; "
-                           f"the graph is not in synaptic normal form (run the deploy pipeline)")
-            elif [f for f in neuron_features(a) if f not in LAVA_NEURON_FEATURES]:
-                missing = [f for f in neuron_features(a) if f not in LAVA_NEURON_FEATURES]
-                out.append(f"node {n.name}: neuron {neuron_model(a)}; snncc's Lava neuron (WindowBurstIF) "
-                           f"subtracts theta per spike (before or after the leak) or resets to beta: its "
-                           f"{' and '.join(missing)} are not implemented")
+        c = registry.cell(n.op, "loihi")
+        if c is None or c.refused:
+            out.append(f"node {n.name}: {n.op}: " + (c.why if c else "no Loihi lowering registered (snncc_lava.ops)"))
+        elif c.impl.check is not None:
+            out += c.impl.check(g, n)
     if not g.neurons():
         out.append("graph has no neuron population")
     return out
 
 
 BYTES_PER_SYNAPSE = 24  # building a scipy sparse matrix: COO int64 row + col + float64 value per entry
+
+
+def _synapses_conv(g: Graph, n: Node) -> int:
+    return int(np.prod(n.shape)) * int(np.prod(n.params["weight"].shape[1:]))
+
+
+def _synapses_linear(g: Graph, n: Node) -> int:
+    return int(np.prod(n.shape)) * int(n.params["weight"].shape[1])
+
+
+def _synapses_pool(g: Graph, n: Node) -> int:
+    return int(np.prod(n.shape)) * int(np.prod(n.attrs["kernel"]))
+
+
+def _synapses_out(g: Graph, n: Node) -> int:  # one per output (nearest upsampling)
+    return int(np.prod(n.shape))
+
+
+def _synapses_bilinear(g: Graph, n: Node) -> int:  # at most 2 x 2 taps per output
+    return 4 * int(np.prod(n.shape))
+
+
+def _synapses_in(g: Graph, n: Node) -> int:  # one per input (offset, mean)
+    return int(np.prod(g[n.inputs[0]].shape))
 
 
 def materialised_synapses(g: Graph, nodes=None) -> int:
@@ -529,21 +632,9 @@ def materialised_synapses(g: Graph, nodes=None) -> int:
     convolutions as shared kernels instead and never builds these matrices)."""
     total = 0
     for n in g.nodes if nodes is None else nodes:
-        if n.op == "conv":
-            w = n.params["weight"]
-            total += int(np.prod(n.shape)) * int(np.prod(w.shape[1:]))
-        elif n.op == "linear":
-            total += int(np.prod(n.shape)) * int(n.params["weight"].shape[1])
-        elif n.op == "pool":
-            total += int(np.prod(n.shape)) * int(np.prod(n.attrs["kernel"]))
-        elif n.op == "upsample":
-            total += int(np.prod(n.shape))
-        elif n.op == "bilinear":  # at most 2 x 2 taps per output
-            total += 4 * int(np.prod(n.shape))
-        elif n.op == "offset":
-            total += int(np.prod(g[n.inputs[0]].shape))
-        elif n.op == "mean":
-            total += int(np.prod(g[n.inputs[0]].shape))
+        count = loihi_op(n).synapses
+        if count is not None:
+            total += count(g, n)
     if nodes is None:  # the max pools' sum-pool synapses (their windows: leaves, never inside a tree)
         total += sum(int(np.prod(n.shape)) * int(np.prod(n.attrs["kernel"])) for n in pool_nodes(g))
     return total
@@ -556,7 +647,7 @@ def matrix_form_nodes(g: Graph) -> list[Node]:
     host = {n.name for n in g.inputs if n.kind != "spike"}
     out: dict[str, Node] = {}
     for c in g.nodes:
-        if c.op not in ("fire", "relay", "output"):
+        if not loihi_op(c).consumer:
             continue
         tree, leaves = tree_nodes(g, c, products=True)
         for leaf in leaves:
@@ -583,21 +674,34 @@ def memory_problems(g: Graph, nodes=None) -> list[str]:
     return []
 
 
-def population(n: Node, D: int, level: int, host: bool, ev: TreeEvaluator) -> Population:
-    """The population of fire or relay node n at `level`; `host`: its current (constant included)
-    is streamed in from the host, else the tree's constant is the population's own."""
+def _bias_and_const(n: Node, host: bool, ev: TreeEvaluator) -> tuple[np.ndarray, np.ndarray]:
     size = math.prod(n.shape)
     bias = n.params.get("bias")
     bias = np.zeros(size) if bias is None else np.broadcast_to(bias, n.shape).reshape(-1).astype(np.float64)
     const = np.zeros(size) if host else ev.constant(n)  # host currents carry the constant
-    cap = int(n.attrs["D"])  # at most this many spikes per window of D sub-steps (D: the network's window)
-    if n.op == "relay":
-        return Population(n.name, n.shape, cap, 1.0, 0.0, bias, const, False, level, level * (D + 1), host,
-                          relay=True)
-    return Population(n.name, n.shape, cap, float(n.attrs["theta"]), float(n.attrs["beta"]), bias,
+    return bias, const
+
+
+def _relay_population(n: Node, D: int, level: int, host: bool, ev: TreeEvaluator) -> Population:
+    bias, const = _bias_and_const(n, host, ev)
+    return Population(n.name, n.shape, int(n.attrs["D"]), 1.0, 0.0, bias, const, False, level, level * (D + 1), host,
+                      relay=True)
+
+
+def _fire_population(n: Node, D: int, level: int, host: bool, ev: TreeEvaluator) -> Population:
+    """`D`: the network's window (sub-steps); the population fires at most its own D per window."""
+    bias, const = _bias_and_const(n, host, ev)
+    return Population(n.name, n.shape, int(n.attrs["D"]), float(n.attrs["theta"]), float(n.attrs["beta"]), bias,
                       const, bool(n.attrs["stateful"]), level, level * (D + 1), host, leak=float(n.attrs["leak"]),
                       reset="leak_first" if n.attrs["leak_first"] else n.attrs["reset"],
                       strict=n.attrs["rounding"] == "strict")
+
+
+def population(n: Node, D: int, level: int, host: bool, ev: TreeEvaluator) -> Population:
+    """The population of fire or relay node n at `level` (its op's registered builder); `host`: its
+    current (constant included) is streamed in from the host, else the tree's constant is the
+    population's own."""
+    return loihi_op(n).population(n, D, level, host, ev)
 
 
 def build(g: Graph, explicit: bool = True) -> Network:
@@ -644,7 +748,7 @@ def build(g: Graph, explicit: bool = True) -> Network:
         mats = tree_matrices(g, consumer, need) if need else {}
         out = []
         for s in spikes:
-            out.append(Projection(s, consumer.name if consumer.op != "output" else "output",
+            out.append(Projection(s, consumer.name if loihi_op(consumer).population else "output",
                                   mats.get(s), (level - levels[s] - 1) * (D + 1), [n.name for n in tree], paths[s]))
         return host, level, out
 
@@ -655,7 +759,7 @@ def build(g: Graph, explicit: bool = True) -> Network:
             lv = source_level(src) + 1
             pools[n.name] = MaxPool(n.name, tuple(n.shape), src, w, lv, lv * (D + 1))
             continue
-        if n.op not in ("fire", "relay"):
+        if loihi_op(n).population is None:
             continue
         host, level, p = wire(n)
         pops[n.name] = population(n, D, level, host, ev)

@@ -74,14 +74,16 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 import h5py
 import numpy as np
 
 from snncc.errors import TargetError, name_list
+from snncc.ir import registry
 from snncc.ir.graph import Graph
 from snncc_lava.fixed import W_MIN, QNetwork, quantize
-from snncc_lava.network import Network, build, pool_nodes, tree_nodes
+from snncc_lava.network import Network, build, tree_nodes
 
 FORMAT = "snncc-netx/1"
 TYPES = ("input", "conv", "flatten", "dense")
@@ -89,7 +91,6 @@ NEURON = {"type": "CUBA", "iDecay": 4096, "vDecay": 0, "refDelay": 1, "gradedSpi
 HOST_MESSAGE_BITS = 24  # graded input: the host's 24-bit encoding activations
 SPIKE_MESSAGE_BITS = 8  # graded input: spike counts per timestep
 BIAS_MIN, BIAS_MAX = -4096, 4095  # Lava LIF bias_mant: 13-bit signed
-POOL_OPS = ("pool", "mean")
 INPUT_ONCE = ("netx's input enters the first layer only (shortcuts are carried from neuron layers; "
               "the network input is not a population of threshold copies)")
 MAX_GROUPS = 127  # Lava's Conv process model holds `groups` as np.int8 (lava/proc/conv/models.py)
@@ -132,6 +133,74 @@ def _main(code: int, shape: tuple, copies: int) -> Held:
     return Held(np.full(idx.shape, code), idx.copy(), cp.copy())
 
 
+# ---- the op registry's "netx" column: what each op becomes in a netx layer list -------------------
+registry.column("netx", "target", "lava-dl netx HDF5 export (loihi netx=true, snncc export-netx): each op's part "
+                "in a netx layer, or why netx cannot say it", "snncc_lava.netx")
+
+
+@dataclass(frozen=True)
+class NetxOp:
+    """An op in the netx export: `population` (a neuron population: threshold copies of a layer),
+    `dense` (a dense layer: pooling before it folds into its weights), `pooling` (sums over
+    positions: only a dense layer after it can take it), `geometry(node)` (a conv's (stride,
+    padding, kernel, dilation) candidate for the consumer's conv layer, None when it is none),
+    `groups(node)` (the groups a conv layer may keep), `check(g, node)` (its problems, one line each)."""
+
+    population: bool = False
+    dense: bool = False
+    pooling: bool = False
+    geometry: Callable | None = None
+    groups: Callable | None = None
+    check: Callable | None = None
+
+
+_REFUSED = NetxOp()  # a refused op plays no part; `problems` names it with its reason
+
+
+def netx_op(n) -> NetxOp:
+    c = registry.cell(n.op, "netx")
+    return _REFUSED if c is not None and c.refused else registry.lookup(n.op, "netx", where=f"node {n.name}")
+
+
+def _refused(n) -> bool:
+    c = registry.cell(n.op, "netx")
+    return c is None or c.refused
+
+
+def _check_fire(g: Graph, n) -> list[str]:
+    if n.attrs["stateful"]:
+        return [f"node {n.name}: stateful neuron (membrane carried across timesteps) -- netx's CUBA "
+                f"resets to zero on a spike, snncc keeps v - n * theta"]
+    return []
+
+
+def _conv_geometry(t):
+    if t.params["weight"].ndim != 4:
+        return None
+    a = t.attrs
+    return tuple(a["stride"]), tuple(a["padding"]), tuple(t.params["weight"].shape[2:]), tuple(a["dilation"])
+
+
+_HERE = "snncc_lava.netx"
+registry.implement("input", NetxOp(), target="netx", where=f"{_HERE} (the 'input' layer)")
+registry.implement("fire", NetxOp(population=True, check=_check_fire), target="netx",
+                   where=f"{_HERE} (a layer of D binary CUBA threshold copies per neuron)")
+registry.implement("output", NetxOp(), target="netx", where=f"{_HERE} (the last layer, read as the output)")
+registry.implement("conv", NetxOp(geometry=_conv_geometry, groups=lambda t: int(t.attrs.get("groups", 1))),
+                   target="netx", where=f"{_HERE}._conv_layer (a 'conv' layer)")
+registry.implement("linear", NetxOp(dense=True), target="netx", where=f"{_HERE} (a 'dense' layer)")
+registry.implement("pool", NetxOp(pooling=True), target="netx",
+                   where=f"{_HERE} (folded into the dense layer after it; refused before a conv layer)")
+registry.implement("mean", NetxOp(pooling=True), target="netx",
+                   where=f"{_HERE} (folded into the dense layer after it; refused before a conv layer)")
+for _op in ("add", "scale", "reshape", "permute", "upsample", "bilinear", "offset"):
+    registry.implement(_op, NetxOp(), target="netx", where=f"{_HERE} (composed into the consumer layer's weights)")
+registry.refuse("spike_product", target="netx", why="spike_product (attention) -- netx has no multiplicative layer")
+registry.refuse("relay", target="netx", why="relay (residual-stream accumulator, graded) -- netx has no relay layer")
+registry.refuse("max_pool", target="netx", why="max pooling of spikes -- netx has no max-pool layer")
+registry.refuse("batchnorm", "pad", target="netx", why=registry.NOT_DEPLOYED)
+
+
 def problems(g: Graph) -> list[str]:
     """Every node netx cannot express, one line each (empty: exportable)."""
     out = []
@@ -139,30 +208,26 @@ def problems(g: Graph) -> list[str]:
     in_name = g.inputs[0].name if len(g.inputs) == 1 else None
     if in_name is None:
         out.append(f"graph has {len(g.inputs)} inputs; netx takes one")
-    for n in g.nodes:
-        if n.op == "fire" and n.attrs["stateful"]:
-            out.append(f"node {n.name}: stateful neuron (membrane carried across timesteps) -- netx's CUBA "
-                       f"resets to zero on a spike, snncc keeps v - n * theta")
-        if n.op == "spike_product":
-            out.append(f"node {n.name}: spike_product (attention) -- netx has no multiplicative layer")
-        elif n.op == "relay":
-            out.append(f"node {n.name}: relay (residual-stream accumulator, graded) -- netx has no relay layer")
-    out += [f"node {n.name}: max pooling of {'spikes' if n.kind == 'spike' else 'the input encoding'} -- netx has "
-            f"no max-pool layer" for n in pool_nodes(g, encoding=True)]
+    for n in g.nodes:  # each op's check, or the reason its netx cell refuses it
+        if _refused(n):
+            c = registry.cell(n.op, "netx")
+            out.append(f"node {n.name}: " + (c.why if c else f"{n.op} has no netx cell (snncc_lava.netx)"))
+        elif netx_op(n).check is not None:
+            out += netx_op(n).check(g, n)
     fires = g.neurons()
     out += [f"node {n.name}: D = {n.attrs['D']} beside {fires[0].name}'s D = {fires[0].attrs['D']} -- the export "
             f"writes D threshold copies per neuron, one D per file" for n in fires if n.attrs["D"] != fires[0].attrs["D"]]
-    consumers = [n for n in g.nodes if n.op == "fire"] + [g.output]
+    consumers = [n for n in g.nodes if netx_op(n).population] + [g.output]
     for i, c in enumerate(consumers):
         tree, leaves = tree_nodes(g, c)
-        if any(t.op == "spike_product" for t in tree):
-            pass  # named by its spike_product node
+        if any(_refused(t) for t in tree):
+            pass  # named by its refused node (a spike product)
         elif in_name in leaves and (i > 0 or len(leaves) > 1):
             others = [s for s in leaves if s != in_name]
             out.append(f"node {c.name}: reads the network input ({in_name})" + (f" beside {', '.join(others)}" if others
                        else f" after {consumers[0].name}") + f" -- {INPUT_ONCE}")
         for t in tree:  # a dense layer (1-D consumer) takes any pooling into its matrix; a conv layer cannot
-            if t.op in POOL_OPS and len(c.shape) > 1 and not _folds_into_linear(g, t, {x.name for x in tree}):
+            if netx_op(t).pooling and len(c.shape) > 1 and not _folds_into_linear(g, t, {x.name for x in tree}):
                 out.append(f"node {t.name}: {t.op} pooling feeding {c.name} -- netx has no pooling layer "
                            f"(only pooling that ends in a dense layer folds into its weights)")
     return sorted(set(out), key=lambda s: (order.get(s.split(":")[0].removeprefix("node "), -1), s))
@@ -173,7 +238,7 @@ def _folds_into_linear(g: Graph, node, tree: set[str]) -> bool:
     users = [u for u in g.users()[node.name] if u.name in tree]
     if not users:
         return False
-    return all(u.op == "linear" or _folds_into_linear(g, u, tree) for u in users)
+    return all(netx_op(u).dense or _folds_into_linear(g, u, tree) for u in users)
 
 
 def _carry_weight(c, vth: int) -> int:
@@ -207,7 +272,7 @@ def layers(g: Graph, net: Network | None = None, qnet: QNetwork | None = None) -
                           where="netx export")
     D = net.D
     in_node = g.inputs[0]
-    fires = [n for n in g.nodes if n.op == "fire"]
+    fires = [n for n in g.nodes if netx_op(n).population]
     host = [c for c in fires if qnet.populations[c.name].host_input]
     if not fires or net.output_host:
         raise TargetError("the output reads the host input directly; netx has no neuron to run", where="netx export")
@@ -229,7 +294,7 @@ def layers(g: Graph, net: Network | None = None, qnet: QNetwork | None = None) -
             last[s] = m
     held = _main(0, in_shape, 1)
     for m, c in enumerate(consumers):
-        fire = c.op == "fire"
+        fire = netx_op(c).population
         q = qnet.populations.get(c.name)
         copies = D if fire else 1
         carry = [i + 1 for i in range(m) if last.get(names[i + 1], -1) > m]  # earlier populations read after m
@@ -333,10 +398,9 @@ def _geometries(g: Graph, c, held_hw: tuple, coo) -> list[tuple]:
     tree, _ = tree_nodes(g, c)
     cands = []
     for t in tree:
-        if t.op == "conv" and t.params["weight"].ndim == 4:
-            a = t.attrs
-            cands.append((tuple(a["stride"]), tuple(a["padding"]), tuple(t.params["weight"].shape[2:]),
-                          tuple(a["dilation"])))
+        geometry = netx_op(t).geometry
+        if geometry is not None and geometry(t) is not None:
+            cands.append(geometry(t))
     cands.sort(key=lambda k: -k[2][0] * k[2][1])
     (Hi, Wi), (Ho, Wo) = held_hw, tuple(c.shape[1:])
     _, y, x, _, yy, xx, _ = coo
@@ -454,7 +518,7 @@ def _conv_layer(g: Graph, c, names: list[str], held: Held, mats: dict, carry: li
                                                       for ch, qy, qx in phases]) for a in ("pop", "idx", "copy")))
     groups = 1
     if not carried.size:  # a grouped conv (depthwise) stays grouped: Lava's Conv model keeps groups in int8
-        gs = {int(t.attrs.get("groups", 1)) for t in tree_nodes(g, c)[0] if t.op == "conv"}
+        gs = {netx_op(t).groups(t) for t in tree_nodes(g, c)[0] if netx_op(t).groups is not None}
         for G in sorted((d for d in range(MAX_GROUPS, 1, -1) if gs and all(x % d == 0 for x in gs)), reverse=True):
             if w.shape[0] % G or Cin % G:
                 continue

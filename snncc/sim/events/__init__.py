@@ -11,13 +11,13 @@ Modules:
 - `runner`: the event loop (event orders, firing policies, emission, max pools of spikes, centre-SSC
   gate state);
 - `kernels`: the compiled (numba) delivery kernels the runner calls for every step;
-- `result`: `EventResult` and the agreement with the integer model;
-- `support`: which ops it runs and why it refuses the others (the op registry's "event" column).
+- `result`: `EventResult` and the agreement with the integer model.
+Each op's behaviour in the address tables (its map, whether it is a leaf, a consumer, a merge, a
+max pool, an SSC gate) is its `address.EventOp` cell in the op registry's "event" column.
 Real event recordings (tonic-style `x, y, t, p` arrays) are read, binned and run in real time by
 `snncc.sim.event_streams`.
 """
 
-from snncc.sim.events import support as _support  # noqa: F401  (the op registry's "event" column)
 from snncc.sim.events.address import AddressTable, EventNetwork, build_network, op_matrix, projection_matrix
 from snncc.sim.events.result import Agreement, EventResult, compare
 from snncc.sim.events.runner import ORDERS, POLICIES, simulate

@@ -1,7 +1,9 @@
 """Address maps of the event-driven simulator: the deployed graph (synaptic normal form, docs/design.md §2)
 composed into one CSR table per spike source.
 
-Owns `op_matrix` (the per-op sparse map, shared with the Lava backend), `projection_matrix`
+Owns the op registry's "event" column (`EventOp`: per op, its sparse map and its role in the
+tables: leaf, consumer, merge, max pool, SSC gate), `op_matrix` (the per-op sparse map, shared
+with the Lava backend), `projection_matrix`
 (stable API: the composed (N_consumer, N_source) scipy csr matrix of one consumer with respect to
 one spike leaf), `build_network` and the types `AddressTable`, `EventNetwork`; plus the per-slot
 constants (biases) and the dense host currents of a real-valued input.
@@ -46,6 +48,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import scipy.sparse as sp
@@ -53,9 +56,37 @@ import torch
 
 from snncc.errors import SnnccError
 from snncc.ir.deployed import check_deployed
+from snncc.ir import registry
 from snncc.ir.graph import Graph, Node
 from snncc.ir.ops import NEURON_FEATURES, SPIKE, bilinear_weights
 from snncc.sim.reference import Interpreter
+
+
+# ---- per-op behaviour: the op registry's "event" column ------------------------------------------
+registry.column("event", "executor", "the event-driven simulator of deployed graphs (compact address tables)",
+                "snncc.sim.events")
+
+
+@dataclass(frozen=True)
+class EventOp:
+    """The event simulator's behaviour of one op (its cell in the op registry): what a node of the op
+    is to the address tables. Registered below, one cell per op; `event_op` reads it."""
+
+    matrix: Callable | None = None  # (node, input shape) -> (N_out, N_in) csr map on its first input
+    merge: bool = False  # sums the maps of its inputs (add)
+    leaf: bool = False  # a source of current trees, never walked through: its value is its own
+    consumer: bool = False  # owns slots: integrates the current tree of its input
+    neuron: bool = False  # its slots carry a fire population's parameters (theta, D, beta, leak, bias)
+    graded: bool = False  # sends graded values: owns a table whatever its kind (a relay)
+    pool_map: Callable | None = None  # (graph, node) -> MaxPoolMap: a max of its source's counts
+    gated: bool = False  # centre SSC gates its output per site; static SSC masks drop its rows
+    keeps_sites: Callable | None = None  # (graph, node) -> bool: keeps a spike leaf's sites (before a gate)
+    after_gate: Callable | None = None  # (graph, node) -> bool: may follow a centre-gated op
+
+
+def event_op(n: Node) -> EventOp:
+    """The registered behaviour of `n`'s op; one line naming the node when the simulator refuses it."""
+    return registry.lookup(n.op, "event", where=f"node {n.name}")
 
 
 # ---- per-op sparse matrices (n_out x n_in, flattened C order, per sample) -----------------------
@@ -129,50 +160,69 @@ def _pool_matrix(n: Node, in_shape: tuple) -> sp.csr_matrix:
     return _coo(rows, cols, vals, C * Ho * Wo, C * H * W)
 
 
+def _linear_matrix(n: Node, in_shape: tuple) -> sp.csr_matrix:
+    P = math.prod(in_shape) // in_shape[-1]
+    return sp.kron(sp.identity(P, format="csr"), sp.csr_matrix(n.params["weight"]), format="csr")
+
+
+def _mean_matrix(n: Node, in_shape: tuple) -> sp.csr_matrix:
+    n_in, n_out = math.prod(in_shape), math.prod(n.shape)
+    dims = n.attrs["dims"]
+    idx = np.unravel_index(np.arange(n_in), in_shape)
+    keep = [i for i in range(len(in_shape)) if i not in dims]
+    oshape = tuple(in_shape[i] for i in keep)
+    out = np.ravel_multi_index(tuple(idx[i] for i in keep), oshape) if keep else np.zeros(n_in, dtype=np.int64)
+    k = math.prod(in_shape[d] for d in dims)
+    return sp.csr_matrix((np.full(n_in, 1.0 / k), (out, np.arange(n_in))), shape=(n_out, n_in))
+
+
+def _upsample_matrix(n: Node, in_shape: tuple) -> sp.csr_matrix:
+    n_in, n_out = math.prod(in_shape), math.prod(n.shape)
+    (sh, sw), (C, H, W) = n.attrs["scale"], in_shape
+    src = np.arange(n_in).reshape(C, H, 1, W, 1)
+    cols = np.broadcast_to(src, (C, H, sh, W, sw)).ravel()  # output (c, y, x) reads (c, y // sh, x // sw)
+    return sp.csr_matrix((np.ones(n_out), (np.arange(n_out), cols)), shape=(n_out, n_in))
+
+
+def _bilinear_matrix(n: Node, in_shape: tuple) -> sp.csr_matrix:
+    """kron(I_C, Ah, Aw): each output reads its 2 x 2 source neurons, fractional weights."""
+    (C, H, W), (Ho, Wo), ac = in_shape, n.attrs["size"], n.attrs["align_corners"]
+    hw = sp.kron(sp.csr_matrix(bilinear_weights(H, Ho, ac)), sp.csr_matrix(bilinear_weights(W, Wo, ac)))
+    return sp.kron(sp.identity(C, format="csr"), hw, format="csr")
+
+
+def _offset_matrix(n: Node, in_shape: tuple) -> sp.csr_matrix:
+    n_in, n_out = math.prod(in_shape), math.prod(n.shape)
+    a = n.attrs
+    idx = np.arange(n_out).reshape(n.shape)
+    rows = idx.take(np.arange(a["at"], a["at"] + in_shape[a["axis"]]), axis=a["axis"]).ravel()
+    return sp.csr_matrix((np.ones(n_in), (rows, np.arange(n_in))), shape=(n_out, n_in))
+
+
+def _reshape_matrix(n: Node, in_shape: tuple) -> sp.csr_matrix:
+    return sp.identity(math.prod(in_shape), format="csr")
+
+
+def _permute_matrix(n: Node, in_shape: tuple) -> sp.csr_matrix:
+    n_in, n_out = math.prod(in_shape), math.prod(n.shape)
+    perm = np.arange(n_in).reshape(in_shape).transpose(n.attrs["dims"]).ravel()
+    return sp.csr_matrix((np.ones(n_in), (np.arange(n_in), perm)), shape=(n_out, n_in))
+
+
+def _scale_matrix(n: Node, in_shape: tuple) -> sp.csr_matrix:
+    f = np.broadcast_to(n.params["factor"], n.shape).ravel()
+    return sp.diags(f, format="csr")
+
+
 def op_matrix(g: Graph, n: Node) -> sp.csr_matrix:
     """The (N_out, N_in) sparse map of one linear op on its first input (conv with stride/padding/
     dilation/groups, linear, pool, nearest upsampling, mean, scale, offset, reshape, permute): the
-    per-op address map every composed projection is made of (here and in the Lava backend)."""
-    in_shape = g[n.inputs[0]].shape
-    n_in, n_out = math.prod(in_shape), math.prod(n.shape)
-    if n.op == "conv":
-        return _conv_matrix(n, in_shape)
-    if n.op == "pool":
-        return _pool_matrix(n, in_shape)
-    if n.op == "linear":
-        P = n_in // in_shape[-1]
-        return sp.kron(sp.identity(P, format="csr"), sp.csr_matrix(n.params["weight"]), format="csr")
-    if n.op == "mean":
-        dims = n.attrs["dims"]
-        idx = np.unravel_index(np.arange(n_in), in_shape)
-        keep = [i for i in range(len(in_shape)) if i not in dims]
-        oshape = tuple(in_shape[i] for i in keep)
-        out = np.ravel_multi_index(tuple(idx[i] for i in keep), oshape) if keep else np.zeros(n_in, dtype=np.int64)
-        k = math.prod(in_shape[d] for d in dims)
-        return sp.csr_matrix((np.full(n_in, 1.0 / k), (out, np.arange(n_in))), shape=(n_out, n_in))
-    if n.op == "upsample":
-        (sh, sw), (C, H, W) = n.attrs["scale"], in_shape
-        src = np.arange(n_in).reshape(C, H, 1, W, 1)
-        cols = np.broadcast_to(src, (C, H, sh, W, sw)).ravel()  # output (c, y, x) reads (c, y // sh, x // sw)
-        return sp.csr_matrix((np.ones(n_out), (np.arange(n_out), cols)), shape=(n_out, n_in))
-    if n.op == "bilinear":  # kron(I_C, Ah, Aw): each output reads its 2 x 2 source neurons, fractional weights
-        (C, H, W), (Ho, Wo), ac = in_shape, n.attrs["size"], n.attrs["align_corners"]
-        hw = sp.kron(sp.csr_matrix(bilinear_weights(H, Ho, ac)), sp.csr_matrix(bilinear_weights(W, Wo, ac)))
-        return sp.kron(sp.identity(C, format="csr"), hw, format="csr")
-    if n.op == "offset":
-        a = n.attrs
-        idx = np.arange(n_out).reshape(n.shape)
-        rows = idx.take(np.arange(a["at"], a["at"] + in_shape[a["axis"]]), axis=a["axis"]).ravel()
-        return sp.csr_matrix((np.ones(n_in), (rows, np.arange(n_in))), shape=(n_out, n_in))
-    if n.op == "reshape":
-        return sp.identity(n_in, format="csr")
-    if n.op == "permute":
-        perm = np.arange(n_in).reshape(in_shape).transpose(n.attrs["dims"]).ravel()
-        return sp.csr_matrix((np.ones(n_in), (np.arange(n_in), perm)), shape=(n_out, n_in))
-    if n.op == "scale":
-        f = np.broadcast_to(n.params["factor"], n.shape).ravel()
-        return sp.diags(f, format="csr")
-    raise SnnccError(f"op {n.op} has no address map", where=f"node {n.name}")
+    per-op address map every composed projection is made of (here and in the Lava backend). Each
+    op's map is its `EventOp.matrix` in the op registry's "event" column."""
+    m = event_op(n).matrix
+    if m is None:
+        raise SnnccError(f"op {n.op} has no address map", where=f"node {n.name}")
+    return m(n, g[n.inputs[0]].shape)
 
 
 def _spatial_rows(mask: np.ndarray, shape: tuple) -> np.ndarray:
@@ -244,12 +294,10 @@ class EventNetwork:
 def _check(graph: Graph) -> None:
     if len(graph.inputs) != 1:
         raise SnnccError(f"graph has {len(graph.inputs)} inputs; the event simulator runs single-input graphs")
-    for n in graph.nodes:
-        if n.op == "spike_product":
-            raise SnnccError("spike products (attention) are not simulated event by event", where=f"node {n.name}",
-                             hint="use snncc.sim.sync (Speck cannot run them either)")
     check_deployed(graph, "the event simulator", supported=NEURON_FEATURES,  # greedy/speck refuse some (runner)
                    max_pool=True)
+    for n in graph.nodes:  # an op the registry refuses (spike products) is named with its reason
+        event_op(n)
 
 
 @dataclass
@@ -284,12 +332,13 @@ def _max_pool_map(g: Graph, n: Node) -> MaxPoolMap:
 def _leaf(n: Node) -> bool:
     """A source of current trees: a neuron's spikes, a relay's value, a max pool of spikes or the input
     (a max pool of a current is part of the input's encoding, computed with it: `_host_currents`)."""
-    return n.op in ("fire", "relay", "max_pool", "input") and not (n.spec.host_only and n.kind != SPIKE)
+    return event_op(n).leaf and not (n.spec.host_only and n.kind != SPIKE)
 
 
 def _source(n: Node) -> bool:
     """A node that owns an address table: a fire, a relay, a max pool of spikes or a spike input."""
-    return _leaf(n) and (n.kind == SPIKE or n.op == "relay")
+    op = event_op(n)
+    return op.leaf and (n.kind == SPIKE or op.graded)
 
 
 @dataclass
@@ -304,13 +353,47 @@ class _Gate:
     base: int = 0  # offset of this gate's sites in the run's gate-state array
 
 
-_SITE_OPS = ("pool", "reshape", "permute")  # ops that keep a leaf's site structure before a gate
+def _identity_reshape(g: Graph, n: Node) -> bool:
+    return tuple(n.shape) == tuple(g[n.inputs[0]].shape)
 
 
-def _identity_layout(g: Graph, n: Node) -> bool:
-    src = g[n.inputs[0]].shape
-    return (n.op == "reshape" and tuple(n.shape) == tuple(src)) or \
-        (n.op == "permute" and tuple(n.attrs["dims"]) == tuple(range(len(src))))
+def _identity_permute(g: Graph, n: Node) -> bool:
+    return tuple(n.attrs["dims"]) == tuple(range(len(g[n.inputs[0]].shape)))
+
+
+def _always(g: Graph, n: Node) -> bool:
+    return True
+
+
+# ---- the cells: one per op ------------------------------------------------------------------------
+_RUNNER = "snncc.sim.events.runner"
+_MAP = "snncc.sim.events.address"
+registry.implement("input", EventOp(leaf=True), executor="event",
+                   where=f"{_RUNNER} (spike input events; a real-valued input as dense host currents)")
+registry.implement("fire", EventOp(leaf=True, consumer=True, neuron=True), executor="event",
+                   where=f"{_RUNNER} (burst-of-D populations)")
+registry.implement("relay", EventOp(leaf=True, consumer=True, graded=True), executor="event",
+                   where=f"{_RUNNER} (relay messages: one graded message per nonzero neuron and window)")
+registry.implement("output", EventOp(consumer=True), executor="event", where=f"{_RUNNER} (the readout's accumulators)")
+registry.implement("add", EventOp(merge=True), executor="event", where=f"{_MAP}._compose (merges sum)")
+registry.implement("conv", EventOp(_conv_matrix, gated=True), executor="event", where=f"{_MAP}._conv_matrix")
+registry.implement("pool", EventOp(_pool_matrix, keeps_sites=_always), executor="event", where=f"{_MAP}._pool_matrix")
+for _op, _m in (("linear", _linear_matrix), ("mean", _mean_matrix), ("upsample", _upsample_matrix),
+                ("bilinear", _bilinear_matrix), ("offset", _offset_matrix)):
+    registry.implement(_op, EventOp(_m), executor="event", where=f"{_MAP}.{_m.__name__}")
+registry.implement("scale", EventOp(_scale_matrix, after_gate=_always), executor="event",
+                   where=f"{_MAP}._scale_matrix")
+registry.implement("reshape", EventOp(_reshape_matrix, keeps_sites=_identity_reshape, after_gate=_identity_reshape),
+                   executor="event", where=f"{_MAP}._reshape_matrix")
+registry.implement("permute", EventOp(_permute_matrix, keeps_sites=_identity_permute, after_gate=_identity_permute),
+                   executor="event", where=f"{_MAP}._permute_matrix")
+registry.implement("max_pool", EventOp(leaf=True, pool_map=_max_pool_map), executor="event",
+                   where=f"{_RUNNER}._pooled (per timestep window: an output spikes as its max of input counts rises; "
+                         "ideal and greedy policies, refused under speck); of the input's encoding (a current, "
+                         "host domain): snncc.sim.events.address._host_currents, with the host currents")
+registry.refuse("spike_product", executor="event",
+                why="spike products (attention) are not simulated event by event: use snncc.sim.sync")
+registry.refuse("batchnorm", "pad", executor="event", why=registry.NOT_DEPLOYED)
 
 
 def _compose(g: Graph, conv_masks: dict | None = None, centre: bool = False):
@@ -336,16 +419,17 @@ def _compose(g: Graph, conv_masks: dict | None = None, centre: bool = False):
         return sp.identity(math.prod(g[leaf].shape), format="csr")
 
     for n in g.nodes:
-        if _leaf(n):
-            if n.op == "input" and n.kind != SPIKE:
+        op = event_op(n)
+        if op.leaf:
+            if not _source(n):  # the real-valued input: dense host currents, not events
                 host_dep.add(n.name)
                 vals[n.name] = {}
             else:
                 vals[n.name] = {(n.name, None, "site"): None}
                 chains[n.name] = []
-        elif n.op in ("fire", "output"):
+        elif op.matrix is None and not op.merge:  # the output: a consumer without a value of its own
             pass
-        elif n.op == "add":
+        elif op.merge:
             acc: dict = {}
             for i in n.inputs:
                 for key, m in vals[i].items():
@@ -357,20 +441,19 @@ def _compose(g: Graph, conv_masks: dict | None = None, centre: bool = False):
         elif not any(vals[i] for i in n.inputs):
             vals[n.name] = {}  # the input's encoding (host currents) alone: no spike leaf, no table
         else:
-            A = op_matrix(g, n)
-            if n.op == "conv" and n.name in conv_masks:
+            A = op.matrix(n, g[n.inputs[0]].shape)
+            if op.gated and n.name in conv_masks:
                 A = (sp.diags(_spatial_rows(conv_masks[n.name], n.shape)) @ A).tocsr()
             out = {}
             for (leaf, gate, path), m in vals[n.inputs[0]].items():
                 m2 = (A @ m).tocsr() if m is not None else A
                 if centre:
-                    if gate is not None and not (n.op == "scale" or (n.op in ("reshape", "permute")
-                                                                     and _identity_layout(g, n))):
+                    if gate is not None and not (op.after_gate and op.after_gate(g, n)):
                         raise SnnccError(f"{n.op} after the centre-gated conv {gate}: the event simulator gates "
                                          f"a conv's output per site, so only scales, adds and identity layouts "
                                          f"may follow it", where=f"node {n.name}",
                                          hint="use dense_ssc(..., mode='centre') for this graph")
-                    if n.op == "conv":
+                    if op.gated:
                         if gate is not None or path != "site":
                             raise SnnccError("centre-spiked SSC of a conv whose input is not a (pooled) spike "
                                              "map: its centre site has no events", where=f"node {n.name}",
@@ -383,7 +466,7 @@ def _compose(g: Graph, conv_masks: dict | None = None, centre: bool = False):
                         key = (leaf, n.name, "gated")
                     elif gate is not None:
                         key = (leaf, gate, "gated")
-                    elif path == "site" and (n.op == "pool" or (n.op in _SITE_OPS and _identity_layout(g, n))):
+                    elif path == "site" and op.keeps_sites and op.keeps_sites(g, n):
                         key = (leaf, None, "site")
                         chains[n.name] = chains[n.inputs[0]] + [n]
                     else:
@@ -392,9 +475,9 @@ def _compose(g: Graph, conv_masks: dict | None = None, centre: bool = False):
                     key = (leaf, None, "site")  # one value per leaf: merges sum in graph order
                 out[key] = out[key] + m2 if key in out else m2
             vals[n.name] = out
-        if n.op not in ("input", "fire", "relay") and any(i in host_dep for i in n.inputs):
+        if not op.leaf and any(i in host_dep for i in n.inputs):
             host_dep.add(n.name)
-        if n.op in ("fire", "relay", "output"):
+        if op.consumer:
             root = n.inputs[0]
             sources_of[n.name] = []
             merged: dict = {}
@@ -441,7 +524,7 @@ def build_network(graph: Graph, masks=None) -> EventNetwork:
     """
     g = graph
     _check(g)
-    pools = {n.name: _max_pool_map(g, n) for n in g.nodes if n.op == "max_pool" and n.kind == SPIKE}
+    pools = {n.name: event_op(n).pool_map(g, n) for n in g.nodes if event_op(n).pool_map and n.kind == SPIKE}
     centre = isinstance(masks, str)
     if centre:
         if masks != "centre":
@@ -449,7 +532,7 @@ def build_network(graph: Graph, masks=None) -> EventNetwork:
         if g.inputs[0].kind != SPIKE:
             raise SnnccError("centre-spiked SSC in the event simulator needs a spike input (events at sites)",
                              where=f"node {g.inputs[0].name}", hint="use dense_ssc(..., mode='centre')")
-        relay = next((n for n in g.nodes if n.op == "relay"), None)
+        relay = next((n for n in g.nodes if event_op(n).graded), None)
         if relay is not None:
             raise SnnccError("centre-spiked SSC gates sites by their spikes; a relay sends graded values, not spikes",
                              where=f"node {relay.name}", hint="compile with residual=fanin, or use dense_ssc")
@@ -459,7 +542,7 @@ def build_network(graph: Graph, masks=None) -> EventNetwork:
                              hint="use dense_ssc(..., mode='centre') for this graph")
     conv_masks = getattr(masks, "conv", {}) or {}
     neuron_masks = getattr(masks, "neurons", {}) or {}
-    consumers = [n for n in g.nodes if n.op in ("fire", "relay")] + [g.output]
+    consumers = [n for n in g.nodes if event_op(n).consumer and event_op(n).leaf] + [g.output]  # populations
     offsets, off = {}, 0
     for c in consumers:
         k = int(math.prod(c.shape))
@@ -534,7 +617,7 @@ def build_network(graph: Graph, masks=None) -> EventNetwork:
     v_min = np.full(n_slots, -np.inf)
     for c in consumers:
         s = slice(*offsets[c.name])
-        if c.op != "fire":
+        if not event_op(c).neuron:
             continue
         a = c.attrs
         beta[s], theta[s], Dv[s], fires[s], stateful[s] = a["beta"], a["theta"], a["D"], True, a["stateful"]
@@ -560,8 +643,8 @@ def _interp(g: Graph, masks, biases: bool) -> Interpreter:
     else:
         it = Interpreter(g, torch.float64)
     if not biases:
-        for n in g.nodes:
-            if n.op in ("conv", "linear"):
+        for n in g.nodes:  # the biases inside current trees (conv, linear); a population's is its own
+            if not (event_op(n).leaf or event_op(n).consumer):
                 it._params[n.name].pop("bias", None)
     return it
 
@@ -573,14 +656,15 @@ def _constants(g: Graph, consumers, offsets, n_slots, masks) -> np.ndarray:
     env: dict = {}
     const = np.zeros(n_slots)
     for n in g.nodes:
-        if n.op in ("fire", "relay", "output"):
+        op = event_op(n)
+        if op.consumer:
             env[n.name] = None
             v = env[n.inputs[0]]
             c = np.zeros(int(math.prod(n.shape))) if v is None else v[0].numpy().ravel()
-            if n.op != "output" and "bias" in n.params:
+            if op.leaf and "bias" in n.params:  # a population's own constant current
                 c = c + np.broadcast_to(n.params["bias"], n.shape).ravel()
             const[slice(*offsets[n.name])] = c
-        elif n.op == "input":
+        elif op.leaf:  # the input, a max pool of spikes: no constant
             env[n.name] = None
         else:
             args = [env[i] for i in n.inputs]
@@ -602,13 +686,14 @@ def _host_currents(net: EventNetwork, xt: torch.Tensor) -> dict[str, np.ndarray]
     env: dict[str, torch.Tensor | None] = {}
     out = {}
     for n in g.nodes:
+        op = event_op(n)
         if n.op == "input":
             env[n.name] = xt
-        elif n.op in ("fire", "relay", "output"):
+        elif op.consumer:
             env[n.name] = None
         else:
             args = [env[i] for i in n.inputs]
-            if n.op == "add":
+            if op.merge:
                 live = [a for a in args if a is not None]
                 env[n.name] = None if not live else (live[0] if len(live) == 1 else lin.op_add(n, *live))
             elif args[0] is None:

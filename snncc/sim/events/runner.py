@@ -106,7 +106,7 @@ from snncc.errors import SnnccError
 from snncc.ir.graph import Graph
 from snncc.ir.ops import SPIKE, neuron_features
 from snncc.sim.events import kernels
-from snncc.sim.events.address import EventNetwork, _host_currents, build_network
+from snncc.sim.events.address import EventNetwork, _host_currents, build_network, event_op
 from snncc.sim.events.result import EventResult, compare
 from snncc.sim.reference import carried_membrane, fire_count, timestep_inputs
 
@@ -171,7 +171,8 @@ class _Run:
         # hard / no reset, leak before reset, strict comparison) fire and carry through the
         # reference's own fire_count / carried_membrane; `_carried` marks the slots whose carried
         # membrane (leak included) is then final at completion
-        self._special = {c for c in net.consumers if net.graph[c].op == "fire" and neuron_features(net.graph[c].attrs)}
+        self._special = {c for c in net.consumers if event_op(net.graph[c]).neuron
+                         and neuron_features(net.graph[c].attrs)}
         self._carried = np.zeros(S, dtype=bool)
         for c in self._special:
             self._carried[slice(*net.offsets[c])] = net.graph[c].attrs["stateful"]
@@ -211,8 +212,9 @@ class _Run:
         self.pop_lo = np.array([net.offsets[c][0] for c in net.consumers], dtype=np.int64)
         self.pop_size = np.array([net.offsets[c][1] - net.offsets[c][0] for c in net.consumers], dtype=np.int64)
         self.events = {s: 0 for s in net.tables}
-        self.peak = {c: 0 for c in net.consumers if net.graph[c].op == "fire"}
-        self.relays = [c for c in net.consumers if net.graph[c].op == "relay"]
+        self.peak = {c: 0 for c in net.consumers if event_op(net.graph[c]).neuron}
+        self.relays = [c for c in net.consumers if event_op(net.graph[c]).graded]
+        self.populations = [c for c in net.consumers if event_op(net.graph[c]).leaf]  # every consumer but the output
         self.messages = {c: np.zeros((B, net.offsets[c][1] - net.offsets[c][0])) for c in self.relays}
         self.pools = net.max_pools  # max pools of spikes: per window, input counts and output maxima
         self.pools_of: dict[str, list[str]] = {}
@@ -257,18 +259,16 @@ class _Run:
         """Gate state from the events emitted so far this timestep (evaluated between steps)."""
         if not self.gates or not self.dirty:
             return
-        from snncc.sim.masked import _pool_any, centre_gather
+        from snncc.ir import registry
+        from snncc.sim import masked  # noqa: F401  (registers the ssc_masks column: each op's site rule)
 
         g, B, S = self.net.graph, self.B, self.net.n_slots
         for gt in self.gates:
             if gt.leaf not in self.dirty:
                 continue
             m = torch.from_numpy(self.live[gt.leaf].reshape((B,) + tuple(g[gt.leaf].shape[1:])))
-            for n in gt.chain:
-                if n.op == "pool":
-                    m = _pool_any(m, n)
-                elif n.op == "conv":
-                    m = centre_gather(m, n)
+            for n in gt.chain:  # pools, identity layouts, the conv: each op's site-mask rule
+                m = registry.lookup(n.op, "ssc_masks", where=f"node {n.name}")(g, n, [m])
             self.gopen[:, gt.base:gt.base + gt.sites] = m.reshape(B, -1).numpy()
         self.dirty = set()
         en = self.en.reshape(B, S)
@@ -608,7 +608,7 @@ class _Run:
                 self.clock += sum(int(bt.gid.size) for bt, _ in step)
                 pool += self._pooled(new)
         if self.policy == "ideal":
-            missing = [c for c in net.consumers if net.graph[c].op != "output" and c not in complete]
+            missing = [c for c in self.populations if c not in complete]
             if missing:
                 raise SnnccError(f"populations never completed: {missing}", where="event loop")
         if self.gates:  # centre SSC: neurons whose gates stayed closed keep no state (membrane beta)
@@ -627,8 +627,8 @@ class _Run:
         while changed:
             changed = False
             pending = {bt.src for bt in pool + out if bt.gid.size}
-            for c in net.consumers:
-                if c in complete or net.graph[c].op == "output":
+            for c in self.populations:
+                if c in complete:
                     continue
                 srcs = net.sources_of[c]
                 if all(s in complete for s in srcs) and not any(s in pending for s in srcs):
@@ -797,7 +797,7 @@ def _simulate(graph_or_net, x, policy="ideal", order="layer", seed=0, chunk=4096
         raise SnnccError(f"chunk must be >= 1, got {chunk}")
     net = graph_or_net if isinstance(graph_or_net, EventNetwork) else build_network(graph_or_net)
     g = net.graph
-    relay = next((n for n in g.nodes if n.op == "relay"), None)
+    relay = next((n for n in g.nodes if event_op(n).graded), None)
     if relay is not None and policy != "ideal":
         raise SnnccError(f"the {policy} policy fires per event, but a relay forwards a whole window's value: the event "
                          f"simulator runs relays under the ideal policy only", where=f"node {relay.name}",
@@ -808,7 +808,7 @@ def _simulate(graph_or_net, x, policy="ideal", order="layer", seed=0, chunk=4096
                          hint="use policy='ideal' or 'greedy' (a max per timestep window)")
     if policy != "ideal":
         for n in g.nodes:
-            f = neuron_features(n.attrs) if n.op == "fire" else ()
+            f = neuron_features(n.attrs) if event_op(n).neuron else ()
             if f:
                 raise SnnccError(f"the {policy} policy fires per event with a subtractive reset (the chip's neuron); "
                                  f"this neuron's {' and '.join(f)} acts on a window's total", where=f"node {n.name}",
@@ -836,7 +836,7 @@ def _simulate(graph_or_net, x, policy="ideal", order="layer", seed=0, chunk=4096
     counts = {}
     C = run.counts.reshape(B, net.n_slots)
     for c in net.consumers:
-        if g[c].op == "fire":
+        if event_op(g[c]).neuron:
             counts[c] = torch.from_numpy(C[:, slice(*net.offsets[c])].copy()).reshape((B,) + g[c].shape)
     messages = {c: torch.from_numpy(m).reshape((B,) + g[c].shape) for c, m in run.messages.items()}
     res = EventResult(out, counts, dict(run.events), run.synops, dict(run.peak), run.steps, policy, order,
