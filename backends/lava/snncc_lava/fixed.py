@@ -57,6 +57,14 @@ projections (pools, two weighted ops in a row, a mean after a spatial kernel) ke
 Each projection then takes the smallest exponent e in [-8, 7] that keeps its largest weight within
 254, so a projection with small weights gets a small exponent instead of vanishing; within a
 projection weights below 2**e (half a mantissa step) still round to 0 and are counted (`vanished`).
+Two synapse groups (weight_bits=16, the loihi option; issue 27): every projection at exponent
+e > -8 also gets a low group, a second Sparse from the same source into the same input port (Lava
+sums the port's inputs) with 8-bit mantissas at e_lo = max(e - 8, -8): the weight is the nearest
+even M on the 2**e_lo grid, split as hi x 2**(e - e_lo) + lo (`mantissas`), each group's summed
+product shifted by its own exponent (the low one floors); twice the synapse memory. Ablation on
+digits_former (the 450 test digits, the integer model with one source made exact): exact weights
+halve the neuron counts differing (10.47% -> 5.70%); exact biases, thresholds, host activations,
+relay payloads or sub-step shifts each change nothing (10.45-10.50%); all exact: 0.
 Biases (fire bias + constant current of the tree) take the smallest exponent in [0, 7] keeping the
 mantissa within 13 bits (`saturated` counts clipped ones); beta becomes the 24-bit initial membrane.
 The read-out (graph output, a current) gets s = 254 / max|w| with exponent 0 and is dequantised by
@@ -950,19 +958,28 @@ def report_markdown(doc: dict, limit: int = 400) -> str:
     lines = ["## Fixed point (Loihi 2 fixed_pt)", "",
              f"Policy {doc.get('policy')}; 8-bit mantissas (even, [-256, 254]) << weight_exp per projection, "
              "kernels quantised as kernels (`form` kernel) or as explicit matrices (`form` matrix).", ""]
+    wide = doc.get("weight_bits", 8) == 16
+    if wide:
+        lines[-1] += (" weight_bits=16: a second synapse group per projection, low mantissas << low_exp "
+                      "(weight_exp - 8, not below -8), summed with the first at the input port.")
     t = doc.get("totals", {})
     lines += [f"Totals: {t.get('weights_nonzero', 0):,} nonzero weights, {t.get('weights_vanished', 0):,} vanished "
               f"(round to 0), {t.get('weights_saturated', 0):,} clipped; {t.get('bias_saturated', 0):,} clipped biases; "
               f"largest threshold error {t.get('max_threshold_rel_error', 0.0):.2e} (relative).", "",
-              "| population | source | form | weight_exp | mantissa range | nonzero | clipped | vanished | vth | bias_exp "
-              "| bias_halvings | clipped biases |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| population | source | form | weight_exp | mantissa range | " + ("low_exp | low mantissa range | " if wide else "")
+              + "nonzero | clipped | vanished | vth | bias_exp | bias_halvings | clipped biases |",
+              "|---" * (14 if wide else 12) + "|"]
     rows = 0
     items = list(doc.get("populations", {}).items()) + [("output", doc.get("output", {}))]
     for name, r in items:
         for pr in r.get("projections", []):
             if rows < limit:
                 lo, hi = pr.get("mantissa_range", [0, 0])
-                lines.append(f"| {name} | {pr['source']} | {pr.get('form', 'matrix')} | {pr['exp']} | [{lo}, {hi}] "
+                low = ""
+                if wide:
+                    llo, lhi = pr.get("low_mantissa_range", [0, 0])
+                    low = f"| {pr.get('low_exp', '-')} | [{llo}, {lhi}] " if "low_exp" in pr else "| - | - "
+                lines.append(f"| {name} | {pr['source']} | {pr.get('form', 'matrix')} | {pr['exp']} | [{lo}, {hi}] {low}"
                              f"| {pr['nonzero']:,} | {pr['saturated']:,} | {pr['vanished']:,} | {r.get('vth', '')} "
                              f"| {r.get('bias_exp', '')} | {r.get('scale_halved_for_bias', '')} | {r.get('bias_saturated', '')} |")
             rows += 1
