@@ -152,3 +152,20 @@ def test_bad_weight_bits_is_one_line_exit_2(wide, opts, msg, tmp_path):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "weight_bits" in lines[0] and msg in lines[0], r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_lava_part_reads_the_stored_weight_bits(wide):
+    """`simulate --backend lava --populations ...` of a weight_bits=16 artefact: the part of every
+    population is the whole 16-bit integer model, Lava fixed_pt equal to it bit for bit."""
+    import snncc
+    from snncc_lava import part
+
+    dep = snncc.load(str(wide / "out"))
+    xt = torch.as_tensor(np.load(wide / "test.npz")["x"], dtype=torch.float64)
+    names = [n.name for n in dep.deployed.neurons()]
+    r = part.simulate(dep.deployed, xt, names, precision="fixed")
+    ours, _ = dep.target_reference(xt)
+    narrow = fixed.simulate_fixed(fixed.quantize(build(dep.deployed, explicit=False), weight_bits=8), xt)
+    assert any(not torch.equal(narrow.counts[p], ours.counts[p]) for p in names)  # the low group matters here
+    for p in names:
+        assert torch.equal(r.counts[p], ours.counts[p]) and torch.equal(r.reference[p], ours.counts[p]), p
