@@ -5,7 +5,9 @@ synapses with their relays, host input sources, the read-out) with shapes, param
 connect; every array (weights as CSR triplets data/indices/indptr, constant currents, operand index
 maps) lives in `weights.npz` under the keys the JSON names (`load_weight` rebuilds a matrix). A
 fixed_pt description stores integers compactly (docs/formats.md): one-kernel projections as their
-int8 kernel (`load_kernel`), never an expanded matrix; the rest as int8 CSR. Both are byte-for-byte reproducible: keys sorted,
+int8 kernel (`load_kernel`), never an expanded matrix; the rest as int8 CSR; with weight_bits=16 a
+synapse entry's `low` names its second group (the low mantissas, stored the same way, and their
+weight_exp). Both are byte-for-byte reproducible: keys sorted,
 arrays written with a fixed zip timestamp. With a `fixed.QNetwork` the description is the fixed_pt
 network (integer mantissas and exponents, run with select_tag='fixed_pt') and
 `quantisation.json` carries the quantisation report.
@@ -136,7 +138,13 @@ def describe(net: Network, emit: str = "burst", versions: dict | None = None, qn
                                 "delay": d} for d in hops]
             entry["delay_own"] = own
         if qnet is not None:
-            entry.update(weight_exp=qnet.projections[i].exp, num_weight_bits=8, sign_mode="MIXED")
+            qp = qnet.projections[i]
+            entry.update(weight_exp=qp.exp, num_weight_bits=8, sign_mode="MIXED")
+            if qp.low is not None:  # weight_bits=16: a second synapse process, same source and target port
+                low, low_extra = _fixed_weight(qp.low, key + ".low", arrays)
+                entry["low"] = {"name": f"proj{i}.low", "process": entry["process"], "shape": entry["shape"],
+                                "source": src, "target": entry["target"], "delay": pr.delay, "weight": low,
+                                "weight_exp": qp.low.exp, "num_weight_bits": 8, "sign_mode": "MIXED", **low_extra}
         procs.append(entry)
     arrays["output.const"] = net.output_const
     procs.append({"name": "output", "process": "snncc_lava.procs.process.Recorder (read-out input)",
@@ -152,8 +160,9 @@ def describe(net: Network, emit: str = "burst", versions: dict | None = None, qn
            "D": net.D, "T": net.T, "schedule": "exact: window of D sub-steps per timestep, level l starts at l*(D+1)",
            "steps_per_sample": f"{net.output_start} + T*D*B (+1)", "processes": procs,
            **({"synapses": synapses} if qnet is None else
-              {"kernel_weights": int(sum(p.kernel.size if p.kernel is not None else p.matrix.nnz
-                                         for p in qnet.projections))}),
+              {"kernel_weights": int(sum(g.kernel.size if g.kernel is not None else g.matrix.nnz
+                                         for p in qnet.projections for g in (p, p.low) if g is not None)),
+               "weight_bits": qnet.report.get("weight_bits", 8)}),
            "recorder": "snncc_lava.procs.process.Recorder: every population's s_out and the read-out synapses, "
                        "counts summed per sample, read-out per window, handed over in one message"}
     return doc, arrays

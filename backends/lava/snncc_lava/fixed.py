@@ -57,6 +57,14 @@ projections (pools, two weighted ops in a row, a mean after a spatial kernel) ke
 Each projection then takes the smallest exponent e in [-8, 7] that keeps its largest weight within
 254, so a projection with small weights gets a small exponent instead of vanishing; within a
 projection weights below 2**e (half a mantissa step) still round to 0 and are counted (`vanished`).
+Two synapse groups (weight_bits=16, the loihi option; issue 27): every projection at exponent
+e > -8 also gets a low group, a second Sparse from the same source into the same input port (Lava
+sums the port's inputs) with 8-bit mantissas at e_lo = max(e - 8, -8): the weight is the nearest
+even M on the 2**e_lo grid, split as hi x 2**(e - e_lo) + lo (`mantissas`), each group's summed
+product shifted by its own exponent (the low one floors); twice the synapse memory. Ablation on
+digits_former (the 450 test digits, the integer model with one source made exact): exact weights
+halve the neuron counts differing (10.47% -> 5.70%); exact biases, thresholds, host activations,
+relay payloads or sub-step shifts each change nothing (10.45-10.50%); all exact: 0.
 Biases (fire bias + constant current of the tree) take the smallest exponent in [0, 7] keeping the
 mantissa within 13 bits (`saturated` counts clipped ones); beta becomes the 24-bit initial membrane.
 The read-out (graph output, a current) gets s = 254 / max|w| with exponent 0 and is dequantised by
@@ -122,6 +130,12 @@ SHIFT_MIN, SHIFT_MAX = -2, 3
 CLIP_MAX = 2.0
 CHOICES_KEY = "loihi_fixed_choices"
 CANDIDATES = tuple((k, r) for k in (0, 1, 2) for r in (1.0, 1.125, 1.25))
+# weight_bits=16 (`quantize(weight_bits=)`, the loihi option): every projection is two synapse groups
+# into the same neurons, hi << e plus lo << (e - LOW_BITS), summed at the input port; stored in the
+# deployed graph's meta under WEIGHT_BITS_KEY (ir.json) so every re-quantisation reads it
+WEIGHT_BITS = (8, 16)
+LOW_BITS = 8
+WEIGHT_BITS_KEY = "loihi_weight_bits"
 # A max pool's OR neurons (Lava LIF, du = dv = 4095, weight mantissa 2, vth 1: network.MaxPool) keep
 # floor(c / 32) membrane units of a step that received c spikes; that stays at or below the
 # threshold's 64 units, so no spike without input, for windows of at most 2079 inputs.
@@ -139,6 +153,7 @@ class QProjection:
     kernel: np.ndarray | None = None  # int32 kernel mantissas (even, [-256, 254]) of a one-kernel projection
     path: KernelPath | None = None  # how the kernel makes the projection (network.KernelPath)
     graph: Graph | None = None
+    low: "QProjection | None" = None  # weight_bits=16: the second synapse group (lo mantissas, exponent exp - 8)
 
     @property
     def weight(self) -> sp.csr_matrix:
@@ -159,8 +174,10 @@ class QProjection:
         return np.asarray(self.matrix.astype(np.int64) @ s.T).T
 
     def effective(self) -> sp.csr_matrix:
-        """Per-spike contribution in activation units (exact: a float64 holds these integers)."""
-        return self.weight.astype(np.float64) * 2.0 ** self.exp
+        """Per-spike contribution in activation units (exact: a float64 holds these integers), both
+        synapse groups with weight_bits=16."""
+        w = self.weight.astype(np.float64) * 2.0 ** self.exp
+        return w + self.low.effective() if self.low is not None else w
 
 
 @dataclass
@@ -244,41 +261,80 @@ def _exp_for(max_abs: float, scale: float, lo: int = WEXP_MIN, hi: int = WEXP_MA
     return hi
 
 
-def quantize_weight(w: sp.csr_matrix, scale: float, e: int) -> tuple[sp.csr_matrix, dict]:
-    """Mantissas of the stored (nonzero) weights of `w`; weights that round to 0 are dropped from
-    the matrix (as Lava's truncate_weights does) and counted as vanished."""
+def low_exp(e: int) -> int:
+    """The exponent of a projection's low synapse group (weight_bits=16) when its high group has
+    exponent e: e - LOW_BITS, not below WEXP_MIN (then the low group has e - WEXP_MIN bits)."""
+    return max(e - LOW_BITS, WEXP_MIN)
+
+
+def mantissas(x: np.ndarray, e: int, low: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Mantissas of weights x (float, activation units per unit of what the source sends) at
+    exponent e: (hi, lo, value) with hi even in [-256, 254] and, with `low` (weight_bits=16) and
+    e > WEXP_MIN, lo even in [-256, 254] at exponent k = low_exp(e) such that hi << (e - k) + lo =
+    M, the nearest even integer to x / 2**k (the weight on a grid 2**(e - k) times finer), else
+    lo None and hi = round_even(x / 2**e); `value` the represented weight (float) and `sat`
+    (hi clipped) counted by the caller from `raw`."""
+    x = np.asarray(x, np.float64)
+    if not low or e <= WEXP_MIN:
+        m = round_even_mantissa(x / 2.0**e)
+        hi = np.clip(m, W_MIN, W_MAX)
+        return hi, None, hi.astype(np.float64) * 2.0**e
+    k = low_exp(e)
+    f = 1 << (e - k)
+    M = np.clip(round_even_mantissa(x / 2.0**k), W_MIN * f - W_MAX, W_MAX * f + W_MAX)
+    hi = round_even_mantissa(M / f)
+    lo = M - hi * f
+    up = lo > W_MAX  # a tie rounded hi down by 2: move one step of hi into lo's range
+    hi, lo = np.where(up, hi + 2, hi), np.where(up, lo - 2 * f, lo)
+    over, under = hi > W_MAX, hi < W_MIN  # only for weights beyond the exponent's range (clipped)
+    hi = np.clip(hi, W_MIN, W_MAX)
+    lo = np.where(over, W_MAX, np.where(under, W_MIN, lo))
+    return hi, lo, (hi * f + lo).astype(np.float64) * 2.0**k
+
+
+def _stats(d: np.ndarray, raw: np.ndarray, hi: np.ndarray, value: np.ndarray, e: int, low) -> dict:
+    """Quantisation statistics over the stored (nonzero) float weights d: nonzero, vanished (the
+    represented weight is 0), saturated (beyond the 8-bit mantissa at exponent e), the exponents
+    and the error of the represented weights (both groups with weight_bits=16)."""
+    err = np.abs(value - d)
+    return {"nonzero": int(d.size), "vanished": int(np.count_nonzero(value == 0)),
+            "saturated": int(np.count_nonzero((raw > W_MAX) | (raw < W_MIN))), "exp": int(e),
+            **({"low_exp": low_exp(e)} if low is not None else {}),
+            "max_abs_weight": float(np.abs(d).max()) if d.size else 0.0,
+            "max_abs_error": float(err.max()) if d.size else 0.0,
+            "rel_rms_error": float(np.sqrt((err ** 2).mean()) / np.sqrt((d ** 2).mean())) if d.size else 0.0}
+
+
+def quantize_weight(w: sp.csr_matrix, scale: float, e: int, low: bool = False
+                    ) -> tuple[sp.csr_matrix, sp.csr_matrix | None, dict]:
+    """Mantissas of the stored (nonzero) weights of `w` (`mantissas`): the high group's matrix and,
+    with `low`, the low group's (None without); weights that round to 0 are dropped from each
+    matrix (as Lava's truncate_weights does), those whose represented weight is 0 counted as vanished."""
     w = sp.csr_matrix(w, dtype=np.float64)
     w.eliminate_zeros()
     d = w.data
-    m = round_even_mantissa(d * scale / 2.0**e)
-    sat = int(np.count_nonzero((m > W_MAX) | (m < W_MIN)))
-    m = np.clip(m, W_MIN, W_MAX).astype(np.int32)
-    err = np.abs(m.astype(np.float64) * 2.0**e / scale - d)
-    stats = {"nonzero": int(d.size), "vanished": int(np.count_nonzero(m == 0)),
-             "saturated": sat, "exp": int(e),
-             "max_abs_weight": float(np.abs(d).max()) if d.size else 0.0,
-             "max_abs_error": float(err.max()) if d.size else 0.0,
-             "rel_rms_error": float(np.sqrt((err ** 2).mean()) / np.sqrt((d ** 2).mean())) if d.size else 0.0}
-    q = sp.csr_matrix((m, w.indices.copy(), w.indptr.copy()), shape=w.shape)
-    q.eliminate_zeros()
-    return q, stats
+    x = d * scale
+    hi, lo, value = mantissas(x, e, low)
+    stats = _stats(d, round_even_mantissa(x / 2.0**e), hi, value / scale, e, lo)
+
+    def csr(m):
+        q = sp.csr_matrix((m.astype(np.int32), w.indices.copy(), w.indptr.copy()), shape=w.shape)
+        q.eliminate_zeros()
+        return q
+    return csr(hi), (csr(lo) if lo is not None else None), stats
 
 
-def quantize_kernel(k: np.ndarray, scale: float, e: int) -> tuple[np.ndarray, dict]:
+def quantize_kernel(k: np.ndarray, scale: float, e: int, low: bool = False
+                    ) -> tuple[np.ndarray, np.ndarray | None, dict]:
     """Mantissas (int32, the kernel's shape) of a one-kernel projection's float kernel `k` at
-    `scale` and exponent e, and the same statistics as `quantize_weight`, over kernel entries."""
+    `scale` and exponent e (`mantissas`: the high group, and the low group with `low`, else None),
+    and the same statistics as `quantize_weight`, over kernel entries."""
     k = np.asarray(k, np.float64)
-    m = round_even_mantissa(k * scale / 2.0**e)
-    sat = int(np.count_nonzero((m > W_MAX) | (m < W_MIN)))
-    m = np.clip(m, W_MIN, W_MAX).astype(np.int32)
+    x = k * scale
+    hi, lo, value = mantissas(x, e, low)
     nz = k != 0
-    d, mq = k[nz], m[nz]
-    err = np.abs(mq.astype(np.float64) * 2.0**e / scale - d)
-    stats = {"nonzero": int(d.size), "vanished": int(np.count_nonzero(mq == 0)), "saturated": sat, "exp": int(e),
-             "max_abs_weight": float(np.abs(d).max()) if d.size else 0.0,
-             "max_abs_error": float(err.max()) if d.size else 0.0,
-             "rel_rms_error": float(np.sqrt((err ** 2).mean()) / np.sqrt((d ** 2).mean())) if d.size else 0.0}
-    return m, stats
+    stats = _stats(k[nz], round_even_mantissa(x[nz] / 2.0**e), hi[nz], value[nz] / scale, e, lo)
+    return hi.astype(np.int32), (lo.astype(np.int32) if lo is not None else None), stats
 
 
 def max_abs(w) -> float:
@@ -447,8 +503,18 @@ def stored_choices(graph: Graph) -> dict | None:
     return graph.meta.get(CHOICES_KEY) or None
 
 
-def quantize(net: Network, policy: str = "precision", choices: dict | None = None, lenient: bool = False) -> QNetwork:
+def stored_weight_bits(graph: Graph) -> int:
+    """The weight_bits a compile stored in the deployed graph (ir.json meta WEIGHT_BITS_KEY), else 8."""
+    return int(graph.meta.get(WEIGHT_BITS_KEY, 8))
+
+
+def quantize(net: Network, policy: str = "precision", choices: dict | None = None, lenient: bool = False,
+             weight_bits: int | None = None) -> QNetwork:
     """Quantise every population and projection of `net` to Loihi 2 fixed-point ranges.
+    `weight_bits` 16 (default: the graph's stored value, `stored_weight_bits`, else 8): every
+    projection whose exponent e > WEXP_MIN also gets a low synapse group (`QProjection.low`,
+    mantissas at exponent `low_exp(e)`), the weight on a grid up to 2**8 times finer
+    (`mantissas`); the scales, thresholds and biases are those of 8 bits.
     `choices` (policy "precision"): population -> {"shift": k, "clip": r}, the calibrated scaling
     choices (`calibrate`): the population's scale is the rule's s times 2**k (the incoming
     projections' weight exponents follow it) times r >= 1 (mantissas on a grid r times finer, the
@@ -458,6 +524,11 @@ def quantize(net: Network, policy: str = "precision", choices: dict | None = Non
     if policy not in POLICIES:
         raise TargetError(f"unknown quantisation policy {policy!r}", where="snncc_lava.fixed",
                           hint=f"one of {', '.join(POLICIES)}")
+    weight_bits = stored_weight_bits(net.graph) if weight_bits is None else int(weight_bits)
+    if weight_bits not in WEIGHT_BITS or (weight_bits != 8 and policy == "netx"):
+        raise TargetError(f"weight_bits {weight_bits} with the {policy} policy", where="loihi option weight_bits",
+                          hint="8 or 16 (netx: 8)")
+    low = weight_bits == 16
     leaky = [p.name for p in net.populations.values() if p.leak != 1.0]
     if leaky and policy == "netx":  # netx has LIF's per-step decay only (and refuses stateful neurons)
         raise TargetError(f"population {leaky[0]} is leaky (leak {net.populations[leaky[0]].leak:.6g}): netx's "
@@ -576,17 +647,25 @@ def quantize(net: Network, policy: str = "precision", choices: dict | None = Non
         s = scales[pr.target]
         e = 0 if policy == "netx" or pr.target == "output" else _exp_for(max_abs(wf), exp_scales[pr.target])
         if pr.kernel is not None:
-            k, stats = quantize_kernel(wf, s, e)
-            projs.append(QProjection(pr.source, pr.target, None, e, pr.delay, list(pr.nodes), k, pr.kernel, net.graph))
-            used = k[k != 0]
+            k, klo, stats = quantize_kernel(wf, s, e, low)
+            q = QProjection(pr.source, pr.target, None, e, pr.delay, list(pr.nodes), k, pr.kernel, net.graph)
+            if klo is not None:
+                q.low = QProjection(pr.source, pr.target, None, low_exp(e), pr.delay, list(pr.nodes), klo, pr.kernel,
+                                    net.graph)
+            used, used_lo = k[k != 0], (klo[klo != 0] if klo is not None else None)
             form = {"form": "kernel", "kernel_shape": list(k.shape),
                     "weight_node": pr.kernel.op.name if pr.kernel.op is not None else None}
         else:
-            w, stats = quantize_weight(wf, s, e)
-            projs.append(QProjection(pr.source, pr.target, w, e, pr.delay, list(pr.nodes)))
-            used = w.data
+            w, wlo, stats = quantize_weight(wf, s, e, low)
+            q = QProjection(pr.source, pr.target, w, e, pr.delay, list(pr.nodes))
+            if wlo is not None:
+                q.low = QProjection(pr.source, pr.target, wlo, low_exp(e), pr.delay, list(pr.nodes))
+            used, used_lo = w.data, (wlo.data if wlo is not None else None)
             form = {"form": "matrix"}
+        projs.append(q)
         form["mantissa_range"] = [int(used.min()), int(used.max())] if used.size else [0, 0]
+        if used_lo is not None:
+            form["low_mantissa_range"] = [int(used_lo.min()), int(used_lo.max())] if used_lo.size else [0, 0]
         entry = {"source": pr.source, **form, **stats}
         (report["output"] if pr.target == "output" else report["populations"][pr.target])["projections"].append(entry)
     allp = [e for r in report["populations"].values() for e in r["projections"]] + report["output"]["projections"]
@@ -596,6 +675,7 @@ def quantize(net: Network, policy: str = "precision", choices: dict | None = Non
                         "bias_saturated": sum(r["bias_saturated"] for r in report["populations"].values()),
                         "max_threshold_rel_error": max((r["threshold_rel_error"] for r in report["populations"].values()
                                                         if "threshold_rel_error" in r), default=0.0)}
+    report["weight_bits"] = weight_bits
     return QNetwork(net, policy, pops, projs, out_scale, report)
 
 
@@ -635,10 +715,13 @@ def _dense(pr: QProjection, s: np.ndarray, n_out: int) -> np.ndarray:
     """Lava fixed_pt Sparse output for per-sample spike vectors s (B, N_src) int64 -> (B, N_tgt):
     the integer sum of the weights of the spiking inputs (times the payload when graded), shifted
     by the weight exponent once (Lava shifts the summed product, not each weight); a one-kernel
-    projection computes the sum with its kernel (convolutions), no matrix built."""
+    projection computes the sum with its kernel (convolutions), no matrix built. With a low group
+    (weight_bits=16) its own Sparse output, shifted by its own exponent, is added (two synapse
+    processes into the same input port, which sums them)."""
     if not s.any():
         return np.zeros((s.shape[0], n_out), np.int64)
-    return shift(pr.apply(s), pr.exp)
+    a = shift(pr.apply(s), pr.exp)
+    return a + shift(pr.low.apply(s), pr.low.exp) if pr.low is not None else a
 
 
 def simulate_fixed(qnet: QNetwork, x, emit: str = "burst", currents: dict | None = None,
@@ -875,19 +958,28 @@ def report_markdown(doc: dict, limit: int = 400) -> str:
     lines = ["## Fixed point (Loihi 2 fixed_pt)", "",
              f"Policy {doc.get('policy')}; 8-bit mantissas (even, [-256, 254]) << weight_exp per projection, "
              "kernels quantised as kernels (`form` kernel) or as explicit matrices (`form` matrix).", ""]
+    wide = doc.get("weight_bits", 8) == 16
+    if wide:
+        lines[-1] += (" weight_bits=16: a second synapse group per projection, low mantissas << low_exp "
+                      "(weight_exp - 8, not below -8), summed with the first at the input port.")
     t = doc.get("totals", {})
     lines += [f"Totals: {t.get('weights_nonzero', 0):,} nonzero weights, {t.get('weights_vanished', 0):,} vanished "
               f"(round to 0), {t.get('weights_saturated', 0):,} clipped; {t.get('bias_saturated', 0):,} clipped biases; "
               f"largest threshold error {t.get('max_threshold_rel_error', 0.0):.2e} (relative).", "",
-              "| population | source | form | weight_exp | mantissa range | nonzero | clipped | vanished | vth | bias_exp "
-              "| bias_halvings | clipped biases |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| population | source | form | weight_exp | mantissa range | " + ("low_exp | low mantissa range | " if wide else "")
+              + "nonzero | clipped | vanished | vth | bias_exp | bias_halvings | clipped biases |",
+              "|---" * (14 if wide else 12) + "|"]
     rows = 0
     items = list(doc.get("populations", {}).items()) + [("output", doc.get("output", {}))]
     for name, r in items:
         for pr in r.get("projections", []):
             if rows < limit:
                 lo, hi = pr.get("mantissa_range", [0, 0])
-                lines.append(f"| {name} | {pr['source']} | {pr.get('form', 'matrix')} | {pr['exp']} | [{lo}, {hi}] "
+                low = ""
+                if wide:
+                    llo, lhi = pr.get("low_mantissa_range", [0, 0])
+                    low = f"| {pr.get('low_exp', '-')} | [{llo}, {lhi}] " if "low_exp" in pr else "| - | - "
+                lines.append(f"| {name} | {pr['source']} | {pr.get('form', 'matrix')} | {pr['exp']} | [{lo}, {hi}] {low}"
                              f"| {pr['nonzero']:,} | {pr['saturated']:,} | {pr['vanished']:,} | {r.get('vth', '')} "
                              f"| {r.get('bias_exp', '')} | {r.get('scale_halved_for_bias', '')} | {r.get('bias_saturated', '')} |")
             rows += 1

@@ -35,7 +35,9 @@ projection's matrix composed from its quantised kernel, `fixed.QProjection.weigh
 `weight_exp`, `num_weight_bits=8`, `sign_mode=MIXED` (so lava never re-derives the sign mode from
 the values; clip_weights/truncate_weights leave even mantissas in [-256, 254] unchanged), the host
 RingBuffers carry int32 activations (spike inputs: int32 spikes), WindowBurstIF and SpikeProduct
-run their fixed_pt models. Counts must equal `fixed.simulate_fixed` exactly.
+run their fixed_pt models. With weight_bits=16 a projection is two Sparse processes from the same
+source into the same input port (its high mantissas at weight_exp e, its low ones at e - 8), which
+Lava's InPort sums. Counts must equal `fixed.simulate_fixed` exactly.
 """
 
 from __future__ import annotations
@@ -236,14 +238,18 @@ def run_network(net: Network, x, emit: str = "burst", qnet: QNetwork | None = No
             fx = {"weight_exp": int(qp.exp), "num_weight_bits": 8, "sign_mode": SignMode.MIXED}
         src_bits = (GRADED_BITS if pr.source in net.products
                     else RELAY_BITS if pr.source in net.populations and net.populations[pr.source].relay else bits)
-        chain = synapse(w, pr.delay, src_bits, fx)
-        n_procs += len(chain)
-        procs[pr.source].s_out.connect(chain[0].s_in)
-        syn = chain[-1]
-        if pr.target == "output":
-            out_syn.append(syn)
-        else:
-            syn.a_out.connect(procs[pr.target].a_in)
+        groups = [(w, fx)]
+        if fixed and qp.low is not None:  # weight_bits=16: a second Sparse into the same port (summed there)
+            groups.append((qp.low.weight, {**fx, "weight_exp": int(qp.low.exp)}))
+        for w, fx in groups:
+            chain = synapse(w, pr.delay, src_bits, fx)
+            n_procs += len(chain)
+            procs[pr.source].s_out.connect(chain[0].s_in)
+            syn = chain[-1]
+            if pr.target == "output":
+                out_syn.append(syn)
+            else:
+                syn.a_out.connect(procs[pr.target].a_in)
     # read-out: Recorders observe every population's s_out (counts summed per sample) and the
     # read-out synapses' a_out (summed per window), MAX_RECORDER_INPUTS inputs each
     inputs = [(p.name, procs[p.name].s_out, p.size, p.start + D + 1, net.T)

@@ -235,7 +235,7 @@ def simulate(g: Graph, x, names: list[str], only_members: bool = False, emit: st
     their counts with the reference's on the same inputs x ((B, *in) or (T, B, *in)). precision
     "fixed": the part is quantised on its own (`fixed.quantize` of the part's network: a population
     fed from outside takes its boundary current as host input, scale from its inside projections or
-    VTH_MIN / theta; a calibrated artefact's stored scaling choices apply to the part's populations)
+    VTH_MIN / theta; a calibrated artefact's stored scaling choices and weight_bits apply to the part)
     and Lava fixed_pt must equal `fixed.simulate_fixed` of the same part on the same
     boundary currents bit for bit (`PartResult.reference`); the float reference's counts are kept in
     `PartResult.integer_model` (fixed point differs from them by design)."""
@@ -259,7 +259,7 @@ def simulate(g: Graph, x, names: list[str], only_members: bool = False, emit: st
 
         stored = fixed.stored_choices(g) or {}  # a calibrated compile's scaling choices, for the part's populations
         mine = {k: v for k, v in stored.items() if k in net.populations and not net.populations[k].relay}
-        q = fixed.quantize(net, choices=mine)
+        q = fixed.quantize(net, choices=mine, weight_bits=fixed.stored_weight_bits(g))
         ours = fixed.simulate_fixed(q, x, emit, currents=currents)
         want, integer_model = {**ours.counts, **ours.relays}, {p: ref.counts[p] for p in chosen}
     r = run_network(net, x, emit, q, currents=currents)

@@ -20,6 +20,10 @@ Options (emit and simulate; `--target-option key=value` on the CLI):
   precision=fixed only: the per-population scaling choices (`fixed.calibrate`) measured on the
   first N samples, stored in the deployed graph (ir.json meta `loihi_fixed_choices`) so that the
   Lava lowering and the integer model re-quantise with them, and reported before/after;
+- weight_bits: 8 (default) | 16 -- with precision=fixed only: 16 makes every projection two synapse
+  groups into the same neurons (8-bit high mantissas at weight_exp e plus 8-bit low mantissas at
+  e - 8, `fixed.mantissas`), stored in the deployed graph (ir.json meta `loihi_weight_bits`) so the
+  Lava lowering and the integer model read the same integers; the mapping charges both groups;
 - system: "chip" (default) | "kapoho" | "hala" | N -- the Loihi 2 system the model is mapped onto
   (`mapping`): check refuses, in one line per resource, a model that does not fit it; emit writes
   `lava/mapping.json` (piece -> chip, core; utilisation; inter-chip links and traffic) and the
@@ -38,7 +42,7 @@ Every file is deterministic bytes.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.metadata import PackageNotFoundError, version
 
 from snncc.errors import TargetError
@@ -63,6 +67,8 @@ class LoihiOptions(Options):
     calibration_data: str | None = option(None, "an .npz/.npy data set (as --data): with precision=fixed, the "
                                                 "scaling choices are measured on it (fixed.calibrate)")
     calibration_samples: int = option(64, "integer >= 1, samples of calibration_data used (default 64)")
+    weight_bits: int = option(8, "8 | 16: with precision=fixed, 16 gives every projection a second 8-bit synapse "
+                                 "group (low mantissas at weight_exp - 8), twice the synapse memory")
 
 
 OPTIONS = LoihiOptions.meanings()
@@ -144,6 +150,16 @@ class LoihiTarget(Target):
         if calibrating and options.precision != "fixed":
             raise TargetError(f"{calibrating[0]} chooses fixed-point scaling, and precision is {options.precision}",
                               where=f"loihi option {calibrating[0]}", hint="add --target-option precision=fixed")
+        if "weight_bits" in given:
+            if isinstance(options.weight_bits, bool) or options.weight_bits not in (8, 16):
+                raise TargetError(f"weight_bits must be 8 or 16, got {options.weight_bits!r}",
+                                  where="loihi option weight_bits")
+            if options.precision != "fixed":
+                raise TargetError(f"weight_bits sets fixed-point synapse groups, and precision is {options.precision}",
+                                  where="loihi option weight_bits", hint="add --target-option precision=fixed")
+            if options.netx and options.weight_bits != 8:
+                raise TargetError("netx stores one 8-bit weight per synapse", where="loihi option weight_bits",
+                                  hint="weight_bits=8 (or no netx=true)")
         if "calibration_samples" in given and not options.calibration_data:
             raise TargetError("calibration_samples is given without calibration_data",
                               where="loihi option calibration_samples",
@@ -171,10 +187,15 @@ class LoihiTarget(Target):
 
     def map_onto(self, graph: Graph, options: LoihiOptions | dict | None = None) -> mapping.Mapping:
         """The core/chip mapping of `graph` on the option's system (computed once per graph)."""
-        system = str(self.parse(options).system)
+        options = self.parse(options)
+        system = str(options.system)
+        groups = 2 if options.precision == "fixed" and options.weight_bits == 16 else 1
         cached = getattr(self, "_mapped", None)  # holds the graph itself, so its id is never reused
-        if cached is None or cached[0] is not graph or cached[1] != system:
-            self._mapped = (graph, system, mapping.build(graph, system))
+        if cached is None or cached[0] is not graph or cached[1] != (system, groups):
+            res = mapping.load_resources()
+            if groups > 1:  # weight_bits=16: two synapse groups, each with its weights (and sparse indices)
+                res = replace(res, weight_bits=groups * res.weight_bits, sparse_index_bits=groups * res.sparse_index_bits)
+            self._mapped = (graph, (system, groups), mapping.build(graph, system, res))
         return self._mapped[2]
 
     def check(self, graph: Graph, options: LoihiOptions | dict | None = None) -> list[str]:
@@ -233,6 +254,8 @@ class LoihiTarget(Target):
             from snncc_lava import fixed
             net = network.build(graph, explicit=False)
             calibration = None
+            if options.weight_bits != 8:  # ir.json: every re-quantisation of this graph reads it
+                graph.meta[fixed.WEIGHT_BITS_KEY] = options.weight_bits
             if options.calibration_data:
                 calibration = calibrate(net, options)
                 graph.meta[fixed.CHOICES_KEY] = calibration["choices"]  # ir.json: what every re-quantisation reads
