@@ -43,6 +43,20 @@ def test_binary_model_compiles_for_loihi_and_runs_in_lava_equal_to_the_reference
         assert all(ref[f.name].sum() > 0 for f in fires), {f.name: int(ref[f.name].sum()) for f in fires}
 
 
+def _two_samples_in_lava_equal_the_reference(out, dep, precision: str) -> None:
+    """`snncc simulate OUT --backend lava` on 2 samples: counts equal the reference (float) or the
+    fixed_pt integer model (fixed), and every population fires on them."""
+    r = cli("simulate", out, "--backend", "lava", "--samples", "2")
+    assert r.returncode == 0, r.stdout + r.stderr
+    line = r.stdout.strip().splitlines()[-1]
+    if precision == "float":
+        assert "lava: 2 samples, spike counts == reference" in line and "max |output diff| 0," in line, line
+    else:
+        assert line.startswith("lava: 2 samples, spike counts == snncc's fixed_pt integer model"), line
+    ref = dep.reference(samples=2, seed=0).counts
+    assert all(ref[f.name].sum() > 0 for f in dep.deployed.neurons())
+
+
 def test_sew_max_pool_stem_compiles_for_loihi_and_runs_in_lava_count_for_count(tmp_path):
     """The SEW stem's max pooling of IFNode spikes (binary: an OR per window) runs as OR neurons
     (snncc_lava.network.MaxPool): floating_pt equal to the reference, fixed_pt to the integer
@@ -60,15 +74,7 @@ def test_sew_max_pool_stem_compiles_for_loihi_and_runs_in_lava_count_for_count(t
             ("lava.proc.lif.process.LIF", "PyLifModelFloat", 0.5) if precision == "float" else
             ("lava.proc.lif.process.LIF", "PyLifModelBitAcc", 1))
         assert (pool["source"], pool["delay"], pool["nonzero"]) == ("stem_2.s_out", 1, 4 * 4 * 4 * 4)  # D = 1; 2x2 windows
-        r = cli("simulate", out, "--backend", "lava", "--samples", "2")
-        assert r.returncode == 0, r.stdout + r.stderr
-        line = r.stdout.strip().splitlines()[-1]
-        if precision == "float":
-            assert "lava: 2 samples, spike counts == reference" in line and "max |output diff| 0," in line, line
-        else:
-            assert line.startswith("lava: 2 samples, spike counts == snncc's fixed_pt integer model"), line
-        ref = dep.reference(samples=2, seed=0).counts
-        assert all(ref[f.name].sum() > 0 for f in dep.deployed.neurons())
+        _two_samples_in_lava_equal_the_reference(out, dep, precision)
     r = cli("compile", pt2, "--target", "loihi", "--target-option", "emit=graded", "-o", tmp_path / "graded")
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert "node stem_3_max_pool2d: max pooling of spikes with emit=graded" in r.stderr, r.stderr
@@ -87,12 +93,4 @@ def test_snntorch_tutorial_max_pool_of_the_encoding_runs_in_lava(tmp_path):
         assert pools == {"net_1_max_pool2d": "current", "net_5_max_pool2d_1": "spike"}
         procs = {p["name"] for p in json.loads((out / "lava" / "network.json").read_text())["processes"]}
         assert "net_5_max_pool2d_1.pool" in procs and not any(p.startswith("net_1_max_pool2d") for p in procs)
-        r = cli("simulate", out, "--backend", "lava", "--samples", "2")
-        assert r.returncode == 0, r.stdout + r.stderr
-        line = r.stdout.strip().splitlines()[-1]
-        if precision == "float":
-            assert "lava: 2 samples, spike counts == reference" in line and "max |output diff| 0," in line, line
-        else:
-            assert line.startswith("lava: 2 samples, spike counts == snncc's fixed_pt integer model"), line
-        ref = dep.reference(samples=2, seed=0).counts
-        assert all(ref[f.name].sum() > 0 for f in dep.deployed.neurons())
+        _two_samples_in_lava_equal_the_reference(out, dep, precision)
