@@ -107,8 +107,11 @@ def test_inspecting_an_artefact_lists_its_graph_without_torch(env):
 
 
 def test_work_and_refusals_that_need_the_model_do_import_torch(env):
-    """The detector sees torch where it is needed: a model file is read with torch."""
-    code, _, err, modules = _run(["compile", str(env / "nope.pt2"), "-o", str(env / "o")], env)
-    assert code == 2 and err[0].endswith("file not found") and "torch" in modules
+    """The detector sees torch where it is needed: a model file is read with torch (a file that is
+    there but holds no program is refused by torch's reader; a missing one before it, above)."""
+    (env / "garbage.pt2").write_bytes(b"not a zip archive")
+    code, _, err, modules = _run(["compile", str(env / "garbage.pt2"), "-o", str(env / "o")], env)
+    assert code == 2 and len(err) == 1 and "garbage.pt2" in err[0] and "torch" in modules, err
+    assert not (env / "o").exists()
     code, out, _, modules = _run(["simulate", str(env / "art"), "--samples", "2", "--schedule", "exact"], env)
     assert code == 0 and "exact schedule: 2 samples" in out and "torch" in modules
