@@ -193,7 +193,11 @@ def test_residual_loihi_energy_is_exact_arithmetic():
     messages = 1 + 9 + 2  # each population has one destination
     e = (23.6 * sops + 81 * spikes + 52 * (updates - spikes) + (1.7 + 3.5 * 1) * messages) * 1e-12
     assert r.energy["total"] == pytest.approx(e, rel=1e-12)
-    assert r.latency_s == pytest.approx((8 + 4 + 4) * 10e-6)  # b (8) -> t (4), plus t's firing window
+    # Loihi runs one clock whose window is the largest D (8): a (or b) and t take a window each, plus
+    # t's firing window, 3 x 8 sub-steps (the 45nm profile, unclocked, says b 8 + t 4 + 4: above);
+    # a and b now tie, and ties go to graph order
+    assert r.latency_substeps == 8 * 3 and r.critical_path == ["a", "t", "out"]
+    assert r.latency_s == pytest.approx(8 * 3 * 10e-6)
 
 
 # ---- attention spike product ---------------------------------------------------------------------
@@ -475,6 +479,32 @@ def test_estimate_and_simulate_report_one_latency():
     dep = snncc.compile(randomize_bn(ResidualSepConv()), torch.zeros(2, 3, 8, 8))
     x = torch.randn(3, 3, 8, 8, dtype=torch.float64)
     assert dep.estimate(x).latency_substeps == dep.simulate(x, "exact").latency_substeps
+
+
+def test_a_clocked_chip_takes_the_largest_D_window_for_every_population():
+    """With populations of D = 4, 1 and 2, Loihi's latency is the synchronous simulator's: one clock
+    of 4 sub-steps per window, 4 x (depth + 1); an unclocked chip sums each population's own D."""
+    import snncc
+    from nets import ConvChain
+    from snncc.sim.sync import levels, simulate
+
+    torch.manual_seed(0)
+    m = ConvChain(head_norm=1)
+    m.n2.D = m.n2.norm = 1
+    m.head_fire.D = 2
+    dep = snncc.compile(m, torch.zeros(1, *m.input_shape))
+    g = dep.deployed
+    D = {n.name: n.attrs["D"] for n in g.neurons()}
+    assert sorted(set(D.values())) == [1, 2, 4]
+    x = torch.randn(2, *m.input_shape, dtype=torch.float64)
+    lv = levels(g)
+    depth = max(lv[f] for f in D)
+    loihi, flat = dep.estimate(x, profile="loihi"), dep.estimate(x, profile="45nm")
+    assert loihi.latency_substeps == 4 * (depth + 1) == simulate(g, x).latency_substeps
+    assert loihi.critical_path == flat.critical_path  # one chain: the same path, other clocks
+    chain = [p for p in flat.critical_path if p in D]
+    assert len(chain) == depth and flat.latency_substeps == sum(D[p] for p in chain) + D[chain[-1]]
+    assert flat.latency_substeps < loihi.latency_substeps
 
 
 def test_one_energy_formula_per_profile_by_hand():

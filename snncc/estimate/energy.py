@@ -72,6 +72,7 @@ class Formula:
     host_macs_off_chip: bool = False  # host MACs are counted but not priced (say so in the notes)
     placement_routing: bool = False  # a placement's measured hops and chip crossings price the routing
     one_layer_per_core: bool = False  # a population takes a core of its own (the capacity check)
+    clocked: bool = False  # one clock for the chip: every population's window is the largest D (latency)
     dynamic_needs: str = ""  # the figure without which the dynamic energy is unknown (not zero)
 
     def dynamic_unknown(self, p: Profile) -> str:
@@ -83,7 +84,7 @@ class Formula:
 
 FORMULAS = {f.name: f for f in (
     Formula("mac_ac", _mac_ac),
-    Formula("loihi", _loihi, host_macs_off_chip=True, placement_routing=True),
+    Formula("loihi", _loihi, host_macs_off_chip=True, placement_routing=True, clocked=True),
     Formula("speck", _speck, one_layer_per_core=True, dynamic_needs="e_sop"),
 )}
 FORMULA_TERMS = {k: f.terms for k, f in FORMULAS.items()}

@@ -26,7 +26,9 @@ Definitions (per sample; a window is one training timestep = D sub-steps):
 - MACs: dense host multiply-accumulates of ops on the real-valued input, per timestep x T.
 - neuron updates: neurons * D * T; active updates = sub-steps in which a neuron spikes (= spikes).
 - routed messages: spikes * number of destination populations (the output readout included).
-- latency: sum of D along the longest population path (sub-steps), x the profile's sub-step time.
+- latency: sum of D along the longest population path (sub-steps), x the profile's sub-step time;
+  on a clocked chip (`Formula.clocked`: Loihi) every population takes the largest D's window, so
+  with mixed D the latency is W x (depth + 1), the synchronous simulator's.
 Energy (per sample) by profile formula:
 - mac_ac: E_MAC * MACs + E_AC * (SOPs + spike products)
 - loihi: E_SOP * (SOPs + spike products) + E_active * active updates + E_inactive * inactive updates
@@ -494,8 +496,10 @@ def build_report(est: Estimator, rate: float | None, substep_time: float | None)
         "relay_messages": sum(p.spikes for p in relays),
     }
     paper = paper_energy(totals)
-    latency_s = None if tau is None else plan.latency_substeps * tau
-    sample_s = None if tau is None else plan.sample_substeps * tau
+    # a clocked chip (Loihi) runs every population on the largest D's window; others their own D
+    latency, sample, critical = plan.timing(clocked=prof is not None and formula(prof).clocked)
+    latency_s = None if tau is None else latency * tau
+    sample_s = None if tau is None else sample * tau
 
     energy: dict[str, float] = {}
     power = None
@@ -538,8 +542,8 @@ def build_report(est: Estimator, rate: float | None, substep_time: float | None)
     if not est.windows_exact and T > 1:
         notes.append("peak per-window figures are upper bounds: counts were summed over T (use observe)")
     unknown = formula(prof).dynamic_unknown(prof) if prof is not None else ""
-    return Report(n, T, prof, rate, tau, list(pops.values()), links, totals, plan.latency_substeps,
-                  plan.sample_substeps, list(plan.critical_path), energy, power, warnings, notes, est.windows_exact,
+    return Report(n, T, prof, rate, tau, list(pops.values()), links, totals, latency,
+                  sample, critical, energy, power, warnings, notes, est.windows_exact,
                   paper, placed, {f.name: neuron_model(f.attrs) for f in plan.graph.neurons()}, unknown,
                   est.labelled, est.correct)
 

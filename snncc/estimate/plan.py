@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -112,6 +113,10 @@ class Plan:
     critical_path: list[str]
     notes: list[str] = field(default_factory=list)
     architecture: list[ArchOp] = field(default_factory=list)
+    # the same on one clock whose window is the largest D (every population costs one window):
+    # W * (depth + 1), the synchronous simulator's and Loihi's latency; equal to the above for one D
+    clocked_latency_substeps: int = 0
+    clocked_critical_path: list[str] = field(default_factory=list)
 
     def projections_into(self, target: str) -> list[Projection]:
         return [p for p in self.projections if p.target == target]
@@ -129,8 +134,17 @@ class Plan:
     @property
     def sample_substeps(self) -> int:
         """Sub-steps for one sample of T windows, pipelined: a new window every max-D sub-steps."""
+        return self.timing(clocked=False)[1]
+
+    def timing(self, clocked: bool) -> tuple[int, int, list[str]]:
+        """(latency, sample, critical path) in sub-steps. `clocked`: one clock whose window is the
+        largest D for every population (a synchronous chip; `Formula.clocked`), so a population
+        with a smaller D still takes a whole window; otherwise each population takes its own D
+        (an asynchronous chip). Both pipeline a new window every max-D sub-steps."""
         dmax = max((p.D for p in self.populations.values()), default=0)
-        return self.latency_substeps + (self.T - 1) * dmax
+        lat, path = ((self.clocked_latency_substeps, self.clocked_critical_path) if clocked
+                     else (self.latency_substeps, self.critical_path))
+        return lat, lat + (self.T - 1) * dmax, list(path)
 
 
 # ---- structural evaluation ---------------------------------------------------------------------
@@ -653,9 +667,11 @@ def analyze(graph: Graph, probe_limit: int | None = None, architecture: bool = T
             if pr.target not in pops[s].destinations:
                 pops[s].destinations.append(pr.target)
 
-    lat, crit = _latency(g, pops, projections, products)
+    lat, crit = _latency(g, pops, projections, products, lambda p: p.D)
+    dmax = max((p.D for p in pops.values()), default=0)
+    clat, ccrit = _latency(g, pops, projections, products, lambda p: dmax if p.D else 0)
     return Plan(g, g.T, pops, projections, products, mac_nodes, lat, crit, notes,
-                architecture_ops(g, structural) if architecture else [])
+                architecture_ops(g, structural) if architecture else [], clat, ccrit)
 
 
 def _is_source(g: Graph, name: str) -> bool:
@@ -709,7 +725,9 @@ def _first_consumer(g: Graph, name: str, users: dict) -> str:
     return best or g.output.name
 
 
-def _latency(g: Graph, pops: dict[str, Population], projections, products) -> tuple[int, list[str]]:
+def _latency(g: Graph, pops: dict[str, Population], projections, products,
+             window: Callable[[Population], int]) -> tuple[int, list[str]]:
+    """The longest population path to the output, each population costing `window(p)` sub-steps."""
     preds: dict[str, set[str]] = {p: set() for p in pops}
     for p in projections:
         if p.kind in ("synaptic", "readout"):
@@ -722,14 +740,14 @@ def _latency(g: Graph, pops: dict[str, Population], projections, products) -> tu
             continue
         # ties go to the first source in graph order (a set's order changes with the process's hash seed)
         prev = max((best[s] for s in best if s in preds[n.name]), key=lambda b: b[0], default=(0, []))
-        best[n.name] = (prev[0] + pops[n.name].D, prev[1] + [n.name])
+        best[n.name] = (prev[0] + window(pops[n.name]), prev[1] + [n.name])
     out = best[g.output.name]
     # The last population's burst takes one more window to arrive (the synchronous exact schedule:
     # level k integrates during window k and fires during window k + 1), so the latency is the
     # simulator's: D * (depth + 1) sub-steps for one D (snncc.sim.sync, one definition for both).
-    # With different D per population this sums each one's own D along the path; the synchronous
-    # schedule (and Loihi) run every window on the largest D's clock, W * (depth + 1) sub-steps.
-    last = next((pops[p].D for p in reversed(out[1]) if pops[p].D), 0)
+    # With different D per population, `window` is each one's own D (asynchronous) or the largest D
+    # (one clock: W * (depth + 1) sub-steps, `sim.sync.window_length`).
+    last = next((window(pops[p]) for p in reversed(out[1]) if pops[p].D), 0)
     return out[0] + last, out[1]
 
 
