@@ -583,6 +583,12 @@ _op(OpSpec("output", 1, 1, {}, kind_rule=_same_kind, shape_rule=output_shape))
 
 # Ops whose output is a population's value: sources of current trees, never walked through.
 POPULATION_OPS = ("fire", "relay")
+# The ends of a current tree (docs/design.md §2, synaptic normal form): its sources (a graph input or
+# a population) and its consumers (a population or the graph output). An op inside a tree is none
+# of these; the registry's cost models refuse these four with one reason (registry.NOT_IN_A_TREE).
+SOURCE_OPS = ("input",) + POPULATION_OPS
+CONSUMER_OPS = POPULATION_OPS + ("output",)  # each owns its input current tree (snncc.ir.deployed)
+BOUNDARY_OPS = SOURCE_OPS + ("output",)
 
 
 def spec(op: str) -> OpSpec:
@@ -617,6 +623,6 @@ def fmt_value(v) -> str:
 
 __all__ = ["OPS", "OpSpec", "SPIKE", "CURRENT", "KINDS", "REQUIRED", "RuleError", "ROUNDING_MODES", "RESET_MODES",
            "neuron_model", "NEURON_FEATURES", "neuron_features", "is_soft_neuron", "check_neuron", "MAX_D", "MAX_T",
-           "MAX_SUBSTEPS", "POPULATION_OPS", "host_domain", "MAX_OF_CURRENTS", "spec", "bilinear_weights",
+           "MAX_SUBSTEPS", "POPULATION_OPS", "SOURCE_OPS", "CONSUMER_OPS", "BOUNDARY_OPS", "host_domain", "MAX_OF_CURRENTS", "spec", "bilinear_weights",
            "normalize_attr", "tuple_n", "summarize", "fmt_value"]
 
