@@ -555,7 +555,7 @@ def _host_fed(g: Graph) -> set[str]:
             continue
         for i in n.inputs:
             m = g[i]
-            if (m.op == "input" and m.kind != SPIKE) or m.op == "spike_product" or i in fed:
+            if (m.op == "input" and m.kind != SPIKE) or m.spec.product or i in fed:
                 fed.add(n.name)
                 break
     return fed
@@ -612,7 +612,7 @@ def analyze(graph: Graph, probe_limit: int | None = None, architecture: bool = T
         for t in terms:
             nodes = closure(g, t)
             for n in nodes:
-                if n.op == "spike_product":
+                if n.spec.product:
                     srcs = [_population_of(g, i) for i in n.inputs]
                     products.append(ProductNode(n.name, c.name, list(n.inputs), srcs, n.attrs["order"]))
             host_ops = [n.name for n in nodes if n.name in mac_nodes]
@@ -671,7 +671,7 @@ def architecture_ops(g: Graph, structural: Interpreter | None = None) -> list[Ar
     users = g.users()
     out = []
     for n in g.nodes:
-        if not n.spec.synaptic or n.op == "spike_product" or same[n.name] != n.name:
+        if not n.spec.synaptic or n.spec.product or same[n.name] != n.name:
             continue
         srcs = set()
         for i in n.inputs:
