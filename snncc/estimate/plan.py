@@ -49,7 +49,7 @@ from snncc.errors import SnnccError
 from snncc.ir.analysis import sources as weightless_sources, value_numbers
 from snncc.ir import registry
 from snncc.ir.graph import Graph, Node
-from snncc.ir.ops import POPULATION_OPS, SPIKE, bilinear_weights
+from snncc.ir.ops import BOUNDARY_OPS, CONSUMER_OPS, POPULATION_OPS, SOURCE_OPS, SPIKE, bilinear_weights
 from snncc.sim.reference import Interpreter
 
 PROBE_LIMIT = 1 << 24  # source neurons x target neurons of a dense one-hot probe
@@ -178,7 +178,7 @@ def closure(g: Graph, term: str) -> list[Node]:
     while stack:
         name = stack.pop()
         n = g[name]
-        if name in names or n.op in ("fire", "relay", "input"):
+        if name in names or n.op in SOURCE_OPS:
             continue
         names.add(name)
         stack.extend(n.inputs)
@@ -259,7 +259,7 @@ def _fanout_none(g: Graph, n: Node) -> tuple[bool, bool]:
     # inexact or their own projections elsewhere)
 
 
-registry.refuse("input", "fire", "relay", "output", cost="fanout", why=registry.NOT_IN_A_TREE)
+registry.refuse(*BOUNDARY_OPS, cost="fanout", why=registry.NOT_IN_A_TREE)
 registry.refuse("batchnorm", "pad", cost="fanout", why=registry.NOT_DEPLOYED)
 
 
@@ -468,7 +468,7 @@ for _op, _fn in {
     "spike_product": lambda g, n, gy: [None] * len(n.inputs),  # its own projection: no linear path
 }.items():
     registry.implement(_op, _fn, cost="paths", where=f"snncc.estimate.plan (structural backward rule of {_op})")
-registry.refuse("input", "fire", "relay", "output", cost="paths", why=registry.NOT_IN_A_TREE)
+registry.refuse(*BOUNDARY_OPS, cost="paths", why=registry.NOT_IN_A_TREE)
 registry.refuse("batchnorm", "pad", cost="paths", why=registry.NOT_DEPLOYED)
 _ONES_VJP = registry.table("paths")
 
@@ -542,7 +542,7 @@ registry.refuse("max_pool", cost="host_macs", why="0 MACs: a max of spike counts
                                                  "is comparisons on the host, not multiply-accumulates")
 registry.refuse("spike_product", cost="host_macs",
                 why="priced as coincidence operations of its operand spikes (plan.coincidences), not MACs")
-registry.refuse("input", "fire", "relay", "output", cost="host_macs", why=registry.NOT_IN_A_TREE)
+registry.refuse(*BOUNDARY_OPS, cost="host_macs", why=registry.NOT_IN_A_TREE)
 registry.refuse("batchnorm", "pad", cost="host_macs", why=registry.NOT_DEPLOYED)
 
 
@@ -565,11 +565,11 @@ def _host_fed(g: Graph) -> set[str]:
     """Current nodes whose value depends on a real-valued input or on a spike product's output."""
     fed: set[str] = set()
     for n in g.nodes:
-        if n.kind != "current" or n.op in ("input", "fire", "relay"):  # a relay is a population
+        if n.kind != "current" or n.op in SOURCE_OPS:  # a relay is a population
             continue
         for i in n.inputs:
             m = g[i]
-            if (m.op == "input" and m.kind != SPIKE) or m.op == "spike_product" or i in fed:
+            if (m.op == "input" and m.kind != SPIKE) or m.spec.product or i in fed:
                 fed.add(n.name)
                 break
     return fed
@@ -626,7 +626,7 @@ def analyze(graph: Graph, probe_limit: int | None = None, architecture: bool = T
         for t in terms:
             nodes = closure(g, t)
             for n in nodes:
-                if n.op == "spike_product":
+                if n.spec.product:
                     srcs = [_population_of(g, i) for i in n.inputs]
                     products.append(ProductNode(n.name, c.name, list(n.inputs), srcs, n.attrs["order"]))
             host_ops = [n.name for n in nodes if n.name in mac_nodes]
@@ -687,7 +687,7 @@ def architecture_ops(g: Graph, structural: Interpreter | None = None) -> list[Ar
     users = g.users()
     out = []
     for n in g.nodes:
-        if not n.spec.synaptic or n.op == "spike_product" or same[n.name] != n.name:
+        if not n.spec.synaptic or n.spec.product or same[n.name] != n.name:
             continue
         srcs = set()
         for i in n.inputs:
@@ -717,7 +717,7 @@ def _first_consumer(g: Graph, name: str, users: dict) -> str:
             if u.name in seen:
                 continue
             seen.add(u.name)
-            if u.op in ("fire", "relay", "output"):
+            if u.op in CONSUMER_OPS:
                 if best is None or order[u.name] < order[best]:
                     best = u.name
             else:

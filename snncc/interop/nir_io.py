@@ -117,43 +117,72 @@ def _ones_conv(name: str, x: str, channels: int, copies: int, kernel: tuple, str
                                     "groups": channels}, {"weight": w})
 
 
-def _private_tree(g: Graph, root: str, private) -> list[Node] | None:
+def _private_tree(g: Graph, root: str, private) -> list[tuple[Node, bool]] | None:
     """The current ops computing `root` down to (and with) the projections reading spikes, when each
-    has one user and is of a kind whose output rows can be repeated; else None."""
+    has one user and is of a kind whose output rows can be repeated (its `NirOp.rows` cell); else None."""
     tree, todo = [], [root]  # (node, reads a current)
     while todo:
         t = g[todo.pop()]
         if not private(t.name):
             return None
-        inner = t.op in ("add", "reshape", "scale") or (t.op == "conv" and g[t.inputs[0]].kind != SPIKE
-                                                         and g[t.inputs[0]].op != "input")
+        rows = _cell(t.op).rows
+        inner = rows.inner(g, t) if rows is not None else None
+        if inner is None:
+            return None
         tree.append((t, inner))
         if inner:
-            if t.op == "conv" and not (t.attrs["groups"] == t.shape[0] == t.params["weight"].shape[0]
-                                       and t.params["weight"].shape[1] == 1 and "bias" not in t.params):
-                return None  # only a per-channel (depthwise) conv of a current repeats per copy
-            src = g[t.inputs[0]].shape
-            if t.op == "reshape" and src[0] != t.shape[0] and math.prod(src[1:]) != 1:
-                return None  # the copies of a channel stay together only if the reshape keeps channels
             todo += t.inputs
-        elif t.op not in ("conv", "linear"):
-            return None
     return tree
 
 
-def _repeat_rows(t: Node, inner: bool, d: int) -> None:
-    """Make `t` compute its value d times, channel-major (row c -> rows c*d .. c*d + d-1); `inner`:
-    it reads a current whose rows are repeated too."""
-    if t.op in ("conv", "linear"):
-        t.params = {k: np.repeat(v, d, axis=0) for k, v in t.params.items()}
-        if inner:  # a per-channel conv of a current: per copy
-            t.attrs["groups"] *= d
-    elif t.op == "scale":
-        f = np.asarray(t.params["factor"])
-        if f.ndim == len(t.shape) and f.shape[0] > 1:
-            t.params = {"factor": np.repeat(f, d, axis=0)}
-    elif t.op == "reshape":
-        t.attrs["shape"] = (t.attrs["shape"][0] * d,) + tuple(t.attrs["shape"][1:])
+@dataclass(frozen=True)
+class Rows:
+    """How one op of a neuron's private current tree repeats its output rows over the neuron's
+    copies (the binary form): `inner(g, t)` is True when `t` reads a current whose rows are
+    repeated too (walk on), False when it is a projection reading spikes or the input (a leaf),
+    None when its rows cannot be repeated (no private tree); `repeat(t, inner, d)` makes `t` compute
+    its value d times, channel-major (row c -> rows c*d .. c*d + d-1)."""
+    inner: Callable
+    repeat: Callable
+
+
+def _conv_rows(g: Graph, t: Node) -> bool | None:
+    x = g[t.inputs[0]]
+    if x.kind == SPIKE or x.op == "input":
+        return False
+    # of a current: only a per-channel (depthwise) conv repeats per copy
+    depthwise = t.attrs["groups"] == t.shape[0] == t.params["weight"].shape[0] and t.params["weight"].shape[1] == 1
+    return True if depthwise and "bias" not in t.params else None
+
+
+def _repeat_projection(t: Node, inner: bool, d: int) -> None:
+    t.params = {k: np.repeat(v, d, axis=0) for k, v in t.params.items()}
+    if inner:  # a per-channel conv of a current: per copy
+        t.attrs["groups"] *= d
+
+
+def _reshape_rows(g: Graph, t: Node) -> bool | None:
+    src = g[t.inputs[0]].shape
+    if src[0] != t.shape[0] and math.prod(src[1:]) != 1:
+        return None  # the copies of a channel stay together only if the reshape keeps channels
+    return True
+
+
+def _repeat_reshape(t: Node, inner: bool, d: int) -> None:
+    t.attrs["shape"] = (t.attrs["shape"][0] * d,) + tuple(t.attrs["shape"][1:])
+
+
+def _repeat_scale(t: Node, inner: bool, d: int) -> None:
+    f = np.asarray(t.params["factor"])
+    if f.ndim == len(t.shape) and f.shape[0] > 1:
+        t.params = {"factor": np.repeat(f, d, axis=0)}
+
+
+_CONV_ROWS = Rows(_conv_rows, _repeat_projection)
+_LINEAR_ROWS = Rows(lambda g, t: False, _repeat_projection)
+_ADD_ROWS = Rows(lambda g, t: True, lambda t, inner, d: None)  # its inputs repeat theirs
+_RESHAPE_ROWS = Rows(_reshape_rows, _repeat_reshape)
+_SCALE_ROWS = Rows(lambda g, t: True, _repeat_scale)
 
 
 def _start_pulse(put, fresh, inp: Node) -> str:
@@ -226,145 +255,193 @@ def nir_graph(graph: Graph, form: str = "binary") -> tuple[Graph, dict[str, str]
     Returns (graph, {IR name: NIR name}, {neuron: copies})."""
     if form not in FORMS:
         raise TargetError(f"unknown NIR form {form!r}", where="--nir-form", hint=f"one of {', '.join(FORMS)}")
-    g = graph
-    users = g.users()
-    out = Graph(T=g.T, meta=dict(g.meta))
-    taken: set = set()
-    names = {n.name: _key(n.name, taken) for n in g.nodes}
-    fresh = lambda base: _key(base, taken)  # noqa: E731
-    copies: dict[str, int] = {}
-    orig: dict[str, np.ndarray] = {}  # expanded value (out name) -> flat index of the original element
-    rep: dict[str, int] = {}  # expanded value laid out channel-major (c D + k) -> D
+    e = _Expansion(graph, form)
+    for n in graph.nodes:
+        nm = e.names[n.name]
+        x = e.names[n.inputs[0]] if n.inputs else None
+        op = _cell(n.op)
+        if op.expand is not None and op.expand(e, n, nm, x):
+            continue
+        if x in e.orig:  # reads a neuron's copies
+            if op.copies is None:
+                e.refuse(n, f"{n.op} reading a neuron's copies")
+            op.copies(e, n, nm, x)
+            continue
+        c = n.clone()
+        c.name, c.inputs = nm, [e.names[i] for i in n.inputs]
+        e.put(c)
+    return e.out.verify(), e.names, e.copies
 
-    n_users: dict[str, int] = {}  # out node -> its users (in the finished graph)
-    for k, us in users.items():
-        n_users[names[k]] = len(us)
 
-    def put(node: Node) -> str:
-        out.append(node)
-        out.infer_last()
+class _Expansion:
+    """What the per-op cells of `nir_graph` share: the graph being built, names, and the layout of
+    each neuron's copies."""
+
+    def __init__(self, graph: Graph, form: str):
+        self.g, self.form = graph, form
+        self.out = Graph(T=graph.T, meta=dict(graph.meta))
+        self.taken: set = set()
+        self.names = {n.name: _key(n.name, self.taken) for n in graph.nodes}
+        self.copies: dict[str, int] = {}
+        self.orig: dict[str, np.ndarray] = {}  # expanded value (out name) -> flat index of the original element
+        self.rep: dict[str, int] = {}  # expanded value laid out channel-major (c D + k) -> D
+        self.n_users: dict[str, int] = {}  # out node -> its users (in the finished graph)
+        for k, us in graph.users().items():
+            self.n_users[self.names[k]] = len(us)
+        self.pulse: list[str] = []  # the start pulse, built when a neuron first needs an initial membrane
+
+    def fresh(self, base: str) -> str:
+        return _key(base, self.taken)
+
+    def put(self, node: Node) -> str:
+        self.out.append(node)
+        self.out.infer_last()
         for i in node.inputs:
-            n_users.setdefault(i, 1)  # helper nodes (a pool's conv before its reshape) have one user
+            self.n_users.setdefault(i, 1)  # helper nodes (a pool's conv before its reshape) have one user
         return node.name
 
-    pulse: list[str] = []  # the start pulse, built when a neuron first needs an initial membrane
+    def v0_current(self, nm: str, u: str, v0: np.ndarray) -> str:
+        self.out.meta.setdefault("nir_started", []).append(nm)
+        if not self.pulse:
+            self.pulse.append(_start_pulse(self.put, self.fresh, self.out.inputs[0]))
+        return self.put(Node(self.fresh(f"{u}_v0"), "add",
+                             [u, _initial_membrane(self.put, self.fresh, self.out[self.pulse[0]], v0)]))
 
-    def v0_current(u: str, v0: np.ndarray) -> str:
-        out.meta.setdefault("nir_started", []).append(nm)
-        if not pulse:
-            pulse.append(_start_pulse(put, fresh, out.inputs[0]))
-        return put(Node(fresh(f"{u}_v0"), "add", [u, _initial_membrane(put, fresh, out[pulse[0]], v0)]))
-
-    def refuse(n: Node, what: str):
+    def refuse(self, n: Node, what: str):
         raise TargetError(f"{what} in the binary NIR form", where=f"node {n.name}",
                           hint="--nir-form multispike writes the compact form")
 
-    for n in g.nodes:
-        nm = names[n.name]
-        ins = [names[i] for i in n.inputs]
-        x = ins[0] if ins else None
-        if n.op == "pool" or (n.op == "mean" and _global_mean(g, n)):
-            c = g[n.inputs[0]].shape[0]
-            if n.op == "pool":
-                k, st, pad = n.attrs["kernel"], n.attrs["stride"], n.attrs["padding"]
-            else:
-                k = st = tuple(g[n.inputs[0]].shape[1:])
-                pad = (0, 0)
-            d = rep.get(x, 1)
-            if x in orig and x not in rep:
-                refuse(n, "pooling of a reshaped copy layout")
-            value = 1.0 if n.op == "pool" and n.attrs["mode"] == "sum" else 1.0 / math.prod(k)
-            conv = _ones_conv(nm if n.op == "pool" or n.attrs["keepdim"] else fresh(f"{nm}_sum"), x, c, d, k, st, pad,
-                              value)
-            put(conv)
-            if d == 1:  # snncc reads it back as the pool / mean (a conv of a current would cost MACs)
-                out.meta.setdefault("nir_pools", {})[conv.name] = n.attrs["mode"] if n.op == "pool" else "mean"
-            if n.op == "mean" and not n.attrs["keepdim"]:
-                put(Node(nm, "reshape", [conv.name], {"shape": (c,)}))
-            continue
-        if x in orig:  # reads a neuron's copies
-            src = out[x]
-            if n.op == "conv" and x in rep:
-                w = np.repeat(n.params["weight"], rep[x], axis=1)
-                node = Node(nm, "conv", [x], dict(n.attrs), {**n.params, "weight": w})
-            elif n.op == "linear":
-                node = Node(nm, "linear", [x], {}, {**n.params, "weight": n.params["weight"][:, orig[x]]})
-            elif n.op == "reshape" and (len(n.shape) == 1 or (x in rep and n.shape[0] == g[n.inputs[0]].shape[0])):
-                keep = len(n.shape) > 1  # channels kept: still channel-major copies
-                put(Node(nm, "reshape", [x], {"shape": (src.shape[0],) + tuple(n.shape[1:]) if keep
-                                              else (math.prod(src.shape),)}))
-                orig[nm] = orig[x]
-                if keep:
-                    rep[nm] = rep[x]
-                continue
-            elif n.op == "mean" and x in rep and 0 not in n.attrs["dims"]:  # per channel: per copy
-                d = rep[x]
-                put(Node(nm, "mean", [x], dict(n.attrs)))
-                c = n.shape[0] if n.shape else 1
-                orig[nm] = np.repeat(np.arange(math.prod(n.shape)).reshape(c, -1), d, axis=0).reshape(-1)
-                rep[nm] = d
-                continue
-            elif n.op == "scale":
-                f = np.broadcast_to(n.params["factor"], g[n.inputs[0]].shape).reshape(-1)[orig[x]]
-                node = Node(nm, "scale", [x], {}, {"factor": f.reshape(src.shape)})
-            elif n.op == "output":
-                if len(src.shape) == 1:
-                    w = np.zeros((math.prod(g[n.inputs[0]].shape), src.shape[0]))
-                    w[orig[x], np.arange(src.shape[0])] = 1.0
-                    s = put(Node(fresh(f"{x}_sum"), "linear", [x], {}, {"weight": w}))
-                elif x in rep:
-                    c = src.shape[0] // rep[x]
-                    s = put(_ones_conv(fresh(f"{x}_sum"), x, c, rep[x], (1,) * (len(src.shape) - 1),
-                                       (1,) * (len(src.shape) - 1), (0,) * (len(src.shape) - 1), 1.0))
-                else:
-                    refuse(n, "an output read from reshaped copies")
-                put(Node(nm, "output", [s]))
-                continue
-            else:
-                refuse(n, f"{n.op} reading a neuron's copies")
-            put(node)
-            continue
-        a = n.attrs
-        D = a.get("D", 1)
-        carried = a.get("stateful", False) and g.T > 1 and a.get("leak", 1.0) == 1.0
-        if n.op == "fire" and form == "binary" and D > 1 and (not a["stateful"] or g.T == 1 or carried):
-            shape = g[n.inputs[0]].shape
-            size = math.prod(shape)
-            tree = _private_tree(out, x, lambda v: n_users.get(v, 0) == 1)
-            if tree is not None:  # every current op into the neuron is its own: repeat their rows
-                for t, inner in tree:
-                    _repeat_rows(t, inner, D)
-                out.infer()
-                u = x
-            elif len(shape) == 1:
-                w = np.zeros((size * D, size))
-                w[np.arange(size * D), np.repeat(np.arange(size), D)] = 1.0
-                u = put(Node(fresh(f"{nm}_fanout"), "linear", [x], {}, {"weight": w}))
-            else:
-                nd = len(shape) - 1
-                u = put(Node(fresh(f"{nm}_fanout"), "conv", [x], {"stride": (1,) * nd, "padding": (0,) * nd,
+
+def _pool_conv(e: _Expansion, n: Node, nm: str, x: str, kernel, stride, padding, value: float, mode: str,
+               keep: bool) -> None:
+    """A sum/avg pool or a global mean as the depthwise ones-kernel conv every reader maps (per
+    copy of a neuron's copies); `keep`: the conv carries the node's name (else a reshape to (C,) does)."""
+    c = e.g[n.inputs[0]].shape[0]
+    d = e.rep.get(x, 1)
+    if x in e.orig and x not in e.rep:
+        e.refuse(n, "pooling of a reshaped copy layout")
+    conv = _ones_conv(nm if keep else e.fresh(f"{nm}_sum"), x, c, d, kernel, stride, padding, value)
+    e.put(conv)
+    if d == 1:  # snncc reads it back as the pool / mean (a conv of a current would cost MACs)
+        e.out.meta.setdefault("nir_pools", {})[conv.name] = mode
+    if not keep:
+        e.put(Node(nm, "reshape", [conv.name], {"shape": (c,)}))
+
+
+def _expand_pool(e: _Expansion, n: Node, nm: str, x: str) -> bool:
+    a = n.attrs
+    _pool_conv(e, n, nm, x, a["kernel"], a["stride"], a["padding"],
+               1.0 if a["mode"] == "sum" else 1.0 / math.prod(a["kernel"]), a["mode"], True)
+    return True
+
+
+def _expand_mean(e: _Expansion, n: Node, nm: str, x: str) -> bool:
+    if not _global_mean(e.g, n):
+        return False
+    k = tuple(e.g[n.inputs[0]].shape[1:])
+    _pool_conv(e, n, nm, x, k, k, (0, 0), 1.0 / math.prod(k), "mean", n.attrs["keepdim"])
+    return True
+
+
+def _copies_conv(e: _Expansion, n: Node, nm: str, x: str) -> None:
+    if x not in e.rep:
+        e.refuse(n, "conv reading a neuron's copies")
+    w = np.repeat(n.params["weight"], e.rep[x], axis=1)
+    e.put(Node(nm, "conv", [x], dict(n.attrs), {**n.params, "weight": w}))
+
+
+def _copies_linear(e: _Expansion, n: Node, nm: str, x: str) -> None:
+    e.put(Node(nm, "linear", [x], {}, {**n.params, "weight": n.params["weight"][:, e.orig[x]]}))
+
+
+def _copies_reshape(e: _Expansion, n: Node, nm: str, x: str) -> None:
+    src = e.out[x]
+    if not (len(n.shape) == 1 or (x in e.rep and n.shape[0] == e.g[n.inputs[0]].shape[0])):
+        e.refuse(n, "reshape reading a neuron's copies")
+    keep = len(n.shape) > 1  # channels kept: still channel-major copies
+    e.put(Node(nm, "reshape", [x], {"shape": (src.shape[0],) + tuple(n.shape[1:]) if keep
+                                    else (math.prod(src.shape),)}))
+    e.orig[nm] = e.orig[x]
+    if keep:
+        e.rep[nm] = e.rep[x]
+
+
+def _copies_mean(e: _Expansion, n: Node, nm: str, x: str) -> None:
+    if not (x in e.rep and 0 not in n.attrs["dims"]):  # per channel: per copy
+        e.refuse(n, "mean reading a neuron's copies")
+    d = e.rep[x]
+    e.put(Node(nm, "mean", [x], dict(n.attrs)))
+    c = n.shape[0] if n.shape else 1
+    e.orig[nm] = np.repeat(np.arange(math.prod(n.shape)).reshape(c, -1), d, axis=0).reshape(-1)
+    e.rep[nm] = d
+
+
+def _copies_scale(e: _Expansion, n: Node, nm: str, x: str) -> None:
+    f = np.broadcast_to(n.params["factor"], e.g[n.inputs[0]].shape).reshape(-1)[e.orig[x]]
+    e.put(Node(nm, "scale", [x], {}, {"factor": f.reshape(e.out[x].shape)}))
+
+
+def _copies_output(e: _Expansion, n: Node, nm: str, x: str) -> None:
+    src = e.out[x]
+    if len(src.shape) == 1:
+        w = np.zeros((math.prod(e.g[n.inputs[0]].shape), src.shape[0]))
+        w[e.orig[x], np.arange(src.shape[0])] = 1.0
+        s = e.put(Node(e.fresh(f"{x}_sum"), "linear", [x], {}, {"weight": w}))
+    elif x in e.rep:
+        c = src.shape[0] // e.rep[x]
+        s = e.put(_ones_conv(e.fresh(f"{x}_sum"), x, c, e.rep[x], (1,) * (len(src.shape) - 1),
+                             (1,) * (len(src.shape) - 1), (0,) * (len(src.shape) - 1), 1.0))
+    else:
+        e.refuse(n, "an output read from reshaped copies")
+    e.put(Node(nm, "output", [s]))
+
+
+def _expand_fire(e: _Expansion, n: Node, nm: str, x: str) -> bool:
+    """A neuron: D > 1 in the binary form becomes D single-spike copies (`nir_graph`); a stateful
+    one carried over windows gets its initial membrane from the start pulse."""
+    if x in e.orig:
+        e.refuse(n, "fire reading a neuron's copies")
+    a, g = n.attrs, e.g
+    D = a["D"]
+    carried = a["stateful"] and g.T > 1 and a["leak"] == 1.0
+    if e.form == "binary" and D > 1 and (not a["stateful"] or g.T == 1 or carried):
+        shape = g[n.inputs[0]].shape
+        size = math.prod(shape)
+        tree = _private_tree(e.out, x, lambda v: e.n_users.get(v, 0) == 1)
+        if tree is not None:  # every current op into the neuron is its own: repeat their rows
+            for t, inner in tree:
+                _cell(t.op).rows.repeat(t, inner, D)
+            e.out.infer()
+            u = x
+        elif len(shape) == 1:
+            w = np.zeros((size * D, size))
+            w[np.arange(size * D), np.repeat(np.arange(size), D)] = 1.0
+            u = e.put(Node(e.fresh(f"{nm}_fanout"), "linear", [x], {}, {"weight": w}))
+        else:
+            nd = len(shape) - 1
+            u = e.put(Node(e.fresh(f"{nm}_fanout"), "conv", [x], {"stride": (1,) * nd, "padding": (0,) * nd,
                                                                    "dilation": (1,) * nd, "groups": shape[0]},
-                             {"weight": np.ones((shape[0] * D, 1) + (1,) * nd)}))
-            idx = np.repeat(np.arange(size).reshape(shape[0], -1), D, axis=0).reshape(-1)
-            k = np.tile(np.repeat(np.arange(D), size // shape[0]), shape[0])
-            cshape = (shape[0] * D,) + tuple(shape[1:])
-            offset = (a["beta"] + k * a["theta"]).reshape(cshape)  # per window; once when carried
-            b = np.broadcast_to(np.asarray(n.params.get("bias", 0.0), dtype=np.float64), shape).reshape(-1)[idx]
-            if carried:
-                u = v0_current(u, offset)
-                bias = b.reshape(cshape)
-            else:
-                bias = b.reshape(cshape) + offset
-            put(Node(nm, "fire", [u], {**a, "D": 1, "theta": D * a["theta"], "beta": 0.0}, {"bias": bias}))
-            orig[nm], rep[nm], copies[n.name] = idx, D, D
-            continue
+                           {"weight": np.ones((shape[0] * D, 1) + (1,) * nd)}))
+        idx = np.repeat(np.arange(size).reshape(shape[0], -1), D, axis=0).reshape(-1)
+        k = np.tile(np.repeat(np.arange(D), size // shape[0]), shape[0])
+        cshape = (shape[0] * D,) + tuple(shape[1:])
+        offset = (a["beta"] + k * a["theta"]).reshape(cshape)  # per window; once when carried
+        b = np.broadcast_to(np.asarray(n.params.get("bias", 0.0), dtype=np.float64), shape).reshape(-1)[idx]
+        if carried:
+            u = e.v0_current(nm, u, offset)
+            bias = b.reshape(cshape)
+        else:
+            bias = b.reshape(cshape) + offset
+        e.put(Node(nm, "fire", [u], {**a, "D": 1, "theta": D * a["theta"], "beta": 0.0}, {"bias": bias}))
+        e.orig[nm], e.rep[nm], e.copies[n.name] = idx, D, D
+        return True
+    if carried and a["beta"] != 0.0:  # beta, the initial membrane, by the start pulse
         c = n.clone()
-        c.name, c.inputs = nm, ins
-        if n.op == "fire" and carried and a["beta"] != 0.0:  # beta, the initial membrane, by the start pulse
-            c.inputs = [v0_current(x, np.full(n.shape, float(a["beta"])))]
-            c.attrs["beta"] = 0.0
-        put(c)
-    return out.verify(), names, copies
+        c.name, c.inputs = nm, [e.v0_current(nm, x, np.full(n.shape, float(a["beta"])))]
+        c.attrs["beta"] = 0.0
+        e.put(c)
+        return True
+    return False
 
 
 # ---- per-op NIR writers (the "nir" column of the op registry) ---------------------------------
@@ -379,6 +456,21 @@ class NirOp:
     the op into others, as a pool into a ones-kernel conv)."""
     check: Callable | None = None
     emit: Callable | None = None
+    # on the way to the `nir_graph` form: `expand(e, n, nm, x)` writes the node itself and returns
+    # True (a pool as a ones-kernel conv, a neuron as its copies), or False to copy it as it is;
+    # `copies(e, n, nm, x)` writes it when it reads a neuron's copies (None: the binary form refuses
+    # that); `rows` repeats its rows inside a neuron's private tree (None: it ends no such tree)
+    expand: Callable | None = None
+    copies: Callable | None = None
+    rows: Rows | None = None
+    # a projection: the axis of the neuron's shape its bias is per channel on (constant currents
+    # move into it, `to_nir`); None: not a projection
+    bias_axis: Callable | None = None
+
+
+def _cell(op: str) -> NirOp:
+    """The NIR writer of an op that `to_nir` has checked (every op of the `nir_graph` form has one)."""
+    return registry.lookup(op, "nir")
 
 
 @dataclass
@@ -403,10 +495,11 @@ class _Writer:
             self.edges.append((s, dst))
 
 
-def _nir_op(*ops: str, check: Callable | None = None):
+def _nir_op(*ops: str, check: Callable | None = None, **binary_form):
     def deco(emit):
         for op in ops:
-            registry.implement(op, NirOp(check, emit), where=f"{__name__}.{emit.__name__}", target="nir")
+            registry.implement(op, NirOp(check, emit, **binary_form), where=f"{__name__}.{emit.__name__}",
+                               target="nir")
         return emit
     return deco
 
@@ -540,15 +633,17 @@ def _emit_fire(w: _Writer, n: Node) -> None:
 
 
 _nir_op("input")(_emit_input)
-_nir_op("output")(_emit_output)
-_nir_op("add")(_emit_add)
-_nir_op("conv", check=_check_conv)(_emit_conv)
-_nir_op("linear", check=_check_linear)(_emit_linear)
-_nir_op("mean", check=_check_mean)(_emit_mean)
-_nir_op("reshape", check=_check_reshape)(_emit_reshape)
-_nir_op("scale")(_emit_scale)
-_nir_op("fire", check=_check_fire)(_emit_fire)
-registry.implement("pool", NirOp(), where=f"{__name__}.nir_graph (a ones-kernel depthwise conv)", target="nir")
+_nir_op("output", copies=_copies_output)(_emit_output)
+_nir_op("add", rows=_ADD_ROWS)(_emit_add)
+_nir_op("conv", check=_check_conv, copies=_copies_conv, rows=_CONV_ROWS, bias_axis=lambda shape: 0)(_emit_conv)
+_nir_op("linear", check=_check_linear, copies=_copies_linear, rows=_LINEAR_ROWS,
+        bias_axis=lambda shape: len(shape) - 1)(_emit_linear)
+_nir_op("mean", check=_check_mean, expand=_expand_mean, copies=_copies_mean)(_emit_mean)
+_nir_op("reshape", check=_check_reshape, copies=_copies_reshape, rows=_RESHAPE_ROWS)(_emit_reshape)
+_nir_op("scale", copies=_copies_scale, rows=_SCALE_ROWS)(_emit_scale)
+_nir_op("fire", check=_check_fire, expand=_expand_fire)(_emit_fire)
+registry.implement("pool", NirOp(expand=_expand_pool), where=f"{__name__}._expand_pool (a ones-kernel depthwise conv)",
+                   target="nir")
 registry.refuse("spike_product", target="nir", why="spike product (multiplicative synapse)")
 registry.refuse("permute", target="nir", why="permute (NIR has no transpose)")
 registry.refuse("upsample", target="nir", why="nearest upsampling (NIR has no upsampling node)")
@@ -613,10 +708,10 @@ def to_nir(graph: Graph, form: str = "binary") -> NirExport:
         done = False
         for cand in cands:
             p = g[cand]
-            if p.op not in ("conv", "linear") or len(users[p.name]) != 1 or "bias" in p.params \
-                    or p.name in weights_bias:
+            axis = _cell(p.op).bias_axis
+            if axis is None or len(users[p.name]) != 1 or "bias" in p.params or p.name in weights_bias:
                 continue
-            vec = _channel_vector(c, f.shape, 0 if p.op == "conv" else len(f.shape) - 1)
+            vec = _channel_vector(c, f.shape, axis(f.shape))
             if vec is not None:
                 weights_bias[p.name] = vec
                 bias_owner[p.name] = f.name

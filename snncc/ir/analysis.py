@@ -17,7 +17,7 @@ import hashlib
 import numpy as np
 
 from snncc.ir.graph import Graph
-from snncc.ir.ops import SPIKE, host_domain as _host_domain
+from snncc.ir.ops import BOUNDARY_OPS, SOURCE_OPS, SPIKE, host_domain as _host_domain
 
 WEIGHTED = ("conv", "linear", "spike_product")
 
@@ -28,7 +28,7 @@ def sources(graph: Graph, name: str, _memo: dict | None = None) -> set[str]:
     if name in memo:
         return memo[name]
     n = graph[name]
-    if n.kind == SPIKE or n.op in ("input", "relay") or n.op in WEIGHTED:
+    if n.kind == SPIKE or n.op in SOURCE_OPS or n.op in WEIGHTED:
         out = {name}
     else:
         out = set()
@@ -82,7 +82,7 @@ def value_numbers(graph: Graph) -> dict[str, str]:
     rep: dict[str, str] = {}
     seen: dict[tuple, str] = {}
     for n in graph.nodes:
-        if n.op in ("input", "fire", "relay", "output"):  # populations own their value
+        if n.op in BOUNDARY_OPS:  # populations own their value
             rep[n.name] = n.name
             continue
         key = (n.op, n.kind, tuple(n.shape), tuple(rep[i] for i in n.inputs), repr(sorted(n.attrs.items())),

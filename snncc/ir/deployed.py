@@ -1,5 +1,5 @@
 """What a deployed graph is (synaptic normal form): the nodes that own their input current tree
-(`CONSUMERS`), the ops such a tree may hold (`TREE_OPS`), how a tree is found (`current_tree`) and
+(`snncc.ir.ops.CONSUMER_OPS`), the ops such a tree may hold (`TREE_OPS`), how a tree is found (`current_tree`) and
 the check every simulator of deployed graphs runs (`check_deployed`). The pass that produces
 this form (`snncc.passes.normal_form`) and the simulators that accept it (`snncc.sim.sync`,
 `snncc.sim.events`) all read it from here, so the definition lives in the IR, not in a pass.
@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from snncc.errors import SnnccError
 from snncc.ir.graph import Graph, Node
-from snncc.ir.ops import SPIKE, check_neuron
-
-CONSUMERS = ("fire", "relay", "output")  # nodes whose input current tree is their own
+from snncc.ir.ops import SOURCE_OPS, SPIKE, check_neuron
 
 
 def current_tree(g: Graph, root: Node) -> set[str]:
@@ -22,7 +20,7 @@ def current_tree(g: Graph, root: Node) -> set[str]:
     while stack:
         name = stack.pop()
         n = g[name]
-        if name in out or n.kind != "current" or n.op in ("input", "relay"):
+        if name in out or n.kind != "current" or n.op in SOURCE_OPS:
             continue
         out.add(name)
         stack.extend(n.inputs)

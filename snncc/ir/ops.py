@@ -36,6 +36,9 @@ class OpSpec:
     synaptic: bool = False  # carries synapses: costs SOPs on spikes, MACs on currents
     linear: bool = False  # output is linear in each input (affine with bias)
     layout: bool = False  # pure data movement (reshape/permute)
+    # multiplies its inputs (a coincidence of spikes): no linear path from an input to the output,
+    # which is a new value; the cost models price it by coincidences (estimate.plan), not synapses
+    product: bool = False
     # on a current input, defined in the host domain only (`host_domain`); the reason it is refused
     # anywhere else (Graph.verify names the node)
     host_only: str = ""
@@ -568,7 +571,7 @@ _op(OpSpec("reshape", 1, 1, {"shape": REQUIRED}, kind_rule=_same_kind, shape_rul
 _op(OpSpec("permute", 1, 1, {"dims": REQUIRED}, kind_rule=_same_kind, shape_rule=permute_shape, linear=True,
            layout=True, summary=lambda a, p: f"dims={_fmt(a['dims'])}"))
 _op(OpSpec("spike_product", 2, 3, {"order": "left", "scale": 1.0}, kind_rule=_spikes_in,
-           shape_rule=spike_product_shape, synaptic=True,
+           shape_rule=spike_product_shape, synaptic=True, product=True,
            summary=lambda a, p: f"order={a['order']} scale={_fmt(a['scale'])}"))
 # A relay (docs/design.md §2, synaptic normal form): an accumulator population of a membrane-shortcut
 # stream. It integrates its input current over a window (plus its constant current `bias`) and
@@ -583,6 +586,12 @@ _op(OpSpec("output", 1, 1, {}, kind_rule=_same_kind, shape_rule=output_shape))
 
 # Ops whose output is a population's value: sources of current trees, never walked through.
 POPULATION_OPS = ("fire", "relay")
+# The ends of a current tree (docs/design.md §2, synaptic normal form): its sources (a graph input or
+# a population) and its consumers (a population or the graph output). An op inside a tree is none
+# of these; the registry's cost models refuse these four with one reason (registry.NOT_IN_A_TREE).
+SOURCE_OPS = ("input",) + POPULATION_OPS
+CONSUMER_OPS = POPULATION_OPS + ("output",)  # each owns its input current tree (snncc.ir.deployed)
+BOUNDARY_OPS = SOURCE_OPS + ("output",)
 
 
 def spec(op: str) -> OpSpec:
@@ -617,6 +626,6 @@ def fmt_value(v) -> str:
 
 __all__ = ["OPS", "OpSpec", "SPIKE", "CURRENT", "KINDS", "REQUIRED", "RuleError", "ROUNDING_MODES", "RESET_MODES",
            "neuron_model", "NEURON_FEATURES", "neuron_features", "is_soft_neuron", "check_neuron", "MAX_D", "MAX_T",
-           "MAX_SUBSTEPS", "POPULATION_OPS", "host_domain", "MAX_OF_CURRENTS", "spec", "bilinear_weights",
+           "MAX_SUBSTEPS", "POPULATION_OPS", "SOURCE_OPS", "CONSUMER_OPS", "BOUNDARY_OPS", "host_domain", "MAX_OF_CURRENTS", "spec", "bilinear_weights",
            "normalize_attr", "tuple_n", "summarize", "fmt_value"]
 

@@ -21,6 +21,7 @@ import torch
 from snncc.errors import PassError
 from snncc.ir.deployed import current_tree
 from snncc.ir.graph import Graph, Node
+from snncc.ir.ops import POPULATION_OPS
 from snncc.passes.base import PassResult, channel_factor
 from snncc.sim.reference import Interpreter
 
@@ -80,7 +81,7 @@ def bias_to_current(graph: Graph) -> PassResult:
     g = graph.clone()
     changes = []
     users = g.users()
-    for fire in [n for n in g.nodes if n.op in ("fire", "relay")]:  # relays take constants like neurons
+    for fire in [n for n in g.nodes if n.op in POPULATION_OPS]:  # relays take constants like neurons
         tree = private_tree(g, fire, users)
         if not tree or any(n.op == "batchnorm" for n in tree):
             continue

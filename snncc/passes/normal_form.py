@@ -18,8 +18,9 @@ Preserves: the reference executor's output.
 from __future__ import annotations
 
 from snncc.errors import PassError
-from snncc.ir.deployed import CONSUMERS, current_tree
+from snncc.ir.deployed import current_tree
 from snncc.ir.graph import Graph, Node
+from snncc.ir.ops import CONSUMER_OPS, SOURCE_OPS
 from snncc.passes.base import PassResult
 from snncc.passes.bias_to_current import bias_to_current, private_tree
 from snncc.passes.dead_code import dead_code
@@ -46,7 +47,7 @@ def normal_form(graph: Graph) -> PassResult:
     changes: list[str] = []
     added = {"synapses": 0, "copies": 0}
     refuse_unfolded_batchnorm(g)
-    consumers = [n for n in g.nodes if n.op in CONSUMERS]
+    consumers = [n for n in g.nodes if n.op in CONSUMER_OPS]
     trees, owners = shared_currents(g)
     for c in consumers:
         shared = [n for n in g.nodes if n.name in trees[c.name] and len(owners[n.name]) > 1]
@@ -80,7 +81,7 @@ def normal_form(graph: Graph) -> PassResult:
     changes += r.changes + r2.changes
     users = g.users()
     populations = []
-    for c in (n for n in g.nodes if n.op in CONSUMERS):
+    for c in (n for n in g.nodes if n.op in CONSUMER_OPS):
         tree = private_tree(g, c, users) if c.op != "output" else None
         if c.op != "output" and tree is None:
             raise PassError("input current is still shared after expansion", where=f"node {c.name}")
@@ -91,7 +92,7 @@ def normal_form(graph: Graph) -> PassResult:
 
 def shared_currents(g: Graph) -> tuple[dict[str, set[str]], dict[str, list[str]]]:
     """Each consumer's current tree, and for every current node the consumers owning it."""
-    consumers = [n for n in g.nodes if n.op in CONSUMERS]
+    consumers = [n for n in g.nodes if n.op in CONSUMER_OPS]
     trees = {c.name: current_tree(g, c) for c in consumers}
     owners: dict[str, list[str]] = {}
     for c in consumers:
@@ -130,7 +131,7 @@ def projections(g: Graph, consumer: Node) -> list[dict]:
         stack = [cur]
         while stack:
             m = stack.pop()
-            if m.kind == "spike" or m.op in ("input", "relay"):
+            if m.kind == "spike" or m.op in SOURCE_OPS:
                 srcs.append(m.name)
                 continue
             chain.append(f"{m.op}:{m.name}")

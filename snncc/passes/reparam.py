@@ -38,7 +38,7 @@ from snncc.errors import PassError
 from snncc.estimate.plan import dense_macs
 from snncc.ir import registry
 from snncc.ir.graph import Graph, Node
-from snncc.ir.ops import SPIKE, RuleError, conv_shape
+from snncc.ir.ops import BOUNDARY_OPS, SPIKE, RuleError, conv_shape
 from snncc.passes.base import PassResult, batchnorm_affine, channel_factor, single_user
 
 _TOL = {"rtol": 1e-6, "atol": 1e-7}  # a border value read back from the model's float32 parameters
@@ -492,5 +492,5 @@ registry.implement("add", Fusion(at=_sum_rules), rewrite="reparam",
 registry.refuse("pool", "max_pool", "mean", "upsample", "bilinear", "offset", "reshape", "permute", "spike_product",
                 rewrite="reparam", why="left as it is: not a conv, linear or per-channel affine, so no fusion starts "
                                        "or ends at it")
-registry.refuse("input", "fire", "relay", "output", rewrite="reparam",
+registry.refuse(*BOUNDARY_OPS, rewrite="reparam",
                 why="a graph end or a population: no fusion crosses it")

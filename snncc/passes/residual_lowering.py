@@ -33,7 +33,7 @@ from snncc.errors import PassError
 from snncc.estimate import lowering_cost as lc
 from snncc.estimate.plan import dense_macs
 from snncc.ir.graph import Graph, Node
-from snncc.ir.ops import SPIKE
+from snncc.ir.ops import POPULATION_OPS, SPIKE
 from snncc.passes.base import PassResult
 from snncc.passes.normal_form import refuse_unfolded_batchnorm, shared_currents
 
@@ -131,7 +131,7 @@ def _choose(costs: dict, caps: dict, force: str | None) -> tuple[str, str]:
 def _window(g: Graph, stream: list[str], owners: dict[str, list[str]]) -> tuple[int, str | None]:
     """The stream's window length D, and why a relay cannot serve it (None when it can): a relay
     integrates one window, so its consumers must share one D."""
-    Ds = {g[c].attrs["D"] for s in stream for c in owners[s] if g[c].op in ("fire", "relay")}
+    Ds = {g[c].attrs["D"] for s in stream for c in owners[s] if g[c].op in POPULATION_OPS}
     if not Ds:
         Ds = {n.attrs["D"] for n in g.neurons()} or {1}
     if len(Ds) != 1:

@@ -84,7 +84,7 @@ from snncc.ir.analysis import value_numbers
 from snncc.ir import registry
 from snncc.ir.deployed import TREE_OPS, check_deployed
 from snncc.ir.graph import Graph, Node
-from snncc.ir.ops import NEURON_FEATURES, POPULATION_OPS, check_neuron
+from snncc.ir.ops import CONSUMER_OPS, NEURON_FEATURES, POPULATION_OPS, SOURCE_OPS, check_neuron
 from snncc.sim.reference import Interpreter, carried_membrane, fire_count, timestep_inputs
 
 SCHEDULES = ("exact", "streaming")
@@ -175,13 +175,13 @@ class Simulator:
         """Affine constant of every fire's / the output's input tree: the tree on all-zero sources."""
         env = {}
         for n in self.g.nodes:
-            if n.op in ("input", "fire", "relay"):
+            if n.op in SOURCE_OPS:
                 env[n.name] = torch.zeros((1,) + n.shape, dtype=self.dtype)
             else:
                 env[n.name] = self.aff.impl(n.op)(n, *[env[i] for i in n.inputs])
         out = {}
         for n in self.g.nodes:
-            if n.op in ("fire", "relay", "output"):
+            if n.op in CONSUMER_OPS:
                 c = env[n.inputs[0]][0]
                 out[n.name] = c if bool(torch.any(c != 0)) else None
         return out

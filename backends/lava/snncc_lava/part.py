@@ -38,6 +38,7 @@ import torch
 
 from snncc.errors import TargetError
 from snncc.ir.graph import Graph
+from snncc.ir.ops import POPULATION_OPS
 from snncc.sim.reference import Interpreter, timestep_inputs
 from snncc.sim.sync import window_length
 
@@ -66,7 +67,7 @@ def choose(g: Graph, names: list[str], only_members: bool = False) -> list[str]:
     """The chosen populations and relays in graph order; one line for a name that is neither.
     `only_members`: keep the populations and relays of `names` (a chip's share: its spike products
     become boundary inputs), else refuse any other name."""
-    members = [n.name for n in g.nodes if n.op in ("fire", "relay")]
+    members = [n.name for n in g.nodes if n.op in POPULATION_OPS]
     if only_members:
         names = [n for n in names if n in members]
     chosen = set()

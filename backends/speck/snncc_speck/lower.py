@@ -226,10 +226,15 @@ def _pool_before(b: _Branch, n: Node):
     b.shape = (b.shape[0],) + tuple(n.shape[1:])
 
 
-def _layout_before(b: _Branch, n: Node):
-    if n.op == "reshape" and len(n.shape) == 1 and len(b.shape) == 3 and b.cover is None:
+def _reshape_before(b: _Branch, n: Node):
+    if len(n.shape) == 1 and len(b.shape) == 3 and b.cover is None:
         b.cover, b.covered_by = b.shape, "flatten"  # (C, H, W) -> C*H*W, consumed by a linear
-    elif _as_chw(n.shape) == b.shape:
+    else:
+        return _layout_before(b, n)
+
+
+def _layout_before(b: _Branch, n: Node):
+    if _as_chw(n.shape) == b.shape:
         pass  # (C,) <-> (C, 1, 1): no data movement
     else:
         return _unmapped_before(b, n)
@@ -325,9 +330,15 @@ def _scale_after(b: _Branch, n: Node):
     b.bias = None if b.bias is None else b.bias * f
 
 
-def _layout_after(b: _Branch, n: Node):
-    if int(np.prod(n.shape)) == int(np.prod(b.shape)) and (n.op == "reshape" or b.shape[1:] == (1, 1)):
+def _reshape_after(b: _Branch, n: Node):
+    if int(np.prod(n.shape)) == int(np.prod(b.shape)):
         return None  # output layout only: element order is unchanged
+    return _unmapped_after(b, n)
+
+
+def _layout_after(b: _Branch, n: Node):
+    if int(np.prod(n.shape)) == int(np.prod(b.shape)) and b.shape[1:] == (1, 1):
+        return None  # a permute of (C, 1, 1): element order is unchanged
     return _unmapped_after(b, n)
 
 
@@ -345,7 +356,7 @@ def _no_speck_op(stage: str):
 
 
 _rule("pool", _pool_before)
-_rule("reshape", _layout_before, _layout_after)
+_rule("reshape", _reshape_before, _reshape_after)
 _rule("permute", _layout_before, _layout_after)
 _rule("mean", _mean_before)
 _rule("conv", _conv_before)
