@@ -184,12 +184,12 @@ class _Run:
         # the window counters k only matter under a finite cap (greedy's D, speck_cap_D): the speck
         # policy's cap is inf (or 0 where a neuron may not fire), so its k need no zeroing per timestep
         self._zero_k = policy != "ideal" and bool(np.any(np.isfinite(cap) & (cap > 0)))
-        # the sequential kernels' cap per neuron (0 where it may not fire); the ideal policy's
-        # membranes start at 0 (kernels.zeros) and it reads caps per slot
         # the plain kernels' cap and lower bound per slot (0 / -inf where a neuron may not fire)
         self._cap_fire = np.where(self._fire_slot, self._cap_all, 0.0)
         self._vmin_fire = np.where(self._fire_slot, self._vmin_all, -np.inf)
-        self._bounds = kernels.greedy_bounds(self._theta_slot)
+        if "_bounds" not in net.__dict__:  # per slot, from theta alone: once per network
+            net.__dict__["_bounds"] = kernels.greedy_bounds(self._theta_slot)
+        self._bounds = net.__dict__["_bounds"]
         # greedy/speck without gates: the channel-last SIMD kernels (speck needs every lower bound
         # below its threshold: a clipped membrane then never reads as one at the threshold)
         self.cl = None
@@ -705,7 +705,8 @@ class _Run:
                 o = np.argsort(merged.key, kind="stable")
                 merged = _Batch(merged.src, merged.gid[o], None if merged.mult is None else merged.mult[o],
                                 merged.key[o])
-            return [(merged, np.arange(merged.gid.size))], rest
+            # (the ideal policy's deliveries read no positions: its sums do not depend on them)
+            return [(merged, np.arange(merged.gid.size) if self.policy != "ideal" else None)], rest
         if self.order == "interleaved":
             by_src: dict[str, list[_Batch]] = {}
             for bt in pool:
