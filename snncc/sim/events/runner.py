@@ -790,12 +790,13 @@ def _scratch(net: EventNetwork, n: int) -> kernels.Scratch:
 
 
 def _give_back(net: EventNetwork, sc: kernels.Scratch) -> None:
-    """A finished run's scratch for the next run (`_scratch`); a few sizes are kept (the batch
-    split's part sizes and the whole batch)."""
+    """A finished run's scratch for the next run (`_scratch`). The last 3 are kept (a 2-thread
+    split's parts and the whole batch): each holds arrays of the run's size (batch x slots), so
+    the network keeps that memory after a run."""
     with _SCRATCH_LOCK:
         free = net.__dict__.setdefault("_free_scratch", [])
         free.append(sc)
-        del free[:-8]
+        del free[:-3]
 
 
 _SCRATCH_LOCK = threading.Lock()
