@@ -217,19 +217,25 @@ def bench_sinabs64(a) -> int:
             print(f"sinabs64 {pol} at rate {rate:g}, batch {a.batch}: 1 thread {t1:.3f} s, 2 threads {t2:.3f} s: "
                   f"{t1 / t2:.2f}x ({'met' if t1 / t2 >= 1.7 else 'MISSED'}: target >= 1.7x), load average "
                   f"{os.getloadavg()[0]:.1f}")
-            (c1, s1, _), (c2, s2, long2) = (serial_cpu(lambda: ev(xs, pol), n, a.repeats) for n in (1, 2))
+            (c1, s1, _, call1, out1), (c2, s2, long2, call2, out2) = (serial_cpu(lambda: ev(xs, pol), n, a.repeats)
+                                                                      for n in (1, 2))
             print(f"  CPU outside the compiled kernels (holding the GIL): 1 thread {s1:.3f} of {c1:.3f} s "
                   f"({s1 / c1:.1%}), 2 threads {s2:.3f} of {c2:.3f} s ({s2 / c2:.1%}), longest thread {long2:.3f} s: "
                   f"at most {c1 / max(long2, s2):.2f}x on 2 free cores")
+            print(f"  critical path (CPU): 1 thread: the call {call1:.3f} s; 2 threads: the calling thread outside the "
+                  f"runs {out2:.4f} s + longest run {long2:.3f} s = {out2 + long2:.3f} s of a call using {call2:.3f} s "
+                  f"CPU: {call1 / (out2 + long2):.2f}x")
     return 0
 
 
-def serial_cpu(fn, threads: int, repeats: int) -> tuple[float, float, float]:
+def serial_cpu(fn, threads: int, repeats: int) -> tuple[float, float, float, float, float]:
     """Medians over `repeats` calls of `fn` on `threads` numba threads: the CPU time of the event
     loop's runs (every thread's `runner._simulate`, per-thread CPU clocks), the part of it spent
     outside the compiled kernels of `snncc.sim.events.kernels` (Python and numpy, which hold the
-    GIL: the threads of a batch split wait for each other there) and the longest thread's CPU
-    time. A CPU-time measure: meaningful on a loaded machine, where wall-time ratios are not."""
+    GIL: the threads of a batch split wait for each other there), the longest run's CPU time, the
+    whole call's process CPU time and the calling thread's CPU outside its own run (input checks,
+    the split, the results: serial work on the critical path). A CPU-time measure: meaningful on
+    a loaded machine, where wall-time ratios are not."""
     import statistics
     import threading
     import time
@@ -261,16 +267,19 @@ def serial_cpu(fn, threads: int, repeats: int) -> tuple[float, float, float]:
         numba.set_num_threads(threads)
         for _ in range(repeats):
             cpu.clear()
+            p0, m0 = time.process_time(), time.thread_time()
             fn()
+            call, main = time.process_time() - p0, time.thread_time() - m0
             runs = [v for (_, k), v in cpu.items() if k == "run"]
             total, inside = sum(runs), sum(v for (_, k), v in cpu.items() if k == "kernel")
-            rows.append((total, total - inside, max(runs)))
+            own = cpu.get((threading.get_ident(), "run"), 0.0)
+            rows.append((total, total - inside, max(runs), call, main - own))
     finally:
         for n, f in saved.items():
             setattr(kernels, n, f)
         runner._simulate = saved_sim
         numba.set_num_threads(1)
-    return tuple(statistics.median(r[i] for r in rows) for i in range(3))
+    return tuple(statistics.median(r[i] for r in rows) for i in range(5))
 
 
 def crossover(rs: list[tuple[float, ...]], col: int) -> str:

@@ -217,7 +217,7 @@ class _PerEventRun(runner_mod._Run):
 
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
-        self.cl = None  # the oracle's membranes stay in slot order (no channel-last copy)
+        self.cl = self.q = None  # the oracle's membranes stay in slot order (no channel-last copy)
 
     def _synapses(self, src, gid):
         """(global slot, weight) of one event's updates, gates applied."""
@@ -239,7 +239,7 @@ class _PerEventRun(runner_mod._Run):
             last = t.group[j]
         return out
 
-    def deliver_ideal(self, batches):
+    def deliver_ideal(self, batches, complete=None):  # (completions are left to `_completions`)
         self._refresh_gates()
         V = self.V.tolist()
         for bt in batches:
@@ -251,6 +251,7 @@ class _PerEventRun(runner_mod._Run):
             for g, a in acc.items():
                 V[g] += a
         self.V[:] = V
+        return []
 
     def deliver_sequential(self, ordered):
         self._refresh_gates()
@@ -777,3 +778,38 @@ def test_speck_first_update_fires_neurons_left_at_threshold_in_later_timesteps(m
     assert run.cl is not None  # the channel-last kernels and their list
     assert res.counts["n"].tolist() == [[2.0, 3.0], [1.0, 0.0]]
     _oracle_equal(g, x, "speck", "layer", 0, monkeypatch=monkeypatch)
+
+
+def test_ideal_channel_last_bursts_are_summed_in_slot_order_where_order_matters(monkeypatch):
+    """The ideal policy keeps a plain network's membranes and counts channel-last
+    (`kernels.IdealQ`) and fires a population in the delivery that completes it, so its bursts
+    come in q order (site-major) instead of slot order (channel-major). Where float64 sums are
+    not exact, `deliver_ideal` takes them in slot order again. By hand: A (2 channels x 2 sites)
+    repeats its input; B sums A's slots 0, 1, 2 with weights 1e16, 1, -1e16. In slot order
+    (1e16 + 1) - 1e16 = 0 (1e16 + 1 rounds to 1e16): B silent. In q order (slots 0, 2, 1)
+    (1e16 - 1e16) + 1 = 1: B would fire. The same network run again with another batch size reuses
+    the first run's scratch (`runner._scratch`): the same counts."""
+    fire = {"D": 4, "theta": 1.0, "beta": 0.0, "norm": 1.0, "rounding": "floor", "stateful": True}
+    g = Graph([Node("x", "input", attrs={"kind": "spike", "shape": (2, 1, 2)}),
+               Node("c", "conv", ["x"], attrs={"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1), "groups": 1},
+                    params={"weight": np.eye(2).reshape(2, 2, 1, 1)}),
+               Node("A", "fire", ["c"], attrs=dict(fire)),
+               Node("f", "reshape", ["A"], attrs={"shape": (4,)}),
+               Node("l", "linear", ["f"], params={"weight": np.array([[1e16, 1.0, -1e16, 0.0]])}),
+               Node("B", "fire", ["l"], attrs=dict(fire)),
+               Node("out", "output", ["B"])], T=1).infer()
+    net = build_network(g)
+    x = torch.zeros(3, 2, 1, 2, dtype=F64)
+    x[:, 0, 0, 0] = x[:, 0, 0, 1] = x[:, 1, 0, 0] = 1.0  # slots 0, 1, 2 of A
+    x[2, 1, 0, 1] = 3.0  # sample 2 also fires slot 3 (weight 0)
+    res, run_ = runner_mod._simulate(net, x, "ideal", "layer")
+    assert run_.q is not None and run_._fuse == {"x": "A", "A": "B"}  # channel-last, fired in the delivery
+    assert torch.equal(res.counts["A"], x)
+    assert torch.equal(res.counts["B"], torch.zeros(3, 1, dtype=F64))
+    with monkeypatch.context() as m:  # the per-event oracle (slot order) agrees
+        m.setattr(runner_mod, "_Run", _PerEventRun)
+        slow = simulate(net, x, "ideal", "layer")
+    assert all(torch.equal(res.counts[k], slow.counts[k]) for k in slow.counts)
+    again = simulate(net, x[1:], "ideal", "layer")  # another batch size, then the first again
+    assert torch.equal(again.counts["A"], x[1:]) and int(again.counts["B"].sum()) == 0
+    assert torch.equal(simulate(net, x, "ideal", "layer").counts["A"], x)

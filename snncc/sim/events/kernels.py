@@ -25,7 +25,10 @@ numba's threads, each sample's scratch flushed into the membranes right after it
 per-target sums are those of `_ideal`, term for term in the same order; accumulated in float32
 when `RunTables.f32_exact` proves every product and partial sum exact: weights on a float32 grid
 2^-exp and integer multiplicities with sum |w| x mult below 2^24 quanta per target, so the float32
-sums are the float64 ones).
+sums are the float64 ones). On a plain network (`IdealQ`) the ideal policy keeps its membranes and
+counts channel-last for the whole run: the flush is a contiguous add, a completion sweeps
+contiguously with a SIMD prescan per block (`complete_burst_q`), and a delivery that completes its
+target population fires it per sample right after that sample's flush, in cache.
 
 The kernels *are* the per-event semantics the runner documents (`snncc.sim.events.runner`): a
 plain loop over the step's events in order and over each event's synapses, in float64 with the
@@ -393,7 +396,8 @@ def _ideal(indptr, slots, weights, gate, first, gated, gopen, rows, samples, mul
 
 
 @_njit(nogil=True, parallel=True)
-def _ideal_runs(pat, base, ptr, rel, length, woff, weights, rows, first, mult, S, acc, state, seg):
+def _ideal_runs(pat, base, ptr, rel, length, woff, weights, rows, first, mult, S, acc, state, seg, q_order, lo, hi,
+                divide, burst):
     """acc[b * S + q] += w * mult for every run of every event (`RunTables`), the events of sample
     b (positions first[b]:first[b+1], in step order) on one thread: samples are independent, so
     the sums per target are those of the sequential loop. The inner loop is a contiguous SIMD add.
@@ -402,7 +406,12 @@ def _ideal_runs(pat, base, ptr, rel, length, woff, weights, rows, first, mult, S
     last run ends it; a sample without events has nothing to flush). The span is that of the
     channel-last targets written, not the source's slot range renumbered: a source reaching some
     channels of a population (one input of a concatenation) writes sites across all of it
-    (flushing the slot range once left such sums behind for a later step)."""
+    (flushing the slot range once left such sums behind for a later step). `q_order`: the
+    membranes are in channel-last order too (`IdealQ`), so the flush is one contiguous add, and
+    where hi > lo this delivery completes the population in q [lo, hi): each sample's bursts are
+    fired right after its flush, while its membranes are in cache (`complete_burst_q`'s rule and
+    outputs; `burst` holds its per-q arrays, counts and scratch, `_burst_args`)."""
+    thq, loq, fireq, capq, inv, counts, out_g, out_n, fired, spikes = burst
     for b in numba.prange(first.size - 1):
         off = b * S
         qlo = S
@@ -424,7 +433,23 @@ def _ideal_runs(pat, base, ptr, rel, length, woff, weights, rows, first, mult, S
                 for i in range(np.uint64(length[r])):
                     acc[t + i] += weights[wo + i] * m
         if qhi > qlo:
-            _flush_span(acc, state, off, qlo, qhi, seg)
+            if q_order:
+                _flush_q(acc, state.ravel(), off, qlo, qhi)
+            else:
+                _flush_span(acc, state, off, qlo, qhi, seg)
+        if hi > lo:  # (the per-sample totals are stored by the callee: numba's parfor pass drops a
+            # store in the loop body into an array it cannot see alias an argument, as one from `burst`)
+            _burst_sample(state.ravel(), thq, loq, fireq, capq, inv, lo, hi, divide, b, S, counts, out_g, out_n,
+                          fired, spikes)
+
+
+@_njit(nogil=True)
+def _flush_q(acc, vq, off, qlo, qhi):
+    """vq[q] += acc[q], acc[q] = 0 over [qlo, qhi) of the sample at `off`: both in channel-last
+    order (`IdealQ`), one SIMD sweep (adding a zero scratch value leaves a membrane's value)."""
+    for q in range(np.uint64(off + qlo), np.uint64(off + qhi)):
+        vq[q] += acc[q]
+        acc[q] = 0.0
 
 
 FLUSH_TILE = 64  # sites per tile of the transposing flush: C x 64 scratch values stay in L1
@@ -1056,6 +1081,71 @@ def complete_burst(state, theta, firing, cap, lo, hi, divide, B, S, counts, out_
                 tot += n
         fired[b] = ne
         spikes[b] = tot
+    return _packed(fired, spikes, out_g, out_n, width, B)
+
+
+BURST_BLOCK = 16  # neurons per block of `complete_burst_q`'s SIMD prescan
+
+
+@_njit(nogil=True, parallel=True)
+def complete_burst_q(vq, thq, loq, fireq, capq, inv, lo, hi, divide, B, S, counts, out_g, out_n):
+    """`complete_burst` on membranes in channel-last order (`IdealQ`): the same rule and float64
+    operations per neuron, q in [lo, hi) (a population's q range is its slot range). A block of
+    `BURST_BLOCK` neurons is first tested at once (SIMD) for a membrane not below its bound
+    `loq` (theta(1 - 1e-7), -inf where theta <= 0: `complete_burst`'s silent test); a block
+    with none is skipped, so the sweep costs a vector compare per block where activity is sparse.
+    `counts` are in q order too (next to the membranes: a count in slot order was a cache miss
+    per burst, a channel-last block's slots lying a map apart; the runner moves them to slot order
+    once per run, `IdealQ.counts_to_slots`); the events (ids sample x (hi - lo) + slot - lo) come
+    in sample then q order (the runner sorts them into slot order where a delivery's float64 sums
+    could depend on the order: `deliver_ideal`)."""
+    width = hi - lo
+    fired = np.zeros(B, dtype=np.int64)
+    spikes = np.zeros(B)
+    for b in numba.prange(B):
+        _burst_sample(vq, thq, loq, fireq, capq, inv, lo, hi, divide, b, S, counts, out_g, out_n, fired, spikes)
+    return _packed(fired, spikes, out_g, out_n, width, B)
+
+
+@_njit(nogil=True)
+def _burst_sample(vq, thq, loq, fireq, capq, inv, lo, hi, divide, b, S, counts, out_g, out_n, fired, spikes):
+    """`complete_burst_q` for sample b (its events from out_g/out_n[b * (hi - lo)]): its bursts
+    and spikes into fired[b], spikes[b]."""
+    off = np.uint64(b * S)
+    o = b * (hi - lo)
+    ne = 0
+    tot = 0.0
+    for q0 in range(lo, hi, BURST_BLOCK):
+        q1 = min(q0 + BURST_BLOCK, hi)
+        hit = False
+        for q in range(np.uint64(q0), np.uint64(q1)):
+            hit |= not (vq[off + q] < loq[q])
+        if not hit:
+            continue
+        for q in range(np.uint64(q0), np.uint64(q1)):
+            v = vq[off + q]
+            if v < loq[q]:  # floor(v / theta) <= 0: silent, V unchanged
+                continue
+            th = thq[q]
+            u = v / th if divide else v
+            n = min(max(np.floor(u), 0.0), capq[q])
+            if not fireq[q]:
+                n = 0.0
+            vq[off + q] = v - n * th
+            if n > 0.0:
+                counts[off + q] += n
+                out_g[o + ne] = o + inv[q] - lo
+                out_n[o + ne] = n
+                ne += 1
+                tot += n
+    fired[b] = ne
+    spikes[b] = tot
+
+
+@_njit(nogil=True)
+def _packed(fired, spikes, out_g, out_n, width, B):
+    """The bursts of `complete_burst(_q)`, per sample in its part of out_g/out_n, packed into new
+    arrays: (ids, n, spikes in all, the most one sample fired)."""
     ne = 0
     for b in range(B):
         ne += fired[b]
@@ -1072,6 +1162,39 @@ def complete_burst(state, theta, firing, cap, lo, hi, divide, B, S, counts, out_
         events += spikes[b]
         peak = max(peak, spikes[b])
     return ids, ns, events, peak
+
+
+class IdealQ:
+    """The ideal policy's membranes in channel-last order (`RunTables.pos` of the delivery runs),
+    for a run without SSC gates, relays, max pools, host currents, leaks, disabled slots or
+    neuron kinds beyond the soft-reset one (the runner checks): the runs' scratch is flushed by a
+    contiguous add (`_flush_q`) and a population's completion sweeps its membranes contiguously
+    (`complete_burst_q`), where slot order took a transposing flush per sample and delivery. Holds
+    the per-q parameters (built once per network: `of`); counts stay in slot order."""
+
+    def __init__(self, flat: FlatTables, theta, fire_slot, cap, beta, const):
+        self.rt = rt = flat.runs()
+        inv = rt.inv
+        self.inv = inv.astype(np.int64)
+        self.thq = np.ascontiguousarray(theta[inv], dtype=np.float64)
+        self.loq = np.ascontiguousarray(greedy_bounds(np.asarray(theta, dtype=np.float64))[0][inv])
+        self.fireq = np.ascontiguousarray(fire_slot[inv])
+        self.capq = np.ascontiguousarray(cap[inv], dtype=np.float64)
+        self.betaq = np.ascontiguousarray(beta[inv], dtype=np.float64)
+        self.constq = np.ascontiguousarray(const[inv], dtype=np.float64)
+
+    def counts_to_slots(self, countsq: np.ndarray, counts: np.ndarray, B: int, S: int) -> None:
+        """A run's counts (B x S, q order) into `counts` (slot order), tile by tile (`_transpose`)."""
+        _transpose(countsq.reshape(-1, 1), 1, counts.reshape(-1, 1), 1, self.rt.seg, B, S, False)
+
+    @staticmethod
+    def of(net, theta, fire_slot, cap) -> "IdealQ":
+        """The network's `IdealQ` (kept on its `FlatTables`: the same for every run)."""
+        flat = net.__dict__["_flat"]
+        hit = flat.__dict__.get("_ideal_q")
+        if hit is None:
+            hit = flat.__dict__["_ideal_q"] = IdealQ(flat, theta, fire_slot, cap, net.beta, net.const)
+        return hit
 
 
 # ---- a sequential step's bookkeeping around the kernels (compiled: linear in the events) ----------
@@ -1346,26 +1469,50 @@ def _ideal_events(gid, n_src, row_base, mult, indptr, B, graded):
     return rows, ms, first, syn, mmax
 
 
+def _burst_args(burst, B: int):
+    """`_ideal_runs`' completion arguments: (lo, hi, divide, arrays) from `burst` = (IdealQ, lo, hi,
+    divide, counts, out_g, out_n), or an empty range (no completion) with typed empty arrays."""
+    if burst is None:
+        e, i = np.zeros(0), np.zeros(0, dtype=np.int64)
+        return 0, 0, False, (e, e, np.zeros(0, dtype=np.bool_), e, i, e, i, e, i, e)
+    q, lo, hi, divide, counts, out_g, out_n = burst
+    return lo, hi, divide, (q.thq, q.loq, q.fireq, q.capq, q.inv, counts, out_g, out_n,
+                            np.zeros(B, dtype=np.int64), np.zeros(B))
+
+
 def deliver_ideal(flat: FlatTables, gopen, src: int, gid, n_src: int, mult, B, S, state, scratch: Scratch,
-                  graded: bool = False) -> int:
+                  graded: bool = False, q_order: bool = False, burst=None):
     """Burst events of one batch from source `src` (global ids sample x n_src + address, their
     multiplicities) into the membranes (state[:, V_]) as one sum per neuron; returns synaptic ops
     (contributions times multiplicity; `graded`: a relay's messages, whose mult is a value: one op
-    per contribution)."""
-    if gid.size == 0:
+    per contribution). `q_order`: the membranes are in channel-last order (`IdealQ`). The events
+    are summed in the batch's order; where the sums are exact (`RunTables.f32_exact`: every
+    partial sum in any order) that order changes no value, and otherwise the events are taken in
+    ascending ids (sample, then address), the order every ideal batch had before `IdealQ`'s
+    completions came in q order. `burst` (q order, a batch of events with every sample's events
+    present): this delivery completes a population (IdealQ, its q range lo, hi, divide, counts,
+    out_g, out_n): returns (synops, `complete_burst_q`'s result), fired in the same kernel."""
+    if burst is None and gid.size == 0:
         return 0
     row_base = int(flat.base[src])
     if not flat.gated:
         rt = flat.runs()
-        rows_s, mult_s, first, syn, mmax = _ideal_events(gid, n_src, row_base, np.asarray(mult, dtype=np.float64),
-                                                         flat.indptr, B, graded)
+        lo, hi, divide, arrays = _burst_args(burst, B)
+        mult = np.asarray(mult, dtype=np.float64)
+        rows_s, mult_s, first, syn, mmax = _ideal_events(gid, n_src, row_base, mult, flat.indptr, B, graded)
         if not graded and rt.f32_exact(src, mmax):  # integer counts, every sum exact in float32
             _ideal_runs(rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, rt.weights32, rows_s, first,
-                        mult_s.astype(np.float32), S, scratch.acc32(), state, rt.seg)
+                        mult_s.astype(np.float32), S, scratch.acc32(), state, rt.seg, q_order, lo, hi, divide, arrays)
         else:
+            if gid.size > 1 and not (gid[1:] > gid[:-1]).all():
+                o = np.argsort(gid, kind="stable")
+                rows_s, mult_s, first, syn, mmax = _ideal_events(gid[o], n_src, row_base, mult[o], flat.indptr, B,
+                                                                 graded)
             _ideal_runs(rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, rt.weights, rows_s, first, mult_s, S,
-                        scratch.acc(), state, rt.seg)
-        return int(syn)
+                        scratch.acc(), state, rt.seg, q_order, lo, hi, divide, arrays)
+        if burst is None:
+            return int(syn)
+        return int(syn), _packed(arrays[8], arrays[9], arrays[6], arrays[7], hi - lo, B)
     samples, a = np.divmod(gid, n_src)
     syn = _ideal(flat.indptr, flat.slots32, flat.weights, flat.gate, flat.first, flat.gated, gopen,
                  row_base + a, samples, mult, S, scratch.acc(), graded)
@@ -1445,9 +1592,13 @@ def compile_seconds() -> float:
                         f, speck, 1, *rec())
     _flush(np.zeros((1, 1)), np.zeros(1), 0, 1, 1, 1)
     seg = np.array([[0, 1, 1]], dtype=np.int64)
-    _ideal_runs(z, z, i1, z, i1[1:], z, f, z, i1, f, 1, np.zeros(1), np.zeros((1, 1)), seg)
     f32 = f.astype(np.float32)
-    _ideal_runs(z, z, i1, z, i1[1:], z, f32, z, i1, f32, 1, np.zeros(1, np.float32), np.zeros((1, 1)), seg)
+    for q_order in (False, True):
+        lo, hi, divide, arrays = _burst_args(None, 1)
+        _ideal_runs(z, z, i1, z, i1[1:], z, f, z, i1, f, 1, np.zeros(1), np.zeros((1, 1)), seg, q_order, lo, hi,
+                    divide, arrays)
+        _ideal_runs(z, z, i1, z, i1[1:], z, f32, z, i1, f32, 1, np.zeros(1, np.float32), np.zeros((1, 1)), seg,
+                    q_order, lo, hi, divide, arrays)
     _intern(i1, z.view(np.uint64))
     _cut_runs(i1, z, f, 4, np.ones(2, dtype=np.bool_))
     _sequential_speck(i1, z32, f, z, z, 1, 0, np.zeros((1, 2)), np.zeros(1), f, f, f, 1, *rec())
@@ -1481,6 +1632,7 @@ def compile_seconds() -> float:
         first_update_hot(np.zeros(1), np.zeros(1), f, b1, f, f, 1, 1, z.copy(), np.zeros(1), z.copy(),
                          np.zeros(1, np.uint8), z.copy(), z, full)
         complete_burst(st, f, b1, f, 0, 1, True, 1, 1, np.zeros(1), z.copy(), np.zeros(1))
+        complete_burst_q(np.zeros(1), f, f, b1, f, z, 0, 1, full, 1, 1, np.zeros(1), z.copy(), np.zeros(1))
     return time.perf_counter() - t0
 
 

@@ -61,10 +61,11 @@ executor's `max_pool` of the same counts; with binary spikes an OR that fires on
 Rules applied in numpy as the input's events are emitted (`_pooled`), never in the kernels; the
 pool's own events count in `events`. Refused under "speck": the chip pools by summing and knows
 no windows, so a max has no moment to restart.
-Threads: with n > 1 numba threads `simulate` cuts the batch into n parts, each run by its own
-thread on 1 numba thread (`_simulate_split`), under the layer order (which keeps every sample's
-steps and event order, so per sample nothing changes) and the ideal policy's interleaved order
-(order-independent sums); other orders stay on one thread.
+Threads: with n > 1 numba threads `simulate` cuts the batch into n parts, each run through the
+whole network by its own thread on 1 numba thread (`_simulate_split`: the calling thread and
+persistent workers, each part writing its rows of the batch's preallocated results), under the
+layer order (which keeps every sample's steps and event order, so per sample nothing changes) and
+the ideal policy's interleaved order (order-independent sums); other orders stay on one thread.
 Results: counts per population (summed over T), relay messages per relay (nonzero values, summed
 over T), output (accumulated output currents, mean over
 T), total events (emitted spikes, plus input spike events), synaptic operations (contributions
@@ -98,6 +99,7 @@ SSC at run time (tables built by `build_network(graph, masks=...)`):
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 import torch
@@ -154,8 +156,9 @@ class _Run:
         # per-neuron state, one row per (sample, slot): see kernels.V_ .. VMIN_ for the widths
         width = 1 if policy == "ideal" else (kernels.N_STATE if gated else 2)
         # (the batch-sized arrays are zeroed by `kernels.zeros`, without the GIL: the batch split's
-        # threads allocate theirs at once)
-        self.state = np.empty((B * S, width)) if width > 1 else kernels.zeros(B * S).reshape(B * S, 1)
+        # threads allocate theirs at once; np.empty's pages are faulted in by the first kernel)
+        # (the ideal policy's membranes need no zeros: the first timestep's start writes every one)
+        self.state = np.empty((B * S, width))
         self.V = self.state[:, kernels.V_]  # a strided view: numpy code reads it too
         # spikes fired in the current window (greedy/speck; the ideal policy keeps no counters)
         self.k = kernels.zeros(B * S if policy != "ideal" else 0)
@@ -181,12 +184,12 @@ class _Run:
         # the window counters k only matter under a finite cap (greedy's D, speck_cap_D): the speck
         # policy's cap is inf (or 0 where a neuron may not fire), so its k need no zeroing per timestep
         self._zero_k = policy != "ideal" and bool(np.any(np.isfinite(cap) & (cap > 0)))
-        # the sequential kernels' cap per neuron (0 where it may not fire); the ideal policy's
-        # membranes start at 0 (kernels.zeros) and it reads caps per slot
         # the plain kernels' cap and lower bound per slot (0 / -inf where a neuron may not fire)
         self._cap_fire = np.where(self._fire_slot, self._cap_all, 0.0)
         self._vmin_fire = np.where(self._fire_slot, self._vmin_all, -np.inf)
-        self._bounds = kernels.greedy_bounds(self._theta_slot)
+        if "_bounds" not in net.__dict__:  # per slot, from theta alone: once per network
+            net.__dict__["_bounds"] = kernels.greedy_bounds(self._theta_slot)
+        self._bounds = net.__dict__["_bounds"]
         # greedy/speck without gates: the channel-last SIMD kernels (speck needs every lower bound
         # below its threshold: a clipped membrane then never reads as one at the threshold)
         self.cl = None
@@ -227,8 +230,24 @@ class _Run:
         self.clock = 0
         self.input_order = None  # per timestep, input addresses in a given order (a recording's time order)
         self.trace = None  # a _Trace to record every step's events (real-time analysis of a recording)
+        # ideal, plain network: membranes and counts in channel-last order for the whole run
+        # (kernels.IdealQ; the counts move to slot order once, at the end of `_simulate`)
+        self.q = None
+        if (policy == "ideal" and not gated and not self._special and not self.relays and not self.pools
+                and net.graph.inputs[0].kind == SPIKE and net.enabled.all()
+                and (net.leak is None or not (net.leak != 1.0).any())):
+            self.q = kernels.IdealQ.of(net, self._theta_slot, self._fire_slot, self._cap_all)
+        # layer order, q order: a source whose table reaches one population, fed by it alone, completes
+        # it with its step's delivery, and the delivery kernel fires it (`deliver_ideal`)
+        self._fuse = {}
+        if self.q is not None and order == "layer":
+            for c in self.populations:
+                if len(net.sources_of[c]) == 1 and event_op(net.graph[c]).neuron:
+                    src = net.sources_of[c][0]
+                    if sum(src in net.sources_of[d] for d in self.populations) == 1:
+                        self._fuse[src] = c
         self.row_base = dict(zip(self.flat.names, self.flat.base.tolist()))
-        self.scratch = kernels.Scratch(B * S)
+        self.scratch = _scratch(net, B * S)
         self._no_gates = np.zeros((1, 1), dtype=bool)
         self.gates = net.gates or []
         if self.gates:  # centre-spiked SSC: live sites per leaf, open gate sites, enabled neurons
@@ -396,14 +415,32 @@ class _Run:
                     changed = True
 
     # -- delivery (compiled kernels, snncc.sim.events.kernels) --
-    def deliver_ideal(self, batches: list[_Batch]) -> None:
-        """Burst events: V += sum of weight x multiplicity per target, batch by batch."""
+    def deliver_ideal(self, batches: list[_Batch], complete: set | None = None) -> list[_Batch]:
+        """Burst events: V += sum of weight x multiplicity per target, batch by batch. A step that
+        completes its source's one population (`_fuse`: every pending event of that source, layer
+        order) fires it in the same kernel, while each sample's membranes are in cache: it joins
+        `complete` and its bursts are returned (what `_completions` would fire next)."""
         self._refresh_gates()
         gopen = self.gopen if self.gates else self._no_gates
+        c = self._fuse.get(batches[0].src) if len(batches) == 1 and complete is not None else None
+        if c is not None and c not in complete:
+            bt = batches[0]
+            lo, hi = self.net.offsets[c]
+            og, on = self._out()
+            syn, (gid, n, spikes, peak) = kernels.deliver_ideal(
+                self.flat, gopen, self.src_index[bt.src], bt.gid, self.net.tables[bt.src].n, bt.mult, self.B,
+                self.net.n_slots, self.state, self.scratch, q_order=True,
+                burst=(self.q, lo, hi, self.net.graph[c].attrs["theta"] != 1.0, self.counts, og, on))
+            self.synops += syn
+            complete.add(c)
+            self._complete_pools(complete)
+            return self._pooled(self._bursts(c, gid, n, spikes, peak))
         for bt in batches:
             self.synops += kernels.deliver_ideal(self.flat, gopen, self.src_index[bt.src], bt.gid,
                                                  self.net.tables[bt.src].n, bt.mult, self.B, self.net.n_slots,
-                                                 self.state, self.scratch, graded=bt.src in self.messages)
+                                                 self.state, self.scratch, graded=bt.src in self.messages,
+                                                 q_order=self.q is not None)
+        return []
 
     def deliver_sequential(self, ordered: list[tuple[_Batch, np.ndarray]]) -> list[_Batch]:
         """Events in a given sequential order (per batch, positions in the step); every neuron
@@ -478,13 +515,15 @@ class _Run:
             og, on = self._out()
             # `_emit` for one population's bursts (n > 0, sample then slot order), compiled: counts,
             # event ids, spikes and the per-sample peak
-            gid, n, spikes, peak = kernels.complete_burst(self.state, self._theta_slot, self._fire_slot, self._cap_all,
-                                                          lo, hi, divide, self.B, S, self.counts, og, on)
-            if gid.size == 0:
-                return []
-            self.events[cname] += int(spikes)
-            self.peak[cname] = max(self.peak[cname], int(peak))
-            return [_Batch(cname, gid, n, np.zeros(gid.size, dtype=np.int64))]
+            if self.q is not None:
+                q = self.q
+                gid, n, spikes, peak = kernels.complete_burst_q(self.state.ravel(), q.thq, q.loq, q.fireq, q.capq, q.inv,
+                                                                lo, hi, divide, self.B, S, self.counts, og, on)
+            else:
+                gid, n, spikes, peak = kernels.complete_burst(self.state, self._theta_slot, self._fire_slot,
+                                                              self._cap_all, lo, hi, divide, self.B, S, self.counts,
+                                                              og, on)
+            return self._bursts(cname, gid, n, spikes, peak)
         idx = (np.arange(self.B)[:, None] * S + np.arange(lo, hi)[None, :]).ravel()
         v = self.V[idx]
         th = self._theta_slot[idx % S]
@@ -509,6 +548,14 @@ class _Run:
         self.V[idx] = v
         return self._emit(idx, n, np.zeros(idx.size, dtype=np.int64))
 
+    def _bursts(self, cname: str, gid: np.ndarray, n: np.ndarray, spikes: float, peak: float) -> list[_Batch]:
+        """A population's completion bursts from the compiled kernels as its events, counted."""
+        if gid.size == 0:
+            return []
+        self.events[cname] += int(spikes)
+        self.peak[cname] = max(self.peak[cname], int(peak))
+        return [_Batch(cname, gid, n, np.zeros(gid.size, dtype=np.int64))]
+
     def forward_relay(self, cname: str) -> list[_Batch]:
         """ideal: the relay's input is complete: one graded message per neuron with a nonzero
         value, the value as its multiplicity (the relay is stateless: reset at the next timestep)."""
@@ -532,7 +579,8 @@ class _Run:
         # the channel-last membranes stay in q order across timesteps where the start needs no
         # slot-order code (no leak, host current or disabled slot): no transposition
         q_start = (self.cl is not None and self.cl.q_current and not host and net.enabled.all()
-                   and not (t > 0 and net.leak is not None and (net.leak != 1.0).any()))
+                   and not (t > 0 and net.leak is not None and (net.leak != 1.0).any())) or self.q is not None
+        qmap = self.q if self.q is not None else self.cl  # (its inv and rt.pos: the q numbering)
         if self.cl is not None and not q_start:
             self.cl.to_slots(self.state)  # the slot-order code below updates `state`
         # the slots a start touches: those reset or with a constant current (any other membrane keeps
@@ -541,12 +589,14 @@ class _Run:
         hit = starts.get((t > 0, q_start))
         if hit is None:
             touch = np.flatnonzero(reset | (net.const != 0.0))
-            hit = starts[(t > 0, q_start)] = ((reset[self.cl.inv], np.sort(self.cl.rt.pos[touch])) if q_start
+            hit = starts[(t > 0, q_start)] = ((reset[qmap.inv], np.sort(qmap.rt.pos[touch])) if q_start
                                               else (reset, touch))
         self._touched = hit[1] if q_start else None  # (q positions: speck's first update visits them)
         if self.cl is not None and not q_start:
             self.cl.hot_valid = False  # its list of neurons at the threshold is kept in q order only
-        if q_start:
+        if self.q is not None:
+            kernels.start_timestep(self.state, self.k, self.q.betaq, self.q.constq, hit[0], B, S, hit[1], False)
+        elif q_start:
             kernels.start_timestep(self.cl.vq.reshape(-1, 1), self.k, self.cl.betaq, self.cl.constq,
                                    hit[0], B, S, hit[1], self._zero_k)
         else:
@@ -601,7 +651,7 @@ class _Run:
             step, pool = self._select(pool)
             self.steps += 1
             if self.policy == "ideal":
-                self.deliver_ideal([bt for bt, _ in step])
+                pool += self.deliver_ideal([bt for bt, _ in step], complete)
                 pool += self._completions(complete, pool)
             else:
                 new = self.deliver_sequential(step)
@@ -616,6 +666,8 @@ class _Run:
             off = np.flatnonzero(self.gated & ~self.en & np.tile(net.fires, B))
             self.V[off] = net.beta[off % S]
         o = net.offsets[net.graph.output.name]
+        if self.q is not None:
+            return self.state.reshape(B, S)[:, self.q.rt.pos[o[0]:o[1]]]
         if self.cl is not None and self.cl.q_current:
             return self.cl.vq.reshape(B, S)[:, self.cl.rt.pos[o[0]:o[1]]]
         return V[:, o[0]:o[1]].copy()
@@ -653,7 +705,8 @@ class _Run:
                 o = np.argsort(merged.key, kind="stable")
                 merged = _Batch(merged.src, merged.gid[o], None if merged.mult is None else merged.mult[o],
                                 merged.key[o])
-            return [(merged, np.arange(merged.gid.size))], rest
+            # (the ideal policy's deliveries read no positions: its sums do not depend on them)
+            return [(merged, np.arange(merged.gid.size) if self.policy != "ideal" else None)], rest
         if self.order == "interleaved":
             by_src: dict[str, list[_Batch]] = {}
             for bt in pool:
@@ -723,6 +776,32 @@ class _Run:
         return res, rest
 
 
+def _scratch(net: EventNetwork, n: int) -> kernels.Scratch:
+    """A `kernels.Scratch` for a run of n (sample, slot) pairs: one a finished run of this network
+    gave back (`_give_back`; its delivery scratch is all zeros again and its pages are mapped, so
+    a run neither zeroes nor faults in megabytes before its first event), else a new one."""
+    with _SCRATCH_LOCK:  # the batch split's threads share the network's list
+        free = net.__dict__.setdefault("_free_scratch", [])
+        for i, sc in enumerate(free):
+            if sc.n_global == n:
+                sc.stamp = 0
+                return free.pop(i)
+    return kernels.Scratch(n)
+
+
+def _give_back(net: EventNetwork, sc: kernels.Scratch) -> None:
+    """A finished run's scratch for the next run (`_scratch`). The last 3 are kept (a 2-thread
+    split's parts and the whole batch): each holds arrays of the run's size (batch x slots), so
+    the network keeps that memory after a run."""
+    with _SCRATCH_LOCK:
+        free = net.__dict__.setdefault("_free_scratch", [])
+        free.append(sc)
+        del free[:-3]
+
+
+_SCRATCH_LOCK = threading.Lock()
+
+
 def _merge(bts: list[_Batch]) -> _Batch:
     if len(bts) == 1:
         return bts[0]
@@ -744,17 +823,32 @@ def simulate(graph_or_net: Graph | EventNetwork, x, policy: str = "ideal", order
     return _simulate_split(graph_or_net, x, policy, order, seed, chunk, speck_cap_D, v_min, reference, threads)
 
 
-def _simulate_split(graph_or_net, x, policy, order, seed, chunk, speck_cap_D, v_min, reference, threads):
-    """`simulate` on numba's `threads` threads: the batch cut into that many contiguous parts, each
-    run by its own thread (kernels on 1 numba thread each; they release the GIL), results joined.
-    Samples are independent and the layer order keeps every sample's steps and event order, so
-    each sample's counts, output and events are those of one run on the whole batch; `steps` is
-    the longest part's, `peak_burst` the largest. The ideal policy's sums do not depend on the
-    order, so its interleaved order splits too; greedy/speck interleaved (the round-robin position
-    of an event counts the other samples' events) and the random order (drawn from the whole
-    batch's pool) stay on one thread. One join per run, where a parallel region per kernel call
-    waited for the slower thread at every call."""
+_WORKERS: list = []  # the batch split's worker threads, kept for the process (a ThreadPoolExecutor)
+
+
+def _workers(n: int):
+    """A pool of at least n threads, started once per process: a split run pays no thread start."""
     from concurrent.futures import ThreadPoolExecutor
+
+    if not _WORKERS or _WORKERS[0][0] < n:
+        _WORKERS[:] = [(n, ThreadPoolExecutor(n, thread_name_prefix="snncc-events"))]
+    return _WORKERS[0][1]
+
+
+def _simulate_split(graph_or_net, x, policy, order, seed, chunk, speck_cap_D, v_min, reference, threads):
+    """`simulate` on numba's `threads` threads: the batch cut once, at the input, into that many
+    contiguous parts, each run through the whole network by its own thread (kernels on 1 numba
+    thread each; they release the GIL): the calling thread runs the first part, persistent
+    workers (`_workers`) the others. Each part writes its counts, output and messages straight
+    into its rows of arrays allocated once for the whole batch (no merge copy on the calling
+    thread). Samples are independent and the layer order keeps every sample's steps and event
+    order, so each sample's counts, output and events are those of one run on the whole batch;
+    `steps` is the longest part's, `peak_burst` the largest. The ideal policy's sums do not
+    depend on the order, so its interleaved order splits too; greedy/speck interleaved (the
+    round-robin position of an event counts the other samples' events) and the random order
+    (drawn from the whole batch's pool) stay on one thread. One join per run, where a parallel
+    region per kernel call waited for the slower thread at every call."""
+    from concurrent.futures import wait
 
     import numba
 
@@ -767,28 +861,54 @@ def _simulate_split(graph_or_net, x, policy, order, seed, chunk, speck_cap_D, v_
     if not flat.gated:
         flat.runs(0 if policy != "ideal" else None)
     cuts = np.linspace(0, B, min(threads, B) + 1).round().astype(int)
+    g = net.graph
+    into = _Outputs(net, B)
 
     def part(i):
-        numba.set_num_threads(1)  # per thread
-        return _simulate(net, None, policy, order, seed, chunk, speck_cap_D, v_min, False,
-                         xs=[xt[cuts[i]:cuts[i + 1]] for xt in xs])[0]
+        before = numba.get_num_threads()  # per thread
+        numba.set_num_threads(1)
+        try:
+            return _simulate(net, None, policy, order, seed, chunk, speck_cap_D, v_min, False,
+                             xs=[xt[cuts[i]:cuts[i + 1]] for xt in xs], into=(into, int(cuts[i])))[0]
+        finally:
+            numba.set_num_threads(before)
 
-    with ThreadPoolExecutor(len(cuts) - 1) as ex:
-        parts = list(ex.map(part, range(len(cuts) - 1)))
+    pool = _workers(len(cuts) - 2)
+    others = [pool.submit(part, i) for i in range(1, len(cuts) - 1)]
+    try:
+        parts = [part(0)] + [f.result() for f in others]
+    finally:
+        wait(others)  # no part still writing into `into` once this returns or raises
     p0 = parts[0]
-    res = EventResult(torch.cat([p.output for p in parts]), {k: torch.cat([p.counts[k] for p in parts]) for k in p0.counts},
+    res = EventResult(torch.from_numpy(into.output).reshape((B,) + g.output.shape),
+                      {c: torch.from_numpy(a).reshape((B,) + g[c].shape) for c, a in into.counts.items()},
                       {k: sum(p.events[k] for p in parts) for k in p0.events}, sum(p.synops for p in parts),
                       {k: max(p.peak_burst[k] for p in parts) for k in p0.peak_burst}, max(p.steps for p in parts),
-                      policy, order, messages={k: torch.cat([p.messages[k] for p in parts]) for k in p0.messages})
+                      policy, order,
+                      messages={c: torch.from_numpy(a).reshape((B,) + g[c].shape) for c, a in into.messages.items()})
     if reference:
         res.agreement = _agreement(net, x, res)
     return res
 
 
+class _Outputs:
+    """The whole batch's result arrays of a split run, (B, neurons) each, uninitialised: every
+    part fills its own rows (`_simulate`'s `into`)."""
+
+    def __init__(self, net: EventNetwork, B: int):
+        g = net.graph
+        width = {c: net.offsets[c][1] - net.offsets[c][0] for c in net.consumers}
+        self.output = np.empty((B, math.prod(g.output.shape)))
+        self.counts = {c: np.empty((B, width[c])) for c in net.consumers if event_op(g[c]).neuron}
+        self.messages = {c: np.empty((B, width[c])) for c in net.consumers if event_op(g[c]).graded}
+
+
 def _simulate(graph_or_net, x, policy="ideal", order="layer", seed=0, chunk=4096, speck_cap_D=False, v_min=None,
-              reference=False, input_order=None, trace=False, xs=None):
+              reference=False, input_order=None, trace=False, xs=None, into=None):
     """`simulate`, plus: `input_order` (per timestep, the input addresses in the order to deliver
-    them; greedy/speck, one sample) and `trace` (record every step's events). Returns (result, run)."""
+    them; greedy/speck, one sample) and `trace` (record every step's events). `into`: (an
+    `_Outputs`, first row): the run's counts, output and messages are written into those rows
+    (the result then holds views of them). Returns (result, run)."""
     if policy not in POLICIES:
         raise SnnccError(f"unknown firing policy {policy!r}", hint=f"one of {', '.join(POLICIES)}")
     if order not in ORDERS:
@@ -832,13 +952,31 @@ def _simulate(graph_or_net, x, policy="ideal", order="layer", seed=0, chunk=4096
         out = run.timestep(t, spikes, host)
         out_sum = out if out_sum is None else out_sum + out
     T = len(xs)
-    out = torch.from_numpy(out_sum / T if T > 1 else out_sum).reshape((B,) + g.output.shape)
-    counts = {}
-    C = run.counts.reshape(B, net.n_slots)
-    for c in net.consumers:
-        if event_op(g[c]).neuron:
-            counts[c] = torch.from_numpy(C[:, slice(*net.offsets[c])].copy()).reshape((B,) + g[c].shape)
-    messages = {c: torch.from_numpy(m).reshape((B,) + g[c].shape) for c, m in run.messages.items()}
+    if run.q is not None:  # counted in q order (kernels.complete_burst_q)
+        C = np.empty(B * net.n_slots)
+        run.q.counts_to_slots(run.counts, C, B, net.n_slots)
+        C = C.reshape(B, net.n_slots)
+    else:
+        C = run.counts.reshape(B, net.n_slots)
+    if into is None:
+        out = torch.from_numpy(out_sum / T if T > 1 else out_sum).reshape((B,) + g.output.shape)
+        counts = {}
+        for c in net.consumers:
+            if event_op(g[c]).neuron:
+                counts[c] = torch.from_numpy(C[:, slice(*net.offsets[c])].copy()).reshape((B,) + g[c].shape)
+        messages = {c: torch.from_numpy(m).reshape((B,) + g[c].shape) for c, m in run.messages.items()}
+    else:  # this part's rows of the whole batch's arrays
+        dst, b0 = into
+        rows = slice(b0, b0 + B)
+        np.divide(out_sum.reshape(B, -1), T, out=dst.output[rows])
+        for c, a in dst.counts.items():
+            a[rows] = C[:, slice(*net.offsets[c])]
+        for c, a in dst.messages.items():
+            a[rows] = run.messages[c]
+        out = torch.from_numpy(dst.output[rows])
+        counts = {c: torch.from_numpy(a[rows]) for c, a in dst.counts.items()}
+        messages = {c: torch.from_numpy(a[rows]) for c, a in dst.messages.items()}
+    _give_back(net, run.scratch)  # all zeros again after a run that ended normally
     res = EventResult(out, counts, dict(run.events), run.synops, dict(run.peak), run.steps, policy, order,
                       messages=messages)
     # (a channel-last run's final membranes stay in run.cl.vq where cl.q_current: nothing reads
