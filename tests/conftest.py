@@ -8,8 +8,14 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-# Under pytest-xdist every core already runs a worker: one thread each, no oversubscription.
+# Under pytest-xdist every core already runs a worker: one thread each, no oversubscription, in the
+# worker and in the processes its tests start (the installed `snncc`, Lava's runtime): a second
+# OpenMP thread on a busy core spin-waits and burns CPU (`snncc verify` of the digits CNN on 30
+# samples: about 3.5 CPU s with one thread, 8 to 16 with two beside other work).
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
 
 
 @pytest.fixture
