@@ -59,6 +59,21 @@ def test_two_groups_by_hand():
     assert a[0, 0] == (hi << 3) + (lo >> 5)
 
 
+def test_low_group_floor_is_added_back_to_the_bias_by_hand():
+    """b's low group (exponent -5) is shifted right by 5 every sub-step, losing on average
+    1/2 - 2**-5 = 15/32 activation units (even sums: residues 0, 2, ..., 30 of 32); b bursts from a
+    (D = 4), so its bias gets 4 x 15/32 x 64 = 120 membrane units (b has no bias of its own). At 8
+    bits nothing is added; the read-out (host-side) gets nothing either."""
+    q16 = quantize(build(tiny_conv(), explicit=False), weight_bits=16)
+    q8 = quantize(build(tiny_conv(), explicit=False))
+    b = q16.populations["b"]
+    assert (b.bias_mant.tolist(), b.bias_exp) == ([120] * 8, 0)
+    assert q16.report["populations"]["b"]["floor_compensation"] == 120.0
+    assert q16.report["populations"]["b"]["bias_max_abs_error"] == 0.0
+    assert not q8.populations["b"].bias_mant.any() and "floor_compensation" not in q8.report["populations"]["b"]
+    assert not q16.populations["a"].bias_mant.any()  # fed by the host only: no synapse group
+
+
 def test_lava_runs_both_groups_bit_for_bit():
     g = tiny_conv()
     x = torch.rand((3, 1, 3, 3), generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 4

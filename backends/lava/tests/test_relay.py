@@ -16,6 +16,7 @@ from snncc.errors import TargetError
 from snncc.frontend.loader import LoadedModel, trace
 from snncc.passes.manager import run_pipeline
 from snncc.sim.reference import run
+from snncc_lava import fixed
 from snncc_lava.fixed import quantize, simulate_fixed
 from snncc_lava.lower import RELAY_BITS, run_network, simulate
 from snncc_lava.network import build
@@ -174,3 +175,27 @@ def test_relay_chain_scales_keep_the_identity_exact_and_consumers_head_room():
                    torch.randint(0, 5, (3, 2, 1, 2), generator=torch.Generator().manual_seed(1)).double()])
     ref = fixed_bit_exact(net, q, x)
     assert torch.equal(ref.counts["s3"], run(net.graph, x).counts["s3"].long())  # float counts
+
+
+def test_relay_shift_choice_by_hand_and_lava_reads_it(stage):
+    """A relay's calibrated shift k multiplies its scale by 2**k: R0 at 508 x 2 = 1016 sends U0 =
+    (2, 1) as (2032, 1016); R1 (scale 1016 either way) reads it exactly: identity mantissa 128 << -7
+    (it was 128 << -6 from R0 at 508).
+    `relay_shift` keeps the largest payload within 2**16: 1016 x 4 = 4064 -> 2, 20000 -> 1 (40000;
+    80000 would not fit), 40000 -> 0. Lava fixed_pt reads the choice bit for bit; a relay takes
+    only a shift in [0, 2]."""
+    net = build(stage)
+    q = quantize(net, choices={"u0@relay": {"shift": 1}})
+    assert q.populations["u0@relay"].scale == 1016.0 and q.populations["u1@relay"].scale == 1016.0
+    (ident,) = [pr for pr in q.projections if (pr.source, pr.target) == ("u0@relay", "u1@relay")]
+    assert ident.exp == -7 and set(ident.weight.data) == {128}
+    assert q.report["populations"]["u0@relay"]["choice"] == {"shift": 1}
+    x = torch.cat([torch.tensor(RESIDUAL_STAGE_X, dtype=torch.float64),
+                   torch.randint(0, 5, (3, 2, 1, 2), generator=torch.Generator().manual_seed(1)).double()])
+    ref = fixed_bit_exact(net, q, x)
+    assert ref.relays["u0@relay"][0].tolist() == [[[2032, 1016]], [[2032, 1016]]]
+    assert ref.relay_peaks["u0@relay"] == max(int(w.abs().max()) for w in ref.relays["u0@relay"]) // net.T
+    assert [fixed.relay_shift(p) for p in (1016, 20000, 40000)] == [2, 1, 0]
+    for bad in ({"shift": 3}, {"shift": 1, "clip": 1.25}):
+        with pytest.raises(TargetError, match="relay u0@relay"):
+            quantize(net, choices={"u0@relay": bad})
