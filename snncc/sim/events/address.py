@@ -281,6 +281,10 @@ class EventNetwork:
     consumer_gates: dict = field(default_factory=dict)  # consumer -> ids of the gates feeding it
     leak: np.ndarray | None = None  # (n_slots,) factor of a stateful neuron's carried residual, 1 elsewhere
     max_pools: dict = field(default_factory=dict)  # max pool of spikes -> MaxPoolMap (graph order)
+    # what the runner derives from the fields above once and keeps for every run of this network
+    # (flat tables, the ideal policy's channel-last layout, firing bounds, timestep starts, spare
+    # scratch); never part of what the network means
+    derived: dict = field(default_factory=dict, repr=False, compare=False)
 
     def slot_of(self, consumer: str) -> slice:
         a, b = self.offsets[consumer]

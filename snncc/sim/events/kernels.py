@@ -1189,11 +1189,10 @@ class IdealQ:
 
     @staticmethod
     def of(net, theta, fire_slot, cap) -> "IdealQ":
-        """The network's `IdealQ` (kept on its `FlatTables`: the same for every run)."""
-        flat = net.__dict__["_flat"]
-        hit = flat.__dict__.get("_ideal_q")
+        """The network's `IdealQ` (kept with its flat tables in `net.derived`: the same for every run)."""
+        hit = net.derived.get("ideal_q")
         if hit is None:
-            hit = flat.__dict__["_ideal_q"] = IdealQ(flat, theta, fire_slot, cap, net.beta, net.const)
+            hit = net.derived["ideal_q"] = IdealQ(net.derived["flat"], theta, fire_slot, cap, net.beta, net.const)
         return hit
 
 

@@ -118,9 +118,9 @@ ORDERS = ("layer", "interleaved", "random")
 
 def _flat_tables(net: EventNetwork) -> kernels.FlatTables:
     """The network's tables concatenated for the kernels, built once per network."""
-    flat = net.__dict__.get("_flat")
+    flat = net.derived.get("flat")
     if flat is None:
-        flat = net.__dict__["_flat"] = kernels.FlatTables(net)
+        flat = net.derived["flat"] = kernels.FlatTables(net)
     return flat
 
 
@@ -187,9 +187,9 @@ class _Run:
         # the plain kernels' cap and lower bound per slot (0 / -inf where a neuron may not fire)
         self._cap_fire = np.where(self._fire_slot, self._cap_all, 0.0)
         self._vmin_fire = np.where(self._fire_slot, self._vmin_all, -np.inf)
-        if "_bounds" not in net.__dict__:  # per slot, from theta alone: once per network
-            net.__dict__["_bounds"] = kernels.greedy_bounds(self._theta_slot)
-        self._bounds = net.__dict__["_bounds"]
+        if "bounds" not in net.derived:  # per slot, from theta alone: once per network
+            net.derived["bounds"] = kernels.greedy_bounds(self._theta_slot)
+        self._bounds = net.derived["bounds"]
         # greedy/speck without gates: the channel-last SIMD kernels (speck needs every lower bound
         # below its threshold: a clipped membrane then never reads as one at the threshold)
         self.cl = None
@@ -585,7 +585,7 @@ class _Run:
             self.cl.to_slots(self.state)  # the slot-order code below updates `state`
         # the slots a start touches: those reset or with a constant current (any other membrane keeps
         # its value), per (t > 0, order), kept on the network (the same for every run)
-        starts = net.__dict__.setdefault("_starts", {})
+        starts = net.derived.setdefault("starts", {})
         hit = starts.get((t > 0, q_start))
         if hit is None:
             touch = np.flatnonzero(reset | (net.const != 0.0))
@@ -781,7 +781,7 @@ def _scratch(net: EventNetwork, n: int) -> kernels.Scratch:
     gave back (`_give_back`; its delivery scratch is all zeros again and its pages are mapped, so
     a run neither zeroes nor faults in megabytes before its first event), else a new one."""
     with _SCRATCH_LOCK:  # the batch split's threads share the network's list
-        free = net.__dict__.setdefault("_free_scratch", [])
+        free = net.derived.setdefault("free_scratch", [])
         for i, sc in enumerate(free):
             if sc.n_global == n:
                 sc.stamp = 0
@@ -794,7 +794,7 @@ def _give_back(net: EventNetwork, sc: kernels.Scratch) -> None:
     split's parts and the whole batch): each holds arrays of the run's size (batch x slots), so
     the network keeps that memory after a run."""
     with _SCRATCH_LOCK:
-        free = net.__dict__.setdefault("_free_scratch", [])
+        free = net.derived.setdefault("free_scratch", [])
         free.append(sc)
         del free[:-3]
 
@@ -831,6 +831,8 @@ def _workers(n: int):
     from concurrent.futures import ThreadPoolExecutor
 
     if not _WORKERS or _WORKERS[0][0] < n:
+        if _WORKERS:
+            _WORKERS[0][1].shutdown(wait=False)  # its idle threads end; the larger pool replaces it
         _WORKERS[:] = [(n, ThreadPoolExecutor(n, thread_name_prefix="snncc-events"))]
     return _WORKERS[0][1]
 
