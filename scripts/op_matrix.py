@@ -18,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOC = os.path.join(ROOT, "docs", "ops.md")
 CORE = ("snncc.sim.reference", "snncc.sim.sync", "snncc.sim.events", "snncc.sim.masked", "snncc.estimate.plan",
         "snncc.estimate.report",
-        "snncc.interop.nir_io", "snncc.passes.reparam", "snncc.passes.fold_norm")
+        "snncc.interop.nir_io", "snncc.passes.reparam", "snncc.passes.fold_norm", "snncc.passes.fold_layout")
 
 HEADER = """# The op table: who implements which op
 

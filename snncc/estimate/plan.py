@@ -253,14 +253,30 @@ def _fanout_bilinear(g: Graph, n: Node) -> tuple[bool, bool]:  # an output reads
     return True, True  # reaches the outputs around it (either may be 1 on an axis; spreading and merging is safe)
 
 
-@registry.implements("scale", "add", "offset", "reshape", "permute", "max_pool", "spike_product", cost="fanout")
+@registry.implements("scale", "add", "offset", "reshape", "permute", cost="fanout")
 def _fanout_none(g: Graph, n: Node) -> tuple[bool, bool]:
-    return False, False  # one neuron to one (add: its operands are separate leaves; max_pool and products: flagged
-    # inexact or their own projections elsewhere)
+    return False, False  # one neuron to one (add: its operands are separate leaves)
+
+
+@registry.implements("max_pool", cost="fanout")
+def _fanout_selects(g: Graph, n: Node) -> tuple[bool, bool]:
+    return False, False  # a spike reaches the layer only where it wins the max: path counts through it are
+    # upper bounds, flagged inexact with a note (`plan`)
+
+
+@registry.implements("spike_product", cost="fanout")
+def _fanout_product(g: Graph, n: Node) -> tuple[bool, bool]:
+    return False, False  # no linear path: its integer output is its own projection's source
 
 
 registry.refuse(*BOUNDARY_OPS, cost="fanout", why=registry.NOT_IN_A_TREE)
 registry.refuse("batchnorm", "pad", cost="fanout", why=registry.NOT_DEPLOYED)
+
+
+def _fanout_cell(n: Node):
+    """The op's fanout rule, None where it is refused (a graph end) or missing."""
+    c = registry.cell(n.op, "fanout")
+    return None if c is None or c.refused else c.impl
 
 
 def _spreads_merges(g: Graph, n: Node) -> tuple[bool, bool]:
@@ -295,7 +311,7 @@ def _conv_bilinear_distinct(g: Graph, path: list[Node], leaf: str) -> np.ndarray
         return None
     dep = {leaf, path[0].name, path[1].name}
     for n in path[2:]:  # one neuron to one, one path each
-        if n.op not in ("scale", "offset", "add", "reshape", "permute") or sum(i in dep for i in n.inputs) != 1:
+        if _fanout_cell(n) is not _fanout_none or sum(i in dep for i in n.inputs) != 1:
             return None
         dep.add(n.name)
     conv, bil = path[0], path[1]
@@ -644,7 +660,7 @@ def analyze(graph: Graph, probe_limit: int | None = None, architecture: bool = T
                     fan, exact = fanout_map(g, nodes, t, leaf, structural, probe_limit, paths[leaf])
                     if not fan.any():
                         continue  # reached only through a spike product
-                    pooled = [n.name for n in path if n.op == "max_pool"]
+                    pooled = [n.name for n in path if _fanout_cell(n) is _fanout_selects]
                     if pooled:  # a spike reaches the layer only where it wins the max: every window it is in
                         exact = False
                         notes.append(f"fan-out {leaf} -> {c.name} through max pooling ({', '.join(pooled)}) counts "

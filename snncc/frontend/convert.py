@@ -25,7 +25,7 @@ from snncc.frontend.calls import Call, where
 from snncc.frontend.time_loop import Lin, StepBuffer, TimeLoop, _num, is_step_value
 from snncc.ir.analysis import host_domain
 from snncc.ir.graph import Graph, Node
-from snncc.ir.ops import CURRENT, SPIKE, tuple_n
+from snncc.ir.ops import CURRENT, SPIKE, takes_operand, tuple_n
 
 
 _LEAF_MODULES = ("Conv1d", "Conv2d", "Linear", "BatchNorm1d", "BatchNorm2d", "AvgPool2d", "AdaptiveAvgPool2d",
@@ -820,11 +820,10 @@ class Converter:
             fa, fb = fxn.args[0], fxn.args[1]
             for inner, inner_fx, other, order in ((a, fa, b, "left"), (b, fb, a, "right")):
                 node = self.graph[inner]
-                if (node.op == "spike_product" and len(node.inputs) == 2 and node.attrs["scale"] == 1.0
-                        and isinstance(inner_fx, fx.Node) and len(inner_fx.users) == 1):
+                if takes_operand(node) and isinstance(inner_fx, fx.Node) and len(inner_fx.users) == 1:
                     ins = node.inputs + [other] if order == "left" else [other] + node.inputs
                     self.graph.remove(inner)
-                    return self.add(fxn, "spike_product", ins, {"order": order})
+                    return self.add(fxn, node.op, ins, {"order": order})
             return self.add(fxn, "spike_product", [a, b], {"order": "left"})
         if self.is_tensor(a):
             w = self.const(b, fxn, "matrix")

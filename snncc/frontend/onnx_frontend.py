@@ -19,7 +19,8 @@ import torch
 from snncc.errors import FrontendError, LoadError
 from snncc.frontend.convert import Converter
 from snncc.ir.graph import Graph
-from snncc.ir.ops import CURRENT
+from snncc.ir.ops import CURRENT, takes_operand
+from snncc.passes.base import out_channel_axis
 
 # Ops evaluated in numpy when all their inputs are constants (shape arithmetic, constant tensors).
 _FOLDABLE = {"Constant", "ConstantOfShape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Slice", "Cast",
@@ -279,11 +280,10 @@ class OnnxConverter:
         g = self.conv.graph
         for inner, tensor, other, order in ((a, node.input[0], b, "left"), (b, node.input[1], a, "right")):
             n = g[inner]
-            if (n.op == "spike_product" and len(n.inputs) == 2 and n.attrs["scale"] == 1.0
-                    and _key(self.only_consumer(tensor)) == _key(node)):
+            if takes_operand(n) and _key(self.only_consumer(tensor)) == _key(node):
                 ins = n.inputs + [other] if order == "left" else [other] + n.inputs
                 g.remove(inner)
-                return self.conv.add(self.ref(node), "spike_product", ins, {"order": order})
+                return self.conv.add(self.ref(node), n.op, ins, {"order": order})
         return self.conv.add(self.ref(node), "spike_product", [a, b], {"order": "left"})
 
     def o_Add(self, node, a, b):
@@ -298,7 +298,8 @@ class OnnxConverter:
     def fold_bias(self, node, x: str, tensor: str, c: np.ndarray) -> bool:
         """MatMul + Add(bias), as the exporter writes nn.Linear on 3-d input: move c into the layer."""
         n = self.conv.graph[x]
-        if n.op not in ("linear", "conv") or "bias" in n.params or _key(self.only_consumer(tensor)) != _key(node):
+        axis = out_channel_axis(n)  # its "out_channels" cell: None without weights per output channel
+        if axis is None or "bias" in n.params or _key(self.only_consumer(tensor)) != _key(node):
             return False
         co = n.params["weight"].shape[0]
         full = self.batched(x)
@@ -306,7 +307,6 @@ class OnnxConverter:
             bc = np.broadcast_to(c, full[1:]) if c.ndim < len(full) else np.broadcast_to(c, full)[0]
         except ValueError:
             return False
-        axis = 0 if n.op == "conv" else len(full) - 2
         vec = np.moveaxis(bc, axis, 0).reshape(co, -1)
         if not np.all(vec == vec[:, :1]):
             return False

@@ -598,6 +598,15 @@ def spec(op: str) -> OpSpec:
     return OPS[op]
 
 
+def takes_operand(node) -> bool:
+    """Whether a product node (OpSpec.product) can take one more operand in place: below its
+    max_inputs and without a scale of its own. A product of products associates, so the front ends
+    fuse (a b) c and a (b c) into one node when the inner product has no other user (its integer
+    result is then never materialised on chip)."""
+    s = OPS[node.op]
+    return s.product and len(node.inputs) < s.max_inputs and node.attrs["scale"] == 1.0
+
+
 def normalize_attr(v):
     """Attributes are immutable plain data: lists become tuples, numpy scalars become Python scalars."""
     if isinstance(v, (list, tuple)):
@@ -626,6 +635,6 @@ def fmt_value(v) -> str:
 
 __all__ = ["OPS", "OpSpec", "SPIKE", "CURRENT", "KINDS", "REQUIRED", "RuleError", "ROUNDING_MODES", "RESET_MODES",
            "neuron_model", "NEURON_FEATURES", "neuron_features", "is_soft_neuron", "check_neuron", "MAX_D", "MAX_T",
-           "MAX_SUBSTEPS", "POPULATION_OPS", "SOURCE_OPS", "CONSUMER_OPS", "BOUNDARY_OPS", "host_domain", "MAX_OF_CURRENTS", "spec", "bilinear_weights",
+           "MAX_SUBSTEPS", "POPULATION_OPS", "takes_operand", "SOURCE_OPS", "CONSUMER_OPS", "BOUNDARY_OPS", "host_domain", "MAX_OF_CURRENTS", "spec", "bilinear_weights",
            "normalize_attr", "tuple_n", "summarize", "fmt_value"]
 

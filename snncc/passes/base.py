@@ -1,4 +1,7 @@
-"""What every pass returns, and small graph-rewriting helpers the passes share."""
+"""What every pass returns, small graph-rewriting helpers the passes share, and the "out_channels"
+rewrite column of the op registry: the output-channel axis of an op with weights per output channel,
+along which a per-channel factor, a batchnorm or a constant folds into those weights (fold_scale,
+fold_batchnorm, bias_to_current, the ONNX front end's bias Add); every other op refuses it."""
 
 from __future__ import annotations
 
@@ -6,7 +9,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from snncc.ir import registry
 from snncc.ir.graph import Graph, Node
+from snncc.ir.ops import OPS
 
 
 @dataclass
@@ -49,6 +54,27 @@ def channel_factor(factor: np.ndarray, shape: tuple, axis: int) -> np.ndarray | 
     return None
 
 
-def out_channel_axis(node: Node) -> int:
-    """The channel axis of a conv/linear output (per-sample)."""
-    return 0 if node.op == "conv" else len(node.shape) - 1
+registry.column("out_channels", "rewrite", "the output-channel axis (per sample) of an op with weights per output "
+                "channel: a per-channel factor, a batchnorm or a constant after it folds into its weights and bias "
+                "(fold_scale, fold_batchnorm, bias_to_current, the ONNX front end)", module="snncc.passes.base")
+
+
+def _first_axis(node: Node) -> int:  # (C_out, *spatial)
+    return 0
+
+
+def _last_axis(node: Node) -> int:  # (..., N_out)
+    return len(node.shape) - 1
+
+
+registry.implements("conv", rewrite="out_channels")(_first_axis)
+registry.implements("linear", rewrite="out_channels")(_last_axis)
+registry.refuse(*(op for op in OPS if op not in ("conv", "linear")), rewrite="out_channels",
+                why="no weights per output channel: a per-channel factor or constant after it does not fold into it")
+
+
+def out_channel_axis(node: Node) -> int | None:
+    """The output-channel axis (per sample) of an op with weights per output channel (its
+    "out_channels" cell), None for any other op."""
+    c = registry.cell(node.op, "out_channels")
+    return None if c is None or c.refused else c.impl(node)

@@ -22,7 +22,7 @@ from snncc.errors import PassError
 from snncc.ir.deployed import current_tree
 from snncc.ir.graph import Graph, Node
 from snncc.ir.ops import POPULATION_OPS
-from snncc.passes.base import PassResult, channel_factor
+from snncc.passes.base import PassResult, channel_factor, out_channel_axis
 from snncc.sim.reference import Interpreter
 
 
@@ -51,10 +51,13 @@ def constant_current(g: Graph, tree: list[Node]) -> np.ndarray:
 
     for n in tree:
         if all(i not in env for i in n.inputs):  # every input is zero (sources are zero)
-            b = interp.p(n, "bias") if n.op in ("conv", "linear") else None
+            axis = out_channel_axis(n)  # its "out_channels" cell: a bias along that axis
+            b = interp.p(n, "bias") if axis is not None else None
             if b is not None:
                 shape = (1,) + tuple(n.shape)
-                env[n.name] = (b.reshape((1, -1) + (1,) * (len(n.shape) - 1)) if n.op == "conv" else b).expand(shape)
+                along = [1] * len(shape)
+                along[1 + axis] = -1
+                env[n.name] = b.reshape(along).expand(shape)
             continue
         env[n.name] = getattr(interp, f"op_{n.op}")(n, *[value(i) for i in n.inputs])
         if n.spec.host_only and not torch.equal(env[n.name], -getattr(interp, f"op_{n.op}")(n, -value(n.inputs[0]))):

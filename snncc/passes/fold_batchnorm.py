@@ -30,7 +30,7 @@ def fold_batchnorm(graph: Graph) -> PassResult:
                 continue
         elif single_user(g, prod.name, users) is not bn:
             continue
-        if prod.op not in ("conv", "linear") or axis != out_channel_axis(prod):
+        if axis != out_channel_axis(prod):  # None: no weights per output channel (its "out_channels" cell)
             continue
         k, _ = batchnorm_affine(bn)
         w = prod.params["weight"]

@@ -31,8 +31,9 @@ def fold_scale(graph: Graph) -> PassResult:
         for s in [n for n in g.nodes if n.op == "scale"]:
             f = s.params["factor"]
             prod = g[s.inputs[0]]
-            if prod.op in ("conv", "linear") and single_user(g, prod.name, users) is s:
-                vec = channel_factor(f, s.shape, out_channel_axis(prod))
+            axis = out_channel_axis(prod)  # its "out_channels" cell: the weights a factor after it folds into
+            if axis is not None and single_user(g, prod.name, users) is s:
+                vec = channel_factor(f, s.shape, axis)
                 if vec is not None:
                     w = prod.params["weight"]
                     prod.params["weight"] = scaled(w, vec.reshape((-1,) + (1,) * (w.ndim - 1)))
@@ -50,7 +51,7 @@ def fold_scale(graph: Graph) -> PassResult:
                     changes.append(f"merged {s.name} into {prod.name}")
                     changed = True
                     break
-                if nxt is not None and nxt.op in ("conv", "linear"):
+                if nxt is not None and out_channel_axis(nxt) is not None:  # a scalar: into all of its weights
                     nxt.params["weight"] = scaled(nxt.params["weight"], float(f.reshape(-1)[0]))
                     bypass(g, s)
                     changes.append(f"folded {s.name} into {nxt.name} (before)")
@@ -68,7 +69,7 @@ def fold_scale(graph: Graph) -> PassResult:
                                    f"upsampling / concatenation)")
                     changed = True
                     break
-                if nxt is not None and nxt.op == "spike_product":
+                if nxt is not None and nxt.spec.product:  # a product's operand stays
                     continue
                 if float(f.reshape(-1)[0]) == 1.0 and prod.kind == "current":  # x1 on spikes: a synapse
                     bypass(g, s)

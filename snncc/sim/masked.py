@@ -10,6 +10,8 @@ happens here, and in the event simulator (`snncc.sim.events`, gated address tabl
   channel; a fire neuron is active iff a conv term feeding it is active at its site).
 - `dense_ssc(graph, x, masks | mask, mode)`: run the graph that way (mode "mask": static masks or
   an input-site mask to propagate with `site_masks`; mode "centre").
+Per op, two columns of the op registry live here: "ssc_masks" (an op's output sites from its
+inputs', `propagate`) and "ssc_centre" (what a neuron's centre-rule mask reads in its input tree).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch.nn.functional as F
 
 from snncc.errors import PassError, SnnccError
 from snncc.ir.graph import Graph, Node
+from snncc.ir.ops import OPS
 from snncc.ir.registry import NOT_DEPLOYED, cell, column, implement, implements, refuse
 from snncc.sim.reference import Interpreter, Result
 
@@ -198,11 +201,11 @@ class MaskedInterpreter(Interpreter):
                 continue
             seen.add(name)
             m = self.graph[name]
-            key = self.same.get(name, name)  # private copies of a conv are evaluated once
-            if m.op == "conv" and key in self._live and tuple(m.shape[1:]) == tuple(n.shape[1:]):
-                ms.append(self._live[key])
-            elif m.op in ("add", "scale") or (m.op in ("reshape", "permute") and m.kind == "current"):
-                stack.extend(m.inputs)
+            c = cell(m.op, "ssc_centre")  # refused: the walk ends there
+            if c is not None and not c.refused:
+                terms, walk = c.impl(self, m, n)
+                ms.extend(terms)
+                stack.extend(walk)
         if not ms:
             return None
         out = ms[0]
@@ -219,6 +222,35 @@ class MaskedInterpreter(Interpreter):
         if n.attrs["stateful"] and n.name in self.state:  # no state is kept after the last step
             self.state[n.name] = self.state[n.name] * mk
         return cnt * mk, y * mk
+
+
+# ---- the centre rule's walk: the "ssc_centre" column ------------------------------------------------
+column("ssc_centre", "executor", "centre-spiked SSC (MaskedInterpreter, mode centre): what a neuron's mask reads "
+       "in its input current tree: a conv term's live output sites, or the op's inputs walked through",
+       module="snncc.sim.masked")
+
+
+def _centre_term(it: MaskedInterpreter, m: Node, fire: Node):  # its live sites, where they are the neuron's
+    key = it.same.get(m.name, m.name)  # private copies of a conv are evaluated once
+    if key in it._live and tuple(m.shape[1:]) == tuple(fire.shape[1:]):
+        return [it._live[key]], []
+    return [], []
+
+
+def _centre_through(it: MaskedInterpreter, m: Node, fire: Node):  # a sum or a factor keeps the terms' sites
+    return [], list(m.inputs)
+
+
+def _centre_through_currents(it: MaskedInterpreter, m: Node, fire: Node):  # a layout op inside the current tree
+    return [], list(m.inputs) if m.kind == "current" else []
+
+
+implement("conv", _centre_term, executor="ssc_centre")
+implements("add", "scale", executor="ssc_centre")(_centre_through)
+implements("reshape", "permute", executor="ssc_centre")(_centre_through_currents)
+refuse(*(op for op in OPS if op not in ("conv", "add", "scale", "reshape", "permute")), executor="ssc_centre",
+       why="ends the walk: a neuron's centre-rule mask reads the conv terms reached through sums, scales and "
+           "layout ops of currents only")
 
 
 def site_masks(graph: Graph, mask) -> SiteMasks:
