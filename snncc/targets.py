@@ -28,6 +28,10 @@ from snncc.errors import TargetError
 from snncc.ir.graph import Graph
 
 GROUP = "snncc.targets"
+# ir.json meta: what a target stores in the deployed graph for its own re-lowering (calibrated
+# choices, a weight width), one sub-dict per target name under META_KEY, owned by that target's
+# backend (`stored`, `store`); the core carries it and never reads it.
+META_KEY = "target"
 _QUIET = False  # set by `quiet_warnings`: a loaded target's libraries' warnings are hidden too
 
 
@@ -195,6 +199,22 @@ class SimTarget(Target):
 
     def emit(self, graph: Graph, options: Options) -> dict[str, bytes]:
         return {}
+
+
+def stored(graph: Graph, target: str) -> dict:
+    """What `target` stored in `graph` (ir.json meta.target.<target>): a copy, empty when nothing."""
+    mine = graph.meta.get(META_KEY)
+    mine = mine.get(target) if isinstance(mine, dict) else None
+    return dict(mine) if isinstance(mine, dict) else {}
+
+
+def store(graph: Graph, target: str, key: str, value: Any) -> None:
+    """Store one value of `target` in the deployed graph (ir.json meta.target.<target>.<key>); the
+    sub-dicts are new ones, never shared with another graph's meta."""
+    mine = stored(graph, target)
+    mine[key] = value
+    others = graph.meta.get(META_KEY)
+    graph.meta[META_KEY] = {**(others if isinstance(others, dict) else {}), target: mine}
 
 
 def _items(items: list[str] | tuple[str, ...]) -> dict:

@@ -90,7 +90,8 @@ moved to the rule's x 2**shift (shift 0-2, the largest keeping its payloads on t
 within 2**16, `relay_shift`); a population's scale may be moved to the rule's s x 2**shift x clip
 (`quantize(choices=)`), chosen greedily in topological
 order to minimise the measured count error against the float integer model on calibration data;
-the choices are stored in the deployed graph's meta (CHOICES_KEY, ir.json) and every quantisation
+the choices are stored in the deployed graph's meta (ir.json meta.target.loihi, CHOICES_KEY; an older
+artefact's meta.loihi_fixed_choices is still read) and every quantisation
 of that graph reads them (`stored_choices`), so Lava fixed_pt and the integer model stay bit-equal.
 """
 
@@ -103,6 +104,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from snncc import targets
 from snncc.errors import SnnccError, TargetError
 from snncc.ir.graph import Graph
 from snncc_lava.network import (KernelPath, Network, Population, batch_stream, graded_problems, host_currents, product,
@@ -128,10 +130,11 @@ HOST_LIMIT = MAX_UV - 1  # host activations are sent as 24-bit messages
 MAX_GRADED = MAX_UV - 1  # Loihi 2 graded spike payload: 24 bits signed (assumed; Lava 0.10 does not check it)
 POLICIES = ("precision", "netx")
 # calibrated scaling choices (`quantize(choices=)`, `calibrate`): a population's scale times
-# 2**shift * clip; stored in the deployed graph's meta under CHOICES_KEY (ir.json)
+# 2**shift * clip; stored in the deployed graph under CHOICES_KEY of the loihi target's meta (ir.json
+# meta.target.loihi, `snncc.targets.store`)
 SHIFT_MIN, SHIFT_MAX = -2, 3
 CLIP_MAX = 2.0
-CHOICES_KEY = "loihi_fixed_choices"
+CHOICES_KEY = "fixed_choices"
 CANDIDATES = tuple((k, r) for k in (0, 1, 2) for r in (1.0, 1.125, 1.25))
 # a relay's calibrated choice: its scale times 2**shift, shift in [0, RELAY_SHIFT_MAX], the largest whose
 # payloads on the calibration data stay within RELAY_PEAK (half the 2**17 its 24-bit membrane holds)
@@ -139,10 +142,14 @@ RELAY_SHIFT_MAX = 2
 RELAY_PEAK = 2**16
 # weight_bits=16 (`quantize(weight_bits=)`, the loihi option): every projection is two synapse groups
 # into the same neurons, hi << e plus lo << (e - LOW_BITS), summed at the input port; stored in the
-# deployed graph's meta under WEIGHT_BITS_KEY (ir.json) so every re-quantisation reads it
+# deployed graph under WEIGHT_BITS_KEY of the loihi target's meta (ir.json meta.target.loihi) so every
+# re-quantisation reads it
 WEIGHT_BITS = (8, 16)
 LOW_BITS = 8
-WEIGHT_BITS_KEY = "loihi_weight_bits"
+WEIGHT_BITS_KEY = "weight_bits"
+TARGET = "loihi"  # the target name whose meta sub-dict holds both
+# where artefacts written before the target sub-dict hold them (top-level meta keys), still read
+LEGACY_KEYS = {CHOICES_KEY: "loihi_fixed_choices", WEIGHT_BITS_KEY: "loihi_weight_bits"}
 # A max pool's OR neurons (Lava LIF, du = dv = 4095, weight mantissa 2, vth 1: network.MaxPool) keep
 # floor(c / 32) membrane units of a step that received c spikes; that stays at or below the
 # threshold's 64 units, so no spike without input, for windows of at most 2079 inputs.
@@ -539,15 +546,22 @@ def relay_choice_problem(choice: dict) -> str:
     return ""
 
 
+def _stored(graph: Graph, key: str, default):
+    mine = targets.stored(graph, TARGET)
+    return mine[key] if key in mine else graph.meta.get(LEGACY_KEYS[key], default)
+
+
 def stored_choices(graph: Graph) -> dict | None:
-    """The calibrated scaling choices a compile stored in the deployed graph (ir.json meta
-    CHOICES_KEY: population -> {"shift", "clip"}), or None (the rules' defaults)."""
-    return graph.meta.get(CHOICES_KEY) or None
+    """The calibrated scaling choices a compile stored in the deployed graph (ir.json
+    meta.target.loihi CHOICES_KEY, or an older artefact's meta.loihi_fixed_choices: population ->
+    {"shift", "clip"}), or None (the rules' defaults)."""
+    return _stored(graph, CHOICES_KEY, None) or None
 
 
 def stored_weight_bits(graph: Graph) -> int:
-    """The weight_bits a compile stored in the deployed graph (ir.json meta WEIGHT_BITS_KEY), else 8."""
-    return int(graph.meta.get(WEIGHT_BITS_KEY, 8))
+    """The weight_bits a compile stored in the deployed graph (ir.json meta.target.loihi
+    WEIGHT_BITS_KEY, or an older artefact's meta.loihi_weight_bits), else 8."""
+    return int(_stored(graph, WEIGHT_BITS_KEY, 8))
 
 
 def quantize(net: Network, policy: str = "precision", choices: dict | None = None, lenient: bool = False,

@@ -18,11 +18,11 @@ Options (emit and simulate; `--target-option key=value` on the CLI):
   keeps fan-in with netx);
 - calibration_data: FILE (.npz/.npy, read as --data), calibration_samples: N (default 64) -- with
   precision=fixed only: the per-population scaling choices (`fixed.calibrate`) measured on the
-  first N samples, stored in the deployed graph (ir.json meta `loihi_fixed_choices`) so that the
+  first N samples, stored in the deployed graph (ir.json meta `target.loihi.fixed_choices`) so that the
   Lava lowering and the integer model re-quantise with them, and reported before/after;
 - weight_bits: 8 (default) | 16 -- with precision=fixed only: 16 makes every projection two synapse
   groups into the same neurons (8-bit high mantissas at weight_exp e plus 8-bit low mantissas at
-  e - 8, `fixed.mantissas`), stored in the deployed graph (ir.json meta `loihi_weight_bits`) so the
+  e - 8, `fixed.mantissas`), stored in the deployed graph (ir.json meta `target.loihi.weight_bits`) so the
   Lava lowering and the integer model read the same integers; the mapping charges both groups;
 - system: "chip" (default) | "kapoho" | "hala" | N -- the Loihi 2 system the model is mapped onto
   (`mapping`): check refuses, in one line per resource, a model that does not fit it; emit writes
@@ -47,7 +47,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from snncc.errors import TargetError
 from snncc.ir.graph import Graph
-from snncc.targets import Options, Target, calibration_inputs, check_calibration_samples, option
+from snncc.targets import Options, Target, calibration_inputs, check_calibration_samples, option, store
 
 from snncc_lava import compat, describe, mapping, network
 
@@ -255,10 +255,11 @@ class LoihiTarget(Target):
             net = network.build(graph, explicit=False)
             calibration = None
             if options.weight_bits != 8:  # ir.json: every re-quantisation of this graph reads it
-                graph.meta[fixed.WEIGHT_BITS_KEY] = options.weight_bits
+                store(graph, fixed.TARGET, fixed.WEIGHT_BITS_KEY, options.weight_bits)
             if options.calibration_data:
                 calibration = calibrate(net, options)
-                graph.meta[fixed.CHOICES_KEY] = calibration["choices"]  # ir.json: what every re-quantisation reads
+                # ir.json: what every re-quantisation reads
+                store(graph, fixed.TARGET, fixed.CHOICES_KEY, calibration["choices"])
             qnet = fixed.quantize(net, choices=fixed.stored_choices(graph))
             qnet.report["calibration"] = calibration
         else:

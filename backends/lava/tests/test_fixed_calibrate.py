@@ -102,7 +102,8 @@ def test_choices_round_trip_through_the_artefact(calibrated):
 
     d, stdout = calibrated
     dep = snncc.load(str(d / "out"))
-    choices = dep.deployed.meta[fixed.CHOICES_KEY]
+    choices = dep.deployed.meta["target"]["loihi"]["fixed_choices"]  # the loihi target's own meta
+    assert fixed.stored_choices(dep.deployed) == choices and "loihi_fixed_choices" not in dep.deployed.meta
     q = json.loads((d / "out" / "lava" / "quantisation.json").read_text())
     cal = q["calibration"]
     assert choices and choices == cal["choices"] and cal["samples"] == 16 and cal["data"] == "cal.npz"

@@ -116,7 +116,8 @@ def test_artefact_stores_both_groups_and_lava_reads_them(wide):
 
     d = wide
     dep = snncc.load(str(d / "out"))
-    assert dep.deployed.meta[fixed.WEIGHT_BITS_KEY] == 16
+    assert dep.deployed.meta["target"] == {"loihi": {"weight_bits": 16}}  # the loihi target's own meta
+    assert fixed.stored_weight_bits(dep.deployed) == 16
     qn = fixed.quantize(build(dep.deployed, explicit=False))  # reads the stored weight_bits
     assert all(p.low is not None for p in qn.projections)
     doc = json.loads((d / "out" / "lava" / "network.json").read_text())
@@ -184,3 +185,16 @@ def test_lava_part_reads_the_stored_weight_bits(wide):
     assert any(not torch.equal(narrow.counts[p], ours.counts[p]) for p in names)  # the low group matters here
     for p in names:
         assert torch.equal(r.counts[p], ours.counts[p]) and torch.equal(r.reference[p], ours.counts[p]), p
+
+
+def test_an_older_artefacts_top_level_keys_are_still_read():
+    """Artefacts written before the loihi target's meta sub-dict hold meta.loihi_weight_bits and
+    meta.loihi_fixed_choices: both still read; the sub-dict wins where both are present."""
+    from snncc.ir import Graph
+
+    old = Graph(meta={"loihi_weight_bits": 16, "loihi_fixed_choices": {"f": {"shift": 1, "clip": 1.25}}})
+    assert fixed.stored_weight_bits(old) == 16
+    assert fixed.stored_choices(old) == {"f": {"shift": 1, "clip": 1.25}}
+    assert fixed.stored_weight_bits(Graph()) == 8 and fixed.stored_choices(Graph()) is None
+    both = Graph(meta={"loihi_weight_bits": 16, "target": {"loihi": {"weight_bits": 8}}})
+    assert fixed.stored_weight_bits(both) == 8
