@@ -118,6 +118,45 @@ def test_relay_shifts_that_measure_no_better_are_dropped_by_hand():
     assert fixed.simulate_fixed(q, x).counts["s3"].flatten().tolist() == [1, 0, 1, 0]
 
 
+def test_bias_correction_adds_back_the_mean_input_the_weights_lose_by_hand():
+    """b = fire(a0 + 0.302734375 a1), theta 1.2, a fed by the host (theta 1). b's rule scale is 2032
+    (254 x 2**3), exponent 3: 1.0 -> 254 (exact) and 0.302734375 x 2032 = 615.16 -> 76.89 -> 76
+    (608 activation units), so every a1 spike loses 7.15625 of them; vth = rint(1.2 x 2032) = 2438.
+    Calibration digits a = (0, 4) and (1, 4): float b fires floor(1.2109 / 1.2) = 1 and floor(2.2109 / 1.2) = 1; fixed
+    4 x 608 = 2432 < 2438 fires 0 on the first. The mean a1 count is 4, so b's correction is
+    4 x 7.15625 / 2032 current (28.625 activation units, bias mantissa 28.625 x 64 = 1832 at exponent
+    0): 2460.6 >= 2438 fires 1, 4492.6 still 1. One count differing -> 0: kept. On (1, 4) alone
+    nothing differs, so the correction is measured no better and dropped. A stored correction of
+    the wrong length is refused naming the population."""
+    fire = {"D": 4, "theta": 1.0, "beta": 0.0, "norm": 1.0, "rounding": "floor"}
+    g = Graph([Node("x", "input", [], {"shape": (2,)}), Node("a", "fire", ["x"], fire),
+               Node("l", "linear", ["a"], {}, {"weight": np.array([[1.0, 0.302734375]])}),
+               Node("b", "fire", ["l"], {**fire, "theta": 1.2}),
+               Node("head", "linear", ["b"], {}, {"weight": np.eye(1)}), Node("out", "output", ["head"])]).infer()
+    x = torch.tensor([[0.0, 4.0], [1.0, 4.0]], dtype=torch.float64)
+    ref = reference.run(g, x)
+    assert ref.counts["b"].tolist() == [[1.0], [1.0]]
+    net = build(g, explicit=False)
+    q = fixed.quantize(net)
+    (pb,) = [p for p in q.projections if p.target == "b"]
+    assert (q.populations["b"].scale, q.populations["b"].vth, pb.exp, pb.kernel.ravel().tolist()) == (2032.0, 2438, 3, [254, 76])
+    assert fixed.simulate_fixed(q, x).counts["b"].tolist() == [[0], [1]]
+    means = fixed.source_means(net, [x], [ref])
+    assert means["a"].tolist() == [0.5, 4.0]
+    corr = fixed.bias_corrections(net, q, means)
+    assert list(corr) == ["b"] and corr["b"].tolist() == pytest.approx([4 * 7.15625 / 2032], rel=1e-12, abs=0)
+    choices, rep = fixed.calibrate(net, x, candidates=((0, 1.0),))
+    assert list(choices) == ["b"] and set(choices["b"]) == {"bias"} and rep["bias_corrected"] == ["b"]
+    assert choices["b"]["bias"] == [float(f"{4 * 7.15625 / 2032:.6g}")]
+    assert (rep["before"]["differing"]["b"], rep["after"]["differing"]["b"]) == (1, 0)
+    qc = fixed.quantize(net, choices=choices)
+    assert (qc.populations["b"].bias_mant.tolist(), qc.populations["b"].bias_exp) == ([1832], 0)
+    assert fixed.simulate_fixed(qc, x).counts["b"].tolist() == [[1], [1]]
+    assert fixed.calibrate(net, x[1:], candidates=((0, 1.0),))[0] == {}
+    with pytest.raises(fixed.TargetError, match="population b cannot be applied: its bias correction has 2 values for 1 neurons"):
+        fixed.quantize(net, choices={"b": {"bias": [0.0, 0.0]}})
+
+
 def test_clip_keeps_the_exponent_and_refuses_what_does_not_fit():
     """b reads a through weights (1, 0.3): rule scale 4064 (254 x 2**4), exponent 4; clip 1.25 gives
     scale 5080 at the same exponent, so 1.0 -> 317.5 clips to 254 and 0.3 -> 95.25 -> 96 (x 2**4).
@@ -172,7 +211,10 @@ def test_choices_round_trip_through_the_artefact(calibrated):
         assert q["populations"][name]["choice"] == c
     line = next(s for s in stdout.splitlines() if s.startswith("loihi fixed point calibrated"))
     assert line == fixed.calibration_line(q) and "16 samples of cal.npz" in line
-    assert f"{len(choices)} population(s) rescaled" in line
+    rescaled = sum(1 for c in choices.values() if c.get("shift", 0) or c.get("clip", 1.0) != 1.0)
+    corrected = [name for name, c in choices.items() if "bias" in c]
+    assert sorted(corrected) == cal["bias_corrected"]
+    assert f"{rescaled} population(s) rescaled" + (f", {len(corrected)} bias-corrected" if corrected else "") + ";" in line
     report = (d / "out" / "report.md").read_text()
     assert "### Scaling chosen on calibration data (16 samples of cal.npz)" in report
     assert sum(cal["after"]["abs_error"].values()) < sum(cal["before"]["abs_error"].values())
