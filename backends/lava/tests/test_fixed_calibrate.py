@@ -126,8 +126,9 @@ def test_bias_correction_adds_back_the_mean_input_the_weights_lose_by_hand():
     4 x 608 = 2432 < 2438 fires 0 on the first. The mean a1 count is 4, so b's correction is
     4 x 7.15625 / 2032 current (28.625 activation units, bias mantissa 28.625 x 64 = 1832 at exponent
     0): 2460.6 >= 2438 fires 1, 4492.6 still 1. One count differing -> 0: kept. On (1, 4) alone
-    nothing differs, so the correction is measured no better and dropped. A stored correction of
-    the wrong length is refused naming the population."""
+    nothing differs, so the correction is measured no better and dropped. Lava fixed_pt equals the
+    corrected integer model bit for bit; a stored correction of the wrong length is refused naming
+    the population."""
     fire = {"D": 4, "theta": 1.0, "beta": 0.0, "norm": 1.0, "rounding": "floor"}
     g = Graph([Node("x", "input", [], {"shape": (2,)}), Node("a", "fire", ["x"], fire),
                Node("l", "linear", ["a"], {}, {"weight": np.array([[1.0, 0.302734375]])}),
@@ -151,7 +152,14 @@ def test_bias_correction_adds_back_the_mean_input_the_weights_lose_by_hand():
     assert (rep["before"]["differing"]["b"], rep["after"]["differing"]["b"]) == (1, 0)
     qc = fixed.quantize(net, choices=choices)
     assert (qc.populations["b"].bias_mant.tolist(), qc.populations["b"].bias_exp) == ([1832], 0)
-    assert fixed.simulate_fixed(qc, x).counts["b"].tolist() == [[1], [1]]
+    ours = fixed.simulate_fixed(qc, x)
+    assert ours.counts["b"].tolist() == [[1], [1]]
+    from snncc_lava.lower import run_network
+
+    lava = run_network(net, x, "burst", qc)  # Lava fixed_pt reads the corrected bias bit for bit
+    for p in ours.counts:
+        assert torch.equal(lava.counts[p], ours.counts[p]), p
+    assert (lava.readout == ours.readout).all()
     assert fixed.calibrate(net, x[1:], candidates=((0, 1.0),))[0] == {}
     with pytest.raises(fixed.TargetError, match="population b cannot be applied: its bias correction has 2 values for 1 neurons"):
         fixed.quantize(net, choices={"b": {"bias": [0.0, 0.0]}})
