@@ -555,6 +555,15 @@ def bias_problem(p: Population, choice: dict | None) -> str:
     return ""
 
 
+def without_bias(choice: dict) -> dict:
+    """A choice as the reports show it: the per-neuron bias correction (stored once, in ir.json)
+    summarised by its largest magnitude."""
+    if "bias" not in choice:
+        return dict(choice)
+    return {**{k: v for k, v in choice.items() if k != "bias"},
+            "bias_max_abs": max((abs(v) for v in choice["bias"]), default=0.0)}
+
+
 def stored_choices(graph: Graph) -> dict | None:
     """The calibrated scaling choices a compile stored in the deployed graph (ir.json meta
     CHOICES_KEY: population -> {"shift", "clip"} and/or a per-neuron "bias" correction), or None
@@ -652,7 +661,7 @@ def quantize(net: Network, policy: str = "precision", choices: dict | None = Non
             scales[p.name] = s
             report["populations"][p.name] = {
                 "scale": s, "relay": True, "bias_exp": q.bias_exp, "bias_saturated": bias_sat,
-                "host_input": p.host_input, "projections": [], **({"choice": dict(choice)} if choice else {}),
+                "host_input": p.host_input, "projections": [], **({"choice": without_bias(choice)} if choice else {}),
                 "bias_max_abs_error": float(np.abs(q.bias_eff / (s * 2**ACT_SHIFT) - (p.bias + p.const
                                                                                        + extra.get(p.name, 0.0))).max())
                 if p.size else 0.0}
@@ -700,7 +709,7 @@ def quantize(net: Network, policy: str = "precision", choices: dict | None = Non
             "threshold_rel_error": abs(theta_q - p.theta) / p.theta,
             "beta": p.beta, "v_init": v_init, "beta_abs_error": abs(v_init / mem - p.beta),
             "bias_exp": bias_exp, "bias_saturated": bias_sat,
-            "scale_halved_for_bias": halved, **({"choice": dict(choice)} if choice is not None else {}),
+            "scale_halved_for_bias": halved, **({"choice": without_bias(choice)} if choice is not None else {}),
             "bias_max_abs_error": float(np.abs(bias_back - b_float).max()) if b_float.size else 0.0,
             "host_input": p.host_input, "projections": []}
         if p.leak != 1.0:

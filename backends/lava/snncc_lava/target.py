@@ -260,6 +260,8 @@ class LoihiTarget(Target):
                 calibration = calibrate(net, options)
                 graph.meta[fixed.CHOICES_KEY] = calibration["choices"]  # ir.json: what every re-quantisation reads
             qnet = fixed.quantize(net, choices=fixed.stored_choices(graph))
+            if calibration is not None:  # the per-neuron bias corrections are stored once, in ir.json
+                calibration = {**calibration, "choices": {n: fixed.without_bias(c) for n, c in calibration["choices"].items()}}
             qnet.report["calibration"] = calibration
         else:
             net = network.build(graph)
