@@ -1,9 +1,10 @@
 """Fixed-point scaling chosen on calibration data (issue 27, "choices from the numbers"): the
 greedy choice (`fixed.calibrate`) strictly lowers the measured count error on a graph worked by
-hand; the installed `snncc compile --target-option calibration_data=` stores the choices in the
-artefact, and the loaded artefact's integer model and a real Lava fixed_pt run read them (equal to
-the in-memory model, and to each other bit for bit); bad calibration options are one line, exit
-2, nothing written."""
+hand, and its two guards drop relay shifts and neuron choices that do not lower the counts
+differing of the whole model (graphs worked by hand); the installed `snncc compile --target-option
+calibration_data=` stores the choices in the artefact, and the loaded artefact's integer model and
+a real Lava fixed_pt run read them (equal to the in-memory model, and to each other bit for bit);
+bad calibration options are one line, exit 2, nothing written."""
 
 import json
 import os
@@ -56,6 +57,114 @@ def test_calibrated_scale_strictly_lowers_the_count_error_by_hand():
     assert fixed.simulate_fixed(fixed.quantize(net), x).counts["a"].tolist() == [[1, 0, 2], [2, 0, 0]]
 
 
+def test_choices_that_do_not_lower_the_counts_differing_as_a_whole_are_dropped_by_hand():
+    """The last guard of `calibrate`: the greedy measures |count error| per population, but the
+    choices are kept only if the whole model then has fewer counts differing. `a` (fed by the host:
+    scale 2048, vth 2048) over T = 2 windows of 0.9999 and 0.99995 (float: 0 spikes). Default:
+    rint(2047.80) = rint(2047.90) = 2048 fires 1 + 1 = 2. Shift 1 (scale 4096): rint(4095.59) =
+    rint(4095.80) = 4096, again 2. Shift 2 (scale 8192): rint(8191.18) = 8191 fires 0 but
+    rint(8191.59) = 8192 fires 1: |error| 2 -> 1, so the greedy picks shift 2, yet the one count
+    still differs (1 -> 1): nothing is kept and `after` is `before`."""
+    fire = {"D": 4, "theta": 1.0, "beta": 0.0, "norm": 1.0, "rounding": "floor"}
+    g = Graph([Node("x", "input", [], {"shape": (1,)}), Node("a", "fire", ["x"], fire),
+               Node("head", "linear", ["a"], {}, {"weight": np.eye(1)}), Node("out", "output", ["head"])], T=2).infer()
+    x = torch.tensor([[[0.9999]], [[0.99995]]], dtype=torch.float64)  # (T, B, 1)
+    assert reference.run(g, x).counts["a"].tolist() == [[0.0]]
+    net = build(g, explicit=False)
+    for k, n in ((0, 2), (1, 2), (2, 1)):
+        q = fixed.quantize(net, choices={"a": {"shift": k, "clip": 1.0}})
+        assert (q.populations["a"].scale, q.populations["a"].vth) == (2048.0 * 2**k, 2048 * 2**k)
+        assert fixed.simulate_fixed(q, x).counts["a"].tolist() == [[n]]
+    choices, rep = fixed.calibrate(net, x, candidates=((0, 1.0), (1, 1.0), (2, 1.0)))
+    assert choices == {}
+    assert (rep["before"]["abs_error"]["a"], rep["before"]["differing"]["a"]) == (2, 1)
+    assert rep["after"] == rep["before"]
+
+
+def test_relay_shifts_that_measure_no_better_are_dropped_by_hand():
+    """The relays' guard of `calibrate`: their shifts are kept only if the whole rules' model with them
+    has fewer counts differing. tests/nets.py's residual stage (RESIDUAL_STAGE_X, relays u0, u1, u2
+    carrying U0 = (2, 1), U1 = (3, 1.5), U2 = (4.5, 2) at scales 508, 1016, 1016; s3 = fire(U3), U3 = (3.5,
+    1.5))
+    with s3's theta 1.7501: float counts (1, 0) per channel. s3's rule scale is 2032 and vth =
+    rint(1.7501 x 2032) = rint(3556.2) = 3556 = 1.75 x 2032, so U3 = 3.5 reaches two whole thresholds:
+    2 spikes (2 of 4 counts differ). The relays' largest payloads 1016, 3048, 4572 would all take
+    x4 (`relay_shift`: 4572 x 4 <= 2**16), but every payload is exact at the rules' scale, so x4
+    relays leave s3 at 2 and are dropped. The greedy then gives s3 shift 2: scale 8128, vth
+    rint(14224.8) = 14225 > 1.75 x 8128 = 14224, 1 spike: 0 counts differ, s3's choice alone kept."""
+    from nets import RESIDUAL_STAGE_X, residual_stage
+    from snncc.passes.manager import run_pipeline
+
+    g0 = residual_stage()
+    g0["s3"].attrs["theta"] = 1.7501
+    g = run_pipeline(g0, "deploy", options={"residual_lowering": {"profile": "loihi", "residual": "relay"}}).graph
+    x = torch.tensor(RESIDUAL_STAGE_X, dtype=torch.float64)
+    assert reference.run(g, x).counts["s3"].flatten().tolist() == [1.0, 0.0, 1.0, 0.0]
+    net = build(g)
+    rules = fixed.quantize(net)
+    assert (rules.populations["s3"].scale, rules.populations["s3"].vth) == (2032.0, 3556)
+    res = fixed.simulate_fixed(rules, x)
+    assert res.counts["s3"].flatten().tolist() == [2, 0, 2, 0]
+    assert res.relay_peaks == {"u0@relay": 1016, "u1@relay": 3048, "u2@relay": 4572}
+    assert [fixed.relay_shift(p) for p in res.relay_peaks.values()] == [2, 2, 2]
+    x4 = fixed.simulate_fixed(fixed.quantize(net, choices={r: {"shift": 2} for r in res.relay_peaks}), x)
+    assert x4.counts["s3"].flatten().tolist() == [2, 0, 2, 0]
+    choices, rep = fixed.calibrate(net, x)
+    assert choices == {"s3": {"shift": 2, "clip": 1.0}}
+    assert rep["relay_peaks"] == res.relay_peaks
+    assert (rep["before"]["differing"]["s3"], rep["after"]["differing"]["s3"]) == (2, 0)
+    q = fixed.quantize(net, choices=choices)
+    assert (q.populations["s3"].scale, q.populations["s3"].vth) == (8128.0, 14225)
+    assert fixed.simulate_fixed(q, x).counts["s3"].flatten().tolist() == [1, 0, 1, 0]
+
+
+def test_bias_correction_adds_back_the_mean_input_the_weights_lose_by_hand():
+    """b = fire(a0 + 0.302734375 a1), theta 1.2, a fed by the host (theta 1). b's rule scale is 2032
+    (254 x 2**3), exponent 3: 1.0 -> 254 (exact) and 0.302734375 x 2032 = 615.16 -> 76.89 -> 76
+    (608 activation units), so every a1 spike loses 7.15625 of them; vth = rint(1.2 x 2032) = 2438.
+    Calibration digits a = (0, 4) and (1, 4): float b fires floor(1.2109 / 1.2) = 1 and floor(2.2109 / 1.2) = 1; fixed
+    4 x 608 = 2432 < 2438 fires 0 on the first. The mean a1 count is 4, so b's correction is
+    4 x 7.15625 / 2032 current (28.625 activation units, bias mantissa 28.625 x 64 = 1832 at exponent
+    0): 2460.6 >= 2438 fires 1, 4492.6 still 1. One count differing -> 0: kept. On (1, 4) alone
+    nothing differs, so the correction is measured no better and dropped. Lava fixed_pt equals the
+    corrected integer model bit for bit; a stored correction of the wrong length is refused naming
+    the population."""
+    fire = {"D": 4, "theta": 1.0, "beta": 0.0, "norm": 1.0, "rounding": "floor"}
+    g = Graph([Node("x", "input", [], {"shape": (2,)}), Node("a", "fire", ["x"], fire),
+               Node("l", "linear", ["a"], {}, {"weight": np.array([[1.0, 0.302734375]])}),
+               Node("b", "fire", ["l"], {**fire, "theta": 1.2}),
+               Node("head", "linear", ["b"], {}, {"weight": np.eye(1)}), Node("out", "output", ["head"])]).infer()
+    x = torch.tensor([[0.0, 4.0], [1.0, 4.0]], dtype=torch.float64)
+    ref = reference.run(g, x)
+    assert ref.counts["b"].tolist() == [[1.0], [1.0]]
+    net = build(g, explicit=False)
+    q = fixed.quantize(net)
+    (pb,) = [p for p in q.projections if p.target == "b"]
+    assert (q.populations["b"].scale, q.populations["b"].vth, pb.exp, pb.kernel.ravel().tolist()) == (2032.0, 2438, 3, [254, 76])
+    assert fixed.simulate_fixed(q, x).counts["b"].tolist() == [[0], [1]]
+    means = fixed.source_means(net, [x], [ref])
+    assert means["a"].tolist() == [0.5, 4.0]
+    corr = fixed.bias_corrections(net, q, means)
+    assert list(corr) == ["b"] and corr["b"].tolist() == pytest.approx([4 * 7.15625 / 2032], rel=1e-12, abs=0)
+    choices, rep = fixed.calibrate(net, x, candidates=((0, 1.0),))
+    assert list(choices) == ["b"] and set(choices["b"]) == {"bias"} and rep["bias_corrected"] == ["b"]
+    assert choices["b"]["bias"] == [float(f"{4 * 7.15625 / 2032:.6g}")]
+    assert (rep["before"]["differing"]["b"], rep["after"]["differing"]["b"]) == (1, 0)
+    qc = fixed.quantize(net, choices=choices)
+    assert (qc.populations["b"].bias_mant.tolist(), qc.populations["b"].bias_exp) == ([1832], 0)
+    ours = fixed.simulate_fixed(qc, x)
+    assert ours.counts["b"].tolist() == [[1], [1]]
+    from snncc_lava.lower import run_network
+
+    lava = run_network(net, x, "burst", qc)  # Lava fixed_pt reads the corrected bias bit for bit
+    for p in ours.counts:
+        assert torch.equal(lava.counts[p], ours.counts[p]), p
+    assert (lava.readout == ours.readout).all()
+    assert fixed.calibrate(net, x[1:], candidates=((0, 1.0),))[0] == {}
+    with pytest.raises(fixed.TargetError, match="population b cannot be applied: its bias correction has 2 values for 1 neurons"):
+        fixed.quantize(net, choices={"b": {"bias": [0.0, 0.0]}})
+
+
 def test_clip_keeps_the_exponent_and_refuses_what_does_not_fit():
     """b reads a through weights (1, 0.3): rule scale 4064 (254 x 2**4), exponent 4; clip 1.25 gives
     scale 5080 at the same exponent, so 1.0 -> 317.5 clips to 254 and 0.3 -> 95.25 -> 96 (x 2**4).
@@ -106,12 +215,18 @@ def test_choices_round_trip_through_the_artefact(calibrated):
     assert fixed.stored_choices(dep.deployed) == choices and "loihi_fixed_choices" not in dep.deployed.meta
     q = json.loads((d / "out" / "lava" / "quantisation.json").read_text())
     cal = q["calibration"]
-    assert choices and choices == cal["choices"] and cal["samples"] == 16 and cal["data"] == "cal.npz"
+    shown = {name: fixed.without_bias(c) for name, c in choices.items()}  # the bias lists live in ir.json only
+    assert choices and shown == cal["choices"] and cal["samples"] == 16 and cal["data"] == "cal.npz"
     for name, c in choices.items():  # what the artefact's integers were made with
-        assert q["populations"][name]["choice"] == c
+        assert q["populations"][name]["choice"] == shown[name]
+        if "bias" in c:
+            assert shown[name]["bias_max_abs"] == max(abs(v) for v in c["bias"])
     line = next(s for s in stdout.splitlines() if s.startswith("loihi fixed point calibrated"))
     assert line == fixed.calibration_line(q) and "16 samples of cal.npz" in line
-    assert f"{len(choices)} population(s) rescaled" in line
+    rescaled = sum(1 for c in choices.values() if c.get("shift", 0) or c.get("clip", 1.0) != 1.0)
+    corrected = [name for name, c in choices.items() if "bias" in c]
+    assert sorted(corrected) == cal["bias_corrected"]
+    assert f"{rescaled} population(s) rescaled" + (f", {len(corrected)} bias-corrected" if corrected else "") + ";" in line
     report = (d / "out" / "report.md").read_text()
     assert "### Scaling chosen on calibration data (16 samples of cal.npz)" in report
     assert sum(cal["after"]["abs_error"].values()) < sum(cal["before"]["abs_error"].values())
