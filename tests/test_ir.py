@@ -104,6 +104,29 @@ def test_serialisation_round_trip_is_exact_and_deterministic():
     assert serialize.dumps(g2) == (doc, npz)
 
 
+def test_an_array_in_the_meta_is_stored_in_the_archive_not_as_json_text():
+    """A per-neuron table in the meta goes to the graph's own .npz under meta/<path> and comes back
+    as the same float64 values; scalars and lists stay JSON; the bytes are deterministic."""
+    import io
+    import json
+
+    g = small_graph()
+    corr = np.array([0.125, -3.0, 1.0 / 3.0])  # 1/3 is not float32-exact: stored as float64
+    g.meta["target"] = {"t": {"choices": {"p1": {"shift": 1, "bias": corr}}, "bits": np.int64(16)}}
+    doc, npz = serialize.dumps(g)
+    meta = json.loads(doc)["meta"]
+    assert meta == {"target": {"t": {"choices": {"p1": {"shift": 1, "bias": {"$array": "meta/target/t/choices/p1/bias"}}},
+                                     "bits": 16}}}
+    stored = np.load(io.BytesIO(npz))["meta/target/t/choices/p1/bias"]
+    assert stored.dtype == np.float64 and stored.tolist() == corr.tolist()
+    g2 = serialize.loads(doc, npz)
+    back = g2.meta["target"]["t"]["choices"]["p1"]["bias"]
+    assert isinstance(back, np.ndarray) and back.tolist() == corr.tolist()
+    assert serialize.dumps(g2) == (doc, npz)
+    with pytest.raises(LoadError, match="parameter 'meta/x' missing from the archive"):
+        serialize.loads(doc.replace(b'"meta/target/t/choices/p1/bias"', b'"meta/x"'), npz)
+
+
 def test_load_rejects_wrong_version_and_garbage():
     g = small_graph()
     doc, npz = serialize.dumps(g)

@@ -9,6 +9,9 @@ The JSON names each parameter by a reference into an archive:
   multiplied left to right in float64 (`snncc.ir.derived`): the same operands in the same order, so
   the loaded array is bit for bit the one the passes computed. A chain is written only after
   recomputing it from the stored values and comparing bits; otherwise the array itself is stored.
+The graph's meta is JSON, except that an array in it (of one or more dimensions: a target's per-neuron
+calibration, say) is stored in the graph's own archive under `meta/<path>` and named in the JSON
+as `{"$array": "<key>"}`, so a per-neuron table does not become text.
 An array shared by several nodes (the normal form's private copies of one projection) is stored
 once, under its first node's key. Arrays that float32 holds exactly are stored as float32 (loaded
 back as the same float64 values). Writing is deterministic (sorted keys, fixed zip timestamps), so
@@ -140,7 +143,8 @@ def _dump(graph: Graph, file: str, stored: Stored) -> tuple[bytes, bytes]:
             "shape": list(n.shape),
             "kind": n.kind,
         })
-    data = {"format": FORMAT, "version": VERSION, "T": graph.T, "meta": _jsonable(graph.meta), "nodes": nodes}
+    data = {"format": FORMAT, "version": VERSION, "T": graph.T, "meta": _jsonable(graph.meta, ar, "meta"),
+            "nodes": nodes}
     doc = json.dumps(data, indent=1, sort_keys=True).encode() + b"\n"
     return doc, ar.npz()
 
@@ -149,13 +153,33 @@ def graph_to_json(graph: Graph) -> dict:
     return json.loads(dumps(graph)[0])
 
 
-def _jsonable(v):
+ARRAY_REF = "$array"  # {"$array": key}: an array of the meta, stored in the graph's own archive
+
+
+def _jsonable(v, ar: _Archive | None = None, path: str = ""):
+    """`v` as JSON values; with an archive `ar`, an array of one or more dimensions is stored there
+    (under `path`) and replaced by {ARRAY_REF: key}."""
     if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
+        return {str(k): _jsonable(x, ar, f"{path}/{k}") for k, x in v.items()}
     if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
+        return [_jsonable(x, ar, f"{path}/{i}") for i, x in enumerate(v)]
     if hasattr(v, "item") and getattr(v, "shape", None) == ():
         return v.item()
+    if ar is not None and isinstance(v, np.ndarray) and v.ndim:
+        ar.arrays[path] = v  # always the graph's own archive: the reader takes a plain key
+        ar.as_stored.add(path)
+        return {ARRAY_REF: path}
+    return v
+
+
+def _meta_arrays(v, array: Callable[[str], np.ndarray]):
+    """The meta as written: every {ARRAY_REF: key} replaced by the array stored under key."""
+    if isinstance(v, dict):
+        if set(v) == {ARRAY_REF}:
+            return array(v[ARRAY_REF])
+        return {k: _meta_arrays(x, array) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_meta_arrays(x, array) for x in v]
     return v
 
 
@@ -255,7 +279,8 @@ def loads(doc: bytes, npz: bytes, source: str = "<memory>", other: Callable[[str
             params = {k: param(ref, f"node {nd['name']}: parameter {k}") for k, ref in nd["params"].items()}
             nodes.append(Node(nd["name"], nd["op"], nd["inputs"], nd["attrs"], params, tuple(nd["shape"]),
                               nd["kind"]))
-        g = Graph(nodes, T=data.get("T", 1), meta=data.get("meta", {}))
+        meta = _meta_arrays(data.get("meta", {}), lambda k: array(None, k, f"meta {k}").copy())
+        g = Graph(nodes, T=data.get("T", 1), meta=meta)
     except (KeyError, TypeError, ValueError, OverflowError) as e:
         raise LoadError(f"malformed graph document ({e.__class__.__name__}: {e})", where=source) from None
     except IRError as e:

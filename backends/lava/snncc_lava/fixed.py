@@ -555,25 +555,32 @@ def _stored(graph: Graph, key: str, default):
 
 
 def bias_problem(p: Population, choice: dict | None) -> str:
-    """Why a stored bias correction (choice "bias": one float per neuron, current units per window)
-    cannot be applied to population `p`, or "" when it can (or there is none)."""
+    """Why a stored bias correction (choice "bias": one float per neuron, current units per window;
+    an array, stored in the deployed graph's archive, or a list) cannot be applied to population
+    `p`, or "" when it can (or there is none)."""
     if not choice or "bias" not in choice:
         return ""
     b = choice["bias"]
-    if not isinstance(b, (list, tuple)) or len(b) != p.size:
-        return f"its bias correction has {len(b) if isinstance(b, (list, tuple)) else 'no list of'} values for {p.size} neurons"
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in b):
+    if isinstance(b, (list, tuple)):
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in b):
+            return "its bias correction holds a value that is not a finite number"
+        b = np.asarray(b, np.float64)
+    if not isinstance(b, np.ndarray) or b.ndim != 1 or b.dtype.kind not in "iuf":
+        return f"its bias correction is not a list of numbers per neuron"
+    if b.shape[0] != p.size:
+        return f"its bias correction has {b.shape[0]} values for {p.size} neurons"
+    if not np.isfinite(b).all():
         return "its bias correction holds a value that is not a finite number"
     return ""
 
 
 def without_bias(choice: dict) -> dict:
-    """A choice as the reports show it: the per-neuron bias correction (stored once, in ir.json)
-    summarised by its largest magnitude."""
+    """A choice as the reports show it: the per-neuron bias correction (stored once, in the deployed
+    graph's archive) summarised by its largest magnitude."""
     if "bias" not in choice:
         return dict(choice)
-    return {**{k: v for k, v in choice.items() if k != "bias"},
-            "bias_max_abs": max((abs(v) for v in choice["bias"]), default=0.0)}
+    b = np.abs(np.asarray(choice["bias"], np.float64))
+    return {**{k: v for k, v in choice.items() if k != "bias"}, "bias_max_abs": float(b.max()) if b.size else 0.0}
 
 
 def stored_choices(graph: Graph) -> dict | None:
@@ -1061,7 +1068,7 @@ def calibrate(net: Network, x, emit: str = "burst", candidates=CANDIDATES) -> tu
     corrected: list[str] = []
     corr = bias_corrections(net, quantize(net, choices=chosen), source_means(net, xs, refs))
     if corr:  # the mean input the weights' rounding loses, added back to each bias; kept if it measures better
-        trial_c = {**chosen, **{p: {**chosen.get(p, {}), "bias": [float(f"{v:.6g}") for v in c]} for p, c in corr.items()}}
+        trial_c = {**chosen, **{p: {**chosen.get(p, {}), "bias": np.array([float(f"{v:.6g}") for v in c])} for p, c in corr.items()}}
         measured = _tally(graph, _runs(quantize(net, choices=trial_c), xs, refs, emit))
         if _differing(measured) < _differing(after):
             chosen, after, corrected = trial_c, measured, sorted(corr)

@@ -148,7 +148,7 @@ def test_bias_correction_adds_back_the_mean_input_the_weights_lose_by_hand():
     assert list(corr) == ["b"] and corr["b"].tolist() == pytest.approx([4 * 7.15625 / 2032], rel=1e-12, abs=0)
     choices, rep = fixed.calibrate(net, x, candidates=((0, 1.0),))
     assert list(choices) == ["b"] and set(choices["b"]) == {"bias"} and rep["bias_corrected"] == ["b"]
-    assert choices["b"]["bias"] == [float(f"{4 * 7.15625 / 2032:.6g}")]
+    assert choices["b"]["bias"].tolist() == [float(f"{4 * 7.15625 / 2032:.6g}")]
     assert (rep["before"]["differing"]["b"], rep["after"]["differing"]["b"]) == (1, 0)
     qc = fixed.quantize(net, choices=choices)
     assert (qc.populations["b"].bias_mant.tolist(), qc.populations["b"].bias_exp) == ([1832], 0)
@@ -215,7 +215,12 @@ def test_choices_round_trip_through_the_artefact(calibrated):
     assert fixed.stored_choices(dep.deployed) == choices and "loihi_fixed_choices" not in dep.deployed.meta
     q = json.loads((d / "out" / "lava" / "quantisation.json").read_text())
     cal = q["calibration"]
-    shown = {name: fixed.without_bias(c) for name, c in choices.items()}  # the bias lists live in ir.json only
+    shown = {name: fixed.without_bias(c) for name, c in choices.items()}  # the bias arrays live in ir.npz only
+    doc = json.loads((d / "out" / "ir.json").read_text())["meta"]["target"]["loihi"]["fixed_choices"]
+    for name, c in choices.items():  # per neuron: an array of the graph's archive, named in the JSON
+        if "bias" in c:
+            assert isinstance(c["bias"], np.ndarray) and c["bias"].shape == (len(c["bias"]),)
+            assert doc[name]["bias"] == {"$array": f"meta/target/loihi/fixed_choices/{name}/bias"}
     assert choices and shown == cal["choices"] and cal["samples"] == 16 and cal["data"] == "cal.npz"
     for name, c in choices.items():  # what the artefact's integers were made with
         assert q["populations"][name]["choice"] == shown[name]
