@@ -139,3 +139,116 @@ def test_run_recordings_summary(tmp_path):
     assert text == ("2 recordings, 8 input events; latency median 2 us, p95 2 us, max 2 us; decision settled at "
                     "median 12 us; 0 recording(s) with a core above 1e+08 SynOps/s (stall); average power "
                     f"{(0.42e-3 + 23.6e-12 * 11 / 10e-6) * 1e3:.3f} mW; accuracy 50.00%")
+
+
+def _two_layer_graph():
+    """2 x 1 sensor -> linear (3, 4), bias 1 on neuron 2 (it fires in every timestep's first
+    update) -> fire (theta 1, stateful) -> linear (2, 3) read as currents by the output (the
+    Speck membrane readout's shape)."""
+    w1 = np.array([[0.6, 0.3, 0.5, 0.2], [0.35, 0.7, 0.25, 0.4], [0.0, 0.0, 0.0, 0.0]])
+    w2 = np.array([[0.5, -0.25, 0.125], [-0.375, 0.75, 0.25]])
+    g = Graph([Node("x", "input", attrs={"kind": "spike", "shape": (2, 1, 2)}),
+               Node("flat", "reshape", ["x"], attrs={"shape": (4,)}),
+               Node("lin", "linear", ["flat"], params={"weight": w1, "bias": np.array([0.0, 0.0, 1.0])}),
+               Node("n", "fire", ["lin"], attrs={"D": 4, "theta": 1.0, "beta": 0.0, "norm": 1.0,
+                                                 "rounding": "floor", "stateful": True}),
+               Node("lin2", "linear", ["n"], params={"weight": w2}),
+               Node("out", "output", ["lin2"])], T=3)
+    return g.infer()
+
+
+def _slow_stream(g, s, T, bin_us, tau, window_us):
+    """The real-time model of snncc.sim.event_streams event by event, from the simulator's trace of
+    the same run: every core a first-come-first-served queue (completion = max(free, arrival) +
+    tau); a spike arrives when the core of its population finished the event it descends from
+    (its key), else (a first update's spike) at its bin's start; the readout summed per event in
+    completion order. Returns (latencies, done, decision, settle, {core: (synops, window sums)})."""
+    from snncc.sim.event_streams import time_bins
+    from snncc.sim.events import build_network
+    from snncc.sim.events.runner import _flat_tables, _simulate
+
+    net = build_network(g)
+    k = time_bins(s, T, bin_us)
+    idx = [np.flatnonzero(k == i) for i in range(T)]
+    _, run = _simulate(net, torch.from_numpy(bin_counts(s, T, bin_us)).unsqueeze(1), "speck", "layer",
+                       input_order=[s.addresses()[i] for i in idx], trace=True)
+    names, base = list(net.tables), _flat_tables(net).base.tolist()
+    in_event = {}
+    for t_bin, keys in run.trace.inputs:
+        in_event.update(zip(keys.tolist(), idx[t_bin].tolist()))
+    done, root, free = {}, {}, {c: 0.0 for c in net.consumers}
+    latest = [-np.inf] * len(s)
+    arrivals = {c: [] for c in net.consumers}
+    olo, ohi = net.offsets["out"]
+    readout = [(b * bin_us, net.const[olo:ohi].copy()) for b in range(T)]
+    for t_bin, clock, src, _, rows, keys in run.trace.steps:
+        for j in range(keys.size):
+            name, key = names[int(src[j])], int(keys[j])
+            if name == "x":
+                a, r = float(s.t[in_event[key]]), in_event[key]
+            elif (name, key) in done:
+                a, r = done[(name, key)], root[key]
+            else:
+                a, r = float(t_bin * bin_us), -1
+            root[clock + j] = r
+            table = net.tables[name]
+            slots, w = table.lookup(int(rows[j]) - base[int(src[j])])
+            for c in table.targets:
+                lo, hi = net.offsets[c]
+                f = max(free[c], a) + tau
+                free[c] = done[(c, clock + j)] = f
+                if r >= 0:
+                    latest[r] = max(latest[r], f)
+                arrivals[c].append((a, sum(1 for sl in slots if lo <= sl < hi)))
+                if c == "out":
+                    inc = np.zeros(ohi - olo)
+                    for sl, wt in zip(slots.tolist(), w.tolist()):
+                        if lo <= sl < hi:
+                            inc[sl - lo] += wt
+                    readout.append((f, inc))
+    readout.sort(key=lambda p: p[0])  # stable: bin starts before events completing at that time
+    total = np.zeros(ohi - olo)
+    history = []
+    for f, inc in readout:
+        total = total + inc
+        history.append((f, total.copy()))
+    decision = int(np.argmax(total))
+    settle = None
+    for f, v in history:
+        lead = all(v[decision] > v[i] for i in range(v.size) if i != decision)
+        if not lead:
+            settle = None
+        elif settle is None:
+            settle = f
+    loads = {}
+    for c, arr in arrivals.items():
+        if arr:
+            per = {}
+            for a, n in arr:
+                per[int(a // window_us)] = per.get(int(a // window_us), 0) + n
+            loads[c] = (sum(n for _, n in arr), [per.get(i, 0) for i in range(max(per) + 1)])
+    return [latest[i] - s.t[i] for i in range(len(s))], max(done.values()), decision, settle, loads
+
+
+@pytest.mark.parametrize("tau,window_us", [(1.0, 1000.0), (3.0, 5.0)])
+def test_stream_against_an_event_by_event_model(tau, window_us):
+    """A 3-bin recording (the middle bin without input events: its first update's spikes arrive at
+    the bin's start) through two cores and a current readout, every number of the vectorised
+    real-time account equal to the event-by-event model (integer times: the same floats)."""
+    g = _two_layer_graph()
+    rng = np.random.default_rng(3)
+    n = 24  # bins of 50 us: bin 1 empty, every queue idle by its start
+    t = np.sort(np.r_[rng.integers(0, 10, n // 2), rng.integers(100, 110, n // 2)])
+    rows = [(int(rng.integers(2)), 0, int(ti), int(rng.integers(2))) for ti in t]
+    s = validate(_arr(rows), (2, 1))
+    r = simulate_stream(g, s, bin_us=50, event_time_us=tau, window_us=window_us, synops_limit=2.0e5)
+    lat, done, decision, settle, loads = _slow_stream(g, s, 3, 50, tau, window_us)
+    assert r.latency_us.tolist() == lat and r.done_us == done
+    assert r.decision == decision and r.settle_us == settle and settle is not None
+    assert {c.core: (c.synops, c.rates.tolist()) for c in r.cores} == {
+        c: (n_, [x / (window_us * 1e-6) for x in per]) for c, (n_, per) in loads.items()}
+    assert [c.stalls for c in r.cores] == [[i * window_us for i, x in enumerate(per) if x / (window_us * 1e-6) > 2e5]
+                                           for _, per in loads.values()]
+    assert r.synops_per_s == sum(n_ for n_, _ in loads.values()) / ((s.t[-1] - s.t[0]) * 1e-6)
+    # the first updates fired (the bias), and some spikes came from input events
+    assert r.result.events["n"] > 3 and r.result.counts["n"].reshape(-1)[2] == 3.0

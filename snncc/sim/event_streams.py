@@ -331,6 +331,49 @@ def _stream_figures(profile):
     return prof.si("substep_time") * 1e6, prof.si("synops_per_s_per_core"), prof.si("p_static"), e_sop, src
 
 
+def _stream_tables(net):
+    """What the real-time model reads of a network, derived once and kept on it
+    (`EventNetwork.derived`): source names, cores (the consumers) and their index, per (source,
+    core) the SynOps an event of each address makes at that core, and per source feeding the
+    output its table's output entries as a CSR (indptr, output column, weight)."""
+    hit = net.derived.get("stream_tables")
+    if hit is not None:
+        return hit
+    names = list(net.tables)
+    cores = list(net.consumers)
+    cidx = {c: i for i, c in enumerate(cores)}
+    olo, ohi = net.offsets[net.graph.output.name]
+    fan, to_out = {}, {}
+    for si, s in enumerate(names):
+        t = net.tables[s]
+        entry_addr = np.repeat(np.arange(t.n), np.diff(t.indptr))
+        for c in t.targets:
+            lo, hi = net.offsets[c]
+            sel = (t.slots >= lo) & (t.slots < hi)
+            if t.group is not None:  # centre SSC: one operation per (address, slot) group
+                sel &= np.r_[True, t.group[1:] != t.group[:-1]]
+            fan[(si, cidx[c])] = np.bincount(entry_addr[sel], minlength=t.n)
+        if net.graph.output.name in t.targets:  # (entries in table order: per address, as `lookup` gives them)
+            m = (t.slots >= olo) & (t.slots < ohi)
+            indptr = np.r_[0, np.cumsum(np.bincount(entry_addr[m], minlength=t.n))]
+            to_out[si] = (indptr, t.slots[m] - olo, t.weights[m])
+    hit = net.derived["stream_tables"] = (names, cores, cidx, fan, to_out)
+    return hit
+
+
+def _output_increments(csr, addr: np.ndarray, width: int) -> np.ndarray:
+    """(events, width): what each event (source address) adds to the output readout, every
+    address's entries summed in table order (`np.add.at`, unbuffered, in index order)."""
+    indptr, col, w = csr
+    st = indptr[addr]
+    ln = indptr[addr + 1] - st
+    ev = np.repeat(np.arange(addr.size), ln)
+    idx = np.arange(int(ln.sum())) - np.repeat(np.cumsum(ln) - ln, ln) + np.repeat(st, ln)
+    inc = np.zeros((addr.size, width))
+    np.add.at(inc, (ev, col[idx]), w[idx])
+    return inc
+
+
 def simulate_stream(graph_or_net, stream: EventStream, T: int | None = None, bin_us: float | None = None,
                     t_start: float = 0.0, policy: str = "speck", profile="speck", window_us: float = 1000.0,
                     synops_limit: float | None = None, event_time_us: float | None = None,
@@ -373,35 +416,22 @@ def simulate_stream(graph_or_net, stream: EventStream, T: int | None = None, bin
 
     tr = run.trace
     n_ids = run.clock + 1
-    names = list(net.tables)
+    names, cores, cidx, fan, to_out = _stream_tables(net)
     inp_i = names.index(inp.name)
     out_name = g.output.name
-    cores = [c for c in net.consumers]
-    cidx = {c: i for i, c in enumerate(cores)}
-    # per source: its cores (targets) and, per address, the SynOps an event makes at each
-    fan = {}
-    for si, s in enumerate(names):
-        t = net.tables[s]
-        entry_addr = np.repeat(np.arange(t.n), np.diff(t.indptr))
-        for c in t.targets:
-            lo, hi = net.offsets[c]
-            sel = (t.slots >= lo) & (t.slots < hi)
-            if t.group is not None:  # centre SSC: one operation per (address, slot) group
-                sel &= np.r_[True, t.group[1:] != t.group[:-1]]
-            fan[(si, cidx[c])] = np.bincount(entry_addr[sel], minlength=t.n)
     done = np.full((len(cores), n_ids), np.nan)  # completion time of event id at core
     root = np.full(n_ids, -1, dtype=np.int64)  # input event (stream index) each id descends from
     free = np.zeros(len(cores))
     latest = np.full(len(stream), -np.inf)
     arrivals: list[list] = [[] for _ in cores]  # (arrival times, synops)
-    in_time, in_root = {}, {}
+    in_time = np.full(n_ids, np.nan)  # per input event id: its timestamp and stream index
+    in_root = np.full(n_ids, -1, dtype=np.int64)
     for t_bin, keys in tr.inputs:
-        for key, si in zip(keys.tolist(), stream_idx[t_bin].tolist()):
-            in_time[key] = float(stream.t[si])
-            in_root[key] = si
+        in_time[keys] = stream.t[stream_idx[t_bin]]
+        in_root[keys] = stream_idx[t_bin]
     out_hist = []  # (completion time, sample 0 output increment) of events reaching the output
-    S = net.n_slots
     olo, ohi = net.offsets[out_name]
+    base = _flat_tables(net).base
     for t_bin, clock, src, samples, rows, keys in tr.steps:
         n = keys.size
         if n == 0:  # a step that delivered nothing (e.g. a bin without input events)
@@ -411,8 +441,8 @@ def simulate_stream(graph_or_net, stream: EventStream, T: int | None = None, bin
         if not np.all(src == si):
             raise SnnccError("a step mixes sources; the real-time model needs 'layer' order", where="simulate_stream")
         if si == inp_i:
-            a = np.array([in_time[kk] for kk in keys.tolist()])
-            r = np.array([in_root[kk] for kk in keys.tolist()], dtype=np.int64)
+            a = in_time[keys]
+            r = in_root[keys]
         else:
             pop = cidx[names[si]]
             parent_ok = (keys >= 0) & (keys < n_ids)
@@ -422,7 +452,7 @@ def simulate_stream(graph_or_net, stream: EventStream, T: int | None = None, bin
             a = np.where(first, t_start + t_bin * width, a)
             r = np.where(first, -1, root[pk])
         root[ids] = r
-        addr_s = rows - _flat_tables(net).base[si]
+        addr_s = rows - base[si]
         for c in net.tables[names[si]].targets:
             ci = cidx[c]
             j = np.arange(1, n + 1) * tau
@@ -433,31 +463,24 @@ def simulate_stream(graph_or_net, stream: EventStream, T: int | None = None, bin
             np.maximum.at(latest, r[ok], f[ok])
             arrivals[ci].append((a, fan[(si, ci)][addr_s]))
             if c == out_name:
-                t_ = net.tables[names[si]]
-                inc = np.zeros((n, ohi - olo))
-                for e in range(n):
-                    sl, w = t_.lookup(int(addr_s[e]))
-                    m = (sl >= olo) & (sl < ohi)
-                    np.add.at(inc[e], sl[m] - olo, w[m])
-                out_hist.append((f, inc))
+                out_hist.append((f, _output_increments(to_out[si], addr_s, ohi - olo)))
     t_in = stream.t
     lat = latest - t_in if len(stream) else np.zeros(0)
     # the decision: running output readout (its constant current at every bin's start)
     const = net.const[olo:ohi]
-    pts_t = [t_start + b * width for b in range(T)]
-    pts_v = [const.copy() for _ in range(T)]
-    for f, inc in out_hist:
-        pts_t.extend(f.tolist())
-        pts_v.extend(list(inc))
-    o = np.argsort(np.array(pts_t), kind="stable")
-    times = np.array(pts_t)[o]
-    run_out = np.cumsum(np.array(pts_v)[o], axis=0)
+    pts_t = np.concatenate([np.array([t_start + b * width for b in range(T)], dtype=np.float64)]
+                           + [f for f, _ in out_hist])
+    pts_v = np.concatenate([np.tile(const, (T, 1))] + [inc for _, inc in out_hist])
+    o = np.argsort(pts_t, kind="stable")
+    times = pts_t[o]
+    run_out = np.cumsum(pts_v[o], axis=0)
     final = run_out[-1]
     decision = int(np.argmax(final))
-    strict = lambda v: bool((v[decision] > np.delete(v, decision)).all())  # noqa: E731
+    # per row of `run_out`: its class `decision` strictly above every other
+    strict = (run_out[:, decision:decision + 1] > np.delete(run_out, decision, axis=1)).all(axis=1)
     settle = None
-    if strict(final):  # the first time after which the argmax is the final class, strictly, for good
-        ok = np.array([int(np.argmax(v)) == decision and strict(v) for v in run_out])
+    if strict[-1]:  # the first time after which the argmax is the final class, strictly, for good
+        ok = (np.argmax(run_out, axis=1) == decision) & strict
         bad = np.flatnonzero(~ok)
         settle = float(times[0] if bad.size == 0 else times[bad[-1] + 1])
     done_us = float(np.nanmax(np.where(np.isnan(done), -np.inf, done))) if n_ids else 0.0

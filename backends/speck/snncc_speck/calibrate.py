@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from snncc.ir.graph import Graph
+from snncc.ir.graph import Graph, Node
 
 from snncc_speck.lower import Lowered, layers_to_graph, lower
 
@@ -162,9 +162,45 @@ def seeded_agreement(graph: Graph, readout_threshold: float = 1.0, **chip) -> di
     out = dict(SEEDED)
     try:
         ref = run(graph, x).output
+        both = _both_readouts(graph, x, readout_threshold, **chip)
+        if both is not None:
+            return {**out, **{ro: agreement(both[ro], ref) for ro in READOUTS}}
         for ro in READOUTS:
             o = speck_run(chip_graph(graph, None, ro, readout_threshold if ro == "spikes" else 1.0, **chip), x)
             out[ro] = agreement(o.output, ref)
     except SnnccError as e:
         return {**SEEDED, "error": e.one_line()}
     return out
+
+
+def _same_node(a, b) -> bool:
+    return (a.name, a.op, a.inputs, a.attrs, a.params.keys()) == (b.name, b.op, b.inputs, b.attrs, b.params.keys()) \
+        and all(np.array_equal(a.params[k], b.params[k]) for k in a.params)
+
+
+def _both_readouts(graph: Graph, x: torch.Tensor, readout_threshold: float, **chip) -> dict | None:
+    """The Speck-rule outputs of both readouts on `x` from one event network and one run, or None
+    (then `seeded_agreement` runs each readout's `chip_graph`). The membrane readout's graph is the
+    spike readout's without its readout population, the output reading that population's current,
+    where the readout threshold changed nothing else (the quantised readout weights can follow it:
+    checked node by node). The spike readout graph with its output moved to that current is both:
+    its output the membrane readout, the readout population's spike counts / T the spike readout
+    (a population that feeds nothing changes no other population's events: the same counts); the
+    membrane readout's sums see the same contributions in the same order. A refusal falls back."""
+    from snncc.errors import SnnccError
+
+    try:
+        gs = chip_graph(graph, None, "spikes", readout_threshold, **chip)
+        gm = chip_graph(graph, None, "membrane", 1.0, **chip)
+        ro = gs.output.inputs[0]
+        if gs[ro].op != "fire" or gs.T != gm.T or gm.output.inputs != gs[ro].inputs:
+            return None
+        keep = [n for n in gs.nodes if n.name != ro]
+        if [n.name for n in keep] != [n.name for n in gm.nodes] or not all(
+                _same_node(a, b) for a, b in zip(keep[:-1], gm.nodes[:-1])):
+            return None
+        out = Node(gs.output.name, "output", list(gm.output.inputs), dict(gs.output.attrs))
+        r = speck_run(Graph(gs.nodes[:-1] + [out], T=gs.T).infer(), x)
+    except SnnccError:
+        return None
+    return {"spikes": r.counts[ro].reshape(r.output.shape[0], -1) / gs.T, "membrane": r.output}

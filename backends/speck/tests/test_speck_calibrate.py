@@ -261,3 +261,39 @@ def test_seeded_agreement_names_what_the_event_simulator_refuses():
     assert line.startswith("Speck chip path: prediction agreement with the integer model under the Speck rule, "
                            "measured on 16 seeded random event inputs (rate 0.05; no data given): not measured (")
     assert "hard reset acts on a window's total" in line and "\n" not in line
+
+
+
+@pytest.mark.parametrize("threshold", [1.0, 0.5, 1000.0])
+def test_both_readouts_from_one_run_are_each_readouts_own_run(threshold):
+    """`seeded_agreement` reads both readouts off one run of the spike readout's network with its
+    output moved to the readout current. Both equal their own graphs' runs, exactly; a readout
+    threshold that changes the quantised readout weights (1000: the scale is then limited by the
+    16-bit threshold, 32767 / 1000 instead of 127 / max|w|) makes the two graphs differ beyond the
+    readout: no shared run, each readout runs its own graph."""
+    from snncc_speck import calibrate
+    from snncc_speck.chip import load_chip
+
+    g = hidden()
+    chip = {"chip": load_chip("speck"), "scale_policy": "max"}
+
+    def own(x):
+        return {ro: speck_run(chip_graph(g, None, ro, threshold if ro == "spikes" else 1.0, **chip), x).output
+                for ro in ("spikes", "membrane")}
+
+    x = (torch.rand((1, 16, 2, 1, 1), generator=torch.Generator().manual_seed(1)) < 0.5).double()
+    both, mine = calibrate._both_readouts(g, x, threshold, **chip), own(x)
+    if threshold == 1000.0:
+        assert both is None
+        ws = chip_graph(g, None, "spikes", threshold, **chip)["readout.conv"].params["weight"]
+        wm = chip_graph(g, None, "membrane", 1.0, **chip)["readout.conv"].params["weight"]
+        assert not np.array_equal(ws, wm)
+    else:
+        assert torch.equal(both["membrane"], mine["membrane"])
+        assert torch.equal(both["spikes"], mine["spikes"].reshape(16, -1))
+        assert mine["spikes"].sum() > 0  # the readout fired
+    # the recorded figures: each readout's own run on the seeded inputs
+    xs = (torch.rand((1, 16, 2, 1, 1), generator=torch.Generator().manual_seed(0)) < calibrate.SEEDED["rate"]).double()
+    ref, seeded = run(g, xs).output, own(xs)
+    assert calibrate.seeded_agreement(g, threshold, **chip) == {
+        **calibrate.SEEDED, **{ro: calibrate.agreement(seeded[ro], ref) for ro in ("spikes", "membrane")}}

@@ -932,24 +932,38 @@ def init_state(state, cap_g, cap, vmin, fireable, B, S):
             cap_g[g] = cap[s] if fireable[s] else 0.0
 
 
-@_njit(nogil=True, parallel=True)
 def start_timestep(state, k, beta, const, reset, B, S, slots, zero_k):
     """A timestep's start: membranes of non-stateful (or all, at t = 0) neurons back to beta, then
     the constant current, over the slots `slots` (the runner passes those reset or with a nonzero
     constant: any other membrane is V + 0.0, its value); spike counters k to 0 when `zero_k` (the
-    greedy/speck windows; the ideal policy keeps no counters). Samples on numba's threads."""
+    greedy/speck windows; the ideal policy keeps no counters). Samples on numba's threads; one
+    sample (a recording of `snncc.sim.event_streams`, run by run) on the calling thread: starting
+    a parallel region costs milliseconds of CPU, the sweep of one sample microseconds."""
+    if B == 1:
+        _start_sample(state.ravel(), np.uint64(state.shape[1]), k, beta, const, reset, np.uint64(0), S, slots, zero_k)
+    else:
+        _start_timestep_batch(state, k, beta, const, reset, B, S, slots, zero_k)
+
+
+@_njit(nogil=True)
+def _start_sample(st, w, k, beta, const, reset, off, S, slots, zero_k):
+    """`start_timestep` of the sample whose slots start at `off` (`st`: the state, raveled; `w`: its width)."""
+    for i in range(slots.size):
+        s = np.uint64(slots[i])
+        g = off + s
+        v = beta[s] if reset[s] else st[g * w]
+        st[g * w] = v + const[s]
+    if zero_k:
+        for s in range(np.uint64(S)):
+            k[off + s] = 0.0
+
+
+@_njit(nogil=True, parallel=True)
+def _start_timestep_batch(state, k, beta, const, reset, B, S, slots, zero_k):
     st = state.ravel()  # a view: the runner's state is C-contiguous
     w = np.uint64(state.shape[1])
     for b in numba.prange(B):
-        off = np.uint64(b * S)
-        for i in range(slots.size):
-            s = np.uint64(slots[i])
-            g = off + s
-            v = beta[s] if reset[s] else st[g * w]
-            st[g * w] = v + const[s]
-        if zero_k:
-            for s in range(np.uint64(S)):
-                k[off + s] = 0.0
+        _start_sample(st, w, k, beta, const, reset, np.uint64(b * S), S, slots, zero_k)
 
 
 @_njit(nogil=True)
@@ -1626,6 +1640,7 @@ def compile_seconds() -> float:
         st = np.zeros((1, w))
         init_state(st, np.zeros(1), f, f, b1, 1, 1)
         start_timestep(st, np.zeros(1), f, f, b1, 1, 1, z, True)
+        _start_timestep_batch(st, np.zeros(1), f, f, b1, 1, 1, z, True)
         first_update(st, np.zeros(1), f, b1, f, f, True, 1, 1, z.copy(), np.zeros(1))
     for full in (True, False):
         first_update_hot(np.zeros(1), np.zeros(1), f, b1, f, f, 1, 1, z.copy(), np.zeros(1), z.copy(),
