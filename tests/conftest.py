@@ -38,25 +38,19 @@ def trace_model():
     return _trace
 
 
-# Python's own warning filters, what the console script starts with (pytest installs its own); with
-# PYTHONWARNINGS=default every warning shows once per place, as on a user's terminal with that set.
-PYTHON_FILTERS = [("default", None, DeprecationWarning, "__main__", 0), ("ignore", None, DeprecationWarning, None, 0),
-                  ("ignore", None, PendingDeprecationWarning, None, 0), ("ignore", None, ImportWarning, None, 0),
-                  ("ignore", None, ResourceWarning, None, 0)]
-DEFAULT_FILTERS = [("default", None, Warning, None, 0)]
-
-
 @pytest.fixture
 def snncc_main(capfd, caplog, monkeypatch):
     """`snncc.cli.main(argv)` in this process, read as the installed command's output: (exit code,
     stdout, stderr). A fresh `snncc` process costs a torch import (2-3 CPU s); a test that is not
     about the process itself calls this instead. stderr is read at the file descriptor (C-level
-    noise counts), and the warnings shown under the console script's filters (`warnings="default"`:
+    noise counts), and the warnings shown under the console script's filters (`warnings_filter="default"`:
     PYTHONWARNINGS=default's) and the log records at WARNING and above (which the script's
-    logging.basicConfig prints) are appended as the lines the script would print."""
+    logging.basicConfig prints) are appended as the lines the script would print (tests/cli_run.py's
+    run_main is the same for module-scoped fixtures)."""
     import logging
     import warnings
 
+    from cli_run import DEFAULT_FILTERS, PYTHON_FILTERS
     from snncc.cli import main
 
     def run(*argv, cwd=None, warnings_filter=None):
