@@ -36,3 +36,37 @@ def trace_model():
         return lm, trace(lm, frontend=frontend, input_kind=input_kind)
 
     return _trace
+
+
+@pytest.fixture
+def snncc_main(capfd, caplog, monkeypatch):
+    """`snncc.cli.main(argv)` in this process, read as the installed command's output: (exit code,
+    stdout, stderr). A fresh `snncc` process costs a torch import (2-3 CPU s); a test that is not
+    about the process itself calls this instead. stderr is read at the file descriptor (C-level
+    noise counts), and the warnings shown under the console script's filters (`warnings_filter="default"`:
+    PYTHONWARNINGS=default's) and the log records at WARNING and above (which the script's
+    logging.basicConfig prints) are appended as the lines the script would print (tests/cli_run.py's
+    run_main is the same for module-scoped fixtures)."""
+    import logging
+    import warnings
+
+    from cli_run import DEFAULT_FILTERS, PYTHON_FILTERS
+    from snncc.cli import main
+
+    def run(*argv, cwd=None, warnings_filter=None):
+        if cwd is not None:
+            monkeypatch.chdir(cwd)
+        capfd.readouterr()
+        caplog.clear()
+        with warnings.catch_warnings(record=True) as shown, caplog.at_level(logging.WARNING):
+            warnings.filters[:] = list(DEFAULT_FILTERS if warnings_filter == "default" else PYTHON_FILTERS)
+            try:
+                code = main([str(a) for a in argv])
+            except SystemExit as e:  # argparse
+                code = e.code
+        out, err = capfd.readouterr()
+        err += "".join(f"snncc: warning: {w.message}\n" for w in shown)
+        err += "".join(f"{r.name}: {r.getMessage()}\n" for r in caplog.records)
+        return code, out, err
+
+    return run

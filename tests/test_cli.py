@@ -14,17 +14,25 @@ from snncc.cli import main
 NETS = os.path.join(os.path.dirname(__file__), "nets.py")
 
 
-@pytest.fixture
-def files(tmp_path):
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory):
+    """The model in three forms, written once for the module (no test writes to them)."""
+    d = tmp_path_factory.mktemp("models")
     torch.manual_seed(0)
     m = randomize_bn(ConvChain())
-    sd = tmp_path / "conv.pt"
+    sd = d / "conv.pt"
     torch.save(m.state_dict(), sd)
-    pt2 = tmp_path / "conv.pt2"
+    pt2 = d / "conv.pt2"
     torch.export.save(torch.export.export(m, (torch.zeros(2, 2, 8, 8),)), pt2)
-    pick = tmp_path / "conv_module.pt"
+    pick = d / "conv_module.pt"
     torch.save(m, pick)
-    return {"sd": str(sd), "pt2": str(pt2), "pickle": str(pick), "tmp": tmp_path}
+    return {"sd": str(sd), "pt2": str(pt2), "pickle": str(pick)}
+
+
+@pytest.fixture
+def files(model_files, tmp_path):
+    """The module's model files and this test's own folder for what it writes."""
+    return {**model_files, "tmp": tmp_path}
 
 
 def run_cli(capsys, *argv):

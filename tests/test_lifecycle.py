@@ -1,7 +1,11 @@
 """The `snncc` process under real signals, pipes and devices (snncc.console, the worker pools):
 Ctrl-C while torch is still importing, SIGTERM to a run with worker processes, a reader that
 closes the pipe early, a full device behind standard output, and a Ray address that leads
-nowhere. Every case runs the installed console script, as a user's shell would."""
+nowhere: these run the installed console script, as a user's shell would. So do the outputs whose
+behaviour is the process's (a pipe behind /dev/stdout, a full device, a lock another process
+waits on, a read-only mount), and one case of each kind of refusal; the other cases vary only what
+the library writes or refuses and run `snncc.cli.main` in this process (the snncc_main fixture),
+which saves a torch import each."""
 
 from __future__ import annotations
 
@@ -120,14 +124,24 @@ def test_full_device_behind_stdout_is_one_line(art):
     assert len(lines) == 1 and lines[0].startswith("snncc: error: 'standard output': No space left on device")
 
 
-@pytest.mark.parametrize("address, what", [("not an address", "not a Ray address: 'not an address'"),
-                                           ("127.0.0.1:1", "cannot reach a Ray head at '127.0.0.1:1' within 5 s")])
-def test_ray_address_that_leads_nowhere_is_refused_in_seconds(art, address, what):
+def _estimate(art, argv, installed, snncc_main, **kw):
+    """`snncc estimate ART ARGV` through the installed command or in this process: (code, stderr)."""
+    if installed:
+        r = subprocess.run([EXE, "estimate", str(art / "art"), *map(str, argv)], capture_output=True, text=True,
+                           timeout=300, **kw)
+        return r.returncode, r.stderr
+    code, _, err = snncc_main("estimate", art / "art", *argv)
+    return code, err
+
+
+@pytest.mark.parametrize("address, what, installed", [
+    ("not an address", "not a Ray address: 'not an address'", False),
+    ("127.0.0.1:1", "cannot reach a Ray head at '127.0.0.1:1' within 5 s", True)])
+def test_ray_address_that_leads_nowhere_is_refused_in_seconds(art, address, what, installed, snncc_main):
     t0 = time.time()
-    r = subprocess.run([EXE, "estimate", str(art / "art"), "--samples", "4", "--ray-address", address],
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2, r.stderr
-    assert r.stderr.count("\n") == 1 and r.stderr.startswith(f"snncc: error: --ray-address: {what}")
+    code, err = _estimate(art, ["--samples", "4", "--ray-address", address], installed, snncc_main)
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith(f"snncc: error: --ray-address: {what}")
     assert time.time() - t0 < 60
 
 
@@ -152,7 +166,8 @@ def test_json_to_dev_stdout_writes_through_the_pipe(art):
     assert os.path.islink("/dev/stdout")
 
 
-def test_output_onto_links_and_devices_keeps_them(art, tmp_path):
+def test_output_onto_links_and_devices_keeps_them(art, tmp_path, snncc_main):
+    """In this process: the writer is the library's (the fifo's reader is another process)."""
     target = tmp_path / "real.json"
     target.write_text("old")
     link = tmp_path / "link.json"
@@ -161,34 +176,45 @@ def test_output_onto_links_and_devices_keeps_them(art, tmp_path):
     null_link.symlink_to("/dev/null")
     fifo = tmp_path / "fifo.json"
     os.mkfifo(fifo)
-    assert _estimate_json(art, link).returncode == 0
+    assert _estimate(art, ["--samples", "2", "--json", link], False, snncc_main)[0] == 0
     assert link.is_symlink() and target.read_text().startswith("{")  # the link's file written, link kept
-    r = subprocess.run([EXE, "estimate", str(art / "art"), "--samples", "2", "--markdown", str(null_link)],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
+    code, err = _estimate(art, ["--samples", "2", "--markdown", null_link], False, snncc_main)
+    assert code == 0, err
     assert null_link.is_symlink() and os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
     reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE, text=True)
-    assert _estimate_json(art, fifo).returncode == 0
+    assert _estimate(art, ["--samples", "2", "--json", fifo], False, snncc_main)[0] == 0
     assert reader.communicate(timeout=60)[0].startswith("{")
     assert fifo.is_fifo()
 
 
-def test_output_files_honour_the_umask(art, tmp_path):
+def test_output_files_honour_the_umask(art, tmp_path, snncc_main):
+    """The first mask through the installed command (a started process inherits it), the others in
+    this process under its own umask."""
     for mask, mode in ((0o022, 0o644), (0o077, 0o600), (0o002, 0o664)):
         dest = tmp_path / f"m{mask:o}.json"
-        r = _estimate_json(art, dest, preexec_fn=lambda m=mask: os.umask(m))
-        assert r.returncode == 0, r.stderr
+        if mask == 0o022:
+            r = _estimate_json(art, dest, preexec_fn=lambda m=mask: os.umask(m))
+            code, err = r.returncode, r.stderr
+        else:
+            old = os.umask(mask)
+            try:
+                code, err = _estimate(art, ["--samples", "2", "--json", dest], False, snncc_main)
+            finally:
+                os.umask(old)
+        assert code == 0, err
         assert dest.stat().st_mode & 0o777 == mode
 
 
+# the full device through the installed command (ENOSPC is also what snncc.console handles), the others
+# in this process
 @pytest.mark.parametrize("where, what", [("folder", "is a folder, expected a file name"),
                                          ("/proc/snncc.json", "cannot write"),
                                          ("/dev/full", "no space left on the device; nothing was written")])
-def test_unwritable_outputs_are_one_line(art, tmp_path, where, what):
+def test_unwritable_outputs_are_one_line(art, tmp_path, where, what, snncc_main):
     dest = tmp_path if where == "folder" else where
-    r = _estimate_json(art, dest)
-    assert r.returncode == 2
-    assert _one_error_line(r.stderr, what)
+    code, err = _estimate(art, ["--samples", "2", "--json", dest], where == "/dev/full", snncc_main)
+    assert code == 2
+    assert _one_error_line(err, what)
 
 
 def test_full_file_system_leaves_nothing_half_written(art, tmp_path):
@@ -215,11 +241,16 @@ def test_full_file_system_leaves_nothing_half_written(art, tmp_path):
 @pytest.mark.parametrize("where, what", [("folder", "is a folder, expected a file name"),
                                          ("/proc/m.nir", "cannot write"),
                                          ("/dev/full", "no space left on the device; nothing was written")])
-def test_export_nir_to_unwritable_places_is_one_line(art, tmp_path, where, what):
+def test_export_nir_to_unwritable_places_is_one_line(art, tmp_path, where, what, snncc_main):
     dest = tmp_path if where == "folder" else where
-    r = subprocess.run([EXE, "export-nir", str(art / "art"), str(dest)], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 2, r.stderr
-    assert _one_error_line(r.stderr, what)
+    if where == "/dev/full":  # as for estimate above: the full device through the installed command
+        r = subprocess.run([EXE, "export-nir", str(art / "art"), str(dest)], capture_output=True, text=True,
+                           timeout=300)
+        code, err = r.returncode, r.stderr
+    else:
+        code, _, err = snncc_main("export-nir", art / "art", dest)
+    assert code == 2, err
+    assert _one_error_line(err, what)
     assert os.path.isdir(tmp_path) and not os.listdir(tmp_path)
 
 
@@ -247,21 +278,22 @@ def _bad_profiles(t):
     (["--profile", "{t}/binary.json"], "binary.json: not valid JSON"),
     (["--profile", "{t}/profdir"], "profdir: is a folder, expected a profile JSON file"),
 ])
-def test_estimate_numbers_are_checked_up_front(art, argv, what):
+def test_estimate_numbers_are_checked_up_front(art, argv, what, snncc_main):
+    """--seed (argparse's refusal) through the installed command, the others in this process."""
     _bad_profiles(art)
-    r = subprocess.run([EXE, "estimate", str(art / "art"), "--samples", "2"] + [a.format(t=art) for a in argv],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 2, r.stderr
-    assert _one_error_line(r.stderr, what), r.stderr
+    code, err = _estimate(art, ["--samples", "2"] + [a.format(t=art) for a in argv], argv[0] == "--seed", snncc_main)
+    assert code == 2, err
+    assert _one_error_line(err, what), err
 
 
 @pytest.mark.parametrize("value", ["Infinity", "NaN", "1e400"])
-def test_target_option_numbers_are_finite(art, tmp_path, value):
-    r = subprocess.run([EXE, "compile", str(art / "conv.pt2"), "--target", "loihi", "--target-option",
-                        f"system={value}", "-o", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 2, r.stderr
-    assert _one_error_line(r.stderr, "--target-option: option system = ")
-    assert "is not a finite number" in r.stderr and not (tmp_path / "o").exists()
+def test_target_option_numbers_are_finite(art, tmp_path, value, snncc_main):
+    """In this process: the refusal is the option parser's (the module's fixture compiles installed)."""
+    code, _, err = snncc_main("compile", art / "conv.pt2", "--target", "loihi", "--target-option", f"system={value}",
+                              "-o", tmp_path / "o")
+    assert code == 2, err
+    assert _one_error_line(err, "--target-option: option system = ")
+    assert "is not a finite number" in err and not (tmp_path / "o").exists()
 
 
 def test_read_only_install_and_home_compile_the_event_kernels_in_memory(art):

@@ -4,7 +4,12 @@ shows it, verify, simulate every schedule and backend, estimate with a report (t
 simulators' rows over a whole event data file), export NIR from the default artefact. Each step
 asserts the numbers a user reads: how many samples were used, the accuracy (equal to a hand
 computation from the outputs), the agreement with the integer model, and an empty stderr (progress
-goes to a terminal or -v only). Per-reader NIR counts are tests/test_nir_peers.py's."""
+goes to a terminal or -v only). Per-reader NIR counts are tests/test_nir_peers.py's.
+
+Each subcommand runs the installed command at least once (compile, verify, export-nir, simulate
+with Lava, estimate with a report); the other steps run `snncc.cli.main` in this process
+(tests/cli_run.py, read as the command's output, stderr at the descriptor), which saves a torch
+import per step."""
 
 import os
 import re
@@ -16,6 +21,7 @@ import pytest
 import torch
 
 import snncc
+from cli_run import run_main
 
 pytestmark = pytest.mark.slow  # about 2-3 minutes on the shared 2-core machine (Lava and sinabs runs)
 
@@ -28,9 +34,17 @@ N_FILE = 40  # samples of the event data file read whole (no --samples): the shi
 
 
 def run(*argv, cwd=None):
+    """The installed command: its stdout, after checking it succeeded with an empty stderr."""
     p = subprocess.run([EXE, *map(str, argv)], capture_output=True, text=True, cwd=cwd)
     assert p.returncode == 0 and p.stderr == "", (argv, p.stdout[-2000:], p.stderr)
     return p.stdout
+
+
+def main(*argv):
+    """`run`'s checks and output, with `snncc.cli.main` in this process."""
+    code, out, err = run_main(*argv)
+    assert code == 0 and err == "", (argv, out[-2000:], err)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +54,8 @@ def work(tmp_path_factory):
     out = {"dir": d, "pt2": os.path.join(DIGITS, "digits_cnn.pt2"), "digits": os.path.join(DIGITS, "digits_test.npz"),
            "events": os.path.join(EVENTS, "events_test.npz")}
     out["compile_sim"] = run("compile", out["pt2"], "--target", "sim", "-o", d / "out")
-    out["compile_loihi"] = run("compile", out["pt2"], "--target", "loihi", "-o", d / "out-loihi")
-    out["compile_speck"] = run("compile", os.path.join(EVENTS, "speck_cnn.pt"), "--model-def",
+    out["compile_loihi"] = main("compile", out["pt2"], "--target", "loihi", "-o", d / "out-loihi")
+    out["compile_speck"] = main("compile", os.path.join(EVENTS, "speck_cnn.pt"), "--model-def",
                                "snncc.models.speck:speck_cnn", "--factory-kwargs", '{"size": "small"}',
                                "--input-shape", "2,32,32", "--timesteps", "4", "--input-kind", "spike", "--target",
                                "speck", "--target-option", "readout=membrane", "-o", d / "out-speck")
@@ -63,10 +77,8 @@ def test_compiles_say_what_they_wrote(work):
     assert work["compile_loihi"].splitlines()[0].startswith("compiled for loihi: 13 neuron populations")
     # netx: the shipped CNN's shortcuts are carried as pass-through channels (lava-dl's reader runs the
     # file with snncc's counts: backends/lava/tests/test_netx.py); the compile writes lava/network.net
-    p = subprocess.run([EXE, "compile", work["pt2"], "--target", "loihi", "--target-option", "netx=true", "-o",
-                        str(d / "out-netx")], capture_output=True, text=True)
-    assert p.returncode == 0 and p.stderr == "", p.stderr
-    assert p.stdout.startswith("compiled for loihi: 13 neuron populations")
+    o = main("compile", work["pt2"], "--target", "loihi", "--target-option", "netx=true", "-o", d / "out-netx")
+    assert o.startswith("compiled for loihi: 13 neuron populations")
     with open(d / "out-netx" / "lava" / "network.net", "rb") as f:
         assert f.read(8) == b"\x89HDF\r\n\x1a\n"
     speck = work["compile_speck"].splitlines()
@@ -87,7 +99,8 @@ def test_compiles_say_what_they_wrote(work):
 @pytest.mark.parametrize("art", ["out", "out-loihi"])
 def test_verify_on_the_test_split(work, art):
     x, y = split(work["digits"])
-    o = run("verify", work["pt2"], work["dir"] / art, "--data", work["digits"], "--samples", N)
+    o = (run if art == "out" else main)("verify", work["pt2"], work["dir"] / art, "--data", work["digits"],
+                                        "--samples", N)
     assert o.splitlines()[0] == f"inputs: the first {N} samples of 450 of {work['digits']}, labelled"
     ref = snncc.load(work["dir"] / art).reference(torch.as_tensor(x).double())
     c = int((ref.output.argmax(1).numpy() == y).sum())
@@ -129,7 +142,7 @@ def test_simulate_every_schedule_and_backend(work):
     s = int(round(streaming.prediction_agreement * N))
     assert f"prediction agreement {s / N:.4f} over {N} samples" in o
     assert re.search(rf"streaming accuracy [0-9.]+ \([0-9]+/{N}\), integer model {c / N:.4f}", o)
-    o = run("simulate", d / "out", "--schedule", "event", "--data", work["digits"], "--samples", N)
+    o = main("simulate", d / "out", "--schedule", "event", "--data", work["digits"], "--samples", N)
     assert f"agreement with the integer model 100.00% ({N}/{N}), {acc_text(c)}" in o
     o = run("simulate", d / "out-loihi", "--backend", "lava", "--data", work["digits"], "--samples", 3)
     assert o.splitlines()[1].startswith("lava: 3 samples, spike counts == reference")
@@ -141,7 +154,7 @@ def test_simulate_the_event_model_on_the_speck_backend(work, speck_whole):
     """The shipped (N, T, 2, 32, 32) event split feeds the Speck artefact as it is; the agreement and
     accuracy printed equal those computed here from sinabs' outputs (the first N of speck_whole's:
     they do not depend on the batch)."""
-    o = run("simulate", work["dir"] / "out-speck", "--backend", "speck", "--data", work["events"], "--samples", N)
+    o = main("simulate", work["dir"] / "out-speck", "--backend", "speck", "--data", work["events"], "--samples", N)
     assert o.splitlines()[0] == (f"inputs: the first {N} samples of 450 of {work['events']}, x_test (450, 4, 2, 32, "
                                  f"32) read as (N, T, *shape), labelled")
     r, ref_s, ye = (a[:N] for a in speck_whole[:3])
@@ -159,7 +172,7 @@ def test_estimate_and_report(work):
     assert f"accuracy of the integer model on the labels: {c / N:.4f} ({c}/{N})" in o
     md = open(d / "rep" / "report.md").read()
     assert f"| exact schedule | {N} | 100.00% ({N}/{N}) | {c / N:.4f} ({c}/{N}) |" in md
-    o = run("estimate", d / "out-speck", "--profile", "speck", "--data", work["events"], "--samples", 10)
+    o = main("estimate", d / "out-speck", "--profile", "speck", "--data", work["events"], "--samples", 10)
     assert "energy per sample: dynamic unknown (profile speck gives no energy per SynOp)" in o
 
 
@@ -193,7 +206,7 @@ def test_report_has_the_target_simulators_rows(work, speck_whole):
         n = len(y)
         agree = int((r.argmax(1) == ref.argmax(1)).sum())
         c = int((r.argmax(1).numpy() == y).sum())
-        o = run("estimate", d / art, "--data", data, "--report", d / f"rep-{art}", *extra)
+        o = main("estimate", d / art, "--data", data, "--report", d / f"rep-{art}", *extra)
         assert o.splitlines()[0].startswith("inputs: the first 3 samples of 450" if n == 3 else
                                             f"inputs: all {N_FILE} samples of {events}")
         md = open(d / f"rep-{art}" / "report.md").read()

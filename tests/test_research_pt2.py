@@ -7,7 +7,12 @@ classes): a time axis added by `x.unsqueeze(0).repeat(T, 1, 1, 1, 1)` (T may be 
 input (B, T, C, H, W) transposed inside `forward`, convs on `x.flatten(0, 1)`, a single-step
 SpikingJelly-style node applied to the whole (T, B, ...) tensor whose membrane starts at the
 float `0.` and whose reset is dead after the step, the spike divided by D after the node,
-in-place ops (`out += shortcut`, `x.round_()`), and the prediction averaged over T."""
+in-place ops (`out += shortcut`, `x.round_()`), and the prediction averaged over T.
+
+Every model family here is compiled from its batch-1 `.pt2` by the installed command (the product's
+main path); the refusals and listings, which vary only what the library says, run `snncc.cli.main`
+in this process (the `snncc_main` fixture: a fresh process costs a torch import each), and the
+event model's program is exported once for the module."""
 
 import os
 import subprocess
@@ -111,6 +116,7 @@ def _same_graph(a, b):
 
 
 def _cli(*args):
+    """The installed command, as a user runs it: (exit code, stdout, stderr)."""
     p = subprocess.run([SNNCC, *map(str, args)], capture_output=True, text=True)
     return p.returncode, p.stdout, p.stderr
 
@@ -121,18 +127,34 @@ def _export(model, x1, path):
     reset_net(model)
 
 
-def _both(model, x, tmp_path, flags=(), **api):
-    """The module through the API and its batch-1 .pt2 through the installed command: the same
-    deployed graph, and `snncc verify` OK. Returns the module's deployment."""
+def _event_model():
+    torch.manual_seed(0)
+    return randomize_bn(EventBT())
+
+
+@pytest.fixture(scope="module")
+def event_pt2(tmp_path_factory):
+    """`_event_model()` exported at batch 1 ((1, 3, 2, 8, 8), layout BT), once for the module: the
+    program every EventBT test reads (the export does not depend on the sample's values)."""
+    pt2 = tmp_path_factory.mktemp("event") / "ev.pt2"
+    _export(_event_model(), torch.zeros(1, 3, 2, 8, 8), pt2)
+    return pt2
+
+
+def _both(model, x, tmp_path, main, flags=(), pt2=None, **api):
+    """The module through the API and its batch-1 .pt2 (exported here unless given) through the
+    installed `snncc compile`: the same deployed graph, and `snncc verify` OK (in this process:
+    BNOfSum's and LeadingOne's tests run the installed verify). Returns the module's deployment."""
     dep = snncc.compile(model, x[:2], **api)
-    pt2 = tmp_path / "m.pt2"
-    _export(model, x[:1], pt2)
+    if pt2 is None:
+        pt2 = tmp_path / "m.pt2"
+        _export(model, x[:1], pt2)
     out = tmp_path / "out"
     code, o, e = _cli("compile", pt2, *flags, "-o", out)
     assert code == 0, e
     dep.save(str(tmp_path / "module"))  # both as written to disk (a 0-d factor is stored with shape (1,))
     _same_graph(snncc.load(str(out)).deployed, snncc.load(str(tmp_path / "module")).deployed)
-    code, o, e = _cli("verify", pt2, out, "--samples", "2")
+    code, o, e = main("verify", pt2, out, "--samples", "2")
     assert code == 0 and "verdict: OK" in o, o + e
     return dep
 
@@ -145,11 +167,11 @@ def _hooked_counts(model, x, names, D=4):
 
 
 @pytest.mark.parametrize("T", [1, 3])
-def test_batch1_program_that_repeats_over_time_compiles_like_the_module(T, tmp_path):
+def test_batch1_program_that_repeats_over_time_compiles_like_the_module(T, tmp_path, snncc_main):
     torch.manual_seed(0)
     m = randomize_bn(RepeatT(T=T))
     x = torch.randn(5, 3, 8, 8, generator=torch.Generator().manual_seed(1)) * 2
-    dep = _both(m, x, tmp_path)
+    dep = _both(m, x, tmp_path, snncc_main)
     assert dep.deployed.T == T
     rep = dep.verify(x)
     assert rep.ok and rep.levels[0].max_logit_diff < 1e-9, rep.table()
@@ -161,12 +183,11 @@ def test_batch1_program_that_repeats_over_time_compiles_like_the_module(T, tmp_p
     assert all(torch.equal(sim.counts[k], c) for k, c in ref.counts.items())
 
 
-def test_batch1_program_with_a_bt_event_input_and_spikingjelly_idioms(tmp_path):
-    torch.manual_seed(0)
-    m = randomize_bn(EventBT())
+def test_batch1_program_with_a_bt_event_input_and_spikingjelly_idioms(tmp_path, event_pt2, snncc_main):
+    m = _event_model()
     x = torch.rand(4, 3, 2, 8, 8, generator=torch.Generator().manual_seed(2)) * 3  # (B, T, C, H, W)
-    dep = _both(m, x, tmp_path, ("--input-layout", "BT", "--timesteps", "3", "--input-shape", "2,8,8"),
-                input_layout="BT")
+    dep = _both(m, x, tmp_path, snncc_main, ("--input-layout", "BT", "--timesteps", "3", "--input-shape", "2,8,8"),
+                pt2=event_pt2, input_layout="BT")
     fires = [n for n in dep.traced.nodes if n.op == "fire"]
     # `0. + x` is x, the dead reset does not keep `/ 4` out of the neuron, round_ is round
     assert [(n.attrs["D"], n.attrs["norm"]) for n in fires] == [(4, 4.0), (4, 4.0)]
@@ -180,10 +201,9 @@ def test_batch1_program_with_a_bt_event_input_and_spikingjelly_idioms(tmp_path):
     assert all(torch.equal(sim.counts[k], c) for k, c in ref.counts.items())
 
 
-def test_program_layout_flags_are_checked_against_the_program_in_one_line(tmp_path):
-    m = randomize_bn(EventBT())
-    pt2 = tmp_path / "ev.pt2"
-    _export(m, torch.zeros(1, 3, 2, 8, 8), pt2)
+def test_program_layout_flags_are_checked_against_the_program_in_one_line(tmp_path, event_pt2, snncc_main):
+    """The first refusal through the installed command, the others and the compile in this process."""
+    pt2 = event_pt2
     out = tmp_path / "o"
     for flags, msg in [((), "permutation moves the batch axis (a model taking (B, T, ...) input: pass --input-layout "
                             "BT --timesteps 3 and the per-step --input-shape 2,8,8"),
@@ -192,19 +212,19 @@ def test_program_layout_flags_are_checked_against_the_program_in_one_line(tmp_pa
                        (("--input-layout", "BT", "--input-shape", "3,2,8,8"), "--input-shape (3, 2, 8, 8) differs "
                                                                                "from the program's input (2, 8, 8) "
                                                                                "per timestep")]:
-        code, o, e = _cli("compile", pt2, *flags, "-o", out)
+        code, o, e = (snncc_main if flags else _cli)("compile", pt2, *flags, "-o", out)
         assert code == 2 and len(e.strip().splitlines()) == 1 and msg in e, e
         assert not out.exists()
-    code, o, e = _cli("compile", pt2, "--input-layout", "BT", "-o", out)  # T and the shape: the program's
+    code, o, e = snncc_main("compile", pt2, "--input-layout", "BT", "-o", out)  # T and the shape: the program's
     assert code == 0, e
     assert snncc.load(str(out)).deployed.T == 3
 
 
-def test_program_exported_in_training_mode_says_call_eval(tmp_path):
+def test_program_exported_in_training_mode_says_call_eval(tmp_path, snncc_main):
     m = RepeatT(T=2).train()
     pt2 = tmp_path / "train.pt2"
     torch.export.save(torch.export.export(m, (torch.zeros(1, 3, 8, 8),)), str(pt2))
-    code, o, e = _cli("compile", pt2, "-o", tmp_path / "o")
+    code, o, e = snncc_main("compile", pt2, "-o", tmp_path / "o")
     assert code == 2 and e.strip() == (f"snncc: error: {pt2}: the model was exported in training mode (BatchNorm "
                                        "uses the batch's statistics) (call model.eval() before torch.export)")
 
@@ -225,7 +245,7 @@ class LeadingOne(nn.Module):
         return y.mean(0) if self.reduce else y
 
 
-def test_an_output_with_a_leading_axis_of_one_deploys_as_its_squeeze(tmp_path):
+def test_an_output_with_a_leading_axis_of_one_deploys_as_its_squeeze(tmp_path, snncc_main):
     """(1, B, ...) from `x.unsqueeze(0)` is multi-step code at T = 1 (was refused with a hint to
     squeeze it in the model): deployed as the value without that axis, like `y.mean(0)`."""
     x = torch.randn(4, 2, 8, 8, generator=torch.Generator().manual_seed(3)) * 2
@@ -244,7 +264,7 @@ def test_an_output_with_a_leading_axis_of_one_deploys_as_its_squeeze(tmp_path):
     assert eager.shape == (1, 4, 3) and torch.allclose(dep.reference(x).output, eager[0], rtol=0, atol=1e-9)
     torch.manual_seed(0)
     m = randomize_bn(LeadingOne(reduce=True))  # reduced in the model: the same deployed graph
-    reduced = _both(m, x, tmp_path)
+    reduced = _both(m, x, tmp_path, snncc_main)
     assert reduced.deployed.T == 1 and reduced.verify(x).ok
     assert [(n.op, n.inputs) for n in reduced.deployed.nodes] == [(n.op, n.inputs) for n in dep.deployed.nodes]
 
@@ -304,21 +324,20 @@ def test_shipped_examples_exported_at_batch_1_give_the_modules_deployed_graph(fa
     _same_graph(snncc.load(str(tmp_path / "program")).deployed, snncc.load(str(tmp_path / "module")).deployed)
 
 
-def test_inspect_takes_the_layout_flags_like_compile(tmp_path):
+def test_inspect_takes_the_layout_flags_like_compile(tmp_path, event_pt2, snncc_main):
     """`snncc inspect m.pt2 --input-layout BT --timesteps 3` lists the graph `compile` traces with
     the same flags (without them: the same one-line refusal, with the hint to pass them; a T that
-    is not the program's: one line)."""
-    m = randomize_bn(EventBT())
-    pt2 = tmp_path / "ev.pt2"
-    _export(m, torch.zeros(1, 3, 2, 8, 8), pt2)
-    code, o, e = _cli("inspect", pt2)
+    is not the program's: one line). The listing of the program through the installed command, the
+    rest in this process."""
+    pt2 = event_pt2
+    code, o, e = snncc_main("inspect", pt2)
     assert code == 2 and len(e.strip().splitlines()) == 1 and "pass --input-layout BT --timesteps 3" in e, e
-    code, o, e = _cli("inspect", pt2, "--input-layout", "BT", "--timesteps", "4")
+    code, o, e = snncc_main("inspect", pt2, "--input-layout", "BT", "--timesteps", "4")
     assert code == 2 and "--timesteps 4 differs from the program's time axis 3" in e, e
     code, listed, e = _cli("inspect", pt2, "--input-layout", "BT", "--timesteps", "3")
     assert code == 0, e
     out = tmp_path / "o"
-    assert _cli("compile", pt2, "--input-layout", "BT", "--timesteps", "3", "-o", out)[0] == 0
-    code, art, e = _cli("inspect", out, "--level", "traced")
+    assert snncc_main("compile", pt2, "--input-layout", "BT", "--timesteps", "3", "-o", out)[0] == 0
+    code, art, e = snncc_main("inspect", out, "--level", "traced")
     assert code == 0 and art.splitlines()[0].startswith("# artefact") and listed == "".join(
         art.splitlines(keepends=True)[1:]) and "fire" in listed
