@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from snncc.ir.graph import Graph, Node
+from snncc.ir.ops import POPULATION_OPS
 
 from snncc_speck.lower import Lowered, layers_to_graph, lower
 
@@ -193,7 +194,7 @@ def _both_readouts(graph: Graph, x: torch.Tensor, readout_threshold: float, **ch
         gs = chip_graph(graph, None, "spikes", readout_threshold, **chip)
         gm = chip_graph(graph, None, "membrane", 1.0, **chip)
         ro = gs.output.inputs[0]
-        if gs[ro].op != "fire" or gs.T != gm.T or gm.output.inputs != gs[ro].inputs:
+        if gs[ro].op not in POPULATION_OPS or gs.T != gm.T or gm.output.inputs != gs[ro].inputs:
             return None
         keep = [n for n in gs.nodes if n.name != ro]
         if [n.name for n in keep] != [n.name for n in gm.nodes] or not all(
