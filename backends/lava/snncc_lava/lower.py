@@ -42,6 +42,7 @@ Lava's InPort sums. Counts must equal `fixed.simulate_fixed` exactly.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from dataclasses import dataclass
 
@@ -154,6 +155,33 @@ def check_shared_memory(exe, samples: int, where: str = "/dev/shm") -> None:
                           f"{free / 2**20:.1f} MiB free", where=where,
                           hint="run fewer samples at once (--samples), or give the machine more shared memory "
                                "(a container: docker run --shm-size=1g)")
+
+
+_PROC_MODELS: dict = {}  # process class -> the ProcessModel classes Lava's compiler finds for it
+
+
+@contextlib.contextmanager
+def models_found_once_per_class():
+    """While Lava compiles: its compiler (0.10, `ProcGroupDiGraphs._find_proc_models`) finds a
+    process's models by re-executing every module of the process's package directories, once per
+    process (digits_former's 115 processes: about 2 CPU s of a compile). What it finds depends only
+    on the process class (the models are resolved to the imported classes), so it is looked up once
+    per class and reused: the same models, the same executable. Lava is left as it was afterwards."""
+    from lava.magma.compiler.compiler_graphs import ProcGroupDiGraphs
+
+    find = ProcGroupDiGraphs.__dict__["_find_proc_models"]
+
+    def once(proc):
+        cls = type(proc)
+        if cls not in _PROC_MODELS:
+            _PROC_MODELS[cls] = find.__func__(proc)
+        return list(_PROC_MODELS[cls])
+
+    ProcGroupDiGraphs._find_proc_models = staticmethod(once)
+    try:
+        yield
+    finally:
+        ProcGroupDiGraphs._find_proc_models = find
 
 
 def run_network(net: Network, x, emit: str = "burst", qnet: QNetwork | None = None,
@@ -271,9 +299,10 @@ def run_network(net: Network, x, emit: str = "burst", qnet: QNetwork | None = No
     rows = {}
     try:
         delay_model = PyDelaySparseModelBitAccCached if fixed else PyDelaySparseModelFloatCached
-        exe = anchor.compile(Loihi2SimCfg(select_tag="fixed_pt" if fixed else "floating_pt",
-                                          exception_proc_model_map={DelaySparse: delay_model}),
-                             {"pypy_channel_size": CHANNEL_SIZE})
+        with models_found_once_per_class():
+            exe = anchor.compile(Loihi2SimCfg(select_tag="fixed_pt" if fixed else "floating_pt",
+                                              exception_proc_model_map={DelaySparse: delay_model}),
+                                 {"pypy_channel_size": CHANNEL_SIZE})
         check_shared_memory(exe, B)
         anchor.create_runtime(executable=exe)
         anchor.run(condition=RunSteps(num_steps=steps))

@@ -2,7 +2,11 @@
 a model file and `compiler.deploy_factory` lower a model alike for a target and its options. The
 shipped digits transformer is the witness: the sim target (45nm profile) relays its first
 residual stream where the loihi profile fans it in, so a driver that ignores the target gives a
-different graph."""
+different graph.
+
+The artefact is compiled by the installed command and one `inspect` runs it too; the other
+`inspect` runs call the same `snncc.cli.main` in this process (each spared start-up is about
+2.8 CPU s of Python and torch import)."""
 
 import os
 import subprocess
@@ -24,6 +28,20 @@ def snncc(*args: str) -> str:
     return r.stdout
 
 
+@pytest.fixture
+def snncc_main(capsys):
+    """`snncc ARGS` through `snncc.cli.main` in this process: its standard output."""
+    from snncc.cli import main
+
+    def run(*args: str) -> str:
+        capsys.readouterr()
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        return out
+    return run
+
+
 def relays(listing: str) -> int:
     return sum(1 for line in listing.splitlines() if line.split()[1:2] == ["relay"])
 
@@ -35,20 +53,22 @@ def loihi_artefact(tmp_path_factory):
     return out
 
 
-def test_inspect_of_the_model_lowers_as_the_artefact_was_compiled(loihi_artefact):
+def test_inspect_of_the_model_lowers_as_the_artefact_was_compiled(loihi_artefact, snncc_main):
     header, stored = snncc("inspect", str(loihi_artefact), "--level", "deployed").split("\n", 1)
     assert header.startswith("# artefact") and "target loihi" in header
-    as_loihi = snncc("inspect", str(PT2), "--level", "deployed", "--target", "loihi")
-    as_sim = snncc("inspect", str(PT2), "--level", "deployed")
+    as_loihi = snncc_main("inspect", str(PT2), "--level", "deployed", "--target", "loihi")
+    as_sim = snncc_main("inspect", str(PT2), "--level", "deployed")
     assert as_loihi == stored
     # loihi fans the first of the 4 streams in and relays 3 (10 relay populations); sim relays all 4 (12)
     assert relays(stored) == 10 and relays(as_sim) == 12
     assert as_sim != stored
 
 
-def test_target_options_reach_the_lowering(loihi_artefact):
-    every = snncc("inspect", str(PT2), "--level", "deployed", "--target", "loihi", "--target-option", "residual=relay")
-    none = snncc("inspect", str(PT2), "--level", "deployed", "--target", "loihi", "--target-option", "residual=fanin")
+def test_target_options_reach_the_lowering(loihi_artefact, snncc_main):
+    every = snncc_main("inspect", str(PT2), "--level", "deployed", "--target", "loihi",
+                       "--target-option", "residual=relay")
+    none = snncc_main("inspect", str(PT2), "--level", "deployed", "--target", "loihi",
+                      "--target-option", "residual=fanin")
     assert relays(every) == 12 and relays(none) == 0
 
 

@@ -49,19 +49,32 @@ def test_mixed_D_in_lava_floating_and_fixed_pt():
     assert int(ours.counts["n2"].max()) == 1 and int(ours.counts["n2"].sum()) > 0
 
 
-def test_mixed_D_program_compiles_for_loihi_through_the_command(tmp_path):
+def test_mixed_D_program_compiles_for_loihi_through_the_command(tmp_path, capsys, monkeypatch):
+    """Floating point through the installed command (compile, simulate, export-netx); fixed point
+    through the same `snncc.cli.main` in this process (no second Python and torch start-up per
+    subcommand, about 2.8 CPU s each)."""
+    from snncc.cli import main
+
+    def in_process(argv, cwd, capture_output, text):
+        capsys.readouterr()
+        code = main(argv[1:])
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(argv, code, out, err)
+
+    monkeypatch.chdir(tmp_path)
     torch.export.save(torch.export.export(mixed(), (torch.zeros(1, 2, 8, 8),)), str(tmp_path / "m.pt2"))
     np.savez(tmp_path / "x.npz", x=np.random.RandomState(0).randn(8, 2, 8, 8) * 2)
     for opt in ([], ["--target-option", "precision=fixed"]):
-        r = subprocess.run([EXE, "compile", "m.pt2", "--target", "loihi", "-o", "art"] + opt, cwd=tmp_path,
-                           capture_output=True, text=True)
+        run = subprocess.run if not opt else in_process
+        r = run([EXE, "compile", "m.pt2", "--target", "loihi", "-o", "art"] + opt, cwd=tmp_path,
+                capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
-        r = subprocess.run([EXE, "simulate", "art", "--data", "x.npz", "--backend", "snncc"], cwd=tmp_path,
-                           capture_output=True, text=True)
+        r = run([EXE, "simulate", "art", "--data", "x.npz", "--backend", "snncc"], cwd=tmp_path,
+                capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
         line = "spike counts == reference" if not opt else "0.000% of neuron counts differ"
         assert line in r.stdout, r.stdout
-        r = subprocess.run([EXE, "export-netx", "art", "n.h5"], cwd=tmp_path, capture_output=True, text=True)
+        r = run([EXE, "export-netx", "art", "n.h5"], cwd=tmp_path, capture_output=True, text=True)
         assert r.returncode == 2 and "node n2: D = 1 beside n1's D = 4" in r.stderr, r.stderr
         assert not (tmp_path / "n.h5").exists()
         (tmp_path / "art").rename(tmp_path / f"art{len(opt)}")
