@@ -13,25 +13,13 @@ runs call the same `snncc.cli.main` in this process, which spares a Python and t
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 from binary_kinds import KINDS, cli, export, sew, snntorch_tutorial
 
 import snncc
-from snncc.cli import main
 
 INSTALLED = sorted(KINDS)[0]  # the kind whose floating-point compile and simulate run the installed command
-
-
-def in_process(capsys):
-    """`snncc ARGS` through `snncc.cli.main` in this process: a CompletedProcess like `cli`'s."""
-    def run(*args):
-        capsys.readouterr()
-        code = main([str(a) for a in args])
-        out, err = capsys.readouterr()
-        return subprocess.CompletedProcess(["snncc", *map(str, args)], code, out, err)
-    return run
 
 
 def _compile_for_loihi(pt2, out, precision, run=cli):
@@ -43,12 +31,12 @@ def _compile_for_loihi(pt2, out, precision, run=cli):
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
-def test_binary_model_compiles_for_loihi_and_runs_in_lava_equal_to_the_reference(kind, tmp_path, capsys):
+def test_binary_model_compiles_for_loihi_and_runs_in_lava_equal_to_the_reference(kind, tmp_path, snncc_in_process):
     pt2 = tmp_path / "m.pt2"
     export(KINDS[kind], pt2)
     for precision in ("float", "fixed"):
         out = tmp_path / precision
-        run = cli if (kind, precision) == (INSTALLED, "float") else in_process(capsys)
+        run = cli if (kind, precision) == (INSTALLED, "float") else snncc_in_process
         dep = _compile_for_loihi(pt2, out, precision, run)
         fires = dep.deployed.neurons()
         assert {f.attrs["D"] for f in fires} == {1}  # binary spikes
@@ -77,7 +65,7 @@ def _two_samples_in_lava_equal_the_reference(out, dep, precision: str, run) -> N
     assert all(ref[f.name].sum() > 0 for f in dep.deployed.neurons())
 
 
-def test_sew_max_pool_stem_compiles_for_loihi_and_runs_in_lava_count_for_count(tmp_path, capsys):
+def test_sew_max_pool_stem_compiles_for_loihi_and_runs_in_lava_count_for_count(tmp_path, snncc_in_process):
     """The SEW stem's max pooling of IFNode spikes (binary: an OR per window) runs as OR neurons
     (snncc_lava.network.MaxPool): floating_pt equal to the reference, fixed_pt to the integer
     model; graded emission, which cannot OR, is refused in one line naming the node."""
@@ -85,7 +73,7 @@ def test_sew_max_pool_stem_compiles_for_loihi_and_runs_in_lava_count_for_count(t
     export(lambda: sew("max"), pt2)
     for precision in ("float", "fixed"):
         out = tmp_path / precision
-        dep = _compile_for_loihi(pt2, out, precision, in_process(capsys))
+        dep = _compile_for_loihi(pt2, out, precision, snncc_in_process)
         pools = [n.name for n in dep.deployed.nodes if n.op == "max_pool"]
         assert pools == ["stem_3_max_pool2d"]
         procs = {p["name"]: p for p in json.loads((out / "lava" / "network.json").read_text())["processes"]}
@@ -94,13 +82,13 @@ def test_sew_max_pool_stem_compiles_for_loihi_and_runs_in_lava_count_for_count(t
             ("lava.proc.lif.process.LIF", "PyLifModelFloat", 0.5) if precision == "float" else
             ("lava.proc.lif.process.LIF", "PyLifModelBitAcc", 1))
         assert (pool["source"], pool["delay"], pool["nonzero"]) == ("stem_2.s_out", 1, 4 * 4 * 4 * 4)  # D = 1; 2x2 windows
-        _two_samples_in_lava_equal_the_reference(out, dep, precision, in_process(capsys))
+        _two_samples_in_lava_equal_the_reference(out, dep, precision, snncc_in_process)
     r = cli("compile", pt2, "--target", "loihi", "--target-option", "emit=graded", "-o", tmp_path / "graded")
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert "node stem_3_max_pool2d: max pooling of spikes with emit=graded" in r.stderr, r.stderr
 
 
-def test_snntorch_tutorial_max_pool_of_the_encoding_runs_in_lava(tmp_path, capsys):
+def test_snntorch_tutorial_max_pool_of_the_encoding_runs_in_lava(tmp_path, snncc_in_process):
     """snntorch tutorial's block 1 Conv -> MaxPool -> Leaky: the max pool of the image's encoding is
     part of the host current of the first Leaky (no MaxPool process; the max pool of spikes in
     block 2 is one), floating_pt equal to the reference, fixed_pt to the integer model."""
@@ -108,9 +96,9 @@ def test_snntorch_tutorial_max_pool_of_the_encoding_runs_in_lava(tmp_path, capsy
     export(snntorch_tutorial, pt2)
     for precision in ("float", "fixed"):
         out = tmp_path / precision
-        dep = _compile_for_loihi(pt2, out, precision, in_process(capsys))
+        dep = _compile_for_loihi(pt2, out, precision, snncc_in_process)
         pools = {n.name: n.kind for n in dep.deployed.nodes if n.op == "max_pool"}
         assert pools == {"net_1_max_pool2d": "current", "net_5_max_pool2d_1": "spike"}
         procs = {p["name"] for p in json.loads((out / "lava" / "network.json").read_text())["processes"]}
         assert "net_5_max_pool2d_1.pool" in procs and not any(p.startswith("net_1_max_pool2d") for p in procs)
-        _two_samples_in_lava_equal_the_reference(out, dep, precision, in_process(capsys))
+        _two_samples_in_lava_equal_the_reference(out, dep, precision, snncc_in_process)

@@ -30,17 +30,6 @@ def cli(*args):
     return subprocess.run([EXE, *map(str, args)], capture_output=True, text=True, env=env, timeout=600)
 
 
-def cli_in_process(capsys, *args):
-    """`snncc ARGS` through `snncc.cli.main` in this process (no Python and torch start-up, about
-    2.8 CPU s): a CompletedProcess like `cli`'s."""
-    from snncc.cli import main
-
-    capsys.readouterr()
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return subprocess.CompletedProcess([EXE, *map(str, args)], code, out, err)
-
-
 def host_layer():
     """x (3,) -> a (fed by the host only: scale 2048 / theta, theta 1, beta 0) -> linear -> out."""
     fire = {"D": 4, "theta": 1.0, "beta": 0.0, "norm": 1.0, "rounding": "floor"}
@@ -305,7 +294,7 @@ def test_lava_part_of_every_population_reads_the_stored_choices(calibrated):
         assert torch.equal(r.counts[p], ours.counts[p]) and torch.equal(r.reference[p], ours.counts[p]), p
 
 @pytest.mark.parametrize("case", ["missing", "shape"])
-def test_bad_calibration_data_is_one_line_exit_2_nothing_written(calibrated, case, tmp_path, capsys):
+def test_bad_calibration_data_is_one_line_exit_2_nothing_written(calibrated, case, tmp_path, snncc_in_process):
     """The missing file through the installed command, the bad shape through `snncc.cli.main` here."""
     d, _ = calibrated
     np.savez(tmp_path / "bad.npz", x=np.zeros((4, 3, 8, 8), np.float32))  # 3 channels, the model takes 2
@@ -313,7 +302,7 @@ def test_bad_calibration_data_is_one_line_exit_2_nothing_written(calibrated, cas
     out = tmp_path / "out"
     argv = ("compile", d / "m.pt2", "--target", "loihi", "--target-option", "precision=fixed",
             "--target-option", f"calibration_data={data}", "-o", out)
-    r = cli(*argv) if case == "missing" else cli_in_process(capsys, *argv)
+    r = cli(*argv) if case == "missing" else snncc_in_process(*argv)
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("snncc: error: ") and data.name in lines[0], r.stderr

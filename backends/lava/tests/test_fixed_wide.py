@@ -32,17 +32,6 @@ def cli(*args):
     return subprocess.run([EXE, *map(str, args)], capture_output=True, text=True, env=env, timeout=600)
 
 
-def cli_in_process(capsys, *args):
-    """`snncc ARGS` through `snncc.cli.main` in this process (no Python and torch start-up, about
-    2.8 CPU s): a CompletedProcess like `cli`'s."""
-    from snncc.cli import main
-
-    capsys.readouterr()
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return subprocess.CompletedProcess([EXE, *map(str, args)], code, out, err)
-
-
 def test_two_groups_by_hand():
     """b: scale 2032, exponent 3 (test_fixed_kernels), low exponent 3 - 8 = -5: M = round_even(k x
     2032 x 2**5) = round_even(k x 65024), hi = round_even(M / 256), lo = M - 256 hi:
@@ -172,12 +161,12 @@ def test_mapping_charges_both_groups(conv_chain):
 @pytest.mark.parametrize("opts, msg", [(["precision=fixed", "weight_bits=12"], "weight_bits must be 8 or 16, got 12"),
                                        (["weight_bits=16"], "precision is float"),
                                        (["precision=fixed", "netx=true", "weight_bits=16"], "netx stores one 8-bit")])
-def test_bad_weight_bits_is_one_line_exit_2(wide, opts, msg, tmp_path, capsys):
+def test_bad_weight_bits_is_one_line_exit_2(wide, opts, msg, tmp_path, snncc_in_process):
     """The first refusal through the installed command (as the fixture's compile), the others through
     `snncc.cli.main` in this process."""
     args = [a for o in opts for a in ("--target-option", o)]
     argv = ("compile", wide / "m.pt2", "--target", "loihi", *args, "-o", tmp_path / "out")
-    r = cli(*argv) if "weight_bits=12" in opts else cli_in_process(capsys, *argv)
+    r = cli(*argv) if "weight_bits=12" in opts else snncc_in_process(*argv)
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "weight_bits" in lines[0] and msg in lines[0], r.stderr

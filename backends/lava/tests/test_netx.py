@@ -253,23 +253,7 @@ def test_validator_rejects_what_netx_cannot_read(conv_chain):
         netx.validate(b"not hdf5")
 
 
-def in_process(capsys):
-    """`snncc ARGS` through `snncc.cli.main` in this process, a CompletedProcess like the installed
-    command's: the commands a test runs beyond one installed case per subcommand (each spared
-    start-up is about 2.8 CPU s of Python and torch import)."""
-    import subprocess
-
-    from snncc.cli import main
-
-    def run(*args):
-        capsys.readouterr()
-        code = main([str(a) for a in args])
-        out, err = capsys.readouterr()
-        return subprocess.CompletedProcess(["snncc", *map(str, args)], code, out, err)
-    return run
-
-
-def test_export_netx_command_writes_an_artefact_that_lava_dl_runs_exactly(tmp_path, capsys):
+def test_export_netx_command_writes_an_artefact_that_lava_dl_runs_exactly(tmp_path, snncc_in_process):
     """The path a user takes: a model exported at batch 1 (`.pt2`), compiled the default way
     (target sim), then `snncc export-netx ARTEFACT OUT.net` (the installed command; the loihi target
     writes it through `targets.exporter`). lava-dl 0.6.0's reader runs the file in Lava fixed_pt
@@ -314,14 +298,14 @@ def test_export_netx_command_writes_an_artefact_that_lava_dl_runs_exactly(tmp_pa
 
     for args, line in (((tmp_path / "nope", tmp_path / "x.net"), "nope: folder not found"),
                        ((tmp_path / "art", tmp_path), "is a folder, expected a file name")):
-        p = in_process(capsys)("export-netx", *args)
+        p = snncc_in_process("export-netx", *args)
         assert p.returncode == 2 and line in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
     assert not (tmp_path / "x.net").exists()
     from nets import ResidualSepConv  # a shortcut from the input netx cannot carry: one line naming the nodes, nothing written
     torch.export.save(torch.export.export(randomize_bn(ResidualSepConv()), (torch.zeros(1, 3, 8, 8),)),
                       tmp_path / "r.pt2")
-    assert in_process(capsys)("compile", tmp_path / "r.pt2", "-o", tmp_path / "res").returncode == 0
-    p = in_process(capsys)("export-netx", tmp_path / "res", tmp_path / "r.net")
+    assert snncc_in_process("compile", tmp_path / "r.pt2", "-o", tmp_path / "res").returncode == 0
+    p = snncc_in_process("export-netx", tmp_path / "res", tmp_path / "r.net")
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "r.net").exists()
     assert "netx cannot express" in p.stderr and "reads the network input (input) beside" in p.stderr
     assert p.stderr.rstrip().endswith("snncc export-nir writes any deployed graph)")
@@ -439,7 +423,7 @@ def test_fast_conv_equals_lavas_scipy_conv():
 
 
 @pytest.mark.slow  # about 35 CPU seconds: compile, export-netx and a 15-layer Lava run of 2 digits
-def test_export_netx_of_the_shipped_digits_cnn_runs_exactly_in_lava(tmp_path, monkeypatch, capsys):
+def test_export_netx_of_the_shipped_digits_cnn_runs_exactly_in_lava(tmp_path, monkeypatch, snncc_in_process):
     """The README's digits CNN (two residual blocks with membrane shortcuts, a stride-2 downsample,
     a depthwise conv, the global mean before the head neuron), compiled the default way and written
     by `snncc export-netx` (`snncc.cli.main` here; the test above runs the installed command): its 4 shortcuts are carried (the downsample's 8x8 map as
@@ -457,7 +441,7 @@ def test_export_netx_of_the_shipped_digits_cnn_runs_exactly_in_lava(tmp_path, mo
 
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     arts = os.path.join(root, "examples", "digits", "artifacts")
-    sh = in_process(capsys)  # the installed compile and export-netx run in the test above
+    sh = snncc_in_process  # the installed compile and export-netx run in the test above
     assert sh("compile", os.path.join(arts, "digits_cnn.pt2"), "-o", tmp_path / "out").returncode == 0
     p = sh("export-netx", tmp_path / "out", tmp_path / "d.net")
     assert p.returncode == 0 and p.stderr == "", p.stderr
