@@ -19,9 +19,9 @@ Real-time model (greedy/speck policies, one recording, layer order; `StreamResul
   speck.json; an assumption there, so here);
 - an input event reaches its cores at its timestamp; a spike is emitted when the core of its
   population has finished the event that made it (the runner's trace names it), and reaches the
-  next cores then; a spike that a timestep's constant current completes is traced to the last
-  event delivered to its population in that bin (so it leaves after that event), or, when the bin
-  delivered none, emitted at the start of that timestep's time bin;
+  next cores then; a spike of a timestep's first update (its constant current) carries the id of
+  the event delivered just before that update (`runner._Trace`): when that event reached its
+  population's core the spike leaves after it, otherwise at the start of the timestep's time bin;
 - latency of an input event: from its timestamp to the completion of the last event it caused
   (through any depth, the output readout included); the decision: the running sum of the output
   readout, settled once its argmax is strict and final;

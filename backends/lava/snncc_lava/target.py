@@ -261,7 +261,7 @@ class LoihiTarget(Target):
                 # ir.json: what every re-quantisation reads
                 store(graph, fixed.TARGET, fixed.CHOICES_KEY, calibration["choices"])
             qnet = fixed.quantize(net, choices=fixed.stored_choices(graph))
-            if calibration is not None:  # the per-neuron bias corrections are stored once, in ir.json
+            if calibration is not None:  # the per-neuron bias corrections are stored once, in the deployed graph (ir.npz)
                 calibration = {**calibration, "choices": {n: fixed.without_bias(c) for n, c in calibration["choices"].items()}}
             qnet.report["calibration"] = calibration
         else:
