@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import networkx as nx
 
 from snncc_speck.chip import Chip, Core
 from snncc_speck.lower import SpeckLayer
@@ -82,6 +81,8 @@ class Placement:
 
 
 def place(layers: list[SpeckLayer], chip: Chip) -> Placement:
+    import networkx as nx  # here, not with the module: only placing layers needs it (0.4 s to import)
+
     memory = {lay.name: layer_memory(lay) for lay in layers}
     cand = {lay.name: [c.core for c in chip.cores if memory[lay.name].fits(c)] for lay in layers}
     # integer node labels: their hashes (hence set order inside networkx) do not depend on

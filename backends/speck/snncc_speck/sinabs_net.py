@@ -27,9 +27,6 @@ import zipfile
 import numpy as np
 import torch
 import torch.nn as nn
-from sinabs.activation import MaxSpike, MembraneReset, MembraneSubtract, MultiSpike
-from sinabs.layers import IAFSqueeze, Merge, SumPool2d
-
 from snncc_speck.lower import Lowered
 
 FORMAT = "snncc-speck-sinabs/1"
@@ -74,6 +71,11 @@ class SpeckNetwork(nn.Module):
     `self.spikes` holds every layer's spikes of the last call (by layer name)."""
 
     def __init__(self, spec: dict, arrays: dict[str, np.ndarray], dtype: torch.dtype = torch.float32):
+        # sinabs is imported here, not with the module: its import pulls matplotlib's pylab (about 1 s),
+        # which a compile or a non-sinabs simulation of a Speck artefact does not need
+        from sinabs.activation import MaxSpike, MembraneReset, MembraneSubtract, MultiSpike
+        from sinabs.layers import IAFSqueeze, Merge, SumPool2d
+
         super().__init__()
         if spec.get("format") != FORMAT:
             raise ValueError(f"not a {FORMAT} network description (format {spec.get('format')!r})")
