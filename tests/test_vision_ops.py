@@ -293,24 +293,28 @@ def _cli(*args):
     return p.returncode, p.stdout, p.stderr
 
 
-def test_pt2_at_batch_1_through_the_installed_command(tmp_path):
+def test_pt2_at_batch_1_through_the_installed_command(tmp_path, snncc_main):
+    """The segmenter through the installed `snncc` (compile, verify, inspect), the detector's
+    compile, verify and inspect through `snncc.cli.main` in this process (the same output without a
+    torch import per command) and its estimate through the installed command."""
     for name, make in (("seg", _segmenter), ("det", lambda: _model(Detector))):
         m = make()
         path = tmp_path / f"{name}.pt2"
         torch.export.save(torch.export.export(m.eval(), (torch.rand(1, 2, 16, 16),)), path)
         out = str(tmp_path / name)
-        code, o, e = _cli("compile", str(path), "-o", out)
+        run = _cli if name == "seg" else snncc_main
+        code, o, e = run("compile", str(path), "-o", out)
         assert code == 0, e
         if name == "det":
             assert "3 outputs, all deployed: output0 6x16x16" in o
-        code, o, e = _cli("verify", str(path), out, "--samples", "2")
+        code, o, e = run("verify", str(path), out, "--samples", "2")
         assert code == 0 and "verdict: OK" in o, o + e
         if name == "det":
             for i in range(3):
                 assert f"output output{i} " in o
             code, o, e = _cli("estimate", out, "--samples", "2")
             assert code == 0 and "read-out: 3 outputs, all deployed: output0 6x16x16" in o, o + e
-        code, o, e = _cli("inspect", out)
+        code, o, e = run("inspect", out)
         assert code == 0 and ("upsample" in o) and ("offset" in o)
         # the .pt2 path deploys the graph the module path deploys
         dep = snncc.compile(m, torch.zeros(1, 2, 16, 16))
