@@ -138,6 +138,9 @@ POLICIES = ("precision", "netx")
 SHIFT_MIN, SHIFT_MAX = -2, 3
 CLIP_MAX = 2.0
 CHOICES_KEY = "fixed_choices"
+# a choice's calibrated bias correction: "bias_lsb" (whole bias LSBs per neuron) at exponent "bias_exp"
+# (what `calibrate` stores), or an older artefact's "bias" (float current units per neuron, still read)
+BIAS_KEYS = ("bias", "bias_lsb", "bias_exp")
 CANDIDATES = tuple((k, r) for k in (0, 1, 2) for r in (1.0, 1.125, 1.25))
 # a relay's calibrated choice: its scale times 2**shift, shift in [0, RELAY_SHIFT_MAX], the largest whose
 # payloads on the calibration data stay within RELAY_PEAK (half the 2**17 its 24-bit membrane holds)
@@ -433,8 +436,9 @@ def relay_scale(p: Population, incoming: list[sp.csr_matrix], source: float | No
     return source * mant * 2.0**e if mant >= 2 else s
 
 
-def _relay_population(p: Population, s: float, extra: np.ndarray | float = 0.0) -> tuple["QPopulation", int]:
-    bias_mant, bias_exp, sat = _quantize_bias((p.bias + p.const + extra) * s * 2**ACT_SHIFT, "precision")
+def _relay_population(p: Population, s: float, extra: np.ndarray | float = 0.0,
+                      lsb: tuple[np.ndarray, int] | None = None) -> tuple["QPopulation", int]:
+    bias_mant, bias_exp, sat = _bias_mantissas((p.bias + p.const + extra) * s * 2**ACT_SHIFT, "precision", lsb)
     return QPopulation(p.name, p.shape, p.D, s, 1, bias_mant, bias_exp, 0, False, p.level, p.start, p.host_input,
                        relay=True), sat
 
@@ -520,6 +524,32 @@ def _quantize_bias(b_mem: np.ndarray, policy: str) -> tuple[np.ndarray, int, int
     return np.clip(m, BIAS_MANT_MIN, BIAS_MANT_MAX).astype(np.int32), e, sat
 
 
+def _bias_mantissas(b_mem: np.ndarray, policy: str, lsb: tuple[np.ndarray, int] | None = None
+                    ) -> tuple[np.ndarray, int, int]:
+    """`_quantize_bias`, or with a calibrated correction `lsb` = (k, e) (choice "bias_lsb" /
+    "bias_exp", `lsb_correction`): the bias exponent is e and each mantissa rint(b_mem / 2**e) + k,
+    clipped to 13 bits: the correction in the unit the chip applies it in, whole bias LSBs."""
+    if lsb is None:
+        return _quantize_bias(b_mem, policy)
+    k, e = lsb
+    m = np.rint(b_mem / 2.0**e).astype(np.int64) + k
+    sat = int(np.count_nonzero((m > BIAS_MANT_MAX) | (m < BIAS_MANT_MIN)))
+    return np.clip(m, BIAS_MANT_MIN, BIAS_MANT_MAX).astype(np.int32), e, sat
+
+
+def _bias_membrane(p: Population, mem: float, extra: np.ndarray | float = 0.0, comp: float = 0.0) -> np.ndarray:
+    """Population `p`'s bias in membrane units (`mem` per unit of current): fire bias, constant
+    current and an older artefact's float correction `extra` (current units), plus `comp` (the
+    low synapse groups' floor compensation, membrane units)."""
+    b = (p.bias + p.const + extra) * mem
+    return b + comp if comp else b
+
+
+def _lsb_current(lsb: tuple[np.ndarray, int] | None, s: float) -> np.ndarray | float:
+    """A correction in bias LSBs (k, e) in current units at scale s (for the reports' bias error)."""
+    return 0.0 if lsb is None else lsb[0] * 2.0 ** lsb[1] / (s * 2**ACT_SHIFT)
+
+
 def choice_problem(p: Population, s: float, shift: int, clip: float) -> str:
     """Why scaling choice (shift, clip) cannot be applied to population `p` whose rule-chosen scale
     is `s` (its threshold mantissa would leave [VTH_FLOOR, vth_cap], or a bias that fits would be
@@ -541,8 +571,8 @@ def choice_problem(p: Population, s: float, shift: int, clip: float) -> str:
 def relay_choice_problem(choice: dict) -> str:
     """Why a relay's stored scaling choice ({"shift": k}, k in [0, RELAY_SHIFT_MAX], and/or a
     calibrated "bias" correction) cannot be applied, or "" when it can."""
-    if not choice or set(choice) - {"shift", "bias"}:
-        return f"a relay takes only a shift, not {sorted(set(choice) - {'shift', 'bias'}) or 'nothing'}"
+    if not choice or set(choice) - {"shift", *BIAS_KEYS}:
+        return f"a relay takes only a shift, not {sorted(set(choice) - {'shift', *BIAS_KEYS}) or 'nothing'}"
     k = choice.get("shift", 0)
     if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k <= RELAY_SHIFT_MAX:
         return f"shift {k!r} is not an integer in [0, {RELAY_SHIFT_MAX}]"
@@ -555,12 +585,25 @@ def _stored(graph: Graph, key: str, default):
 
 
 def bias_problem(p: Population, choice: dict | None) -> str:
-    """Why a stored bias correction (choice "bias": one float per neuron, current units per window;
-    an array, stored in the deployed graph's archive, or a list) cannot be applied to population
-    `p`, or "" when it can (or there is none)."""
-    if not choice or "bias" not in choice:
+    """Why a stored bias correction cannot be applied to population `p`, or "" when it can (or
+    there is none). Either "bias_lsb" (one integer per neuron, whole bias LSBs at the exponent
+    "bias_exp", an integer in [BIAS_EXP_MIN, BIAS_EXP_MAX]: what `calibrate` stores) or an older
+    artefact's "bias" (one float per neuron, current units per window); each an array (stored in
+    the deployed graph's archive, read back as float64) or a list."""
+    if not choice or not set(choice) & set(BIAS_KEYS):
         return ""
-    b = choice["bias"]
+    if "bias" in choice and "bias_lsb" in choice:
+        return "its choice holds both a float bias correction and one in bias LSBs"
+    if "bias_lsb" in choice or "bias_exp" in choice:
+        if "bias_lsb" not in choice or "bias_exp" not in choice:
+            return "its bias correction in bias LSBs needs both bias_lsb and bias_exp"
+        e = choice["bias_exp"]
+        if isinstance(e, float) and e.is_integer():
+            e = int(e)
+        if not isinstance(e, int) or isinstance(e, bool) or not BIAS_EXP_MIN <= e <= BIAS_EXP_MAX:
+            return f"its bias_exp {e!r} is not an integer in [{BIAS_EXP_MIN}, {BIAS_EXP_MAX}]"
+    key = "bias_lsb" if "bias_lsb" in choice else "bias"
+    b = choice[key]
     if isinstance(b, (list, tuple)):
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in b):
             return "its bias correction holds a value that is not a finite number"
@@ -571,16 +614,30 @@ def bias_problem(p: Population, choice: dict | None) -> str:
         return f"its bias correction has {b.shape[0]} values for {p.size} neurons"
     if not np.isfinite(b).all():
         return "its bias correction holds a value that is not a finite number"
+    if key == "bias_lsb" and (np.any(b != np.rint(b)) or np.abs(b).max(initial=0) >= 2**31):
+        return "its bias_lsb holds a value that is not a whole number of bias LSBs (int32)"
     return ""
+
+
+def _bias_lsb(choice: dict | None) -> tuple[np.ndarray, int] | None:
+    """A checked choice's correction in bias LSBs as (k int64 (N,), e), or None."""
+    if not choice or "bias_lsb" not in choice:
+        return None
+    return np.asarray(choice["bias_lsb"], np.float64).astype(np.int64), int(choice["bias_exp"])
 
 
 def without_bias(choice: dict) -> dict:
     """A choice as the reports show it: the per-neuron bias correction (stored once, in the deployed
-    graph's archive) summarised by its largest magnitude."""
-    if "bias" not in choice:
-        return dict(choice)
-    b = np.abs(np.asarray(choice["bias"], np.float64))
-    return {**{k: v for k, v in choice.items() if k != "bias"}, "bias_max_abs": float(b.max()) if b.size else 0.0}
+    graph's archive) summarised by its largest magnitude (`bias_max_abs`, current units, an older
+    artefact's float correction; `bias_lsb_max_abs`, bias LSBs at `bias_exp`, which is kept)."""
+    if "bias" in choice:
+        b = np.abs(np.asarray(choice["bias"], np.float64))
+        return {**{k: v for k, v in choice.items() if k != "bias"}, "bias_max_abs": float(b.max()) if b.size else 0.0}
+    if "bias_lsb" in choice:
+        b = np.abs(np.asarray(choice["bias_lsb"], np.float64))
+        return {**{k: v for k, v in choice.items() if k != "bias_lsb"},
+                "bias_lsb_max_abs": int(b.max()) if b.size else 0}
+    return dict(choice)
 
 
 def stored_choices(graph: Graph) -> dict | None:
@@ -654,7 +711,8 @@ def quantize(net: Network, policy: str = "precision", choices: dict | None = Non
             return base[i] / scales[pr.source]
         return weights[i]
 
-    extra: dict[str, np.ndarray] = {}  # calibrated bias corrections (choice "bias"), current units per window
+    extra: dict[str, np.ndarray] = {}  # an older artefact's bias corrections (choice "bias"), current units per window
+    lsb: dict[str, tuple[np.ndarray, int]] = {}  # calibrated bias corrections in bias LSBs (choice "bias_lsb", "bias_exp")
     for p in net.populations.values():
         why = bias_problem(p, choices.get(p.name))
         if why:
@@ -662,6 +720,8 @@ def quantize(net: Network, policy: str = "precision", choices: dict | None = Non
                               where=f"population {p.name}", hint="recompile the artefact")
         if choices.get(p.name) and "bias" in choices[p.name]:
             extra[p.name] = np.asarray(choices[p.name]["bias"], np.float64)
+        if _bias_lsb(choices.get(p.name)) is not None:
+            lsb[p.name] = _bias_lsb(choices[p.name])
         for i, pr in enumerate(net.projections):
             if pr.target == p.name:
                 weights[i] = per_unit(i)
@@ -676,14 +736,15 @@ def quantize(net: Network, policy: str = "precision", choices: dict | None = Non
                                   where=f"population {p.name}", hint="recompile the artefact")
             s = relay_scale(p, incoming, scales[relays_in[0]] if len(relays_in) == 1 else None,
                             choice.get("shift", 0) if choice else 0)
-            q, bias_sat = _relay_population(p, s, extra.get(p.name, 0.0))
+            q, bias_sat = _relay_population(p, s, extra.get(p.name, 0.0), lsb.get(p.name))
             pops[p.name] = q
             scales[p.name] = s
             report["populations"][p.name] = {
                 "scale": s, "relay": True, "bias_exp": q.bias_exp, "bias_saturated": bias_sat,
                 "host_input": p.host_input, "projections": [], **({"choice": without_bias(choice)} if choice else {}),
                 "bias_max_abs_error": float(np.abs(q.bias_eff / (s * 2**ACT_SHIFT) - (p.bias + p.const
-                                                                                       + extra.get(p.name, 0.0))).max())
+                                                                                       + extra.get(p.name, 0.0)
+                                                                                       + _lsb_current(lsb.get(p.name), s))).max())
                 if p.size else 0.0}
             continue
         s = _population_scale(p, incoming, policy, graded=bool(relays_in) or any(f in net.products for f in fed))
@@ -712,8 +773,9 @@ def quantize(net: Network, policy: str = "precision", choices: dict | None = Non
             raise TargetError(f"D * threshold of population {p.name} exceeds the 24-bit membrane",
                               where=f"population {p.name}")
         mem = s * 2**ACT_SHIFT  # membrane units per unit of current
-        b_float = p.bias + p.const + extra.get(p.name, 0.0)
-        bias_mant, bias_exp, bias_sat = _quantize_bias(b_float * mem, policy)
+        b_float = p.bias + p.const + extra.get(p.name, 0.0) + _lsb_current(lsb.get(p.name), s)  # what the bias stands for
+        bias_mant, bias_exp, bias_sat = _bias_mantissas(_bias_membrane(p, mem, extra.get(p.name, 0.0)), policy,
+                                                        lsb.get(p.name))
         # netx adds beta as part of its bias (bias_exp 6): a whole number of 64 membrane units
         v_init = int(round(p.beta * s)) << ACT_SHIFT if policy == "netx" else int(round(p.beta * mem))
         if abs(v_init) > V_LIMIT:
@@ -773,8 +835,9 @@ def quantize(net: Network, policy: str = "precision", choices: dict | None = Non
     for name, comp in floor_compensation(net, pops, projs).items():
         p, q = net.populations[name], pops[name]
         mem = q.scale * 2**ACT_SHIFT
-        b_float = p.bias + p.const + extra.get(name, 0.0)
-        q.bias_mant, q.bias_exp, sat = _quantize_bias(b_float * mem + comp, policy)
+        b_float = p.bias + p.const + extra.get(name, 0.0) + _lsb_current(lsb.get(name), q.scale)
+        q.bias_mant, q.bias_exp, sat = _bias_mantissas(_bias_membrane(p, mem, extra.get(name, 0.0), comp), policy,
+                                                       lsb.get(name))
         r = report["populations"][name]
         err = float(np.abs((q.bias_eff - comp) / mem - b_float).max()) if p.size else 0.0
         r.update(bias_exp=q.bias_exp, bias_saturated=sat, floor_compensation=comp, bias_max_abs_error=err)
@@ -1068,10 +1131,12 @@ def calibrate(net: Network, x, emit: str = "burst", candidates=CANDIDATES) -> tu
     corrected: list[str] = []
     corr = bias_corrections(net, quantize(net, choices=chosen), source_means(net, xs, refs))
     if corr:  # the mean input the weights' rounding loses, added back to each bias; kept if it measures better
-        trial_c = {**chosen, **{p: {**chosen.get(p, {}), "bias": np.array([float(f"{v:.6g}") for v in c])} for p, c in corr.items()}}
-        measured = _tally(graph, _runs(quantize(net, choices=trial_c), xs, refs, emit))
+        floats = {**chosen, **{p: {**chosen.get(p, {}), "bias": np.array([float(f"{v:.6g}") for v in c])} for p, c in corr.items()}}
+        lsb = lsb_corrections(net, quantize(net, choices=floats), corr)  # the same mantissas, in whole bias LSBs
+        trial_c = {**chosen, **{p: {**chosen.get(p, {}), **c} for p, c in lsb.items()}}
+        measured = _tally(graph, _runs(quantize(net, choices=trial_c), xs, refs, emit)) if lsb else after
         if _differing(measured) < _differing(after):
-            chosen, after, corrected = trial_c, measured, sorted(corr)
+            chosen, after, corrected = trial_c, measured, sorted(lsb)
     return chosen, {"samples": before["samples"], "candidates": [list(c) for c in candidates], "before": before,
                     "after": after, "relay_peaks": peaks, "bias_corrected": corrected,
                     "measure": "relays: the largest shift keeping their largest payload within "
@@ -1142,6 +1207,28 @@ def bias_corrections(net: Network, qnet: QNetwork, means: dict[str, np.ndarray])
             lost = _float_apply(pr, means[pr.source], pr.weight - qp.effective() * f)
         corr[pr.target] = corr.get(pr.target, 0.0) + lost
     return corr
+
+
+def lsb_corrections(net: Network, qnet: QNetwork, names) -> dict[str, dict]:
+    """The float bias corrections `qnet` was quantised with (choice "bias", populations `names`) as
+    choices in the unit the chip applies them in: {"bias_lsb": k, "bias_exp": e}, e the corrected
+    population's bias exponent and k = its bias mantissa - rint(uncorrected bias / 2**e) (membrane
+    units, the floor compensation included), so `quantize` of the returned choices (with the same
+    scaling choices) gives `qnet`'s mantissas bit for bit. k is stored as the narrowest of
+    int8 / int16 / int32 holding it; a population whose k are all 0 (its mantissas unchanged) is left
+    out."""
+    out: dict[str, dict] = {}
+    for name in names:
+        p, q = net.populations[name], qnet.populations[name]
+        comp = qnet.report["populations"][name].get("floor_compensation", 0.0)
+        base = np.rint(_bias_membrane(p, q.scale * 2**ACT_SHIFT, 0.0, comp) / 2.0**q.bias_exp).astype(np.int64)
+        k = q.bias_mant.astype(np.int64) - base
+        if not k.any():
+            continue
+        top = int(np.abs(k).max())
+        dtype = next(t for t in (np.int8, np.int16, np.int32) if top <= np.iinfo(t).max)
+        out[name] = {"bias_lsb": k.astype(dtype), "bias_exp": int(q.bias_exp)}
+    return out
 
 
 def _runs(qnet: QNetwork, xs: list, refs: list, emit: str):
