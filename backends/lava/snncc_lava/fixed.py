@@ -905,10 +905,12 @@ def simulate_fixed(qnet: QNetwork, x, emit: str = "burst", currents: dict | None
     floor count, subtractive reset; spike products land on the consumer's last sub-step).
     `currents`: population -> (B * T, N) host currents in stream order instead of the encoding
     currents of x (a sub-graph's boundary inputs, as `lower.run_network` takes them).
-    `forced`: population -> (B, T, N) int64 per-window counts (relays: payloads) taken as given
-    instead of computed (populations missing from it and not `forced["only"]` send nothing);
-    `forced["only"]` names the populations computed (`calibrate` measures one population on the
-    others' outputs). The result's `windows` holds every population's per-window arrays then."""
+    `forced`: population -> (B, T, N) integer per-window counts (relays: payloads) taken as given
+    instead of computed (read in place, any integer dtype, one window at a time as int64; populations
+    missing from it and not `forced["only"]` send nothing); `forced["only"]` names the populations
+    computed (`calibrate` measures one population on the others' outputs). The result's `windows`,
+    `counts` and `relays` then hold the computed populations only (int64), and only they get state:
+    a forced run allocates for what it computes, not for the whole network."""
     if emit not in ("burst", "graded"):
         raise SnnccError(f"unknown emission mode {emit!r}")
     net = qnet.net
@@ -917,13 +919,18 @@ def simulate_fixed(qnet: QNetwork, x, emit: str = "burst", currents: dict | None
     xs, B = stream(qnet, x)
     T, D = net.T, net.D
     xs_bt = xs.reshape((B, T) + tuple(xs.shape[1:]))
-    counts = {p: np.zeros((B, T, q.size), np.int64) for p, q in qnet.populations.items()}
+    only = set(forced["only"]) if forced is not None else None
+    computed = [p for p in qnet.populations if only is None or p in only]
+    counts = {p: np.zeros((B, T, qnet.populations[p].size), np.int64) for p in computed}
+    if only is not None:  # the others: the forced windows as given, or nothing sent (a zero view: no memory)
+        for p, q in qnet.populations.items():
+            if p not in only:
+                counts[p] = forced[p] if p in forced else np.broadcast_to(np.zeros(1, np.int64), (B, T, q.size))
     n_out = int(np.prod(net.output_shape))
     readout = np.zeros((B, T, n_out), np.int64)
     host = {}
     events = {"u_wraps": 0, "v_saturations": 0, "host_saturations": 0}
     peaks: dict[str, int] = {}
-    only = set(forced["only"]) if forced is not None else None
     for p, q in qnet.populations.items():
         if q.host_input and (only is None or p in only):
             cur = (np.asarray(currents[p]) if currents is not None else host_currents(net, p, xs).numpy())
@@ -933,7 +940,7 @@ def simulate_fixed(qnet: QNetwork, x, emit: str = "burst", currents: dict | None
     by_target: dict[str, list[QProjection]] = {}
     for pr in qnet.projections:
         by_target.setdefault(pr.target, []).append(pr)
-    carry = {p: np.full((B, q.size), q.v_init, np.int64) for p, q in qnet.populations.items()}
+    carry = {p: np.full((B, qnet.populations[p].size), qnet.populations[p].v_init, np.int64) for p in computed}
     sources = dict(counts)
     if net.spike_input is not None:  # the host's bursts, emitted like a level-0 population
         sources[net.spike_input.name] = spike_input_counts(net, xs, emit).reshape(B, T, -1)
@@ -943,7 +950,8 @@ def simulate_fixed(qnet: QNetwork, x, emit: str = "burst", currents: dict | None
         """Raw integer product of window t (B, size): the scale lives in the projection's weights."""
         if (name, t) not in products:
             pp = net.products[name]
-            xs_ = [counts[o.source][:, t][:, o.index].reshape((B,) + o.shape) for o in pp.operands]
+            xs_ = [counts[o.source][:, t][:, o.index].astype(np.int64, copy=False).reshape((B,) + o.shape)
+                   for o in pp.operands]
             products[(name, t)] = product(xs_, pp.order).reshape(B, -1)
         return products[(name, t)]
 
@@ -971,15 +979,11 @@ def simulate_fixed(qnet: QNetwork, x, emit: str = "burst", currents: dict | None
             return (j < pool_of(src, t)).astype(np.int64)
         if src in net.products:  # one graded message, landing on the consumer's last sub-step
             return product_of(src, t) if j == D - 1 else np.zeros((B, net.products[src].size), np.int64)
-        n = sources[src][:, t]
+        n = sources[src][:, t].astype(np.int64, copy=False)  # a forced window may be stored narrower
         if emit == "graded" or (src in qnet.populations and qnet.populations[src].relay):
             return n if j == 0 else np.zeros_like(n)
         return (j < n).astype(np.int64)
 
-    if only is not None:
-        for p in qnet.populations:
-            if p not in only and p in forced:
-                counts[p][:] = forced[p]
     for t in range(T):
         for p, q in qnet.populations.items():
             if only is not None and p not in only:
@@ -1010,7 +1014,7 @@ def simulate_fixed(qnet: QNetwork, x, emit: str = "burst", currents: dict | None
             for pr in by_target.get("output", []):
                 readout[:, t] += _dense(pr, trains(pr.source, t, j), n_out)
     out = dequantize_output(qnet, readout.reshape(B * T, n_out), xs).reshape((B, T) + tuple(net.output_shape))
-    summed = {p: torch.as_tensor(c.sum(1).reshape((B,) + qnet.populations[p].shape)) for p, c in counts.items()}
+    summed = {p: torch.as_tensor(counts[p].sum(1).reshape((B,) + qnet.populations[p].shape)) for p in computed}
     relays = {p: c for p, c in summed.items() if qnet.populations[p].relay}
     res_counts = {p: c for p, c in summed.items() if p not in relays}
     for m in net.pools:  # a pool no population reads is still computed (its counts are reported)
@@ -1018,7 +1022,7 @@ def simulate_fixed(qnet: QNetwork, x, emit: str = "burst", currents: dict | None
             pool_of(m, t)
     pools_sum = {m: torch.as_tensor(c.sum(1).reshape((B,) + net.pools[m].shape)) for m, c in pooled.items()}
     return FixedResult(torch.as_tensor(out.mean(1)), res_counts, readout, events, relays, pools_sum,
-                       counts if only is not None else {}, peaks)
+                       {p: counts[p] for p in computed} if only is not None else {}, peaks)
 
 
 def dequantize_output(qnet: QNetwork, readout: np.ndarray, xs: torch.Tensor) -> np.ndarray:
@@ -1115,10 +1119,10 @@ def calibrate(net: Network, x, emit: str = "burst", candidates=CANDIDATES) -> tu
             err, ws = 0, []
             for xb, ref, win in zip(xs, refs, windows):
                 w = simulate_fixed(qn, xb, emit, forced={**win, "only": [name]}).windows[name]
-                ws.append(w)
                 if measured:
                     n = w.shape[0]
                     err += int(np.abs(w.sum(1).reshape(n, -1) - ref.counts[name].reshape(n, -1).numpy()).sum())
+                ws.append(_narrow(w))  # the same integers in fewer bytes (counts <= D: int8)
             if best_err is None or err < best_err:
                 best, best_err, best_w = c, err, ws
         for win, w in zip(windows, best_w):
@@ -1142,6 +1146,13 @@ def calibrate(net: Network, x, emit: str = "burst", candidates=CANDIDATES) -> tu
                     "measure": "relays: the largest shift keeping their largest payload within "
                                f"{RELAY_PEAK}; neurons: sum of |count - float count| per population, on the fixed "
                                "outputs of the populations before it (greedy, topological order)"}
+
+
+def _narrow(a: np.ndarray) -> np.ndarray:
+    """Integer array `a` in the narrowest of int8 / int16 / int32 / int64 holding its values."""
+    lo, hi = (int(a.min()), int(a.max())) if a.size else (0, 0)
+    t = next(t for t in (np.int8, np.int16, np.int32, np.int64) if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max)
+    return a.astype(t, copy=False)
 
 
 def source_means(net: Network, xs: list, refs: list) -> dict[str, np.ndarray]:

@@ -238,6 +238,29 @@ def test_bias_correction_is_stored_in_whole_bias_lsbs_at_its_exponent_by_hand():
             fixed.quantize(net, choices={"b": bad})
 
 
+def test_forced_run_reads_narrow_windows_in_place_and_returns_only_what_it_computes():
+    """`simulate_fixed(forced=)` as `calibrate` calls it: b = fire(a0 + 0.302734375 a1) (the graph of
+    the bias correction test: scale 2032, a1 spikes worth 608 activation units, vth 2438) on a's
+    windows given as int8 (a fed by the host fires (0, 4) and (1, 4)) counts (0, 1), as the whole
+    model does; with a sending nothing, 0 and 0. Only b is computed: the result holds b's windows
+    and counts alone (int64)."""
+    fire = {"D": 4, "theta": 1.0, "beta": 0.0, "norm": 1.0, "rounding": "floor"}
+    g = Graph([Node("x", "input", [], {"shape": (2,)}), Node("a", "fire", ["x"], fire),
+               Node("l", "linear", ["a"], {}, {"weight": np.array([[1.0, 0.302734375]])}),
+               Node("b", "fire", ["l"], {**fire, "theta": 1.2}),
+               Node("head", "linear", ["b"], {}, {"weight": np.eye(1)}), Node("out", "output", ["head"])]).infer()
+    x = torch.tensor([[0.0, 4.0], [1.0, 4.0]], dtype=torch.float64)
+    q = fixed.quantize(build(g, explicit=False))
+    whole = fixed.simulate_fixed(q, x)
+    assert whole.counts["a"].tolist() == [[0, 4], [1, 4]] and whole.counts["b"].tolist() == [[0], [1]]
+    a = np.array([[[0, 4]], [[1, 4]]], np.int8)  # (B, T, N): one window
+    r = fixed.simulate_fixed(q, x, forced={"a": a, "only": ["b"]})
+    assert list(r.windows) == ["b"] and list(r.counts) == ["b"] and r.relays == {}
+    assert r.windows["b"].dtype == np.int64 and r.windows["b"].tolist() == [[[0]], [[1]]]
+    assert r.counts["b"].tolist() == [[0], [1]] and a.dtype == np.int8  # read in place, not converted
+    assert fixed.simulate_fixed(q, x, forced={"only": ["b"]}).windows["b"].tolist() == [[[0]], [[0]]]
+
+
 def test_clip_keeps_the_exponent_and_refuses_what_does_not_fit():
     """b reads a through weights (1, 0.3): rule scale 4064 (254 x 2**4), exponent 4; clip 1.25 gives
     scale 5080 at the same exponent, so 1.0 -> 317.5 clips to 254 and 0.3 -> 95.25 -> 96 (x 2**4).
