@@ -1129,6 +1129,7 @@ def calibrate(net: Network, x, emit: str = "burst", candidates=CANDIDATES) -> tu
             win[name] = w
         if best is not None:
             chosen[name] = {"shift": int(best[0]), "clip": float(best[1])}
+    del trial, windows, base, rules  # the candidates' networks and windows: not needed past the greedy
     after = _tally(graph, _runs(quantize(net, choices=chosen), xs, refs, emit)) if chosen else before
     if _differing(after) >= _differing(before):  # the greedy's local choices measured worse as a whole
         chosen, after = {}, before
