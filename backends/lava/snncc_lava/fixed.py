@@ -91,8 +91,10 @@ within 2**16, `relay_shift`); a population's scale may be moved to the rule's s 
 (`quantize(choices=)`), chosen greedily in topological
 order to minimise the measured count error against the float integer model on calibration data;
 then every population's bias may take the mean input its quantised weights lose on the calibration
-samples (`bias_corrections`, a per-neuron "bias" in the choice; the 13-bit bias mantissa is per
-neuron, so this is free on the chip), each step kept only if the whole model measures better;
+samples (`bias_corrections`; the 13-bit bias mantissa is per neuron, so this is free on the chip),
+stored as whole bias LSBs per neuron at the corrected bias exponent ("bias_lsb", "bias_exp" in the
+choice, `lsb_corrections`: int8/int16, the same mantissas as the float correction; an older
+artefact's float "bias" is still read), each step kept only if the whole model measures better;
 the choices are stored in the deployed graph's meta (ir.json meta.target.loihi, CHOICES_KEY; an older
 artefact's meta.loihi_fixed_choices is still read) and every quantisation
 of that graph reads them (`stored_choices`), so Lava fixed_pt and the integer model stay bit-equal.
@@ -570,7 +572,7 @@ def choice_problem(p: Population, s: float, shift: int, clip: float) -> str:
 
 def relay_choice_problem(choice: dict) -> str:
     """Why a relay's stored scaling choice ({"shift": k}, k in [0, RELAY_SHIFT_MAX], and/or a
-    calibrated "bias" correction) cannot be applied, or "" when it can."""
+    calibrated bias correction, `bias_problem`) cannot be applied, or "" when it can."""
     if not choice or set(choice) - {"shift", *BIAS_KEYS}:
         return f"a relay takes only a shift, not {sorted(set(choice) - {'shift', *BIAS_KEYS}) or 'nothing'}"
     k = choice.get("shift", 0)
@@ -643,7 +645,8 @@ def without_bias(choice: dict) -> dict:
 def stored_choices(graph: Graph) -> dict | None:
     """The calibrated scaling choices a compile stored in the deployed graph (ir.json
     meta.target.loihi CHOICES_KEY, or an older artefact's meta.loihi_fixed_choices: population ->
-    {"shift", "clip"} and/or a per-neuron "bias" correction), or None (the rules' defaults)."""
+    {"shift", "clip"} and/or a per-neuron bias correction, "bias_lsb" + "bias_exp" or an older
+    artefact's "bias"), or None (the rules' defaults)."""
     return _stored(graph, CHOICES_KEY, None) or None
 
 
@@ -1078,12 +1081,16 @@ def calibrate(net: Network, x, emit: str = "burst", candidates=CANDIDATES) -> tu
     differing from the float one on these samples than with the rules' scaling, and so are all the
     choices at the end (E-SpikeFormer-5.1M, random weights, 2 samples: the greedy's local choices
     took it from 5.6% to 10.1% of counts differing). Last, every population's bias takes the mean
-    input its quantised weights lose on these samples (`bias_corrections` on `source_means`, one
-    float per neuron, choice key "bias"), kept likewise only if the whole model then has fewer
+    input its quantised weights lose on these samples (`bias_corrections` on `source_means`, stored
+    as whole bias LSBs per neuron, choice keys "bias_lsb" and "bias_exp", `lsb_corrections`), kept
+    likewise only if the whole model then has fewer
     counts differing (digits_former, 8-bit, 64 training digits: 441 -> 446 of the 450 test digits
-    agree). Samples are run CALIBRATION_BATCH at a time.
+    agree). Samples are run CALIBRATION_BATCH at a time. Memory: each greedy step computes one
+    population (`simulate_fixed(forced=)` allocates for it alone and reads the others' windows in
+    place), the chosen windows are kept in the narrowest integer type, and the candidates'
+    networks are dropped after the greedy.
     Returns (choices, report): population -> {"shift", "clip"} (a relay: {"shift"}) for those
-    moved from the default, plus "bias" where corrected, and the before/after measurement
+    moved from the default, plus "bias_lsb" / "bias_exp" where corrected, and the before/after measurement
     (agreement, per population counts differing and summed |error|; `bias_corrected` names the
     corrected populations)."""
     from snncc.sim.reference import run
