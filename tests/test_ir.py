@@ -127,6 +127,33 @@ def test_an_array_in_the_meta_is_stored_in_the_archive_not_as_json_text():
         serialize.loads(doc.replace(b'"meta/target/t/choices/p1/bias"', b'"meta/x"'), npz)
 
 
+def test_a_meta_array_of_whole_numbers_is_stored_as_the_narrowest_integer():
+    """Whole numbers in the meta (a count of bias LSBs per neuron) are stored as int8 / int16 /
+    int32, whichever first holds them all, whatever dtype they came in; they load back as the same
+    float64 values and are written again byte for byte. -0.0, a fraction or a value beyond int32
+    keeps the float storage."""
+    import io
+
+    cases = {"i8": (np.array([127, -128, 0], np.int64), np.int8),
+             "i16": (np.array([128.0, -3.0]), np.int16),
+             "i32": (np.array([-32769, 5], np.int32), np.int32),
+             "big": (np.array([2.0**31, 1.0]), np.float32),
+             "negzero": (np.array([-0.0, 1.0]), np.float32),
+             "frac": (np.array([0.5, 1.0]), np.float32)}
+    g = small_graph()
+    g.meta["t"] = {k: cases[k][0] for k in sorted(cases)}  # JSON order: the archive writes them in it
+    doc, npz = serialize.dumps(g)
+    with np.load(io.BytesIO(npz)) as z:
+        for k, (v, dtype) in cases.items():
+            assert z[f"meta/t/{k}"].dtype == dtype, k
+            assert z[f"meta/t/{k}"].tobytes() == v.astype(dtype).tobytes(), k
+    g2 = serialize.loads(doc, npz)
+    for k, (v, _) in cases.items():
+        back = g2.meta["t"][k]
+        assert back.dtype == np.float64 and back.astype(np.float64).tobytes() == v.astype(np.float64).tobytes(), k
+    assert serialize.dumps(g2) == (doc, npz)
+
+
 def test_load_rejects_wrong_version_and_garbage():
     g = small_graph()
     doc, npz = serialize.dumps(g)

@@ -11,7 +11,9 @@ The JSON names each parameter by a reference into an archive:
   recomputing it from the stored values and comparing bits; otherwise the array itself is stored.
 The graph's meta is JSON, except that an array in it (of one or more dimensions: a target's per-neuron
 calibration, say) is stored in the graph's own archive under `meta/<path>` and named in the JSON
-as `{"$array": "<key>"}`, so a per-neuron table does not become text.
+as `{"$array": "<key>"}`, so a per-neuron table does not become text; one whose values are all
+whole numbers within int32 (a count of bias LSBs per neuron, say) is stored as the narrowest of int8 /
+int16 / int32 holding them (`_meta_storage`), loaded back as the same float64 values like every array.
 An array shared by several nodes (the normal form's private copies of one projection) is stored
 once, under its first node's key. Arrays that float32 holds exactly are stored as float32 (loaded
 back as the same float64 values). Writing is deterministic (sorted keys, fixed zip timestamps), so
@@ -55,6 +57,23 @@ def _storage(v: np.ndarray) -> np.ndarray:
     return f if exact else a
 
 
+def _meta_storage(v: np.ndarray) -> np.ndarray:
+    """An array of the meta as stored: the narrowest of int8 / int16 / int32 when it holds every
+    value exactly (whole numbers, no -0.0), else `_storage`. Loading gives float64 back, the same
+    values, and the array written again is stored the same way."""
+    a = np.asarray(v)
+    if a.size and a.dtype.kind in "iuf":
+        f = a.astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            whole = bool(np.isfinite(f).all() and np.array_equal(f, np.rint(f)) and not np.signbit(f[f == 0]).any())
+        if whole:
+            lo, hi = float(f.min()), float(f.max())
+            for t in (np.int8, np.int16, np.int32):
+                if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max:
+                    return np.ascontiguousarray(f.astype(t))
+    return _storage(a)
+
+
 def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
     a, b = np.ascontiguousarray(a, dtype=np.float64), np.ascontiguousarray(b, dtype=np.float64)
     return a.shape == b.shape and bool(np.array_equal(a.view(np.uint64), b.view(np.uint64)))
@@ -85,6 +104,7 @@ class _Archive:
         self.file, self.stored = file, stored
         self.arrays: dict[str, np.ndarray] = {}
         self.as_stored: set[str] = set()  # keys whose array is written in its `_storage` form (when written)
+        self.as_meta: set[str] = set()  # keys of the meta's arrays, written in their `_meta_storage` form
         self.chains: dict[int, tuple[dict, np.ndarray]] = {}
 
     def ref(self, a: np.ndarray, key: str):
@@ -119,7 +139,9 @@ class _Archive:
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
             for key, v in self.arrays.items():
-                if key in self.as_stored:
+                if key in self.as_meta:
+                    v = _meta_storage(v)
+                elif key in self.as_stored:
                     v = _storage(v)
                 info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_DATE)
                 # streamed into the archive (no per-array copy); the size estimate (data + the
@@ -167,7 +189,7 @@ def _jsonable(v, ar: _Archive | None = None, path: str = ""):
         return v.item()
     if ar is not None and isinstance(v, np.ndarray) and v.ndim:
         ar.arrays[path] = v  # always the graph's own archive: the reader takes a plain key
-        ar.as_stored.add(path)
+        ar.as_meta.add(path)
         return {ARRAY_REF: path}
     return v
 

@@ -91,8 +91,10 @@ within 2**16, `relay_shift`); a population's scale may be moved to the rule's s 
 (`quantize(choices=)`), chosen greedily in topological
 order to minimise the measured count error against the float integer model on calibration data;
 then every population's bias may take the mean input its quantised weights lose on the calibration
-samples (`bias_corrections`, a per-neuron "bias" in the choice; the 13-bit bias mantissa is per
-neuron, so this is free on the chip), each step kept only if the whole model measures better;
+samples (`bias_corrections`; the 13-bit bias mantissa is per neuron, so this is free on the chip),
+stored as whole bias LSBs per neuron at the corrected bias exponent ("bias_lsb", "bias_exp" in the
+choice, `lsb_corrections`: int8/int16, the same mantissas as the float correction; an older
+artefact's float "bias" is still read), each step kept only if the whole model measures better;
 the choices are stored in the deployed graph's meta (ir.json meta.target.loihi, CHOICES_KEY; an older
 artefact's meta.loihi_fixed_choices is still read) and every quantisation
 of that graph reads them (`stored_choices`), so Lava fixed_pt and the integer model stay bit-equal.
@@ -138,6 +140,9 @@ POLICIES = ("precision", "netx")
 SHIFT_MIN, SHIFT_MAX = -2, 3
 CLIP_MAX = 2.0
 CHOICES_KEY = "fixed_choices"
+# a choice's calibrated bias correction: "bias_lsb" (whole bias LSBs per neuron) at exponent "bias_exp"
+# (what `calibrate` stores), or an older artefact's "bias" (float current units per neuron, still read)
+BIAS_KEYS = ("bias", "bias_lsb", "bias_exp")
 CANDIDATES = tuple((k, r) for k in (0, 1, 2) for r in (1.0, 1.125, 1.25))
 # a relay's calibrated choice: its scale times 2**shift, shift in [0, RELAY_SHIFT_MAX], the largest whose
 # payloads on the calibration data stay within RELAY_PEAK (half the 2**17 its 24-bit membrane holds)
@@ -433,8 +438,9 @@ def relay_scale(p: Population, incoming: list[sp.csr_matrix], source: float | No
     return source * mant * 2.0**e if mant >= 2 else s
 
 
-def _relay_population(p: Population, s: float, extra: np.ndarray | float = 0.0) -> tuple["QPopulation", int]:
-    bias_mant, bias_exp, sat = _quantize_bias((p.bias + p.const + extra) * s * 2**ACT_SHIFT, "precision")
+def _relay_population(p: Population, s: float, extra: np.ndarray | float = 0.0,
+                      lsb: tuple[np.ndarray, int] | None = None) -> tuple["QPopulation", int]:
+    bias_mant, bias_exp, sat = _bias_mantissas((p.bias + p.const + extra) * s * 2**ACT_SHIFT, "precision", lsb)
     return QPopulation(p.name, p.shape, p.D, s, 1, bias_mant, bias_exp, 0, False, p.level, p.start, p.host_input,
                        relay=True), sat
 
@@ -520,6 +526,32 @@ def _quantize_bias(b_mem: np.ndarray, policy: str) -> tuple[np.ndarray, int, int
     return np.clip(m, BIAS_MANT_MIN, BIAS_MANT_MAX).astype(np.int32), e, sat
 
 
+def _bias_mantissas(b_mem: np.ndarray, policy: str, lsb: tuple[np.ndarray, int] | None = None
+                    ) -> tuple[np.ndarray, int, int]:
+    """`_quantize_bias`, or with a calibrated correction `lsb` = (k, e) (choice "bias_lsb" /
+    "bias_exp", `lsb_correction`): the bias exponent is e and each mantissa rint(b_mem / 2**e) + k,
+    clipped to 13 bits: the correction in the unit the chip applies it in, whole bias LSBs."""
+    if lsb is None:
+        return _quantize_bias(b_mem, policy)
+    k, e = lsb
+    m = np.rint(b_mem / 2.0**e).astype(np.int64) + k
+    sat = int(np.count_nonzero((m > BIAS_MANT_MAX) | (m < BIAS_MANT_MIN)))
+    return np.clip(m, BIAS_MANT_MIN, BIAS_MANT_MAX).astype(np.int32), e, sat
+
+
+def _bias_membrane(p: Population, mem: float, extra: np.ndarray | float = 0.0, comp: float = 0.0) -> np.ndarray:
+    """Population `p`'s bias in membrane units (`mem` per unit of current): fire bias, constant
+    current and an older artefact's float correction `extra` (current units), plus `comp` (the
+    low synapse groups' floor compensation, membrane units)."""
+    b = (p.bias + p.const + extra) * mem
+    return b + comp if comp else b
+
+
+def _lsb_current(lsb: tuple[np.ndarray, int] | None, s: float) -> np.ndarray | float:
+    """A correction in bias LSBs (k, e) in current units at scale s (for the reports' bias error)."""
+    return 0.0 if lsb is None else lsb[0] * 2.0 ** lsb[1] / (s * 2**ACT_SHIFT)
+
+
 def choice_problem(p: Population, s: float, shift: int, clip: float) -> str:
     """Why scaling choice (shift, clip) cannot be applied to population `p` whose rule-chosen scale
     is `s` (its threshold mantissa would leave [VTH_FLOOR, vth_cap], or a bias that fits would be
@@ -540,9 +572,9 @@ def choice_problem(p: Population, s: float, shift: int, clip: float) -> str:
 
 def relay_choice_problem(choice: dict) -> str:
     """Why a relay's stored scaling choice ({"shift": k}, k in [0, RELAY_SHIFT_MAX], and/or a
-    calibrated "bias" correction) cannot be applied, or "" when it can."""
-    if not choice or set(choice) - {"shift", "bias"}:
-        return f"a relay takes only a shift, not {sorted(set(choice) - {'shift', 'bias'}) or 'nothing'}"
+    calibrated bias correction, `bias_problem`) cannot be applied, or "" when it can."""
+    if not choice or set(choice) - {"shift", *BIAS_KEYS}:
+        return f"a relay takes only a shift, not {sorted(set(choice) - {'shift', *BIAS_KEYS}) or 'nothing'}"
     k = choice.get("shift", 0)
     if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k <= RELAY_SHIFT_MAX:
         return f"shift {k!r} is not an integer in [0, {RELAY_SHIFT_MAX}]"
@@ -555,12 +587,25 @@ def _stored(graph: Graph, key: str, default):
 
 
 def bias_problem(p: Population, choice: dict | None) -> str:
-    """Why a stored bias correction (choice "bias": one float per neuron, current units per window;
-    an array, stored in the deployed graph's archive, or a list) cannot be applied to population
-    `p`, or "" when it can (or there is none)."""
-    if not choice or "bias" not in choice:
+    """Why a stored bias correction cannot be applied to population `p`, or "" when it can (or
+    there is none). Either "bias_lsb" (one integer per neuron, whole bias LSBs at the exponent
+    "bias_exp", an integer in [BIAS_EXP_MIN, BIAS_EXP_MAX]: what `calibrate` stores) or an older
+    artefact's "bias" (one float per neuron, current units per window); each an array (stored in
+    the deployed graph's archive, read back as float64) or a list."""
+    if not choice or not set(choice) & set(BIAS_KEYS):
         return ""
-    b = choice["bias"]
+    if "bias" in choice and "bias_lsb" in choice:
+        return "its choice holds both a float bias correction and one in bias LSBs"
+    if "bias_lsb" in choice or "bias_exp" in choice:
+        if "bias_lsb" not in choice or "bias_exp" not in choice:
+            return "its bias correction in bias LSBs needs both bias_lsb and bias_exp"
+        e = choice["bias_exp"]
+        if isinstance(e, float) and e.is_integer():
+            e = int(e)
+        if not isinstance(e, int) or isinstance(e, bool) or not BIAS_EXP_MIN <= e <= BIAS_EXP_MAX:
+            return f"its bias_exp {e!r} is not an integer in [{BIAS_EXP_MIN}, {BIAS_EXP_MAX}]"
+    key = "bias_lsb" if "bias_lsb" in choice else "bias"
+    b = choice[key]
     if isinstance(b, (list, tuple)):
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in b):
             return "its bias correction holds a value that is not a finite number"
@@ -571,22 +616,37 @@ def bias_problem(p: Population, choice: dict | None) -> str:
         return f"its bias correction has {b.shape[0]} values for {p.size} neurons"
     if not np.isfinite(b).all():
         return "its bias correction holds a value that is not a finite number"
+    if key == "bias_lsb" and (np.any(b != np.rint(b)) or np.abs(b).max(initial=0) >= 2**31):
+        return "its bias_lsb holds a value that is not a whole number of bias LSBs (int32)"
     return ""
+
+
+def _bias_lsb(choice: dict | None) -> tuple[np.ndarray, int] | None:
+    """A checked choice's correction in bias LSBs as (k int64 (N,), e), or None."""
+    if not choice or "bias_lsb" not in choice:
+        return None
+    return np.asarray(choice["bias_lsb"], np.float64).astype(np.int64), int(choice["bias_exp"])
 
 
 def without_bias(choice: dict) -> dict:
     """A choice as the reports show it: the per-neuron bias correction (stored once, in the deployed
-    graph's archive) summarised by its largest magnitude."""
-    if "bias" not in choice:
-        return dict(choice)
-    b = np.abs(np.asarray(choice["bias"], np.float64))
-    return {**{k: v for k, v in choice.items() if k != "bias"}, "bias_max_abs": float(b.max()) if b.size else 0.0}
+    graph's archive) summarised by its largest magnitude (`bias_max_abs`, current units, an older
+    artefact's float correction; `bias_lsb_max_abs`, bias LSBs at `bias_exp`, which is kept)."""
+    if "bias" in choice:
+        b = np.abs(np.asarray(choice["bias"], np.float64))
+        return {**{k: v for k, v in choice.items() if k != "bias"}, "bias_max_abs": float(b.max()) if b.size else 0.0}
+    if "bias_lsb" in choice:
+        b = np.abs(np.asarray(choice["bias_lsb"], np.float64))
+        return {**{k: v for k, v in choice.items() if k != "bias_lsb"},
+                "bias_lsb_max_abs": int(b.max()) if b.size else 0}
+    return dict(choice)
 
 
 def stored_choices(graph: Graph) -> dict | None:
     """The calibrated scaling choices a compile stored in the deployed graph (ir.json
     meta.target.loihi CHOICES_KEY, or an older artefact's meta.loihi_fixed_choices: population ->
-    {"shift", "clip"} and/or a per-neuron "bias" correction), or None (the rules' defaults)."""
+    {"shift", "clip"} and/or a per-neuron bias correction, "bias_lsb" + "bias_exp" or an older
+    artefact's "bias"), or None (the rules' defaults)."""
     return _stored(graph, CHOICES_KEY, None) or None
 
 
@@ -654,7 +714,8 @@ def quantize(net: Network, policy: str = "precision", choices: dict | None = Non
             return base[i] / scales[pr.source]
         return weights[i]
 
-    extra: dict[str, np.ndarray] = {}  # calibrated bias corrections (choice "bias"), current units per window
+    extra: dict[str, np.ndarray] = {}  # an older artefact's bias corrections (choice "bias"), current units per window
+    lsb: dict[str, tuple[np.ndarray, int]] = {}  # calibrated bias corrections in bias LSBs (choice "bias_lsb", "bias_exp")
     for p in net.populations.values():
         why = bias_problem(p, choices.get(p.name))
         if why:
@@ -662,6 +723,8 @@ def quantize(net: Network, policy: str = "precision", choices: dict | None = Non
                               where=f"population {p.name}", hint="recompile the artefact")
         if choices.get(p.name) and "bias" in choices[p.name]:
             extra[p.name] = np.asarray(choices[p.name]["bias"], np.float64)
+        if _bias_lsb(choices.get(p.name)) is not None:
+            lsb[p.name] = _bias_lsb(choices[p.name])
         for i, pr in enumerate(net.projections):
             if pr.target == p.name:
                 weights[i] = per_unit(i)
@@ -676,14 +739,15 @@ def quantize(net: Network, policy: str = "precision", choices: dict | None = Non
                                   where=f"population {p.name}", hint="recompile the artefact")
             s = relay_scale(p, incoming, scales[relays_in[0]] if len(relays_in) == 1 else None,
                             choice.get("shift", 0) if choice else 0)
-            q, bias_sat = _relay_population(p, s, extra.get(p.name, 0.0))
+            q, bias_sat = _relay_population(p, s, extra.get(p.name, 0.0), lsb.get(p.name))
             pops[p.name] = q
             scales[p.name] = s
             report["populations"][p.name] = {
                 "scale": s, "relay": True, "bias_exp": q.bias_exp, "bias_saturated": bias_sat,
                 "host_input": p.host_input, "projections": [], **({"choice": without_bias(choice)} if choice else {}),
                 "bias_max_abs_error": float(np.abs(q.bias_eff / (s * 2**ACT_SHIFT) - (p.bias + p.const
-                                                                                       + extra.get(p.name, 0.0))).max())
+                                                                                       + extra.get(p.name, 0.0)
+                                                                                       + _lsb_current(lsb.get(p.name), s))).max())
                 if p.size else 0.0}
             continue
         s = _population_scale(p, incoming, policy, graded=bool(relays_in) or any(f in net.products for f in fed))
@@ -712,8 +776,9 @@ def quantize(net: Network, policy: str = "precision", choices: dict | None = Non
             raise TargetError(f"D * threshold of population {p.name} exceeds the 24-bit membrane",
                               where=f"population {p.name}")
         mem = s * 2**ACT_SHIFT  # membrane units per unit of current
-        b_float = p.bias + p.const + extra.get(p.name, 0.0)
-        bias_mant, bias_exp, bias_sat = _quantize_bias(b_float * mem, policy)
+        b_float = p.bias + p.const + extra.get(p.name, 0.0) + _lsb_current(lsb.get(p.name), s)  # what the bias stands for
+        bias_mant, bias_exp, bias_sat = _bias_mantissas(_bias_membrane(p, mem, extra.get(p.name, 0.0)), policy,
+                                                        lsb.get(p.name))
         # netx adds beta as part of its bias (bias_exp 6): a whole number of 64 membrane units
         v_init = int(round(p.beta * s)) << ACT_SHIFT if policy == "netx" else int(round(p.beta * mem))
         if abs(v_init) > V_LIMIT:
@@ -773,8 +838,9 @@ def quantize(net: Network, policy: str = "precision", choices: dict | None = Non
     for name, comp in floor_compensation(net, pops, projs).items():
         p, q = net.populations[name], pops[name]
         mem = q.scale * 2**ACT_SHIFT
-        b_float = p.bias + p.const + extra.get(name, 0.0)
-        q.bias_mant, q.bias_exp, sat = _quantize_bias(b_float * mem + comp, policy)
+        b_float = p.bias + p.const + extra.get(name, 0.0) + _lsb_current(lsb.get(name), q.scale)
+        q.bias_mant, q.bias_exp, sat = _bias_mantissas(_bias_membrane(p, mem, extra.get(name, 0.0), comp), policy,
+                                                       lsb.get(name))
         r = report["populations"][name]
         err = float(np.abs((q.bias_eff - comp) / mem - b_float).max()) if p.size else 0.0
         r.update(bias_exp=q.bias_exp, bias_saturated=sat, floor_compensation=comp, bias_max_abs_error=err)
@@ -842,10 +908,12 @@ def simulate_fixed(qnet: QNetwork, x, emit: str = "burst", currents: dict | None
     floor count, subtractive reset; spike products land on the consumer's last sub-step).
     `currents`: population -> (B * T, N) host currents in stream order instead of the encoding
     currents of x (a sub-graph's boundary inputs, as `lower.run_network` takes them).
-    `forced`: population -> (B, T, N) int64 per-window counts (relays: payloads) taken as given
-    instead of computed (populations missing from it and not `forced["only"]` send nothing);
-    `forced["only"]` names the populations computed (`calibrate` measures one population on the
-    others' outputs). The result's `windows` holds every population's per-window arrays then."""
+    `forced`: population -> (B, T, N) integer per-window counts (relays: payloads) taken as given
+    instead of computed (read in place, any integer dtype, one window at a time as int64; populations
+    missing from it and not `forced["only"]` send nothing); `forced["only"]` names the populations
+    computed (`calibrate` measures one population on the others' outputs). The result's `windows`,
+    `counts` and `relays` then hold the computed populations only (int64), and only they get state:
+    a forced run allocates for what it computes, not for the whole network."""
     if emit not in ("burst", "graded"):
         raise SnnccError(f"unknown emission mode {emit!r}")
     net = qnet.net
@@ -854,13 +922,18 @@ def simulate_fixed(qnet: QNetwork, x, emit: str = "burst", currents: dict | None
     xs, B = stream(qnet, x)
     T, D = net.T, net.D
     xs_bt = xs.reshape((B, T) + tuple(xs.shape[1:]))
-    counts = {p: np.zeros((B, T, q.size), np.int64) for p, q in qnet.populations.items()}
+    only = set(forced["only"]) if forced is not None else None
+    computed = [p for p in qnet.populations if only is None or p in only]
+    counts = {p: np.zeros((B, T, qnet.populations[p].size), np.int64) for p in computed}
+    if only is not None:  # the others: the forced windows as given, or nothing sent (a zero view: no memory)
+        for p, q in qnet.populations.items():
+            if p not in only:
+                counts[p] = forced[p] if p in forced else np.broadcast_to(np.zeros(1, np.int64), (B, T, q.size))
     n_out = int(np.prod(net.output_shape))
     readout = np.zeros((B, T, n_out), np.int64)
     host = {}
     events = {"u_wraps": 0, "v_saturations": 0, "host_saturations": 0}
     peaks: dict[str, int] = {}
-    only = set(forced["only"]) if forced is not None else None
     for p, q in qnet.populations.items():
         if q.host_input and (only is None or p in only):
             cur = (np.asarray(currents[p]) if currents is not None else host_currents(net, p, xs).numpy())
@@ -870,7 +943,7 @@ def simulate_fixed(qnet: QNetwork, x, emit: str = "burst", currents: dict | None
     by_target: dict[str, list[QProjection]] = {}
     for pr in qnet.projections:
         by_target.setdefault(pr.target, []).append(pr)
-    carry = {p: np.full((B, q.size), q.v_init, np.int64) for p, q in qnet.populations.items()}
+    carry = {p: np.full((B, qnet.populations[p].size), qnet.populations[p].v_init, np.int64) for p in computed}
     sources = dict(counts)
     if net.spike_input is not None:  # the host's bursts, emitted like a level-0 population
         sources[net.spike_input.name] = spike_input_counts(net, xs, emit).reshape(B, T, -1)
@@ -880,7 +953,8 @@ def simulate_fixed(qnet: QNetwork, x, emit: str = "burst", currents: dict | None
         """Raw integer product of window t (B, size): the scale lives in the projection's weights."""
         if (name, t) not in products:
             pp = net.products[name]
-            xs_ = [counts[o.source][:, t][:, o.index].reshape((B,) + o.shape) for o in pp.operands]
+            xs_ = [counts[o.source][:, t][:, o.index].astype(np.int64, copy=False).reshape((B,) + o.shape)
+                   for o in pp.operands]
             products[(name, t)] = product(xs_, pp.order).reshape(B, -1)
         return products[(name, t)]
 
@@ -908,15 +982,11 @@ def simulate_fixed(qnet: QNetwork, x, emit: str = "burst", currents: dict | None
             return (j < pool_of(src, t)).astype(np.int64)
         if src in net.products:  # one graded message, landing on the consumer's last sub-step
             return product_of(src, t) if j == D - 1 else np.zeros((B, net.products[src].size), np.int64)
-        n = sources[src][:, t]
+        n = sources[src][:, t].astype(np.int64, copy=False)  # a forced window may be stored narrower
         if emit == "graded" or (src in qnet.populations and qnet.populations[src].relay):
             return n if j == 0 else np.zeros_like(n)
         return (j < n).astype(np.int64)
 
-    if only is not None:
-        for p in qnet.populations:
-            if p not in only and p in forced:
-                counts[p][:] = forced[p]
     for t in range(T):
         for p, q in qnet.populations.items():
             if only is not None and p not in only:
@@ -947,7 +1017,7 @@ def simulate_fixed(qnet: QNetwork, x, emit: str = "burst", currents: dict | None
             for pr in by_target.get("output", []):
                 readout[:, t] += _dense(pr, trains(pr.source, t, j), n_out)
     out = dequantize_output(qnet, readout.reshape(B * T, n_out), xs).reshape((B, T) + tuple(net.output_shape))
-    summed = {p: torch.as_tensor(c.sum(1).reshape((B,) + qnet.populations[p].shape)) for p, c in counts.items()}
+    summed = {p: torch.as_tensor(counts[p].sum(1).reshape((B,) + qnet.populations[p].shape)) for p in computed}
     relays = {p: c for p, c in summed.items() if qnet.populations[p].relay}
     res_counts = {p: c for p, c in summed.items() if p not in relays}
     for m in net.pools:  # a pool no population reads is still computed (its counts are reported)
@@ -955,7 +1025,7 @@ def simulate_fixed(qnet: QNetwork, x, emit: str = "burst", currents: dict | None
             pool_of(m, t)
     pools_sum = {m: torch.as_tensor(c.sum(1).reshape((B,) + net.pools[m].shape)) for m, c in pooled.items()}
     return FixedResult(torch.as_tensor(out.mean(1)), res_counts, readout, events, relays, pools_sum,
-                       counts if only is not None else {}, peaks)
+                       {p: counts[p] for p in computed} if only is not None else {}, peaks)
 
 
 def dequantize_output(qnet: QNetwork, readout: np.ndarray, xs: torch.Tensor) -> np.ndarray:
@@ -1011,12 +1081,16 @@ def calibrate(net: Network, x, emit: str = "burst", candidates=CANDIDATES) -> tu
     differing from the float one on these samples than with the rules' scaling, and so are all the
     choices at the end (E-SpikeFormer-5.1M, random weights, 2 samples: the greedy's local choices
     took it from 5.6% to 10.1% of counts differing). Last, every population's bias takes the mean
-    input its quantised weights lose on these samples (`bias_corrections` on `source_means`, one
-    float per neuron, choice key "bias"), kept likewise only if the whole model then has fewer
+    input its quantised weights lose on these samples (`bias_corrections` on `source_means`, stored
+    as whole bias LSBs per neuron, choice keys "bias_lsb" and "bias_exp", `lsb_corrections`), kept
+    likewise only if the whole model then has fewer
     counts differing (digits_former, 8-bit, 64 training digits: 441 -> 446 of the 450 test digits
-    agree). Samples are run CALIBRATION_BATCH at a time.
+    agree). Samples are run CALIBRATION_BATCH at a time. Memory: each greedy step computes one
+    population (`simulate_fixed(forced=)` allocates for it alone and reads the others' windows in
+    place), the chosen windows are kept in the narrowest integer type, and the candidates'
+    networks are dropped after the greedy.
     Returns (choices, report): population -> {"shift", "clip"} (a relay: {"shift"}) for those
-    moved from the default, plus "bias" where corrected, and the before/after measurement
+    moved from the default, plus "bias_lsb" / "bias_exp" where corrected, and the before/after measurement
     (agreement, per population counts differing and summed |error|; `bias_corrected` names the
     corrected populations)."""
     from snncc.sim.reference import run
@@ -1052,31 +1126,41 @@ def calibrate(net: Network, x, emit: str = "burst", candidates=CANDIDATES) -> tu
             err, ws = 0, []
             for xb, ref, win in zip(xs, refs, windows):
                 w = simulate_fixed(qn, xb, emit, forced={**win, "only": [name]}).windows[name]
-                ws.append(w)
                 if measured:
                     n = w.shape[0]
                     err += int(np.abs(w.sum(1).reshape(n, -1) - ref.counts[name].reshape(n, -1).numpy()).sum())
+                ws.append(_narrow(w))  # the same integers in fewer bytes (counts <= D: int8)
             if best_err is None or err < best_err:
                 best, best_err, best_w = c, err, ws
         for win, w in zip(windows, best_w):
             win[name] = w
         if best is not None:
             chosen[name] = {"shift": int(best[0]), "clip": float(best[1])}
+    del trial, windows, base, rules  # the candidates' networks and windows: not needed past the greedy
     after = _tally(graph, _runs(quantize(net, choices=chosen), xs, refs, emit)) if chosen else before
     if _differing(after) >= _differing(before):  # the greedy's local choices measured worse as a whole
         chosen, after = {}, before
     corrected: list[str] = []
     corr = bias_corrections(net, quantize(net, choices=chosen), source_means(net, xs, refs))
     if corr:  # the mean input the weights' rounding loses, added back to each bias; kept if it measures better
-        trial_c = {**chosen, **{p: {**chosen.get(p, {}), "bias": np.array([float(f"{v:.6g}") for v in c])} for p, c in corr.items()}}
-        measured = _tally(graph, _runs(quantize(net, choices=trial_c), xs, refs, emit))
+        floats = {**chosen, **{p: {**chosen.get(p, {}), "bias": np.array([float(f"{v:.6g}") for v in c])} for p, c in corr.items()}}
+        lsb = lsb_corrections(net, quantize(net, choices=floats), corr)  # the same mantissas, in whole bias LSBs
+        trial_c = {**chosen, **{p: {**chosen.get(p, {}), **c} for p, c in lsb.items()}}
+        measured = _tally(graph, _runs(quantize(net, choices=trial_c), xs, refs, emit)) if lsb else after
         if _differing(measured) < _differing(after):
-            chosen, after, corrected = trial_c, measured, sorted(corr)
+            chosen, after, corrected = trial_c, measured, sorted(lsb)
     return chosen, {"samples": before["samples"], "candidates": [list(c) for c in candidates], "before": before,
                     "after": after, "relay_peaks": peaks, "bias_corrected": corrected,
                     "measure": "relays: the largest shift keeping their largest payload within "
                                f"{RELAY_PEAK}; neurons: sum of |count - float count| per population, on the fixed "
                                "outputs of the populations before it (greedy, topological order)"}
+
+
+def _narrow(a: np.ndarray) -> np.ndarray:
+    """Integer array `a` in the narrowest of int8 / int16 / int32 / int64 holding its values."""
+    lo, hi = (int(a.min()), int(a.max())) if a.size else (0, 0)
+    t = next(t for t in (np.int8, np.int16, np.int32, np.int64) if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max)
+    return a.astype(t, copy=False)
 
 
 def source_means(net: Network, xs: list, refs: list) -> dict[str, np.ndarray]:
@@ -1142,6 +1226,28 @@ def bias_corrections(net: Network, qnet: QNetwork, means: dict[str, np.ndarray])
             lost = _float_apply(pr, means[pr.source], pr.weight - qp.effective() * f)
         corr[pr.target] = corr.get(pr.target, 0.0) + lost
     return corr
+
+
+def lsb_corrections(net: Network, qnet: QNetwork, names) -> dict[str, dict]:
+    """The float bias corrections `qnet` was quantised with (choice "bias", populations `names`) as
+    choices in the unit the chip applies them in: {"bias_lsb": k, "bias_exp": e}, e the corrected
+    population's bias exponent and k = its bias mantissa - rint(uncorrected bias / 2**e) (membrane
+    units, the floor compensation included), so `quantize` of the returned choices (with the same
+    scaling choices) gives `qnet`'s mantissas bit for bit. k is stored as the narrowest of
+    int8 / int16 / int32 holding it; a population whose k are all 0 (its mantissas unchanged) is left
+    out."""
+    out: dict[str, dict] = {}
+    for name in names:
+        p, q = net.populations[name], qnet.populations[name]
+        comp = qnet.report["populations"][name].get("floor_compensation", 0.0)
+        base = np.rint(_bias_membrane(p, q.scale * 2**ACT_SHIFT, 0.0, comp) / 2.0**q.bias_exp).astype(np.int64)
+        k = q.bias_mant.astype(np.int64) - base
+        if not k.any():
+            continue
+        top = int(np.abs(k).max())
+        dtype = next(t for t in (np.int8, np.int16, np.int32) if top <= np.iinfo(t).max)
+        out[name] = {"bias_lsb": k.astype(dtype), "bias_exp": int(q.bias_exp)}
+    return out
 
 
 def _runs(qnet: QNetwork, xs: list, refs: list, emit: str):

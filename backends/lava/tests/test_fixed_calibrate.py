@@ -125,10 +125,11 @@ def test_bias_correction_adds_back_the_mean_input_the_weights_lose_by_hand():
     Calibration digits a = (0, 4) and (1, 4): float b fires floor(1.2109 / 1.2) = 1 and floor(2.2109 / 1.2) = 1; fixed
     4 x 608 = 2432 < 2438 fires 0 on the first. The mean a1 count is 4, so b's correction is
     4 x 7.15625 / 2032 current (28.625 activation units, bias mantissa 28.625 x 64 = 1832 at exponent
-    0): 2460.6 >= 2438 fires 1, 4492.6 still 1. One count differing -> 0: kept. On (1, 4) alone
-    nothing differs, so the correction is measured no better and dropped. Lava fixed_pt equals the
-    corrected integer model bit for bit; a stored correction of the wrong length is refused naming
-    the population."""
+    0): 2460.6 >= 2438 fires 1, 4492.6 still 1. One count differing -> 0: kept, stored as what the
+    chip adds, 1832 bias LSBs at exponent 0 (int16: 1832 > 127). On (1, 4) alone nothing differs,
+    so the correction is measured no better and dropped. Lava fixed_pt equals the corrected
+    integer model bit for bit; an older artefact's float correction gives the same mantissa; a
+    stored correction of the wrong length is refused naming the population."""
     fire = {"D": 4, "theta": 1.0, "beta": 0.0, "norm": 1.0, "rounding": "floor"}
     g = Graph([Node("x", "input", [], {"shape": (2,)}), Node("a", "fire", ["x"], fire),
                Node("l", "linear", ["a"], {}, {"weight": np.array([[1.0, 0.302734375]])}),
@@ -147,8 +148,11 @@ def test_bias_correction_adds_back_the_mean_input_the_weights_lose_by_hand():
     corr = fixed.bias_corrections(net, q, means)
     assert list(corr) == ["b"] and corr["b"].tolist() == pytest.approx([4 * 7.15625 / 2032], rel=1e-12, abs=0)
     choices, rep = fixed.calibrate(net, x, candidates=((0, 1.0),))
-    assert list(choices) == ["b"] and set(choices["b"]) == {"bias"} and rep["bias_corrected"] == ["b"]
-    assert choices["b"]["bias"].tolist() == [float(f"{4 * 7.15625 / 2032:.6g}")]
+    assert list(choices) == ["b"] and set(choices["b"]) == {"bias_lsb", "bias_exp"} and rep["bias_corrected"] == ["b"]
+    assert (choices["b"]["bias_lsb"].dtype, choices["b"]["bias_lsb"].tolist(), choices["b"]["bias_exp"]) == (
+        np.int16, [1832], 0)
+    old = fixed.quantize(net, choices={"b": {"bias": [float(f"{4 * 7.15625 / 2032:.6g}")]}})  # an older artefact's
+    assert (old.populations["b"].bias_mant.tolist(), old.populations["b"].bias_exp) == ([1832], 0)
     assert (rep["before"]["differing"]["b"], rep["after"]["differing"]["b"]) == (1, 0)
     qc = fixed.quantize(net, choices=choices)
     assert (qc.populations["b"].bias_mant.tolist(), qc.populations["b"].bias_exp) == ([1832], 0)
@@ -163,6 +167,98 @@ def test_bias_correction_adds_back_the_mean_input_the_weights_lose_by_hand():
     assert fixed.calibrate(net, x[1:], candidates=((0, 1.0),))[0] == {}
     with pytest.raises(fixed.TargetError, match="population b cannot be applied: its bias correction has 2 values for 1 neurons"):
         fixed.quantize(net, choices={"b": {"bias": [0.0, 0.0]}})
+
+
+def test_bias_correction_is_stored_in_whole_bias_lsbs_at_its_exponent_by_hand():
+    """b (2 neurons) = fire(W a + (0.05, -0.02)), W = ((1, 0.302734375), (0.5, -0.302734375)),
+    theta 1.2: scale 2032 (254 x 2**3), 130048 membrane units per unit of current. Its biases,
+    6502.4 and -2600.96 membrane units, take exponent 1 (3251, -1300). With the float corrections
+    (0.0140871, -0.003) (current units, what `calibrate` measured and an older artefact stores) they
+    are 8334.39 and -2991.104: exponent 2 (4167 > 4095 at 1), mantissas rint(2083.598) = 2084 and
+    rint(-747.776) = -748. The uncorrected biases at exponent 2 are rint(1625.6) = 1626 and
+    rint(-650.24) = -650, so the stored correction is (458, -98) bias LSBs at bias_exp 2, int16
+    (458 > 127): 2 bytes per neuron in ir.npz instead of 8. Quantised from it, and from the artefact
+    it is written to and read back, the mantissas are (2084, -748) at exponent 2, as from the floats;
+    Lava fixed_pt reads them and equals the integer model bit for bit. Bad stored values are
+    refused naming the population."""
+    import io
+    import zipfile
+
+    from snncc import targets
+    from snncc.ir import serialize
+
+    fire = {"D": 4, "theta": 1.0, "beta": 0.0, "norm": 1.0, "rounding": "floor"}
+    g = Graph([Node("x", "input", [], {"shape": (2,)}), Node("a", "fire", ["x"], fire),
+               Node("l", "linear", ["a"], {}, {"weight": np.array([[1.0, 0.302734375], [0.5, -0.302734375]]),
+                                               "bias": np.array([0.05, -0.02])}),
+               Node("b", "fire", ["l"], {**fire, "theta": 1.2}),
+               Node("head", "linear", ["b"], {}, {"weight": np.eye(2)}), Node("out", "output", ["head"])]).infer()
+    net = build(g, explicit=False)
+    q = fixed.quantize(net)
+    assert (q.populations["b"].scale, q.populations["b"].bias_mant.tolist(), q.populations["b"].bias_exp) == (
+        2032.0, [3251, -1300], 1)
+    floats = fixed.quantize(net, choices={"b": {"bias": [0.0140871, -0.003]}})
+    assert (floats.populations["b"].bias_mant.tolist(), floats.populations["b"].bias_exp) == ([2084, -748], 2)
+    lsb = fixed.lsb_corrections(net, floats, ["b"])
+    assert list(lsb) == ["b"] and lsb["b"]["bias_exp"] == 2
+    assert (lsb["b"]["bias_lsb"].dtype, lsb["b"]["bias_lsb"].tolist()) == (np.int16, [458, -98])
+    assert fixed.lsb_corrections(net, q, ["b"]) == {}  # nothing changed: nothing stored
+    qc = fixed.quantize(net, choices=lsb)
+    assert (qc.populations["b"].bias_mant.tolist(), qc.populations["b"].bias_exp) == ([2084, -748], 2)
+    assert qc.report["populations"]["b"]["choice"] == {"bias_exp": 2, "bias_lsb_max_abs": 458}
+    assert qc.report["populations"]["b"]["bias_max_abs_error"] == pytest.approx(
+        max(abs(2084 * 4 - 6502.4 - 458 * 4), abs(-748 * 4 + 2600.96 + 98 * 4)) / 130048, abs=1e-15)
+    # through the artefact: an int16 array of the graph's archive, read back as float64
+    targets.store(g, fixed.TARGET, fixed.CHOICES_KEY, lsb)
+    doc, npz = serialize.dumps(g)
+    key = "meta/target/loihi/fixed_choices/b/bias_lsb"
+    assert json.loads(doc)["meta"]["target"]["loihi"]["fixed_choices"]["b"] == {"bias_lsb": {"$array": key},
+                                                                              "bias_exp": 2}
+    with np.load(io.BytesIO(npz)) as z:
+        assert (z[key].dtype, z[key].tolist()) == (np.int16, [458, -98])
+    with zipfile.ZipFile(io.BytesIO(npz)) as zf:
+        assert zf.getinfo(key + ".npy").file_size == 128 + 2 * 2  # the .npy header, then 2 bytes per neuron
+    back = serialize.loads(doc, npz)
+    read = fixed.quantize(build(back, explicit=False), choices=fixed.stored_choices(back))
+    assert (read.populations["b"].bias_mant.tolist(), read.populations["b"].bias_exp) == ([2084, -748], 2)
+    x = torch.tensor([[0.0, 4.0], [1.0, 4.0], [3.0, 1.0]], dtype=torch.float64)
+    ours = fixed.simulate_fixed(read, x)
+    from snncc_lava.lower import run_network
+
+    lava = run_network(net, x, "burst", read)  # Lava fixed_pt reads the mantissas bit for bit
+    for p in ours.counts:
+        assert torch.equal(lava.counts[p], ours.counts[p]), p
+    assert (lava.readout == ours.readout).all()
+    for bad, why in [({"bias_lsb": [458, -98]}, "needs both bias_lsb and bias_exp"),
+                     ({"bias_lsb": [458.5, -98], "bias_exp": 2}, "not a whole number of bias LSBs"),
+                     ({"bias_lsb": [458, -98], "bias_exp": 8}, r"bias_exp 8 is not an integer in \[0, 7\]"),
+                     ({"bias_lsb": [458], "bias_exp": 2}, "has 1 values for 2 neurons"),
+                     ({"bias": [0.0, 0.0], "bias_lsb": [1, 1], "bias_exp": 2}, "both a float bias correction and one in")]:
+        with pytest.raises(fixed.TargetError, match=f"population b cannot be applied: its .*{why}"):
+            fixed.quantize(net, choices={"b": bad})
+
+
+def test_forced_run_reads_narrow_windows_in_place_and_returns_only_what_it_computes():
+    """`simulate_fixed(forced=)` as `calibrate` calls it: b = fire(a0 + 0.302734375 a1) (the graph of
+    the bias correction test: scale 2032, a1 spikes worth 608 activation units, vth 2438) on a's
+    windows given as int8 (a fed by the host fires (0, 4) and (1, 4)) counts (0, 1), as the whole
+    model does; with a sending nothing, 0 and 0. Only b is computed: the result holds b's windows
+    and counts alone (int64)."""
+    fire = {"D": 4, "theta": 1.0, "beta": 0.0, "norm": 1.0, "rounding": "floor"}
+    g = Graph([Node("x", "input", [], {"shape": (2,)}), Node("a", "fire", ["x"], fire),
+               Node("l", "linear", ["a"], {}, {"weight": np.array([[1.0, 0.302734375]])}),
+               Node("b", "fire", ["l"], {**fire, "theta": 1.2}),
+               Node("head", "linear", ["b"], {}, {"weight": np.eye(1)}), Node("out", "output", ["head"])]).infer()
+    x = torch.tensor([[0.0, 4.0], [1.0, 4.0]], dtype=torch.float64)
+    q = fixed.quantize(build(g, explicit=False))
+    whole = fixed.simulate_fixed(q, x)
+    assert whole.counts["a"].tolist() == [[0, 4], [1, 4]] and whole.counts["b"].tolist() == [[0], [1]]
+    a = np.array([[[0, 4]], [[1, 4]]], np.int8)  # (B, T, N): one window
+    r = fixed.simulate_fixed(q, x, forced={"a": a, "only": ["b"]})
+    assert list(r.windows) == ["b"] and list(r.counts) == ["b"] and r.relays == {}
+    assert r.windows["b"].dtype == np.int64 and r.windows["b"].tolist() == [[[0]], [[1]]]
+    assert r.counts["b"].tolist() == [[0], [1]] and a.dtype == np.int8  # read in place, not converted
+    assert fixed.simulate_fixed(q, x, forced={"only": ["b"]}).windows["b"].tolist() == [[[0]], [[0]]]
 
 
 def test_clip_keeps_the_exponent_and_refuses_what_does_not_fit():
@@ -217,19 +313,25 @@ def test_choices_round_trip_through_the_artefact(calibrated):
     cal = q["calibration"]
     shown = {name: fixed.without_bias(c) for name, c in choices.items()}  # the bias arrays live in ir.npz only
     doc = json.loads((d / "out" / "ir.json").read_text())["meta"]["target"]["loihi"]["fixed_choices"]
-    for name, c in choices.items():  # per neuron: an array of the graph's archive, named in the JSON
-        if "bias" in c:
-            assert isinstance(c["bias"], np.ndarray) and c["bias"].shape == (len(c["bias"]),)
-            assert doc[name]["bias"] == {"$array": f"meta/target/loihi/fixed_choices/{name}/bias"}
+    with np.load(d / "out" / "ir.npz") as npz:
+        for name, c in choices.items():  # per neuron, whole bias LSBs: an integer array of the graph's archive
+            assert "bias" not in c
+            if "bias_lsb" in c:
+                key = f"meta/target/loihi/fixed_choices/{name}/bias_lsb"
+                assert isinstance(c["bias_lsb"], np.ndarray) and c["bias_lsb"].shape == (len(c["bias_lsb"]),)
+                assert doc[name]["bias_lsb"] == {"$array": key} and doc[name]["bias_exp"] == c["bias_exp"]
+                stored = npz[key]
+                assert stored.dtype in (np.int8, np.int16) and np.array_equal(stored, c["bias_lsb"])
+                assert stored.dtype == (np.int8 if np.abs(stored).max() <= 127 else np.int16)
     assert choices and shown == cal["choices"] and cal["samples"] == 16 and cal["data"] == "cal.npz"
     for name, c in choices.items():  # what the artefact's integers were made with
         assert q["populations"][name]["choice"] == shown[name]
-        if "bias" in c:
-            assert shown[name]["bias_max_abs"] == max(abs(v) for v in c["bias"])
+        if "bias_lsb" in c:
+            assert shown[name]["bias_lsb_max_abs"] == max(abs(v) for v in c["bias_lsb"])
     line = next(s for s in stdout.splitlines() if s.startswith("loihi fixed point calibrated"))
     assert line == fixed.calibration_line(q) and "16 samples of cal.npz" in line
     rescaled = sum(1 for c in choices.values() if c.get("shift", 0) or c.get("clip", 1.0) != 1.0)
-    corrected = [name for name, c in choices.items() if "bias" in c]
+    corrected = [name for name, c in choices.items() if "bias_lsb" in c]
     assert sorted(corrected) == cal["bias_corrected"]
     assert f"{rescaled} population(s) rescaled" + (f", {len(corrected)} bias-corrected" if corrected else "") + ";" in line
     report = (d / "out" / "report.md").read_text()
