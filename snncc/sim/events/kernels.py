@@ -1398,6 +1398,12 @@ class Scratch:
             self._counts_q = zeros(self.n_global)
         return self._counts_q
 
+    def disown(self, counts: np.ndarray) -> None:
+        """`counts` (the array `counts_q` gave) will not be zeroed by a read-out: the scratch lets
+        it go and makes a new one when next asked (it must hand a run zeros)."""
+        if counts is self._counts_q:
+            self._counts_q = None
+
     def next_stamp(self) -> int:
         self.stamp += 1
         return self.stamp

@@ -965,6 +965,7 @@ def _simulate(graph_or_net, x, policy="ideal", order="layer", seed=0, chunk=4096
         for c, a in dest.items():
             kernels.counts_out(run.counts, run.q.rt.pos, net.offsets[c][0], B, net.n_slots, a)
     else:
+        run.scratch.disown(run.counts)  # (counts taken from the scratch by a run that left q order)
         C = run.counts.reshape(B, net.n_slots)
         dest = {c: C[:, slice(*net.offsets[c])] for c in neurons}
     if into is None:
