@@ -200,6 +200,8 @@ def test_check_values_spike_input_sparse_check_names_first_bad_sample():
                      (0.5, "sample 2 holds 0.5: the model takes spike input")):
         y = x.copy()
         y[2, 1, 1] = bad
-        y[3, 1, 1] = -3.0  # a later sample's bad value is not the one named
         with pytest.raises(LoadError, match=msg):
             check_values(g, y, "x")
+        y[3, 1, 1] = -3.0  # a later sample's bad value is not the one named
+        with pytest.raises(LoadError, match=msg):
+            check_values(g, torch.from_numpy(y), "x")
