@@ -177,3 +177,31 @@ def test_a_1000_node_scale_chain_summary_stays_one_short_line(tmp_path):
     assert "encoding layer: a0, a1, a2, a3, a4, a5, a6, a7, ... (1000 in all);" in summary and len(summary) < 400, summary
     r = subprocess.run([EXE, "simulate", out, "--samples", "2"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and "spike counts == reference" in r.stdout, r.stdout + r.stderr
+
+
+def test_check_values_spike_input_sparse_check_names_first_bad_sample():
+    """`check_values` on a spike-input graph looks at the nonzero entries only when all of them are
+    positive integers; any bad value (NaN, Inf, negative, fractional; zeros are fine) is still
+    refused in one line naming the first sample holding one, by the full sweep."""
+    import torch
+
+    from snncc.data.inputs import check_values
+    from snncc.errors import LoadError
+    from snncc.ir.graph import Graph, Node
+
+    g = Graph([Node("x", "input", attrs={"kind": "spike", "shape": (2, 3)}), Node("out", "output", ["x"])], T=1).infer()
+    x = np.zeros((4, 2, 3), dtype=np.float32)
+    x[0, 1, 2], x[3, 0, 0] = 2.0, 5.0
+    check_values(g, x, "x")  # non-negative integer counts: accepted
+    check_values(g, torch.from_numpy(x), "x")
+    check_values(g, np.zeros((4, 2, 3)), "x")
+    for bad, msg in ((np.nan, "sample 2 holds NaN or Inf"), (np.inf, "sample 2 holds NaN or Inf"),
+                     (-1.0, "sample 2 holds -1: the model takes spike input"),
+                     (0.5, "sample 2 holds 0.5: the model takes spike input")):
+        y = x.copy()
+        y[2, 1, 1] = bad
+        with pytest.raises(LoadError, match=msg):
+            check_values(g, y, "x")
+        y[3, 1, 1] = -3.0  # a later sample's bad value is not the one named
+        with pytest.raises(LoadError, match=msg):
+            check_values(g, torch.from_numpy(y), "x")

@@ -1110,7 +1110,7 @@ def complete_burst_q(vq, thq, loq, fireq, capq, inv, lo, hi, divide, B, S, count
     with none is skipped, so the sweep costs a vector compare per block where activity is sparse.
     `counts` are in q order too (next to the membranes: a count in slot order was a cache miss
     per burst, a channel-last block's slots lying a map apart; the runner moves them to slot order
-    once per run, `IdealQ.counts_to_slots`); the events (ids sample x (hi - lo) + slot - lo) come
+    once per run, `counts_out`); the events (ids sample x (hi - lo) + slot - lo) come
     in sample then q order (the runner sorts them into slot order where a delivery's float64 sums
     could depend on the order: `deliver_ideal`)."""
     width = hi - lo
@@ -1157,6 +1157,20 @@ def _burst_sample(vq, thq, loq, fireq, capq, inv, lo, hi, divide, b, S, counts, 
 
 
 @_njit(nogil=True)
+def counts_out(countsq, pos, lo, B, S, dst):
+    """dst[b, i] = countsq[b * S + pos[lo + i]] for a population's slots lo + i (the counts of a
+    run in q order, `IdealQ`, read out in slot order into the result's (B, neurons) array), each
+    count read set back to 0: the scratch's counts are all zeros again for the next run."""
+    n = dst.shape[1]
+    for b in range(B):
+        off = b * S
+        for i in range(n):
+            g = off + pos[lo + i]
+            dst[b, i] = countsq[g]
+            countsq[g] = 0.0
+
+
+@_njit(nogil=True)
 def _packed(fired, spikes, out_g, out_n, width, B):
     """The bursts of `complete_burst(_q)`, per sample in its part of out_g/out_n, packed into new
     arrays: (ids, n, spikes in all, the most one sample fired)."""
@@ -1184,7 +1198,8 @@ class IdealQ:
     neuron kinds beyond the soft-reset one (the runner checks): the runs' scratch is flushed by a
     contiguous add (`_flush_q`) and a population's completion sweeps its membranes contiguously
     (`complete_burst_q`), where slot order took a transposing flush per sample and delivery. Holds
-    the per-q parameters (built once per network: `of`); counts stay in slot order."""
+    the per-q parameters (built once per network: `of`); the counts are kept in q order too (in
+    the run's `Scratch`) and read out per population in slot order at the run's end (`counts_out`)."""
 
     def __init__(self, flat: FlatTables, theta, fire_slot, cap, beta, const):
         self.rt = rt = flat.runs()
@@ -1196,10 +1211,6 @@ class IdealQ:
         self.capq = np.ascontiguousarray(cap[inv], dtype=np.float64)
         self.betaq = np.ascontiguousarray(beta[inv], dtype=np.float64)
         self.constq = np.ascontiguousarray(const[inv], dtype=np.float64)
-
-    def counts_to_slots(self, countsq: np.ndarray, counts: np.ndarray, B: int, S: int) -> None:
-        """A run's counts (B x S, q order) into `counts` (slot order), tile by tile (`_transpose`)."""
-        _transpose(countsq.reshape(-1, 1), 1, counts.reshape(-1, 1), 1, self.rt.seg, B, S, False)
 
     @staticmethod
     def of(net, theta, fire_slot, cap) -> "IdealQ":
@@ -1364,6 +1375,7 @@ class Scratch:
         self._acc = None  # the float64 scratch of the ideal policy's deliveries
         self.n_global = n_global
         self._acc32 = None  # the float32 scratch of exact deliveries (`RunTables.f32_exact`)
+        self._counts_q = None  # `IdealQ`'s spike counts (q order), zeroed as a run's result reads them
         self.stamp = 0
         self.cap = 0
         self.em_rank = self.em_slot = self.em_key = self.em_n = None
@@ -1378,6 +1390,19 @@ class Scratch:
         if self._acc32 is None:
             self._acc32 = zeros(self.n_global, np.float32)
         return self._acc32
+
+    def counts_q(self) -> np.ndarray:
+        """`IdealQ`'s per-(sample, q) spike counts, all zeros at a run's start (a run that ends
+        normally reads them out and zeroes them, `counts_out`)."""
+        if self._counts_q is None:
+            self._counts_q = zeros(self.n_global)
+        return self._counts_q
+
+    def disown(self, counts: np.ndarray) -> None:
+        """`counts` (the array `counts_q` gave) will not be zeroed by a read-out: the scratch lets
+        it go and makes a new one when next asked (it must hand a run zeros)."""
+        if counts is self._counts_q:
+            self._counts_q = None
 
     def next_stamp(self) -> int:
         self.stamp += 1
@@ -1631,6 +1656,7 @@ def compile_seconds() -> float:
     for graded in (False, True):
         _ideal_events(z, 1, 0, f, i1, 1, graded)
     _records_by_key(z, z, z, f, 1, z, 0, 1, 1)
+    counts_out(np.zeros(1), z, 0, 1, 1, np.zeros((1, 1)))
     emit_spikes(z, f, z, 1, z, z, i1[1:], 1, np.zeros(1))
     synapse_bound(i1, z)
     _transpose(np.zeros((1, 2)), 2, np.zeros(1), 1, seg, 1, 1, True)

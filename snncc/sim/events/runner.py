@@ -164,7 +164,7 @@ class _Run:
         self.k = kernels.zeros(B * S if policy != "ideal" else 0)
         # per-neuron lower bound: in the state row of the general kernel (SSC gates); unused otherwise
         self.v_min = self.state[:, kernels.VMIN_] if width > kernels.VMIN_ else None
-        self.counts = kernels.zeros(B * S)
+        self.counts = None  # spike counts per (sample, slot), or per (sample, q) with `q` below
         cap = net.D.astype(np.float64)
         if policy == "speck" and not speck_cap_D:
             cap = np.where(net.fires, np.inf, 0.0)
@@ -231,7 +231,7 @@ class _Run:
         self.input_order = None  # per timestep, input addresses in a given order (a recording's time order)
         self.trace = None  # a _Trace to record every step's events (real-time analysis of a recording)
         # ideal, plain network: membranes and counts in channel-last order for the whole run
-        # (kernels.IdealQ; the counts move to slot order once, at the end of `_simulate`)
+        # (kernels.IdealQ; the counts are read out in slot order once, at the end of `_simulate`)
         self.q = None
         if (policy == "ideal" and not gated and not self._special and not self.relays and not self.pools
                 and net.graph.inputs[0].kind == SPIKE and net.enabled.all()
@@ -248,6 +248,9 @@ class _Run:
                         self._fuse[src] = c
         self.row_base = dict(zip(self.flat.names, self.flat.base.tolist()))
         self.scratch = _scratch(net, B * S)
+        # counts in q order live in the scratch, all zeros between runs: `_simulate` reads them out
+        # per population and zeroes what it read (no batch-sized allocation and zeroing per run)
+        self.counts = self.scratch.counts_q() if self.q is not None else kernels.zeros(B * S)
         self._no_gates = np.zeros((1, 1), dtype=bool)
         self.gates = net.gates or []
         if self.gates:  # centre-spiked SSC: live sites per leaf, open gate sites, enabled neurons
@@ -954,25 +957,31 @@ def _simulate(graph_or_net, x, policy="ideal", order="layer", seed=0, chunk=4096
         out = run.timestep(t, spikes, host)
         out_sum = out if out_sum is None else out_sum + out
     T = len(xs)
-    if run.q is not None:  # counted in q order (kernels.complete_burst_q)
-        C = np.empty(B * net.n_slots)
-        run.q.counts_to_slots(run.counts, C, B, net.n_slots)
-        C = C.reshape(B, net.n_slots)
+    neurons = [c for c in net.consumers if event_op(g[c]).neuron]
+    if run.q is not None:  # counted in q order (kernels.complete_burst_q): read out per population
+        # straight into the result's (B, neurons) arrays, the scratch's counts zeroed as they are read
+        dest = ({c: np.empty((B, net.offsets[c][1] - net.offsets[c][0])) for c in neurons} if into is None
+                else {c: a[into[1]:into[1] + B] for c, a in into[0].counts.items()})
+        for c, a in dest.items():
+            kernels.counts_out(run.counts, run.q.rt.pos, net.offsets[c][0], B, net.n_slots, a)
     else:
+        run.scratch.disown(run.counts)  # (counts taken from the scratch by a run that left q order)
         C = run.counts.reshape(B, net.n_slots)
+        dest = {c: C[:, slice(*net.offsets[c])] for c in neurons}
     if into is None:
         out = torch.from_numpy(out_sum / T if T > 1 else out_sum).reshape((B,) + g.output.shape)
         counts = {}
-        for c in net.consumers:
-            if event_op(g[c]).neuron:
-                counts[c] = torch.from_numpy(C[:, slice(*net.offsets[c])].copy()).reshape((B,) + g[c].shape)
+        for c in neurons:
+            a = dest[c] if run.q is not None else dest[c].copy()
+            counts[c] = torch.from_numpy(a).reshape((B,) + g[c].shape)
         messages = {c: torch.from_numpy(m).reshape((B,) + g[c].shape) for c, m in run.messages.items()}
     else:  # this part's rows of the whole batch's arrays
         dst, b0 = into
         rows = slice(b0, b0 + B)
         np.divide(out_sum.reshape(B, -1), T, out=dst.output[rows])
-        for c, a in dst.counts.items():
-            a[rows] = C[:, slice(*net.offsets[c])]
+        if run.q is None:
+            for c, a in dst.counts.items():
+                a[rows] = dest[c]
         for c, a in dst.messages.items():
             a[rows] = run.messages[c]
         out = torch.from_numpy(dst.output[rows])
