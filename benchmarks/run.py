@@ -128,7 +128,8 @@ def benchmarks(args, reps) -> list[tuple[str, str, list[str], str]]:
          "< 180 s)", "benchmarks/bench_mapping.py", [], MAPPING_NOTE),
         ("Loihi 2 fixed point at 224x224 (targets: 5.1M compiles precision=fixed system=hala in < 8 GB, < 300 s, "
          "artefact <= 2x the .pt2; its integer model >= 2 samples/min, neuron counts differing <= 10%)",
-         "benchmarks/bench_fixed.py", ["--sizes", "5.1M,19M,83M", "--integer", "5.1M", "--batch", "2"], ""),
+         "benchmarks/bench_fixed.py", ["--sizes", "5.1M,19M,83M", "--integer", "5.1M", "--batch", "2",
+                                       "--digits", "digits_cnn,digits_former"], ""),
     ]
 
 
