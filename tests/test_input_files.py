@@ -3,11 +3,12 @@
 recordings (`simulate --events`) here; the `.pt2`, checkpoint and `--data` cases are in
 tests/test_misuse.py.
 
-The installed `snncc` runs each bad event file, the paths whose bytes are the point (a newline, a
-name that is not UTF-8: argv as the process gets it) and the batch-1 `.pt2` compile and verify; the
-cases that only vary what the library reads (an ONNX opset, a NIR field, 1000-node chains, a .npy
-named .npz) run `snncc.cli.main` in this process (tests/cli_run.py, read as the command's output),
-which saves a torch import per run."""
+The installed `snncc` runs the first bad event file and the bad --bin-us arguments, the paths
+whose bytes are the point (a newline, a name that is not UTF-8: argv as the process gets it) and
+the batch-1 `.pt2` compile and verify; the cases that only vary what the library reads (the other
+event files, an ONNX opset, a NIR field, 1000-node chains, a .npy named .npz) run
+`snncc.cli.main` in this process (tests/cli_run.py, read as the command's output), which saves a
+torch import per run."""
 
 from __future__ import annotations
 
@@ -61,9 +62,15 @@ def _simulate(ev, *argv):
     ("three.npz", ["--bin-us", "nan"], "argument --bin-us: expected a positive finite number, got nan"),
 ])
 def test_bad_event_files_are_one_line(ev, name, extra, what):
-    r = _simulate(ev, str(ev / name), *extra)
-    assert r.returncode == 2, r.stderr
-    assert r.stderr.count("\n") == 1 and r.stderr.startswith("snncc: error: ") and what in r.stderr, r.stderr
+    # the installed command for the first unreadable file and for the argument errors (argparse's
+    # exit); the other files, which vary only what the reader says, in this process
+    if name == "empty.npz" or extra[1:] in (["1e300"], ["nan"]):
+        r = _simulate(ev, str(ev / name), *extra)
+        code, err = r.returncode, r.stderr
+    else:
+        code, _, err = run_main("simulate", ev / "art", "--events", ev / name, *extra)
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith("snncc: error: ") and what in err, err
 
 
 def test_npy_named_npz_reads_as_the_one_recording_it_holds(ev):
