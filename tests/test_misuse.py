@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 import torch
 
+from cli_run import run_main
 from nets import ConvChain, randomize_bn
 
 from snncc.cli import main
@@ -124,8 +125,9 @@ def env(tmp_path_factory):
                                                            f"data/weights/{path}": _evil_bytes(marker)})
     with open(t / "evil_module.pt", "wb") as f:  # a pickled whole "module" that runs code
         f.write(_evil_bytes(marker))
-    assert subprocess.run([EXE, "compile", str(t / "conv.pt2"), "-o", str(t / "art")],
-                          capture_output=True).returncode == 0
+    # the artefact the cases read, compiled in this process (the installed compile runs below, in
+    # test_replacing_an_artefact_and_an_empty_folder and test_flags_after_the_subcommand_and_debug_exit_code)
+    assert run_main("compile", t / "conv.pt2", "-o", t / "art")[0] == 0
     np.savez(t / "empty.npz", x=np.zeros((0, 2, 8, 8)))
     nan = np.zeros((3, 2, 8, 8))
     nan[1, 0, 2, 2] = np.nan
@@ -285,7 +287,7 @@ def _run(argv, cwd):
 
 
 # one per subcommand, and the behaviours of the process itself (see the module docstring)
-INSTALLED = {"pt2_evil_sample_inputs", "inspect_evil", "verify_evil", "factory_exits", "unknown_flag",
+INSTALLED = {"verify_evil", "factory_exits", "unknown_flag",
              "out_cwd", "out_read_only", "missing_model", "art_deep_json", "art_missing", "samples_negative",
              "estimate_samples_zero", "data_missing"}
 # Python's own warning filters (what the console script starts with; pytest installs its own)
@@ -373,7 +375,7 @@ def test_flags_after_the_subcommand_and_debug_exit_code(env, tmp_path):
 def test_replacing_an_artefact_and_an_empty_folder(env, tmp_path):
     out = tmp_path / "a"
     out.mkdir()  # an empty folder is fine
-    assert _run(["compile", str(env / "conv.pt2"), "-o", str(out)], cwd=tmp_path).returncode == 0
+    assert run_main("compile", env / "conv.pt2", "-o", out, cwd=tmp_path)[0] == 0
     first = sorted(os.listdir(out))
     p = _run(["compile", str(env / "conv.pt2"), "-o", str(out)], cwd=tmp_path)  # an snncc artefact: replaced
     assert p.returncode == 0 and sorted(os.listdir(out)) == first
@@ -382,11 +384,12 @@ def test_replacing_an_artefact_and_an_empty_folder(env, tmp_path):
 
 def test_data_as_npy_and_shipped_test_split(env, tmp_path):
     np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(3, 2, 8, 8)))
-    p = _run(["simulate", str(env / "art"), "--data", str(tmp_path / "x.npy"), "--schedule", "exact"], cwd=tmp_path)
-    assert p.returncode == 0 and "exact schedule: 3 samples" in p.stdout, p.stderr
+    code, out, err = run_main("simulate", env / "art", "--data", tmp_path / "x.npy", "--schedule", "exact",
+                              cwd=tmp_path)
+    assert code == 0 and "exact schedule: 3 samples" in out, err
     np.savez(tmp_path / "split.npz", x_test=np.zeros((2, 2, 8, 8)), y_test=np.array([1, 2]))
-    p = _run(["estimate", str(env / "art"), "--data", str(tmp_path / "split.npz")], cwd=tmp_path)
-    assert p.returncode == 0, p.stderr
+    code, out, err = run_main("estimate", env / "art", "--data", tmp_path / "split.npz", cwd=tmp_path)
+    assert code == 0, err
 
 
 def test_help_says_model_def_runs_code_and_how_o_is_replaced():
@@ -399,10 +402,10 @@ def test_help_says_model_def_runs_code_and_how_o_is_replaced():
 def test_trusted_pickled_module_finds_its_classes_in_the_current_folder(tmp_path):
     """A whole module pickled from the repository root (classes in examples/) loads from there
     with --trust-pickle, and elsewhere fails in one line naming the module."""
+    from examples.digits.models import digits_cnn  # pickled by reference: module examples.digits.models
+
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    code = ("import sys, torch; sys.path.insert(0, '.'); from examples.digits.models import digits_cnn; "
-            f"torch.save(digits_cnn(), {str(tmp_path / 'cnn.pt')!r})")
-    assert subprocess.run([sys.executable, "-c", code], cwd=root).returncode == 0
+    torch.save(digits_cnn(), tmp_path / "cnn.pt")
     args = ["compile", str(tmp_path / "cnn.pt"), "--trust-pickle", "--input-shape", "1,8,8"]
     p = _run(args + ["-o", str(tmp_path / "a")], cwd=root)
     assert p.returncode == 0, p.stderr

@@ -134,7 +134,7 @@ def test_simulate_every_schedule_and_backend(work):
     dep = snncc.load(d / "out")
     ref = dep.reference(torch.as_tensor(x).double())
     c = int((ref.output.argmax(1).numpy() == y).sum())
-    o = run("simulate", d / "out", "--data", work["digits"], "--samples", N)
+    o = main("simulate", d / "out", "--data", work["digits"], "--samples", N)  # the installed one: Lava's, below
     exact = next(l for l in o.splitlines() if l.startswith("exact schedule"))
     assert exact.startswith(f"exact schedule: {N} samples,") and "spike counts == reference" in exact
     assert exact.endswith(acc_text(c))

@@ -111,9 +111,11 @@ def test_nested_graphs_are_inlined_and_lif_approximation_is_reported(tmp_path):
     assert any("LIF imported as IF, leak dropped" in s for s in a.meta["nir_approximations"])
     path = tmp_path / "nested.nir"
     nir.write(str(path), nested)
+    from cli_run import run_main
+
+    code, _, err = run_main("compile", path, "-o", tmp_path / "a")  # the refusal: in this process
+    assert code == 2 and "--nir-lif steps | euler:DT | exp:DT | approximate" in err
     exe = [sys.executable, "-m", "snncc.cli"]
-    p = subprocess.run(exe + ["compile", str(path), "-o", str(tmp_path / "a")], capture_output=True, text=True)
-    assert p.returncode == 2 and "--nir-lif steps | euler:DT | exp:DT | approximate" in p.stderr
     p = subprocess.run(exe + ["compile", str(path), "--approximate-lif", "-o", str(tmp_path / "a")],
                        capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
@@ -285,10 +287,13 @@ def _snncc(*args):
     return subprocess.run([exe, *args], env=env, capture_output=True, text=True, timeout=600)
 
 
-def _export(tmp, model, *compile_args):
-    """compile MODEL the default way (target sim) into tmp/art, then export-nir in both forms;
-    {form: (deployment, NirExport, stdout, path)}."""
+def _export(tmp, model, *compile_args, installed_export=("binary",)):
+    """compile MODEL the default way (target sim) into tmp/art with the installed command, then
+    export-nir in both forms: the forms in `installed_export` with the installed command, the others
+    with `snncc.cli.main` in this process (tests/cli_run.py: the same output, without a torch import
+    per run); {form: (deployment, NirExport, stdout, path)}."""
     import snncc
+    from cli_run import run_main
 
     art = str(tmp / "art")
     p = _snncc("compile", model, *compile_args, "-o", art)
@@ -296,11 +301,15 @@ def _export(tmp, model, *compile_args):
     dep, out = snncc.load(art), {}
     for form in ("binary", "multispike"):
         path = str(tmp / f"{form}.nir")
-        p = _snncc("export-nir", art, path, "--nir-form", form)
-        assert p.returncode == 0 and p.stderr == "", p.stderr
+        if form in installed_export:
+            p = _snncc("export-nir", art, path, "--nir-form", form)
+            code, stdout, stderr = p.returncode, p.stdout, p.stderr
+        else:
+            code, stdout, stderr = run_main("export-nir", art, path, "--nir-form", form)
+        assert code == 0 and stderr == "", stderr
         ex = dep.export_nir(str(tmp / "api.nir"), form=form)  # the API writes the same file
         assert open(path, "rb").read() == open(str(tmp / "api.nir"), "rb").read()
-        out[form] = (dep, ex, p.stdout, path)
+        out[form] = (dep, ex, stdout, path)
     return out
 
 
@@ -312,7 +321,8 @@ def events_nir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def digits_nir(tmp_path_factory):
-    return _export(tmp_path_factory.mktemp("digits"), os.path.join(EXAMPLES, "digits/artifacts/digits_cnn.pt2"))
+    return _export(tmp_path_factory.mktemp("digits"), os.path.join(EXAMPLES, "digits/artifacts/digits_cnn.pt2"),
+                   installed_export=())  # events_nir runs the installed export-nir
 
 
 def _reader_counts(reader: str, path: str, x: torch.Tensor) -> dict:

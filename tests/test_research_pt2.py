@@ -144,7 +144,7 @@ def event_pt2(tmp_path_factory):
 def _both(model, x, tmp_path, main, flags=(), pt2=None, **api):
     """The module through the API and its batch-1 .pt2 (exported here unless given) through the
     installed `snncc compile`: the same deployed graph, and `snncc verify` OK (in this process:
-    BNOfSum's and LeadingOne's tests run the installed verify). Returns the module's deployment."""
+    LeadingOne's test runs the installed verify). Returns the module's deployment."""
     dep = snncc.compile(model, x[:2], **api)
     if pt2 is None:
         pt2 = tmp_path / "m.pt2"
@@ -202,7 +202,8 @@ def test_batch1_program_with_a_bt_event_input_and_spikingjelly_idioms(tmp_path, 
 
 
 def test_program_layout_flags_are_checked_against_the_program_in_one_line(tmp_path, event_pt2, snncc_main):
-    """The first refusal through the installed command, the others and the compile in this process."""
+    """The refusals and the compile in this process (the installed compile of this program:
+    test_batch1_program_with_a_bt_event_input_and_spikingjelly_idioms)."""
     pt2 = event_pt2
     out = tmp_path / "o"
     for flags, msg in [((), "permutation moves the batch axis (a model taking (B, T, ...) input: pass --input-layout "
@@ -212,7 +213,7 @@ def test_program_layout_flags_are_checked_against_the_program_in_one_line(tmp_pa
                        (("--input-layout", "BT", "--input-shape", "3,2,8,8"), "--input-shape (3, 2, 8, 8) differs "
                                                                                "from the program's input (2, 8, 8) "
                                                                                "per timestep")]:
-        code, o, e = (snncc_main if flags else _cli)("compile", pt2, *flags, "-o", out)
+        code, o, e = snncc_main("compile", pt2, *flags, "-o", out)
         assert code == 2 and len(e.strip().splitlines()) == 1 and msg in e, e
         assert not out.exists()
     code, o, e = snncc_main("compile", pt2, "--input-layout", "BT", "-o", out)  # T and the shape: the program's
@@ -300,15 +301,15 @@ class BNOfSum(nn.Module):
         return self.head(self.lif(self.bn(self.ca(s) + self.cb(s))).mean((2, 3)))
 
 
-def test_batchnorm_of_a_sum_of_convs_compiles_and_verifies(tmp_path):
+def test_batchnorm_of_a_sum_of_convs_compiles_and_verifies(tmp_path, snncc_main):
     """bn(conv_a(s) + conv_b(s)) goes into both branches (reparam) and the sum becomes one conv:
-    the batch-1 program compiles spike-driven and verifies; it was refused as 'run the fold
-    pipeline first' (internal)."""
+    the batch-1 program compiles spike-driven (the installed command) and verifies (in this
+    process); it was refused as 'run the fold pipeline first' (internal)."""
     pt2 = tmp_path / "bnsum.pt2"
     _export(randomize_bn(BNOfSum()), torch.zeros(1, 2, 8, 8), pt2)
     code, o, e = _cli("compile", pt2, "-o", tmp_path / "o")
     assert code == 0, e
-    code, o, e = _cli("verify", pt2, tmp_path / "o", "--samples", "2")
+    code, o, e = snncc_main("verify", pt2, tmp_path / "o", "--samples", "2")
     assert code == 0 and "verdict: OK" in o, o + e
 
 

@@ -6,8 +6,10 @@ Hand-computed graphs pin the numbers (the interpolated currents, the synapses an
 bilinear map); small models written in the idiom of Spike-Driven Transformer V3's QFPNHead
 (per level spike -> conv -> BN -> bilinear x2 per octave, levels resized to the finest and
 summed, spike, classifier) and SpikeFPN (an extra output level `F.max_pool2d(out, 1, stride=2)`)
-go through `snncc.compile` and the installed `snncc` on a `.pt2` exported at batch 1, spike
-counts bit-exact against the eager model; every refusal is one line naming the node."""
+go through `snncc.compile` and `snncc` on a `.pt2` exported at batch 1 (the installed command for
+the QFPN head's compile, verify and inspect; `snncc.cli.main` in this process, read as the
+command's output, for the other models), spike counts bit-exact against the eager model; every
+refusal is one line naming the node."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import snncc
+from cli_run import run_main
 from nets import Fire, randomize_bn
 from snncc.errors import SnnccError
 from snncc.estimate.plan import analyze, dense_macs
@@ -36,8 +39,15 @@ SNNCC = os.path.join(os.path.dirname(sys.executable), "snncc")
 
 
 def _cli(*args):
+    """The installed command (the QFPN head's compile, verify and inspect)."""
     p = subprocess.run([SNNCC, *args], capture_output=True, text=True)
     return p.returncode, p.stdout, p.stderr
+
+
+def _main(*args):
+    """`snncc.cli.main` in this process, read as the installed command's output (tests/cli_run.py):
+    the other models' `.pt2` runs, without a torch import each."""
+    return run_main(*args)
 
 
 # ---- the op, by hand ---------------------------------------------------------------------------
@@ -304,9 +314,9 @@ def test_spike_fpn_extra_level_max_pool_of_a_current_is_a_subsample(tmp_path):
     assert torch.equal(got["output3"], got["output2"][:, :, ::2, ::2])
     path = tmp_path / "det.pt2"
     torch.export.save(torch.export.export(m, (torch.rand(1, 2, 16, 16),)), path)
-    code, o, e = _cli("compile", str(path), "-o", str(tmp_path / "det"))
+    code, o, e = _main("compile", str(path), "-o", str(tmp_path / "det"))
     assert code == 0 and "4 outputs, all deployed" in o, o + e
-    code, o, e = _cli("verify", str(path), str(tmp_path / "det"), "--samples", "2")
+    code, o, e = _main("verify", str(path), str(tmp_path / "det"), "--samples", "2")
     assert code == 0 and "verdict: OK" in o and "output output3 " in o, o + e
 
 
@@ -332,9 +342,9 @@ def test_index_put_of_consecutive_indices_into_zeros_is_a_placement(tmp_path):
     m = IndexPut().eval()
     path = tmp_path / "ip.pt2"
     torch.export.save(torch.export.export(m, (torch.rand(1, 2, 8, 8),)), path)
-    code, o, e = _cli("compile", str(path), "-o", str(tmp_path / "ip"))
+    code, o, e = _main("compile", str(path), "-o", str(tmp_path / "ip"))
     assert code == 0, o + e
-    code, o, e = _cli("verify", str(path), str(tmp_path / "ip"), "--samples", "2")
+    code, o, e = _main("verify", str(path), str(tmp_path / "ip"), "--samples", "2")
     assert code == 0 and "verdict: OK" in o, o + e
     dep = snncc.load(str(tmp_path / "ip"))
     assert [(n.attrs["at"], n.attrs["size"]) for n in dep.deployed.nodes if n.op == "offset"] == [(0, 5), (3, 5)]
@@ -351,7 +361,7 @@ def test_index_put_of_consecutive_indices_into_zeros_is_a_placement(tmp_path):
 def test_index_put_refusals_are_one_line_naming_the_node(tmp_path, model, what):
     path = tmp_path / "m.pt2"
     torch.export.save(torch.export.export(model.eval(), (torch.rand(1, 2, 8, 8),)), path)
-    code, o, e = _cli("compile", str(path), "-o", str(tmp_path / "o"))
+    code, o, e = _main("compile", str(path), "-o", str(tmp_path / "o"))
     assert code == 2 and what in e and "node 'index_put" in e and len(e.strip().splitlines()) == 1, e
 
 
@@ -460,9 +470,9 @@ def test_unit_time_axis_outputs_of_multi_step_code_compile_from_a_batch_1_progra
     m = _model(UnitStepDetector(), seed=2)
     path = tmp_path / "det.pt2"
     torch.export.save(torch.export.export(m, (torch.rand(1, 2, 8, 8),)), path)
-    code, o, e = _cli("compile", str(path), "-o", str(tmp_path / "det"))
+    code, o, e = _main("compile", str(path), "-o", str(tmp_path / "det"))
     assert code == 0 and "3 outputs, all deployed" in o and "keeps an axis of size 1 (1, B, ...)" in o, o + e
-    code, o, e = _cli("verify", str(path), str(tmp_path / "det"), "--samples", "2")
+    code, o, e = _main("verify", str(path), str(tmp_path / "det"), "--samples", "2")
     assert code == 0 and "verdict: OK" in o and "output output2 " in o, o + e
     dep, mod = snncc.load(str(tmp_path / "det")), snncc.compile(m, torch.zeros(1, 2, 8, 8))
     assert dep.deployed.T == 1 and [(n.name, n.op, n.inputs, n.attrs) for n in dep.deployed.nodes] == \
@@ -505,9 +515,9 @@ def test_max_pool_of_a_current_read_by_a_stateless_neuron_commutes_with_it(tmp_p
         m.c2.bias.add_(1.0)
     path = tmp_path / "mp.pt2"
     torch.export.save(torch.export.export(m, (torch.rand(1, 2, 8, 8),)), path)
-    code, o, e = _cli("compile", str(path), "-o", str(tmp_path / "mp"))
+    code, o, e = _main("compile", str(path), "-o", str(tmp_path / "mp"))
     assert code == 0, o + e
-    code, o, e = _cli("verify", str(path), str(tmp_path / "mp"), "--samples", "2")
+    code, o, e = _main("verify", str(path), str(tmp_path / "mp"), "--samples", "2")
     assert code == 0 and "verdict: OK" in o, o + e
     dep = snncc.load(str(tmp_path / "mp"))
     # the neuron fires on the 8x8 current (4x the eager neuron's 4x4), its spikes are max-pooled

@@ -1067,8 +1067,8 @@ def from_nir(ng, T: int | None = None, input_kind: str | None = None, approximat
 
     def add(node: Node, key, nd) -> str:
         g.append(node)
-        try:
-            g.infer()
+        try:  # the new node only (the earlier ones are typed): linear in the graph's size, not quadratic
+            g.infer_last()
         except Exception as e:
             raise FrontendError(getattr(e, "what", str(e)), where=where(key, nd)) from None
         return node.name
