@@ -118,6 +118,17 @@ def test_relay_shifts_that_measure_no_better_are_dropped_by_hand():
     assert fixed.simulate_fixed(q, x).counts["s3"].flatten().tolist() == [1, 0, 1, 0]
 
 
+def _lost_input_graph():
+    """b = fire(a0 + 0.302734375 a1) (theta 1.2) behind a host-fed a (D 4), and the two samples whose
+    a counts are (0, 4) and (1, 4): the graph of the bias correction tests, worked by hand there."""
+    fire = {"D": 4, "theta": 1.0, "beta": 0.0, "norm": 1.0, "rounding": "floor"}
+    g = Graph([Node("x", "input", [], {"shape": (2,)}), Node("a", "fire", ["x"], fire),
+               Node("l", "linear", ["a"], {}, {"weight": np.array([[1.0, 0.302734375]])}),
+               Node("b", "fire", ["l"], {**fire, "theta": 1.2}),
+               Node("head", "linear", ["b"], {}, {"weight": np.eye(1)}), Node("out", "output", ["head"])]).infer()
+    return g, torch.tensor([[0.0, 4.0], [1.0, 4.0]], dtype=torch.float64)
+
+
 def test_bias_correction_adds_back_the_mean_input_the_weights_lose_by_hand():
     """b = fire(a0 + 0.302734375 a1), theta 1.2, a fed by the host (theta 1). b's rule scale is 2032
     (254 x 2**3), exponent 3: 1.0 -> 254 (exact) and 0.302734375 x 2032 = 615.16 -> 76.89 -> 76
@@ -130,12 +141,7 @@ def test_bias_correction_adds_back_the_mean_input_the_weights_lose_by_hand():
     so the correction is measured no better and dropped. Lava fixed_pt equals the corrected
     integer model bit for bit; an older artefact's float correction gives the same mantissa; a
     stored correction of the wrong length is refused naming the population."""
-    fire = {"D": 4, "theta": 1.0, "beta": 0.0, "norm": 1.0, "rounding": "floor"}
-    g = Graph([Node("x", "input", [], {"shape": (2,)}), Node("a", "fire", ["x"], fire),
-               Node("l", "linear", ["a"], {}, {"weight": np.array([[1.0, 0.302734375]])}),
-               Node("b", "fire", ["l"], {**fire, "theta": 1.2}),
-               Node("head", "linear", ["b"], {}, {"weight": np.eye(1)}), Node("out", "output", ["head"])]).infer()
-    x = torch.tensor([[0.0, 4.0], [1.0, 4.0]], dtype=torch.float64)
+    g, x = _lost_input_graph()
     ref = reference.run(g, x)
     assert ref.counts["b"].tolist() == [[1.0], [1.0]]
     net = build(g, explicit=False)
@@ -244,12 +250,7 @@ def test_forced_run_reads_narrow_windows_in_place_and_returns_only_what_it_compu
     windows given as int8 (a fed by the host fires (0, 4) and (1, 4)) counts (0, 1), as the whole
     model does; with a sending nothing, 0 and 0. Only b is computed: the result holds b's windows
     and counts alone (int64)."""
-    fire = {"D": 4, "theta": 1.0, "beta": 0.0, "norm": 1.0, "rounding": "floor"}
-    g = Graph([Node("x", "input", [], {"shape": (2,)}), Node("a", "fire", ["x"], fire),
-               Node("l", "linear", ["a"], {}, {"weight": np.array([[1.0, 0.302734375]])}),
-               Node("b", "fire", ["l"], {**fire, "theta": 1.2}),
-               Node("head", "linear", ["b"], {}, {"weight": np.eye(1)}), Node("out", "output", ["head"])]).infer()
-    x = torch.tensor([[0.0, 4.0], [1.0, 4.0]], dtype=torch.float64)
+    g, x = _lost_input_graph()
     q = fixed.quantize(build(g, explicit=False))
     whole = fixed.simulate_fixed(q, x)
     assert whole.counts["a"].tolist() == [[0, 4], [1, 4]] and whole.counts["b"].tolist() == [[0], [1]]
