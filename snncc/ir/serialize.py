@@ -66,12 +66,17 @@ def _meta_storage(v: np.ndarray) -> np.ndarray:
         f = a.astype(np.float64)
         with np.errstate(invalid="ignore"):
             whole = bool(np.isfinite(f).all() and np.array_equal(f, np.rint(f)) and not np.signbit(f[f == 0]).any())
-        if whole:
-            lo, hi = float(f.min()), float(f.max())
-            for t in (np.int8, np.int16, np.int32):
-                if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max:
-                    return np.ascontiguousarray(f.astype(t))
+        if whole and (n := narrow_int(f, (np.int8, np.int16, np.int32))) is not None:
+            return np.ascontiguousarray(n)
     return _storage(a)
+
+
+def narrow_int(a: np.ndarray, widths=(np.int8, np.int16, np.int32, np.int64)) -> np.ndarray | None:
+    """Whole-number array `a` as the first integer type of `widths` holding its values (its smallest
+    and largest), or None when none does."""
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    t = next((t for t in widths if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max), None)
+    return None if t is None else a.astype(t, copy=False)
 
 
 def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:

@@ -112,6 +112,7 @@ import torch
 from snncc import targets
 from snncc.errors import SnnccError, TargetError
 from snncc.ir.graph import Graph
+from snncc.ir.serialize import narrow_int
 from snncc_lava.network import (KernelPath, Network, Population, batch_stream, graded_problems, host_currents, product,
                                 spike_input_counts)
 
@@ -440,7 +441,7 @@ def relay_scale(p: Population, incoming: list[sp.csr_matrix], source: float | No
 
 def _relay_population(p: Population, s: float, extra: np.ndarray | float = 0.0,
                       lsb: tuple[np.ndarray, int] | None = None) -> tuple["QPopulation", int]:
-    bias_mant, bias_exp, sat = _bias_mantissas((p.bias + p.const + extra) * s * 2**ACT_SHIFT, "precision", lsb)
+    bias_mant, bias_exp, sat = _quantize_bias((p.bias + p.const + extra) * s * 2**ACT_SHIFT, "precision", lsb)
     return QPopulation(p.name, p.shape, p.D, s, 1, bias_mant, bias_exp, 0, False, p.level, p.start, p.host_input,
                        relay=True), sat
 
@@ -512,28 +513,21 @@ def floor_compensation(net: Network, pops: dict[str, QPopulation], projs: list[Q
     return comp
 
 
-def _quantize_bias(b_mem: np.ndarray, policy: str) -> tuple[np.ndarray, int, int]:
-    """(mantissa int32, exponent, saturated count) for biases given in membrane units."""
-    if policy == "netx":
-        e = NETX_BIAS_EXP
+def _quantize_bias(b_mem: np.ndarray, policy: str, lsb: tuple[np.ndarray, int] | None = None
+                   ) -> tuple[np.ndarray, int, int]:
+    """(mantissa int32, exponent, saturated count) for biases given in membrane units. With a
+    calibrated correction `lsb` = (k, e) (choice "bias_lsb" / "bias_exp", `lsb_corrections`) the
+    exponent is e and each mantissa rint(b_mem / 2**e) + k: the correction in the unit the chip
+    applies it in, whole bias LSBs."""
+    if lsb is not None:
+        k, e = lsb
+    elif policy == "netx":
+        k, e = 0, NETX_BIAS_EXP
     else:
         top = float(np.abs(b_mem).max()) if b_mem.size else 0.0
-        e = BIAS_EXP_MIN
+        k, e = 0, BIAS_EXP_MIN
         while e < BIAS_EXP_MAX and np.rint(top / 2.0**e) > BIAS_MANT_MAX:
             e += 1
-    m = np.rint(b_mem / 2.0**e).astype(np.int64)
-    sat = int(np.count_nonzero((m > BIAS_MANT_MAX) | (m < BIAS_MANT_MIN)))
-    return np.clip(m, BIAS_MANT_MIN, BIAS_MANT_MAX).astype(np.int32), e, sat
-
-
-def _bias_mantissas(b_mem: np.ndarray, policy: str, lsb: tuple[np.ndarray, int] | None = None
-                    ) -> tuple[np.ndarray, int, int]:
-    """`_quantize_bias`, or with a calibrated correction `lsb` = (k, e) (choice "bias_lsb" /
-    "bias_exp", `lsb_correction`): the bias exponent is e and each mantissa rint(b_mem / 2**e) + k,
-    clipped to 13 bits: the correction in the unit the chip applies it in, whole bias LSBs."""
-    if lsb is None:
-        return _quantize_bias(b_mem, policy)
-    k, e = lsb
     m = np.rint(b_mem / 2.0**e).astype(np.int64) + k
     sat = int(np.count_nonzero((m > BIAS_MANT_MAX) | (m < BIAS_MANT_MIN)))
     return np.clip(m, BIAS_MANT_MIN, BIAS_MANT_MAX).astype(np.int32), e, sat
@@ -723,8 +717,8 @@ def quantize(net: Network, policy: str = "precision", choices: dict | None = Non
                               where=f"population {p.name}", hint="recompile the artefact")
         if choices.get(p.name) and "bias" in choices[p.name]:
             extra[p.name] = np.asarray(choices[p.name]["bias"], np.float64)
-        if _bias_lsb(choices.get(p.name)) is not None:
-            lsb[p.name] = _bias_lsb(choices[p.name])
+        if (k := _bias_lsb(choices.get(p.name))) is not None:
+            lsb[p.name] = k
         for i, pr in enumerate(net.projections):
             if pr.target == p.name:
                 weights[i] = per_unit(i)
@@ -777,7 +771,7 @@ def quantize(net: Network, policy: str = "precision", choices: dict | None = Non
                               where=f"population {p.name}")
         mem = s * 2**ACT_SHIFT  # membrane units per unit of current
         b_float = p.bias + p.const + extra.get(p.name, 0.0) + _lsb_current(lsb.get(p.name), s)  # what the bias stands for
-        bias_mant, bias_exp, bias_sat = _bias_mantissas(_bias_membrane(p, mem, extra.get(p.name, 0.0)), policy,
+        bias_mant, bias_exp, bias_sat = _quantize_bias(_bias_membrane(p, mem, extra.get(p.name, 0.0)), policy,
                                                         lsb.get(p.name))
         # netx adds beta as part of its bias (bias_exp 6): a whole number of 64 membrane units
         v_init = int(round(p.beta * s)) << ACT_SHIFT if policy == "netx" else int(round(p.beta * mem))
@@ -839,7 +833,7 @@ def quantize(net: Network, policy: str = "precision", choices: dict | None = Non
         p, q = net.populations[name], pops[name]
         mem = q.scale * 2**ACT_SHIFT
         b_float = p.bias + p.const + extra.get(name, 0.0) + _lsb_current(lsb.get(name), q.scale)
-        q.bias_mant, q.bias_exp, sat = _bias_mantissas(_bias_membrane(p, mem, extra.get(name, 0.0), comp), policy,
+        q.bias_mant, q.bias_exp, sat = _quantize_bias(_bias_membrane(p, mem, extra.get(name, 0.0), comp), policy,
                                                        lsb.get(name))
         r = report["populations"][name]
         err = float(np.abs((q.bias_eff - comp) / mem - b_float).max()) if p.size else 0.0
@@ -1129,7 +1123,7 @@ def calibrate(net: Network, x, emit: str = "burst", candidates=CANDIDATES) -> tu
                 if measured:
                     n = w.shape[0]
                     err += int(np.abs(w.sum(1).reshape(n, -1) - ref.counts[name].reshape(n, -1).numpy()).sum())
-                ws.append(_narrow(w))  # the same integers in fewer bytes (counts <= D: int8)
+                ws.append(narrow_int(w))  # the same integers in fewer bytes (counts <= D: int8)
             if best_err is None or err < best_err:
                 best, best_err, best_w = c, err, ws
         for win, w in zip(windows, best_w):
@@ -1154,13 +1148,6 @@ def calibrate(net: Network, x, emit: str = "burst", candidates=CANDIDATES) -> tu
                     "measure": "relays: the largest shift keeping their largest payload within "
                                f"{RELAY_PEAK}; neurons: sum of |count - float count| per population, on the fixed "
                                "outputs of the populations before it (greedy, topological order)"}
-
-
-def _narrow(a: np.ndarray) -> np.ndarray:
-    """Integer array `a` in the narrowest of int8 / int16 / int32 / int64 holding its values."""
-    lo, hi = (int(a.min()), int(a.max())) if a.size else (0, 0)
-    t = next(t for t in (np.int8, np.int16, np.int32, np.int64) if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max)
-    return a.astype(t, copy=False)
 
 
 def source_means(net: Network, xs: list, refs: list) -> dict[str, np.ndarray]:
@@ -1244,9 +1231,7 @@ def lsb_corrections(net: Network, qnet: QNetwork, names) -> dict[str, dict]:
         k = q.bias_mant.astype(np.int64) - base
         if not k.any():
             continue
-        top = int(np.abs(k).max())
-        dtype = next(t for t in (np.int8, np.int16, np.int32) if top <= np.iinfo(t).max)
-        out[name] = {"bias_lsb": k.astype(dtype), "bias_exp": int(q.bias_exp)}
+        out[name] = {"bias_lsb": narrow_int(k), "bias_exp": int(q.bias_exp)}
     return out
 
 
