@@ -1,6 +1,6 @@
 """netx HDF5 export: lava-dl 0.6.0's own reader runs it in Lava with snncc's fixed-point counts (ConvChain
-with host input, a spike-input MLP over T = 2, a tiny residual graph counted by hand, ConvChain written
-by the installed `snncc export-netx`, the shipped digits CNN written by `snncc.cli.main`); the layout
+with host input, a spike-input MLP over T = 2, a tiny residual graph counted by hand, ConvChain compiled
+and written by the installed `snncc`, the shipped digits CNN by `snncc.cli.main`); the layout
 (identity input, D threshold copies, carried shortcut channels) validated against the netx schema;
 deterministic bytes; every node netx cannot express named (stateful neurons, a shortcut from the input,
 attention, pooling feeding a conv layer)."""
@@ -256,9 +256,8 @@ def test_validator_rejects_what_netx_cannot_read(conv_chain):
 
 def test_export_netx_command_writes_an_artefact_that_lava_dl_runs_exactly(tmp_path, snncc_in_process):
     """The path a user takes: a model exported at batch 1 (`.pt2`), compiled the default way
-    (target sim; `snncc.cli.main` in this process, the installed `compile` runs in many other files),
-    then `snncc export-netx ARTEFACT OUT.net` (the installed command; the loihi target writes it
-    through `targets.exporter`). lava-dl 0.6.0's reader runs the file in Lava fixed_pt
+    (target sim), then `snncc export-netx ARTEFACT OUT.net` (the installed command; the loihi target
+    writes it through `targets.exporter`). lava-dl 0.6.0's reader runs the file in Lava fixed_pt
     with every population's counts and the read-out equal to snncc's fixed-point simulation of the
     artefact, and here to its float deployed counts too. Bad input: one line, exit 2, nothing written."""
     import os
@@ -276,7 +275,7 @@ def test_export_netx_command_writes_an_artefact_that_lava_dl_runs_exactly(tmp_pa
     exe = os.path.join(os.path.dirname(sys.executable), "snncc")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p and os.path.isdir(p)))
     sh = lambda *a: subprocess.run([exe, *map(str, a)], env=env, capture_output=True, text=True, timeout=600)  # noqa: E731
-    assert snncc_in_process("compile", tmp_path / "c.pt2", "-o", tmp_path / "art").returncode == 0
+    assert sh("compile", tmp_path / "c.pt2", "-o", tmp_path / "art").returncode == 0
     p = sh("export-netx", tmp_path / "art", tmp_path / "c.net")
     assert p.returncode == 0 and p.stderr == "" and p.stdout.startswith(f"wrote {tmp_path / 'c.net'} (lava-dl netx")
     g = snncc.load(str(tmp_path / "art")).deployed
@@ -386,7 +385,7 @@ def _fast_conv(input_, weight, kernel_size, stride, padding, dilation, groups):
     convolve2d per (output, input) channel pair (the digits file's carried layers have up to 1536 x
     1280 channel pairs, ~10 us each per step): the input patches of the nonzero kernel taps
     (im2col) times the flipped kernel as a (taps x in channels, out channels) matrix, both restricted
-    to the input columns that hold a spike. Every product and partial sum is an integer far below
+    to the nonzero input columns. Every product and partial sum is an integer far below
     2**53, so the float64 result is the same whatever the order of the sums."""
     x, y, cin = input_.shape
     out_ch = weight.shape[0]
@@ -440,7 +439,7 @@ def test_fast_conv_equals_lavas_scipy_conv():
 def test_export_netx_of_the_shipped_digits_cnn_runs_exactly_in_lava(tmp_path, monkeypatch, snncc_in_process):
     """The README's digits CNN (two residual blocks with membrane shortcuts, a stride-2 downsample,
     a depthwise conv, the global mean before the head neuron), compiled the default way and written
-    by `snncc export-netx` (`snncc.cli.main` here; the test above runs the installed export-netx): its
+    by `snncc export-netx` (`snncc.cli.main` here; the test above runs the installed command): its
     4 shortcuts are carried (the downsample's 8x8 map as four 4x4 stride phases through the stride-2
     layer), the cost is printed, and lava-dl 0.6.0's reader runs the file in Lava fixed_pt on 2 test
     digits with all 13 populations' counts and the read-out equal to snncc's fixed-point simulation
@@ -456,7 +455,7 @@ def test_export_netx_of_the_shipped_digits_cnn_runs_exactly_in_lava(tmp_path, mo
 
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     arts = os.path.join(root, "examples", "digits", "artifacts")
-    sh = snncc_in_process  # the installed export-netx runs in the test above
+    sh = snncc_in_process  # the installed compile and export-netx run in the test above
     assert sh("compile", os.path.join(arts, "digits_cnn.pt2"), "-o", tmp_path / "out").returncode == 0
     p = sh("export-netx", tmp_path / "out", tmp_path / "d.net")
     assert p.returncode == 0 and p.stderr == "", p.stderr
