@@ -109,10 +109,12 @@ def test_shipped_events_model_on_event_data():
     m = load_model(art, "speck_cnn").eval()
     g = run_pipeline(trace(LoadedModel(m, None, (2, 32, 32)), input_kind="spike"), "deploy").graph
     g.T = 4
-    x = torch.as_tensor(np.load(art / "events_test.npz")["x_test"][:8], dtype=torch.float64).transpose(0, 1)
+    # 4 recordings (a Lava run's steps grow with the windows streamed: 85 steps, 149 for 8), still
+    # about 11k-16k spikes in each of the three populations
+    x = torch.as_tensor(np.load(art / "events_test.npz")["x_test"][:4], dtype=torch.float64).transpose(0, 1)
     ref = reference.run(g, x, torch.float64)
     assert_counts(sync_simulate(g, x, "exact"), ref)
     assert_counts(simulate(g, x), ref)
-    assert sum(int(c.sum()) for c in ref.counts.values()) > 1000
+    assert len(ref.counts) == 3 and all(int(c.sum()) > 5000 for c in ref.counts.values())
     t = LoihiTarget()
     assert_counts(t.simulate(g, x, {"precision": "fixed"}), t.reference(g, x, {"precision": "fixed"}))
