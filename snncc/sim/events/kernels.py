@@ -53,6 +53,10 @@ import time
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from snncc.errors import SnnccError
 
@@ -78,6 +82,30 @@ def _njit(**options):
             return numba.njit(cache=False, **options)(fn)
 
     return decorate
+
+@intrinsic
+def _prefetch(typingctx, arr, idx):
+    """A hint to the CPU to load the cache line of arr[idx] (LLVM's `llvm.prefetch`: for writing,
+    high locality; no effect on any value). `_burst_sample` issues it for the spike count of the
+    burst `BURST_PREFETCH` bursts ahead: at sparse rates a population's bursts lie pages apart in
+    a batch's counts (megabytes, out of cache by the next timestep), and every burst waited for
+    memory at its count (measured: about 0.3 us per burst on sinabs64's first conv at rate 0.01,
+    more than its whole delivery); with the loads in flight for many bursts at once the waits overlap."""
+    sig = types.void(arr, types.uint64)
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                            "llvm.prefetch.p0")
+        builder.call(fn, [builder.bitcast(builder.gep(ary.data, [args[1]]), i8p), i32(1), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+BURST_PREFETCH = 32  # bursts ahead whose count and slot number `_burst_sample` prefetches
+
 
 @_njit(nogil=True)
 def _zeros(n, like):
@@ -410,12 +438,17 @@ def _ideal_runs(pat, base, ptr, rel, length, woff, weights, rows, first, mult, S
     membranes are in channel-last order too (`IdealQ`), so the flush is one contiguous add, and
     where hi > lo this delivery completes the population in q [lo, hi): each sample's bursts are
     fired right after its flush, while its membranes are in cache (`complete_burst_q`'s rule and
-    outputs; `burst` holds its per-q arrays, counts and scratch, `_burst_args`)."""
-    thq, loq, fireq, capq, inv, counts, out_g, out_n, fired, spikes = burst
+    outputs; `burst` holds its per-q arrays, counts and scratch, `_burst_args`). A sample whose
+    population is clean (`dirty[b]` False: no neuron that can fire is at its bound `loq`, see
+    `complete_burst_q`) is flushed and fired block by block over the blocks its delivery wrote
+    (a nonzero scratch value), in one pass: any other neuron got no input and stays below its
+    bound, where the rule changes nothing; a dirty sample is flushed and swept whole."""
+    thq, loq, fireq, capq, inv, counts, out_g, out_n, fired, spikes, dirty = burst
     for b in numba.prange(first.size - 1):
         off = b * S
         qlo = S
         qhi = 0
+        wrote = 0  # targets written (with repeats): bounds how many blocks the touched pass visits
         for e in range(first[b], first[b + 1]):
             a = rows[e]
             m = mult[e]
@@ -430,9 +463,13 @@ def _ideal_runs(pat, base, ptr, rel, length, woff, weights, rows, first, mult, S
                 # unsigned indices: numba emits no negative-index fix-ups, and LLVM vectorises
                 t = np.uint64(t0 + rel[r])
                 wo = np.uint64(woff[r])
+                wrote += length[r]
                 for i in range(np.uint64(length[r])):
                     acc[t + i] += weights[wo + i] * m
-        if qhi > qlo:
+        # a clean sample with a sparse delivery: flush and fire only the touched blocks (where the
+        # delivery wrote over half the population, the contiguous flush and sweep are faster)
+        touched = hi > lo and not dirty[b] and 2 * wrote < hi - lo
+        if qhi > qlo and not touched:
             if q_order:
                 _flush_q(acc, state.ravel(), off, qlo, qhi)
             else:
@@ -440,7 +477,7 @@ def _ideal_runs(pat, base, ptr, rel, length, woff, weights, rows, first, mult, S
         if hi > lo:  # (the per-sample totals are stored by the callee: numba's parfor pass drops a
             # store in the loop body into an array it cannot see alias an argument, as one from `burst`)
             _burst_sample(state.ravel(), thq, loq, fireq, capq, inv, lo, hi, divide, b, S, counts, out_g, out_n,
-                          fired, spikes)
+                          fired, spikes, dirty, acc, qlo, qhi, touched)
 
 
 @_njit(nogil=True)
@@ -1102,12 +1139,19 @@ BURST_BLOCK = 16  # neurons per block of `complete_burst_q`'s SIMD prescan
 
 
 @_njit(nogil=True, parallel=True)
-def complete_burst_q(vq, thq, loq, fireq, capq, inv, lo, hi, divide, B, S, counts, out_g, out_n):
+def complete_burst_q(vq, thq, loq, fireq, capq, inv, lo, hi, divide, B, S, counts, out_g, out_n, dirty):
     """`complete_burst` on membranes in channel-last order (`IdealQ`): the same rule and float64
     operations per neuron, q in [lo, hi) (a population's q range is its slot range). A block of
     `BURST_BLOCK` neurons is first tested at once (SIMD) for a membrane not below its bound
     `loq` (theta(1 - 1e-7), -inf where theta <= 0: `complete_burst`'s silent test); a block
     with none is skipped, so the sweep costs a vector compare per block where activity is sparse.
+    `dirty` (per sample, in and out): False where the population is clean, every neuron that can
+    fire (fireq, cap > 0) below its bound; such a sample is not swept (the rule would change
+    nothing), and every swept sample's flag is set to whether a neuron that can fire is left at
+    or above its bound (a burst capped at D, a rounding of v / theta). The runner keeps the flags
+    per population across steps and timesteps (`runner._Run.dirty`) and sets them wherever a
+    membrane changes outside these kernels (a timestep's start, a delivery that does not complete
+    its population).
     `counts` are in q order too (next to the membranes: a count in slot order was a cache miss
     per burst, a channel-last block's slots lying a map apart; the runner moves them to slot order
     once per run, `counts_out`); the events (ids sample x (hi - lo) + slot - lo) come
@@ -1117,23 +1161,46 @@ def complete_burst_q(vq, thq, loq, fireq, capq, inv, lo, hi, divide, B, S, count
     fired = np.zeros(B, dtype=np.int64)
     spikes = np.zeros(B)
     for b in numba.prange(B):
-        _burst_sample(vq, thq, loq, fireq, capq, inv, lo, hi, divide, b, S, counts, out_g, out_n, fired, spikes)
+        if dirty[b]:
+            _burst_sample(vq, thq, loq, fireq, capq, inv, lo, hi, divide, b, S, counts, out_g, out_n, fired, spikes,
+                          dirty, vq, 0, 0, False)
     return _packed(fired, spikes, out_g, out_n, width, B)
 
 
 @_njit(nogil=True)
-def _burst_sample(vq, thq, loq, fireq, capq, inv, lo, hi, divide, b, S, counts, out_g, out_n, fired, spikes):
+def _burst_sample(vq, thq, loq, fireq, capq, inv, lo, hi, divide, b, S, counts, out_g, out_n, fired, spikes,
+                  dirty, acc, qlo, qhi, touched):
     """`complete_burst_q` for sample b (its events from out_g/out_n[b * (hi - lo)]): its bursts
-    and spikes into fired[b], spikes[b]."""
+    and spikes into fired[b], spikes[b], and into dirty[b] whether a neuron that can fire is left
+    at or above its bound. `touched` (a clean sample, `_ideal_runs`): only the blocks overlapping
+    the delivery's span [qlo, qhi) with a nonzero scratch value in `acc` are visited, each flushed
+    into the membranes (vq += acc, acc = 0: `_flush_q`'s addition) before the rule."""
     off = np.uint64(b * S)
     o = b * (hi - lo)
     ne = 0
     tot = 0.0
-    for q0 in range(lo, hi, BURST_BLOCK):
+    left = False
+    q_first, q_end = lo, hi
+    if touched:  # the blocks (aligned at lo) overlapping the span
+        q_first = lo + (max(qlo, lo) - lo) // BURST_BLOCK * BURST_BLOCK
+        q_end = min(qhi, hi)
+    for q0 in range(q_first, q_end, BURST_BLOCK):
         q1 = min(q0 + BURST_BLOCK, hi)
         hit = False
-        for q in range(np.uint64(q0), np.uint64(q1)):
-            hit |= not (vq[off + q] < loq[q])
+        if touched:
+            got = False
+            for q in range(np.uint64(q0), np.uint64(q1)):
+                got |= acc[off + q] != 0.0
+            if not got:  # no input: every membrane of the block stays below its bound
+                continue
+            for q in range(np.uint64(q0), np.uint64(q1)):  # the flush and the prescan in one pass
+                v = vq[off + q] + acc[off + q]
+                vq[off + q] = v
+                acc[off + q] = 0.0
+                hit |= not (v < loq[q])
+        else:
+            for q in range(np.uint64(q0), np.uint64(q1)):
+                hit |= not (vq[off + q] < loq[q])
         if not hit:
             continue
         for q in range(np.uint64(q0), np.uint64(q1)):
@@ -1145,15 +1212,25 @@ def _burst_sample(vq, thq, loq, fireq, capq, inv, lo, hi, divide, b, S, counts, 
             n = min(max(np.floor(u), 0.0), capq[q])
             if not fireq[q]:
                 n = 0.0
-            vq[off + q] = v - n * th
+            v = v - n * th
+            vq[off + q] = v
+            left |= fireq[q] and capq[q] > 0.0 and not (v < loq[q])
             if n > 0.0:
-                counts[off + q] += n
-                out_g[o + ne] = o + inv[q] - lo
+                out_g[o + ne] = q  # (the burst's q for now: its count and event id below)
                 out_n[o + ne] = n
                 ne += 1
                 tot += n
+    for i in range(o, o + ne):  # the counts, with their cache lines requested well ahead (`_prefetch`)
+        if i + BURST_PREFETCH < o + ne:
+            qa = np.uint64(out_g[i + BURST_PREFETCH])
+            _prefetch(counts, off + qa)
+            _prefetch(inv, qa)
+        q = out_g[i]
+        counts[off + np.uint64(q)] += out_n[i]
+        out_g[i] = o + inv[q] - lo
     fired[b] = ne
     spikes[b] = tot
+    dirty[b] = left
 
 
 @_njit(nogil=True)
@@ -1512,10 +1589,10 @@ def _burst_args(burst, B: int):
     divide, counts, out_g, out_n), or an empty range (no completion) with typed empty arrays."""
     if burst is None:
         e, i = np.zeros(0), np.zeros(0, dtype=np.int64)
-        return 0, 0, False, (e, e, np.zeros(0, dtype=np.bool_), e, i, e, i, e, i, e)
-    q, lo, hi, divide, counts, out_g, out_n = burst
+        return 0, 0, False, (e, e, np.zeros(0, dtype=np.bool_), e, i, e, i, e, i, e, np.zeros(B, dtype=np.bool_))
+    q, lo, hi, divide, counts, out_g, out_n, dirty = burst
     return lo, hi, divide, (q.thq, q.loq, q.fireq, q.capq, q.inv, counts, out_g, out_n,
-                            np.zeros(B, dtype=np.int64), np.zeros(B))
+                            np.zeros(B, dtype=np.int64), np.zeros(B), dirty)
 
 
 def deliver_ideal(flat: FlatTables, gopen, src: int, gid, n_src: int, mult, B, S, state, scratch: Scratch,
@@ -1529,7 +1606,8 @@ def deliver_ideal(flat: FlatTables, gopen, src: int, gid, n_src: int, mult, B, S
     ascending ids (sample, then address), the order every ideal batch had before `IdealQ`'s
     completions came in q order. `burst` (q order, a batch of events with every sample's events
     present): this delivery completes a population (IdealQ, its q range lo, hi, divide, counts,
-    out_g, out_n): returns (synops, `complete_burst_q`'s result), fired in the same kernel."""
+    out_g, out_n, its per-sample clean/dirty flags, `complete_burst_q`): returns (synops,
+    `complete_burst_q`'s result), fired in the same kernel."""
     if burst is None and gid.size == 0:
         return 0
     row_base = int(flat.base[src])
@@ -1672,7 +1750,7 @@ def compile_seconds() -> float:
         first_update_hot(np.zeros(1), np.zeros(1), f, b1, f, f, 1, 1, z.copy(), np.zeros(1), z.copy(),
                          np.zeros(1, np.uint8), z.copy(), z, full)
         complete_burst(st, f, b1, f, 0, 1, True, 1, 1, np.zeros(1), z.copy(), np.zeros(1))
-        complete_burst_q(np.zeros(1), f, f, b1, f, z, 0, 1, full, 1, 1, np.zeros(1), z.copy(), np.zeros(1))
+        complete_burst_q(np.zeros(1), f, f, b1, f, z, 0, 1, full, 1, 1, np.zeros(1), z.copy(), np.zeros(1), b1.copy())
     return time.perf_counter() - t0
 
 
