@@ -90,7 +90,9 @@ def _prefetch(typingctx, arr, idx):
     burst `BURST_PREFETCH` bursts ahead: at sparse rates a population's bursts lie pages apart in
     a batch's counts (megabytes, out of cache by the next timestep), and every burst waited for
     memory at its count (measured: about 0.3 us per burst on sinabs64's first conv at rate 0.01,
-    more than its whole delivery); with the loads in flight for many bursts at once the waits overlap."""
+    more than its whole delivery); with the loads in flight for many bursts at once the waits overlap.
+    Likewise a greedy/speck step's spike counts (`emit_spikes`) and the read-out of counts kept
+    channel-last (`counts_out`)."""
     sig = types.void(arr, types.uint64)
 
     def codegen(context, builder, signature, args):
@@ -104,7 +106,7 @@ def _prefetch(typingctx, arr, idx):
     return sig, codegen
 
 
-BURST_PREFETCH = 32  # bursts ahead whose count and slot number `_burst_sample` prefetches
+BURST_PREFETCH = 32  # spikes ahead whose count (`_burst_sample`, `emit_spikes`, `counts_out`) is prefetched
 
 
 @_njit(nogil=True)
@@ -730,7 +732,7 @@ def _sequential_greedy(indptr, slots, weights, rows, samples, S, clock, state, k
 # update without reset or constant current can fire (`first_update_hot`).
 @_njit(nogil=True)
 def _sequential_speck_cl(pat, base, ptr, rel, length, woff, weights, inv, rows, samples, S, clock, vq, cnt, k,
-                         thq, vmq, capq, em_rank, em_slot, em_key, em_n, hot, mark, nhot):
+                         thq, vmq, capq, em_rank, em_slot, em_key, em_n, hot, mark, nhot, counters):
     synops = 0
     ne = 0
     n_ev = rows.size
@@ -772,7 +774,8 @@ def _sequential_speck_cl(pat, base, ptr, rel, length, woff, weights, inv, rows, 
                     v = vq[t + i]
                     if v < th:
                         continue
-                    n = 1.0 if k[t + i] < capq[q0 + i] else 0.0
+                    # (without `counters` every cap is inf or 0: k < cap is cap > 0, and k is not kept)
+                    n = 1.0 if (k[t + i] < capq[q0 + i] if counters else capq[q0 + i] > 0.0) else 0.0
                     v = v - n * th
                     v = v if v > vm else vm
                     vq[t + i] = v
@@ -781,7 +784,8 @@ def _sequential_speck_cl(pat, base, ptr, rel, length, woff, weights, inv, rows, 
                         hot[nhot[0]] = t + i
                         nhot[0] += 1
                     if n != 0.0:
-                        k[t + i] += n
+                        if counters:
+                            k[t + i] += n
                         em_rank[ne] = cnt[t + i] - 1
                         em_slot[ne] = off + np.uint64(inv[q0 + i])
                         em_key[ne] = clock + e
@@ -1242,6 +1246,8 @@ def counts_out(countsq, pos, lo, B, S, dst):
     for b in range(B):
         off = b * S
         for i in range(n):
+            if i + BURST_PREFETCH < n:  # a channel-last map's counts lie a map apart (`_prefetch`)
+                _prefetch(countsq, np.uint64(off + pos[lo + i + BURST_PREFETCH]))
             g = off + pos[lo + i]
             dst[b, i] = countsq[g]
             countsq[g] = 0.0
@@ -1396,6 +1402,8 @@ def emit_spikes(g, n, key, S, slot_pop, pop_lo, pop_size, B, counts):
     pop = np.empty(g.size, dtype=np.int64)  # each spike's population and id, kept for the second pass
     gid = np.empty(g.size, dtype=np.int64)  # (a second slot_pop lookup missed the cache per spike)
     for i in range(g.size):
+        if i + BURST_PREFETCH < g.size:  # a spike's count lies far from the last one's (`_prefetch`)
+            _prefetch(counts, np.uint64(g[i + BURST_PREFETCH]))
         if n[i] <= 0.0:
             continue
         gi = g[i]
@@ -1637,7 +1645,8 @@ def deliver_ideal(flat: FlatTables, gopen, src: int, gid, n_src: int, mult, B, S
 
 
 def deliver_sequential(flat: FlatTables, gopen, rows, samples, S, clock, state, k, theta, cap, speck: bool,
-                       scratch: Scratch, cap_slot=None, vmin_slot=None, bounds=None, cl=None, by_key: bool = False):
+                       scratch: Scratch, cap_slot=None, vmin_slot=None, bounds=None, cl=None, by_key: bool = False,
+                       counters: bool = True):
     """Events in step order (rows, samples). Returns (synops, slots, n, keys) of the spikes fired,
     ordered by (rank of the contribution at its neuron, global slot), or with `by_key` by (key,
     rank, global slot) (what a stable sort by key of the former gives: the layer and interleaved
@@ -1645,7 +1654,9 @@ def deliver_sequential(flat: FlatTables, gopen, rows, samples, S, clock, state, 
     with the cap and lower bound per slot (`cap_slot`, `vmin_slot`); a 3-column one the general
     kernel (per neuron `cap`, lower bound in the row). `cl`: a `ChannelLast` state for the 2-column
     case (the SIMD run kernels; `state`'s membranes are then stale until `cl.to_slots`, and the
-    window counters `k` are in q order, next to the membranes)."""
+    window counters `k` are in q order, next to the membranes). `counters=False` (speck, every cap
+    inf or 0: no window counter is ever compared) lets the channel-last speck kernel skip `k`, a
+    cache miss per spike."""
     er, es, ek, en = scratch.records(synapse_bound(flat.indptr, rows))
     step = scratch.next_stamp()
     # samples are independent and a neuron belongs to one sample, so the kernel may take the events
@@ -1667,7 +1678,7 @@ def deliver_sequential(flat: FlatTables, gopen, rows, samples, S, clock, state, 
         if speck:
             syn, ne = _sequential_speck_cl(rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, cl.weights, cl.inv,
                                            rows, samples, S, clock, cl.vq, cl.cnt, k, cl.thq, cl.vmq, cl.per_q(cap_slot),
-                                           er, es, ek, en, cl.hot, cl.mark, cl.nhot)
+                                           er, es, ek, en, cl.hot, cl.mark, cl.nhot, counters)
         else:
             syn, ne = _sequential_greedy_cl(rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, cl.weights, cl.inv,
                                             rows, samples, S, clock, cl.vq, cl.cnt, k, cl.loq, cl.thq,
@@ -1721,8 +1732,9 @@ def compile_seconds() -> float:
     _sequential_greedy(i1, z32, f, z, z, 1, 0, np.zeros((1, 2)), np.zeros(1), f, f, *greedy_bounds(f), 1, *rec())
     c32 = np.zeros(1, dtype=np.int32)
     for w in (f, f.astype(np.float32)):
-        _sequential_speck_cl(z, z, i1, z, i1[1:], z, w, z, z, z, 1, 0, np.zeros(1), c32, np.zeros(1), f, f, f, *rec(),
-                             z.copy(), np.zeros(1, np.uint8), z.copy())
+        for counters in (False, True):
+            _sequential_speck_cl(z, z, i1, z, i1[1:], z, w, z, z, z, 1, 0, np.zeros(1), c32, np.zeros(1), f, f, f,
+                                 *rec(), z.copy(), np.zeros(1, np.uint8), z.copy(), counters)
         _sequential_greedy_cl(z, z, i1, z, i1[1:], z, w, z, z, z, 1, 0, np.zeros(1), c32, np.zeros(1), f, f, f, f, f,
                               *rec())
     _sample_order(z)

@@ -471,7 +471,8 @@ class _Run:
         syn, gsl, n, key = kernels.deliver_sequential(
             self.flat, self.gopen if self.gates else self._no_gates, rows, samples, self.net.n_slots, self.clock,
             self.state, self.k, self._theta_slot, self.Dcap, self.policy == "speck", self.scratch,
-            self._cap_fire, self._vmin_fire, self._bounds, self.cl, by_key=self.order != "random")
+            self._cap_fire, self._vmin_fire, self._bounds, self.cl, by_key=self.order != "random",
+            counters=self._zero_k)
         self.synops += syn
         if self.trace is not None:
             keys = np.empty(n_ev, dtype=np.int64)
