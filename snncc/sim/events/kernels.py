@@ -28,7 +28,11 @@ when `RunTables.f32_exact` proves every product and partial sum exact: weights o
 sums are the float64 ones). On a plain network (`IdealQ`) the ideal policy keeps its membranes and
 counts channel-last for the whole run: the flush is a contiguous add, a completion sweeps
 contiguously with a SIMD prescan per block (`complete_burst_q`), and a delivery that completes its
-target population fires it per sample right after that sample's flush, in cache.
+target population fires it per sample right after that sample's flush, in cache. Per population
+and sample the runner keeps whether a neuron that can fire is at or above its bound (dirty): a
+clean sample's completion is skipped, or visits only the blocks its delivery touched. The spike
+counts of bursts and greedy/speck spikes (megabytes per batch, out of cache between timesteps) are
+updated with their cache lines prefetched well ahead (`_prefetch`).
 
 The kernels *are* the per-event semantics the runner documents (`snncc.sim.events.runner`): a
 plain loop over the step's events in order and over each event's synapses, in float64 with the
