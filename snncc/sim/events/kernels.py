@@ -95,8 +95,7 @@ def _prefetch(typingctx, arr, idx):
     a batch's counts (megabytes, out of cache by the next timestep), and every burst waited for
     memory at its count (measured: about 0.3 us per burst on sinabs64's first conv at rate 0.01,
     more than its whole delivery); with the loads in flight for many bursts at once the waits overlap.
-    Likewise a greedy/speck step's spike counts (`emit_spikes`) and the read-out of counts kept
-    channel-last (`counts_out`)."""
+    Likewise a greedy/speck step's spike counts (`emit_spikes`)."""
     sig = types.void(arr, types.uint64)
 
     def codegen(context, builder, signature, args):
@@ -110,7 +109,7 @@ def _prefetch(typingctx, arr, idx):
     return sig, codegen
 
 
-BURST_PREFETCH = 32  # spikes ahead whose count (`_burst_sample`, `emit_spikes`, `counts_out`) is prefetched
+BURST_PREFETCH = 32  # spikes ahead whose count (`_burst_sample`, `emit_spikes`) is prefetched
 
 
 @_njit(nogil=True)
@@ -1242,16 +1241,30 @@ def _burst_sample(vq, thq, loq, fireq, capq, inv, lo, hi, divide, b, S, counts, 
 
 
 @_njit(nogil=True)
-def counts_out(countsq, pos, lo, B, S, dst):
+def counts_out(countsq, pos, lo, B, S, dst, C):
     """dst[b, i] = countsq[b * S + pos[lo + i]] for a population's slots lo + i (the counts of a
     run in q order, `IdealQ`, read out in slot order into the result's (B, neurons) array), each
-    count read set back to 0: the scratch's counts are all zeros again for the next run."""
+    count read set back to 0: the scratch's counts are all zeros again for the next run. `C`: the
+    population's channels where it is one channel-last segment (`RunTables.seg`: slot c x sites +
+    p at q = p x C + c), read a tile of `FLUSH_TILE` sites at a time (the tile's counts stay in
+    L1, the result is written in contiguous runs, the tile zeroed in one sweep: a read per count
+    C counts apart missed the cache on every one); else (C = 1 or any other layout) count by count."""
     n = dst.shape[1]
+    if C > 1 and n % C == 0:
+        sites = n // C
+        for b in range(B):
+            base = np.uint64(b * S + lo)
+            for p0 in range(0, sites, FLUSH_TILE):
+                p1 = min(p0 + FLUSH_TILE, sites)
+                for c in range(C):
+                    for j in range(p0, p1):
+                        dst[b, c * sites + j] = countsq[base + np.uint64(j * C + c)]
+                for q in range(base + np.uint64(p0 * C), base + np.uint64(p1 * C)):
+                    countsq[q] = 0.0
+        return
     for b in range(B):
         off = b * S
         for i in range(n):
-            if i + BURST_PREFETCH < n:  # a channel-last map's counts lie a map apart (`_prefetch`)
-                _prefetch(countsq, np.uint64(off + pos[lo + i + BURST_PREFETCH]))
             g = off + pos[lo + i]
             dst[b, i] = countsq[g]
             countsq[g] = 0.0
@@ -1750,7 +1763,8 @@ def compile_seconds() -> float:
     for graded in (False, True):
         _ideal_events(z, 1, 0, f, i1, 1, graded)
     _records_by_key(z, z, z, f, 1, z, 0, 1, 1)
-    counts_out(np.zeros(1), z, 0, 1, 1, np.zeros((1, 1)))
+    for C in (1, 2):
+        counts_out(np.zeros(2), z, 0, 1, 2, np.zeros((1, 2)), C)
     emit_spikes(z, f, z, 1, z, z, i1[1:], 1, np.zeros(1))
     synapse_bound(i1, z)
     _transpose(np.zeros((1, 2)), 2, np.zeros(1), 1, seg, 1, 1, True)

@@ -1003,8 +1003,11 @@ def _simulate(graph_or_net, x, policy="ideal", order="layer", seed=0, chunk=4096
         # straight into the result's (B, neurons) arrays, the scratch's counts zeroed as they are read
         dest = ({c: np.empty((B, net.offsets[c][1] - net.offsets[c][0])) for c in neurons} if into is None
                 else {c: a[into[1]:into[1] + B] for c, a in into[0].counts.items()})
+        # a population that is one channel-last segment (first slot, channels, sites) is read out by tiles
+        tiled = {(lo, C * sites): C for lo, C, sites in run.q.rt.seg.tolist()}
         for c, a in dest.items():
-            kernels.counts_out(run.counts, run.q.rt.pos, net.offsets[c][0], B, net.n_slots, a)
+            lo, hi = net.offsets[c]
+            kernels.counts_out(run.counts, run.q.rt.pos, lo, B, net.n_slots, a, tiled.get((lo, hi - lo), 1))
     else:
         run.scratch.disown(run.counts)  # (counts taken from the scratch by a run that left q order)
         C = run.counts.reshape(B, net.n_slots)
