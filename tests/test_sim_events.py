@@ -813,3 +813,50 @@ def test_ideal_channel_last_bursts_are_summed_in_slot_order_where_order_matters(
     again = simulate(net, x[1:], "ideal", "layer")  # another batch size, then the first again
     assert torch.equal(again.counts["A"], x[1:]) and int(again.counts["B"].sum()) == 0
     assert torch.equal(simulate(net, x, "ideal", "layer").counts["A"], x)
+
+
+def test_ideal_completion_skips_clean_samples_exactly(monkeypatch):
+    """The ideal policy's channel-last run keeps per population and sample whether a neuron that
+    can fire is at or above its bound (`_Run.dirty`): a clean sample's completion visits only the
+    blocks its delivery touched, or nothing. By hand, x (2 inputs) -> linear [[9, 0], [0, 0.6]] ->
+    n (stateful, D = 4), T = 5, per timestep x of sample 0: [1,0] [0,0] [0,0] [0,0] [0,1]; of
+    sample 1: [0,1] [0,1] [0,0] [1,0] [0,1]. Sample 0: n0 gets 9 and fires 4 (D), 5 left: dirty;
+    t1 (sample 1 has events: a delivery, sample 0 none) fires 4 more, t2 (no event at all: a
+    completion without delivery) 1, t3 clean and without input: nothing, t4 n1 reaches 0.6: 9
+    spikes of n0. Sample 1: n1 0.6, 1.2 -> 1 spike (0.2); t3 clean, n0 gets 9: 4 spikes, 5 left;
+    t4 (dirty: the whole sweep) 4 more: 8 spikes of n0, 1 of n1."""
+    fire = {"D": 4, "theta": 1.0, "beta": 0.0, "norm": 1.0, "rounding": "floor", "stateful": True}
+    g = Graph([Node("x", "input", attrs={"kind": "spike", "shape": (2,)}),
+               Node("lin", "linear", ["x"], params={"weight": np.array([[9.0, 0.0], [0.0, 0.6]])}),
+               Node("n", "fire", ["lin"], attrs=dict(fire)),
+               Node("out", "output", ["n"])], T=5).infer()
+    x = torch.tensor([[[1, 0], [0, 1]], [[0, 0], [0, 1]], [[0, 0], [0, 0]], [[0, 0], [1, 0]], [[0, 1], [0, 1]]],
+                     dtype=F64)  # (T, B, 2)
+    net = build_network(g)
+    res, run_ = runner_mod._simulate(net, x, "ideal", "layer")
+    assert run_.q is not None and run_._fuse == {"x": "n"}  # channel-last, fired in the delivery
+    want = torch.tensor([[9.0, 0.0], [8.0, 1.0]], dtype=F64)
+    assert torch.equal(res.counts["n"], want)
+    assert torch.equal(run(g, x).counts["n"], want)
+    # after t4: sample 0 clean (n0 at 0), sample 1 dirty (n0 at 1 >= theta, left by the cap)
+    assert run_.dirty[run_._pop_index["n"]].tolist() == [False, True]
+    with monkeypatch.context() as m:  # the per-event oracle agrees
+        m.setattr(runner_mod, "_Run", _PerEventRun)
+        assert torch.equal(simulate(net, x, "ideal", "layer").counts["n"], want)
+
+
+@pytest.mark.parametrize("stateful,want", [(False, 3.0), (True, 1.0)])
+def test_ideal_timestep_start_marks_reset_at_threshold_dirty(stateful, want):
+    """A timestep's start can put a neuron at its threshold without any input: beta = 1.5 (theta 1)
+    and no input at all, T = 3. Non-stateful, the membrane starts at 1.5 every timestep and fires
+    1 each time (3 spikes); stateful, it fires once (0.5 left) and stays clean."""
+    fire = {"D": 4, "theta": 1.0, "beta": 1.5, "norm": 1.0, "rounding": "floor", "stateful": stateful}
+    g = Graph([Node("x", "input", attrs={"kind": "spike", "shape": (1,)}),
+               Node("lin", "linear", ["x"], params={"weight": np.array([[0.5]])}),
+               Node("n", "fire", ["lin"], attrs=dict(fire)),
+               Node("out", "output", ["n"])], T=3).infer()
+    x = torch.zeros(3, 2, 1, dtype=F64)
+    res, run_ = runner_mod._simulate(build_network(g), x, "ideal", "layer")
+    assert run_.q is not None
+    assert torch.equal(res.counts["n"], torch.full((2, 1), want, dtype=F64))
+    assert torch.equal(run(g, x).counts["n"], res.counts["n"])

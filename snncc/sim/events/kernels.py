@@ -28,7 +28,11 @@ when `RunTables.f32_exact` proves every product and partial sum exact: weights o
 sums are the float64 ones). On a plain network (`IdealQ`) the ideal policy keeps its membranes and
 counts channel-last for the whole run: the flush is a contiguous add, a completion sweeps
 contiguously with a SIMD prescan per block (`complete_burst_q`), and a delivery that completes its
-target population fires it per sample right after that sample's flush, in cache.
+target population fires it per sample right after that sample's flush, in cache. Per population
+and sample the runner keeps whether a neuron that can fire is at or above its bound (dirty): a
+clean sample's completion is skipped, or visits only the blocks its delivery touched. The spike
+counts of bursts and greedy/speck spikes (megabytes per batch, out of cache between timesteps) are
+updated with their cache lines prefetched well ahead (`_prefetch`).
 
 The kernels *are* the per-event semantics the runner documents (`snncc.sim.events.runner`): a
 plain loop over the step's events in order and over each event's synapses, in float64 with the
@@ -53,6 +57,10 @@ import time
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from snncc.errors import SnnccError
 
@@ -78,6 +86,31 @@ def _njit(**options):
             return numba.njit(cache=False, **options)(fn)
 
     return decorate
+
+@intrinsic
+def _prefetch(typingctx, arr, idx):
+    """A hint to the CPU to load the cache line of arr[idx] (LLVM's `llvm.prefetch`: for writing,
+    high locality; no effect on any value). `_burst_sample` issues it for the spike count of the
+    burst `BURST_PREFETCH` bursts ahead: at sparse rates a population's bursts lie pages apart in
+    a batch's counts (megabytes, out of cache by the next timestep), and every burst waited for
+    memory at its count (measured: about 0.3 us per burst on sinabs64's first conv at rate 0.01,
+    more than its whole delivery); with the loads in flight for many bursts at once the waits overlap.
+    Likewise a greedy/speck step's spike counts (`emit_spikes`)."""
+    sig = types.void(arr, types.uint64)
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                            "llvm.prefetch.p0")
+        builder.call(fn, [builder.bitcast(builder.gep(ary.data, [args[1]]), i8p), i32(1), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+BURST_PREFETCH = 32  # spikes ahead whose count (`_burst_sample`, `emit_spikes`) is prefetched
+
 
 @_njit(nogil=True)
 def _zeros(n, like):
@@ -410,12 +443,17 @@ def _ideal_runs(pat, base, ptr, rel, length, woff, weights, rows, first, mult, S
     membranes are in channel-last order too (`IdealQ`), so the flush is one contiguous add, and
     where hi > lo this delivery completes the population in q [lo, hi): each sample's bursts are
     fired right after its flush, while its membranes are in cache (`complete_burst_q`'s rule and
-    outputs; `burst` holds its per-q arrays, counts and scratch, `_burst_args`)."""
-    thq, loq, fireq, capq, inv, counts, out_g, out_n, fired, spikes = burst
+    outputs; `burst` holds its per-q arrays, counts and scratch, `_burst_args`). A sample whose
+    population is clean (`dirty[b]` False: no neuron that can fire is at its bound `loq`, see
+    `complete_burst_q`) is flushed and fired block by block over the blocks its delivery wrote
+    (a nonzero scratch value), in one pass: any other neuron got no input and stays below its
+    bound, where the rule changes nothing; a dirty sample is flushed and swept whole."""
+    thq, loq, fireq, capq, inv, counts, out_g, out_n, fired, spikes, dirty = burst
     for b in numba.prange(first.size - 1):
         off = b * S
         qlo = S
         qhi = 0
+        wrote = 0  # targets written (with repeats): bounds how many blocks the touched pass visits
         for e in range(first[b], first[b + 1]):
             a = rows[e]
             m = mult[e]
@@ -430,9 +468,13 @@ def _ideal_runs(pat, base, ptr, rel, length, woff, weights, rows, first, mult, S
                 # unsigned indices: numba emits no negative-index fix-ups, and LLVM vectorises
                 t = np.uint64(t0 + rel[r])
                 wo = np.uint64(woff[r])
+                wrote += length[r]
                 for i in range(np.uint64(length[r])):
                     acc[t + i] += weights[wo + i] * m
-        if qhi > qlo:
+        # a clean sample with a sparse delivery: flush and fire only the touched blocks (where the
+        # delivery wrote over half the population, the contiguous flush and sweep are faster)
+        touched = hi > lo and not dirty[b] and 2 * wrote < hi - lo
+        if qhi > qlo and not touched:
             if q_order:
                 _flush_q(acc, state.ravel(), off, qlo, qhi)
             else:
@@ -440,7 +482,7 @@ def _ideal_runs(pat, base, ptr, rel, length, woff, weights, rows, first, mult, S
         if hi > lo:  # (the per-sample totals are stored by the callee: numba's parfor pass drops a
             # store in the loop body into an array it cannot see alias an argument, as one from `burst`)
             _burst_sample(state.ravel(), thq, loq, fireq, capq, inv, lo, hi, divide, b, S, counts, out_g, out_n,
-                          fired, spikes)
+                          fired, spikes, dirty, acc, qlo, qhi, touched)
 
 
 @_njit(nogil=True)
@@ -693,7 +735,7 @@ def _sequential_greedy(indptr, slots, weights, rows, samples, S, clock, state, k
 # update without reset or constant current can fire (`first_update_hot`).
 @_njit(nogil=True)
 def _sequential_speck_cl(pat, base, ptr, rel, length, woff, weights, inv, rows, samples, S, clock, vq, cnt, k,
-                         thq, vmq, capq, em_rank, em_slot, em_key, em_n, hot, mark, nhot):
+                         thq, vmq, capq, em_rank, em_slot, em_key, em_n, hot, mark, nhot, counters):
     synops = 0
     ne = 0
     n_ev = rows.size
@@ -735,7 +777,8 @@ def _sequential_speck_cl(pat, base, ptr, rel, length, woff, weights, inv, rows, 
                     v = vq[t + i]
                     if v < th:
                         continue
-                    n = 1.0 if k[t + i] < capq[q0 + i] else 0.0
+                    # (without `counters` every cap is inf or 0: k < cap is cap > 0, and k is not kept)
+                    n = 1.0 if (k[t + i] < capq[q0 + i] if counters else capq[q0 + i] > 0.0) else 0.0
                     v = v - n * th
                     v = v if v > vm else vm
                     vq[t + i] = v
@@ -744,7 +787,8 @@ def _sequential_speck_cl(pat, base, ptr, rel, length, woff, weights, inv, rows, 
                         hot[nhot[0]] = t + i
                         nhot[0] += 1
                     if n != 0.0:
-                        k[t + i] += n
+                        if counters:
+                            k[t + i] += n
                         em_rank[ne] = cnt[t + i] - 1
                         em_slot[ne] = off + np.uint64(inv[q0 + i])
                         em_key[ne] = clock + e
@@ -1102,12 +1146,19 @@ BURST_BLOCK = 16  # neurons per block of `complete_burst_q`'s SIMD prescan
 
 
 @_njit(nogil=True, parallel=True)
-def complete_burst_q(vq, thq, loq, fireq, capq, inv, lo, hi, divide, B, S, counts, out_g, out_n):
+def complete_burst_q(vq, thq, loq, fireq, capq, inv, lo, hi, divide, B, S, counts, out_g, out_n, dirty):
     """`complete_burst` on membranes in channel-last order (`IdealQ`): the same rule and float64
     operations per neuron, q in [lo, hi) (a population's q range is its slot range). A block of
     `BURST_BLOCK` neurons is first tested at once (SIMD) for a membrane not below its bound
     `loq` (theta(1 - 1e-7), -inf where theta <= 0: `complete_burst`'s silent test); a block
     with none is skipped, so the sweep costs a vector compare per block where activity is sparse.
+    `dirty` (per sample, in and out): False where the population is clean, every neuron that can
+    fire (fireq, cap > 0) below its bound; such a sample is not swept (the rule would change
+    nothing), and every swept sample's flag is set to whether a neuron that can fire is left at
+    or above its bound (a burst capped at D, a rounding of v / theta). The runner keeps the flags
+    per population across steps and timesteps (`runner._Run.dirty`) and sets them wherever a
+    membrane changes outside these kernels (a timestep's start, a delivery that does not complete
+    its population).
     `counts` are in q order too (next to the membranes: a count in slot order was a cache miss
     per burst, a channel-last block's slots lying a map apart; the runner moves them to slot order
     once per run, `counts_out`); the events (ids sample x (hi - lo) + slot - lo) come
@@ -1117,23 +1168,46 @@ def complete_burst_q(vq, thq, loq, fireq, capq, inv, lo, hi, divide, B, S, count
     fired = np.zeros(B, dtype=np.int64)
     spikes = np.zeros(B)
     for b in numba.prange(B):
-        _burst_sample(vq, thq, loq, fireq, capq, inv, lo, hi, divide, b, S, counts, out_g, out_n, fired, spikes)
+        if dirty[b]:
+            _burst_sample(vq, thq, loq, fireq, capq, inv, lo, hi, divide, b, S, counts, out_g, out_n, fired, spikes,
+                          dirty, vq, 0, 0, False)
     return _packed(fired, spikes, out_g, out_n, width, B)
 
 
 @_njit(nogil=True)
-def _burst_sample(vq, thq, loq, fireq, capq, inv, lo, hi, divide, b, S, counts, out_g, out_n, fired, spikes):
+def _burst_sample(vq, thq, loq, fireq, capq, inv, lo, hi, divide, b, S, counts, out_g, out_n, fired, spikes,
+                  dirty, acc, qlo, qhi, touched):
     """`complete_burst_q` for sample b (its events from out_g/out_n[b * (hi - lo)]): its bursts
-    and spikes into fired[b], spikes[b]."""
+    and spikes into fired[b], spikes[b], and into dirty[b] whether a neuron that can fire is left
+    at or above its bound. `touched` (a clean sample, `_ideal_runs`): only the blocks overlapping
+    the delivery's span [qlo, qhi) with a nonzero scratch value in `acc` are visited, each flushed
+    into the membranes (vq += acc, acc = 0: `_flush_q`'s addition) before the rule."""
     off = np.uint64(b * S)
     o = b * (hi - lo)
     ne = 0
     tot = 0.0
-    for q0 in range(lo, hi, BURST_BLOCK):
+    left = False
+    q_first, q_end = lo, hi
+    if touched:  # the blocks (aligned at lo) overlapping the span
+        q_first = lo + (max(qlo, lo) - lo) // BURST_BLOCK * BURST_BLOCK
+        q_end = min(qhi, hi)
+    for q0 in range(q_first, q_end, BURST_BLOCK):
         q1 = min(q0 + BURST_BLOCK, hi)
         hit = False
-        for q in range(np.uint64(q0), np.uint64(q1)):
-            hit |= not (vq[off + q] < loq[q])
+        if touched:
+            got = False
+            for q in range(np.uint64(q0), np.uint64(q1)):
+                got |= acc[off + q] != 0.0
+            if not got:  # no input: every membrane of the block stays below its bound
+                continue
+            for q in range(np.uint64(q0), np.uint64(q1)):  # the flush and the prescan in one pass
+                v = vq[off + q] + acc[off + q]
+                vq[off + q] = v
+                acc[off + q] = 0.0
+                hit |= not (v < loq[q])
+        else:
+            for q in range(np.uint64(q0), np.uint64(q1)):
+                hit |= not (vq[off + q] < loq[q])
         if not hit:
             continue
         for q in range(np.uint64(q0), np.uint64(q1)):
@@ -1145,23 +1219,49 @@ def _burst_sample(vq, thq, loq, fireq, capq, inv, lo, hi, divide, b, S, counts, 
             n = min(max(np.floor(u), 0.0), capq[q])
             if not fireq[q]:
                 n = 0.0
-            vq[off + q] = v - n * th
+            v = v - n * th
+            vq[off + q] = v
+            left |= fireq[q] and capq[q] > 0.0 and not (v < loq[q])
             if n > 0.0:
-                counts[off + q] += n
-                out_g[o + ne] = o + inv[q] - lo
+                out_g[o + ne] = q  # (the burst's q for now: its count and event id below)
                 out_n[o + ne] = n
                 ne += 1
                 tot += n
+    for i in range(o, o + ne):  # the counts, with their cache lines requested well ahead (`_prefetch`)
+        if i + BURST_PREFETCH < o + ne:
+            qa = np.uint64(out_g[i + BURST_PREFETCH])
+            _prefetch(counts, off + qa)
+            _prefetch(inv, qa)
+        q = out_g[i]
+        counts[off + np.uint64(q)] += out_n[i]
+        out_g[i] = o + inv[q] - lo
     fired[b] = ne
     spikes[b] = tot
+    dirty[b] = left
 
 
 @_njit(nogil=True)
-def counts_out(countsq, pos, lo, B, S, dst):
+def counts_out(countsq, pos, lo, B, S, dst, C):
     """dst[b, i] = countsq[b * S + pos[lo + i]] for a population's slots lo + i (the counts of a
     run in q order, `IdealQ`, read out in slot order into the result's (B, neurons) array), each
-    count read set back to 0: the scratch's counts are all zeros again for the next run."""
+    count read set back to 0: the scratch's counts are all zeros again for the next run. `C`: the
+    population's channels where it is one channel-last segment (`RunTables.seg`: slot c x sites +
+    p at q = p x C + c), read a tile of `FLUSH_TILE` sites at a time (the tile's counts stay in
+    L1, the result is written in contiguous runs, the tile zeroed in one sweep: a read per count
+    C counts apart missed the cache on every one); else (C = 1 or any other layout) count by count."""
     n = dst.shape[1]
+    if C > 1 and n % C == 0:
+        sites = n // C
+        for b in range(B):
+            base = np.uint64(b * S + lo)
+            for p0 in range(0, sites, FLUSH_TILE):
+                p1 = min(p0 + FLUSH_TILE, sites)
+                for c in range(C):
+                    for j in range(p0, p1):
+                        dst[b, c * sites + j] = countsq[base + np.uint64(j * C + c)]
+                for q in range(base + np.uint64(p0 * C), base + np.uint64(p1 * C)):
+                    countsq[q] = 0.0
+        return
     for b in range(B):
         off = b * S
         for i in range(n):
@@ -1319,6 +1419,8 @@ def emit_spikes(g, n, key, S, slot_pop, pop_lo, pop_size, B, counts):
     pop = np.empty(g.size, dtype=np.int64)  # each spike's population and id, kept for the second pass
     gid = np.empty(g.size, dtype=np.int64)  # (a second slot_pop lookup missed the cache per spike)
     for i in range(g.size):
+        if i + BURST_PREFETCH < g.size:  # a spike's count lies far from the last one's (`_prefetch`)
+            _prefetch(counts, np.uint64(g[i + BURST_PREFETCH]))
         if n[i] <= 0.0:
             continue
         gi = g[i]
@@ -1512,10 +1614,10 @@ def _burst_args(burst, B: int):
     divide, counts, out_g, out_n), or an empty range (no completion) with typed empty arrays."""
     if burst is None:
         e, i = np.zeros(0), np.zeros(0, dtype=np.int64)
-        return 0, 0, False, (e, e, np.zeros(0, dtype=np.bool_), e, i, e, i, e, i, e)
-    q, lo, hi, divide, counts, out_g, out_n = burst
+        return 0, 0, False, (e, e, np.zeros(0, dtype=np.bool_), e, i, e, i, e, i, e, np.zeros(B, dtype=np.bool_))
+    q, lo, hi, divide, counts, out_g, out_n, dirty = burst
     return lo, hi, divide, (q.thq, q.loq, q.fireq, q.capq, q.inv, counts, out_g, out_n,
-                            np.zeros(B, dtype=np.int64), np.zeros(B))
+                            np.zeros(B, dtype=np.int64), np.zeros(B), dirty)
 
 
 def deliver_ideal(flat: FlatTables, gopen, src: int, gid, n_src: int, mult, B, S, state, scratch: Scratch,
@@ -1529,7 +1631,8 @@ def deliver_ideal(flat: FlatTables, gopen, src: int, gid, n_src: int, mult, B, S
     ascending ids (sample, then address), the order every ideal batch had before `IdealQ`'s
     completions came in q order. `burst` (q order, a batch of events with every sample's events
     present): this delivery completes a population (IdealQ, its q range lo, hi, divide, counts,
-    out_g, out_n): returns (synops, `complete_burst_q`'s result), fired in the same kernel."""
+    out_g, out_n, its per-sample clean/dirty flags, `complete_burst_q`): returns (synops,
+    `complete_burst_q`'s result), fired in the same kernel."""
     if burst is None and gid.size == 0:
         return 0
     row_base = int(flat.base[src])
@@ -1559,7 +1662,8 @@ def deliver_ideal(flat: FlatTables, gopen, src: int, gid, n_src: int, mult, B, S
 
 
 def deliver_sequential(flat: FlatTables, gopen, rows, samples, S, clock, state, k, theta, cap, speck: bool,
-                       scratch: Scratch, cap_slot=None, vmin_slot=None, bounds=None, cl=None, by_key: bool = False):
+                       scratch: Scratch, cap_slot=None, vmin_slot=None, bounds=None, cl=None, by_key: bool = False,
+                       counters: bool = True):
     """Events in step order (rows, samples). Returns (synops, slots, n, keys) of the spikes fired,
     ordered by (rank of the contribution at its neuron, global slot), or with `by_key` by (key,
     rank, global slot) (what a stable sort by key of the former gives: the layer and interleaved
@@ -1567,7 +1671,9 @@ def deliver_sequential(flat: FlatTables, gopen, rows, samples, S, clock, state, 
     with the cap and lower bound per slot (`cap_slot`, `vmin_slot`); a 3-column one the general
     kernel (per neuron `cap`, lower bound in the row). `cl`: a `ChannelLast` state for the 2-column
     case (the SIMD run kernels; `state`'s membranes are then stale until `cl.to_slots`, and the
-    window counters `k` are in q order, next to the membranes)."""
+    window counters `k` are in q order, next to the membranes). `counters=False` (speck, every cap
+    inf or 0: no window counter is ever compared) lets the channel-last speck kernel skip `k`, a
+    cache miss per spike."""
     er, es, ek, en = scratch.records(synapse_bound(flat.indptr, rows))
     step = scratch.next_stamp()
     # samples are independent and a neuron belongs to one sample, so the kernel may take the events
@@ -1589,7 +1695,7 @@ def deliver_sequential(flat: FlatTables, gopen, rows, samples, S, clock, state, 
         if speck:
             syn, ne = _sequential_speck_cl(rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, cl.weights, cl.inv,
                                            rows, samples, S, clock, cl.vq, cl.cnt, k, cl.thq, cl.vmq, cl.per_q(cap_slot),
-                                           er, es, ek, en, cl.hot, cl.mark, cl.nhot)
+                                           er, es, ek, en, cl.hot, cl.mark, cl.nhot, counters)
         else:
             syn, ne = _sequential_greedy_cl(rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, cl.weights, cl.inv,
                                             rows, samples, S, clock, cl.vq, cl.cnt, k, cl.loq, cl.thq,
@@ -1643,8 +1749,9 @@ def compile_seconds() -> float:
     _sequential_greedy(i1, z32, f, z, z, 1, 0, np.zeros((1, 2)), np.zeros(1), f, f, *greedy_bounds(f), 1, *rec())
     c32 = np.zeros(1, dtype=np.int32)
     for w in (f, f.astype(np.float32)):
-        _sequential_speck_cl(z, z, i1, z, i1[1:], z, w, z, z, z, 1, 0, np.zeros(1), c32, np.zeros(1), f, f, f, *rec(),
-                             z.copy(), np.zeros(1, np.uint8), z.copy())
+        for counters in (False, True):
+            _sequential_speck_cl(z, z, i1, z, i1[1:], z, w, z, z, z, 1, 0, np.zeros(1), c32, np.zeros(1), f, f, f,
+                                 *rec(), z.copy(), np.zeros(1, np.uint8), z.copy(), counters)
         _sequential_greedy_cl(z, z, i1, z, i1[1:], z, w, z, z, z, 1, 0, np.zeros(1), c32, np.zeros(1), f, f, f, f, f,
                               *rec())
     _sample_order(z)
@@ -1656,7 +1763,8 @@ def compile_seconds() -> float:
     for graded in (False, True):
         _ideal_events(z, 1, 0, f, i1, 1, graded)
     _records_by_key(z, z, z, f, 1, z, 0, 1, 1)
-    counts_out(np.zeros(1), z, 0, 1, 1, np.zeros((1, 1)))
+    for C in (1, 2):
+        counts_out(np.zeros(2), z, 0, 1, 2, np.zeros((1, 2)), C)
     emit_spikes(z, f, z, 1, z, z, i1[1:], 1, np.zeros(1))
     synapse_bound(i1, z)
     _transpose(np.zeros((1, 2)), 2, np.zeros(1), 1, seg, 1, 1, True)
@@ -1672,7 +1780,7 @@ def compile_seconds() -> float:
         first_update_hot(np.zeros(1), np.zeros(1), f, b1, f, f, 1, 1, z.copy(), np.zeros(1), z.copy(),
                          np.zeros(1, np.uint8), z.copy(), z, full)
         complete_burst(st, f, b1, f, 0, 1, True, 1, 1, np.zeros(1), z.copy(), np.zeros(1))
-        complete_burst_q(np.zeros(1), f, f, b1, f, z, 0, 1, full, 1, 1, np.zeros(1), z.copy(), np.zeros(1))
+        complete_burst_q(np.zeros(1), f, f, b1, f, z, 0, 1, full, 1, 1, np.zeros(1), z.copy(), np.zeros(1), b1.copy())
     return time.perf_counter() - t0
 
 

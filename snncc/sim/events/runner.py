@@ -237,6 +237,13 @@ class _Run:
                 and net.graph.inputs[0].kind == SPIKE and net.enabled.all()
                 and (net.leak is None or not (net.leak != 1.0).any())):
             self.q = kernels.IdealQ.of(net, self._theta_slot, self._fire_slot, self._cap_all)
+            # per population and sample: False where the population is clean (every neuron that can
+            # fire below its bound, `kernels.complete_burst_q`); its completion then sweeps only what
+            # a delivery touched, or nothing. The kernels set the flags after a sweep, `timestep` at a
+            # timestep's start, `deliver_ideal` where a delivery does not complete its population
+            self.dirty = np.ones((len(net.consumers), B), dtype=bool)
+            self._pop_index = {c: i for i, c in enumerate(net.consumers)}
+            self._fed = {s: [i for i, c in enumerate(net.consumers) if s in net.sources_of[c]] for s in net.tables}
         # layer order, q order: a source whose table reaches one population, fed by it alone, completes
         # it with its step's delivery, and the delivery kernel fires it (`deliver_ideal`)
         self._fuse = {}
@@ -433,12 +440,15 @@ class _Run:
             syn, (gid, n, spikes, peak) = kernels.deliver_ideal(
                 self.flat, gopen, self.src_index[bt.src], bt.gid, self.net.tables[bt.src].n, bt.mult, self.B,
                 self.net.n_slots, self.state, self.scratch, q_order=True,
-                burst=(self.q, lo, hi, self.net.graph[c].attrs["theta"] != 1.0, self.counts, og, on))
+                burst=(self.q, lo, hi, self.net.graph[c].attrs["theta"] != 1.0, self.counts, og, on,
+                       self.dirty[self._pop_index[c]]))
             self.synops += syn
             complete.add(c)
             self._complete_pools(complete)
             return self._pooled(self._bursts(c, gid, n, spikes, peak))
         for bt in batches:
+            if self.q is not None:  # membranes change outside a completion: its sweep must be whole
+                self.dirty[self._fed[bt.src]] = True
             self.synops += kernels.deliver_ideal(self.flat, gopen, self.src_index[bt.src], bt.gid,
                                                  self.net.tables[bt.src].n, bt.mult, self.B, self.net.n_slots,
                                                  self.state, self.scratch, graded=bt.src in self.messages,
@@ -461,7 +471,8 @@ class _Run:
         syn, gsl, n, key = kernels.deliver_sequential(
             self.flat, self.gopen if self.gates else self._no_gates, rows, samples, self.net.n_slots, self.clock,
             self.state, self.k, self._theta_slot, self.Dcap, self.policy == "speck", self.scratch,
-            self._cap_fire, self._vmin_fire, self._bounds, self.cl, by_key=self.order != "random")
+            self._cap_fire, self._vmin_fire, self._bounds, self.cl, by_key=self.order != "random",
+            counters=self._zero_k)
         self.synops += syn
         if self.trace is not None:
             keys = np.empty(n_ev, dtype=np.int64)
@@ -520,8 +531,11 @@ class _Run:
             # event ids, spikes and the per-sample peak
             if self.q is not None:
                 q = self.q
+                dirty = self.dirty[self._pop_index[cname]]
+                if not dirty.any():  # clean in every sample (no input this timestep): nothing can fire
+                    return []
                 gid, n, spikes, peak = kernels.complete_burst_q(self.state.ravel(), q.thq, q.loq, q.fireq, q.capq, q.inv,
-                                                                lo, hi, divide, self.B, S, self.counts, og, on)
+                                                                lo, hi, divide, self.B, S, self.counts, og, on, dirty)
             else:
                 gid, n, spikes, peak = kernels.complete_burst(self.state, self._theta_slot, self._fire_slot,
                                                               self._cap_all, lo, hi, divide, self.B, S, self.counts,
@@ -599,6 +613,8 @@ class _Run:
             self.cl.hot_valid = False  # its list of neurons at the threshold is kept in q order only
         if self.q is not None:
             kernels.start_timestep(self.state, self.k, self.q.betaq, self.q.constq, hit[0], B, S, hit[1], False)
+            sets, val = self._start_flags(t > 0)
+            self.dirty[sets] = val[sets, None]
         elif q_start:
             kernels.start_timestep(self.cl.vq.reshape(-1, 1), self.k, self.cl.betaq, self.cl.constq,
                                    hit[0], B, S, hit[1], self._zero_k)
@@ -674,6 +690,31 @@ class _Run:
         if self.cl is not None and self.cl.q_current:
             return self.cl.vq.reshape(B, S)[:, self.cl.rt.pos[o[0]:o[1]]]
         return V[:, o[0]:o[1]].copy()
+
+    def _start_flags(self, later: bool) -> tuple[np.ndarray, np.ndarray]:
+        """IdealQ runs: how a timestep's start (t > 0: `later`) leaves the populations' clean/dirty
+        flags (`dirty`): (whether it sets a population's flags, the value). A population with a
+        constant current on a neuron that can fire is dirty; one whose neurons are all reset is
+        clean unless a reset value (beta) of such a neuron is at or above its bound; one that keeps
+        its membranes (stateful, t > 0) keeps its flags; a mix is dirty. Once per network."""
+        key = ("start_flags", later)
+        hit = self.net.derived.get(key)
+        if hit is None:
+            net = self.net
+            reset = ~net.stateful if later else np.ones(net.n_slots, dtype=bool)
+            can = self._fire_slot & (self._cap_all > 0)
+            hot = can & (net.beta >= self._bounds[0])
+            sets, val = np.ones(len(net.consumers), dtype=bool), np.ones(len(net.consumers), dtype=bool)
+            for i, c in enumerate(net.consumers):
+                sl = slice(*net.offsets[c])
+                if (can[sl] & (net.const[sl] != 0.0)).any():
+                    continue  # dirty
+                if reset[sl].all():
+                    val[i] = hot[sl].any()
+                elif not reset[sl].any():
+                    sets[i] = False  # kept
+            hit = net.derived[key] = (sets, val)
+        return hit
 
     def _completions(self, complete: set, pool: list[_Batch]) -> list[_Batch]:
         net = self.net
@@ -962,8 +1003,11 @@ def _simulate(graph_or_net, x, policy="ideal", order="layer", seed=0, chunk=4096
         # straight into the result's (B, neurons) arrays, the scratch's counts zeroed as they are read
         dest = ({c: np.empty((B, net.offsets[c][1] - net.offsets[c][0])) for c in neurons} if into is None
                 else {c: a[into[1]:into[1] + B] for c, a in into[0].counts.items()})
+        # a population that is one channel-last segment (first slot, channels, sites) is read out by tiles
+        tiled = {(lo, C * sites): C for lo, C, sites in run.q.rt.seg.tolist()}
         for c, a in dest.items():
-            kernels.counts_out(run.counts, run.q.rt.pos, net.offsets[c][0], B, net.n_slots, a)
+            lo, hi = net.offsets[c]
+            kernels.counts_out(run.counts, run.q.rt.pos, lo, B, net.n_slots, a, tiled.get((lo, hi - lo), 1))
     else:
         run.scratch.disown(run.counts)  # (counts taken from the scratch by a run that left q order)
         C = run.counts.reshape(B, net.n_slots)
