@@ -533,6 +533,30 @@ def test_ideal_flush_transposes_tiles_of_wide_maps_exactly():
     torch.testing.assert_close(got.output, ref.output, rtol=0, atol=1e-12)
 
 
+def test_torch_keeps_the_callers_thread_count(monkeypatch):
+    """numba's OpenMP threading layer sets the process's OpenMP thread count as it starts (once per
+    process), and torch reads that count as its own: after a first event run torch.set_num_threads(1)
+    had become 2 (torch's ops then ran, and spin-waited, on 2 threads). `simulate` gives torch the
+    caller's count back; here the layer's start is stood in for by a run that changes the count."""
+    inner = runner_mod._simulate
+
+    def starts_the_layer(*a, **kw):
+        torch.set_num_threads(3)
+        return inner(*a, **kw)
+
+    monkeypatch.setattr(runner_mod, "_simulate", starts_the_layer)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        g, x = _cached("convchain"), torch.randn(4, 2, 8, 8, dtype=F64)
+        for pol in ("ideal", "greedy"):  # the split run (2 numba threads here) and, for B = 1, the plain one
+            r = simulate(g, x[:1] if pol == "greedy" else x, pol)
+            assert torch.get_num_threads() == 1, pol
+            assert int(r.counts["n1"].sum()) > 0
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("pol", ["ideal", "greedy", "speck"])
 def test_batch_split_over_threads_equals_one_thread(pol, monkeypatch):
     """With 2 numba threads `simulate` cuts the batch into 2 parts run on their own threads

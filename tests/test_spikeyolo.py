@@ -9,6 +9,8 @@ exactly: a stateful `fire` with soft reset by theta = 1, D = 4, leak = decay (th
 `mem - spike` decays, also where the clamp cut the count and where the membrane is negative), and
 `round` made `floor` by beta = 1/2 (ties counted by verify). The time axis comes from
 `x.unsqueeze(0).repeat(T, 1, 1, 1, 1)` (`MS_GetT`); the prediction averages T away (`MS_CancelT`).
+Both T compile through the installed command; T = 2 verifies through it too, T = 4 runs
+`snncc.cli.main` in this process (tests/cli_run.py, read as the command's output): a torch import less.
 """
 
 import pytest
@@ -20,6 +22,7 @@ import snncc
 from nets import randomize_bn
 from snncc.errors import SnnccError
 from test_research_multistep import Quant
+from cli_run import run_main
 from test_research_pt2 import _cli, _export, _same_graph
 
 DECAY, D = 0.25, 4
@@ -95,7 +98,7 @@ def test_mem_update_block_pt2_at_batch_1_through_the_installed_command(T, tmp_pa
     _export(m, x, pt2)
     code, o, e = _cli("compile", pt2, "-o", out)
     assert code == 0, e
-    code, o, e = _cli("verify", pt2, out, "--samples", "2")
+    code, o, e = (_cli if T == 2 else run_main)("verify", pt2, out, "--samples", "2")
     assert code == 0 and "verdict: OK" in o, o + e
     rows = {r.split()[0]: r.split() for r in o.splitlines() if r.split()[:1] in (["traced"], ["deployed"])}
     assert rows["traced"][2] == rows["deployed"][2] == "0"  # count diffs

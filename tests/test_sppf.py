@@ -2,8 +2,10 @@
 chained max pools k=5 stride 1 pad 2 of it, `cat(x, y1, y2, y3)` along channels read by a stateless
 SFA neuron. The neuron is monotone and per value, so it commutes with the pools and the placement:
 snncc fires once on `x` and max-pools / places the spikes. Counts bit-exact against eager, through
-the installed `snncc` on a `.pt2` exported at batch 1 (4-D and multi-step 5-D forms) and the module
-path; a max of currents before a stateful neuron is refused in one line saying why."""
+the installed `snncc` on a `.pt2` exported at batch 1 (4-D and multi-step 5-D forms; the 5-D form's
+`verify` runs `snncc.cli.main` in this process, tests/cli_run.py, read as the command's output: a
+torch import less) and the module path; a max of currents before a stateful neuron is refused in
+one line saying why."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import snncc
+from cli_run import run_main
 from nets import Fire, randomize_bn
 from snncc.errors import SnnccError
 from snncc.nn import SFANeuron
@@ -100,7 +103,7 @@ def test_sppf_pt2_at_batch_1_through_the_installed_command_bit_exact(tmp_path, m
     torch.export.save(torch.export.export(m, (torch.rand(1, 2, 8, 8),)), path)
     code, o, e = _cli("compile", path, "-o", str(tmp_path / "out"))
     assert code == 0, o + e
-    code, o, e = _cli("verify", path, str(tmp_path / "out"), "--samples", "2")
+    code, o, e = (run_main if multi_step else _cli)("verify", path, str(tmp_path / "out"), "--samples", "2")
     assert code == 0 and "verdict: OK" in o, o + e
     dep = snncc.load(str(tmp_path / "out"))
     ops = [(n.op, n.shape) for n in dep.deployed.nodes]

@@ -292,7 +292,8 @@ def _cut_runs(indptr, q, weights, gap, starts):
             if jw + fillz + 1 > cap:
                 cap = 2 * cap + fillz + 1
                 w2 = np.empty(cap)
-                w2[:jw] = w[:jw]
+                for t in range(jw):  # a loop: a slice assignment compiles numba's shape-mismatch error (seconds)
+                    w2[t] = w[t]
                 w = w2
             if join:
                 for _ in range(fillz):

@@ -858,13 +858,22 @@ def simulate(graph_or_net: Graph | EventNetwork, x, policy: str = "ideal", order
              reference: bool = False) -> EventResult:
     """Run the deployed graph (or a prebuilt `EventNetwork`) event by event on `x` ((B, *shape) or
     (T, B, *shape)). `reference=True` also runs the integer model (`snncc.sim.reference`) and
-    fills `result.agreement`. See the module docstring for policies and orders."""
+    fills `result.agreement`. See the module docstring for policies and orders. torch's thread count
+    is the caller's again on return: numba's OpenMP threading layer sets the process's OpenMP thread
+    count when it starts, which torch reads as its own (torch.set_num_threads(1) would silently
+    become numba's thread count, and torch's later ops would run, and spin-wait, on that many)."""
     import numba
 
-    threads = numba.get_num_threads()
-    if threads < 2 or policy not in POLICIES or not (order == "layer" or (order == "interleaved" and policy == "ideal")):
-        return _simulate(graph_or_net, x, policy, order, seed, chunk, speck_cap_D, v_min, reference)[0]
-    return _simulate_split(graph_or_net, x, policy, order, seed, chunk, speck_cap_D, v_min, reference, threads)
+    torch_threads = torch.get_num_threads()
+    try:
+        threads = numba.get_num_threads()
+        if threads < 2 or policy not in POLICIES or not (order == "layer" or (order == "interleaved" and
+                                                                              policy == "ideal")):
+            return _simulate(graph_or_net, x, policy, order, seed, chunk, speck_cap_D, v_min, reference)[0]
+        return _simulate_split(graph_or_net, x, policy, order, seed, chunk, speck_cap_D, v_min, reference, threads)
+    finally:
+        if torch.get_num_threads() != torch_threads:
+            torch.set_num_threads(torch_threads)
 
 
 _WORKERS: list = []  # the batch split's worker threads, kept for the process (a ThreadPoolExecutor)
