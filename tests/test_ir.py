@@ -190,6 +190,25 @@ def test_value_numbers_share_identical_private_copies_only():
                Node("s", "add", ["sa", "sb", "c"]), Node("o", "output", ["s"])]).infer()
     vn = value_numbers(g)
     assert {k for k, v in vn.items() if k != v} == {"b"} and vn["b"] == "a"
+    # a later copy of the second distinct value in a group finds that value, not the first
+    g.insert_before("o", Node("d", "linear", ["x"], {}, {"weight": w + 1e-12}))
+    g.infer()
+    vn = value_numbers(g)
+    assert {k for k, v in vn.items() if k != v} == {"b", "d"} and vn["d"] == "c"
+
+
+def test_value_numbers_compare_the_values_when_digests_collide(monkeypatch):
+    from snncc.ir import analysis
+
+    monkeypatch.setattr(analysis, "_digest", lambda a: b"same")  # every parameter hashes alike
+    w = np.arange(4.0).reshape(2, 2)
+    g = Graph([Node("x", "input", [], {"shape": (2,)}),
+               Node("a", "linear", ["x"], {}, {"weight": w}),
+               Node("c", "linear", ["x"], {}, {"weight": w + 1}),  # same digest, other value: its own
+               Node("b", "linear", ["x"], {}, {"weight": w.copy()}),
+               Node("s", "add", ["a", "b", "c"]), Node("o", "output", ["s"])]).infer()
+    vn = analysis.value_numbers(g)
+    assert {k for k, v in vn.items() if k != v} == {"b"} and vn["b"] == "a"
 
 
 def test_shared_parameter_arrays_stay_shared_through_clone_and_files():

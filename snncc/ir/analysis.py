@@ -78,18 +78,32 @@ def value_numbers(graph: Graph) -> dict[str, str]:
     kind, shape, parameters (bit for bit) and inputs (by value number). Inputs, fires and relays
     are their own value (a population owns its state and its counts). The synaptic normal form gives each
     population a private copy of a shared current tree (a residual's stem conv once per
-    consumer); executors use this map to evaluate such copies once, with bit-identical results."""
+    consumer); executors use this map to evaluate such copies once, with bit-identical results.
+    Parameters are hashed only where another node already has the same op, attrs, inputs and
+    parameter shapes (most nodes have none: hashing every weight was most of a simulator's set-up)."""
     rep: dict[str, str] = {}
-    seen: dict[tuple, str] = {}
+    groups: dict[tuple, list[str]] = {}  # key without the parameters' values -> its distinct values' first nodes
+    digests: dict[str, tuple] = {}
+
+    def digest(name: str) -> tuple:
+        if name not in digests:
+            digests[name] = tuple(_digest(v) for _, v in sorted(graph[name].params.items()))
+        return digests[name]
+
     for n in graph.nodes:
         if n.op in BOUNDARY_OPS:  # populations own their value
             rep[n.name] = n.name
             continue
         key = (n.op, n.kind, tuple(n.shape), tuple(rep[i] for i in n.inputs), repr(sorted(n.attrs.items())),
-               tuple((k, v.dtype.str, v.shape, _digest(v)) for k, v in sorted(n.params.items())))
-        first = seen.setdefault(key, n.name)
-        same = first == n.name or all(np.array_equal(v, graph[first].params[k]) for k, v in n.params.items())
-        rep[n.name] = first if same else n.name  # a digest collision keeps its own value
+               tuple((k, v.dtype.str, v.shape) for k, v in sorted(n.params.items())))
+        firsts = groups.setdefault(key, [])
+        first = next((f for f in firsts if digest(f) == digest(n.name)), None) if firsts else None
+        if first is None:
+            firsts.append(n.name)
+            rep[n.name] = n.name
+        else:  # a digest collision keeps its own value
+            same = all(np.array_equal(v, graph[first].params[k]) for k, v in n.params.items())
+            rep[n.name] = first if same else n.name
     return rep
 
 
