@@ -309,6 +309,7 @@ def for_backend(backend: str) -> Target:
     eps = available()
     if backend in eps or backend == "sim":
         return get(backend)
+    names = ["snncc"]
     for name in sorted(eps):
         try:
             tgt = get(name)
@@ -316,7 +317,9 @@ def for_backend(backend: str) -> Target:
             continue
         if tgt.backend == backend:
             return tgt
-    return get(backend)  # the unknown-target error, naming the installed ones
+        names += [name] + ([tgt.backend] if tgt.backend and tgt.backend != name else [])
+    raise TargetError(f"unknown backend {backend!r}", where="--backend",
+                      hint=f"installed backends: {', '.join(names)} (`snncc targets` lists them)")
 
 
 def exporter(fmt: str) -> Target:

@@ -112,6 +112,16 @@ def test_errors_are_one_line_with_exit_2(files, capsys, argv, msg):
     assert not os.path.exists(files["tmp"] / "X")
 
 
+def test_unknown_backend_names_the_backend_flag(files, capsys):
+    out = files["tmp"] / "b"
+    assert run_cli(capsys, "compile", files["pt2"], "-o", str(out))[0] == 0
+    code, _, e = run_cli(capsys, "simulate", str(out), "--backend", "tpu")
+    assert code == 2 and e.count("snncc: error") == 1, e
+    last = e.strip().splitlines()[-1]
+    assert last.startswith("snncc: error: --backend: unknown backend 'tpu' (installed backends: snncc, ")
+    assert "sim" in last and "`snncc targets` lists them" in last
+
+
 def test_tampered_artefact_is_refused(files, capsys):
     out = files["tmp"] / "t"
     assert run_cli(capsys, "compile", files["pt2"], "-o", str(out))[0] == 0
