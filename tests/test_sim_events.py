@@ -615,9 +615,9 @@ def test_channel_last_kernels_emit_the_flat_kernels_spikes_in_order(pol):
         state = np.zeros((B * S, 2))
         state[:, 0] = rng.normal(0, 0.5, B * S) if not runs else runs[0][0]
         k = np.zeros(B * S)
-        cl = K.ChannelLast(flat, B, S, pol == "speck", theta, vmin, bounds[0]) if use_cl else None
-        assert cl is None or cl.rt.length.max() > 1  # real multi-target runs
         scratch = K.Scratch(B * S)
+        cl = K.ChannelLast(flat, B, S, pol == "speck", theta, vmin, bounds[0], scratch) if use_cl else None
+        assert cl is None or cl.rt.length.max() > 1  # real multi-target runs
         srng = np.random.default_rng(11)
         out = [state[:, 0].copy()]
         for step in range(2):
@@ -884,3 +884,31 @@ def test_ideal_timestep_start_marks_reset_at_threshold_dirty(stateful, want):
     assert run_.q is not None
     assert torch.equal(res.counts["n"], torch.full((2, 1), want, dtype=F64))
     assert torch.equal(run(g, x).counts["n"], res.counts["n"])
+
+
+def test_runs_reuse_their_batch_sized_arrays_exactly():
+    """A run's batch-sized arrays (membranes, window and contribution counters, spike counts:
+    `kernels.Scratch.kept` / `zeroed`) are kept for the next run of the network with that batch
+    size, whatever they hold: every policy run in turn on one network (twice round) gives the
+    counts, output, events and SynOps of the same run on a network of its own, and a later run
+    took the earlier one's arrays (a count or contribution counter left over would add to it)."""
+    g = _random_net(4)
+    gen = torch.Generator().manual_seed(5)
+    x = torch.poisson(torch.full((2, 3, 2, 6, 6), 0.7), generator=gen).clamp(max=3).to(F64)  # (T, B, ...)
+    cases = [("greedy", {}), ("speck", {}), ("ideal", {}), ("speck", {"speck_cap_D": True}),
+             ("speck", {"v_min": 10.0}), ("ideal", {"order": "interleaved"})]
+    fresh = [simulate(build_network(g), x, pol, **kw) for pol, kw in cases]
+    net = build_network(g)
+    runs = []
+    for (pol, kw), want in list(zip(cases, fresh)) * 2:
+        res, run_ = runner_mod._simulate(net, x, pol, **kw)
+        for k in want.counts:
+            assert torch.equal(res.counts[k], want.counts[k]), (pol, kw, k)
+        assert torch.equal(res.output, want.output), (pol, kw)
+        assert res.events == want.events and res.synops == want.synops, (pol, kw)
+        assert sum(int(c.sum()) for c in res.counts.values()) > 30
+        runs.append(run_)
+    assert all(r.counts is runs[0].counts for r in runs)  # one batch's counts, zeroed after each run
+    cls = [r.cl for r in runs if r.cl is not None]
+    assert len(cls) >= 4 and all(c.cnt is cls[0].cnt and c.vq is cls[0].vq for c in cls)
+    assert any(r.cl is None and r.policy == "speck" for r in runs)  # v_min above theta: the flat kernels

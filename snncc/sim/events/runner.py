@@ -151,17 +151,17 @@ class _Run:
         self.net, self.B, self.policy, self.order, self.chunk = net, B, policy, order, chunk
         self.rng = np.random.default_rng(seed)
         S = net.n_slots
+        self.scratch = _scratch(net, B * S)
         self.flat = _flat_tables(net)
         gated = bool(net.gates) or self.flat.gated
         # per-neuron state, one row per (sample, slot): see kernels.V_ .. VMIN_ for the widths
         width = 1 if policy == "ideal" else (kernels.N_STATE if gated else 2)
-        # (the batch-sized arrays are zeroed by `kernels.zeros`, without the GIL: the batch split's
-        # threads allocate theirs at once; np.empty's pages are faulted in by the first kernel)
-        # (the ideal policy's membranes need no zeros: the first timestep's start writes every one)
-        self.state = np.empty((B * S, width))
+        # (the batch-sized arrays are kept by the scratch for the next run, `kernels.Scratch.kept`,
+        # and zeroed, where a run needs zeros, by `kernels.clear` / `zeros` without the GIL: the
+        # batch split's threads prepare theirs at once)
+        # (the membranes need no zeros: the first timestep's start, or `init_state`, writes every one)
+        self.state = self.scratch.kept("state", (B * S, width))
         self.V = self.state[:, kernels.V_]  # a strided view: numpy code reads it too
-        # spikes fired in the current window (greedy/speck; the ideal policy keeps no counters)
-        self.k = kernels.zeros(B * S if policy != "ideal" else 0)
         # per-neuron lower bound: in the state row of the general kernel (SSC gates); unused otherwise
         self.v_min = self.state[:, kernels.VMIN_] if width > kernels.VMIN_ else None
         self.counts = None  # spike counts per (sample, slot), or per (sample, q) with `q` below
@@ -184,6 +184,11 @@ class _Run:
         # the window counters k only matter under a finite cap (greedy's D, speck_cap_D): the speck
         # policy's cap is inf (or 0 where a neuron may not fire), so its k need no zeroing per timestep
         self._zero_k = policy != "ideal" and bool(np.any(np.isfinite(cap) & (cap > 0)))
+        # spikes fired in the current window (greedy/speck; the ideal policy keeps no counters):
+        # zeros at the start (every timestep's start zeroes them where `_zero_k`)
+        self.k = self.scratch.kept("k", (B * S,)) if policy != "ideal" else np.zeros(0)
+        if policy != "ideal" and not self._zero_k:
+            kernels.clear(self.k)
         # the plain kernels' cap and lower bound per slot (0 / -inf where a neuron may not fire)
         self._cap_fire = np.where(self._fire_slot, self._cap_all, 0.0)
         self._vmin_fire = np.where(self._fire_slot, self._vmin_all, -np.inf)
@@ -195,7 +200,7 @@ class _Run:
         self.cl = None
         if width == 2 and (policy == "greedy" or bool(np.all(self._vmin_fire < self._theta_slot))):
             self.cl = kernels.ChannelLast(self.flat, B, S, policy == "speck", self._theta_slot, self._vmin_fire,
-                                          self._bounds[0])
+                                          self._bounds[0], self.scratch)
             if self.cl.uniform:
                 self.cl.slot_params(net.beta, net.const, self._fire_slot, self._cap_all, self._vmin_all)
                 self.cl.q_current = True  # the membranes start at 0 in cl.vq: no transposition
@@ -254,10 +259,9 @@ class _Run:
                     if sum(src in net.sources_of[d] for d in self.populations) == 1:
                         self._fuse[src] = c
         self.row_base = dict(zip(self.flat.names, self.flat.base.tolist()))
-        self.scratch = _scratch(net, B * S)
-        # counts in q order live in the scratch, all zeros between runs: `_simulate` reads them out
-        # per population and zeroes what it read (no batch-sized allocation and zeroing per run)
-        self.counts = self.scratch.counts_q() if self.q is not None else kernels.zeros(B * S)
+        # counts (in q order or slot order) live in the scratch, all zeros between runs: `_simulate`
+        # reads them out and zeroes them (no batch-sized allocation and zeroing per run)
+        self.counts = self.scratch.counts_q()
         self._no_gates = np.zeros((1, 1), dtype=bool)
         self.gates = net.gates or []
         if self.gates:  # centre-spiked SSC: live sites per leaf, open gate sites, enabled neurons
@@ -835,8 +839,9 @@ def _scratch(net: EventNetwork, n: int) -> kernels.Scratch:
 
 def _give_back(net: EventNetwork, sc: kernels.Scratch) -> None:
     """A finished run's scratch for the next run (`_scratch`). The last 3 are kept (a 2-thread
-    split's parts and the whole batch): each holds arrays of the run's size (batch x slots), so
-    the network keeps that memory after a run."""
+    split's parts and the whole batch): each holds arrays of the run's size (batch x slots: the
+    delivery scratch, counts, membranes and counters, `kernels.Scratch.kept`), so the network
+    keeps that memory after a run."""
     with _SCRATCH_LOCK:
         free = net.derived.setdefault("free_scratch", [])
         free.append(sc)
@@ -1017,24 +1022,23 @@ def _simulate(graph_or_net, x, policy="ideal", order="layer", seed=0, chunk=4096
         for c, a in dest.items():
             lo, hi = net.offsets[c]
             kernels.counts_out(run.counts, run.q.rt.pos, lo, B, net.n_slots, a, tiled.get((lo, hi - lo), 1))
-    else:
-        run.scratch.disown(run.counts)  # (counts taken from the scratch by a run that left q order)
+    else:  # counted in slot order: copied out, then the scratch's counts zeroed for the next run
         C = run.counts.reshape(B, net.n_slots)
-        dest = {c: C[:, slice(*net.offsets[c])] for c in neurons}
+        if into is None:
+            dest = {c: C[:, slice(*net.offsets[c])].copy() for c in neurons}
+        else:
+            dest = {c: a[into[1]:into[1] + B] for c, a in into[0].counts.items()}
+            for c, a in dest.items():
+                a[:] = C[:, slice(*net.offsets[c])]
+        kernels.clear(run.counts)
     if into is None:
         out = torch.from_numpy(out_sum / T if T > 1 else out_sum).reshape((B,) + g.output.shape)
-        counts = {}
-        for c in neurons:
-            a = dest[c] if run.q is not None else dest[c].copy()
-            counts[c] = torch.from_numpy(a).reshape((B,) + g[c].shape)
+        counts = {c: torch.from_numpy(dest[c]).reshape((B,) + g[c].shape) for c in neurons}
         messages = {c: torch.from_numpy(m).reshape((B,) + g[c].shape) for c, m in run.messages.items()}
     else:  # this part's rows of the whole batch's arrays
         dst, b0 = into
         rows = slice(b0, b0 + B)
         np.divide(out_sum.reshape(B, -1), T, out=dst.output[rows])
-        if run.q is None:
-            for c, a in dst.counts.items():
-                a[rows] = dest[c]
         for c, a in dst.messages.items():
             a[rows] = run.messages[c]
         out = torch.from_numpy(dst.output[rows])
