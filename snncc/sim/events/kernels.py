@@ -1003,7 +1003,17 @@ def start_timestep(state, k, beta, const, reset, B, S, slots, zero_k):
 
 @_njit(nogil=True)
 def _start_sample(st, w, k, beta, const, reset, off, S, slots, zero_k):
-    """`start_timestep` of the sample whose slots start at `off` (`st`: the state, raveled; `w`: its width)."""
+    """`start_timestep` of the sample whose slots start at `off` (`st`: the state, raveled; `w`: its width).
+    Where `slots` is every slot (a first timestep's start: they are sorted and distinct, so slot i
+    is slots[i]) the sweep reads no index and, on one-column membranes, is a SIMD loop."""
+    if slots.size == S and w == 1:
+        for s in range(np.uint64(S)):
+            v = beta[s] if reset[s] else st[off + s]
+            st[off + s] = v + const[s]
+        if zero_k:
+            for s in range(np.uint64(S)):
+                k[off + s] = 0.0
+        return
     for i in range(slots.size):
         s = np.uint64(slots[i])
         g = off + s
@@ -1065,8 +1075,11 @@ def first_update_hot(vq, k, thq, fireq, capq, vminq, B, S, out_g, out_n, hot, ma
     threshold is listed, by `_sequential_speck_cl` and by this sweep) and those whose membrane the
     timestep's start set (`touched`: q positions, in every sample). Any other neuron is below its
     threshold and at or above its lower bound (every store clips at it), where the rule changes
-    nothing. Fired (b * S + q, n) in out_g/out_n (any order); the neurons left at or above their
-    threshold form the new list. Returns how many fired."""
+    nothing. The full sweep first tests a block of `BURST_BLOCK` neurons at once (SIMD) for one
+    not strictly between its lower bound and its threshold, and skips a block with none (the
+    rule changes nothing there): the sweep of a batch's membranes after a first timestep's start
+    costs a vector compare per block. Fired (b * S + q, n) in out_g/out_n (any order); the
+    neurons left at or above their threshold form the new list. Returns how many fired."""
     m = nhot[0]
     if not full:  # the candidates: the list plus the touched neurons, each once
         for b in range(B):
@@ -1080,37 +1093,52 @@ def first_update_hot(vq, k, thq, fireq, capq, vminq, B, S, out_g, out_n, hot, ma
     for i in range(m):
         mark[cand[i]] = 0
     nhot[0] = 0
-    n_visit = B * S if full else m
     ne = 0
-    s = -1
-    for i in range(n_visit):
-        if full:
-            g = i
-            s = s + 1 if s + 1 < S else 0
-        else:
-            g = cand[i]
-            s = g - _sample_of(g, S) * S
-        v = vq[g]
-        th = thq[s]
-        if v < th:
-            if v <= vminq[s] and fireq[g]:
-                vq[g] = vminq[s]
-            continue
-        if not fireq[g]:
-            continue
-        n = 1.0 if capq[s] > 0.0 else 0.0
-        v = v - n * th
-        v = v if v > vminq[s] else vminq[s]
-        vq[g] = v
-        k[g] += n
-        if n > 0.0:
-            out_g[ne] = g
-            out_n[ne] = n
-            ne += 1
-        if v >= th and mark[g] == 0:
-            mark[g] = 1
-            hot[nhot[0]] = g
-            nhot[0] += 1
+    if full:  # in g order, block by block
+        for b in range(B):
+            off = np.uint64(b * S)
+            for q0 in range(0, S, BURST_BLOCK):
+                q1 = min(q0 + BURST_BLOCK, S)
+                quiet = True
+                for q in range(np.uint64(q0), np.uint64(q1)):  # (unsigned, no short circuit: SIMD)
+                    v = vq[off + q]
+                    quiet &= (v < thq[q]) & (v > vminq[q])
+                if not quiet:
+                    for q in range(q0, q1):
+                        ne = _first_hot(vq, k, thq, fireq, capq, vminq, b * S + q, q, out_g, out_n, hot, mark, nhot, ne)
+        return ne
+    for i in range(m):
+        g = cand[i]
+        ne = _first_hot(vq, k, thq, fireq, capq, vminq, g, g - _sample_of(g, S) * S, out_g, out_n, hot, mark, nhot,
+                        ne)
+    return ne
+
+
+@numba.njit(inline="always")
+def _first_hot(vq, k, thq, fireq, capq, vminq, g, s, out_g, out_n, hot, mark, nhot, ne):
+    """`first_update_hot`'s rule for neuron g (q position s in its sample); returns the count of
+    fired neurons in out_g/out_n, ne plus one where it fires."""
+    v = vq[g]
+    th = thq[s]
+    if v < th:
+        if v <= vminq[s] and fireq[g]:
+            vq[g] = vminq[s]
+        return ne
+    if not fireq[g]:
+        return ne
+    n = 1.0 if capq[s] > 0.0 else 0.0
+    v = v - n * th
+    v = v if v > vminq[s] else vminq[s]
+    vq[g] = v
+    k[g] += n
+    if n > 0.0:
+        out_g[ne] = g
+        out_n[ne] = n
+        ne += 1
+    if v >= th and mark[g] == 0:
+        mark[g] = 1
+        hot[nhot[0]] = g
+        nhot[0] += 1
     return ne
 
 
