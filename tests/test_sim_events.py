@@ -711,6 +711,7 @@ def test_channel_last_bound_is_checked_one_value_per_run(monkeypatch):
     assert runner_mod._Run(net, 3, "speck", "layer", 0, 1, False, None).cl is not None
     fast = simulate(net, x, "speck")
     monkeypatch.setattr(K.RunTables, "uniform", lambda self, per_q: False)
+    net.derived.pop("run_params")  # (the network keeps the per-q bounds and their check per parameters)
     assert runner_mod._Run(net, 3, "speck", "layer", 0, 1, False, None).cl is None
     flat = simulate(net, x, "speck")
     assert all(torch.equal(fast.counts[k], flat.counts[k]) for k in fast.counts)
@@ -891,12 +892,14 @@ def test_runs_reuse_their_batch_sized_arrays_exactly():
     `kernels.Scratch.kept` / `zeroed`) are kept for the next run of the network with that batch
     size, whatever they hold: every policy run in turn on one network (twice round) gives the
     counts, output, events and SynOps of the same run on a network of its own, and a later run
-    took the earlier one's arrays (a count or contribution counter left over would add to it)."""
+    took the earlier one's arrays (a count or contribution counter left over would add to it). The
+    per-slot parameters kept per policy arguments (`runner._params`) follow a change of v_min or
+    speck_cap_D."""
     g = _random_net(4)
     gen = torch.Generator().manual_seed(5)
     x = torch.poisson(torch.full((2, 3, 2, 6, 6), 0.7), generator=gen).clamp(max=3).to(F64)  # (T, B, ...)
     cases = [("greedy", {}), ("speck", {}), ("ideal", {}), ("speck", {"speck_cap_D": True}),
-             ("speck", {"v_min": 10.0}), ("ideal", {"order": "interleaved"})]
+             ("speck", {"v_min": 10.0}), ("speck", {"v_min": -0.25}), ("ideal", {"order": "interleaved"})]
     fresh = [simulate(build_network(g), x, pol, **kw) for pol, kw in cases]
     net = build_network(g)
     runs = []

@@ -165,11 +165,13 @@ class _Run:
         # per-neuron lower bound: in the state row of the general kernel (SSC gates); unused otherwise
         self.v_min = self.state[:, kernels.VMIN_] if width > kernels.VMIN_ else None
         self.counts = None  # spike counts per (sample, slot), or per (sample, q) with `q` below
-        cap = net.D.astype(np.float64)
-        if policy == "speck" and not speck_cap_D:
-            cap = np.where(net.fires, np.inf, 0.0)
-        vm = net.v_min if v_min is None else np.broadcast_to(np.asarray(v_min, dtype=np.float64), (S,))
-        self._fire_slot = net.fires & net.enabled  # per slot
+        # the per-slot parameters of the policy (read-only): once per network and parameters
+        pkey = (policy, speck_cap_D, None if v_min is None else np.asarray(v_min, dtype=np.float64).tobytes())
+        prm = net.derived.setdefault("run_params", {}).get(pkey)
+        if prm is None:
+            prm = net.derived["run_params"][pkey] = _params(net, policy, speck_cap_D, v_min)
+        cap = prm["cap"]
+        self._fire_slot = prm["fire_slot"]  # per slot
         # ideal: populations whose neuron model goes beyond the soft-reset one (ops.neuron_features:
         # hard / no reset, leak before reset, strict comparison) fire and carry through the
         # reference's own fire_count / carried_membrane; `_carried` marks the slots whose carried
@@ -179,8 +181,7 @@ class _Run:
         self._carried = np.zeros(S, dtype=bool)
         for c in self._special:
             self._carried[slice(*net.offsets[c])] = net.graph[c].attrs["stateful"]
-        self._theta_slot = np.ascontiguousarray(net.theta, dtype=np.float64)
-        self._cap_all, self._vmin_all = np.ascontiguousarray(cap), np.ascontiguousarray(vm, dtype=np.float64)
+        self._theta_slot, self._cap_all, self._vmin_all = prm["theta"], prm["cap_all"], prm["vmin_all"]
         # the window counters k only matter under a finite cap (greedy's D, speck_cap_D): the speck
         # policy's cap is inf (or 0 where a neuron may not fire), so its k need no zeroing per timestep
         self._zero_k = policy != "ideal" and bool(np.any(np.isfinite(cap) & (cap > 0)))
@@ -190,8 +191,7 @@ class _Run:
         if policy != "ideal" and not self._zero_k:
             kernels.clear(self.k)
         # the plain kernels' cap and lower bound per slot (0 / -inf where a neuron may not fire)
-        self._cap_fire = np.where(self._fire_slot, self._cap_all, 0.0)
-        self._vmin_fire = np.where(self._fire_slot, self._vmin_all, -np.inf)
+        self._cap_fire, self._vmin_fire = prm["cap_fire"], prm["vmin_fire"]
         if "bounds" not in net.derived:  # per slot, from theta alone: once per network
             net.derived["bounds"] = kernels.greedy_bounds(self._theta_slot)
         self._bounds = net.derived["bounds"]
@@ -200,7 +200,7 @@ class _Run:
         self.cl = None
         if width == 2 and (policy == "greedy" or bool(np.all(self._vmin_fire < self._theta_slot))):
             self.cl = kernels.ChannelLast(self.flat, B, S, policy == "speck", self._theta_slot, self._vmin_fire,
-                                          self._bounds[0], self.scratch)
+                                          self._bounds[0], self.scratch, prm.setdefault(("channel_last", B), {}))
             if self.cl.uniform:
                 self.cl.slot_params(net.beta, net.const, self._fire_slot, self._cap_all, self._vmin_all)
                 self.cl.q_current = True  # the membranes start at 0 in cl.vq: no transposition
@@ -212,7 +212,11 @@ class _Run:
         if width > 1 and self.cl is None:
             self.Dcap = np.empty(B * S)
             kernels.init_state(self.state, self.Dcap, self._cap_all, self._vmin_all, self._fire_slot, B, S)
-        self.firing = np.tile(self._fire_slot, B) if (policy != "ideal" or gated) else None  # per neuron
+        self.firing = None  # per neuron (read-only)
+        if policy != "ideal" or gated:
+            self.firing = prm.get(("firing", B))
+            if self.firing is None:
+                self.firing = prm[("firing", B)] = np.tile(self._fire_slot, B)
         self.src_index = {s: i for i, s in enumerate(net.tables)}
         self.slot_pop = np.empty(S, dtype=np.int64)  # slot -> consumer index
         for i, c in enumerate(net.consumers):
@@ -822,6 +826,23 @@ class _Run:
         keep = ~chosen
         rest = [_Batch(None, gid[keep], None, key[keep], sidx[keep])] if keep.any() else []
         return res, rest
+
+
+def _params(net: EventNetwork, policy: str, speck_cap_D: bool, v_min) -> dict:
+    """A policy's per-slot parameters (`_Run`; the same for every run with these arguments, kept on
+    the network): cap (D; speck without `speck_cap_D`: inf, 0 where a neuron may not fire), the
+    lower bounds, which slots fire, theta, and the plain kernels' cap and lower bound (0 / -inf
+    where a neuron may not fire)."""
+    S = net.n_slots
+    cap = net.D.astype(np.float64)
+    if policy == "speck" and not speck_cap_D:
+        cap = np.where(net.fires, np.inf, 0.0)
+    vm = net.v_min if v_min is None else np.broadcast_to(np.asarray(v_min, dtype=np.float64), (S,))
+    fire_slot = net.fires & net.enabled
+    cap_all, vmin_all = np.ascontiguousarray(cap), np.ascontiguousarray(vm, dtype=np.float64)
+    return {"cap": cap, "fire_slot": fire_slot, "theta": np.ascontiguousarray(net.theta, dtype=np.float64),
+            "cap_all": cap_all, "vmin_all": vmin_all, "cap_fire": np.where(fire_slot, cap_all, 0.0),
+            "vmin_fire": np.where(fire_slot, vmin_all, -np.inf)}
 
 
 def _scratch(net: EventNetwork, n: int) -> kernels.Scratch:
