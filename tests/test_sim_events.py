@@ -915,3 +915,40 @@ def test_runs_reuse_their_batch_sized_arrays_exactly():
     cls = [r.cl for r in runs if r.cl is not None]
     assert len(cls) >= 4 and all(c.cnt is cls[0].cnt and c.vq is cls[0].vq for c in cls)
     assert any(r.cl is None and r.policy == "speck" for r in runs)  # v_min above theta: the flat kernels
+
+
+def test_float32_spike_counts_are_read_without_a_float64_copy(monkeypatch):
+    """Spike counts given in float32 (torch.poisson's dtype, a sinabs user's batch) are read as they
+    are (`runner._inputs`): every policy, on one thread and split over two, gives the counts,
+    output, events and SynOps of the same counts in float64; a non-integer float32 count is
+    refused as a float64 one is."""
+    import numba
+
+    from snncc.sim.events import kernels as K
+
+    g = _random_net(4)
+    net = build_network(g)
+    gen = torch.Generator().manual_seed(6)
+    x32 = torch.poisson(torch.full((2, 4, 2, 6, 6), 0.7), generator=gen).clamp(max=3)  # (T, B, ...) float32
+    seen = []
+    real = K.input_spikes
+    monkeypatch.setattr(K, "input_spikes", lambda x: (seen.append(x.dtype), real(x))[1])
+    before = numba.get_num_threads()
+    try:
+        for threads in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
+            numba.set_num_threads(threads)
+            for pol in ("ideal", "greedy", "speck"):
+                seen.clear()
+                a, b = simulate(net, x32, pol), simulate(net, x32.double(), pol)
+                assert seen == [np.float32] * 2 * threads + [np.float64] * 2 * threads, (pol, threads)
+                for k in a.counts:
+                    assert torch.equal(a.counts[k], b.counts[k]), (pol, k)
+                assert torch.equal(a.output, b.output) and a.output.dtype == torch.float64
+                assert a.events == b.events and a.synops == b.synops
+                assert sum(int(c.sum()) for c in a.counts.values()) > 30
+    finally:
+        numba.set_num_threads(before)
+    bad = x32.clone()
+    bad[1, 2, 0, 3, 3] = 0.5
+    with pytest.raises(SnnccError, match="not non-negative integer counts"):
+        simulate(net, bad, "ideal")

@@ -1612,7 +1612,7 @@ def _input_spikes(x):
 
 
 def input_spikes(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
-    """`_input_spikes` on a float64 (B, *shape) array viewed as (B, n) (a strided view stays one)."""
+    """`_input_spikes` on a float64 or float32 (B, *shape) array viewed as (B, n) (a strided view stays one)."""
     B = x.shape[0]
     x2 = x.reshape(B, -1) if x.ndim != 2 else x
     return _input_spikes(x2)
