@@ -952,3 +952,52 @@ def test_float32_spike_counts_are_read_without_a_float64_copy(monkeypatch):
     bad[1, 2, 0, 3, 3] = 0.5
     with pytest.raises(SnnccError, match="not non-negative integer counts"):
         simulate(net, bad, "ideal")
+
+
+@pytest.mark.parametrize("pol", ["greedy", "speck"])
+def test_channel_last_counters_are_zero_after_sparse_and_dense_steps(pol):
+    """The channel-last kernels zero a sample's contribution counters after its events of a step
+    (`kernels._zero_counters`): run by run where the events wrote under half their span (sample
+    0: two input events at opposite corners, 16 targets each (2 x 2 sites x 3 channels of A, 1 site
+    x 4 channels of B) within a span of both maps), the span in one sweep otherwise (sample 2:
+    120 events). After the
+    step every counter is 0 and the spikes, membranes and window counts are the flat kernels'."""
+    from snncc.sim.events import kernels as K
+
+    g = _random_net(4)
+    net = build_network(g)
+    flat = runner_mod._flat_tables(net)
+    B, S = 3, net.n_slots
+    theta = np.ascontiguousarray(net.theta, dtype=np.float64)
+    cap = np.where(net.fires, 2.0 if pol == "greedy" else np.inf, 0.0)
+    vmin = np.where(net.fires, -1.5, -np.inf)
+    bounds = K.greedy_bounds(theta)
+    rng = np.random.default_rng(3)
+    v0 = rng.normal(0.3, 0.5, B * S)
+    dense = rng.integers(0, net.tables["x"].n, 120)
+    rows = flat.base[0] + np.r_[0, 35, dense]  # input addresses (channel 0, corners (0, 0) and (5, 5)), then random
+    samples = np.r_[0, 0, np.full(120, 2)]
+    rt = flat.runs(0)
+    wrote = sum(int(rt.length[rt.ptr[rt.pat[a]]:rt.ptr[rt.pat[a] + 1]].sum()) for a in rows[:2])
+    lo = min(rt.base[a] + rt.rel[rt.ptr[rt.pat[a]]] for a in rows[:2])
+    hi = max(rt.base[a] + rt.rel[rt.ptr[rt.pat[a] + 1] - 1] + rt.length[rt.ptr[rt.pat[a] + 1] - 1] for a in rows[:2])
+    assert wrote == 32 and 2 * wrote < hi - lo  # sample 0 takes the run-by-run zeroing
+    out = []
+    for use_cl in (False, True):
+        state = np.zeros((B * S, 2))
+        state[:, 0] = v0
+        k = np.zeros(B * S)
+        scratch = K.Scratch(B * S)
+        cl = K.ChannelLast(flat, B, S, pol == "speck", theta, vmin, bounds[0], scratch) if use_cl else None
+        if cl is not None:
+            cl.cnt[:] = 0
+        res = K.deliver_sequential(flat, np.zeros((1, 1), bool), rows, samples, S, 0, state, k, theta, None,
+                                   pol == "speck", scratch, cap, vmin, bounds, cl)
+        if cl is not None:
+            assert not cl.cnt.any()
+            cl.to_slots(state)
+            k = k.reshape(B, S)[:, cl.rt.pos].ravel()
+        out.append([np.asarray(a).copy() for a in res] + [state[:, 0].copy(), k])
+    for a, b in zip(*out):
+        assert np.array_equal(a, b)
+    assert out[0][1].size > 5  # spikes fired

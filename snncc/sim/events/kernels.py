@@ -737,10 +737,30 @@ def _sequential_greedy(indptr, slots, weights, rows, samples, S, clock, state, k
 # below the bound: speck requires v_min < theta, checked by the runner) with the very float64
 # operations of `_sequential_speck` / `_sequential_greedy`. A neuron's rank is its counter before
 # the contribution. The events must come sample by sample (`deliver_sequential` sorts them so):
-# at the end of a sample's events its counters are zeroed over the span of q its runs wrote (the
-# next step starts from 0 with no per-synapse step stamp to compare). The speck kernel lists every
+# at the end of a sample's events its counters are zeroed (`_zero_counters`: the runs again, or the
+# span of q its runs wrote; the next step starts from 0 with no per-synapse step stamp to compare). The speck kernel lists every
 # neuron it leaves at or above its threshold (`hot`, once each: `mark`), the only ones a first
 # update without reset or constant current can fire (`first_update_hot`).
+@_njit(nogil=True)
+def _zero_counters(pat, base, ptr, rel, length, rows, e0, e1, off, cnt, qlo, qhi, wrote):
+    """The channel-last kernels' contribution counters of one sample (at `off`) back to zero after
+    its events e0:e1 of a step, which wrote `wrote` counters (with repeats) within [qlo, qhi): where
+    that is under half the span, run by run over the events' runs again (they were just written, in
+    cache), else the span in one sweep (a sparse step's span of a large map is mostly untouched and
+    out of cache)."""
+    if 2 * wrote >= qhi - qlo:
+        for q in range(np.uint64(qlo), np.uint64(qhi)):
+            cnt[off + q] = 0
+        return
+    for e in range(e0, e1):
+        a = rows[e]
+        p = pat[a]
+        for r in range(ptr[p], ptr[p + 1]):
+            t = off + np.uint64(base[a] + rel[r])
+            for i in range(np.uint64(length[r])):
+                cnt[t + i] = 0
+
+
 @_njit(nogil=True)
 def _sequential_speck_cl(pat, base, ptr, rel, length, woff, weights, inv, rows, samples, S, clock, vq, cnt, k,
                          thq, vmq, capq, em_rank, em_slot, em_key, em_n, hot, mark, nhot, counters):
@@ -756,6 +776,7 @@ def _sequential_speck_cl(pat, base, ptr, rel, length, woff, weights, inv, rows, 
         off = np.uint64(b * S)
         qlo = S
         qhi = 0
+        syn0 = synops
         for e in range(e0, e1):
             a = rows[e]
             p = pat[a]
@@ -802,8 +823,7 @@ def _sequential_speck_cl(pat, base, ptr, rel, length, woff, weights, inv, rows, 
                         em_key[ne] = clock + e
                         em_n[ne] = n
                         ne += 1
-        for q in range(np.uint64(qlo), np.uint64(qhi)):
-            cnt[off + q] = 0
+        _zero_counters(pat, base, ptr, rel, length, rows, e0, e1, off, cnt, qlo, qhi, synops - syn0)
         e0 = e1
     return synops, ne
 
@@ -823,6 +843,7 @@ def _sequential_greedy_cl(pat, base, ptr, rel, length, woff, weights, inv, rows,
         off = np.uint64(b * S)
         qlo = S
         qhi = 0
+        syn0 = synops
         for e in range(e0, e1):
             a = rows[e]
             p = pat[a]
@@ -868,8 +889,7 @@ def _sequential_greedy_cl(pat, base, ptr, rel, length, woff, weights, inv, rows,
                         em_key[ne] = clock + e
                         em_n[ne] = n
                         ne += 1
-        for q in range(np.uint64(qlo), np.uint64(qhi)):
-            cnt[off + q] = 0
+        _zero_counters(pat, base, ptr, rel, length, rows, e0, e1, off, cnt, qlo, qhi, synops - syn0)
         e0 = e1
     return synops, ne
 
