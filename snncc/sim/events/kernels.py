@@ -943,14 +943,12 @@ class ChannelLast:
         # timestep's start writes every one), the counters are zero between steps
         self.vq = scratch.kept("vq", (B * S,))
         self.cnt = scratch.zeroed("cnt", B * S, np.int32)
-        if "thq" not in c:
+        if "static" not in c:  # (built whole, then published at once: the batch split's threads share it)
             inv = self.rt.inv
-            c["inv"], c["per_q"] = inv.astype(np.int64), {}
-            c["thq"], c["vmq"], c["loq"] = (np.ascontiguousarray(a[inv]) for a in (theta, vmin, lo))
-            c["uniform"] = all(self.rt.uniform(x) for x in ((c["thq"], c["vmq"]) if speck else (c["loq"],)))
-            c["weights"] = self.rt.weights_f64_or_f32()
-        self.inv, self.thq, self.vmq, self.loq = c["inv"], c["thq"], c["vmq"], c["loq"]
-        self.uniform, self.weights = c["uniform"], c["weights"]
+            thq, vmq, loq = (np.ascontiguousarray(a[inv]) for a in (theta, vmin, lo))
+            c.setdefault("static", (inv.astype(np.int64), thq, vmq, loq, {}, self.rt.weights_f64_or_f32(),
+                                    all(self.rt.uniform(x) for x in ((thq, vmq) if speck else (loq,)))))
+        self.inv, self.thq, self.vmq, self.loq, self._per_q, self.weights, self.uniform = c["static"]
         # speck: the neurons at or above their threshold (`first_update_hot`; valid once a full
         # first update in q order has listed them)
         n_hot = B * S if speck else 0
@@ -958,19 +956,16 @@ class ChannelLast:
         clear(self.mark)
         self.nhot = np.zeros(1, np.int64)
         self.hot_valid = False
-        self._per_q = c["per_q"]
         self.q_current = False  # vq holds the membranes (state's column is stale)
 
     def slot_params(self, beta, const, fire_slot, cap, vmin) -> None:
         """Per-q copies of the per-slot parameters of a timestep's start and first update (run in
         q order while the membranes are there: `start_timestep` / `first_update` on `vq`)."""
         c, inv = self._cache, self.inv
-        if "betaq" not in c:
-            c["betaq"], c["constq"], c["capq"], c["vminq"] = (np.ascontiguousarray(a[inv], dtype=np.float64)
-                                                              for a in (beta, const, cap, vmin))
-            c["fireq"] = np.tile(fire_slot[inv], self.B)
-        self.betaq, self.constq, self.fireq, self.capq, self.vminq = (c[k] for k in ("betaq", "constq", "fireq", "capq",
-                                                                                        "vminq"))
+        if "slot_params" not in c:
+            c.setdefault("slot_params", tuple(np.ascontiguousarray(a[inv], dtype=np.float64)
+                                              for a in (beta, const, cap, vmin)) + (np.tile(fire_slot[inv], self.B),))
+        self.betaq, self.constq, self.capq, self.vminq, self.fireq = c["slot_params"]
         self._kq = None
 
     @property
