@@ -925,7 +925,8 @@ class ChannelLast:
     """The channel-last state of a greedy/speck run without SSC gates: membranes `vq` and
     contribution counters `cnt` (int32, zero between steps) per (sample, q), the per-q bounds of the
     SIMD pass, and which copy of the membranes is current (`q_current`; the runner starts a run
-    with it set: its membranes start at 0 in `vq`, `state` is not initialised). The runner's
+    with it set: its membranes are in `vq`, which the first timestep's start writes whole; `state`
+    is not initialised). The runner's
     slot-order code (timestep start with a leak, host currents or disabled slots) reads `state`;
     `to_q` / `to_slots` transpose at those step boundaries. `uniform`: every run's bound is one value (the kernels read it once per run); the
     runner takes the flat kernels where it is not (static SSC masks disabling part of a population).

@@ -203,7 +203,7 @@ class _Run:
                                           self._bounds[0], self.scratch, prm.setdefault(("channel_last", B), {}))
             if self.cl.uniform:
                 self.cl.slot_params(net.beta, net.const, self._fire_slot, self._cap_all, self._vmin_all)
-                self.cl.q_current = True  # the membranes start at 0 in cl.vq: no transposition
+                self.cl.q_current = True  # the membranes live in cl.vq from the first start: no transposition
             else:  # a bound that varies within a run: the flat kernels
                 self.cl = None
         # a channel-last run keeps its membranes in cl.vq: `state` is written by cl.to_slots before
