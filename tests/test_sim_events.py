@@ -615,9 +615,9 @@ def test_channel_last_kernels_emit_the_flat_kernels_spikes_in_order(pol):
         state = np.zeros((B * S, 2))
         state[:, 0] = rng.normal(0, 0.5, B * S) if not runs else runs[0][0]
         k = np.zeros(B * S)
-        cl = K.ChannelLast(flat, B, S, pol == "speck", theta, vmin, bounds[0]) if use_cl else None
-        assert cl is None or cl.rt.length.max() > 1  # real multi-target runs
         scratch = K.Scratch(B * S)
+        cl = K.ChannelLast(flat, B, S, pol == "speck", theta, vmin, bounds[0], scratch) if use_cl else None
+        assert cl is None or cl.rt.length.max() > 1  # real multi-target runs
         srng = np.random.default_rng(11)
         out = [state[:, 0].copy()]
         for step in range(2):
@@ -711,6 +711,7 @@ def test_channel_last_bound_is_checked_one_value_per_run(monkeypatch):
     assert runner_mod._Run(net, 3, "speck", "layer", 0, 1, False, None).cl is not None
     fast = simulate(net, x, "speck")
     monkeypatch.setattr(K.RunTables, "uniform", lambda self, per_q: False)
+    net.derived.pop("run_params")  # (the network keeps the per-q bounds and their check per parameters)
     assert runner_mod._Run(net, 3, "speck", "layer", 0, 1, False, None).cl is None
     flat = simulate(net, x, "speck")
     assert all(torch.equal(fast.counts[k], flat.counts[k]) for k in fast.counts)
@@ -884,3 +885,156 @@ def test_ideal_timestep_start_marks_reset_at_threshold_dirty(stateful, want):
     assert run_.q is not None
     assert torch.equal(res.counts["n"], torch.full((2, 1), want, dtype=F64))
     assert torch.equal(run(g, x).counts["n"], res.counts["n"])
+
+
+def test_runs_reuse_their_batch_sized_arrays_exactly():
+    """A run's batch-sized arrays (membranes, window and contribution counters, spike counts:
+    `kernels.Scratch.kept` / `zeroed`) are kept for the next run of the network with that batch
+    size, whatever they hold: every policy run in turn on one network (twice round) gives the
+    counts, output, events and SynOps of the same run on a network of its own, and a later run
+    took the earlier one's arrays (a count or contribution counter left over would add to it). The
+    per-slot parameters kept per policy arguments (`runner._params`) follow a change of v_min or
+    speck_cap_D."""
+    g = _random_net(4)
+    gen = torch.Generator().manual_seed(5)
+    x = torch.poisson(torch.full((2, 3, 2, 6, 6), 0.7), generator=gen).clamp(max=3).to(F64)  # (T, B, ...)
+    cases = [("greedy", {}), ("speck", {}), ("ideal", {}), ("speck", {"speck_cap_D": True}),
+             ("speck", {"v_min": 10.0}), ("speck", {"v_min": -0.25}), ("ideal", {"order": "interleaved"})]
+    fresh = [simulate(build_network(g), x, pol, **kw) for pol, kw in cases]
+    net = build_network(g)
+    runs = []
+    for (pol, kw), want in list(zip(cases, fresh)) * 2:
+        res, run_ = runner_mod._simulate(net, x, pol, **kw)
+        for k in want.counts:
+            assert torch.equal(res.counts[k], want.counts[k]), (pol, kw, k)
+        assert torch.equal(res.output, want.output), (pol, kw)
+        assert res.events == want.events and res.synops == want.synops, (pol, kw)
+        assert sum(int(c.sum()) for c in res.counts.values()) > 30
+        runs.append(run_)
+    assert all(r.counts is runs[0].counts for r in runs)  # one batch's counts, zeroed after each run
+    cls = [r.cl for r in runs if r.cl is not None]
+    assert len(cls) >= 4 and all(c.cnt is cls[0].cnt and c.vq is cls[0].vq for c in cls)
+    assert any(r.cl is None and r.policy == "speck" for r in runs)  # v_min above theta: the flat kernels
+
+
+def test_float32_spike_counts_are_read_without_a_float64_copy(monkeypatch):
+    """Spike counts given in float32 (torch.poisson's dtype, a sinabs user's batch) are read as they
+    are (`runner._inputs`): every policy, on one thread and split over two, gives the counts,
+    output, events and SynOps of the same counts in float64; a non-integer float32 count is
+    refused as a float64 one is."""
+    import numba
+
+    from snncc.sim.events import kernels as K
+
+    g = _random_net(4)
+    net = build_network(g)
+    gen = torch.Generator().manual_seed(6)
+    x32 = torch.poisson(torch.full((2, 4, 2, 6, 6), 0.7), generator=gen).clamp(max=3)  # (T, B, ...) float32
+    seen = []
+    real = K.input_spikes
+    monkeypatch.setattr(K, "input_spikes", lambda x: (seen.append(x.dtype), real(x))[1])
+    before = numba.get_num_threads()
+    try:
+        for threads in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
+            numba.set_num_threads(threads)
+            for pol in ("ideal", "greedy", "speck"):
+                seen.clear()
+                a, b = simulate(net, x32, pol), simulate(net, x32.double(), pol)
+                assert seen == [np.float32] * 2 * threads + [np.float64] * 2 * threads, (pol, threads)
+                for k in a.counts:
+                    assert torch.equal(a.counts[k], b.counts[k]), (pol, k)
+                assert torch.equal(a.output, b.output) and a.output.dtype == torch.float64
+                assert a.events == b.events and a.synops == b.synops
+                assert sum(int(c.sum()) for c in a.counts.values()) > 30
+    finally:
+        numba.set_num_threads(before)
+    bad = x32.clone()
+    bad[1, 2, 0, 3, 3] = 0.5
+    with pytest.raises(SnnccError, match="not non-negative integer counts"):
+        simulate(net, bad, "ideal")
+
+
+@pytest.mark.parametrize("pol", ["greedy", "speck"])
+def test_channel_last_counters_are_zero_after_sparse_and_dense_steps(pol):
+    """The channel-last kernels zero a sample's contribution counters after its events of a step
+    (`kernels._zero_counters`): run by run where the events wrote under half their span (sample
+    0: two input events at opposite corners, 16 targets each (2 x 2 sites x 3 channels of A, 1 site
+    x 4 channels of B) within a span of both maps), the span in one sweep otherwise (sample 2:
+    120 events). After the
+    step every counter is 0 and the spikes, membranes and window counts are the flat kernels'."""
+    from snncc.sim.events import kernels as K
+
+    g = _random_net(4)
+    net = build_network(g)
+    flat = runner_mod._flat_tables(net)
+    B, S = 3, net.n_slots
+    theta = np.ascontiguousarray(net.theta, dtype=np.float64)
+    cap = np.where(net.fires, 2.0 if pol == "greedy" else np.inf, 0.0)
+    vmin = np.where(net.fires, -1.5, -np.inf)
+    bounds = K.greedy_bounds(theta)
+    rng = np.random.default_rng(3)
+    v0 = rng.normal(0.3, 0.5, B * S)
+    dense = rng.integers(0, net.tables["x"].n, 120)
+    rows = flat.base[0] + np.r_[0, 35, dense]  # input addresses (channel 0, corners (0, 0) and (5, 5)), then random
+    samples = np.r_[0, 0, np.full(120, 2)]
+    rt = flat.runs(0)
+    wrote = sum(int(rt.length[rt.ptr[rt.pat[a]]:rt.ptr[rt.pat[a] + 1]].sum()) for a in rows[:2])
+    lo = min(rt.base[a] + rt.rel[rt.ptr[rt.pat[a]]] for a in rows[:2])
+    hi = max(rt.base[a] + rt.rel[rt.ptr[rt.pat[a] + 1] - 1] + rt.length[rt.ptr[rt.pat[a] + 1] - 1] for a in rows[:2])
+    assert wrote == 32 and 2 * wrote < hi - lo  # sample 0 takes the run-by-run zeroing
+    out = []
+    for use_cl in (False, True):
+        state = np.zeros((B * S, 2))
+        state[:, 0] = v0
+        k = np.zeros(B * S)
+        scratch = K.Scratch(B * S)
+        cl = K.ChannelLast(flat, B, S, pol == "speck", theta, vmin, bounds[0], scratch) if use_cl else None
+        if cl is not None:
+            cl.cnt[:] = 0
+        res = K.deliver_sequential(flat, np.zeros((1, 1), bool), rows, samples, S, 0, state, k, theta, None,
+                                   pol == "speck", scratch, cap, vmin, bounds, cl)
+        if cl is not None:
+            assert not cl.cnt.any()
+            cl.to_slots(state)
+            k = k.reshape(B, S)[:, cl.rt.pos].ravel()
+        out.append([np.asarray(a).copy() for a in res] + [state[:, 0].copy(), k])
+    for a, b in zip(*out):
+        assert np.array_equal(a, b)
+    assert out[0][1].size > 5  # spikes fired
+
+
+@pytest.mark.parametrize("pol", ["ideal", "speck"])
+def test_batch_split_parts_of_unequal_size_reuse_their_arrays_exactly(pol):
+    """Split over 2 threads, a batch of 5 runs as parts of 3 and 2 samples, each with a scratch of
+    its own size kept on the network (`runner._give_back`, the last 3); run again, each part takes
+    back the arrays of its size, whatever they hold. Sample 1 gets no input event: silent while
+    the others fire. Every run equals the 1-thread run on a network of its own."""
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba has one thread on this machine: no split to compare")  # the split needs 2 threads
+    g = _random_net(4)
+    gen = torch.Generator().manual_seed(8)
+    x = torch.poisson(torch.full((2, 5, 2, 6, 6), 0.7), generator=gen).clamp(max=3).to(F64)  # (T, B, ...)
+    x[:, 1] = 0.0
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        want = simulate(build_network(g), x, pol)
+        net = build_network(g)
+        numba.set_num_threads(2)
+        kept = []
+        for _ in range(3):
+            r = simulate(net, x, pol)
+            for k in want.counts:
+                assert torch.equal(r.counts[k], want.counts[k]), k
+            assert torch.equal(r.output, want.output)
+            assert r.events == want.events and r.synops == want.synops
+            kept.append({sc.n_global: sc for sc in net.derived["free_scratch"]})
+    finally:
+        numba.set_num_threads(before)
+    S = net.n_slots
+    assert sorted(kept[0]) == [2 * S, 3 * S]  # one scratch per part size
+    assert all(k[n] is kept[0][n] for k in kept[1:] for n in kept[0])  # taken back run after run
+    assert all(int(c[1].sum()) == 0 for c in want.counts.values())  # sample 1 silent
+    assert sum(int(c.sum()) for c in want.counts.values()) > 30

@@ -8,7 +8,7 @@ synapse updating its neuron and firing it by the policy's rule at once) and `com
 a timestep (`init_state`, `start_timestep`, `first_update`, `first_update_hot` (speck, channel-last:
 only the neurons listed at their threshold), `complete_burst` (with the bursts' counts, event ids
 and peak)) and the compiled bookkeeping around the kernels (`input_spikes`, `event_rows`,
-`_ideal_events`, `zeros`; a greedy/speck step's `_sample_order`, `_records_by_key`, `emit_spikes`:
+`_ideal_events`, `zeros`, `clear`; a greedy/speck step's `_sample_order`, `_records_by_key`, `emit_spikes`:
 counting sorts and one pass, linear in the step's events). All of it runs without the GIL: with
 the batch split over threads (`runner._simulate_split`) only the Python between the calls is
 serial.
@@ -115,6 +115,13 @@ BURST_PREFETCH = 32  # spikes ahead whose count (`_burst_sample`, `emit_spikes`)
 @_njit(nogil=True)
 def _zeros(n, like):
     return np.zeros(n, like.dtype)
+
+
+@_njit(nogil=True)
+def clear(a):
+    """a[:] = 0 in compiled code without the GIL (a kept array of a run, `Scratch.kept`)."""
+    for i in range(a.size):
+        a[i] = 0
 
 
 def zeros(n: int, dtype=np.float64) -> np.ndarray:
@@ -730,10 +737,30 @@ def _sequential_greedy(indptr, slots, weights, rows, samples, S, clock, state, k
 # below the bound: speck requires v_min < theta, checked by the runner) with the very float64
 # operations of `_sequential_speck` / `_sequential_greedy`. A neuron's rank is its counter before
 # the contribution. The events must come sample by sample (`deliver_sequential` sorts them so):
-# at the end of a sample's events its counters are zeroed over the span of q its runs wrote (the
-# next step starts from 0 with no per-synapse step stamp to compare). The speck kernel lists every
+# at the end of a sample's events its counters are zeroed (`_zero_counters`: the runs again, or the
+# span of q its runs wrote; the next step starts from 0 with no per-synapse step stamp to compare). The speck kernel lists every
 # neuron it leaves at or above its threshold (`hot`, once each: `mark`), the only ones a first
 # update without reset or constant current can fire (`first_update_hot`).
+@_njit(nogil=True)
+def _zero_counters(pat, base, ptr, rel, length, rows, e0, e1, off, cnt, qlo, qhi, wrote):
+    """The channel-last kernels' contribution counters of one sample (at `off`) back to zero after
+    its events e0:e1 of a step, which wrote `wrote` counters (with repeats) within [qlo, qhi): where
+    that is under half the span, run by run over the events' runs again (they were just written, in
+    cache), else the span in one sweep (a sparse step's span of a large map is mostly untouched and
+    out of cache)."""
+    if 2 * wrote >= qhi - qlo:
+        for q in range(np.uint64(qlo), np.uint64(qhi)):
+            cnt[off + q] = 0
+        return
+    for e in range(e0, e1):
+        a = rows[e]
+        p = pat[a]
+        for r in range(ptr[p], ptr[p + 1]):
+            t = off + np.uint64(base[a] + rel[r])
+            for i in range(np.uint64(length[r])):
+                cnt[t + i] = 0
+
+
 @_njit(nogil=True)
 def _sequential_speck_cl(pat, base, ptr, rel, length, woff, weights, inv, rows, samples, S, clock, vq, cnt, k,
                          thq, vmq, capq, em_rank, em_slot, em_key, em_n, hot, mark, nhot, counters):
@@ -749,6 +776,7 @@ def _sequential_speck_cl(pat, base, ptr, rel, length, woff, weights, inv, rows, 
         off = np.uint64(b * S)
         qlo = S
         qhi = 0
+        syn0 = synops
         for e in range(e0, e1):
             a = rows[e]
             p = pat[a]
@@ -795,8 +823,7 @@ def _sequential_speck_cl(pat, base, ptr, rel, length, woff, weights, inv, rows, 
                         em_key[ne] = clock + e
                         em_n[ne] = n
                         ne += 1
-        for q in range(np.uint64(qlo), np.uint64(qhi)):
-            cnt[off + q] = 0
+        _zero_counters(pat, base, ptr, rel, length, rows, e0, e1, off, cnt, qlo, qhi, synops - syn0)
         e0 = e1
     return synops, ne
 
@@ -816,6 +843,7 @@ def _sequential_greedy_cl(pat, base, ptr, rel, length, woff, weights, inv, rows,
         off = np.uint64(b * S)
         qlo = S
         qhi = 0
+        syn0 = synops
         for e in range(e0, e1):
             a = rows[e]
             p = pat[a]
@@ -861,8 +889,7 @@ def _sequential_greedy_cl(pat, base, ptr, rel, length, woff, weights, inv, rows,
                         em_key[ne] = clock + e
                         em_n[ne] = n
                         ne += 1
-        for q in range(np.uint64(qlo), np.uint64(qhi)):
-            cnt[off + q] = 0
+        _zero_counters(pat, base, ptr, rel, length, rows, e0, e1, off, cnt, qlo, qhi, synops - syn0)
         e0 = e1
     return synops, ne
 
@@ -898,40 +925,48 @@ class ChannelLast:
     """The channel-last state of a greedy/speck run without SSC gates: membranes `vq` and
     contribution counters `cnt` (int32, zero between steps) per (sample, q), the per-q bounds of the
     SIMD pass, and which copy of the membranes is current (`q_current`; the runner starts a run
-    with it set: its membranes start at 0 in `vq`, `state` is not initialised). The runner's
+    with it set: its membranes are in `vq`, which the first timestep's start writes whole; `state`
+    is not initialised). The runner's
     slot-order code (timestep start with a leak, host currents or disabled slots) reads `state`;
     `to_q` / `to_slots` transpose at those step boundaries. `uniform`: every run's bound is one value (the kernels read it once per run); the
-    runner takes the flat kernels where it is not (static SSC masks disabling part of a population)."""
+    runner takes the flat kernels where it is not (static SSC masks disabling part of a population).
+    `cache`: a dict the caller keeps for its runs with the same batch size and per-slot parameters
+    (the runner: per network, batch size and policy parameters), holding the per-q copies of the
+    parameters (`slot_params`, `per_q` included) for the next such run: they are read-only, and
+    built anew they cost milliseconds per run (sinabs64, batch 16: about 3 ms of CPU)."""
 
-    def __init__(self, flat: FlatTables, B: int, S: int, speck: bool, theta, vmin, lo):
+    def __init__(self, flat: FlatTables, B: int, S: int, speck: bool, theta, vmin, lo, scratch: "Scratch",
+                 cache: dict | None = None):
         self.rt = flat.runs(0)
-        inv = self.rt.inv
-        self.inv = inv.astype(np.int64)
         self.B, self.S = B, S
-        self.vq = zeros(B * S)
-        self.cnt = zeros(B * S, np.int32)
-        self.thq = np.ascontiguousarray(theta[inv])
-        self.vmq = np.ascontiguousarray(vmin[inv])
-        self.loq = np.ascontiguousarray(lo[inv])
-        self.uniform = all(self.rt.uniform(x) for x in ((self.thq, self.vmq) if speck else (self.loq,)))
-        self.weights = self.rt.weights_f64_or_f32()
+        self._cache = c = {} if cache is None else cache
+        # kept by the run's scratch for the next run: the membranes need no zeros (a first
+        # timestep's start writes every one), the counters are zero between steps
+        self.vq = scratch.kept("vq", (B * S,))
+        self.cnt = scratch.zeroed("cnt", B * S, np.int32)
+        if "static" not in c:  # (built whole, then published at once: the batch split's threads share it)
+            inv = self.rt.inv
+            thq, vmq, loq = (np.ascontiguousarray(a[inv]) for a in (theta, vmin, lo))
+            c.setdefault("static", (inv.astype(np.int64), thq, vmq, loq, {}, self.rt.weights_f64_or_f32(),
+                                    all(self.rt.uniform(x) for x in ((thq, vmq) if speck else (loq,)))))
+        self.inv, self.thq, self.vmq, self.loq, self._per_q, self.weights, self.uniform = c["static"]
         # speck: the neurons at or above their threshold (`first_update_hot`; valid once a full
         # first update in q order has listed them)
         n_hot = B * S if speck else 0
-        self.hot, self.mark, self.nhot = np.empty(n_hot, dtype=np.int64), zeros(n_hot, np.uint8), np.zeros(1, np.int64)
+        self.hot, self.mark = scratch.kept("hot", (n_hot,), np.int64), scratch.kept("mark", (n_hot,), np.uint8)
+        clear(self.mark)
+        self.nhot = np.zeros(1, np.int64)
         self.hot_valid = False
-        self._per_q = {}
         self.q_current = False  # vq holds the membranes (state's column is stale)
 
     def slot_params(self, beta, const, fire_slot, cap, vmin) -> None:
         """Per-q copies of the per-slot parameters of a timestep's start and first update (run in
         q order while the membranes are there: `start_timestep` / `first_update` on `vq`)."""
-        inv = self.inv
-        self.betaq = np.ascontiguousarray(beta[inv], dtype=np.float64)
-        self.constq = np.ascontiguousarray(const[inv], dtype=np.float64)
-        self.fireq = np.tile(fire_slot[inv], self.B)
-        self.capq = np.ascontiguousarray(cap[inv], dtype=np.float64)
-        self.vminq = np.ascontiguousarray(vmin[inv], dtype=np.float64)
+        c, inv = self._cache, self.inv
+        if "slot_params" not in c:
+            c.setdefault("slot_params", tuple(np.ascontiguousarray(a[inv], dtype=np.float64)
+                                              for a in (beta, const, cap, vmin)) + (np.tile(fire_slot[inv], self.B),))
+        self.betaq, self.constq, self.capq, self.vminq, self.fireq = c["slot_params"]
         self._kq = None
 
     @property
@@ -992,7 +1027,17 @@ def start_timestep(state, k, beta, const, reset, B, S, slots, zero_k):
 
 @_njit(nogil=True)
 def _start_sample(st, w, k, beta, const, reset, off, S, slots, zero_k):
-    """`start_timestep` of the sample whose slots start at `off` (`st`: the state, raveled; `w`: its width)."""
+    """`start_timestep` of the sample whose slots start at `off` (`st`: the state, raveled; `w`: its width).
+    Where `slots` is every slot (a first timestep's start: they are sorted and distinct, so slot i
+    is slots[i]) the sweep reads no index and, on one-column membranes, is a SIMD loop."""
+    if slots.size == S and w == 1:
+        for s in range(np.uint64(S)):
+            v = beta[s] if reset[s] else st[off + s]
+            st[off + s] = v + const[s]
+        if zero_k:
+            for s in range(np.uint64(S)):
+                k[off + s] = 0.0
+        return
     for i in range(slots.size):
         s = np.uint64(slots[i])
         g = off + s
@@ -1054,8 +1099,11 @@ def first_update_hot(vq, k, thq, fireq, capq, vminq, B, S, out_g, out_n, hot, ma
     threshold is listed, by `_sequential_speck_cl` and by this sweep) and those whose membrane the
     timestep's start set (`touched`: q positions, in every sample). Any other neuron is below its
     threshold and at or above its lower bound (every store clips at it), where the rule changes
-    nothing. Fired (b * S + q, n) in out_g/out_n (any order); the neurons left at or above their
-    threshold form the new list. Returns how many fired."""
+    nothing. The full sweep first tests a block of `BURST_BLOCK` neurons at once (SIMD) for one
+    not strictly between its lower bound and its threshold, and skips a block with none (the
+    rule changes nothing there): the sweep of a batch's membranes after a first timestep's start
+    costs a vector compare per block. Fired (b * S + q, n) in out_g/out_n (any order); the
+    neurons left at or above their threshold form the new list. Returns how many fired."""
     m = nhot[0]
     if not full:  # the candidates: the list plus the touched neurons, each once
         for b in range(B):
@@ -1069,37 +1117,52 @@ def first_update_hot(vq, k, thq, fireq, capq, vminq, B, S, out_g, out_n, hot, ma
     for i in range(m):
         mark[cand[i]] = 0
     nhot[0] = 0
-    n_visit = B * S if full else m
     ne = 0
-    s = -1
-    for i in range(n_visit):
-        if full:
-            g = i
-            s = s + 1 if s + 1 < S else 0
-        else:
-            g = cand[i]
-            s = g - _sample_of(g, S) * S
-        v = vq[g]
-        th = thq[s]
-        if v < th:
-            if v <= vminq[s] and fireq[g]:
-                vq[g] = vminq[s]
-            continue
-        if not fireq[g]:
-            continue
-        n = 1.0 if capq[s] > 0.0 else 0.0
-        v = v - n * th
-        v = v if v > vminq[s] else vminq[s]
-        vq[g] = v
-        k[g] += n
-        if n > 0.0:
-            out_g[ne] = g
-            out_n[ne] = n
-            ne += 1
-        if v >= th and mark[g] == 0:
-            mark[g] = 1
-            hot[nhot[0]] = g
-            nhot[0] += 1
+    if full:  # in g order, block by block
+        for b in range(B):
+            off = np.uint64(b * S)
+            for q0 in range(0, S, BURST_BLOCK):
+                q1 = min(q0 + BURST_BLOCK, S)
+                quiet = True
+                for q in range(np.uint64(q0), np.uint64(q1)):  # (unsigned, no short circuit: SIMD)
+                    v = vq[off + q]
+                    quiet &= (v < thq[q]) & (v > vminq[q])
+                if not quiet:
+                    for q in range(q0, q1):
+                        ne = _first_hot(vq, k, thq, fireq, capq, vminq, b * S + q, q, out_g, out_n, hot, mark, nhot, ne)
+        return ne
+    for i in range(m):
+        g = cand[i]
+        ne = _first_hot(vq, k, thq, fireq, capq, vminq, g, g - _sample_of(g, S) * S, out_g, out_n, hot, mark, nhot,
+                        ne)
+    return ne
+
+
+@numba.njit(inline="always")
+def _first_hot(vq, k, thq, fireq, capq, vminq, g, s, out_g, out_n, hot, mark, nhot, ne):
+    """`first_update_hot`'s rule for neuron g (q position s in its sample); returns the count of
+    fired neurons in out_g/out_n, ne plus one where it fires."""
+    v = vq[g]
+    th = thq[s]
+    if v < th:
+        if v <= vminq[s] and fireq[g]:
+            vq[g] = vminq[s]
+        return ne
+    if not fireq[g]:
+        return ne
+    n = 1.0 if capq[s] > 0.0 else 0.0
+    v = v - n * th
+    v = v if v > vminq[s] else vminq[s]
+    vq[g] = v
+    k[g] += n
+    if n > 0.0:
+        out_g[ne] = g
+        out_n[ne] = n
+        ne += 1
+    if v >= th and mark[g] == 0:
+        mark[g] = 1
+        hot[nhot[0]] = g
+        nhot[0] += 1
     return ne
 
 
@@ -1483,6 +1546,27 @@ class Scratch:
         self.cap = 0
         self.em_rank = self.em_slot = self.em_key = self.em_n = None
         self.out_g = self.out_n = None  # per-neuron outputs of first_update / complete_burst
+        self._kept = {}  # run-sized arrays of any content, by name (`kept`)
+
+    def kept(self, name: str, shape, dtype=np.float64) -> np.ndarray:
+        """A run-sized array kept for the next run of this size, its content whatever the last run
+        left: for arrays a run writes before it reads (the membranes, which a first timestep's start
+        sets) or clears itself (`clear`). With several such arrays alive at once, a fresh
+        allocation of megabytes is mapped anew by the allocator and faulted in page by page on its
+        first write (measured: about 5 ms per 13.6 MB array, sinabs64's batch of 16, against 0.5 ms
+        to clear a kept one)."""
+        a = self._kept.get(name)
+        if a is None or a.shape != tuple(shape) or a.dtype != dtype:
+            a = self._kept[name] = np.empty(shape, dtype=dtype)
+        return a
+
+    def zeroed(self, name: str, n: int, dtype=np.float64) -> np.ndarray:
+        """A run-sized array of zeros kept for the next run, which a run leaves all zeros again
+        (as the delivery scratch: `ChannelLast.cnt`, zero between steps)."""
+        a = self._kept.get(name)
+        if a is None or a.size != n or a.dtype != dtype:
+            a = self._kept[name] = zeros(n, dtype)
+        return a
 
     def acc(self) -> np.ndarray:
         if self._acc is None:
@@ -1495,17 +1579,12 @@ class Scratch:
         return self._acc32
 
     def counts_q(self) -> np.ndarray:
-        """`IdealQ`'s per-(sample, q) spike counts, all zeros at a run's start (a run that ends
-        normally reads them out and zeroes them, `counts_out`)."""
+        """A run's spike counts per (sample, q) (`IdealQ`) or per (sample, slot), all zeros at a
+        run's start (a run that ends normally reads them out and zeroes them: `counts_out`, or a
+        copy and `clear`)."""
         if self._counts_q is None:
             self._counts_q = zeros(self.n_global)
         return self._counts_q
-
-    def disown(self, counts: np.ndarray) -> None:
-        """`counts` (the array `counts_q` gave) will not be zeroed by a read-out: the scratch lets
-        it go and makes a new one when next asked (it must hand a run zeros)."""
-        if counts is self._counts_q:
-            self._counts_q = None
 
     def next_stamp(self) -> int:
         self.stamp += 1
@@ -1549,7 +1628,7 @@ def _input_spikes(x):
 
 
 def input_spikes(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
-    """`_input_spikes` on a float64 (B, *shape) array viewed as (B, n) (a strided view stays one)."""
+    """`_input_spikes` on a float64 or float32 (B, *shape) array viewed as (B, n) (a strided view stays one)."""
     B = x.shape[0]
     x2 = x.reshape(B, -1) if x.ndim != 2 else x
     return _input_spikes(x2)

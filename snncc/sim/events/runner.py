@@ -151,25 +151,27 @@ class _Run:
         self.net, self.B, self.policy, self.order, self.chunk = net, B, policy, order, chunk
         self.rng = np.random.default_rng(seed)
         S = net.n_slots
+        self.scratch = _scratch(net, B * S)
         self.flat = _flat_tables(net)
         gated = bool(net.gates) or self.flat.gated
         # per-neuron state, one row per (sample, slot): see kernels.V_ .. VMIN_ for the widths
         width = 1 if policy == "ideal" else (kernels.N_STATE if gated else 2)
-        # (the batch-sized arrays are zeroed by `kernels.zeros`, without the GIL: the batch split's
-        # threads allocate theirs at once; np.empty's pages are faulted in by the first kernel)
-        # (the ideal policy's membranes need no zeros: the first timestep's start writes every one)
-        self.state = np.empty((B * S, width))
+        # (the batch-sized arrays are kept by the scratch for the next run, `kernels.Scratch.kept`,
+        # and zeroed, where a run needs zeros, by `kernels.clear` / `zeros` without the GIL: the
+        # batch split's threads prepare theirs at once)
+        # (the membranes need no zeros: the first timestep's start, or `init_state`, writes every one)
+        self.state = self.scratch.kept("state", (B * S, width))
         self.V = self.state[:, kernels.V_]  # a strided view: numpy code reads it too
-        # spikes fired in the current window (greedy/speck; the ideal policy keeps no counters)
-        self.k = kernels.zeros(B * S if policy != "ideal" else 0)
         # per-neuron lower bound: in the state row of the general kernel (SSC gates); unused otherwise
         self.v_min = self.state[:, kernels.VMIN_] if width > kernels.VMIN_ else None
         self.counts = None  # spike counts per (sample, slot), or per (sample, q) with `q` below
-        cap = net.D.astype(np.float64)
-        if policy == "speck" and not speck_cap_D:
-            cap = np.where(net.fires, np.inf, 0.0)
-        vm = net.v_min if v_min is None else np.broadcast_to(np.asarray(v_min, dtype=np.float64), (S,))
-        self._fire_slot = net.fires & net.enabled  # per slot
+        # the per-slot parameters of the policy (read-only): once per network and parameters
+        pkey = (policy, speck_cap_D, None if v_min is None else np.asarray(v_min, dtype=np.float64).tobytes())
+        prm = net.derived.setdefault("run_params", {}).get(pkey)
+        if prm is None:
+            prm = net.derived["run_params"][pkey] = _params(net, policy, speck_cap_D, v_min)
+        cap = prm["cap"]
+        self._fire_slot = prm["fire_slot"]  # per slot
         # ideal: populations whose neuron model goes beyond the soft-reset one (ops.neuron_features:
         # hard / no reset, leak before reset, strict comparison) fire and carry through the
         # reference's own fire_count / carried_membrane; `_carried` marks the slots whose carried
@@ -179,14 +181,17 @@ class _Run:
         self._carried = np.zeros(S, dtype=bool)
         for c in self._special:
             self._carried[slice(*net.offsets[c])] = net.graph[c].attrs["stateful"]
-        self._theta_slot = np.ascontiguousarray(net.theta, dtype=np.float64)
-        self._cap_all, self._vmin_all = np.ascontiguousarray(cap), np.ascontiguousarray(vm, dtype=np.float64)
+        self._theta_slot, self._cap_all, self._vmin_all = prm["theta"], prm["cap_all"], prm["vmin_all"]
         # the window counters k only matter under a finite cap (greedy's D, speck_cap_D): the speck
         # policy's cap is inf (or 0 where a neuron may not fire), so its k need no zeroing per timestep
         self._zero_k = policy != "ideal" and bool(np.any(np.isfinite(cap) & (cap > 0)))
+        # spikes fired in the current window (greedy/speck; the ideal policy keeps no counters):
+        # zeros at the start (every timestep's start zeroes them where `_zero_k`)
+        self.k = self.scratch.kept("k", (B * S,)) if policy != "ideal" else np.zeros(0)
+        if policy != "ideal" and not self._zero_k:
+            kernels.clear(self.k)
         # the plain kernels' cap and lower bound per slot (0 / -inf where a neuron may not fire)
-        self._cap_fire = np.where(self._fire_slot, self._cap_all, 0.0)
-        self._vmin_fire = np.where(self._fire_slot, self._vmin_all, -np.inf)
+        self._cap_fire, self._vmin_fire = prm["cap_fire"], prm["vmin_fire"]
         if "bounds" not in net.derived:  # per slot, from theta alone: once per network
             net.derived["bounds"] = kernels.greedy_bounds(self._theta_slot)
         self._bounds = net.derived["bounds"]
@@ -195,10 +200,10 @@ class _Run:
         self.cl = None
         if width == 2 and (policy == "greedy" or bool(np.all(self._vmin_fire < self._theta_slot))):
             self.cl = kernels.ChannelLast(self.flat, B, S, policy == "speck", self._theta_slot, self._vmin_fire,
-                                          self._bounds[0])
+                                          self._bounds[0], self.scratch, prm.setdefault(("channel_last", B), {}))
             if self.cl.uniform:
                 self.cl.slot_params(net.beta, net.const, self._fire_slot, self._cap_all, self._vmin_all)
-                self.cl.q_current = True  # the membranes start at 0 in cl.vq: no transposition
+                self.cl.q_current = True  # the membranes live in cl.vq from the first start: no transposition
             else:  # a bound that varies within a run: the flat kernels
                 self.cl = None
         # a channel-last run keeps its membranes in cl.vq: `state` is written by cl.to_slots before
@@ -207,7 +212,11 @@ class _Run:
         if width > 1 and self.cl is None:
             self.Dcap = np.empty(B * S)
             kernels.init_state(self.state, self.Dcap, self._cap_all, self._vmin_all, self._fire_slot, B, S)
-        self.firing = np.tile(self._fire_slot, B) if (policy != "ideal" or gated) else None  # per neuron
+        self.firing = None  # per neuron (read-only)
+        if policy != "ideal" or gated:
+            self.firing = prm.get(("firing", B))
+            if self.firing is None:
+                self.firing = prm[("firing", B)] = np.tile(self._fire_slot, B)
         self.src_index = {s: i for i, s in enumerate(net.tables)}
         self.slot_pop = np.empty(S, dtype=np.int64)  # slot -> consumer index
         for i, c in enumerate(net.consumers):
@@ -254,10 +263,9 @@ class _Run:
                     if sum(src in net.sources_of[d] for d in self.populations) == 1:
                         self._fuse[src] = c
         self.row_base = dict(zip(self.flat.names, self.flat.base.tolist()))
-        self.scratch = _scratch(net, B * S)
-        # counts in q order live in the scratch, all zeros between runs: `_simulate` reads them out
-        # per population and zeroes what it read (no batch-sized allocation and zeroing per run)
-        self.counts = self.scratch.counts_q() if self.q is not None else kernels.zeros(B * S)
+        # counts (in q order or slot order) live in the scratch, all zeros between runs: `_simulate`
+        # reads them out and zeroes them (no batch-sized allocation and zeroing per run)
+        self.counts = self.scratch.counts_q()
         self._no_gates = np.zeros((1, 1), dtype=bool)
         self.gates = net.gates or []
         if self.gates:  # centre-spiked SSC: live sites per leaf, open gate sites, enabled neurons
@@ -820,6 +828,23 @@ class _Run:
         return res, rest
 
 
+def _params(net: EventNetwork, policy: str, speck_cap_D: bool, v_min) -> dict:
+    """A policy's per-slot parameters (`_Run`; the same for every run with these arguments, kept on
+    the network): cap (D; speck without `speck_cap_D`: inf, 0 where a neuron may not fire), the
+    lower bounds, which slots fire, theta, and the plain kernels' cap and lower bound (0 / -inf
+    where a neuron may not fire)."""
+    S = net.n_slots
+    cap = net.D.astype(np.float64)
+    if policy == "speck" and not speck_cap_D:
+        cap = np.where(net.fires, np.inf, 0.0)
+    vm = net.v_min if v_min is None else np.broadcast_to(np.asarray(v_min, dtype=np.float64), (S,))
+    fire_slot = net.fires & net.enabled
+    cap_all, vmin_all = np.ascontiguousarray(cap), np.ascontiguousarray(vm, dtype=np.float64)
+    return {"cap": cap, "fire_slot": fire_slot, "theta": np.ascontiguousarray(net.theta, dtype=np.float64),
+            "cap_all": cap_all, "vmin_all": vmin_all, "cap_fire": np.where(fire_slot, cap_all, 0.0),
+            "vmin_fire": np.where(fire_slot, vmin_all, -np.inf)}
+
+
 def _scratch(net: EventNetwork, n: int) -> kernels.Scratch:
     """A `kernels.Scratch` for a run of n (sample, slot) pairs: one a finished run of this network
     gave back (`_give_back`; its delivery scratch is all zeros again and its pages are mapped, so
@@ -835,8 +860,9 @@ def _scratch(net: EventNetwork, n: int) -> kernels.Scratch:
 
 def _give_back(net: EventNetwork, sc: kernels.Scratch) -> None:
     """A finished run's scratch for the next run (`_scratch`). The last 3 are kept (a 2-thread
-    split's parts and the whole batch): each holds arrays of the run's size (batch x slots), so
-    the network keeps that memory after a run."""
+    split's parts and the whole batch): each holds arrays of the run's size (batch x slots: the
+    delivery scratch, counts, membranes and counters, `kernels.Scratch.kept`), so the network
+    keeps that memory after a run."""
     with _SCRATCH_LOCK:
         free = net.derived.setdefault("free_scratch", [])
         free.append(sc)
@@ -908,7 +934,7 @@ def _simulate_split(graph_or_net, x, policy, order, seed, chunk, speck_cap_D, v_
     import numba
 
     net = graph_or_net if isinstance(graph_or_net, EventNetwork) else build_network(graph_or_net)
-    xs = timestep_inputs(net.graph, x, torch.float64)
+    xs = _inputs(net.graph, x)
     B = int(xs[0].shape[0])
     if B < 2:
         return _simulate(net, x, policy, order, seed, chunk, speck_cap_D, v_min, reference)[0]
@@ -944,6 +970,15 @@ def _simulate_split(graph_or_net, x, policy, order, seed, chunk, speck_cap_D, v_
     if reference:
         res.agreement = _agreement(net, x, res)
     return res
+
+
+def _inputs(g: Graph, x) -> list[torch.Tensor]:
+    """The input per timestep (`timestep_inputs`) in float64, or, spike counts given in float32, in
+    float32: `kernels.input_spikes` reads either and every float32 value is exact in float64, so
+    the events are the same, without a float64 copy of the batch (sinabs64's 16 x 8 x 2 x 64 x 64
+    counts: 1.2-1.9 ms of CPU per run, more than reading them)."""
+    f32 = g.inputs[0].kind == SPIKE and str(getattr(x, "dtype", "")) in ("torch.float32", "float32")
+    return timestep_inputs(g, x, torch.float32 if f32 else torch.float64)
 
 
 class _Outputs:
@@ -988,7 +1023,7 @@ def _simulate(graph_or_net, x, policy="ideal", order="layer", seed=0, chunk=4096
                 raise SnnccError(f"the {policy} policy fires per event with a subtractive reset (the chip's neuron); "
                                  f"this neuron's {' and '.join(f)} acts on a window's total", where=f"node {n.name}",
                                  hint="use policy='ideal' (bit-exact to the reference executor)")
-    xs = timestep_inputs(g, x, torch.float64) if xs is None else xs
+    xs = _inputs(g, x) if xs is None else xs
     B = int(xs[0].shape[0])
     inp = g.inputs[0]
     run = _Run(net, B, policy, order, seed, chunk, speck_cap_D, v_min)
@@ -1017,24 +1052,23 @@ def _simulate(graph_or_net, x, policy="ideal", order="layer", seed=0, chunk=4096
         for c, a in dest.items():
             lo, hi = net.offsets[c]
             kernels.counts_out(run.counts, run.q.rt.pos, lo, B, net.n_slots, a, tiled.get((lo, hi - lo), 1))
-    else:
-        run.scratch.disown(run.counts)  # (counts taken from the scratch by a run that left q order)
+    else:  # counted in slot order: copied out, then the scratch's counts zeroed for the next run
         C = run.counts.reshape(B, net.n_slots)
-        dest = {c: C[:, slice(*net.offsets[c])] for c in neurons}
+        if into is None:
+            dest = {c: C[:, slice(*net.offsets[c])].copy() for c in neurons}
+        else:
+            dest = {c: a[into[1]:into[1] + B] for c, a in into[0].counts.items()}
+            for c, a in dest.items():
+                a[:] = C[:, slice(*net.offsets[c])]
+        kernels.clear(run.counts)
     if into is None:
         out = torch.from_numpy(out_sum / T if T > 1 else out_sum).reshape((B,) + g.output.shape)
-        counts = {}
-        for c in neurons:
-            a = dest[c] if run.q is not None else dest[c].copy()
-            counts[c] = torch.from_numpy(a).reshape((B,) + g[c].shape)
+        counts = {c: torch.from_numpy(dest[c]).reshape((B,) + g[c].shape) for c in neurons}
         messages = {c: torch.from_numpy(m).reshape((B,) + g[c].shape) for c, m in run.messages.items()}
     else:  # this part's rows of the whole batch's arrays
         dst, b0 = into
         rows = slice(b0, b0 + B)
         np.divide(out_sum.reshape(B, -1), T, out=dst.output[rows])
-        if run.q is None:
-            for c, a in dst.counts.items():
-                a[rows] = dest[c]
         for c, a in dst.messages.items():
             a[rows] = run.messages[c]
         out = torch.from_numpy(dst.output[rows])
