@@ -34,10 +34,11 @@ Real-time model (greedy/speck policies, one recording, layer order; `StreamResul
 
 from __future__ import annotations
 
-import zlib
-import zipfile
+import functools
 import json
 import math
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -317,19 +318,27 @@ class StreamResult:
         return "\n".join(lines)
 
 
+@functools.lru_cache(maxsize=1)
+def _e_sop() -> tuple[float, str]:
+    """The chip data file's energy per SynOp (J) and its source line, read once per process."""
+    from snncc.profile import UNITS
+
+    data = json.loads(DATA_FILE.read_text())["figures"]["e_sop"]
+    return data["value"] * UNITS[data["unit"]][1], f"{data['value']} {data['unit']}: {data['source']}"
+
+
 def _stream_figures(profile):
-    from snncc.profile import UNITS, load_profile
+    from snncc.profile import load_profile
 
     prof = load_profile(profile)
     for k in ("substep_time", "synops_per_s_per_core", "p_static"):
         if not prof.has(k):
             raise LoadError(f"profile {prof.name} has no {k!r}", where=f"profile {prof.name}, field {k}",
                             hint="the Speck profile (snncc/profiles/speck.json) gives it")
-    data = json.loads(DATA_FILE.read_text())["figures"]["e_sop"]
-    e_sop = data["value"] * UNITS[data["unit"]][1]
+    e_sop, src_e = _e_sop()
     src = {k: f"{prof.figures[k].value} {prof.figures[k].unit}: {prof.figures[k].source}"
            for k in ("substep_time", "synops_per_s_per_core", "p_static")}
-    src["e_sop"] = f"{data['value']} {data['unit']}: {data['source']}"
+    src["e_sop"] = src_e
     return prof.si("substep_time") * 1e6, prof.si("synops_per_s_per_core"), prof.si("p_static"), e_sop, src
 
 
@@ -544,7 +553,10 @@ def run_recordings(graph_or_net, path, sensor_size=None, T: int | None = None, b
         streams = streams[:samples]
     from snncc.sim.events import build_network
 
+    from snncc.profile import load_profile
+
     net = graph_or_net if isinstance(graph_or_net, EventNetwork) else build_network(graph_or_net)
+    kw["profile"] = load_profile(kw.get("profile", "speck"))  # read once, not per recording
     res = [simulate_stream(net, s, T=T, bin_us=bin_us, policy=policy, **kw) for s in streams]
     return res, summary(res, labels)
 
