@@ -55,7 +55,7 @@ def write(out: str, files: dict[str, bytes], manifest: dict, protect: tuple[str,
     """
     out = os.path.abspath(out)
     parent = os.path.dirname(out)
-    check_writable(out, protect)
+    _check_replaceable(out, protect)
     try:
         os.makedirs(parent, exist_ok=True)
         with _locked(parent):
@@ -74,12 +74,17 @@ def write(out: str, files: dict[str, bytes], manifest: dict, protect: tuple[str,
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
     except OSError as e:
-        raise ArtefactError(f"cannot write the artefact ({e.strerror or e.__class__.__name__}"
-                            f"{': ' + e.filename if isinstance(e.filename, str) and e.filename != out else ''})",
-                            where=out, hint="choose a writable -o") from None
+        raise _cannot_write(e, out) from None
 
 
 _TMP = ".snncc-tmp-"
+_PROBE = ".snncc-probe-"  # check_writable's trial folder (never a write's: killed-writer tests look for _TMP)
+
+
+def _cannot_write(e: OSError, out: str) -> ArtefactError:
+    return ArtefactError(f"cannot write the artefact ({e.strerror or e.__class__.__name__}"
+                         f"{': ' + e.filename if isinstance(e.filename, str) and e.filename != out else ''})",
+                         where=out, hint="choose a writable -o")
 
 
 def created_mode(folder: bool = False) -> int:
@@ -92,8 +97,21 @@ def created_mode(folder: bool = False) -> int:
 
 def check_writable(out: str, protect: tuple[str, ...] = ()) -> None:
     """Refuse now (before any work) an `out` that `write` would refuse: one holding a `protect`
-    path, an existing file, or a folder that is not a replaceable snncc artefact."""
+    path, an existing file, a folder that is not a replaceable snncc artefact, or an existing parent
+    folder in which `write` cannot make its temporary folder (tried here: a `.snncc-probe-<pid>-*`
+    folder made and removed at once; the refusal is the line `write` would give). A parent that does
+    not exist yet is `write`'s to make, and its refusals."""
     out = os.path.abspath(out)
+    _check_replaceable(out, protect)
+    parent = os.path.dirname(out)
+    if os.path.isdir(parent):
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=f"{_PROBE}{os.getpid()}-", dir=parent))
+        except OSError as e:
+            raise _cannot_write(e, out) from None
+
+
+def _check_replaceable(out: str, protect: tuple[str, ...]) -> None:
     for p in protect:
         if p and _inside(os.path.abspath(p), out):
             raise ArtefactError("this folder holds the input model; snncc would replace it", where=out,
@@ -195,11 +213,13 @@ def _libc():
 
 
 def _remove_stale_tmp(parent: str) -> None:
-    """Remove `.snncc-tmp-<pid>-*` folders of writers that no longer run (killed mid-write)."""
+    """Remove `.snncc-tmp-<pid>-*` folders of writers that no longer run (killed mid-write), and
+    `.snncc-probe-<pid>-*` folders of check_writable's killed between making and removing one."""
     for name in os.listdir(parent):
-        if not name.startswith(_TMP):
+        prefix = next((p for p in (_TMP, _PROBE) if name.startswith(p)), None)
+        if prefix is None:
             continue
-        pid = name[len(_TMP):].split("-", 1)[0]
+        pid = name[len(prefix):].split("-", 1)[0]
         if not pid.isdigit() or _alive(int(pid)):
             continue
         stale = os.path.join(parent, name)

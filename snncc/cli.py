@@ -417,6 +417,19 @@ def _simulate_data(args, dep, batches=None) -> int:
     return 0 if ok else 1
 
 
+def _check_ray_address(args) -> None:
+    """A --ray-address that is not an address or leads nowhere: refused now, before torch and the
+    run (snncc.data.workers checks it again when it starts Ray), where Ray is installed (else the
+    run says it needs Ray)."""
+    if args.ray_address:
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is not None:
+            from snncc.data.workers import check_ray_address
+
+            check_ray_address(args.ray_address)
+
+
 def cmd_simulate(args) -> int:
     if args.device != "cpu":  # a device is checked before the artefact is read ("cpu" always exists)
         _torch()
@@ -432,6 +445,7 @@ def cmd_simulate(args) -> int:
     if event_schedule and not args.events and args.data and os.path.isdir(args.data):
         raise SnnccError("--schedule event runs one input file, not a folder of shards", where="--data",
                          hint="pass one shard's file")
+    _check_ray_address(args)
     batches = None if args.events else _input_batches(args, parts[2])  # bad input: before torch
     dep = _deployment(parts)
     if args.events:
@@ -517,6 +531,7 @@ def cmd_estimate(args) -> int:
 
         resolve(args.device)
     parts = artifact.read_artefact(args.out)
+    _check_ray_address(args)
     early = _input_batches(args, parts[2])  # bad input: before torch
     dep = _deployment(parts)
     g = dep.deployed

@@ -104,6 +104,20 @@ def test_two_concurrent_compiles_give_one_complete_artefact(models, tmp_path):
         assert _no_temp(tmp_path)
 
 
+def test_a_write_removes_what_dead_writers_and_probes_left(models, tmp_path):
+    """`.snncc-tmp-<pid>-*` (a killed write) and `.snncc-probe-<pid>-*` (check_writable's trial
+    folder, killed before its removal) of processes that are gone are removed by the next write
+    into that folder; a running process's are kept. In this process (the kills are above)."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    left = [f".snncc-tmp-{dead.pid}-a", f".snncc-probe-{dead.pid}-b", f".snncc-probe-{os.getpid()}-c"]
+    for name in left:
+        (tmp_path / name).mkdir()
+    assert run_main("compile", models / "conv.pt2", "-o", tmp_path / "out")[0] == 0
+    _complete(tmp_path / "out")
+    assert sorted(os.listdir(tmp_path)) == sorted([f".snncc-probe-{os.getpid()}-c", "out"])
+
+
 @pytest.mark.parametrize("target,model,extra", [
     ("sim", "res.pt2", []),
     ("loihi", "conv.pt2", ["--target-option", "precision=fixed"]),

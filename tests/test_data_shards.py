@@ -174,6 +174,27 @@ def test_cli_simulate_with_workers_prints_what_one_process_prints(dep, shards, t
     assert "--workers, --ray-address and --batch-size shard the synchronous simulators" in err and "\n" not in err
 
 
+def test_a_ray_address_that_leads_nowhere_is_refused_before_any_input_or_torch(dep, tmp_path, capsys, monkeypatch):
+    """estimate and simulate check --ray-address right after reading the artefact: no input read
+    or made (the random inputs import torch), no deployment built; one line, exit 2."""
+    pytest.importorskip("ray", reason="the optional ray extra (requirements-dev.txt installs it)")
+    import snncc.cli as cli
+
+    out = str(tmp_path / "art")
+    dep.save(out)
+
+    def never(*a, **kw):
+        raise AssertionError("work before the --ray-address check")
+
+    monkeypatch.setattr(cli, "_input_batches", never)
+    monkeypatch.setattr(cli, "_deployment", never)
+    for cmd in ("estimate", "simulate"):
+        assert main([cmd, out, "--samples", "4", "--ray-address", "127.0.0.1:1"]) == 2, cmd
+        assert capsys.readouterr().err == ("snncc: error: --ray-address: cannot reach a Ray head at '127.0.0.1:1' "
+                                           "within 5 s (Connection refused) (start the cluster, or check the "
+                                           "address)\n"), cmd
+
+
 def test_ray_simulate_workers_merge_to_exactly_one_process(dep, shards):
     pytest.importorskip("ray", reason="the optional ray extra (requirements-dev.txt installs it)")
     d, _ = shards

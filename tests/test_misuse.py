@@ -354,6 +354,22 @@ def test_folders_that_were_refused_are_untouched(env, capfd, caplog, monkeypatch
     assert (env / "afile").read_text() == "a file"
 
 
+def test_an_unwritable_output_is_refused_before_any_work(env, capfd, caplog, monkeypatch):
+    """An -o whose folder cannot be written is refused before the model is read (artifact.check_writable
+    tries the temporary folder `write` would make): the compile itself never runs."""
+    import snncc.api
+
+    def never(*a, **kw):
+        raise AssertionError("the model was compiled before the -o was refused")
+
+    monkeypatch.setattr(snncc.api, "compile", never)
+    code, err = _in_process(CASES["out_read_only"][0], env, capfd, caplog, monkeypatch)
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("snncc: error: /proc/snncc-out: cannot write the artefact (") and \
+        ": /proc/.snncc-probe-" in err[0] and err[0].endswith(" (choose a writable -o)"), err[0]
+    assert not [f for f in os.listdir(env) if f.startswith(".snncc-")]
+
+
 def test_trusted_pickle_does_run(env, tmp_path):
     """--trust-pickle really is the switch: the same file runs its code when trusted."""
     marker = tmp_path / "TRUSTED"

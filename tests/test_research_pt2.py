@@ -10,9 +10,11 @@ float `0.` and whose reset is dead after the step, the spike divided by D after 
 in-place ops (`out += shortcut`, `x.round_()`), and the prediction averaged over T.
 
 Every model family here is compiled from its batch-1 `.pt2` by the installed command (the product's
-main path); the refusals and listings, which vary only what the library says, run `snncc.cli.main`
-in this process (the `snncc_main` fixture: a fresh process costs a torch import each), and the
-event model's program is exported once for the module."""
+main path): RepeatT at T = 3 (T = 1 compiles in this process), EventBT, LeadingOne's kept axis (its
+reduced twin compiles in this process) and BNOfSum. The refusals and listings, which vary only what
+the library says, and those second compiles of a family run `snncc.cli.main` in this process (the
+`snncc_main` fixture: a fresh process costs a torch import each), and the event model's program is
+exported once for the module."""
 
 import os
 import subprocess
@@ -141,16 +143,17 @@ def event_pt2(tmp_path_factory):
     return pt2
 
 
-def _both(model, x, tmp_path, main, flags=(), pt2=None, **api):
-    """The module through the API and its batch-1 .pt2 (exported here unless given) through the
-    installed `snncc compile`: the same deployed graph, and `snncc verify` OK (in this process:
-    LeadingOne's test runs the installed verify). Returns the module's deployment."""
+def _both(model, x, tmp_path, main, flags=(), pt2=None, installed=True, **api):
+    """The module through the API and its batch-1 .pt2 (exported here unless given) through
+    `snncc compile` (the installed command, or `main` in this process when not `installed`): the
+    same deployed graph, and `snncc verify` OK (in this process: LeadingOne's test runs the
+    installed verify). Returns the module's deployment."""
     dep = snncc.compile(model, x[:2], **api)
     if pt2 is None:
         pt2 = tmp_path / "m.pt2"
         _export(model, x[:1], pt2)
     out = tmp_path / "out"
-    code, o, e = _cli("compile", pt2, *flags, "-o", out)
+    code, o, e = (_cli if installed else main)("compile", pt2, *flags, "-o", out)
     assert code == 0, e
     dep.save(str(tmp_path / "module"))  # both as written to disk (a 0-d factor is stored with shape (1,))
     _same_graph(snncc.load(str(out)).deployed, snncc.load(str(tmp_path / "module")).deployed)
@@ -171,7 +174,7 @@ def test_batch1_program_that_repeats_over_time_compiles_like_the_module(T, tmp_p
     torch.manual_seed(0)
     m = randomize_bn(RepeatT(T=T))
     x = torch.randn(5, 3, 8, 8, generator=torch.Generator().manual_seed(1)) * 2
-    dep = _both(m, x, tmp_path, snncc_main)
+    dep = _both(m, x, tmp_path, snncc_main, installed=T == 3)  # T = 1: in this process
     assert dep.deployed.T == T
     rep = dep.verify(x)
     assert rep.ok and rep.levels[0].max_logit_diff < 1e-9, rep.table()
@@ -265,7 +268,7 @@ def test_an_output_with_a_leading_axis_of_one_deploys_as_its_squeeze(tmp_path, s
     assert eager.shape == (1, 4, 3) and torch.allclose(dep.reference(x).output, eager[0], rtol=0, atol=1e-9)
     torch.manual_seed(0)
     m = randomize_bn(LeadingOne(reduce=True))  # reduced in the model: the same deployed graph
-    reduced = _both(m, x, tmp_path, snncc_main)
+    reduced = _both(m, x, tmp_path, snncc_main, installed=False)  # the kept axis compiled installed, above
     assert reduced.deployed.T == 1 and reduced.verify(x).ok
     assert [(n.op, n.inputs) for n in reduced.deployed.nodes] == [(n.op, n.inputs) for n in dep.deployed.nodes]
 

@@ -6,8 +6,8 @@ checked once for every command, data laid out (N, T, ...) is read as such, and t
 Each subcommand and each behaviour of the process (warnings printed on a fresh start, worker
 processes, a model file importing its sibling) runs the installed command at least once; the
 other cases vary only what the library reads and prints and run `snncc.cli.main` in this process
-(`main`: the snncc_main fixture, under PYTHONWARNINGS=default's filters), which saves a torch
-import per case."""
+(`main`: the snncc_main fixture; the speck fixture's compile: tests/cli_run.py's run_main; both
+under PYTHONWARNINGS=default's filters), which saves a torch import per case."""
 
 import json
 import os
@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 
+from cli_run import run_main
 from nets import ConvChain, randomize_bn
 
 import snncc
@@ -156,7 +157,8 @@ def test_model_def_file_imports_its_sibling_module(tmp_path):
 
 @pytest.fixture(scope="module")
 def speck(tmp_path_factory):
-    """A T = 2 spike-input model for Speck from a state_dict (as the README compiles the shipped one)."""
+    """A T = 2 spike-input model for Speck from a state_dict (as the README compiles the shipped one),
+    compiled in this process (the conv fixture runs the installed compile)."""
     from snncc.models.speck import speck_cnn
 
     tmp = tmp_path_factory.mktemp("speck")
@@ -164,8 +166,8 @@ def speck(tmp_path_factory):
     torch.save(speck_cnn(**SMALL_SPECK).state_dict(), tmp / "w.pt")
     load = ["--model-def", "snncc.models.speck:speck_cnn", "--factory-kwargs", json.dumps(SMALL_SPECK),
             "--input-shape", "2,8,8"]
-    code, _, e = snncc_cmd("compile", tmp / "w.pt", *load, "--timesteps", "2", "--input-kind", "spike",
-                           "--target", "speck", "-o", tmp / "art")
+    code, _, e = run_main("compile", tmp / "w.pt", *load, "--timesteps", "2", "--input-kind", "spike",  # in this process
+                          "--target", "speck", "-o", tmp / "art", warnings_filter="default")
     assert code == 0, e
     gen = torch.Generator().manual_seed(2)
     x = torch.randint(0, 3, (6, 2, 2, 8, 8), generator=gen).numpy().astype(np.uint8)  # (N, T, C, H, W)
@@ -198,8 +200,9 @@ def test_spike_inputs_are_checked_once_for_every_command_and_the_api(speck, main
         dep.estimate(torch.full((3, 2, 8, 8), -1.0))
 
 
-def test_state_dict_verify_of_a_T_step_spike_model_runs_at_the_artefacts_T(speck):
-    code, o, e = snncc_cmd("verify", speck["w"], speck["art"], *speck["load"], "--data", speck["tmp"] / "nt.npz")
+def test_state_dict_verify_of_a_T_step_spike_model_runs_at_the_artefacts_T(speck, main):
+    """In this process (the installed verify of this artefact: the first spike-input refusal)."""
+    code, o, e = main("verify", speck["w"], speck["art"], *speck["load"], "--data", speck["tmp"] / "nt.npz")
     assert code == 0, e
     pytorch = o.splitlines()[2].split()  # after the inputs and header lines
     assert pytorch[0] == "pytorch" and float(pytorch[1]) == 0.0 and "verdict: OK" in o
