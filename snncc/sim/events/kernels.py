@@ -8,7 +8,8 @@ synapse updating its neuron and firing it by the policy's rule at once) and `com
 a timestep (`init_state`, `start_timestep`, `first_update`, `first_update_hot` (speck, channel-last:
 only the neurons listed at their threshold), `complete_burst` (with the bursts' counts, event ids
 and peak)) and the compiled bookkeeping around the kernels (`input_spikes`, `event_rows`,
-`_ideal_events`, `zeros`, `clear`; a greedy/speck step's `_sample_order`, `_records_by_key`, `emit_spikes`:
+`_ideal_events`, `zeros`, `clear`; a greedy/speck step's `sample_key_order`, `_sample_order`, `_records_by_key`,
+`emit_spikes`:
 counting sorts and one pass, linear in the step's events). All of it runs without the GIL: with
 the batch split over threads (`runner._simulate_split`) only the Python between the calls is
 serial.
@@ -1413,35 +1414,78 @@ def _sample_order(samples):
 
 
 @_njit(nogil=True)
+def sample_key_order(gid, n_src, key):
+    """The stable order by (sample, key) of a source's pending events (global ids gid, samples
+    gid // n_src), or an empty array where they are in that order already: a greedy/speck step of
+    the layer order without a trace (`deliver_sequential`'s `sample_major`). Batches kept in that
+    order (each sample's keys non-decreasing) need only a counting sort by sample (`_sample_order`)."""
+    n = gid.size
+    samples = np.empty(n, dtype=np.int64)
+    B = 0
+    for i in range(n):
+        samples[i] = gid[i] // n_src
+        B = max(B, samples[i] + 1)
+    last = np.full(B, np.iinfo(np.int64).min, dtype=np.int64)
+    done = True
+    per_sample = True  # every sample's keys non-decreasing
+    for i in range(n):
+        b = samples[i]
+        if key[i] < last[b]:
+            per_sample = False
+        last[b] = key[i]
+        if i and (b < samples[i - 1] or (b == samples[i - 1] and key[i] < key[i - 1])):
+            done = False
+    if done:
+        return np.zeros(0, dtype=np.int64)
+    if per_sample:
+        return _sample_order(samples)
+    o = np.argsort(key, kind="mergesort")
+    c = _sample_order(samples[o])
+    return o[c] if c.size else o
+
+
+@_njit(nogil=True)
 def _records_by_key(em_rank, em_slot, em_key, em_n, ne, o_s, clock, n_ev, S_all):
     """The kernel's records (made sample by sample, `em_key` = clock + index in that order) as
     (slots, n, keys) ordered by (step position of the event, rank, global slot): keys mapped back
     to step positions through `o_s` (empty: the identity), a counting sort by position, and within
-    one event's records (a few neurons, one record per neuron) an insertion sort by (rank, slot)."""
-    start = np.zeros(n_ev + 1, dtype=np.int64)
-    pos = np.empty(ne, dtype=np.int64)
-    for i in range(ne):
-        e = em_key[i] - clock
-        p = o_s[e] if o_s.size else e
-        pos[i] = p
-        start[p + 1] += 1
-    for p in range(n_ev):
-        start[p + 1] += start[p]
-    idx = np.empty(ne, dtype=np.int64)
-    for i in range(ne):
-        p = pos[i]
-        idx[start[p]] = i
-        start[p] += 1
+    one event's records (a few neurons, one record per neuron) an insertion sort by (rank, slot).
+    Records already in position order (the kernel walks a step's events in order: so whenever
+    `o_s` is empty, checked) skip the counting sort and read the positions from their keys."""
+    ordered = o_s.size == 0  # keys in record order are then the positions (checked)
+    for i in range(1, ne if ordered else 0):
+        if em_key[i] < em_key[i - 1]:
+            ordered = False
+            break
+    pos = em_key  # ordered: position = key - clock, read from the records
+    idx = np.empty(0, dtype=np.int64)
+    if not ordered:
+        pos = np.empty(ne, dtype=np.int64)
+        for i in range(ne):
+            e = em_key[i] - clock
+            pos[i] = o_s[e] if o_s.size else e
+        start = np.zeros(n_ev + 1, dtype=np.int64)
+        for i in range(ne):
+            start[pos[i] + 1] += 1
+        for p in range(n_ev):
+            start[p + 1] += start[p]
+        idx = np.empty(ne, dtype=np.int64)
+        for i in range(ne):
+            p = pos[i]
+            idx[start[p]] = i
+            start[p] += 1
     slots = np.empty(ne, dtype=np.int64)
     n = np.empty(ne)
     key = np.empty(ne, dtype=np.int64)
     sk = np.empty(ne, dtype=np.int64)  # (rank, slot) as one key
     j0 = 0
     while j0 < ne:
-        p = pos[idx[j0]]
+        p = pos[idx[j0]] if not ordered else pos[j0] - clock
         j1 = j0
-        while j1 < ne and pos[idx[j1]] == p:
-            i = idx[j1]
+        while j1 < ne:
+            i = idx[j1] if not ordered else j1
+            if (pos[i] if not ordered else pos[i] - clock) != p:
+                break
             v = em_rank[i] * S_all + em_slot[i]
             j = j1
             while j > j0 and sk[j - 1] > v:  # insertion: an event fires few neurons
@@ -1476,28 +1520,51 @@ def emit_spikes(g, n, key, S, slot_pop, pop_lo, pop_size, B, counts):
     consumer population: counts[g] += n; per population (ascending) its events, one per spike, as
     global ids (sample x population size + address) and keys in the given order; returns (ids,
     keys, start of each population's events, spikes per population, the largest number of spikes
-    one sample emitted per population)."""
+    one sample emitted per population). The sample and population of a spike are those of the last
+    one unless it lies outside their ranges (spikes come grouped by both: one division and one
+    population lookup per change); where every spike is one event of a single population (a speck
+    step: one spike per update) the first pass's ids are the events, in order (no second pass)."""
     n_pop = pop_lo.size
     start = np.zeros(n_pop + 1, dtype=np.int64)
     per = np.zeros((n_pop, B))
     pop = np.empty(g.size, dtype=np.int64)  # each spike's population and id, kept for the second pass
     gid = np.empty(g.size, dtype=np.int64)  # (a second slot_pop lookup missed the cache per spike)
+    glo, ghi, b = 0, 0, 0  # the global slots of sample b
+    plo, phi, p = 0, 0, 0  # the slots of population p
+    whole, p0 = True, -1  # every spike n == 1, all of population p0
     for i in range(g.size):
         if i + BURST_PREFETCH < g.size:  # a spike's count lies far from the last one's (`_prefetch`)
             _prefetch(counts, np.uint64(g[i + BURST_PREFETCH]))
         if n[i] <= 0.0:
+            whole = False
             continue
         gi = g[i]
-        b = _sample_of(gi, S)
-        s = gi - b * S
-        p = slot_pop[s]
+        if gi < glo or gi >= ghi:
+            b = _sample_of(gi, S)
+            glo = b * S
+            ghi = glo + S
+        s = gi - glo
+        if s < plo or s >= phi:
+            p = slot_pop[s]
+            plo = pop_lo[p]
+            phi = plo + pop_size[p]
+        if p != p0:
+            whole &= p0 < 0
+            p0 = p
+        whole &= n[i] == 1.0
         pop[i] = p
-        gid[i] = b * pop_size[p] + (s - pop_lo[p])
+        gid[i] = b * pop_size[p] + (s - plo)
         counts[gi] += n[i]
         start[p + 1] += np.int64(n[i])
         per[p, b] += n[i]
     for p in range(n_pop):
         start[p + 1] += start[p]
+    peak = np.zeros(n_pop)
+    for p in range(n_pop):
+        for b in range(B):
+            peak[p] = max(peak[p], per[p, b])
+    if whole:
+        return gid, key.copy(), start, peak
     fill = start[:-1].copy()
     ids = np.empty(start[-1], dtype=np.int64)
     keys = np.empty(start[-1], dtype=np.int64)
@@ -1510,10 +1577,6 @@ def emit_spikes(g, n, key, S, slot_pop, pop_lo, pop_size, B, counts):
             ids[fill[p]] = a
             keys[fill[p]] = key[i]
             fill[p] += 1
-    peak = np.zeros(n_pop)
-    for p in range(n_pop):
-        for b in range(B):
-            peak[p] = max(peak[p], per[p, b])
     return ids, keys, start, peak
 
 
@@ -1743,7 +1806,7 @@ def deliver_ideal(flat: FlatTables, gopen, src: int, gid, n_src: int, mult, B, S
 
 def deliver_sequential(flat: FlatTables, gopen, rows, samples, S, clock, state, k, theta, cap, speck: bool,
                        scratch: Scratch, cap_slot=None, vmin_slot=None, bounds=None, cl=None, by_key: bool = False,
-                       counters: bool = True):
+                       counters: bool = True, sample_major: bool = False):
     """Events in step order (rows, samples). Returns (synops, slots, n, keys) of the spikes fired,
     ordered by (rank of the contribution at its neuron, global slot), or with `by_key` by (key,
     rank, global slot) (what a stable sort by key of the former gives: the layer and interleaved
@@ -1753,7 +1816,12 @@ def deliver_sequential(flat: FlatTables, gopen, rows, samples, S, clock, state, 
     case (the SIMD run kernels; `state`'s membranes are then stale until `cl.to_slots`, and the
     window counters `k` are in q order, next to the membranes). `counters=False` (speck, every cap
     inf or 0: no window counter is ever compared) lets the channel-last speck kernel skip `k`, a
-    cache miss per spike."""
+    cache miss per spike. `sample_major` (with `by_key`; a run that records no trace): the keys are
+    clock + the event's index in the order the kernel took the events (sample by sample, each
+    sample's in step order) instead of its step position, so the spikes come out ordered by (sample,
+    key, rank, global slot) with no sort back to step positions: per sample the same events in the
+    same order as by key (samples are independent), and a next step in that order needs no
+    reordering by sample (`_sample_order` finds it sorted)."""
     er, es, ek, en = scratch.records(synapse_bound(flat.indptr, rows))
     step = scratch.next_stamp()
     # samples are independent and a neuron belongs to one sample, so the kernel may take the events
@@ -1790,7 +1858,8 @@ def deliver_sequential(flat: FlatTables, gopen, rows, samples, S, clock, state, 
         z = np.zeros(0, dtype=np.int64)
         return syn, z, np.zeros(0), z
     if by_key:
-        return (syn, *_records_by_key(er, es, ek, en, ne, o_s, clock, rows.size, state.shape[0]))
+        return (syn, *_records_by_key(er, es, ek, en, ne, o_s[:0] if sample_major else o_s, clock, rows.size,
+                                      state.shape[0]))
     if o_s.size:
         ek[:ne] = clock + o_s[ek[:ne] - clock]
     slots_, rank = es[:ne], er[:ne]
@@ -1843,6 +1912,7 @@ def compile_seconds() -> float:
     for graded in (False, True):
         _ideal_events(z, 1, 0, f, i1, 1, graded)
     _records_by_key(z, z, z, f, 1, z, 0, 1, 1)
+    sample_key_order(z, 1, z)
     for C in (1, 2):
         counts_out(np.zeros(2), z, 0, 1, 2, np.zeros((1, 2)), C)
     emit_spikes(z, f, z, 1, z, z, i1[1:], 1, np.zeros(1))

@@ -480,7 +480,7 @@ class _Run:
             self.flat, self.gopen if self.gates else self._no_gates, rows, samples, self.net.n_slots, self.clock,
             self.state, self.k, self._theta_slot, self.Dcap, self.policy == "speck", self.scratch,
             self._cap_fire, self._vmin_fire, self._bounds, self.cl, by_key=self.order != "random",
-            counters=self._zero_k)
+            counters=self._zero_k, sample_major=self._sample_major())
         self.synops += syn
         if self.trace is not None:
             keys = np.empty(n_ev, dtype=np.int64)
@@ -490,6 +490,13 @@ class _Run:
                 src[posn] = self.src_index[bt.src]
             self.trace.steps.append((self.trace.t, self.clock, src, samples, rows, keys))
         return self._emit(gsl, n, key)
+
+    def _sample_major(self) -> bool:
+        """greedy/speck, layer order, no trace: a step's events and its spikes stay in (sample, key)
+        order (`kernels.deliver_sequential`'s `sample_major`): per sample the key order, the one
+        that decides every count, and no sort by sample and back per step. A trace records the
+        steps' orders and keys as the key order has them: it keeps that order."""
+        return self.order == "layer" and self.trace is None
 
     def _out(self) -> tuple[np.ndarray, np.ndarray]:
         n = self.B * self.net.n_slots
@@ -753,7 +760,11 @@ class _Run:
             take = [bt for bt in pool if self.src_index[bt.src] == first]
             rest = [bt for bt in pool if self.src_index[bt.src] != first]
             merged = _merge(take)
-            if merged.key.size > 1 and not (merged.key[1:] >= merged.key[:-1]).all():
+            if self.policy != "ideal" and self._sample_major():  # (sample, key) order: per sample by key
+                o = kernels.sample_key_order(merged.gid, self.net.tables[merged.src].n, merged.key)
+                if o.size:
+                    merged = _Batch(merged.src, merged.gid[o], None, merged.key[o])
+            elif merged.key.size > 1 and not (merged.key[1:] >= merged.key[:-1]).all():
                 o = np.argsort(merged.key, kind="stable")
                 merged = _Batch(merged.src, merged.gid[o], None if merged.mult is None else merged.mult[o],
                                 merged.key[o])
