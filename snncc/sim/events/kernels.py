@@ -8,8 +8,7 @@ synapse updating its neuron and firing it by the policy's rule at once) and `com
 a timestep (`init_state`, `start_timestep`, `first_update`, `first_update_hot` (speck, channel-last:
 only the neurons listed at their threshold), `complete_burst` (with the bursts' counts, event ids
 and peak)) and the compiled bookkeeping around the kernels (`input_spikes`, `event_rows`,
-`_ideal_events`, `zeros`, `clear`; a greedy/speck step's `sample_key_order`, `_sample_order`, `_records_by_key`,
-`emit_spikes`:
+`_ideal_events`, `zeros`, `clear`; a greedy/speck step's `_sample_order`, `_records_by_key`, `emit_spikes`:
 counting sorts and one pass, linear in the step's events). All of it runs without the GIL: with
 the batch split over threads (`runner._simulate_split`) only the Python between the calls is
 serial.
@@ -1414,37 +1413,6 @@ def _sample_order(samples):
 
 
 @_njit(nogil=True)
-def sample_key_order(gid, n_src, key):
-    """The stable order by (sample, key) of a source's pending events (global ids gid, samples
-    gid // n_src), or an empty array where they are in that order already: a greedy/speck step of
-    the layer order without a trace (`deliver_sequential`'s `sample_major`). Batches kept in that
-    order (each sample's keys non-decreasing) need only a counting sort by sample (`_sample_order`)."""
-    n = gid.size
-    samples = np.empty(n, dtype=np.int64)
-    B = 0
-    for i in range(n):
-        samples[i] = gid[i] // n_src
-        B = max(B, samples[i] + 1)
-    last = np.full(B, np.iinfo(np.int64).min, dtype=np.int64)
-    done = True
-    per_sample = True  # every sample's keys non-decreasing
-    for i in range(n):
-        b = samples[i]
-        if key[i] < last[b]:
-            per_sample = False
-        last[b] = key[i]
-        if i and (b < samples[i - 1] or (b == samples[i - 1] and key[i] < key[i - 1])):
-            done = False
-    if done:
-        return np.zeros(0, dtype=np.int64)
-    if per_sample:
-        return _sample_order(samples)
-    o = np.argsort(key, kind="mergesort")
-    c = _sample_order(samples[o])
-    return o[c] if c.size else o
-
-
-@_njit(nogil=True)
 def _records_by_key(em_rank, em_slot, em_key, em_n, ne, o_s, clock, n_ev, S_all):
     """The kernel's records (made sample by sample, `em_key` = clock + index in that order) as
     (slots, n, keys) ordered by (step position of the event, rank, global slot): keys mapped back
@@ -1912,7 +1880,6 @@ def compile_seconds() -> float:
     for graded in (False, True):
         _ideal_events(z, 1, 0, f, i1, 1, graded)
     _records_by_key(z, z, z, f, 1, z, 0, 1, 1)
-    sample_key_order(z, 1, z)
     for C in (1, 2):
         counts_out(np.zeros(2), z, 0, 1, 2, np.zeros((1, 2)), C)
     emit_spikes(z, f, z, 1, z, z, i1[1:], 1, np.zeros(1))

@@ -495,7 +495,12 @@ class _Run:
         """greedy/speck, layer order, no trace: a step's events and its spikes stay in (sample, key)
         order (`kernels.deliver_sequential`'s `sample_major`): per sample the key order, the one
         that decides every count, and no sort by sample and back per step. A trace records the
-        steps' orders and keys as the key order has them: it keeps that order."""
+        steps' orders and keys as the key order has them: it keeps that order. A source's pending
+        events are then per sample in key order with no sort: its batches join the pool in the order
+        they are made, each one's keys above those of every earlier batch (a step's keys are the
+        clock and up, the clock then moves past them), and each batch is per sample in key order
+        (the input's burst order, a first update's one key, a step's spikes in (sample, key) order,
+        a max pool's in the order of the spikes that raised it)."""
         return self.order == "layer" and self.trace is None
 
     def _out(self) -> tuple[np.ndarray, np.ndarray]:
@@ -760,11 +765,10 @@ class _Run:
             take = [bt for bt in pool if self.src_index[bt.src] == first]
             rest = [bt for bt in pool if self.src_index[bt.src] != first]
             merged = _merge(take)
-            if self.policy != "ideal" and self._sample_major():  # (sample, key) order: per sample by key
-                o = kernels.sample_key_order(merged.gid, self.net.tables[merged.src].n, merged.key)
-                if o.size:
-                    merged = _Batch(merged.src, merged.gid[o], None, merged.key[o])
-            elif merged.key.size > 1 and not (merged.key[1:] >= merged.key[:-1]).all():
+            # (greedy/speck without a trace: per sample in key order already, `_sample_major`; the
+            # kernel's stable sort by sample is all the step needs)
+            by_key = self.policy == "ideal" or not self._sample_major()
+            if by_key and merged.key.size > 1 and not (merged.key[1:] >= merged.key[:-1]).all():
                 o = np.argsort(merged.key, kind="stable")
                 merged = _Batch(merged.src, merged.gid[o], None if merged.mult is None else merged.mult[o],
                                 merged.key[o])
