@@ -1419,14 +1419,13 @@ def _records_by_key(em_rank, em_slot, em_key, em_n, ne, o_s, clock, n_ev, S_all)
     to step positions through `o_s` (empty: the identity), a counting sort by position, and within
     one event's records (a few neurons, one record per neuron) an insertion sort by (rank, slot).
     Records already in position order (the kernel walks a step's events in order: so whenever
-    `o_s` is empty, checked) skip the counting sort and read the positions from their keys."""
+    `o_s` is empty, checked) skip the counting sort and keep their keys."""
     ordered = o_s.size == 0  # keys in record order are then the positions (checked)
     for i in range(1, ne if ordered else 0):
         if em_key[i] < em_key[i - 1]:
             ordered = False
             break
-    pos = em_key  # ordered: position = key - clock, read from the records
-    idx = np.empty(0, dtype=np.int64)
+    pos = idx = np.empty(0, dtype=np.int64)  # ordered: a record's key is its position's
     if not ordered:
         pos = np.empty(ne, dtype=np.int64)
         for i in range(ne):
@@ -1446,28 +1445,20 @@ def _records_by_key(em_rank, em_slot, em_key, em_n, ne, o_s, clock, n_ev, S_all)
     n = np.empty(ne)
     key = np.empty(ne, dtype=np.int64)
     sk = np.empty(ne, dtype=np.int64)  # (rank, slot) as one key
-    j0 = 0
-    while j0 < ne:
-        p = pos[idx[j0]] if not ordered else pos[j0] - clock
-        j1 = j0
-        while j1 < ne:
-            i = idx[j1] if not ordered else j1
-            if (pos[i] if not ordered else pos[i] - clock) != p:
-                break
-            v = em_rank[i] * S_all + em_slot[i]
-            j = j1
-            while j > j0 and sk[j - 1] > v:  # insertion: an event fires few neurons
-                sk[j] = sk[j - 1]
-                slots[j] = slots[j - 1]
-                n[j] = n[j - 1]
-                j -= 1
-            sk[j] = v
-            slots[j] = em_slot[i]
-            n[j] = em_n[i]
-            j1 += 1
-        for j in range(j0, j1):
-            key[j] = clock + p
-        j0 = j1
+    for j in range(ne):  # in position order; an event's records (few: one per neuron) by insertion
+        i = idx[j] if not ordered else j
+        k = em_key[i] if ordered else clock + pos[i]
+        v = em_rank[i] * S_all + em_slot[i]
+        m = j
+        while m > 0 and key[m - 1] == k and sk[m - 1] > v:
+            sk[m] = sk[m - 1]
+            slots[m] = slots[m - 1]
+            n[m] = n[m - 1]
+            m -= 1
+        sk[m] = v
+        slots[m] = em_slot[i]
+        n[m] = em_n[i]
+        key[j] = k  # (the records moved are of the same key)
     return slots, n, key
 
 
