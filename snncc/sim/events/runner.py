@@ -14,7 +14,10 @@ order and each event's synapses, firing a neuron by the policy's rule right afte
 the spikes a step emits join the pool ordered by (rank of the contribution at its neuron, sample,
 address); the layer and interleaved orders then take a source's events by key (stable), so their
 steps hand them over in (key, rank, sample, address) order at once (compiled counting sorts,
-`kernels._records_by_key`), and a pool already in key order is not sorted again. Tested bit-exact against a per-event Python loop (tests/test_sim_events.py). Without
+`kernels._records_by_key`), and a pool already in key order is not sorted again. The layer order
+of a run that records no trace keeps every step in (sample, key) order instead (`_Run._sample_major`:
+each sample's events in the same order, so the same counts; keys count the step's events in that
+order), and its spikes come out in (sample, key, rank, address) order with no sort back and forth. Tested bit-exact against a per-event Python loop (tests/test_sim_events.py). Without
 SSC gates greedy/speck keep the membranes channel-last (`kernels.ChannelLast`) from the first step
 on, and the timestep start, first update and output read run on that copy (per-q parameters); a
 leak, host current or disabled slot moves them back to slot order for that timestep's start.
