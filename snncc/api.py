@@ -55,12 +55,22 @@ class Deployment:
         set: all of it, or its first `samples`, laid out as `data_layout` says, data.inputs.LAYOUTS),
         or `samples` (default 16) seeded random inputs when `data` is None. Every input passes the
         one check the command line applies too (data.inputs.check_values)."""
-        from snncc.data.inputs import check_values, inputs, time_major
+        from snncc.data.inputs import inputs
 
         if data is None or isinstance(data, (str, os.PathLike)):
             return inputs(self.deployed, None if data is None else os.fspath(data), samples, seed, data_layout)[0]
-        x = time_major(self.deployed, torch.as_tensor(np.asarray(data) if not isinstance(data, torch.Tensor)
-                                                      else data).double())
+        return self._given(data)
+
+    def _given(self, data, keep_f32: bool = False) -> torch.Tensor:
+        """`inputs` of a tensor or array: float64 (or, `keep_f32`, float32 spike counts as they are:
+        every float32 count is exact in float64, and the event simulator reads either without a
+        float64 copy of the batch, `sim.events.runner._inputs`), in the executors' layout, checked."""
+        from snncc.data.inputs import check_values, time_major
+
+        t = torch.as_tensor(np.asarray(data) if not isinstance(data, torch.Tensor) else data)
+        if not (keep_f32 and t.dtype == torch.float32 and self.deployed.inputs[0].kind == "spike"):
+            t = t.double()
+        x = time_major(self.deployed, t)
         check_values(self.deployed, x, "inputs", 1 if x.dim() == len(self.deployed.inputs[0].shape) + 2 else 0)
         return x
 
@@ -193,7 +203,8 @@ class Deployment:
         shape = tuple(g.inputs[0].shape)
         if layout not in ("", "B*T", "static"):
             raise SnnccError(f"unknown input layout {layout!r}", where="layout", hint="'B*T' or 'static'")
-        x = self.inputs(data, samples, seed)
+        given = data is not None and not isinstance(data, (str, os.PathLike))
+        x = self._given(data, keep_f32=True) if given else self.inputs(data, samples, seed)
         flat = g.inputs[0].kind == "spike" and g.T > 1 and x.dim() == len(shape) + 1
         if data is not None and flat and not layout:
             raise SnnccError(f"an ({x.shape[0]}, {', '.join(map(str, shape))}) spike batch for a model of T = {g.T}: "

@@ -219,6 +219,9 @@ class _PerEventRun(runner_mod._Run):
         super().__init__(*a, **kw)
         self.cl = self.q = None  # the oracle's membranes stay in slot order (no channel-last copy)
 
+    def _sample_major(self):  # the oracle keeps every step in key order (the compiled runs of the
+        return False  # layer order without a trace take each sample's events in that order only)
+
     def _synapses(self, src, gid):
         """(global slot, weight) of one event's updates, gates applied."""
         t = self.net.tables[src]
@@ -686,6 +689,60 @@ def test_step_bookkeeping_kernels_equal_the_sorts_they_replace():
         assert np.array_equal(keys[start[pi]:start[pi + 1]], np.repeat(kk[sel], m[sel]))
         assert peak[pi] == np.bincount(b[sel], weights=m[sel], minlength=B).max()
     assert (np.diff(start) > 0).all() and m.max() == 2
+
+
+def test_records_in_position_order_and_unit_spikes_take_the_short_paths():
+    """`_records_by_key` on records already in position order (`o_s` empty: the counting sort is
+    skipped) and on records whose keys are not (the sort is kept) equals the stable sorts by (rank,
+    slot) then key; `emit_spikes` of unit spikes of one population (the ids of its first pass are
+    the events) equals np.add.at and the per-sample peak worked by hand."""
+    from snncc.sim.events import kernels as K
+
+    rng = np.random.default_rng(5)
+    n_ev, S, B, clock = 300, 40, 4, 500
+    ev = np.repeat(np.arange(n_ev), rng.integers(0, 4, n_ev))  # records event after event
+    ne = ev.size
+    rank, slot = rng.integers(0, 3, ne), rng.integers(0, B * S, ne)
+    en = np.ones(ne)
+    for e_of in (ev, rng.permutation(ev)):  # in position order; out of it (the check finds it)
+        ek = clock + e_of
+        got = K._records_by_key(rank, slot, ek, en, ne, np.zeros(0, dtype=np.int64), clock, n_ev, B * S)
+        o = np.argsort(rank * B * S + slot, kind="stable")
+        o = o[np.argsort(ek[o], kind="stable")]
+        assert all(np.array_equal(a, b) for a, b in zip(got, (slot[o], en[o], ek[o])))
+    assert np.unique(ek).size < ne and np.unique(rank * B * S + slot).size < ne  # ties to break
+    # unit spikes of population 1 (slots 10..29 of S = 40), samples 2, 0, 0, 3, 0: ids b * 20 + s - 10
+    g = np.array([2 * S + 12, 0 * S + 29, 0 * S + 10, 3 * S + 15, 0 * S + 11])
+    slot_pop, lo, size = np.repeat(np.arange(3), [10, 20, 10]), np.array([0, 10, 30]), np.array([10, 20, 10])
+    counts = np.zeros(B * S)
+    counts[g[0]] = 2.0
+    ids, keys, start, peak = K.emit_spikes(g, np.ones(5), np.arange(5) + 7, S, slot_pop, lo, size, B, counts)
+    assert ids.tolist() == [42, 19, 0, 65, 1] and keys.tolist() == [7, 8, 9, 10, 11]
+    assert start.tolist() == [0, 0, 5, 5] and peak.tolist() == [0.0, 3.0, 0.0]
+    want = np.zeros(B * S)
+    want[g] += 1.0
+    want[g[0]] += 2.0
+    assert np.array_equal(counts, want)
+
+
+@pytest.mark.parametrize("pol", ["speck", "greedy"])
+def test_layer_order_without_trace_equals_the_key_order_of_a_traced_run(pol):
+    """A run that records no trace keeps each step in (sample, key) order (`_Run._sample_major`),
+    a traced one in key order: the same counts, output, events, synops and peaks on a batch of
+    samples whose input has multi-spike addresses (the first step out of sample order)."""
+    from snncc.sim.events.runner import _simulate
+
+    g = _random_net(2)
+    x = torch.poisson(torch.full((2, 5) + tuple(g.inputs[0].shape), 1.5), generator=torch.Generator().manual_seed(2))
+    net = build_network(g)
+    plain, run = _simulate(net, x, pol, "layer")
+    traced, run_t = _simulate(net, x, pol, "layer", trace=True)
+    assert run.trace is None and not run_t._sample_major() and run._sample_major()
+    for k in traced.counts:
+        assert torch.equal(plain.counts[k], traced.counts[k]), k
+    assert torch.equal(plain.output, traced.output)
+    assert plain.events == traced.events and plain.synops == traced.synops and plain.peak_burst == traced.peak_burst
+    assert sum(int(c.sum()) for c in plain.counts.values()) > 50 and x.max() > 1
 
 
 def test_channel_last_bound_is_checked_one_value_per_run(monkeypatch):

@@ -112,6 +112,31 @@ def test_flat_batch_refused_without_layout(dep_and_model):
     assert next(iter(r.counts.values())).shape[0] == 2
 
 
+def test_float32_spike_batch_reaches_the_event_simulator_as_float32(dep_and_model, monkeypatch):
+    """`dep.simulate(schedule="event")` hands a float32 spike batch to the event simulator as float32
+    (no float64 copy: `Deployment._given`), with the same counts, output and synops as the float64
+    batch, and checks it the same way (a 0.5 refused in one line)."""
+    from snncc.sim.events import runner
+
+    dep, _ = dep_and_model
+    xs = torch.poisson(torch.full((2 * T, 2, 16, 16), 0.3), generator=torch.Generator().manual_seed(4))
+    seen, own = [], runner._inputs
+    monkeypatch.setattr(runner, "_inputs", lambda g, x: (seen.append(x.dtype), own(g, x))[1])
+    for pol in ("ideal", "speck"):
+        seen.clear()
+        r32 = dep.simulate(xs, schedule="event", layout="B*T", policy=pol)
+        assert seen and set(seen) == {torch.float32}
+        seen.clear()
+        r64 = dep.simulate(xs.double(), schedule="event", layout="B*T", policy=pol)
+        assert seen and set(seen) == {torch.float64}
+        assert r32.synops == r64.synops > 0 and torch.equal(r32.output, r64.output)
+        assert all(torch.equal(r32.counts[k], r64.counts[k]) for k in r64.counts)
+    bad = xs.clone()
+    bad[3, 1, 2, 2] = 0.5
+    with pytest.raises(SnnccError, match="non-negative integer"):
+        dep.simulate(bad, schedule="event", layout="B*T")
+
+
 def test_installed_command_schedule_event_on_pt2(tmp_path):
     """The path users take: a .pt2 exported at batch 1, `snncc compile`, `snncc simulate
     --schedule event` (through Deployment.simulate): counts equal the reference, exit 0."""

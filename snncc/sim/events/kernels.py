@@ -1417,45 +1417,48 @@ def _records_by_key(em_rank, em_slot, em_key, em_n, ne, o_s, clock, n_ev, S_all)
     """The kernel's records (made sample by sample, `em_key` = clock + index in that order) as
     (slots, n, keys) ordered by (step position of the event, rank, global slot): keys mapped back
     to step positions through `o_s` (empty: the identity), a counting sort by position, and within
-    one event's records (a few neurons, one record per neuron) an insertion sort by (rank, slot)."""
-    start = np.zeros(n_ev + 1, dtype=np.int64)
-    pos = np.empty(ne, dtype=np.int64)
-    for i in range(ne):
-        e = em_key[i] - clock
-        p = o_s[e] if o_s.size else e
-        pos[i] = p
-        start[p + 1] += 1
-    for p in range(n_ev):
-        start[p + 1] += start[p]
-    idx = np.empty(ne, dtype=np.int64)
-    for i in range(ne):
-        p = pos[i]
-        idx[start[p]] = i
-        start[p] += 1
+    one event's records (a few neurons, one record per neuron) an insertion sort by (rank, slot).
+    Records already in position order (the kernel walks a step's events in order: so whenever
+    `o_s` is empty, checked) skip the counting sort and keep their keys."""
+    ordered = o_s.size == 0  # keys in record order are then the positions (checked)
+    for i in range(1, ne if ordered else 0):
+        if em_key[i] < em_key[i - 1]:
+            ordered = False
+            break
+    pos = idx = np.empty(0, dtype=np.int64)  # ordered: a record's key is its position's
+    if not ordered:
+        pos = np.empty(ne, dtype=np.int64)
+        for i in range(ne):
+            e = em_key[i] - clock
+            pos[i] = o_s[e] if o_s.size else e
+        start = np.zeros(n_ev + 1, dtype=np.int64)
+        for i in range(ne):
+            start[pos[i] + 1] += 1
+        for p in range(n_ev):
+            start[p + 1] += start[p]
+        idx = np.empty(ne, dtype=np.int64)
+        for i in range(ne):
+            p = pos[i]
+            idx[start[p]] = i
+            start[p] += 1
     slots = np.empty(ne, dtype=np.int64)
     n = np.empty(ne)
     key = np.empty(ne, dtype=np.int64)
     sk = np.empty(ne, dtype=np.int64)  # (rank, slot) as one key
-    j0 = 0
-    while j0 < ne:
-        p = pos[idx[j0]]
-        j1 = j0
-        while j1 < ne and pos[idx[j1]] == p:
-            i = idx[j1]
-            v = em_rank[i] * S_all + em_slot[i]
-            j = j1
-            while j > j0 and sk[j - 1] > v:  # insertion: an event fires few neurons
-                sk[j] = sk[j - 1]
-                slots[j] = slots[j - 1]
-                n[j] = n[j - 1]
-                j -= 1
-            sk[j] = v
-            slots[j] = em_slot[i]
-            n[j] = em_n[i]
-            j1 += 1
-        for j in range(j0, j1):
-            key[j] = clock + p
-        j0 = j1
+    for j in range(ne):  # in position order; an event's records (few: one per neuron) by insertion
+        i = idx[j] if not ordered else j
+        k = em_key[i] if ordered else clock + pos[i]
+        v = em_rank[i] * S_all + em_slot[i]
+        m = j
+        while m > 0 and key[m - 1] == k and sk[m - 1] > v:
+            sk[m] = sk[m - 1]
+            slots[m] = slots[m - 1]
+            n[m] = n[m - 1]
+            m -= 1
+        sk[m] = v
+        slots[m] = em_slot[i]
+        n[m] = em_n[i]
+        key[j] = k  # (the records moved are of the same key)
     return slots, n, key
 
 
@@ -1476,28 +1479,51 @@ def emit_spikes(g, n, key, S, slot_pop, pop_lo, pop_size, B, counts):
     consumer population: counts[g] += n; per population (ascending) its events, one per spike, as
     global ids (sample x population size + address) and keys in the given order; returns (ids,
     keys, start of each population's events, spikes per population, the largest number of spikes
-    one sample emitted per population)."""
+    one sample emitted per population). The sample and population of a spike are those of the last
+    one unless it lies outside their ranges (spikes come grouped by both: one division and one
+    population lookup per change); where every spike is one event of a single population (a speck
+    step: one spike per update) the first pass's ids are the events, in order (no second pass)."""
     n_pop = pop_lo.size
     start = np.zeros(n_pop + 1, dtype=np.int64)
     per = np.zeros((n_pop, B))
     pop = np.empty(g.size, dtype=np.int64)  # each spike's population and id, kept for the second pass
     gid = np.empty(g.size, dtype=np.int64)  # (a second slot_pop lookup missed the cache per spike)
+    glo, ghi, b = 0, 0, 0  # the global slots of sample b
+    plo, phi, p = 0, 0, 0  # the slots of population p
+    whole, p0 = True, -1  # every spike n == 1, all of population p0
     for i in range(g.size):
         if i + BURST_PREFETCH < g.size:  # a spike's count lies far from the last one's (`_prefetch`)
             _prefetch(counts, np.uint64(g[i + BURST_PREFETCH]))
         if n[i] <= 0.0:
+            whole = False
             continue
         gi = g[i]
-        b = _sample_of(gi, S)
-        s = gi - b * S
-        p = slot_pop[s]
+        if gi < glo or gi >= ghi:
+            b = _sample_of(gi, S)
+            glo = b * S
+            ghi = glo + S
+        s = gi - glo
+        if s < plo or s >= phi:
+            p = slot_pop[s]
+            plo = pop_lo[p]
+            phi = plo + pop_size[p]
+        if p != p0:
+            whole &= p0 < 0
+            p0 = p
+        whole &= n[i] == 1.0
         pop[i] = p
-        gid[i] = b * pop_size[p] + (s - pop_lo[p])
+        gid[i] = b * pop_size[p] + (s - plo)
         counts[gi] += n[i]
         start[p + 1] += np.int64(n[i])
         per[p, b] += n[i]
     for p in range(n_pop):
         start[p + 1] += start[p]
+    peak = np.zeros(n_pop)
+    for p in range(n_pop):
+        for b in range(B):
+            peak[p] = max(peak[p], per[p, b])
+    if whole:
+        return gid, key.copy(), start, peak
     fill = start[:-1].copy()
     ids = np.empty(start[-1], dtype=np.int64)
     keys = np.empty(start[-1], dtype=np.int64)
@@ -1510,10 +1536,6 @@ def emit_spikes(g, n, key, S, slot_pop, pop_lo, pop_size, B, counts):
             ids[fill[p]] = a
             keys[fill[p]] = key[i]
             fill[p] += 1
-    peak = np.zeros(n_pop)
-    for p in range(n_pop):
-        for b in range(B):
-            peak[p] = max(peak[p], per[p, b])
     return ids, keys, start, peak
 
 
@@ -1743,7 +1765,7 @@ def deliver_ideal(flat: FlatTables, gopen, src: int, gid, n_src: int, mult, B, S
 
 def deliver_sequential(flat: FlatTables, gopen, rows, samples, S, clock, state, k, theta, cap, speck: bool,
                        scratch: Scratch, cap_slot=None, vmin_slot=None, bounds=None, cl=None, by_key: bool = False,
-                       counters: bool = True):
+                       counters: bool = True, sample_major: bool = False):
     """Events in step order (rows, samples). Returns (synops, slots, n, keys) of the spikes fired,
     ordered by (rank of the contribution at its neuron, global slot), or with `by_key` by (key,
     rank, global slot) (what a stable sort by key of the former gives: the layer and interleaved
@@ -1753,7 +1775,12 @@ def deliver_sequential(flat: FlatTables, gopen, rows, samples, S, clock, state, 
     case (the SIMD run kernels; `state`'s membranes are then stale until `cl.to_slots`, and the
     window counters `k` are in q order, next to the membranes). `counters=False` (speck, every cap
     inf or 0: no window counter is ever compared) lets the channel-last speck kernel skip `k`, a
-    cache miss per spike."""
+    cache miss per spike. `sample_major` (with `by_key`; a run that records no trace): the keys are
+    clock + the event's index in the order the kernel took the events (sample by sample, each
+    sample's in step order) instead of its step position, so the spikes come out ordered by (sample,
+    key, rank, global slot) with no sort back to step positions: per sample the same events in the
+    same order as by key (samples are independent), and a next step in that order needs no
+    reordering by sample (`_sample_order` finds it sorted)."""
     er, es, ek, en = scratch.records(synapse_bound(flat.indptr, rows))
     step = scratch.next_stamp()
     # samples are independent and a neuron belongs to one sample, so the kernel may take the events
@@ -1790,7 +1817,8 @@ def deliver_sequential(flat: FlatTables, gopen, rows, samples, S, clock, state, 
         z = np.zeros(0, dtype=np.int64)
         return syn, z, np.zeros(0), z
     if by_key:
-        return (syn, *_records_by_key(er, es, ek, en, ne, o_s, clock, rows.size, state.shape[0]))
+        return (syn, *_records_by_key(er, es, ek, en, ne, o_s[:0] if sample_major else o_s, clock, rows.size,
+                                      state.shape[0]))
     if o_s.size:
         ek[:ne] = clock + o_s[ek[:ne] - clock]
     slots_, rank = es[:ne], er[:ne]

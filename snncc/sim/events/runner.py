@@ -14,7 +14,10 @@ order and each event's synapses, firing a neuron by the policy's rule right afte
 the spikes a step emits join the pool ordered by (rank of the contribution at its neuron, sample,
 address); the layer and interleaved orders then take a source's events by key (stable), so their
 steps hand them over in (key, rank, sample, address) order at once (compiled counting sorts,
-`kernels._records_by_key`), and a pool already in key order is not sorted again. Tested bit-exact against a per-event Python loop (tests/test_sim_events.py). Without
+`kernels._records_by_key`), and a pool already in key order is not sorted again. The layer order
+of a run that records no trace keeps every step in (sample, key) order instead (`_Run._sample_major`:
+each sample's events in the same order, so the same counts; keys count the step's events in that
+order), and its spikes come out in (sample, key, rank, address) order with no sort back and forth. Tested bit-exact against a per-event Python loop (tests/test_sim_events.py). Without
 SSC gates greedy/speck keep the membranes channel-last (`kernels.ChannelLast`) from the first step
 on, and the timestep start, first update and output read run on that copy (per-q parameters); a
 leak, host current or disabled slot moves them back to slot order for that timestep's start.
@@ -480,7 +483,7 @@ class _Run:
             self.flat, self.gopen if self.gates else self._no_gates, rows, samples, self.net.n_slots, self.clock,
             self.state, self.k, self._theta_slot, self.Dcap, self.policy == "speck", self.scratch,
             self._cap_fire, self._vmin_fire, self._bounds, self.cl, by_key=self.order != "random",
-            counters=self._zero_k)
+            counters=self._zero_k, sample_major=self._sample_major())
         self.synops += syn
         if self.trace is not None:
             keys = np.empty(n_ev, dtype=np.int64)
@@ -490,6 +493,18 @@ class _Run:
                 src[posn] = self.src_index[bt.src]
             self.trace.steps.append((self.trace.t, self.clock, src, samples, rows, keys))
         return self._emit(gsl, n, key)
+
+    def _sample_major(self) -> bool:
+        """greedy/speck, layer order, no trace: a step's events and its spikes stay in (sample, key)
+        order (`kernels.deliver_sequential`'s `sample_major`): per sample the key order, the one
+        that decides every count, and no sort by sample and back per step. A trace records the
+        steps' orders and keys as the key order has them: it keeps that order. A source's pending
+        events are then per sample in key order with no sort: its batches join the pool in the order
+        they are made, each one's keys above those of every earlier batch (a step's keys are the
+        clock and up, the clock then moves past them), and each batch is per sample in key order
+        (the input's burst order, a first update's one key, a step's spikes in (sample, key) order,
+        a max pool's in the order of the spikes that raised it)."""
+        return self.order == "layer" and self.trace is None
 
     def _out(self) -> tuple[np.ndarray, np.ndarray]:
         n = self.B * self.net.n_slots
@@ -753,7 +768,10 @@ class _Run:
             take = [bt for bt in pool if self.src_index[bt.src] == first]
             rest = [bt for bt in pool if self.src_index[bt.src] != first]
             merged = _merge(take)
-            if merged.key.size > 1 and not (merged.key[1:] >= merged.key[:-1]).all():
+            # (greedy/speck without a trace: per sample in key order already, `_sample_major`; the
+            # kernel's stable sort by sample is all the step needs)
+            by_key = self.policy == "ideal" or not self._sample_major()
+            if by_key and merged.key.size > 1 and not (merged.key[1:] >= merged.key[:-1]).all():
                 o = np.argsort(merged.key, kind="stable")
                 merged = _Batch(merged.src, merged.gid[o], None if merged.mult is None else merged.mult[o],
                                 merged.key[o])
