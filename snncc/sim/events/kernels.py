@@ -1399,14 +1399,20 @@ def _sample_order(samples):
         B = max(B, samples[i] + 1)
     if done:
         return np.zeros(0, dtype=np.int64)
-    start = np.zeros(B + 1, dtype=np.int64)
-    for i in range(n):
-        start[samples[i] + 1] += 1
-    for b in range(B):
+    return _counting_order(samples, B)
+
+
+@_njit(nogil=True)
+def _counting_order(key, m):
+    """The stable order of `key` (values in 0..m-1): a counting sort, linear in key.size + m."""
+    start = np.zeros(m + 1, dtype=np.int64)
+    for i in range(key.size):
+        start[key[i] + 1] += 1
+    for b in range(m):
         start[b + 1] += start[b]
-    o = np.empty(n, dtype=np.int64)
-    for i in range(n):
-        b = samples[i]
+    o = np.empty(key.size, dtype=np.int64)
+    for i in range(key.size):
+        b = key[i]
         o[start[b]] = i
         start[b] += 1
     return o
@@ -1431,16 +1437,7 @@ def _records_by_key(em_rank, em_slot, em_key, em_n, ne, o_s, clock, n_ev, S_all)
         for i in range(ne):
             e = em_key[i] - clock
             pos[i] = o_s[e] if o_s.size else e
-        start = np.zeros(n_ev + 1, dtype=np.int64)
-        for i in range(ne):
-            start[pos[i] + 1] += 1
-        for p in range(n_ev):
-            start[p + 1] += start[p]
-        idx = np.empty(ne, dtype=np.int64)
-        for i in range(ne):
-            p = pos[i]
-            idx[start[p]] = i
-            start[p] += 1
+        idx = _counting_order(pos, n_ev)
     slots = np.empty(ne, dtype=np.int64)
     n = np.empty(ne)
     key = np.empty(ne, dtype=np.int64)
