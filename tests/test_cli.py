@@ -165,23 +165,6 @@ def test_simulate_and_estimate_artefact(files, capsys):
     assert code == 2 and e.count("snncc: error") == 1
 
 
-def test_readme_speck_commands_on_the_shipped_event_model(tmp_path, capsys):
-    """The README's Speck commands as written: the shipped checkpoint at T = 4, then its recordings."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    art = os.path.join(root, "examples", "events", "artifacts")
-    out = str(tmp_path / "out-speck")
-    code, o, e = run_cli(capsys, "compile", os.path.join(art, "speck_cnn.pt"), "--model-def",
-                         "snncc.models.speck:speck_cnn", "--factory-kwargs", '{"size": "small"}', "--input-shape",
-                         "2,32,32", "--timesteps", "4", "--input-kind", "spike", "--target", "speck", "-o", out)
-    assert code == 0, e
-    assert json.load(open(os.path.join(out, "manifest.json")))["T"] == 4
-    code, o, e = run_cli(capsys, "simulate", out, "--events", os.path.join(art, "events_test_stream.npz"),
-                         "--bin-us", "1000", "--samples", "3")
-    assert code == 0, e
-    assert o.startswith("network: the Speck chip network (speck integers")  # what the chip was configured with
-    assert o.splitlines()[1].startswith("3 recordings,") and "latency median" in o and "average power" in o
-
-
 def test_T_recorded_with_the_checkpoint_is_used_and_a_disagreeing_timesteps_warned(tmp_path, capsys):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     art = os.path.join(root, "examples", "events", "artifacts")

@@ -5,6 +5,7 @@ with its own artefact), `out-loihi/` (compiled beforehand: the README assumes on
 repository's `examples/`. `.venv/bin/snncc` is this environment's console script. A command
 that is not run is listed in NOT_RUN with the reason; a new command must be run or listed."""
 
+import json
 import os
 import re
 import shlex
@@ -83,16 +84,21 @@ def test_every_readme_command_runs_or_says_why_not(workdir):
     pre = _run(".venv/bin/snncc compile weights.pt --model-def my_models.py:make_net --input-shape 1,8,8 "
                "--target loihi -o out-loihi/", workdir)  # what `simulate out-loihi/` presupposes
     assert pre.returncode == 0, pre.stderr
-    failed = []
+    failed, outputs = [], {}
     for cmd in cmds:
         if cmd in NOT_RUN:
             continue
         p = _run(cmd, workdir)
+        outputs[cmd] = p.stdout
         if p.returncode != 0:
             failed.append(f"{cmd}\n  -> exit {p.returncode}: {p.stderr.strip().splitlines()[-1:]}")
     assert failed == [], "\n".join(failed)
     assert (workdir / "model.nir").is_file() and (workdir / "rep" / "report.md").is_file()
-    assert (workdir / "out-speck" / "manifest.json").is_file()
+    # the Speck commands: the shipped checkpoint at the T = 4 recorded with it, then every recording
+    assert json.load(open(workdir / "out-speck" / "manifest.json"))["T"] == 4
+    o = next(o for c, o in outputs.items() if "out-speck/ --events" in c)
+    assert o.startswith("network: the Speck chip network (speck integers")  # what the chip was configured with
+    assert o.splitlines()[1].startswith("450 recordings,") and "latency median" in o and "average power" in o
 
 
 def test_the_command_list_is_what_the_readme_shows():
