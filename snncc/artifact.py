@@ -107,8 +107,10 @@ def check_writable(out: str, protect: tuple[str, ...] = ()) -> None:
     if os.path.isdir(parent):
         try:
             os.rmdir(tempfile.mkdtemp(prefix=f"{_PROBE}{os.getpid()}-", dir=parent))
-        except OSError as e:
-            raise _cannot_write(e, out) from None
+        except OSError as e:  # (named by the folder the user gave, not by the trial folder's name)
+            raise ArtefactError(f"cannot write the artefact (cannot make a folder in {parent}: "
+                                f"{e.strerror or e.__class__.__name__})", where=out,
+                                hint="choose a writable -o") from None
 
 
 def _check_replaceable(out: str, protect: tuple[str, ...]) -> None:
