@@ -536,6 +536,82 @@ def test_ideal_flush_transposes_tiles_of_wide_maps_exactly():
     torch.testing.assert_close(got.output, ref.output, rtol=0, atol=1e-12)
 
 
+def test_ideal_sparse_completion_visits_marked_blocks_exactly(monkeypatch):
+    """The ideal policy's fused delivery and completion (`kernels._ideal_runs`): a clean sample
+    whose delivery writes under half of its population marks the blocks it writes and flushes and
+    fires only those; a dense one sweeps the population whole; the scratch is one sample's per
+    numba thread. Maps of 125 blocks (5 channels on 20 x 20, the blocks straddling channels) and
+    100 blocks (16 channels on 10 x 10), T = 4, three sparse samples (about 16 input events per
+    timestep: 2 x 16 x 45 targets < 2000, the marked path), a dense one and a silent one in one
+    batch: counts equal the reference executor's and the per-event oracle's neuron by neuron, on 1
+    numba thread and on 2 (the kernels' own parallel loop over samples, no batch split), and
+    every scratch value and block mark is zero again after the run (a block the delivery wrote
+    but the completion skipped would leave its sums there)."""
+    import numba
+
+    rng = np.random.default_rng(11)
+    fire = {"D": 3, "theta": 0.75, "beta": 0.0, "norm": 1.0, "rounding": "floor", "stateful": True}
+    conv = lambda co, ci: ({"stride": (1, 1), "padding": (1, 1), "dilation": (1, 1), "groups": 1},  # noqa: E731
+                           {"weight": rng.normal(0.45, 0.4, (co, ci, 3, 3))})
+    sumpool = {"mode": "sum", "kernel": (2, 2), "stride": (2, 2), "padding": (0, 0)}
+    g = Graph([Node("x", "input", attrs={"kind": "spike", "shape": (2, 20, 20)}),
+               Node("c1", "conv", ["x"], *conv(5, 2)), Node("A", "fire", ["c1"], attrs=dict(fire)),
+               Node("p", "pool", ["A"], attrs=sumpool), Node("c2", "conv", ["p"], *conv(16, 5)),
+               Node("B", "fire", ["c2"], attrs=dict(fire, theta=1.25)),
+               Node("f", "reshape", ["B"], attrs={"shape": (1600,)}),
+               Node("l", "linear", ["f"], params={"weight": rng.normal(0, 0.3, (3, 1600))}),
+               Node("out", "output", ["l"])], T=4).infer()
+    gen = torch.Generator().manual_seed(11)
+    x = torch.poisson(torch.full((4, 5, 2, 20, 20), 0.02), generator=gen).clamp(max=2).to(F64)  # (T, B, ...)
+    x[:, 3] = torch.poisson(torch.full((4, 2, 20, 20), 0.6), generator=gen)  # dense: swept whole
+    x[:, 4] = 0.0  # silent
+    ref = run(g, x)
+    assert all(int(ref.counts["A"][b].sum()) > 5 for b in (0, 1, 2, 3)) and int(ref.counts["B"][:3].sum()) > 5
+    net = build_network(g)
+    before = numba.get_num_threads()
+    try:
+        for threads in (1, 2):
+            numba.set_num_threads(threads)
+            got, run_ = runner_mod._simulate(net, x, "ideal", "layer")
+            assert run_.q is not None and run_._fuse == {"x": "A", "A": "B"}
+            for k in ref.counts:
+                assert torch.equal(got.counts[k], ref.counts[k]), (threads, k)
+            torch.testing.assert_close(got.output, ref.output, rtol=0, atol=1e-12)
+            S = net.n_slots
+            for acc, marks in run_.scratch._runs.values():
+                assert acc.size == threads * S and not acc.any() and not marks.any(), threads
+    finally:
+        numba.set_num_threads(before)
+    with monkeypatch.context() as m:  # the per-event oracle agrees
+        m.setattr(runner_mod, "_Run", _PerEventRun)
+        slow = simulate(net, x, "ideal", "layer")
+    for k in ref.counts:
+        assert torch.equal(slow.counts[k], ref.counts[k]), k
+
+
+def test_ideal_block_parameters_are_stored_once_per_pattern():
+    """`IdealQ.blocks`: a population's firing parameters per block of 16 neurons, equal blocks
+    stored once. By hand: 40 neurons (theta 0.8, D 2) are blocks of 16, 16 and 8 (padded with
+    zeros, never read): two patterns, block 0 and 1 at 0, block 2 at 16; theta 0.8 and the bound
+    0.8 (1 - 1e-7) throughout, cap 2, every neuron able to fire; and the same arrays again."""
+    fire = {"D": 2, "theta": 0.8, "beta": 0.0, "norm": 1.0, "rounding": "floor", "stateful": True}
+    g = Graph([Node("x", "input", attrs={"kind": "spike", "shape": (3,)}),
+               Node("lin", "linear", ["x"], params={"weight": np.full((40, 3), 0.5)}),
+               Node("n", "fire", ["lin"], attrs=fire),
+               Node("out", "output", ["n"])], T=1).infer()
+    res, run_ = runner_mod._simulate(build_network(g), torch.ones(1, 2, 3, dtype=F64), "ideal", "layer")
+    assert torch.equal(res.counts["n"], torch.ones(2, 40, dtype=F64))  # 1.5 -> 1 spike each
+    lo, hi = run_.net.offsets["n"]
+    assert hi - lo == 40
+    bpat, thq, loq, fireq, capq = run_.q.blocks(lo, hi)
+    assert bpat.tolist() == [0, 0, 16] and thq.size == loq.size == fireq.size == capq.size == 32
+    used = np.r_[0:16, 16:24]
+    assert (thq[used] == 0.8).all() and (loq[used] == 0.8 * 0.9999999).all()
+    assert (capq[used] == 2.0).all() and fireq[used].all()
+    assert (thq[24:] == 0).all() and not fireq[24:].any()
+    assert run_.q.blocks(lo, hi)[0] is bpat
+
+
 def test_torch_keeps_the_callers_thread_count(monkeypatch):
     """numba's OpenMP threading layer sets the process's OpenMP thread count as it starts (once per
     process), and torch reads that count as its own: after a first event run torch.set_num_threads(1)

@@ -30,7 +30,10 @@ counts channel-last for the whole run: the flush is a contiguous add, a completi
 contiguously with a SIMD prescan per block (`complete_burst_q`), and a delivery that completes its
 target population fires it per sample right after that sample's flush, in cache. Per population
 and sample the runner keeps whether a neuron that can fire is at or above its bound (dirty): a
-clean sample's completion is skipped, or visits only the blocks its delivery touched. The spike
+clean sample's completion is skipped, or visits only the blocks its delivery marked as it wrote
+them (their membranes requested from memory as they are marked). The delivery scratch is one
+sample's per thread (in L2, where a batch-sized one was not), and the firing parameters are kept
+once per distinct block of 16 neurons (`IdealQ.blocks`: a convolution's map has a few). The spike
 counts of bursts and greedy/speck spikes (megabytes per batch, out of cache between timesteps) are
 updated with their cache lines prefetched well ahead (`_prefetch`).
 
@@ -437,31 +440,44 @@ def _ideal(indptr, slots, weights, gate, first, gated, gopen, rows, samples, mul
 
 
 @_njit(nogil=True, parallel=True)
-def _ideal_runs(pat, base, ptr, rel, length, woff, weights, rows, first, mult, S, acc, state, seg, q_order, lo, hi,
-                divide, burst):
-    """acc[b * S + q] += w * mult for every run of every event (`RunTables`), the events of sample
-    b (positions first[b]:first[b+1], in step order) on one thread: samples are independent, so
-    the sums per target are those of the sequential loop. The inner loop is a contiguous SIMD add.
-    Then the sample's scratch is flushed while it is in cache (`_flush_span`) over the channel-last
-    span the sample's runs wrote (runs are sorted by q: an event's first run starts its span, its
-    last run ends it; a sample without events has nothing to flush). The span is that of the
-    channel-last targets written, not the source's slot range renumbered: a source reaching some
-    channels of a population (one input of a concatenation) writes sites across all of it
-    (flushing the slot range once left such sums behind for a later step). `q_order`: the
-    membranes are in channel-last order too (`IdealQ`), so the flush is one contiguous add, and
-    where hi > lo this delivery completes the population in q [lo, hi): each sample's bursts are
-    fired right after its flush, while its membranes are in cache (`complete_burst_q`'s rule and
-    outputs; `burst` holds its per-q arrays, counts and scratch, `_burst_args`). A sample whose
-    population is clean (`dirty[b]` False: no neuron that can fire is at its bound `loq`, see
-    `complete_burst_q`) is flushed and fired block by block over the blocks its delivery wrote
-    (a nonzero scratch value), in one pass: any other neuron got no input and stays below its
-    bound, where the rule changes nothing; a dirty sample is flushed and swept whole."""
-    thq, loq, fireq, capq, inv, counts, out_g, out_n, fired, spikes, dirty = burst
+def _ideal_runs(pat, base, ptr, rel, length, woff, weights, rows, first, mult, S, acc, marks, state, seg, q_order, lo,
+                hi, divide, burst):
+    """acc[q] += w * mult for every run of every event (`RunTables`), the events of sample b
+    (positions first[b]:first[b+1], in step order) on one thread: samples are independent, so the
+    sums per target are those of the sequential loop. The inner loop is a contiguous SIMD add.
+    Then the sample's scratch is flushed into its membranes while it is in cache (`_flush_span`)
+    over the channel-last span the sample's runs wrote (runs are sorted by q: an event's first run
+    starts its span, its last run ends it; a sample without events has nothing to flush). The span
+    is that of the channel-last targets written, not the source's slot range renumbered: a source
+    reaching some channels of a population (one input of a concatenation) writes sites across all
+    of it (flushing the slot range once left such sums behind for a later step).
+    The scratch `acc` is one sample's slots per thread (`Scratch.runs_acc`: S values at thread id
+    x S, all zeros between samples), not the batch's: a sample's deliveries and its flush stay in
+    L2 (a batch-sized scratch, sinabs64's 6.8 MB in float32, missed the cache at every first
+    write of a line). `q_order`: the membranes are in channel-last order too (`IdealQ`), so the
+    flush is one contiguous add, and where hi > lo this delivery completes the population in q
+    [lo, hi): each sample's bursts are fired right after its flush, while its membranes are in
+    cache (`complete_burst_q`'s rule and outputs; `burst` holds its per-q arrays, counts and
+    scratch, `_burst_args`). A sample whose population is clean (`dirty[b]` False: no neuron that
+    can fire is at its bound `loq`, see `complete_burst_q`) and whose delivery wrote less than half
+    of it is flushed and fired block by block over the blocks its runs wrote only: the delivery
+    marks each block it writes (`marks`, one byte per `BURST_BLOCK` neurons, per thread, all zeros
+    between samples) and requests the block's membranes from memory as it marks it (`_prefetch`:
+    at sparse rates they lie far apart and were each a wait of a cache miss in the flush); any
+    other neuron got no input and stays below its bound, where the rule changes nothing. A dirty
+    sample is flushed and swept whole."""
+    bpat, thq, loq, fireq, capq, inv, counts, out_g, out_n, fired, spikes, dirty = burst
+    vq = state.ravel()  # a view: the runner's state is C-contiguous
+    nblk = (hi - lo + BURST_BLOCK - 1) // BURST_BLOCK
     for b in numba.prange(first.size - 1):
+        tid = numba.get_thread_id()
+        aoff = tid * S
+        moff = tid * (S // BURST_BLOCK + 1)
         off = b * S
         qlo = S
         qhi = 0
-        wrote = 0  # targets written (with repeats): bounds how many blocks the touched pass visits
+        wrote = 0  # targets written (with repeats): a delivery of over half the population sweeps it whole
+        mark = hi > lo and not dirty[b]  # (off while a run leaves [lo, hi): checked, not assumed)
         for e in range(first[b], first[b + 1]):
             a = rows[e]
             m = mult[e]
@@ -471,7 +487,7 @@ def _ideal_runs(pat, base, ptr, rel, length, woff, weights, rows, first, mult, S
                 continue
             qlo = min(qlo, base[a] + rel[r0])
             qhi = max(qhi, base[a] + rel[r1 - 1] + length[r1 - 1])
-            t0 = off + base[a]
+            t0 = aoff + base[a]
             for r in range(r0, r1):
                 # unsigned indices: numba emits no negative-index fix-ups, and LLVM vectorises
                 t = np.uint64(t0 + rel[r])
@@ -479,26 +495,43 @@ def _ideal_runs(pat, base, ptr, rel, length, woff, weights, rows, first, mult, S
                 wrote += length[r]
                 for i in range(np.uint64(length[r])):
                     acc[t + i] += weights[wo + i] * m
-        # a clean sample with a sparse delivery: flush and fire only the touched blocks (where the
-        # delivery wrote over half the population, the contiguous flush and sweep are faster)
-        touched = hi > lo and not dirty[b] and 2 * wrote < hi - lo
+                if mark:
+                    qs = base[a] + rel[r] - lo
+                    if qs < 0 or qs + length[r] > hi - lo:
+                        mark = False
+                        continue
+                    for k in range(qs // BURST_BLOCK, (qs + length[r] - 1) // BURST_BLOCK + 1):
+                        if marks[moff + k] == 0:
+                            marks[moff + k] = 1
+                            qb = np.uint64(off + lo + k * BURST_BLOCK)
+                            _prefetch(vq, qb)
+                            _prefetch(vq, qb + np.uint64(BURST_BLOCK // 2))
+            if mark and 2 * wrote >= hi - lo:  # a dense delivery: swept whole, no more marks
+                mark = False
+        touched = mark and 2 * wrote < hi - lo
+        if hi > lo and not dirty[b] and not touched and qhi > qlo:  # marks set but not used: cleared
+            for k in range((max(qlo, lo) - lo) // BURST_BLOCK, min(nblk, (min(qhi, hi) - lo + BURST_BLOCK - 1)
+                                                                      // BURST_BLOCK)):
+                marks[moff + k] = 0
         if qhi > qlo and not touched:
             if q_order:
-                _flush_q(acc, state.ravel(), off, qlo, qhi)
+                _flush_q(acc, vq, aoff, off, qlo, qhi)
             else:
-                _flush_span(acc, state, off, qlo, qhi, seg)
+                _flush_span(acc, state, aoff, off, qlo, qhi, seg)
         if hi > lo:  # (the per-sample totals are stored by the callee: numba's parfor pass drops a
             # store in the loop body into an array it cannot see alias an argument, as one from `burst`)
-            _burst_sample(state.ravel(), thq, loq, fireq, capq, inv, lo, hi, divide, b, S, counts, out_g, out_n,
-                          fired, spikes, dirty, acc, qlo, qhi, touched)
+            _burst_sample(vq, bpat, thq, loq, fireq, capq, inv, lo, hi, divide, b, S, counts, out_g, out_n,
+                          fired, spikes, dirty, acc, aoff, marks, moff, qlo, qhi, touched)
 
 
 @_njit(nogil=True)
-def _flush_q(acc, vq, off, qlo, qhi):
-    """vq[q] += acc[q], acc[q] = 0 over [qlo, qhi) of the sample at `off`: both in channel-last
-    order (`IdealQ`), one SIMD sweep (adding a zero scratch value leaves a membrane's value)."""
-    for q in range(np.uint64(off + qlo), np.uint64(off + qhi)):
-        vq[q] += acc[q]
+def _flush_q(acc, vq, aoff, off, qlo, qhi):
+    """vq[off + q] += acc[aoff + q], acc[aoff + q] = 0 over [qlo, qhi): a sample's membranes at
+    `off` and its scratch at `aoff` (`_ideal_runs`), both in channel-last order (`IdealQ`), one
+    SIMD sweep (adding a zero scratch value leaves a membrane's value)."""
+    d = np.uint64(off - aoff)
+    for q in range(np.uint64(aoff + qlo), np.uint64(aoff + qhi)):
+        vq[q + d] += acc[q]
         acc[q] = 0.0
 
 
@@ -506,15 +539,16 @@ FLUSH_TILE = 64  # sites per tile of the transposing flush: C x 64 scratch value
 
 
 @_njit(nogil=True)
-def _flush_span(acc, state, off, qlo, qhi, seg):
+def _flush_span(acc, state, aoff, off, qlo, qhi, seg):
     """V[slot] += acc[q] and acc[q] = 0 for the channel-last targets q in [qlo, qhi) of the sample
-    at `off` (one addition per target, so the order of the sweep changes no value). Per segment
+    at `off`, its scratch at `aoff` (one addition per target, so the order of the sweep changes no value). Per segment
     (`RunTables.seg`) the (sites, C) scratch is transposed into the (C, sites) membranes a tile of
     sites at a time: the scratch reads stay in L1 and the membrane writes are contiguous runs (a
     scattered write per target, channel by channel, missed the cache on every one)."""
     st = state.ravel()  # a view: the runner's state is C-contiguous
     w = np.uint64(state.shape[1])
     uoff = np.uint64(off)
+    ua = np.uint64(aoff)
     for i in range(seg.shape[0]):
         lo, C, sites = seg[i, 0], seg[i, 1], seg[i, 2]
         hi = lo + C * sites
@@ -522,17 +556,17 @@ def _flush_span(acc, state, off, qlo, qhi, seg):
             continue
         if C == 1:
             for q in range(np.uint64(max(lo, qlo)), np.uint64(min(hi, qhi))):
-                v = acc[uoff + q]
+                v = acc[ua + q]
                 if v != 0.0:
                     st[(uoff + q) * w] += v
-                    acc[uoff + q] = 0.0
+                    acc[ua + q] = 0.0
             continue
         s0 = (max(lo, qlo) - lo) // C
         s1 = (min(hi, qhi) - lo + C - 1) // C
         for p0 in range(s0, s1, FLUSH_TILE):
             p1 = min(p0 + FLUSH_TILE, s1)
             for c in range(C):
-                qa = uoff + np.uint64(lo + p0 * C + c)
+                qa = ua + np.uint64(lo + p0 * C + c)
                 ga = (uoff + np.uint64(lo + c * sites + p0)) * w
                 for j in range(np.uint64(p1 - p0)):
                     q = qa + j * np.uint64(C)
@@ -1210,12 +1244,15 @@ BURST_BLOCK = 16  # neurons per block of `complete_burst_q`'s SIMD prescan
 
 
 @_njit(nogil=True, parallel=True)
-def complete_burst_q(vq, thq, loq, fireq, capq, inv, lo, hi, divide, B, S, counts, out_g, out_n, dirty):
+def complete_burst_q(vq, bpat, thq, loq, fireq, capq, inv, lo, hi, divide, B, S, counts, out_g, out_n, dirty):
     """`complete_burst` on membranes in channel-last order (`IdealQ`): the same rule and float64
     operations per neuron, q in [lo, hi) (a population's q range is its slot range). A block of
     `BURST_BLOCK` neurons is first tested at once (SIMD) for a membrane not below its bound
     `loq` (theta(1 - 1e-7), -inf where theta <= 0: `complete_burst`'s silent test); a block
     with none is skipped, so the sweep costs a vector compare per block where activity is sparse.
+    The parameters are per block pattern (`IdealQ.blocks`: block k's at bpat[k] in thq, loq,
+    fireq, capq), a few blocks' worth for a convolution's channel-last map, which stay in L1
+    (per-neuron arrays, 2 MB on sinabs64's first map, missed the cache at every block visited).
     `dirty` (per sample, in and out): False where the population is clean, every neuron that can
     fire (fireq, cap > 0) below its bound; such a sample is not swept (the rule would change
     nothing), and every swept sample's flag is set to whether a neuron that can fire is left at
@@ -1231,62 +1268,69 @@ def complete_burst_q(vq, thq, loq, fireq, capq, inv, lo, hi, divide, B, S, count
     width = hi - lo
     fired = np.zeros(B, dtype=np.int64)
     spikes = np.zeros(B)
+    nomarks = np.zeros(0, dtype=np.uint8)  # (every block is visited: no marks)
     for b in numba.prange(B):
         if dirty[b]:
-            _burst_sample(vq, thq, loq, fireq, capq, inv, lo, hi, divide, b, S, counts, out_g, out_n, fired, spikes,
-                          dirty, vq, 0, 0, False)
+            _burst_sample(vq, bpat, thq, loq, fireq, capq, inv, lo, hi, divide, b, S, counts, out_g, out_n, fired,
+                          spikes, dirty, vq, 0, nomarks, 0, 0, 0, False)
     return _packed(fired, spikes, out_g, out_n, width, B)
 
 
 @_njit(nogil=True)
-def _burst_sample(vq, thq, loq, fireq, capq, inv, lo, hi, divide, b, S, counts, out_g, out_n, fired, spikes,
-                  dirty, acc, qlo, qhi, touched):
+def _burst_sample(vq, bpat, thq, loq, fireq, capq, inv, lo, hi, divide, b, S, counts, out_g, out_n, fired, spikes,
+                  dirty, acc, aoff, marks, moff, qlo, qhi, touched):
     """`complete_burst_q` for sample b (its events from out_g/out_n[b * (hi - lo)]): its bursts
     and spikes into fired[b], spikes[b], and into dirty[b] whether a neuron that can fire is left
-    at or above its bound. `touched` (a clean sample, `_ideal_runs`): only the blocks overlapping
-    the delivery's span [qlo, qhi) with a nonzero scratch value in `acc` are visited, each flushed
-    into the membranes (vq += acc, acc = 0: `_flush_q`'s addition) before the rule."""
+    at or above its bound. The parameters of block k are those of its pattern, at bpat[k] in
+    thq, loq, fireq and capq (`IdealQ.blocks`). `touched` (a clean sample, `_ideal_runs`): only the blocks overlapping
+    the delivery's span [qlo, qhi) that its runs marked (`marks` from `moff`, block k of the
+    population at moff + k, set back to 0 here) are visited, each flushed into the membranes
+    (vq += acc from `aoff`, acc = 0: `_flush_q`'s addition) before the rule."""
     off = np.uint64(b * S)
     o = b * (hi - lo)
     ne = 0
     tot = 0.0
     left = False
-    q_first, q_end = lo, hi
+    k_first, k_end = 0, (hi - lo + BURST_BLOCK - 1) // BURST_BLOCK
     if touched:  # the blocks (aligned at lo) overlapping the span
-        q_first = lo + (max(qlo, lo) - lo) // BURST_BLOCK * BURST_BLOCK
-        q_end = min(qhi, hi)
-    for q0 in range(q_first, q_end, BURST_BLOCK):
-        q1 = min(q0 + BURST_BLOCK, hi)
+        k_first = (max(qlo, lo) - lo) // BURST_BLOCK
+        k_end = min(k_end, (min(qhi, hi) - lo + BURST_BLOCK - 1) // BURST_BLOCK)
+    ua = np.uint64(aoff)
+    for k in range(k_first, k_end):
+        q0 = lo + k * BURST_BLOCK
+        nq = np.uint64(min(BURST_BLOCK, hi - q0))
+        bq = off + np.uint64(q0)  # the block's membranes at vq[bq + j]
+        ba = ua + np.uint64(q0)  # its scratch at acc[ba + j]
+        p = np.uint64(bpat[k])  # its parameters at thq[p + j], ...
         hit = False
         if touched:
-            got = False
-            for q in range(np.uint64(q0), np.uint64(q1)):
-                got |= acc[off + q] != 0.0
-            if not got:  # no input: every membrane of the block stays below its bound
+            if marks[moff + k] == 0:  # no input: every membrane of the block stays below its bound
                 continue
-            for q in range(np.uint64(q0), np.uint64(q1)):  # the flush and the prescan in one pass
-                v = vq[off + q] + acc[off + q]
-                vq[off + q] = v
-                acc[off + q] = 0.0
-                hit |= not (v < loq[q])
+            marks[moff + k] = 0
+            for j in range(nq):  # the flush and the prescan in one pass
+                v = vq[bq + j] + acc[ba + j]
+                vq[bq + j] = v
+                acc[ba + j] = 0.0
+                hit |= not (v < loq[p + j])
         else:
-            for q in range(np.uint64(q0), np.uint64(q1)):
-                hit |= not (vq[off + q] < loq[q])
+            for j in range(nq):
+                hit |= not (vq[bq + j] < loq[p + j])
         if not hit:
             continue
-        for q in range(np.uint64(q0), np.uint64(q1)):
-            v = vq[off + q]
-            if v < loq[q]:  # floor(v / theta) <= 0: silent, V unchanged
+        for j in range(nq):
+            v = vq[bq + j]
+            if v < loq[p + j]:  # floor(v / theta) <= 0: silent, V unchanged
                 continue
-            th = thq[q]
+            th = thq[p + j]
             u = v / th if divide else v
-            n = min(max(np.floor(u), 0.0), capq[q])
-            if not fireq[q]:
+            n = min(max(np.floor(u), 0.0), capq[p + j])
+            if not fireq[p + j]:
                 n = 0.0
             v = v - n * th
-            vq[off + q] = v
-            left |= fireq[q] and capq[q] > 0.0 and not (v < loq[q])
+            vq[bq + j] = v
+            left |= fireq[p + j] and capq[p + j] > 0.0 and not (v < loq[p + j])
             if n > 0.0:
+                q = np.int64(q0) + np.int64(j)
                 out_g[o + ne] = q  # (the burst's q for now: its count and event id below)
                 out_n[o + ne] = n
                 ne += 1
@@ -1375,6 +1419,28 @@ class IdealQ:
         self.capq = np.ascontiguousarray(cap[inv], dtype=np.float64)
         self.betaq = np.ascontiguousarray(beta[inv], dtype=np.float64)
         self.constq = np.ascontiguousarray(const[inv], dtype=np.float64)
+        self._blocks = {}
+
+    def blocks(self, lo: int, hi: int):
+        """The firing parameters of the population in q [lo, hi) per block of `BURST_BLOCK`
+        neurons (aligned at lo), equal blocks stored once: (bpat, thq, loq, fireq, capq), block k's
+        parameters at bpat[k] + j (j < BURST_BLOCK) in the four tables. A convolution's channel-last
+        map repeats its C channels' parameters site after site, so it has at most C blocks of them
+        (one where C is 16, two where it is 32), which stay in cache however far apart the blocks
+        a sparse delivery fires are. Built once per population (kept)."""
+        hit = self._blocks.get((lo, hi))
+        if hit is None:
+            B = BURST_BLOCK
+            n = hi - lo
+            nb = -(-n // B)
+            cols = [np.pad(np.asarray(a[lo:hi], dtype=np.float64), (0, nb * B - n))  # (the padding is never read)
+                    for a in (self.thq, self.loq, self.fireq, self.capq)]
+            rows = np.ascontiguousarray(np.stack([c.reshape(nb, B) for c in cols], 1).reshape(nb, 4 * B))
+            ids, reps = _intern(np.arange(nb + 1, dtype=np.int64) * 4 * B, rows.view(np.uint64).ravel())
+            t = rows[reps].reshape(-1, 4, B)
+            thq, loq, fireq, capq = (np.ascontiguousarray(t[:, i]).ravel() for i in range(4))
+            hit = self._blocks[(lo, hi)] = (ids * B, thq, loq, fireq != 0.0, capq)
+        return hit
 
     @staticmethod
     def of(net, theta, fire_slot, cap) -> "IdealQ":
@@ -1557,9 +1623,9 @@ class Scratch:
     """Work arrays kept across the steps of one run (grown when a step needs more)."""
 
     def __init__(self, n_global: int):
-        self._acc = None  # the float64 scratch of the ideal policy's deliveries
+        self._acc = None  # the float64 scratch of the ideal policy's gated deliveries (`_ideal`)
         self.n_global = n_global
-        self._acc32 = None  # the float32 scratch of exact deliveries (`RunTables.f32_exact`)
+        self._runs = {}  # `_ideal_runs`' per-thread scratch and block marks (`runs_scratch`)
         self._counts_q = None  # `IdealQ`'s spike counts (q order), zeroed as a run's result reads them
         self.stamp = 0
         self.cap = 0
@@ -1592,10 +1658,19 @@ class Scratch:
             self._acc = zeros(self.n_global)
         return self._acc
 
-    def acc32(self) -> np.ndarray:
-        if self._acc32 is None:
-            self._acc32 = zeros(self.n_global, np.float32)
-        return self._acc32
+    def runs_scratch(self, S: int, dtype) -> tuple[np.ndarray, np.ndarray]:
+        """`_ideal_runs`' scratch: one sample's S slots per numba thread (float32 for exact
+        deliveries, `RunTables.f32_exact`, else float64) and its block marks (S // BURST_BLOCK + 1
+        bytes per thread), all zeros between calls. For as many threads as numba runs now (a
+        thread's id picks its part)."""
+        n = numba.get_num_threads()
+        key = np.dtype(dtype).char
+        acc, marks = self._runs.get(key, (None, None))
+        if acc is None or acc.size < n * S:
+            acc = zeros(n * S, dtype)
+            marks = np.zeros(n * (S // BURST_BLOCK + 1), dtype=np.uint8)
+            self._runs[key] = acc, marks
+        return acc, marks
 
     def counts_q(self) -> np.ndarray:
         """A run's spike counts per (sample, q) (`IdealQ`) or per (sample, slot), all zeros at a
@@ -1713,10 +1788,10 @@ def _burst_args(burst, B: int):
     divide, counts, out_g, out_n), or an empty range (no completion) with typed empty arrays."""
     if burst is None:
         e, i = np.zeros(0), np.zeros(0, dtype=np.int64)
-        return 0, 0, False, (e, e, np.zeros(0, dtype=np.bool_), e, i, e, i, e, i, e, np.zeros(B, dtype=np.bool_))
+        return 0, 0, False, (i, e, e, np.zeros(0, dtype=np.bool_), e, i, e, i, e, i, e, np.zeros(B, dtype=np.bool_))
     q, lo, hi, divide, counts, out_g, out_n, dirty = burst
-    return lo, hi, divide, (q.thq, q.loq, q.fireq, q.capq, q.inv, counts, out_g, out_n,
-                            np.zeros(B, dtype=np.int64), np.zeros(B), dirty)
+    return lo, hi, divide, (*q.blocks(lo, hi), q.inv, counts, out_g, out_n, np.zeros(B, dtype=np.int64),
+                            np.zeros(B), dirty)
 
 
 def deliver_ideal(flat: FlatTables, gopen, src: int, gid, n_src: int, mult, B, S, state, scratch: Scratch,
@@ -1742,17 +1817,18 @@ def deliver_ideal(flat: FlatTables, gopen, src: int, gid, n_src: int, mult, B, S
         rows_s, mult_s, first, syn, mmax = _ideal_events(gid, n_src, row_base, mult, flat.indptr, B, graded)
         if not graded and rt.f32_exact(src, mmax):  # integer counts, every sum exact in float32
             _ideal_runs(rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, rt.weights32, rows_s, first,
-                        mult_s.astype(np.float32), S, scratch.acc32(), state, rt.seg, q_order, lo, hi, divide, arrays)
+                        mult_s.astype(np.float32), S, *scratch.runs_scratch(S, np.float32), state, rt.seg, q_order,
+                        lo, hi, divide, arrays)
         else:
             if gid.size > 1 and not (gid[1:] > gid[:-1]).all():
                 o = np.argsort(gid, kind="stable")
                 rows_s, mult_s, first, syn, mmax = _ideal_events(gid[o], n_src, row_base, mult[o], flat.indptr, B,
                                                                  graded)
             _ideal_runs(rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, rt.weights, rows_s, first, mult_s, S,
-                        scratch.acc(), state, rt.seg, q_order, lo, hi, divide, arrays)
+                        *scratch.runs_scratch(S, np.float64), state, rt.seg, q_order, lo, hi, divide, arrays)
         if burst is None:
             return int(syn)
-        return int(syn), _packed(arrays[8], arrays[9], arrays[6], arrays[7], hi - lo, B)
+        return int(syn), _packed(arrays[9], arrays[10], arrays[7], arrays[8], hi - lo, B)
     samples, a = np.divmod(gid, n_src)
     syn = _ideal(flat.indptr, flat.slots32, flat.weights, flat.gate, flat.first, flat.gated, gopen,
                  row_base + a, samples, mult, S, scratch.acc(), graded)

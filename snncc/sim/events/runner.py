@@ -557,8 +557,8 @@ class _Run:
                 dirty = self.dirty[self._pop_index[cname]]
                 if not dirty.any():  # clean in every sample (no input this timestep): nothing can fire
                     return []
-                gid, n, spikes, peak = kernels.complete_burst_q(self.state.ravel(), q.thq, q.loq, q.fireq, q.capq, q.inv,
-                                                                lo, hi, divide, self.B, S, self.counts, og, on, dirty)
+                gid, n, spikes, peak = kernels.complete_burst_q(self.state.ravel(), *q.blocks(lo, hi), q.inv, lo, hi,
+                                                                divide, self.B, S, self.counts, og, on, dirty)
             else:
                 gid, n, spikes, peak = kernels.complete_burst(self.state, self._theta_slot, self._fire_slot,
                                                               self._cap_all, lo, hi, divide, self.B, S, self.counts,
