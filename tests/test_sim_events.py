@@ -919,6 +919,51 @@ def test_ideal_and_input_bookkeeping_kernels_equal_numpy():
         assert K.input_spikes(y)[2]
 
 
+def test_input_spikes_block_test_reads_every_layout_exactly():
+    """`kernels.input_spikes` tests blocks of 16 entries at once where each row is contiguous
+    (`_input_spikes_rows`) and reads entry by entry otherwise: on sparse (1%) and dense inputs,
+    float64 and float32, one timestep of a (B*T, ...) sinabs batch (rows T frames apart), a
+    single sample, rows of 37 entries (blocks cut mid-row) and rows whose entries are not
+    contiguous (every other one: the entry-by-entry kernel), the ids and counts are numpy's nonzero entries, and a
+    fractional, negative or NaN count in an otherwise empty block is refused."""
+    from snncc.sim.events import kernels as K
+
+    gen = torch.Generator().manual_seed(7)
+    for rate, dt in ((0.01, torch.float64), (0.01, torch.float32), (0.7, torch.float64)):
+        xs = torch.poisson(torch.full((4 * 3, 2, 20, 20), rate), generator=gen).to(dt)  # (B*T, ...), T = 3
+        views = {"timestep of B*T": xs.reshape(4, 3, 2, 20, 20)[:, 1].numpy(),
+                 "one sample": xs[:1].numpy(), "rows of 37": xs.reshape(-1)[:4 * 37].reshape(4, 37).numpy(),
+                 "entries apart": xs.reshape(12, -1)[:4, ::2].numpy()}
+        assert views["entries apart"].strides[-1] != views["entries apart"].itemsize
+        for what, v in views.items():
+            ids, m, bad = K.input_spikes(v)
+            flat = np.ascontiguousarray(v).reshape(-1)
+            assert np.array_equal(ids, np.flatnonzero(flat)), (rate, dt, what)
+            assert np.array_equal(m, flat[ids]) and m.dtype == np.float64 and not bad, (rate, dt, what)
+        assert K.input_spikes(views["timestep of B*T"])[0].size > (20 if rate < 0.5 else 1000)
+        for bad_v in (0.5, -1.0, float("nan")):
+            y = np.zeros((3, 100), dtype=v.dtype)
+            y[1, 70] = bad_v
+            assert K.input_spikes(y)[2] and K.input_spikes(y)[0].tolist() == [170], bad_v
+
+
+def test_compile_seconds_calls_every_kernel_the_runner_calls():
+    """`kernels.compile_seconds` (bench_events' JIT column) calls every compiled kernel once on a
+    one-synapse network: it runs (its calls once fell behind two kernels' new arguments, and one
+    read an index past a one-element array, a crash of the benchmark), and afterwards every kernel
+    has a compiled signature except the helpers only other kernels call (compiled into them)."""
+    from numba.core.registry import CPUDispatcher
+
+    from snncc.sim.events import kernels as K
+
+    assert K.compile_seconds() > 0
+    helpers = {"_flush_q", "_flush_span", "_zero_counters", "_first_hot", "_burst_sample", "_packed",
+               "_counting_order", "_sample_of"}
+    kernels = {n: f for n, f in vars(K).items() if isinstance(f, CPUDispatcher)}
+    assert helpers <= set(kernels) and len(kernels) > 30
+    assert [n for n, f in kernels.items() if not f.signatures and n not in helpers] == []
+
+
 def test_speck_first_update_fires_neurons_left_at_threshold_in_later_timesteps(monkeypatch):
     """speck fires one spike per update, so a stateful neuron can end a timestep at or above its
     threshold; the next timestep's first update fires it again. The channel-last run visits only

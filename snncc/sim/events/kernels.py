@@ -1721,10 +1721,60 @@ def _input_spikes(x):
     return gid, m, bad
 
 
+INPUT_BLOCK = 16  # input entries tested at once for a nonzero (`_input_spikes_rows`)
+
+
+@_njit(nogil=True)
+def _input_spikes_rows(flat, step, B, n):
+    """`_input_spikes` where each row's entries are contiguous: row b is flat[b * step:b * step +
+    n]. A block of `INPUT_BLOCK` entries is tested at once (a SIMD count of its nonzeros) and only
+    the blocks holding one are read entry by entry (a sparse input's blocks are mostly empty: at
+    1% of entries nonzero, about 85% of blocks); the same ids, counts and check as `_input_spikes`."""
+    nb = (n + INPUT_BLOCK - 1) // INPUT_BLOCK
+    hits = np.empty(B * nb, dtype=np.int64)
+    nh = 0
+    ne = 0
+    for b in range(B):
+        o = np.uint64(b * step)
+        for k in range(nb):
+            a0 = k * INPUT_BLOCK
+            c = 0
+            for a in range(np.uint64(a0), np.uint64(min(a0 + INPUT_BLOCK, n))):
+                c += flat[o + a] != 0.0
+            if c:
+                hits[nh] = b * nb + k
+                nh += 1
+                ne += c
+    gid = np.empty(ne, dtype=np.int64)
+    m = np.empty(ne)
+    bad = False
+    j = 0
+    for h in range(nh):
+        b = hits[h] // nb
+        a0 = (hits[h] - b * nb) * INPUT_BLOCK
+        o = b * step
+        for a in range(a0, min(a0 + INPUT_BLOCK, n)):
+            v = flat[o + a]
+            if v != 0.0:
+                gid[j] = b * n + a
+                m[j] = v
+                j += 1
+                bad |= not (v >= 0.0 and v == np.floor(v))  # NaN fails both
+    return gid, m, bad
+
+
 def input_spikes(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
-    """`_input_spikes` on a float64 or float32 (B, *shape) array viewed as (B, n) (a strided view stays one)."""
+    """`_input_spikes` on a float64 or float32 (B, *shape) array viewed as (B, n) (a strided view
+    stays one); rows whose entries are contiguous (every layout the runner passes: (B, ...) and
+    one timestep of (B*T, ...) or (T, B, ...)) go to the block-tested `_input_spikes_rows`, read
+    through a flat view of the rows' span (no copy)."""
     B = x.shape[0]
     x2 = x.reshape(B, -1) if x.ndim != 2 else x
+    n, it = x2.shape[1], x2.itemsize
+    if B and n and x2.strides[1] == it and x2.strides[0] >= 0 and x2.strides[0] % it == 0:
+        step = x2.strides[0] // it if B > 1 else n
+        flat = np.lib.stride_tricks.as_strided(x2, shape=((B - 1) * step + n,), strides=(it,), writeable=False)
+        return _input_spikes_rows(flat, step, B, n)
     return _input_spikes(x2)
 
 
@@ -1920,10 +1970,11 @@ def compile_seconds() -> float:
     f32 = f.astype(np.float32)
     for q_order in (False, True):
         lo, hi, divide, arrays = _burst_args(None, 1)
-        _ideal_runs(z, z, i1, z, i1[1:], z, f, z, i1, f, 1, np.zeros(1), np.zeros((1, 1)), seg, q_order, lo, hi,
-                    divide, arrays)
-        _ideal_runs(z, z, i1, z, i1[1:], z, f32, z, i1, f32, 1, np.zeros(1, np.float32), np.zeros((1, 1)), seg,
-                    q_order, lo, hi, divide, arrays)
+        marks = np.zeros(1, np.uint8)
+        _ideal_runs(z, z, i1, z, i1[1:], z, f, z, i1, f, 1, np.zeros(1), marks, np.zeros((1, 1)), seg, q_order, lo,
+                    hi, divide, arrays)
+        _ideal_runs(z, z, i1, z, i1[1:], z, f32, z, i1, f32, 1, np.zeros(1, np.float32), marks, np.zeros((1, 1)),
+                    seg, q_order, lo, hi, divide, arrays)
     _intern(i1, z.view(np.uint64))
     _cut_runs(i1, z, f, 4, np.ones(2, dtype=np.bool_))
     _sequential_speck(i1, z32, f, z, z, 1, 0, np.zeros((1, 2)), np.zeros(1), f, f, f, 1, *rec())
@@ -1939,13 +1990,17 @@ def compile_seconds() -> float:
     event_rows(z, 1, 0, z, z.copy(), z.copy())
     input_spikes(np.zeros((1, 1)))
     input_spikes(np.zeros((2, 2))[:, :1])
+    input_spikes(np.zeros((2, 2), dtype=np.float32))
+    input_spikes(np.zeros((2, 2))[:, ::2])  # entries apart: `_input_spikes`
+    for a in (f.copy(), np.zeros(1, np.uint8), z.copy(), np.zeros(1, np.int32)):
+        clear(a)
     for like in (f, f.astype(np.float32), z, c32):
         _zeros(1, like)
     for graded in (False, True):
         _ideal_events(z, 1, 0, f, i1, 1, graded)
     _records_by_key(z, z, z, f, 1, z, 0, 1, 1)
     for C in (1, 2):
-        counts_out(np.zeros(2), z, 0, 1, 2, np.zeros((1, 2)), C)
+        counts_out(np.zeros(2), np.arange(2), 0, 1, 2, np.zeros((1, 2)), C)  # (pos: one per slot)
     emit_spikes(z, f, z, 1, z, z, i1[1:], 1, np.zeros(1))
     synapse_bound(i1, z)
     _transpose(np.zeros((1, 2)), 2, np.zeros(1), 1, seg, 1, 1, True)
@@ -1961,7 +2016,8 @@ def compile_seconds() -> float:
         first_update_hot(np.zeros(1), np.zeros(1), f, b1, f, f, 1, 1, z.copy(), np.zeros(1), z.copy(),
                          np.zeros(1, np.uint8), z.copy(), z, full)
         complete_burst(st, f, b1, f, 0, 1, True, 1, 1, np.zeros(1), z.copy(), np.zeros(1))
-        complete_burst_q(np.zeros(1), f, f, b1, f, z, 0, 1, full, 1, 1, np.zeros(1), z.copy(), np.zeros(1), b1.copy())
+        complete_burst_q(np.zeros(1), z, f, f, b1, f, z, 0, 1, full, 1, 1, np.zeros(1), z.copy(), np.zeros(1),
+                         b1.copy())
     return time.perf_counter() - t0
 
 
