@@ -503,6 +503,26 @@ def test_ideal_float32_delivery_only_where_exact(monkeypatch):
     assert runner_mod._flat_tables(build_network(_random_net(3))).runs().exp is None
 
 
+def _conv_pool_conv(seed, hw, channels, thetas, w, T):
+    """Spike input (2, *hw) -> conv 3x3 (channels[0]) -> A -> 2x2 sum pool -> conv 3x3 (channels[1])
+    -> B -> linear (3) -> output; stateful neurons, D = 3, thresholds `thetas`, conv weights
+    N(*w), seeded."""
+    rng = np.random.default_rng(seed)
+    fire = {"D": 3, "theta": thetas[0], "beta": 0.0, "norm": 1.0, "rounding": "floor", "stateful": True}
+    conv = lambda co, ci: ({"stride": (1, 1), "padding": (1, 1), "dilation": (1, 1), "groups": 1},  # noqa: E731
+                           {"weight": rng.normal(w[0], w[1], (co, ci, 3, 3))})
+    sumpool = {"mode": "sum", "kernel": (2, 2), "stride": (2, 2), "padding": (0, 0)}
+    c1, c2 = channels
+    n = c2 * (hw[0] // 2) * (hw[1] // 2)
+    return Graph([Node("x", "input", attrs={"kind": "spike", "shape": (2,) + tuple(hw)}),
+                  Node("c1", "conv", ["x"], *conv(c1, 2)), Node("A", "fire", ["c1"], attrs=dict(fire)),
+                  Node("p", "pool", ["A"], attrs=sumpool), Node("c2", "conv", ["p"], *conv(c2, c1)),
+                  Node("B", "fire", ["c2"], attrs=dict(fire, theta=thetas[1])),
+                  Node("f", "reshape", ["B"], attrs={"shape": (n,)}),
+                  Node("l", "linear", ["f"], params={"weight": rng.normal(0, 0.3, (3, n))}),
+                  Node("out", "output", ["l"])], T=T).infer()
+
+
 def test_ideal_flush_transposes_tiles_of_wide_maps_exactly():
     """The run kernel's flush writes the channel-last scratch into (C, sites) membranes a tile of
     `FLUSH_TILE` sites at a time: on maps of several tiles (18 x 20 = 360 sites, 5 channels, a
@@ -510,18 +530,7 @@ def test_ideal_flush_transposes_tiles_of_wide_maps_exactly():
     silent sample, the counts equal the reference executor's and the per-event oracle's neuron by neuron."""
     import snncc.sim.events.kernels as kmod
 
-    rng = np.random.default_rng(5)
-    fire = {"D": 3, "theta": 1.0, "beta": 0.0, "norm": 1.0, "rounding": "floor", "stateful": True}
-    conv = lambda co, ci: ({"stride": (1, 1), "padding": (1, 1), "dilation": (1, 1), "groups": 1},  # noqa: E731
-                           {"weight": rng.normal(0.4, 0.5, (co, ci, 3, 3))})
-    sumpool = {"mode": "sum", "kernel": (2, 2), "stride": (2, 2), "padding": (0, 0)}
-    g = Graph([Node("x", "input", attrs={"kind": "spike", "shape": (2, 18, 20)}),
-               Node("c1", "conv", ["x"], *conv(5, 2)), Node("A", "fire", ["c1"], attrs=dict(fire)),
-               Node("p", "pool", ["A"], attrs=sumpool), Node("c2", "conv", ["p"], *conv(4, 5)),
-               Node("B", "fire", ["c2"], attrs=dict(fire, theta=1.5)),
-               Node("f", "reshape", ["B"], attrs={"shape": (360,)}),
-               Node("l", "linear", ["f"], params={"weight": rng.normal(0, 0.3, (3, 360))}),
-               Node("out", "output", ["l"])], T=2).infer()
+    g = _conv_pool_conv(5, (18, 20), (5, 4), (1.0, 1.5), (0.4, 0.5), T=2)
     assert 360 > 2 * kmod.FLUSH_TILE
     gen = torch.Generator().manual_seed(5)
     x = torch.poisson(torch.full((2, 3, 2, 18, 20), 0.05), generator=gen).clamp(max=3).to(F64)
@@ -549,18 +558,7 @@ def test_ideal_sparse_completion_visits_marked_blocks_exactly(monkeypatch):
     but the completion skipped would leave its sums there)."""
     import numba
 
-    rng = np.random.default_rng(11)
-    fire = {"D": 3, "theta": 0.75, "beta": 0.0, "norm": 1.0, "rounding": "floor", "stateful": True}
-    conv = lambda co, ci: ({"stride": (1, 1), "padding": (1, 1), "dilation": (1, 1), "groups": 1},  # noqa: E731
-                           {"weight": rng.normal(0.45, 0.4, (co, ci, 3, 3))})
-    sumpool = {"mode": "sum", "kernel": (2, 2), "stride": (2, 2), "padding": (0, 0)}
-    g = Graph([Node("x", "input", attrs={"kind": "spike", "shape": (2, 20, 20)}),
-               Node("c1", "conv", ["x"], *conv(5, 2)), Node("A", "fire", ["c1"], attrs=dict(fire)),
-               Node("p", "pool", ["A"], attrs=sumpool), Node("c2", "conv", ["p"], *conv(16, 5)),
-               Node("B", "fire", ["c2"], attrs=dict(fire, theta=1.25)),
-               Node("f", "reshape", ["B"], attrs={"shape": (1600,)}),
-               Node("l", "linear", ["f"], params={"weight": rng.normal(0, 0.3, (3, 1600))}),
-               Node("out", "output", ["l"])], T=4).infer()
+    g = _conv_pool_conv(11, (20, 20), (5, 16), (0.75, 1.25), (0.45, 0.4), T=4)
     gen = torch.Generator().manual_seed(11)
     x = torch.poisson(torch.full((4, 5, 2, 20, 20), 0.02), generator=gen).clamp(max=2).to(F64)  # (T, B, ...)
     x[:, 3] = torch.poisson(torch.full((4, 2, 20, 20), 0.6), generator=gen)  # dense: swept whole
