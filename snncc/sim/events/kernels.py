@@ -1653,6 +1653,17 @@ class Scratch:
             a = self._kept[name] = zeros(n, dtype)
         return a
 
+    def counters(self, n: int) -> np.ndarray:
+        """The greedy/speck window counters k (n float64), kept for the next run: zeros when new,
+        else the non-negative spike counts the last run left (every writer adds n >= 0). A run whose
+        caps are finite zeroes them at every timestep's start (`start_timestep`'s zero_k); one whose
+        caps are all inf or 0 (speck) only compares k < cap, which any finite k >= 0 passes exactly
+        as k = 0 does, so it takes them as they are."""
+        a = self._kept.get("k")
+        if a is None or a.size != n:
+            a = self._kept["k"] = zeros(n)
+        return a
+
     def acc(self) -> np.ndarray:
         if self._acc is None:
             self._acc = zeros(self.n_global)
