@@ -451,7 +451,7 @@ def _ideal_runs(pat, base, ptr, rel, length, woff, weights, rows, first, mult, S
     is that of the channel-last targets written, not the source's slot range renumbered: a source
     reaching some channels of a population (one input of a concatenation) writes sites across all
     of it (flushing the slot range once left such sums behind for a later step).
-    The scratch `acc` is one sample's slots per thread (`Scratch.runs_acc`: S values at thread id
+    The scratch `acc` is one sample's slots per thread (`Scratch.runs_scratch`: S values at thread id
     x S, all zeros between samples), not the batch's: a sample's deliveries and its flush stay in
     L2 (a batch-sized scratch, sinabs64's 6.8 MB in float32, missed the cache at every first
     write of a line). `q_order`: the membranes are in channel-last order too (`IdealQ`), so the
@@ -529,10 +529,10 @@ def _flush_q(acc, vq, aoff, off, qlo, qhi):
     """vq[off + q] += acc[aoff + q], acc[aoff + q] = 0 over [qlo, qhi): a sample's membranes at
     `off` and its scratch at `aoff` (`_ideal_runs`), both in channel-last order (`IdealQ`), one
     SIMD sweep (adding a zero scratch value leaves a membrane's value)."""
-    d = np.uint64(off - aoff)
-    for q in range(np.uint64(aoff + qlo), np.uint64(aoff + qhi)):
-        vq[q + d] += acc[q]
-        acc[q] = 0.0
+    uo, ua = np.uint64(off), np.uint64(aoff)
+    for q in range(np.uint64(qlo), np.uint64(qhi)):
+        vq[uo + q] += acc[ua + q]
+        acc[ua + q] = 0.0
 
 
 FLUSH_TILE = 64  # sites per tile of the transposing flush: C x 64 scratch values stay in L1
