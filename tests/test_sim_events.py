@@ -918,11 +918,11 @@ def test_ideal_and_input_bookkeeping_kernels_equal_numpy():
 
 
 def test_input_spikes_block_test_reads_every_layout_exactly():
-    """`kernels.input_spikes` tests blocks of 16 entries at once where each row is contiguous
-    (`_input_spikes_rows`) and reads entry by entry otherwise: on sparse (1%) and dense inputs,
+    """`kernels.input_spikes` tests blocks of 16 entries at once (`_input_spikes_rows`, rows read
+    in place where their entries are contiguous, copied into contiguous rows otherwise): on sparse (1%) and dense inputs,
     float64 and float32, one timestep of a (B*T, ...) sinabs batch (rows T frames apart), a
     single sample, rows of 37 entries (blocks cut mid-row) and rows whose entries are not
-    contiguous (every other one: the entry-by-entry kernel), the ids and counts are numpy's nonzero entries, and a
+    contiguous (every other one: copied), the ids and counts are numpy's nonzero entries, and a
     fractional, negative or NaN count in an otherwise empty block is refused."""
     from snncc.sim.events import kernels as K
 

@@ -1413,10 +1413,10 @@ class IdealQ:
         self.rt = rt = flat.runs()
         inv = rt.inv
         self.inv = inv.astype(np.int64)
-        self.thq = np.ascontiguousarray(theta[inv], dtype=np.float64)
-        self.loq = np.ascontiguousarray(greedy_bounds(np.asarray(theta, dtype=np.float64))[0][inv])
-        self.fireq = np.ascontiguousarray(fire_slot[inv])
-        self.capq = np.ascontiguousarray(cap[inv], dtype=np.float64)
+        theta = np.asarray(theta, dtype=np.float64)
+        # the firing parameters per slot, taken per population in q order by `blocks`
+        self._firing = (theta, greedy_bounds(theta)[0], np.asarray(fire_slot, dtype=np.float64),
+                        np.asarray(cap, dtype=np.float64))
         self.betaq = np.ascontiguousarray(beta[inv], dtype=np.float64)
         self.constq = np.ascontiguousarray(const[inv], dtype=np.float64)
         self._blocks = {}
@@ -1433,8 +1433,8 @@ class IdealQ:
             B = BURST_BLOCK
             n = hi - lo
             nb = -(-n // B)
-            cols = [np.pad(np.asarray(a[lo:hi], dtype=np.float64), (0, nb * B - n))  # (the padding is never read)
-                    for a in (self.thq, self.loq, self.fireq, self.capq)]
+            slots = self.inv[lo:hi]  # the population's slots in q order
+            cols = [np.pad(a[slots], (0, nb * B - n)) for a in self._firing]  # (the padding is never read)
             rows = np.ascontiguousarray(np.stack([c.reshape(nb, B) for c in cols], 1).reshape(nb, 4 * B))
             ids, reps = _intern(np.arange(nb + 1, dtype=np.int64) * 4 * B, rows.view(np.uint64).ravel())
             t = rows[reps].reshape(-1, 4, B)
@@ -1706,41 +1706,16 @@ class Scratch:
         return self.em_rank, self.em_slot, self.em_key, self.em_n
 
 
-@_njit(nogil=True)
-def _input_spikes(x):
-    """A timestep's spike input (B, n), any strides: the global ids (sample x n + address, ascending)
-    and counts of its nonzero entries, and whether any entry is not a non-negative integer."""
-    B, n = x.shape
-    ne = 0
-    bad = False
-    for b in range(B):
-        for a in range(n):
-            v = x[b, a]
-            if v != 0.0:
-                ne += 1
-                bad |= not (v >= 0.0 and v == np.floor(v))  # NaN fails both
-    gid = np.empty(ne, dtype=np.int64)
-    m = np.empty(ne)
-    ne = 0
-    for b in range(B):
-        for a in range(n):
-            v = x[b, a]
-            if v != 0.0:
-                gid[ne] = b * n + a
-                m[ne] = v
-                ne += 1
-    return gid, m, bad
-
-
 INPUT_BLOCK = 16  # input entries tested at once for a nonzero (`_input_spikes_rows`)
 
 
 @_njit(nogil=True)
 def _input_spikes_rows(flat, step, B, n):
-    """`_input_spikes` where each row's entries are contiguous: row b is flat[b * step:b * step +
-    n]. A block of `INPUT_BLOCK` entries is tested at once (a SIMD count of its nonzeros) and only
-    the blocks holding one are read entry by entry (a sparse input's blocks are mostly empty: at
-    1% of entries nonzero, about 85% of blocks); the same ids, counts and check as `_input_spikes`."""
+    """A timestep's spike input, B rows of n entries, row b at flat[b * step:b * step + n]: the
+    global ids (sample x n + address, ascending) and counts of its nonzero entries, and whether
+    any entry is not a non-negative integer. A block of `INPUT_BLOCK` entries is tested at once (a
+    SIMD count of its nonzeros) and only the blocks holding one are read entry by entry (a sparse
+    input's blocks are mostly empty: at 1% of entries nonzero, about 85% of blocks)."""
     nb = (n + INPUT_BLOCK - 1) // INPUT_BLOCK
     hits = np.empty(B * nb, dtype=np.int64)
     nh = 0
@@ -1775,18 +1750,20 @@ def _input_spikes_rows(flat, step, B, n):
 
 
 def input_spikes(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
-    """`_input_spikes` on a float64 or float32 (B, *shape) array viewed as (B, n) (a strided view
-    stays one); rows whose entries are contiguous (every layout the runner passes: (B, ...) and
-    one timestep of (B*T, ...) or (T, B, ...)) go to the block-tested `_input_spikes_rows`, read
-    through a flat view of the rows' span (no copy)."""
+    """`_input_spikes_rows` on a float64 or float32 (B, *shape) array viewed as (B, n), read
+    through a flat view of the rows' span where each row's entries are contiguous (every layout
+    the runner passes: (B, ...) and one timestep of (B*T, ...) or (T, B, ...): no copy); any other
+    layout is copied into contiguous rows first."""
     B = x.shape[0]
     x2 = x.reshape(B, -1) if x.ndim != 2 else x
     n, it = x2.shape[1], x2.itemsize
-    if B and n and x2.strides[1] == it and x2.strides[0] >= 0 and x2.strides[0] % it == 0:
-        step = x2.strides[0] // it if B > 1 else n
-        flat = np.lib.stride_tricks.as_strided(x2, shape=((B - 1) * step + n,), strides=(it,), writeable=False)
-        return _input_spikes_rows(flat, step, B, n)
-    return _input_spikes(x2)
+    if B == 0 or n == 0:  # (nothing to read: no view of an empty buffer)
+        return np.zeros(0, dtype=np.int64), np.zeros(0), False
+    if not (x2.strides[1] == it and x2.strides[0] >= 0 and x2.strides[0] % it == 0):
+        x2 = np.ascontiguousarray(x2)
+    step = x2.strides[0] // it if B > 1 else n
+    flat = np.lib.stride_tricks.as_strided(x2, shape=((B - 1) * step + n,), strides=(it,), writeable=False)
+    return _input_spikes_rows(flat, step, B, n)
 
 
 @_njit(nogil=True)
@@ -2002,7 +1979,6 @@ def compile_seconds() -> float:
     input_spikes(np.zeros((1, 1)))
     input_spikes(np.zeros((2, 2))[:, :1])
     input_spikes(np.zeros((2, 2), dtype=np.float32))
-    input_spikes(np.zeros((2, 2))[:, ::2])  # entries apart: `_input_spikes`
     for a in (f.copy(), np.zeros(1, np.uint8), z.copy(), np.zeros(1, np.int32)):
         clear(a)
     for like in (f, f.astype(np.float32), z, c32):
