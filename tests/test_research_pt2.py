@@ -273,6 +273,35 @@ def test_an_output_with_a_leading_axis_of_one_deploys_as_its_squeeze(tmp_path, s
     assert [(n.op, n.inputs) for n in reduced.deployed.nodes] == [(n.op, n.inputs) for n in dep.deployed.nodes]
 
 
+class InputNamedInput(nn.Module):
+    """`forward(self, input)` (nn.Sequential's and much research code's argument name) with an
+    in-place op: torch's retrace of the in-place op renames the placeholder `input` to `input_1`."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.head = nn.Linear(6, 5), nn.Linear(5, 3)
+
+    def forward(self, input):  # noqa: A002 (the name is the point)
+        y = self.fc(input)
+        y.clamp_(0, 4)
+        return self.head(y.round() / 4)
+
+
+def test_program_whose_input_is_named_input_with_an_in_place_op(tmp_path, snncc_main):
+    """It was refused as "unexpected graph input input_1"; the user input is now found by its
+    position in the program's signature: compiled, verified OK, and the same deployed graph as
+    the module's, parameter for parameter."""
+    torch.manual_seed(2)
+    m = InputNamedInput().eval()
+    pt2 = tmp_path / "named.pt2"
+    _export(m, torch.zeros(1, 6), pt2)
+    code, o, e = snncc_main("compile", pt2, "-o", tmp_path / "o")
+    assert code == 0, o + e
+    code, o, e = snncc_main("verify", pt2, tmp_path / "o", "--samples", "8")
+    assert code == 0 and "verdict: OK" in o, o + e
+    _same_graph(snncc.load(str(tmp_path / "o")).deployed, snncc.compile(m, torch.zeros(1, 6)).deployed)
+
+
 def test_fx_fallback_does_not_hide_the_export_error():
     class Opaque(nn.Module):
         def __init__(self):

@@ -290,7 +290,11 @@ def from_exported(ep: torch.export.ExportedProgram, input_kind: str = CURRENT, s
     p2 = dict(sig.inputs_to_parameters)
     b2 = dict(sig.inputs_to_buffers)
     c2 = dict(getattr(sig, "inputs_to_lifted_tensor_constants", {}) or {})
-    user_inputs = list(sig.user_inputs)
+    # the user input's placeholder by its position among the program's inputs: torch's retrace
+    # of an in-place op (`normalise`) renames a placeholder called `input` (nn.Sequential's and
+    # many research models' argument) to `input_1` and leaves the signature's name as it was
+    placeholders = [n.name for n in ep.graph.nodes if n.op == "placeholder"]
+    user_inputs = [name for name, spec in zip(placeholders, sig.input_specs) if spec.kind.name == "USER_INPUT"]
     if len(user_inputs) != 1:
         raise FrontendError(f"model takes {len(user_inputs)} tensor inputs; snncc compiles single-input models",
                             where=source or "exported program")
