@@ -13,6 +13,7 @@ import warnings
 import torch
 import torch.fx as fx
 import torch.utils._pytree as pytree
+from torch.export.graph_signature import InputKind
 
 from snncc.errors import FrontendError, first_line
 from snncc.frontend import peers
@@ -293,8 +294,8 @@ def from_exported(ep: torch.export.ExportedProgram, input_kind: str = CURRENT, s
     # the user input's placeholder by its position among the program's inputs: torch's retrace
     # of an in-place op (`normalise`) renames a placeholder called `input` (nn.Sequential's and
     # many research models' argument) to `input_1` and leaves the signature's name as it was
-    placeholders = [n.name for n in ep.graph.nodes if n.op == "placeholder"]
-    user_inputs = [name for name, spec in zip(placeholders, sig.input_specs) if spec.kind.name == "USER_INPUT"]
+    placeholders = [n.name for n in ep.graph.find_nodes(op="placeholder")]  # (in graph order)
+    user_inputs = [name for name, spec in zip(placeholders, sig.input_specs) if spec.kind == InputKind.USER_INPUT]
     if len(user_inputs) != 1:
         raise FrontendError(f"model takes {len(user_inputs)} tensor inputs; snncc compiles single-input models",
                             where=source or "exported program")
