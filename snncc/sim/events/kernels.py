@@ -1296,7 +1296,17 @@ def _burst_sample(vq, bpat, thq, loq, fireq, capq, inv, lo, hi, divide, b, S, co
         k_first = (max(qlo, lo) - lo) // BURST_BLOCK
         k_end = min(k_end, (min(qhi, hi) - lo + BURST_BLOCK - 1) // BURST_BLOCK)
     ua = np.uint64(aoff)
-    for k in range(k_first, k_end):
+    nk = max(k_end - k_first, 0)
+    ks = np.empty(nk if touched else 0, dtype=np.int64)
+    if touched:  # the marked blocks, listed in q order by a branch-free scan of the marks (an unmarked
+        # block has no input: every membrane stays below its bound). Skipping them in the loop below
+        # cost about 47 cycles each, a sparse first conv's ~3,400 per sample and timestep: most of its call
+        nk = 0
+        for k in range(k_first, k_end):
+            ks[nk] = k
+            nk += 1 if marks[moff + k] != 0 else 0
+    for i in range(nk):
+        k = ks[i] if touched else k_first + i
         q0 = lo + k * BURST_BLOCK
         nq = np.uint64(min(BURST_BLOCK, hi - q0))
         bq = off + np.uint64(q0)  # the block's membranes at vq[bq + j]
@@ -1304,8 +1314,6 @@ def _burst_sample(vq, bpat, thq, loq, fireq, capq, inv, lo, hi, divide, b, S, co
         p = np.uint64(bpat[k])  # its parameters at thq[p + j], ...
         hit = False
         if touched:
-            if marks[moff + k] == 0:  # no input: every membrane of the block stays below its bound
-                continue
             marks[moff + k] = 0
             for j in range(nq):  # the flush and the prescan in one pass
                 v = vq[bq + j] + acc[ba + j]
