@@ -1214,3 +1214,91 @@ def test_batch_split_parts_of_unequal_size_reuse_their_arrays_exactly(pol):
     assert all(k[n] is kept[0][n] for k in kept[1:] for n in kept[0])  # taken back run after run
     assert all(int(c[1].sum()) == 0 for c in want.counts.values())  # sample 1 silent
     assert sum(int(c.sum()) for c in want.counts.values()) > 30
+
+
+def _grid_weights(g, e=8):
+    """`g` with every weight rounded to a multiple of 2^-e (a float32 speck run's grid)."""
+    for n in g.nodes:
+        if "weight" in n.params:
+            n.params["weight"] = np.round(np.asarray(n.params["weight"]) * 2.0 ** e) / 2.0 ** e
+    return g
+
+
+def test_speck_f32_limit_and_bounds_by_hand():
+    """`kernels.speck_f32_limit`: (2^23 quanta, e) on the common grid of weights, thresholds of
+    neurons that can fire and reset values; None (float64) for a constant current, a threshold of
+    a firing neuron at or below 0, a lower bound above 0 or above its reset value, a value off every
+    float32 grid or at the limit. `f32_bounds`: thresholds at most the limit, lower bounds rounded
+    up to the grid and at least -limit."""
+    from snncc.sim.events.kernels import f32_bounds, speck_f32_limit
+
+    w, th, vm, beta, z = np.array([0.5, -1.25]), np.array([1.0, np.inf]), np.array([-1.3, -np.inf]), np.zeros(2), np.zeros(2)
+    fire = np.array([True, False])
+    assert speck_f32_limit(w, th, (vm,), beta, z, fire) == (2.0 ** 21, 2)
+    assert speck_f32_limit(w, th, (vm,), beta, np.array([0.0, 0.25]), fire) is None  # a constant current
+    assert speck_f32_limit(w, np.array([0.0, 1.0]), (vm,), beta, z, fire) is None  # theta 0 fires
+    assert speck_f32_limit(w, np.array([1.0, 0.0]), (vm,), beta, z, fire) == (2.0 ** 21, 2)  # (cannot fire)
+    assert speck_f32_limit(w, th, (np.array([0.25, -1.0]),), beta, z, fire) is None  # lower bound above 0
+    assert speck_f32_limit(w, th, (vm,), np.array([-2.0, 0.0]), z, fire) is None  # lower bound above its reset
+    assert speck_f32_limit(np.array([0.1]), th, (vm,), beta, z, fire) is None  # not a float32 value
+    assert speck_f32_limit(np.array([2.0 ** -20, 8.0]), th, (vm,), beta, z, fire) is None  # 8 = 2^(23 - 20)
+    assert speck_f32_limit(np.array([2.0 ** -20, 4.0]), th, (vm,), beta, z, fire) == (8.0, 20)
+    thq, vmq = f32_bounds(np.array([1.0, np.inf, 9.0, 2.0]), np.array([-1.4, -np.inf, -100.0, -1.0]), 2, 8.0)
+    assert thq.dtype == vmq.dtype == np.float32
+    assert thq.tolist() == [1.0, 8.0, 8.0, 2.0] and vmq.tolist() == [-1.25, -8.0, -8.0, -1.0]
+
+
+def test_speck_float32_run_equals_float64_and_the_oracle(monkeypatch):
+    """A speck run on a network whose weights, thresholds and reset values lie on one grid keeps its
+    membranes in float32 (`kernels.speck_f32_limit`; Speck's default lower bound, off the grid, is
+    never reached here): no flag, and counts and output equal to the same run in float64 and to the
+    per-event oracle, on a conv-pool-conv network with sparse input over several timesteps."""
+    g = _grid_weights(_conv_pool_conv(3, (10, 12), (16, 32), (1.0, 1.5), (0.1, 0.3), T=3))
+    gen = torch.Generator().manual_seed(3)
+    x = torch.poisson(torch.full((3, 4, 2, 10, 12), 0.2), generator=gen).to(F64)
+    net = build_network(g)
+    r32, run32 = runner_mod._simulate(net, x, "speck")
+    assert run32.cl is not None and run32.cl.f32 and run32.cl.vq.dtype == np.float32
+    assert run32.cl.big[1] == 0.0  # not run again
+    r64, run64 = runner_mod._simulate(net, x, "speck", f32=False)
+    assert not run64.cl.f32 and run64.cl.vq.dtype == np.float64
+    assert sum(int(c.sum()) for c in r64.counts.values()) > 100
+    for k in r64.counts:
+        assert torch.equal(r32.counts[k], r64.counts[k]), k
+    assert torch.equal(r32.output, r64.output)
+    _oracle_equal(g, x, "speck", "layer", 0, monkeypatch=monkeypatch)
+
+
+def test_speck_float32_run_goes_float64_where_a_value_leaves_the_grid(monkeypatch):
+    """A float32 speck run is run again in float64 where a membrane is clipped to a lower bound off
+    the grid, or reaches the limit, 2^23 quanta. By hand, lower bound -1.3 (grid 1/4): -2 clips to
+    -1.3, then + 2.25 = 0.95 stays silent (float32 would clip to -1.25 and fire at 1.0). Limit 8
+    (grid 2^-20): 5 spikes x 4 + 2^-20 = 20 + 2^-20, which float32 rounds to 20. Both equal the
+    float64 run, and each took a second run."""
+    calls = []
+    orig = runner_mod._simulate
+
+    def spy(*a, **kw):
+        calls.append(kw.get("f32", True))
+        return orig(*a, **kw)
+
+    monkeypatch.setattr(runner_mod, "_simulate", spy)
+    g = _hand_graph([[-2.0, 2.25]])
+    x = torch.tensor([[1.0, 1.0]], dtype=F64)
+    r = simulate(g, x, "speck", v_min=-1.3)
+    assert calls == [True, False]
+    assert int(r.counts["n"].sum()) == 0
+    fire = {"D": 4, "theta": 1.0, "beta": 0.0, "norm": 1.0, "rounding": "floor", "stateful": True}
+    g = Graph([Node("x", "input", attrs={"kind": "spike", "shape": (2,)}),
+               Node("l1", "linear", ["x"], params={"weight": np.array([[1.0, 2.0 ** -20], [0.0, 1.0]])}),
+               Node("A", "fire", ["l1"], attrs=dict(fire)),
+               Node("l2", "linear", ["A"], params={"weight": np.array([[4.0, 2.0 ** -20]])}),
+               Node("out", "output", ["l2"])], T=2).infer()
+    x = torch.zeros(2, 1, 2, dtype=F64)
+    x[:, 0, 0] = 5.0
+    x[:, 0, 1] = 1.0
+    calls.clear()
+    r = simulate(g, x, "speck")
+    assert calls == [True, False]
+    assert r.output.item() == 20.0 + 2.0 ** -20
+    assert r.counts["A"].tolist() == [[10.0, 2.0]]

@@ -797,9 +797,14 @@ def _zero_counters(pat, base, ptr, rel, length, rows, e0, e1, off, cnt, qlo, qhi
 
 @_njit(nogil=True)
 def _sequential_speck_cl(pat, base, ptr, rel, length, woff, weights, inv, rows, samples, S, clock, vq, cnt, k,
-                         thq, vmq, capq, em_rank, em_slot, em_key, em_n, hot, mark, nhot, counters):
+                         thq, vmq, capq, em_rank, em_slot, em_key, em_n, hot, mark, nhot, counters, big):
+    """The speck rule over channel-last runs (`deliver_sequential`). `big` (vq's dtype): [0] the
+    limit of a float32 run (`speck_f32_limit`; inf in float64), [1] set to 1 where a sum fell below
+    its lower bound or a membrane at or above its threshold reached the limit."""
     synops = 0
     ne = 0
+    limit = big[0]
+    off_grid = False
     n_ev = rows.size
     e0 = 0
     while e0 < n_ev:
@@ -833,6 +838,7 @@ def _sequential_speck_cl(pat, base, ptr, rel, length, woff, weights, inv, rows, 
                     v = vq[t + i] + weights[wo + i]
                     cnt[t + i] += 1
                     hit |= v >= th
+                    off_grid |= v < vm
                     vq[t + i] = v if v > vm else vm  # v >= th > vm keeps v: no spike test here
                 if not hit:
                     continue
@@ -840,10 +846,13 @@ def _sequential_speck_cl(pat, base, ptr, rel, length, woff, weights, inv, rows, 
                     v = vq[t + i]
                     if v < th:
                         continue
+                    off_grid |= v >= limit  # (a float32 run's thresholds are at most its limit)
                     # (without `counters` every cap is inf or 0: k < cap is cap > 0, and k is not kept)
-                    n = 1.0 if (k[t + i] < capq[q0 + i] if counters else capq[q0 + i] > 0.0) else 0.0
-                    v = v - n * th
-                    v = v if v > vm else vm
+                    fire = k[t + i] < capq[q0 + i] if counters else capq[q0 + i] > 0.0
+                    n = 1.0 if fire else 0.0
+                    if fire:  # (in vq's dtype: a float32 run computes in float32)
+                        v = v - th
+                        v = v if v > vm else vm
                     vq[t + i] = v
                     if v >= th and mark[t + i] == 0:  # still at the threshold: `first_update_hot`'s list
                         mark[t + i] = 1
@@ -859,6 +868,8 @@ def _sequential_speck_cl(pat, base, ptr, rel, length, woff, weights, inv, rows, 
                         ne += 1
         _zero_counters(pat, base, ptr, rel, length, rows, e0, e1, off, cnt, qlo, qhi, synops - syn0)
         e0 = e1
+    if off_grid:
+        big[1] = 1.0
     return synops, ne
 
 
@@ -970,20 +981,29 @@ class ChannelLast:
     built anew they cost milliseconds per run (sinabs64, batch 16: about 3 ms of CPU)."""
 
     def __init__(self, flat: FlatTables, B: int, S: int, speck: bool, theta, vmin, lo, scratch: "Scratch",
-                 cache: dict | None = None):
+                 cache: dict | None = None, f32: tuple[float, int] | None = None):
         self.rt = flat.runs(0)
         self.B, self.S = B, S
         self._cache = c = {} if cache is None else cache
+        # `f32` (speck: `speck_f32_limit`'s bound and grid): membranes, thresholds and lower bounds
+        # in float32; exact while `big` (kept by the speck kernel) shows no membrane at the bound
+        # and none clipped (the runner runs again in float64 where one was)
+        self.f32 = f32 is not None
+        dt = np.float32 if self.f32 else np.float64
+        self.big = np.array([f32[0] if self.f32 else np.inf, 0.0], dtype=dt)
         # kept by the run's scratch for the next run: the membranes need no zeros (a first
         # timestep's start writes every one), the counters are zero between steps
-        self.vq = scratch.kept("vq", (B * S,))
+        self.vq = scratch.kept("vq", (B * S,), dt)
         self.cnt = scratch.zeroed("cnt", B * S, np.int32)
-        if "static" not in c:  # (built whole, then published at once: the batch split's threads share it)
+        key = ("static", self.f32)
+        if key not in c:  # (built whole, then published at once: the batch split's threads share it)
             inv = self.rt.inv
-            thq, vmq, loq = (np.ascontiguousarray(a[inv]) for a in (theta, vmin, lo))
-            c.setdefault("static", (inv.astype(np.int64), thq, vmq, loq, {}, self.rt.weights_f64_or_f32(),
-                                    all(self.rt.uniform(x) for x in ((thq, vmq) if speck else (loq,)))))
-        self.inv, self.thq, self.vmq, self.loq, self._per_q, self.weights, self.uniform = c["static"]
+            thq, vmq, loq = (np.ascontiguousarray(a[inv], dtype=dt) for a in (theta, vmin, lo))
+            if self.f32:
+                thq, vmq = f32_bounds(thq, vmq, f32[1], f32[0])
+            c.setdefault(key, (inv.astype(np.int64), thq, vmq, loq, {}, self.rt.weights_f64_or_f32(),
+                               all(self.rt.uniform(x) for x in ((thq, vmq) if speck else (loq,)))))
+        self.inv, self.thq, self.vmq, self.loq, self._per_q, self.weights, self.uniform = c[key]
         # speck: the neurons at or above their threshold (`first_update_hot`; valid once a full
         # first update in q order has listed them)
         n_hot = B * S if speck else 0
@@ -1027,6 +1047,60 @@ class ChannelLast:
         if self.q_current:
             _transpose(self.vq, 1, state, state.shape[1], self.rt.seg, self.B, self.S, False)
             self.q_current = False
+
+
+def grid_exponent(*arrays) -> int | None:
+    """The smallest e in [0, 40) such that every finite value of `arrays` is a float32 number and a
+    multiple of 2^-e, or None."""
+    v = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays])
+    v = v[np.isfinite(v)]
+    if not np.array_equal(v.astype(np.float32).astype(np.float64), v):
+        return None
+    return next((e for e in range(40) if np.array_equal(np.floor(v * 2.0 ** e), v * 2.0 ** e)), None)
+
+
+def speck_f32_limit(weights, theta, vmins, beta, const, can_fire) -> tuple[float, int] | None:
+    """The bound and grid of a float32 speck run (`ChannelLast.f32`): (L = 2^23 quanta, e) where
+    every weight, threshold and reset value lies on the grid 2^-e (`grid_exponent`) below L, every
+    neuron that can fire has a positive threshold, none has a constant current and every finite
+    lower bound (`vmins`, per slot) is at most 0 and at most its reset value; else None (float64).
+    The speck rule adds a weight, clips at a lower bound or subtracts a positive threshold from a
+    membrane at or above it (leaving at least 0). In float32 the lower bounds are rounded up to the
+    grid and raised to -L (-inf too), the thresholds lowered to L (only those of neurons that cannot
+    fire reach it), and the kernel flags (`big[1]`) a sum below its lower bound or a membrane at
+    or above L: a run without a flag stored only membranes of the grid in [-L, L), so each sum of
+    one and a weight (below 2^24 quanta) and each difference was exact in float32, every
+    comparison read as in float64 (for a value of the grid, below a bound is below it rounded up
+    to the grid), and the run computed the very values of a float64 one. The runner runs a flagged
+    run again in float64 (Speck's lower bound, -2^15 chip units, is off the grid in general: a
+    membrane clipped there is not a float32 value)."""
+    theta = np.asarray(theta, dtype=np.float64)
+    beta = np.asarray(beta, dtype=np.float64)
+    fire = np.asarray(can_fire, dtype=bool)
+    if np.any(np.asarray(const) != 0.0) or not np.all(theta[fire] > 0.0):
+        return None
+    for vm in vmins:
+        vm = np.asarray(vm, dtype=np.float64)
+        fin = np.isfinite(vm)
+        if np.any(vm[fin] > 0.0) or np.any(vm[fin] > beta[fin]):
+            return None
+    e = grid_exponent(weights, theta[fire], beta)
+    if e is None:
+        return None
+    limit = 2.0 ** (23 - e)
+    if any(np.any(np.abs(np.asarray(a, dtype=np.float64)) >= limit) for a in (weights, theta[fire], beta)):
+        return None
+    return limit, e
+
+
+def f32_bounds(thq: np.ndarray, vmq: np.ndarray, e: int, limit: float) -> tuple[np.ndarray, np.ndarray]:
+    """A float32 speck run's thresholds (at most `limit`) and lower bounds (rounded up to the grid
+    2^-e, at least -limit; -inf too), float32 (`speck_f32_limit`)."""
+    vm = np.asarray(vmq, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        vm = np.where(np.isfinite(vm), np.ceil(vm * 2.0 ** e) / 2.0 ** e, vm)
+    return (np.minimum(np.asarray(thq, dtype=np.float64), limit).astype(np.float32),
+            np.maximum(vm, -limit).astype(np.float32))
 
 
 @_njit(nogil=True)
@@ -1921,7 +1995,7 @@ def deliver_sequential(flat: FlatTables, gopen, rows, samples, S, clock, state, 
         if speck:
             syn, ne = _sequential_speck_cl(rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, cl.weights, cl.inv,
                                            rows, samples, S, clock, cl.vq, cl.cnt, k, cl.thq, cl.vmq, cl.per_q(cap_slot),
-                                           er, es, ek, en, cl.hot, cl.mark, cl.nhot, counters)
+                                           er, es, ek, en, cl.hot, cl.mark, cl.nhot, counters, cl.big)
         else:
             syn, ne = _sequential_greedy_cl(rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, cl.weights, cl.inv,
                                             rows, samples, S, clock, cl.vq, cl.cnt, k, cl.loq, cl.thq,
@@ -1979,7 +2053,11 @@ def compile_seconds() -> float:
     for w in (f, f.astype(np.float32)):
         for counters in (False, True):
             _sequential_speck_cl(z, z, i1, z, i1[1:], z, w, z, z, z, 1, 0, np.zeros(1), c32, np.zeros(1), f, f, f,
-                                 *rec(), z.copy(), np.zeros(1, np.uint8), z.copy(), counters)
+                                 *rec(), z.copy(), np.zeros(1, np.uint8), z.copy(), counters, np.zeros(2))
+    for counters in (False, True):  # a float32 speck run (`ChannelLast.f32`)
+        _sequential_speck_cl(z, z, i1, z, i1[1:], z, f32, z, z, z, 1, 0, np.zeros(1, np.float32), c32, np.zeros(1),
+                             f32, f32, f, *rec(), z.copy(), np.zeros(1, np.uint8), z.copy(), counters,
+                             np.zeros(2, np.float32))
         _sequential_greedy_cl(z, z, i1, z, i1[1:], z, w, z, z, z, 1, 0, np.zeros(1), c32, np.zeros(1), f, f, f, f, f,
                               *rec())
     _sample_order(z)
@@ -2007,9 +2085,13 @@ def compile_seconds() -> float:
         start_timestep(st, np.zeros(1), f, f, b1, 1, 1, z, True)
         _start_timestep_batch(st, np.zeros(1), f, f, b1, 1, 1, z, True)
         first_update(st, np.zeros(1), f, b1, f, f, True, 1, 1, z.copy(), np.zeros(1))
+    st32 = np.zeros((1, 1), np.float32)
+    start_timestep(st32, np.zeros(1), f, f, b1, 1, 1, z, False)
+    _start_timestep_batch(st32, np.zeros(1), f, f, b1, 1, 1, z, False)
     for full in (True, False):
-        first_update_hot(np.zeros(1), np.zeros(1), f, b1, f, f, 1, 1, z.copy(), np.zeros(1), z.copy(),
-                         np.zeros(1, np.uint8), z.copy(), z, full)
+        for vq, thq in ((np.zeros(1), f), (np.zeros(1, np.float32), f32)):
+            first_update_hot(vq, np.zeros(1), thq, b1, f, f, 1, 1, z.copy(), np.zeros(1), z.copy(),
+                             np.zeros(1, np.uint8), z.copy(), z, full)
         complete_burst(st, f, b1, f, 0, 1, True, 1, 1, np.zeros(1), z.copy(), np.zeros(1))
         complete_burst_q(np.zeros(1), z, f, f, b1, f, z, 0, 1, full, 1, 1, np.zeros(1), z.copy(), np.zeros(1),
                          b1.copy())

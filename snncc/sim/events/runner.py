@@ -150,7 +150,7 @@ class _Trace:
 
 class _Run:
     def __init__(self, net: EventNetwork, B: int, policy: str, order: str, seed: int, chunk: int,
-                 speck_cap_D: bool, v_min):
+                 speck_cap_D: bool, v_min, f32: bool = True):
         self.net, self.B, self.policy, self.order, self.chunk = net, B, policy, order, chunk
         self.rng = np.random.default_rng(seed)
         S = net.n_slots
@@ -202,8 +202,20 @@ class _Run:
         # below its threshold: a clipped membrane then never reads as one at the threshold)
         self.cl = None
         if width == 2 and (policy == "greedy" or bool(np.all(self._vmin_fire < self._theta_slot))):
+            # speck on spike input with no leak or disabled slot: float32 membranes where the network's
+            # values allow (`kernels.speck_f32_limit`); `_simulate` runs again in float64 where a
+            # membrane reached the bound
+            self.f32_limit = None
+            if (f32 and policy == "speck" and net.graph.inputs[0].kind == SPIKE and net.enabled.all()
+                    and (net.leak is None or not (net.leak != 1.0).any())):
+                if "speck_f32_limit" not in prm:
+                    prm["speck_f32_limit"] = kernels.speck_f32_limit(
+                        self.flat.runs(0).weights, self._theta_slot, (self._vmin_fire, self._vmin_all), net.beta,
+                        net.const, self._fire_slot & (self._cap_all > 0))
+                self.f32_limit = prm["speck_f32_limit"]
             self.cl = kernels.ChannelLast(self.flat, B, S, policy == "speck", self._theta_slot, self._vmin_fire,
-                                          self._bounds[0], self.scratch, prm.setdefault(("channel_last", B), {}))
+                                          self._bounds[0], self.scratch, prm.setdefault(("channel_last", B), {}),
+                                          f32=self.f32_limit)
             if self.cl.uniform:
                 self.cl.slot_params(net.beta, net.const, self._fire_slot, self._cap_all, self._vmin_all)
                 self.cl.q_current = True  # the membranes live in cl.vq from the first start: no transposition
@@ -710,8 +722,8 @@ class _Run:
         o = net.offsets[net.graph.output.name]
         if self.q is not None:
             return self.state.reshape(B, S)[:, self.q.rt.pos[o[0]:o[1]]]
-        if self.cl is not None and self.cl.q_current:
-            return self.cl.vq.reshape(B, S)[:, self.cl.rt.pos[o[0]:o[1]]]
+        if self.cl is not None and self.cl.q_current:  # (float64: a float32 run's values, summed over T)
+            return self.cl.vq.reshape(B, S)[:, self.cl.rt.pos[o[0]:o[1]]].astype(np.float64)
         return V[:, o[0]:o[1]].copy()
 
     def _start_flags(self, later: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -1012,11 +1024,13 @@ class _Outputs:
 
 
 def _simulate(graph_or_net, x, policy="ideal", order="layer", seed=0, chunk=4096, speck_cap_D=False, v_min=None,
-              reference=False, input_order=None, trace=False, xs=None, into=None):
+              reference=False, input_order=None, trace=False, xs=None, into=None, f32=True):
     """`simulate`, plus: `input_order` (per timestep, the input addresses in the order to deliver
     them; greedy/speck, one sample) and `trace` (record every step's events). `into`: (an
     `_Outputs`, first row): the run's counts, output and messages are written into those rows
-    (the result then holds views of them). Returns (result, run)."""
+    (the result then holds views of them). `f32`: a speck run may keep its membranes in float32
+    (`kernels.speck_f32_limit`); one whose membranes reached the bound is run again in float64.
+    Returns (result, run)."""
     if policy not in POLICIES:
         raise SnnccError(f"unknown firing policy {policy!r}", hint=f"one of {', '.join(POLICIES)}")
     if order not in ORDERS:
@@ -1044,7 +1058,7 @@ def _simulate(graph_or_net, x, policy="ideal", order="layer", seed=0, chunk=4096
     xs = _inputs(g, x) if xs is None else xs
     B = int(xs[0].shape[0])
     inp = g.inputs[0]
-    run = _Run(net, B, policy, order, seed, chunk, speck_cap_D, v_min)
+    run = _Run(net, B, policy, order, seed, chunk, speck_cap_D, v_min, f32)
     run.input_order = input_order
     run.trace = _Trace() if trace else None
     out_sum = None
@@ -1093,6 +1107,10 @@ def _simulate(graph_or_net, x, policy="ideal", order="layer", seed=0, chunk=4096
         counts = {c: torch.from_numpy(a[rows]) for c, a in dst.counts.items()}
         messages = {c: torch.from_numpy(a[rows]) for c, a in dst.messages.items()}
     _give_back(net, run.scratch)  # all zeros again after a run that ended normally
+    if run.cl is not None and run.cl.f32 and run.cl.big[1] != 0.0:
+        # a float32 sum may have rounded, or a membrane was clipped to a lower bound off the grid
+        return _simulate(net, x, policy, order, seed, chunk, speck_cap_D, v_min, reference, input_order, trace, xs,
+                         into, f32=False)
     res = EventResult(out, counts, dict(run.events), run.synops, dict(run.peak), run.steps, policy, order,
                       messages=messages)
     # (a channel-last run's final membranes stay in run.cl.vq where cl.q_current: nothing reads
