@@ -187,3 +187,25 @@ def test_sinabs_model_compiles_from_the_command_line(tmp_path):
     assert p.returncode == 0, p.stderr
     g = snncc.load(str(out)).deployed
     assert [(n.name, n.attrs["D"], n.attrs["stateful"]) for n in g.nodes if n.op == "fire"] == [("1", 4, True), ("4", 4, True)]
+
+
+def test_sinabs_program_is_refused_in_one_line_pointing_to_the_module_path(tmp_path, snncc_main):
+    """A sinabs network exported with torch.export (at B*T = 1 sample x T: its squeezed layers take
+    no batch of 1) has no neuron left to read, only its membrane state unrolled over the batch:
+    `snncc compile` says so in one line naming the layer and the way that works (the state_dict
+    with --model-def, test above), exit 2, nothing written."""
+    import warnings
+
+    m = sinabs_net().eval()
+    pt2 = tmp_path / "sinabs.pt2"
+    with warnings.catch_warnings():  # (torch's note on sinabs' firing_rate attributes)
+        warnings.simplefilter("ignore")
+        torch.export.save(torch.export.export(m, (torch.zeros(T, 2, 8, 8),)), str(pt2))
+    out = tmp_path / "out"
+    code, o, e = snncc_main("compile", pt2, "--input-kind", "spike", "-o", out)
+    assert code == 2 and not out.exists()
+    assert e.strip() == (f"snncc: error: {pt2}: sinabs IAFSqueeze layer '1' in a torch.export program: the export "
+                         "unrolls its membrane state over the (B*T, ...) batch, which snncc reads from the sinabs "
+                         "module, not from a .pt2 (save model.state_dict() and compile it with --model-def "
+                         "file.py:factory --input-kind spike (T from num_timesteps), or call snncc.compile(model, "
+                         "example) in Python)")
