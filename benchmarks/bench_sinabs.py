@@ -14,9 +14,10 @@ are checked equal to sinabs' neuron by neuron before timing; everything on 1 thr
 numba), then the ideal (rate 0.05) and speck (rate 0.02) policies on 2 numba threads against 1 on
 the batch, each with the CPU time spent outside the compiled kernels (`serial_cpu`: the part the
 batch split's threads cannot overlap). The CPU columns are the
-same calls' CPU time (what the work costs on a shared, loaded machine). Targets (issue 29): the
-ideal policy faster than sinabs at input rates <= 0.05, the speck policy at <= 0.02, >= 1.7x from
-2 threads.
+same calls' CPU time (what the work costs on a shared, loaded machine). Then the SynOps per CPU
+second of each layer's deliveries (`per_layer`). Targets (issue 29): the ideal policy faster than
+sinabs at input rates <= 0.05, the speck policy at <= 0.02, >= 2e9 SynOps/s per core on the conv
+layers, >= 1.7x from 2 threads.
 
 The network: `snncc.models.speck_cnn` (spike input, random seeded weights) deployed and lowered by
 the Speck backend; sinabs runs the real `SpeckNetwork` (nn.Conv2d + IAFSqueeze with MaxSpike(D)
@@ -152,6 +153,52 @@ def sinabs_counts(m, xs: torch.Tensor) -> list[torch.Tensor]:
     return [o.reshape((-1, T64) + tuple(o.shape[1:])).sum(1).double() for o in out]
 
 
+def per_layer(dep, shape, gen, a) -> None:
+    """SynOps per CPU second of each layer of sinabs64 under the ideal policy (the issue's target
+    reads ">= 2e9 SynOps/s per core on conv layers"): every delivery into a layer is one call of
+    `kernels.deliver_ideal` (its events' rows, the SIMD adds, the flush and, fused, the layer's
+    firing), timed with the process's CPU clock around each call over `repeats` runs; its SynOps are
+    the call's own count. The whole run's rate (the table above) also holds the per-run work no
+    layer owns (input reading and checking, timestep starts, the counts read out)."""
+    import time
+
+    from snncc.sim.events import kernels
+
+    net = dep._event_net
+    into = {s: next(c for c in net.consumers if s in net.sources_of[c]) for s in net.tables}
+    g = dep.deployed
+    feeds = {n.name: g[n.inputs[0]].op for n in g.nodes if n.op == "fire"}  # the op each layer's neurons read
+    orig = kernels.deliver_ideal
+    rows = [("rate", "layer", "SynOps/batch", "CPU ms/batch", "SynOps/CPU s", ">= 2e9 (convs)")]
+    for rate in (0.01, 0.02, 0.05):
+        xs = torch.poisson(torch.full((a.batch * T64,) + shape, rate), generator=gen)
+        acc: dict[str, list[float]] = {}
+
+        def timed(flat, gopen, src, *args, **kw):
+            c0 = time.process_time()
+            r = orig(flat, gopen, src, *args, **kw)
+            c = acc.setdefault(into[flat.names[src]], [0.0, 0])
+            c[0] += time.process_time() - c0
+            c[1] += r[0] if isinstance(r, tuple) else r
+            return r
+
+        dep.simulate(xs, schedule="event", layout="B*T")  # (warm)
+        kernels.deliver_ideal = timed
+        try:
+            for _ in range(a.repeats):
+                dep.simulate(xs, schedule="event", layout="B*T")
+        finally:
+            kernels.deliver_ideal = orig
+        for c, (cpu, syn) in acc.items():
+            if c in feeds:
+                r = syn / cpu
+                goal = ("met" if r >= 2e9 else "MISSED") if feeds[c] == "conv" else "-"
+                rows.append((f"{rate:g}", f"{feeds[c]} -> {c}", f"{syn // a.repeats:,}",
+                             f"{cpu / a.repeats * 1e3:.2f}", f"{r:.3g}", goal))
+    print_table(f"sinabs64 per layer, ideal policy: SynOps per CPU second of the deliveries into each layer "
+                f"(with its fused firing), {a.repeats} runs per rate, 1 thread", rows)
+
+
 def sinabs_forward(m, xs: torch.Tensor) -> torch.Tensor:
     for mod in m.modules():
         if hasattr(mod, "reset_states"):
@@ -205,6 +252,7 @@ def bench_sinabs64(a) -> int:
                 f"built once in {build:.1f} s", rows)
     print(f"sinabs64: crossover input rate (events stop beating sinabs): ideal {crossover(rs, 1)}, "
           f"speck {crossover(rs, 2)}")
+    per_layer(dep, shape, gen, a)
     if numba.config.NUMBA_NUM_THREADS >= 2:
         for pol, rate in (("ideal", 0.05), ("speck", 0.02)):
             xs = torch.poisson(torch.full((a.batch * T64,) + shape, rate), generator=gen)
