@@ -65,6 +65,28 @@ def _library(m: nn.Module) -> str:
     return ""
 
 
+def exported_refusal(nodes) -> tuple[object, str, str] | None:
+    """A peer's layer in a torch.export program that snncc reads from the module only: (the first
+    node it computed, by its `nn_module_stack`; the message; the hint), or None. sinabs' neurons:
+    their squeezed layers run on (B*T, ...) batches (a program cannot be exported at batch 1), and
+    the export unrolls each layer's membrane state over T as buffer arithmetic, no neuron left to
+    read (re-rolling it is not done: sinabs flattens B-major, and MultiSpike is (v > 0) * floor(v /
+    theta))."""
+    for n in nodes:
+        stack = n.meta.get("nn_module_stack")
+        if not stack:
+            continue
+        path, cls = list(stack.values())[-1]
+        cls = cls if isinstance(cls, str) else f"{getattr(cls, '__module__', '')}.{getattr(cls, '__qualname__', cls)}"
+        name = cls.rsplit(".", 1)[-1]
+        if cls.startswith("sinabs.") and name in SINABS_NEURONS:
+            return (n, f"sinabs {name} layer '{path}' in a torch.export program: the export unrolls its membrane "
+                       "state over the (B*T, ...) batch, which snncc reads from the sinabs module, not from a .pt2",
+                    "save model.state_dict() and compile it with --model-def file.py:factory --input-kind spike "
+                    "(T from num_timesteps), or call snncc.compile(model, example) in Python")
+    return None
+
+
 def is_peer_module(m: nn.Module) -> bool:
     """A peer module the fx tracer keeps as a leaf (its forward loops over time / holds state)."""
     lib = _library(m)

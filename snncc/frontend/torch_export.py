@@ -277,38 +277,18 @@ def normalise(ep: torch.export.ExportedProgram, source: str = "") -> torch.expor
             from None
 
 
-def _sinabs_neuron(ep: torch.export.ExportedProgram) -> tuple[fx.Node, str, str] | None:
-    """The first node of the program a sinabs neuron layer computed (its `nn_module_stack`), with
-    the layer's path and class name, or None."""
-    for n in ep.graph.nodes:
-        stack = n.meta.get("nn_module_stack")
-        if not stack:
-            continue
-        path, cls = list(stack.values())[-1]
-        cls = cls if isinstance(cls, str) else f"{getattr(cls, '__module__', '')}.{getattr(cls, '__qualname__', cls)}"
-        if cls.startswith("sinabs.") and cls.rsplit(".", 1)[-1] in peers.SINABS_NEURONS:
-            return n, str(path), cls.rsplit(".", 1)[-1]
-    return None
-
-
 def from_exported(ep: torch.export.ExportedProgram, input_kind: str = CURRENT, source: str = "",
                   layout: str = "", T: int = 1) -> Graph:
     """Convert an exported program with one tensor input. A model returning a flat tuple or list
     of tensors deploys them all (`Converter.outputs`); one returning (logits, extras...) with
     nested extras is compiled for its first output (`convert.output_heads`). `layout` "TB" / "BT": the model takes its
-    input with a time axis of length T first / second (multi-step research code). A sinabs network's
-    program is refused in one line pointing to the module path (`frontend.peers` reads its layers):
-    its squeezed layers run on (B*T, ...) batches, so it cannot be exported at batch 1, and the export
-    unrolls each layer's membrane state over T as buffer arithmetic with no neuron left to read."""
-    hit = _sinabs_neuron(ep)
+    input with a time axis of length T first / second (multi-step research code). A program holding a
+    peer's layer that only its module carries (`peers.exported_refusal`) is refused in one line
+    pointing to the module path."""
+    hit = peers.exported_refusal(ep.graph.nodes)
     if hit is not None:
-        n, path, cls = hit
-        raise FrontendError(f"sinabs {cls} layer '{path}' in a torch.export program: the export unrolls its "
-                            "membrane state over the (B*T, ...) batch, which snncc reads from the sinabs module, "
-                            "not from a .pt2", where=source or where(n),
-                            hint="save model.state_dict() and compile it with --model-def file.py:factory "
-                                 "--input-kind spike (T from num_timesteps), or call snncc.compile(model, example) "
-                                 "in Python")
+        n, msg, hint = hit
+        raise FrontendError(msg, where=source or where(n), hint=hint)
     ep = normalise(ep, source)
     conv = ExportConverter(input_kind=input_kind)
     sig = ep.graph_signature
