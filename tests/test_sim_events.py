@@ -1259,7 +1259,7 @@ def test_speck_float32_run_equals_float64_and_the_oracle(monkeypatch):
     net = build_network(g)
     r32, run32 = runner_mod._simulate(net, x, "speck")
     assert run32.cl is not None and run32.cl.f32 and run32.cl.vq.dtype == np.float32
-    assert run32.cl.big[1] == 0.0  # not run again
+    assert run32.cl.guard[1] == 0.0  # not run again
     r64, run64 = runner_mod._simulate(net, x, "speck", f32=False)
     assert not run64.cl.f32 and run64.cl.vq.dtype == np.float64
     assert sum(int(c.sum()) for c in r64.counts.values()) > 100

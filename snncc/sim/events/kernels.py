@@ -134,6 +134,16 @@ def zeros(n: int, dtype=np.float64) -> np.ndarray:
     return _zeros(n, np.zeros(0, dtype))
 
 
+def grid_exponent(*arrays) -> int | None:
+    """The smallest e in [0, 40) such that every finite value of `arrays` is a float32 number and a
+    multiple of 2^-e, or None."""
+    v = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays])
+    v = v[np.isfinite(v)]
+    if not np.array_equal(v.astype(np.float32).astype(np.float64), v):
+        return None
+    return next((e for e in range(40) if np.array_equal(np.floor(v * 2.0 ** e), v * 2.0 ** e)), None)
+
+
 class FlatTables:
     """Every source table of an `EventNetwork` in one CSR: source i's address a is row
     `base[i] + a`. `gate` is -1 for ungated entries; `first[j]` is True where entry j starts a
@@ -233,9 +243,7 @@ class RunTables:
         # delivery, `f32_exact`) every partial sum of a target below 2^24 quanta: each product and
         # sum is then exact in float32, hence the very float64 value (the same terms, no rounding)
         w = self.weights
-        self.exp = next((e for e in range(0, 40) if np.array_equal(np.floor(w * 2.0 ** e), w * 2.0 ** e)), None)
-        if self.exp is not None and not np.array_equal(w.astype(np.float32).astype(np.float64), w):
-            self.exp = None
+        self.exp = grid_exponent(w)
         self.weights32 = w.astype(np.float32) if self.exp is not None else None
         # per source: the largest sum of |weights| into one target (one delivery adds each source
         # address at most once per target: an ideal batch holds a (sample, address) at most once)
@@ -797,13 +805,13 @@ def _zero_counters(pat, base, ptr, rel, length, rows, e0, e1, off, cnt, qlo, qhi
 
 @_njit(nogil=True)
 def _sequential_speck_cl(pat, base, ptr, rel, length, woff, weights, inv, rows, samples, S, clock, vq, cnt, k,
-                         thq, vmq, capq, em_rank, em_slot, em_key, em_n, hot, mark, nhot, counters, big):
-    """The speck rule over channel-last runs (`deliver_sequential`). `big` (vq's dtype): [0] the
+                         thq, vmq, capq, em_rank, em_slot, em_key, em_n, hot, mark, nhot, counters, guard):
+    """The speck rule over channel-last runs (`deliver_sequential`). `guard` (vq's dtype): [0] the
     limit of a float32 run (`speck_f32_limit`; inf in float64), [1] set to 1 where a sum fell below
     its lower bound or a membrane at or above its threshold reached the limit."""
     synops = 0
     ne = 0
-    limit = big[0]
+    limit = guard[0]
     off_grid = False
     n_ev = rows.size
     e0 = 0
@@ -869,7 +877,7 @@ def _sequential_speck_cl(pat, base, ptr, rel, length, woff, weights, inv, rows, 
         _zero_counters(pat, base, ptr, rel, length, rows, e0, e1, off, cnt, qlo, qhi, synops - syn0)
         e0 = e1
     if off_grid:
-        big[1] = 1.0
+        guard[1] = 1.0
     return synops, ne
 
 
@@ -986,11 +994,11 @@ class ChannelLast:
         self.B, self.S = B, S
         self._cache = c = {} if cache is None else cache
         # `f32` (speck: `speck_f32_limit`'s bound and grid): membranes, thresholds and lower bounds
-        # in float32; exact while `big` (kept by the speck kernel) shows no membrane at the bound
+        # in float32; exact while `guard` (kept by the speck kernel) shows no membrane at the bound
         # and none clipped (the runner runs again in float64 where one was)
         self.f32 = f32 is not None
         dt = np.float32 if self.f32 else np.float64
-        self.big = np.array([f32[0] if self.f32 else np.inf, 0.0], dtype=dt)
+        self.guard = np.array([f32[0] if self.f32 else np.inf, 0.0], dtype=dt)
         # kept by the run's scratch for the next run: the membranes need no zeros (a first
         # timestep's start writes every one), the counters are zero between steps
         self.vq = scratch.kept("vq", (B * S,), dt)
@@ -1049,16 +1057,6 @@ class ChannelLast:
             self.q_current = False
 
 
-def grid_exponent(*arrays) -> int | None:
-    """The smallest e in [0, 40) such that every finite value of `arrays` is a float32 number and a
-    multiple of 2^-e, or None."""
-    v = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays])
-    v = v[np.isfinite(v)]
-    if not np.array_equal(v.astype(np.float32).astype(np.float64), v):
-        return None
-    return next((e for e in range(40) if np.array_equal(np.floor(v * 2.0 ** e), v * 2.0 ** e)), None)
-
-
 def speck_f32_limit(weights, theta, vmins, beta, const, can_fire) -> tuple[float, int] | None:
     """The bound and grid of a float32 speck run (`ChannelLast.f32`): (L = 2^23 quanta, e) where
     every weight, threshold and reset value lies on the grid 2^-e (`grid_exponent`) below L, every
@@ -1067,7 +1065,7 @@ def speck_f32_limit(weights, theta, vmins, beta, const, can_fire) -> tuple[float
     The speck rule adds a weight, clips at a lower bound or subtracts a positive threshold from a
     membrane at or above it (leaving at least 0). In float32 the lower bounds are rounded up to the
     grid and raised to -L (-inf too), the thresholds lowered to L (only those of neurons that cannot
-    fire reach it), and the kernel flags (`big[1]`) a sum below its lower bound or a membrane at
+    fire reach it), and the kernel flags (`guard[1]`) a sum below its lower bound or a membrane at
     or above L: a run without a flag stored only membranes of the grid in [-L, L), so each sum of
     one and a weight (below 2^24 quanta) and each difference was exact in float32, every
     comparison read as in float64 (for a value of the grid, below a bound is below it rounded up
@@ -1995,7 +1993,7 @@ def deliver_sequential(flat: FlatTables, gopen, rows, samples, S, clock, state, 
         if speck:
             syn, ne = _sequential_speck_cl(rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, cl.weights, cl.inv,
                                            rows, samples, S, clock, cl.vq, cl.cnt, k, cl.thq, cl.vmq, cl.per_q(cap_slot),
-                                           er, es, ek, en, cl.hot, cl.mark, cl.nhot, counters, cl.big)
+                                           er, es, ek, en, cl.hot, cl.mark, cl.nhot, counters, cl.guard)
         else:
             syn, ne = _sequential_greedy_cl(rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, cl.weights, cl.inv,
                                             rows, samples, S, clock, cl.vq, cl.cnt, k, cl.loq, cl.thq,

@@ -205,17 +205,17 @@ class _Run:
             # speck on spike input with no leak or disabled slot: float32 membranes where the network's
             # values allow (`kernels.speck_f32_limit`); `_simulate` runs again in float64 where a
             # membrane reached the bound
-            self.f32_limit = None
+            limit = None
             if (f32 and policy == "speck" and net.graph.inputs[0].kind == SPIKE and net.enabled.all()
                     and (net.leak is None or not (net.leak != 1.0).any())):
                 if "speck_f32_limit" not in prm:
                     prm["speck_f32_limit"] = kernels.speck_f32_limit(
                         self.flat.runs(0).weights, self._theta_slot, (self._vmin_fire, self._vmin_all), net.beta,
                         net.const, self._fire_slot & (self._cap_all > 0))
-                self.f32_limit = prm["speck_f32_limit"]
+                limit = prm["speck_f32_limit"]
             self.cl = kernels.ChannelLast(self.flat, B, S, policy == "speck", self._theta_slot, self._vmin_fire,
                                           self._bounds[0], self.scratch, prm.setdefault(("channel_last", B), {}),
-                                          f32=self.f32_limit)
+                                          f32=limit)
             if self.cl.uniform:
                 self.cl.slot_params(net.beta, net.const, self._fire_slot, self._cap_all, self._vmin_all)
                 self.cl.q_current = True  # the membranes live in cl.vq from the first start: no transposition
@@ -1107,7 +1107,7 @@ def _simulate(graph_or_net, x, policy="ideal", order="layer", seed=0, chunk=4096
         counts = {c: torch.from_numpy(a[rows]) for c, a in dst.counts.items()}
         messages = {c: torch.from_numpy(a[rows]) for c, a in dst.messages.items()}
     _give_back(net, run.scratch)  # all zeros again after a run that ended normally
-    if run.cl is not None and run.cl.f32 and run.cl.big[1] != 0.0:
+    if run.cl is not None and run.cl.f32 and run.cl.guard[1] != 0.0:
         # a float32 sum may have rounded, or a membrane was clipped to a lower bound off the grid
         return _simulate(net, x, policy, order, seed, chunk, speck_cap_D, v_min, reference, input_order, trace, xs,
                          into, f32=False)
