@@ -201,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--events", metavar="FILE",
                     help="event recordings (.npy/.npz, tonic-style x, y, t, p; t in us): run them in time order "
                          "through the asynchronous simulator; report latency, SynOps/s per core, power")
-    sm.add_argument("--policy", choices=["greedy", "speck"], default="speck", help="firing rule for --events")
+    sm.add_argument("--policy", choices=["greedy", "speck"],
+                    help="firing rule for --events (default speck)")
     sm.add_argument("--bin-us", type=_bin_us, help="microseconds per timestep for --events (default: span / T)")
     sm.add_argument("--sensor-size", help="W,H of the recordings (default: the graph input's)")
 
@@ -442,6 +443,10 @@ def cmd_simulate(args) -> int:
                          "set, not --events, --schedule event or another --backend", where="simulate",
                          hint="drop them, or simulate --data with --backend snncc")
     event_schedule = args.backend == "snncc" and args.schedule == "event"
+    if args.policy and not args.events:
+        raise SnnccError(f"--policy {args.policy} chooses the firing rule of --events recordings; --schedule event "
+                         "runs the ideal policy and checks it against the reference", where="simulate",
+                         hint="pass --events FILE, or call dep.simulate(x, schedule='event', policy=...) in Python")
     if event_schedule and not args.events and args.data and os.path.isdir(args.data):
         raise SnnccError("--schedule event runs one input file, not a folder of shards", where="--data",
                          hint="pass one shard's file")
@@ -454,7 +459,8 @@ def cmd_simulate(args) -> int:
 
         sensor = parse_shape(args.sensor_size, "--sensor-size") if args.sensor_size else None
         g, what = dep.event_graph()
-        _, text = run_recordings(g, args.events, sensor, bin_us=args.bin_us, policy=args.policy, samples=args.samples)
+        _, text = run_recordings(g, args.events, sensor, bin_us=args.bin_us, policy=args.policy or "speck",
+                                 samples=args.samples)
         print(f"network: {what}")
         print(text)
         return 0

@@ -235,6 +235,8 @@ CASES = {
     # samples and data
     "samples_zero": (["verify", "{t}/conv.pt2", "{t}/art", "--samples", "0"], 2, "--samples: expected a positive integer"),
     "samples_negative": (["simulate", "{t}/art", "--samples", "-4"], 2, "--samples: expected a positive integer"),
+    "policy_without_events": (["simulate", "{t}/art", "--schedule", "event", "--policy", "greedy"], 2,
+                              "--policy greedy chooses the firing rule of --events recordings"),
     "samples_huge": (["simulate", "{t}/art", "--samples", "1000000000"], 2, "needs at least"),
     "estimate_samples_zero": (["estimate", "{t}/art", "--samples", "0"], 2, "expected a positive integer"),
     "data_empty": (["simulate", "{t}/art", "--data", "{t}/empty.npz"], 2, "holds no samples"),
