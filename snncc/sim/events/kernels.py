@@ -474,62 +474,187 @@ def _ideal_runs(pat, base, ptr, rel, length, woff, weights, rows, first, mult, S
     at sparse rates they lie far apart and were each a wait of a cache miss in the flush); any
     other neuron got no input and stays below its bound, where the rule changes nothing. A dirty
     sample is flushed and swept whole."""
-    bpat, thq, loq, fireq, capq, inv, counts, out_g, out_n, fired, spikes, dirty = burst
     vq = state.ravel()  # a view: the runner's state is C-contiguous
-    nblk = (hi - lo + BURST_BLOCK - 1) // BURST_BLOCK
     for b in numba.prange(first.size - 1):
         tid = numba.get_thread_id()
-        aoff = tid * S
-        moff = tid * (S // BURST_BLOCK + 1)
-        off = b * S
-        qlo = S
-        qhi = 0
-        wrote = 0  # targets written (with repeats): a delivery of over half the population sweeps it whole
-        mark = hi > lo and not dirty[b]  # (off while a run leaves [lo, hi): checked, not assumed)
-        for e in range(first[b], first[b + 1]):
-            a = rows[e]
-            m = mult[e]
-            p = pat[a]
-            r0, r1 = ptr[p], ptr[p + 1]
-            if r1 == r0:
-                continue
-            qlo = min(qlo, base[a] + rel[r0])
-            qhi = max(qhi, base[a] + rel[r1 - 1] + length[r1 - 1])
-            t0 = aoff + base[a]
-            for r in range(r0, r1):
-                # unsigned indices: numba emits no negative-index fix-ups, and LLVM vectorises
-                t = np.uint64(t0 + rel[r])
-                wo = np.uint64(woff[r])
-                wrote += length[r]
-                for i in range(np.uint64(length[r])):
-                    acc[t + i] += weights[wo + i] * m
-                if mark:
-                    qs = base[a] + rel[r] - lo
-                    if qs < 0 or qs + length[r] > hi - lo:
-                        mark = False
-                        continue
-                    for k in range(qs // BURST_BLOCK, (qs + length[r] - 1) // BURST_BLOCK + 1):
-                        if marks[moff + k] == 0:
-                            marks[moff + k] = 1
-                            qb = np.uint64(off + lo + k * BURST_BLOCK)
-                            _prefetch(vq, qb)
-                            _prefetch(vq, qb + np.uint64(BURST_BLOCK // 2))
-            if mark and 2 * wrote >= hi - lo:  # a dense delivery: swept whole, no more marks
-                mark = False
-        touched = mark and 2 * wrote < hi - lo
-        if hi > lo and not dirty[b] and not touched and qhi > qlo:  # marks set but not used: cleared
-            for k in range((max(qlo, lo) - lo) // BURST_BLOCK, min(nblk, (min(qhi, hi) - lo + BURST_BLOCK - 1)
-                                                                      // BURST_BLOCK)):
-                marks[moff + k] = 0
-        if qhi > qlo and not touched:
-            if q_order:
-                _flush_q(acc, vq, aoff, off, qlo, qhi)
+        _runs_sample(pat, base, ptr, rel, length, woff, weights, rows, first[b], first[b + 1], mult, S, acc,
+                     tid * S, marks, tid * (S // BURST_BLOCK + 1), vq, state, seg, q_order, lo, hi, divide, b,
+                     b * (hi - lo), burst)
+
+
+@_njit(nogil=True)
+def _runs_sample(pat, base, ptr, rel, length, woff, weights, rows, e0, e1, mult, S, acc, aoff, marks, moff, vq,
+                 state, seg, q_order, lo, hi, divide, b, o, burst):
+    """`_ideal_runs` for sample b: its events e0:e1 into its scratch at `aoff` (marks at `moff`),
+    flushed into its membranes (vq, the raveled `state`, from b x S) and, where hi > lo, its
+    completion (`_burst_sample`, its bursts at out_g/out_n[o:]). Also the per-sample step of
+    `_ideal_chain`, which runs a sample's whole run on one thread."""
+    bpat, thq, loq, fireq, capq, inv, counts, out_g, out_n, fired, spikes, dirty = burst
+    nblk = (hi - lo + BURST_BLOCK - 1) // BURST_BLOCK
+    off = b * S
+    qlo = S
+    qhi = 0
+    wrote = 0  # targets written (with repeats): a delivery of over half the population sweeps it whole
+    mark = hi > lo and not dirty[b]  # (off while a run leaves [lo, hi): checked, not assumed)
+    for e in range(e0, e1):
+        a = rows[e]
+        m = mult[e]
+        p = pat[a]
+        r0, r1 = ptr[p], ptr[p + 1]
+        if r1 == r0:
+            continue
+        qlo = min(qlo, base[a] + rel[r0])
+        qhi = max(qhi, base[a] + rel[r1 - 1] + length[r1 - 1])
+        t0 = aoff + base[a]
+        for r in range(r0, r1):
+            # unsigned indices: numba emits no negative-index fix-ups, and LLVM vectorises
+            t = np.uint64(t0 + rel[r])
+            wo = np.uint64(woff[r])
+            wrote += length[r]
+            for i in range(np.uint64(length[r])):
+                acc[t + i] += weights[wo + i] * m
+            if mark:
+                qs = base[a] + rel[r] - lo
+                if qs < 0 or qs + length[r] > hi - lo:
+                    mark = False
+                    continue
+                for k in range(qs // BURST_BLOCK, (qs + length[r] - 1) // BURST_BLOCK + 1):
+                    if marks[moff + k] == 0:
+                        marks[moff + k] = 1
+                        qb = np.uint64(off + lo + k * BURST_BLOCK)
+                        _prefetch(vq, qb)
+                        _prefetch(vq, qb + np.uint64(BURST_BLOCK // 2))
+        if mark and 2 * wrote >= hi - lo:  # a dense delivery: swept whole, no more marks
+            mark = False
+    touched = mark and 2 * wrote < hi - lo
+    if hi > lo and not dirty[b] and not touched and qhi > qlo:  # marks set but not used: cleared
+        for k in range((max(qlo, lo) - lo) // BURST_BLOCK, min(nblk, (min(qhi, hi) - lo + BURST_BLOCK - 1)
+                                                                  // BURST_BLOCK)):
+            marks[moff + k] = 0
+    if qhi > qlo and not touched:
+        if q_order:
+            _flush_q(acc, vq, aoff, off, qlo, qhi)
+        else:
+            _flush_span(acc, state, aoff, off, qlo, qhi, seg)
+    if hi > lo:  # (the per-sample totals are stored by the callee: numba's parfor pass drops a
+        # store in the loop body into an array it cannot see alias an argument, as one from `burst`)
+        _burst_sample(vq, bpat, thq, loq, fireq, capq, inv, lo, hi, divide, b, o, S, counts, out_g, out_n,
+                      fired, spikes, dirty, acc, aoff, marks, moff, qlo, qhi, touched)
+
+
+@_njit(nogil=True, parallel=True)
+def _ideal_chain(T, B, S, runs, weights32, inputs, steps, blocks, start, state, counts, dirty, scratch, out_pos,
+                 out_sum, stats):
+    """A whole ideal run of a chain network (`runner._chain_schedule`: the input completes one
+    population, whose bursts complete the next, ..., the last source delivering into the output
+    without completing anything), every sample's T timesteps on one thread (samples are
+    independent): per timestep the start (`_start_sample`, the populations' clean/dirty flags as
+    `runner._Run._start_flags` sets them), then each step's events through `_runs_sample` (the
+    delivery and fused completion `_ideal_runs` runs per sample), its bursts the next step's
+    events, then the output membranes added into out_sum. The same per-sample operations, in the
+    same order, as the runner's timestep loop over `deliver_ideal` calls, so the same values:
+    a step's delivery is summed in float32 where `RunTables.f32_exact` holds for the sample's
+    largest multiplicity (exact in any order, so equal to float64), else in float64 in ascending
+    address order (the order `deliver_ideal` sorts a float64 batch into). The sample's membranes
+    and scratch stay in its thread's cache across the whole run, and a run is one parallel region
+    (no Python between steps).
+    runs: (pat, base, ptr, rel, length, woff, weights, seg, indptr); inputs: (rows, mult, first),
+    sample b's events of timestep t at first[t * B + b]:first[t * B + b + 1]; steps: (row base of
+    the step's source, lo, hi (hi == lo: no completion), divide, population index, in_abs of the
+    source (< 0: never float32), float32 scale 2^exp, offset of its block tables, (nsteps, pops)
+    consumers fed); blocks: (bpat, thq, loq, fireq, capq) of every completing step, concatenated;
+    start: (reset, touched q, sets, val) for t = 0 and t > 0, betaq, constq, inv; scratch per thread
+    (acc64, acc32, marks, out_g, out_n, rows, mult, mult32); stats: (synops per sample, spikes and
+    peak per sample and step, (T, steps, B) whether a step had events)."""
+    fired = np.zeros(B, dtype=np.int64)
+    spikes = np.zeros(B)
+    for b in numba.prange(B):  # (the stores are the callee's: numba's parfor pass drops a store in the
+        # loop body into an array it cannot see alias an argument, as the arrays of `stats`)
+        _chain_sample(b, numba.get_thread_id(), T, B, S, runs, weights32, inputs, steps, blocks, start, state,
+                      counts, dirty, scratch, out_pos, out_sum, stats, fired, spikes)
+
+
+@_njit(nogil=True)
+def _chain_sample(b, tid, T, B, S, runs, weights32, inputs, steps, blocks, start, state, counts, dirty, scratch,
+                  out_pos, out_sum, stats, fired, spikes):
+    """`_ideal_chain`'s run of sample b on thread `tid`."""
+    pat, base, ptr, rel, length, woff, weights, seg, indptr = runs
+    in_rows, in_mult, in_first = inputs
+    s_base, s_lo, s_hi, s_div, s_pop, s_abs, scale, s_bp, s_fed = steps
+    bpat_all, thq, loq, fireq, capq = blocks
+    reset0, touch0, sets0, val0, reset1, touch1, sets1, val1, betaq, constq, inv = start
+    acc64, acc32, marks, out_g, out_n, rbuf, mbuf, m32buf = scratch
+    syn_b, spk, peak, nonempty = stats
+    vq = state.ravel()  # a view: the runner's state is C-contiguous, one column
+    nsteps = s_base.size
+    npop = dirty.shape[0]
+    nok = np.zeros(0)
+    aoff = tid * S
+    moff = tid * (S // BURST_BLOCK + 1)
+    off = b * S
+    syn = 0
+    for t in range(T):
+        if t == 0:
+            _start_sample(vq, np.uint64(1), nok, betaq, constq, reset0, np.uint64(off), S, touch0, False)
+            for p in range(npop):
+                if sets0[p]:
+                    dirty[p, b] = val0[p]
+        else:
+            _start_sample(vq, np.uint64(1), nok, betaq, constq, reset1, np.uint64(off), S, touch1, False)
+            for p in range(npop):
+                if sets1[p]:
+                    dirty[p, b] = val1[p]
+        n = 0
+        for s in range(nsteps):
+            if s == 0:  # the input's events of (t, b)
+                e0, e1 = in_first[t * B + b], in_first[t * B + b + 1]
+                n = e1 - e0
+                for i in range(n):
+                    rbuf[aoff + i] = in_rows[e0 + i]
+                    mbuf[aoff + i] = in_mult[e0 + i]
+            else:  # the previous step's bursts (ids aoff + address), as rows of this step's source
+                n = fired[b]
+                for i in range(n):
+                    rbuf[aoff + i] = s_base[s] + out_g[aoff + i] - aoff
+                    mbuf[aoff + i] = out_n[aoff + i]
+            nonempty[t, s, b] = n > 0
+            mmax = 0.0
+            for i in range(aoff, aoff + n):
+                r = rbuf[i]
+                syn += (indptr[r + 1] - indptr[r]) * np.int64(mbuf[i])
+                mmax = max(mmax, mbuf[i])
+            lo, hi = s_lo[s], s_hi[s]
+            pd = dirty[max(s_pop[s], 0)]
+            bp = bpat_all[s_bp[s]:s_bp[s + 1]]
+            burst = (bp, thq, loq, fireq, capq, inv, counts, out_g, out_n, fired, spikes, pd)
+            if s_abs[s] >= 0.0 and s_abs[s] * mmax * scale < 2.0 ** 24:
+                for i in range(aoff, aoff + n):
+                    m32buf[i] = mbuf[i]
+                _runs_sample(pat, base, ptr, rel, length, woff, weights32, rbuf, aoff, aoff + n, m32buf, S,
+                             acc32, aoff, marks, moff, vq, state, seg, True, lo, hi, s_div[s], b, aoff, burst)
             else:
-                _flush_span(acc, state, aoff, off, qlo, qhi, seg)
-        if hi > lo:  # (the per-sample totals are stored by the callee: numba's parfor pass drops a
-            # store in the loop body into an array it cannot see alias an argument, as one from `burst`)
-            _burst_sample(vq, bpat, thq, loq, fireq, capq, inv, lo, hi, divide, b, S, counts, out_g, out_n,
-                          fired, spikes, dirty, acc, aoff, marks, moff, qlo, qhi, touched)
+                srt = True
+                for i in range(aoff + 1, aoff + n):
+                    srt &= rbuf[i] > rbuf[i - 1]
+                if not srt:
+                    o = np.argsort(rbuf[aoff:aoff + n])
+                    r2 = rbuf[aoff:aoff + n][o]
+                    m2 = mbuf[aoff:aoff + n][o]
+                    rbuf[aoff:aoff + n] = r2
+                    mbuf[aoff:aoff + n] = m2
+                _runs_sample(pat, base, ptr, rel, length, woff, weights, rbuf, aoff, aoff + n, mbuf, S,
+                             acc64, aoff, marks, moff, vq, state, seg, True, lo, hi, s_div[s], b, aoff, burst)
+            if hi > lo:
+                spk[b, s] += spikes[b]
+                peak[b, s] = max(peak[b, s], spikes[b])
+            else:  # a delivery that completes nothing: its consumers' membranes changed
+                fired[b] = 0
+                for p in range(npop):
+                    if s_fed[s, p]:
+                        dirty[p, b] = True
+        for i in range(out_pos.size):
+            out_sum[b, i] += vq[off + out_pos[i]]
+    syn_b[b] = syn
 
 
 @_njit(nogil=True)
@@ -1343,15 +1468,15 @@ def complete_burst_q(vq, bpat, thq, loq, fireq, capq, inv, lo, hi, divide, B, S,
     nomarks = np.zeros(0, dtype=np.uint8)  # (every block is visited: no marks)
     for b in numba.prange(B):
         if dirty[b]:
-            _burst_sample(vq, bpat, thq, loq, fireq, capq, inv, lo, hi, divide, b, S, counts, out_g, out_n, fired,
-                          spikes, dirty, vq, 0, nomarks, 0, 0, 0, False)
+            _burst_sample(vq, bpat, thq, loq, fireq, capq, inv, lo, hi, divide, b, b * width, S, counts, out_g,
+                          out_n, fired, spikes, dirty, vq, 0, nomarks, 0, 0, 0, False)
     return _packed(fired, spikes, out_g, out_n, width, B)
 
 
 @_njit(nogil=True)
-def _burst_sample(vq, bpat, thq, loq, fireq, capq, inv, lo, hi, divide, b, S, counts, out_g, out_n, fired, spikes,
-                  dirty, acc, aoff, marks, moff, qlo, qhi, touched):
-    """`complete_burst_q` for sample b (its events from out_g/out_n[b * (hi - lo)]): its bursts
+def _burst_sample(vq, bpat, thq, loq, fireq, capq, inv, lo, hi, divide, b, o, S, counts, out_g, out_n, fired,
+                  spikes, dirty, acc, aoff, marks, moff, qlo, qhi, touched):
+    """`complete_burst_q` for sample b (its events from out_g/out_n[o], ids o + slot - lo): its bursts
     and spikes into fired[b], spikes[b], and into dirty[b] whether a neuron that can fire is left
     at or above its bound. The parameters of block k are those of its pattern, at bpat[k] in
     thq, loq, fireq and capq (`IdealQ.blocks`). `touched` (a clean sample, `_ideal_runs`): only the blocks overlapping
@@ -1359,7 +1484,6 @@ def _burst_sample(vq, bpat, thq, loq, fireq, capq, inv, lo, hi, divide, b, S, co
     population at moff + k, set back to 0 here) are visited, each flushed into the membranes
     (vq += acc from `aoff`, acc = 0: `_flush_q`'s addition) before the rule."""
     off = np.uint64(b * S)
-    o = b * (hi - lo)
     ne = 0
     tot = 0.0
     left = False
@@ -1428,7 +1552,7 @@ def _burst_sample(vq, bpat, thq, loq, fireq, capq, inv, lo, hi, divide, b, S, co
     dirty[b] = left
 
 
-@_njit(nogil=True)
+@_njit(nogil=True, parallel=True)
 def counts_out(countsq, pos, lo, B, S, dst, C):
     """dst[b, i] = countsq[b * S + pos[lo + i]] for a population's slots lo + i (the counts of a
     run in q order, `IdealQ`, read out in slot order into the result's (B, neurons) array), each
@@ -1440,7 +1564,7 @@ def counts_out(countsq, pos, lo, B, S, dst, C):
     n = dst.shape[1]
     if C > 1 and n % C == 0:
         sites = n // C
-        for b in range(B):
+        for b in numba.prange(B):  # (samples on numba's threads: a chain run's last serial sweep)
             base = np.uint64(b * S + lo)
             for p0 in range(0, sites, FLUSH_TILE):
                 p1 = min(p0 + FLUSH_TILE, sites)
@@ -1450,7 +1574,7 @@ def counts_out(countsq, pos, lo, B, S, dst, C):
                 for q in range(base + np.uint64(p0 * C), base + np.uint64(p1 * C)):
                     countsq[q] = 0.0
         return
-    for b in range(B):
+    for b in numba.prange(B):
         off = b * S
         for i in range(n):
             g = off + pos[lo + i]
@@ -2043,6 +2167,15 @@ def compile_seconds() -> float:
                     hi, divide, arrays)
         _ideal_runs(z, z, i1, z, i1[1:], z, f32, z, i1, f32, 1, np.zeros(1, np.float32), marks, np.zeros((1, 1)),
                     seg, q_order, lo, hi, divide, arrays)
+    b1 = np.ones(1, dtype=np.bool_)
+    nth = numba.get_num_threads()  # (a thread's scratch is at its id x S)
+    f_, i_ = lambda: np.zeros(nth), lambda: np.zeros(nth, np.int64)  # noqa: E731
+    _ideal_chain(1, 1, 1, (z, z, i1, z, i1[1:], z, f, seg, i1), f32, (z, f, i1),
+                 (z, z, i1[1:], b1, z, f, 1.0, i1, np.zeros((1, 1), np.bool_)),
+                 (z, f, f, b1, f), (b1, z, b1, b1, b1, z, b1, b1, f, f, z), np.zeros((1, 1)), np.zeros(1),
+                 np.zeros((1, 1), np.bool_), (f_(), f_().astype(np.float32), np.zeros(nth, np.uint8), i_(), f_(), i_(),
+                                             f_(), f_().astype(np.float32)),
+                 z, np.zeros((1, 1)), (z.copy(), np.zeros((1, 1)), np.zeros((1, 1)), np.zeros((1, 1, 1), np.bool_)))
     _intern(i1, z.view(np.uint64))
     _cut_runs(i1, z, f, 4, np.ones(2, dtype=np.bool_))
     _sequential_speck(i1, z32, f, z, z, 1, 0, np.zeros((1, 2)), np.zeros(1), f, f, f, 1, *rec())
@@ -2076,7 +2209,6 @@ def compile_seconds() -> float:
     synapse_bound(i1, z)
     _transpose(np.zeros((1, 2)), 2, np.zeros(1), 1, seg, 1, 1, True)
     _transpose(np.zeros(1), 1, np.zeros((1, 2)), 2, seg, 1, 1, False)
-    b1 = np.ones(1, dtype=np.bool_)
     for w in (1, 2, N_STATE):
         st = np.zeros((1, w))
         init_state(st, np.zeros(1), f, f, b1, 1, 1)

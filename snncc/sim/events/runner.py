@@ -64,11 +64,18 @@ executor's `max_pool` of the same counts; with binary spikes an OR that fires on
 Rules applied in numpy as the input's events are emitted (`_pooled`), never in the kernels; the
 pool's own events count in `events`. Refused under "speck": the chip pools by summing and knows
 no windows, so a max has no moment to restart.
-Threads: with n > 1 numba threads `simulate` cuts the batch into n parts, each run through the
-whole network by its own thread on 1 numba thread (`_simulate_split`: the calling thread and
-persistent workers, each part writing its rows of the batch's preallocated results), under the
-layer order (which keeps every sample's steps and event order, so per sample nothing changes) and
-the ideal policy's interleaved order (order-independent sums); other orders stay on one thread.
+Chains: under the ideal policy and the layer order, a network whose input completes one
+population, whose bursts complete the next, and so on (`_chain_schedule`: sinabs' and Speck's
+Conv-IAF-SumPool stacks) has the same steps at every timestep for every sample, so a whole run is
+one compiled call (`kernels._ideal_chain`): each sample's T timesteps on one thread, its
+membranes and scratch in that thread's cache, no Python between steps; the same per-sample
+operations as the step loop, so the same results (tested, tests/test_sim_events_chain.py).
+Threads: with n > 1 numba threads a chain run is one parallel region over the samples; any other
+network's batch is cut into n parts, each run through the whole network by its own thread on 1
+numba thread (`_simulate_split`: the calling thread and persistent workers, each part writing its
+rows of the batch's preallocated results), under the layer order (which keeps every sample's
+steps and event order, so per sample nothing changes) and the ideal policy's interleaved order
+(order-independent sums); other orders stay on one thread.
 Results: counts per population (summed over T), relay messages per relay (nonzero values, summed
 over T), output (accumulated output currents, mean over
 T), total events (emitted spikes, plus input spike events), synaptic operations (contributions
@@ -637,12 +644,7 @@ class _Run:
             self.cl.to_slots(self.state)  # the slot-order code below updates `state`
         # the slots a start touches: those reset or with a constant current (any other membrane keeps
         # its value), per (t > 0, order), kept on the network (the same for every run)
-        starts = net.derived.setdefault("starts", {})
-        hit = starts.get((t > 0, q_start))
-        if hit is None:
-            touch = np.flatnonzero(reset | (net.const != 0.0))
-            hit = starts[(t > 0, q_start)] = ((reset[qmap.inv], np.sort(qmap.rt.pos[touch])) if q_start
-                                              else (reset, touch))
+        hit = self._start_hit(t > 0, q_start, qmap)
         self._touched = hit[1] if q_start else None  # (q positions: speck's first update visits them)
         if self.cl is not None and not q_start:
             self.cl.hot_valid = False  # its list of neurons at the threshold is kept in q order only
@@ -703,6 +705,8 @@ class _Run:
             pool += self._pooled(self.initial_update())
         while pool:
             step, pool = self._select(pool)
+            if not step:  # only empty batches were left (a timestep without input): no step
+                break
             self.steps += 1
             if self.policy == "ideal":
                 pool += self.deliver_ideal([bt for bt, _ in step], complete)
@@ -725,6 +729,20 @@ class _Run:
         if self.cl is not None and self.cl.q_current:  # (float64: a float32 run's values, summed over T)
             return self.cl.vq.reshape(B, S)[:, self.cl.rt.pos[o[0]:o[1]]].astype(np.float64)
         return V[:, o[0]:o[1]].copy()
+
+    def _start_hit(self, later: bool, q_start: bool, qmap) -> tuple[np.ndarray, np.ndarray]:
+        """A timestep's start (t > 0: `later`): (which slots are reset, the slots it touches: those
+        reset or with a constant current; any other membrane keeps its value), in q order where
+        `q_start` (qmap: the `IdealQ` or `ChannelLast` numbering), kept on the network."""
+        net = self.net
+        starts = net.derived.setdefault("starts", {})
+        hit = starts.get((later, q_start))
+        if hit is None:
+            reset = ~net.stateful if later else np.ones(net.n_slots, dtype=bool)
+            touch = np.flatnonzero(reset | (net.const != 0.0))
+            hit = starts[(later, q_start)] = ((reset[qmap.inv], np.sort(qmap.rt.pos[touch])) if q_start
+                                              else (reset, touch))
+        return hit
 
     def _start_flags(self, later: bool) -> tuple[np.ndarray, np.ndarray]:
         """IdealQ runs: how a timestep's start (t > 0: `later`) leaves the populations' clean/dirty
@@ -902,6 +920,129 @@ def _give_back(net: EventNetwork, sc: kernels.Scratch) -> None:
 _SCRATCH_LOCK = threading.Lock()
 
 
+def _chain_schedule(net: EventNetwork) -> list[tuple[str, str | None]] | None:
+    """The ideal policy's layer order on a chain network as a fixed list of steps [(source, the
+    population its delivery completes, or None)], or None where the network is not one. A chain:
+    the conditions of the runner's channel-last membranes (`kernels.IdealQ`: no SSC gates, relays,
+    max pools, leaks, disabled slots or neuron kinds beyond the soft-reset one; spike input), the
+    input's delivery completing one population (`_Run._fuse`: it is that population's only
+    source and feeds no other), that population's bursts completing the next, and so on, the last
+    source (if any) feeding only the output; every population and every source on the chain.
+    Each step then has at most one batch of events, so the runner's step order is this list at
+    every timestep, for every sample (`kernels._ideal_chain` runs it per sample). Kept on the network."""
+    if "ideal_chain" in net.derived:
+        return net.derived["ideal_chain"]
+    chain = None
+    g = net.graph
+    inp = g.inputs[0]
+    flat = _flat_tables(net)
+    pops = [c for c in net.consumers if event_op(g[c]).leaf]
+    plain = (inp.kind == SPIKE and inp.name in net.tables and not net.gates and not flat.gated
+             and not net.max_pools and net.enabled.all() and (net.leak is None or not (net.leak != 1.0).any())
+             and not any(event_op(g[c]).graded for c in net.consumers)
+             and not any(event_op(g[c]).neuron and neuron_features(g[c].attrs) for c in net.consumers))
+    if plain:
+        fuse = {}  # (`_Run._fuse`)
+        for c in pops:
+            if len(net.sources_of[c]) == 1 and event_op(g[c]).neuron:
+                src = net.sources_of[c][0]
+                if sum(src in net.sources_of[d] for d in pops) == 1:
+                    fuse[src] = c
+        steps, src = [], inp.name
+        while src is not None and len(steps) <= len(net.tables):
+            c = fuse.get(src)
+            if c is None and any(src in net.sources_of[d] for d in pops):
+                break  # it feeds a population it does not complete
+            steps.append((src, c))
+            src = c if c is not None and c in net.tables else None
+        if (src is None and {c for _, c in steps if c} == set(pops) and [s for s, _ in steps] == list(net.tables)
+                and all(c is None or c in net.tables for _, c in steps)):
+            chain = steps
+    net.derived["ideal_chain"] = chain
+    return chain
+
+
+def _run_chain(run: "_Run", chain: list[tuple[str, str | None]], spikes: list) -> np.ndarray:
+    """A whole ideal run of a chain network in one compiled call (`kernels._ideal_chain`), its
+    bookkeeping (events, peak bursts, synaptic ops, steps) into `run` as `_Run.timestep` keeps it;
+    `spikes`: the input's (global ids, counts) per timestep. Returns the output summed over T."""
+    import numba
+
+    net, B, S = run.net, run.B, run.net.n_slots
+    T = len(spikes)
+    inp = net.graph.inputs[0].name
+    rt = run.flat.runs()
+    arrays = net.derived.get("ideal_chain_arrays")
+    if arrays is None:
+        pop = {c: i for i, c in enumerate(net.consumers)}
+        nst = len(chain)
+        s_base = np.array([run.row_base[s] for s, _ in chain], dtype=np.int64)
+        s_lo = np.array([net.offsets[c][0] if c else 0 for _, c in chain], dtype=np.int64)
+        s_hi = np.array([net.offsets[c][1] if c else 0 for _, c in chain], dtype=np.int64)
+        s_div = np.array([bool(c) and net.graph[c].attrs["theta"] != 1.0 for _, c in chain])
+        s_pop = np.array([pop[c] if c else -1 for _, c in chain], dtype=np.int64)
+        s_abs = np.array([float(rt.in_abs[run.src_index[s]]) if rt.exp is not None else -1.0 for s, _ in chain])
+        scale = 2.0 ** rt.exp if rt.exp is not None else 1.0
+        s_fed = np.zeros((nst, len(net.consumers)), dtype=bool)
+        tables = [[], [], [], [], []]
+        s_bp = np.zeros(nst + 1, dtype=np.int64)
+        n_par = 0
+        for i, (s, c) in enumerate(chain):
+            s_bp[i + 1] = s_bp[i]
+            if c is None:
+                s_fed[i, run._fed[s]] = True
+                continue
+            bpat, *par = run.q.blocks(*net.offsets[c])
+            tables[0].append(bpat + n_par)
+            for lst, a in zip(tables[1:], par):
+                lst.append(a)
+            n_par += par[0].size
+            s_bp[i + 1] += bpat.size
+        cat = lambda lst, dt: np.concatenate(lst).astype(dt) if lst else np.zeros(0, dt)  # noqa: E731
+        blocks = (cat(tables[0], np.int64), cat(tables[1], np.float64), cat(tables[2], np.float64),
+                  cat(tables[3], np.bool_), cat(tables[4], np.float64))
+        start = (*run._start_hit(False, True, run.q), *run._start_flags(False),
+                 *run._start_hit(True, True, run.q), *run._start_flags(True), run.q.betaq, run.q.constq, run.q.inv)
+        o = net.offsets[net.graph.output.name]
+        arrays = net.derived["ideal_chain_arrays"] = (
+            (rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, rt.weights, rt.seg, run.flat.indptr),
+            rt.weights32 if rt.weights32 is not None else np.zeros(0, np.float32),  # (None: never float32)
+            (s_base, s_lo, s_hi, s_div, s_pop, s_abs, scale, s_bp, s_fed), blocks, start,
+            np.ascontiguousarray(rt.pos[o[0]:o[1]], dtype=np.int64))
+    runs, w32, steps, blocks, start, out_pos = arrays
+    n_in = net.tables[inp].n
+    first = np.zeros(T * B + 1, dtype=np.int64)
+    rows, mult = [], []
+    for t, (gid, m) in enumerate(spikes):
+        b = gid // n_in
+        rows.append(run.row_base[inp] + gid - b * n_in)
+        mult.append(m)
+        first[t * B + 1:(t + 1) * B + 1] = np.bincount(b, minlength=B)
+        run.events[inp] += int(m.sum())
+    np.cumsum(first, out=first)
+    inputs = (np.concatenate(rows) if rows else np.zeros(0, np.int64),
+              np.concatenate(mult).astype(np.float64) if mult else np.zeros(0), first)
+    nth = numba.get_num_threads()
+    acc64, marks = run.scratch.runs_scratch(S, np.float64)
+    acc32 = run.scratch.runs_scratch(S, np.float32)[0]
+    buf = run.scratch.kept("chain_buffers", (4, nth * S))  # (out_n, mult: float64; out_g, rows: int64 views)
+    scratch = (acc64, acc32, marks, buf[0].view(np.int64), buf[1], buf[2].view(np.int64), buf[3],
+               run.scratch.kept("chain_mult32", (nth * S,), np.float32))
+    nst = len(chain)
+    stats = (np.zeros(B, dtype=np.int64), np.zeros((B, nst)), np.zeros((B, nst)), np.zeros((T, nst, B), dtype=bool))
+    out_sum = np.zeros((B, out_pos.size))
+    kernels._ideal_chain(T, B, S, runs, w32, inputs, steps, blocks, start, run.state, run.counts, run.dirty,
+                         scratch, out_pos, out_sum, stats)
+    syn, spk, peak, nonempty = stats
+    run.synops += int(syn.sum())
+    for i, (_, c) in enumerate(chain):
+        if c is not None:
+            run.events[c] += int(spk[:, i].sum())
+            run.peak[c] = max(run.peak[c], int(peak[:, i].max(initial=0.0)))
+    run.steps += int(nonempty.any(axis=2).sum())
+    return out_sum
+
+
 def _merge(bts: list[_Batch]) -> _Batch:
     if len(bts) == 1:
         return bts[0]
@@ -926,6 +1067,11 @@ def simulate(graph_or_net: Graph | EventNetwork, x, policy: str = "ideal", order
         if threads < 2 or policy not in POLICIES or not (order == "layer" or (order == "interleaved" and
                                                                               policy == "ideal")):
             return _simulate(graph_or_net, x, policy, order, seed, chunk, speck_cap_D, v_min, reference)[0]
+        if policy == "ideal" and order == "layer":  # a chain network runs as one parallel region over the samples
+            net = graph_or_net if isinstance(graph_or_net, EventNetwork) else build_network(graph_or_net)
+            if _chain_schedule(net) is not None:
+                return _simulate(net, x, policy, order, seed, chunk, speck_cap_D, v_min, reference)[0]
+            graph_or_net = net
         return _simulate_split(graph_or_net, x, policy, order, seed, chunk, speck_cap_D, v_min, reference, threads)
     finally:
         if torch.get_num_threads() != torch_threads:
@@ -1062,13 +1208,13 @@ def _simulate(graph_or_net, x, policy="ideal", order="layer", seed=0, chunk=4096
     run.input_order = input_order
     run.trace = _Trace() if trace else None
     out_sum = None
-    for t, xt in enumerate(xs):
+    chain = (_chain_schedule(net) if run.q is not None and order == "layer" and not trace and input_order is None
+             else None)
+    if chain is not None:  # the whole run in one compiled call, each sample on one thread
+        out_sum = _run_chain(run, chain, [_spike_input(inp, xt) for xt in xs])
+    for t, xt in enumerate(xs if chain is None else ()):
         if inp.kind == SPIKE:
-            gid, m, bad = kernels.input_spikes(xt.numpy())
-            if bad:
-                raise SnnccError("spike input holds values that are not non-negative integer counts",
-                                 where=f"node {inp.name}")
-            spikes, host = (gid, m), {}
+            spikes, host = _spike_input(inp, xt), {}
         else:
             spikes, host = None, _host_currents(net, xt)
         out = run.timestep(t, spikes, host)
@@ -1118,6 +1264,14 @@ def _simulate(graph_or_net, x, policy="ideal", order="layer", seed=0, chunk=4096
     if reference:
         res.agreement = _agreement(net, x, res)
     return res, run
+
+
+def _spike_input(inp, xt: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """A timestep's spike input as (global ids, counts) (`kernels.input_spikes`), checked."""
+    gid, m, bad = kernels.input_spikes(xt.numpy())
+    if bad:
+        raise SnnccError("spike input holds values that are not non-negative integer counts", where=f"node {inp.name}")
+    return gid, m
 
 
 def _agreement(net: EventNetwork, x, res: EventResult):

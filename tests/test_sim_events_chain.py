@@ -1,0 +1,113 @@
+"""The ideal policy's whole-run kernel for chain networks (`runner._chain_schedule`,
+`kernels._ideal_chain`): which networks are chains, and a chain run equal to the step-by-step
+event loop in everything it reports (counts, output, events, SynOps, peak bursts, steps) and in
+its final membranes bit for bit, on 1 and 2 threads, and to the reference executor's counts."""
+
+import numba
+import numpy as np
+import pytest
+import torch
+
+import snncc.sim.events.runner as runner_mod
+from snncc.sim.events import build_network, simulate
+from snncc.sim.reference import run
+from test_sim_events import _conv_pool_conv, _hand_graph, _random_net, _speck_T3
+
+F64 = torch.float64
+
+
+def test_chain_schedule_by_hand():
+    """A chain: the input completes one population, its bursts the next, the last source feeds the
+    output only. A merge (two sources into one population) is none, nor a current input."""
+    assert runner_mod._chain_schedule(build_network(_hand_graph([[1.0, 2.0]]))) == [("x", "n"), ("n", None)]
+    g = _conv_pool_conv(1, (6, 6), (3, 4), (1.0, 1.5), (0.4, 0.5), T=2)
+    assert runner_mod._chain_schedule(build_network(g)) == [("x", "A"), ("A", "B"), ("B", None)]
+    assert runner_mod._chain_schedule(build_network(_random_net(0))) is None  # B adds two convs
+    cur = _conv_pool_conv(1, (6, 6), (3, 4), (1.0, 1.5), (0.4, 0.5), T=2)
+    cur["x"].attrs["kind"] = "current"
+    assert runner_mod._chain_schedule(build_network(cur.infer())) is None
+    speck = runner_mod._chain_schedule(build_network(_speck_T3()))
+    assert speck is not None and speck[-1][1] is None and len(speck) == 3
+
+
+def _both(net, x, monkeypatch):
+    """(chain run, step-loop run): (result, final membranes, whether in q order) each, the chain
+    taken once. (The membranes are copied: the second run reuses the first one's scratch.)"""
+    calls = []
+    real = runner_mod._run_chain
+    out = []
+    for chain in (True, False):
+        with monkeypatch.context() as m:
+            m.setattr(runner_mod, "_run_chain", lambda *a: (calls.append(1), real(*a))[1])
+            if not chain:
+                m.setattr(runner_mod, "_chain_schedule", lambda net: None)
+            res, run_ = runner_mod._simulate(net, x, "ideal", "layer")
+            out.append((res, run_.state.copy(), run_.q is not None))
+    assert calls == [1]
+    return out
+
+
+def _equal(a, b):
+    for k in b.counts:
+        assert torch.equal(a.counts[k], b.counts[k]), k
+    assert torch.equal(a.output, b.output)
+    assert a.events == b.events and a.synops == b.synops
+    assert a.peak_burst == b.peak_burst and a.steps == b.steps
+
+
+@pytest.mark.parametrize("stateful", [True, False])
+def test_chain_run_equals_the_step_loop_and_the_reference(stateful, monkeypatch):
+    """conv - sum pool - conv - linear on 10 x 12 maps, T = 3, B = 5: weights on the grid 2^-6, so
+    a delivery is summed in float32 where its largest multiplicity allows (`RunTables.f32_exact`).
+    Sample 1 is silent, timestep 1 has no input at all (every population completes without a
+    delivery), and sample 3 gets multiplicities near 3e6 at timestep 2: too many quanta for
+    float32, so the chain run takes float64 for that sample alone while the step loop takes it for
+    the whole batch. Everything equal, the final membranes bit for bit (a float32 sum of sample
+    3's events would round: 3e6 x 37/64 needs 27 bits), and the counts equal the reference's."""
+    g = _conv_pool_conv(2, (10, 12), (4, 6), (1.0, 1.25), (0.4, 0.5), T=3)
+    for n in g.nodes:
+        if n.op == "fire":
+            n.attrs["stateful"] = stateful
+        if "weight" in n.params:
+            n.params["weight"] = np.round(n.params["weight"] * 64) / 64
+    g["c1"].params["weight"][0, 0, 1, 1] = 37 / 64
+    gen = torch.Generator().manual_seed(2)
+    x = torch.poisson(torch.full((3, 5, 2, 10, 12), 0.15), generator=gen).clamp(max=3).to(F64)
+    x[:, 1] = 0.0
+    x[1] = 0.0
+    x[2, 3, 0, 4:6, 4:6] = torch.tensor([[3_000_001.0, 2_999_999.0], [3_000_003.0, 1.0]])
+    net = build_network(g)
+    rt = runner_mod._flat_tables(net).runs()
+    assert rt.exp == 6 and not rt.f32_exact(0, 3_000_003.0) and rt.f32_exact(0, 3.0)
+    (fast, fstate, fq), (slow, sstate, sq) = _both(net, x, monkeypatch)
+    _equal(fast, slow)
+    assert fq and sq and np.array_equal(fstate, sstate)  # both in q order, bit for bit
+    ref = run(g, x)
+    for k in ref.counts:
+        assert torch.equal(fast.counts[k], ref.counts[k]), k
+    assert int(fast.counts["A"][1].sum()) == 0 and int(fast.counts["B"].sum()) > 10
+    assert fast.steps < 3 * 3  # timestep 1 had no events to deliver
+
+
+def test_chain_run_on_two_threads_is_one_parallel_region_equal_to_one_thread(monkeypatch):
+    """With 2 numba threads a chain network is not cut into parts (`_simulate_split`): its samples
+    run on numba's threads in one call, and every result equals the 1-thread run's."""
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba has one thread on this machine: nothing to compare")
+    g = _conv_pool_conv(3, (8, 8), (4, 4), (1.0, 1.5), (0.4, 0.5), T=2)
+    gen = torch.Generator().manual_seed(3)
+    x = torch.poisson(torch.full((2, 7, 2, 8, 8), 0.3), generator=gen).clamp(max=3).to(F64)
+    split = []
+    real = runner_mod._simulate_split
+    monkeypatch.setattr(runner_mod, "_simulate_split", lambda *a: (split.append(1), real(*a))[1])
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = simulate(g, x, "ideal")
+        numba.set_num_threads(2)
+        two = simulate(g, x, "ideal")
+    finally:
+        numba.set_num_threads(before)
+    assert split == []
+    _equal(two, one)
+    assert sum(int(c.sum()) for c in one.counts.values()) > 30
