@@ -65,7 +65,7 @@ Rules applied in numpy as the input's events are emitted (`_pooled`), never in t
 pool's own events count in `events`. Refused under "speck": the chip pools by summing and knows
 no windows, so a max has no moment to restart.
 Chains: under the ideal policy and the layer order, a network whose input completes one
-population, whose bursts complete the next, and so on (`_chain_schedule`: sinabs' and Speck's
+population, whose bursts complete the next, and so on (`_chain_schedule`: the DVS networks'
 Conv-IAF-SumPool stacks) has the same steps at every timestep for every sample, so a whole run is
 one compiled call (`kernels._ideal_chain`): each sample's T timesteps on one thread, its
 membranes and scratch in that thread's cache, no Python between steps; the same per-sample
