@@ -115,6 +115,20 @@ def _prefetch(typingctx, arr, idx):
 BURST_PREFETCH = 32  # spikes ahead whose count (`_burst_sample`, `emit_spikes`) is prefetched
 
 
+@intrinsic
+def _lowest_bit(typingctx, x):
+    """The index of the lowest set bit of the uint64 x, x != 0 (LLVM's `llvm.cttz`: one instruction)."""
+    sig = types.uint64(types.uint64)
+
+    def codegen(context, builder, signature, args):
+        i64 = ir.IntType(64)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i64, [i64, ir.IntType(1)]),
+                                            "llvm.cttz.i64")
+        return builder.call(fn, [args[0], ir.IntType(1)(1)])
+
+    return sig, codegen
+
+
 @_njit(nogil=True)
 def _zeros(n, like):
     return np.zeros(n, like.dtype)
@@ -1521,10 +1535,16 @@ def _burst_sample(vq, bpat, thq, loq, fireq, capq, inv, lo, hi, divide, b, o, S,
                 hit |= not (vq[bq + j] < loq[p + j])
         if not hit:
             continue
+        # the neurons at or above their bound, as bits (any other is silent, floor(v / theta) <= 0,
+        # V unchanged), visited lowest first: a loop over the block that branched on every neuron
+        # mispredicted on the few that fire, ~120 cycles per block at a sparse rate
+        fire = np.uint64(0)
         for j in range(nq):
+            fire |= np.uint64(not (vq[bq + j] < loq[p + j])) << np.uint64(j)
+        while fire:
+            j = _lowest_bit(fire)
+            fire &= fire - np.uint64(1)
             v = vq[bq + j]
-            if v < loq[p + j]:  # floor(v / theta) <= 0: silent, V unchanged
-                continue
             th = thq[p + j]
             u = v / th if divide else v
             n = min(max(np.floor(u), 0.0), capq[p + j])
