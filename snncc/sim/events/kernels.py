@@ -556,13 +556,15 @@ def _runs_sample(pat, base, ptr, rel, length, woff, weights, rows, e0, e1, mult,
                       fired, spikes, dirty, acc, aoff, marks, moff, qlo, qhi, touched)
 
 
-@_njit(nogil=True, parallel=True)
-def _ideal_chain(T, B, S, runs, weights32, inputs, steps, blocks, start, state, counts, dirty, scratch, out_pos,
-                 out_sum, stats):
+@_njit(nogil=True)
+def _ideal_chain(b0, b1, tid, T, B, S, runs, weights32, inputs, steps, blocks, start, state, counts, dirty, scratch,
+                 out_pos, out_sum, stats, fired, spikes):
     """A whole ideal run of a chain network (`runner._chain_schedule`: the input completes one
     population, whose bursts complete the next, ..., the last source delivering into the output
     without completing anything), every sample's T timesteps on one thread (samples are
-    independent): per timestep the start (`_start_sample`, the populations' clean/dirty flags as
+    independent; this call runs samples b0:b1 on the calling thread, its scratch at `tid`, and
+    `runner._run_chain` makes one call per thread: a plain function, where a parallel loop over
+    the samples compiled its whole body a second time, 20 s more of JIT): per timestep the start (`_start_sample`, the populations' clean/dirty flags as
     `runner._Run._start_flags` sets them), then each step's events through `_runs_sample` (the
     delivery and fused completion `_ideal_runs` runs per sample), its bursts the next step's
     events, then the output membranes added into out_sum. The same per-sample operations, in the
@@ -570,8 +572,7 @@ def _ideal_chain(T, B, S, runs, weights32, inputs, steps, blocks, start, state, 
     a step's delivery is summed in float32 where `RunTables.f32_exact` holds for the sample's
     largest multiplicity (exact in any order, so equal to float64), else in float64 in ascending
     address order (the order `deliver_ideal` sorts a float64 batch into). The sample's membranes
-    and scratch stay in its thread's cache across the whole run, and a run is one parallel region
-    (no Python between steps).
+    and scratch stay in its thread's cache across the whole run (no Python between steps).
     runs: (pat, base, ptr, rel, length, woff, weights, seg, indptr); inputs: (rows, mult, first),
     sample b's events of timestep t at first[t * B + b]:first[t * B + b + 1]; steps: (row base of
     the step's source, lo, hi (hi == lo: no completion), divide, population index, in_abs of the
@@ -580,18 +581,6 @@ def _ideal_chain(T, B, S, runs, weights32, inputs, steps, blocks, start, state, 
     start: (reset, touched q, sets, val) for t = 0 and t > 0, betaq, constq, inv; scratch per thread
     (acc64, acc32, marks, out_g, out_n, rows, mult, mult32); stats: (synops per sample, spikes and
     peak per sample and step, (T, steps, B) whether a step had events)."""
-    fired = np.zeros(B, dtype=np.int64)
-    spikes = np.zeros(B)
-    for b in numba.prange(B):  # (the stores are the callee's: numba's parfor pass drops a store in the
-        # loop body into an array it cannot see alias an argument, as the arrays of `stats`)
-        _chain_sample(b, numba.get_thread_id(), T, B, S, runs, weights32, inputs, steps, blocks, start, state,
-                      counts, dirty, scratch, out_pos, out_sum, stats, fired, spikes)
-
-
-@_njit(nogil=True)
-def _chain_sample(b, tid, T, B, S, runs, weights32, inputs, steps, blocks, start, state, counts, dirty, scratch,
-                  out_pos, out_sum, stats, fired, spikes):
-    """`_ideal_chain`'s run of sample b on thread `tid`."""
     pat, base, ptr, rel, length, woff, weights, seg, indptr = runs
     in_rows, in_mult, in_first = inputs
     s_base, s_lo, s_hi, s_div, s_pop, s_abs, scale, s_bp, s_fed = steps
@@ -605,70 +594,71 @@ def _chain_sample(b, tid, T, B, S, runs, weights32, inputs, steps, blocks, start
     nok = np.zeros(0)
     aoff = tid * S
     moff = tid * (S // BURST_BLOCK + 1)
-    off = b * S
-    syn = 0
-    for t in range(T):
-        if t == 0:
-            _start_sample(vq, np.uint64(1), nok, betaq, constq, reset0, np.uint64(off), S, touch0, False)
-            for p in range(npop):
-                if sets0[p]:
-                    dirty[p, b] = val0[p]
-        else:
-            _start_sample(vq, np.uint64(1), nok, betaq, constq, reset1, np.uint64(off), S, touch1, False)
-            for p in range(npop):
-                if sets1[p]:
-                    dirty[p, b] = val1[p]
-        n = 0
-        for s in range(nsteps):
-            if s == 0:  # the input's events of (t, b)
-                e0, e1 = in_first[t * B + b], in_first[t * B + b + 1]
-                n = e1 - e0
-                for i in range(n):
-                    rbuf[aoff + i] = in_rows[e0 + i]
-                    mbuf[aoff + i] = in_mult[e0 + i]
-            else:  # the previous step's bursts (ids aoff + address), as rows of this step's source
-                n = fired[b]
-                for i in range(n):
-                    rbuf[aoff + i] = s_base[s] + out_g[aoff + i] - aoff
-                    mbuf[aoff + i] = out_n[aoff + i]
-            nonempty[t, s, b] = n > 0
-            mmax = 0.0
-            for i in range(aoff, aoff + n):
-                r = rbuf[i]
-                syn += (indptr[r + 1] - indptr[r]) * np.int64(mbuf[i])
-                mmax = max(mmax, mbuf[i])
-            lo, hi = s_lo[s], s_hi[s]
-            pd = dirty[max(s_pop[s], 0)]
-            bp = bpat_all[s_bp[s]:s_bp[s + 1]]
-            burst = (bp, thq, loq, fireq, capq, inv, counts, out_g, out_n, fired, spikes, pd)
-            if s_abs[s] >= 0.0 and s_abs[s] * mmax * scale < 2.0 ** 24:
-                for i in range(aoff, aoff + n):
-                    m32buf[i] = mbuf[i]
-                _runs_sample(pat, base, ptr, rel, length, woff, weights32, rbuf, aoff, aoff + n, m32buf, S,
-                             acc32, aoff, marks, moff, vq, state, seg, True, lo, hi, s_div[s], b, aoff, burst)
-            else:
-                srt = True
-                for i in range(aoff + 1, aoff + n):
-                    srt &= rbuf[i] > rbuf[i - 1]
-                if not srt:
-                    o = np.argsort(rbuf[aoff:aoff + n])
-                    r2 = rbuf[aoff:aoff + n][o]
-                    m2 = mbuf[aoff:aoff + n][o]
-                    rbuf[aoff:aoff + n] = r2
-                    mbuf[aoff:aoff + n] = m2
-                _runs_sample(pat, base, ptr, rel, length, woff, weights, rbuf, aoff, aoff + n, mbuf, S,
-                             acc64, aoff, marks, moff, vq, state, seg, True, lo, hi, s_div[s], b, aoff, burst)
-            if hi > lo:
-                spk[b, s] += spikes[b]
-                peak[b, s] = max(peak[b, s], spikes[b])
-            else:  # a delivery that completes nothing: its consumers' membranes changed
-                fired[b] = 0
+    for b in range(b0, b1):
+        off = b * S
+        syn = 0
+        for t in range(T):
+            if t == 0:
+                _start_sample(vq, np.uint64(1), nok, betaq, constq, reset0, np.uint64(off), S, touch0, False)
                 for p in range(npop):
-                    if s_fed[s, p]:
-                        dirty[p, b] = True
-        for i in range(out_pos.size):
-            out_sum[b, i] += vq[off + out_pos[i]]
-    syn_b[b] = syn
+                    if sets0[p]:
+                        dirty[p, b] = val0[p]
+            else:
+                _start_sample(vq, np.uint64(1), nok, betaq, constq, reset1, np.uint64(off), S, touch1, False)
+                for p in range(npop):
+                    if sets1[p]:
+                        dirty[p, b] = val1[p]
+            n = 0
+            for s in range(nsteps):
+                if s == 0:  # the input's events of (t, b)
+                    e0, e1 = in_first[t * B + b], in_first[t * B + b + 1]
+                    n = e1 - e0
+                    for i in range(n):
+                        rbuf[aoff + i] = in_rows[e0 + i]
+                        mbuf[aoff + i] = in_mult[e0 + i]
+                else:  # the previous step's bursts (ids aoff + address), as rows of this step's source
+                    n = fired[b]
+                    for i in range(n):
+                        rbuf[aoff + i] = s_base[s] + out_g[aoff + i] - aoff
+                        mbuf[aoff + i] = out_n[aoff + i]
+                nonempty[t, s, b] = n > 0
+                mmax = 0.0
+                for i in range(aoff, aoff + n):
+                    r = rbuf[i]
+                    syn += (indptr[r + 1] - indptr[r]) * np.int64(mbuf[i])
+                    mmax = max(mmax, mbuf[i])
+                lo, hi = s_lo[s], s_hi[s]
+                pd = dirty[max(s_pop[s], 0)]
+                bp = bpat_all[s_bp[s]:s_bp[s + 1]]
+                burst = (bp, thq, loq, fireq, capq, inv, counts, out_g, out_n, fired, spikes, pd)
+                if s_abs[s] >= 0.0 and s_abs[s] * mmax * scale < 2.0 ** 24:
+                    for i in range(aoff, aoff + n):
+                        m32buf[i] = mbuf[i]
+                    _runs_sample(pat, base, ptr, rel, length, woff, weights32, rbuf, aoff, aoff + n, m32buf, S,
+                                 acc32, aoff, marks, moff, vq, state, seg, True, lo, hi, s_div[s], b, aoff, burst)
+                else:
+                    srt = True
+                    for i in range(aoff + 1, aoff + n):
+                        srt &= rbuf[i] > rbuf[i - 1]
+                    if not srt:
+                        o = np.argsort(rbuf[aoff:aoff + n])
+                        r2 = rbuf[aoff:aoff + n][o]
+                        m2 = mbuf[aoff:aoff + n][o]
+                        rbuf[aoff:aoff + n] = r2
+                        mbuf[aoff:aoff + n] = m2
+                    _runs_sample(pat, base, ptr, rel, length, woff, weights, rbuf, aoff, aoff + n, mbuf, S,
+                                 acc64, aoff, marks, moff, vq, state, seg, True, lo, hi, s_div[s], b, aoff, burst)
+                if hi > lo:
+                    spk[b, s] += spikes[b]
+                    peak[b, s] = max(peak[b, s], spikes[b])
+                else:  # a delivery that completes nothing: its consumers' membranes changed
+                    fired[b] = 0
+                    for p in range(npop):
+                        if s_fed[s, p]:
+                            dirty[p, b] = True
+            for i in range(out_pos.size):
+                out_sum[b, i] += vq[off + out_pos[i]]
+        syn_b[b] = syn
 
 
 @_njit(nogil=True)
@@ -2190,12 +2180,13 @@ def compile_seconds() -> float:
     b1 = np.ones(1, dtype=np.bool_)
     nth = numba.get_num_threads()  # (a thread's scratch is at its id x S)
     f_, i_ = lambda: np.zeros(nth), lambda: np.zeros(nth, np.int64)  # noqa: E731
-    _ideal_chain(1, 1, 1, (z, z, i1, z, i1[1:], z, f, seg, i1), f32, (z, f, i1),
+    _ideal_chain(0, 1, 0, 1, 1, 1, (z, z, i1, z, i1[1:], z, f, seg, i1), f32, (z, f, i1),
                  (z, z, i1[1:], b1, z, f, 1.0, i1, np.zeros((1, 1), np.bool_)),
                  (z, f, f, b1, f), (b1, z, b1, b1, b1, z, b1, b1, f, f, z), np.zeros((1, 1)), np.zeros(1),
                  np.zeros((1, 1), np.bool_), (f_(), f_().astype(np.float32), np.zeros(nth, np.uint8), i_(), f_(), i_(),
                                              f_(), f_().astype(np.float32)),
-                 z, np.zeros((1, 1)), (z.copy(), np.zeros((1, 1)), np.zeros((1, 1)), np.zeros((1, 1, 1), np.bool_)))
+                 z, np.zeros((1, 1)), (z.copy(), np.zeros((1, 1)), np.zeros((1, 1)), np.zeros((1, 1, 1), np.bool_)),
+                 z.copy(), np.zeros(1))
     _intern(i1, z.view(np.uint64))
     _cut_runs(i1, z, f, 4, np.ones(2, dtype=np.bool_))
     _sequential_speck(i1, z32, f, z, z, 1, 0, np.zeros((1, 2)), np.zeros(1), f, f, f, 1, *rec())

@@ -70,12 +70,12 @@ Conv-IAF-SumPool stacks) has the same steps at every timestep for every sample, 
 one compiled call (`kernels._ideal_chain`): each sample's T timesteps on one thread, its
 membranes and scratch in that thread's cache, no Python between steps; the same per-sample
 operations as the step loop, so the same results (tested, tests/test_sim_events_chain.py).
-Threads: with n > 1 numba threads a chain run is one parallel region over the samples; any other
-network's batch is cut into n parts, each run through the whole network by its own thread on 1
-numba thread (`_simulate_split`: the calling thread and persistent workers, each part writing its
-rows of the batch's preallocated results), under the layer order (which keeps every sample's
-steps and event order, so per sample nothing changes) and the ideal policy's interleaved order
-(order-independent sums); other orders stay on one thread.
+Threads: with n > 1 numba threads a chain run cuts its samples into n parts, one compiled call
+per thread (`_on_threads`); any other network's batch is cut into n parts, each run through the
+whole network by its own thread on 1 numba thread (`_simulate_split`: the calling thread and
+persistent workers, each part writing its rows of the batch's preallocated results), under the
+layer order (which keeps every sample's steps and event order, so per sample nothing changes)
+and the ideal policy's interleaved order (order-independent sums); other orders stay on one thread.
 Results: counts per population (summed over T), relay messages per relay (nonzero values, summed
 over T), output (accumulated output currents, mean over
 T), total events (emitted spikes, plus input spike events), synaptic operations (contributions
@@ -1022,7 +1022,7 @@ def _run_chain(run: "_Run", chain: list[tuple[str, str | None]], spikes: list) -
     np.cumsum(first, out=first)
     inputs = (np.concatenate(rows) if rows else np.zeros(0, np.int64),
               np.concatenate(mult).astype(np.float64) if mult else np.zeros(0), first)
-    nth = numba.get_num_threads()
+    nth = numba.get_num_threads()  # (the scratch has a part per thread)
     acc64, marks = run.scratch.runs_scratch(S, np.float64)
     acc32 = run.scratch.runs_scratch(S, np.float32)[0]
     buf = run.scratch.kept("chain_buffers", (4, nth * S))  # (out_n, mult: float64; out_g, rows: int64 views)
@@ -1031,8 +1031,14 @@ def _run_chain(run: "_Run", chain: list[tuple[str, str | None]], spikes: list) -
     nst = len(chain)
     stats = (np.zeros(B, dtype=np.int64), np.zeros((B, nst)), np.zeros((B, nst)), np.zeros((T, nst, B), dtype=bool))
     out_sum = np.zeros((B, out_pos.size))
-    kernels._ideal_chain(T, B, S, runs, w32, inputs, steps, blocks, start, run.state, run.counts, run.dirty,
-                         scratch, out_pos, out_sum, stats)
+    fired, spikes = np.zeros(B, dtype=np.int64), np.zeros(B)  # (per sample: the last step's bursts)
+    cuts = np.linspace(0, B, min(numba.get_num_threads(), B) + 1).round().astype(int)
+
+    def part(i):  # samples cuts[i]:cuts[i + 1] on this thread (the kernel releases the GIL)
+        kernels._ideal_chain(int(cuts[i]), int(cuts[i + 1]), i, T, B, S, runs, w32, inputs, steps, blocks, start,
+                             run.state, run.counts, run.dirty, scratch, out_pos, out_sum, stats, fired, spikes)
+
+    _on_threads(part, len(cuts) - 1)
     syn, spk, peak, nonempty = stats
     run.synops += int(syn.sum())
     for i, (_, c) in enumerate(chain):
@@ -1041,6 +1047,18 @@ def _run_chain(run: "_Run", chain: list[tuple[str, str | None]], spikes: list) -
             run.peak[c] = max(run.peak[c], int(peak[:, i].max(initial=0.0)))
     run.steps += int(nonempty.any(axis=2).sum())
     return out_sum
+
+
+def _on_threads(part, n: int) -> list:
+    """[part(0), ..., part(n - 1)], run at once: part(0) on the calling thread, the others on the
+    persistent workers (`_workers`); returns once every part has ended, raising the first error."""
+    from concurrent.futures import wait
+
+    others = [_workers(n - 1).submit(part, i) for i in range(1, n)] if n > 1 else []
+    try:
+        return [part(0)] + [f.result() for f in others]
+    finally:
+        wait(others)  # no part still writing once this returns or raises
 
 
 def _merge(bts: list[_Batch]) -> _Batch:
@@ -1067,7 +1085,7 @@ def simulate(graph_or_net: Graph | EventNetwork, x, policy: str = "ideal", order
         if threads < 2 or policy not in POLICIES or not (order == "layer" or (order == "interleaved" and
                                                                               policy == "ideal")):
             return _simulate(graph_or_net, x, policy, order, seed, chunk, speck_cap_D, v_min, reference)[0]
-        if policy == "ideal" and order == "layer":  # a chain network runs as one parallel region over the samples
+        if policy == "ideal" and order == "layer":  # a chain run puts its samples on the threads itself
             net = graph_or_net if isinstance(graph_or_net, EventNetwork) else build_network(graph_or_net)
             if _chain_schedule(net) is not None:
                 return _simulate(net, x, policy, order, seed, chunk, speck_cap_D, v_min, reference)[0]
@@ -1105,8 +1123,6 @@ def _simulate_split(graph_or_net, x, policy, order, seed, chunk, speck_cap_D, v_
     round-robin position of an event counts the other samples' events) and the random order
     (drawn from the whole batch's pool) stay on one thread. One join per run, where a parallel
     region per kernel call waited for the slower thread at every call."""
-    from concurrent.futures import wait
-
     import numba
 
     net = graph_or_net if isinstance(graph_or_net, EventNetwork) else build_network(graph_or_net)
@@ -1130,12 +1146,7 @@ def _simulate_split(graph_or_net, x, policy, order, seed, chunk, speck_cap_D, v_
         finally:
             numba.set_num_threads(before)
 
-    pool = _workers(len(cuts) - 2)
-    others = [pool.submit(part, i) for i in range(1, len(cuts) - 1)]
-    try:
-        parts = [part(0)] + [f.result() for f in others]
-    finally:
-        wait(others)  # no part still writing into `into` once this returns or raises
+    parts = _on_threads(part, len(cuts) - 1)
     p0 = parts[0]
     res = EventResult(torch.from_numpy(into.output).reshape((B,) + g.output.shape),
                       {c: torch.from_numpy(a).reshape((B,) + g[c].shape) for c, a in into.counts.items()},
