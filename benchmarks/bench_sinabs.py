@@ -284,7 +284,8 @@ def bench_sinabs64(a) -> int:
 
 def serial_cpu(fn, threads: int, repeats: int) -> tuple[float, float, float, float, float]:
     """Medians over `repeats` calls of `fn` on `threads` numba threads: the CPU time of the event
-    loop's runs (every thread's `runner._simulate`, per-thread CPU clocks), the part of it spent
+    loop's runs (every thread's `runner._simulate`, or on a thread running none, its compiled kernels:
+    a chain run's other threads; per-thread CPU clocks), the part of it spent
     outside the compiled kernels of `snncc.sim.events.kernels` (Python and numpy, which hold the
     GIL: the threads of a batch split wait for each other there), the longest run's CPU time, the
     whole call's process CPU time and the calling thread's CPU outside its own run (input checks,
@@ -324,7 +325,10 @@ def serial_cpu(fn, threads: int, repeats: int) -> tuple[float, float, float, flo
             p0, m0 = time.process_time(), time.thread_time()
             fn()
             call, main = time.process_time() - p0, time.thread_time() - m0
-            runs = [v for (_, k), v in cpu.items() if k == "run"]
+            # per thread: its run's CPU, or, on a thread that ran no `_simulate` (a chain run's
+            # other threads, `runner._run_chain`: one kernel call each), its kernels' CPU
+            tids = {t for t, _ in cpu}
+            runs = [cpu.get((t, "run"), cpu.get((t, "kernel"), 0.0)) for t in tids]
             total, inside = sum(runs), sum(v for (_, k), v in cpu.items() if k == "kernel")
             own = cpu.get((threading.get_ident(), "run"), 0.0)
             rows.append((total, total - inside, max(runs), call, main - own))
