@@ -178,3 +178,30 @@ def test_T_recorded_with_the_checkpoint_is_used_and_a_disagreeing_timesteps_warn
     assert p.returncode == 0, p.stderr
     assert "snncc: warning: --timesteps 2 differs from the T = 4 recorded with the checkpoint" in p.stderr
     assert json.load(open(tmp_path / "b" / "manifest.json"))["T"] == 2
+
+
+def test_single_step_program_over_T_timesteps_warns_that_its_neurons_deploy_stateless(tmp_path):
+    """The shipped event model's `.pt2` is its single-step module exported at batch 1: the membrane
+    the module carries between calls is not in the program. Compiled with --timesteps 4 by the
+    installed command, its neurons deploy stateless (the module path deploys them stateful: the
+    README's 95% against 88% on the test set) and one warning says so and what deploys them as
+    trained; at T = 1 there is nothing to carry and no warning."""
+    import snncc
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    pt2 = os.path.join(root, "examples", "events", "artifacts", "speck_cnn.pt2")
+    exe = os.path.join(os.path.dirname(sys.executable), "snncc")
+    p = subprocess.run([exe, "compile", pt2, "--timesteps", "4", "--input-kind", "spike", "-o", str(tmp_path / "a")],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    warned = [ln for ln in p.stderr.splitlines() if "holds no neuron state" in ln]
+    assert warned == [f"snncc: warning: {pt2}: the program is one timestep and holds no neuron state (a membrane a "
+                      f"module keeps between calls is not exported), so its 3 neuron layers deploy stateless over "
+                      f"T = 4: every timestep starts from the initial membrane. A model whose neurons carry their "
+                      f"membrane across timesteps deploys as trained from its module or state_dict (--model-def), or "
+                      f"from a program of the whole sequence (--input-layout)"], p.stderr
+    fires = snncc.load(str(tmp_path / "a")).deployed.neurons()
+    assert len(fires) == 3 and not any(n.attrs["stateful"] for n in fires)
+    p = subprocess.run([exe, "compile", pt2, "--input-kind", "spike", "-o", str(tmp_path / "b")],
+                       capture_output=True, text=True)
+    assert p.returncode == 0 and "neuron state" not in p.stderr, p.stderr
