@@ -264,9 +264,7 @@ class _Run:
         # ideal, plain network: membranes and counts in channel-last order for the whole run
         # (kernels.IdealQ; the counts are read out in slot order once, at the end of `_simulate`)
         self.q = None
-        if (policy == "ideal" and not gated and not self._special and not self.relays and not self.pools
-                and net.graph.inputs[0].kind == SPIKE and net.enabled.all()
-                and (net.leak is None or not (net.leak != 1.0).any())):
+        if policy == "ideal" and _plain_ideal(net, self.flat):
             self.q = kernels.IdealQ.of(net, self._theta_slot, self._fire_slot, self._cap_all)
             # per population and sample: False where the population is clean (every neuron that can
             # fire below its bound, `kernels.complete_burst_q`); its completion then sweeps only what
@@ -277,13 +275,7 @@ class _Run:
             self._fed = {s: [i for i, c in enumerate(net.consumers) if s in net.sources_of[c]] for s in net.tables}
         # layer order, q order: a source whose table reaches one population, fed by it alone, completes
         # it with its step's delivery, and the delivery kernel fires it (`deliver_ideal`)
-        self._fuse = {}
-        if self.q is not None and order == "layer":
-            for c in self.populations:
-                if len(net.sources_of[c]) == 1 and event_op(net.graph[c]).neuron:
-                    src = net.sources_of[c][0]
-                    if sum(src in net.sources_of[d] for d in self.populations) == 1:
-                        self._fuse[src] = c
+        self._fuse = _fused(net, self.populations) if self.q is not None and order == "layer" else {}
         self.row_base = dict(zip(self.flat.names, self.flat.base.tolist()))
         # counts (in q order or slot order) live in the scratch, all zeros between runs: `_simulate`
         # reads them out and zeroes them (no batch-sized allocation and zeroing per run)
@@ -920,13 +912,36 @@ def _give_back(net: EventNetwork, sc: kernels.Scratch) -> None:
 _SCRATCH_LOCK = threading.Lock()
 
 
+def _plain_ideal(net: EventNetwork, flat: kernels.FlatTables) -> bool:
+    """Whether an ideal run keeps its membranes and counts channel-last (`kernels.IdealQ`): spike
+    input, no SSC gates, relays, max pools, leaks, disabled slots or neuron kinds beyond the
+    soft-reset one (`neuron_features`)."""
+    g = net.graph
+    return (g.inputs[0].kind == SPIKE and not net.gates and not flat.gated and not net.max_pools
+            and net.enabled.all() and (net.leak is None or not (net.leak != 1.0).any())
+            and not any(event_op(g[c]).graded or (event_op(g[c]).neuron and neuron_features(g[c].attrs))
+                        for c in net.consumers))
+
+
+def _fused(net: EventNetwork, pops: list[str]) -> dict[str, str]:
+    """{source: the population its delivery completes} (the ideal policy's layer order in q order,
+    `deliver_ideal`'s fused completion): a neuron population with one source that feeds no other
+    population."""
+    fuse = {}
+    for c in pops:
+        if len(net.sources_of[c]) == 1 and event_op(net.graph[c]).neuron:
+            src = net.sources_of[c][0]
+            if sum(src in net.sources_of[d] for d in pops) == 1:
+                fuse[src] = c
+    return fuse
+
+
 def _chain_schedule(net: EventNetwork) -> list[tuple[str, str | None]] | None:
     """The ideal policy's layer order on a chain network as a fixed list of steps [(source, the
     population its delivery completes, or None)], or None where the network is not one. A chain:
-    the conditions of the runner's channel-last membranes (`kernels.IdealQ`: no SSC gates, relays,
-    max pools, leaks, disabled slots or neuron kinds beyond the soft-reset one; spike input), the
-    input's delivery completing one population (`_Run._fuse`: it is that population's only
-    source and feeds no other), that population's bursts completing the next, and so on, the last
+    the conditions of the runner's channel-last membranes (`_plain_ideal`), the
+    input's delivery completing one population (`_fused`: it is that population's only source
+    and feeds no other), that population's bursts completing the next, and so on, the last
     source (if any) feeding only the output; every population and every source on the chain.
     Each step then has at most one batch of events, so the runner's step order is this list at
     every timestep, for every sample (`kernels._ideal_chain` runs it per sample). Kept on the network."""
@@ -937,17 +952,8 @@ def _chain_schedule(net: EventNetwork) -> list[tuple[str, str | None]] | None:
     inp = g.inputs[0]
     flat = _flat_tables(net)
     pops = [c for c in net.consumers if event_op(g[c]).leaf]
-    plain = (inp.kind == SPIKE and inp.name in net.tables and not net.gates and not flat.gated
-             and not net.max_pools and net.enabled.all() and (net.leak is None or not (net.leak != 1.0).any())
-             and not any(event_op(g[c]).graded for c in net.consumers)
-             and not any(event_op(g[c]).neuron and neuron_features(g[c].attrs) for c in net.consumers))
-    if plain:
-        fuse = {}  # (`_Run._fuse`)
-        for c in pops:
-            if len(net.sources_of[c]) == 1 and event_op(g[c]).neuron:
-                src = net.sources_of[c][0]
-                if sum(src in net.sources_of[d] for d in pops) == 1:
-                    fuse[src] = c
+    if inp.name in net.tables and _plain_ideal(net, flat):
+        fuse = _fused(net, pops)
         steps, src = [], inp.name
         while src is not None and len(steps) <= len(net.tables):
             c = fuse.get(src)
