@@ -285,11 +285,10 @@ def _timesteps(g: Graph, loaded: LoadedModel) -> int:
 
 
 def _warn_stateless_steps(g: Graph, loaded: LoadedModel) -> None:
-    """A single-step program run over T > 1 timesteps (T from --timesteps or the checkpoint's
-    sidecar) whose neurons keep no state in the program: torch.export keeps none of a module's
-    Python attributes, so a membrane the module carried from one call to the next is not in it,
-    and the neurons deploy stateless (each timestep starts from the initial membrane). One
-    warning, naming what deploys them stateful."""
+    """A single-step program run over T > 1 timesteps (`--timesteps`) whose neurons keep no state
+    in the program: torch.export keeps none of a module's Python attributes, so a membrane the
+    module carried from one call to the next is not in it, and the neurons deploy stateless (each
+    timestep starts from the initial membrane). One warning, naming what deploys them stateful."""
     fires = g.neurons()
     if g.T > 1 and not loaded.layout and not g.meta.get("model_T") and fires and \
             not any(n.attrs.get("stateful") for n in fires):
@@ -297,9 +296,10 @@ def _warn_stateless_steps(g: Graph, loaded: LoadedModel) -> None:
 
         warnings.warn(f"{loaded.source or 'the program'}: the program is one timestep and holds no neuron state (a "
                       f"membrane a module keeps between calls is not exported), so its {len(fires)} neuron layers "
-                      f"deploy stateless over T = {g.T}: every timestep starts from the initial membrane. A model whose "
-                      f"neurons carry their membrane across timesteps deploys as trained from its module or state_dict "
-                      f"(--model-def), or from a program of the whole sequence (--input-layout)", stacklevel=2)
+                      f"deploy stateless over T = {g.T}: every timestep starts from the initial membrane. A model "
+                      f"whose neurons carry their membrane across timesteps deploys as trained from its module or "
+                      f"state_dict (--model-def), or from a program of the whole sequence (--input-layout)",
+                      stacklevel=2)
 
 
 def _program_input_shape(ep, path, whole: bool = False) -> tuple[int, ...]:

@@ -564,8 +564,8 @@ def _ideal_chain(b0, b1, tid, T, B, S, runs, weights32, inputs, steps, blocks, s
     without completing anything), every sample's T timesteps on one thread (samples are
     independent; this call runs samples b0:b1 on the calling thread, its scratch at `tid`, and
     `runner._run_chain` makes one call per thread: a plain function, where a parallel loop over
-    the samples compiled its whole body a second time, 20 s more of JIT): per timestep the start (`_start_sample`, the populations' clean/dirty flags as
-    `runner._Run._start_flags` sets them), then each step's events through `_runs_sample` (the
+    the samples compiled its whole body a second time, 20 s more of JIT): per timestep the start
+    (`_start_sample`, the populations' clean/dirty flags as `runner._Run._start_flags` sets them), then each step's events through `_runs_sample` (the
     delivery and fused completion `_ideal_runs` runs per sample), its bursts the next step's
     events, then the output membranes added into out_sum. The same per-sample operations, in the
     same order, as the runner's timestep loop over `deliver_ideal` calls, so the same values:
@@ -608,7 +608,6 @@ def _ideal_chain(b0, b1, tid, T, B, S, runs, weights32, inputs, steps, blocks, s
                 for p in range(npop):
                     if sets1[p]:
                         dirty[p, b] = val1[p]
-            n = 0
             for s in range(nsteps):
                 if s == 0:  # the input's events of (t, b)
                     e0, e1 = in_first[t * B + b], in_first[t * B + b + 1]
@@ -2196,12 +2195,12 @@ def compile_seconds() -> float:
         for counters in (False, True):
             _sequential_speck_cl(z, z, i1, z, i1[1:], z, w, z, z, z, 1, 0, np.zeros(1), c32, np.zeros(1), f, f, f,
                                  *rec(), z.copy(), np.zeros(1, np.uint8), z.copy(), counters, np.zeros(2))
+        _sequential_greedy_cl(z, z, i1, z, i1[1:], z, w, z, z, z, 1, 0, np.zeros(1), c32, np.zeros(1), f, f, f, f, f,
+                              *rec())
     for counters in (False, True):  # a float32 speck run (`ChannelLast.f32`)
         _sequential_speck_cl(z, z, i1, z, i1[1:], z, f32, z, z, z, 1, 0, np.zeros(1, np.float32), c32, np.zeros(1),
                              f32, f32, f, *rec(), z.copy(), np.zeros(1, np.uint8), z.copy(), counters,
                              np.zeros(2, np.float32))
-        _sequential_greedy_cl(z, z, i1, z, i1[1:], z, w, z, z, z, 1, 0, np.zeros(1), c32, np.zeros(1), f, f, f, f, f,
-                              *rec())
     _sample_order(z)
     event_rows(z, 1, 0, z, z.copy(), z.copy())
     input_spikes(np.zeros((1, 1)))

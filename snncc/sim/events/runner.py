@@ -1016,18 +1016,18 @@ def _run_chain(run: "_Run", chain: list[tuple[str, str | None]], spikes: list) -
             (s_base, s_lo, s_hi, s_div, s_pop, s_abs, scale, s_bp, s_fed), blocks, start,
             np.ascontiguousarray(rt.pos[o[0]:o[1]], dtype=np.int64))
     runs, w32, steps, blocks, start, out_pos = arrays
-    n_in = net.tables[inp].n
     first = np.zeros(T * B + 1, dtype=np.int64)
     rows, mult = [], []
-    for t, (gid, m) in enumerate(spikes):
-        b = gid // n_in
-        rows.append(run.row_base[inp] + gid - b * n_in)
-        mult.append(m)
-        first[t * B + 1:(t + 1) * B + 1] = np.bincount(b, minlength=B)
+    for t, (gid, m) in enumerate(spikes):  # each timestep's events as rows per sample (`deliver_ideal`'s)
+        r, ms, fb, _, _ = kernels._ideal_events(gid, net.tables[inp].n, run.row_base[inp],
+                                                np.asarray(m, dtype=np.float64), run.flat.indptr, B, False)
+        rows.append(r)
+        mult.append(ms)
+        first[t * B + 1:(t + 1) * B + 1] = np.diff(fb)
         run.events[inp] += int(m.sum())
     np.cumsum(first, out=first)
     inputs = (np.concatenate(rows) if rows else np.zeros(0, np.int64),
-              np.concatenate(mult).astype(np.float64) if mult else np.zeros(0), first)
+              np.concatenate(mult) if mult else np.zeros(0), first)
     nth = numba.get_num_threads()  # (the scratch has a part per thread)
     acc64, marks = run.scratch.runs_scratch(S, np.float64)
     acc32 = run.scratch.runs_scratch(S, np.float32)[0]
@@ -1037,12 +1037,12 @@ def _run_chain(run: "_Run", chain: list[tuple[str, str | None]], spikes: list) -
     nst = len(chain)
     stats = (np.zeros(B, dtype=np.int64), np.zeros((B, nst)), np.zeros((B, nst)), np.zeros((T, nst, B), dtype=bool))
     out_sum = np.zeros((B, out_pos.size))
-    fired, spikes = np.zeros(B, dtype=np.int64), np.zeros(B)  # (per sample: the last step's bursts)
-    cuts = np.linspace(0, B, min(numba.get_num_threads(), B) + 1).round().astype(int)
+    fired, fired_spikes = np.zeros(B, dtype=np.int64), np.zeros(B)  # (per sample: the last step's bursts)
+    cuts = np.linspace(0, B, min(nth, B) + 1).round().astype(int)
 
     def part(i):  # samples cuts[i]:cuts[i + 1] on this thread (the kernel releases the GIL)
         kernels._ideal_chain(int(cuts[i]), int(cuts[i + 1]), i, T, B, S, runs, w32, inputs, steps, blocks, start,
-                             run.state, run.counts, run.dirty, scratch, out_pos, out_sum, stats, fired, spikes)
+                             run.state, run.counts, run.dirty, scratch, out_pos, out_sum, stats, fired, fired_spikes)
 
     _on_threads(part, len(cuts) - 1)
     syn, spk, peak, nonempty = stats
