@@ -155,54 +155,59 @@ def sinabs_counts(m, xs: torch.Tensor) -> list[torch.Tensor]:
 
 def per_layer(dep, shape, gen, a) -> None:
     """SynOps per CPU second of each layer of sinabs64 under the ideal policy (the issue's target
-    reads ">= 2e9 SynOps/s per core on conv layers"): every delivery into a layer is one call of
-    `kernels.deliver_ideal` (its events' rows, the SIMD adds, the flush and, fused, the layer's
-    firing), timed with the process's CPU clock around each call over `repeats` runs; its SynOps are
-    the call's own count. The whole run's rate (the table above) also holds the per-run work no
-    layer owns (input reading and checking, timestep starts, the counts read out). Measured in the
-    event loop that runs one kernel call per step (sinabs64 is a chain, which `simulate` runs as one
-    compiled call, `runner._chain_schedule`: the same per-sample work, with no per-layer clock)."""
+    reads ">= 2e9 SynOps/s per core on conv layers"), in the run `simulate` does: sinabs64 is a
+    chain, run as one compiled call (`runner._chain_schedule`, `kernels._ideal_chain`), which counts
+    each step's synaptic ops and cycle-counter ticks (`kernels._cycles`) and the ticks of the whole
+    call (`net.derived["chain_profile"]`). A step is the delivery into one layer (its events' rows,
+    the SIMD adds, the flush and, fused, the layer's firing); its CPU time is its share of the
+    call's ticks times the call's CPU time (process clock), summed over `repeats` runs. The rest
+    of the call (timestep starts, the output read) and of the run (input reading and checking,
+    the counts read out) belongs to no layer: the whole run's rate is the table above."""
     import time
 
-    from snncc.sim.events import kernels, runner
+    from snncc.sim.events import kernels
 
     net = dep._event_net
     into = {s: next(c for c in net.consumers if s in net.sources_of[c]) for s in net.tables}
     g = dep.deployed
     feeds = {n.name: g[n.inputs[0]].op for n in g.nodes if n.op == "fire"}  # the op each layer's neurons read
-    orig = kernels.deliver_ideal
+    orig = kernels._ideal_chain
     rows = [("rate", "layer", "SynOps/batch", "CPU ms/batch", "SynOps/CPU s", ">= 2e9 (convs)")]
+    if not kernels._CYCLE_COUNTER:
+        print("sinabs64 per layer: not measured (no cycle counter read on this machine, `kernels._cycles`)")
+        return
     for rate in (0.01, 0.02, 0.05):
         xs = torch.poisson(torch.full((a.batch * T64,) + shape, rate), generator=gen)
         acc: dict[str, list[float]] = {}
+        cpu = [0.0]
 
-        def timed(flat, gopen, src, *args, **kw):
+        def timed(*args):
             c0 = time.process_time()
-            r = orig(flat, gopen, src, *args, **kw)
-            c = acc.setdefault(into[flat.names[src]], [0.0, 0])
-            c[0] += time.process_time() - c0
-            c[1] += r[0] if isinstance(r, tuple) else r
-            return r
+            orig(*args)
+            cpu[0] += time.process_time() - c0
 
-        chain = runner._chain_schedule
-        runner._chain_schedule = lambda net: None  # the step loop: a kernel call per delivery
+        dep.simulate(xs, schedule="event", layout="B*T")  # (warm)
+        kernels._ideal_chain = timed
         try:
-            dep.simulate(xs, schedule="event", layout="B*T")  # (warm)
-            kernels.deliver_ideal = timed
             for _ in range(a.repeats):
+                cpu[0] = 0.0
                 dep.simulate(xs, schedule="event", layout="B*T")
+                p = net.derived["chain_profile"]
+                for (src, _), syn, ticks in zip(p["steps"], p["synops"], p["ticks"]):
+                    c = acc.setdefault(into[src], [0.0, 0])
+                    c[0] += cpu[0] * ticks / p["total"]
+                    c[1] += int(syn)
         finally:
-            kernels.deliver_ideal = orig
-            runner._chain_schedule = chain
-        for c, (cpu, syn) in acc.items():
+            kernels._ideal_chain = orig
+        for c, (sec, syn) in acc.items():
             if c in feeds:
-                r = syn / cpu
+                r = syn / sec
                 goal = ("met" if r >= 2e9 else "MISSED") if feeds[c] == "conv" else "-"
                 rows.append((f"{rate:g}", f"{feeds[c]} -> {c}", f"{syn // a.repeats:,}",
-                             f"{cpu / a.repeats * 1e3:.2f}", f"{r:.3g}", goal))
+                             f"{sec / a.repeats * 1e3:.2f}", f"{r:.3g}", goal))
     print_table(f"sinabs64 per layer, ideal policy: SynOps per CPU second of the deliveries into each layer "
-                f"(with its fused firing), in the event loop's one kernel call per step (the chain run above does "
-                f"the same work in one call), {a.repeats} runs per rate, 1 thread", rows)
+                f"(with its fused firing), each step's share of the chain run's cycle-counter ticks times the "
+                f"kernel call's CPU time, {a.repeats} runs per rate, 1 thread", rows)
 
 
 def sinabs_forward(m, xs: torch.Tensor) -> torch.Tensor:

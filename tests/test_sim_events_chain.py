@@ -111,3 +111,38 @@ def test_chain_run_on_two_threads_is_one_parallel_region_equal_to_one_thread(mon
     assert split == []
     _equal(two, one)
     assert sum(int(c.sum()) for c in one.counts.values()) > 30
+
+
+def test_chain_profile_counts_each_steps_synops_as_the_step_loop_and_its_ticks(monkeypatch):
+    """The chain run's profile (`net.derived["chain_profile"]`, read by benchmarks/bench_sinabs.py's
+    per-layer table): per step the synaptic ops of its deliveries, equal to the step loop's
+    `deliver_ideal` counts per source summed over the run, and its cycle-counter ticks (x86:
+    positive for a step with events, all steps within the whole call's ticks; elsewhere 0)."""
+    from snncc.sim.events import kernels
+
+    g = _conv_pool_conv(2, (10, 12), (4, 6), (1.0, 1.25), (0.4, 0.5), T=3)
+    gen = torch.Generator().manual_seed(4)
+    x = torch.poisson(torch.full((3, 4, 2, 10, 12), 0.3), generator=gen).clamp(max=3).to(F64)
+    net = build_network(g)
+    per_src = {}
+    real = kernels.deliver_ideal
+
+    def counted(flat, gopen, src, *a, **kw):
+        r = real(flat, gopen, src, *a, **kw)  # (synops, or with a fused completion (synops, bursts))
+        per_src[flat.names[src]] = per_src.get(flat.names[src], 0) + (r[0] if isinstance(r, tuple) else r)
+        return r
+
+    (fast, _, _), _ = _both(net, x, monkeypatch)
+    prof = net.derived["chain_profile"]
+    with monkeypatch.context() as m:
+        m.setattr(runner_mod, "_chain_schedule", lambda net: None)
+        m.setattr(kernels, "deliver_ideal", counted)
+        slow, _ = runner_mod._simulate(net, x, "ideal", "layer")
+    assert [s for s, _ in prof["steps"]] == list(net.tables) == list(per_src)
+    assert [int(v) for v in prof["synops"]] == [per_src[s] for s, _ in prof["steps"]]
+    assert sum(per_src.values()) == fast.synops == slow.synops > 1000
+    ticks, total = prof["ticks"], prof["total"]
+    if kernels._CYCLE_COUNTER:
+        assert (ticks > 0).all() and ticks.sum() <= total
+    else:
+        assert not ticks.any() and total == 0

@@ -56,6 +56,7 @@ HOME) the kernels compile in memory for each process instead, with one warning (
 
 from __future__ import annotations
 
+import platform
 import time
 
 import numba
@@ -125,6 +126,26 @@ def _lowest_bit(typingctx, x):
         fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i64, [i64, ir.IntType(1)]),
                                             "llvm.cttz.i64")
         return builder.call(fn, [args[0], ir.IntType(1)(1)])
+
+    return sig, codegen
+
+
+_CYCLE_COUNTER = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+
+
+@intrinsic
+def _cycles(typingctx):
+    """The CPU's cycle counter (x86's constant-rate `rdtsc`, through LLVM's `llvm.readcyclecounter`),
+    for the chain run's per-step profile (`_ideal_chain`); 0 on other machines, where reading it
+    may trap in user mode. No effect on any value."""
+    sig = types.uint64()
+
+    def codegen(context, builder, signature, args):
+        if not _CYCLE_COUNTER:
+            return ir.Constant(ir.IntType(64), 0)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(64), []),
+                                            "llvm.readcyclecounter")
+        return builder.call(fn, [])
 
     return sig, codegen
 
@@ -597,15 +618,16 @@ def _ideal_chain(b0, b1, tid, T, B, S, runs, weights32, inputs, steps, blocks, s
     source (< 0: never float32), float32 scale 2^exp, offset of its block tables, (nsteps, pops)
     consumers fed); blocks: (bpat, thq, loq, fireq, capq) of every completing step, concatenated;
     start: (reset, touched q, sets, val) for t = 0 and t > 0, betaq, constq, inv; scratch per thread
-    (acc64, acc32, marks, out_g, out_n, rows, mult, mult32); stats: (synops per sample, spikes and
-    peak per sample and step, (T, steps, B) whether a step had events)."""
+    (acc64, acc32, marks, out_g, out_n, rows, mult, mult32); stats: (synops, spikes and peak per
+    sample and step, (T, steps, B) whether a step had events, cycles per sample and step and, in the
+    last column, of the sample's whole run: `_cycles`, the profile `runner._run_chain` keeps)."""
     pat, base, ptr, rel, length, woff, weights, seg, indptr = runs
     in_rows, in_mult, in_first = inputs
     s_base, s_lo, s_hi, s_div, s_pop, s_abs, scale, s_bp, s_fed = steps
     bpat_all, thq, loq, fireq, capq = blocks
     reset0, touch0, sets0, val0, reset1, touch1, sets1, val1, betaq, constq, inv = start
     acc64, acc32, marks, out_g, out_n, rbuf, mbuf, m32buf = scratch
-    syn_b, spk, peak, nonempty = stats
+    syn_st, spk, peak, nonempty, cyc = stats
     vq = state.ravel()  # a view: the runner's state is C-contiguous, one column
     nsteps = s_base.size
     npop = dirty.shape[0]
@@ -614,7 +636,7 @@ def _ideal_chain(b0, b1, tid, T, B, S, runs, weights32, inputs, steps, blocks, s
     moff = tid * (S // BURST_BLOCK + 1)
     for b in range(b0, b1):
         off = b * S
-        syn = 0
+        c_run = _cycles()
         for t in range(T):
             if t == 0:
                 _start_sample(vq, np.uint64(1), nok, betaq, constq, reset0, np.uint64(off), S, touch0, False)
@@ -627,6 +649,7 @@ def _ideal_chain(b0, b1, tid, T, B, S, runs, weights32, inputs, steps, blocks, s
                     if sets1[p]:
                         dirty[p, b] = val1[p]
             for s in range(nsteps):
+                c_step = _cycles()
                 if s == 0:  # the input's events of (t, b)
                     e0, e1 = in_first[t * B + b], in_first[t * B + b + 1]
                     n = e1 - e0
@@ -640,10 +663,12 @@ def _ideal_chain(b0, b1, tid, T, B, S, runs, weights32, inputs, steps, blocks, s
                         mbuf[aoff + i] = out_n[aoff + i]
                 nonempty[t, s, b] = n > 0
                 mmax = 0.0
+                syn = 0
                 for i in range(aoff, aoff + n):
                     r = rbuf[i]
                     syn += (indptr[r + 1] - indptr[r]) * np.int64(mbuf[i])
                     mmax = max(mmax, mbuf[i])
+                syn_st[b, s] += syn
                 lo, hi = s_lo[s], s_hi[s]
                 pd = dirty[max(s_pop[s], 0)]
                 bp = bpat_all[s_bp[s]:s_bp[s + 1]]
@@ -673,9 +698,10 @@ def _ideal_chain(b0, b1, tid, T, B, S, runs, weights32, inputs, steps, blocks, s
                     for p in range(npop):
                         if s_fed[s, p]:
                             dirty[p, b] = True
+                cyc[b, s] += _cycles() - c_step
             for i in range(out_pos.size):
                 out_sum[b, i] += vq[off + out_pos[i]]
-        syn_b[b] = syn
+        cyc[b, nsteps] += _cycles() - c_run
 
 
 @_njit(nogil=True)
@@ -2213,7 +2239,8 @@ def compile_seconds() -> float:
                  (z, f, f, b1, f), (b1, z, b1, b1, b1, z, b1, b1, f, f, z), np.zeros((1, 1)), np.zeros(1),
                  np.zeros((1, 1), np.bool_), (f_(), f_().astype(np.float32), np.zeros(nth, np.uint8), i_(), f_(), i_(),
                                              f_(), f_().astype(np.float32)),
-                 z, np.zeros((1, 1)), (z.copy(), np.zeros((1, 1)), np.zeros((1, 1)), np.zeros((1, 1, 1), np.bool_)),
+                 z, np.zeros((1, 1)), (np.zeros((1, 1), np.int64), np.zeros((1, 1)), np.zeros((1, 1)),
+                                           np.zeros((1, 1, 1), np.bool_), np.zeros((1, 2), np.uint64)),
                  z.copy(), np.zeros(1))
     _intern(i1, z.view(np.uint64))
     _cut_runs(i1, z, f, 4, np.ones(2, dtype=np.bool_))

@@ -1035,7 +1035,8 @@ def _run_chain(run: "_Run", chain: list[tuple[str, str | None]], spikes: list) -
     scratch = (acc64, acc32, marks, buf[0].view(np.int64), buf[1], buf[2].view(np.int64), buf[3],
                run.scratch.kept("chain_mult32", (nth * S,), np.float32))
     nst = len(chain)
-    stats = (np.zeros(B, dtype=np.int64), np.zeros((B, nst)), np.zeros((B, nst)), np.zeros((T, nst, B), dtype=bool))
+    stats = (np.zeros((B, nst), dtype=np.int64), np.zeros((B, nst)), np.zeros((B, nst)),
+             np.zeros((T, nst, B), dtype=bool), np.zeros((B, nst + 1), dtype=np.uint64))
     out_sum = np.zeros((B, out_pos.size))
     fired, fired_spikes = np.zeros(B, dtype=np.int64), np.zeros(B)  # (per sample: the last step's bursts)
     cuts = np.linspace(0, B, min(nth, B) + 1).round().astype(int)
@@ -1045,8 +1046,13 @@ def _run_chain(run: "_Run", chain: list[tuple[str, str | None]], spikes: list) -
                              run.state, run.counts, run.dirty, scratch, out_pos, out_sum, stats, fired, fired_spikes)
 
     _on_threads(part, len(cuts) - 1)
-    syn, spk, peak, nonempty = stats
+    syn, spk, peak, nonempty, cyc = stats
     run.synops += int(syn.sum())
+    # the last run's profile: per step its synaptic ops and cycle-counter ticks (`kernels._cycles`:
+    # x86's constant-rate counter, 0 elsewhere), and the ticks of the whole kernel call (benchmarks
+    # turn a step's share of these into its part of the run's CPU time)
+    net.derived["chain_profile"] = {"steps": list(chain), "synops": syn.sum(axis=0),
+                                    "ticks": cyc[:, :nst].sum(axis=0).astype(np.int64), "total": int(cyc[:, nst].sum())}
     for i, (_, c) in enumerate(chain):
         if c is not None:
             run.events[c] += int(spk[:, i].sum())
