@@ -146,3 +146,25 @@ def test_chain_profile_counts_each_steps_synops_as_the_step_loop_and_its_ticks(m
         assert (ticks > 0).all() and ticks.sum() <= total
     else:
         assert not ticks.any() and total == 0
+
+
+def test_chain_run_with_biases_and_a_reset_value_equals_the_step_loop(monkeypatch):
+    """The chain run's first timestep sets every membrane to beta + const at once (`init0`, not a
+    per-slot reset): with a bias on the first conv (a constant current every timestep: its
+    population starts dirty) and a nonzero reset value on the second population, the chain run
+    equals the step loop bit for bit and the reference executor's counts."""
+    g = _conv_pool_conv(5, (8, 10), (3, 4), (1.0, 1.25), (0.3, 0.5), T=3)
+    g["c1"].params["bias"] = np.array([0.375, -0.25, 0.125])
+    g["B"].attrs["beta"] = 0.5
+    g = g.infer()
+    gen = torch.Generator().manual_seed(6)
+    x = torch.poisson(torch.full((3, 4, 2, 8, 10), 0.2), generator=gen).clamp(max=3).to(F64)
+    net = build_network(g)
+    assert net.const.any() and net.beta.any()
+    (fast, fstate, fq), (slow, sstate, sq) = _both(net, x, monkeypatch)
+    _equal(fast, slow)
+    assert fq and sq and np.array_equal(fstate, sstate)
+    ref = run(g, x)
+    for k in ref.counts:
+        assert torch.equal(fast.counts[k], ref.counts[k]), k
+    assert int(fast.counts["A"].sum()) > 10 and int(fast.counts["B"].sum()) > 10

@@ -617,7 +617,8 @@ def _ideal_chain(b0, b1, tid, T, B, S, runs, weights32, inputs, steps, blocks, s
     the step's source, lo, hi (hi == lo: no completion), divide, population index, in_abs of the
     source (< 0: never float32), float32 scale 2^exp, offset of its block tables, (nsteps, pops)
     consumers fed); blocks: (bpat, thq, loq, fireq, capq) of every completing step, concatenated;
-    start: (reset, touched q, sets, val) for t = 0 and t > 0, betaq, constq, inv; scratch per thread
+    start: (sets, val) for t = 0, (reset, touched q, sets, val) for t > 0, betaq, constq, inv and
+    init0, the membranes t = 0 leaves (it resets every slot: beta + const, `runner._run_chain`); scratch per thread
     (acc64, acc32, marks, out_g, out_n, rows, mult, mult32); stats: (synops, spikes and peak per
     sample and step, (T, steps, B) whether a step had events, cycles per sample and step and, in the
     last column, of the sample's whole run: `_cycles`, the profile `runner._run_chain` keeps)."""
@@ -625,7 +626,8 @@ def _ideal_chain(b0, b1, tid, T, B, S, runs, weights32, inputs, steps, blocks, s
     in_rows, in_mult, in_first = inputs
     s_base, s_lo, s_hi, s_div, s_pop, s_abs, scale, s_bp, s_fed = steps
     bpat_all, thq, loq, fireq, capq = blocks
-    reset0, touch0, sets0, val0, reset1, touch1, sets1, val1, betaq, constq, inv = start
+    sets0, val0, reset1, touch1, sets1, val1, betaq, constq, inv, init0 = start
+    init_zero = not np.any(init0.view(np.uint64))
     acc64, acc32, marks, out_g, out_n, rbuf, mbuf, m32buf = scratch
     syn_st, spk, peak, nonempty, cyc = stats
     vq = state.ravel()  # a view: the runner's state is C-contiguous, one column
@@ -638,8 +640,14 @@ def _ideal_chain(b0, b1, tid, T, B, S, runs, weights32, inputs, steps, blocks, s
         off = b * S
         c_run = _cycles()
         for t in range(T):
-            if t == 0:
-                _start_sample(vq, np.uint64(1), nok, betaq, constq, reset0, np.uint64(off), S, touch0, False)
+            if t == 0:  # every slot reset: the membranes are init0 = beta + const
+                u = np.uint64(off)
+                if init_zero:  # (all +0.0 bits: a fill that reads nothing)
+                    for q in range(np.uint64(S)):
+                        vq[u + q] = 0.0
+                else:
+                    for q in range(np.uint64(S)):
+                        vq[u + q] = init0[q]
                 for p in range(npop):
                     if sets0[p]:
                         dirty[p, b] = val0[p]
@@ -2236,7 +2244,7 @@ def compile_seconds() -> float:
     f_, i_ = lambda: np.zeros(nth), lambda: np.zeros(nth, np.int64)  # noqa: E731
     _ideal_chain(0, 1, 0, 1, 1, 1, (z, z, i1, z, i1[1:], z, f, seg, i1), f32, (z, f, i1),
                  (z, z, i1[1:], b1, z, f, 1.0, i1, np.zeros((1, 1), np.bool_)),
-                 (z, f, f, b1, f), (b1, z, b1, b1, b1, z, b1, b1, f, f, z), np.zeros((1, 1)), np.zeros(1),
+                 (z, f, f, b1, f), (b1, b1, b1, z, b1, b1, f, f, z, f), np.zeros((1, 1)), np.zeros(1),
                  np.zeros((1, 1), np.bool_), (f_(), f_().astype(np.float32), np.zeros(nth, np.uint8), i_(), f_(), i_(),
                                              f_(), f_().astype(np.float32)),
                  z, np.zeros((1, 1)), (np.zeros((1, 1), np.int64), np.zeros((1, 1)), np.zeros((1, 1)),
