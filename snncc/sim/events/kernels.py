@@ -532,24 +532,6 @@ def _runs_sample(pat, base, ptr, rel, length, woff, weights, rows, e0, e1, mult,
     wrote = 0  # targets written (with repeats): a delivery of over half the population sweeps it whole
     mark = hi > lo and not dirty[b]  # (off while a run leaves [lo, hi): checked, not assumed)
     for e in range(e0, e1):
-        # the run tables of later events, requested in stages (`_prefetch`), each stage reading
-        # what an earlier one brought in (the pattern 16 events ahead, its run pointer 8 ahead,
-        # its runs 4 ahead, its first weight block 2 ahead): an event's tables are a chain of
-        # dependent loads (row -> pattern -> runs -> weights). sinabs64, batch 16, the two
-        # variants alternated in one process: 5-8% less CPU per run at rates 0.01-0.02, none at
-        # 0.05. Written out here and in `_sequential_speck_cl`: as a numba function, inlined or
-        # called, it stopped the vectorisation of the adds below (runs 1.5-2x slower).
-        if e + 16 < e1:
-            _prefetch(pat, np.uint64(rows[e + 16]))
-        if e + 8 < e1:
-            _prefetch(ptr, np.uint64(pat[rows[e + 8]]))
-        if e + 4 < e1:
-            r4 = ptr[pat[rows[e + 4]]]
-            _prefetch(rel, np.uint64(r4))
-            _prefetch(length, np.uint64(r4))
-            _prefetch(woff, np.uint64(r4))
-        if e + 2 < e1 and woff.size:  # (a pattern without runs: its pointer may be woff's end: clamped)
-            _prefetch(weights, np.uint64(woff[min(ptr[pat[rows[e + 2]]], woff.size - 1)]))
         a = rows[e]
         m = mult[e]
         p = pat[a]
@@ -1005,17 +987,6 @@ def _sequential_speck_cl(pat, base, ptr, rel, length, woff, weights, inv, rows, 
         qhi = 0
         syn0 = synops
         for e in range(e0, e1):
-            if e + 16 < e1:  # (later events' run tables: `_runs_sample`'s staged prefetch; 0-5% less CPU)
-                _prefetch(pat, np.uint64(rows[e + 16]))
-            if e + 8 < e1:
-                _prefetch(ptr, np.uint64(pat[rows[e + 8]]))
-            if e + 4 < e1:
-                r4 = ptr[pat[rows[e + 4]]]
-                _prefetch(rel, np.uint64(r4))
-                _prefetch(length, np.uint64(r4))
-                _prefetch(woff, np.uint64(r4))
-            if e + 2 < e1 and woff.size:
-                _prefetch(weights, np.uint64(woff[min(ptr[pat[rows[e + 2]]], woff.size - 1)]))
             a = rows[e]
             p = pat[a]
             r0, r1 = ptr[p], ptr[p + 1]
