@@ -453,6 +453,13 @@ def cmd_simulate(args) -> int:
     _check_ray_address(args)
     batches = None if args.events else _input_batches(args, parts[2])  # bad input: before torch
     dep = _deployment(parts)
+    if (args.events or event_schedule) and _show_progress(args):
+        from snncc.sim.events.kernels import first_use
+
+        folder = first_use()
+        if folder:
+            _progress(f"compiling the event simulator's kernels: the first event run here takes 20-60 s more; "
+                      f"numba keeps them in {folder}")
     if args.events:
         from snncc.frontend.loader import parse_shape
         from snncc.sim.event_streams import run_recordings

@@ -162,3 +162,34 @@ def test_installed_command_schedule_event_on_pt2(tmp_path):
     x = dep.inputs(None, 4, 0)
     r = dep.simulate(x, schedule="event", layout="static")
     assert f"{r.synops} synaptic ops" in p.stdout and r.synops > 0
+
+
+def test_installed_command_says_when_it_compiles_the_event_kernels(tmp_path):
+    """The first event run with an installation compiles the simulator's kernels (20-60 s of
+    silence otherwise): `snncc simulate --schedule event -v` says so once, naming numba's cache
+    folder; the next run loads them and says nothing (`kernels.first_use`)."""
+    import os
+    import subprocess
+    import sys
+
+    from snncc.models.speck import speck_cnn
+
+    torch.manual_seed(0)
+    m = speck_cnn("tiny").eval()
+    pt2 = tmp_path / "net.pt2"
+    torch.export.save(torch.export.export(m, (torch.zeros(1, 2, 16, 16),)), pt2)
+    exe = os.path.join(os.path.dirname(sys.executable), "snncc")
+    out = str(tmp_path / "art")
+    p = subprocess.run([exe, "compile", str(pt2), "--input-kind", "spike", "--timesteps", "2", "-o", out],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"))
+    said = []
+    for _ in range(2):
+        p = subprocess.run([exe, "simulate", out, "--schedule", "event", "--samples", "2", "-v"], capture_output=True,
+                           text=True, env=env)
+        assert p.returncode == 0, p.stderr
+        assert "event simulation (ideal policy): 2 samples" in p.stdout
+        said.append([ln for ln in p.stderr.splitlines() if "compiling the event simulator's kernels" in ln])
+    assert len(said[0]) == 1 and str(tmp_path / "numba") in said[0][0]
+    assert said[1] == []

@@ -56,6 +56,7 @@ HOME) the kernels compile in memory for each process instead, with one warning (
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 
@@ -90,6 +91,20 @@ def _njit(**options):
             return numba.njit(cache=False, **options)(fn)
 
     return decorate
+
+def first_use() -> str | None:
+    """The folder numba caches these kernels in when it holds none of them yet (the first event run
+    with this installation compiles them: 20-60 s, `compile_seconds`; later runs load them in
+    about a second), else None (also where numba caches nothing: `_njit`'s warning says so). A
+    front end shows it as progress before a run; no effect on the run."""
+    import glob
+
+    try:
+        folder = _ideal_chain._cache._cache_path  # (numba's FunctionCache: every kernel of this file shares it)
+    except AttributeError:
+        return None
+    return None if glob.glob(os.path.join(glob.escape(folder), "kernels.*.nbi")) else folder
+
 
 @intrinsic
 def _prefetch(typingctx, arr, idx):
