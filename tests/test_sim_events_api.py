@@ -137,9 +137,8 @@ def test_float32_spike_batch_reaches_the_event_simulator_as_float32(dep_and_mode
         dep.simulate(bad, schedule="event", layout="B*T")
 
 
-def test_installed_command_schedule_event_on_pt2(tmp_path):
-    """The path users take: a .pt2 exported at batch 1, `snncc compile`, `snncc simulate
-    --schedule event` (through Deployment.simulate): counts equal the reference, exit 0."""
+def _installed_compile(tmp_path, timesteps: int) -> tuple[str, str]:
+    """(the installed `snncc`, an artefact it compiled from speck_cnn("tiny") exported at batch 1)."""
     import os
     import subprocess
     import sys
@@ -152,9 +151,18 @@ def test_installed_command_schedule_event_on_pt2(tmp_path):
     torch.export.save(torch.export.export(m, (torch.zeros(1, 2, 16, 16),)), pt2)
     exe = os.path.join(os.path.dirname(sys.executable), "snncc")
     out = str(tmp_path / "art")
-    p = subprocess.run([exe, "compile", str(pt2), "--input-kind", "spike", "--timesteps", "3", "-o", out],
+    p = subprocess.run([exe, "compile", str(pt2), "--input-kind", "spike", "--timesteps", str(timesteps), "-o", out],
                        capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
+    return exe, out
+
+
+def test_installed_command_schedule_event_on_pt2(tmp_path):
+    """The path users take: a .pt2 exported at batch 1, `snncc compile`, `snncc simulate
+    --schedule event` (through Deployment.simulate): counts equal the reference, exit 0."""
+    import subprocess
+
+    exe, out = _installed_compile(tmp_path, 3)
     p = subprocess.run([exe, "simulate", out, "--schedule", "event", "--samples", "4"], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     assert "event simulation (ideal policy): 4 samples" in p.stdout and "spike counts == reference" in p.stdout
@@ -170,19 +178,8 @@ def test_installed_command_says_when_it_compiles_the_event_kernels(tmp_path):
     folder; the next run loads them and says nothing (`kernels.first_use`)."""
     import os
     import subprocess
-    import sys
 
-    from snncc.models.speck import speck_cnn
-
-    torch.manual_seed(0)
-    m = speck_cnn("tiny").eval()
-    pt2 = tmp_path / "net.pt2"
-    torch.export.save(torch.export.export(m, (torch.zeros(1, 2, 16, 16),)), pt2)
-    exe = os.path.join(os.path.dirname(sys.executable), "snncc")
-    out = str(tmp_path / "art")
-    p = subprocess.run([exe, "compile", str(pt2), "--input-kind", "spike", "--timesteps", "2", "-o", out],
-                       capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr
+    exe, out = _installed_compile(tmp_path, 2)
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"))
     said = []
     for _ in range(2):
