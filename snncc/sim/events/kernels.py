@@ -1027,30 +1027,40 @@ def _sequential_speck_cl(pat, base, ptr, rel, length, woff, weights, inv, rows, 
                     vq[t + i] = v if v > vm else vm  # v >= th > vm keeps v: no spike test here
                 if not hit:
                     continue
-                for i in range(L):
-                    v = vq[t + i]
-                    if v < th:
-                        continue
-                    off_grid |= v >= limit  # (a float32 run's thresholds are at most its limit)
-                    # (without `counters` every cap is inf or 0: k < cap is cap > 0, and k is not kept)
-                    fire = k[t + i] < capq[q0 + i] if counters else capq[q0 + i] > 0.0
-                    n = 1.0 if fire else 0.0
-                    if fire:  # (in vq's dtype: a float32 run computes in float32)
-                        v = v - th
-                        v = v if v > vm else vm
-                    vq[t + i] = v
-                    if v >= th and mark[t + i] == 0:  # still at the threshold: `first_update_hot`'s list
-                        mark[t + i] = 1
-                        hot[nhot[0]] = t + i
-                        nhot[0] += 1
-                    if n != 0.0:
-                        if counters:
-                            k[t + i] += n
-                        em_rank[ne] = cnt[t + i] - 1
-                        em_slot[ne] = off + np.uint64(inv[q0 + i])
-                        em_key[ne] = clock + e
-                        em_n[ne] = n
-                        ne += 1
+                # the neurons at or above the threshold, as bits, visited lowest first (each neuron's
+                # rule reads and writes its own membrane only, so the mask taken before the loop is
+                # the one the loop's tests would find): a loop that branched on every neuron of a
+                # hit run mispredicted on the few at the threshold; 7% less time per sinabs64 run
+                # at rate 0.02, on 1 thread and on 2 (alternated in one process)
+                for c0 in range(np.uint64(0), L, np.uint64(64)):
+                    c1 = min(c0 + np.uint64(64), L)
+                    bits = np.uint64(0)
+                    for i in range(c0, c1):
+                        bits |= np.uint64(not (vq[t + i] < th)) << (i - c0)
+                    while bits:
+                        i = c0 + _lowest_bit(bits)
+                        bits &= bits - np.uint64(1)
+                        v = vq[t + i]
+                        off_grid |= v >= limit  # (a float32 run's thresholds are at most its limit)
+                        # (without `counters` every cap is inf or 0: k < cap is cap > 0, and k is not kept)
+                        fire = k[t + i] < capq[q0 + i] if counters else capq[q0 + i] > 0.0
+                        n = 1.0 if fire else 0.0
+                        if fire:  # (in vq's dtype: a float32 run computes in float32)
+                            v = v - th
+                            v = v if v > vm else vm
+                        vq[t + i] = v
+                        if v >= th and mark[t + i] == 0:  # still at the threshold: `first_update_hot`'s list
+                            mark[t + i] = 1
+                            hot[nhot[0]] = t + i
+                            nhot[0] += 1
+                        if n != 0.0:
+                            if counters:
+                                k[t + i] += n
+                            em_rank[ne] = cnt[t + i] - 1
+                            em_slot[ne] = off + np.uint64(inv[q0 + i])
+                            em_key[ne] = clock + e
+                            em_n[ne] = n
+                            ne += 1
         _zero_counters(pat, base, ptr, rel, length, rows, e0, e1, off, cnt, qlo, qhi, synops - syn0)
         e0 = e1
     if off_grid:
