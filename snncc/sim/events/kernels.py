@@ -52,6 +52,9 @@ Compiled with `cache=True` (the machine code is kept in `__pycache__` next to th
 numba's user-wide cache); the first call in a fresh process loads it or, without a cache, compiles
 it (a few seconds). Where neither place can be written (a read-only install and an unwritable
 HOME) the kernels compile in memory for each process instead, with one warning (`_njit`).
+`first_use` tells a front end, before a run, that the cache holds none of them yet (the CLI says
+so as progress). A chain run (`_ideal_chain`) counts each step's synaptic ops and cycle-counter
+ticks (`_cycles`, x86 only) for the benchmarks' per-layer table.
 """
 
 from __future__ import annotations
@@ -91,6 +94,7 @@ def _njit(**options):
             return numba.njit(cache=False, **options)(fn)
 
     return decorate
+
 
 def first_use() -> str | None:
     """The folder numba caches these kernels in when it holds none of them yet (the first event run
