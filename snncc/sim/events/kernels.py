@@ -1075,6 +1075,10 @@ def _sequential_speck_cl(pat, base, ptr, rel, length, woff, weights, inv, rows, 
 @_njit(nogil=True)
 def _sequential_greedy_cl(pat, base, ptr, rel, length, woff, weights, inv, rows, samples, S, clock, vq, cnt, k,
                           loq, thq, capq, midq, hiq, em_rank, em_slot, em_key, em_n):
+    """The greedy rule over channel-last runs (`deliver_sequential`): a SIMD add-and-compare pass per
+    run against the run's lower bound `loq` (one value per run), then the rule (`greedy_bounds`:
+    one spike between mid and hi, else floor(v / theta), at most the cap's room) for the neurons at
+    or above it only."""
     synops = 0
     ne = 0
     n_ev = rows.size
@@ -1112,27 +1116,34 @@ def _sequential_greedy_cl(pat, base, ptr, rel, length, woff, weights, inv, rows,
                     vq[t + i] = v
                 if not hit:
                     continue
-                for i in range(L):
-                    v = vq[t + i]
-                    if v < bound:
-                        continue
-                    qi = q0 + i
-                    th = thq[qi]
-                    if v >= midq[qi] and v < hiq[qi]:
-                        n = 1.0
-                    else:
-                        f = np.floor(v / th)
-                        n = f if f > 0.0 else 0.0
-                    room = capq[qi] - k[t + i]
-                    n = room if room < n else n
-                    vq[t + i] = v - n * th
-                    if n != 0.0:
-                        k[t + i] += n
-                        em_rank[ne] = cnt[t + i] - 1
-                        em_slot[ne] = off + np.uint64(inv[qi])
-                        em_key[ne] = clock + e
-                        em_n[ne] = n
-                        ne += 1
+                # the neurons at or above the bound, as bits, lowest first (as `_sequential_speck_cl`:
+                # each neuron's rule reads and writes its own membrane only)
+                for c0 in range(np.uint64(0), L, np.uint64(64)):
+                    c1 = min(c0 + np.uint64(64), L)
+                    bits = np.uint64(0)
+                    for i in range(c0, c1):
+                        bits |= np.uint64(not (vq[t + i] < bound)) << (i - c0)
+                    while bits:
+                        i = c0 + _lowest_bit(bits)
+                        bits &= bits - np.uint64(1)
+                        v = vq[t + i]
+                        qi = q0 + i
+                        th = thq[qi]
+                        if v >= midq[qi] and v < hiq[qi]:
+                            n = 1.0
+                        else:
+                            f = np.floor(v / th)
+                            n = f if f > 0.0 else 0.0
+                        room = capq[qi] - k[t + i]
+                        n = room if room < n else n
+                        vq[t + i] = v - n * th
+                        if n != 0.0:
+                            k[t + i] += n
+                            em_rank[ne] = cnt[t + i] - 1
+                            em_slot[ne] = off + np.uint64(inv[qi])
+                            em_key[ne] = clock + e
+                            em_n[ne] = n
+                            ne += 1
         _zero_counters(pat, base, ptr, rel, length, rows, e0, e1, off, cnt, qlo, qhi, synops - syn0)
         e0 = e1
     return synops, ne
