@@ -168,3 +168,33 @@ def test_chain_run_with_biases_and_a_reset_value_equals_the_step_loop(monkeypatc
     for k in ref.counts:
         assert torch.equal(fast.counts[k], ref.counts[k]), k
     assert int(fast.counts["A"].sum()) > 10 and int(fast.counts["B"].sum()) > 10
+
+
+
+def test_chain_run_counts_in_float32_only_where_every_count_is_exact(monkeypatch):
+    """A chain run keeps its spike counts in float32 (`runner._run_chain`) where T x D < 2^24: a
+    neuron fires at most D spikes per timestep, so every partial count is an exact float32 integer.
+    At T = 513, D = 32768 a neuron can pass 2^24, and the counts are float64: here it fires 32768
+    spikes at each of 512 timesteps and one more at the last, 2^24 + 1 (a float32 count would
+    round it to 2^24); equal to the step loop's and the reference's."""
+    from snncc.sim.events import kernels
+
+    dtypes = []
+    real = kernels._ideal_chain
+    monkeypatch.setattr(kernels, "_ideal_chain", lambda *a: (dtypes.append(a[13].dtype.name), real(*a))[1])
+    g = _hand_graph([[32768.0, 1.0]], D=32768)
+    g.T = 513
+    x = torch.zeros((513, 2, 2), dtype=F64)  # (T, B, inputs)
+    x[:512, 0, 0] = 1.0
+    x[512, 0, 1] = 1.0
+    x[:3, 1, 1] = 2.0
+    net = build_network(g)
+    (fast, _, _), (slow, _, _) = _both(net, x, monkeypatch)
+    assert set(dtypes) == {"float64"}  # (one call per thread)
+    assert fast.counts["n"].flatten().tolist() == [2 ** 24 + 1, 6]
+    _equal(fast, slow)
+    assert torch.equal(fast.counts["n"], run(g, x).counts["n"])
+    dtypes.clear()
+    g.T = 3
+    small = simulate(build_network(g), x[:3], "ideal")  # 3 x 32768 < 2^24
+    assert set(dtypes) == {"float32"} and small.counts["n"].flatten().tolist() == [3 * 32768, 6]

@@ -1913,7 +1913,7 @@ class Scratch:
         self._acc = None  # the float64 scratch of the ideal policy's gated deliveries (`_ideal`)
         self.n_global = n_global
         self._runs = {}  # `_ideal_runs`' per-thread scratch and block marks (`runs_scratch`)
-        self._counts_q = None  # `IdealQ`'s spike counts (q order), zeroed as a run's result reads them
+        self._counts_q = {}  # `IdealQ`'s spike counts (q order) by dtype, zeroed as a run's result reads them
         self.stamp = 0
         self.cap = 0
         self.em_rank = self.em_slot = self.em_key = self.em_n = None
@@ -1970,13 +1970,14 @@ class Scratch:
             self._runs[key] = acc, marks
         return acc, marks
 
-    def counts_q(self) -> np.ndarray:
+    def counts_q(self, dtype=np.float64) -> np.ndarray:
         """A run's spike counts per (sample, q) (`IdealQ`) or per (sample, slot), all zeros at a
         run's start (a run that ends normally reads them out and zeroes them: `counts_out`, or a
-        copy and `clear`)."""
-        if self._counts_q is None:
-            self._counts_q = zeros(self.n_global)
-        return self._counts_q
+        copy and `clear`); float32 for a chain run (`runner._run_chain`, which checks they stay exact)."""
+        key = np.dtype(dtype).char
+        if self._counts_q.get(key) is None:
+            self._counts_q[key] = zeros(self.n_global, dtype)
+        return self._counts_q[key]
 
     def next_stamp(self) -> int:
         self.stamp += 1
@@ -2255,7 +2256,7 @@ def compile_seconds() -> float:
     f_, i_ = lambda: np.zeros(nth), lambda: np.zeros(nth, np.int64)  # noqa: E731
     _ideal_chain(0, 1, 0, 1, 1, 1, (z, z, i1, z, i1[1:], z, f, seg, i1), f32, (z, f, i1),
                  (z, z, i1[1:], b1, z, f, 1.0, i1, np.zeros((1, 1), np.bool_)),
-                 (z, f, f, b1, f), (b1, b1, b1, z, b1, b1, f, f, z, f), np.zeros((1, 1)), np.zeros(1),
+                 (z, f, f, b1, f), (b1, b1, b1, z, b1, b1, f, f, z, f), np.zeros((1, 1)), np.zeros(1, np.float32),
                  np.zeros((1, 1), np.bool_), (f_(), f_().astype(np.float32), np.zeros(nth, np.uint8), i_(), f_(), i_(),
                                              f_(), f_().astype(np.float32)),
                  z, np.zeros((1, 1)), (np.zeros((1, 1), np.int64), np.zeros((1, 1)), np.zeros((1, 1)),
@@ -2289,7 +2290,8 @@ def compile_seconds() -> float:
         _ideal_events(z, 1, 0, f, i1, 1, graded)
     _records_by_key(z, z, z, f, 1, z, 0, 1, 1)
     for C in (1, 2):
-        counts_out(np.zeros(2), np.arange(2), 0, 1, 2, np.zeros((1, 2)), C)  # (pos: one per slot)
+        for cdt in (np.float64, np.float32):  # (a chain run's counts are float32)
+            counts_out(np.zeros(2, cdt), np.arange(2), 0, 1, 2, np.zeros((1, 2)), C)  # (pos: one per slot)
     emit_spikes(z, f, z, 1, z, z, i1[1:], 1, np.zeros(1))
     synapse_bound(i1, z)
     _transpose(np.zeros((1, 2)), 2, np.zeros(1), 1, seg, 1, 1, True)

@@ -1039,17 +1039,22 @@ def _run_chain(run: "_Run", chain: list[tuple[str, str | None]], spikes: list) -
     scratch = (acc64, acc32, marks, buf[0].view(np.int64), buf[1], buf[2].view(np.int64), buf[3],
                run.scratch.kept("chain_mult32", (nth * S,), np.float32))
     nst = len(chain)
+    cuts = np.linspace(0, B, min(nth, B) + 1).round().astype(int)
     stats = (np.zeros((B, nst), dtype=np.int64), np.zeros((B, nst)), np.zeros((B, nst)),
              np.zeros((T, nst, B), dtype=bool), np.zeros((B, nst + 1), dtype=np.uint64))
     out_sum = np.zeros((B, out_pos.size))
     fired, fired_spikes = np.zeros(B, dtype=np.int64), np.zeros(B)  # (per sample: the last step's bursts)
-    cuts = np.linspace(0, B, min(nth, B) + 1).round().astype(int)
+    # the counts in float32 where every count is an integer below 2^24 (at most D spikes per neuron
+    # and timestep: T x D below 2^24), so exact: half the bytes in each sample's working set, about
+    # 5% less time on sinabs64 at every rate, 1 thread and 2
+    counts = run.scratch.counts_q(np.float32) if T * float(net.D.max(initial=0)) < 2.0 ** 24 else run.counts
 
     def part(i):  # samples cuts[i]:cuts[i + 1] on this thread (the kernel releases the GIL)
         kernels._ideal_chain(int(cuts[i]), int(cuts[i + 1]), i, T, B, S, runs, w32, inputs, steps, blocks, start,
-                             run.state, run.counts, run.dirty, scratch, out_pos, out_sum, stats, fired, fired_spikes)
+                             run.state, counts, run.dirty, scratch, out_pos, out_sum, stats, fired, fired_spikes)
 
     _on_threads(part, len(cuts) - 1)
+    run.counts = counts  # (read out and zeroed by `_simulate`)
     syn, spk, peak, nonempty, cyc = stats
     run.synops += int(syn.sum())
     # the last run's profile: per step its synaptic ops and cycle-counter ticks (`kernels._cycles`:
