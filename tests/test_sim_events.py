@@ -911,7 +911,7 @@ def test_ideal_and_input_bookkeeping_kernels_equal_numpy():
     flat = np.ascontiguousarray(xt).reshape(-1)
     assert np.array_equal(ids, np.flatnonzero(flat)) and np.array_equal(m, flat[ids]) and not bad
     assert m.max() > 1
-    for v in (0.5, -1.0, float("nan")):
+    for v in (0.5, -1.0, float("nan"), float("inf")):
         y = np.ascontiguousarray(xt).copy()
         y[2, 1, 3, 3] = v
         assert K.input_spikes(y)[2]
@@ -923,7 +923,7 @@ def test_input_spikes_block_test_reads_every_layout_exactly():
     float64 and float32, one timestep of a (B*T, ...) sinabs batch (rows T frames apart), a
     single sample, rows of 37 entries (blocks cut mid-row) and rows whose entries are not
     contiguous (every other one: copied), the ids and counts are numpy's nonzero entries, and a
-    fractional, negative or NaN count in an otherwise empty block is refused."""
+    fractional, negative, NaN or infinite count in an otherwise empty block is refused."""
     from snncc.sim.events import kernels as K
 
     gen = torch.Generator().manual_seed(7)
@@ -939,7 +939,7 @@ def test_input_spikes_block_test_reads_every_layout_exactly():
             assert np.array_equal(ids, np.flatnonzero(flat)), (rate, dt, what)
             assert np.array_equal(m, flat[ids]) and m.dtype == np.float64 and not bad, (rate, dt, what)
         assert K.input_spikes(views["timestep of B*T"])[0].size > (20 if rate < 0.5 else 1000)
-        for bad_v in (0.5, -1.0, float("nan")):
+        for bad_v in (0.5, -1.0, float("nan"), float("inf")):
             y = np.zeros((3, 100), dtype=v.dtype)
             y[1, 70] = bad_v
             assert K.input_spikes(y)[2] and K.input_spikes(y)[0].tolist() == [170], bad_v

@@ -198,3 +198,36 @@ def test_chain_run_counts_in_float32_only_where_every_count_is_exact(monkeypatch
     g.T = 3
     small = simulate(build_network(g), x[:3], "ideal")  # 3 x 32768 < 2^24
     assert set(dtypes) == {"float32"} and small.counts["n"].flatten().tolist() == [3 * 32768, 6]
+
+
+def test_chain_input_read_in_every_layout_equals_numpy_and_refuses_bad_counts():
+    """A chain run reads its whole input at once (`runner._spike_inputs`: `kernels.input_rows_view`,
+    `input_rows_count`, `input_rows_fill`, rows split over threads): for (T, B, ...) tensors, the
+    (B*T, ...) frames of a sinabs batch viewed as (T, B, ...), one static (B, ...) frame fed at
+    every timestep (stride 0 between timesteps), float32 or float64, and timesteps in separate
+    buffers (copied), the rows, counts and per-(timestep, sample) starts equal numpy's nonzero
+    entries in (t, b, address) order; a count that is not a finite non-negative integer is refused."""
+    from snncc.errors import SnnccError
+    from snncc.sim.events import kernels
+
+    gen = torch.Generator().manual_seed(7)
+    T, B, shape = 3, 4, (2, 5, 7)
+    x = torch.poisson(torch.full((T, B) + shape, 0.3), generator=gen)
+    frames = x.transpose(0, 1).reshape((B * T,) + shape).clone()  # sinabs: sample-major frames
+    cases = {"TB": list(x), "TB f64": list(x.double()), "B*T": list(frames.reshape((B, T) + shape).transpose(0, 1)),
+             "static": [x[0]] * T, "separate": [xt.clone() for xt in x]}
+    inp = _conv_pool_conv(2, shape[1:], (3, 4), (1.0, 1.25), (0.4, 0.5), T=T).inputs[0]
+    for name, xs in cases.items():
+        dense = np.stack([xt.numpy().reshape(B, -1) for xt in xs])  # (T, B, n)
+        rows, m, first = runner_mod._spike_inputs(inp, xs, 100)
+        t_, b_, a_ = np.nonzero(dense)
+        assert np.array_equal(rows, a_ + 100) and np.array_equal(m, dense[t_, b_, a_]), name
+        assert np.array_equal(first, np.concatenate([[0], np.cumsum((dense != 0).sum(axis=2).ravel())])), name
+        flat, st, sb, n = kernels.input_rows_view([xt.numpy() for xt in xs], name != "separate")
+        assert n == 70 and np.shares_memory(flat, xs[0].numpy()) == (name != "separate"), name  # a view, or a copy
+    assert runner_mod._spike_inputs(inp, cases["static"], 0)[2][-1] == T * int((x[0] != 0).sum())
+    for bad in (0.5, -1.0, float("inf"), float("nan")):
+        y = x.clone()
+        y[2, 3, 1, 4, 6] = bad
+        with pytest.raises(SnnccError, match="non-negative integer counts"):
+            runner_mod._spike_inputs(inp, list(y), 0)

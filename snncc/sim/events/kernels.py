@@ -7,7 +7,8 @@ synapse updating its neuron and firing it by the policy's rule at once) and `com
 (JIT time, reported by the benchmarks and never counted as throughput), plus the dense sweeps of
 a timestep (`init_state`, `start_timestep`, `first_update`, `first_update_hot` (speck, channel-last:
 only the neurons listed at their threshold), `complete_burst` (with the bursts' counts, event ids
-and peak)) and the compiled bookkeeping around the kernels (`input_spikes`, `event_rows`,
+and peak)) and the compiled bookkeeping around the kernels (`input_spikes`; a chain run's whole input:
+`input_rows_count`, `input_rows_fill`; `event_rows`,
 `_ideal_events`, `zeros`, `clear`; a greedy/speck step's `_sample_order`, `_records_by_key`, `emit_spikes`:
 counting sorts and one pass, linear in the step's events). All of it runs without the GIL: with
 the batch split over threads (`runner._simulate_split`) only the Python between the calls is
@@ -2033,7 +2034,7 @@ def _input_spikes_rows(flat, step, B, n):
                 gid[j] = b * n + a
                 m[j] = v
                 j += 1
-                bad |= not (v >= 0.0 and v == np.floor(v))  # NaN fails both
+                bad |= not (v >= 0.0 and v < np.inf and v == np.floor(v))  # NaN fails all three
     return gid, m, bad
 
 
@@ -2052,6 +2053,69 @@ def input_spikes(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
     step = x2.strides[0] // it if B > 1 else n
     flat = np.lib.stride_tricks.as_strided(x2, shape=((B - 1) * step + n,), strides=(it,), writeable=False)
     return _input_spikes_rows(flat, step, B, n)
+
+
+
+@_njit(nogil=True)
+def input_rows_count(flat, st, sb, B, n, r0, r1, cnt):
+    """cnt[r + 1] = the nonzero entries of row r = t x B + b (n entries at flat[t x st + b x sb:]),
+    rows r0:r1 (a SIMD count): the first pass of a run's input read (`input_rows_fill`)."""
+    for r in range(r0, r1):
+        t = r // B
+        o = np.uint64(t * st + (r - t * B) * sb)
+        c = 0
+        for a in range(np.uint64(n)):
+            c += flat[o + a] != 0.0
+        cnt[r + 1] = c
+
+
+@_njit(nogil=True)
+def input_rows_fill(flat, st, sb, B, n, row_base, r0, r1, first, rows, mult):
+    """Rows r0:r1's nonzero entries (`input_rows_count`) as table rows row_base + address
+    (ascending) and counts at rows/mult[first[r]:first[r + 1]]; whether any is not a finite
+    non-negative integer. A block of `INPUT_BLOCK` entries is read entry by entry only where a SIMD
+    count finds a nonzero in it (as `_input_spikes_rows`)."""
+    bad = False
+    for r in range(r0, r1):
+        t = r // B
+        o = np.uint64(t * st + (r - t * B) * sb)
+        j = first[r]
+        for a0 in range(0, n, INPUT_BLOCK):
+            a1 = min(a0 + INPUT_BLOCK, n)
+            c = 0
+            for a in range(np.uint64(a0), np.uint64(a1)):
+                c += flat[o + a] != 0.0
+            if c == 0:
+                continue
+            for a in range(a0, a1):
+                v = flat[o + np.uint64(a)]
+                if v != 0.0:
+                    rows[j] = row_base + a
+                    mult[j] = v
+                    j += 1
+                    bad |= not (v >= 0.0 and v < np.inf and v == np.floor(v))  # NaN fails all three
+    return bad
+
+
+def input_rows_view(xs: list[np.ndarray], one_buffer: bool) -> tuple[np.ndarray, int, int, int]:
+    """A run's inputs, one float64 or float32 (B, *shape) array per timestep, as one flat array and
+    the strides (in entries) of a timestep and of a sample, and the entries per row, for
+    `input_rows_count` / `input_rows_fill`: a view where the arrays are views of one buffer
+    (`one_buffer`: the caller knows) at uniform strides (the runner's (T, B, ...) and (B*T, ...)
+    layouts: no copy), else a contiguous copy."""
+    T, B = len(xs), xs[0].shape[0]
+    x2 = [x.reshape(B, -1) for x in xs]
+    n, it = x2[0].shape[1], x2[0].itemsize
+    ptr = [a.__array_interface__["data"][0] for a in x2]
+    sb = x2[0].strides[0] if B > 1 else n * it
+    st = ptr[1] - ptr[0] if T > 1 else B * n * it
+    if n and B and one_buffer and all(a.strides[1] == it and (B == 1 or a.strides[0] == sb) and a.dtype == x2[0].dtype
+                                      for a in x2) and sb >= 0 and st >= 0 and sb % it == 0 and st % it == 0 \
+            and all(ptr[t] - ptr[0] == t * st for t in range(T)):
+        size = (T - 1) * (st // it) + (B - 1) * (sb // it) + n
+        return np.lib.stride_tricks.as_strided(x2[0], shape=(size,), strides=(it,), writeable=False), \
+            st // it, sb // it, n
+    return np.ascontiguousarray(np.stack(x2)).reshape(-1), B * n, n, n
 
 
 @_njit(nogil=True)
@@ -2282,6 +2346,9 @@ def compile_seconds() -> float:
     input_spikes(np.zeros((1, 1)))
     input_spikes(np.zeros((2, 2))[:, :1])
     input_spikes(np.zeros((2, 2), dtype=np.float32))
+    for xdt in (np.float64, np.float32):  # (a chain run's whole input)
+        input_rows_count(np.zeros(1, xdt), 1, 1, 1, 1, 0, 1, np.zeros(2, np.int64))
+        input_rows_fill(np.zeros(1, xdt), 1, 1, 1, 1, 0, 0, 1, np.zeros(2, np.int64), z.copy(), np.zeros(1))
     for a in (f.copy(), np.zeros(1, np.uint8), z.copy(), np.zeros(1, np.int32)):
         clear(a)
     for like in (f, f.astype(np.float32), z, c32):
