@@ -231,3 +231,25 @@ def test_chain_input_read_in_every_layout_equals_numpy_and_refuses_bad_counts():
         y[2, 3, 1, 4, 6] = bad
         with pytest.raises(SnnccError, match="non-negative integer counts"):
             runner_mod._spike_inputs(inp, list(y), 0)
+
+
+def test_chain_synops_from_the_patterns_equal_the_tables_and_the_fallback(monkeypatch):
+    """`RunTables.patsyn`: the synapses of each address pattern, from which `_runs_sample` counts a
+    chain step's synaptic ops (no `indptr` read per event), equal the table's synapses of every
+    address with that pattern; a chain run counts the same SynOps with it as without it (None:
+    counted from `indptr`, as where a gap-filled run hides a difference) and as the step loop."""
+    g = _conv_pool_conv(2, (10, 12), (4, 6), (1.0, 1.25), (0.4, 0.5), T=3)
+    gen = torch.Generator().manual_seed(8)
+    x = torch.poisson(torch.full((3, 4, 2, 10, 12), 0.3), generator=gen).clamp(max=3).to(F64)
+    net = build_network(g)
+    rt = runner_mod._flat_tables(net).runs()
+    assert rt.patsyn is not None and np.array_equal(rt.patsyn[rt.pat], np.diff(runner_mod._flat_tables(net).indptr))
+    assert len(set(rt.patsyn.tolist())) > 3  # edges and interior: patterns of different sizes
+    (fast, _, _), (slow, _, _) = _both(net, x, monkeypatch)
+    _equal(fast, slow)
+    net2 = build_network(g)
+    rt2 = runner_mod._flat_tables(net2).runs()
+    monkeypatch.setattr(rt2, "patsyn", None)
+    by_indptr = simulate(net2, x, "ideal")
+    _equal(by_indptr, fast)
+    assert fast.synops > 1000

@@ -294,6 +294,14 @@ class RunTables:
         woff, self.weights = _dedup_blocks(length, woff, w)
         self.pat, self.base, self.ptr, self.rel, self.length, self.woff = _patterns(rptr, start, length, woff)
         self.n_runs = int(rptr[-1])
+        # synapses per pattern, where every address of a pattern has as many (`_runs_sample` counts a
+        # step's synaptic ops from the patterns it reads anyway; else from `indptr`, a cache miss per
+        # event where consecutive events' rows lie far apart): None where a gap-filled run hides a
+        # difference
+        per_row = np.diff(flat.indptr).astype(np.int64)
+        patsyn = np.zeros(int(self.ptr.size) - 1, dtype=np.int64)
+        patsyn[self.pat] = per_row
+        self.patsyn = patsyn if np.array_equal(patsyn[self.pat], per_row) else None
         # float32 where it is exact: every weight a float32 multiple of 2^-exp, and (checked per
         # delivery, `f32_exact`) every partial sum of a target below 2^24 quanta: each product and
         # sum is then exact in float32, hence the very float64 value (the same terms, no rounding)
@@ -502,6 +510,9 @@ def _ideal(indptr, slots, weights, gate, first, gated, gopen, rows, samples, mul
     return synops
 
 
+_NO_SYN = np.zeros(0, dtype=np.int64)  # (`_runs_sample` counts no synaptic ops)
+
+
 @_njit(nogil=True, parallel=True)
 def _ideal_runs(pat, base, ptr, rel, length, woff, weights, rows, first, mult, S, acc, marks, state, seg, q_order, lo,
                 hi, divide, burst):
@@ -534,16 +545,17 @@ def _ideal_runs(pat, base, ptr, rel, length, woff, weights, rows, first, mult, S
         tid = numba.get_thread_id()
         _runs_sample(pat, base, ptr, rel, length, woff, weights, rows, first[b], first[b + 1], mult, S, acc,
                      tid * S, marks, tid * (S // BURST_BLOCK + 1), vq, state, seg, q_order, lo, hi, divide, b,
-                     b * (hi - lo), burst)
+                     b * (hi - lo), burst, _NO_SYN)
 
 
 @_njit(nogil=True)
 def _runs_sample(pat, base, ptr, rel, length, woff, weights, rows, e0, e1, mult, S, acc, aoff, marks, moff, vq,
-                 state, seg, q_order, lo, hi, divide, b, o, burst):
+                 state, seg, q_order, lo, hi, divide, b, o, burst, patsyn):
     """`_ideal_runs` for sample b: its events e0:e1 into its scratch at `aoff` (marks at `moff`),
     flushed into its membranes (vq, the raveled `state`, from b x S) and, where hi > lo, its
     completion (`_burst_sample`, its bursts at out_g/out_n[o:]). Also the per-sample step of
-    `_ideal_chain`, which runs a sample's whole run on one thread."""
+    `_ideal_chain`, which runs a sample's whole run on one thread. Returns the events' synaptic
+    ops (synapses x multiplicity) from `patsyn` (`RunTables.patsyn`; empty: 0, not counted)."""
     bpat, thq, loq, fireq, capq, inv, counts, out_g, out_n, fired, spikes, dirty = burst
     nblk = (hi - lo + BURST_BLOCK - 1) // BURST_BLOCK
     off = b * S
@@ -551,10 +563,14 @@ def _runs_sample(pat, base, ptr, rel, length, woff, weights, rows, e0, e1, mult,
     qhi = 0
     wrote = 0  # targets written (with repeats): a delivery of over half the population sweeps it whole
     mark = hi > lo and not dirty[b]  # (off while a run leaves [lo, hi): checked, not assumed)
+    count = patsyn.size > 0
+    syn = 0
     for e in range(e0, e1):
         a = rows[e]
         m = mult[e]
         p = pat[a]
+        if count:
+            syn += patsyn[p] * np.int64(m)
         r0, r1 = ptr[p], ptr[p + 1]
         if r1 == r0:
             continue
@@ -595,6 +611,7 @@ def _runs_sample(pat, base, ptr, rel, length, woff, weights, rows, e0, e1, mult,
         # store in the loop body into an array it cannot see alias an argument, as one from `burst`)
         _burst_sample(vq, bpat, thq, loq, fireq, capq, inv, lo, hi, divide, b, o, S, counts, out_g, out_n,
                       fired, spikes, dirty, acc, aoff, marks, moff, qlo, qhi, touched)
+    return syn
 
 
 @_njit(nogil=True)
@@ -614,7 +631,8 @@ def _ideal_chain(b0, b1, tid, T, B, S, runs, weights32, inputs, steps, blocks, s
     largest multiplicity (exact in any order, so equal to float64), else in float64 in ascending
     address order (the order `deliver_ideal` sorts a float64 batch into). The sample's membranes
     and scratch stay in its thread's cache across the whole run (no Python between steps).
-    runs: (pat, base, ptr, rel, length, woff, weights, seg, indptr); inputs: (rows, mult, first),
+    runs: (pat, base, ptr, rel, length, woff, weights, seg, indptr, patsyn (empty: the synaptic ops
+    from indptr)); inputs: (rows, mult, first),
     sample b's events of timestep t at first[t * B + b]:first[t * B + b + 1]; steps: (row base of
     the step's source, lo, hi (hi == lo: no completion), divide, population index, in_abs of the
     source (< 0: never float32), float32 scale 2^exp, offset of its block tables, (nsteps, pops)
@@ -624,7 +642,8 @@ def _ideal_chain(b0, b1, tid, T, B, S, runs, weights32, inputs, steps, blocks, s
     (acc64, acc32, marks, out_g, out_n, rows, mult, mult32); stats: (synops, spikes and peak per
     sample and step, (T, steps, B) whether a step had events, cycles per sample and step and, in the
     last column, of the sample's whole run: `_cycles`, the profile `runner._run_chain` keeps)."""
-    pat, base, ptr, rel, length, woff, weights, seg, indptr = runs
+    pat, base, ptr, rel, length, woff, weights, seg, indptr, patsyn = runs
+    count = patsyn.size == 0  # (else `_runs_sample` counts them)
     in_rows, in_mult, in_first = inputs
     s_base, s_lo, s_hi, s_div, s_pop, s_abs, scale, s_bp, s_fed = steps
     bpat_all, thq, loq, fireq, capq = blocks
@@ -675,10 +694,10 @@ def _ideal_chain(b0, b1, tid, T, B, S, runs, weights32, inputs, steps, blocks, s
                 mmax = 0.0
                 syn = 0
                 for i in range(aoff, aoff + n):
-                    r = rbuf[i]
-                    syn += (indptr[r + 1] - indptr[r]) * np.int64(mbuf[i])
+                    if count:
+                        r = rbuf[i]
+                        syn += (indptr[r + 1] - indptr[r]) * np.int64(mbuf[i])
                     mmax = max(mmax, mbuf[i])
-                syn_st[b, s] += syn
                 lo, hi = s_lo[s], s_hi[s]
                 pd = dirty[max(s_pop[s], 0)]
                 bp = bpat_all[s_bp[s]:s_bp[s + 1]]
@@ -686,8 +705,9 @@ def _ideal_chain(b0, b1, tid, T, B, S, runs, weights32, inputs, steps, blocks, s
                 if s_abs[s] >= 0.0 and s_abs[s] * mmax * scale < 2.0 ** 24:
                     for i in range(aoff, aoff + n):
                         m32buf[i] = mbuf[i]
-                    _runs_sample(pat, base, ptr, rel, length, woff, weights32, rbuf, aoff, aoff + n, m32buf, S,
-                                 acc32, aoff, marks, moff, vq, state, seg, True, lo, hi, s_div[s], b, aoff, burst)
+                    syn += _runs_sample(pat, base, ptr, rel, length, woff, weights32, rbuf, aoff, aoff + n, m32buf,
+                                        S, acc32, aoff, marks, moff, vq, state, seg, True, lo, hi, s_div[s], b, aoff,
+                                        burst, patsyn)
                 else:
                     srt = True
                     for i in range(aoff + 1, aoff + n):
@@ -698,8 +718,10 @@ def _ideal_chain(b0, b1, tid, T, B, S, runs, weights32, inputs, steps, blocks, s
                         m2 = mbuf[aoff:aoff + n][o]
                         rbuf[aoff:aoff + n] = r2
                         mbuf[aoff:aoff + n] = m2
-                    _runs_sample(pat, base, ptr, rel, length, woff, weights, rbuf, aoff, aoff + n, mbuf, S,
-                                 acc64, aoff, marks, moff, vq, state, seg, True, lo, hi, s_div[s], b, aoff, burst)
+                    syn += _runs_sample(pat, base, ptr, rel, length, woff, weights, rbuf, aoff, aoff + n, mbuf, S,
+                                        acc64, aoff, marks, moff, vq, state, seg, True, lo, hi, s_div[s], b, aoff,
+                                        burst, patsyn)
+                syn_st[b, s] += syn
                 if hi > lo:
                     spk[b, s] += spikes[b]
                     peak[b, s] = max(peak[b, s], spikes[b])
@@ -2318,7 +2340,7 @@ def compile_seconds() -> float:
     b1 = np.ones(1, dtype=np.bool_)
     nth = numba.get_num_threads()  # (a thread's scratch is at its id x S)
     f_, i_ = lambda: np.zeros(nth), lambda: np.zeros(nth, np.int64)  # noqa: E731
-    _ideal_chain(0, 1, 0, 1, 1, 1, (z, z, i1, z, i1[1:], z, f, seg, i1), f32, (z, f, i1),
+    _ideal_chain(0, 1, 0, 1, 1, 1, (z, z, i1, z, i1[1:], z, f, seg, i1, z), f32, (z, f, i1),
                  (z, z, i1[1:], b1, z, f, 1.0, i1, np.zeros((1, 1), np.bool_)),
                  (z, f, f, b1, f), (b1, b1, b1, z, b1, b1, f, f, z, f), np.zeros((1, 1)), np.zeros(1, np.float32),
                  np.zeros((1, 1), np.bool_), (f_(), f_().astype(np.float32), np.zeros(nth, np.uint8), i_(), f_(), i_(),

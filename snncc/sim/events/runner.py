@@ -1016,7 +1016,8 @@ def _run_chain(run: "_Run", chain: list[tuple[str, str | None]], spikes: list) -
                  run.q.betaq, run.q.constq, run.q.inv, run.q.betaq + run.q.constq)
         o = net.offsets[net.graph.output.name]
         arrays = net.derived["ideal_chain_arrays"] = (
-            (rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, rt.weights, rt.seg, run.flat.indptr),
+            (rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, rt.weights, rt.seg, run.flat.indptr,
+             rt.patsyn if rt.patsyn is not None else np.zeros(0, np.int64)),
             rt.weights32 if rt.weights32 is not None else np.zeros(0, np.float32),  # (None: never float32)
             (s_base, s_lo, s_hi, s_div, s_pop, s_abs, scale, s_bp, s_fed), blocks, start,
             np.ascontiguousarray(rt.pos[o[0]:o[1]], dtype=np.int64))
