@@ -115,7 +115,7 @@ def test_flat_batch_refused_without_layout(dep_and_model):
 def test_float32_spike_batch_reaches_the_event_simulator_as_float32(dep_and_model, monkeypatch):
     """`dep.simulate(schedule="event")` hands a float32 spike batch to the event simulator as float32
     (no float64 copy: `Deployment._given`), with the same counts, output and synops as the float64
-    batch, and checks it the same way (a 0.5 refused in one line)."""
+    batch, and checks it the same way (a 0.5, -1, NaN or Inf refused in one line naming the sample)."""
     from snncc.sim.events import runner
 
     dep, _ = dep_and_model
@@ -131,10 +131,21 @@ def test_float32_spike_batch_reaches_the_event_simulator_as_float32(dep_and_mode
         assert seen and set(seen) == {torch.float64}
         assert r32.synops == r64.synops > 0 and torch.equal(r32.output, r64.output)
         assert all(torch.equal(r32.counts[k], r64.counts[k]) for k in r64.counts)
-    bad = xs.clone()
-    bad[3, 1, 2, 2] = 0.5
-    with pytest.raises(SnnccError, match="non-negative integer"):
-        dep.simulate(bad, schedule="event", layout="B*T")
+    # the event runner checks the values as it reads them (no pass of check_values over a clean
+    # batch); a bad one gets check_values' message naming its sample (here a frame of the B*T batch)
+    import snncc.data.inputs as data_inputs
+
+    calls, real = [], data_inputs.check_values
+    monkeypatch.setattr(data_inputs, "check_values", lambda *a: (calls.append(1), real(*a))[1])
+    dep.simulate(xs, schedule="event", layout="B*T")
+    assert calls == []
+    for pol in ("ideal", "speck"):
+        for v, said in ((0.5, "sample 3 holds 0.5"), (-1.0, "sample 3 holds -1"), (float("nan"), "sample 3 holds NaN"),
+                        (float("inf"), "sample 3 holds NaN or Inf")):
+            bad = xs.clone()
+            bad[3, 1, 2, 2] = v
+            with pytest.raises(SnnccError, match=said):
+                dep.simulate(bad, schedule="event", layout="B*T", policy=pol)
 
 
 def _installed_compile(tmp_path, timesteps: int) -> tuple[str, str]:

@@ -1290,11 +1290,22 @@ def _simulate(graph_or_net, x, policy="ideal", order="layer", seed=0, chunk=4096
     return res, run
 
 
+class BadSpikeInput(SnnccError):
+    """A spike input value that is not a finite non-negative integer count, found as the runner reads
+    the input (every nonzero entry is read: the check costs no pass of its own). The API, which
+    leaves the check of a tensor's values to this read, then names the sample with
+    `data.inputs.check_values`' message."""
+
+    def __init__(self, inp):
+        super().__init__("spike input holds values that are not non-negative integer counts", where=f"node {inp.name}",
+                         hint="pass event counts per timestep")
+
+
 def _spike_input(inp, xt: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """A timestep's spike input as (global ids, counts) (`kernels.input_spikes`), checked."""
     gid, m, bad = kernels.input_spikes(xt.numpy())
     if bad:
-        raise SnnccError("spike input holds values that are not non-negative integer counts", where=f"node {inp.name}")
+        raise BadSpikeInput(inp)
     return gid, m
 
 
@@ -1318,7 +1329,7 @@ def _spike_inputs(inp, xs: list[torch.Tensor], row_base: int) -> tuple[np.ndarra
     bad = _on_threads(lambda i: kernels.input_rows_fill(flat, st, sb, B, n, row_base, cuts[i], cuts[i + 1], first,
                                                         rows, m), len(cuts) - 1)
     if any(bad):
-        raise SnnccError("spike input holds values that are not non-negative integer counts", where=f"node {inp.name}")
+        raise BadSpikeInput(inp)
     return rows, m, first
 
 
