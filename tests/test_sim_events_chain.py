@@ -237,7 +237,8 @@ def test_chain_synops_from_the_patterns_equal_the_tables_and_the_fallback(monkey
     """`RunTables.patsyn`: the synapses of each address pattern, from which `_runs_sample` counts a
     chain step's synaptic ops (no `indptr` read per event), equal the table's synapses of every
     address with that pattern; a chain run counts the same SynOps with it as without it (None:
-    counted from `indptr`, as where a gap-filled run hides a difference) and as the step loop."""
+    counted from `indptr`, as where a gap-filled run hides a difference) and as the step loop. With
+    them, every later step's source has its rows in q order (`pat_q`, `base_q`: its bursts' order)."""
     g = _conv_pool_conv(2, (10, 12), (4, 6), (1.0, 1.25), (0.4, 0.5), T=3)
     gen = torch.Generator().manual_seed(8)
     x = torch.poisson(torch.full((3, 4, 2, 10, 12), 0.3), generator=gen).clamp(max=3).to(F64)
@@ -247,9 +248,12 @@ def test_chain_synops_from_the_patterns_equal_the_tables_and_the_fallback(monkey
     assert len(set(rt.patsyn.tolist())) > 3  # edges and interior: patterns of different sizes
     (fast, _, _), (slow, _, _) = _both(net, x, monkeypatch)
     _equal(fast, slow)
+    # the later steps' sources' rows in q order (their bursts are q-ordered): a permutation of them
+    pat, base, *_, pat_q, base_q, qrows = net.derived["ideal_chain_arrays"][0]
+    assert qrows and not np.array_equal(pat_q, pat) and sorted(base_q.tolist()) == sorted(base.tolist())
     net2 = build_network(g)
     rt2 = runner_mod._flat_tables(net2).runs()
     monkeypatch.setattr(rt2, "patsyn", None)
     by_indptr = simulate(net2, x, "ideal")
     _equal(by_indptr, fast)
-    assert fast.synops > 1000
+    assert fast.synops > 1000 and not net2.derived["ideal_chain_arrays"][0][-1]  # (no q rows without patsyn)

@@ -632,7 +632,9 @@ def _ideal_chain(b0, b1, tid, T, B, S, runs, weights32, inputs, steps, blocks, s
     address order (the order `deliver_ideal` sorts a float64 batch into). The sample's membranes
     and scratch stay in its thread's cache across the whole run (no Python between steps).
     runs: (pat, base, ptr, rel, length, woff, weights, seg, indptr, patsyn (empty: the synaptic ops
-    from indptr)); inputs: (rows, mult, first),
+    from indptr), pat_q, base_q (pat and base with the rows of every later step's source in q
+    order: its bursts come in q order, and a burst is then its row with no lookup in `inv`, the
+    rows of consecutive bursts adjacent; where qrows), qrows); inputs: (rows, mult, first),
     sample b's events of timestep t at first[t * B + b]:first[t * B + b + 1]; steps: (row base of
     the step's source, lo, hi (hi == lo: no completion), divide, population index, in_abs of the
     source (< 0: never float32), float32 scale 2^exp, offset of its block tables, (nsteps, pops)
@@ -642,12 +644,13 @@ def _ideal_chain(b0, b1, tid, T, B, S, runs, weights32, inputs, steps, blocks, s
     (acc64, acc32, marks, out_g, out_n, rows, mult, mult32); stats: (synops, spikes and peak per
     sample and step, (T, steps, B) whether a step had events, cycles per sample and step and, in the
     last column, of the sample's whole run: `_cycles`, the profile `runner._run_chain` keeps)."""
-    pat, base, ptr, rel, length, woff, weights, seg, indptr, patsyn = runs
+    pat, base, ptr, rel, length, woff, weights, seg, indptr, patsyn, pat_q, base_q, qrows = runs
     count = patsyn.size == 0  # (else `_runs_sample` counts them)
     in_rows, in_mult, in_first = inputs
     s_base, s_lo, s_hi, s_div, s_pop, s_abs, scale, s_bp, s_fed = steps
     bpat_all, thq, loq, fireq, capq = blocks
     sets0, val0, reset1, touch1, sets1, val1, betaq, constq, inv, init0 = start
+    binv = np.arange(inv.size) if qrows else inv  # (the bursts' addresses: q order, or slot order)
     init_zero = not np.any(init0.view(np.uint64))
     acc64, acc32, marks, out_g, out_n, rbuf, mbuf, m32buf = scratch
     syn_st, spk, peak, nonempty, cyc = stats
@@ -701,14 +704,18 @@ def _ideal_chain(b0, b1, tid, T, B, S, runs, weights32, inputs, steps, blocks, s
                 lo, hi = s_lo[s], s_hi[s]
                 pd = dirty[max(s_pop[s], 0)]
                 bp = bpat_all[s_bp[s]:s_bp[s + 1]]
-                burst = (bp, thq, loq, fireq, capq, inv, counts, out_g, out_n, fired, spikes, pd)
+                burst = (bp, thq, loq, fireq, capq, binv, counts, out_g, out_n, fired, spikes, pd)
                 if s_abs[s] >= 0.0 and s_abs[s] * mmax * scale < 2.0 ** 24:
                     for i in range(aoff, aoff + n):
                         m32buf[i] = mbuf[i]
-                    syn += _runs_sample(pat, base, ptr, rel, length, woff, weights32, rbuf, aoff, aoff + n, m32buf,
-                                        S, acc32, aoff, marks, moff, vq, state, seg, True, lo, hi, s_div[s], b, aoff,
-                                        burst, patsyn)
+                    syn += _runs_sample(pat_q, base_q, ptr, rel, length, woff, weights32, rbuf, aoff, aoff + n,
+                                        m32buf, S, acc32, aoff, marks, moff, vq, state, seg, True, lo, hi, s_div[s], b,
+                                        aoff, burst, patsyn)
                 else:
+                    if qrows and s > 0:  # float64: the rows in slot order, summed in ascending order as the loop does
+                        plo = s_lo[s - 1]
+                        for i in range(aoff, aoff + n):
+                            rbuf[i] = s_base[s] + inv[plo + rbuf[i] - s_base[s]] - plo
                     srt = True
                     for i in range(aoff + 1, aoff + n):
                         srt &= rbuf[i] > rbuf[i - 1]
@@ -2340,7 +2347,7 @@ def compile_seconds() -> float:
     b1 = np.ones(1, dtype=np.bool_)
     nth = numba.get_num_threads()  # (a thread's scratch is at its id x S)
     f_, i_ = lambda: np.zeros(nth), lambda: np.zeros(nth, np.int64)  # noqa: E731
-    _ideal_chain(0, 1, 0, 1, 1, 1, (z, z, i1, z, i1[1:], z, f, seg, i1, z), f32, (z, f, i1),
+    _ideal_chain(0, 1, 0, 1, 1, 1, (z, z, i1, z, i1[1:], z, f, seg, i1, z, z, z, False), f32, (z, f, i1),
                  (z, z, i1[1:], b1, z, f, 1.0, i1, np.zeros((1, 1), np.bool_)),
                  (z, f, f, b1, f), (b1, b1, b1, z, b1, b1, f, f, z, f), np.zeros((1, 1)), np.zeros(1, np.float32),
                  np.zeros((1, 1), np.bool_), (f_(), f_().astype(np.float32), np.zeros(nth, np.uint8), i_(), f_(), i_(),

@@ -1015,9 +1015,21 @@ def _run_chain(run: "_Run", chain: list[tuple[str, str | None]], spikes: list) -
         start = (*run._start_flags(False), *run._start_hit(True, True, run.q), *run._start_flags(True),
                  run.q.betaq, run.q.constq, run.q.inv, run.q.betaq + run.q.constq)
         o = net.offsets[net.graph.output.name]
+        # every later step's source (the population the step before completed, its bursts in q order):
+        # its rows in q order, so a burst's row needs no lookup and consecutive bursts' rows are adjacent
+        pat_q, base_q = rt.pat.copy(), rt.base.copy()
+        qrows = rt.patsyn is not None
+        for i in range(1, nst):
+            lo, hi = s_lo[i - 1], s_hi[i - 1]
+            qrows &= bool(hi > lo and net.tables[chain[i][0]].n == hi - lo)
+            if qrows:
+                q = np.arange(lo, hi)
+                pat_q[s_base[i] + q - lo] = rt.pat[s_base[i] + run.q.inv[q] - lo]
+                base_q[s_base[i] + q - lo] = rt.base[s_base[i] + run.q.inv[q] - lo]
         arrays = net.derived["ideal_chain_arrays"] = (
             (rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, rt.weights, rt.seg, run.flat.indptr,
-             rt.patsyn if rt.patsyn is not None else np.zeros(0, np.int64)),
+             rt.patsyn if rt.patsyn is not None else np.zeros(0, np.int64),
+             pat_q if qrows else rt.pat, base_q if qrows else rt.base, qrows),
             rt.weights32 if rt.weights32 is not None else np.zeros(0, np.float32),  # (None: never float32)
             (s_base, s_lo, s_hi, s_div, s_pop, s_abs, scale, s_bp, s_fed), blocks, start,
             np.ascontiguousarray(rt.pos[o[0]:o[1]], dtype=np.int64))
