@@ -1015,6 +1015,17 @@ def _zero_counters(pat, base, ptr, rel, length, rows, e0, e1, off, cnt, qlo, qhi
 
 
 @_njit(nogil=True)
+def _at_or_above(vq, t, c0, c1, bound):
+    """Bit i - c0 set where vq[t + i] is not below `bound` (NaN too), for i in [c0, c1), at most 64:
+    the neurons of a run at or above their bound, whose rule the channel-last kernels then apply
+    lowest bit first (`_lowest_bit`), in a loop over these neurons only."""
+    bits = np.uint64(0)
+    for i in range(c0, c1):
+        bits |= np.uint64(not (vq[t + i] < bound)) << (i - c0)
+    return bits
+
+
+@_njit(nogil=True)
 def _sequential_speck_cl(pat, base, ptr, rel, length, woff, weights, inv, rows, samples, S, clock, vq, cnt, k,
                          thq, vmq, capq, em_rank, em_slot, em_key, em_n, hot, mark, nhot, counters, guard):
     """The speck rule over channel-last runs (`deliver_sequential`). `guard` (vq's dtype): [0] the
@@ -1068,9 +1079,7 @@ def _sequential_speck_cl(pat, base, ptr, rel, length, woff, weights, inv, rows, 
                 # at rate 0.02, on 1 thread and on 2 (alternated in one process)
                 for c0 in range(np.uint64(0), L, np.uint64(64)):
                     c1 = min(c0 + np.uint64(64), L)
-                    bits = np.uint64(0)
-                    for i in range(c0, c1):
-                        bits |= np.uint64(not (vq[t + i] < th)) << (i - c0)
+                    bits = _at_or_above(vq, t, c0, c1, th)
                     while bits:
                         i = c0 + _lowest_bit(bits)
                         bits &= bits - np.uint64(1)
@@ -1150,9 +1159,7 @@ def _sequential_greedy_cl(pat, base, ptr, rel, length, woff, weights, inv, rows,
                 # each neuron's rule reads and writes its own membrane only)
                 for c0 in range(np.uint64(0), L, np.uint64(64)):
                     c1 = min(c0 + np.uint64(64), L)
-                    bits = np.uint64(0)
-                    for i in range(c0, c1):
-                        bits |= np.uint64(not (vq[t + i] < bound)) << (i - c0)
+                    bits = _at_or_above(vq, t, c0, c1, bound)
                     while bits:
                         i = c0 + _lowest_bit(bits)
                         bits &= bits - np.uint64(1)
