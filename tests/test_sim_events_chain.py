@@ -257,3 +257,15 @@ def test_chain_synops_from_the_patterns_equal_the_tables_and_the_fallback(monkey
     by_indptr = simulate(net2, x, "ideal")
     _equal(by_indptr, fast)
     assert fast.synops > 1000 and not net2.derived["ideal_chain_arrays"][0][-1]  # (no q rows without patsyn)
+
+
+@pytest.mark.parametrize("policy", ["ideal", "speck"])
+def test_an_empty_batch_is_refused_in_one_line(policy):
+    """A batch of no sample, (T, 0, ...) or (0, ...), is refused with one line naming the inputs (it
+    ended in a numpy reshape error, on any schedule)."""
+    from snncc.errors import SnnccError
+
+    g = _conv_pool_conv(2, (10, 12), (4, 6), (1.0, 1.25), (0.4, 0.5), T=3)
+    for x in (torch.zeros((3, 0, 2, 10, 12), dtype=F64), torch.zeros((0, 2, 10, 12), dtype=F64)):
+        with pytest.raises(SnnccError, match="inputs: the input batch holds no sample"):
+            simulate(g, x, policy)

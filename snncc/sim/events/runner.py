@@ -1239,6 +1239,8 @@ def _simulate(graph_or_net, x, policy="ideal", order="layer", seed=0, chunk=4096
                                  hint="use policy='ideal' (bit-exact to the reference executor)")
     xs = _inputs(g, x) if xs is None else xs
     B = int(xs[0].shape[0])
+    if B == 0:
+        raise SnnccError("the input batch holds no sample", where="inputs", hint="pass at least one sample")
     inp = g.inputs[0]
     run = _Run(net, B, policy, order, seed, chunk, speck_cap_D, v_min, f32)
     run.input_order = input_order
