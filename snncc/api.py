@@ -218,7 +218,7 @@ class Deployment:
         spike = g.inputs[0].kind == "spike"
         x = self._given(data, keep_f32=True, check=not spike) if given else self.inputs(data, samples, seed)
         x_given = x
-        flat = g.inputs[0].kind == "spike" and g.T > 1 and x.dim() == len(shape) + 1
+        flat = spike and g.T > 1 and x.dim() == len(shape) + 1
         if data is not None and flat and not layout:
             raise SnnccError(f"an ({x.shape[0]}, {', '.join(map(str, shape))}) spike batch for a model of T = {g.T}: "
                              f"sinabs' squeezed (B*T, ...) layout or {x.shape[0]} static samples?", where="inputs",

@@ -918,7 +918,7 @@ def test_ideal_and_input_bookkeeping_kernels_equal_numpy():
 
 
 def test_input_spikes_block_test_reads_every_layout_exactly():
-    """`kernels.input_spikes` tests blocks of 16 entries at once (`_input_spikes_rows`, rows read
+    """`kernels.input_spikes` tests blocks of 16 entries at once (`input_rows_fill`, rows read
     in place where their entries are contiguous, copied into contiguous rows otherwise): on sparse (1%) and dense inputs,
     float64 and float32, one timestep of a (B*T, ...) sinabs batch (rows T frames apart), a
     single sample, rows of 37 entries (blocks cut mid-row) and rows whose entries are not

@@ -7,8 +7,8 @@ synapse updating its neuron and firing it by the policy's rule at once) and `com
 (JIT time, reported by the benchmarks and never counted as throughput), plus the dense sweeps of
 a timestep (`init_state`, `start_timestep`, `first_update`, `first_update_hot` (speck, channel-last:
 only the neurons listed at their threshold), `complete_burst` (with the bursts' counts, event ids
-and peak)) and the compiled bookkeeping around the kernels (`input_spikes`; a chain run's whole input:
-`input_rows_count`, `input_rows_fill`; `event_rows`,
+and peak)) and the compiled bookkeeping around the kernels (the input read, a timestep's or a chain run's
+whole input: `input_spikes`, `input_rows_count`, `input_rows_fill`; `event_rows`,
 `_ideal_events`, `zeros`, `clear`; a greedy/speck step's `_sample_order`, `_records_by_key`, `emit_spikes`:
 counting sorts and one pass, linear in the step's events). All of it runs without the GIL: with
 the batch split over threads (`runner._simulate_split`) only the Python between the calls is
@@ -2031,71 +2031,30 @@ class Scratch:
         return self.em_rank, self.em_slot, self.em_key, self.em_n
 
 
-INPUT_BLOCK = 16  # input entries tested at once for a nonzero (`_input_spikes_rows`)
-
-
-@_njit(nogil=True)
-def _input_spikes_rows(flat, step, B, n):
-    """A timestep's spike input, B rows of n entries, row b at flat[b * step:b * step + n]: the
-    global ids (sample x n + address, ascending) and counts of its nonzero entries, and whether
-    any entry is not a non-negative integer. A block of `INPUT_BLOCK` entries is tested at once (a
-    SIMD count of its nonzeros) and only the blocks holding one are read entry by entry (a sparse
-    input's blocks are mostly empty: at 1% of entries nonzero, about 85% of blocks)."""
-    nb = (n + INPUT_BLOCK - 1) // INPUT_BLOCK
-    hits = np.empty(B * nb, dtype=np.int64)
-    nh = 0
-    ne = 0
-    for b in range(B):
-        o = np.uint64(b * step)
-        for k in range(nb):
-            a0 = k * INPUT_BLOCK
-            c = 0
-            for a in range(np.uint64(a0), np.uint64(min(a0 + INPUT_BLOCK, n))):
-                c += flat[o + a] != 0.0
-            if c:
-                hits[nh] = b * nb + k
-                nh += 1
-                ne += c
-    gid = np.empty(ne, dtype=np.int64)
-    m = np.empty(ne)
-    bad = False
-    j = 0
-    for h in range(nh):
-        b = hits[h] // nb
-        a0 = (hits[h] - b * nb) * INPUT_BLOCK
-        o = b * step
-        for a in range(a0, min(a0 + INPUT_BLOCK, n)):
-            v = flat[o + a]
-            if v != 0.0:
-                gid[j] = b * n + a
-                m[j] = v
-                j += 1
-                bad |= not (v >= 0.0 and v < np.inf and v == np.floor(v))  # NaN fails all three
-    return gid, m, bad
+INPUT_BLOCK = 16  # input entries tested at once for a nonzero (`input_rows_fill`)
 
 
 def input_spikes(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
-    """`_input_spikes_rows` on a float64 or float32 (B, *shape) array viewed as (B, n), read
-    through a flat view of the rows' span where each row's entries are contiguous (every layout
-    the runner passes: (B, ...) and one timestep of (B*T, ...) or (T, B, ...): no copy); any other
-    layout is copied into contiguous rows first."""
+    """A timestep's spike input, a float64 or float32 (B, *shape) array: the global ids (sample x n +
+    address, ascending) and counts of its nonzero entries, and whether any is not a finite
+    non-negative integer (`input_rows_count`, `input_rows_fill` on its B rows; read in place
+    where each row's entries are contiguous, `input_rows_view`)."""
     B = x.shape[0]
-    x2 = x.reshape(B, -1) if x.ndim != 2 else x
-    n, it = x2.shape[1], x2.itemsize
-    if B == 0 or n == 0:  # (nothing to read: no view of an empty buffer)
+    if B == 0 or x.size == 0:  # (nothing to read: no view of an empty buffer)
         return np.zeros(0, dtype=np.int64), np.zeros(0), False
-    if not (x2.strides[1] == it and x2.strides[0] >= 0 and x2.strides[0] % it == 0):
-        x2 = np.ascontiguousarray(x2)
-    step = x2.strides[0] // it if B > 1 else n
-    flat = np.lib.stride_tricks.as_strided(x2, shape=((B - 1) * step + n,), strides=(it,), writeable=False)
-    return _input_spikes_rows(flat, step, B, n)
-
+    flat, st, sb, n = input_rows_view([x], True)
+    cnt = np.zeros(B + 1, dtype=np.int64)
+    input_rows_count(flat, st, sb, B, n, 0, B, cnt)
+    first = np.cumsum(cnt)
+    gid, m = np.empty(first[-1], dtype=np.int64), np.empty(first[-1])
+    bad = input_rows_fill(flat, st, sb, B, n, 0, n, 0, B, first, gid, m)
+    return gid, m, bad
 
 
 @_njit(nogil=True)
 def input_rows_count(flat, st, sb, B, n, r0, r1, cnt):
     """cnt[r + 1] = the nonzero entries of row r = t x B + b (n entries at flat[t x st + b x sb:]),
-    rows r0:r1 (a SIMD count): the first pass of a run's input read (`input_rows_fill`)."""
+    rows r0:r1 (a SIMD count): the first pass of an input read (`input_rows_fill`)."""
     for r in range(r0, r1):
         t = r // B
         o = np.uint64(t * st + (r - t * B) * sb)
@@ -2106,15 +2065,17 @@ def input_rows_count(flat, st, sb, B, n, r0, r1, cnt):
 
 
 @_njit(nogil=True)
-def input_rows_fill(flat, st, sb, B, n, row_base, r0, r1, first, rows, mult):
-    """Rows r0:r1's nonzero entries (`input_rows_count`) as table rows row_base + address
-    (ascending) and counts at rows/mult[first[r]:first[r + 1]]; whether any is not a finite
-    non-negative integer. A block of `INPUT_BLOCK` entries is read entry by entry only where a SIMD
-    count finds a nonzero in it (as `_input_spikes_rows`)."""
+def input_rows_fill(flat, st, sb, B, n, row_base, per_sample, r0, r1, first, rows, mult):
+    """Rows r0:r1's nonzero entries (`input_rows_count`) as ids row_base + b x per_sample + address
+    (ascending: a chain run's table rows with per_sample 0, a timestep's global ids with n) and
+    counts at rows/mult[first[r]:first[r + 1]]; whether any is not a finite non-negative integer.
+    A block of `INPUT_BLOCK` entries is read entry by entry only where a SIMD count finds a
+    nonzero in it (a sparse input's blocks are mostly empty: at 1% of entries nonzero, about 85%)."""
     bad = False
     for r in range(r0, r1):
         t = r // B
-        o = np.uint64(t * st + (r - t * B) * sb)
+        b = r - t * B
+        o = np.uint64(t * st + b * sb)
         j = first[r]
         for a0 in range(0, n, INPUT_BLOCK):
             a1 = min(a0 + INPUT_BLOCK, n)
@@ -2126,7 +2087,7 @@ def input_rows_fill(flat, st, sb, B, n, row_base, r0, r1, first, rows, mult):
             for a in range(a0, a1):
                 v = flat[o + np.uint64(a)]
                 if v != 0.0:
-                    rows[j] = row_base + a
+                    rows[j] = row_base + b * per_sample + a
                     mult[j] = v
                     j += 1
                     bad |= not (v >= 0.0 and v < np.inf and v == np.floor(v))  # NaN fails all three
@@ -2134,11 +2095,11 @@ def input_rows_fill(flat, st, sb, B, n, row_base, r0, r1, first, rows, mult):
 
 
 def input_rows_view(xs: list[np.ndarray], one_buffer: bool) -> tuple[np.ndarray, int, int, int]:
-    """A run's inputs, one float64 or float32 (B, *shape) array per timestep, as one flat array and
+    """Inputs, one float64 or float32 (B, *shape) array per timestep, as one flat array and
     the strides (in entries) of a timestep and of a sample, and the entries per row, for
     `input_rows_count` / `input_rows_fill`: a view where the arrays are views of one buffer
-    (`one_buffer`: the caller knows) at uniform strides (the runner's (T, B, ...) and (B*T, ...)
-    layouts: no copy), else a contiguous copy."""
+    (`one_buffer`: the caller knows) at uniform strides with each row's entries contiguous (the
+    runner's (T, B, ...) and (B*T, ...) layouts: no copy), else a contiguous copy."""
     T, B = len(xs), xs[0].shape[0]
     x2 = [x.reshape(B, -1) for x in xs]
     n, it = x2[0].shape[1], x2[0].itemsize
@@ -2382,9 +2343,6 @@ def compile_seconds() -> float:
     input_spikes(np.zeros((1, 1)))
     input_spikes(np.zeros((2, 2))[:, :1])
     input_spikes(np.zeros((2, 2), dtype=np.float32))
-    for xdt in (np.float64, np.float32):  # (a chain run's whole input)
-        input_rows_count(np.zeros(1, xdt), 1, 1, 1, 1, 0, 1, np.zeros(2, np.int64))
-        input_rows_fill(np.zeros(1, xdt), 1, 1, 1, 1, 0, 0, 1, np.zeros(2, np.int64), z.copy(), np.zeros(1))
     for a in (f.copy(), np.zeros(1, np.uint8), z.copy(), np.zeros(1, np.int32)):
         clear(a)
     for like in (f, f.astype(np.float32), z, c32):

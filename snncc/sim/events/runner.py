@@ -968,15 +968,15 @@ def _chain_schedule(net: EventNetwork) -> list[tuple[str, str | None]] | None:
     return chain
 
 
-def _run_chain(run: "_Run", chain: list[tuple[str, str | None]], spikes: list) -> np.ndarray:
+def _run_chain(run: "_Run", chain: list[tuple[str, str | None]], inputs: tuple) -> np.ndarray:
     """A whole ideal run of a chain network in one compiled call (`kernels._ideal_chain`), its
     bookkeeping (events, peak bursts, synaptic ops, steps) into `run` as `_Run.timestep` keeps it;
-    `spikes`: the input's events of the whole run (`_spike_inputs`: rows, counts, the start of each
+    `inputs`: the input's events of the whole run (`_spike_inputs`: rows, counts, the start of each
     (timestep, sample)'s). Returns the output summed over T."""
     import numba
 
     net, B, S = run.net, run.B, run.net.n_slots
-    T = (spikes[2].size - 1) // B
+    T = (inputs[2].size - 1) // B
     inp = net.graph.inputs[0].name
     rt = run.flat.runs()
     arrays = net.derived.get("ideal_chain_arrays")
@@ -1034,8 +1034,7 @@ def _run_chain(run: "_Run", chain: list[tuple[str, str | None]], spikes: list) -
             (s_base, s_lo, s_hi, s_div, s_pop, s_abs, scale, s_bp, s_fed), blocks, start,
             np.ascontiguousarray(rt.pos[o[0]:o[1]], dtype=np.int64))
     runs, w32, steps, blocks, start, out_pos = arrays
-    inputs = spikes
-    run.events[inp] += int(spikes[1].sum())
+    run.events[inp] += int(inputs[1].sum())
     nth = numba.get_num_threads()  # (the scratch has a part per thread)
     acc64, marks = run.scratch.runs_scratch(S, np.float64)
     acc32 = run.scratch.runs_scratch(S, np.float32)[0]
@@ -1325,8 +1324,8 @@ def _spike_input(inp, xt: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
 
 def _spike_inputs(inp, xs: list[torch.Tensor], row_base: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A whole run's spike input as table rows (row_base + address), counts and each (timestep,
-    sample)'s start (row t x B + b), checked as `_spike_input` checks a timestep: read on numba's
-    threads (`_on_threads`: the rows counted, then filled), with no copy where the timesteps are
+    sample)'s start (row t x B + b), checked as `_spike_input` checks a timestep: read on the
+    runner's threads (`_on_threads`: the rows counted, then filled), with no copy where the timesteps are
     views of one tensor's storage. (A prange region left OpenMP's threads spinning into the chain
     run: 2-7% more time on 2 threads.)"""
     import numba
@@ -1340,7 +1339,7 @@ def _spike_inputs(inp, xs: list[torch.Tensor], row_base: int) -> tuple[np.ndarra
     _on_threads(lambda i: kernels.input_rows_count(flat, st, sb, B, n, cuts[i], cuts[i + 1], cnt), len(cuts) - 1)
     first = np.cumsum(cnt)
     rows, m = np.empty(first[-1], dtype=np.int64), np.empty(first[-1])
-    bad = _on_threads(lambda i: kernels.input_rows_fill(flat, st, sb, B, n, row_base, cuts[i], cuts[i + 1], first,
+    bad = _on_threads(lambda i: kernels.input_rows_fill(flat, st, sb, B, n, row_base, 0, cuts[i], cuts[i + 1], first,
                                                         rows, m), len(cuts) - 1)
     if any(bad):
         raise BadSpikeInput(inp)
