@@ -1028,7 +1028,8 @@ def _at_or_above(vq, t, c0, c1, bound):
 @_njit(nogil=True)
 def _sequential_speck_cl(pat, base, ptr, rel, length, woff, weights, inv, rows, samples, S, clock, vq, cnt, k,
                          thq, vmq, capq, em_rank, em_slot, em_key, em_n, hot, mark, nhot, counters, guard):
-    """The speck rule over channel-last runs (`deliver_sequential`). `guard` (vq's dtype): [0] the
+    """The speck rule over channel-last runs (`deliver_sequential`), sample by sample
+    (`_speck_sample`), its records' neurons as global slots. `guard` (vq's dtype): [0] the
     limit of a float32 run (`speck_f32_limit`; inf in float64), [1] set to 1 where a sum fell below
     its lower bound or a membrane at or above its threshold reached the limit."""
     synops = 0
@@ -1042,73 +1043,212 @@ def _sequential_speck_cl(pat, base, ptr, rel, length, woff, weights, inv, rows, 
         e1 = e0
         while e1 < n_ev and samples[e1] == b:
             e1 += 1
-        off = np.uint64(b * S)
-        qlo = S
-        qhi = 0
-        syn0 = synops
-        for e in range(e0, e1):
-            a = rows[e]
-            p = pat[a]
-            r0, r1 = ptr[p], ptr[p + 1]
-            if r1 == r0:
-                continue
-            qlo = min(qlo, base[a] + rel[r0])
-            qhi = max(qhi, base[a] + rel[r1 - 1] + length[r1 - 1])
-            for r in range(r0, r1):
-                q0 = np.uint64(base[a] + rel[r])
-                t = off + q0
-                wo = np.uint64(woff[r])
-                nl = length[r]
-                synops += nl
-                L = np.uint64(nl)
-                th = thq[q0]
-                vm = vmq[q0]
-                hit = False
-                for i in range(L):
-                    v = vq[t + i] + weights[wo + i]
-                    cnt[t + i] += 1
-                    hit |= v >= th
-                    off_grid |= v < vm
-                    vq[t + i] = v if v > vm else vm  # v >= th > vm keeps v: no spike test here
-                if not hit:
-                    continue
-                # the neurons at or above the threshold, as bits, visited lowest first (each neuron's
-                # rule reads and writes its own membrane only, so the mask taken before the loop is
-                # the one the loop's tests would find): a loop that branched on every neuron of a
-                # hit run mispredicted on the few at the threshold; 7% less time per sinabs64 run
-                # at rate 0.02, on 1 thread and on 2 (alternated in one process)
-                for c0 in range(np.uint64(0), L, np.uint64(64)):
-                    c1 = min(c0 + np.uint64(64), L)
-                    bits = _at_or_above(vq, t, c0, c1, th)
-                    while bits:
-                        i = c0 + _lowest_bit(bits)
-                        bits &= bits - np.uint64(1)
-                        v = vq[t + i]
-                        off_grid |= v >= limit  # (a float32 run's thresholds are at most its limit)
-                        # (without `counters` every cap is inf or 0: k < cap is cap > 0, and k is not kept)
-                        fire = k[t + i] < capq[q0 + i] if counters else capq[q0 + i] > 0.0
-                        n = 1.0 if fire else 0.0
-                        if fire:  # (in vq's dtype: a float32 run computes in float32)
-                            v = v - th
-                            v = v if v > vm else vm
-                        vq[t + i] = v
-                        if v >= th and mark[t + i] == 0:  # still at the threshold: `first_update_hot`'s list
-                            mark[t + i] = 1
-                            hot[nhot[0]] = t + i
-                            nhot[0] += 1
-                        if n != 0.0:
-                            if counters:
-                                k[t + i] += n
-                            em_rank[ne] = cnt[t + i] - 1
-                            em_slot[ne] = off + np.uint64(inv[q0 + i])
-                            em_key[ne] = clock + e
-                            em_n[ne] = n
-                            ne += 1
-        _zero_counters(pat, base, ptr, rel, length, rows, e0, e1, off, cnt, qlo, qhi, synops - syn0)
+        n0 = ne
+        syn, ne, grid = _speck_sample(pat, base, ptr, rel, length, woff, weights, rows, e0, e1, b, S, clock, vq, cnt,
+                                      k, thq, vmq, capq, em_rank, em_slot, em_key, ne, hot, mark, nhot, counters,
+                                      limit)
+        synops += syn
+        off_grid |= grid
+        off = b * S
+        for i in range(n0, ne):  # (q -> global slot; one spike per record)
+            em_slot[i] = off + inv[em_slot[i] - off]
+            em_n[i] = 1.0
         e0 = e1
     if off_grid:
         guard[1] = 1.0
     return synops, ne
+
+
+@_njit(nogil=True)
+def _speck_sample(pat, base, ptr, rel, length, woff, weights, rows, e0, e1, b, S, key0, vq, cnt, k, thq, vmq, capq,
+                  em_rank, em_q, em_key, ne, hot, mark, nhot, counters, limit):
+    """The speck rule for sample b's events e0:e1 (in that order) over channel-last runs: its
+    spikes as records from index `ne` on, one per spike (a speck update fires at most once): the
+    neuron's rank (contributions before this one in the step), its global q (b x S + q) and key0 +
+    the event's index; the neurons it leaves at or above their threshold join the sample's list
+    (`hot[b x S:]`, `nhot[b]`, once each: `mark`). Its counters are zero again on return
+    (`_zero_counters`). Shared by the step kernel (`_sequential_speck_cl`) and the chain run
+    (`_speck_chain`). Returns (synaptic ops, records, whether a sum fell below its lower bound
+    or a membrane at or above its threshold reached `limit`)."""
+    synops = 0
+    off_grid = False
+    off = np.uint64(b * S)
+    hb = b * S
+    qlo = S
+    qhi = 0
+    for e in range(e0, e1):
+        a = rows[e]
+        p = pat[a]
+        r0, r1 = ptr[p], ptr[p + 1]
+        if r1 == r0:
+            continue
+        qlo = min(qlo, base[a] + rel[r0])
+        qhi = max(qhi, base[a] + rel[r1 - 1] + length[r1 - 1])
+        for r in range(r0, r1):
+            q0 = np.uint64(base[a] + rel[r])
+            t = off + q0
+            wo = np.uint64(woff[r])
+            nl = length[r]
+            synops += nl
+            L = np.uint64(nl)
+            th = thq[q0]
+            vm = vmq[q0]
+            hit = False
+            for i in range(L):
+                v = vq[t + i] + weights[wo + i]
+                cnt[t + i] += 1
+                hit |= v >= th
+                off_grid |= v < vm
+                vq[t + i] = v if v > vm else vm  # v >= th > vm keeps v: no spike test here
+            if not hit:
+                continue
+            # the neurons at or above the threshold, as bits, visited lowest first (each neuron's
+            # rule reads and writes its own membrane only, so the mask taken before the loop is
+            # the one the loop's tests would find): a loop that branched on every neuron of a
+            # hit run mispredicted on the few at the threshold; 7% less time per sinabs64 run
+            # at rate 0.02, on 1 thread and on 2 (alternated in one process)
+            for c0 in range(np.uint64(0), L, np.uint64(64)):
+                c1 = min(c0 + np.uint64(64), L)
+                bits = _at_or_above(vq, t, c0, c1, th)
+                while bits:
+                    i = c0 + _lowest_bit(bits)
+                    bits &= bits - np.uint64(1)
+                    v = vq[t + i]
+                    off_grid |= v >= limit  # (a float32 run's thresholds are at most its limit)
+                    # (without `counters` every cap is inf or 0: k < cap is cap > 0, and k is not kept)
+                    fire = k[t + i] < capq[q0 + i] if counters else capq[q0 + i] > 0.0
+                    if fire:  # (in vq's dtype: a float32 run computes in float32)
+                        v = v - th
+                        v = v if v > vm else vm
+                    vq[t + i] = v
+                    if v >= th and mark[t + i] == 0:  # still at the threshold: `first_update_hot`'s list
+                        mark[t + i] = 1
+                        hot[hb + nhot[b]] = t + i
+                        nhot[b] += 1
+                    if fire:
+                        if counters:
+                            k[t + i] += 1.0
+                        em_rank[ne] = cnt[t + i] - 1
+                        em_q[ne] = t + i
+                        em_key[ne] = key0 + e
+                        ne += 1
+    _zero_counters(pat, base, ptr, rel, length, rows, e0, e1, off, cnt, qlo, qhi, synops)
+    return synops, ne, off_grid
+
+
+@_njit(nogil=True)
+def _speck_chain(b0, b1, T, B, S, runs, weights, inputs, steps, start, params, vq, cnt, k, counts, hot, mark, nhot,
+                 out_pos, out_sum, stats, guard, counters, zero_k):
+    """A whole speck run of a chain network (`runner._chain_schedule`; `runner._run_speck_chain`)
+    for samples b0:b1, each sample's T timesteps at once (samples are independent): per timestep
+    the start (`_start_sample`), the first update (`_first_update_sample`: its full sweep at t = 0,
+    the sample's list of neurons at their threshold and the touched ones after), then per step the
+    speck rule over its events (`_speck_sample`), and the output membranes added into out_sum. The
+    runner's layer order, step by step, in its per-sample event order: the input's spikes in burst
+    order (spike j of every address, ascending address, for j = 0, 1, ...); a later source's events
+    its first update's spikes in slot order, then the step before's spikes by (event, rank, slot)
+    (what `deliver_sequential`'s records sorted by key give with `sample_major`). So every neuron
+    sees the same contributions in the same order: the same counts, membranes and records.
+    runs: (pat, base, ptr, rel, length, woff, synapses per pattern, pat_q, base_q (every later
+    source's rows in q order, where qrows), qrows, inv (q -> slot), pos (slot -> q)); inputs:
+    (rows, counts, first) as `_ideal_chain` reads them; steps: (row base of the step's source, q
+    range [lo, hi) of the population it feeds, hi == lo for the output); start: (reset and touched
+    q at t = 0, the same for t > 0, betaq, constq); params: (thq, vmq, the delivery's cap per q,
+    the first update's cap per q, fireq, the first update's lower bound per q). Counts per global
+    q; stats: (synops per sample and step, spikes and peak per sample and step of the population
+    it feeds, (T, steps, B) whether a step had events)."""
+    pat, base, ptr, rel, length, woff, patlen, pat_q, base_q, qrows, inv, pos = runs
+    rp = pat_q if qrows else pat  # (source 0's rows are the same in both)
+    rb = base_q if qrows else base
+    in_rows, in_mult, in_first = inputs
+    s_base, s_lo, s_hi = steps
+    reset0, touch0, reset1, touch1, betaq, constq = start
+    thq, vmq, capf, capq, fireq, vminq = params
+    syn_st, spk, peak, nonempty = stats
+    nst = s_base.size
+    limit = guard[0]
+    off_grid = False
+    rows = np.empty(1024, dtype=np.int64)
+    er, eq, ek = np.empty(1024, dtype=np.int64), np.empty(1024, dtype=np.int64), np.empty(1024, dtype=np.int64)
+    sk = np.empty(1024, dtype=np.int64)
+    fg, fn, fs = np.empty(S, dtype=np.int64), np.empty(S), np.empty(S, dtype=np.int64)
+    for b in range(b0, b1):
+        off = b * S
+        for t in range(T):
+            if t == 0:
+                _start_sample(vq, np.uint64(1), k, betaq, constq, reset0, np.uint64(off), S, touch0, zero_k)
+            else:
+                _start_sample(vq, np.uint64(1), k, betaq, constq, reset1, np.uint64(off), S, touch1, zero_k)
+            nf = _first_update_sample(vq, k, thq, fireq, capq, vminq, b, S, fg, fn, 0, hot, mark, nhot, touch1, t == 0)
+            for i in range(nf):
+                counts[fg[i]] += 1.0
+                fs[i] = inv[fg[i] - off]
+            fs[:nf].sort()  # (the first update's spikes in slot order)
+            nrec = 0
+            for s in range(nst):
+                n = 0
+                if s == 0:  # the input's spikes of (t, b) in burst order
+                    e0, e1 = in_first[t * B + b], in_first[t * B + b + 1]
+                    tot = 0
+                    mm = 0
+                    for i in range(e0, e1):
+                        c = np.int64(in_mult[i])
+                        tot += c
+                        mm = max(mm, c)
+                    if tot > rows.size:
+                        rows = np.empty(2 * tot, dtype=np.int64)
+                    for j in range(mm):
+                        for i in range(e0, e1):
+                            if in_mult[i] > j:
+                                rows[n] = in_rows[i]
+                                n += 1
+                else:  # the first update's spikes of the population step s - 1 fed, then that step's
+                    plo, phi = s_lo[s - 1], s_hi[s - 1]
+                    if nf + nrec > rows.size:
+                        rows = np.empty(2 * (nf + nrec), dtype=np.int64)
+                    for i in range(nf):
+                        sl = fs[i]
+                        if sl >= plo and sl < phi:
+                            rows[n] = s_base[s] + (pos[sl] if qrows else sl) - plo
+                            n += 1
+                    nfu = n
+                    for r in range(nrec):
+                        q = eq[r] - off
+                        rows[n] = s_base[s] + (q if qrows else inv[q]) - plo
+                        n += 1
+                    spk[b, s - 1] += n
+                    peak[b, s - 1] = max(peak[b, s - 1], max(nfu, nrec))
+                nonempty[t, s, b] = n > 0
+                nrec = 0
+                if n == 0:
+                    continue
+                bound = 0  # (a record per synapse at most)
+                for i in range(n):
+                    bound += patlen[rp[rows[i]]]
+                if bound > er.size:
+                    er, eq = np.empty(2 * bound, dtype=np.int64), np.empty(2 * bound, dtype=np.int64)
+                    ek, sk = np.empty(2 * bound, dtype=np.int64), np.empty(2 * bound, dtype=np.int64)
+                syn, nrec, grid = _speck_sample(rp, rb, ptr, rel, length, woff, weights, rows, 0, n, b, S, 0, vq, cnt, k,
+                                                thq, vmq, capf, er, eq, ek, 0, hot, mark, nhot, counters, limit)
+                syn_st[b, s] += syn
+                off_grid |= grid
+                # the records (in event order) by (event, rank, slot): an event's few by insertion
+                for j in range(nrec):
+                    g = eq[j]
+                    counts[g] += 1.0
+                    v = er[j] * S + inv[g - off]
+                    e = ek[j]
+                    m = j
+                    while m > 0 and ek[m - 1] == e and sk[m - 1] > v:
+                        sk[m] = sk[m - 1]
+                        eq[m] = eq[m - 1]
+                        m -= 1
+                    sk[m] = v
+                    eq[m] = g
+            for i in range(out_pos.size):
+                out_sum[b, i] += vq[off + out_pos[i]]
+    if off_grid:
+        guard[1] = 1.0
 
 
 @_njit(nogil=True)
@@ -1256,7 +1396,7 @@ class ChannelLast:
         n_hot = B * S if speck else 0
         self.hot, self.mark = scratch.kept("hot", (n_hot,), np.int64), scratch.kept("mark", (n_hot,), np.uint8)
         clear(self.mark)
-        self.nhot = np.zeros(1, np.int64)
+        self.nhot = np.zeros(B, np.int64)  # (per sample: its list at hot[b x S:])
         self.hot_valid = False
         self.q_current = False  # vq holds the membranes (state's column is stale)
 
@@ -1440,52 +1580,62 @@ def first_update(state, k, theta, fireable, cap, vmin, speck, B, S, out_g, out_n
 @_njit(nogil=True)
 def first_update_hot(vq, k, thq, fireq, capq, vminq, B, S, out_g, out_n, hot, mark, nhot, touched, full):
     """speck, channel-last (`ChannelLast`): `first_update`'s speck rule on the membranes in q order,
-    over every neuron (`full`) or only over the listed ones (`hot`: every neuron at or above its
-    threshold is listed, by `_sequential_speck_cl` and by this sweep) and those whose membrane the
-    timestep's start set (`touched`: q positions, in every sample). Any other neuron is below its
-    threshold and at or above its lower bound (every store clips at it), where the rule changes
-    nothing. The full sweep first tests a block of `BURST_BLOCK` neurons at once (SIMD) for one
-    not strictly between its lower bound and its threshold, and skips a block with none (the
-    rule changes nothing there): the sweep of a batch's membranes after a first timestep's start
-    costs a vector compare per block. Fired (b * S + q, n) in out_g/out_n (any order); the
-    neurons left at or above their threshold form the new list. Returns how many fired."""
-    m = nhot[0]
-    if not full:  # the candidates: the list plus the touched neurons, each once
-        for b in range(B):
-            for i in range(touched.size):
-                g = b * S + touched[i]
-                if mark[g] == 0:
-                    mark[g] = 1
-                    hot[m] = g
-                    m += 1
-    cand = hot[:m].copy()
-    for i in range(m):
-        mark[cand[i]] = 0
-    nhot[0] = 0
+    sample by sample (`_first_update_sample`). Fired (b * S + q, n) in out_g/out_n (any order).
+    Returns how many fired."""
     ne = 0
-    if full:  # in g order, block by block
-        for b in range(B):
-            off = np.uint64(b * S)
-            for q0 in range(0, S, BURST_BLOCK):
-                q1 = min(q0 + BURST_BLOCK, S)
-                quiet = True
-                for q in range(np.uint64(q0), np.uint64(q1)):  # (unsigned, no short circuit: SIMD)
-                    v = vq[off + q]
-                    quiet &= (v < thq[q]) & (v > vminq[q])
-                if not quiet:
-                    for q in range(q0, q1):
-                        ne = _first_hot(vq, k, thq, fireq, capq, vminq, b * S + q, q, out_g, out_n, hot, mark, nhot, ne)
+    for b in range(B):
+        ne = _first_update_sample(vq, k, thq, fireq, capq, vminq, b, S, out_g, out_n, ne, hot, mark, nhot, touched,
+                                  full)
+    return ne
+
+
+@_njit(nogil=True)
+def _first_update_sample(vq, k, thq, fireq, capq, vminq, b, S, out_g, out_n, ne, hot, mark, nhot, touched, full):
+    """`first_update_hot` for sample b: the rule over every neuron of the sample (`full`) or only
+    over its listed ones (`hot[b x S:]`, `nhot[b]`: every neuron at or above its threshold is
+    listed, by `_speck_sample` and by this sweep) and those whose membrane the timestep's start set
+    (`touched`: q positions). Any other neuron is below its threshold and at or above its lower
+    bound (every store clips at it), where the rule changes nothing. The full sweep first tests a
+    block of `BURST_BLOCK` neurons at once (SIMD) for one not strictly between its lower bound and
+    its threshold, and skips a block with none (the rule changes nothing there): the sweep of a
+    sample's membranes after a first timestep's start costs a vector compare per block. Fired
+    (b * S + q, n) in out_g/out_n from `ne` on; the neurons left at or above their threshold form
+    the sample's new list (written over the old one in place: candidate i adds at most one entry,
+    at an index <= i, after it is read). Returns ne plus how many fired."""
+    hb = b * S
+    m = nhot[b]
+    if not full:  # the candidates: the list plus the touched neurons, each once
+        for i in range(touched.size):
+            g = hb + touched[i]
+            if mark[g] == 0:
+                mark[g] = 1
+                hot[hb + m] = g
+                m += 1
+    for i in range(m):
+        mark[hot[hb + i]] = 0
+    nhot[b] = 0
+    if full:  # in q order, block by block
+        off = np.uint64(hb)
+        for q0 in range(0, S, BURST_BLOCK):
+            q1 = min(q0 + BURST_BLOCK, S)
+            quiet = True
+            for q in range(np.uint64(q0), np.uint64(q1)):  # (unsigned, no short circuit: SIMD)
+                v = vq[off + q]
+                quiet &= (v < thq[q]) & (v > vminq[q])
+            if not quiet:
+                for q in range(q0, q1):
+                    ne = _first_hot(vq, k, thq, fireq, capq, vminq, hb + q, q, out_g, out_n, hot, mark, nhot, hb, b,
+                                     ne)
         return ne
     for i in range(m):
-        g = cand[i]
-        ne = _first_hot(vq, k, thq, fireq, capq, vminq, g, g - _sample_of(g, S) * S, out_g, out_n, hot, mark, nhot,
-                        ne)
+        g = hot[hb + i]
+        ne = _first_hot(vq, k, thq, fireq, capq, vminq, g, g - hb, out_g, out_n, hot, mark, nhot, hb, b, ne)
     return ne
 
 
 @numba.njit(inline="always")
-def _first_hot(vq, k, thq, fireq, capq, vminq, g, s, out_g, out_n, hot, mark, nhot, ne):
-    """`first_update_hot`'s rule for neuron g (q position s in its sample); returns the count of
+def _first_hot(vq, k, thq, fireq, capq, vminq, g, s, out_g, out_n, hot, mark, nhot, hb, b, ne):
+    """`first_update_hot`'s rule for neuron g (q position s in its sample b, whose list starts at hb); returns the count of
     fired neurons in out_g/out_n, ne plus one where it fires."""
     v = vq[g]
     th = thq[s]
@@ -1506,8 +1656,8 @@ def _first_hot(vq, k, thq, fireq, capq, vminq, g, s, out_g, out_n, hot, mark, nh
         ne += 1
     if v >= th and mark[g] == 0:
         mark[g] = 1
-        hot[nhot[0]] = g
-        nhot[0] += 1
+        hot[hb + nhot[b]] = g
+        nhot[b] += 1
     return ne
 
 
@@ -2338,6 +2488,13 @@ def compile_seconds() -> float:
         _sequential_speck_cl(z, z, i1, z, i1[1:], z, f32, z, z, z, 1, 0, np.zeros(1, np.float32), c32, np.zeros(1),
                              f32, f32, f, *rec(), z.copy(), np.zeros(1, np.uint8), z.copy(), counters,
                              np.zeros(2, np.float32))
+    for w, dt in ((f, np.float64), (f32, np.float64), (f32, np.float32)):  # a speck chain run (`_speck_chain`)
+        v1 = np.zeros(1, dt)
+        _speck_chain(0, 1, 1, 1, 1, (z, z, i1, z, i1[1:], z, z, z, z, False, z, z), w, (z, f, i1), (z, z, z),
+                     (b1, z, b1, z, f, f), (v1 + 1, v1, f, f, b1, f), v1.copy(), c32.copy(), np.zeros(1), np.zeros(1),
+                     z.copy(), np.zeros(1, np.uint8), z.copy(), z, np.zeros((1, 1)),
+                     (np.zeros((1, 1), np.int64), np.zeros((1, 1), np.int64), np.zeros((1, 1), np.int64),
+                      np.zeros((1, 1, 1), np.bool_)), np.zeros(2, dt), False, False)
     _sample_order(z)
     event_rows(z, 1, 0, z, z.copy(), z.copy())
     input_spikes(np.zeros((1, 1)))

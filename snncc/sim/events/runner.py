@@ -258,6 +258,10 @@ class _Run:
         self.pool_max = {m: np.zeros(B * pm.n_out) for m, pm in self.pools.items()}
         self.synops = 0
         self.steps = 0
+        # the layer order's steps as (timestep, source index): a source steps at most once per
+        # timestep (sources in topological order), so a batch split's parts give the whole batch's
+        # steps as the size of their union (`_simulate_split`), equal to one run on the whole batch
+        self.stepped: set[tuple[int, int]] = set()
         self.clock = 0
         self.input_order = None  # per timestep, input addresses in a given order (a recording's time order)
         self.trace = None  # a _Trace to record every step's events (real-time analysis of a recording)
@@ -700,6 +704,8 @@ class _Run:
             if not step:  # only empty batches were left (a timestep without input): no step
                 break
             self.steps += 1
+            if self.order == "layer":
+                self.stepped.add((t, self.src_index[step[0][0].src]))
             if self.policy == "ideal":
                 pool += self.deliver_ideal([bt for bt, _ in step], complete)
                 pool += self._completions(complete, pool)
@@ -1069,8 +1075,94 @@ def _run_chain(run: "_Run", chain: list[tuple[str, str | None]], inputs: tuple) 
         if c is not None:
             run.events[c] += int(spk[:, i].sum())
             run.peak[c] = max(run.peak[c], int(peak[:, i].max(initial=0.0)))
-    run.steps += int(nonempty.any(axis=2).sum())
+    _chain_steps(run, chain, nonempty)
     return out_sum
+
+
+def _speck_chain_ok(run: "_Run", chain) -> bool:
+    """Whether a speck run of a chain network runs whole in one compiled call (`_run_speck_chain`):
+    its channel-last membranes current at every timestep's start (`_Run.timestep`'s q_start: spike
+    input, no host current, leak or disabled slot, which `_chain_schedule`'s conditions give) and
+    every neuron that can fire in one of the chain's populations."""
+    if run.policy != "speck" or run.cl is None or not run.cl.q_current:
+        return False
+    inside = np.zeros(run.net.n_slots, dtype=bool)
+    for _, c in chain:
+        if c is not None:
+            inside[slice(*run.net.offsets[c])] = True
+    return not (run._fire_slot & (run._cap_all > 0) & ~inside).any()
+
+
+def _run_speck_chain(run: "_Run", chain: list[tuple[str, str | None]], inputs: tuple) -> np.ndarray:
+    """A whole speck run of a chain network in one compiled call per thread (`kernels._speck_chain`),
+    its bookkeeping (events, peak spikes per step, synaptic ops, steps) into `run` as
+    `_Run.timestep` keeps it; counts in q order (read out by `_simulate`). Returns the output
+    summed over T."""
+    import numba
+
+    net, B, S, cl = run.net, run.B, run.net.n_slots, run.cl
+    T = (inputs[2].size - 1) // B
+    inp = net.graph.inputs[0].name
+    rt = cl.rt
+    arrays = net.derived.get("speck_chain_arrays")
+    if arrays is None:
+        nst = len(chain)
+        s_base = np.array([run.row_base[s] for s, _ in chain], dtype=np.int64)
+        s_lo = np.array([net.offsets[c][0] if c else 0 for _, c in chain], dtype=np.int64)
+        s_hi = np.array([net.offsets[c][1] if c else 0 for _, c in chain], dtype=np.int64)
+        # every later source's rows in q order (its events come from neurons in q order), as `_run_chain`
+        pat_q, base_q = rt.pat.copy(), rt.base.copy()
+        qrows = True
+        for i in range(1, nst):
+            lo, hi = s_lo[i - 1], s_hi[i - 1]
+            qrows &= bool(hi > lo and net.tables[chain[i][0]].n == hi - lo)
+            if qrows:
+                q = np.arange(lo, hi)
+                pat_q[s_base[i] + q - lo] = rt.pat[s_base[i] + cl.inv[q] - lo]
+                base_q[s_base[i] + q - lo] = rt.base[s_base[i] + cl.inv[q] - lo]
+        patlen = np.zeros(rt.ptr.size - 1, dtype=np.int64)  # synapses per pattern: its runs' lengths
+        for p in range(patlen.size):
+            patlen[p] = int(rt.length[rt.ptr[p]:rt.ptr[p + 1]].sum())
+        o = net.offsets[net.graph.output.name]
+        arrays = net.derived["speck_chain_arrays"] = (
+            (rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, patlen, pat_q if qrows else rt.pat,
+             base_q if qrows else rt.base, qrows, cl.inv, np.ascontiguousarray(rt.pos, dtype=np.int64)),
+            (s_base, s_lo, s_hi), np.ascontiguousarray(rt.pos[o[0]:o[1]], dtype=np.int64))
+    runs, steps, out_pos = arrays
+    start = (*run._start_hit(False, True, cl), *run._start_hit(True, True, cl), cl.betaq, cl.constq)
+    params = (cl.thq, cl.vmq, cl.per_q(run._cap_fire), cl.capq, cl.fireq, cl.vminq)
+    run.events[inp] += int(inputs[1].sum())
+    nst = len(chain)
+    stats = (np.zeros((B, nst), dtype=np.int64), np.zeros((B, nst), dtype=np.int64),
+             np.zeros((B, nst), dtype=np.int64), np.zeros((T, nst, B), dtype=bool))
+    out_sum = np.zeros((B, out_pos.size))
+    counts = run.scratch.counts_q(np.float64)
+    nth = numba.get_num_threads()
+    cuts = np.linspace(0, B, min(nth, B) + 1).round().astype(int)
+
+    def part(i):  # samples cuts[i]:cuts[i + 1] on this thread (the kernel releases the GIL)
+        kernels._speck_chain(int(cuts[i]), int(cuts[i + 1]), T, B, S, runs, cl.weights, inputs, steps, start, params,
+                             cl.vq, cl.cnt, run.k, counts, cl.hot, cl.mark, cl.nhot, out_pos, out_sum, stats, cl.guard,
+                             run._zero_k, run._zero_k)
+
+    _on_threads(part, len(cuts) - 1)
+    run.counts = counts  # (read out in q order and zeroed by `_simulate`)
+    syn, spk, peak, nonempty = stats
+    run.synops += int(syn.sum())
+    for i, (_, c) in enumerate(chain):
+        if c is not None:
+            run.events[c] += int(spk[:, i].sum())
+            run.peak[c] = max(run.peak[c], int(peak[:, i].max(initial=0)))
+    _chain_steps(run, chain, nonempty)
+    return out_sum
+
+
+def _chain_steps(run: "_Run", chain: list, nonempty: np.ndarray) -> None:
+    """A chain run's steps into `run` (`steps`, `stepped`) from its (T, steps, B) flags: a step of
+    the batch where any sample had events (the chain's sources are the tables in order)."""
+    for t, s in np.argwhere(nonempty.any(axis=2)).tolist():
+        run.stepped.add((t, run.src_index[chain[s][0]]))
+        run.steps += 1
 
 
 def _on_threads(part, n: int) -> list:
@@ -1109,10 +1201,10 @@ def simulate(graph_or_net: Graph | EventNetwork, x, policy: str = "ideal", order
         if threads < 2 or policy not in POLICIES or not (order == "layer" or (order == "interleaved" and
                                                                               policy == "ideal")):
             return _simulate(graph_or_net, x, policy, order, seed, chunk, speck_cap_D, v_min, reference)[0]
-        if policy == "ideal" and order == "layer":  # a chain run puts its samples on the threads itself
+        if policy in ("ideal", "speck") and order == "layer":  # a chain run puts its samples on the threads itself
             net = graph_or_net if isinstance(graph_or_net, EventNetwork) else build_network(graph_or_net)
-            if _chain_schedule(net) is not None:
-                return _simulate(net, x, policy, order, seed, chunk, speck_cap_D, v_min, reference)[0]
+            if _chain_schedule(net) is not None:  # (speck: the batch split where it cannot, `_speck_chain_ok`)
+                return _simulate(net, x, policy, order, seed, chunk, speck_cap_D, v_min, reference, split=threads)[0]
             graph_or_net = net
         return _simulate_split(graph_or_net, x, policy, order, seed, chunk, speck_cap_D, v_min, reference, threads)
     finally:
@@ -1142,7 +1234,8 @@ def _simulate_split(graph_or_net, x, policy, order, seed, chunk, speck_cap_D, v_
     into its rows of arrays allocated once for the whole batch (no merge copy on the calling
     thread). Samples are independent and the layer order keeps every sample's steps and event
     order, so each sample's counts, output and events are those of one run on the whole batch;
-    `steps` is the longest part's, `peak_burst` the largest. The ideal policy's sums do not
+    `steps` those of the whole batch in the layer order (the union of the parts' steps,
+    `_Run.stepped`), else the longest part's; `peak_burst` the largest. The ideal policy's sums do not
     depend on the order, so its interleaved order splits too; greedy/speck interleaved (the
     round-robin position of an event counts the other samples' events) and the random order
     (drawn from the whole batch's pool) stay on one thread. One join per run, where a parallel
@@ -1166,16 +1259,19 @@ def _simulate_split(graph_or_net, x, policy, order, seed, chunk, speck_cap_D, v_
         numba.set_num_threads(1)
         try:
             return _simulate(net, None, policy, order, seed, chunk, speck_cap_D, v_min, False,
-                             xs=[xt[cuts[i]:cuts[i + 1]] for xt in xs], into=(into, int(cuts[i])))[0]
+                             xs=[xt[cuts[i]:cuts[i + 1]] for xt in xs], into=(into, int(cuts[i])))
         finally:
             numba.set_num_threads(before)
 
-    parts = _on_threads(part, len(cuts) - 1)
+    both = _on_threads(part, len(cuts) - 1)
+    parts = [p for p, _ in both]
     p0 = parts[0]
+    # the layer order's steps: those of the whole batch (`_Run.stepped`), else the longest part's
+    steps = len(set().union(*(r.stepped for _, r in both))) if order == "layer" else max(p.steps for p in parts)
     res = EventResult(torch.from_numpy(into.output).reshape((B,) + g.output.shape),
                       {c: torch.from_numpy(a).reshape((B,) + g[c].shape) for c, a in into.counts.items()},
                       {k: sum(p.events[k] for p in parts) for k in p0.events}, sum(p.synops for p in parts),
-                      {k: max(p.peak_burst[k] for p in parts) for k in p0.peak_burst}, max(p.steps for p in parts),
+                      {k: max(p.peak_burst[k] for p in parts) for k in p0.peak_burst}, steps,
                       policy, order,
                       messages={c: torch.from_numpy(a).reshape((B,) + g[c].shape) for c, a in into.messages.items()})
     if reference:
@@ -1205,13 +1301,15 @@ class _Outputs:
 
 
 def _simulate(graph_or_net, x, policy="ideal", order="layer", seed=0, chunk=4096, speck_cap_D=False, v_min=None,
-              reference=False, input_order=None, trace=False, xs=None, into=None, f32=True):
+              reference=False, input_order=None, trace=False, xs=None, into=None, f32=True, split=0):
     """`simulate`, plus: `input_order` (per timestep, the input addresses in the order to deliver
     them; greedy/speck, one sample) and `trace` (record every step's events). `into`: (an
     `_Outputs`, first row): the run's counts, output and messages are written into those rows
     (the result then holds views of them). `f32`: a speck run may keep its membranes in float32
     (`kernels.speck_f32_limit`); one whose membranes reached the bound is run again in float64.
-    Returns (result, run)."""
+    `split` (numba's threads, > 1): a run that turns out not to be a chain run is the batch split
+    on that many threads (`_simulate_split`; a speck run whose network is a chain but whose
+    neurons the chain kernel does not take, `_speck_chain_ok`). Returns (result, run)."""
     if policy not in POLICIES:
         raise SnnccError(f"unknown firing policy {policy!r}", hint=f"one of {', '.join(POLICIES)}")
     if order not in ORDERS:
@@ -1245,10 +1343,21 @@ def _simulate(graph_or_net, x, policy="ideal", order="layer", seed=0, chunk=4096
     run.input_order = input_order
     run.trace = _Trace() if trace else None
     out_sum = None
-    chain = (_chain_schedule(net) if run.q is not None and order == "layer" and not trace and input_order is None
-             else None)
+    chain = (_chain_schedule(net) if (run.q is not None or policy == "speck") and order == "layer" and not trace
+             and input_order is None else None)
+    counts_rt = run.q.rt if run.q is not None else None  # (counts in q order: read out through its pos)
+    if chain is not None and run.q is None and not _speck_chain_ok(run, chain):
+        chain = None
+    if chain is None and split > 1:
+        _give_back(net, run.scratch)  # (untouched: no event was delivered)
+        return _simulate_split(net, x, policy, order, seed, chunk, speck_cap_D, v_min, reference, split), run
     if chain is not None:  # the whole run in one compiled call, each sample on one thread
-        out_sum = _run_chain(run, chain, _spike_inputs(inp, xs, run.row_base[inp.name]))
+        read = _spike_inputs(inp, xs, run.row_base[inp.name])
+        if run.q is not None:
+            out_sum = _run_chain(run, chain, read)
+        else:
+            out_sum = _run_speck_chain(run, chain, read)
+            counts_rt = run.cl.rt
     for t, xt in enumerate(xs if chain is None else ()):
         if inp.kind == SPIKE:
             spikes, host = _spike_input(inp, xt), {}
@@ -1258,15 +1367,15 @@ def _simulate(graph_or_net, x, policy="ideal", order="layer", seed=0, chunk=4096
         out_sum = out if out_sum is None else out_sum + out
     T = len(xs)
     neurons = [c for c in net.consumers if event_op(g[c]).neuron]
-    if run.q is not None:  # counted in q order (kernels.complete_burst_q): read out per population
-        # straight into the result's (B, neurons) arrays, the scratch's counts zeroed as they are read
+    if counts_rt is not None:  # counted in q order (kernels.complete_burst_q, a speck chain run): read out per
+        # population straight into the result's (B, neurons) arrays, the scratch's counts zeroed as they are read
         dest = ({c: np.empty((B, net.offsets[c][1] - net.offsets[c][0])) for c in neurons} if into is None
                 else {c: a[into[1]:into[1] + B] for c, a in into[0].counts.items()})
         # a population that is one channel-last segment (first slot, channels, sites) is read out by tiles
-        tiled = {(lo, C * sites): C for lo, C, sites in run.q.rt.seg.tolist()}
+        tiled = {(lo, C * sites): C for lo, C, sites in counts_rt.seg.tolist()}
         for c, a in dest.items():
             lo, hi = net.offsets[c]
-            kernels.counts_out(run.counts, run.q.rt.pos, lo, B, net.n_slots, a, tiled.get((lo, hi - lo), 1))
+            kernels.counts_out(run.counts, counts_rt.pos, lo, B, net.n_slots, a, tiled.get((lo, hi - lo), 1))
     else:  # counted in slot order: copied out, then the scratch's counts zeroed for the next run
         C = run.counts.reshape(B, net.n_slots)
         if into is None:
