@@ -1023,15 +1023,8 @@ def _run_chain(run: "_Run", chain: list[tuple[str, str | None]], inputs: tuple) 
         o = net.offsets[net.graph.output.name]
         # every later step's source (the population the step before completed, its bursts in q order):
         # its rows in q order, so a burst's row needs no lookup and consecutive bursts' rows are adjacent
-        pat_q, base_q = rt.pat.copy(), rt.base.copy()
-        qrows = rt.patsyn is not None
-        for i in range(1, nst):
-            lo, hi = s_lo[i - 1], s_hi[i - 1]
-            qrows &= bool(hi > lo and net.tables[chain[i][0]].n == hi - lo)
-            if qrows:
-                q = np.arange(lo, hi)
-                pat_q[s_base[i] + q - lo] = rt.pat[s_base[i] + run.q.inv[q] - lo]
-                base_q[s_base[i] + q - lo] = rt.base[s_base[i] + run.q.inv[q] - lo]
+        pat_q, base_q, qrows = _q_rows(net, chain, rt, run.q.inv, s_base, s_lo, s_hi)
+        qrows &= rt.patsyn is not None
         arrays = net.derived["ideal_chain_arrays"] = (
             (rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, rt.weights, rt.seg, run.flat.indptr,
              rt.patsyn if rt.patsyn is not None else np.zeros(0, np.int64),
@@ -1079,6 +1072,23 @@ def _run_chain(run: "_Run", chain: list[tuple[str, str | None]], inputs: tuple) 
     return out_sum
 
 
+def _q_rows(net: EventNetwork, chain: list, rt: kernels.RunTables, inv: np.ndarray, s_base, s_lo, s_hi):
+    """(pat, base with every later step's source's rows in q order, whether they are): the rows of
+    source i (i > 0) are the neurons of the population step i - 1 fed, q in [lo, hi), which the
+    chain kernels take in q order, so its event of neuron q reads row s_base[i] + q - lo with no
+    lookup in `inv`, and consecutive neurons' rows are adjacent. Only where every such source is
+    exactly its population (else pat and base as they are, and False)."""
+    pat_q, base_q = rt.pat.copy(), rt.base.copy()
+    for i in range(1, len(chain)):
+        lo, hi = s_lo[i - 1], s_hi[i - 1]
+        if not (hi > lo and net.tables[chain[i][0]].n == hi - lo):
+            return rt.pat, rt.base, False
+        q = np.arange(lo, hi)
+        pat_q[s_base[i] + q - lo] = rt.pat[s_base[i] + inv[q] - lo]
+        base_q[s_base[i] + q - lo] = rt.base[s_base[i] + inv[q] - lo]
+    return pat_q, base_q, True
+
+
 def _speck_chain_ok(run: "_Run", chain) -> bool:
     """Whether a speck run of a chain network runs whole in one compiled call (`_run_speck_chain`):
     its channel-last membranes current at every timestep's start (`_Run.timestep`'s q_start: spike
@@ -1110,23 +1120,14 @@ def _run_speck_chain(run: "_Run", chain: list[tuple[str, str | None]], inputs: t
         s_base = np.array([run.row_base[s] for s, _ in chain], dtype=np.int64)
         s_lo = np.array([net.offsets[c][0] if c else 0 for _, c in chain], dtype=np.int64)
         s_hi = np.array([net.offsets[c][1] if c else 0 for _, c in chain], dtype=np.int64)
-        # every later source's rows in q order (its events come from neurons in q order), as `_run_chain`
-        pat_q, base_q = rt.pat.copy(), rt.base.copy()
-        qrows = True
-        for i in range(1, nst):
-            lo, hi = s_lo[i - 1], s_hi[i - 1]
-            qrows &= bool(hi > lo and net.tables[chain[i][0]].n == hi - lo)
-            if qrows:
-                q = np.arange(lo, hi)
-                pat_q[s_base[i] + q - lo] = rt.pat[s_base[i] + cl.inv[q] - lo]
-                base_q[s_base[i] + q - lo] = rt.base[s_base[i] + cl.inv[q] - lo]
+        pat_q, base_q, qrows = _q_rows(net, chain, rt, cl.inv, s_base, s_lo, s_hi)
         patlen = np.zeros(rt.ptr.size - 1, dtype=np.int64)  # synapses per pattern: its runs' lengths
         for p in range(patlen.size):
             patlen[p] = int(rt.length[rt.ptr[p]:rt.ptr[p + 1]].sum())
         o = net.offsets[net.graph.output.name]
         arrays = net.derived["speck_chain_arrays"] = (
-            (rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, patlen, pat_q if qrows else rt.pat,
-             base_q if qrows else rt.base, qrows, cl.inv, np.ascontiguousarray(rt.pos, dtype=np.int64)),
+            (rt.pat, rt.base, rt.ptr, rt.rel, rt.length, rt.woff, patlen, pat_q, base_q, qrows, cl.inv,
+             np.ascontiguousarray(rt.pos, dtype=np.int64)),
             (s_base, s_lo, s_hi), np.ascontiguousarray(rt.pos[o[0]:o[1]], dtype=np.int64))
     runs, steps, out_pos = arrays
     start = (*run._start_hit(False, True, cl), *run._start_hit(True, True, cl), cl.betaq, cl.constq)
