@@ -1153,7 +1153,10 @@ def _speck_chain(b0, b1, T, B, S, runs, weights, inputs, steps, start, params, v
     source's rows in q order, where qrows), qrows, inv (q -> slot), pos (slot -> q)); inputs:
     (rows, counts, first) as `_ideal_chain` reads them; steps: (row base of the step's source, q
     range [lo, hi) of the population it feeds, hi == lo for the output); start: (reset and touched
-    q at t = 0, the same for t > 0, betaq, constq); params: (thq, vmq, the delivery's cap per q,
+    q at t = 0, the same for t > 0, betaq, constq, init0: the membranes t = 0 leaves (every slot
+    reset: beta + const in vq's dtype), quiet0: whether the first update then does nothing (every
+    neuron that can fire strictly between its lower bound and its threshold: the start is a copy
+    of init0 and the full sweep is skipped, about 10% of a sinabs64 run at rate 0.01)); params: (thq, vmq, the delivery's cap per q,
     the first update's cap per q, fireq, the first update's lower bound per q). Counts per global
     q; stats: (synops per sample and step, spikes and peak per sample and step of the population
     it feeds, (T, steps, B) whether a step had events)."""
@@ -1162,7 +1165,7 @@ def _speck_chain(b0, b1, T, B, S, runs, weights, inputs, steps, start, params, v
     rb = base_q if qrows else base
     in_rows, in_mult, in_first = inputs
     s_base, s_lo, s_hi = steps
-    reset0, touch0, reset1, touch1, betaq, constq = start
+    reset0, touch0, reset1, touch1, betaq, constq, init0, quiet0 = start
     thq, vmq, capf, capq, fireq, vminq = params
     syn_st, spk, peak, nonempty = stats
     nst = s_base.size
@@ -1175,11 +1178,24 @@ def _speck_chain(b0, b1, T, B, S, runs, weights, inputs, steps, start, params, v
     for b in range(b0, b1):
         off = b * S
         for t in range(T):
-            if t == 0:
-                _start_sample(vq, np.uint64(1), k, betaq, constq, reset0, np.uint64(off), S, touch0, zero_k)
+            if t == 0 and quiet0:  # every membrane init0 = beta + const, where the first update does nothing
+                u = np.uint64(off)
+                for q in range(np.uint64(S)):
+                    vq[u + q] = init0[q]
+                if zero_k:
+                    for q in range(np.uint64(S)):
+                        k[u + q] = 0.0
+                for i in range(nhot[b]):  # (the sample's list: empty, as the full sweep leaves it)
+                    mark[hot[off + i]] = 0
+                nhot[b] = 0
+                nf = 0
             else:
-                _start_sample(vq, np.uint64(1), k, betaq, constq, reset1, np.uint64(off), S, touch1, zero_k)
-            nf = _first_update_sample(vq, k, thq, fireq, capq, vminq, b, S, fg, fn, 0, hot, mark, nhot, touch1, t == 0)
+                if t == 0:
+                    _start_sample(vq, np.uint64(1), k, betaq, constq, reset0, np.uint64(off), S, touch0, zero_k)
+                else:
+                    _start_sample(vq, np.uint64(1), k, betaq, constq, reset1, np.uint64(off), S, touch1, zero_k)
+                nf = _first_update_sample(vq, k, thq, fireq, capq, vminq, b, S, fg, fn, 0, hot, mark, nhot, touch1,
+                                          t == 0)
             for i in range(nf):
                 counts[fg[i]] += 1.0
                 fs[i] = inv[fg[i] - off]
@@ -1371,7 +1387,7 @@ class ChannelLast:
                  cache: dict | None = None, f32: tuple[float, int] | None = None):
         self.rt = flat.runs(0)
         self.B, self.S = B, S
-        self._cache = c = {} if cache is None else cache
+        self.cache = c = {} if cache is None else cache
         # `f32` (speck: `speck_f32_limit`'s bound and grid): membranes, thresholds and lower bounds
         # in float32; exact while `guard` (kept by the speck kernel) shows no membrane at the bound
         # and none clipped (the runner runs again in float64 where one was)
@@ -1403,7 +1419,7 @@ class ChannelLast:
     def slot_params(self, beta, const, fire_slot, cap, vmin) -> None:
         """Per-q copies of the per-slot parameters of a timestep's start and first update (run in
         q order while the membranes are there: `start_timestep` / `first_update` on `vq`)."""
-        c, inv = self._cache, self.inv
+        c, inv = self.cache, self.inv
         if "slot_params" not in c:
             c.setdefault("slot_params", tuple(np.ascontiguousarray(a[inv], dtype=np.float64)
                                               for a in (beta, const, cap, vmin)) + (np.tile(fire_slot[inv], self.B),))
@@ -2491,7 +2507,8 @@ def compile_seconds() -> float:
     for w, dt in ((f, np.float64), (f32, np.float64), (f32, np.float32)):  # a speck chain run (`_speck_chain`)
         v1 = np.zeros(1, dt)
         _speck_chain(0, 1, 1, 1, 1, (z, z, i1, z, i1[1:], z, z, z, z, False, z, z), w, (z, f, i1), (z, z, z),
-                     (b1, z, b1, z, f, f), (v1 + 1, v1, f, f, b1, f), v1.copy(), c32.copy(), np.zeros(1), np.zeros(1),
+                     (b1, z, b1, z, f, f, v1, False), (v1 + 1, v1, f, f, b1, f), v1.copy(), c32.copy(), np.zeros(1),
+                     np.zeros(1),
                      z.copy(), np.zeros(1, np.uint8), z.copy(), z, np.zeros((1, 1)),
                      (np.zeros((1, 1), np.int64), np.zeros((1, 1), np.int64), np.zeros((1, 1), np.int64),
                       np.zeros((1, 1, 1), np.bool_)), np.zeros(2, dt), False, False)

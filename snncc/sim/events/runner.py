@@ -1130,8 +1130,14 @@ def _run_speck_chain(run: "_Run", chain: list[tuple[str, str | None]], inputs: t
              np.ascontiguousarray(rt.pos, dtype=np.int64)),
             (s_base, s_lo, s_hi), np.ascontiguousarray(rt.pos[o[0]:o[1]], dtype=np.int64))
     runs, steps, out_pos = arrays
-    start = (*run._start_hit(False, True, cl), *run._start_hit(True, True, cl), cl.betaq, cl.constq)
     params = (cl.thq, cl.vmq, cl.per_q(run._cap_fire), cl.capq, cl.fireq, cl.vminq)
+    init = cl.cache.get(("speck_init0", cl.vq.dtype.char))
+    if init is None:  # t = 0's membranes and whether its first update does nothing (`kernels._speck_chain`)
+        init0 = (cl.betaq + cl.constq).astype(cl.vq.dtype)
+        fire = cl.fireq[:S]
+        quiet = bool(np.all(~fire | ((init0 < cl.thq) & (init0 > cl.vminq))))
+        init = cl.cache[("speck_init0", cl.vq.dtype.char)] = (init0, quiet)
+    start = (*run._start_hit(False, True, cl), *run._start_hit(True, True, cl), cl.betaq, cl.constq, *init)
     run.events[inp] += int(inputs[1].sum())
     nst = len(chain)
     stats = (np.zeros((B, nst), dtype=np.int64), np.zeros((B, nst), dtype=np.int64),
