@@ -113,6 +113,41 @@ def test_chain_run_on_two_threads_is_one_parallel_region_equal_to_one_thread(mon
     assert sum(int(c.sum()) for c in one.counts.values()) > 30
 
 
+@pytest.mark.parametrize("policy", ["ideal", "speck"])
+def test_chain_threads_take_samples_until_none_is_left(policy, monkeypatch):
+    """A chain run's threads take the samples one at a time from one counter (`kernels._take`), so a
+    thread that starts late takes fewer. Here the second thread's call runs to its end before the
+    first one's starts: it takes all 7 samples (on its own scratch), the first finds none left.
+    The result equals the 1-thread run's; each call took what the counter says."""
+    from snncc.sim.events import kernels
+
+    g = _conv_pool_conv(3, (8, 8), (4, 4), (1.0, 1.5), (0.4, 0.5), T=2)
+    gen = torch.Generator().manual_seed(4)
+    x = torch.poisson(torch.full((2, 7, 2, 8, 8), 0.3), generator=gen).clamp(max=3).to(F64)
+    name = "_ideal_chain" if policy == "ideal" else "_speck_chain"
+    real, taken = getattr(kernels, name), []
+
+    def spy(take, *a):  # (the counter before and after the call)
+        before = int(take[0])
+        real(take, *a)
+        taken.append((before, int(take[0])))
+
+    monkeypatch.setattr(kernels, name, spy)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = simulate(g, x, policy)
+        numba.set_num_threads(2)
+        taken.clear()
+        monkeypatch.setattr(runner_mod, "_on_threads", lambda part, n: [part(i) for i in reversed(range(n))])
+        two = simulate(g, x, policy)
+    finally:
+        numba.set_num_threads(before)
+    assert taken == [(0, 8), (8, 9)]  # (each call's last take finds the end: one past it)
+    _equal(two, one)
+    assert sum(int(c.sum()) for c in one.counts.values()) > 30
+
+
 def test_chain_profile_counts_each_steps_synops_as_the_step_loop_and_its_ticks(monkeypatch):
     """The chain run's profile (`net.derived["chain_profile"]`, read by benchmarks/bench_sinabs.py's
     per-layer table): per step the synaptic ops of its deliveries, equal to the step loop's
@@ -181,7 +216,7 @@ def test_chain_run_counts_in_float32_only_where_every_count_is_exact(monkeypatch
 
     dtypes = []
     real = kernels._ideal_chain
-    monkeypatch.setattr(kernels, "_ideal_chain", lambda *a: (dtypes.append(a[13].dtype.name), real(*a))[1])
+    monkeypatch.setattr(kernels, "_ideal_chain", lambda *a: (dtypes.append(a[12].dtype.name), real(*a))[1])
     g = _hand_graph([[32768.0, 1.0]], D=32768)
     g.T = 513
     x = torch.zeros((513, 2, 2), dtype=F64)  # (T, B, inputs)

@@ -150,6 +150,20 @@ def _lowest_bit(typingctx, x):
     return sig, codegen
 
 
+@intrinsic
+def _take(typingctx, counter):
+    """counter[0], then counter[0] + 1, in one atomic step (LLVM's sequentially consistent
+    `atomicrmw add`): threads that share `counter` (int64) each take distinct values. The chain
+    runs take their samples so (`_ideal_chain`, `_speck_chain`)."""
+    sig = types.int64(counter)
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        return builder.atomic_rmw("add", ary.data, ir.Constant(ir.IntType(64), 1), "seq_cst")
+
+    return sig, codegen
+
+
 _CYCLE_COUNTER = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 
 
@@ -615,12 +629,13 @@ def _runs_sample(pat, base, ptr, rel, length, woff, weights, rows, e0, e1, mult,
 
 
 @_njit(nogil=True)
-def _ideal_chain(b0, b1, tid, T, B, S, runs, weights32, inputs, steps, blocks, start, state, counts, dirty, scratch,
+def _ideal_chain(take, tid, T, B, S, runs, weights32, inputs, steps, blocks, start, state, counts, dirty, scratch,
                  out_pos, out_sum, stats, fired, spikes):
     """A whole ideal run of a chain network (`runner._chain_schedule`: the input completes one
     population, whose bursts complete the next, ..., the last source delivering into the output
     without completing anything), every sample's T timesteps on one thread (samples are
-    independent; this call runs samples b0:b1 on the calling thread, its scratch at `tid`, and
+    independent; this call runs on the calling thread, its scratch at `tid`, the samples it takes
+    from the shared `take` = [next sample, end] (`_take`: one at a time, until none is left), and
     `runner._run_chain` makes one call per thread: a plain function, where a parallel loop over
     the samples compiled its whole body a second time, 20 s more of JIT): per timestep the start
     (`_start_sample`, the populations' clean/dirty flags as `runner._Run._start_flags` sets them), then each step's events through `_runs_sample` (the
@@ -660,7 +675,10 @@ def _ideal_chain(b0, b1, tid, T, B, S, runs, weights32, inputs, steps, blocks, s
     nok = np.zeros(0)
     aoff = tid * S
     moff = tid * (S // BURST_BLOCK + 1)
-    for b in range(b0, b1):
+    while True:  # the samples not yet taken, one at a time, until take[1]
+        b = _take(take)
+        if b >= take[1]:
+            break
         off = b * S
         c_run = _cycles()
         for t in range(T):
@@ -1137,10 +1155,11 @@ def _speck_sample(pat, base, ptr, rel, length, woff, weights, rows, e0, e1, b, S
 
 
 @_njit(nogil=True)
-def _speck_chain(b0, b1, T, B, S, runs, weights, inputs, steps, start, params, vq, cnt, k, counts, hot, mark, nhot,
+def _speck_chain(take, T, B, S, runs, weights, inputs, steps, start, params, vq, cnt, k, counts, hot, mark, nhot,
                  out_pos, out_sum, stats, guard, counters, zero_k):
     """A whole speck run of a chain network (`runner._chain_schedule`; `runner._run_speck_chain`)
-    for samples b0:b1, each sample's T timesteps at once (samples are independent): per timestep
+    for the samples it takes from `take` (as `_ideal_chain`), each sample's T timesteps at once
+    (samples are independent): per timestep
     the start (`_start_sample`), the first update (`_first_update_sample`: its full sweep at t = 0,
     the sample's list of neurons at their threshold and the touched ones after), then per step the
     speck rule over its events (`_speck_sample`), and the output membranes added into out_sum. The
@@ -1175,7 +1194,10 @@ def _speck_chain(b0, b1, T, B, S, runs, weights, inputs, steps, start, params, v
     er, eq, ek = np.empty(1024, dtype=np.int64), np.empty(1024, dtype=np.int64), np.empty(1024, dtype=np.int64)
     sk = np.empty(1024, dtype=np.int64)
     fg, fn, fs = np.empty(S, dtype=np.int64), np.empty(S), np.empty(S, dtype=np.int64)
-    for b in range(b0, b1):
+    while True:  # the samples not yet taken, one at a time, until take[1]
+        b = _take(take)
+        if b >= take[1]:
+            break
         off = b * S
         for t in range(T):
             if t == 0 and quiet0:  # every membrane init0 = beta + const, where the first update does nothing
@@ -2481,7 +2503,7 @@ def compile_seconds() -> float:
     b1 = np.ones(1, dtype=np.bool_)
     nth = numba.get_num_threads()  # (a thread's scratch is at its id x S)
     f_, i_ = lambda: np.zeros(nth), lambda: np.zeros(nth, np.int64)  # noqa: E731
-    _ideal_chain(0, 1, 0, 1, 1, 1, (z, z, i1, z, i1[1:], z, f, seg, i1, z, z, z, False), f32, (z, f, i1),
+    _ideal_chain(np.array([0, 1]), 0, 1, 1, 1, (z, z, i1, z, i1[1:], z, f, seg, i1, z, z, z, False), f32, (z, f, i1),
                  (z, z, i1[1:], b1, z, f, 1.0, i1, np.zeros((1, 1), np.bool_)),
                  (z, f, f, b1, f), (b1, b1, b1, z, b1, b1, f, f, z, f), np.zeros((1, 1)), np.zeros(1, np.float32),
                  np.zeros((1, 1), np.bool_), (f_(), f_().astype(np.float32), np.zeros(nth, np.uint8), i_(), f_(), i_(),
@@ -2506,7 +2528,7 @@ def compile_seconds() -> float:
                              np.zeros(2, np.float32))
     for w, dt in ((f, np.float64), (f32, np.float64), (f32, np.float32)):  # a speck chain run (`_speck_chain`)
         v1 = np.zeros(1, dt)
-        _speck_chain(0, 1, 1, 1, 1, (z, z, i1, z, i1[1:], z, z, z, z, False, z, z), w, (z, f, i1), (z, z, z),
+        _speck_chain(np.array([0, 1]), 1, 1, 1, (z, z, i1, z, i1[1:], z, z, z, z, False, z, z), w, (z, f, i1), (z, z, z),
                      (b1, z, b1, z, f, f, v1, False), (v1 + 1, v1, f, f, b1, f), v1.copy(), c32.copy(), np.zeros(1),
                      np.zeros(1),
                      z.copy(), np.zeros(1, np.uint8), z.copy(), z, np.zeros((1, 1)),

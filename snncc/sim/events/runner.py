@@ -69,9 +69,11 @@ population, whose bursts complete the next, and so on (`_chain_schedule`: the DV
 Conv-IAF-SumPool stacks) has the same steps at every timestep for every sample, so a whole run is
 one compiled call (`kernels._ideal_chain`): each sample's T timesteps on one thread, its
 membranes and scratch in that thread's cache, no Python between steps; the same per-sample
-operations as the step loop, so the same results (tested, tests/test_sim_events_chain.py).
-Threads: with n > 1 numba threads a chain run cuts its samples into n parts, one compiled call
-per thread (`_on_threads`); any other network's batch is cut into n parts, each run through the
+operations as the step loop, so the same results (tested, tests/test_sim_events_chain.py). The
+speck policy's chain run likewise (`kernels._speck_chain`, tests/test_sim_events_speck_chain.py).
+Threads: with n > 1 numba threads a chain run makes one compiled call per thread (`_on_threads`),
+each taking the next sample not yet taken until none is left (`kernels._take`: a thread that
+loses its core for a while takes fewer, where fixed parts waited for it); any other network's batch is cut into n parts, each run through the
 whole network by its own thread on 1 numba thread (`_simulate_split`: the calling thread and
 persistent workers, each part writing its rows of the batch's preallocated results), under the
 layer order (which keeps every sample's steps and event order, so per sample nothing changes)
@@ -1041,7 +1043,6 @@ def _run_chain(run: "_Run", chain: list[tuple[str, str | None]], inputs: tuple) 
     scratch = (acc64, acc32, marks, buf[0].view(np.int64), buf[1], buf[2].view(np.int64), buf[3],
                run.scratch.kept("chain_mult32", (nth * S,), np.float32))
     nst = len(chain)
-    cuts = np.linspace(0, B, min(nth, B) + 1).round().astype(int)
     stats = (np.zeros((B, nst), dtype=np.int64), np.zeros((B, nst)), np.zeros((B, nst)),
              np.zeros((T, nst, B), dtype=bool), np.zeros((B, nst + 1), dtype=np.uint64))
     out_sum = np.zeros((B, out_pos.size))
@@ -1051,11 +1052,13 @@ def _run_chain(run: "_Run", chain: list[tuple[str, str | None]], inputs: tuple) 
     # 5% less time on sinabs64 at every rate, 1 thread and 2
     counts = run.scratch.counts_q(np.float32) if T * float(net.D.max(initial=0)) < 2.0 ** 24 else run.counts
 
-    def part(i):  # samples cuts[i]:cuts[i + 1] on this thread (the kernel releases the GIL)
-        kernels._ideal_chain(int(cuts[i]), int(cuts[i + 1]), i, T, B, S, runs, w32, inputs, steps, blocks, start,
-                             run.state, counts, run.dirty, scratch, out_pos, out_sum, stats, fired, fired_spikes)
+    take = np.array([0, B])  # (the next sample to take, the end: `kernels._take`)
 
-    _on_threads(part, len(cuts) - 1)
+    def part(i):  # samples taken one at a time on this thread, its scratch at i (the kernel releases the GIL)
+        kernels._ideal_chain(take, i, T, B, S, runs, w32, inputs, steps, blocks, start, run.state, counts, run.dirty,
+                             scratch, out_pos, out_sum, stats, fired, fired_spikes)
+
+    _on_threads(part, min(nth, B))
     run.counts = counts  # (read out and zeroed by `_simulate`)
     syn, spk, peak, nonempty, cyc = stats
     run.synops += int(syn.sum())
@@ -1144,15 +1147,14 @@ def _run_speck_chain(run: "_Run", chain: list[tuple[str, str | None]], inputs: t
              np.zeros((B, nst), dtype=np.int64), np.zeros((T, nst, B), dtype=bool))
     out_sum = np.zeros((B, out_pos.size))
     counts = run.scratch.counts_q(np.float64)
-    nth = numba.get_num_threads()
-    cuts = np.linspace(0, B, min(nth, B) + 1).round().astype(int)
+    take = np.array([0, B])  # (the next sample to take, the end: `kernels._take`)
 
-    def part(i):  # samples cuts[i]:cuts[i + 1] on this thread (the kernel releases the GIL)
-        kernels._speck_chain(int(cuts[i]), int(cuts[i + 1]), T, B, S, runs, cl.weights, inputs, steps, start, params,
-                             cl.vq, cl.cnt, run.k, counts, cl.hot, cl.mark, cl.nhot, out_pos, out_sum, stats, cl.guard,
-                             run._zero_k, run._zero_k)
+    def part(i):  # samples taken one at a time on this thread (the kernel releases the GIL)
+        kernels._speck_chain(take, T, B, S, runs, cl.weights, inputs, steps, start, params, cl.vq, cl.cnt, run.k,
+                             counts, cl.hot, cl.mark, cl.nhot, out_pos, out_sum, stats, cl.guard, run._zero_k,
+                             run._zero_k)
 
-    _on_threads(part, len(cuts) - 1)
+    _on_threads(part, min(numba.get_num_threads(), B))
     run.counts = counts  # (read out in q order and zeroed by `_simulate`)
     syn, spk, peak, nonempty = stats
     run.synops += int(syn.sum())
