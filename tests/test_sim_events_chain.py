@@ -30,20 +30,26 @@ def test_chain_schedule_by_hand():
     assert speck is not None and speck[-1][1] is None and len(speck) == 3
 
 
-def _both(net, x, monkeypatch):
-    """(chain run, step-loop run): (result, final membranes, whether in q order) each, the chain
-    taken once. (The membranes are copied: the second run reuses the first one's scratch.)"""
-    calls = []
-    real = runner_mod._run_chain
+def _both(net, x, monkeypatch, policy="ideal", **kw):
+    """(chain run, step-loop run): (result, final membranes, flag) each, flag: the ideal run's
+    membranes in q order, the speck run's in float32. The chain mode calls the chain run (a
+    float32 speck run that left the grid, twice), the loop mode never. (The membranes are
+    copied: the second run reuses the first one's scratch.)"""
+    calls = {True: 0, False: 0}
+    name = "_run_chain" if policy == "ideal" else "_run_speck_chain"
+    real = getattr(runner_mod, name)
     out = []
     for chain in (True, False):
         with monkeypatch.context() as m:
-            m.setattr(runner_mod, "_run_chain", lambda *a: (calls.append(1), real(*a))[1])
+            m.setattr(runner_mod, name, lambda *a, c=chain: (calls.__setitem__(c, calls[c] + 1), real(*a))[1])
             if not chain:
                 m.setattr(runner_mod, "_chain_schedule", lambda net: None)
-            res, run_ = runner_mod._simulate(net, x, "ideal", "layer")
-            out.append((res, run_.state.copy(), run_.q is not None))
-    assert calls == [1]
+            res, run_ = runner_mod._simulate(net, x, policy, "layer", **kw)
+            if policy == "ideal":
+                out.append((res, run_.state.copy(), run_.q is not None))
+            else:
+                out.append((res, run_.cl.vq.copy(), run_.cl.f32))
+    assert calls[True] >= 1 and calls[False] == 0
     return out
 
 

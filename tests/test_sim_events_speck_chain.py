@@ -12,34 +12,9 @@ import torch
 import snncc.sim.events.runner as runner_mod
 from snncc.sim.events import build_network, simulate
 from test_sim_events import _conv_pool_conv, _grid_weights, _oracle_equal, _speck_T3
+from test_sim_events_chain import _both, _equal
 
 F64 = torch.float64
-
-
-def _both(net, x, monkeypatch, **kw):
-    """(chain run, step-loop run): (result, final membranes, float32 or not) each, and how many
-    times each mode called the chain kernel (a float32 run that left the grid runs twice)."""
-    calls = {True: 0, False: 0}
-    real = runner_mod._run_speck_chain
-    out = []
-    for chain in (True, False):
-        with monkeypatch.context() as m:
-            m.setattr(runner_mod, "_run_speck_chain",
-                      lambda *a, c=chain: (calls.__setitem__(c, calls[c] + 1), real(*a))[1])
-            if not chain:
-                m.setattr(runner_mod, "_speck_chain_ok", lambda *a: False)
-            res, run_ = runner_mod._simulate(net, x, "speck", "layer", **kw)
-            out.append((res, run_.cl.vq.copy(), run_.cl.f32))
-    assert calls[True] >= 1 and calls[False] == 0
-    return out
-
-
-def _equal(a, b):
-    for k in b.counts:
-        assert torch.equal(a.counts[k], b.counts[k]), k
-    assert torch.equal(a.output, b.output)
-    assert a.events == b.events and a.synops == b.synops
-    assert a.peak_burst == b.peak_burst and a.steps == b.steps
 
 
 def _bias_net(stateful):
@@ -77,7 +52,7 @@ def test_speck_chain_run_equals_the_step_loop(case, monkeypatch):
         g = _bias_net(case == "bias_stateful")
         x = torch.poisson(torch.full((3, 4, 2, 8, 10), 0.2), generator=gen).clamp(max=3).to(F64)
     net = build_network(g)
-    (fast, fv, f32), (slow, sv, s32) = _both(net, x, monkeypatch, **kw)
+    (fast, fv, f32), (slow, sv, s32) = _both(net, x, monkeypatch, "speck", **kw)
     _equal(fast, slow)
     assert f32 == s32 and f32 == (case == "grid_f32")
     assert np.array_equal(fv, sv)
