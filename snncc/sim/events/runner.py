@@ -1061,17 +1061,12 @@ def _run_chain(run: "_Run", chain: list[tuple[str, str | None]], inputs: tuple) 
     _on_threads(part, min(nth, B))
     run.counts = counts  # (read out and zeroed by `_simulate`)
     syn, spk, peak, nonempty, cyc = stats
-    run.synops += int(syn.sum())
+    _chain_tally(run, chain, syn, spk, peak, nonempty)
     # the last run's profile: per step its synaptic ops and cycle-counter ticks (`kernels._cycles`:
     # x86's constant-rate counter, 0 elsewhere), and the ticks of the whole kernel call (benchmarks
     # turn a step's share of these into its part of the run's CPU time)
     net.derived["chain_profile"] = {"steps": list(chain), "synops": syn.sum(axis=0),
                                     "ticks": cyc[:, :nst].sum(axis=0).astype(np.int64), "total": int(cyc[:, nst].sum())}
-    for i, (_, c) in enumerate(chain):
-        if c is not None:
-            run.events[c] += int(spk[:, i].sum())
-            run.peak[c] = max(run.peak[c], int(peak[:, i].max(initial=0.0)))
-    _chain_steps(run, chain, nonempty)
     return out_sum
 
 
@@ -1156,19 +1151,20 @@ def _run_speck_chain(run: "_Run", chain: list[tuple[str, str | None]], inputs: t
 
     _on_threads(part, min(numba.get_num_threads(), B))
     run.counts = counts  # (read out in q order and zeroed by `_simulate`)
-    syn, spk, peak, nonempty = stats
+    _chain_tally(run, chain, *stats)
+    return out_sum
+
+
+def _chain_tally(run: "_Run", chain: list, syn, spk, peak, nonempty) -> None:
+    """A chain run's bookkeeping into `run` as `_Run.timestep` keeps it: synaptic ops, events and
+    peak spikes of each step's population (per sample and step), and its steps (`steps`,
+    `stepped`) from the (T, steps, B) flags: a step of the batch where any sample had events (the
+    chain's sources are the tables in order)."""
     run.synops += int(syn.sum())
     for i, (_, c) in enumerate(chain):
         if c is not None:
             run.events[c] += int(spk[:, i].sum())
             run.peak[c] = max(run.peak[c], int(peak[:, i].max(initial=0)))
-    _chain_steps(run, chain, nonempty)
-    return out_sum
-
-
-def _chain_steps(run: "_Run", chain: list, nonempty: np.ndarray) -> None:
-    """A chain run's steps into `run` (`steps`, `stepped`) from its (T, steps, B) flags: a step of
-    the batch where any sample had events (the chain's sources are the tables in order)."""
     for t, s in np.argwhere(nonempty.any(axis=2)).tolist():
         run.stepped.add((t, run.src_index[chain[s][0]]))
         run.steps += 1
