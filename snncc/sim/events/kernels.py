@@ -577,14 +577,22 @@ def _runs_sample(pat, base, ptr, rel, length, woff, weights, rows, e0, e1, mult,
     qhi = 0
     wrote = 0  # targets written (with repeats): a delivery of over half the population sweeps it whole
     mark = hi > lo and not dirty[b]  # (off while a run leaves [lo, hi): checked, not assumed)
-    count = patsyn.size > 0
     syn = 0
+    if patsyn.size > 0:  # the synaptic ops first, and the synapses: where they are over half the
+        # population the delivery is dense from its start (the run lengths it writes are at least
+        # the synapses), swept whole with no block marked (marking until the half was reached cost
+        # 10-22% of the delivery ticks into sinabs64's convs at rate 0.01, 5% of a run)
+        w = 0
+        for e in range(e0, e1):
+            ps = patsyn[pat[rows[e]]]
+            w += ps
+            syn += ps * np.int64(mult[e])
+        if 2 * w >= hi - lo:
+            mark = False
     for e in range(e0, e1):
         a = rows[e]
         m = mult[e]
         p = pat[a]
-        if count:
-            syn += patsyn[p] * np.int64(m)
         r0, r1 = ptr[p], ptr[p + 1]
         if r1 == r0:
             continue
