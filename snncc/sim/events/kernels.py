@@ -1164,7 +1164,7 @@ def _speck_sample(pat, base, ptr, rel, length, woff, weights, rows, e0, e1, b, S
 
 @_njit(nogil=True)
 def _speck_chain(take, T, B, S, runs, weights, inputs, steps, start, params, vq, cnt, k, counts, hot, mark, nhot,
-                 out_pos, out_sum, stats, guard, counters, zero_k):
+                 out_pos, out_sum, stats, guard, counters):
     """A whole speck run of a chain network (`runner._chain_schedule`; `runner._run_speck_chain`)
     for the samples it takes from `take` (as `_ideal_chain`), each sample's T timesteps at once
     (samples are independent): per timestep
@@ -1186,7 +1186,8 @@ def _speck_chain(take, T, B, S, runs, weights, inputs, steps, start, params, vq,
     of init0 and the full sweep is skipped, about 10% of a sinabs64 run at rate 0.01)); params: (thq, vmq, the delivery's cap per q,
     the first update's cap per q, fireq, the first update's lower bound per q). Counts per global
     q; stats: (synops per sample and step, spikes and peak per sample and step of the population
-    it feeds, (T, steps, B) whether a step had events)."""
+    it feeds, (T, steps, B) whether a step had events); `counters`: the window caps are finite, so
+    the counters k are kept and zeroed at every timestep's start (the runner's `_zero_k`)."""
     pat, base, ptr, rel, length, woff, patlen, pat_q, base_q, qrows, inv, pos = runs
     rp = pat_q if qrows else pat  # (source 0's rows are the same in both)
     rb = base_q if qrows else base
@@ -1212,7 +1213,7 @@ def _speck_chain(take, T, B, S, runs, weights, inputs, steps, start, params, vq,
                 u = np.uint64(off)
                 for q in range(np.uint64(S)):
                     vq[u + q] = init0[q]
-                if zero_k:
+                if counters:
                     for q in range(np.uint64(S)):
                         k[u + q] = 0.0
                 for i in range(nhot[b]):  # (the sample's list: empty, as the full sweep leaves it)
@@ -1221,9 +1222,9 @@ def _speck_chain(take, T, B, S, runs, weights, inputs, steps, start, params, vq,
                 nf = 0
             else:
                 if t == 0:
-                    _start_sample(vq, np.uint64(1), k, betaq, constq, reset0, np.uint64(off), S, touch0, zero_k)
+                    _start_sample(vq, np.uint64(1), k, betaq, constq, reset0, np.uint64(off), S, touch0, counters)
                 else:
-                    _start_sample(vq, np.uint64(1), k, betaq, constq, reset1, np.uint64(off), S, touch1, zero_k)
+                    _start_sample(vq, np.uint64(1), k, betaq, constq, reset1, np.uint64(off), S, touch1, counters)
                 nf = _first_update_sample(vq, k, thq, fireq, capq, vminq, b, S, fg, fn, 0, hot, mark, nhot, touch1,
                                           t == 0)
             for i in range(nf):
@@ -2541,7 +2542,7 @@ def compile_seconds() -> float:
                      np.zeros(1),
                      z.copy(), np.zeros(1, np.uint8), z.copy(), z, np.zeros((1, 1)),
                      (np.zeros((1, 1), np.int64), np.zeros((1, 1), np.int64), np.zeros((1, 1), np.int64),
-                      np.zeros((1, 1, 1), np.bool_)), np.zeros(2, dt), False, False)
+                      np.zeros((1, 1, 1), np.bool_)), np.zeros(2, dt), False)
     _sample_order(z)
     event_rows(z, 1, 0, z, z.copy(), z.copy())
     input_spikes(np.zeros((1, 1)))

@@ -1003,9 +1003,7 @@ def _run_chain(run: "_Run", chain: list[tuple[str, str | None]], inputs: tuple) 
     if arrays is None:
         pop = {c: i for i, c in enumerate(net.consumers)}
         nst = len(chain)
-        s_base = np.array([run.row_base[s] for s, _ in chain], dtype=np.int64)
-        s_lo = np.array([net.offsets[c][0] if c else 0 for _, c in chain], dtype=np.int64)
-        s_hi = np.array([net.offsets[c][1] if c else 0 for _, c in chain], dtype=np.int64)
+        s_base, s_lo, s_hi = _chain_ranges(run, chain)
         s_div = np.array([bool(c) and net.graph[c].attrs["theta"] != 1.0 for _, c in chain])
         s_pop = np.array([pop[c] if c else -1 for _, c in chain], dtype=np.int64)
         s_abs = np.array([float(rt.in_abs[run.src_index[s]]) if rt.exp is not None else -1.0 for s, _ in chain])
@@ -1082,6 +1080,16 @@ def _run_chain(run: "_Run", chain: list[tuple[str, str | None]], inputs: tuple) 
     return out_sum
 
 
+def _chain_ranges(run: "_Run", chain: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per chain step: the row base of its source in the flat tables, and the slot (= q) range
+    [lo, hi) of the population it feeds (lo == hi == 0 for the output, which it feeds without
+    completing anything)."""
+    net = run.net
+    return (np.array([run.row_base[s] for s, _ in chain], dtype=np.int64),
+            np.array([net.offsets[c][0] if c else 0 for _, c in chain], dtype=np.int64),
+            np.array([net.offsets[c][1] if c else 0 for _, c in chain], dtype=np.int64))
+
+
 def _q_rows(net: EventNetwork, chain: list, rt: kernels.RunTables, inv: np.ndarray, s_base, s_lo, s_hi):
     """(pat, base with every later step's source's rows in q order, whether they are): the rows of
     source i (i > 0) are the neurons of the population step i - 1 fed, q in [lo, hi), which the
@@ -1127,9 +1135,7 @@ def _run_speck_chain(run: "_Run", chain: list[tuple[str, str | None]], inputs: t
     arrays = net.derived.get("speck_chain_arrays")
     if arrays is None:
         nst = len(chain)
-        s_base = np.array([run.row_base[s] for s, _ in chain], dtype=np.int64)
-        s_lo = np.array([net.offsets[c][0] if c else 0 for _, c in chain], dtype=np.int64)
-        s_hi = np.array([net.offsets[c][1] if c else 0 for _, c in chain], dtype=np.int64)
+        s_base, s_lo, s_hi = _chain_ranges(run, chain)
         pat_q, base_q, qrows = _q_rows(net, chain, rt, cl.inv, s_base, s_lo, s_hi)
         patlen = np.zeros(rt.ptr.size - 1, dtype=np.int64)  # synapses per pattern: its runs' lengths
         for p in range(patlen.size):
@@ -1158,8 +1164,7 @@ def _run_speck_chain(run: "_Run", chain: list[tuple[str, str | None]], inputs: t
 
     def part(i):  # samples taken one at a time on this thread (the kernel releases the GIL)
         kernels._speck_chain(take, T, B, S, runs, cl.weights, inputs, steps, start, params, cl.vq, cl.cnt, run.k,
-                             counts, cl.hot, cl.mark, cl.nhot, out_pos, out_sum, stats, cl.guard, run._zero_k,
-                             run._zero_k)
+                             counts, cl.hot, cl.mark, cl.nhot, out_pos, out_sum, stats, cl.guard, run._zero_k)
 
     _on_threads(part, min(numba.get_num_threads(), B))
     run.counts = counts  # (read out in q order and zeroed by `_simulate`)
