@@ -1,0 +1,58 @@
+"""`kernels._block_mask`, the vector pass over one whole block of `_burst_sample`: the flush
+(membranes + scratch, the scratch zeroed) and the mask of the neurons not below their bound, equal
+bit for bit to the scalar loops' float64 additions and comparisons, on float32 and float64
+scratch, at offsets in larger arrays, with values on, just under and just over the bound, a NaN
+membrane and bounds of -inf and NaN."""
+
+import numba
+import numpy as np
+import pytest
+
+from snncc.sim.events import kernels
+
+B = kernels.BURST_BLOCK
+
+
+@numba.njit
+def _call(vq, bq, acc, ba, loq, p, flush):
+    return kernels._block_mask(vq, np.uint64(bq), acc, np.uint64(ba), loq, np.uint64(p), flush)
+
+
+def _want(vq, bq, acc, ba, loq, p, flush):
+    v = vq[bq:bq + B] + (acc[ba:ba + B].astype(np.float64) if flush else 0.0)
+    bits = ~(v < loq[p:p + B])  # (not below: NaN on either side counts)
+    return v, int(sum(1 << j for j in np.flatnonzero(bits)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("flush", [True, False])
+def test_block_mask_equals_the_scalar_rule(dtype, flush):
+    rng = np.random.default_rng(3)
+    for trial in range(20):
+        bq, ba, p = (int(rng.integers(0, 40)) for _ in range(3))
+        vq = rng.integers(-40, 40, 80) / 16.0
+        acc = (rng.integers(-40, 40, 80) / 32.0).astype(dtype)
+        loq = np.full(64, 1.0 - 1e-7)
+        loq[p + 3] = -np.inf  # (theta <= 0: `complete_burst`'s silent test never skips it)
+        loq[p + 4] = np.nan
+        vq[bq + 5] = np.nan
+        target = vq[bq + 6] + (float(acc[ba + 6]) if flush else 0.0)
+        loq[p + 6] = target  # exactly on the bound: not below
+        loq[p + 7] = np.nextafter(vq[bq + 7] + (float(acc[ba + 7]) if flush else 0.0), np.inf)  # one ulp over: below
+        v_want, m_want = _want(vq, bq, acc, ba, loq, p, flush)
+        v0, a0 = vq.copy(), acc.copy()
+        got = _call(vq, bq, acc, ba, loq, p, flush)
+        assert got == m_want, trial
+        if flush:
+            np.testing.assert_array_equal(vq[bq:bq + B], v_want)
+            assert not acc[ba:ba + B].any()
+        else:
+            np.testing.assert_array_equal(vq, v0)
+            np.testing.assert_array_equal(acc, a0)
+        outside = np.ones(80, dtype=bool)
+        outside[bq:bq + B] = False
+        np.testing.assert_array_equal(vq[outside], v0[outside])  # nothing written outside the block
+        outside = np.ones(80, dtype=bool)
+        outside[ba:ba + B] = False
+        np.testing.assert_array_equal(acc[outside], a0[outside])
+        assert got >> 3 & 1 and got >> 4 & 1 and got >> 5 & 1 and got >> 6 & 1 and not got >> 7 & 1
