@@ -21,7 +21,7 @@ def _call(vq, bq, acc, ba, loq, p, flush):
 def _want(vq, bq, acc, ba, loq, p, flush):
     v = vq[bq:bq + B] + (acc[ba:ba + B].astype(np.float64) if flush else 0.0)
     bits = ~(v < loq[p:p + B])  # (not below: NaN on either side counts)
-    return v, int(sum(1 << j for j in np.flatnonzero(bits)))
+    return v, sum(1 << int(j) for j in np.flatnonzero(bits))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -56,3 +56,46 @@ def test_block_mask_equals_the_scalar_rule(dtype, flush):
         outside[ba:ba + B] = False
         np.testing.assert_array_equal(acc[outside], a0[outside])
         assert got >> 3 & 1 and got >> 4 & 1 and got >> 5 & 1 and got >> 6 & 1 and not got >> 7 & 1
+
+
+@numba.njit
+def _nz(arr, idx):
+    return kernels._nonzero64(arr, np.uint64(idx))
+
+
+def test_nonzero64_sets_a_bit_per_nonzero_byte():
+    rng = np.random.default_rng(4)
+    for trial in range(30):
+        a = (rng.random(200) < rng.random()).astype(np.uint8) * rng.integers(1, 256, 200).astype(np.uint8)
+        i = int(rng.integers(0, 200 - 64 + 1))
+        want = sum(1 << int(j) for j in np.flatnonzero(a[i:i + 64]))
+        assert _nz(a, i) == want, trial
+
+
+def test_sparse_wide_maps_list_their_marked_blocks_64_at_a_time(monkeypatch):
+    """A first population of 16 x 32 x 32 neurons (1,024 blocks: `_burst_sample` lists its marked
+    blocks 64 marks at a time, `_nonzero64`, and the last few one by one) under sparse input, and a
+    silent sample: the chain run's counts equal the reference executor's neuron by neuron, and the
+    step loop's."""
+    import torch
+
+    from snncc.sim.events import build_network
+    from snncc.sim.reference import run
+    from test_sim_events import _conv_pool_conv
+    from test_sim_events_chain import _both, _equal
+
+    g = _conv_pool_conv(7, (32, 30), (16, 4), (1.0, 1.5), (0.4, 0.5), T=3)
+    for n in g.nodes:
+        if "weight" in n.params:
+            n.params["weight"] = np.round(n.params["weight"] * 64) / 64
+    net = build_network(g)
+    assert (net.offsets["A"][1] - net.offsets["A"][0]) // B == 960  # (15 words of 64 marks)
+    gen = torch.Generator().manual_seed(9)
+    x = torch.poisson(torch.full((3, 4, 2, 32, 30), 0.01), generator=gen).clamp(max=3).to(torch.float64)
+    x[:, 2] = 0.0
+    (fast, _, _), (slow, _, _) = _both(net, x, monkeypatch)
+    _equal(fast, slow)
+    ref = run(g, x)
+    for k in ref.counts:
+        assert torch.equal(fast.counts[k], ref.counts[k]), k
+    assert int(fast.counts["A"].sum()) > 20 and int(fast.counts["A"][2].sum()) == 0
