@@ -736,7 +736,7 @@ def _ideal_chain(take, tid, T, B, S, runs, weights32, inputs, steps, blocks, sta
     s_base, s_lo, s_hi, s_div, s_pop, s_abs, scale, s_bp, s_fed = steps
     bpat_all, thq, loq, fireq, capq = blocks
     sets0, val0, reset1, touch1, sets1, val1, betaq, constq, inv, init0 = start
-    binv = np.arange(inv.size) if qrows else inv  # (the bursts' addresses: q order, or slot order)
+    binv = inv[:0] if qrows else inv  # (the bursts' addresses: q order (empty: no lookup), or slot order)
     init_zero = not np.any(init0.view(np.uint64))
     acc64, acc32, marks, out_g, out_n, rbuf, mbuf, m32buf = scratch
     syn_st, spk, peak, nonempty, cyc = stats
@@ -1850,7 +1850,8 @@ def complete_burst_q(vq, bpat, thq, loq, fireq, capq, inv, lo, hi, divide, B, S,
 @_njit(nogil=True)
 def _burst_sample(vq, bpat, thq, loq, fireq, capq, inv, lo, hi, divide, b, o, S, counts, out_g, out_n, fired,
                   spikes, dirty, acc, aoff, marks, moff, qlo, qhi, touched):
-    """`complete_burst_q` for sample b (its events from out_g/out_n[o], ids o + slot - lo): its bursts
+    """`complete_burst_q` for sample b (its events from out_g/out_n[o], ids o + slot - lo, or o + q - lo
+    where `inv` is empty: a chain run whose next step reads its source's rows in q order): its bursts
     and spikes into fired[b], spikes[b], and into dirty[b] whether a neuron that can fire is left
     at or above its bound. The parameters of block k are those of its pattern, at bpat[k] in
     thq, loq, fireq and capq (`IdealQ.blocks`). `touched` (a clean sample, `_ideal_runs`): only the blocks overlapping
@@ -1931,14 +1932,16 @@ def _burst_sample(vq, bpat, thq, loq, fireq, capq, inv, lo, hi, divide, b, o, S,
                 out_n[o + ne] = n
                 ne += 1
                 tot += n
+    slots = inv.size > 0  # (an empty `inv`: the events' addresses stay in q order, no lookup)
     for i in range(o, o + ne):  # the counts, with their cache lines requested well ahead (`_prefetch`)
         if i + BURST_PREFETCH < o + ne:
             qa = np.uint64(out_g[i + BURST_PREFETCH])
             _prefetch(counts, off + qa)
-            _prefetch(inv, qa)
+            if slots:
+                _prefetch(inv, qa)
         q = out_g[i]
         counts[off + np.uint64(q)] += out_n[i]
-        out_g[i] = o + inv[q] - lo
+        out_g[i] = o + (inv[q] if slots else q) - lo
     fired[b] = ne
     spikes[b] = tot
     dirty[b] = left
