@@ -1344,6 +1344,10 @@ def _speck_chain(take, T, B, S, runs, weights, inputs, steps, start, params, vq,
                 off_grid |= grid
                 # the records (in event order) by (event, rank, slot): an event's few by insertion
                 for j in range(nrec):
+                    if j + BURST_PREFETCH < nrec:  # (the count and slot of a record well ahead: `_prefetch`)
+                        ga = np.uint64(eq[j + BURST_PREFETCH])
+                        _prefetch(counts, ga)
+                        _prefetch(inv, ga - np.uint64(off))
                     g = eq[j]
                     counts[g] += 1.0
                     v = er[j] * S + inv[g - off]
