@@ -687,7 +687,11 @@ def _runs_sample(pat, base, ptr, rel, length, woff, weights, rows, e0, e1, mult,
         for k in range((max(qlo, lo) - lo) // BURST_BLOCK, min(nblk, (min(qhi, hi) - lo + BURST_BLOCK - 1)
                                                                   // BURST_BLOCK)):
             marks[moff + k] = 0
-    if qhi > qlo and not touched:
+    # a whole sweep of the population whose delivery stayed inside it flushes each block as it visits
+    # it (`_block_mask`: one pass over the membranes where a flush and then a sweep made two; a block
+    # the delivery did not reach adds its scratch's zeros)
+    fused = q_order and hi > lo and not touched and qlo >= lo and qhi <= hi
+    if qhi > qlo and not touched and not fused:
         if q_order:
             _flush_q(acc, vq, aoff, off, qlo, qhi)
         else:
@@ -695,7 +699,7 @@ def _runs_sample(pat, base, ptr, rel, length, woff, weights, rows, e0, e1, mult,
     if hi > lo:  # (the per-sample totals are stored by the callee: numba's parfor pass drops a
         # store in the loop body into an array it cannot see alias an argument, as one from `burst`)
         _burst_sample(vq, bpat, thq, loq, fireq, capq, inv, lo, hi, divide, b, o, S, counts, out_g, out_n,
-                      fired, spikes, dirty, acc, aoff, marks, moff, qlo, qhi, touched)
+                      fired, spikes, dirty, acc, aoff, marks, moff, qlo, qhi, touched, touched or fused)
     return syn
 
 
@@ -1847,20 +1851,21 @@ def complete_burst_q(vq, bpat, thq, loq, fireq, capq, inv, lo, hi, divide, B, S,
     for b in numba.prange(B):
         if dirty[b]:
             _burst_sample(vq, bpat, thq, loq, fireq, capq, inv, lo, hi, divide, b, b * width, S, counts, out_g,
-                          out_n, fired, spikes, dirty, vq, 0, nomarks, 0, 0, 0, False)
+                          out_n, fired, spikes, dirty, vq, 0, nomarks, 0, 0, 0, False, False)
     return _packed(fired, spikes, out_g, out_n, width, B)
 
 
 @_njit(nogil=True)
 def _burst_sample(vq, bpat, thq, loq, fireq, capq, inv, lo, hi, divide, b, o, S, counts, out_g, out_n, fired,
-                  spikes, dirty, acc, aoff, marks, moff, qlo, qhi, touched):
+                  spikes, dirty, acc, aoff, marks, moff, qlo, qhi, touched, flush):
     """`complete_burst_q` for sample b (its events from out_g/out_n[o], ids o + slot - lo, or o + q - lo
     where `inv` is empty: a chain run whose next step reads its source's rows in q order): its bursts
     and spikes into fired[b], spikes[b], and into dirty[b] whether a neuron that can fire is left
     at or above its bound. The parameters of block k are those of its pattern, at bpat[k] in
     thq, loq, fireq and capq (`IdealQ.blocks`). `touched` (a clean sample, `_ideal_runs`): only the blocks overlapping
     the delivery's span [qlo, qhi) that its runs marked (`marks` from `moff`, block k of the
-    population at moff + k, set back to 0 here) are visited, each flushed into the membranes
+    population at moff + k, set back to 0 here) are visited; `flush` (with `touched`, or a whole sweep
+    whose delivery stayed inside [lo, hi)): each visited block is flushed into the membranes
     (vq += acc from `aoff`, acc = 0: `_flush_q`'s addition) before the rule."""
     off = np.uint64(b * S)
     ne = 0
@@ -1902,10 +1907,10 @@ def _burst_sample(vq, bpat, thq, loq, fireq, capq, inv, lo, hi, divide, b, o, S,
         # V unchanged), visited lowest first: a loop over the block that branched on every neuron
         # mispredicted on the few that fire, ~120 cycles per block at a sparse rate
         if nq == BURST_BLOCK:  # a whole block: the flush and the mask in one vector pass
-            fire = _block_mask(vq, bq, acc, ba, loq, p, touched)
+            fire = _block_mask(vq, bq, acc, ba, loq, p, flush)
         else:
             hit = False
-            if touched:
+            if flush:
                 for j in range(nq):  # the flush and the prescan in one pass
                     v = vq[bq + j] + acc[ba + j]
                     vq[bq + j] = v
