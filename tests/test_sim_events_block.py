@@ -1,8 +1,10 @@
-"""`kernels._block_mask`, the vector pass over one whole block of `_burst_sample`: the flush
-(membranes + scratch, the scratch zeroed) and the mask of the neurons not below their bound, equal
-bit for bit to the scalar loops' float64 additions and comparisons, on float32 and float64
-scratch, at offsets in larger arrays, with values on, just under and just over the bound, a NaN
-membrane and bounds of -inf and NaN."""
+"""The completion's vector intrinsics. `kernels._block_mask`, the pass over one whole block of
+`_burst_sample`: the flush (membranes + scratch, the scratch zeroed) and the mask of the neurons
+not below their bound, equal bit for bit to the scalar loops' float64 additions and comparisons,
+on float32 and float64 scratch, at offsets in larger arrays, with values on, just under and just
+over the bound, a NaN membrane and bounds of -inf and NaN. `kernels._nonzero64`, the listing of
+marked blocks 64 at a time, against numpy and, on a wide sparse population, against the
+reference executor."""
 
 import numba
 import numpy as np
@@ -73,8 +75,8 @@ def test_nonzero64_sets_a_bit_per_nonzero_byte():
 
 
 def test_sparse_wide_maps_list_their_marked_blocks_64_at_a_time(monkeypatch):
-    """A first population of 16 x 32 x 32 neurons (1,024 blocks: `_burst_sample` lists its marked
-    blocks 64 marks at a time, `_nonzero64`, and the last few one by one) under sparse input, and a
+    """A first population of 16 x 32 x 30 neurons (960 blocks: `_burst_sample` lists its marked
+    blocks 64 marks at a time, `_nonzero64`, where a span has 64 left, the rest one by one) under sparse input, and a
     silent sample: the chain run's counts equal the reference executor's neuron by neuron, and the
     step loop's."""
     import torch
