@@ -4,7 +4,9 @@ not below their bound, equal bit for bit to the scalar loops' float64 additions 
 on float32 and float64 scratch, at offsets in larger arrays, with values on, just under and just
 over the bound, a NaN membrane and bounds of -inf and NaN. `kernels._nonzero64`, the listing of
 marked blocks 64 at a time, against numpy and, on a wide sparse population, against the
-reference executor."""
+reference executor. `kernels._axpy`, the delivery's add of a run (64-byte vectors and a masked
+last group), against numpy's float32 and float64 arithmetic for every length 0-40 at unaligned
+offsets, nothing written outside the run."""
 
 import numba
 import numpy as np
@@ -58,6 +60,32 @@ def test_block_mask_equals_the_scalar_rule(dtype, flush):
         outside[ba:ba + B] = False
         np.testing.assert_array_equal(acc[outside], a0[outside])
         assert got >> 3 & 1 and got >> 4 & 1 and got >> 5 & 1 and got >> 6 & 1 and not got >> 7 & 1
+
+
+@numba.njit
+def _axpy(acc, t, w, wo, m, n):
+    kernels._axpy(acc, np.uint64(t), w, np.uint64(wo), m, np.uint64(n))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_axpy_adds_a_run_with_the_loops_arithmetic(dtype):
+    """Values with more bits than float32 keeps (so a different order or a fused multiply-add
+    would show), every length from 0 to 40 (whole vectors and masked remainders) at offsets that
+    are not multiples of a vector; the guard values around the run stay untouched. A mixed-type
+    call (float64 scratch, float32 weights) takes numba's loop, with numba's promotion."""
+    rng = np.random.default_rng(7)
+    for n in range(41):
+        t, wo = int(rng.integers(1, 20)), int(rng.integers(0, 20))
+        acc = rng.standard_normal(n + 40).astype(dtype)
+        w = rng.standard_normal(n + 40).astype(dtype)
+        m = dtype(rng.standard_normal())
+        want = acc.copy()
+        want[t:t + n] = want[t:t + n] + w[wo:wo + n] * m  # (numpy: the same type's multiply, then add)
+        _axpy(acc, t, w, wo, m, n)
+        assert acc.tobytes() == want.tobytes(), n
+    acc, w = np.zeros(20), np.full(20, 0.1, np.float32)
+    _axpy(acc, 3, w, 0, 3.0, 5)
+    assert acc[3:8].tolist() == [float(np.float32(0.1)) * 3.0] * 5 and not acc[:3].any() and not acc[8:].any()
 
 
 @numba.njit

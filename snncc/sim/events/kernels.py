@@ -69,7 +69,7 @@ import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from snncc.errors import SnnccError
 
@@ -206,6 +206,97 @@ def _block_mask(typingctx, vq, bq, acc, ba, loq, p, flush):
         bound = builder.load(builder.bitcast(builder.gep(L.data, [args[5]]), d.as_pointer()), align=8)
         mask = builder.fcmp_unordered(">=", val, bound)
         return builder.zext(builder.bitcast(mask, ir.IntType(BURST_BLOCK)), ir.IntType(64))
+
+    return sig, codegen
+
+
+def _axpy(acc, t, w, wo, m, n):
+    """acc[t + i] += w[wo + i] * m for i < n (indices in bounds, t and wo uint64): the runs' add of
+    `_runs_sample`. Where acc, w and m are one float type, `_axpy_vec`; else numba's loop."""
+    for i in range(n):
+        acc[t + i] += w[wo + i] * m
+
+
+@overload(_axpy, jit_options={"nogil": True})
+def _axpy_overload(acc, t, w, wo, m, n):
+    f = acc.dtype
+    if f in (types.float32, types.float64) and w.dtype == f and m == f:
+        return lambda acc, t, w, wo, m, n: _axpy_vec(acc, t, w, wo, m, n)
+    return lambda acc, t, w, wo, m, n: _axpy_loop(acc, t, w, wo, m, n)
+
+
+@numba.njit(inline="always")
+def _axpy_loop(acc, t, w, wo, m, n):
+    for i in range(n):
+        acc[t + i] += w[wo + i] * m
+
+
+@intrinsic
+def _axpy_vec(typingctx, acc, t, w, wo, m, n):
+    """`_axpy` for float32 or float64 acc, w and m: a 64-byte vector (16 or 8 lanes) at a time, the
+    last partial group by a masked load and store (nothing outside the n values is read or
+    written). The same multiply and add per element as numba's loop, so the same values. LLVM
+    vectorised that loop four vectors per iteration (64 float32 lanes), never taken for a first
+    conv's runs of 48 float32 values, which went 8 lanes at a time with a test for overlap first."""
+    f = acc.dtype
+    if not (isinstance(acc, types.Array) and f in (types.float32, types.float64) and isinstance(w, types.Array)
+            and w.dtype == f and m == f):
+        return None
+    sig = types.void(acc, types.uint64, w, types.uint64, m, types.uint64)
+    nl = 16 if f == types.float32 else 8
+
+    def codegen(context, builder, signature, args):
+        A = context.make_array(signature.args[0])(context, builder, args[0])
+        W = context.make_array(signature.args[2])(context, builder, args[2])
+        i64, i32 = ir.IntType(64), ir.IntType(32)
+        el = ir.FloatType() if nl == 16 else ir.DoubleType()
+        vt = ir.VectorType(el, nl)
+        vp = vt.as_pointer()
+        esz = 4 if nl == 16 else 8
+        bcast = ir.Constant(ir.VectorType(i32, nl), [0] * nl)
+        mv = builder.insert_element(ir.Constant(vt, ir.Undefined), args[4], i32(0))
+        mv = builder.shuffle_vector(mv, ir.Constant(vt, ir.Undefined), bcast)
+        n, t0, w0 = args[5], args[1], args[3]
+        full = builder.and_(n, i64(2 ** 64 - nl))
+        pre = builder.block
+        loop = builder.append_basic_block("axpy.loop")
+        tail = builder.append_basic_block("axpy.tail")
+        rest = builder.append_basic_block("axpy.rest")
+        done = builder.append_basic_block("axpy.done")
+        builder.cbranch(builder.icmp_unsigned("==", full, i64(0)), tail, loop)
+        builder.position_at_end(loop)
+        i = builder.phi(i64)
+        i.add_incoming(i64(0), pre)
+        ap = builder.bitcast(builder.gep(A.data, [builder.add(t0, i)]), vp)
+        wp = builder.bitcast(builder.gep(W.data, [builder.add(w0, i)]), vp)
+        builder.store(builder.fadd(builder.load(ap, align=esz), builder.fmul(builder.load(wp, align=esz), mv)), ap,
+                      align=esz)
+        i2 = builder.add(i, i64(nl))
+        i.add_incoming(i2, loop)
+        builder.cbranch(builder.icmp_unsigned("<", i2, full), loop, tail)
+        builder.position_at_end(tail)
+        left = builder.sub(n, full)
+        builder.cbranch(builder.icmp_unsigned("==", left, i64(0)), done, rest)
+        builder.position_at_end(rest)  # lanes j < n - full
+        iv = ir.VectorType(i64, nl)
+        lv = builder.insert_element(ir.Constant(iv, ir.Undefined), left, i32(0))
+        lv = builder.shuffle_vector(lv, ir.Constant(iv, ir.Undefined), bcast)
+        mask = builder.icmp_unsigned("<", ir.Constant(iv, list(range(nl))), lv)
+        i1v = ir.VectorType(ir.IntType(1), nl)
+        sfx = f"v{nl}f{8 * esz}.p0"
+        mload = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vp, i32, i1v, vt]),
+                                               "llvm.masked.load." + sfx)
+        mstore = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [vt, vp, i32, i1v]),
+                                                "llvm.masked.store." + sfx)
+        ap = builder.bitcast(builder.gep(A.data, [builder.add(t0, full)]), vp)
+        wp = builder.bitcast(builder.gep(W.data, [builder.add(w0, full)]), vp)
+        zero = ir.Constant(vt, None)
+        av = builder.call(mload, [ap, i32(esz), mask, zero])
+        wv = builder.call(mload, [wp, i32(esz), mask, zero])
+        builder.call(mstore, [builder.fadd(av, builder.fmul(wv, mv)), ap, i32(esz), mask])
+        builder.branch(done)
+        builder.position_at_end(done)
+        return context.get_dummy_value()
 
     return sig, codegen
 
@@ -668,8 +759,7 @@ def _runs_sample(pat, base, ptr, rel, length, woff, weights, rows, e0, e1, mult,
             t = np.uint64(t0 + rel[r])
             wo = np.uint64(woff[r])
             wrote += length[r]
-            for i in range(np.uint64(length[r])):
-                acc[t + i] += weights[wo + i] * m
+            _axpy(acc, t, weights, wo, m, np.uint64(length[r]))
             if mark:
                 qs = base[a] + rel[r] - lo
                 if qs < 0 or qs + length[r] > hi - lo:
