@@ -1948,11 +1948,14 @@ def complete_burst_q(vq, bpat, thq, loq, fireq, capq, inv, lo, hi, divide, B, S,
 
 
 @_njit(nogil=True)
-def _mask_pass(vq, off, acc, ua, lo, bpat, loq, ks, nk, touched, k_first, whole, flush, marks, moff, hot):
+def _mask_pass(vq, off, acc, ua, lo, bpat, loq, ks, nk, touched, k_first, whole, flush, marks, moff, hot, counts):
     """`_burst_sample`'s first pass: for each of its nk blocks (ks[i] where `touched`, with its mark
     cleared, else k_first + i) that is whole (k < whole), the flush and the mask (`_block_mask`);
     a block with a neuron at or above its bound is listed in `hot` as k | mask << 48, in the same
-    order (hot may be ks itself: entry i is written after it is read). Returns how many."""
+    order (hot may be ks itself: entry i is written after it is read), and its spike counts' cache
+    line (16 float32 counts) requested (`_prefetch`; a block that does not fire requests the
+    population's first line, with no branch): the bursts' counts are added after the rule, and
+    on sinabs64's first conv this took 3-7% off its step. Returns how many."""
     nh = 0
     for i in range(nk):
         k = ks[i] if touched else k_first + i
@@ -1962,6 +1965,7 @@ def _mask_pass(vq, off, acc, ua, lo, bpat, loq, ks, nk, touched, k_first, whole,
         if touched:
             marks[np.uint64(moff + k)] = 0
         fire = _block_mask(vq, off + q0, acc, ua + q0, loq, np.uint64(bpat[np.uint64(k)]), flush)
+        _prefetch(counts, off + (q0 if fire else np.uint64(lo)))
         hot[nh] = np.int64(k) | np.int64(fire << np.uint64(48))  # (kept where fire != 0: no branch,
         nh += fire != 0  # which mispredicted at a third of the blocks hot)
     return nh
@@ -2017,7 +2021,7 @@ def _burst_sample(vq, bpat, thq, loq, fireq, capq, inv, lo, hi, divide, b, o, S,
     whole = (hi - lo) // BURST_BLOCK  # blocks k < whole are whole
     part = nk > 0 and (ks[nk - 1] if touched else k_first + nk - 1) == whole  # (read before `hot` overwrites ks)
     hot = ks if touched else np.empty(nk, dtype=np.int64)
-    nh = _mask_pass(vq, off, acc, ua, lo, bpat, loq, ks, nk, touched, k_first, whole, flush, marks, moff, hot)
+    nh = _mask_pass(vq, off, acc, ua, lo, bpat, loq, ks, nk, touched, k_first, whole, flush, marks, moff, hot, counts)
     if part:  # the partial block
         k = whole
         q0 = lo + k * BURST_BLOCK
