@@ -133,6 +133,23 @@ def _prefetch(typingctx, arr, idx):
     return sig, codegen
 
 
+@intrinsic
+def _prefetch_read(typingctx, arr, idx):
+    """`_prefetch` for reading (LLVM's `llvm.prefetch` with rw = 0): for tables every thread reads,
+    whose lines a prefetch for writing would take from the other cores."""
+    sig = types.void(arr, types.uint64)
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                            "llvm.prefetch.p0")
+        builder.call(fn, [builder.bitcast(builder.gep(ary.data, [args[1]]), i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 BURST_PREFETCH = 32  # spikes ahead whose count (`_burst_sample`, `emit_spikes`) is prefetched
 
 
@@ -747,6 +764,12 @@ def _runs_sample(pat, base, ptr, rel, length, woff, weights, rows, e0, e1, mult,
     for e in range(e0, e1):
         a = rows[e]
         m = mult[e]
+        if e + 8 < e1:  # the rows of the event 8 ahead requested (`_prefetch_read`): each event's
+            # lookups (row, pattern, runs, scratch) form a chain, and a source's `base` and `pat`
+            # (8 bytes per address) are out of cache by the step's next timestep; conv2's step
+            # 16-23% fewer ticks at rates 0.005-0.02 on sinabs64 (16 ahead: no better)
+            _prefetch_read(base, np.uint64(rows[e + 8]))
+            _prefetch_read(pat, np.uint64(rows[e + 8]))
         p = pat[a]
         r0, r1 = ptr[p], ptr[p + 1]
         if r1 == r0:
@@ -1263,6 +1286,9 @@ def _speck_sample(pat, base, ptr, rel, length, woff, weights, rows, e0, e1, b, S
     qhi = 0
     for e in range(e0, e1):
         a = rows[e]
+        if e + 8 < e1:  # (as `_runs_sample`)
+            _prefetch_read(base, np.uint64(rows[e + 8]))
+            _prefetch_read(pat, np.uint64(rows[e + 8]))
         p = pat[a]
         r0, r1 = ptr[p], ptr[p + 1]
         if r1 == r0:
@@ -1483,6 +1509,9 @@ def _sequential_greedy_cl(pat, base, ptr, rel, length, woff, weights, inv, rows,
         syn0 = synops
         for e in range(e0, e1):
             a = rows[e]
+            if e + 8 < e1:  # (as `_runs_sample`)
+                _prefetch_read(base, np.uint64(rows[e + 8]))
+                _prefetch_read(pat, np.uint64(rows[e + 8]))
             p = pat[a]
             r0, r1 = ptr[p], ptr[p + 1]
             if r1 == r0:
