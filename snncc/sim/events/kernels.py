@@ -120,34 +120,28 @@ def _prefetch(typingctx, arr, idx):
     memory at its count (measured: about 0.3 us per burst on sinabs64's first conv at rate 0.01,
     more than its whole delivery); with the loads in flight for many bursts at once the waits overlap.
     Likewise a greedy/speck step's spike counts (`emit_spikes`)."""
-    sig = types.void(arr, types.uint64)
-
-    def codegen(context, builder, signature, args):
-        ary = context.make_array(signature.args[0])(context, builder, args[0])
-        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
-                                            "llvm.prefetch.p0")
-        builder.call(fn, [builder.bitcast(builder.gep(ary.data, [args[1]]), i8p), i32(1), i32(3), i32(1)])
-        return context.get_dummy_value()
-
-    return sig, codegen
+    return types.void(arr, types.uint64), _prefetch_codegen(1)
 
 
 @intrinsic
 def _prefetch_read(typingctx, arr, idx):
     """`_prefetch` for reading (LLVM's `llvm.prefetch` with rw = 0): for tables every thread reads,
     whose lines a prefetch for writing would take from the other cores."""
-    sig = types.void(arr, types.uint64)
+    return types.void(arr, types.uint64), _prefetch_codegen(0)
 
+
+def _prefetch_codegen(rw: int):
+    """The code of `_prefetch` (rw = 1: for writing) and `_prefetch_read` (rw = 0): `llvm.prefetch`
+    of arr[idx]'s line, high locality, data cache."""
     def codegen(context, builder, signature, args):
         ary = context.make_array(signature.args[0])(context, builder, args[0])
         i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
         fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
                                             "llvm.prefetch.p0")
-        builder.call(fn, [builder.bitcast(builder.gep(ary.data, [args[1]]), i8p), i32(0), i32(3), i32(1)])
+        builder.call(fn, [builder.bitcast(builder.gep(ary.data, [args[1]]), i8p), i32(rw), i32(3), i32(1)])
         return context.get_dummy_value()
 
-    return sig, codegen
+    return codegen
 
 
 BURST_PREFETCH = 32  # spikes ahead whose count (`_burst_sample`, `emit_spikes`) is prefetched
