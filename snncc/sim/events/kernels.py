@@ -223,9 +223,9 @@ def _block_mask(typingctx, vq, bq, acc, ba, loq, p, flush):
 
 def _axpy(acc, t, w, wo, m, n):
     """acc[t + i] += w[wo + i] * m for i < n (indices in bounds, t and wo uint64): the runs' add of
-    `_runs_sample`. Where acc, w and m are one float type, `_axpy_vec`; else numba's loop."""
-    for i in range(n):
-        acc[t + i] += w[wo + i] * m
+    `_runs_sample`. Where acc, w and m are one float type, `_axpy_vec`; else numba's loop
+    (`_axpy_loop`, which this runs when called from Python)."""
+    _axpy_loop.py_func(acc, t, w, wo, m, n)
 
 
 @overload(_axpy, jit_options={"nogil": True})
