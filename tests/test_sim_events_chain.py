@@ -154,6 +154,35 @@ def test_chain_threads_take_samples_until_none_is_left(policy, monkeypatch):
     assert sum(int(c.sum()) for c in one.counts.values()) > 30
 
 
+def test_chain_take_order_is_most_input_events_first():
+    """`runner._take_order`: [next, end, samples], the samples by their input events summed over the
+    timesteps, most first, ties by index (first[t x B + b] starts sample b's events of timestep t)."""
+    per = np.array([[3, 0, 5, 1],  # t = 0, samples 0..3
+                    [1, 9, 0, 3]])  # t = 1: totals 4, 9, 5, 4
+    first = np.concatenate([[0], np.cumsum(per.ravel())])
+    take = runner_mod._take_order(first, 2, 4)
+    assert take.dtype == np.int64 and take.tolist() == [0, 4, 1, 2, 0, 3]
+
+
+@pytest.mark.parametrize("policy", ["ideal", "speck"])
+def test_chain_kernels_run_the_samples_in_the_take_order(policy, monkeypatch):
+    """The chain kernels run sample take[2 + i] for the i-th take: a counter that ends after two
+    takes, in the order (3, 1), runs samples 3 and 1 only, each equal to the whole batch's run;
+    samples 0 and 2 stay without a spike or an output."""
+    g = _conv_pool_conv(3, (8, 8), (4, 4), (1.0, 1.5), (0.4, 0.5), T=2)
+    gen = torch.Generator().manual_seed(5)
+    x = torch.poisson(torch.full((2, 4, 2, 8, 8), 0.3), generator=gen).clamp(max=3).to(F64)
+    whole = simulate(g, x, policy)
+    monkeypatch.setattr(runner_mod, "_take_order", lambda first, T, B: np.array([0, 2, 3, 1, 0, 2], dtype=np.int64))
+    part = simulate(g, x, policy)
+    for c, want in whole.counts.items():
+        assert torch.equal(part.counts[c][[3, 1]], want[[3, 1]])
+        assert int(part.counts[c][[0, 2]].abs().sum()) == 0
+    assert torch.equal(part.output[[3, 1]], whole.output[[3, 1]])
+    assert int(part.output[[0, 2]].abs().sum()) == 0
+    assert all(int(whole.counts[c][b].sum()) > 0 for c in whole.counts for b in (1, 3))
+
+
 def test_chain_profile_counts_each_steps_synops_as_the_step_loop_and_its_ticks(monkeypatch):
     """The chain run's profile (`net.derived["chain_profile"]`, read by benchmarks/bench_sinabs.py's
     per-layer table): per step the synaptic ops of its deliveries, equal to the step loop's

@@ -165,7 +165,8 @@ def _lowest_bit(typingctx, x):
 def _take(typingctx, counter):
     """counter[0], then counter[0] + 1, in one atomic step (LLVM's sequentially consistent
     `atomicrmw add`): threads that share `counter` (int64) each take distinct values. The chain
-    runs take their samples so (`_ideal_chain`, `_speck_chain`)."""
+    runs take their samples so (`_ideal_chain`, `_speck_chain`: take = [next, end, the samples in
+    the order to take them], `runner._take_order`)."""
     sig = types.int64(counter)
 
     def codegen(context, builder, signature, args):
@@ -819,7 +820,8 @@ def _ideal_chain(take, tid, T, B, S, runs, weights32, inputs, steps, blocks, sta
     population, whose bursts complete the next, ..., the last source delivering into the output
     without completing anything), every sample's T timesteps on one thread (samples are
     independent; this call runs on the calling thread, its scratch at `tid`, the samples it takes
-    from the shared `take` = [next sample, end] (`_take`: one at a time, until none is left), and
+    from the shared `take` = [next, end, samples in order] (`_take`: one at a time, the most input
+    events first, until none is left: `runner._take_order`), and
     `runner._run_chain` makes one call per thread: a plain function, where a parallel loop over
     the samples compiled its whole body a second time, 20 s more of JIT): per timestep the start
     (`_start_sample`, the populations' clean/dirty flags as `runner._Run._start_flags` sets them), then each step's events through `_runs_sample` (the
@@ -859,10 +861,11 @@ def _ideal_chain(take, tid, T, B, S, runs, weights32, inputs, steps, blocks, sta
     nok = np.zeros(0)
     aoff = tid * S
     moff = tid * (S // BURST_BLOCK + 1)
-    while True:  # the samples not yet taken, one at a time, until take[1]
-        b = _take(take)
-        if b >= take[1]:
+    while True:  # the samples not yet taken, one at a time, until take[1], in take[2:]'s order
+        i = _take(take)
+        if i >= take[1]:
             break
+        b = take[2 + i]
         off = b * S
         c_run = _cycles()
         for t in range(T):
@@ -1382,10 +1385,11 @@ def _speck_chain(take, T, B, S, runs, weights, inputs, steps, start, params, vq,
     er, eq, ek = np.empty(1024, dtype=np.int64), np.empty(1024, dtype=np.int64), np.empty(1024, dtype=np.int64)
     sk = np.empty(1024, dtype=np.int64)
     fg, fn, fs = np.empty(S, dtype=np.int64), np.empty(S), np.empty(S, dtype=np.int64)
-    while True:  # the samples not yet taken, one at a time, until take[1]
-        b = _take(take)
-        if b >= take[1]:
+    while True:  # the samples not yet taken, one at a time, until take[1], in take[2:]'s order
+        i = _take(take)
+        if i >= take[1]:
             break
+        b = take[2 + i]
         off = b * S
         for t in range(T):
             if t == 0 and quiet0:  # every membrane init0 = beta + const, where the first update does nothing
@@ -2754,7 +2758,7 @@ def compile_seconds() -> float:
     b1 = np.ones(1, dtype=np.bool_)
     nth = numba.get_num_threads()  # (a thread's scratch is at its id x S)
     f_, i_ = lambda: np.zeros(nth), lambda: np.zeros(nth, np.int64)  # noqa: E731
-    _ideal_chain(np.array([0, 1]), 0, 1, 1, 1, (z, z, i1, z, i1[1:], z, f, seg, i1, z, z, z, False), f32, (z, f, i1),
+    _ideal_chain(np.array([0, 1, 0]), 0, 1, 1, 1, (z, z, i1, z, i1[1:], z, f, seg, i1, z, z, z, False), f32, (z, f, i1),
                  (z, z, i1[1:], b1, z, f, 1.0, i1, np.zeros((1, 1), np.bool_)),
                  (z, f, f, b1, f), (b1, b1, b1, z, b1, b1, f, f, z, f), np.zeros((1, 1)), np.zeros(1, np.float32),
                  np.zeros((1, 1), np.bool_), (f_(), f_().astype(np.float32), np.zeros(nth, np.uint8), i_(), f_(), i_(),
@@ -2779,7 +2783,7 @@ def compile_seconds() -> float:
                              np.zeros(2, np.float32))
     for w, dt in ((f, np.float64), (f32, np.float64), (f32, np.float32)):  # a speck chain run (`_speck_chain`)
         v1 = np.zeros(1, dt)
-        _speck_chain(np.array([0, 1]), 1, 1, 1, (z, z, i1, z, i1[1:], z, z, z, z, False, z, z), w, (z, f, i1), (z, z, z),
+        _speck_chain(np.array([0, 1, 0]), 1, 1, 1, (z, z, i1, z, i1[1:], z, z, z, z, False, z, z), w, (z, f, i1), (z, z, z),
                      (b1, z, b1, z, f, f, v1, False), (v1 + 1, v1, f, f, b1, f), v1.copy(), c32.copy(), np.zeros(1),
                      np.zeros(1),
                      z.copy(), np.zeros(1, np.uint8), z.copy(), z, np.zeros((1, 1)),
