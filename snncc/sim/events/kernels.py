@@ -2115,19 +2115,22 @@ def _burst_sample(vq, bpat, thq, loq, fireq, capq, inv, lo, hi, divide, b, o, S,
     dirty[b] = left
 
 
-@_njit(nogil=True, parallel=True)
-def counts_out(countsq, pos, lo, B, S, dst, C):
-    """dst[b, i] = countsq[b * S + pos[lo + i]] for a population's slots lo + i (the counts of a
-    run in q order, `IdealQ`, read out in slot order into the result's (B, neurons) array), each
-    count read set back to 0: the scratch's counts are all zeros again for the next run. `C`: the
-    population's channels where it is one channel-last segment (`RunTables.seg`: slot c x sites +
-    p at q = p x C + c), read a tile of `FLUSH_TILE` sites at a time (the tile's counts stay in
-    L1, the result is written in contiguous runs, the tile zeroed in one sweep: a read per count
-    C counts apart missed the cache on every one); else (C = 1 or any other layout) count by count."""
+@_njit(nogil=True)
+def counts_out(countsq, pos, lo, b0, b1, S, dst, C):
+    """dst[b, i] = countsq[b * S + pos[lo + i]] for a population's slots lo + i and the samples
+    b0 <= b < b1 (the counts of a run in q order, `IdealQ`, read out in slot order into the result's
+    (B, neurons) array), each count read set back to 0: the scratch's counts are all zeros again
+    for the next run. `C`: the population's channels where it is one channel-last segment
+    (`RunTables.seg`: slot c x sites + p at q = p x C + c), read a tile of `FLUSH_TILE` sites at a
+    time (the tile's counts stay in L1, the result is written in contiguous runs, the tile zeroed
+    in one sweep: a read per count C counts apart missed the cache on every one); else (C = 1 or
+    any other layout) count by count. A plain function the runner calls on its own threads, a
+    range of samples each (`runner._read_counts`): as a parallel loop it left OpenMP's threads
+    spinning into the next call, which on 2 cores slowed that call's input read from 1 ms to 4."""
     n = dst.shape[1]
     if C > 1 and n % C == 0:
         sites = n // C
-        for b in numba.prange(B):  # (samples on numba's threads: a chain run's last serial sweep)
+        for b in range(b0, b1):
             base = np.uint64(b * S + lo)
             for p0 in range(0, sites, FLUSH_TILE):
                 p1 = min(p0 + FLUSH_TILE, sites)
@@ -2137,7 +2140,7 @@ def counts_out(countsq, pos, lo, B, S, dst, C):
                 for q in range(base + np.uint64(p0 * C), base + np.uint64(p1 * C)):
                     countsq[q] = 0.0
         return
-    for b in numba.prange(B):
+    for b in range(b0, b1):
         off = b * S
         for i in range(n):
             g = off + pos[lo + i]
@@ -2803,7 +2806,7 @@ def compile_seconds() -> float:
     _records_by_key(z, z, z, f, 1, z, 0, 1, 1)
     for C in (1, 2):
         for cdt in (np.float64, np.float32):  # (a chain run's counts are float32)
-            counts_out(np.zeros(2, cdt), np.arange(2), 0, 1, 2, np.zeros((1, 2)), C)  # (pos: one per slot)
+            counts_out(np.zeros(2, cdt), np.arange(2), 0, 0, 1, 2, np.zeros((1, 2)), C)  # (pos: one per slot)
     emit_spikes(z, f, z, 1, z, z, i1[1:], 1, np.zeros(1))
     synapse_bound(i1, z)
     _transpose(np.zeros((1, 2)), 2, np.zeros(1), 1, seg, 1, 1, True)

@@ -1199,6 +1199,21 @@ def _chain_tally(run: "_Run", chain: list, syn, spk, peak, nonempty) -> None:
         run.steps += 1
 
 
+def _read_counts(counts: np.ndarray, pos: np.ndarray, pops: list, B: int, S: int) -> None:
+    """`kernels.counts_out` for each (first slot, destination (B, neurons), channels) in `pops`, the
+    samples cut in ranges on the runner's threads (`_on_threads`, as the input read: no OpenMP
+    region whose threads spin on past the call)."""
+    import numba
+
+    cuts = np.linspace(0, B, max(min(numba.get_num_threads(), B), 1) + 1).round().astype(int)
+
+    def part(i):
+        for lo, a, C in pops:
+            kernels.counts_out(counts, pos, lo, cuts[i], cuts[i + 1], S, a, C)
+
+    _on_threads(part, len(cuts) - 1)
+
+
 def _on_threads(part, n: int) -> list:
     """[part(0), ..., part(n - 1)], run at once: part(0) on the calling thread, the others on the
     persistent workers (`_workers`); returns once every part has ended, raising the first error."""
@@ -1407,9 +1422,9 @@ def _simulate(graph_or_net, x, policy="ideal", order="layer", seed=0, chunk=4096
                 else {c: a[into[1]:into[1] + B] for c, a in into[0].counts.items()})
         # a population that is one channel-last segment (first slot, channels, sites) is read out by tiles
         tiled = {(lo, C * sites): C for lo, C, sites in counts_rt.seg.tolist()}
-        for c, a in dest.items():
-            lo, hi = net.offsets[c]
-            kernels.counts_out(run.counts, counts_rt.pos, lo, B, net.n_slots, a, tiled.get((lo, hi - lo), 1))
+        _read_counts(run.counts, counts_rt.pos, [(lo, a, tiled.get((lo, hi - lo), 1))
+                                                 for (lo, hi), a in ((net.offsets[c], a) for c, a in dest.items())],
+                     B, net.n_slots)
     else:  # counted in slot order: copied out, then the scratch's counts zeroed for the next run
         C = run.counts.reshape(B, net.n_slots)
         if into is None:
