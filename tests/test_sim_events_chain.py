@@ -276,7 +276,8 @@ def test_chain_input_read_in_every_layout_equals_numpy_and_refuses_bad_counts():
     (B*T, ...) frames of a sinabs batch viewed as (T, B, ...), one static (B, ...) frame fed at
     every timestep (stride 0 between timesteps), float32 or float64, and timesteps in separate
     buffers (copied), the rows, counts and per-(timestep, sample) starts equal numpy's nonzero
-    entries in (t, b, address) order; a count that is not a finite non-negative integer is refused."""
+    entries in (t, b, address) order (rows of 70 entries: one 64-entry vector compare and 6 read
+    one by one); a count that is not a finite non-negative integer is refused in either part."""
     from snncc.errors import SnnccError
     from snncc.sim.events import kernels
 
@@ -297,10 +298,11 @@ def test_chain_input_read_in_every_layout_equals_numpy_and_refuses_bad_counts():
         assert n == 70 and np.shares_memory(flat, xs[0].numpy()) == (name != "separate"), name  # a view, or a copy
     assert runner_mod._spike_inputs(inp, cases["static"], 0)[2][-1] == T * int((x[0] != 0).sum())
     for bad in (0.5, -1.0, float("inf"), float("nan")):
-        y = x.clone()
-        y[2, 3, 1, 4, 6] = bad
-        with pytest.raises(SnnccError, match="non-negative integer counts"):
-            runner_mod._spike_inputs(inp, list(y), 0)
+        for at in ((2, 3, 1, 4, 6), (2, 3, 0, 1, 1)):  # address 69, past the row's 64-entry vector, and 8, in it
+            y = x.clone()
+            y[at] = bad
+            with pytest.raises(SnnccError, match="non-negative integer counts"):
+                runner_mod._spike_inputs(inp, list(y), 0)
 
 
 def test_chain_synops_from_the_patterns_equal_the_tables_and_the_fallback(monkeypatch):

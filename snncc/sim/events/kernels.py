@@ -315,17 +315,25 @@ def _axpy_vec(typingctx, acc, t, w, wo, m, n):
 
 @intrinsic
 def _nonzero64(typingctx, arr, idx):
-    """Bit j set where arr[idx + j] != 0, for j < 64 (uint8 arr, 64 bytes from idx in bounds): one
-    vector compare (LLVM `icmp ne` on <64 x i8>). `_burst_sample` lists its marked blocks so."""
-    if not (isinstance(arr, types.Array) and arr.dtype == types.uint8):
+    """Bit j set where arr[idx + j] != 0, for j < 64 (a uint8, float32 or float64 arr, 64 entries
+    from idx in bounds): one vector compare (LLVM `icmp ne` on <64 x i8>, or `fcmp une` on floats:
+    a NaN reads as nonzero). `_burst_sample` lists its marked blocks so, `input_rows_fill` an
+    input's nonzero entries."""
+    if not (isinstance(arr, types.Array) and arr.dtype in (types.uint8, types.float32, types.float64)):
         return None
     sig = types.uint64(arr, types.uint64)
 
     def codegen(context, builder, signature, args):
         ary = context.make_array(signature.args[0])(context, builder, args[0])
-        vt = ir.VectorType(ir.IntType(8), 64)
-        v = builder.load(builder.bitcast(builder.gep(ary.data, [args[1]]), vt.as_pointer()), align=1)
-        return builder.bitcast(builder.icmp_unsigned("!=", v, ir.Constant(vt, None)), ir.IntType(64))
+        dt = signature.args[0].dtype
+        if dt == types.uint8:
+            vt = ir.VectorType(ir.IntType(8), 64)
+            v = builder.load(builder.bitcast(builder.gep(ary.data, [args[1]]), vt.as_pointer()), align=1)
+            return builder.bitcast(builder.icmp_unsigned("!=", v, ir.Constant(vt, None)), ir.IntType(64))
+        vt = ir.VectorType(ir.FloatType() if dt == types.float32 else ir.DoubleType(), 64)
+        v = builder.load(builder.bitcast(builder.gep(ary.data, [args[1]]), vt.as_pointer()),
+                         align=4 if dt == types.float32 else 8)
+        return builder.bitcast(builder.fcmp_unordered("!=", v, ir.Constant(vt, None)), ir.IntType(64))
 
     return sig, codegen
 
@@ -2477,9 +2485,6 @@ class Scratch:
         return self.em_rank, self.em_slot, self.em_key, self.em_n
 
 
-INPUT_BLOCK = 16  # input entries tested at once for a nonzero (`input_rows_fill`)
-
-
 def input_spikes(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
     """A timestep's spike input, a float64 or float32 (B, *shape) array: the global ids (sample x n +
     address, ascending) and counts of its nonzero entries, and whether any is not a finite
@@ -2515,28 +2520,35 @@ def input_rows_fill(flat, st, sb, B, n, row_base, per_sample, r0, r1, first, row
     """Rows r0:r1's nonzero entries (`input_rows_count`) as ids row_base + b x per_sample + address
     (ascending: a chain run's table rows with per_sample 0, a timestep's global ids with n) and
     counts at rows/mult[first[r]:first[r + 1]]; whether any is not a finite non-negative integer.
-    A block of `INPUT_BLOCK` entries is read entry by entry only where a SIMD count finds a
-    nonzero in it (a sparse input's blocks are mostly empty: at 1% of entries nonzero, about 85%)."""
+    64 entries at a time: one vector compare gives their nonzero entries as bits (`_nonzero64`),
+    read lowest first (a block of 16 read entry by entry wherever it held a nonzero branched on
+    every entry: 1.56 ms for sinabs64's 1M input entries at rate 0.05, 0.2 ms so)."""
     bad = False
     for r in range(r0, r1):
         t = r // B
         b = r - t * B
         o = np.uint64(t * st + b * sb)
         j = first[r]
-        for a0 in range(0, n, INPUT_BLOCK):
-            a1 = min(a0 + INPUT_BLOCK, n)
-            c = 0
-            for a in range(np.uint64(a0), np.uint64(a1)):
-                c += flat[o + a] != 0.0
-            if c == 0:
-                continue
-            for a in range(a0, a1):
+        rb = row_base + b * per_sample
+        a0 = 0
+        while a0 + 64 <= n:
+            bits = _nonzero64(flat, o + np.uint64(a0))
+            while bits:
+                a = a0 + np.int64(_lowest_bit(bits))
+                bits &= bits - np.uint64(1)
                 v = flat[o + np.uint64(a)]
-                if v != 0.0:
-                    rows[j] = row_base + b * per_sample + a
-                    mult[j] = v
-                    j += 1
-                    bad |= not (v >= 0.0 and v < np.inf and v == np.floor(v))  # NaN fails all three
+                rows[j] = rb + a
+                mult[j] = v
+                j += 1
+                bad |= not (v >= 0.0 and v < np.inf and v == np.floor(v))  # NaN fails all three
+            a0 += 64
+        for a in range(a0, n):
+            v = flat[o + np.uint64(a)]
+            if v != 0.0:
+                rows[j] = rb + a
+                mult[j] = v
+                j += 1
+                bad |= not (v >= 0.0 and v < np.inf and v == np.floor(v))
     return bad
 
 
