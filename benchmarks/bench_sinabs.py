@@ -15,7 +15,9 @@ numba), then the ideal (rate 0.05) and speck (rate 0.02) policies on 2 numba thr
 the batch, each with the CPU time spent outside the compiled kernels (`serial_cpu`: the part the
 batch split's threads cannot overlap). The CPU columns are the
 same calls' CPU time (what the work costs on a shared, loaded machine). Then the SynOps per CPU
-second of each layer's deliveries (`per_layer`). Targets (issue 29): the ideal policy faster than
+second of each layer's deliveries (`per_layer`). The same comparison and per-layer rates on
+DVS-like input (`dvs_like`: synthetic moving edges, events clustered in space and time, where
+the rates table's Poisson input has events with no neighbours). Targets (issue 29): the ideal policy faster than
 sinabs at input rates <= 0.05, the speck policy at <= 0.02, >= 2e9 SynOps/s per core on the conv
 layers, >= 1.7x from 2 threads.
 
@@ -153,7 +155,35 @@ def sinabs_counts(m, xs: torch.Tensor) -> list[torch.Tensor]:
     return [o.reshape((-1, T64) + tuple(o.shape[1:])).sum(1).double() for o in out]
 
 
-def per_layer(dep, shape, gen, a) -> None:
+def dvs_like(batch: int, T: int, shape: tuple, objects: int, gen: torch.Generator, sub: int = 4,
+             noise: float = 0.002) -> torch.Tensor:
+    """A synthetic DVS-like batch, (batch x T, 2, H, W) counts in sinabs' sample-major layout: per
+    sample `objects` discs (radius 3-9 px) moving in straight lines (0.5-2 px per sub-step, wrapping
+    around the sensor), rendered at `sub` sub-steps per time bin; a pixel the disc edge enters
+    gets an ON event (channel 1), one it leaves an OFF event (channel 0), summed per bin, plus
+    Poisson noise of `noise` per entry and bin. An assumption about what a DVS recording looks like
+    (events on moving edges, clustered in space and time), not a recording: none ships here. Uniform
+    Poisson input (the rates table) is the other extreme, events with no neighbours."""
+    C, H, W = shape
+    n = T * sub + 1
+    r = 3 + 6 * torch.rand(batch, objects, 1, generator=gen)
+    p0 = torch.rand(batch, objects, 2, generator=gen) * torch.tensor([float(H), float(W)])
+    ang = torch.rand(batch, objects, generator=gen) * 2 * math.pi
+    speed = 0.5 + 1.5 * torch.rand(batch, objects, generator=gen)
+    v = torch.stack([speed * torch.sin(ang), speed * torch.cos(ang)], -1)
+    pos = p0[:, :, None] + v[:, :, None] * torch.arange(n, dtype=torch.float32)[None, None, :, None]  # (B, K, n, 2)
+    yy = torch.arange(H, dtype=torch.float32)[:, None]
+    xx = torch.arange(W, dtype=torch.float32)[None, :]
+    dy = (yy - pos[..., 0, None, None] + H / 2) % H - H / 2
+    dx = (xx - pos[..., 1, None, None] + W / 2) % W - W / 2
+    inside = (dy ** 2 + dx ** 2 <= r[..., None, None] ** 2).any(1).float()  # (B, n, H, W)
+    d = (inside[:, 1:] - inside[:, :-1]).reshape(batch, T, sub, H, W)
+    x = torch.stack([(d < 0).float().sum(2), (d > 0).float().sum(2)], 2)  # (B, T, 2, H, W): OFF, ON
+    x = x + torch.poisson(torch.full(x.shape, noise), generator=gen)
+    return x.reshape((batch * T,) + tuple(shape))
+
+
+def per_layer(dep, shape, gen, a, inputs=None) -> None:
     """SynOps per CPU second of each layer of sinabs64 under the ideal policy (the issue's target
     reads ">= 2e9 SynOps/s per core on conv layers"), in the run `simulate` does: sinabs64 is a
     chain, run as one compiled call (`runner._chain_schedule`, `kernels._ideal_chain`), which counts
@@ -172,12 +202,14 @@ def per_layer(dep, shape, gen, a) -> None:
     g = dep.deployed
     feeds = {n.name: g[n.inputs[0]].op for n in g.nodes if n.op == "fire"}  # the op each layer's neurons read
     orig = kernels._ideal_chain
-    rows = [("rate", "layer", "SynOps/batch", "CPU ms/batch", "SynOps/CPU s", ">= 2e9 (convs)")]
+    rows = [("input", "layer", "SynOps/batch", "CPU ms/batch", "SynOps/CPU s", ">= 2e9 (convs)")]
     if not kernels._CYCLE_COUNTER:
         print("sinabs64 per layer: not measured (no cycle counter read on this machine, `kernels._cycles`)")
         return
-    for rate in (0.01, 0.02, 0.05):
-        xs = torch.poisson(torch.full((a.batch * T64,) + shape, rate), generator=gen)
+    if inputs is None:
+        inputs = [(f"{rate:g}", torch.poisson(torch.full((a.batch * T64,) + shape, rate), generator=gen))
+                  for rate in (0.01, 0.02, 0.05)]
+    for label, xs in inputs:
         acc: dict[str, list[float]] = {}
         cpu = [0.0]
 
@@ -203,11 +235,12 @@ def per_layer(dep, shape, gen, a) -> None:
             if c in feeds:
                 r = syn / sec
                 goal = ("met" if r >= 2e9 else "MISSED") if feeds[c] == "conv" else "-"
-                rows.append((f"{rate:g}", f"{feeds[c]} -> {c}", f"{syn // a.repeats:,}",
+                rows.append((label, f"{feeds[c]} -> {c}", f"{syn // a.repeats:,}",
                              f"{sec / a.repeats * 1e3:.2f}", f"{r:.3g}", goal))
     print_table(f"sinabs64 per layer, ideal policy: SynOps per CPU second of the deliveries into each layer "
                 f"(with its fused firing), each step's share of the chain run's cycle-counter ticks times the "
-                f"kernel call's CPU time, {a.repeats} runs per rate, 1 thread", rows)
+                f"kernel call's CPU time, {a.repeats} runs per input (a Poisson rate, or a DVS-like batch), "
+                f"1 thread", rows)
 
 
 def sinabs_forward(m, xs: torch.Tensor) -> torch.Tensor:
@@ -263,7 +296,25 @@ def bench_sinabs64(a) -> int:
                 f"built once in {build:.1f} s", rows)
     print(f"sinabs64: crossover input rate (events stop beating sinabs): ideal {crossover(rs, 1)}, "
           f"speck {crossover(rs, 2)}")
+    dvs = []
+    rows = [("objects", "rate", "sinabs s", "ideal s", "speck s", "ideal/sinabs", "speck/sinabs", "SynOps/batch",
+             "SynOps/CPU s", "counts")]
+    for k in (1, 3, 8):
+        xs = dvs_like(a.batch, T64, shape, k, gen)
+        want = sinabs_counts(m, xs)
+        r = ev(xs, "ideal")
+        same = all(torch.equal(r.counts[f].double(), w) for f, w in zip(fires, want))
+        (t_s, t_i, t_k), (c_s, c_i, c_k) = median_times([lambda: sinabs_forward(m, xs), lambda: ev(xs, "ideal"),
+                                                         lambda: ev(xs, "speck")], a.repeats, cpu=True)
+        rate = float(xs.mean())
+        dvs.append((f"dvs {k} ({rate:.3f})", xs))
+        rows.append((str(k), f"{rate:.3f}", f"{t_s:.3f}", f"{t_i:.3f}", f"{t_k:.3f}", f"{t_s / t_i:.2f}x",
+                     f"{t_s / t_k:.2f}x", f"{r.synops:,}", f"{r.synops / c_i:.3g}",
+                     f"{'equal' if same else 'DIFFER'} ({sum(int(w.sum()) for w in want):,} spikes)"))
+    print_table(f"sinabs64 on DVS-like input (`dvs_like`: moving discs, events on their edges, noise 0.002; "
+                f"rate = the batch's mean count per input entry and bin), 1 thread, median of {a.repeats}", rows)
     per_layer(dep, shape, gen, a)
+    per_layer(dep, shape, gen, a, dvs)
     if numba.config.NUMBA_NUM_THREADS >= 2:
         for pol, rate in (("ideal", 0.05), ("speck", 0.02)):
             xs = torch.poisson(torch.full((a.batch * T64,) + shape, rate), generator=gen)
