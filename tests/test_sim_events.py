@@ -957,7 +957,7 @@ def test_compile_seconds_calls_every_kernel_the_runner_calls():
     assert K.compile_seconds() > 0
     helpers = {"_flush_q", "_flush_span", "_zero_counters", "_first_hot", "_burst_sample", "_runs_sample",
                "_packed", "_counting_order", "_sample_of", "_at_or_above", "_speck_sample", "_first_update_sample",
-               "_mask_pass", "_axpy_loop"}
+               "_mask_pass", "_axpy_loop", "_speck_add_loop"}
     kernels = {n: f for n, f in vars(K).items() if isinstance(f, CPUDispatcher)}
     assert helpers <= set(kernels) and len(kernels) > 30
     assert [n for n, f in kernels.items() if not f.signatures and n not in helpers] == []

@@ -6,7 +6,8 @@ over the bound, a NaN membrane and bounds of -inf and NaN. `kernels._nonzero64`,
 marked blocks 64 at a time, against numpy and, on a wide sparse population, against the
 reference executor. `kernels._axpy`, the delivery's add of a run (64-byte vectors and a masked
 last group), against numpy's float32 and float64 arithmetic for every length 0-40 at unaligned
-offsets, nothing written outside the run."""
+offsets, nothing written outside the run. `kernels._speck_add`, the speck rule's add over a run,
+likewise, with its flags."""
 
 import numba
 import numpy as np
@@ -86,6 +87,49 @@ def test_axpy_adds_a_run_with_the_loops_arithmetic(dtype):
     acc, w = np.zeros(20), np.full(20, 0.1, np.float32)
     _axpy(acc, 3, w, 0, 3.0, 5)
     assert acc[3:8].tolist() == [float(np.float32(0.1)) * 3.0] * 5 and not acc[:3].any() and not acc[8:].any()
+
+
+@numba.njit
+def _speck_add(vq, t, w, wo, cnt, n, th, vm):
+    return kernels._speck_add(vq, np.uint64(t), w, np.uint64(wo), cnt, np.uint64(n), th, vm)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_speck_add_is_the_loops_arithmetic_and_flags(dtype):
+    """`kernels._speck_add`, the speck rule's add over a run (64-byte groups and a masked last one):
+    for every length 0-40 at offsets that are not multiples of a group, the membranes are
+    max(v + w, vm) in the array's type, each counter one higher, the guard values around the run
+    untouched, and the flags (bit 0: some sum >= th; bit 1: some sum < vm) those of the run's sums
+    only: values just past the run (in the last group's masked lanes) that would set them do not.
+    A float64 run with float32 weights takes numba's loop, with the same results."""
+    rng = np.random.default_rng(11)
+    th, vm = dtype(1.0), dtype(-2.0)
+    seen = set()
+    for n in range(41):
+        for trial in range(3):
+            t, wo = int(rng.integers(1, 20)), int(rng.integers(0, 20))
+            vq = (rng.standard_normal(n + 40) * 1.3).astype(dtype)
+            w = (rng.standard_normal(n + 40) * 0.7).astype(dtype)
+            vq[t + n:] = 5.0  # (past the run: would read as at the threshold and, below, under vm)
+            w[wo + n:] = -20.0
+            cnt = rng.integers(0, 5, n + 40).astype(np.int32)
+            v = vq[t:t + n] + w[wo:wo + n]
+            want_v, want_c = vq.copy(), cnt.copy()
+            want_v[t:t + n] = np.where(v > vm, v, vm)
+            want_c[t:t + n] += 1
+            flags = int(bool((v >= th).any())) | int(bool((v < vm).any())) << 1
+            got = _speck_add(vq, t, w, wo, cnt, n, th, vm)
+            assert got == flags and vq.tobytes() == want_v.tobytes() and np.array_equal(cnt, want_c), (n, trial)
+            seen.add(flags)
+    assert seen == {0, 1, 2, 3}
+    for n in (5, 21):  # the last group's masked lanes read as 0: with th = -1 and vm = 1 they would set both flags
+        vq, cnt = np.full(n + 9, -5.0, dtype), np.zeros(n + 9, np.int32)
+        assert _speck_add(vq, 3, np.zeros(n + 9, dtype), 0, cnt, n, dtype(-1.0), dtype(-10.0)) == 0, n
+        vq[:] = 5.0
+        assert _speck_add(vq, 3, np.zeros(n + 9, dtype), 0, cnt, n, dtype(10.0), dtype(1.0)) == 0, n
+    vq, cnt = np.zeros(12), np.zeros(12, np.int32)
+    assert _speck_add(vq, 2, np.full(12, 0.1, np.float32), 0, cnt, 5, 0.1, -1.0) == 1  # float32(0.1) > 0.1
+    assert vq[2:7].tolist() == [float(np.float32(0.1))] * 5 and cnt.tolist() == [0, 0] + [1] * 5 + [0] * 5
 
 
 @numba.njit

@@ -313,6 +313,145 @@ def _axpy_vec(typingctx, acc, t, w, wo, m, n):
     return sig, codegen
 
 
+def _speck_add(vq, t, w, wo, cnt, n, th, vm):
+    """The speck rule's add over one run (`_speck_sample`): for i < n, v = vq[t + i] + w[wo + i],
+    cnt[t + i] += 1, vq[t + i] = v if v > vm else vm; returns bit 0 set where some v >= th and bit
+    1 where some v < vm. `_speck_add_vec` where vq and w are one float type and cnt int32, else
+    numba's loop (`_speck_add_loop`, which this runs when called from Python)."""
+    return _speck_add_loop.py_func(vq, t, w, wo, cnt, n, th, vm)
+
+
+@overload(_speck_add, jit_options={"nogil": True}, inline="always")
+def _speck_add_overload(vq, t, w, wo, cnt, n, th, vm):
+    f = vq.dtype
+    if f in (types.float32, types.float64) and w.dtype == f and cnt.dtype == types.int32 and th == f and vm == f:
+        return lambda vq, t, w, wo, cnt, n, th, vm: _speck_add_vec(vq, t, w, wo, cnt, n, th, vm)
+    return lambda vq, t, w, wo, cnt, n, th, vm: _speck_add_loop(vq, t, w, wo, cnt, n, th, vm)
+
+
+@numba.njit(inline="always")
+def _speck_add_loop(vq, t, w, wo, cnt, n, th, vm):
+    hit = False
+    low = False
+    for i in range(n):
+        v = vq[t + i] + w[wo + i]
+        cnt[t + i] += 1
+        hit |= v >= th
+        low |= v < vm
+        vq[t + i] = v if v > vm else vm  # v >= th > vm keeps v: no spike test here
+    return np.uint64(hit) | (np.uint64(low) << np.uint64(1))
+
+
+@intrinsic
+def _speck_add_vec(typingctx, vq, t, w, wo, cnt, n, th, vm):
+    """`_speck_add` for float32 or float64 vq and w and int32 cnt: a 64-byte group of membranes (16
+    or 8 lanes) at a time from the run's start, the last partial group by masked loads and stores
+    (nothing outside the n values read or written). The same add, compares and select per neuron
+    as numba's loop, so the same values."""
+    f = vq.dtype
+    if not (isinstance(vq, types.Array) and f in (types.float32, types.float64) and isinstance(w, types.Array)
+            and w.dtype == f and isinstance(cnt, types.Array) and cnt.dtype == types.int32 and th == f and vm == f):
+        return None
+    sig = types.uint64(vq, types.uint64, w, types.uint64, cnt, types.uint64, th, vm)
+    nl = 16 if f == types.float32 else 8
+
+    def codegen(context, builder, signature, args):
+        V = context.make_array(signature.args[0])(context, builder, args[0])
+        W = context.make_array(signature.args[2])(context, builder, args[2])
+        K = context.make_array(signature.args[4])(context, builder, args[4])
+        i64, i32, i1 = ir.IntType(64), ir.IntType(32), ir.IntType(1)
+        el = ir.FloatType() if nl == 16 else ir.DoubleType()
+        esz = 4 if nl == 16 else 8
+        vt, kt, bt = ir.VectorType(el, nl), ir.VectorType(i32, nl), ir.VectorType(i1, nl)
+        vp, kp = vt.as_pointer(), kt.as_pointer()
+        bcast = ir.Constant(ir.VectorType(i32, nl), [0] * nl)
+
+        def splat(x, typ):
+            u = builder.insert_element(ir.Constant(typ, ir.Undefined), x, i32(0))
+            return builder.shuffle_vector(u, ir.Constant(typ, ir.Undefined), bcast)
+
+        thv, vmv = splat(args[6], vt), splat(args[7], vt)
+        one = ir.Constant(kt, [1] * nl)
+        t0, w0, n = args[1], args[3], args[5]
+        full = builder.and_(n, i64(2 ** 64 - nl))
+        pre = builder.block
+        loop = builder.append_basic_block("speck.loop")
+        tail = builder.append_basic_block("speck.tail")
+        rest = builder.append_basic_block("speck.rest")
+        done = builder.append_basic_block("speck.done")
+        nob = ir.Constant(bt, [0] * nl)
+
+        def group(vv, wv, kv):  # the new membranes, counters, and the group's (hit, low) lanes
+            v = builder.fadd(vv, wv)
+            return (builder.select(builder.fcmp_ordered(">", v, vmv), v, vmv), builder.add(kv, one),
+                    builder.fcmp_ordered(">=", v, thv), builder.fcmp_ordered("<", v, vmv))
+
+        builder.cbranch(builder.icmp_unsigned("==", full, i64(0)), tail, loop)
+        builder.position_at_end(loop)
+        i = builder.phi(i64)
+        h = builder.phi(bt)
+        lo = builder.phi(bt)
+        i.add_incoming(i64(0), pre)
+        h.add_incoming(nob, pre)
+        lo.add_incoming(nob, pre)
+        ap = builder.bitcast(builder.gep(V.data, [builder.add(t0, i)]), vp)
+        wp = builder.bitcast(builder.gep(W.data, [builder.add(w0, i)]), vp)
+        cp = builder.bitcast(builder.gep(K.data, [builder.add(t0, i)]), kp)
+        r, k, hv, lv = group(builder.load(ap, align=esz), builder.load(wp, align=esz), builder.load(cp, align=4))
+        builder.store(r, ap, align=esz)
+        builder.store(k, cp, align=4)
+        h2, lo2 = builder.or_(h, hv), builder.or_(lo, lv)
+        i2 = builder.add(i, i64(nl))
+        i.add_incoming(i2, loop)
+        h.add_incoming(h2, loop)
+        lo.add_incoming(lo2, loop)
+        builder.cbranch(builder.icmp_unsigned("<", i2, full), loop, tail)
+        builder.position_at_end(tail)
+        ht = builder.phi(bt)
+        lt = builder.phi(bt)
+        ht.add_incoming(nob, pre)
+        lt.add_incoming(nob, pre)
+        ht.add_incoming(h2, loop)
+        lt.add_incoming(lo2, loop)
+        left = builder.sub(n, full)
+        builder.cbranch(builder.icmp_unsigned("==", left, i64(0)), done, rest)
+        builder.position_at_end(rest)  # lanes j < n - full
+        iv = ir.VectorType(i64, nl)
+        mask = builder.icmp_unsigned("<", ir.Constant(iv, list(range(nl))), splat(left, iv))
+        sfx = f"v{nl}f{8 * esz}.p0"
+        mload = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vp, i32, bt, vt]),
+                                               "llvm.masked.load." + sfx)
+        mstore = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [vt, vp, i32, bt]),
+                                                "llvm.masked.store." + sfx)
+        kload = cgutils.get_or_insert_function(builder.module, ir.FunctionType(kt, [kp, i32, bt, kt]),
+                                               f"llvm.masked.load.v{nl}i32.p0")
+        kstore = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [kt, kp, i32, bt]),
+                                                f"llvm.masked.store.v{nl}i32.p0")
+        ap = builder.bitcast(builder.gep(V.data, [builder.add(t0, full)]), vp)
+        wp = builder.bitcast(builder.gep(W.data, [builder.add(w0, full)]), vp)
+        cp = builder.bitcast(builder.gep(K.data, [builder.add(t0, full)]), kp)
+        zv, zk = ir.Constant(vt, None), ir.Constant(kt, None)
+        r, k, hv, lv = group(builder.call(mload, [ap, i32(esz), mask, zv]), builder.call(mload, [wp, i32(esz), mask, zv]),
+                             builder.call(kload, [cp, i32(4), mask, zk]))
+        builder.call(mstore, [r, ap, i32(esz), mask])
+        builder.call(kstore, [k, cp, i32(4), mask])
+        h3, lo3 = builder.or_(ht, builder.and_(hv, mask)), builder.or_(lt, builder.and_(lv, mask))
+        builder.branch(done)
+        builder.position_at_end(done)
+        hf = builder.phi(bt)
+        lf = builder.phi(bt)
+        hf.add_incoming(ht, tail)
+        lf.add_incoming(lt, tail)
+        hf.add_incoming(h3, rest)
+        lf.add_incoming(lo3, rest)
+        ib = ir.IntType(nl)
+        hb = builder.zext(builder.icmp_unsigned("!=", builder.bitcast(hf, ib), ir.Constant(ib, 0)), i64)
+        lb = builder.zext(builder.icmp_unsigned("!=", builder.bitcast(lf, ib), ir.Constant(ib, 0)), i64)
+        return builder.or_(hb, builder.shl(lb, i64(1)))
+
+    return sig, codegen
+
+
 @intrinsic
 def _nonzero64(typingctx, arr, idx):
     """Bit j set where arr[idx + j] != 0, for j < 64 (a uint8, float32 or float64 arr, 64 entries
@@ -1309,13 +1448,9 @@ def _speck_sample(pat, base, ptr, rel, length, woff, weights, rows, e0, e1, b, S
             L = np.uint64(nl)
             th = thq[q0]
             vm = vmq[q0]
-            hit = False
-            for i in range(L):
-                v = vq[t + i] + weights[wo + i]
-                cnt[t + i] += 1
-                hit |= v >= th
-                off_grid |= v < vm
-                vq[t + i] = v if v > vm else vm  # v >= th > vm keeps v: no spike test here
+            fl = _speck_add(vq, t, weights, wo, cnt, L, th, vm)
+            hit = (fl & np.uint64(1)) != 0
+            off_grid |= (fl & np.uint64(2)) != 0
             if not hit:
                 continue
             # the neurons at or above the threshold, as bits, visited lowest first (each neuron's
