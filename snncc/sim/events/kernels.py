@@ -222,6 +222,41 @@ def _block_mask(typingctx, vq, bq, acc, ba, loq, p, flush):
     return sig, codegen
 
 
+def _splat(builder, x, typ):
+    """The LLVM vector `typ` with every lane x."""
+    i32 = ir.IntType(32)
+    u = builder.insert_element(ir.Constant(typ, ir.Undefined), x, i32(0))
+    return builder.shuffle_vector(u, ir.Constant(typ, ir.Undefined), ir.Constant(ir.VectorType(i32, typ.count),
+                                                                                 [0] * typ.count))
+
+
+def _groups(builder, n, nl: int, name: str):
+    """The blocks of a loop over a run of n values in groups of nl lanes from its start, entered:
+    (full, the entry block, loop, tail, rest, done). `loop` runs the full groups (from the entry
+    where n >= nl), `tail` follows them (or the entry) and goes to `rest` for the last n - full
+    lanes (`_masked`) or to `done`. `_axpy_vec` and `_speck_add_vec` are such loops."""
+    i64 = ir.IntType(64)
+    full = builder.and_(n, i64(2 ** 64 - nl))
+    pre = builder.block
+    loop, tail, rest, done = (builder.append_basic_block(f"{name}.{b}") for b in ("loop", "tail", "rest", "done"))
+    builder.cbranch(builder.icmp_unsigned("==", full, i64(0)), tail, loop)
+    return full, pre, loop, tail, rest, done
+
+
+def _masked(builder, vt, left):
+    """(llvm.masked.load, llvm.masked.store) for vectors `vt` and the mask of lanes j < left."""
+    i32, nl = ir.IntType(32), vt.count
+    iv, bt, vp = ir.VectorType(ir.IntType(64), nl), ir.VectorType(ir.IntType(1), nl), vt.as_pointer()
+    el = vt.element
+    bits = el.width if isinstance(el, ir.IntType) else 32 if isinstance(el, ir.FloatType) else 64
+    sfx = f"v{nl}{'i' if isinstance(el, ir.IntType) else 'f'}{bits}.p0"
+    load = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vp, i32, bt, vt]),
+                                          "llvm.masked.load." + sfx)
+    store = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [vt, vp, i32, bt]),
+                                           "llvm.masked.store." + sfx)
+    return load, store, builder.icmp_unsigned("<", ir.Constant(iv, list(range(nl))), _splat(builder, left, iv))
+
+
 def _axpy(acc, t, w, wo, m, n):
     """acc[t + i] += w[wo + i] * m for i < n (indices in bounds, t and wo uint64): the runs' add of
     `_runs_sample`. Where acc, w and m are one float type, `_axpy_vec`; else numba's loop
@@ -261,21 +296,12 @@ def _axpy_vec(typingctx, acc, t, w, wo, m, n):
         A = context.make_array(signature.args[0])(context, builder, args[0])
         W = context.make_array(signature.args[2])(context, builder, args[2])
         i64, i32 = ir.IntType(64), ir.IntType(32)
-        el = ir.FloatType() if nl == 16 else ir.DoubleType()
-        vt = ir.VectorType(el, nl)
+        vt = ir.VectorType(ir.FloatType() if nl == 16 else ir.DoubleType(), nl)
         vp = vt.as_pointer()
         esz = 4 if nl == 16 else 8
-        bcast = ir.Constant(ir.VectorType(i32, nl), [0] * nl)
-        mv = builder.insert_element(ir.Constant(vt, ir.Undefined), args[4], i32(0))
-        mv = builder.shuffle_vector(mv, ir.Constant(vt, ir.Undefined), bcast)
+        mv = _splat(builder, args[4], vt)
         n, t0, w0 = args[5], args[1], args[3]
-        full = builder.and_(n, i64(2 ** 64 - nl))
-        pre = builder.block
-        loop = builder.append_basic_block("axpy.loop")
-        tail = builder.append_basic_block("axpy.tail")
-        rest = builder.append_basic_block("axpy.rest")
-        done = builder.append_basic_block("axpy.done")
-        builder.cbranch(builder.icmp_unsigned("==", full, i64(0)), tail, loop)
+        full, pre, loop, tail, rest, done = _groups(builder, n, nl, "axpy")
         builder.position_at_end(loop)
         i = builder.phi(i64)
         i.add_incoming(i64(0), pre)
@@ -290,16 +316,7 @@ def _axpy_vec(typingctx, acc, t, w, wo, m, n):
         left = builder.sub(n, full)
         builder.cbranch(builder.icmp_unsigned("==", left, i64(0)), done, rest)
         builder.position_at_end(rest)  # lanes j < n - full
-        iv = ir.VectorType(i64, nl)
-        lv = builder.insert_element(ir.Constant(iv, ir.Undefined), left, i32(0))
-        lv = builder.shuffle_vector(lv, ir.Constant(iv, ir.Undefined), bcast)
-        mask = builder.icmp_unsigned("<", ir.Constant(iv, list(range(nl))), lv)
-        i1v = ir.VectorType(ir.IntType(1), nl)
-        sfx = f"v{nl}f{8 * esz}.p0"
-        mload = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vp, i32, i1v, vt]),
-                                               "llvm.masked.load." + sfx)
-        mstore = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [vt, vp, i32, i1v]),
-                                                "llvm.masked.store." + sfx)
+        mload, mstore, mask = _masked(builder, vt, left)
         ap = builder.bitcast(builder.gep(A.data, [builder.add(t0, full)]), vp)
         wp = builder.bitcast(builder.gep(W.data, [builder.add(w0, full)]), vp)
         zero = ir.Constant(vt, None)
@@ -360,40 +377,32 @@ def _speck_add_vec(typingctx, vq, t, w, wo, cnt, n, th, vm):
         W = context.make_array(signature.args[2])(context, builder, args[2])
         K = context.make_array(signature.args[4])(context, builder, args[4])
         i64, i32, i1 = ir.IntType(64), ir.IntType(32), ir.IntType(1)
-        el = ir.FloatType() if nl == 16 else ir.DoubleType()
         esz = 4 if nl == 16 else 8
-        vt, kt, bt = ir.VectorType(el, nl), ir.VectorType(i32, nl), ir.VectorType(i1, nl)
+        vt = ir.VectorType(ir.FloatType() if nl == 16 else ir.DoubleType(), nl)
+        kt, bt = ir.VectorType(i32, nl), ir.VectorType(i1, nl)
         vp, kp = vt.as_pointer(), kt.as_pointer()
-        bcast = ir.Constant(ir.VectorType(i32, nl), [0] * nl)
-
-        def splat(x, typ):
-            u = builder.insert_element(ir.Constant(typ, ir.Undefined), x, i32(0))
-            return builder.shuffle_vector(u, ir.Constant(typ, ir.Undefined), bcast)
-
-        thv, vmv = splat(args[6], vt), splat(args[7], vt)
+        thv, vmv = _splat(builder, args[6], vt), _splat(builder, args[7], vt)
         one = ir.Constant(kt, [1] * nl)
         t0, w0, n = args[1], args[3], args[5]
-        full = builder.and_(n, i64(2 ** 64 - nl))
-        pre = builder.block
-        loop = builder.append_basic_block("speck.loop")
-        tail = builder.append_basic_block("speck.tail")
-        rest = builder.append_basic_block("speck.rest")
-        done = builder.append_basic_block("speck.done")
         nob = ir.Constant(bt, [0] * nl)
+        full, pre, loop, tail, rest, done = _groups(builder, n, nl, "speck")
 
         def group(vv, wv, kv):  # the new membranes, counters, and the group's (hit, low) lanes
             v = builder.fadd(vv, wv)
             return (builder.select(builder.fcmp_ordered(">", v, vmv), v, vmv), builder.add(kv, one),
                     builder.fcmp_ordered(">=", v, thv), builder.fcmp_ordered("<", v, vmv))
 
-        builder.cbranch(builder.icmp_unsigned("==", full, i64(0)), tail, loop)
+        def flags(*incoming):  # the (hit, low) lane vectors where blocks meet: ((hit, low), from block), ...
+            a, b = builder.phi(bt), builder.phi(bt)
+            for (x, y), blk in incoming:
+                a.add_incoming(x, blk)
+                b.add_incoming(y, blk)
+            return a, b
+
         builder.position_at_end(loop)
         i = builder.phi(i64)
-        h = builder.phi(bt)
-        lo = builder.phi(bt)
         i.add_incoming(i64(0), pre)
-        h.add_incoming(nob, pre)
-        lo.add_incoming(nob, pre)
+        h, lo = flags(((nob, nob), pre))
         ap = builder.bitcast(builder.gep(V.data, [builder.add(t0, i)]), vp)
         wp = builder.bitcast(builder.gep(W.data, [builder.add(w0, i)]), vp)
         cp = builder.bitcast(builder.gep(K.data, [builder.add(t0, i)]), kp)
@@ -407,26 +416,12 @@ def _speck_add_vec(typingctx, vq, t, w, wo, cnt, n, th, vm):
         lo.add_incoming(lo2, loop)
         builder.cbranch(builder.icmp_unsigned("<", i2, full), loop, tail)
         builder.position_at_end(tail)
-        ht = builder.phi(bt)
-        lt = builder.phi(bt)
-        ht.add_incoming(nob, pre)
-        lt.add_incoming(nob, pre)
-        ht.add_incoming(h2, loop)
-        lt.add_incoming(lo2, loop)
+        ht, lt = flags(((nob, nob), pre), ((h2, lo2), loop))
         left = builder.sub(n, full)
         builder.cbranch(builder.icmp_unsigned("==", left, i64(0)), done, rest)
         builder.position_at_end(rest)  # lanes j < n - full
-        iv = ir.VectorType(i64, nl)
-        mask = builder.icmp_unsigned("<", ir.Constant(iv, list(range(nl))), splat(left, iv))
-        sfx = f"v{nl}f{8 * esz}.p0"
-        mload = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vp, i32, bt, vt]),
-                                               "llvm.masked.load." + sfx)
-        mstore = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [vt, vp, i32, bt]),
-                                                "llvm.masked.store." + sfx)
-        kload = cgutils.get_or_insert_function(builder.module, ir.FunctionType(kt, [kp, i32, bt, kt]),
-                                               f"llvm.masked.load.v{nl}i32.p0")
-        kstore = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [kt, kp, i32, bt]),
-                                                f"llvm.masked.store.v{nl}i32.p0")
+        mload, mstore, mask = _masked(builder, vt, left)
+        kload, kstore, _ = _masked(builder, kt, left)
         ap = builder.bitcast(builder.gep(V.data, [builder.add(t0, full)]), vp)
         wp = builder.bitcast(builder.gep(W.data, [builder.add(w0, full)]), vp)
         cp = builder.bitcast(builder.gep(K.data, [builder.add(t0, full)]), kp)
@@ -438,12 +433,7 @@ def _speck_add_vec(typingctx, vq, t, w, wo, cnt, n, th, vm):
         h3, lo3 = builder.or_(ht, builder.and_(hv, mask)), builder.or_(lt, builder.and_(lv, mask))
         builder.branch(done)
         builder.position_at_end(done)
-        hf = builder.phi(bt)
-        lf = builder.phi(bt)
-        hf.add_incoming(ht, tail)
-        lf.add_incoming(lt, tail)
-        hf.add_incoming(h3, rest)
-        lf.add_incoming(lo3, rest)
+        hf, lf = flags(((ht, lt), tail), ((h3, lo3), rest))
         ib = ir.IntType(nl)
         hb = builder.zext(builder.icmp_unsigned("!=", builder.bitcast(hf, ib), ir.Constant(ib, 0)), i64)
         lb = builder.zext(builder.icmp_unsigned("!=", builder.bitcast(lf, ib), ir.Constant(ib, 0)), i64)
