@@ -77,6 +77,44 @@ def test_speck_chain_run_equals_the_per_event_oracle(monkeypatch):
     assert calls and int(slow.counts["B"].sum()) > 5
 
 
+def test_a_float32_run_off_the_grid_stops_taking_samples_and_runs_again_in_float64(monkeypatch):
+    """Sample 2 of a grid-weight network gets 150 spikes per address at every timestep: membranes
+    clip at their lower bound (off the float32 grid). On 1 thread the float32 chain run takes that
+    sample first (the most input entries), flags it and takes no other; the run is done again in
+    float64, whose own flag (the same clipped membranes) stops nothing: every sample is run. The
+    results equal the step loop's and a float64 run's; then an on-grid batch on the same network
+    (its scratch reused after the stopped run) stays in float32 and equals its float64 run."""
+    from snncc.sim.events import kernels
+
+    g = _grid_weights(_conv_pool_conv(3, (10, 12), (16, 32), (1.0, 1.5), (0.1, 0.3), T=3))
+    gen = torch.Generator().manual_seed(3)
+    x = torch.poisson(torch.full((3, 4, 2, 10, 12), 0.2), generator=gen).to(F64)
+    x[:, 2] = 150.0
+    net = build_network(g)
+    real, calls = kernels._speck_chain, []
+
+    def spy(take, *a):  # (samples taken, membranes' type, flag) after each call
+        real(take, *a)
+        calls.append((int(take[0]), a[9].dtype, float(a[-2][1])))
+
+    monkeypatch.setattr(kernels, "_speck_chain", spy)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        (fast, _, f32), (slow, _, _) = _both(net, x, monkeypatch, "speck")
+        assert calls == [(1, np.float32, 1.0), (5, np.float64, 1.0)] and not f32
+        _equal(fast, slow)
+        _equal(fast, runner_mod._simulate(net, x, "speck", f32=False)[0])
+        assert int(fast.counts["A"][2].sum()) > 100 and all(int(fast.counts["A"][b].sum()) > 0 for b in (0, 1, 3))
+        calls.clear()
+        y = torch.poisson(torch.full((3, 4, 2, 10, 12), 0.2), generator=gen).to(F64)
+        r32, run32 = runner_mod._simulate(net, y, "speck")
+        assert calls == [(5, np.float32, 0.0)] and run32.cl.f32
+        _equal(r32, runner_mod._simulate(net, y, "speck", f32=False)[0])
+    finally:
+        numba.set_num_threads(before)
+
+
 def test_speck_chain_on_two_threads_is_one_run_equal_to_one_thread(monkeypatch):
     """With 2 numba threads a chain network's speck run is one run whose samples go to the threads
     (`_run_speck_chain`), not the batch split: the same result as on one thread. A speck run the

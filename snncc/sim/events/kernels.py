@@ -426,8 +426,8 @@ def _speck_add_vec(typingctx, vq, t, w, wo, cnt, n, th, vm):
         wp = builder.bitcast(builder.gep(W.data, [builder.add(w0, full)]), vp)
         cp = builder.bitcast(builder.gep(K.data, [builder.add(t0, full)]), kp)
         zv, zk = ir.Constant(vt, None), ir.Constant(kt, None)
-        r, k, hv, lv = group(builder.call(mload, [ap, i32(esz), mask, zv]), builder.call(mload, [wp, i32(esz), mask, zv]),
-                             builder.call(kload, [cp, i32(4), mask, zk]))
+        r, k, hv, lv = group(builder.call(mload, [ap, i32(esz), mask, zv]),
+                             builder.call(mload, [wp, i32(esz), mask, zv]), builder.call(kload, [cp, i32(4), mask, zk]))
         builder.call(mstore, [r, ap, i32(esz), mask])
         builder.call(kstore, [k, cp, i32(4), mask])
         h3, lo3 = builder.or_(ht, builder.and_(hv, mask)), builder.or_(lt, builder.and_(lv, mask))
@@ -1518,7 +1518,12 @@ def _speck_chain(take, T, B, S, runs, weights, inputs, steps, start, params, vq,
     er, eq, ek = np.empty(1024, dtype=np.int64), np.empty(1024, dtype=np.int64), np.empty(1024, dtype=np.int64)
     sk = np.empty(1024, dtype=np.int64)
     fg, fn, fs = np.empty(S, dtype=np.int64), np.empty(S), np.empty(S, dtype=np.int64)
-    while True:  # the samples not yet taken, one at a time, until take[1], in take[2:]'s order
+    while not (limit < np.inf and guard[1] != 0.0):  # the samples not yet taken, one at a time, until
+        # take[1], in take[2:]'s order. A float32 run (a finite `limit`) stops taking samples once any
+        # thread's sample left the grid: the run is done again in float64 (`runner._simulate`), and
+        # each finished sample leaves its state (counters, lists) as a whole run would (the rest of a
+        # DVS-like batch's float32 run was half its time). A float64 run's flag (a membrane clipped
+        # to its lower bound) stops nothing.
         i = _take(take)
         if i >= take[1]:
             break
@@ -1614,8 +1619,8 @@ def _speck_chain(take, T, B, S, runs, weights, inputs, steps, start, params, vq,
                     eq[m] = g
             for i in range(out_pos.size):
                 out_sum[b, i] += vq[off + out_pos[i]]
-    if off_grid:
-        guard[1] = 1.0
+        if off_grid:
+            guard[1] = 1.0
 
 
 @_njit(nogil=True)
