@@ -1199,13 +1199,18 @@ def _chain_tally(run: "_Run", chain: list, syn, spk, peak, nonempty) -> None:
         run.steps += 1
 
 
+def _cuts(n: int, parts: int) -> np.ndarray:
+    """[0, ..., n]: n items cut into min(parts, n) (at least 1) contiguous ranges of near-equal size."""
+    return np.linspace(0, n, max(min(parts, n), 1) + 1).round().astype(int)
+
+
 def _read_counts(counts: np.ndarray, pos: np.ndarray, pops: list, B: int, S: int) -> None:
     """`kernels.counts_out` for each (first slot, destination (B, neurons), channels) in `pops`, the
     samples cut in ranges on the runner's threads (`_on_threads`, as the input read: no OpenMP
     region whose threads spin on past the call)."""
     import numba
 
-    cuts = np.linspace(0, B, max(min(numba.get_num_threads(), B), 1) + 1).round().astype(int)
+    cuts = _cuts(B, numba.get_num_threads())
 
     def part(i):
         for lo, a, C in pops:
@@ -1299,7 +1304,7 @@ def _simulate_split(graph_or_net, x, policy, order, seed, chunk, speck_cap_D, v_
     flat = _flat_tables(net)  # shared, built before the threads start
     if not flat.gated:
         flat.runs(0 if policy != "ideal" else None)
-    cuts = np.linspace(0, B, min(threads, B) + 1).round().astype(int)
+    cuts = _cuts(B, threads)
     g = net.graph
     into = _Outputs(net, B)
 
@@ -1422,9 +1427,11 @@ def _simulate(graph_or_net, x, policy="ideal", order="layer", seed=0, chunk=4096
                 else {c: a[into[1]:into[1] + B] for c, a in into[0].counts.items()})
         # a population that is one channel-last segment (first slot, channels, sites) is read out by tiles
         tiled = {(lo, C * sites): C for lo, C, sites in counts_rt.seg.tolist()}
-        _read_counts(run.counts, counts_rt.pos, [(lo, a, tiled.get((lo, hi - lo), 1))
-                                                 for (lo, hi), a in ((net.offsets[c], a) for c, a in dest.items())],
-                     B, net.n_slots)
+        pops = []
+        for c, a in dest.items():
+            lo, hi = net.offsets[c]
+            pops.append((lo, a, tiled.get((lo, hi - lo), 1)))
+        _read_counts(run.counts, counts_rt.pos, pops, B, net.n_slots)
     else:  # counted in slot order: copied out, then the scratch's counts zeroed for the next run
         C = run.counts.reshape(B, net.n_slots)
         if into is None:
@@ -1493,7 +1500,7 @@ def _spike_inputs(inp, xs: list[torch.Tensor], row_base: int) -> tuple[np.ndarra
                                               len({xt.untyped_storage().data_ptr() for xt in xs}) == 1)
     R = T * B
     cnt = np.zeros(R + 1, dtype=np.int64)
-    cuts = np.linspace(0, R, max(min(numba.get_num_threads(), R), 1) + 1).round().astype(int)
+    cuts = _cuts(R, numba.get_num_threads())
     _on_threads(lambda i: kernels.input_rows_count(flat, st, sb, B, n, cuts[i], cuts[i + 1], cnt), len(cuts) - 1)
     first = np.cumsum(cnt)
     rows, m = np.empty(first[-1], dtype=np.int64), np.empty(first[-1])
